@@ -1,0 +1,30 @@
+//! `observer`: passive measurement of the JIM presence service from the wire.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! ```text
+//! capture (pcap/pcapng frames)
+//!   -> packet     (link layer, IPv4/IPv6, fragments -> TCP segments / UDP datagrams)
+//!   -> conntrack  (flows, per-direction TCP reassembly with first-seen timestamps)
+//!   -> jxta       (welcome lines, message packages, `jxmg` messages, endpoint addressing)
+//!   -> jim        (PING / PONG / MESSAGE documents)
+//!   -> transaction (PING/PONG matching, timeouts, presence states)
+//!   -> report     (statistics, human table, CSV, JSON)
+//! ```
+//!
+//! `runtime::offline` wires the stages for capture files; `synth` builds
+//! deterministic captures (with their ground truth) from scripted scenarios.
+
+pub mod capture;
+pub mod conntrack;
+pub mod jim;
+pub mod jxta;
+pub mod packet;
+pub mod report;
+pub mod runtime;
+pub mod synth;
+pub mod transaction;
+
+/// Wall-clock time as nanoseconds since the Unix epoch. Every timestamp in the
+/// pipeline is one of these: capture timestamps are converted once, at the source.
+pub type UnixNanos = u64;
