@@ -1,0 +1,105 @@
+//! JXTA peer identifiers, normalised so that the forms seen on the wire compare equal.
+//!
+//! The same peer appears as `urn:jxta:uuid-…03` in welcome lines and JIM documents, as
+//! `jxta://uuid-…03` in `EndpointRouterMsg` addresses, and JXSE 2.7 uses crypto-based
+//! `cbid-` IDs in both places. Identity in the matcher must not depend on which form a
+//! message happened to carry, so everything is converted to the URN form once, here.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A peer ID in URN form (`urn:jxta:<format>-<unique>`). Cheap to clone: the matcher
+/// keys maps by it for every PING and PONG.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(Arc<str>);
+
+impl PeerId {
+    /// Parses any of the wire forms: `urn:jxta:uuid-…`, `jxta://uuid-…`, `uuid-…`
+    /// (and the same with `cbid-` or any other `<format>-`). A trailing service path
+    /// (`jxta://uuid-…/PipeService/…`) is not part of the ID and must be cut by the
+    /// caller. Returns `None` for text that is not a peer ID (empty, spaces, control
+    /// characters, no `<format>-` part): wire text is never trusted to be one.
+    pub fn parse(text: &str) -> Option<PeerId> {
+        let t = text.trim();
+        let unique = if let Some(rest) = strip_prefix_ci(t, "urn:jxta:") {
+            rest
+        } else if let Some(rest) = strip_prefix_ci(t, "jxta://") {
+            rest
+        } else {
+            t
+        };
+        let (format, body) = unique.split_once('-')?;
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        };
+        if !valid(format) || !valid(body) || unique.len() > 512 {
+            return None;
+        }
+        Some(PeerId(Arc::from(format!("urn:jxta:{unique}"))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `<format>-<unique>` part, as used in `jxta://` endpoint addresses.
+    pub fn unique(&self) -> &str {
+        &self.0["urn:jxta:".len()..]
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = "uuid-59616261646162614E50472050325033A96FCDC35A0A4F3F8038B4F1F4D0B37E03";
+
+    #[test]
+    fn wire_forms_compare_equal() {
+        let a = PeerId::parse(&format!("urn:jxta:{U}")).unwrap();
+        let b = PeerId::parse(&format!("jxta://{U}")).unwrap();
+        let c = PeerId::parse(U).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a.unique(), U);
+        assert_eq!(a.as_str(), format!("urn:jxta:{U}"));
+    }
+
+    #[test]
+    fn cbid_accepted() {
+        let p = PeerId::parse("urn:jxta:cbid-0A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D03").unwrap();
+        assert!(p.as_str().starts_with("urn:jxta:cbid-"));
+    }
+
+    #[test]
+    fn garbage_rejected() {
+        for bad in ["", "urn:jxta:", "jxta://", "hello", "uuid-", "-abc", "uuid-a b", "uuid-\u{1b}[31m"] {
+            assert!(PeerId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}
