@@ -1,1 +1,586 @@
-//! (in progress)
+//! TCP connections: the flow table, per-direction reassembly, and the caps that keep
+//! memory bounded whatever the traffic (a SYN flood, a stalled flow, a capture that
+//! dropped half its packets).
+//!
+//! The table knows nothing of JXTA. It hands each direction's byte stream, with the
+//! first-seen time of every byte, to a [`FlowHandler`], which owns the per-flow
+//! application state (`runtime` plugs the JXTA stream parsers in here).
+
+pub mod reassembly;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+pub use reassembly::{Delivery, Reassembler, ReassemblyStats};
+
+use crate::UnixNanos;
+
+/// Which way a segment travels, relative to the side that opened the connection
+/// (or, for a flow whose start was not captured, the side seen first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// From the initiator (client) to the responder.
+    Forward = 0,
+    Reverse = 1,
+}
+
+impl Dir {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    pub fn other(self) -> Dir {
+        match self {
+            Dir::Forward => Dir::Reverse,
+            Dir::Reverse => Dir::Forward,
+        }
+    }
+}
+
+/// What a handler learns about a flow when it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub id: u64,
+    /// Address of the side that sends in [`Dir::Forward`].
+    pub initiator: SocketAddr,
+    pub responder: SocketAddr,
+    /// The connection's opening was captured (a SYN); otherwise it began mid-stream.
+    pub saw_syn: bool,
+    pub first_seen: UnixNanos,
+}
+
+impl FlowInfo {
+    pub fn sender(&self, dir: Dir) -> SocketAddr {
+        match dir {
+            Dir::Forward => self.initiator,
+            Dir::Reverse => self.responder,
+        }
+    }
+}
+
+/// Why a flow left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    Fin,
+    Rst,
+    Idle,
+    /// Evicted to make room under `max_flows`.
+    Evicted,
+    /// A new SYN reused the 4-tuple.
+    Reused,
+    EndOfInput,
+}
+
+/// What a handler wants of a direction after seeing some of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    Keep,
+    /// Nothing useful here (not JXTA): stop buffering this direction.
+    Ignore,
+}
+
+/// The consumer of reassembled streams. One trait, three moments in a flow's life.
+pub trait FlowHandler {
+    type State;
+    fn open(&mut self, info: &FlowInfo) -> Self::State;
+    fn deliver(
+        &mut self,
+        state: &mut Self::State,
+        info: &FlowInfo,
+        dir: Dir,
+        delivery: Delivery<'_>,
+    ) -> Interest;
+    fn close(&mut self, state: Self::State, info: &FlowInfo, reason: CloseReason);
+}
+
+/// Limits; every one of them, when hit, is counted in [`FlowStats`].
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    /// Out-of-order bytes buffered per direction before holes are skipped.
+    pub max_flow_buffer: usize,
+    /// Out-of-order bytes buffered across all flows.
+    pub max_total_buffer: usize,
+    /// Flows tracked at once; the least recently active are evicted beyond it.
+    pub max_flows: usize,
+    /// A flow silent for this long (capture time) is closed.
+    pub idle_timeout_ns: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_flow_buffer: 4 << 20,
+            max_total_buffer: 256 << 20,
+            max_flows: 100_000,
+            idle_timeout_ns: 300 * 1_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FlowStats {
+    pub flows: u64,
+    pub flows_with_syn: u64,
+    pub flows_mid_stream: u64,
+    pub max_active_flows: u64,
+    pub closed_fin: u64,
+    pub closed_rst: u64,
+    pub closed_idle: u64,
+    pub evicted_flow_cap: u64,
+    pub port_reuse: u64,
+    pub closed_end_of_input: u64,
+    pub ignored_directions: u64,
+    pub max_buffered_bytes: u64,
+    pub reassembly: ReassemblyStats,
+}
+
+struct Flow<S> {
+    info: FlowInfo,
+    dirs: [Reassembler; 2],
+    last_seen: UnixNanos,
+    rst: bool,
+    state: S,
+}
+
+/// Canonical 4-tuple: the same key for both directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FlowKey(SocketAddr, SocketAddr);
+
+impl FlowKey {
+    fn new(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b {
+            FlowKey(a, b)
+        } else {
+            FlowKey(b, a)
+        }
+    }
+}
+
+/// One TCP segment as the table needs it (the packet layer's fields, borrowed).
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSegment<'a> {
+    pub ts: UnixNanos,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub ack: Option<u32>,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub payload: &'a [u8],
+}
+
+pub struct FlowTable<S> {
+    cfg: FlowConfig,
+    flows: HashMap<FlowKey, Flow<S>>,
+    next_id: u64,
+    buffered: usize,
+    last_sweep: UnixNanos,
+    pub stats: FlowStats,
+}
+
+impl<S> FlowTable<S> {
+    pub fn new(cfg: FlowConfig) -> Self {
+        FlowTable {
+            cfg,
+            flows: HashMap::new(),
+            next_id: 0,
+            buffered: 0,
+            last_sweep: 0,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn active_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// Feeds one segment through its flow's reassembler into the handler.
+    pub fn segment<H: FlowHandler<State = S>>(&mut self, seg: &TcpSegment<'_>, handler: &mut H) {
+        self.sweep_idle(seg.ts, handler);
+        let key = FlowKey::new(seg.src, seg.dst);
+
+        // A fresh SYN on a 4-tuple already in use is a new connection (port reuse).
+        if seg.syn && seg.ack.is_none() {
+            if let Some(flow) = self.flows.get(&key) {
+                let fwd = &flow.dirs[Dir::Forward.index()];
+                if flow.info.initiator != seg.src
+                    || fwd.delivered() > 0
+                    || flow.rst
+                    || fwd.fin_seen()
+                {
+                    self.stats.port_reuse += 1;
+                    self.close(key, CloseReason::Reused, handler);
+                }
+            }
+        }
+
+        if !self.flows.contains_key(&key) {
+            if seg.rst {
+                return; // nothing to tear down
+            }
+            if self.flows.len() >= self.cfg.max_flows {
+                self.evict_oldest(handler);
+            }
+            // A SYN-ACK seen first means the SYN was missed: its sender is the responder.
+            let (initiator, responder) = if seg.syn && seg.ack.is_some() {
+                (seg.dst, seg.src)
+            } else {
+                (seg.src, seg.dst)
+            };
+            let info = FlowInfo {
+                id: self.next_id,
+                initiator,
+                responder,
+                saw_syn: seg.syn,
+                first_seen: seg.ts,
+            };
+            self.next_id += 1;
+            self.stats.flows += 1;
+            if seg.syn {
+                self.stats.flows_with_syn += 1;
+            } else {
+                self.stats.flows_mid_stream += 1;
+            }
+            let state = handler.open(&info);
+            self.flows.insert(
+                key,
+                Flow {
+                    info,
+                    dirs: [Reassembler::new(), Reassembler::new()],
+                    last_seen: seg.ts,
+                    rst: false,
+                    state,
+                },
+            );
+            self.stats.max_active_flows = self.stats.max_active_flows.max(self.flows.len() as u64);
+        }
+
+        let total_room = self.cfg.max_total_buffer.saturating_sub(self.buffered);
+        let flow_cap = self.cfg.max_flow_buffer;
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.last_seen = seg.ts;
+        let dir = if seg.src == flow.info.initiator {
+            Dir::Forward
+        } else {
+            Dir::Reverse
+        };
+        let Flow {
+            info, dirs, state, ..
+        } = flow;
+        let [fwd, rev] = dirs;
+        let (this, other) = match dir {
+            Dir::Forward => (fwd, rev),
+            Dir::Reverse => (rev, fwd),
+        };
+        let stats = &mut self.stats;
+        let mut delta: isize = 0;
+        let mut ignore_this = false;
+        let mut ignore_other = false;
+        if let Some(ack) = seg.ack {
+            // Acknowledgements speak about the *other* direction's bytes.
+            delta += other.acked(ack, &mut stats.reassembly, &mut |d| {
+                if handler.deliver(state, info, dir.other(), d) == Interest::Ignore {
+                    ignore_other = true;
+                }
+            });
+        }
+        delta += this.segment(
+            seg.seq,
+            seg.syn,
+            seg.fin,
+            seg.payload,
+            seg.ts,
+            flow_cap,
+            total_room,
+            &mut stats.reassembly,
+            &mut |d| {
+                if handler.deliver(state, info, dir, d) == Interest::Ignore {
+                    ignore_this = true;
+                }
+            },
+        );
+        if ignore_this {
+            delta -= this.ignore() as isize;
+            stats.ignored_directions += 1;
+        }
+        if ignore_other {
+            delta -= other.ignore() as isize;
+            stats.ignored_directions += 1;
+        }
+        self.buffered = (self.buffered as isize + delta).max(0) as usize;
+        self.stats.max_buffered_bytes = self.stats.max_buffered_bytes.max(self.buffered as u64);
+
+        let done = if seg.rst {
+            flow.rst = true;
+            Some(CloseReason::Rst)
+        } else if flow
+            .dirs
+            .iter()
+            .all(|d| d.fin_seen() && d.pending_bytes() == 0)
+        {
+            Some(CloseReason::Fin)
+        } else {
+            None
+        };
+        if let Some(reason) = done {
+            self.close(key, reason, handler);
+        }
+    }
+
+    /// Closes every flow (end of input): buffered data behind holes is delivered.
+    pub fn finish<H: FlowHandler<State = S>>(&mut self, handler: &mut H) {
+        let mut keys: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.info.id, *k)).collect();
+        // Deterministic order: flows close in the order they opened.
+        keys.sort_unstable_by_key(|(id, _)| *id);
+        for (_, key) in keys {
+            self.close(key, CloseReason::EndOfInput, handler);
+        }
+    }
+
+    fn close<H: FlowHandler<State = S>>(
+        &mut self,
+        key: FlowKey,
+        reason: CloseReason,
+        handler: &mut H,
+    ) {
+        let Some(mut flow) = self.flows.remove(&key) else {
+            return;
+        };
+        match reason {
+            CloseReason::Fin => self.stats.closed_fin += 1,
+            CloseReason::Rst => self.stats.closed_rst += 1,
+            CloseReason::Idle => self.stats.closed_idle += 1,
+            CloseReason::Evicted => self.stats.evicted_flow_cap += 1,
+            CloseReason::EndOfInput => self.stats.closed_end_of_input += 1,
+            CloseReason::Reused => {}
+        }
+        for dir in [Dir::Forward, Dir::Reverse] {
+            let info = &flow.info;
+            let state = &mut flow.state;
+            let freed = flow.dirs[dir.index()].close(&mut self.stats.reassembly, &mut |d| {
+                handler.deliver(state, info, dir, d);
+            });
+            self.buffered = (self.buffered as isize + freed).max(0) as usize;
+        }
+        handler.close(flow.state, &flow.info, reason);
+    }
+
+    /// Closes flows idle for longer than the timeout. Runs at most a few times per
+    /// timeout period so that the scan's cost is spread over many packets.
+    fn sweep_idle<H: FlowHandler<State = S>>(&mut self, now: UnixNanos, handler: &mut H) {
+        let period = (self.cfg.idle_timeout_ns / 4).max(1);
+        if now < self.last_sweep.saturating_add(period) {
+            return;
+        }
+        self.last_sweep = now;
+        let limit = now.saturating_sub(self.cfg.idle_timeout_ns);
+        let mut idle: Vec<(u64, FlowKey)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.last_seen < limit)
+            .map(|(k, f)| (f.info.id, *k))
+            .collect();
+        idle.sort_unstable_by_key(|(id, _)| *id);
+        for (_, key) in idle {
+            self.close(key, CloseReason::Idle, handler);
+        }
+    }
+
+    /// Evicts the least recently active eighth of the table at once, so that a flood
+    /// of new flows costs one scan per many insertions rather than one per insertion.
+    fn evict_oldest<H: FlowHandler<State = S>>(&mut self, handler: &mut H) {
+        let mut by_age: Vec<(UnixNanos, u64, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.last_seen, f.info.id, *k))
+            .collect();
+        let n = (by_age.len() / 8).max(1);
+        if n < by_age.len() {
+            by_age.select_nth_unstable(n);
+        }
+        by_age.truncate(n);
+        by_age.sort_unstable();
+        for (_, _, key) in by_age {
+            self.close(key, CloseReason::Evicted, handler);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every stream as text, with gaps shown as '?', and close reasons.
+    #[derive(Default)]
+    struct Recorder {
+        streams: HashMap<(u64, usize), String>,
+        closed: Vec<(u64, CloseReason)>,
+        ignore_prefix: Option<&'static str>,
+    }
+
+    impl FlowHandler for Recorder {
+        type State = u64;
+        fn open(&mut self, info: &FlowInfo) -> u64 {
+            info.id
+        }
+        fn deliver(&mut self, id: &mut u64, _: &FlowInfo, dir: Dir, d: Delivery<'_>) -> Interest {
+            let s = self.streams.entry((*id, dir.index())).or_default();
+            match d {
+                Delivery::Data { data, .. } => s.push_str(&String::from_utf8_lossy(data)),
+                Delivery::Gap { len } => s.extend((0..len).map(|_| '?')),
+            }
+            match self.ignore_prefix {
+                Some(p) if s.starts_with(p) => Interest::Ignore,
+                _ => Interest::Keep,
+            }
+        }
+        fn close(&mut self, id: u64, _: &FlowInfo, reason: CloseReason) {
+            self.closed.push((id, reason));
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn seg<'a>(
+        ts: u64,
+        src: &str,
+        dst: &str,
+        seq: u32,
+        ack: Option<u32>,
+        flags: &str,
+        payload: &'a [u8],
+    ) -> TcpSegment<'a> {
+        TcpSegment {
+            ts,
+            src: addr(src),
+            dst: addr(dst),
+            seq,
+            ack,
+            syn: flags.contains('S'),
+            fin: flags.contains('F'),
+            rst: flags.contains('R'),
+            payload,
+        }
+    }
+
+    const C: &str = "10.0.0.1:40000";
+    const S: &str = "10.0.0.2:9701";
+
+    #[test]
+    fn both_directions_and_fin_close() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder::default();
+        t.segment(&seg(1, C, S, 100, None, "S", b""), &mut h);
+        t.segment(&seg(2, S, C, 500, Some(101), "S", b""), &mut h);
+        t.segment(&seg(3, C, S, 101, Some(501), "", b"ping"), &mut h);
+        t.segment(&seg(4, S, C, 501, Some(105), "", b"pong"), &mut h);
+        t.segment(&seg(5, C, S, 105, Some(505), "F", b""), &mut h);
+        assert_eq!(t.active_flows(), 1);
+        t.segment(&seg(6, S, C, 505, Some(106), "F", b""), &mut h);
+        assert_eq!(t.active_flows(), 0);
+        assert_eq!(h.streams[&(0, 0)], "ping");
+        assert_eq!(h.streams[&(0, 1)], "pong");
+        assert_eq!(h.closed, vec![(0, CloseReason::Fin)]);
+        assert_eq!(t.stats.flows_with_syn, 1);
+    }
+
+    #[test]
+    fn mid_stream_flow_and_ack_gap() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder::default();
+        t.segment(&seg(1, S, C, 7000, Some(100), "", b"abc"), &mut h);
+        // 3 bytes at 7003 never captured; the client acknowledges past them.
+        t.segment(&seg(2, S, C, 7006, Some(100), "", b"ghi"), &mut h);
+        t.segment(&seg(3, C, S, 100, Some(7009), "", b""), &mut h);
+        assert_eq!(h.streams[&(0, 0)], "abc???ghi");
+        assert_eq!(t.stats.flows_mid_stream, 1);
+        assert_eq!(t.stats.reassembly.gaps_acked, 1);
+    }
+
+    #[test]
+    fn port_reuse_starts_a_new_flow() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder::default();
+        t.segment(&seg(1, C, S, 100, None, "S", b""), &mut h);
+        t.segment(&seg(2, C, S, 101, None, "", b"one"), &mut h);
+        t.segment(&seg(3, C, S, 9000, None, "S", b""), &mut h);
+        t.segment(&seg(4, C, S, 9001, None, "", b"two"), &mut h);
+        assert_eq!(h.streams[&(0, 0)], "one");
+        assert_eq!(h.streams[&(1, 0)], "two");
+        assert_eq!(t.stats.port_reuse, 1);
+        assert_eq!(h.closed, vec![(0, CloseReason::Reused)]);
+    }
+
+    #[test]
+    fn rst_closes_and_flushes() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder::default();
+        t.segment(&seg(1, C, S, 0, None, "", b"ab"), &mut h);
+        t.segment(&seg(2, C, S, 4, None, "", b"ef"), &mut h);
+        t.segment(&seg(3, S, C, 0, None, "R", b""), &mut h);
+        assert_eq!(h.streams[&(0, 0)], "ab??ef");
+        assert_eq!(h.closed, vec![(0, CloseReason::Rst)]);
+        assert_eq!(t.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn idle_flows_evicted_and_flow_cap_bounded() {
+        let cfg = FlowConfig {
+            max_flows: 64,
+            idle_timeout_ns: 1_000,
+            ..FlowConfig::default()
+        };
+        let mut t = FlowTable::new(cfg);
+        let mut h = Recorder::default();
+        for i in 0..10_000u32 {
+            let src = format!("10.1.{}.{}:{}", (i >> 8) & 255, i & 255, 1024 + (i % 5000));
+            t.segment(&seg(1, &src, S, i, None, "S", b""), &mut h);
+            assert!(t.active_flows() <= 64);
+        }
+        assert!(t.stats.evicted_flow_cap > 0);
+        // Capture time moves on: all remaining flows go idle.
+        t.segment(&seg(10_000, C, S, 1, None, "", b"x"), &mut h);
+        assert_eq!(t.active_flows(), 1);
+        assert!(t.stats.closed_idle > 0);
+    }
+
+    #[test]
+    fn total_buffer_cap_is_global() {
+        let cfg = FlowConfig {
+            max_total_buffer: 100,
+            ..FlowConfig::default()
+        };
+        let mut t = FlowTable::new(cfg);
+        let mut h = Recorder::default();
+        for f in 0..20u32 {
+            let src = format!("10.2.0.{}:5000", f + 1);
+            t.segment(&seg(1, &src, S, 0, None, "", b"a"), &mut h);
+            // Out of order data that waits behind a hole.
+            t.segment(&seg(2, &src, S, 10, None, "", &[b'x'; 30]), &mut h);
+            assert!(t.buffered_bytes() <= 100, "{}", t.buffered_bytes());
+        }
+        assert!(t.stats.reassembly.gaps_total_cap > 0);
+    }
+
+    #[test]
+    fn ignored_direction_stops_buffering() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder {
+            ignore_prefix: Some("GET"),
+            ..Recorder::default()
+        };
+        t.segment(&seg(1, C, S, 0, None, "", b"GET / HTTP/1.1\r\n"), &mut h);
+        t.segment(&seg(2, C, S, 100, None, "", b"later"), &mut h);
+        assert_eq!(t.buffered_bytes(), 0);
+        assert_eq!(t.stats.ignored_directions, 1);
+    }
+}

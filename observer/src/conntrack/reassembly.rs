@@ -1,0 +1,611 @@
+//! One direction of a TCP connection, turned back into the byte stream the sender wrote.
+//!
+//! Besides the bytes, the reassembler keeps *when each byte was first seen*: a JXTA
+//! message's transaction start is the first sighting of any of its bytes and its stop
+//! the arrival of its last missing byte, so timestamps travel with the data as
+//! `(bytes, first_seen)` runs instead of being the time of the segment that happened to
+//! complete the in-order prefix.
+//!
+//! Rules, in the order a segment meets them:
+//! - sequence numbers are unwrapped into 64-bit stream offsets relative to the first
+//!   sequence number seen (the ISN + 1 after a SYN, or the first segment of a capture
+//!   that began mid-connection);
+//! - bytes already delivered are retransmissions: dropped and counted;
+//! - the first copy of a byte wins (data and timestamp), later overlapping copies only
+//!   fill what is still missing;
+//! - a hole is declared a gap (the capture missed it; the stream parser resynchronises)
+//!   when the other side acknowledges past it, when the per-flow buffer cap is hit,
+//!   or when the flow ends.
+
+use std::collections::BTreeMap;
+
+use crate::UnixNanos;
+
+/// What the reassembler hands to the stream's consumer, in stream order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// In-order bytes, all first seen at `first_seen`.
+    Data {
+        data: &'a [u8],
+        first_seen: UnixNanos,
+    },
+    /// `len` bytes the capture never showed; the stream continues after them.
+    Gap { len: u64 },
+}
+
+/// Why a hole was skipped; each is counted separately in [`ReassemblyStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapCause {
+    /// The receiver acknowledged bytes the capture never saw.
+    Acked,
+    /// Out-of-order data waiting behind the hole exceeded the per-flow cap.
+    FlowCap,
+    /// Out-of-order data exceeded the table-wide cap.
+    TotalCap,
+    /// The flow ended (FIN, RST, eviction, end of input) with data behind a hole.
+    Close,
+}
+
+/// Counters of everything the reassembler had to correct or give up on.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReassemblyStats {
+    pub segments: u64,
+    pub payload_bytes: u64,
+    pub out_of_order_segments: u64,
+    pub retransmitted_bytes: u64,
+    pub overlap_bytes: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub gaps_acked: u64,
+    pub gaps_flow_cap: u64,
+    pub gaps_total_cap: u64,
+    pub gaps_close: u64,
+    /// Segments so far from the expected window (more than 1 GiB away) that they
+    /// cannot belong to this stream: dropped rather than allowed to skew offsets.
+    pub implausible_segments: u64,
+}
+
+/// Sequence distances beyond this are treated as garbage, not as data far ahead.
+const MAX_SEQ_JUMP: i64 = 1 << 30;
+
+#[derive(Debug)]
+struct Pending {
+    data: Vec<u8>,
+    first_seen: UnixNanos,
+}
+
+/// Reassembly state of one direction.
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    /// Sequence number of stream offset 0; `None` until the first segment.
+    base_seq: Option<u32>,
+    /// Stream offset of the next byte to deliver (bytes delivered or skipped so far).
+    delivered: u64,
+    /// Out-of-order runs keyed by stream offset; runs never overlap each other.
+    pending: BTreeMap<u64, Pending>,
+    pending_bytes: usize,
+    /// Stream offset of the FIN, once seen (FIN occupies one sequence number).
+    fin_at: Option<u64>,
+    /// The stream began with a SYN: its first byte is the first byte the sender wrote.
+    pub saw_syn: bool,
+    /// Stop buffering: the consumer has no use for this direction (not JXTA).
+    ignore: bool,
+}
+
+impl Reassembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stream offset of the next byte to be delivered.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Bytes held out of order, waiting for a hole to be filled.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub fn started(&self) -> bool {
+        self.base_seq.is_some()
+    }
+
+    pub fn fin_seen(&self) -> bool {
+        self.fin_at.is_some()
+    }
+
+    /// Drops buffered data and stops buffering; sequence tracking continues so the
+    /// flow's bookkeeping (FIN, port reuse) still works. Returns the bytes released.
+    pub fn ignore(&mut self) -> usize {
+        self.ignore = true;
+        self.pending.clear();
+        std::mem::take(&mut self.pending_bytes)
+    }
+
+    /// Stream offset of a sequence number, relative to the delivered point.
+    fn offset_of(&self, seq: u32) -> Option<i64> {
+        // Unwrap around the delivered point: the sequence space wraps every 4 GiB,
+        // the stream offset never does.
+        let next = self.base_seq?.wrapping_add(self.delivered as u32);
+        Some(self.delivered as i64 + i64::from(seq.wrapping_sub(next) as i32))
+    }
+
+    /// Feeds one segment. `flow_cap` bounds this direction's out-of-order buffer;
+    /// `total_room` is what the table-wide cap still allows (updated by the caller
+    /// from the returned byte delta). Returns the change in buffered bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        ts: UnixNanos,
+        flow_cap: usize,
+        total_room: usize,
+        stats: &mut ReassemblyStats,
+        out: &mut impl FnMut(Delivery<'_>),
+    ) -> isize {
+        let before = self.pending_bytes as isize;
+        stats.segments += 1;
+        stats.payload_bytes += payload.len() as u64;
+        let data_seq = if syn {
+            // The SYN occupies one sequence number; a SYN restarts a direction that has
+            // delivered nothing (a retransmitted SYN), never one already in use (the
+            // flow table turns that into a new connection first).
+            if self.delivered == 0 && self.pending.is_empty() {
+                self.base_seq = Some(seq.wrapping_add(1));
+                self.saw_syn = true;
+            }
+            seq.wrapping_add(1)
+        } else {
+            seq
+        };
+        if self.base_seq.is_none() {
+            self.base_seq = Some(data_seq);
+        }
+        let Some(off) = self.offset_of(data_seq) else {
+            return 0;
+        };
+        if (off - self.delivered as i64).abs() > MAX_SEQ_JUMP {
+            stats.implausible_segments += 1;
+            return 0;
+        }
+        let end = off + payload.len() as i64;
+        if fin && end >= 0 {
+            self.fin_at.get_or_insert(end as u64);
+        }
+        if self.ignore || payload.is_empty() {
+            return 0;
+        }
+        // Trim what was already delivered (retransmission, or a partial overlap).
+        let delivered = self.delivered as i64;
+        if end <= delivered {
+            stats.retransmitted_bytes += payload.len() as u64;
+            return 0;
+        }
+        let (off, payload) = if off < delivered {
+            let cut = (delivered - off) as usize;
+            stats.retransmitted_bytes += cut as u64;
+            (self.delivered, &payload[cut..])
+        } else {
+            (off as u64, payload)
+        };
+
+        if off == self.delivered && self.pending.is_empty() {
+            // The common case: in order, nothing waiting. Hand the borrowed bytes on.
+            self.delivered += payload.len() as u64;
+            out(Delivery::Data {
+                data: payload,
+                first_seen: ts,
+            });
+            return 0;
+        }
+        if off > self.delivered {
+            stats.out_of_order_segments += 1;
+        }
+        self.store(off, payload, ts, stats);
+        self.drain(out);
+        if self.pending_bytes > flow_cap {
+            self.skip_holes(GapCause::FlowCap, flow_cap, stats, out);
+        }
+        let grown = self.pending_bytes as isize - before;
+        if grown > 0 && grown as usize > total_room {
+            self.skip_holes(GapCause::TotalCap, 0, stats, out);
+        }
+        self.pending_bytes as isize - before
+    }
+
+    /// The other direction acknowledged up to `ack`: bytes below it that the capture
+    /// never showed are gone for good. Returns the change in buffered bytes.
+    pub fn acked(
+        &mut self,
+        ack: u32,
+        stats: &mut ReassemblyStats,
+        out: &mut impl FnMut(Delivery<'_>),
+    ) -> isize {
+        let Some(ack_off) = self.offset_of(ack) else {
+            return 0;
+        };
+        let delivered = self.delivered as i64;
+        // One sequence number past the data may be the FIN, which carries no byte.
+        if ack_off <= delivered + 1 || ack_off - delivered > MAX_SEQ_JUMP || self.ignore {
+            return 0;
+        }
+        if self.fin_at == Some(self.delivered) {
+            return 0;
+        }
+        let before = self.pending_bytes as isize;
+        let hole_end = match self.pending.keys().next() {
+            Some(&first) => first.min(ack_off as u64),
+            None => ack_off as u64,
+        };
+        if hole_end > self.delivered {
+            self.gap(hole_end - self.delivered, GapCause::Acked, stats, out);
+            self.drain(out);
+        }
+        self.pending_bytes as isize - before
+    }
+
+    /// The flow ends: whatever waits behind holes is delivered after gaps.
+    /// Returns the change in buffered bytes (always ≤ 0).
+    pub fn close(
+        &mut self,
+        stats: &mut ReassemblyStats,
+        out: &mut impl FnMut(Delivery<'_>),
+    ) -> isize {
+        let before = self.pending_bytes as isize;
+        self.skip_holes(GapCause::Close, 0, stats, out);
+        self.pending_bytes as isize - before
+    }
+
+    /// Skips holes, oldest first, until at most `keep` bytes wait out of order.
+    fn skip_holes(
+        &mut self,
+        cause: GapCause,
+        keep: usize,
+        stats: &mut ReassemblyStats,
+        out: &mut impl FnMut(Delivery<'_>),
+    ) {
+        while self.pending_bytes > keep {
+            let Some(&first) = self.pending.keys().next() else {
+                break;
+            };
+            if first > self.delivered {
+                self.gap(first - self.delivered, cause, stats, out);
+            }
+            self.drain(out);
+        }
+    }
+
+    fn gap(
+        &mut self,
+        len: u64,
+        cause: GapCause,
+        stats: &mut ReassemblyStats,
+        out: &mut impl FnMut(Delivery<'_>),
+    ) {
+        stats.gaps += 1;
+        stats.gap_bytes += len;
+        match cause {
+            GapCause::Acked => stats.gaps_acked += 1,
+            GapCause::FlowCap => stats.gaps_flow_cap += 1,
+            GapCause::TotalCap => stats.gaps_total_cap += 1,
+            GapCause::Close => stats.gaps_close += 1,
+        }
+        self.delivered += len;
+        out(Delivery::Gap { len });
+    }
+
+    /// Stores the parts of `[off, off+len)` not already held, keeping earlier copies.
+    fn store(&mut self, off: u64, payload: &[u8], ts: UnixNanos, stats: &mut ReassemblyStats) {
+        let end = off + payload.len() as u64;
+        let mut cursor = off;
+        // Runs that start before `off` may still cover its beginning.
+        let first_key = self
+            .pending
+            .range(..=off)
+            .next_back()
+            .filter(|(k, p)| **k + p.data.len() as u64 > off)
+            .map(|(k, _)| *k)
+            .unwrap_or(off);
+        let covering: Vec<(u64, u64)> = self
+            .pending
+            .range(first_key..end)
+            .map(|(k, p)| (*k, *k + p.data.len() as u64))
+            .collect();
+        let mut pieces: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in covering {
+            if s > cursor {
+                pieces.push((cursor, s.min(end)));
+            }
+            if e > cursor {
+                stats.overlap_bytes += e.min(end) - cursor.max(s);
+            }
+            cursor = cursor.max(e);
+            if cursor >= end {
+                break;
+            }
+        }
+        if cursor < end {
+            pieces.push((cursor, end));
+        }
+        for (s, e) in pieces {
+            let slice = &payload[(s - off) as usize..(e - off) as usize];
+            self.pending_bytes += slice.len();
+            self.pending.insert(
+                s,
+                Pending {
+                    data: slice.to_vec(),
+                    first_seen: ts,
+                },
+            );
+        }
+    }
+
+    /// Delivers every stored run that is now contiguous with the delivered point.
+    fn drain(&mut self, out: &mut impl FnMut(Delivery<'_>)) {
+        while let Some(entry) = self.pending.first_entry() {
+            let start = *entry.key();
+            if start > self.delivered {
+                break;
+            }
+            let run = entry.remove();
+            self.pending_bytes -= run.data.len();
+            let skip = (self.delivered - start) as usize;
+            if skip < run.data.len() {
+                let data = &run.data[skip..];
+                self.delivered += data.len() as u64;
+                out(Delivery::Data {
+                    data,
+                    first_seen: run.first_seen,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects deliveries as (bytes, first_seen) per byte plus gap markers.
+    #[derive(Default, Debug)]
+    struct Sink {
+        bytes: Vec<(u8, UnixNanos)>,
+        gaps: Vec<u64>,
+    }
+
+    impl Sink {
+        fn push(&mut self, d: Delivery<'_>) {
+            match d {
+                Delivery::Data { data, first_seen } => {
+                    self.bytes.extend(data.iter().map(|b| (*b, first_seen)))
+                }
+                Delivery::Gap { len } => {
+                    self.gaps.push(len);
+                    self.bytes.extend((0..len).map(|_| (b'?', 0)));
+                }
+            }
+        }
+        fn text(&self) -> String {
+            self.bytes.iter().map(|(b, _)| *b as char).collect()
+        }
+    }
+
+    fn feed(
+        r: &mut Reassembler,
+        sink: &mut Sink,
+        stats: &mut ReassemblyStats,
+        seq: u32,
+        data: &[u8],
+        ts: u64,
+    ) {
+        r.segment(
+            seq,
+            false,
+            false,
+            data,
+            ts,
+            1 << 20,
+            usize::MAX,
+            stats,
+            &mut |d| sink.push(d),
+        );
+    }
+
+    #[test]
+    fn in_order_after_syn() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        r.segment(
+            999,
+            true,
+            false,
+            b"",
+            1,
+            1 << 20,
+            usize::MAX,
+            &mut st,
+            &mut |d| s.push(d),
+        );
+        feed(&mut r, &mut s, &mut st, 1000, b"hello ", 2);
+        feed(&mut r, &mut s, &mut st, 1006, b"world", 3);
+        assert_eq!(s.text(), "hello world");
+        assert!(r.saw_syn);
+        assert_eq!(s.bytes[0].1, 2);
+        assert_eq!(s.bytes[10].1, 3);
+    }
+
+    #[test]
+    fn out_of_order_keeps_first_seen_times() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 100, b"ab", 1);
+        feed(&mut r, &mut s, &mut st, 104, b"ef", 2); // early
+        assert_eq!(s.text(), "ab");
+        feed(&mut r, &mut s, &mut st, 102, b"cd", 3); // fills the hole
+        assert_eq!(s.text(), "abcdef");
+        let times: Vec<u64> = s.bytes.iter().map(|b| b.1).collect();
+        assert_eq!(times, vec![1, 1, 3, 3, 2, 2]);
+        assert_eq!(st.out_of_order_segments, 1);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn retransmission_and_overlap_first_copy_wins() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 0, b"abc", 1);
+        feed(&mut r, &mut s, &mut st, 0, b"abc", 2); // full retransmission
+        feed(&mut r, &mut s, &mut st, 6, b"gh", 3); // early
+        feed(&mut r, &mut s, &mut st, 5, b"XYZ", 4); // overlaps the early run: only 'f'... new
+        feed(&mut r, &mut s, &mut st, 1, b"bcde", 5); // partly delivered, fills 'd','e'
+        assert_eq!(s.text(), "abcdeXgh");
+        assert_eq!(st.retransmitted_bytes, 3 + 2);
+        let times: Vec<u64> = s.bytes.iter().map(|b| b.1).collect();
+        assert_eq!(times, vec![1, 1, 1, 5, 5, 4, 3, 3]);
+    }
+
+    #[test]
+    fn sequence_wraparound() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, u32::MAX - 1, b"ab", 1);
+        feed(&mut r, &mut s, &mut st, 2, b"de", 2); // early, across the wrap
+        feed(&mut r, &mut s, &mut st, 0, b"xy", 3);
+        assert_eq!(s.text(), "abxyde");
+    }
+
+    #[test]
+    fn ack_past_a_hole_declares_a_gap() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 0, b"ab", 1);
+        feed(&mut r, &mut s, &mut st, 5, b"fg", 2);
+        r.acked(7, &mut st, &mut |d| s.push(d));
+        assert_eq!(s.gaps, vec![3]);
+        assert_eq!(s.text(), "ab???fg");
+        assert_eq!(st.gaps_acked, 1);
+        // An ACK one past the data (a FIN's sequence number) is not a gap.
+        r.acked(8, &mut st, &mut |d| s.push(d));
+        assert_eq!(s.gaps.len(), 1);
+    }
+
+    #[test]
+    fn flow_cap_forces_a_gap_and_bounds_memory() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 0, b"a", 1);
+        for i in 0..100u32 {
+            r.segment(
+                10 + i * 10,
+                false,
+                false,
+                b"xxxxx",
+                2,
+                64,
+                usize::MAX,
+                &mut st,
+                &mut |d| s.push(d),
+            );
+            assert!(r.pending_bytes() <= 64);
+        }
+        assert!(st.gaps_flow_cap > 0);
+        assert!(r.pending_bytes() <= 64);
+    }
+
+    #[test]
+    fn close_flushes_behind_holes() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 0, b"ab", 1);
+        feed(&mut r, &mut s, &mut st, 4, b"ef", 2);
+        feed(&mut r, &mut s, &mut st, 8, b"ij", 3);
+        r.close(&mut st, &mut |d| s.push(d));
+        assert_eq!(s.text(), "ab??ef??ij");
+        assert_eq!(st.gaps_close, 2);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn implausible_jump_dropped() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 0, b"ab", 1);
+        feed(&mut r, &mut s, &mut st, 0x8000_0000, b"zz", 2);
+        assert_eq!(st.implausible_segments, 1);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any permutation of segments, with duplicates, yields the original stream.
+            #[test]
+            fn permutation_and_duplication(
+                data in proptest::collection::vec(any::<u8>(), 1..400),
+                cuts in proptest::collection::vec(1usize..40, 1..40),
+                order in proptest::collection::vec(any::<u32>(), 1..80),
+                isn in any::<u32>(),
+            ) {
+                let mut segs = Vec::new();
+                let mut at = 0;
+                for c in cuts.iter().cycle() {
+                    if at >= data.len() { break; }
+                    let end = (at + c).min(data.len());
+                    segs.push((at, end));
+                    at = end;
+                }
+                // Shuffle deterministically and add duplicates, but keep the first
+                // segment first so the stream's start is known (as after a SYN).
+                let mut sched: Vec<usize> = (1..segs.len()).collect();
+                for (i, o) in order.iter().enumerate() {
+                    if sched.is_empty() { break; }
+                    let j = (*o as usize) % sched.len();
+                    let k = i % sched.len();
+                    sched.swap(j, k);
+                    if o % 3 == 0 { let d = sched[j]; sched.push(d); }
+                }
+                let (mut r, mut s, mut st) = (Reassembler::new(), Sink::default(), ReassemblyStats::default());
+                r.segment(isn, true, false, b"", 0, 1 << 20, usize::MAX, &mut st, &mut |d| s.push(d));
+                for (t, &i) in std::iter::once(&0).chain(sched.iter()).enumerate() {
+                    let (a, b) = segs[i];
+                    let seq = isn.wrapping_add(1).wrapping_add(a as u32);
+                    r.segment(seq, false, false, &data[a..b], t as u64, 1 << 20, usize::MAX, &mut st, &mut |d| s.push(d));
+                }
+                let got: Vec<u8> = s.bytes.iter().map(|b| b.0).collect();
+                prop_assert_eq!(got, data);
+                prop_assert_eq!(r.pending_bytes(), 0);
+                prop_assert!(s.gaps.is_empty());
+            }
+        }
+    }
+}
