@@ -1,0 +1,110 @@
+//! Offline source: capture files (or standard input) read in the order given, as one
+//! continuous capture.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
+use crate::capture::{CaptureError, CaptureReader};
+
+/// What was read from one input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InputSummary {
+    pub name: String,
+    pub format: String,
+    pub frames: u64,
+    pub bytes: u64,
+    /// The input could not be read to its end; frames before the error were analysed.
+    pub error: Option<String>,
+}
+
+/// The analysis of a set of inputs. Damaged inputs are reported, not fatal: the
+/// report covers everything that could be read.
+pub struct Analysis {
+    pub result: PipelineResult,
+    pub inputs: Vec<InputSummary>,
+}
+
+impl Analysis {
+    /// True when some input could not be read to its end.
+    pub fn damaged(&self) -> bool {
+        self.inputs.iter().any(|i| i.error.is_some())
+    }
+}
+
+/// Runs the pipeline over the inputs. `progress` shows a bar on a terminal.
+pub fn analyze(inputs: &[PathBuf], cfg: PipelineConfig, progress: bool) -> Analysis {
+    let mut pipeline = Pipeline::new(cfg);
+    let mut summaries = Vec::with_capacity(inputs.len());
+    for path in inputs {
+        summaries.push(read_input(path, &mut pipeline, progress));
+    }
+    Analysis {
+        result: pipeline.finish(),
+        inputs: summaries,
+    }
+}
+
+fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSummary {
+    let name = path.display().to_string();
+    let mut reader = match CaptureReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return InputSummary {
+                name,
+                format: String::new(),
+                frames: 0,
+                bytes: 0,
+                error: Some(e.to_string()),
+            };
+        }
+    };
+    let bar = progress_bar(path, progress);
+    let mut error: Option<CaptureError> = None;
+    loop {
+        match reader.next_frame() {
+            Ok(Some(frame)) => pipeline.frame(&frame),
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        if let Some(bar) = &bar {
+            if reader.stats().frames % 4096 == 0 {
+                bar.set_position(reader.offset());
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = &error {
+        tracing::error!("{e}");
+    }
+    InputSummary {
+        name: reader.name().to_string(),
+        format: format!("{:?}", reader.format()),
+        frames: reader.stats().frames,
+        bytes: reader.offset(),
+        error: error.map(|e| e.to_string()),
+    }
+}
+
+fn progress_bar(path: &Path, wanted: bool) -> Option<ProgressBar> {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .ok()?
+            .progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    Some(bar)
+}

@@ -1,0 +1,497 @@
+//! The pipeline after the source: one captured frame in, transactions out.
+//!
+//! Sources (a capture file now, libpcap or the eBPF tap later) differ only in how they
+//! produce [`Frame`]s; everything from the packet layer on is this one object, so a
+//! live run and the offline analysis of its `-w` file give the same records.
+
+use std::collections::BTreeMap;
+
+use crate::capture::Frame;
+use crate::conntrack::{
+    CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowStats, FlowTable, Interest,
+    TcpSegment,
+};
+use crate::jim::{self, Kind};
+use crate::jxta::{
+    self, FramedMessage, JxtaStats, Message, PeerId, StreamConfig, StreamEvent, StreamParser,
+    StreamStart,
+};
+use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
+use crate::transaction::{Matcher, MatcherConfig, Sighting, Transaction, Transport};
+use crate::UnixNanos;
+
+/// Everything a run can be told; the defaults are the documented safe limits.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineConfig {
+    /// Only TCP/UDP traffic with one of these ports is looked at; empty = all
+    /// (JXTA is recognised by content, not by port).
+    pub ports: Vec<u16>,
+    pub packet: PacketConfig,
+    pub flows: FlowConfig,
+    pub stream: StreamConfig,
+    pub matcher: MatcherConfig,
+    /// Keep a record of every decoded JXTA message (for `observer messages` and the
+    /// tshark cross-check); off for plain analysis since it costs memory per message.
+    pub record_messages: bool,
+}
+
+/// Counters of the JIM layer: documents found in message elements.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct JimStats {
+    pub documents: u64,
+    pub pings: u64,
+    pub pongs: u64,
+    pub messages: u64,
+    /// Elements that looked like XML but were not well-formed (or hostile).
+    pub malformed: u64,
+    /// Well-formed XML elements whose root is not a JIM document.
+    pub other_xml: u64,
+}
+
+/// One decoded JXTA message, as `observer messages` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageRecord {
+    pub start_unix_ns: UnixNanos,
+    pub stop_unix_ns: UnixNanos,
+    pub transport: &'static str,
+    /// Flow number (TCP) in order of appearance; `None` for UDP.
+    pub flow: Option<u64>,
+    pub src: String,
+    pub dst: String,
+    pub framed_bytes: u64,
+    pub message_bytes: u64,
+    pub src_peer: Option<String>,
+    pub dst_peer: Option<String>,
+    pub service: Option<String>,
+    pub pipe_id: Option<String>,
+    pub elements: Vec<ElementRecord>,
+    /// The `jxmg` body could not be decoded; `elements` is empty.
+    pub malformed: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ElementRecord {
+    pub namespace: String,
+    pub name: String,
+    pub mime: Option<String>,
+    pub length: u64,
+}
+
+/// The state attached to one TCP flow: a stream parser per direction and the peer ID
+/// each side announced in its welcome line (the hop identities).
+pub struct Conn {
+    parsers: [StreamParser; 2],
+    peers: [Option<PeerId>; 2],
+}
+
+/// Everything downstream of the stream parsers; split from the flow table so that
+/// the table can borrow it as its handler while it owns the flows.
+struct Decoder {
+    stream_cfg: StreamConfig,
+    /// Counters of the stream parsers (welcomes, framing, gaps, resyncs).
+    stream_stats: JxtaStats,
+    app: App,
+}
+
+/// What happens to each framed message: decoding, JIM documents, matching.
+struct App {
+    /// Counters of decoded messages (by transport, elements, element names).
+    message_stats: JxtaStats,
+    jim: JimStats,
+    matcher: Matcher,
+    finished: Vec<Transaction>,
+    records: Option<Vec<MessageRecord>>,
+}
+
+/// Where a message was seen, for the sighting and for `observer messages`.
+struct Origin<'a> {
+    transport: Transport,
+    flow: Option<u64>,
+    src: &'a dyn std::fmt::Display,
+    dst: &'a dyn std::fmt::Display,
+    hop_src: Option<PeerId>,
+    hop_dst: Option<PeerId>,
+}
+
+pub struct Pipeline {
+    ports: Vec<u16>,
+    packets: PacketDecoder,
+    flows: FlowTable<Conn>,
+    decoder: Decoder,
+    now: UnixNanos,
+    first_ts: Option<UnixNanos>,
+}
+
+impl Pipeline {
+    pub fn new(cfg: PipelineConfig) -> Self {
+        Pipeline {
+            ports: cfg.ports,
+            packets: PacketDecoder::new(cfg.packet),
+            flows: FlowTable::new(cfg.flows),
+            decoder: Decoder {
+                stream_cfg: cfg.stream,
+                stream_stats: JxtaStats::default(),
+                app: App {
+                    message_stats: JxtaStats::default(),
+                    jim: JimStats::default(),
+                    matcher: Matcher::new(cfg.matcher),
+                    finished: Vec::new(),
+                    records: cfg.record_messages.then(Vec::new),
+                },
+            },
+            now: 0,
+            first_ts: None,
+        }
+    }
+
+    /// Capture time: the latest timestamp seen (frames may step back a little when
+    /// several interfaces are merged; time never does).
+    pub fn now(&self) -> UnixNanos {
+        self.now
+    }
+
+    /// Transactions finished so far (live sources drain them as they come).
+    pub fn take_finished(&mut self) -> Vec<Transaction> {
+        std::mem::take(&mut self.decoder.app.finished)
+    }
+
+    pub fn frame(&mut self, frame: &Frame<'_>) {
+        if frame.ts > self.now {
+            self.now = frame.ts;
+            let app = &mut self.decoder.app;
+            app.matcher.advance(self.now, &mut app.finished);
+        }
+        self.first_ts.get_or_insert(frame.ts);
+        let Some(seg) = self.packets.decode(frame) else {
+            return;
+        };
+        if !self.ports.is_empty()
+            && !self.ports.contains(&seg.src.port())
+            && !self.ports.contains(&seg.dst.port())
+        {
+            return;
+        }
+        match &seg.l4 {
+            L4::Tcp {
+                seq,
+                ack,
+                flags,
+                payload,
+                ..
+            } => {
+                let tcp = TcpSegment {
+                    ts: seg.ts,
+                    src: seg.src,
+                    dst: seg.dst,
+                    seq: *seq,
+                    ack: flags.ack.then_some(*ack),
+                    syn: flags.syn,
+                    fin: flags.fin,
+                    rst: flags.rst,
+                    payload,
+                };
+                self.flows.segment(&tcp, &mut self.decoder);
+            }
+            L4::Udp { payload } => {
+                // Only datagrams with the JXTA signature are JXTA; other UDP is not ours.
+                if !payload.starts_with(b"JXTA") {
+                    return;
+                }
+                let max = self.decoder.stream_cfg.max_message;
+                match jxta::parse_datagram(payload, max) {
+                    Ok((header, body)) => {
+                        let framed = FramedMessage {
+                            start: seg.ts,
+                            stop: seg.ts,
+                            framed_len: payload.len() as u64,
+                            header,
+                            body,
+                        };
+                        let origin = Origin {
+                            transport: Transport::Udp,
+                            flow: None,
+                            src: &seg.src,
+                            dst: &seg.dst,
+                            hop_src: None,
+                            hop_dst: None,
+                        };
+                        self.decoder.app.message(&framed, origin);
+                    }
+                    Err(e) => {
+                        *self
+                            .decoder
+                            .app
+                            .message_stats
+                            .malformed
+                            .entry(format!("udp datagram: {e}"))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// End of input: flows are closed (their buffered data delivered), PINGs still
+    /// waiting become `timeout` or `open`, and the results are handed over.
+    pub fn finish(mut self) -> PipelineResult {
+        self.flows.finish(&mut self.decoder);
+        let Decoder {
+            stream_stats,
+            app,
+            ..
+        } = self.decoder;
+        let App {
+            message_stats,
+            jim,
+            mut matcher,
+            mut finished,
+            records,
+        } = app;
+        matcher.finish(self.now, &mut finished);
+        finished.sort_by(|a, b| {
+            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
+                b.start,
+                &b.poller_id,
+                &b.receiver_id,
+                &b.correlator,
+            ))
+        });
+        PipelineResult {
+            transactions: finished,
+            packets: self.packets.stats.clone(),
+            flows: self.flows.stats.clone(),
+            jxta: merge_stats(stream_stats, message_stats),
+            jim,
+            messages: records.unwrap_or_default(),
+            matcher,
+            first_ts: self.first_ts,
+            last_ts: self.now,
+        }
+    }
+}
+
+/// The stream parsers and the message decoder count into separate structs (they are
+/// borrowed at the same time); the report shows one.
+fn merge_stats(mut a: JxtaStats, b: JxtaStats) -> JxtaStats {
+    a.welcomes += b.welcomes;
+    a.messages_tcp += b.messages_tcp;
+    a.messages_udp += b.messages_udp;
+    a.elements += b.elements;
+    a.gaps += b.gaps;
+    a.resyncs += b.resyncs;
+    a.truncated_messages += b.truncated_messages;
+    a.skipped_bytes += b.skipped_bytes;
+    a.non_jxta_streams += b.non_jxta_streams;
+    for (k, v) in b.malformed {
+        *a.malformed.entry(k).or_default() += v;
+    }
+    for (k, v) in b.element_names {
+        *a.element_names.entry(k).or_default() += v;
+    }
+    a
+}
+
+/// What a finished run hands to the reports.
+pub struct PipelineResult {
+    pub transactions: Vec<Transaction>,
+    pub matcher: Matcher,
+    pub packets: PacketStats,
+    pub flows: FlowStats,
+    pub jxta: JxtaStats,
+    pub jim: JimStats,
+    pub messages: Vec<MessageRecord>,
+    pub first_ts: Option<UnixNanos>,
+    pub last_ts: UnixNanos,
+}
+
+impl PipelineResult {
+    pub fn duration_ns(&self) -> u64 {
+        self.first_ts.map_or(0, |f| self.last_ts.saturating_sub(f))
+    }
+}
+
+impl App {
+    fn message(&mut self, framed: &FramedMessage<'_>, origin: Origin<'_>) {
+        let udp = origin.transport == Transport::Udp;
+        let decoded = jxta::decode_message(framed.body);
+        if let Some(records) = &mut self.records {
+            records.push(record(framed, &origin, decoded.as_ref().ok(), decoded.as_ref().err()));
+        }
+        let msg = match decoded {
+            Ok(m) => m,
+            Err(e) => {
+                *self
+                    .message_stats
+                    .malformed
+                    .entry(format!("jxmg: {e}"))
+                    .or_default() += 1;
+                return;
+            }
+        };
+        self.message_stats.count_message(&msg, udp);
+        let addressing = jxta::addressing(&msg);
+        for element in &msg.elements {
+            // The stack's own elements (router, endpoint addresses, wire headers) are in
+            // the `jxta` namespace; application payloads never are.
+            if element.namespace == "jxta" {
+                continue;
+            }
+            let doc = match jim::parse(element.content) {
+                Ok(Some(doc)) => doc,
+                Ok(None) => {
+                    if looks_like_xml(element.content) {
+                        self.jim.other_xml += 1;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed JIM document");
+                    self.jim.malformed += 1;
+                    continue;
+                }
+            };
+            self.jim.documents += 1;
+            match doc.kind {
+                Kind::Ping => self.jim.pings += 1,
+                Kind::Pong => self.jim.pongs += 1,
+                Kind::Message => self.jim.messages += 1,
+            }
+            let sighting = Sighting {
+                start: framed.start,
+                stop: framed.stop,
+                src_peer: addressing
+                    .src_peer
+                    .clone()
+                    .or_else(|| addressing.header_src_peer.clone()),
+                dst_peer: addressing.dst_peer.clone(),
+                hop_src: origin.hop_src.clone(),
+                hop_dst: origin.hop_dst.clone(),
+                framed_bytes: framed.framed_len,
+                message_bytes: framed.body.len() as u64,
+                transport: origin.transport,
+            };
+            self.matcher.observe(&doc, &sighting, &mut self.finished);
+        }
+    }
+}
+
+fn looks_like_xml(content: &[u8]) -> bool {
+    let trimmed = content
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(content)
+        .trim_ascii_start();
+    trimmed.first() == Some(&b'<')
+}
+
+fn record(
+    framed: &FramedMessage<'_>,
+    origin: &Origin<'_>,
+    msg: Option<&Message<'_>>,
+    err: Option<&jxta::JxtaError>,
+) -> MessageRecord {
+    let addressing = msg.map(jxta::addressing);
+    MessageRecord {
+        start_unix_ns: framed.start,
+        stop_unix_ns: framed.stop,
+        transport: match origin.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        },
+        flow: origin.flow,
+        src: origin.src.to_string(),
+        dst: origin.dst.to_string(),
+        framed_bytes: framed.framed_len,
+        message_bytes: framed.body.len() as u64,
+        src_peer: addressing
+            .as_ref()
+            .and_then(|a| a.src_peer.as_ref().map(|p| p.to_string())),
+        dst_peer: addressing
+            .as_ref()
+            .and_then(|a| a.dst_peer.as_ref().map(|p| p.to_string())),
+        service: addressing.as_ref().and_then(|a| a.service.clone()),
+        pipe_id: addressing.as_ref().and_then(|a| a.pipe_id.clone()),
+        elements: msg
+            .map(|m| {
+                m.elements
+                    .iter()
+                    .map(|e| ElementRecord {
+                        namespace: e.namespace.to_string(),
+                        name: e.name.to_string(),
+                        mime: e.mime.as_ref().map(|m| m.to_string()),
+                        length: e.content.len() as u64,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        malformed: err.map(|e| e.to_string()),
+    }
+}
+
+impl FlowHandler for Decoder {
+    type State = Conn;
+
+    fn open(&mut self, info: &FlowInfo) -> Conn {
+        let start = if info.saw_syn {
+            StreamStart::Beginning
+        } else {
+            StreamStart::MidStream
+        };
+        Conn {
+            parsers: [
+                StreamParser::new(start, &self.stream_cfg),
+                StreamParser::new(start, &self.stream_cfg),
+            ],
+            peers: [None, None],
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        conn: &mut Conn,
+        info: &FlowInfo,
+        dir: Dir,
+        delivery: Delivery<'_>,
+    ) -> Interest {
+        let Conn { parsers, peers } = conn;
+        let parser = &mut parsers[dir.index()];
+        let Decoder {
+            stream_stats, app, ..
+        } = self;
+        match delivery {
+            Delivery::Data { data, first_seen } => {
+                let src = info.sender(dir);
+                let dst = info.sender(dir.other());
+                parser.push(data, first_seen, stream_stats, &mut |event| match event {
+                    StreamEvent::Welcome(w) => {
+                        // The welcome line ties this direction to its sender's peer ID:
+                        // the hop identity that tells relayed legs apart.
+                        peers[dir.index()] = PeerId::parse(w.peer_id);
+                    }
+                    StreamEvent::Message(m) => {
+                        let origin = Origin {
+                            transport: Transport::Tcp,
+                            flow: Some(info.id),
+                            src: &src,
+                            dst: &dst,
+                            hop_src: peers[dir.index()].clone(),
+                            hop_dst: peers[dir.other().index()].clone(),
+                        };
+                        app.message(&m, origin);
+                    }
+                });
+            }
+            Delivery::Gap { len } => parser.gap(len, stream_stats),
+        }
+        if parser.is_jxta() == Some(false) {
+            Interest::Ignore
+        } else {
+            Interest::Keep
+        }
+    }
+
+    fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {
+        for p in &mut conn.parsers {
+            p.finish(&mut self.stream_stats);
+        }
+    }
+}
