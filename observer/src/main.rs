@@ -1,1 +1,261 @@
-fn main() {}
+//! The `observer` command: a thin layer over the library (argument parsing, output
+//! selection, exit codes).
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use observer::report::{self, Summary, TransactionCsvWriter};
+use observer::runtime::{self, Analysis, PipelineConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "observer",
+    version,
+    about = "Passive measurement of the JIM presence service (JXTA PING/PONG round trips) from the wire"
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse capture files: PING/PONG transactions, RTT statistics, the RTT matrix,
+    /// presence states, correlator overhead.
+    Analyze(AnalyzeArgs),
+    /// List every decoded JXTA message (one line each; --json for one JSON object per line).
+    Messages(MessagesArgs),
+}
+
+#[derive(Args)]
+struct Inputs {
+    /// pcap or pcapng files, read in order as one capture; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Only look at TCP/UDP traffic to or from these ports (repeatable). By default
+    /// every flow is examined and JXTA is recognised by its content.
+    #[arg(long = "port", value_name = "PORT")]
+    ports: Vec<u16>,
+    /// Largest JXTA message accepted; larger ones are counted as malformed and skipped.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    max_message: u64,
+    /// Out-of-order bytes buffered per TCP direction before a hole is skipped as a gap.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    max_flow_buffer: u64,
+    /// Out-of-order bytes buffered over all flows.
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    max_total_buffer: u64,
+    /// TCP flows tracked at once; the least recently active are evicted beyond it.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_flows: usize,
+    /// A TCP flow silent this long (capture time) is closed.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// A PING not answered within this time is a timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// PINGs of one (poller, receiver) pair awaiting an answer; the oldest is evicted beyond it.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_outstanding: usize,
+    /// Write one row per transaction to FILE (`-` = standard output).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Print the summary as one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct MessagesArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("observer: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Analyze(args) => analyze(args),
+        Command::Messages(args) => messages(args),
+    }
+}
+
+fn pipeline_config(inputs: &Inputs) -> PipelineConfig {
+    let mut cfg = PipelineConfig {
+        ports: inputs.ports.clone(),
+        ..PipelineConfig::default()
+    };
+    cfg.stream.max_message = inputs.max_message;
+    cfg.flows.max_flow_buffer = usize::try_from(inputs.max_flow_buffer).unwrap_or(usize::MAX);
+    cfg.flows.max_total_buffer = usize::try_from(inputs.max_total_buffer).unwrap_or(usize::MAX);
+    cfg.flows.max_flows = inputs.max_flows.max(1);
+    cfg.flows.idle_timeout_ns = duration_ns(inputs.idle_timeout);
+    cfg
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Exit status: 0 when every input was read to its end, 2 when some input was damaged
+/// (the report still covers everything read before the damage), 1 on errors.
+fn exit_for(analysis: &Analysis) -> ExitCode {
+    if analysis.damaged() {
+        for input in &analysis.inputs {
+            if let Some(e) = &input.error {
+                eprintln!("observer: warning: {e} (report covers the {} frames read before it)", input.frames);
+            }
+        }
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check_inputs(files: &[PathBuf]) -> Result<()> {
+    if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        bail!("standard input (-) can be given only once");
+    }
+    Ok(())
+}
+
+fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
+    check_inputs(&args.inputs.files)?;
+    let mut cfg = pipeline_config(&args.inputs);
+    cfg.matcher.timeout_ns = duration_ns(args.timeout);
+    cfg.matcher.max_outstanding_per_pair = args.max_outstanding.max(1);
+    let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
+    let result = &analysis.result;
+
+    if let Some(path) = &args.csv {
+        let write = |w: Box<dyn Write>| -> Result<()> {
+            let mut csv = TransactionCsvWriter::new(w)?;
+            for t in &result.transactions {
+                csv.write(t)?;
+            }
+            csv.flush()?;
+            Ok(())
+        };
+        if path.as_os_str() == "-" {
+            write(Box::new(io::stdout().lock()))?;
+        } else {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            write(Box::new(io::BufWriter::new(file)))?;
+        }
+    }
+
+    let summary = Summary::build(&result.transactions, &result.matcher, result.duration_ns());
+    let csv_to_stdout = args.csv.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let mut out = io::stdout().lock();
+    if args.json {
+        let json = report::full_json(&summary, &analysis);
+        serde_json::to_writer_pretty(&mut out, &json)?;
+        writeln!(out)?;
+    } else if !csv_to_stdout {
+        write!(out, "{}", report::render_analysis(&summary, &analysis))?;
+    }
+    out.flush()?;
+    Ok(exit_for(&analysis))
+}
+
+fn messages(args: MessagesArgs) -> Result<ExitCode> {
+    check_inputs(&args.inputs.files)?;
+    let mut cfg = pipeline_config(&args.inputs);
+    cfg.record_messages = true;
+    let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for m in &analysis.result.messages {
+        if args.json {
+            serde_json::to_writer(&mut out, m)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", report::message_line(m))?;
+        }
+    }
+    out.flush()?;
+    Ok(exit_for(&analysis))
+}
+
+/// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64KiB, 16MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert!(parse_bytes("x").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
+}
