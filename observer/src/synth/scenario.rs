@@ -1,0 +1,763 @@
+//! Scripted JIM scenarios: peers that poll their buddies, answer with their state,
+//! change state, disappear, relay through a rendezvous; the traffic they would put on
+//! the wire, and the transactions an exact observer must report (the ground truth).
+//!
+//! The ground truth is computed from the scenario's own knowledge (which PONG answers
+//! which PING) and from the simulated wire's record of when each byte was first
+//! written to the capture, never from the observer's code.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use super::wire::{Placement, SendShape, Wire};
+use crate::jim::{Document, Kind, Status};
+use crate::jxta::{
+    self, encode_message_v0, encode_package, encode_welcome, HeaderOrder, OwnedElement, PeerId,
+    WelcomeVersion,
+};
+use crate::transaction::{MatchMethod, Transaction, TxStatus};
+use crate::UnixNanos;
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+/// 2026-01-01T00:00:00Z: sample captures have fixed, plausible timestamps.
+pub const EPOCH: UnixNanos = 1_767_225_600 * SEC;
+const NET_PEER_GROUP: &str = "59616261646162614E50472050325033";
+
+/// Which JXSE release the simulated peers imitate on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `content-type` first, `uuid-` peer IDs.
+    Jxse25,
+    /// `content-length` first, `cbid-` peer IDs, an `EndpointRouterMsg-fingerprint`
+    /// element without MIME type, the initiator's ephemeral port in
+    /// `EndpointDestinationAddress`.
+    Jxse27,
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    pub name: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// Adds `<correlator>` to its PINGs (and copies it into PONGs); an unmodified JIM
+    /// peer does neither.
+    pub instrumented: bool,
+    /// Polls its buddies (a rendezvous only relays).
+    pub polls: bool,
+}
+
+/// Something that happens to a peer at a time.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Status(Status),
+    /// The program stops: no PINGs, no PONGs.
+    Gone,
+    Back,
+}
+
+/// How messages between two peers travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    /// Through the peer with this index (a rendezvous), on its two connections.
+    Via(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub name: &'static str,
+    pub layout: Layout,
+    pub peers: Vec<PeerSpec>,
+    /// Pairs (poller, buddy) that poll each other; connections follow from routes.
+    pub buddies: Vec<(usize, usize)>,
+    pub route: Route,
+    pub poll_interval_ns: u64,
+    pub duration_ns: u64,
+    /// Capture begins this long after the peers start (0: with the first SYN).
+    pub capture_offset_ns: u64,
+    pub changes: Vec<(UnixNanos, usize, Change)>,
+    /// Instant messages (from, to) sent at a time.
+    pub messages: Vec<(UnixNanos, usize, usize, String)>,
+    /// A multicast discovery datagram at this time, from peer 0, of this size.
+    pub multicast: Option<(UnixNanos, usize)>,
+    /// Disturbances on the connection of the first buddy pair.
+    pub stress: bool,
+    pub timeout_ns: u64,
+    pub seed: u64,
+}
+
+/// A rendered scenario: the wire, and what must be found on it.
+pub struct Rendered {
+    pub wire: Wire,
+    pub capture_start: UnixNanos,
+    pub truth: Vec<Transaction>,
+}
+
+/// A deterministic generator (SplitMix64): the same script always gives the same bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Normal deviate (Box-Muller).
+    fn normal(&mut self, mean: f64, sd: f64) -> f64 {
+        let u1 = self.unit().max(1e-12);
+        let u2 = self.unit();
+        mean + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+    fn hex(&mut self, digits: usize) -> String {
+        let mut s = String::with_capacity(digits);
+        while s.len() < digits {
+            s.push_str(&format!("{:016X}", self.next()));
+        }
+        s.truncate(digits);
+        s
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Poll { from: usize, to: usize },
+    Arrive { msg: usize, hop: usize },
+    Reply { ping: usize },
+    Change { idx: usize },
+    Message { idx: usize },
+}
+
+struct SimMessage {
+    doc: Document,
+    src: usize,
+    dst: usize,
+    /// Each leg's placement on the wire, in order.
+    legs: Vec<Placement>,
+}
+
+struct SimPing {
+    msg: usize,
+    poller: usize,
+    receiver: usize,
+    pong: Option<usize>,
+}
+
+struct Peer {
+    spec: PeerSpec,
+    id: PeerId,
+    status: Status,
+    alive: bool,
+    correlators: u64,
+    /// When this peer's last PONG to each poller leaves: an unmodified JIM peer
+    /// answers in order.
+    last_reply: HashMap<usize, UnixNanos>,
+}
+
+struct Sim<'a> {
+    script: &'a Script,
+    rng: Rng,
+    wire: Wire,
+    peers: Vec<Peer>,
+    /// (a, b) with a < b → (connection, direction index for a→b).
+    conns: HashMap<(usize, usize), (usize, usize)>,
+    messages: Vec<SimMessage>,
+    pings: Vec<SimPing>,
+    pipes: HashMap<usize, String>,
+    queue: BinaryHeap<Reverse<(UnixNanos, u64, Event)>>,
+    seq: u64,
+    sends: u64,
+    /// The connection the segmentation stress applies to.
+    stress_conn: Option<usize>,
+}
+
+impl Script {
+    pub fn render(&self) -> Rendered {
+        let mut sim = Sim::new(self);
+        sim.run();
+        sim.finish()
+    }
+}
+
+impl<'a> Sim<'a> {
+    fn new(script: &'a Script) -> Self {
+        let mut rng = Rng(script.seed);
+        let peers = script
+            .peers
+            .iter()
+            .map(|spec| {
+                let id = match script.layout {
+                    Layout::Jxse25 => format!("urn:jxta:uuid-{NET_PEER_GROUP}{}03", rng.hex(32)),
+                    Layout::Jxse27 => format!("urn:jxta:cbid-{}03", rng.hex(40)),
+                };
+                Peer {
+                    spec: spec.clone(),
+                    id: PeerId::parse(&id).expect("generated peer IDs are well-formed"),
+                    status: Status::Online,
+                    alive: true,
+                    correlators: 0,
+                    last_reply: HashMap::new(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut pipes = HashMap::new();
+        for i in 0..peers.len() {
+            pipes.insert(i, format!("urn:jxta:uuid-{NET_PEER_GROUP}{}04", rng.hex(32)));
+        }
+        Sim {
+            script,
+            rng,
+            wire: Wire::new(),
+            peers,
+            conns: HashMap::new(),
+            messages: Vec::new(),
+            pings: Vec::new(),
+            pipes,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            sends: 0,
+            stress_conn: None,
+        }
+    }
+
+    fn schedule(&mut self, t: UnixNanos, ev: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq, ev)));
+    }
+
+    fn addr(&self, p: usize) -> SocketAddr {
+        SocketAddr::new(self.peers[p].spec.ip, self.peers[p].spec.port)
+    }
+
+    /// The TCP connections the route needs, each opened with both welcome lines.
+    fn connect_all(&mut self) {
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for &(a, b) in &self.script.buddies {
+            match self.script.route {
+                Route::Direct => pairs.push((a.min(b), a.max(b))),
+                Route::Via(r) => {
+                    pairs.push((a, r));
+                    pairs.push((b, r));
+                }
+            }
+        }
+        pairs.sort();
+        pairs.dedup();
+        let mut t = EPOCH;
+        for (n, (a, b)) in pairs.into_iter().enumerate() {
+            // The lower-numbered peer initiates from an ephemeral port.
+            let client = SocketAddr::new(self.peers[a].spec.ip, 40_000 + n as u16 * 7);
+            let server = self.addr(b);
+            let isn = [self.rng.next() as u32, self.rng.next() as u32];
+            let conn = self.wire.connect(t, client, server, isn, 200_000);
+            let version = WelcomeVersion::V1_1;
+            let hello_a = encode_welcome(
+                &format!("tcp://{server}"),
+                &format!("tcp://{}", self.addr(a)),
+                self.peers[a].id.as_str(),
+                false,
+                version,
+            );
+            let hello_b = encode_welcome(
+                &format!("tcp://{client}"),
+                &format!("tcp://{server}"),
+                self.peers[b].id.as_str(),
+                false,
+                version,
+            );
+            let shape = SendShape::default();
+            self.wire.send(t + 300_000, conn, 0, &[&hello_a], &shape, 100_000);
+            self.wire.send(t + 500_000, conn, 1, &[&hello_b], &shape, 100_000);
+            self.conns.insert((a, b), (conn, 0));
+            self.conns.insert((b, a), (conn, 1));
+            t += 5 * MS;
+        }
+    }
+
+    fn run(&mut self) {
+        self.connect_all();
+        if let Some(&(a, b)) = self.script.buddies.first() {
+            self.stress_conn = self.conns.get(&(a, b)).map(|c| c.0);
+        }
+        let start = EPOCH + 100 * MS;
+        let mut k = 0u64;
+        for &(a, b) in &self.script.buddies.clone() {
+            for (from, to) in [(a, b), (b, a)] {
+                if self.peers[from].spec.polls {
+                    // Pollers start staggered, as real peers do.
+                    let t = start + k * 37 * MS;
+                    self.schedule(t, Event::Poll { from, to });
+                    k += 1;
+                }
+            }
+        }
+        for idx in 0..self.script.changes.len() {
+            self.schedule(EPOCH + self.script.changes[idx].0, Event::Change { idx });
+        }
+        for idx in 0..self.script.messages.len() {
+            self.schedule(EPOCH + self.script.messages[idx].0, Event::Message { idx });
+        }
+        if let Some((at, size)) = self.script.multicast {
+            self.multicast(EPOCH + at, size);
+        }
+        let end = EPOCH + self.script.duration_ns;
+        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
+            if t > end {
+                break;
+            }
+            self.handle(t, ev);
+        }
+    }
+
+    fn handle(&mut self, t: UnixNanos, ev: Event) {
+        match ev {
+            Event::Poll { from, to } => {
+                self.schedule(t + self.script.poll_interval_ns, Event::Poll { from, to });
+                if !self.peers[from].alive {
+                    return;
+                }
+                let p = &mut self.peers[from];
+                let correlator = p.spec.instrumented.then(|| {
+                    p.correlators += 1;
+                    ((1u64 << 62) + from as u64 * 1_000_000 + p.correlators).to_string()
+                });
+                let doc = Document {
+                    kind: Kind::Ping,
+                    name: Some(p.spec.name.clone()),
+                    peer_id: Some(p.id.to_string()),
+                    correlator,
+                    ..Document::default()
+                };
+                let msg = self.new_message(doc, from, to);
+                self.pings.push(SimPing {
+                    msg,
+                    poller: from,
+                    receiver: to,
+                    pong: None,
+                });
+                self.transmit(t, msg, from);
+            }
+            Event::Arrive { msg, hop } => {
+                let m = &self.messages[msg];
+                if hop != m.dst {
+                    // A rendezvous forwards after a little processing.
+                    let delay = MS + self.rng.next() % (2 * MS);
+                    self.transmit(t + delay, msg, hop);
+                    return;
+                }
+                if m.doc.kind != Kind::Ping {
+                    return;
+                }
+                let Some(ping) = self.pings.iter().position(|p| p.msg == msg) else {
+                    return;
+                };
+                let receiver = self.pings[ping].receiver;
+                if !self.peers[receiver].alive {
+                    return;
+                }
+                let delay = self.reply_delay(receiver);
+                let poller = self.pings[ping].poller;
+                let mut at = t + delay;
+                if !self.peers[receiver].spec.instrumented {
+                    // Unmodified JIM answers each poller in order.
+                    let prev = self.peers[receiver].last_reply.get(&poller).copied().unwrap_or(0);
+                    at = at.max(prev + MS);
+                    self.peers[receiver].last_reply.insert(poller, at);
+                }
+                self.schedule(at, Event::Reply { ping });
+            }
+            Event::Reply { ping } => {
+                let SimPing { msg, poller, receiver, .. } = self.pings[ping];
+                if !self.peers[receiver].alive {
+                    return;
+                }
+                let p = &self.peers[receiver];
+                // An instrumented peer copies the PING's correlator; unmodified JIM drops it.
+                let correlator = if p.spec.instrumented {
+                    self.messages[msg].doc.correlator.clone()
+                } else {
+                    None
+                };
+                let doc = Document {
+                    kind: Kind::Pong,
+                    name: Some(p.spec.name.clone()),
+                    peer_id: Some(p.id.to_string()),
+                    status: Some(p.status),
+                    correlator,
+                    ..Document::default()
+                };
+                let pong = self.new_message(doc, receiver, poller);
+                self.pings[ping].pong = Some(pong);
+                self.transmit(t, pong, receiver);
+            }
+            Event::Change { idx } => {
+                let (_, peer, change) = &self.script.changes[idx];
+                let p = &mut self.peers[*peer];
+                match change {
+                    Change::Status(s) => p.status = *s,
+                    Change::Gone => p.alive = false,
+                    Change::Back => p.alive = true,
+                }
+            }
+            Event::Message { idx } => {
+                let (_, from, to, body) = self.script.messages[idx].clone();
+                let doc = Document {
+                    kind: Kind::Message,
+                    from: Some(self.peers[from].spec.name.clone()),
+                    to: Some(self.peers[to].spec.name.clone()),
+                    body: Some(body),
+                    ..Document::default()
+                };
+                let msg = self.new_message(doc, from, to);
+                self.transmit(t, msg, from);
+            }
+        }
+    }
+
+    /// How long a buddy takes to answer: the study's ~850 ms ± 300 ms when online,
+    /// later when busy or away, with occasional peaks (the P2P network's hiccups).
+    fn reply_delay(&mut self, peer: usize) -> u64 {
+        let extra = match self.peers[peer].status {
+            Status::Online | Status::Offline => 0.0,
+            Status::Busy => 600.0,
+            Status::Away => 1500.0,
+        };
+        let mut ms = self.rng.normal(850.0 + extra, 300.0);
+        if self.rng.unit() < 0.05 {
+            ms += 1500.0 + self.rng.unit() * 1500.0;
+        }
+        let ms = ms.clamp(30.0, 4500.0);
+        (ms * MS as f64) as u64 + self.rng.next() % 1000
+    }
+
+    fn new_message(&mut self, doc: Document, src: usize, dst: usize) -> usize {
+        self.messages.push(SimMessage {
+            doc,
+            src,
+            dst,
+            legs: Vec::new(),
+        });
+        self.messages.len() - 1
+    }
+
+    /// Sends message `msg` from `hop` one step along its route.
+    fn transmit(&mut self, t: UnixNanos, msg: usize, hop: usize) {
+        let dst = self.messages[msg].dst;
+        let next = match self.script.route {
+            Route::Direct => dst,
+            Route::Via(r) if hop == r => dst,
+            Route::Via(r) => r,
+        };
+        let bytes = self.package(msg, hop, next);
+        let Some(&(conn, dir)) = self.conns.get(&(hop, next)) else {
+            return;
+        };
+        self.sends += 1;
+        let stressed = self.script.stress && Some(conn) == self.stress_conn;
+        let (placements, last) = if stressed {
+            self.stressed_send(t, conn, dir, &bytes, next)
+        } else {
+            let (p, last) = self.wire.send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
+            (p, last)
+        };
+        self.messages[msg].legs.push(placements[0]);
+        // One-way latency on the LAN.
+        self.schedule(last + 120_000, Event::Arrive { msg, hop: next });
+    }
+
+    /// The segmentation stress: every kind of disturbance, in turn.
+    fn stressed_send(&mut self, t: UnixNanos, conn: usize, dir: usize, bytes: &[u8], to: usize) -> (Vec<Placement>, UnixNanos) {
+        let n = self.sends % 5;
+        let filler = self.filler(to);
+        let ack = 150_000;
+        match n {
+            // Many small segments, two of them captured in swapped order.
+            0 => {
+                let shape = SendShape {
+                    mss: 48,
+                    segment_gap_ns: 50_000,
+                    swap: vec![1, 4],
+                    ..SendShape::default()
+                };
+                self.wire.send(t, conn, dir, &[bytes], &shape, ack)
+            }
+            // The message shares its segments with a following unrelated message.
+            1 => {
+                let shape = SendShape {
+                    mss: 700,
+                    ..SendShape::default()
+                };
+                let (p, last) = self.wire.send(t, conn, dir, &[bytes, &filler], &shape, ack);
+                (p[..1].to_vec(), last)
+            }
+            // A segment retransmitted, its copy arriving later.
+            2 => {
+                let shape = SendShape {
+                    mss: 300,
+                    retransmit: vec![(1, 3 * MS)],
+                    ..SendShape::default()
+                };
+                self.wire.send(t, conn, dir, &[bytes], &shape, ack)
+            }
+            // An unrelated message loses a segment in the capture (a gap), then ours.
+            3 => {
+                let lossy = SendShape {
+                    mss: 200,
+                    drop: vec![2],
+                    ..SendShape::default()
+                };
+                self.wire.send(t, conn, dir, &[&filler], &lossy, 100_000);
+                self.wire.send(t + MS, conn, dir, &[bytes], &SendShape::default(), ack)
+            }
+            // Several messages in one segment.
+            _ => {
+                let shape = SendShape {
+                    mss: 4000,
+                    ..SendShape::default()
+                };
+                let (p, last) = self.wire.send(t, conn, dir, &[&filler, bytes, &filler], &shape, ack);
+                (p[1..2].to_vec(), last)
+            }
+        }
+    }
+
+    /// A JXTA message that is not JIM (resolver-like traffic), to share the stream.
+    fn filler(&mut self, to: usize) -> Vec<u8> {
+        let junk: Vec<u8> = (0..300).map(|_| self.rng.next() as u8).collect();
+        let elements = vec![
+            OwnedElement {
+                namespace: String::new(),
+                name: "jxta-NetGroupSrdi".into(),
+                mime: Some("application/gzip".into()),
+                content: junk,
+                signature: None,
+            },
+            OwnedElement {
+                namespace: "jxta".into(),
+                name: "EndpointDestinationAddress".into(),
+                mime: Some("text/plain;charset=UTF-8".into()),
+                content: format!("tcp://{}/EndpointService:jxta-NetGroup/ResolverService", self.addr(to)).into_bytes(),
+                signature: None,
+            },
+        ];
+        let body = encode_message_v0(&elements);
+        let mut out = Vec::new();
+        encode_package(&body, self.header_order(), None, &mut out);
+        out
+    }
+
+    fn header_order(&self) -> HeaderOrder {
+        match self.script.layout {
+            Layout::Jxse25 => HeaderOrder::TypeFirst,
+            Layout::Jxse27 => HeaderOrder::LengthFirst,
+        }
+    }
+
+    /// The framed JXTA message for one leg, as JXSE lays it out: the application
+    /// element first, then the endpoint router's and the endpoint service's.
+    fn package(&mut self, msg: usize, hop: usize, next: usize) -> Vec<u8> {
+        let m = &self.messages[msg];
+        let src = &self.peers[m.src].id;
+        let dst = &self.peers[m.dst].id;
+        let last = &self.peers[hop].id;
+        let pipe = &self.pipes[&m.dst];
+        let mut elements = vec![
+            OwnedElement {
+                namespace: "jim".into(),
+                name: "JimMessage".into(),
+                mime: Some("text/xml;charset=UTF-8".into()),
+                content: m.doc.to_xml().into_bytes(),
+                signature: None,
+            },
+            OwnedElement {
+                namespace: "jxta".into(),
+                name: "EndpointRouterMsg".into(),
+                mime: Some("text/xml;charset=UTF-8".into()),
+                content: jxta::erm_xml(src, dst, &format!("PipeService/{pipe}"), last).into_bytes(),
+                signature: None,
+            },
+        ];
+        if self.script.layout == Layout::Jxse27 {
+            elements.push(OwnedElement {
+                namespace: "jxta".into(),
+                name: "EndpointRouterMsg-fingerprint".into(),
+                mime: None,
+                content: (0..20).map(|_| self.rng.next() as u8).collect(),
+                signature: None,
+            });
+        }
+        let (conn, dir) = self.conns.get(&(hop, next)).copied().unwrap_or((0, 0));
+        let c = &self.wire.conns[conn];
+        let dest_addr = match self.script.layout {
+            // 2.7 names the address the connection really uses, ephemeral port included.
+            Layout::Jxse27 => c.addrs[1 - dir],
+            Layout::Jxse25 => self.addr(next),
+        };
+        elements.push(OwnedElement {
+            namespace: "jxta".into(),
+            name: "EndpointSourceAddress".into(),
+            mime: Some("text/plain;charset=UTF-8".into()),
+            content: format!("tcp://{}", self.addr(hop)).into_bytes(),
+            signature: None,
+        });
+        elements.push(OwnedElement {
+            namespace: "jxta".into(),
+            name: "EndpointDestinationAddress".into(),
+            mime: Some("text/plain;charset=UTF-8".into()),
+            content: format!("tcp://{dest_addr}/EndpointService:jxta-NetGroup/EndpointRouter").into_bytes(),
+            signature: None,
+        });
+        let body = encode_message_v0(&elements);
+        let mut out = Vec::new();
+        encode_package(&body, self.header_order(), None, &mut out);
+        out
+    }
+
+    /// A discovery query to the multicast group, large enough to be fragmented.
+    fn multicast(&mut self, t: UnixNanos, size: usize) {
+        let src = self.addr(0);
+        let query: String = std::iter::repeat("<Attr>Name</Attr><Value>*</Value>")
+            .take(size / 34 + 1)
+            .collect();
+        let elements = vec![
+            OwnedElement {
+                namespace: String::new(),
+                name: "jxta-NetGroupDiscQuery".into(),
+                mime: Some("text/xml;charset=UTF-8".into()),
+                content: format!("<?xml version=\"1.0\"?><jxta:DiscoveryQuery>{query}</jxta:DiscoveryQuery>").into_bytes(),
+                signature: None,
+            },
+            OwnedElement {
+                namespace: "jxta".into(),
+                name: "EndpointHeaderSrcPeer".into(),
+                mime: Some("text/plain;charset=UTF-8".into()),
+                content: self.peers[0].id.to_string().into_bytes(),
+                signature: None,
+            },
+        ];
+        let body = encode_message_v0(&elements);
+        let mut out = Vec::new();
+        jxta::encode_datagram(&body, &format!("tcp://{src}"), &mut out);
+        let group: SocketAddr = match src.ip() {
+            IpAddr::V4(_) => "224.0.1.85:1234".parse().expect("literal"),
+            IpAddr::V6(_) => "[ff05::85]:1234".parse().expect("literal"),
+        };
+        self.wire.datagram(t, SocketAddr::new(src.ip(), 1234), group, &out, 1500);
+    }
+
+    fn finish(mut self) -> Rendered {
+        // Close connections at the end, as peers shutting down would.
+        let end = EPOCH + self.script.duration_ns;
+        let mut conns: Vec<usize> = self.conns.values().map(|c| c.0).collect();
+        conns.sort();
+        conns.dedup();
+        for c in conns {
+            self.wire.close(end + 10 * MS, c);
+        }
+        let capture_start = self.capture_start();
+        let capture_end = self.wire.last_written(capture_start);
+        let timeout = self.script.timeout_ns;
+        let mut truth = Vec::new();
+        for ping in &self.pings {
+            let pm = &self.messages[ping.msg];
+            let Some(first_leg) = pm.legs.first() else { continue };
+            let Some((start, _)) = self.wire.seen(*first_leg, capture_start) else {
+                continue;
+            };
+            let poller = &self.peers[ping.poller];
+            let receiver = &self.peers[ping.receiver];
+            let ping_bytes = (first_leg.end - first_leg.start) as u64;
+            let ping_corr = correlator_bytes(&pm.doc);
+            let pong = ping.pong.and_then(|p| {
+                let m = &self.messages[p];
+                // Delivered to the poller: the last leg, complete in the capture.
+                let leg = m.legs.last()?;
+                if m.legs.len() < self.route_legs() {
+                    return None;
+                }
+                let (_, stop) = self.wire.seen(*leg, capture_start)?;
+                Some((m, stop, leg.end - leg.start))
+            });
+            let mut t = Transaction {
+                start,
+                stop: None,
+                poller_name: Some(poller.spec.name.clone()),
+                poller_id: Some(poller.id.clone()),
+                receiver_name: Some(receiver.spec.name.clone()),
+                receiver_id: Some(receiver.id.clone()),
+                receiver_status: None,
+                status: TxStatus::Open,
+                correlator: pm.doc.correlator.clone(),
+                match_method: None,
+                ping_bytes,
+                pong_bytes: None,
+                correlator_overhead_bytes: ping_corr,
+            };
+            match pong {
+                Some((m, stop, bytes)) if stop - start < timeout => {
+                    t.stop = Some(stop);
+                    t.status = TxStatus::Ok;
+                    t.receiver_status = m.doc.status;
+                    t.pong_bytes = Some(bytes);
+                    t.correlator_overhead_bytes += correlator_bytes(&m.doc);
+                    t.match_method = Some(match (&pm.doc.correlator, &m.doc.correlator) {
+                        (Some(_), Some(_)) => MatchMethod::Correlator,
+                        _ => MatchMethod::Order,
+                    });
+                }
+                _ if capture_end - start >= timeout => {
+                    t.stop = Some(start + timeout);
+                    t.status = TxStatus::Timeout;
+                }
+                _ => {}
+            }
+            truth.push(t);
+        }
+        truth.sort_by(|a, b| {
+            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(b.start, &b.poller_id, &b.receiver_id, &b.correlator))
+        });
+        Rendered {
+            wire: self.wire,
+            capture_start,
+            truth,
+        }
+    }
+
+    /// With a capture offset, the capture begins in the middle of the first message
+    /// sent after it that is spread over time (so the observer must join mid-stream,
+    /// mid-message).
+    fn capture_start(&self) -> UnixNanos {
+        if self.script.capture_offset_ns == 0 {
+            return 0;
+        }
+        let after = EPOCH + self.script.capture_offset_ns;
+        self.messages
+            .iter()
+            .flat_map(|m| m.legs.iter())
+            .filter_map(|leg| self.wire.seen(*leg, 0))
+            .filter(|(lo, hi)| *lo >= after && hi - lo > 500_000)
+            .map(|(lo, hi)| lo + (hi - lo) / 2)
+            .min()
+            .unwrap_or(after)
+    }
+
+    fn route_legs(&self) -> usize {
+        match self.script.route {
+            Route::Direct => 1,
+            Route::Via(_) => 2,
+        }
+    }
+}
+
+/// Bytes of the `<correlator>…</correlator>` element as `Document::to_xml` writes it.
+fn correlator_bytes(doc: &Document) -> u64 {
+    doc.correlator
+        .as_ref()
+        .map_or(0, |c| format!("<correlator>{c}</correlator>").len() as u64)
+}
