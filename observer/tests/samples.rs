@@ -1,0 +1,166 @@
+//! `analyze` against the ground truth of every scripted scenario, exactly; and the
+//! same capture in every link layer and file format the reader supports.
+
+use std::path::PathBuf;
+
+use observer::capture::WriteFormat;
+use observer::packet::build::LinkVariant;
+use observer::report::TransactionCsvWriter;
+use observer::runtime::{self, PipelineConfig, PipelineResult};
+use observer::synth::{self, Script};
+use observer::transaction::TxStatus;
+
+fn analyze_bytes(bytes: &[u8], name: &str) -> PipelineResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path: PathBuf = dir.path().join(name);
+    std::fs::write(&path, bytes).expect("write capture");
+    let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
+    assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+    analysis.result
+}
+
+fn csv_of(result: &PipelineResult) -> String {
+    let mut w = TransactionCsvWriter::new(Vec::new()).expect("csv writer");
+    for t in &result.transactions {
+        w.write(t).expect("csv row");
+    }
+    String::from_utf8(w.into_inner().expect("csv bytes")).expect("utf-8")
+}
+
+const PCAP: WriteFormat = WriteFormat::Pcap {
+    nanos: false,
+    big_endian: false,
+};
+
+/// Renders a scenario, analyses its capture and compares with the truth, row by row.
+fn check(script: Script) -> PipelineResult {
+    let rendered = script.render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let result = analyze_bytes(&bytes, &format!("{}.pcap", script.name));
+    let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
+    let got = csv_of(&result);
+    if got != truth {
+        let g: Vec<&str> = got.lines().collect();
+        let t: Vec<&str> = truth.lines().collect();
+        for (i, (a, b)) in g.iter().zip(t.iter()).enumerate() {
+            if a != b {
+                panic!(
+                    "{}: first difference at row {i}:\n  got   {a}\n  truth {b}\n({} rows vs {} in truth)",
+                    script.name,
+                    g.len(),
+                    t.len()
+                );
+            }
+        }
+        panic!("{}: {} rows vs {} in truth", script.name, g.len(), t.len());
+    }
+    assert!(rendered.truth.len() >= 5, "{}: a scenario worth testing", script.name);
+    result
+}
+
+#[test]
+fn two_peers_matches_truth() {
+    let r = check(synth::two_peers());
+    assert!(r.transactions.iter().all(|t| t.status == TxStatus::Ok));
+}
+
+#[test]
+fn four_peers_matches_truth() {
+    let r = check(synth::four_peers());
+    let count = |s: TxStatus| r.transactions.iter().filter(|t| t.status == s).count();
+    // The scenario has all three outcomes and both matching methods.
+    assert!(count(TxStatus::Ok) > 0);
+    assert!(count(TxStatus::Timeout) > 0);
+    assert!(count(TxStatus::Open) > 0);
+    assert!(r.jxta.messages_udp >= 1, "the fragmented multicast datagram");
+    assert!(r.packets.reassembled >= 1);
+    assert_eq!(r.jim.messages, 1);
+}
+
+#[test]
+fn relayed_matches_truth() {
+    let r = check(synth::relayed());
+    // Every message is seen on two legs, but each transaction counted once.
+    assert!(r.jim.pings >= 2 * r.transactions.len() as u64 - 2);
+}
+
+#[test]
+fn segmentation_matches_truth() {
+    let r = check(synth::segmentation());
+    assert!(r.flows.reassembly.gaps >= 1, "a gap was declared");
+    assert!(r.flows.reassembly.out_of_order_segments >= 1);
+    assert!(r.flows.reassembly.retransmitted_bytes >= 1);
+    assert!(r.flows.flows_mid_stream >= 1);
+    assert!(r.jxta.resyncs >= 1);
+}
+
+#[test]
+fn jxse27_layout_matches_truth() {
+    let r = check(synth::jxse27());
+    assert!(r
+        .jxta
+        .element_names
+        .keys()
+        .any(|k| k.contains("EndpointRouterMsg-fingerprint")));
+}
+
+#[test]
+fn every_link_type_and_file_format_gives_the_same_transactions() {
+    let rendered = synth::two_peers().render();
+    let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
+    let links = [
+        LinkVariant::Ethernet,
+        LinkVariant::Vlan(100),
+        LinkVariant::QinQ(10, 20),
+        LinkVariant::LinuxSll,
+        LinkVariant::LinuxSll2,
+        LinkVariant::Raw,
+        LinkVariant::RawIpv4Ipv6,
+        LinkVariant::Null { big_endian: false },
+        LinkVariant::Null { big_endian: true },
+        LinkVariant::Loop,
+    ];
+    let formats = [
+        PCAP,
+        WriteFormat::Pcap {
+            nanos: true,
+            big_endian: false,
+        },
+        WriteFormat::Pcap {
+            nanos: false,
+            big_endian: true,
+        },
+        WriteFormat::Pcap {
+            nanos: true,
+            big_endian: true,
+        },
+        WriteFormat::Pcapng,
+    ];
+    for link in links {
+        for format in formats {
+            let bytes = rendered.capture_bytes(link, format).expect("capture");
+            let result = analyze_bytes(&bytes, "variant.cap");
+            assert_eq!(csv_of(&result), truth, "{link:?} {format:?}");
+        }
+    }
+}
+
+#[test]
+fn committed_samples_are_current() {
+    // `cargo xtask captures` output is committed; it must match what the code renders.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures");
+    for script in synth::all() {
+        let rendered = script.render();
+        let pcap = std::fs::read(dir.join(format!("{}.pcap", script.name))).expect("sample pcap");
+        assert_eq!(
+            pcap,
+            rendered.capture_bytes(LinkVariant::Ethernet, PCAP).expect("capture"),
+            "{}.pcap is stale: run `cargo xtask captures`",
+            script.name
+        );
+        let truth = std::fs::read(dir.join(format!("{}.truth.csv", script.name))).expect("truth csv");
+        assert_eq!(truth, rendered.truth_csv().expect("truth"), "{}.truth.csv is stale", script.name);
+    }
+}
