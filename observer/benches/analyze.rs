@@ -1,1 +1,44 @@
-fn main() {}
+//! The whole analyze path (capture file → transactions and summary) on a generated
+//! capture: `cargo bench --bench analyze`. Figures go to docs/performance.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use observer::capture::WriteFormat;
+use observer::packet::build::LinkVariant;
+use observer::runtime::{self, PipelineConfig};
+use observer::synth;
+
+fn analyze(c: &mut Criterion) {
+    // Four peers polling each other for ten minutes: ~1,400 transactions with state
+    // changes, timeouts, order-matched peers and multicast traffic.
+    let mut script = synth::four_peers();
+    script.duration_ns = 600 * 1_000_000_000;
+    let rendered = script.render();
+    let bytes = rendered
+        .capture_bytes(
+            LinkVariant::Ethernet,
+            WriteFormat::Pcap {
+                nanos: false,
+                big_endian: false,
+            },
+        )
+        .expect("render capture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.pcap");
+    std::fs::write(&path, &bytes).expect("write capture");
+
+    let mut group = c.benchmark_group("analyze");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.sample_size(20);
+    group.bench_function("four-peers-600s", |b| {
+        b.iter(|| {
+            let analysis = runtime::analyze(std::slice::from_ref(&path), PipelineConfig::default(), false);
+            black_box(analysis.result.transactions.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, analyze);
+criterion_main!(benches);
