@@ -98,7 +98,16 @@ mod tests {
 
     #[test]
     fn garbage_rejected() {
-        for bad in ["", "urn:jxta:", "jxta://", "hello", "uuid-", "-abc", "uuid-a b", "uuid-\u{1b}[31m"] {
+        for bad in [
+            "",
+            "urn:jxta:",
+            "jxta://",
+            "hello",
+            "uuid-",
+            "-abc",
+            "uuid-a b",
+            "uuid-\u{1b}[31m",
+        ] {
             assert!(PeerId::parse(bad).is_none(), "{bad:?}");
         }
     }
