@@ -11,6 +11,8 @@ pub mod framing;
 pub mod message;
 pub mod peer;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod testdata;
 pub mod welcome;
 
 use std::collections::BTreeMap;

@@ -535,3 +535,387 @@ impl Core {
 
 // Header blocks are bounded, so a resync candidate waits on at most this much.
 const _: () = assert!(MAX_HEADER_BLOCK < (1 << 20));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, HeaderOrder};
+    use crate::jxta::message::{decode_message, encode_message_v0, OwnedElement};
+    use crate::jxta::testdata::{segments, RDV_PORT};
+    use crate::jxta::{addressing, erm_xml, PeerId};
+
+    /// What a test keeps of each event.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Ev {
+        Welcome(String),
+        Msg {
+            start: u64,
+            stop: u64,
+            len: u64,
+            body: Vec<u8>,
+        },
+    }
+
+    fn collect(evs: &mut Vec<Ev>) -> impl FnMut(StreamEvent<'_>) + '_ {
+        move |e| match e {
+            StreamEvent::Welcome(w) => evs.push(Ev::Welcome(w.peer_id.to_string())),
+            StreamEvent::Message(m) => evs.push(Ev::Msg {
+                start: m.start,
+                stop: m.stop,
+                len: m.framed_len,
+                body: m.body.to_vec(),
+            }),
+        }
+    }
+
+    fn package(tag: &str, pad: usize) -> (Vec<u8>, Vec<u8>) {
+        let body = encode_message_v0(&[OwnedElement::new(
+            "",
+            "payload",
+            Some("text/plain"),
+            format!("{tag}{}", "x".repeat(pad)),
+        )]);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::TypeFirst, None, &mut framed);
+        (framed, body)
+    }
+
+    fn bodies(evs: &[Ev]) -> Vec<Vec<u8>> {
+        evs.iter()
+            .filter_map(|e| match e {
+                Ev::Msg { body, .. } => Some(body.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn real_capture_both_directions() {
+        let segs = segments();
+        let cfg = StreamConfig::default();
+        let mut stats = JxtaStats::default();
+        let mut pings = 0;
+        let mut pongs = 0;
+        let mut welcomes = Vec::new();
+        let edge_peer = PeerId::parse(
+            "urn:jxta:uuid-59616261646162614E50472050325033A96FCDC35A0A4F3F8038B4F1F4D0B37E03",
+        )
+        .unwrap();
+        let rdv_peer = PeerId::parse(
+            "urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603",
+        )
+        .unwrap();
+        let mut total_msgs = 0;
+        for dir_port in [RDV_PORT, 0] {
+            let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
+            let mut evs = Vec::new();
+            let mut seg_ts = Vec::new();
+            for s in segs.iter().filter(|s| (s.src_port == RDV_PORT) == (dir_port == RDV_PORT)) {
+                seg_ts.push(s.ts);
+                p.push(&s.payload, s.ts, &mut stats, &mut collect(&mut evs));
+            }
+            p.finish(&mut stats);
+            assert_eq!(p.is_jxta(), Some(true));
+            assert!(matches!(evs.first(), Some(Ev::Welcome(_))), "welcome first");
+            for e in &evs {
+                let Ev::Msg { start, stop, body, .. } = e else {
+                    if let Ev::Welcome(w) = e {
+                        welcomes.push(w.clone());
+                    }
+                    continue;
+                };
+                // Every package here sits in one segment: start == stop == its time.
+                assert_eq!(start, stop);
+                assert!(seg_ts.contains(start));
+                let msg = decode_message(body).expect("every real message decodes");
+                stats.count_message(&msg, false);
+                total_msgs += 1;
+                let Some(payload) = msg.element("pingpong", "payload") else { continue };
+                let text = payload.text().unwrap();
+                let a = addressing(&msg);
+                let is_ping = text.contains("<PING>");
+                assert!(is_ping || text.contains("<PONG>"));
+                let (src, dst) = if is_ping {
+                    pings += 1;
+                    (&edge_peer, &rdv_peer)
+                } else {
+                    pongs += 1;
+                    (&rdv_peer, &edge_peer)
+                };
+                assert_eq!(a.src_peer.as_ref(), Some(src));
+                assert_eq!(a.dst_peer.as_ref(), Some(dst));
+                assert_eq!(a.last_hop.as_ref(), Some(src));
+                assert_eq!(a.service.as_deref(), Some("PipeService"));
+                let pipe = a.pipe_id.as_deref().unwrap();
+                assert!(pipe.starts_with("urn:jxta:uuid-") && pipe.ends_with("04"), "{pipe}");
+                // Our ERM builder writes exactly what JXSE 2.5 wrote.
+                let erm = msg.element("jxta", "EndpointRouterMsg").unwrap();
+                let built = erm_xml(src, dst, &format!("PipeService/{pipe}"), src);
+                assert_eq!(built.as_bytes(), erm.content);
+            }
+        }
+        assert_eq!((pings, pongs), (10, 10));
+        assert_eq!(welcomes.len(), 2);
+        assert_eq!(stats.welcomes, 2);
+        assert_eq!(stats.messages_tcp, total_msgs);
+        assert_eq!(stats.malformed_total(), 0);
+        assert_eq!((stats.truncated_messages, stats.skipped_bytes, stats.gaps), (0, 0, 0));
+        assert_eq!(stats.element_names.get("pingpong:payload"), Some(&20));
+        assert!(total_msgs >= 28, "{total_msgs}");
+    }
+
+    #[test]
+    fn one_byte_pushes_stamp_first_and_last_byte() {
+        let (framed, body) = package("a", 100);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        for (i, b) in framed.iter().enumerate() {
+            p.push(&[*b], 1000 + i as u64, &mut stats, &mut collect(&mut evs));
+        }
+        let n = framed.len() as u64;
+        assert_eq!(
+            evs,
+            vec![Ev::Msg { start: 1000, stop: 1000 + n - 1, len: n, body }]
+        );
+        assert_eq!(p.buffered(), 0);
+        assert_eq!(p.is_jxta(), Some(true));
+    }
+
+    #[test]
+    fn welcome_then_several_messages_in_one_push() {
+        let mut data = crate::jxta::encode_welcome(
+            "tcp://10.0.0.2:9701",
+            "tcp://10.0.0.1:9701",
+            "urn:jxta:uuid-0011223303",
+            false,
+            crate::jxta::WelcomeVersion::V1_1,
+        );
+        let mut expect = Vec::new();
+        for i in 0..3 {
+            let (f, b) = package(&format!("m{i}"), i * 10);
+            data.extend_from_slice(&f);
+            expect.push(b);
+        }
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        p.push(&data, 7, &mut stats, &mut collect(&mut evs));
+        assert_eq!(evs[0], Ev::Welcome("urn:jxta:uuid-0011223303".into()));
+        assert_eq!(bodies(&evs), expect);
+        assert_eq!(stats.welcomes, 1);
+        assert_eq!(p.buffered(), 0);
+    }
+
+    #[test]
+    fn out_of_order_timestamps_give_min_and_max() {
+        let (framed, _) = package("a", 50);
+        let (second, body2) = package("b", 5);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        let (a, rest) = framed.split_at(10);
+        let (b, c) = rest.split_at(20);
+        // The middle bytes were first seen earliest (retransmitted tail, reordering).
+        p.push(a, 500, &mut stats, &mut collect(&mut evs));
+        p.push(b, 100, &mut stats, &mut collect(&mut evs));
+        let mut tail = c.to_vec();
+        tail.extend_from_slice(&second[..3]);
+        p.push(&tail, 300, &mut stats, &mut collect(&mut evs));
+        p.push(&second[3..], 900, &mut stats, &mut collect(&mut evs));
+        let Ev::Msg { start, stop, .. } = &evs[0] else { panic!() };
+        assert_eq!((*start, *stop), (100, 500));
+        // The second message starts in the push at 300 and ends at 900.
+        assert_eq!(
+            evs[1],
+            Ev::Msg { start: 300, stop: 900, len: second.len() as u64, body: body2 }
+        );
+    }
+
+    #[test]
+    fn gap_inside_header_resyncs_on_next_message() {
+        let (m1, _) = package("one", 40);
+        let (m2, b2) = package("two", 40);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        p.push(&m1[..5], 1, &mut stats, &mut collect(&mut evs));
+        // The gap swallows the rest of the header block and the body's signature.
+        p.gap(65, &mut stats);
+        p.push(&m1[70..], 2, &mut stats, &mut collect(&mut evs));
+        p.push(&m2, 3, &mut stats, &mut collect(&mut evs));
+        assert_eq!(bodies(&evs), vec![b2]);
+        assert_eq!((stats.gaps, stats.truncated_messages, stats.resyncs), (1, 1, 1));
+        assert_eq!(p.is_jxta(), Some(true));
+    }
+
+    #[test]
+    fn gap_inside_body_skips_to_known_end() {
+        let (m1, _) = package("one", 400);
+        let (m2, b2) = package("two", 40);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        p.push(&m1[..100], 1, &mut stats, &mut collect(&mut evs));
+        p.gap(100, &mut stats);
+        let mut rest = m1[200..].to_vec();
+        rest.extend_from_slice(&m2);
+        p.push(&rest, 2, &mut stats, &mut collect(&mut evs));
+        assert_eq!(bodies(&evs), vec![b2]);
+        assert_eq!((stats.truncated_messages, stats.resyncs), (1, 0));
+    }
+
+    #[test]
+    fn mid_stream_start_in_a_message() {
+        let (m1, _) = package("one", 300);
+        let (m2, b2) = package("two", 30);
+        let (m3, b3) = package("three", 30);
+        let mut data = m1[150..].to_vec();
+        data.extend_from_slice(&m2);
+        data.extend_from_slice(&m3);
+        let mut p = StreamParser::new(StreamStart::MidStream, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        for chunk in data.chunks(7) {
+            p.push(chunk, 5, &mut stats, &mut collect(&mut evs));
+        }
+        assert_eq!(bodies(&evs), vec![b2, b3]);
+        assert_eq!(stats.skipped_bytes, (m1.len() - 150) as u64);
+        assert_eq!(p.is_jxta(), Some(true));
+    }
+
+    #[test]
+    fn garbage_gives_up_bounded() {
+        let cfg = StreamConfig { max_message: 1 << 20, max_resync_scan: 64 * 1024 };
+        let mut p = StreamParser::new(StreamStart::MidStream, &cfg);
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut pushes = 0;
+        while p.is_jxta().is_none() {
+            p.push(&junk, 1, &mut stats, &mut collect(&mut evs));
+            assert!(p.buffered() <= 4096 + SCAN_KEEP);
+            pushes += 1;
+            assert!(pushes < 100, "never gave up");
+        }
+        assert_eq!(p.is_jxta(), Some(false));
+        assert_eq!(stats.non_jxta_streams, 1);
+        assert!(evs.is_empty());
+        // HTTP at the beginning of a stream: not JXTA either.
+        let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
+        p.push(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1, &mut stats, &mut collect(&mut evs));
+        p.finish(&mut stats);
+        assert_eq!(p.is_jxta(), Some(false));
+        assert_eq!(stats.non_jxta_streams, 2);
+    }
+
+    #[test]
+    fn absurd_content_length_is_malformed_without_allocation() {
+        let mut v = vec![14];
+        v.extend_from_slice(b"content-length\x00\x08");
+        v.extend_from_slice(&u64::MAX.to_be_bytes());
+        v.push(0);
+        v.extend_from_slice(&[0xAB; 100]);
+        let (m2, b2) = package("after", 10);
+        v.extend_from_slice(&m2);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        p.push(&v, 1, &mut stats, &mut collect(&mut evs));
+        assert_eq!(stats.malformed.get("too_large"), Some(&1));
+        assert_eq!(bodies(&evs), vec![b2]);
+        assert!(p.buffered() < 64);
+    }
+
+    #[test]
+    fn oversized_plausible_message_is_skipped_by_length() {
+        let cfg = StreamConfig { max_message: 100, max_resync_scan: 1 << 20 };
+        let (big, _) = package("big", 500);
+        let (small, b) = package("s", 1);
+        let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        for c in big.chunks(33).chain(small.chunks(5)) {
+            p.push(c, 1, &mut stats, &mut collect(&mut evs));
+            assert!(p.buffered() < 200);
+        }
+        assert_eq!(bodies(&evs), vec![b]);
+        assert_eq!(stats.malformed.get("too_large"), Some(&1));
+        assert_eq!(stats.skipped_bytes, big.len() as u64);
+    }
+
+    #[test]
+    fn finish_counts_partial_message() {
+        let (m, _) = package("x", 10);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        p.push(&m[..m.len() - 1], 1, &mut stats, &mut |_| {});
+        p.finish(&mut stats);
+        assert_eq!(stats.truncated_messages, 1);
+    }
+
+    #[test]
+    fn many_pushes_keep_marks_small_and_exact() {
+        let (m, b) = package("long", 20_000);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        let n = m.len() as u64;
+        for (i, c) in m.chunks(3).enumerate() {
+            // Non-monotone times: the minimum is in the middle.
+            let ts = if i == 1000 { 5 } else { 10_000 + i as u64 };
+            p.push(c, ts, &mut stats, &mut collect(&mut evs));
+            assert!(p.core.marks.len() <= MAX_MARKS + 1);
+        }
+        let last = 10_000 + (n.div_ceil(3) - 1);
+        assert_eq!(evs, vec![Ev::Msg { start: 5, stop: last, len: n, body: b }]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hostile_pushes_never_panic(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..20),
+            mid in proptest::bool::ANY,
+            gap_at in 0usize..25,
+        ) {
+            let start = if mid { StreamStart::MidStream } else { StreamStart::Beginning };
+            let cfg = StreamConfig { max_message: 4096, max_resync_scan: 2048 };
+            let mut p = StreamParser::new(start, &cfg);
+            let mut stats = JxtaStats::default();
+            for (i, c) in chunks.iter().enumerate() {
+                if i == gap_at {
+                    p.gap(c.len() as u64 + 1, &mut stats);
+                }
+                p.push(c, i as u64, &mut stats, &mut |e| {
+                    if let StreamEvent::Message(m) = e {
+                        let _ = decode_message(m.body);
+                    }
+                });
+                proptest::prop_assert!(p.buffered() <= 4096 + MAX_HEADER_BLOCK + 300);
+            }
+            p.finish(&mut stats);
+        }
+
+        #[test]
+        fn split_anywhere_same_messages(cuts in proptest::collection::vec(0usize..400, 0..8)) {
+            let mut data = Vec::new();
+            let mut expect = Vec::new();
+            for i in 0..3 {
+                let (f, b) = package(&format!("m{i}"), 30 * i);
+                data.extend_from_slice(&f);
+                expect.push(b);
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % data.len()).collect();
+            cuts.sort_unstable();
+            let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+            let mut stats = JxtaStats::default();
+            let mut evs = Vec::new();
+            let mut prev = 0;
+            for c in cuts.into_iter().chain([data.len()]) {
+                p.push(&data[prev..c], c as u64, &mut stats, &mut collect(&mut evs));
+                prev = c;
+            }
+            proptest::prop_assert_eq!(bodies(&evs), expect);
+        }
+    }
+}
