@@ -519,3 +519,187 @@ fn encode_element_v1<'e>(e: &'e OwnedElement, table: &mut NameTable<'e>, out: &m
         encode_element_v1(s, table, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, parse_package_header, HeaderOrder, HeaderParse};
+    use proptest::prelude::*;
+
+    /// Spec §1.2 worked example: a PING element in namespace `jim`; other elements
+    /// (not listed in the example) pad the body to 1010 bytes.
+    #[test]
+    fn worked_example_byte_for_byte() {
+        let ping = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><PING>{}</PING>",
+            "x".repeat(181 - 51)
+        );
+        assert_eq!(ping.len(), 181);
+        let mut els = vec![OwnedElement::new("jim", "Presence", Some("text/xml;charset=UTF-8"), ping)];
+        for name in ["A", "B"] {
+            els.push(OwnedElement::new("", name, Some("text/plain"), "y"));
+        }
+        // Fill the fourth element so that the body is exactly 1010 bytes.
+        let fixed = encode_message_v0(&[els.clone(), vec![OwnedElement::new("", "C", None, "")]].concat()).len();
+        els.push(OwnedElement::new("", "C", None, vec![b'z'; 1010 - fixed]));
+        let body = encode_message_v0(&els);
+        assert_eq!(body.len(), 1010);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::TypeFirst, None, &mut framed);
+
+        let mut expect = vec![0x0c];
+        expect.extend_from_slice(b"content-type\x00\x16application/x-jxta-msg");
+        expect.push(0x0e);
+        expect.extend_from_slice(b"content-length\x00\x08\0\0\0\0\0\0\x03\xf2");
+        expect.push(0x00);
+        expect.extend_from_slice(b"jxmg\x00\x00\x01\x00\x03jim\x00\x04");
+        expect.extend_from_slice(b"jxel\x02\x01\x00\x08Presence\x00\x16text/xml;charset=UTF-8");
+        expect.extend_from_slice(&[0, 0, 0, 0xb5]);
+        assert_eq!(expect.len(), 121);
+        assert_eq!(&framed[..121], &expect[..]);
+        assert_eq!(&framed[121..126], b"<?xml");
+
+        let HeaderParse::Complete(h) = parse_package_header(&framed, 1 << 20) else { panic!() };
+        assert_eq!((h.header_len, h.content_length), (63, 1010));
+        let msg = decode_message(&framed[63..]).unwrap();
+        assert_eq!(msg.version, 0);
+        assert_eq!(msg.elements.len(), 4);
+        let e = &msg.elements[0];
+        assert_eq!((e.namespace.as_ref(), e.name.as_ref()), ("jim", "Presence"));
+        assert_eq!(e.mime.as_deref(), Some("text/xml;charset=UTF-8"));
+        assert_eq!(e.content.len(), 181);
+        assert_eq!(msg.elements[3].mime, None);
+        assert_eq!(msg.elements[3].mime_or_default(), MIME_DEFAULT);
+        let back: Vec<OwnedElement> = msg.elements.iter().map(Element::to_owned_element).collect();
+        assert_eq!(back, els);
+    }
+
+    #[test]
+    fn untyped_element_flags_zero_decodes() {
+        // JXSE 2.7's EndpointRouterMsg-fingerprint: ns jxta, flags 0x00, binary content.
+        let mut b = b"jxmg\x00\x00\x00\x00\x01jxel\x01\x00".to_vec();
+        b.extend_from_slice(b"\x00\x1dEndpointRouterMsg-fingerprint\x00\x00\x00\x04\xde\xad\xbe\xef");
+        let m = decode_message(&b).unwrap();
+        let e = m.element("jxta", "EndpointRouterMsg-fingerprint").unwrap();
+        assert_eq!((e.mime.clone(), e.content), (None, &[0xde, 0xad, 0xbe, 0xef][..]));
+    }
+
+    #[test]
+    fn v1_utf16_literal_names_u64_lengths_and_signature() {
+        let utf16 = |s: &str| -> Vec<u8> {
+            let v: Vec<u8> = s.encode_utf16().flat_map(u16::to_be_bytes).collect();
+            let mut out = (v.len() as u16).to_be_bytes().to_vec();
+            out.extend(v);
+            out
+        };
+        let mut b = b"jxmg\x01\x01\x00\x02".to_vec();
+        b.extend(utf16("jim"));
+        b.extend(utf16("text/xml"));
+        b.extend_from_slice(&[0, 2]);
+        // Element 1: literal name "Presence", type id 3, 64-bit length, signature.
+        b.extend_from_slice(b"jxel");
+        b.push(0x01 | 0x02 | 0x04 | 0x08);
+        b.extend_from_slice(&[0, 2]);
+        b.extend(utf16("Presence"));
+        b.extend_from_slice(&[0, 3]);
+        b.extend_from_slice(&3u64.to_be_bytes());
+        b.extend_from_slice(b"<a>");
+        // its signature element: name id 0 (""), 32-bit length.
+        b.extend_from_slice(b"jxel\x00\x00\x01\x00\x00\x00\x00\x00\x01S");
+        // Element 2: name by id 2 ("jim"), no type.
+        b.extend_from_slice(b"jxel\x00\x00\x00\x00\x02\x00\x00\x00\x00");
+        let m = decode_message(&b).unwrap();
+        assert_eq!(m.version, 1);
+        let e = &m.elements[0];
+        assert_eq!((e.namespace.as_ref(), e.name.as_ref()), ("jim", "Presence"));
+        assert!(matches!(e.name, Cow::Owned(_)));
+        assert_eq!(e.mime.as_deref(), Some("text/xml"));
+        assert_eq!(e.content, b"<a>");
+        let sig = e.signature.as_ref().unwrap();
+        assert_eq!((sig.namespace.as_ref(), sig.content), ("jxta", &b"S"[..]));
+        assert_eq!(m.elements[1].name, "jim");
+        // A name id past the table is an error.
+        let mut bad = b.clone();
+        let at = bad.len() - 8;
+        bad[at] = 0x7f;
+        assert!(matches!(decode_message(&bad), Err(JxtaError::BadNameId(_))));
+    }
+
+    #[test]
+    fn nested_message_element() {
+        let inner = encode_message_v0(&[OwnedElement::new("", "x", None, "1")]);
+        let outer = encode_message_v0(&[OwnedElement::new("jxta", "m", Some(MIME_JXTA_MSG), inner)]);
+        let m = decode_message(&outer).unwrap();
+        let nested = m.elements[0].as_message().unwrap().unwrap();
+        assert_eq!(nested.elements[0].content, b"1");
+        assert!(m.elements[0].signature.is_none());
+    }
+
+    #[test]
+    fn hostile_messages_are_errors() {
+        assert!(matches!(decode_message(b"jxm"), Err(JxtaError::Truncated(_))));
+        assert!(matches!(decode_message(b"JXMG\x00"), Err(JxtaError::BadSignature(_))));
+        assert!(matches!(decode_message(b"jxmg\x07"), Err(JxtaError::UnsupportedVersion(7))));
+        // Counts of 65535 with nothing behind them: error, small allocation.
+        assert!(decode_message(b"jxmg\x00\xff\xff").is_err());
+        assert!(decode_message(b"jxmg\x00\x00\x00\xff\xff").is_err());
+        // Content length 2^32-1 with 3 bytes present.
+        assert!(decode_message(b"jxmg\x00\x00\x00\x00\x01jxel\x00\x00\x00\x00\xff\xff\xff\xffabc").is_err());
+        // v1 content length 2^64-1.
+        let mut v1 = b"jxmg\x01\x00\x00\x00\x00\x01jxel\x01\x00\x00\x00\x00".to_vec();
+        v1.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(decode_message(&v1), Err(JxtaError::Truncated(_))));
+        // Namespace id past the table.
+        assert!(matches!(
+            decode_message(b"jxmg\x00\x00\x00\x00\x01jxel\x05\x00\x00\x00\x00\x00\x00\x00"),
+            Err(JxtaError::BadNameId(5))
+        ));
+        // Endless signature chain: bounded depth.
+        let mut deep = b"jxmg\x00\x00\x00\x00\x01".to_vec();
+        for _ in 0..100 {
+            deep.extend_from_slice(b"jxel\x00\x04\x00\x00\x00\x00\x00\x00");
+        }
+        assert_eq!(decode_message(&deep), Err(JxtaError::TooDeep));
+    }
+
+    fn arb_element(depth: u32) -> BoxedStrategy<OwnedElement> {
+        let leaf = (
+            prop::sample::select(vec!["", "jxta", "jim", "pingpong", "ns-ü"]),
+            ".{0,12}",
+            prop::option::of(prop::sample::select(vec!["text/xml;charset=UTF-8", "application/gzip", "text/plain"])),
+            prop::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(ns, name, mime, content)| OwnedElement::new(ns, &name, mime, content));
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        (leaf, prop::option::of(arb_element(depth - 1)))
+            .prop_map(|(mut e, sig)| {
+                e.signature = sig.map(Box::new);
+                e
+            })
+            .boxed()
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_v0_and_v1(els in prop::collection::vec(arb_element(2), 0..8)) {
+            for (v, body) in [(0, encode_message_v0(&els)), (1, encode_message_v1(&els))] {
+                let m = decode_message(&body).unwrap();
+                prop_assert_eq!(m.version, v);
+                let back: Vec<OwnedElement> = m.elements.iter().map(Element::to_owned_element).collect();
+                prop_assert_eq!(&back, &els);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..512), v in 0u8..3) {
+            let _ = decode_message(&bytes);
+            // Also with a valid prefix, to get past the signature checks.
+            let mut b = b"jxmg".to_vec();
+            b.push(v);
+            b.append(&mut bytes);
+            let _ = decode_message(&b);
+        }
+    }
+}
