@@ -248,3 +248,157 @@ pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
         param: param.filter(|s| !s.is_empty()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, parse_package_header, HeaderOrder, HeaderParse};
+    use crate::jxta::message::{decode_message, encode_message_v0, OwnedElement};
+
+    const CB_EDGE: &str =
+        "urn:jxta:cbid-59616261646162614E50472050325033AA00BB11CC22DD33EE44FF5503";
+    const CB_RDV: &str = "urn:jxta:cbid-59616261646162614E504720503250331122334455667788990011AA03";
+    const PIPE: &str =
+        "urn:jxta:uuid-59616261646162614E504720503250336A7873652D70496EA770AF6E672D504904";
+
+    #[test]
+    fn endpoint_addresses() {
+        let a = parse_endpoint_address(
+            "tcp://224.0.1.85:1234/EndpointService:jxta-NetGroup/JxtaPropagate/jxta-NetGroup",
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            EndpointAddress {
+                protocol: "tcp",
+                address: "224.0.1.85:1234",
+                service: Some("EndpointService:jxta-NetGroup"),
+                param: Some("JxtaPropagate/jxta-NetGroup"),
+            }
+        );
+        let dest = format!("jxta://uuid-AB03/PipeService/{PIPE}");
+        let d = parse_endpoint_address(&dest).unwrap();
+        assert_eq!(
+            (d.address, d.service, d.param),
+            ("uuid-AB03", Some("PipeService"), Some(PIPE))
+        );
+        let bare = parse_endpoint_address("jxta://uuid-AB03").unwrap();
+        assert_eq!((bare.service, bare.param), (None, None));
+        for bad in ["", "tcp:/x", "://x", "tcp://", "t p://x", "tcp:///svc"] {
+            assert!(parse_endpoint_address(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    /// A JXSE 2.7-style routed pipe message, built from the spec: content-length
+    /// first, `cbid-` peer IDs, an untyped `EndpointRouterMsg-fingerprint`, the
+    /// initiator's ephemeral port in `EndpointDestinationAddress`, and an ERM with
+    /// prefixes, whitespace and extra (nested) elements.
+    #[test]
+    fn jxse27_vector() {
+        let erm = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE jxta:ERM>\n\
+             <jxta:ERM xmlns:jxta=\"http://jxta.org\" xml:space=\"preserve\">\n  \
+             <Src>\n jxta://{src}\n</Src>\n  <Dest>jxta://{dst}/PipeService/{PIPE}</Dest>\n  \
+             <Last>jxta://{src}</Last>\n  <Fwd><jxta:RA><Dest>jxta://uuid-FF03</Dest></jxta:RA></Fwd>\n  \
+             <Rvs/>\n  <Extra a=\"1\">x &amp; y</Extra>\n</jxta:ERM>\n",
+            src = &CB_EDGE["urn:jxta:".len()..],
+            dst = &CB_RDV["urn:jxta:".len()..],
+        );
+        let els = vec![
+            OwnedElement::new(
+                "jim",
+                "JimMessage",
+                Some("text/xml;charset=UTF-8"),
+                "<PING/>",
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointRouterMsg",
+                Some("text/xml;charset=UTF-8"),
+                erm,
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointRouterMsg-fingerprint",
+                None,
+                vec![0x5a; 20],
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointSourceAddress",
+                Some("text/plain;charset=UTF-8"),
+                "tcp://127.0.0.1:9701",
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointDestinationAddress",
+                Some("text/plain;charset=UTF-8"),
+                "tcp://127.0.0.1:53412/EndpointService:jxta-NetGroup/EndpointRouter",
+            ),
+        ];
+        let body = encode_message_v0(&els);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::LengthFirst, None, &mut framed);
+        assert_eq!(&framed[1..15], b"content-length");
+        let HeaderParse::Complete(h) = parse_package_header(&framed, 1 << 20) else {
+            panic!()
+        };
+        let msg = decode_message(&framed[h.header_len..]).unwrap();
+        assert_eq!(msg.elements.len(), 5);
+        assert_eq!(msg.elements[2].mime, None);
+        let a = addressing(&msg);
+        assert_eq!(a.src_peer, PeerId::parse(CB_EDGE));
+        assert_eq!(a.dst_peer, PeerId::parse(CB_RDV));
+        assert_eq!(a.last_hop, PeerId::parse(CB_EDGE));
+        assert_eq!(a.service.as_deref(), Some("PipeService"));
+        assert_eq!(a.pipe_id.as_deref(), Some(PIPE));
+        assert_eq!(a.service_param.as_deref(), Some(PIPE));
+    }
+
+    #[test]
+    fn propagate_and_multicast_addressing() {
+        let wire = format!(
+            "<?xml version=\"1.0\"?><jxta:JxtaWire xmlns:jxta=\"http://jxta.org\">\
+             <PipeId> {PIPE} </PipeId><MsgId>m1</MsgId><TTL>2</TTL></jxta:JxtaWire>"
+        );
+        let els = vec![
+            OwnedElement::new("", "payload", None, "x"),
+            OwnedElement::new("jxta", "JxtaWireHeader", Some("text/xml"), wire),
+            OwnedElement::new("jxta", "EndpointHeaderSrcPeer", Some("text/plain"), CB_EDGE),
+            OwnedElement::new(
+                "jxta",
+                "EndpointDestinationAddress",
+                Some("text/plain"),
+                "tcp://224.0.1.85:1234/EndpointService:jxta-NetGroup/JxtaPropagate/jxta-NetGroup",
+            ),
+        ];
+        let body = encode_message_v0(&els);
+        let a = addressing(&decode_message(&body).unwrap());
+        assert_eq!(a.pipe_id.as_deref(), Some(PIPE));
+        assert_eq!(a.header_src_peer, PeerId::parse(CB_EDGE));
+        assert_eq!(a.src_peer, None);
+        assert_eq!(a.service.as_deref(), Some("EndpointService:jxta-NetGroup"));
+        assert_eq!(
+            a.service_param.as_deref(),
+            Some("JxtaPropagate/jxta-NetGroup")
+        );
+    }
+
+    #[test]
+    fn broken_erm_is_best_effort() {
+        for xml in [
+            "<jxta:ERM><Src>jxta://uuid-AB03</Src><Dest>",
+            "not xml at all",
+            "<a><Src>&bogus;</Src></a>",
+        ] {
+            let body =
+                encode_message_v0(&[OwnedElement::new("jxta", "EndpointRouterMsg", None, xml)]);
+            let a = addressing(&decode_message(&body).unwrap());
+            assert_eq!(a.dst_peer, None);
+        }
+        let [src] = root_child_texts("<r><Src>jxta://uuid-AB03</Src><Dest>", ["Src"]);
+        assert_eq!(src.as_deref(), Some("jxta://uuid-AB03"));
+        let [t] = root_child_texts("<r><T>a&lt;&#x42;<![CDATA[<c>]]></T></r>", ["T"]);
+        assert_eq!(t.as_deref(), Some("a<B<c>"));
+    }
+}

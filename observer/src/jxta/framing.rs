@@ -305,3 +305,22 @@ mod tests {
         assert!(parse_datagram(b"JXT", 1 << 20).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn random_headers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), max in any::<u64>()) {
+            if let HeaderParse::Complete(h) = parse_package_header(&bytes, max) {
+                prop_assert!(h.header_len <= bytes.len());
+                prop_assert!(h.content_length <= max);
+            }
+            let mut d = DATAGRAM_SIGNATURE.to_vec();
+            d.extend_from_slice(&bytes);
+            let _ = parse_datagram(&d, max);
+        }
+    }
+}

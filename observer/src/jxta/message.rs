@@ -535,12 +535,19 @@ mod tests {
             "x".repeat(181 - 51)
         );
         assert_eq!(ping.len(), 181);
-        let mut els = vec![OwnedElement::new("jim", "Presence", Some("text/xml;charset=UTF-8"), ping)];
+        let mut els = vec![OwnedElement::new(
+            "jim",
+            "Presence",
+            Some("text/xml;charset=UTF-8"),
+            ping,
+        )];
         for name in ["A", "B"] {
             els.push(OwnedElement::new("", name, Some("text/plain"), "y"));
         }
         // Fill the fourth element so that the body is exactly 1010 bytes.
-        let fixed = encode_message_v0(&[els.clone(), vec![OwnedElement::new("", "C", None, "")]].concat()).len();
+        let fixed =
+            encode_message_v0(&[els.clone(), vec![OwnedElement::new("", "C", None, "")]].concat())
+                .len();
         els.push(OwnedElement::new("", "C", None, vec![b'z'; 1010 - fixed]));
         let body = encode_message_v0(&els);
         assert_eq!(body.len(), 1010);
@@ -559,7 +566,9 @@ mod tests {
         assert_eq!(&framed[..121], &expect[..]);
         assert_eq!(&framed[121..126], b"<?xml");
 
-        let HeaderParse::Complete(h) = parse_package_header(&framed, 1 << 20) else { panic!() };
+        let HeaderParse::Complete(h) = parse_package_header(&framed, 1 << 20) else {
+            panic!()
+        };
         assert_eq!((h.header_len, h.content_length), (63, 1010));
         let msg = decode_message(&framed[63..]).unwrap();
         assert_eq!(msg.version, 0);
@@ -578,10 +587,15 @@ mod tests {
     fn untyped_element_flags_zero_decodes() {
         // JXSE 2.7's EndpointRouterMsg-fingerprint: ns jxta, flags 0x00, binary content.
         let mut b = b"jxmg\x00\x00\x00\x00\x01jxel\x01\x00".to_vec();
-        b.extend_from_slice(b"\x00\x1dEndpointRouterMsg-fingerprint\x00\x00\x00\x04\xde\xad\xbe\xef");
+        b.extend_from_slice(
+            b"\x00\x1dEndpointRouterMsg-fingerprint\x00\x00\x00\x04\xde\xad\xbe\xef",
+        );
         let m = decode_message(&b).unwrap();
         let e = m.element("jxta", "EndpointRouterMsg-fingerprint").unwrap();
-        assert_eq!((e.mime.clone(), e.content), (None, &[0xde, 0xad, 0xbe, 0xef][..]));
+        assert_eq!(
+            (e.mime.clone(), e.content),
+            (None, &[0xde, 0xad, 0xbe, 0xef][..])
+        );
     }
 
     #[test]
@@ -628,7 +642,8 @@ mod tests {
     #[test]
     fn nested_message_element() {
         let inner = encode_message_v0(&[OwnedElement::new("", "x", None, "1")]);
-        let outer = encode_message_v0(&[OwnedElement::new("jxta", "m", Some(MIME_JXTA_MSG), inner)]);
+        let outer =
+            encode_message_v0(&[OwnedElement::new("jxta", "m", Some(MIME_JXTA_MSG), inner)]);
         let m = decode_message(&outer).unwrap();
         let nested = m.elements[0].as_message().unwrap().unwrap();
         assert_eq!(nested.elements[0].content, b"1");
@@ -637,14 +652,26 @@ mod tests {
 
     #[test]
     fn hostile_messages_are_errors() {
-        assert!(matches!(decode_message(b"jxm"), Err(JxtaError::Truncated(_))));
-        assert!(matches!(decode_message(b"JXMG\x00"), Err(JxtaError::BadSignature(_))));
-        assert!(matches!(decode_message(b"jxmg\x07"), Err(JxtaError::UnsupportedVersion(7))));
+        assert!(matches!(
+            decode_message(b"jxm"),
+            Err(JxtaError::Truncated(_))
+        ));
+        assert!(matches!(
+            decode_message(b"JXMG\x00"),
+            Err(JxtaError::BadSignature(_))
+        ));
+        assert!(matches!(
+            decode_message(b"jxmg\x07"),
+            Err(JxtaError::UnsupportedVersion(7))
+        ));
         // Counts of 65535 with nothing behind them: error, small allocation.
         assert!(decode_message(b"jxmg\x00\xff\xff").is_err());
         assert!(decode_message(b"jxmg\x00\x00\x00\xff\xff").is_err());
         // Content length 2^32-1 with 3 bytes present.
-        assert!(decode_message(b"jxmg\x00\x00\x00\x00\x01jxel\x00\x00\x00\x00\xff\xff\xff\xffabc").is_err());
+        assert!(
+            decode_message(b"jxmg\x00\x00\x00\x00\x01jxel\x00\x00\x00\x00\xff\xff\xff\xffabc")
+                .is_err()
+        );
         // v1 content length 2^64-1.
         let mut v1 = b"jxmg\x01\x00\x00\x00\x00\x01jxel\x01\x00\x00\x00\x00".to_vec();
         v1.extend_from_slice(&u64::MAX.to_be_bytes());
@@ -666,7 +693,11 @@ mod tests {
         let leaf = (
             prop::sample::select(vec!["", "jxta", "jim", "pingpong", "ns-ü"]),
             ".{0,12}",
-            prop::option::of(prop::sample::select(vec!["text/xml;charset=UTF-8", "application/gzip", "text/plain"])),
+            prop::option::of(prop::sample::select(vec![
+                "text/xml;charset=UTF-8",
+                "application/gzip",
+                "text/plain",
+            ])),
             prop::collection::vec(any::<u8>(), 0..64),
         )
             .prop_map(|(ns, name, mime, content)| OwnedElement::new(ns, &name, mime, content));

@@ -210,3 +210,45 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_json_shape() {
+        let body = encode_message_v0(&[
+            OwnedElement::new("", "payload", None, "x"),
+            OwnedElement::new("jxta", "EndpointRouterMsg", None, "y"),
+        ]);
+        let msg = decode_message(&body).unwrap();
+        let mut s = JxtaStats::default();
+        s.count_message(&msg, false);
+        s.count_message(&msg, true);
+        s.count_malformed("bad_header");
+        s.count_malformed("bad_header");
+        let j = s.to_json();
+        assert_eq!(j["messages"]["total"], 2);
+        assert_eq!(j["messages"]["udp"], 1);
+        assert_eq!(j["elements"], 4);
+        assert_eq!(j["malformed"]["total"], 2);
+        assert_eq!(j["malformed"]["by_kind"]["bad_header"], 2);
+        assert_eq!(j["element_names"]["payload"], 2);
+        assert_eq!(j["element_names"]["jxta:EndpointRouterMsg"], 2);
+        assert!(serde_json::to_value(&s)
+            .unwrap()
+            .get("key_scratch")
+            .is_none());
+    }
+
+    #[test]
+    fn element_names_are_capped() {
+        let mut s = JxtaStats::default();
+        for i in 0..(MAX_ELEMENT_NAMES + 10) {
+            let body = encode_message_v0(&[OwnedElement::new("", &format!("n{i}"), None, "")]);
+            s.count_message(&decode_message(&body).unwrap(), false);
+        }
+        assert_eq!(s.element_names.len(), MAX_ELEMENT_NAMES + 1);
+        assert_eq!(s.element_names.get(OTHER_NAMES_KEY), Some(&10));
+    }
+}

@@ -610,7 +610,10 @@ mod tests {
             let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
             let mut evs = Vec::new();
             let mut seg_ts = Vec::new();
-            for s in segs.iter().filter(|s| (s.src_port == RDV_PORT) == (dir_port == RDV_PORT)) {
+            for s in segs
+                .iter()
+                .filter(|s| (s.src_port == RDV_PORT) == (dir_port == RDV_PORT))
+            {
                 seg_ts.push(s.ts);
                 p.push(&s.payload, s.ts, &mut stats, &mut collect(&mut evs));
             }
@@ -618,7 +621,10 @@ mod tests {
             assert_eq!(p.is_jxta(), Some(true));
             assert!(matches!(evs.first(), Some(Ev::Welcome(_))), "welcome first");
             for e in &evs {
-                let Ev::Msg { start, stop, body, .. } = e else {
+                let Ev::Msg {
+                    start, stop, body, ..
+                } = e
+                else {
                     if let Ev::Welcome(w) = e {
                         welcomes.push(w.clone());
                     }
@@ -630,7 +636,9 @@ mod tests {
                 let msg = decode_message(body).expect("every real message decodes");
                 stats.count_message(&msg, false);
                 total_msgs += 1;
-                let Some(payload) = msg.element("pingpong", "payload") else { continue };
+                let Some(payload) = msg.element("pingpong", "payload") else {
+                    continue;
+                };
                 let text = payload.text().unwrap();
                 let a = addressing(&msg);
                 let is_ping = text.contains("<PING>");
@@ -647,7 +655,10 @@ mod tests {
                 assert_eq!(a.last_hop.as_ref(), Some(src));
                 assert_eq!(a.service.as_deref(), Some("PipeService"));
                 let pipe = a.pipe_id.as_deref().unwrap();
-                assert!(pipe.starts_with("urn:jxta:uuid-") && pipe.ends_with("04"), "{pipe}");
+                assert!(
+                    pipe.starts_with("urn:jxta:uuid-") && pipe.ends_with("04"),
+                    "{pipe}"
+                );
                 // Our ERM builder writes exactly what JXSE 2.5 wrote.
                 let erm = msg.element("jxta", "EndpointRouterMsg").unwrap();
                 let built = erm_xml(src, dst, &format!("PipeService/{pipe}"), src);
@@ -659,7 +670,10 @@ mod tests {
         assert_eq!(stats.welcomes, 2);
         assert_eq!(stats.messages_tcp, total_msgs);
         assert_eq!(stats.malformed_total(), 0);
-        assert_eq!((stats.truncated_messages, stats.skipped_bytes, stats.gaps), (0, 0, 0));
+        assert_eq!(
+            (stats.truncated_messages, stats.skipped_bytes, stats.gaps),
+            (0, 0, 0)
+        );
         assert_eq!(stats.element_names.get("pingpong:payload"), Some(&20));
         assert!(total_msgs >= 28, "{total_msgs}");
     }
@@ -676,7 +690,12 @@ mod tests {
         let n = framed.len() as u64;
         assert_eq!(
             evs,
-            vec![Ev::Msg { start: 1000, stop: 1000 + n - 1, len: n, body }]
+            vec![Ev::Msg {
+                start: 1000,
+                stop: 1000 + n - 1,
+                len: n,
+                body
+            }]
         );
         assert_eq!(p.buffered(), 0);
         assert_eq!(p.is_jxta(), Some(true));
@@ -723,12 +742,19 @@ mod tests {
         tail.extend_from_slice(&second[..3]);
         p.push(&tail, 300, &mut stats, &mut collect(&mut evs));
         p.push(&second[3..], 900, &mut stats, &mut collect(&mut evs));
-        let Ev::Msg { start, stop, .. } = &evs[0] else { panic!() };
+        let Ev::Msg { start, stop, .. } = &evs[0] else {
+            panic!()
+        };
         assert_eq!((*start, *stop), (100, 500));
         // The second message starts in the push at 300 and ends at 900.
         assert_eq!(
             evs[1],
-            Ev::Msg { start: 300, stop: 900, len: second.len() as u64, body: body2 }
+            Ev::Msg {
+                start: 300,
+                stop: 900,
+                len: second.len() as u64,
+                body: body2
+            }
         );
     }
 
@@ -745,7 +771,10 @@ mod tests {
         p.push(&m1[70..], 2, &mut stats, &mut collect(&mut evs));
         p.push(&m2, 3, &mut stats, &mut collect(&mut evs));
         assert_eq!(bodies(&evs), vec![b2]);
-        assert_eq!((stats.gaps, stats.truncated_messages, stats.resyncs), (1, 1, 1));
+        assert_eq!(
+            (stats.gaps, stats.truncated_messages, stats.resyncs),
+            (1, 1, 1)
+        );
         assert_eq!(p.is_jxta(), Some(true));
     }
 
@@ -786,11 +815,16 @@ mod tests {
 
     #[test]
     fn garbage_gives_up_bounded() {
-        let cfg = StreamConfig { max_message: 1 << 20, max_resync_scan: 64 * 1024 };
+        let cfg = StreamConfig {
+            max_message: 1 << 20,
+            max_resync_scan: 64 * 1024,
+        };
         let mut p = StreamParser::new(StreamStart::MidStream, &cfg);
         let mut stats = JxtaStats::default();
         let mut evs = Vec::new();
-        let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let junk: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let mut pushes = 0;
         while p.is_jxta().is_none() {
             p.push(&junk, 1, &mut stats, &mut collect(&mut evs));
@@ -803,7 +837,12 @@ mod tests {
         assert!(evs.is_empty());
         // HTTP at the beginning of a stream: not JXTA either.
         let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
-        p.push(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1, &mut stats, &mut collect(&mut evs));
+        p.push(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            1,
+            &mut stats,
+            &mut collect(&mut evs),
+        );
         p.finish(&mut stats);
         assert_eq!(p.is_jxta(), Some(false));
         assert_eq!(stats.non_jxta_streams, 2);
@@ -829,7 +868,10 @@ mod tests {
 
     #[test]
     fn oversized_plausible_message_is_skipped_by_length() {
-        let cfg = StreamConfig { max_message: 100, max_resync_scan: 1 << 20 };
+        let cfg = StreamConfig {
+            max_message: 100,
+            max_resync_scan: 1 << 20,
+        };
         let (big, _) = package("big", 500);
         let (small, b) = package("s", 1);
         let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
@@ -868,7 +910,15 @@ mod tests {
             assert!(p.core.marks.len() <= MAX_MARKS + 1);
         }
         let last = 10_000 + (n.div_ceil(3) - 1);
-        assert_eq!(evs, vec![Ev::Msg { start: 5, stop: last, len: n, body: b }]);
+        assert_eq!(
+            evs,
+            vec![Ev::Msg {
+                start: 5,
+                stop: last,
+                len: n,
+                body: b
+            }]
+        );
     }
 
     proptest::proptest! {
