@@ -111,11 +111,8 @@ pub fn root_child_texts<const N: usize>(xml: &str, names: [&str; N]) -> [Option<
     let mut depth = 0usize;
     // (index into names, text so far) while inside a wanted element.
     let mut current: Option<(usize, String)> = None;
-    loop {
-        let ev = match reader.read_event() {
-            Ok(ev) => ev,
-            Err(_) => break,
-        };
+    // A read error ends the scan; what was found so far is kept.
+    while let Ok(ev) = reader.read_event() {
         match ev {
             Event::Start(e) => {
                 depth += 1;
@@ -138,14 +135,12 @@ pub fn root_child_texts<const N: usize>(xml: &str, names: [&str; N]) -> [Option<
                 }
                 depth = depth.saturating_sub(1);
             }
-            Event::Empty(e) => {
-                // `<Dest/>`: present but empty.
-                if depth == 1 {
-                    let local = e.local_name();
-                    if let Some(i) = names.iter().position(|n| *n == local.as_ref()) {
-                        if let Some(slot) = found.get_mut(i) {
-                            slot.get_or_insert_with(String::new);
-                        }
+            // `<Dest/>`: present but empty.
+            Event::Empty(e) if depth == 1 => {
+                let local = e.local_name();
+                if let Some(i) = names.iter().position(|n| *n == local.as_ref()) {
+                    if let Some(slot) = found.get_mut(i) {
+                        slot.get_or_insert_with(String::new);
                     }
                 }
             }
