@@ -15,6 +15,7 @@ pub mod stream;
 pub(crate) mod testdata;
 pub mod welcome;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 pub use endpoint::{addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress};
@@ -86,9 +87,6 @@ pub struct JxtaStats {
     pub truncated_messages: u64,
     pub skipped_bytes: u64,
     pub non_jxta_streams: u64,
-    /// Reused buffer for building `ns:name` keys without allocating per element.
-    #[serde(skip)]
-    key_scratch: String,
 }
 
 /// Distinct element names kept; further new names are counted under one key so a
@@ -107,16 +105,31 @@ impl JxtaStats {
         }
         self.elements += msg.elements.len() as u64;
         for el in &msg.elements {
-            self.key_scratch.clear();
-            if !el.namespace.is_empty() {
-                self.key_scratch.push_str(&el.namespace);
-                self.key_scratch.push(':');
-            }
-            self.key_scratch.push_str(&el.name);
-            if let Some(n) = self.element_names.get_mut(self.key_scratch.as_str()) {
+            // `ns:name` is built on the stack: no allocation per element unless the
+            // name is new (or longer than the buffer).
+            let mut stack = [0u8; 160];
+            let (ns, name) = (el.namespace.as_bytes(), el.name.as_bytes());
+            let sep: &[u8] = if ns.is_empty() { b"" } else { b":" };
+            let len = ns.len() + sep.len() + name.len();
+            let key: Cow<'_, str> = match stack.get_mut(..len) {
+                Some(dst) => {
+                    let (a, rest) = dst.split_at_mut(ns.len());
+                    let (b, c) = rest.split_at_mut(sep.len());
+                    a.copy_from_slice(ns);
+                    b.copy_from_slice(sep);
+                    c.copy_from_slice(name);
+                    // Concatenated UTF-8 is UTF-8; the fallback is never taken.
+                    match std::str::from_utf8(dst) {
+                        Ok(k) => Cow::Borrowed(k),
+                        Err(_) => Cow::Owned(element_key(el)),
+                    }
+                }
+                None => Cow::Owned(element_key(el)),
+            };
+            if let Some(n) = self.element_names.get_mut(key.as_ref()) {
                 *n += 1;
             } else if self.element_names.len() < MAX_ELEMENT_NAMES {
-                self.element_names.insert(self.key_scratch.clone(), 1);
+                self.element_names.insert(key.into_owned(), 1);
             } else {
                 *self
                     .element_names
@@ -160,6 +173,14 @@ impl JxtaStats {
             "skipped_bytes": self.skipped_bytes,
             "non_jxta_streams": self.non_jxta_streams,
         })
+    }
+}
+
+fn element_key(el: &Element<'_>) -> String {
+    if el.namespace.is_empty() {
+        el.name.to_string()
+    } else {
+        format!("{}:{}", el.namespace, el.name)
     }
 }
 
