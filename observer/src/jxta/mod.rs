@@ -1,7 +1,275 @@
 //! The JXTA wire: welcome lines, message packages, `jxmg` binary messages, endpoint
 //! addressing, and the per-direction stream parser that turns reassembled TCP bytes
 //! (or a UDP datagram) into framed messages.
+//!
+//! Layouts follow `/work/shared/spec/jxta-wire.md` (section numbers in comments refer to
+//! it). Everything here reads hostile bytes: lengths are checked before use, nothing
+//! allocates in proportion to a declared length, and errors are values, never panics.
 
+pub mod endpoint;
+pub mod framing;
+pub mod message;
 pub mod peer;
+pub mod stream;
+#[cfg(test)]
+pub(crate) mod testdata;
+pub mod welcome;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+pub use endpoint::{addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress};
+pub use framing::{
+    encode_datagram, encode_package, parse_datagram, parse_package_header, HeaderOrder,
+    HeaderParse, PackageHeader,
+};
+pub use message::{
+    decode_message, encode_message_v0, encode_message_v1, Element, Message, OwnedElement,
+};
 pub use peer::PeerId;
+pub use stream::{FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart};
+pub use welcome::{encode_welcome, parse_welcome, Welcome, WelcomeVersion};
+
+/// Why a piece of JXTA wire data could not be decoded. `kind()` gives the short,
+/// stable label under which it is counted in [`JxtaStats::malformed`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JxtaError {
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    #[error("bad signature: expected {0}")]
+    BadSignature(&'static str),
+    #[error("unsupported jxmg version {0}")]
+    UnsupportedVersion(u8),
+    #[error("malformed welcome line: {0}")]
+    BadWelcome(&'static str),
+    #[error("malformed package header: {0}")]
+    BadHeader(&'static str),
+    #[error("{what} length {len} exceeds the limit")]
+    TooLarge { what: &'static str, len: u64 },
+    #[error("{0} is not valid text in its encoding")]
+    BadText(&'static str),
+    #[error("string id {0} is not in the names table")]
+    BadNameId(u16),
+    #[error("signature elements nested too deeply")]
+    TooDeep,
+}
+
+impl JxtaError {
+    /// Stable label for statistics (one counter per kind, not per message).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JxtaError::Truncated(_) => "truncated",
+            JxtaError::BadSignature(_) => "bad_signature",
+            JxtaError::UnsupportedVersion(_) => "unsupported_version",
+            JxtaError::BadWelcome(_) => "bad_welcome",
+            JxtaError::BadHeader(_) => "bad_header",
+            JxtaError::TooLarge { .. } => "too_large",
+            JxtaError::BadText(_) => "bad_text",
+            JxtaError::BadNameId(_) => "bad_name_id",
+            JxtaError::TooDeep => "too_deep",
+        }
+    }
+}
+
+/// What the JXTA layer saw, for the report. Counters only: nothing here grows with
+/// traffic except the two maps, whose keys come from a small vocabulary (error kinds,
+/// element names; hostile peers could invent names, so `element_names` is capped).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct JxtaStats {
+    pub welcomes: u64,
+    pub messages_tcp: u64,
+    pub messages_udp: u64,
+    pub elements: u64,
+    pub malformed: BTreeMap<String, u64>,
+    pub element_names: BTreeMap<String, u64>,
+    pub gaps: u64,
+    pub resyncs: u64,
+    pub truncated_messages: u64,
+    pub skipped_bytes: u64,
+    pub non_jxta_streams: u64,
+}
+
+/// Distinct element names kept; further new names are counted under one key so a
+/// peer sending random names cannot grow the map without bound.
+const MAX_ELEMENT_NAMES: usize = 1024;
+const OTHER_NAMES_KEY: &str = "(other)";
+
+impl JxtaStats {
+    /// Counts one decoded message and its elements (signature elements excluded: they
+    /// belong to their element).
+    pub fn count_message(&mut self, msg: &Message<'_>, udp: bool) {
+        if udp {
+            self.messages_udp += 1;
+        } else {
+            self.messages_tcp += 1;
+        }
+        self.elements += msg.elements.len() as u64;
+        for el in &msg.elements {
+            // `ns:name` is built on the stack: no allocation per element unless the
+            // name is new (or longer than the buffer).
+            let mut stack = [0u8; 160];
+            let (ns, name) = (el.namespace.as_bytes(), el.name.as_bytes());
+            let sep: &[u8] = if ns.is_empty() { b"" } else { b":" };
+            let len = ns.len() + sep.len() + name.len();
+            let key: Cow<'_, str> = match stack.get_mut(..len) {
+                Some(dst) => {
+                    let (a, rest) = dst.split_at_mut(ns.len());
+                    let (b, c) = rest.split_at_mut(sep.len());
+                    a.copy_from_slice(ns);
+                    b.copy_from_slice(sep);
+                    c.copy_from_slice(name);
+                    // Concatenated UTF-8 is UTF-8; the fallback is never taken.
+                    match std::str::from_utf8(dst) {
+                        Ok(k) => Cow::Borrowed(k),
+                        Err(_) => Cow::Owned(element_key(el)),
+                    }
+                }
+                None => Cow::Owned(element_key(el)),
+            };
+            if let Some(n) = self.element_names.get_mut(key.as_ref()) {
+                *n += 1;
+            } else if self.element_names.len() < MAX_ELEMENT_NAMES {
+                self.element_names.insert(key.into_owned(), 1);
+            } else {
+                *self
+                    .element_names
+                    .entry(OTHER_NAMES_KEY.to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Counts one malformed item under `kind` (allocates only the first time a kind
+    /// is seen).
+    pub fn count_malformed(&mut self, kind: &str) {
+        if let Some(n) = self.malformed.get_mut(kind) {
+            *n += 1;
+        } else {
+            self.malformed.insert(kind.to_string(), 1);
+        }
+    }
+
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.values().sum()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "welcomes": self.welcomes,
+            "messages": {
+                "total": self.messages_tcp + self.messages_udp,
+                "tcp": self.messages_tcp,
+                "udp": self.messages_udp,
+            },
+            "elements": self.elements,
+            "malformed": {
+                "total": self.malformed_total(),
+                "by_kind": self.malformed,
+            },
+            "element_names": self.element_names,
+            "gaps": self.gaps,
+            "resyncs": self.resyncs,
+            "truncated_messages": self.truncated_messages,
+            "skipped_bytes": self.skipped_bytes,
+            "non_jxta_streams": self.non_jxta_streams,
+        })
+    }
+}
+
+fn element_key(el: &Element<'_>) -> String {
+    if el.namespace.is_empty() {
+        el.name.to_string()
+    } else {
+        format!("{}:{}", el.namespace, el.name)
+    }
+}
+
+/// Bounds-checked big-endian reader over wire bytes. Every read returns an error
+/// naming what was being read instead of indexing past the end.
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    pub(crate) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], JxtaError> {
+        let end = self.pos.checked_add(n).ok_or(JxtaError::Truncated(what))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(JxtaError::Truncated(what))?;
+        self.pos = end;
+        Ok(s)
+    }
+    /// A length read from the wire: rejected before any slicing if it cannot fit.
+    pub(crate) fn bytes_u64(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], JxtaError> {
+        let n = usize::try_from(n).map_err(|_| JxtaError::Truncated(what))?;
+        self.bytes(n, what)
+    }
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, JxtaError> {
+        Ok(self.bytes(1, what)?[0])
+    }
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, JxtaError> {
+        let b = self.bytes(2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, JxtaError> {
+        let b = self.bytes(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, JxtaError> {
+        let b = self.bytes(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_json_shape() {
+        let body = encode_message_v0(&[
+            OwnedElement::new("", "payload", None, "x"),
+            OwnedElement::new("jxta", "EndpointRouterMsg", None, "y"),
+        ]);
+        let msg = decode_message(&body).unwrap();
+        let mut s = JxtaStats::default();
+        s.count_message(&msg, false);
+        s.count_message(&msg, true);
+        s.count_malformed("bad_header");
+        s.count_malformed("bad_header");
+        let j = s.to_json();
+        assert_eq!(j["messages"]["total"], 2);
+        assert_eq!(j["messages"]["udp"], 1);
+        assert_eq!(j["elements"], 4);
+        assert_eq!(j["malformed"]["total"], 2);
+        assert_eq!(j["malformed"]["by_kind"]["bad_header"], 2);
+        assert_eq!(j["element_names"]["payload"], 2);
+        assert_eq!(j["element_names"]["jxta:EndpointRouterMsg"], 2);
+        assert!(serde_json::to_value(&s)
+            .unwrap()
+            .get("key_scratch")
+            .is_none());
+    }
+
+    #[test]
+    fn element_names_are_capped() {
+        let mut s = JxtaStats::default();
+        for i in 0..(MAX_ELEMENT_NAMES + 10) {
+            let body = encode_message_v0(&[OwnedElement::new("", &format!("n{i}"), None, "")]);
+            s.count_message(&decode_message(&body).unwrap(), false);
+        }
+        assert_eq!(s.element_names.len(), MAX_ELEMENT_NAMES + 1);
+        assert_eq!(s.element_names.get(OTHER_NAMES_KEY), Some(&10));
+    }
+}

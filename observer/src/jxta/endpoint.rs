@@ -1,0 +1,399 @@
+//! Endpoint addressing (spec §3): who sent a message, to whom, and for which service
+//! or pipe. The peers' identities live in XML and text elements the JXTA stack appends
+//! after the application's elements.
+
+use std::borrow::Cow;
+
+use quick_xml::events::Event;
+
+use super::{Message, PeerId};
+
+pub const NS_JXTA: &str = "jxta";
+pub const ERM_NAME: &str = "EndpointRouterMsg";
+/// JXTA 1.x name of the router element (spec §3.1); same document shape.
+pub const ERM_NAME_1X: &str = "JxtaEndpointRouter";
+pub const HEADER_SRC_PEER: &str = "EndpointHeaderSrcPeer";
+pub const WIRE_HEADER: &str = "JxtaWireHeader";
+pub const DEST_ADDRESS: &str = "EndpointDestinationAddress";
+pub const SRC_ADDRESS: &str = "EndpointSourceAddress";
+pub const PIPE_SERVICE: &str = "PipeService";
+
+/// Where a message comes from and goes, as far as its elements say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addressing {
+    /// ERM `<Src>`: the originating peer of a routed message.
+    pub src_peer: Option<PeerId>,
+    /// ERM `<Dest>` peer part.
+    pub dst_peer: Option<PeerId>,
+    /// ERM `<Last>` (1.x `<LastHop>`): the peer that forwarded it last.
+    pub last_hop: Option<PeerId>,
+    /// Service name: from ERM `<Dest>`, else from `EndpointDestinationAddress`.
+    pub service: Option<String>,
+    /// Service parameter (for `PipeService`, the pipe ID).
+    pub service_param: Option<String>,
+    /// The pipe: ERM `<Dest>` param for `PipeService` (unicast pipes), else
+    /// `JxtaWireHeader/<PipeId>` (propagate pipes).
+    pub pipe_id: Option<String>,
+    /// `jxta:EndpointHeaderSrcPeer` (multicast/propagation).
+    pub header_src_peer: Option<PeerId>,
+}
+
+/// Extracts the addressing from a decoded message. Malformed XML or addresses leave
+/// the corresponding fields `None`: addressing is best effort, never an error.
+pub fn addressing(msg: &Message<'_>) -> Addressing {
+    let mut a = Addressing::default();
+    let mut dest_address: Option<&str> = None;
+    for el in &msg.elements {
+        if el.namespace != NS_JXTA {
+            continue;
+        }
+        match el.name.as_ref() {
+            ERM_NAME | ERM_NAME_1X if a.src_peer.is_none() && a.dst_peer.is_none() => {
+                let Some(xml) = el.text() else { continue };
+                let [src, dest, last, last_hop] =
+                    root_child_texts(xml, ["Src", "Dest", "Last", "LastHop"]);
+                a.src_peer = src.as_deref().and_then(peer_of_address);
+                a.last_hop = last.or(last_hop).as_deref().and_then(peer_of_address);
+                if let Some(d) = dest.as_deref() {
+                    if let Some(ep) = parse_endpoint_address(d) {
+                        a.dst_peer = PeerId::parse(ep.address);
+                        a.service = ep.service.map(str::to_string);
+                        a.service_param = ep.param.map(str::to_string);
+                        if ep.service == Some(PIPE_SERVICE) {
+                            a.pipe_id = ep.param.map(str::to_string);
+                        }
+                    }
+                }
+            }
+            HEADER_SRC_PEER => {
+                a.header_src_peer = el.text().and_then(PeerId::parse);
+            }
+            WIRE_HEADER => {
+                if let Some(xml) = el.text() {
+                    let [pipe] = root_child_texts(xml, ["PipeId"]);
+                    if a.pipe_id.is_none() {
+                        a.pipe_id = pipe.map(|p| p.trim().to_string()).filter(|p| !p.is_empty());
+                    }
+                }
+            }
+            DEST_ADDRESS => dest_address = el.text(),
+            _ => {}
+        }
+    }
+    // The transport destination names only the router service for routed messages;
+    // it is the service only when there is no ERM to say better.
+    if a.service.is_none() {
+        if let Some(ep) = dest_address.and_then(|d| parse_endpoint_address(d.trim())) {
+            a.service = ep.service.map(str::to_string);
+            a.service_param = ep.param.map(str::to_string);
+        }
+    }
+    a
+}
+
+/// The peer in a `jxta://uuid-…[/service…]` address.
+fn peer_of_address(s: &str) -> Option<PeerId> {
+    let s = s.trim();
+    match parse_endpoint_address(s) {
+        Some(ep) => PeerId::parse(ep.address),
+        None => PeerId::parse(s),
+    }
+}
+
+/// Text of the first element named `names[i]` (local name, any prefix) that is a
+/// direct child of the root element. Nested elements of the same name (route
+/// advertisements inside JXSE 2.7's ERM carry their own `<Dest>`-like tags) are not
+/// taken. Entity and character references are resolved; CDATA kept; surrounding
+/// whitespace trimmed. Parsing stops at the first XML error, keeping what was found.
+pub fn root_child_texts<const N: usize>(xml: &str, names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    // (index into names, text so far) while inside a wanted element.
+    let mut current: Option<(usize, String)> = None;
+    // A read error ends the scan; what was found so far is kept.
+    while let Ok(ev) = reader.read_event() {
+        match ev {
+            Event::Start(e) => {
+                depth += 1;
+                if depth == 2 && current.is_none() {
+                    let local = e.local_name();
+                    if let Some(i) = names.iter().position(|n| *n == local.as_ref()) {
+                        if found.get(i).is_some_and(Option::is_none) {
+                            current = Some((i, String::new()));
+                        }
+                    }
+                }
+            }
+            Event::End(_) => {
+                if depth == 2 {
+                    if let Some((i, text)) = current.take() {
+                        if let Some(slot) = found.get_mut(i) {
+                            *slot = Some(text.trim().to_string());
+                        }
+                    }
+                }
+                depth = depth.saturating_sub(1);
+            }
+            // `<Dest/>`: present but empty.
+            Event::Empty(e) if depth == 1 => {
+                let local = e.local_name();
+                if let Some(i) = names.iter().position(|n| *n == local.as_ref()) {
+                    if let Some(slot) = found.get_mut(i) {
+                        slot.get_or_insert_with(String::new);
+                    }
+                }
+            }
+            Event::Text(t) => {
+                if let Some((_, s)) = current.as_mut() {
+                    s.push_str(&t.xml10_content());
+                }
+            }
+            Event::CData(t) => {
+                if let Some((_, s)) = current.as_mut() {
+                    s.push_str(&t.xml10_content());
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some((_, s)) = current.as_mut() {
+                    if let Ok(Some(c)) = r.resolve_char_ref() {
+                        s.push(c);
+                    } else if let Some(v) = quick_xml::escape::resolve_predefined_entity(&r) {
+                        s.push_str(v);
+                    }
+                    // Other entities are never expanded (no DTD processing).
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Builds an `EndpointRouterMsg` document as JXSE 2.5 writes it (byte for byte the
+/// same as in the real capture): `<Dest>` is `jxta://<dest>/<service_path>`.
+pub fn erm_xml(src: &PeerId, dest: &PeerId, service_path: &str, last: &PeerId) -> String {
+    let service_path = service_path.trim_start_matches('/');
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE jxta:ERM>\n\
+         <jxta:ERM xml:space=\"preserve\" xmlns:jxta=\"http://jxta.org\">\n\
+         <Src>jxta://{}</Src><Dest>jxta://{}/{}</Dest><Last>jxta://{}</Last><Fwd/><Rvs/></jxta:ERM>\n",
+        src.unique(),
+        dest.unique(),
+        escape_text(service_path),
+        last.unique()
+    )
+}
+
+fn escape_text(s: &str) -> Cow<'_, str> {
+    if s.contains(['&', '<', '>']) {
+        Cow::Owned(
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;"),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// `<proto>://<proto-addr>[/<service-name>[/<service-param>]]`, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointAddress<'a> {
+    pub protocol: &'a str,
+    pub address: &'a str,
+    pub service: Option<&'a str>,
+    /// Everything after the service name (may itself contain `/`, as in
+    /// `JxtaPropagate/jxta-NetGroup`).
+    pub param: Option<&'a str>,
+}
+
+pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
+    let (protocol, rest) = s.split_once("://")?;
+    if protocol.is_empty()
+        || !protocol
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+    {
+        return None;
+    }
+    let (address, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (rest, None),
+    };
+    if address.is_empty()
+        || address
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return None;
+    }
+    let (service, param) = match path {
+        None => (None, None),
+        Some(p) => match p.split_once('/') {
+            Some((s, q)) => (Some(s), Some(q)),
+            None => (Some(p), None),
+        },
+    };
+    Some(EndpointAddress {
+        protocol,
+        address,
+        service: service.filter(|s| !s.is_empty()),
+        param: param.filter(|s| !s.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, parse_package_header, HeaderOrder, HeaderParse};
+    use crate::jxta::message::{decode_message, encode_message_v0, OwnedElement};
+
+    const CB_EDGE: &str =
+        "urn:jxta:cbid-59616261646162614E50472050325033AA00BB11CC22DD33EE44FF5503";
+    const CB_RDV: &str = "urn:jxta:cbid-59616261646162614E504720503250331122334455667788990011AA03";
+    const PIPE: &str =
+        "urn:jxta:uuid-59616261646162614E504720503250336A7873652D70496EA770AF6E672D504904";
+
+    #[test]
+    fn endpoint_addresses() {
+        let a = parse_endpoint_address(
+            "tcp://224.0.1.85:1234/EndpointService:jxta-NetGroup/JxtaPropagate/jxta-NetGroup",
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            EndpointAddress {
+                protocol: "tcp",
+                address: "224.0.1.85:1234",
+                service: Some("EndpointService:jxta-NetGroup"),
+                param: Some("JxtaPropagate/jxta-NetGroup"),
+            }
+        );
+        let dest = format!("jxta://uuid-AB03/PipeService/{PIPE}");
+        let d = parse_endpoint_address(&dest).unwrap();
+        assert_eq!(
+            (d.address, d.service, d.param),
+            ("uuid-AB03", Some("PipeService"), Some(PIPE))
+        );
+        let bare = parse_endpoint_address("jxta://uuid-AB03").unwrap();
+        assert_eq!((bare.service, bare.param), (None, None));
+        for bad in ["", "tcp:/x", "://x", "tcp://", "t p://x", "tcp:///svc"] {
+            assert!(parse_endpoint_address(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    /// A JXSE 2.7-style routed pipe message, built from the spec: content-length
+    /// first, `cbid-` peer IDs, an untyped `EndpointRouterMsg-fingerprint`, the
+    /// initiator's ephemeral port in `EndpointDestinationAddress`, and an ERM with
+    /// prefixes, whitespace and extra (nested) elements.
+    #[test]
+    fn jxse27_vector() {
+        let erm = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE jxta:ERM>\n\
+             <jxta:ERM xmlns:jxta=\"http://jxta.org\" xml:space=\"preserve\">\n  \
+             <Src>\n jxta://{src}\n</Src>\n  <Dest>jxta://{dst}/PipeService/{PIPE}</Dest>\n  \
+             <Last>jxta://{src}</Last>\n  <Fwd><jxta:RA><Dest>jxta://uuid-FF03</Dest></jxta:RA></Fwd>\n  \
+             <Rvs/>\n  <Extra a=\"1\">x &amp; y</Extra>\n</jxta:ERM>\n",
+            src = &CB_EDGE["urn:jxta:".len()..],
+            dst = &CB_RDV["urn:jxta:".len()..],
+        );
+        let els = vec![
+            OwnedElement::new(
+                "jim",
+                "JimMessage",
+                Some("text/xml;charset=UTF-8"),
+                "<PING/>",
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointRouterMsg",
+                Some("text/xml;charset=UTF-8"),
+                erm,
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointRouterMsg-fingerprint",
+                None,
+                vec![0x5a; 20],
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointSourceAddress",
+                Some("text/plain;charset=UTF-8"),
+                "tcp://127.0.0.1:9701",
+            ),
+            OwnedElement::new(
+                "jxta",
+                "EndpointDestinationAddress",
+                Some("text/plain;charset=UTF-8"),
+                "tcp://127.0.0.1:53412/EndpointService:jxta-NetGroup/EndpointRouter",
+            ),
+        ];
+        let body = encode_message_v0(&els);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::LengthFirst, None, &mut framed);
+        assert_eq!(&framed[1..15], b"content-length");
+        let HeaderParse::Complete(h) = parse_package_header(&framed, 1 << 20) else {
+            panic!()
+        };
+        let msg = decode_message(&framed[h.header_len..]).unwrap();
+        assert_eq!(msg.elements.len(), 5);
+        assert_eq!(msg.elements[2].mime, None);
+        let a = addressing(&msg);
+        assert_eq!(a.src_peer, PeerId::parse(CB_EDGE));
+        assert_eq!(a.dst_peer, PeerId::parse(CB_RDV));
+        assert_eq!(a.last_hop, PeerId::parse(CB_EDGE));
+        assert_eq!(a.service.as_deref(), Some("PipeService"));
+        assert_eq!(a.pipe_id.as_deref(), Some(PIPE));
+        assert_eq!(a.service_param.as_deref(), Some(PIPE));
+    }
+
+    #[test]
+    fn propagate_and_multicast_addressing() {
+        let wire = format!(
+            "<?xml version=\"1.0\"?><jxta:JxtaWire xmlns:jxta=\"http://jxta.org\">\
+             <PipeId> {PIPE} </PipeId><MsgId>m1</MsgId><TTL>2</TTL></jxta:JxtaWire>"
+        );
+        let els = vec![
+            OwnedElement::new("", "payload", None, "x"),
+            OwnedElement::new("jxta", "JxtaWireHeader", Some("text/xml"), wire),
+            OwnedElement::new("jxta", "EndpointHeaderSrcPeer", Some("text/plain"), CB_EDGE),
+            OwnedElement::new(
+                "jxta",
+                "EndpointDestinationAddress",
+                Some("text/plain"),
+                "tcp://224.0.1.85:1234/EndpointService:jxta-NetGroup/JxtaPropagate/jxta-NetGroup",
+            ),
+        ];
+        let body = encode_message_v0(&els);
+        let a = addressing(&decode_message(&body).unwrap());
+        assert_eq!(a.pipe_id.as_deref(), Some(PIPE));
+        assert_eq!(a.header_src_peer, PeerId::parse(CB_EDGE));
+        assert_eq!(a.src_peer, None);
+        assert_eq!(a.service.as_deref(), Some("EndpointService:jxta-NetGroup"));
+        assert_eq!(
+            a.service_param.as_deref(),
+            Some("JxtaPropagate/jxta-NetGroup")
+        );
+    }
+
+    #[test]
+    fn broken_erm_is_best_effort() {
+        for xml in [
+            "<jxta:ERM><Src>jxta://uuid-AB03</Src><Dest>",
+            "not xml at all",
+            "<a><Src>&bogus;</Src></a>",
+        ] {
+            let body =
+                encode_message_v0(&[OwnedElement::new("jxta", "EndpointRouterMsg", None, xml)]);
+            let a = addressing(&decode_message(&body).unwrap());
+            assert_eq!(a.dst_peer, None);
+        }
+        let [src] = root_child_texts("<r><Src>jxta://uuid-AB03</Src><Dest>", ["Src"]);
+        assert_eq!(src.as_deref(), Some("jxta://uuid-AB03"));
+        let [t] = root_child_texts("<r><T>a&lt;&#x42;<![CDATA[<c>]]></T></r>", ["T"]);
+        assert_eq!(t.as_deref(), Some("a<B<c>"));
+    }
+}

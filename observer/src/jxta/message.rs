@@ -1,0 +1,736 @@
+//! Binary messages `jxmg` (spec §2): version 0 (JXSE, the only version Java sends) and
+//! version 1 (JXTA-C, "binary message format 2").
+//!
+//! Decoding borrows: names and contents are slices of the body except where version 1
+//! carries UTF-16/UCS-4 strings, which must be transcoded (`Cow::Owned`).
+
+use std::borrow::Cow;
+
+use super::{JxtaError, Reader};
+
+pub const MESSAGE_SIGNATURE: &[u8] = b"jxmg";
+pub const ELEMENT_SIGNATURE: &[u8] = b"jxel";
+pub const MIME_JXTA_MSG: &str = "application/x-jxta-msg";
+pub const MIME_DEFAULT: &str = "application/octet-stream";
+
+/// Signature elements may carry signature elements; JXSE never nests more than one
+/// level. The bound stops a hostile message from recursing the stack away.
+pub const MAX_SIGNATURE_DEPTH: usize = 4;
+
+/// Namespace ids 0 and 1 are predefined and never sent.
+const PREDEFINED: [&str; 2] = ["", "jxta"];
+
+// Version 0 element flags.
+const V0_HAS_TYPE: u8 = 0x01;
+const V0_HAS_ENCODING: u8 = 0x02;
+const V0_HAS_SIGNATURE: u8 = 0x04;
+
+// Version 1 message flags.
+const V1_UTF16BE: u8 = 0x01;
+const V1_UCS4BE: u8 = 0x02;
+// Version 1 element flags.
+const V1_U64_LENS: u8 = 0x01;
+const V1_NAME_LITERAL: u8 = 0x02;
+const V1_HAS_TYPE: u8 = 0x04;
+const V1_HAS_SIGNATURE: u8 = 0x08;
+const V1_HAS_ENCODING: u8 = 0x10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub version: u8,
+    pub elements: Vec<Element<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element<'a> {
+    pub namespace: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    /// `None` when the element carries no type (flags without HAS_TYPE, e.g. JXSE
+    /// 2.7's `EndpointRouterMsg-fingerprint`); the type is then octet-stream.
+    pub mime: Option<Cow<'a, str>>,
+    pub content: &'a [u8],
+    pub signature: Option<Box<Element<'a>>>,
+}
+
+impl<'a> Message<'a> {
+    /// First element with this namespace and name.
+    pub fn element(&self, namespace: &str, name: &str) -> Option<&Element<'a>> {
+        self.elements.iter().find(|e| e.is(namespace, name))
+    }
+}
+
+impl<'a> Element<'a> {
+    pub fn is(&self, namespace: &str, name: &str) -> bool {
+        self.namespace == namespace && self.name == name
+    }
+
+    /// The MIME type, with the default the spec gives for untyped elements.
+    pub fn mime_or_default(&self) -> &str {
+        self.mime.as_deref().unwrap_or(MIME_DEFAULT)
+    }
+
+    /// The MIME type without parameters (`text/xml;charset=UTF-8` → `text/xml`),
+    /// lower-cased comparison is left to the caller.
+    pub fn media_type(&self) -> &str {
+        let m = self.mime_or_default();
+        m.split(';').next().unwrap_or(m).trim()
+    }
+
+    /// Content as text, if it is UTF-8.
+    pub fn text(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.content).ok()
+    }
+
+    /// If this element's type is `application/x-jxta-msg`, its content is itself a
+    /// message: decode it. `None` for other types.
+    pub fn as_message(&self) -> Option<Result<Message<'a>, JxtaError>> {
+        if self.media_type().eq_ignore_ascii_case(MIME_JXTA_MSG) {
+            Some(decode_message(self.content))
+        } else {
+            None
+        }
+    }
+
+    pub fn to_owned_element(&self) -> OwnedElement {
+        OwnedElement {
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+            mime: self.mime.as_ref().map(|m| m.to_string()),
+            content: self.content.to_vec(),
+            signature: self
+                .signature
+                .as_ref()
+                .map(|s| Box::new(s.to_owned_element())),
+        }
+    }
+}
+
+/// Decodes a `jxmg` message of version 0 or 1. Bytes after the last element are
+/// ignored (JXSE reads exactly the declared elements too).
+pub fn decode_message(body: &[u8]) -> Result<Message<'_>, JxtaError> {
+    let mut r = Reader::new(body);
+    if r.bytes(4, "message signature")? != MESSAGE_SIGNATURE {
+        return Err(JxtaError::BadSignature("jxmg"));
+    }
+    match r.u8("message version")? {
+        0 => decode_v0(r),
+        1 => decode_v1(r),
+        v => Err(JxtaError::UnsupportedVersion(v)),
+    }
+}
+
+/// Capacity for `count` items of at least `min_size` bytes each: never more than the
+/// remaining bytes could hold, so a lying count cannot trigger a big allocation.
+fn bounded_capacity(count: u16, remaining: usize, min_size: usize) -> usize {
+    usize::from(count).min(remaining / min_size)
+}
+
+fn decode_v0(mut r: Reader<'_>) -> Result<Message<'_>, JxtaError> {
+    let ns_count = r.u16("namespace count")?;
+    let mut namespaces: Vec<&str> =
+        Vec::with_capacity(2 + bounded_capacity(ns_count, r.remaining(), 2));
+    namespaces.extend_from_slice(&PREDEFINED);
+    for _ in 0..ns_count {
+        let len = r.u16("namespace length")?;
+        let bytes = r.bytes(usize::from(len), "namespace")?;
+        namespaces.push(std::str::from_utf8(bytes).map_err(|_| JxtaError::BadText("namespace"))?);
+    }
+    let el_count = r.u16("element count")?;
+    // Smallest v0 element: jxel + ns + flags + name len + content len.
+    let mut elements = Vec::with_capacity(bounded_capacity(el_count, r.remaining(), 12));
+    for _ in 0..el_count {
+        elements.push(decode_element_v0(&mut r, &namespaces, 0)?);
+    }
+    Ok(Message {
+        version: 0,
+        elements,
+    })
+}
+
+fn v0_str<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<&'a str, JxtaError> {
+    let len = r.u16(what)?;
+    let bytes = r.bytes(usize::from(len), what)?;
+    std::str::from_utf8(bytes).map_err(|_| JxtaError::BadText(what))
+}
+
+fn decode_element_v0<'a>(
+    r: &mut Reader<'a>,
+    namespaces: &[&'a str],
+    depth: usize,
+) -> Result<Element<'a>, JxtaError> {
+    if depth > MAX_SIGNATURE_DEPTH {
+        return Err(JxtaError::TooDeep);
+    }
+    if r.bytes(4, "element signature")? != ELEMENT_SIGNATURE {
+        return Err(JxtaError::BadSignature("jxel"));
+    }
+    let ns_id = r.u8("namespace id")?;
+    let namespace = *namespaces
+        .get(usize::from(ns_id))
+        .ok_or(JxtaError::BadNameId(u16::from(ns_id)))?;
+    let flags = r.u8("element flags")?;
+    let name = v0_str(r, "element name")?;
+    let mime = if flags & V0_HAS_TYPE != 0 {
+        Some(Cow::Borrowed(v0_str(r, "element type")?))
+    } else {
+        None
+    };
+    if flags & V0_HAS_ENCODING != 0 {
+        // Defined but never used by JXSE; read past it so the content lines up.
+        v0_str(r, "element encoding")?;
+    }
+    let len = r.u32("content length")?;
+    let content = r.bytes_u64(u64::from(len), "element content")?;
+    let signature = if flags & V0_HAS_SIGNATURE != 0 {
+        Some(Box::new(decode_element_v0(r, namespaces, depth + 1)?))
+    } else {
+        None
+    };
+    Ok(Element {
+        namespace: Cow::Borrowed(namespace),
+        name: Cow::Borrowed(name),
+        mime,
+        content,
+        signature,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum TextEncoding {
+    Utf8,
+    Utf16Be,
+    Ucs4Be,
+}
+
+/// Reads a version 1 string: u16 byte length, then text in the message's encoding.
+fn v1_str<'a>(
+    r: &mut Reader<'a>,
+    enc: TextEncoding,
+    what: &'static str,
+) -> Result<Cow<'a, str>, JxtaError> {
+    let len = r.u16(what)?;
+    let bytes = r.bytes(usize::from(len), what)?;
+    match enc {
+        TextEncoding::Utf8 => std::str::from_utf8(bytes)
+            .map(Cow::Borrowed)
+            .map_err(|_| JxtaError::BadText(what)),
+        TextEncoding::Utf16Be => {
+            if bytes.len() % 2 != 0 {
+                return Err(JxtaError::BadText(what));
+            }
+            let units = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .map(Cow::Owned)
+                .map_err(|_| JxtaError::BadText(what))
+        }
+        TextEncoding::Ucs4Be => {
+            if bytes.len() % 4 != 0 {
+                return Err(JxtaError::BadText(what));
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect::<Option<String>>()
+                .map(Cow::Owned)
+                .ok_or(JxtaError::BadText(what))
+        }
+    }
+}
+
+fn decode_v1(mut r: Reader<'_>) -> Result<Message<'_>, JxtaError> {
+    let flags = r.u8("message flags")?;
+    let enc = if flags & V1_UCS4BE != 0 {
+        TextEncoding::Ucs4Be
+    } else if flags & V1_UTF16BE != 0 {
+        TextEncoding::Utf16Be
+    } else {
+        TextEncoding::Utf8
+    };
+    let count = r.u16("names count")?;
+    let mut names: Vec<Cow<'_, str>> =
+        Vec::with_capacity(2 + bounded_capacity(count, r.remaining(), 2));
+    names.extend(PREDEFINED.iter().map(|s| Cow::Borrowed(*s)));
+    for _ in 0..count {
+        names.push(v1_str(&mut r, enc, "names table entry")?);
+    }
+    let el_count = r.u16("element count")?;
+    // Smallest v1 element: jxel + flags + ns id + name id + content len.
+    let mut elements = Vec::with_capacity(bounded_capacity(el_count, r.remaining(), 13));
+    for _ in 0..el_count {
+        elements.push(decode_element_v1(&mut r, &names, enc, 0)?);
+    }
+    Ok(Message {
+        version: 1,
+        elements,
+    })
+}
+
+fn name_by_id<'a>(names: &[Cow<'a, str>], id: u16) -> Result<Cow<'a, str>, JxtaError> {
+    names
+        .get(usize::from(id))
+        .cloned()
+        .ok_or(JxtaError::BadNameId(id))
+}
+
+fn decode_element_v1<'a>(
+    r: &mut Reader<'a>,
+    names: &[Cow<'a, str>],
+    enc: TextEncoding,
+    depth: usize,
+) -> Result<Element<'a>, JxtaError> {
+    if depth > MAX_SIGNATURE_DEPTH {
+        return Err(JxtaError::TooDeep);
+    }
+    if r.bytes(4, "element signature")? != ELEMENT_SIGNATURE {
+        return Err(JxtaError::BadSignature("jxel"));
+    }
+    let flags = r.u8("element flags")?;
+    let namespace = name_by_id(names, r.u16("namespace id")?)?;
+    let name = if flags & V1_NAME_LITERAL != 0 {
+        v1_str(r, enc, "element name")?
+    } else {
+        name_by_id(names, r.u16("name id")?)?
+    };
+    let mime = if flags & V1_HAS_TYPE != 0 {
+        Some(name_by_id(names, r.u16("type id")?)?)
+    } else {
+        None
+    };
+    if flags & V1_HAS_ENCODING != 0 {
+        name_by_id(names, r.u16("encoding id")?)?;
+    }
+    let len = if flags & V1_U64_LENS != 0 {
+        r.u64("content length")?
+    } else {
+        u64::from(r.u32("content length")?)
+    };
+    let content = r.bytes_u64(len, "element content")?;
+    let signature = if flags & V1_HAS_SIGNATURE != 0 {
+        Some(Box::new(decode_element_v1(r, names, enc, depth + 1)?))
+    } else {
+        None
+    };
+    Ok(Element {
+        namespace,
+        name,
+        mime,
+        content,
+        signature,
+    })
+}
+
+/// An element to encode (tests, synthetic captures, the reference peer's framing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedElement {
+    pub namespace: String,
+    pub name: String,
+    pub mime: Option<String>,
+    pub content: Vec<u8>,
+    pub signature: Option<Box<OwnedElement>>,
+}
+
+impl OwnedElement {
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        mime: Option<&str>,
+        content: impl Into<Vec<u8>>,
+    ) -> Self {
+        OwnedElement {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            mime: mime.map(str::to_string),
+            content: content.into(),
+            signature: None,
+        }
+    }
+}
+
+/// Interns strings in a names table whose ids 0 and 1 are predefined.
+struct NameTable<'e> {
+    extra: Vec<&'e str>,
+    limit: usize,
+}
+
+impl<'e> NameTable<'e> {
+    fn new(limit: usize) -> Self {
+        NameTable {
+            extra: Vec::new(),
+            limit,
+        }
+    }
+    /// Id of `s`, adding it if there is room. A table full to the format's limit
+    /// (never reached by real messages) maps further strings to id 0 rather than
+    /// writing an id the decoder would reject.
+    fn id(&mut self, s: &'e str) -> usize {
+        if let Some(i) = PREDEFINED.iter().position(|p| *p == s) {
+            return i;
+        }
+        if let Some(i) = self.extra.iter().position(|p| *p == s) {
+            return i + 2;
+        }
+        if self.extra.len() >= self.limit {
+            return 0;
+        }
+        self.extra.push(s);
+        self.extra.len() + 1
+    }
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) {
+    let b = clamp(s.as_bytes(), usize::from(u16::MAX));
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Cuts `s` to at most `max` bytes. Encoders take caller data; an over-long field is
+/// cut rather than writing a length that disagrees with the bytes.
+fn clamp(s: &[u8], max: usize) -> &[u8] {
+    &s[..s.len().min(max)]
+}
+
+fn collect_v0_namespaces<'e>(e: &'e OwnedElement, t: &mut NameTable<'e>) {
+    t.id(&e.namespace);
+    if let Some(s) = &e.signature {
+        collect_v0_namespaces(s, t);
+    }
+}
+
+/// Encodes a version 0 message as JXSE does: a namespace table of the namespaces other
+/// than "" and "jxta", in order of first use, then the elements.
+pub fn encode_message_v0(elements: &[OwnedElement]) -> Vec<u8> {
+    // Namespace ids are one byte: at most 254 extra namespaces (JXSE stops at 253).
+    let mut table = NameTable::new(253);
+    for e in elements {
+        collect_v0_namespaces(e, &mut table);
+    }
+    let mut out =
+        Vec::with_capacity(64 + elements.iter().map(|e| e.content.len() + 64).sum::<usize>());
+    out.extend_from_slice(MESSAGE_SIGNATURE);
+    out.push(0);
+    out.extend_from_slice(&(table.extra.len() as u16).to_be_bytes());
+    for ns in &table.extra {
+        put_str16(&mut out, ns);
+    }
+    let count = elements.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(count as u16).to_be_bytes());
+    for e in elements.iter().take(count) {
+        encode_element_v0(e, &mut table, &mut out);
+    }
+    out
+}
+
+fn encode_element_v0<'e>(e: &'e OwnedElement, table: &mut NameTable<'e>, out: &mut Vec<u8>) {
+    out.extend_from_slice(ELEMENT_SIGNATURE);
+    out.push(table.id(&e.namespace) as u8);
+    let mut flags = 0;
+    if e.mime.is_some() {
+        flags |= V0_HAS_TYPE;
+    }
+    if e.signature.is_some() {
+        flags |= V0_HAS_SIGNATURE;
+    }
+    out.push(flags);
+    put_str16(out, &e.name);
+    if let Some(m) = &e.mime {
+        put_str16(out, m);
+    }
+    let content = clamp(&e.content, u32::MAX as usize);
+    out.extend_from_slice(&(content.len() as u32).to_be_bytes());
+    out.extend_from_slice(content);
+    if let Some(s) = &e.signature {
+        encode_element_v0(s, table, out);
+    }
+}
+
+fn collect_v1_names<'e>(e: &'e OwnedElement, t: &mut NameTable<'e>) {
+    t.id(&e.namespace);
+    t.id(&e.name);
+    if let Some(m) = &e.mime {
+        t.id(m);
+    }
+    if let Some(s) = &e.signature {
+        collect_v1_names(s, t);
+    }
+}
+
+/// Encodes a version 1 message (UTF-8 strings): one names table for namespaces,
+/// element names and types; names by id, or literal if the table is full.
+pub fn encode_message_v1(elements: &[OwnedElement]) -> Vec<u8> {
+    let mut table = NameTable::new(usize::from(u16::MAX) - 2);
+    for e in elements {
+        collect_v1_names(e, &mut table);
+    }
+    let mut out =
+        Vec::with_capacity(64 + elements.iter().map(|e| e.content.len() + 64).sum::<usize>());
+    out.extend_from_slice(MESSAGE_SIGNATURE);
+    out.push(1);
+    out.push(0); // UTF-8 strings
+    out.extend_from_slice(&(table.extra.len() as u16).to_be_bytes());
+    for s in &table.extra {
+        put_str16(&mut out, s);
+    }
+    let count = elements.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(count as u16).to_be_bytes());
+    for e in elements.iter().take(count) {
+        encode_element_v1(e, &mut table, &mut out);
+    }
+    out
+}
+
+fn encode_element_v1<'e>(e: &'e OwnedElement, table: &mut NameTable<'e>, out: &mut Vec<u8>) {
+    out.extend_from_slice(ELEMENT_SIGNATURE);
+    let name_id = table.id(&e.name);
+    // id 0 for a non-empty name means the table was full: send the name literally.
+    let literal = name_id == 0 && !e.name.is_empty();
+    let mut flags = 0;
+    if literal {
+        flags |= V1_NAME_LITERAL;
+    }
+    if e.mime.is_some() {
+        flags |= V1_HAS_TYPE;
+    }
+    if e.signature.is_some() {
+        flags |= V1_HAS_SIGNATURE;
+    }
+    if e.content.len() as u64 > u64::from(u32::MAX) {
+        flags |= V1_U64_LENS;
+    }
+    out.push(flags);
+    out.extend_from_slice(&(table.id(&e.namespace) as u16).to_be_bytes());
+    if literal {
+        put_str16(out, &e.name);
+    } else {
+        out.extend_from_slice(&(name_id as u16).to_be_bytes());
+    }
+    if let Some(m) = &e.mime {
+        out.extend_from_slice(&(table.id(m) as u16).to_be_bytes());
+    }
+    if flags & V1_U64_LENS != 0 {
+        out.extend_from_slice(&(e.content.len() as u64).to_be_bytes());
+    } else {
+        out.extend_from_slice(&(e.content.len() as u32).to_be_bytes());
+    }
+    out.extend_from_slice(&e.content);
+    if let Some(s) = &e.signature {
+        encode_element_v1(s, table, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, parse_package_header, HeaderOrder, HeaderParse};
+    use proptest::prelude::*;
+
+    /// Spec §1.2 worked example: a PING element in namespace `jim`; other elements
+    /// (not listed in the example) pad the body to 1010 bytes.
+    #[test]
+    fn worked_example_byte_for_byte() {
+        let ping = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><PING>{}</PING>",
+            "x".repeat(181 - 51)
+        );
+        assert_eq!(ping.len(), 181);
+        let mut els = vec![OwnedElement::new(
+            "jim",
+            "Presence",
+            Some("text/xml;charset=UTF-8"),
+            ping,
+        )];
+        for name in ["A", "B"] {
+            els.push(OwnedElement::new("", name, Some("text/plain"), "y"));
+        }
+        // Fill the fourth element so that the body is exactly 1010 bytes.
+        let fixed =
+            encode_message_v0(&[els.clone(), vec![OwnedElement::new("", "C", None, "")]].concat())
+                .len();
+        els.push(OwnedElement::new("", "C", None, vec![b'z'; 1010 - fixed]));
+        let body = encode_message_v0(&els);
+        assert_eq!(body.len(), 1010);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::TypeFirst, None, &mut framed);
+
+        let mut expect = vec![0x0c];
+        expect.extend_from_slice(b"content-type\x00\x16application/x-jxta-msg");
+        expect.push(0x0e);
+        expect.extend_from_slice(b"content-length\x00\x08\0\0\0\0\0\0\x03\xf2");
+        expect.push(0x00);
+        expect.extend_from_slice(b"jxmg\x00\x00\x01\x00\x03jim\x00\x04");
+        expect.extend_from_slice(b"jxel\x02\x01\x00\x08Presence\x00\x16text/xml;charset=UTF-8");
+        expect.extend_from_slice(&[0, 0, 0, 0xb5]);
+        assert_eq!(expect.len(), 121);
+        assert_eq!(&framed[..121], &expect[..]);
+        assert_eq!(&framed[121..126], b"<?xml");
+
+        let HeaderParse::Complete(h) = parse_package_header(&framed, 1 << 20) else {
+            panic!()
+        };
+        assert_eq!((h.header_len, h.content_length), (63, 1010));
+        let msg = decode_message(&framed[63..]).unwrap();
+        assert_eq!(msg.version, 0);
+        assert_eq!(msg.elements.len(), 4);
+        let e = &msg.elements[0];
+        assert_eq!((e.namespace.as_ref(), e.name.as_ref()), ("jim", "Presence"));
+        assert_eq!(e.mime.as_deref(), Some("text/xml;charset=UTF-8"));
+        assert_eq!(e.content.len(), 181);
+        assert_eq!(msg.elements[3].mime, None);
+        assert_eq!(msg.elements[3].mime_or_default(), MIME_DEFAULT);
+        let back: Vec<OwnedElement> = msg.elements.iter().map(Element::to_owned_element).collect();
+        assert_eq!(back, els);
+    }
+
+    #[test]
+    fn untyped_element_flags_zero_decodes() {
+        // JXSE 2.7's EndpointRouterMsg-fingerprint: ns jxta, flags 0x00, binary content.
+        let mut b = b"jxmg\x00\x00\x00\x00\x01jxel\x01\x00".to_vec();
+        b.extend_from_slice(
+            b"\x00\x1dEndpointRouterMsg-fingerprint\x00\x00\x00\x04\xde\xad\xbe\xef",
+        );
+        let m = decode_message(&b).unwrap();
+        let e = m.element("jxta", "EndpointRouterMsg-fingerprint").unwrap();
+        assert_eq!(
+            (e.mime.clone(), e.content),
+            (None, &[0xde, 0xad, 0xbe, 0xef][..])
+        );
+    }
+
+    #[test]
+    fn v1_utf16_literal_names_u64_lengths_and_signature() {
+        let utf16 = |s: &str| -> Vec<u8> {
+            let v: Vec<u8> = s.encode_utf16().flat_map(u16::to_be_bytes).collect();
+            let mut out = (v.len() as u16).to_be_bytes().to_vec();
+            out.extend(v);
+            out
+        };
+        let mut b = b"jxmg\x01\x01\x00\x02".to_vec();
+        b.extend(utf16("jim"));
+        b.extend(utf16("text/xml"));
+        b.extend_from_slice(&[0, 2]);
+        // Element 1: literal name "Presence", type id 3, 64-bit length, signature.
+        b.extend_from_slice(b"jxel");
+        b.push(0x01 | 0x02 | 0x04 | 0x08);
+        b.extend_from_slice(&[0, 2]);
+        b.extend(utf16("Presence"));
+        b.extend_from_slice(&[0, 3]);
+        b.extend_from_slice(&3u64.to_be_bytes());
+        b.extend_from_slice(b"<a>");
+        // its signature element: name id 0 (""), 32-bit length.
+        b.extend_from_slice(b"jxel\x00\x00\x01\x00\x00\x00\x00\x00\x01S");
+        // Element 2: name by id 2 ("jim"), no type.
+        b.extend_from_slice(b"jxel\x00\x00\x00\x00\x02\x00\x00\x00\x00");
+        let m = decode_message(&b).unwrap();
+        assert_eq!(m.version, 1);
+        let e = &m.elements[0];
+        assert_eq!((e.namespace.as_ref(), e.name.as_ref()), ("jim", "Presence"));
+        assert!(matches!(e.name, Cow::Owned(_)));
+        assert_eq!(e.mime.as_deref(), Some("text/xml"));
+        assert_eq!(e.content, b"<a>");
+        let sig = e.signature.as_ref().unwrap();
+        assert_eq!((sig.namespace.as_ref(), sig.content), ("jxta", &b"S"[..]));
+        assert_eq!(m.elements[1].name, "jim");
+        // A name id past the table is an error.
+        let mut bad = b.clone();
+        let at = bad.len() - 8;
+        bad[at] = 0x7f;
+        assert!(matches!(decode_message(&bad), Err(JxtaError::BadNameId(_))));
+    }
+
+    #[test]
+    fn nested_message_element() {
+        let inner = encode_message_v0(&[OwnedElement::new("", "x", None, "1")]);
+        let outer =
+            encode_message_v0(&[OwnedElement::new("jxta", "m", Some(MIME_JXTA_MSG), inner)]);
+        let m = decode_message(&outer).unwrap();
+        let nested = m.elements[0].as_message().unwrap().unwrap();
+        assert_eq!(nested.elements[0].content, b"1");
+        assert!(m.elements[0].signature.is_none());
+    }
+
+    #[test]
+    fn hostile_messages_are_errors() {
+        assert!(matches!(
+            decode_message(b"jxm"),
+            Err(JxtaError::Truncated(_))
+        ));
+        assert!(matches!(
+            decode_message(b"JXMG\x00"),
+            Err(JxtaError::BadSignature(_))
+        ));
+        assert!(matches!(
+            decode_message(b"jxmg\x07"),
+            Err(JxtaError::UnsupportedVersion(7))
+        ));
+        // Counts of 65535 with nothing behind them: error, small allocation.
+        assert!(decode_message(b"jxmg\x00\xff\xff").is_err());
+        assert!(decode_message(b"jxmg\x00\x00\x00\xff\xff").is_err());
+        // Content length 2^32-1 with 3 bytes present.
+        assert!(
+            decode_message(b"jxmg\x00\x00\x00\x00\x01jxel\x00\x00\x00\x00\xff\xff\xff\xffabc")
+                .is_err()
+        );
+        // v1 content length 2^64-1.
+        let mut v1 = b"jxmg\x01\x00\x00\x00\x00\x01jxel\x01\x00\x00\x00\x00".to_vec();
+        v1.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(decode_message(&v1), Err(JxtaError::Truncated(_))));
+        // Namespace id past the table.
+        assert!(matches!(
+            decode_message(b"jxmg\x00\x00\x00\x00\x01jxel\x05\x00\x00\x00\x00\x00\x00\x00"),
+            Err(JxtaError::BadNameId(5))
+        ));
+        // Endless signature chain: bounded depth.
+        let mut deep = b"jxmg\x00\x00\x00\x00\x01".to_vec();
+        for _ in 0..100 {
+            deep.extend_from_slice(b"jxel\x00\x04\x00\x00\x00\x00\x00\x00");
+        }
+        assert_eq!(decode_message(&deep), Err(JxtaError::TooDeep));
+    }
+
+    fn arb_element(depth: u32) -> BoxedStrategy<OwnedElement> {
+        let leaf = (
+            prop::sample::select(vec!["", "jxta", "jim", "pingpong", "ns-ü"]),
+            ".{0,12}",
+            prop::option::of(prop::sample::select(vec![
+                "text/xml;charset=UTF-8",
+                "application/gzip",
+                "text/plain",
+            ])),
+            prop::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(ns, name, mime, content)| OwnedElement::new(ns, &name, mime, content));
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        (leaf, prop::option::of(arb_element(depth - 1)))
+            .prop_map(|(mut e, sig)| {
+                e.signature = sig.map(Box::new);
+                e
+            })
+            .boxed()
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_v0_and_v1(els in prop::collection::vec(arb_element(2), 0..8)) {
+            for (v, body) in [(0, encode_message_v0(&els)), (1, encode_message_v1(&els))] {
+                let m = decode_message(&body).unwrap();
+                prop_assert_eq!(m.version, v);
+                let back: Vec<OwnedElement> = m.elements.iter().map(Element::to_owned_element).collect();
+                prop_assert_eq!(&back, &els);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..512), v in 0u8..3) {
+            let _ = decode_message(&bytes);
+            // Also with a valid prefix, to get past the signature checks.
+            let mut b = b"jxmg".to_vec();
+            b.push(v);
+            b.append(&mut bytes);
+            let _ = decode_message(&b);
+        }
+    }
+}

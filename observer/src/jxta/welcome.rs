@@ -1,0 +1,193 @@
+//! The welcome line each side sends when a TCP connection opens (spec §1.1). It is the
+//! only place that ties a connection to the two peer IDs.
+
+use super::{JxtaError, PeerId};
+
+/// Longest welcome line accepted, CRLF included (JXSE's limit).
+pub const MAX_WELCOME_LEN: usize = 4096;
+
+/// The signature, with its trailing space, as Wireshark's heuristic matches it.
+pub const WELCOME_SIGNATURE: &[u8] = b"JXTAHELLO ";
+
+/// A parsed welcome line, borrowing from the stream buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome<'a> {
+    /// Address the sender thinks it reached (the responder puts the initiator's
+    /// ephemeral port here).
+    pub dest_addr: &'a str,
+    /// The sender's own advertised transport address.
+    pub public_addr: &'a str,
+    /// The sender's peer ID as sent; [`Welcome::peer`] normalises it.
+    pub peer_id: &'a str,
+    /// `1` = "don't send me propagated messages on this connection".
+    pub noprop: bool,
+    /// Preferred binary message version; only in the 3.0 welcome.
+    pub msg_version: Option<u8>,
+    /// Welcome version token (`1.1` from JXSE, `3.0` from JXTA-C).
+    pub version: &'a str,
+}
+
+impl Welcome<'_> {
+    pub fn peer(&self) -> Option<PeerId> {
+        PeerId::parse(self.peer_id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WelcomeVersion {
+    V1_1,
+    V3_0 { msg_version: u8 },
+}
+
+/// Parses one welcome line, without its CR LF. Tokens are separated by exactly one
+/// space; 6 tokens is version 1.1 style, 7 tokens carries the preferred message
+/// version (3.0).
+pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
+    if line.len() > MAX_WELCOME_LEN {
+        return Err(JxtaError::BadWelcome("longer than 4096 bytes"));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| JxtaError::BadWelcome("not UTF-8"))?;
+    let mut toks = [""; 7];
+    let mut n = 0;
+    for t in text.split(' ') {
+        // A stray empty token (double space) or more than 7 tokens means this is
+        // not a line JXSE or JXTA-C would send.
+        if t.is_empty() {
+            return Err(JxtaError::BadWelcome("empty token"));
+        }
+        let slot = toks
+            .get_mut(n)
+            .ok_or(JxtaError::BadWelcome("too many tokens"))?;
+        *slot = t;
+        n += 1;
+    }
+    if toks[0] != "JXTAHELLO" {
+        return Err(JxtaError::BadWelcome("no JXTAHELLO signature"));
+    }
+    if toks
+        .iter()
+        .take(n)
+        .any(|t| t.bytes().any(|b| b.is_ascii_control()))
+    {
+        return Err(JxtaError::BadWelcome("control character"));
+    }
+    let (msg_version, version) = match n {
+        6 => (None, toks[5]),
+        7 => {
+            let mv = match toks[5] {
+                "0" => 0,
+                "1" => 1,
+                _ => return Err(JxtaError::BadWelcome("bad preferred message version")),
+            };
+            (Some(mv), toks[6])
+        }
+        _ => return Err(JxtaError::BadWelcome("wrong number of tokens")),
+    };
+    // The version is `major.minor`; anything else is not a welcome line.
+    let version_ok = version
+        .split_once('.')
+        .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+    if !version_ok {
+        return Err(JxtaError::BadWelcome("bad welcome version"));
+    }
+    let noprop = match toks[4] {
+        "0" => false,
+        "1" => true,
+        _ => return Err(JxtaError::BadWelcome("bad noprop flag")),
+    };
+    if PeerId::parse(toks[3]).is_none() {
+        return Err(JxtaError::BadWelcome("bad peer ID"));
+    }
+    Ok(Welcome {
+        dest_addr: toks[1],
+        public_addr: toks[2],
+        peer_id: toks[3],
+        noprop,
+        msg_version,
+        version,
+    })
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Builds a welcome line, CR LF included.
+pub fn encode_welcome(
+    dest_addr: &str,
+    public_addr: &str,
+    peer_id: &str,
+    noprop: bool,
+    version: WelcomeVersion,
+) -> Vec<u8> {
+    let noprop = if noprop { "1" } else { "0" };
+    let line = match version {
+        WelcomeVersion::V1_1 => {
+            format!("JXTAHELLO {dest_addr} {public_addr} {peer_id} {noprop} 1.1\r\n")
+        }
+        WelcomeVersion::V3_0 { msg_version } => {
+            format!("JXTAHELLO {dest_addr} {public_addr} {peer_id} {noprop} {msg_version} 3.0\r\n")
+        }
+    };
+    line.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL: &str = "JXTAHELLO tcp://127.0.0.1:41219 tcp://127.0.0.1:9701 urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603 0 1.1";
+
+    #[test]
+    fn parses_real_jxse_line() {
+        let w = parse_welcome(REAL.as_bytes()).unwrap();
+        assert_eq!(w.dest_addr, "tcp://127.0.0.1:41219");
+        assert_eq!(w.public_addr, "tcp://127.0.0.1:9701");
+        assert!(w.peer_id.ends_with("281603"));
+        assert!(!w.noprop);
+        assert_eq!(w.msg_version, None);
+        assert_eq!(w.version, "1.1");
+        assert!(w.peer().is_some());
+    }
+
+    #[test]
+    fn round_trips_both_versions() {
+        let pid = "urn:jxta:cbid-0A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D03";
+        for v in [
+            WelcomeVersion::V1_1,
+            WelcomeVersion::V3_0 { msg_version: 1 },
+        ] {
+            let line = encode_welcome("tcp://10.0.0.2:9701", "tcp://10.0.0.1:9701", pid, true, v);
+            assert!(line.ends_with(b"\r\n"));
+            let w = parse_welcome(&line[..line.len() - 2]).unwrap();
+            assert_eq!(w.peer_id, pid);
+            assert!(w.noprop);
+            match v {
+                WelcomeVersion::V1_1 => assert_eq!((w.msg_version, w.version), (None, "1.1")),
+                WelcomeVersion::V3_0 { .. } => {
+                    assert_eq!((w.msg_version, w.version), (Some(1), "3.0"))
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_lines() {
+        let long = format!("{REAL}{}", " x".repeat(3000));
+        for bad in [
+            "",
+            "JXTAHELLO",
+            "HELLO a b urn:jxta:uuid-00 0 1.1",
+            "JXTAHELLO a b urn:jxta:uuid-00 2 1.1",
+            "JXTAHELLO a b nope 0 1.1",
+            "JXTAHELLO a  b urn:jxta:uuid-00 0 1.1",
+            "JXTAHELLO a b urn:jxta:uuid-00 0 x",
+            "JXTAHELLO a b urn:jxta:uuid-00 0 7 3.0",
+            "JXTAHELLO a b urn:jxta:uuid-00 0 1 3.0 extra",
+            long.as_str(),
+        ] {
+            assert!(parse_welcome(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(parse_welcome(&[0xff, 0xfe]).is_err());
+    }
+}
