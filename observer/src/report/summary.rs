@@ -435,5 +435,9 @@ mod tests {
         assert_eq!(j["pairs"][0]["poller"], "alice");
         assert!(j["pairs"][0]["rtt_ms"]["p90"].is_number());
         assert_eq!(j["transactions"]["timeout"], 1);
+        let text = crate::report::table::render(&s);
+        assert!(text.contains("alice"), "{text}");
+        assert!(text.contains("Correlator overhead"));
+        assert!(text.contains("~150"));
     }
 }
