@@ -1,1 +1,12 @@
-//! (in progress)
+//! JIM application documents (PING / PONG / MESSAGE), as fixed by
+//! `shared/spec/jim-presence.md`.
+//!
+//! The decoder is fed the content of every JXTA message element: it must cheaply say
+//! "not JIM" for everything else (advertisements, binary blobs, text), decode the JIM
+//! documents with the tolerances real traffic needs, and refuse hostile XML (entity
+//! expansion, deep nesting, huge documents, invalid UTF-8) without panicking, hanging
+//! or allocating without bound.
+
+mod document;
+
+pub use document::{parse, Document, JimError, Kind, Status, MAX_DEPTH, MAX_DOCUMENT_BYTES};

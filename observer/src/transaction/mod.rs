@@ -1,1 +1,239 @@
-//! (in progress)
+//! Transactions: one PING and the PONG that answers it, matched from what the wire
+//! shows, with timeouts, anomalies, presence states and the correlator overhead.
+//!
+//! Identity is the end-to-end JXTA peer ID (from `EndpointRouterMsg`), never the TCP
+//! connection: behind a rendezvous the same PING crosses two connections, and a
+//! capture on the rendezvous sees both legs (see `matcher` for the relay rules).
+
+mod matcher;
+mod presence;
+
+use std::sync::Arc;
+
+pub use matcher::Matcher;
+pub use presence::{Learned, PeerPresence, Presence, PresenceChange};
+
+use crate::jim::Status;
+use crate::jxta::PeerId;
+use crate::UnixNanos;
+
+/// How the message carrying the document travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// Where and when one JIM PING/PONG was seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    /// First and last byte of the framed message, when first seen on the wire.
+    pub start: UnixNanos,
+    pub stop: UnixNanos,
+    /// End-to-end source and destination (from `EndpointRouterMsg`).
+    pub src_peer: Option<PeerId>,
+    pub dst_peer: Option<PeerId>,
+    /// The two peers of the TCP connection that carried this leg (welcome lines);
+    /// `None` when unknown (mid-stream capture, UDP).
+    pub hop_src: Option<PeerId>,
+    pub hop_dst: Option<PeerId>,
+    /// TCP payload bytes of the message package (framing included).
+    pub framed_bytes: u64,
+    /// `jxmg` message bytes.
+    pub message_bytes: u64,
+    pub transport: Transport,
+}
+
+/// Matcher limits. Every per-peer structure is capped so that a hostile or simply
+/// huge capture costs bounded memory; what a cap drops is counted in `Anomalies`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatcherConfig {
+    /// A PING unanswered this long is a timeout (JIM polls every 10 s).
+    pub timeout_ns: u64,
+    /// Outstanding PINGs kept per (poller, receiver) pair; the oldest is evicted.
+    pub max_outstanding_per_pair: usize,
+    /// (poller, receiver) pairs tracked; the least recently active pair is evicted.
+    pub max_pairs: usize,
+    /// Finished correlators remembered to tell duplicate and late PONGs from unknown ones.
+    pub remember_finished: usize,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        MatcherConfig {
+            timeout_ns: 10_000_000_000,
+            max_outstanding_per_pair: 1024,
+            max_pairs: 65_536,
+            remember_finished: 65_536,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TxStatus {
+    Ok,
+    Timeout,
+    Open,
+}
+
+impl TxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxStatus::Ok => "ok",
+            TxStatus::Timeout => "timeout",
+            TxStatus::Open => "open",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TxStatus> {
+        match s {
+            "ok" => Some(TxStatus::Ok),
+            "timeout" => Some(TxStatus::Timeout),
+            "open" => Some(TxStatus::Open),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchMethod {
+    Correlator,
+    Order,
+}
+
+impl MatchMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchMethod::Correlator => "correlator",
+            MatchMethod::Order => "order",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MatchMethod> {
+        match s {
+            "correlator" => Some(MatchMethod::Correlator),
+            "order" => Some(MatchMethod::Order),
+            _ => None,
+        }
+    }
+}
+
+/// One PING and its outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transaction {
+    /// First byte of the PING's first sighting (its originating leg).
+    pub start: UnixNanos,
+    /// Last byte of the PONG as delivered to the poller; `start + timeout` for a
+    /// timeout; `None` while open.
+    pub stop: Option<UnixNanos>,
+    pub poller_name: Option<String>,
+    pub poller_id: Option<PeerId>,
+    pub receiver_name: Option<String>,
+    pub receiver_id: Option<PeerId>,
+    pub receiver_status: Option<Status>,
+    pub status: TxStatus,
+    pub correlator: Option<String>,
+    pub match_method: Option<MatchMethod>,
+    /// `jxmg` bytes of the PING and PONG messages.
+    pub ping_bytes: u64,
+    pub pong_bytes: Option<u64>,
+    /// The PING's correlator element bytes plus the PONG's.
+    pub correlator_overhead_bytes: u64,
+}
+
+impl Transaction {
+    /// Response time, for answered transactions only.
+    pub fn rtt_ns(&self) -> Option<u64> {
+        match (self.status, self.stop) {
+            (TxStatus::Ok, Some(stop)) => Some(stop.saturating_sub(self.start)),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the matcher saw that is not a transaction, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Anomalies {
+    /// Documents that looked like JIM but were not well formed (counted by the caller
+    /// through `Matcher::count_malformed`).
+    pub malformed_documents: u64,
+    /// A PONG whose correlator was already answered.
+    pub duplicate_pong: u64,
+    /// A PONG whose correlator matches no PING of its pair.
+    pub unknown_correlator: u64,
+    /// A PONG from a peer the poller never pinged.
+    pub unsolicited_pong: u64,
+    /// A PONG without correlator when its pair has no PING outstanding.
+    pub pong_without_ping: u64,
+    /// A PONG answering a PING that had already timed out.
+    pub late_pong: u64,
+    /// A PONG whose status is not one of the four states.
+    pub unknown_status: u64,
+    /// Outstanding PINGs dropped by the per-pair cap or with an evicted pair.
+    pub evicted_outstanding: u64,
+    pub evicted_pairs: u64,
+    /// A PING whose correlator is already outstanding or recently finished for its pair.
+    pub duplicate_ping_correlator: u64,
+    /// Second (relay) sightings of a PING or PONG already seen on another leg.
+    pub relayed_sightings: u64,
+    /// PING/PONG with neither a peer ID nor a name for one of the two ends.
+    pub unidentified: u64,
+    /// MESSAGE documents (instant messages; not part of a transaction).
+    pub messages: u64,
+}
+
+/// Totals for one message kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KindTally {
+    pub count: u64,
+    pub with_correlator: u64,
+    pub correlator_bytes: u64,
+    pub max_correlator_bytes: u64,
+    pub framed_bytes: u64,
+    pub message_bytes: u64,
+}
+
+impl KindTally {
+    fn add(&mut self, correlator_bytes: u32, s: &Sighting) {
+        self.count += 1;
+        if correlator_bytes > 0 {
+            self.with_correlator += 1;
+            self.correlator_bytes += u64::from(correlator_bytes);
+            self.max_correlator_bytes = self.max_correlator_bytes.max(u64::from(correlator_bytes));
+        }
+        self.framed_bytes += s.framed_bytes;
+        self.message_bytes += s.message_bytes;
+    }
+}
+
+/// Correlator overhead as measured: every distinct PING and PONG message (a relay's
+/// second sighting of the same message is not counted twice).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OverheadTally {
+    pub ping: KindTally,
+    pub pong: KindTally,
+}
+
+/// How a peer is identified: its end-to-end peer ID, else the name it gave, else not
+/// at all (all unidentified peers then share one key, which is counted).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerKey {
+    Id(PeerId),
+    Name(Arc<str>),
+    Unknown,
+}
+
+impl PeerKey {
+    fn new(id: Option<&PeerId>, name: Option<&str>) -> PeerKey {
+        match (id, name) {
+            (Some(id), _) => PeerKey::Id(id.clone()),
+            (None, Some(n)) => PeerKey::Name(Arc::from(n)),
+            (None, None) => PeerKey::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

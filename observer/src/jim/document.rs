@@ -1,0 +1,531 @@
+//! Decoding and encoding of one JIM document.
+
+use std::fmt::Write as _;
+
+use quick_xml::events::{BytesRef, Event};
+use quick_xml::Reader;
+
+/// Largest JIM document decoded. Real PING/PONG documents are ~300 bytes; the cap
+/// bounds the work and the memory a hostile peer can make one element cost. It only
+/// applies once the root is known to be a JIM root, so large non-JIM XML elements
+/// (advertisements, resolver responses) are still cheaply classified as "not JIM".
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// Deepest element nesting accepted. JIM documents are 3 levels deep; the cap keeps a
+/// 10,000-deep hostile document from costing anything more than a quick error.
+pub const MAX_DEPTH: usize = 64;
+
+/// A peer's presence state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Busy,
+    Away,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Busy => "busy",
+            Status::Away => "away",
+            Status::Offline => "offline",
+        }
+    }
+
+    /// Parses a status value in any letter case (real peers differ), ignoring
+    /// surrounding whitespace. `None` for anything else.
+    pub fn parse(text: &str) -> Option<Status> {
+        let t = text.trim();
+        [Status::Online, Status::Busy, Status::Away, Status::Offline]
+            .into_iter()
+            .find(|s| t.eq_ignore_ascii_case(s.as_str()))
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which JIM document this is (its root element).
+///
+/// `Ping` is the `Default` only so that `Document` can derive `Default` for building
+/// documents field by field; `parse` always sets the kind from the root element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Kind {
+    #[default]
+    Ping,
+    Pong,
+    Message,
+}
+
+impl Kind {
+    pub fn root_name(self) -> &'static str {
+        match self {
+            Kind::Ping => "PING",
+            Kind::Pong => "PONG",
+            Kind::Message => "MESSAGE",
+        }
+    }
+
+    fn from_root(local: &str) -> Option<Kind> {
+        match local {
+            "PING" => Some(Kind::Ping),
+            "PONG" => Some(Kind::Pong),
+            "MESSAGE" => Some(Kind::Message),
+            _ => None,
+        }
+    }
+}
+
+/// One decoded JIM document. Fields are `None` when the document does not carry them.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Document {
+    pub kind: Kind,
+    /// `Buddy/name` (PING) or `BuddyStatus/name` (PONG); falls back to `from` when the
+    /// document has neither (the JXSE variant seen in the real capture).
+    pub name: Option<String>,
+    /// `Buddy/peerID` or `BuddyStatus/peerID`, as written (normalise with `PeerId::parse`).
+    pub peer_id: Option<String>,
+    pub status: Option<Status>,
+    /// The raw status text when it is not one of the four known states, kept so the
+    /// report can show what was seen.
+    pub status_text: Option<String>,
+    /// The correlator token, trimmed; `None` when absent or empty.
+    pub correlator: Option<String>,
+    /// Bytes of the `<correlator>…</correlator>` element exactly as on the wire, from
+    /// the `<` of the start tag to the `>` of the end tag (prefix included); 0 without
+    /// a correlator. This is the study's correlator overhead, measured, not assumed.
+    pub correlator_bytes: u32,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub body: Option<String>,
+}
+
+/// Why a document that looked like a JIM document could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JimError {
+    #[error("JIM document is not valid UTF-8 (valid up to byte {valid_up_to})")]
+    InvalidUtf8 { valid_up_to: usize },
+    #[error("JIM document of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("JIM document nests elements deeper than {max}")]
+    TooDeep { max: usize },
+    #[error("entity reference &{0}; is not predefined (custom and external entities are never expanded)")]
+    UnknownEntity(String),
+    #[error("invalid character reference &{0};")]
+    InvalidCharRef(String),
+    #[error("JIM document ends inside an element")]
+    Truncated,
+    #[error("content after the root element")]
+    TrailingContent,
+    #[error("XML syntax error at byte {offset}: {message}")]
+    Syntax { offset: u64, message: String },
+}
+
+/// Which field a text node belongs to, decided when its element starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Name,
+    PeerId,
+    Status,
+    Correlator,
+    From,
+    To,
+    Body,
+}
+
+/// Outcome of the internal decoder, which distinguishes "no root found" from
+/// "a non-JIM root" so that invalid UTF-8 in non-JIM XML is not reported as JIM.
+enum Decoded {
+    NotJim,
+    Jim(Document),
+}
+
+/// Decodes one element's content.
+///
+/// `Ok(None)`: not a JIM document (not XML at all, no root element, or a root other
+/// than PING/PONG/MESSAGE). `Err`: the root is a JIM root (or the bytes are XML whose
+/// root cannot be read) but the document is not well formed or breaks a safety limit;
+/// the caller counts it.
+pub fn parse(content: &[u8]) -> Result<Option<Document>, JimError> {
+    // Cheap rejection first: most elements of a JXTA message are not XML at all.
+    let body = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'<') => {}
+        _ => return Ok(None),
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => match decode(text, body.len())? {
+            Decoded::NotJim => Ok(None),
+            Decoded::Jim(doc) => Ok(Some(doc)),
+        },
+        Err(e) => {
+            // Decode the valid prefix only to learn the root: a non-JIM root means the
+            // element is simply not ours; anything else is a broken JIM document.
+            let valid_up_to = e.valid_up_to();
+            let prefix = std::str::from_utf8(&body[..valid_up_to]).unwrap_or_default();
+            match decode(prefix, body.len()) {
+                Ok(Decoded::NotJim) => Ok(None),
+                _ => Err(JimError::InvalidUtf8 { valid_up_to }),
+            }
+        }
+    }
+}
+
+fn syntax(reader: &Reader<&[u8]>, e: impl std::fmt::Display) -> JimError {
+    JimError::Syntax {
+        offset: reader.error_position(),
+        message: e.to_string(),
+    }
+}
+
+/// Resolves a reference to one of the five predefined entities or a character
+/// reference. Anything else (a DTD-declared or external entity) is refused: expanding
+/// them is how billion-laughs and XXE attacks work.
+fn resolve_ref(r: &BytesRef<'_>) -> Result<char, JimError> {
+    let name: &str = r;
+    if r.is_char_ref() {
+        return match r.resolve_char_ref() {
+            Ok(Some(c)) => Ok(c),
+            _ => Err(JimError::InvalidCharRef(truncate(name, 32).to_owned())),
+        };
+    }
+    match name {
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "amp" => Ok('&'),
+        "apos" => Ok('\''),
+        "quot" => Ok('"'),
+        _ => Err(JimError::UnknownEntity(truncate(name, 32).to_owned())),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Maps an element to the field it carries, from its local name and where it is:
+/// direct children of the root, or children of `Buddy` / `BuddyStatus`.
+fn field_for(depth: usize, parent_is_buddy: bool, local: &str) -> Option<Field> {
+    match (depth, parent_is_buddy, local) {
+        (2, _, "correlator") => Some(Field::Correlator),
+        (2, _, "from") => Some(Field::From),
+        (2, _, "to") => Some(Field::To),
+        (2, _, "body") => Some(Field::Body),
+        (3, true, "name") => Some(Field::Name),
+        (3, true, "peerID") => Some(Field::PeerId),
+        (3, true, "status") => Some(Field::Status),
+        _ => None,
+    }
+}
+
+/// Checks the attributes of a start tag for well-formedness (their values are not
+/// used, but a malformed tag makes the whole document malformed).
+fn check_attributes(
+    reader: &Reader<&[u8]>,
+    start: &quick_xml::events::BytesStart<'_>,
+) -> Result<(), JimError> {
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| syntax(reader, e))?;
+        // Only values with references need resolving; unknown entities are refused.
+        if attr.value.contains('&') {
+            attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| syntax(reader, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-document decoding state; the text of the field being read accumulates in
+/// `text` and is moved into the document when the field's element ends.
+struct State {
+    doc: Document,
+    depth: usize,
+    /// Depth-2 element is `Buddy` or `BuddyStatus` (its children are name/peerID/status).
+    in_buddy: bool,
+    /// The field being read, its depth and the byte offset of its start tag's `<`.
+    field: Option<(Field, usize, u64)>,
+    text: String,
+    root_done: bool,
+}
+
+fn decode(text: &str, total_len: usize) -> Result<Decoded, JimError> {
+    let mut reader = Reader::from_str(text);
+    {
+        let cfg = reader.config_mut();
+        cfg.check_end_names = true;
+        cfg.allow_unmatched_ends = false;
+        cfg.allow_dangling_amp = false;
+        cfg.check_comments = true;
+        cfg.expand_empty_elements = false;
+    }
+    let mut st = State {
+        doc: Document::default(),
+        depth: 0,
+        in_buddy: false,
+        field: None,
+        text: String::new(),
+        root_done: false,
+    };
+    loop {
+        let before = reader.buffer_position();
+        let event = match reader.read_event() {
+            Ok(ev) => ev,
+            Err(e) => {
+                // Before the root is seen we cannot tell that this is JIM: text that
+                // merely starts with '<' (e.g. "<3") must not count as a broken JIM
+                // document.
+                if st.depth == 0 && !st.root_done {
+                    return Ok(Decoded::NotJim);
+                }
+                return Err(syntax(&reader, e));
+            }
+        };
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                if st.root_done {
+                    return Err(JimError::TrailingContent);
+                }
+                let local_name = e.local_name();
+                let local: &str = local_name.as_ref();
+                if st.depth == 0 {
+                    let Some(kind) = Kind::from_root(local) else {
+                        return Ok(Decoded::NotJim);
+                    };
+                    if total_len > MAX_DOCUMENT_BYTES {
+                        return Err(JimError::TooLarge {
+                            len: total_len,
+                            max: MAX_DOCUMENT_BYTES,
+                        });
+                    }
+                    st.doc.kind = kind;
+                }
+                check_attributes(&reader, e)?;
+                let depth = st.depth + 1;
+                if depth > MAX_DEPTH {
+                    return Err(JimError::TooDeep { max: MAX_DEPTH });
+                }
+                if depth == 2 {
+                    st.in_buddy = local == "Buddy" || local == "BuddyStatus";
+                }
+                if st.field.is_none() {
+                    if let Some(f) = field_for(depth, st.in_buddy, local) {
+                        if is_empty {
+                            // `<correlator/>` and friends carry no value.
+                        } else {
+                            st.field = Some((f, depth, before));
+                            st.text.clear();
+                        }
+                    }
+                }
+                if is_empty {
+                    if depth == 1 {
+                        st.root_done = true;
+                    }
+                } else {
+                    st.depth = depth;
+                }
+            }
+            Event::End(_) => {
+                if let Some((f, fdepth, start)) = st.field {
+                    if fdepth == st.depth {
+                        let end = reader.buffer_position();
+                        store(&mut st.doc, f, &st.text, end.saturating_sub(start));
+                        st.field = None;
+                    }
+                }
+                if st.depth == 2 {
+                    st.in_buddy = false;
+                }
+                st.depth = st.depth.saturating_sub(1);
+                if st.depth == 0 {
+                    st.root_done = true;
+                }
+            }
+            Event::Text(t) => {
+                let s: &str = &t;
+                if st.depth == 0 {
+                    // Only whitespace may surround the root element.
+                    if !s.trim().is_empty() {
+                        if st.root_done {
+                            return Err(JimError::TrailingContent);
+                        }
+                        return Ok(Decoded::NotJim);
+                    }
+                } else if st.field.is_some_and(|(_, d, _)| d == st.depth) {
+                    st.text.push_str(&t.xml10_content());
+                }
+            }
+            Event::CData(c) => {
+                if st.depth == 0 {
+                    return if st.root_done {
+                        Err(JimError::TrailingContent)
+                    } else {
+                        Ok(Decoded::NotJim)
+                    };
+                }
+                if st.field.is_some_and(|(_, d, _)| d == st.depth) {
+                    st.text.push_str(&c.xml10_content());
+                }
+            }
+            Event::GeneralRef(r) => {
+                if st.depth == 0 {
+                    return if st.root_done {
+                        Err(JimError::TrailingContent)
+                    } else {
+                        Ok(Decoded::NotJim)
+                    };
+                }
+                let c = resolve_ref(&r)?;
+                if st.field.is_some_and(|(_, d, _)| d == st.depth) {
+                    st.text.push(c);
+                }
+            }
+            // A DTD is skipped as text: its entity declarations are never used, and
+            // references to them fail in `resolve_ref`.
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
+            Event::Eof => {
+                if st.depth != 0 {
+                    return Err(JimError::Truncated);
+                }
+                if !st.root_done {
+                    return Ok(Decoded::NotJim);
+                }
+                break;
+            }
+        }
+    }
+    let mut doc = st.doc;
+    if doc.name.is_none() {
+        doc.name.clone_from(&doc.from);
+    }
+    Ok(Decoded::Jim(doc))
+}
+
+/// Stores a field's text (first occurrence wins: a repeated element must not let a
+/// later copy silently override what the matcher keys on).
+fn store(doc: &mut Document, field: Field, text: &str, element_bytes: u64) {
+    let trimmed = text.trim();
+    let slot = match field {
+        Field::Name => &mut doc.name,
+        Field::PeerId => &mut doc.peer_id,
+        Field::From => &mut doc.from,
+        Field::To => &mut doc.to,
+        Field::Body => {
+            // A message body keeps its own whitespace.
+            if doc.body.is_none() {
+                doc.body = Some(text.to_owned());
+            }
+            return;
+        }
+        Field::Status => {
+            if doc.status.is_none() && doc.status_text.is_none() {
+                match Status::parse(trimmed) {
+                    Some(s) => doc.status = Some(s),
+                    None => doc.status_text = Some(trimmed.to_owned()),
+                }
+            }
+            return;
+        }
+        Field::Correlator => {
+            if doc.correlator.is_none() && !trimmed.is_empty() {
+                doc.correlator = Some(trimmed.to_owned());
+                doc.correlator_bytes = u32::try_from(element_bytes).unwrap_or(u32::MAX);
+            }
+            return;
+        }
+    };
+    if slot.is_none() && !trimmed.is_empty() {
+        *slot = Some(trimmed.to_owned());
+    }
+}
+
+impl Document {
+    /// Serialises in the exact layout of the spec's examples: XML declaration, one
+    /// element per line, 2-space indentation, no trailing newline. Text is escaped.
+    /// Absent fields are omitted (a PING without name and peer ID has no `Buddy`).
+    pub fn to_xml(&self) -> String {
+        let mut out = String::with_capacity(320);
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let root = self.kind.root_name();
+        let _ = writeln!(out, "<{root}>");
+        let leaf = |out: &mut String, indent: &str, tag: &str, value: &str| {
+            let _ = writeln!(
+                out,
+                "{indent}<{tag}>{}</{tag}>",
+                quick_xml::escape::escape(value)
+            );
+        };
+        match self.kind {
+            Kind::Ping | Kind::Pong => {
+                let container = if self.kind == Kind::Ping {
+                    "Buddy"
+                } else {
+                    "BuddyStatus"
+                };
+                let status = self
+                    .status
+                    .map(Status::as_str)
+                    .or(self.status_text.as_deref());
+                // `name` falls back to `from` when parsed; write it under the
+                // container only when it is not just that fallback.
+                let name = self.name.as_deref().filter(|n| {
+                    self.from.as_deref() != Some(*n) || self.peer_id.is_some() || status.is_some()
+                });
+                if name.is_some() || self.peer_id.is_some() || status.is_some() {
+                    let _ = writeln!(out, "  <{container}>");
+                    if let Some(v) = name {
+                        leaf(&mut out, "    ", "name", v);
+                    }
+                    if let Some(v) = &self.peer_id {
+                        leaf(&mut out, "    ", "peerID", v);
+                    }
+                    if let Some(v) = status {
+                        leaf(&mut out, "    ", "status", v);
+                    }
+                    let _ = writeln!(out, "  </{container}>");
+                }
+                if let Some(v) = &self.correlator {
+                    leaf(&mut out, "  ", "correlator", v);
+                }
+                if let Some(v) = &self.from {
+                    leaf(&mut out, "  ", "from", v);
+                }
+                if let Some(v) = &self.to {
+                    leaf(&mut out, "  ", "to", v);
+                }
+            }
+            Kind::Message => {
+                for (tag, v) in [("from", &self.from), ("to", &self.to)] {
+                    if let Some(v) = v {
+                        leaf(&mut out, "  ", tag, v);
+                    }
+                }
+                if let Some(v) = &self.body {
+                    leaf(&mut out, "  ", "body", v);
+                }
+                if let Some(v) = &self.correlator {
+                    leaf(&mut out, "  ", "correlator", v);
+                }
+            }
+        }
+        let _ = write!(out, "</{root}>");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+use super::*;
+
+const ALICE: &str =
+    "urn:jxta:uuid-59616261646162614E50472050325033A96FCDC35A0A4F3F8038B4F1F4D0B37E03";
+const BOB: &str =
+    "urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603";
+
+const SPEC_PING: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<PING>
+  <Buddy>
+    <name>alice</name>
+    <peerID>urn:jxta:uuid-59616261646162614E50472050325033A96FCDC35A0A4F3F8038B4F1F4D0B37E03</peerID>
+  </Buddy>
+  <correlator>4611686018427387905</correlator>
+</PING>"#;
+
+const SPEC_PONG: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<PONG>
+  <BuddyStatus>
+    <name>bob</name>
+    <peerID>urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603</peerID>
+    <status>busy</status>
+  </BuddyStatus>
+  <correlator>4611686018427387905</correlator>
+</PONG>"#;
+
+fn ok(s: &str) -> Document {
+    parse(s.as_bytes())
+        .expect("well formed")
+        .expect("a JIM document")
+}
+
+#[test]
+fn spec_ping() {
+    let d = ok(SPEC_PING);
+    assert_eq!(d.kind, Kind::Ping);
+    assert_eq!(d.name.as_deref(), Some("alice"));
+    assert_eq!(d.peer_id.as_deref(), Some(ALICE));
+    assert_eq!(d.correlator.as_deref(), Some("4611686018427387905"));
+    assert_eq!(
+        d.correlator_bytes as usize,
+        "<correlator>4611686018427387905</correlator>".len()
+    );
+    assert_eq!(d.status, None);
+}
+
+#[test]
+fn spec_pong() {
+    let d = ok(SPEC_PONG);
+    assert_eq!(d.kind, Kind::Pong);
+    assert_eq!(d.name.as_deref(), Some("bob"));
+    assert_eq!(d.peer_id.as_deref(), Some(BOB));
+    assert_eq!(d.status, Some(Status::Busy));
+    assert_eq!(d.correlator_bytes, 44);
+}
+
+#[test]
+fn spec_message() {
+    let d = ok("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MESSAGE>\n  <from>alice</from>\n  <to>bob</to>\n  <body>see you at noon</body>\n</MESSAGE>");
+    assert_eq!(d.kind, Kind::Message);
+    assert_eq!(d.from.as_deref(), Some("alice"));
+    assert_eq!(d.to.as_deref(), Some("bob"));
+    assert_eq!(d.body.as_deref(), Some("see you at noon"));
+    assert_eq!(d.correlator_bytes, 0);
+}
+
+#[test]
+fn real_jxse_variant() {
+    let d = ok(
+        r#"<?xml version="1.0" encoding="UTF-8"?><PING><correlator>corr-0001</correlator><from>PingClient</from><seq>1</seq><ts>1795528304808</ts></PING>"#,
+    );
+    assert_eq!(d.kind, Kind::Ping);
+    assert_eq!(d.name.as_deref(), Some("PingClient"));
+    assert_eq!(d.from.as_deref(), Some("PingClient"));
+    assert_eq!(d.correlator.as_deref(), Some("corr-0001"));
+    assert_eq!(
+        d.correlator_bytes as usize,
+        "<correlator>corr-0001</correlator>".len()
+    );
+}
+
+#[test]
+fn no_declaration_no_indentation_bom() {
+    let d = ok(
+        "\u{feff}<PONG><BuddyStatus><status>online</status><name>bob</name></BuddyStatus></PONG>",
+    );
+    assert_eq!(d.status, Some(Status::Online));
+    assert_eq!(d.name.as_deref(), Some("bob"));
+    let d = ok("\n\t  <PING><Buddy><name>x</name></Buddy></PING>\n\n");
+    assert_eq!(d.name.as_deref(), Some("x"));
+}
+
+#[test]
+fn namespace_prefixes_and_prefix_counted_in_bytes() {
+    let s = r#"<jim:PONG xmlns:jim="urn:jim"><jim:BuddyStatus><jim:name>bob</jim:name><jim:status>Away</jim:status></jim:BuddyStatus><jim:correlator>c-1</jim:correlator></jim:PONG>"#;
+    let d = ok(s);
+    assert_eq!(d.kind, Kind::Pong);
+    assert_eq!(d.name.as_deref(), Some("bob"));
+    assert_eq!(d.status, Some(Status::Away));
+    assert_eq!(d.correlator.as_deref(), Some("c-1"));
+    assert_eq!(
+        d.correlator_bytes as usize,
+        "<jim:correlator>c-1</jim:correlator>".len()
+    );
+}
+
+#[test]
+fn any_order_unknown_elements_and_attributes() {
+    let s = r#"<PONG version="2"><correlator kind="long"> 42 </correlator><extra a='1'><deep><name>not-me</name></deep></extra><BuddyStatus id="x"><status>OFFLINE</status><mood>happy</mood><peerID>urn:jxta:uuid-AB03</peerID><name>bob</name></BuddyStatus></PONG>"#;
+    let d = ok(s);
+    assert_eq!(d.name.as_deref(), Some("bob"));
+    assert_eq!(d.status, Some(Status::Offline));
+    assert_eq!(d.peer_id.as_deref(), Some("urn:jxta:uuid-AB03"));
+    assert_eq!(d.correlator.as_deref(), Some("42"));
+    assert_eq!(
+        d.correlator_bytes as usize,
+        r#"<correlator kind="long"> 42 </correlator>"#.len()
+    );
+}
+
+#[test]
+fn status_any_case_and_unknown_kept() {
+    for (t, s) in [
+        ("ONLINE", Status::Online),
+        ("Busy", Status::Busy),
+        (" aWaY ", Status::Away),
+    ] {
+        let d = ok(&format!(
+            "<PONG><BuddyStatus><status>{t}</status></BuddyStatus></PONG>"
+        ));
+        assert_eq!(d.status, Some(s));
+        assert_eq!(d.status_text, None);
+    }
+    let d = ok("<PONG><BuddyStatus><status>dnd</status></BuddyStatus></PONG>");
+    assert_eq!(d.status, None);
+    assert_eq!(d.status_text.as_deref(), Some("dnd"));
+}
+
+#[test]
+fn entities_charrefs_cdata() {
+    let d = ok("<MESSAGE><from>a&amp;b &lt;&gt;&quot;&apos;</from><to>&#98;&#x6F;b</to><body><![CDATA[<b>hi</b> & bye]]></body></MESSAGE>");
+    assert_eq!(d.from.as_deref(), Some("a&b <>\"'"));
+    assert_eq!(d.to.as_deref(), Some("bob"));
+    assert_eq!(d.body.as_deref(), Some("<b>hi</b> & bye"));
+    let d = ok("<PING><correlator><![CDATA[corr-7]]></correlator></PING>");
+    assert_eq!(d.correlator.as_deref(), Some("corr-7"));
+    assert_eq!(
+        d.correlator_bytes as usize,
+        "<correlator><![CDATA[corr-7]]></correlator>".len()
+    );
+}
+
+#[test]
+fn empty_or_missing_correlator() {
+    let d = ok("<PING><correlator>   </correlator></PING>");
+    assert_eq!(d.correlator, None);
+    assert_eq!(d.correlator_bytes, 0);
+    let d = ok("<PING><correlator/></PING>");
+    assert_eq!(d.correlator, None);
+    let d = ok("<PING/>");
+    assert_eq!(d.kind, Kind::Ping);
+}
+
+#[test]
+fn not_jim() {
+    for s in [
+        &b""[..],
+        b"   ",
+        b"hello barney",
+        b"\x1f\x8b\x08\x00binary",
+        b"<3 you",
+        b"<jxta:ERM><Src>jxta://uuid-AB03</Src></jxta:ERM>",
+        b"<?xml version=\"1.0\"?><jxta:PA><PID>x</PID></jxta:PA>",
+        b"<ping/>",
+        b"text <PING/>",
+    ] {
+        assert_eq!(parse(s), Ok(None), "{:?}", String::from_utf8_lossy(s));
+    }
+    // A big non-JIM document is still simply "not JIM", not "too large".
+    let big = format!("<Adv>{}</Adv>", "x".repeat(MAX_DOCUMENT_BYTES * 2));
+    assert_eq!(parse(big.as_bytes()), Ok(None));
+}
+
+#[test]
+fn billion_laughs_is_refused() {
+    let mut s = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE PING [\n <!ENTITY lol \"lol\">\n");
+    for i in 1..10 {
+        let prev = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        s.push_str(&format!(
+            " <!ENTITY lol{i} \"{}\">\n",
+            format!("&{prev};").repeat(10)
+        ));
+    }
+    s.push_str("]>\n<PING><correlator>&lol9;</correlator></PING>");
+    assert!(matches!(parse(s.as_bytes()), Err(JimError::UnknownEntity(n)) if n == "lol9"));
+}
+
+#[test]
+fn external_entity_is_refused() {
+    let s = "<?xml version=\"1.0\"?><!DOCTYPE PING [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]><PING><Buddy><name>&xxe;</name></Buddy></PING>";
+    assert!(matches!(parse(s.as_bytes()), Err(JimError::UnknownEntity(n)) if n == "xxe"));
+    // Even outside any field, an unknown reference makes the document malformed.
+    let s = "<PING><junk>&xxe;</junk></PING>";
+    assert!(matches!(
+        parse(s.as_bytes()),
+        Err(JimError::UnknownEntity(_))
+    ));
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    // Unclosed (fits the size cap, so depth is what stops it)...
+    let s = format!("<PING>{}", "<a>".repeat(10_000));
+    assert_eq!(
+        parse(s.as_bytes()),
+        Err(JimError::TooDeep { max: MAX_DEPTH })
+    );
+    // ...and closed (over the size cap as well: refused either way).
+    let s = format!(
+        "<PING>{}{}</PING>",
+        "<a>".repeat(10_000),
+        "</a>".repeat(10_000)
+    );
+    assert!(parse(s.as_bytes()).is_err());
+    let s = format!(
+        "<PING>{}{}</PING>",
+        "<a>".repeat(MAX_DEPTH),
+        "</a>".repeat(MAX_DEPTH)
+    );
+    assert_eq!(
+        parse(s.as_bytes()),
+        Err(JimError::TooDeep { max: MAX_DEPTH })
+    );
+    let s = format!(
+        "<PING>{}{}</PING>",
+        "<a>".repeat(MAX_DEPTH - 1),
+        "</a>".repeat(MAX_DEPTH - 1)
+    );
+    assert!(parse(s.as_bytes()).unwrap().is_some());
+}
+
+#[test]
+fn oversized_jim_is_refused() {
+    let s = format!("<PING><pad>{}</pad></PING>", "x".repeat(MAX_DOCUMENT_BYTES));
+    assert!(matches!(
+        parse(s.as_bytes()),
+        Err(JimError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn invalid_utf8() {
+    let mut v = b"<PING><Buddy><name>al".to_vec();
+    v.extend_from_slice(&[0xff, 0xfe]);
+    v.extend_from_slice(b"ice</name></Buddy></PING>");
+    assert!(matches!(
+        parse(&v),
+        Err(JimError::InvalidUtf8 { valid_up_to: 21 })
+    ));
+    // Invalid UTF-8 inside a non-JIM document is not our business.
+    let mut v = b"<Other><x>".to_vec();
+    v.extend_from_slice(&[0xff]);
+    v.extend_from_slice(b"</x></Other>");
+    assert_eq!(parse(&v), Ok(None));
+}
+
+#[test]
+fn malformed_jim_is_an_error() {
+    for s in [
+        "<PING><Buddy><name>alice</Buddy></PING>",
+        "<PING><Buddy><name>alice</name></Buddy>",
+        "<PING></PONG>",
+        "<PING><correlator>1</correlator></PING><PING/>",
+        "<PING/>trailing",
+        "<PING a=\"1\" a=\"2\"/>",
+        "<PING a=1/>",
+        "<PING>&amp</PING>",
+        "<PING>&#0;</PING>",
+        "<PING><!-- -- --></PING>",
+        "<PING><Buddy",
+    ] {
+        assert!(parse(s.as_bytes()).is_err(), "{s:?} should be malformed");
+    }
+}
+
+#[test]
+fn repeated_field_first_wins() {
+    let d = ok("<PING><correlator>a</correlator><correlator>bbbb</correlator></PING>");
+    assert_eq!(d.correlator.as_deref(), Some("a"));
+    assert_eq!(
+        d.correlator_bytes as usize,
+        "<correlator>a</correlator>".len()
+    );
+}
+
+#[test]
+fn to_xml_matches_spec_layout() {
+    let ping = Document {
+        kind: Kind::Ping,
+        name: Some("alice".into()),
+        peer_id: Some(ALICE.into()),
+        correlator: Some("4611686018427387905".into()),
+        ..Default::default()
+    };
+    assert_eq!(ping.to_xml(), SPEC_PING);
+    let pong = Document {
+        kind: Kind::Pong,
+        name: Some("bob".into()),
+        peer_id: Some(BOB.into()),
+        status: Some(Status::Busy),
+        correlator: Some("4611686018427387905".into()),
+        ..Default::default()
+    };
+    assert_eq!(pong.to_xml(), SPEC_PONG);
+}
+
+#[test]
+fn to_xml_parse_round_trip() {
+    let docs = [
+        Document {
+            kind: Kind::Ping,
+            name: Some("a<&>\"'z".into()),
+            peer_id: Some(ALICE.into()),
+            correlator: Some("corr-0042".into()),
+            ..Default::default()
+        },
+        Document {
+            kind: Kind::Pong,
+            name: Some("bob".into()),
+            peer_id: Some(BOB.into()),
+            status: Some(Status::Offline),
+            ..Default::default()
+        },
+        Document {
+            kind: Kind::Ping,
+            name: Some("PingClient".into()),
+            from: Some("PingClient".into()),
+            correlator: Some("corr-0001".into()),
+            ..Default::default()
+        },
+        Document {
+            kind: Kind::Message,
+            name: Some("alice".into()),
+            from: Some("alice".into()),
+            to: Some("bob".into()),
+            body: Some("see you at noon".into()),
+            ..Default::default()
+        },
+    ];
+    for d in docs {
+        let xml = d.to_xml();
+        let mut back = parse(xml.as_bytes()).unwrap().unwrap();
+        if let Some(c) = &d.correlator {
+            let expect = format!("<correlator>{c}</correlator>").len();
+            assert_eq!(back.correlator_bytes as usize, expect);
+            // The bytes really are a substring of the document.
+            assert!(xml.contains(&format!("<correlator>{c}</correlator>")));
+        }
+        back.correlator_bytes = 0;
+        assert_eq!(back, d, "{xml}");
+    }
+}
+
+#[test]
+fn never_panics_on_prefixes_of_valid_documents() {
+    let bytes = SPEC_PONG.as_bytes();
+    for i in 0..bytes.len() {
+        let _ = parse(&bytes[..i]);
+    }
+}

@@ -1,0 +1,104 @@
+//! Response-time statistics.
+
+/// RTT statistics in milliseconds. All zero when `count` is 0.
+///
+/// `sd` is the sample standard deviation (n − 1 denominator; 0 when n < 2).
+/// Percentiles use linear interpolation between the closest ranks, numpy's default
+/// (`method="linear"`): for sorted x₀…xₙ₋₁ the q-quantile is at rank h = (n−1)·q,
+/// x⌊h⌋ + (h − ⌊h⌋)·(x⌊h⌋₊₁ − x⌊h⌋).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RttStats {
+    pub count: u64,
+    pub mean: f64,
+    pub sd: f64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl RttStats {
+    /// From RTTs in nanoseconds (any order).
+    pub fn from_ns(rtts: impl IntoIterator<Item = u64>) -> RttStats {
+        let mut ms: Vec<f64> = rtts.into_iter().map(|ns| ns as f64 / 1e6).collect();
+        RttStats::from_ms(&mut ms)
+    }
+
+    /// From RTTs in milliseconds; sorts the slice in place.
+    pub fn from_ms(ms: &mut [f64]) -> RttStats {
+        if ms.is_empty() {
+            return RttStats::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let n = ms.len() as f64;
+        let mean = ms.iter().sum::<f64>() / n;
+        let sd = if ms.len() < 2 {
+            0.0
+        } else {
+            (ms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        RttStats {
+            count: ms.len() as u64,
+            mean,
+            sd,
+            min: ms[0],
+            p50: percentile(ms, 0.50),
+            p90: percentile(ms, 0.90),
+            p99: percentile(ms, 0.99),
+            max: ms[ms.len() - 1],
+        }
+    }
+}
+
+/// The q-quantile (0 ≤ q ≤ 1) of sorted data, numpy-linear; 0 for empty data.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let h = last as f64 * q.clamp(0.0, 1.0);
+    let lo = (h.floor() as usize).min(last);
+    let hi = (lo + 1).min(last);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-9, "{a} != {b}");
+    }
+
+    #[test]
+    fn known_values_match_numpy() {
+        // numpy: x=[850,1200,600,900,700,1500,820,640,980,1010]
+        // mean 920.0, std(ddof=1) 273.048632, percentile 50/90/99 = 875.0, 1230.0, 1473.0
+        // (sorted: 600 640 700 820 850 900 980 1010 1200 1500; p50 at rank 4.5, p90 at 8.1,
+        // p99 at 8.91).
+        let s = RttStats::from_ns(
+            [850u64, 1200, 600, 900, 700, 1500, 820, 640, 980, 1010].map(|ms| ms * 1_000_000),
+        );
+        assert_eq!(s.count, 10);
+        close(s.mean, 920.0);
+        assert!((s.sd - 273.048_632_216_965).abs() < 1e-6, "{}", s.sd);
+        close(s.min, 600.0);
+        close(s.p50, 875.0);
+        close(s.p90, 1230.0);
+        close(s.p99, 1473.0);
+        close(s.max, 1500.0);
+    }
+
+    #[test]
+    fn small_inputs() {
+        assert_eq!(RttStats::from_ns([]), RttStats::default());
+        let s = RttStats::from_ns([2_500_000]);
+        close(s.mean, 2.5);
+        close(s.sd, 0.0);
+        close(s.p99, 2.5);
+        // numpy.percentile([1,2], 90) == 1.9
+        let s = RttStats::from_ns([2_000_000, 1_000_000]);
+        close(s.p90, 1.9);
+        close(s.sd, std::f64::consts::FRAC_1_SQRT_2);
+    }
+}

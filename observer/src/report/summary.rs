@@ -1,0 +1,443 @@
+//! The run's summary: counts, RTT statistics overall and per pair, the RTT matrix,
+//! presence changes, the measured correlator overhead next to the study's figures,
+//! and the anomalies.
+
+use std::collections::BTreeMap;
+
+use super::csv::TransactionCsvWriter;
+use super::stats::RttStats;
+use crate::jxta::PeerId;
+use crate::transaction::{Anomalies, Matcher, Transaction, TxStatus};
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StatusCounts {
+    pub total: u64,
+    pub ok: u64,
+    pub timeout: u64,
+    pub open: u64,
+}
+
+impl StatusCounts {
+    fn add(&mut self, s: TxStatus) {
+        self.total += 1;
+        match s {
+            TxStatus::Ok => self.ok += 1,
+            TxStatus::Timeout => self.timeout += 1,
+            TxStatus::Open => self.open += 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PairSummary {
+    /// Name if known, else the peer ID.
+    pub poller: String,
+    pub poller_id: Option<String>,
+    pub receiver: String,
+    pub receiver_id: Option<String>,
+    #[serde(flatten)]
+    pub counts: StatusCounts,
+    pub rtt_ms: RttStats,
+}
+
+/// Mean RTT (ms) for each poller (row) × receiver (column); `None` where the pair has
+/// no answered transaction.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Matrix {
+    pub pollers: Vec<String>,
+    pub receivers: Vec<String>,
+    pub mean_ms: Vec<Vec<Option<f64>>>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LearnedOut {
+    pub poller: String,
+    pub time_unix_ns: u64,
+    /// How long after the change (first PONG showing it) this poller learned it.
+    pub delay_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ChangeOut {
+    pub time_unix_ns: u64,
+    pub peer: String,
+    pub peer_id: Option<String>,
+    pub from: Option<&'static str>,
+    pub to: &'static str,
+    pub learned_by: Vec<LearnedOut>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CurrentOut {
+    pub peer: String,
+    pub peer_id: Option<String>,
+    pub status: &'static str,
+    pub since_unix_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PresenceSummary {
+    pub changes: Vec<ChangeOut>,
+    pub current: Vec<CurrentOut>,
+    pub dropped: u64,
+}
+
+/// The study's reference figures, reported next to what was measured.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StudyValues {
+    pub max_correlator_bytes_per_message: u64,
+    pub correlator_pct_of_ping: f64,
+    pub csv_bytes_per_record: u64,
+    pub csv_bytes_per_hour: u64,
+}
+
+pub const STUDY: StudyValues = StudyValues {
+    max_correlator_bytes_per_message: 50,
+    correlator_pct_of_ping: 10.0,
+    csv_bytes_per_record: 150,
+    csv_bytes_per_hour: 60_000,
+};
+
+/// Correlator overhead as measured. Means are over messages carrying a correlator
+/// (correlator bytes) or over all messages (sizes); `None` when there is nothing to
+/// average.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct OverheadSummary {
+    pub pings: u64,
+    pub pongs: u64,
+    pub pings_with_correlator: u64,
+    pub pongs_with_correlator: u64,
+    pub correlator_bytes_per_ping_mean: Option<f64>,
+    pub correlator_bytes_per_ping_max: u64,
+    pub correlator_bytes_per_pong_mean: Option<f64>,
+    pub correlator_bytes_per_pong_max: u64,
+    pub ping_message_bytes_mean: Option<f64>,
+    pub ping_framed_bytes_mean: Option<f64>,
+    pub pong_message_bytes_mean: Option<f64>,
+    pub pong_framed_bytes_mean: Option<f64>,
+    pub correlator_pct_of_ping_message: Option<f64>,
+    pub correlator_pct_of_ping_framed: Option<f64>,
+    pub correlator_pct_of_pong_message: Option<f64>,
+    pub correlator_pct_of_pong_framed: Option<f64>,
+    pub total_correlator_bytes: u64,
+    pub csv_records: u64,
+    pub csv_bytes_per_record: Option<f64>,
+    pub csv_bytes_per_hour: Option<f64>,
+    pub study: StudyValues,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub transactions: StatusCounts,
+    pub rtt_ms: RttStats,
+    pub pairs: Vec<PairSummary>,
+    pub matrix: Matrix,
+    pub presence: PresenceSummary,
+    pub overhead: OverheadSummary,
+    pub anomalies: Anomalies,
+    pub capture_duration_ns: u64,
+}
+
+/// A peer's label: its name, else its ID, else `?`.
+fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
+    match (name, id) {
+        (Some(n), _) => n.clone(),
+        (None, Some(id)) => id.as_str().to_owned(),
+        (None, None) => "?".to_owned(),
+    }
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+fn pct(part: Option<f64>, whole: Option<f64>) -> Option<f64> {
+    match (part, whole) {
+        (Some(p), Some(w)) if w > 0.0 => Some(100.0 * p / w),
+        _ => None,
+    }
+}
+
+impl Summary {
+    pub fn build(
+        transactions: &[Transaction],
+        matcher: &Matcher,
+        capture_duration_ns: u64,
+    ) -> Summary {
+        let mut counts = StatusCounts::default();
+        // Pairs keyed by identity (ID, else name) so that a name change does not split
+        // a pair; the label is the latest name seen.
+        type Key = (String, String);
+        struct Acc {
+            poller: String,
+            poller_id: Option<String>,
+            receiver: String,
+            receiver_id: Option<String>,
+            counts: StatusCounts,
+            rtts: Vec<u64>,
+        }
+        let mut pairs: BTreeMap<Key, Acc> = BTreeMap::new();
+        for t in transactions {
+            counts.add(t.status);
+            let pk = t
+                .poller_id
+                .as_ref()
+                .map_or_else(|| label(&t.poller_name, &None), |i| i.to_string());
+            let rk = t
+                .receiver_id
+                .as_ref()
+                .map_or_else(|| label(&t.receiver_name, &None), |i| i.to_string());
+            let acc = pairs.entry((pk, rk)).or_insert_with(|| Acc {
+                poller: label(&t.poller_name, &t.poller_id),
+                poller_id: t.poller_id.as_ref().map(|i| i.to_string()),
+                receiver: label(&t.receiver_name, &t.receiver_id),
+                receiver_id: t.receiver_id.as_ref().map(|i| i.to_string()),
+                counts: StatusCounts::default(),
+                rtts: Vec::new(),
+            });
+            if t.poller_name.is_some() {
+                acc.poller = label(&t.poller_name, &None);
+            }
+            if t.receiver_name.is_some() {
+                acc.receiver = label(&t.receiver_name, &None);
+            }
+            acc.counts.add(t.status);
+            acc.rtts.extend(t.rtt_ns());
+        }
+        let rtt_ms = RttStats::from_ns(transactions.iter().filter_map(Transaction::rtt_ns));
+        let pairs: Vec<PairSummary> = pairs
+            .into_values()
+            .map(|a| PairSummary {
+                rtt_ms: RttStats::from_ns(a.rtts),
+                poller: a.poller,
+                poller_id: a.poller_id,
+                receiver: a.receiver,
+                receiver_id: a.receiver_id,
+                counts: a.counts,
+            })
+            .collect();
+
+        let mut pollers: Vec<String> = pairs.iter().map(|p| p.poller.clone()).collect();
+        let mut receivers: Vec<String> = pairs.iter().map(|p| p.receiver.clone()).collect();
+        pollers.sort();
+        pollers.dedup();
+        receivers.sort();
+        receivers.dedup();
+        let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
+        for p in &pairs {
+            if p.rtt_ms.count == 0 {
+                continue;
+            }
+            if let (Ok(r), Ok(c)) = (
+                pollers.binary_search(&p.poller),
+                receivers.binary_search(&p.receiver),
+            ) {
+                mean_ms[r][c] = Some(p.rtt_ms.mean);
+            }
+        }
+
+        let pres = matcher.presence();
+        let changes = pres
+            .changes()
+            .iter()
+            .map(|c| ChangeOut {
+                time_unix_ns: c.time,
+                peer: label(&c.name, &c.peer_id),
+                peer_id: c.peer_id.as_ref().map(|i| i.to_string()),
+                from: c.from.map(|s| s.as_str()),
+                to: c.to.as_str(),
+                learned_by: c
+                    .learned_by
+                    .iter()
+                    .map(|l| LearnedOut {
+                        poller: label(&l.poller_name, &l.poller_id),
+                        time_unix_ns: l.time,
+                        delay_ms: l.time.saturating_sub(c.time) as f64 / 1e6,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let current = pres
+            .current()
+            .into_iter()
+            .map(|p| CurrentOut {
+                peer: label(&p.name, &p.peer_id),
+                peer_id: p.peer_id.as_ref().map(|i| i.to_string()),
+                status: p.status.as_str(),
+                since_unix_ns: p.since,
+            })
+            .collect();
+
+        // CSV size measured by serialising the records with the real writer.
+        let mut csv_bytes = 0u64;
+        if let Ok(mut w) = TransactionCsvWriter::new(std::io::sink()) {
+            for t in transactions {
+                csv_bytes += w.write(t).unwrap_or(0);
+            }
+        }
+        let n = transactions.len() as u64;
+        let hours = capture_duration_ns as f64 / 3.6e12;
+        let o = matcher.overhead();
+        let ping_msg = ratio(o.ping.message_bytes, o.ping.count);
+        let pong_msg = ratio(o.pong.message_bytes, o.pong.count);
+        let ping_framed = ratio(o.ping.framed_bytes, o.ping.count);
+        let pong_framed = ratio(o.pong.framed_bytes, o.pong.count);
+        let corr_ping = ratio(o.ping.correlator_bytes, o.ping.with_correlator);
+        let corr_pong = ratio(o.pong.correlator_bytes, o.pong.with_correlator);
+        let overhead = OverheadSummary {
+            pings: o.ping.count,
+            pongs: o.pong.count,
+            pings_with_correlator: o.ping.with_correlator,
+            pongs_with_correlator: o.pong.with_correlator,
+            correlator_bytes_per_ping_mean: corr_ping,
+            correlator_bytes_per_ping_max: o.ping.max_correlator_bytes,
+            correlator_bytes_per_pong_mean: corr_pong,
+            correlator_bytes_per_pong_max: o.pong.max_correlator_bytes,
+            ping_message_bytes_mean: ping_msg,
+            ping_framed_bytes_mean: ping_framed,
+            pong_message_bytes_mean: pong_msg,
+            pong_framed_bytes_mean: pong_framed,
+            correlator_pct_of_ping_message: pct(corr_ping, ping_msg),
+            correlator_pct_of_ping_framed: pct(corr_ping, ping_framed),
+            correlator_pct_of_pong_message: pct(corr_pong, pong_msg),
+            correlator_pct_of_pong_framed: pct(corr_pong, pong_framed),
+            total_correlator_bytes: o.ping.correlator_bytes + o.pong.correlator_bytes,
+            csv_records: n,
+            csv_bytes_per_record: ratio(csv_bytes, n),
+            csv_bytes_per_hour: (hours > 0.0 && n > 0).then(|| csv_bytes as f64 / hours),
+            study: STUDY,
+        };
+        Summary {
+            transactions: counts,
+            rtt_ms,
+            pairs,
+            matrix: Matrix {
+                pollers,
+                receivers,
+                mean_ms,
+            },
+            presence: PresenceSummary {
+                changes,
+                current,
+                dropped: pres.dropped(),
+            },
+            overhead,
+            anomalies: matcher.anomalies().clone(),
+            capture_duration_ns,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        // Serialising plain structs of numbers and strings cannot fail; Null is only a
+        // defensive fallback.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jim::{Document, Kind, Status};
+    use crate::transaction::{MatcherConfig, Sighting, Transport};
+
+    pub(crate) fn scenario() -> (Vec<Transaction>, Matcher) {
+        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let s = |t: u64, a: u8, b: u8| Sighting {
+            start: t,
+            stop: t,
+            src_peer: id(a),
+            dst_peer: id(b),
+            hop_src: id(a),
+            hop_dst: id(b),
+            framed_bytes: 500,
+            message_bytes: 450,
+            transport: Transport::Tcp,
+        };
+        let doc = |kind, name: &str, c: &str| Document {
+            kind,
+            name: Some(name.into()),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            correlator: Some(c.into()),
+            correlator_bytes: 45,
+            ..Default::default()
+        };
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        m.observe(&doc(Kind::Ping, "alice", "1"), &s(0, 1, 2), &mut out);
+        m.observe(
+            &doc(Kind::Pong, "bob", "1"),
+            &s(800_000_000, 2, 1),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Ping, "alice", "2"),
+            &s(1_000_000_000, 1, 2),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Pong, "bob", "2"),
+            &s(2_000_000_000, 2, 1),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Ping, "alice", "3"),
+            &s(3_000_000_000, 1, 3),
+            &mut out,
+        );
+        m.finish(20_000_000_000, &mut out);
+        (out, m)
+    }
+
+    #[test]
+    fn summary_of_a_small_run() {
+        let (txs, m) = scenario();
+        let s = Summary::build(&txs, &m, 3_600_000_000_000);
+        assert_eq!(
+            s.transactions,
+            StatusCounts {
+                total: 3,
+                ok: 2,
+                timeout: 1,
+                open: 0
+            }
+        );
+        assert_eq!(s.rtt_ms.count, 2);
+        assert!((s.rtt_ms.mean - 900.0).abs() < 1e-9);
+        assert_eq!(s.pairs.len(), 2);
+        assert_eq!(s.pairs[0].poller, "alice");
+        assert_eq!(s.pairs[0].receiver, "bob");
+        assert_eq!(s.matrix.pollers, vec!["alice"]);
+        assert_eq!(
+            s.matrix.mean_ms[0].iter().filter(|v| v.is_some()).count(),
+            1
+        );
+        assert_eq!(s.presence.changes.len(), 1);
+        let o = &s.overhead;
+        assert_eq!(o.correlator_bytes_per_ping_mean, Some(45.0));
+        assert_eq!(o.correlator_pct_of_ping_message, Some(10.0));
+        assert_eq!(o.total_correlator_bytes, 45 * 5);
+        let per = o.csv_bytes_per_record.unwrap();
+        assert!(per > 50.0 && per < 400.0, "{per}");
+        assert!((o.csv_bytes_per_hour.unwrap() - per * 3.0).abs() < 1e-6);
+        let j = s.to_json();
+        for k in [
+            "transactions",
+            "rtt_ms",
+            "pairs",
+            "matrix",
+            "presence",
+            "overhead",
+            "anomalies",
+        ] {
+            assert!(j.get(k).is_some(), "{k}");
+        }
+        assert_eq!(j["rtt_ms"]["count"], 2);
+        assert_eq!(j["pairs"][0]["poller"], "alice");
+        assert!(j["pairs"][0]["rtt_ms"]["p90"].is_number());
+        assert_eq!(j["transactions"]["timeout"], 1);
+        let text = crate::report::table::render(&s);
+        assert!(text.contains("alice"), "{text}");
+        assert!(text.contains("Correlator overhead"));
+        assert!(text.contains("~150"));
+    }
+}

@@ -1,0 +1,305 @@
+//! Human-readable tables (plain aligned text, like `ss` or `tshark -z`).
+//!
+//! Everything that came from the wire (names, IDs) is sanitised: a hostile peer name
+//! must not be able to move the cursor or recolour the operator's terminal.
+
+use std::fmt::Write as _;
+
+use super::stats::RttStats;
+use super::summary::Summary;
+
+/// Replaces control characters (C0, DEL, C1, so every escape sequence loses its
+/// introducer) and bidi overrides with `?`; caps the length.
+pub fn sanitize(s: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::with_capacity(s.len().min(MAX + 3));
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        let bad = c.is_control()
+            || matches!(c, '\u{200e}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        out.push(if bad { '?' } else { c });
+    }
+    out
+}
+
+/// A label for a column: names are kept; long peer IDs are cut to `uuid-…ab12`.
+pub fn short_label(s: &str) -> String {
+    // Shorten before sanitising, whose length cap would otherwise eat the tail.
+    let Some(unique) = s.strip_prefix("urn:jxta:") else {
+        return sanitize(s);
+    };
+    match unique.split_once('-') {
+        Some((format, body)) if body.chars().count() > 8 => {
+            let tail: String = body.chars().skip(body.chars().count() - 6).collect();
+            sanitize(&format!("{format}-…{tail}"))
+        }
+        _ => sanitize(unique),
+    }
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn stats_cells(s: &RttStats) -> [String; 7] {
+    if s.count == 0 {
+        return std::array::from_fn(|_| "-".to_owned());
+    }
+    [
+        ms(s.mean),
+        ms(s.sd),
+        ms(s.min),
+        ms(s.p50),
+        ms(s.p90),
+        ms(s.p99),
+        ms(s.max),
+    ]
+}
+
+/// Renders rows as columns aligned to the widest cell (first column left-aligned,
+/// the others right-aligned, as numbers are).
+fn grid(out: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width = |c: usize| {
+        rows.iter()
+            .filter_map(|r| r.get(c))
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..cols).map(width).collect();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            let w = widths[c];
+            if c == 0 {
+                let _ = write!(line, "{cell:<w$}");
+            } else {
+                let _ = write!(line, "  {cell:>w$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// The whole report as text.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    out.push_str("PING/PONG transactions (RTT in ms)\n");
+    let mut rows = vec![[
+        "poller", "receiver", "ok", "timeout", "open", "mean", "sd", "min", "p50", "p90", "p99",
+        "max",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for p in &s.pairs {
+        let mut r = vec![
+            short_label(&p.poller),
+            short_label(&p.receiver),
+            p.counts.ok.to_string(),
+            p.counts.timeout.to_string(),
+            p.counts.open.to_string(),
+        ];
+        r.extend(stats_cells(&p.rtt_ms));
+        rows.push(r);
+    }
+    let t = &s.transactions;
+    let mut r = vec![
+        "all".to_owned(),
+        "".to_owned(),
+        t.ok.to_string(),
+        t.timeout.to_string(),
+        t.open.to_string(),
+    ];
+    r.extend(stats_cells(&s.rtt_ms));
+    rows.push(r);
+    grid(&mut out, &rows);
+
+    if !s.matrix.pollers.is_empty() {
+        out.push_str("\nMean RTT matrix (ms, poller \\ receiver)\n");
+        let mut rows = vec![std::iter::once(String::new())
+            .chain(s.matrix.receivers.iter().map(|r| short_label(r)))
+            .collect::<Vec<_>>()];
+        for (p, row) in s.matrix.pollers.iter().zip(&s.matrix.mean_ms) {
+            rows.push(
+                std::iter::once(short_label(p))
+                    .chain(row.iter().map(|v| opt(*v, 1)))
+                    .collect(),
+            );
+        }
+        grid(&mut out, &rows);
+    }
+
+    if !s.presence.changes.is_empty() {
+        out.push_str("\nPresence changes\n");
+        let mut rows = vec![[
+            "time_unix_ns",
+            "peer",
+            "from",
+            "to",
+            "learned by (delay ms)",
+        ]
+        .map(str::to_owned)
+        .to_vec()];
+        for c in &s.presence.changes {
+            let learned: Vec<String> = c
+                .learned_by
+                .iter()
+                .map(|l| format!("{} (+{:.1})", short_label(&l.poller), l.delay_ms))
+                .collect();
+            rows.push(vec![
+                c.time_unix_ns.to_string(),
+                short_label(&c.peer),
+                c.from.unwrap_or("-").to_owned(),
+                c.to.to_owned(),
+                learned.join(", "),
+            ]);
+        }
+        grid(&mut out, &rows);
+        if s.presence.dropped > 0 {
+            let _ = writeln!(
+                out,
+                "({} changes not kept: cap reached)",
+                s.presence.dropped
+            );
+        }
+    }
+
+    let o = &s.overhead;
+    out.push_str("\nCorrelator overhead (measured vs study)\n");
+    let st = &o.study;
+    let rows = vec![
+        vec!["".to_owned(), "measured".to_owned(), "study".to_owned()],
+        vec![
+            "PINGs / with correlator".to_owned(),
+            format!("{} / {}", o.pings, o.pings_with_correlator),
+            "".to_owned(),
+        ],
+        vec![
+            "PONGs / with correlator".to_owned(),
+            format!("{} / {}", o.pongs, o.pongs_with_correlator),
+            "".to_owned(),
+        ],
+        vec![
+            "correlator B per PING (mean/max)".to_owned(),
+            format!(
+                "{} / {}",
+                opt(o.correlator_bytes_per_ping_mean, 1),
+                o.correlator_bytes_per_ping_max
+            ),
+            format!("<= {}", st.max_correlator_bytes_per_message),
+        ],
+        vec![
+            "correlator B per PONG (mean/max)".to_owned(),
+            format!(
+                "{} / {}",
+                opt(o.correlator_bytes_per_pong_mean, 1),
+                o.correlator_bytes_per_pong_max
+            ),
+            format!("<= {}", st.max_correlator_bytes_per_message),
+        ],
+        vec![
+            "PING size B (jxmg / framed)".to_owned(),
+            format!(
+                "{} / {}",
+                opt(o.ping_message_bytes_mean, 1),
+                opt(o.ping_framed_bytes_mean, 1)
+            ),
+            "".to_owned(),
+        ],
+        vec![
+            "PONG size B (jxmg / framed)".to_owned(),
+            format!(
+                "{} / {}",
+                opt(o.pong_message_bytes_mean, 1),
+                opt(o.pong_framed_bytes_mean, 1)
+            ),
+            "".to_owned(),
+        ],
+        vec![
+            "% of PING (jxmg / framed)".to_owned(),
+            format!(
+                "{} / {}",
+                opt(o.correlator_pct_of_ping_message, 1),
+                opt(o.correlator_pct_of_ping_framed, 1)
+            ),
+            format!("~{}", st.correlator_pct_of_ping),
+        ],
+        vec![
+            "% of PONG (jxmg / framed)".to_owned(),
+            format!(
+                "{} / {}",
+                opt(o.correlator_pct_of_pong_message, 1),
+                opt(o.correlator_pct_of_pong_framed, 1)
+            ),
+            "".to_owned(),
+        ],
+        vec![
+            "total correlator B".to_owned(),
+            o.total_correlator_bytes.to_string(),
+            "".to_owned(),
+        ],
+        vec![
+            "CSV B per record".to_owned(),
+            opt(o.csv_bytes_per_record, 1),
+            format!("~{}", st.csv_bytes_per_record),
+        ],
+        vec![
+            "CSV B per hour".to_owned(),
+            opt(o.csv_bytes_per_hour, 0),
+            format!("~{}", st.csv_bytes_per_hour),
+        ],
+    ];
+    grid(&mut out, &rows);
+
+    out.push_str("\nAnomalies\n");
+    let a = &s.anomalies;
+    let items = [
+        ("malformed documents", a.malformed_documents),
+        ("duplicate PONG", a.duplicate_pong),
+        ("unknown correlator", a.unknown_correlator),
+        ("unsolicited PONG", a.unsolicited_pong),
+        ("PONG without PING", a.pong_without_ping),
+        ("late PONG", a.late_pong),
+        ("unknown status", a.unknown_status),
+        ("duplicate PING correlator", a.duplicate_ping_correlator),
+        ("evicted outstanding PINGs", a.evicted_outstanding),
+        ("evicted pairs", a.evicted_pairs),
+        ("unidentified peers", a.unidentified),
+        ("relayed sightings", a.relayed_sightings),
+        ("MESSAGE documents", a.messages),
+    ];
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|(k, v)| vec![(*k).to_owned(), v.to_string()])
+        .collect();
+    grid(&mut out, &rows);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_and_shorten() {
+        assert_eq!(sanitize("bob\u{1b}[31mred\u{7}\u{9b}2J"), "bob?[31mred??2J");
+        assert_eq!(sanitize("a\u{202e}b"), "a?b");
+        assert_eq!(
+            short_label(
+                "urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603"
+            ),
+            "uuid-…281603"
+        );
+        assert_eq!(short_label("alice"), "alice");
+        assert!(sanitize(&"x".repeat(1000)).chars().count() <= 65);
+    }
+}

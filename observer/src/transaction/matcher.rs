@@ -1,0 +1,618 @@
+//! PING/PONG matching.
+//!
+//! A PONG is matched by correlator when it carries one (key: pair + correlator),
+//! otherwise to the oldest unanswered PING of its (poller, receiver) pair.
+//!
+//! Relayed traffic: a capture on a rendezvous sees every message twice, once per leg,
+//! with the same end-to-end IDs. A PING sighting whose hop source is known and is not
+//! the poller is the relay leg of a PING already seen (when one is outstanding); a PONG
+//! sighting whose hop destination is known and is not the poller is in transit: it is
+//! matched and its stop kept as a candidate, and the transaction finishes when the
+//! delivery leg is seen (or, failing that, at its deadline or the end of input, with
+//! the candidate stop).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use super::{
+    Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
+    TxStatus,
+};
+use crate::jim::{Document, Kind, Status};
+use crate::jxta::PeerId;
+use crate::UnixNanos;
+
+type PairKey = (PeerKey, PeerKey);
+
+/// A PONG matched on a transit leg, waiting for its delivery leg.
+#[derive(Clone, Debug)]
+struct Candidate {
+    stop: UnixNanos,
+    receiver_name: Option<String>,
+    receiver_id: Option<PeerId>,
+    receiver_status: Option<Status>,
+    pong_bytes: u64,
+    pong_correlator_bytes: u64,
+    method: MatchMethod,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    seq: u64,
+    start: UnixNanos,
+    correlator: Option<String>,
+    poller_name: Option<String>,
+    poller_id: Option<PeerId>,
+    receiver_id: Option<PeerId>,
+    ping_bytes: u64,
+    ping_correlator_bytes: u64,
+    relay_seen: bool,
+    candidate: Option<Candidate>,
+}
+
+#[derive(Debug, Default)]
+struct PairState {
+    outstanding: VecDeque<Pending>,
+    /// PINGs of this pair that timed out and whose PONG may still arrive late (order
+    /// mode has no correlator to recognise it by).
+    timed_out_unanswered: u64,
+    /// Transactions finalised from a transit candidate whose delivery leg (without
+    /// correlator) may still be seen.
+    transit_finalised: u64,
+    last_active: UnixNanos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finished {
+    Answered,
+    /// Finalised from a transit candidate; its delivery leg is not a duplicate.
+    AnsweredInTransit,
+    TimedOut,
+}
+
+/// What a PONG carries, resolved once.
+struct Pong<'a> {
+    doc: &'a Document,
+    s: &'a Sighting,
+    receiver_id: Option<PeerId>,
+    in_transit: bool,
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    cfg: MatcherConfig,
+    pairs: HashMap<PairKey, PairState>,
+    finished: HashMap<(PairKey, String), Finished>,
+    finished_order: VecDeque<(PairKey, String)>,
+    /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
+    /// popped, and the heap is rebuilt when stale entries dominate.
+    deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
+    live: usize,
+    next_seq: u64,
+    names: HashMap<PeerId, String>,
+    anomalies: Anomalies,
+    presence: Presence,
+    overhead: OverheadTally,
+}
+
+impl Matcher {
+    pub fn new(cfg: MatcherConfig) -> Self {
+        let cfg = MatcherConfig {
+            max_outstanding_per_pair: cfg.max_outstanding_per_pair.max(1),
+            max_pairs: cfg.max_pairs.max(1),
+            ..cfg
+        };
+        Matcher {
+            cfg,
+            pairs: HashMap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            live: 0,
+            next_seq: 0,
+            names: HashMap::new(),
+            anomalies: Anomalies::default(),
+            presence: Presence::default(),
+            overhead: OverheadTally::default(),
+        }
+    }
+
+    pub fn config(&self) -> &MatcherConfig {
+        &self.cfg
+    }
+
+    pub fn anomalies(&self) -> &Anomalies {
+        &self.anomalies
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    pub fn overhead(&self) -> &OverheadTally {
+        &self.overhead
+    }
+
+    #[cfg(test)]
+    pub(crate) fn deadline_entries(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// The caller found a JIM-looking document that was not well formed.
+    pub fn count_malformed(&mut self) {
+        self.anomalies.malformed_documents += 1;
+    }
+
+    /// The name a peer last gave in a document, if any.
+    pub fn name_of(&self, id: &PeerId) -> Option<&str> {
+        self.names.get(id).map(String::as_str)
+    }
+
+    /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
+    /// byte), so a PONG after its PING's deadline is late whatever the caller did.
+    pub fn observe(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+        self.advance(s.stop, out);
+        match doc.kind {
+            Kind::Ping => self.on_ping(doc, s),
+            Kind::Pong => self.on_pong(doc, s, out),
+            Kind::Message => self.anomalies.messages += 1,
+        }
+    }
+
+    /// Expires PINGs whose `start + timeout <= now`.
+    pub fn advance(&mut self, now: UnixNanos, out: &mut Vec<Transaction>) {
+        while let Some(Reverse((deadline, seq, _))) = self.deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let (seq, deadline) = (*seq, *deadline);
+            let Some(Reverse((_, _, pair))) = self.deadlines.pop() else {
+                break;
+            };
+            let Some(state) = self.pairs.get_mut(&pair) else {
+                continue;
+            };
+            let Some(i) = state.outstanding.iter().position(|p| p.seq == seq) else {
+                continue;
+            };
+            let Some(p) = state.outstanding.remove(i) else {
+                continue;
+            };
+            self.live -= 1;
+            self.expire(pair, p, deadline, out);
+        }
+    }
+
+    /// Ends the input: what is still outstanding becomes a timeout if its deadline
+    /// has passed at `end`, else open; a transit candidate finishes as ok.
+    pub fn finish(&mut self, end: UnixNanos, out: &mut Vec<Transaction>) {
+        self.advance(end, out);
+        let mut rest = Vec::new();
+        for (pair, state) in self.pairs.iter_mut() {
+            for p in state.outstanding.drain(..) {
+                rest.push((pair.clone(), p));
+            }
+        }
+        self.live = 0;
+        self.deadlines.clear();
+        rest.sort_by_key(|(_, p)| (p.start, p.seq));
+        for (pair, p) in rest {
+            if p.candidate.is_some() {
+                let deadline = p.start.saturating_add(self.cfg.timeout_ns);
+                self.expire(pair, p, deadline, out);
+            } else {
+                out.push(self.record(p, None, TxStatus::Open));
+            }
+        }
+    }
+
+    /// A PING reached its deadline: ok from a transit candidate, else timeout.
+    fn expire(
+        &mut self,
+        pair: PairKey,
+        mut p: Pending,
+        deadline: UnixNanos,
+        out: &mut Vec<Transaction>,
+    ) {
+        if let Some(c) = p.candidate.take() {
+            let corr = p.correlator.clone();
+            let t = self.answered(p, c, None);
+            out.push(t);
+            if let Some(state) = self.pairs.get_mut(&pair) {
+                if corr.is_none() {
+                    state.transit_finalised =
+                        (state.transit_finalised + 1).min(self.cfg.max_outstanding_per_pair as u64);
+                }
+            }
+            if let Some(c) = corr {
+                self.remember(pair, c, Finished::AnsweredInTransit);
+            }
+            return;
+        }
+        let corr = p.correlator.clone();
+        out.push(self.record(p, Some(deadline), TxStatus::Timeout));
+        if let Some(state) = self.pairs.get_mut(&pair) {
+            state.timed_out_unanswered =
+                (state.timed_out_unanswered + 1).min(self.cfg.max_outstanding_per_pair as u64);
+        }
+        if let Some(c) = corr {
+            self.remember(pair, c, Finished::TimedOut);
+        }
+    }
+
+    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished) {
+        if self.cfg.remember_finished == 0 {
+            return;
+        }
+        let key = (pair, correlator);
+        if self.finished.insert(key.clone(), outcome).is_none() {
+            self.finished_order.push_back(key);
+            while self.finished_order.len() > self.cfg.remember_finished {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn learn_name(&mut self, id: Option<&PeerId>, name: Option<&str>) {
+        let (Some(id), Some(name)) = (id, name) else {
+            return;
+        };
+        if let Some(known) = self.names.get_mut(id) {
+            if known != name {
+                name.clone_into(known);
+            }
+        } else if self.names.len() < self.cfg.max_pairs.saturating_mul(2) {
+            self.names.insert(id.clone(), name.to_owned());
+        }
+    }
+
+    fn on_ping(&mut self, doc: &Document, s: &Sighting) {
+        let poller_id = s
+            .src_peer
+            .clone()
+            .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
+            .or_else(|| s.hop_src.clone());
+        let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
+        self.learn_name(poller_id.as_ref(), doc.name.as_deref());
+        let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
+        let receiver = PeerKey::new(receiver_id.as_ref(), None);
+        let pair = (poller, receiver);
+
+        // Relay leg of a PING already seen on its originating leg?
+        let relay_leg = matches!((&s.hop_src, &poller_id), (Some(h), Some(p)) if h != p);
+        if relay_leg {
+            if let Some(state) = self.pairs.get_mut(&pair) {
+                let found = match &doc.correlator {
+                    Some(c) => state
+                        .outstanding
+                        .iter_mut()
+                        .find(|p| p.correlator.as_ref() == Some(c)),
+                    None => state
+                        .outstanding
+                        .iter_mut()
+                        .rev()
+                        .find(|p| !p.relay_seen && p.correlator.is_none()),
+                };
+                if let Some(p) = found {
+                    p.relay_seen = true;
+                    self.anomalies.relayed_sightings += 1;
+                    return;
+                }
+            }
+        }
+
+        self.overhead.ping.add(doc.correlator_bytes, s);
+        if matches!(pair, (PeerKey::Unknown, _) | (_, PeerKey::Unknown)) {
+            self.anomalies.unidentified += 1;
+        }
+        if let Some(c) = &doc.correlator {
+            let outstanding = self.pairs.get(&pair).is_some_and(|st| {
+                st.outstanding
+                    .iter()
+                    .any(|p| p.correlator.as_ref() == Some(c))
+            });
+            // A repeated correlator is a duplicate sighting (retransmission, unseen
+            // relay hop), not a new poll: starting a second transaction would turn it
+            // into a phantom timeout.
+            if outstanding || self.finished.contains_key(&(pair.clone(), c.clone())) {
+                self.anomalies.duplicate_ping_correlator += 1;
+                return;
+            }
+        }
+
+        if !self.pairs.contains_key(&pair) && self.pairs.len() >= self.cfg.max_pairs {
+            self.evict_pair();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let state = self.pairs.entry(pair.clone()).or_default();
+        state.last_active = state.last_active.max(s.stop);
+        if state.outstanding.len() >= self.cfg.max_outstanding_per_pair {
+            state.outstanding.pop_front();
+            self.live -= 1;
+            self.anomalies.evicted_outstanding += 1;
+        }
+        state.outstanding.push_back(Pending {
+            seq,
+            start: s.start,
+            correlator: doc.correlator.clone(),
+            poller_name: doc.name.clone(),
+            poller_id,
+            receiver_id,
+            ping_bytes: s.message_bytes,
+            ping_correlator_bytes: u64::from(doc.correlator_bytes),
+            relay_seen: false,
+            candidate: None,
+        });
+        self.live += 1;
+        self.deadlines.push(Reverse((
+            s.start.saturating_add(self.cfg.timeout_ns),
+            seq,
+            pair,
+        )));
+        // Answered PINGs leave their heap entries behind; rebuild when they dominate
+        // so the heap stays proportional to what is outstanding.
+        if self.deadlines.len() > 2 * self.live + 1024 {
+            self.rebuild_deadlines();
+        }
+    }
+
+    fn evict_pair(&mut self) {
+        let victim = self
+            .pairs
+            .iter()
+            .min_by_key(|(k, st)| (st.last_active, (*k).clone()))
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            if let Some(st) = self.pairs.remove(&k) {
+                self.live -= st.outstanding.len();
+                self.anomalies.evicted_outstanding += st.outstanding.len() as u64;
+                self.anomalies.evicted_pairs += 1;
+            }
+        }
+    }
+
+    fn rebuild_deadlines(&mut self) {
+        let timeout = self.cfg.timeout_ns;
+        self.deadlines = self
+            .pairs
+            .iter()
+            .flat_map(|(k, st)| {
+                st.outstanding
+                    .iter()
+                    .map(move |p| Reverse((p.start.saturating_add(timeout), p.seq, k.clone())))
+            })
+            .collect();
+    }
+
+    fn on_pong(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+        let receiver_id = s
+            .src_peer
+            .clone()
+            .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
+            .or_else(|| s.hop_src.clone());
+        let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
+        self.learn_name(receiver_id.as_ref(), doc.name.as_deref());
+        let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
+        let poller = PeerKey::new(poller_id.as_ref(), None);
+        let receiver = PeerKey::new(receiver_id.as_ref(), doc.name.as_deref());
+        let mut pair = (poller, receiver);
+        if matches!(pair, (PeerKey::Unknown, _) | (_, PeerKey::Unknown)) {
+            self.anomalies.unidentified += 1;
+        }
+        // A PING that named no receiver is keyed (poller, Unknown): let the PONG find it.
+        if !self.pairs.contains_key(&pair) {
+            let fallback = (pair.0.clone(), PeerKey::Unknown);
+            if self.pairs.contains_key(&fallback) {
+                pair = fallback;
+            }
+        }
+        let pong = Pong {
+            doc,
+            s,
+            receiver_id,
+            in_transit,
+        };
+        let Some(state) = self.pairs.get_mut(&pair) else {
+            self.count_pong(&pong);
+            self.anomalies.unsolicited_pong += 1;
+            return;
+        };
+        state.last_active = state.last_active.max(s.stop);
+        match &doc.correlator {
+            Some(c) => {
+                if let Some(i) = state
+                    .outstanding
+                    .iter()
+                    .position(|p| p.correlator.as_ref() == Some(c))
+                {
+                    self.matched(pair, i, &pong, MatchMethod::Correlator, out);
+                    return;
+                }
+                let key = (pair, c.clone());
+                let outcome = self.finished.get(&key).copied();
+                if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
+                    // The delivery leg of a PONG already finalised from its transit leg.
+                    self.anomalies.relayed_sightings += 1;
+                    self.finished.insert(key, Finished::Answered);
+                    return;
+                }
+                self.count_pong(&pong);
+                match outcome {
+                    Some(Finished::Answered) | Some(Finished::AnsweredInTransit) => {
+                        self.anomalies.duplicate_pong += 1
+                    }
+                    Some(Finished::TimedOut) => {
+                        self.anomalies.late_pong += 1;
+                        if let Some(st) = self.pairs.get_mut(&key.0) {
+                            st.timed_out_unanswered = st.timed_out_unanswered.saturating_sub(1);
+                        }
+                    }
+                    None => self.anomalies.unknown_correlator += 1,
+                }
+            }
+            None => {
+                if !in_transit {
+                    if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_some()) {
+                        self.matched(pair, i, &pong, MatchMethod::Order, out);
+                        return;
+                    }
+                    if state.transit_finalised > 0 {
+                        state.transit_finalised -= 1;
+                        self.anomalies.relayed_sightings += 1;
+                        return;
+                    }
+                }
+                if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_none()) {
+                    self.matched(pair, i, &pong, MatchMethod::Order, out);
+                    return;
+                }
+                let late = state.timed_out_unanswered > 0;
+                if late {
+                    state.timed_out_unanswered -= 1;
+                }
+                self.count_pong(&pong);
+                if late {
+                    self.anomalies.late_pong += 1;
+                } else {
+                    self.anomalies.pong_without_ping += 1;
+                }
+            }
+        }
+    }
+
+    fn count_pong(&mut self, pong: &Pong<'_>) {
+        self.overhead.pong.add(pong.doc.correlator_bytes, pong.s);
+        if pong.doc.status.is_none() && pong.doc.status_text.is_some() {
+            self.anomalies.unknown_status += 1;
+        }
+    }
+
+    /// The PONG answers outstanding PING `i` of `pair`.
+    fn matched(
+        &mut self,
+        pair: PairKey,
+        i: usize,
+        pong: &Pong<'_>,
+        method: MatchMethod,
+        out: &mut Vec<Transaction>,
+    ) {
+        let Some(state) = self.pairs.get_mut(&pair) else {
+            return;
+        };
+        let Some(p) = state.outstanding.get_mut(i) else {
+            return;
+        };
+        if p.candidate.is_some() {
+            if pong.in_transit {
+                // Another transit hop of a PONG already matched.
+                self.anomalies.relayed_sightings += 1;
+                return;
+            }
+            // Delivery leg: the candidate's details, the delivery's stop.
+            self.anomalies.relayed_sightings += 1;
+            let Some(mut p) = state.outstanding.remove(i) else {
+                return;
+            };
+            self.live -= 1;
+            let Some(c) = p.candidate.take() else {
+                return;
+            };
+            let corr = p.correlator.clone();
+            let t = self.answered(p, c, Some(pong.s.stop));
+            out.push(t);
+            if let Some(c) = corr {
+                self.remember(pair, c, Finished::Answered);
+            }
+            return;
+        }
+        let receiver_name = pong.doc.name.clone().or_else(|| {
+            pong.receiver_id
+                .as_ref()
+                .and_then(|id| self.names.get(id).cloned())
+        });
+        let candidate = Candidate {
+            stop: pong.s.stop,
+            receiver_name,
+            receiver_id: pong.receiver_id.clone(),
+            receiver_status: pong.doc.status,
+            pong_bytes: pong.s.message_bytes,
+            pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
+            method,
+        };
+        self.count_pong(pong);
+        let Some(state) = self.pairs.get_mut(&pair) else {
+            return;
+        };
+        if pong.in_transit {
+            if let Some(p) = state.outstanding.get_mut(i) {
+                p.candidate = Some(candidate);
+            }
+            return;
+        }
+        let Some(p) = state.outstanding.remove(i) else {
+            return;
+        };
+        self.live -= 1;
+        let corr = p.correlator.clone();
+        let t = self.answered(p, candidate, None);
+        out.push(t);
+        if let Some(c) = corr {
+            self.remember(pair, c, Finished::Answered);
+        }
+    }
+
+    /// Builds the ok record (stop: `stop` if given, else the candidate's) and feeds
+    /// presence.
+    fn answered(&mut self, p: Pending, c: Candidate, stop: Option<UnixNanos>) -> Transaction {
+        let stop = stop.unwrap_or(c.stop);
+        let poller_id = p.poller_id.clone();
+        let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
+        let mut t = self.record(p, Some(stop), TxStatus::Ok);
+        t.receiver_id = receiver_id;
+        if c.receiver_name.is_some() {
+            t.receiver_name = c.receiver_name;
+        }
+        t.receiver_status = c.receiver_status;
+        t.match_method = Some(c.method);
+        t.pong_bytes = Some(c.pong_bytes);
+        t.correlator_overhead_bytes += c.pong_correlator_bytes;
+        if let Some(status) = c.receiver_status {
+            let key = PeerKey::new(t.receiver_id.as_ref(), t.receiver_name.as_deref());
+            self.presence.observe(
+                stop,
+                &key,
+                t.receiver_id.as_ref(),
+                t.receiver_name.as_deref(),
+                status,
+                poller_id.as_ref(),
+                t.poller_name.as_deref(),
+            );
+        }
+        t
+    }
+
+    /// A record without PONG (timeout/open), names filled from what is known.
+    fn record(&self, p: Pending, stop: Option<UnixNanos>, status: TxStatus) -> Transaction {
+        let known = |id: &Option<PeerId>| id.as_ref().and_then(|id| self.names.get(id).cloned());
+        let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
+        let receiver_name = known(&p.receiver_id);
+        Transaction {
+            start: p.start,
+            stop,
+            poller_name,
+            poller_id: p.poller_id,
+            receiver_name,
+            receiver_id: p.receiver_id,
+            receiver_status: None,
+            status,
+            correlator: p.correlator,
+            match_method: None,
+            ping_bytes: p.ping_bytes,
+            pong_bytes: None,
+            correlator_overhead_bytes: p.ping_correlator_bytes,
+        }
+    }
+}

@@ -1,0 +1,584 @@
+use super::*;
+use crate::jim::{Document, Kind, Status};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn id(n: u8) -> PeerId {
+    PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03")).unwrap()
+}
+const ALICE: u8 = 0xA1;
+const BOB: u8 = 0xB0;
+const CAROL: u8 = 0xC0;
+const RDV: u8 = 0xDD;
+
+fn ping(name: &str, corr: Option<&str>) -> Document {
+    Document {
+        kind: Kind::Ping,
+        name: Some(name.into()),
+        correlator: corr.map(Into::into),
+        correlator_bytes: corr.map_or(0, |c| (25 + c.len()) as u32),
+        ..Default::default()
+    }
+}
+
+fn pong(name: &str, status: Status, corr: Option<&str>) -> Document {
+    Document {
+        kind: Kind::Pong,
+        name: Some(name.into()),
+        status: Some(status),
+        correlator: corr.map(Into::into),
+        correlator_bytes: corr.map_or(0, |c| (25 + c.len()) as u32),
+        ..Default::default()
+    }
+}
+
+/// A direct (unrelayed) sighting from `src` to `dst` at `t`.
+fn direct(t: u64, src: u8, dst: u8) -> Sighting {
+    Sighting {
+        start: t,
+        stop: t + 10,
+        src_peer: Some(id(src)),
+        dst_peer: Some(id(dst)),
+        hop_src: Some(id(src)),
+        hop_dst: Some(id(dst)),
+        framed_bytes: 1040,
+        message_bytes: 970,
+        transport: Transport::Tcp,
+    }
+}
+
+/// A leg over a connection `hop_src -> hop_dst` of a message `src -> dst`.
+fn leg(t: u64, src: u8, dst: u8, hop_src: u8, hop_dst: u8) -> Sighting {
+    Sighting {
+        hop_src: Some(id(hop_src)),
+        hop_dst: Some(id(hop_dst)),
+        ..direct(t, src, dst)
+    }
+}
+
+fn m() -> Matcher {
+    Matcher::new(MatcherConfig::default())
+}
+
+#[test]
+fn correlator_matching() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("1")), &direct(0, ALICE, BOB), &mut out);
+    m.observe(
+        &ping("alice", Some("2")),
+        &direct(100 * MS, ALICE, BOB),
+        &mut out,
+    );
+    // Answered out of order: the correlator decides.
+    m.observe(
+        &pong("bob", Status::Busy, Some("2")),
+        &direct(300 * MS, BOB, ALICE),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Busy, Some("1")),
+        &direct(900 * MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    let t2 = &out[0];
+    assert_eq!(t2.correlator.as_deref(), Some("2"));
+    assert_eq!(t2.rtt_ns(), Some(200 * MS + 10));
+    assert_eq!(t2.match_method, Some(MatchMethod::Correlator));
+    assert_eq!(t2.poller_name.as_deref(), Some("alice"));
+    assert_eq!(t2.receiver_name.as_deref(), Some("bob"));
+    assert_eq!(t2.poller_id, Some(id(ALICE)));
+    assert_eq!(t2.receiver_id, Some(id(BOB)));
+    assert_eq!(t2.receiver_status, Some(Status::Busy));
+    assert_eq!(t2.status, TxStatus::Ok);
+    assert_eq!(t2.ping_bytes, 970);
+    assert_eq!(t2.pong_bytes, Some(970));
+    assert_eq!(t2.correlator_overhead_bytes, 52);
+    assert_eq!(out[1].rtt_ns(), Some(900 * MS + 10));
+    assert_eq!(m.overhead().ping.count, 2);
+    assert_eq!(m.overhead().pong.with_correlator, 2);
+    assert_eq!(m.overhead().pong.correlator_bytes, 52);
+    assert_eq!(m.anomalies(), &Anomalies::default());
+}
+
+#[test]
+fn order_matching_with_several_outstanding() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for i in 0..3 {
+        m.observe(&ping("alice", None), &direct(i * SEC, ALICE, BOB), &mut out);
+    }
+    // Another pair interleaved does not disturb it.
+    m.observe(
+        &ping("alice", None),
+        &direct(500 * MS, ALICE, CAROL),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Away, None),
+        &direct(2500 * MS, BOB, ALICE),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Away, None),
+        &direct(2600 * MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].start, 0);
+    assert_eq!(out[1].start, SEC);
+    assert!(out
+        .iter()
+        .all(|t| t.match_method == Some(MatchMethod::Order)));
+    m.observe(
+        &pong("carol", Status::Online, None),
+        &direct(2700 * MS, CAROL, ALICE),
+        &mut out,
+    );
+    assert_eq!(out[2].receiver_name.as_deref(), Some("carol"));
+    assert_eq!(out[2].start, 500 * MS);
+    let mut rest = Vec::new();
+    m.finish(3 * SEC, &mut rest);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].status, TxStatus::Open);
+    assert_eq!(rest[0].stop, None);
+    assert_eq!(rest[0].start, 2 * SEC);
+    // The open record already knows bob's name from his PONGs.
+    assert_eq!(rest[0].receiver_name.as_deref(), Some("bob"));
+}
+
+#[test]
+fn timeout_late_and_open() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("a")), &direct(0, ALICE, BOB), &mut out);
+    m.observe(&ping("alice", None), &direct(SEC, ALICE, CAROL), &mut out);
+    m.advance(10 * SEC - 1, &mut out);
+    assert!(out.is_empty());
+    m.advance(10 * SEC, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, TxStatus::Timeout);
+    assert_eq!(out[0].stop, Some(10 * SEC));
+    assert_eq!(out[0].rtt_ns(), None);
+    assert_eq!(out[0].receiver_status, None);
+    // Late PONGs, by correlator and by order, are anomalies, never transactions.
+    m.observe(
+        &pong("bob", Status::Online, Some("a")),
+        &direct(12 * SEC, BOB, ALICE),
+        &mut out,
+    );
+    m.observe(
+        &pong("carol", Status::Online, None),
+        &direct(12 * SEC, CAROL, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 2, "carol's PING timed out inside observe");
+    assert_eq!(out[1].status, TxStatus::Timeout);
+    assert_eq!(m.anomalies().late_pong, 2);
+    // A PONG arriving exactly at the deadline is late (observe expires first).
+    let mut m2 = Matcher::new(MatcherConfig::default());
+    let mut out2 = Vec::new();
+    m2.observe(&ping("alice", Some("x")), &direct(0, ALICE, BOB), &mut out2);
+    let mut s = direct(5 * SEC, BOB, ALICE);
+    s.stop = 10 * SEC;
+    m2.observe(&pong("bob", Status::Online, Some("x")), &s, &mut out2);
+    assert_eq!(out2[0].status, TxStatus::Timeout);
+    assert_eq!(m2.anomalies().late_pong, 1);
+    // finish: deadline passed at end -> timeout, else open.
+    let mut m3 = Matcher::new(MatcherConfig::default());
+    let mut out3 = Vec::new();
+    m3.observe(&ping("alice", Some("1")), &direct(0, ALICE, BOB), &mut out3);
+    m3.observe(
+        &ping("alice", Some("2")),
+        &direct(5 * SEC, ALICE, BOB),
+        &mut out3,
+    );
+    m3.finish(12 * SEC, &mut out3);
+    assert_eq!(out3.len(), 2);
+    assert_eq!(out3[0].status, TxStatus::Timeout);
+    assert_eq!(out3[1].status, TxStatus::Open);
+}
+
+#[test]
+fn duplicate_unknown_unsolicited_anomalies() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("1")), &direct(0, ALICE, BOB), &mut out);
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &direct(MS, BOB, ALICE),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &direct(2 * MS, BOB, ALICE),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("zzz")),
+        &direct(3 * MS, BOB, ALICE),
+        &mut out,
+    );
+    // Carol was never pinged by alice.
+    m.observe(
+        &pong("carol", Status::Online, Some("1")),
+        &direct(4 * MS, CAROL, ALICE),
+        &mut out,
+    );
+    // Order mode with nothing outstanding.
+    m.observe(
+        &pong("bob", Status::Online, None),
+        &direct(5 * MS, BOB, ALICE),
+        &mut out,
+    );
+    // Duplicate PING correlator (outstanding, then finished).
+    m.observe(
+        &ping("alice", Some("2")),
+        &direct(6 * MS, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &ping("alice", Some("2")),
+        &direct(7 * MS, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &ping("alice", Some("1")),
+        &direct(8 * MS, ALICE, BOB),
+        &mut out,
+    );
+    // Unknown status value.
+    let mut weird = pong("bob", Status::Online, Some("2"));
+    weird.status = None;
+    weird.status_text = Some("dnd".into());
+    m.observe(&weird, &direct(9 * MS, BOB, ALICE), &mut out);
+    m.observe(
+        &Document {
+            kind: Kind::Message,
+            ..Default::default()
+        },
+        &direct(0, ALICE, BOB),
+        &mut out,
+    );
+    m.count_malformed();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].receiver_status, None);
+    let a = m.anomalies();
+    assert_eq!(a.duplicate_pong, 1);
+    assert_eq!(a.unknown_correlator, 1);
+    assert_eq!(a.unsolicited_pong, 1);
+    assert_eq!(a.pong_without_ping, 1);
+    assert_eq!(a.duplicate_ping_correlator, 2);
+    assert_eq!(a.unknown_status, 1);
+    assert_eq!(a.messages, 1);
+    assert_eq!(a.malformed_documents, 1);
+    assert_eq!(a.late_pong, 0);
+}
+
+/// alice and bob both behind a rendezvous; the capture on the rendezvous sees
+/// alice->rdv, rdv->bob for the PING and bob->rdv, rdv->alice for the PONG.
+#[test]
+fn relayed_two_legs_with_correlator() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(
+        &ping("alice", Some("7")),
+        &leg(0, ALICE, BOB, ALICE, RDV),
+        &mut out,
+    );
+    m.observe(
+        &ping("alice", Some("7")),
+        &leg(5 * MS, ALICE, BOB, RDV, BOB),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("7")),
+        &leg(400 * MS, BOB, ALICE, BOB, RDV),
+        &mut out,
+    );
+    assert!(out.is_empty(), "in transit: not final yet");
+    m.observe(
+        &pong("bob", Status::Online, Some("7")),
+        &leg(405 * MS, BOB, ALICE, RDV, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].start, 0);
+    assert_eq!(out[0].stop, Some(405 * MS + 10));
+    assert_eq!(out[0].status, TxStatus::Ok);
+    let a = m.anomalies();
+    assert_eq!(a.relayed_sightings, 2);
+    assert_eq!(a.duplicate_pong, 0);
+    assert_eq!(a.duplicate_ping_correlator, 0);
+    assert_eq!(m.overhead().ping.count, 1);
+    assert_eq!(m.overhead().pong.count, 1);
+}
+
+#[test]
+fn relayed_two_legs_order_mode() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for i in 0..2u64 {
+        let t = i * SEC;
+        m.observe(
+            &ping("alice", None),
+            &leg(t, ALICE, BOB, ALICE, RDV),
+            &mut out,
+        );
+        m.observe(
+            &ping("alice", None),
+            &leg(t + MS, ALICE, BOB, RDV, BOB),
+            &mut out,
+        );
+    }
+    for i in 0..2u64 {
+        let t = 3 * SEC + i * SEC;
+        m.observe(
+            &pong("bob", Status::Busy, None),
+            &leg(t, BOB, ALICE, BOB, RDV),
+            &mut out,
+        );
+        m.observe(
+            &pong("bob", Status::Busy, None),
+            &leg(t + MS, BOB, ALICE, RDV, ALICE),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].start, 0);
+    assert_eq!(out[0].stop, Some(3 * SEC + MS + 10));
+    assert_eq!(out[1].start, SEC);
+    assert_eq!(out[1].stop, Some(4 * SEC + MS + 10));
+    assert_eq!(m.anomalies().relayed_sightings, 4);
+    assert_eq!(m.anomalies().pong_without_ping, 0);
+}
+
+#[test]
+fn relayed_candidate_finalised_at_deadline_and_end() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(
+        &ping("alice", Some("1")),
+        &leg(0, ALICE, BOB, ALICE, RDV),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &leg(SEC, BOB, ALICE, BOB, RDV),
+        &mut out,
+    );
+    m.advance(10 * SEC, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, TxStatus::Ok);
+    assert_eq!(out[0].stop, Some(SEC + 10));
+    // Its delivery leg, late, is neither duplicate nor late.
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &leg(11 * SEC, BOB, ALICE, RDV, ALICE),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().duplicate_pong, 0);
+    assert_eq!(m.anomalies().late_pong, 0);
+    assert_eq!(m.anomalies().relayed_sightings, 1);
+
+    m.observe(
+        &ping("alice", Some("2")),
+        &leg(20 * SEC, ALICE, BOB, ALICE, RDV),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("2")),
+        &leg(21 * SEC, BOB, ALICE, BOB, RDV),
+        &mut out,
+    );
+    m.finish(22 * SEC, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].status, TxStatus::Ok);
+    assert_eq!(out[1].stop, Some(21 * SEC + 10));
+}
+
+#[test]
+fn only_second_leg_captured_is_a_new_ping() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(
+        &ping("alice", Some("1")),
+        &leg(0, ALICE, BOB, RDV, BOB),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &leg(SEC, BOB, ALICE, BOB, RDV),
+        &mut out,
+    );
+    m.finish(2 * SEC, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, TxStatus::Ok);
+    assert_eq!(out[0].stop, Some(SEC + 10));
+}
+
+#[test]
+fn identity_fallbacks() {
+    let mut m = m();
+    let mut out = Vec::new();
+    // No ERM: identities from the document and the connection.
+    let mut s = direct(0, ALICE, BOB);
+    s.src_peer = None;
+    s.dst_peer = None;
+    let mut p = ping("alice", Some("1"));
+    p.peer_id = Some(id(ALICE).to_string());
+    m.observe(&p, &s, &mut out);
+    let mut s = direct(MS, BOB, ALICE);
+    s.src_peer = None;
+    s.dst_peer = None;
+    m.observe(&pong("bob", Status::Online, Some("1")), &s, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].poller_id, Some(id(ALICE)));
+    assert_eq!(out[0].receiver_id, Some(id(BOB)));
+    // No IDs at all: keyed by name where there is one.
+    let bare = |t| Sighting {
+        src_peer: None,
+        dst_peer: None,
+        hop_src: None,
+        hop_dst: None,
+        ..direct(t, 0, 0)
+    };
+    m.observe(&ping("x", None), &bare(2 * MS), &mut out);
+    m.observe(&pong("y", Status::Online, None), &bare(3 * MS), &mut out);
+    // The PONG cannot name its poller: it is counted, not guessed.
+    assert_eq!(out.len(), 1);
+    assert_eq!(m.anomalies().unidentified, 2);
+    m.finish(4 * MS, &mut out);
+    assert_eq!(out[1].poller_name.as_deref(), Some("x"));
+    assert_eq!(out[1].status, TxStatus::Open);
+}
+
+#[test]
+fn caps_evict_oldest_and_count() {
+    let cfg = MatcherConfig {
+        max_outstanding_per_pair: 3,
+        max_pairs: 2,
+        remember_finished: 2,
+        ..MatcherConfig::default()
+    };
+    let mut m = Matcher::new(cfg);
+    let mut out = Vec::new();
+    for i in 0..5u64 {
+        m.observe(&ping("alice", None), &direct(i * MS, ALICE, BOB), &mut out);
+    }
+    assert_eq!(m.anomalies().evicted_outstanding, 2);
+    m.observe(
+        &pong("bob", Status::Online, None),
+        &direct(10 * MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(out[0].start, 2 * MS, "the two oldest were evicted");
+    // A third pair evicts the least recently active pair.
+    m.observe(
+        &ping("alice", None),
+        &direct(20 * MS, ALICE, CAROL),
+        &mut out,
+    );
+    m.observe(&ping("bob", None), &direct(30 * MS, BOB, CAROL), &mut out);
+    assert_eq!(m.anomalies().evicted_pairs, 1);
+    assert_eq!(m.anomalies().evicted_outstanding, 4);
+    // Finished correlators: a bounded ring.
+    for i in 0..10 {
+        let c = i.to_string();
+        m.observe(
+            &ping("bob", Some(&c)),
+            &direct(SEC + i * MS, BOB, CAROL),
+            &mut out,
+        );
+        m.observe(
+            &pong("carol", Status::Online, Some(&c)),
+            &direct(SEC + i * MS + 1, CAROL, BOB),
+            &mut out,
+        );
+    }
+    m.observe(
+        &pong("carol", Status::Online, Some("0")),
+        &direct(2 * SEC, CAROL, BOB),
+        &mut out,
+    );
+    assert_eq!(
+        m.anomalies().unknown_correlator,
+        1,
+        "forgotten: no longer a duplicate"
+    );
+    m.observe(
+        &pong("carol", Status::Online, Some("9")),
+        &direct(2 * SEC, CAROL, BOB),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().duplicate_pong, 1);
+}
+
+#[test]
+fn many_answered_pings_keep_deadline_heap_bounded() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for i in 0..20_000u64 {
+        let c = i.to_string();
+        m.observe(
+            &ping("alice", Some(&c)),
+            &direct(i * MS, ALICE, BOB),
+            &mut out,
+        );
+        m.observe(
+            &pong("bob", Status::Online, Some(&c)),
+            &direct(i * MS + 1, BOB, ALICE),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 20_000);
+    assert!(m.deadline_entries() < 3_000);
+}
+
+#[test]
+fn presence_changes_and_learners() {
+    let mut m = m();
+    let mut out = Vec::new();
+    let mut t = 0;
+    let mut poll = |m: &mut Matcher, poller: u8, pname: &str, st: Status| {
+        let c = t.to_string();
+        m.observe(&ping(pname, Some(&c)), &direct(t, poller, BOB), &mut out);
+        m.observe(
+            &pong("bob", st, Some(&c)),
+            &direct(t + MS, BOB, poller),
+            &mut out,
+        );
+        t += SEC;
+    };
+    poll(&mut m, ALICE, "alice", Status::Online);
+    poll(&mut m, CAROL, "carol", Status::Online);
+    poll(&mut m, ALICE, "alice", Status::Online);
+    poll(&mut m, ALICE, "alice", Status::Away);
+    poll(&mut m, CAROL, "carol", Status::Away);
+    let p = m.presence();
+    let ch = p.changes();
+    assert_eq!(ch.len(), 2);
+    assert_eq!(ch[0].from, None);
+    assert_eq!(ch[0].to, Status::Online);
+    assert_eq!(ch[0].name.as_deref(), Some("bob"));
+    assert_eq!(ch[0].learned_by.len(), 2);
+    assert_eq!(ch[1].from, Some(Status::Online));
+    assert_eq!(ch[1].to, Status::Away);
+    assert_eq!(ch[1].time, 3 * SEC + MS + 10);
+    let learners: Vec<_> = ch[1]
+        .learned_by
+        .iter()
+        .map(|l| (l.poller_name.as_deref(), l.time))
+        .collect();
+    assert_eq!(
+        learners,
+        vec![
+            (Some("alice"), 3 * SEC + MS + 10),
+            (Some("carol"), 4 * SEC + MS + 10)
+        ]
+    );
+    assert_eq!(p.current().len(), 1);
+    assert_eq!(p.current()[0].status, Status::Away);
+}
