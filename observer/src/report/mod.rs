@@ -1,11 +1,13 @@
 //! Reports: RTT statistics, the transaction CSV, the summary (JSON) and the human
 //! tables, all built from the transactions and the matcher's tallies.
 
+pub mod analysis;
 pub mod csv;
 pub mod stats;
 pub mod summary;
 pub mod table;
 
+pub use self::analysis::{full_json, message_line, render_analysis};
 pub use self::csv::{read_transactions_csv, TransactionCsvWriter, CSV_HEADER};
 pub use self::stats::RttStats;
 pub use self::summary::Summary;

@@ -217,15 +217,7 @@ impl Pipeline {
                         };
                         self.decoder.app.message(&framed, origin);
                     }
-                    Err(e) => {
-                        *self
-                            .decoder
-                            .app
-                            .message_stats
-                            .malformed
-                            .entry(format!("udp datagram: {e}"))
-                            .or_default() += 1;
-                    }
+                    Err(e) => self.decoder.app.message_stats.count_malformed(e.kind()),
                 }
             }
         }
@@ -320,11 +312,7 @@ impl App {
         let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
-                *self
-                    .message_stats
-                    .malformed
-                    .entry(format!("jxmg: {e}"))
-                    .or_default() += 1;
+                self.message_stats.count_malformed(e.kind());
                 return;
             }
         };

@@ -341,7 +341,7 @@ impl Matcher {
             poller_name: doc.name.clone(),
             poller_id,
             receiver_id,
-            ping_bytes: s.message_bytes,
+            ping_bytes: s.framed_bytes,
             ping_correlator_bytes: u64::from(doc.correlator_bytes),
             relay_seen: false,
             candidate: None,
@@ -538,7 +538,7 @@ impl Matcher {
             receiver_name,
             receiver_id: pong.receiver_id.clone(),
             receiver_status: pong.doc.status,
-            pong_bytes: pong.s.message_bytes,
+            pong_bytes: pong.s.framed_bytes,
             pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
             method,
         };

@@ -136,7 +136,8 @@ pub struct Transaction {
     pub status: TxStatus,
     pub correlator: Option<String>,
     pub match_method: Option<MatchMethod>,
-    /// `jxmg` bytes of the PING and PONG messages.
+    /// Bytes of the PING and PONG on the wire: the framed message (package headers and
+    /// `jxmg` body; the datagram payload over UDP), as the TCP payload carries it.
     pub ping_bytes: u64,
     pub pong_bytes: Option<u64>,
     /// The PING's correlator element bytes plus the PONG's.

@@ -1,0 +1,155 @@
+//! The report of a whole run: the transaction summary plus what the lower stages saw
+//! (inputs, packets, flows, JXTA decoding, JIM documents), as text or one JSON object.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use super::table::{render, sanitize};
+use super::Summary;
+use crate::runtime::{Analysis, MessageRecord};
+
+/// The `--json` object: the summary's keys, plus `jxta`, `jim`, `capture`.
+pub fn full_json(summary: &Summary, analysis: &Analysis) -> Value {
+    let r = &analysis.result;
+    let mut v = summary.to_json();
+    if let Value::Object(map) = &mut v {
+        map.insert("jxta".into(), r.jxta.to_json());
+        map.insert("jim".into(), json!(r.jim));
+        map.insert(
+            "capture".into(),
+            json!({
+                "inputs": analysis.inputs,
+                "first_unix_ns": r.first_ts,
+                "last_unix_ns": r.last_ts,
+                "duration_s": r.duration_ns() as f64 / 1e9,
+                "packets": r.packets,
+                "flows": r.flows,
+            }),
+        );
+    }
+    v
+}
+
+/// The human report: the summary tables, then what was decoded and what went wrong.
+pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
+    let r = &analysis.result;
+    let mut out = String::new();
+    let _ = writeln!(out, "Capture");
+    for input in &analysis.inputs {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {} frames, {} bytes{}",
+            sanitize(&input.name),
+            input.format,
+            input.frames,
+            input.bytes,
+            input
+                .error
+                .as_ref()
+                .map(|e| format!("  DAMAGED: {}", sanitize(e)))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  duration {:.3} s, {} flows ({} joined mid-stream), {} JXTA messages ({} TCP, {} UDP), {} welcomes",
+        r.duration_ns() as f64 / 1e9,
+        r.flows.flows,
+        r.flows.flows_mid_stream,
+        r.jxta.messages_tcp + r.jxta.messages_udp,
+        r.jxta.messages_tcp,
+        r.jxta.messages_udp,
+        r.jxta.welcomes,
+    );
+    let _ = writeln!(
+        out,
+        "  JIM documents: {} PING, {} PONG, {} MESSAGE, {} malformed",
+        r.jim.pings, r.jim.pongs, r.jim.messages, r.jim.malformed
+    );
+    out.push('\n');
+    out.push_str(&render(summary));
+
+    let mut issues: Vec<(String, u64)> = Vec::new();
+    let p = &r.packets;
+    let f = &r.flows;
+    let ra = &f.reassembly;
+    let j = &r.jxta;
+    for (name, n) in [
+        ("frames cut by snaplen", p.snaplen_cut),
+        ("frames of unknown link type", p.unknown_link_type),
+        ("malformed frames", p.malformed),
+        ("IP fragments timed out", p.fragment_timeouts),
+        ("IP fragment datagrams evicted (cap)", p.fragment_evictions),
+        ("TCP gaps (bytes the capture missed)", ra.gaps),
+        ("TCP gap bytes", ra.gap_bytes),
+        ("TCP out-of-order buffer cap hits", ra.gaps_flow_cap + ra.gaps_total_cap),
+        ("TCP flows evicted (flow cap)", f.evicted_flow_cap),
+        ("implausible TCP segments", ra.implausible_segments),
+        ("JXTA resynchronisations", j.resyncs),
+        ("JXTA messages truncated", j.truncated_messages),
+        ("JXTA bytes skipped", j.skipped_bytes),
+    ] {
+        if n > 0 {
+            issues.push((name.to_string(), n));
+        }
+    }
+    for (kind, n) in &j.malformed {
+        issues.push((format!("malformed JXTA: {}", sanitize(kind)), *n));
+    }
+    out.push_str("\nDecoding\n");
+    if issues.is_empty() {
+        out.push_str("  no decoding anomalies\n");
+    } else {
+        for (name, n) in issues {
+            let _ = writeln!(out, "  {name:<44} {n:>10}");
+        }
+    }
+    out
+}
+
+/// One line per message for `observer messages`, like tshark's summary lines.
+pub fn message_line(m: &MessageRecord) -> String {
+    let elements: Vec<String> = m
+        .elements
+        .iter()
+        .map(|e| {
+            let name = if e.namespace.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{}:{}", e.namespace, e.name)
+            };
+            format!("{}({})", sanitize(&name), e.length)
+        })
+        .collect();
+    let peers = match (&m.src_peer, &m.dst_peer) {
+        (None, None) => String::new(),
+        (s, d) => format!(
+            " {} -> {}",
+            s.as_deref().map(sanitize).unwrap_or_else(|| "?".into()),
+            d.as_deref().map(sanitize).unwrap_or_else(|| "?".into())
+        ),
+    };
+    let secs = m.stop_unix_ns / 1_000_000_000;
+    let frac = m.stop_unix_ns % 1_000_000_000;
+    format!(
+        "{secs}.{frac:09} {} {} -> {} {} B{peers}{}{} [{}]{}",
+        m.transport,
+        m.src,
+        m.dst,
+        m.framed_bytes,
+        m.service
+            .as_deref()
+            .map(|s| format!(" {}", sanitize(s)))
+            .unwrap_or_default(),
+        m.pipe_id
+            .as_deref()
+            .map(|s| format!(" {}", sanitize(s)))
+            .unwrap_or_default(),
+        elements.join(" "),
+        m.malformed
+            .as_deref()
+            .map(|e| format!(" MALFORMED: {}", sanitize(e)))
+            .unwrap_or_default()
+    )
+}
