@@ -311,7 +311,7 @@ impl CaptureReader {
         }
         let block_type = u32_at(&self.buf, 0, be);
         let block_len = u32_at(&self.buf, 4, be);
-        if block_len < 12 || block_len % 4 != 0 {
+        if block_len < 12 || block_len & 3 != 0 {
             return Err(self.malformed(
                 "pcapng block",
                 format!("block length {block_len} is not a multiple of 4 of at least 12"),
@@ -371,7 +371,7 @@ impl CaptureReader {
             ));
         };
         let block_len = u32_at(&self.buf, 4, be);
-        if block_len < 28 || block_len % 4 != 0 {
+        if block_len < 28 || block_len & 3 != 0 {
             return Err(self.malformed(
                 "pcapng section header",
                 format!("block length {block_len} is not a multiple of 4 of at least 28"),

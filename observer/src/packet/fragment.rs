@@ -107,7 +107,7 @@ impl Reassembler {
         let end = offset + frag.len();
         // Every fragment but the last carries a multiple of 8 bytes; others
         // could never line up and mark a crafted or corrupt packet.
-        if end > MAX_DATAGRAM || (more && frag.len() % 8 != 0) || (more && frag.is_empty()) {
+        if end > MAX_DATAGRAM || (more && frag.len() & 7 != 0) || (more && frag.is_empty()) {
             stats.malformed += 1;
             return None;
         }
