@@ -1,7 +1,8 @@
 //! Packet builders for the capture generator and for tests of every layer.
 //! Output is deterministic: the same arguments always give the same bytes.
 
-use super::{LinkVariant, TcpFlags};
+pub use super::LinkVariant;
+use super::TcpFlags;
 use crate::capture::LinkType;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
