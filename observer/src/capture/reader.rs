@@ -1,0 +1,665 @@
+use super::{CaptureError, CaptureFormat, CaptureStats, Frame, LinkType};
+use crate::UnixNanos;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+/// Largest record or pcapng block we are willing to buffer. Real link layers
+/// stay under 256 KiB (libpcap's maximum snaplen); 16 MiB leaves room for
+/// odd captures while making a corrupt length field an error instead of a
+/// giant allocation.
+pub const MAX_BLOCK_LEN: u32 = 16 << 20;
+
+const PCAP_MAGIC_US: u32 = 0xa1b2_c3d4;
+const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
+const SHB_TYPE: u32 = 0x0a0d_0d0a;
+const BOM: u32 = 0x1a2b_3c4d;
+const IDB_TYPE: u32 = 1;
+const SPB_TYPE: u32 = 3;
+const EPB_TYPE: u32 = 6;
+const OPT_END: u16 = 0;
+const OPT_IF_TSRESOL: u16 = 9;
+const OPT_IF_TSOFFSET: u16 = 14;
+
+const BUF_CAPACITY: usize = 256 << 10;
+
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    link_type: LinkType,
+    snaplen: u32,
+    tsresol: u8,
+    tsoffset: i64,
+}
+
+#[derive(Debug)]
+enum State {
+    Pcap {
+        big_endian: bool,
+        nanos: bool,
+        link_type: LinkType,
+    },
+    Pcapng {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+    },
+    /// A fatal error was reported: the stream is over.
+    Done,
+}
+
+/// Where the current frame's bytes sit in `buf`, plus its metadata.
+struct Located {
+    start: usize,
+    len: usize,
+    ts: UnixNanos,
+    link_type: LinkType,
+    orig_len: u32,
+    interface: u32,
+}
+
+/// Streaming pcap / pcapng reader. Memory is bounded by one record (at most
+/// [`MAX_BLOCK_LEN`]) plus a fixed read buffer; non-packet pcapng blocks are
+/// skipped without being buffered, so it works on pipes of any length.
+pub struct CaptureReader {
+    name: String,
+    input: BufReader<Box<dyn Read + Send>>,
+    format: CaptureFormat,
+    state: State,
+    buf: Vec<u8>,
+    stats: CaptureStats,
+}
+
+impl std::fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaptureReader {
+    /// Opens a capture file; `-` reads standard input.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        if path.as_os_str() == "-" {
+            return Self::from_reader("<stdin>", Box::new(io::stdin()));
+        }
+        let name = path.display().to_string();
+        let open_err = |source| CaptureError::Open {
+            name: name.clone(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        // Opening a directory succeeds on Unix; catch it here so the user gets
+        // "is a directory" rather than a read error at byte 0.
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            )));
+        }
+        Self::from_reader(name, Box::new(file))
+    }
+
+    /// Reads a capture from any byte stream (need not be seekable).
+    pub fn from_reader(
+        name: impl Into<String>,
+        r: Box<dyn Read + Send>,
+    ) -> Result<Self, CaptureError> {
+        let mut reader = CaptureReader {
+            name: name.into(),
+            input: BufReader::with_capacity(BUF_CAPACITY, r),
+            format: CaptureFormat::Pcapng,
+            state: State::Done,
+            buf: Vec::new(),
+            stats: CaptureStats::default(),
+        };
+        reader.read_file_header()?;
+        Ok(reader)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn format(&self) -> CaptureFormat {
+        self.format
+    }
+
+    pub fn stats(&self) -> &CaptureStats {
+        &self.stats
+    }
+
+    /// File byte offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.stats.offset
+    }
+
+    /// Returns the next packet, `Ok(None)` at a clean end of file.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        let located = match self.next_located() {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                if !e.is_recoverable() {
+                    self.state = State::Done;
+                }
+                return Err(e);
+            }
+        };
+        let data = self
+            .buf
+            .get(located.start..located.start.saturating_add(located.len))
+            .unwrap_or_default();
+        self.stats.frames += 1;
+        self.stats.bytes += data.len() as u64;
+        if (data.len() as u64) < u64::from(located.orig_len) {
+            self.stats.snaplen_cut += 1;
+        }
+        Ok(Some(Frame {
+            ts: located.ts,
+            link_type: located.link_type,
+            data,
+            orig_len: located.orig_len,
+            interface: located.interface,
+        }))
+    }
+
+    fn read_file_header(&mut self) -> Result<(), CaptureError> {
+        self.buf.clear();
+        let got = self.read_into_buf(4)?;
+        if got == 0 {
+            return Err(CaptureError::Empty {
+                name: self.name.clone(),
+            });
+        }
+        let magic_le = u32_at(&self.buf, 0, false);
+        let magic_be = u32_at(&self.buf, 0, true);
+        let pcap = [(PCAP_MAGIC_US, false), (PCAP_MAGIC_NS, true)]
+            .into_iter()
+            .find_map(|(m, nanos)| {
+                if magic_le == m {
+                    Some((nanos, false))
+                } else if magic_be == m {
+                    Some((nanos, true))
+                } else {
+                    None
+                }
+            });
+        if let Some((nanos, big_endian)) = pcap {
+            self.need(got, 4, "pcap file header")?;
+            self.fill(20, "pcap file header")?;
+            let link = u32_at(&self.buf, 20, big_endian);
+            // The upper bits of the link-type field carry FCS information
+            // (pcap spec, section "LinkType"); the type itself is 16 bits.
+            self.state = State::Pcap {
+                big_endian,
+                nanos,
+                link_type: LinkType(link & 0xffff),
+            };
+            self.format = CaptureFormat::Pcap { nanos, big_endian };
+            self.stats.offset = 24;
+            return Ok(());
+        }
+        if magic_le == SHB_TYPE {
+            self.need(got, 4, "pcapng section header")?;
+            self.state = State::Pcapng {
+                big_endian: false,
+                interfaces: Vec::new(),
+            };
+            self.format = CaptureFormat::Pcapng;
+            return self.read_shb_rest();
+        }
+        Err(CaptureError::NotACapture {
+            name: self.name.clone(),
+            magic: if got == 4 { magic_be } else { 0 },
+        })
+    }
+
+    fn next_located(&mut self) -> Result<Option<Located>, CaptureError> {
+        loop {
+            match &self.state {
+                State::Done => return Ok(None),
+                State::Pcap {
+                    big_endian,
+                    nanos,
+                    link_type,
+                } => {
+                    let (be, nanos, link_type) = (*big_endian, *nanos, *link_type);
+                    return self.next_pcap_record(be, nanos, link_type);
+                }
+                State::Pcapng { .. } => {
+                    if let Some(l) = self.next_pcapng_block()? {
+                        return Ok(Some(l));
+                    }
+                    if matches!(self.state, State::Done) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_pcap_record(
+        &mut self,
+        be: bool,
+        nanos: bool,
+        link_type: LinkType,
+    ) -> Result<Option<Located>, CaptureError> {
+        self.buf.clear();
+        let got = self.read_into_buf(16)?;
+        if got == 0 {
+            self.state = State::Done;
+            return Ok(None);
+        }
+        self.need(got, 16, "pcap record header")?;
+        let sec = u32_at(&self.buf, 0, be);
+        let frac = u32_at(&self.buf, 4, be);
+        let caplen = u32_at(&self.buf, 8, be);
+        let orig_len = u32_at(&self.buf, 12, be);
+        if caplen > MAX_BLOCK_LEN {
+            return Err(self.too_large("pcap record", caplen.into()));
+        }
+        self.buf.clear();
+        let got = self.read_into_buf(caplen as usize)?;
+        // Report the record, not its payload, as the truncated thing: that is
+        // where a user would look with a hex editor.
+        if got < caplen as usize {
+            return Err(CaptureError::Truncated {
+                name: self.name.clone(),
+                offset: self.stats.offset,
+                what: "pcap record",
+                needed: 16 + u64::from(caplen),
+                got: 16 + got as u64,
+            });
+        }
+        self.stats.offset += 16 + u64::from(caplen);
+        let frac_ns = if nanos {
+            u64::from(frac)
+        } else {
+            u64::from(frac) * 1000
+        };
+        Ok(Some(Located {
+            start: 0,
+            len: caplen as usize,
+            ts: u64::from(sec) * 1_000_000_000 + frac_ns,
+            link_type,
+            orig_len,
+            interface: 0,
+        }))
+    }
+
+    /// Reads one pcapng block. Returns `Ok(None)` for blocks that carry no
+    /// packet (the caller loops) and at end of file (state becomes `Done`).
+    fn next_pcapng_block(&mut self) -> Result<Option<Located>, CaptureError> {
+        let be = match &self.state {
+            State::Pcapng { big_endian, .. } => *big_endian,
+            _ => return Ok(None),
+        };
+        self.buf.clear();
+        let got = self.read_into_buf(8)?;
+        if got == 0 {
+            self.state = State::Done;
+            return Ok(None);
+        }
+        self.need(got, 8, "pcapng block header")?;
+        // The SHB type is a byte-order palindrome, so it is recognised before
+        // we know the new section's byte order.
+        if u32_at(&self.buf, 0, false) == SHB_TYPE {
+            return self.read_shb_rest().map(|()| None);
+        }
+        let block_type = u32_at(&self.buf, 0, be);
+        let block_len = u32_at(&self.buf, 4, be);
+        if block_len < 12 || block_len & 3 != 0 {
+            return Err(self.malformed(
+                "pcapng block",
+                format!("block length {block_len} is not a multiple of 4 of at least 12"),
+            ));
+        }
+        match block_type {
+            IDB_TYPE | EPB_TYPE | SPB_TYPE => {}
+            _ => {
+                self.skip(u64::from(block_len) - 8, "pcapng block")?;
+                self.stats.offset += u64::from(block_len);
+                self.stats.other_blocks += 1;
+                return Ok(None);
+            }
+        }
+        if block_len > MAX_BLOCK_LEN {
+            return Err(self.too_large("pcapng block", block_len.into()));
+        }
+        self.fill(block_len as usize - 8, "pcapng block")?;
+        let trailer = u32_at(&self.buf, block_len as usize - 4, be);
+        if trailer != block_len {
+            return Err(self.malformed(
+                "pcapng block",
+                format!("leading length {block_len} and trailing length {trailer} differ"),
+            ));
+        }
+        let offset = self.stats.offset;
+        self.stats.offset += u64::from(block_len);
+        let body_end = block_len as usize - 4;
+        match block_type {
+            IDB_TYPE => {
+                let iface = self.parse_idb(be, body_end, offset)?;
+                self.stats.interfaces += 1;
+                if let State::Pcapng { interfaces, .. } = &mut self.state {
+                    interfaces.push(iface);
+                }
+                Ok(None)
+            }
+            EPB_TYPE => self.parse_epb(be, body_end, offset).map(Some),
+            _ => self.parse_spb(be, body_end, offset).map(Some),
+        }
+    }
+
+    /// Reads the rest of a section header block whose start (type, maybe
+    /// length) is already in `buf`, and starts a new section.
+    fn read_shb_rest(&mut self) -> Result<(), CaptureError> {
+        let have = self.buf.len().min(12);
+        self.fill(12 - have, "pcapng section header")?;
+        let bom = u32_at(&self.buf, 8, false);
+        let be = if bom == BOM {
+            false
+        } else if bom == BOM.swap_bytes() {
+            true
+        } else {
+            return Err(self.malformed(
+                "pcapng section header",
+                format!("byte-order magic {bom:#010x} is neither 0x1a2b3c4d nor its swap"),
+            ));
+        };
+        let block_len = u32_at(&self.buf, 4, be);
+        if block_len < 28 || block_len & 3 != 0 {
+            return Err(self.malformed(
+                "pcapng section header",
+                format!("block length {block_len} is not a multiple of 4 of at least 28"),
+            ));
+        }
+        if block_len > MAX_BLOCK_LEN {
+            return Err(self.too_large("pcapng section header", block_len.into()));
+        }
+        self.fill(block_len as usize - 12, "pcapng section header")?;
+        let major = u16_at(&self.buf, 12, be);
+        if major != 1 {
+            return Err(self.malformed(
+                "pcapng section header",
+                format!("unsupported major version {major}"),
+            ));
+        }
+        let trailer = u32_at(&self.buf, block_len as usize - 4, be);
+        if trailer != block_len {
+            return Err(self.malformed(
+                "pcapng section header",
+                format!("leading length {block_len} and trailing length {trailer} differ"),
+            ));
+        }
+        self.stats.offset += u64::from(block_len);
+        self.stats.sections += 1;
+        self.state = State::Pcapng {
+            big_endian: be,
+            interfaces: Vec::new(),
+        };
+        Ok(())
+    }
+
+    fn parse_idb(&self, be: bool, body_end: usize, offset: u64) -> Result<Interface, CaptureError> {
+        if body_end < 16 {
+            return Err(self.malformed_at(
+                offset,
+                "interface description",
+                "block too short".into(),
+            ));
+        }
+        let mut iface = Interface {
+            link_type: LinkType(u32::from(u16_at(&self.buf, 8, be))),
+            snaplen: u32_at(&self.buf, 12, be),
+            tsresol: 6,
+            tsoffset: 0,
+        };
+        let mut pos = 16;
+        while pos + 4 <= body_end {
+            let code = u16_at(&self.buf, pos, be);
+            let len = usize::from(u16_at(&self.buf, pos + 2, be));
+            let value_start = pos + 4;
+            let Some(value) = self.buf.get(value_start..value_start + len) else {
+                return Err(self.malformed_at(
+                    offset + pos as u64,
+                    "interface description option",
+                    format!("option {code} of length {len} overruns its block"),
+                ));
+            };
+            if value_start + len > body_end {
+                return Err(self.malformed_at(
+                    offset + pos as u64,
+                    "interface description option",
+                    format!("option {code} of length {len} overruns its block"),
+                ));
+            }
+            match (code, value) {
+                (OPT_END, _) => break,
+                (OPT_IF_TSRESOL, [r, ..]) => iface.tsresol = *r,
+                (OPT_IF_TSOFFSET, v) if v.len() >= 8 => {
+                    iface.tsoffset = u64_at(v, 0, be) as i64;
+                }
+                _ => {}
+            }
+            pos = value_start + len.next_multiple_of(4);
+        }
+        Ok(iface)
+    }
+
+    fn interface(&self, id: u32, offset: u64) -> Result<Interface, CaptureError> {
+        let ifaces: &[Interface] = match &self.state {
+            State::Pcapng { interfaces, .. } => interfaces,
+            _ => &[],
+        };
+        ifaces
+            .get(id as usize)
+            .copied()
+            .ok_or_else(|| CaptureError::UnknownInterface {
+                name: self.name.clone(),
+                offset,
+                interface: id,
+                declared: ifaces.len(),
+            })
+    }
+
+    fn parse_epb(&self, be: bool, body_end: usize, offset: u64) -> Result<Located, CaptureError> {
+        if body_end < 28 {
+            return Err(self.malformed_at(
+                offset,
+                "enhanced packet block",
+                "block too short".into(),
+            ));
+        }
+        let if_id = u32_at(&self.buf, 8, be);
+        let ts_units =
+            (u64::from(u32_at(&self.buf, 12, be)) << 32) | u64::from(u32_at(&self.buf, 16, be));
+        let caplen = u32_at(&self.buf, 20, be);
+        let orig_len = u32_at(&self.buf, 24, be);
+        if caplen as usize > body_end - 28 {
+            return Err(self.malformed_at(
+                offset,
+                "enhanced packet block",
+                format!("captured length {caplen} exceeds the block"),
+            ));
+        }
+        let iface = self.interface(if_id, offset)?;
+        Ok(Located {
+            start: 28,
+            len: caplen as usize,
+            ts: iface_nanos(ts_units, iface.tsresol, iface.tsoffset),
+            link_type: iface.link_type,
+            orig_len,
+            interface: if_id,
+        })
+    }
+
+    fn parse_spb(&self, be: bool, body_end: usize, offset: u64) -> Result<Located, CaptureError> {
+        if body_end < 12 {
+            return Err(self.malformed_at(offset, "simple packet block", "block too short".into()));
+        }
+        let orig_len = u32_at(&self.buf, 8, be);
+        let iface = self.interface(0, offset)?;
+        // An SPB has no captured-length field: it is the original length cut
+        // to the interface snaplen (0 = unlimited), padding excluded.
+        let mut len = (body_end - 12).min(orig_len as usize);
+        if iface.snaplen != 0 {
+            len = len.min(iface.snaplen as usize);
+        }
+        Ok(Located {
+            start: 12,
+            len,
+            // SPBs carry no timestamp; 0 makes that visible instead of inventing one.
+            ts: 0,
+            link_type: iface.link_type,
+            orig_len,
+            interface: 0,
+        })
+    }
+
+    /// Appends up to `n` bytes from the input to `buf`; returns how many came.
+    /// The buffer grows with the data actually read, so a lying length field
+    /// on a short file never allocates what it claims.
+    fn read_into_buf(&mut self, n: usize) -> Result<usize, CaptureError> {
+        let mut take = (&mut self.input).take(n as u64);
+        match take.read_to_end(&mut self.buf) {
+            Ok(got) => Ok(got),
+            Err(source) => Err(CaptureError::Io {
+                name: self.name.clone(),
+                offset: self.stats.offset,
+                source,
+            }),
+        }
+    }
+
+    fn fill(&mut self, n: usize, what: &'static str) -> Result<(), CaptureError> {
+        let before = self.buf.len();
+        let got = self.read_into_buf(n)?;
+        if got < n {
+            return Err(CaptureError::Truncated {
+                name: self.name.clone(),
+                offset: self.stats.offset,
+                what,
+                needed: (before + n) as u64,
+                got: (before + got) as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn need(&self, got: usize, n: usize, what: &'static str) -> Result<(), CaptureError> {
+        if got < n {
+            return Err(CaptureError::Truncated {
+                name: self.name.clone(),
+                offset: self.stats.offset,
+                what,
+                needed: n as u64,
+                got: got as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, n: u64, what: &'static str) -> Result<(), CaptureError> {
+        let mut take = (&mut self.input).take(n);
+        match io::copy(&mut take, &mut io::sink()) {
+            Ok(got) if got == n => Ok(()),
+            Ok(got) => Err(CaptureError::Truncated {
+                name: self.name.clone(),
+                offset: self.stats.offset,
+                what,
+                needed: n + 8,
+                got: got + 8,
+            }),
+            Err(source) => Err(CaptureError::Io {
+                name: self.name.clone(),
+                offset: self.stats.offset,
+                source,
+            }),
+        }
+    }
+
+    fn malformed(&self, what: &'static str, detail: String) -> CaptureError {
+        self.malformed_at(self.stats.offset, what, detail)
+    }
+
+    fn malformed_at(&self, offset: u64, what: &'static str, detail: String) -> CaptureError {
+        CaptureError::Malformed {
+            name: self.name.clone(),
+            offset,
+            what,
+            detail,
+        }
+    }
+
+    fn too_large(&self, what: &'static str, len: u64) -> CaptureError {
+        CaptureError::TooLarge {
+            name: self.name.clone(),
+            offset: self.stats.offset,
+            what,
+            len,
+            limit: MAX_BLOCK_LEN.into(),
+        }
+    }
+}
+
+/// Converts a pcapng timestamp in interface units to Unix nanoseconds.
+/// `tsresol`: high bit clear = 10^-n s, set = 2^-n s. `tsoffset` is in seconds.
+/// Saturates rather than wrapping: an absurd resolution gives a clamped
+/// timestamp, never a panic.
+pub(crate) fn iface_nanos(units: u64, tsresol: u8, tsoffset: i64) -> UnixNanos {
+    let exp = u32::from(tsresol & 0x7f);
+    let ns: u128 = if tsresol & 0x80 == 0 {
+        if exp <= 9 {
+            u128::from(units) * 10u128.pow(9 - exp)
+        } else if exp - 9 <= 38 {
+            u128::from(units) / 10u128.pow(exp - 9)
+        } else {
+            0
+        }
+    } else {
+        (u128::from(units) * 1_000_000_000) >> exp
+    };
+    let ns = i128::try_from(ns).unwrap_or(i128::MAX);
+    let total = ns.saturating_add(i128::from(tsoffset) * 1_000_000_000);
+    u64::try_from(total.max(0)).unwrap_or(u64::MAX)
+}
+
+fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        a.copy_from_slice(s);
+    }
+    if be {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize, be: bool) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    if be {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
+}
+
+fn u64_at(b: &[u8], at: usize, be: bool) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    if be {
+        u64::from_be_bytes(a)
+    } else {
+        u64::from_le_bytes(a)
+    }
+}
