@@ -33,7 +33,11 @@ fn analyze(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("four-peers-600s", |b| {
         b.iter(|| {
-            let analysis = runtime::analyze(std::slice::from_ref(&path), PipelineConfig::default(), false);
+            let analysis = runtime::analyze(
+                std::slice::from_ref(&path),
+                PipelineConfig::default(),
+                false,
+            );
             black_box(analysis.result.transactions.len())
         })
     });

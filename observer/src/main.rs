@@ -148,7 +148,10 @@ fn exit_for(analysis: &Analysis) -> ExitCode {
     if analysis.damaged() {
         for input in &analysis.inputs {
             if let Some(e) = &input.error {
-                eprintln!("observer: warning: {e} (report covers the {} frames read before it)", input.frames);
+                eprintln!(
+                    "observer: warning: {e} (report covers the {} frames read before it)",
+                    input.frames
+                );
             }
         }
         ExitCode::from(2)
@@ -225,9 +228,7 @@ fn messages(args: MessagesArgs) -> Result<ExitCode> {
 /// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
@@ -240,7 +241,11 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))

@@ -15,18 +15,39 @@ fn jxse25_pingpong_yields_its_ten_transactions() {
     assert_eq!(r.transactions.len(), 10, "{:#?}", r.transactions);
     for (i, t) in r.transactions.iter().enumerate() {
         assert_eq!(t.status, TxStatus::Ok);
-        assert_eq!(t.correlator.as_deref(), Some(format!("corr-{:04}", i + 1).as_str()));
+        assert_eq!(
+            t.correlator.as_deref(),
+            Some(format!("corr-{:04}", i + 1).as_str())
+        );
         assert_eq!(t.match_method, Some(MatchMethod::Correlator));
         assert_eq!(t.poller_name.as_deref(), Some("PingClient"));
         assert_eq!(t.receiver_name.as_deref(), Some("PingServer"));
-        let poller = t.poller_id.as_ref().expect("poller id from the EndpointRouterMsg");
+        let poller = t
+            .poller_id
+            .as_ref()
+            .expect("poller id from the EndpointRouterMsg");
         let receiver = t.receiver_id.as_ref().expect("receiver id");
-        assert!(poller.as_str().ends_with("A96FCDC35A0A4F3F8038B4F1F4D0B37E03"), "{poller}");
-        assert!(receiver.as_str().ends_with("889B6C22963E4D96A9E3E3386F5B281603"), "{receiver}");
+        assert!(
+            poller
+                .as_str()
+                .ends_with("A96FCDC35A0A4F3F8038B4F1F4D0B37E03"),
+            "{poller}"
+        );
+        assert!(
+            receiver
+                .as_str()
+                .ends_with("889B6C22963E4D96A9E3E3386F5B281603"),
+            "{receiver}"
+        );
         // `<correlator>corr-0001</correlator>` is 34 bytes, in the PING and in the PONG.
         assert_eq!(t.correlator_overhead_bytes, 68);
     }
-    assert_eq!(r.matcher.anomalies().total(), 0, "{:?}", r.matcher.anomalies());
+    assert_eq!(
+        r.matcher.anomalies().total(),
+        0,
+        "{:?}",
+        r.matcher.anomalies()
+    );
 }
 
 #[test]

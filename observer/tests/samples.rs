@@ -24,7 +24,7 @@ fn csv_of(result: &PipelineResult) -> String {
     for t in &result.transactions {
         w.write(t).expect("csv row");
     }
-    String::from_utf8(w.into_inner().expect("csv bytes")).expect("utf-8")
+    String::from_utf8(w.into_inner()).expect("utf-8")
 }
 
 const PCAP: WriteFormat = WriteFormat::Pcap {
@@ -56,7 +56,11 @@ fn check(script: Script) -> PipelineResult {
         }
         panic!("{}: {} rows vs {} in truth", script.name, g.len(), t.len());
     }
-    assert!(rendered.truth.len() >= 5, "{}: a scenario worth testing", script.name);
+    assert!(
+        rendered.truth.len() >= 5,
+        "{}: a scenario worth testing",
+        script.name
+    );
     result
 }
 
@@ -74,7 +78,10 @@ fn four_peers_matches_truth() {
     assert!(count(TxStatus::Ok) > 0);
     assert!(count(TxStatus::Timeout) > 0);
     assert!(count(TxStatus::Open) > 0);
-    assert!(r.jxta.messages_udp >= 1, "the fragmented multicast datagram");
+    assert!(
+        r.jxta.messages_udp >= 1,
+        "the fragmented multicast datagram"
+    );
     assert!(r.packets.reassembled >= 1);
     assert_eq!(r.jim.messages, 1);
 }
@@ -156,11 +163,19 @@ fn committed_samples_are_current() {
         let pcap = std::fs::read(dir.join(format!("{}.pcap", script.name))).expect("sample pcap");
         assert_eq!(
             pcap,
-            rendered.capture_bytes(LinkVariant::Ethernet, PCAP).expect("capture"),
+            rendered
+                .capture_bytes(LinkVariant::Ethernet, PCAP)
+                .expect("capture"),
             "{}.pcap is stale: run `cargo xtask captures`",
             script.name
         );
-        let truth = std::fs::read(dir.join(format!("{}.truth.csv", script.name))).expect("truth csv");
-        assert_eq!(truth, rendered.truth_csv().expect("truth"), "{}.truth.csv is stale", script.name);
+        let truth =
+            std::fs::read(dir.join(format!("{}.truth.csv", script.name))).expect("truth csv");
+        assert_eq!(
+            truth,
+            rendered.truth_csv().expect("truth"),
+            "{}.truth.csv is stale",
+            script.name
+        );
     }
 }

@@ -26,8 +26,14 @@ fn ours(path: &Path) -> Seen {
     for m in &analysis.result.messages {
         assert!(m.malformed.is_none(), "{m:?}");
         let key = format!("{} {} > {}", m.transport, m.src, m.dst);
-        let elements = m.elements.iter().map(|e| (e.name.clone(), e.length)).collect();
-        seen.entry(key).or_default().push((m.stop_unix_ns, elements));
+        let elements = m
+            .elements
+            .iter()
+            .map(|e| (e.name.clone(), e.length))
+            .collect();
+        seen.entry(key)
+            .or_default()
+            .push((m.stop_unix_ns, elements));
     }
     seen
 }
@@ -54,7 +60,11 @@ fn theirs(path: &Path) -> Seen {
     let mut seen = Seen::new();
     for r in rows {
         let ts = common::epoch_ns(&r[0]);
-        let (transport, sport, dport) = if r[3].is_empty() { ("udp", &r[4], &r[8]) } else { ("tcp", &r[3], &r[7]) };
+        let (transport, sport, dport) = if r[3].is_empty() {
+            ("udp", &r[4], &r[8])
+        } else {
+            ("tcp", &r[3], &r[7])
+        };
         let fmt = |ip4: &str, ip6: &str, port: &str| {
             if ip4.is_empty() {
                 format!("[{ip6}]:{port}")
@@ -62,14 +72,23 @@ fn theirs(path: &Path) -> Seen {
                 format!("{ip4}:{port}")
             }
         };
-        let key = format!("{transport} {} > {}", fmt(&r[1], &r[2], sport), fmt(&r[5], &r[6], dport));
+        let key = format!(
+            "{transport} {} > {}",
+            fmt(&r[1], &r[2], sport),
+            fmt(&r[5], &r[6], dport)
+        );
         let names: Vec<&str> = r[10].split(',').collect();
-        let lengths: Vec<u64> = r[11].split(',').map(|l| l.parse().expect("length")).collect();
+        let lengths: Vec<u64> = r[11]
+            .split(',')
+            .map(|l| l.parse().expect("length"))
+            .collect();
         assert_eq!(names.len(), lengths.len());
         let mut at = 0;
         for count in r[9].split(',') {
             let n: usize = count.parse().expect("element count");
-            let elements = (at..at + n).map(|i| (names[i].to_string(), lengths[i])).collect();
+            let elements = (at..at + n)
+                .map(|i| (names[i].to_string(), lengths[i]))
+                .collect();
             at += n;
             seen.entry(key.clone()).or_default().push((ts, elements));
         }
@@ -88,7 +107,12 @@ fn cross_check(path: &Path) {
     );
     for (key, msgs) in &a {
         let theirs = &b[key];
-        assert_eq!(msgs.len(), theirs.len(), "{}: {key}: message count", path.display());
+        assert_eq!(
+            msgs.len(),
+            theirs.len(),
+            "{}: {key}: message count",
+            path.display()
+        );
         for (i, (m, t)) in msgs.iter().zip(theirs).enumerate() {
             assert_eq!(m, t, "{}: {key}: message {i}", path.display());
         }

@@ -33,7 +33,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Captures { out } => {
-            let out = if out.is_absolute() { out } else { workspace_root().join(out) };
+            let out = if out.is_absolute() {
+                out
+            } else {
+                workspace_root().join(out)
+            };
             let written = observer::synth::write_samples(&out)
                 .with_context(|| format!("writing samples into {}", out.display()))?;
             for path in written {

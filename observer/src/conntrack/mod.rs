@@ -219,8 +219,10 @@ impl<S> FlowTable<S> {
         }
 
         if !self.flows.contains_key(&key) {
-            if seg.rst {
-                return; // nothing to tear down
+            // Only a SYN or data opens a flow: the last ACK of a closed connection, or
+            // a stray RST, must not start a phantom one.
+            if seg.rst || (!seg.syn && seg.payload.is_empty() && !seg.fin) {
+                return;
             }
             if self.flows.len() >= self.cfg.max_flows {
                 self.evict_oldest(handler);

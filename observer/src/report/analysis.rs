@@ -83,7 +83,10 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         ("IP fragment datagrams evicted (cap)", p.fragment_evictions),
         ("TCP gaps (bytes the capture missed)", ra.gaps),
         ("TCP gap bytes", ra.gap_bytes),
-        ("TCP out-of-order buffer cap hits", ra.gaps_flow_cap + ra.gaps_total_cap),
+        (
+            "TCP out-of-order buffer cap hits",
+            ra.gaps_flow_cap + ra.gaps_total_cap,
+        ),
         ("TCP flows evicted (flow cap)", f.evicted_flow_cap),
         ("implausible TCP segments", ra.implausible_segments),
         ("JXTA resynchronisations", j.resyncs),

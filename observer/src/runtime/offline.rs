@@ -101,9 +101,11 @@ fn progress_bar(path: &Path, wanted: bool) -> Option<ProgressBar> {
     let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .ok()?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?
+        .progress_chars("=> "),
     );
     bar.set_message(path.display().to_string());
     Some(bar)

@@ -4,8 +4,6 @@
 //! produce [`Frame`]s; everything from the packet layer on is this one object, so a
 //! live run and the offline analysis of its `-w` file give the same records.
 
-use std::collections::BTreeMap;
-
 use crate::capture::Frame;
 use crate::conntrack::{
     CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowStats, FlowTable, Interest,
@@ -228,9 +226,7 @@ impl Pipeline {
     pub fn finish(mut self) -> PipelineResult {
         self.flows.finish(&mut self.decoder);
         let Decoder {
-            stream_stats,
-            app,
-            ..
+            stream_stats, app, ..
         } = self.decoder;
         let App {
             message_stats,
@@ -307,7 +303,12 @@ impl App {
         let udp = origin.transport == Transport::Udp;
         let decoded = jxta::decode_message(framed.body);
         if let Some(records) = &mut self.records {
-            records.push(record(framed, &origin, decoded.as_ref().ok(), decoded.as_ref().err()));
+            records.push(record(
+                framed,
+                &origin,
+                decoded.as_ref().ok(),
+                decoded.as_ref().err(),
+            ));
         }
         let msg = match decoded {
             Ok(m) => m,
@@ -335,6 +336,7 @@ impl App {
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed JIM document");
                     self.jim.malformed += 1;
+                    self.matcher.count_malformed();
                     continue;
                 }
             };

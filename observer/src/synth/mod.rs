@@ -149,13 +149,24 @@ pub fn jxse27() -> Script {
 }
 
 pub fn all() -> Vec<Script> {
-    vec![two_peers(), four_peers(), relayed(), segmentation(), jxse27()]
+    vec![
+        two_peers(),
+        four_peers(),
+        relayed(),
+        segmentation(),
+        jxse27(),
+    ]
 }
 
 impl Rendered {
     /// The capture as bytes, in the given link layer and file format.
-    pub fn capture_bytes(&self, link: LinkVariant, format: WriteFormat) -> std::io::Result<Vec<u8>> {
-        self.wire.write(Vec::new(), link, format, self.capture_start)
+    pub fn capture_bytes(
+        &self,
+        link: LinkVariant,
+        format: WriteFormat,
+    ) -> std::io::Result<Vec<u8>> {
+        self.wire
+            .write(Vec::new(), link, format, self.capture_start)
     }
 
     /// The ground truth in the transaction CSV format.
@@ -164,7 +175,7 @@ impl Rendered {
         for t in &self.truth {
             w.write(t).map_err(std::io::Error::other)?;
         }
-        w.into_inner().map_err(std::io::Error::other)
+        Ok(w.into_inner())
     }
 }
 
@@ -179,7 +190,10 @@ pub fn write_samples(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             nanos: false,
             big_endian: false,
         };
-        std::fs::write(&pcap, rendered.capture_bytes(LinkVariant::Ethernet, format)?)?;
+        std::fs::write(
+            &pcap,
+            rendered.capture_bytes(LinkVariant::Ethernet, format)?,
+        )?;
         let truth = dir.join(format!("{}.truth.csv", script.name));
         std::fs::write(&truth, rendered.truth_csv()?)?;
         written.push(pcap);

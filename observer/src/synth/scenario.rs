@@ -208,7 +208,10 @@ impl<'a> Sim<'a> {
             .collect::<Vec<_>>();
         let mut pipes = HashMap::new();
         for i in 0..peers.len() {
-            pipes.insert(i, format!("urn:jxta:uuid-{NET_PEER_GROUP}{}04", rng.hex(32)));
+            pipes.insert(
+                i,
+                format!("urn:jxta:uuid-{NET_PEER_GROUP}{}04", rng.hex(32)),
+            );
         }
         Sim {
             script,
@@ -272,8 +275,10 @@ impl<'a> Sim<'a> {
                 version,
             );
             let shape = SendShape::default();
-            self.wire.send(t + 300_000, conn, 0, &[&hello_a], &shape, 100_000);
-            self.wire.send(t + 500_000, conn, 1, &[&hello_b], &shape, 100_000);
+            self.wire
+                .send(t + 300_000, conn, 0, &[&hello_a], &shape, 100_000);
+            self.wire
+                .send(t + 500_000, conn, 1, &[&hello_b], &shape, 100_000);
             self.conns.insert((a, b), (conn, 0));
             self.conns.insert((b, a), (conn, 1));
             t += 5 * MS;
@@ -366,14 +371,23 @@ impl<'a> Sim<'a> {
                 let mut at = t + delay;
                 if !self.peers[receiver].spec.instrumented {
                     // Unmodified JIM answers each poller in order.
-                    let prev = self.peers[receiver].last_reply.get(&poller).copied().unwrap_or(0);
+                    let prev = self.peers[receiver]
+                        .last_reply
+                        .get(&poller)
+                        .copied()
+                        .unwrap_or(0);
                     at = at.max(prev + MS);
                     self.peers[receiver].last_reply.insert(poller, at);
                 }
                 self.schedule(at, Event::Reply { ping });
             }
             Event::Reply { ping } => {
-                let SimPing { msg, poller, receiver, .. } = self.pings[ping];
+                let SimPing {
+                    msg,
+                    poller,
+                    receiver,
+                    ..
+                } = self.pings[ping];
                 if !self.peers[receiver].alive {
                     return;
                 }
@@ -463,7 +477,9 @@ impl<'a> Sim<'a> {
         let (placements, last) = if stressed {
             self.stressed_send(t, conn, dir, &bytes, next)
         } else {
-            let (p, last) = self.wire.send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
+            let (p, last) = self
+                .wire
+                .send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
             (p, last)
         };
         self.messages[msg].legs.push(placements[0]);
@@ -472,7 +488,14 @@ impl<'a> Sim<'a> {
     }
 
     /// The segmentation stress: every kind of disturbance, in turn.
-    fn stressed_send(&mut self, t: UnixNanos, conn: usize, dir: usize, bytes: &[u8], to: usize) -> (Vec<Placement>, UnixNanos) {
+    fn stressed_send(
+        &mut self,
+        t: UnixNanos,
+        conn: usize,
+        dir: usize,
+        bytes: &[u8],
+        to: usize,
+    ) -> (Vec<Placement>, UnixNanos) {
         let n = self.sends % 5;
         let filler = self.filler(to);
         let ack = 150_000;
@@ -513,7 +536,8 @@ impl<'a> Sim<'a> {
                     ..SendShape::default()
                 };
                 self.wire.send(t, conn, dir, &[&filler], &lossy, 100_000);
-                self.wire.send(t + MS, conn, dir, &[bytes], &SendShape::default(), ack)
+                self.wire
+                    .send(t + MS, conn, dir, &[bytes], &SendShape::default(), ack)
             }
             // Several messages in one segment.
             _ => {
@@ -521,7 +545,9 @@ impl<'a> Sim<'a> {
                     mss: 4000,
                     ..SendShape::default()
                 };
-                let (p, last) = self.wire.send(t, conn, dir, &[&filler, bytes, &filler], &shape, ack);
+                let (p, last) =
+                    self.wire
+                        .send(t, conn, dir, &[&filler, bytes, &filler], &shape, ack);
                 (p[1..2].to_vec(), last)
             }
         }
@@ -542,7 +568,11 @@ impl<'a> Sim<'a> {
                 namespace: "jxta".into(),
                 name: "EndpointDestinationAddress".into(),
                 mime: Some("text/plain;charset=UTF-8".into()),
-                content: format!("tcp://{}/EndpointService:jxta-NetGroup/ResolverService", self.addr(to)).into_bytes(),
+                content: format!(
+                    "tcp://{}/EndpointService:jxta-NetGroup/ResolverService",
+                    self.addr(to)
+                )
+                .into_bytes(),
                 signature: None,
             },
         ];
@@ -610,7 +640,8 @@ impl<'a> Sim<'a> {
             namespace: "jxta".into(),
             name: "EndpointDestinationAddress".into(),
             mime: Some("text/plain;charset=UTF-8".into()),
-            content: format!("tcp://{dest_addr}/EndpointService:jxta-NetGroup/EndpointRouter").into_bytes(),
+            content: format!("tcp://{dest_addr}/EndpointService:jxta-NetGroup/EndpointRouter")
+                .into_bytes(),
             signature: None,
         });
         let body = encode_message_v0(&elements);
@@ -630,7 +661,10 @@ impl<'a> Sim<'a> {
                 namespace: String::new(),
                 name: "jxta-NetGroupDiscQuery".into(),
                 mime: Some("text/xml;charset=UTF-8".into()),
-                content: format!("<?xml version=\"1.0\"?><jxta:DiscoveryQuery>{query}</jxta:DiscoveryQuery>").into_bytes(),
+                content: format!(
+                    "<?xml version=\"1.0\"?><jxta:DiscoveryQuery>{query}</jxta:DiscoveryQuery>"
+                )
+                .into_bytes(),
                 signature: None,
             },
             OwnedElement {
@@ -648,7 +682,8 @@ impl<'a> Sim<'a> {
             IpAddr::V4(_) => "224.0.1.85:1234".parse().expect("literal"),
             IpAddr::V6(_) => "[ff05::85]:1234".parse().expect("literal"),
         };
-        self.wire.datagram(t, SocketAddr::new(src.ip(), 1234), group, &out, 1500);
+        self.wire
+            .datagram(t, SocketAddr::new(src.ip(), 1234), group, &out, 1500);
     }
 
     fn finish(mut self) -> Rendered {
@@ -666,7 +701,9 @@ impl<'a> Sim<'a> {
         let mut truth = Vec::new();
         for ping in &self.pings {
             let pm = &self.messages[ping.msg];
-            let Some(first_leg) = pm.legs.first() else { continue };
+            let Some(first_leg) = pm.legs.first() else {
+                continue;
+            };
             let Some((start, _)) = self.wire.seen(*first_leg, capture_start) else {
                 continue;
             };
@@ -720,7 +757,12 @@ impl<'a> Sim<'a> {
             truth.push(t);
         }
         truth.sort_by(|a, b| {
-            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(b.start, &b.poller_id, &b.receiver_id, &b.correlator))
+            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
+                b.start,
+                &b.poller_id,
+                &b.receiver_id,
+                &b.correlator,
+            ))
         });
         Rendered {
             wire: self.wire,

@@ -88,13 +88,58 @@ impl Wire {
 
     /// Opens a TCP connection with a three-way handshake starting at `t`; `rtt_ns` is
     /// the round trip between the two hosts as the capture point sees it.
-    pub fn connect(&mut self, t: UnixNanos, client: SocketAddr, server: SocketAddr, isn: [u32; 2], rtt_ns: u64) -> usize {
-        let syn = TcpFlags { syn: true, ..TcpFlags::default() };
-        let synack = TcpFlags { syn: true, ack: true, ..TcpFlags::default() };
-        let ack = TcpFlags { ack: true, ..TcpFlags::default() };
-        self.push(t, build::tcp_packet(client, server, isn[0], 0, syn, 65535, b""), true);
-        self.push(t + rtt_ns / 2, build::tcp_packet(server, client, isn[1], isn[0].wrapping_add(1), synack, 65535, b""), true);
-        self.push(t + rtt_ns, build::tcp_packet(client, server, isn[0].wrapping_add(1), isn[1].wrapping_add(1), ack, 65535, b""), true);
+    pub fn connect(
+        &mut self,
+        t: UnixNanos,
+        client: SocketAddr,
+        server: SocketAddr,
+        isn: [u32; 2],
+        rtt_ns: u64,
+    ) -> usize {
+        let syn = TcpFlags {
+            syn: true,
+            ..TcpFlags::default()
+        };
+        let synack = TcpFlags {
+            syn: true,
+            ack: true,
+            ..TcpFlags::default()
+        };
+        let ack = TcpFlags {
+            ack: true,
+            ..TcpFlags::default()
+        };
+        self.push(
+            t,
+            build::tcp_packet(client, server, isn[0], 0, syn, 65535, b""),
+            true,
+        );
+        self.push(
+            t + rtt_ns / 2,
+            build::tcp_packet(
+                server,
+                client,
+                isn[1],
+                isn[0].wrapping_add(1),
+                synack,
+                65535,
+                b"",
+            ),
+            true,
+        );
+        self.push(
+            t + rtt_ns,
+            build::tcp_packet(
+                client,
+                server,
+                isn[0].wrapping_add(1),
+                isn[1].wrapping_add(1),
+                ack,
+                65535,
+                b"",
+            ),
+            true,
+        );
         self.conns.push(Conn {
             addrs: [client, server],
             seq: [isn[0].wrapping_add(1), isn[1].wrapping_add(1)],
@@ -198,15 +243,45 @@ impl Wire {
         let t = t.max(c.busy_until[0]).max(c.busy_until[1]);
         let (a, b) = (c.addrs[0], c.addrs[1]);
         let (sa, sb) = (c.seq[0], c.seq[1]);
-        let fin = TcpFlags { fin: true, ack: true, ..TcpFlags::default() };
-        let ack = TcpFlags { ack: true, ..TcpFlags::default() };
+        let fin = TcpFlags {
+            fin: true,
+            ack: true,
+            ..TcpFlags::default()
+        };
+        let ack = TcpFlags {
+            ack: true,
+            ..TcpFlags::default()
+        };
         self.push(t, build::tcp_packet(a, b, sa, sb, fin, 65535, b""), true);
-        self.push(t + 100_000, build::tcp_packet(b, a, sb, sa.wrapping_add(1), fin, 65535, b""), true);
-        self.push(t + 200_000, build::tcp_packet(a, b, sa.wrapping_add(1), sb.wrapping_add(1), ack, 65535, b""), true);
+        self.push(
+            t + 100_000,
+            build::tcp_packet(b, a, sb, sa.wrapping_add(1), fin, 65535, b""),
+            true,
+        );
+        self.push(
+            t + 200_000,
+            build::tcp_packet(
+                a,
+                b,
+                sa.wrapping_add(1),
+                sb.wrapping_add(1),
+                ack,
+                65535,
+                b"",
+            ),
+            true,
+        );
     }
 
     /// Sends one UDP datagram, fragmented to `mtu` when larger.
-    pub fn datagram(&mut self, t: UnixNanos, src: SocketAddr, dst: SocketAddr, payload: &[u8], mtu: usize) {
+    pub fn datagram(
+        &mut self,
+        t: UnixNanos,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        mtu: usize,
+    ) {
         let ip = build::udp_packet(src, dst, payload);
         if ip.len() > mtu {
             for (k, frag) in build::fragment(&ip, mtu).into_iter().enumerate() {
@@ -254,7 +329,13 @@ impl Wire {
     }
 
     /// Writes the captured packets in time order (ties keep their creation order).
-    pub fn write<W: std::io::Write>(&self, w: W, link: LinkVariant, format: WriteFormat, capture_start: UnixNanos) -> std::io::Result<W> {
+    pub fn write<W: std::io::Write>(
+        &self,
+        w: W,
+        link: LinkVariant,
+        format: WriteFormat,
+        capture_start: UnixNanos,
+    ) -> std::io::Result<W> {
         let mut order: Vec<usize> = (0..self.packets.len())
             .filter(|&i| self.packets[i].written && self.packets[i].ts >= capture_start)
             .collect();

@@ -185,6 +185,24 @@ pub struct Anomalies {
     pub messages: u64,
 }
 
+impl Anomalies {
+    /// Everything that went wrong; relay sightings and MESSAGE documents are normal
+    /// traffic and not counted.
+    pub fn total(&self) -> u64 {
+        self.malformed_documents
+            + self.duplicate_pong
+            + self.unknown_correlator
+            + self.unsolicited_pong
+            + self.pong_without_ping
+            + self.late_pong
+            + self.unknown_status
+            + self.evicted_outstanding
+            + self.evicted_pairs
+            + self.duplicate_ping_correlator
+            + self.unidentified
+    }
+}
+
 /// Totals for one message kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KindTally {

@@ -93,8 +93,8 @@ fn correlator_matching() {
     assert_eq!(t2.receiver_id, Some(id(BOB)));
     assert_eq!(t2.receiver_status, Some(Status::Busy));
     assert_eq!(t2.status, TxStatus::Ok);
-    assert_eq!(t2.ping_bytes, 970);
-    assert_eq!(t2.pong_bytes, Some(970));
+    assert_eq!(t2.ping_bytes, 1040);
+    assert_eq!(t2.pong_bytes, Some(1040));
     assert_eq!(t2.correlator_overhead_bytes, 52);
     assert_eq!(out[1].rtt_ns(), Some(900 * MS + 10));
     assert_eq!(m.overhead().ping.count, 2);

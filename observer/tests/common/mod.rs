@@ -31,13 +31,28 @@ pub fn tshark_available() -> bool {
 /// Runs tshark with `-T fields` and returns the rows split on `|`.
 pub fn tshark_fields(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-n").arg("-r").arg(file).arg("-Y").arg(filter).arg("-T").arg("fields");
+    cmd.arg("-n")
+        .arg("-r")
+        .arg(file)
+        .arg("-Y")
+        .arg(filter)
+        .arg("-T")
+        .arg("fields");
     for f in fields {
         cmd.arg("-e").arg(f);
     }
-    cmd.arg("-E").arg("separator=|").arg("-E").arg("occurrence=a").arg("-E").arg("aggregator=,");
+    cmd.arg("-E")
+        .arg("separator=|")
+        .arg("-E")
+        .arg("occurrence=a")
+        .arg("-E")
+        .arg("aggregator=,");
     let out = cmd.output().expect("run tshark");
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.is_empty())
