@@ -653,9 +653,7 @@ impl<'a> Sim<'a> {
     /// A discovery query to the multicast group, large enough to be fragmented.
     fn multicast(&mut self, t: UnixNanos, size: usize) {
         let src = self.addr(0);
-        let query: String = std::iter::repeat("<Attr>Name</Attr><Value>*</Value>")
-            .take(size / 34 + 1)
-            .collect();
+        let query = "<Attr>Name</Attr><Value>*</Value>".repeat(size / 34 + 1);
         let elements = vec![
             OwnedElement {
                 namespace: String::new(),
@@ -709,7 +707,7 @@ impl<'a> Sim<'a> {
             };
             let poller = &self.peers[ping.poller];
             let receiver = &self.peers[ping.receiver];
-            let ping_bytes = (first_leg.end - first_leg.start) as u64;
+            let ping_bytes = first_leg.end - first_leg.start;
             let ping_corr = correlator_bytes(&pm.doc);
             let pong = ping.pong.and_then(|p| {
                 let m = &self.messages[p];
