@@ -205,7 +205,7 @@ impl Summary {
             acc.rtts.extend(t.rtt_ns());
         }
         let rtt_ms = RttStats::from_ns(transactions.iter().filter_map(Transaction::rtt_ns));
-        let pairs: Vec<PairSummary> = pairs
+        let mut pairs: Vec<PairSummary> = pairs
             .into_values()
             .map(|a| PairSummary {
                 rtt_ms: RttStats::from_ns(a.rtts),
@@ -216,6 +216,15 @@ impl Summary {
                 counts: a.counts,
             })
             .collect();
+        // People read tables by name; IDs only break ties between namesakes.
+        pairs.sort_by(|a, b| {
+            (&a.poller, &a.receiver, &a.poller_id, &a.receiver_id).cmp(&(
+                &b.poller,
+                &b.receiver,
+                &b.poller_id,
+                &b.receiver_id,
+            ))
+        });
 
         let mut pollers: Vec<String> = pairs.iter().map(|p| p.poller.clone()).collect();
         let mut receivers: Vec<String> = pairs.iter().map(|p| p.receiver.clone()).collect();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureError, CaptureReader};
+use crate::capture::{CaptureError, CaptureFormat, CaptureReader};
 
 /// What was read from one input.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,7 +87,14 @@ fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSumm
     }
     InputSummary {
         name: reader.name().to_string(),
-        format: format!("{:?}", reader.format()),
+        format: match reader.format() {
+            CaptureFormat::Pcap { nanos, big_endian } => format!(
+                "pcap ({}, {})",
+                if nanos { "ns" } else { "µs" },
+                if big_endian { "big-endian" } else { "little-endian" }
+            ),
+            CaptureFormat::Pcapng => "pcapng".to_string(),
+        },
         frames: reader.stats().frames,
         bytes: reader.offset(),
         error: error.map(|e| e.to_string()),
