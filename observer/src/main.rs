@@ -96,11 +96,25 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => code,
+        // `observer ... | head` closes the pipe early: that is the reader's choice,
+        // not an error (as with any Unix filter).
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("observer: error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<observer::report::ReportError>()
+                .is_some_and(|r| matches!(r, observer::report::ReportError::Io(io) if io.kind() == io::ErrorKind::BrokenPipe))
+    })
 }
 
 fn init_logging(verbose: u8) {
