@@ -179,3 +179,41 @@ fn committed_samples_are_current() {
         );
     }
 }
+
+#[test]
+fn pcapng_with_two_interfaces_of_different_link_types_and_resolutions() {
+    use observer::capture::{CaptureReader, CaptureWriter, LinkType};
+    // The two-peers capture, its frames spread over two interfaces: Ethernet with ns
+    // timestamps and Linux cooked v1 with µs timestamps (as `tcpdump -i any` and a NIC
+    // merged by mergecap would give).
+    let rendered = synth::two_peers().render();
+    let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
+    let eth = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let mut reader = CaptureReader::from_reader("eth.pcap", Box::new(std::io::Cursor::new(eth)))
+        .expect("reader");
+    let mut writer =
+        CaptureWriter::new(Vec::new(), WriteFormat::Pcapng, LinkType::ETHERNET).expect("writer");
+    let sll = writer
+        .add_interface(LinkType::LINUX_SLL, 6)
+        .expect("interface");
+    let mut n = 0u32;
+    while let Some(frame) = reader.next_frame().expect("frame") {
+        if n % 2 == 0 {
+            writer
+                .write_frame(0, frame.ts, frame.data, frame.orig_len)
+                .expect("write");
+        } else {
+            let ip = &frame.data[14..];
+            let (_, data) = observer::packet::build::frame(LinkVariant::LinuxSll, ip);
+            writer
+                .write_frame(sll, frame.ts, &data, data.len() as u32)
+                .expect("write");
+        }
+        n += 1;
+    }
+    let bytes = writer.finish().expect("finish");
+    let result = analyze_bytes(&bytes, "two-interfaces.pcapng");
+    assert_eq!(csv_of(&result), truth);
+}
