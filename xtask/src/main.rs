@@ -20,6 +20,14 @@ enum Command {
         #[arg(long, default_value = "captures")]
         out: PathBuf,
     },
+    /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
+    BenchCapture {
+        /// Simulated seconds of traffic.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        #[arg(long, default_value = "target/bench-four-peers.pcap")]
+        out: PathBuf,
+    },
 }
 
 fn workspace_root() -> PathBuf {
@@ -44,6 +52,34 @@ fn main() -> Result<()> {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 println!("{:>9} {}", size, path.display());
             }
+        }
+        Command::BenchCapture { seconds, out } => {
+            let out = if out.is_absolute() {
+                out
+            } else {
+                workspace_root().join(out)
+            };
+            let mut script = observer::synth::four_peers();
+            script.duration_ns = seconds.saturating_mul(1_000_000_000);
+            let rendered = script.render();
+            let bytes = rendered.capture_bytes(
+                observer::packet::build::LinkVariant::Ethernet,
+                observer::capture::WriteFormat::Pcap {
+                    nanos: false,
+                    big_endian: false,
+                },
+            )?;
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(out.with_extension("truth.csv"), rendered.truth_csv()?)?;
+            println!(
+                "{:>9} {} ({} transactions in the truth)",
+                bytes.len(),
+                out.display(),
+                rendered.truth.len()
+            );
         }
     }
     Ok(())
