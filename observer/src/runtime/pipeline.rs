@@ -17,6 +17,7 @@ use crate::jxta::{
 use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
 use crate::transaction::{Matcher, MatcherConfig, Sighting, Transaction, Transport};
 use crate::UnixNanos;
+use std::net::SocketAddr;
 
 /// Everything a run can be told; the defaults are the documented safe limits.
 #[derive(Clone, Debug, Default)]
@@ -80,6 +81,8 @@ pub struct ElementRecord {
 pub struct Conn {
     parsers: [StreamParser; 2],
     peers: [Option<PeerId>; 2],
+    /// Already announced in `Pipeline::take_jxta_flows`.
+    announced: bool,
 }
 
 /// Everything downstream of the stream parsers; split from the flow table so that
@@ -89,6 +92,9 @@ struct Decoder {
     /// Counters of the stream parsers (welcomes, framing, gaps, resyncs).
     stream_stats: JxtaStats,
     app: App,
+    /// Flows recognised as JXTA by content since the last `take_jxta_flows` (a live
+    /// tap uses them to let such flows through its in-kernel port filter).
+    jxta_flows: Vec<(SocketAddr, SocketAddr)>,
 }
 
 /// What happens to each framed message: decoding, JIM documents, matching.
@@ -127,6 +133,7 @@ impl Pipeline {
             packets: PacketDecoder::new(cfg.packet),
             flows: FlowTable::new(cfg.flows),
             decoder: Decoder {
+                jxta_flows: Vec::new(),
                 stream_cfg: cfg.stream,
                 stream_stats: JxtaStats::default(),
                 app: App {
@@ -151,6 +158,46 @@ impl Pipeline {
     /// Transactions finished so far (live sources drain them as they come).
     pub fn take_finished(&mut self) -> Vec<Transaction> {
         std::mem::take(&mut self.decoder.app.finished)
+    }
+
+    /// TCP flows recognised as JXTA by content since the last call, as
+    /// (initiator, responder).
+    pub fn take_jxta_flows(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
+        std::mem::take(&mut self.decoder.jxta_flows)
+    }
+
+    /// Moves capture time forward without a packet: a live source calls this when the
+    /// wire is quiet, so PINGs still time out.
+    pub fn advance_to(&mut self, now: UnixNanos) {
+        if now > self.now {
+            self.now = now;
+            let app = &mut self.decoder.app;
+            app.matcher.advance(self.now, &mut app.finished);
+        }
+    }
+
+    pub fn matcher(&self) -> &Matcher {
+        &self.decoder.app.matcher
+    }
+
+    pub fn packet_stats(&self) -> &PacketStats {
+        &self.packets.stats
+    }
+
+    pub fn flow_stats(&self) -> &FlowStats {
+        &self.flows.stats
+    }
+
+    pub fn active_flows(&self) -> usize {
+        self.flows.active_flows()
+    }
+
+    /// Counters of the JXTA layer so far (stream and message level together).
+    pub fn jxta_stats(&self) -> JxtaStats {
+        merge_stats(
+            self.decoder.stream_stats.clone(),
+            self.decoder.app.message_stats.clone(),
+        )
     }
 
     pub fn frame(&mut self, frame: &Frame<'_>) {
@@ -432,6 +479,7 @@ impl FlowHandler for Decoder {
                 StreamParser::new(start, &self.stream_cfg),
             ],
             peers: [None, None],
+            announced: false,
         }
     }
 
@@ -442,10 +490,17 @@ impl FlowHandler for Decoder {
         dir: Dir,
         delivery: Delivery<'_>,
     ) -> Interest {
-        let Conn { parsers, peers } = conn;
+        let Conn {
+            parsers,
+            peers,
+            announced,
+        } = conn;
         let parser = &mut parsers[dir.index()];
         let Decoder {
-            stream_stats, app, ..
+            stream_stats,
+            app,
+            jxta_flows,
+            ..
         } = self;
         match delivery {
             Delivery::Data { data, first_seen } => {
@@ -471,6 +526,10 @@ impl FlowHandler for Decoder {
                 });
             }
             Delivery::Gap { len } => parser.gap(len, stream_stats),
+        }
+        if !*announced && parser.is_jxta() == Some(true) {
+            *announced = true;
+            jxta_flows.push((info.initiator, info.responder));
         }
         if parser.is_jxta() == Some(false) {
             Interest::Ignore
