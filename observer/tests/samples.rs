@@ -200,7 +200,7 @@ fn pcapng_with_two_interfaces_of_different_link_types_and_resolutions() {
         .expect("interface");
     let mut n = 0u32;
     while let Some(frame) = reader.next_frame().expect("frame") {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             writer
                 .write_frame(0, frame.ts, frame.data, frame.orig_len)
                 .expect("write");
