@@ -19,6 +19,7 @@ pub mod capture;
 pub mod conntrack;
 pub mod jim;
 pub mod jxta;
+pub mod live;
 pub mod metrics;
 pub mod packet;
 pub mod report;

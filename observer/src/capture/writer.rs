@@ -190,6 +190,12 @@ impl<W: Write> CaptureWriter<W> {
         self.flush_scratch()
     }
 
+    /// Pushes buffered bytes to the underlying writer (a live `-w` file is readable up
+    /// to the last flush even if the observer is killed).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.flush()?;

@@ -74,6 +74,15 @@ impl<W: Write> TransactionCsvWriter<W> {
         })
     }
 
+    /// A writer that continues an existing file: no header.
+    pub fn without_header(out: W) -> Self {
+        TransactionCsvWriter {
+            out,
+            scratch: Vec::with_capacity(256),
+            bytes: 0,
+        }
+    }
+
     /// Writes one record and returns its size in bytes (line terminator included).
     pub fn write(&mut self, t: &Transaction) -> Result<u64, ReportError> {
         let opt_u64 = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();

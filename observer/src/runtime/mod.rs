@@ -2,6 +2,7 @@
 //! that feed it ([`offline`] for capture files; live sources later).
 
 pub mod offline;
+pub mod online;
 pub mod pipeline;
 
 pub use offline::{analyze, Analysis, InputSummary};

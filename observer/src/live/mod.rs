@@ -1,0 +1,33 @@
+//! Live sources: packets from interfaces instead of files. They differ from the offline
+//! source only before the first arrow: each produces frames with a wall-clock timestamp
+//! and a link type, and `runtime::online` feeds them to the same `Pipeline`.
+
+#[cfg(feature = "pcap")]
+pub mod pcap;
+
+use crate::UnixNanos;
+
+/// A frame copied out of a live source.
+#[derive(Clone, Debug)]
+pub struct OwnedFrame {
+    pub ts: UnixNanos,
+    /// Index of the interface in the order given on the command line.
+    pub interface: u32,
+    pub data: Vec<u8>,
+    pub orig_len: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("cannot capture on {interface}: {reason}")]
+    Open { interface: String, reason: String },
+    #[error("capture failed: {0}")]
+    Capture(String),
+    #[error("the {0} source is not built into this binary (rebuild with `--features {0}`)")]
+    NotBuilt(&'static str),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}

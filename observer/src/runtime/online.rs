@@ -1,0 +1,391 @@
+//! Live runs: frames from a live source into the same `Pipeline` as offline, with the
+//! sinks a long-running observer needs (CSV appended as transactions finish, a pcapng
+//! of what the tap saw, the metrics endpoint, a one-line status).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
+use crate::capture::{CaptureWriter, Frame, LinkType, WriteFormat};
+use crate::live::{LiveError, OwnedFrame};
+use crate::metrics::http::{MetricsServer, Snapshot};
+use crate::metrics::{LiveMetrics, SourceCounters};
+use crate::report::TransactionCsvWriter;
+use crate::transaction::{Transaction, TxStatus};
+use crate::UnixNanos;
+
+/// Transactions kept in memory for the final summary of a live run; beyond this the
+/// CSV and the metrics still get every one, the summary covers the first ones.
+pub const MAX_KEPT_TRANSACTIONS: usize = 1_000_000;
+
+/// When to start a new CSV file.
+#[derive(Clone, Debug, Default)]
+pub struct CsvRotation {
+    pub max_bytes: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LiveConfig {
+    pub pipeline: PipelineConfig,
+    pub csv: Option<PathBuf>,
+    pub csv_rotation: CsvRotation,
+    /// Save every frame the source delivered (pcapng), like tcpdump's `-w`.
+    pub save: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    pub metrics_public: bool,
+    /// Refresh a one-line status on stderr (only when it is a terminal).
+    pub status_line: bool,
+    /// Stop by itself after this long.
+    pub duration: Option<Duration>,
+    /// Names of the interfaces, in the order frames number them.
+    pub interfaces: Vec<String>,
+}
+
+/// A live source, polled by the run loop.
+pub enum LiveSource {
+    #[cfg(feature = "pcap")]
+    Pcap(crate::live::pcap::PcapSource),
+    /// Frames handed in by the caller (tests, and sources that push).
+    Channel {
+        rx: std::sync::mpsc::Receiver<OwnedFrame>,
+        link_types: Vec<LinkType>,
+        events: u64,
+        bytes: u64,
+    },
+}
+
+impl LiveSource {
+    fn name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "pcap")]
+            LiveSource::Pcap(_) => "pcap",
+            LiveSource::Channel { .. } => "channel",
+        }
+    }
+
+    fn link_type(&self, interface: u32) -> LinkType {
+        let list = match self {
+            #[cfg(feature = "pcap")]
+            LiveSource::Pcap(p) => &p.link_types,
+            LiveSource::Channel { link_types, .. } => link_types,
+        };
+        list.get(interface as usize).copied().unwrap_or(LinkType::ETHERNET)
+    }
+
+    fn link_types(&self, n: usize) -> Vec<LinkType> {
+        (0..n as u32).map(|i| self.link_type(i)).collect()
+    }
+
+    /// Returns `Ok(None)` when the source has ended (a channel whose sender is gone).
+    fn poll(&mut self, timeout: Duration, out: &mut dyn FnMut(&OwnedFrame)) -> Result<Option<usize>, LiveError> {
+        match self {
+            #[cfg(feature = "pcap")]
+            LiveSource::Pcap(p) => p.poll(timeout, out).map(Some),
+            LiveSource::Channel { rx, events, bytes, .. } => {
+                let mut n = 0;
+                let first = match rx.recv_timeout(timeout) {
+                    Ok(f) => f,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(Some(0)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+                };
+                let mut next = Some(first);
+                while let Some(f) = next.take() {
+                    *events += 1;
+                    *bytes += f.data.len() as u64;
+                    out(&f);
+                    n += 1;
+                    if n < 4096 {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                Ok(Some(n))
+            }
+        }
+    }
+
+    fn counters(&self) -> SourceCounters {
+        match self {
+            #[cfg(feature = "pcap")]
+            LiveSource::Pcap(p) => SourceCounters {
+                source: "pcap",
+                events: p.events,
+                bytes: p.bytes,
+                kernel_drops: p.kernel_drops(),
+                userspace_drops: 0,
+            },
+            LiveSource::Channel { events, bytes, .. } => SourceCounters {
+                source: "channel",
+                events: *events,
+                bytes: *bytes,
+                ..SourceCounters::default()
+            },
+        }
+    }
+}
+
+/// What a finished live run hands back.
+pub struct LiveOutcome {
+    pub result: PipelineResult,
+    /// Every transaction of the run (up to `MAX_KEPT_TRANSACTIONS`).
+    pub transactions: Vec<Transaction>,
+    pub source: SourceCounters,
+}
+
+/// The CSV sink: appends, flushes every batch, rotates by size or age.
+struct CsvSink {
+    path: PathBuf,
+    rotation: CsvRotation,
+    writer: TransactionCsvWriter<BufWriter<File>>,
+    opened: Instant,
+    bytes: u64,
+    rotations: u32,
+}
+
+impl CsvSink {
+    fn open(path: &Path, rotation: CsvRotation) -> Result<Self, LiveError> {
+        let err = |source| LiveError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        let writer = if existing > 0 {
+            // Appending to an earlier run's file: its header is already there.
+            TransactionCsvWriter::without_header(BufWriter::new(file))
+        } else {
+            TransactionCsvWriter::new(BufWriter::new(file)).map_err(|e| LiveError::Write {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+        };
+        Ok(CsvSink {
+            path: path.to_path_buf(),
+            rotation,
+            writer,
+            opened: Instant::now(),
+            bytes: existing,
+            rotations: 0,
+        })
+    }
+
+    fn write(&mut self, t: &Transaction) -> Result<(), LiveError> {
+        let n = self.writer.write(t).map_err(|e| self.io_err(e.to_string()))?;
+        self.bytes += n;
+        Ok(())
+    }
+
+    fn io_err(&self, msg: String) -> LiveError {
+        LiveError::Write {
+            path: self.path.display().to_string(),
+            source: std::io::Error::other(msg),
+        }
+    }
+
+    /// Flushes to the file (the flush policy: at most one second of records is in
+    /// memory at any time), then rotates if due.
+    fn flush(&mut self) -> Result<(), LiveError> {
+        self.writer.flush().map_err(|e| self.io_err(e.to_string()))?;
+        let by_size = self.rotation.max_bytes.is_some_and(|m| self.bytes >= m);
+        let by_age = self.rotation.max_age.is_some_and(|a| self.opened.elapsed() >= a);
+        if by_size || by_age {
+            self.rotations += 1;
+            let stamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let rotated = PathBuf::from(format!("{}.{stamp}.{}", self.path.display(), self.rotations));
+            std::fs::rename(&self.path, &rotated).map_err(|source| LiveError::Write {
+                path: rotated.display().to_string(),
+                source,
+            })?;
+            *self = CsvSink {
+                rotations: self.rotations,
+                ..CsvSink::open(&self.path, self.rotation.clone())?
+            };
+        }
+        Ok(())
+    }
+}
+
+fn wall_now() -> UnixNanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs until `stop` is set, the duration is over, or the source ends.
+pub fn run(mut source: LiveSource, cfg: LiveConfig, stop: &AtomicBool) -> Result<LiveOutcome, LiveError> {
+    let mut pipeline = Pipeline::new(cfg.pipeline.clone());
+    let mut csv = match &cfg.csv {
+        Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
+        None => None,
+    };
+    let link_types = source.link_types(cfg.interfaces.len().max(1));
+    let mut saver = match &cfg.save {
+        Some(p) => Some(open_saver(p, &link_types)?),
+        None => None,
+    };
+    let snapshot: Snapshot = Arc::new(Mutex::new(String::new()));
+    let _server = match cfg.metrics {
+        Some(addr) => Some(
+            MetricsServer::start(addr, cfg.metrics_public, snapshot.clone())
+                .map_err(|e| LiveError::Capture(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let status = cfg.status_line && std::io::stderr().is_terminal();
+    let mut metrics = LiveMetrics::default();
+    let mut kept: Vec<Transaction> = Vec::new();
+    let started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut write_error: Option<LiveError> = None;
+
+    loop {
+        if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let polled = source.poll(Duration::from_millis(100), &mut |f| {
+            if let Some(w) = &mut saver {
+                if let Err(e) = w.write_frame(f.interface, f.ts, &f.data, f.orig_len) {
+                    write_error.get_or_insert(LiveError::Write {
+                        path: cfg.save.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                        source: e,
+                    });
+                }
+            }
+            let frame = Frame {
+                ts: f.ts,
+                link_type: link_types
+                    .get(f.interface as usize)
+                    .copied()
+                    .unwrap_or(LinkType::ETHERNET),
+                data: &f.data,
+                orig_len: f.orig_len,
+                interface: f.interface,
+            };
+            pipeline.frame(&frame);
+        });
+        if let Some(e) = write_error.take() {
+            return Err(e);
+        }
+        let ended = match polled {
+            Ok(None) => true,
+            Ok(Some(0)) => {
+                // A quiet wire: let time pass so PINGs still time out. Keep a margin for
+                // frames stamped a moment ago that are still queued.
+                pipeline.advance_to(wall_now().saturating_sub(200_000_000));
+                false
+            }
+            Ok(Some(_)) => false,
+            Err(e) => return Err(e),
+        };
+        for t in pipeline.take_finished() {
+            handle(t, &mut csv, &mut kept, &mut metrics)?;
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) || ended {
+            last_tick = Instant::now();
+            if let Some(c) = &mut csv {
+                c.flush()?;
+            }
+            if let Some(w) = &mut saver {
+                w.flush().map_err(|source| LiveError::Write {
+                    path: cfg.save.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    source,
+                })?;
+            }
+            let counters = source.counters();
+            let text = metrics.render(
+                pipeline.matcher(),
+                pipeline.packet_stats(),
+                &pipeline.jxta_stats(),
+                pipeline.active_flows(),
+                &counters,
+            );
+            if let Ok(mut s) = snapshot.lock() {
+                *s = text;
+            }
+            if status {
+                status_line(&kept, &counters, pipeline.active_flows());
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    if status {
+        eprintln!();
+    }
+    tracing::info!(source = source.name(), "live capture stopped");
+    let counters = source.counters();
+    let mut result = pipeline.finish();
+    for t in std::mem::take(&mut result.transactions) {
+        handle(t, &mut csv, &mut kept, &mut metrics)?;
+    }
+    if let Some(c) = &mut csv {
+        c.flush()?;
+    }
+    if let Some(w) = saver.take() {
+        w.finish().map_err(|source| LiveError::Write {
+            path: cfg.save.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            source,
+        })?;
+    }
+    kept.sort_by(|a, b| (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id)));
+    Ok(LiveOutcome {
+        result,
+        transactions: kept,
+        source: counters,
+    })
+}
+
+/// Every finished transaction goes to the metrics, the CSV and the kept list.
+fn handle(
+    t: Transaction,
+    csv: &mut Option<CsvSink>,
+    kept: &mut Vec<Transaction>,
+    metrics: &mut LiveMetrics,
+) -> Result<(), LiveError> {
+    metrics.record(&t);
+    if let Some(c) = csv {
+        c.write(&t)?;
+    }
+    if kept.len() < MAX_KEPT_TRANSACTIONS {
+        kept.push(t);
+    }
+    Ok(())
+}
+
+fn open_saver(path: &Path, link_types: &[LinkType]) -> Result<CaptureWriter<BufWriter<File>>, LiveError> {
+    let err = |source| LiveError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = File::create(path).map_err(err)?;
+    let first = link_types.first().copied().unwrap_or(LinkType::ETHERNET);
+    let mut w = CaptureWriter::new(BufWriter::new(file), WriteFormat::Pcapng, first).map_err(err)?;
+    for lt in link_types.iter().skip(1) {
+        w.add_interface(*lt, 9).map_err(err)?;
+    }
+    Ok(w)
+}
+
+fn status_line(kept: &[Transaction], c: &SourceCounters, flows: usize) {
+    // Counting here costs a scan per second, which is nothing next to the capture.
+    let ok = kept.iter().filter(|t| t.status == TxStatus::Ok).count();
+    let timeout = kept.iter().filter(|t| t.status == TxStatus::Timeout).count();
+    eprint!(
+        "\r\x1b[2K{} transactions ({ok} ok, {timeout} timeout) | {} events | drops {} kernel, {} user | {flows} flows",
+        kept.len(),
+        c.events,
+        c.kernel_drops,
+        c.userspace_drops
+    );
+    let _ = std::io::stderr().flush();
+}
