@@ -33,6 +33,58 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// List every decoded JXTA message (one line each; --json for one JSON object per line).
     Messages(MessagesArgs),
+    /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
+    Live(LiveArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SourceKind {
+    /// eBPF TC classifier with in-kernel filtering (needs root or CAP_BPF + CAP_NET_ADMIN).
+    Ebpf,
+    /// libpcap (built with `--features pcap`).
+    Pcap,
+    /// eBPF when permitted, else libpcap; says which it took.
+    Auto,
+}
+
+#[derive(Args)]
+struct LiveArgs {
+    /// Interface to capture on (repeatable).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    interfaces: Vec<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    source: SourceKind,
+    /// JXTA ports passed by the in-kernel filter (flows recognised by content are added
+    /// as they are found) [default: 9701, 9700].
+    #[arg(long = "port", value_name = "PORT")]
+    ports: Vec<u16>,
+    /// A PING not answered within this time is a timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Append one row per finished transaction (flushed every second).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Start a new CSV file when the current one reaches this size.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    csv_rotate_size: Option<u64>,
+    /// Start a new CSV file after this long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    csv_rotate_time: Option<Duration>,
+    /// Save what the tap saw to a pcapng file (re-analyse it later with `analyze`).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Allow the metrics endpoint on a non-loopback address.
+    #[arg(long)]
+    metrics_public: bool,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -136,6 +188,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Analyze(args) => analyze(args),
         Command::Messages(args) => messages(args),
+        Command::Live(args) => live(args),
     }
 }
 
@@ -237,6 +290,102 @@ fn messages(args: MessagesArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(exit_for(&analysis))
+}
+
+fn live(args: LiveArgs) -> Result<ExitCode> {
+    use observer::runtime::online::{self, CsvRotation, LiveConfig};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let mut cfg = LiveConfig {
+        csv: args.csv.clone(),
+        csv_rotation: CsvRotation {
+            max_bytes: args.csv_rotate_size,
+            max_age: args.csv_rotate_time,
+        },
+        save: args.write.clone(),
+        metrics: args.metrics,
+        metrics_public: args.metrics_public,
+        status_line: true,
+        duration: args.duration,
+        interfaces: args.interfaces.clone(),
+        ..LiveConfig::default()
+    };
+    cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
+    let source = open_live_source(&args)?;
+    let outcome = online::run(source, cfg, &stop)?;
+    let summary = Summary::build(
+        &outcome.transactions,
+        &outcome.result.matcher,
+        outcome.result.duration_ns(),
+    );
+    let mut out = io::stdout().lock();
+    if args.json {
+        let mut json = summary.to_json();
+        if let serde_json::Value::Object(map) = &mut json {
+            map.insert("jxta".into(), outcome.result.jxta.to_json());
+            map.insert(
+                "source".into(),
+                serde_json::json!({
+                    "kind": outcome.source.source,
+                    "events": outcome.source.events,
+                    "bytes": outcome.source.bytes,
+                    "kernel_drops": outcome.source.kernel_drops,
+                    "userspace_drops": outcome.source.userspace_drops,
+                }),
+            );
+        }
+        serde_json::to_writer_pretty(&mut out, &json)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report::table::render(&summary))?;
+        writeln!(
+            out,
+            "\nSource: {} ({} events, {} bytes, drops: {} kernel, {} user-space)",
+            outcome.source.source,
+            outcome.source.events,
+            outcome.source.bytes,
+            outcome.source.kernel_drops,
+            outcome.source.userspace_drops
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_live_source(args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
+    match args.source {
+        SourceKind::Pcap => open_pcap(args),
+        SourceKind::Ebpf => {
+            bail!("the eBPF source is not available in this build yet; use --source pcap")
+        }
+        SourceKind::Auto => {
+            eprintln!("observer: using the pcap source");
+            open_pcap(args)
+        }
+    }
+}
+
+#[cfg(feature = "pcap")]
+fn open_pcap(args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
+    // libpcap's filter cannot follow flows recognised by content, so it passes all TCP
+    // and UDP unless ports were given.
+    let filter = if args.ports.is_empty() {
+        "tcp or udp".to_string()
+    } else {
+        let ports: Vec<String> = args.ports.iter().map(|p| format!("port {p}")).collect();
+        format!("(tcp or udp) and ({})", ports.join(" or "))
+    };
+    let source = observer::live::pcap::PcapSource::open(&args.interfaces, Some(&filter))?;
+    Ok(observer::runtime::online::LiveSource::Pcap(source))
+}
+
+#[cfg(not(feature = "pcap"))]
+fn open_pcap(_args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
+    Err(observer::live::LiveError::NotBuilt("pcap").into())
 }
 
 /// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.

@@ -62,6 +62,12 @@ impl PcapSource {
                     reason: format!("filter {f:?}: {e}"),
                 })?;
             }
+            // Non-blocking: libpcap's read timeout does not reliably return on a quiet
+            // interface in immediate mode, and a reader must notice `stop` promptly.
+            let cap = cap.setnonblock().map_err(|e| LiveError::Open {
+                interface: name.clone(),
+                reason: e.to_string(),
+            })?;
             link_types.push(link_type_of(cap.get_datalink().0));
             let drops = Arc::new(AtomicU64::new(0));
             kernel_drops.push(drops.clone());
@@ -88,7 +94,11 @@ impl PcapSource {
     }
 
     /// Waits up to `timeout` for frames and hands every available one to `out`.
-    pub fn poll(&mut self, timeout: Duration, out: &mut dyn FnMut(&OwnedFrame)) -> Result<usize, LiveError> {
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut dyn FnMut(&OwnedFrame),
+    ) -> Result<usize, LiveError> {
         if let Ok(mut e) = self.errors.lock() {
             if let Some(msg) = e.take() {
                 return Err(LiveError::Capture(msg));
@@ -126,7 +136,10 @@ impl PcapSource {
     }
 
     pub fn kernel_drops(&self) -> u64 {
-        self.kernel_drops.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+        self.kernel_drops
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -172,7 +185,10 @@ fn spawn_reader(
                         return;
                     }
                 }
-                Err(pcap::Error::TimeoutExpired) => {}
+                Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => {
+                    // Nothing queued: a short nap bounds both latency and wake-ups.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
                 Err(e) => {
                     if let Ok(mut slot) = errors.lock() {
                         slot.get_or_insert(format!("{name}: {e}"));
@@ -182,7 +198,10 @@ fn spawn_reader(
             }
             if last_stats.elapsed() > Duration::from_millis(500) {
                 if let Ok(s) = cap.stats() {
-                    drops.store(u64::from(s.dropped) + u64::from(s.if_dropped), Ordering::Relaxed);
+                    drops.store(
+                        u64::from(s.dropped) + u64::from(s.if_dropped),
+                        Ordering::Relaxed,
+                    );
                 }
                 last_stats = std::time::Instant::now();
             }

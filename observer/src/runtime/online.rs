@@ -75,7 +75,9 @@ impl LiveSource {
             LiveSource::Pcap(p) => &p.link_types,
             LiveSource::Channel { link_types, .. } => link_types,
         };
-        list.get(interface as usize).copied().unwrap_or(LinkType::ETHERNET)
+        list.get(interface as usize)
+            .copied()
+            .unwrap_or(LinkType::ETHERNET)
     }
 
     fn link_types(&self, n: usize) -> Vec<LinkType> {
@@ -83,11 +85,17 @@ impl LiveSource {
     }
 
     /// Returns `Ok(None)` when the source has ended (a channel whose sender is gone).
-    fn poll(&mut self, timeout: Duration, out: &mut dyn FnMut(&OwnedFrame)) -> Result<Option<usize>, LiveError> {
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut dyn FnMut(&OwnedFrame),
+    ) -> Result<Option<usize>, LiveError> {
         match self {
             #[cfg(feature = "pcap")]
             LiveSource::Pcap(p) => p.poll(timeout, out).map(Some),
-            LiveSource::Channel { rx, events, bytes, .. } => {
+            LiveSource::Channel {
+                rx, events, bytes, ..
+            } => {
                 let mut n = 0;
                 let first = match rx.recv_timeout(timeout) {
                     Ok(f) => f,
@@ -154,7 +162,11 @@ impl CsvSink {
             source,
         };
         let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
         let writer = if existing > 0 {
             // Appending to an earlier run's file: its header is already there.
             TransactionCsvWriter::without_header(BufWriter::new(file))
@@ -175,7 +187,10 @@ impl CsvSink {
     }
 
     fn write(&mut self, t: &Transaction) -> Result<(), LiveError> {
-        let n = self.writer.write(t).map_err(|e| self.io_err(e.to_string()))?;
+        let n = self
+            .writer
+            .write(t)
+            .map_err(|e| self.io_err(e.to_string()))?;
         self.bytes += n;
         Ok(())
     }
@@ -190,16 +205,25 @@ impl CsvSink {
     /// Flushes to the file (the flush policy: at most one second of records is in
     /// memory at any time), then rotates if due.
     fn flush(&mut self) -> Result<(), LiveError> {
-        self.writer.flush().map_err(|e| self.io_err(e.to_string()))?;
+        self.writer
+            .flush()
+            .map_err(|e| self.io_err(e.to_string()))?;
         let by_size = self.rotation.max_bytes.is_some_and(|m| self.bytes >= m);
-        let by_age = self.rotation.max_age.is_some_and(|a| self.opened.elapsed() >= a);
+        let by_age = self
+            .rotation
+            .max_age
+            .is_some_and(|a| self.opened.elapsed() >= a);
         if by_size || by_age {
             self.rotations += 1;
             let stamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let rotated = PathBuf::from(format!("{}.{stamp}.{}", self.path.display(), self.rotations));
+            let rotated = PathBuf::from(format!(
+                "{}.{stamp}.{}",
+                self.path.display(),
+                self.rotations
+            ));
             std::fs::rename(&self.path, &rotated).map_err(|source| LiveError::Write {
                 path: rotated.display().to_string(),
                 source,
@@ -221,7 +245,11 @@ fn wall_now() -> UnixNanos {
 }
 
 /// Runs until `stop` is set, the duration is over, or the source ends.
-pub fn run(mut source: LiveSource, cfg: LiveConfig, stop: &AtomicBool) -> Result<LiveOutcome, LiveError> {
+pub fn run(
+    mut source: LiveSource,
+    cfg: LiveConfig,
+    stop: &AtomicBool,
+) -> Result<LiveOutcome, LiveError> {
     let mut pipeline = Pipeline::new(cfg.pipeline.clone());
     let mut csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
@@ -255,7 +283,11 @@ pub fn run(mut source: LiveSource, cfg: LiveConfig, stop: &AtomicBool) -> Result
             if let Some(w) = &mut saver {
                 if let Err(e) = w.write_frame(f.interface, f.ts, &f.data, f.orig_len) {
                     write_error.get_or_insert(LiveError::Write {
-                        path: cfg.save.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                        path: cfg
+                            .save
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
                         source: e,
                     });
                 }
@@ -296,7 +328,11 @@ pub fn run(mut source: LiveSource, cfg: LiveConfig, stop: &AtomicBool) -> Result
             }
             if let Some(w) = &mut saver {
                 w.flush().map_err(|source| LiveError::Write {
-                    path: cfg.save.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    path: cfg
+                        .save
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     source,
                 })?;
             }
@@ -333,11 +369,17 @@ pub fn run(mut source: LiveSource, cfg: LiveConfig, stop: &AtomicBool) -> Result
     }
     if let Some(w) = saver.take() {
         w.finish().map_err(|source| LiveError::Write {
-            path: cfg.save.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            path: cfg
+                .save
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             source,
         })?;
     }
-    kept.sort_by(|a, b| (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id)));
+    kept.sort_by(|a, b| {
+        (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id))
+    });
     Ok(LiveOutcome {
         result,
         transactions: kept,
@@ -362,14 +404,18 @@ fn handle(
     Ok(())
 }
 
-fn open_saver(path: &Path, link_types: &[LinkType]) -> Result<CaptureWriter<BufWriter<File>>, LiveError> {
+fn open_saver(
+    path: &Path,
+    link_types: &[LinkType],
+) -> Result<CaptureWriter<BufWriter<File>>, LiveError> {
     let err = |source| LiveError::Write {
         path: path.display().to_string(),
         source,
     };
     let file = File::create(path).map_err(err)?;
     let first = link_types.first().copied().unwrap_or(LinkType::ETHERNET);
-    let mut w = CaptureWriter::new(BufWriter::new(file), WriteFormat::Pcapng, first).map_err(err)?;
+    let mut w =
+        CaptureWriter::new(BufWriter::new(file), WriteFormat::Pcapng, first).map_err(err)?;
     for lt in link_types.iter().skip(1) {
         w.add_interface(*lt, 9).map_err(err)?;
     }
@@ -379,7 +425,10 @@ fn open_saver(path: &Path, link_types: &[LinkType]) -> Result<CaptureWriter<BufW
 fn status_line(kept: &[Transaction], c: &SourceCounters, flows: usize) {
     // Counting here costs a scan per second, which is nothing next to the capture.
     let ok = kept.iter().filter(|t| t.status == TxStatus::Ok).count();
-    let timeout = kept.iter().filter(|t| t.status == TxStatus::Timeout).count();
+    let timeout = kept
+        .iter()
+        .filter(|t| t.status == TxStatus::Timeout)
+        .count();
     eprint!(
         "\r\x1b[2K{} transactions ({ok} ok, {timeout} timeout) | {} events | drops {} kernel, {} user | {flows} flows",
         kept.len(),

@@ -1,0 +1,261 @@
+//! `observer live --source pcap` end to end: a sample capture is replayed with tcpreplay
+//! into a veth pair (one end in a network namespace made for the test), the observer
+//! captures on the other end; its CSV must hold the capture's transactions, its `-w`
+//! file must re-analyse to the same CSV, its metrics endpoint must count them, and
+//! SIGTERM must end it cleanly with everything flushed.
+#![cfg(feature = "pcap")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use observer::report::read_transactions_csv;
+use observer::transaction::TxStatus;
+
+const MULTIPLIER: u64 = 10;
+
+/// A veth pair, `obsA<pid>` in the root namespace and `obsB<pid>` in namespace
+/// `obs-live-<pid>`; removed on drop, also when the test panics.
+struct Veth {
+    ns: String,
+    host: String,
+    peer: String,
+}
+
+impl Veth {
+    fn new() -> Option<Veth> {
+        let id = std::process::id() % 100_000;
+        let v = Veth {
+            ns: format!("obs-live-{id}"),
+            host: format!("obsA{id}"),
+            peer: format!("obsB{id}"),
+        };
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !ok(&["netns", "add", &v.ns]) {
+            return None;
+        }
+        let created = ok(&[
+            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
+        ]) && ok(&["link", "set", &v.peer, "netns", &v.ns])
+            && ok(&["link", "set", &v.host, "up"])
+            && ok(&["netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"]);
+        if !created {
+            drop(v);
+            return None;
+        }
+        Some(v)
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn usable() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    let tcpreplay = Command::new("tcpreplay").arg("--version").output().is_ok();
+    if !(root && tcpreplay) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root with tcpreplay installed by scripts/test"
+        );
+        eprintln!("skipping: needs root and tcpreplay");
+        return false;
+    }
+    true
+}
+
+struct Killer(Child);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn live_pcap_source_on_a_veth() {
+    if !usable() {
+        return;
+    }
+    let Some(veth) = Veth::new() else {
+        panic!("cannot create a network namespace and veth pair as root");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("live.csv");
+    let saved = dir.path().join("live.pcapng");
+    let metrics = "127.0.0.1:19898";
+    let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args([
+            "live",
+            "-i",
+            &veth.host,
+            "--source",
+            "pcap",
+            "--metrics",
+            metrics,
+        ])
+        .arg("--csv")
+        .arg(&csv)
+        .arg("-w")
+        .arg(&saved)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start observer live");
+    let mut child = Killer(child);
+    // Wait for the metrics endpoint: the capture is open by then.
+    let t0 = Instant::now();
+    while !get(metrics, "/metrics").contains("observer_active_flows") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "observer live did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replay = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &veth.ns,
+            "tcpreplay",
+            "-q",
+            "-i",
+            &veth.peer,
+        ])
+        .arg(format!("--multiplier={MULTIPLIER}"))
+        .arg(common::capture("two-peers.pcap"))
+        .output()
+        .expect("tcpreplay");
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let scraped = get(metrics, "/metrics");
+
+    // SIGTERM: a clean stop, CSV flushed, summary printed.
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status =
+        wait_exit(&mut child.0, Duration::from_secs(10)).expect("observer exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let mut stdout = String::new();
+    use std::io::Read;
+    child
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    assert!(
+        stdout.contains("alice") && stdout.contains("bob"),
+        "{stdout}"
+    );
+
+    let truth = read_transactions_csv(
+        std::fs::File::open(common::capture("two-peers.truth.csv")).expect("truth"),
+    )
+    .expect("truth csv");
+    let live = read_transactions_csv(std::fs::File::open(&csv).expect("live csv"))
+        .expect("parse live csv");
+    assert_eq!(live.len(), truth.len(), "every transaction found live");
+    let key = |t: &observer::transaction::Transaction| t.correlator.clone();
+    for t in &truth {
+        let l = live
+            .iter()
+            .find(|l| key(l) == key(t))
+            .expect("same correlator live");
+        assert_eq!(l.status, TxStatus::Ok);
+        assert_eq!(
+            (&l.poller_name, &l.receiver_name),
+            (&t.poller_name, &t.receiver_name)
+        );
+        // tcpreplay compresses time by the multiplier; its pacing is not exact.
+        let expected = t.rtt_ns().expect("ok") as f64 / MULTIPLIER as f64;
+        let got = l.rtt_ns().expect("ok") as f64;
+        assert!((got - expected).abs() < 5e6, "rtt {got} vs {expected}");
+    }
+    let ok_metric = |pair: &str| {
+        scraped
+            .lines()
+            .find(|l| {
+                l.starts_with("observer_transactions_total")
+                    && l.contains(pair)
+                    && l.contains("status=\"ok\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(
+        ok_metric("poller=\"alice\",receiver=\"bob\""),
+        Some(10),
+        "{scraped}"
+    );
+    assert_eq!(ok_metric("poller=\"bob\",receiver=\"alice\""), Some(10));
+
+    // The saved capture re-analyses to the same records.
+    let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .arg("analyze")
+        .arg(&saved)
+        .args(["--csv", "-"])
+        .output()
+        .expect("analyze saved capture");
+    assert!(out.status.success());
+    let again = read_transactions_csv(&out.stdout[..]).expect("csv");
+    let mut a: Vec<_> = again
+        .iter()
+        .map(|t| (t.correlator.clone(), t.start, t.stop))
+        .collect();
+    let mut b: Vec<_> = live
+        .iter()
+        .map(|t| (t.correlator.clone(), t.start, t.stop))
+        .collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
