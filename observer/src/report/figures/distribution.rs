@@ -118,7 +118,15 @@ fn histogram<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", font + 2))
         .light_line_style(RGBColor(235, 235, 235))
         .y_labels(if small { 4 } else { 8 })
-        .x_labels(if small { 5 } else { 10 });
+        .x_labels(if small { 5 } else { 10 })
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        });
     if !small {
         mesh.x_desc("round-trip time (ms)")
             .y_desc("transactions per bin");
@@ -171,19 +179,28 @@ fn histogram<DB: DrawingBackend>(
             PCT_COLOR.stroke_width(1),
         )))?;
         let y = top * (0.97 - 0.07 * k as f64);
+        // Labels right of their line, or left of it near the right edge.
+        let h = if v > x0 + 0.7 * (x1 - x0) {
+            HPos::Right
+        } else {
+            HPos::Left
+        };
         chart.draw_series(std::iter::once(Text::new(
-            format!("{name} {v:.1}"),
+            format!(" {name} {v:.1} "),
             (v, y),
-            f.clone()
-                .color(&PCT_COLOR)
-                .pos(Pos::new(HPos::Left, VPos::Top)),
+            f.clone().color(&PCT_COLOR).pos(Pos::new(h, VPos::Top)),
         )))?;
     }
     let y = top * 0.76;
+    let h = if stats.mean > x0 + 0.6 * (x1 - x0) {
+        HPos::Right
+    } else {
+        HPos::Left
+    };
     chart.draw_series(std::iter::once(Text::new(
-        format!("mean {:.1} ± sd {:.1}", stats.mean, stats.sd),
+        format!(" mean {:.1} ± sd {:.1} ", stats.mean, stats.sd),
         (stats.mean, y),
-        f.color(&MEAN_COLOR).pos(Pos::new(HPos::Left, VPos::Top)),
+        f.color(&MEAN_COLOR).pos(Pos::new(h, VPos::Top)),
     )))?;
     Ok(())
 }
@@ -207,6 +224,8 @@ fn ecdf<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("round-trip time (ms)")
         .y_desc("fraction of transactions ≤ x")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.1}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(235, 235, 235))

@@ -86,6 +86,8 @@ impl Figure for Overhead<'_> {
             .configure_mesh()
             .x_desc("message size on the wire, framed (bytes)")
             .y_desc("correlator element (bytes)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(235, 235, 235))

@@ -150,6 +150,7 @@ impl Figure for PresenceFigure<'_> {
                 }
             })
             .x_desc("time since the first PING (s)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(235, 235, 235))
@@ -188,6 +189,7 @@ impl Figure for PresenceFigure<'_> {
         chart
             .configure_mesh()
             .x_desc("time of the change: first PONG showing it (s)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("delay until learned (s)")
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))

@@ -75,6 +75,18 @@ impl<'a> TimeSeries<'a> {
             .configure_mesh()
             .x_desc("time since the first PING (s)")
             .y_desc("round-trip time (ms)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| {
+                // Log scale: label 1, 2, 5 × 10^k only, or the top labels crowd.
+                let m = *v / 10f64.powf(v.log10().floor());
+                if self.log && ![1.0, 2.0, 5.0].iter().any(|k| (m - k).abs() < 1e-6) {
+                    String::new()
+                } else if *v >= 10.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v}")
+                }
+            })
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .light_line_style(RGBColor(235, 235, 235))
@@ -203,11 +215,16 @@ impl Figure for TimeSeries<'_> {
         draw_legend(&side, "poller → receiver (ok)", &entries)?;
         if has_marks {
             let y = 36 + 22 * entries.len() as i32 + 10;
-            side.draw(&Text::new(
-                format!("timeouts/open drawn {marker_note}"),
-                (8, y),
-                ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80)),
-            ))?;
+            for (k, line) in ["timeouts and open PINGs drawn".to_owned(), marker_note]
+                .into_iter()
+                .enumerate()
+            {
+                side.draw(&Text::new(
+                    line,
+                    (8, y + 16 * k as i32),
+                    ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80)),
+                ))?;
+            }
         }
         Ok(())
     }
