@@ -305,8 +305,8 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
         let mut txs = Vec::new();
         let mut inputs = Vec::new();
         for path in &args.inputs.files {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let t = report::read_transactions_csv(&bytes[..])
                 .with_context(|| format!("{}", path.display()))?;
             inputs.push(InputMeta {

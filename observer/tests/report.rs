@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use observer::report::figures::{
-    self, distribution, graph, matrix, overhead, presence, timeseries, Figure, Options,
-    ReportData,
+    self, distribution, graph, matrix, overhead, presence, timeseries, Figure, Options, ReportData,
 };
 use observer::report::{read_transactions_csv, TransactionCsvWriter};
 use observer::runtime::{self, PipelineConfig};
@@ -108,7 +107,10 @@ fn timeseries_has_one_series_per_pair() {
     let timeouts = s.transactions.timeout as usize;
     assert_eq!(timeouts, 6);
     let red = figures::svg_color(figures::TIMEOUT_COLOR);
-    assert_eq!(count_tags(&text, "line", "stroke", &red), 2 * (timeouts + 1));
+    assert_eq!(
+        count_tags(&text, "line", "stroke", &red),
+        2 * (timeouts + 1)
+    );
     assert!(labels.contains(&format!("timeout ({timeouts})")));
     assert!(labels.contains(&format!("open at end ({})", s.transactions.open)));
     // Log scale draws the same series.
@@ -171,7 +173,12 @@ fn matrix_cells_hold_the_summary_means() {
     for p in &d.summary.pairs {
         let want = format!("mean {:.1} ms", p.rtt_ms.mean);
         assert_eq!(matrix::mean_text(p.rtt_ms.mean), want);
-        assert!(labels.contains(&want), "{want} for {}→{}", p.poller, p.receiver);
+        assert!(
+            labels.contains(&want),
+            "{want} for {}→{}",
+            p.poller,
+            p.receiver
+        );
         assert!(labels.contains(&format!("p90 {:.1} ms", p.rtt_ms.p90)));
     }
     // Every pair's mean matches the summary matrix.
@@ -364,7 +371,12 @@ fn cli_reports() -> (tempfile::TempDir, PathBuf, PathBuf) {
     // A CSV is recognised by content too, whatever its name.
     let renamed = tmp.path().join("transactions.txt");
     std::fs::copy(&csv, &renamed).unwrap();
-    run_report(&[renamed.to_str().unwrap(), "-o", b.to_str().unwrap(), "--per-pair"]);
+    run_report(&[
+        renamed.to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+        "--per-pair",
+    ]);
     (tmp, a, b)
 }
 
@@ -381,7 +393,10 @@ fn cli_report_from_capture_and_from_csv_agree() {
     assert!(html.contains("four-peers.pcap"));
     assert!(html.contains("569 frames"), "capture metadata");
     assert!(html.contains("observer report"), "the command line");
-    assert!(html.contains("PING/PONG transactions (RTT in ms)"), "summary table");
+    assert!(
+        html.contains("PING/PONG transactions (RTT in ms)"),
+        "summary table"
+    );
 }
 
 /// Self-contained: every figure inline, nothing fetched.
@@ -393,7 +408,14 @@ fn check_html(html: &str) {
         let end = at + html[at..].find("</figure>").unwrap();
         assert!(html[at..end].contains("<svg"), "{f} inlined");
     }
-    for bad in [" src=\"", "<link", "<script", "url(", "@import", "href=\"http"] {
+    for bad in [
+        " src=\"",
+        "<link",
+        "<script",
+        "url(",
+        "@import",
+        "href=\"http",
+    ] {
         assert!(!html.contains(bad), "{bad} in the page");
     }
     for (i, _) in html.match_indices("http") {

@@ -144,14 +144,18 @@ fn histogram<DB: DrawingBackend>(
         ],
         MEAN_COLOR.mix(0.08).filled(),
     )))?;
-    chart.draw_series(b.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(
-        |(i, &c)| {
-            let (a, z) = b.edges(i);
-            let mut r = Rectangle::new([(a, 0.0), (z, c as f64)], BAR_COLOR.filled());
-            r.set_margin(0, 0, 1, 1);
-            r
-        },
-    ))?;
+    chart.draw_series(
+        b.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, &c)| {
+                let (a, z) = b.edges(i);
+                let mut r = Rectangle::new([(a, 0.0), (z, c as f64)], BAR_COLOR.filled());
+                r.set_margin(0, 0, 1, 1);
+                r
+            }),
+    )?;
     chart.draw_series(std::iter::once(PathElement::new(
         vec![(stats.mean, 0.0), (stats.mean, top)],
         MEAN_COLOR.stroke_width(2),
@@ -247,11 +251,7 @@ fn ecdf<DB: DrawingBackend>(
         ("p90", 0.9, stats.p90),
         ("p99", 0.99, stats.p99),
     ] {
-        chart.draw_series(std::iter::once(Circle::new(
-            (x, q),
-            4,
-            PCT_COLOR.filled(),
-        )))?;
+        chart.draw_series(std::iter::once(Circle::new((x, q), 4, PCT_COLOR.filled())))?;
         chart.draw_series(std::iter::once(Text::new(
             format!("{name} {x:.1} ms"),
             (x, q),
@@ -373,7 +373,9 @@ mod tests {
 
     #[test]
     fn bins_count_every_value_once() {
-        let v: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 * 1.3).collect();
+        let v: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 * 1.3)
+            .collect();
         let b = bins(&v);
         assert_eq!(b.total(), 1000);
         assert!(b.counts.len() > 5 && b.counts.len() <= MAX_BINS);

@@ -113,7 +113,10 @@ impl Figure for Graph<'_> {
             let off = 6.0 + width / 2.0;
             let start = (ax + ux * NODE_R + nx * off, ay + uy * NODE_R + ny * off);
             let head_len = 12.0 + width;
-            let tip = (bx - ux * (NODE_R + 2.0) + nx * off, by - uy * (NODE_R + 2.0) + ny * off);
+            let tip = (
+                bx - ux * (NODE_R + 2.0) + nx * off,
+                by - uy * (NODE_R + 2.0) + ny * off,
+            );
             let base = (tip.0 - ux * head_len, tip.1 - uy * head_len);
             let color = if answered { EDGE_COLOR } else { TIMEOUT_COLOR };
             if answered {
@@ -167,7 +170,11 @@ impl Figure for Graph<'_> {
                 pt(lx, ly),
                 label_font
                     .clone()
-                    .color(&if answered { RGBColor(20, 50, 90) } else { color })
+                    .color(&if answered {
+                        RGBColor(20, 50, 90)
+                    } else {
+                        color
+                    })
                     .pos(Pos::new(h, v)),
             ))?;
         }

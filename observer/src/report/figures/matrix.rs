@@ -27,7 +27,11 @@ const TOP: i32 = 110;
 /// Light yellow (fast) to dark red (slow).
 fn heat(t: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0);
-    let stops = [(255.0, 245.0, 200.0), (250.0, 160.0, 60.0), (170.0, 20.0, 30.0)];
+    let stops = [
+        (255.0, 245.0, 200.0),
+        (250.0, 160.0, 60.0),
+        (170.0, 20.0, 30.0),
+    ];
     let (a, b, u) = if t < 0.5 {
         (stops[0], stops[1], t * 2.0)
     } else {
@@ -107,7 +111,9 @@ impl Figure for MatrixFigure<'_> {
             root.draw(&Text::new(
                 short_label(r),
                 (LEFT + CELL_W * c as i32 + CELL_W / 2, TOP - 10),
-                bold.clone().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom)),
+                bold.clone()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
             ))?;
         }
         let (lo, hi) = self.range();
@@ -117,7 +123,9 @@ impl Figure for MatrixFigure<'_> {
             root.draw(&Text::new(
                 short_label(p),
                 (LEFT - 12, y + CELL_H / 2),
-                bold.clone().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center)),
+                bold.clone()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
             ))?;
             for (ci, r) in m.receivers.iter().enumerate() {
                 let x = LEFT + CELL_W * ci as i32;
@@ -199,12 +207,18 @@ impl Figure for MatrixFigure<'_> {
         root.draw(&Text::new(
             format!("{hi:.0}"),
             (x + 24, TOP),
-            small.clone().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Top)),
+            small
+                .clone()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Top)),
         ))?;
         root.draw(&Text::new(
             format!("{lo:.0}"),
             (x + 24, TOP + h),
-            small.clone().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Bottom)),
+            small
+                .clone()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Bottom)),
         ))?;
         root.draw(&Text::new(
             "mean ms".to_owned(),

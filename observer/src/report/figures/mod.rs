@@ -363,7 +363,10 @@ impl ReportData {
             .enumerate()
             .map(|(i, p)| {
                 (
-                    (key(&p.poller_id, &p.poller), key(&p.receiver_id, &p.receiver)),
+                    (
+                        key(&p.poller_id, &p.poller),
+                        key(&p.receiver_id, &p.receiver),
+                    ),
                     i,
                 )
             })
@@ -488,7 +491,9 @@ pub(crate) fn draw_legend<DB: DrawingBackend>(
         area.draw(&Text::new(
             text.clone(),
             (32, y),
-            font.clone().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
+            font.clone()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
         ))?;
     }
     Ok(())
@@ -567,7 +572,13 @@ pub fn write_all(data: &ReportData, dir: &Path, opts: &Options) -> Result<Writte
             &mut svgs,
         )?;
     }
-    emit(&matrix::MatrixFigure::new(data), dir, opts, &mut out, &mut svgs)?;
+    emit(
+        &matrix::MatrixFigure::new(data),
+        dir,
+        opts,
+        &mut out,
+        &mut svgs,
+    )?;
     emit(&graph::Graph::new(data), dir, opts, &mut out, &mut svgs)?;
     emit(
         &presence::PresenceFigure::new(data),
@@ -576,7 +587,13 @@ pub fn write_all(data: &ReportData, dir: &Path, opts: &Options) -> Result<Writte
         &mut out,
         &mut svgs,
     )?;
-    emit(&overhead::Overhead::new(data), dir, opts, &mut out, &mut svgs)?;
+    emit(
+        &overhead::Overhead::new(data),
+        dir,
+        opts,
+        &mut out,
+        &mut svgs,
+    )?;
     let page = html::page(data, &svgs);
     let path = dir.join("index.html");
     write_file(&path, page.as_bytes())?;

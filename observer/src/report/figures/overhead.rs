@@ -16,6 +16,9 @@ use plotters::prelude::*;
 use super::{draw_legend, DrawResult, Figure, LegendMark, ReportData};
 use crate::transaction::TxStatus;
 
+/// (message bytes, correlator bytes) per message.
+pub type Points = Vec<(f64, f64)>;
+
 pub struct Overhead<'a> {
     data: &'a ReportData,
 }
@@ -29,7 +32,7 @@ impl<'a> Overhead<'a> {
     }
 
     /// (message bytes, correlator bytes) of every PING and every PONG.
-    pub fn points(&self) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    pub fn points(&self) -> (Points, Points) {
         let mut ping = Vec::new();
         let mut pong = Vec::new();
         for t in &self.data.transactions {
@@ -67,12 +70,7 @@ impl Figure for Overhead<'_> {
             .fold(0.0, f64::max)
             .max(100.0)
             * 1.1;
-        let max_y = ping
-            .iter()
-            .chain(&pong)
-            .map(|p| p.1)
-            .fold(50.0, f64::max)
-            * 1.3;
+        let max_y = ping.iter().chain(&pong).map(|p| p.1).fold(50.0, f64::max) * 1.3;
         let mut chart = ChartBuilder::on(&plot)
             .caption(
                 "Correlator bytes per message against message size",
@@ -115,7 +113,10 @@ impl Figure for Overhead<'_> {
         )?;
         let o = &self.data.summary.overhead;
         let entries = vec![
-            (format!("PING ({})", ping.len()), LegendMark::Box(PING_COLOR)),
+            (
+                format!("PING ({})", ping.len()),
+                LegendMark::Box(PING_COLOR),
+            ),
             (
                 format!("PONG ({})", pong.len()),
                 LegendMark::Triangle(PONG_COLOR),

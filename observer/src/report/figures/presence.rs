@@ -216,7 +216,9 @@ impl Figure for PresenceFigure<'_> {
             chart.draw_series(std::iter::once(Text::new(
                 change_text(c),
                 (x, y),
-                f.clone().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom)),
+                f.clone()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
             )))?;
         }
         let entries: Vec<(String, LegendMark)> = watchers

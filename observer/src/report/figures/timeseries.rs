@@ -8,8 +8,8 @@ use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
+use super::TIMEOUT_COLOR;
 use super::{draw_legend, series_color, utc, DrawResult, Figure, LegendMark, ReportData};
-use super::{TIMEOUT_COLOR};
 use crate::transaction::TxStatus;
 
 pub struct TimeSeries<'a> {
@@ -142,10 +142,7 @@ impl Figure for TimeSeries<'_> {
         let max_rtt = d.summary.rtt_ms.max.max(1.0);
         let timeout_ms = d.timeout_ns as f64 / 1e6;
         let has_marks = d.summary.transactions.timeout + d.summary.transactions.open > 0;
-        let caption = format!(
-            "PING/PONG round-trip time, first PING at {}",
-            utc(d.t0())
-        );
+        let caption = format!("PING/PONG round-trip time, first PING at {}", utc(d.t0()));
         let mut builder = ChartBuilder::on(&plot);
         builder
             .caption(caption, ("sans-serif", 20))
