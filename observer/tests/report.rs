@@ -450,6 +450,21 @@ fn wire_text_is_escaped_in_the_page() {
     check_html(&html);
 }
 
+#[test]
+fn empty_input_still_gives_every_figure() {
+    let data = ReportData::from_csv(Vec::new(), Vec::new(), TIMEOUT_NS, "observer report");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options {
+        per_pair: true,
+        png: true,
+        log: true,
+    };
+    let written = figures::write_all(&data, tmp.path(), &opts).unwrap();
+    assert_eq!(written.files.len(), 2 * FIGURES.len() + 1);
+    let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+    check_html(&html);
+}
+
 fn distinct_colours(png_bytes: &[u8]) -> usize {
     let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut r = dec.read_info().unwrap();

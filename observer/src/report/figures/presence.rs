@@ -143,8 +143,8 @@ impl Figure for PresenceFigure<'_> {
             .y_label_formatter(&|y| {
                 // Row i occupies [n-1-i, n-i); label at its middle.
                 let k = (n as f64 - y - 0.5).round();
-                if ((n as f64 - y - 0.5) - k).abs() < 0.01 && k >= 0.0 && (k as usize) < n {
-                    labels[k as usize].clone()
+                if ((n as f64 - y - 0.5) - k).abs() < 0.01 && k >= 0.0 {
+                    labels.get(k as usize).cloned().unwrap_or_default()
                 } else {
                     String::new()
                 }
