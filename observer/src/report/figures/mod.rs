@@ -460,6 +460,15 @@ pub fn utc(ns: u64) -> String {
     )
 }
 
+/// A time-axis tick (seconds): whole seconds, tenths below 10 s.
+pub(crate) fn seconds_label(v: &f64) -> String {
+    if v.abs() < 10.0 && v.fract().abs() > 1e-9 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// Draws a legend (coloured swatch, text) down `area` from its top-left corner.
 pub(crate) fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,

@@ -150,7 +150,7 @@ impl Figure for PresenceFigure<'_> {
                 }
             })
             .x_desc("time since the first PING (s)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&super::seconds_label)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(235, 235, 235))
@@ -189,7 +189,7 @@ impl Figure for PresenceFigure<'_> {
         chart
             .configure_mesh()
             .x_desc("time of the change: first PONG showing it (s)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&super::seconds_label)
             .y_desc("delay until learned (s)")
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))

@@ -75,7 +75,7 @@ impl<'a> TimeSeries<'a> {
             .configure_mesh()
             .x_desc("time since the first PING (s)")
             .y_desc("round-trip time (ms)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&super::seconds_label)
             .y_label_formatter(&|v| {
                 // Log scale: label 1, 2, 5 × 10^k only, or the top labels crowd.
                 let m = *v / 10f64.powf(v.log10().floor());
@@ -142,7 +142,11 @@ impl Figure for TimeSeries<'_> {
         let max_rtt = d.summary.rtt_ms.max.max(1.0);
         let timeout_ms = d.timeout_ns as f64 / 1e6;
         let has_marks = d.summary.transactions.timeout + d.summary.transactions.open > 0;
-        let caption = format!("PING/PONG round-trip time, first PING at {}", utc(d.t0()));
+        let caption = if d.transactions.is_empty() {
+            "PING/PONG round-trip time: no transaction".to_owned()
+        } else {
+            format!("PING/PONG round-trip time, first PING at {}", utc(d.t0()))
+        };
         let mut builder = ChartBuilder::on(&plot);
         builder
             .caption(caption, ("sans-serif", 20))
