@@ -35,6 +35,9 @@ enum Command {
     Messages(MessagesArgs),
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(LiveArgs),
+    /// Figures (SVG, and PNG with --png) and one self-contained index.html, from
+    /// captures or from a transactions CSV written by `analyze --csv`.
+    Report(ReportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -143,6 +146,31 @@ struct MessagesArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// Directory the figures and index.html are written to (created if needed).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// A PING not answered within this time is a timeout (captures only; a CSV's
+    /// timeouts are what its rows say).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// PINGs of one (poller, receiver) pair awaiting an answer; the oldest is evicted beyond it.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_outstanding: usize,
+    /// Logarithmic RTT axis in the time series.
+    #[arg(long)]
+    log: bool,
+    /// Also one distribution panel per (poller, receiver) pair (distribution-pairs.svg).
+    #[arg(long)]
+    per_pair: bool,
+    /// PNG versions of the figures too.
+    #[arg(long)]
+    png: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -189,6 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Analyze(args) => analyze(args),
         Command::Messages(args) => messages(args),
         Command::Live(args) => live(args),
+        Command::Report(args) => report_cmd(args),
     }
 }
 
@@ -386,6 +415,95 @@ fn open_pcap(args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
 #[cfg(not(feature = "pcap"))]
 fn open_pcap(_args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
     Err(observer::live::LiveError::NotBuilt("pcap").into())
+}
+
+/// Whether `path` is a transactions CSV (`analyze --csv`) rather than a capture: by
+/// extension, else by its first bytes (the CSV header).
+fn is_transactions_csv(path: &std::path::Path) -> bool {
+    if path.as_os_str() == "-" {
+        return false;
+    }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    head[..n].starts_with(b"start_unix_ns,")
+}
+
+/// The command line, shell-quoted where needed, for the report page.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
+    use observer::report::figures::{self, InputMeta, Options, ReportData};
+    check_inputs(&args.inputs.files)?;
+    let csv: Vec<bool> = args
+        .inputs
+        .files
+        .iter()
+        .map(|f| is_transactions_csv(f))
+        .collect();
+    let command = command_line();
+    let mut code = ExitCode::SUCCESS;
+    let data = if csv.iter().all(|c| *c) {
+        let mut txs = Vec::new();
+        let mut inputs = Vec::new();
+        for path in &args.inputs.files {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let t = report::read_transactions_csv(&bytes[..])
+                .with_context(|| format!("{}", path.display()))?;
+            inputs.push(InputMeta {
+                name: path.display().to_string(),
+                format: format!("transactions CSV, {} records", t.len()),
+                frames: None,
+                bytes: bytes.len() as u64,
+                error: None,
+            });
+            txs.extend(t);
+        }
+        ReportData::from_csv(txs, inputs, duration_ns(args.timeout), &command)
+    } else if csv.iter().any(|c| *c) {
+        bail!("give either captures or transaction CSV files, not both");
+    } else {
+        let mut cfg = pipeline_config(&args.inputs);
+        cfg.matcher.timeout_ns = duration_ns(args.timeout);
+        cfg.matcher.max_outstanding_per_pair = args.max_outstanding.max(1);
+        let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
+        code = exit_for(&analysis);
+        ReportData::from_analysis(&analysis, duration_ns(args.timeout), &command)
+    };
+    let opts = Options {
+        log: args.log,
+        per_pair: args.per_pair,
+        png: args.png,
+    };
+    let written = figures::write_all(&data, &args.output, &opts)?;
+    let mut out = io::stdout().lock();
+    for f in &written.files {
+        writeln!(out, "{}", f.display())?;
+    }
+    out.flush()?;
+    Ok(code)
 }
 
 /// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod csv;
+pub mod figures;
 pub mod stats;
 pub mod summary;
 pub mod table;

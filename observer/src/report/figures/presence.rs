@@ -1,0 +1,232 @@
+//! Presence over time: each peer's state as coloured bands (unknown until the first
+//! PONG shows one), and below, for every change of state, how long each buddy took to
+//! learn it (its first PONG carrying the new state, counted from the first PONG that
+//! showed the change to anyone): the staleness of every watcher's view, the study's
+//! figure 2b obtained passively.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{draw_legend, series_color, utc, DrawResult, Figure, LegendMark, ReportData};
+use crate::report::summary::ChangeOut;
+use crate::report::table::short_label;
+
+pub struct PresenceFigure<'a> {
+    data: &'a ReportData,
+}
+
+/// Colour of a state band.
+pub fn state_color(state: &str) -> RGBColor {
+    match state {
+        "online" => RGBColor(44, 160, 44),
+        "busy" => RGBColor(255, 140, 0),
+        "away" => RGBColor(240, 210, 60),
+        "offline" => RGBColor(90, 90, 110),
+        _ => RGBColor(215, 215, 215),
+    }
+}
+
+/// The label of a change in the staleness panel (`bob: busy`).
+pub fn change_text(c: &ChangeOut) -> String {
+    format!("{}: {}", short_label(&c.peer), c.to)
+}
+
+/// One peer's row: its label and its states as (from, to, state) in ns.
+pub struct Row {
+    pub peer: String,
+    pub bands: Vec<(u64, u64, &'static str)>,
+}
+
+impl<'a> PresenceFigure<'a> {
+    pub fn new(data: &'a ReportData) -> Self {
+        PresenceFigure { data }
+    }
+
+    /// Rows sorted by peer label; the band before the first state is `unknown`.
+    pub fn rows(&self) -> Vec<Row> {
+        let changes = &self.data.summary.presence.changes;
+        let (t0, t_end) = (self.data.t0(), self.data.t_end());
+        let mut keys: Vec<(String, Option<String>)> = changes
+            .iter()
+            .map(|c| (c.peer.clone(), c.peer_id.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|(peer, id)| {
+                let mine: Vec<&ChangeOut> = changes
+                    .iter()
+                    .filter(|c| c.peer_id == id && (id.is_some() || c.peer == peer))
+                    .collect();
+                let mut bands = Vec::new();
+                let mut at = t0;
+                let mut state = "unknown";
+                for c in mine {
+                    if c.time_unix_ns > at {
+                        bands.push((at, c.time_unix_ns, state));
+                    }
+                    at = c.time_unix_ns.max(at);
+                    state = c.to;
+                }
+                bands.push((at, t_end.max(at), state));
+                Row { peer, bands }
+            })
+            .collect()
+    }
+
+    /// Changes that are changes (not a peer's first state), in time order.
+    pub fn real_changes(&self) -> Vec<&ChangeOut> {
+        let mut v: Vec<&ChangeOut> = self
+            .data
+            .summary
+            .presence
+            .changes
+            .iter()
+            .filter(|c| c.from.is_some())
+            .collect();
+        v.sort_by_key(|c| c.time_unix_ns);
+        v
+    }
+
+    fn watchers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .data
+            .summary
+            .presence
+            .changes
+            .iter()
+            .flat_map(|c| c.learned_by.iter().map(|l| l.poller.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+impl Figure for PresenceFigure<'_> {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    fn size(&self) -> (u32, u32) {
+        let rows = self.rows().len().max(1) as u32;
+        (1200, 120 + 44 * rows + 420)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let d = self.data;
+        let rows = self.rows();
+        let t0 = d.t0();
+        let secs = |ns: u64| ns.saturating_sub(t0) as f64 / 1e9;
+        let x_max = secs(d.t_end()).max(1.0) * 1.02;
+        let band_h = 120 + 44 * rows.len().max(1) as u32;
+        let (top, bottom) = root.split_vertically(band_h);
+        let (top_plot, top_side) = top.split_horizontally(920);
+        let (bottom_plot, bottom_side) = bottom.split_horizontally(920);
+
+        let n = rows.len().max(1);
+        let mut chart = ChartBuilder::on(&top_plot)
+            .caption(
+                format!("Presence states over time (first PING at {})", utc(t0)),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(100)
+            .build_cartesian_2d(0.0..x_max, 0.0..n as f64)?;
+        let labels: Vec<String> = rows.iter().map(|r| short_label(&r.peer)).collect();
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n * 2 + 1)
+            .y_label_formatter(&|y| {
+                // Row i occupies [n-1-i, n-i); label at its middle.
+                let k = (n as f64 - y - 0.5).round();
+                if ((n as f64 - y - 0.5) - k).abs() < 0.01 && k >= 0.0 {
+                    labels.get(k as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("time since the first PING (s)")
+            .x_label_formatter(&super::seconds_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        for (i, row) in rows.iter().enumerate() {
+            let y0 = (n - 1 - i) as f64 + 0.15;
+            let y1 = (n - i) as f64 - 0.15;
+            chart.draw_series(row.bands.iter().map(|&(a, b, s)| {
+                Rectangle::new([(secs(a), y0), (secs(b), y1)], state_color(s).filled())
+            }))?;
+        }
+        let states = ["online", "busy", "away", "offline", "unknown"];
+        let entries: Vec<(String, LegendMark)> = states
+            .iter()
+            .map(|s| (s.to_string(), LegendMark::Box(state_color(s))))
+            .collect();
+        draw_legend(&top_side.margin(40, 0, 0, 0), "state", &entries)?;
+
+        // Staleness: one dot per (change, watcher) at the change's time.
+        let changes = self.real_changes();
+        let watchers = self.watchers();
+        let max_delay = changes
+            .iter()
+            .flat_map(|c| c.learned_by.iter().map(|l| l.delay_ms / 1e3))
+            .fold(0.0, f64::max)
+            .max(1.0);
+        let mut chart = ChartBuilder::on(&bottom_plot)
+            .caption(
+                "Staleness: time until each buddy learned a change (s)",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(100)
+            .build_cartesian_2d(0.0..x_max, 0.0..max_delay * 1.45)?;
+        chart
+            .configure_mesh()
+            .x_desc("time of the change: first PONG showing it (s)")
+            .x_label_formatter(&super::seconds_label)
+            .y_desc("delay until learned (s)")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        let f = ("sans-serif", 13).into_font();
+        for (k, c) in changes.iter().enumerate() {
+            let x = secs(c.time_unix_ns);
+            let top = c
+                .learned_by
+                .iter()
+                .map(|l| l.delay_ms / 1e3)
+                .fold(0.0, f64::max);
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x, 0.0), (x, top)],
+                state_color(c.to).stroke_width(2),
+            )))?;
+            chart.draw_series(c.learned_by.iter().map(|l| {
+                let w = watchers.iter().position(|p| *p == l.poller).unwrap_or(0);
+                Circle::new((x, l.delay_ms / 1e3), 5, series_color(w).filled())
+            }))?;
+            // Stagger labels of neighbouring changes.
+            let y = top + max_delay * (0.06 + 0.14 * (k % 3) as f64);
+            chart.draw_series(std::iter::once(Text::new(
+                change_text(c),
+                (x, y),
+                f.clone()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
+            )))?;
+        }
+        let entries: Vec<(String, LegendMark)> = watchers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (short_label(w), LegendMark::Box(series_color(i))))
+            .collect();
+        draw_legend(&bottom_side.margin(40, 0, 0, 0), "learned by", &entries)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! RTT of every transaction over time (the study's figure 8a): one coloured series per
+//! (poller, receiver) pair, timeouts as red crosses, PINGs still open at the end of the
+//! capture as grey triangles, the overall mean as a dashed line.
+
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+
+use super::TIMEOUT_COLOR;
+use super::{draw_legend, series_color, utc, DrawResult, Figure, LegendMark, ReportData};
+use crate::transaction::TxStatus;
+
+pub struct TimeSeries<'a> {
+    data: &'a ReportData,
+    log: bool,
+}
+
+/// Points of one pair: (seconds since the first PING, RTT ms).
+pub struct Series {
+    pub pair: usize,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl<'a> TimeSeries<'a> {
+    pub fn new(data: &'a ReportData, log: bool) -> Self {
+        TimeSeries { data, log }
+    }
+
+    /// One series per pair with at least one answered transaction, in pair order.
+    pub fn series(&self) -> Vec<Series> {
+        let t0 = self.data.t0();
+        let pairs = self.data.pair_of();
+        let mut out: Vec<Series> = (0..self.data.summary.pairs.len())
+            .map(|pair| Series {
+                pair,
+                points: Vec::new(),
+            })
+            .collect();
+        for (t, p) in self.data.transactions.iter().zip(&pairs) {
+            if let (Some(p), Some(rtt)) = (p, t.rtt_ns()) {
+                out[*p]
+                    .points
+                    .push((t.start.saturating_sub(t0) as f64 / 1e9, rtt as f64 / 1e6));
+            }
+        }
+        for s in &mut out {
+            s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        out.retain(|s| !s.points.is_empty());
+        out
+    }
+
+    fn marks(&self, status: TxStatus) -> Vec<f64> {
+        let t0 = self.data.t0();
+        self.data
+            .transactions
+            .iter()
+            .filter(|t| t.status == status)
+            .map(|t| t.start.saturating_sub(t0) as f64 / 1e9)
+            .collect()
+    }
+
+    fn plot<DB: DrawingBackend, Y>(
+        &self,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, Y>>,
+        series: &[Series],
+        marker_y: f64,
+    ) -> DrawResult<DB>
+    where
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        chart
+            .configure_mesh()
+            .x_desc("time since the first PING (s)")
+            .y_desc("round-trip time (ms)")
+            .x_label_formatter(&super::seconds_label)
+            .y_label_formatter(&|v| {
+                // Log scale: label 1, 2, 5 × 10^k only, or the top labels crowd.
+                let m = *v / 10f64.powf(v.log10().floor());
+                if self.log && ![1.0, 2.0, 5.0].iter().any(|k| (m - k).abs() < 1e-6) {
+                    String::new()
+                } else if *v >= 10.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v}")
+                }
+            })
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        for s in series {
+            let c = series_color(s.pair);
+            chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(1)))?;
+            chart.draw_series(
+                s.points
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
+            )?;
+        }
+        let mean = self.data.summary.rtt_ms.mean;
+        if self.data.summary.rtt_ms.count > 0 {
+            let (x0, x1) = (chart.x_range().start, chart.x_range().end);
+            chart.draw_series(std::iter::once(DashedPathElement::new(
+                vec![(x0, mean), (x1, mean)],
+                6,
+                4,
+                BLACK.mix(0.6).stroke_width(1),
+            )))?;
+        }
+        chart.draw_series(
+            self.marks(TxStatus::Timeout)
+                .into_iter()
+                .map(|x| Cross::new((x, marker_y), 5, TIMEOUT_COLOR.stroke_width(2))),
+        )?;
+        chart.draw_series(
+            self.marks(TxStatus::Open)
+                .into_iter()
+                .map(|x| TriangleMarker::new((x, marker_y), 6, RGBColor(90, 90, 90).filled())),
+        )?;
+        Ok(())
+    }
+}
+
+impl Figure for TimeSeries<'_> {
+    fn name(&self) -> &'static str {
+        "timeseries"
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (1200, 600)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let d = self.data;
+        let (plot, side) = root.split_horizontally(920);
+        let series = self.series();
+        let t_end = d.t_end().saturating_sub(d.t0()) as f64 / 1e9;
+        let x_max = t_end.max(1.0) * 1.02;
+        let max_rtt = d.summary.rtt_ms.max.max(1.0);
+        let timeout_ms = d.timeout_ns as f64 / 1e6;
+        let has_marks = d.summary.transactions.timeout + d.summary.transactions.open > 0;
+        let caption = if d.transactions.is_empty() {
+            "PING/PONG round-trip time: no transaction".to_owned()
+        } else {
+            format!("PING/PONG round-trip time, first PING at {}", utc(d.t0()))
+        };
+        let mut builder = ChartBuilder::on(&plot);
+        builder
+            .caption(caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(80);
+        // Timeouts are drawn at the timeout value when it fits the picture; when it
+        // would crush the RTTs (linear scale, timeout far above them) they sit on the
+        // top edge instead, and the legend says so.
+        let (marker_y, marker_note);
+        if self.log {
+            let min = d.summary.rtt_ms.min.max(0.001);
+            let top = if has_marks {
+                max_rtt.max(timeout_ms)
+            } else {
+                max_rtt
+            } * 1.5;
+            marker_y = timeout_ms;
+            marker_note = format!("at the timeout ({:.0} ms)", timeout_ms);
+            let mut chart =
+                builder.build_cartesian_2d(0.0..x_max, ((min / 1.5)..top).log_scale())?;
+            self.plot(&mut chart, &series, marker_y)?;
+        } else {
+            let top = if has_marks && timeout_ms <= max_rtt * 1.5 {
+                marker_y = timeout_ms;
+                marker_note = format!("at the timeout ({:.0} ms)", timeout_ms);
+                timeout_ms * 1.08
+            } else {
+                let top = max_rtt * 1.12;
+                marker_y = top * 0.985;
+                marker_note = format!("on the top edge (timeout {:.0} ms)", timeout_ms);
+                top
+            };
+            let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..top)?;
+            self.plot(&mut chart, &series, marker_y)?;
+        }
+
+        let mut entries: Vec<(String, LegendMark)> = series
+            .iter()
+            .map(|s| {
+                (
+                    format!("{} ({})", d.pair_label(s.pair), s.points.len()),
+                    LegendMark::Box(series_color(s.pair)),
+                )
+            })
+            .collect();
+        let t = &d.summary.transactions;
+        if t.timeout > 0 {
+            entries.push((
+                format!("timeout ({})", t.timeout),
+                LegendMark::Cross(TIMEOUT_COLOR),
+            ));
+        }
+        if t.open > 0 {
+            entries.push((
+                format!("open at end ({})", t.open),
+                LegendMark::Triangle(RGBColor(90, 90, 90)),
+            ));
+        }
+        if d.summary.rtt_ms.count > 0 {
+            entries.push((
+                format!("mean {:.1} ms", d.summary.rtt_ms.mean),
+                LegendMark::Line(RGBColor(100, 100, 100)),
+            ));
+        }
+        let side = side.margin(40, 10, 0, 0);
+        draw_legend(&side, "poller → receiver (ok)", &entries)?;
+        if has_marks {
+            let y = 36 + 22 * entries.len() as i32 + 10;
+            for (k, line) in ["timeouts and open PINGs drawn".to_owned(), marker_note]
+                .into_iter()
+                .enumerate()
+            {
+                side.draw(&Text::new(
+                    line,
+                    (8, y + 16 * k as i32),
+                    ("sans-serif", 12).into_font().color(&RGBColor(80, 80, 80)),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,556 @@
+//! `observer report`: every figure drawn from the sample captures, checked by content
+//! (series, bars, cells, edges, presence changes), the same figures from the
+//! transactions CSV, and the HTML page opened in headless Chromium.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use observer::report::figures::{
+    self, distribution, graph, matrix, overhead, presence, timeseries, Figure, Options, ReportData,
+};
+use observer::report::{read_transactions_csv, TransactionCsvWriter};
+use observer::runtime::{self, PipelineConfig};
+use observer::transaction::TxStatus;
+
+const TIMEOUT_NS: u64 = 10_000_000_000;
+
+fn from_capture(name: &str) -> ReportData {
+    let analysis = runtime::analyze(&[common::capture(name)], PipelineConfig::default(), false);
+    assert!(!analysis.damaged());
+    ReportData::from_analysis(&analysis, TIMEOUT_NS, "observer report test")
+}
+
+fn csv_bytes(data: &ReportData) -> Vec<u8> {
+    let mut w = TransactionCsvWriter::new(Vec::new()).unwrap();
+    for t in &data.transactions {
+        w.write(t).unwrap();
+    }
+    w.into_inner()
+}
+
+fn from_csv(bytes: &[u8]) -> ReportData {
+    let txs = read_transactions_csv(bytes).unwrap();
+    ReportData::from_csv(txs, Vec::new(), TIMEOUT_NS, "observer report test")
+}
+
+fn svg<F: Figure>(f: &F) -> String {
+    figures::svg(f).unwrap()
+}
+
+/// Elements `<tag ...>` whose attribute `attr` has `value`.
+fn count_tags(svg: &str, tag: &str, attr: &str, value: &str) -> usize {
+    let open = format!("<{tag} ");
+    let want = format!("{attr}=\"{value}\"");
+    svg.split(open.as_str())
+        .skip(1)
+        .filter(|rest| {
+            let end = rest.find('>').unwrap_or(rest.len());
+            rest[..end].contains(&want)
+        })
+        .count()
+}
+
+/// The text elements' contents.
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text ")
+        .skip(1)
+        .filter_map(|rest| {
+            let body = &rest[rest.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_owned())
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn timeseries_has_one_series_per_pair() {
+    let d = from_capture("four-peers.pcap");
+    let s = &d.summary;
+    assert_eq!(s.pairs.len(), 12, "4 peers polling each other");
+    let fig = timeseries::TimeSeries::new(&d, false);
+    let series = fig.series();
+    assert_eq!(series.len(), 12);
+    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    assert_eq!(points as u64, s.transactions.ok);
+    let text = svg(&fig);
+    let labels = texts(&text);
+    for sr in &series {
+        let c = figures::svg_color(figures::series_color(sr.pair));
+        assert_eq!(
+            count_tags(&text, "polyline", "stroke", &c),
+            1,
+            "one line for pair {}",
+            d.pair_label(sr.pair)
+        );
+        let want = format!("{} ({})", d.pair_label(sr.pair), sr.points.len());
+        assert_eq!(
+            labels.iter().filter(|l| unescape(l) == want).count(),
+            1,
+            "legend entry {want}"
+        );
+        assert_eq!(
+            count_tags(&text, "circle", "fill", &c),
+            sr.points.len(),
+            "one dot per transaction of {want}"
+        );
+    }
+    // Timeouts: red crosses (two lines each), with their legend entry.
+    let timeouts = s.transactions.timeout as usize;
+    assert_eq!(timeouts, 6);
+    let red = figures::svg_color(figures::TIMEOUT_COLOR);
+    assert_eq!(
+        count_tags(&text, "line", "stroke", &red),
+        2 * (timeouts + 1)
+    );
+    assert!(labels.contains(&format!("timeout ({timeouts})")));
+    assert!(labels.contains(&format!("open at end ({})", s.transactions.open)));
+    // Log scale draws the same series.
+    let log = svg(&timeseries::TimeSeries::new(&d, true));
+    for sr in &series {
+        let c = figures::svg_color(figures::series_color(sr.pair));
+        assert_eq!(count_tags(&log, "polyline", "stroke", &c), 1);
+    }
+}
+
+#[test]
+fn histogram_counts_every_answered_transaction() {
+    let d = from_capture("four-peers.pcap");
+    let fig = distribution::Distribution::new(&d);
+    let values = fig.values();
+    assert_eq!(values.len() as u64, d.summary.transactions.ok);
+    let bins = distribution::bins(&values);
+    assert_eq!(bins.total(), d.summary.transactions.ok);
+    let nonempty = bins.counts.iter().filter(|c| **c > 0).count();
+    let text = svg(&fig);
+    let bar = figures::svg_color(distribution::BAR_COLOR);
+    assert_eq!(count_tags(&text, "rect", "fill", &bar), nonempty);
+    let st = &d.summary.rtt_ms;
+    let labels: Vec<String> = texts(&text).iter().map(|t| unescape(t)).collect();
+    let has = |want: String| {
+        assert!(
+            labels.iter().any(|l| l == &want),
+            "{want:?} not in {labels:?}"
+        )
+    };
+    has(format!("mean {:.1} ± sd {:.1}", st.mean, st.sd));
+    has(format!("p50 {:.1}", st.p50));
+    has(format!("p90 {:.1}", st.p90));
+    has(format!("p99 {:.1}", st.p99));
+    has(format!("p99 {:.1} ms", st.p99));
+    // Per pair: one panel per pair, each panel's bars counting that pair.
+    let per = svg(&distribution::PerPair::new(&d));
+    let per_labels: Vec<String> = texts(&per).iter().map(|t| unescape(t)).collect();
+    for (i, p) in d.summary.pairs.iter().enumerate() {
+        let title = format!(
+            "{}  n={} timeouts={}",
+            d.pair_label(i),
+            p.rtt_ms.count,
+            p.counts.timeout
+        );
+        assert!(per_labels.contains(&title), "{title}");
+    }
+}
+
+#[test]
+fn matrix_cells_hold_the_summary_means() {
+    let d = from_capture("four-peers.pcap");
+    let text = svg(&matrix::MatrixFigure::new(&d));
+    let labels: Vec<String> = texts(&text).iter().map(|t| unescape(t)).collect();
+    let means: Vec<&String> = labels
+        .iter()
+        .filter(|l| l.starts_with("mean ") && *l != "mean ms")
+        .collect();
+    assert_eq!(means.len(), 12);
+    for p in &d.summary.pairs {
+        let want = format!("mean {:.1} ms", p.rtt_ms.mean);
+        assert_eq!(matrix::mean_text(p.rtt_ms.mean), want);
+        assert!(
+            labels.contains(&want),
+            "{want} for {}→{}",
+            p.poller,
+            p.receiver
+        );
+        assert!(labels.contains(&format!("p90 {:.1} ms", p.rtt_ms.p90)));
+    }
+    // Every pair's mean matches the summary matrix.
+    for (r, row) in d.summary.matrix.mean_ms.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            if let Some(v) = v {
+                let p = d
+                    .summary
+                    .pairs
+                    .iter()
+                    .find(|p| {
+                        p.poller == d.summary.matrix.pollers[r]
+                            && p.receiver == d.summary.matrix.receivers[c]
+                    })
+                    .unwrap();
+                assert_eq!(p.rtt_ms.mean, *v);
+            }
+        }
+    }
+    // Timeouts counted: the three pairs towards carol have 2 each.
+    assert_eq!(labels.iter().filter(|l| *l == "2 timeouts").count(), 3);
+}
+
+#[test]
+fn graph_has_one_edge_per_pair() {
+    let d = from_capture("four-peers.pcap");
+    let g = graph::Graph::new(&d);
+    assert_eq!(g.peers(), vec!["alice", "bob", "carol", "dave"]);
+    let text = svg(&g);
+    let edge = figures::svg_color(graph::EDGE_COLOR);
+    assert_eq!(
+        count_tags(&text, "polygon", "fill", &edge),
+        12,
+        "one arrowhead per pair"
+    );
+    assert_eq!(text.matches("<polyline ").count(), 12, "one shaft per pair");
+    let labels = texts(&text);
+    for p in &d.summary.pairs {
+        assert!(labels.contains(&graph::edge_text(p.rtt_ms.mean)));
+    }
+    // Widths follow the mean RTT: the slowest pair has the widest arrow.
+    let widths: Vec<u32> = text
+        .split("<polyline ")
+        .skip(1)
+        .map(|r| {
+            let w = r.split("stroke-width=\"").nth(1).unwrap();
+            w[..w.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert!(widths.iter().max() > widths.iter().min());
+}
+
+#[test]
+fn presence_shows_bobs_changes_and_who_learned_them() {
+    let d = from_capture("four-peers.pcap");
+    let fig = presence::PresenceFigure::new(&d);
+    let rows = fig.rows();
+    let names: Vec<&str> = rows.iter().map(|r| r.peer.as_str()).collect();
+    assert_eq!(names, vec!["alice", "bob", "carol", "dave"]);
+    let bob: Vec<&str> = rows[1].bands.iter().map(|b| b.2).collect();
+    assert_eq!(
+        bob,
+        vec!["unknown", "online", "busy", "away", "offline", "online"]
+    );
+    let changes = fig.real_changes();
+    let text = svg(&fig);
+    let labels = texts(&text);
+    for (c, want) in changes.iter().zip(["busy", "away", "offline", "online"]) {
+        assert_eq!(c.peer, "bob");
+        assert_eq!(c.to, want);
+        assert!(labels.contains(&format!("bob: {want}")));
+        assert!(!c.learned_by.is_empty());
+        assert!(c.learned_by.iter().all(|l| l.poller != "bob"));
+    }
+    assert_eq!(changes.len(), 4);
+    // One dot per (change, watcher who learned it).
+    let dots: usize = changes.iter().map(|c| c.learned_by.len()).sum();
+    assert_eq!(text.matches("<circle ").count(), dots);
+}
+
+#[test]
+fn overhead_plots_every_ping_and_pong() {
+    let d = from_capture("four-peers.pcap");
+    let fig = overhead::Overhead::new(&d);
+    let (ping, pong) = fig.points();
+    assert_eq!(ping.len() as u64, d.summary.transactions.total);
+    assert_eq!(pong.len() as u64, d.summary.transactions.ok);
+    let text = svg(&fig);
+    let labels = texts(&text);
+    assert!(labels.contains(&format!("PING ({})", ping.len())));
+    assert!(labels.contains(&format!("PONG ({})", pong.len())));
+    // The decoder measured 44 B per correlator element; the plotted halves agree.
+    let ok = d
+        .transactions
+        .iter()
+        .find(|t| t.status == TxStatus::Ok && t.correlator_overhead_bytes > 0)
+        .unwrap();
+    let per = ok.correlator_overhead_bytes as f64 / 2.0;
+    assert_eq!(Some(per), d.summary.overhead.correlator_bytes_per_ping_mean);
+}
+
+#[test]
+fn csv_gives_the_same_figures() {
+    for name in ["four-peers.pcap", "two-peers.pcap", "relayed.pcap"] {
+        let cap = from_capture(name);
+        let csv = from_csv(&csv_bytes(&cap));
+        assert_eq!(cap.summary.pairs, csv.summary.pairs, "{name}");
+        assert_eq!(cap.timeout_ns, csv.timeout_ns);
+        assert_eq!(
+            cap.summary.presence.changes, csv.summary.presence.changes,
+            "{name}: presence rebuilt from the CSV"
+        );
+        assert_eq!(
+            svg(&timeseries::TimeSeries::new(&cap, false)),
+            svg(&timeseries::TimeSeries::new(&csv, false)),
+            "{name}"
+        );
+        assert_eq!(
+            svg(&distribution::Distribution::new(&cap)),
+            svg(&distribution::Distribution::new(&csv))
+        );
+        assert_eq!(
+            svg(&matrix::MatrixFigure::new(&cap)),
+            svg(&matrix::MatrixFigure::new(&csv))
+        );
+        assert_eq!(svg(&graph::Graph::new(&cap)), svg(&graph::Graph::new(&csv)));
+        assert_eq!(
+            svg(&presence::PresenceFigure::new(&cap)),
+            svg(&presence::PresenceFigure::new(&csv))
+        );
+        assert_eq!(
+            overhead::Overhead::new(&cap).points(),
+            overhead::Overhead::new(&csv).points()
+        );
+    }
+}
+
+fn run_report(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .arg("report")
+        .args(args)
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "observer report {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const FIGURES: [&str; 7] = [
+    "timeseries",
+    "distribution",
+    "distribution-pairs",
+    "matrix",
+    "graph",
+    "presence",
+    "overhead",
+];
+
+/// `observer report` on the capture and on its `analyze --csv` output.
+fn cli_reports() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = common::capture("four-peers.pcap");
+    let csv = tmp.path().join("tx.csv");
+    let st = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["analyze", "--no-progress", "--csv"])
+        .arg(&csv)
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let a = tmp.path().join("from-pcap");
+    let b = tmp.path().join("from-csv");
+    let listed = run_report(&[
+        pcap.to_str().unwrap(),
+        "-o",
+        a.to_str().unwrap(),
+        "--png",
+        "--per-pair",
+    ]);
+    for f in FIGURES {
+        assert!(listed.contains(&format!("{f}.svg")), "{listed}");
+        assert!(listed.contains(&format!("{f}.png")), "{listed}");
+        let png = std::fs::read(a.join(format!("{f}.png"))).unwrap();
+        assert!(distinct_colours(&png) > 8, "{f}.png has content");
+    }
+    // A CSV is recognised by content too, whatever its name.
+    let renamed = tmp.path().join("transactions.txt");
+    std::fs::copy(&csv, &renamed).unwrap();
+    run_report(&[
+        renamed.to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+        "--per-pair",
+    ]);
+    (tmp, a, b)
+}
+
+#[test]
+fn cli_report_from_capture_and_from_csv_agree() {
+    let (_tmp, a, b) = cli_reports();
+    for f in ["timeseries", "distribution", "matrix", "graph", "presence"] {
+        let x = std::fs::read_to_string(a.join(format!("{f}.svg"))).unwrap();
+        let y = std::fs::read_to_string(b.join(format!("{f}.svg"))).unwrap();
+        assert_eq!(x, y, "{f}.svg differs between capture and CSV");
+    }
+    let html = std::fs::read_to_string(a.join("index.html")).unwrap();
+    check_html(&html);
+    assert!(html.contains("four-peers.pcap"));
+    assert!(html.contains("569 frames"), "capture metadata");
+    assert!(html.contains("observer report"), "the command line");
+    assert!(
+        html.contains("PING/PONG transactions (RTT in ms)"),
+        "summary table"
+    );
+}
+
+/// Self-contained: every figure inline, nothing fetched.
+fn check_html(html: &str) {
+    for f in FIGURES {
+        let at = html
+            .find(&format!("<figure id=\"fig-{f}\">"))
+            .unwrap_or_else(|| panic!("figure {f}"));
+        let end = at + html[at..].find("</figure>").unwrap();
+        assert!(html[at..end].contains("<svg"), "{f} inlined");
+    }
+    for bad in [
+        " src=\"",
+        "<link",
+        "<script",
+        "url(",
+        "@import",
+        "href=\"http",
+    ] {
+        assert!(!html.contains(bad), "{bad} in the page");
+    }
+    for (i, _) in html.match_indices("http") {
+        assert!(
+            html[i..].starts_with("http://www.w3.org/"),
+            "external URL at {}",
+            &html[i..i + 40]
+        );
+    }
+}
+
+#[test]
+fn wire_text_is_escaped_in_the_page() {
+    let d = from_capture("two-peers.pcap");
+    let mut txs = d.transactions.clone();
+    for t in &mut txs {
+        t.poller_name = Some("<script>alert(1)</script>".into());
+        t.receiver_name = Some("a&b\"<img src=x>".into());
+    }
+    let data = ReportData::from_csv(txs, Vec::new(), TIMEOUT_NS, "observer report '<x>'");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options {
+        per_pair: true,
+        ..Options::default()
+    };
+    figures::write_all(&data, tmp.path(), &opts).unwrap();
+    let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+    assert!(!html.contains("<script"), "names escaped");
+    assert!(!html.contains("<img"));
+    assert!(!html.contains("<x>"));
+    assert!(html.contains("&lt;script&gt;"));
+    check_html(&html);
+}
+
+#[test]
+fn empty_input_still_gives_every_figure() {
+    let data = ReportData::from_csv(Vec::new(), Vec::new(), TIMEOUT_NS, "observer report");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options {
+        per_pair: true,
+        png: true,
+        log: true,
+    };
+    let written = figures::write_all(&data, tmp.path(), &opts).unwrap();
+    assert_eq!(written.files.len(), 2 * FIGURES.len() + 1);
+    let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+    check_html(&html);
+}
+
+fn distinct_colours(png_bytes: &[u8]) -> usize {
+    let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let ch = info.color_type.samples();
+    let mut seen = std::collections::HashSet::new();
+    for px in buf[..info.buffer_size()].chunks(ch) {
+        seen.insert(px[..3.min(ch)].to_vec());
+        if seen.len() > 1000 {
+            break;
+        }
+    }
+    seen.len()
+}
+
+fn chromium_available() -> bool {
+    let ok = Command::new("chromium")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("chromium is not installed but CI is set: scripts/test must install it");
+    }
+    if !ok {
+        eprintln!("chromium not installed: skipping the headless browser check of index.html");
+    }
+    ok
+}
+
+fn chromium(page: &Path, extra: &[&str]) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1280,2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn index_html_renders_in_headless_chromium() {
+    if !chromium_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = from_capture("four-peers.pcap");
+    let opts = Options {
+        per_pair: true,
+        ..Options::default()
+    };
+    figures::write_all(&d, tmp.path(), &opts).unwrap();
+    let page = tmp.path().join("index.html").canonicalize().unwrap();
+    let shot = tmp.path().join("shot.png");
+    let out = chromium(&page, &[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    let colours = distinct_colours(&png);
+    assert!(colours > 50, "screenshot looks blank: {colours} colours");
+
+    let out = chromium(&page, &["--dump-dom"]);
+    assert!(out.status.success());
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for f in FIGURES {
+        let at = dom
+            .find(&format!("id=\"fig-{f}\""))
+            .unwrap_or_else(|| panic!("figure {f} in the DOM"));
+        let end = at + dom[at..].find("</figure>").unwrap();
+        let fig = &dom[at..end];
+        assert!(fig.contains("<svg"), "{f}: svg loaded");
+        assert!(fig.contains("<text"), "{f}: svg has its text");
+    }
+    assert!(dom.contains("PING/PONG transactions (RTT in ms)"));
+}
