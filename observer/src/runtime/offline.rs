@@ -91,7 +91,11 @@ fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSumm
             CaptureFormat::Pcap { nanos, big_endian } => format!(
                 "pcap ({}, {})",
                 if nanos { "ns" } else { "µs" },
-                if big_endian { "big-endian" } else { "little-endian" }
+                if big_endian {
+                    "big-endian"
+                } else {
+                    "little-endian"
+                }
             ),
             CaptureFormat::Pcapng => "pcapng".to_string(),
         },
