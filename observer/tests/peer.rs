@@ -17,6 +17,13 @@ use observer::transaction::{Transaction, TxStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_observer");
 
+/// The capture tests run one at a time: the RTT comparison wants an unloaded machine
+/// (the peers time their own reads; on 2 busy cores a read can wait a scheduler slice).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -42,6 +49,7 @@ struct PeerSpec<'a> {
     buddies: Vec<(&'a str, u16)>,
     csv: PathBuf,
     duration: &'a str,
+    extra: &'a [&'a str],
 }
 
 fn start_peer(p: &PeerSpec<'_>) -> Proc {
@@ -49,11 +57,17 @@ fn start_peer(p: &PeerSpec<'_>) -> Proc {
     cmd.arg("peer")
         .args(["--name", p.name])
         .args(["--listen", &format!("127.0.0.1:{}", p.port)])
-        .args(["--management", &format!("127.0.0.1:{}", p.mgmt)])
+        .arg("--management")
+        .arg(if p.mgmt == 0 {
+            "off".to_string()
+        } else {
+            format!("127.0.0.1:{}", p.mgmt)
+        })
         .args(["--interval", "1s", "--reply-delay", "fixed:50ms"])
         .args(["--duration", p.duration, "--no-stdin"])
         .arg("--csv")
         .arg(&p.csv)
+        .args(p.extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -155,7 +169,8 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
     let cap = dir.path().join("peers.pcap");
-    let mut tcpdump = start_tcpdump(&cap, [pa, pb]);
+    let _serial = serial();
+    let tcpdump = start_tcpdump(&cap, [pa, pb]);
     let alice_csv = dir.path().join("alice.csv");
     let bob_csv = dir.path().join("bob.csv");
     let started = Instant::now();
@@ -166,6 +181,7 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         buddies: vec![("bob", pb)],
         csv: alice_csv.clone(),
         duration: "7s",
+        extra: &[],
     });
     let mut bob = start_peer(&PeerSpec {
         name: "bob",
@@ -174,6 +190,7 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         buddies: vec![("alice", pa)],
         csv: bob_csv.clone(),
         duration: "7s",
+        extra: &[],
     });
 
     // After three polls: metrics and records name the buddy.
@@ -236,7 +253,15 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     assert_eq!(statuses.first(), Some(&Status::Online));
     assert_eq!(statuses.last(), Some(&Status::Offline), "{statuses:?}");
 
-    let Some(td) = tcpdump.as_mut() else { return };
+    let n = (a.len() + b.len()) as u64;
+    check_capture(tcpdump, &cap, &[&alice_csv, &bob_csv], n, false);
+}
+
+/// Stops tcpdump, then: tshark decodes every frame without error, and the observer's
+/// transactions validate against the peers' CSVs (100 % found, none extra,
+/// |active - passive| < 5 ms).
+fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_time: bool) {
+    let Some(mut td) = tcpdump else { return };
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill")
         .args(["-INT", &td.0.id().to_string()])
@@ -246,18 +271,18 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         return;
     }
     let bad = common::tshark_fields(
-        &cap,
+        cap,
         "_ws.malformed || _ws.expert.severity==error",
         &["frame.number"],
     );
     assert!(bad.is_empty(), "tshark finds malformed frames: {bad:?}");
     let jxta = common::tshark_fields(
-        &cap,
+        cap,
         "jxta.message.element.name",
         &["jxta.message.element.name"],
     );
     assert!(
-        jxta.len() >= 16,
+        jxta.len() as u64 >= 2 * n,
         "tshark decodes {} JXTA messages",
         jxta.len()
     );
@@ -266,11 +291,11 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         .all(|r| r[0]
             == "JimMessage,EndpointRouterMsg,EndpointSourceAddress,EndpointDestinationAddress"));
 
-    let observed = dir.path().join("observed.csv");
+    let observed = cap.with_extension("csv");
     let st = Command::new(BIN)
         .args(["analyze", "--no-progress", "--csv"])
         .arg(&observed)
-        .arg(&cap)
+        .arg(cap)
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -287,8 +312,7 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         ])
         .arg(&observed)
         .arg("--active")
-        .arg(&alice_csv)
-        .arg(&bob_csv)
+        .args(csvs)
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("validate JSON");
@@ -296,8 +320,63 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     assert!(out.status.success(), "validate: {v:#}");
     assert_eq!(v["total"]["missed"], 0);
     assert_eq!(v["total"]["extra"], 0);
-    assert_eq!(v["total"]["found"], (a.len() + b.len()) as u64);
+    assert_eq!(v["total"]["found"], n);
+    let key = if by_time {
+        "joined_by_time"
+    } else {
+        "joined_by_correlator"
+    };
+    assert_eq!(v["total"][key], n);
     assert!(v["total"]["rtt_delta_us"]["max_abs_us"].as_f64().unwrap() < 5000.0);
+}
+
+/// Unmodified JIM on the wire (`--no-correlator`): the peers still measure themselves,
+/// and validation joins by pair and start time.
+#[test]
+fn no_correlator_peers_validate_by_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let cap = dir.path().join("plain.pcap");
+    let _serial = serial();
+    let tcpdump = start_tcpdump(&cap, [pa, pb]);
+    let alice_csv = dir.path().join("alice.csv");
+    let bob_csv = dir.path().join("bob.csv");
+    let extra = ["--no-correlator"];
+    let mut alice = start_peer(&PeerSpec {
+        name: "alice",
+        port: pa,
+        mgmt: 0,
+        buddies: vec![("bob", pb)],
+        csv: alice_csv.clone(),
+        duration: "4s",
+        extra: &extra,
+    });
+    let mut bob = start_peer(&PeerSpec {
+        name: "bob",
+        port: pb,
+        mgmt: 0,
+        buddies: vec![("alice", pa)],
+        csv: bob_csv.clone(),
+        duration: "4s",
+        extra: &extra,
+    });
+    wait_exit(&mut alice, Duration::from_secs(15));
+    wait_exit(&mut bob, Duration::from_secs(15));
+    let (a, b) = (read_csv(&alice_csv), read_csv(&bob_csv));
+    for t in a.iter().chain(&b) {
+        assert_eq!(t.status, TxStatus::Ok);
+        assert_eq!(t.correlator, None);
+        assert_eq!(t.correlator_overhead_bytes, 0);
+        assert!(t.rtt_ns().unwrap() >= 50_000_000);
+    }
+    assert!(a.len() >= 2 && b.len() >= 2, "{a:?} {b:?}");
+    check_capture(
+        tcpdump,
+        &cap,
+        &[&alice_csv, &bob_csv],
+        (a.len() + b.len()) as u64,
+        true,
+    );
 }
 
 /// Garbage, an oversized frame and malformed XML each close their connection, are
@@ -313,6 +392,7 @@ fn bad_input_closes_the_connection_not_the_peer() {
         buddies: vec![],
         csv: dir.path().join("bob.csv"),
         duration: "30s",
+        extra: &[],
     });
     // Wait for the listener.
     let connect = || {

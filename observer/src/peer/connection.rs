@@ -277,7 +277,6 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, outbound: bool, expecte
         peer_addr,
         public,
         tx,
-        remote,
     };
     let reason = {
         let reading = async {
@@ -362,7 +361,6 @@ struct Ctx {
     peer_addr: String,
     public: SocketAddr,
     tx: mpsc::Sender<Out>,
-    remote: SocketAddr,
 }
 
 impl Ctx {
@@ -494,7 +492,6 @@ impl Ctx {
                 }
             }
         }
-        let _ = self.remote;
         Ok(())
     }
 }
