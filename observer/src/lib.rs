@@ -22,10 +22,12 @@ pub mod jxta;
 pub mod live;
 pub mod metrics;
 pub mod packet;
+pub mod peer;
 pub mod report;
 pub mod runtime;
 pub mod synth;
 pub mod transaction;
+pub mod validate;
 
 /// Wall-clock time as nanoseconds since the Unix epoch. Every timestamp in the
 /// pipeline is one of these: capture timestamps are converted once, at the source.

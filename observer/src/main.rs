@@ -38,6 +38,11 @@ enum Command {
     /// Figures (SVG, and PNG with --png) and one self-contained index.html, from
     /// captures or from a transactions CSV written by `analyze --csv`.
     Report(ReportArgs),
+    /// Run an instrumented JIM reference peer (JXTA TCP transport, PING/PONG presence,
+    /// MESSAGE documents) that records its own round trips in the transaction CSV.
+    Peer(PeerArgs),
+    /// Compare passive transactions (from `analyze --csv`) with the peers' own records.
+    Validate(ValidateArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -218,6 +223,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Messages(args) => messages(args),
         Command::Live(args) => live(args),
         Command::Report(args) => report_cmd(args),
+        Command::Peer(args) => peer(args),
+        Command::Validate(args) => validate(args),
     }
 }
 
@@ -504,6 +511,189 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(code)
+}
+
+#[derive(Args)]
+struct PeerArgs {
+    /// This peer's (user's) name.
+    #[arg(long)]
+    name: String,
+    /// This peer's JXTA peer ID (default: derived from the name).
+    #[arg(long, value_name = "URN")]
+    peer_id: Option<String>,
+    /// Address to listen on for JXTA TCP connections.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9701")]
+    listen: std::net::SocketAddr,
+    /// A buddy to poll: NAME=IP:PORT[,PEER-ID] (repeatable; the peer ID defaults to
+    /// the one derived from the name).
+    #[arg(long = "buddy", value_name = "NAME=ADDR")]
+    buddies: Vec<String>,
+    /// Buddy list in TOML ([[buddy]] name, address, optional peer_id).
+    #[arg(long, value_name = "FILE")]
+    buddies_file: Option<PathBuf>,
+    /// Time between two PINGs to each buddy.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// A PING unanswered this long is recorded as a timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Emulate unmodified JIM: no <correlator> element (the peer still measures itself).
+    #[arg(long)]
+    no_correlator: bool,
+    /// Delay before each PONG: fixed:200ms, uniform:100ms,900ms, normal:850ms,300ms.
+    #[arg(long, value_name = "DIST", default_value = "none")]
+    reply_delay: String,
+    /// Initial presence state (online, busy, away, offline).
+    #[arg(long, value_name = "STATE", default_value = "online")]
+    state: String,
+    /// Write every finished transaction to FILE in the observer's transaction CSV format.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Management HTTP endpoint (/metrics, /records, /state, /message); `off` disables it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9801")]
+    management: String,
+    /// Bearer token for the management endpoint; required when it is not on loopback.
+    #[arg(long, env = "OBSERVER_PEER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Stop cleanly (stop polling, wait for due PONGs, flush) after this long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Transactions outstanding at once (all buddies together).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pool_size: usize,
+    /// Largest JXTA message accepted from the network (larger closes the connection).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    max_message: u64,
+    /// Do not read control commands (`state busy`, `msg bob hi`) from standard input.
+    #[arg(long)]
+    no_stdin: bool,
+}
+
+fn peer(args: PeerArgs) -> Result<ExitCode> {
+    use observer::peer::{config, PeerConfig};
+    let mut cfg = PeerConfig::new(&args.name);
+    if let Some(id) = &args.peer_id {
+        cfg.peer_id = observer::jxta::PeerId::parse(id)
+            .with_context(|| format!("--peer-id {id:?} is not a peer ID"))?;
+    }
+    cfg.listen = args.listen;
+    if let Some(f) = &args.buddies_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        cfg.buddies =
+            config::parse_buddy_toml(&text).with_context(|| format!("in {}", f.display()))?;
+    }
+    for b in &args.buddies {
+        cfg.buddies.push(config::parse_buddy_arg(b)?);
+    }
+    cfg.interval = args.interval;
+    cfg.timeout = args.timeout;
+    cfg.correlator = !args.no_correlator;
+    cfg.reply_delay = config::Delay::parse(&args.reply_delay)?;
+    cfg.csv = args.csv;
+    cfg.management = match args.management.as_str() {
+        "off" | "none" => None,
+        m => Some(
+            m.parse()
+                .with_context(|| format!("--management {m:?} is not IP:PORT or off"))?,
+        ),
+    };
+    cfg.token = args.token;
+    cfg.duration = args.duration;
+    cfg.pool_size = args.pool_size.max(1);
+    cfg.max_message = args.max_message;
+    cfg.stdin_commands = !args.no_stdin;
+    let state = observer::jim::Status::parse(&args.state)
+        .with_context(|| format!("--state {:?}: online, busy, away or offline", args.state))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    cfg.initial_state = state;
+    let shared = rt.block_on(observer::peer::run(cfg))?;
+    let (stats, arm) = shared.arm.snapshot();
+    let ok: u64 = stats
+        .iter()
+        .map(|s| s.by_status.get("ok").copied().unwrap_or(0))
+        .sum();
+    let timeout: u64 = stats
+        .iter()
+        .map(|s| s.by_status.get("timeout").copied().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "observer peer {}: {ok} ok, {timeout} timeout, {} CSV records; counters {:?}; bad input {:?}",
+        shared.cfg.name,
+        arm.csv_records,
+        shared.counters(),
+        shared.bad_inputs()
+    );
+    // Tasks still blocked on standard input must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// Transactions found by the observer (`observer analyze --csv`).
+    #[arg(long, value_name = "CSV")]
+    passive: PathBuf,
+    /// The peers' own records (`observer peer --csv`), one file per peer.
+    #[arg(long, value_name = "CSV", num_args = 1.., required = true)]
+    active: Vec<PathBuf>,
+    /// Largest number (N) or share (N%) of active transactions the observer may miss.
+    #[arg(long, value_name = "N|N%")]
+    max_miss: Option<String>,
+    /// Largest |active - passive| RTT difference allowed (e.g. 5ms).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    max_delta: Option<Duration>,
+    /// Without a correlator, transactions are joined by pair and the nearest start time
+    /// within this window.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    use observer::validate as v;
+    let read = |p: &PathBuf| -> Result<Vec<observer::transaction::Transaction>> {
+        let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+        report::read_transactions_csv(io::BufReader::new(f))
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    let passive = read(&args.passive)?;
+    let mut active = Vec::new();
+    for p in &args.active {
+        active.extend(read(p)?);
+    }
+    let result = v::validate(&active, &passive, duration_ns(args.window));
+    let bounds = v::Bounds {
+        max_miss: args
+            .max_miss
+            .as_deref()
+            .map(v::MissBound::parse)
+            .transpose()?,
+        max_delta_ns: args.max_delta.map(duration_ns),
+    };
+    let broken = result.check(&bounds);
+    let mut out = io::stdout().lock();
+    if args.json {
+        let mut j = result.to_json();
+        j["bounds_broken"] = serde_json::json!(broken);
+        serde_json::to_writer_pretty(&mut out, &j)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", result.render())?;
+        for b in &broken {
+            writeln!(out, "BOUND BROKEN: {b}")?;
+        }
+    }
+    out.flush()?;
+    Ok(if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.

@@ -1,0 +1,549 @@
+//! Passive-versus-active validation: the observer's transactions (from a capture)
+//! joined with the peers' own records (their instrumentation), transaction by
+//! transaction.
+//!
+//! Join rule, per (poller, receiver) pair (peers identified by peer ID, else name):
+//! 1. by correlator where both records carry one and they are equal;
+//! 2. otherwise by the nearest start time within a window, between records of which at
+//!    least one has no correlator (a passive record never joins an active one with a
+//!    different correlator). Candidate pairs are taken in increasing |Δstart| order,
+//!    each record at most once.
+//!
+//! Counted: active transactions (`ok` and `timeout`; the peers write no others) the
+//! observer *found* or *missed*; passive `ok`/`timeout` transactions of pollers that
+//! have active records but match none (*extra*; `open` passive records, cut by the end
+//! of the capture, are never extra); and for joined pairs both `ok`, the RTT difference
+//! active − passive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use crate::report::stats::percentile;
+use crate::transaction::{Transaction, TxStatus};
+
+/// How a peer is keyed: peer ID when known, else name.
+fn key(id: &Option<crate::jxta::PeerId>, name: &Option<String>) -> String {
+    match (id, name) {
+        (Some(id), _) => id.as_str().to_string(),
+        (None, Some(n)) => format!("name:{n}"),
+        (None, None) => "?".to_string(),
+    }
+}
+
+type PairKey = (String, String);
+
+fn pair_key(t: &Transaction) -> PairKey {
+    (
+        key(&t.poller_id, &t.poller_name),
+        key(&t.receiver_id, &t.receiver_name),
+    )
+}
+
+/// Counts and RTT differences for one pair (or all pairs together).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairResult {
+    pub poller: String,
+    pub receiver: String,
+    pub active: u64,
+    pub found: u64,
+    pub missed: u64,
+    pub extra: u64,
+    pub by_correlator: u64,
+    pub by_time: u64,
+    /// Joined, but one side says ok and the other timeout.
+    pub status_mismatch: u64,
+    /// active − passive RTT of joined ok/ok transactions, nanoseconds.
+    pub deltas_ns: Vec<i64>,
+}
+
+/// The distribution of RTT differences, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DeltaStats {
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// The difference of largest magnitude, with its sign.
+    pub max_us: f64,
+    pub max_abs_us: f64,
+}
+
+impl DeltaStats {
+    pub fn from_ns(d: &[i64]) -> DeltaStats {
+        if d.is_empty() {
+            return DeltaStats::default();
+        }
+        let mut us: Vec<f64> = d.iter().map(|x| *x as f64 / 1000.0).collect();
+        us.sort_by(f64::total_cmp);
+        let extreme = us
+            .iter()
+            .copied()
+            .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+            .unwrap_or(0.0);
+        DeltaStats {
+            count: us.len() as u64,
+            mean_us: us.iter().sum::<f64>() / us.len() as f64,
+            p50_us: percentile(&us, 0.5),
+            p99_us: percentile(&us, 0.99),
+            max_us: extreme,
+            max_abs_us: extreme.abs(),
+        }
+    }
+}
+
+impl PairResult {
+    pub fn deltas(&self) -> DeltaStats {
+        DeltaStats::from_ns(&self.deltas_ns)
+    }
+
+    fn add(&mut self, o: &PairResult) {
+        self.active += o.active;
+        self.found += o.found;
+        self.missed += o.missed;
+        self.extra += o.extra;
+        self.by_correlator += o.by_correlator;
+        self.by_time += o.by_time;
+        self.status_mismatch += o.status_mismatch;
+        self.deltas_ns.extend_from_slice(&o.deltas_ns);
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "poller": self.poller,
+            "receiver": self.receiver,
+            "active": self.active,
+            "found": self.found,
+            "missed": self.missed,
+            "extra": self.extra,
+            "joined_by_correlator": self.by_correlator,
+            "joined_by_time": self.by_time,
+            "status_mismatch": self.status_mismatch,
+            "found_percent": found_percent(self.found, self.active),
+            "rtt_delta_us": self.deltas(),
+        })
+    }
+}
+
+fn found_percent(found: u64, active: u64) -> f64 {
+    if active == 0 {
+        100.0
+    } else {
+        found as f64 * 100.0 / active as f64
+    }
+}
+
+/// The result of a validation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validation {
+    pub pairs: Vec<PairResult>,
+    pub total: PairResult,
+    /// Passive records left open at the end of the capture (never extra).
+    pub passive_open: u64,
+    /// Passive records of pollers without active records (not judged).
+    pub passive_other_pollers: u64,
+}
+
+/// A bound on missed transactions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MissBound {
+    Count(u64),
+    Percent(f64),
+}
+
+impl MissBound {
+    pub fn parse(s: &str) -> anyhow::Result<MissBound> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--max-miss {s:?}: expected N or N%"))?;
+            if !(0.0..=100.0).contains(&v) {
+                anyhow::bail!("--max-miss {s:?}: a percentage is between 0 and 100");
+            }
+            Ok(MissBound::Percent(v))
+        } else {
+            s.parse()
+                .map(MissBound::Count)
+                .map_err(|_| anyhow::anyhow!("--max-miss {s:?}: expected N or N%"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bounds {
+    pub max_miss: Option<MissBound>,
+    pub max_delta_ns: Option<u64>,
+}
+
+/// Joins `active` (the peers' records) with `passive` (the observer's). `window_ns`
+/// bounds the start-time difference of a join without correlator.
+pub fn validate(active: &[Transaction], passive: &[Transaction], window_ns: u64) -> Validation {
+    let mut act: BTreeMap<PairKey, Vec<&Transaction>> = BTreeMap::new();
+    for t in active
+        .iter()
+        .filter(|t| matches!(t.status, TxStatus::Ok | TxStatus::Timeout))
+    {
+        act.entry(pair_key(t)).or_default().push(t);
+    }
+    let pollers: std::collections::HashSet<&String> = act.keys().map(|(p, _)| p).collect();
+    let mut pas: BTreeMap<PairKey, Vec<&Transaction>> = BTreeMap::new();
+    let mut v = Validation::default();
+    for t in passive {
+        let k = pair_key(t);
+        if !pollers.contains(&k.0) {
+            v.passive_other_pollers += 1;
+            continue;
+        }
+        pas.entry(k).or_default().push(t);
+    }
+    let mut keys: Vec<PairKey> = act.keys().chain(pas.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        let a = act.get(&k).map(Vec::as_slice).unwrap_or_default();
+        let p = pas.get(&k).map(Vec::as_slice).unwrap_or_default();
+        let name = |ts: &[&Transaction], poller: bool| {
+            ts.iter().find_map(|t| {
+                if poller {
+                    t.poller_name.clone()
+                } else {
+                    t.receiver_name.clone()
+                }
+            })
+        };
+        let mut r = join_pair(a, p, window_ns);
+        r.poller = name(a, true)
+            .or_else(|| name(p, true))
+            .unwrap_or_else(|| k.0.clone());
+        r.receiver = name(a, false)
+            .or_else(|| name(p, false))
+            .unwrap_or_else(|| k.1.clone());
+        v.passive_open += p.iter().filter(|t| t.status == TxStatus::Open).count() as u64;
+        v.total.add(&r);
+        v.pairs.push(r);
+    }
+    v.pairs
+        .sort_by(|x, y| (&x.poller, &x.receiver).cmp(&(&y.poller, &y.receiver)));
+    v.total.poller = "all".into();
+    v.total.receiver = "all".into();
+    v
+}
+
+fn join_pair(a: &[&Transaction], p: &[&Transaction], window_ns: u64) -> PairResult {
+    let mut r = PairResult {
+        active: a.len() as u64,
+        ..PairResult::default()
+    };
+    let mut a_match: Vec<Option<usize>> = vec![None; a.len()];
+    let mut p_used = vec![false; p.len()];
+    // 1. By correlator.
+    let mut by_corr: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, t) in p.iter().enumerate() {
+        if let Some(c) = t.correlator.as_deref() {
+            by_corr.entry(c).or_default().push(j);
+        }
+    }
+    for (i, t) in a.iter().enumerate() {
+        let Some(c) = t.correlator.as_deref() else {
+            continue;
+        };
+        if let Some(js) = by_corr.get_mut(c) {
+            if let Some(pos) = js.iter().position(|j| !p_used[*j]) {
+                let j = js.remove(pos);
+                p_used[j] = true;
+                a_match[i] = Some(j);
+                r.by_correlator += 1;
+            }
+        }
+    }
+    // 2. By nearest start time, where a correlator cannot decide.
+    let mut by_start: Vec<usize> = (0..p.len()).filter(|j| !p_used[*j]).collect();
+    by_start.sort_by_key(|j| p[*j].start);
+    let mut cands: Vec<(u64, usize, usize)> = Vec::new();
+    for (i, t) in a.iter().enumerate() {
+        if a_match[i].is_some() {
+            continue;
+        }
+        let lo = t.start.saturating_sub(window_ns);
+        let first = by_start.partition_point(|j| p[*j].start < lo);
+        for &j in by_start[first..]
+            .iter()
+            .take_while(|j| p[**j].start <= t.start.saturating_add(window_ns))
+        {
+            if t.correlator.is_some() && p[j].correlator.is_some() {
+                continue;
+            }
+            cands.push((t.start.abs_diff(p[j].start), i, j));
+        }
+    }
+    cands.sort_unstable();
+    for (_, i, j) in cands {
+        if a_match[i].is_none() && !p_used[j] {
+            a_match[i] = Some(j);
+            p_used[j] = true;
+            r.by_time += 1;
+        }
+    }
+    for (i, m) in a_match.iter().enumerate() {
+        let Some(j) = *m else {
+            r.missed += 1;
+            continue;
+        };
+        r.found += 1;
+        let (x, y) = (a[i], p[j]);
+        match (x.rtt_ns(), y.rtt_ns()) {
+            (Some(ra), Some(rp)) => r.deltas_ns.push(ra as i64 - rp as i64),
+            _ if y.status != TxStatus::Open && x.status != y.status => r.status_mismatch += 1,
+            _ => {}
+        }
+    }
+    r.extra = p
+        .iter()
+        .zip(&p_used)
+        .filter(|(t, used)| !**used && t.status != TxStatus::Open)
+        .count() as u64;
+    r
+}
+
+impl Validation {
+    /// The bounds this result breaks, described.
+    pub fn check(&self, b: &Bounds) -> Vec<String> {
+        let mut broken = Vec::new();
+        let t = &self.total;
+        match b.max_miss {
+            Some(MissBound::Count(n)) if t.missed > n => broken.push(format!(
+                "{} active transactions missed (at most {n} allowed)",
+                t.missed
+            )),
+            Some(MissBound::Percent(p)) if 100.0 - found_percent(t.found, t.active) > p + 1e-9 => {
+                broken.push(format!(
+                    "{:.3} % of active transactions missed (at most {p} % allowed)",
+                    100.0 - found_percent(t.found, t.active)
+                ))
+            }
+            _ => {}
+        }
+        if let Some(max) = b.max_delta_ns {
+            let worst = t
+                .deltas_ns
+                .iter()
+                .map(|d| d.unsigned_abs())
+                .max()
+                .unwrap_or(0);
+            if worst > max {
+                broken.push(format!(
+                    "|active - passive| RTT difference up to {:.1} us (at most {:.1} us allowed)",
+                    worst as f64 / 1000.0,
+                    max as f64 / 1000.0
+                ));
+            }
+        }
+        broken
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "total": self.total.to_json(),
+            "pairs": self.pairs.iter().map(PairResult::to_json).collect::<Vec<_>>(),
+            "passive_open": self.passive_open,
+            "passive_other_pollers": self.passive_other_pollers,
+        })
+    }
+
+    /// A human-readable table.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{:<16} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "poller",
+            "receiver",
+            "active",
+            "found",
+            "missed",
+            "extra",
+            "found%",
+            "mean_us",
+            "p50_us",
+            "p99_us",
+            "max_us"
+        );
+        for r in self.pairs.iter().chain(std::iter::once(&self.total)) {
+            let d = r.deltas();
+            let _ = writeln!(
+                o,
+                "{:<16} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8.2} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                r.poller,
+                r.receiver,
+                r.active,
+                r.found,
+                r.missed,
+                r.extra,
+                found_percent(r.found, r.active),
+                d.mean_us,
+                d.p50_us,
+                d.p99_us,
+                d.max_us
+            );
+        }
+        let _ = writeln!(
+            o,
+            "joined by correlator {}, by start time {}; status mismatches {}; passive open {}; passive records of other pollers {}",
+            self.total.by_correlator,
+            self.total.by_time,
+            self.total.status_mismatch,
+            self.passive_open,
+            self.passive_other_pollers
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jim::Status;
+    use crate::jxta::PeerId;
+    use crate::transaction::MatchMethod;
+
+    fn pid(n: u8) -> PeerId {
+        PeerId::parse(&format!("urn:jxta:uuid-{:064X}03", n)).unwrap()
+    }
+
+    fn tx(
+        poller: u8,
+        receiver: u8,
+        start_ms: u64,
+        rtt_us: Option<u64>,
+        corr: Option<&str>,
+    ) -> Transaction {
+        let start = start_ms * 1_000_000;
+        Transaction {
+            start,
+            stop: Some(start + rtt_us.unwrap_or(10_000_000) * 1000),
+            poller_name: Some(format!("p{poller}")),
+            poller_id: Some(pid(poller)),
+            receiver_name: Some(format!("p{receiver}")),
+            receiver_id: Some(pid(receiver)),
+            receiver_status: rtt_us.map(|_| Status::Online),
+            status: if rtt_us.is_some() {
+                TxStatus::Ok
+            } else {
+                TxStatus::Timeout
+            },
+            correlator: corr.map(str::to_string),
+            match_method: Some(if corr.is_some() {
+                MatchMethod::Correlator
+            } else {
+                MatchMethod::Order
+            }),
+            ping_bytes: 900,
+            pong_bytes: rtt_us.map(|_| 950),
+            correlator_overhead_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn exact_missed_and_extra_by_correlator() {
+        let active = vec![
+            tx(1, 2, 1000, Some(50_000), Some("1")),
+            tx(1, 2, 2000, Some(51_000), Some("2")),
+            tx(1, 2, 3000, None, Some("3")),
+            tx(2, 1, 1000, Some(60_000), Some("9")),
+        ];
+        let passive = vec![
+            // Exact joins, the second with a 300 µs shorter passive RTT.
+            tx(1, 2, 1000, Some(50_000), Some("1")),
+            tx(1, 2, 2000, Some(50_700), Some("2")),
+            // "3" missed; an extra the peers never recorded.
+            tx(1, 2, 4000, Some(40_000), Some("4")),
+            // Same correlator on another pair does not join.
+            tx(2, 1, 1000, Some(60_000), Some("1")),
+            // Open at the end of the capture: not extra.
+            Transaction {
+                status: TxStatus::Open,
+                stop: None,
+                ..tx(1, 2, 5000, None, Some("5"))
+            },
+            // A poller with no active records: not judged.
+            tx(3, 1, 1000, Some(1), None),
+        ];
+        let v = validate(&active, &passive, 500_000_000);
+        assert_eq!(v.total.active, 4);
+        assert_eq!(v.total.found, 2);
+        assert_eq!(v.total.missed, 2);
+        assert_eq!(v.total.extra, 2);
+        assert_eq!(v.passive_open, 1);
+        assert_eq!(v.passive_other_pollers, 1);
+        let p12 = v.pairs.iter().find(|p| p.poller == "p1").unwrap();
+        assert_eq!((p12.found, p12.missed, p12.extra), (2, 1, 1));
+        assert_eq!(p12.deltas_ns, vec![0, 300_000]);
+        let d = p12.deltas();
+        assert_eq!(d.max_us, 300.0);
+        assert_eq!(d.mean_us, 150.0);
+        let broken = v.check(&Bounds {
+            max_miss: Some(MissBound::Percent(10.0)),
+            max_delta_ns: Some(200_000),
+        });
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(v
+            .check(&Bounds {
+                max_miss: Some(MissBound::Count(2)),
+                max_delta_ns: Some(300_000),
+            })
+            .is_empty());
+        assert!(v.render().contains("p1"));
+        assert_eq!(v.to_json()["total"]["found"], 2);
+    }
+
+    #[test]
+    fn no_correlator_joins_by_nearest_start() {
+        // Active without correlator (unmodified JIM on the wire), passive likewise.
+        let active = vec![
+            tx(1, 2, 1000, Some(50_000), None),
+            tx(1, 2, 2000, Some(50_000), None),
+            tx(1, 2, 3000, None, None),
+        ];
+        let passive = vec![
+            tx(1, 2, 2001, Some(49_000), None),
+            tx(1, 2, 1002, Some(48_000), None),
+            // Too far from the third active start (window 500 ms): missed + extra.
+            tx(1, 2, 3700, None, None),
+        ];
+        let v = validate(&active, &passive, 500_000_000);
+        assert_eq!((v.total.found, v.total.missed, v.total.extra), (2, 1, 1));
+        assert_eq!(v.total.by_time, 2);
+        let mut d = v.total.deltas_ns.clone();
+        d.sort();
+        assert_eq!(d, vec![1_000_000, 2_000_000]);
+        // A wider window takes it.
+        let v = validate(&active, &passive, 1_000_000_000);
+        assert_eq!((v.total.found, v.total.missed, v.total.extra), (3, 0, 0));
+    }
+
+    #[test]
+    fn different_correlators_never_join_by_time() {
+        let active = vec![tx(1, 2, 1000, Some(50_000), Some("a"))];
+        let passive = vec![tx(1, 2, 1000, Some(50_000), Some("b"))];
+        let v = validate(&active, &passive, 500_000_000);
+        assert_eq!((v.total.found, v.total.missed, v.total.extra), (0, 1, 1));
+        // A passive record without correlator joins an active one with a correlator.
+        let passive = vec![tx(1, 2, 1001, Some(50_000), None)];
+        let v = validate(&active, &passive, 500_000_000);
+        assert_eq!((v.total.found, v.total.by_time), (1, 1));
+    }
+
+    #[test]
+    fn status_mismatch_counted() {
+        let active = vec![tx(1, 2, 1000, None, Some("1"))];
+        let passive = vec![tx(1, 2, 1000, Some(50_000), Some("1"))];
+        let v = validate(&active, &passive, 1);
+        assert_eq!(v.total.found, 1);
+        assert_eq!(v.total.status_mismatch, 1);
+        assert!(v.total.deltas_ns.is_empty());
+        assert!(MissBound::parse("5%").is_ok());
+        assert!(MissBound::parse("x").is_err());
+        assert!(MissBound::parse("150%").is_err());
+    }
+}

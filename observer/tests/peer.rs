@@ -1,0 +1,484 @@
+//! The reference peer as a process: two `observer peer`s on loopback poll each other;
+//! their CSVs, management endpoints, state changes and MESSAGE refusals are checked,
+//! and (with tcpdump and tshark) a capture of their traffic decodes without a malformed
+//! frame and the observer finds every transaction they recorded.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use observer::jim::Status;
+use observer::report::read_transactions_csv;
+use observer::transaction::{Transaction, TxStatus};
+
+const BIN: &str = env!("CARGO_BIN_EXE_observer");
+
+/// The capture tests run one at a time: the RTT comparison wants an unloaded machine
+/// (the peers time their own reads; on 2 busy cores a read can wait a scheduler slice).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped (a failing test leaves nothing running).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct PeerSpec<'a> {
+    name: &'a str,
+    port: u16,
+    mgmt: u16,
+    buddies: Vec<(&'a str, u16)>,
+    csv: PathBuf,
+    duration: &'a str,
+    extra: &'a [&'a str],
+}
+
+fn start_peer(p: &PeerSpec<'_>) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("peer")
+        .args(["--name", p.name])
+        .args(["--listen", &format!("127.0.0.1:{}", p.port)])
+        .arg("--management")
+        .arg(if p.mgmt == 0 {
+            "off".to_string()
+        } else {
+            format!("127.0.0.1:{}", p.mgmt)
+        })
+        .args(["--interval", "1s", "--reply-delay", "fixed:50ms"])
+        .args(["--duration", p.duration, "--no-stdin"])
+        .arg("--csv")
+        .arg(&p.csv)
+        .args(p.extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, port) in &p.buddies {
+        cmd.args(["--buddy", &format!("{name}=127.0.0.1:{port}")]);
+    }
+    Proc(cmd.spawn().expect("start observer peer"))
+}
+
+/// One HTTP/1.1 request; returns (status code, body).
+fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => panic!("management port {port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (code, body.to_string())
+}
+
+fn read_csv(path: &Path) -> Vec<Transaction> {
+    read_transactions_csv(std::fs::File::open(path).expect("CSV written")).expect("valid CSV")
+}
+
+fn wait_exit(p: &mut Proc, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            assert!(st.success(), "peer exited with {st}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "peer did not stop by itself");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tcpdump on loopback, if it can run here (root, installed). Returns the process
+/// once it is listening.
+fn start_tcpdump(file: &Path, ports: [u16; 2]) -> Option<Proc> {
+    let ok = Command::new("tcpdump")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("tcpdump is not installed but CI is set: scripts/test must install it");
+        }
+        eprintln!("tcpdump not installed: skipping the capture cross-check");
+        return None;
+    }
+    let mut child = Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "-n", "-w"])
+        .arg(file)
+        .arg(format!("tcp port {} or tcp port {}", ports[0], ports[1]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let stderr = child.stderr.take()?;
+    let mut line = String::new();
+    let mut rd = BufReader::new(stderr);
+    // "tcpdump: listening on lo, …" once the capture runs; EOF when it cannot.
+    while rd.read_line(&mut line).ok()? > 0 {
+        if line.contains("listening on") {
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = rd.read_to_string(&mut sink);
+            });
+            return Some(Proc(child));
+        }
+        line.clear();
+    }
+    eprintln!("tcpdump cannot capture here (not root?): skipping the capture cross-check");
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn two_peers_measure_each_other_and_the_observer_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
+    let cap = dir.path().join("peers.pcap");
+    let _serial = serial();
+    let tcpdump = start_tcpdump(&cap, [pa, pb]);
+    let alice_csv = dir.path().join("alice.csv");
+    let bob_csv = dir.path().join("bob.csv");
+    let started = Instant::now();
+    let mut alice = start_peer(&PeerSpec {
+        name: "alice",
+        port: pa,
+        mgmt: ma,
+        buddies: vec![("bob", pb)],
+        csv: alice_csv.clone(),
+        duration: "7s",
+        extra: &[],
+    });
+    let mut bob = start_peer(&PeerSpec {
+        name: "bob",
+        port: pb,
+        mgmt: mb,
+        buddies: vec![("alice", pa)],
+        csv: bob_csv.clone(),
+        duration: "7s",
+        extra: &[],
+    });
+
+    // After three polls: metrics and records name the buddy.
+    std::thread::sleep(Duration::from_millis(3300).saturating_sub(started.elapsed()));
+    let (code, metrics) = http(ma, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .contains("jim_peer_transactions_total{peer=\"alice\",receiver=\"bob\",status=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("jim_peer_rtt_seconds_bucket{peer=\"alice\",receiver=\"bob\",le=\"+Inf\"}"));
+    assert!(
+        metrics.contains("jim_peer_instrumentation_bytes_total{peer=\"alice\",direction=\"sent\"}")
+    );
+    let (code, records) = http(ma, "GET", "/records", "");
+    assert_eq!(code, 200);
+    let recs: serde_json::Value = serde_json::from_str(&records).unwrap();
+    let first = &recs.as_array().expect("array")[0];
+    let name = first["name"].as_str().unwrap();
+    assert!(name.starts_with("alice:dest=bob,corr="), "{name}");
+    assert_eq!(first["transaction_status"], "ok");
+
+    // Bob goes offline: alice's PONGs say so, and a MESSAGE to him is refused.
+    assert_eq!(http(mb, "POST", "/state", "offline").0, 200);
+    assert_eq!(http(mb, "POST", "/state", "sleepy").0, 400);
+    assert_eq!(
+        http(ma, "POST", "/message?to=bob", "see you at noon").0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, am) = http(ma, "GET", "/metrics", "");
+    let (_, bm) = http(mb, "GET", "/metrics", "");
+    assert!(am.contains("event=\"messages_refused_by_peer\"} 1"), "{am}");
+    assert!(bm.contains("event=\"messages_refused\"} 1"), "{bm}");
+    assert!(bm.contains("jim_peer_state{peer=\"bob\",state=\"offline\"} 1"));
+
+    wait_exit(&mut alice, Duration::from_secs(15));
+    wait_exit(&mut bob, Duration::from_secs(15));
+
+    let a = read_csv(&alice_csv);
+    let b = read_csv(&bob_csv);
+    for (txs, buddy) in [(&a, "bob"), (&b, "alice")] {
+        let ok: Vec<_> = txs.iter().filter(|t| t.status == TxStatus::Ok).collect();
+        assert!(ok.len() >= 4, "{buddy}: {txs:?}");
+        for t in &ok {
+            assert_eq!(t.receiver_name.as_deref(), Some(buddy));
+            assert!(t
+                .correlator
+                .as_deref()
+                .is_some_and(|c| c.parse::<u64>().is_ok()));
+            assert!(t.rtt_ns().unwrap() >= 50_000_000, "{t:?}");
+            assert!(t.rtt_ns().unwrap() < 1_000_000_000, "{t:?}");
+            assert!(t.correlator_overhead_bytes > 0 && t.correlator_overhead_bytes <= 100);
+            assert!(t.ping_bytes > 500 && t.pong_bytes.unwrap() > 500);
+        }
+    }
+    let statuses: Vec<_> = a.iter().filter_map(|t| t.receiver_status).collect();
+    assert_eq!(statuses.first(), Some(&Status::Online));
+    assert_eq!(statuses.last(), Some(&Status::Offline), "{statuses:?}");
+
+    let n = (a.len() + b.len()) as u64;
+    check_capture(tcpdump, &cap, &[&alice_csv, &bob_csv], n, false);
+}
+
+/// Stops tcpdump, then: tshark decodes every frame without error, and the observer's
+/// transactions validate against the peers' CSVs (100 % found, none extra,
+/// |active - passive| < 5 ms).
+fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_time: bool) {
+    let Some(mut td) = tcpdump else { return };
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-INT", &td.0.id().to_string()])
+        .status();
+    let _ = td.0.wait();
+    if !common::tshark_available() {
+        return;
+    }
+    let bad = common::tshark_fields(
+        cap,
+        "_ws.malformed || _ws.expert.severity==error",
+        &["frame.number"],
+    );
+    assert!(bad.is_empty(), "tshark finds malformed frames: {bad:?}");
+    let jxta = common::tshark_fields(
+        cap,
+        "jxta.message.element.name",
+        &["jxta.message.element.name"],
+    );
+    assert!(
+        jxta.len() as u64 >= 2 * n,
+        "tshark decodes {} JXTA messages",
+        jxta.len()
+    );
+    assert!(jxta
+        .iter()
+        .all(|r| r[0]
+            == "JimMessage,EndpointRouterMsg,EndpointSourceAddress,EndpointDestinationAddress"));
+
+    let observed = cap.with_extension("csv");
+    let st = Command::new(BIN)
+        .args(["analyze", "--no-progress", "--csv"])
+        .arg(&observed)
+        .arg(cap)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new(BIN)
+        .args([
+            "validate",
+            "--json",
+            "--max-miss",
+            "0",
+            "--max-delta",
+            "5ms",
+            "--passive",
+        ])
+        .arg(&observed)
+        .arg("--active")
+        .args(csvs)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("validate JSON");
+    eprintln!("validate: {}", v["total"]);
+    assert!(out.status.success(), "validate: {v:#}");
+    assert_eq!(v["total"]["missed"], 0);
+    assert_eq!(v["total"]["extra"], 0);
+    assert_eq!(v["total"]["found"], n);
+    let key = if by_time {
+        "joined_by_time"
+    } else {
+        "joined_by_correlator"
+    };
+    assert_eq!(v["total"][key], n);
+    assert!(v["total"]["rtt_delta_us"]["max_abs_us"].as_f64().unwrap() < 5000.0);
+}
+
+/// Unmodified JIM on the wire (`--no-correlator`): the peers still measure themselves,
+/// and validation joins by pair and start time.
+#[test]
+fn no_correlator_peers_validate_by_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let cap = dir.path().join("plain.pcap");
+    let _serial = serial();
+    let tcpdump = start_tcpdump(&cap, [pa, pb]);
+    let alice_csv = dir.path().join("alice.csv");
+    let bob_csv = dir.path().join("bob.csv");
+    let extra = ["--no-correlator"];
+    let mut alice = start_peer(&PeerSpec {
+        name: "alice",
+        port: pa,
+        mgmt: 0,
+        buddies: vec![("bob", pb)],
+        csv: alice_csv.clone(),
+        duration: "4s",
+        extra: &extra,
+    });
+    let mut bob = start_peer(&PeerSpec {
+        name: "bob",
+        port: pb,
+        mgmt: 0,
+        buddies: vec![("alice", pa)],
+        csv: bob_csv.clone(),
+        duration: "4s",
+        extra: &extra,
+    });
+    wait_exit(&mut alice, Duration::from_secs(15));
+    wait_exit(&mut bob, Duration::from_secs(15));
+    let (a, b) = (read_csv(&alice_csv), read_csv(&bob_csv));
+    for t in a.iter().chain(&b) {
+        assert_eq!(t.status, TxStatus::Ok);
+        assert_eq!(t.correlator, None);
+        assert_eq!(t.correlator_overhead_bytes, 0);
+        assert!(t.rtt_ns().unwrap() >= 50_000_000);
+    }
+    assert!(a.len() >= 2 && b.len() >= 2, "{a:?} {b:?}");
+    check_capture(
+        tcpdump,
+        &cap,
+        &[&alice_csv, &bob_csv],
+        (a.len() + b.len()) as u64,
+        true,
+    );
+}
+
+/// Garbage, an oversized frame and malformed XML each close their connection, are
+/// counted, and leave the peer running.
+#[test]
+fn bad_input_closes_the_connection_not_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mgmt) = (free_port(), free_port());
+    let _bob = start_peer(&PeerSpec {
+        name: "bob",
+        port,
+        mgmt,
+        buddies: vec![],
+        csv: dir.path().join("bob.csv"),
+        duration: "30s",
+        extra: &[],
+    });
+    // Wait for the listener.
+    let connect = || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    return s;
+                }
+                Err(e) if Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    // Reads until the peer closes the connection; true if it did.
+    let closed = |mut s: TcpStream| {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    let welcome = |s: &mut TcpStream| {
+        let id = "urn:jxta:uuid-59616261646162614E50472050325033000000000000000000000000000000AA03";
+        write!(
+            s,
+            "JXTAHELLO tcp://127.0.0.1:{port} tcp://127.0.0.1:1 {id} 0 1.1\r\n"
+        )
+        .unwrap();
+    };
+    let package = |body: &[u8]| {
+        let mut out = Vec::new();
+        observer::jxta::encode_package(
+            body,
+            observer::jxta::HeaderOrder::TypeFirst,
+            None,
+            &mut out,
+        );
+        out
+    };
+
+    let mut s = connect();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n garbage garbage garbage garbage")
+        .unwrap();
+    assert!(closed(s), "garbage");
+
+    let mut s = connect();
+    welcome(&mut s);
+    let mut big = Vec::new();
+    big.extend_from_slice(
+        b"\x0ccontent-type\x00\x16application/x-jxta-msg\x0econtent-length\x00\x08",
+    );
+    big.extend_from_slice(&(64u64 << 20).to_be_bytes());
+    big.push(0);
+    s.write_all(&big).unwrap();
+    assert!(closed(s), "oversized frame");
+
+    let mut s = connect();
+    welcome(&mut s);
+    let body = observer::jxta::encode_message_v0(&[observer::jxta::OwnedElement::new(
+        "jim",
+        "JimMessage",
+        Some("text/xml"),
+        "<?xml version=\"1.0\"?><PING><Buddy><name>x</Buddy></PING>",
+    )]);
+    s.write_all(&package(&body)).unwrap();
+    assert!(closed(s), "malformed XML");
+
+    let mut s = connect();
+    welcome(&mut s);
+    s.write_all(&package(b"not a jxmg message")).unwrap();
+    assert!(closed(s), "bad message");
+
+    let (code, m) = http(mgmt, "GET", "/metrics", "");
+    assert_eq!(code, 200, "the peer still runs");
+    for reason in ["garbage", "oversized_frame", "malformed_xml", "bad_message"] {
+        assert!(
+            m.contains(&format!(
+                "jim_peer_bad_input_total{{peer=\"bob\",reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {m}"
+        );
+    }
+}
