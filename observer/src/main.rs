@@ -546,6 +546,9 @@ struct PeerArgs {
     /// Initial presence state (online, busy, away, offline).
     #[arg(long, value_name = "STATE", default_value = "online")]
     state: String,
+    /// Change state at a time after start: `15s=busy` (repeatable; scripted scenarios).
+    #[arg(long = "state-at", value_name = "TIME=STATE")]
+    state_at: Vec<String>,
     /// Write every finished transaction to FILE in the observer's transaction CSV format.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
@@ -609,6 +612,16 @@ fn peer(args: PeerArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     cfg.initial_state = state;
+    for item in &args.state_at {
+        let (at, st) = item
+            .split_once('=')
+            .with_context(|| format!("--state-at {item:?}: expected TIME=STATE, e.g. 15s=busy"))?;
+        let at = humantime::parse_duration(at)
+            .with_context(|| format!("--state-at {item:?}: bad time"))?;
+        let st = observer::jim::Status::parse(st)
+            .with_context(|| format!("--state-at {item:?}: online, busy, away or offline"))?;
+        cfg.state_schedule.push((at, st));
+    }
     let shared = rt.block_on(observer::peer::run(cfg))?;
     let (stats, arm) = shared.arm.snapshot();
     let ok: u64 = stats

@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask captures` (sample captures and their ground truth).
 
+mod scenario;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -19,6 +21,23 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "captures")]
         out: PathBuf,
+    },
+    /// Run reference peers in network namespaces behind a gateway, capture on the
+    /// gateway, then `observer analyze` and `observer validate` (needs root).
+    Scenario {
+        /// `pair` (2 peers) or `study` (4 peers shaped like the study's figure 3).
+        name: String,
+        /// How long the peers run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "target/scenario")]
+        out: PathBuf,
+        /// The observer binary (built with `cargo build -p observer` when absent).
+        #[arg(long, default_value = "target/debug/observer")]
+        observer: PathBuf,
+        /// Largest |active − passive| RTT difference accepted.
+        #[arg(long, default_value = "5ms")]
+        max_delta: String,
     },
     /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
     BenchCapture {
@@ -52,6 +71,41 @@ fn main() -> Result<()> {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 println!("{:>9} {}", size, path.display());
             }
+        }
+        Command::Scenario {
+            name,
+            seconds,
+            out,
+            observer,
+            max_delta,
+        } => {
+            let root = workspace_root();
+            let observer = if observer.is_absolute() {
+                observer
+            } else {
+                root.join(observer)
+            };
+            // Always (re)build: a stale binary would validate old code.
+            {
+                let status = std::process::Command::new("cargo")
+                    .args(["build", "-q", "-p", "observer", "--bin", "observer"])
+                    .current_dir(&root)
+                    .status()?;
+                anyhow::ensure!(status.success(), "building the observer failed");
+            }
+            let out = if out.is_absolute() {
+                out
+            } else {
+                root.join(out)
+            }
+            .join(&name);
+            scenario::run(&scenario::Options {
+                scenario: name,
+                seconds,
+                out,
+                observer,
+                max_delta,
+            })?;
         }
         Command::BenchCapture { seconds, out } => {
             let out = if out.is_absolute() {

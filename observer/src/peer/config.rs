@@ -231,6 +231,8 @@ pub struct PeerConfig {
     pub stdin_commands: bool,
     /// Presence state at start-up.
     pub initial_state: crate::jim::Status,
+    /// State changes at fixed times after start (scripted scenarios).
+    pub state_schedule: Vec<(Duration, crate::jim::Status)>,
 }
 
 impl PeerConfig {
@@ -252,6 +254,7 @@ impl PeerConfig {
             max_message: 1 << 20,
             stdin_commands: false,
             initial_state: crate::jim::Status::Online,
+            state_schedule: Vec::new(),
         }
     }
 

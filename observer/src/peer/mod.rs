@@ -301,6 +301,13 @@ pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>> {
     if shared.cfg.stdin_commands {
         tasks.push(tokio::spawn(stdin_commands(shared.clone())));
     }
+    for (at, state) in shared.cfg.state_schedule.clone() {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            s.set_state(state);
+        }));
+    }
 
     // Polling until told to stop.
     let interval = shared.cfg.interval;
