@@ -263,6 +263,23 @@ fn exit_for(analysis: &Analysis) -> ExitCode {
     }
 }
 
+/// Nothing could be read at all: an error, not a report of nothing.
+fn nothing_read(analysis: &Analysis) -> Result<()> {
+    if analysis
+        .inputs
+        .iter()
+        .all(|i| i.frames == 0 && i.error.is_some())
+    {
+        let errors: Vec<String> = analysis
+            .inputs
+            .iter()
+            .filter_map(|i| i.error.clone())
+            .collect();
+        bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
+
 fn check_inputs(files: &[PathBuf]) -> Result<()> {
     if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         bail!("standard input (-) can be given only once");
@@ -276,6 +293,7 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     cfg.matcher.timeout_ns = duration_ns(args.timeout);
     cfg.matcher.max_outstanding_per_pair = args.max_outstanding.max(1);
     let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
+    nothing_read(&analysis)?;
     let result = &analysis.result;
 
     if let Some(path) = &args.csv {
@@ -315,6 +333,7 @@ fn messages(args: MessagesArgs) -> Result<ExitCode> {
     let mut cfg = pipeline_config(&args.inputs);
     cfg.record_messages = true;
     let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
+    nothing_read(&analysis)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     for m in &analysis.result.messages {
         if args.json {

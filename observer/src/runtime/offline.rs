@@ -52,7 +52,7 @@ fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSumm
     let mut reader = match CaptureReader::open(path) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::debug!("{e}");
             return InputSummary {
                 name,
                 format: String::new(),
@@ -83,7 +83,8 @@ fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSumm
         bar.finish_and_clear();
     }
     if let Some(e) = &error {
-        tracing::error!("{e}");
+        // The caller reports it (with what was read before it); log only for -v.
+        tracing::debug!("{e}");
     }
     InputSummary {
         name: reader.name().to_string(),

@@ -1,0 +1,267 @@
+//! The `observer` binary end to end on the sample captures: CSV, JSON, tables, standard
+//! input, several inputs, `--timeout`, `--port`, `messages`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use observer::report::read_transactions_csv;
+use observer::transaction::{Transaction, TxStatus};
+
+fn observer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("run observer")
+}
+
+fn truth(name: &str) -> Vec<Transaction> {
+    let f = std::fs::File::open(common::capture(&format!("{name}.truth.csv"))).expect("truth");
+    read_transactions_csv(f).expect("truth csv")
+}
+
+fn ok_count(ts: &[Transaction]) -> usize {
+    ts.iter().filter(|t| t.status == TxStatus::Ok).count()
+}
+
+#[test]
+fn csv_file_and_stdout_equal_the_truth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.csv");
+    let o = observer(&[
+        "analyze",
+        "captures/two-peers.pcap",
+        "--csv",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = std::fs::read(common::capture("two-peers.truth.csv")).expect("truth");
+    assert_eq!(std::fs::read(&out).expect("csv"), expected);
+    // The human table still went to stdout.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("PING/PONG transactions"));
+
+    let o = observer(&["analyze", "captures/two-peers.pcap", "--csv", "-"]);
+    assert!(o.status.success());
+    assert_eq!(
+        o.stdout, expected,
+        "with --csv -, stdout holds the CSV and nothing else"
+    );
+}
+
+#[test]
+fn json_summary_has_the_documented_keys_and_agrees_with_the_truth() {
+    let o = observer(&["analyze", "captures/four-peers.pcap", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let truth = truth("four-peers");
+    let count = |s: TxStatus| truth.iter().filter(|t| t.status == s).count() as u64;
+    assert_eq!(v["transactions"]["ok"], count(TxStatus::Ok));
+    assert_eq!(v["transactions"]["timeout"], count(TxStatus::Timeout));
+    assert_eq!(v["transactions"]["open"], count(TxStatus::Open));
+    assert_eq!(v["transactions"]["total"], truth.len() as u64);
+    for k in ["count", "mean", "sd", "min", "p50", "p90", "p99", "max"] {
+        assert!(v["rtt_ms"][k].is_number(), "rtt_ms.{k}");
+    }
+    assert_eq!(v["rtt_ms"]["count"], ok_count(&truth) as u64);
+    let pairs = v["pairs"].as_array().expect("pairs");
+    assert_eq!(pairs.len(), 12, "four peers in a full mesh");
+    for p in pairs {
+        assert!(p["poller"].is_string() && p["receiver"].is_string());
+        let n = truth
+            .iter()
+            .filter(|t| {
+                t.status == TxStatus::Ok
+                    && t.poller_name.as_deref() == p["poller"].as_str()
+                    && t.receiver_name.as_deref() == p["receiver"].as_str()
+            })
+            .count() as u64;
+        assert_eq!(p["ok"], n, "{p}");
+    }
+    for k in [
+        "overhead",
+        "anomalies",
+        "matrix",
+        "presence",
+        "capture",
+        "jim",
+    ] {
+        assert!(v[k].is_object(), "{k}");
+    }
+    let j = &v["jxta"];
+    assert!(j["welcomes"].as_u64().expect("welcomes") >= 12);
+    assert_eq!(
+        j["messages"]["total"].as_u64(),
+        Some(
+            j["messages"]["tcp"].as_u64().expect("tcp")
+                + j["messages"]["udp"].as_u64().expect("udp")
+        )
+    );
+    assert!(j["messages"]["udp"].as_u64().expect("udp") >= 1);
+    assert!(j["elements"].as_u64().expect("elements") > 0);
+    assert_eq!(j["malformed"]["total"], 0);
+    assert!(
+        j["element_names"]["jim:JimMessage"]
+            .as_u64()
+            .expect("JIM element")
+            > 0
+    );
+}
+
+#[test]
+fn table_shows_each_pair_with_its_ok_count() {
+    let o = observer(&["analyze", "captures/two-peers.pcap"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let truth = truth("two-peers");
+    for (p, r) in [("alice", "bob"), ("bob", "alice")] {
+        let n = truth
+            .iter()
+            .filter(|t| {
+                t.poller_name.as_deref() == Some(p) && t.receiver_name.as_deref() == Some(r)
+            })
+            .count();
+        let row = text
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[0] == p && f[1] == r
+            })
+            .unwrap_or_else(|| panic!("no row for {p} -> {r} in\n{text}"));
+        assert_eq!(
+            row.split_whitespace().nth(2),
+            Some(n.to_string().as_str()),
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn standard_input_reads_like_a_file() {
+    let bytes = std::fs::read(common::capture("relayed.pcap")).expect("capture");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["analyze", "-", "--csv", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&bytes)
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success());
+    assert_eq!(
+        o.stdout,
+        std::fs::read(common::capture("relayed.truth.csv")).expect("truth")
+    );
+}
+
+#[test]
+fn several_inputs_are_one_capture() {
+    // Two captures of different networks and times: their transactions add up.
+    let o = observer(&[
+        "analyze",
+        "captures/two-peers.pcap",
+        "captures/jxse25-pingpong.pcap",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(
+        v["transactions"]["ok"],
+        (ok_count(&truth("two-peers")) + 10) as u64
+    );
+    assert_eq!(v["capture"]["inputs"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn timeout_option_turns_slow_answers_into_timeouts() {
+    let o = observer(&[
+        "analyze",
+        "captures/two-peers.pcap",
+        "--timeout",
+        "500ms",
+        "--csv",
+        "-",
+    ]);
+    assert!(o.status.success());
+    let got = read_transactions_csv(&o.stdout[..]).expect("csv");
+    let truth = truth("two-peers");
+    assert_eq!(got.len(), truth.len());
+    let slow = truth
+        .iter()
+        .filter(|t| t.rtt_ns().expect("ok") >= 500_000_000)
+        .count();
+    assert!(slow > 0 && slow < truth.len(), "the sample has both");
+    for t in &truth {
+        let g = got
+            .iter()
+            .find(|g| g.correlator == t.correlator)
+            .expect("same PING");
+        if t.rtt_ns().expect("ok") >= 500_000_000 {
+            assert_eq!(g.status, TxStatus::Timeout);
+            assert_eq!(g.stop, Some(g.start + 500_000_000));
+        } else {
+            assert_eq!(g, t);
+        }
+    }
+}
+
+#[test]
+fn port_option_narrows_the_traffic() {
+    let o = observer(&[
+        "analyze",
+        "captures/two-peers.pcap",
+        "--port",
+        "1",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["transactions"]["total"], 0);
+    assert_eq!(v["jxta"]["messages"]["total"], 0);
+    let o = observer(&[
+        "analyze",
+        "captures/two-peers.pcap",
+        "--port",
+        "9701",
+        "--csv",
+        "-",
+    ]);
+    assert_eq!(
+        o.stdout,
+        std::fs::read(common::capture("two-peers.truth.csv")).expect("truth")
+    );
+}
+
+#[test]
+fn messages_lists_the_real_capture() {
+    let o = observer(&["messages", "captures/jxse25-pingpong.pcap", "--json"]);
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        30,
+        "tshark shows 30 JXTA messages in this capture"
+    );
+    let payloads = |port: &str| {
+        lines
+            .iter()
+            .filter(|m| m["src"].as_str().is_some_and(|s| s.ends_with(port)))
+            .filter(|m| {
+                m["elements"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["name"] == "payload"))
+            })
+            .count()
+    };
+    assert_eq!(payloads(":41219"), 10, "PINGs from the edge peer");
+    assert_eq!(payloads(":9701"), 10, "PONGs from the rendezvous");
+    let text = observer(&["messages", "captures/jxse25-pingpong.pcap"]);
+    assert_eq!(String::from_utf8_lossy(&text.stdout).lines().count(), 30);
+}
