@@ -414,14 +414,42 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
 fn open_live_source(args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
     match args.source {
         SourceKind::Pcap => open_pcap(args),
-        SourceKind::Ebpf => {
-            bail!("the eBPF source is not available in this build yet; use --source pcap")
-        }
-        SourceKind::Auto => {
-            eprintln!("observer: using the pcap source");
-            open_pcap(args)
-        }
+        SourceKind::Ebpf => open_ebpf(args),
+        SourceKind::Auto => match open_ebpf(args) {
+            Ok(s) => {
+                eprintln!("observer: capturing with the eBPF tap");
+                Ok(s)
+            }
+            Err(ebpf_err) => match open_pcap(args) {
+                Ok(s) => {
+                    eprintln!("observer: the eBPF tap is not available ({ebpf_err:#}); capturing with libpcap");
+                    Ok(s)
+                }
+                Err(pcap_err) => {
+                    bail!("no live source works here: eBPF: {ebpf_err:#}; pcap: {pcap_err:#}")
+                }
+            },
+        },
     }
+}
+
+#[cfg(target_os = "linux")]
+fn open_ebpf(args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
+    let ports = if args.ports.is_empty() {
+        vec![9701, 9700]
+    } else {
+        args.ports.clone()
+    };
+    let tap = observer::live::ebpf::EbpfTap::attach(&observer::live::ebpf::TapConfig {
+        interfaces: args.interfaces.clone(),
+        ports,
+    })?;
+    Ok(observer::runtime::online::LiveSource::Ebpf(Box::new(tap)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_ebpf(_args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {
+    bail!("the eBPF source exists only on Linux")
 }
 
 #[cfg(feature = "pcap")]

@@ -39,6 +39,12 @@ enum Command {
         #[arg(long, default_value = "5ms")]
         max_delta: String,
     },
+    /// Rebuild the kernel tap (observer-ebpf/bpf/tap.bpf.o) with clang.
+    BuildEbpf {
+        /// Where to write the object (default: the committed one).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
     BenchCapture {
         /// Simulated seconds of traffic.
@@ -47,6 +53,29 @@ enum Command {
         #[arg(long, default_value = "target/bench-four-peers.pcap")]
         out: PathBuf,
     },
+}
+
+/// clang -target bpf; Debian's clang needs the multiarch include directory for the
+/// kernel's UAPI headers (asm/types.h).
+fn build_ebpf(src: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let status =
+        std::process::Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+            .args([
+                "-O2",
+                "-g",
+                "-Wall",
+                "-target",
+                "bpf",
+                "-I/usr/include/x86_64-linux-gnu",
+                "-c",
+            ])
+            .arg(src)
+            .arg("-o")
+            .arg(out)
+            .status()
+            .context("running clang (install Debian's clang and libbpf-dev to rebuild the tap)")?;
+    anyhow::ensure!(status.success(), "clang failed ({status})");
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
@@ -106,6 +135,13 @@ fn main() -> Result<()> {
                 observer,
                 max_delta,
             })?;
+        }
+        Command::BuildEbpf { out } => {
+            let root = workspace_root();
+            let dir = root.join("observer-ebpf/bpf");
+            let out = out.unwrap_or_else(|| dir.join("tap.bpf.o"));
+            build_ebpf(&dir.join("tap.bpf.c"), &out)?;
+            println!("{}", out.display());
         }
         Command::BenchCapture { seconds, out } => {
             let out = if out.is_absolute() {

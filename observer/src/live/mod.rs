@@ -2,6 +2,8 @@
 //! source only before the first arrow: each produces frames with a wall-clock timestamp
 //! and a link type, and `runtime::online` feeds them to the same `Pipeline`.
 
+#[cfg(target_os = "linux")]
+pub mod ebpf;
 #[cfg(feature = "pcap")]
 pub mod pcap;
 

@@ -49,6 +49,8 @@ pub struct LiveConfig {
 
 /// A live source, polled by the run loop.
 pub enum LiveSource {
+    #[cfg(target_os = "linux")]
+    Ebpf(Box<crate::live::ebpf::EbpfTap>),
     #[cfg(feature = "pcap")]
     Pcap(crate::live::pcap::PcapSource),
     /// Frames handed in by the caller (tests, and sources that push).
@@ -63,6 +65,8 @@ pub enum LiveSource {
 impl LiveSource {
     fn name(&self) -> &'static str {
         match self {
+            #[cfg(target_os = "linux")]
+            LiveSource::Ebpf(_) => "ebpf",
             #[cfg(feature = "pcap")]
             LiveSource::Pcap(_) => "pcap",
             LiveSource::Channel { .. } => "channel",
@@ -71,6 +75,9 @@ impl LiveSource {
 
     fn link_type(&self, interface: u32) -> LinkType {
         let list = match self {
+            // The tap copies packets from their Ethernet header.
+            #[cfg(target_os = "linux")]
+            LiveSource::Ebpf(_) => return LinkType::ETHERNET,
             #[cfg(feature = "pcap")]
             LiveSource::Pcap(p) => &p.link_types,
             LiveSource::Channel { link_types, .. } => link_types,
@@ -91,6 +98,11 @@ impl LiveSource {
         out: &mut dyn FnMut(&OwnedFrame),
     ) -> Result<Option<usize>, LiveError> {
         match self {
+            #[cfg(target_os = "linux")]
+            LiveSource::Ebpf(t) => t
+                .poll(timeout, out)
+                .map(Some)
+                .map_err(|e| LiveError::Capture(e.to_string())),
             #[cfg(feature = "pcap")]
             LiveSource::Pcap(p) => p.poll(timeout, out).map(Some),
             LiveSource::Channel {
@@ -117,8 +129,33 @@ impl LiveSource {
         }
     }
 
+    fn mark_flow(&mut self, a: SocketAddr, b: SocketAddr) {
+        match self {
+            #[cfg(target_os = "linux")]
+            LiveSource::Ebpf(t) => {
+                if let Err(e) = t.mark_flow(a, b) {
+                    tracing::warn!("{e}");
+                }
+            }
+            _ => {
+                let _ = (a, b);
+            }
+        }
+    }
+
+    /// Detaches a tap (filters and qdisc); other sources just stop.
+    pub fn close(self) -> Result<(), LiveError> {
+        match self {
+            #[cfg(target_os = "linux")]
+            LiveSource::Ebpf(t) => t.detach().map_err(|e| LiveError::Capture(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     fn counters(&self) -> SourceCounters {
         match self {
+            #[cfg(target_os = "linux")]
+            LiveSource::Ebpf(t) => t.counters(),
             #[cfg(feature = "pcap")]
             LiveSource::Pcap(p) => SourceCounters {
                 source: "pcap",
@@ -274,6 +311,7 @@ pub fn run(
     let started = Instant::now();
     let mut last_tick = Instant::now();
     let mut write_error: Option<LiveError> = None;
+    let mut failure: Option<LiveError> = None;
 
     loop {
         if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -316,10 +354,19 @@ pub fn run(
                 false
             }
             Ok(Some(_)) => false,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The interface vanished or the capture broke: keep what was found
+                // (flushed below), remove the tap, then report.
+                failure = Some(e);
+                true
+            }
         };
         for t in pipeline.take_finished() {
             handle(t, &mut csv, &mut kept, &mut metrics)?;
+        }
+        // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
+        for (a, b) in pipeline.take_jxta_flows() {
+            source.mark_flow(a, b);
         }
         if last_tick.elapsed() >= Duration::from_secs(1) || ended {
             last_tick = Instant::now();
@@ -360,6 +407,7 @@ pub fn run(
     }
     tracing::info!(source = source.name(), "live capture stopped");
     let counters = source.counters();
+    let closed = source.close();
     let mut result = pipeline.finish();
     for t in std::mem::take(&mut result.transactions) {
         handle(t, &mut csv, &mut kept, &mut metrics)?;
@@ -380,6 +428,10 @@ pub fn run(
     kept.sort_by(|a, b| {
         (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id))
     });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    closed?;
     Ok(LiveOutcome {
         result,
         transactions: kept,

@@ -1,11 +1,13 @@
-//! `observer live --source pcap` end to end: a sample capture is replayed with tcpreplay
-//! into a veth pair (one end in a network namespace made for the test), the observer
-//! captures on the other end; its CSV must hold the capture's transactions, its `-w`
-//! file must re-analyse to the same CSV, its metrics endpoint must count them, and
-//! SIGTERM must end it cleanly with everything flushed.
-#![cfg(feature = "pcap")]
+//! `observer live` end to end, with each source: a sample capture is replayed with
+//! tcpreplay into a veth pair (one end in a network namespace made for the test), the
+//! observer captures on the other end; its CSV must hold the capture's transactions, its
+//! `-w` file must re-analyse to the same CSV, its metrics endpoint must count them, and
+//! SIGTERM must end it cleanly with everything flushed and no filter left behind.
+#![cfg(target_os = "linux")]
 
 mod common;
+
+use std::io::Read;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,12 +26,12 @@ struct Veth {
 }
 
 impl Veth {
-    fn new() -> Option<Veth> {
+    fn new(tag: &str) -> Option<Veth> {
         let id = std::process::id() % 100_000;
         let v = Veth {
-            ns: format!("obs-live-{id}"),
-            host: format!("obsA{id}"),
-            peer: format!("obsB{id}"),
+            ns: format!("obs-live-{tag}-{id}"),
+            host: format!("obs{tag}A{id}"),
+            peer: format!("obs{tag}B{id}"),
         };
         let ok = |args: &[&str]| {
             Command::new("ip")
@@ -111,25 +113,46 @@ fn get(addr: &str, path: &str) -> String {
     out
 }
 
+#[cfg(feature = "pcap")]
 #[test]
 fn live_pcap_source_on_a_veth() {
+    live_on_a_veth("pcap", "127.0.0.1:19898");
+}
+
+#[test]
+fn live_ebpf_source_on_a_veth() {
+    live_on_a_veth("ebpf", "127.0.0.1:19899");
+}
+
+fn tc_filters(dev: &str) -> String {
+    let mut all = String::new();
+    for dir in ["ingress", "egress"] {
+        let out = Command::new("tc")
+            .args(["filter", "show", "dev", dev, dir])
+            .output()
+            .expect("tc");
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
+}
+
+fn live_on_a_veth(source: &str, metrics: &str) {
     if !usable() {
         return;
     }
-    let Some(veth) = Veth::new() else {
+    let Some(veth) = Veth::new(&source[..1]) else {
         panic!("cannot create a network namespace and veth pair as root");
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("live.csv");
     let saved = dir.path().join("live.pcapng");
-    let metrics = "127.0.0.1:19898";
     let child = Command::new(env!("CARGO_BIN_EXE_observer"))
         .args([
             "live",
             "-i",
             &veth.host,
             "--source",
-            "pcap",
+            source,
             "--metrics",
             metrics,
         ])
@@ -182,9 +205,20 @@ fn live_pcap_source_on_a_veth() {
         .success());
     let status =
         wait_exit(&mut child.0, Duration::from_secs(10)).expect("observer exits after SIGTERM");
-    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(
+        !tc_filters(&veth.host).contains("observer_tap"),
+        "no filter of ours after SIGTERM"
+    );
     let mut stdout = String::new();
-    use std::io::Read;
     child
         .0
         .stdout

@@ -1,0 +1,462 @@
+//! The eBPF source: loads `observer-ebpf`'s TC classifier with aya, attaches it to the
+//! ingress and egress of each interface, and turns its ring-buffer records back into
+//! frames for the pipeline.
+//!
+//! Filters are attached through netlink (classic `tc` filters on a `clsact` qdisc), not
+//! TCX links, so `tc filter show` shows exactly what the observer added, and a filter
+//! left by a killed observer can be found and removed by name at the next start.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::tc::{self, NlOptions, TcAttachOptions};
+use aya::programs::{SchedClassifier, TcAttachType};
+use aya::Ebpf;
+use observer_ebpf as shared;
+
+use super::OwnedFrame;
+use crate::metrics::SourceCounters;
+use crate::UnixNanos;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(
+        "the eBPF source needs root (or CAP_BPF and CAP_NET_ADMIN); {0}. `--source pcap` may work with fewer privileges"
+    )]
+    Permission(String),
+    #[error("interface {0:?} not found")]
+    NoInterface(String),
+    #[error("cannot load the eBPF tap: {0}")]
+    Load(String),
+    #[error("cannot attach the eBPF tap to {interface}: {reason}")]
+    Attach { interface: String, reason: String },
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, String),
+    #[error("polling the ring buffer: {0}")]
+    Poll(std::io::Error),
+}
+
+/// A TCP 4-tuple as the kernel's `flows` map keys it.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct FlowKey(shared::TapFlow);
+
+// SAFETY: `TapFlow` is `repr(C)`, made of integers and byte arrays, with no padding
+// (16 + 16 + 2 + 2 bytes): any bit pattern is valid and every byte is initialised.
+unsafe impl aya::Pod for FlowKey {}
+
+fn mapped(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TapConfig {
+    pub interfaces: Vec<String>,
+    /// Ports whose segments always reach user space.
+    pub ports: Vec<u16>,
+}
+
+/// A packet being put back together from its chunks (one per CPU at a time: a
+/// program run emits all chunks of a packet before the next packet on that CPU).
+struct Partial {
+    pkt_id: u32,
+    next: u16,
+    chunks: u16,
+    ts_ns: u64,
+    ifindex: u32,
+    pkt_len: u32,
+    cut: bool,
+    data: Vec<u8>,
+}
+
+/// User-space counters of the tap (the kernel's are read from its map).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TapUserStats {
+    pub frames: u64,
+    pub bytes: u64,
+    /// Packets whose chunks did not all arrive (the ring buffer was full mid-packet).
+    pub incomplete: u64,
+    /// Records that could not be parsed or came from an interface we did not attach.
+    pub bad_records: u64,
+    /// Flows that could not be added to the kernel's map (full).
+    pub flow_map_full: u64,
+}
+
+pub struct EbpfTap {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    /// (interface, direction, program, link) for detaching.
+    links: Vec<(
+        String,
+        TcAttachType,
+        &'static str,
+        aya::programs::tc::SchedClassifierLinkId,
+    )>,
+    created_qdisc: Vec<String>,
+    ifindex: HashMap<u32, u32>,
+    /// Wall clock minus CLOCK_MONOTONIC, measured at attach.
+    clock_offset_ns: i128,
+    partial: HashMap<u32, Partial>,
+    stats: TapUserStats,
+    detached: bool,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn has_clsact(interface: &str) -> bool {
+    Command::new("tc")
+        .args(["qdisc", "show", "dev", interface])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("clsact"))
+        .unwrap_or(false)
+}
+
+fn ifindex_of(interface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// Removes filters named like ours left on `interfaces` by an observer that could not
+/// clean up (SIGKILL). Returns how many directions were cleaned.
+pub fn cleanup_stale(interfaces: &[String]) -> usize {
+    let mut n = 0;
+    for iface in interfaces {
+        for (dir, name) in [
+            (TcAttachType::Ingress, shared::PROG_INGRESS),
+            (TcAttachType::Egress, shared::PROG_EGRESS),
+        ] {
+            if tc::qdisc_detach_program(iface, dir, name).is_ok() {
+                tracing::warn!(
+                    "removed a stale {name} filter on {iface} (an earlier observer was killed)"
+                );
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+impl EbpfTap {
+    pub fn attach(cfg: &TapConfig) -> Result<Self, TapError> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let mut ifindex = HashMap::new();
+        for (i, name) in cfg.interfaces.iter().enumerate() {
+            let idx = ifindex_of(name).ok_or_else(|| TapError::NoInterface(name.clone()))?;
+            ifindex.insert(idx, i as u32);
+        }
+        cleanup_stale(&cfg.interfaces);
+        let mut ebpf = Ebpf::load(shared::object()).map_err(|e| {
+            let text = format!("{e:#}");
+            if euid != 0 || text.contains("Operation not permitted") || text.contains("EPERM") {
+                TapError::Permission(format!("loading failed: {text}"))
+            } else {
+                TapError::Load(text)
+            }
+        })?;
+        let mut tap = EbpfTap {
+            events: RingBuf::try_from(
+                ebpf.take_map(shared::MAP_EVENTS)
+                    .ok_or(TapError::Map("events", "missing from the object".into()))?,
+            )
+            .map_err(|e| TapError::Map("events", e.to_string()))?,
+            ebpf,
+            links: Vec::new(),
+            created_qdisc: Vec::new(),
+            ifindex,
+            clock_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            partial: HashMap::new(),
+            stats: TapUserStats::default(),
+            detached: false,
+        };
+        {
+            let mut ports: BpfHashMap<_, u16, u8> = BpfHashMap::try_from(
+                tap.ebpf
+                    .map_mut(shared::MAP_PORTS)
+                    .ok_or(TapError::Map("ports", "missing".into()))?,
+            )
+            .map_err(|e| TapError::Map("ports", e.to_string()))?;
+            for p in &cfg.ports {
+                ports
+                    .insert(p, 1, 0)
+                    .map_err(|e| TapError::Map("ports", e.to_string()))?;
+            }
+        }
+        for name in [shared::PROG_INGRESS, shared::PROG_EGRESS] {
+            let prog: &mut SchedClassifier = tap
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| TapError::Load(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|e| TapError::Load(format!("{e}")))?;
+            prog.load().map_err(|e| {
+                let text = format!("{e:#}");
+                if euid != 0 {
+                    TapError::Permission(text)
+                } else {
+                    TapError::Load(text)
+                }
+            })?;
+        }
+        // From here on, an error detaches what was attached (Drop).
+        for iface in &cfg.interfaces {
+            if !has_clsact(iface) {
+                tc::qdisc_add_clsact(iface).map_err(|e| TapError::Attach {
+                    interface: iface.clone(),
+                    reason: format!("adding the clsact qdisc: {e}"),
+                })?;
+                tap.created_qdisc.push(iface.clone());
+            }
+            for (dir, name) in [
+                (TcAttachType::Ingress, shared::PROG_INGRESS),
+                (TcAttachType::Egress, shared::PROG_EGRESS),
+            ] {
+                let prog: &mut SchedClassifier = tap
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| TapError::Load(format!("program {name} missing")))?
+                    .try_into()
+                    .map_err(|e| TapError::Load(format!("{e}")))?;
+                let link = prog
+                    .attach_with_options(iface, dir, TcAttachOptions::Netlink(NlOptions::default()))
+                    .map_err(|e| TapError::Attach {
+                        interface: iface.clone(),
+                        reason: format!("{e:#}"),
+                    })?;
+                tap.links.push((iface.clone(), dir, name, link));
+            }
+        }
+        Ok(tap)
+    }
+
+    /// Lets a flow recognised as JXTA by content through the in-kernel filter (both
+    /// directions).
+    pub fn mark_flow(&mut self, a: SocketAddr, b: SocketAddr) -> Result<(), TapError> {
+        let mut flows: BpfHashMap<_, FlowKey, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut(shared::MAP_FLOWS)
+                .ok_or(TapError::Map("flows", "missing".into()))?,
+        )
+        .map_err(|e| TapError::Map("flows", e.to_string()))?;
+        for (s, d) in [(a, b), (b, a)] {
+            let key = FlowKey(shared::TapFlow {
+                saddr: mapped(s.ip()),
+                daddr: mapped(d.ip()),
+                sport: s.port(),
+                dport: d.port(),
+            });
+            if flows.insert(key, 1, 0).is_err() {
+                self.stats.flow_map_full += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for records and hands every complete packet to `out`.
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut dyn FnMut(&OwnedFrame),
+    ) -> Result<usize, TapError> {
+        let mut pfd = libc::pollfd {
+            fd: self.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(TapError::Poll(e));
+        }
+        let mut frames = 0;
+        let mut asm = Assembler {
+            partial: &mut self.partial,
+            stats: &mut self.stats,
+            ifindex: &self.ifindex,
+            clock_offset_ns: self.clock_offset_ns,
+        };
+        // Bounded, so the caller regains control under a flood.
+        for _ in 0..65_536 {
+            let Some(item) = self.events.next() else {
+                break;
+            };
+            let Some((h, data)) = shared::TapEvent::parse(&item) else {
+                asm.stats.bad_records += 1;
+                continue;
+            };
+            if let Some(frame) = asm.add(&h, data) {
+                asm.stats.frames += 1;
+                asm.stats.bytes += frame.data.len() as u64;
+                out(&frame);
+                frames += 1;
+            }
+        }
+        Ok(frames)
+    }
+
+    /// The kernel's counters summed over CPUs.
+    pub fn kernel_counters(&self) -> [u64; shared::TAP_C_COUNT as usize] {
+        let mut out = [0u64; shared::TAP_C_COUNT as usize];
+        let Some(map) = self.ebpf.map(shared::MAP_COUNTERS) else {
+            return out;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return out;
+        };
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = arr.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    pub fn user_stats(&self) -> TapUserStats {
+        self.stats
+    }
+
+    pub fn counters(&self) -> SourceCounters {
+        let k = self.kernel_counters();
+        SourceCounters {
+            source: "ebpf",
+            events: self.stats.frames,
+            bytes: self.stats.bytes,
+            kernel_drops: k[shared::TAP_C_DROPS as usize],
+            userspace_drops: self.stats.incomplete + self.stats.bad_records,
+        }
+    }
+
+    /// Removes every filter the tap added and the clsact qdiscs it created.
+    pub fn detach(mut self) -> Result<(), TapError> {
+        self.detach_all()
+    }
+
+    fn detach_all(&mut self) -> Result<(), TapError> {
+        if self.detached {
+            return Ok(());
+        }
+        self.detached = true;
+        let mut first_error = None;
+        for (iface, _dir, name, link) in self.links.drain(..) {
+            let prog: Option<&mut SchedClassifier> =
+                self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog {
+                if let Err(e) = prog.detach(link) {
+                    // The interface may be gone (deleted veth): nothing left to remove.
+                    if ifindex_of(&iface).is_some() {
+                        first_error.get_or_insert(TapError::Attach {
+                            interface: iface.clone(),
+                            reason: format!("detaching: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        for iface in self.created_qdisc.drain(..) {
+            if ifindex_of(&iface).is_some() {
+                let _ = Command::new("tc")
+                    .args(["qdisc", "del", "dev", &iface, "clsact"])
+                    .status();
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Puts packets back together from their chunks.
+struct Assembler<'a> {
+    partial: &'a mut HashMap<u32, Partial>,
+    stats: &'a mut TapUserStats,
+    ifindex: &'a HashMap<u32, u32>,
+    clock_offset_ns: i128,
+}
+
+impl Assembler<'_> {
+    fn add(&mut self, h: &shared::TapEventHeader, data: &[u8]) -> Option<OwnedFrame> {
+        if h.chunk == 0 {
+            if self.partial.remove(&h.cpu).is_some() {
+                self.stats.incomplete += 1;
+            }
+            let mut buf = Vec::with_capacity(h.pkt_len.min(65_536) as usize);
+            buf.extend_from_slice(data);
+            self.partial.insert(
+                h.cpu,
+                Partial {
+                    pkt_id: h.pkt_id,
+                    next: 1,
+                    chunks: h.chunks,
+                    ts_ns: h.ts_ns,
+                    ifindex: h.ifindex,
+                    pkt_len: h.pkt_len,
+                    cut: h.flags & shared::TAP_F_CUT != 0,
+                    data: buf,
+                },
+            );
+        } else {
+            let p = self.partial.get_mut(&h.cpu);
+            match p {
+                Some(p) if p.pkt_id == h.pkt_id && p.next == h.chunk => {
+                    p.data.extend_from_slice(data);
+                    p.next += 1;
+                }
+                _ => {
+                    self.partial.remove(&h.cpu);
+                    self.stats.incomplete += 1;
+                    return None;
+                }
+            }
+        }
+        let done = self.partial.get(&h.cpu).is_some_and(|p| p.next >= p.chunks);
+        if !done {
+            return None;
+        }
+        let p = self.partial.remove(&h.cpu)?;
+        let Some(&interface) = self.ifindex.get(&p.ifindex) else {
+            self.stats.bad_records += 1;
+            return None;
+        };
+        let ts = (i128::from(p.ts_ns) + self.clock_offset_ns).max(0) as UnixNanos;
+        if p.cut {
+            tracing::debug!(len = p.pkt_len, "packet longer than the tap carries");
+        }
+        Some(OwnedFrame {
+            ts,
+            interface,
+            orig_len: p.pkt_len,
+            data: p.data,
+        })
+    }
+}
+
+impl Drop for EbpfTap {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach_all() {
+            tracing::warn!("{e}");
+        }
+    }
+}
