@@ -93,6 +93,9 @@ struct LiveArgs {
     /// Print the final summary as JSON.
     #[arg(long)]
     json: bool,
+    /// When the run ends, write the figures and index.html (as `observer report`) here.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -378,6 +381,9 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         &outcome.result.matcher,
         outcome.result.duration_ns(),
     );
+    if let Some(dir) = &args.report {
+        live_report(dir, &args, &outcome, &summary)?;
+    }
     let mut out = io::stdout().lock();
     if args.json {
         let mut json = summary.to_json();
@@ -409,6 +415,55 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The figures of a live run, drawn from the same data `observer report` uses.
+fn live_report(
+    dir: &std::path::Path,
+    args: &LiveArgs,
+    outcome: &observer::runtime::online::LiveOutcome,
+    summary: &Summary,
+) -> Result<()> {
+    use observer::report::figures::{self, InputMeta, Meta, Options, ReportData};
+    let r = &outcome.result;
+    let data = ReportData {
+        transactions: outcome.transactions.clone(),
+        summary: Summary::build(&outcome.transactions, &r.matcher, r.duration_ns()),
+        timeout_ns: duration_ns(args.timeout),
+        meta: Meta {
+            inputs: args
+                .interfaces
+                .iter()
+                .map(|i| InputMeta {
+                    name: i.clone(),
+                    format: format!("live ({})", outcome.source.source),
+                    frames: None,
+                    bytes: outcome.source.bytes,
+                    error: None,
+                })
+                .collect(),
+            duration_ns: r.duration_ns(),
+            packets: Some(r.packets.frames),
+            flows: Some(r.flows.flows),
+            jxta_messages: Some(r.jxta.messages_tcp + r.jxta.messages_udp),
+            anomalies: [
+                ("kernel drops", outcome.source.kernel_drops),
+                ("user-space drops", outcome.source.userspace_drops),
+                ("TCP gaps", r.flows.reassembly.gaps),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+            command: command_line(),
+            text_report: report::table::render(summary),
+        },
+    };
+    let written = figures::write_all(&data, dir, &Options::default())?;
+    for f in &written.files {
+        eprintln!("observer: wrote {}", f.display());
+    }
+    Ok(())
 }
 
 fn open_live_source(args: &LiveArgs) -> Result<observer::runtime::online::LiveSource> {

@@ -160,6 +160,8 @@ fn live_on_a_veth(source: &str, metrics: &str) {
         .arg(&csv)
         .arg("-w")
         .arg(&saved)
+        .arg("--report")
+        .arg(dir.path().join("report"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -271,6 +273,15 @@ fn live_on_a_veth(source: &str, metrics: &str) {
         "{scraped}"
     );
     assert_eq!(ok_metric("poller=\"bob\",receiver=\"alice\""), Some(10));
+
+    // The figures of the run, on request: one legend entry per pair with its ok count.
+    let series =
+        std::fs::read_to_string(dir.path().join("report/timeseries.svg")).expect("timeseries.svg");
+    assert!(
+        series.contains("alice → bob (10)") && series.contains("bob → alice (10)"),
+        "legend of the live report"
+    );
+    assert!(dir.path().join("report/index.html").exists());
 
     // The saved capture re-analyses to the same records.
     let out = Command::new(env!("CARGO_BIN_EXE_observer"))
