@@ -38,6 +38,10 @@ enum Command {
         /// Largest |active − passive| RTT difference accepted.
         #[arg(long, default_value = "5ms")]
         max_delta: String,
+        /// Run the peers on loopback instead of namespaces (the fallback where
+        /// namespaces are not permitted).
+        #[arg(long)]
+        loopback: bool,
     },
     /// Rebuild the kernel tap (observer-ebpf/bpf/tap.bpf.o) with clang.
     BuildEbpf {
@@ -107,6 +111,7 @@ fn main() -> Result<()> {
             out,
             observer,
             max_delta,
+            loopback,
         } => {
             let root = workspace_root();
             let observer = if observer.is_absolute() {
@@ -134,6 +139,7 @@ fn main() -> Result<()> {
                 out,
                 observer,
                 max_delta,
+                loopback,
             })?;
         }
         Command::BuildEbpf { out } => {

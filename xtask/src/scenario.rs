@@ -164,6 +164,50 @@ impl Drop for Topology {
     }
 }
 
+/// Where the scenario runs: namespaces behind a gateway, or plain loopback where
+/// namespaces are not permitted.
+enum Net {
+    Namespaces(Topology),
+    Loopback,
+}
+
+impl Net {
+    /// A command run in peer `i`'s namespace (or the gateway's for `None`), at higher
+    /// priority.
+    fn command(&self, peer: Option<usize>) -> Command {
+        let mut cmd;
+        match self {
+            Net::Namespaces(t) => {
+                cmd = Command::new("ip");
+                let ns = match peer {
+                    Some(i) => &t.peers[i],
+                    None => &t.gateway,
+                };
+                cmd.args(["netns", "exec", ns, "nice", "-n", "-10"]);
+            }
+            Net::Loopback => {
+                cmd = Command::new("nice");
+                cmd.args(["-n", "-10"]);
+            }
+        }
+        cmd
+    }
+
+    fn capture_interface(&self) -> &'static str {
+        match self {
+            Net::Namespaces(_) => "br0",
+            Net::Loopback => "lo",
+        }
+    }
+
+    fn peer_ip(&self, i: usize) -> String {
+        match self {
+            Net::Namespaces(_) => peer_ip(i),
+            Net::Loopback => format!("127.0.0.{}", i + 1),
+        }
+    }
+}
+
 fn peer_ip(i: usize) -> String {
     format!("10.213.0.{}", i + 1)
 }
@@ -193,6 +237,8 @@ pub struct Options {
     pub out: PathBuf,
     pub observer: PathBuf,
     pub max_delta: String,
+    /// Run on loopback even where namespaces work.
+    pub loopback: bool,
 }
 
 /// Runs the scenario; returns an error (and a non-zero exit) when validation fails.
@@ -204,41 +250,31 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     std::fs::create_dir_all(&opts.out)?;
     let out = opts.out.canonicalize()?;
-    if Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        bail!("network namespaces are not available here (needs root and iproute2); run the peers on loopback by hand instead, see docs/peer.md");
-    }
-    let topo = Topology::create(plan.peers.len()).context(
-        "creating network namespaces (needs root); without them, run the peers on loopback by hand (docs/peer.md)",
-    )?;
+    let net = match Topology::create(plan.peers.len()) {
+        Ok(topo) if !opts.loopback => Net::Namespaces(topo),
+        Ok(_) => Net::Loopback,
+        Err(e) => {
+            eprintln!(
+                "scenario: network namespaces are not available ({e:#}); falling back to loopback: \
+                 peers on 127.0.0.N, capture on lo (no gateway in between)"
+            );
+            Net::Loopback
+        }
+    };
     let observer = opts
         .observer
         .canonicalize()
         .with_context(|| format!("observer binary {}", opts.observer.display()))?;
     let capture = out.join("gateway.pcap");
     let mut children = Children(Vec::new());
-    let tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.gateway,
-            "nice",
-            "-n",
-            "-10",
-            "tcpdump",
-            "-i",
-            "br0",
-            "-U",
-            "-s",
-            "0",
-            "-n",
-            "-w",
-        ])
-        .arg(&capture)
+    let mut tcpdump = net.command(None);
+    tcpdump.args(["tcpdump", "-i", net.capture_interface(), "-U", "-s", "0", "-n", "-w"]);
+    tcpdump.arg(&capture);
+    if matches!(net, Net::Loopback) {
+        // lo carries everything on this machine: only the peers' JXTA port.
+        tcpdump.args(["tcp", "port", "9701"]);
+    }
+    let tcpdump = tcpdump
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -256,17 +292,16 @@ pub fn run(opts: &Options) -> Result<()> {
     for (i, p) in plan.peers.iter().enumerate() {
         let csv = out.join(format!("{}.csv", p.name));
         let _ = std::fs::remove_file(&csv);
-        let mut cmd = Command::new("ip");
         // The peers measure themselves: like the capture, they get the CPU first when
         // data arrives, so the comparison measures the wire, not the scheduler.
-        cmd.args(["netns", "exec", &topo.peers[i], "nice", "-n", "-10"])
-            .arg(&observer)
+        let mut cmd = net.command(Some(i));
+        cmd.arg(&observer)
             .args([
                 "peer",
                 "--name",
                 p.name,
                 "--listen",
-                &format!("{}:9701", peer_ip(i)),
+                &format!("{}:9701", net.peer_ip(i)),
                 "--interval",
                 &secs(plan.interval),
                 "--timeout",
@@ -276,13 +311,13 @@ pub fn run(opts: &Options) -> Result<()> {
                 "--duration",
                 &secs(plan.duration),
                 "--management",
-                "127.0.0.1:9801",
+                &format!("127.0.0.1:{}", 9801 + i),
                 "--no-stdin",
             ]);
         cmd.arg("--csv").arg(&csv);
         for (j, b) in plan.peers.iter().enumerate() {
             if j != i {
-                cmd.args(["--buddy", &format!("{}={}:9701", b.name, peer_ip(j))]);
+                cmd.args(["--buddy", &format!("{}={}:9701", b.name, net.peer_ip(j))]);
             }
         }
         if !p.instrumented {
@@ -354,7 +389,7 @@ pub fn run(opts: &Options) -> Result<()> {
         let _ = c.wait();
     }
     drop(children);
-    drop(topo);
+    drop(net);
 
     // Passive: the observer on the gateway's capture.
     let observed = out.join("observed.csv");
