@@ -42,6 +42,10 @@ enum Command {
         /// namespaces are not permitted).
         #[arg(long)]
         loopback: bool,
+        /// Also run `observer live --source SOURCE` (ebpf, pcap) on the gateway and
+        /// validate its records.
+        #[arg(long, value_name = "SOURCE")]
+        live: Option<String>,
     },
     /// Rebuild the kernel tap (observer-ebpf/bpf/tap.bpf.o) with clang.
     BuildEbpf {
@@ -112,6 +116,7 @@ fn main() -> Result<()> {
             observer,
             max_delta,
             loopback,
+            live,
         } => {
             let root = workspace_root();
             let observer = if observer.is_absolute() {
@@ -121,8 +126,16 @@ fn main() -> Result<()> {
             };
             // Always (re)build: a stale binary would validate old code.
             {
+                // With the libpcap source when its headers are there (scripts/test
+                // installs them), so that `--live pcap` works.
+                let mut args = vec!["build", "-q", "-p", "observer", "--bin", "observer"];
+                if std::path::Path::new("/usr/include/pcap.h").exists()
+                    || std::path::Path::new("/usr/include/pcap/pcap.h").exists()
+                {
+                    args.extend(["--features", "pcap"]);
+                }
                 let status = std::process::Command::new("cargo")
-                    .args(["build", "-q", "-p", "observer", "--bin", "observer"])
+                    .args(&args)
                     .current_dir(&root)
                     .status()?;
                 anyhow::ensure!(status.success(), "building the observer failed");
@@ -140,6 +153,7 @@ fn main() -> Result<()> {
                 observer,
                 max_delta,
                 loopback,
+                live,
             })?;
         }
         Command::BuildEbpf { out } => {

@@ -105,6 +105,8 @@ fn plan(name: &str, seconds: u64) -> Result<Plan> {
 struct Topology {
     gateway: String,
     peers: Vec<String>,
+    /// The gateway-side ends of the peers' veth pairs (bridge ports).
+    ports: Vec<String>,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -124,6 +126,7 @@ impl Topology {
         let mut t = Topology {
             gateway: format!("obsgw{id}"),
             peers: Vec::new(),
+            ports: Vec::new(),
         };
         ip(&["netns", "add", &t.gateway])?;
         ip(&["-n", &t.gateway, "link", "set", "lo", "up"])?;
@@ -137,6 +140,7 @@ impl Topology {
             ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
             ip(&["link", "set", &a, "netns", &ns, "name", "eth0"])?;
             ip(&["link", "set", &b, "netns", &t.gateway])?;
+            t.ports.push(b.clone());
             ip(&["-n", &t.gateway, "link", "set", &b, "master", "br0"])?;
             ip(&["-n", &t.gateway, "link", "set", &b, "up"])?;
             ip(&[
@@ -239,6 +243,9 @@ pub struct Options {
     pub max_delta: String,
     /// Run on loopback even where namespaces work.
     pub loopback: bool,
+    /// Also run `observer live` on the gateway with this source (`ebpf`, `pcap`) and
+    /// validate its records too.
+    pub live: Option<String>,
 }
 
 /// Runs the scenario; returns an error (and a non-zero exit) when validation fails.
@@ -268,7 +275,16 @@ pub fn run(opts: &Options) -> Result<()> {
     let capture = out.join("gateway.pcap");
     let mut children = Children(Vec::new());
     let mut tcpdump = net.command(None);
-    tcpdump.args(["tcpdump", "-i", net.capture_interface(), "-U", "-s", "0", "-n", "-w"]);
+    tcpdump.args([
+        "tcpdump",
+        "-i",
+        net.capture_interface(),
+        "-U",
+        "-s",
+        "0",
+        "-n",
+        "-w",
+    ]);
     tcpdump.arg(&capture);
     if matches!(net, Net::Loopback) {
         // lo carries everything on this machine: only the peers' JXTA port.
@@ -288,6 +304,41 @@ pub fn run(opts: &Options) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
 
     let secs = |d: Duration| format!("{}ms", d.as_millis());
+    let live_csv = out.join("live.csv");
+    if let Some(source) = &opts.live {
+        let _ = std::fs::remove_file(&live_csv);
+        let mut cmd = net.command(None);
+        cmd.arg(&observer).args(["live", "--source", source]);
+        // eBPF: on the bridge ports (a bridge device's own hooks do not see forwarded
+        // frames); each packet then shows twice (in at its sender's port, out at its
+        // receiver's), the copy being a retransmission to the reassembler. libpcap:
+        // on the bridge.
+        match (&net, source.as_str()) {
+            (Net::Namespaces(t), "ebpf") => {
+                for p in &t.ports {
+                    cmd.args(["-i", p]);
+                }
+            }
+            _ => {
+                cmd.args(["-i", net.capture_interface()]);
+            }
+        }
+        cmd.args(["--timeout", &secs(plan.timeout), "--port", "9701", "--csv"])
+            .arg(&live_csv);
+        let child = cmd
+            .stdout(std::fs::File::create(out.join("live.txt"))?)
+            .stderr(std::fs::File::create(out.join("live.log"))?)
+            .spawn()
+            .context("starting observer live on the gateway")?;
+        children.0.push(("live".into(), child));
+        std::thread::sleep(Duration::from_secs(2));
+        if let Some((_, c)) = children.0.iter_mut().find(|(n, _)| n == "live") {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
+                bail!("observer live exited at start ({status}): {log}");
+            }
+        }
+    }
     let mut csvs = Vec::new();
     for (i, p) in plan.peers.iter().enumerate() {
         let csv = out.join(format!("{}.csv", p.name));
@@ -295,25 +346,24 @@ pub fn run(opts: &Options) -> Result<()> {
         // The peers measure themselves: like the capture, they get the CPU first when
         // data arrives, so the comparison measures the wire, not the scheduler.
         let mut cmd = net.command(Some(i));
-        cmd.arg(&observer)
-            .args([
-                "peer",
-                "--name",
-                p.name,
-                "--listen",
-                &format!("{}:9701", net.peer_ip(i)),
-                "--interval",
-                &secs(plan.interval),
-                "--timeout",
-                &secs(plan.timeout),
-                "--reply-delay",
-                p.reply_delay,
-                "--duration",
-                &secs(plan.duration),
-                "--management",
-                &format!("127.0.0.1:{}", 9801 + i),
-                "--no-stdin",
-            ]);
+        cmd.arg(&observer).args([
+            "peer",
+            "--name",
+            p.name,
+            "--listen",
+            &format!("{}:9701", net.peer_ip(i)),
+            "--interval",
+            &secs(plan.interval),
+            "--timeout",
+            &secs(plan.timeout),
+            "--reply-delay",
+            p.reply_delay,
+            "--duration",
+            &secs(plan.duration),
+            "--management",
+            &format!("127.0.0.1:{}", 9801 + i),
+            "--no-stdin",
+        ]);
         cmd.arg("--csv").arg(&csv);
         for (j, b) in plan.peers.iter().enumerate() {
             if j != i {
@@ -370,7 +420,7 @@ pub fn run(opts: &Options) -> Result<()> {
         let peers_done = children
             .0
             .iter_mut()
-            .filter(|(n, _)| n != "tcpdump")
+            .filter(|(n, _)| n != "tcpdump" && n != "live")
             .all(|(_, c)| matches!(c.try_wait(), Ok(Some(_))));
         if peers_done {
             break;
@@ -380,13 +430,19 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Let the last segments reach the capture, then stop tcpdump cleanly.
+    // Let the last segments reach the capture, then stop the captures cleanly.
     std::thread::sleep(Duration::from_millis(500));
-    if let Some((_, c)) = children.0.iter_mut().find(|(n, _)| n == "tcpdump") {
-        let _ = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
-            .status();
-        let _ = c.wait();
+    for (name, c) in children.0.iter_mut() {
+        if name == "tcpdump" || name == "live" {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let status = c.wait();
+            if name == "live" && !status.map(|s| s.success()).unwrap_or(false) {
+                let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
+                bail!("observer live failed: {log}");
+            }
+        }
     }
     drop(children);
     drop(net);
@@ -403,32 +459,69 @@ pub fn run(opts: &Options) -> Result<()> {
     if !status.success() {
         bail!("observer analyze failed ({status})");
     }
+    let active: Vec<PathBuf> = csvs.iter().map(|(_, c)| c.clone()).collect();
+    eprintln!("passive: observer analyze on the gateway's capture");
+    validate(
+        &observer,
+        &out,
+        "capture",
+        &observed,
+        &active,
+        &killed,
+        &opts.max_delta,
+    )?;
+    if opts.live.is_some() {
+        eprintln!("passive: observer live on the gateway");
+        validate(
+            &observer,
+            &out,
+            "live",
+            &live_csv,
+            &active,
+            &killed,
+            &opts.max_delta,
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `observer validate` of one passive CSV against the peers' own records.
+fn validate(
+    observer: &Path,
+    out: &Path,
+    label: &str,
+    observed: &Path,
+    active: &[PathBuf],
+    killed: &[(&str, u64)],
+    max_delta: &str,
+) -> Result<()> {
     // A peer killed by SIGKILL cannot record its PINGs still in flight: drop exactly
     // those from the passive side (its PINGs whose PONG had not arrived by the kill).
     let compared = if killed.is_empty() {
-        observed.clone()
+        observed.to_path_buf()
     } else {
-        let filtered = out.join("observed-comparable.csv");
-        exclude_killed(&observed, &filtered, &killed)?;
+        let filtered = out.join(format!("{label}-comparable.csv"));
+        exclude_killed(observed, &filtered, killed)?;
         filtered
     };
-    let mut cmd = Command::new(&observer);
+    let mut cmd = Command::new(observer);
     cmd.arg("validate")
         .arg("--passive")
         .arg(&compared)
         .arg("--active");
-    for (_, c) in &csvs {
+    for c in active {
         cmd.arg(c);
     }
-    cmd.args(["--max-miss", "0", "--max-delta", &opts.max_delta]);
+    cmd.args(["--max-miss", "0", "--max-delta", max_delta]);
     let report = cmd.output()?;
-    std::fs::write(out.join("validate.txt"), &report.stdout)?;
+    let file = out.join(format!("validate-{label}.txt"));
+    std::fs::write(&file, &report.stdout)?;
     print!("{}", String::from_utf8_lossy(&report.stdout));
     eprint!("{}", String::from_utf8_lossy(&report.stderr));
     if !report.status.success() {
         bail!(
-            "validation failed: see {}",
-            out.join("validate.txt").display()
+            "validation of the {label} records failed: see {}",
+            file.display()
         );
     }
     Ok(())
