@@ -304,3 +304,58 @@ fn live_on_a_veth(source: &str, metrics: &str) {
     b.sort();
     assert_eq!(a, b);
 }
+
+#[test]
+fn ebpf_interface_vanishes() {
+    interface_vanishes("ebpf");
+}
+
+#[cfg(feature = "pcap")]
+#[test]
+fn pcap_interface_vanishes() {
+    interface_vanishes("pcap");
+}
+
+/// The capture interface is deleted under a running observer: it stops with an error
+/// naming the interface, the records found so far are in the CSV, no filter is left.
+fn interface_vanishes(source: &str) {
+    if !usable() {
+        return;
+    }
+    let tag = format!("v{}", &source[..1]);
+    let Some(veth) = Veth::new(&tag) else {
+        panic!("cannot create a network namespace and veth pair as root");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("live.csv");
+    let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["live", "-i", &veth.host, "--source", source, "--csv"])
+        .arg(&csv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start observer live");
+    let mut child = Killer(child);
+    std::thread::sleep(Duration::from_millis(1500));
+    let replay = Command::new("ip")
+        .args(["netns", "exec", &veth.ns, "tcpreplay", "-q", "-i", &veth.peer])
+        .arg(format!("--multiplier={MULTIPLIER}"))
+        .arg(common::capture("two-peers.pcap"))
+        .output()
+        .expect("tcpreplay");
+    assert!(replay.status.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(Command::new("ip")
+        .args(["link", "del", &veth.host])
+        .status()
+        .expect("ip")
+        .success());
+    let status = wait_exit(&mut child.0, Duration::from_secs(10)).expect("observer stops when its interface is gone");
+    assert!(!status.success());
+    let mut err = String::new();
+    child.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    assert!(err.contains(&veth.host), "the error names the interface: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let rows = read_transactions_csv(std::fs::File::open(&csv).expect("csv")).expect("csv");
+    assert!(rows.len() >= 15, "records found before the interface vanished were flushed ({})", rows.len());
+}

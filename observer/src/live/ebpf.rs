@@ -38,6 +38,8 @@ pub enum TapError {
     Map(&'static str, String),
     #[error("polling the ring buffer: {0}")]
     Poll(std::io::Error),
+    #[error("interface {0:?} disappeared")]
+    InterfaceGone(String),
 }
 
 /// A TCP 4-tuple as the kernel's `flows` map keys it.
@@ -106,6 +108,8 @@ pub struct EbpfTap {
     partial: HashMap<u32, Partial>,
     stats: TapUserStats,
     detached: bool,
+    interfaces: Vec<String>,
+    last_check: std::time::Instant,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -185,6 +189,8 @@ impl EbpfTap {
             partial: HashMap::new(),
             stats: TapUserStats::default(),
             detached: false,
+            interfaces: cfg.interfaces.clone(),
+            last_check: std::time::Instant::now(),
         };
         {
             let mut ports: BpfHashMap<_, u16, u8> = BpfHashMap::try_from(
@@ -275,6 +281,14 @@ impl EbpfTap {
         timeout: Duration,
         out: &mut dyn FnMut(&OwnedFrame),
     ) -> Result<usize, TapError> {
+        // A deleted interface takes its filters with it and simply goes quiet: look for
+        // it once a second so the run ends with an error instead of watching nothing.
+        if self.last_check.elapsed() >= Duration::from_secs(1) {
+            self.last_check = std::time::Instant::now();
+            if let Some(gone) = self.interfaces.iter().find(|i| ifindex_of(i).is_none()) {
+                return Err(TapError::InterfaceGone(gone.clone()));
+            }
+        }
         let mut pfd = libc::pollfd {
             fd: self.events.as_raw_fd(),
             events: libc::POLLIN,

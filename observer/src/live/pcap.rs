@@ -113,7 +113,11 @@ impl PcapSource {
             }
             Err(RecvTimeoutError::Timeout) => return Ok(0),
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(LiveError::Capture("every capture thread stopped".into()))
+                // The threads stop on an error they recorded just before.
+                let why = self.errors.lock().ok().and_then(|mut e| e.take());
+                return Err(LiveError::Capture(
+                    why.unwrap_or_else(|| "every capture thread stopped".into()),
+                ));
             }
         }
         // Drain what is already queued, bounded so the caller gets control back.
