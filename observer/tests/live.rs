@@ -338,7 +338,15 @@ fn interface_vanishes(source: &str) {
     let mut child = Killer(child);
     std::thread::sleep(Duration::from_millis(1500));
     let replay = Command::new("ip")
-        .args(["netns", "exec", &veth.ns, "tcpreplay", "-q", "-i", &veth.peer])
+        .args([
+            "netns",
+            "exec",
+            &veth.ns,
+            "tcpreplay",
+            "-q",
+            "-i",
+            &veth.peer,
+        ])
         .arg(format!("--multiplier={MULTIPLIER}"))
         .arg(common::capture("two-peers.pcap"))
         .output()
@@ -350,12 +358,26 @@ fn interface_vanishes(source: &str) {
         .status()
         .expect("ip")
         .success());
-    let status = wait_exit(&mut child.0, Duration::from_secs(10)).expect("observer stops when its interface is gone");
+    let status = wait_exit(&mut child.0, Duration::from_secs(10))
+        .expect("observer stops when its interface is gone");
     assert!(!status.success());
     let mut err = String::new();
-    child.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
-    assert!(err.contains(&veth.host), "the error names the interface: {err}");
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(
+        err.contains(&veth.host),
+        "the error names the interface: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let rows = read_transactions_csv(std::fs::File::open(&csv).expect("csv")).expect("csv");
-    assert!(rows.len() >= 15, "records found before the interface vanished were flushed ({})", rows.len());
+    assert!(
+        rows.len() >= 15,
+        "records found before the interface vanished were flushed ({})",
+        rows.len()
+    );
 }
