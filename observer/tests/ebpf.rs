@@ -154,6 +154,18 @@ fn tap_on_loopback() {
     let (stream, _) = collect(&mut tap, client);
     assert_eq!(stream, b"now you see me");
 
+    // A welcome line on any port is JXTA by content: the kernel lets it up (so that
+    // user space can mark the flow), but not the rest of an unmarked flow.
+    let hello =
+        b"JXTAHELLO tcp://127.0.0.1:18082 tcp://127.0.0.1:40000 urn:jxta:uuid-1234 0 1.1\r\n"
+            .to_vec();
+    let (client, _) = exchange(18082, &[hello.clone(), b"later bytes".to_vec()]);
+    let (stream, _) = collect(&mut tap, client);
+    assert_eq!(
+        stream, hello,
+        "only the welcome segment passes the in-kernel filter"
+    );
+
     tap.detach().expect("detach");
     assert!(nothing_of_ours(), "no filter of ours after detach");
     assert_eq!(

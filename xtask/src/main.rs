@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask captures` (sample captures and their ground truth).
 
+mod bench_live;
 mod scenario;
 
 use std::path::PathBuf;
@@ -52,6 +53,20 @@ enum Command {
         /// Where to write the object (default: the committed one).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Live capture benchmark: tcpreplay --topspeed onto a veth, observer live on the
+    /// other end, per source and share of background traffic (needs root, tcpreplay).
+    BenchLive {
+        /// Simulated seconds of four-peers traffic in the replayed capture.
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+        /// Shares of background (non-JXTA) frames, in percent.
+        #[arg(long, value_delimiter = ',', default_value = "0,50,90")]
+        background: Vec<u32>,
+        #[arg(long, value_delimiter = ',', default_value = "ebpf,pcap")]
+        sources: Vec<String>,
+        #[arg(long, default_value = "target/bench-live")]
+        out: PathBuf,
     },
     /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
     BenchCapture {
@@ -154,6 +169,42 @@ fn main() -> Result<()> {
                 max_delta,
                 loopback,
                 live,
+            })?;
+        }
+        Command::BenchLive {
+            seconds,
+            background,
+            sources,
+            out,
+        } => {
+            let root = workspace_root();
+            let mut args = vec![
+                "build",
+                "-q",
+                "--release",
+                "-p",
+                "observer",
+                "--bin",
+                "observer",
+            ];
+            if std::path::Path::new("/usr/include/pcap.h").exists() {
+                args.extend(["--features", "pcap"]);
+            }
+            let status = std::process::Command::new("cargo")
+                .args(&args)
+                .current_dir(&root)
+                .status()?;
+            anyhow::ensure!(status.success(), "building the observer failed");
+            bench_live::run(&bench_live::Options {
+                seconds,
+                backgrounds: background,
+                sources,
+                observer: root.join("target/release/observer"),
+                out: if out.is_absolute() {
+                    out
+                } else {
+                    root.join(out)
+                },
             })?;
         }
         Command::BuildEbpf { out } => {

@@ -46,7 +46,9 @@ impl PcapSource {
         for (index, name) in interfaces.iter().enumerate() {
             let mut cap = pcap::Capture::from_device(name.as_str())
                 .and_then(|c| {
+                    // A large kernel buffer rides out bursts while the pipeline works.
                     c.promisc(true)
+                        .buffer_size(64 << 20)
                         .snaplen(262_144)
                         .immediate_mode(true)
                         .timeout(100)
