@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Read;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observer::report::read_transactions_csv;
@@ -17,100 +17,14 @@ use observer::transaction::TxStatus;
 
 const MULTIPLIER: u64 = 10;
 
-/// A veth pair, `obsA<pid>` in the root namespace and `obsB<pid>` in namespace
-/// `obs-live-<pid>`; removed on drop, also when the test panics.
-struct Veth {
-    ns: String,
-    host: String,
-    peer: String,
-}
-
-impl Veth {
-    fn new(tag: &str) -> Option<Veth> {
-        let id = std::process::id() % 100_000;
-        let v = Veth {
-            ns: format!("obs-live-{tag}-{id}"),
-            host: format!("obs{tag}A{id}"),
-            peer: format!("obs{tag}B{id}"),
-        };
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if !ok(&["netns", "add", &v.ns]) {
-            return None;
-        }
-        let created = ok(&[
-            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
-        ]) && ok(&["link", "set", &v.peer, "netns", &v.ns])
-            && ok(&["link", "set", &v.host, "up"])
-            && ok(&["netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"]);
-        if !created {
-            drop(v);
-            return None;
-        }
-        Some(v)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
+use common::{http_get, wait_exit, Killer, Veth};
 
 fn usable() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    let tcpreplay = Command::new("tcpreplay").arg("--version").output().is_ok();
-    if !(root && tcpreplay) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root with tcpreplay installed by scripts/test"
-        );
-        eprintln!("skipping: needs root and tcpreplay");
-        return false;
-    }
-    true
-}
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    common::root_with(&["tcpreplay"])
 }
 
 fn get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    http_get(addr, path).unwrap_or_default()
 }
 
 #[cfg(feature = "pcap")]

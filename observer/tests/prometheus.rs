@@ -5,111 +5,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observer::report::read_transactions_csv;
 use observer::transaction::TxStatus;
 
-struct Veth {
-    ns: String,
-    host: String,
-    peer: String,
-}
-
-impl Veth {
-    fn new(tag: &str) -> Veth {
-        let id = std::process::id() % 100_000;
-        let v = Veth {
-            ns: format!("obs-prom-{tag}-{id}"),
-            host: format!("obp{tag}A{id}"),
-            peer: format!("obp{tag}B{id}"),
-        };
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        assert!(ok(&["netns", "add", &v.ns]), "ip netns add");
-        assert!(ok(&[
-            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer
-        ]));
-        assert!(ok(&["link", "set", &v.peer, "netns", &v.ns]));
-        assert!(ok(&["link", "set", &v.host, "up"]));
-        assert!(ok(&[
-            "netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"
-        ]));
-        v
-    }
-
-    fn replay(&self, capture: &str) {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "tcpreplay",
-                "-q",
-                "-i",
-                &self.peer,
-                "--multiplier=10",
-            ])
-            .arg(common::capture(capture))
-            .output()
-            .expect("tcpreplay");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-}
+use common::{http_get as get, Killer, Veth};
 
 fn usable() -> bool {
-    // SAFETY: no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["prometheus", "tcpreplay"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !(root && tools) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root with prometheus and tcpreplay installed by scripts/test"
-        );
-        eprintln!("skipping: needs root, prometheus and tcpreplay");
-        return false;
-    }
-    true
+    common::root_with(&["prometheus", "tcpreplay"])
 }
 
 fn ok_count(truth: &str) -> usize {
@@ -126,7 +31,9 @@ fn prometheus_sums_two_observers() {
     if !usable() {
         return;
     }
-    let (a, b) = (Veth::new("a"), Veth::new("b"));
+    let (Some(a), Some(b)) = (Veth::new("pa"), Veth::new("pb")) else {
+        panic!("cannot create network namespaces and veth pairs as root");
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let targets = ["127.0.0.1:19911", "127.0.0.1:19912"];
     let mut observers = Vec::new();
@@ -182,8 +89,8 @@ fn prometheus_sums_two_observers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    a.replay("two-peers.pcap");
-    b.replay("relayed.pcap");
+    a.replay("two-peers.pcap", 10);
+    b.replay("relayed.pcap", 10);
     let expected = ok_count("two-peers.truth.csv") + ok_count("relayed.truth.csv");
 
     let query = "/api/v1/query?query=sum(observer_transactions_total%7Bstatus%3D%22ok%22%7D)";

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::csv::TransactionCsvWriter;
 use super::stats::RttStats;
 use crate::jxta::PeerId;
-use crate::transaction::{Anomalies, Matcher, Transaction, TxStatus};
+use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct StatusCounts {
@@ -246,26 +246,7 @@ impl Summary {
         }
 
         let pres = matcher.presence();
-        let changes = pres
-            .changes()
-            .iter()
-            .map(|c| ChangeOut {
-                time_unix_ns: c.time,
-                peer: label(&c.name, &c.peer_id),
-                peer_id: c.peer_id.as_ref().map(|i| i.to_string()),
-                from: c.from.map(|s| s.as_str()),
-                to: c.to.as_str(),
-                learned_by: c
-                    .learned_by
-                    .iter()
-                    .map(|l| LearnedOut {
-                        poller: label(&l.poller_name, &l.poller_id),
-                        time_unix_ns: l.time,
-                        delay_ms: l.time.saturating_sub(c.time) as f64 / 1e6,
-                    })
-                    .collect(),
-            })
-            .collect();
+        let changes = changes_out(pres.changes());
         let current = pres
             .current()
             .into_iter()
@@ -341,6 +322,30 @@ impl Summary {
         // defensive fallback.
         serde_json::to_value(self).unwrap_or_default()
     }
+}
+
+/// Presence changes as the summary reports them (also used for changes rebuilt from a
+/// transactions CSV).
+pub fn changes_out(changes: &[PresenceChange]) -> Vec<ChangeOut> {
+    changes
+        .iter()
+        .map(|c| ChangeOut {
+            time_unix_ns: c.time,
+            peer: label(&c.name, &c.peer_id),
+            peer_id: c.peer_id.as_ref().map(|i| i.to_string()),
+            from: c.from.map(|s| s.as_str()),
+            to: c.to.as_str(),
+            learned_by: c
+                .learned_by
+                .iter()
+                .map(|l| LearnedOut {
+                    poller: label(&l.poller_name, &l.poller_id),
+                    time_unix_ns: l.time,
+                    delay_ms: l.time.saturating_sub(c.time) as f64 / 1e6,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

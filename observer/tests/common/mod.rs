@@ -70,3 +70,131 @@ pub fn epoch_ns(text: &str) -> u64 {
     }
     s.parse::<u64>().expect("seconds") * 1_000_000_000 + frac.parse::<u64>().expect("fraction")
 }
+
+/// A veth pair for live tests: `host` in the root namespace, `peer` in a namespace made
+/// for the test; both removed on drop, also when the test panics.
+pub struct Veth {
+    pub ns: String,
+    pub host: String,
+    pub peer: String,
+}
+
+impl Veth {
+    /// `tag` keeps the names of concurrent tests apart (interface names ≤ 15 bytes).
+    pub fn new(tag: &str) -> Option<Veth> {
+        let id = std::process::id() % 100_000;
+        let v = Veth {
+            ns: format!("obs-{tag}-{id}"),
+            host: format!("ob{tag}A{id}"),
+            peer: format!("ob{tag}B{id}"),
+        };
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !ok(&["netns", "add", &v.ns]) {
+            return None;
+        }
+        let created = ok(&[
+            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
+        ]) && ok(&["link", "set", &v.peer, "netns", &v.ns])
+            && ok(&["link", "set", &v.host, "up"])
+            && ok(&["netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"]);
+        if !created {
+            drop(v);
+            return None;
+        }
+        Some(v)
+    }
+
+    /// Replays a committed capture into the pair with tcpreplay at `multiplier` speed.
+    pub fn replay(&self, capture_name: &str, multiplier: u64) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "tcpreplay",
+                "-q",
+                "-i",
+                &self.peer,
+            ])
+            .arg(format!("--multiplier={multiplier}"))
+            .arg(capture(capture_name))
+            .output()
+            .expect("tcpreplay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Root and the named tools; in CI their absence is a failure (scripts/test installs
+/// them), elsewhere the test is skipped with a message.
+pub fn root_with(tools: &[&str]) -> bool {
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let have = tools
+        .iter()
+        .all(|t| Command::new(t).arg("--version").output().is_ok());
+    if !(root && have) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root with {tools:?} installed by scripts/test"
+        );
+        eprintln!("skipping: needs root and {tools:?}");
+        return false;
+    }
+    true
+}
+
+/// A child process killed on drop.
+pub struct Killer(pub std::process::Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a child to exit, at most `limit`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+/// The body of an HTTP GET on a local address (`None` when nothing answers).
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}

@@ -24,7 +24,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::summary::{ChangeOut, LearnedOut, Summary};
+use super::summary::{changes_out, Summary};
 use crate::jxta::PeerId;
 use crate::runtime::Analysis;
 use crate::transaction::{
@@ -177,29 +177,6 @@ fn peer_key(id: Option<&PeerId>, name: Option<&str>) -> PeerKey {
         (None, Some(n)) => PeerKey::Name(std::sync::Arc::from(n)),
         (None, None) => PeerKey::Unknown,
     }
-}
-
-/// Presence changes as the summary reports them.
-fn changes_out(changes: &[PresenceChange]) -> Vec<ChangeOut> {
-    changes
-        .iter()
-        .map(|c| ChangeOut {
-            time_unix_ns: c.time,
-            peer: label(&c.name, &c.peer_id),
-            peer_id: c.peer_id.as_ref().map(|i| i.to_string()),
-            from: c.from.map(|s| s.as_str()),
-            to: c.to.as_str(),
-            learned_by: c
-                .learned_by
-                .iter()
-                .map(|l| LearnedOut {
-                    poller: label(&l.poller_name, &l.poller_id),
-                    time_unix_ns: l.time,
-                    delay_ms: l.time.saturating_sub(c.time) as f64 / 1e6,
-                })
-                .collect(),
-        })
-        .collect()
 }
 
 /// Presence rebuilt from transactions alone (a CSV): the `receiver_status` of every ok
