@@ -17,6 +17,8 @@
 
 pub mod capture;
 pub mod conntrack;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod jim;
 pub mod jxta;
 pub mod live;

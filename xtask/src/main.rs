@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask captures` (sample captures and their ground truth).
 
 mod bench_live;
+mod fuzz_seeds;
 mod scenario;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
         #[arg(long, value_name = "SOURCE")]
         live: Option<String>,
     },
+    /// Write the fuzz targets' seed corpora (observer/fuzz/corpus) from the scenarios.
+    FuzzSeeds,
     /// Rebuild the kernel tap (observer-ebpf/bpf/tap.bpf.o) with clang.
     BuildEbpf {
         /// Where to write the object (default: the committed one).
@@ -206,6 +209,9 @@ fn main() -> Result<()> {
                     root.join(out)
                 },
             })?;
+        }
+        Command::FuzzSeeds => {
+            fuzz_seeds::write(&workspace_root())?;
         }
         Command::BuildEbpf { out } => {
             let root = workspace_root();

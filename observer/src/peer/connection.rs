@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -107,8 +106,8 @@ enum Received {
 
 /// Reads once from the socket and parses what arrived. `Err` names why the connection
 /// must close (end of stream or bad input).
-async fn read_some(
-    rd: &mut OwnedReadHalf,
+async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
     parser: &mut StreamParser,
     buf: &mut [u8],
 ) -> Result<Vec<Received>, &'static str> {
@@ -158,7 +157,24 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, outbound: bool, expecte
     };
     let local = stream.local_addr().ok();
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    serve(shared, rd, wr, remote, local, outbound, expected).await;
+}
+
+/// The connection's life over any byte stream (a TCP socket in the peer; an in-memory
+/// pipe in the fuzz target and tests).
+pub async fn serve<R, W>(
+    shared: Arc<Shared>,
+    mut rd: R,
+    mut wr: W,
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+    outbound: bool,
+    expected: Option<PeerId>,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let public = shared.public_addr(local);
     let welcome = encode_welcome(
         &format!("tcp://{remote}"),
@@ -313,9 +329,9 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, outbound: bool, expecte
     writer.abort();
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: W,
     mut rx: mpsc::Receiver<Out>,
 ) {
     while let Some(out) = rx.recv().await {

@@ -216,6 +216,55 @@ impl Shared {
 /// Runs the peer until `--duration` elapses, SIGINT or SIGTERM. On the way out it stops
 /// polling, waits (at most 3 s, at most the timeout) for PONGs still due, and flushes
 /// the CSV.
+
+impl Shared {
+    /// The peer's state, without sockets: `run` adds the listeners and tasks; the fuzz
+    /// target drives connections over in-memory pipes.
+    pub fn new(cfg: PeerConfig, listen_port: u16) -> Result<Arc<Shared>> {
+        let csv = match &cfg.csv {
+            Some(p) => Some(
+                std::fs::File::create(p)
+                    .with_context(|| format!("cannot create {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let receivers = cfg
+            .buddies
+            .iter()
+            .map(|b| arm::Receiver {
+                name: b.name.clone(),
+                peer_id: b.peer_id.clone(),
+            })
+            .collect();
+        let arm = Arm::new(
+            &cfg.name,
+            cfg.peer_id.clone(),
+            receivers,
+            cfg.pool_size,
+            u64::try_from(cfg.timeout.as_nanos()).unwrap_or(u64::MAX),
+            cfg.correlator,
+            csv,
+        )?;
+        let seed = config::fnv1a(3, cfg.name.as_bytes()) ^ arm::now_ns();
+        let shared = Arc::new(Shared {
+            arm,
+            state: Mutex::new(cfg.initial_state),
+            conns: Mutex::new(HashMap::new()),
+            counters: Mutex::new(BTreeMap::new()),
+            bad_input: Mutex::new(BTreeMap::new()),
+            messages: Mutex::new(VecDeque::new()),
+            rng: Mutex::new(config::Rng::new(seed)),
+            conn_ids: AtomicU64::new(1),
+            listen_port,
+            learned_ip: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+            cfg,
+        });
+        Ok(shared)
+    }
+}
+
 pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>> {
     cfg.validate()?;
     let listener = TcpListener::bind(cfg.listen)
@@ -230,45 +279,7 @@ pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>> {
         ),
         None => None,
     };
-    let csv = match &cfg.csv {
-        Some(p) => Some(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ),
-        None => None,
-    };
-    let receivers = cfg
-        .buddies
-        .iter()
-        .map(|b| arm::Receiver {
-            name: b.name.clone(),
-            peer_id: b.peer_id.clone(),
-        })
-        .collect();
-    let arm = Arm::new(
-        &cfg.name,
-        cfg.peer_id.clone(),
-        receivers,
-        cfg.pool_size,
-        u64::try_from(cfg.timeout.as_nanos()).unwrap_or(u64::MAX),
-        cfg.correlator,
-        csv,
-    )?;
-    let seed = config::fnv1a(3, cfg.name.as_bytes()) ^ arm::now_ns();
-    let shared = Arc::new(Shared {
-        arm,
-        state: Mutex::new(cfg.initial_state),
-        conns: Mutex::new(HashMap::new()),
-        counters: Mutex::new(BTreeMap::new()),
-        bad_input: Mutex::new(BTreeMap::new()),
-        messages: Mutex::new(VecDeque::new()),
-        rng: Mutex::new(config::Rng::new(seed)),
-        conn_ids: AtomicU64::new(1),
-        listen_port,
-        learned_ip: Mutex::new(None),
-        stopping: AtomicBool::new(false),
-        started: std::time::Instant::now(),
-        cfg,
-    });
+    let shared = Shared::new(cfg, listen_port)?;
     eprintln!(
         "observer peer {} ({}) listening on {}:{listen_port}{}",
         shared.cfg.name,

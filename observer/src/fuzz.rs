@@ -1,0 +1,223 @@
+//! Entry points for the fuzz targets (`observer/fuzz`, run with `cargo fuzz`) and for the
+//! corpus regression test that replays the saved corpus on stable Rust. Each takes
+//! arbitrary bytes and must return without panicking, hanging or growing without bound;
+//! the checks inside are the properties the fuzzer looks for beyond crashes.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use crate::capture::CaptureReader;
+use crate::conntrack::{
+    CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, Interest, TcpSegment,
+};
+use crate::jxta::{self, JxtaStats, StreamConfig, StreamParser, StreamStart};
+use crate::runtime::{Pipeline, PipelineConfig};
+
+/// The capture reader and everything after it: any bytes as a pcap/pcapng file.
+pub fn capture_file(data: &[u8]) {
+    let Ok(mut reader) = CaptureReader::from_reader("fuzz", Box::new(Cursor::new(data.to_vec())))
+    else {
+        return;
+    };
+    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    for _ in 0..100_000 {
+        match reader.next_frame() {
+            Ok(Some(frame)) => pipeline.frame(&frame),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = pipeline.finish();
+}
+
+/// Collects what the flow table delivers, checking that gaps and data never overlap
+/// and that the buffered bytes stay within the caps.
+#[derive(Default)]
+struct Streams {
+    delivered: HashMap<(u64, usize), u64>,
+}
+
+impl FlowHandler for Streams {
+    type State = ();
+    fn open(&mut self, _: &FlowInfo) {}
+    fn deliver(&mut self, _: &mut (), info: &FlowInfo, dir: Dir, d: Delivery<'_>) -> Interest {
+        let n = match d {
+            Delivery::Data { data, .. } => data.len() as u64,
+            Delivery::Gap { len } => len,
+        };
+        *self.delivered.entry((info.id, dir.index())).or_default() += n;
+        Interest::Keep
+    }
+    fn close(&mut self, _: (), _: &FlowInfo, _: CloseReason) {}
+}
+
+/// TCP reassembly: the bytes are a script of segments on a few 4-tuples
+/// (`[flow, flags, seq (4), ack (4), len]` then `len` payload bytes, repeated).
+pub fn reassembly(data: &[u8]) {
+    let cfg = FlowConfig {
+        max_flow_buffer: 4096,
+        max_total_buffer: 16_384,
+        max_flows: 8,
+        idle_timeout_ns: 1_000_000,
+    };
+    let max_total = cfg.max_total_buffer;
+    let mut table: FlowTable<()> = FlowTable::new(cfg);
+    let mut sink = Streams::default();
+    let addrs: [SocketAddr; 4] = [
+        SocketAddr::from(([10, 0, 0, 1], 40000)),
+        SocketAddr::from(([10, 0, 0, 2], 9701)),
+        SocketAddr::from(([10, 0, 0, 3], 40001)),
+        SocketAddr::from(([10, 0, 0, 4], 9701)),
+    ];
+    let mut rest = data;
+    let mut ts = 0u64;
+    while rest.len() >= 11 {
+        let (h, tail) = rest.split_at(11);
+        let len = usize::from(h[10]).min(tail.len());
+        let (payload, tail) = tail.split_at(len);
+        rest = tail;
+        let f = usize::from(h[0] % 4);
+        let (src, dst) = match f {
+            0 => (addrs[0], addrs[1]),
+            1 => (addrs[1], addrs[0]),
+            2 => (addrs[2], addrs[3]),
+            _ => (addrs[3], addrs[2]),
+        };
+        let flags = h[1];
+        ts += u64::from(h[0] >> 2) * 1000;
+        let seg = TcpSegment {
+            ts,
+            src,
+            dst,
+            seq: u32::from_be_bytes([h[2], h[3], h[4], h[5]]),
+            ack: (flags & 0x10 != 0).then(|| u32::from_be_bytes([h[6], h[7], h[8], h[9]])),
+            syn: flags & 0x02 != 0,
+            fin: flags & 0x01 != 0,
+            rst: flags & 0x04 != 0,
+            payload,
+        };
+        table.segment(&seg, &mut sink);
+        assert!(
+            table.buffered_bytes() <= max_total,
+            "global buffer cap exceeded"
+        );
+        assert!(table.active_flows() <= 8, "flow cap exceeded");
+    }
+    table.finish(&mut sink);
+    assert_eq!(
+        table.buffered_bytes(),
+        0,
+        "everything is released at the end"
+    );
+}
+
+/// The JXTA layer: welcome, package header, datagram, `jxmg` decoding and addressing,
+/// and the stream parser fed in pieces whose sizes come from the first byte.
+pub fn jxta(data: &[u8]) {
+    let _ = jxta::parse_welcome(data);
+    let _ = jxta::parse_package_header(data, 1 << 20);
+    let _ = jxta::parse_datagram(data, 1 << 20);
+    if let Ok(msg) = jxta::decode_message(data) {
+        let _ = jxta::addressing(&msg);
+        let mut stats = JxtaStats::default();
+        stats.count_message(&msg, false);
+    }
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step).max(1);
+    let cfg = StreamConfig {
+        max_message: 1 << 16,
+        max_resync_scan: 1 << 16,
+    };
+    for start in [StreamStart::Beginning, StreamStart::MidStream] {
+        let mut parser = StreamParser::new(start, &cfg);
+        let mut stats = JxtaStats::default();
+        let mut ts = 0;
+        for chunk in rest.chunks(step) {
+            ts += 1;
+            parser.push(chunk, ts, &mut stats, &mut |ev| {
+                if let jxta::StreamEvent::Message(m) = ev {
+                    assert!(m.start <= m.stop);
+                    if let Ok(msg) = jxta::decode_message(m.body) {
+                        let _ = jxta::addressing(&msg);
+                    }
+                }
+            });
+            // One message at most is held, and it is bounded by `max_message`.
+            assert!(parser.buffered() as u64 <= cfg.max_message + (1 << 17));
+        }
+        parser.finish(&mut stats);
+    }
+}
+
+/// The JIM decoder; a document it accepts must survive being written and read back.
+pub fn jim(data: &[u8]) {
+    if let Ok(Some(doc)) = crate::jim::parse(data) {
+        let again = crate::jim::parse(doc.to_xml().as_bytes());
+        let Ok(Some(again)) = again else {
+            panic!("a decoded document must re-encode to a decodable one: {doc:?}");
+        };
+        assert_eq!(again.kind, doc.kind);
+        assert_eq!(again.correlator, doc.correlator);
+        assert_eq!(again.status, doc.status);
+    }
+}
+
+static PEER_STATE: std::sync::OnceLock<std::sync::Arc<crate::peer::Shared>> =
+    std::sync::OnceLock::new();
+
+/// The fuzz peer's counters (tests check that the harness really drives the handler).
+pub fn peer_counters() -> std::collections::BTreeMap<&'static str, u64> {
+    PEER_STATE.get().map(|s| s.counters()).unwrap_or_default()
+}
+
+/// The reference peer's connection handler, over an in-memory pipe: the bytes are what
+/// a remote end sends. The handler must finish (on EOF or by closing) promptly.
+pub fn peer_connection(data: &[u8]) {
+    use std::sync::{Arc, OnceLock};
+    static PEER: OnceLock<(tokio::runtime::Runtime, Arc<crate::peer::Shared>)> = OnceLock::new();
+    // Set-up failing is a bug of the harness, not a finding: it must not pass silently.
+    let (rt, shared) = PEER.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let mut cfg = crate::peer::config::PeerConfig::new("fuzz");
+        cfg.management = None;
+        cfg.stdin_commands = false;
+        cfg.max_message = 1 << 16;
+        let shared = crate::peer::Shared::new(cfg, 9701).expect("peer state");
+        let _ = PEER_STATE.set(shared.clone());
+        (rt, shared)
+    });
+    rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let (rd, wr) = tokio::io::split(server);
+        let remote = SocketAddr::from(([10, 9, 9, 9], 40000));
+        let local = Some(SocketAddr::from(([10, 9, 9, 1], 9701)));
+        let handler = tokio::spawn(crate::peer::connection::serve(
+            shared.clone(),
+            rd,
+            wr,
+            remote,
+            local,
+            false,
+            None,
+        ));
+        let _ = client.write_all(data).await;
+        let _ = client.shutdown().await;
+        // Keep reading what the peer answers so it never blocks on a full pipe.
+        let drain = async {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut client, &mut sink).await;
+        };
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let (r, _) = tokio::join!(handler, drain);
+            r
+        })
+        .await;
+        assert!(done.is_ok(), "the connection handler did not finish");
+    });
+}
