@@ -213,10 +213,6 @@ impl Shared {
     }
 }
 
-/// Runs the peer until `--duration` elapses, SIGINT or SIGTERM. On the way out it stops
-/// polling, waits (at most 3 s, at most the timeout) for PONGs still due, and flushes
-/// the CSV.
-
 impl Shared {
     /// The peer's state, without sockets: `run` adds the listeners and tasks; the fuzz
     /// target drives connections over in-memory pipes.
@@ -265,6 +261,9 @@ impl Shared {
     }
 }
 
+/// Runs the peer until `--duration` elapses, SIGINT or SIGTERM. On the way out it stops
+/// polling, waits (at most 3 s, at most the timeout) for PONGs still due, and flushes
+/// the CSV.
 pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>> {
     cfg.validate()?;
     let listener = TcpListener::bind(cfg.listen)
