@@ -78,6 +78,16 @@ struct Pong<'a> {
     in_transit: bool,
 }
 
+/// Entries held by the matcher's tables (see [`Matcher::sizes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatcherSizes {
+    pub pairs: usize,
+    pub outstanding: usize,
+    pub finished: usize,
+    pub deadlines: usize,
+    pub names: usize,
+}
+
 #[derive(Debug)]
 pub struct Matcher {
     cfg: MatcherConfig,
@@ -136,6 +146,17 @@ impl Matcher {
     #[cfg(test)]
     pub(crate) fn deadline_entries(&self) -> usize {
         self.deadlines.len()
+    }
+
+    /// How much state the matcher holds (entries per table): what its caps bound.
+    pub fn sizes(&self) -> MatcherSizes {
+        MatcherSizes {
+            pairs: self.pairs.len(),
+            outstanding: self.live,
+            finished: self.finished.len(),
+            deadlines: self.deadlines.len(),
+            names: self.names.len(),
+        }
     }
 
     /// The caller found a JIM-looking document that was not well formed.
@@ -359,13 +380,20 @@ impl Matcher {
         }
     }
 
+    /// Evicts the least recently active eighth of the pairs at once: under a flood of
+    /// new pairs one scan then serves many insertions, instead of one scan each.
     fn evict_pair(&mut self) {
-        let victim = self
+        let mut by_age: Vec<(UnixNanos, PairKey)> = self
             .pairs
             .iter()
-            .min_by_key(|(k, st)| (st.last_active, (*k).clone()))
-            .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
+            .map(|(k, st)| (st.last_active, k.clone()))
+            .collect();
+        let n = (by_age.len() / 8).max(1);
+        if n < by_age.len() {
+            by_age.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        }
+        by_age.truncate(n);
+        for (_, k) in by_age {
             if let Some(st) = self.pairs.remove(&k) {
                 self.live -= st.outstanding.len();
                 self.anomalies.evicted_outstanding += st.outstanding.len() as u64;

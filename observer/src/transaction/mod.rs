@@ -10,7 +10,7 @@ mod presence;
 
 use std::sync::Arc;
 
-pub use matcher::Matcher;
+pub use matcher::{Matcher, MatcherSizes};
 pub use presence::{Learned, PeerPresence, Presence, PresenceChange};
 
 use crate::jim::Status;

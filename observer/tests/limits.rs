@@ -1,0 +1,133 @@
+//! State stays within the configured caps under floods: a million tiny TCP flows and a
+//! million PINGs that are never answered; the oldest is evicted and every eviction is
+//! counted.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use observer::conntrack::{
+    CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, Interest, TcpSegment,
+};
+use observer::jim::{Document, Kind};
+use observer::jxta::PeerId;
+use observer::transaction::{Matcher, MatcherConfig, Sighting, Transport};
+
+struct Count {
+    open: u64,
+    closed: u64,
+}
+
+impl FlowHandler for Count {
+    type State = ();
+    fn open(&mut self, _: &FlowInfo) {
+        self.open += 1;
+    }
+    fn deliver(&mut self, _: &mut (), _: &FlowInfo, _: Dir, _: Delivery<'_>) -> Interest {
+        Interest::Keep
+    }
+    fn close(&mut self, _: (), _: &FlowInfo, _: CloseReason) {
+        self.closed += 1;
+    }
+}
+
+#[test]
+fn a_million_tiny_flows_stay_within_the_flow_cap() {
+    let cfg = FlowConfig {
+        max_flows: 50_000,
+        max_total_buffer: 1 << 20,
+        ..FlowConfig::default()
+    };
+    let mut table: FlowTable<()> = FlowTable::new(cfg);
+    let mut h = Count { open: 0, closed: 0 };
+    let server = SocketAddr::from(([10, 0, 0, 1], 9701));
+    for i in 0u32..1_000_000 {
+        // SYN-flood-like: each from a new address and port, some with a byte of data
+        // out of order so that they hold buffered bytes too.
+        let src = SocketAddr::from((Ipv4Addr::from(0x0b00_0000 + i), 1024 + (i % 60_000) as u16));
+        let seg = TcpSegment {
+            ts: u64::from(i) * 1_000,
+            src,
+            dst: server,
+            seq: i,
+            ack: None,
+            syn: i % 3 != 0,
+            fin: false,
+            rst: false,
+            payload: if i % 3 == 0 { b"x" } else { b"" },
+        };
+        table.segment(&seg, &mut h);
+        assert!(table.active_flows() <= 50_000);
+        assert!(table.buffered_bytes() <= 1 << 20);
+    }
+    assert_eq!(h.open, 1_000_000);
+    assert!(
+        table.stats.evicted_flow_cap >= 900_000,
+        "{:?}",
+        table.stats.evicted_flow_cap
+    );
+    assert_eq!(h.open - h.closed, table.active_flows() as u64);
+    table.finish(&mut h);
+    assert_eq!(h.open, h.closed, "every flow closed exactly once");
+}
+
+fn ping(from: &PeerId, to: &PeerId, corr: u64, t: u64) -> (Document, Sighting) {
+    let doc = Document {
+        kind: Kind::Ping,
+        name: Some("p".into()),
+        correlator: Some(corr.to_string()),
+        ..Document::default()
+    };
+    let s = Sighting {
+        start: t,
+        stop: t,
+        src_peer: Some(from.clone()),
+        dst_peer: Some(to.clone()),
+        hop_src: None,
+        hop_dst: None,
+        framed_bytes: 1000,
+        message_bytes: 940,
+        transport: Transport::Tcp,
+    };
+    (doc, s)
+}
+
+#[test]
+fn a_million_unanswered_pings_stay_within_the_matcher_caps() {
+    let cfg = MatcherConfig {
+        max_outstanding_per_pair: 1024,
+        max_pairs: 10_000,
+        ..MatcherConfig::default()
+    };
+    let mut m = Matcher::new(cfg);
+    let mut out = Vec::new();
+    let rx = PeerId::parse("urn:jxta:uuid-00000000000000000000000000000000FFFF03").expect("id");
+    // Half from one poller to one buddy (the per-pair cap), half from a million
+    // distinct pollers (the pair cap); all within one second, so nothing times out.
+    let one = PeerId::parse("urn:jxta:uuid-0000000000000000000000000000000000AA03").expect("id");
+    for i in 0..500_000u64 {
+        let (d, s) = ping(&one, &rx, i, 1_000_000_000 + i);
+        m.observe(&d, &s, &mut out);
+    }
+    let sizes = m.sizes();
+    assert!(sizes.outstanding <= 1024, "{sizes:?}");
+    assert_eq!(m.anomalies().evicted_outstanding, 500_000 - 1024);
+    for i in 0..500_000u64 {
+        let from = PeerId::parse(&format!("urn:jxta:uuid-{i:032X}03")).expect("id");
+        let (d, s) = ping(&from, &rx, i, 1_500_000_000 + i);
+        m.observe(&d, &s, &mut out);
+        if i % 50_000 == 0 {
+            let z = m.sizes();
+            assert!(z.pairs <= 10_000 && z.names <= 20_000, "{z:?}");
+        }
+    }
+    let z = m.sizes();
+    assert!(z.pairs <= 10_000, "{z:?}");
+    assert!(z.outstanding <= 10_000 * 1024, "{z:?}");
+    assert!(z.deadlines <= 2 * z.outstanding + 1024, "{z:?}");
+    assert!(z.names <= 20_000, "{z:?}");
+    assert!(m.anomalies().evicted_pairs > 0, "{:?}", m.anomalies());
+    assert!(out.is_empty(), "no PONG, no timeout yet: nothing finished");
+    // Time passes: what is left times out, in bounded number.
+    m.advance(20_000_000_000, &mut out);
+    assert!(out.len() <= 10_000 + 1024);
+    assert_eq!(m.sizes().outstanding, 0);
+}
