@@ -402,3 +402,83 @@ fn hostile_xml_is_counted_never_expanded() {
         assert_eq!(v["jim"]["pings"], 1, "{name}");
     }
 }
+
+/// Names from the wire cannot inject terminal escapes into the tables, nor formulas into
+/// spreadsheets opening the CSV.
+#[test]
+fn hostile_names_are_neutralised_in_outputs() {
+    let evil = "=HYPERLINK(\"x\")\u{1b}[2J\u{7}";
+    let doc = Document {
+        kind: Kind::Ping,
+        name: Some(evil.into()),
+        peer_id: Some(ALICE.into()),
+        correlator: Some("42".into()),
+        ..Document::default()
+    };
+    let ping = jim_package(doc.to_xml().into_bytes(), ALICE, BOB);
+    // The stream: welcome, the hostile-named PING, then the PONG of `hostile_stream`.
+    let mut wire = Wire::new();
+    let t = 1_700_000_000_000_000_000u64;
+    let (a, b) = (
+        "10.9.0.1:40000".parse().expect("addr"),
+        "10.9.0.2:9701".parse().expect("addr"),
+    );
+    let c = wire.connect(t, a, b, [1000, 5000], 200_000);
+    let shape = SendShape::default();
+    let hello_a = encode_welcome(
+        "tcp://10.9.0.2:9701",
+        "tcp://10.9.0.1:9701",
+        ALICE,
+        false,
+        WelcomeVersion::V1_1,
+    );
+    let hello_b = encode_welcome(
+        "tcp://10.9.0.1:40000",
+        "tcp://10.9.0.2:9701",
+        BOB,
+        false,
+        WelcomeVersion::V1_1,
+    );
+    wire.send(t + 1_000_000, c, 0, &[&hello_a], &shape, 100_000);
+    wire.send(t + 2_000_000, c, 1, &[&hello_b], &shape, 100_000);
+    wire.send(t + 10_000_000, c, 0, &[&ping], &shape, 100_000);
+    let pong = pong();
+    wire.send(t + 300_000_000, c, 1, &[&pong], &shape, 100_000);
+    let bytes = wire
+        .write(
+            Vec::new(),
+            LinkVariant::Ethernet,
+            WriteFormat::Pcap {
+                nanos: false,
+                big_endian: false,
+            },
+            0,
+        )
+        .expect("capture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("evil.pcap");
+    std::fs::write(&path, bytes).expect("write");
+    let p = path.to_str().expect("utf-8");
+
+    let table = observer(&["analyze", p]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("HYPERLINK"), "the name is shown: {text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "no control character reaches the terminal"
+    );
+
+    let csv = observer(&["analyze", p, "--csv", "-"]);
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    let row = csv.lines().nth(1).expect("one transaction");
+    assert!(
+        row.contains("\"'=HYPERLINK"),
+        "formula defused in the CSV: {row}"
+    );
+
+    let v = json(&observer(&["analyze", p, "--json"]));
+    assert_eq!(
+        v["pairs"][0]["poller"], evil,
+        "JSON carries the exact name, escaped by the encoder"
+    );
+}

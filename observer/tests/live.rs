@@ -295,3 +295,67 @@ fn interface_vanishes(source: &str) {
         rows.len()
     );
 }
+
+/// SIGKILL: no cleanup is possible, but at most the last second of records is lost
+/// (the CSV is flushed every second) and the next start removes the stale filters.
+#[test]
+fn sigkill_then_restart_cleans_up() {
+    if !usable() {
+        return;
+    }
+    let Some(veth) = Veth::new("k") else {
+        panic!("cannot create a network namespace and veth pair as root");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("live.csv");
+    let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["live", "-i", &veth.host, "--source", "ebpf", "--csv"])
+        .arg(&csv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start observer live");
+    let mut child = Killer(child);
+    std::thread::sleep(Duration::from_millis(1500));
+    veth.replay("two-peers.pcap", MULTIPLIER);
+    // More than the one-second flush period after the last transaction finished.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.0.kill(); // SIGKILL
+    let _ = child.0.wait();
+    let rows = read_transactions_csv(std::fs::File::open(&csv).expect("csv")).expect("csv");
+    assert_eq!(
+        rows.len(),
+        20,
+        "every transaction finished over a second before the kill is on disk"
+    );
+    assert!(
+        tc_filters(&veth.host).contains("observer_tap"),
+        "SIGKILL leaves the filters behind"
+    );
+
+    let again = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args([
+            "live",
+            "-i",
+            &veth.host,
+            "--source",
+            "ebpf",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("restart");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("stale"),
+        "the restart says what it removed"
+    );
+    assert!(
+        !tc_filters(&veth.host).contains("observer_tap"),
+        "no filter left after the restart's clean exit"
+    );
+}
