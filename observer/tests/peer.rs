@@ -482,3 +482,41 @@ fn bad_input_closes_the_connection_not_the_peer() {
         );
     }
 }
+
+/// The management endpoint beyond loopback: refused without a token at start, and with
+/// one, every request without the bearer token gets 401 (state changes included).
+#[test]
+fn management_beyond_loopback_needs_the_token() {
+    let bin = env!("CARGO_BIN_EXE_observer");
+    let refused = std::process::Command::new(bin)
+        .args(["peer", "--name", "tok", "--listen", "127.0.0.1:0", "--management", "0.0.0.0:19861", "--no-stdin", "--duration", "1s"])
+        .output()
+        .expect("peer");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--token"));
+
+    let mut child = std::process::Command::new(bin)
+        .args(["peer", "--name", "tok", "--listen", "127.0.0.1:0", "--management", "0.0.0.0:19862", "--token", "s3cret", "--no-stdin", "--duration", "5s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("peer");
+    let request = |extra: &str, method: &str, path: &str, body: &str| -> String {
+        use std::io::{Read, Write};
+        for _ in 0..50 {
+            if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:19862") {
+                let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("management endpoint did not come up");
+    };
+    assert!(request("", "GET", "/metrics", "").starts_with("HTTP/1.1 401"));
+    assert!(request("Authorization: Bearer wrong\r\n", "POST", "/state", "away").starts_with("HTTP/1.1 401"));
+    assert!(request("Authorization: Bearer s3cret\r\n", "GET", "/metrics", "").starts_with("HTTP/1.1 200"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
