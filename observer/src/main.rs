@@ -96,6 +96,13 @@ struct LiveArgs {
     /// When the run ends, write the figures and index.html (as `observer report`) here.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Once the capture is set up, run as this user (started as root). CSV rotation
+    /// and --report then need a directory this user can write.
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    user: String,
+    /// Stay root after setting up the capture.
+    #[arg(long)]
+    keep_root: bool,
 }
 
 #[derive(Args)]
@@ -371,6 +378,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         status_line: true,
         duration: args.duration,
         interfaces: args.interfaces.clone(),
+        user: (!args.keep_root).then(|| args.user.clone()),
         ..LiveConfig::default()
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);

@@ -489,14 +489,38 @@ fn bad_input_closes_the_connection_not_the_peer() {
 fn management_beyond_loopback_needs_the_token() {
     let bin = env!("CARGO_BIN_EXE_observer");
     let refused = std::process::Command::new(bin)
-        .args(["peer", "--name", "tok", "--listen", "127.0.0.1:0", "--management", "0.0.0.0:19861", "--no-stdin", "--duration", "1s"])
+        .args([
+            "peer",
+            "--name",
+            "tok",
+            "--listen",
+            "127.0.0.1:0",
+            "--management",
+            "0.0.0.0:19861",
+            "--no-stdin",
+            "--duration",
+            "1s",
+        ])
         .output()
         .expect("peer");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--token"));
 
     let mut child = std::process::Command::new(bin)
-        .args(["peer", "--name", "tok", "--listen", "127.0.0.1:0", "--management", "0.0.0.0:19862", "--token", "s3cret", "--no-stdin", "--duration", "5s"])
+        .args([
+            "peer",
+            "--name",
+            "tok",
+            "--listen",
+            "127.0.0.1:0",
+            "--management",
+            "0.0.0.0:19862",
+            "--token",
+            "s3cret",
+            "--no-stdin",
+            "--duration",
+            "5s",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -515,8 +539,14 @@ fn management_beyond_loopback_needs_the_token() {
         panic!("management endpoint did not come up");
     };
     assert!(request("", "GET", "/metrics", "").starts_with("HTTP/1.1 401"));
-    assert!(request("Authorization: Bearer wrong\r\n", "POST", "/state", "away").starts_with("HTTP/1.1 401"));
-    assert!(request("Authorization: Bearer s3cret\r\n", "GET", "/metrics", "").starts_with("HTTP/1.1 200"));
+    assert!(
+        request("Authorization: Bearer wrong\r\n", "POST", "/state", "away")
+            .starts_with("HTTP/1.1 401")
+    );
+    assert!(
+        request("Authorization: Bearer s3cret\r\n", "GET", "/metrics", "")
+            .starts_with("HTTP/1.1 200")
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -6,6 +6,8 @@
 pub mod ebpf;
 #[cfg(feature = "pcap")]
 pub mod pcap;
+#[cfg(target_os = "linux")]
+pub mod privileges;
 
 use crate::UnixNanos;
 

@@ -45,6 +45,8 @@ pub struct LiveConfig {
     pub duration: Option<Duration>,
     /// Names of the interfaces, in the order frames number them.
     pub interfaces: Vec<String>,
+    /// Switch to this user once everything is open (None: stay as started).
+    pub user: Option<String>,
 }
 
 /// A live source, polled by the run loop.
@@ -305,6 +307,19 @@ pub fn run(
         ),
         None => None,
     };
+    // Everything that needs root is open now (capture, output files, listening
+    // socket): parse the wire as an unprivileged user from here on.
+    #[cfg(target_os = "linux")]
+    if let Some(user) = &cfg.user {
+        let ebpf = source.name() == "ebpf";
+        match crate::live::privileges::drop_root(user, &crate::live::privileges::needed(ebpf)) {
+            Ok(crate::live::privileges::Dropped::To { uid, kept, .. }) => {
+                tracing::info!(uid, ?kept, "running as {user}");
+            }
+            Ok(crate::live::privileges::Dropped::NotRoot) => {}
+            Err(e) => return Err(LiveError::Capture(e.to_string())),
+        }
+    }
     let status = cfg.status_line && std::io::stderr().is_terminal();
     let mut metrics = LiveMetrics::default();
     let mut kept: Vec<Transaction> = Vec::new();
