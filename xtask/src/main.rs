@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask captures` (sample captures and their ground truth).
 
+mod bench_data;
 mod bench_live;
 mod fuzz_seeds;
 mod scenario;
@@ -71,6 +72,32 @@ enum Command {
         #[arg(long, default_value = "target/bench-live")]
         out: PathBuf,
     },
+    /// Write the benchmark captures (real JXSE 2.5 traffic replicated over many
+    /// connections, with optional background traffic) into target/bench-data.
+    BenchData {
+        /// Only these presets (jxta-0.1g, jxta-1g, jxta-4g, background95-1g,
+        /// peers10k-1g); default all. With --size, the name of a custom capture.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[arg(long, default_value = "target/bench-data")]
+        out: PathBuf,
+        /// A custom capture instead of the presets: target size (e.g. 500M, 2G).
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        peers: u32,
+        #[arg(long, default_value_t = 10)]
+        buddies: u32,
+        /// Poll interval of every pair (e.g. 500ms, 10s).
+        #[arg(long, default_value = "500ms")]
+        interval: String,
+        /// Share of the bytes that is background (non-JXTA) traffic, 0 to 0.99.
+        #[arg(long, default_value_t = 0.0)]
+        background: f64,
+        /// Connection set-up with handshake and welcome lines only (no discovery).
+        #[arg(long)]
+        short_setup: bool,
+    },
     /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
     BenchCapture {
         /// Simulated seconds of traffic.
@@ -102,6 +129,22 @@ fn build_ebpf(src: &std::path::Path, out: &std::path::Path) -> Result<()> {
             .context("running clang (install Debian's clang and libbpf-dev to rebuild the tap)")?;
     anyhow::ensure!(status.success(), "clang failed ({status})");
     Ok(())
+}
+
+/// `100M`, `4G`, `1048576`: binary multiples.
+fn parse_size(s: &str) -> Result<u64> {
+    let (digits, shift) = match s.trim().to_ascii_uppercase().strip_suffix('G') {
+        Some(d) => (d.to_string(), 30),
+        None => match s.trim().to_ascii_uppercase().strip_suffix('M') {
+            Some(d) => (d.to_string(), 20),
+            None => match s.trim().to_ascii_uppercase().strip_suffix('K') {
+                Some(d) => (d.to_string(), 10),
+                None => (s.trim().to_string(), 0),
+            },
+        },
+    };
+    let v: f64 = digits.parse().with_context(|| format!("size {s:?}"))?;
+    Ok((v * (1u64 << shift) as f64) as u64)
 }
 
 fn workspace_root() -> PathBuf {
@@ -219,6 +262,61 @@ fn main() -> Result<()> {
             let out = out.unwrap_or_else(|| dir.join("tap.bpf.o"));
             build_ebpf(&dir.join("tap.bpf.c"), &out)?;
             println!("{}", out.display());
+        }
+        Command::BenchData {
+            only,
+            out,
+            size,
+            peers,
+            buddies,
+            interval,
+            background,
+            short_setup,
+        } => {
+            let root = workspace_root();
+            let out = if out.is_absolute() {
+                out
+            } else {
+                root.join(out)
+            };
+            let specs = match size {
+                Some(size) => vec![bench_data::Spec {
+                    name: only
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| format!("custom-{size}")),
+                    size: parse_size(&size)?,
+                    peers,
+                    buddies,
+                    interval_ns: Some(
+                        humantime::parse_duration(&interval)
+                            .with_context(|| format!("--interval {interval}"))?
+                            .as_nanos() as u64,
+                    ),
+                    seconds: None,
+                    background,
+                    full_setup: !short_setup,
+                }],
+                None => bench_data::Spec::presets()
+                    .into_iter()
+                    .filter(|s| only.is_empty() || only.contains(&s.name))
+                    .collect(),
+            };
+            anyhow::ensure!(!specs.is_empty(), "no preset named {only:?}");
+            for spec in &specs {
+                let t = std::time::Instant::now();
+                let w = bench_data::generate(&root, spec, &out)?;
+                println!(
+                    "{:>11} {} ({} frames, {} connections, {} transactions, {:.0} s, {:.1} s to write)",
+                    w.bytes,
+                    w.file.display(),
+                    w.frames,
+                    w.connections,
+                    w.transactions,
+                    w.duration_s,
+                    t.elapsed().as_secs_f64()
+                );
+            }
         }
         Command::BenchCapture { seconds, out } => {
             let out = if out.is_absolute() {
