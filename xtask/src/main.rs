@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask captures` (sample captures and their ground truth).
 
+mod bench;
 mod bench_data;
 mod bench_live;
 mod fuzz_seeds;
@@ -98,6 +99,10 @@ enum Command {
         #[arg(long)]
         short_setup: bool,
     },
+    /// Run observer (1 and N threads), tshark, tcpdump and cat side by side on the
+    /// benchmark captures; medians, ratios and peak RSS as Markdown on stdout and in
+    /// docs/performance.md.
+    Bench(bench::Args),
     /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
     BenchCapture {
         /// Simulated seconds of traffic.
@@ -317,6 +322,9 @@ fn main() -> Result<()> {
                     t.elapsed().as_secs_f64()
                 );
             }
+        }
+        Command::Bench(args) => {
+            bench::run(&workspace_root(), args)?;
         }
         Command::BenchCapture { seconds, out } => {
             let out = if out.is_absolute() {
