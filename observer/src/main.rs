@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use observer::report::{self, Summary, TransactionCsvWriter};
+use observer::report::{self, Summary, SummaryBuilder, TransactionCsvWriter};
 use observer::runtime::{self, Analysis, PipelineConfig};
 
 #[derive(Parser)]
@@ -150,6 +150,11 @@ struct AnalyzeArgs {
     /// Print the summary as one JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Split the flows across N threads (by host pair; one matcher). The same
+    /// transactions as one thread; the flow caps then apply per thread. Needs files
+    /// (not standard input). 0 = one per core.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -302,29 +307,62 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     let mut cfg = pipeline_config(&args.inputs);
     cfg.matcher.timeout_ns = duration_ns(args.timeout);
     cfg.matcher.max_outstanding_per_pair = args.max_outstanding.max(1);
-    let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
-    nothing_read(&analysis)?;
-    let result = &analysis.result;
-
-    if let Some(path) = &args.csv {
-        let write = |w: Box<dyn Write>| -> Result<()> {
-            let mut csv = TransactionCsvWriter::new(w)?;
-            for t in &result.transactions {
-                csv.write(t)?;
-            }
-            csv.flush()?;
-            Ok(())
-        };
-        if path.as_os_str() == "-" {
-            write(Box::new(io::stdout().lock()))?;
-        } else {
+    // Transactions are written and summarised as they come, never all kept: a
+    // multi-gigabyte capture costs the memory of what is in flight.
+    let mut csv = match &args.csv {
+        None => None,
+        Some(path) if path.as_os_str() == "-" => Some(TransactionCsvWriter::new(Box::new(
+            io::BufWriter::new(io::stdout()),
+        )
+            as Box<dyn Write>)?),
+        Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            write(Box::new(io::BufWriter::new(file)))?;
+            Some(TransactionCsvWriter::new(
+                Box::new(io::BufWriter::new(file)) as Box<dyn Write>,
+            )?)
         }
+    };
+    let mut csv_error = None;
+    let mut builder = SummaryBuilder::default();
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let from_stdin = args.inputs.files.iter().any(|f| f.as_os_str() == "-");
+    if threads > 1 && from_stdin {
+        tracing::warn!("--threads needs files: standard input is analysed on one thread");
     }
-
-    let summary = Summary::build(&result.transactions, &result.matcher, result.duration_ns());
+    let mut on_transaction = |t: observer::transaction::Transaction| {
+        builder.add(&t);
+        if let Some(w) = &mut csv {
+            if let Err(e) = w.write(&t) {
+                csv_error.get_or_insert(e);
+                csv = None;
+            }
+        }
+    };
+    let progress = !args.inputs.no_progress;
+    let analysis = if threads > 1 && !from_stdin {
+        runtime::analyze_parallel(
+            &args.inputs.files,
+            cfg,
+            threads,
+            progress,
+            &mut on_transaction,
+        )
+    } else {
+        runtime::analyze_each(&args.inputs.files, cfg, progress, &mut on_transaction)
+    };
+    if let Some(e) = csv_error {
+        return Err(e.into());
+    }
+    if let Some(mut w) = csv {
+        w.flush()?;
+    }
+    nothing_read(&analysis)?;
+    let result = &analysis.result;
+    let summary = builder.finish(&result.matcher, result.duration_ns());
     let csv_to_stdout = args.csv.as_deref().is_some_and(|p| p.as_os_str() == "-");
     let mut out = io::stdout().lock();
     if args.json {

@@ -265,3 +265,49 @@ fn messages_lists_the_real_capture() {
     let text = observer(&["messages", "captures/jxse25-pingpong.pcap"]);
     assert_eq!(String::from_utf8_lossy(&text.stdout).lines().count(), 30);
 }
+
+/// `--threads N` prints the same report and CSV as one thread; with standard input it
+/// says it runs on one thread and still gives the truth.
+#[test]
+fn threads_give_the_same_output() {
+    for name in ["four-peers", "relayed", "segmentation"] {
+        let file = format!("captures/{name}.pcap");
+        let one = observer(&["analyze", &file, "--json"]);
+        assert!(one.status.success());
+        let expected = std::fs::read(common::capture(&format!("{name}.truth.csv"))).expect("truth");
+        for threads in ["2", "0"] {
+            let o = observer(&["analyze", &file, "--json", "--threads", threads]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(
+                o.stdout, one.stdout,
+                "{name}: --threads {threads} JSON differs"
+            );
+            let o = observer(&["analyze", &file, "--csv", "-", "--threads", threads]);
+            assert_eq!(
+                o.stdout, expected,
+                "{name}: --threads {threads} CSV differs"
+            );
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["analyze", "-", "--csv", "-", "--threads", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let bytes = std::fs::read(common::capture("four-peers.pcap")).expect("capture");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&bytes)
+        .expect("feed");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("one thread"));
+    assert_eq!(
+        o.stdout,
+        std::fs::read(common::capture("four-peers.truth.csv")).expect("truth")
+    );
+}

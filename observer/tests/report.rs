@@ -27,7 +27,7 @@ fn csv_bytes(data: &ReportData) -> Vec<u8> {
     for t in &data.transactions {
         w.write(t).unwrap();
     }
-    w.into_inner()
+    w.into_inner().expect("csv")
 }
 
 fn from_csv(bytes: &[u8]) -> ReportData {

@@ -24,7 +24,7 @@ fn csv_of(result: &PipelineResult) -> String {
     for t in &result.transactions {
         w.write(t).expect("csv row");
     }
-    String::from_utf8(w.into_inner()).expect("utf-8")
+    String::from_utf8(w.into_inner().expect("csv")).expect("utf-8")
 }
 
 const PCAP: WriteFormat = WriteFormat::Pcap {
@@ -216,4 +216,104 @@ fn pcapng_with_two_interfaces_of_different_link_types_and_resolutions() {
     let bytes = writer.finish().expect("finish");
     let result = analyze_bytes(&bytes, "two-interfaces.pcapng");
     assert_eq!(csv_of(&result), truth);
+}
+
+/// `--threads`: every scenario, split over 2, 3 and 4 shards, gives its ground truth
+/// row for row, and the same counters as one thread; a long scenario crosses many
+/// hand-over batches and reorder releases.
+#[test]
+fn parallel_analysis_matches_truth_and_one_thread() {
+    let mut long = synth::four_peers();
+    long.duration_ns = 1800 * 1_000_000_000;
+    for script in synth::all().into_iter().chain([long]) {
+        let rendered = script.render();
+        let bytes = rendered
+            .capture_bytes(LinkVariant::Ethernet, PCAP)
+            .expect("capture");
+        let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capture.pcap");
+        std::fs::write(&path, &bytes).expect("write capture");
+        let single = runtime::analyze(
+            std::slice::from_ref(&path),
+            PipelineConfig::default(),
+            false,
+        );
+        for threads in [2, 3, 4] {
+            let mut got = Vec::new();
+            let parallel = runtime::analyze_parallel(
+                std::slice::from_ref(&path),
+                PipelineConfig::default(),
+                threads,
+                false,
+                &mut |t| got.push(t),
+            );
+            let mut w = TransactionCsvWriter::new(Vec::new()).expect("csv writer");
+            for t in &got {
+                w.write(t).expect("csv row");
+            }
+            let csv = String::from_utf8(w.into_inner().expect("csv")).expect("utf-8");
+            assert!(
+                csv == truth,
+                "{} with {threads} threads differs from its truth",
+                script.name
+            );
+            let (s, p) = (&single.result, &parallel.result);
+            assert_eq!(s.packets.frames, p.packets.frames, "{}", script.name);
+            assert_eq!(s.packets.tcp, p.packets.tcp, "{}", script.name);
+            assert_eq!(
+                s.packets.reassembled, p.packets.reassembled,
+                "{}",
+                script.name
+            );
+            assert_eq!(s.flows.flows, p.flows.flows, "{}", script.name);
+            assert_eq!(s.jxta.to_json(), p.jxta.to_json(), "{}", script.name);
+            assert_eq!(s.jim.pings, p.jim.pings, "{}", script.name);
+            assert_eq!(s.jim.pongs, p.jim.pongs, "{}", script.name);
+            assert_eq!(
+                serde_json::to_value(s.matcher.anomalies()).expect("json"),
+                serde_json::to_value(p.matcher.anomalies()).expect("json"),
+                "{}",
+                script.name
+            );
+            assert_eq!(
+                s.matcher.presence().changes().len(),
+                p.matcher.presence().changes().len(),
+                "{}",
+                script.name
+            );
+            assert_eq!(single.inputs[0].frames, parallel.inputs[0].frames);
+        }
+    }
+}
+
+/// The streaming analysis (`analyze_each`, what `analyze` runs) hands transactions
+/// over in exactly the order and content of the collected one, on a scenario long
+/// enough for many releases, and keeps none of them itself.
+#[test]
+fn streaming_release_keeps_report_order() {
+    let mut long = synth::four_peers();
+    long.duration_ns = 3600 * 1_000_000_000;
+    let rendered = long.render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("long.pcap");
+    std::fs::write(&path, &bytes).expect("write capture");
+    let mut got = Vec::new();
+    let a = runtime::analyze_each(
+        std::slice::from_ref(&path),
+        PipelineConfig::default(),
+        false,
+        &mut |t| got.push(t),
+    );
+    assert!(a.result.transactions.is_empty());
+    assert!(got.len() > 5000, "{} transactions", got.len());
+    let mut w = TransactionCsvWriter::new(Vec::new()).expect("csv writer");
+    for t in &got {
+        w.write(t).expect("csv row");
+    }
+    assert!(String::from_utf8(w.into_inner().expect("csv")).expect("utf-8") == truth);
 }

@@ -46,7 +46,101 @@ enum State {
     Done,
 }
 
-/// Where the current frame's bytes sit in `buf`, plus its metadata.
+/// Where the bytes of the current record come from. `block()` is the record (or
+/// pcapng block) being parsed: `clear` starts a new one, `read` appends to it.
+enum Input {
+    /// Any byte stream (standard input, a pipe): copied into `buf`.
+    Stream {
+        reader: BufReader<Box<dyn Read + Send>>,
+        buf: Vec<u8>,
+    },
+    /// A regular file mapped in memory; the block is `map[start..end]`, and `end` is
+    /// also the read position.
+    Mapped {
+        map: memmap2::Mmap,
+        start: usize,
+        end: usize,
+        /// Below this, pages have been handed back (see `Input::clear`).
+        released: usize,
+    },
+}
+
+/// Mapped pages behind the read position are handed back in steps of this much.
+const RELEASE_STEP: usize = 16 << 20;
+
+impl Input {
+    fn block(&self) -> &[u8] {
+        match self {
+            Input::Stream { buf, .. } => buf,
+            Input::Mapped {
+                map, start, end, ..
+            } => map.get(*start..*end).unwrap_or_default(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Input::Stream { buf, .. } => buf.clear(),
+            Input::Mapped {
+                map,
+                start,
+                end,
+                released,
+            } => {
+                *start = *end;
+                // Pages already read would otherwise stay mapped and count in the
+                // resident set until the whole file is: peak RSS would grow with the
+                // file. Dropping them costs nothing (they stay in the page cache).
+                if *start - *released >= RELEASE_STEP {
+                    let upto = *start & !(RELEASE_STEP - 1);
+                    // SAFETY: no borrow of the map outlives a `clear` (frames borrow
+                    // the reader), and nothing below `start` is read again; the map is
+                    // read-only, so dropping pages loses nothing.
+                    let _ = unsafe {
+                        map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            *released,
+                            upto - *released,
+                        )
+                    };
+                    *released = upto;
+                }
+            }
+        }
+    }
+
+    /// Appends up to `n` bytes to the block; returns how many there were. A stream's
+    /// buffer grows with the data actually read, so a lying length field on a short
+    /// file never allocates what it claims.
+    fn read(&mut self, n: usize) -> io::Result<usize> {
+        match self {
+            Input::Stream { reader, buf } => reader.take(n as u64).read_to_end(buf),
+            Input::Mapped { map, end, .. } => {
+                let got = n.min(map.len().saturating_sub(*end));
+                *end += got;
+                Ok(got)
+            }
+        }
+    }
+
+    /// Skips up to `n` bytes; returns how many there were.
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        match self {
+            Input::Stream { reader, .. } => io::copy(&mut reader.take(n), &mut io::sink()),
+            Input::Mapped {
+                map, start, end, ..
+            } => {
+                let left = map.len().saturating_sub(*end) as u64;
+                let got = n.min(left);
+                *end += got as usize;
+                *start = *end;
+                Ok(got)
+            }
+        }
+    }
+}
+
+/// Where the current frame's bytes sit in the block, plus its metadata.
 struct Located {
     start: usize,
     len: usize,
@@ -61,10 +155,9 @@ struct Located {
 /// skipped without being buffered, so it works on pipes of any length.
 pub struct CaptureReader {
     name: String,
-    input: BufReader<Box<dyn Read + Send>>,
+    input: Input,
     format: CaptureFormat,
     state: State,
-    buf: Vec<u8>,
     stats: CaptureStats,
 }
 
@@ -99,7 +192,40 @@ impl CaptureReader {
                 "is a directory",
             )));
         }
+        // A regular file is mapped and its records borrowed in place: no copy through
+        // a read buffer (that copy was a tenth of the analysis), and several readers
+        // of one file share the page cache (`--threads`). Like ripgrep, we accept
+        // that another process truncating the file while it is read ends the run
+        // with SIGBUS; `from_reader` is the copying alternative.
+        if meta.is_file() && meta.len() > 0 {
+            // SAFETY: the map is read-only and private to this reader; the bytes are
+            // only ever read as `&[u8]` and checked like any other input.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                let _ = map.advise(memmap2::Advice::Sequential);
+                let mut reader = Self::with_input(
+                    name,
+                    Input::Mapped {
+                        map,
+                        start: 0,
+                        end: 0,
+                        released: 0,
+                    },
+                );
+                reader.read_file_header()?;
+                return Ok(reader);
+            }
+        }
         Self::from_reader(name, Box::new(file))
+    }
+
+    fn with_input(name: String, input: Input) -> Self {
+        CaptureReader {
+            name,
+            input,
+            format: CaptureFormat::Pcapng,
+            state: State::Done,
+            stats: CaptureStats::default(),
+        }
     }
 
     /// Reads a capture from any byte stream (need not be seekable).
@@ -107,14 +233,13 @@ impl CaptureReader {
         name: impl Into<String>,
         r: Box<dyn Read + Send>,
     ) -> Result<Self, CaptureError> {
-        let mut reader = CaptureReader {
-            name: name.into(),
-            input: BufReader::with_capacity(BUF_CAPACITY, r),
-            format: CaptureFormat::Pcapng,
-            state: State::Done,
-            buf: Vec::new(),
-            stats: CaptureStats::default(),
-        };
+        let mut reader = Self::with_input(
+            name.into(),
+            Input::Stream {
+                reader: BufReader::with_capacity(BUF_CAPACITY, r),
+                buf: Vec::new(),
+            },
+        );
         reader.read_file_header()?;
         Ok(reader)
     }
@@ -149,7 +274,8 @@ impl CaptureReader {
             }
         };
         let data = self
-            .buf
+            .input
+            .block()
             .get(located.start..located.start.saturating_add(located.len))
             .unwrap_or_default();
         self.stats.frames += 1;
@@ -167,15 +293,15 @@ impl CaptureReader {
     }
 
     fn read_file_header(&mut self) -> Result<(), CaptureError> {
-        self.buf.clear();
+        self.input.clear();
         let got = self.read_into_buf(4)?;
         if got == 0 {
             return Err(CaptureError::Empty {
                 name: self.name.clone(),
             });
         }
-        let magic_le = u32_at(&self.buf, 0, false);
-        let magic_be = u32_at(&self.buf, 0, true);
+        let magic_le = u32_at(self.input.block(), 0, false);
+        let magic_be = u32_at(self.input.block(), 0, true);
         let pcap = [(PCAP_MAGIC_US, false), (PCAP_MAGIC_NS, true)]
             .into_iter()
             .find_map(|(m, nanos)| {
@@ -190,7 +316,7 @@ impl CaptureReader {
         if let Some((nanos, big_endian)) = pcap {
             self.need(got, 4, "pcap file header")?;
             self.fill(20, "pcap file header")?;
-            let link = u32_at(&self.buf, 20, big_endian);
+            let link = u32_at(self.input.block(), 20, big_endian);
             // The upper bits of the link-type field carry FCS information
             // (pcap spec, section "LinkType"); the type itself is 16 bits.
             self.state = State::Pcap {
@@ -247,21 +373,21 @@ impl CaptureReader {
         nanos: bool,
         link_type: LinkType,
     ) -> Result<Option<Located>, CaptureError> {
-        self.buf.clear();
+        self.input.clear();
         let got = self.read_into_buf(16)?;
         if got == 0 {
             self.state = State::Done;
             return Ok(None);
         }
         self.need(got, 16, "pcap record header")?;
-        let sec = u32_at(&self.buf, 0, be);
-        let frac = u32_at(&self.buf, 4, be);
-        let caplen = u32_at(&self.buf, 8, be);
-        let orig_len = u32_at(&self.buf, 12, be);
+        let sec = u32_at(self.input.block(), 0, be);
+        let frac = u32_at(self.input.block(), 4, be);
+        let caplen = u32_at(self.input.block(), 8, be);
+        let orig_len = u32_at(self.input.block(), 12, be);
         if caplen > MAX_BLOCK_LEN {
             return Err(self.too_large("pcap record", caplen.into()));
         }
-        self.buf.clear();
+        self.input.clear();
         let got = self.read_into_buf(caplen as usize)?;
         // Report the record, not its payload, as the truncated thing: that is
         // where a user would look with a hex editor.
@@ -297,7 +423,7 @@ impl CaptureReader {
             State::Pcapng { big_endian, .. } => *big_endian,
             _ => return Ok(None),
         };
-        self.buf.clear();
+        self.input.clear();
         let got = self.read_into_buf(8)?;
         if got == 0 {
             self.state = State::Done;
@@ -306,11 +432,11 @@ impl CaptureReader {
         self.need(got, 8, "pcapng block header")?;
         // The SHB type is a byte-order palindrome, so it is recognised before
         // we know the new section's byte order.
-        if u32_at(&self.buf, 0, false) == SHB_TYPE {
+        if u32_at(self.input.block(), 0, false) == SHB_TYPE {
             return self.read_shb_rest().map(|()| None);
         }
-        let block_type = u32_at(&self.buf, 0, be);
-        let block_len = u32_at(&self.buf, 4, be);
+        let block_type = u32_at(self.input.block(), 0, be);
+        let block_len = u32_at(self.input.block(), 4, be);
         if block_len < 12 || block_len & 3 != 0 {
             return Err(self.malformed(
                 "pcapng block",
@@ -330,7 +456,7 @@ impl CaptureReader {
             return Err(self.too_large("pcapng block", block_len.into()));
         }
         self.fill(block_len as usize - 8, "pcapng block")?;
-        let trailer = u32_at(&self.buf, block_len as usize - 4, be);
+        let trailer = u32_at(self.input.block(), block_len as usize - 4, be);
         if trailer != block_len {
             return Err(self.malformed(
                 "pcapng block",
@@ -357,9 +483,9 @@ impl CaptureReader {
     /// Reads the rest of a section header block whose start (type, maybe
     /// length) is already in `buf`, and starts a new section.
     fn read_shb_rest(&mut self) -> Result<(), CaptureError> {
-        let have = self.buf.len().min(12);
+        let have = self.input.block().len().min(12);
         self.fill(12 - have, "pcapng section header")?;
-        let bom = u32_at(&self.buf, 8, false);
+        let bom = u32_at(self.input.block(), 8, false);
         let be = if bom == BOM {
             false
         } else if bom == BOM.swap_bytes() {
@@ -370,7 +496,7 @@ impl CaptureReader {
                 format!("byte-order magic {bom:#010x} is neither 0x1a2b3c4d nor its swap"),
             ));
         };
-        let block_len = u32_at(&self.buf, 4, be);
+        let block_len = u32_at(self.input.block(), 4, be);
         if block_len < 28 || block_len & 3 != 0 {
             return Err(self.malformed(
                 "pcapng section header",
@@ -381,14 +507,14 @@ impl CaptureReader {
             return Err(self.too_large("pcapng section header", block_len.into()));
         }
         self.fill(block_len as usize - 12, "pcapng section header")?;
-        let major = u16_at(&self.buf, 12, be);
+        let major = u16_at(self.input.block(), 12, be);
         if major != 1 {
             return Err(self.malformed(
                 "pcapng section header",
                 format!("unsupported major version {major}"),
             ));
         }
-        let trailer = u32_at(&self.buf, block_len as usize - 4, be);
+        let trailer = u32_at(self.input.block(), block_len as usize - 4, be);
         if trailer != block_len {
             return Err(self.malformed(
                 "pcapng section header",
@@ -413,17 +539,17 @@ impl CaptureReader {
             ));
         }
         let mut iface = Interface {
-            link_type: LinkType(u32::from(u16_at(&self.buf, 8, be))),
-            snaplen: u32_at(&self.buf, 12, be),
+            link_type: LinkType(u32::from(u16_at(self.input.block(), 8, be))),
+            snaplen: u32_at(self.input.block(), 12, be),
             tsresol: 6,
             tsoffset: 0,
         };
         let mut pos = 16;
         while pos + 4 <= body_end {
-            let code = u16_at(&self.buf, pos, be);
-            let len = usize::from(u16_at(&self.buf, pos + 2, be));
+            let code = u16_at(self.input.block(), pos, be);
+            let len = usize::from(u16_at(self.input.block(), pos + 2, be));
             let value_start = pos + 4;
-            let Some(value) = self.buf.get(value_start..value_start + len) else {
+            let Some(value) = self.input.block().get(value_start..value_start + len) else {
                 return Err(self.malformed_at(
                     offset + pos as u64,
                     "interface description option",
@@ -474,11 +600,11 @@ impl CaptureReader {
                 "block too short".into(),
             ));
         }
-        let if_id = u32_at(&self.buf, 8, be);
-        let ts_units =
-            (u64::from(u32_at(&self.buf, 12, be)) << 32) | u64::from(u32_at(&self.buf, 16, be));
-        let caplen = u32_at(&self.buf, 20, be);
-        let orig_len = u32_at(&self.buf, 24, be);
+        let if_id = u32_at(self.input.block(), 8, be);
+        let ts_units = (u64::from(u32_at(self.input.block(), 12, be)) << 32)
+            | u64::from(u32_at(self.input.block(), 16, be));
+        let caplen = u32_at(self.input.block(), 20, be);
+        let orig_len = u32_at(self.input.block(), 24, be);
         if caplen as usize > body_end - 28 {
             return Err(self.malformed_at(
                 offset,
@@ -501,7 +627,7 @@ impl CaptureReader {
         if body_end < 12 {
             return Err(self.malformed_at(offset, "simple packet block", "block too short".into()));
         }
-        let orig_len = u32_at(&self.buf, 8, be);
+        let orig_len = u32_at(self.input.block(), 8, be);
         let iface = self.interface(0, offset)?;
         // An SPB has no captured-length field: it is the original length cut
         // to the interface snaplen (0 = unlimited), padding excluded.
@@ -524,8 +650,7 @@ impl CaptureReader {
     /// The buffer grows with the data actually read, so a lying length field
     /// on a short file never allocates what it claims.
     fn read_into_buf(&mut self, n: usize) -> Result<usize, CaptureError> {
-        let mut take = (&mut self.input).take(n as u64);
-        match take.read_to_end(&mut self.buf) {
+        match self.input.read(n) {
             Ok(got) => Ok(got),
             Err(source) => Err(CaptureError::Io {
                 name: self.name.clone(),
@@ -536,7 +661,7 @@ impl CaptureReader {
     }
 
     fn fill(&mut self, n: usize, what: &'static str) -> Result<(), CaptureError> {
-        let before = self.buf.len();
+        let before = self.input.block().len();
         let got = self.read_into_buf(n)?;
         if got < n {
             return Err(CaptureError::Truncated {
@@ -564,8 +689,7 @@ impl CaptureReader {
     }
 
     fn skip(&mut self, n: u64, what: &'static str) -> Result<(), CaptureError> {
-        let mut take = (&mut self.input).take(n);
-        match io::copy(&mut take, &mut io::sink()) {
+        match self.input.skip(n) {
             Ok(got) if got == n => Ok(()),
             Ok(got) => Err(CaptureError::Truncated {
                 name: self.name.clone(),

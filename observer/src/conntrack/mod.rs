@@ -8,7 +8,6 @@
 
 pub mod reassembly;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 pub use reassembly::{Delivery, Reassembler, ReassemblyStats};
@@ -156,6 +155,26 @@ impl FlowKey {
 }
 
 /// One TCP segment as the table needs it (the packet layer's fields, borrowed).
+impl FlowStats {
+    /// Adds another table's counts (the shards of a parallel analysis); the maxima
+    /// become the sum of the shards' maxima, an upper bound.
+    pub fn absorb(&mut self, o: &FlowStats) {
+        self.flows += o.flows;
+        self.flows_with_syn += o.flows_with_syn;
+        self.flows_mid_stream += o.flows_mid_stream;
+        self.max_active_flows += o.max_active_flows;
+        self.closed_fin += o.closed_fin;
+        self.closed_rst += o.closed_rst;
+        self.closed_idle += o.closed_idle;
+        self.evicted_flow_cap += o.evicted_flow_cap;
+        self.port_reuse += o.port_reuse;
+        self.closed_end_of_input += o.closed_end_of_input;
+        self.ignored_directions += o.ignored_directions;
+        self.max_buffered_bytes += o.max_buffered_bytes;
+        self.reassembly.absorb(&o.reassembly);
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct TcpSegment<'a> {
     pub ts: UnixNanos,
@@ -171,7 +190,7 @@ pub struct TcpSegment<'a> {
 
 pub struct FlowTable<S> {
     cfg: FlowConfig,
-    flows: HashMap<FlowKey, Flow<S>>,
+    flows: crate::FastMap<FlowKey, Flow<S>>,
     next_id: u64,
     buffered: usize,
     last_sweep: UnixNanos,
@@ -182,7 +201,7 @@ impl<S> FlowTable<S> {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            flows: HashMap::new(),
+            flows: crate::FastMap::default(),
             next_id: 0,
             buffered: 0,
             last_sweep: 0,
@@ -196,6 +215,17 @@ impl<S> FlowTable<S> {
 
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
+    }
+
+    /// The number the next new flow gets (numbers need only be increasing).
+    pub fn set_next_id(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id);
+    }
+
+    /// Capture time reached `now` without a segment for this table: idle flows are
+    /// closed as a segment would have closed them.
+    pub fn tick<H: FlowHandler<State = S>>(&mut self, now: UnixNanos, handler: &mut H) {
+        self.sweep_idle(now, handler);
     }
 
     /// Feeds one segment through its flow's reassembler into the handler.
@@ -335,6 +365,23 @@ impl<S> FlowTable<S> {
         }
     }
 
+    /// Earliest first-seen time of any byte still held, by reassembly or, through
+    /// `held`, by a flow's consumer: no message completed later can start before it.
+    /// One pass over the table.
+    pub fn oldest_held(&self, held: impl Fn(&S) -> Option<UnixNanos>) -> Option<UnixNanos> {
+        self.flows
+            .values()
+            .flat_map(|f| {
+                [
+                    f.dirs[0].oldest_pending(),
+                    f.dirs[1].oldest_pending(),
+                    held(&f.state),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
     /// Closes every flow (end of input): buffered data behind holes is delivered.
     pub fn finish<H: FlowHandler<State = S>>(&mut self, handler: &mut H) {
         let mut keys: Vec<(u64, FlowKey)> =
@@ -418,6 +465,7 @@ impl<S> FlowTable<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// Records every stream as text, with gaps shown as '?', and close reasons.
     #[derive(Default)]

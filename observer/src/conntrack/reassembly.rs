@@ -65,6 +65,23 @@ pub struct ReassemblyStats {
     pub implausible_segments: u64,
 }
 
+impl ReassemblyStats {
+    pub fn absorb(&mut self, o: &ReassemblyStats) {
+        self.segments += o.segments;
+        self.payload_bytes += o.payload_bytes;
+        self.out_of_order_segments += o.out_of_order_segments;
+        self.retransmitted_bytes += o.retransmitted_bytes;
+        self.overlap_bytes += o.overlap_bytes;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+        self.gaps_acked += o.gaps_acked;
+        self.gaps_flow_cap += o.gaps_flow_cap;
+        self.gaps_total_cap += o.gaps_total_cap;
+        self.gaps_close += o.gaps_close;
+        self.implausible_segments += o.implausible_segments;
+    }
+}
+
 /// Sequence distances beyond this are treated as garbage, not as data far ahead.
 const MAX_SEQ_JUMP: i64 = 1 << 30;
 
@@ -105,6 +122,12 @@ impl Reassembler {
     /// Bytes held out of order, waiting for a hole to be filled.
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
+    }
+
+    /// Earliest first-seen time of the bytes held out of order: a message delivered
+    /// later can start no earlier.
+    pub fn oldest_pending(&self) -> Option<UnixNanos> {
+        self.pending.values().map(|p| p.first_seen).min()
     }
 
     pub fn started(&self) -> bool {

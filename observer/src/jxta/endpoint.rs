@@ -50,20 +50,13 @@ pub fn addressing(msg: &Message<'_>) -> Addressing {
         match el.name.as_ref() {
             ERM_NAME | ERM_NAME_1X if a.src_peer.is_none() && a.dst_peer.is_none() => {
                 let Some(xml) = el.text() else { continue };
-                let [src, dest, last, last_hop] =
-                    root_child_texts(xml, ["Src", "Dest", "Last", "LastHop"]);
-                a.src_peer = src.as_deref().and_then(peer_of_address);
-                a.last_hop = last.or(last_hop).as_deref().and_then(peer_of_address);
-                if let Some(d) = dest.as_deref() {
-                    if let Some(ep) = parse_endpoint_address(d) {
-                        a.dst_peer = PeerId::parse(ep.address);
-                        a.service = ep.service.map(str::to_string);
-                        a.service_param = ep.param.map(str::to_string);
-                        if ep.service == Some(PIPE_SERVICE) {
-                            a.pipe_id = ep.param.map(str::to_string);
-                        }
-                    }
-                }
+                let erm = router_fields(xml);
+                a.src_peer = erm.src_peer;
+                a.last_hop = erm.last_hop;
+                a.dst_peer = erm.dst_peer;
+                a.service = erm.service;
+                a.service_param = erm.service_param;
+                a.pipe_id = erm.pipe_id;
             }
             HEADER_SRC_PEER => {
                 a.header_src_peer = el.text().and_then(PeerId::parse);
@@ -89,6 +82,95 @@ pub fn addressing(msg: &Message<'_>) -> Addressing {
         }
     }
     a
+}
+
+/// What an `EndpointRouterMsg` says (see [`Addressing`] for each field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RouterFields {
+    src_peer: Option<PeerId>,
+    dst_peer: Option<PeerId>,
+    last_hop: Option<PeerId>,
+    service: Option<String>,
+    service_param: Option<String>,
+    pipe_id: Option<String>,
+}
+
+fn router_fields(xml: &str) -> RouterFields {
+    let mut f = RouterFields::default();
+    let [src, dest, last, last_hop] = root_child_texts(xml, ["Src", "Dest", "Last", "LastHop"]);
+    f.src_peer = src.as_deref().and_then(peer_of_address);
+    f.last_hop = last.or(last_hop).as_deref().and_then(peer_of_address);
+    if let Some(d) = dest.as_deref() {
+        if let Some(ep) = parse_endpoint_address(d) {
+            f.dst_peer = PeerId::parse(ep.address);
+            f.service = ep.service.map(str::to_string);
+            f.service_param = ep.param.map(str::to_string);
+            if ep.service == Some(PIPE_SERVICE) {
+                f.pipe_id = ep.param.map(str::to_string);
+            }
+        }
+    }
+    f
+}
+
+/// The end-to-end source and destination peers of a message, as [`addressing`] finds
+/// them (`src` falls back to `EndpointHeaderSrcPeer`), with the router documents
+/// remembered: a peer sends the same `EndpointRouterMsg` to a buddy message after
+/// message, and parsing it was a third of the whole analysis. Bounded: the memo is
+/// dropped whole when it reaches [`PeerMemo::CAPACITY`] documents.
+#[derive(Debug, Default)]
+pub struct PeerMemo {
+    routers: crate::FastMap<Box<[u8]>, (Option<PeerId>, Option<PeerId>)>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl PeerMemo {
+    pub const CAPACITY: usize = 8192;
+    /// Documents larger than this are parsed every time rather than kept.
+    const MAX_KEY: usize = 4096;
+
+    pub fn peers(&mut self, msg: &Message<'_>) -> (Option<PeerId>, Option<PeerId>) {
+        let mut erm: Option<(Option<PeerId>, Option<PeerId>)> = None;
+        let mut header_src: Option<PeerId> = None;
+        for el in &msg.elements {
+            if el.namespace != NS_JXTA {
+                continue;
+            }
+            match el.name.as_ref() {
+                ERM_NAME | ERM_NAME_1X
+                    if erm.as_ref().is_none_or(|(s, d)| s.is_none() && d.is_none()) =>
+                {
+                    if let Some(peers) = self.router(el.content) {
+                        erm = Some(peers);
+                    }
+                }
+                HEADER_SRC_PEER => header_src = el.text().and_then(PeerId::parse),
+                _ => {}
+            }
+        }
+        let (src, dst) = erm.unwrap_or_default();
+        (src.or(header_src), dst)
+    }
+
+    /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
+    fn router(&mut self, content: &[u8]) -> Option<(Option<PeerId>, Option<PeerId>)> {
+        if let Some(hit) = self.routers.get(content) {
+            self.hits += 1;
+            return Some(hit.clone());
+        }
+        self.misses += 1;
+        let xml = std::str::from_utf8(content).ok()?;
+        let f = router_fields(xml);
+        let peers = (f.src_peer, f.dst_peer);
+        if content.len() <= Self::MAX_KEY {
+            if self.routers.len() >= Self::CAPACITY {
+                self.routers.clear();
+            }
+            self.routers.insert(content.into(), peers.clone());
+        }
+        Some(peers)
+    }
 }
 
 /// The peer in a `jxta://uuid-…[/service…]` address.

@@ -18,7 +18,9 @@ pub mod welcome;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-pub use endpoint::{addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress};
+pub use endpoint::{
+    addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress, PeerMemo,
+};
 pub use framing::{
     encode_datagram, encode_package, parse_datagram, parse_package_header, HeaderOrder,
     HeaderParse, PackageHeader,

@@ -171,6 +171,14 @@ impl StreamParser {
         }
     }
 
+    /// Earliest first-seen time of the bytes buffered (a message being received).
+    pub fn oldest_buffered(&self) -> Option<UnixNanos> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.core.marks.iter().map(|m| m.min).min()
+    }
+
     /// Bytes currently buffered (for memory accounting and tests).
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -4,7 +4,6 @@
 
 use super::{PacketConfig, PacketStats};
 use crate::UnixNanos;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Largest reassembled payload: the 16-bit IP length fields bound every
@@ -76,7 +75,7 @@ impl Pending {
 #[derive(Debug)]
 pub(super) struct Reassembler {
     cfg: PacketConfig,
-    pending: HashMap<FragKey, Pending>,
+    pending: crate::FastMap<FragKey, Pending>,
     bytes: usize,
     /// Oldest `first_ts` in `pending` (a lower bound), so the expiry scan
     /// runs only when something can actually have expired.
@@ -87,7 +86,7 @@ impl Reassembler {
     pub(super) fn new(cfg: PacketConfig) -> Self {
         Reassembler {
             cfg,
-            pending: HashMap::new(),
+            pending: crate::FastMap::default(),
             bytes: 0,
             oldest: UnixNanos::MAX,
         }

@@ -115,6 +115,55 @@ pub struct PacketStats {
 }
 
 /// Stateful decoder: the state is the fragment reassembly table.
+impl PacketStats {
+    /// Adds another decoder's counts (the shards of a parallel analysis).
+    pub fn absorb(&mut self, o: &PacketStats) {
+        self.frames += o.frames;
+        self.ipv4 += o.ipv4;
+        self.ipv6 += o.ipv6;
+        self.tcp += o.tcp;
+        self.udp += o.udp;
+        self.other_transport += o.other_transport;
+        self.non_ip += o.non_ip;
+        self.unknown_link_type += o.unknown_link_type;
+        self.malformed += o.malformed;
+        self.snaplen_cut += o.snaplen_cut;
+        self.fragments += o.fragments;
+        self.reassembled += o.reassembled;
+        self.fragment_timeouts += o.fragment_timeouts;
+        self.fragment_evictions += o.fragment_evictions;
+        self.fragment_overlaps += o.fragment_overlaps;
+    }
+}
+
+/// Which of `shards` a frame belongs to, from its unordered pair of IP addresses:
+/// both directions of a connection, every fragment of a datagram and every
+/// connection between two hosts go to the same shard. Frames without an IP header
+/// go to shard 0. Costs a look at the link and IP headers, nothing more.
+pub fn shard(frame: &Frame<'_>, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let LinkOutcome::Ip(ip) = link::ip_bytes(frame.link_type, frame.data) else {
+        return 0;
+    };
+    let (a, b) = match ip.first().map(|v| v >> 4) {
+        Some(4) => (ip.get(12..16), ip.get(16..20)),
+        Some(6) => (ip.get(8..24), ip.get(24..40)),
+        _ => (None, None),
+    };
+    let (Some(a), Some(b)) = (a, b) else {
+        return 0;
+    };
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    // FNV-1a: deterministic, so that every shard computes the same answer; a crafted
+    // address pair can only unbalance the shards, never change a result.
+    let h = lo.iter().chain(hi).fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % shards as u64) as usize
+}
+
 #[derive(Debug)]
 pub struct PacketDecoder {
     pub stats: PacketStats,

@@ -53,13 +53,37 @@ fn parse_rtt_us(s: &str) -> Option<u64> {
     w.parse::<u64>().ok()?.checked_mul(1000)?.checked_add(frac)
 }
 
+/// Counts what goes through, so each record's exact size is known. The csv writer
+/// is flushed into it after every record; only an explicit flush goes through to
+/// `inner` (a flush per record would be a system call per record).
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+    pass_flush: std::cell::Cell<bool>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pass_flush.get() {
+            self.inner.flush()
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Writes transactions as CSV records (header first).
 pub struct TransactionCsvWriter<W: Write> {
-    out: W,
-    /// Each record is serialised here first, so its exact size is known; the vector
-    /// is reused between records.
-    scratch: Vec<u8>,
-    bytes: u64,
+    /// Flushed after every record (into `W`, which does its own buffering), so the
+    /// count is exact per record; one record costs no allocation in the common case.
+    out: csv::Writer<Counted<W>>,
+    number: String,
 }
 
 impl<W: Write> TransactionCsvWriter<W> {
@@ -67,74 +91,83 @@ impl<W: Write> TransactionCsvWriter<W> {
     pub fn new(mut out: W) -> Result<Self, ReportError> {
         out.write_all(CSV_HEADER.as_bytes())?;
         out.write_all(b"\n")?;
-        Ok(TransactionCsvWriter {
-            out,
-            scratch: Vec::with_capacity(256),
-            bytes: CSV_HEADER.len() as u64 + 1,
-        })
+        Ok(Self::with_count(out, CSV_HEADER.len() as u64 + 1))
     }
 
     /// A writer that continues an existing file: no header.
     pub fn without_header(out: W) -> Self {
+        Self::with_count(out, 0)
+    }
+
+    fn with_count(out: W, bytes: u64) -> Self {
         TransactionCsvWriter {
-            out,
-            scratch: Vec::with_capacity(256),
-            bytes: 0,
+            out: csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .buffer_capacity(512)
+                .from_writer(Counted {
+                    inner: out,
+                    bytes,
+                    pass_flush: std::cell::Cell::new(false),
+                }),
+            number: String::with_capacity(24),
         }
     }
 
     /// Writes one record and returns its size in bytes (line terminator included).
     pub fn write(&mut self, t: &Transaction) -> Result<u64, ReportError> {
-        let opt_u64 = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let id = |v: &Option<PeerId>| v.as_ref().map(|p| defuse(p.as_str()).into_owned());
-        let text = |v: &Option<String>| v.as_deref().map(|s| defuse(s).into_owned());
-        let fields: [String; 14] = [
-            t.start.to_string(),
-            opt_u64(t.stop),
-            t.rtt_ns().map(format_rtt_us).unwrap_or_default(),
-            text(&t.poller_name).unwrap_or_default(),
-            id(&t.poller_id).unwrap_or_default(),
-            text(&t.receiver_name).unwrap_or_default(),
-            id(&t.receiver_id).unwrap_or_default(),
-            t.receiver_status
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
-            t.status.as_str().to_owned(),
-            text(&t.correlator).unwrap_or_default(),
-            t.match_method
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_default(),
-            t.ping_bytes.to_string(),
-            opt_u64(t.pong_bytes),
-            t.correlator_overhead_bytes.to_string(),
-        ];
-        self.scratch.clear();
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .buffer_capacity(512)
-            .from_writer(std::mem::take(&mut self.scratch));
-        w.write_record(&fields)?;
-        self.scratch = w
-            .into_inner()
-            .map_err(|e| ReportError::Io(std::io::Error::other(e.to_string())))?;
-        self.out.write_all(&self.scratch)?;
-        let n = self.scratch.len() as u64;
-        self.bytes += n;
-        Ok(n)
+        use std::fmt::Write as _;
+        let before = self.bytes_written();
+        let rec = &mut self.out;
+        let num = &mut self.number;
+        let mut number = |rec: &mut csv::Writer<Counted<W>>, v: Option<u64>| {
+            num.clear();
+            if let Some(v) = v {
+                let _ = write!(num, "{v}");
+            }
+            rec.write_field(num.as_bytes())
+        };
+        let text = |rec: &mut csv::Writer<Counted<W>>, v: Option<&str>| {
+            rec.write_field(defuse(v.unwrap_or_default()).as_bytes())
+        };
+        number(rec, Some(t.start))?;
+        number(rec, t.stop)?;
+        rec.write_field(t.rtt_ns().map(format_rtt_us).unwrap_or_default())?;
+        text(rec, t.poller_name.as_deref())?;
+        text(rec, t.poller_id.as_ref().map(PeerId::as_str))?;
+        text(rec, t.receiver_name.as_deref())?;
+        text(rec, t.receiver_id.as_ref().map(PeerId::as_str))?;
+        rec.write_field(t.receiver_status.map(Status::as_str).unwrap_or_default())?;
+        rec.write_field(t.status.as_str())?;
+        text(rec, t.correlator.as_deref())?;
+        rec.write_field(t.match_method.map(MatchMethod::as_str).unwrap_or_default())?;
+        number(rec, Some(t.ping_bytes))?;
+        number(rec, t.pong_bytes)?;
+        number(rec, Some(t.correlator_overhead_bytes))?;
+        rec.write_record(None::<&[u8]>)?;
+        rec.flush()?;
+        Ok(self.bytes_written() - before)
     }
 
     /// Bytes written so far, header included.
     pub fn bytes_written(&self) -> u64 {
-        self.bytes
+        self.out.get_ref().bytes
     }
 
     pub fn flush(&mut self) -> Result<(), ReportError> {
-        self.out.flush()?;
+        self.out.get_ref().pass_flush.set(true);
+        let r = self.out.flush();
+        self.out.get_ref().pass_flush.set(false);
+        r?;
         Ok(())
     }
 
-    pub fn into_inner(self) -> W {
+    /// The underlying writer (an error only if the last bytes could not be handed
+    /// to it).
+    pub fn into_inner(self) -> Result<W, ReportError> {
         self.out
+            .into_inner()
+            .map(|c| c.inner)
+            .map_err(|e| ReportError::Io(std::io::Error::other(e.to_string())))
     }
 }
 
@@ -266,7 +299,7 @@ mod tests {
     #[test]
     fn header_is_exact() {
         let w = TransactionCsvWriter::new(Vec::new()).unwrap();
-        let out = String::from_utf8(w.into_inner()).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(out, format!("{CSV_HEADER}\n"));
     }
 
@@ -279,7 +312,7 @@ mod tests {
             sum += w.write(t).unwrap();
         }
         assert_eq!(w.bytes_written(), sum + CSV_HEADER.len() as u64 + 1);
-        let bytes = w.into_inner();
+        let bytes = w.into_inner().unwrap();
         assert_eq!(bytes.len() as u64, sum + CSV_HEADER.len() as u64 + 1);
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains(",850123.456,"), "{text}");

@@ -11,7 +11,7 @@ pub mod table;
 pub use self::analysis::{full_json, message_line, render_analysis};
 pub use self::csv::{read_transactions_csv, TransactionCsvWriter, CSV_HEADER};
 pub use self::stats::RttStats;
-pub use self::summary::Summary;
+pub use self::summary::{Summary, SummaryBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -2,8 +2,6 @@
 //! presence changes, the measured correlator overhead next to the study's figures,
 //! and the anomalies.
 
-use std::collections::BTreeMap;
-
 use super::csv::TransactionCsvWriter;
 use super::stats::RttStats;
 use crate::jxta::PeerId;
@@ -158,36 +156,59 @@ fn pct(part: Option<f64>, whole: Option<f64>) -> Option<f64> {
     }
 }
 
-impl Summary {
-    pub fn build(
-        transactions: &[Transaction],
-        matcher: &Matcher,
-        capture_duration_ns: u64,
-    ) -> Summary {
-        let mut counts = StatusCounts::default();
-        // Pairs keyed by identity (ID, else name) so that a name change does not split
-        // a pair; the label is the latest name seen.
-        type Key = (String, String);
-        struct Acc {
-            poller: String,
-            poller_id: Option<String>,
-            receiver: String,
-            receiver_id: Option<String>,
-            counts: StatusCounts,
-            rtts: Vec<u64>,
+/// A pair's identity in the summary: the peer ID, else the name (or `?`), so that a
+/// name change does not split a pair.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Ident {
+    Id(PeerId),
+    Name(String),
+}
+
+fn ident(name: &Option<String>, id: &Option<PeerId>) -> Ident {
+    match id {
+        Some(id) => Ident::Id(id.clone()),
+        None => Ident::Name(label(name, &None)),
+    }
+}
+
+struct PairAcc {
+    poller: String,
+    poller_id: Option<String>,
+    receiver: String,
+    receiver_id: Option<String>,
+    counts: StatusCounts,
+    rtts: Vec<u64>,
+}
+
+/// Builds a [`Summary`] from transactions given one at a time, so that an analysis
+/// need not keep them: what it holds is the per-pair counts and the RTTs (8 bytes per
+/// answered transaction, which exact percentiles need).
+pub struct SummaryBuilder {
+    counts: StatusCounts,
+    pairs: crate::FastMap<(Ident, Ident), PairAcc>,
+    csv: TransactionCsvWriter<std::io::Sink>,
+}
+
+impl Default for SummaryBuilder {
+    fn default() -> Self {
+        SummaryBuilder {
+            counts: StatusCounts::default(),
+            pairs: crate::FastMap::default(),
+            csv: TransactionCsvWriter::without_header(std::io::sink()),
         }
-        let mut pairs: BTreeMap<Key, Acc> = BTreeMap::new();
-        for t in transactions {
-            counts.add(t.status);
-            let pk = t
-                .poller_id
-                .as_ref()
-                .map_or_else(|| label(&t.poller_name, &None), |i| i.to_string());
-            let rk = t
-                .receiver_id
-                .as_ref()
-                .map_or_else(|| label(&t.receiver_name, &None), |i| i.to_string());
-            let acc = pairs.entry((pk, rk)).or_insert_with(|| Acc {
+    }
+}
+
+impl SummaryBuilder {
+    pub fn add(&mut self, t: &Transaction) {
+        self.counts.add(t.status);
+        let acc = self
+            .pairs
+            .entry((
+                ident(&t.poller_name, &t.poller_id),
+                ident(&t.receiver_name, &t.receiver_id),
+            ))
+            .or_insert_with(|| PairAcc {
                 poller: label(&t.poller_name, &t.poller_id),
                 poller_id: t.poller_id.as_ref().map(|i| i.to_string()),
                 receiver: label(&t.receiver_name, &t.receiver_id),
@@ -195,16 +216,31 @@ impl Summary {
                 counts: StatusCounts::default(),
                 rtts: Vec::new(),
             });
-            if t.poller_name.is_some() {
-                acc.poller = label(&t.poller_name, &None);
+        // The label is the latest name seen.
+        if let Some(n) = &t.poller_name {
+            if acc.poller != *n {
+                acc.poller = n.clone();
             }
-            if t.receiver_name.is_some() {
-                acc.receiver = label(&t.receiver_name, &None);
-            }
-            acc.counts.add(t.status);
-            acc.rtts.extend(t.rtt_ns());
         }
-        let rtt_ms = RttStats::from_ns(transactions.iter().filter_map(Transaction::rtt_ns));
+        if let Some(n) = &t.receiver_name {
+            if acc.receiver != *n {
+                acc.receiver = n.clone();
+            }
+        }
+        acc.counts.add(t.status);
+        acc.rtts.extend(t.rtt_ns());
+        // What the CSV costs, measured by serialising the record with the real writer.
+        let _ = self.csv.write(t);
+    }
+
+    pub fn finish(self, matcher: &Matcher, capture_duration_ns: u64) -> Summary {
+        let SummaryBuilder { counts, pairs, csv } = self;
+        let csv_bytes = csv.bytes_written();
+        let mut all: Vec<u64> = Vec::with_capacity(counts.ok as usize);
+        for a in pairs.values() {
+            all.extend_from_slice(&a.rtts);
+        }
+        let rtt_ms = RttStats::from_ns(all);
         let mut pairs: Vec<PairSummary> = pairs
             .into_values()
             .map(|a| PairSummary {
@@ -258,14 +294,7 @@ impl Summary {
             })
             .collect();
 
-        // CSV size measured by serialising the records with the real writer.
-        let mut csv_bytes = 0u64;
-        if let Ok(mut w) = TransactionCsvWriter::new(std::io::sink()) {
-            for t in transactions {
-                csv_bytes += w.write(t).unwrap_or(0);
-            }
-        }
-        let n = transactions.len() as u64;
+        let n = counts.total;
         let hours = capture_duration_ns as f64 / 3.6e12;
         let o = matcher.overhead();
         let ping_msg = ratio(o.ping.message_bytes, o.ping.count);
@@ -315,6 +344,20 @@ impl Summary {
             anomalies: matcher.anomalies().clone(),
             capture_duration_ns,
         }
+    }
+}
+
+impl Summary {
+    pub fn build(
+        transactions: &[Transaction],
+        matcher: &Matcher,
+        capture_duration_ns: u64,
+    ) -> Summary {
+        let mut b = SummaryBuilder::default();
+        for t in transactions {
+            b.add(t);
+        }
+        b.finish(matcher, capture_duration_ns)
     }
 
     pub fn to_json(&self) -> serde_json::Value {

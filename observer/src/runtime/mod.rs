@@ -3,7 +3,9 @@
 
 pub mod offline;
 pub mod online;
+pub mod parallel;
 pub mod pipeline;
 
-pub use offline::{analyze, Analysis, InputSummary};
+pub use offline::{analyze, analyze_each, Analysis, InputSummary};
+pub use parallel::analyze_parallel;
 pub use pipeline::{JimStats, MessageRecord, Pipeline, PipelineConfig, PipelineResult};

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureError, CaptureFormat, CaptureReader};
+use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame};
+use crate::transaction::Transaction;
 
 /// What was read from one input.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,20 +35,49 @@ impl Analysis {
     }
 }
 
-/// Runs the pipeline over the inputs. `progress` shows a bar on a terminal.
+/// Runs the pipeline over the inputs. `progress` shows a bar on a terminal. The
+/// transactions are in `result.transactions`, in report order.
 pub fn analyze(inputs: &[PathBuf], cfg: PipelineConfig, progress: bool) -> Analysis {
+    let mut transactions = Vec::new();
+    let mut analysis = analyze_each(inputs, cfg, progress, &mut |t| transactions.push(t));
+    analysis.result.transactions = transactions;
+    analysis
+}
+
+/// Like [`analyze`], but each transaction goes to `on_transaction` (in report order)
+/// as soon as no earlier one can still finish, instead of being kept: memory then
+/// depends on the traffic in flight, not on the length of the capture.
+/// `result.transactions` is left empty.
+pub fn analyze_each(
+    inputs: &[PathBuf],
+    cfg: PipelineConfig,
+    progress: bool,
+    on_transaction: &mut dyn FnMut(Transaction),
+) -> Analysis {
     let mut pipeline = Pipeline::new(cfg);
     let mut summaries = Vec::with_capacity(inputs.len());
     for path in inputs {
-        summaries.push(read_input(path, &mut pipeline, progress));
+        summaries.push(read_input(path, progress, &mut |frame| {
+            pipeline.frame(frame);
+            pipeline.release_ordered(&mut |t| on_transaction(t));
+        }));
+    }
+    let mut result = pipeline.finish();
+    for t in result.transactions.drain(..) {
+        on_transaction(t);
     }
     Analysis {
-        result: pipeline.finish(),
+        result,
         inputs: summaries,
     }
 }
 
-fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSummary {
+/// Reads one input to its end or first error, handing each frame to `on_frame`.
+pub(crate) fn read_input(
+    path: &Path,
+    progress: bool,
+    on_frame: &mut dyn FnMut(&Frame<'_>),
+) -> InputSummary {
     let name = path.display().to_string();
     let mut reader = match CaptureReader::open(path) {
         Ok(r) => r,
@@ -66,7 +96,7 @@ fn read_input(path: &Path, pipeline: &mut Pipeline, progress: bool) -> InputSumm
     let mut error: Option<CaptureError> = None;
     loop {
         match reader.next_frame() {
-            Ok(Some(frame)) => pipeline.frame(&frame),
+            Ok(Some(frame)) => on_frame(&frame),
             Ok(None) => break,
             Err(e) => {
                 error = Some(e);

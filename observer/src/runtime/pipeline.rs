@@ -9,7 +9,7 @@ use crate::conntrack::{
     CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowStats, FlowTable, Interest,
     TcpSegment,
 };
-use crate::jim::{self, Kind};
+use crate::jim::{self, Document, Kind};
 use crate::jxta::{
     self, FramedMessage, JxtaStats, Message, PeerId, StreamConfig, StreamEvent, StreamParser,
     StreamStart,
@@ -45,6 +45,17 @@ pub struct JimStats {
     pub malformed: u64,
     /// Well-formed XML elements whose root is not a JIM document.
     pub other_xml: u64,
+}
+
+impl JimStats {
+    pub fn absorb(&mut self, o: &JimStats) {
+        self.documents += o.documents;
+        self.pings += o.pings;
+        self.pongs += o.pongs;
+        self.messages += o.messages;
+        self.malformed += o.malformed;
+        self.other_xml += o.other_xml;
+    }
 }
 
 /// One decoded JXTA message, as `observer messages` lists it.
@@ -105,6 +116,30 @@ struct App {
     matcher: Matcher,
     finished: Vec<Transaction>,
     records: Option<Vec<MessageRecord>>,
+    peers: jxta::PeerMemo,
+    /// A shard of a parallel analysis: what would go to the matcher is queued here
+    /// instead, for the thread that owns the matcher (see `runtime::parallel`).
+    remote: Option<Vec<Matched>>,
+    /// Index (from 1) of the frame being processed and the capture time then.
+    at: (u64, UnixNanos),
+}
+
+/// What the decoding stages hand to the matcher.
+#[derive(Debug)]
+pub enum MatchEvent {
+    Document(Box<(Document, Sighting)>),
+    Malformed,
+}
+
+/// A [`MatchEvent`] with where it happened, so that events from several shards can
+/// be put back in the order one pipeline would have produced them: by frame, and at
+/// the end of the input (frame `u64::MAX`) by flow, in the order flows appeared.
+#[derive(Debug)]
+pub struct Matched {
+    pub frame: u64,
+    pub flow: u64,
+    pub now: UnixNanos,
+    pub event: MatchEvent,
 }
 
 /// Where a message was seen, for the sighting and for `observer messages`.
@@ -124,6 +159,138 @@ pub struct Pipeline {
     decoder: Decoder,
     now: UnixNanos,
     first_ts: Option<UnixNanos>,
+    ordered: Reorder,
+    frames: u64,
+}
+
+/// Finished transactions held until none that starts earlier can still finish, so
+/// that they leave in the report's order (start, poller, receiver, correlator)
+/// without the whole run's transactions being kept.
+#[derive(Default)]
+pub(crate) struct Reorder {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<ByStart>>,
+    /// Finish order, the last key: equal keys leave in the order they finished, as a
+    /// stable sort of the whole run would have them.
+    seq: u64,
+    /// Everything that starts before this has been released.
+    released_below: UnixNanos,
+    /// Transactions that finished after later-starting ones had been released.
+    late: u64,
+    /// Capture time of the last watermark computation (it costs a pass over the
+    /// flow table, so it runs at most once per `RECHECK_NS` of capture time).
+    checked_at: UnixNanos,
+}
+
+/// How far capture time may step back (merged interfaces, clock steps) and the
+/// report still come out in start order. Transactions are held for this long (plus
+/// the PING timeout); one that starts before what was already released (a capture
+/// whose time jumps back further) is released at once and counted.
+const REORDER_SKEW_NS: u64 = 1_000_000_000;
+const RECHECK_NS: u64 = 1_000_000_000;
+/// Below this many held transactions the watermark is not even computed.
+const REORDER_BATCH: usize = 4096;
+
+impl Reorder {
+    pub(crate) fn push(&mut self, t: Transaction) {
+        if t.start < self.released_below {
+            self.late += 1;
+        }
+        self.seq += 1;
+        self.heap.push(std::cmp::Reverse(ByStart(t, self.seq)));
+    }
+
+    /// Worth computing a watermark: enough held, and capture time moved on.
+    pub(crate) fn due(&self, now: UnixNanos) -> bool {
+        self.heap.len() >= REORDER_BATCH && now >= self.checked_at.saturating_add(RECHECK_NS)
+    }
+
+    /// Every transaction still to come starts at or after the first byte of a PING
+    /// already outstanding, or of a message still being received (held by the
+    /// stream parsers or by reassembly): `bounds`; or of bytes not captured yet, which
+    /// are no older than `now` (less the skew allowed).
+    pub(crate) fn watermark(
+        &mut self,
+        now: UnixNanos,
+        bounds: impl IntoIterator<Item = Option<UnixNanos>>,
+    ) -> UnixNanos {
+        self.checked_at = now;
+        bounds
+            .into_iter()
+            .flatten()
+            .fold(now.saturating_sub(REORDER_SKEW_NS), UnixNanos::min)
+    }
+
+    /// Hands over, in order, what starts before `watermark`.
+    pub(crate) fn release(&mut self, watermark: UnixNanos, out: &mut impl FnMut(Transaction)) {
+        self.released_below = self.released_below.max(watermark);
+        while let Some(top) = self.heap.peek() {
+            if top.0 .0.start >= watermark {
+                break;
+            }
+            if let Some(std::cmp::Reverse(ByStart(t, _))) = self.heap.pop() {
+                out(t);
+            }
+        }
+    }
+
+    /// The end: what is held, in order, then `later` (finished after everything
+    /// held), each in report order.
+    pub(crate) fn finish(self, later: &mut Vec<Transaction>) {
+        if self.late > 0 {
+            tracing::warn!(
+                "{} transactions listed out of start order: capture time stepped back more than {} s",
+                self.late,
+                REORDER_SKEW_NS / 1_000_000_000
+            );
+        }
+        let mut held: Vec<ByStart> = self.heap.into_iter().map(|r| r.0).collect();
+        held.sort_unstable();
+        later.splice(0..0, held.into_iter().map(|b| b.0));
+        later.sort_by(|a, b| {
+            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
+                b.start,
+                &b.poller_id,
+                &b.receiver_id,
+                &b.correlator,
+            ))
+        });
+    }
+}
+
+/// A transaction ordered as the report lists them.
+struct ByStart(Transaction, u64);
+
+impl ByStart {
+    #[allow(clippy::type_complexity)]
+    fn key(
+        &self,
+    ) -> (
+        UnixNanos,
+        &Option<PeerId>,
+        &Option<PeerId>,
+        &Option<String>,
+        u64,
+    ) {
+        let t = &self.0;
+        (t.start, &t.poller_id, &t.receiver_id, &t.correlator, self.1)
+    }
+}
+
+impl PartialEq for ByStart {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for ByStart {}
+impl PartialOrd for ByStart {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByStart {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl Pipeline {
@@ -142,11 +309,86 @@ impl Pipeline {
                     matcher: Matcher::new(cfg.matcher),
                     finished: Vec::new(),
                     records: cfg.record_messages.then(Vec::new),
+                    peers: jxta::PeerMemo::default(),
+                    remote: None,
+                    at: (0, 0),
                 },
             },
             now: 0,
             first_ts: None,
+            ordered: Reorder::default(),
+            frames: 0,
         }
+    }
+
+    /// A shard of a parallel analysis: everything up to the matcher, whose input is
+    /// queued (take it with [`Pipeline::take_matched`]). Flows are numbered by the
+    /// index of the frame that opened them, so that numbers agree across shards.
+    pub fn new_shard(cfg: PipelineConfig) -> Self {
+        let mut p = Pipeline::new(cfg);
+        p.decoder.app.remote = Some(Vec::new());
+        p
+    }
+
+    /// A frame that another shard processes: only time moves (timeouts, idle flows).
+    pub fn skip_frame(&mut self, ts: UnixNanos) {
+        self.frames += 1;
+        self.first_ts.get_or_insert(ts);
+        if ts > self.now {
+            self.now = ts;
+        }
+        self.flows.tick(ts, &mut self.decoder);
+    }
+
+    /// What a shard has queued for the matcher since the last call.
+    pub fn take_matched(&mut self) -> Vec<Matched> {
+        self.decoder
+            .app
+            .remote
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Earliest first-seen time of the bytes held in flows (reassembly and stream
+    /// parsers): no message still to complete starts before it. A pass over the flows.
+    pub fn oldest_held(&self) -> Option<UnixNanos> {
+        self.flows.oldest_held(|c: &Conn| {
+            c.parsers
+                .iter()
+                .filter_map(StreamParser::oldest_buffered)
+                .min()
+        })
+    }
+
+    /// Ends a shard: flows are closed (their last messages queued, at frame
+    /// `u64::MAX`); returns the queue's rest and the shard's counters.
+    pub fn finish_shard(mut self) -> (Vec<Matched>, PipelineResult) {
+        self.decoder.app.at = (u64::MAX, self.now);
+        let matched = {
+            self.flows.finish(&mut self.decoder);
+            self.take_matched()
+        };
+        (matched, self.finish())
+    }
+
+    /// Hands over, in report order, the finished transactions that no transaction
+    /// still to finish can precede. The rest stay until a later call or `finish`.
+    pub fn release_ordered(&mut self, out: &mut impl FnMut(Transaction)) {
+        for t in self.decoder.app.finished.drain(..) {
+            self.ordered.push(t);
+        }
+        if !self.ordered.due(self.now) {
+            return;
+        }
+        let watermark = self.ordered.watermark(
+            self.now,
+            [
+                self.decoder.app.matcher.oldest_outstanding(),
+                self.oldest_held(),
+            ],
+        );
+        self.ordered.release(watermark, out);
     }
 
     /// Capture time: the latest timestamp seen (frames may step back a little when
@@ -201,11 +443,13 @@ impl Pipeline {
     }
 
     pub fn frame(&mut self, frame: &Frame<'_>) {
+        self.frames += 1;
         if frame.ts > self.now {
             self.now = frame.ts;
             let app = &mut self.decoder.app;
             app.matcher.advance(self.now, &mut app.finished);
         }
+        self.decoder.app.at = (self.frames, self.now);
         self.first_ts.get_or_insert(frame.ts);
         let Some(seg) = self.packets.decode(frame) else {
             return;
@@ -235,6 +479,9 @@ impl Pipeline {
                     rst: flags.rst,
                     payload,
                 };
+                if self.decoder.app.remote.is_some() {
+                    self.flows.set_next_id(self.frames);
+                }
                 self.flows.segment(&tcp, &mut self.decoder);
             }
             L4::Udp { payload } => {
@@ -281,16 +528,10 @@ impl Pipeline {
             mut matcher,
             mut finished,
             records,
+            ..
         } = app;
         matcher.finish(self.now, &mut finished);
-        finished.sort_by(|a, b| {
-            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
-                b.start,
-                &b.poller_id,
-                &b.receiver_id,
-                &b.correlator,
-            ))
-        });
+        self.ordered.finish(&mut finished);
         PipelineResult {
             transactions: finished,
             packets: self.packets.stats.clone(),
@@ -307,7 +548,7 @@ impl Pipeline {
 
 /// The stream parsers and the message decoder count into separate structs (they are
 /// borrowed at the same time); the report shows one.
-fn merge_stats(mut a: JxtaStats, b: JxtaStats) -> JxtaStats {
+pub(crate) fn merge_stats(mut a: JxtaStats, b: JxtaStats) -> JxtaStats {
     a.welcomes += b.welcomes;
     a.messages_tcp += b.messages_tcp;
     a.messages_udp += b.messages_udp;
@@ -365,7 +606,9 @@ impl App {
             }
         };
         self.message_stats.count_message(&msg, udp);
-        let addressing = jxta::addressing(&msg);
+        // Only the end-to-end peers matter here; documents are rare among messages,
+        // but when there are some the router element is looked up once per message.
+        let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
         for element in &msg.elements {
             // The stack's own elements (router, endpoint addresses, wire headers) are in
             // the `jxta` namespace; application payloads never are.
@@ -383,7 +626,15 @@ impl App {
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed JIM document");
                     self.jim.malformed += 1;
-                    self.matcher.count_malformed();
+                    match &mut self.remote {
+                        Some(q) => q.push(Matched {
+                            frame: self.at.0,
+                            flow: origin.flow.unwrap_or(0),
+                            now: self.at.1,
+                            event: MatchEvent::Malformed,
+                        }),
+                        None => self.matcher.count_malformed(),
+                    }
                     continue;
                 }
             };
@@ -393,21 +644,27 @@ impl App {
                 Kind::Pong => self.jim.pongs += 1,
                 Kind::Message => self.jim.messages += 1,
             }
+            let (src_peer, dst_peer) = peers.get_or_insert_with(|| self.peers.peers(&msg)).clone();
             let sighting = Sighting {
                 start: framed.start,
                 stop: framed.stop,
-                src_peer: addressing
-                    .src_peer
-                    .clone()
-                    .or_else(|| addressing.header_src_peer.clone()),
-                dst_peer: addressing.dst_peer.clone(),
+                src_peer,
+                dst_peer,
                 hop_src: origin.hop_src.clone(),
                 hop_dst: origin.hop_dst.clone(),
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,
             };
-            self.matcher.observe(&doc, &sighting, &mut self.finished);
+            match &mut self.remote {
+                Some(q) => q.push(Matched {
+                    frame: self.at.0,
+                    flow: origin.flow.unwrap_or(0),
+                    now: self.at.1,
+                    event: MatchEvent::Document(Box::new((doc, sighting))),
+                }),
+                None => self.matcher.observe(&doc, &sighting, &mut self.finished),
+            }
         }
     }
 }

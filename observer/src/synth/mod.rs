@@ -175,7 +175,8 @@ impl Rendered {
         for t in &self.truth {
             w.write(t).map_err(std::io::Error::other)?;
         }
-        Ok(w.into_inner())
+        w.into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 

@@ -12,7 +12,7 @@
 //! the candidate stop).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
@@ -91,15 +91,15 @@ pub struct MatcherSizes {
 #[derive(Debug)]
 pub struct Matcher {
     cfg: MatcherConfig,
-    pairs: HashMap<PairKey, PairState>,
-    finished: HashMap<(PairKey, String), Finished>,
+    pairs: crate::FastMap<PairKey, PairState>,
+    finished: crate::FastMap<(PairKey, String), Finished>,
     finished_order: VecDeque<(PairKey, String)>,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
     live: usize,
     next_seq: u64,
-    names: HashMap<PeerId, String>,
+    names: crate::FastMap<PeerId, String>,
     anomalies: Anomalies,
     presence: Presence,
     overhead: OverheadTally,
@@ -114,13 +114,13 @@ impl Matcher {
         };
         Matcher {
             cfg,
-            pairs: HashMap::new(),
-            finished: HashMap::new(),
+            pairs: crate::FastMap::default(),
+            finished: crate::FastMap::default(),
             finished_order: VecDeque::new(),
             deadlines: BinaryHeap::new(),
             live: 0,
             next_seq: 0,
-            names: HashMap::new(),
+            names: crate::FastMap::default(),
             anomalies: Anomalies::default(),
             presence: Presence::default(),
             overhead: OverheadTally::default(),
@@ -178,6 +178,15 @@ impl Matcher {
             Kind::Pong => self.on_pong(doc, s, out),
             Kind::Message => self.anomalies.messages += 1,
         }
+    }
+
+    /// A lower bound of the start of every PING still outstanding (every transaction
+    /// still to come from what has been seen so far starts no earlier). The deadline
+    /// heap may still hold answered PINGs, which only makes the bound lower.
+    pub fn oldest_outstanding(&self) -> Option<UnixNanos> {
+        self.deadlines
+            .peek()
+            .map(|Reverse((deadline, _, _))| deadline.saturating_sub(self.cfg.timeout_ns))
     }
 
     /// Expires PINGs whose `start + timeout <= now`.

@@ -1,8 +1,6 @@
 //! Presence: each peer's state over time, as the PONGs carried it, and which poller
 //! learned each new state when (the study's notification time per watcher).
 
-use std::collections::HashMap;
-
 use super::PeerKey;
 use crate::jim::Status;
 use crate::jxta::PeerId;
@@ -48,7 +46,7 @@ pub struct PresenceChange {
 
 #[derive(Clone, Debug, Default)]
 pub struct Presence {
-    peers: HashMap<PeerKey, (PeerPresence, Option<usize>)>,
+    peers: crate::FastMap<PeerKey, (PeerPresence, Option<usize>)>,
     changes: Vec<PresenceChange>,
     dropped: u64,
 }
