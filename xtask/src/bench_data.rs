@@ -48,6 +48,10 @@ pub struct Spec {
     /// Replay the real discovery traffic at connection set-up (`false`: handshake
     /// and welcome lines only, for very many connections).
     pub full_setup: bool,
+    /// PING/PONG exchanges per connection before it is closed and the pair opens a
+    /// new one (`Some(9)`: the real connection replayed whole, ten transactions with
+    /// the one in its set-up); `None`: one connection per pair for the whole file.
+    pub rounds_per_connection: Option<u64>,
 }
 
 impl Spec {
@@ -62,6 +66,7 @@ impl Spec {
             seconds: None,
             background: 0.0,
             full_setup: true,
+            rounds_per_connection: Some(9),
         };
         vec![
             jxta("jxta-0.1g", 100 << 20),
@@ -80,6 +85,7 @@ impl Spec {
                 seconds: Some(3600),
                 background: 0.0,
                 full_setup: false,
+                rounds_per_connection: None,
             },
         ]
     }
@@ -250,6 +256,9 @@ struct Conn {
     phase_start: u64,
     /// Start of round 0's exchange.
     first_round: u64,
+    pair: u64,
+    /// How many connections this pair opened before this one.
+    generation: u64,
 }
 
 struct Out<W: Write> {
@@ -263,10 +272,8 @@ impl<W: Write> Out<W> {
     fn tcp(
         &mut self,
         ts: u64,
-        src: SocketAddr,
-        dst: SocketAddr,
-        seq: u32,
-        ack: u32,
+        (src, dst): (SocketAddr, SocketAddr),
+        (seq, ack): (u32, u32),
         flags: TcpFlags,
         payload: &[u8],
     ) -> Result<()> {
@@ -357,11 +364,11 @@ impl Background {
             .map(|(a, s, _)| (&*a, s))
             .chain(self.http.iter_mut().map(|(a, s)| (&*a, s)))
         {
-            out.tcp(ts, a[0], a[1], s[0], 0, syn, &[])?;
-            out.tcp(ts, a[1], a[0], s[1], s[0] + 1, synack, &[])?;
+            out.tcp(ts, (a[0], a[1]), (s[0], 0), syn, &[])?;
+            out.tcp(ts, (a[1], a[0]), (s[1], s[0] + 1), synack, &[])?;
             s[0] += 1;
             s[1] += 1;
-            out.tcp(ts, a[0], a[1], s[0], s[1], ack, &[])?;
+            out.tcp(ts, (a[0], a[1]), (s[0], s[1]), ack, &[])?;
         }
         Ok(())
     }
@@ -387,25 +394,25 @@ impl Background {
                 let (a, s, sent) = &mut self.bulk[(t % n) as usize];
                 for _ in 0..2 {
                     let payload = &self.noise[noise_at..noise_at + 1448];
-                    out.tcp(ts, a[1], a[0], s[1], s[0], push, payload)?;
+                    out.tcp(ts, (a[1], a[0]), (s[1], s[0]), push, payload)?;
                     s[1] = s[1].wrapping_add(1448);
                     *sent += 1448;
                 }
-                out.tcp(ts, a[0], a[1], s[0], s[1], ack, &[])?;
+                out.tcp(ts, (a[0], a[1]), (s[0], s[1]), ack, &[])?;
             }
             6 => {
                 let n = self.http.len() as u64;
                 let (a, s) = &mut self.http[(t % n) as usize];
                 let req = b"GET /static/app.js HTTP/1.1\r\nHost: intranet\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
-                out.tcp(ts, a[0], a[1], s[0], s[1], push, req)?;
+                out.tcp(ts, (a[0], a[1]), (s[0], s[1]), push, req)?;
                 s[0] = s[0].wrapping_add(req.len() as u32);
                 let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/javascript\r\nContent-Length: 2896\r\n\r\n".to_vec();
                 resp.extend_from_slice(&self.noise[noise_at..noise_at + 1448 - resp.len()]);
                 for seg in [&resp[..], &self.noise[noise_at..noise_at + 1448]] {
-                    out.tcp(ts, a[1], a[0], s[1], s[0], push, seg)?;
+                    out.tcp(ts, (a[1], a[0]), (s[1], s[0]), push, seg)?;
                     s[1] = s[1].wrapping_add(seg.len() as u32);
                 }
-                out.tcp(ts, a[0], a[1], s[0], s[1], ack, &[])?;
+                out.tcp(ts, (a[0], a[1]), (s[0], s[1]), ack, &[])?;
             }
             _ => {
                 let n = self.udp.len() as u64;
@@ -434,6 +441,7 @@ pub struct Written {
     pub peers: u32,
     pub buddies: u32,
     pub rounds_per_connection: u64,
+    pub connections_per_pair: u64,
     pub interval_s: f64,
     pub duration_s: f64,
     pub background_share: f64,
@@ -461,13 +469,16 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         bail!(
             "{} pairs need {} MB of set-up alone: raise --size or lower --peers/--buddies",
             pairs,
-            pairs * fixed >> 20
+            (pairs * fixed) >> 20
         );
     };
-    let rounds = (rest / (pairs * exchange)).max(1);
+    let (rounds, generations) = match spec.rounds_per_connection {
+        Some(k) => (k, (jxta_target / (pairs * (fixed + k * exchange))).max(1)),
+        None => ((rest / (pairs * exchange)).max(1), 1),
+    };
     let interval = match (spec.interval_ns, spec.seconds) {
         (Some(i), _) => i,
-        (None, Some(s)) => s * 1_000_000_000 / (rounds + 1),
+        (None, Some(s)) => s * 1_000_000_000 / (generations * (rounds + 1) + 1),
         (None, None) => 10_000_000_000,
     };
     let setup_len = template.setup.last().map_or(0, |s| s.at_ns) + 1_000_000;
@@ -517,6 +528,8 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
                 step: 0,
                 phase_start: start,
                 first_round: start + setup_len,
+                pair: p,
+                generation: 0,
             }
         })
         .collect();
@@ -541,9 +554,10 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         let step = &steps[c.step];
         payload.clear();
         payload.extend_from_slice(&step.payload);
-        let round = match c.phase {
-            Phase::Exchange(r) => r + 1,
-            _ => 0,
+        // Correlators unique within the pair: the set-up's PING and each round's.
+        let corr_id = match c.phase {
+            Phase::Exchange(r) => format!("c{:08x}", c.generation * rounds + r),
+            _ => format!("s{:08x}", c.generation),
         };
         for &(at, kind) in &step.patches {
             match kind {
@@ -551,11 +565,7 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
                 Patch::ReceiverId => payload[at..at + 32].copy_from_slice(&peer_unique(c.receiver)),
                 Patch::PollerName => payload[at..at + 10].copy_from_slice(&peer_name(c.poller)),
                 Patch::ReceiverName => payload[at..at + 10].copy_from_slice(&peer_name(c.receiver)),
-                Patch::Correlator if round > 0 => {
-                    let text = format!("c{:08x}", round);
-                    payload[at..at + 9].copy_from_slice(text.as_bytes());
-                }
-                Patch::Correlator => {}
+                Patch::Correlator => payload[at..at + 9].copy_from_slice(corr_id.as_bytes()),
             }
         }
         if memchr::memmem::find(&payload, b"<PING>").is_some() {
@@ -566,10 +576,8 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         let before = out.bytes;
         out.tcp(
             ts,
-            c.addrs[d],
-            c.addrs[1 - d],
-            c.seq[d],
-            ack,
+            (c.addrs[d], c.addrs[1 - d]),
+            (c.seq[d], ack),
             step.flags,
             &payload,
         )?;
@@ -585,10 +593,23 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
                 Phase::Setup => Phase::Exchange(0),
                 Phase::Exchange(r) if r + 1 < rounds => Phase::Exchange(r + 1),
                 Phase::Exchange(_) => Phase::Teardown,
+                Phase::Teardown if c.generation + 1 < generations => {
+                    // The pair connects again, from a new port, one interval later.
+                    c.generation += 1;
+                    let n = c.pair + c.generation * pairs;
+                    c.addrs[0].set_port(20000 + (n % 40000) as u16);
+                    c.seq = [
+                        (n as u32).wrapping_mul(2_654_435_761),
+                        (n as u32).wrapping_mul(40_503) ^ 0x5555_0000,
+                    ];
+                    c.first_round = ts + interval + setup_len;
+                    Phase::Setup
+                }
                 Phase::Teardown | Phase::Done => Phase::Done,
             };
             c.phase_start = match c.phase {
                 Phase::Exchange(r) => c.first_round + r * interval,
+                Phase::Setup => c.first_round - setup_len,
                 _ => c.first_round + rounds * interval,
             };
         }
@@ -613,10 +634,11 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         file: file.clone(),
         bytes: out.bytes,
         frames: out.frames,
-        connections: pairs,
+        connections: pairs * generations,
         peers: spec.peers,
         buddies: spec.buddies,
         rounds_per_connection: rounds,
+        connections_per_pair: generations,
         interval_s: interval as f64 / 1e9,
         duration_s: (out.last_ts - T0) as f64 / 1e9,
         background_share: spec.background,

@@ -98,6 +98,10 @@ enum Command {
         /// Connection set-up with handshake and welcome lines only (no discovery).
         #[arg(long)]
         short_setup: bool,
+        /// PING/PONG rounds per connection before the pair reconnects (9: the real
+        /// connection replayed whole); default one connection per pair.
+        #[arg(long)]
+        rounds: Option<u64>,
     },
     /// Run observer (1 and N threads), tshark, tcpdump and cat side by side on the
     /// benchmark captures; medians, ratios and peak RSS as Markdown on stdout and in
@@ -277,6 +281,7 @@ fn main() -> Result<()> {
             interval,
             background,
             short_setup,
+            rounds,
         } => {
             let root = workspace_root();
             let out = if out.is_absolute() {
@@ -301,6 +306,7 @@ fn main() -> Result<()> {
                     seconds: None,
                     background,
                     full_setup: !short_setup,
+                    rounds_per_connection: rounds,
                 }],
                 None => bench_data::Spec::presets()
                     .into_iter()

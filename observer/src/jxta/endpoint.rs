@@ -118,9 +118,12 @@ fn router_fields(xml: &str) -> RouterFields {
 /// remembered: a peer sends the same `EndpointRouterMsg` to a buddy message after
 /// message, and parsing it was a third of the whole analysis. Bounded: the memo is
 /// dropped whole when it reaches [`PeerMemo::CAPACITY`] documents.
+/// (source, destination) end-to-end peers.
+pub type EndPeers = (Option<PeerId>, Option<PeerId>);
+
 #[derive(Debug, Default)]
 pub struct PeerMemo {
-    routers: crate::FastMap<Box<[u8]>, (Option<PeerId>, Option<PeerId>)>,
+    routers: crate::FastMap<Box<[u8]>, EndPeers>,
     pub hits: u64,
     pub misses: u64,
 }
@@ -130,8 +133,8 @@ impl PeerMemo {
     /// Documents larger than this are parsed every time rather than kept.
     const MAX_KEY: usize = 4096;
 
-    pub fn peers(&mut self, msg: &Message<'_>) -> (Option<PeerId>, Option<PeerId>) {
-        let mut erm: Option<(Option<PeerId>, Option<PeerId>)> = None;
+    pub fn peers(&mut self, msg: &Message<'_>) -> EndPeers {
+        let mut erm: Option<EndPeers> = None;
         let mut header_src: Option<PeerId> = None;
         for el in &msg.elements {
             if el.namespace != NS_JXTA {
@@ -154,7 +157,7 @@ impl PeerMemo {
     }
 
     /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
-    fn router(&mut self, content: &[u8]) -> Option<(Option<PeerId>, Option<PeerId>)> {
+    fn router(&mut self, content: &[u8]) -> Option<EndPeers> {
         if let Some(hit) = self.routers.get(content) {
             self.hits += 1;
             return Some(hit.clone());

@@ -97,7 +97,7 @@ fn run_shard(
             } else {
                 pipeline.skip_frame(frame.ts);
             }
-            if frames % BATCH_FRAMES != 0 || matcher_gone {
+            if !frames.is_multiple_of(BATCH_FRAMES) || matcher_gone {
                 return;
             }
             let now = pipeline.now();

@@ -196,7 +196,8 @@ impl Reorder {
             self.late += 1;
         }
         self.seq += 1;
-        self.heap.push(std::cmp::Reverse(ByStart(t, self.seq)));
+        self.heap
+            .push(std::cmp::Reverse(ByStart(Box::new(t), self.seq)));
     }
 
     /// Worth computing a watermark: enough held, and capture time moved on.
@@ -228,7 +229,7 @@ impl Reorder {
                 break;
             }
             if let Some(std::cmp::Reverse(ByStart(t, _))) = self.heap.pop() {
-                out(t);
+                out(*t);
             }
         }
     }
@@ -245,7 +246,7 @@ impl Reorder {
         }
         let mut held: Vec<ByStart> = self.heap.into_iter().map(|r| r.0).collect();
         held.sort_unstable();
-        later.splice(0..0, held.into_iter().map(|b| b.0));
+        later.splice(0..0, held.into_iter().map(|b| *b.0));
         later.sort_by(|a, b| {
             (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
                 b.start,
@@ -257,8 +258,9 @@ impl Reorder {
     }
 }
 
-/// A transaction ordered as the report lists them.
-struct ByStart(Transaction, u64);
+/// A transaction ordered as the report lists them (boxed: the heap moves it a dozen
+/// times, and a transaction is a few hundred bytes).
+struct ByStart(Box<Transaction>, u64);
 
 impl ByStart {
     #[allow(clippy::type_complexity)]
