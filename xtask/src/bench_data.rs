@@ -72,8 +72,10 @@ impl Spec {
             jxta("jxta-0.1g", 100 << 20),
             jxta("jxta-1g", 1 << 30),
             jxta("jxta-4g", 4 << 30),
+            // Fewer pairs, so that 5 % of 1 GB holds one whole connection per pair.
             Spec {
                 background: 0.95,
+                peers: 100,
                 ..jxta("background95-1g", 1 << 30)
             },
             Spec {

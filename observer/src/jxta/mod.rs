@@ -83,7 +83,9 @@ pub struct JxtaStats {
     pub messages_udp: u64,
     pub elements: u64,
     pub malformed: BTreeMap<String, u64>,
-    pub element_names: BTreeMap<String, u64>,
+    /// Counted once per element of every message, so a hash map (the JSON report
+    /// sorts the names).
+    pub element_names: crate::FastMap<String, u64>,
     pub gaps: u64,
     pub resyncs: u64,
     pub truncated_messages: u64,

@@ -9,9 +9,46 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A peer ID in URN form (`urn:jxta:<format>-<unique>`). Cheap to clone: the matcher
-/// keys maps by it for every PING and PONG.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(Arc<str>);
+/// keys maps by it for every PING and PONG, so its hash is computed once, here, and
+/// two IDs with different hashes are unequal without a look at their 80 bytes.
+#[derive(Clone)]
+pub struct PeerId {
+    text: Arc<str>,
+    hash: u64,
+}
+
+/// Seeded once per process, like the maps' own hasher: the IDs come from the wire.
+fn id_hash(text: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(Default::default).hash_one(text)
+}
+
+impl PartialEq for PeerId {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for PeerId {}
+
+impl std::hash::Hash for PeerId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for PeerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PeerId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
 
 impl PeerId {
     /// Parses any of the wire forms: `urn:jxta:uuid-…`, `jxta://uuid-…`, `uuid-…`
@@ -37,16 +74,20 @@ impl PeerId {
         if !valid(format) || !valid(body) || unique.len() > 512 {
             return None;
         }
-        Some(PeerId(Arc::from(format!("urn:jxta:{unique}"))))
+        let text: Arc<str> = Arc::from(format!("urn:jxta:{unique}"));
+        Some(PeerId {
+            hash: id_hash(&text),
+            text,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The `<format>-<unique>` part, as used in `jxta://` endpoint addresses.
     pub fn unique(&self) -> &str {
-        &self.0["urn:jxta:".len()..]
+        &self.text["urn:jxta:".len()..]
     }
 }
 
@@ -63,13 +104,13 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PeerId({})", self.0)
+        write!(f, "PeerId({})", self.text)
     }
 }
 
