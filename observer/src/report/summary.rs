@@ -39,12 +39,40 @@ pub struct PairSummary {
 }
 
 /// Mean RTT (ms) for each poller (row) × receiver (column); `None` where the pair has
-/// no answered transaction.
+/// no answered transaction. Dense, so bounded: beyond [`MATRIX_MAX_PEERS`] pollers or
+/// receivers only the most active are shown (10,000 peers would make a 10⁸-cell
+/// matrix); every pair is still in the per-pair table.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Matrix {
     pub pollers: Vec<String>,
     pub receivers: Vec<String>,
     pub mean_ms: Vec<Vec<Option<f64>>>,
+    /// Pollers and receivers left out of the matrix (fewest transactions first).
+    pub omitted_pollers: usize,
+    pub omitted_receivers: usize,
+}
+
+/// Rows and columns of the RTT matrix at most.
+pub const MATRIX_MAX_PEERS: usize = 64;
+
+/// The `max` labels with the most transactions, in name order; and how many were left.
+fn most_active<'a>(
+    pairs: &'a [PairSummary],
+    label: impl Fn(&'a PairSummary) -> &'a String,
+    max: usize,
+) -> (Vec<String>, usize) {
+    let mut count: std::collections::HashMap<&String, u64> = std::collections::HashMap::new();
+    for p in pairs {
+        *count.entry(label(p)).or_default() += p.counts.total;
+    }
+    let total = count.len();
+    let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    ranked.truncate(max);
+    let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+    kept.sort();
+    let omitted = total - kept.len();
+    (kept, omitted)
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -262,12 +290,8 @@ impl SummaryBuilder {
             ))
         });
 
-        let mut pollers: Vec<String> = pairs.iter().map(|p| p.poller.clone()).collect();
-        let mut receivers: Vec<String> = pairs.iter().map(|p| p.receiver.clone()).collect();
-        pollers.sort();
-        pollers.dedup();
-        receivers.sort();
-        receivers.dedup();
+        let (pollers, omitted_pollers) = most_active(&pairs, |p| &p.poller, MATRIX_MAX_PEERS);
+        let (receivers, omitted_receivers) = most_active(&pairs, |p| &p.receiver, MATRIX_MAX_PEERS);
         let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
         for p in &pairs {
             if p.rtt_ms.count == 0 {
@@ -334,6 +358,8 @@ impl SummaryBuilder {
                 pollers,
                 receivers,
                 mean_ms,
+                omitted_pollers,
+                omitted_receivers,
             },
             presence: PresenceSummary {
                 changes,
@@ -496,5 +522,37 @@ mod tests {
         assert!(text.contains("alice"), "{text}");
         assert!(text.contains("Correlator overhead"));
         assert!(text.contains("~150"));
+    }
+
+    /// 100 pollers each polling one receiver more often than the last: the matrix
+    /// keeps the 64 most active pollers (in name order), says how many it left out,
+    /// and the per-pair table still has every pair.
+    #[test]
+    fn matrix_is_bounded_to_the_most_active_peers() {
+        let (base, m) = scenario();
+        let template = base[0].clone();
+        let mut ts = Vec::new();
+        for p in 0..100u32 {
+            for k in 0..=p {
+                let mut t = template.clone();
+                t.poller_name = Some(format!("p{p:03}"));
+                t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
+                t.correlator = Some(k.to_string());
+                ts.push(t);
+            }
+        }
+        let s = Summary::build(&ts, &m, 1);
+        assert_eq!(s.pairs.len(), 100);
+        assert_eq!(s.matrix.pollers.len(), MATRIX_MAX_PEERS);
+        assert_eq!(s.matrix.omitted_pollers, 100 - MATRIX_MAX_PEERS);
+        assert_eq!(s.matrix.omitted_receivers, 0);
+        assert_eq!(s.matrix.pollers.first().map(String::as_str), Some("p036"));
+        assert_eq!(s.matrix.pollers.last().map(String::as_str), Some("p099"));
+        assert_eq!(s.matrix.mean_ms.len(), MATRIX_MAX_PEERS);
+        assert!(s
+            .matrix
+            .mean_ms
+            .iter()
+            .all(|row| row.len() == 1 && row[0].is_some()));
     }
 }

@@ -136,6 +136,14 @@ pub fn render(s: &Summary) -> String {
             );
         }
         grid(&mut out, &rows);
+        let m = &s.matrix;
+        if m.omitted_pollers + m.omitted_receivers > 0 {
+            let _ = writeln!(
+                out,
+                "({} pollers and {} receivers with fewer transactions not shown; every pair is in the table above)",
+                m.omitted_pollers, m.omitted_receivers
+            );
+        }
     }
 
     if !s.presence.changes.is_empty() {

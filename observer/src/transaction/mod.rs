@@ -63,7 +63,9 @@ impl Default for MatcherConfig {
         MatcherConfig {
             timeout_ns: 10_000_000_000,
             max_outstanding_per_pair: 1024,
-            max_pairs: 65_536,
+            // 10,000 peers with 10 buddies each are 100,000 pairs; a pair costs
+            // about 200 bytes, so the cap bounds a flood of invented IDs to ~50 MB.
+            max_pairs: 262_144,
             remember_finished: 65_536,
         }
     }
