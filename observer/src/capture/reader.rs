@@ -66,7 +66,7 @@ enum Input {
 }
 
 /// Mapped pages behind the read position are handed back in steps of this much.
-const RELEASE_STEP: usize = 16 << 20;
+const RELEASE_STEP: usize = 2 << 20;
 
 impl Input {
     fn block(&self) -> &[u8] {

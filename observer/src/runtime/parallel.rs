@@ -26,7 +26,7 @@ use crate::UnixNanos;
 /// Frames between two hand-overs from a shard to the matcher.
 const BATCH_FRAMES: u64 = 8192;
 /// Batches a shard may run ahead of the matcher (memory bound of the hand-over).
-const BATCHES_AHEAD: usize = 8;
+const BATCHES_AHEAD: usize = 4;
 /// A shard recomputes what its flows hold at most once per this much capture time.
 const HELD_RECHECK_NS: u64 = 1_000_000_000;
 

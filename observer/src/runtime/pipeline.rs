@@ -187,6 +187,8 @@ pub(crate) struct Reorder {
 /// whose time jumps back further) is released at once and counted.
 const REORDER_SKEW_NS: u64 = 1_000_000_000;
 const RECHECK_NS: u64 = 1_000_000_000;
+/// Flows recognised as JXTA kept for `take_jxta_flows` between two calls.
+const MAX_ANNOUNCED_FLOWS: usize = 65_536;
 /// Below this many held transactions the watermark is not even computed.
 const REORDER_BATCH: usize = 4096;
 
@@ -788,7 +790,10 @@ impl FlowHandler for Decoder {
         }
         if !*announced && parser.is_jxta() == Some(true) {
             *announced = true;
-            jxta_flows.push((info.initiator, info.responder));
+            // A live tap takes these every loop; offline nobody does, so keep a bound.
+            if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
+                jxta_flows.push((info.initiator, info.responder));
+            }
         }
         if parser.is_jxta() == Some(false) {
             Interest::Ignore

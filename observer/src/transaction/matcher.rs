@@ -92,8 +92,10 @@ pub struct MatcherSizes {
 pub struct Matcher {
     cfg: MatcherConfig,
     pairs: crate::FastMap<PairKey, PairState>,
-    finished: crate::FastMap<(PairKey, String), Finished>,
-    finished_order: VecDeque<(PairKey, String)>,
+    /// Keys shared with `finished_order` (a key is two peer IDs and a correlator;
+    /// 65,536 of them twice over were 24 MB).
+    finished: crate::FastMap<std::sync::Arc<(PairKey, String)>, Finished>,
+    finished_order: VecDeque<std::sync::Arc<(PairKey, String)>>,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
@@ -180,13 +182,22 @@ impl Matcher {
         }
     }
 
-    /// A lower bound of the start of every PING still outstanding (every transaction
-    /// still to come from what has been seen so far starts no earlier). The deadline
-    /// heap may still hold answered PINGs, which only makes the bound lower.
-    pub fn oldest_outstanding(&self) -> Option<UnixNanos> {
-        self.deadlines
-            .peek()
-            .map(|Reverse((deadline, _, _))| deadline.saturating_sub(self.cfg.timeout_ns))
+    /// The start of the oldest PING still outstanding: every transaction still to
+    /// come from what has been seen so far starts no earlier. Entries of answered
+    /// PINGs at the top of the deadline heap are dropped on the way (they would only
+    /// be skipped at their deadline), so the bound is exact, not ten seconds early.
+    pub fn oldest_outstanding(&mut self) -> Option<UnixNanos> {
+        while let Some(Reverse((deadline, seq, pair))) = self.deadlines.peek() {
+            let live = self
+                .pairs
+                .get(pair)
+                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == *seq));
+            if live {
+                return Some(deadline.saturating_sub(self.cfg.timeout_ns));
+            }
+            self.deadlines.pop();
+        }
+        None
     }
 
     /// Expires PINGs whose `start + timeout <= now`.
@@ -274,12 +285,12 @@ impl Matcher {
         if self.cfg.remember_finished == 0 {
             return;
         }
-        let key = (pair, correlator);
+        let key = std::sync::Arc::new((pair, correlator));
         if self.finished.insert(key.clone(), outcome).is_none() {
             self.finished_order.push_back(key);
             while self.finished_order.len() > self.cfg.remember_finished {
                 if let Some(old) = self.finished_order.pop_front() {
-                    self.finished.remove(&old);
+                    self.finished.remove(&*old);
                 }
             }
         }
@@ -473,7 +484,9 @@ impl Matcher {
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    self.finished.insert(key, Finished::Answered);
+                    if let Some(v) = self.finished.get_mut(&key) {
+                        *v = Finished::Answered;
+                    }
                     return;
                 }
                 self.count_pong(&pong);
