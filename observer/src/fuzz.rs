@@ -16,17 +16,43 @@ use crate::runtime::{Pipeline, PipelineConfig};
 
 /// The capture reader and everything after it: any bytes as a pcap/pcapng file.
 pub fn capture_file(data: &[u8]) {
-    let Ok(mut reader) = CaptureReader::from_reader("fuzz", Box::new(Cursor::new(data.to_vec())))
-    else {
-        return;
+    let streamed = CaptureReader::from_reader("fuzz", Box::new(Cursor::new(data.to_vec())));
+    // The in-place reader (what a mapped file uses) must see exactly what the copying
+    // one sees: the same frames, the same error at the same offset.
+    let in_place = CaptureReader::from_bytes("fuzz", data.to_vec());
+    let (mut reader, mut twin) = match (streamed, in_place) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string());
+            return;
+        }
+        (a, b) => panic!(
+            "readers disagree on the header: {:?} / {:?}",
+            a.err(),
+            b.err()
+        ),
     };
     let mut pipeline = Pipeline::new(PipelineConfig::default());
     for _ in 0..100_000 {
-        match reader.next_frame() {
+        let a = reader.next_frame();
+        let b = twin.next_frame();
+        match (&a, &b) {
+            (Ok(Some(x)), Ok(Some(y))) => {
+                assert_eq!(
+                    (x.ts, x.link_type, x.data, x.orig_len, x.interface),
+                    (y.ts, y.link_type, y.data, y.orig_len, y.interface)
+                );
+            }
+            (Ok(None), Ok(None)) => {}
+            (Err(x), Err(y)) => assert_eq!(x.to_string(), y.to_string()),
+            _ => panic!("readers disagree: {:?} / {:?}", a.is_ok(), b.is_ok()),
+        }
+        match a {
             Ok(Some(frame)) => pipeline.frame(&frame),
             Ok(None) | Err(_) => break,
         }
     }
+    assert_eq!(reader.offset(), twin.offset());
     let _ = pipeline.finish();
 }
 

@@ -242,8 +242,25 @@ struct Found {
     frames: u64,
 }
 
-fn found_from_json(text: &str) -> Option<Found> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+/// The parts of the summary the counts come from; the rest (per-pair statistics: 100,000
+/// pairs for the many-peers file) is skipped while parsing, never held.
+#[derive(serde::Deserialize)]
+struct SummaryHead {
+    #[serde(default)]
+    transactions: serde_json::Value,
+    #[serde(default)]
+    jxta: serde_json::Value,
+    #[serde(default)]
+    capture: serde_json::Value,
+}
+
+fn found_from_reader(r: impl std::io::Read) -> Option<Found> {
+    let head: SummaryHead = serde_json::from_reader(r).ok()?;
+    let v = serde_json::json!({
+        "transactions": head.transactions,
+        "jxta": head.jxta,
+        "capture": head.capture,
+    });
     let t = &v["transactions"];
     let frames = v["capture"]["inputs"]
         .as_array()
@@ -268,19 +285,28 @@ fn observer_json(observer: &Path, file: &Path, threads: Option<usize>) -> Result
     if let Some(n) = threads {
         cmd.args(["--threads", &n.to_string()]);
     }
-    let out = cmd
+    // Through a file, parsed as a stream: holding the output in this process would
+    // raise its peak RSS, which every later child inherits as a floor (see
+    // `own_hwm_kb`).
+    let path = std::env::temp_dir().join(format!("observer-bench-{}.json", std::process::id()));
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let status = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(file)
+        .status()
         .map_err(|e| format!("cannot start: {e}"))?;
-    if !out.status.success() {
-        let code = out
-            .status
+    let found = std::fs::File::open(&path)
+        .ok()
+        .and_then(|f| found_from_reader(std::io::BufReader::new(f)));
+    let _ = std::fs::remove_file(&path);
+    if !status.success() {
+        let code = status
             .code()
             .map_or_else(|| "signal".to_string(), |c| format!("exit {c}"));
         return Err(format!("failed ({code})"));
     }
-    found_from_json(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| "JSON summary unreadable".to_string())
+    found.ok_or_else(|| "JSON summary unreadable".to_string())
 }
 
 struct Input {

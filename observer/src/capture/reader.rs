@@ -54,15 +54,32 @@ enum Input {
         reader: BufReader<Box<dyn Read + Send>>,
         buf: Vec<u8>,
     },
-    /// A regular file mapped in memory; the block is `map[start..end]`, and `end` is
-    /// also the read position.
+    /// Bytes addressable in place (a mapped file, or bytes in memory); the block is
+    /// `map[start..end]`, and `end` is also the read position.
     Mapped {
-        map: memmap2::Mmap,
+        map: Backing,
         start: usize,
         end: usize,
         /// Below this, pages have been handed back (see `Input::clear`).
         released: usize,
     },
+}
+
+/// What a `Mapped` input reads from. `Memory` exists so that tests and the fuzz
+/// target drive the in-place path without a file.
+enum Backing {
+    File(memmap2::Mmap),
+    Memory(Vec<u8>),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::File(m) => m,
+            Backing::Memory(v) => v,
+        }
+    }
 }
 
 /// Mapped pages behind the read position are handed back in steps of this much.
@@ -96,13 +113,15 @@ impl Input {
                     // SAFETY: no borrow of the map outlives a `clear` (frames borrow
                     // the reader), and nothing below `start` is read again; the map is
                     // read-only, so dropping pages loses nothing.
-                    let _ = unsafe {
-                        map.unchecked_advise_range(
-                            memmap2::UncheckedAdvice::DontNeed,
-                            *released,
-                            upto - *released,
-                        )
-                    };
+                    if let Backing::File(map) = map {
+                        let _ = unsafe {
+                            map.unchecked_advise_range(
+                                memmap2::UncheckedAdvice::DontNeed,
+                                *released,
+                                upto - *released,
+                            )
+                        };
+                    }
                     *released = upto;
                 }
             }
@@ -205,7 +224,7 @@ impl CaptureReader {
                 let mut reader = Self::with_input(
                     name,
                     Input::Mapped {
-                        map,
+                        map: Backing::File(map),
                         start: 0,
                         end: 0,
                         released: 0,
@@ -226,6 +245,21 @@ impl CaptureReader {
             state: State::Done,
             stats: CaptureStats::default(),
         }
+    }
+
+    /// Reads a capture held in memory, in place, as a mapped file is read.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self, CaptureError> {
+        let mut reader = Self::with_input(
+            name.into(),
+            Input::Mapped {
+                map: Backing::Memory(bytes),
+                start: 0,
+                end: 0,
+                released: 0,
+            },
+        );
+        reader.read_file_header()?;
+        Ok(reader)
     }
 
     /// Reads a capture from any byte stream (need not be seekable).
