@@ -33,6 +33,10 @@ pub fn capture_file(data: &[u8]) {
         ),
     };
     let mut pipeline = Pipeline::new(PipelineConfig::default());
+    // A second pipeline releases transactions as it goes (what `analyze` does): it
+    // must hand over exactly the same ones, none lost, none twice.
+    let mut streaming = Pipeline::new(PipelineConfig::default());
+    let mut released = Vec::new();
     for _ in 0..100_000 {
         let a = reader.next_frame();
         let b = twin.next_frame();
@@ -48,12 +52,23 @@ pub fn capture_file(data: &[u8]) {
             _ => panic!("readers disagree: {:?} / {:?}", a.is_ok(), b.is_ok()),
         }
         match a {
-            Ok(Some(frame)) => pipeline.frame(&frame),
+            Ok(Some(frame)) => {
+                pipeline.frame(&frame);
+                streaming.frame(&frame);
+                streaming.release_ordered(&mut |t| released.push(t));
+            }
             Ok(None) | Err(_) => break,
         }
     }
     assert_eq!(reader.offset(), twin.offset());
-    let _ = pipeline.finish();
+    let mut kept = pipeline.finish().transactions;
+    released.extend(streaming.finish().transactions);
+    let canonical = |v: &mut Vec<crate::transaction::Transaction>| {
+        v.sort_by_cached_key(|t| format!("{t:?}"));
+    };
+    canonical(&mut kept);
+    canonical(&mut released);
+    assert_eq!(kept, released);
 }
 
 /// Collects what the flow table delivers, checking that gaps and data never overlap
