@@ -263,28 +263,24 @@ fn inputs(name: &'static str, file: Vec<u8>) -> Inputs {
         let Some(seg) = decoder.decode(&f.frame()) else {
             continue;
         };
+        if let Some(t) = TcpSegment::from_packet(&seg) {
+            let owned = OwnedSegment {
+                ts: t.ts,
+                src: t.src,
+                dst: t.dst,
+                seq: t.seq,
+                ack: t.ack,
+                syn: t.syn,
+                fin: t.fin,
+                rst: t.rst,
+                payload: t.payload.to_vec(),
+            };
+            table.segment(&owned.segment(), &mut extract);
+            segments.push(owned);
+            continue;
+        }
         match &seg.l4 {
-            L4::Tcp {
-                seq,
-                ack,
-                flags,
-                payload,
-                ..
-            } => {
-                let owned = OwnedSegment {
-                    ts: seg.ts,
-                    src: seg.src,
-                    dst: seg.dst,
-                    seq: *seq,
-                    ack: flags.ack.then_some(*ack),
-                    syn: flags.syn,
-                    fin: flags.fin,
-                    rst: flags.rst,
-                    payload: payload.to_vec(),
-                };
-                table.segment(&owned.segment(), &mut extract);
-                segments.push(owned);
-            }
+            L4::Tcp { .. } => {}
             L4::Udp { payload } => {
                 if let Ok((_, body)) = jxta::parse_datagram(payload, cfg.stream.max_message) {
                     extract.messages.push(Framed {

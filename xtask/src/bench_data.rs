@@ -349,19 +349,9 @@ impl Background {
 
     /// Opens every background TCP flow with a handshake (so they are not mid-stream).
     fn open<W: Write>(&mut self, out: &mut Out<W>, ts: u64) -> Result<()> {
-        let syn = TcpFlags {
-            syn: true,
-            ..TcpFlags::default()
-        };
-        let synack = TcpFlags {
-            syn: true,
-            ack: true,
-            ..TcpFlags::default()
-        };
-        let ack = TcpFlags {
-            ack: true,
-            ..TcpFlags::default()
-        };
+        let syn = TcpFlags::SYN;
+        let synack = TcpFlags::SYN_ACK;
+        let ack = TcpFlags::ACK;
         for (a, s) in self
             .bulk
             .iter_mut()
@@ -379,15 +369,8 @@ impl Background {
 
     /// Writes one burst of background traffic at `ts`.
     fn burst<W: Write>(&mut self, out: &mut Out<W>, ts: u64) -> Result<()> {
-        let ack = TcpFlags {
-            ack: true,
-            ..TcpFlags::default()
-        };
-        let push = TcpFlags {
-            ack: true,
-            psh: true,
-            ..TcpFlags::default()
-        };
+        let ack = TcpFlags::ACK;
+        let push = TcpFlags::PSH_ACK;
         let t = self.turn;
         self.turn += 1;
         let noise_at = (t.wrapping_mul(7919) % (self.noise.len() as u64 - 1500)) as usize;

@@ -188,6 +188,33 @@ pub struct TcpSegment<'a> {
     pub payload: &'a [u8],
 }
 
+impl TcpSegment<'_> {
+    /// The TCP segment a decoded packet carries, if it carries one.
+    pub fn from_packet<'s>(seg: &'s crate::packet::Segment<'_>) -> Option<TcpSegment<'s>> {
+        let crate::packet::L4::Tcp {
+            seq,
+            ack,
+            flags,
+            payload,
+            ..
+        } = &seg.l4
+        else {
+            return None;
+        };
+        Some(TcpSegment {
+            ts: seg.ts,
+            src: seg.src,
+            dst: seg.dst,
+            seq: *seq,
+            ack: flags.ack.then_some(*ack),
+            syn: flags.syn,
+            fin: flags.fin,
+            rst: flags.rst,
+            payload,
+        })
+    }
+}
+
 pub struct FlowTable<S> {
     cfg: FlowConfig,
     flows: crate::FastMap<FlowKey, Flow<S>>,

@@ -64,6 +64,32 @@ pub struct TcpFlags {
     pub psh: bool,
 }
 
+impl TcpFlags {
+    pub const SYN: TcpFlags = TcpFlags {
+        syn: true,
+        ack: false,
+        fin: false,
+        rst: false,
+        psh: false,
+    };
+    pub const SYN_ACK: TcpFlags = TcpFlags {
+        ack: true,
+        ..TcpFlags::SYN
+    };
+    pub const ACK: TcpFlags = TcpFlags {
+        syn: false,
+        ..TcpFlags::SYN_ACK
+    };
+    pub const PSH_ACK: TcpFlags = TcpFlags {
+        psh: true,
+        ..TcpFlags::ACK
+    };
+    pub const FIN_ACK: TcpFlags = TcpFlags {
+        fin: true,
+        ..TcpFlags::ACK
+    };
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacketConfig {
     /// Datagrams being reassembled at once; beyond it the oldest is dropped.

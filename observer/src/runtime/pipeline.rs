@@ -464,30 +464,15 @@ impl Pipeline {
         {
             return;
         }
-        match &seg.l4 {
-            L4::Tcp {
-                seq,
-                ack,
-                flags,
-                payload,
-                ..
-            } => {
-                let tcp = TcpSegment {
-                    ts: seg.ts,
-                    src: seg.src,
-                    dst: seg.dst,
-                    seq: *seq,
-                    ack: flags.ack.then_some(*ack),
-                    syn: flags.syn,
-                    fin: flags.fin,
-                    rst: flags.rst,
-                    payload,
-                };
-                if self.decoder.app.remote.is_some() {
-                    self.flows.set_next_id(self.frames);
-                }
-                self.flows.segment(&tcp, &mut self.decoder);
+        if let Some(tcp) = TcpSegment::from_packet(&seg) {
+            if self.decoder.app.remote.is_some() {
+                self.flows.set_next_id(self.frames);
             }
+            self.flows.segment(&tcp, &mut self.decoder);
+            return;
+        }
+        match &seg.l4 {
+            L4::Tcp { .. } => {}
             L4::Udp { payload } => {
                 // Only datagrams with the JXTA signature are JXTA; other UDP is not ours.
                 if !payload.starts_with(b"JXTA") {

@@ -96,19 +96,9 @@ impl Wire {
         isn: [u32; 2],
         rtt_ns: u64,
     ) -> usize {
-        let syn = TcpFlags {
-            syn: true,
-            ..TcpFlags::default()
-        };
-        let synack = TcpFlags {
-            syn: true,
-            ack: true,
-            ..TcpFlags::default()
-        };
-        let ack = TcpFlags {
-            ack: true,
-            ..TcpFlags::default()
-        };
+        let syn = TcpFlags::SYN;
+        let synack = TcpFlags::SYN_ACK;
+        let ack = TcpFlags::ACK;
         self.push(
             t,
             build::tcp_packet(client, server, isn[0], 0, syn, 65535, b""),
@@ -181,11 +171,7 @@ impl Wire {
                 times.swap(k, k + 1);
             }
         }
-        let psh = TcpFlags {
-            ack: true,
-            psh: true,
-            ..TcpFlags::default()
-        };
+        let psh = TcpFlags::PSH_ACK;
         let mut at = 0u64;
         let mut last = t0;
         let mut logged = Vec::new();
@@ -212,10 +198,7 @@ impl Wire {
         c.seq[dir] = base_seq.wrapping_add(at as u32);
         c.offset[dir] += at;
         c.busy_until[dir] = last + shape.segment_gap_ns;
-        let ack = TcpFlags {
-            ack: true,
-            ..TcpFlags::default()
-        };
+        let ack = TcpFlags::ACK;
         let ack_seq = c.seq[1 - dir];
         let acked = c.seq[dir];
         self.push(
@@ -243,15 +226,8 @@ impl Wire {
         let t = t.max(c.busy_until[0]).max(c.busy_until[1]);
         let (a, b) = (c.addrs[0], c.addrs[1]);
         let (sa, sb) = (c.seq[0], c.seq[1]);
-        let fin = TcpFlags {
-            fin: true,
-            ack: true,
-            ..TcpFlags::default()
-        };
-        let ack = TcpFlags {
-            ack: true,
-            ..TcpFlags::default()
-        };
+        let fin = TcpFlags::FIN_ACK;
+        let ack = TcpFlags::ACK;
         self.push(t, build::tcp_packet(a, b, sa, sb, fin, 65535, b""), true);
         self.push(
             t + 100_000,
