@@ -194,6 +194,14 @@ pub fn jxta(data: &[u8]) {
 
 /// The JIM decoder; a document it accepts must survive being written and read back.
 pub fn jim(data: &[u8]) {
+    // The plain path must agree with the XML decoder on everything it accepts.
+    let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    if let Some(plain) = crate::jim::decode_plain(body) {
+        match crate::jim::parse_full(data) {
+            Ok(Some(full)) => assert_eq!(plain, full, "plain and XML decoders differ"),
+            other => panic!("plain path took what the XML decoder gives as {other:?}: {plain:?}"),
+        }
+    }
     if let Ok(Some(doc)) = crate::jim::parse(data) {
         let again = crate::jim::parse(doc.to_xml().as_bytes());
         let Ok(Some(again)) = again else {

@@ -159,6 +159,21 @@ pub fn parse(content: &[u8]) -> Result<Option<Document>, JimError> {
         Some(b'<') => {}
         _ => return Ok(None),
     }
+    if let Some(doc) = decode_plain(body) {
+        return Ok(Some(doc));
+    }
+    parse_full(content)
+}
+
+/// [`parse`] without the plain path: every document through the XML decoder. The
+/// reference the plain path is checked against (tests, the `jim` fuzz target).
+#[doc(hidden)]
+pub fn parse_full(content: &[u8]) -> Result<Option<Document>, JimError> {
+    let body = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'<') => {}
+        _ => return Ok(None),
+    }
     match std::str::from_utf8(body) {
         Ok(text) => match decode(text, body.len())? {
             Decoded::NotJim => Ok(None),
@@ -408,11 +423,119 @@ fn decode(text: &str, total_len: usize) -> Result<Decoded, JimError> {
             }
         }
     }
-    let mut doc = st.doc;
+    Ok(Decoded::Jim(finish_doc(st.doc)))
+}
+
+/// A document without `Buddy/name` is named by its `from` (the JXSE variant).
+fn finish_doc(mut doc: Document) -> Document {
     if doc.name.is_none() {
         doc.name.clone_from(&doc.from);
     }
-    Ok(Decoded::Jim(doc))
+    doc
+}
+
+/// XML declarations the plain path accepts (byte for byte); any other prolog goes to
+/// the full decoder.
+const PLAIN_DECLS: [&[u8]; 4] = [
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+    b"<?xml version=\"1.0\" encoding=\"utf-8\"?>",
+    b"<?xml version=\"1.0\"?>",
+    b"<?xml version='1.0' encoding='UTF-8'?>",
+];
+
+/// The documents peers actually send, decoded without an XML parser: ASCII, an
+/// optional plain declaration, elements without attributes, prefixes or empty-element
+/// tags, text without references, `>`, CR or CDATA, at most three levels, nothing but
+/// whitespace around the root. That is a strict subset of what [`decode`] accepts, and
+/// for it the result is the same (`decode` itself is the reference: the `jim` fuzz
+/// target and the tests compare both on every input the plain path takes). Anything
+/// else is `None`, and the full decoder decides. quick-xml costs ~500 instructions an
+/// event on these 150-byte documents; this is a third of the whole analysis less.
+#[doc(hidden)]
+pub fn decode_plain(body: &[u8]) -> Option<Document> {
+    if body.len() > MAX_DOCUMENT_BYTES || !body.is_ascii() {
+        return None;
+    }
+    // ASCII, so every byte offset is a character boundary of `text`.
+    let all = std::str::from_utf8(body).ok()?;
+    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n');
+    let mut pos = body.iter().position(|&b| !ws(b))?;
+    if body[pos..].starts_with(b"<?") {
+        let decl = PLAIN_DECLS.iter().find(|d| body[pos..].starts_with(d))?;
+        pos += decl.len();
+        pos += body[pos..].iter().position(|&b| !ws(b))?;
+    }
+    // Open elements (three at most): name, offset of the start tag, field carried.
+    let mut open: [(&[u8], usize, Option<Field>); 3] = [(&[], 0, None); 3];
+    let mut depth = 0usize;
+    let mut doc = Document::default();
+    let mut in_buddy = false;
+    let mut text_start = pos;
+    let mut done = false;
+    while pos < body.len() {
+        let Some(lt) = memchr::memchr(b'<', &body[pos..]) else {
+            // Only whitespace may follow the root.
+            return (done && body[pos..].iter().all(|&b| ws(b))).then(|| finish_doc(doc));
+        };
+        let text = &body[pos..pos + lt];
+        if text.iter().any(|&b| matches!(b, b'&' | b'>' | b'\r')) {
+            return None;
+        }
+        // Outside the root (before it, after the declaration; or after it) only
+        // whitespace.
+        if depth == 0 && !text.iter().all(|&b| ws(b)) {
+            return None;
+        }
+        let tag = pos + lt;
+        let close = body.get(tag + 1) == Some(&b'/');
+        let name_start = tag + 1 + usize::from(close);
+        let name_len = body[name_start..]
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))?;
+        let name = &body[name_start..name_start + name_len];
+        if name.is_empty() || !(name[0].is_ascii_alphabetic() || name[0] == b'_') {
+            return None;
+        }
+        if body.get(name_start + name_len) != Some(&b'>') {
+            return None;
+        }
+        let after = name_start + name_len + 1;
+        let local = all.get(name_start..name_start + name_len)?;
+        if close {
+            depth = depth.checked_sub(1)?;
+            let (open_name, start, field) = open[depth];
+            if open_name != name {
+                return None;
+            }
+            if let Some(f) = field {
+                let text = all.get(text_start..tag)?;
+                store(&mut doc, f, text, (after - start) as u64);
+            }
+            if depth == 1 {
+                in_buddy = false;
+            }
+            done = depth == 0;
+        } else {
+            if done {
+                return None;
+            }
+            match depth + 1 {
+                1 => doc.kind = Kind::from_root(local)?,
+                2 => in_buddy = local == "Buddy" || local == "BuddyStatus",
+                3 => {}
+                _ => return None,
+            }
+            // A field element holds text only.
+            if depth > 0 && open[depth - 1].2.is_some() {
+                return None;
+            }
+            open[depth] = (name, tag, field_for(depth + 1, in_buddy, local));
+            depth += 1;
+        }
+        pos = after;
+        text_start = after;
+    }
+    (done).then(|| finish_doc(doc))
 }
 
 /// Stores a field's text (first occurrence wins: a repeated element must not let a

@@ -9,4 +9,6 @@
 
 mod document;
 
+#[doc(hidden)]
+pub use document::{decode_plain, parse_full};
 pub use document::{parse, Document, JimError, Kind, Status, MAX_DEPTH, MAX_DOCUMENT_BYTES};

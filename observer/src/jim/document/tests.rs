@@ -372,3 +372,109 @@ fn never_panics_on_prefixes_of_valid_documents() {
         let _ = parse(&bytes[..i]);
     }
 }
+
+/// The plain path takes what peers send (the spec's examples, the real JXSE variant,
+/// our own encoder's output) and gives exactly the XML decoder's document.
+#[test]
+fn plain_path_takes_real_documents_and_agrees() {
+    let real = r#"<?xml version="1.0" encoding="UTF-8"?><PING><correlator>corr-0001</correlator><from>PingClient</from><seq>1</seq><ts>1795528304808</ts></PING>"#;
+    let message = Document {
+        kind: Kind::Message,
+        name: Some("alice".into()),
+        from: Some("alice".into()),
+        to: Some("bob".into()),
+        body: Some("hello\n  bob".into()),
+        ..Default::default()
+    };
+    let docs = [
+        SPEC_PING.to_string(),
+        SPEC_PONG.to_string(),
+        real.to_string(),
+        ok(SPEC_PONG).to_xml(),
+        message.to_xml(),
+    ];
+    for d in &docs {
+        let plain = decode_plain(d.as_bytes()).unwrap_or_else(|| panic!("plain path refused {d}"));
+        assert_eq!(
+            Some(plain),
+            parse_full(d.as_bytes()).expect("well formed"),
+            "{d}"
+        );
+    }
+}
+
+/// Everything outside the plain subset goes to the XML decoder, which decides.
+#[test]
+fn plain_path_refuses_what_it_does_not_model() {
+    for d in [
+        "<PING a='1'><correlator>1</correlator></PING>",
+        "<jim:PING><correlator>1</correlator></jim:PING>",
+        "<PING><correlator>a&amp;b</correlator></PING>",
+        "<PING><!-- c --><correlator>1</correlator></PING>",
+        "<PING><correlator><![CDATA[1]]></correlator></PING>",
+        "<PING><correlator/></PING>",
+        "<?xml version=\"1.1\"?><PING></PING>",
+        "<?xml version=\"1.0\"?>x<PING></PING>",
+        "<PING></PING>x",
+        "<PING></PING><PING></PING>",
+        "<PING><a><b><c>deep</c></b></a></PING>",
+        "<PING><correlator>1<b/></correlator></PING>",
+        "<PING><correlator>1</CORRELATOR></PING>",
+        "<PING>\r\n</PING>",
+        "<PING>caf\u{e9}</PING>",
+        "<ping></ping>",
+        "<PING>",
+    ] {
+        assert_eq!(decode_plain(d.as_bytes()), None, "{d}");
+    }
+}
+
+proptest::proptest! {
+    /// Random documents built from JIM's vocabulary, odd whitespace, unknown elements
+    /// and bytes that break the subset: whenever the plain path takes one, the XML
+    /// decoder gives the same document.
+    #[test]
+    fn plain_path_agrees_with_the_xml_decoder(
+        parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just("<correlator>".to_string()),
+                proptest::strategy::Just("</correlator>".to_string()),
+                proptest::strategy::Just("<Buddy>".to_string()),
+                proptest::strategy::Just("</Buddy>".to_string()),
+                proptest::strategy::Just("<BuddyStatus>".to_string()),
+                proptest::strategy::Just("</BuddyStatus>".to_string()),
+                proptest::strategy::Just("<name>".to_string()),
+                proptest::strategy::Just("</name>".to_string()),
+                proptest::strategy::Just("<status>".to_string()),
+                proptest::strategy::Just("</status>".to_string()),
+                proptest::strategy::Just("<from>".to_string()),
+                proptest::strategy::Just("</from>".to_string()),
+                proptest::strategy::Just("<body>".to_string()),
+                proptest::strategy::Just("</body>".to_string()),
+                proptest::strategy::Just("<x>".to_string()),
+                proptest::strategy::Just("</x>".to_string()),
+                "[ a-zA-Z0-9\\n\\t<>&/]{0,6}",
+            ],
+            0..14,
+        ),
+        root in proptest::prop_oneof![
+            proptest::strategy::Just("PING"),
+            proptest::strategy::Just("PONG"),
+            proptest::strategy::Just("MESSAGE"),
+        ],
+        decl in proptest::bool::ANY,
+    ) {
+        let mut d = String::new();
+        if decl {
+            d.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        }
+        d.push_str(&format!("<{root}>"));
+        for p in &parts {
+            d.push_str(p);
+        }
+        d.push_str(&format!("</{root}>"));
+        if let Some(plain) = decode_plain(d.as_bytes()) {
+            proptest::prop_assert_eq!(Some(plain), parse_full(d.as_bytes()).ok().flatten(), "{}", d);
+        }
+    }
+}
