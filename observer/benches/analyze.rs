@@ -4,26 +4,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use observer::capture::WriteFormat;
-use observer::packet::build::LinkVariant;
 use observer::runtime::{self, PipelineConfig};
 use observer::synth;
 
 fn analyze(c: &mut Criterion) {
     // Four peers polling each other for ten minutes: ~1,400 transactions with state
     // changes, timeouts, order-matched peers and multicast traffic.
-    let mut script = synth::four_peers();
-    script.duration_ns = 600 * 1_000_000_000;
-    let rendered = script.render();
-    let bytes = rendered
-        .capture_bytes(
-            LinkVariant::Ethernet,
-            WriteFormat::Pcap {
-                nanos: false,
-                big_endian: false,
-            },
-        )
-        .expect("render capture");
+    let (_, bytes) = synth::long_four_peers(600).expect("render capture");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.pcap");
     std::fs::write(&path, &bytes).expect("write capture");

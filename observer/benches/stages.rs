@@ -14,7 +14,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use observer::capture::{CaptureReader, Frame, LinkType, WriteFormat};
+use observer::capture::{CaptureReader, Frame, LinkType};
 use observer::conntrack::{
     CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, Interest, TcpSegment,
 };
@@ -22,7 +22,6 @@ use observer::jim::{self, Document};
 use observer::jxta::{
     self, HeaderParse, JxtaStats, PeerId, StreamConfig, StreamEvent, StreamParser, StreamStart,
 };
-use observer::packet::build::LinkVariant;
 use observer::packet::{PacketConfig, PacketDecoder, L4};
 use observer::runtime::{Pipeline, PipelineConfig};
 use observer::synth;
@@ -133,11 +132,7 @@ impl FlowHandler for Extract {
     type State = Conn;
 
     fn open(&mut self, info: &FlowInfo) -> Conn {
-        let start = if info.saw_syn {
-            StreamStart::Beginning
-        } else {
-            StreamStart::MidStream
-        };
+        let start = StreamStart::from_syn(info.saw_syn);
         let index = self.streams.len();
         for _ in 0..2 {
             self.streams.push(DirStream {
@@ -424,18 +419,7 @@ impl FlowHandler for Count {
 }
 
 fn all_inputs() -> Vec<Inputs> {
-    let mut script = synth::four_peers();
-    script.duration_ns = 600 * 1_000_000_000;
-    let synth_file = script
-        .render()
-        .capture_bytes(
-            LinkVariant::Ethernet,
-            WriteFormat::Pcap {
-                nanos: false,
-                big_endian: false,
-            },
-        )
-        .expect("render capture");
+    let (_, synth_file) = synth::long_four_peers(600).expect("render capture");
     let real = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../captures/jxse25-pingpong.pcap"

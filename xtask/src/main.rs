@@ -338,16 +338,7 @@ fn main() -> Result<()> {
             } else {
                 workspace_root().join(out)
             };
-            let mut script = observer::synth::four_peers();
-            script.duration_ns = seconds.saturating_mul(1_000_000_000);
-            let rendered = script.render();
-            let bytes = rendered.capture_bytes(
-                observer::packet::build::LinkVariant::Ethernet,
-                observer::capture::WriteFormat::Pcap {
-                    nanos: false,
-                    big_endian: false,
-                },
-            )?;
+            let (rendered, bytes) = observer::synth::long_four_peers(seconds)?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
             }

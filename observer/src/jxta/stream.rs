@@ -22,6 +22,17 @@ pub enum StreamStart {
     MidStream,
 }
 
+impl StreamStart {
+    /// How a direction starts, from whether the connection's SYN was captured.
+    pub fn from_syn(saw_syn: bool) -> StreamStart {
+        if saw_syn {
+            StreamStart::Beginning
+        } else {
+            StreamStart::MidStream
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
     /// Largest body accepted; larger messages are counted malformed and skipped.

@@ -714,11 +714,7 @@ impl FlowHandler for Decoder {
     type State = Conn;
 
     fn open(&mut self, info: &FlowInfo) -> Conn {
-        let start = if info.saw_syn {
-            StreamStart::Beginning
-        } else {
-            StreamStart::MidStream
-        };
+        let start = StreamStart::from_syn(info.saw_syn);
         Conn {
             parsers: [
                 StreamParser::new(start, &self.stream_cfg),

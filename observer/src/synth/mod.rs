@@ -158,6 +158,23 @@ pub fn all() -> Vec<Script> {
     ]
 }
 
+/// The four-peers scenario run for `seconds`, rendered as an Ethernet, µs,
+/// little-endian pcap: the long capture the benchmarks and `cargo xtask
+/// bench-capture` use.
+pub fn long_four_peers(seconds: u64) -> std::io::Result<(Rendered, Vec<u8>)> {
+    let mut script = four_peers();
+    script.duration_ns = seconds.saturating_mul(1_000_000_000);
+    let rendered = script.render();
+    let bytes = rendered.capture_bytes(
+        LinkVariant::Ethernet,
+        WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        },
+    )?;
+    Ok((rendered, bytes))
+}
+
 impl Rendered {
     /// The capture as bytes, in the given link layer and file format.
     pub fn capture_bytes(
