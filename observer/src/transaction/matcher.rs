@@ -424,7 +424,7 @@ impl Matcher {
 
     /// Drops the entries of PINGs no longer outstanding. A pass over the heap, not over
     /// the pairs: with 100,000 mostly idle pairs a scan of the pairs every thousand
-    /// PINGs was a fifth of the run.
+    /// PINGs was 9 % of the run (perf, 10,000 peers × 10 buddies).
     fn rebuild_deadlines(&mut self) {
         let pairs = &self.pairs;
         self.deadlines.retain(|Reverse((_, seq, pair))| {
