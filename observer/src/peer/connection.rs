@@ -183,6 +183,7 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, outbound: bool, expecte
     let rd = StampedRead {
         stream: stream.clone(),
         stamps: stamps.clone(),
+        shared: shared.clone(),
     };
     let wr = StampedWrite {
         stream,
@@ -398,6 +399,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 {
                     continue;
                 }
+                if let Some(st) = &stamps {
+                    st.ping_expected(corr, bytes.len() as u64, &shared.arm);
+                }
                 (bytes, Some(corr))
             }
             Out::Bytes { what, bytes } => {
@@ -411,11 +415,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             break;
         }
-        if let Some(c) = ping {
+        if ping.is_some() {
             shared.count("pings_sent", 1);
-            if let Some(st) = &stamps {
-                st.ping_written(c, &shared.arm);
-            }
         }
         shared.count("bytes_sent", bytes.len() as u64);
     }

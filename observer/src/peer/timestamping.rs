@@ -7,7 +7,10 @@
 //!
 //! TX timestamps arrive on the socket's error queue, keyed (`SOF_TIMESTAMPING_OPT_ID`)
 //! by the offset of the last byte of the `write` they belong to, counted from when
-//! timestamping was enabled; the writer counts the bytes it writes to know a PING's key.
+//! timestamping was enabled; the writer counts the bytes it writes, so a PING's key (its
+//! last byte's offset) is known before it is written. The kernel queues a TX timestamp
+//! as the segment leaves, so before the PONG can exist: the reader drains the error
+//! queue after every read, and a PONG always finds its PING's TX timestamp recorded.
 //! Where the kernel refuses (not Linux, an old kernel), the connection runs without:
 //! counted (`socket_timestamps_unavailable`), logged, and the socket columns stay empty.
 
@@ -71,10 +74,15 @@ impl SocketStamps {
         }
     }
 
-    /// A PING's bytes were all written (the last `write` ended at the current count).
-    pub fn ping_written(&self, corr: u64, arm: &Arm) {
+    /// A PING of `len` bytes is about to be written: its last byte's key is known now,
+    /// whether it goes out in one `write` or several.
+    pub fn ping_expected(&self, corr: u64, len: u64, arm: &Arm) {
         // The key wraps like the kernel's u32 counter.
-        let key = self.written.load(Ordering::Relaxed).wrapping_sub(1) as u32;
+        let key = self
+            .written
+            .load(Ordering::Relaxed)
+            .wrapping_add(len)
+            .wrapping_sub(1) as u32;
         let mut g = self.lock();
         match take(&mut g.stamps, key) {
             Some(ns) => {
@@ -102,20 +110,28 @@ pub fn enable(stream: &TcpStream) -> io::Result<()> {
     sys::enable(stream)
 }
 
-/// Drains the error queue of `stream` for TX timestamps until the connection fails;
-/// run as a task beside the connection and aborted with it.
+/// Takes every TX timestamp waiting on the error queue; `Err` when the socket failed.
+fn drain_now(stream: &TcpStream, stamps: &SocketStamps, arm: &Arm) -> io::Result<()> {
+    loop {
+        match stream.try_io(Interest::ERROR, || sys::recv_tx_stamp(stream)) {
+            Ok(Some((key, ns))) => stamps.tx_stamp(key, ns, arm),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drains the error queue of `stream` as TX timestamps arrive, until the connection
+/// fails; run as a task beside the connection and aborted with it (the reader drains
+/// too, so that the queue stays short while nothing is read).
 pub async fn drain_tx(stream: Arc<TcpStream>, stamps: Arc<SocketStamps>, shared: Arc<Shared>) {
     loop {
         if stream.ready(Interest::ERROR).await.is_err() {
             return;
         }
-        loop {
-            match stream.try_io(Interest::ERROR, || sys::recv_tx_stamp(&stream)) {
-                Ok(Some((key, ns))) => stamps.tx_stamp(key, ns, &shared.arm),
-                Ok(None) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return,
-            }
+        if drain_now(&stream, &stamps, &shared.arm).is_err() {
+            return;
         }
     }
 }
@@ -125,6 +141,7 @@ pub async fn drain_tx(stream: Arc<TcpStream>, stamps: Arc<SocketStamps>, shared:
 pub struct StampedRead {
     pub stream: Arc<TcpStream>,
     pub stamps: Arc<SocketStamps>,
+    pub shared: Arc<Shared>,
 }
 
 impl AsyncRead for StampedRead {
@@ -145,6 +162,8 @@ impl AsyncRead for StampedRead {
                     if let Some(ns) = rx {
                         this.stamps.last_rx_ns.store(ns, Ordering::Relaxed);
                     }
+                    // A socket error shows on the next read.
+                    let _ = drain_now(&this.stream, &this.stamps, &this.shared.arm);
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
