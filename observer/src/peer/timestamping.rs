@@ -383,3 +383,69 @@ mod sys {
         unsupported()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::arm::{now_ns, Receiver};
+    use crate::peer::config::derived_peer_id;
+
+    fn arm() -> Arm {
+        let bob = Receiver {
+            name: "bob".into(),
+            peer_id: derived_peer_id("bob"),
+        };
+        Arm::new(
+            "alice",
+            derived_peer_id("alice"),
+            vec![bob],
+            8,
+            1_000_000_000,
+            true,
+            None,
+        )
+        .unwrap()
+    }
+
+    /// A PING's TX timestamp is matched by the key of its last byte, whether the
+    /// timestamp arrives before or after the PING is registered; other writes' stamps
+    /// do not match.
+    #[test]
+    fn tx_stamps_match_pings_by_last_byte() {
+        let a = arm();
+        let st = SocketStamps::default();
+        // A 100-byte welcome, then two PINGs of 50 bytes (keys 149 and 199).
+        st.written.store(100, Ordering::Relaxed);
+        let (c1, c2) = (a.next_correlator(), a.next_correlator());
+        a.start(0, c1, 50, 0);
+        st.ping_expected(c1, 50, &a);
+        st.written.fetch_add(50, Ordering::Relaxed);
+        st.tx_stamp(99, 1_000, &a); // the welcome's
+        st.tx_stamp(149, 2_000, &a);
+        // The second PING's stamp comes first (written by another task's syscall).
+        a.start(0, c2, 50, 0);
+        st.tx_stamp(199, 3_000, &a);
+        st.ping_expected(c2, 50, &a);
+        let now = now_ns();
+        assert!(a.stop(0, Some(c1), None, 60, 0, now, Some(2_500)));
+        assert!(a.stop(0, Some(c2), None, 60, 0, now, Some(3_700)));
+        let r = a.recent(2);
+        assert_eq!(r[1].socket.rtt_ns(), Some(500));
+        assert_eq!(r[0].socket.rtt_ns(), Some(700));
+        assert_eq!(a.snapshot().1.socket_rtt_missing, 0);
+        // The unmatched welcome stamp stays queued, bounded.
+        for k in 0..(2 * TX_MATCH_CAPACITY as u32) {
+            st.tx_stamp(10_000 + k, 1, &a);
+        }
+        assert_eq!(st.lock().stamps.len(), TX_MATCH_CAPACITY);
+    }
+
+    #[test]
+    fn rx_stamp_is_taken_once() {
+        let st = SocketStamps::default();
+        assert_eq!(st.take_rx(), None);
+        st.last_rx_ns.store(42, Ordering::Relaxed);
+        assert_eq!(st.take_rx(), Some(42));
+        assert_eq!(st.take_rx(), None);
+    }
+}
