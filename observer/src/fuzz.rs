@@ -254,6 +254,7 @@ pub fn peer_connection(data: &[u8]) {
             local,
             false,
             None,
+            None,
         ));
         let _ = client.write_all(data).await;
         let _ = client.shutdown().await;

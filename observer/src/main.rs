@@ -189,6 +189,10 @@ struct ReportArgs {
     /// PNG versions of the figures too.
     #[arg(long)]
     png: bool,
+    /// A TOML column map for transaction CSVs in another format (column names, units,
+    /// status words; see docs/formats.md).
+    #[arg(long, value_name = "TOML")]
+    map: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -611,12 +615,17 @@ fn command_line() -> String {
 fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     use observer::report::figures::{self, InputMeta, Options, ReportData};
     check_inputs(&args.inputs.files)?;
+    // A column map says the inputs are CSVs whatever their header.
     let csv: Vec<bool> = args
         .inputs
         .files
         .iter()
-        .map(|f| is_transactions_csv(f))
+        .map(|f| args.map.is_some() || is_transactions_csv(f))
         .collect();
+    let map = match &args.map {
+        Some(p) => report::ColumnMap::load(p)?,
+        None => report::ColumnMap::default(),
+    };
     let command = command_line();
     let mut code = ExitCode::SUCCESS;
     let data = if csv.iter().all(|c| *c) {
@@ -625,8 +634,11 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
         for path in &args.inputs.files {
             let bytes =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let t = report::read_transactions_csv(&bytes[..])
-                .with_context(|| format!("{}", path.display()))?;
+            let t: Vec<_> = report::read_records_csv(&bytes[..], &map)
+                .with_context(|| format!("{}", path.display()))?
+                .into_iter()
+                .map(|r| r.tx)
+                .collect();
             inputs.push(InputMeta {
                 name: path.display().to_string(),
                 format: format!("transactions CSV, {} records", t.len()),
@@ -797,15 +809,27 @@ struct ValidateArgs {
     /// Transactions found by the observer (`observer analyze --csv`).
     #[arg(long, value_name = "CSV")]
     passive: PathBuf,
-    /// The peers' own records (`observer peer --csv`), one file per peer.
+    /// The peers' own records (`observer peer --csv`, or any instrumented peer's log
+    /// with `--map`), one file per peer.
     #[arg(long, value_name = "CSV", num_args = 1.., required = true)]
     active: Vec<PathBuf>,
+    /// A TOML column map for the active logs when they are not in our format (column
+    /// names, units, status words; see docs/formats.md).
+    #[arg(long, value_name = "TOML")]
+    map: Option<PathBuf>,
     /// Largest number (N) or share (N%) of active transactions the observer may miss.
     #[arg(long, value_name = "N|N%")]
     max_miss: Option<String>,
-    /// Largest |active - passive| RTT difference allowed (e.g. 5ms).
+    /// Largest |application - passive| RTT difference allowed (e.g. 5ms).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     max_delta: Option<Duration>,
+    /// Largest |socket - passive| RTT difference allowed (the peers' kernel timestamps;
+    /// every joined transaction must then have them).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    max_socket_delta: Option<Duration>,
+    /// Largest 99th percentile of |socket - passive| allowed.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    max_socket_p99: Option<Duration>,
     /// Without a correlator, transactions are joined by pair and the nearest start time
     /// within this window.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
@@ -817,15 +841,18 @@ struct ValidateArgs {
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     use observer::validate as v;
-    let read = |p: &PathBuf| -> Result<Vec<observer::transaction::Transaction>> {
-        let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-        report::read_transactions_csv(io::BufReader::new(f))
-            .with_context(|| format!("cannot read {}", p.display()))
+    let map = match &args.map {
+        Some(p) => report::ColumnMap::load(p).context("--map")?,
+        None => report::ColumnMap::default(),
     };
-    let passive = read(&args.passive)?;
+    let passive: Vec<_> = report::read_records_file(&args.passive, &report::ColumnMap::default())
+        .context("--passive")?
+        .into_iter()
+        .map(|r| r.tx)
+        .collect();
     let mut active = Vec::new();
     for p in &args.active {
-        active.extend(read(p)?);
+        active.extend(report::read_records_file(p, &map).context("--active")?);
     }
     let result = v::validate(&active, &passive, duration_ns(args.window));
     let bounds = v::Bounds {
@@ -833,8 +860,11 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
             .max_miss
             .as_deref()
             .map(v::MissBound::parse)
-            .transpose()?,
+            .transpose()
+            .context("--max-miss")?,
         max_delta_ns: args.max_delta.map(duration_ns),
+        max_socket_delta_ns: args.max_socket_delta.map(duration_ns),
+        max_socket_p99_ns: args.max_socket_p99.map(duration_ns),
     };
     let broken = result.check(&bounds);
     let mut out = io::stdout().lock();

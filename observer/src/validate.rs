@@ -9,6 +9,15 @@
 //!    different correlator). Candidate pairs are taken in increasing |Δstart| order,
 //!    each record at most once.
 //!
+//! Peers are keyed by peer ID; a record with a name only takes the peer ID that name
+//! has in the other records (foreign logs often carry names only).
+//!
+//! Two RTT differences per joined ok/ok transaction: application − passive (the
+//! peer's clock around its own `write()` and `read()`: includes the host's scheduling)
+//! and socket − passive (the kernel's timestamps of the PING leaving and the PONG
+//! arriving, when the peer records them: what the wire can see). Their difference,
+//! application − socket, is the local host's share of the RTT.
+//!
 //! Counted: active transactions (`ok` and `timeout`; the peers write no others) the
 //! observer *found* or *missed*; passive `ok`/`timeout` transactions of pollers that
 //! have active records but match none (*extra*; `open` passive records, cut by the end
@@ -19,25 +28,58 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::report::stats::percentile;
+use crate::report::CsvRecord;
 use crate::transaction::{Transaction, TxStatus};
 
-/// How a peer is keyed: peer ID when known, else name.
-fn key(id: &Option<crate::jxta::PeerId>, name: &Option<String>) -> String {
-    match (id, name) {
-        (Some(id), _) => id.as_str().to_string(),
-        (None, Some(n)) => format!("name:{n}"),
-        (None, None) => "?".to_string(),
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error("{0:?}: expected N or N%")]
+    BadMissBound(String),
+    #[error("{0:?}: a percentage is between 0 and 100")]
+    PercentRange(String),
+}
+
+/// Peer names → peer IDs, learnt from records that carry both.
+#[derive(Default)]
+struct Names(HashMap<String, String>);
+
+impl Names {
+    fn learn(&mut self, t: &Transaction) {
+        for (id, name) in [
+            (&t.poller_id, &t.poller_name),
+            (&t.receiver_id, &t.receiver_name),
+        ] {
+            if let (Some(id), Some(n)) = (id, name) {
+                self.0
+                    .entry(n.clone())
+                    .or_insert_with(|| id.as_str().to_string());
+            }
+        }
+    }
+
+    /// How a peer is keyed: peer ID when known (from the record or from its name),
+    /// else name.
+    fn key(&self, id: &Option<crate::jxta::PeerId>, name: &Option<String>) -> String {
+        match (id, name) {
+            (Some(id), _) => id.as_str().to_string(),
+            (None, Some(n)) => self
+                .0
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| format!("name:{n}")),
+            (None, None) => "?".to_string(),
+        }
+    }
+
+    fn pair(&self, t: &Transaction) -> PairKey {
+        (
+            self.key(&t.poller_id, &t.poller_name),
+            self.key(&t.receiver_id, &t.receiver_name),
+        )
     }
 }
 
 type PairKey = (String, String);
-
-fn pair_key(t: &Transaction) -> PairKey {
-    (
-        key(&t.poller_id, &t.poller_name),
-        key(&t.receiver_id, &t.receiver_name),
-    )
-}
 
 /// Counts and RTT differences for one pair (or all pairs together).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,8 +94,17 @@ pub struct PairResult {
     pub by_time: u64,
     /// Joined, but one side says ok and the other timeout.
     pub status_mismatch: u64,
-    /// active − passive RTT of joined ok/ok transactions, nanoseconds.
+    /// application − passive RTT of joined ok/ok transactions, nanoseconds.
     pub deltas_ns: Vec<i64>,
+    /// socket − passive RTT of those with a socket RTT, nanoseconds.
+    pub socket_deltas_ns: Vec<i64>,
+    /// application − socket RTT (the local host's share), nanoseconds.
+    pub host_ns: Vec<i64>,
+    /// Sum of the passive RTTs of joined ok/ok transactions (what the wire shows:
+    /// network and far peer), nanoseconds.
+    pub passive_rtt_sum_ns: u128,
+    /// Joined ok/ok transactions whose active record has no socket RTT.
+    pub socket_missing: u64,
 }
 
 /// The distribution of RTT differences, in microseconds.
@@ -96,6 +147,18 @@ impl PairResult {
         DeltaStats::from_ns(&self.deltas_ns)
     }
 
+    pub fn socket_deltas(&self) -> DeltaStats {
+        DeltaStats::from_ns(&self.socket_deltas_ns)
+    }
+
+    /// Mean passive RTT of joined ok/ok transactions, µs.
+    pub fn wire_mean_us(&self) -> f64 {
+        if self.deltas_ns.is_empty() {
+            return 0.0;
+        }
+        self.passive_rtt_sum_ns as f64 / self.deltas_ns.len() as f64 / 1000.0
+    }
+
     fn add(&mut self, o: &PairResult) {
         self.active += o.active;
         self.found += o.found;
@@ -105,6 +168,10 @@ impl PairResult {
         self.by_time += o.by_time;
         self.status_mismatch += o.status_mismatch;
         self.deltas_ns.extend_from_slice(&o.deltas_ns);
+        self.socket_deltas_ns.extend_from_slice(&o.socket_deltas_ns);
+        self.host_ns.extend_from_slice(&o.host_ns);
+        self.passive_rtt_sum_ns += o.passive_rtt_sum_ns;
+        self.socket_missing += o.socket_missing;
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -120,6 +187,12 @@ impl PairResult {
             "status_mismatch": self.status_mismatch,
             "found_percent": found_percent(self.found, self.active),
             "rtt_delta_us": self.deltas(),
+            "socket_rtt_delta_us": self.socket_deltas(),
+            "socket_missing": self.socket_missing,
+            "split_us": {
+                "wire_mean": self.wire_mean_us(),
+                "host": DeltaStats::from_ns(&self.host_ns),
+            },
         })
     }
 }
@@ -151,21 +224,21 @@ pub enum MissBound {
 }
 
 impl MissBound {
-    pub fn parse(s: &str) -> anyhow::Result<MissBound> {
+    pub fn parse(s: &str) -> Result<MissBound, ValidateError> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
             let v: f64 = p
                 .trim()
                 .parse()
-                .map_err(|_| anyhow::anyhow!("--max-miss {s:?}: expected N or N%"))?;
+                .map_err(|_| ValidateError::BadMissBound(s.into()))?;
             if !(0.0..=100.0).contains(&v) {
-                anyhow::bail!("--max-miss {s:?}: a percentage is between 0 and 100");
+                return Err(ValidateError::PercentRange(s.into()));
             }
             Ok(MissBound::Percent(v))
         } else {
             s.parse()
                 .map(MissBound::Count)
-                .map_err(|_| anyhow::anyhow!("--max-miss {s:?}: expected N or N%"))
+                .map_err(|_| ValidateError::BadMissBound(s.into()))
         }
     }
 }
@@ -173,24 +246,33 @@ impl MissBound {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bounds {
     pub max_miss: Option<MissBound>,
+    /// On |application − passive|.
     pub max_delta_ns: Option<u64>,
+    /// On |socket − passive|: its largest value and its 99th percentile. Either also
+    /// requires every joined ok/ok transaction to have a socket RTT.
+    pub max_socket_delta_ns: Option<u64>,
+    pub max_socket_p99_ns: Option<u64>,
 }
 
 /// Joins `active` (the peers' records) with `passive` (the observer's). `window_ns`
 /// bounds the start-time difference of a join without correlator.
-pub fn validate(active: &[Transaction], passive: &[Transaction], window_ns: u64) -> Validation {
-    let mut act: BTreeMap<PairKey, Vec<&Transaction>> = BTreeMap::new();
-    for t in active
+pub fn validate(active: &[CsvRecord], passive: &[Transaction], window_ns: u64) -> Validation {
+    let mut names = Names::default();
+    for t in passive.iter().chain(active.iter().map(|r| &r.tx)) {
+        names.learn(t);
+    }
+    let mut act: BTreeMap<PairKey, Vec<&CsvRecord>> = BTreeMap::new();
+    for r in active
         .iter()
-        .filter(|t| matches!(t.status, TxStatus::Ok | TxStatus::Timeout))
+        .filter(|r| matches!(r.tx.status, TxStatus::Ok | TxStatus::Timeout))
     {
-        act.entry(pair_key(t)).or_default().push(t);
+        act.entry(names.pair(&r.tx)).or_default().push(r);
     }
     let pollers: std::collections::HashSet<&String> = act.keys().map(|(p, _)| p).collect();
     let mut pas: BTreeMap<PairKey, Vec<&Transaction>> = BTreeMap::new();
     let mut v = Validation::default();
     for t in passive {
-        let k = pair_key(t);
+        let k = names.pair(t);
         if !pollers.contains(&k.0) {
             v.passive_other_pollers += 1;
             continue;
@@ -201,7 +283,9 @@ pub fn validate(active: &[Transaction], passive: &[Transaction], window_ns: u64)
     keys.sort();
     keys.dedup();
     for k in keys {
-        let a = act.get(&k).map(Vec::as_slice).unwrap_or_default();
+        let a_recs = act.get(&k).map(Vec::as_slice).unwrap_or_default();
+        let a: Vec<&Transaction> = a_recs.iter().map(|r| &r.tx).collect();
+        let a = a.as_slice();
         let p = pas.get(&k).map(Vec::as_slice).unwrap_or_default();
         let name = |ts: &[&Transaction], poller: bool| {
             ts.iter().find_map(|t| {
@@ -212,7 +296,7 @@ pub fn validate(active: &[Transaction], passive: &[Transaction], window_ns: u64)
                 }
             })
         };
-        let mut r = join_pair(a, p, window_ns);
+        let mut r = join_pair(a_recs, p, window_ns);
         r.poller = name(a, true)
             .or_else(|| name(p, true))
             .unwrap_or_else(|| k.0.clone());
@@ -230,7 +314,8 @@ pub fn validate(active: &[Transaction], passive: &[Transaction], window_ns: u64)
     v
 }
 
-fn join_pair(a: &[&Transaction], p: &[&Transaction], window_ns: u64) -> PairResult {
+fn join_pair(a_recs: &[&CsvRecord], p: &[&Transaction], window_ns: u64) -> PairResult {
+    let a: Vec<&Transaction> = a_recs.iter().map(|r| &r.tx).collect();
     let mut r = PairResult {
         active: a.len() as u64,
         ..PairResult::default()
@@ -293,7 +378,17 @@ fn join_pair(a: &[&Transaction], p: &[&Transaction], window_ns: u64) -> PairResu
         r.found += 1;
         let (x, y) = (a[i], p[j]);
         match (x.rtt_ns(), y.rtt_ns()) {
-            (Some(ra), Some(rp)) => r.deltas_ns.push(ra as i64 - rp as i64),
+            (Some(ra), Some(rp)) => {
+                r.deltas_ns.push(ra as i64 - rp as i64);
+                r.passive_rtt_sum_ns += u128::from(rp);
+                match a_recs[i].socket_rtt_ns() {
+                    Some(rs) => {
+                        r.socket_deltas_ns.push(rs as i64 - rp as i64);
+                        r.host_ns.push(ra as i64 - rs as i64);
+                    }
+                    None => r.socket_missing += 1,
+                }
+            }
             _ if y.status != TxStatus::Open && x.status != y.status => r.status_mismatch += 1,
             _ => {}
         }
@@ -324,17 +419,52 @@ impl Validation {
             }
             _ => {}
         }
+        let worst = |d: &[i64]| d.iter().map(|d| d.unsigned_abs()).max().unwrap_or(0);
         if let Some(max) = b.max_delta_ns {
-            let worst = t
-                .deltas_ns
-                .iter()
-                .map(|d| d.unsigned_abs())
-                .max()
-                .unwrap_or(0);
-            if worst > max {
+            let w = worst(&t.deltas_ns);
+            if w > max {
                 broken.push(format!(
-                    "|active - passive| RTT difference up to {:.1} us (at most {:.1} us allowed)",
-                    worst as f64 / 1000.0,
+                    "|application - passive| RTT difference up to {:.1} us (at most {:.1} us allowed)",
+                    w as f64 / 1000.0,
+                    max as f64 / 1000.0
+                ));
+            }
+        }
+        if b.max_socket_delta_ns.is_some() || b.max_socket_p99_ns.is_some() {
+            // A socket bound with nothing to judge must not pass silently.
+            if t.socket_missing > 0 {
+                broken.push(format!(
+                    "{} joined transactions without a socket RTT (a socket bound needs one for every transaction)",
+                    t.socket_missing
+                ));
+            }
+        }
+        if let Some(max) = b.max_socket_delta_ns {
+            let w = worst(&t.socket_deltas_ns);
+            if w > max {
+                broken.push(format!(
+                    "|socket - passive| RTT difference up to {:.1} us (at most {:.1} us allowed)",
+                    w as f64 / 1000.0,
+                    max as f64 / 1000.0
+                ));
+            }
+        }
+        if let Some(max) = b.max_socket_p99_ns {
+            let mut abs: Vec<f64> = t
+                .socket_deltas_ns
+                .iter()
+                .map(|d| d.unsigned_abs() as f64)
+                .collect();
+            abs.sort_by(f64::total_cmp);
+            let p99 = if abs.is_empty() {
+                0.0
+            } else {
+                percentile(&abs, 0.99)
+            };
+            if p99 > max as f64 {
+                broken.push(format!(
+                    "|socket - passive| RTT difference p99 {:.1} us (at most {:.1} us allowed)",
+                    p99 / 1000.0,
                     max as f64 / 1000.0
                 ));
             }
@@ -351,29 +481,20 @@ impl Validation {
         })
     }
 
-    /// A human-readable table.
+    /// A human-readable table: counts, then per pair the RTT split (what the wire
+    /// shows, the local host's share) and both differences to the passive RTT.
     pub fn render(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{:<16} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}",
-            "poller",
-            "receiver",
-            "active",
-            "found",
-            "missed",
-            "extra",
-            "found%",
-            "mean_us",
-            "p50_us",
-            "p99_us",
-            "max_us"
+            "{:<16} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8}",
+            "poller", "receiver", "active", "found", "missed", "extra", "found%"
         );
-        for r in self.pairs.iter().chain(std::iter::once(&self.total)) {
-            let d = r.deltas();
+        let rows = || self.pairs.iter().chain(std::iter::once(&self.total));
+        for r in rows() {
             let _ = writeln!(
                 o,
-                "{:<16} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8.2} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                "{:<16} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8.2}",
                 r.poller,
                 r.receiver,
                 r.active,
@@ -381,6 +502,52 @@ impl Validation {
                 r.missed,
                 r.extra,
                 found_percent(r.found, r.active),
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nRTT split and differences to the passive RTT (us; socket = the peer's kernel timestamps, app = its clock around write/read)"
+        );
+        let _ = writeln!(
+            o,
+            "{:<16} {:<16} {:>6} {:>11} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",
+            "poller", "receiver", "joined", "wire_mean", "host_mean", "host_max",
+            "sock_mean", "sock_p50", "sock_p99", "sock_max",
+            "app_mean", "app_p50", "app_p99", "app_max"
+        );
+        for r in rows() {
+            let (d, s, h) = (
+                r.deltas(),
+                r.socket_deltas(),
+                DeltaStats::from_ns(&r.host_ns),
+            );
+            let sock = |v: f64| {
+                if s.count == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let host = |v: f64| {
+                if h.count == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let _ = writeln!(
+                o,
+                "{:<16} {:<16} {:>6} {:>11.1} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                r.poller,
+                r.receiver,
+                d.count,
+                r.wire_mean_us(),
+                host(h.mean_us),
+                host(h.max_us),
+                sock(s.mean_us),
+                sock(s.p50_us),
+                sock(s.p99_us),
+                sock(s.max_us),
                 d.mean_us,
                 d.p50_us,
                 d.p99_us,
@@ -389,10 +556,11 @@ impl Validation {
         }
         let _ = writeln!(
             o,
-            "joined by correlator {}, by start time {}; status mismatches {}; passive open {}; passive records of other pollers {}",
+            "joined by correlator {}, by start time {}; status mismatches {}; without socket RTT {}; passive open {}; passive records of other pollers {}",
             self.total.by_correlator,
             self.total.by_time,
             self.total.status_mismatch,
+            self.total.socket_missing,
             self.passive_open,
             self.passive_other_pollers
         );
@@ -405,7 +573,17 @@ mod tests {
     use super::*;
     use crate::jim::Status;
     use crate::jxta::PeerId;
+    use crate::report::SocketTimes;
     use crate::transaction::MatchMethod;
+
+    fn recs(t: Vec<Transaction>) -> Vec<CsvRecord> {
+        t.into_iter()
+            .map(|tx| CsvRecord {
+                tx,
+                socket: SocketTimes::default(),
+            })
+            .collect()
+    }
 
     fn pid(n: u8) -> PeerId {
         PeerId::parse(&format!("urn:jxta:uuid-{:064X}03", n)).unwrap()
@@ -469,7 +647,7 @@ mod tests {
             // A poller with no active records: not judged.
             tx(3, 1, 1000, Some(1), None),
         ];
-        let v = validate(&active, &passive, 500_000_000);
+        let v = validate(&recs(active.clone()), &passive, 500_000_000);
         assert_eq!(v.total.active, 4);
         assert_eq!(v.total.found, 2);
         assert_eq!(v.total.missed, 2);
@@ -485,12 +663,14 @@ mod tests {
         let broken = v.check(&Bounds {
             max_miss: Some(MissBound::Percent(10.0)),
             max_delta_ns: Some(200_000),
+            ..Bounds::default()
         });
         assert_eq!(broken.len(), 2, "{broken:?}");
         assert!(v
             .check(&Bounds {
                 max_miss: Some(MissBound::Count(2)),
                 max_delta_ns: Some(300_000),
+                ..Bounds::default()
             })
             .is_empty());
         assert!(v.render().contains("p1"));
@@ -511,14 +691,14 @@ mod tests {
             // Too far from the third active start (window 500 ms): missed + extra.
             tx(1, 2, 3700, None, None),
         ];
-        let v = validate(&active, &passive, 500_000_000);
+        let v = validate(&recs(active.clone()), &passive, 500_000_000);
         assert_eq!((v.total.found, v.total.missed, v.total.extra), (2, 1, 1));
         assert_eq!(v.total.by_time, 2);
         let mut d = v.total.deltas_ns.clone();
         d.sort();
         assert_eq!(d, vec![1_000_000, 2_000_000]);
         // A wider window takes it.
-        let v = validate(&active, &passive, 1_000_000_000);
+        let v = validate(&recs(active.clone()), &passive, 1_000_000_000);
         assert_eq!((v.total.found, v.total.missed, v.total.extra), (3, 0, 0));
     }
 
@@ -526,11 +706,11 @@ mod tests {
     fn different_correlators_never_join_by_time() {
         let active = vec![tx(1, 2, 1000, Some(50_000), Some("a"))];
         let passive = vec![tx(1, 2, 1000, Some(50_000), Some("b"))];
-        let v = validate(&active, &passive, 500_000_000);
+        let v = validate(&recs(active.clone()), &passive, 500_000_000);
         assert_eq!((v.total.found, v.total.missed, v.total.extra), (0, 1, 1));
         // A passive record without correlator joins an active one with a correlator.
         let passive = vec![tx(1, 2, 1001, Some(50_000), None)];
-        let v = validate(&active, &passive, 500_000_000);
+        let v = validate(&recs(active.clone()), &passive, 500_000_000);
         assert_eq!((v.total.found, v.total.by_time), (1, 1));
     }
 
@@ -538,12 +718,83 @@ mod tests {
     fn status_mismatch_counted() {
         let active = vec![tx(1, 2, 1000, None, Some("1"))];
         let passive = vec![tx(1, 2, 1000, Some(50_000), Some("1"))];
-        let v = validate(&active, &passive, 1);
+        let v = validate(&recs(active.clone()), &passive, 1);
         assert_eq!(v.total.found, 1);
         assert_eq!(v.total.status_mismatch, 1);
         assert!(v.total.deltas_ns.is_empty());
         assert!(MissBound::parse("5%").is_ok());
         assert!(MissBound::parse("x").is_err());
         assert!(MissBound::parse("150%").is_err());
+    }
+
+    /// The application RTT includes the poller's own delays; the socket RTT does not:
+    /// both differences, and their difference as the host's share.
+    #[test]
+    fn socket_and_application_differences() {
+        let passive = vec![
+            tx(1, 2, 1000, Some(50_000), Some("1")),
+            tx(1, 2, 2000, Some(60_000), Some("2")),
+            tx(1, 2, 3000, Some(70_000), Some("3")),
+        ];
+        let mut active = recs(vec![
+            tx(1, 2, 1000, Some(50_400), Some("1")),
+            tx(1, 2, 2000, Some(66_000), Some("2")),
+            tx(1, 2, 3000, Some(70_300), Some("3")),
+        ]);
+        // Kernel timestamps 30 µs inside the application's, except one 10 µs inside.
+        for (r, inside_us) in active.iter_mut().zip([30u64, 30, 10]) {
+            r.socket = SocketTimes {
+                start: Some(r.tx.start + inside_us * 1000),
+                stop: r.tx.stop.map(|s| s - inside_us * 1000),
+            };
+        }
+        let v = validate(&active, &passive, 500_000_000);
+        let t = &v.total;
+        assert_eq!(t.deltas_ns, vec![400_000, 6_000_000, 300_000]);
+        assert_eq!(t.socket_deltas_ns, vec![340_000, 5_940_000, 280_000]);
+        assert_eq!(t.host_ns, vec![60_000, 60_000, 20_000]);
+        assert_eq!(t.wire_mean_us(), 60_000.0);
+        assert_eq!(t.socket_missing, 0);
+        let bound = |max_us: u64, p99_us: u64| Bounds {
+            max_socket_delta_ns: Some(max_us * 1000),
+            max_socket_p99_ns: Some(p99_us * 1000),
+            ..Bounds::default()
+        };
+        assert!(v.check(&bound(6_000, 6_000)).is_empty());
+        assert_eq!(v.check(&bound(5_000, 6_000)).len(), 1);
+        assert_eq!(v.check(&bound(6_000, 500)).len(), 1);
+        let j = v.to_json();
+        assert_eq!(j["total"]["socket_rtt_delta_us"]["count"], 3);
+        assert_eq!(j["total"]["split_us"]["host"]["max_us"], 60.0);
+        let text = v.render();
+        assert!(
+            text.contains("sock_p99") && text.contains("host_mean"),
+            "{text}"
+        );
+
+        // Without socket times a socket bound is broken, not silently met.
+        let v = validate(
+            &recs(active.iter().map(|r| r.tx.clone()).collect()),
+            &passive,
+            500_000_000,
+        );
+        assert_eq!(v.total.socket_missing, 3);
+        let broken = v.check(&bound(6_000, 6_000));
+        assert!(
+            broken.iter().any(|b| b.contains("without a socket RTT")),
+            "{broken:?}"
+        );
+    }
+
+    /// A foreign log with names only joins the observer's records keyed by peer ID.
+    #[test]
+    fn names_only_join_records_with_peer_ids() {
+        let passive = vec![tx(1, 2, 1000, Some(50_000), None)];
+        let mut a = tx(1, 2, 1001, Some(51_000), None);
+        a.poller_id = None;
+        a.receiver_id = None;
+        let v = validate(&recs(vec![a]), &passive, 500_000_000);
+        assert_eq!((v.total.found, v.total.missed, v.total.extra), (1, 0, 0));
+        assert_eq!(v.passive_other_pollers, 0);
     }
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observer::jim::Status;
-use observer::report::read_transactions_csv;
+use observer::report::{read_records_file, read_transactions_csv, ColumnMap};
 use observer::transaction::{Transaction, TxStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_observer");
@@ -232,6 +232,19 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     wait_exit(&mut alice, Duration::from_secs(15));
     wait_exit(&mut bob, Duration::from_secs(15));
 
+    // Kernel timestamps: every ok record has a socket RTT, inside the application's
+    // (the PING leaves after the clock is read before write(); the PONG's segment
+    // arrives before read() returns).
+    for csv in [&alice_csv, &bob_csv] {
+        let recs = read_records_file(csv, &ColumnMap::default()).expect("peer CSV");
+        for r in recs.iter().filter(|r| r.tx.status == TxStatus::Ok) {
+            let (app, sock) = (r.tx.rtt_ns().unwrap(), r.socket_rtt_ns());
+            let sock = sock.unwrap_or_else(|| panic!("no socket RTT: {r:?}"));
+            assert!(sock <= app, "{r:?}");
+            assert!(r.socket.start.unwrap() >= r.tx.start, "{r:?}");
+            assert!(r.socket.stop.unwrap() <= r.tx.stop.unwrap(), "{r:?}");
+        }
+    }
     let a = read_csv(&alice_csv);
     let b = read_csv(&bob_csv);
     for (txs, buddy) in [(&a, "bob"), (&b, "alice")] {
@@ -328,6 +341,11 @@ fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_t
     };
     assert_eq!(v["total"][key], n);
     assert!(v["total"]["rtt_delta_us"]["max_abs_us"].as_f64().unwrap() < 5000.0);
+    assert_eq!(v["total"]["socket_missing"], 0);
+    assert_eq!(
+        v["total"]["socket_rtt_delta_us"]["count"],
+        v["total"]["rtt_delta_us"]["count"]
+    );
 }
 
 /// Unmodified JIM on the wire (`--no-correlator`): the peers still measure themselves,

@@ -39,9 +39,18 @@ enum Command {
         /// The observer binary (built with `cargo build -p observer` when absent).
         #[arg(long, default_value = "target/debug/observer")]
         observer: PathBuf,
-        /// Largest |active − passive| RTT difference accepted.
-        #[arg(long, default_value = "5ms")]
-        max_delta: String,
+        /// Largest |socket − passive| RTT difference accepted (the peers' kernel
+        /// timestamps against the capture; the application difference is reported,
+        /// not bounded: it holds the peers' own scheduling delays).
+        #[arg(long, default_value = "2ms")]
+        max_socket_delta: String,
+        /// Largest 99th percentile of |socket − passive| accepted.
+        #[arg(long, default_value = "500us")]
+        max_socket_p99: String,
+        /// Keep this many CPUs busy with `stress-ng --cpu N` while the peers run (the
+        /// socket bounds must hold under load).
+        #[arg(long, default_value_t = 0)]
+        stress_cpus: u32,
         /// Run the peers on loopback instead of namespaces (the fallback where
         /// namespaces are not permitted).
         #[arg(long)]
@@ -184,7 +193,9 @@ fn main() -> Result<()> {
             seconds,
             out,
             observer,
-            max_delta,
+            max_socket_delta,
+            max_socket_p99,
+            stress_cpus,
             loopback,
             live,
         } => {
@@ -221,7 +232,9 @@ fn main() -> Result<()> {
                 seconds,
                 out,
                 observer,
-                max_delta,
+                max_socket_delta,
+                max_socket_p99,
+                stress_cpus,
                 loopback,
                 live,
             })?;

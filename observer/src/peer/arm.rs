@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use crate::jim::Status;
 use crate::jxta::PeerId;
-use crate::report::TransactionCsvWriter;
+use crate::report::{SocketTimes, TransactionCsvWriter};
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
 use crate::UnixNanos;
 
@@ -39,6 +39,8 @@ pub fn correlator_element_bytes(corr: u64) -> u64 {
 struct Open {
     receiver: usize,
     start: UnixNanos,
+    /// The kernel's TX timestamp of the PING's last byte, once it arrived.
+    socket_start: Option<UnixNanos>,
     ping_bytes: u64,
     corr_bytes: u64,
 }
@@ -49,6 +51,8 @@ struct Open {
 pub struct Record {
     pub tx: Transaction,
     pub correlator: u64,
+    /// Kernel timestamps of the PING leaving and the PONG arriving.
+    pub socket: SocketTimes,
 }
 
 impl Record {
@@ -74,6 +78,9 @@ impl Record {
             "start_unix_ns": t.start,
             "stop_unix_ns": t.stop,
             "rtt_us": t.rtt_ns().map(|n| n as f64 / 1000.0),
+            "socket_start_unix_ns": self.socket.start,
+            "socket_stop_unix_ns": self.socket.stop,
+            "socket_rtt_us": t.rtt_ns().and(self.socket.rtt_ns()).map(|n| n as f64 / 1000.0),
             "ping_bytes": t.ping_bytes,
             "pong_bytes": t.pong_bytes,
             "correlator_overhead_bytes": t.correlator_overhead_bytes,
@@ -103,6 +110,8 @@ pub struct ArmCounters {
     pub csv_records: u64,
     pub csv_bytes: u64,
     pub csv_errors: u64,
+    /// `ok` records without a socket RTT (a kernel timestamp missing).
+    pub socket_rtt_missing: u64,
 }
 
 /// What the ARM knows about one receiver.
@@ -145,9 +154,10 @@ impl Arm {
         csv: Option<std::fs::File>,
     ) -> std::io::Result<Arm> {
         let csv = match csv {
-            Some(f) => {
-                Some(TransactionCsvWriter::new(BufWriter::new(f)).map_err(std::io::Error::other)?)
-            }
+            Some(f) => Some(
+                TransactionCsvWriter::with_socket_columns(BufWriter::new(f))
+                    .map_err(std::io::Error::other)?,
+            ),
             None => None,
         };
         // Correlators start high and differ between peers (a hash of the name), like
@@ -204,11 +214,20 @@ impl Arm {
             Open {
                 receiver,
                 start: now_ns(),
+                socket_start: None,
                 ping_bytes,
                 corr_bytes,
             },
         );
         true
+    }
+
+    /// The kernel's TX timestamp of a PING's last byte (ignored once the transaction
+    /// is no longer open).
+    pub fn socket_start(&self, corr: u64, ns: UnixNanos) {
+        if let Some(o) = self.lock().open.get_mut(&corr) {
+            o.socket_start = Some(ns);
+        }
     }
 
     /// A transaction whose PING could not be written after all: forgotten.
@@ -221,7 +240,8 @@ impl Arm {
 
     /// Stops the transaction a PONG from `receiver` answers: the one with `corr` when
     /// the PONG carries a correlator, else the receiver's oldest open one. `stop` is
-    /// when the PONG's last byte was read. Returns `false` for an unmatched PONG.
+    /// when the PONG's last byte was read, `socket_stop` the kernel's RX timestamp of
+    /// that read. Returns `false` for an unmatched PONG.
     #[allow(clippy::too_many_arguments)]
     pub fn stop(
         &self,
@@ -231,6 +251,7 @@ impl Arm {
         pong_bytes: u64,
         pong_corr_bytes: u64,
         stop: UnixNanos,
+        socket_stop: Option<UnixNanos>,
     ) -> bool {
         let mut g = self.lock();
         g.counters.correlator_bytes_received += pong_corr_bytes;
@@ -261,7 +282,21 @@ impl Arm {
             Some(pong_bytes),
             pong_corr_bytes,
         );
-        self.finish(&mut g, Record { tx, correlator: c });
+        let socket = SocketTimes {
+            start: o.socket_start,
+            stop: socket_stop,
+        };
+        if socket.rtt_ns().is_none() {
+            g.counters.socket_rtt_missing += 1;
+        }
+        self.finish(
+            &mut g,
+            Record {
+                tx,
+                correlator: c,
+                socket,
+            },
+        );
         true
     }
 
@@ -280,7 +315,18 @@ impl Arm {
             g.order[o.receiver].retain(|x| *x != c);
             let stop = o.start.saturating_add(self.timeout_ns);
             let tx = self.transaction(&o, c, Some(stop), TxStatus::Timeout, None, None, 0);
-            self.finish(&mut g, Record { tx, correlator: c });
+            let socket = SocketTimes {
+                start: o.socket_start,
+                stop: None,
+            };
+            self.finish(
+                &mut g,
+                Record {
+                    tx,
+                    correlator: c,
+                    socket,
+                },
+            );
         }
     }
 
@@ -339,7 +385,10 @@ impl Arm {
         }
         let mut csv_result = None;
         if let Some(w) = g.csv.as_mut() {
-            csv_result = Some(w.write(&rec.tx).and_then(|n| w.flush().map(|_| n)));
+            csv_result = Some(
+                w.write_with_socket(&rec.tx, &rec.socket)
+                    .and_then(|n| w.flush().map(|_| n)),
+            );
         }
         match csv_result {
             Some(Ok(n)) => {
@@ -419,9 +468,9 @@ mod tests {
         assert!(a.start(0, c1, 900, correlator_element_bytes(c1)));
         assert!(a.start(0, c2, 900, correlator_element_bytes(c2)));
         // Answered out of order, by correlator.
-        assert!(a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns()));
-        assert!(!a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns()));
-        assert!(!a.stop(1, Some(c1), Some(Status::Busy), 950, 44, now_ns()));
+        assert!(a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns(), None));
+        assert!(!a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns(), None));
+        assert!(!a.stop(1, Some(c1), Some(Status::Busy), 950, 44, now_ns(), None));
         let r = a.recent(10);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].tx.correlator.as_deref(), Some(c2.to_string().as_str()));
@@ -437,7 +486,7 @@ mod tests {
         let (c1, c2) = (b.next_correlator(), b.next_correlator());
         b.start(1, c1, 800, 0);
         b.start(1, c2, 800, 0);
-        assert!(b.stop(1, None, Some(Status::Online), 850, 0, now_ns()));
+        assert!(b.stop(1, None, Some(Status::Online), 850, 0, now_ns(), None));
         let r = b.recent(1);
         assert_eq!(r[0].correlator, c1);
         assert_eq!(r[0].tx.correlator, None);
@@ -470,6 +519,8 @@ mod tests {
         let a = arm(true, 8, Some(std::fs::File::create(&path).unwrap()));
         let c = a.next_correlator();
         a.start(0, c, 1000, 37);
+        let sock_start = now_ns();
+        a.socket_start(c, sock_start);
         a.stop(
             0,
             Some(c),
@@ -477,10 +528,26 @@ mod tests {
             1100,
             37,
             now_ns() + 5_000_000,
+            Some(sock_start + 4_000_000),
         );
-        let txs =
-            crate::report::read_transactions_csv(std::fs::File::open(&path).unwrap()).unwrap();
-        assert_eq!(txs.len(), 1);
+        // A second one whose TX timestamp never came: counted, socket columns empty.
+        let c2 = a.next_correlator();
+        a.start(1, c2, 1000, 37);
+        a.stop(
+            1,
+            Some(c2),
+            Some(Status::Busy),
+            1100,
+            37,
+            now_ns(),
+            Some(now_ns()),
+        );
+        let recs = crate::report::read_records_file(&path, &Default::default()).unwrap();
+        assert_eq!(recs[0].socket_rtt_ns(), Some(4_000_000));
+        assert_eq!(recs[1].socket_rtt_ns(), None);
+        assert_eq!(a.snapshot().1.socket_rtt_missing, 1);
+        let txs: Vec<_> = recs.into_iter().map(|r| r.tx).collect();
+        assert_eq!(txs.len(), 2);
         assert_eq!(txs[0].receiver_name.as_deref(), Some("bob"));
         assert_eq!(txs[0].receiver_status, Some(Status::Away));
         assert_eq!(txs[0].correlator_overhead_bytes, 74);

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::arm::{correlator_element_bytes, now_ns};
+use super::timestamping::{self, SocketStamps, StampedRead, StampedWrite};
 use super::{ConnEntry, Shared};
 use crate::jim::{self, Document, Kind};
 use crate::jxta::{
@@ -99,6 +100,8 @@ enum Received {
     },
     Message {
         stop: UnixNanos,
+        /// The kernel's RX timestamp of the read that completed it, when recorded.
+        socket_stop: Option<UnixNanos>,
         framed_len: u64,
         body: Vec<u8>,
     },
@@ -110,6 +113,7 @@ async fn read_some<R: AsyncRead + Unpin>(
     rd: &mut R,
     parser: &mut StreamParser,
     buf: &mut [u8],
+    stamps: Option<&SocketStamps>,
 ) -> Result<Vec<Received>, &'static str> {
     let n = match rd.read(buf).await {
         Ok(0) => return Err("eof"),
@@ -118,6 +122,7 @@ async fn read_some<R: AsyncRead + Unpin>(
     };
     // The stop time of a message: right after the read that completed it returned.
     let now = now_ns();
+    let socket_stop = stamps.and_then(SocketStamps::take_rx);
     let mut stats = JxtaStats::default();
     let mut got = Vec::new();
     parser.push(&buf[..n], now, &mut stats, &mut |ev| match ev {
@@ -127,6 +132,7 @@ async fn read_some<R: AsyncRead + Unpin>(
         }),
         StreamEvent::Message(m) => got.push(Received::Message {
             stop: m.stop,
+            socket_stop,
             framed_len: m.framed_len,
             body: m.body.to_vec(),
         }),
@@ -157,12 +163,50 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, outbound: bool, expecte
     };
     let local = stream.local_addr().ok();
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    serve(shared, rd, wr, remote, local, outbound, expected).await;
+    // Before anything is written: the TX timestamps' keys count bytes from here.
+    if let Err(e) = timestamping::enable(&stream) {
+        tracing::warn!(
+            "{remote}: no kernel timestamps ({e}); the socket columns of this connection's records stay empty"
+        );
+        shared.count("socket_timestamps_unavailable", 1);
+        let (rd, wr) = stream.into_split();
+        serve(shared, rd, wr, remote, local, outbound, expected, None).await;
+        return;
+    }
+    let stream = Arc::new(stream);
+    let stamps = Arc::new(SocketStamps::default());
+    let drain = tokio::spawn(timestamping::drain_tx(
+        stream.clone(),
+        stamps.clone(),
+        shared.clone(),
+    ));
+    let rd = StampedRead {
+        stream: stream.clone(),
+        stamps: stamps.clone(),
+        shared: shared.clone(),
+    };
+    let wr = StampedWrite {
+        stream,
+        stamps: stamps.clone(),
+    };
+    serve(
+        shared,
+        rd,
+        wr,
+        remote,
+        local,
+        outbound,
+        expected,
+        Some(stamps),
+    )
+    .await;
+    drain.abort();
 }
 
 /// The connection's life over any byte stream (a TCP socket in the peer; an in-memory
-/// pipe in the fuzz target and tests).
+/// pipe in the fuzz target and tests). `stamps`: the kernel timestamps of a socket
+/// read and written through [`StampedRead`] and [`StampedWrite`].
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<R, W>(
     shared: Arc<Shared>,
     mut rd: R,
@@ -171,6 +215,7 @@ pub async fn serve<R, W>(
     local: Option<SocketAddr>,
     outbound: bool,
     expected: Option<PeerId>,
+    stamps: Option<Arc<SocketStamps>>,
 ) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -201,7 +246,11 @@ pub async fn serve<R, W>(
     let mut pending = Vec::new();
     let deadline = tokio::time::Instant::now() + WELCOME_TIMEOUT;
     let (peer, peer_public) = loop {
-        let r = tokio::time::timeout_at(deadline, read_some(&mut rd, &mut parser, &mut buf)).await;
+        let r = tokio::time::timeout_at(
+            deadline,
+            read_some(&mut rd, &mut parser, &mut buf, stamps.as_deref()),
+        )
+        .await;
         let events = match r {
             Err(_) => {
                 shared.bad_input("welcome_timeout");
@@ -286,7 +335,7 @@ pub async fn serve<R, W>(
         if outbound { "out" } else { "in" }
     );
 
-    let writer = tokio::spawn(write_loop(shared.clone(), wr, rx));
+    let writer = tokio::spawn(write_loop(shared.clone(), wr, rx, stamps.clone()));
     let ctx = Ctx {
         shared: shared.clone(),
         peer: peer.clone(),
@@ -302,7 +351,7 @@ pub async fn serve<R, W>(
                 }
             }
             loop {
-                match read_some(&mut rd, &mut parser, &mut buf).await {
+                match read_some(&mut rd, &mut parser, &mut buf, stamps.as_deref()).await {
                     Ok(evs) => {
                         for r in evs {
                             if let Err(why) = ctx.handle(r).await {
@@ -333,6 +382,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut wr: W,
     mut rx: mpsc::Receiver<Out>,
+    stamps: Option<Arc<SocketStamps>>,
 ) {
     while let Some(out) = rx.recv().await {
         let (bytes, ping) = match out {
@@ -348,6 +398,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     .start(receiver, corr, bytes.len() as u64, corr_bytes)
                 {
                     continue;
+                }
+                if let Some(st) = &stamps {
+                    st.ping_expected(corr, bytes.len() as u64, &shared.arm);
                 }
                 (bytes, Some(corr))
             }
@@ -391,13 +444,14 @@ impl Ctx {
     }
 
     async fn handle(&self, r: Received) -> Result<(), &'static str> {
-        let (stop, framed_len, body) = match r {
+        let (stop, socket_stop, framed_len, body) = match r {
             Received::Welcome { .. } => return Err("second_welcome"),
             Received::Message {
                 stop,
+                socket_stop,
                 framed_len,
                 body,
-            } => (stop, framed_len, body),
+            } => (stop, socket_stop, framed_len, body),
         };
         let shared = &self.shared;
         shared.count("bytes_received", framed_len);
@@ -473,6 +527,7 @@ impl Ctx {
                     framed_len,
                     u64::from(doc.correlator_bytes),
                     stop,
+                    socket_stop,
                 ) {
                     shared.count("pongs_unmatched", 1);
                 }

@@ -25,6 +25,7 @@ pub mod arm;
 pub mod config;
 pub mod connection;
 pub mod management;
+pub mod timestamping;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -2,12 +2,31 @@
 
 use std::io::{Read, Write};
 
+use super::columns::{ColumnMap, Field};
 use super::ReportError;
 use crate::jim::Status;
 use crate::jxta::PeerId;
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
 
 pub const CSV_HEADER: &str = "start_unix_ns,stop_unix_ns,rtt_us,poller_name,poller_peer_id,receiver_name,receiver_peer_id,receiver_status,transaction_status,correlator,match_method,ping_bytes,pong_bytes,correlator_overhead_bytes";
+
+/// Columns the reference peer appends: the kernel's timestamps of the PING's last byte
+/// leaving and of the segment completing the PONG arriving, and their difference.
+pub const SOCKET_COLUMNS: &str = "socket_start_unix_ns,socket_stop_unix_ns,socket_rtt_us";
+
+/// Kernel (socket) timestamps of one transaction; either may be missing (no kernel
+/// support, or the timestamp did not arrive in time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketTimes {
+    pub start: Option<u64>,
+    pub stop: Option<u64>,
+}
+
+impl SocketTimes {
+    pub fn rtt_ns(&self) -> Option<u64> {
+        self.stop?.checked_sub(self.start?)
+    }
+}
 
 /// Characters that make spreadsheets evaluate a cell as a formula. Text from the wire
 /// (names, IDs, correlators) starting with one is prefixed with `'`, which spreadsheets
@@ -40,19 +59,6 @@ pub fn format_rtt_us(ns: u64) -> String {
     format!("{whole}.{}", f.trim_end_matches('0'))
 }
 
-fn parse_rtt_us(s: &str) -> Option<u64> {
-    let (w, f) = s.split_once('.').unwrap_or((s, ""));
-    if f.len() > 3 || !f.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac: u64 = if f.is_empty() {
-        0
-    } else {
-        format!("{f:0<3}").parse().ok()?
-    };
-    w.parse::<u64>().ok()?.checked_mul(1000)?.checked_add(frac)
-}
-
 /// Writes transactions as CSV records (header first).
 ///
 /// Fields are encoded here rather than by the `csv` crate's writer: a record is
@@ -65,6 +71,7 @@ pub struct TransactionCsvWriter<W: Write> {
     out: W,
     record: Vec<u8>,
     bytes: u64,
+    socket_columns: bool,
 }
 
 /// Appends one field (after a comma unless it is the record's first), quoted only if
@@ -110,13 +117,28 @@ fn push_number(record: &mut Vec<u8>, first: &mut bool, v: Option<u64>) {
 
 impl<W: Write> TransactionCsvWriter<W> {
     /// Writes the header.
-    pub fn new(mut out: W) -> Result<Self, ReportError> {
-        out.write_all(CSV_HEADER.as_bytes())?;
-        out.write_all(b"\n")?;
+    pub fn new(out: W) -> Result<Self, ReportError> {
+        Self::with_header(out, false)
+    }
+
+    /// Writes the header with [`SOCKET_COLUMNS`] appended (the reference peer's CSV).
+    pub fn with_socket_columns(out: W) -> Result<Self, ReportError> {
+        Self::with_header(out, true)
+    }
+
+    fn with_header(mut out: W, socket_columns: bool) -> Result<Self, ReportError> {
+        let mut header = CSV_HEADER.to_string();
+        if socket_columns {
+            header.push(',');
+            header.push_str(SOCKET_COLUMNS);
+        }
+        header.push('\n');
+        out.write_all(header.as_bytes())?;
         Ok(TransactionCsvWriter {
             out,
             record: Vec::with_capacity(512),
-            bytes: CSV_HEADER.len() as u64 + 1,
+            bytes: header.len() as u64,
+            socket_columns,
         })
     }
 
@@ -126,11 +148,22 @@ impl<W: Write> TransactionCsvWriter<W> {
             out,
             record: Vec::with_capacity(512),
             bytes: 0,
+            socket_columns: false,
         }
     }
 
     /// Writes one record and returns its size in bytes (line terminator included).
     pub fn write(&mut self, t: &Transaction) -> Result<u64, ReportError> {
+        self.write_with_socket(t, &SocketTimes::default())
+    }
+
+    /// Writes one record with its socket times (written only by a writer made with
+    /// [`Self::with_socket_columns`]).
+    pub fn write_with_socket(
+        &mut self,
+        t: &Transaction,
+        socket: &SocketTimes,
+    ) -> Result<u64, ReportError> {
         let r = &mut self.record;
         r.clear();
         let f = &mut true;
@@ -154,6 +187,14 @@ impl<W: Write> TransactionCsvWriter<W> {
         push_number(r, f, Some(t.ping_bytes));
         push_number(r, f, t.pong_bytes);
         push_number(r, f, Some(t.correlator_overhead_bytes));
+        if self.socket_columns {
+            let rtt = (t.status == TxStatus::Ok)
+                .then(|| socket.rtt_ns())
+                .flatten();
+            push_number(r, f, socket.start);
+            push_number(r, f, socket.stop);
+            word(r, f, rtt.map(format_rtt_us).as_deref());
+        }
         r.push(b'\n');
         self.out.write_all(r)?;
         let n = r.len() as u64;
@@ -177,66 +218,176 @@ impl<W: Write> TransactionCsvWriter<W> {
     }
 }
 
-/// Reads a CSV written by `TransactionCsvWriter` back into transactions.
-pub fn read_transactions_csv<R: Read>(r: R) -> Result<Vec<Transaction>, ReportError> {
-    let mut rd = csv::ReaderBuilder::new().has_headers(true).from_reader(r);
-    let header = rd.headers()?.iter().collect::<Vec<_>>().join(",");
-    if header != CSV_HEADER {
-        return Err(ReportError::BadHeader(header.chars().take(200).collect()));
+/// One record of a transaction CSV: the transaction, and the socket-level times when
+/// the file has them (the reference peer's kernel timestamps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvRecord {
+    pub tx: Transaction,
+    pub socket: SocketTimes,
+}
+
+impl CsvRecord {
+    /// The socket RTT of an `ok` transaction with both kernel timestamps.
+    pub fn socket_rtt_ns(&self) -> Option<u64> {
+        if self.tx.status != TxStatus::Ok {
+            return None;
+        }
+        self.socket.rtt_ns()
     }
+}
+
+/// Reads a transaction CSV in our own format (`analyze --csv`, `peer --csv`).
+pub fn read_transactions_csv<R: Read>(r: R) -> Result<Vec<Transaction>, ReportError> {
+    Ok(read_records_csv(r, &ColumnMap::default())?
+        .into_iter()
+        .map(|r| r.tx)
+        .collect())
+}
+
+/// Reads a file with [`read_records_csv`]; errors name the file.
+pub fn read_records_file(
+    path: &std::path::Path,
+    map: &ColumnMap,
+) -> Result<Vec<CsvRecord>, ReportError> {
+    let in_file = |e: ReportError| ReportError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    };
+    let f = std::fs::File::open(path).map_err(|e| in_file(e.into()))?;
+    read_records_csv(std::io::BufReader::new(f), map).map_err(in_file)
+}
+
+/// Reads any transaction CSV by column name: the start, the stop or the RTT, the
+/// poller and the receiver (name or peer ID) and the status are required; every other
+/// field is read when its column is there; columns the map does not name are ignored.
+/// Empty fields are absent values (byte counts then 0). When both stop and RTT are
+/// there, the stop is used.
+pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>, ReportError> {
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(r);
+    let header = rd.headers()?.clone();
+    let find = |f: Field| {
+        let name = map.column(f);
+        header.iter().position(|h| h.trim() == name)
+    };
+    let cols: Vec<Option<usize>> = Field::ALL.iter().map(|f| find(*f)).collect();
+    let col = |f: Field| cols[Field::ALL.iter().position(|x| *x == f).unwrap_or(0)];
+    let missing = |fields: &[Field]| -> Result<(), ReportError> {
+        if fields.iter().any(|f| col(*f).is_some()) {
+            return Ok(());
+        }
+        Err(ReportError::MissingColumn {
+            columns: fields
+                .iter()
+                .map(|f| format!("{:?}", map.column(*f)))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            header: header
+                .iter()
+                .collect::<Vec<_>>()
+                .join(",")
+                .chars()
+                .take(200)
+                .collect(),
+        })
+    };
+    missing(&[Field::Start])?;
+    missing(&[Field::Stop, Field::Rtt])?;
+    missing(&[Field::PollerName, Field::PollerPeerId])?;
+    missing(&[Field::ReceiverName, Field::ReceiverPeerId])?;
+    missing(&[Field::Status])?;
     let mut out = Vec::new();
     for (i, rec) in rd.records().enumerate() {
         let rec = rec?;
         let record = i as u64 + 1;
-        let get = |k: usize| rec.get(k).unwrap_or("");
-        let bad = |field: &'static str, value: &str| ReportError::BadField {
+        let get = |f: Field| col(f).and_then(|k| rec.get(k)).unwrap_or("").trim();
+        let bad = |f: Field, value: &str| ReportError::BadField {
             record,
-            field,
+            field: f.key(),
             value: value.chars().take(100).collect(),
         };
-        let num = |k: usize, field: &'static str| -> Result<u64, ReportError> {
-            get(k).parse().map_err(|_| bad(field, get(k)))
-        };
-        let opt_num = |k: usize, field: &'static str| -> Result<Option<u64>, ReportError> {
-            if get(k).is_empty() {
-                Ok(None)
-            } else {
-                num(k, field).map(Some)
+        let time = |f: Field| -> Result<Option<u64>, ReportError> {
+            match get(f) {
+                "" => Ok(None),
+                v => map.unit(f).to_ns(v).map(Some).ok_or_else(|| bad(f, v)),
             }
         };
-        let text = |k: usize| (!get(k).is_empty()).then(|| restore(get(k)).to_owned());
-        let peer = |k: usize, field: &'static str| -> Result<Option<PeerId>, ReportError> {
-            match text(k) {
+        let count = |f: Field| -> Result<Option<u64>, ReportError> {
+            match get(f) {
+                "" => Ok(None),
+                v => v.parse().map(Some).map_err(|_| bad(f, v)),
+            }
+        };
+        let text = |f: Field| (!get(f).is_empty()).then(|| restore(get(f)).to_owned());
+        let peer = |f: Field| -> Result<Option<PeerId>, ReportError> {
+            match text(f) {
                 None => Ok(None),
-                Some(s) => PeerId::parse(&s).map(Some).ok_or_else(|| bad(field, &s)),
+                Some(s) => PeerId::parse(&s).map(Some).ok_or_else(|| bad(f, &s)),
             }
         };
-        let status = TxStatus::parse(get(8)).ok_or_else(|| bad("transaction_status", get(8)))?;
-        let receiver_status = match get(7) {
+        let status = map
+            .status(get(Field::Status))
+            .ok_or_else(|| bad(Field::Status, get(Field::Status)))?;
+        let receiver_status = match get(Field::ReceiverStatus) {
             "" => None,
-            s => Some(Status::parse(s).ok_or_else(|| bad("receiver_status", s))?),
+            s => Some(
+                Status::parse(&s.to_lowercase()).ok_or_else(|| bad(Field::ReceiverStatus, s))?,
+            ),
         };
-        let match_method = match get(10) {
+        let match_method = match get(Field::MatchMethod) {
             "" => None,
-            s => Some(MatchMethod::parse(s).ok_or_else(|| bad("match_method", s))?),
+            s => Some(MatchMethod::parse(s).ok_or_else(|| bad(Field::MatchMethod, s))?),
         };
-        if !get(2).is_empty() && parse_rtt_us(get(2)).is_none() {
-            return Err(bad("rtt_us", get(2)));
+        let start = time(Field::Start)?.ok_or_else(|| bad(Field::Start, ""))?;
+        let rtt = time(Field::Rtt)?;
+        let stop = match time(Field::Stop)? {
+            Some(s) => Some(s),
+            None => rtt.map(|r| start.saturating_add(r)),
+        };
+        if status == TxStatus::Ok && stop.is_none() {
+            return Err(bad(Field::Rtt, ""));
         }
-        out.push(Transaction {
-            start: num(0, "start_unix_ns")?,
-            stop: opt_num(1, "stop_unix_ns")?,
-            poller_name: text(3),
-            poller_id: peer(4, "poller_peer_id")?,
-            receiver_name: text(5),
-            receiver_id: peer(6, "receiver_peer_id")?,
-            receiver_status,
-            status,
-            correlator: text(9),
-            match_method,
-            ping_bytes: num(11, "ping_bytes")?,
-            pong_bytes: opt_num(12, "pong_bytes")?,
-            correlator_overhead_bytes: num(13, "correlator_overhead_bytes")?,
+        let (poller_name, poller_id) = (text(Field::PollerName), peer(Field::PollerPeerId)?);
+        if poller_name.is_none() && poller_id.is_none() {
+            return Err(bad(Field::PollerName, ""));
+        }
+        let (receiver_name, receiver_id) =
+            (text(Field::ReceiverName), peer(Field::ReceiverPeerId)?);
+        if receiver_name.is_none() && receiver_id.is_none() {
+            return Err(bad(Field::ReceiverName, ""));
+        }
+        let socket_start = time(Field::SocketStart)?;
+        let socket_stop = match (
+            time(Field::SocketStop)?,
+            time(Field::SocketRtt)?,
+            socket_start,
+        ) {
+            (Some(s), _, _) => Some(s),
+            (None, Some(r), Some(s)) => Some(s.saturating_add(r)),
+            _ => None,
+        };
+        out.push(CsvRecord {
+            tx: Transaction {
+                start,
+                stop,
+                poller_name,
+                poller_id,
+                receiver_name,
+                receiver_id,
+                receiver_status,
+                status,
+                correlator: text(Field::Correlator),
+                match_method,
+                ping_bytes: count(Field::PingBytes)?.unwrap_or(0),
+                pong_bytes: count(Field::PongBytes)?,
+                correlator_overhead_bytes: count(Field::CorrelatorOverheadBytes)?.unwrap_or(0),
+            },
+            socket: SocketTimes {
+                start: socket_start,
+                stop: socket_stop,
+            },
         });
     }
     Ok(out)
@@ -377,23 +528,161 @@ mod tests {
         assert_eq!(back, txs);
     }
 
+    /// A log written by another instrumented peer: its own column names and order,
+    /// extra columns, no byte counts, RTT in ms, start as ISO-8601 times, its own
+    /// status words.
+    #[test]
+    fn foreign_log_through_a_column_map() {
+        let log = "\
+host,when,from_peer,to_peer,elapsed_ms,result,corr_id,jvm_heap_mb,thread
+pc1,2026-12-05T18:40:25.250Z,alice,bob,12.5,SUCCESS,77,312,pool-1
+pc1,2026-12-05T19:40:26+01:00,alice,bob,,FAILED,78,313,pool-1
+pc1,2026-12-05 18:40:27.000001,alice,carol,0.75,success,,314,pool-2
+";
+        let map = ColumnMap::from_toml(
+            r#"
+            [columns]
+            start = "when"
+            rtt = "elapsed_ms"
+            poller = "from_peer"
+            receiver = "to_peer"
+            status = "result"
+            correlator = "corr_id"
+            [units]
+            start = "iso8601"
+            rtt = "ms"
+            [status]
+            ok = ["success"]
+            timeout = ["FAILED"]
+            "#,
+        )
+        .unwrap();
+        let recs = read_records_csv(log.as_bytes(), &map).unwrap();
+        let base = 1_796_496_025_000_000_000u64;
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r.tx.start,
+                    r.tx.rtt_ns(),
+                    r.tx.status,
+                    r.tx.receiver_name.as_deref(),
+                    r.tx.correlator.as_deref(),
+                    r.tx.ping_bytes,
+                    r.tx.pong_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    base + 250_000_000,
+                    Some(12_500_000),
+                    TxStatus::Ok,
+                    Some("bob"),
+                    Some("77"),
+                    0,
+                    None
+                ),
+                (
+                    base + 1_000_000_000,
+                    None,
+                    TxStatus::Timeout,
+                    Some("bob"),
+                    Some("78"),
+                    0,
+                    None
+                ),
+                (
+                    base + 2_000_001_000,
+                    Some(750_000),
+                    TxStatus::Ok,
+                    Some("carol"),
+                    None,
+                    0,
+                    None
+                ),
+            ]
+        );
+        assert!(recs.iter().all(|r| r.socket_rtt_ns().is_none()));
+        // Without the map the same file is missing our columns, named in the error.
+        let e = read_records_csv(log.as_bytes(), &ColumnMap::default()).unwrap_err();
+        assert!(e.to_string().contains("start_unix_ns"), "{e}");
+        // A status word the map does not know is an error naming the field.
+        let bad = log.replace("FAILED", "WEIRD");
+        let e = read_records_csv(bad.as_bytes(), &map)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("status") && e.contains("WEIRD"), "{e}");
+    }
+
+    #[test]
+    fn our_columns_plus_extra_columns_and_socket_times() {
+        let mut w = TransactionCsvWriter::with_socket_columns(Vec::new()).unwrap();
+        let txs = sample();
+        let socket = SocketTimes {
+            start: Some(txs[0].start + 40_000),
+            stop: Some(txs[0].stop.unwrap() - 60_000),
+        };
+        w.write_with_socket(&txs[0], &socket).unwrap();
+        w.write(&txs[1]).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert!(text.starts_with(&format!("{CSV_HEADER},{SOCKET_COLUMNS}\n")));
+        assert!(text.contains(",850023.456\n"), "socket RTT: {text}");
+        let recs = read_records_csv(text.as_bytes(), &ColumnMap::default()).unwrap();
+        assert_eq!(recs[0].tx, txs[0]);
+        assert_eq!(recs[0].socket_rtt_ns(), Some(850_023_456));
+        assert_eq!(recs[1].socket, SocketTimes::default());
+        // Extra columns of a foreign log around ours, empty byte counts: read.
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let row = lines.next().unwrap().replace(",970,990,88,", ",,,,");
+        let extended = format!("jvm,{header},gc_ms\nx,{row},3\n");
+        let recs = read_transactions_csv(extended.as_bytes()).unwrap();
+        assert_eq!(recs[0].ping_bytes, 0);
+        assert_eq!(recs[0].pong_bytes, None);
+        assert_eq!(recs[0].rtt_ns(), txs[0].rtt_ns());
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("peer7.csv");
+        std::fs::write(&p, "a,b\n").unwrap();
+        let e = read_records_file(&p, &ColumnMap::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("peer7.csv") && e.contains("start_unix_ns"),
+            "{e}"
+        );
+        let m = dir.path().join("map.toml");
+        std::fs::write(&m, "[units]\nrtt = \"weeks\"").unwrap();
+        let e = ColumnMap::load(&m).unwrap_err().to_string();
+        assert!(e.contains("map.toml") && e.contains("weeks"), "{e}");
+    }
+
     #[test]
     fn rtt_us_formatting() {
         assert_eq!(format_rtt_us(1_234_567), "1234.567");
         assert_eq!(format_rtt_us(1_234_000), "1234");
         assert_eq!(format_rtt_us(1_234_500), "1234.5");
         assert_eq!(format_rtt_us(999), "0.999");
-        assert_eq!(parse_rtt_us("1234.5"), Some(1_234_500));
-        assert_eq!(parse_rtt_us("1234"), Some(1_234_000));
-        assert_eq!(parse_rtt_us("1.2345"), None);
     }
 
     #[test]
     fn bad_input_is_an_error() {
-        assert!(matches!(
-            read_transactions_csv(&b"a,b\n1,2\n"[..]),
-            Err(ReportError::BadHeader(_))
-        ));
+        let e = read_transactions_csv(&b"a,b\n1,2\n"[..]).unwrap_err();
+        assert!(matches!(e, ReportError::MissingColumn { .. }));
+        assert!(e.to_string().contains("\"start_unix_ns\""), "{e}");
+        // Stop and RTT both missing: the error names both.
+        let e = read_transactions_csv(
+            &b"start_unix_ns,poller_name,receiver_name,transaction_status\n1,a,b,ok\n"[..],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"stop_unix_ns\" or \"rtt_us\""), "{e}");
         let bad = format!("{CSV_HEADER}\n1,,,,,,,,maybe,,,1,,0\n");
         assert!(matches!(
             read_transactions_csv(bad.as_bytes()),

@@ -2,6 +2,7 @@
 //! tables, all built from the transactions and the matcher's tallies.
 
 pub mod analysis;
+pub mod columns;
 pub mod csv;
 pub mod figures;
 pub mod stats;
@@ -9,7 +10,11 @@ pub mod summary;
 pub mod table;
 
 pub use self::analysis::{full_json, message_line, render_analysis};
-pub use self::csv::{read_transactions_csv, TransactionCsvWriter, CSV_HEADER};
+pub use self::columns::{ColumnMap, MapError};
+pub use self::csv::{
+    read_records_csv, read_records_file, read_transactions_csv, CsvRecord, SocketTimes,
+    TransactionCsvWriter, CSV_HEADER, SOCKET_COLUMNS,
+};
 pub use self::stats::RttStats;
 pub use self::summary::{Summary, SummaryBuilder};
 
@@ -19,8 +24,15 @@ pub enum ReportError {
     Csv(#[from] ::csv::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("unexpected CSV header {0:?}")]
-    BadHeader(String),
+    #[error("no {columns} column in the CSV header {header:?}")]
+    MissingColumn { columns: String, header: String },
+    #[error("column map: {0}")]
+    Map(#[from] MapError),
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: std::path::PathBuf,
+        source: Box<ReportError>,
+    },
     #[error("CSV record {record}: bad {field} {value:?}")]
     BadField {
         record: u64,
