@@ -1,0 +1,219 @@
+//! The defences of docs/security.md that can be checked without root: the reference
+//! peer's management endpoint against cross-site and rebinding requests, its token
+//! file, and its connection cap. (Output files: `live::outfile` unit tests; the
+//! metrics endpoint's slow clients: `metrics::http` unit tests; privileges and the
+//! kernel tap: tests/live.rs and tests/ebpf.rs, as root.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_peer(management: &str, extra: &[&str]) -> Peer {
+    let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args([
+            "peer",
+            "--name",
+            "sec",
+            "--listen",
+            "127.0.0.1:0",
+            "--management",
+            management,
+            "--no-stdin",
+            "--duration",
+            "60s",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start observer peer");
+    Peer(child)
+}
+
+/// One raw request; returns the status code (0 when the connection gave nothing).
+fn request(port: u16, head: &str, body: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => panic!("management port {port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "{head}Content-Length: {}\r\n\r\n{body}", body.len()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+fn state(port: u16) -> String {
+    let (code, out) = request(port, "GET /state HTTP/1.1\r\nHost: localhost\r\n", "");
+    assert_eq!(code, 200, "{out}");
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON state");
+    v["state"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn management_refuses_cross_site_and_rebinding() {
+    let port = free_port();
+    let _peer = start_peer(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(state(port), "online");
+
+    // A page on another site POSTs a "simple" request (no CORS preflight).
+    let (code, out) = request(
+        port,
+        "POST /state HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n",
+        "busy",
+    );
+    assert_eq!(code, 403, "{out}");
+    // Even with the right type, a foreign origin is refused.
+    let (code, out) = request(
+        port,
+        "POST /state HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\n",
+        r#"{"state":"busy"}"#,
+    );
+    assert_eq!(code, 403, "{out}");
+    // A local caller without JSON is told what to send.
+    let (code, out) = request(
+        port,
+        "POST /state HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n",
+        "busy",
+    );
+    assert_eq!(code, 415, "{out}");
+    assert_eq!(state(port), "online", "a refused request changed the state");
+
+    // DNS rebinding: the browser talks to us under the attacker's name.
+    let (code, out) = request(
+        port,
+        "GET /messages HTTP/1.1\r\nHost: evil.example:8080\r\n",
+        "",
+    );
+    assert_eq!(code, 421, "{out}");
+    let (code, out) = request(port, "GET /messages HTTP/1.1\r\n", "");
+    assert_ne!(code, 200, "a request without Host was served: {out}");
+
+    // The legitimate local client.
+    let (code, out) = request(
+        port,
+        "POST /state HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://localhost:3000\r\nContent-Type: application/json\r\n",
+        r#"{"state":"busy"}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(state(port), "busy");
+}
+
+#[test]
+fn token_file_is_read_and_compared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "f1le-s3cret\n").expect("write");
+    let port = free_port();
+    let _peer = start_peer(
+        &format!("0.0.0.0:{port}"),
+        &["--token-file", file.to_str().expect("utf-8 path")],
+    );
+    let get = |auth: &str| {
+        request(
+            port,
+            &format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"),
+            "",
+        )
+        .0
+    };
+    assert_eq!(get(""), 401);
+    assert_eq!(get("Authorization: Bearer f1le-s3cre\r\n"), 401);
+    assert_eq!(get("Authorization: Bearer f1le-s3cretX\r\n"), 401);
+    assert_eq!(get("Authorization: Bearer f1le-s3cret\r\n"), 200);
+}
+
+#[test]
+fn empty_token_file_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args([
+            "peer",
+            "--name",
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--management",
+        ])
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .arg("--token-file")
+        .arg(&file)
+        .args(["--no-stdin", "--duration", "1s"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Idle connections beyond the cap are closed at accept instead of holding a
+/// descriptor each; a legitimate request gets through once they time out.
+#[test]
+fn management_caps_idle_connections() {
+    let port = free_port();
+    let _peer = start_peer(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(state(port), "online");
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            idle.push(s);
+        }
+    }
+    // The ones beyond the cap were closed by the server: reading gives EOF at once.
+    let mut closed = 0;
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        if matches!(s.read(&mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 200 - 32 - 1,
+        "only {closed} of 200 idle connections were closed at the cap"
+    );
+    // After the per-connection deadline the held ones are dropped too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _) = request(port, "GET /state HTTP/1.1\r\nHost: localhost\r\n", "");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the endpoint never recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
