@@ -401,7 +401,16 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     use std::sync::Arc;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // The first SIGINT, SIGTERM or SIGHUP ends the run cleanly (records flushed,
+    // filters removed within 100 ms); a second one, once that has begun, exits at
+    // once: by then the capture is torn down and only the summary and report remain.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     let mut cfg = LiveConfig {

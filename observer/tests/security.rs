@@ -217,3 +217,103 @@ fn management_caps_idle_connections() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+fn proc_status_field(pid: u32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+}
+
+/// After set-up, `observer live` (eBPF tap) runs as nobody with nothing effective,
+/// only CAP_BPF and CAP_NET_ADMIN permitted and in the bounding set, no
+/// supplementary groups and `no_new_privs`; and it still removes its filters when a
+/// SIGHUP ends it.
+#[test]
+fn live_drops_privileges_for_real() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this test must not be skipped there"
+        );
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args([
+            "live",
+            "-i",
+            "lo",
+            "--source",
+            "ebpf",
+            "--port",
+            "1",
+            "--duration",
+            "20s",
+            "--user",
+            "nobody",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("observer live");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let uid = loop {
+        let uid = proc_status_field(pid, "Uid:").unwrap_or_default();
+        if uid.split_whitespace().all(|u| u == "65534") && !uid.is_empty() {
+            break uid;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("observer live ended before dropping root ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "uid never became nobody: {uid}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let field = |f| proc_status_field(pid, f).unwrap_or_default();
+    let kept = (1u64 << 39) | (1u64 << 12); // CAP_BPF, CAP_NET_ADMIN
+    let caps = |f| u64::from_str_radix(&field(f), 16).expect("hex capability set");
+    let report = format!(
+        "Uid {uid}; Gid {}; Groups {:?}; CapEff {}; CapPrm {}; CapBnd {}; CapAmb {}; NoNewPrivs {}",
+        field("Gid:"),
+        field("Groups:"),
+        field("CapEff:"),
+        field("CapPrm:"),
+        field("CapBnd:"),
+        field("CapAmb:"),
+        field("NoNewPrivs:")
+    );
+    assert!(
+        field("Gid:").split_whitespace().all(|g| g == "65534"),
+        "{report}"
+    );
+    assert_eq!(field("Groups:"), "", "{report}");
+    assert_eq!(caps("CapEff:"), 0, "{report}");
+    assert_eq!(caps("CapPrm:"), kept, "{report}");
+    assert_eq!(caps("CapBnd:"), kept, "{report}");
+    assert_eq!(caps("CapAmb:"), 0, "{report}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{report}");
+    // SIGHUP (a closed terminal) ends the run as cleanly as SIGTERM.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{status}: {err}");
+    let filters = Command::new("tc")
+        .args(["filter", "show", "dev", "lo", "ingress"])
+        .output()
+        .expect("tc");
+    assert!(
+        !String::from_utf8_lossy(&filters.stdout).contains("observer"),
+        "a filter was left behind after the drop: {}",
+        String::from_utf8_lossy(&filters.stdout)
+    );
+}

@@ -268,7 +268,13 @@ impl EbpfTap {
                 sport: s.port(),
                 dport: d.port(),
             });
-            if flows.insert(key, 1, 0).is_err() {
+            // Kernels before 6.5 check CAP_BPF on every map update, not only at
+            // load: raise it (permitted, not effective, after the drop) for a retry.
+            let inserted = flows.insert(key, 1, 0).is_ok()
+                || crate::live::privileges::with_effective(caps::Capability::CAP_BPF, || {
+                    flows.insert(key, 1, 0).is_ok()
+                });
+            if !inserted {
                 self.stats.flow_map_full += 1;
             }
         }
@@ -372,6 +378,7 @@ impl EbpfTap {
             return Ok(());
         }
         self.detached = true;
+        crate::live::privileges::raise_for_teardown();
         let mut first_error = None;
         for (iface, _dir, name, link) in self.links.drain(..) {
             let prog: Option<&mut SchedClassifier> =
