@@ -4,6 +4,8 @@
 //! metrics endpoint's slow clients: `metrics::http` unit tests; privileges and the
 //! kernel tap: tests/live.rs and tests/ebpf.rs, as root.)
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -315,5 +317,99 @@ fn live_drops_privileges_for_real() {
         !String::from_utf8_lossy(&filters.stdout).contains("observer"),
         "a filter was left behind after the drop: {}",
         String::from_utf8_lossy(&filters.stdout)
+    );
+}
+
+fn tc_filters(dev: &str) -> String {
+    let mut all = String::new();
+    for dir in ["ingress", "egress"] {
+        let out = Command::new("tc")
+            .args(["filter", "show", "dev", dev, dir])
+            .output()
+            .expect("tc");
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
+}
+
+fn start_live(dev: &str, duration: &str) -> common::Killer {
+    common::Killer(
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args([
+                "live",
+                "-i",
+                dev,
+                "--source",
+                "ebpf",
+                "--port",
+                "1",
+                "--duration",
+                duration,
+                "--keep-root",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("observer live"),
+    )
+}
+
+/// Waits (bounded) until `dev` carries `n` observer filters.
+fn wait_filters(dev: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = tc_filters(dev);
+        if text.lines().filter(|l| l.contains("observer_tap_")).count() == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} observer filters on {dev}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A second observer on the same interface neither removes the first one's filters
+/// at start nor at exit; the qdisc the first created stays while another tool's
+/// filter uses it, and that filter survives the observers.
+#[test]
+fn observers_share_an_interface_and_spare_foreign_filters() {
+    if !common::root_with(&["tc", "ip"]) {
+        return;
+    }
+    let Some(veth) = common::Veth::new("sh") else {
+        panic!("cannot create a veth pair (root, iproute2)");
+    };
+    let dev = veth.host.clone();
+    let mut first = start_live(&dev, "60s");
+    wait_filters(&dev, 2);
+    let mut second = start_live(&dev, "2s");
+    wait_filters(&dev, 4);
+    let status = common::wait_exit(&mut second.0, Duration::from_secs(30)).expect("second ends");
+    assert!(status.success(), "second observer failed");
+    // The first observer's two filters are still there.
+    wait_filters(&dev, 2);
+    // Another tool adds its own filter on the qdisc the first observer created.
+    let added = Command::new("tc")
+        .args([
+            "filter", "add", "dev", &dev, "ingress", "prio", "7", "protocol", "all", "u32",
+            "match", "u32", "0", "0", "classid", "1:1",
+        ])
+        .status()
+        .expect("tc filter add");
+    assert!(added.success(), "cannot add a u32 filter");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.0.id() as i32, libc::SIGTERM) };
+    let status = common::wait_exit(&mut first.0, Duration::from_secs(30)).expect("first ends");
+    assert!(status.success(), "first observer failed");
+    let left = tc_filters(&dev);
+    assert!(
+        !left.contains("observer_tap_"),
+        "observer filters left: {left}"
+    );
+    assert!(
+        left.contains("u32"),
+        "the foreign filter was removed: {left}"
     );
 }

@@ -3,8 +3,9 @@
 //! frames for the pipeline.
 //!
 //! Filters are attached through netlink (classic `tc` filters on a `clsact` qdisc), not
-//! TCX links, so `tc filter show` shows exactly what the observer added, and a filter
-//! left by a killed observer can be found and removed by name at the next start.
+//! TCX links, so `tc filter show` shows exactly what the observer added; which
+//! filters belong to which running observer is recorded by `tc_owner`, so that the
+//! next start removes only those of an observer that was killed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -94,13 +95,10 @@ pub struct TapUserStats {
 pub struct EbpfTap {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
-    /// (interface, direction, program, link) for detaching.
-    links: Vec<(
-        String,
-        TcAttachType,
-        &'static str,
-        aya::programs::tc::SchedClassifierLinkId,
-    )>,
+    /// The filters attached, owned (dropping one detaches it).
+    links: Vec<(String, aya::programs::tc::SchedClassifierLink)>,
+    /// The record of those filters, locked while this tap lives (`tc_owner`).
+    ownership: Option<super::tc_owner::Ownership>,
     created_qdisc: Vec<String>,
     ifindex: HashMap<u32, u32>,
     /// Wall clock minus CLOCK_MONOTONIC, measured at attach.
@@ -137,26 +135,6 @@ fn ifindex_of(interface: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
-/// Removes filters named like ours left on `interfaces` by an observer that could not
-/// clean up (SIGKILL). Returns how many directions were cleaned.
-pub fn cleanup_stale(interfaces: &[String]) -> usize {
-    let mut n = 0;
-    for iface in interfaces {
-        for (dir, name) in [
-            (TcAttachType::Ingress, shared::PROG_INGRESS),
-            (TcAttachType::Egress, shared::PROG_EGRESS),
-        ] {
-            if tc::qdisc_detach_program(iface, dir, name).is_ok() {
-                tracing::warn!(
-                    "removed a stale {name} filter on {iface} (an earlier observer was killed)"
-                );
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 impl EbpfTap {
     pub fn attach(cfg: &TapConfig) -> Result<Self, TapError> {
         // SAFETY: geteuid has no preconditions.
@@ -166,7 +144,20 @@ impl EbpfTap {
             let idx = ifindex_of(name).ok_or_else(|| TapError::NoInterface(name.clone()))?;
             ifindex.insert(idx, i as u32);
         }
-        cleanup_stale(&cfg.interfaces);
+        // Clean-up, attach and claim under one lock: another observer starting now
+        // must not take our fresh filters for stale ones, nor we its.
+        let setup = super::tc_owner::setup_lock().map_err(|e| TapError::Attach {
+            interface: cfg.interfaces.join(","),
+            reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
+        })?;
+        super::tc_owner::cleanup_stale(
+            &cfg.interfaces,
+            &[shared::PROG_INGRESS, shared::PROG_EGRESS],
+        );
+        let ownership = super::tc_owner::Ownership::create().map_err(|e| TapError::Attach {
+            interface: cfg.interfaces.join(","),
+            reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
+        })?;
         let mut ebpf = Ebpf::load(shared::object()).map_err(|e| {
             let text = format!("{e:#}");
             if euid != 0 || text.contains("Operation not permitted") || text.contains("EPERM") {
@@ -183,6 +174,7 @@ impl EbpfTap {
             .map_err(|e| TapError::Map("events", e.to_string()))?,
             ebpf,
             links: Vec::new(),
+            ownership: Some(ownership),
             created_qdisc: Vec::new(),
             ifindex,
             clock_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
@@ -240,15 +232,30 @@ impl EbpfTap {
                     .ok_or_else(|| TapError::Load(format!("program {name} missing")))?
                     .try_into()
                     .map_err(|e| TapError::Load(format!("{e}")))?;
-                let link = prog
+                let attach_err = |reason: String| TapError::Attach {
+                    interface: iface.clone(),
+                    reason,
+                };
+                let id = prog
                     .attach_with_options(iface, dir, TcAttachOptions::Netlink(NlOptions::default()))
-                    .map_err(|e| TapError::Attach {
-                        interface: iface.clone(),
-                        reason: format!("{e:#}"),
-                    })?;
-                tap.links.push((iface.clone(), dir, name, link));
+                    .map_err(|e| attach_err(format!("{e:#}")))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| attach_err(format!("{e:#}")))?;
+                let claim = (
+                    iface.clone(),
+                    super::tc_owner::dir_name(dir),
+                    link.priority().map_err(|e| attach_err(format!("{e:#}")))?,
+                    u32::from(link.handle().map_err(|e| attach_err(format!("{e:#}")))?),
+                );
+                tap.links.push((iface.clone(), link));
+                if let Some(o) = &mut tap.ownership {
+                    o.claim(&claim)
+                        .map_err(|e| attach_err(format!("recording the filter: {e}")))?;
+                }
             }
         }
+        drop(setup);
         Ok(tap)
     }
 
@@ -380,23 +387,28 @@ impl EbpfTap {
         self.detached = true;
         crate::live::privileges::raise_for_teardown();
         let mut first_error = None;
-        for (iface, _dir, name, link) in self.links.drain(..) {
-            let prog: Option<&mut SchedClassifier> =
-                self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                if let Err(e) = prog.detach(link) {
-                    // The interface may be gone (deleted veth): nothing left to remove.
-                    if ifindex_of(&iface).is_some() {
-                        first_error.get_or_insert(TapError::Attach {
-                            interface: iface.clone(),
-                            reason: format!("detaching: {e}"),
-                        });
-                    }
+        for (iface, link) in self.links.drain(..) {
+            if let Err(e) = aya::programs::Link::detach(link) {
+                // The interface may be gone (deleted veth): nothing left to remove.
+                if ifindex_of(&iface).is_some() {
+                    first_error.get_or_insert(TapError::Attach {
+                        interface: iface.clone(),
+                        reason: format!("detaching: {e}"),
+                    });
                 }
             }
         }
+        if let Some(o) = &mut self.ownership {
+            o.release();
+        }
         for iface in self.created_qdisc.drain(..) {
+            // Only ours, and only empty: removing the qdisc removes every filter on
+            // it, another tool's or another observer's included.
             if ifindex_of(&iface).is_some() {
+                if super::tc_owner::has_filters(&iface) {
+                    tracing::info!("leaving the clsact qdisc on {iface}: other filters use it");
+                    continue;
+                }
                 let _ = Command::new("tc")
                     .args(["qdisc", "del", "dev", &iface, "clsact"])
                     .status();

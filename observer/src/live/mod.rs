@@ -9,6 +9,8 @@ pub mod outfile;
 pub mod pcap;
 #[cfg(target_os = "linux")]
 pub mod privileges;
+#[cfg(target_os = "linux")]
+pub mod tc_owner;
 
 use crate::UnixNanos;
 
