@@ -452,6 +452,8 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
                     "bytes": outcome.source.bytes,
                     "kernel_drops": outcome.source.kernel_drops,
                     "userspace_drops": outcome.source.userspace_drops,
+                    "flows_marked": outcome.source.flows_marked,
+                    "flow_marks_failed": outcome.source.flow_marks_failed,
                 }),
             );
         }
@@ -468,6 +470,13 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
             outcome.source.kernel_drops,
             outcome.source.userspace_drops
         )?;
+        if outcome.source.flow_marks_failed > 0 {
+            writeln!(
+                out,
+                "WARNING: {} flows found by content could not be let through the kernel filter: their traffic off the --port list was not seen",
+                outcome.source.flow_marks_failed
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

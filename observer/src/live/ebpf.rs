@@ -88,8 +88,10 @@ pub struct TapUserStats {
     pub incomplete: u64,
     /// Records that could not be parsed or came from an interface we did not attach.
     pub bad_records: u64,
-    /// Flows that could not be added to the kernel's map (full).
+    /// Flow directions that could not be added to the kernel's map.
     pub flow_map_full: u64,
+    /// Flow directions user space added to the kernel's map.
+    pub flows_marked: u64,
 }
 
 pub struct EbpfTap {
@@ -128,6 +130,30 @@ fn has_clsact(interface: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// ARPHRD_ETHER and ARPHRD_LOOPBACK: the devices whose packets start with an
+/// Ethernet header at the TC hook, which is what the kernel program parses.
+const ETHERNET_LIKE: [u32; 2] = [1, 772];
+
+/// Refuses a device whose packets do not start with an Ethernet header (WireGuard,
+/// tun, PPP: ARPHRD_NONE, ARPHRD_PPP, ...): every offset of the kernel program would
+/// be wrong and it would see nothing, silently.
+fn check_link_type(interface: &str) -> Result<(), TapError> {
+    let path = format!("/sys/class/net/{interface}/type");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(()); // No sysfs: nothing to check against.
+    };
+    match text.trim().parse::<u32>() {
+        Ok(t) if ETHERNET_LIKE.contains(&t) => Ok(()),
+        Ok(t) => Err(TapError::Attach {
+            interface: interface.to_string(),
+            reason: format!(
+                "its link type ({t}) has no Ethernet header, which the eBPF tap needs; use --source pcap on this interface"
+            ),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 fn ifindex_of(interface: &str) -> Option<u32> {
     let name = std::ffi::CString::new(interface).ok()?;
     // SAFETY: a valid NUL-terminated string.
@@ -142,6 +168,7 @@ impl EbpfTap {
         let mut ifindex = HashMap::new();
         for (i, name) in cfg.interfaces.iter().enumerate() {
             let idx = ifindex_of(name).ok_or_else(|| TapError::NoInterface(name.clone()))?;
+            check_link_type(name)?;
             ifindex.insert(idx, i as u32);
         }
         // Clean-up, attach and claim under one lock: another observer starting now
@@ -281,7 +308,9 @@ impl EbpfTap {
                 || crate::live::privileges::with_effective(caps::Capability::CAP_BPF, || {
                     flows.insert(key, 1, 0).is_ok()
                 });
-            if !inserted {
+            if inserted {
+                self.stats.flows_marked += 1;
+            } else {
                 self.stats.flow_map_full += 1;
             }
         }
@@ -353,7 +382,13 @@ impl EbpfTap {
             return out;
         };
         for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(values) = arr.get(&(i as u32), 0) {
+            // Kernels before 6.5 want CAP_BPF for a lookup too (see `mark_flow`).
+            let values = arr.get(&(i as u32), 0).or_else(|_| {
+                crate::live::privileges::with_effective(caps::Capability::CAP_BPF, || {
+                    arr.get(&(i as u32), 0)
+                })
+            });
+            if let Ok(values) = values {
                 *slot = values.iter().sum();
             }
         }
@@ -372,6 +407,8 @@ impl EbpfTap {
             bytes: self.stats.bytes,
             kernel_drops: k[shared::TAP_C_DROPS as usize],
             userspace_drops: self.stats.incomplete + self.stats.bad_records,
+            flows_marked: k[shared::TAP_C_MARKED as usize] + self.stats.flows_marked,
+            flow_marks_failed: k[shared::TAP_C_MARK_FAILED as usize] + self.stats.flow_map_full,
         }
     }
 

@@ -164,7 +164,7 @@ impl LiveSource {
                 events: p.events,
                 bytes: p.bytes,
                 kernel_drops: p.kernel_drops(),
-                userspace_drops: 0,
+                ..SourceCounters::default()
             },
             LiveSource::Channel { events, bytes, .. } => SourceCounters {
                 source: "channel",
