@@ -171,20 +171,6 @@ impl EbpfTap {
             check_link_type(name)?;
             ifindex.insert(idx, i as u32);
         }
-        // Clean-up, attach and claim under one lock: another observer starting now
-        // must not take our fresh filters for stale ones, nor we its.
-        let setup = super::tc_owner::setup_lock().map_err(|e| TapError::Attach {
-            interface: cfg.interfaces.join(","),
-            reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
-        })?;
-        super::tc_owner::cleanup_stale(
-            &cfg.interfaces,
-            &[shared::PROG_INGRESS, shared::PROG_EGRESS],
-        );
-        let ownership = super::tc_owner::Ownership::create().map_err(|e| TapError::Attach {
-            interface: cfg.interfaces.join(","),
-            reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
-        })?;
         let mut ebpf = Ebpf::load(shared::object()).map_err(|e| {
             let text = format!("{e:#}");
             if euid != 0 || text.contains("Operation not permitted") || text.contains("EPERM") {
@@ -201,7 +187,7 @@ impl EbpfTap {
             .map_err(|e| TapError::Map("events", e.to_string()))?,
             ebpf,
             links: Vec::new(),
-            ownership: Some(ownership),
+            ownership: None,
             created_qdisc: Vec::new(),
             ifindex,
             clock_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
@@ -240,6 +226,23 @@ impl EbpfTap {
                 }
             })?;
         }
+        // Clean-up, attach and claim under one lock: another observer starting now
+        // must not take our fresh filters for stale ones, nor we its.
+        let setup = super::tc_owner::setup_lock().map_err(|e| TapError::Attach {
+            interface: cfg.interfaces.join(","),
+            reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
+        })?;
+        super::tc_owner::cleanup_stale(
+            &cfg.interfaces,
+            &[shared::PROG_INGRESS, shared::PROG_EGRESS],
+        );
+        tap.ownership =
+            Some(
+                super::tc_owner::Ownership::create().map_err(|e| TapError::Attach {
+                    interface: cfg.interfaces.join(","),
+                    reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
+                })?,
+            );
         // From here on, an error detaches what was attached (Drop).
         for iface in &cfg.interfaces {
             if !has_clsact(iface) {
