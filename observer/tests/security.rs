@@ -413,3 +413,168 @@ fn observers_share_an_interface_and_spare_foreign_filters() {
         "the foreign filter was removed: {left}"
     );
 }
+
+/// A device without an Ethernet header (tun) is refused by the eBPF source with a
+/// message that names the alternative, rather than attached and blind.
+#[test]
+fn ebpf_refuses_l3_devices() {
+    if !common::root_with(&["ip"]) {
+        return;
+    }
+    let dev = format!("obtun{}", std::process::id() % 100_000);
+    let made = Command::new("ip")
+        .args(["tuntap", "add", "dev", &dev, "mode", "tun"])
+        .status()
+        .expect("ip tuntap");
+    assert!(made.success(), "cannot create a tun device");
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["tuntap", "del", "dev", &self.0, "mode", "tun"])
+                .status();
+        }
+    }
+    let _del = Del(dev.clone());
+    let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["live", "-i", &dev, "--source", "ebpf", "--duration", "1s"])
+        .output()
+        .expect("observer live");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no Ethernet header") && err.contains("--source pcap"),
+        "{err}"
+    );
+    assert!(!tc_filters(&dev).contains("observer_tap_"));
+}
+
+/// Rewrites an Ethernet capture with a VLAN stack per TCP flow: flows alternate
+/// between one 802.1Q tag and QinQ (802.1ad outer, 802.1Q inner). Other frames stay.
+fn vlan_tagged(src: &std::path::Path, dst: &std::path::Path) -> usize {
+    use observer::capture::{CaptureReader, CaptureWriter, LinkType, WriteFormat};
+    let mut reader = CaptureReader::open(src).expect("open capture");
+    let file = std::fs::File::create(dst).expect("create");
+    let mut w = CaptureWriter::new(
+        file,
+        WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        },
+        LinkType::ETHERNET,
+    ).expect("writer");
+    let mut flows: Vec<[u8; 12]> = Vec::new();
+    while let Some(f) = reader.next_frame().expect("frame") {
+        let d = f.data;
+        let mut out = d.to_vec();
+        // IPv4 TCP only (the sample's flows); key: addresses and ports, either way.
+        if d.len() > 34 && d[12..14] == [0x08, 0x00] && d[23] == 6 {
+            let ihl = usize::from(d[14] & 0xf) * 4;
+            let l4 = 14 + ihl;
+            if d.len() >= l4 + 4 {
+                let (a, b) = (&d[26..30], &d[30..34]);
+                let (pa, pb) = (&d[l4..l4 + 2], &d[l4 + 2..l4 + 4]);
+                let mut k1 = [0u8; 12];
+                let mut k2 = [0u8; 12];
+                k1[..4].copy_from_slice(a);
+                k1[4..8].copy_from_slice(b);
+                k1[8..10].copy_from_slice(pa);
+                k1[10..].copy_from_slice(pb);
+                k2[..4].copy_from_slice(b);
+                k2[4..8].copy_from_slice(a);
+                k2[8..10].copy_from_slice(pb);
+                k2[10..].copy_from_slice(pa);
+                let key = k1.min(k2);
+                let idx = match flows.iter().position(|k| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        flows.push(key);
+                        flows.len() - 1
+                    }
+                };
+                let tags: &[u8] = if idx % 2 == 0 {
+                    &[0x81, 0x00, 0x00, 0x0a]
+                } else {
+                    &[0x88, 0xa8, 0x00, 0x14, 0x81, 0x00, 0x00, 0x1e]
+                };
+                out.splice(12..12, tags.iter().copied());
+            }
+        }
+        w.write_frame(0, f.ts, &out, f.orig_len + (out.len() - d.len()) as u32)
+            .expect("write");
+    }
+    w.finish().expect("finish");
+    flows.len()
+}
+
+fn ok_count(csv: &std::path::Path) -> usize {
+    let rows = observer::report::read_transactions_csv(std::fs::File::open(csv).expect("csv"))
+        .expect("valid CSV");
+    rows.iter()
+        .filter(|t| t.status == observer::transaction::TxStatus::Ok)
+        .count()
+}
+
+/// The kernel filter passes every encapsulation the user-space decoder handles: a
+/// replay of 802.1Q and QinQ flows gives live what `analyze` gives on the file.
+#[test]
+fn ebpf_sees_through_vlan_stacks() {
+    if !common::root_with(&["tcpreplay", "ip"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tagged = dir.path().join("vlan.pcap");
+    let flows = vlan_tagged(&common::capture("four-peers.pcap"), &tagged);
+    assert!(flows >= 2, "the sample needs an 802.1Q and a QinQ flow");
+    let offline = dir.path().join("offline.csv");
+    let st = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .arg("analyze")
+        .arg(&tagged)
+        .arg("--csv")
+        .arg(&offline)
+        .stdout(Stdio::null())
+        .status()
+        .expect("analyze");
+    assert!(st.success());
+    let expected = ok_count(&offline);
+    assert_eq!(expected, 120, "analyze decodes every tagged flow");
+
+    let Some(veth) = common::Veth::new("vl") else {
+        panic!("cannot create a veth pair (root, iproute2)");
+    };
+    let live_csv = dir.path().join("live.csv");
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut child = common::Killer(
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["live", "-i", &veth.host, "--source", "ebpf", "--port", "1"])
+            .args(["--keep-root", "--metrics", &metrics, "--csv"])
+            .arg(&live_csv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("observer live"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::http_get(&metrics, "/metrics").is_none() {
+        assert!(Instant::now() < deadline, "observer live did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", &veth.ns, "tcpreplay", "-q", "-i", &veth.peer])
+        .arg("--multiplier=10")
+        .arg(&tagged)
+        .output()
+        .expect("tcpreplay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every record is flushed at the clean stop.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = common::wait_exit(&mut child.0, Duration::from_secs(30)).expect("live ends");
+    assert!(status.success());
+    assert_eq!(
+        ok_count(&live_csv),
+        expected,
+        "live (eBPF) found fewer transactions than analyze on the same tagged traffic"
+    );
+}
