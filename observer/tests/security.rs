@@ -462,7 +462,8 @@ fn vlan_tagged(src: &std::path::Path, dst: &std::path::Path) -> usize {
             big_endian: false,
         },
         LinkType::ETHERNET,
-    ).expect("writer");
+    )
+    .expect("writer");
     let mut flows: Vec<[u8; 12]> = Vec::new();
     while let Some(f) = reader.next_frame().expect("frame") {
         let d = f.data;
@@ -561,12 +562,24 @@ fn ebpf_sees_through_vlan_stacks() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = Command::new("ip")
-        .args(["netns", "exec", &veth.ns, "tcpreplay", "-q", "-i", &veth.peer])
+        .args([
+            "netns",
+            "exec",
+            &veth.ns,
+            "tcpreplay",
+            "-q",
+            "-i",
+            &veth.peer,
+        ])
         .arg("--multiplier=10")
         .arg(&tagged)
         .output()
         .expect("tcpreplay");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every record is flushed at the clean stop.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
@@ -576,5 +589,178 @@ fn ebpf_sees_through_vlan_stacks() {
         ok_count(&live_csv),
         expected,
         "live (eBPF) found fewer transactions than analyze on the same tagged traffic"
+    );
+}
+
+/// `n` TCP segments, each of a flow of its own, each starting with a welcome line,
+/// sent through a raw socket onto loopback (where the tap sees them at egress): what
+/// a scan of welcome-line connections looks like to the kernel program, without the
+/// handshakes that would take minutes.
+fn welcome_flood(n: usize) {
+    // SAFETY: plain socket creation; the descriptor is owned below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    assert!(sock >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `sock` is a fresh descriptor we own from here on.
+    let _owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    let payload = b"JXTAHELLO tcp://127.0.0.1:1 tcp://127.0.0.1:2 urn:jxta:uuid-00 0 1.1\r\n";
+    for i in 0..n {
+        // A distinct (address, port) per flow.
+        let src = [127, 2, (i >> 8) as u8, i as u8];
+        let sport = 20_000 + (i >> 16) as u16;
+        let dport = 7_000u16;
+        let total = 20 + 20 + payload.len();
+        let mut pkt = Vec::with_capacity(total);
+        pkt.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        pkt.extend_from_slice(&src);
+        pkt.extend_from_slice(&[127, 0, 0, 1]);
+        pkt.extend_from_slice(&sport.to_be_bytes());
+        pkt.extend_from_slice(&dport.to_be_bytes());
+        pkt.extend_from_slice(&(i as u32).to_be_bytes()); // seq
+        pkt.extend_from_slice(&1u32.to_be_bytes()); // ack
+        pkt.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // PSH|ACK
+        pkt.extend_from_slice(payload);
+        // SAFETY: zeroed sockaddr_in, then filled; `pkt` outlives the call.
+        let sent = unsafe {
+            let mut a: libc::sockaddr_in = std::mem::zeroed();
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            libc::sendto(
+                sock,
+                pkt.as_ptr() as *const libc::c_void,
+                pkt.len(),
+                0,
+                &a as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        assert_eq!(
+            sent,
+            pkt.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        if i % 1000 == 999 {
+            // Let the ring buffer drain: the point is the flow map, not ring overflow.
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    }
+}
+
+/// Flows the flood sends: more than the flow map holds, even if user space sees
+/// only part of them (it marks what it recognises, two entries a flow).
+const FLOOD: usize = 100_000;
+
+/// 34,000 flows that each send a welcome line used to fill the kernel's flow
+/// map (two entries each, never removed) and blind the tap to every later flow found
+/// by content: a real session then produced 0 transactions. Now the map is LRU and
+/// the kernel marks flows itself: the session is seen whole, and marks are counted.
+#[test]
+fn flow_map_flood_does_not_blind_the_tap() {
+    if !common::root_with(&["tc"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let live_csv = dir.path().join("live.csv");
+    let mut live = common::Killer(
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            // --port 1: every JXTA flow here is found by content only.
+            .args(["live", "-i", "lo", "--source", "ebpf", "--port", "1"])
+            .args(["--keep-root", "--metrics", &metrics, "--csv"])
+            .arg(&live_csv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("observer live"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::http_get(&metrics, "/metrics").is_none() {
+        assert!(Instant::now() < deadline, "observer live did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t0 = Instant::now();
+    welcome_flood(FLOOD);
+    eprintln!("flood of {FLOOD} welcome lines: {:?}", t0.elapsed());
+
+    // A real session after the flood, on ports the tap was not told about.
+    let (pa, pb) = (free_port(), free_port());
+    let peer = |name: &str, port: u16, buddy: &str, bport: u16, csv: &std::path::Path| {
+        common::Killer(
+            Command::new(env!("CARGO_BIN_EXE_observer"))
+                .args(["peer", "--name", name, "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["--buddy", &format!("{buddy}=127.0.0.1:{bport}")])
+                .args(["--management", "off", "--interval", "300ms"])
+                .args([
+                    "--reply-delay",
+                    "fixed:20ms",
+                    "--duration",
+                    "4s",
+                    "--no-stdin",
+                ])
+                .arg("--csv")
+                .arg(csv)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("observer peer"),
+        )
+    };
+    let (ca, cb) = (dir.path().join("alice.csv"), dir.path().join("bob.csv"));
+    let mut alice = peer("alice", pa, "bob", pb, &ca);
+    let mut bob = peer("bob", pb, "alice", pa, &cb);
+    for p in [&mut alice, &mut bob] {
+        let st = common::wait_exit(&mut p.0, Duration::from_secs(30)).expect("peer ends");
+        assert!(st.success());
+    }
+    let recorded = ok_count(&ca) + ok_count(&cb);
+    assert!(
+        recorded >= 10,
+        "the peers recorded only {recorded} transactions"
+    );
+    // Every transaction the peers finished is in the live CSV once the run stops.
+    let text = common::http_get(&metrics, "/metrics").unwrap_or_default();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(live.0.id() as i32, libc::SIGTERM) };
+    let st = common::wait_exit(&mut live.0, Duration::from_secs(30)).expect("live ends");
+    assert!(st.success());
+    let found = ok_count(&live_csv);
+    assert_eq!(
+        found, recorded,
+        "after the flood the tap saw {found} of the {recorded} transactions the peers recorded"
+    );
+    assert!(
+        text.contains("observer_tap_flow_marks_total{outcome=\"failed\"} 0"),
+        "marks failed: {text}"
+    );
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("observer_tap_flow_marks_total")
+                || l.starts_with("observer_drops_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let marked: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("observer_tap_flow_marks_total{outcome=\"marked\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        marked >= FLOOD as u64 / 2,
+        "only {marked} marks counted: {text}"
     );
 }
