@@ -916,20 +916,6 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_bytes;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
-        assert!(parse_bytes("x").is_err());
-        assert!(parse_bytes("99999999999999GiB").is_err());
-    }
-}
-
 /// Whether `--token` was given in argv (rather than through the environment).
 fn token_on_command_line() -> bool {
     std::env::args_os().any(|a| {
@@ -956,4 +942,18 @@ fn read_token_file(path: &std::path::Path) -> Result<String> {
         }
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert!(parse_bytes("x").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
 }
