@@ -32,8 +32,11 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
+/* LRU: a flood of connections that each send a welcome line evicts its own oldest
+ * entries instead of filling the map and blinding the tap to every later flow;
+ * flows in use are looked up on every segment and stay. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct tap_flow);
 	__type(value, __u8);
@@ -61,16 +64,38 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* Returns 1 if the segment belongs to a candidate flow. */
+/* VLAN tags the tap looks through: 802.1Q and 802.1ad (QinQ), up to this many. The
+ * outer tag is often in skb->vlan_tci already, so the packet's own EtherType is read
+ * rather than skb->protocol. */
+#define TAP_MAX_VLAN_TAGS 3
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+
+/* Returns 1 if the segment belongs to a candidate flow, 0 if not, -1 if it is not a
+ * TCP segment the tap can read. */
 static __always_inline int candidate(struct __sk_buff *skb)
 {
 	struct tap_flow f = {};
 	__u32 l4_off;
-	__u16 proto = bpf_ntohs(skb->protocol);
+	__u32 l3_off = ETH_HLEN;
+	__u16 proto;
+
+	if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
+		return -1;
+	proto = bpf_ntohs(proto);
+	for (int i = 0; i < TAP_MAX_VLAN_TAGS; i++) {
+		if (proto != ETH_P_8021Q_ && proto != ETH_P_8021AD_)
+			break;
+		/* The tag's TCI is 2 bytes; the next EtherType follows it. */
+		if (bpf_skb_load_bytes(skb, l3_off + 2, &proto, sizeof(proto)) < 0)
+			return -1;
+		proto = bpf_ntohs(proto);
+		l3_off += 4;
+	}
 
 	if (proto == ETH_P_IP) {
 		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		if (bpf_skb_load_bytes(skb, l3_off, &ip, sizeof(ip)) < 0)
 			return -1;
 		if (ip.protocol != IPPROTO_TCP)
 			return -1;
@@ -83,10 +108,10 @@ static __always_inline int candidate(struct __sk_buff *skb)
 		f.daddr[11] = 0xff;
 		__builtin_memcpy(&f.saddr[12], &ip.saddr, 4);
 		__builtin_memcpy(&f.daddr[12], &ip.daddr, 4);
-		l4_off = ETH_HLEN + (ip.ihl & 0xf) * 4;
+		l4_off = l3_off + (ip.ihl & 0xf) * 4;
 	} else if (proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		if (bpf_skb_load_bytes(skb, l3_off, &ip6, sizeof(ip6)) < 0)
 			return -1;
 		/* Extension headers before TCP are not followed in the kernel; such
 		 * packets are counted as other (rare on JXTA flows). */
@@ -94,7 +119,7 @@ static __always_inline int candidate(struct __sk_buff *skb)
 			return -1;
 		__builtin_memcpy(f.saddr, &ip6.saddr, 16);
 		__builtin_memcpy(f.daddr, &ip6.daddr, 16);
-		l4_off = ETH_HLEN + sizeof(ip6);
+		l4_off = l3_off + sizeof(ip6);
 	} else {
 		return -1;
 	}
@@ -117,8 +142,23 @@ static __always_inline int candidate(struct __sk_buff *skb)
 	/* Spelled out: a memcmp would become a call the loader cannot resolve. */
 	if (sig[0] == 'J' && sig[1] == 'X' && sig[2] == 'T' && sig[3] == 'A' &&
 	    sig[4] == 'H' && sig[5] == 'E' && sig[6] == 'L' && sig[7] == 'L' &&
-	    sig[8] == 'O' && sig[9] == ' ')
+	    sig[8] == 'O' && sig[9] == ' ') {
+		/* Mark the flow here, both directions, so that the segments that follow
+		 * the welcome line go up before user space has seen it (at speed, those
+		 * were left in the kernel and the flow's first messages were lost). */
+		__u8 one = 1;
+		struct tap_flow r = {};
+		__builtin_memcpy(r.saddr, f.daddr, 16);
+		__builtin_memcpy(r.daddr, f.saddr, 16);
+		r.sport = f.dport;
+		r.dport = f.sport;
+		if (bpf_map_update_elem(&flows, &f, &one, BPF_ANY) < 0 ||
+		    bpf_map_update_elem(&flows, &r, &one, BPF_ANY) < 0)
+			count(TAP_C_MARK_FAILED);
+		else
+			count(TAP_C_MARKED);
 		return 1;
+	}
 	return 0;
 }
 

@@ -36,7 +36,9 @@ struct tap_event {
 #define TAP_C_OVERSIZE 3  /* packets longer than the chunks can carry */
 #define TAP_C_FILTERED 4  /* TCP packets of other flows, left in the kernel */
 #define TAP_C_OTHER 5     /* not IPv4/IPv6 TCP, left in the kernel */
-#define TAP_C_COUNT 6
+#define TAP_C_MARKED 6    /* flows marked in the kernel at their welcome line */
+#define TAP_C_MARK_FAILED 7 /* welcome lines whose flow could not be marked */
+#define TAP_C_COUNT 8
 
 /* A TCP flow recognised as JXTA by user space (addresses in network order, IPv4 as
  * IPv4-mapped IPv6, ports in host order). */

@@ -23,7 +23,9 @@ pub const TAP_C_DROPS: u32 = 2;
 pub const TAP_C_OVERSIZE: u32 = 3;
 pub const TAP_C_FILTERED: u32 = 4;
 pub const TAP_C_OTHER: u32 = 5;
-pub const TAP_C_COUNT: u32 = 6;
+pub const TAP_C_MARKED: u32 = 6;
+pub const TAP_C_MARK_FAILED: u32 = 7;
+pub const TAP_C_COUNT: u32 = 8;
 
 /// Names of the program sections and maps in the object.
 pub const PROG_INGRESS: &str = "observer_tap_ingress";

@@ -19,6 +19,7 @@ pub mod capture;
 pub mod conntrack;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod httpd;
 pub mod jim;
 pub mod jxta;
 pub mod live;

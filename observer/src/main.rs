@@ -405,7 +405,16 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     use std::sync::Arc;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // The first SIGINT, SIGTERM or SIGHUP ends the run cleanly (records flushed,
+    // filters removed within 100 ms); a second one, once that has begun, exits at
+    // once: by then the capture is torn down and only the summary and report remain.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     let mut cfg = LiveConfig {
@@ -447,6 +456,8 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
                     "bytes": outcome.source.bytes,
                     "kernel_drops": outcome.source.kernel_drops,
                     "userspace_drops": outcome.source.userspace_drops,
+                    "flows_marked": outcome.source.flows_marked,
+                    "flow_marks_failed": outcome.source.flow_marks_failed,
                 }),
             );
         }
@@ -463,6 +474,13 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
             outcome.source.kernel_drops,
             outcome.source.userspace_drops
         )?;
+        if outcome.source.flow_marks_failed > 0 {
+            writeln!(
+                out,
+                "WARNING: {} flows found by content could not be let through the kernel filter: their traffic off the --port list was not seen",
+                outcome.source.flow_marks_failed
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -716,8 +734,13 @@ struct PeerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9801")]
     management: String,
     /// Bearer token for the management endpoint; required when it is not on loopback.
+    /// On the command line it is visible to every user (`ps`): prefer --token-file or
+    /// the environment.
     #[arg(long, env = "OBSERVER_PEER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the bearer token from the first line of FILE (keep it mode 0600).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Stop cleanly (stop polling, wait for due PONGs, flush) after this long.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -761,7 +784,17 @@ fn peer(args: PeerArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--management {m:?} is not IP:PORT or off"))?,
         ),
     };
-    cfg.token = args.token;
+    cfg.token = match &args.token_file {
+        Some(path) => Some(read_token_file(path)?),
+        None => {
+            if args.token.is_some() && token_on_command_line() {
+                tracing::warn!(
+                    "--token on the command line can be read by every user (ps, /proc); use --token-file or OBSERVER_PEER_TOKEN"
+                );
+            }
+            args.token
+        }
+    };
     cfg.duration = args.duration;
     cfg.pool_size = args.pool_size.max(1);
     cfg.max_message = args.max_message;
@@ -911,6 +944,34 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Whether `--token` was given in argv (rather than through the environment).
+fn token_on_command_line() -> bool {
+    std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--token" || a.starts_with("--token=")
+    })
+}
+
+/// The first line of a token file; warns when others can read the file.
+fn read_token_file(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "the token file {} can be read by other users (chmod 600 it)",
+                path.display()
+            );
+        }
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -154,17 +154,25 @@ fn tap_on_loopback() {
     let (stream, _) = collect(&mut tap, client);
     assert_eq!(stream, b"now you see me");
 
-    // A welcome line on any port is JXTA by content: the kernel lets it up (so that
-    // user space can mark the flow), but not the rest of an unmarked flow.
+    // A welcome line on any port is JXTA by content: the kernel marks the flow there
+    // and then, so what follows goes up too, before user space has seen the welcome
+    // (at speed, those segments used to stay in the kernel and messages were lost).
     let hello =
         b"JXTAHELLO tcp://127.0.0.1:18082 tcp://127.0.0.1:40000 urn:jxta:uuid-1234 0 1.1\r\n"
             .to_vec();
+    let marked_before = tap.counters().flows_marked;
     let (client, _) = exchange(18082, &[hello.clone(), b"later bytes".to_vec()]);
     let (stream, _) = collect(&mut tap, client);
     assert_eq!(
-        stream, hello,
-        "only the welcome segment passes the in-kernel filter"
+        stream,
+        [hello.as_slice(), b"later bytes"].concat(),
+        "the flow passes the in-kernel filter from its welcome line on"
     );
+    assert_eq!(tap.counters().flows_marked, marked_before + 1);
+    // A flow without a welcome line stays in the kernel.
+    let (client, _) = exchange(18083, &[b"not jxta at all".to_vec()]);
+    let (stream, _) = collect(&mut tap, client);
+    assert!(stream.is_empty(), "an unmarked flow passed: {stream:?}");
 
     // Ring-buffer overflow: nobody reads while a burst goes by; the losses are counted
     // in the kernel and the tap goes on delivering afterwards.

@@ -33,7 +33,9 @@ fn usable() -> bool {
 
 fn open_up(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // Sticky, like /tmp: a directory others can write without the sticky bit is
+    // refused for the outputs root opens (docs/security.md).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
 }
 
 /// The user a process runs as, from /proc.

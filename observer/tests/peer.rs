@@ -90,7 +90,7 @@ fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -216,10 +216,16 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     assert_eq!(first["transaction_status"], "ok");
 
     // Bob goes offline: alice's PONGs say so, and a MESSAGE to him is refused.
-    assert_eq!(http(mb, "POST", "/state", "offline").0, 200);
-    assert_eq!(http(mb, "POST", "/state", "sleepy").0, 400);
+    assert_eq!(http(mb, "POST", "/state", r#"{"state":"offline"}"#).0, 200);
+    assert_eq!(http(mb, "POST", "/state", r#"{"state":"sleepy"}"#).0, 400);
     assert_eq!(
-        http(ma, "POST", "/message?to=bob", "see you at noon").0,
+        http(
+            ma,
+            "POST",
+            "/message?to=bob",
+            r#"{"text":"see you at noon"}"#
+        )
+        .0,
         200
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -547,7 +553,7 @@ fn management_beyond_loopback_needs_the_token() {
         use std::io::{Read, Write};
         for _ in 0..50 {
             if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:19862") {
-                let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
+                let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);
                 return out;
@@ -557,10 +563,13 @@ fn management_beyond_loopback_needs_the_token() {
         panic!("management endpoint did not come up");
     };
     assert!(request("", "GET", "/metrics", "").starts_with("HTTP/1.1 401"));
-    assert!(
-        request("Authorization: Bearer wrong\r\n", "POST", "/state", "away")
-            .starts_with("HTTP/1.1 401")
-    );
+    assert!(request(
+        "Authorization: Bearer wrong\r\n",
+        "POST",
+        "/state",
+        r#"{"state":"away"}"#
+    )
+    .starts_with("HTTP/1.1 401"));
     assert!(
         request("Authorization: Bearer s3cret\r\n", "GET", "/metrics", "")
             .starts_with("HTTP/1.1 200")

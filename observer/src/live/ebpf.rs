@@ -3,8 +3,9 @@
 //! frames for the pipeline.
 //!
 //! Filters are attached through netlink (classic `tc` filters on a `clsact` qdisc), not
-//! TCX links, so `tc filter show` shows exactly what the observer added, and a filter
-//! left by a killed observer can be found and removed by name at the next start.
+//! TCX links, so `tc filter show` shows exactly what the observer added; which
+//! filters belong to which running observer is recorded by `tc_owner`, so that the
+//! next start removes only those of an observer that was killed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -87,20 +88,19 @@ pub struct TapUserStats {
     pub incomplete: u64,
     /// Records that could not be parsed or came from an interface we did not attach.
     pub bad_records: u64,
-    /// Flows that could not be added to the kernel's map (full).
+    /// Flow directions that could not be added to the kernel's map.
     pub flow_map_full: u64,
+    /// Flow directions user space added to the kernel's map.
+    pub flows_marked: u64,
 }
 
 pub struct EbpfTap {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
-    /// (interface, direction, program, link) for detaching.
-    links: Vec<(
-        String,
-        TcAttachType,
-        &'static str,
-        aya::programs::tc::SchedClassifierLinkId,
-    )>,
+    /// The filters attached, owned (dropping one detaches it).
+    links: Vec<(String, aya::programs::tc::SchedClassifierLink)>,
+    /// The record of those filters, locked while this tap lives (`tc_owner`).
+    ownership: Option<super::tc_owner::Ownership>,
     created_qdisc: Vec<String>,
     ifindex: HashMap<u32, u32>,
     /// Wall clock minus CLOCK_MONOTONIC, measured at attach.
@@ -130,31 +130,35 @@ fn has_clsact(interface: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// ARPHRD_ETHER and ARPHRD_LOOPBACK: the devices whose packets start with an
+/// Ethernet header at the TC hook, which is what the kernel program parses.
+const ETHERNET_LIKE: [u32; 2] = [1, 772];
+
+/// Refuses a device whose packets do not start with an Ethernet header (WireGuard,
+/// tun, PPP: ARPHRD_NONE, ARPHRD_PPP, ...): every offset of the kernel program would
+/// be wrong and it would see nothing, silently.
+fn check_link_type(interface: &str) -> Result<(), TapError> {
+    let path = format!("/sys/class/net/{interface}/type");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(()); // No sysfs: nothing to check against.
+    };
+    match text.trim().parse::<u32>() {
+        Ok(t) if ETHERNET_LIKE.contains(&t) => Ok(()),
+        Ok(t) => Err(TapError::Attach {
+            interface: interface.to_string(),
+            reason: format!(
+                "its link type ({t}) has no Ethernet header, which the eBPF tap needs; use --source pcap on this interface"
+            ),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 fn ifindex_of(interface: &str) -> Option<u32> {
     let name = std::ffi::CString::new(interface).ok()?;
     // SAFETY: a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (idx != 0).then_some(idx)
-}
-
-/// Removes filters named like ours left on `interfaces` by an observer that could not
-/// clean up (SIGKILL). Returns how many directions were cleaned.
-pub fn cleanup_stale(interfaces: &[String]) -> usize {
-    let mut n = 0;
-    for iface in interfaces {
-        for (dir, name) in [
-            (TcAttachType::Ingress, shared::PROG_INGRESS),
-            (TcAttachType::Egress, shared::PROG_EGRESS),
-        ] {
-            if tc::qdisc_detach_program(iface, dir, name).is_ok() {
-                tracing::warn!(
-                    "removed a stale {name} filter on {iface} (an earlier observer was killed)"
-                );
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 impl EbpfTap {
@@ -164,9 +168,9 @@ impl EbpfTap {
         let mut ifindex = HashMap::new();
         for (i, name) in cfg.interfaces.iter().enumerate() {
             let idx = ifindex_of(name).ok_or_else(|| TapError::NoInterface(name.clone()))?;
+            check_link_type(name)?;
             ifindex.insert(idx, i as u32);
         }
-        cleanup_stale(&cfg.interfaces);
         let mut ebpf = Ebpf::load(shared::object()).map_err(|e| {
             let text = format!("{e:#}");
             if euid != 0 || text.contains("Operation not permitted") || text.contains("EPERM") {
@@ -183,6 +187,7 @@ impl EbpfTap {
             .map_err(|e| TapError::Map("events", e.to_string()))?,
             ebpf,
             links: Vec::new(),
+            ownership: None,
             created_qdisc: Vec::new(),
             ifindex,
             clock_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
@@ -221,6 +226,23 @@ impl EbpfTap {
                 }
             })?;
         }
+        // Clean-up, attach and claim under one lock: another observer starting now
+        // must not take our fresh filters for stale ones, nor we its.
+        let setup = super::tc_owner::setup_lock().map_err(|e| TapError::Attach {
+            interface: cfg.interfaces.join(","),
+            reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
+        })?;
+        super::tc_owner::cleanup_stale(
+            &cfg.interfaces,
+            &[shared::PROG_INGRESS, shared::PROG_EGRESS],
+        );
+        tap.ownership =
+            Some(
+                super::tc_owner::Ownership::create().map_err(|e| TapError::Attach {
+                    interface: cfg.interfaces.join(","),
+                    reason: format!("filter ownership ({}): {e}", super::tc_owner::OWNERS_DIR),
+                })?,
+            );
         // From here on, an error detaches what was attached (Drop).
         for iface in &cfg.interfaces {
             if !has_clsact(iface) {
@@ -240,15 +262,30 @@ impl EbpfTap {
                     .ok_or_else(|| TapError::Load(format!("program {name} missing")))?
                     .try_into()
                     .map_err(|e| TapError::Load(format!("{e}")))?;
-                let link = prog
+                let attach_err = |reason: String| TapError::Attach {
+                    interface: iface.clone(),
+                    reason,
+                };
+                let id = prog
                     .attach_with_options(iface, dir, TcAttachOptions::Netlink(NlOptions::default()))
-                    .map_err(|e| TapError::Attach {
-                        interface: iface.clone(),
-                        reason: format!("{e:#}"),
-                    })?;
-                tap.links.push((iface.clone(), dir, name, link));
+                    .map_err(|e| attach_err(format!("{e:#}")))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| attach_err(format!("{e:#}")))?;
+                let claim = (
+                    iface.clone(),
+                    super::tc_owner::dir_name(dir),
+                    link.priority().map_err(|e| attach_err(format!("{e:#}")))?,
+                    u32::from(link.handle().map_err(|e| attach_err(format!("{e:#}")))?),
+                );
+                tap.links.push((iface.clone(), link));
+                if let Some(o) = &mut tap.ownership {
+                    o.claim(&claim)
+                        .map_err(|e| attach_err(format!("recording the filter: {e}")))?;
+                }
             }
         }
+        drop(setup);
         Ok(tap)
     }
 
@@ -268,7 +305,15 @@ impl EbpfTap {
                 sport: s.port(),
                 dport: d.port(),
             });
-            if flows.insert(key, 1, 0).is_err() {
+            // Kernels before 6.5 check CAP_BPF on every map update, not only at
+            // load: raise it (permitted, not effective, after the drop) for a retry.
+            let inserted = flows.insert(key, 1, 0).is_ok()
+                || crate::live::privileges::with_effective(caps::Capability::CAP_BPF, || {
+                    flows.insert(key, 1, 0).is_ok()
+                });
+            if inserted {
+                self.stats.flows_marked += 1;
+            } else {
                 self.stats.flow_map_full += 1;
             }
         }
@@ -340,7 +385,13 @@ impl EbpfTap {
             return out;
         };
         for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(values) = arr.get(&(i as u32), 0) {
+            // Kernels before 6.5 want CAP_BPF for a lookup too (see `mark_flow`).
+            let values = arr.get(&(i as u32), 0).or_else(|_| {
+                crate::live::privileges::with_effective(caps::Capability::CAP_BPF, || {
+                    arr.get(&(i as u32), 0)
+                })
+            });
+            if let Ok(values) = values {
                 *slot = values.iter().sum();
             }
         }
@@ -359,6 +410,8 @@ impl EbpfTap {
             bytes: self.stats.bytes,
             kernel_drops: k[shared::TAP_C_DROPS as usize],
             userspace_drops: self.stats.incomplete + self.stats.bad_records,
+            flows_marked: k[shared::TAP_C_MARKED as usize] + self.stats.flows_marked,
+            flow_marks_failed: k[shared::TAP_C_MARK_FAILED as usize] + self.stats.flow_map_full,
         }
     }
 
@@ -372,24 +425,30 @@ impl EbpfTap {
             return Ok(());
         }
         self.detached = true;
+        crate::live::privileges::raise_for_teardown();
         let mut first_error = None;
-        for (iface, _dir, name, link) in self.links.drain(..) {
-            let prog: Option<&mut SchedClassifier> =
-                self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                if let Err(e) = prog.detach(link) {
-                    // The interface may be gone (deleted veth): nothing left to remove.
-                    if ifindex_of(&iface).is_some() {
-                        first_error.get_or_insert(TapError::Attach {
-                            interface: iface.clone(),
-                            reason: format!("detaching: {e}"),
-                        });
-                    }
+        for (iface, link) in self.links.drain(..) {
+            if let Err(e) = aya::programs::Link::detach(link) {
+                // The interface may be gone (deleted veth): nothing left to remove.
+                if ifindex_of(&iface).is_some() {
+                    first_error.get_or_insert(TapError::Attach {
+                        interface: iface.clone(),
+                        reason: format!("detaching: {e}"),
+                    });
                 }
             }
         }
+        if let Some(o) = &mut self.ownership {
+            o.release();
+        }
         for iface in self.created_qdisc.drain(..) {
+            // Only ours, and only empty: removing the qdisc removes every filter on
+            // it, another tool's or another observer's included.
             if ifindex_of(&iface).is_some() {
+                if super::tc_owner::has_filters(&iface) {
+                    tracing::info!("leaving the clsact qdisc on {iface}: other filters use it");
+                    continue;
+                }
                 let _ = Command::new("tc")
                     .args(["qdisc", "del", "dev", &iface, "clsact"])
                     .status();

@@ -4,10 +4,13 @@
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+pub mod outfile;
 #[cfg(feature = "pcap")]
 pub mod pcap;
 #[cfg(target_os = "linux")]
 pub mod privileges;
+#[cfg(target_os = "linux")]
+pub mod tc_owner;
 
 use crate::UnixNanos;
 
@@ -29,6 +32,8 @@ pub enum LiveError {
     Capture(String),
     #[error("the {0} source is not built into this binary (rebuild with `--features {0}`)")]
     NotBuilt(&'static str),
+    #[error(transparent)]
+    Output(#[from] outfile::OutputError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,

@@ -1,13 +1,13 @@
-//! A minimal HTTP/1.1 server for the metrics endpoint: GET only, one short response per
-//! connection. It runs on its own thread and reads a snapshot the pipeline thread
-//! publishes, so a slow scraper never slows the capture.
+//! The metrics endpoint: GET `/metrics` on its own thread (the limits are those of
+//! [`crate::httpd`]), serving a snapshot the pipeline thread publishes, so a slow
+//! scraper never slows the capture.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::httpd::{self, Limits, Request, Response, ServerStats};
 
 /// Text served at `/metrics`, replaced by the pipeline thread as it changes.
 pub type Snapshot = Arc<Mutex<String>>;
@@ -27,9 +27,14 @@ pub enum HttpError {
 
 pub struct MetricsServer {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    pub stats: Arc<ServerStats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// How long the end of a run waits for the server thread: scrapes still in flight
+/// are dropped, so this is a bound on the thread's own wind-down, not on clients.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
 
 impl MetricsServer {
     /// Binds `addr` (loopback only unless `public`) and serves `snapshot`.
@@ -37,108 +42,108 @@ impl MetricsServer {
         if !public && !addr.ip().is_loopback() {
             return Err(HttpError::NotLoopback(addr));
         }
-        let listener =
-            TcpListener::bind(addr).map_err(|source| HttpError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| HttpError::Bind { addr, source })?;
-        // Non-blocking accept with a short sleep, so that `stop` is noticed promptly.
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| HttpError::Bind { addr, source })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let bind = |source| HttpError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
+        // The server has its own small runtime on its own thread, so that a slow
+        // scraper never slows the capture loop.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(bind)?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(bind)?
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stats = Arc::new(ServerStats::default());
+        let server_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("metrics-http".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            if let Err(e) = serve(stream, &snapshot) {
-                                tracing::debug!("metrics request failed: {e}");
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(e) => {
-                            tracing::warn!("metrics accept failed: {e}");
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                    }
-                }
+                let handler = move |req: Request| {
+                    let snapshot = snapshot.clone();
+                    async move { route(&req, &snapshot) }
+                };
+                runtime.block_on(httpd::serve(
+                    listener,
+                    Limits::default(),
+                    server_stats,
+                    handler,
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                runtime.shutdown_timeout(Duration::ZERO);
             })
-            .ok();
+            .map_err(bind)?;
         Ok(MetricsServer {
             addr: local,
-            stop,
-            thread,
+            stats,
+            stop: Some(stop),
+            thread: Some(thread),
         })
+    }
+}
+
+impl MetricsServer {
+    /// Stops serving; true when the server thread ended within `SHUTDOWN_WAIT`
+    /// (connections still open are dropped, never waited for).
+    pub fn shutdown(mut self) -> bool {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(t) = self.thread.take() else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let ended = t.is_finished();
+        if ended {
+            let _ = t.join();
+        }
+        ended
     }
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_thread();
     }
 }
 
-fn serve(stream: TcpStream, snapshot: &Snapshot) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    // Bounded: a request line longer than this is not a scrape.
-    (&mut reader).take(8192).read_line(&mut request_line)?;
-    // Drain headers (bounded) so the client sees a clean close.
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        if (&mut reader).take(8192).read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
+fn route(req: &Request, snapshot: &Snapshot) -> Response {
+    if req.method != hyper::Method::GET {
+        return Response::text(405, "GET only\n");
     }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => {
+    match req.path.as_str() {
+        "/metrics" => {
             let text = snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
+            Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
         }
-        ("GET", "/") => (
-            "200 OK",
-            "text/plain; charset=utf-8",
-            "observer: metrics at /metrics\n".to_string(),
-        ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_string(),
-        ),
-    };
-    let mut out = stream;
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    out.flush()
+        "/" => Response::text(200, "observer: metrics at /metrics\n"),
+        _ => Response::text(404, "not found\n"),
+    }
 }
-
-use std::io::Read as _;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
 
     fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read");
@@ -156,6 +161,105 @@ mod tests {
         *snap.lock().unwrap() = "observer_up 2\n".into();
         assert!(get(server.addr, "/metrics").ends_with("observer_up 2\n"));
         assert!(get(server.addr, "/nope").starts_with("HTTP/1.1 404"));
+    }
+
+    /// A client that trickles a byte at a time must neither block other scrapes
+    /// nor hold up the end of the run (it held both for 24 s with per-read timeouts).
+    #[test]
+    fn slow_client_blocks_neither_scrapes_nor_shutdown() {
+        let snap: Snapshot = Arc::new(Mutex::new("observer_up 1\n".into()));
+        let server =
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snap.clone()).unwrap();
+        let addr = server.addr;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trickle = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || s.write_all(&[*b]).is_err()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        // Other scrapes are served while the trickler is connected.
+        for _ in 0..3 {
+            assert!(get(addr, "/metrics").ends_with("observer_up 1\n"));
+        }
+        // The run's end does not wait for the trickler: the server thread is gone
+        // within its bounded wind-down, measured against the trickler still writing.
+        let stats = server.stats.clone();
+        assert!(
+            server.shutdown(),
+            "the server thread did not end with a slow client connected"
+        );
+        assert!(get_fails(addr));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        trickle.join().expect("trickler");
+        assert_eq!(stats.served.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    fn get_fails(addr: SocketAddr) -> bool {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            return true;
+        };
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        s.read_to_string(&mut out).is_err() || out.is_empty()
+    }
+
+    /// Beyond the connection cap, new connections are closed at once and counted;
+    /// once the idle ones hit their deadline, scrapes are served again.
+    #[test]
+    fn connection_cap_and_deadline() {
+        let snap: Snapshot = Arc::new(Mutex::new("observer_up 1\n".into()));
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snap).unwrap();
+        let cap = Limits::default().max_connections;
+        let idle: Vec<TcpStream> = (0..cap)
+            .map(|_| TcpStream::connect(server.addr).expect("connect"))
+            .collect();
+        // Wait (bounded) until the server has taken them all.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !get_fails(server.addr) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            server
+                .stats
+                .refused_busy
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        // Idle connections outlive the deadline and are closed: scraping works again.
+        let deadline = std::time::Instant::now()
+            + Limits::default().connection_deadline
+            + Duration::from_secs(10);
+        let mut served = false;
+        while std::time::Instant::now() < deadline {
+            if !get_fails(server.addr) {
+                served = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            served,
+            "scrapes never recovered after the idle connections' deadline"
+        );
+        assert!(
+            server
+                .stats
+                .timed_out
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= cap as u64
+        );
+        drop(idle);
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub struct SourceCounters {
     pub bytes: u64,
     pub kernel_drops: u64,
     pub userspace_drops: u64,
+    /// eBPF: marks that let a flow through the in-kernel filter by its content (the
+    /// kernel's at a welcome line, both directions at once; user space's, one per
+    /// direction, when it recognises a flow).
+    pub flows_marked: u64,
+    /// eBPF: marks that failed (an update refused): that traffic beyond the
+    /// configured ports may not be seen. Non-zero means the tap may be blinded.
+    pub flow_marks_failed: u64,
 }
 
 #[derive(Default, Debug)]
@@ -251,6 +258,22 @@ impl LiveMetrics {
             out,
             "observer_drops_total{{where=\"userspace\"}} {}",
             source.userspace_drops
+        );
+        header(
+            &mut out,
+            "observer_tap_flow_marks_total",
+            "counter",
+            "Flows let through the kernel tap by content, by outcome (failed: not seen beyond the configured ports).",
+        );
+        let _ = writeln!(
+            out,
+            "observer_tap_flow_marks_total{{outcome=\"marked\"}} {}",
+            source.flows_marked
+        );
+        let _ = writeln!(
+            out,
+            "observer_tap_flow_marks_total{{outcome=\"failed\"}} {}",
+            source.flow_marks_failed
         );
         header(
             &mut out,

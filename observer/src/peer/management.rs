@@ -1,108 +1,49 @@
-//! The management endpoint: a minimal HTTP/1.1 server (one request per connection,
-//! `Connection: close`), bound to 127.0.0.1 by default.
+//! The management endpoint (HTTP/1.1 through [`crate::httpd`], one request per
+//! connection), bound to 127.0.0.1 by default.
 //!
 //! - `GET /metrics`: Prometheus text exposition (transactions by receiver and status,
 //!   RTT histogram per receiver, peer counters, bad input, instrumentation overhead).
 //! - `GET /records[?n=N]`: recent records as JSON, named `<peer>:dest=<receiver>,corr=<c>`.
-//! - `GET /state`, `POST /state` (body `busy`, or `{"state":"busy"}`): the presence state.
-//! - `POST /message?to=NAME` (body = text): sends a MESSAGE document.
+//! - `GET /state`, `POST /state` (body `{"state":"busy"}`): the presence state.
+//! - `POST /message?to=NAME` (body `{"text":"..."}`): sends a MESSAGE document.
 //! - `GET /messages`: MESSAGE documents received (and refusals of ours).
 //!
-//! Beyond loopback every request needs `Authorization: Bearer <token>`.
+//! Beyond loopback every request needs `Authorization: Bearer <token>`. Whatever the
+//! address, a request whose `Host` or `Origin` is not this machine is refused, and a
+//! POST must be `application/json` (see docs/security.md).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::arm::RTT_BUCKETS;
 use super::Shared;
+use crate::httpd::{self, Limits, Request, Response, ServerStats};
 use crate::jim::Status;
 
-const MAX_REQUEST: usize = 64 * 1024;
+/// Fewer than the JXTA side's descriptors: the endpoint shares the process (and its
+/// descriptor limit) with the peer's accepts, so idle HTTP clients must never starve
+/// them (20,000 idle connections took 15,800 descriptors before this cap).
+const MANAGEMENT_LIMITS: Limits = Limits {
+    max_connections: 32,
+    connection_deadline: std::time::Duration::from_secs(10),
+    max_body: 64 * 1024,
+};
 
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let s = shared.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle(s, stream)).await;
-        });
-    }
-}
-
-struct Request {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_REQUEST {
-            return None;
-        }
+    let handler = move |req: Request| {
+        let shared = shared.clone();
+        async move { route(&shared, &req) }
     };
-    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let target = first.next()?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if len > MAX_REQUEST {
-        return None;
-    }
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(len);
-    Some(Request {
-        method,
-        path: path.to_string(),
-        query: query.to_string(),
-        headers,
-        body,
-    })
-}
-
-async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
-    let Some(req) = read_request(&mut stream).await else {
-        let _ = respond(&mut stream, 400, "text/plain", "bad request\n").await;
-        return;
-    };
-    let (code, ctype, body) = route(&shared, &req);
-    let _ = respond(&mut stream, code, ctype, &body).await;
+    httpd::serve(
+        listener,
+        MANAGEMENT_LIMITS,
+        Arc::new(ServerStats::default()),
+        handler,
+        std::future::pending(),
+    )
+    .await;
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -118,97 +59,124 @@ fn authorized(shared: &Shared, req: &Request) -> bool {
         // No token configured: only possible on loopback (checked at start-up).
         return true;
     };
-    req.headers.iter().any(|(k, v)| {
-        k == "authorization" && v.strip_prefix("Bearer ").map(str::trim) == Some(token)
-    })
+    req.header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| httpd::constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
-fn route(shared: &Shared, req: &Request) -> (u16, &'static str, String) {
+/// Why a request is refused before routing, if it is: a browser page elsewhere must
+/// not drive the endpoint (cross-site POSTs, DNS rebinding reads).
+fn refusal(req: &Request) -> Option<Response> {
+    // DNS rebinding: the page's origin resolves to us, but its Host is its own name.
+    let host_ok = req
+        .header("host")
+        .is_some_and(|h| httpd::is_local_authority(h, req.local));
+    if !host_ok {
+        return Some(Response::text(
+            421,
+            "Host must name this machine (localhost or its address)\n",
+        ));
+    }
+    if let Some(origin) = req.header("origin") {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("");
+        if !httpd::is_local_authority(authority, req.local) {
+            return Some(Response::text(403, "cross-origin requests are refused\n"));
+        }
+    }
+    // Only JSON bodies: a cross-site form or `text/plain` POST (no CORS preflight)
+    // cannot carry this type.
+    if req.method == hyper::Method::POST {
+        let json = req
+            .header("content-type")
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Some(Response::text(
+                415,
+                "POST bodies must be application/json\n",
+            ));
+        }
+    }
+    None
+}
+
+fn json_field(body: &[u8], field: &str) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get(field)?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn route(shared: &Shared, req: &Request) -> Response {
+    if let Some(r) = refusal(req) {
+        return r;
+    }
     if !authorized(shared, req) {
-        return (401, "text/plain", "unauthorized\n".into());
+        return Response::text(401, "unauthorized\n");
     }
     let json = "application/json";
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", metrics(shared)),
+        ("GET", "/metrics") => Response::new(200, "text/plain; version=0.0.4", metrics(shared)),
         ("GET", "/records") => {
             let n = query_param(&req.query, "n")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100usize);
             let recs: Vec<_> = shared.arm.recent(n).iter().map(|r| r.to_json()).collect();
-            (200, json, serde_json::Value::Array(recs).to_string())
+            Response::new(200, json, serde_json::Value::Array(recs).to_string())
         }
-        ("GET", "/state") => (
+        ("GET", "/state") => Response::new(
             200,
             json,
             serde_json::json!({ "peer": shared.cfg.name, "state": shared.state().as_str() })
                 .to_string(),
         ),
         ("POST", "/state") => {
-            let text = String::from_utf8_lossy(&req.body).trim().to_string();
-            let wanted = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_string))
-                .unwrap_or(text);
+            let Some(wanted) = json_field(&req.body, "state") else {
+                return Response::text(400, "body: {\"state\": \"busy\"}\n");
+            };
             match Status::parse(wanted.trim()) {
                 Some(s) => {
                     shared.set_state(s);
-                    (
+                    Response::new(
                         200,
                         json,
                         serde_json::json!({ "state": s.as_str() }).to_string(),
                     )
                 }
-                None => (
+                None => Response::text(
                     400,
-                    "text/plain",
                     format!("unknown state {wanted:?} (online, busy, away, offline)\n"),
                 ),
             }
         }
         ("POST", "/message") => {
             let Some(to) = query_param(&req.query, "to") else {
-                return (400, "text/plain", "POST /message?to=NAME\n".into());
+                return Response::text(400, "POST /message?to=NAME\n");
             };
-            let body = String::from_utf8_lossy(&req.body);
-            match super::connection::queue_message(shared, to, body.trim()) {
-                Ok(()) => (200, json, serde_json::json!({ "sent_to": to }).to_string()),
-                Err(e) => (409, "text/plain", format!("{e}\n")),
+            let Some(text) = json_field(&req.body, "text") else {
+                return Response::text(400, "body: {\"text\": \"...\"}\n");
+            };
+            match super::connection::queue_message(shared, to, text.trim()) {
+                Ok(()) => {
+                    Response::new(200, json, serde_json::json!({ "sent_to": to }).to_string())
+                }
+                Err(e) => Response::text(409, format!("{e}\n")),
             }
         }
-        ("GET", "/messages") => (
+        ("GET", "/messages") => Response::new(
             200,
             json,
             serde_json::to_string(&shared.recent_messages()).unwrap_or_default(),
         ),
         (_, "/metrics" | "/records" | "/state" | "/message" | "/messages") => {
-            (405, "text/plain", "method not allowed\n".into())
+            Response::text(405, "method not allowed\n")
         }
-        _ => (404, "text/plain", "not found\n".into()),
+        _ => Response::text(404, "not found\n"),
     }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    code: u16,
-    ctype: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 /// Escapes a Prometheus label value.

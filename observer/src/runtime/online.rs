@@ -2,7 +2,7 @@
 //! sinks a long-running observer needs (CSV appended as transactions finish, a pcapng
 //! of what the tap saw, the metrics endpoint, a one-line status).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -164,7 +164,7 @@ impl LiveSource {
                 events: p.events,
                 bytes: p.bytes,
                 kernel_drops: p.kernel_drops(),
-                userspace_drops: 0,
+                ..SourceCounters::default()
             },
             LiveSource::Channel { events, bytes, .. } => SourceCounters {
                 source: "channel",
@@ -200,12 +200,8 @@ impl CsvSink {
             path: path.display().to_string(),
             source,
         };
-        let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::live::outfile::open_output(path, crate::live::outfile::Existing::Append)?;
+        let existing = file.metadata().map_err(err)?.len();
         let writer = if existing > 0 {
             // Appending to an earlier run's file: its header is already there.
             TransactionCsvWriter::without_header(BufWriter::new(file))
@@ -479,7 +475,7 @@ fn open_saver(
         path: path.display().to_string(),
         source,
     };
-    let file = File::create(path).map_err(err)?;
+    let file = crate::live::outfile::open_output(path, crate::live::outfile::Existing::Truncate)?;
     let first = link_types.first().copied().unwrap_or(LinkType::ETHERNET);
     let mut w =
         CaptureWriter::new(BufWriter::new(file), WriteFormat::Pcapng, first).map_err(err)?;
