@@ -47,13 +47,23 @@ fn get(addr: &str, path: &str) -> String {
     http_get(addr, path).unwrap_or_default()
 }
 
-#[cfg(feature = "pcap")]
 #[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn live_pcap_source_on_a_veth() {
-    live_on_a_veth("pcap", "127.0.0.1:19898");
+    if pcap_compiled_in() {
+        live_on_a_veth("pcap", "127.0.0.1:19898");
+    }
+}
+
+/// The libpcap tests exist in every build so that leaving out the `pcap` feature (no
+/// libpcap headers) shows as a skip, or a failure when tools are required.
+fn pcap_compiled_in() -> bool {
+    cfg!(feature = "pcap")
+        || common::missing_requirement("the `pcap` cargo feature (libpcap-dev, --all-features)")
 }
 
 #[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn live_ebpf_source_on_a_veth() {
     live_on_a_veth("ebpf", "127.0.0.1:19899");
 }
@@ -249,14 +259,17 @@ fn live_on_a_veth(source: &str, metrics: &str) {
 }
 
 #[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn ebpf_interface_vanishes() {
     interface_vanishes("ebpf");
 }
 
-#[cfg(feature = "pcap")]
 #[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn pcap_interface_vanishes() {
-    interface_vanishes("pcap");
+    if pcap_compiled_in() {
+        interface_vanishes("pcap");
+    }
 }
 
 /// The capture interface is deleted under a running observer: it stops with an error
@@ -329,6 +342,7 @@ fn interface_vanishes(source: &str) {
 /// SIGKILL: no cleanup is possible, but at most the last second of records is lost
 /// (the CSV is flushed every second) and the next start removes the stale filters.
 #[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn sigkill_then_restart_cleans_up() {
     let _one_at_a_time = serial();
     if !usable() {
@@ -395,6 +409,7 @@ fn sigkill_then_restart_cleans_up() {
 /// still follows JXTA flows on ports it was not told about (a map update, CAP_BPF kept)
 /// and removes its filters on SIGTERM (CAP_NET_ADMIN kept).
 #[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn ebpf_runs_as_nobody_and_still_follows_new_flows() {
     let _one_at_a_time = serial();
     if !usable() {

@@ -124,16 +124,7 @@ fn wait_exit(p: &mut Proc, within: Duration) {
 /// tcpdump on loopback, if it can run here (root, installed). Returns the process
 /// once it is listening.
 fn start_tcpdump(file: &Path, ports: [u16; 2]) -> Option<Proc> {
-    let ok = Command::new("tcpdump")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("tcpdump is not installed but CI is set: scripts/test must install it");
-        }
-        eprintln!("tcpdump not installed: skipping the capture cross-check");
+    if !common::have(&[common::Need::Root, common::Need::Tool("tcpdump")]) {
         return None;
     }
     let mut child = Command::new("tcpdump")
@@ -159,8 +150,8 @@ fn start_tcpdump(file: &Path, ports: [u16; 2]) -> Option<Proc> {
         }
         line.clear();
     }
-    eprintln!("tcpdump cannot capture here (not root?): skipping the capture cross-check");
     let _ = child.wait();
+    common::missing_requirement("tcpdump able to capture on lo");
     None
 }
 

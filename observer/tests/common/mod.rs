@@ -11,21 +11,64 @@ pub fn capture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Whether tshark can be run. In CI (`CI` set) its absence is a failure: `.ci/run`
-/// installs it, so a missing tshark means the cross-check silently stopped running.
-pub fn tshark_available() -> bool {
-    let ok = Command::new("tshark")
+/// Set to `1` by `scripts/test` once it has installed the tools: from then on a missing
+/// tool, privilege or feature fails the test that needs it instead of skipping it, so a
+/// cross-check cannot silently stop running.
+pub const REQUIRE_TOOLS: &str = "OBSERVER_REQUIRE_TOOLS";
+
+/// What a test needs from the machine.
+#[derive(Debug, Clone, Copy)]
+pub enum Need<'a> {
+    Root,
+    /// A program on `PATH` that answers `--version`.
+    Tool(&'a str),
+}
+
+fn tools_required() -> bool {
+    std::env::var(REQUIRE_TOOLS).is_ok_and(|v| v == "1")
+}
+
+fn tool_runs(tool: &str) -> bool {
+    Command::new(tool)
         .arg("--version")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("tshark is not installed but CI is set: .ci/run must install it");
-    }
-    if !ok {
-        eprintln!("tshark not installed: skipping the tshark cross-check");
-    }
-    ok
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether every need is met; the one place that decides between skipping and failing.
+/// Missing needs panic, named, when [`REQUIRE_TOOLS`] is `1`; otherwise the test prints
+/// why it skips and the caller returns.
+pub fn have(needs: &[Need<'_>]) -> bool {
+    let missing: Vec<String> = needs
+        .iter()
+        .filter_map(|n| match n {
+            // SAFETY: no preconditions.
+            Need::Root if unsafe { libc::geteuid() } != 0 => Some("root".to_string()),
+            Need::Tool(t) if !tool_runs(t) => Some((*t).to_string()),
+            _ => None,
+        })
+        .collect();
+    missing.is_empty() || missing_requirement(&missing.join(", "))
+}
+
+/// A requirement the caller found missing by other means (a build that fails, a cargo
+/// feature compiled out, a tool that cannot capture): panics when tools are required,
+/// else prints and returns `false`.
+pub fn missing_requirement(what: &str) -> bool {
+    // libtest names the thread after the test (except with --test-threads=1).
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    assert!(
+        !tools_required(),
+        "{test}: {what} missing but {REQUIRE_TOOLS}=1 (scripts/test installs it)"
+    );
+    eprintln!("SKIPPED {test}: needs {what}");
+    false
+}
+
+/// Whether tshark can be run (see [`have`]).
+pub fn tshark_available() -> bool {
+    have(&[Need::Tool("tshark")])
 }
 
 /// Runs tshark with `-T fields` and returns the rows split on `|`.
@@ -143,23 +186,11 @@ impl Drop for Veth {
     }
 }
 
-/// Root and the named tools; in CI their absence is a failure (scripts/test installs
-/// them), elsewhere the test is skipped with a message.
+/// Root and the named tools (see [`have`]).
 pub fn root_with(tools: &[&str]) -> bool {
-    // SAFETY: no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let have = tools
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !(root && have) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root with {tools:?} installed by scripts/test"
-        );
-        eprintln!("skipping: needs root and {tools:?}");
-        return false;
-    }
-    true
+    let mut needs = vec![Need::Root];
+    needs.extend(tools.iter().map(|t| Need::Tool(t)));
+    have(&needs)
 }
 
 /// A child process killed on drop.
