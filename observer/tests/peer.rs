@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use observer::jim::Status;
 use observer::report::read_transactions_csv;
+use observer::runtime::{self, PipelineConfig};
 use observer::transaction::{Transaction, TxStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_observer");
@@ -124,35 +125,8 @@ fn wait_exit(p: &mut Proc, within: Duration) {
 /// tcpdump on loopback, if it can run here (root, installed). Returns the process
 /// once it is listening.
 fn start_tcpdump(file: &Path, ports: [u16; 2]) -> Option<Proc> {
-    if !common::have(&[common::Need::Root, common::Need::Tool("tcpdump")]) {
-        return None;
-    }
-    let mut child = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "-n", "-w"])
-        .arg(file)
-        .arg(format!("tcp port {} or tcp port {}", ports[0], ports[1]))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let stderr = child.stderr.take()?;
-    let mut line = String::new();
-    let mut rd = BufReader::new(stderr);
-    // "tcpdump: listening on lo, …" once the capture runs; EOF when it cannot.
-    while rd.read_line(&mut line).ok()? > 0 {
-        if line.contains("listening on") {
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = rd.read_to_string(&mut sink);
-            });
-            return Some(Proc(child));
-        }
-        line.clear();
-    }
-    let _ = child.wait();
-    common::missing_requirement("tcpdump able to capture on lo");
-    None
+    let filter = format!("tcp port {} or tcp port {}", ports[0], ports[1]);
+    common::tcpdump("lo", file, &filter).map(Proc)
 }
 
 #[test]
@@ -164,7 +138,6 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     let tcpdump = start_tcpdump(&cap, [pa, pb]);
     let alice_csv = dir.path().join("alice.csv");
     let bob_csv = dir.path().join("bob.csv");
-    let started = Instant::now();
     let mut alice = start_peer(&PeerSpec {
         name: "alice",
         port: pa,
@@ -184,14 +157,23 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         extra: &[],
     });
 
-    // After three polls: metrics and records name the buddy.
-    std::thread::sleep(Duration::from_millis(3300).saturating_sub(started.elapsed()));
-    let (code, metrics) = http(ma, "GET", "/metrics", "");
-    assert_eq!(code, 200);
-    assert!(
-        metrics
-            .contains("jim_peer_transactions_total{peer=\"alice\",receiver=\"bob\",status=\"ok\"}"),
-        "{metrics}"
+    // Once a poll is answered: metrics and records name the buddy.
+    let ok_line = "jim_peer_transactions_total{peer=\"alice\",receiver=\"bob\",status=\"ok\"}";
+    let mut metrics = String::new();
+    common::wait_until(
+        "alice's first answered poll",
+        Duration::from_secs(10),
+        || {
+            let (code, body) = http(ma, "GET", "/metrics", "");
+            assert_eq!(code, 200);
+            metrics = body;
+            // The line is there from the start, with 0.
+            metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix(ok_line))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .any(|n| n >= 1)
+        },
     );
     assert!(metrics
         .contains("jim_peer_rtt_seconds_bucket{peer=\"alice\",receiver=\"bob\",le=\"+Inf\"}"));
@@ -213,9 +195,17 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         http(ma, "POST", "/message?to=bob", "see you at noon").0,
         200
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, am) = http(ma, "GET", "/metrics", "");
-    let (_, bm) = http(mb, "GET", "/metrics", "");
+    let (mut am, mut bm) = (String::new(), String::new());
+    common::wait_until(
+        "the refusal counted on both sides",
+        Duration::from_secs(10),
+        || {
+            am = http(ma, "GET", "/metrics", "").1;
+            bm = http(mb, "GET", "/metrics", "").1;
+            am.contains("event=\"messages_refused_by_peer\"}")
+                && bm.contains("event=\"messages_refused\"}")
+        },
+    );
     assert!(am.contains("event=\"messages_refused_by_peer\"} 1"), "{am}");
     assert!(bm.contains("event=\"messages_refused\"} 1"), "{bm}");
     assert!(bm.contains("jim_peer_state{peer=\"bob\",state=\"offline\"} 1"));
@@ -253,11 +243,16 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
 /// |active - passive| < 5 ms).
 fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_time: bool) {
     let Some(mut td) = tcpdump else { return };
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .args(["-INT", &td.0.id().to_string()])
-        .status();
-    let _ = td.0.wait();
+    // The peers have exited, so everything was sent: wait until tcpdump has written it.
+    common::wait_until(
+        "tcpdump's file to hold every transaction",
+        Duration::from_secs(10),
+        || {
+            let a = runtime::analyze(&[cap.to_path_buf()], PipelineConfig::default(), false);
+            a.result.transactions.len() as u64 >= n
+        },
+    );
+    common::stop_tcpdump(&mut td.0);
     if !common::tshark_available() {
         return;
     }

@@ -229,3 +229,70 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
+
+/// A local address nothing listens on now (`127.0.0.1:PORT`), for a server the test
+/// starts: fixed ports collide between concurrent runs.
+pub fn free_local_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address").to_string()
+}
+
+/// Polls `cond` until it holds; panics naming `what` after `limit`. The limit only
+/// bounds a failure: a passing run waits exactly as long as the condition takes.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// tcpdump writing `iface`'s packets matching `filter` to `file` with nanosecond
+/// timestamps, returned once it is listening; `None` (after [`missing_requirement`])
+/// when it cannot run here.
+pub fn tcpdump(iface: &str, file: &std::path::Path, filter: &str) -> Option<std::process::Child> {
+    use std::io::{BufRead, Read};
+    if !have(&[Need::Root, Need::Tool("tcpdump")]) {
+        return None;
+    }
+    let mut child = Command::new("tcpdump")
+        .args(["-i", iface, "-U", "-n", "--time-stamp-precision=nano", "-w"])
+        .arg(file)
+        .arg(filter)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tcpdump");
+    let stderr = child.stderr.take().expect("tcpdump stderr");
+    let mut rd = std::io::BufReader::new(stderr);
+    let mut line = String::new();
+    // "tcpdump: listening on IFACE, …" once the capture runs; EOF when it cannot.
+    while rd.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.contains("listening on") {
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = rd.read_to_string(&mut sink);
+            });
+            return Some(child);
+        }
+        line.clear();
+    }
+    let _ = child.wait();
+    missing_requirement(&format!(
+        "tcpdump able to capture on {iface} ({})",
+        line.trim()
+    ));
+    None
+}
+
+/// Stops tcpdump as a user would (SIGINT: it writes out what it holds).
+pub fn stop_tcpdump(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    wait_exit(child, std::time::Duration::from_secs(10)).expect("tcpdump exits on SIGINT");
+}
