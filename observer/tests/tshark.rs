@@ -154,3 +154,90 @@ fn sample_captures_decode_like_tshark() {
         cross_check(&path);
     }
 }
+
+/// Renders `script` into `dir` with the given link layer and file format.
+fn render_to(
+    dir: &Path,
+    script: synth::Script,
+    link: LinkVariant,
+    format: WriteFormat,
+) -> std::path::PathBuf {
+    let bytes = script
+        .render()
+        .capture_bytes(link, format)
+        .expect("capture");
+    let path = dir.join(format!("{}-{link:?}.cap", script.name));
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+/// Every link layer the reader accepts, each decoded by tshark's own link dissectors.
+#[test]
+fn every_link_layer_decodes_like_tshark() {
+    if !common::tshark_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for link in [
+        LinkVariant::Ethernet,
+        LinkVariant::Vlan(100),
+        LinkVariant::QinQ(10, 20),
+        LinkVariant::LinuxSll,
+        LinkVariant::LinuxSll2,
+        LinkVariant::Raw,
+        LinkVariant::RawIpv4Ipv6,
+        LinkVariant::Null { big_endian: false },
+        LinkVariant::Null { big_endian: true },
+        LinkVariant::Loop,
+    ] {
+        let path = render_to(dir.path(), synth::two_peers(), link, WriteFormat::Pcapng);
+        cross_check(&path);
+    }
+}
+
+/// A pcapng written by a real tool, not by our writer: editcap's conversion of a pcap.
+#[test]
+fn pcapng_written_by_editcap_decodes_like_tshark() {
+    if !common::have(&[common::Need::Tool("tshark"), common::Need::Tool("editcap")]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = render_to(
+        dir.path(),
+        synth::four_peers(),
+        LinkVariant::Ethernet,
+        WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        },
+    );
+    let ng = dir.path().join("four-peers-editcap.pcapng");
+    let out = std::process::Command::new("editcap")
+        .args(["-F", "pcapng"])
+        .arg(&pcap)
+        .arg(&ng)
+        .output()
+        .expect("run editcap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        &std::fs::read(&ng).expect("pcapng")[..4],
+        b"\x0a\x0d\x0d\x0a"
+    );
+    cross_check(&ng);
+    let from = |p: &Path| {
+        runtime::analyze(&[p.to_path_buf()], PipelineConfig::default(), false)
+            .result
+            .transactions
+    };
+    let (a, b) = (from(&pcap), from(&ng));
+    assert!(!a.is_empty());
+    assert_eq!(
+        format!("{a:?}"),
+        format!("{b:?}"),
+        "same transactions from both files"
+    );
+}
