@@ -100,9 +100,10 @@ fn tap_on_loopback() {
         return;
     }
     let had_clsact = tc_show("qdisc", None).contains("clsact");
+    let tapped = common::free_port();
     let cfg = TapConfig {
         interfaces: vec!["lo".into()],
-        ports: vec![19701],
+        ports: vec![tapped],
     };
     let mut tap = EbpfTap::attach(&cfg).expect("attach the tap to lo");
     assert!(!nothing_of_ours(), "filters attached");
@@ -113,7 +114,7 @@ fn tap_on_loopback() {
         .enumerate()
         .map(|(i, n)| (0..*n).map(|j| (i * 31 + j) as u8).collect())
         .collect();
-    let (client, _) = exchange(19701, &chunks);
+    let (client, _) = exchange(tapped, &chunks);
     let (stream, frames) = collect(&mut tap, client);
     assert_eq!(
         stream,
@@ -134,18 +135,19 @@ fn tap_on_loopback() {
     );
 
     // Another port stays in the kernel...
-    let (client, _) = exchange(18080, &[b"not jxta".to_vec()]);
+    let other = common::free_port();
+    let (client, _) = exchange(other, &[b"not jxta".to_vec()]);
     let (stream, _) = collect(&mut tap, client);
-    assert!(stream.is_empty(), "port 18080 is filtered in the kernel");
+    assert!(stream.is_empty(), "port {other} is filtered in the kernel");
     assert!(tap.kernel_counters()[observer_ebpf::TAP_C_FILTERED as usize] > 0);
 
     // ...until its flow is marked as JXTA.
-    let listener = TcpListener::bind(("127.0.0.1", 18081)).expect("bind");
-    let mut c = TcpStream::connect(("127.0.0.1", 18081)).expect("connect");
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let marked = listener.local_addr().expect("addr");
+    let mut c = TcpStream::connect(marked).expect("connect");
     let (mut s, _) = listener.accept().expect("accept");
     let client = c.local_addr().expect("addr");
-    tap.mark_flow(client, SocketAddr::from(([127, 0, 0, 1], 18081)))
-        .expect("mark");
+    tap.mark_flow(client, marked).expect("mark");
     c.write_all(b"now you see me").expect("write");
     let mut buf = [0u8; 14];
     s.read_exact(&mut buf).expect("read");
@@ -157,7 +159,10 @@ fn tap_on_loopback() {
     let hello =
         b"JXTAHELLO tcp://127.0.0.1:18082 tcp://127.0.0.1:40000 urn:jxta:uuid-1234 0 1.1\r\n"
             .to_vec();
-    let (client, _) = exchange(18082, &[hello.clone(), b"later bytes".to_vec()]);
+    let (client, _) = exchange(
+        common::free_port(),
+        &[hello.clone(), b"later bytes".to_vec()],
+    );
     let (stream, _) = collect(&mut tap, client);
     assert_eq!(
         stream, hello,
@@ -167,14 +172,14 @@ fn tap_on_loopback() {
     // Ring-buffer overflow: nobody reads while a burst goes by; the losses are counted
     // in the kernel and the tap goes on delivering afterwards.
     let burst: Vec<Vec<u8>> = (0..40).map(|_| vec![0xab; 1 << 20]).collect();
-    exchange(19701, &burst);
+    exchange(tapped, &burst);
     let before = tap.kernel_counters()[observer_ebpf::TAP_C_DROPS as usize];
     assert!(
         before > 0,
         "a 40 MiB burst overflows the 16 MiB ring buffer unread"
     );
     let _ = collect(&mut tap, "127.0.0.1:1".parse().expect("addr"));
-    let (client, _) = exchange(19701, &[b"still here".to_vec()]);
+    let (client, _) = exchange(tapped, &[b"still here".to_vec()]);
     let (stream, _) = collect(&mut tap, client);
     assert_eq!(stream, b"still here", "the tap works on after the overflow");
     assert!(

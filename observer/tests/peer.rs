@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::free_port;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,14 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_observer");
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed when dropped (a failing test leaves nothing running).
@@ -474,6 +468,7 @@ fn bad_input_closes_the_connection_not_the_peer() {
 #[test]
 fn management_beyond_loopback_needs_the_token() {
     let bin = env!("CARGO_BIN_EXE_observer");
+    let (refused_port, port) = (free_port(), free_port());
     let refused = std::process::Command::new(bin)
         .args([
             "peer",
@@ -482,7 +477,7 @@ fn management_beyond_loopback_needs_the_token() {
             "--listen",
             "127.0.0.1:0",
             "--management",
-            "0.0.0.0:19861",
+            &format!("0.0.0.0:{refused_port}"),
             "--no-stdin",
             "--duration",
             "1s",
@@ -500,7 +495,7 @@ fn management_beyond_loopback_needs_the_token() {
             "--listen",
             "127.0.0.1:0",
             "--management",
-            "0.0.0.0:19862",
+            &format!("0.0.0.0:{port}"),
             "--token",
             "s3cret",
             "--no-stdin",
@@ -514,7 +509,7 @@ fn management_beyond_loopback_needs_the_token() {
     let request = |extra: &str, method: &str, path: &str, body: &str| -> String {
         use std::io::{Read, Write};
         for _ in 0..50 {
-            if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:19862") {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);

@@ -230,11 +230,16 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
-/// A local address nothing listens on now (`127.0.0.1:PORT`), for a server the test
-/// starts: fixed ports collide between concurrent runs.
-pub fn free_local_addr() -> String {
+/// A loopback port nothing listens on now, for a server the test starts: fixed ports
+/// collide between concurrent runs.
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local address").to_string()
+    l.local_addr().expect("local address").port()
+}
+
+/// `127.0.0.1:PORT` with a [`free_port`].
+pub fn free_local_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// Polls `cond` until it holds; panics naming `what` after `limit`. The limit only
