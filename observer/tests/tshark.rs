@@ -319,7 +319,19 @@ fn tshark_messages(path: &Path) -> (Vec<TsharkMessage>, BTreeMap<u64, u64>) {
     let mut in_message: Option<usize> = None;
     let mut element = String::new();
     let mut tags: Vec<(usize, String)> = Vec::new();
+    // An attribute value holding a newline continues on lines of its own, which do not
+    // start with `<` (PDML escapes it inside values): join them to their element's line.
+    let mut lines: Vec<String> = Vec::new();
     for line in pdml.lines() {
+        match lines.last_mut() {
+            Some(last) if !line.trim_start().starts_with('<') => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => lines.push(line.to_string()),
+        }
+    }
+    for line in &lines {
         let depth = line.len() - line.trim_start().len();
         let l = line.trim_start();
         if l.starts_with("<packet>") {
@@ -558,6 +570,24 @@ fn router_peers_and_jim_fields_agree_with_tshark() {
         let (_, answered) = check_jim(&path, &theirs, &frame_times);
         assert!(answered > 0, "{name}: no PONG compared");
     }
+    // Real JXSE 2.5 peers: rendezvous, resolver and pipe messages all carry the router's
+    // element (its JIM-like payload is checked in real_capture.rs).
+    let real = common::capture("jxse25-pingpong.pcap");
+    let (theirs, _) = tshark_messages(&real);
+    let routed = common::tshark_fields(&real, "jxta.message", &["jxta.message.element.name"])
+        .iter()
+        .map(|r| {
+            r[0].split(',')
+                .filter(|n| *n == "EndpointRouterMsg")
+                .count()
+        })
+        .sum::<usize>();
+    assert!(routed > 0);
+    assert_eq!(
+        check_router_peers(&real, &theirs),
+        routed,
+        "every router element"
+    );
 }
 
 /// Alice polls bob four times; each PING arrives in pieces: many small segments, the
