@@ -570,6 +570,15 @@ fn router_peers_and_jim_fields_agree_with_tshark() {
         let (_, answered) = check_jim(&path, &theirs, &frame_times);
         assert!(answered > 0, "{name}: no PONG compared");
     }
+    // Relayed: every message twice, on each leg with the same end-to-end peers.
+    let relayed = render_to(
+        dir.path(),
+        synth::relayed(),
+        LinkVariant::Ethernet,
+        WriteFormat::Pcapng,
+    );
+    let (theirs, _) = tshark_messages(&relayed);
+    assert!(check_router_peers(&relayed, &theirs) > 0);
     // Real JXSE 2.5 peers: rendezvous, resolver and pipe messages all carry the router's
     // element (its JIM-like payload is checked in real_capture.rs).
     let real = common::capture("jxse25-pingpong.pcap");
