@@ -268,6 +268,13 @@ pub fn peer_connection(data: &[u8]) {
             r
         })
         .await;
-        assert!(done.is_ok(), "the connection handler did not finish");
+        // A panic inside the spawned handler only shows in its JoinError: re-raise it so
+        // the fuzzer and the corpus replay see it as a crash.
+        match done {
+            Err(_) => panic!("the connection handler did not finish"),
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("the connection handler task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
     });
 }

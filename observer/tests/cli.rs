@@ -50,6 +50,48 @@ fn csv_file_and_stdout_equal_the_truth() {
     );
 }
 
+/// The RTT statistics of `ts`'s answered transactions as docs/formats.md defines them
+/// (sample sd, numpy's linear percentiles), computed here rather than by the library.
+fn truth_stats(ts: &[&Transaction]) -> Vec<(&'static str, f64)> {
+    let mut ms: Vec<f64> = ts
+        .iter()
+        .filter_map(|t| t.rtt_ns())
+        .map(|ns| ns as f64 / 1e6)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len() as f64;
+    let mean = ms.iter().sum::<f64>() / n;
+    let sd = (ms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let pct = |p: f64| {
+        let rank = p / 100.0 * (n - 1.0);
+        let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+        ms[lo] + (ms[hi] - ms[lo]) * (rank - rank.floor())
+    };
+    vec![
+        ("count", n),
+        ("mean", mean),
+        ("sd", sd),
+        ("min", ms[0]),
+        ("p50", pct(50.0)),
+        ("p90", pct(90.0)),
+        ("p99", pct(99.0)),
+        ("max", ms[ms.len() - 1]),
+    ]
+}
+
+fn assert_stats_match(got: &serde_json::Value, ts: &[&Transaction], what: &str) {
+    for (k, want) in truth_stats(ts) {
+        let g = got[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: rtt_ms.{k} missing"));
+        // Only summation order may differ: far below the µs the truth is written in.
+        assert!(
+            (g - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{what}: rtt_ms.{k} = {g}, truth {want}"
+        );
+    }
+}
+
 #[test]
 fn json_summary_has_the_documented_keys_and_agrees_with_the_truth() {
     let o = observer(&["analyze", "captures/four-peers.pcap", "--json"]);
@@ -61,9 +103,8 @@ fn json_summary_has_the_documented_keys_and_agrees_with_the_truth() {
     assert_eq!(v["transactions"]["timeout"], count(TxStatus::Timeout));
     assert_eq!(v["transactions"]["open"], count(TxStatus::Open));
     assert_eq!(v["transactions"]["total"], truth.len() as u64);
-    for k in ["count", "mean", "sd", "min", "p50", "p90", "p99", "max"] {
-        assert!(v["rtt_ms"][k].is_number(), "rtt_ms.{k}");
-    }
+    let all: Vec<&Transaction> = truth.iter().collect();
+    assert_stats_match(&v["rtt_ms"], &all, "all");
     assert_eq!(v["rtt_ms"]["count"], ok_count(&truth) as u64);
     let pairs = v["pairs"].as_array().expect("pairs");
     assert_eq!(pairs.len(), 12, "four peers in a full mesh");
@@ -78,6 +119,14 @@ fn json_summary_has_the_documented_keys_and_agrees_with_the_truth() {
             })
             .count() as u64;
         assert_eq!(p["ok"], n, "{p}");
+        let of_pair: Vec<&Transaction> = truth
+            .iter()
+            .filter(|t| {
+                t.poller_name.as_deref() == p["poller"].as_str()
+                    && t.receiver_name.as_deref() == p["receiver"].as_str()
+            })
+            .collect();
+        assert_stats_match(&p["rtt_ms"], &of_pair, &p["poller"].to_string());
     }
     for k in [
         "overhead",

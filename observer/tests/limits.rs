@@ -9,11 +9,16 @@ use observer::conntrack::{
 };
 use observer::jim::{Document, Kind};
 use observer::jxta::PeerId;
-use observer::transaction::{Matcher, MatcherConfig, Sighting, Transport};
+use observer::transaction::{Matcher, MatcherConfig, Sighting, Transaction, Transport, TxStatus};
 
 struct Count {
     open: u64,
     closed: u64,
+    /// First sighting of the newest flow the cap evicted.
+    newest_evicted: u64,
+    /// First sighting of the oldest flow still open at the end, and how many were.
+    oldest_survivor: u64,
+    survivors: u64,
 }
 
 impl FlowHandler for Count {
@@ -24,8 +29,16 @@ impl FlowHandler for Count {
     fn deliver(&mut self, _: &mut (), _: &FlowInfo, _: Dir, _: Delivery<'_>) -> Interest {
         Interest::Keep
     }
-    fn close(&mut self, _: (), _: &FlowInfo, _: CloseReason) {
+    fn close(&mut self, _: (), info: &FlowInfo, reason: CloseReason) {
         self.closed += 1;
+        match reason {
+            CloseReason::Evicted => self.newest_evicted = self.newest_evicted.max(info.first_seen),
+            CloseReason::EndOfInput => {
+                self.oldest_survivor = self.oldest_survivor.min(info.first_seen);
+                self.survivors += 1;
+            }
+            other => panic!("flow {} closed by {other:?}", info.id),
+        }
     }
 }
 
@@ -37,7 +50,13 @@ fn a_million_tiny_flows_stay_within_the_flow_cap() {
         ..FlowConfig::default()
     };
     let mut table: FlowTable<()> = FlowTable::new(cfg);
-    let mut h = Count { open: 0, closed: 0 };
+    let mut h = Count {
+        open: 0,
+        closed: 0,
+        newest_evicted: 0,
+        oldest_survivor: u64::MAX,
+        survivors: 0,
+    };
     let server = SocketAddr::from(([10, 0, 0, 1], 9701));
     for i in 0u32..1_000_000 {
         // SYN-flood-like: each from a new address and port, some with a byte of data
@@ -65,8 +84,19 @@ fn a_million_tiny_flows_stay_within_the_flow_cap() {
         table.stats.evicted_flow_cap
     );
     assert_eq!(h.open - h.closed, table.active_flows() as u64);
+    let active = table.active_flows() as u64;
     table.finish(&mut h);
     assert_eq!(h.open, h.closed, "every flow closed exactly once");
+    // Each flow is seen once, flow i at i µs: the cap must have evicted the oldest, so
+    // the survivors are exactly the newest `active` flows.
+    assert_eq!(h.survivors, active);
+    assert_eq!(h.oldest_survivor, (1_000_000 - active) * 1_000);
+    assert!(
+        h.newest_evicted < h.oldest_survivor,
+        "evicted a flow first seen at {} while one from {} survived",
+        h.newest_evicted,
+        h.oldest_survivor
+    );
 }
 
 fn ping(from: &PeerId, to: &PeerId, corr: u64, t: u64) -> (Document, Sighting) {
@@ -90,6 +120,13 @@ fn ping(from: &PeerId, to: &PeerId, corr: u64, t: u64) -> (Document, Sighting) {
     (doc, s)
 }
 
+fn pong(from: &PeerId, to: &PeerId, corr: u64, t: u64) -> (Document, Sighting) {
+    let (mut doc, mut s) = ping(from, to, corr, t);
+    doc.kind = Kind::Pong;
+    s.framed_bytes = 900;
+    (doc, s)
+}
+
 #[test]
 fn a_million_unanswered_pings_stay_within_the_matcher_caps() {
     let cfg = MatcherConfig {
@@ -110,6 +147,19 @@ fn a_million_unanswered_pings_stay_within_the_matcher_caps() {
     let sizes = m.sizes();
     assert!(sizes.outstanding <= 1024, "{sizes:?}");
     assert_eq!(m.anomalies().evicted_outstanding, 500_000 - 1024);
+    // The per-pair cap dropped the oldest PINGs: the newest evicted one is unknown to a
+    // PONG, the oldest kept one is answered.
+    let t_pong = 1_000_000_000 + 500_000;
+    let (d, s) = pong(&rx, &one, 500_000 - 1025, t_pong);
+    m.observe(&d, &s, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(m.anomalies().unknown_correlator, 1, "{:?}", m.anomalies());
+    let (d, s) = pong(&rx, &one, 500_000 - 1024, t_pong);
+    m.observe(&d, &s, &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].correlator.as_deref(), Some("498976"));
+    assert_eq!(out[0].status, TxStatus::Ok);
+    out.clear();
     for i in 0..500_000u64 {
         let from = PeerId::parse(&format!("urn:jxta:uuid-{i:032X}03")).expect("id");
         let (d, s) = ping(&from, &rx, i, 1_500_000_000 + i);
@@ -130,4 +180,28 @@ fn a_million_unanswered_pings_stay_within_the_matcher_caps() {
     m.advance(20_000_000_000, &mut out);
     assert!(out.len() <= 10_000 + 1024);
     assert_eq!(m.sizes().outstanding, 0);
+    // The pair cap evicted the least recently active pairs: `one`'s pair (active before
+    // every other) first, and what times out now is the newest pollers, without a hole.
+    let poller_index = |t: &Transaction| {
+        let id = t.poller_id.as_ref().expect("poller").as_str();
+        let hex = id
+            .strip_prefix("urn:jxta:uuid-")
+            .and_then(|h| h.strip_suffix("03"))
+            .expect("synthetic id");
+        u64::from_str_radix(hex, 16).expect("index")
+    };
+    assert!(out.iter().all(|t| t.poller_id.as_ref() != Some(&one)));
+    let mut kept: Vec<u64> = out.iter().map(poller_index).collect();
+    kept.sort_unstable();
+    assert_eq!(
+        kept.len() as u64,
+        z.pairs as u64,
+        "one timeout per surviving pair"
+    );
+    assert_eq!(kept.last(), Some(&499_999));
+    assert_eq!(
+        kept[0],
+        500_000 - kept.len() as u64,
+        "survivors are the newest pairs"
+    );
 }

@@ -5,14 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use common::free_port;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use observer::jim::Status;
 use observer::report::{read_records_file, read_transactions_csv, ColumnMap};
+use observer::runtime::{self, PipelineConfig};
 use observer::transaction::{Transaction, TxStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_observer");
@@ -22,14 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_observer");
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed when dropped (a failing test leaves nothing running).
@@ -124,44 +119,8 @@ fn wait_exit(p: &mut Proc, within: Duration) {
 /// tcpdump on loopback, if it can run here (root, installed). Returns the process
 /// once it is listening.
 fn start_tcpdump(file: &Path, ports: [u16; 2]) -> Option<Proc> {
-    let ok = Command::new("tcpdump")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("tcpdump is not installed but CI is set: scripts/test must install it");
-        }
-        eprintln!("tcpdump not installed: skipping the capture cross-check");
-        return None;
-    }
-    let mut child = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "-n", "-w"])
-        .arg(file)
-        .arg(format!("tcp port {} or tcp port {}", ports[0], ports[1]))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let stderr = child.stderr.take()?;
-    let mut line = String::new();
-    let mut rd = BufReader::new(stderr);
-    // "tcpdump: listening on lo, …" once the capture runs; EOF when it cannot.
-    while rd.read_line(&mut line).ok()? > 0 {
-        if line.contains("listening on") {
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = rd.read_to_string(&mut sink);
-            });
-            return Some(Proc(child));
-        }
-        line.clear();
-    }
-    eprintln!("tcpdump cannot capture here (not root?): skipping the capture cross-check");
-    let _ = child.wait();
-    None
+    let filter = format!("tcp port {} or tcp port {}", ports[0], ports[1]);
+    common::tcpdump("lo", file, &filter).map(Proc)
 }
 
 #[test]
@@ -173,7 +132,6 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
     let tcpdump = start_tcpdump(&cap, [pa, pb]);
     let alice_csv = dir.path().join("alice.csv");
     let bob_csv = dir.path().join("bob.csv");
-    let started = Instant::now();
     let mut alice = start_peer(&PeerSpec {
         name: "alice",
         port: pa,
@@ -193,14 +151,23 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         extra: &[],
     });
 
-    // After three polls: metrics and records name the buddy.
-    std::thread::sleep(Duration::from_millis(3300).saturating_sub(started.elapsed()));
-    let (code, metrics) = http(ma, "GET", "/metrics", "");
-    assert_eq!(code, 200);
-    assert!(
-        metrics
-            .contains("jim_peer_transactions_total{peer=\"alice\",receiver=\"bob\",status=\"ok\"}"),
-        "{metrics}"
+    // Once a poll is answered: metrics and records name the buddy.
+    let ok_line = "jim_peer_transactions_total{peer=\"alice\",receiver=\"bob\",status=\"ok\"}";
+    let mut metrics = String::new();
+    common::wait_until(
+        "alice's first answered poll",
+        Duration::from_secs(10),
+        || {
+            let (code, body) = http(ma, "GET", "/metrics", "");
+            assert_eq!(code, 200);
+            metrics = body;
+            // The line is there from the start, with 0.
+            metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix(ok_line))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .any(|n| n >= 1)
+        },
     );
     assert!(metrics
         .contains("jim_peer_rtt_seconds_bucket{peer=\"alice\",receiver=\"bob\",le=\"+Inf\"}"));
@@ -228,9 +195,17 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
         .0,
         200
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, am) = http(ma, "GET", "/metrics", "");
-    let (_, bm) = http(mb, "GET", "/metrics", "");
+    let (mut am, mut bm) = (String::new(), String::new());
+    common::wait_until(
+        "the refusal counted on both sides",
+        Duration::from_secs(10),
+        || {
+            am = http(ma, "GET", "/metrics", "").1;
+            bm = http(mb, "GET", "/metrics", "").1;
+            am.contains("event=\"messages_refused_by_peer\"}")
+                && bm.contains("event=\"messages_refused\"}")
+        },
+    );
     assert!(am.contains("event=\"messages_refused_by_peer\"} 1"), "{am}");
     assert!(bm.contains("event=\"messages_refused\"} 1"), "{bm}");
     assert!(bm.contains("jim_peer_state{peer=\"bob\",state=\"offline\"} 1"));
@@ -281,11 +256,16 @@ fn two_peers_measure_each_other_and_the_observer_agrees() {
 /// |active - passive| < 5 ms).
 fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_time: bool) {
     let Some(mut td) = tcpdump else { return };
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .args(["-INT", &td.0.id().to_string()])
-        .status();
-    let _ = td.0.wait();
+    // The peers have exited, so everything was sent: wait until tcpdump has written it.
+    common::wait_until(
+        "tcpdump's file to hold every transaction",
+        Duration::from_secs(10),
+        || {
+            let a = runtime::analyze(&[cap.to_path_buf()], PipelineConfig::default(), false);
+            a.result.transactions.len() as u64 >= n
+        },
+    );
+    common::stop_tcpdump(&mut td.0);
     if !common::tshark_available() {
         return;
     }
@@ -512,6 +492,7 @@ fn bad_input_closes_the_connection_not_the_peer() {
 #[test]
 fn management_beyond_loopback_needs_the_token() {
     let bin = env!("CARGO_BIN_EXE_observer");
+    let (refused_port, port) = (free_port(), free_port());
     let refused = std::process::Command::new(bin)
         .args([
             "peer",
@@ -520,7 +501,7 @@ fn management_beyond_loopback_needs_the_token() {
             "--listen",
             "127.0.0.1:0",
             "--management",
-            "0.0.0.0:19861",
+            &format!("0.0.0.0:{refused_port}"),
             "--no-stdin",
             "--duration",
             "1s",
@@ -538,7 +519,7 @@ fn management_beyond_loopback_needs_the_token() {
             "--listen",
             "127.0.0.1:0",
             "--management",
-            "0.0.0.0:19862",
+            &format!("0.0.0.0:{port}"),
             "--token",
             "s3cret",
             "--no-stdin",
@@ -552,7 +533,7 @@ fn management_beyond_loopback_needs_the_token() {
     let request = |extra: &str, method: &str, path: &str, body: &str| -> String {
         use std::io::{Read, Write};
         for _ in 0..50 {
-            if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:19862") {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);

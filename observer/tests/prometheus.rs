@@ -27,6 +27,7 @@ fn ok_count(truth: &str) -> usize {
 }
 
 #[test]
+#[ignore = "needs root, prometheus and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn prometheus_sums_two_observers() {
     if !usable() {
         return;
@@ -35,9 +36,9 @@ fn prometheus_sums_two_observers() {
         panic!("cannot create network namespaces and veth pairs as root");
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let targets = ["127.0.0.1:19911", "127.0.0.1:19912"];
+    let targets = [common::free_local_addr(), common::free_local_addr()];
     let mut observers = Vec::new();
-    for (veth, metrics) in [(&a, targets[0]), (&b, targets[1])] {
+    for (veth, metrics) in [(&a, &targets[0]), (&b, &targets[1])] {
         let child = Command::new(env!("CARGO_BIN_EXE_observer"))
             .args([
                 "live",
@@ -63,7 +64,8 @@ fn prometheus_sums_two_observers() {
         ),
     )
     .expect("config");
-    let web = "127.0.0.1:19990";
+    let web = common::free_local_addr();
+    let web = web.as_str();
     let prom = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(

@@ -77,6 +77,7 @@ fn jxse25_rtts_agree_with_tshark_frame_times() {
     assert_eq!(ping_at.len(), 10);
     assert_eq!(pong_at.len(), 10);
     let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
+    assert_eq!(analysis.result.transactions.len(), ping_at.len());
     for t in &analysis.result.transactions {
         let c = t.correlator.clone().expect("correlator");
         assert_eq!(t.start, ping_at[&c], "{c} start");

@@ -481,21 +481,6 @@ fn distinct_colours(png_bytes: &[u8]) -> usize {
     seen.len()
 }
 
-fn chromium_available() -> bool {
-    let ok = Command::new("chromium")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("chromium is not installed but CI is set: scripts/test must install it");
-    }
-    if !ok {
-        eprintln!("chromium not installed: skipping the headless browser check of index.html");
-    }
-    ok
-}
-
 fn chromium(page: &Path, extra: &[&str]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     Command::new("chromium")
@@ -518,7 +503,7 @@ fn chromium(page: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn index_html_renders_in_headless_chromium() {
-    if !chromium_available() {
+    if !common::have(&[common::Need::Tool("chromium")]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

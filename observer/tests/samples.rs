@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use observer::capture::WriteFormat;
+use observer::jim::Status;
 use observer::packet::build::LinkVariant;
 use observer::report::TransactionCsvWriter;
 use observer::runtime::{self, PipelineConfig, PipelineResult};
 use observer::synth::{self, Script};
-use observer::transaction::TxStatus;
+use observer::transaction::{Learned, PresenceChange, Transaction, TxStatus};
 
 fn analyze_bytes(bytes: &[u8], name: &str) -> PipelineResult {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,6 +32,66 @@ const PCAP: WriteFormat = WriteFormat::Pcap {
     nanos: false,
     big_endian: false,
 };
+
+/// The presence changes the ground truth implies, worked out here from the script's
+/// answered transactions: per receiver (its peer ID, else its name), in PONG order, a
+/// change whenever the status differs from its last one, learned by each poller at the
+/// first PONG that carries the new status to it.
+fn presence_truth(truth: &[Transaction]) -> Vec<PresenceChange> {
+    let mut answered: Vec<&Transaction> = truth
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok && t.receiver_status.is_some())
+        .collect();
+    answered.sort_by_key(|t| t.stop);
+    let mut last_change: std::collections::HashMap<String, usize> = Default::default();
+    let mut changes: Vec<PresenceChange> = Vec::new();
+    for t in answered {
+        let (Some(status), Some(time)) = (t.receiver_status, t.stop) else {
+            continue;
+        };
+        let key = match (&t.receiver_id, &t.receiver_name) {
+            (Some(id), _) => format!("id {id}"),
+            (None, Some(name)) => format!("name {name}"),
+            (None, None) => "unknown".to_string(),
+        };
+        let learned = Learned {
+            poller_id: t.poller_id.clone(),
+            poller_name: t.poller_name.clone(),
+            time,
+        };
+        match last_change.get(&key).map(|&i| &mut changes[i]) {
+            Some(ch) if ch.to == status => {
+                let known = ch.learned_by.iter().any(|l| {
+                    l.poller_id == learned.poller_id && l.poller_name == learned.poller_name
+                });
+                if !known {
+                    ch.learned_by.push(learned);
+                }
+            }
+            previous => {
+                let from = previous.map(|ch| ch.to);
+                changes.push(PresenceChange {
+                    time,
+                    peer_id: t.receiver_id.clone(),
+                    name: t.receiver_name.clone(),
+                    from,
+                    to: status,
+                    learned_by: vec![learned],
+                });
+                last_change.insert(key, changes.len() - 1);
+            }
+        }
+    }
+    changes
+}
+
+/// Every presence change equal, field by field, to the truth's.
+fn assert_presence(got: &[PresenceChange], truth: &[PresenceChange], what: &str) {
+    for (i, (g, t)) in got.iter().zip(truth).enumerate() {
+        assert_eq!(g, t, "{what}: presence change {i}");
+    }
+    assert_eq!(got.len(), truth.len(), "{what}: presence changes");
+}
 
 /// Renders a scenario, analyses its capture and compares with the truth, row by row.
 fn check(script: Script) -> PipelineResult {
@@ -61,6 +122,11 @@ fn check(script: Script) -> PipelineResult {
         "{}: a scenario worth testing",
         script.name
     );
+    assert_presence(
+        result.matcher.presence().changes(),
+        &presence_truth(&rendered.truth),
+        script.name,
+    );
     result
 }
 
@@ -84,6 +150,25 @@ fn four_peers_matches_truth() {
     );
     assert!(r.packets.reassembled >= 1);
     assert_eq!(r.jim.messages, 1);
+    // The presence comparison in `check` is not vacuous: bob's scripted changes are there.
+    let bob: Vec<_> = r
+        .matcher
+        .presence()
+        .changes()
+        .iter()
+        .filter(|c| c.name.as_deref() == Some("bob"))
+        .map(|c| c.to)
+        .collect();
+    assert_eq!(
+        bob,
+        [
+            Status::Online,
+            Status::Busy,
+            Status::Away,
+            Status::Offline,
+            Status::Online
+        ]
+    );
 }
 
 #[test]
@@ -276,11 +361,11 @@ fn parallel_analysis_matches_truth_and_one_thread() {
                 "{}",
                 script.name
             );
-            assert_eq!(
-                s.matcher.presence().changes().len(),
-                p.matcher.presence().changes().len(),
-                "{}",
-                script.name
+            let what = format!("{} with {threads} threads", script.name);
+            assert_presence(
+                p.matcher.presence().changes(),
+                &presence_truth(&rendered.truth),
+                &what,
             );
             assert_eq!(single.inputs[0].frames, parallel.inputs[0].frames);
         }

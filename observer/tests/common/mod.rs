@@ -11,21 +11,64 @@ pub fn capture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Whether tshark can be run. In CI (`CI` set) its absence is a failure: `.ci/run`
-/// installs it, so a missing tshark means the cross-check silently stopped running.
-pub fn tshark_available() -> bool {
-    let ok = Command::new("tshark")
+/// Set to `1` by `scripts/test` once it has installed the tools: from then on a missing
+/// tool, privilege or feature fails the test that needs it instead of skipping it, so a
+/// cross-check cannot silently stop running.
+pub const REQUIRE_TOOLS: &str = "OBSERVER_REQUIRE_TOOLS";
+
+/// What a test needs from the machine.
+#[derive(Debug, Clone, Copy)]
+pub enum Need<'a> {
+    Root,
+    /// A program on `PATH` that answers `--version`.
+    Tool(&'a str),
+}
+
+fn tools_required() -> bool {
+    std::env::var(REQUIRE_TOOLS).is_ok_and(|v| v == "1")
+}
+
+fn tool_runs(tool: &str) -> bool {
+    Command::new(tool)
         .arg("--version")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("tshark is not installed but CI is set: .ci/run must install it");
-    }
-    if !ok {
-        eprintln!("tshark not installed: skipping the tshark cross-check");
-    }
-    ok
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether every need is met; the one place that decides between skipping and failing.
+/// Missing needs panic, named, when [`REQUIRE_TOOLS`] is `1`; otherwise the test prints
+/// why it skips and the caller returns.
+pub fn have(needs: &[Need<'_>]) -> bool {
+    let missing: Vec<String> = needs
+        .iter()
+        .filter_map(|n| match n {
+            // SAFETY: no preconditions.
+            Need::Root if unsafe { libc::geteuid() } != 0 => Some("root".to_string()),
+            Need::Tool(t) if !tool_runs(t) => Some((*t).to_string()),
+            _ => None,
+        })
+        .collect();
+    missing.is_empty() || missing_requirement(&missing.join(", "))
+}
+
+/// A requirement the caller found missing by other means (a build that fails, a cargo
+/// feature compiled out, a tool that cannot capture): panics when tools are required,
+/// else prints and returns `false`.
+pub fn missing_requirement(what: &str) -> bool {
+    // libtest names the thread after the test (except with --test-threads=1).
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    assert!(
+        !tools_required(),
+        "{test}: {what} missing but {REQUIRE_TOOLS}=1 (scripts/test installs it)"
+    );
+    eprintln!("SKIPPED {test}: needs {what}");
+    false
+}
+
+/// Whether tshark can be run (see [`have`]).
+pub fn tshark_available() -> bool {
+    have(&[Need::Tool("tshark")])
 }
 
 /// Runs tshark with `-T fields` and returns the rows split on `|`.
@@ -143,23 +186,11 @@ impl Drop for Veth {
     }
 }
 
-/// Root and the named tools; in CI their absence is a failure (scripts/test installs
-/// them), elsewhere the test is skipped with a message.
+/// Root and the named tools (see [`have`]).
 pub fn root_with(tools: &[&str]) -> bool {
-    // SAFETY: no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let have = tools
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !(root && have) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root with {tools:?} installed by scripts/test"
-        );
-        eprintln!("skipping: needs root and {tools:?}");
-        return false;
-    }
-    true
+    let mut needs = vec![Need::Root];
+    needs.extend(tools.iter().map(|t| Need::Tool(t)));
+    have(&needs)
 }
 
 /// A child process killed on drop.
@@ -197,4 +228,76 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// A loopback port nothing listens on now, for a server the test starts: fixed ports
+/// collide between concurrent runs.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address").port()
+}
+
+/// `127.0.0.1:PORT` with a [`free_port`].
+pub fn free_local_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Polls `cond` until it holds; panics naming `what` after `limit`. The limit only
+/// bounds a failure: a passing run waits exactly as long as the condition takes.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// tcpdump writing `iface`'s packets matching `filter` to `file` with nanosecond
+/// timestamps, returned once it is listening; `None` (after [`missing_requirement`])
+/// when it cannot run here.
+pub fn tcpdump(iface: &str, file: &std::path::Path, filter: &str) -> Option<std::process::Child> {
+    use std::io::{BufRead, Read};
+    if !have(&[Need::Root, Need::Tool("tcpdump")]) {
+        return None;
+    }
+    let mut child = Command::new("tcpdump")
+        .args(["-i", iface, "-U", "-n", "--time-stamp-precision=nano", "-w"])
+        .arg(file)
+        .arg(filter)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tcpdump");
+    let stderr = child.stderr.take().expect("tcpdump stderr");
+    let mut rd = std::io::BufReader::new(stderr);
+    let mut line = String::new();
+    // "tcpdump: listening on IFACE, …" once the capture runs; EOF when it cannot.
+    while rd.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.contains("listening on") {
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = rd.read_to_string(&mut sink);
+            });
+            return Some(child);
+        }
+        line.clear();
+    }
+    let _ = child.wait();
+    missing_requirement(&format!(
+        "tcpdump able to capture on {iface} ({})",
+        line.trim()
+    ));
+    None
+}
+
+/// Stops tcpdump as a user would (SIGINT: it writes out what it holds).
+pub fn stop_tcpdump(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    wait_exit(child, std::time::Duration::from_secs(10)).expect("tcpdump exits on SIGINT");
 }
