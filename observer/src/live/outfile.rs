@@ -188,6 +188,32 @@ mod tests {
         assert_eq!(std::fs::read(&target).expect("read"), b"keep me");
     }
 
+    /// The case of the review: the drop user plants a symlink in a directory it can
+    /// write (sticky, like /tmp) pointing at a root-only file, and root opens the
+    /// output there. Run as root, the symlink belongs to `nobody`.
+    #[test]
+    fn symlink_planted_by_the_drop_user_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777))
+            .expect("chmod");
+        let secret = tempfile::NamedTempFile::new().expect("secret");
+        std::fs::write(secret.path(), b"root only").expect("write");
+        std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let link = d.path().join("live.pcapng");
+        std::os::unix::fs::symlink(secret.path(), &link).expect("symlink");
+        if current_euid() == 0 {
+            let c = std::ffi::CString::new(link.as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::lchown(c.as_ptr(), 65534, 65534) }, 0);
+        }
+        for how in [Existing::Truncate, Existing::Append] {
+            let r = open_output(&link, how);
+            assert!(matches!(r, Err(OutputError::Symlink { .. })), "{r:?}");
+        }
+        assert_eq!(std::fs::read(secret.path()).expect("read"), b"root only");
+    }
+
     #[test]
     fn hard_link_is_refused() {
         let d = private_dir();

@@ -649,7 +649,11 @@ mod tests {
     use crate::peer::config::derived_peer_id;
 
     #[test]
-    fn package_decodes_like_a_jxse_pipe_message() {
+    /// Our encoder against our decoder: it catches a change to one that the other does
+    /// not follow, not a mistake both share. The independent checks of what the peer
+    /// writes are tshark's decode of a real session (tests/peer.rs, `check_capture`)
+    /// and the hand-written vectors of tests/wire_vectors.rs.
+    fn package_round_trips_through_our_decoder() {
         let (a, b) = (derived_peer_id("alice"), derived_peer_id("bob"));
         let doc = Document {
             kind: Kind::Ping,
