@@ -366,7 +366,7 @@ fn wait_filters(dev: &str, n: usize) {
 #[test]
 #[ignore = "needs root (the eBPF tap): scripts/test runs it as root with --include-ignored"]
 fn observers_share_an_interface_and_spare_foreign_filters() {
-    if !common::root_with(&["tc", "ip"]) {
+    if !common::have(&[common::Need::Root]) {
         return;
     }
     let Some(veth) = common::Veth::new("sh") else {
@@ -410,7 +410,7 @@ fn observers_share_an_interface_and_spare_foreign_filters() {
 #[test]
 #[ignore = "needs root (the eBPF tap): scripts/test runs it as root with --include-ignored"]
 fn ebpf_refuses_l3_devices() {
-    if !common::root_with(&["ip"]) {
+    if !common::have(&[common::Need::Root]) {
         return;
     }
     let dev = format!("obtun{}", std::process::id() % 100_000);
@@ -513,7 +513,7 @@ fn ok_count(csv: &std::path::Path) -> usize {
 #[test]
 #[ignore = "needs root (the eBPF tap): scripts/test runs it as root with --include-ignored"]
 fn ebpf_sees_through_vlan_stacks() {
-    if !common::root_with(&["tcpreplay", "ip"]) {
+    if !common::have(&[common::Need::Root, common::Need::Tool("tcpreplay")]) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -663,7 +663,7 @@ const FLOOD: usize = 100_000;
 #[test]
 #[ignore = "needs root (the eBPF tap): scripts/test runs it as root with --include-ignored"]
 fn flow_map_flood_does_not_blind_the_tap() {
-    if !common::root_with(&["tc"]) {
+    if !common::have(&[common::Need::Root]) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

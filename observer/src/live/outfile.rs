@@ -194,8 +194,7 @@ mod tests {
     #[test]
     fn symlink_planted_by_the_drop_user_is_refused() {
         let d = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777))
-            .expect("chmod");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
         let secret = tempfile::NamedTempFile::new().expect("secret");
         std::fs::write(secret.path(), b"root only").expect("write");
         std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o600))
