@@ -317,3 +317,56 @@ fn streaming_release_keeps_report_order() {
     }
     assert!(String::from_utf8(w.into_inner().expect("csv")).expect("utf-8") == truth);
 }
+
+/// The frames of `bytes`, then the same frames again `gap_ns` after the last one: a
+/// capture replayed twice, or peers restarted with the same correlators.
+fn replayed_twice(bytes: Vec<u8>, gap_ns: u64) -> (Vec<u8>, u64) {
+    use observer::capture::{CaptureReader, CaptureWriter};
+    let mut frames = Vec::new();
+    let mut rd = CaptureReader::from_bytes("once", bytes).expect("capture");
+    let mut link = None;
+    while let Some(f) = rd.next_frame().expect("frame") {
+        link = Some(f.link_type);
+        frames.push((f.ts, f.data.to_vec(), f.orig_len));
+    }
+    let (first, last) = (frames[0].0, frames[frames.len() - 1].0);
+    let shift = last - first + gap_ns;
+    let mut w = CaptureWriter::new(Vec::new(), PCAP, link.expect("frames")).expect("writer");
+    for offset in [0, shift] {
+        for (ts, data, orig_len) in &frames {
+            w.write_frame(0, ts + offset, data, *orig_len)
+                .expect("write");
+        }
+    }
+    (w.finish().expect("finish"), shift)
+}
+
+#[test]
+fn a_capture_replayed_100_s_later_gives_twice_the_transactions() {
+    let rendered = synth::two_peers().render();
+    let once = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let first = analyze_bytes(&once, "once.pcap").transactions;
+    let (twice, shift) = replayed_twice(once, 100_000_000_000);
+    let r = analyze_bytes(&twice, "twice.pcap");
+    assert_eq!(
+        r.transactions.len(),
+        2 * first.len(),
+        "{:?}",
+        r.matcher.anomalies()
+    );
+    let again: Vec<_> = first
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.start += shift;
+            t.stop = t.stop.map(|s| s + shift);
+            t
+        })
+        .collect();
+    assert_eq!(r.transactions[..first.len()], first[..]);
+    assert_eq!(r.transactions[first.len()..], again[..]);
+    assert_eq!(r.matcher.anomalies().duplicate_ping_correlator, 0);
+    assert_eq!(r.matcher.anomalies().duplicate_pong, 0);
+}

@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    TxStatus,
+    TxStatus, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -94,7 +94,8 @@ pub struct Matcher {
     pairs: crate::FastMap<PairKey, PairState>,
     /// Keys shared with `finished_order` (a key is two peer IDs and a correlator;
     /// 65,536 of them twice over were 24 MB).
-    finished: crate::FastMap<std::sync::Arc<(PairKey, String)>, Finished>,
+    /// Each with the start of the PING that used the correlator last.
+    finished: crate::FastMap<std::sync::Arc<(PairKey, String)>, (Finished, UnixNanos)>,
     finished_order: VecDeque<std::sync::Arc<(PairKey, String)>>,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
@@ -256,7 +257,7 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(c) = p.candidate.take() {
-            let corr = p.correlator.clone();
+            let (corr, start) = (p.correlator.clone(), p.start);
             let t = self.answered(p, c, None);
             out.push(t);
             if let Some(state) = self.pairs.get_mut(&pair) {
@@ -266,27 +267,31 @@ impl Matcher {
                 }
             }
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::AnsweredInTransit);
+                self.remember(pair, c, Finished::AnsweredInTransit, start);
             }
             return;
         }
-        let corr = p.correlator.clone();
+        let (corr, start) = (p.correlator.clone(), p.start);
         out.push(self.record(p, Some(deadline), TxStatus::Timeout));
         if let Some(state) = self.pairs.get_mut(&pair) {
             state.timed_out_unanswered =
                 (state.timed_out_unanswered + 1).min(self.cfg.max_outstanding_per_pair as u64);
         }
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::TimedOut);
+            self.remember(pair, c, Finished::TimedOut, start);
         }
     }
 
-    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished) {
+    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished, start: UnixNanos) {
         if self.cfg.remember_finished == 0 {
             return;
         }
         let key = std::sync::Arc::new((pair, correlator));
-        if self.finished.insert(key.clone(), outcome).is_none() {
+        if self
+            .finished
+            .insert(key.clone(), (outcome, start))
+            .is_none()
+        {
             self.finished_order.push_back(key);
             while self.finished_order.len() > self.cfg.remember_finished {
                 if let Some(old) = self.finished_order.pop_front() {
@@ -354,10 +359,15 @@ impl Matcher {
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
             });
-            // A repeated correlator is a duplicate sighting (retransmission, unseen
-            // relay hop), not a new poll: starting a second transaction would turn it
-            // into a phantom timeout.
-            if outstanding || self.finished.contains_key(&(pair.clone(), c.clone())) {
+            // A repeat soon after the first is a duplicate sighting (retransmission,
+            // unseen relay hop), not a new poll: starting a second transaction would
+            // turn it into a phantom timeout. Later, the correlator is being reused.
+            let recent = || {
+                self.finished
+                    .get(&(pair.clone(), c.clone()))
+                    .is_some_and(|(_, first)| s.start.saturating_sub(*first) < REPEAT_WINDOW_NS)
+            };
+            if outstanding || recent() {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
@@ -479,11 +489,11 @@ impl Matcher {
                     return;
                 }
                 let key = (pair, c.clone());
-                let outcome = self.finished.get(&key).copied();
+                let outcome = self.finished.get(&key).map(|(f, _)| *f);
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    if let Some(v) = self.finished.get_mut(&key) {
+                    if let Some((v, _)) = self.finished.get_mut(&key) {
                         *v = Finished::Answered;
                     }
                     return;
@@ -569,11 +579,11 @@ impl Matcher {
             let Some(c) = p.candidate.take() else {
                 return;
             };
-            let corr = p.correlator.clone();
+            let (corr, start) = (p.correlator.clone(), p.start);
             let t = self.answered(p, c, Some(pong.s.stop));
             out.push(t);
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::Answered);
+                self.remember(pair, c, Finished::Answered, start);
             }
             return;
         }
@@ -605,11 +615,11 @@ impl Matcher {
             return;
         };
         self.live -= 1;
-        let corr = p.correlator.clone();
+        let (corr, start) = (p.correlator.clone(), p.start);
         let t = self.answered(p, candidate, None);
         out.push(t);
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::Answered);
+            self.remember(pair, c, Finished::Answered, start);
         }
     }
 
