@@ -111,8 +111,9 @@ impl Input {
                 if *start - *released >= RELEASE_STEP {
                     let upto = *start & !(RELEASE_STEP - 1);
                     // SAFETY: no borrow of the map outlives a `clear` (frames borrow
-                    // the reader), and nothing below `start` is read again; the map is
-                    // read-only, so dropping pages loses nothing.
+                    // the reader); the map is read-only and private, so dropping pages
+                    // loses nothing: a frame held by offset below `start` (reordering)
+                    // is read again from the page cache.
                     if let Backing::File(map) = map {
                         let _ = unsafe {
                             map.unchecked_advise_range(
@@ -297,6 +298,23 @@ impl CaptureReader {
 
     /// Returns the next packet, `Ok(None)` at a clean end of file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        Ok(self.next_frame_placed()?.map(|(f, _)| f))
+    }
+
+    /// The whole input when it is read in place (a mapped file, bytes in memory).
+    pub fn mapped(&self) -> Option<&[u8]> {
+        match &self.input {
+            Input::Mapped { map, .. } => Some(map),
+            Input::Stream { .. } => None,
+        }
+    }
+
+    /// Like [`Self::next_frame`], with where the frame's bytes start in
+    /// [`Self::mapped`] when the input is read in place: a frame can then be held as an
+    /// offset and read again later (see [`super::FrameMerger`]).
+    pub fn next_frame_placed(
+        &mut self,
+    ) -> Result<Option<(Frame<'_>, Option<usize>)>, CaptureError> {
         let located = match self.next_located() {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(None),
@@ -306,6 +324,10 @@ impl CaptureReader {
                 }
                 return Err(e);
             }
+        };
+        let placed = match &self.input {
+            Input::Mapped { start, .. } => Some(start + located.start),
+            Input::Stream { .. } => None,
         };
         let data = self
             .input
@@ -317,13 +339,16 @@ impl CaptureReader {
         if (data.len() as u64) < u64::from(located.orig_len) {
             self.stats.snaplen_cut += 1;
         }
-        Ok(Some(Frame {
-            ts: located.ts,
-            link_type: located.link_type,
-            data,
-            orig_len: located.orig_len,
-            interface: located.interface,
-        }))
+        Ok(Some((
+            Frame {
+                ts: located.ts,
+                link_type: located.link_type,
+                data,
+                orig_len: located.orig_len,
+                interface: located.interface,
+            },
+            placed,
+        )))
     }
 
     fn read_file_header(&mut self) -> Result<(), CaptureError> {

@@ -216,6 +216,20 @@ impl LiveMetrics {
         let _ = writeln!(out, "observer_packets_total {}", packets.frames);
         header(
             &mut out,
+            "observer_reorder_frames_total",
+            "counter",
+            "Frames put back in time order (reordered), later than the window (late, used as they came), or released before their window by the hold bound (forced).",
+        );
+        let r = &packets.reorder;
+        for (kind, n) in [
+            ("reordered", r.reordered_frames),
+            ("late", r.late_frames),
+            ("forced", r.forced_releases),
+        ] {
+            let _ = writeln!(out, "observer_reorder_frames_total{{kind=\"{kind}\"}} {n}");
+        }
+        header(
+            &mut out,
             "observer_source_events_total",
             "counter",
             "Events delivered by the capture source.",
@@ -315,9 +329,11 @@ mod tests {
         m.record(&tx("alice", "bob", TxStatus::Timeout, 10_000));
         m.record(&tx("bob", "a\"l\nice\u{1b}", TxStatus::Open, 0));
         let matcher = Matcher::new(MatcherConfig::default());
+        let mut packets = PacketStats::default();
+        packets.reorder.late_frames = 4;
         let text = m.render(
             &matcher,
-            &PacketStats::default(),
+            &packets,
             &JxtaStats::default(),
             3,
             &SourceCounters {
@@ -340,6 +356,7 @@ mod tests {
         assert!(text.contains("observer_rtt_seconds_sum{poller=\"alice\",receiver=\"bob\"} 1.2"));
         assert!(text.contains("receiver=\"a\\\"l\\nice\",status=\"open\"} 1"));
         assert!(text.contains("observer_active_flows 3"));
+        assert!(text.contains("observer_reorder_frames_total{kind=\"late\"} 4"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(

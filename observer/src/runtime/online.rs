@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureWriter, Frame, LinkType, WriteFormat};
+use crate::capture::{CaptureWriter, Frame, FrameMerger, LinkType, WriteFormat};
 use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
 use crate::metrics::{LiveMetrics, SourceCounters};
@@ -289,6 +289,9 @@ pub fn run(
     cfg: LiveConfig,
     stop: &AtomicBool,
 ) -> Result<LiveOutcome, LiveError> {
+    // Several interfaces (or one tap's per-CPU buffers) deliver frames slightly out of
+    // time order: the same window as offline puts them back.
+    let mut merger = FrameMerger::new(cfg.pipeline.reorder.clone());
     let mut pipeline = Pipeline::new(cfg.pipeline.clone());
     let mut csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
@@ -355,7 +358,10 @@ pub fn run(
                 orig_len: f.orig_len,
                 interface: f.interface,
             };
-            pipeline.frame(&frame);
+            if !merger.offer(&frame, None) {
+                pipeline.frame(&frame);
+            }
+            merger.release(None, &mut |fr| pipeline.frame(fr));
         });
         if let Some(e) = write_error.take() {
             return Err(e);
@@ -364,8 +370,13 @@ pub fn run(
             Ok(None) => true,
             Ok(Some(0)) => {
                 // A quiet wire: let time pass so PINGs still time out. Keep a margin for
-                // frames stamped a moment ago that are still queued.
-                pipeline.advance_to(wall_now().saturating_sub(200_000_000));
+                // frames stamped a moment ago that are still queued; frames held for
+                // reordering that long are due, and the pipeline's clock stays behind
+                // what is still held.
+                let now = wall_now().saturating_sub(200_000_000);
+                merger.advance(now);
+                merger.release(None, &mut |fr| pipeline.frame(fr));
+                pipeline.advance_to(now.saturating_sub(merger.window_ns()));
                 false
             }
             Ok(Some(_)) => false,
@@ -399,6 +410,7 @@ pub fn run(
                 })?;
             }
             let counters = source.counters();
+            pipeline.set_reorder_stats(merger.stats());
             let text = metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
@@ -423,6 +435,8 @@ pub fn run(
     tracing::info!(source = source.name(), "live capture stopped");
     let counters = source.counters();
     let closed = source.close();
+    merger.flush(None, &mut |fr| pipeline.frame(fr));
+    pipeline.set_reorder_stats(merger.stats());
     let mut result = pipeline.finish();
     for t in std::mem::take(&mut result.transactions) {
         handle(t, &mut csv, &mut kept, &mut metrics)?;
