@@ -62,6 +62,8 @@ enum Input {
         end: usize,
         /// Below this, pages have been handed back (see `Input::clear`).
         released: usize,
+        /// Pages from here on are kept: frames held by offset (reordering) are there.
+        keep_from: usize,
     },
 }
 
@@ -103,17 +105,19 @@ impl Input {
                 start,
                 end,
                 released,
+                keep_from,
             } => {
                 *start = *end;
                 // Pages already read would otherwise stay mapped and count in the
                 // resident set until the whole file is: peak RSS would grow with the
                 // file. Dropping them costs nothing (they stay in the page cache).
-                if *start - *released >= RELEASE_STEP {
-                    let upto = *start & !(RELEASE_STEP - 1);
+                // Pages of frames still held are kept: read again, they would stay.
+                let limit = (*start).min(*keep_from);
+                if limit.saturating_sub(*released) >= RELEASE_STEP {
+                    let upto = limit & !(RELEASE_STEP - 1);
                     // SAFETY: no borrow of the map outlives a `clear` (frames borrow
-                    // the reader); the map is read-only and private, so dropping pages
-                    // loses nothing: a frame held by offset below `start` (reordering)
-                    // is read again from the page cache.
+                    // the reader), and nothing below `keep_from` and `start` is read
+                    // again; the map is read-only, so dropping pages loses nothing.
                     if let Backing::File(map) = map {
                         let _ = unsafe {
                             map.unchecked_advise_range(
@@ -229,6 +233,7 @@ impl CaptureReader {
                         start: 0,
                         end: 0,
                         released: 0,
+                        keep_from: usize::MAX,
                     },
                 );
                 reader.read_file_header()?;
@@ -257,6 +262,7 @@ impl CaptureReader {
                 start: 0,
                 end: 0,
                 released: 0,
+                keep_from: usize::MAX,
             },
         );
         reader.read_file_header()?;
@@ -299,6 +305,13 @@ impl CaptureReader {
     /// Returns the next packet, `Ok(None)` at a clean end of file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         Ok(self.next_frame_placed()?.map(|(f, _)| f))
+    }
+
+    /// Pages from `at` on stay mapped: frames held by offset are read again from there.
+    pub fn keep_from(&mut self, at: usize) {
+        if let Input::Mapped { keep_from, .. } = &mut self.input {
+            *keep_from = at;
+        }
     }
 
     /// The whole input when it is read in place (a mapped file, bytes in memory).

@@ -261,6 +261,22 @@ impl FrameMerger {
         self.out_of_order = heap.into();
     }
 
+    /// Where the first byte of a frame held in place is (pages from there on must
+    /// stay mapped). A scan of the out-of-order frames: call it now and then.
+    pub fn oldest_in_place(&self) -> Option<usize> {
+        let at = |h: &Held| match h.bytes {
+            Bytes::InPlace { at, .. } => Some(at),
+            Bytes::Owned(_) => None,
+        };
+        let ring = self.in_order.iter().find_map(at);
+        let heap = self
+            .out_of_order
+            .iter()
+            .filter_map(|Reverse(h)| at(h))
+            .min();
+        ring.into_iter().chain(heap).min()
+    }
+
     fn oldest(&self) -> Option<UnixNanos> {
         match (self.in_order.front(), self.out_of_order.peek()) {
             (Some(a), Some(Reverse(b))) => Some(a.key().min(b.key()).0),

@@ -81,6 +81,9 @@ pub fn analyze_each(
     }
 }
 
+/// How often (in input bytes) the reader learns which pages held frames are in.
+const KEEP_RECHECK_BYTES: u64 = 1 << 20;
+
 /// Reads one input to its end or first error, handing each frame to `on_frame` in
 /// time order within the merger's window. Frames still held at the end stay in the
 /// merger (copied) for the next input, unless this is the `last`.
@@ -110,6 +113,7 @@ pub(crate) fn read_input(
     };
     let bar = progress_bar(path, progress);
     let mut error: Option<CaptureError> = None;
+    let mut keep_checked = 0;
     loop {
         match reader.next_frame_placed() {
             Ok(Some((frame, at))) => {
@@ -124,6 +128,13 @@ pub(crate) fn read_input(
             }
         }
         merger.release(reader.mapped(), on_frame);
+        // The reader hands pages behind it back; not those of frames still held.
+        if reader.offset() >= keep_checked + KEEP_RECHECK_BYTES {
+            keep_checked = reader.offset();
+            // Frames held from now on lie at or after the read position.
+            let next = usize::try_from(reader.offset()).unwrap_or(usize::MAX);
+            reader.keep_from(merger.oldest_in_place().unwrap_or(next).min(next));
+        }
         if let Some(bar) = &bar {
             if reader.stats().frames % 4096 == 0 {
                 bar.set_position(reader.offset());
