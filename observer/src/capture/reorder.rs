@@ -11,7 +11,9 @@
 //! frame from any other source (a pipe, a live tap) is copied while held. What is held
 //! is bounded in frames and copied bytes; reaching a bound releases the oldest frame
 //! before its window has passed (counted). A frame stamped before one already handed
-//! on is later than the window: it is handed on at once, and counted.
+//! on is later than the window (an interface delayed further, or the capture clock
+//! stepped back): it is counted, and handed on after everything held, in the order
+//! read, and the window starts again from its time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -48,7 +50,7 @@ pub struct ReorderStats {
     /// Frames handed on before frames read earlier (they were stamped earlier).
     pub reordered_frames: u64,
     /// Frames stamped before a frame already handed on (later than the window): handed
-    /// on at once, out of time order.
+    /// on after everything held, in the order read.
     pub late_frames: u64,
     /// Frames handed on before their window had passed because a bound was reached.
     pub forced_releases: u64,
@@ -118,6 +120,8 @@ pub struct FrameMerger {
     cfg: ReorderConfig,
     in_order: VecDeque<Held>,
     out_of_order: BinaryHeap<Reverse<Held>>,
+    /// Late frames, handed on at the next `release` after everything else held.
+    late: Vec<Held>,
     /// Latest timestamp read (or time a quiet live source reported).
     newest: UnixNanos,
     /// Timestamp of the last frame handed on.
@@ -136,6 +140,7 @@ impl FrameMerger {
             },
             in_order: VecDeque::new(),
             out_of_order: BinaryHeap::new(),
+            late: Vec::new(),
             newest: 0,
             released: 0,
             seq: 0,
@@ -153,20 +158,17 @@ impl FrameMerger {
     }
 
     fn held(&self) -> usize {
-        self.in_order.len() + self.out_of_order.len()
+        self.in_order.len() + self.out_of_order.len() + self.late.len()
     }
 
     /// Takes a frame to hold; `false` when it is to be handed on now instead (no
-    /// window, or later than the window). `in_place`: where its bytes start in the
-    /// mapped input (see [`super::CaptureReader::next_frame_placed`]).
+    /// window). `in_place`: where its bytes start in the mapped input (see
+    /// [`super::CaptureReader::next_frame_placed`]).
     pub fn offer(&mut self, frame: &Frame<'_>, in_place: Option<usize>) -> bool {
         if self.cfg.window_ns == 0 {
             return false;
         }
-        if frame.ts < self.released {
-            self.stats.late_frames += 1;
-            return false;
-        }
+        let late = frame.ts < self.released;
         let bytes = match in_place {
             Some(at) => Bytes::InPlace {
                 at,
@@ -186,6 +188,11 @@ impl FrameMerger {
             orig_len: frame.orig_len,
             bytes,
         };
+        if late {
+            self.stats.late_frames += 1;
+            self.late.push(held);
+            return true;
+        }
         self.newest = self.newest.max(frame.ts);
         if self.in_order.back().is_none_or(|last| last.ts <= frame.ts) {
             self.in_order.push_back(held);
@@ -206,6 +213,13 @@ impl FrameMerger {
     /// Hands on, oldest first, the frames whose window has passed, and the oldest
     /// while a bound is exceeded. `map`: the mapped input the in-place frames are in.
     pub fn release(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        if !self.late.is_empty() {
+            // Time order cannot hold across a late frame: what was read before it goes
+            // first, and the window starts again from its time (after a clock step
+            // back, frames are merged again in the new time).
+            self.flush(map, out);
+            return;
+        }
         // Nothing out of order held (nearly always): the ring alone, oldest first.
         if self.out_of_order.is_empty() {
             let (window, newest) = (self.cfg.window_ns, self.newest);
@@ -234,10 +248,18 @@ impl FrameMerger {
         }
     }
 
-    /// Hands on everything held, oldest first (the end of the input).
+    /// Hands on everything held, oldest first, then late frames in the order read.
     pub fn flush(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
         while self.oldest().is_some() {
             self.pop(map, out);
+        }
+        let late = std::mem::take(&mut self.late);
+        if let Some(last) = late.last() {
+            self.released = last.ts;
+            self.newest = last.ts;
+        }
+        for h in &late {
+            self.emit(h, map, out);
         }
     }
 
@@ -256,6 +278,7 @@ impl FrameMerger {
             }
         };
         self.in_order.iter_mut().for_each(&mut copy);
+        self.late.iter_mut().for_each(&mut copy);
         let mut heap = std::mem::take(&mut self.out_of_order).into_vec();
         heap.iter_mut().for_each(|Reverse(h)| copy(h));
         self.out_of_order = heap.into();
@@ -274,7 +297,8 @@ impl FrameMerger {
             .iter()
             .filter_map(|Reverse(h)| at(h))
             .min();
-        ring.into_iter().chain(heap).min()
+        let late = self.late.first().and_then(at);
+        ring.into_iter().chain(heap).chain(late).min()
     }
 
     fn oldest(&self) -> Option<UnixNanos> {
@@ -301,6 +325,10 @@ impl FrameMerger {
             return;
         };
         self.released = self.released.max(h.ts);
+        self.emit(&h, map, out);
+    }
+
+    fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
         let data: &[u8] = match &h.bytes {
             Bytes::InPlace { at, len } => map
                 .and_then(|m| m.get(*at..at.saturating_add(*len)))
@@ -385,14 +413,30 @@ mod tests {
 
     #[test]
     fn frames_later_than_the_window_are_counted_and_kept() {
-        let map: Vec<u8> = (0..4).collect();
+        let map: Vec<u8> = (0..6).collect();
         let mut m = FrameMerger::new(ReorderConfig {
             window_ns: 10 * MS,
             ..ReorderConfig::default()
         });
-        // 5 ms arrives once 200 ms has released 100 ms: late, handed on at once.
-        let got = run(&mut m, &map, &[0, 100 * MS, 200 * MS, 5 * MS], true);
-        assert_eq!(got, vec![(0, 0), (100 * MS, 1), (5 * MS, 3), (200 * MS, 2)]);
+        // 5 ms arrives once 200 ms has released 100 ms: late, handed on after what
+        // was read before it; then the window starts again from 5 ms.
+        let got = run(
+            &mut m,
+            &map,
+            &[0, 100 * MS, 200 * MS, 5 * MS, 9 * MS, 7 * MS],
+            true,
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0, 0),
+                (100 * MS, 1),
+                (200 * MS, 2),
+                (5 * MS, 3),
+                (7 * MS, 5),
+                (9 * MS, 4)
+            ]
+        );
         assert_eq!(m.stats().late_frames, 1);
     }
 
