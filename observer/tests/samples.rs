@@ -468,3 +468,60 @@ fn live_two_interfaces_out_of_order_give_the_in_order_transactions() {
     assert!(outcome.result.packets.reorder.reordered_frames > 0);
     assert_eq!(outcome.result.packets.reorder.late_frames, 0);
 }
+
+/// The capture clock steps back 5 s (more than the reorder window) between a PING and
+/// its PONG: that PONG is stamped before its PING. It is counted as a clock step and
+/// not listed (no RTT of 0 in the statistics); every other transaction is found as
+/// before, shifted with the clock.
+#[test]
+fn a_clock_step_back_between_ping_and_pong_is_counted_not_listed() {
+    use observer::capture::CaptureReader;
+    const STEP: u64 = 5_000_000_000;
+    let rendered = synth::two_peers().render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let before = analyze_bytes(&bytes, "steady.pcap").transactions;
+    // Past the first reorder window, so that the stepped frames are late.
+    let t = before
+        .iter()
+        .find(|t| t.start > before[0].start + 3 * STEP / 5)
+        .expect("a transaction 3 s in");
+    let mid = t.start + (t.stop.expect("answered") - t.start) / 2;
+    let mut rd = CaptureReader::from_bytes("steady", bytes).expect("capture");
+    let mut w = observer::capture::CaptureWriter::new(
+        Vec::new(),
+        PCAP,
+        observer::capture::LinkType::ETHERNET,
+    )
+    .expect("writer");
+    while let Some(f) = rd.next_frame().expect("frame") {
+        let ts = if f.ts > mid { f.ts - STEP } else { f.ts };
+        w.write_frame(0, ts, f.data, f.orig_len).expect("write");
+    }
+    let r = analyze_bytes(&w.finish().expect("finish"), "stepped.pcap");
+    let straddling =
+        |t: &&observer::transaction::Transaction| t.start <= mid && t.stop.is_some_and(|s| s > mid);
+    let n = before.iter().filter(straddling).count();
+    assert!(n >= 1);
+    assert_eq!(r.matcher.anomalies().clock_steps, n as u64);
+    assert!(r.packets.reorder.late_frames > 0);
+    let mut want: Vec<_> = before
+        .iter()
+        .filter(|t| !straddling(t))
+        .map(|t| {
+            let mut t = t.clone();
+            if t.start > mid {
+                t.start -= STEP;
+                t.stop = t.stop.map(|s| s - STEP);
+            }
+            t
+        })
+        .collect();
+    let mut got = r.transactions.clone();
+    let key = |t: &observer::transaction::Transaction| (t.start, t.correlator.clone());
+    want.sort_by_key(key);
+    got.sort_by_key(key);
+    assert_eq!(got, want);
+    assert!(got.iter().all(|t| t.stop >= Some(t.start)));
+}

@@ -204,6 +204,7 @@ impl LiveMetrics {
             ("late_pong", a.late_pong),
             ("malformed_document", a.malformed_documents),
             ("evicted_outstanding", a.evicted_outstanding),
+            ("clock_step", a.clock_steps),
         ] {
             let _ = writeln!(out, "observer_anomalies_total{{kind=\"{kind}\"}} {n}");
         }
@@ -357,6 +358,7 @@ mod tests {
         assert!(text.contains("receiver=\"a\\\"l\\nice\",status=\"open\"} 1"));
         assert!(text.contains("observer_active_flows 3"));
         assert!(text.contains("observer_reorder_frames_total{kind=\"late\"} 4"));
+        assert!(text.contains("observer_anomalies_total{kind=\"clock_step\"} 0"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(

@@ -258,8 +258,7 @@ impl Matcher {
     ) {
         if let Some(c) = p.candidate.take() {
             let (corr, start) = (p.correlator.clone(), p.start);
-            let t = self.answered(p, c, None);
-            out.push(t);
+            out.extend(self.answered(p, c, None));
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
                     state.transit_finalised =
@@ -580,8 +579,7 @@ impl Matcher {
                 return;
             };
             let (corr, start) = (p.correlator.clone(), p.start);
-            let t = self.answered(p, c, Some(pong.s.stop));
-            out.push(t);
+            out.extend(self.answered(p, c, Some(pong.s.stop)));
             if let Some(c) = corr {
                 self.remember(pair, c, Finished::Answered, start);
             }
@@ -616,17 +614,31 @@ impl Matcher {
         };
         self.live -= 1;
         let (corr, start) = (p.correlator.clone(), p.start);
-        let t = self.answered(p, candidate, None);
-        out.push(t);
+        out.extend(self.answered(p, candidate, None));
         if let Some(c) = corr {
             self.remember(pair, c, Finished::Answered, start);
         }
     }
 
     /// Builds the ok record (stop: `stop` if given, else the candidate's) and feeds
-    /// presence.
-    fn answered(&mut self, p: Pending, c: Candidate, stop: Option<UnixNanos>) -> Transaction {
+    /// presence; none when the PONG is stamped before the PING (a clock step: its
+    /// RTT and time are meaningless, so it is counted instead).
+    fn answered(
+        &mut self,
+        p: Pending,
+        c: Candidate,
+        stop: Option<UnixNanos>,
+    ) -> Option<Transaction> {
         let stop = stop.unwrap_or(c.stop);
+        if stop < p.start {
+            self.anomalies.clock_steps += 1;
+            tracing::debug!(
+                start = p.start,
+                stop,
+                "PONG stamped before its PING: clock step, not a transaction"
+            );
+            return None;
+        }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
         let mut t = self.record(p, Some(stop), TxStatus::Ok);
@@ -650,7 +662,7 @@ impl Matcher {
                 t.poller_name.as_deref(),
             );
         }
-        t
+        Some(t)
     }
 
     /// A record without PONG (timeout/open), names filled from what is known.

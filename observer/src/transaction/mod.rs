@@ -192,6 +192,10 @@ pub struct Anomalies {
     pub unidentified: u64,
     /// MESSAGE documents (instant messages; not part of a transaction).
     pub messages: u64,
+    /// A PONG stamped before the PING it answers (the capture clock stepped back): the
+    /// PING counts as answered but is no transaction, so no RTT of 0 enters the
+    /// statistics.
+    pub clock_steps: u64,
 }
 
 impl Anomalies {
@@ -209,6 +213,7 @@ impl Anomalies {
             + self.evicted_pairs
             + self.duplicate_ping_correlator
             + self.unidentified
+            + self.clock_steps
     }
 }
 

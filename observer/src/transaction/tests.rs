@@ -659,3 +659,41 @@ fn correlator_reused_after_the_transaction_ended_starts_a_new_one() {
     assert_eq!(out.len(), 4);
     assert_eq!(m.anomalies().duplicate_pong, 2);
 }
+
+/// A PONG stamped before its PING (the capture clock stepped back) answers the PING
+/// but is no transaction: an RTT of 0 would enter the statistics. It is counted.
+#[test]
+fn pong_stamped_before_its_ping_is_a_clock_step() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(
+        &ping("alice", Some("s")),
+        &direct(5 * SEC, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("s")),
+        &direct(4 * SEC, BOB, ALICE),
+        &mut out,
+    );
+    // Without correlator, by order, too.
+    m.observe(&ping("carol", None), &direct(6 * SEC, CAROL, BOB), &mut out);
+    m.observe(
+        &pong("bob", Status::Online, None),
+        &direct(5 * SEC, BOB, CAROL),
+        &mut out,
+    );
+    m.advance(60 * SEC, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(m.anomalies().clock_steps, 2);
+    assert!(m.anomalies().total() >= 2);
+    // The PING was answered: a copy of the PONG is a duplicate, not late.
+    m.observe(
+        &pong("bob", Status::Online, Some("s")),
+        &direct(61 * SEC, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().duplicate_pong, 1);
+    assert_eq!(m.anomalies().late_pong, 0);
+    assert!(m.presence().changes().is_empty());
+}
