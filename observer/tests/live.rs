@@ -17,6 +17,10 @@ use observer::transaction::TxStatus;
 
 const MULTIPLIER: u64 = 10;
 
+/// Frames wait this long for earlier-stamped ones before the pipeline sees them, so
+/// records and metrics come that much after the traffic.
+const WINDOW: Duration = Duration::from_nanos(observer::capture::DEFAULT_REORDER_WINDOW_NS);
+
 use common::{http_get, wait_exit, Killer, Veth};
 
 /// The live tests replay captures with tcpreplay, whose pacing suffers when several
@@ -132,7 +136,7 @@ fn live_on_a_veth(source: &str, metrics: &str) {
         "{}",
         String::from_utf8_lossy(&replay.stderr)
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1500) + WINDOW);
     let scraped = get(metrics, "/metrics");
 
     // SIGTERM: a clean stop, CSV flushed, summary printed.
@@ -326,8 +330,9 @@ fn interface_vanishes(source: &str) {
     );
 }
 
-/// SIGKILL: no cleanup is possible, but at most the last second of records is lost
-/// (the CSV is flushed every second) and the next start removes the stale filters.
+/// SIGKILL: no cleanup is possible, but at most the records of the last reorder window
+/// and second are lost (the CSV is flushed every second) and the next start removes the
+/// stale filters.
 #[test]
 fn sigkill_then_restart_cleans_up() {
     let _one_at_a_time = serial();
@@ -349,8 +354,9 @@ fn sigkill_then_restart_cleans_up() {
     let mut child = Killer(child);
     std::thread::sleep(Duration::from_millis(1500));
     veth.replay("two-peers.pcap", MULTIPLIER);
-    // More than the one-second flush period after the last transaction finished.
-    std::thread::sleep(Duration::from_millis(1500));
+    // More than the reorder window and the one-second flush period after the last
+    // transaction finished.
+    std::thread::sleep(Duration::from_millis(1500) + WINDOW);
     let _ = child.0.kill(); // SIGKILL
     let _ = child.0.wait();
     let rows = read_transactions_csv(std::fs::File::open(&csv).expect("csv")).expect("csv");

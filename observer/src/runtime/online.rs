@@ -292,6 +292,12 @@ pub fn run(
     // Several interfaces (or one tap's per-CPU buffers) deliver frames slightly out of
     // time order: the same window as offline puts them back.
     let mut merger = FrameMerger::new(cfg.pipeline.reorder.clone());
+    // The tap passes a flow on only once it is marked, and the pipeline now sees frames
+    // a window late: welcome lines are spotted as frames arrive, so that marking a flow
+    // found by content waits for no window.
+    let mut early = (source.name() == "ebpf" && merger.window_ns() > 0)
+        .then(|| crate::packet::PacketDecoder::new(cfg.pipeline.packet.clone()));
+    let mut welcomed: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     let mut pipeline = Pipeline::new(cfg.pipeline.clone());
     let mut csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
@@ -358,6 +364,13 @@ pub fn run(
                 orig_len: f.orig_len,
                 interface: f.interface,
             };
+            if let Some(seg) = early.as_mut().and_then(|d| d.decode(&frame)) {
+                if matches!(&seg.l4, crate::packet::L4::Tcp { payload, .. }
+                    if payload.starts_with(crate::jxta::welcome::WELCOME_SIGNATURE))
+                {
+                    welcomed.push((seg.src, seg.dst));
+                }
+            }
             if !merger.offer(&frame, None) {
                 pipeline.frame(&frame);
             }
@@ -391,7 +404,7 @@ pub fn run(
             handle(t, &mut csv, &mut kept, &mut metrics)?;
         }
         // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
-        for (a, b) in pipeline.take_jxta_flows() {
+        for (a, b) in welcomed.drain(..).chain(pipeline.take_jxta_flows()) {
             source.mark_flow(a, b);
         }
         if last_tick.elapsed() >= Duration::from_secs(1) || ended {
