@@ -431,6 +431,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         duration: args.duration,
         interfaces: args.interfaces.clone(),
         user: (!args.keep_root).then(|| args.user.clone()),
+        report_dir: args.report.clone(),
         ..LiveConfig::default()
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
@@ -442,9 +443,6 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         &outcome.result.matcher,
         outcome.result.duration_ns(),
     );
-    if let Some(dir) = &args.report {
-        live_report(dir, &args, &outcome, &summary)?;
-    }
     let mut out = io::stdout().lock();
     if args.json {
         let mut json = summary.to_json();
@@ -474,6 +472,11 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
             outcome.source.kernel_drops,
             outcome.source.userspace_drops
         )?;
+    }
+    out.flush()?;
+    // The summary is out first: a report that cannot be written loses nothing else.
+    if let Some(dir) = &args.report {
+        live_report(dir, &args, &outcome, &summary)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -470,3 +470,86 @@ fn ebpf_runs_as_nobody_and_still_follows_new_flows() {
         "every answered PING of the flow on port 9711"
     );
 }
+
+/// Started as root with outputs in a root-owned 0755 directory: after the switch to
+/// `nobody` neither `--report` nor CSV rotation could write there. The run refuses
+/// before capturing anything, naming the path and the options that fix it; with
+/// `--keep-root` the same run writes its report and prints its summary.
+#[test]
+fn outputs_the_dropped_user_cannot_write_are_refused_before_the_capture() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one_at_a_time = serial();
+    if !common::root_with(&[]) {
+        return;
+    }
+    let Some(veth) = Veth::new("p") else {
+        panic!("cannot create a network namespace and veth pair as root");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = |extra: &[&str]| {
+        let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args([
+                "live",
+                "-i",
+                &veth.host,
+                "--source",
+                "ebpf",
+                "--duration",
+                "2s",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start observer live");
+        let mut child = Killer(child);
+        let started = Instant::now();
+        let status = wait_exit(&mut child.0, Duration::from_secs(20)).expect("exits");
+        let mut out = String::new();
+        let mut err = String::new();
+        let c = &mut child.0;
+        c.stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("stdout");
+        c.stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("stderr");
+        (status, started.elapsed(), out, err)
+    };
+    let report = dir.path().join("report");
+    let report_arg = report.to_str().expect("utf-8 path");
+    let csv = dir.path().join("live.csv");
+    let csv_arg = csv.to_str().expect("utf-8 path");
+    for extra in [
+        vec!["--report", report_arg],
+        vec!["--csv", csv_arg, "--csv-rotate-time", "1s"],
+    ] {
+        let (status, took, out, err) = run(&extra);
+        assert_eq!(status.code(), Some(1), "{extra:?}: {out}{err}");
+        assert!(
+            took < Duration::from_secs(2),
+            "refused before capturing: {took:?}"
+        );
+        assert!(
+            err.contains("--keep-root") && err.contains("--user"),
+            "{err}"
+        );
+        assert!(err.contains(dir.path().to_str().expect("utf-8")), "{err}");
+        assert!(
+            !tc_filters(&veth.host).contains("observer_tap"),
+            "no filter left behind"
+        );
+    }
+    let (status, _, out, err) = run(&["--report", report_arg, "--keep-root"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("PING/PONG transactions"),
+        "summary printed: {out}"
+    );
+    assert!(report.join("index.html").exists());
+}

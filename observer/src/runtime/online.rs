@@ -47,6 +47,9 @@ pub struct LiveConfig {
     pub interfaces: Vec<String>,
     /// Switch to this user once everything is open (None: stay as started).
     pub user: Option<String>,
+    /// Where the caller writes the figures when the run ends: checked before the
+    /// capture starts, as the user the run will be by then.
+    pub report_dir: Option<PathBuf>,
 }
 
 /// A live source, polled by the run loop.
@@ -263,17 +266,78 @@ impl CsvSink {
                 self.path.display(),
                 self.rotations
             ));
-            std::fs::rename(&self.path, &rotated).map_err(|source| LiveError::Write {
-                path: rotated.display().to_string(),
-                source,
-            })?;
-            *self = CsvSink {
-                rotations: self.rotations,
-                ..CsvSink::open(&self.path, self.rotation.clone())?
-            };
+            // A rotation that fails (the directory became unwritable, the disk is full)
+            // must not end the run: records go on into the current file.
+            if let Err(e) = std::fs::rename(&self.path, &rotated) {
+                tracing::error!(
+                    "cannot rotate {} to {}: {e}; appending to it instead",
+                    self.path.display(),
+                    rotated.display()
+                );
+                self.opened = Instant::now();
+                return Ok(());
+            }
+            match CsvSink::open(&self.path, self.rotation.clone()) {
+                Ok(next) => {
+                    *self = CsvSink {
+                        rotations: self.rotations,
+                        ..next
+                    }
+                }
+                Err(e) => {
+                    // The old file was moved; keep writing into it under its new name.
+                    tracing::error!("{e}; appending to {} instead", rotated.display());
+                    self.path = rotated;
+                    self.opened = Instant::now();
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Creates (if needed) and writes a probe file in every directory the run writes in
+/// after set-up: the CSV's (rotation renames and creates files there) and the report's.
+fn check_later_outputs(cfg: &LiveConfig, switched_to: Option<&str>) -> Result<(), LiveError> {
+    let rotates = cfg.csv_rotation.max_bytes.is_some() || cfg.csv_rotation.max_age.is_some();
+    let csv_dir = cfg.csv.as_deref().filter(|_| rotates).map(|p| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    });
+    let dirs = [
+        (csv_dir, "the rotated CSV"),
+        (cfg.report_dir.as_deref(), "the report"),
+    ];
+    for (dir, what) in dirs {
+        let Some(dir) = dir else {
+            continue;
+        };
+        let probe = dir.join(format!(".observer-write-check-{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map(drop)
+        });
+        let _ = std::fs::remove_file(&probe);
+        if let Err(source) = written {
+            return Err(match switched_to {
+                Some(user) => LiveError::NotWritableAfterDrop {
+                    path: dir.display().to_string(),
+                    user: user.to_string(),
+                    what,
+                    source,
+                },
+                None => LiveError::Write {
+                    path: dir.display().to_string(),
+                    source,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn wall_now() -> UnixNanos {
@@ -318,17 +382,23 @@ pub fn run(
     };
     // Everything that needs root is open now (capture, output files, listening
     // socket): parse the wire as an unprivileged user from here on.
+    #[allow(unused_mut)]
+    let mut switched_to: Option<&str> = None;
     #[cfg(target_os = "linux")]
     if let Some(user) = &cfg.user {
         let ebpf = source.name() == "ebpf";
         match crate::live::privileges::drop_root(user, &crate::live::privileges::needed(ebpf)) {
             Ok(crate::live::privileges::Dropped::To { uid, kept, .. }) => {
                 tracing::info!(uid, ?kept, "running as {user}");
+                switched_to = Some(user);
             }
             Ok(crate::live::privileges::Dropped::NotRoot) => {}
             Err(e) => return Err(LiveError::Capture(e.to_string())),
         }
     }
+    // What is written later (CSV rotation, the report) must be writable by whom the run
+    // now is: finding out at the end would lose the summary.
+    check_later_outputs(&cfg, switched_to)?;
     let status = cfg.status_line && std::io::stderr().is_terminal();
     let mut metrics = LiveMetrics::default();
     let mut kept: Vec<Transaction> = Vec::new();
