@@ -525,3 +525,52 @@ fn a_clock_step_back_between_ping_and_pong_is_counted_not_listed() {
     assert_eq!(got, want);
     assert!(got.iter().all(|t| t.stop >= Some(t.start)));
 }
+
+/// `--reorder-window` reaches the merge from the command line: the two-interface
+/// capture is put back in order by default and read as written with `0`, and the
+/// counters say so in the JSON summary.
+#[test]
+fn reorder_window_option_on_the_command_line() {
+    let rendered = synth::four_peers().render();
+    let in_order = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("two-interfaces.pcapng");
+    std::fs::write(&path, split_over_two_interfaces(in_order, 5_000_000)).expect("write");
+    let run = |window: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["analyze", "--no-progress", "--json"])
+            .args(window)
+            .arg(&path)
+            .output()
+            .expect("run observer");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (
+            v["capture"]["packets"]["reorder"]["reordered_frames"].as_u64(),
+            v["transactions"]["ok"].as_u64(),
+        )
+    };
+    let ok = rendered
+        .truth
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok)
+        .count() as u64;
+    let (reordered, found) = run(&[]);
+    assert!(reordered.is_some_and(|n| n > 0));
+    assert_eq!(found, Some(ok));
+    let (reordered, found) = run(&["--reorder-window", "0"]);
+    assert_eq!(reordered, Some(0));
+    assert!(found.is_some_and(|n| n < ok));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["analyze", "--reorder-window", "soon"])
+        .arg(&path)
+        .output()
+        .expect("run observer");
+    assert_eq!(bad.status.code(), Some(2), "clap's usage error");
+}
