@@ -113,7 +113,10 @@ pub(crate) fn read_input(
     };
     let bar = progress_bar(path, progress);
     let mut error: Option<CaptureError> = None;
-    let mut keep_checked = 0;
+    // Every frame held from here on lies after this; raised every MiB read, never past
+    // the oldest frame held.
+    let mut keep_checked = reader.offset();
+    reader.keep_from(usize::try_from(keep_checked).unwrap_or(usize::MAX));
     loop {
         match reader.next_frame_placed() {
             Ok(Some((frame, at))) => {
