@@ -18,16 +18,21 @@ fn analyze(c: &mut Criterion) {
     let mut group = c.benchmark_group("analyze");
     group.throughput(Throughput::Bytes(bytes.len() as u64));
     group.sample_size(20);
-    group.bench_function("four-peers-600s", |b| {
-        b.iter(|| {
-            let analysis = runtime::analyze(
-                std::slice::from_ref(&path),
-                PipelineConfig::default(),
-                false,
-            );
-            black_box(analysis.result.transactions.len())
-        })
-    });
+    // The default reorder window holds every frame (as an offset into the mapped
+    // file); a zero window hands frames on as read: the difference is its cost.
+    let mut in_file_order = PipelineConfig::default();
+    in_file_order.reorder.window_ns = 0;
+    for (name, cfg) in [
+        ("four-peers-600s", PipelineConfig::default()),
+        ("four-peers-600s-no-reorder", in_file_order),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let analysis = runtime::analyze(std::slice::from_ref(&path), cfg.clone(), false);
+                black_box(analysis.result.transactions.len())
+            })
+        });
+    }
     group.finish();
 }
 

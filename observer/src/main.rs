@@ -103,6 +103,14 @@ struct LiveArgs {
     /// Stay root after setting up the capture.
     #[arg(long)]
     keep_root: bool,
+    /// Frames (of all interfaces) are put back in time order within this window;
+    /// frames later than it are counted and still used. 0 = as delivered.
+    #[arg(long, value_name = "DURATION", default_value_t = default_reorder_window())]
+    reorder_window: humantime::Duration,
+}
+
+fn default_reorder_window() -> humantime::Duration {
+    Duration::from_nanos(observer::capture::DEFAULT_REORDER_WINDOW_NS).into()
 }
 
 #[derive(Args)]
@@ -132,6 +140,11 @@ struct Inputs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Frames are put back in time order within this window (a capture on several
+    /// interfaces interleaves them a few ms out of order); frames later than it are
+    /// counted and still used. 0 = file order.
+    #[arg(long, value_name = "DURATION", default_value_t = default_reorder_window())]
+    reorder_window: humantime::Duration,
 }
 
 #[derive(Args)]
@@ -257,6 +270,7 @@ fn pipeline_config(inputs: &Inputs) -> PipelineConfig {
     cfg.flows.max_total_buffer = usize::try_from(inputs.max_total_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_flows = inputs.max_flows.max(1);
     cfg.flows.idle_timeout_ns = duration_ns(inputs.idle_timeout);
+    cfg.reorder.window_ns = duration_ns(*inputs.reorder_window);
     cfg
 }
 
@@ -430,9 +444,11 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         duration: args.duration,
         interfaces: args.interfaces.clone(),
         user: (!args.keep_root).then(|| args.user.clone()),
+        report_dir: args.report.clone(),
         ..LiveConfig::default()
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
+    cfg.pipeline.reorder.window_ns = duration_ns(*args.reorder_window);
     let source = open_live_source(&args)?;
     let outcome = online::run(source, cfg, &stop)?;
     let summary = Summary::build(
@@ -440,9 +456,6 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         &outcome.result.matcher,
         outcome.result.duration_ns(),
     );
-    if let Some(dir) = &args.report {
-        live_report(dir, &args, &outcome, &summary)?;
-    }
     let mut out = io::stdout().lock();
     if args.json {
         let mut json = summary.to_json();
@@ -481,6 +494,11 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
                 outcome.source.flow_marks_failed
             )?;
         }
+    }
+    out.flush()?;
+    // The summary is out first: a report that cannot be written loses nothing else.
+    if let Some(dir) = &args.report {
+        live_report(dir, &args, &outcome, &summary)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ mod common;
 use std::io::Read;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use observer::report::read_transactions_csv;
 use observer::runtime::{self, PipelineConfig};
@@ -423,8 +423,9 @@ fn interface_vanishes(source: &str) {
     );
 }
 
-/// SIGKILL: no cleanup is possible, but at most the last second of records is lost
-/// (the CSV is flushed every second) and the next start removes the stale filters.
+/// SIGKILL: no cleanup is possible, but at most the records of the last reorder window
+/// and second are lost (the CSV is flushed every second) and the next start removes the
+/// stale filters.
 #[test]
 #[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn sigkill_then_restart_cleans_up() {
@@ -571,4 +572,89 @@ fn ebpf_runs_as_nobody_and_still_follows_new_flows() {
         answered(&truth),
         "every answered PING of the flow on port 9711"
     );
+}
+
+/// Started as root with outputs in a root-owned 0755 directory: after the switch to
+/// `nobody` neither `--report` nor CSV rotation could write there. The run refuses
+/// before capturing anything, naming the path and the options that fix it; with
+/// `--keep-root` the same run writes its report and prints its summary.
+#[test]
+#[ignore = "needs root: scripts/test runs it as root with --include-ignored"]
+fn outputs_the_dropped_user_cannot_write_are_refused_before_the_capture() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one_at_a_time = serial();
+    if !common::have(&[common::Need::Root]) {
+        return;
+    }
+    let Some(veth) = Veth::new("p") else {
+        panic!("cannot create a network namespace and veth pair as root");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = |extra: &[&str], duration: &str| {
+        let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args([
+                "live",
+                "-i",
+                &veth.host,
+                "--source",
+                "ebpf",
+                "--duration",
+                duration,
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start observer live");
+        let mut child = Killer(child);
+        let started = Instant::now();
+        let status = wait_exit(&mut child.0, Duration::from_secs(60)).expect("exits");
+        let mut out = String::new();
+        let mut err = String::new();
+        let c = &mut child.0;
+        c.stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("stdout");
+        c.stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("stderr");
+        (status, started.elapsed(), out, err)
+    };
+    let report = dir.path().join("report");
+    let report_arg = report.to_str().expect("utf-8 path");
+    let csv = dir.path().join("live.csv");
+    let csv_arg = csv.to_str().expect("utf-8 path");
+    for extra in [
+        vec!["--report", report_arg],
+        vec!["--csv", csv_arg, "--csv-rotate-time", "1s"],
+    ] {
+        // A run that captured would last its 45 s; a refusal comes at set-up.
+        let (status, took, out, err) = run(&extra, "45s");
+        assert_eq!(status.code(), Some(1), "{extra:?}: {out}{err}");
+        assert!(
+            took < Duration::from_secs(45),
+            "refused before capturing: {took:?}"
+        );
+        assert!(
+            err.contains("--keep-root") && err.contains("--user"),
+            "{err}"
+        );
+        assert!(err.contains(dir.path().to_str().expect("utf-8")), "{err}");
+        assert!(
+            !tc_filters(&veth.host).contains("observer_tap"),
+            "no filter left behind"
+        );
+    }
+    let (status, _, out, err) = run(&["--report", report_arg, "--keep-root"], "2s");
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("PING/PONG transactions"),
+        "summary printed: {out}"
+    );
+    assert!(report.join("index.html").exists());
 }

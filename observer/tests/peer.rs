@@ -383,6 +383,61 @@ fn no_correlator_peers_validate_by_start_time() {
     );
 }
 
+/// alice stops and starts again under the same name while bob keeps polling: her second
+/// run's correlators are new, and the observer finds every transaction of both runs
+/// and of bob (before correlator reuse was handled, the second run was lost as
+/// duplicates).
+#[test]
+fn a_restarted_peer_is_found_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let cap = dir.path().join("restart.pcap");
+    let _serial = serial();
+    let tcpdump = start_tcpdump(&cap, [pa, pb]);
+    let csv = |n: &str| dir.path().join(format!("{n}.csv"));
+    let alice = |run: &str| PeerSpec {
+        name: "alice",
+        port: pa,
+        mgmt: 0,
+        buddies: vec![("bob", pb)],
+        csv: csv(run),
+        duration: "3s",
+        extra: &[],
+    };
+    let mut bob = start_peer(&PeerSpec {
+        name: "bob",
+        port: pb,
+        mgmt: 0,
+        buddies: vec![("alice", pa)],
+        csv: csv("bob"),
+        duration: "7s",
+        extra: &[],
+    });
+    let mut first = start_peer(&alice("alice1"));
+    wait_exit(&mut first, Duration::from_secs(15));
+    let mut second = start_peer(&alice("alice2"));
+    wait_exit(&mut second, Duration::from_secs(15));
+    wait_exit(&mut bob, Duration::from_secs(15));
+    let runs = [read_csv(&csv("alice1")), read_csv(&csv("alice2"))];
+    let ok = |txs: &[Transaction]| {
+        txs.iter()
+            .filter(|t| t.status == TxStatus::Ok)
+            .filter_map(|t| t.correlator.clone())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let (c1, c2) = (ok(&runs[0]), ok(&runs[1]));
+    assert!(c1.len() >= 2 && c2.len() >= 2, "{runs:?}");
+    assert!(c1.is_disjoint(&c2), "{c1:?} {c2:?}");
+    let n = (runs[0].len() + runs[1].len() + read_csv(&csv("bob")).len()) as u64;
+    check_capture(
+        tcpdump,
+        &cap,
+        &[&csv("alice1"), &csv("alice2"), &csv("bob")],
+        n,
+        false,
+    );
+}
+
 /// Garbage, an oversized frame and malformed XML each close their connection, are
 /// counted, and leave the peer running.
 #[test]

@@ -402,3 +402,260 @@ fn streaming_release_keeps_report_order() {
     }
     assert!(String::from_utf8(w.into_inner().expect("csv")).expect("utf-8") == truth);
 }
+
+/// The frames of `bytes`, then the same frames again `gap_ns` after the last one: a
+/// capture replayed twice, or peers restarted with the same correlators.
+fn replayed_twice(bytes: Vec<u8>, gap_ns: u64) -> (Vec<u8>, u64) {
+    use observer::capture::{CaptureReader, CaptureWriter};
+    let mut frames = Vec::new();
+    let mut rd = CaptureReader::from_bytes("once", bytes).expect("capture");
+    let mut link = None;
+    while let Some(f) = rd.next_frame().expect("frame") {
+        link = Some(f.link_type);
+        frames.push((f.ts, f.data.to_vec(), f.orig_len));
+    }
+    let (first, last) = (frames[0].0, frames[frames.len() - 1].0);
+    let shift = last - first + gap_ns;
+    let mut w = CaptureWriter::new(Vec::new(), PCAP, link.expect("frames")).expect("writer");
+    for offset in [0, shift] {
+        for (ts, data, orig_len) in &frames {
+            w.write_frame(0, ts + offset, data, *orig_len)
+                .expect("write");
+        }
+    }
+    (w.finish().expect("finish"), shift)
+}
+
+#[test]
+fn a_capture_replayed_100_s_later_gives_twice_the_transactions() {
+    let rendered = synth::two_peers().render();
+    let once = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let first = analyze_bytes(&once, "once.pcap").transactions;
+    let (twice, shift) = replayed_twice(once, 100_000_000_000);
+    let r = analyze_bytes(&twice, "twice.pcap");
+    assert_eq!(
+        r.transactions.len(),
+        2 * first.len(),
+        "{:?}",
+        r.matcher.anomalies()
+    );
+    let again: Vec<_> = first
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.start += shift;
+            t.stop = t.stop.map(|s| s + shift);
+            t
+        })
+        .collect();
+    assert_eq!(r.transactions[..first.len()], first[..]);
+    assert_eq!(r.transactions[first.len()..], again[..]);
+    assert_eq!(r.matcher.anomalies().duplicate_ping_correlator, 0);
+    assert_eq!(r.matcher.anomalies().duplicate_pong, 0);
+}
+
+/// A gateway capture on two interfaces: each direction of every connection on its own
+/// interface, and one interface's blocks written `delay_ns` late (as dumpcap interleaves
+/// the buffers of two interfaces), each frame keeping its own timestamp.
+fn split_over_two_interfaces(bytes: Vec<u8>, delay_ns: u64) -> Vec<u8> {
+    use observer::capture::{CaptureReader, CaptureWriter};
+    let mut rd = CaptureReader::from_bytes("in-order", bytes).expect("capture");
+    let mut frames = Vec::new();
+    let mut link = None;
+    while let Some(f) = rd.next_frame().expect("frame") {
+        link = Some(f.link_type);
+        // Ethernet + IPv4: source and destination addresses at bytes 26..34.
+        let iface = u32::from(f.data[26..30] > f.data[30..34]);
+        let written_at = f.ts + u64::from(iface) * delay_ns;
+        frames.push((written_at, iface, f.ts, f.data.to_vec(), f.orig_len));
+    }
+    frames.sort_by_key(|f| f.0);
+    let link = link.expect("frames");
+    let mut w = CaptureWriter::new(Vec::new(), WriteFormat::Pcapng, link).expect("writer");
+    assert_eq!(w.add_interface(link, 9).expect("second interface"), 1);
+    for (_, iface, ts, data, orig_len) in &frames {
+        w.write_frame(*iface, *ts, data, *orig_len).expect("write");
+    }
+    w.finish().expect("finish")
+}
+
+#[test]
+fn two_interfaces_a_few_ms_out_of_order_give_the_in_order_transactions() {
+    let rendered = synth::four_peers().render();
+    let in_order = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let expected = analyze_bytes(&in_order, "in-order.pcap").transactions;
+    let merged = split_over_two_interfaces(in_order, 5_000_000);
+    let r = analyze_bytes(&merged, "two-interfaces.pcapng");
+    assert_eq!(csv_of(&r), {
+        let mut w = TransactionCsvWriter::new(Vec::new()).expect("csv writer");
+        for t in &expected {
+            w.write(t).expect("csv row");
+        }
+        String::from_utf8(w.into_inner().expect("csv")).expect("utf-8")
+    });
+    assert!(r.packets.reorder.reordered_frames > 0, "{:?}", r.packets);
+    assert_eq!(r.packets.reorder.late_frames, 0);
+    assert_eq!(r.flows.reassembly.gaps, 0, "{:?}", r.flows);
+    // Every shard of a parallel run merges the frames the same way.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("two-interfaces.pcapng");
+    std::fs::write(&path, &merged).expect("write");
+    let mut parallel = Vec::new();
+    let a = runtime::analyze_parallel(&[path], PipelineConfig::default(), 2, false, &mut |t| {
+        parallel.push(t)
+    });
+    assert_eq!(parallel, r.transactions);
+    assert_eq!(a.result.packets.reorder, r.packets.reorder);
+}
+
+/// The same two-interface capture through the live loop (frames pushed in file order,
+/// as `live -i a -i b` delivers them): the same transactions as the in-order file.
+#[test]
+fn live_two_interfaces_out_of_order_give_the_in_order_transactions() {
+    use observer::capture::{CaptureReader, LinkType};
+    use observer::live::OwnedFrame;
+    use observer::runtime::online::{self, LiveConfig, LiveSource};
+    let rendered = synth::four_peers().render();
+    let in_order = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let expected = analyze_bytes(&in_order, "in-order.pcap").transactions;
+    let merged = split_over_two_interfaces(in_order, 5_000_000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut rd = CaptureReader::from_bytes("two", merged).expect("capture");
+    while let Some(f) = rd.next_frame().expect("frame") {
+        tx.send(OwnedFrame {
+            ts: f.ts,
+            interface: f.interface,
+            data: f.data.to_vec(),
+            orig_len: f.orig_len,
+        })
+        .expect("send");
+    }
+    drop(tx);
+    let source = LiveSource::Channel {
+        rx,
+        link_types: vec![LinkType::ETHERNET; 2],
+        events: 0,
+        bytes: 0,
+    };
+    let cfg = LiveConfig {
+        interfaces: vec!["lan".into(), "wan".into()],
+        ..LiveConfig::default()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcome = online::run(source, cfg, &stop).expect("live run");
+    assert_eq!(outcome.transactions, expected);
+    assert!(outcome.result.packets.reorder.reordered_frames > 0);
+    assert_eq!(outcome.result.packets.reorder.late_frames, 0);
+}
+
+/// The capture clock steps back 5 s (more than the reorder window) between a PING and
+/// its PONG: that PONG is stamped before its PING. It is counted as a clock step and
+/// not listed (no RTT of 0 in the statistics); every other transaction is found as
+/// before, shifted with the clock.
+#[test]
+fn a_clock_step_back_between_ping_and_pong_is_counted_not_listed() {
+    use observer::capture::CaptureReader;
+    const STEP: u64 = 5_000_000_000;
+    let rendered = synth::two_peers().render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let before = analyze_bytes(&bytes, "steady.pcap").transactions;
+    // Past the first reorder window, so that the stepped frames are late.
+    let t = before
+        .iter()
+        .find(|t| t.start > before[0].start + 3 * STEP / 5)
+        .expect("a transaction 3 s in");
+    let mid = t.start + (t.stop.expect("answered") - t.start) / 2;
+    let mut rd = CaptureReader::from_bytes("steady", bytes).expect("capture");
+    let mut w = observer::capture::CaptureWriter::new(
+        Vec::new(),
+        PCAP,
+        observer::capture::LinkType::ETHERNET,
+    )
+    .expect("writer");
+    while let Some(f) = rd.next_frame().expect("frame") {
+        let ts = if f.ts > mid { f.ts - STEP } else { f.ts };
+        w.write_frame(0, ts, f.data, f.orig_len).expect("write");
+    }
+    let r = analyze_bytes(&w.finish().expect("finish"), "stepped.pcap");
+    let straddling =
+        |t: &&observer::transaction::Transaction| t.start <= mid && t.stop.is_some_and(|s| s > mid);
+    let n = before.iter().filter(straddling).count();
+    assert!(n >= 1);
+    assert_eq!(r.matcher.anomalies().clock_steps, n as u64);
+    assert!(r.packets.reorder.late_frames > 0);
+    let mut want: Vec<_> = before
+        .iter()
+        .filter(|t| !straddling(t))
+        .map(|t| {
+            let mut t = t.clone();
+            if t.start > mid {
+                t.start -= STEP;
+                t.stop = t.stop.map(|s| s - STEP);
+            }
+            t
+        })
+        .collect();
+    let mut got = r.transactions.clone();
+    let key = |t: &observer::transaction::Transaction| (t.start, t.correlator.clone());
+    want.sort_by_key(key);
+    got.sort_by_key(key);
+    assert_eq!(got, want);
+    assert!(got.iter().all(|t| t.stop >= Some(t.start)));
+}
+
+/// `--reorder-window` reaches the merge from the command line: the two-interface
+/// capture is put back in order by default and read as written with `0`, and the
+/// counters say so in the JSON summary.
+#[test]
+fn reorder_window_option_on_the_command_line() {
+    let rendered = synth::four_peers().render();
+    let in_order = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("two-interfaces.pcapng");
+    std::fs::write(&path, split_over_two_interfaces(in_order, 5_000_000)).expect("write");
+    let run = |window: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["analyze", "--no-progress", "--json"])
+            .args(window)
+            .arg(&path)
+            .output()
+            .expect("run observer");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (
+            v["capture"]["packets"]["reorder"]["reordered_frames"].as_u64(),
+            v["transactions"]["ok"].as_u64(),
+        )
+    };
+    let ok = rendered
+        .truth
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok)
+        .count() as u64;
+    let (reordered, found) = run(&[]);
+    assert!(reordered.is_some_and(|n| n > 0));
+    assert_eq!(found, Some(ok));
+    let (reordered, found) = run(&["--reorder-window", "0"]);
+    assert_eq!(reordered, Some(0));
+    assert!(found.is_some_and(|n| n < ok));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["analyze", "--reorder-window", "soon"])
+        .arg(&path)
+        .output()
+        .expect("run observer");
+    assert_eq!(bad.status.code(), Some(2), "clap's usage error");
+}

@@ -9,9 +9,11 @@
 //! a hard memory bound.
 
 mod reader;
+mod reorder;
 mod writer;
 
 pub use reader::{CaptureReader, MAX_BLOCK_LEN};
+pub use reorder::{FrameMerger, ReorderConfig, ReorderStats, DEFAULT_REORDER_WINDOW_NS};
 pub use writer::{CaptureWriter, WriteFormat};
 
 use crate::UnixNanos;

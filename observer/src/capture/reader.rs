@@ -62,6 +62,8 @@ enum Input {
         end: usize,
         /// Below this, pages have been handed back (see `Input::clear`).
         released: usize,
+        /// Pages from here on are kept: frames held by offset (reordering) are there.
+        keep_from: usize,
     },
 }
 
@@ -103,16 +105,19 @@ impl Input {
                 start,
                 end,
                 released,
+                keep_from,
             } => {
                 *start = *end;
                 // Pages already read would otherwise stay mapped and count in the
                 // resident set until the whole file is: peak RSS would grow with the
                 // file. Dropping them costs nothing (they stay in the page cache).
-                if *start - *released >= RELEASE_STEP {
-                    let upto = *start & !(RELEASE_STEP - 1);
+                // Pages of frames still held are kept: read again, they would stay.
+                let limit = (*start).min(*keep_from);
+                if limit.saturating_sub(*released) >= RELEASE_STEP {
+                    let upto = limit & !(RELEASE_STEP - 1);
                     // SAFETY: no borrow of the map outlives a `clear` (frames borrow
-                    // the reader), and nothing below `start` is read again; the map is
-                    // read-only, so dropping pages loses nothing.
+                    // the reader), and nothing below `keep_from` and `start` is read
+                    // again; the map is read-only, so dropping pages loses nothing.
                     if let Backing::File(map) = map {
                         let _ = unsafe {
                             map.unchecked_advise_range(
@@ -228,6 +233,7 @@ impl CaptureReader {
                         start: 0,
                         end: 0,
                         released: 0,
+                        keep_from: usize::MAX,
                     },
                 );
                 reader.read_file_header()?;
@@ -256,6 +262,7 @@ impl CaptureReader {
                 start: 0,
                 end: 0,
                 released: 0,
+                keep_from: usize::MAX,
             },
         );
         reader.read_file_header()?;
@@ -297,6 +304,30 @@ impl CaptureReader {
 
     /// Returns the next packet, `Ok(None)` at a clean end of file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        Ok(self.next_frame_placed()?.map(|(f, _)| f))
+    }
+
+    /// Pages from `at` on stay mapped: frames held by offset are read again from there.
+    pub fn keep_from(&mut self, at: usize) {
+        if let Input::Mapped { keep_from, .. } = &mut self.input {
+            *keep_from = at;
+        }
+    }
+
+    /// The whole input when it is read in place (a mapped file, bytes in memory).
+    pub fn mapped(&self) -> Option<&[u8]> {
+        match &self.input {
+            Input::Mapped { map, .. } => Some(map),
+            Input::Stream { .. } => None,
+        }
+    }
+
+    /// Like [`Self::next_frame`], with where the frame's bytes start in
+    /// [`Self::mapped`] when the input is read in place: a frame can then be held as an
+    /// offset and read again later (see [`super::FrameMerger`]).
+    pub fn next_frame_placed(
+        &mut self,
+    ) -> Result<Option<(Frame<'_>, Option<usize>)>, CaptureError> {
         let located = match self.next_located() {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(None),
@@ -306,6 +337,10 @@ impl CaptureReader {
                 }
                 return Err(e);
             }
+        };
+        let placed = match &self.input {
+            Input::Mapped { start, .. } => Some(start + located.start),
+            Input::Stream { .. } => None,
         };
         let data = self
             .input
@@ -317,13 +352,16 @@ impl CaptureReader {
         if (data.len() as u64) < u64::from(located.orig_len) {
             self.stats.snaplen_cut += 1;
         }
-        Ok(Some(Frame {
-            ts: located.ts,
-            link_type: located.link_type,
-            data,
-            orig_len: located.orig_len,
-            interface: located.interface,
-        }))
+        Ok(Some((
+            Frame {
+                ts: located.ts,
+                link_type: located.link_type,
+                data,
+                orig_len: located.orig_len,
+                interface: located.interface,
+            },
+            placed,
+        )))
     }
 
     fn read_file_header(&mut self) -> Result<(), CaptureError> {

@@ -39,4 +39,13 @@ pub enum LiveError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "cannot write in {path} as {user}: {source}. The run switches to {user} once the capture is set up, and {what} is written then: give a directory {user} can write, --user with a user who can, or --keep-root"
+    )]
+    NotWritableAfterDrop {
+        path: String,
+        user: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
 }

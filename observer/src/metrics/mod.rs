@@ -211,6 +211,7 @@ impl LiveMetrics {
             ("late_pong", a.late_pong),
             ("malformed_document", a.malformed_documents),
             ("evicted_outstanding", a.evicted_outstanding),
+            ("clock_step", a.clock_steps),
         ] {
             let _ = writeln!(out, "observer_anomalies_total{{kind=\"{kind}\"}} {n}");
         }
@@ -221,6 +222,20 @@ impl LiveMetrics {
             "Frames handed to the pipeline.",
         );
         let _ = writeln!(out, "observer_packets_total {}", packets.frames);
+        header(
+            &mut out,
+            "observer_reorder_frames_total",
+            "counter",
+            "Frames put back in time order (reordered), later than the window (late, used as they came), or released before their window by the hold bound (forced).",
+        );
+        let r = &packets.reorder;
+        for (kind, n) in [
+            ("reordered", r.reordered_frames),
+            ("late", r.late_frames),
+            ("forced", r.forced_releases),
+        ] {
+            let _ = writeln!(out, "observer_reorder_frames_total{{kind=\"{kind}\"}} {n}");
+        }
         header(
             &mut out,
             "observer_source_events_total",
@@ -338,9 +353,11 @@ mod tests {
         m.record(&tx("alice", "bob", TxStatus::Timeout, 10_000));
         m.record(&tx("bob", "a\"l\nice\u{1b}", TxStatus::Open, 0));
         let matcher = Matcher::new(MatcherConfig::default());
+        let mut packets = PacketStats::default();
+        packets.reorder.late_frames = 4;
         let text = m.render(
             &matcher,
-            &PacketStats::default(),
+            &packets,
             &JxtaStats::default(),
             3,
             &SourceCounters {
@@ -363,6 +380,8 @@ mod tests {
         assert!(text.contains("observer_rtt_seconds_sum{poller=\"alice\",receiver=\"bob\"} 1.2"));
         assert!(text.contains("receiver=\"a\\\"l\\nice\",status=\"open\"} 1"));
         assert!(text.contains("observer_active_flows 3"));
+        assert!(text.contains("observer_reorder_frames_total{kind=\"late\"} 4"));
+        assert!(text.contains("observer_anomalies_total{kind=\"clock_step\"} 0"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(

@@ -138,6 +138,8 @@ pub struct PacketStats {
     pub fragment_evictions: u64,
     /// Fragments overlapping data already received (the earlier bytes win).
     pub fragment_overlaps: u64,
+    /// Frames put back into time order before decoding (`--reorder-window`).
+    pub reorder: crate::capture::ReorderStats,
 }
 
 /// Stateful decoder: the state is the fragment reassembly table.
@@ -159,6 +161,7 @@ impl PacketStats {
         self.fragment_timeouts += o.fragment_timeouts;
         self.fragment_evictions += o.fragment_evictions;
         self.fragment_overlaps += o.fragment_overlaps;
+        self.reorder.absorb(&o.reorder);
     }
 }
 

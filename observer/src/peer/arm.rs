@@ -160,9 +160,17 @@ impl Arm {
             ),
             None => None,
         };
-        // Correlators start high and differ between peers (a hash of the name), like
-        // the study's unique longs.
-        let base = (1u64 << 62) | (super::config::fnv1a(9, poller_name.as_bytes()) & 0xffff) << 32;
+        // Correlators start high (every one has 19 digits) and differ between peers
+        // and between runs of the same peer (the name, the start time and a count of
+        // the ARMs this process made), like the study's unique longs: a restarted peer
+        // must not repeat the correlators of its previous run.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = super::config::fnv1a(now_ns() ^ run.rotate_right(17), poller_name.as_bytes());
+        // The generator's high bits depend on every bit of the seed (the hash's low
+        // bits only on the seed's low bits).
+        let run_id = super::config::Rng::new(seed).next_u64() >> 34;
+        let base = (1u64 << 62) | run_id << 32;
         let n = receivers.len();
         Ok(Arm {
             poller_name: poller_name.to_string(),
@@ -457,6 +465,21 @@ mod tests {
             csv,
         )
         .unwrap()
+    }
+
+    /// A peer restarted with the same name must not repeat its correlators (an
+    /// observer would take the repeats for duplicates of the first run's PINGs).
+    #[test]
+    fn correlators_differ_from_run_to_run() {
+        let firsts: Vec<u64> = (0..4)
+            .map(|_| arm(true, 8, None).next_correlator())
+            .collect();
+        for (i, a) in firsts.iter().enumerate() {
+            assert!(*a >= 1 << 62, "{a}: as many digits as before");
+            for b in &firsts[i + 1..] {
+                assert_ne!(a >> 32, b >> 32, "{firsts:?}");
+            }
+        }
     }
 
     #[test]

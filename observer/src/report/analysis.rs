@@ -77,6 +77,14 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
     let j = &r.jxta;
     for (name, n) in [
         ("frames cut by snaplen", p.snaplen_cut),
+        (
+            "frames later than the reorder window",
+            p.reorder.late_frames,
+        ),
+        (
+            "frames reordered early (hold bound)",
+            p.reorder.forced_releases,
+        ),
         ("frames of unknown link type", p.unknown_link_type),
         ("malformed frames", p.malformed),
         ("IP fragments timed out", p.fragment_timeouts),

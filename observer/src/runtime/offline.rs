@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame};
+use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger};
 use crate::transaction::Transaction;
 
 /// What was read from one input.
@@ -54,14 +54,23 @@ pub fn analyze_each(
     progress: bool,
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
+    let mut merger = FrameMerger::new(cfg.reorder.clone());
     let mut pipeline = Pipeline::new(cfg);
     let mut summaries = Vec::with_capacity(inputs.len());
-    for path in inputs {
-        summaries.push(read_input(path, progress, &mut |frame| {
-            pipeline.frame(frame);
-            pipeline.release_ordered(&mut |t| on_transaction(t));
-        }));
+    for (i, path) in inputs.iter().enumerate() {
+        let last = i + 1 == inputs.len();
+        summaries.push(read_input(
+            path,
+            progress,
+            &mut merger,
+            last,
+            &mut |frame| {
+                pipeline.frame(frame);
+                pipeline.release_ordered(&mut |t| on_transaction(t));
+            },
+        ));
     }
+    pipeline.set_reorder_stats(merger.stats());
     let mut result = pipeline.finish();
     for t in result.transactions.drain(..) {
         on_transaction(t);
@@ -72,10 +81,17 @@ pub fn analyze_each(
     }
 }
 
-/// Reads one input to its end or first error, handing each frame to `on_frame`.
+/// How often (in input bytes) the reader learns which pages held frames are in.
+const KEEP_RECHECK_BYTES: u64 = 1 << 20;
+
+/// Reads one input to its end or first error, handing each frame to `on_frame` in
+/// time order within the merger's window. Frames still held at the end stay in the
+/// merger (copied) for the next input, unless this is the `last`.
 pub(crate) fn read_input(
     path: &Path,
     progress: bool,
+    merger: &mut FrameMerger,
+    last: bool,
     on_frame: &mut dyn FnMut(&Frame<'_>),
 ) -> InputSummary {
     let name = path.display().to_string();
@@ -83,6 +99,9 @@ pub(crate) fn read_input(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!("{e}");
+            if last {
+                merger.flush(None, on_frame);
+            }
             return InputSummary {
                 name,
                 format: String::new(),
@@ -94,20 +113,41 @@ pub(crate) fn read_input(
     };
     let bar = progress_bar(path, progress);
     let mut error: Option<CaptureError> = None;
+    // Every frame held from here on lies after this; raised every MiB read, never past
+    // the oldest frame held.
+    let mut keep_checked = reader.offset();
+    reader.keep_from(usize::try_from(keep_checked).unwrap_or(usize::MAX));
     loop {
-        match reader.next_frame() {
-            Ok(Some(frame)) => on_frame(&frame),
+        match reader.next_frame_placed() {
+            Ok(Some((frame, at))) => {
+                if !merger.offer(&frame, at) {
+                    on_frame(&frame);
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 error = Some(e);
                 break;
             }
         }
+        merger.release(reader.mapped(), on_frame);
+        // The reader hands pages behind it back; not those of frames still held.
+        if reader.offset() >= keep_checked + KEEP_RECHECK_BYTES {
+            keep_checked = reader.offset();
+            // Frames held from now on lie at or after the read position.
+            let next = usize::try_from(reader.offset()).unwrap_or(usize::MAX);
+            reader.keep_from(merger.oldest_in_place().unwrap_or(next).min(next));
+        }
         if let Some(bar) = &bar {
             if reader.stats().frames % 4096 == 0 {
                 bar.set_position(reader.offset());
             }
         }
+    }
+    if last {
+        merger.flush(reader.mapped(), on_frame);
+    } else {
+        merger.detach(reader.mapped());
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -2,7 +2,7 @@
 //! sinks a long-running observer needs (CSV appended as transactions finish, a pcapng
 //! of what the tap saw, the metrics endpoint, a one-line status).
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureWriter, Frame, LinkType, WriteFormat};
+use crate::capture::{CaptureWriter, Frame, FrameMerger, LinkType, WriteFormat};
 use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
 use crate::metrics::{LiveMetrics, SourceCounters};
@@ -47,6 +47,9 @@ pub struct LiveConfig {
     pub interfaces: Vec<String>,
     /// Switch to this user once everything is open (None: stay as started).
     pub user: Option<String>,
+    /// Where the caller writes the figures when the run ends: checked before the
+    /// capture starts, as the user the run will be by then.
+    pub report_dir: Option<PathBuf>,
 }
 
 /// A live source, polled by the run loop.
@@ -259,17 +262,78 @@ impl CsvSink {
                 self.path.display(),
                 self.rotations
             ));
-            std::fs::rename(&self.path, &rotated).map_err(|source| LiveError::Write {
-                path: rotated.display().to_string(),
-                source,
-            })?;
-            *self = CsvSink {
-                rotations: self.rotations,
-                ..CsvSink::open(&self.path, self.rotation.clone())?
-            };
+            // A rotation that fails (the directory became unwritable, the disk is full)
+            // must not end the run: records go on into the current file.
+            if let Err(e) = std::fs::rename(&self.path, &rotated) {
+                tracing::error!(
+                    "cannot rotate {} to {}: {e}; appending to it instead",
+                    self.path.display(),
+                    rotated.display()
+                );
+                self.opened = Instant::now();
+                return Ok(());
+            }
+            match CsvSink::open(&self.path, self.rotation.clone()) {
+                Ok(next) => {
+                    *self = CsvSink {
+                        rotations: self.rotations,
+                        ..next
+                    }
+                }
+                Err(e) => {
+                    // The old file was moved; keep writing into it under its new name.
+                    tracing::error!("{e}; appending to {} instead", rotated.display());
+                    self.path = rotated;
+                    self.opened = Instant::now();
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Creates (if needed) and writes a probe file in every directory the run writes in
+/// after set-up: the CSV's (rotation renames and creates files there) and the report's.
+fn check_later_outputs(cfg: &LiveConfig, switched_to: Option<&str>) -> Result<(), LiveError> {
+    let rotates = cfg.csv_rotation.max_bytes.is_some() || cfg.csv_rotation.max_age.is_some();
+    let csv_dir = cfg.csv.as_deref().filter(|_| rotates).map(|p| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    });
+    let dirs = [
+        (csv_dir, "the rotated CSV"),
+        (cfg.report_dir.as_deref(), "the report"),
+    ];
+    for (dir, what) in dirs {
+        let Some(dir) = dir else {
+            continue;
+        };
+        let probe = dir.join(format!(".observer-write-check-{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map(drop)
+        });
+        let _ = std::fs::remove_file(&probe);
+        if let Err(source) = written {
+            return Err(match switched_to {
+                Some(user) => LiveError::NotWritableAfterDrop {
+                    path: dir.display().to_string(),
+                    user: user.to_string(),
+                    what,
+                    source,
+                },
+                None => LiveError::Write {
+                    path: dir.display().to_string(),
+                    source,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn wall_now() -> UnixNanos {
@@ -285,6 +349,15 @@ pub fn run(
     cfg: LiveConfig,
     stop: &AtomicBool,
 ) -> Result<LiveOutcome, LiveError> {
+    // Several interfaces (or one tap's per-CPU buffers) deliver frames slightly out of
+    // time order: the same window as offline puts them back.
+    let mut merger = FrameMerger::new(cfg.pipeline.reorder.clone());
+    // The tap passes a flow on only once it is marked, and the pipeline now sees frames
+    // a window late: welcome lines are spotted as frames arrive, so that marking a flow
+    // found by content waits for no window.
+    let mut early = (source.name() == "ebpf" && merger.window_ns() > 0)
+        .then(|| crate::packet::PacketDecoder::new(cfg.pipeline.packet.clone()));
+    let mut welcomed: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     let mut pipeline = Pipeline::new(cfg.pipeline.clone());
     let mut csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
@@ -305,17 +378,23 @@ pub fn run(
     };
     // Everything that needs root is open now (capture, output files, listening
     // socket): parse the wire as an unprivileged user from here on.
+    #[allow(unused_mut)]
+    let mut switched_to: Option<&str> = None;
     #[cfg(target_os = "linux")]
     if let Some(user) = &cfg.user {
         let ebpf = source.name() == "ebpf";
         match crate::live::privileges::drop_root(user, &crate::live::privileges::needed(ebpf)) {
             Ok(crate::live::privileges::Dropped::To { uid, kept, .. }) => {
                 tracing::info!(uid, ?kept, "running as {user}");
+                switched_to = Some(user);
             }
             Ok(crate::live::privileges::Dropped::NotRoot) => {}
             Err(e) => return Err(LiveError::Capture(e.to_string())),
         }
     }
+    // What is written later (CSV rotation, the report) must be writable by whom the run
+    // now is: finding out at the end would lose the summary.
+    check_later_outputs(&cfg, switched_to)?;
     let status = cfg.status_line && std::io::stderr().is_terminal();
     let mut metrics = LiveMetrics::default();
     let mut kept: Vec<Transaction> = Vec::new();
@@ -351,7 +430,17 @@ pub fn run(
                 orig_len: f.orig_len,
                 interface: f.interface,
             };
-            pipeline.frame(&frame);
+            if let Some(seg) = early.as_mut().and_then(|d| d.decode(&frame)) {
+                if matches!(&seg.l4, crate::packet::L4::Tcp { payload, .. }
+                    if payload.starts_with(crate::jxta::welcome::WELCOME_SIGNATURE))
+                {
+                    welcomed.push((seg.src, seg.dst));
+                }
+            }
+            if !merger.offer(&frame, None) {
+                pipeline.frame(&frame);
+            }
+            merger.release(None, &mut |fr| pipeline.frame(fr));
         });
         if let Some(e) = write_error.take() {
             return Err(e);
@@ -360,8 +449,13 @@ pub fn run(
             Ok(None) => true,
             Ok(Some(0)) => {
                 // A quiet wire: let time pass so PINGs still time out. Keep a margin for
-                // frames stamped a moment ago that are still queued.
-                pipeline.advance_to(wall_now().saturating_sub(200_000_000));
+                // frames stamped a moment ago that are still queued; frames held for
+                // reordering that long are due, and the pipeline's clock stays behind
+                // what is still held.
+                let now = wall_now().saturating_sub(200_000_000);
+                merger.advance(now);
+                merger.release(None, &mut |fr| pipeline.frame(fr));
+                pipeline.advance_to(now.saturating_sub(merger.window_ns()));
                 false
             }
             Ok(Some(_)) => false,
@@ -376,7 +470,7 @@ pub fn run(
             handle(t, &mut csv, &mut kept, &mut metrics)?;
         }
         // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
-        for (a, b) in pipeline.take_jxta_flows() {
+        for (a, b) in welcomed.drain(..).chain(pipeline.take_jxta_flows()) {
             source.mark_flow(a, b);
         }
         if last_tick.elapsed() >= Duration::from_secs(1) || ended {
@@ -395,6 +489,7 @@ pub fn run(
                 })?;
             }
             let counters = source.counters();
+            pipeline.set_reorder_stats(merger.stats());
             let text = metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
@@ -419,6 +514,8 @@ pub fn run(
     tracing::info!(source = source.name(), "live capture stopped");
     let counters = source.counters();
     let closed = source.close();
+    merger.flush(None, &mut |fr| pipeline.frame(fr));
+    pipeline.set_reorder_stats(merger.stats());
     let mut result = pipeline.finish();
     for t in std::mem::take(&mut result.transactions) {
         handle(t, &mut csv, &mut kept, &mut metrics)?;

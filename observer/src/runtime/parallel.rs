@@ -83,38 +83,47 @@ fn run_shard(
     progress: bool,
     tx: mpsc::SyncSender<ShardMsg>,
 ) {
+    let mut merger = crate::capture::FrameMerger::new(cfg.reorder.clone());
     let mut pipeline = Pipeline::new_shard(cfg);
     let mut frames = 0u64;
     let mut held_floor = 0;
     let mut held_checked: Option<UnixNanos> = None;
     let mut summaries = Vec::with_capacity(inputs.len());
     let mut matcher_gone = false;
-    for path in inputs {
-        summaries.push(read_input(path, progress, &mut |frame| {
-            frames += 1;
-            if crate::packet::shard(frame, shards) == index {
-                pipeline.frame(frame);
-            } else {
-                pipeline.skip_frame(frame.ts);
-            }
-            if !frames.is_multiple_of(BATCH_FRAMES) || matcher_gone {
-                return;
-            }
-            let now = pipeline.now();
-            if held_checked.is_none_or(|t| now >= t.saturating_add(HELD_RECHECK_NS)) {
-                // Bytes held now were first seen no later than now; a floor computed
-                // earlier stays a valid bound until the next recheck.
-                held_floor = pipeline.oldest_held().unwrap_or(now).min(now);
-                held_checked = Some(now);
-            }
-            let msg = ShardMsg::Batch {
-                matched: pipeline.take_matched(),
-                now,
-                held_floor,
-            };
-            matcher_gone = tx.send(msg).is_err();
-        }));
+    for (i, path) in inputs.iter().enumerate() {
+        let last = i + 1 == inputs.len();
+        summaries.push(read_input(
+            path,
+            progress,
+            &mut merger,
+            last,
+            &mut |frame| {
+                frames += 1;
+                if crate::packet::shard(frame, shards) == index {
+                    pipeline.frame(frame);
+                } else {
+                    pipeline.skip_frame(frame.ts);
+                }
+                if !frames.is_multiple_of(BATCH_FRAMES) || matcher_gone {
+                    return;
+                }
+                let now = pipeline.now();
+                if held_checked.is_none_or(|t| now >= t.saturating_add(HELD_RECHECK_NS)) {
+                    // Bytes held now were first seen no later than now; a floor computed
+                    // earlier stays a valid bound until the next recheck.
+                    held_floor = pipeline.oldest_held().unwrap_or(now).min(now);
+                    held_checked = Some(now);
+                }
+                let msg = ShardMsg::Batch {
+                    matched: pipeline.take_matched(),
+                    now,
+                    held_floor,
+                };
+                matcher_gone = tx.send(msg).is_err();
+            },
+        ));
     }
+    pipeline.set_reorder_stats(merger.stats());
     let (matched, result) = pipeline.finish_shard();
     let _ = tx.send(ShardMsg::Done {
         matched,

@@ -29,6 +29,9 @@ pub struct PipelineConfig {
     pub flows: FlowConfig,
     pub stream: StreamConfig,
     pub matcher: MatcherConfig,
+    /// Frames are put back in time order within this window before the pipeline (by
+    /// the source loops: the pipeline takes borrowed frames one at a time).
+    pub reorder: crate::capture::ReorderConfig,
     /// Keep a record of every decoded JXTA message (for `observer messages` and the
     /// tshark cross-check); off for plain analysis since it costs memory per message.
     pub record_messages: bool,
@@ -420,6 +423,11 @@ impl Pipeline {
             let app = &mut self.decoder.app;
             app.matcher.advance(self.now, &mut app.finished);
         }
+    }
+
+    /// What the source's reordering did, for the counters and the report.
+    pub fn set_reorder_stats(&mut self, stats: &crate::capture::ReorderStats) {
+        self.packets.stats.reorder.clone_from(stats);
     }
 
     pub fn matcher(&self) -> &Matcher {

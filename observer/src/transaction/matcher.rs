@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    TxStatus,
+    TxStatus, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -94,7 +94,8 @@ pub struct Matcher {
     pairs: crate::FastMap<PairKey, PairState>,
     /// Keys shared with `finished_order` (a key is two peer IDs and a correlator;
     /// 65,536 of them twice over were 24 MB).
-    finished: crate::FastMap<std::sync::Arc<(PairKey, String)>, Finished>,
+    /// Each with the start of the PING that used the correlator last.
+    finished: crate::FastMap<std::sync::Arc<(PairKey, String)>, (Finished, UnixNanos)>,
     finished_order: VecDeque<std::sync::Arc<(PairKey, String)>>,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
@@ -256,9 +257,8 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(c) = p.candidate.take() {
-            let corr = p.correlator.clone();
-            let t = self.answered(p, c, None);
-            out.push(t);
+            let (corr, start) = (p.correlator.clone(), p.start);
+            out.extend(self.answered(p, c, None));
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
                     state.transit_finalised =
@@ -266,27 +266,31 @@ impl Matcher {
                 }
             }
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::AnsweredInTransit);
+                self.remember(pair, c, Finished::AnsweredInTransit, start);
             }
             return;
         }
-        let corr = p.correlator.clone();
+        let (corr, start) = (p.correlator.clone(), p.start);
         out.push(self.record(p, Some(deadline), TxStatus::Timeout));
         if let Some(state) = self.pairs.get_mut(&pair) {
             state.timed_out_unanswered =
                 (state.timed_out_unanswered + 1).min(self.cfg.max_outstanding_per_pair as u64);
         }
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::TimedOut);
+            self.remember(pair, c, Finished::TimedOut, start);
         }
     }
 
-    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished) {
+    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished, start: UnixNanos) {
         if self.cfg.remember_finished == 0 {
             return;
         }
         let key = std::sync::Arc::new((pair, correlator));
-        if self.finished.insert(key.clone(), outcome).is_none() {
+        if self
+            .finished
+            .insert(key.clone(), (outcome, start))
+            .is_none()
+        {
             self.finished_order.push_back(key);
             while self.finished_order.len() > self.cfg.remember_finished {
                 if let Some(old) = self.finished_order.pop_front() {
@@ -354,10 +358,15 @@ impl Matcher {
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
             });
-            // A repeated correlator is a duplicate sighting (retransmission, unseen
-            // relay hop), not a new poll: starting a second transaction would turn it
-            // into a phantom timeout.
-            if outstanding || self.finished.contains_key(&(pair.clone(), c.clone())) {
+            // A repeat soon after the first is a duplicate sighting (retransmission,
+            // unseen relay hop), not a new poll: starting a second transaction would
+            // turn it into a phantom timeout. Later, the correlator is being reused.
+            let recent = || {
+                self.finished
+                    .get(&(pair.clone(), c.clone()))
+                    .is_some_and(|(_, first)| s.start.saturating_sub(*first) < REPEAT_WINDOW_NS)
+            };
+            if outstanding || recent() {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
@@ -479,11 +488,11 @@ impl Matcher {
                     return;
                 }
                 let key = (pair, c.clone());
-                let outcome = self.finished.get(&key).copied();
+                let outcome = self.finished.get(&key).map(|(f, _)| *f);
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    if let Some(v) = self.finished.get_mut(&key) {
+                    if let Some((v, _)) = self.finished.get_mut(&key) {
                         *v = Finished::Answered;
                     }
                     return;
@@ -569,11 +578,10 @@ impl Matcher {
             let Some(c) = p.candidate.take() else {
                 return;
             };
-            let corr = p.correlator.clone();
-            let t = self.answered(p, c, Some(pong.s.stop));
-            out.push(t);
+            let (corr, start) = (p.correlator.clone(), p.start);
+            out.extend(self.answered(p, c, Some(pong.s.stop)));
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::Answered);
+                self.remember(pair, c, Finished::Answered, start);
             }
             return;
         }
@@ -605,18 +613,32 @@ impl Matcher {
             return;
         };
         self.live -= 1;
-        let corr = p.correlator.clone();
-        let t = self.answered(p, candidate, None);
-        out.push(t);
+        let (corr, start) = (p.correlator.clone(), p.start);
+        out.extend(self.answered(p, candidate, None));
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::Answered);
+            self.remember(pair, c, Finished::Answered, start);
         }
     }
 
     /// Builds the ok record (stop: `stop` if given, else the candidate's) and feeds
-    /// presence.
-    fn answered(&mut self, p: Pending, c: Candidate, stop: Option<UnixNanos>) -> Transaction {
+    /// presence; none when the PONG is stamped before the PING (a clock step: its
+    /// RTT and time are meaningless, so it is counted instead).
+    fn answered(
+        &mut self,
+        p: Pending,
+        c: Candidate,
+        stop: Option<UnixNanos>,
+    ) -> Option<Transaction> {
         let stop = stop.unwrap_or(c.stop);
+        if stop < p.start {
+            self.anomalies.clock_steps += 1;
+            tracing::debug!(
+                start = p.start,
+                stop,
+                "PONG stamped before its PING: clock step, not a transaction"
+            );
+            return None;
+        }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
         let mut t = self.record(p, Some(stop), TxStatus::Ok);
@@ -640,7 +662,7 @@ impl Matcher {
                 t.poller_name.as_deref(),
             );
         }
-        t
+        Some(t)
     }
 
     /// A record without PONG (timeout/open), names filled from what is known.

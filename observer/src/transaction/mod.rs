@@ -44,6 +44,13 @@ pub struct Sighting {
     pub transport: Transport,
 }
 
+/// A PING repeating a correlator of its pair within this time of the first PING's
+/// start is a second sighting of the same poll (a JXTA-level resend, an unseen relay
+/// hop), even if that poll has already been answered; later, once the first
+/// transaction has ended, the repeat is a new poll (a restarted peer, a replayed
+/// capture). While the first is outstanding a repeat is always a duplicate.
+pub const REPEAT_WINDOW_NS: u64 = 1_000_000_000;
+
 /// Matcher limits. Every per-peer structure is capped so that a hostile or simply
 /// huge capture costs bounded memory; what a cap drops is counted in `Anomalies`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +192,10 @@ pub struct Anomalies {
     pub unidentified: u64,
     /// MESSAGE documents (instant messages; not part of a transaction).
     pub messages: u64,
+    /// A PONG stamped before the PING it answers (the capture clock stepped back): the
+    /// PING counts as answered but is no transaction, so no RTT of 0 enters the
+    /// statistics.
+    pub clock_steps: u64,
 }
 
 impl Anomalies {
@@ -202,6 +213,7 @@ impl Anomalies {
             + self.evicted_pairs
             + self.duplicate_ping_correlator
             + self.unidentified
+            + self.clock_steps
     }
 }
 

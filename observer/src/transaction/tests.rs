@@ -582,3 +582,118 @@ fn presence_changes_and_learners() {
     assert_eq!(p.current().len(), 1);
     assert_eq!(p.current()[0].status, Status::Away);
 }
+
+/// Correlators repeat when a peer restarts (or a capture is replayed): a repeat after
+/// the transaction ended is a new poll; only a repeat while it is outstanding or within
+/// `REPEAT_WINDOW_NS` of its start is a duplicate sighting.
+#[test]
+fn correlator_reused_after_the_transaction_ended_starts_a_new_one() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("c")), &direct(0, ALICE, BOB), &mut out);
+    m.observe(
+        &pong("bob", Status::Online, Some("c")),
+        &direct(300 * MS, BOB, ALICE),
+        &mut out,
+    );
+    // A copy inside the window: duplicate.
+    let within = REPEAT_WINDOW_NS / 2;
+    m.observe(
+        &ping("alice", Some("c")),
+        &direct(within, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("c")),
+        &direct(within + MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(m.anomalies().duplicate_ping_correlator, 1);
+    assert_eq!(m.anomalies().duplicate_pong, 1);
+    // A timed-out correlator is reused too.
+    m.observe(
+        &ping("alice", Some("t")),
+        &direct(2 * SEC, ALICE, BOB),
+        &mut out,
+    );
+    m.advance(20 * SEC, &mut out);
+    assert_eq!(out[1].status, TxStatus::Timeout);
+    // 100 s later both correlators start new transactions, and their PONGs match them.
+    let later = 100 * SEC;
+    m.observe(
+        &ping("alice", Some("c")),
+        &direct(later, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &ping("alice", Some("t")),
+        &direct(later + MS, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Busy, Some("t")),
+        &direct(later + 200 * MS, BOB, ALICE),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Busy, Some("c")),
+        &direct(later + 300 * MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(out[2].correlator.as_deref(), Some("t"));
+    assert_eq!(out[2].status, TxStatus::Ok);
+    assert_eq!(out[2].rtt_ns(), Some(199 * MS + 10));
+    assert_eq!(out[3].correlator.as_deref(), Some("c"));
+    assert_eq!(out[3].rtt_ns(), Some(300 * MS + 10));
+    assert_eq!(m.anomalies().duplicate_ping_correlator, 1);
+    assert_eq!(m.anomalies().duplicate_pong, 1);
+    assert_eq!(m.anomalies().late_pong, 0);
+    // And the new transaction's own duplicate PONG is still a duplicate.
+    m.observe(
+        &pong("bob", Status::Busy, Some("c")),
+        &direct(later + 400 * MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(out.len(), 4);
+    assert_eq!(m.anomalies().duplicate_pong, 2);
+}
+
+/// A PONG stamped before its PING (the capture clock stepped back) answers the PING
+/// but is no transaction: an RTT of 0 would enter the statistics. It is counted.
+#[test]
+fn pong_stamped_before_its_ping_is_a_clock_step() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(
+        &ping("alice", Some("s")),
+        &direct(5 * SEC, ALICE, BOB),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("s")),
+        &direct(4 * SEC, BOB, ALICE),
+        &mut out,
+    );
+    // Without correlator, by order, too.
+    m.observe(&ping("carol", None), &direct(6 * SEC, CAROL, BOB), &mut out);
+    m.observe(
+        &pong("bob", Status::Online, None),
+        &direct(5 * SEC, BOB, CAROL),
+        &mut out,
+    );
+    m.advance(60 * SEC, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(m.anomalies().clock_steps, 2);
+    assert!(m.anomalies().total() >= 2);
+    // The PING was answered: a copy of the PONG is a duplicate, not late.
+    m.observe(
+        &pong("bob", Status::Online, Some("s")),
+        &direct(61 * SEC, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().duplicate_pong, 1);
+    assert_eq!(m.anomalies().late_pong, 0);
+    assert!(m.presence().changes().is_empty());
+}

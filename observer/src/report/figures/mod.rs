@@ -217,6 +217,7 @@ fn anomaly_list(a: &crate::transaction::Anomalies) -> Vec<(String, u64)> {
         ("late PONG", a.late_pong),
         ("unknown status", a.unknown_status),
         ("duplicate PING correlator", a.duplicate_ping_correlator),
+        ("clock steps (PONG before its PING)", a.clock_steps),
         ("evicted outstanding PINGs", a.evicted_outstanding),
         ("evicted pairs", a.evicted_pairs),
         ("unidentified peers", a.unidentified),

@@ -1,0 +1,495 @@
+//! Frames put back into time order before the pipeline.
+//!
+//! A capture on two interfaces (the LAN and WAN sides of a gateway) interleaves their
+//! frames a few milliseconds out of time order: dumpcap and tcpdump write each
+//! interface's buffer as it fills. Reassembly takes frames as they come, so an ACK read
+//! before the data it acknowledges (stamped earlier, read later) declares that data
+//! lost. Every frame is therefore held until a frame stamped `window` later has been
+//! read, and frames leave oldest first.
+//!
+//! Holding costs no copy for a mapped file: a held frame is its offset in the map. A
+//! frame from any other source (a pipe, a live tap) is copied while held. What is held
+//! is bounded in frames and copied bytes; reaching a bound releases the oldest frame
+//! before its window has passed (counted). A frame stamped before one already handed
+//! on is later than the window (an interface delayed further, or the capture clock
+//! stepped back): it is counted, and handed on after everything held, in the order
+//! read, and the window starts again from its time.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use super::{Frame, LinkType};
+use crate::UnixNanos;
+
+/// How long a frame waits for earlier-stamped ones, unless told otherwise.
+pub const DEFAULT_REORDER_WINDOW_NS: u64 = 2_000_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReorderConfig {
+    /// 0 hands frames on in the order they are read.
+    pub window_ns: u64,
+    /// Frames held at once (an entry is some 60 bytes; a copied frame adds its bytes).
+    pub max_frames: usize,
+    /// Bytes of copied frames held at once.
+    pub max_bytes: usize,
+}
+
+impl Default for ReorderConfig {
+    fn default() -> Self {
+        ReorderConfig {
+            window_ns: DEFAULT_REORDER_WINDOW_NS,
+            max_frames: 131_072,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What putting frames back in order did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReorderStats {
+    /// Frames handed on before frames read earlier (they were stamped earlier).
+    pub reordered_frames: u64,
+    /// Frames stamped before a frame already handed on (later than the window): handed
+    /// on after everything held, in the order read.
+    pub late_frames: u64,
+    /// Frames handed on before their window had passed because a bound was reached.
+    pub forced_releases: u64,
+    /// Most frames held at once.
+    pub max_held: u64,
+}
+
+impl ReorderStats {
+    /// The shards of a parallel analysis all read (and reorder) every frame: their
+    /// counts are the same, not parts of a whole.
+    pub fn absorb(&mut self, o: &ReorderStats) {
+        self.reordered_frames = self.reordered_frames.max(o.reordered_frames);
+        self.late_frames = self.late_frames.max(o.late_frames);
+        self.forced_releases = self.forced_releases.max(o.forced_releases);
+        self.max_held = self.max_held.max(o.max_held);
+    }
+}
+
+#[derive(Debug)]
+enum Bytes {
+    /// `len` bytes at `at` in the mapped input.
+    InPlace {
+        at: usize,
+        len: usize,
+    },
+    Owned(Box<[u8]>),
+}
+
+#[derive(Debug)]
+struct Held {
+    ts: UnixNanos,
+    /// Read order: frames stamped alike leave in the order they were read.
+    seq: u64,
+    link_type: LinkType,
+    interface: u32,
+    orig_len: u32,
+    bytes: Bytes,
+}
+
+impl Held {
+    fn key(&self) -> (UnixNanos, u64) {
+        (self.ts, self.seq)
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The reorder buffer. Frames read in time order (nearly all) queue in a ring; only
+/// frames stamped before the last one queued go through a heap.
+#[derive(Debug)]
+pub struct FrameMerger {
+    cfg: ReorderConfig,
+    in_order: VecDeque<Held>,
+    out_of_order: BinaryHeap<Reverse<Held>>,
+    /// Late frames, handed on at the next `release` after everything else held.
+    late: Vec<Held>,
+    /// Latest timestamp read (or time a quiet live source reported).
+    newest: UnixNanos,
+    /// Timestamp of the last frame handed on.
+    released: UnixNanos,
+    seq: u64,
+    owned_bytes: usize,
+    stats: ReorderStats,
+}
+
+impl FrameMerger {
+    pub fn new(cfg: ReorderConfig) -> Self {
+        FrameMerger {
+            cfg: ReorderConfig {
+                max_frames: cfg.max_frames.max(1),
+                ..cfg
+            },
+            in_order: VecDeque::new(),
+            out_of_order: BinaryHeap::new(),
+            late: Vec::new(),
+            newest: 0,
+            released: 0,
+            seq: 0,
+            owned_bytes: 0,
+            stats: ReorderStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &ReorderStats {
+        &self.stats
+    }
+
+    pub fn window_ns(&self) -> u64 {
+        self.cfg.window_ns
+    }
+
+    fn held(&self) -> usize {
+        self.in_order.len() + self.out_of_order.len() + self.late.len()
+    }
+
+    /// Takes a frame to hold; `false` when it is to be handed on now instead (no
+    /// window). `in_place`: where its bytes start in the mapped input (see
+    /// [`super::CaptureReader::next_frame_placed`]).
+    pub fn offer(&mut self, frame: &Frame<'_>, in_place: Option<usize>) -> bool {
+        if self.cfg.window_ns == 0 {
+            return false;
+        }
+        let late = frame.ts < self.released;
+        let bytes = match in_place {
+            Some(at) => Bytes::InPlace {
+                at,
+                len: frame.data.len(),
+            },
+            None => {
+                self.owned_bytes += frame.data.len();
+                Bytes::Owned(frame.data.into())
+            }
+        };
+        self.seq += 1;
+        let held = Held {
+            ts: frame.ts,
+            seq: self.seq,
+            link_type: frame.link_type,
+            interface: frame.interface,
+            orig_len: frame.orig_len,
+            bytes,
+        };
+        if late {
+            self.stats.late_frames += 1;
+            self.late.push(held);
+            return true;
+        }
+        self.newest = self.newest.max(frame.ts);
+        if self.in_order.back().is_none_or(|last| last.ts <= frame.ts) {
+            self.in_order.push_back(held);
+        } else {
+            self.stats.reordered_frames += 1;
+            self.out_of_order.push(Reverse(held));
+        }
+        self.stats.max_held = self.stats.max_held.max(self.held() as u64);
+        true
+    }
+
+    /// Time has passed without frames (a quiet live source): frames held that long
+    /// become due.
+    pub fn advance(&mut self, now: UnixNanos) {
+        self.newest = self.newest.max(now);
+    }
+
+    /// Hands on, oldest first, the frames whose window has passed, and the oldest
+    /// while a bound is exceeded. `map`: the mapped input the in-place frames are in.
+    pub fn release(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        if !self.late.is_empty() {
+            // Time order cannot hold across a late frame: what was read before it goes
+            // first, and the window starts again from its time (after a clock step
+            // back, frames are merged again in the new time).
+            self.flush(map, out);
+            return;
+        }
+        // Nothing out of order held (nearly always): the ring alone, oldest first.
+        if self.out_of_order.is_empty() {
+            let (window, newest) = (self.cfg.window_ns, self.newest);
+            while self
+                .in_order
+                .front()
+                .is_some_and(|h| h.ts.saturating_add(window) <= newest)
+            {
+                self.pop(map, out);
+            }
+        }
+        loop {
+            let Some(ts) = self.oldest() else {
+                return;
+            };
+            let due = ts.saturating_add(self.cfg.window_ns) <= self.newest;
+            if !due {
+                let over =
+                    self.held() > self.cfg.max_frames || self.owned_bytes > self.cfg.max_bytes;
+                if !over {
+                    return;
+                }
+                self.stats.forced_releases += 1;
+            }
+            self.pop(map, out);
+        }
+    }
+
+    /// Hands on everything held, oldest first, then late frames in the order read.
+    pub fn flush(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        while self.oldest().is_some() {
+            self.pop(map, out);
+        }
+        let late = std::mem::take(&mut self.late);
+        if let Some(last) = late.last() {
+            self.released = last.ts;
+            self.newest = last.ts;
+        }
+        for h in &late {
+            self.emit(h, map, out);
+        }
+    }
+
+    /// The mapped input is about to go (the next file follows): copy what is held in
+    /// it, so that frames from both files still merge. The bounds apply at the next
+    /// `release`.
+    pub fn detach(&mut self, map: Option<&[u8]>) {
+        let owned_bytes = &mut self.owned_bytes;
+        let mut copy = |h: &mut Held| {
+            if let Bytes::InPlace { at, len } = h.bytes {
+                let data = map
+                    .and_then(|m| m.get(at..at.saturating_add(len)))
+                    .unwrap_or_default();
+                *owned_bytes += data.len();
+                h.bytes = Bytes::Owned(data.into());
+            }
+        };
+        self.in_order.iter_mut().for_each(&mut copy);
+        self.late.iter_mut().for_each(&mut copy);
+        let mut heap = std::mem::take(&mut self.out_of_order).into_vec();
+        heap.iter_mut().for_each(|Reverse(h)| copy(h));
+        self.out_of_order = heap.into();
+    }
+
+    /// Where the first byte of a frame held in place is (pages from there on must
+    /// stay mapped). A scan of the out-of-order frames: call it now and then.
+    pub fn oldest_in_place(&self) -> Option<usize> {
+        let at = |h: &Held| match h.bytes {
+            Bytes::InPlace { at, .. } => Some(at),
+            Bytes::Owned(_) => None,
+        };
+        let ring = self.in_order.iter().find_map(at);
+        let heap = self
+            .out_of_order
+            .iter()
+            .filter_map(|Reverse(h)| at(h))
+            .min();
+        let late = self.late.first().and_then(at);
+        ring.into_iter().chain(heap).chain(late).min()
+    }
+
+    fn oldest(&self) -> Option<UnixNanos> {
+        match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(a.key().min(b.key()).0),
+            (Some(a), None) => Some(a.ts),
+            (None, Some(Reverse(b))) => Some(b.ts),
+            (None, None) => None,
+        }
+    }
+
+    fn pop(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        let from_heap = match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => b.key() < a.key(),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let held = if from_heap {
+            self.out_of_order.pop().map(|Reverse(h)| h)
+        } else {
+            self.in_order.pop_front()
+        };
+        let Some(h) = held else {
+            return;
+        };
+        self.released = self.released.max(h.ts);
+        self.emit(&h, map, out);
+    }
+
+    fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        let data: &[u8] = match &h.bytes {
+            Bytes::InPlace { at, len } => map
+                .and_then(|m| m.get(*at..at.saturating_add(*len)))
+                .unwrap_or_default(),
+            Bytes::Owned(b) => {
+                self.owned_bytes -= b.len();
+                b
+            }
+        };
+        out(&Frame {
+            ts: h.ts,
+            link_type: h.link_type,
+            data,
+            orig_len: h.orig_len,
+            interface: h.interface,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn frame(ts: UnixNanos, data: &[u8]) -> Frame<'_> {
+        Frame {
+            ts,
+            link_type: LinkType::ETHERNET,
+            data,
+            orig_len: data.len() as u32,
+            interface: 0,
+        }
+    }
+
+    /// Offers (timestamp, byte) frames from `map`, in place when `in_place`, and
+    /// returns what came out, in order.
+    fn run(m: &mut FrameMerger, map: &[u8], stamps: &[u64], in_place: bool) -> Vec<(u64, u8)> {
+        let mut got = Vec::new();
+        let mut out = |f: &Frame<'_>| got.push((f.ts, f.data[0]));
+        for (i, ts) in stamps.iter().enumerate() {
+            let f = frame(*ts, &map[i..=i]);
+            if !m.offer(&f, in_place.then_some(i)) {
+                out(&f);
+            }
+            m.release(Some(map), &mut out);
+        }
+        m.flush(Some(map), &mut out);
+        got
+    }
+
+    #[test]
+    fn frames_leave_in_time_order_within_the_window() {
+        let map: Vec<u8> = (0..8).collect();
+        // Two interfaces, the second written 5 ms late.
+        let stamps = [
+            10 * MS,
+            20 * MS,
+            12 * MS,
+            30 * MS,
+            22 * MS,
+            40 * MS,
+            32 * MS,
+            31 * MS,
+        ];
+        for in_place in [true, false] {
+            let mut m = FrameMerger::new(ReorderConfig {
+                window_ns: 50 * MS,
+                ..ReorderConfig::default()
+            });
+            let got = run(&mut m, &map, &stamps, in_place);
+            let mut want: Vec<(u64, u8)> = stamps.iter().copied().zip(0u8..).collect();
+            want.sort();
+            assert_eq!(got, want);
+            assert_eq!(m.stats().reordered_frames, 4);
+            assert_eq!(m.stats().late_frames, 0);
+            assert_eq!(m.stats().forced_releases, 0);
+            assert_eq!(m.stats().max_held, 8);
+            assert_eq!(m.owned_bytes, 0);
+        }
+    }
+
+    #[test]
+    fn frames_later_than_the_window_are_counted_and_kept() {
+        let map: Vec<u8> = (0..6).collect();
+        let mut m = FrameMerger::new(ReorderConfig {
+            window_ns: 10 * MS,
+            ..ReorderConfig::default()
+        });
+        // 5 ms arrives once 200 ms has released 100 ms: late, handed on after what
+        // was read before it; then the window starts again from 5 ms.
+        let got = run(
+            &mut m,
+            &map,
+            &[0, 100 * MS, 200 * MS, 5 * MS, 9 * MS, 7 * MS],
+            true,
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0, 0),
+                (100 * MS, 1),
+                (200 * MS, 2),
+                (5 * MS, 3),
+                (7 * MS, 5),
+                (9 * MS, 4)
+            ]
+        );
+        assert_eq!(m.stats().late_frames, 1);
+    }
+
+    #[test]
+    fn the_bounds_release_early_and_count_it() {
+        let map: Vec<u8> = (0..6).collect();
+        let stamps: Vec<u64> = (0..6).map(|i| i * MS).collect();
+        let mut m = FrameMerger::new(ReorderConfig {
+            window_ns: 10_000 * MS,
+            max_frames: 2,
+            max_bytes: usize::MAX,
+        });
+        let got = run(&mut m, &map, &stamps, true);
+        assert_eq!(got.len(), 6);
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(m.stats().forced_releases, 4);
+        assert_eq!(m.stats().max_held, 3);
+        // Copied bytes are bounded too.
+        let mut m = FrameMerger::new(ReorderConfig {
+            window_ns: 10_000 * MS,
+            max_frames: 1000,
+            max_bytes: 3,
+        });
+        run(&mut m, &map, &stamps, false);
+        assert_eq!(m.stats().forced_releases, 3);
+    }
+
+    #[test]
+    fn no_window_hands_frames_on_as_read() {
+        let map: Vec<u8> = (0..3).collect();
+        let mut m = FrameMerger::new(ReorderConfig {
+            window_ns: 0,
+            ..ReorderConfig::default()
+        });
+        let got = run(&mut m, &map, &[5, 1, 3], true);
+        assert_eq!(got, vec![(5, 0), (1, 1), (3, 2)]);
+        assert_eq!(m.stats(), &ReorderStats::default());
+    }
+
+    #[test]
+    fn frames_held_in_place_survive_the_next_input() {
+        let first: Vec<u8> = vec![7, 8];
+        let second: Vec<u8> = vec![9];
+        let mut m = FrameMerger::new(ReorderConfig::default());
+        let mut got = Vec::new();
+        let mut out = |f: &Frame<'_>| got.push((f.ts, f.data[0]));
+        assert!(m.offer(&frame(10, &first[0..1]), Some(0)));
+        assert!(m.offer(&frame(30, &first[1..2]), Some(1)));
+        m.release(Some(&first), &mut out);
+        m.detach(Some(&first));
+        drop(first);
+        assert!(m.offer(&frame(20, &second[0..1]), Some(0)));
+        m.flush(Some(&second), &mut out);
+        assert_eq!(got, vec![(10, 7), (20, 9), (30, 8)]);
+    }
+}
