@@ -11,7 +11,7 @@ use crate::conntrack::{
 };
 use crate::jim::{self, Document, Kind};
 use crate::jxta::{
-    self, FramedMessage, JxtaStats, Message, PeerId, StreamConfig, StreamEvent, StreamParser,
+    self, Carrier, DirParser, FramedMessage, JxtaStats, Message, PeerId, StreamConfig, StreamEvent,
     StreamStart,
 };
 use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
@@ -87,10 +87,10 @@ pub struct ElementRecord {
     pub length: u64,
 }
 
-/// The state attached to one TCP flow: a stream parser per direction and the peer ID
-/// each side announced in its welcome line (the hop identities).
+/// The state attached to one TCP flow: a parser per direction (TCP or HTTP transport)
+/// and the peer ID each side announced in its welcome line (the hop identities).
 pub struct Conn {
-    parsers: [StreamParser; 2],
+    parsers: [DirParser; 2],
     peers: [Option<PeerId>; 2],
     /// Already announced in `Pipeline::take_jxta_flows`.
     announced: bool,
@@ -360,7 +360,7 @@ impl Pipeline {
         self.flows.oldest_held(|c: &Conn| {
             c.parsers
                 .iter()
-                .filter_map(StreamParser::oldest_buffered)
+                .filter_map(DirParser::oldest_buffered)
                 .min()
         })
     }
@@ -547,6 +547,7 @@ pub(crate) fn merge_stats(mut a: JxtaStats, b: JxtaStats) -> JxtaStats {
     a.truncated_messages += b.truncated_messages;
     a.skipped_bytes += b.skipped_bytes;
     a.non_jxta_streams += b.non_jxta_streams;
+    a.http.absorb(&b.http);
     for (k, v) in b.malformed {
         *a.malformed.entry(k).or_default() += v;
     }
@@ -679,6 +680,7 @@ fn record(
         transport: match origin.transport {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Http => "http",
         },
         flow: origin.flow,
         src: origin.src.to_string(),
@@ -717,8 +719,8 @@ impl FlowHandler for Decoder {
         let start = StreamStart::from_syn(info.saw_syn);
         Conn {
             parsers: [
-                StreamParser::new(start, &self.stream_cfg),
-                StreamParser::new(start, &self.stream_cfg),
+                DirParser::new(start, &self.stream_cfg),
+                DirParser::new(start, &self.stream_cfg),
             ],
             peers: [None, None],
             announced: false,
@@ -748,35 +750,49 @@ impl FlowHandler for Decoder {
             Delivery::Data { data, first_seen } => {
                 let src = info.sender(dir);
                 let dst = info.sender(dir.other());
-                parser.push(data, first_seen, stream_stats, &mut |event| match event {
-                    StreamEvent::Welcome(w) => {
-                        // The welcome line ties this direction to its sender's peer ID:
-                        // the hop identity that tells relayed legs apart.
-                        peers[dir.index()] = PeerId::parse(w.peer_id);
-                    }
-                    StreamEvent::Message(m) => {
-                        let origin = Origin {
-                            transport: Transport::Tcp,
-                            flow: Some(info.id),
-                            src: &src,
-                            dst: &dst,
-                            hop_src: peers[dir.index()].clone(),
-                            hop_dst: peers[dir.other().index()].clone(),
-                        };
-                        app.message(&m, origin);
-                    }
-                });
+                parser.push(
+                    data,
+                    first_seen,
+                    stream_stats,
+                    &mut |event, carrier| match event {
+                        StreamEvent::Welcome(w) => {
+                            // The welcome line ties this direction to its sender's peer ID:
+                            // the hop identity that tells relayed legs apart.
+                            peers[dir.index()] = PeerId::parse(w.peer_id);
+                        }
+                        StreamEvent::Message(m) => {
+                            let origin = Origin {
+                                transport: match carrier {
+                                    Carrier::Tcp => Transport::Tcp,
+                                    Carrier::Http => Transport::Http,
+                                },
+                                flow: Some(info.id),
+                                src: &src,
+                                dst: &dst,
+                                hop_src: peers[dir.index()].clone(),
+                                hop_dst: peers[dir.other().index()].clone(),
+                            };
+                            app.message(&m, origin);
+                        }
+                    },
+                );
             }
             Delivery::Gap { len } => parser.gap(len, stream_stats),
         }
-        if !*announced && parser.is_jxta() == Some(true) {
-            *announced = true;
-            // A live tap takes these every loop; offline nobody does, so keep a bound.
-            if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
-                jxta_flows.push((info.initiator, info.responder));
+        let jxta = parser.is_jxta();
+        if jxta == Some(true) {
+            // An HTTP polling channel's responses may all be empty: the requests
+            // make it JXTA's (and the other way round).
+            parsers[dir.other().index()].peer_is_jxta();
+            if !*announced {
+                *announced = true;
+                // A live tap takes these every loop; offline nobody does, so keep a bound.
+                if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
+                    jxta_flows.push((info.initiator, info.responder));
+                }
             }
         }
-        if parser.is_jxta() == Some(false) {
+        if jxta == Some(false) {
             Interest::Ignore
         } else {
             Interest::Keep
