@@ -131,3 +131,101 @@ fn committed_sample_is_current() {
     let truth = std::fs::read(dir.join("http.truth.csv")).expect("truth csv");
     assert_eq!(truth, rendered.truth_csv().expect("truth"));
 }
+
+#[test]
+fn counters_reach_the_json_summary_and_the_metrics() {
+    let rendered = synth::http::render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let r = analyze(&bytes, PipelineConfig::default());
+    let h = &r.jxta.http;
+    let answered = rendered
+        .truth
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok)
+        .count() as u64;
+    assert_eq!(h.messages, 2 * answered + 1);
+    let j = r.jxta.to_json();
+    assert_eq!(j["messages"]["http"], h.messages);
+    assert_eq!(j["http"]["messages"], h.messages);
+    assert_eq!(j["http"]["requests"], h.requests);
+    assert_eq!(j["http"]["chunked_bodies"], h.chunked_bodies);
+    let text = observer::metrics::LiveMetrics::default().render(
+        &r.matcher,
+        &r.packets,
+        &r.jxta,
+        0,
+        &observer::metrics::SourceCounters {
+            source: "pcap",
+            ..Default::default()
+        },
+    );
+    for (kind, n) in [
+        ("requests", h.requests),
+        ("responses", h.responses),
+        ("messages", h.messages),
+    ] {
+        assert!(
+            text.contains(&format!(
+                "observer_jxta_http_total{{kind=\"{kind}\"}} {n}\n"
+            )),
+            "{kind}"
+        );
+    }
+    // A damaged copy: the anomaly shows under its label.
+    let mut s = observer::jxta::JxtaStats::default();
+    let mut p = observer::jxta::HttpParser::new(
+        observer::jxta::http::Role::Request,
+        &observer::jxta::StreamConfig::default(),
+    );
+    p.mark_jxta();
+    p.push(
+        b"POST / HTTP/1.1\r\nContent-Type: application/x-jxta-msg\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        1,
+        &mut s,
+        &mut |_| {},
+    );
+    let text = observer::metrics::LiveMetrics::default().render(
+        &r.matcher,
+        &r.packets,
+        &s,
+        0,
+        &observer::metrics::SourceCounters::default(),
+    );
+    assert!(text.contains("observer_jxta_malformed_total{kind=\"http_bad_chunk\"} 1\n"));
+}
+
+/// `observer analyze` on the committed sample: the table line and the JSON keys.
+#[test]
+fn analyze_command_reports_the_http_transport() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .output()
+            .expect("run observer");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["analyze", "--json", "captures/http.pcap"])).expect("json");
+    let h = &json["jxta"]["http"];
+    let messages = h["messages"].as_u64().expect("messages");
+    assert!(messages >= 17);
+    assert_eq!(json["jxta"]["messages"]["http"], messages);
+    assert_eq!(
+        json["transactions"]["ok"].as_u64(),
+        Some((messages - 1) / 2)
+    );
+    let table = run(&["analyze", "captures/http.pcap"]);
+    let line = format!(
+        "HTTP transport: {} requests, {} responses, {} JXTA bodies ({} chunked), {messages} messages",
+        h["requests"], h["responses"], h["jxta_bodies"], h["chunked_bodies"]
+    );
+    assert!(table.contains(&line), "{table}");
+}
