@@ -22,7 +22,6 @@ enum Inner {
     /// Too few bytes to tell: the pushes so far, replayed once it is known.
     Sniffing {
         start: StreamStart,
-        cfg: StreamConfig,
         held: Vec<(Vec<u8>, UnixNanos)>,
     },
     Tcp(StreamParser),
@@ -32,6 +31,7 @@ enum Inner {
 #[derive(Debug)]
 pub struct DirParser {
     inner: Inner,
+    cfg: StreamConfig,
 }
 
 impl DirParser {
@@ -39,9 +39,9 @@ impl DirParser {
         DirParser {
             inner: Inner::Sniffing {
                 start,
-                cfg: cfg.clone(),
                 held: Vec::new(),
             },
+            cfg: cfg.clone(),
         }
     }
 
@@ -86,7 +86,8 @@ impl DirParser {
         if data.is_empty() {
             return;
         }
-        if let Inner::Sniffing { start, cfg, held } = &mut self.inner {
+        if let Inner::Sniffing { start, held } = &mut self.inner {
+            let cfg = &self.cfg;
             let mut prefix: Vec<u8> = held.iter().flat_map(|h| h.0.iter().copied()).collect();
             prefix.extend_from_slice(data.get(..SNIFF_MAX).unwrap_or(data));
             let inner = match sniff(&prefix) {
@@ -106,15 +107,24 @@ impl DirParser {
         match &mut self.inner {
             Inner::Sniffing { .. } => {}
             Inner::Tcp(p) => p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp)),
-            Inner::Http(p) => p.push(data, first_seen, stats, &mut |m| {
-                out(StreamEvent::Message(m), Carrier::Http)
-            }),
+            Inner::Http(p) => {
+                p.push(data, first_seen, stats, &mut |m| {
+                    out(StreamEvent::Message(m), Carrier::Http)
+                });
+                if p.refused() {
+                    // Not HTTP after all (bytes of a stream joined mid-way that only
+                    // looked like a request line): the TCP transport's parser takes
+                    // over and resynchronises on the next package.
+                    self.inner = Inner::Tcp(StreamParser::new(StreamStart::MidStream, &self.cfg));
+                }
+            }
         }
     }
 
     pub fn gap(&mut self, len: u64, stats: &mut JxtaStats) {
         match &mut self.inner {
-            Inner::Sniffing { cfg, held, .. } => {
+            Inner::Sniffing { held, .. } => {
+                let cfg = &self.cfg;
                 // What was held cannot be told apart any more: resynchronise as TCP
                 // would on a flow joined mid-stream.
                 stats.skipped_bytes += held.iter().map(|h| h.0.len() as u64).sum::<u64>();
@@ -129,7 +139,8 @@ impl DirParser {
 
     pub fn finish(&mut self, stats: &mut JxtaStats) {
         match &mut self.inner {
-            Inner::Sniffing { start, cfg, held } => {
+            Inner::Sniffing { start, held } => {
+                let cfg = &self.cfg;
                 // A few bytes only: hand them to the TCP parser, which decides.
                 let mut p = StreamParser::new(*start, cfg);
                 for (bytes, ts) in std::mem::take(held) {
@@ -141,5 +152,88 @@ impl DirParser {
             Inner::Tcp(p) => p.finish(stats),
             Inner::Http(p) => p.finish(stats),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, HeaderOrder};
+    use crate::jxta::message::{encode_message_v0, OwnedElement};
+
+    fn package(tag: &str) -> (Vec<u8>, Vec<u8>) {
+        let body = encode_message_v0(&[OwnedElement::new("", "payload", None, tag)]);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::TypeFirst, None, &mut framed);
+        (framed, body)
+    }
+
+    fn run(
+        start: StreamStart,
+        pushes: &[&[u8]],
+    ) -> (Vec<(Vec<u8>, Carrier)>, DirParser, JxtaStats) {
+        let mut p = DirParser::new(start, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut got = Vec::new();
+        for (i, d) in pushes.iter().enumerate() {
+            p.push(d, i as u64, &mut stats, &mut |e, c| {
+                if let StreamEvent::Message(m) = e {
+                    got.push((m.body.to_vec(), c));
+                }
+            });
+        }
+        (got, p, stats)
+    }
+
+    #[test]
+    fn http_and_tcp_transports_are_told_apart_byte_by_byte() {
+        let (framed, body) = package("tcp");
+        let mut tcp = crate::jxta::encode_welcome(
+            "tcp://10.0.0.2:9701",
+            "tcp://10.0.0.1:9701",
+            "urn:jxta:uuid-0011223303",
+            false,
+            crate::jxta::WelcomeVersion::V1_1,
+        );
+        tcp.extend_from_slice(&framed);
+        let pushes: Vec<&[u8]> = tcp.chunks(1).collect();
+        let (got, p, _) = run(StreamStart::Beginning, &pushes);
+        assert_eq!(got, vec![(body.clone(), Carrier::Tcp)]);
+        assert_eq!(p.is_jxta(), Some(true));
+
+        let mut http = format!(
+            "POST / HTTP/1.1\r\ncontent-type: application/x-jxta-msg\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        http.extend_from_slice(&body);
+        let pushes: Vec<&[u8]> = http.chunks(1).collect();
+        let (got, p, _) = run(StreamStart::Beginning, &pushes);
+        assert_eq!(got, vec![(body, Carrier::Http)]);
+        assert_eq!(p.is_jxta(), Some(true));
+    }
+
+    #[test]
+    fn mid_stream_bytes_that_only_look_like_http_go_to_the_tcp_parser() {
+        let (framed, body) = package("after");
+        let mut data = b"GET \x00\x01\x02 not a request line\r\n\r\n".to_vec();
+        data.extend_from_slice(&framed);
+        let (got, p, stats) = run(StreamStart::MidStream, &[&data[..30], &data[30..]]);
+        assert_eq!(got, vec![(body, Carrier::Tcp)]);
+        assert_eq!(p.is_jxta(), Some(true));
+        assert_eq!(stats.non_jxta_streams, 0);
+    }
+
+    #[test]
+    fn the_other_direction_makes_an_empty_polling_channel_jxta() {
+        let (_, mut p, mut stats) = run(
+            StreamStart::Beginning,
+            &[b"HTTP/1.1 204 No Content\r\n\r\n"],
+        );
+        assert_eq!(p.is_jxta(), None);
+        p.peer_is_jxta();
+        assert_eq!(p.is_jxta(), Some(true));
+        p.finish(&mut stats);
+        assert_eq!(stats.non_jxta_streams, 0);
     }
 }

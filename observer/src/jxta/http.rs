@@ -192,6 +192,10 @@ struct Core {
     /// A head or message of this direction (or of the other) was JXTA.
     jxta: bool,
     gave_up: bool,
+    /// The first head was not HTTP after all: the bytes belong to another parser.
+    refused: bool,
+    /// Heads parsed on this direction.
+    heads: u64,
     /// Bytes of HTTP seen before any sign of JXTA.
     scanned: u64,
     seen_bytes: bool,
@@ -246,6 +250,8 @@ impl HttpParser {
                 marks: Marks::default(),
                 jxta: false,
                 gave_up: false,
+                refused: false,
+                heads: 0,
                 scanned: 0,
                 seen_bytes: false,
                 body_jxta: false,
@@ -256,21 +262,30 @@ impl HttpParser {
         }
     }
 
-    /// `None` = undecided, `Some(true)` = JXTA seen, `Some(false)` = gave up.
+    /// `None` = undecided, `Some(true)` = JXTA seen, `Some(false)` = gave up (or
+    /// refused, see [`HttpParser::refused`]).
     pub fn is_jxta(&self) -> Option<bool> {
         if self.core.jxta {
             Some(true)
-        } else if self.core.gave_up {
+        } else if self.core.gave_up || self.core.refused {
             Some(false)
         } else {
             None
         }
     }
 
+    /// What looked like a request or status line was not one, before any sign of
+    /// JXTA: nothing was counted, and the caller should hand the rest of the direction
+    /// to the TCP transport's parser (a stream joined mid-way may start with bytes
+    /// that merely look like HTTP).
+    pub fn refused(&self) -> bool {
+        self.core.refused
+    }
+
     /// The other direction of the connection carries JXTA: so does this one (a
     /// polling channel whose responses are all empty is still JXTA's).
     pub fn mark_jxta(&mut self) {
-        if !self.core.gave_up {
+        if !self.core.gave_up && !self.core.refused {
             self.core.jxta = true;
         }
     }
@@ -325,7 +340,7 @@ impl HttpParser {
         let core = &mut self.core;
         let held = self.buf.len() as u64;
         let lost = held.saturating_add(len);
-        if !core.msg.is_empty() || (core.mode == Mode::Head && held > 0) {
+        if !core.msg.is_empty() || (core.mode == Mode::Head && held > 0 && core.jxta) {
             stats.truncated_messages += 1;
         }
         // Messages of a body follow each other without delimiters: after a hole
@@ -359,7 +374,7 @@ impl HttpParser {
             }
             _ => {}
         }
-        if !self.core.jxta && !self.core.gave_up && self.core.seen_bytes {
+        if !self.core.jxta && !self.core.gave_up && !self.core.refused && self.core.seen_bytes {
             self.core.gave_up = true;
             stats.non_jxta_streams += 1;
         }
@@ -465,8 +480,14 @@ impl Core {
                 return Step::wait();
             }
             Err(too_large) => {
+                if !self.jxta && self.heads == 0 {
+                    // Never HTTP: another parser's business.
+                    self.refused = true;
+                    self.mode = Mode::Dead;
+                    return Step::go(rest.len());
+                }
                 if !self.jxta {
-                    // Not HTTP, or not HTTP this parser can follow: not JXTA either.
+                    // HTTP, but not HTTP this parser can follow: not JXTA either.
                     self.give_up(stats);
                     return Step::go(rest.len());
                 }
@@ -482,6 +503,7 @@ impl Core {
                 return Step::go(1);
             }
         };
+        self.heads += 1;
         match self.role {
             Role::Request => stats.http.requests += 1,
             Role::Response => stats.http.responses += 1,
