@@ -196,6 +196,7 @@ fn http_sample_decodes_like_tshark() {
     let theirs = theirs(&path);
     let all: Vec<&Msg> = theirs.values().flatten().collect();
     assert!(theirs.keys().all(|k| k.starts_with("http ")), "{theirs:?}");
-    assert_eq!(all.len(), 2 * rendered.truth.len() - 1);
+    // Every PING and PONG of the truth, at least once (relayed ones on both legs).
+    assert!(all.len() >= 2 * rendered.truth.len() - 1, "{}", all.len());
     assert!(all.iter().filter(|m| !m.2).count() * 2 > all.len());
 }

@@ -196,6 +196,10 @@ struct Core {
     refused: bool,
     /// Heads parsed on this direction.
     heads: u64,
+    /// Bytes of the pending head known to hold no end of head, and its length when
+    /// last parsed (see `step_head`).
+    head_seen: usize,
+    head_tried: usize,
     /// Bytes of HTTP seen before any sign of JXTA.
     scanned: u64,
     seen_bytes: bool,
@@ -252,6 +256,8 @@ impl HttpParser {
                 gave_up: false,
                 refused: false,
                 heads: 0,
+                head_seen: 0,
+                head_tried: 0,
                 scanned: 0,
                 seen_bytes: false,
                 body_jxta: false,
@@ -356,6 +362,8 @@ impl HttpParser {
             _ => Mode::Resync,
         };
         stats.skipped_bytes += held;
+        core.head_seen = 0;
+        core.head_tried = 0;
         core.buf_start = core.buf_start.saturating_add(lost);
         self.buf.clear();
         core.marks.clear();
@@ -399,7 +407,14 @@ impl Core {
             let abs = self.buf_start + pos as u64;
             let step = match self.mode {
                 Mode::Dead => Step::go(rest.len()),
-                Mode::Head => self.step_head(rest, abs, stats),
+                Mode::Head => {
+                    let step = self.step_head(rest, abs, stats);
+                    if step.advance > 0 || self.mode != Mode::Head {
+                        self.head_seen = 0;
+                        self.head_tried = 0;
+                    }
+                    step
+                }
                 Mode::Length { left } => {
                     let n = left.min(rest.len() as u64);
                     let take = rest.get(..n as usize).unwrap_or_default();
@@ -469,10 +484,29 @@ impl Core {
     }
 
     fn step_head(&mut self, rest: &[u8], abs: u64, stats: &mut JxtaStats) -> Step {
+        // A head arriving a few bytes at a time must not be parsed again from its
+        // start at every arrival: parse when its end may be there, or when it has
+        // doubled since the last try (which still refuses garbage early).
+        let from = self.head_seen.saturating_sub(2);
+        let ended = rest.get(from..).is_some_and(|r| {
+            memmem::find(r, b"\n\r\n").is_some() || memmem::find(r, b"\n\n").is_some()
+        });
+        if !ended {
+            self.head_seen = rest.len();
+            if rest.len() <= MAX_HEAD && rest.len() < self.head_tried.saturating_mul(2).max(1) {
+                return Step::wait();
+            }
+            self.head_tried = rest.len();
+        }
         let head = match parse_head(self.role, rest) {
             Ok(Some(h)) => h,
             Ok(None) => {
                 if rest.len() > MAX_HEAD {
+                    if !self.jxta {
+                        // Plain HTTP with enormous headers is not our concern.
+                        self.give_up(stats);
+                        return Step::go(rest.len());
+                    }
                     self.anomaly(HttpAnomaly::HeadTooLarge, stats);
                     self.mode = Mode::Resync;
                     return Step::go(1);

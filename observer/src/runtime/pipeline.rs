@@ -117,6 +117,7 @@ struct App {
     finished: Vec<Transaction>,
     records: Option<Vec<MessageRecord>>,
     peers: jxta::PeerMemo,
+    http_hops: HttpHops,
     /// A shard of a parallel analysis: what would go to the matcher is queued here
     /// instead, for the thread that owns the matcher (see `runtime::parallel`).
     remote: Option<Vec<Matched>>,
@@ -150,6 +151,45 @@ struct Origin<'a> {
     dst: &'a dyn std::fmt::Display,
     hop_src: Option<PeerId>,
     hop_dst: Option<PeerId>,
+    /// HTTP transport: the two socket addresses, to learn and look up the hop
+    /// identities (no welcome line there).
+    http: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// Who speaks at a socket address of the HTTP transport, as one other host knows it:
+/// (speaker's socket, listener's IP) → the speaker's peer ID, from the `<Last>` of the
+/// router element of the messages it sends. Keyed by host pair so that every shard of
+/// a parallel run learns exactly what one pipeline learns for its flows.
+#[derive(Default)]
+struct HttpHops {
+    map: crate::FastMap<(SocketAddr, std::net::IpAddr), PeerId>,
+}
+
+/// Entries of [`HttpHops`]; past it nothing new is learned (hop identities only tell
+/// relayed legs apart, and HTTP transports with that many peers are not seen).
+const MAX_HTTP_HOPS: usize = 65_536;
+
+impl HttpHops {
+    /// The hop identities of a message sent from `src` to `dst`, learning the
+    /// sender's from `last` (the router element's `<Last>`).
+    fn hops(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        last: Option<PeerId>,
+    ) -> (Option<PeerId>, Option<PeerId>) {
+        let key = (src, dst.ip());
+        let hop_src = match last {
+            Some(l) => {
+                if self.map.len() < MAX_HTTP_HOPS || self.map.contains_key(&key) {
+                    self.map.insert(key, l.clone());
+                }
+                Some(l)
+            }
+            None => self.map.get(&key).cloned(),
+        };
+        (hop_src, self.map.get(&(dst, src.ip())).cloned())
+    }
 }
 
 pub struct Pipeline {
@@ -314,6 +354,7 @@ impl Pipeline {
                     finished: Vec::new(),
                     records: cfg.record_messages.then(Vec::new),
                     peers: jxta::PeerMemo::default(),
+                    http_hops: HttpHops::default(),
                     remote: None,
                     at: (0, 0),
                 },
@@ -495,6 +536,7 @@ impl Pipeline {
                             dst: &seg.dst,
                             hop_src: None,
                             hop_dst: None,
+                            http: None,
                         };
                         self.decoder.app.message(&framed, origin);
                     }
@@ -577,7 +619,7 @@ impl PipelineResult {
 }
 
 impl App {
-    fn message(&mut self, framed: &FramedMessage<'_>, origin: Origin<'_>) {
+    fn message(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) {
         let udp = origin.transport == Transport::Udp;
         let decoded = jxta::decode_message(framed.body);
         if let Some(records) = &mut self.records {
@@ -596,6 +638,11 @@ impl App {
             }
         };
         self.message_stats.count_message(&msg, udp);
+        if let Some((src, dst)) = origin.http {
+            // The router element names the hop that sent this leg.
+            let last = jxta::addressing(&msg).last_hop;
+            (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
+        }
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
         let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
@@ -771,6 +818,7 @@ impl FlowHandler for Decoder {
                                 dst: &dst,
                                 hop_src: peers[dir.index()].clone(),
                                 hop_dst: peers[dir.other().index()].clone(),
+                                http: (carrier == Carrier::Http).then_some((src, dst)),
                             };
                             app.message(&m, origin);
                         }

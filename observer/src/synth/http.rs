@@ -5,7 +5,8 @@
 //! `HttpMessageServlet`). Keep-alive, pipelined POSTs, a chunked request body,
 //! Content-Length and chunked polling responses (one with two messages in one chunk,
 //! one with a message split over two chunks), an empty 204 poll, a PING that is never
-//! answered, and a plain web download that must stay non-JXTA.
+//! answered, a conversation relayed by bob (HTTP on both legs), and a plain web
+//! download that must stay non-JXTA.
 //!
 //! The HTTP bytes are written out by hand here, independently of the observer's
 //! HTTP parser; only the `jxmg` bodies use the library's message encoder. The truth
@@ -92,8 +93,8 @@ struct Sim {
     peers: Vec<Peer>,
     /// (document, sender, receiver) of every JIM message.
     docs: Vec<(Document, usize, usize)>,
-    /// Where each message ended up on the wire.
-    spans: Vec<Option<Placement>>,
+    /// Where each message went on the wire, leg by leg (two legs when relayed).
+    spans: Vec<Vec<Placement>>,
     correlators: u64,
 }
 
@@ -102,7 +103,7 @@ impl Sim {
         let (placed, _) = self.wire.send(t, conn, dir, &[&blob.bytes], shape, 200_000);
         let base = placed[0].start;
         for (msg, a, b) in blob.spans {
-            self.spans[msg] = Some(Placement {
+            self.spans[msg].push(Placement {
                 conn,
                 dir,
                 start: base + a as u64,
@@ -122,7 +123,7 @@ impl Sim {
             ..Document::default()
         };
         self.docs.push((doc, from, to));
-        self.spans.push(None);
+        self.spans.push(Vec::new());
         self.docs.len() - 1
     }
 
@@ -139,14 +140,20 @@ impl Sim {
             ..Document::default()
         };
         self.docs.push((doc, receiver, poller));
-        self.spans.push(None);
+        self.spans.push(Vec::new());
         self.docs.len() - 1
     }
 
     /// The `jxmg` body of a message, laid out as JXSE does for a unicast pipe.
     fn jxmg(&self, msg: usize, via: &str) -> Vec<u8> {
+        self.jxmg_via(msg, via, self.docs[msg].1)
+    }
+
+    /// The same on a leg sent by `hop` (a relay forwarding: `<Last>` names it).
+    fn jxmg_via(&self, msg: usize, via: &str, hop: usize) -> Vec<u8> {
         let (doc, src, dst) = &self.docs[msg];
         let (s, d) = (&self.peers[*src], &self.peers[*dst]);
+        let last = &self.peers[hop];
         let text = |ns: &str, name: &str, mime: &str, content: String| OwnedElement {
             namespace: ns.into(),
             name: name.into(),
@@ -160,13 +167,13 @@ impl Sim {
                 "jxta",
                 "EndpointRouterMsg",
                 "text/xml;charset=UTF-8",
-                jxta::erm_xml(&s.id, &d.id, &format!("PipeService/{}", d.pipe), &s.id),
+                jxta::erm_xml(&s.id, &d.id, &format!("PipeService/{}", d.pipe), &last.id),
             ),
             text(
                 "jxta",
                 "EndpointSourceAddress",
                 "text/plain;charset=UTF-8",
-                format!("jxta://{}", s.id.unique()),
+                format!("jxta://{}", last.id.unique()),
             ),
             text(
                 "jxta",
@@ -489,6 +496,69 @@ pub fn render() -> Rendered {
     b.message(q9, &m);
     sim.send(at(9700), poll_a, 1, b, &plain);
 
+    // 10, 11: carol and alice reach each other only through bob, a relay: each leg is
+    // HTTP (carol's POST to bob, bob's polling response to alice, and back). The PING
+    // starts on its first leg; the PONG stops on the leg that delivers it.
+    let p10 = sim.ping(carol, alice);
+    let m = sim.jxmg(p10, &via8080);
+    let mut b = Blob::default();
+    b.head(&post_head(bob8080, m.len()));
+    b.message(p10, &m);
+    sim.send(at(10_000), post_c, 0, b, &plain);
+    let mut b = Blob::default();
+    b.raw(&ok_empty());
+    sim.send(at(10_002), post_c, 1, b, &plain);
+    let mut b = Blob::default();
+    b.head(&poll_head(&sim.peers[alice].id, bob9700, 5000));
+    sim.send(at(9710), poll_a, 0, b, &plain);
+    let m = sim.jxmg_via(p10, &via9700, bob);
+    let mut b = Blob::default();
+    b.head(&ok_chunked_head());
+    b.chunked_message(p10, &m, &[]);
+    sim.send(at(10_004), poll_a, 1, b, &plain);
+    let q10 = sim.pong(p10, Status::Online);
+    let p11 = sim.ping(alice, carol);
+    let (m10, m11) = (sim.jxmg(q10, &via9700), sim.jxmg(p11, &via9700));
+    let mut b = Blob::default();
+    b.head(&post_head(bob9700, m10.len()));
+    b.message(q10, &m10);
+    b.head(&post_head(bob9700, m11.len()));
+    b.message(p11, &m11);
+    sim.send(at(10_600), post_a, 0, b, &plain);
+    let mut b = Blob::default();
+    b.raw(&ok_empty());
+    b.raw(&ok_empty());
+    sim.send(at(10_602), post_a, 1, b, &plain);
+    // Bob forwards both to carol in one streamed response to her waiting poll (from
+    // 7.01 s), then ends it.
+    let (m10, m11) = (
+        sim.jxmg_via(q10, &via8080, bob),
+        sim.jxmg_via(p11, &via8080, bob),
+    );
+    let mut b = Blob::default();
+    b.head(&ok_chunked_head());
+    b.chunked_message(q10, &m10, &[]);
+    b.chunked_message(p11, &m11, &[]);
+    b.raw("0\r\n\r\n");
+    sim.send(at(10_605), poll_c, 1, b, &plain);
+    let q11 = sim.pong(p11, Status::Busy);
+    let m = sim.jxmg(q11, &via8080);
+    let mut b = Blob::default();
+    b.head(&post_head(bob8080, m.len()));
+    b.message(q11, &m);
+    sim.send(at(11_300), post_c, 0, b, &plain);
+    let mut b = Blob::default();
+    b.raw(&ok_empty());
+    sim.send(at(11_302), post_c, 1, b, &plain);
+    let mut b = Blob::default();
+    b.head(&poll_head(&sim.peers[carol].id, bob8080, -1));
+    sim.send(at(10_610), poll_c, 0, b, &plain);
+    let m = sim.jxmg_via(q11, &via9700, bob);
+    let mut b = Blob::default();
+    b.chunked_message(q11, &m, &[]);
+    b.raw("0\r\n\r\n");
+    sim.send(at(11_305), poll_a, 1, b, &plain);
+
     for c in [post_a, poll_a, post_c, poll_c, web] {
         sim.wire.close(at(19_000), c);
     }
@@ -502,6 +572,8 @@ pub fn render() -> Rendered {
         (p7, Some(q7)),
         (p8, None),
         (p9, Some(q9)),
+        (p10, Some(q10)),
+        (p11, Some(q11)),
     ];
     let truth = truth(&sim, &pairs);
     Rendered {
@@ -520,9 +592,13 @@ fn correlator_bytes(doc: &Document) -> u64 {
 fn truth(sim: &Sim, pairs: &[(usize, Option<usize>)]) -> Vec<Transaction> {
     let capture_end = sim.wire.last_written(0);
     let seen = |msg: usize| {
-        let span = sim.spans[msg].expect("every message was sent");
-        let (lo, hi) = sim.wire.seen(span, 0).expect("every byte was captured");
-        (lo, hi, span.end - span.start)
+        // A PING starts on its first leg, a PONG stops on its last (delivering) one;
+        // the sizes are those of the first (originating) leg, as for relayed TCP.
+        let legs = &sim.spans[msg];
+        let (first, last) = (legs.first().expect("sent"), legs.last().expect("sent"));
+        let (lo, _) = sim.wire.seen(*first, 0).expect("every byte was captured");
+        let (_, hi) = sim.wire.seen(*last, 0).expect("every byte was captured");
+        (lo, hi, first.end - first.start)
     };
     let mut out: Vec<Transaction> = pairs
         .iter()
