@@ -244,3 +244,25 @@ fn analyze_command_reports_the_http_transport() {
     );
     assert!(table.contains(&line), "{table}");
 }
+
+/// A capture that begins at 2.45 s, inside alice's streamed polling response: every
+/// transaction that starts after that is still found exactly (the polling direction
+/// is picked up again at its next response head).
+#[test]
+fn capture_joined_mid_body() {
+    let mut rendered = synth::http::render();
+    rendered.capture_start = observer::synth::EPOCH + 2_450_000_000;
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let r = analyze(&bytes, PipelineConfig::default());
+    let want: Vec<Transaction> = rendered
+        .truth
+        .iter()
+        .filter(|t| t.start >= rendered.capture_start)
+        .cloned()
+        .collect();
+    assert!(want.len() >= 6, "{}", want.len());
+    assert_eq!(csv(&r.transactions), csv(&want));
+    assert!(r.jxta.resyncs >= 1);
+}

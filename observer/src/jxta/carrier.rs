@@ -2,7 +2,7 @@
 //! transport (welcome line, message packages; [`StreamParser`]) or the HTTP transport
 //! ([`HttpParser`]). The first bytes decide, by content, on any port.
 
-use super::http::{sniff, HttpParser, Sniff};
+use super::http::{find_join, sniff, HttpParser, Sniff};
 use super::stream::{StreamConfig, StreamEvent, StreamParser, StreamStart};
 use super::JxtaStats;
 use crate::UnixNanos;
@@ -32,6 +32,8 @@ enum Inner {
 pub struct DirParser {
     inner: Inner,
     cfg: StreamConfig,
+    /// The capture began after the connection did.
+    mid_stream: bool,
 }
 
 impl DirParser {
@@ -42,6 +44,7 @@ impl DirParser {
                 held: Vec::new(),
             },
             cfg: cfg.clone(),
+            mid_stream: start == StreamStart::MidStream,
         }
     }
 
@@ -104,6 +107,19 @@ impl DirParser {
                 self.push(&bytes, ts, stats, out);
             }
         }
+        if let (Inner::Tcp(p), true) = (&self.inner, self.mid_stream) {
+            if p.is_jxta().is_none() {
+                // Joined inside an HTTP body, the TCP parser looks for packages in
+                // vain: the next request or response head puts HTTP back in charge.
+                if let Some((i, role)) = find_join(data) {
+                    stats.resyncs += 1;
+                    stats.skipped_bytes += i as u64;
+                    self.inner = Inner::Http(HttpParser::new(role, &self.cfg));
+                    self.push(data.get(i..).unwrap_or_default(), first_seen, stats, out);
+                    return;
+                }
+            }
+        }
         match &mut self.inner {
             Inner::Sniffing { .. } => {}
             Inner::Tcp(p) => p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp)),
@@ -116,6 +132,7 @@ impl DirParser {
                     // looked like a request line): the TCP transport's parser takes
                     // over and resynchronises on the next package.
                     self.inner = Inner::Tcp(StreamParser::new(StreamStart::MidStream, &self.cfg));
+                    self.mid_stream = true;
                 }
             }
         }
@@ -131,6 +148,7 @@ impl DirParser {
                 let mut p = StreamParser::new(StreamStart::MidStream, cfg);
                 p.gap(len, stats);
                 self.inner = Inner::Tcp(p);
+                self.mid_stream = true;
             }
             Inner::Tcp(p) => p.gap(len, stats),
             Inner::Http(p) => p.gap(len, stats),
@@ -222,6 +240,27 @@ mod tests {
         assert_eq!(got, vec![(body, Carrier::Tcp)]);
         assert_eq!(p.is_jxta(), Some(true));
         assert_eq!(stats.non_jxta_streams, 0);
+    }
+
+    #[test]
+    fn joined_inside_a_body_the_next_head_brings_http_back() {
+        let (_, body) = package("next");
+        let mut data = b"\x00\x01 tail of an earlier message\r\n0\r\n\r\n".to_vec();
+        data.extend_from_slice(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-jxta-msg\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        data.extend_from_slice(&body);
+        let (got, p, stats) = run(StreamStart::MidStream, &[&data[..10], &data[10..]]);
+        assert_eq!(got, vec![(body, Carrier::Http)]);
+        assert_eq!(p.is_jxta(), Some(true));
+        assert_eq!(stats.resyncs, 1);
+        // Only for a stream joined mid-way: from its beginning it is TCP's.
+        let (got, _, _) = run(StreamStart::Beginning, &[&data[..10], &data[10..]]);
+        assert!(got.is_empty());
     }
 
     #[test]

@@ -712,21 +712,19 @@ impl Core {
             self.mode = Mode::Head;
             return Step::go(0);
         }
-        let found = match self.role {
-            Role::Response => memmem::find(rest, b"\nHTTP/1."),
-            Role::Request => [&b"\nPOST /"[..], b"\nGET /"]
-                .iter()
-                .filter_map(|p| memmem::find(rest, p))
-                .min(),
+        // A head may follow a body directly (no line break before it).
+        let patterns: &[&[u8]] = match self.role {
+            Role::Response => &[b"HTTP/1."],
+            Role::Request => &[b"POST /", b"GET /"],
         };
-        if let Some(i) = found {
+        if let Some(i) = find_first(rest, patterns) {
             stats.resyncs += 1;
-            stats.skipped_bytes += i as u64 + 1;
-            self.count_scanned(i + 1, stats);
+            stats.skipped_bytes += i as u64;
+            self.count_scanned(i, stats);
             if self.mode != Mode::Dead {
                 self.mode = Mode::Head;
             }
-            return Step::go(i + 1);
+            return Step::go(i);
         }
         let keep = rest.len().min(SCAN_KEEP);
         let n = rest.len() - keep;
@@ -736,6 +734,25 @@ impl Core {
             advance: n,
             wait: true,
         }
+    }
+}
+
+fn find_first(hay: &[u8], patterns: &[&[u8]]) -> Option<usize> {
+    patterns.iter().filter_map(|p| memmem::find(hay, p)).min()
+}
+
+/// Where JXTA's HTTP transport shows in bytes of a stream joined mid-way (the capture
+/// began inside a body): a POST to `/`, a polling request, or a successful response.
+/// Stricter than the resynchronisation of a stream known to be HTTP, since these
+/// bytes may be anything.
+pub fn find_join(data: &[u8]) -> Option<(usize, Role)> {
+    let req = find_first(data, &[b"POST / HTTP/1.", b"GET /uuid-", b"GET /cbid-"]);
+    let res = find_first(data, &[b"HTTP/1.1 2", b"HTTP/1.0 2"]);
+    match (req, res) {
+        (Some(a), Some(b)) if b < a => Some((b, Role::Response)),
+        (Some(a), _) => Some((a, Role::Request)),
+        (None, Some(b)) => Some((b, Role::Response)),
+        (None, None) => None,
     }
 }
 
