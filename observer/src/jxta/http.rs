@@ -15,8 +15,6 @@
 //! Memory: one head (at most [`MAX_HEAD`]) or chunk line, and one message (at most
 //! `max_message`); bodies of other types are skipped without being kept.
 
-use memchr::memmem;
-
 use super::extent::Extent;
 use super::framing::PackageHeader;
 use super::marks::Marks;
@@ -488,8 +486,13 @@ impl Core {
         // start at every arrival: parse when its end may be there, or when it has
         // doubled since the last try (which still refuses garbage early).
         let from = self.head_seen.saturating_sub(2);
+        // (A blank line: LF LF or LF CR LF; memchr, not memmem, since this runs at
+        // every arrival and a searcher costs more to build than these bytes to scan.)
         let ended = rest.get(from..).is_some_and(|r| {
-            memmem::find(r, b"\n\r\n").is_some() || memmem::find(r, b"\n\n").is_some()
+            memchr::memchr_iter(b'\n', r).any(|i| match r.get(i + 1..) {
+                Some([b'\n', ..]) | Some([b'\r', b'\n', ..]) => true,
+                _ => false,
+            })
         });
         if !ended {
             self.head_seen = rest.len();
@@ -581,11 +584,15 @@ impl Core {
         match c {
             Chunk::Size | Chunk::Trailers => {
                 let window = rest.get(..MAX_CHUNK_LINE).unwrap_or(rest);
-                let Some(eol) = memmem::find(window, b"\r\n") else {
+                let Some(lf) = memchr::memchr(b'\n', window) else {
                     if window.len() >= MAX_CHUNK_LINE {
                         return self.bad_chunk(stats);
                     }
                     return Step::wait();
+                };
+                // Lines end in CR LF; a bare LF is malformed.
+                let Some(eol) = lf.checked_sub(1).filter(|&e| window.get(e) == Some(&b'\r')) else {
+                    return self.bad_chunk(stats);
                 };
                 let line = rest.get(..eol).unwrap_or_default();
                 self.count_scanned(eol + 2, stats);
@@ -737,8 +744,18 @@ impl Core {
     }
 }
 
+/// First position where one of `patterns` starts. Every pattern here begins with
+/// `G`, `H` or `P`, so one memchr pass over those letters finds the candidates (this
+/// runs on every arrival of a stream being searched; building a searcher per pattern
+/// costs more than the scan).
 fn find_first(hay: &[u8], patterns: &[&[u8]]) -> Option<usize> {
-    patterns.iter().filter_map(|p| memmem::find(hay, p)).min()
+    debug_assert!(patterns
+        .iter()
+        .all(|p| matches!(p.first(), Some(b'G' | b'H' | b'P'))));
+    memchr::memchr3_iter(b'G', b'H', b'P', hay).find(|&i| {
+        let at = hay.get(i..).unwrap_or_default();
+        patterns.iter().any(|p| at.starts_with(p))
+    })
 }
 
 /// Where JXTA's HTTP transport shows in bytes of a stream joined mid-way (the capture
