@@ -489,10 +489,8 @@ impl Core {
         // (A blank line: LF LF or LF CR LF; memchr, not memmem, since this runs at
         // every arrival and a searcher costs more to build than these bytes to scan.)
         let ended = rest.get(from..).is_some_and(|r| {
-            memchr::memchr_iter(b'\n', r).any(|i| match r.get(i + 1..) {
-                Some([b'\n', ..]) | Some([b'\r', b'\n', ..]) => true,
-                _ => false,
-            })
+            memchr::memchr_iter(b'\n', r)
+                .any(|i| matches!(r.get(i + 1..), Some([b'\n', ..]) | Some([b'\r', b'\n', ..])))
         });
         if !ended {
             self.head_seen = rest.len();
