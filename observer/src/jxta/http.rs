@@ -679,7 +679,7 @@ impl Core {
                     out(FramedMessage {
                         start,
                         stop,
-                        framed_len: end - start_off,
+                        framed_len: end.saturating_sub(start_off),
                         header: PackageHeader {
                             content_type: Some(MIME_JXTA_MSG),
                             content_length: n as u64,
