@@ -11,7 +11,8 @@ use crate::capture::CaptureReader;
 use crate::conntrack::{
     CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, Interest, TcpSegment,
 };
-use crate::jxta::{self, JxtaStats, StreamConfig, StreamParser, StreamStart};
+use crate::jxta::http::{HttpParser, Role, MAX_HEAD};
+use crate::jxta::{self, DirParser, JxtaStats, StreamConfig, StreamParser, StreamStart};
 use crate::runtime::{Pipeline, PipelineConfig};
 
 /// The capture reader and everything after it: any bytes as a pcap/pcapng file.
@@ -189,6 +190,68 @@ pub fn jxta(data: &[u8]) {
             assert!(parser.buffered() as u64 <= cfg.max_message + (1 << 17));
         }
         parser.finish(&mut stats);
+    }
+}
+
+/// The HTTP transport: the `jxmg` extent walk on the raw bytes, then the bytes as one
+/// direction of a connection (as requests, as responses, and sniffed by the
+/// per-direction dispatcher), fed in pieces; the first byte sets the piece size (low
+/// six bits) and where a capture gap falls (high two bits).
+pub fn http(data: &[u8]) {
+    // Whatever the walk accepts, the decoder finds complete.
+    if let Ok(Some(n)) = jxta::extent::Extent::default().advance(data, 1 << 20) {
+        let whole = data.get(..n).unwrap_or_default();
+        if let Err(e) = jxta::decode_message(whole) {
+            assert!(
+                !matches!(e, jxta::JxtaError::Truncated(_)),
+                "walk and decoder disagree: {e}"
+            );
+        }
+    }
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(ctl & 0x3f).max(1);
+    let gap_at = usize::from(ctl >> 6) * 3 + 1;
+    let cfg = StreamConfig {
+        max_message: 1 << 16,
+        max_resync_scan: 1 << 16,
+    };
+    let bound = cfg.max_message as usize + MAX_HEAD + step + 64;
+    let check = |m: &jxta::FramedMessage<'_>| {
+        assert!(m.start <= m.stop);
+        assert_eq!(m.body.len() as u64, m.header.content_length);
+        // A message handed on is exactly one walk long.
+        assert_eq!(
+            jxta::extent::Extent::default().advance(m.body, 1 << 16),
+            Ok(Some(m.body.len()))
+        );
+    };
+    for role in [Role::Request, Role::Response] {
+        let mut p = HttpParser::new(role, &cfg);
+        let mut stats = JxtaStats::default();
+        for (i, chunk) in rest.chunks(step).enumerate() {
+            if i == gap_at {
+                p.gap(chunk.len() as u64, &mut stats);
+                continue;
+            }
+            p.push(chunk, i as u64, &mut stats, &mut |m| check(&m));
+            assert!(p.buffered() <= bound, "{} buffered", p.buffered());
+        }
+        p.finish(&mut stats);
+    }
+    for start in [StreamStart::Beginning, StreamStart::MidStream] {
+        let mut p = DirParser::new(start, &cfg);
+        let mut stats = JxtaStats::default();
+        for (i, chunk) in rest.chunks(step).enumerate() {
+            p.push(chunk, i as u64, &mut stats, &mut |ev, _| {
+                if let jxta::StreamEvent::Message(m) = ev {
+                    assert!(m.start <= m.stop);
+                }
+            });
+            assert!(p.buffered() <= bound, "{} buffered", p.buffered());
+        }
+        p.finish(&mut stats);
     }
 }
 

@@ -40,6 +40,11 @@ fn jxta() {
 }
 
 #[test]
+fn http() {
+    replay("http", observer::fuzz::http);
+}
+
+#[test]
 fn jim() {
     replay("jim", observer::fuzz::jim);
 }

@@ -210,6 +210,60 @@ pub fn write(root: &Path) -> Result<()> {
     put(&corpus.join("jxta"), "datagram", &dgram)?;
     put(&corpus.join("jxta"), "welcome", &welcome)?;
 
+    // HTTP transport: pipelined POSTs, a chunked polling response with two messages
+    // (one split over two chunks), a plain web response, a bad chunk; each with a few
+    // piece sizes (the first byte, see `observer::fuzz::http`).
+    let bodies: Vec<Vec<u8>> = docs()
+        .iter()
+        .map(|d| {
+            let framed = package(d, false, HeaderOrder::TypeFirst);
+            // The HTTP transport carries the bare `jxmg`: drop the package header.
+            let at = framed.windows(4).position(|w| w == b"jxmg").unwrap_or(0);
+            framed[at..].to_vec()
+        })
+        .collect();
+    let mut posts = Vec::new();
+    for b in &bodies {
+        posts.extend_from_slice(
+            format!(
+                "POST / HTTP/1.1\r\ncontent-length: {}\r\ncontent-type: application/x-jxta-msg\r\nHost: 10.0.0.2:9700\r\n\r\n",
+                b.len()
+            )
+            .as_bytes(),
+        );
+        posts.extend_from_slice(b);
+    }
+    let mut poll = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-jxta-msg\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let both = [bodies[0].clone(), bodies[1].clone()].concat();
+    let cut = bodies[0].len() + 40;
+    for part in [&both[..cut], &both[cut..]] {
+        poll.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        poll.extend_from_slice(part);
+        poll.extend_from_slice(b"\r\n");
+    }
+    poll.extend_from_slice(b"0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+    let web =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let bad = b"POST / HTTP/1.1\r\nContent-Type: application/x-jxta-msg\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /uuid-00?1,2 HTTP/1.1\r\n\r\n".to_vec();
+    for (name, stream) in [
+        ("posts", &posts),
+        ("poll", &poll),
+        ("web", &web),
+        ("bad-chunk", &bad),
+    ] {
+        for step in [1u8, 13, 63, 0x80 | 20] {
+            let mut seed = vec![step];
+            seed.extend_from_slice(stream);
+            put(&corpus.join("http"), &format!("{name}-{step}"), &seed)?;
+        }
+    }
+    let sample = observer::synth::http::render();
+    put(
+        &corpus.join("capture_file"),
+        "http.pcap",
+        &sample.capture_bytes(LinkVariant::Ethernet, pcap)?,
+    )?;
+
     // JIM documents, including the real capture's variant.
     for (i, d) in docs().iter().enumerate() {
         put(

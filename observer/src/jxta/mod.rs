@@ -6,8 +6,12 @@
 //! it). Everything here reads hostile bytes: lengths are checked before use, nothing
 //! allocates in proportion to a declared length, and errors are values, never panics.
 
+pub mod carrier;
 pub mod endpoint;
+pub mod extent;
 pub mod framing;
+pub mod http;
+pub(crate) mod marks;
 pub mod message;
 pub mod peer;
 pub mod stream;
@@ -18,6 +22,7 @@ pub mod welcome;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+pub use carrier::{Carrier, DirParser};
 pub use endpoint::{
     addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress, PeerMemo,
 };
@@ -25,6 +30,7 @@ pub use framing::{
     encode_datagram, encode_package, parse_datagram, parse_package_header, HeaderOrder,
     HeaderParse, PackageHeader,
 };
+pub use http::{HttpAnomaly, HttpParser, HttpStats};
 pub use message::{
     decode_message, encode_message_v0, encode_message_v1, Element, Message, OwnedElement,
 };
@@ -91,6 +97,8 @@ pub struct JxtaStats {
     pub truncated_messages: u64,
     pub skipped_bytes: u64,
     pub non_jxta_streams: u64,
+    /// The HTTP transport (its messages are also in `messages_tcp`).
+    pub http: HttpStats,
 }
 
 /// Distinct element names kept; further new names are counted under one key so a
@@ -164,6 +172,7 @@ impl JxtaStats {
                 "total": self.messages_tcp + self.messages_udp,
                 "tcp": self.messages_tcp,
                 "udp": self.messages_udp,
+                "http": self.http.messages,
             },
             "elements": self.elements,
             "malformed": {
@@ -176,6 +185,7 @@ impl JxtaStats {
             "truncated_messages": self.truncated_messages,
             "skipped_bytes": self.skipped_bytes,
             "non_jxta_streams": self.non_jxta_streams,
+            "http": self.http.to_json(),
         })
     }
 }

@@ -8,6 +8,7 @@
 use memchr::memmem;
 
 use super::framing::{parse_package_header, HeaderParse, PackageHeader, MAX_HEADER_BLOCK};
+use super::marks::Marks;
 use super::message::MESSAGE_SIGNATURE;
 use super::welcome::{parse_welcome, Welcome, MAX_WELCOME_LEN, WELCOME_SIGNATURE};
 use super::JxtaStats;
@@ -77,9 +78,6 @@ const PLAUSIBLE_FACTOR: u64 = 64;
 /// buffer (`\x0econtent-length` is 15 bytes, `JXTAHELLO ` 10).
 const SCAN_KEEP: usize = 15;
 
-/// Timestamp marks above which inner marks of the message being buffered are merged.
-const MAX_MARKS: usize = 1024;
-
 /// Header name lengths that can start a header block we resynchronise on:
 /// `content-type` (12), `content-length` (14), `content-coding` (14).
 const RESYNC_NAME: &[u8] = b"content-";
@@ -98,14 +96,6 @@ enum Mode {
     Dead,
 }
 
-/// `[off, next mark's off)` of the stream was first seen between `min` and `max`.
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    off: u64,
-    min: UnixNanos,
-    max: UnixNanos,
-}
-
 #[derive(Debug)]
 pub struct StreamParser {
     /// Bytes received and not yet consumed; `core.buf_start` is the offset of `buf[0]`.
@@ -120,7 +110,7 @@ struct Core {
     max_resync_scan: u64,
     mode: Mode,
     buf_start: u64,
-    marks: Vec<Mark>,
+    marks: Marks,
     synced: bool,
     gave_up: bool,
     /// Bytes discarded while looking for JXTA in a flow never seen in sync.
@@ -161,7 +151,7 @@ impl StreamParser {
                     StreamStart::MidStream => Mode::Resync,
                 },
                 buf_start: 0,
-                marks: Vec::new(),
+                marks: Marks::default(),
                 synced: false,
                 gave_up: false,
                 scanned: 0,
@@ -187,7 +177,7 @@ impl StreamParser {
         if self.buf.is_empty() {
             return None;
         }
-        self.core.marks.iter().map(|m| m.min).min()
+        self.core.marks.oldest()
     }
 
     /// Bytes currently buffered (for memory accounting and tests).
@@ -208,7 +198,7 @@ impl StreamParser {
         }
         self.core.seen_bytes = true;
         let end = self.core.buf_start + self.buf.len() as u64;
-        self.core.add_mark(end, first_seen);
+        self.core.marks.add(end, first_seen);
         let consumed = if self.buf.is_empty() {
             // Fast path: parse straight from the caller's slice, buffer only the rest.
             let n = self.core.run(data, stats, out);
@@ -222,10 +212,10 @@ impl StreamParser {
             n
         };
         self.core.buf_start += consumed as u64;
-        self.core.trim_marks();
+        self.core.marks.trim(self.core.buf_start);
         if self.core.mode == Mode::Dead {
             self.buf = Vec::new();
-            self.core.marks = Vec::new();
+            self.core.marks.release();
         }
     }
 
@@ -290,72 +280,11 @@ impl StreamParser {
         }
         self.core.mode = Mode::Dead;
         self.buf = Vec::new();
-        self.core.marks = Vec::new();
+        self.core.marks.release();
     }
 }
 
 impl Core {
-    fn add_mark(&mut self, off: u64, ts: UnixNanos) {
-        if let Some(last) = self.marks.last() {
-            // Same time as the previous push: that mark already covers these bytes.
-            if last.min == ts && last.max == ts {
-                return;
-            }
-        }
-        self.marks.push(Mark {
-            off,
-            min: ts,
-            max: ts,
-        });
-        if self.marks.len() > MAX_MARKS {
-            self.coalesce_marks();
-        }
-    }
-
-    /// Merges pairs of inner marks. Only marks strictly inside the buffered message
-    /// are merged (not the first, which may start before it, nor the last, which may
-    /// run past its end), so the min/max over the whole message stays exact.
-    fn coalesce_marks(&mut self) {
-        let n = self.marks.len();
-        if n < 4 {
-            return;
-        }
-        let last = self.marks[n - 1];
-        let mut merged: Vec<Mark> = Vec::with_capacity(n / 2 + 2);
-        merged.push(self.marks[0]);
-        for pair in self.marks[1..n - 1].chunks(2) {
-            let mut m = pair[0];
-            for p in pair.iter().skip(1) {
-                m.min = m.min.min(p.min);
-                m.max = m.max.max(p.max);
-            }
-            merged.push(m);
-        }
-        merged.push(last);
-        self.marks = merged;
-    }
-
-    /// Drops marks wholly before `buf_start`.
-    fn trim_marks(&mut self) {
-        let idx = self.marks.partition_point(|m| m.off <= self.buf_start);
-        if idx > 1 {
-            self.marks.drain(..idx - 1);
-        }
-    }
-
-    /// (min, max) first-seen time over stream offsets `[a, b)`.
-    fn time_range(&self, a: u64, b: u64) -> (UnixNanos, UnixNanos) {
-        let first = self.marks.partition_point(|m| m.off <= a).saturating_sub(1);
-        let mut range: Option<(UnixNanos, UnixNanos)> = None;
-        for m in self.marks.iter().skip(first).take_while(|m| m.off < b) {
-            range = Some(match range {
-                None => (m.min, m.max),
-                Some((lo, hi)) => (lo.min(m.min), hi.max(m.max)),
-            });
-        }
-        range.unwrap_or((0, 0))
-    }
-
     /// Processes `data` (which starts at stream offset `buf_start`) as far as possible;
     /// returns the number of bytes consumed.
     fn run(
@@ -480,7 +409,7 @@ impl Core {
             return Step::wait(0);
         };
         self.synced = true;
-        let (start, stop) = self.time_range(abs, abs + total as u64);
+        let (start, stop) = self.marks.range(abs, abs + total as u64);
         out(StreamEvent::Message(FramedMessage {
             start,
             stop,
@@ -559,6 +488,7 @@ const _: () = assert!(MAX_HEADER_BLOCK < (1 << 20));
 mod tests {
     use super::*;
     use crate::jxta::framing::{encode_package, HeaderOrder};
+    use crate::jxta::marks::MAX_MARKS;
     use crate::jxta::message::{decode_message, encode_message_v0, OwnedElement};
     use crate::jxta::testdata::{segments, RDV_PORT};
     use crate::jxta::{addressing, erm_xml, PeerId};

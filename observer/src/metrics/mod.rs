@@ -196,6 +196,35 @@ impl LiveMetrics {
             "observer_jxta_messages_total{{transport=\"udp\"}} {}",
             jxta.messages_udp
         );
+        header(
+            &mut out,
+            "observer_jxta_http_total",
+            "counter",
+            "JXTA's HTTP transport: requests, responses, bodies of type application/x-jxta-msg (and of those chunked), messages decoded from them (also counted under transport tcp).",
+        );
+        let h = &jxta.http;
+        for (kind, n) in [
+            ("requests", h.requests),
+            ("responses", h.responses),
+            ("jxta_bodies", h.jxta_bodies),
+            ("chunked_bodies", h.chunked_bodies),
+            ("messages", h.messages),
+        ] {
+            let _ = writeln!(out, "observer_jxta_http_total{{kind=\"{kind}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "observer_jxta_malformed_total",
+            "counter",
+            "JXTA wire data that could not be decoded, by kind (http_* for the HTTP transport).",
+        );
+        for (kind, n) in &jxta.malformed {
+            let _ = writeln!(
+                out,
+                "observer_jxta_malformed_total{{kind=\"{}\"}} {n}",
+                esc(kind)
+            );
+        }
         let a = matcher.anomalies();
         header(
             &mut out,

@@ -62,6 +62,14 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         r.jxta.messages_udp,
         r.jxta.welcomes,
     );
+    let h = &r.jxta.http;
+    if h.requests + h.responses > 0 {
+        let _ = writeln!(
+            out,
+            "  HTTP transport: {} requests, {} responses, {} JXTA bodies ({} chunked), {} messages (in the TCP count)",
+            h.requests, h.responses, h.jxta_bodies, h.chunked_bodies, h.messages
+        );
+    }
     let _ = writeln!(
         out,
         "  JIM documents: {} PING, {} PONG, {} MESSAGE, {} malformed",

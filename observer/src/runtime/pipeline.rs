@@ -11,7 +11,7 @@ use crate::conntrack::{
 };
 use crate::jim::{self, Document, Kind};
 use crate::jxta::{
-    self, FramedMessage, JxtaStats, Message, PeerId, StreamConfig, StreamEvent, StreamParser,
+    self, Carrier, DirParser, FramedMessage, JxtaStats, Message, PeerId, StreamConfig, StreamEvent,
     StreamStart,
 };
 use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
@@ -90,10 +90,10 @@ pub struct ElementRecord {
     pub length: u64,
 }
 
-/// The state attached to one TCP flow: a stream parser per direction and the peer ID
-/// each side announced in its welcome line (the hop identities).
+/// The state attached to one TCP flow: a parser per direction (TCP or HTTP transport)
+/// and the peer ID each side announced in its welcome line (the hop identities).
 pub struct Conn {
-    parsers: [StreamParser; 2],
+    parsers: [DirParser; 2],
     peers: [Option<PeerId>; 2],
     /// Already announced in `Pipeline::take_jxta_flows`.
     announced: bool,
@@ -120,6 +120,7 @@ struct App {
     finished: Vec<Transaction>,
     records: Option<Vec<MessageRecord>>,
     peers: jxta::PeerMemo,
+    http_hops: HttpHops,
     /// A shard of a parallel analysis: what would go to the matcher is queued here
     /// instead, for the thread that owns the matcher (see `runtime::parallel`).
     remote: Option<Vec<Matched>>,
@@ -153,6 +154,45 @@ struct Origin<'a> {
     dst: &'a dyn std::fmt::Display,
     hop_src: Option<PeerId>,
     hop_dst: Option<PeerId>,
+    /// HTTP transport: the two socket addresses, to learn and look up the hop
+    /// identities (no welcome line there).
+    http: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// Who speaks at a socket address of the HTTP transport, as one other host knows it:
+/// (speaker's socket, listener's IP) → the speaker's peer ID, from the `<Last>` of the
+/// router element of the messages it sends. Keyed by host pair so that every shard of
+/// a parallel run learns exactly what one pipeline learns for its flows.
+#[derive(Default)]
+struct HttpHops {
+    map: crate::FastMap<(SocketAddr, std::net::IpAddr), PeerId>,
+}
+
+/// Entries of [`HttpHops`]; past it nothing new is learned (hop identities only tell
+/// relayed legs apart, and HTTP transports with that many peers are not seen).
+const MAX_HTTP_HOPS: usize = 65_536;
+
+impl HttpHops {
+    /// The hop identities of a message sent from `src` to `dst`, learning the
+    /// sender's from `last` (the router element's `<Last>`).
+    fn hops(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        last: Option<PeerId>,
+    ) -> (Option<PeerId>, Option<PeerId>) {
+        let key = (src, dst.ip());
+        let hop_src = match last {
+            Some(l) => {
+                if self.map.len() < MAX_HTTP_HOPS || self.map.contains_key(&key) {
+                    self.map.insert(key, l.clone());
+                }
+                Some(l)
+            }
+            None => self.map.get(&key).cloned(),
+        };
+        (hop_src, self.map.get(&(dst, src.ip())).cloned())
+    }
 }
 
 pub struct Pipeline {
@@ -317,6 +357,7 @@ impl Pipeline {
                     finished: Vec::new(),
                     records: cfg.record_messages.then(Vec::new),
                     peers: jxta::PeerMemo::default(),
+                    http_hops: HttpHops::default(),
                     remote: None,
                     at: (0, 0),
                 },
@@ -363,7 +404,7 @@ impl Pipeline {
         self.flows.oldest_held(|c: &Conn| {
             c.parsers
                 .iter()
-                .filter_map(StreamParser::oldest_buffered)
+                .filter_map(DirParser::oldest_buffered)
                 .min()
         })
     }
@@ -503,6 +544,7 @@ impl Pipeline {
                             dst: &seg.dst,
                             hop_src: None,
                             hop_dst: None,
+                            http: None,
                         };
                         self.decoder.app.message(&framed, origin);
                     }
@@ -555,6 +597,7 @@ pub(crate) fn merge_stats(mut a: JxtaStats, b: JxtaStats) -> JxtaStats {
     a.truncated_messages += b.truncated_messages;
     a.skipped_bytes += b.skipped_bytes;
     a.non_jxta_streams += b.non_jxta_streams;
+    a.http.absorb(&b.http);
     for (k, v) in b.malformed {
         *a.malformed.entry(k).or_default() += v;
     }
@@ -584,7 +627,7 @@ impl PipelineResult {
 }
 
 impl App {
-    fn message(&mut self, framed: &FramedMessage<'_>, origin: Origin<'_>) {
+    fn message(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) {
         let udp = origin.transport == Transport::Udp;
         let decoded = jxta::decode_message(framed.body);
         if let Some(records) = &mut self.records {
@@ -603,6 +646,11 @@ impl App {
             }
         };
         self.message_stats.count_message(&msg, udp);
+        if let Some((src, dst)) = origin.http {
+            // The router element names the hop that sent this leg.
+            let last = jxta::addressing(&msg).last_hop;
+            (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
+        }
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
         let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
@@ -687,6 +735,7 @@ fn record(
         transport: match origin.transport {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Http => "http",
         },
         flow: origin.flow,
         src: origin.src.to_string(),
@@ -725,8 +774,8 @@ impl FlowHandler for Decoder {
         let start = StreamStart::from_syn(info.saw_syn);
         Conn {
             parsers: [
-                StreamParser::new(start, &self.stream_cfg),
-                StreamParser::new(start, &self.stream_cfg),
+                DirParser::new(start, &self.stream_cfg),
+                DirParser::new(start, &self.stream_cfg),
             ],
             peers: [None, None],
             announced: false,
@@ -756,35 +805,50 @@ impl FlowHandler for Decoder {
             Delivery::Data { data, first_seen } => {
                 let src = info.sender(dir);
                 let dst = info.sender(dir.other());
-                parser.push(data, first_seen, stream_stats, &mut |event| match event {
-                    StreamEvent::Welcome(w) => {
-                        // The welcome line ties this direction to its sender's peer ID:
-                        // the hop identity that tells relayed legs apart.
-                        peers[dir.index()] = PeerId::parse(w.peer_id);
-                    }
-                    StreamEvent::Message(m) => {
-                        let origin = Origin {
-                            transport: Transport::Tcp,
-                            flow: Some(info.id),
-                            src: &src,
-                            dst: &dst,
-                            hop_src: peers[dir.index()].clone(),
-                            hop_dst: peers[dir.other().index()].clone(),
-                        };
-                        app.message(&m, origin);
-                    }
-                });
+                parser.push(
+                    data,
+                    first_seen,
+                    stream_stats,
+                    &mut |event, carrier| match event {
+                        StreamEvent::Welcome(w) => {
+                            // The welcome line ties this direction to its sender's peer ID:
+                            // the hop identity that tells relayed legs apart.
+                            peers[dir.index()] = PeerId::parse(w.peer_id);
+                        }
+                        StreamEvent::Message(m) => {
+                            let origin = Origin {
+                                transport: match carrier {
+                                    Carrier::Tcp => Transport::Tcp,
+                                    Carrier::Http => Transport::Http,
+                                },
+                                flow: Some(info.id),
+                                src: &src,
+                                dst: &dst,
+                                hop_src: peers[dir.index()].clone(),
+                                hop_dst: peers[dir.other().index()].clone(),
+                                http: (carrier == Carrier::Http).then_some((src, dst)),
+                            };
+                            app.message(&m, origin);
+                        }
+                    },
+                );
             }
             Delivery::Gap { len } => parser.gap(len, stream_stats),
         }
-        if !*announced && parser.is_jxta() == Some(true) {
-            *announced = true;
-            // A live tap takes these every loop; offline nobody does, so keep a bound.
-            if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
-                jxta_flows.push((info.initiator, info.responder));
+        let jxta = parser.is_jxta();
+        if jxta == Some(true) {
+            // An HTTP polling channel's responses may all be empty: the requests
+            // make it JXTA's (and the other way round).
+            parsers[dir.other().index()].peer_is_jxta();
+            if !*announced {
+                *announced = true;
+                // A live tap takes these every loop; offline nobody does, so keep a bound.
+                if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
+                    jxta_flows.push((info.initiator, info.responder));
+                }
             }
         }
-        if parser.is_jxta() == Some(false) {
+        if jxta == Some(false) {
             Interest::Ignore
         } else {
             Interest::Keep

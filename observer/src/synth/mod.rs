@@ -5,6 +5,7 @@
 //! The encoders used here are the library's own (`jxta`, `jim`, `packet::build`,
 //! `capture::CaptureWriter`): the reference peer speaks through the same ones.
 
+pub mod http;
 pub mod scenario;
 pub mod wire;
 
@@ -217,5 +218,20 @@ pub fn write_samples(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         written.push(pcap);
         written.push(truth);
     }
+    // The HTTP transport sample is scripted by hand, not from a `Script`.
+    let rendered = http::render();
+    let pcap = dir.join(format!("{}.pcap", http::NAME));
+    let format = WriteFormat::Pcap {
+        nanos: false,
+        big_endian: false,
+    };
+    std::fs::write(
+        &pcap,
+        rendered.capture_bytes(LinkVariant::Ethernet, format)?,
+    )?;
+    let truth = dir.join(format!("{}.truth.csv", http::NAME));
+    std::fs::write(&truth, rendered.truth_csv()?)?;
+    written.push(pcap);
+    written.push(truth);
     Ok(written)
 }

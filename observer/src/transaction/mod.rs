@@ -22,6 +22,8 @@ use crate::UnixNanos;
 pub enum Transport {
     Tcp,
     Udp,
+    /// JXTA's HTTP transport (over TCP).
+    Http,
 }
 
 /// Where and when one JIM PING/PONG was seen.

@@ -1,0 +1,278 @@
+//! One direction of a TCP connection, whichever JXTA transport it carries: the TCP
+//! transport (welcome line, message packages; [`StreamParser`]) or the HTTP transport
+//! ([`HttpParser`]). The first bytes decide, by content, on any port.
+
+use super::http::{find_join, sniff, HttpParser, Sniff};
+use super::stream::{StreamConfig, StreamEvent, StreamParser, StreamStart};
+use super::JxtaStats;
+use crate::UnixNanos;
+
+/// Which transport a message came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Tcp,
+    Http,
+}
+
+/// Longest prefix [`sniff`] may need (`OPTIONS ` / `CONNECT `).
+const SNIFF_MAX: usize = 8;
+
+#[derive(Debug)]
+enum Inner {
+    /// Too few bytes to tell: the pushes so far, replayed once it is known.
+    Sniffing {
+        start: StreamStart,
+        held: Vec<(Vec<u8>, UnixNanos)>,
+    },
+    Tcp(StreamParser),
+    Http(HttpParser),
+}
+
+#[derive(Debug)]
+pub struct DirParser {
+    inner: Inner,
+    cfg: StreamConfig,
+    /// The capture began after the connection did.
+    mid_stream: bool,
+}
+
+impl DirParser {
+    pub fn new(start: StreamStart, cfg: &StreamConfig) -> Self {
+        DirParser {
+            inner: Inner::Sniffing {
+                start,
+                held: Vec::new(),
+            },
+            cfg: cfg.clone(),
+            mid_stream: start == StreamStart::MidStream,
+        }
+    }
+
+    pub fn is_jxta(&self) -> Option<bool> {
+        match &self.inner {
+            Inner::Sniffing { .. } => None,
+            Inner::Tcp(p) => p.is_jxta(),
+            Inner::Http(p) => p.is_jxta(),
+        }
+    }
+
+    /// The other direction of the connection was recognised as JXTA.
+    pub fn peer_is_jxta(&mut self) {
+        if let Inner::Http(p) = &mut self.inner {
+            p.mark_jxta();
+        }
+    }
+
+    pub fn oldest_buffered(&self) -> Option<UnixNanos> {
+        match &self.inner {
+            Inner::Sniffing { held, .. } => held.iter().map(|h| h.1).min(),
+            Inner::Tcp(p) => p.oldest_buffered(),
+            Inner::Http(p) => p.oldest_buffered(),
+        }
+    }
+
+    pub fn buffered(&self) -> usize {
+        match &self.inner {
+            Inner::Sniffing { held, .. } => held.iter().map(|h| h.0.len()).sum(),
+            Inner::Tcp(p) => p.buffered(),
+            Inner::Http(p) => p.buffered(),
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        data: &[u8],
+        first_seen: UnixNanos,
+        stats: &mut JxtaStats,
+        out: &mut impl FnMut(StreamEvent<'_>, Carrier),
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        if let Inner::Sniffing { start, held } = &mut self.inner {
+            let cfg = &self.cfg;
+            let mut prefix: Vec<u8> = held.iter().flat_map(|h| h.0.iter().copied()).collect();
+            prefix.extend_from_slice(data.get(..SNIFF_MAX).unwrap_or(data));
+            let inner = match sniff(&prefix) {
+                Sniff::NeedMore => {
+                    held.push((data.to_vec(), first_seen));
+                    return;
+                }
+                Sniff::Http(role) => Inner::Http(HttpParser::new(role, cfg)),
+                Sniff::NotHttp => Inner::Tcp(StreamParser::new(*start, cfg)),
+            };
+            let held = std::mem::take(held);
+            self.inner = inner;
+            for (bytes, ts) in held {
+                self.push(&bytes, ts, stats, out);
+            }
+        }
+        if let (Inner::Tcp(p), true) = (&self.inner, self.mid_stream) {
+            if p.is_jxta().is_none() {
+                // Joined inside an HTTP body, the TCP parser looks for packages in
+                // vain: the next request or response head puts HTTP back in charge.
+                if let Some((i, role)) = find_join(data) {
+                    stats.resyncs += 1;
+                    stats.skipped_bytes += i as u64;
+                    self.inner = Inner::Http(HttpParser::new(role, &self.cfg));
+                    self.push(data.get(i..).unwrap_or_default(), first_seen, stats, out);
+                    return;
+                }
+            }
+        }
+        match &mut self.inner {
+            Inner::Sniffing { .. } => {}
+            Inner::Tcp(p) => p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp)),
+            Inner::Http(p) => {
+                p.push(data, first_seen, stats, &mut |m| {
+                    out(StreamEvent::Message(m), Carrier::Http)
+                });
+                if p.refused() {
+                    // Not HTTP after all (bytes of a stream joined mid-way that only
+                    // looked like a request line): the TCP transport's parser takes
+                    // over and resynchronises on the next package.
+                    self.inner = Inner::Tcp(StreamParser::new(StreamStart::MidStream, &self.cfg));
+                    self.mid_stream = true;
+                }
+            }
+        }
+    }
+
+    pub fn gap(&mut self, len: u64, stats: &mut JxtaStats) {
+        match &mut self.inner {
+            Inner::Sniffing { held, .. } => {
+                let cfg = &self.cfg;
+                // What was held cannot be told apart any more: resynchronise as TCP
+                // would on a flow joined mid-stream.
+                stats.skipped_bytes += held.iter().map(|h| h.0.len() as u64).sum::<u64>();
+                let mut p = StreamParser::new(StreamStart::MidStream, cfg);
+                p.gap(len, stats);
+                self.inner = Inner::Tcp(p);
+                self.mid_stream = true;
+            }
+            Inner::Tcp(p) => p.gap(len, stats),
+            Inner::Http(p) => p.gap(len, stats),
+        }
+    }
+
+    pub fn finish(&mut self, stats: &mut JxtaStats) {
+        match &mut self.inner {
+            Inner::Sniffing { start, held } => {
+                let cfg = &self.cfg;
+                // A few bytes only: hand them to the TCP parser, which decides.
+                let mut p = StreamParser::new(*start, cfg);
+                for (bytes, ts) in std::mem::take(held) {
+                    p.push(&bytes, ts, stats, &mut |_| {});
+                }
+                p.finish(stats);
+                self.inner = Inner::Tcp(p);
+            }
+            Inner::Tcp(p) => p.finish(stats),
+            Inner::Http(p) => p.finish(stats),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, HeaderOrder};
+    use crate::jxta::message::{encode_message_v0, OwnedElement};
+
+    fn package(tag: &str) -> (Vec<u8>, Vec<u8>) {
+        let body = encode_message_v0(&[OwnedElement::new("", "payload", None, tag)]);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::TypeFirst, None, &mut framed);
+        (framed, body)
+    }
+
+    fn run(
+        start: StreamStart,
+        pushes: &[&[u8]],
+    ) -> (Vec<(Vec<u8>, Carrier)>, DirParser, JxtaStats) {
+        let mut p = DirParser::new(start, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut got = Vec::new();
+        for (i, d) in pushes.iter().enumerate() {
+            p.push(d, i as u64, &mut stats, &mut |e, c| {
+                if let StreamEvent::Message(m) = e {
+                    got.push((m.body.to_vec(), c));
+                }
+            });
+        }
+        (got, p, stats)
+    }
+
+    #[test]
+    fn http_and_tcp_transports_are_told_apart_byte_by_byte() {
+        let (framed, body) = package("tcp");
+        let mut tcp = crate::jxta::encode_welcome(
+            "tcp://10.0.0.2:9701",
+            "tcp://10.0.0.1:9701",
+            "urn:jxta:uuid-0011223303",
+            false,
+            crate::jxta::WelcomeVersion::V1_1,
+        );
+        tcp.extend_from_slice(&framed);
+        let pushes: Vec<&[u8]> = tcp.chunks(1).collect();
+        let (got, p, _) = run(StreamStart::Beginning, &pushes);
+        assert_eq!(got, vec![(body.clone(), Carrier::Tcp)]);
+        assert_eq!(p.is_jxta(), Some(true));
+
+        let mut http = format!(
+            "POST / HTTP/1.1\r\ncontent-type: application/x-jxta-msg\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        http.extend_from_slice(&body);
+        let pushes: Vec<&[u8]> = http.chunks(1).collect();
+        let (got, p, _) = run(StreamStart::Beginning, &pushes);
+        assert_eq!(got, vec![(body, Carrier::Http)]);
+        assert_eq!(p.is_jxta(), Some(true));
+    }
+
+    #[test]
+    fn mid_stream_bytes_that_only_look_like_http_go_to_the_tcp_parser() {
+        let (framed, body) = package("after");
+        let mut data = b"GET \x00\x01\x02 not a request line\r\n\r\n".to_vec();
+        data.extend_from_slice(&framed);
+        let (got, p, stats) = run(StreamStart::MidStream, &[&data[..30], &data[30..]]);
+        assert_eq!(got, vec![(body, Carrier::Tcp)]);
+        assert_eq!(p.is_jxta(), Some(true));
+        assert_eq!(stats.non_jxta_streams, 0);
+    }
+
+    #[test]
+    fn joined_inside_a_body_the_next_head_brings_http_back() {
+        let (_, body) = package("next");
+        let mut data = b"\x00\x01 tail of an earlier message\r\n0\r\n\r\n".to_vec();
+        data.extend_from_slice(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-jxta-msg\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        data.extend_from_slice(&body);
+        let (got, p, stats) = run(StreamStart::MidStream, &[&data[..10], &data[10..]]);
+        assert_eq!(got, vec![(body, Carrier::Http)]);
+        assert_eq!(p.is_jxta(), Some(true));
+        assert_eq!(stats.resyncs, 1);
+        // Only for a stream joined mid-way: from its beginning it is TCP's.
+        let (got, _, _) = run(StreamStart::Beginning, &[&data[..10], &data[10..]]);
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn the_other_direction_makes_an_empty_polling_channel_jxta() {
+        let (_, mut p, mut stats) = run(
+            StreamStart::Beginning,
+            &[b"HTTP/1.1 204 No Content\r\n\r\n"],
+        );
+        assert_eq!(p.is_jxta(), None);
+        p.peer_is_jxta();
+        assert_eq!(p.is_jxta(), Some(true));
+        p.finish(&mut stats);
+        assert_eq!(stats.non_jxta_streams, 0);
+    }
+}
