@@ -136,6 +136,11 @@ pub fn reassembly(data: &[u8]) {
             fin: flags & 0x01 != 0,
             rst: flags & 0x04 != 0,
             payload,
+            checksum: match flags >> 5 {
+                0 => crate::packet::Checksum::Bad,
+                1 => crate::packet::Checksum::Offloaded,
+                _ => crate::packet::Checksum::Valid,
+            },
         };
         table.segment(&seg, &mut sink);
         assert!(

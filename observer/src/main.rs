@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use observer::packet::ChecksumMode;
 use observer::report::{self, Summary, SummaryBuilder, TransactionCsvWriter};
 use observer::runtime::{self, Analysis, PipelineConfig};
 
@@ -103,6 +104,9 @@ struct LiveArgs {
     /// Stay root after setting up the capture.
     #[arg(long)]
     keep_root: bool,
+    /// IPv4 header and TCP checksums: auto, verify or ignore (as for `analyze`).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    checksums: ChecksumMode,
 }
 
 #[derive(Args)]
@@ -117,6 +121,11 @@ struct Inputs {
     /// Largest JXTA message accepted; larger ones are counted as malformed and skipped.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     max_message: u64,
+    /// IPv4 header and TCP checksums: `auto` checks them except where a capture on
+    /// the sender shows them offloaded (per flow direction), `verify` always,
+    /// `ignore` never. Packets with a bad one are dropped and counted.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    checksums: ChecksumMode,
     /// Out-of-order bytes buffered per TCP direction before a hole is skipped as a gap.
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
     max_flow_buffer: u64,
@@ -249,6 +258,7 @@ fn pipeline_config(inputs: &Inputs) -> PipelineConfig {
         ..PipelineConfig::default()
     };
     cfg.stream.max_message = inputs.max_message;
+    cfg.packet.checksums = inputs.checksums;
     cfg.flows.max_flow_buffer = usize::try_from(inputs.max_flow_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_total_buffer = usize::try_from(inputs.max_total_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_flows = inputs.max_flows.max(1);
@@ -420,6 +430,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         ..LiveConfig::default()
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
+    cfg.pipeline.packet.checksums = args.checksums;
     let source = open_live_source(&args)?;
     let outcome = online::run(source, cfg, &stop)?;
     let summary = Summary::build(

@@ -7,6 +7,7 @@ pub mod http;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::conntrack::FlowStats;
 use crate::jxta::JxtaStats;
 use crate::packet::PacketStats;
 use crate::transaction::{Matcher, Transaction, TxStatus};
@@ -78,6 +79,7 @@ impl LiveMetrics {
         &self,
         matcher: &Matcher,
         packets: &PacketStats,
+        flows: &FlowStats,
         jxta: &JxtaStats,
         active_flows: usize,
         source: &SourceCounters,
@@ -216,6 +218,45 @@ impl LiveMetrics {
         let _ = writeln!(out, "observer_packets_total {}", packets.frames);
         header(
             &mut out,
+            "observer_packets_dropped_total",
+            "counter",
+            "Packets the receiving host would drop, dropped here too, by reason.",
+        );
+        for (reason, n) in [
+            ("bad_ip_length", packets.bad_ip_length),
+            ("bad_ip_checksum", packets.bad_ip_checksum),
+            ("bad_tcp_checksum", flows.bad_tcp_checksum),
+            ("data_without_ack", flows.data_without_ack),
+        ] {
+            let _ = writeln!(
+                out,
+                "observer_packets_dropped_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "observer_tcp_conflicting_overlap_total",
+            "counter",
+            "TCP segments overlapping earlier bytes with different contents (first copy kept).",
+        );
+        let _ = writeln!(
+            out,
+            "observer_tcp_conflicting_overlap_total {}",
+            flows.reassembly.conflicting_overlap
+        );
+        header(
+            &mut out,
+            "observer_checksum_offloaded_directions_total",
+            "counter",
+            "TCP flow directions whose checksums are offloaded (captured on the sender), not verified.",
+        );
+        let _ = writeln!(
+            out,
+            "observer_checksum_offloaded_directions_total {}",
+            flows.checksum_offloaded_directions
+        );
+        header(
+            &mut out,
             "observer_source_events_total",
             "counter",
             "Events delivered by the capture source.",
@@ -318,6 +359,7 @@ mod tests {
         let text = m.render(
             &matcher,
             &PacketStats::default(),
+            &FlowStats::default(),
             &JxtaStats::default(),
             3,
             &SourceCounters {
@@ -340,6 +382,8 @@ mod tests {
         assert!(text.contains("observer_rtt_seconds_sum{poller=\"alice\",receiver=\"bob\"} 1.2"));
         assert!(text.contains("receiver=\"a\\\"l\\nice\",status=\"open\"} 1"));
         assert!(text.contains("observer_active_flows 3"));
+        assert!(text.contains("observer_packets_dropped_total{reason=\"bad_tcp_checksum\"} 0"));
+        assert!(text.contains("observer_tcp_conflicting_overlap_total 0"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(

@@ -67,6 +67,13 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         "  JIM documents: {} PING, {} PONG, {} MESSAGE, {} malformed",
         r.jim.pings, r.jim.pongs, r.jim.messages, r.jim.malformed
     );
+    if r.flows.checksum_offloaded_directions > 0 {
+        let _ = writeln!(
+            out,
+            "  TCP checksums offloaded on {} flow directions (captured on the sender): not verified there; --checksums verify checks them",
+            r.flows.checksum_offloaded_directions
+        );
+    }
     out.push('\n');
     out.push_str(&render(summary));
 
@@ -79,6 +86,17 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         ("frames cut by snaplen", p.snaplen_cut),
         ("frames of unknown link type", p.unknown_link_type),
         ("malformed frames", p.malformed),
+        (
+            "IP length beyond header or frame (dropped)",
+            p.bad_ip_length,
+        ),
+        ("bad IPv4 header checksum (dropped)", p.bad_ip_checksum),
+        ("bad TCP checksum (dropped)", f.bad_tcp_checksum),
+        ("TCP data without ACK (dropped)", f.data_without_ack),
+        (
+            "TCP overlaps with conflicting bytes",
+            ra.conflicting_overlap,
+        ),
         ("IP fragments timed out", p.fragment_timeouts),
         ("IP fragment datagrams evicted (cap)", p.fragment_evictions),
         ("TCP gaps (bytes the capture missed)", ra.gaps),

@@ -402,6 +402,7 @@ pub fn run(
             let text = metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
+                pipeline.flow_stats(),
                 &pipeline.jxta_stats(),
                 pipeline.active_flows(),
                 &counters,

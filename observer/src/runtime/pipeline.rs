@@ -482,7 +482,9 @@ impl Pipeline {
                 match jxta::parse_datagram(payload, max) {
                     Ok((header, body)) => {
                         let framed = FramedMessage {
-                            start: seg.ts,
+                            // A fragmented datagram: first byte with its earliest
+                            // fragment, last byte with the one completing it.
+                            start: seg.first_ts,
                             stop: seg.ts,
                             framed_len: payload.len() as u64,
                             header,
