@@ -687,9 +687,13 @@ fn record(
         dst: origin.dst.to_string(),
         framed_bytes: framed.framed_len,
         message_bytes: framed.body.len() as u64,
-        src_peer: addressing
-            .as_ref()
-            .and_then(|a| a.src_peer.as_ref().map(|p| p.to_string())),
+        // Without a router element (multicast), the sender names itself.
+        src_peer: addressing.as_ref().and_then(|a| {
+            a.src_peer
+                .as_ref()
+                .or(a.header_src_peer.as_ref())
+                .map(|p| p.to_string())
+        }),
         dst_peer: addressing
             .as_ref()
             .and_then(|a| a.dst_peer.as_ref().map(|p| p.to_string())),
