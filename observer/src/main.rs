@@ -107,6 +107,10 @@ struct LiveArgs {
     /// IPv4 header and TCP checksums: auto, verify or ignore (as for `analyze`).
     #[arg(long, value_name = "MODE", default_value = "auto")]
     checksums: ChecksumMode,
+    /// Largest JIM document decoded.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
+          default_value_t = observer::jim::DEFAULT_MAX_DOCUMENT_BYTES as u64)]
+    max_document: u64,
 }
 
 #[derive(Args)]
@@ -121,6 +125,10 @@ struct Inputs {
     /// Largest JXTA message accepted; larger ones are counted as malformed and skipped.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     max_message: u64,
+    /// Largest JIM document decoded; larger ones are reported by element name.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
+          default_value_t = observer::jim::DEFAULT_MAX_DOCUMENT_BYTES as u64)]
+    max_document: u64,
     /// IPv4 header and TCP checksums: `auto` checks them except where a capture on
     /// the sender shows them offloaded (per flow direction), `verify` always,
     /// `ignore` never. Packets with a bad one are dropped and counted.
@@ -259,6 +267,7 @@ fn pipeline_config(inputs: &Inputs) -> PipelineConfig {
     };
     cfg.stream.max_message = inputs.max_message;
     cfg.packet.checksums = inputs.checksums;
+    cfg.jim.max_document = usize::try_from(inputs.max_document).unwrap_or(usize::MAX);
     cfg.flows.max_flow_buffer = usize::try_from(inputs.max_flow_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_total_buffer = usize::try_from(inputs.max_total_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_flows = inputs.max_flows.max(1);
@@ -431,6 +440,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
     cfg.pipeline.packet.checksums = args.checksums;
+    cfg.pipeline.jim.max_document = usize::try_from(args.max_document).unwrap_or(usize::MAX);
     let source = open_live_source(&args)?;
     let outcome = online::run(source, cfg, &stop)?;
     let summary = Summary::build(

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use crate::conntrack::FlowStats;
 use crate::jxta::JxtaStats;
 use crate::packet::PacketStats;
+use crate::runtime::JimStats;
 use crate::transaction::{Matcher, Transaction, TxStatus};
 
 /// Upper bounds (seconds) of the RTT histogram buckets: fine below a second, where LAN
@@ -81,6 +82,7 @@ impl LiveMetrics {
         packets: &PacketStats,
         flows: &FlowStats,
         jxta: &JxtaStats,
+        jim: &JimStats,
         active_flows: usize,
         source: &SourceCounters,
     ) -> String {
@@ -235,6 +237,17 @@ impl LiveMetrics {
         }
         header(
             &mut out,
+            "observer_jim_oversized_documents_total",
+            "counter",
+            "JIM documents larger than --max-document, not decoded.",
+        );
+        let _ = writeln!(
+            out,
+            "observer_jim_oversized_documents_total {}",
+            jim.oversized_documents
+        );
+        header(
+            &mut out,
             "observer_tcp_conflicting_overlap_total",
             "counter",
             "TCP segments overlapping earlier bytes with different contents (first copy kept).",
@@ -361,6 +374,7 @@ mod tests {
             &PacketStats::default(),
             &FlowStats::default(),
             &JxtaStats::default(),
+            &JimStats::default(),
             3,
             &SourceCounters {
                 source: "pcap",
@@ -384,6 +398,7 @@ mod tests {
         assert!(text.contains("observer_active_flows 3"));
         assert!(text.contains("observer_packets_dropped_total{reason=\"bad_tcp_checksum\"} 0"));
         assert!(text.contains("observer_tcp_conflicting_overlap_total 0"));
+        assert!(text.contains("observer_jim_oversized_documents_total 0"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(

@@ -67,6 +67,22 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         "  JIM documents: {} PING, {} PONG, {} MESSAGE, {} malformed",
         r.jim.pings, r.jim.pongs, r.jim.messages, r.jim.malformed
     );
+    if r.jim.oversized_documents > 0 {
+        let _ = writeln!(
+            out,
+            "  {} JIM documents larger than --max-document, not decoded (raise --max-document to decode them):",
+            r.jim.oversized_documents
+        );
+        for (name, o) in &r.jim.oversized {
+            let _ = writeln!(
+                out,
+                "    {}  {} x, largest {} bytes",
+                sanitize(name),
+                o.count,
+                o.max_bytes
+            );
+        }
+    }
     if r.flows.checksum_offloaded_directions > 0 {
         let _ = writeln!(
             out,

@@ -404,6 +404,7 @@ pub fn run(
                 pipeline.packet_stats(),
                 pipeline.flow_stats(),
                 &pipeline.jxta_stats(),
+                pipeline.jim_stats(),
                 pipeline.active_flows(),
                 &counters,
             );
