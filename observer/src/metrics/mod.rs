@@ -76,6 +76,7 @@ impl LiveMetrics {
     }
 
     /// The whole exposition.
+    #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
         matcher: &Matcher,
