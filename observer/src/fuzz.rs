@@ -207,6 +207,17 @@ pub fn jim(data: &[u8]) {
             other => panic!("plain path took what the XML decoder gives as {other:?}: {plain:?}"),
         }
     }
+    // A caller's limit only ever refuses more, and says why with the real sizes.
+    let limit = data.len() / 2;
+    match crate::jim::parse_limited(data, limit) {
+        Ok(Some(doc)) if data.len() <= crate::jim::DEFAULT_MAX_DOCUMENT_BYTES => {
+            assert_eq!(crate::jim::parse(data), Ok(Some(doc)));
+        }
+        Err(crate::jim::JimError::TooLarge { len, max, .. }) => {
+            assert_eq!((len, max), (body.len(), limit));
+        }
+        _ => {}
+    }
     if let Ok(Some(doc)) = crate::jim::parse(data) {
         let again = crate::jim::parse(doc.to_xml().as_bytes());
         let Ok(Some(again)) = again else {
