@@ -332,15 +332,19 @@ impl PacketDecoder {
                     // Not a header at all: the parser counts it as malformed.
                     return HostCheck::Accept;
                 }
-                if total < ihl || (total > ip.len() && !frame_cut) {
+                // Zero is what segmentation offload (TSO) leaves in a capture taken on
+                // the sender: the frame's length stands for it, as in Wireshark.
+                let tso = total == 0;
+                if (total < ihl && !tso) || (total > ip.len() && !frame_cut) {
                     return HostCheck::BadLength;
                 }
                 let checked = match self.checksums {
                     ChecksumMode::Ignore => false,
                     ChecksumMode::Verify => true,
-                    // A zero field is what checksum offload leaves in a capture
-                    // taken on the sender; a real header practically never sums to it.
-                    ChecksumMode::Auto => be16(10) != Some(0),
+                    // A zero field is what checksum offload leaves in a capture taken
+                    // on the sender (a real header practically never sums to it); a
+                    // TSO super-packet's header is rewritten by the NIC anyway.
+                    ChecksumMode::Auto => be16(10) != Some(0) && !tso,
                 };
                 if checked && !checksum::ipv4_header_ok(&ip[..ihl]) {
                     return HostCheck::BadChecksum;

@@ -448,6 +448,13 @@ fn lying_ipv4_lengths_are_dropped_unless_the_snaplen_cut() {
     let seg = decode_cut(&mut dec, LinkType::RAW, &long, long.len() + 100, 0).unwrap();
     assert!(seg.cut);
     assert_eq!(dec.stats.bad_ip_length, 2);
+    // Total length 0 is a TSO super-packet captured on its sender: the frame's
+    // length stands (its header checksum, computed by the NIC later, is not checked).
+    let mut tso = tcp_frame(&[1u8; 3000]);
+    tso[2..4].copy_from_slice(&[0, 0]);
+    let seg = decode_one(&mut dec, LinkType::RAW, &tso, 0).expect("TSO segment");
+    assert_eq!(seg.l4.payload(), &[1u8; 3000][..]);
+    assert_eq!(dec.stats.bad_ip_length, 2);
     // IPv6 payload length beyond the frame.
     let (s6, d6) = v6();
     let mut ip6 = tcp_packet(s6, d6, 1, 2, TcpFlags::PSH_ACK, 3, b"abc");
