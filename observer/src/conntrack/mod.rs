@@ -216,7 +216,8 @@ impl TcpSegment<'_> {
             return None;
         };
         Some(TcpSegment {
-            ts: seg.ts,
+            // Its bytes were first seen with its earliest fragment, if it had several.
+            ts: seg.first_ts,
             src: seg.src,
             dst: seg.dst,
             seq: *seq,

@@ -43,7 +43,9 @@ pub enum Checksum {
     Unchecked,
 }
 
-/// One's-complement sum of `parts` as one byte string, folded to 16 bits.
+/// One's-complement sum of `parts` as one byte string, folded to 16 bits. Summed as
+/// little-endian 32-bit words and byte-swapped at the end (the sum does not depend on
+/// byte order, RFC 1071 2(B)), which the compiler vectorises: every TCP byte passes here.
 pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
     let mut sum: u64 = 0;
     let mut odd: Option<u8> = None;
@@ -52,7 +54,7 @@ pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
         if let Some(hi) = odd.take() {
             match b.split_first() {
                 Some((&lo, rest)) => {
-                    sum += u64::from(u16::from_be_bytes([hi, lo]));
+                    sum += u64::from(u16::from_le_bytes([hi, lo]));
                     b = rest;
                 }
                 None => {
@@ -61,24 +63,25 @@ pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
                 }
             }
         }
-        let mut words = b.chunks_exact(4);
-        for w in &mut words {
-            sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-        }
+        let words = b.chunks_exact(4);
         let rest = words.remainder();
+        // No overflow: 2^32 words (16 GiB) would be needed to carry out of 64 bits.
+        sum += words
+            .map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .sum::<u64>();
         let mut pairs = rest.chunks_exact(2);
         for w in &mut pairs {
-            sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+            sum += u64::from(u16::from_le_bytes([w[0], w[1]]));
         }
         odd = pairs.remainder().first().copied();
     }
     if let Some(hi) = odd {
-        sum += u64::from(u16::from_be_bytes([hi, 0]));
+        sum += u64::from(hi);
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    sum as u16
+    (sum as u16).swap_bytes()
 }
 
 /// An IPv4 header's checksum is right when the header sums to all ones.
@@ -143,5 +146,46 @@ mod tests {
             ones_sum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
             0xddf2
         );
+    }
+
+    /// The 16-bit sum, byte pair by byte pair, as RFC 1071 writes it.
+    fn naive(bytes: &[u8]) -> u16 {
+        let mut sum: u64 = bytes
+            .chunks(2)
+            .map(|c| u64::from(c[0]) << 8 | u64::from(c.get(1).copied().unwrap_or(0)))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn saturated_words_fold_like_the_naive_sum() {
+        for n in 0..40 {
+            for fill in [0x00u8, 0x01, 0x80, 0xfe, 0xff] {
+                let v = vec![fill; n];
+                assert_eq!(ones_sum(&[&v]), naive(&v), "{n} x {fill:#x}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wide_sum_equals_the_naive_one(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..4),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                parts.push(&data[at..c]);
+                at = c;
+            }
+            parts.push(&data[at..]);
+            proptest::prop_assert_eq!(ones_sum(&parts), naive(&data));
+        }
     }
 }
