@@ -1,7 +1,8 @@
 //! The crafted captures of issue 15 (`cargo xtask captures`, `xtask/src/wire_captures.rs`:
 //! real JXSE 2.5 frames mutated byte by byte, and multicast datagrams written by hand
 //! from the wire spec), each decoded exactly against its truth: packets a host would
-//! drop, a 100 KB PING, multicast PINGs and PONGs with fragments out of order.
+//! drop, a 100 KB PING, multicast PINGs and PONGs with fragments out of order (and
+//! answered across transports).
 
 mod common;
 
@@ -137,8 +138,16 @@ fn multicast_pings_and_pongs_pair_and_fragments_start_at_the_earliest() {
         .iter()
         .filter(|t| t.status == TxStatus::Ok)
         .count();
-    assert_eq!((ok, r.transactions.len()), (4, 5));
-    assert_eq!(r.jxta.messages_udp, 9);
+    assert_eq!((ok, r.transactions.len()), (6, 7));
+    assert_eq!((r.jxta.messages_udp, r.jxta.messages_tcp), (11, 2));
+    // The TCP legs: a PING answered by multicast, a PONG answering a multicast PING.
+    let mixed: Vec<&str> = r
+        .transactions
+        .iter()
+        .filter_map(|t| t.correlator.as_deref())
+        .filter(|c| ["mc-6", "mc-7"].contains(c))
+        .collect();
+    assert_eq!(mixed, ["mc-6", "mc-7"]);
     assert_eq!(r.packets.reassembled, 2);
     assert_eq!(
         r.matcher.anomalies().total(),

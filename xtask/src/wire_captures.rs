@@ -17,10 +17,12 @@
 //! - `jxse25-large.pcap`: the real connection with its second PING padded to 100 KB
 //!   inside the PING document (element and package lengths, sequence and
 //!   acknowledgement numbers adjusted), sent as several segments.
-//! - `multicast.pcap`: JIM PINGs and PONGs sent by UDP multicast (224.0.1.85:1234)
-//!   only, the sender named by `jxta:EndpointHeaderSrcPeer`, the pipe by
+//! - `multicast.pcap`: JIM PINGs and PONGs sent by UDP multicast (224.0.1.85:1234),
+//!   the sender named by `jxta:EndpointHeaderSrcPeer`, the pipe by
 //!   `jxta:JxtaWireHeader`; two datagrams IP-fragmented and captured in a shuffled
-//!   order; one PING nobody answers.
+//!   order; one PING nobody answers; and two exchanges that mix transports, a PING by
+//!   TCP (welcome lines, a package with `jxta:EndpointRouterMsg`) answered by
+//!   multicast and the reverse.
 
 use std::path::{Path, PathBuf};
 
@@ -418,7 +420,12 @@ struct Peer {
     id: String,
 }
 
-fn peers() -> [Peer; 3] {
+fn peers() -> &'static [Peer; 3] {
+    static PEERS: std::sync::OnceLock<[Peer; 3]> = std::sync::OnceLock::new();
+    PEERS.get_or_init(make_peers)
+}
+
+fn make_peers() -> [Peer; 3] {
     let id = |tail: &str| format!("urn:jxta:uuid-59616261646162614E50472050325033{tail}03");
     [
         Peer {
@@ -452,6 +459,123 @@ fn element(out: &mut Vec<u8>, ns: u8, name: &str, mime: &str, content: &[u8]) {
     str16(out, mime);
     out.extend((content.len() as u32).to_be_bytes());
     out.extend(content);
+}
+
+fn package_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.push(name.len() as u8);
+    out.extend(name.as_bytes());
+    out.extend((value.len() as u16).to_be_bytes());
+    out.extend(value);
+}
+
+fn unique(id: &str) -> &str {
+    id.strip_prefix("urn:jxta:").unwrap_or(id)
+}
+
+/// A TCP message package (spec §1.2) from `from` to `to`'s pipe: the JIM document and
+/// the router element naming both ends.
+fn unicast_package(from: &Peer, to: &Peer, doc: &str) -> Vec<u8> {
+    let mut body = b"jxmg".to_vec();
+    body.push(0);
+    body.extend(1u16.to_be_bytes());
+    str16(&mut body, "jim");
+    body.extend(2u16.to_be_bytes());
+    element(
+        &mut body,
+        2,
+        "JimMessage",
+        "text/xml;charset=UTF-8",
+        doc.as_bytes(),
+    );
+    let erm = format!(
+        "<?xml version=\"1.0\"?>\n<jxta:ERM xmlns:jxta=\"http://jxta.org\"><Src>jxta://{}</Src><Dest>jxta://{}/PipeService/{PIPE}</Dest><Last>jxta://{}</Last></jxta:ERM>",
+        unique(&from.id),
+        unique(&to.id),
+        unique(&from.id)
+    );
+    element(
+        &mut body,
+        1,
+        "EndpointRouterMsg",
+        "text/xml",
+        erm.as_bytes(),
+    );
+    let mut out = Vec::new();
+    package_header(&mut out, "content-type", b"application/x-jxta-msg");
+    package_header(
+        &mut out,
+        "content-length",
+        &(body.len() as u64).to_be_bytes(),
+    );
+    out.push(0);
+    out.extend(body);
+    out
+}
+
+/// One TCP connection written frame by frame, sequence numbers kept.
+struct Tcp {
+    ends: [(&'static Peer, u16); 2],
+    next: [u32; 2],
+}
+
+impl Tcp {
+    /// Handshake from `a` (ephemeral port) to `b`:9701, then both welcome lines.
+    fn open(a: &'static Peer, b: &'static Peer, port: u16, at: u64, out: &mut Vec<Frame>) -> Tcp {
+        let mut t = Tcp {
+            ends: [(a, port), (b, 9701)],
+            next: [0x1000_0000, 0x7000_0000],
+        };
+        t.send(0, 0x02, b"", at, out);
+        t.send(1, 0x12, b"", at + 50 * US, out);
+        t.send(0, 0x10, b"", at + 100 * US, out);
+        for (side, dt) in [(1usize, 150), (0, 200)] {
+            let (me, other) = (t.ends[side].0, t.ends[1 - side].0);
+            let line = format!(
+                "JXTAHELLO tcp://{} tcp://{} {} 0 1.1\r\n",
+                addr(other, t.ends[1 - side].1),
+                addr(me, 9701),
+                me.id
+            );
+            t.send(side, 0x18, line.as_bytes(), at + dt * US, out);
+        }
+        t
+    }
+
+    /// A segment from side `side`; SYN counts one sequence number.
+    fn send(&mut self, side: usize, flags: u8, payload: &[u8], at: u64, out: &mut Vec<Frame>) {
+        let ((from, sport), (to, dport)) = (self.ends[side], self.ends[1 - side]);
+        let ack = if flags & 0x10 != 0 {
+            self.next[1 - side]
+        } else {
+            0
+        };
+        let mut tcp = Vec::new();
+        tcp.extend(sport.to_be_bytes());
+        tcp.extend(dport.to_be_bytes());
+        tcp.extend(self.next[side].to_be_bytes());
+        tcp.extend(ack.to_be_bytes());
+        tcp.extend([5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        tcp.extend(payload);
+        self.next[side] = self.next[side]
+            .wrapping_add(payload.len() as u32)
+            .wrapping_add(u32::from(flags & 0x02 != 0));
+        let mut f = vec![
+            0x02, 0, 0, 0, 0, to.ip[3], 0x02, 0, 0, 0, 0, from.ip[3], 0x08, 0,
+        ];
+        f.extend([0x45, 0]);
+        f.extend(((20 + tcp.len()) as u16).to_be_bytes());
+        f.extend([0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend(from.ip);
+        f.extend(to.ip);
+        f.extend(tcp);
+        let mut frame = Frame { ts: at, data: f };
+        frame.fix_checksums();
+        out.push(frame);
+    }
+}
+
+fn addr(p: &Peer, port: u16) -> String {
+    format!("{}.{}.{}.{}:{port}", p.ip[0], p.ip[1], p.ip[2], p.ip[3])
 }
 
 /// A multicast datagram payload: `JXTA`, package headers with `srcEA`, a `jxmg` v0
@@ -500,19 +624,13 @@ fn datagram(from: &Peer, doc: &str, msg_id: u32) -> Vec<u8> {
         b"tcp://224.0.1.85:1234/EndpointService:jxta-NetGroup/JxtaPropagate/jxta-NetGroup",
     );
     let mut out = b"JXTA".to_vec();
-    let header = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
-        out.push(name.len() as u8);
-        out.extend(name.as_bytes());
-        out.extend((value.len() as u16).to_be_bytes());
-        out.extend(value);
-    };
-    header(&mut out, "content-type", b"application/x-jxta-msg");
-    header(
+    package_header(&mut out, "content-type", b"application/x-jxta-msg");
+    package_header(
         &mut out,
         "content-length",
         &(body.len() as u64).to_be_bytes(),
     );
-    header(&mut out, "srcEA", src_ea.as_bytes());
+    package_header(&mut out, "srcEA", src_ea.as_bytes());
     out.push(0);
     out.extend(body);
     out
@@ -671,6 +789,32 @@ fn multicast() -> (Vec<Frame>, String) {
         &[],
     );
     rows.push(tx(a, Some(b), &alice, Some((&carol, "offline")), "mc-5", 0));
+    // 6: alice asks carol over TCP; carol answers by multicast.
+    let mut tcp = Vec::new();
+    let t6 = T0 + 16 * s;
+    let mut ac = Tcp::open(alice, carol, 40_001, t6, &mut tcp);
+    let ping = unicast_package(alice, carol, &ping_doc(alice, "mc-6", 0));
+    ac.send(0, 0x18, &ping, t6 + 1_000 * US, &mut tcp);
+    ac.send(1, 0x10, b"", t6 + 1_200 * US, &mut tcp);
+    let a = (t6 + 1_000 * US, t6 + 1_000 * US, ping.len());
+    let b = send(
+        t6 + 4_400 * US,
+        carol,
+        &pong_doc(carol, "online", "mc-6", 0),
+        &[],
+    );
+    rows.push(tx(a, Some(b), alice, Some((carol, "online")), "mc-6", 0));
+    // 7: bob asks by multicast; alice answers over TCP (her connection to bob).
+    let t7 = T0 + 18 * s;
+    let mut ab = Tcp::open(alice, bob, 40_002, t7, &mut tcp);
+    let a = send(t7 + 1_000 * US, bob, &ping_doc(bob, "mc-7", 0), &[]);
+    let pong = unicast_package(alice, bob, &pong_doc(alice, "away", "mc-7", 0));
+    ab.send(0, 0x18, &pong, t7 + 6_600 * US, &mut tcp);
+    ab.send(1, 0x10, b"", t7 + 6_800 * US, &mut tcp);
+    let b = (t7 + 6_600 * US, t7 + 6_600 * US, pong.len());
+    rows.push(tx(a, Some(b), bob, Some((alice, "away")), "mc-7", 0));
+    drop(send);
+    frames.extend(tcp);
     frames.sort_by_key(|f| f.ts);
     (frames, truth_csv(&mut rows))
 }
