@@ -746,49 +746,49 @@ fn multicast() -> (Vec<Frame>, String) {
     };
     let s = 1_000_000_000u64;
     // 1: alice asks, bob answers; one datagram each.
-    let a = send(T0, &alice, &ping_doc(&alice, "mc-1", 0), &[]);
+    let a = send(T0, alice, &ping_doc(alice, "mc-1", 0), &[]);
     let b = send(
         T0 + 3_100 * US,
-        &bob,
-        &pong_doc(&bob, "online", "mc-1", 0),
+        bob,
+        &pong_doc(bob, "online", "mc-1", 0),
         &[],
     );
-    rows.push(tx(a, Some(b), &alice, Some((&bob, "online")), "mc-1", 0));
+    rows.push(tx(a, Some(b), alice, Some((bob, "online")), "mc-1", 0));
     // 2: bob asks; alice's PONG is 3 fragments, the last captured first.
-    let a = send(T0 + s, &bob, &ping_doc(&bob, "mc-2", 0), &[]);
+    let a = send(T0 + s, bob, &ping_doc(bob, "mc-2", 0), &[]);
     let b = send(
         T0 + s + 7_300 * US,
-        &alice,
-        &pong_doc(&alice, "busy", "mc-2", 3000),
+        alice,
+        &pong_doc(alice, "busy", "mc-2", 3000),
         &[2, 0, 1],
     );
-    rows.push(tx(a, Some(b), &bob, Some((&alice, "busy")), "mc-2", 0));
+    rows.push(tx(a, Some(b), bob, Some((alice, "busy")), "mc-2", 0));
     // 3: carol's PING is 3 fragments captured middle, last, first; bob answers.
     let a = send(
         T0 + 2 * s,
-        &carol,
-        &ping_doc(&carol, "mc-3", 3000),
+        carol,
+        &ping_doc(carol, "mc-3", 3000),
         &[1, 2, 0],
     );
     let b = send(
         T0 + 2 * s + 12_900 * US,
-        &bob,
-        &pong_doc(&bob, "away", "mc-3", 0),
+        bob,
+        &pong_doc(bob, "away", "mc-3", 0),
         &[],
     );
-    rows.push(tx(a, Some(b), &carol, Some((&bob, "away")), "mc-3", 0));
+    rows.push(tx(a, Some(b), carol, Some((bob, "away")), "mc-3", 0));
     // 4: alice asks; nobody answers within the 10 s timeout.
-    let a = send(T0 + 3 * s, &alice, &ping_doc(&alice, "mc-4", 0), &[]);
-    rows.push(tx(a, None, &alice, None, "mc-4", 10 * s));
+    let a = send(T0 + 3 * s, alice, &ping_doc(alice, "mc-4", 0), &[]);
+    rows.push(tx(a, None, alice, None, "mc-4", 10 * s));
     // 5: alice asks again, carol answers (the capture runs past the timeout above).
-    let a = send(T0 + 14 * s, &alice, &ping_doc(&alice, "mc-5", 0), &[]);
+    let a = send(T0 + 14 * s, alice, &ping_doc(alice, "mc-5", 0), &[]);
     let b = send(
         T0 + 14 * s + 2_500 * US,
-        &carol,
-        &pong_doc(&carol, "offline", "mc-5", 0),
+        carol,
+        &pong_doc(carol, "offline", "mc-5", 0),
         &[],
     );
-    rows.push(tx(a, Some(b), &alice, Some((&carol, "offline")), "mc-5", 0));
+    rows.push(tx(a, Some(b), alice, Some((carol, "offline")), "mc-5", 0));
     // 6: alice asks carol over TCP; carol answers by multicast.
     let mut tcp = Vec::new();
     let t6 = T0 + 16 * s;
@@ -813,7 +813,6 @@ fn multicast() -> (Vec<Frame>, String) {
     ab.send(1, 0x10, b"", t7 + 6_800 * US, &mut tcp);
     let b = (t7 + 6_600 * US, t7 + 6_600 * US, pong.len());
     rows.push(tx(a, Some(b), bob, Some((alice, "away")), "mc-7", 0));
-    drop(send);
     frames.extend(tcp);
     frames.sort_by_key(|f| f.ts);
     (frames, truth_csv(&mut rows))
