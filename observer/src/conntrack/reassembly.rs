@@ -14,7 +14,8 @@
 //! - the first copy of a byte wins (data and timestamp), later overlapping copies only
 //!   fill what is still missing; a later copy whose bytes differ from the first is
 //!   counted (`conflicting_overlap`), compared against the bytes still held and the
-//!   last [`COMPARE_WINDOW`] bytes delivered;
+//!   last [`COMPARE_WINDOW`] bytes delivered that the receiver has not acknowledged yet
+//!   (an idle connection keeps none, so 100,000 of them cost nothing);
 //! - a hole is declared a gap (the capture missed it; the stream parser resynchronises)
 //!   when the other side acknowledges past it, when the per-flow buffer cap is hit,
 //!   or when the flow ends.
@@ -91,8 +92,8 @@ impl ReassemblyStats {
 /// Sequence distances beyond this are treated as garbage, not as data far ahead.
 const MAX_SEQ_JUMP: i64 = 1 << 30;
 
-/// Delivered bytes kept to compare retransmissions with (a full-size segment and
-/// more); older retransmitted bytes are dropped uncompared.
+/// Delivered, unacknowledged bytes kept to compare retransmissions with (a full-size
+/// segment and more); older or acknowledged ones are dropped uncompared.
 pub const COMPARE_WINDOW: usize = 2048;
 
 #[derive(Debug)]
@@ -117,8 +118,8 @@ pub struct Reassembler {
     pub saw_syn: bool,
     /// Stop buffering: the consumer has no use for this direction (not JXTA).
     ignore: bool,
-    /// The last delivered bytes (up to twice [`COMPARE_WINDOW`], trimmed in batches),
-    /// ending at `delivered`.
+    /// The last delivered bytes not yet acknowledged (up to twice [`COMPARE_WINDOW`],
+    /// trimmed in batches), ending at `delivered`.
     recent: Vec<u8>,
 }
 
@@ -271,6 +272,7 @@ impl Reassembler {
         let Some(ack_off) = self.offset_of(ack) else {
             return 0;
         };
+        self.forget_acked(ack_off);
         let delivered = self.delivered as i64;
         // One sequence number past the data may be the FIN, which carries no byte.
         if ack_off <= delivered + 1 || ack_off - delivered > MAX_SEQ_JUMP || self.ignore {
@@ -339,8 +341,19 @@ impl Reassembler {
         }
         self.delivered += len;
         // The bytes before a gap no longer end at `delivered`.
-        self.recent.clear();
+        self.recent = Vec::new();
         out(Delivery::Gap { len });
+    }
+
+    /// Acknowledged bytes are final for the receiver: no need to compare them any more.
+    fn forget_acked(&mut self, ack_off: i64) {
+        let kept_from = self.delivered as i64 - self.recent.len() as i64;
+        if ack_off >= self.delivered as i64 {
+            // Freed, not cleared: most connections sit idle between messages.
+            self.recent = Vec::new();
+        } else if ack_off > kept_from {
+            self.recent.drain(..(ack_off - kept_from) as usize);
+        }
     }
 
     /// Keeps the tail of what is being delivered, for [`Self::conflicts_with_delivered`].
@@ -593,6 +606,17 @@ mod tests {
         let last = 14 + far.len() as u32;
         feed(&mut r, &mut s, &mut st, last - 2, b"zY", 10);
         assert_eq!(st.conflicting_overlap, 3);
+        // Once acknowledged, delivered bytes are final and no longer kept.
+        r.acked(last - 1, &mut st, &mut |d| s.push(d));
+        feed(&mut r, &mut s, &mut st, last - 2, b"zY", 11);
+        assert_eq!(
+            st.conflicting_overlap, 4,
+            "the last byte is still unacknowledged"
+        );
+        r.acked(last, &mut st, &mut |d| s.push(d));
+        assert_eq!(r.recent.capacity(), 0);
+        feed(&mut r, &mut s, &mut st, last - 2, b"YY", 12);
+        assert_eq!(st.conflicting_overlap, 4);
     }
 
     #[test]
