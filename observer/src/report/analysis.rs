@@ -86,7 +86,7 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
     if r.flows.checksum_offloaded_directions > 0 {
         let _ = writeln!(
             out,
-            "  TCP checksums offloaded on {} flow directions (captured on the sender): not verified there; --checksums verify checks them",
+            "  TCP checksums offloaded on {} flow directions (left to the NIC after capture): not verified there; --checksums verify checks them",
             r.flows.checksum_offloaded_directions
         );
     }
