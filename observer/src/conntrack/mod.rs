@@ -135,7 +135,8 @@ pub struct FlowStats {
     /// Segments carrying data without ACK outside the handshake: a host drops them.
     pub data_without_ack: u64,
     /// Flow directions whose checksums are offloaded (zero or the pseudo-header sum:
-    /// the capture was taken on their sender), so not verified.
+    /// filled in after the capture point, on the sender or past a Linux gateway), so
+    /// not verified.
     pub checksum_offloaded_directions: u64,
     pub reassembly: ReassemblyStats,
 }

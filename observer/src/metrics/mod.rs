@@ -262,7 +262,7 @@ impl LiveMetrics {
             &mut out,
             "observer_checksum_offloaded_directions_total",
             "counter",
-            "TCP flow directions whose checksums are offloaded (captured on the sender), not verified.",
+            "TCP flow directions whose checksums are offloaded (filled in after capture), not verified.",
         );
         let _ = writeln!(
             out,
