@@ -103,7 +103,7 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         ("frames of unknown link type", p.unknown_link_type),
         ("malformed frames", p.malformed),
         (
-            "IP length beyond header or frame (dropped)",
+            "IP length below header or beyond frame (dropped)",
             p.bad_ip_length,
         ),
         ("bad IPv4 header checksum (dropped)", p.bad_ip_checksum),
