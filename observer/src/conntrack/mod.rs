@@ -354,7 +354,7 @@ impl<S> FlowTable<S> {
             flow.offloaded[dir.index()] = true;
             self.stats.checksum_offloaded_directions += 1;
             tracing::debug!(
-                "TCP checksums offloaded from {} (capture on the sender): not verified",
+                "TCP checksums from {} offloaded (filled in after capture): not verified",
                 seg.src
             );
         }
