@@ -71,6 +71,7 @@ impl OwnedSegment {
             fin: self.fin,
             rst: self.rst,
             payload: &self.payload,
+            checksum: observer::packet::Checksum::Unchecked,
         }
     }
 }

@@ -137,6 +137,11 @@ pub fn reassembly(data: &[u8]) {
             fin: flags & 0x01 != 0,
             rst: flags & 0x04 != 0,
             payload,
+            checksum: match flags >> 5 {
+                0 => crate::packet::Checksum::Bad,
+                1 => crate::packet::Checksum::Offloaded,
+                _ => crate::packet::Checksum::Valid,
+            },
         };
         table.segment(&seg, &mut sink);
         assert!(
@@ -264,6 +269,17 @@ pub fn jim(data: &[u8]) {
             Ok(Some(full)) => assert_eq!(plain, full, "plain and XML decoders differ"),
             other => panic!("plain path took what the XML decoder gives as {other:?}: {plain:?}"),
         }
+    }
+    // A caller's limit only ever refuses more, and says why with the real sizes.
+    let limit = data.len() / 2;
+    match crate::jim::parse_limited(data, limit) {
+        Ok(Some(doc)) if data.len() <= crate::jim::DEFAULT_MAX_DOCUMENT_BYTES => {
+            assert_eq!(crate::jim::parse(data), Ok(Some(doc)));
+        }
+        Err(crate::jim::JimError::TooLarge { len, max, .. }) => {
+            assert_eq!((len, max), (body.len(), limit));
+        }
+        _ => {}
     }
     if let Ok(Some(doc)) = crate::jim::parse(data) {
         let again = crate::jim::parse(doc.to_xml().as_bytes());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use observer::packet::ChecksumMode;
 use observer::report::{self, Summary, SummaryBuilder, TransactionCsvWriter};
 use observer::runtime::{self, Analysis, PipelineConfig};
 
@@ -107,6 +108,13 @@ struct LiveArgs {
     /// frames later than it are counted and still used. 0 = as delivered.
     #[arg(long, value_name = "DURATION", default_value_t = default_reorder_window())]
     reorder_window: humantime::Duration,
+    /// IPv4 header and TCP checksums: auto, verify or ignore (as for `analyze`).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    checksums: ChecksumMode,
+    /// Largest JIM document decoded.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
+          default_value_t = observer::jim::DEFAULT_MAX_DOCUMENT_BYTES as u64)]
+    max_document: u64,
 }
 
 fn default_reorder_window() -> humantime::Duration {
@@ -125,6 +133,15 @@ struct Inputs {
     /// Largest JXTA message accepted; larger ones are counted as malformed and skipped.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     max_message: u64,
+    /// Largest JIM document decoded; larger ones are reported by element name.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
+          default_value_t = observer::jim::DEFAULT_MAX_DOCUMENT_BYTES as u64)]
+    max_document: u64,
+    /// IPv4 header and TCP checksums: `auto` checks them except where a capture on
+    /// the sender shows them offloaded (per flow direction), `verify` always,
+    /// `ignore` never. Packets with a bad one are dropped and counted.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    checksums: ChecksumMode,
     /// Out-of-order bytes buffered per TCP direction before a hole is skipped as a gap.
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
     max_flow_buffer: u64,
@@ -266,6 +283,8 @@ fn pipeline_config(inputs: &Inputs) -> PipelineConfig {
         ..PipelineConfig::default()
     };
     cfg.stream.max_message = inputs.max_message;
+    cfg.packet.checksums = inputs.checksums;
+    cfg.jim.max_document = usize::try_from(inputs.max_document).unwrap_or(usize::MAX);
     cfg.flows.max_flow_buffer = usize::try_from(inputs.max_flow_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_total_buffer = usize::try_from(inputs.max_total_buffer).unwrap_or(usize::MAX);
     cfg.flows.max_flows = inputs.max_flows.max(1);
@@ -449,6 +468,8 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
     cfg.pipeline.reorder.window_ns = duration_ns(*args.reorder_window);
+    cfg.pipeline.packet.checksums = args.checksums;
+    cfg.pipeline.jim.max_document = usize::try_from(args.max_document).unwrap_or(usize::MAX);
     let source = open_live_source(&args)?;
     let outcome = online::run(source, cfg, &stop)?;
     let summary = Summary::build(

@@ -167,7 +167,9 @@ fn counters_reach_the_json_summary_and_the_metrics() {
     let text = observer::metrics::LiveMetrics::default().render(
         &r.matcher,
         &r.packets,
+        &r.flows,
         &r.jxta,
+        &r.jim,
         0,
         &observer::metrics::SourceCounters {
             source: "pcap",
@@ -202,7 +204,9 @@ fn counters_reach_the_json_summary_and_the_metrics() {
     let text = observer::metrics::LiveMetrics::default().render(
         &r.matcher,
         &r.packets,
+        &r.flows,
         &s,
+        &r.jim,
         0,
         &observer::metrics::SourceCounters::default(),
     );

@@ -785,3 +785,58 @@ fn http_sample_decodes_like_tshark() {
     assert!(all.len() >= 2 * rendered.truth.len() - 1, "{}", all.len());
     assert!(all.iter().filter(|m| !m.2).count() * 2 > all.len());
 }
+
+#[test]
+fn crafted_multicast_and_large_captures_decode_like_tshark() {
+    if !common::tshark_available() {
+        return;
+    }
+    // Multicast datagrams (two reassembled from fragments captured out of order) and
+    // a 100 KB PING over seven segments.
+    for name in ["multicast.pcap", "jxse25-large.pcap"] {
+        cross_check(&common::capture(name));
+    }
+}
+
+/// tshark, told to verify checksums, flags exactly the packets the observer drops.
+#[test]
+fn dropped_packets_are_the_ones_tshark_flags() {
+    if !common::tshark_available() {
+        return;
+    }
+    let path = common::capture("jxse25-dropped.pcap");
+    let count = |filter: &str| {
+        let out = std::process::Command::new("tshark")
+            .args([
+                "-n",
+                "-o",
+                "tcp.check_checksum:TRUE",
+                "-o",
+                "ip.check_checksum:TRUE",
+            ])
+            .arg("-r")
+            .arg(&path)
+            .args(["-Y", filter, "-T", "fields", "-e", "frame.number"])
+            .output()
+            .expect("run tshark");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    };
+    let r = runtime::analyze(
+        std::slice::from_ref(&path),
+        PipelineConfig::default(),
+        false,
+    )
+    .result;
+    assert_eq!(count("ip.checksum.status == 0"), r.packets.bad_ip_checksum);
+    assert_eq!(count("tcp.checksum.status == 0"), r.flows.bad_tcp_checksum);
+    assert_eq!(
+        count("_ws.expert.message contains \"IP length\" || _ws.expert.message contains \"total length exceeds\""),
+        r.packets.bad_ip_length
+    );
+    assert_eq!(
+        count("tcp.len > 0 && tcp.flags.ack == 0 && tcp.flags.syn == 0"),
+        r.flows.data_without_ack
+    );
+    assert!(r.packets.bad_ip_checksum > 0 && r.flows.bad_tcp_checksum > 0);
+}

@@ -5,6 +5,7 @@ mod bench_data;
 mod bench_live;
 mod fuzz_seeds;
 mod scenario;
+mod wire_captures;
 
 use std::path::PathBuf;
 
@@ -181,8 +182,13 @@ fn main() -> Result<()> {
             } else {
                 workspace_root().join(out)
             };
-            let written = observer::synth::write_samples(&out)
+            let mut written = observer::synth::write_samples(&out)
                 .with_context(|| format!("writing samples into {}", out.display()))?;
+            let real = workspace_root().join("captures/jxse25-pingpong.pcap");
+            written.extend(
+                wire_captures::write(&real, &out)
+                    .with_context(|| format!("writing crafted captures into {}", out.display()))?,
+            );
             for path in written {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 println!("{:>9} {}", size, path.display());

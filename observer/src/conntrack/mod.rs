@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 pub use reassembly::{Delivery, Reassembler, ReassemblyStats};
 
+use crate::packet::Checksum;
 use crate::UnixNanos;
 
 /// Which way a segment travels, relative to the side that opened the connection
@@ -129,6 +130,14 @@ pub struct FlowStats {
     pub closed_end_of_input: u64,
     pub ignored_directions: u64,
     pub max_buffered_bytes: u64,
+    /// Segments dropped for a bad TCP checksum (in a direction not offloaded).
+    pub bad_tcp_checksum: u64,
+    /// Segments carrying data without ACK outside the handshake: a host drops them.
+    pub data_without_ack: u64,
+    /// Flow directions whose checksums are offloaded (zero or the pseudo-header sum:
+    /// filled in after the capture point, on the sender or past a Linux gateway), so
+    /// not verified.
+    pub checksum_offloaded_directions: u64,
     pub reassembly: ReassemblyStats,
 }
 
@@ -137,6 +146,8 @@ struct Flow<S> {
     dirs: [Reassembler; 2],
     last_seen: UnixNanos,
     rst: bool,
+    /// Per direction: checksums seen offloaded, so bad ones are not held against it.
+    offloaded: [bool; 2],
     state: S,
 }
 
@@ -171,6 +182,9 @@ impl FlowStats {
         self.closed_end_of_input += o.closed_end_of_input;
         self.ignored_directions += o.ignored_directions;
         self.max_buffered_bytes += o.max_buffered_bytes;
+        self.bad_tcp_checksum += o.bad_tcp_checksum;
+        self.data_without_ack += o.data_without_ack;
+        self.checksum_offloaded_directions += o.checksum_offloaded_directions;
         self.reassembly.absorb(&o.reassembly);
     }
 }
@@ -186,6 +200,7 @@ pub struct TcpSegment<'a> {
     pub fin: bool,
     pub rst: bool,
     pub payload: &'a [u8],
+    pub checksum: Checksum,
 }
 
 impl TcpSegment<'_> {
@@ -202,7 +217,8 @@ impl TcpSegment<'_> {
             return None;
         };
         Some(TcpSegment {
-            ts: seg.ts,
+            // Its bytes were first seen with its earliest fragment, if it had several.
+            ts: seg.first_ts,
             src: seg.src,
             dst: seg.dst,
             seq: *seq,
@@ -211,6 +227,7 @@ impl TcpSegment<'_> {
             fin: flags.fin,
             rst: flags.rst,
             payload,
+            checksum: seg.checksum,
         })
     }
 }
@@ -259,6 +276,9 @@ impl<S> FlowTable<S> {
     pub fn segment<H: FlowHandler<State = S>>(&mut self, seg: &TcpSegment<'_>, handler: &mut H) {
         self.sweep_idle(seg.ts, handler);
         let key = FlowKey::new(seg.src, seg.dst);
+        if !self.host_accepts(key, seg) {
+            return;
+        }
 
         // A fresh SYN on a 4-tuple already in use is a new connection (port reuse).
         if seg.syn && seg.ack.is_none() {
@@ -312,6 +332,7 @@ impl<S> FlowTable<S> {
                     dirs: [Reassembler::new(), Reassembler::new()],
                     last_seen: seg.ts,
                     rst: false,
+                    offloaded: [false; 2],
                     state,
                 },
             );
@@ -329,6 +350,14 @@ impl<S> FlowTable<S> {
         } else {
             Dir::Reverse
         };
+        if seg.checksum == Checksum::Offloaded && !flow.offloaded[dir.index()] {
+            flow.offloaded[dir.index()] = true;
+            self.stats.checksum_offloaded_directions += 1;
+            tracing::debug!(
+                "TCP checksums from {} offloaded (filled in after capture): not verified",
+                seg.src
+            );
+        }
         let Flow {
             info, dirs, state, ..
         } = flow;
@@ -390,6 +419,30 @@ impl<S> FlowTable<S> {
         if let Some(reason) = done {
             self.close(key, reason, handler);
         }
+    }
+
+    /// What the receiving host would accept: a segment it drops (bad checksum in a
+    /// direction whose checksums are not offloaded, data without ACK outside the
+    /// handshake) must not reach reassembly, where its bytes would win over the real
+    /// ones sent after it. Counts what it refuses.
+    fn host_accepts(&mut self, key: FlowKey, seg: &TcpSegment<'_>) -> bool {
+        // RFC 9293 3.10.7.4: past SYN-SENT, a segment without ACK is dropped. A SYN
+        // may carry data (TCP Fast Open); an RST is acted on without ACK.
+        if !seg.payload.is_empty() && !seg.syn && !seg.rst && seg.ack.is_none() {
+            self.stats.data_without_ack += 1;
+            return false;
+        }
+        if seg.checksum != Checksum::Bad {
+            return true;
+        }
+        let offloaded = self.flows.get(&key).is_some_and(|f| {
+            let dir = if seg.src == f.info.initiator { 0 } else { 1 };
+            f.offloaded[dir]
+        });
+        if !offloaded {
+            self.stats.bad_tcp_checksum += 1;
+        }
+        offloaded
     }
 
     /// Earliest first-seen time of any byte still held, by reassembly or, through
@@ -546,6 +599,7 @@ mod tests {
             fin: flags.contains('F'),
             rst: flags.contains('R'),
             payload,
+            checksum: Checksum::Unchecked,
         }
     }
 
@@ -588,9 +642,9 @@ mod tests {
         let mut t = FlowTable::new(FlowConfig::default());
         let mut h = Recorder::default();
         t.segment(&seg(1, C, S, 100, None, "S", b""), &mut h);
-        t.segment(&seg(2, C, S, 101, None, "", b"one"), &mut h);
+        t.segment(&seg(2, C, S, 101, Some(0), "", b"one"), &mut h);
         t.segment(&seg(3, C, S, 9000, None, "S", b""), &mut h);
-        t.segment(&seg(4, C, S, 9001, None, "", b"two"), &mut h);
+        t.segment(&seg(4, C, S, 9001, Some(0), "", b"two"), &mut h);
         assert_eq!(h.streams[&(0, 0)], "one");
         assert_eq!(h.streams[&(1, 0)], "two");
         assert_eq!(t.stats.port_reuse, 1);
@@ -601,8 +655,8 @@ mod tests {
     fn rst_closes_and_flushes() {
         let mut t = FlowTable::new(FlowConfig::default());
         let mut h = Recorder::default();
-        t.segment(&seg(1, C, S, 0, None, "", b"ab"), &mut h);
-        t.segment(&seg(2, C, S, 4, None, "", b"ef"), &mut h);
+        t.segment(&seg(1, C, S, 0, Some(0), "", b"ab"), &mut h);
+        t.segment(&seg(2, C, S, 4, Some(0), "", b"ef"), &mut h);
         t.segment(&seg(3, S, C, 0, None, "R", b""), &mut h);
         assert_eq!(h.streams[&(0, 0)], "ab??ef");
         assert_eq!(h.closed, vec![(0, CloseReason::Rst)]);
@@ -625,7 +679,7 @@ mod tests {
         }
         assert!(t.stats.evicted_flow_cap > 0);
         // Capture time moves on: all remaining flows go idle.
-        t.segment(&seg(10_000, C, S, 1, None, "", b"x"), &mut h);
+        t.segment(&seg(10_000, C, S, 1, Some(0), "", b"x"), &mut h);
         assert_eq!(t.active_flows(), 1);
         assert!(t.stats.closed_idle > 0);
     }
@@ -640,12 +694,53 @@ mod tests {
         let mut h = Recorder::default();
         for f in 0..20u32 {
             let src = format!("10.2.0.{}:5000", f + 1);
-            t.segment(&seg(1, &src, S, 0, None, "", b"a"), &mut h);
+            t.segment(&seg(1, &src, S, 0, Some(0), "", b"a"), &mut h);
             // Out of order data that waits behind a hole.
-            t.segment(&seg(2, &src, S, 10, None, "", &[b'x'; 30]), &mut h);
+            t.segment(&seg(2, &src, S, 10, Some(0), "", &[b'x'; 30]), &mut h);
             assert!(t.buffered_bytes() <= 100, "{}", t.buffered_bytes());
         }
         assert!(t.stats.reassembly.gaps_total_cap > 0);
+    }
+
+    #[test]
+    fn segments_a_host_drops_do_not_reach_the_stream() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder::default();
+        let with = |mut s: TcpSegment<'static>, c: Checksum| {
+            s.checksum = c;
+            s
+        };
+        t.segment(&seg(1, C, S, 100, None, "S", b""), &mut h);
+        t.segment(&seg(2, S, C, 500, Some(101), "S", b""), &mut h);
+        // Junk at the next sequence number: no ACK, then a bad checksum.
+        t.segment(&seg(3, C, S, 101, None, "", b"JUNK"), &mut h);
+        let bad = with(seg(4, C, S, 101, Some(501), "", b"junk"), Checksum::Bad);
+        t.segment(&bad, &mut h);
+        t.segment(
+            &with(seg(5, C, S, 101, Some(501), "", b"ping"), Checksum::Valid),
+            &mut h,
+        );
+        assert_eq!(h.streams[&(0, 0)], "ping");
+        assert_eq!((t.stats.data_without_ack, t.stats.bad_tcp_checksum), (1, 1));
+        assert_eq!(t.stats.reassembly.conflicting_overlap, 0);
+        // The other direction was captured on its sender: its checksums are the
+        // pseudo-header sum (offloaded), and from then on none is held against it.
+        let off = with(seg(6, S, C, 501, Some(105), "", b"po"), Checksum::Offloaded);
+        t.segment(&off, &mut h);
+        t.segment(
+            &with(seg(7, S, C, 503, Some(105), "", b"ng"), Checksum::Bad),
+            &mut h,
+        );
+        assert_eq!(h.streams[&(0, 1)], "pong");
+        assert_eq!(t.stats.checksum_offloaded_directions, 1);
+        assert_eq!(t.stats.bad_tcp_checksum, 1);
+        // A bad checksum opens no flow.
+        let stray = with(
+            seg(8, "10.0.0.9:1", S, 7, Some(1), "", b"zz"),
+            Checksum::Bad,
+        );
+        t.segment(&stray, &mut h);
+        assert_eq!((t.stats.flows, t.stats.bad_tcp_checksum), (1, 2));
     }
 
     #[test]
@@ -655,8 +750,8 @@ mod tests {
             ignore_prefix: Some("GET"),
             ..Recorder::default()
         };
-        t.segment(&seg(1, C, S, 0, None, "", b"GET / HTTP/1.1\r\n"), &mut h);
-        t.segment(&seg(2, C, S, 100, None, "", b"later"), &mut h);
+        t.segment(&seg(1, C, S, 0, Some(0), "", b"GET / HTTP/1.1\r\n"), &mut h);
+        t.segment(&seg(2, C, S, 100, Some(0), "", b"later"), &mut h);
         assert_eq!(t.buffered_bytes(), 0);
         assert_eq!(t.stats.ignored_directions, 1);
     }

@@ -12,7 +12,10 @@
 //!   that began mid-connection);
 //! - bytes already delivered are retransmissions: dropped and counted;
 //! - the first copy of a byte wins (data and timestamp), later overlapping copies only
-//!   fill what is still missing;
+//!   fill what is still missing; a later copy whose bytes differ from the first is
+//!   counted (`conflicting_overlap`), compared against the bytes still held and the
+//!   last [`COMPARE_WINDOW`] bytes delivered that the receiver has not acknowledged yet
+//!   (an idle connection keeps none, so 100,000 of them cost nothing);
 //! - a hole is declared a gap (the capture missed it; the stream parser resynchronises)
 //!   when the other side acknowledges past it, when the per-flow buffer cap is hit,
 //!   or when the flow ends.
@@ -63,6 +66,9 @@ pub struct ReassemblyStats {
     /// Segments so far from the expected window (more than 1 GiB away) that they
     /// cannot belong to this stream: dropped rather than allowed to skew offsets.
     pub implausible_segments: u64,
+    /// Segments overlapping bytes already seen with different contents (the first
+    /// copy is kept: see docs/robustness.md).
+    pub conflicting_overlap: u64,
 }
 
 impl ReassemblyStats {
@@ -79,11 +85,16 @@ impl ReassemblyStats {
         self.gaps_total_cap += o.gaps_total_cap;
         self.gaps_close += o.gaps_close;
         self.implausible_segments += o.implausible_segments;
+        self.conflicting_overlap += o.conflicting_overlap;
     }
 }
 
 /// Sequence distances beyond this are treated as garbage, not as data far ahead.
 const MAX_SEQ_JUMP: i64 = 1 << 30;
+
+/// Delivered, unacknowledged bytes kept to compare retransmissions with (a full-size
+/// segment and more); older or acknowledged ones are dropped uncompared.
+pub const COMPARE_WINDOW: usize = 2048;
 
 #[derive(Debug)]
 struct Pending {
@@ -107,6 +118,9 @@ pub struct Reassembler {
     pub saw_syn: bool,
     /// Stop buffering: the consumer has no use for this direction (not JXTA).
     ignore: bool,
+    /// The last delivered bytes not yet acknowledged (up to twice [`COMPARE_WINDOW`],
+    /// trimmed in batches), ending at `delivered`.
+    recent: Vec<u8>,
 }
 
 impl Reassembler {
@@ -142,6 +156,7 @@ impl Reassembler {
     /// flow's bookkeeping (FIN, port reuse) still works. Returns the bytes released.
     pub fn ignore(&mut self) -> usize {
         self.ignore = true;
+        self.recent = Vec::new();
         self.pending.clear();
         std::mem::take(&mut self.pending_bytes)
     }
@@ -204,6 +219,9 @@ impl Reassembler {
         }
         // Trim what was already delivered (retransmission, or a partial overlap).
         let delivered = self.delivered as i64;
+        if off < delivered && self.conflicts_with_delivered(off, payload) {
+            stats.conflicting_overlap += 1;
+        }
         if end <= delivered {
             stats.retransmitted_bytes += payload.len() as u64;
             return 0;
@@ -218,6 +236,7 @@ impl Reassembler {
 
         if off == self.delivered && self.pending.is_empty() {
             // The common case: in order, nothing waiting. Hand the borrowed bytes on.
+            self.remember(payload);
             self.delivered += payload.len() as u64;
             out(Delivery::Data {
                 data: payload,
@@ -228,7 +247,9 @@ impl Reassembler {
         if off > self.delivered {
             stats.out_of_order_segments += 1;
         }
-        self.store(off, payload, ts, stats);
+        if self.store(off, payload, ts, stats) {
+            stats.conflicting_overlap += 1;
+        }
         self.drain(out);
         if self.pending_bytes > flow_cap {
             self.skip_holes(GapCause::FlowCap, flow_cap, stats, out);
@@ -251,6 +272,7 @@ impl Reassembler {
         let Some(ack_off) = self.offset_of(ack) else {
             return 0;
         };
+        self.forget_acked(ack_off);
         let delivered = self.delivered as i64;
         // One sequence number past the data may be the FIN, which carries no byte.
         if ack_off <= delivered + 1 || ack_off - delivered > MAX_SEQ_JUMP || self.ignore {
@@ -318,11 +340,58 @@ impl Reassembler {
             GapCause::Close => stats.gaps_close += 1,
         }
         self.delivered += len;
+        // The bytes before a gap no longer end at `delivered`.
+        self.recent = Vec::new();
         out(Delivery::Gap { len });
     }
 
+    /// Acknowledged bytes are final for the receiver: no need to compare them any more.
+    fn forget_acked(&mut self, ack_off: i64) {
+        let kept_from = self.delivered as i64 - self.recent.len() as i64;
+        if ack_off >= self.delivered as i64 {
+            // Freed, not cleared: most connections sit idle between messages.
+            self.recent = Vec::new();
+        } else if ack_off > kept_from {
+            self.recent.drain(..(ack_off - kept_from) as usize);
+        }
+    }
+
+    /// Keeps the tail of what is being delivered, for [`Self::conflicts_with_delivered`].
+    fn remember(&mut self, data: &[u8]) {
+        let take = data.len().min(COMPARE_WINDOW);
+        self.recent.extend_from_slice(&data[data.len() - take..]);
+        if self.recent.len() > 2 * COMPARE_WINDOW {
+            let drop = self.recent.len() - COMPARE_WINDOW;
+            self.recent.drain(..drop);
+        }
+    }
+
+    /// Whether `payload` at stream offset `off` (before `delivered`) differs from the
+    /// delivered bytes still remembered.
+    fn conflicts_with_delivered(&self, off: i64, payload: &[u8]) -> bool {
+        let delivered = self.delivered as i64;
+        let kept_from = delivered - self.recent.len() as i64;
+        let (from, to) = (
+            off.max(kept_from),
+            (off + payload.len() as i64).min(delivered),
+        );
+        if from >= to {
+            return false;
+        }
+        let theirs = &payload[(from - off) as usize..(to - off) as usize];
+        let ours = &self.recent[(from - kept_from) as usize..(to - kept_from) as usize];
+        theirs != ours
+    }
+
     /// Stores the parts of `[off, off+len)` not already held, keeping earlier copies.
-    fn store(&mut self, off: u64, payload: &[u8], ts: UnixNanos, stats: &mut ReassemblyStats) {
+    /// Returns whether an overlapped part differs from the copy held.
+    fn store(
+        &mut self,
+        off: u64,
+        payload: &[u8],
+        ts: UnixNanos,
+        stats: &mut ReassemblyStats,
+    ) -> bool {
         let end = off + payload.len() as u64;
         let mut cursor = off;
         // Runs that start before `off` may still cover its beginning.
@@ -333,10 +402,18 @@ impl Reassembler {
             .filter(|(k, p)| **k + p.data.len() as u64 > off)
             .map(|(k, _)| *k)
             .unwrap_or(off);
+        let mut conflict = false;
         let covering: Vec<(u64, u64)> = self
             .pending
             .range(first_key..end)
-            .map(|(k, p)| (*k, *k + p.data.len() as u64))
+            .map(|(k, p)| {
+                let (from, to) = (off.max(*k), end.min(*k + p.data.len() as u64));
+                if from < to {
+                    let held = &p.data[(from - k) as usize..(to - k) as usize];
+                    conflict |= held != &payload[(from - off) as usize..(to - off) as usize];
+                }
+                (*k, *k + p.data.len() as u64)
+            })
             .collect();
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         for (s, e) in covering {
@@ -365,6 +442,7 @@ impl Reassembler {
                 },
             );
         }
+        conflict
     }
 
     /// Delivers every stored run that is now contiguous with the delivered point.
@@ -379,6 +457,7 @@ impl Reassembler {
             let skip = (self.delivered - start) as usize;
             if skip < run.data.len() {
                 let data = &run.data[skip..];
+                self.remember(data);
                 self.delivered += data.len() as u64;
                 out(Delivery::Data {
                     data,
@@ -498,6 +577,46 @@ mod tests {
         assert_eq!(st.retransmitted_bytes, 3 + 2);
         let times: Vec<u64> = s.bytes.iter().map(|b| b.1).collect();
         assert_eq!(times, vec![1, 1, 1, 5, 5, 4, 3, 3]);
+    }
+
+    #[test]
+    fn conflicting_copies_are_counted_and_the_first_kept() {
+        let (mut r, mut s, mut st) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+        );
+        feed(&mut r, &mut s, &mut st, 0, b"abcdef", 1);
+        feed(&mut r, &mut s, &mut st, 2, b"cd", 2); // same bytes: a plain retransmission
+        assert_eq!(st.conflicting_overlap, 0);
+        feed(&mut r, &mut s, &mut st, 4, b"EFgh", 3); // rewrites delivered "ef"
+        assert_eq!(st.conflicting_overlap, 1);
+        feed(&mut r, &mut s, &mut st, 12, b"mn", 4); // held out of order
+        feed(&mut r, &mut s, &mut st, 12, b"mn", 5);
+        assert_eq!(st.conflicting_overlap, 1);
+        feed(&mut r, &mut s, &mut st, 11, b"lMN", 6); // rewrites held "mn"
+        assert_eq!(st.conflicting_overlap, 2);
+        feed(&mut r, &mut s, &mut st, 8, b"ijk", 7);
+        assert_eq!(s.text(), "abcdefghijklmn");
+        // Beyond the window, delivered bytes are no longer compared.
+        let far = vec![b'z'; COMPARE_WINDOW * 3];
+        feed(&mut r, &mut s, &mut st, 14, &far, 8);
+        feed(&mut r, &mut s, &mut st, 0, b"XX", 9);
+        assert_eq!(st.conflicting_overlap, 2);
+        let last = 14 + far.len() as u32;
+        feed(&mut r, &mut s, &mut st, last - 2, b"zY", 10);
+        assert_eq!(st.conflicting_overlap, 3);
+        // Once acknowledged, delivered bytes are final and no longer kept.
+        r.acked(last - 1, &mut st, &mut |d| s.push(d));
+        feed(&mut r, &mut s, &mut st, last - 2, b"zY", 11);
+        assert_eq!(
+            st.conflicting_overlap, 4,
+            "the last byte is still unacknowledged"
+        );
+        r.acked(last, &mut st, &mut |d| s.push(d));
+        assert_eq!(r.recent.capacity(), 0);
+        feed(&mut r, &mut s, &mut st, last - 2, b"YY", 12);
+        assert_eq!(st.conflicting_overlap, 4);
     }
 
     #[test]

@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 use quick_xml::events::{BytesRef, Event};
 use quick_xml::Reader;
 
-/// Largest JIM document decoded. Real PING/PONG documents are ~300 bytes; the cap
-/// bounds the work and the memory a hostile peer can make one element cost. It only
-/// applies once the root is known to be a JIM root, so large non-JIM XML elements
-/// (advertisements, resolver responses) are still cheaply classified as "not JIM".
-pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+/// Largest JIM document decoded unless told otherwise (`--max-document`). Real
+/// PING/PONG documents are ~300 bytes, but peers pad or extend them, and a JXTA
+/// message may be 16 MiB; 1 MiB decodes every document seen so far while bounding the
+/// work one element can cost (the decoder is linear). It only applies once the root
+/// is known to be a JIM root, so large non-JIM XML elements (advertisements, resolver
+/// responses) are still cheaply classified as "not JIM".
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
 /// Deepest element nesting accepted. JIM documents are 3 levels deep; the cap keeps a
 /// 10,000-deep hostile document from costing anything more than a quick error.
@@ -111,8 +113,8 @@ pub struct Document {
 pub enum JimError {
     #[error("JIM document is not valid UTF-8 (valid up to byte {valid_up_to})")]
     InvalidUtf8 { valid_up_to: usize },
-    #[error("JIM document of {len} bytes exceeds the {max}-byte limit")]
-    TooLarge { len: usize, max: usize },
+    #[error("JIM {kind:?} document of {len} bytes exceeds the {max}-byte limit (--max-document)")]
+    TooLarge { kind: Kind, len: usize, max: usize },
     #[error("JIM document nests elements deeper than {max}")]
     TooDeep { max: usize },
     #[error("entity reference &{0}; is not predefined (custom and external entities are never expanded)")]
@@ -153,29 +155,40 @@ enum Decoded {
 /// root cannot be read) but the document is not well formed or breaks a safety limit;
 /// the caller counts it.
 pub fn parse(content: &[u8]) -> Result<Option<Document>, JimError> {
+    parse_limited(content, DEFAULT_MAX_DOCUMENT_BYTES)
+}
+
+/// [`parse`] with a JIM document size limit of `max_document` bytes.
+pub fn parse_limited(content: &[u8], max_document: usize) -> Result<Option<Document>, JimError> {
     // Cheap rejection first: most elements of a JXTA message are not XML at all.
     let body = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'<') => {}
         _ => return Ok(None),
     }
-    if let Some(doc) = decode_plain(body) {
-        return Ok(Some(doc));
+    if body.len() <= max_document {
+        if let Some(doc) = decode_plain(body) {
+            return Ok(Some(doc));
+        }
     }
-    parse_full(content)
+    parse_full_limited(content, max_document)
 }
 
 /// [`parse`] without the plain path: every document through the XML decoder. The
 /// reference the plain path is checked against (tests, the `jim` fuzz target).
 #[doc(hidden)]
 pub fn parse_full(content: &[u8]) -> Result<Option<Document>, JimError> {
+    parse_full_limited(content, DEFAULT_MAX_DOCUMENT_BYTES)
+}
+
+fn parse_full_limited(content: &[u8], max_document: usize) -> Result<Option<Document>, JimError> {
     let body = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'<') => {}
         _ => return Ok(None),
     }
     match std::str::from_utf8(body) {
-        Ok(text) => match decode(text, body.len())? {
+        Ok(text) => match decode(text, body.len(), max_document)? {
             Decoded::NotJim => Ok(None),
             Decoded::Jim(doc) => Ok(Some(doc)),
         },
@@ -184,7 +197,7 @@ pub fn parse_full(content: &[u8]) -> Result<Option<Document>, JimError> {
             // element is simply not ours; anything else is a broken JIM document.
             let valid_up_to = e.valid_up_to();
             let prefix = std::str::from_utf8(&body[..valid_up_to]).unwrap_or_default();
-            match decode(prefix, body.len()) {
+            match decode(prefix, body.len(), max_document) {
                 Ok(Decoded::NotJim) => Ok(None),
                 _ => Err(JimError::InvalidUtf8 { valid_up_to }),
             }
@@ -276,7 +289,7 @@ struct State {
     root_done: bool,
 }
 
-fn decode(text: &str, total_len: usize) -> Result<Decoded, JimError> {
+fn decode(text: &str, total_len: usize, max_document: usize) -> Result<Decoded, JimError> {
     let mut reader = Reader::from_str(text);
     {
         let cfg = reader.config_mut();
@@ -320,10 +333,11 @@ fn decode(text: &str, total_len: usize) -> Result<Decoded, JimError> {
                     let Some(kind) = Kind::from_root(local) else {
                         return Ok(Decoded::NotJim);
                     };
-                    if total_len > MAX_DOCUMENT_BYTES {
+                    if total_len > max_document {
                         return Err(JimError::TooLarge {
+                            kind,
                             len: total_len,
-                            max: MAX_DOCUMENT_BYTES,
+                            max: max_document,
                         });
                     }
                     st.doc.kind = kind;
@@ -453,7 +467,8 @@ const PLAIN_DECLS: [&[u8]; 4] = [
 /// event on these 150-byte documents; this is a third of the whole analysis less.
 #[doc(hidden)]
 pub fn decode_plain(body: &[u8]) -> Option<Document> {
-    if body.len() > MAX_DOCUMENT_BYTES || !body.is_ascii() {
+    // Bounded here too: the plain path is also a public entry (fuzzing, tests).
+    if body.len() > DEFAULT_MAX_DOCUMENT_BYTES || !body.is_ascii() {
         return None;
     }
     // ASCII, so every byte offset is a character boundary of `text`.

@@ -11,4 +11,6 @@ mod document;
 
 #[doc(hidden)]
 pub use document::{decode_plain, parse_full};
-pub use document::{parse, Document, JimError, Kind, Status, MAX_DEPTH, MAX_DOCUMENT_BYTES};
+pub use document::{
+    parse, parse_limited, Document, JimError, Kind, Status, DEFAULT_MAX_DOCUMENT_BYTES, MAX_DEPTH,
+};

@@ -7,8 +7,10 @@ pub mod http;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::conntrack::FlowStats;
 use crate::jxta::JxtaStats;
 use crate::packet::PacketStats;
+use crate::runtime::JimStats;
 use crate::transaction::{Matcher, Transaction, TxStatus};
 
 /// Upper bounds (seconds) of the RTT histogram buckets: fine below a second, where LAN
@@ -81,11 +83,14 @@ impl LiveMetrics {
     }
 
     /// The whole exposition.
+    #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
         matcher: &Matcher,
         packets: &PacketStats,
+        flows: &FlowStats,
         jxta: &JxtaStats,
+        jim: &JimStats,
         active_flows: usize,
         source: &SourceCounters,
     ) -> String {
@@ -267,6 +272,56 @@ impl LiveMetrics {
         }
         header(
             &mut out,
+            "observer_packets_dropped_total",
+            "counter",
+            "Packets the receiving host would drop, dropped here too, by reason.",
+        );
+        for (reason, n) in [
+            ("bad_ip_length", packets.bad_ip_length),
+            ("bad_ip_checksum", packets.bad_ip_checksum),
+            ("bad_tcp_checksum", flows.bad_tcp_checksum),
+            ("data_without_ack", flows.data_without_ack),
+        ] {
+            let _ = writeln!(
+                out,
+                "observer_packets_dropped_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "observer_jim_oversized_documents_total",
+            "counter",
+            "JIM documents larger than --max-document, not decoded.",
+        );
+        let _ = writeln!(
+            out,
+            "observer_jim_oversized_documents_total {}",
+            jim.oversized_documents
+        );
+        header(
+            &mut out,
+            "observer_tcp_conflicting_overlap_total",
+            "counter",
+            "TCP segments overlapping earlier bytes with different contents (first copy kept).",
+        );
+        let _ = writeln!(
+            out,
+            "observer_tcp_conflicting_overlap_total {}",
+            flows.reassembly.conflicting_overlap
+        );
+        header(
+            &mut out,
+            "observer_checksum_offloaded_directions_total",
+            "counter",
+            "TCP flow directions whose checksums are offloaded (filled in after capture), not verified.",
+        );
+        let _ = writeln!(
+            out,
+            "observer_checksum_offloaded_directions_total {}",
+            flows.checksum_offloaded_directions
+        );
+        header(
+            &mut out,
             "observer_source_events_total",
             "counter",
             "Events delivered by the capture source.",
@@ -387,7 +442,9 @@ mod tests {
         let text = m.render(
             &matcher,
             &packets,
+            &FlowStats::default(),
             &JxtaStats::default(),
+            &JimStats::default(),
             3,
             &SourceCounters {
                 source: "pcap",
@@ -411,6 +468,9 @@ mod tests {
         assert!(text.contains("observer_active_flows 3"));
         assert!(text.contains("observer_reorder_frames_total{kind=\"late\"} 4"));
         assert!(text.contains("observer_anomalies_total{kind=\"clock_step\"} 0"));
+        assert!(text.contains("observer_packets_dropped_total{reason=\"bad_tcp_checksum\"} 0"));
+        assert!(text.contains("observer_tcp_conflicting_overlap_total 0"));
+        assert!(text.contains("observer_jim_oversized_documents_total 0"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(

@@ -92,7 +92,8 @@ impl Reassembler {
         }
     }
 
-    /// Adds one fragment; returns the whole payload when it completes a datagram.
+    /// Adds one fragment; returns the whole payload when it completes a datagram,
+    /// with the capture time of its earliest fragment.
     pub(super) fn insert(
         &mut self,
         stats: &mut PacketStats,
@@ -101,7 +102,7 @@ impl Reassembler {
         offset: usize,
         more: bool,
         frag: &[u8],
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, UnixNanos)> {
         self.expire(stats, ts);
         let end = offset + frag.len();
         // Every fragment but the last carries a multiple of 8 bytes; others
@@ -143,6 +144,8 @@ impl Reassembler {
             have: Vec::new(),
             total: None,
         });
+        // Fragments may be captured out of time order (merged interfaces).
+        p.first_ts = p.first_ts.min(ts);
         self.oldest = self.oldest.min(p.first_ts);
         if let Some(total) = p.total {
             if end > total || (!more && end != total) {
@@ -166,7 +169,7 @@ impl Reassembler {
         }
         let done = self.pending.remove(&key)?;
         self.bytes -= done.data.len();
-        Some(done.data)
+        Some((done.data, done.first_ts))
     }
 
     fn remove(&mut self, key: &FragKey) {

@@ -2,11 +2,14 @@
 //! with extension headers (`etherparse`), IP fragment reassembly, TCP/UDP
 //! headers.
 //!
-//! Checksums are deliberately not verified: captures taken on the sending
-//! host carry checksum-offload garbage, and a passive observer must still
-//! see those packets.
+//! What a receiving host would drop is dropped here too (and counted), so that a
+//! packet the destination never accepted cannot rewrite the stream it sees: an IPv4
+//! or IPv6 length that lies about the frame, a bad IPv4 header checksum. TCP
+//! checksums are classified here and judged per flow direction by `conntrack`,
+//! because captures taken on the sending host carry offloaded checksums.
 
 pub mod build;
+mod checksum;
 mod fragment;
 mod link;
 
@@ -18,12 +21,17 @@ use link::LinkOutcome;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
+pub use checksum::{Checksum, ChecksumMode};
 pub use link::LinkVariant;
 
 /// One TCP segment or UDP datagram as seen on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment<'a> {
+    /// Capture time of the frame that completed the segment.
     pub ts: UnixNanos,
+    /// Capture time of the earliest frame carrying any of its bytes: `ts`, except
+    /// for a datagram reassembled from fragments (its earliest captured fragment).
+    pub first_ts: UnixNanos,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub l4: L4<'a>,
@@ -31,6 +39,8 @@ pub struct Segment<'a> {
     /// that were captured, and the rest of the IP-declared payload is missing.
     /// Consumers must treat the missing tail as a gap, never as data.
     pub cut: bool,
+    /// The TCP checksum's verdict (`Unchecked` for UDP).
+    pub checksum: Checksum,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +108,7 @@ pub struct PacketConfig {
     pub max_fragment_bytes: usize,
     /// Capture-time age after which an incomplete datagram is dropped.
     pub fragment_timeout_ns: u64,
+    pub checksums: ChecksumMode,
 }
 
 impl Default for PacketConfig {
@@ -106,6 +117,7 @@ impl Default for PacketConfig {
             max_fragment_datagrams: 1024,
             max_fragment_bytes: 8 << 20,
             fragment_timeout_ns: 30_000_000_000,
+            checksums: ChecksumMode::default(),
         }
     }
 }
@@ -140,6 +152,11 @@ pub struct PacketStats {
     pub fragment_overlaps: u64,
     /// Frames put back into time order before decoding (`--reorder-window`).
     pub reorder: crate::capture::ReorderStats,
+    /// IP packets dropped as a host drops them: an IPv4 total length below the
+    /// header's, or an IP length beyond a frame the snaplen did not cut.
+    pub bad_ip_length: u64,
+    /// IPv4 packets dropped for a wrong header checksum.
+    pub bad_ip_checksum: u64,
 }
 
 /// Stateful decoder: the state is the fragment reassembly table.
@@ -162,6 +179,8 @@ impl PacketStats {
         self.fragment_evictions += o.fragment_evictions;
         self.fragment_overlaps += o.fragment_overlaps;
         self.reorder.absorb(&o.reorder);
+        self.bad_ip_length += o.bad_ip_length;
+        self.bad_ip_checksum += o.bad_ip_checksum;
     }
 }
 
@@ -197,6 +216,7 @@ pub fn shard(frame: &Frame<'_>, shards: usize) -> usize {
 pub struct PacketDecoder {
     pub stats: PacketStats,
     frags: Reassembler,
+    checksums: ChecksumMode,
 }
 
 /// TCP/UDP header fields plus where the payload lies in the transport bytes.
@@ -214,6 +234,7 @@ impl PacketDecoder {
     pub fn new(cfg: PacketConfig) -> Self {
         PacketDecoder {
             stats: PacketStats::default(),
+            checksums: cfg.checksums,
             frags: Reassembler::new(cfg),
         }
     }
@@ -240,6 +261,18 @@ impl PacketDecoder {
         // IPv6 fragments are found by hand: etherparse keeps parsing
         // extension headers past a fragment header, which misreads every
         // fragment but the first.
+        let frame_cut = frame.orig_len as usize > frame.data.len();
+        match self.host_check(ip, frame_cut) {
+            HostCheck::Accept => {}
+            HostCheck::BadLength => {
+                self.stats.bad_ip_length += 1;
+                return None;
+            }
+            HostCheck::BadChecksum => {
+                self.stats.bad_ip_checksum += 1;
+                return None;
+            }
+        }
         if let Some(f) = ipv6_fragment(ip) {
             self.stats.ipv6 += 1;
             return self.defragment(frame.ts, f.key, f.offset, f.more, f.data, f.cut, true);
@@ -281,7 +314,75 @@ impl PacketDecoder {
         let bytes = payload.payload;
         let t = self.transport(proto, bytes, cut)?;
         let l4_payload = Cow::Borrowed(bytes.get(t.start..t.end)?);
-        Some(self.finish(frame.ts, src, dst, t, l4_payload, cut))
+        let checksum = self.tcp_checksum(&t, src, dst, bytes, cut);
+        Some(self.finish(frame.ts, frame.ts, src, dst, t, l4_payload, (cut, checksum)))
+    }
+
+    /// What a host checks before the transport sees a packet: lengths that fit the
+    /// frame (unless the capture cut it) and, for IPv4, the header checksum.
+    fn host_check(&self, ip: &[u8], frame_cut: bool) -> HostCheck {
+        let be16 = |at: usize| {
+            ip.get(at..at + 2)
+                .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
+        };
+        match ip.first().map(|v| v >> 4) {
+            Some(4) => {
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let Some(total) = be16(2) else {
+                    return HostCheck::Accept;
+                };
+                if ihl < 20 || ip.len() < ihl {
+                    // Not a header at all: the parser counts it as malformed.
+                    return HostCheck::Accept;
+                }
+                // Zero is what segmentation offload (TSO) leaves in a capture taken on
+                // the sender: the frame's length stands for it, as in Wireshark.
+                let tso = total == 0;
+                if (total < ihl && !tso) || (total > ip.len() && !frame_cut) {
+                    return HostCheck::BadLength;
+                }
+                let checked = match self.checksums {
+                    ChecksumMode::Ignore => false,
+                    ChecksumMode::Verify => true,
+                    // A zero field is what checksum offload leaves in a capture taken
+                    // on the sender (a real header practically never sums to it); a
+                    // TSO super-packet's header is rewritten by the NIC anyway.
+                    ChecksumMode::Auto => be16(10) != Some(0) && !tso,
+                };
+                if checked && !checksum::ipv4_header_ok(&ip[..ihl]) {
+                    return HostCheck::BadChecksum;
+                }
+                HostCheck::Accept
+            }
+            Some(6) => match be16(4) {
+                // Zero is a jumbogram's: the real length is in an option.
+                Some(plen) if plen > 0 && 40 + plen > ip.len() && !frame_cut => {
+                    HostCheck::BadLength
+                }
+                _ => HostCheck::Accept,
+            },
+            _ => HostCheck::Accept,
+        }
+    }
+
+    /// The TCP checksum of the transport bytes `l4` (header included), when the
+    /// mode asks for it and every byte is there.
+    fn tcp_checksum(
+        &self,
+        t: &Transport,
+        src: IpAddr,
+        dst: IpAddr,
+        l4: &[u8],
+        cut: bool,
+    ) -> Checksum {
+        if t.tcp.is_none() || cut || t.short || self.checksums == ChecksumMode::Ignore {
+            return Checksum::Unchecked;
+        }
+        match (checksum::tcp(src, dst, l4), self.checksums) {
+            // Forced verification: an offloaded-looking checksum is just wrong.
+            (Checksum::Offloaded, ChecksumMode::Verify) => Checksum::Bad,
+            (c, _) => c,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -303,7 +404,7 @@ impl PacketDecoder {
             return None;
         }
         let (src, dst) = (key.src, key.dst);
-        let done = self
+        let (done, first_ts) = self
             .frags
             .insert(&mut self.stats, ts, key, offset, more, data)?;
         self.stats.reassembled += 1;
@@ -324,19 +425,30 @@ impl PacketDecoder {
             }
         }
         let t = self.transport(proto, &data, false)?;
+        let checksum = self.tcp_checksum(&t, src, dst, &data, false);
         data.truncate(t.end);
         data.drain(..t.start);
-        Some(self.finish(ts, src, dst, t, Cow::Owned(data), false))
+        Some(self.finish(
+            ts,
+            first_ts,
+            src,
+            dst,
+            t,
+            Cow::Owned(data),
+            (false, checksum),
+        ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish<'a>(
         &mut self,
         ts: UnixNanos,
+        first_ts: UnixNanos,
         src: IpAddr,
         dst: IpAddr,
         t: Transport,
         payload: Cow<'a, [u8]>,
-        cut: bool,
+        (cut, checksum): (bool, Checksum),
     ) -> Segment<'a> {
         let cut = cut || t.short;
         if cut {
@@ -360,10 +472,12 @@ impl PacketDecoder {
         };
         Segment {
             ts,
+            first_ts,
             src: SocketAddr::new(src, t.sport),
             dst: SocketAddr::new(dst, t.dport),
             l4,
             cut,
+            checksum,
         }
     }
 
@@ -433,6 +547,12 @@ impl PacketDecoder {
         }
         parsed
     }
+}
+
+enum HostCheck {
+    Accept,
+    BadLength,
+    BadChecksum,
 }
 
 struct V6Fragment<'a> {

@@ -36,11 +36,22 @@ fn decode_one(
     data: &[u8],
     ts: u64,
 ) -> Option<Segment<'static>> {
+    decode_cut(dec, link, data, data.len(), ts)
+}
+
+/// Decodes a frame `orig_len` bytes long on the wire of which `data` was captured.
+fn decode_cut(
+    dec: &mut PacketDecoder,
+    link: LinkType,
+    data: &[u8],
+    orig_len: usize,
+    ts: u64,
+) -> Option<Segment<'static>> {
     let f = Frame {
         ts,
         link_type: link,
         data,
-        orig_len: data.len() as u32,
+        orig_len: orig_len as u32,
         interface: 0,
     };
     dec.decode(&f).map(|s| Segment {
@@ -100,6 +111,7 @@ fn every_link_variant_and_family_round_trips() {
                 seg,
                 Segment {
                     ts: 7,
+                    first_ts: 7,
                     src,
                     dst,
                     l4: L4::Tcp {
@@ -110,6 +122,7 @@ fn every_link_variant_and_family_round_trips() {
                         payload: Cow::Borrowed(payload)
                     },
                     cut: false,
+                    checksum: Checksum::Valid,
                 }
             );
             let ip = udp_packet(src, dst, b"hello");
@@ -169,17 +182,18 @@ fn snaplen_cut_is_flagged_not_faked() {
         let (lt, bytes) = build::frame(LinkVariant::Ethernet, &ip);
         let keep = bytes.len() - 60;
         let mut dec = PacketDecoder::new(PacketConfig::default());
-        let seg = decode_one(&mut dec, lt, &bytes[..keep], 0).unwrap();
+        let seg = decode_cut(&mut dec, lt, &bytes[..keep], bytes.len(), 0).unwrap();
         assert!(seg.cut);
+        assert_eq!(seg.checksum, Checksum::Unchecked);
         assert_eq!(seg.l4.payload(), &[7u8; 40][..]);
         assert_eq!(dec.stats.snaplen_cut, 1);
         // Cut inside the TCP header: counted as cut, no segment.
         let hdr = bytes.len() - 100 - 10;
-        assert!(decode_one(&mut dec, lt, &bytes[..hdr], 0).is_none());
+        assert!(decode_cut(&mut dec, lt, &bytes[..hdr], bytes.len(), 0).is_none());
         assert_eq!((dec.stats.snaplen_cut, dec.stats.malformed), (2, 0));
         // UDP cut.
         let ip = udp_packet(src, dst, &[1u8; 50]);
-        let seg = decode_one(&mut dec, LinkType::RAW, &ip[..ip.len() - 20], 0).unwrap();
+        let seg = decode_cut(&mut dec, LinkType::RAW, &ip[..ip.len() - 20], ip.len(), 0).unwrap();
         assert!(seg.cut);
         assert_eq!(seg.l4.payload().len(), 30);
     }
@@ -347,6 +361,7 @@ fn non_ip_and_unknown_links_are_counted() {
     let (src, dst) = v4();
     let mut icmp = udp_packet(src, dst, b"x");
     icmp[9] = 1;
+    fix_ipv4_checksum(&mut icmp);
     assert!(decode_one(&mut dec, LinkType::RAW, &icmp, 0).is_none());
     let s = &dec.stats;
     assert_eq!(
@@ -382,7 +397,7 @@ proptest! {
         data in prop::collection::vec(any::<u8>(), 0..200),
         ts in any::<u64>(),
     ) {
-        let mut dec = PacketDecoder::new(PacketConfig { max_fragment_datagrams: 4, max_fragment_bytes: 4096, fragment_timeout_ns: 10 });
+        let mut dec = PacketDecoder::new(PacketConfig { max_fragment_datagrams: 4, max_fragment_bytes: 4096, fragment_timeout_ns: 10, checksums: ChecksumMode::Auto });
         let _ = decode_one(&mut dec, LinkType(link), &data, ts);
         let _ = decode_one(&mut dec, LinkType(link), &data, ts.wrapping_add(100));
         prop_assert_eq!(dec.stats.frames, 2);
@@ -406,4 +421,134 @@ proptest! {
             let _ = decode_one(&mut dec, LinkType::RAW, &f, i as u64);
         }
     }
+}
+
+fn tcp_frame(payload: &[u8]) -> Vec<u8> {
+    let (src, dst) = v4();
+    tcp_packet(src, dst, 1, 2, TcpFlags::PSH_ACK, 3, payload)
+}
+
+#[test]
+fn lying_ipv4_lengths_are_dropped_unless_the_snaplen_cut() {
+    let ip = tcp_frame(b"0123456789");
+    let mut dec = PacketDecoder::new(PacketConfig::default());
+    // Total length below the header's 20 bytes (checksum fixed, so only the length
+    // is wrong).
+    let mut short = ip.clone();
+    short[2..4].copy_from_slice(&12u16.to_be_bytes());
+    fix_ipv4_checksum(&mut short);
+    assert!(decode_one(&mut dec, LinkType::RAW, &short, 0).is_none());
+    // Total length 100 bytes beyond a frame captured whole.
+    let mut long = ip.clone();
+    long[2..4].copy_from_slice(&((ip.len() + 100) as u16).to_be_bytes());
+    fix_ipv4_checksum(&mut long);
+    assert!(decode_one(&mut dec, LinkType::RAW, &long, 0).is_none());
+    assert_eq!(dec.stats.bad_ip_length, 2);
+    // The same frame cut by a snaplen is a cut, not a lie.
+    let seg = decode_cut(&mut dec, LinkType::RAW, &long, long.len() + 100, 0).unwrap();
+    assert!(seg.cut);
+    assert_eq!(dec.stats.bad_ip_length, 2);
+    // Total length 0 is a TSO super-packet captured on its sender: the frame's
+    // length stands (its header checksum, computed by the NIC later, is not checked).
+    let mut tso = tcp_frame(&[1u8; 3000]);
+    tso[2..4].copy_from_slice(&[0, 0]);
+    let seg = decode_one(&mut dec, LinkType::RAW, &tso, 0).expect("TSO segment");
+    assert_eq!(seg.l4.payload(), &[1u8; 3000][..]);
+    assert_eq!(dec.stats.bad_ip_length, 2);
+    // IPv6 payload length beyond the frame.
+    let (s6, d6) = v6();
+    let mut ip6 = tcp_packet(s6, d6, 1, 2, TcpFlags::PSH_ACK, 3, b"abc");
+    ip6[4..6].copy_from_slice(&500u16.to_be_bytes());
+    assert!(decode_one(&mut dec, LinkType::RAW, &ip6, 0).is_none());
+    assert_eq!(dec.stats.bad_ip_length, 3);
+}
+
+fn fix_ipv4_checksum(ip: &mut [u8]) {
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = !checksum::ones_sum(&[&ip[..20]]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[test]
+fn ipv4_header_checksum_by_mode() {
+    let mut bad = tcp_frame(b"x");
+    bad[10] ^= 0x55;
+    let mut zero = tcp_frame(b"x");
+    zero[10..12].copy_from_slice(&[0, 0]);
+    for (mode, bad_ok, zero_ok) in [
+        (ChecksumMode::Auto, false, true),
+        (ChecksumMode::Verify, false, false),
+        (ChecksumMode::Ignore, true, true),
+    ] {
+        let mut dec = PacketDecoder::new(PacketConfig {
+            checksums: mode,
+            ..PacketConfig::default()
+        });
+        assert_eq!(
+            decode_one(&mut dec, LinkType::RAW, &bad, 0).is_some(),
+            bad_ok,
+            "{mode:?}"
+        );
+        assert_eq!(
+            decode_one(&mut dec, LinkType::RAW, &zero, 0).is_some(),
+            zero_ok,
+            "{mode:?}"
+        );
+        let dropped = u64::from(!bad_ok) + u64::from(!zero_ok);
+        assert_eq!(dec.stats.bad_ip_checksum, dropped, "{mode:?}");
+    }
+}
+
+#[test]
+fn tcp_checksum_is_classified() {
+    let (src, dst) = v4();
+    let good = tcp_frame(b"payload!");
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    let mut zero = good.clone();
+    zero[36..38].copy_from_slice(&[0, 0]);
+    // What Linux leaves in a capture on the sender: the pseudo-header sum alone.
+    let mut partial = good.clone();
+    let mut pseudo = Vec::new();
+    if let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) {
+        pseudo.extend(s.octets());
+        pseudo.extend(d.octets());
+    }
+    pseudo.extend([0, 6]);
+    pseudo.extend(((good.len() - 20) as u16).to_be_bytes());
+    partial[36..38].copy_from_slice(&checksum::ones_sum(&[&pseudo]).to_be_bytes());
+    let mut dec = PacketDecoder::new(PacketConfig::default());
+    let verdict = |dec: &mut PacketDecoder, b: &[u8]| {
+        decode_one(dec, LinkType::RAW, b, 0).map(|s| s.checksum)
+    };
+    assert_eq!(verdict(&mut dec, &good), Some(Checksum::Valid));
+    assert_eq!(verdict(&mut dec, &bad), Some(Checksum::Bad));
+    assert_eq!(verdict(&mut dec, &zero), Some(Checksum::Offloaded));
+    assert_eq!(verdict(&mut dec, &partial), Some(Checksum::Offloaded));
+    let (s6, d6) = v6();
+    let mut ip6 = tcp_packet(s6, d6, 1, 2, TcpFlags::PSH_ACK, 3, b"odd");
+    assert_eq!(verdict(&mut dec, &ip6), Some(Checksum::Valid));
+    *ip6.last_mut().unwrap() ^= 0x80;
+    assert_eq!(verdict(&mut dec, &ip6), Some(Checksum::Bad));
+    let mut ignore = PacketDecoder::new(PacketConfig {
+        checksums: ChecksumMode::Ignore,
+        ..PacketConfig::default()
+    });
+    assert_eq!(verdict(&mut ignore, &bad), Some(Checksum::Unchecked));
+}
+
+#[test]
+fn reassembled_datagram_starts_at_its_earliest_fragment() {
+    let (src, dst) = v4();
+    let frags = fragment(&udp_packet(src, dst, &[9u8; 1500]), 576);
+    assert!(frags.len() >= 3);
+    // Captured last fragment first, at 100; the others later.
+    let mut dec = PacketDecoder::new(PacketConfig::default());
+    let n = frags.len();
+    let mut got = None;
+    for (i, f) in frags.iter().rev().enumerate() {
+        got = decode_one(&mut dec, LinkType::RAW, f, 100 + i as u64 * 10);
+    }
+    let seg = got.expect("whole datagram");
+    assert_eq!((seg.first_ts, seg.ts), (100, 100 + (n as u64 - 1) * 10));
 }

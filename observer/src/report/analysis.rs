@@ -75,6 +75,29 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         "  JIM documents: {} PING, {} PONG, {} MESSAGE, {} malformed",
         r.jim.pings, r.jim.pongs, r.jim.messages, r.jim.malformed
     );
+    if r.jim.oversized_documents > 0 {
+        let _ = writeln!(
+            out,
+            "  {} JIM documents larger than --max-document, not decoded (raise --max-document to decode them):",
+            r.jim.oversized_documents
+        );
+        for (name, o) in &r.jim.oversized {
+            let _ = writeln!(
+                out,
+                "    {}  {} x, largest {} bytes",
+                sanitize(name),
+                o.count,
+                o.max_bytes
+            );
+        }
+    }
+    if r.flows.checksum_offloaded_directions > 0 {
+        let _ = writeln!(
+            out,
+            "  TCP checksums offloaded on {} flow directions (left to the NIC after capture): not verified there; --checksums verify checks them",
+            r.flows.checksum_offloaded_directions
+        );
+    }
     out.push('\n');
     out.push_str(&render(summary));
 
@@ -95,6 +118,17 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         ),
         ("frames of unknown link type", p.unknown_link_type),
         ("malformed frames", p.malformed),
+        (
+            "IP length below header or beyond frame (dropped)",
+            p.bad_ip_length,
+        ),
+        ("bad IPv4 header checksum (dropped)", p.bad_ip_checksum),
+        ("bad TCP checksum (dropped)", f.bad_tcp_checksum),
+        ("TCP data without ACK (dropped)", f.data_without_ack),
+        (
+            "TCP overlaps with conflicting bytes",
+            ra.conflicting_overlap,
+        ),
         ("IP fragments timed out", p.fragment_timeouts),
         ("IP fragment datagrams evicted (cap)", p.fragment_evictions),
         ("TCP gaps (bytes the capture missed)", ra.gaps),

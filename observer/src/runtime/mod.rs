@@ -8,4 +8,6 @@ pub mod pipeline;
 
 pub use offline::{analyze, analyze_each, Analysis, InputSummary};
 pub use parallel::analyze_parallel;
-pub use pipeline::{JimStats, MessageRecord, Pipeline, PipelineConfig, PipelineResult};
+pub use pipeline::{
+    JimConfig, JimStats, MessageRecord, Oversized, Pipeline, PipelineConfig, PipelineResult,
+};

@@ -493,7 +493,9 @@ pub fn run(
             let text = metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
+                pipeline.flow_stats(),
                 &pipeline.jxta_stats(),
+                pipeline.jim_stats(),
                 pipeline.active_flows(),
                 &counters,
             );

@@ -32,10 +32,31 @@ pub struct PipelineConfig {
     /// Frames are put back in time order within this window before the pipeline (by
     /// the source loops: the pipeline takes borrowed frames one at a time).
     pub reorder: crate::capture::ReorderConfig,
+    pub jim: JimConfig,
     /// Keep a record of every decoded JXTA message (for `observer messages` and the
     /// tshark cross-check); off for plain analysis since it costs memory per message.
     pub record_messages: bool,
 }
+
+/// Limits of the JIM layer.
+#[derive(Clone, Debug)]
+pub struct JimConfig {
+    /// Largest JIM document decoded (`--max-document`); larger ones are counted in
+    /// [`JimStats::oversized_documents`], by element and root.
+    pub max_document: usize,
+}
+
+impl Default for JimConfig {
+    fn default() -> Self {
+        JimConfig {
+            max_document: jim::DEFAULT_MAX_DOCUMENT_BYTES,
+        }
+    }
+}
+
+/// Distinct (element, root) names kept for [`JimStats::oversized`]; beyond, only the
+/// total counts (the names come from the wire).
+const MAX_OVERSIZED_NAMES: usize = 64;
 
 /// Counters of the JIM layer: documents found in message elements.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -48,6 +69,16 @@ pub struct JimStats {
     pub malformed: u64,
     /// Well-formed XML elements whose root is not a JIM document.
     pub other_xml: u64,
+    /// JIM documents larger than `--max-document`: not decoded, not malformed.
+    pub oversized_documents: u64,
+    /// Of those, count and largest size by `element ROOT` (e.g. `pingpong:payload PING`).
+    pub oversized: std::collections::BTreeMap<String, Oversized>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Oversized {
+    pub count: u64,
+    pub max_bytes: u64,
 }
 
 impl JimStats {
@@ -58,6 +89,19 @@ impl JimStats {
         self.messages += o.messages;
         self.malformed += o.malformed;
         self.other_xml += o.other_xml;
+        self.oversized_documents += o.oversized_documents;
+        for (k, v) in &o.oversized {
+            self.note_oversized(k, v.count, v.max_bytes);
+        }
+    }
+
+    fn note_oversized(&mut self, key: &str, count: u64, bytes: u64) {
+        if !self.oversized.contains_key(key) && self.oversized.len() >= MAX_OVERSIZED_NAMES {
+            return;
+        }
+        let e = self.oversized.entry(key.to_owned()).or_default();
+        e.count += count;
+        e.max_bytes = e.max_bytes.max(bytes);
     }
 }
 
@@ -126,6 +170,7 @@ struct App {
     remote: Option<Vec<Matched>>,
     /// Index (from 1) of the frame being processed and the capture time then.
     at: (u64, UnixNanos),
+    max_document: usize,
 }
 
 /// What the decoding stages hand to the matcher.
@@ -360,6 +405,7 @@ impl Pipeline {
                     http_hops: HttpHops::default(),
                     remote: None,
                     at: (0, 0),
+                    max_document: cfg.jim.max_document,
                 },
             },
             now: 0,
@@ -487,6 +533,11 @@ impl Pipeline {
         self.flows.active_flows()
     }
 
+    /// Counters of the JIM layer so far.
+    pub fn jim_stats(&self) -> &JimStats {
+        &self.decoder.app.jim
+    }
+
     /// Counters of the JXTA layer so far (stream and message level together).
     pub fn jxta_stats(&self) -> JxtaStats {
         merge_stats(
@@ -531,7 +582,9 @@ impl Pipeline {
                 match jxta::parse_datagram(payload, max) {
                     Ok((header, body)) => {
                         let framed = FramedMessage {
-                            start: seg.ts,
+                            // A fragmented datagram: first byte with its earliest
+                            // fragment, last byte with the one completing it.
+                            start: seg.first_ts,
                             stop: seg.ts,
                             framed_len: payload.len() as u64,
                             header,
@@ -660,12 +713,30 @@ impl App {
             if element.namespace == "jxta" {
                 continue;
             }
-            let doc = match jim::parse(element.content) {
+            let doc = match jim::parse_limited(element.content, self.max_document) {
                 Ok(Some(doc)) => doc,
                 Ok(None) => {
                     if looks_like_xml(element.content) {
                         self.jim.other_xml += 1;
                     }
+                    continue;
+                }
+                Err(jim::JimError::TooLarge { kind, len, .. }) => {
+                    let name = if element.namespace.is_empty() {
+                        element.name.to_string()
+                    } else {
+                        format!("{}:{}", element.namespace, element.name)
+                    };
+                    tracing::debug!(
+                        element = %name,
+                        bytes = len,
+                        max = self.max_document,
+                        "JIM {} document larger than --max-document: not decoded",
+                        kind.root_name()
+                    );
+                    self.jim.oversized_documents += 1;
+                    let key = format!("{name} {}", kind.root_name());
+                    self.jim.note_oversized(&key, 1, len as u64);
                     continue;
                 }
                 Err(e) => {
@@ -742,9 +813,13 @@ fn record(
         dst: origin.dst.to_string(),
         framed_bytes: framed.framed_len,
         message_bytes: framed.body.len() as u64,
-        src_peer: addressing
-            .as_ref()
-            .and_then(|a| a.src_peer.as_ref().map(|p| p.to_string())),
+        // Without a router element (multicast), the sender names itself.
+        src_peer: addressing.as_ref().and_then(|a| {
+            a.src_peer
+                .as_ref()
+                .or(a.header_src_peer.as_ref())
+                .map(|p| p.to_string())
+        }),
         dst_peer: addressing
             .as_ref()
             .and_then(|a| a.dst_peer.as_ref().map(|p| p.to_string())),

@@ -3,6 +3,11 @@
 //! A PONG is matched by correlator when it carries one (key: pair + correlator),
 //! otherwise to the oldest unanswered PING of its (poller, receiver) pair.
 //!
+//! A PONG that names no poller (sent by UDP multicast: only its sender is in the
+//! message, in `EndpointHeaderSrcPeer`) is matched by correlator alone, to the
+//! outstanding PING with that correlator whose receiver is the PONG's sender or was
+//! not named (a multicast PING).
+//!
 //! Relayed traffic: a capture on a rendezvous sees every message twice, once per leg,
 //! with the same end-to-end IDs. A PING sighting whose hop source is known and is not
 //! the poller is the relay leg of a PING already seen (when one is outstanding); a PONG
@@ -16,7 +21,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    TxStatus, REPEAT_WINDOW_NS,
+    Transport, TxStatus, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -103,6 +108,11 @@ pub struct Matcher {
     live: usize,
     next_seq: u64,
     names: crate::FastMap<PeerId, String>,
+    /// Pairs with a PING outstanding under each correlator, for PONGs that name no
+    /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
+    /// so every hit is checked against `pairs`.
+    open_correlators: crate::FastMap<String, Vec<PairKey>>,
+    open_correlator_entries: usize,
     anomalies: Anomalies,
     presence: Presence,
     overhead: OverheadTally,
@@ -124,6 +134,8 @@ impl Matcher {
             live: 0,
             next_seq: 0,
             names: crate::FastMap::default(),
+            open_correlators: crate::FastMap::default(),
+            open_correlator_entries: 0,
             anomalies: Anomalies::default(),
             presence: Presence::default(),
             overhead: OverheadTally::default(),
@@ -349,7 +361,9 @@ impl Matcher {
         }
 
         self.overhead.ping.add(doc.correlator_bytes, s);
-        if matches!(pair, (PeerKey::Unknown, _) | (_, PeerKey::Unknown)) {
+        // A multicast PING names no receiver by design (every peer gets it).
+        let multicast = s.transport == Transport::Udp;
+        if pair.0 == PeerKey::Unknown || (pair.1 == PeerKey::Unknown && !multicast) {
             self.anomalies.unidentified += 1;
         }
         if let Some(c) = &doc.correlator {
@@ -384,6 +398,14 @@ impl Matcher {
             self.live -= 1;
             self.anomalies.evicted_outstanding += 1;
         }
+        if let Some(c) = &doc.correlator {
+            self.open_correlators
+                .entry(c.clone())
+                .or_default()
+                .push(pair.clone());
+            self.open_correlator_entries += 1;
+        }
+        let state = self.pairs.entry(pair.clone()).or_default();
         state.outstanding.push_back(Pending {
             seq,
             start: s.start,
@@ -407,6 +429,37 @@ impl Matcher {
         if self.deadlines.len() > 2 * self.live + 1024 {
             self.rebuild_deadlines();
         }
+        if self.open_correlator_entries > 2 * self.live + 1024 {
+            self.rebuild_open_correlators();
+        }
+    }
+
+    fn rebuild_open_correlators(&mut self) {
+        self.open_correlators.clear();
+        self.open_correlator_entries = 0;
+        for (pair, st) in &self.pairs {
+            for c in st.outstanding.iter().filter_map(|p| p.correlator.as_ref()) {
+                self.open_correlators
+                    .entry(c.clone())
+                    .or_default()
+                    .push(pair.clone());
+                self.open_correlator_entries += 1;
+            }
+        }
+    }
+
+    /// The pair of the outstanding PING with correlator `c` that `receiver` may have
+    /// answered (it named `receiver`, or no receiver at all).
+    fn open_pair_of(&self, c: &str, receiver: &PeerKey) -> Option<PairKey> {
+        self.open_correlators.get(c)?.iter().find_map(|pair| {
+            let fits = pair.1 == *receiver || pair.1 == PeerKey::Unknown;
+            let open = self.pairs.get(pair).is_some_and(|st| {
+                st.outstanding
+                    .iter()
+                    .any(|p| p.correlator.as_deref() == Some(c))
+            });
+            (fits && open).then(|| pair.clone())
+        })
     }
 
     /// Evicts the least recently active eighth of the pairs at once: under a flood of
@@ -455,8 +508,21 @@ impl Matcher {
         let poller = PeerKey::new(poller_id.as_ref(), None);
         let receiver = PeerKey::new(receiver_id.as_ref(), doc.name.as_deref());
         let mut pair = (poller, receiver);
-        if matches!(pair, (PeerKey::Unknown, _) | (_, PeerKey::Unknown)) {
+        // A multicast PONG names no poller by design; anywhere else that is missing
+        // identity.
+        let multicast = s.transport == Transport::Udp;
+        if pair.1 == PeerKey::Unknown || (pair.0 == PeerKey::Unknown && !multicast) {
             self.anomalies.unidentified += 1;
+        }
+        // A PONG that names no poller (multicast): its correlator says which PING.
+        if pair.0 == PeerKey::Unknown {
+            if let Some(found) = doc
+                .correlator
+                .as_deref()
+                .and_then(|c| self.open_pair_of(c, &pair.1))
+            {
+                pair = found;
+            }
         }
         // A PING that named no receiver is keyed (poller, Unknown): let the PONG find it.
         if !self.pairs.contains_key(&pair) {

@@ -697,3 +697,94 @@ fn pong_stamped_before_its_ping_is_a_clock_step() {
     assert_eq!(m.anomalies().late_pong, 0);
     assert!(m.presence().changes().is_empty());
 }
+
+/// A UDP multicast sighting: the sender from `EndpointHeaderSrcPeer`, no destination.
+fn multicast(t: u64, src: u8) -> Sighting {
+    Sighting {
+        dst_peer: None,
+        hop_src: None,
+        hop_dst: None,
+        transport: Transport::Udp,
+        ..direct(t, src, 0)
+    }
+}
+
+#[test]
+fn multicast_pings_and_pongs_pair_whichever_way_each_travels() {
+    let mut m = m();
+    let mut out = Vec::new();
+    // Both by multicast.
+    m.observe(&ping("alice", Some("c1")), &multicast(0, ALICE), &mut out);
+    m.observe(
+        &pong("bob", Status::Online, Some("c1")),
+        &multicast(5 * MS, BOB),
+        &mut out,
+    );
+    // PING by TCP, PONG by multicast.
+    m.observe(
+        &ping("alice", Some("c2")),
+        &direct(SEC, ALICE, CAROL),
+        &mut out,
+    );
+    m.observe(
+        &pong("carol", Status::Busy, Some("c2")),
+        &multicast(SEC + 7 * MS, CAROL),
+        &mut out,
+    );
+    // PING by multicast, PONG by TCP.
+    m.observe(&ping("bob", Some("c3")), &multicast(2 * SEC, BOB), &mut out);
+    m.observe(
+        &pong("alice", Status::Away, Some("c3")),
+        &direct(2 * SEC + 9 * MS, ALICE, BOB),
+        &mut out,
+    );
+    assert_eq!(out.len(), 3, "{out:#?}");
+    let got: Vec<_> = out
+        .iter()
+        .map(|t| {
+            (
+                t.poller_id.clone(),
+                t.receiver_id.clone(),
+                t.status,
+                t.rtt_ns(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Some(id(ALICE)),
+                Some(id(BOB)),
+                TxStatus::Ok,
+                Some(5 * MS + 10)
+            ),
+            (
+                Some(id(ALICE)),
+                Some(id(CAROL)),
+                TxStatus::Ok,
+                Some(7 * MS + 10)
+            ),
+            (
+                Some(id(BOB)),
+                Some(id(ALICE)),
+                TxStatus::Ok,
+                Some(9 * MS + 10)
+            ),
+        ]
+    );
+    assert_eq!(m.anomalies().total(), 0, "{:?}", m.anomalies());
+    // A multicast PONG answers only a PING to its sender (or to nobody in particular).
+    m.observe(
+        &ping("alice", Some("c4")),
+        &direct(3 * SEC, ALICE, CAROL),
+        &mut out,
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("c4")),
+        &multicast(3 * SEC + MS, BOB),
+        &mut out,
+    );
+    assert_eq!(out.len(), 3);
+    assert_eq!(m.anomalies().unsolicited_pong, 1);
+}

@@ -177,7 +177,7 @@ fn not_jim() {
         assert_eq!(parse(s), Ok(None), "{:?}", String::from_utf8_lossy(s));
     }
     // A big non-JIM document is still simply "not JIM", not "too large".
-    let big = format!("<Adv>{}</Adv>", "x".repeat(MAX_DOCUMENT_BYTES * 2));
+    let big = format!("<Adv>{}</Adv>", "x".repeat(DEFAULT_MAX_DOCUMENT_BYTES * 2));
     assert_eq!(parse(big.as_bytes()), Ok(None));
 }
 
@@ -245,11 +245,41 @@ fn deep_nesting_is_refused() {
 
 #[test]
 fn oversized_jim_is_refused() {
-    let s = format!("<PING><pad>{}</pad></PING>", "x".repeat(MAX_DOCUMENT_BYTES));
+    let s = format!(
+        "<PING><pad>{}</pad></PING>",
+        "x".repeat(DEFAULT_MAX_DOCUMENT_BYTES)
+    );
     assert!(matches!(
         parse(s.as_bytes()),
-        Err(JimError::TooLarge { .. })
+        Err(JimError::TooLarge {
+            kind: Kind::Ping,
+            ..
+        })
     ));
+}
+
+#[test]
+fn the_document_limit_is_the_callers() {
+    // A 100 KB PING: over the old 64 KiB cap, under the default; the plain path and
+    // the XML decoder both honour a smaller limit.
+    let pad = "x".repeat(100_000);
+    for doc in [
+        format!("<PING><Buddy><name>al</name></Buddy><pad>{pad}</pad></PING>"),
+        format!("<PING a='1'><Buddy><name>al</name></Buddy><pad>{pad}</pad></PING>"),
+    ] {
+        let d = parse(doc.as_bytes()).expect("decodes").expect("JIM");
+        assert_eq!(d.name.as_deref(), Some("al"));
+        let limit = doc.len() - 1;
+        assert_eq!(
+            parse_limited(doc.as_bytes(), limit),
+            Err(JimError::TooLarge {
+                kind: Kind::Ping,
+                len: doc.len(),
+                max: limit
+            })
+        );
+        assert!(parse_limited(doc.as_bytes(), doc.len()).is_ok_and(|d| d.is_some()));
+    }
 }
 
 #[test]
