@@ -39,4 +39,6 @@ pub enum LiveError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

@@ -47,6 +47,8 @@ pub struct LiveConfig {
     pub interfaces: Vec<String>,
     /// Switch to this user once everything is open (None: stay as started).
     pub user: Option<String>,
+    /// Also send every transaction to ClickHouse.
+    pub store: Option<crate::store::ClickHouseConfig>,
 }
 
 /// A live source, polled by the run loop.
@@ -182,6 +184,8 @@ pub struct LiveOutcome {
     /// Every transaction of the run (up to `MAX_KEPT_TRANSACTIONS`).
     pub transactions: Vec<Transaction>,
     pub source: SourceCounters,
+    /// What the ClickHouse sink did, when there was one.
+    pub store: Option<crate::store::StoreStats>,
 }
 
 /// The CSV sink: appends, flushes every batch, rotates by size or age.
@@ -290,6 +294,11 @@ pub fn run(
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
         None => None,
     };
+    // Opened before privileges are dropped: the spool may be in a root-only directory.
+    let store = match &cfg.store {
+        Some(c) => Some(crate::store::ClickHouseSink::start(c.clone())?),
+        None => None,
+    };
     let link_types = source.link_types(cfg.interfaces.len().max(1));
     let mut saver = match &cfg.save {
         Some(p) => Some(open_saver(p, &link_types)?),
@@ -373,7 +382,7 @@ pub fn run(
             }
         };
         for t in pipeline.take_finished() {
-            handle(t, &mut csv, &mut kept, &mut metrics)?;
+            handle(t, &mut csv, store.as_ref(), &mut kept, &mut metrics)?;
         }
         // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
         for (a, b) in pipeline.take_jxta_flows() {
@@ -395,18 +404,27 @@ pub fn run(
                 })?;
             }
             let counters = source.counters();
-            let text = metrics.render(
+            let mut text = metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
                 &pipeline.jxta_stats(),
                 pipeline.active_flows(),
                 &counters,
             );
+            let store_stats = store.as_ref().map(|s| s.counters().snapshot());
+            if let Some(s) = &store_stats {
+                s.render_prometheus(&mut text);
+            }
             if let Ok(mut s) = snapshot.lock() {
                 *s = text;
             }
             if status {
-                status_line(&kept, &counters, pipeline.active_flows());
+                status_line(
+                    &kept,
+                    &counters,
+                    pipeline.active_flows(),
+                    store_stats.as_ref(),
+                );
             }
         }
         if ended {
@@ -421,7 +439,7 @@ pub fn run(
     let closed = source.close();
     let mut result = pipeline.finish();
     for t in std::mem::take(&mut result.transactions) {
-        handle(t, &mut csv, &mut kept, &mut metrics)?;
+        handle(t, &mut csv, store.as_ref(), &mut kept, &mut metrics)?;
     }
     if let Some(c) = &mut csv {
         c.flush()?;
@@ -436,6 +454,10 @@ pub fn run(
             source,
         })?;
     }
+    let store = match store {
+        Some(s) => Some(s.finish()?),
+        None => None,
+    };
     kept.sort_by(|a, b| {
         (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id))
     });
@@ -447,6 +469,7 @@ pub fn run(
         result,
         transactions: kept,
         source: counters,
+        store,
     })
 }
 
@@ -454,12 +477,16 @@ pub fn run(
 fn handle(
     t: Transaction,
     csv: &mut Option<CsvSink>,
+    store: Option<&crate::store::ClickHouseSink>,
     kept: &mut Vec<Transaction>,
     metrics: &mut LiveMetrics,
 ) -> Result<(), LiveError> {
     metrics.record(&t);
     if let Some(c) = csv {
         c.write(&t)?;
+    }
+    if let Some(s) = store {
+        s.push(&t)?;
     }
     if kept.len() < MAX_KEPT_TRANSACTIONS {
         kept.push(t);
@@ -485,7 +512,12 @@ fn open_saver(
     Ok(w)
 }
 
-fn status_line(kept: &[Transaction], c: &SourceCounters, flows: usize) {
+fn status_line(
+    kept: &[Transaction],
+    c: &SourceCounters,
+    flows: usize,
+    store: Option<&crate::store::StoreStats>,
+) {
     // Counting here costs a scan per second, which is nothing next to the capture.
     let ok = kept.iter().filter(|t| t.status == TxStatus::Ok).count();
     let timeout = kept
@@ -499,5 +531,11 @@ fn status_line(kept: &[Transaction], c: &SourceCounters, flows: usize) {
         c.kernel_drops,
         c.userspace_drops
     );
+    if let Some(s) = store {
+        eprint!(
+            " | stored {}, spool {} ({} B), overflow {}",
+            s.records_stored, s.spool_records, s.spool_bytes, s.spool_overflow_records
+        );
+    }
     let _ = std::io::stderr().flush();
 }

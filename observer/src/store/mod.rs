@@ -63,7 +63,9 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub enum StoreError {
     #[error("invalid ClickHouse URL {url:?}: {why}")]
     Url { url: String, why: String },
-    #[error("invalid ClickHouse table name {0:?}: letters, digits and _ only, optionally db.table")]
+    #[error(
+        "invalid ClickHouse table name {0:?}: letters, digits and _ only, optionally db.table"
+    )]
     Table(String),
     #[error("ClickHouse at {url}: {why}")]
     Http { url: String, why: String },
@@ -219,17 +221,60 @@ impl StoreStats {
     pub fn render_prometheus(&self, out: &mut String) {
         use std::fmt::Write;
         let rows: [(&str, &str, &str, u64); 8] = [
-            ("observer_store_records_stored_total", "counter", "Transactions stored in ClickHouse.", self.records_stored),
-            ("observer_store_batches_stored_total", "counter", "Batches inserted into ClickHouse.", self.batches_stored),
-            ("observer_store_batches_already_stored_total", "counter", "Retried batches found already stored.", self.batches_already_stored),
-            ("observer_store_send_errors_total", "counter", "Failed exchanges with ClickHouse.", self.send_errors),
-            ("observer_store_spool_records", "gauge", "Transactions waiting in the spool.", self.spool_records),
-            ("observer_store_spool_bytes", "gauge", "Bytes of the spool file.", self.spool_bytes),
-            ("observer_store_records_spooled_total", "counter", "Transactions written to the spool.", self.records_spooled),
-            ("observer_store_spool_overflow_records_total", "counter", "Transactions dropped because the spool was full.", self.spool_overflow_records),
+            (
+                "observer_store_records_stored_total",
+                "counter",
+                "Transactions stored in ClickHouse.",
+                self.records_stored,
+            ),
+            (
+                "observer_store_batches_stored_total",
+                "counter",
+                "Batches inserted into ClickHouse.",
+                self.batches_stored,
+            ),
+            (
+                "observer_store_batches_already_stored_total",
+                "counter",
+                "Retried batches found already stored.",
+                self.batches_already_stored,
+            ),
+            (
+                "observer_store_send_errors_total",
+                "counter",
+                "Failed exchanges with ClickHouse.",
+                self.send_errors,
+            ),
+            (
+                "observer_store_spool_records",
+                "gauge",
+                "Transactions waiting in the spool.",
+                self.spool_records,
+            ),
+            (
+                "observer_store_spool_bytes",
+                "gauge",
+                "Bytes of the spool file.",
+                self.spool_bytes,
+            ),
+            (
+                "observer_store_records_spooled_total",
+                "counter",
+                "Transactions written to the spool.",
+                self.records_spooled,
+            ),
+            (
+                "observer_store_spool_overflow_records_total",
+                "counter",
+                "Transactions dropped because the spool was full.",
+                self.spool_overflow_records,
+            ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
     }
 }
@@ -631,13 +676,11 @@ impl Client {
             .map_err(|e| fail(e.to_string()))?;
         let authority = self.authority.clone();
         let exchange = async move {
-            let stream = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                tokio::net::TcpStream::connect(&authority),
-            )
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
+            let stream =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&authority))
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| format!("connect: {e}"))?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                     .await
@@ -737,10 +780,16 @@ mod tests {
         let dir = std::env::temp_dir();
         for bad in ["https://h:8443", "h:8123", "not a url"] {
             let cfg = ClickHouseConfig::new(bad, DEFAULT_TABLE, dir.join("x"));
-            assert!(matches!(Client::new(&cfg), Err(StoreError::Url { .. })), "{bad}");
+            assert!(
+                matches!(Client::new(&cfg), Err(StoreError::Url { .. })),
+                "{bad}"
+            );
         }
         let cfg = ClickHouseConfig::new("http://127.0.0.1", DEFAULT_TABLE, dir.join("x"));
-        assert_eq!(Client::new(&cfg).map(|c| c.authority).ok().as_deref(), Some("127.0.0.1:8123"));
+        assert_eq!(
+            Client::new(&cfg).map(|c| c.authority).ok().as_deref(),
+            Some("127.0.0.1:8123")
+        );
     }
 
     #[test]

@@ -205,9 +205,7 @@ impl Spool {
 /// Header length and fields: `(len, run_id, first_seq, rows, body_len)`; `None` when
 /// the bytes are not a complete header.
 #[allow(clippy::type_complexity)]
-fn read_header(
-    reader: &mut impl BufRead,
-) -> std::io::Result<Option<(u64, String, u64, u64, u64)>> {
+fn read_header(reader: &mut impl BufRead) -> std::io::Result<Option<(u64, String, u64, u64, u64)>> {
     // A header is short; a longer "line" is not one.
     let mut line = Vec::new();
     let n = reader.take(256).read_until(b'\n', &mut line)?;
@@ -243,7 +241,9 @@ mod tests {
             run_id: "r1".into(),
             first_seq: first,
             rows,
-            body: format!("{{\"seq\":{first}}}\n").repeat(rows as usize).into_bytes(),
+            body: format!("{{\"seq\":{first}}}\n")
+                .repeat(rows as usize)
+                .into_bytes(),
         }
     }
 
