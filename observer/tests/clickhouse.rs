@@ -233,3 +233,39 @@ fn a_spooled_batch_already_stored_is_not_inserted_again() {
     assert_eq!(end.spool_records, 0, "{end:?}");
     assert_eq!(count(&server, "count()"), 50);
 }
+
+/// Records the insert-rate test sends; the bench command of docs/performance.md sets
+/// a million (in release).
+const RATE_RECORDS_ENV: &str = "OBSERVER_CLICKHOUSE_BENCH_RECORDS";
+
+#[test]
+fn insert_rate_into_the_local_server() {
+    if !clickhouse::available() {
+        return;
+    }
+    let records: u64 = std::env::var(RATE_RECORDS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ClickHouse::start(&dir.path().join("ch"));
+    // The defaults an observer runs with.
+    let cfg = ClickHouseConfig::new(&server.url(), DEFAULT_TABLE, dir.path().join("spool"));
+    let t0 = std::time::Instant::now();
+    let sink = ClickHouseSink::start(cfg).expect("sink");
+    for i in 0..records {
+        sink.push(&tx(i)).expect("push");
+    }
+    let end = sink.finish().expect("finish");
+    let elapsed = t0.elapsed();
+    assert_eq!(end.records_stored, records, "{end:?}");
+    assert_eq!(end.records_spooled, 0, "{end:?}");
+    assert_eq!(count(&server, "count()"), records);
+    eprintln!(
+        "clickhouse {}: {records} transactions stored in {:.3} s: {:.0} transactions/s ({} batches)",
+        server.version(),
+        elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64(),
+        end.batches_stored
+    );
+}
