@@ -269,3 +269,126 @@ fn insert_rate_into_the_local_server() {
         end.batches_stored
     );
 }
+
+/// `observer live` on a veth with the eBPF tap, storing into ClickHouse: the store holds
+/// exactly the rows of its CSV, labelled with the interface, and `/metrics` shows the sink.
+#[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
+fn live_stores_exactly_its_csv_rows() {
+    use std::io::Read;
+    use std::process::Stdio;
+    if !(common::root_with(&["tcpreplay"]) && clickhouse::available()) {
+        return;
+    }
+    let Some(veth) = common::Veth::new("k") else {
+        panic!("cannot create a network namespace and veth pair as root");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ClickHouse::start(&dir.path().join("ch"));
+    // The observer runs as `nobody` once set up: the CSV and spool are opened before.
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("out dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    }
+    let csv = out.join("live.csv");
+    let metrics = common::free_local_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args([
+            "live",
+            "-i",
+            &veth.host,
+            "--source",
+            "ebpf",
+            "--metrics",
+            &metrics,
+        ])
+        .arg("--csv")
+        .arg(&csv)
+        .arg("--clickhouse")
+        .arg(server.url())
+        .arg("--clickhouse-spool")
+        .arg(out.join("spool"))
+        .args(["--gateway", "gw-live"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start observer live");
+    let mut child = common::Killer(child);
+    common::wait_until("observer live to come up", Duration::from_secs(20), || {
+        common::http_get(&metrics, "/metrics").is_some_and(|m| m.contains("observer_active_flows"))
+    });
+    veth.replay("two-peers.pcap", 10);
+    let truth = std::fs::File::open(common::capture("two-peers.truth.csv")).expect("truth");
+    let expected = observer::report::read_transactions_csv(truth)
+        .expect("truth csv")
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok)
+        .count() as u64;
+    let stored_line = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("observer_store_records_stored_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // Within seconds of being found, while the observer runs.
+    common::wait_until(
+        "the answered transactions stored",
+        Duration::from_secs(20),
+        || {
+            common::http_get(&metrics, "/metrics")
+                .and_then(|m| stored_line(&m))
+                .is_some_and(|n| n >= expected)
+        },
+    );
+    let scraped = common::http_get(&metrics, "/metrics").unwrap_or_default();
+    assert!(
+        scraped.contains("observer_store_spool_records 0"),
+        "{scraped}"
+    );
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = common::wait_exit(&mut child.0, Duration::from_secs(20))
+        .expect("observer exits after SIGTERM");
+    let mut err = String::new();
+    if let Some(e) = child.0.stderr.as_mut() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{err}");
+
+    let rows = observer::report::read_transactions_csv(std::fs::File::open(&csv).expect("csv"))
+        .expect("live csv")
+        .len() as u64;
+    assert!(
+        rows >= expected,
+        "{rows} rows, {expected} answered in the capture"
+    );
+    assert!(
+        err.contains(&format!("clickhouse: {rows} transactions stored")),
+        "{err}"
+    );
+    let labels = server.query(&format!(
+        "SELECT gateway, interface, count(), uniqExact(seq) FROM {DEFAULT_TABLE} GROUP BY gateway, interface FORMAT TSV"
+    ));
+    assert_eq!(
+        labels.trim(),
+        format!("gw-live\t{}\t{rows}\t{rows}", veth.host)
+    );
+    let ok = count_where(&server, "transaction_status = 'ok'");
+    assert_eq!(ok, expected);
+}
+
+fn count_where(server: &ClickHouse, cond: &str) -> u64 {
+    server
+        .query(&format!(
+            "SELECT count() FROM {DEFAULT_TABLE} WHERE {cond} FORMAT TSV"
+        ))
+        .trim()
+        .parse()
+        .expect("a number")
+}
