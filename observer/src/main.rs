@@ -445,6 +445,12 @@ fn report_store(s: &observer::store::StoreStats, spool: &std::path::Path) {
         "clickhouse: {} transactions stored in {} batches ({} batches found already stored), {} send errors",
         s.records_stored, s.batches_stored, s.batches_already_stored, s.send_errors
     );
+    if s.records_dropped_busy > 0 {
+        eprintln!(
+            "clickhouse: {} transactions not stored: the sink was stuck on an unanswering store",
+            s.records_dropped_busy
+        );
+    }
     if s.spool_records > 0 || s.spool_overflow_records > 0 {
         eprintln!(
             "clickhouse: {} transactions wait in the spool {} (sent by the next run using it), {} dropped for a full spool",

@@ -486,7 +486,7 @@ fn handle(
         c.write(&t)?;
     }
     if let Some(s) = store {
-        s.push(&t)?;
+        s.try_push(&t)?;
     }
     if kept.len() < MAX_KEPT_TRANSACTIONS {
         kept.push(t);
@@ -533,8 +533,11 @@ fn status_line(
     );
     if let Some(s) = store {
         eprint!(
-            " | stored {}, spool {} ({} B), overflow {}",
-            s.records_stored, s.spool_records, s.spool_bytes, s.spool_overflow_records
+            " | stored {}, spool {} ({} B), dropped {}",
+            s.records_stored,
+            s.spool_records,
+            s.spool_bytes,
+            s.spool_overflow_records + s.records_dropped_busy
         );
     }
     let _ = std::io::stderr().flush();

@@ -51,11 +51,12 @@ pub const DEFAULT_BATCH_AGE: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Spool bound: at ~300 B a record, about 3.5 M records (six minutes at 10,000/s).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
-/// Records waiting between the capture thread and the sink thread.
+/// Records waiting between the capture thread and the sink thread: 6.5 s at
+/// 10,000/s, longer than a store that refuses connections ever holds the sink.
 const CHANNEL_RECORDS: usize = 65_536;
 /// Bounds of one HTTP exchange with the store.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer body read from the store (errors, counts).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -181,8 +182,11 @@ pub struct StoreCounters {
     pub spool_bytes: AtomicU64,
     /// Records ever written to the spool.
     pub records_spooled: AtomicU64,
-    /// Records dropped because the spool was full: the only loss the sink allows.
+    /// Records dropped because the spool was full.
     pub spool_overflow_records: AtomicU64,
+    /// Records `live` dropped because the sink thread was stuck (a store that accepts
+    /// but does not answer) and its channel full: the capture does not wait for it.
+    pub records_dropped_busy: AtomicU64,
 }
 
 /// A copy of [`StoreCounters`] at one moment.
@@ -197,6 +201,7 @@ pub struct StoreStats {
     pub spool_bytes: u64,
     pub records_spooled: u64,
     pub spool_overflow_records: u64,
+    pub records_dropped_busy: u64,
 }
 
 impl StoreCounters {
@@ -212,6 +217,7 @@ impl StoreCounters {
             spool_bytes: g(&self.spool_bytes),
             records_spooled: g(&self.records_spooled),
             spool_overflow_records: g(&self.spool_overflow_records),
+            records_dropped_busy: g(&self.records_dropped_busy),
         }
     }
 }
@@ -220,7 +226,7 @@ impl StoreStats {
     /// Prometheus exposition lines (appended to `/metrics` by the live path).
     pub fn render_prometheus(&self, out: &mut String) {
         use std::fmt::Write;
-        let rows: [(&str, &str, &str, u64); 8] = [
+        let rows: [(&str, &str, &str, u64); 9] = [
             (
                 "observer_store_records_stored_total",
                 "counter",
@@ -268,6 +274,12 @@ impl StoreStats {
                 "counter",
                 "Transactions dropped because the spool was full.",
                 self.spool_overflow_records,
+            ),
+            (
+                "observer_store_records_dropped_busy_total",
+                "counter",
+                "Transactions dropped because the ClickHouse sink was stuck.",
+                self.records_dropped_busy,
             ),
         ];
         for (name, kind, help, v) in rows {
@@ -402,6 +414,22 @@ impl ClickHouseSink {
         self.tx
             .send(Msg::Record(Box::new(t.clone())))
             .map_err(|_| StoreError::SinkGone)
+    }
+
+    /// Hands one record over without waiting: when the sink thread is stuck on a
+    /// store that does not answer and the channel is full, the record is dropped and
+    /// counted (the capture thread of `live` must not stall).
+    pub fn try_push(&self, t: &Transaction) -> Result<(), StoreError> {
+        match self.tx.try_send(Msg::Record(Box::new(t.clone()))) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                self.counters
+                    .records_dropped_busy
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(StoreError::SinkGone),
+        }
     }
 
     pub fn counters(&self) -> Arc<StoreCounters> {

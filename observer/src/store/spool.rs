@@ -7,11 +7,17 @@
 //! batch sent is only forgotten in memory until the whole file is sent; then the file
 //! is truncated. A restart therefore sends the spool from its start again, and the
 //! sink's look-up by `(run_id, seq)` range skips what is already stored.
+//!
+//! The file is created mode 0600 under the rules of `live::outfile` (it holds peer
+//! names and IDs, and a live observer opens it as root).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::live::outfile::{open_output, Existing};
 
 use super::Batch;
 
@@ -24,6 +30,8 @@ pub enum SpoolError {
     },
     #[error("{path}: batch at byte {offset} changed on disk")]
     Changed { path: PathBuf, offset: u64 },
+    #[error(transparent)]
+    Output(#[from] crate::live::outfile::OutputError),
 }
 
 /// Where a batch is in the file.
@@ -36,6 +44,9 @@ struct Entry {
 
 pub struct Spool {
     path: PathBuf,
+    /// Appends (`O_APPEND`) and truncation.
+    writer: File,
+    /// Reads back; the same file as `writer`, checked at open.
     file: File,
     max_bytes: u64,
     /// File length: the end of the last complete batch.
@@ -52,13 +63,22 @@ impl Spool {
             path: path.to_path_buf(),
             source,
         };
+        // Opened under the rules of the live outputs (no symlink, ours, one link, a safe
+        // directory: a live observer starts as root), then once more for reading, which
+        // must be the very file the checks passed.
+        let writer = open_output(path, Existing::Append)?;
         let mut file = OpenOptions::new()
             .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(io)?;
+        let (w, r) = (writer.metadata().map_err(io)?, file.metadata().map_err(io)?);
+        if (w.dev(), w.ino()) != (r.dev(), r.ino()) {
+            return Err(SpoolError::Changed {
+                path: path.to_path_buf(),
+                offset: 0,
+            });
+        }
         let len = file.metadata().map_err(io)?.len();
         let mut pending = VecDeque::new();
         let mut reader = BufReader::new(&mut file);
@@ -86,11 +106,12 @@ impl Spool {
                 bytes = len - offset,
                 "spool ends with an incomplete batch (a crash while appending): removed"
             );
-            file.set_len(offset).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            writer.set_len(offset).map_err(io)?;
+            writer.sync_all().map_err(io)?;
         }
         Ok(Spool {
             path: path.to_path_buf(),
+            writer,
             file,
             max_bytes,
             end: offset,
@@ -134,14 +155,13 @@ impl Spool {
         }
         let end = self.end;
         let r = (|| {
-            self.file.seek(SeekFrom::Start(end))?;
-            self.file.write_all(header.as_bytes())?;
-            self.file.write_all(&batch.body)?;
-            self.file.sync_data()
+            self.writer.write_all(header.as_bytes())?;
+            self.writer.write_all(&batch.body)?;
+            self.writer.sync_data()
         })();
         if let Err(e) = r {
             // Leave no partial batch behind for the next open to trip on.
-            let _ = self.file.set_len(end);
+            let _ = self.writer.set_len(end);
             return Err(self.io()(e));
         }
         self.end += len;
@@ -194,8 +214,8 @@ impl Spool {
     pub fn pop(&mut self) -> Result<(), SpoolError> {
         self.pending.pop_front();
         if self.pending.is_empty() {
-            self.file.set_len(0).map_err(self.io())?;
-            self.file.sync_all().map_err(self.io())?;
+            self.writer.set_len(0).map_err(self.io())?;
+            self.writer.sync_all().map_err(self.io())?;
             self.end = 0;
         }
         Ok(())
@@ -269,6 +289,25 @@ mod tests {
         }
         assert_eq!(got, [0, 10, 20]);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_a_new_spool_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"not ours to touch").expect("write");
+        let link = dir.path().join("spool");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(Spool::open(&link, 1 << 20).is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"not ours to touch");
+        let fresh = dir.path().join("fresh");
+        Spool::open(&fresh, 1 << 20).expect("open");
+        let mode = std::fs::metadata(&fresh)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
