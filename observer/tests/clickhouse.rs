@@ -392,3 +392,46 @@ fn count_where(server: &ClickHouse, cond: &str) -> u64 {
         .parse()
         .expect("a number")
 }
+
+/// Credentials come from the environment; wrong ones make the store refuse every batch,
+/// and the records wait in the spool instead of being lost.
+#[test]
+fn credentials_from_the_environment_and_a_refusing_store_spools() {
+    if !clickhouse::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ClickHouse::start(&dir.path().join("ch"));
+    let run = |password: &str, spool: &str| {
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["analyze", "--no-progress", "--clickhouse"])
+            .arg(server.url())
+            .arg("--clickhouse-spool")
+            .arg(dir.path().join(spool))
+            .env(observer::store::ENV_USER, clickhouse::TEST_USER)
+            .env(observer::store::ENV_PASSWORD, password)
+            .arg(common::capture("four-peers.pcap"))
+            .output()
+            .expect("run observer")
+    };
+    let refused = run("not-the-password", "spool-refused");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("clickhouse: 0 transactions stored")
+            && stderr.contains("wait in the spool"),
+        "{stderr}"
+    );
+    let spooled = std::fs::metadata(dir.path().join("spool-refused")).expect("spool");
+    assert!(spooled.len() > 0);
+
+    let ok = run(clickhouse::TEST_PASSWORD, "spool-ok");
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    let stored = count(&server, "count()");
+    assert!(stored > 100, "{stored} rows");
+    assert!(
+        stderr.contains(&format!("clickhouse: {stored} transactions stored")),
+        "{stderr}"
+    );
+}

@@ -11,6 +11,10 @@ pub const SERVER: &str = "/usr/sbin/clickhouse-server";
 /// How long a start may take before the test fails (18.16 answers in ~1 s here).
 const START_LIMIT: Duration = Duration::from_secs(60);
 
+/// A user with a password, besides `default` without one.
+pub const TEST_USER: &str = "observer";
+pub const TEST_PASSWORD: &str = "test-password";
+
 /// Whether the server is installed (see [`super::missing_requirement`]).
 pub fn available() -> bool {
     Path::new(SERVER).exists() || super::missing_requirement("clickhouse-server")
@@ -51,15 +55,18 @@ impl ClickHouse {
 </yandex>
 "#
         );
-        let users = r#"<?xml version="1.0"?>
+        let users = format!(
+            r#"<?xml version="1.0"?>
 <yandex>
     <profiles><default></default></profiles>
     <users>
         <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
+        <{TEST_USER}><password>{TEST_PASSWORD}</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></{TEST_USER}>
     </users>
     <quotas><default></default></quotas>
 </yandex>
-"#;
+"#
+        );
         std::fs::write(dir.join("config.xml"), config).expect("config.xml");
         std::fs::write(dir.join("users.xml"), users).expect("users.xml");
         let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
