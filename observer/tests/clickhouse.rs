@@ -275,16 +275,33 @@ fn insert_rate_into_the_local_server() {
 #[test]
 #[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
 fn live_stores_exactly_its_csv_rows() {
+    live_into_clickhouse(false);
+}
+
+/// The same with ClickHouse killed before the traffic and restarted on the same data
+/// once the records are spooled (by then the observer runs as `nobody`).
+#[test]
+#[ignore = "needs root and tcpreplay: scripts/test runs it as root with --include-ignored"]
+fn live_survives_a_store_outage() {
+    live_into_clickhouse(true);
+}
+
+/// One live run at a time: tcpreplay's pacing suffers when several share the cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn live_into_clickhouse(outage: bool) {
     use std::io::Read;
     use std::process::Stdio;
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !(common::root_with(&["tcpreplay"]) && clickhouse::available()) {
         return;
     }
-    let Some(veth) = common::Veth::new("k") else {
+    let Some(veth) = common::Veth::new(if outage { "o" } else { "k" }) else {
         panic!("cannot create a network namespace and veth pair as root");
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ClickHouse::start(&dir.path().join("ch"));
+    let data = dir.path().join("ch");
+    let mut server = ClickHouse::start(&data);
     // The observer runs as `nobody` once set up: the CSV and spool are opened before.
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("out dir");
@@ -319,6 +336,10 @@ fn live_stores_exactly_its_csv_rows() {
     common::wait_until("observer live to come up", Duration::from_secs(20), || {
         common::http_get(&metrics, "/metrics").is_some_and(|m| m.contains("observer_active_flows"))
     });
+    let port = server.http_port;
+    if outage {
+        server.kill();
+    }
     veth.replay("two-peers.pcap", 10);
     let truth = std::fs::File::open(common::capture("two-peers.truth.csv")).expect("truth");
     let expected = observer::report::read_transactions_csv(truth)
@@ -326,11 +347,31 @@ fn live_stores_exactly_its_csv_rows() {
         .iter()
         .filter(|t| t.status == TxStatus::Ok)
         .count() as u64;
-    let stored_line = |m: &str| {
+    let gauge = |m: &str, name: &str| {
         m.lines()
-            .find_map(|l| l.strip_prefix("observer_store_records_stored_total "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
+    let stored_line = |m: &str| gauge(m, "observer_store_records_stored_total");
+    if outage {
+        common::wait_until(
+            "the answered transactions spooled",
+            Duration::from_secs(20),
+            || {
+                common::http_get(&metrics, "/metrics")
+                    .and_then(|m| gauge(&m, "observer_store_spool_records"))
+                    .is_some_and(|n| n >= expected)
+            },
+        );
+        let m = common::http_get(&metrics, "/metrics").unwrap_or_default();
+        assert_eq!(stored_line(&m), Some(0), "{m}");
+        assert!(
+            gauge(&m, "observer_store_send_errors_total").is_some_and(|n| n > 0),
+            "{m}"
+        );
+        assert!(std::fs::metadata(out.join("spool")).expect("spool").len() > 0);
+        server = ClickHouse::start_on(&data, port);
+    }
     // Within seconds of being found, while the observer runs.
     common::wait_until(
         "the answered transactions stored",
