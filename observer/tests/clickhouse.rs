@@ -476,3 +476,69 @@ fn credentials_from_the_environment_and_a_refusing_store_spools() {
         "{stderr}"
     );
 }
+
+/// With the defaults (batches of 10,000), a few records still reach the store within
+/// seconds: the batch is sent by age.
+#[test]
+fn a_partial_batch_is_sent_within_seconds() {
+    if !clickhouse::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ClickHouse::start(&dir.path().join("ch"));
+    let cfg = ClickHouseConfig::new(&server.url(), DEFAULT_TABLE, dir.path().join("spool"));
+    assert!(cfg.batch_rows > 3);
+    let sink = ClickHouseSink::start(cfg).expect("sink");
+    for i in 0..3 {
+        sink.push(&tx(i)).expect("push");
+    }
+    let t0 = std::time::Instant::now();
+    common::wait_until("3 records stored", Duration::from_secs(5), || {
+        sink.counters()
+            .records_stored
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 3
+    });
+    eprintln!("3 records stored {:?} after the push", t0.elapsed());
+    assert_eq!(count(&server, "count()"), 3);
+    drop(sink);
+}
+
+/// A store down and a spool too small: what does not fit is dropped and counted, what
+/// fits is stored when the store is back; nothing else is lost.
+#[test]
+fn a_full_spool_counts_what_it_drops() {
+    if !clickhouse::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("ch");
+    let mut server = ClickHouse::start(&data);
+    let port = server.http_port;
+    server.kill();
+    let mut cfg = fast_config(&server, dir.path().join("spool"));
+    // Room for about two batches of 50 (a record is ~400 bytes of JSON).
+    cfg.spool_max_bytes = 45_000;
+    let sink = ClickHouseSink::start(cfg).expect("sink");
+    let counters = sink.counters();
+    for i in 0..500 {
+        sink.push(&tx(i)).expect("push");
+    }
+    common::wait_until("500 records handled", Duration::from_secs(30), || {
+        let s = counters.snapshot();
+        s.records_spooled + s.spool_overflow_records == 500
+    });
+    let down = counters.snapshot();
+    assert!(down.spool_overflow_records > 0, "{down:?}");
+    assert!(down.records_spooled > 0, "{down:?}");
+    assert!(down.spool_bytes <= 45_000, "{down:?}");
+    server = ClickHouse::start_on(&data, port);
+    let end = sink.finish().expect("finish");
+    assert_eq!(end.records_stored, down.records_spooled, "{end:?}");
+    assert_eq!(
+        end.records_stored + end.spool_overflow_records,
+        500,
+        "{end:?}"
+    );
+    assert_eq!(count(&server, "count()"), end.records_stored);
+}
