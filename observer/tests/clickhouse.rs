@@ -217,6 +217,7 @@ fn a_spooled_batch_already_stored_is_not_inserted_again() {
             run_id: cfg.run_id.clone(),
             first_seq: 0,
             rows: 50,
+            starts: (tx(0).start, tx(49).start),
             body,
         })
         .expect("append"));

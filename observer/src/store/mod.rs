@@ -354,6 +354,10 @@ pub struct Batch {
     pub run_id: String,
     pub first_seq: u64,
     pub rows: u64,
+    /// Smallest and largest `start_unix_ns`: the look-up for a retried batch reads
+    /// only the parts of that time range (MergeTree's min/max index of the partition
+    /// key), not the whole table.
+    pub starts: (u64, u64),
     pub body: Vec<u8>,
 }
 
@@ -474,6 +478,7 @@ impl Worker {
         let mut body = Vec::new();
         let mut rows = 0u64;
         let mut first_seq = 0u64;
+        let mut starts = (0u64, 0u64);
         let mut oldest: Option<Instant> = None;
         let mut next_retry = Instant::now();
         loop {
@@ -490,7 +495,9 @@ impl Worker {
                     if rows == 0 {
                         first_seq = self.next_seq;
                         oldest = Some(Instant::now());
+                        starts = (t.start, t.start);
                     }
+                    starts = (starts.0.min(t.start), starts.1.max(t.start));
                     push_row(&mut body, &t, &self.labels, self.next_seq);
                     self.next_seq += 1;
                     rows += 1;
@@ -509,6 +516,7 @@ impl Worker {
                     run_id: self.labels.run_id.clone(),
                     first_seq,
                     rows,
+                    starts,
                     body: std::mem::take(&mut body),
                 };
                 rows = 0;
@@ -673,8 +681,11 @@ impl Client {
     /// How many rows of `batch`'s range the table holds.
     fn count_batch(&self, batch: &Batch) -> Result<u64, StoreError> {
         let sql = format!(
-            "SELECT count() FROM {} WHERE run_id = '{}' AND seq >= {} AND seq < {}",
+            "SELECT count() FROM {} WHERE start_unix_ns >= {} AND start_unix_ns <= {} \
+             AND run_id = '{}' AND seq >= {} AND seq < {}",
             self.table,
+            batch.starts.0,
+            batch.starts.1,
             sql_string(&batch.run_id),
             batch.first_seq,
             batch.first_seq + batch.rows

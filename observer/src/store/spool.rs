@@ -1,7 +1,8 @@
 //! The spool: batches the store could not take yet, in one append-only file, sent
 //! oldest first when it comes back.
 //!
-//! Each batch is a header line `B <run_id> <first_seq> <rows> <body_len>\n` followed
+//! Each batch is a header line `B <run_id> <first_seq> <rows> <start_min> <start_max>
+//! <body_len>\n` followed
 //! by its body (the `JSONEachRow` insert body, verbatim). Every append is fsynced, so a
 //! batch acknowledged as spooled survives a crash of the observer or the machine. A
 //! batch sent is only forgotten in memory until the whole file is sent; then the file
@@ -85,15 +86,13 @@ impl Spool {
         let mut offset = 0u64;
         while offset < len {
             match read_header(&mut reader) {
-                Ok(Some((header_len, _, _, rows, body_len)))
-                    if offset + header_len + body_len <= len =>
-                {
-                    reader.seek_relative(body_len as i64).map_err(io)?;
-                    let entry_len = header_len + body_len;
+                Ok(Some(h)) if offset + h.len + h.body_len <= len => {
+                    reader.seek_relative(h.body_len as i64).map_err(io)?;
+                    let entry_len = h.len + h.body_len;
                     pending.push_back(Entry {
                         offset,
                         len: entry_len,
-                        rows,
+                        rows: h.rows,
                     });
                     offset += entry_len;
                 }
@@ -143,10 +142,12 @@ impl Spool {
     /// outgrow the bound.
     pub fn append(&mut self, batch: &Batch) -> Result<bool, SpoolError> {
         let header = format!(
-            "B {} {} {} {}\n",
+            "B {} {} {} {} {} {}\n",
             batch.run_id,
             batch.first_seq,
             batch.rows,
+            batch.starts.0,
+            batch.starts.1,
             batch.body.len()
         );
         let len = (header.len() + batch.body.len()) as u64;
@@ -186,16 +187,16 @@ impl Spool {
             .seek(SeekFrom::Start(entry.offset))
             .map_err(self.io())?;
         let mut reader = BufReader::new(&mut self.file);
-        let (header_len, run_id, first_seq, rows, body_len) = read_header(&mut reader)
+        let h = read_header(&mut reader)
             .map_err(|source| SpoolError::Io {
                 path: self.path.clone(),
                 source,
             })?
             .ok_or_else(changed)?;
-        if header_len + body_len != entry.len || rows != entry.rows {
+        if h.len + h.body_len != entry.len || h.rows != entry.rows {
             return Err(changed());
         }
-        let mut body = vec![0; body_len as usize];
+        let mut body = vec![0; h.body_len as usize];
         reader
             .read_exact(&mut body)
             .map_err(|source| SpoolError::Io {
@@ -203,9 +204,10 @@ impl Spool {
                 source,
             })?;
         Ok(Some(Batch {
-            run_id,
-            first_seq,
-            rows,
+            run_id: h.run_id,
+            first_seq: h.first_seq,
+            rows: h.rows,
+            starts: h.starts,
             body,
         }))
     }
@@ -222,10 +224,19 @@ impl Spool {
     }
 }
 
-/// Header length and fields: `(len, run_id, first_seq, rows, body_len)`; `None` when
-/// the bytes are not a complete header.
-#[allow(clippy::type_complexity)]
-fn read_header(reader: &mut impl BufRead) -> std::io::Result<Option<(u64, String, u64, u64, u64)>> {
+/// A batch's header line, parsed.
+struct Header {
+    /// Bytes of the line, newline included.
+    len: u64,
+    run_id: String,
+    first_seq: u64,
+    rows: u64,
+    starts: (u64, u64),
+    body_len: u64,
+}
+
+/// The next header; `None` when the bytes are not a complete one.
+fn read_header(reader: &mut impl BufRead) -> std::io::Result<Option<Header>> {
     // A header is short; a longer "line" is not one.
     let mut line = Vec::new();
     let n = reader.take(256).read_until(b'\n', &mut line)?;
@@ -235,21 +246,22 @@ fn read_header(reader: &mut impl BufRead) -> std::io::Result<Option<(u64, String
     let Ok(text) = std::str::from_utf8(&line[..n - 1]) else {
         return Ok(None);
     };
-    let mut words = text.split(' ');
-    let (Some("B"), Some(run), Some(first), Some(rows), Some(len), None) = (
-        words.next(),
-        words.next(),
-        words.next(),
-        words.next(),
-        words.next(),
-        words.next(),
-    ) else {
+    let words: Vec<&str> = text.split(' ').collect();
+    let ["B", run, numbers @ ..] = words.as_slice() else {
         return Ok(None);
     };
-    let (Ok(first), Ok(rows), Ok(len)) = (first.parse(), rows.parse(), len.parse()) else {
+    let numbers: Option<Vec<u64>> = numbers.iter().map(|w| w.parse().ok()).collect();
+    let Some(&[first_seq, rows, min, max, body_len]) = numbers.as_deref() else {
         return Ok(None);
     };
-    Ok(Some((n as u64, run.to_string(), first, rows, len)))
+    Ok(Some(Header {
+        len: n as u64,
+        run_id: (*run).to_string(),
+        first_seq,
+        rows,
+        starts: (min, max),
+        body_len,
+    }))
 }
 
 #[cfg(test)]
@@ -261,6 +273,7 @@ mod tests {
             run_id: "r1".into(),
             first_seq: first,
             rows,
+            starts: (first, first + rows),
             body: format!("{{\"seq\":{first}}}\n")
                 .repeat(rows as usize)
                 .into_bytes(),
@@ -314,22 +327,30 @@ mod tests {
     fn the_bound_refuses_and_a_torn_tail_is_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("spool");
-        let one = batch(0, 5);
-        let size = format!("B r1 0 5 {}\n", one.body.len()).len() + one.body.len();
-        let mut s = Spool::open(&path, 2 * size as u64 + 1).expect("open");
+        let (one, two) = (batch(0, 5), batch(5, 5));
+        let size = |b: &Batch| {
+            let h = format!(
+                "B r1 {} 5 {} {} {}\n",
+                b.first_seq,
+                b.starts.0,
+                b.starts.1,
+                b.body.len()
+            );
+            (h.len() + b.body.len()) as u64
+        };
+        let both = size(&one) + size(&two);
+        let mut s = Spool::open(&path, both + 1).expect("open");
         assert!(s.append(&one).expect("append"));
-        assert!(s.append(&batch(5, 5)).expect("append"));
+        assert!(s.append(&two).expect("append"));
         assert!(!s.append(&batch(10, 5)).expect("append"), "over the bound");
         drop(s);
         // A crash in the middle of an append.
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
-        f.write_all(b"B r1 10 5 999\n{\"seq\"").expect("write");
+        f.write_all(b"B r1 10 5 10 15 999\n{\"seq\"")
+            .expect("write");
         drop(f);
         let s = Spool::open(&path, 1 << 20).expect("reopen");
         assert_eq!(s.pending_records(), 10);
-        assert_eq!(
-            std::fs::metadata(&path).expect("meta").len(),
-            2 * size as u64
-        );
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), both);
     }
 }
