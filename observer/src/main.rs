@@ -418,7 +418,12 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
         w.flush()?;
     }
     if let Some(e) = store_error {
-        return Err(e.into());
+        // The sink thread stopped: its own error says why.
+        let why = store.map(|s| s.finish());
+        return Err(match why {
+            Some(Err(inner)) => inner.into(),
+            _ => e.into(),
+        });
     }
     if let Some(s) = store {
         report_store(&s.finish()?, &args.store.clickhouse_spool);

@@ -182,7 +182,7 @@ pub struct StoreCounters {
     pub spool_bytes: AtomicU64,
     /// Records ever written to the spool.
     pub records_spooled: AtomicU64,
-    /// Records dropped because the spool was full.
+    /// Records dropped because the spool was full (or could not be written).
     pub spool_overflow_records: AtomicU64,
     /// Records `live` dropped because the sink thread was stuck (a store that accepts
     /// but does not answer) and its channel full: the capture does not wait for it.
@@ -548,15 +548,25 @@ impl Worker {
     }
 
     fn spool_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        if self.spool.append(batch)? {
-            self.counters
-                .records_spooled
-                .fetch_add(batch.rows, Ordering::Relaxed);
-        } else {
-            self.counters
-                .spool_overflow_records
-                .fetch_add(batch.rows, Ordering::Relaxed);
-            tracing::error!(rows = batch.rows, "spool full: batch dropped");
+        // A spool that cannot be written (disk full) loses the batch like a full one
+        // rather than stopping the capture that feeds the sink.
+        let dropped = match self.spool.append(batch) {
+            Ok(true) => None,
+            Ok(false) => Some("spool full".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        match dropped {
+            None => {
+                self.counters
+                    .records_spooled
+                    .fetch_add(batch.rows, Ordering::Relaxed);
+            }
+            Some(why) => {
+                self.counters
+                    .spool_overflow_records
+                    .fetch_add(batch.rows, Ordering::Relaxed);
+                tracing::error!(rows = batch.rows, %why, "batch dropped");
+            }
         }
         self.publish_spool();
         Ok(())
