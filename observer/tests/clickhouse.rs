@@ -176,12 +176,8 @@ fn a_store_outage_loses_nothing_and_duplicates_nothing() {
     assert_eq!(end.spool_overflow_records, 0, "{end:?}");
     // Records arriving after the restart are spooled too while older ones still wait.
     assert!((400..=700).contains(&end.records_spooled), "{end:?}");
-    assert_eq!(
-        std::fs::metadata(dir.path().join("spool"))
-            .expect("spool")
-            .len(),
-        0
-    );
+    // Emptied and removed at the end.
+    assert!(!dir.path().join("spool").exists());
     // Every record once, not merely once after FINAL.
     assert_eq!(count(&server, "count()"), 1000);
     assert_eq!(count(&server, "uniqExact(seq)"), 1000);
@@ -444,19 +440,20 @@ fn credentials_from_the_environment_and_a_refusing_store_spools() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ClickHouse::start(&dir.path().join("ch"));
-    let run = |password: &str, spool: &str| {
+    let spool = dir.path().join("spool");
+    let run = |password: &str| {
         Command::new(env!("CARGO_BIN_EXE_observer"))
             .args(["analyze", "--no-progress", "--clickhouse"])
             .arg(server.url())
             .arg("--clickhouse-spool")
-            .arg(dir.path().join(spool))
+            .arg(&spool)
             .env(observer::store::ENV_USER, clickhouse::TEST_USER)
             .env(observer::store::ENV_PASSWORD, password)
             .arg(common::capture("four-peers.pcap"))
             .output()
             .expect("run observer")
     };
-    let refused = run("not-the-password", "spool-refused");
+    let refused = run("not-the-password");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(refused.status.success(), "{stderr}");
     assert!(
@@ -464,18 +461,28 @@ fn credentials_from_the_environment_and_a_refusing_store_spools() {
             && stderr.contains("wait in the spool"),
         "{stderr}"
     );
-    let spooled = std::fs::metadata(dir.path().join("spool-refused")).expect("spool");
-    assert!(spooled.len() > 0);
+    assert!(std::fs::metadata(&spool).expect("spool").len() > 0);
 
-    let ok = run(clickhouse::TEST_PASSWORD, "spool-ok");
+    // The next run with the right password sends the spooled run first, then its own.
+    let ok = run(clickhouse::TEST_PASSWORD);
     let stderr = String::from_utf8_lossy(&ok.stderr);
     assert!(ok.status.success(), "{stderr}");
+    let per_run = server.query(&format!(
+        "SELECT count() FROM {DEFAULT_TABLE} GROUP BY run_id ORDER BY min(seq) FORMAT TSV"
+    ));
+    let per_run: Vec<u64> = per_run
+        .lines()
+        .map(|l| l.parse().expect("a count"))
+        .collect();
+    assert_eq!(per_run.len(), 2, "{per_run:?}");
+    assert_eq!(per_run[0], per_run[1], "both runs stored whole");
+    assert!(per_run[0] > 100, "{per_run:?}");
     let stored = count(&server, "count()");
-    assert!(stored > 100, "{stored} rows");
     assert!(
         stderr.contains(&format!("clickhouse: {stored} transactions stored")),
         "{stderr}"
     );
+    assert!(!spool.exists(), "the emptied spool is removed");
 }
 
 /// With the defaults (batches of 10,000), a few records still reach the store within

@@ -528,6 +528,7 @@ impl Worker {
                 next_retry = Instant::now() + self.retry_interval;
             }
             if finish {
+                self.spool.remove_if_empty();
                 return Ok(());
             }
         }

@@ -212,6 +212,17 @@ impl Spool {
         }))
     }
 
+    /// Removes the file when nothing waits in it (the end of a run that stored
+    /// everything leaves no empty spool behind). A live observer that dropped root
+    /// may not be allowed to: the file then stays, empty.
+    pub fn remove_if_empty(&self) {
+        if self.pending.is_empty() {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::debug!(path = %self.path.display(), error = %e, "empty spool left in place");
+            }
+        }
+    }
+
     /// Forgets the oldest batch (it is stored); empties the file once all are.
     pub fn pop(&mut self) -> Result<(), SpoolError> {
         self.pending.pop_front();
@@ -302,6 +313,8 @@ mod tests {
         }
         assert_eq!(got, [0, 10, 20]);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
+        s.remove_if_empty();
+        assert!(!path.exists());
     }
 
     #[test]
