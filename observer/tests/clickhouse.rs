@@ -550,3 +550,42 @@ fn a_full_spool_counts_what_it_drops() {
     );
     assert_eq!(count(&server, "count()"), end.records_stored);
 }
+
+/// A table created earlier with other columns refuses every batch for its content:
+/// the batches are set aside in `<spool>.rejected` and counted instead of holding the
+/// spool forever; once the table is dropped, the sink creates it again and stores.
+#[test]
+fn batches_the_table_refuses_are_set_aside_and_a_dropped_table_is_recreated() {
+    if !clickhouse::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ClickHouse::start(&dir.path().join("ch"));
+    server.query(&format!(
+        "CREATE TABLE {DEFAULT_TABLE} (start_unix_ns UInt64) ENGINE = MergeTree() ORDER BY start_unix_ns"
+    ));
+    let spool = dir.path().join("spool");
+    let sink = ClickHouseSink::start(fast_config(&server, spool.clone())).expect("sink");
+    let counters = sink.counters();
+    for i in 0..120 {
+        sink.push(&tx(i)).expect("push");
+    }
+    common::wait_until("120 records set aside", Duration::from_secs(30), || {
+        counters.snapshot().records_rejected == 120
+    });
+    let s = counters.snapshot();
+    assert_eq!((s.records_stored, s.spool_records), (0, 0), "{s:?}");
+    let rejected = Spool::open(&dir.path().join("spool.rejected"), u64::MAX).expect("rejected");
+    assert_eq!(rejected.pending_records(), 120);
+    drop(rejected);
+
+    server.query(&format!("DROP TABLE {DEFAULT_TABLE}"));
+    for i in 120..170 {
+        sink.push(&tx(i)).expect("push");
+    }
+    let end = sink.finish().expect("finish");
+    assert_eq!(end.records_stored, 50, "{end:?}");
+    assert_eq!(end.records_rejected, 120, "{end:?}");
+    assert_eq!(count(&server, "count()"), 50);
+    assert_eq!(count(&server, "min(seq)"), 120);
+}

@@ -184,6 +184,8 @@ pub struct StoreCounters {
     pub records_spooled: AtomicU64,
     /// Records dropped because the spool was full (or could not be written).
     pub spool_overflow_records: AtomicU64,
+    /// Records the store refused for their content (set aside in `<spool>.rejected`).
+    pub records_rejected: AtomicU64,
     /// Records `live` dropped because the sink thread was stuck (a store that accepts
     /// but does not answer) and its channel full: the capture does not wait for it.
     pub records_dropped_busy: AtomicU64,
@@ -202,6 +204,7 @@ pub struct StoreStats {
     pub records_spooled: u64,
     pub spool_overflow_records: u64,
     pub records_dropped_busy: u64,
+    pub records_rejected: u64,
 }
 
 impl StoreCounters {
@@ -218,6 +221,7 @@ impl StoreCounters {
             records_spooled: g(&self.records_spooled),
             spool_overflow_records: g(&self.spool_overflow_records),
             records_dropped_busy: g(&self.records_dropped_busy),
+            records_rejected: g(&self.records_rejected),
         }
     }
 }
@@ -226,7 +230,7 @@ impl StoreStats {
     /// Prometheus exposition lines (appended to `/metrics` by the live path).
     pub fn render_prometheus(&self, out: &mut String) {
         use std::fmt::Write;
-        let rows: [(&str, &str, &str, u64); 9] = [
+        let rows: [(&str, &str, &str, u64); 10] = [
             (
                 "observer_store_records_stored_total",
                 "counter",
@@ -280,6 +284,12 @@ impl StoreStats {
                 "counter",
                 "Transactions dropped because the ClickHouse sink was stuck.",
                 self.records_dropped_busy,
+            ),
+            (
+                "observer_store_records_rejected_total",
+                "counter",
+                "Transactions ClickHouse refused for their content (set aside).",
+                self.records_rejected,
             ),
         ];
         for (name, kind, help, v) in rows {
@@ -387,7 +397,11 @@ impl ClickHouseSink {
             .spool_records
             .store(spool.pending_records(), Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_RECORDS);
+        let mut rejected_path = cfg.spool_path.clone().into_os_string();
+        rejected_path.push(".rejected");
         let worker = Worker {
+            rejected_path: rejected_path.into(),
+            rejected: None,
             labels: Labels {
                 gateway: cfg.gateway.clone(),
                 interface: cfg.interface.clone(),
@@ -462,6 +476,8 @@ impl Drop for ClickHouseSink {
 }
 
 struct Worker {
+    rejected_path: PathBuf,
+    rejected: Option<Spool>,
     labels: Labels,
     client: Client,
     spool: Spool,
@@ -540,12 +556,46 @@ impl Worker {
         if self.spool.is_empty() {
             match self.send(&batch, false) {
                 Ok(()) => return Ok(()),
+                Err(e) if refuses_the_data(&e) => {
+                    self.reject(&batch, &e);
+                    return Ok(());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "ClickHouse insert failed; spooling");
                 }
             }
         }
         self.spool_batch(&batch)
+    }
+
+    /// Sets aside a batch the store refuses for its content: retrying it would hold
+    /// every later batch behind it forever. It is appended to `<spool>.rejected` (same
+    /// format as the spool) for an operator to look at, and counted.
+    fn reject(&mut self, batch: &Batch, why: &StoreError) {
+        let kept = match &mut self.rejected {
+            Some(r) => r.append(batch),
+            None => Spool::open(&self.rejected_path, u64::MAX).and_then(|mut r| {
+                let ok = r.append(batch);
+                self.rejected = Some(r);
+                ok
+            }),
+        };
+        self.counters
+            .records_rejected
+            .fetch_add(batch.rows, Ordering::Relaxed);
+        match kept {
+            Ok(_) => tracing::error!(
+                rows = batch.rows,
+                error = %why,
+                file = %self.rejected_path.display(),
+                "ClickHouse refuses the batch's content; set aside"
+            ),
+            Err(e) => tracing::error!(
+                rows = batch.rows,
+                error = %why,
+                "ClickHouse refuses the batch's content, and it cannot be set aside: {e}"
+            ),
+        }
     }
 
     fn spool_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
@@ -585,9 +635,13 @@ impl Worker {
     /// Sends spooled batches oldest first until the spool is empty or the store fails.
     fn drain_spool(&mut self) -> Result<(), StoreError> {
         while let Some(batch) = self.spool.peek()? {
-            if let Err(e) = self.send(&batch, true) {
-                tracing::debug!(error = %e, "ClickHouse still unavailable");
-                break;
+            match self.send(&batch, true) {
+                Ok(()) => {}
+                Err(e) if refuses_the_data(&e) => self.reject(&batch, &e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ClickHouse still unavailable");
+                    break;
+                }
             }
             self.spool.pop()?;
             self.publish_spool();
@@ -598,8 +652,11 @@ impl Worker {
     /// Creates the table once, skips a retried batch already stored, inserts.
     fn send(&mut self, batch: &Batch, retried: bool) -> Result<(), StoreError> {
         let r = self.try_send(batch, retried);
-        if r.is_err() {
+        if let Err(e) = &r {
             self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            if error_code(e) == Some(UNKNOWN_TABLE) {
+                self.table_ready = false;
+            }
         }
         r
     }
@@ -761,6 +818,32 @@ impl Client {
     }
 }
 
+/// ClickHouse's error codes for data it cannot take (parse errors, unknown or
+/// mistyped columns: a table created with other columns), as opposed to a store that
+/// is down, overloaded or refuses the credentials, which is worth retrying.
+/// (47: a column the look-up of a retried batch names is missing.)
+const DATA_ERROR_CODES: [u32; 10] = [6, 16, 26, 27, 38, 41, 47, 53, 72, 117];
+/// ClickHouse's "table does not exist": dropped since it was created, so create it again.
+const UNKNOWN_TABLE: u32 = 60;
+
+/// Whether the store refused a query for the data it carried (ClickHouse answers
+/// `Code: N, e.displayText() = …`).
+fn refuses_the_data(e: &StoreError) -> bool {
+    error_code(e).is_some_and(|code| DATA_ERROR_CODES.contains(&code))
+}
+
+fn error_code(e: &StoreError) -> Option<u32> {
+    let StoreError::Refused { body, .. } = e else {
+        return None;
+    };
+    body.strip_prefix("Code: ")?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A string literal's content for ClickHouse SQL.
 fn sql_string(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
@@ -840,6 +923,31 @@ mod tests {
             Client::new(&cfg).map(|c| c.authority).ok().as_deref(),
             Some("127.0.0.1:8123")
         );
+    }
+
+    #[test]
+    fn only_data_errors_set_a_batch_aside() {
+        let refused = |body: &str| StoreError::Refused {
+            status: 500,
+            body: body.to_string(),
+        };
+        assert!(refuses_the_data(&refused(
+            "Code: 117, e.displayText() = DB::Exception: Unknown field found while parsing JSONEachRow format: nope"
+        )));
+        assert!(refuses_the_data(&refused(
+            "Code: 27, e.displayText() = DB::Exception: Cannot parse input"
+        )));
+        for retried in [
+            refused("Code: 193, e.displayText() = DB::Exception: Wrong password for user obs"),
+            refused("Code: 241, e.displayText() = DB::Exception: Memory limit exceeded"),
+            refused("<html>502 Bad Gateway</html>"),
+            StoreError::Http {
+                url: "http://h".into(),
+                why: "connect: refused".into(),
+            },
+        ] {
+            assert!(!refuses_the_data(&retried), "{retried}");
+        }
     }
 
     #[test]
