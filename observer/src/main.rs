@@ -450,6 +450,13 @@ fn report_store(s: &observer::store::StoreStats, spool: &std::path::Path) {
         "clickhouse: {} transactions stored in {} batches ({} batches found already stored), {} send errors",
         s.records_stored, s.batches_stored, s.batches_already_stored, s.send_errors
     );
+    if s.records_rejected > 0 {
+        eprintln!(
+            "clickhouse: {} transactions refused for their content, set aside in {}.rejected",
+            s.records_rejected,
+            spool.display()
+        );
+    }
     if s.records_dropped_busy > 0 {
         eprintln!(
             "clickhouse: {} transactions not stored: the sink was stuck on an unanswering store",
