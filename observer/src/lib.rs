@@ -28,6 +28,7 @@ pub mod packet;
 pub mod peer;
 pub mod report;
 pub mod runtime;
+pub mod store;
 pub mod synth;
 pub mod transaction;
 pub mod validate;

@@ -56,6 +56,45 @@ enum SourceKind {
     Auto,
 }
 
+/// Sending transactions to ClickHouse besides (or instead of) the CSV.
+#[derive(Args)]
+struct StoreArgs {
+    /// Also insert every transaction into ClickHouse at this HTTP URL (e.g.
+    /// http://127.0.0.1:8123); credentials from OBSERVER_CLICKHOUSE_USER and
+    /// OBSERVER_CLICKHOUSE_PASSWORD. Schema: docs/deployment.md.
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+    /// Table (or database.table), created if missing.
+    #[arg(long, value_name = "TABLE", default_value = observer::store::DEFAULT_TABLE)]
+    clickhouse_table: String,
+    /// File keeping the batches ClickHouse could not take yet (sent first when it is back).
+    #[arg(long, value_name = "FILE", default_value = "observer-clickhouse.spool")]
+    clickhouse_spool: PathBuf,
+    /// Largest spool; batches beyond it are dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    clickhouse_spool_max: u64,
+    /// The `gateway` label of the rows [default: this host's name].
+    #[arg(long, value_name = "NAME")]
+    gateway: Option<String>,
+}
+
+impl StoreArgs {
+    fn config(&self, interface: &str) -> Option<observer::store::ClickHouseConfig> {
+        let url = self.clickhouse.as_deref()?;
+        let mut c = observer::store::ClickHouseConfig::new(
+            url,
+            &self.clickhouse_table,
+            self.clickhouse_spool.clone(),
+        );
+        if let Some(g) = &self.gateway {
+            c.gateway = g.clone();
+        }
+        c.interface = interface.to_string();
+        c.spool_max_bytes = self.clickhouse_spool_max;
+        Some(c)
+    }
+}
+
 #[derive(Args)]
 struct LiveArgs {
     /// Interface to capture on (repeatable).
@@ -115,6 +154,8 @@ struct LiveArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
           default_value_t = observer::jim::DEFAULT_MAX_DOCUMENT_BYTES as u64)]
     max_document: u64,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 fn default_reorder_window() -> humantime::Duration {
@@ -185,6 +226,8 @@ struct AnalyzeArgs {
     /// (not standard input). 0 = one per core.
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -361,6 +404,11 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
         }
     };
     let mut csv_error = None;
+    let store = match args.store.config("") {
+        Some(c) => Some(observer::store::ClickHouseSink::start(c)?),
+        None => None,
+    };
+    let mut store_error = None;
     let mut builder = SummaryBuilder::default();
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -376,6 +424,11 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
             if let Err(e) = w.write(&t) {
                 csv_error.get_or_insert(e);
                 csv = None;
+            }
+        }
+        if let Some(s) = &store {
+            if let Err(e) = s.push(&t) {
+                store_error.get_or_insert(e);
             }
         }
     };
@@ -397,6 +450,17 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     if let Some(mut w) = csv {
         w.flush()?;
     }
+    if let Some(e) = store_error {
+        // The sink thread stopped: its own error says why.
+        let why = store.map(|s| s.finish());
+        return Err(match why {
+            Some(Err(inner)) => inner.into(),
+            _ => e.into(),
+        });
+    }
+    if let Some(s) = store {
+        report_store(&s.finish()?, &args.store.clickhouse_spool);
+    }
     nothing_read(&analysis)?;
     let result = &analysis.result;
     let summary = builder.finish(&result.matcher, result.duration_ns());
@@ -411,6 +475,35 @@ fn analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(exit_for(&analysis))
+}
+
+/// One line on stderr: what reached ClickHouse and what waits in the spool.
+fn report_store(s: &observer::store::StoreStats, spool: &std::path::Path) {
+    eprintln!(
+        "clickhouse: {} transactions stored in {} batches ({} batches found already stored), {} send errors",
+        s.records_stored, s.batches_stored, s.batches_already_stored, s.send_errors
+    );
+    if s.records_rejected > 0 {
+        eprintln!(
+            "clickhouse: {} transactions refused for their content, set aside in {}.rejected",
+            s.records_rejected,
+            spool.display()
+        );
+    }
+    if s.records_dropped_busy > 0 {
+        eprintln!(
+            "clickhouse: {} transactions not stored: the sink was stuck on an unanswering store",
+            s.records_dropped_busy
+        );
+    }
+    if s.spool_records > 0 || s.spool_overflow_records > 0 {
+        eprintln!(
+            "clickhouse: {} transactions wait in the spool {} (sent by the next run using it), {} dropped for a full spool",
+            s.spool_records,
+            spool.display(),
+            s.spool_overflow_records
+        );
+    }
 }
 
 fn messages(args: MessagesArgs) -> Result<ExitCode> {
@@ -464,6 +557,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         interfaces: args.interfaces.clone(),
         user: (!args.keep_root).then(|| args.user.clone()),
         report_dir: args.report.clone(),
+        store: args.store.config(&args.interfaces.join(",")),
         ..LiveConfig::default()
     };
     cfg.pipeline.matcher.timeout_ns = duration_ns(args.timeout);
@@ -472,6 +566,9 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     cfg.pipeline.jim.max_document = usize::try_from(args.max_document).unwrap_or(usize::MAX);
     let source = open_live_source(&args)?;
     let outcome = online::run(source, cfg, &stop)?;
+    if let Some(s) = &outcome.store {
+        report_store(s, &args.store.clickhouse_spool);
+    }
     let summary = Summary::build(
         &outcome.transactions,
         &outcome.result.matcher,

@@ -48,4 +48,6 @@ pub enum LiveError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

@@ -50,6 +50,8 @@ pub struct LiveConfig {
     /// Where the caller writes the figures when the run ends: checked before the
     /// capture starts, as the user the run will be by then.
     pub report_dir: Option<PathBuf>,
+    /// Also send every transaction to ClickHouse.
+    pub store: Option<crate::store::ClickHouseConfig>,
 }
 
 /// A live source, polled by the run loop.
@@ -185,6 +187,8 @@ pub struct LiveOutcome {
     /// Every transaction of the run (up to `MAX_KEPT_TRANSACTIONS`).
     pub transactions: Vec<Transaction>,
     pub source: SourceCounters,
+    /// What the ClickHouse sink did, when there was one.
+    pub store: Option<crate::store::StoreStats>,
 }
 
 /// The CSV sink: appends, flushes every batch, rotates by size or age.
@@ -363,6 +367,11 @@ pub fn run(
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
         None => None,
     };
+    // Opened before privileges are dropped: the spool may be in a root-only directory.
+    let store = match &cfg.store {
+        Some(c) => Some(crate::store::ClickHouseSink::start(c.clone())?),
+        None => None,
+    };
     let link_types = source.link_types(cfg.interfaces.len().max(1));
     let mut saver = match &cfg.save {
         Some(p) => Some(open_saver(p, &link_types)?),
@@ -467,7 +476,7 @@ pub fn run(
             }
         };
         for t in pipeline.take_finished() {
-            handle(t, &mut csv, &mut kept, &mut metrics)?;
+            handle(t, &mut csv, store.as_ref(), &mut kept, &mut metrics)?;
         }
         // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
         for (a, b) in welcomed.drain(..).chain(pipeline.take_jxta_flows()) {
@@ -490,7 +499,7 @@ pub fn run(
             }
             let counters = source.counters();
             pipeline.set_reorder_stats(merger.stats());
-            let text = metrics.render(
+            let mut text = metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
                 pipeline.flow_stats(),
@@ -499,11 +508,20 @@ pub fn run(
                 pipeline.active_flows(),
                 &counters,
             );
+            let store_stats = store.as_ref().map(|s| s.counters().snapshot());
+            if let Some(s) = &store_stats {
+                s.render_prometheus(&mut text);
+            }
             if let Ok(mut s) = snapshot.lock() {
                 *s = text;
             }
             if status {
-                status_line(&kept, &counters, pipeline.active_flows());
+                status_line(
+                    &kept,
+                    &counters,
+                    pipeline.active_flows(),
+                    store_stats.as_ref(),
+                );
             }
         }
         if ended {
@@ -520,7 +538,7 @@ pub fn run(
     pipeline.set_reorder_stats(merger.stats());
     let mut result = pipeline.finish();
     for t in std::mem::take(&mut result.transactions) {
-        handle(t, &mut csv, &mut kept, &mut metrics)?;
+        handle(t, &mut csv, store.as_ref(), &mut kept, &mut metrics)?;
     }
     if let Some(c) = &mut csv {
         c.flush()?;
@@ -535,6 +553,10 @@ pub fn run(
             source,
         })?;
     }
+    let store = match store {
+        Some(s) => Some(s.finish()?),
+        None => None,
+    };
     kept.sort_by(|a, b| {
         (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id))
     });
@@ -546,6 +568,7 @@ pub fn run(
         result,
         transactions: kept,
         source: counters,
+        store,
     })
 }
 
@@ -553,12 +576,16 @@ pub fn run(
 fn handle(
     t: Transaction,
     csv: &mut Option<CsvSink>,
+    store: Option<&crate::store::ClickHouseSink>,
     kept: &mut Vec<Transaction>,
     metrics: &mut LiveMetrics,
 ) -> Result<(), LiveError> {
     metrics.record(&t);
     if let Some(c) = csv {
         c.write(&t)?;
+    }
+    if let Some(s) = store {
+        s.try_push(&t)?;
     }
     if kept.len() < MAX_KEPT_TRANSACTIONS {
         kept.push(t);
@@ -584,7 +611,12 @@ fn open_saver(
     Ok(w)
 }
 
-fn status_line(kept: &[Transaction], c: &SourceCounters, flows: usize) {
+fn status_line(
+    kept: &[Transaction],
+    c: &SourceCounters,
+    flows: usize,
+    store: Option<&crate::store::StoreStats>,
+) {
     // Counting here costs a scan per second, which is nothing next to the capture.
     let ok = kept.iter().filter(|t| t.status == TxStatus::Ok).count();
     let timeout = kept
@@ -598,5 +630,14 @@ fn status_line(kept: &[Transaction], c: &SourceCounters, flows: usize) {
         c.kernel_drops,
         c.userspace_drops
     );
+    if let Some(s) = store {
+        eprint!(
+            " | stored {}, spool {} ({} B), dropped {}",
+            s.records_stored,
+            s.spool_records,
+            s.spool_bytes,
+            s.spool_overflow_records + s.records_dropped_busy
+        );
+    }
     let _ = std::io::stderr().flush();
 }
