@@ -32,7 +32,9 @@ enum Command {
     /// Analyse capture files: PING/PONG transactions, RTT statistics, the RTT matrix,
     /// presence states, correlator overhead.
     Analyze(AnalyzeArgs),
-    /// List every decoded JXTA message (one line each; --json for one JSON object per line).
+    /// List every decoded JXTA message: what it is (PING, PONG, MESSAGE with names and
+    /// correlator, or other), addressing, elements (--wide: full IDs; --json: one JSON
+    /// object per line).
     Messages(MessagesArgs),
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(LiveArgs),
@@ -162,9 +164,12 @@ struct AnalyzeArgs {
 struct MessagesArgs {
     #[command(flatten)]
     inputs: Inputs,
-    /// One JSON object per line instead of text.
+    /// One JSON object per line instead of text (full peer IDs, every JIM field).
     #[arg(long)]
     json: bool,
+    /// Full peer and pipe IDs instead of `uuid-…ab12`.
+    #[arg(long)]
+    wide: bool,
 }
 
 #[derive(Args)]
@@ -275,6 +280,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(io::ErrorKind::BrokenPipe))
             || cause
                 .downcast_ref::<observer::report::ReportError>()
                 .is_some_and(|r| matches!(r, observer::report::ReportError::Io(io) if io.kind() == io::ErrorKind::BrokenPipe))
@@ -463,7 +471,7 @@ fn messages(args: MessagesArgs) -> Result<ExitCode> {
             serde_json::to_writer(&mut out, m)?;
             writeln!(out)?;
         } else {
-            writeln!(out, "{}", report::message_line(m))?;
+            writeln!(out, "{}", report::message_line(m, args.wide))?;
         }
     }
     out.flush()?;

@@ -565,3 +565,61 @@ fn value_checks_explain_the_range() {
         );
     }
 }
+
+/// `messages` says what each message is: PING/PONG with the names and the correlator
+/// the truth records, `other` for the stack's own traffic; full IDs with `--wide` and
+/// in `--json`.
+#[test]
+fn messages_say_what_each_message_is() {
+    let truth = truth("two-peers");
+    let o = observer(&["messages", "captures/two-peers.pcap", "--json"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let json: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let of_kind = |k: &str| json.iter().filter(|m| m["kind"] == k).count();
+    assert_eq!(of_kind("PING"), truth.len(), "one PING per transaction");
+    assert_eq!(of_kind("PONG"), ok_count(&truth));
+    for t in &truth {
+        let c = t.correlator.as_deref().expect("the sample has correlators");
+        let ping = json
+            .iter()
+            .find(|m| m["kind"] == "PING" && m["jim"]["correlator"] == c)
+            .unwrap_or_else(|| panic!("the PING of {c}"));
+        assert_eq!(ping["jim"]["name"].as_str(), t.poller_name.as_deref());
+        let poller = t.poller_id.as_ref().map(|p| p.to_string());
+        assert_eq!(ping["src_peer"].as_str(), poller.as_deref(), "full ID");
+        assert!(ping["jim"]["correlator_bytes"].as_u64().expect("bytes") > 0);
+    }
+
+    let text = observer(&["messages", "captures/two-peers.pcap"]);
+    let wide = observer(&["messages", "captures/two-peers.pcap", "--wide"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let wide = String::from_utf8_lossy(&wide.stdout).into_owned();
+    assert_eq!(text.lines().count(), json.len());
+    for ((line, wide_line), m) in text.lines().zip(wide.lines()).zip(&json) {
+        let kind = m["kind"].as_str().expect("kind");
+        assert!(line.contains(&format!(" B {kind}")), "{line}");
+        if let Some(c) = m["jim"]["correlator"].as_str() {
+            assert!(line.contains(&format!("correlator={c}")), "{line}");
+            let name = m["jim"]["name"].as_str().expect("name");
+            assert!(line.contains(&format!("name={name}")), "{line}");
+        }
+        let peer = m["src_peer"].as_str().expect("peer");
+        assert!(peer.len() > 64, "a real peer ID is long: {peer}");
+        assert!(!line.contains(peer), "shortened by default: {line}");
+        assert!(wide_line.contains(peer), "full with --wide: {wide_line}");
+    }
+
+    // The rendezvous handshake of the real JXSE capture is none of the JIM kinds.
+    let o = observer(&["messages", "captures/jxse25-pingpong.pcap", "--json"]);
+    let kinds: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v["kind"].as_str().expect("kind").to_string()
+        })
+        .collect();
+    assert!(kinds.iter().any(|k| k == "other"), "{kinds:?}");
+}

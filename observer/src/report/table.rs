@@ -11,10 +11,19 @@ use super::summary::Summary;
 /// Replaces control characters (C0, DEL, C1, so every escape sequence loses its
 /// introducer) and bidi overrides with `?`; caps the length.
 pub fn sanitize(s: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::with_capacity(s.len().min(MAX + 3));
+    sanitize_to(s, 64)
+}
+
+/// [`sanitize`] with a longer cap, for full peer IDs (`messages --wide`): long enough
+/// for any real ID (about 80 characters), still bounded for hostile input.
+pub fn sanitize_wide(s: &str) -> String {
+    sanitize_to(s, 256)
+}
+
+fn sanitize_to(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max + 3));
     for (i, c) in s.chars().enumerate() {
-        if i == MAX {
+        if i == max {
             out.push('…');
             break;
         }
