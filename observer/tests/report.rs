@@ -539,3 +539,173 @@ fn index_html_renders_in_headless_chromium() {
     }
     assert!(dom.contains("PING/PONG transactions (RTT in ms)"));
 }
+
+/// A PNG as a grid of darkness (0 white .. 1 black) averaged over `block`-pixel
+/// squares, with its size in pixels.
+fn darkness(png_bytes: &[u8], block: usize) -> ((usize, usize), Vec<Vec<f64>>) {
+    let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let ch = info.color_type.samples();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut grid = vec![vec![0.0; w.div_ceil(block)]; h.div_ceil(block)];
+    for y in 0..h {
+        for x in 0..w {
+            let px = &buf[(y * w + x) * ch..][..ch];
+            let lum = if ch >= 3 {
+                (px[0] as f64 + px[1] as f64 + px[2] as f64) / 3.0
+            } else {
+                px[0] as f64
+            };
+            grid[y / block][x / block] += (255.0 - lum) / 255.0 / (block * block) as f64;
+        }
+    }
+    ((w, h), grid)
+}
+
+fn report_pngs(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
+    let d = from_capture("four-peers.pcap");
+    let opts = Options {
+        per_pair: true,
+        png: true,
+        ..Options::default()
+    };
+    figures::write_all(&d, dir, &opts).unwrap();
+    FIGURES
+        .iter()
+        .map(|f| {
+            let svg = std::fs::read_to_string(dir.join(format!("{f}.svg"))).unwrap();
+            let png = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
+            (f.to_string(), svg, png)
+        })
+        .collect()
+}
+
+fn without_text(svg: &str) -> String {
+    let mut bare = String::new();
+    let mut rest = svg;
+    while let Some(at) = rest.find("<text") {
+        bare.push_str(&rest[..at]);
+        let end = rest[at..].find("</text>").unwrap() + at + "</text>".len();
+        rest = &rest[end..];
+    }
+    bare.push_str(rest);
+    bare
+}
+
+/// Blocks inked in either picture, and those of them that differ beyond what fonts
+/// and anti-aliasing explain.
+fn block_difference(ours: &[Vec<f64>], theirs: &[Vec<f64>]) -> (usize, usize) {
+    let (mut differ, mut inked) = (0, 0);
+    for (a, b) in ours.iter().flatten().zip(theirs.iter().flatten()) {
+        if a.max(*b) > 0.02 {
+            inked += 1;
+            if (a - b).abs() > 0.5 * a.max(*b) + 0.02 {
+                differ += 1;
+            }
+        }
+    }
+    (differ, inked)
+}
+
+/// At most this share (in %) of inked blocks may differ from Chromium's rendering.
+const MAX_DIFFERING_BLOCKS_PCT: usize = 3;
+
+/// Every PNG is its SVG rendered (same size) and carries the SVG's text: the same
+/// SVG with its text elements removed renders measurably lighter.
+#[test]
+fn each_png_is_its_svg_with_the_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, svg, png) in report_pngs(tmp.path()) {
+        let size = |s: &str, attr: &str| -> usize {
+            let at = s.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+            s[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        let ((w, h), with_text) = darkness(&png, 1);
+        assert_eq!(
+            (w, h),
+            (size(&svg, "width"), size(&svg, "height")),
+            "{name}"
+        );
+        let texts = svg.matches("<text").count();
+        assert!(texts > 3, "{name}: the SVG has text");
+        let bare_png = figures::png_from_svg("test", &without_text(&svg)).unwrap();
+        let (_, without_text) = darkness(&bare_png, 1);
+        let ink: f64 = with_text
+            .iter()
+            .flatten()
+            .zip(without_text.iter().flatten())
+            .map(|(a, b)| (a - b).max(0.0))
+            .sum();
+        eprintln!("{name}: {texts} labels, {ink:.0} px of text ink");
+        // Each label is at least a few characters of ~20 dark pixels each.
+        assert!(
+            ink > 40.0 * texts as f64,
+            "{name}: the PNG's text adds only {ink:.0} px of ink for {texts} labels"
+        );
+    }
+}
+
+/// Each PNG against its SVG as Chromium renders it: the same picture block by block
+/// (text present, nothing clipped or moved), with small differences of anti-aliasing.
+#[test]
+fn each_png_matches_its_svg_in_chromium() {
+    if !common::have(&[common::Need::Tool("chromium")]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    const BLOCK: usize = 16;
+    for (name, svg, png) in report_pngs(tmp.path()) {
+        let ((w, h), ours) = darkness(&png, BLOCK);
+        let page = tmp
+            .path()
+            .join(format!("{name}.svg"))
+            .canonicalize()
+            .unwrap();
+        let shot = tmp.path().join(format!("{name}-chromium.png"));
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--force-device-scale-factor=1",
+            ])
+            .arg(format!("--window-size={w},{h}"))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ((cw, ch), theirs) = darkness(&std::fs::read(&shot).unwrap(), BLOCK);
+        assert_eq!((cw, ch), (w, h), "{name}: screenshot size");
+        // The check must see a missing label: the picture without its text fails it.
+        let bare = figures::png_from_svg("test", &without_text(&svg)).unwrap();
+        let (bare_differ, bare_inked) = block_difference(&darkness(&bare, BLOCK).1, &theirs);
+        assert!(
+            bare_differ * 100 > bare_inked * MAX_DIFFERING_BLOCKS_PCT,
+            "{name}: without text only {bare_differ} of {bare_inked} blocks differ"
+        );
+        let (differ, inked) = block_difference(&ours, &theirs);
+        eprintln!(
+            "{name}: {differ} of {inked} inked blocks differ from Chromium's ({bare_differ} without text)"
+        );
+        assert!(inked > 20, "{name}: something is drawn");
+        assert!(
+            differ * 100 <= inked * MAX_DIFFERING_BLOCKS_PCT,
+            "{name}: {differ} of {inked} inked {BLOCK}-px blocks differ from Chromium's rendering"
+        );
+    }
+}
