@@ -623,3 +623,46 @@ fn messages_say_what_each_message_is() {
         .collect();
     assert!(kinds.iter().any(|k| k == "other"), "{kinds:?}");
 }
+
+/// The presence table gives each change's time as the figures do (since the first
+/// PING, and UTC), not as raw nanoseconds.
+#[test]
+fn presence_table_shows_readable_times() {
+    let json = observer(&["analyze", "captures/four-peers.pcap", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let changes = v["presence"]["changes"].as_array().expect("changes");
+    assert!(changes.len() > 3, "the sample has state changes");
+    let zero = truth("four-peers")
+        .iter()
+        .map(|t| t.start)
+        .min()
+        .expect("transactions");
+    let text = observer(&["analyze", "captures/four-peers.pcap"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let table: Vec<&str> = text
+        .split("Presence changes\n")
+        .nth(1)
+        .expect("presence table")
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!table[0].contains("unix_ns"), "{}", table[0]);
+    assert_eq!(table.len(), changes.len() + 1, "{table:?}");
+    for (row, c) in table[1..].iter().zip(changes) {
+        let ns = c["time_unix_ns"].as_u64().expect("time");
+        assert!(!row.contains(&ns.to_string()), "{row}");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let t: f64 = cells[0].parse().expect("seconds since the first PING");
+        assert!((t - (ns - zero) as f64 / 1e9).abs() < 1e-3, "{row}");
+        let secs = ns / 1_000_000_000;
+        let hms = format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            secs % 86_400 / 3600,
+            secs % 3600 / 60,
+            secs % 60,
+            ns % 1_000_000_000 / 1_000_000
+        );
+        assert_eq!(cells[2], hms, "{row}");
+        assert_eq!(cells[3], "UTC", "{row}");
+    }
+}

@@ -162,6 +162,10 @@ pub struct Summary {
     pub overhead: OverheadSummary,
     pub anomalies: Anomalies,
     pub capture_duration_ns: u64,
+    /// Start of the earliest PING: time zero of the tables, as of the figures. (The
+    /// JSON has the capture's own first and last times under `capture`.)
+    #[serde(skip)]
+    pub first_ping_unix_ns: Option<u64>,
 }
 
 /// A peer's label: its name, else its ID, else `?`.
@@ -243,6 +247,7 @@ pub struct SummaryBuilder {
     counts: StatusCounts,
     pairs: crate::FastMap<(Ident, Ident), PairAcc>,
     csv: TransactionCsvWriter<std::io::Sink>,
+    first_ping: Option<u64>,
 }
 
 impl Default for SummaryBuilder {
@@ -251,6 +256,7 @@ impl Default for SummaryBuilder {
             counts: StatusCounts::default(),
             pairs: crate::FastMap::default(),
             csv: TransactionCsvWriter::without_header(std::io::sink()),
+            first_ping: None,
         }
     }
 }
@@ -258,6 +264,7 @@ impl Default for SummaryBuilder {
 impl SummaryBuilder {
     pub fn add(&mut self, t: &Transaction) {
         self.counts.add(t.status);
+        self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
         let acc = self
             .pairs
             .entry((
@@ -292,7 +299,12 @@ impl SummaryBuilder {
     }
 
     pub fn finish(self, matcher: &Matcher, capture_duration_ns: u64) -> Summary {
-        let SummaryBuilder { counts, pairs, csv } = self;
+        let SummaryBuilder {
+            counts,
+            pairs,
+            csv,
+            first_ping,
+        } = self;
         let csv_bytes = csv.bytes_written();
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
@@ -404,6 +416,7 @@ impl SummaryBuilder {
             overhead,
             anomalies: matcher.anomalies().clone(),
             capture_duration_ns,
+            first_ping_unix_ns: first_ping,
         }
     }
 }

@@ -34,6 +34,16 @@ fn sanitize_to(s: &str, max: usize) -> String {
     out
 }
 
+/// `2026-01-01 00:00:05.123 UTC`: the figures' UTC form, to the millisecond.
+fn utc_ms(ns: u64) -> String {
+    let whole = super::figures::utc(ns);
+    let ms = ns % 1_000_000_000 / 1_000_000;
+    match whole.strip_suffix(" UTC") {
+        Some(t) => format!("{t}.{ms:03} UTC"),
+        None => whole,
+    }
+}
+
 /// A label for a column: names are kept; long peer IDs are cut to `uuid-…ab12`.
 pub fn short_label(s: &str) -> String {
     // Shorten before sanitising, whose length cap would otherwise eat the tail.
@@ -157,8 +167,11 @@ pub fn render(s: &Summary) -> String {
 
     if !s.presence.changes.is_empty() {
         out.push_str("\nPresence changes\n");
+        // Times as the figures give them: since the first PING, and in UTC.
+        let zero = s.first_ping_unix_ns.unwrap_or(0);
         let mut rows = vec![[
-            "time_unix_ns",
+            "t (s)",
+            "time (UTC)",
             "peer",
             "from",
             "to",
@@ -173,7 +186,8 @@ pub fn render(s: &Summary) -> String {
                 .map(|l| format!("{} (+{:.1})", short_label(&l.poller), l.delay_ms))
                 .collect();
             rows.push(vec![
-                c.time_unix_ns.to_string(),
+                format!("{:.3}", c.time_unix_ns.saturating_sub(zero) as f64 / 1e9),
+                utc_ms(c.time_unix_ns),
                 short_label(&c.peer),
                 c.from.unwrap_or("-").to_owned(),
                 c.to.to_owned(),
