@@ -709,3 +709,37 @@ fn each_png_matches_its_svg_in_chromium() {
         );
     }
 }
+
+/// Per-pair panels share one x scale: every panel shows the same RTT ticks, and the
+/// scale holds every pair's answered transactions.
+#[test]
+fn per_pair_panels_share_the_x_scale() {
+    let d = from_capture("four-peers.pcap");
+    let fig = distribution::PerPair::new(&d);
+    let (x0, x1) = fig.x_range();
+    for t in &d.transactions {
+        if let Some(ns) = t.rtt_ns() {
+            let ms = ns as f64 / 1e6;
+            assert!(x0 <= ms && ms <= x1, "{ms} ms outside {x0}..{x1}");
+        }
+    }
+    let labels = texts(&svg(&fig));
+    // Each panel's labels follow its title ("… n=…"); x ticks are RTTs in ms, far
+    // above the per-bin counts of the y axis in this sample.
+    let mut panels: Vec<std::collections::BTreeSet<String>> = Vec::new();
+    for l in labels {
+        if l.contains("n=") {
+            panels.push(Default::default());
+        } else if let (Some(p), Ok(v)) = (panels.last_mut(), l.parse::<f64>()) {
+            if v >= 100.0 {
+                p.insert(l);
+            }
+        }
+    }
+    assert_eq!(panels.len(), d.summary.pairs.len());
+    let first = panels[0].clone();
+    assert!(first.len() >= 3, "{first:?}");
+    for (i, p) in panels.iter().enumerate() {
+        assert_eq!(p, &first, "panel {i} has its own x ticks");
+    }
+}
