@@ -77,12 +77,49 @@ fn timeseries_has_one_series_per_pair() {
     let s = &d.summary;
     assert_eq!(s.pairs.len(), 12, "4 peers polling each other");
     let fig = timeseries::TimeSeries::new(&d, false);
-    let series = fig.series();
-    assert_eq!(series.len(), 12);
-    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let all = fig.series();
+    assert_eq!(all.len(), 12);
+    let points: usize = all.iter().map(|s| s.points.len()).sum();
     assert_eq!(points as u64, s.transactions.ok);
+    // Twelve pairs are a tangle: the busiest get lines, the rest one band.
+    let (series, others) = fig.split();
+    assert_eq!(series.len(), timeseries::MAX_DRAWN_PAIRS);
+    let others = others.expect("an others band beyond the drawn pairs");
+    assert_eq!(others.pairs, all.len() - series.len());
+    let drawn: usize = series.iter().map(|s| s.points.len()).sum();
+    assert_eq!(
+        drawn + others.points,
+        points,
+        "every answer in a line or the band"
+    );
+    let least_drawn = series.iter().map(|s| s.points.len()).min().unwrap();
+    for sr in all
+        .iter()
+        .filter(|a| !series.iter().any(|s| s.pair == a.pair))
+    {
+        assert!(
+            sr.points.len() <= least_drawn,
+            "the busiest pairs are drawn"
+        );
+    }
     let text = svg(&fig);
     let labels = texts(&text);
+    assert!(
+        labels.contains(&format!(
+            "others: {} pairs ({})",
+            others.pairs, others.points
+        )),
+        "{labels:?}"
+    );
+    let grey = figures::svg_color(timeseries::OTHERS_COLOR);
+    assert_eq!(count_tags(&text, "polygon", "fill", &grey), 1, "one band");
+    for sr in all
+        .iter()
+        .filter(|a| !series.iter().any(|s| s.pair == a.pair))
+    {
+        let c = figures::svg_color(figures::series_color(sr.pair));
+        assert_eq!(count_tags(&text, "polyline", "stroke", &c), 0);
+    }
     for sr in &series {
         let c = figures::svg_color(figures::series_color(sr.pair));
         assert_eq!(
