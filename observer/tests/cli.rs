@@ -666,3 +666,14 @@ fn presence_table_shows_readable_times() {
         assert_eq!(cells[3], "UTC", "{row}");
     }
 }
+
+/// Without the `pcap` feature, asking for libpcap says how to get it, on one line.
+#[cfg(not(feature = "pcap"))]
+#[test]
+fn live_pcap_without_the_feature_says_how_to_build_it() {
+    let o = observer(&["live", "-i", "lo", "--source", "pcap", "--duration", "1s"]);
+    assert_eq!(o.status.code(), Some(code_for("error")));
+    let err = stderr_of(&o);
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("--features pcap"), "{err:?}");
+}
