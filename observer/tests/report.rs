@@ -12,7 +12,6 @@ use observer::report::figures::{
 };
 use observer::report::{read_transactions_csv, TransactionCsvWriter};
 use observer::runtime::{self, PipelineConfig};
-use observer::transaction::TxStatus;
 
 const TIMEOUT_NS: u64 = 10_000_000_000;
 
@@ -303,18 +302,43 @@ fn overhead_plots_every_ping_and_pong() {
     let (ping, pong) = fig.points();
     assert_eq!(ping.len() as u64, d.summary.transactions.total);
     assert_eq!(pong.len() as u64, d.summary.transactions.ok);
+    // From a capture: PING and PONG apart, as the decoder measured them (not halves
+    // of a transaction's total).
+    let o = &d.summary.overhead;
+    let bars = fig.bars();
+    let labels: Vec<&str> = bars.iter().map(|b| b.label.as_str()).collect();
+    assert_eq!(labels, ["PING", "PONG"]);
+    assert_eq!(Some(bars[0].bytes_mean), o.correlator_bytes_per_ping_mean);
+    assert_eq!(Some(bars[1].bytes_mean), o.correlator_bytes_per_pong_mean);
+    assert_eq!(Some(bars[0].pct_framed), o.correlator_pct_of_ping_framed);
+    assert_eq!(bars[1].pct_message, o.correlator_pct_of_pong_message);
     let text = svg(&fig);
-    let labels = texts(&text);
-    assert!(labels.contains(&format!("PING ({})", ping.len())));
-    assert!(labels.contains(&format!("PONG ({})", pong.len())));
-    // The decoder measured 44 B per correlator element; the plotted halves agree.
-    let ok = d
+    let texts: Vec<String> = texts(&text).iter().map(|t| unescape(t)).collect();
+    let study = &o.study;
+    for want in [
+        format!("study: ≤ {} B", study.max_correlator_bytes_per_message),
+        format!("study: ~{:.0} %", study.correlator_pct_of_ping),
+        format!(
+            "{:.1} B (max {})",
+            bars[0].bytes_mean, o.correlator_bytes_per_ping_max
+        ),
+        format!("{:.1} % framed", bars[1].pct_framed),
+    ] {
+        assert!(texts.contains(&want), "{want:?} in {texts:?}");
+    }
+    // From a CSV: one PING + PONG bar, from the transactions.
+    let csv = from_csv(&csv_bytes(&d));
+    let bars = overhead::Overhead::new(&csv).bars();
+    assert_eq!(bars.len(), 1);
+    assert_eq!(bars[0].label, "PING + PONG");
+    let with: Vec<u64> = d
         .transactions
         .iter()
-        .find(|t| t.status == TxStatus::Ok && t.correlator_overhead_bytes > 0)
-        .unwrap();
-    let per = ok.correlator_overhead_bytes as f64 / 2.0;
-    assert_eq!(Some(per), d.summary.overhead.correlator_bytes_per_ping_mean);
+        .map(|t| t.correlator_overhead_bytes)
+        .filter(|b| *b > 0)
+        .collect();
+    let mean = with.iter().sum::<u64>() as f64 / with.len() as f64;
+    assert!((bars[0].bytes_mean - mean).abs() < 1e-9);
 }
 
 #[test]
