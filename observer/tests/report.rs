@@ -312,6 +312,35 @@ fn overhead_plots_every_ping_and_pong() {
     assert_eq!(Some(bars[1].bytes_mean), o.correlator_bytes_per_pong_mean);
     assert_eq!(Some(bars[0].pct_framed), o.correlator_pct_of_ping_framed);
     assert_eq!(bars[1].pct_message, o.correlator_pct_of_pong_message);
+    assert_eq!(bars[0].pct_document, o.correlator_pct_of_ping_document);
+    // The JIM document's size is the element that carries it, as `messages` lists it.
+    let cfg = PipelineConfig {
+        record_messages: true,
+        ..PipelineConfig::default()
+    };
+    let a = runtime::analyze(&[common::capture("four-peers.pcap")], cfg, false);
+    for (kind, mean) in [
+        ("PING", o.ping_document_bytes_mean),
+        ("PONG", o.pong_document_bytes_mean),
+    ] {
+        let sizes: Vec<u64> = a
+            .result
+            .messages
+            .iter()
+            .filter(|m| m.kind == kind)
+            .filter_map(|m| m.elements.iter().find(|e| e.namespace != "jxta"))
+            .map(|e| e.length)
+            .collect();
+        assert!(!sizes.is_empty(), "{kind}");
+        let want = sizes.iter().sum::<u64>() as f64 / sizes.len() as f64;
+        let got = mean.expect("document size");
+        assert!((got - want).abs() < 1e-9, "{kind}: {got} vs {want}");
+    }
+    let doc_pct = o.correlator_pct_of_ping_document.expect("share");
+    assert!(
+        doc_pct > o.correlator_pct_of_ping_message.expect("share"),
+        "the document is smaller than the message that carries it"
+    );
     let text = svg(&fig);
     let texts: Vec<String> = texts(&text).iter().map(|t| unescape(t)).collect();
     let study = &o.study;
@@ -323,6 +352,7 @@ fn overhead_plots_every_ping_and_pong() {
             bars[0].bytes_mean, o.correlator_bytes_per_ping_max
         ),
         format!("{:.1} % framed", bars[1].pct_framed),
+        format!("{doc_pct:.1} % JIM"),
     ] {
         assert!(texts.contains(&want), "{want:?} in {texts:?}");
     }

@@ -101,6 +101,9 @@ pub struct Document {
     /// the `<` of the start tag to the `>` of the end tag (prefix included); 0 without
     /// a correlator. This is the study's correlator overhead, measured, not assumed.
     pub correlator_bytes: u32,
+    /// Bytes of the element content holding the document (the whole JIM document as
+    /// on the wire); set by [`parse`], 0 from the lower-level decoders.
+    pub document_bytes: u32,
     pub from: Option<String>,
     pub to: Option<String>,
     pub body: Option<String>,
@@ -159,10 +162,15 @@ pub fn parse(content: &[u8]) -> Result<Option<Document>, JimError> {
         Some(b'<') => {}
         _ => return Ok(None),
     }
-    if let Some(doc) = decode_plain(body) {
-        return Ok(Some(doc));
-    }
-    parse_full(content)
+    let size = u32::try_from(content.len()).unwrap_or(u32::MAX);
+    let doc = match decode_plain(body) {
+        Some(doc) => Some(doc),
+        None => parse_full(content)?,
+    };
+    Ok(doc.map(|mut d| {
+        d.document_bytes = size;
+        d
+    }))
 }
 
 /// [`parse`] without the plain path: every document through the XML decoder. The

@@ -141,6 +141,11 @@ pub struct OverheadSummary {
     pub ping_framed_bytes_mean: Option<f64>,
     pub pong_message_bytes_mean: Option<f64>,
     pub pong_framed_bytes_mean: Option<f64>,
+    /// Mean size of the JIM documents themselves.
+    pub ping_document_bytes_mean: Option<f64>,
+    pub pong_document_bytes_mean: Option<f64>,
+    pub correlator_pct_of_ping_document: Option<f64>,
+    pub correlator_pct_of_pong_document: Option<f64>,
     pub correlator_pct_of_ping_message: Option<f64>,
     pub correlator_pct_of_ping_framed: Option<f64>,
     pub correlator_pct_of_pong_message: Option<f64>,
@@ -372,6 +377,8 @@ impl SummaryBuilder {
         let pong_msg = ratio(o.pong.message_bytes, o.pong.count);
         let ping_framed = ratio(o.ping.framed_bytes, o.ping.count);
         let pong_framed = ratio(o.pong.framed_bytes, o.pong.count);
+        let ping_doc = ratio(o.ping.document_bytes, o.ping.count);
+        let pong_doc = ratio(o.pong.document_bytes, o.pong.count);
         let corr_ping = ratio(o.ping.correlator_bytes, o.ping.with_correlator);
         let corr_pong = ratio(o.pong.correlator_bytes, o.pong.with_correlator);
         let overhead = OverheadSummary {
@@ -387,6 +394,10 @@ impl SummaryBuilder {
             ping_framed_bytes_mean: ping_framed,
             pong_message_bytes_mean: pong_msg,
             pong_framed_bytes_mean: pong_framed,
+            ping_document_bytes_mean: ping_doc,
+            pong_document_bytes_mean: pong_doc,
+            correlator_pct_of_ping_document: pct(corr_ping, ping_doc),
+            correlator_pct_of_pong_document: pct(corr_pong, pong_doc),
             correlator_pct_of_ping_message: pct(corr_ping, ping_msg),
             correlator_pct_of_ping_framed: pct(corr_ping, ping_framed),
             correlator_pct_of_pong_message: pct(corr_pong, pong_msg),

@@ -344,7 +344,9 @@ impl Matcher {
             }
         }
 
-        self.overhead.ping.add(doc.correlator_bytes, s);
+        self.overhead
+            .ping
+            .add(doc.correlator_bytes, doc.document_bytes, s);
         if matches!(pair, (PeerKey::Unknown, _) | (_, PeerKey::Unknown)) {
             self.anomalies.unidentified += 1;
         }
@@ -533,7 +535,9 @@ impl Matcher {
     }
 
     fn count_pong(&mut self, pong: &Pong<'_>) {
-        self.overhead.pong.add(pong.doc.correlator_bytes, pong.s);
+        self.overhead
+            .pong
+            .add(pong.doc.correlator_bytes, pong.doc.document_bytes, pong.s);
         if pong.doc.status.is_none() && pong.doc.status_text.is_some() {
             self.anomalies.unknown_status += 1;
         }

@@ -1,6 +1,6 @@
 //! Correlator overhead, PING and PONG apart: the correlator element's bytes per
 //! message (mean, and the largest as a tick) against the study's ≤ 50 B, and its share
-//! of the `jxmg` message and of the framed message against the study's ~10 %. Axes are
+//! of the JIM document, of the `jxmg` message and of the framed message against the study's ~10 %. Axes are
 //! fitted to the data (the reference marks are always in view).
 //!
 //! From a capture the figures are the decoder's, per message kind (every distinct PING
@@ -8,8 +8,6 @@
 //! PONG's correlator bytes together, so from a CSV one "PING + PONG" bar per panel is
 //! drawn from the transactions ([`Overhead::points`]), and the figure says so.
 //!
-//! Not shown: the share of the JIM document itself, whose size is not recorded.
-
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -59,6 +57,7 @@ pub struct Bar {
     pub color: RGBColor,
     pub bytes_mean: f64,
     pub bytes_max: f64,
+    pub pct_document: Option<f64>,
     pub pct_message: Option<f64>,
     pub pct_framed: f64,
 }
@@ -70,12 +69,13 @@ impl Overhead<'_> {
         let o = &self.data.summary.overhead;
         let mut bars = Vec::new();
         if o.pings_with_correlator + o.pongs_with_correlator > 0 {
-            for (label, color, mean, max, pct_msg, pct_framed) in [
+            for (label, color, mean, max, pct_doc, pct_msg, pct_framed) in [
                 (
                     "PING",
                     PING_COLOR,
                     o.correlator_bytes_per_ping_mean,
                     o.correlator_bytes_per_ping_max,
+                    o.correlator_pct_of_ping_document,
                     o.correlator_pct_of_ping_message,
                     o.correlator_pct_of_ping_framed,
                 ),
@@ -84,6 +84,7 @@ impl Overhead<'_> {
                     PONG_COLOR,
                     o.correlator_bytes_per_pong_mean,
                     o.correlator_bytes_per_pong_max,
+                    o.correlator_pct_of_pong_document,
                     o.correlator_pct_of_pong_message,
                     o.correlator_pct_of_pong_framed,
                 ),
@@ -94,6 +95,7 @@ impl Overhead<'_> {
                         color,
                         bytes_mean: mean,
                         bytes_max: max as f64,
+                        pct_document: pct_doc,
                         pct_message: pct_msg,
                         pct_framed: framed,
                     });
@@ -124,6 +126,7 @@ impl Overhead<'_> {
                 .map(|t| t.correlator_overhead_bytes)
                 .max()
                 .unwrap_or(0) as f64,
+            pct_document: None,
             pct_message: None,
             pct_framed: if framed > 0 {
                 100.0 * bytes as f64 / framed as f64
@@ -182,7 +185,7 @@ impl Figure for Overhead<'_> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(bars.len().max(1))
+            .x_labels(12)
             .x_label_formatter(&label_of)
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 14))
@@ -220,7 +223,13 @@ impl Figure for Overhead<'_> {
         // Shares: of the jxmg message (full colour) and of the framed message (light).
         let top_p = bars
             .iter()
-            .flat_map(|b| [b.pct_message.unwrap_or(0.0), b.pct_framed])
+            .flat_map(|b| {
+                [
+                    b.pct_document.unwrap_or(0.0),
+                    b.pct_message.unwrap_or(0.0),
+                    b.pct_framed,
+                ]
+            })
             .fold(ten, f64::max)
             * 1.25;
         let mut chart = ChartBuilder::on(&right)
@@ -228,11 +237,12 @@ impl Figure for Overhead<'_> {
             .margin(14)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(-0.6..(n - 0.4), 0.0..top_p)?;
+            // Room left of the first group for the study's label.
+            .build_cartesian_2d(-1.0..(n - 0.4), 0.0..top_p)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(bars.len().max(1))
+            .x_labels(12)
             .x_label_formatter(&label_of)
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 14))
@@ -241,39 +251,37 @@ impl Figure for Overhead<'_> {
         for (i, b) in bars.iter().enumerate() {
             let x = i as f64;
             let parts = [
-                (b.pct_message, 0.0, b.color.filled(), "jxmg"),
-                (
-                    Some(b.pct_framed),
-                    0.3,
-                    b.color.mix(0.45).filled(),
-                    "framed",
-                ),
+                (b.pct_document, b.color.filled(), "JIM"),
+                (b.pct_message, b.color.mix(0.65).filled(), "jxmg"),
+                (Some(b.pct_framed), b.color.mix(0.35).filled(), "framed"),
             ];
-            for (pct, dx, style, what) in parts {
+            for (k, (pct, style, what)) in parts.into_iter().enumerate() {
                 let Some(pct) = pct else { continue };
+                let x0 = x - 0.39 + 0.26 * k as f64;
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x - 0.3 + dx, 0.0), (x + dx, pct)],
+                    [(x0, 0.0), (x0 + 0.26, pct)],
                     style,
                 )))?;
                 chart.draw_series(std::iter::once(Text::new(
                     format!("{pct:.1} % {what}"),
-                    (x - 0.3 + dx, pct + top_p * 0.03),
-                    ("sans-serif", 12),
+                    (x0, pct + top_p * 0.045),
+                    ("sans-serif", 11),
                 )))?;
             }
         }
         chart.draw_series(std::iter::once(DashedPathElement::new(
-            vec![(-0.6, ten), (n - 0.4, ten)],
+            vec![(-1.0, ten), (n - 0.4, ten)],
             6,
             4,
             STUDY_COLOR.stroke_width(2),
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             format!("study: ~{ten:.0} %"),
-            (-0.55, ten + top_p * 0.06),
+            (-0.97, ten + top_p * 0.06),
             ("sans-serif", 13).into_font().color(&STUDY_COLOR),
         )))?;
-        let note = "dark: share of the jxmg message; light: of the framed message (TCP payload)";
+        let note =
+            "share of the JIM document, of the jxmg message, of the framed message (TCP payload)";
         right.draw(&Text::new(
             note,
             (14, right.dim_in_pixel().1 as i32 - 14),
