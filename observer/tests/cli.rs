@@ -677,3 +677,31 @@ fn live_pcap_without_the_feature_says_how_to_build_it() {
     assert_eq!(err.lines().count(), 1, "{err:?}");
     assert!(err.contains("--features pcap"), "{err:?}");
 }
+
+/// The overhead table gives the correlator's share of the JIM document beside the
+/// jxmg and framed shares, as the JSON has them, and says what "CSV B per hour" is.
+#[test]
+fn overhead_table_shows_the_document_share() {
+    let json = observer(&["analyze", "captures/four-peers.pcap", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let o = &v["overhead"];
+    let f = |k: &str| o[k].as_f64().unwrap_or_else(|| panic!("{k}"));
+    let want = format!(
+        "{:.1} / {:.1} / {:.1}",
+        f("correlator_pct_of_ping_document"),
+        f("correlator_pct_of_ping_message"),
+        f("correlator_pct_of_ping_framed")
+    );
+    let text = observer(&["analyze", "captures/four-peers.pcap"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("% of PING (JIM / jxmg / framed)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(&want), "{row} lacks {want}");
+    assert!(
+        f("correlator_pct_of_ping_document") > f("correlator_pct_of_ping_message"),
+        "a document is smaller than its message"
+    );
+    assert!(text.contains("(CSV B per hour: "), "{text}");
+}

@@ -238,36 +238,40 @@ pub fn render(s: &Summary) -> String {
             format!("<= {}", st.max_correlator_bytes_per_message),
         ],
         vec![
-            "PING size B (jxmg / framed)".to_owned(),
+            "PING size B (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.ping_document_bytes_mean, 1),
                 opt(o.ping_message_bytes_mean, 1),
                 opt(o.ping_framed_bytes_mean, 1)
             ),
             "".to_owned(),
         ],
         vec![
-            "PONG size B (jxmg / framed)".to_owned(),
+            "PONG size B (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.pong_document_bytes_mean, 1),
                 opt(o.pong_message_bytes_mean, 1),
                 opt(o.pong_framed_bytes_mean, 1)
             ),
             "".to_owned(),
         ],
         vec![
-            "% of PING (jxmg / framed)".to_owned(),
+            "% of PING (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.correlator_pct_of_ping_document, 1),
                 opt(o.correlator_pct_of_ping_message, 1),
                 opt(o.correlator_pct_of_ping_framed, 1)
             ),
             format!("~{}", st.correlator_pct_of_ping),
         ],
         vec![
-            "% of PONG (jxmg / framed)".to_owned(),
+            "% of PONG (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.correlator_pct_of_pong_document, 1),
                 opt(o.correlator_pct_of_pong_message, 1),
                 opt(o.correlator_pct_of_pong_framed, 1)
             ),
@@ -290,6 +294,10 @@ pub fn render(s: &Summary) -> String {
         ],
     ];
     grid(&mut out, &rows);
+    out.push_str(
+        "(CSV B per hour: transaction CSV bytes per hour of capture, for this capture's pairs and \
+         polling rate; the study's figure is for its deployment's rate)\n",
+    );
 
     out.push_str("\nAnomalies\n");
     let a = &s.anomalies;
