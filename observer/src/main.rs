@@ -17,7 +17,8 @@ use observer::runtime::{self, Analysis, PipelineConfig};
 #[command(
     name = "observer",
     version,
-    about = "Passive measurement of the JIM presence service (JXTA PING/PONG round trips) from the wire"
+    about = "Passive measurement of the JIM presence service (JXTA PING/PONG round trips) from the wire",
+    after_help = EXIT_STATUS_HELP
 )]
 struct Cli {
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
@@ -32,7 +33,9 @@ enum Command {
     /// Analyse capture files: PING/PONG transactions, RTT statistics, the RTT matrix,
     /// presence states, correlator overhead.
     Analyze(AnalyzeArgs),
-    /// List every decoded JXTA message (one line each; --json for one JSON object per line).
+    /// List every decoded JXTA message: what it is (PING, PONG, MESSAGE with names and
+    /// correlator, or other), addressing, elements (--wide: full IDs; --json: one JSON
+    /// object per line).
     Messages(MessagesArgs),
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(LiveArgs),
@@ -104,10 +107,10 @@ struct LiveArgs {
     source: SourceKind,
     /// JXTA ports passed by the in-kernel filter (flows recognised by content are added
     /// as they are found) [default: 9701, 9700].
-    #[arg(long = "port", value_name = "PORT")]
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port, allow_negative_numbers = true)]
     ports: Vec<u16>,
     /// A PING not answered within this time is a timeout.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
     /// Append one row per finished transaction (flushed every second).
     #[arg(long, value_name = "FILE")]
@@ -116,7 +119,7 @@ struct LiveArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     csv_rotate_size: Option<u64>,
     /// Start a new CSV file after this long.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     csv_rotate_time: Option<Duration>,
     /// Save what the tap saw to a pcapng file (re-analyse it later with `analyze`).
     #[arg(short = 'w', long = "write", value_name = "FILE")]
@@ -169,7 +172,7 @@ struct Inputs {
     files: Vec<PathBuf>,
     /// Only look at TCP/UDP traffic to or from these ports (repeatable). By default
     /// every flow is examined and JXTA is recognised by its content.
-    #[arg(long = "port", value_name = "PORT")]
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port, allow_negative_numbers = true)]
     ports: Vec<u16>,
     /// Largest JXTA message accepted; larger ones are counted as malformed and skipped.
     #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
@@ -190,10 +193,10 @@ struct Inputs {
     #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     max_total_buffer: u64,
     /// TCP flows tracked at once; the least recently active are evicted beyond it.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = parse_count, allow_negative_numbers = true)]
     max_flows: usize,
     /// A TCP flow silent this long (capture time) is closed.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_positive_duration)]
     idle_timeout: Duration,
     /// No progress bar, even on a terminal.
     #[arg(long)]
@@ -210,10 +213,10 @@ struct AnalyzeArgs {
     #[command(flatten)]
     inputs: Inputs,
     /// A PING not answered within this time is a timeout.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
     /// PINGs of one (poller, receiver) pair awaiting an answer; the oldest is evicted beyond it.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_count, allow_negative_numbers = true)]
     max_outstanding: usize,
     /// Write one row per transaction to FILE (`-` = standard output).
     #[arg(long, value_name = "FILE")]
@@ -224,7 +227,7 @@ struct AnalyzeArgs {
     /// Split the flows across N threads (by host pair; one matcher). The same
     /// transactions as one thread; the flow caps then apply per thread. Needs files
     /// (not standard input). 0 = one per core.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_threads, allow_negative_numbers = true)]
     threads: usize,
     #[command(flatten)]
     store: StoreArgs,
@@ -234,9 +237,12 @@ struct AnalyzeArgs {
 struct MessagesArgs {
     #[command(flatten)]
     inputs: Inputs,
-    /// One JSON object per line instead of text.
+    /// One JSON object per line instead of text (full peer IDs, every JIM field).
     #[arg(long)]
     json: bool,
+    /// Full peer and pipe IDs instead of `uuid-…ab12`.
+    #[arg(long)]
+    wide: bool,
 }
 
 #[derive(Args)]
@@ -248,10 +254,10 @@ struct ReportArgs {
     output: PathBuf,
     /// A PING not answered within this time is a timeout (captures only; a CSV's
     /// timeouts are what its rows say).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
     /// PINGs of one (poller, receiver) pair awaiting an answer; the oldest is evicted beyond it.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_count, allow_negative_numbers = true)]
     max_outstanding: usize,
     /// Logarithmic RTT axis in the time series.
     #[arg(long)]
@@ -268,8 +274,44 @@ struct ReportArgs {
     map: Option<PathBuf>,
 }
 
+/// The exit statuses, defined here only; README "Exit status" and `--help` show the
+/// same table.
+mod exit {
+    /// Everything read to its end (and, for `validate`, every bound held).
+    pub const OK: u8 = 0;
+    /// Nothing was reported: an input missing, unreadable or not a capture, an output
+    /// that cannot be written, a bad configuration file.
+    pub const ERROR: u8 = 1;
+    /// A bad command line (clap's own code, kept for our value checks too).
+    pub const USAGE: u8 = 2;
+    /// `validate`: the comparison ran and a bound was broken.
+    pub const BOUND_BROKEN: u8 = 3;
+    /// Some input is damaged (truncated, corrupt) after a readable start: the report
+    /// covers everything read before the damage; stderr names the file and offset.
+    pub const DAMAGED: u8 = 4;
+}
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  error, nothing reported (input missing, unreadable or not a capture; output not writable)
+  2  bad command line
+  3  validate: a bound was broken
+  4  damaged input: the report covers what was read before the damage (stderr says where)";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version with exit 0 and its usage errors with 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
     init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => code,
@@ -277,10 +319,33 @@ fn main() -> ExitCode {
         // not an error (as with any Unix filter).
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("observer: error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("observer: error: {}", error_line(&e));
+            ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// The error and its causes on one line. Many library errors already print their
+/// source (`cannot open: {source}`); printing the chain as well would repeat the OS
+/// message, so a cause already contained in the text so far is left out.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -288,6 +353,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(io::ErrorKind::BrokenPipe))
             || cause
                 .downcast_ref::<observer::report::ReportError>()
                 .is_some_and(|r| matches!(r, observer::report::ReportError::Io(io) if io.kind() == io::ErrorKind::BrokenPipe))
@@ -302,8 +370,13 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal who has not asked for none
+    // (https://no-color.org: any non-empty NO_COLOR).
+    let colour = io::IsTerminal::is_terminal(&io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(io::stderr)
         .with_target(false)
         .init();
@@ -340,8 +413,7 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Exit status: 0 when every input was read to its end, 2 when some input was damaged
-/// (the report still covers everything read before the damage), 1 on errors.
+/// [`exit::OK`] when every input was read to its end, else [`exit::DAMAGED`].
 fn exit_for(analysis: &Analysis) -> ExitCode {
     if analysis.damaged() {
         for input in &analysis.inputs {
@@ -352,32 +424,39 @@ fn exit_for(analysis: &Analysis) -> ExitCode {
                 );
             }
         }
-        ExitCode::from(2)
+        ExitCode::from(exit::DAMAGED)
     } else {
-        ExitCode::SUCCESS
+        ExitCode::from(exit::OK)
     }
 }
 
-/// Nothing could be read at all: an error, not a report of nothing.
+/// An input that gave nothing before its error (missing, not a capture) is an error,
+/// not a damaged input: the report would silently lack that whole file.
 fn nothing_read(analysis: &Analysis) -> Result<()> {
-    if analysis
+    let errors: Vec<String> = analysis
         .inputs
         .iter()
-        .all(|i| i.frames == 0 && i.error.is_some())
-    {
-        let errors: Vec<String> = analysis
-            .inputs
-            .iter()
-            .filter_map(|i| i.error.clone())
-            .collect();
+        .filter(|i| i.frames == 0)
+        .filter_map(|i| i.error.clone())
+        .collect();
+    if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
     Ok(())
 }
 
+/// Checks every input before anything is written, so that a missing or wrong second
+/// file stops the run instead of leaving a CSV or report of the first one alone.
+/// Pipes and devices are left to the analysis: opening them here would consume them.
 fn check_inputs(files: &[PathBuf]) -> Result<()> {
     if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         bail!("standard input (-) can be given only once");
+    }
+    for f in files.iter().filter(|f| f.as_os_str() != "-") {
+        let plain = std::fs::metadata(f).map_or(true, |m| m.is_file() || m.is_dir());
+        if plain {
+            observer::capture::CaptureReader::open(f)?;
+        }
     }
     Ok(())
 }
@@ -518,7 +597,7 @@ fn messages(args: MessagesArgs) -> Result<ExitCode> {
             serde_json::to_writer(&mut out, m)?;
             writeln!(out)?;
         } else {
-            writeln!(out, "{}", report::message_line(m))?;
+            writeln!(out, "{}", report::message_line(m, args.wide))?;
         }
     }
     out.flush()?;
@@ -768,7 +847,6 @@ fn command_line() -> String {
 
 fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     use observer::report::figures::{self, InputMeta, Options, ReportData};
-    check_inputs(&args.inputs.files)?;
     // A column map says the inputs are CSVs whatever their header.
     let csv: Vec<bool> = args
         .inputs
@@ -806,10 +884,13 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     } else if csv.iter().any(|c| *c) {
         bail!("give either captures or transaction CSV files, not both");
     } else {
+        check_inputs(&args.inputs.files)?;
         let mut cfg = pipeline_config(&args.inputs);
         cfg.matcher.timeout_ns = duration_ns(args.timeout);
         cfg.matcher.max_outstanding_per_pair = args.max_outstanding.max(1);
         let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
+        // No figures of nothing: an unusable input is an error, as for `analyze`.
+        nothing_read(&analysis)?;
         code = exit_for(&analysis);
         ReportData::from_analysis(&analysis, duration_ns(args.timeout), &command)
     };
@@ -846,10 +927,10 @@ struct PeerArgs {
     #[arg(long, value_name = "FILE")]
     buddies_file: Option<PathBuf>,
     /// Time between two PINGs to each buddy.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     interval: Duration,
     /// A PING unanswered this long is recorded as a timeout.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
     /// Emulate unmodified JIM: no <correlator> element (the peer still measures itself).
     #[arg(long)]
@@ -881,7 +962,7 @@ struct PeerArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// Transactions outstanding at once (all buddies together).
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_count, allow_negative_numbers = true)]
     pool_size: usize,
     /// Largest JXTA message accepted from the network (larger closes the connection).
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
@@ -1049,11 +1130,54 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    Ok(if broken.is_empty() {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if broken.is_empty() {
+        exit::OK
     } else {
-        ExitCode::from(3)
-    })
+        exit::BOUND_BROKEN
+    }))
+}
+
+/// A duration that must be longer than zero (a zero timeout or interval would make
+/// every PING a timeout, or poll without pause).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); e.g. 500ms, 10s, 2m"))?;
+    if d.is_zero() {
+        return Err("must be longer than 0 (e.g. 500ms, 10s)".into());
+    }
+    Ok(d)
+}
+
+/// A count of at least 1 (a cap of 0 would keep nothing).
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!("{n} is out of range: give 1 or more")),
+        Err(_) => Err(format!("{s:?} is not a whole number (give 1 or more)")),
+    }
+}
+
+/// Threads: 0 means one per core.
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 0 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!(
+            "{n} is out of range: give 0 (one per core) or a number of threads"
+        )),
+        Err(_) => Err(format!(
+            "{s:?} is not a whole number (0 = one per core, or 1, 2, ...)"
+        )),
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if (1..=65535).contains(&n) => {
+            u16::try_from(n).map_err(|_| format!("{n} is not a port"))
+        }
+        Ok(n) => Err(format!("{n} is out of range: a port is 1 to 65535")),
+        Err(_) => Err(format!("{s:?} is not a port number (1 to 65535)")),
+    }
 }
 
 /// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.

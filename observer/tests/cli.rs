@@ -360,3 +360,348 @@ fn threads_give_the_same_output() {
         std::fs::read(common::capture("four-peers.truth.csv")).expect("truth")
     );
 }
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the observer with `stdin` as standard input and `env` added.
+fn observer_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("NO_COLOR")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("feed");
+    child.wait_with_output().expect("wait")
+}
+
+/// The exit-status table `--help` prints, as (code, first word of its meaning).
+fn exit_table() -> Vec<(i32, String)> {
+    let o = observer(&["--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    let table = help
+        .split("Exit status:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("--help has an exit status table: {help}"));
+    table
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let code = words.next()?.parse().ok()?;
+            Some((code, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+/// The code the documented table gives to the entry whose text contains `what`.
+fn code_for(what: &str) -> i32 {
+    let table = exit_table();
+    let hits: Vec<_> = table.iter().filter(|(_, t)| t.contains(what)).collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "one table entry mentions {what:?}: {table:?}"
+    );
+    hits[0].0
+}
+
+#[test]
+fn exit_codes_follow_the_documented_table() {
+    let codes: Vec<i32> = exit_table().iter().map(|(c, _)| *c).collect();
+    let mut distinct = codes.clone();
+    distinct.dedup();
+    assert_eq!(codes, distinct, "each code once");
+    assert!(codes.len() >= 5, "{codes:?}");
+    let (ok, error, usage, damaged) = (
+        code_for("success"),
+        code_for("error"),
+        code_for("command line"),
+        code_for("damaged"),
+    );
+
+    let o = observer(&["analyze", "captures/two-peers.pcap", "--no-such-option"]);
+    assert_eq!(o.status.code(), Some(usage), "{}", stderr_of(&o));
+    let o = observer(&["analyze", "captures/two-peers.pcap", "--json"]);
+    assert_eq!(o.status.code(), Some(ok));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "these are notes, not a capture\n").expect("write");
+    let text = text.to_str().expect("utf-8");
+    let report_dir = dir.path().join("report");
+    let report_dir = report_dir.to_str().expect("utf-8");
+    let o = observer(&["analyze", text]);
+    assert_eq!(o.status.code(), Some(error), "{}", stderr_of(&o));
+    let o = observer(&["report", text, "-o", report_dir]);
+    assert_eq!(o.status.code(), Some(error), "report exits like analyze");
+    assert!(stderr_of(&o).contains("notes.txt"), "{}", stderr_of(&o));
+    assert!(
+        !std::path::Path::new(report_dir).exists(),
+        "no empty report is written"
+    );
+
+    // A missing second input is an error, found before anything is written.
+    let csv = dir.path().join("out.csv");
+    let o = observer(&[
+        "analyze",
+        "captures/two-peers.pcap",
+        "captures/no-such-file.pcap",
+        "--csv",
+        csv.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(error), "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("no-such-file.pcap"));
+    assert!(!csv.exists(), "no CSV of the first input alone");
+    let o = observer(&[
+        "report",
+        "captures/two-peers.pcap",
+        "captures/no-such-file.pcap",
+        "-o",
+        report_dir,
+    ]);
+    assert_eq!(o.status.code(), Some(error));
+    assert!(!std::path::Path::new(report_dir).exists());
+
+    // Damaged after a readable start: a partial report and its own code.
+    let bytes = std::fs::read(common::capture("two-peers.pcap")).expect("capture");
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2 + 3]).expect("write");
+    let cut = cut.to_str().expect("utf-8");
+    for args in [
+        vec!["analyze", cut, "--json"],
+        vec!["messages", cut],
+        vec!["report", cut, "-o", report_dir],
+    ] {
+        let o = observer(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(damaged),
+            "{args:?}: {}",
+            stderr_of(&o)
+        );
+        assert!(stderr_of(&o).contains("at byte"), "{}", stderr_of(&o));
+    }
+    assert!(std::path::Path::new(report_dir).join("index.html").exists());
+    assert_ne!(
+        damaged, usage,
+        "damage is told apart from a bad command line"
+    );
+}
+
+#[test]
+fn errors_are_one_line_without_repeated_causes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").expect("write");
+    // The output directory cannot be created under a regular file.
+    let under = file.join("report");
+    let o = observer(&[
+        "report",
+        "captures/two-peers.pcap",
+        "-o",
+        under.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(code_for("error")));
+    let err = stderr_of(&o);
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("observer: error: "), "{err:?}");
+    let os = std::io::Error::from_raw_os_error(libc::ENOTDIR).to_string();
+    assert_eq!(err.matches(&os).count(), 1, "the OS error once: {err:?}");
+    for args in [
+        vec!["analyze", "captures/no-such-file.pcap"],
+        vec!["analyze", "captures"],
+    ] {
+        let o = observer(&args);
+        let err = stderr_of(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.contains(args[1]), "names the input: {err:?}");
+    }
+}
+
+#[test]
+fn no_colour_codes_when_stderr_is_not_a_terminal() {
+    let bytes = std::fs::read(common::capture("two-peers.pcap")).expect("capture");
+    // `--threads` with standard input logs a warning through tracing.
+    let args = ["analyze", "-", "--threads", "2", "--json"];
+    for env in [vec![], vec![("NO_COLOR", "1")]] {
+        let o = observer_with(&args, &bytes, &env);
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        let err = stderr_of(&o);
+        assert!(err.contains("WARN"), "a warning was logged: {err:?}");
+        assert!(!err.contains('\u{1b}'), "no escape codes: {err:?}");
+    }
+}
+
+#[test]
+fn value_checks_explain_the_range() {
+    let usage = code_for("command line");
+    for (args, reason) in [
+        (vec!["--threads", "-1"], "out of range"),
+        (vec!["--timeout", "0"], "longer than 0"),
+        (vec!["--max-outstanding", "0"], "1 or more"),
+        (vec!["--port", "70000"], "1 to 65535"),
+    ] {
+        let mut all = vec!["analyze", "captures/two-peers.pcap"];
+        all.extend(&args);
+        let o = observer(&all);
+        assert_eq!(o.status.code(), Some(usage), "{args:?}");
+        let err = stderr_of(&o);
+        assert!(err.contains(reason), "{args:?}: {err}");
+        assert!(
+            !err.contains("tip:"),
+            "no misleading tip for {args:?}: {err}"
+        );
+    }
+}
+
+/// `messages` says what each message is: PING/PONG with the names and the correlator
+/// the truth records, `other` for the stack's own traffic; full IDs with `--wide` and
+/// in `--json`.
+#[test]
+fn messages_say_what_each_message_is() {
+    let truth = truth("two-peers");
+    let o = observer(&["messages", "captures/two-peers.pcap", "--json"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let json: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let of_kind = |k: &str| json.iter().filter(|m| m["kind"] == k).count();
+    assert_eq!(of_kind("PING"), truth.len(), "one PING per transaction");
+    assert_eq!(of_kind("PONG"), ok_count(&truth));
+    for t in &truth {
+        let c = t.correlator.as_deref().expect("the sample has correlators");
+        let ping = json
+            .iter()
+            .find(|m| m["kind"] == "PING" && m["jim"]["correlator"] == c)
+            .unwrap_or_else(|| panic!("the PING of {c}"));
+        assert_eq!(ping["jim"]["name"].as_str(), t.poller_name.as_deref());
+        let poller = t.poller_id.as_ref().map(|p| p.to_string());
+        assert_eq!(ping["src_peer"].as_str(), poller.as_deref(), "full ID");
+        assert!(ping["jim"]["correlator_bytes"].as_u64().expect("bytes") > 0);
+    }
+
+    let text = observer(&["messages", "captures/two-peers.pcap"]);
+    let wide = observer(&["messages", "captures/two-peers.pcap", "--wide"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let wide = String::from_utf8_lossy(&wide.stdout).into_owned();
+    assert_eq!(text.lines().count(), json.len());
+    for ((line, wide_line), m) in text.lines().zip(wide.lines()).zip(&json) {
+        let kind = m["kind"].as_str().expect("kind");
+        assert!(line.contains(&format!(" B {kind}")), "{line}");
+        if let Some(c) = m["jim"]["correlator"].as_str() {
+            assert!(line.contains(&format!("correlator={c}")), "{line}");
+            let name = m["jim"]["name"].as_str().expect("name");
+            assert!(line.contains(&format!("name={name}")), "{line}");
+        }
+        let peer = m["src_peer"].as_str().expect("peer");
+        assert!(peer.len() > 64, "a real peer ID is long: {peer}");
+        assert!(!line.contains(peer), "shortened by default: {line}");
+        assert!(wide_line.contains(peer), "full with --wide: {wide_line}");
+    }
+
+    // The rendezvous handshake of the real JXSE capture is none of the JIM kinds.
+    let o = observer(&["messages", "captures/jxse25-pingpong.pcap", "--json"]);
+    let kinds: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v["kind"].as_str().expect("kind").to_string()
+        })
+        .collect();
+    assert!(kinds.iter().any(|k| k == "other"), "{kinds:?}");
+}
+
+/// The presence table gives each change's time as the figures do (since the first
+/// PING, and UTC), not as raw nanoseconds.
+#[test]
+fn presence_table_shows_readable_times() {
+    let json = observer(&["analyze", "captures/four-peers.pcap", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let changes = v["presence"]["changes"].as_array().expect("changes");
+    assert!(changes.len() > 3, "the sample has state changes");
+    let zero = truth("four-peers")
+        .iter()
+        .map(|t| t.start)
+        .min()
+        .expect("transactions");
+    let text = observer(&["analyze", "captures/four-peers.pcap"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let table: Vec<&str> = text
+        .split("Presence changes\n")
+        .nth(1)
+        .expect("presence table")
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!table[0].contains("unix_ns"), "{}", table[0]);
+    assert_eq!(table.len(), changes.len() + 1, "{table:?}");
+    for (row, c) in table[1..].iter().zip(changes) {
+        let ns = c["time_unix_ns"].as_u64().expect("time");
+        assert!(!row.contains(&ns.to_string()), "{row}");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let t: f64 = cells[0].parse().expect("seconds since the first PING");
+        assert!((t - (ns - zero) as f64 / 1e9).abs() < 1e-3, "{row}");
+        let secs = ns / 1_000_000_000;
+        let hms = format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            secs % 86_400 / 3600,
+            secs % 3600 / 60,
+            secs % 60,
+            ns % 1_000_000_000 / 1_000_000
+        );
+        assert_eq!(cells[2], hms, "{row}");
+        assert_eq!(cells[3], "UTC", "{row}");
+    }
+}
+
+/// Without the `pcap` feature, asking for libpcap says how to get it, on one line.
+#[cfg(not(feature = "pcap"))]
+#[test]
+fn live_pcap_without_the_feature_says_how_to_build_it() {
+    let o = observer(&["live", "-i", "lo", "--source", "pcap", "--duration", "1s"]);
+    assert_eq!(o.status.code(), Some(code_for("error")));
+    let err = stderr_of(&o);
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("--features pcap"), "{err:?}");
+}
+
+/// The overhead table gives the correlator's share of the JIM document beside the
+/// jxmg and framed shares, as the JSON has them, and says what "CSV B per hour" is.
+#[test]
+fn overhead_table_shows_the_document_share() {
+    let json = observer(&["analyze", "captures/four-peers.pcap", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let o = &v["overhead"];
+    let f = |k: &str| o[k].as_f64().unwrap_or_else(|| panic!("{k}"));
+    let want = format!(
+        "{:.1} / {:.1} / {:.1}",
+        f("correlator_pct_of_ping_document"),
+        f("correlator_pct_of_ping_message"),
+        f("correlator_pct_of_ping_framed")
+    );
+    let text = observer(&["analyze", "captures/four-peers.pcap"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("% of PING (JIM / jxmg / framed)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(&want), "{row} lacks {want}");
+    assert!(
+        f("correlator_pct_of_ping_document") > f("correlator_pct_of_ping_message"),
+        "a document is smaller than its message"
+    );
+    assert!(text.contains("(CSV B per hour: "), "{text}");
+}

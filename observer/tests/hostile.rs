@@ -66,7 +66,11 @@ fn truncated_capture_keeps_everything_before_the_cut() {
         }
     };
     let o = observer(&["analyze", path.to_str().expect("utf-8"), "--csv", "-"]);
-    assert_eq!(o.status.code(), Some(2), "damaged input: exit 2");
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "damaged input: exit 4 (README, Exit status)"
+    );
     let msg = stderr(&o);
     assert!(
         msg.contains("cut.pcap") && msg.contains("at byte"),

@@ -12,7 +12,6 @@ use observer::report::figures::{
 };
 use observer::report::{read_transactions_csv, TransactionCsvWriter};
 use observer::runtime::{self, PipelineConfig};
-use observer::transaction::TxStatus;
 
 const TIMEOUT_NS: u64 = 10_000_000_000;
 
@@ -77,12 +76,49 @@ fn timeseries_has_one_series_per_pair() {
     let s = &d.summary;
     assert_eq!(s.pairs.len(), 12, "4 peers polling each other");
     let fig = timeseries::TimeSeries::new(&d, false);
-    let series = fig.series();
-    assert_eq!(series.len(), 12);
-    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let all = fig.series();
+    assert_eq!(all.len(), 12);
+    let points: usize = all.iter().map(|s| s.points.len()).sum();
     assert_eq!(points as u64, s.transactions.ok);
+    // Twelve pairs are a tangle: the busiest get lines, the rest one band.
+    let (series, others) = fig.split();
+    assert_eq!(series.len(), timeseries::MAX_DRAWN_PAIRS);
+    let others = others.expect("an others band beyond the drawn pairs");
+    assert_eq!(others.pairs, all.len() - series.len());
+    let drawn: usize = series.iter().map(|s| s.points.len()).sum();
+    assert_eq!(
+        drawn + others.points,
+        points,
+        "every answer in a line or the band"
+    );
+    let least_drawn = series.iter().map(|s| s.points.len()).min().unwrap();
+    for sr in all
+        .iter()
+        .filter(|a| !series.iter().any(|s| s.pair == a.pair))
+    {
+        assert!(
+            sr.points.len() <= least_drawn,
+            "the busiest pairs are drawn"
+        );
+    }
     let text = svg(&fig);
     let labels = texts(&text);
+    assert!(
+        labels.contains(&format!(
+            "others: {} pairs ({})",
+            others.pairs, others.points
+        )),
+        "{labels:?}"
+    );
+    let grey = figures::svg_color(timeseries::OTHERS_COLOR);
+    assert_eq!(count_tags(&text, "polygon", "fill", &grey), 1, "one band");
+    for sr in all
+        .iter()
+        .filter(|a| !series.iter().any(|s| s.pair == a.pair))
+    {
+        let c = figures::svg_color(figures::series_color(sr.pair));
+        assert_eq!(count_tags(&text, "polyline", "stroke", &c), 0);
+    }
     for sr in &series {
         let c = figures::svg_color(figures::series_color(sr.pair));
         assert_eq!(
@@ -266,18 +302,73 @@ fn overhead_plots_every_ping_and_pong() {
     let (ping, pong) = fig.points();
     assert_eq!(ping.len() as u64, d.summary.transactions.total);
     assert_eq!(pong.len() as u64, d.summary.transactions.ok);
+    // From a capture: PING and PONG apart, as the decoder measured them (not halves
+    // of a transaction's total).
+    let o = &d.summary.overhead;
+    let bars = fig.bars();
+    let labels: Vec<&str> = bars.iter().map(|b| b.label.as_str()).collect();
+    assert_eq!(labels, ["PING", "PONG"]);
+    assert_eq!(Some(bars[0].bytes_mean), o.correlator_bytes_per_ping_mean);
+    assert_eq!(Some(bars[1].bytes_mean), o.correlator_bytes_per_pong_mean);
+    assert_eq!(Some(bars[0].pct_framed), o.correlator_pct_of_ping_framed);
+    assert_eq!(bars[1].pct_message, o.correlator_pct_of_pong_message);
+    assert_eq!(bars[0].pct_document, o.correlator_pct_of_ping_document);
+    // The JIM document's size is the element that carries it, as `messages` lists it.
+    let cfg = PipelineConfig {
+        record_messages: true,
+        ..PipelineConfig::default()
+    };
+    let a = runtime::analyze(&[common::capture("four-peers.pcap")], cfg, false);
+    for (kind, mean) in [
+        ("PING", o.ping_document_bytes_mean),
+        ("PONG", o.pong_document_bytes_mean),
+    ] {
+        let sizes: Vec<u64> = a
+            .result
+            .messages
+            .iter()
+            .filter(|m| m.kind == kind)
+            .filter_map(|m| m.elements.iter().find(|e| e.namespace != "jxta"))
+            .map(|e| e.length)
+            .collect();
+        assert!(!sizes.is_empty(), "{kind}");
+        let want = sizes.iter().sum::<u64>() as f64 / sizes.len() as f64;
+        let got = mean.expect("document size");
+        assert!((got - want).abs() < 1e-9, "{kind}: {got} vs {want}");
+    }
+    let doc_pct = o.correlator_pct_of_ping_document.expect("share");
+    assert!(
+        doc_pct > o.correlator_pct_of_ping_message.expect("share"),
+        "the document is smaller than the message that carries it"
+    );
     let text = svg(&fig);
-    let labels = texts(&text);
-    assert!(labels.contains(&format!("PING ({})", ping.len())));
-    assert!(labels.contains(&format!("PONG ({})", pong.len())));
-    // The decoder measured 44 B per correlator element; the plotted halves agree.
-    let ok = d
+    let texts: Vec<String> = texts(&text).iter().map(|t| unescape(t)).collect();
+    let study = &o.study;
+    for want in [
+        format!("study: ≤ {} B", study.max_correlator_bytes_per_message),
+        format!("study: ~{:.0} %", study.correlator_pct_of_ping),
+        format!(
+            "{:.1} B (max {})",
+            bars[0].bytes_mean, o.correlator_bytes_per_ping_max
+        ),
+        format!("{:.1} % framed", bars[1].pct_framed),
+        format!("{doc_pct:.1} % JIM"),
+    ] {
+        assert!(texts.contains(&want), "{want:?} in {texts:?}");
+    }
+    // From a CSV: one PING + PONG bar, from the transactions.
+    let csv = from_csv(&csv_bytes(&d));
+    let bars = overhead::Overhead::new(&csv).bars();
+    assert_eq!(bars.len(), 1);
+    assert_eq!(bars[0].label, "PING + PONG");
+    let with: Vec<u64> = d
         .transactions
         .iter()
-        .find(|t| t.status == TxStatus::Ok && t.correlator_overhead_bytes > 0)
-        .unwrap();
-    let per = ok.correlator_overhead_bytes as f64 / 2.0;
-    assert_eq!(Some(per), d.summary.overhead.correlator_bytes_per_ping_mean);
+        .map(|t| t.correlator_overhead_bytes)
+        .filter(|b| *b > 0)
+        .collect();
+    let mean = with.iter().sum::<u64>() as f64 / with.len() as f64;
+    assert!((bars[0].bytes_mean - mean).abs() < 1e-9);
 }
 
 #[test]
@@ -538,4 +629,208 @@ fn index_html_renders_in_headless_chromium() {
         assert!(fig.contains("<text"), "{f}: svg has its text");
     }
     assert!(dom.contains("PING/PONG transactions (RTT in ms)"));
+}
+
+/// A PNG as a grid of darkness (0 white .. 1 black) averaged over `block`-pixel
+/// squares, with its size in pixels.
+fn darkness(png_bytes: &[u8], block: usize) -> ((usize, usize), Vec<Vec<f64>>) {
+    let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let ch = info.color_type.samples();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut grid = vec![vec![0.0; w.div_ceil(block)]; h.div_ceil(block)];
+    for y in 0..h {
+        for x in 0..w {
+            let px = &buf[(y * w + x) * ch..][..ch];
+            let lum = if ch >= 3 {
+                (px[0] as f64 + px[1] as f64 + px[2] as f64) / 3.0
+            } else {
+                px[0] as f64
+            };
+            grid[y / block][x / block] += (255.0 - lum) / 255.0 / (block * block) as f64;
+        }
+    }
+    ((w, h), grid)
+}
+
+fn report_pngs(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
+    let d = from_capture("four-peers.pcap");
+    let opts = Options {
+        per_pair: true,
+        png: true,
+        ..Options::default()
+    };
+    figures::write_all(&d, dir, &opts).unwrap();
+    FIGURES
+        .iter()
+        .map(|f| {
+            let svg = std::fs::read_to_string(dir.join(format!("{f}.svg"))).unwrap();
+            let png = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
+            (f.to_string(), svg, png)
+        })
+        .collect()
+}
+
+fn without_text(svg: &str) -> String {
+    let mut bare = String::new();
+    let mut rest = svg;
+    while let Some(at) = rest.find("<text") {
+        bare.push_str(&rest[..at]);
+        let end = rest[at..].find("</text>").unwrap() + at + "</text>".len();
+        rest = &rest[end..];
+    }
+    bare.push_str(rest);
+    bare
+}
+
+/// Blocks inked in either picture, and those of them that differ beyond what fonts
+/// and anti-aliasing explain.
+fn block_difference(ours: &[Vec<f64>], theirs: &[Vec<f64>]) -> (usize, usize) {
+    let (mut differ, mut inked) = (0, 0);
+    for (a, b) in ours.iter().flatten().zip(theirs.iter().flatten()) {
+        if a.max(*b) > 0.02 {
+            inked += 1;
+            if (a - b).abs() > 0.5 * a.max(*b) + 0.02 {
+                differ += 1;
+            }
+        }
+    }
+    (differ, inked)
+}
+
+/// At most this share (in %) of inked blocks may differ from Chromium's rendering.
+const MAX_DIFFERING_BLOCKS_PCT: usize = 3;
+
+/// Every PNG is its SVG rendered (same size) and carries the SVG's text: the same
+/// SVG with its text elements removed renders measurably lighter.
+#[test]
+fn each_png_is_its_svg_with_the_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, svg, png) in report_pngs(tmp.path()) {
+        let size = |s: &str, attr: &str| -> usize {
+            let at = s.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+            s[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        let ((w, h), with_text) = darkness(&png, 1);
+        assert_eq!(
+            (w, h),
+            (size(&svg, "width"), size(&svg, "height")),
+            "{name}"
+        );
+        let texts = svg.matches("<text").count();
+        assert!(texts > 3, "{name}: the SVG has text");
+        let bare_png = figures::png_from_svg("test", &without_text(&svg)).unwrap();
+        let (_, without_text) = darkness(&bare_png, 1);
+        let ink: f64 = with_text
+            .iter()
+            .flatten()
+            .zip(without_text.iter().flatten())
+            .map(|(a, b)| (a - b).max(0.0))
+            .sum();
+        eprintln!("{name}: {texts} labels, {ink:.0} px of text ink");
+        // Each label is at least a few characters of ~20 dark pixels each.
+        assert!(
+            ink > 40.0 * texts as f64,
+            "{name}: the PNG's text adds only {ink:.0} px of ink for {texts} labels"
+        );
+    }
+}
+
+/// Each PNG against its SVG as Chromium renders it: the same picture block by block
+/// (text present, nothing clipped or moved), with small differences of anti-aliasing.
+#[test]
+fn each_png_matches_its_svg_in_chromium() {
+    if !common::have(&[common::Need::Tool("chromium")]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    const BLOCK: usize = 16;
+    for (name, svg, png) in report_pngs(tmp.path()) {
+        let ((w, h), ours) = darkness(&png, BLOCK);
+        let page = tmp
+            .path()
+            .join(format!("{name}.svg"))
+            .canonicalize()
+            .unwrap();
+        let shot = tmp.path().join(format!("{name}-chromium.png"));
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--force-device-scale-factor=1",
+            ])
+            .arg(format!("--window-size={w},{h}"))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ((cw, ch), theirs) = darkness(&std::fs::read(&shot).unwrap(), BLOCK);
+        assert_eq!((cw, ch), (w, h), "{name}: screenshot size");
+        // The check must see a missing label: the picture without its text fails it.
+        let bare = figures::png_from_svg("test", &without_text(&svg)).unwrap();
+        let (bare_differ, bare_inked) = block_difference(&darkness(&bare, BLOCK).1, &theirs);
+        assert!(
+            bare_differ * 100 > bare_inked * MAX_DIFFERING_BLOCKS_PCT,
+            "{name}: without text only {bare_differ} of {bare_inked} blocks differ"
+        );
+        let (differ, inked) = block_difference(&ours, &theirs);
+        eprintln!(
+            "{name}: {differ} of {inked} inked blocks differ from Chromium's ({bare_differ} without text)"
+        );
+        assert!(inked > 20, "{name}: something is drawn");
+        assert!(
+            differ * 100 <= inked * MAX_DIFFERING_BLOCKS_PCT,
+            "{name}: {differ} of {inked} inked {BLOCK}-px blocks differ from Chromium's rendering"
+        );
+    }
+}
+
+/// Per-pair panels share one x scale: every panel shows the same RTT ticks, and the
+/// scale holds every pair's answered transactions.
+#[test]
+fn per_pair_panels_share_the_x_scale() {
+    let d = from_capture("four-peers.pcap");
+    let fig = distribution::PerPair::new(&d);
+    let (x0, x1) = fig.x_range();
+    for t in &d.transactions {
+        if let Some(ns) = t.rtt_ns() {
+            let ms = ns as f64 / 1e6;
+            assert!(x0 <= ms && ms <= x1, "{ms} ms outside {x0}..{x1}");
+        }
+    }
+    let labels = texts(&svg(&fig));
+    // Each panel's labels follow its title ("… n=…"); x ticks are RTTs in ms, far
+    // above the per-bin counts of the y axis in this sample.
+    let mut panels: Vec<std::collections::BTreeSet<String>> = Vec::new();
+    for l in labels {
+        if l.contains("n=") {
+            panels.push(Default::default());
+        } else if let (Some(p), Ok(v)) = (panels.last_mut(), l.parse::<f64>()) {
+            if v >= 100.0 {
+                p.insert(l);
+            }
+        }
+    }
+    assert_eq!(panels.len(), d.summary.pairs.len());
+    let first = panels[0].clone();
+    assert!(first.len() >= 3, "{first:?}");
+    for (i, p) in panels.iter().enumerate() {
+        assert_eq!(p, &first, "panel {i} has its own x ticks");
+    }
 }

@@ -103,6 +103,9 @@ pub struct Document {
     /// the `<` of the start tag to the `>` of the end tag (prefix included); 0 without
     /// a correlator. This is the study's correlator overhead, measured, not assumed.
     pub correlator_bytes: u32,
+    /// Bytes of the element content holding the document (the whole JIM document as
+    /// on the wire); set by [`parse`], 0 from the lower-level decoders.
+    pub document_bytes: u32,
     pub from: Option<String>,
     pub to: Option<String>,
     pub body: Option<String>,
@@ -166,12 +169,20 @@ pub fn parse_limited(content: &[u8], max_document: usize) -> Result<Option<Docum
         Some(b'<') => {}
         _ => return Ok(None),
     }
-    if body.len() <= max_document {
-        if let Some(doc) = decode_plain(body) {
-            return Ok(Some(doc));
-        }
-    }
-    parse_full_limited(content, max_document)
+    let size = u32::try_from(content.len()).unwrap_or(u32::MAX);
+    let plain = if body.len() <= max_document {
+        decode_plain(body)
+    } else {
+        None
+    };
+    let doc = match plain {
+        Some(doc) => Some(doc),
+        None => parse_full_limited(content, max_document)?,
+    };
+    Ok(doc.map(|mut d| {
+        d.document_bytes = size;
+        d
+    }))
 }
 
 /// [`parse`] without the plain path: every document through the XML decoder. The

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::table::{render, sanitize};
+use super::table::{render, sanitize, sanitize_wide, short_label};
 use super::Summary;
 use crate::runtime::{Analysis, MessageRecord};
 
@@ -161,8 +161,17 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
     out
 }
 
-/// One line per message for `observer messages`, like tshark's summary lines.
-pub fn message_line(m: &MessageRecord) -> String {
+/// One line per message for `observer messages`, like tshark's summary lines: what
+/// the message is (PING, PONG, MESSAGE with its names and correlator, or other), then
+/// the JXTA addressing and elements. Peer and pipe IDs are shortened unless `wide`.
+pub fn message_line(m: &MessageRecord, wide: bool) -> String {
+    let id = |s: &str| {
+        if wide {
+            sanitize_wide(s)
+        } else {
+            short_label(s)
+        }
+    };
     let elements: Vec<String> = m
         .elements
         .iter()
@@ -175,18 +184,42 @@ pub fn message_line(m: &MessageRecord) -> String {
             format!("{}({})", sanitize(&name), e.length)
         })
         .collect();
+    let mut what = m.kind.to_string();
+    if let Some(j) = &m.jim {
+        for (key, value) in [
+            ("name", &j.name),
+            ("status", &j.status),
+            ("from", &j.from),
+            ("to", &j.to),
+        ] {
+            if let Some(v) = value {
+                let _ = write!(what, " {key}={}", sanitize(v));
+            }
+        }
+        match &j.correlator {
+            Some(c) => {
+                let _ = write!(
+                    what,
+                    " correlator={} ({} B)",
+                    sanitize(c),
+                    j.correlator_bytes
+                );
+            }
+            None => what.push_str(" no correlator"),
+        }
+    }
     let peers = match (&m.src_peer, &m.dst_peer) {
         (None, None) => String::new(),
         (s, d) => format!(
             " {} -> {}",
-            s.as_deref().map(sanitize).unwrap_or_else(|| "?".into()),
-            d.as_deref().map(sanitize).unwrap_or_else(|| "?".into())
+            s.as_deref().map(id).unwrap_or_else(|| "?".into()),
+            d.as_deref().map(id).unwrap_or_else(|| "?".into())
         ),
     };
     let secs = m.stop_unix_ns / 1_000_000_000;
     let frac = m.stop_unix_ns % 1_000_000_000;
     format!(
-        "{secs}.{frac:09} {} {} -> {} {} B{peers}{}{} [{}]{}",
+        "{secs}.{frac:09} {} {} -> {} {} B {what} |{peers}{}{} [{}]{}",
         m.transport,
         m.src,
         m.dst,
@@ -197,7 +230,7 @@ pub fn message_line(m: &MessageRecord) -> String {
             .unwrap_or_default(),
         m.pipe_id
             .as_deref()
-            .map(|s| format!(" {}", sanitize(s)))
+            .map(|s| format!(" {}", id(s)))
             .unwrap_or_default(),
         elements.join(" "),
         m.malformed

@@ -141,6 +141,11 @@ pub struct OverheadSummary {
     pub ping_framed_bytes_mean: Option<f64>,
     pub pong_message_bytes_mean: Option<f64>,
     pub pong_framed_bytes_mean: Option<f64>,
+    /// Mean size of the JIM documents themselves.
+    pub ping_document_bytes_mean: Option<f64>,
+    pub pong_document_bytes_mean: Option<f64>,
+    pub correlator_pct_of_ping_document: Option<f64>,
+    pub correlator_pct_of_pong_document: Option<f64>,
     pub correlator_pct_of_ping_message: Option<f64>,
     pub correlator_pct_of_ping_framed: Option<f64>,
     pub correlator_pct_of_pong_message: Option<f64>,
@@ -162,6 +167,10 @@ pub struct Summary {
     pub overhead: OverheadSummary,
     pub anomalies: Anomalies,
     pub capture_duration_ns: u64,
+    /// Start of the earliest PING: time zero of the tables, as of the figures. (The
+    /// JSON has the capture's own first and last times under `capture`.)
+    #[serde(skip)]
+    pub first_ping_unix_ns: Option<u64>,
 }
 
 /// A peer's label: its name, else its ID, else `?`.
@@ -243,6 +252,7 @@ pub struct SummaryBuilder {
     counts: StatusCounts,
     pairs: crate::FastMap<(Ident, Ident), PairAcc>,
     csv: TransactionCsvWriter<std::io::Sink>,
+    first_ping: Option<u64>,
 }
 
 impl Default for SummaryBuilder {
@@ -251,6 +261,7 @@ impl Default for SummaryBuilder {
             counts: StatusCounts::default(),
             pairs: crate::FastMap::default(),
             csv: TransactionCsvWriter::without_header(std::io::sink()),
+            first_ping: None,
         }
     }
 }
@@ -258,6 +269,7 @@ impl Default for SummaryBuilder {
 impl SummaryBuilder {
     pub fn add(&mut self, t: &Transaction) {
         self.counts.add(t.status);
+        self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
         let acc = self
             .pairs
             .entry((
@@ -292,7 +304,12 @@ impl SummaryBuilder {
     }
 
     pub fn finish(self, matcher: &Matcher, capture_duration_ns: u64) -> Summary {
-        let SummaryBuilder { counts, pairs, csv } = self;
+        let SummaryBuilder {
+            counts,
+            pairs,
+            csv,
+            first_ping,
+        } = self;
         let csv_bytes = csv.bytes_written();
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
@@ -360,6 +377,8 @@ impl SummaryBuilder {
         let pong_msg = ratio(o.pong.message_bytes, o.pong.count);
         let ping_framed = ratio(o.ping.framed_bytes, o.ping.count);
         let pong_framed = ratio(o.pong.framed_bytes, o.pong.count);
+        let ping_doc = ratio(o.ping.document_bytes, o.ping.count);
+        let pong_doc = ratio(o.pong.document_bytes, o.pong.count);
         let corr_ping = ratio(o.ping.correlator_bytes, o.ping.with_correlator);
         let corr_pong = ratio(o.pong.correlator_bytes, o.pong.with_correlator);
         let overhead = OverheadSummary {
@@ -375,6 +394,10 @@ impl SummaryBuilder {
             ping_framed_bytes_mean: ping_framed,
             pong_message_bytes_mean: pong_msg,
             pong_framed_bytes_mean: pong_framed,
+            ping_document_bytes_mean: ping_doc,
+            pong_document_bytes_mean: pong_doc,
+            correlator_pct_of_ping_document: pct(corr_ping, ping_doc),
+            correlator_pct_of_pong_document: pct(corr_pong, pong_doc),
             correlator_pct_of_ping_message: pct(corr_ping, ping_msg),
             correlator_pct_of_ping_framed: pct(corr_ping, ping_framed),
             correlator_pct_of_pong_message: pct(corr_pong, pong_msg),
@@ -404,6 +427,7 @@ impl SummaryBuilder {
             overhead,
             anomalies: matcher.anomalies().clone(),
             capture_duration_ns,
+            first_ping_unix_ns: first_ping,
         }
     }
 }

@@ -11,10 +11,19 @@ use super::summary::Summary;
 /// Replaces control characters (C0, DEL, C1, so every escape sequence loses its
 /// introducer) and bidi overrides with `?`; caps the length.
 pub fn sanitize(s: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::with_capacity(s.len().min(MAX + 3));
+    sanitize_to(s, 64)
+}
+
+/// [`sanitize`] with a longer cap, for full peer IDs (`messages --wide`): long enough
+/// for any real ID (about 80 characters), still bounded for hostile input.
+pub fn sanitize_wide(s: &str) -> String {
+    sanitize_to(s, 256)
+}
+
+fn sanitize_to(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max + 3));
     for (i, c) in s.chars().enumerate() {
-        if i == MAX {
+        if i == max {
             out.push('…');
             break;
         }
@@ -23,6 +32,16 @@ pub fn sanitize(s: &str) -> String {
         out.push(if bad { '?' } else { c });
     }
     out
+}
+
+/// `2026-01-01 00:00:05.123 UTC`: the figures' UTC form, to the millisecond.
+fn utc_ms(ns: u64) -> String {
+    let whole = super::figures::utc(ns);
+    let ms = ns % 1_000_000_000 / 1_000_000;
+    match whole.strip_suffix(" UTC") {
+        Some(t) => format!("{t}.{ms:03} UTC"),
+        None => whole,
+    }
 }
 
 /// A label for a column: names are kept; long peer IDs are cut to `uuid-…ab12`.
@@ -148,8 +167,11 @@ pub fn render(s: &Summary) -> String {
 
     if !s.presence.changes.is_empty() {
         out.push_str("\nPresence changes\n");
+        // Times as the figures give them: since the first PING, and in UTC.
+        let zero = s.first_ping_unix_ns.unwrap_or(0);
         let mut rows = vec![[
-            "time_unix_ns",
+            "t (s)",
+            "time (UTC)",
             "peer",
             "from",
             "to",
@@ -164,7 +186,8 @@ pub fn render(s: &Summary) -> String {
                 .map(|l| format!("{} (+{:.1})", short_label(&l.poller), l.delay_ms))
                 .collect();
             rows.push(vec![
-                c.time_unix_ns.to_string(),
+                format!("{:.3}", c.time_unix_ns.saturating_sub(zero) as f64 / 1e9),
+                utc_ms(c.time_unix_ns),
                 short_label(&c.peer),
                 c.from.unwrap_or("-").to_owned(),
                 c.to.to_owned(),
@@ -215,36 +238,40 @@ pub fn render(s: &Summary) -> String {
             format!("<= {}", st.max_correlator_bytes_per_message),
         ],
         vec![
-            "PING size B (jxmg / framed)".to_owned(),
+            "PING size B (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.ping_document_bytes_mean, 1),
                 opt(o.ping_message_bytes_mean, 1),
                 opt(o.ping_framed_bytes_mean, 1)
             ),
             "".to_owned(),
         ],
         vec![
-            "PONG size B (jxmg / framed)".to_owned(),
+            "PONG size B (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.pong_document_bytes_mean, 1),
                 opt(o.pong_message_bytes_mean, 1),
                 opt(o.pong_framed_bytes_mean, 1)
             ),
             "".to_owned(),
         ],
         vec![
-            "% of PING (jxmg / framed)".to_owned(),
+            "% of PING (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.correlator_pct_of_ping_document, 1),
                 opt(o.correlator_pct_of_ping_message, 1),
                 opt(o.correlator_pct_of_ping_framed, 1)
             ),
             format!("~{}", st.correlator_pct_of_ping),
         ],
         vec![
-            "% of PONG (jxmg / framed)".to_owned(),
+            "% of PONG (JIM / jxmg / framed)".to_owned(),
             format!(
-                "{} / {}",
+                "{} / {} / {}",
+                opt(o.correlator_pct_of_pong_document, 1),
                 opt(o.correlator_pct_of_pong_message, 1),
                 opt(o.correlator_pct_of_pong_framed, 1)
             ),
@@ -267,6 +294,10 @@ pub fn render(s: &Summary) -> String {
         ],
     ];
     grid(&mut out, &rows);
+    out.push_str(
+        "(CSV B per hour: transaction CSV bytes per hour of capture, for this capture's pairs and \
+         polling rate; the study's figure is for its deployment's rate)\n",
+    );
 
     out.push_str("\nAnomalies\n");
     let a = &s.anomalies;

@@ -124,6 +124,56 @@ pub struct MessageRecord {
     pub elements: Vec<ElementRecord>,
     /// The `jxmg` body could not be decoded; `elements` is empty.
     pub malformed: Option<String>,
+    /// What the message is: `PING`, `PONG`, `MESSAGE` (its JIM document), `bad JIM`
+    /// (a JIM root that does not decode) or `other`.
+    pub kind: &'static str,
+    /// The JIM document the message carries, when it has one.
+    pub jim: Option<JimRecord>,
+}
+
+/// The fields of a JIM document that say who talks to whom about what.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JimRecord {
+    pub name: Option<String>,
+    pub peer_id: Option<String>,
+    pub status: Option<String>,
+    pub correlator: Option<String>,
+    /// Bytes of the `<correlator>` element on the wire (0 without one).
+    pub correlator_bytes: u32,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// The `kind` of a message without a JIM document.
+pub const KIND_OTHER: &str = "other";
+/// The `kind` of a message whose JIM document does not decode.
+pub const KIND_BAD_JIM: &str = "bad JIM";
+
+/// The first JIM document among the application elements (the stack's own elements
+/// are in the `jxta` namespace and never are one).
+fn jim_of(msg: &Message<'_>) -> (&'static str, Option<JimRecord>) {
+    for element in msg.elements.iter().filter(|e| e.namespace != "jxta") {
+        match jim::parse(element.content) {
+            Ok(Some(doc)) => {
+                let record = JimRecord {
+                    name: doc.name,
+                    peer_id: doc.peer_id,
+                    status: doc
+                        .status
+                        .map(|s| s.as_str().to_string())
+                        .or(doc.status_text),
+                    correlator: doc.correlator,
+                    correlator_bytes: doc.correlator_bytes,
+                    from: doc.from,
+                    to: doc.to,
+                };
+                return (doc.kind.root_name(), Some(record));
+            }
+            Ok(None) => {}
+            Err(_) => return (KIND_BAD_JIM, None),
+        }
+    }
+    (KIND_OTHER, None)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -800,6 +850,7 @@ fn record(
     err: Option<&jxta::JxtaError>,
 ) -> MessageRecord {
     let addressing = msg.map(jxta::addressing);
+    let (kind, jim) = msg.map_or((KIND_OTHER, None), jim_of);
     MessageRecord {
         start_unix_ns: framed.start,
         stop_unix_ns: framed.stop,
@@ -839,6 +890,8 @@ fn record(
             })
             .unwrap_or_default(),
         malformed: err.map(|e| e.to_string()),
+        kind,
+        jim,
     }
 }
 

@@ -360,7 +360,9 @@ impl Matcher {
             }
         }
 
-        self.overhead.ping.add(doc.correlator_bytes, s);
+        self.overhead
+            .ping
+            .add(doc.correlator_bytes, doc.document_bytes, s);
         // A multicast PING names no receiver by design (every peer gets it).
         let multicast = s.transport == Transport::Udp;
         if pair.0 == PeerKey::Unknown || (pair.1 == PeerKey::Unknown && !multicast) {
@@ -608,7 +610,9 @@ impl Matcher {
     }
 
     fn count_pong(&mut self, pong: &Pong<'_>) {
-        self.overhead.pong.add(pong.doc.correlator_bytes, pong.s);
+        self.overhead
+            .pong
+            .add(pong.doc.correlator_bytes, pong.doc.document_bytes, pong.s);
         if pong.doc.status.is_none() && pong.doc.status_text.is_some() {
             self.anomalies.unknown_status += 1;
         }

@@ -228,11 +228,14 @@ pub struct KindTally {
     pub max_correlator_bytes: u64,
     pub framed_bytes: u64,
     pub message_bytes: u64,
+    /// Bytes of the JIM documents themselves.
+    pub document_bytes: u64,
 }
 
 impl KindTally {
-    fn add(&mut self, correlator_bytes: u32, s: &Sighting) {
+    fn add(&mut self, correlator_bytes: u32, document_bytes: u32, s: &Sighting) {
         self.count += 1;
+        self.document_bytes += u64::from(document_bytes);
         if correlator_bytes > 0 {
             self.with_correlator += 1;
             self.correlator_bytes += u64::from(correlator_bytes);

@@ -390,7 +390,13 @@ fn to_xml_parse_round_trip() {
             // The bytes really are a substring of the document.
             assert!(xml.contains(&format!("<correlator>{c}</correlator>")));
         }
+        assert_eq!(
+            back.document_bytes as usize,
+            xml.len(),
+            "the whole document"
+        );
         back.correlator_bytes = 0;
+        back.document_bytes = 0;
         assert_eq!(back, d, "{xml}");
     }
 }

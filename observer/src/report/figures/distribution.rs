@@ -1,6 +1,7 @@
 //! RTT distribution (the study's figure 8b): a histogram whose bins follow the
 //! Freedman–Diaconis rule, the ECDF below it, the mean and mean ± standard deviation
-//! marked, p50/p90/p99 annotated. `PerPair` draws one histogram panel per pair.
+//! marked, p50/p90/p99 annotated. `PerPair` draws one histogram panel per pair, all on
+//! one x scale.
 
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -88,24 +89,30 @@ fn ms_of(data: &ReportData, pair: Option<usize>) -> Vec<f64> {
         .collect()
 }
 
-/// Histogram with mean, ±sd band and percentile lines on `area`.
+/// The x axis that shows every bin, with a little room either side.
+fn x_range_of(b: &Bins) -> (f64, f64) {
+    if b.counts.is_empty() {
+        return (0.0, 1.0);
+    }
+    let (a, _) = b.edges(0);
+    let (_, z) = b.edges(b.counts.len() - 1);
+    let pad = (z - a) * 0.04;
+    ((a - pad).max(0.0), z + pad)
+}
+
+/// Histogram with mean, ±sd band and percentile lines on `area`; `x_range` fixes the
+/// x axis (panels compared side by side share one).
 fn histogram<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     values: &[f64],
     stats: &RttStats,
     small: bool,
+    x_range: Option<(f64, f64)>,
 ) -> DrawResult<DB> {
     let b = bins(values);
     let max_count = b.counts.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let (x0, x1) = if b.counts.is_empty() {
-        (0.0, 1.0)
-    } else {
-        let (a, _) = b.edges(0);
-        let (_, z) = b.edges(b.counts.len() - 1);
-        let pad = (z - a) * 0.04;
-        ((a - pad).max(0.0), z + pad)
-    };
+    let (x0, x1) = x_range.unwrap_or_else(|| x_range_of(&b));
     let font = if small { 12 } else { 14 };
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", if small { 14 } else { 18 }))
@@ -303,7 +310,7 @@ impl Figure for Distribution<'_> {
             b.counts.len(),
             b.width
         );
-        histogram(&top, &title, &values, stats, false)?;
+        histogram(&top, &title, &values, stats, false, None)?;
         let range = if b.counts.is_empty() {
             (0.0, 1.0)
         } else {
@@ -324,6 +331,11 @@ pub struct PerPair<'a> {
 impl<'a> PerPair<'a> {
     pub fn new(data: &'a ReportData) -> Self {
         PerPair { data }
+    }
+
+    /// The x axis all panels share: every answered transaction of every pair.
+    pub fn x_range(&self) -> (f64, f64) {
+        x_range_of(&bins(&ms_of(self.data, None)))
     }
 
     fn grid(&self) -> (usize, usize) {
@@ -350,6 +362,8 @@ impl Figure for PerPair<'_> {
             ("sans-serif", 20),
         )?;
         let panels = root.split_evenly((rows, cols));
+        // One x scale for every panel: pairs are compared by where their bars sit.
+        let x_range = self.x_range();
         for (i, panel) in panels.iter().enumerate() {
             let Some(p) = self.data.summary.pairs.get(i) else {
                 break;
@@ -361,7 +375,7 @@ impl Figure for PerPair<'_> {
                 p.rtt_ms.count,
                 p.counts.timeout
             );
-            histogram(panel, &title, &values, &p.rtt_ms, true)?;
+            histogram(panel, &title, &values, &p.rtt_ms, true, Some(x_range))?;
         }
         Ok(())
     }

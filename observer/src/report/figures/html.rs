@@ -52,7 +52,7 @@ fn describe(name: &str) -> (&'static str, &'static str) {
         ),
         "overhead" => (
             "Correlator overhead",
-            "Correlator bytes per message against the message's framed size, per message type. Each transaction records its PING's and PONG's correlator bytes together; each message is drawn with half of that sum (the PONG copies the PING's correlator). Dashed: the study's 50 bytes per message, and 10 % of the message size.",
+            "The correlator element of PINGs and PONGs apart, as the decoder measured every message: its bytes (bar: mean, tick: largest) and its share of the jxmg message and of the framed message. Dashed: the study's ≤ 50 bytes per message and ~10 %. From a transactions CSV, which records a transaction's PING and PONG correlator bytes together, one PING + PONG bar per panel.",
         ),
         _ => ("Figure", ""),
     }

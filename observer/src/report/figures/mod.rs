@@ -2,9 +2,9 @@
 //! figure 3), the RTT matrix, presence timelines with each watcher's staleness, the
 //! correlator overhead, and one self-contained HTML page holding them all.
 //!
-//! Every figure is drawn once, generically over a plotters backend, so the SVG and the
-//! PNG (`--png`) are the same picture. Text is measured with the DejaVu Sans font
-//! shipped in `observer/assets/fonts` (plotters' `ab_glyph`): no system font is needed.
+//! Every figure is drawn once, as SVG (plotters); the PNG (`--png`) is that SVG rendered
+//! by resvg. Text is measured (plotters' `ab_glyph`) and rendered (resvg) with the
+//! DejaVu Sans font shipped in `observer/assets/fonts`: no system font is needed.
 //! Everything from the wire (peer names, IDs) goes through [`super::table::short_label`]
 //! before it is drawn; the SVG backend escapes text, and `html.rs` escapes the page.
 
@@ -39,7 +39,7 @@ pub enum FigureError {
         message: String,
     },
     #[error("PNG encoding: {0}")]
-    Png(#[from] png::EncodingError),
+    Png(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -93,27 +93,48 @@ pub fn svg<F: Figure>(fig: &F) -> Result<String, FigureError> {
     Ok(out)
 }
 
-/// The figure as a PNG image (RGB, 8 bits).
+/// The figure as a PNG image: its SVG rendered by resvg, so both files are one
+/// drawing. (plotters' bitmap backend placed glyphs one by one and broke the text:
+/// raised decimal points, lost spaces, uneven kerning.)
 pub fn png<F: Figure>(fig: &F) -> Result<Vec<u8>, FigureError> {
-    register_fonts();
-    let (w, h) = fig.size();
-    let mut buf = vec![255u8; w as usize * h as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(fig.name(), e))?;
-        fig.draw(&root).map_err(|e| draw_err(fig.name(), e))?;
-        root.present().map_err(|e| draw_err(fig.name(), e))?;
-    }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header()?;
-        writer.write_image_data(&buf)?;
-        writer.finish()?;
-    }
-    Ok(out)
+    png_from_svg(fig.name(), &svg(fig)?)
+}
+
+/// The family every text of the figures is rendered in (the shipped font), whatever
+/// the SVG asks for: the PNG must not depend on the fonts of the machine.
+const FONT_FAMILY: &str = "DejaVu Sans";
+
+fn font_db() -> std::sync::Arc<resvg::usvg::fontdb::Database> {
+    static DB: std::sync::OnceLock<std::sync::Arc<resvg::usvg::fontdb::Database>> =
+        std::sync::OnceLock::new();
+    DB.get_or_init(|| {
+        let mut db = resvg::usvg::fontdb::Database::new();
+        db.load_font_data(FONT.to_vec());
+        db.set_sans_serif_family(FONT_FAMILY);
+        db.set_serif_family(FONT_FAMILY);
+        db.set_monospace_family(FONT_FAMILY);
+        std::sync::Arc::new(db)
+    })
+    .clone()
+}
+
+/// Renders an SVG written by [`svg`] to PNG (RGBA, white background), at its own size.
+pub fn png_from_svg(figure: &'static str, svg: &str) -> Result<Vec<u8>, FigureError> {
+    use resvg::{tiny_skia, usvg};
+    let opt = usvg::Options {
+        font_family: FONT_FAMILY.to_string(),
+        fontdb: font_db(),
+        ..usvg::Options::default()
+    };
+    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| draw_err(figure, e))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| draw_err(figure, "empty picture"))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap
+        .encode_png()
+        .map_err(|e| FigureError::Png(e.to_string()))
 }
 
 /// Options of `observer report`.

@@ -1,6 +1,8 @@
 //! RTT of every transaction over time (the study's figure 8a): one coloured series per
 //! (poller, receiver) pair, timeouts as red crosses, PINGs still open at the end of the
-//! capture as grey triangles, the overall mean as a dashed line.
+//! capture as grey triangles, the overall mean as a dashed line. Beyond
+//! [`MAX_DRAWN_PAIRS`] pairs, only the busiest get their own line; the rest share one
+//! grey "others" band (their lowest to highest RTT over time), or the picture is a tangle.
 
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
@@ -15,6 +17,22 @@ use crate::transaction::TxStatus;
 pub struct TimeSeries<'a> {
     data: &'a ReportData,
     log: bool,
+}
+
+/// Pairs drawn with their own line and legend entry.
+pub const MAX_DRAWN_PAIRS: usize = 8;
+
+/// Time slices of the "others" band.
+const BAND_SLICES: usize = 60;
+
+pub const OTHERS_COLOR: RGBColor = RGBColor(150, 150, 150);
+
+/// The pairs beyond [`MAX_DRAWN_PAIRS`], drawn as one band.
+pub struct Others {
+    pub pairs: usize,
+    pub points: usize,
+    /// (slice middle s, lowest RTT ms, highest RTT ms) of every slice with a point.
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// Points of one pair: (seconds since the first PING, RTT ms).
@@ -52,6 +70,49 @@ impl<'a> TimeSeries<'a> {
         out
     }
 
+    /// The series drawn on their own (the [`MAX_DRAWN_PAIRS`] with the most answered
+    /// transactions, in pair order) and, when there are more pairs, the others.
+    pub fn split(&self) -> (Vec<Series>, Option<Others>) {
+        let mut series = self.series();
+        if series.len() <= MAX_DRAWN_PAIRS {
+            return (series, None);
+        }
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        // Stable: among equally busy pairs the earlier in pair order is kept.
+        order.sort_by_key(|&i| std::cmp::Reverse(series[i].points.len()));
+        let keep: std::collections::BTreeSet<usize> =
+            order.into_iter().take(MAX_DRAWN_PAIRS).collect();
+        let mut top = Vec::with_capacity(MAX_DRAWN_PAIRS);
+        let mut rest = Vec::new();
+        for (i, s) in series.drain(..).enumerate() {
+            if keep.contains(&i) {
+                top.push(s);
+            } else {
+                rest.push(s);
+            }
+        }
+        let points: Vec<(f64, f64)> = rest.iter().flat_map(|s| s.points.iter().copied()).collect();
+        let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+        let width = x_max / BAND_SLICES as f64;
+        let mut slices = vec![None::<(f64, f64)>; BAND_SLICES + 1];
+        for &(x, y) in &points {
+            let i = ((x / width) as usize).min(BAND_SLICES);
+            let e = slices[i].get_or_insert((y, y));
+            *e = (e.0.min(y), e.1.max(y));
+        }
+        let band = slices
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|(lo, hi)| ((i as f64 + 0.5) * width, lo, hi)))
+            .collect();
+        let others = Others {
+            pairs: rest.len(),
+            points: points.len(),
+            band,
+        };
+        (top, Some(others))
+    }
+
     fn marks(&self, status: TxStatus) -> Vec<f64> {
         let t0 = self.data.t0();
         self.data
@@ -66,6 +127,7 @@ impl<'a> TimeSeries<'a> {
         &self,
         chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, Y>>,
         series: &[Series],
+        others: Option<&Others>,
         marker_y: f64,
     ) -> DrawResult<DB>
     where
@@ -91,6 +153,25 @@ impl<'a> TimeSeries<'a> {
             .axis_desc_style(("sans-serif", 16))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
+        if let Some(o) = others {
+            // Behind the lines; outlined so that a slice with one point still shows.
+            let outline: Vec<(f64, f64)> = o
+                .band
+                .iter()
+                .map(|&(x, _, hi)| (x, hi))
+                .chain(o.band.iter().rev().map(|&(x, lo, _)| (x, lo)))
+                .collect();
+            let mut closed = outline.clone();
+            closed.extend(outline.first().copied());
+            chart.draw_series(std::iter::once(Polygon::new(
+                outline,
+                OTHERS_COLOR.mix(0.35).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                closed,
+                OTHERS_COLOR.stroke_width(1),
+            )))?;
+        }
         for s in series {
             let c = series_color(s.pair);
             chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(1)))?;
@@ -136,7 +217,7 @@ impl Figure for TimeSeries<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let d = self.data;
         let (plot, side) = root.split_horizontally(920);
-        let series = self.series();
+        let (series, others) = self.split();
         let t_end = d.t_end().saturating_sub(d.t0()) as f64 / 1e9;
         let x_max = t_end.max(1.0) * 1.02;
         let max_rtt = d.summary.rtt_ms.max.max(1.0);
@@ -168,7 +249,7 @@ impl Figure for TimeSeries<'_> {
             marker_note = format!("at the timeout ({:.0} ms)", timeout_ms);
             let mut chart =
                 builder.build_cartesian_2d(0.0..x_max, ((min / 1.5)..top).log_scale())?;
-            self.plot(&mut chart, &series, marker_y)?;
+            self.plot(&mut chart, &series, others.as_ref(), marker_y)?;
         } else {
             let top = if has_marks && timeout_ms <= max_rtt * 1.5 {
                 marker_y = timeout_ms;
@@ -181,7 +262,7 @@ impl Figure for TimeSeries<'_> {
                 top
             };
             let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..top)?;
-            self.plot(&mut chart, &series, marker_y)?;
+            self.plot(&mut chart, &series, others.as_ref(), marker_y)?;
         }
 
         let mut entries: Vec<(String, LegendMark)> = series
@@ -193,6 +274,12 @@ impl Figure for TimeSeries<'_> {
                 )
             })
             .collect();
+        if let Some(o) = &others {
+            entries.push((
+                format!("others: {} pairs ({})", o.pairs, o.points),
+                LegendMark::Box(OTHERS_COLOR),
+            ));
+        }
         let t = &d.summary.transactions;
         if t.timeout > 0 {
             entries.push((
