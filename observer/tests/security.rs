@@ -427,6 +427,27 @@ fn observers_share_an_interface_and_spare_foreign_filters() {
     );
 }
 
+/// `observer live` with the eBPF tap on `dev`, every JXTA flow found by content only
+/// (`--port 1`), its CSV at `csv`; returned once its metrics endpoint (the address
+/// returned) answers, so the capture is open.
+fn live_by_content(dev: &str, csv: &std::path::Path) -> (common::Killer, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = common::Killer(
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["live", "-i", dev, "--source", "ebpf", "--port", "1"])
+            .args(["--keep-root", "--metrics", &metrics, "--csv"])
+            .arg(csv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("observer live"),
+    );
+    common::wait_until("observer live to come up", Duration::from_secs(20), || {
+        common::http_get(&metrics, "/metrics").is_some()
+    });
+    (child, metrics)
+}
+
 /// A device without an Ethernet header (tun) is refused by the eBPF source with a
 /// message that names the alternative, rather than attached and blind.
 #[test]
@@ -561,23 +582,7 @@ fn ebpf_sees_through_vlan_stacks() {
         panic!("cannot create a veth pair (root, iproute2)");
     };
     let live_csv = dir.path().join("live.csv");
-    let port = free_port();
-    let metrics = format!("127.0.0.1:{port}");
-    let mut child = common::Killer(
-        Command::new(env!("CARGO_BIN_EXE_observer"))
-            .args(["live", "-i", &veth.host, "--source", "ebpf", "--port", "1"])
-            .args(["--keep-root", "--metrics", &metrics, "--csv"])
-            .arg(&live_csv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("observer live"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while common::http_get(&metrics, "/metrics").is_none() {
-        assert!(Instant::now() < deadline, "observer live did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut child, _) = live_by_content(&veth.host, &live_csv);
     let out = Command::new("ip")
         .args([
             "netns",
@@ -692,24 +697,8 @@ fn flow_map_flood_does_not_blind_the_tap() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let metrics = format!("127.0.0.1:{}", free_port());
     let live_csv = dir.path().join("live.csv");
-    let mut live = common::Killer(
-        Command::new(env!("CARGO_BIN_EXE_observer"))
-            // --port 1: every JXTA flow here is found by content only.
-            .args(["live", "-i", "lo", "--source", "ebpf", "--port", "1"])
-            .args(["--keep-root", "--metrics", &metrics, "--csv"])
-            .arg(&live_csv)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("observer live"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while common::http_get(&metrics, "/metrics").is_none() {
-        assert!(Instant::now() < deadline, "observer live did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut live, metrics) = live_by_content("lo", &live_csv);
     let t0 = Instant::now();
     welcome_flood(FLOOD);
     eprintln!("flood of {FLOOD} welcome lines: {:?}", t0.elapsed());
