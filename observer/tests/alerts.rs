@@ -1,0 +1,98 @@
+//! The Prometheus alerting rules shipped in `deploy/prometheus/`: valid for promtool,
+//! firing as their unit tests say, and written over series the observer really
+//! exposes (every metric a rule names is in what `/metrics` renders).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use observer::runtime::{self, PipelineConfig};
+
+fn rules_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rules_are_valid_and_fire_as_tested() {
+    if !common::have(&[common::Need::Tool("promtool")]) {
+        return;
+    }
+    promtool(&["check", "rules", "observer-rules.yml"]);
+    promtool(&["test", "rules", "observer-rules.test.yml"]);
+}
+
+/// Metric names in a text: `observer_` followed by lower-case letters, digits, `_`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("observer_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn rules_use_only_series_the_observer_exposes() {
+    let rules =
+        std::fs::read_to_string(rules_dir().join("observer-rules.yml")).expect("rules file");
+    let used = metric_names(&rules);
+    assert!(used.len() >= 5, "{used:?}");
+
+    // What a live observer serves: the metrics of real transactions (the four-peers
+    // sample), plus the ClickHouse sink's.
+    let a = runtime::analyze(
+        &[common::capture("four-peers.pcap")],
+        PipelineConfig::default(),
+        false,
+    )
+    .result;
+    let mut live = observer::metrics::LiveMetrics::default();
+    for t in &a.transactions {
+        live.record(t);
+    }
+    let mut text = live.render(
+        &a.matcher,
+        &a.packets,
+        &a.flows,
+        &a.jxta,
+        &a.jim,
+        0,
+        &observer::metrics::SourceCounters {
+            source: "ebpf",
+            ..Default::default()
+        },
+    );
+    observer::store::StoreStats::default().render_prometheus(&mut text);
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&String> = used.difference(&exposed).collect();
+    assert!(
+        missing.is_empty(),
+        "rules name series /metrics does not serve: {missing:?}"
+    );
+}
