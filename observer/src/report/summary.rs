@@ -267,6 +267,11 @@ impl Default for SummaryBuilder {
 }
 
 impl SummaryBuilder {
+    /// The counts so far (a live run's status line).
+    pub fn counts(&self) -> &StatusCounts {
+        &self.counts
+    }
+
     pub fn add(&mut self, t: &Transaction) {
         self.counts.add(t.status);
         self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
