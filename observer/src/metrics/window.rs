@@ -29,7 +29,9 @@ const BUCKETS: u64 = 60;
 /// The windows a live run reports, by label (the `window` label in `/metrics`).
 pub const WINDOWS: [(&str, u64); 2] = [("1m", 60_000_000_000), ("1h", 3_600_000_000_000)];
 
-fn sketch() -> DDSketch {
+/// An empty RTT sketch (milliseconds), as every window bucket and the summary of a
+/// run past `report::summary::EXACT_RTT_LIMIT` use.
+pub fn rtt_sketch() -> DDSketch {
     DDSketch::new(Config::new(
         SKETCH_RELATIVE_ERROR,
         SKETCH_MAX_BINS,
@@ -87,7 +89,7 @@ impl RollingWindow {
                 ok: 0,
                 timeout: 0,
                 open: 0,
-                rtt_ms: sketch(),
+                rtt_ms: rtt_sketch(),
             });
             self.expire(index);
         }
@@ -116,7 +118,7 @@ impl RollingWindow {
     pub fn stats(&mut self, now: UnixNanos) -> WindowStats {
         self.expire(now / self.bucket_ns);
         let mut s = WindowStats::default();
-        let mut merged = sketch();
+        let mut merged = rtt_sketch();
         for b in &self.buckets {
             s.ok += b.ok;
             s.timeout += b.timeout;
