@@ -644,12 +644,12 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     cfg.pipeline.packet.checksums = args.checksums;
     cfg.pipeline.jim.max_document = usize::try_from(args.max_document).unwrap_or(usize::MAX);
     let source = open_live_source(&args)?;
-    let pipeline_cfg = cfg.pipeline.clone();
-    // The figures need transactions; the run keeps none. With `-w` they are read back
-    // from the saved capture at the end; without, the first ones are kept, bounded.
+    // The figures need transactions; the run keeps none, so the first ones are kept
+    // for them, bounded. (Reading the `-w` file back is no way out: the run no longer
+    // has the rights to open it once it has switched to `--user`.)
     let mut sample = Vec::new();
     let mut sampled_out = 0u64;
-    let keep_sample = args.report.is_some() && args.write.is_none();
+    let keep_sample = args.report.is_some();
     let outcome = online::run_each(source, cfg, &stop, &mut |t| {
         if keep_sample {
             if sample.len() < LIVE_REPORT_SAMPLE {
@@ -722,30 +722,20 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     out.flush()?;
     // The summary is out first: a report that cannot be written loses nothing else.
     if let Some(dir) = &args.report {
-        let transactions = match &args.write {
-            Some(saved) => {
-                runtime::analyze(std::slice::from_ref(saved), pipeline_cfg, false)
-                    .result
-                    .transactions
-            }
-            None => {
-                if sampled_out > 0 {
-                    eprintln!(
-                        "observer: the figures show the first {} transactions of {} (use -w to draw them all)",
-                        sample.len(),
-                        sample.len() as u64 + sampled_out
-                    );
-                }
-                sample
-            }
-        };
-        live_report(dir, &args, &outcome, transactions, sampled_out)?;
+        if sampled_out > 0 {
+            eprintln!(
+                "observer: the figures show the first {} transactions of {} (the tables cover them all)",
+                sample.len(),
+                sample.len() as u64 + sampled_out
+            );
+        }
+        live_report(dir, &args, &outcome, sample, sampled_out)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Transactions a live run without `-w` keeps for `--report`'s figures (about 30 MB at
-/// most); the summary and tables always cover the whole run.
+/// Transactions a live run with `--report` keeps for the figures (about 30 MB at most);
+/// the summary and tables always cover the whole run.
 const LIVE_REPORT_SAMPLE: usize = 100_000;
 
 /// The rolling windows of a live run, with the error bound of their percentiles.
