@@ -540,6 +540,10 @@ pub fn run_each(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) || ended {
             last_tick = Instant::now();
+            // Offline the release waits for a batch; live, what is due goes out every
+            // second however few.
+            pipeline.release_ordered_now(&mut |t| sinks.take(t));
+            sinks.check()?;
             if let Some(c) = &mut sinks.csv {
                 c.flush()?;
             }
