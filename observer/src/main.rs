@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use observer::packet::ChecksumMode;
-use observer::report::{self, Summary, SummaryBuilder, TransactionCsvWriter};
+use observer::report::{self, SummaryBuilder, TransactionCsvWriter};
 use observer::runtime::{self, Analysis, PipelineConfig};
 
 #[derive(Parser)]
@@ -644,15 +644,25 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     cfg.pipeline.packet.checksums = args.checksums;
     cfg.pipeline.jim.max_document = usize::try_from(args.max_document).unwrap_or(usize::MAX);
     let source = open_live_source(&args)?;
-    let outcome = online::run(source, cfg, &stop)?;
+    // The figures need transactions; the run keeps none, so the first ones are kept
+    // for them, bounded. (Reading the `-w` file back is no way out: the run no longer
+    // has the rights to open it once it has switched to `--user`.)
+    let mut sample = Vec::new();
+    let mut sampled_out = 0u64;
+    let keep_sample = args.report.is_some();
+    let outcome = online::run_each(source, cfg, &stop, &mut |t| {
+        if keep_sample {
+            if sample.len() < LIVE_REPORT_SAMPLE {
+                sample.push(t.clone());
+            } else {
+                sampled_out += 1;
+            }
+        }
+    })?;
     if let Some(s) = &outcome.store {
         report_store(s, &args.store.clickhouse_spool);
     }
-    let summary = Summary::build(
-        &outcome.transactions,
-        &outcome.result.matcher,
-        outcome.result.duration_ns(),
-    );
+    let summary = &outcome.summary;
     let mut out = io::stdout().lock();
     if args.json {
         let mut json = summary.to_json();
@@ -670,11 +680,12 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
                     "flow_marks_failed": outcome.source.flow_marks_failed,
                 }),
             );
+            map.insert("windows".into(), windows_json(&outcome.windows));
         }
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report::table::render(&summary))?;
+        write!(out, "{}", report::table::render(summary))?;
         writeln!(
             out,
             "\nSource: {} ({} events, {} bytes, drops: {} kernel, {} user-space)",
@@ -683,6 +694,22 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
             outcome.source.bytes,
             outcome.source.kernel_drops,
             outcome.source.userspace_drops
+        )?;
+        for (label, w) in &outcome.windows {
+            write!(
+                out,
+                "Last {label} of capture time: {} ok, {} timeout, {} open",
+                w.ok, w.timeout, w.open
+            )?;
+            for (q, ms) in &w.quantiles_ms {
+                write!(out, ", p{} {ms:.1} ms", (q * 100.0).round())?;
+            }
+            writeln!(out)?;
+        }
+        writeln!(
+            out,
+            "(window percentiles from a DDSketch: within ±{}% of the exact value)",
+            observer::metrics::window::SKETCH_RELATIVE_ERROR * 100.0
         )?;
         if outcome.source.flow_marks_failed > 0 {
             writeln!(
@@ -695,9 +722,46 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     out.flush()?;
     // The summary is out first: a report that cannot be written loses nothing else.
     if let Some(dir) = &args.report {
-        live_report(dir, &args, &outcome, &summary)?;
+        if sampled_out > 0 {
+            eprintln!(
+                "observer: the figures show the first {} transactions of {} (the tables cover them all)",
+                sample.len(),
+                sample.len() as u64 + sampled_out
+            );
+        }
+        live_report(dir, &args, &outcome, sample, sampled_out)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Transactions a live run with `--report` keeps for the figures (about 30 MB at most);
+/// the summary and tables always cover the whole run.
+const LIVE_REPORT_SAMPLE: usize = 100_000;
+
+/// The rolling windows of a live run, with the error bound of their percentiles.
+fn windows_json(windows: &[(&str, observer::metrics::window::WindowStats)]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (label, w) in windows {
+        let quantiles: serde_json::Map<String, serde_json::Value> = w
+            .quantiles_ms
+            .iter()
+            .map(|(q, ms)| (format!("p{}", (q * 100.0).round()), serde_json::json!(ms)))
+            .collect();
+        map.insert(
+            (*label).to_string(),
+            serde_json::json!({
+                "ok": w.ok,
+                "timeout": w.timeout,
+                "open": w.open,
+                "rtt_ms": quantiles,
+            }),
+        );
+    }
+    map.insert(
+        "rtt_relative_error".into(),
+        serde_json::json!(observer::metrics::window::SKETCH_RELATIVE_ERROR),
+    );
+    serde_json::Value::Object(map)
 }
 
 /// The figures of a live run, drawn from the same data `observer report` uses.
@@ -705,13 +769,15 @@ fn live_report(
     dir: &std::path::Path,
     args: &LiveArgs,
     outcome: &observer::runtime::online::LiveOutcome,
-    summary: &Summary,
+    transactions: Vec<observer::transaction::Transaction>,
+    left_out: u64,
 ) -> Result<()> {
     use observer::report::figures::{self, InputMeta, Meta, Options, ReportData};
     let r = &outcome.result;
+    let summary = &outcome.summary;
     let data = ReportData {
-        transactions: outcome.transactions.clone(),
-        summary: Summary::build(&outcome.transactions, &r.matcher, r.duration_ns()),
+        transactions,
+        summary: summary.clone(),
         timeout_ns: duration_ns(args.timeout),
         meta: Meta {
             inputs: args
@@ -733,6 +799,7 @@ fn live_report(
                 ("kernel drops", outcome.source.kernel_drops),
                 ("user-space drops", outcome.source.userspace_drops),
                 ("TCP gaps", r.flows.reassembly.gaps),
+                ("transactions left out of the figures", left_out),
             ]
             .into_iter()
             .filter(|(_, n)| *n > 0)

@@ -304,6 +304,17 @@ fn live_on_a_veth(source: &str) {
         "{scraped}"
     );
     assert_eq!(ok_metric("poller=\"bob\",receiver=\"alice\""), Some(10));
+    // The rolling windows count what the totals count (the run is shorter than an
+    // hour), and state the error of their percentiles.
+    let window_ok = scraped
+        .lines()
+        .find(|l| l.starts_with("observer_window_transactions{window=\"1h\",status=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(window_ok, Some(ok_total(&scraped)), "{scraped}");
+    assert!(scraped.contains("observer_window_rtt_seconds{window=\"1h\",quantile=\"0.99\"}"));
+    assert!(scraped.contains("observer_window_rtt_relative_error 0.01"));
+    assert!(stdout.contains("within ±1% of the exact value"), "{stdout}");
 
     // The figures of the run, on request: one legend entry per pair with its ok count.
     let series =

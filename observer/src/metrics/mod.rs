@@ -3,6 +3,7 @@
 //! exposition with the pipeline's counters; [`http`] serves it.
 
 pub mod http;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -167,6 +167,11 @@ pub struct Summary {
     pub overhead: OverheadSummary,
     pub anomalies: Anomalies,
     pub capture_duration_ns: u64,
+    /// `None`: the percentiles are exact. Otherwise the run had more answered
+    /// transactions than [`EXACT_RTT_LIMIT`] and its percentiles (whole run and per
+    /// pair) come from DDSketches, within this relative error; count, mean, sd, min
+    /// and max stay exact.
+    pub rtt_percentiles_relative_error: Option<f64>,
     /// Start of the earliest PING: time zero of the tables, as of the figures. (The
     /// JSON has the capture's own first and last times under `capture`.)
     #[serde(skip)]
@@ -217,20 +222,112 @@ struct PairAcc {
     rtts: Rtts,
 }
 
+/// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
+/// them at most); beyond, a long run (a live one over weeks) goes on in bounded memory
+/// with sketched percentiles. The same for `analyze` and `live`, so that a live run's
+/// summary equals the analysis of its saved capture at any length.
+pub const EXACT_RTT_LIMIT: usize = 1 << 24;
+
 /// RTTs kept for exact percentiles: 4 bytes each below 4.29 s (nearly all of them),
-/// 8 above.
+/// 8 above. Once the builder goes past its limit, `sketch` takes them all instead.
 #[derive(Default)]
 struct Rtts {
     short: Vec<u32>,
     long: Vec<u64>,
+    sketch: Option<Sketched>,
+}
+
+/// RTTs in bounded memory: exact moments and extremes (integer sums, so the result
+/// does not depend on the order they came in) and a DDSketch for the percentiles.
+struct Sketched {
+    count: u64,
+    sum_ns: u128,
+    sum_sq_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+    sketch: sketches_ddsketch::DDSketch,
+}
+
+impl Sketched {
+    fn new() -> Self {
+        Sketched {
+            count: 0,
+            sum_ns: 0,
+            sum_sq_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+            sketch: crate::metrics::window::rtt_sketch(),
+        }
+    }
+
+    fn push(&mut self, ns: u64) {
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+        self.sum_sq_ns += u128::from(ns) * u128::from(ns);
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+        self.sketch.add(ns as f64 / 1e6);
+    }
+
+    fn absorb(&mut self, o: &Sketched) {
+        self.count += o.count;
+        self.sum_ns += o.sum_ns;
+        self.sum_sq_ns += o.sum_sq_ns;
+        self.min_ns = self.min_ns.min(o.min_ns);
+        self.max_ns = self.max_ns.max(o.max_ns);
+        // Same configuration everywhere, so merging cannot fail.
+        let _ = self.sketch.merge(&o.sketch);
+    }
+
+    fn stats(&self) -> RttStats {
+        if self.count == 0 {
+            return RttStats::default();
+        }
+        let n = self.count as f64;
+        let mean_ns = self.sum_ns as f64 / n;
+        let sd_ns = if self.count < 2 {
+            0.0
+        } else {
+            // Σx² − (Σx)²/n, exact in integers before the division.
+            let centred = self.sum_sq_ns - self.sum_ns * self.sum_ns / u128::from(self.count);
+            (centred as f64 / (n - 1.0)).sqrt()
+        };
+        let q = |q: f64| self.sketch.quantile(q).ok().flatten().unwrap_or(0.0);
+        RttStats {
+            count: self.count,
+            mean: mean_ns / 1e6,
+            sd: sd_ns / 1e6,
+            min: self.min_ns as f64 / 1e6,
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            max: self.max_ns as f64 / 1e6,
+        }
+    }
 }
 
 impl Rtts {
     fn push(&mut self, ns: u64) {
+        if let Some(s) = &mut self.sketch {
+            s.push(ns);
+            return;
+        }
         match u32::try_from(ns) {
             Ok(v) => self.short.push(v),
             Err(_) => self.long.push(ns),
         }
+    }
+
+    /// Moves the exact RTTs into a sketch and frees them.
+    fn fold_into_sketch(&mut self) {
+        let mut s = Sketched::new();
+        for ns in std::mem::take(&mut self.short) {
+            s.push(u64::from(ns));
+        }
+        for ns in std::mem::take(&mut self.long) {
+            s.push(ns);
+        }
+        self.sketch = Some(s);
     }
 
     fn len(&self) -> usize {
@@ -253,21 +350,46 @@ pub struct SummaryBuilder {
     pairs: crate::FastMap<(Ident, Ident), PairAcc>,
     csv: TransactionCsvWriter<std::io::Sink>,
     first_ping: Option<u64>,
+    /// Exact RTTs held at most (all pairs together).
+    exact_limit: usize,
+    /// Exact RTTs held now.
+    held: usize,
+    /// Past the limit: every pair's RTTs are sketched, and these are all of them.
+    overall: Option<Sketched>,
 }
 
 impl Default for SummaryBuilder {
     fn default() -> Self {
+        SummaryBuilder::with_exact_limit(EXACT_RTT_LIMIT)
+    }
+}
+
+impl SummaryBuilder {
+    /// A builder holding at most `limit` exact RTTs before it sketches them.
+    pub fn with_exact_limit(limit: usize) -> Self {
         SummaryBuilder {
             counts: StatusCounts::default(),
             pairs: crate::FastMap::default(),
             csv: TransactionCsvWriter::without_header(std::io::sink()),
             first_ping: None,
+            exact_limit: limit,
+            held: 0,
+            overall: None,
         }
     }
-}
 
-impl SummaryBuilder {
+    /// Exact RTTs held now (bounded by the limit).
+    pub fn exact_rtts_held(&self) -> usize {
+        self.held
+    }
+
+    /// The counts so far (a live run's status line).
+    pub fn counts(&self) -> &StatusCounts {
+        &self.counts
+    }
+
     pub fn add(&mut self, t: &Transaction) {
+        let sketched = self.overall.is_some();
         self.counts.add(t.status);
         self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
         let acc = self
@@ -282,7 +404,10 @@ impl SummaryBuilder {
                 receiver: label(&t.receiver_name, &t.receiver_id),
                 receiver_id: t.receiver_id.as_ref().map(|i| i.to_string()),
                 counts: StatusCounts::default(),
-                rtts: Rtts::default(),
+                rtts: Rtts {
+                    sketch: sketched.then(Sketched::new),
+                    ..Rtts::default()
+                },
             });
         // The label is the latest name seen.
         if let Some(n) = &t.poller_name {
@@ -298,9 +423,32 @@ impl SummaryBuilder {
         acc.counts.add(t.status);
         if let Some(ns) = t.rtt_ns() {
             acc.rtts.push(ns);
+            match &mut self.overall {
+                Some(o) => o.push(ns),
+                None => {
+                    self.held += 1;
+                    if self.held > self.exact_limit {
+                        self.sketch_all();
+                    }
+                }
+            }
         }
         // What the CSV costs, measured by serialising the record with the real writer.
         let _ = self.csv.write(t);
+    }
+
+    /// Past the limit: every pair's exact RTTs go into its sketch, and all of them into
+    /// the overall one.
+    fn sketch_all(&mut self) {
+        let mut overall = Sketched::new();
+        for acc in self.pairs.values_mut() {
+            acc.rtts.fold_into_sketch();
+            if let Some(s) = &acc.rtts.sketch {
+                overall.absorb(s);
+            }
+        }
+        self.overall = Some(overall);
+        self.held = 0;
     }
 
     pub fn finish(self, matcher: &Matcher, capture_duration_ns: u64) -> Summary {
@@ -309,6 +457,8 @@ impl SummaryBuilder {
             pairs,
             csv,
             first_ping,
+            overall,
+            ..
         } = self;
         let csv_bytes = csv.bytes_written();
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
@@ -316,10 +466,16 @@ impl SummaryBuilder {
         let mut all: Vec<f64> = Vec::with_capacity(pairs.values().map(|a| a.rtts.len()).sum());
         let mut pairs: Vec<PairSummary> = pairs
             .into_values()
-            .map(|a| {
-                let mut ms = a.rtts.into_ms();
-                let rtt_ms = RttStats::from_ms(&mut ms);
-                all.extend_from_slice(&ms);
+            .map(|mut a| {
+                let rtt_ms = match a.rtts.sketch.take() {
+                    Some(s) => s.stats(),
+                    None => {
+                        let mut ms = a.rtts.into_ms();
+                        let stats = RttStats::from_ms(&mut ms);
+                        all.extend_from_slice(&ms);
+                        stats
+                    }
+                };
                 PairSummary {
                     rtt_ms,
                     poller: a.poller,
@@ -330,7 +486,10 @@ impl SummaryBuilder {
                 }
             })
             .collect();
-        let rtt_ms = RttStats::from_ms(&mut all);
+        let rtt_ms = match &overall {
+            Some(o) => o.stats(),
+            None => RttStats::from_ms(&mut all),
+        };
         drop(all);
         // People read tables by name; IDs only break ties between namesakes.
         pairs.sort_by(|a, b| {
@@ -427,6 +586,9 @@ impl SummaryBuilder {
             overhead,
             anomalies: matcher.anomalies().clone(),
             capture_duration_ns,
+            rtt_percentiles_relative_error: overall
+                .is_some()
+                .then_some(crate::metrics::window::SKETCH_RELATIVE_ERROR),
             first_ping_unix_ns: first_ping,
         }
     }
@@ -613,5 +775,84 @@ mod tests {
             .mean_ms
             .iter()
             .all(|row| row.len() == 1 && row[0].is_some()));
+    }
+}
+
+#[cfg(test)]
+mod exact_limit_tests {
+    use super::*;
+    use crate::transaction::MatcherConfig;
+
+    fn tx(i: u64, rtt_ns: u64) -> Transaction {
+        Transaction {
+            start: 1_000_000_000 + i * 1_000_000,
+            stop: Some(1_000_000_000 + i * 1_000_000 + rtt_ns),
+            poller_name: Some(format!("p{}", i % 3)),
+            poller_id: None,
+            receiver_name: Some("r".into()),
+            receiver_id: None,
+            receiver_status: None,
+            status: TxStatus::Ok,
+            correlator: None,
+            match_method: None,
+            ping_bytes: 0,
+            pong_bytes: None,
+            correlator_overhead_bytes: 0,
+        }
+    }
+
+    /// Past its limit a builder holds no exact RTT any more; counts, mean, sd, min and
+    /// max stay exact, percentiles are within the stated error of the exact ones, and
+    /// the summary says they are sketched. Below the limit nothing changes.
+    #[test]
+    fn past_the_exact_limit_rtts_are_sketched_within_the_stated_error() {
+        let matcher = Matcher::new(MatcherConfig::default());
+        let mut exact = SummaryBuilder::default();
+        let mut bounded = SummaryBuilder::with_exact_limit(1000);
+        for i in 0..20_000u64 {
+            // 0.2 ms to ~4.6 s, scrambled, some above u32 nanoseconds.
+            let rtt = 200_000 + (i * 7919 % 20_000) * 230_000;
+            exact.add(&tx(i, rtt));
+            bounded.add(&tx(i, rtt));
+            assert!(bounded.exact_rtts_held() <= 1000);
+        }
+        assert_eq!(bounded.exact_rtts_held(), 0);
+        let e = exact.finish(&matcher, 0);
+        let b = bounded.finish(&matcher, 0);
+        assert_eq!(e.rtt_percentiles_relative_error, None);
+        assert_eq!(
+            b.rtt_percentiles_relative_error,
+            Some(crate::metrics::window::SKETCH_RELATIVE_ERROR)
+        );
+        assert_eq!(b.transactions, e.transactions);
+        assert_eq!(b.pairs.len(), e.pairs.len());
+        let err = crate::metrics::window::SKETCH_RELATIVE_ERROR;
+        let pairs = e
+            .pairs
+            .iter()
+            .zip(&b.pairs)
+            .map(|(x, y)| (&x.rtt_ms, &y.rtt_ms));
+        for (x, y) in std::iter::once((&e.rtt_ms, &b.rtt_ms)).chain(pairs) {
+            assert_eq!(x.count, y.count);
+            for (a, b) in [
+                (x.mean, y.mean),
+                (x.sd, y.sd),
+                (x.min, y.min),
+                (x.max, y.max),
+            ] {
+                assert!((a - b).abs() <= a.abs() * 1e-9, "{a} vs {b}");
+            }
+            // The sketch's quantile is a rank's value, numpy's interpolates between
+            // neighbours: both within the error of the values around that rank.
+            for (a, b) in [(x.p50, y.p50), (x.p90, y.p90), (x.p99, y.p99)] {
+                assert!((a - b).abs() <= a * err * 1.5, "{a} vs {b}");
+            }
+        }
+        assert!(report_mentions_sketch(&b));
+        assert!(!report_mentions_sketch(&e));
+    }
+
+    fn report_mentions_sketch(s: &Summary) -> bool {
+        crate::report::table::render(s).contains("DDSketch")
     }
 }

@@ -113,6 +113,14 @@ fn grid(out: &mut String, rows: &[Vec<String>]) {
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     out.push_str("PING/PONG transactions (RTT in ms)\n");
+    if let Some(e) = s.rtt_percentiles_relative_error {
+        // Past the exact limit the percentiles are sketched: say how close they are.
+        out.push_str(&format!(
+            "(percentiles from a DDSketch, within ±{}%: more answered transactions than the {} kept exactly)\n",
+            e * 100.0,
+            super::summary::EXACT_RTT_LIMIT
+        ));
+    }
     let mut rows = vec![[
         "poller", "receiver", "ok", "timeout", "open", "mean", "sd", "min", "p50", "p90", "p99",
         "max",

@@ -14,14 +14,11 @@ use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
 use crate::capture::{CaptureWriter, Frame, FrameMerger, LinkType, WriteFormat};
 use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
+use crate::metrics::window::{self, WindowStats, Windows};
 use crate::metrics::{LiveMetrics, SourceCounters};
-use crate::report::TransactionCsvWriter;
-use crate::transaction::{Transaction, TxStatus};
+use crate::report::{Summary, SummaryBuilder, TransactionCsvWriter};
+use crate::transaction::Transaction;
 use crate::UnixNanos;
-
-/// Transactions kept in memory for the final summary of a live run; beyond this the
-/// CSV and the metrics still get every one, the summary covers the first ones.
-pub const MAX_KEPT_TRANSACTIONS: usize = 1_000_000;
 
 /// When to start a new CSV file.
 #[derive(Clone, Debug, Default)]
@@ -183,9 +180,13 @@ impl LiveSource {
 
 /// What a finished live run hands back.
 pub struct LiveOutcome {
+    /// The pipeline's counters; its `transactions` is empty (they went to the sinks).
     pub result: PipelineResult,
-    /// Every transaction of the run (up to `MAX_KEPT_TRANSACTIONS`).
-    pub transactions: Vec<Transaction>,
+    /// The whole run, built as `analyze` builds it (same order, same builder), so it
+    /// equals the analysis of the run's `-w` file.
+    pub summary: Summary,
+    /// The rolling windows (last minute, last hour) at the end of the run.
+    pub windows: Vec<(&'static str, WindowStats)>,
     pub source: SourceCounters,
     /// What the ClickHouse sink did, when there was one.
     pub store: Option<crate::store::StoreStats>,
@@ -347,11 +348,60 @@ fn wall_now() -> UnixNanos {
         .unwrap_or(0)
 }
 
+/// Where every finished transaction goes, in report order; none is kept.
+struct Sinks<'a> {
+    csv: Option<CsvSink>,
+    store: Option<crate::store::ClickHouseSink>,
+    metrics: LiveMetrics,
+    summary: SummaryBuilder,
+    windows: Windows,
+    on_transaction: &'a mut dyn FnMut(&Transaction),
+    /// The first write that failed; the run stops on it.
+    error: Option<LiveError>,
+}
+
+impl Sinks<'_> {
+    fn take(&mut self, t: Transaction) {
+        self.metrics.record(&t);
+        self.summary.add(&t);
+        self.windows.add(&t);
+        (self.on_transaction)(&t);
+        if let Some(c) = &mut self.csv {
+            if let Err(e) = c.write(&t) {
+                self.error.get_or_insert(e);
+            }
+        }
+        if let Some(s) = &self.store {
+            if let Err(e) = s.try_push(&t) {
+                self.error.get_or_insert(e.into());
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<(), LiveError> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Runs until `stop` is set, the duration is over, or the source ends.
 pub fn run(
+    source: LiveSource,
+    cfg: LiveConfig,
+    stop: &AtomicBool,
+) -> Result<LiveOutcome, LiveError> {
+    run_each(source, cfg, stop, &mut |_| {})
+}
+
+/// Like [`run`], also handing each finished transaction to `on_transaction`, in the
+/// order `analyze` hands them on.
+pub fn run_each(
     mut source: LiveSource,
     cfg: LiveConfig,
     stop: &AtomicBool,
+    on_transaction: &mut dyn FnMut(&Transaction),
 ) -> Result<LiveOutcome, LiveError> {
     // Several interfaces (or one tap's per-CPU buffers) deliver frames slightly out of
     // time order: the same window as offline puts them back.
@@ -363,7 +413,7 @@ pub fn run(
         .then(|| crate::packet::PacketDecoder::new(cfg.pipeline.packet.clone()));
     let mut welcomed: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     let mut pipeline = Pipeline::new(cfg.pipeline.clone());
-    let mut csv = match &cfg.csv {
+    let csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
         None => None,
     };
@@ -405,8 +455,15 @@ pub fn run(
     // now is: finding out at the end would lose the summary.
     check_later_outputs(&cfg, switched_to)?;
     let status = cfg.status_line && std::io::stderr().is_terminal();
-    let mut metrics = LiveMetrics::default();
-    let mut kept: Vec<Transaction> = Vec::new();
+    let mut sinks = Sinks {
+        csv,
+        store,
+        metrics: LiveMetrics::default(),
+        summary: SummaryBuilder::default(),
+        windows: Windows::default(),
+        on_transaction,
+        error: None,
+    };
     let started = Instant::now();
     let mut last_tick = Instant::now();
     let mut write_error: Option<LiveError> = None;
@@ -475,16 +532,19 @@ pub fn run(
                 true
             }
         };
-        for t in pipeline.take_finished() {
-            handle(t, &mut csv, store.as_ref(), &mut kept, &mut metrics)?;
-        }
+        pipeline.release_ordered(&mut |t| sinks.take(t));
+        sinks.check()?;
         // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
         for (a, b) in welcomed.drain(..).chain(pipeline.take_jxta_flows()) {
             source.mark_flow(a, b);
         }
         if last_tick.elapsed() >= Duration::from_secs(1) || ended {
             last_tick = Instant::now();
-            if let Some(c) = &mut csv {
+            // Offline the release waits for a batch; live, what is due goes out every
+            // second however few.
+            pipeline.release_ordered_now(&mut |t| sinks.take(t));
+            sinks.check()?;
+            if let Some(c) = &mut sinks.csv {
                 c.flush()?;
             }
             if let Some(w) = &mut saver {
@@ -499,7 +559,7 @@ pub fn run(
             }
             let counters = source.counters();
             pipeline.set_reorder_stats(merger.stats());
-            let mut text = metrics.render(
+            let mut text = sinks.metrics.render(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
                 pipeline.flow_stats(),
@@ -508,7 +568,9 @@ pub fn run(
                 pipeline.active_flows(),
                 &counters,
             );
-            let store_stats = store.as_ref().map(|s| s.counters().snapshot());
+            let windows = sinks.windows.stats(pipeline.now());
+            window::render_prometheus(&windows, &mut text);
+            let store_stats = sinks.store.as_ref().map(|s| s.counters().snapshot());
             if let Some(s) = &store_stats {
                 s.render_prometheus(&mut text);
             }
@@ -517,7 +579,8 @@ pub fn run(
             }
             if status {
                 status_line(
-                    &kept,
+                    sinks.summary.counts(),
+                    &windows,
                     &counters,
                     pipeline.active_flows(),
                     store_stats.as_ref(),
@@ -538,9 +601,10 @@ pub fn run(
     pipeline.set_reorder_stats(merger.stats());
     let mut result = pipeline.finish();
     for t in std::mem::take(&mut result.transactions) {
-        handle(t, &mut csv, store.as_ref(), &mut kept, &mut metrics)?;
+        sinks.take(t);
     }
-    if let Some(c) = &mut csv {
+    sinks.check()?;
+    if let Some(c) = &mut sinks.csv {
         c.flush()?;
     }
     if let Some(w) = saver.take() {
@@ -553,44 +617,28 @@ pub fn run(
             source,
         })?;
     }
+    let Sinks {
+        store,
+        summary,
+        mut windows,
+        ..
+    } = sinks;
     let store = match store {
         Some(s) => Some(s.finish()?),
         None => None,
     };
-    kept.sort_by(|a, b| {
-        (a.start, &a.poller_id, &a.receiver_id).cmp(&(b.start, &b.poller_id, &b.receiver_id))
-    });
     if let Some(e) = failure {
         return Err(e);
     }
     closed?;
+    let summary = summary.finish(&result.matcher, result.duration_ns());
     Ok(LiveOutcome {
+        windows: windows.stats(result.last_ts),
+        summary,
         result,
-        transactions: kept,
         source: counters,
         store,
     })
-}
-
-/// Every finished transaction goes to the metrics, the CSV and the kept list.
-fn handle(
-    t: Transaction,
-    csv: &mut Option<CsvSink>,
-    store: Option<&crate::store::ClickHouseSink>,
-    kept: &mut Vec<Transaction>,
-    metrics: &mut LiveMetrics,
-) -> Result<(), LiveError> {
-    metrics.record(&t);
-    if let Some(c) = csv {
-        c.write(&t)?;
-    }
-    if let Some(s) = store {
-        s.try_push(&t)?;
-    }
-    if kept.len() < MAX_KEPT_TRANSACTIONS {
-        kept.push(t);
-    }
-    Ok(())
 }
 
 fn open_saver(
@@ -612,23 +660,28 @@ fn open_saver(
 }
 
 fn status_line(
-    kept: &[Transaction],
+    total: &crate::report::summary::StatusCounts,
+    windows: &[(&'static str, WindowStats)],
     c: &SourceCounters,
     flows: usize,
     store: Option<&crate::store::StoreStats>,
 ) {
-    // Counting here costs a scan per second, which is nothing next to the capture.
-    let ok = kept.iter().filter(|t| t.status == TxStatus::Ok).count();
-    let timeout = kept
-        .iter()
-        .filter(|t| t.status == TxStatus::Timeout)
-        .count();
     eprint!(
-        "\r\x1b[2K{} transactions ({ok} ok, {timeout} timeout) | {} events | drops {} kernel, {} user | {flows} flows",
-        kept.len(),
-        c.events,
-        c.kernel_drops,
-        c.userspace_drops
+        "\r\x1b[2K{} transactions ({} ok, {} timeout)",
+        total.total, total.ok, total.timeout
+    );
+    for (label, w) in windows {
+        eprint!(" | {label}: {} ok, {} timeout", w.ok, w.timeout);
+        for (q, ms) in &w.quantiles_ms {
+            eprint!(" p{}={ms:.1}ms", (q * 100.0).round());
+        }
+    }
+    if windows.iter().any(|(_, w)| !w.quantiles_ms.is_empty()) {
+        eprint!(" (±{}%)", window::SKETCH_RELATIVE_ERROR * 100.0);
+    }
+    eprint!(
+        " | {} events | drops {} kernel, {} user | {flows} flows",
+        c.events, c.kernel_drops, c.userspace_drops
     );
     if let Some(s) = store {
         eprint!(
@@ -640,4 +693,94 @@ fn status_line(
         );
     }
     let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::CaptureReader;
+    use crate::packet::build::LinkVariant;
+    use crate::synth;
+
+    /// A live run fed the four-peers capture (timeouts, open PINGs, presence changes,
+    /// order matching), saved with `-w`: its summary is the one `analyze` builds from
+    /// the saved file, field for field, and the CSV it appended holds the same rows.
+    #[test]
+    fn live_summary_equals_analyze_of_the_saved_capture() {
+        let bytes = synth::four_peers()
+            .render()
+            .capture_bytes(
+                LinkVariant::Ethernet,
+                WriteFormat::Pcap {
+                    nanos: false,
+                    big_endian: false,
+                },
+            )
+            .expect("capture");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut rd = CaptureReader::from_bytes("four", bytes).expect("capture");
+        while let Some(f) = rd.next_frame().expect("frame") {
+            tx.send(OwnedFrame {
+                ts: f.ts,
+                interface: f.interface,
+                data: f.data.to_vec(),
+                orig_len: f.orig_len,
+            })
+            .expect("send");
+        }
+        drop(tx);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = dir.path().join("live.pcapng");
+        let csv = dir.path().join("live.csv");
+        let cfg = LiveConfig {
+            save: Some(saved.clone()),
+            csv: Some(csv.clone()),
+            interfaces: vec!["eth0".into()],
+            ..LiveConfig::default()
+        };
+        let source = LiveSource::Channel {
+            rx,
+            link_types: vec![LinkType::ETHERNET],
+            events: 0,
+            bytes: 0,
+        };
+        let stop = AtomicBool::new(false);
+        let outcome = run(source, cfg, &stop).expect("live run");
+        assert!(outcome.result.transactions.is_empty());
+
+        let mut builder = SummaryBuilder::default();
+        let mut offline_csv = TransactionCsvWriter::new(Vec::new()).expect("csv");
+        let analysis = crate::runtime::analyze_each(
+            std::slice::from_ref(&saved),
+            PipelineConfig::default(),
+            false,
+            &mut |t| {
+                builder.add(&t);
+                offline_csv.write(&t).expect("row");
+            },
+        );
+        assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+        let offline = builder.finish(&analysis.result.matcher, analysis.result.duration_ns());
+        assert!(offline.transactions.timeout > 0 && offline.transactions.open > 0);
+        assert!(!offline.presence.changes.is_empty());
+        assert_eq!(outcome.summary, offline);
+        assert_eq!(
+            serde_json::to_string(&outcome.summary).expect("json"),
+            serde_json::to_string(&offline).expect("json")
+        );
+        let live_rows = std::fs::read_to_string(&csv).expect("live csv");
+        let offline_rows =
+            String::from_utf8(offline_csv.into_inner().expect("csv")).expect("utf-8");
+        assert_eq!(live_rows, offline_rows);
+        // The windows count what the run ended with (all of it lies within the hour).
+        let hour = outcome
+            .windows
+            .iter()
+            .find(|(l, _)| *l == "1h")
+            .map(|(_, w)| w.clone())
+            .expect("1h window");
+        assert_eq!(hour.ok, offline.transactions.ok);
+        assert_eq!(hour.timeout, offline.transactions.timeout);
+        assert_eq!(hour.quantiles_ms.len(), window::QUANTILES.len());
+    }
 }

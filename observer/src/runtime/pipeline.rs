@@ -525,6 +525,16 @@ impl Pipeline {
         if !self.ordered.due(self.now) {
             return;
         }
+        self.release_ordered_now(out);
+    }
+
+    /// Like [`Pipeline::release_ordered`] without waiting for a batch to build up: a
+    /// live run calls it once a second, so that a quiet wire's few transactions reach
+    /// the CSV and the metrics within seconds, not at the end.
+    pub fn release_ordered_now(&mut self, out: &mut impl FnMut(Transaction)) {
+        for t in self.decoder.app.finished.drain(..) {
+            self.ordered.push(t);
+        }
         let watermark = self.ordered.watermark(
             self.now,
             [
