@@ -394,6 +394,67 @@ fn presence_shows_bobs_changes_and_who_learned_them() {
     assert_eq!(text.matches("<circle ").count(), dots);
 }
 
+/// The staleness panel: buddies' dots in colours no state uses, and a delay axis that
+/// the data fills (labels above the longest delay, nothing far past it).
+#[test]
+fn staleness_colours_differ_from_states_and_axis_fits_the_delays() {
+    let d = from_capture("four-peers.pcap");
+    let fig = presence::PresenceFigure::new(&d);
+    let dist = |a: plotters::style::RGBColor, b: plotters::style::RGBColor| {
+        let sq = |x: u8, y: u8| (x as f64 - y as f64).powi(2);
+        (sq(a.0, b.0) + sq(a.1, b.1) + sq(a.2, b.2)).sqrt()
+    };
+    let watchers = fig.watchers();
+    assert!(watchers.len() >= 2);
+    let learners: Vec<_> = (0..watchers.len()).map(presence::learner_color).collect();
+    for (i, &l) in learners.iter().enumerate() {
+        for s in presence::STATES {
+            let c = presence::state_color(s);
+            assert!(
+                dist(l, c) > 80.0,
+                "learner {i} {l:?} looks like state {s} {c:?}"
+            );
+        }
+        assert!(
+            dist(l, figures::TIMEOUT_COLOR) > 80.0,
+            "learner {i} looks like a timeout"
+        );
+        for &o in &learners[..i] {
+            assert!(dist(l, o) > 60.0, "two learners look alike: {l:?} {o:?}");
+        }
+    }
+    let text = svg(&fig);
+    let fills: Vec<String> = text
+        .split("<circle ")
+        .skip(1)
+        .map(|r| {
+            let f = r.split("fill=\"").nth(1).unwrap();
+            f[..f.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assert!(!fills.is_empty());
+    let learner_fills: Vec<String> = learners.iter().map(|&c| figures::svg_color(c)).collect();
+    for f in &fills {
+        assert!(
+            learner_fills.contains(f),
+            "dot coloured {f}, not a learner colour"
+        );
+    }
+    // The longest delay, from the summary, and the axis above it.
+    let longest = fig
+        .real_changes()
+        .iter()
+        .flat_map(|c| c.learned_by.iter().map(|l| l.delay_ms / 1e3))
+        .fold(0.0, f64::max);
+    assert!(longest > 0.0);
+    assert_eq!(fig.max_delay_s(), longest);
+    let top = fig.delay_axis_max_s();
+    assert!(
+        longest < top && longest / top >= 0.7,
+        "longest delay {longest} s on an axis to {top} s"
+    );
+}
+
 #[test]
 fn overhead_plots_every_ping_and_pong() {
     let d = from_capture("four-peers.pcap");
