@@ -3,7 +3,7 @@
 //! of what the tap saw, the metrics endpoint, a one-line status).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -404,7 +404,7 @@ pub fn run(
     // What is written later (CSV rotation, the report) must be writable by whom the run
     // now is: finding out at the end would lose the summary.
     check_later_outputs(&cfg, switched_to)?;
-    let status = cfg.status_line && std::io::stderr().is_terminal();
+    let status = (cfg.status_line && std::io::stderr().is_terminal()).then(status_bar);
     let mut metrics = LiveMetrics::default();
     let mut kept: Vec<Transaction> = Vec::new();
     let started = Instant::now();
@@ -515,21 +515,21 @@ pub fn run(
             if let Ok(mut s) = snapshot.lock() {
                 *s = text;
             }
-            if status {
-                status_line(
+            if let Some(bar) = &status {
+                bar.set_message(status_text(
                     &kept,
                     &counters,
                     pipeline.active_flows(),
                     store_stats.as_ref(),
-                );
+                ));
             }
         }
         if ended {
             break;
         }
     }
-    if status {
-        eprintln!();
+    if let Some(bar) = status {
+        bar.finish();
     }
     tracing::info!(source = source.name(), "live capture stopped");
     let counters = source.counters();
@@ -611,27 +611,40 @@ fn open_saver(
     Ok(w)
 }
 
-fn status_line(
+/// The one-line status on stderr. indicatif draws it: it cuts the line to the
+/// terminal's width (a wrapped line is not cleared by the next refresh) and redraws it
+/// in place, which a hand-written `\r` and erase-line did not do on a narrow terminal.
+fn status_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{wide_msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn status_text(
     kept: &[Transaction],
     c: &SourceCounters,
     flows: usize,
     store: Option<&crate::store::StoreStats>,
-) {
+) -> String {
+    use std::fmt::Write as _;
     // Counting here costs a scan per second, which is nothing next to the capture.
     let ok = kept.iter().filter(|t| t.status == TxStatus::Ok).count();
     let timeout = kept
         .iter()
         .filter(|t| t.status == TxStatus::Timeout)
         .count();
-    eprint!(
-        "\r\x1b[2K{} transactions ({ok} ok, {timeout} timeout) | {} events | drops {} kernel, {} user | {flows} flows",
+    let mut line = format!(
+        "{} transactions ({ok} ok, {timeout} timeout) | {} events | drops {} kernel, {} user | {flows} flows",
         kept.len(),
         c.events,
         c.kernel_drops,
         c.userspace_drops
     );
     if let Some(s) = store {
-        eprint!(
+        let _ = write!(
+            line,
             " | stored {}, spool {} ({} B), dropped {}",
             s.records_stored,
             s.spool_records,
@@ -639,5 +652,5 @@ fn status_line(
             s.spool_overflow_records + s.records_dropped_busy
         );
     }
-    let _ = std::io::stderr().flush();
+    line
 }
