@@ -43,7 +43,8 @@ const LABEL_AT: [f64; 9] = [0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.18, 0.82]
 /// `min_ms` to `max_ms`: linear from [`W_MIN`] to [`W_MAX`], the middle when all are equal.
 pub fn width_for(mean_ms: f64, min_ms: f64, max_ms: f64) -> f64 {
     let span = max_ms - min_ms;
-    if !(span > 1e-9) {
+    // NaN (no means) and a single mean alike: no scale to draw.
+    if span.is_nan() || span <= 1e-9 {
         return (W_MIN + W_MAX) / 2.0;
     }
     W_MIN + (W_MAX - W_MIN) * ((mean_ms - min_ms) / span).clamp(0.0, 1.0)
@@ -295,8 +296,9 @@ impl Graph<'_> {
 /// Puts each label beside its shaft at the first spot of [`LABEL_AT`] clear of the other
 /// labels, shafts and nodes; the least crowded one when none is clear.
 fn place_labels(edges: &mut [Edge], nodes: &[(f64, f64)]) {
-    let shafts: Vec<((f64, f64), (f64, f64), f64)> =
-        edges.iter().map(|e| (e.start, e.tip, e.width)).collect();
+    // (start, tip, width) of every shaft.
+    type Shaft = ((f64, f64), (f64, f64), f64);
+    let shafts: Vec<Shaft> = edges.iter().map(|e| (e.start, e.tip, e.width)).collect();
     let mut placed: Vec<LabelBox> = Vec::new();
     for (k, e) in edges.iter_mut().enumerate() {
         let size = text_size(&e.label);
