@@ -1185,8 +1185,10 @@ fn parse_port(s: &str) -> Result<u16, String> {
 /// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`, `1.5 GiB` (parse-size:
 /// KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, units in any case).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::parse_size(s.trim())
-        .map_err(|e| format!("{s:?} is not a size ({e}): e.g. 4096, 64KiB, 16MiB, 10MB"))
+    parse_size::parse_size(s.trim()).map_err(|e| match e {
+        parse_size::Error::PosOverflow => format!("{s:?} is too large"),
+        _ => format!("{s:?} is not a size: a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 4096, 64KiB, 16MiB"),
+    })
 }
 
 /// Whether `--token` was given in argv (rather than through the environment).
