@@ -365,6 +365,11 @@ fn inputs(name: &'static str, file: Vec<u8>) -> Inputs {
 /// Matching as the pipeline drives it: time advances to each message's stop, then the
 /// document is observed; the rest time out at the end.
 fn run_matcher(documents: &[(Document, Sighting)]) -> usize {
+    matched(documents).len()
+}
+
+/// The transactions the matcher makes of the documents.
+fn matched(documents: &[(Document, Sighting)]) -> Vec<observer::transaction::Transaction> {
     let mut matcher = Matcher::new(MatcherConfig::default());
     let mut out = Vec::new();
     let mut now = 0;
@@ -376,7 +381,56 @@ fn run_matcher(documents: &[(Document, Sighting)]) -> usize {
         matcher.observe(doc, s, &mut out);
     }
     matcher.finish(now, &mut out);
-    out.len()
+    out
+}
+
+/// The same records through the `csv` crate's writer, fields formatted as ours are:
+/// what `TransactionCsvWriter` would cost if it used the crate.
+fn csv_crate_records(txs: &[observer::transaction::Transaction]) -> usize {
+    use observer::report::csv::format_rtt_us;
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(std::io::sink());
+    let num = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for t in txs {
+        let record = [
+            t.start.to_string(),
+            num(t.stop),
+            t.rtt_ns().map(format_rtt_us).unwrap_or_default(),
+            t.poller_name.clone().unwrap_or_default(),
+            t.poller_id
+                .as_ref()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            t.receiver_name.clone().unwrap_or_default(),
+            t.receiver_id
+                .as_ref()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            t.receiver_status
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            t.status.as_str().to_owned(),
+            t.correlator.clone().unwrap_or_default(),
+            t.match_method
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_default(),
+            t.ping_bytes.to_string(),
+            num(t.pong_bytes),
+            t.correlator_overhead_bytes.to_string(),
+        ];
+        w.write_record(&record).expect("sink");
+    }
+    w.flush().expect("sink");
+    txs.len()
+}
+
+fn ours_records(txs: &[observer::transaction::Transaction]) -> usize {
+    let mut w = observer::report::TransactionCsvWriter::new(std::io::sink()).expect("sink");
+    for t in txs {
+        w.write(t).expect("sink");
+    }
+    txs.len()
 }
 
 /// Runs a stream parser over every direction as reassembly delivered it; returns the
@@ -600,6 +654,21 @@ fn stages(c: &mut Criterion) {
         g.throughput(Throughput::Elements(i.documents.len() as u64));
         g.bench_with_input(BenchmarkId::from_parameter(i.name), i, |b, i| {
             b.iter(|| black_box(run_matcher(&i.documents)))
+        });
+    }
+    g.finish();
+
+    // Why the transaction CSV is encoded by hand (report/csv.rs): the same records
+    // through our writer and through the `csv` crate's.
+    let mut g = c.benchmark_group("report/csv");
+    for i in &all {
+        let txs = matched(&i.documents);
+        g.throughput(Throughput::Elements(txs.len() as u64));
+        g.bench_with_input(BenchmarkId::new("ours", i.name), &txs, |b, t| {
+            b.iter(|| black_box(ours_records(t)))
+        });
+        g.bench_with_input(BenchmarkId::new("csv-crate", i.name), &txs, |b, t| {
+            b.iter(|| black_box(csv_crate_records(t)))
         });
     }
     g.finish();

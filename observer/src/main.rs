@@ -371,7 +371,9 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour only for a person at a terminal who has not asked for none
-    // (https://no-color.org: any non-empty NO_COLOR).
+    // (https://no-color.org: any non-empty NO_COLOR). tracing-subscriber draws the
+    // colours and clap's messages decide for themselves (anstream, same rules); this one
+    // condition is all that is left, so no colour-detection crate.
     let colour = io::IsTerminal::is_terminal(&io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
@@ -1247,30 +1249,13 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`.
+/// Parses sizes like `4096`, `64KiB`, `16MiB`, `1GiB`, `10MB`, `1.5 GiB` (parse-size:
+/// KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, units in any case).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64KiB, 16MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    parse_size::parse_size(s.trim()).map_err(|e| match e {
+        parse_size::Error::PosOverflow => format!("{s:?} is too large"),
+        _ => format!("{s:?} is not a size: a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 4096, 64KiB, 16MiB"),
+    })
 }
 
 /// Whether `--token` was given in argv (rather than through the environment).
@@ -1310,7 +1295,11 @@ mod tests {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
         assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert_eq!(parse_bytes("64kib"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
         assert!(parse_bytes("x").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("16XB").is_err());
         assert!(parse_bytes("99999999999999GiB").is_err());
     }
 }

@@ -247,8 +247,8 @@ fn graph_has_one_edge_per_pair() {
     let edge = figures::svg_color(graph::EDGE_COLOR);
     assert_eq!(
         count_tags(&text, "polygon", "fill", &edge),
-        12,
-        "one arrowhead per pair"
+        12 + g.legend_means().len(),
+        "one arrowhead per pair and per width-legend sample"
     );
     assert_eq!(text.matches("<polyline ").count(), 12, "one shaft per pair");
     let labels = texts(&text);
@@ -265,6 +265,105 @@ fn graph_has_one_edge_per_pair() {
         })
         .collect();
     assert!(widths.iter().max() > widths.iter().min());
+}
+
+/// Distance from point `p` to the segment a–b, and where along it (0..1) `p` projects.
+fn to_segment(p: (f64, f64), a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let t = (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / (dx * dx + dy * dy)).clamp(0.0, 1.0);
+    let q = (a.0 + dx * t, a.1 + dy * t);
+    (((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt(), t)
+}
+
+/// Each label sits beside its own arrow, clear of every other arrow and label, and the
+/// SVG draws it there; widths grow with the mean RTT over the whole scale.
+#[test]
+fn graph_labels_sit_on_their_arrows_and_widths_follow_rtt() {
+    let d = from_capture("four-peers.pcap");
+    let g = graph::Graph::new(&d);
+    let edges = g.edges();
+    assert_eq!(edges.len(), d.summary.pairs.len());
+    let text = svg(&g);
+    for (k, e) in edges.iter().enumerate() {
+        let b = e.label_box;
+        // Beside the shaft's middle part, on its own side, just off its edge.
+        let (dist, t) = to_segment(b.center(), e.start, e.tip);
+        assert!((0.1..=0.9).contains(&t), "{}: label at {t} along", e.label);
+        let side =
+            (b.center().0 - e.start.0) * e.normal.0 + (b.center().1 - e.start.1) * e.normal.1;
+        assert!(side > e.width / 2.0, "{}: label on the wrong side", e.label);
+        let own = b.distance_to_segment(e.start, e.tip);
+        assert!(
+            own >= e.width / 2.0 && own <= e.width / 2.0 + graph::LABEL_GAP + 2.0,
+            "{}: {own} px from its shaft (width {})",
+            e.label,
+            e.width
+        );
+        assert!(dist < 200.0);
+        // Nearer to its own arrow than to any other, and clear of the other shafts.
+        for (_, o) in edges.iter().enumerate().filter(|&(j, _)| j != k) {
+            let other = b.distance_to_segment(o.start, o.tip);
+            assert!(
+                other > own && other >= o.width / 2.0,
+                "{} is {other} px from the arrow labelled {} ({own} px from its own)",
+                e.label,
+                o.label
+            );
+            assert!(
+                !b.overlaps(&o.label_box),
+                "{} overlaps {}",
+                e.label,
+                o.label
+            );
+        }
+        // Drawn where the layout put it.
+        let at = format!(
+            "x=\"{}\" y=\"{}\"",
+            e.label_at.0.round() as i32,
+            e.label_at.1.round() as i32
+        );
+        let drawn = text
+            .split("<text ")
+            .filter(|t| t.starts_with(&at))
+            .any(|t| texts(&format!("<text {t}")).first() == Some(&e.label));
+        assert!(drawn, "{} not drawn at {at}", e.label);
+    }
+    // Widths are monotonic in the mean and span the whole scale.
+    let mut by_mean: Vec<(f64, f64)> = edges
+        .iter()
+        .filter_map(|e| e.mean_ms.map(|m| (m, e.width)))
+        .collect();
+    by_mean.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for w in by_mean.windows(2) {
+        assert!(w[0].1 <= w[1].1, "{w:?}: a slower pair is thinner");
+        if w[1].0 > w[0].0 + 1.0 {
+            assert!(w[0].1 < w[1].1, "{w:?}: different means, same width");
+        }
+    }
+    let (thin, wide) = (by_mean[0].1, by_mean[by_mean.len() - 1].1);
+    assert_eq!((thin, wide), (graph::W_MIN, graph::W_MAX));
+    // The drawn shafts: their stroke widths in pair order follow the layout's.
+    let strokes: Vec<u32> = text
+        .split("<polyline ")
+        .skip(1)
+        .map(|r| {
+            let w = r.split("stroke-width=\"").nth(1).unwrap();
+            w[..w.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    let want: Vec<u32> = edges.iter().map(|e| e.width.round() as u32).collect();
+    assert_eq!(strokes, want);
+    // The legend states the scale's two ends.
+    let labels = texts(&text);
+    let (lo, hi) = g.mean_range().unwrap();
+    assert!(labels.iter().any(|l| unescape(l).contains(&format!(
+        "at the smallest pair mean ({})",
+        graph::edge_text(lo)
+    )) && unescape(l)
+        .contains(&format!("at the largest ({})", graph::edge_text(hi)))));
+    for m in g.legend_means() {
+        assert!(labels.contains(&graph::edge_text(m)), "legend sample {m}");
+    }
 }
 
 #[test]
@@ -293,6 +392,67 @@ fn presence_shows_bobs_changes_and_who_learned_them() {
     // One dot per (change, watcher who learned it).
     let dots: usize = changes.iter().map(|c| c.learned_by.len()).sum();
     assert_eq!(text.matches("<circle ").count(), dots);
+}
+
+/// The staleness panel: buddies' dots in colours no state uses, and a delay axis that
+/// the data fills (labels above the longest delay, nothing far past it).
+#[test]
+fn staleness_colours_differ_from_states_and_axis_fits_the_delays() {
+    let d = from_capture("four-peers.pcap");
+    let fig = presence::PresenceFigure::new(&d);
+    let dist = |a: plotters::style::RGBColor, b: plotters::style::RGBColor| {
+        let sq = |x: u8, y: u8| (x as f64 - y as f64).powi(2);
+        (sq(a.0, b.0) + sq(a.1, b.1) + sq(a.2, b.2)).sqrt()
+    };
+    let watchers = fig.watchers();
+    assert!(watchers.len() >= 2);
+    let learners: Vec<_> = (0..watchers.len()).map(presence::learner_color).collect();
+    for (i, &l) in learners.iter().enumerate() {
+        for s in presence::STATES {
+            let c = presence::state_color(s);
+            assert!(
+                dist(l, c) > 80.0,
+                "learner {i} {l:?} looks like state {s} {c:?}"
+            );
+        }
+        assert!(
+            dist(l, figures::TIMEOUT_COLOR) > 80.0,
+            "learner {i} looks like a timeout"
+        );
+        for &o in &learners[..i] {
+            assert!(dist(l, o) > 60.0, "two learners look alike: {l:?} {o:?}");
+        }
+    }
+    let text = svg(&fig);
+    let fills: Vec<String> = text
+        .split("<circle ")
+        .skip(1)
+        .map(|r| {
+            let f = r.split("fill=\"").nth(1).unwrap();
+            f[..f.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assert!(!fills.is_empty());
+    let learner_fills: Vec<String> = learners.iter().map(|&c| figures::svg_color(c)).collect();
+    for f in &fills {
+        assert!(
+            learner_fills.contains(f),
+            "dot coloured {f}, not a learner colour"
+        );
+    }
+    // The longest delay, from the summary, and the axis above it.
+    let longest = fig
+        .real_changes()
+        .iter()
+        .flat_map(|c| c.learned_by.iter().map(|l| l.delay_ms / 1e3))
+        .fold(0.0, f64::max);
+    assert!(longest > 0.0);
+    assert_eq!(fig.max_delay_s(), longest);
+    let top = fig.delay_axis_max_s();
+    assert!(
+        longest < top && longest / top >= 0.7,
+        "longest delay {longest} s on an axis to {top} s"
+    );
 }
 
 #[test]

@@ -62,11 +62,16 @@ pub fn format_rtt_us(ns: u64) -> String {
 /// Writes transactions as CSV records (header first).
 ///
 /// Fields are encoded here rather than by the `csv` crate's writer: a record is
-/// built in a reused buffer in one pass, which made the per-record cost (paid for
-/// every transaction, since the summary reports what the CSV costs) a tenth of
-/// what it was. The encoding is RFC 4180's, as `csv` writes it with its default
-/// `QuoteStyle::Necessary`: a field is quoted when it holds a comma, a quote, CR
-/// or LF, and quotes inside are doubled (tests compare with the `csv` crate).
+/// built in a reused buffer in one pass, with no string per field. The cost is paid for
+/// every transaction (the summary reports what the CSV costs). Measured with
+/// `cargo bench -p observer --bench stages -- report/csv` (the same records through
+/// this writer and through `csv::Writer`, fields formatted alike): 0.53 against
+/// 0.66 µs per record on the generated four-peers capture (1,104 records), 0.38
+/// against 0.86 µs on the JXSE 2.5 capture (criterion means): 1.2 to 2.3 times faster.
+/// Small next to a whole run, but paid per transaction, and the output is checked byte
+/// for byte against the crate's, so the crate would add nothing else. The encoding is RFC 4180's, as `csv` writes it with its
+/// default `QuoteStyle::Necessary`: a field is quoted when it holds a comma, a quote,
+/// CR or LF, and quotes inside are doubled (tests compare with the `csv` crate).
 pub struct TransactionCsvWriter<W: Write> {
     out: W,
     record: Vec<u8>,

@@ -3,7 +3,7 @@
 //! of what the tap saw, the metrics endpoint, a one-line status).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -454,7 +454,7 @@ pub fn run_each(
     // What is written later (CSV rotation, the report) must be writable by whom the run
     // now is: finding out at the end would lose the summary.
     check_later_outputs(&cfg, switched_to)?;
-    let status = cfg.status_line && std::io::stderr().is_terminal();
+    let status = (cfg.status_line && std::io::stderr().is_terminal()).then(status_bar);
     let mut sinks = Sinks {
         csv,
         store,
@@ -577,22 +577,22 @@ pub fn run_each(
             if let Ok(mut s) = snapshot.lock() {
                 *s = text;
             }
-            if status {
-                status_line(
+            if let Some(bar) = &status {
+                bar.set_message(status_text(
                     sinks.summary.counts(),
                     &windows,
                     &counters,
                     pipeline.active_flows(),
                     store_stats.as_ref(),
-                );
+                ));
             }
         }
         if ended {
             break;
         }
     }
-    if status {
-        eprintln!();
+    if let Some(bar) = status {
+        bar.finish();
     }
     tracing::info!(source = source.name(), "live capture stopped");
     let counters = source.counters();
@@ -659,32 +659,46 @@ fn open_saver(
     Ok(w)
 }
 
-fn status_line(
+/// The one-line status on stderr. indicatif draws it: it cuts the line to the
+/// terminal's width (a wrapped line is not cleared by the next refresh) and redraws it
+/// in place, which a hand-written `\r` and erase-line did not do on a narrow terminal.
+fn status_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{wide_msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn status_text(
     total: &crate::report::summary::StatusCounts,
     windows: &[(&'static str, WindowStats)],
     c: &SourceCounters,
     flows: usize,
     store: Option<&crate::store::StoreStats>,
-) {
-    eprint!(
-        "\r\x1b[2K{} transactions ({} ok, {} timeout)",
+) -> String {
+    use std::fmt::Write as _;
+    let mut line = format!(
+        "{} transactions ({} ok, {} timeout)",
         total.total, total.ok, total.timeout
     );
     for (label, w) in windows {
-        eprint!(" | {label}: {} ok, {} timeout", w.ok, w.timeout);
+        let _ = write!(line, " | {label}: {} ok, {} timeout", w.ok, w.timeout);
         for (q, ms) in &w.quantiles_ms {
-            eprint!(" p{}={ms:.1}ms", (q * 100.0).round());
+            let _ = write!(line, " p{}={ms:.1}ms", (q * 100.0).round());
         }
     }
     if windows.iter().any(|(_, w)| !w.quantiles_ms.is_empty()) {
-        eprint!(" (±{}%)", window::SKETCH_RELATIVE_ERROR * 100.0);
+        let _ = write!(line, " (±{}%)", window::SKETCH_RELATIVE_ERROR * 100.0);
     }
-    eprint!(
+    let _ = write!(
+        line,
         " | {} events | drops {} kernel, {} user | {flows} flows",
         c.events, c.kernel_drops, c.userspace_drops
     );
     if let Some(s) = store {
-        eprint!(
+        let _ = write!(
+            line,
             " | stored {}, spool {} ({} B), dropped {}",
             s.records_stored,
             s.spool_records,
@@ -692,7 +706,7 @@ fn status_line(
             s.spool_overflow_records + s.records_dropped_busy
         );
     }
-    let _ = std::io::stderr().flush();
+    line
 }
 
 #[cfg(test)]

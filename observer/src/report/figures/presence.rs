@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{draw_legend, series_color, utc, DrawResult, Figure, LegendMark, ReportData};
+use super::{draw_legend, utc, DrawResult, Figure, LegendMark, ReportData};
 use crate::report::summary::ChangeOut;
 use crate::report::table::short_label;
 
@@ -26,6 +26,33 @@ pub fn state_color(state: &str) -> RGBColor {
         _ => RGBColor(215, 215, 215),
     }
 }
+
+/// States a band can show, in legend order.
+pub const STATES: [&str; 5] = ["online", "busy", "away", "offline", "unknown"];
+
+/// Colours of the buddies in the staleness panel: none near a state colour (no green,
+/// orange, yellow, slate or light grey), so a dot never reads as a state.
+const LEARNER_PALETTE: [(u8, u8, u8); 8] = [
+    (31, 119, 180),
+    (148, 103, 189),
+    (227, 119, 194),
+    (23, 190, 207),
+    (140, 86, 75),
+    (0, 90, 90),
+    (57, 59, 121),
+    (0, 0, 0),
+];
+
+/// Colour of the `i`-th buddy in the staleness panel.
+pub fn learner_color(i: usize) -> RGBColor {
+    let (r, g, b) = LEARNER_PALETTE[i % LEARNER_PALETTE.len()];
+    RGBColor(r, g, b)
+}
+
+/// Smallest top of the staleness axis (s): all delays 0 still get a readable scale.
+const MIN_DELAY_AXIS_S: f64 = 0.01;
+/// Room above the longest delay for the change labels, as a share of it.
+const LABEL_ROOM: f64 = 0.3;
 
 /// The label of a change in the staleness panel (`bob: busy`).
 pub fn change_text(c: &ChangeOut) -> String {
@@ -89,12 +116,25 @@ impl<'a> PresenceFigure<'a> {
         v
     }
 
-    fn watchers(&self) -> Vec<String> {
+    /// The longest time (s) any buddy took to learn a change.
+    pub fn max_delay_s(&self) -> f64 {
+        self.real_changes()
+            .iter()
+            .flat_map(|c| c.learned_by.iter().map(|l| l.delay_ms / 1e3))
+            .fold(0.0, f64::max)
+    }
+
+    /// Top of the staleness panel's delay axis (s): the longest delay and room for the
+    /// change labels above it.
+    pub fn delay_axis_max_s(&self) -> f64 {
+        self.max_delay_s().max(MIN_DELAY_AXIS_S) * (1.0 + LABEL_ROOM)
+    }
+
+    /// The buddies shown in the staleness panel (who learned a change), sorted; the
+    /// `i`-th is drawn in [`learner_color`]`(i)`.
+    pub fn watchers(&self) -> Vec<String> {
         let mut v: Vec<String> = self
-            .data
-            .summary
-            .presence
-            .changes
+            .real_changes()
             .iter()
             .flat_map(|c| c.learned_by.iter().map(|l| l.poller.clone()))
             .collect();
@@ -162,8 +202,7 @@ impl Figure for PresenceFigure<'_> {
                 Rectangle::new([(secs(a), y0), (secs(b), y1)], state_color(s).filled())
             }))?;
         }
-        let states = ["online", "busy", "away", "offline", "unknown"];
-        let entries: Vec<(String, LegendMark)> = states
+        let entries: Vec<(String, LegendMark)> = STATES
             .iter()
             .map(|s| (s.to_string(), LegendMark::Box(state_color(s))))
             .collect();
@@ -172,11 +211,7 @@ impl Figure for PresenceFigure<'_> {
         // Staleness: one dot per (change, watcher) at the change's time.
         let changes = self.real_changes();
         let watchers = self.watchers();
-        let max_delay = changes
-            .iter()
-            .flat_map(|c| c.learned_by.iter().map(|l| l.delay_ms / 1e3))
-            .fold(0.0, f64::max)
-            .max(1.0);
+        let max_delay = self.max_delay_s().max(MIN_DELAY_AXIS_S);
         let mut chart = ChartBuilder::on(&bottom_plot)
             .caption(
                 "Staleness: time until each buddy learned a change (s)",
@@ -185,7 +220,7 @@ impl Figure for PresenceFigure<'_> {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(100)
-            .build_cartesian_2d(0.0..x_max, 0.0..max_delay * 1.45)?;
+            .build_cartesian_2d(0.0..x_max, 0.0..self.delay_axis_max_s())?;
         chart
             .configure_mesh()
             .x_desc("time of the change: first PONG showing it (s)")
@@ -209,10 +244,10 @@ impl Figure for PresenceFigure<'_> {
             )))?;
             chart.draw_series(c.learned_by.iter().map(|l| {
                 let w = watchers.iter().position(|p| *p == l.poller).unwrap_or(0);
-                Circle::new((x, l.delay_ms / 1e3), 5, series_color(w).filled())
+                Circle::new((x, l.delay_ms / 1e3), 5, learner_color(w).filled())
             }))?;
-            // Stagger labels of neighbouring changes.
-            let y = top + max_delay * (0.06 + 0.14 * (k % 3) as f64);
+            // Stagger labels of neighbouring changes, within the room above the data.
+            let y = top + max_delay * (0.04 + 0.12 * (k % 2) as f64);
             chart.draw_series(std::iter::once(Text::new(
                 change_text(c),
                 (x, y),
@@ -224,7 +259,7 @@ impl Figure for PresenceFigure<'_> {
         let entries: Vec<(String, LegendMark)> = watchers
             .iter()
             .enumerate()
-            .map(|(i, w)| (short_label(w), LegendMark::Box(series_color(i))))
+            .map(|(i, w)| (short_label(w), LegendMark::Box(learner_color(i))))
             .collect();
         draw_legend(&bottom_side.margin(40, 0, 0, 0), "learned by", &entries)?;
         Ok(())
