@@ -5,8 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use observer::capture::{CaptureReader, LinkType};
-use observer::live::OwnedFrame;
+use observer::capture::LinkType;
 use observer::runtime::online::{self, LiveConfig, LiveSource};
 
 struct Counting;
@@ -36,31 +35,11 @@ static ALLOC: Counting = Counting;
 /// the capture bytes, which exist before), and the transactions it found.
 fn live_peak(seconds: u64) -> (usize, u64) {
     let (_, bytes) = observer::synth::long_four_peers(seconds).expect("capture");
-    // Frames are made one at a time by a producer behind a small bounded channel, so
-    // that frames consumed cannot hide memory the run keeps.
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    // Frames are made one at a time behind the replay's small bounded queue, so that
+    // frames consumed cannot hide memory the run keeps.
     let baseline = CURRENT.load(Ordering::Relaxed);
     PEAK.store(baseline, Ordering::Relaxed);
-    let producer = std::thread::spawn(move || {
-        let mut rd = CaptureReader::from_bytes("long", bytes).expect("capture");
-        while let Some(f) = rd.next_frame().expect("frame") {
-            let frame = OwnedFrame {
-                ts: f.ts,
-                interface: f.interface,
-                data: f.data.to_vec(),
-                orig_len: f.orig_len,
-            };
-            if tx.send(frame).is_err() {
-                break;
-            }
-        }
-    });
-    let source = LiveSource::Channel {
-        rx,
-        link_types: vec![LinkType::ETHERNET],
-        events: 0,
-        bytes: 0,
-    };
+    let source = LiveSource::replay("long", bytes, vec![LinkType::ETHERNET]).expect("capture");
     let stop = AtomicBool::new(false);
     let mut cfg = LiveConfig::default();
     // The matcher remembers finished correlators (to tell a retransmitted PING from a
@@ -68,7 +47,6 @@ fn live_peak(seconds: u64) -> (usize, u64) {
     // still be filling: a small bound keeps it out of the comparison.
     cfg.pipeline.matcher.remember_finished = 1024;
     let outcome = online::run(source, cfg, &stop).expect("live run");
-    producer.join().expect("producer");
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
     (peak, outcome.summary.transactions.total)
 }

@@ -516,8 +516,7 @@ fn two_interfaces_a_few_ms_out_of_order_give_the_in_order_transactions() {
 /// as `live -i a -i b` delivers them): the same transactions as the in-order file.
 #[test]
 fn live_two_interfaces_out_of_order_give_the_in_order_transactions() {
-    use observer::capture::{CaptureReader, LinkType};
-    use observer::live::OwnedFrame;
+    use observer::capture::LinkType;
     use observer::runtime::online::{self, LiveConfig, LiveSource};
     let rendered = synth::four_peers().render();
     let in_order = rendered
@@ -525,24 +524,7 @@ fn live_two_interfaces_out_of_order_give_the_in_order_transactions() {
         .expect("capture");
     let expected = analyze_bytes(&in_order, "in-order.pcap").transactions;
     let merged = split_over_two_interfaces(in_order, 5_000_000);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut rd = CaptureReader::from_bytes("two", merged).expect("capture");
-    while let Some(f) = rd.next_frame().expect("frame") {
-        tx.send(OwnedFrame {
-            ts: f.ts,
-            interface: f.interface,
-            data: f.data.to_vec(),
-            orig_len: f.orig_len,
-        })
-        .expect("send");
-    }
-    drop(tx);
-    let source = LiveSource::Channel {
-        rx,
-        link_types: vec![LinkType::ETHERNET; 2],
-        events: 0,
-        bytes: 0,
-    };
+    let source = LiveSource::replay("two", merged, vec![LinkType::ETHERNET; 2]).expect("capture");
     let cfg = LiveConfig {
         interfaces: vec!["lan".into(), "wan".into()],
         ..LiveConfig::default()

@@ -66,7 +66,43 @@ pub enum LiveSource {
     },
 }
 
+/// Frames a replay keeps queued ahead of the run loop: the producer waits beyond it,
+/// so a replay costs the memory of a few frames, not of the capture.
+const REPLAY_QUEUE_FRAMES: usize = 64;
+
 impl LiveSource {
+    /// A capture held in memory delivered frame by frame, in file order, as a tap on
+    /// its interfaces would (a thread feeds a bounded queue; the source ends with the
+    /// capture): a live run without an interface, for tests and replays.
+    pub fn replay(
+        name: &str,
+        bytes: Vec<u8>,
+        link_types: Vec<LinkType>,
+    ) -> Result<LiveSource, crate::capture::CaptureError> {
+        let mut reader = crate::capture::CaptureReader::from_bytes(name, bytes)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_FRAMES);
+        std::thread::spawn(move || {
+            // A damaged record ends the replay as it would end a file's analysis.
+            while let Ok(Some(f)) = reader.next_frame() {
+                let frame = OwnedFrame {
+                    ts: f.ts,
+                    interface: f.interface,
+                    data: f.data.to_vec(),
+                    orig_len: f.orig_len,
+                };
+                if tx.send(frame).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(LiveSource::Channel {
+            rx,
+            link_types,
+            events: 0,
+            bytes: 0,
+        })
+    }
+
     fn name(&self) -> &'static str {
         match self {
             #[cfg(target_os = "linux")]
@@ -712,7 +748,6 @@ fn status_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::CaptureReader;
     use crate::packet::build::LinkVariant;
     use crate::synth;
 
@@ -731,18 +766,6 @@ mod tests {
                 },
             )
             .expect("capture");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut rd = CaptureReader::from_bytes("four", bytes).expect("capture");
-        while let Some(f) = rd.next_frame().expect("frame") {
-            tx.send(OwnedFrame {
-                ts: f.ts,
-                interface: f.interface,
-                data: f.data.to_vec(),
-                orig_len: f.orig_len,
-            })
-            .expect("send");
-        }
-        drop(tx);
         let dir = tempfile::tempdir().expect("tempdir");
         let saved = dir.path().join("live.pcapng");
         let csv = dir.path().join("live.csv");
@@ -752,12 +775,7 @@ mod tests {
             interfaces: vec!["eth0".into()],
             ..LiveConfig::default()
         };
-        let source = LiveSource::Channel {
-            rx,
-            link_types: vec![LinkType::ETHERNET],
-            events: 0,
-            bytes: 0,
-        };
+        let source = LiveSource::replay("four", bytes, vec![LinkType::ETHERNET]).expect("capture");
         let stop = AtomicBool::new(false);
         let outcome = run(source, cfg, &stop).expect("live run");
         assert!(outcome.result.transactions.is_empty());
