@@ -71,7 +71,7 @@ impl Presence {
 
     /// Records that `poller` received a PONG from `peer` carrying `status` at `time`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn observe(
+    pub fn observe(
         &mut self,
         time: UnixNanos,
         peer: &PeerKey,
