@@ -110,6 +110,33 @@ pub struct TapFlow {
 #[repr(C, align(8))]
 struct Aligned<T: ?Sized>(T);
 
+/// The C source of the tap, next to the committed object.
+pub fn source_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf/tap.bpf.c")
+}
+
+/// The one command that builds `src` into the object `out`: `cargo xtask build-ebpf`
+/// runs it, and the test that checks the committed object is up to date runs it too.
+/// clang is `$CLANG` or `clang`; Debian's clang needs the multiarch include directory
+/// for the kernel's UAPI headers (asm/types.h).
+pub fn build_command(src: &std::path::Path, out: &std::path::Path) -> std::process::Command {
+    let clang = std::env::var_os("CLANG").unwrap_or_else(|| "clang".into());
+    let mut cmd = std::process::Command::new(clang);
+    cmd.args([
+        "-O2",
+        "-g",
+        "-Wall",
+        "-target",
+        "bpf",
+        "-I/usr/include/x86_64-linux-gnu",
+        "-c",
+    ])
+    .arg(src)
+    .arg("-o")
+    .arg(out);
+    cmd
+}
+
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../bpf/tap.bpf.o"));
 
 /// The compiled kernel program (ELF), aligned for the loader.

@@ -227,25 +227,9 @@ fn rebuild() -> Option<Vec<u8>> {
     if !common::have(&[Need::Tool("clang")]) {
         return None;
     }
-    let src = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../observer-ebpf/bpf/tap.bpf.c"
-    );
     let dir = tempfile::tempdir().expect("tempdir");
     let obj = dir.path().join("tap.bpf.o");
-    let built = Command::new("clang")
-        .args([
-            "-O2",
-            "-g",
-            "-Wall",
-            "-target",
-            "bpf",
-            "-I/usr/include/x86_64-linux-gnu",
-            "-c",
-            src,
-            "-o",
-        ])
-        .arg(&obj)
+    let built = observer_ebpf::build_command(&observer_ebpf::source_path(), &obj)
         .output()
         .expect("run clang");
     if !built.status.success() {

@@ -127,25 +127,10 @@ enum Command {
     },
 }
 
-/// clang -target bpf; Debian's clang needs the multiarch include directory for the
-/// kernel's UAPI headers (asm/types.h).
 fn build_ebpf(src: &std::path::Path, out: &std::path::Path) -> Result<()> {
-    let status =
-        std::process::Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
-            .args([
-                "-O2",
-                "-g",
-                "-Wall",
-                "-target",
-                "bpf",
-                "-I/usr/include/x86_64-linux-gnu",
-                "-c",
-            ])
-            .arg(src)
-            .arg("-o")
-            .arg(out)
-            .status()
-            .context("running clang (install Debian's clang and libbpf-dev to rebuild the tap)")?;
+    let status = observer_ebpf::build_command(src, out)
+        .status()
+        .context("running clang (install Debian's clang and libbpf-dev to rebuild the tap)")?;
     anyhow::ensure!(status.success(), "clang failed ({status})");
     Ok(())
 }
