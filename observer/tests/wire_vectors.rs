@@ -1,4 +1,4 @@
-//! Test vectors written byte by byte from `/work/shared/spec/jxta-wire.md`, for what
+//! Test vectors written byte by byte from `docs/spec/jxta-wire.md`, for what
 //! tshark cannot check and our own encoder must not be the truth of: JXSE 2.7's layout
 //! (`content-length` first, `cbid-` peer IDs, an `EndpointRouterMsg-fingerprint` element
 //! with no MIME type, on which tshark 4.0 gives up) and the `jxmg` version 1 format.

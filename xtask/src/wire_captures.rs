@@ -4,7 +4,7 @@
 //!
 //! None of them uses the observer's encoders: the first two mutate the frames of the
 //! real JXSE 2.5 capture byte by byte, the third is written by hand from the wire spec
-//! (`shared/spec/jxta-wire.md` §1.2, §1.3, §2.1, §3.1). The truth comes from what the
+//! (`docs/spec/jxta-wire.md` §1.2, §1.3, §2.1, §3.1). The truth comes from what the
 //! generator put where (frame times, payload sizes, the documents it wrote), never
 //! from the decoder. Checksums are computed here with a checksum of this file's own.
 //!

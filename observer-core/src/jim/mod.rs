@@ -1,5 +1,5 @@
 //! JIM application documents (PING / PONG / MESSAGE), as fixed by
-//! `shared/spec/jim-presence.md`.
+//! `docs/spec/jim-presence.md`.
 //!
 //! The decoder is fed the content of every JXTA message element: it must cheaply say
 //! "not JIM" for everything else (advertisements, binary blobs, text), decode the JIM

@@ -2,7 +2,7 @@
 //! addressing, and the per-direction stream parser that turns reassembled TCP bytes
 //! (or a UDP datagram) into framed messages.
 //!
-//! Layouts follow `/work/shared/spec/jxta-wire.md` (section numbers in comments refer to
+//! Layouts follow `docs/spec/jxta-wire.md` (section numbers in comments refer to
 //! it). Everything here reads hostile bytes: lengths are checked before use, nothing
 //! allocates in proportion to a declared length, and errors are values, never panics.
 
