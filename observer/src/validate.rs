@@ -31,6 +31,9 @@ use crate::report::stats::percentile;
 use crate::report::CsvRecord;
 use crate::transaction::{Transaction, TxStatus};
 
+/// The start-time window of a join without correlator, unless told otherwise.
+pub const DEFAULT_WINDOW_NS: u64 = 500_000_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     #[error("{0:?}: expected N or N%")]

@@ -92,6 +92,15 @@ pub trait FlowHandler {
     fn close(&mut self, state: Self::State, info: &FlowInfo, reason: CloseReason);
 }
 
+/// Out-of-order bytes buffered per direction unless told otherwise (`--max-flow-buffer`).
+pub const DEFAULT_MAX_FLOW_BUFFER: usize = 4 << 20;
+/// Out-of-order bytes buffered over all flows unless told otherwise (`--max-total-buffer`).
+pub const DEFAULT_MAX_TOTAL_BUFFER: usize = 256 << 20;
+/// Flows tracked at once unless told otherwise (`--max-flows`).
+pub const DEFAULT_MAX_FLOWS: usize = 100_000;
+/// Capture-time silence that closes a flow unless told otherwise (`--idle-timeout`).
+pub const DEFAULT_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+
 /// Limits; every one of them, when hit, is counted in [`FlowStats`].
 #[derive(Clone, Debug)]
 pub struct FlowConfig {
@@ -108,10 +117,10 @@ pub struct FlowConfig {
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
-            max_flow_buffer: 4 << 20,
-            max_total_buffer: 256 << 20,
-            max_flows: 100_000,
-            idle_timeout_ns: 300 * 1_000_000_000,
+            max_flow_buffer: DEFAULT_MAX_FLOW_BUFFER,
+            max_total_buffer: DEFAULT_MAX_TOTAL_BUFFER,
+            max_flows: DEFAULT_MAX_FLOWS,
+            idle_timeout_ns: DEFAULT_IDLE_TIMEOUT_NS,
         }
     }
 }

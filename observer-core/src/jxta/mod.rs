@@ -35,7 +35,9 @@ pub use message::{
     decode_message, encode_message_v0, encode_message_v1, Element, Message, OwnedElement,
 };
 pub use peer::PeerId;
-pub use stream::{FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart};
+pub use stream::{
+    FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart, DEFAULT_MAX_MESSAGE_BYTES,
+};
 pub use welcome::{encode_welcome, parse_welcome, Welcome, WelcomeVersion};
 
 /// Why a piece of JXTA wire data could not be decoded. `kind()` gives the short,

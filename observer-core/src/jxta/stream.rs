@@ -34,6 +34,9 @@ impl StreamStart {
     }
 }
 
+/// Largest JXTA message body accepted unless told otherwise (`--max-message`).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
     /// Largest body accepted; larger messages are counted malformed and skipped.
@@ -45,7 +48,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
-            max_message: 16 << 20,
+            max_message: DEFAULT_MAX_MESSAGE_BYTES,
             max_resync_scan: 1 << 20,
         }
     }

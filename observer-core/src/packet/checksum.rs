@@ -19,15 +19,39 @@ pub enum ChecksumMode {
     Ignore,
 }
 
-impl std::str::FromStr for ChecksumMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(ChecksumMode::Auto),
-            "verify" => Ok(ChecksumMode::Verify),
-            "ignore" => Ok(ChecksumMode::Ignore),
-            _ => Err(format!("{s:?}: expected auto, verify or ignore")),
+/// A checksum mode that is none of `auto`, `verify`, `ignore`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected auto, verify or ignore")]
+pub struct UnknownChecksumMode(pub String);
+
+impl ChecksumMode {
+    /// The word `from_str` reads and `Display` writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChecksumMode::Auto => "auto",
+            ChecksumMode::Verify => "verify",
+            ChecksumMode::Ignore => "ignore",
         }
+    }
+}
+
+impl std::str::FromStr for ChecksumMode {
+    type Err = UnknownChecksumMode;
+    fn from_str(s: &str) -> Result<Self, UnknownChecksumMode> {
+        [
+            ChecksumMode::Auto,
+            ChecksumMode::Verify,
+            ChecksumMode::Ignore,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| UnknownChecksumMode(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for ChecksumMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -132,6 +156,21 @@ fn to_v6(a: IpAddr) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_read_back_what_they_write() {
+        for m in [
+            ChecksumMode::Auto,
+            ChecksumMode::Verify,
+            ChecksumMode::Ignore,
+        ] {
+            assert_eq!(m.to_string().parse::<ChecksumMode>(), Ok(m));
+        }
+        assert_eq!(
+            "Verify".parse::<ChecksumMode>(),
+            Err(UnknownChecksumMode("Verify".into()))
+        );
+    }
 
     #[test]
     fn odd_parts_join_across_boundaries() {

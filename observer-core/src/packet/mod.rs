@@ -21,7 +21,7 @@ use link::LinkOutcome;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
-pub use checksum::{Checksum, ChecksumMode};
+pub use checksum::{Checksum, ChecksumMode, UnknownChecksumMode};
 pub use link::LinkVariant;
 
 /// One TCP segment or UDP datagram as seen on the wire.

@@ -53,6 +53,12 @@ pub struct Sighting {
 /// capture). While the first is outstanding a repeat is always a duplicate.
 pub const REPEAT_WINDOW_NS: u64 = 1_000_000_000;
 
+/// A PING unanswered this long is a timeout unless told otherwise (`--timeout`; JIM
+/// polls every 10 s).
+pub const DEFAULT_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Outstanding PINGs kept per pair unless told otherwise (`--max-outstanding`).
+pub const DEFAULT_MAX_OUTSTANDING_PER_PAIR: usize = 1024;
+
 /// Matcher limits. Every per-peer structure is capped so that a hostile or simply
 /// huge capture costs bounded memory; what a cap drops is counted in `Anomalies`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +76,8 @@ pub struct MatcherConfig {
 impl Default for MatcherConfig {
     fn default() -> Self {
         MatcherConfig {
-            timeout_ns: 10_000_000_000,
-            max_outstanding_per_pair: 1024,
+            timeout_ns: DEFAULT_TIMEOUT_NS,
+            max_outstanding_per_pair: DEFAULT_MAX_OUTSTANDING_PER_PAIR,
             // 10,000 peers with 10 buddies each are 100,000 pairs; a pair costs
             // about 200 bytes, so the cap bounds a flood of invented IDs to ~50 MB.
             max_pairs: 262_144,

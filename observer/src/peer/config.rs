@@ -4,13 +4,67 @@
 //! with `--name alice --buddy bob=…` and `--name bob --buddy alice=…` agree on each
 //! other's IDs without exchanging advertisements (the reference peer has no discovery).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-
 use crate::jxta::PeerId;
+
+/// Where the peer listens for JXTA TCP connections unless told otherwise.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9701));
+/// The management endpoint the command line opens unless told otherwise (loopback, so
+/// it needs no token).
+pub const DEFAULT_MANAGEMENT: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9801));
+/// Time between two polls of each buddy (JIM's own period).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// A PING unanswered this long is recorded as a timeout: the observer's own default, so
+/// that both sides call the same transactions timeouts.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_nanos(crate::transaction::DEFAULT_TIMEOUT_NS);
+/// Transactions outstanding at once, all buddies together.
+pub const DEFAULT_POOL_SIZE: usize = 1024;
+/// Largest JXTA message accepted from the network.
+pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 20;
+
+/// What is wrong with a peer's configuration. The messages name the values, not the
+/// command-line flags: the binary says which flag gave them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0:?}: expected KIND:ARGS (fixed:200ms, uniform:100ms,900ms, normal:850ms,300ms)")]
+    DelayForm(String),
+    #[error("{text:?} is not a duration")]
+    DelayDuration {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("{0:?}: expected fixed:D, uniform:MIN,MAX (MIN <= MAX) or normal:MEAN,SD")]
+    DelayKind(String),
+    #[error("{0:?}: expected NAME=HOST:PORT[,PEER-ID]")]
+    BuddyForm(String),
+    #[error("buddy name {0:?} is empty or contains , = : or a space")]
+    BuddyName(String),
+    #[error("buddy {name}: {addr:?} is not HOST:PORT (an IP address and a port)")]
+    BuddyAddress {
+        name: String,
+        addr: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("buddy {name}: {id:?} is not a peer ID")]
+    BuddyPeerId { name: String, id: String },
+    #[error("buddy list is not valid TOML")]
+    BuddyToml(#[source] toml::de::Error),
+    #[error("the poll interval and the timeout must be greater than zero")]
+    ZeroTime,
+    #[error("the management endpoint {0} is not on loopback and has no bearer token")]
+    ManagementWithoutToken(SocketAddr),
+    #[error("buddy {0} is listed twice")]
+    DuplicateBuddy(String),
+    #[error("buddy {0} has this peer's own peer ID")]
+    OwnPeerId(String),
+}
 
 /// The JXTA NetPeerGroup ID's unique part: every ID of this peer lives in that group,
 /// as in JXSE (`urn:jxta:uuid-<group><peer>03`).
@@ -36,28 +90,28 @@ pub enum Delay {
 
 impl Delay {
     /// Parses `fixed:200ms`, `uniform:100ms,900ms`, `normal:850ms,300ms` or `none`.
-    pub fn parse(s: &str) -> Result<Delay> {
+    pub fn parse(s: &str) -> Result<Delay, ConfigError> {
         let s = s.trim();
         if s == "none" || s == "0" {
             return Ok(Delay::None);
         }
-        let (kind, args) = s.split_once(':').ok_or_else(|| {
-            anyhow!(
-                "{s:?}: expected KIND:ARGS (fixed:200ms, uniform:100ms,900ms, normal:850ms,300ms)"
-            )
-        })?;
+        let (kind, args) = s
+            .split_once(':')
+            .ok_or_else(|| ConfigError::DelayForm(s.to_string()))?;
         let durs = args
             .split(',')
             .map(|a| {
-                humantime::parse_duration(a.trim())
-                    .with_context(|| format!("{a:?} is not a duration"))
+                humantime::parse_duration(a.trim()).map_err(|source| ConfigError::DelayDuration {
+                    text: a.to_string(),
+                    source,
+                })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         match (kind, durs.as_slice()) {
             ("fixed", [d]) => Ok(Delay::Fixed(*d)),
             ("uniform", [a, b]) if a <= b => Ok(Delay::Uniform(*a, *b)),
             ("normal", [m, sd]) => Ok(Delay::Normal(*m, *sd)),
-            _ => bail!("{s:?}: expected fixed:D, uniform:MIN,MAX (MIN <= MAX) or normal:MEAN,SD"),
+            _ => Err(ConfigError::DelayKind(s.to_string())),
         }
     }
 
@@ -138,11 +192,11 @@ pub fn derived_pipe_id(peer_id: &PeerId) -> String {
     )
 }
 
-/// Parses `--buddy NAME=HOST:PORT[,PEER-ID]`.
-pub fn parse_buddy_arg(s: &str) -> Result<Buddy> {
+/// Parses `NAME=HOST:PORT[,PEER-ID]` (the command line's `--buddy`).
+pub fn parse_buddy_arg(s: &str) -> Result<Buddy, ConfigError> {
     let (name, rest) = s
         .split_once('=')
-        .ok_or_else(|| anyhow!("--buddy {s:?}: expected NAME=HOST:PORT[,PEER-ID]"))?;
+        .ok_or_else(|| ConfigError::BuddyForm(s.to_string()))?;
     let (addr, id) = match rest.split_once(',') {
         Some((a, id)) => (a, Some(id)),
         None => (rest, None),
@@ -150,18 +204,24 @@ pub fn parse_buddy_arg(s: &str) -> Result<Buddy> {
     buddy(name, addr, id)
 }
 
-fn buddy(name: &str, addr: &str, id: Option<&str>) -> Result<Buddy> {
+fn buddy(name: &str, addr: &str, id: Option<&str>) -> Result<Buddy, ConfigError> {
     let name = name.trim();
     if name.is_empty() || name.contains([',', '=', ':', ' ']) {
-        bail!("buddy name {name:?} is empty or contains , = : or a space");
+        return Err(ConfigError::BuddyName(name.to_string()));
     }
-    let addr: SocketAddr = addr.trim().parse().with_context(|| {
-        format!("buddy {name}: {addr:?} is not HOST:PORT (an IP address and a port)")
-    })?;
+    let addr: SocketAddr = addr
+        .trim()
+        .parse()
+        .map_err(|source| ConfigError::BuddyAddress {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            source,
+        })?;
     let peer_id = match id {
-        Some(id) => {
-            PeerId::parse(id).ok_or_else(|| anyhow!("buddy {name}: {id:?} is not a peer ID"))?
-        }
+        Some(id) => PeerId::parse(id).ok_or_else(|| ConfigError::BuddyPeerId {
+            name: name.to_string(),
+            id: id.to_string(),
+        })?,
         None => derived_peer_id(name),
     };
     Ok(Buddy {
@@ -194,8 +254,8 @@ struct BuddyEntry {
 /// address = "127.0.0.1:9702"
 /// peer_id = "urn:jxta:uuid-…03"   # optional: derived from the name when absent
 /// ```
-pub fn parse_buddy_toml(text: &str) -> Result<Vec<Buddy>> {
-    let file: BuddyFile = toml::from_str(text).context("buddy list is not valid TOML")?;
+pub fn parse_buddy_toml(text: &str) -> Result<Vec<Buddy>, ConfigError> {
+    let file: BuddyFile = toml::from_str(text).map_err(ConfigError::BuddyToml)?;
     file.buddy
         .iter()
         .map(|b| buddy(&b.name, &b.address, b.peer_id.as_deref()))
@@ -240,40 +300,40 @@ impl PeerConfig {
         PeerConfig {
             name: name.to_string(),
             peer_id: derived_peer_id(name),
-            listen: "0.0.0.0:9701".parse().expect("valid"),
+            listen: DEFAULT_LISTEN,
             buddies: Vec::new(),
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(10),
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
             correlator: true,
             reply_delay: Delay::None,
             csv: None,
             management: None,
             token: None,
             duration: None,
-            pool_size: 1024,
-            max_message: 1 << 20,
+            pool_size: DEFAULT_POOL_SIZE,
+            max_message: DEFAULT_MAX_MESSAGE,
             stdin_commands: false,
             initial_state: crate::jim::Status::Online,
             state_schedule: Vec::new(),
         }
     }
 
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interval.is_zero() || self.timeout.is_zero() {
-            bail!("--interval and --timeout must be greater than zero");
+            return Err(ConfigError::ZeroTime);
         }
         if let Some(m) = self.management {
             if !m.ip().is_loopback() && self.token.as_deref().is_none_or(str::is_empty) {
-                bail!("the management endpoint {m} is not on loopback: give --token (or OBSERVER_PEER_TOKEN)");
+                return Err(ConfigError::ManagementWithoutToken(m));
             }
         }
         let mut names = std::collections::HashSet::new();
         for b in &self.buddies {
             if !names.insert(&b.name) {
-                bail!("buddy {} is listed twice", b.name);
+                return Err(ConfigError::DuplicateBuddy(b.name.clone()));
             }
             if b.peer_id == self.peer_id {
-                bail!("buddy {} has this peer's own peer ID", b.name);
+                return Err(ConfigError::OwnPeerId(b.name.clone()));
             }
         }
         Ok(())
@@ -295,8 +355,14 @@ mod tests {
             "urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603";
         let b = parse_buddy_arg(&format!("carol=10.0.0.3:9701,{pid}")).unwrap();
         assert_eq!(b.peer_id.as_str(), pid);
-        assert!(parse_buddy_arg("bob").is_err());
-        assert!(parse_buddy_arg("bob=nowhere").is_err());
+        assert!(matches!(
+            parse_buddy_arg("bob"),
+            Err(ConfigError::BuddyForm(_))
+        ));
+        assert!(matches!(
+            parse_buddy_arg("bob=nowhere"),
+            Err(ConfigError::BuddyAddress { .. })
+        ));
         let list = parse_buddy_toml(
             "[[buddy]]\nname = \"bob\"\naddress = \"127.0.0.1:9702\"\n\n[[buddy]]\nname = \"carol\"\naddress = \"127.0.0.1:9703\"\n",
         )
@@ -322,15 +388,28 @@ mod tests {
             sum += n.sample(&mut rng).as_secs_f64();
         }
         assert!((sum / 2000.0 - 0.85).abs() < 0.05, "{}", sum / 2000.0);
-        assert!(Delay::parse("uniform:900ms,100ms").is_err());
-        assert!(Delay::parse("gamma:1s").is_err());
+        assert!(matches!(
+            Delay::parse("uniform:900ms,100ms"),
+            Err(ConfigError::DelayKind(_))
+        ));
+        assert!(matches!(
+            Delay::parse("gamma:1s"),
+            Err(ConfigError::DelayKind(_))
+        ));
+        assert!(matches!(
+            Delay::parse("fixed:soon"),
+            Err(ConfigError::DelayDuration { .. })
+        ));
     }
 
     #[test]
     fn management_beyond_loopback_needs_token() {
         let mut c = PeerConfig::new("alice");
         c.management = Some("0.0.0.0:9801".parse().unwrap());
-        assert!(c.validate().is_err());
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ManagementWithoutToken(m)) if m.port() == 9801
+        ));
         c.token = Some("s3cret".into());
         assert!(c.validate().is_ok());
     }

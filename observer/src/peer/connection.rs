@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::arm::{correlator_element_bytes, now_ns};
 use super::timestamping::{self, SocketStamps, StampedRead, StampedWrite};
-use super::{ConnEntry, Shared};
+use super::{CommandError, ConnEntry, Shared};
 use crate::jim::{self, Document, Kind};
 use crate::jxta::{
     self, decode_message, encode_message_v0, encode_package, encode_welcome, HeaderOrder,
@@ -611,16 +611,16 @@ pub fn queue_ping(shared: &Shared, receiver: usize) -> bool {
 }
 
 /// Queues a MESSAGE document to the buddy called `to`.
-pub fn queue_message(shared: &Shared, to: &str, body: &str) -> Result<(), String> {
+pub fn queue_message(shared: &Shared, to: &str, body: &str) -> Result<(), CommandError> {
     let buddy = shared
         .cfg
         .buddies
         .iter()
         .find(|b| b.name == to)
-        .ok_or_else(|| format!("no buddy called {to:?}"))?;
+        .ok_or_else(|| CommandError::NoBuddy(to.to_string()))?;
     let (tx, peer_addr) = shared
         .sender(&buddy.peer_id)
-        .ok_or_else(|| format!("{to} is not connected"))?;
+        .ok_or_else(|| CommandError::NotConnected(to.to_string()))?;
     let doc = Document {
         kind: Kind::Message,
         from: Some(shared.cfg.name.clone()),
@@ -640,7 +640,7 @@ pub fn queue_message(shared: &Shared, to: &str, body: &str) -> Result<(), String
         what: "messages_sent",
         bytes,
     })
-    .map_err(|_| format!("the queue to {to} is full"))
+    .map_err(|_| CommandError::QueueFull(to.to_string()))
 }
 
 #[cfg(test)]

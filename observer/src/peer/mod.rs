@@ -33,12 +33,58 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 pub use arm::{Arm, Record};
-pub use config::{Buddy, Delay, PeerConfig};
+pub use config::{Buddy, ConfigError, Delay, PeerConfig};
+
+/// Why the peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create {}", path.display())]
+    CreateCsv {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the CSV header")]
+    CsvHeader(#[source] std::io::Error),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the management endpoint {addr}")]
+    Management {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the address of a listening socket")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// A control command that could not be carried out; the message is the one-line
+/// answer given to whoever sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown state {0:?} (online, busy, away, offline)")]
+    UnknownState(String),
+    #[error("usage: msg NAME TEXT")]
+    MessageUsage,
+    #[error("unknown command {0:?} (state, msg)")]
+    UnknownCommand(String),
+    #[error("no buddy called {0:?}")]
+    NoBuddy(String),
+    #[error("{0} is not connected")]
+    NotConnected(String),
+    #[error("the queue to {0} is full")]
+    QueueFull(String),
+}
 
 use crate::jim::Status;
 use crate::jxta::PeerId;
@@ -217,11 +263,13 @@ impl Shared {
 impl Shared {
     /// The peer's state, without sockets: `run` adds the listeners and tasks; the fuzz
     /// target drives connections over in-memory pipes.
-    pub fn new(cfg: PeerConfig, listen_port: u16) -> Result<Arc<Shared>> {
+    pub fn new(cfg: PeerConfig, listen_port: u16) -> Result<Arc<Shared>, PeerError> {
         let csv = match &cfg.csv {
             Some(p) => Some(
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?,
+                std::fs::File::create(p).map_err(|source| PeerError::CreateCsv {
+                    path: p.clone(),
+                    source,
+                })?,
             ),
             None => None,
         };
@@ -241,7 +289,8 @@ impl Shared {
             u64::try_from(cfg.timeout.as_nanos()).unwrap_or(u64::MAX),
             cfg.correlator,
             csv,
-        )?;
+        )
+        .map_err(PeerError::CsvHeader)?;
         let seed = config::fnv1a(3, cfg.name.as_bytes()) ^ arm::now_ns();
         let shared = Arc::new(Shared {
             arm,
@@ -265,17 +314,20 @@ impl Shared {
 /// Runs the peer until `--duration` elapses, SIGINT or SIGTERM. On the way out it stops
 /// polling, waits (at most 3 s, at most the timeout) for PONGs still due, and flushes
 /// the CSV.
-pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>> {
+pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>, PeerError> {
     cfg.validate()?;
     let listener = TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let listen_port = listener.local_addr()?.port();
+        .map_err(|source| PeerError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let listen_port = listener.local_addr().map_err(PeerError::LocalAddr)?.port();
     let mgmt = match cfg.management {
-        Some(m) => Some(
-            TcpListener::bind(m)
+        Some(addr) => Some(
+            TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot bind the management endpoint {m}"))?,
+                .map_err(|source| PeerError::Management { addr, source })?,
         ),
         None => None,
     };
@@ -286,7 +338,10 @@ pub async fn run(cfg: PeerConfig) -> Result<Arc<Shared>> {
         shared.cfg.peer_id,
         shared.cfg.listen.ip(),
         match &mgmt {
-            Some(m) => format!(", management on http://{}", m.local_addr()?),
+            Some(m) => format!(
+                ", management on http://{}",
+                m.local_addr().map_err(PeerError::LocalAddr)?
+            ),
             None => String::new(),
         }
     );
@@ -443,23 +498,26 @@ async fn dial_loop(shared: Arc<Shared>, i: usize) {
 
 /// A control command (standard input or the management endpoint's `/command`):
 /// `state online|busy|away|offline`, `msg NAME TEXT…`. Returns a one-line answer.
-pub fn command(shared: &Shared, line: &str) -> Result<String, String> {
+pub fn command(shared: &Shared, line: &str) -> Result<String, CommandError> {
     let line = line.trim();
     let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
     match cmd {
         "state" => {
             let s = Status::parse(rest.trim())
-                .ok_or_else(|| format!("unknown state {rest:?} (online, busy, away, offline)"))?;
+                .ok_or_else(|| CommandError::UnknownState(rest.to_string()))?;
             shared.set_state(s);
             Ok(format!("state {s}"))
         }
         "msg" | "message" => {
-            let (to, body) = rest.trim().split_once(' ').ok_or("usage: msg NAME TEXT")?;
+            let (to, body) = rest
+                .trim()
+                .split_once(' ')
+                .ok_or(CommandError::MessageUsage)?;
             connection::queue_message(shared, to, body.trim())?;
             Ok(format!("sent to {to}"))
         }
         "" => Ok(String::new()),
-        other => Err(format!("unknown command {other:?} (state, msg)")),
+        other => Err(CommandError::UnknownCommand(other.to_string())),
     }
 }
 

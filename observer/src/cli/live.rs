@@ -1,0 +1,365 @@
+//! `observer live`: capture on interfaces (eBPF tap or libpcap), report continuously,
+//! and print the summary (and optionally the figures) at the end.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use observer::metrics::window::{WindowStats, SKETCH_RELATIVE_ERROR};
+use observer::report;
+use observer::runtime::online::{self, CsvRotation, LiveConfig, LiveOutcome, LiveSource};
+use observer::transaction::Transaction;
+
+use super::command_line;
+use super::limits::{Limits, Matching};
+use super::store::{report_store, StoreArgs};
+use super::values::{parse_bytes, parse_port, parse_positive_duration, Bytes};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    /// eBPF TC classifier with in-kernel filtering (needs root or CAP_BPF + CAP_NET_ADMIN).
+    Ebpf,
+    /// libpcap (built with `--features pcap`).
+    Pcap,
+    /// eBPF when permitted, else libpcap; says which it took.
+    Auto,
+}
+
+#[derive(Args, Debug)]
+pub struct LiveArgs {
+    /// Interface to capture on (repeatable).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    pub interfaces: Vec<String>,
+    #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
+    pub source: SourceKind,
+    /// JXTA ports passed by the in-kernel filter (flows recognised by content are added
+    /// as they are found) [default: 9701, 9700].
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port, allow_negative_numbers = true)]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub matching: Matching,
+    /// Append one row per finished transaction (flushed every second).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Start a new CSV file when the current one reaches this size.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub csv_rotate_size: Option<Bytes>,
+    /// Start a new CSV file after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub csv_rotate_time: Option<Duration>,
+    /// Save what the tap saw to a pcapng file (re-analyse it later with `analyze`).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow the metrics endpoint on a non-loopback address.
+    #[arg(long)]
+    pub metrics_public: bool,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// When the run ends, write the figures and index.html (as `observer report`) here.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Once the capture is set up, run as this user (started as root). CSV rotation
+    /// and --report then need a directory this user can write.
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub user: String,
+    /// Stay root after setting up the capture.
+    #[arg(long)]
+    pub keep_root: bool,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Transactions a live run with `--report` keeps for the figures (about 30 MB at most);
+/// the summary and tables always cover the whole run.
+const LIVE_REPORT_SAMPLE: usize = 100_000;
+
+/// What the run is told, from the command line alone (no capture opened yet).
+pub fn live_config(args: &LiveArgs) -> LiveConfig {
+    let mut cfg = LiveConfig {
+        csv: args.csv.clone(),
+        csv_rotation: CsvRotation {
+            max_bytes: args.csv_rotate_size.map(|b| b.0),
+            max_age: args.csv_rotate_time,
+        },
+        save: args.write.clone(),
+        metrics: args.metrics,
+        metrics_public: args.metrics_public,
+        status_line: true,
+        duration: args.duration,
+        interfaces: args.interfaces.clone(),
+        user: (!args.keep_root).then(|| args.user.clone()),
+        report_dir: args.report.clone(),
+        store: args.store.config(&args.interfaces.join(",")),
+        ..LiveConfig::default()
+    };
+    args.limits.apply(&mut cfg.pipeline);
+    args.matching.apply(&mut cfg.pipeline);
+    cfg
+}
+
+pub fn run(args: LiveArgs) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first SIGINT, SIGTERM or SIGHUP ends the run cleanly (records flushed,
+    // filters removed within 100 ms); a second one, once that has begun, exits at
+    // once: by then the capture is torn down and only the summary and report remain.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let cfg = live_config(&args);
+    let source = open_source(&args)?;
+    // The figures need transactions; the run keeps none, so the first ones are kept
+    // for them, bounded. (Reading the `-w` file back is no way out: the run no longer
+    // has the rights to open it once it has switched to `--user`.)
+    let mut sample = Vec::new();
+    let mut sampled_out = 0u64;
+    let keep_sample = args.report.is_some();
+    let outcome = online::run_each(source, cfg, &stop, &mut |t| {
+        if keep_sample {
+            if sample.len() < LIVE_REPORT_SAMPLE {
+                sample.push(t.clone());
+            } else {
+                sampled_out += 1;
+            }
+        }
+    })?;
+    if let Some(s) = &outcome.store {
+        report_store(s, &args.store.clickhouse_spool);
+    }
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &outcome_json(&outcome))?;
+        writeln!(out)?;
+    } else {
+        write_text(&mut out, &outcome)?;
+    }
+    out.flush()?;
+    // The summary is out first: a report that cannot be written loses nothing else.
+    if let Some(dir) = &args.report {
+        if sampled_out > 0 {
+            eprintln!(
+                "observer: the figures show the first {} transactions of {} (the tables cover them all)",
+                sample.len(),
+                sample.len() as u64 + sampled_out
+            );
+        }
+        write_report(dir, &args, &outcome, sample, sampled_out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
+    let mut json = outcome.summary.to_json();
+    if let serde_json::Value::Object(map) = &mut json {
+        map.insert("jxta".into(), outcome.result.jxta.to_json());
+        map.insert(
+            "source".into(),
+            serde_json::json!({
+                "kind": outcome.source.source,
+                "events": outcome.source.events,
+                "bytes": outcome.source.bytes,
+                "kernel_drops": outcome.source.kernel_drops,
+                "userspace_drops": outcome.source.userspace_drops,
+                "flows_marked": outcome.source.flows_marked,
+                "flow_marks_failed": outcome.source.flow_marks_failed,
+            }),
+        );
+        map.insert("windows".into(), windows_json(&outcome.windows));
+    }
+    json
+}
+
+fn write_text(out: &mut impl Write, outcome: &LiveOutcome) -> io::Result<()> {
+    write!(out, "{}", report::table::render(&outcome.summary))?;
+    writeln!(
+        out,
+        "\nSource: {} ({} events, {} bytes, drops: {} kernel, {} user-space)",
+        outcome.source.source,
+        outcome.source.events,
+        outcome.source.bytes,
+        outcome.source.kernel_drops,
+        outcome.source.userspace_drops
+    )?;
+    for (label, w) in &outcome.windows {
+        write!(
+            out,
+            "Last {label} of capture time: {} ok, {} timeout, {} open",
+            w.ok, w.timeout, w.open
+        )?;
+        for (q, ms) in &w.quantiles_ms {
+            write!(out, ", p{} {ms:.1} ms", (q * 100.0).round())?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "(window percentiles from a DDSketch: within ±{}% of the exact value)",
+        SKETCH_RELATIVE_ERROR * 100.0
+    )?;
+    if outcome.source.flow_marks_failed > 0 {
+        writeln!(
+            out,
+            "WARNING: {} flows found by content could not be let through the kernel filter: their traffic off the --port list was not seen",
+            outcome.source.flow_marks_failed
+        )?;
+    }
+    Ok(())
+}
+
+/// The rolling windows of a live run, with the error bound of their percentiles.
+fn windows_json(windows: &[(&str, WindowStats)]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (label, w) in windows {
+        let quantiles: serde_json::Map<String, serde_json::Value> = w
+            .quantiles_ms
+            .iter()
+            .map(|(q, ms)| (format!("p{}", (q * 100.0).round()), serde_json::json!(ms)))
+            .collect();
+        map.insert(
+            (*label).to_string(),
+            serde_json::json!({
+                "ok": w.ok,
+                "timeout": w.timeout,
+                "open": w.open,
+                "rtt_ms": quantiles,
+            }),
+        );
+    }
+    map.insert(
+        "rtt_relative_error".into(),
+        serde_json::json!(SKETCH_RELATIVE_ERROR),
+    );
+    serde_json::Value::Object(map)
+}
+
+/// The figures of a live run, drawn from the same data `observer report` uses.
+fn write_report(
+    dir: &Path,
+    args: &LiveArgs,
+    outcome: &LiveOutcome,
+    transactions: Vec<Transaction>,
+    left_out: u64,
+) -> Result<()> {
+    use observer::report::figures::{self, InputMeta, Meta, Options, ReportData};
+    let r = &outcome.result;
+    let summary = &outcome.summary;
+    let data = ReportData {
+        transactions,
+        summary: summary.clone(),
+        timeout_ns: args.matching.timeout.ns(),
+        meta: Meta {
+            inputs: args
+                .interfaces
+                .iter()
+                .map(|i| InputMeta {
+                    name: i.clone(),
+                    format: format!("live ({})", outcome.source.source),
+                    frames: None,
+                    bytes: outcome.source.bytes,
+                    error: None,
+                })
+                .collect(),
+            duration_ns: r.duration_ns(),
+            packets: Some(r.packets.frames),
+            flows: Some(r.flows.flows),
+            jxta_messages: Some(r.jxta.messages_tcp + r.jxta.messages_udp),
+            anomalies: [
+                ("kernel drops", outcome.source.kernel_drops),
+                ("user-space drops", outcome.source.userspace_drops),
+                ("TCP gaps", r.flows.reassembly.gaps),
+                ("transactions left out of the figures", left_out),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+            command: command_line(),
+            text_report: report::table::render(summary),
+        },
+    };
+    let written = figures::write_all(&data, dir, &Options::default())?;
+    for f in &written.files {
+        eprintln!("observer: wrote {}", f.display());
+    }
+    Ok(())
+}
+
+fn open_source(args: &LiveArgs) -> Result<LiveSource> {
+    match args.source {
+        SourceKind::Pcap => open_pcap(args),
+        SourceKind::Ebpf => open_ebpf(args),
+        SourceKind::Auto => match open_ebpf(args) {
+            Ok(s) => {
+                eprintln!("observer: capturing with the eBPF tap");
+                Ok(s)
+            }
+            Err(ebpf_err) => match open_pcap(args) {
+                Ok(s) => {
+                    eprintln!("observer: the eBPF tap is not available ({ebpf_err:#}); capturing with libpcap");
+                    Ok(s)
+                }
+                Err(pcap_err) => {
+                    bail!("no live source works here: eBPF: {ebpf_err:#}; pcap: {pcap_err:#}")
+                }
+            },
+        },
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_ebpf(args: &LiveArgs) -> Result<LiveSource> {
+    let ports = if args.ports.is_empty() {
+        vec![9701, 9700]
+    } else {
+        args.ports.clone()
+    };
+    let tap = observer::live::ebpf::EbpfTap::attach(&observer::live::ebpf::TapConfig {
+        interfaces: args.interfaces.clone(),
+        ports,
+    })?;
+    Ok(LiveSource::Ebpf(Box::new(tap)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_ebpf(_args: &LiveArgs) -> Result<LiveSource> {
+    bail!("the eBPF source exists only on Linux")
+}
+
+#[cfg(feature = "pcap")]
+fn open_pcap(args: &LiveArgs) -> Result<LiveSource> {
+    // libpcap's filter cannot follow flows recognised by content, so it passes all TCP
+    // and UDP unless ports were given.
+    let filter = if args.ports.is_empty() {
+        "tcp or udp".to_string()
+    } else {
+        let ports: Vec<String> = args.ports.iter().map(|p| format!("port {p}")).collect();
+        format!("(tcp or udp) and ({})", ports.join(" or "))
+    };
+    let source = observer::live::pcap::PcapSource::open(&args.interfaces, Some(&filter))?;
+    Ok(LiveSource::Pcap(source))
+}
+
+#[cfg(not(feature = "pcap"))]
+fn open_pcap(_args: &LiveArgs) -> Result<LiveSource> {
+    Err(observer::live::LiveError::NotBuilt("pcap").into())
+}
