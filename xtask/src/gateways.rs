@@ -546,6 +546,46 @@ fn send_errors(log: &str) -> Option<u64> {
     before.rsplit(' ').next()?.parse().ok()
 }
 
+/// Runs the ClickHouse panels' SQL of the Grafana dashboard on the scenario's store, the
+/// dashboard's variables set as Grafana's ClickHouse data source would over `[from,
+/// to)` (seconds): each must run and return rows.
+fn dashboard_sql(store: &Store, from: u64, to: u64) -> Result<usize> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/observer.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let dash: serde_json::Value = serde_json::from_str(&text)?;
+    let panels = dash["panels"].as_array().context("no panels")?;
+    let mut n = 0;
+    for p in panels {
+        if p["datasource"]["type"] != "grafana-clickhouse-datasource" {
+            continue;
+        }
+        for t in p["targets"].as_array().context("no targets")? {
+            let sql = t["rawSql"]
+                .as_str()
+                .context("a ClickHouse target without rawSql")?;
+            let sql = sql
+                .replace("${table}", TABLE)
+                .replace("$__fromTime", &format!("toDateTime({from})"))
+                .replace("$__toTime", &format!("toDateTime({to})"));
+            ensure!(
+                !sql.contains('$'),
+                "{}: a variable left in {sql}",
+                p["title"]
+            );
+            let rows = store.query(&format!("{sql}\nFORMAT TabSeparated"))?;
+            ensure!(
+                !rows.trim().is_empty(),
+                "{}: no rows from {sql}",
+                p["title"]
+            );
+            n += 1;
+        }
+    }
+    ensure!(n > 0, "no ClickHouse panel in {}", path.display());
+    Ok(n)
+}
+
 pub fn run(opts: &Options) -> Result<()> {
     let begun = Instant::now();
     ensure!(
@@ -861,6 +901,12 @@ pub fn run(opts: &Options) -> Result<()> {
         crossing,
         extra.len()
     );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let panels = dashboard_sql(&store, now - begun.elapsed().as_secs() - 60, now + 60)?;
+    eprintln!("  the dashboard's {panels} ClickHouse queries return rows");
 
     // Each gateway's view against its own peers' records, within the usual bounds.
     for (g, lan) in LANS.iter().enumerate() {
