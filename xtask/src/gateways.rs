@@ -592,6 +592,13 @@ pub fn run(opts: &Options) -> Result<()> {
         Path::new(CLICKHOUSE_SERVER).exists(),
         "the gateways scenario needs Debian's clickhouse-server"
     );
+    let duration = Duration::from_secs(opts.seconds);
+    ensure!(
+        duration >= OUTAGE + Duration::from_secs(10),
+        "the gateways scenario needs --seconds {} at least (a {} s outage inside)",
+        OUTAGE.as_secs() + 10,
+        OUTAGE.as_secs()
+    );
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, interrupted.clone())?;
@@ -674,13 +681,6 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
 
-    let duration = Duration::from_secs(opts.seconds);
-    ensure!(
-        duration >= OUTAGE + Duration::from_secs(10),
-        "the gateways scenario needs --seconds {} at least (a {} s outage inside)",
-        OUTAGE.as_secs() + 10,
-        OUTAGE.as_secs()
-    );
     let mut peer_csvs: Vec<(usize, PathBuf)> = Vec::new();
     for (g, lan) in LANS.iter().enumerate() {
         for (k, p) in lan.peers.iter().enumerate() {
