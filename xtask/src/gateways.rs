@@ -592,6 +592,10 @@ pub fn run(opts: &Options) -> Result<()> {
         Path::new(CLICKHOUSE_SERVER).exists(),
         "the gateways scenario needs Debian's clickhouse-server"
     );
+    ensure!(
+        !opts.loopback && opts.stress_cpus == 0,
+        "the gateways scenario runs in network namespaces only, without --stress-cpus"
+    );
     let duration = Duration::from_secs(opts.seconds);
     ensure!(
         duration >= OUTAGE + Duration::from_secs(10),
