@@ -52,15 +52,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-#[test]
-fn rules_use_only_series_the_observer_exposes() {
-    let rules =
-        std::fs::read_to_string(rules_dir().join("observer-rules.yml")).expect("rules file");
-    let used = metric_names(&rules);
-    assert!(used.len() >= 5, "{used:?}");
-
-    // What a live observer serves: the metrics of real transactions (the four-peers
-    // sample), plus the ClickHouse sink's.
+/// Every series name `/metrics` renders: the metrics of real transactions (the
+/// four-peers sample), plus the ClickHouse sink's.
+fn exposed_series() -> BTreeSet<String> {
     let a = runtime::analyze(
         &[common::capture("four-peers.pcap")],
         PipelineConfig::default(),
@@ -84,15 +78,44 @@ fn rules_use_only_series_the_observer_exposes() {
         },
     );
     observer::store::StoreStats::default().render_prometheus(&mut text);
-    let exposed: BTreeSet<String> = text
-        .lines()
+    let mut windows = observer::metrics::window::Windows::default();
+    for t in &a.transactions {
+        windows.add(t);
+    }
+    let now = a.transactions.iter().map(|t| t.start).max().unwrap_or(0);
+    observer::metrics::window::render_prometheus(&windows.stats(now), &mut text);
+    text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_string)
-        .collect();
-    let missing: Vec<&String> = used.difference(&exposed).collect();
+        .collect()
+}
+
+#[test]
+fn rules_use_only_series_the_observer_exposes() {
+    let rules =
+        std::fs::read_to_string(rules_dir().join("observer-rules.yml")).expect("rules file");
+    let used = metric_names(&rules);
+    assert!(used.len() >= 5, "{used:?}");
+    let missing: Vec<String> = used.difference(&exposed_series()).cloned().collect();
     assert!(
         missing.is_empty(),
         "rules name series /metrics does not serve: {missing:?}"
+    );
+}
+
+/// The Grafana dashboard's panels name only series the observer serves (its queries
+/// are run against a real Prometheus in tests/prometheus.rs, as root).
+#[test]
+fn dashboard_uses_only_series_the_observer_exposes() {
+    let queries = common::dashboard_promql();
+    assert!(queries.len() >= 10, "{queries:?}");
+    let text: String = queries.iter().map(|(_, q)| format!("{q}\n")).collect();
+    let used = metric_names(&text);
+    assert!(used.len() >= 10, "{used:?}");
+    let missing: Vec<String> = used.difference(&exposed_series()).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard names series /metrics does not serve: {missing:?}"
     );
 }

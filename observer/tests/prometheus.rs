@@ -1,6 +1,7 @@
 //! Several gateways, one Prometheus: two live observers on two interfaces, scraped by a
 //! real Prometheus server on loopback; the transaction count summed through its query
-//! API equals what the two captures hold.
+//! API equals what the two captures hold, and every PromQL query of the Grafana
+//! dashboard (deploy/grafana/observer.json) parses and returns series.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -38,17 +39,29 @@ fn prometheus_sums_two_observers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let targets = [common::free_local_addr(), common::free_local_addr()];
     let mut observers = Vec::new();
-    for (veth, metrics) in [(&a, &targets[0]), (&b, &targets[1])] {
-        let child = Command::new(env!("CARGO_BIN_EXE_observer"))
-            .args([
-                "live",
-                "-i",
-                &veth.host,
-                "--source",
-                "ebpf",
-                "--metrics",
-                metrics,
-            ])
+    for (i, (veth, metrics)) in [(&a, &targets[0]), (&b, &targets[1])]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_observer"));
+        cmd.args([
+            "live",
+            "-i",
+            &veth.host,
+            "--source",
+            "ebpf",
+            "--metrics",
+            metrics,
+        ]);
+        if i == 1 {
+            // A ClickHouse sink whose store is down (nothing listens there): the sink's
+            // series exist, for the dashboard's panels over them.
+            cmd.arg("--clickhouse")
+                .arg(format!("http://{}", common::free_local_addr()))
+                .arg("--clickhouse-spool")
+                .arg(dir.path().join("spool"));
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -134,4 +147,63 @@ fn prometheus_sums_two_observers() {
         };
         assert_eq!(n, want as f64, "{r}");
     }
+    dashboard_queries_return_series(web);
+}
+
+/// The values Grafana gives the dashboard's variables: every observer, and a rate
+/// window holding several of this test's 1 s scrapes.
+const DASHBOARD_VARIABLES: [(&str, &str); 2] = [("$__rate_interval", "1m"), ("$instance", ".*")];
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs every query of the dashboard against the Prometheus scraping the two observers:
+/// each must parse and return at least one series.
+fn dashboard_queries_return_series(web: &str) {
+    let queries = common::dashboard_promql();
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut failing = Vec::new();
+    // The rates need two scrapes after the traffic; a short grace for the slowest.
+    let t0 = Instant::now();
+    loop {
+        failing.clear();
+        for (title, expr) in &queries {
+            let mut q = expr.clone();
+            for (var, value) in DASHBOARD_VARIABLES {
+                q = q.replace(var, value);
+            }
+            assert!(
+                !q.contains('$'),
+                "{title}: a variable the test does not set: {q}"
+            );
+            let body =
+                get(web, &format!("/api/v1/query?query={}", url_encode(&q))).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let series = v["data"]["result"].as_array().map_or(0, Vec::len);
+            if v["status"] != "success" || series == 0 {
+                failing.push(format!("{title}: {q} -> {body}"));
+            }
+        }
+        if failing.is_empty() || t0.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        failing.is_empty(),
+        "dashboard queries without series:\n{}",
+        failing.join("\n")
+    );
+    eprintln!(
+        "dashboard: {} PromQL queries, each returning series",
+        queries.len()
+    );
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_data;
 mod bench_live;
 mod fuzz_seeds;
+mod gateways;
 mod scenario;
 mod wire_captures;
 
@@ -30,7 +31,8 @@ enum Command {
     /// Run reference peers in network namespaces behind a gateway, capture on the
     /// gateway, then `observer analyze` and `observer validate` (needs root).
     Scenario {
-        /// `pair` (2 peers) or `study` (4 peers shaped like the study's figure 3).
+        /// `pair` (2 peers), `study` (4 peers shaped like the study's figure 3) or
+        /// `gateways` (4 peers on two LANs, an observer on each gateway, one ClickHouse).
         name: String,
         /// How long the peers run.
         #[arg(long, default_value_t = 30)]
@@ -57,7 +59,8 @@ enum Command {
         #[arg(long)]
         loopback: bool,
         /// Also run `observer live --source SOURCE` (ebpf, pcap) on the gateway and
-        /// validate its records.
+        /// validate its records (`gateways`: gateway B's source; gateway A always uses
+        /// the eBPF tap, and B libpcap by default where built).
         #[arg(long, value_name = "SOURCE")]
         live: Option<String>,
     },
@@ -201,9 +204,7 @@ fn main() -> Result<()> {
                 // With the libpcap source when its headers are there (scripts/test
                 // installs them), so that `--live pcap` works.
                 let mut args = vec!["build", "-q", "-p", "observer", "--bin", "observer"];
-                if std::path::Path::new("/usr/include/pcap.h").exists()
-                    || std::path::Path::new("/usr/include/pcap/pcap.h").exists()
-                {
+                if pcap_headers() {
                     args.extend(["--features", "pcap"]);
                 }
                 let status = std::process::Command::new("cargo")
@@ -357,4 +358,11 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether libpcap's headers are installed: the observer is then built with its
+/// libpcap source.
+fn pcap_headers() -> bool {
+    std::path::Path::new("/usr/include/pcap.h").exists()
+        || std::path::Path::new("/usr/include/pcap/pcap.h").exists()
 }

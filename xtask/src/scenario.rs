@@ -97,7 +97,7 @@ fn plan(name: &str, seconds: u64) -> Result<Plan> {
                 duration,
             }
         }
-        other => bail!("unknown scenario {other:?} (pair, study)"),
+        other => bail!("unknown scenario {other:?} (pair, study, gateways)"),
     })
 }
 
@@ -109,7 +109,7 @@ struct Topology {
     ports: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+pub(crate) fn ip(args: &[&str]) -> Result<()> {
     let status = Command::new("ip")
         .args(args)
         .status()
@@ -217,7 +217,7 @@ fn peer_ip(i: usize) -> String {
 }
 
 /// Children killed on drop (failure, Ctrl-C).
-struct Children(Vec<(String, Child)>);
+pub(crate) struct Children(pub(crate) Vec<(String, Child)>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -260,6 +260,9 @@ pub struct Options {
 
 /// Runs the scenario; returns an error (and a non-zero exit) when validation fails.
 pub fn run(opts: &Options) -> Result<()> {
+    if opts.scenario == "gateways" {
+        return crate::gateways::run(opts);
+    }
     let plan = plan(&opts.scenario, opts.seconds)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -498,7 +501,7 @@ pub fn run(opts: &Options) -> Result<()> {
 }
 
 /// Runs `observer validate` of one passive CSV against the peers' own records.
-fn validate(
+pub(crate) fn validate(
     observer: &Path,
     out: &Path,
     label: &str,

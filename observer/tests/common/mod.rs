@@ -303,3 +303,42 @@ pub fn stop_tcpdump(child: &mut std::process::Child) {
         .status();
     wait_exit(child, std::time::Duration::from_secs(10)).expect("tcpdump exits on SIGINT");
 }
+
+/// The Grafana dashboard's (deploy/grafana/observer.json) PromQL, with where it is: each panel target of a Prometheus panel, and each
+/// `label_values(METRIC, LABEL)` variable as `count by (LABEL) (METRIC)`.
+pub fn dashboard_promql() -> Vec<(String, String)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/observer.json");
+    let text = std::fs::read_to_string(&path).expect("deploy/grafana/observer.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut out = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dash["panels"].as_array().expect("panels").iter().collect();
+    while let Some(p) = panels.pop() {
+        if let Some(nested) = p["panels"].as_array() {
+            panels.extend(nested);
+        }
+        if p["datasource"]["type"] != "prometheus" {
+            continue;
+        }
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("a Prometheus target has expr");
+            out.push((p["title"].to_string(), expr.to_string()));
+        }
+    }
+    for v in dash["templating"]["list"].as_array().expect("templating") {
+        if v["type"] == "query" && v["datasource"]["type"] == "prometheus" {
+            let def = v["definition"].as_str().expect("definition");
+            let args = def
+                .strip_prefix("label_values(")
+                .and_then(|a| a.strip_suffix(')'))
+                .expect("label_values(METRIC, LABEL)");
+            let (metric, label) = args.split_once(',').expect("two arguments");
+            out.push((
+                format!("variable {}", v["name"]),
+                format!("count by ({}) ({})", label.trim(), metric.trim()),
+            ));
+        }
+    }
+    out
+}
