@@ -40,7 +40,9 @@ enum Command {
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(LiveArgs),
     /// Figures (SVG, and PNG with --png) and one self-contained index.html, from
-    /// captures or from a transactions CSV written by `analyze --csv`.
+    /// captures, from a transactions CSV written by `analyze --csv`, or from the
+    /// ClickHouse store (--clickhouse: every gateway's views, each transaction once).
+    #[command(mut_arg("files", |a| a.required(false).required_unless_present("clickhouse")))]
     Report(ReportArgs),
     /// Run an instrumented JIM reference peer (JXTA TCP transport, PING/PONG presence,
     /// MESSAGE documents) that records its own round trips in the transaction CSV.
@@ -272,6 +274,54 @@ struct ReportArgs {
     /// status words; see docs/formats.md).
     #[arg(long, value_name = "TOML")]
     map: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreViewArgs,
+}
+
+/// `report --clickhouse`: the transactions of every gateway, from the store, each
+/// counted once (docs/deployment.md "One view across gateways").
+#[derive(Args)]
+struct StoreViewArgs {
+    /// Read the transactions from ClickHouse's HTTP interface instead of files.
+    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    clickhouse: Option<String>,
+    /// `table` or `database.table`.
+    #[arg(long, value_name = "TABLE", default_value = observer::store::DEFAULT_TABLE)]
+    clickhouse_table: String,
+    /// Only PINGs from this time on (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", requires = "clickhouse")]
+    since: Option<humantime::Timestamp>,
+    /// Only PINGs before this time.
+    #[arg(long, value_name = "TIME", requires = "clickhouse")]
+    until: Option<humantime::Timestamp>,
+    /// Only this gateway's views (repeatable; all by default).
+    #[arg(long = "gateway", value_name = "NAME", requires = "clickhouse")]
+    gateways: Vec<String>,
+    /// Views of one poller, receiver and correlator this close in start time are one
+    /// transaction.
+    #[arg(long, value_name = "DURATION", requires = "clickhouse",
+          default_value_t = observer::store::view::DEFAULT_MERGE_WINDOW.into())]
+    merge_window: humantime::Duration,
+}
+
+impl StoreViewArgs {
+    fn read(&self, url: &str) -> Result<observer::store::view::StoreView> {
+        let ns = |t: &Option<humantime::Timestamp>| {
+            t.map(|t| {
+                std::time::SystemTime::from(t)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, duration_ns)
+            })
+        };
+        let mut f = observer::store::view::ViewFilter::new(&self.clickhouse_table);
+        f.since_ns = ns(&self.since);
+        f.until_ns = ns(&self.until);
+        f.gateways.clone_from(&self.gateways);
+        f.window_ns = duration_ns(*self.merge_window);
+        let cfg = observer::store::ClickHouseConfig::new(url, &self.clickhouse_table, PathBuf::new());
+        let client = observer::store::Client::new(&cfg)?;
+        Ok(observer::store::view::read(&client, &f)?)
+    }
 }
 
 /// The exit statuses, defined here only; README "Exit status" and `--help` show the
@@ -929,7 +979,14 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     };
     let command = command_line();
     let mut code = ExitCode::SUCCESS;
-    let data = if csv.iter().all(|c| *c) {
+    let mut merged = None;
+    let data = if let Some(url) = &args.store.clickhouse {
+        let view = args.store.read(url)?;
+        let source = format!("{url} {}", args.store.clickhouse_table);
+        let data = view.report_data(&source, duration_ns(args.timeout), &command);
+        merged = Some(view.to_json());
+        data
+    } else if csv.iter().all(|c| *c) {
         let mut txs = Vec::new();
         let mut inputs = Vec::new();
         for path in &args.inputs.files {
@@ -968,7 +1025,17 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
         per_pair: args.per_pair,
         png: args.png,
     };
-    let written = figures::write_all(&data, &args.output, &opts)?;
+    let mut written = figures::write_all(&data, &args.output, &opts)?;
+    // The summary as `analyze --json` has it, whatever the source (and the merged
+    // view's own facts from the store), for tools and for comparing sources.
+    let mut json = vec![("summary.json", data.summary.to_json())];
+    json.extend(merged.map(|m| ("merged.json", m)));
+    for (name, value) in json {
+        let path = args.output.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(&value)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.files.push(path);
+    }
     let mut out = io::stdout().lock();
     for f in &written.files {
         writeln!(out, "{}", f.display())?;
