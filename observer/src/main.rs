@@ -318,7 +318,8 @@ impl StoreViewArgs {
         f.until_ns = ns(&self.until);
         f.gateways.clone_from(&self.gateways);
         f.window_ns = duration_ns(*self.merge_window);
-        let cfg = observer::store::ClickHouseConfig::new(url, &self.clickhouse_table, PathBuf::new());
+        let cfg =
+            observer::store::ClickHouseConfig::new(url, &self.clickhouse_table, PathBuf::new());
         let client = observer::store::Client::new(&cfg)?;
         Ok(observer::store::view::read(&client, &f)?)
     }

@@ -46,8 +46,8 @@ use std::time::Duration;
 
 use super::{sql_string, Client, StoreError};
 use crate::report::figures::presence_from_transactions;
-use crate::report::summary::changes_out;
 use crate::report::stats::RttStats;
+use crate::report::summary::changes_out;
 use crate::report::summary::{Matrix, PairSummary, StatusCounts, Summary};
 use crate::transaction::{Matcher, MatcherConfig, Transaction};
 
@@ -193,7 +193,8 @@ FROM ({m})) FORMAT TabSeparated",
 }
 
 /// The transaction CSV's columns (`analyze --csv`) of a representing view.
-const REP_CSV_COLUMNS: &str = "rep.1 AS start_unix_ns, if(rep.3 = 0, '', toString(rep.3)) AS stop_unix_ns, \
+const REP_CSV_COLUMNS: &str =
+    "rep.1 AS start_unix_ns, if(rep.3 = 0, '', toString(rep.3)) AS stop_unix_ns, \
 rep.6 AS poller_name, rep.7 AS poller_peer_id, rep.8 AS receiver_name, rep.9 AS receiver_peer_id, \
 rep.5 AS receiver_status, rep.4 AS transaction_status, correlator, rep.10 AS match_method, \
 rep.11 AS ping_bytes, rep.12 AS pong_bytes, rep.13 AS correlator_overhead_bytes";
@@ -418,14 +419,8 @@ fn tsv_rows<'a>(
         .collect()
 }
 
-fn num<T: std::str::FromStr>(
-    client: &Client,
-    what: &str,
-    field: &str,
-) -> Result<T, StoreError> {
-    field
-        .parse()
-        .map_err(|_| bad_answer(client, what, field))
+fn num<T: std::str::FromStr>(client: &Client, what: &str, field: &str) -> Result<T, StoreError> {
+    field.parse().map_err(|_| bad_answer(client, what, field))
 }
 
 fn stats_from(client: &Client, what: &str, f: &[&str]) -> Result<RttStats, StoreError> {
@@ -442,7 +437,11 @@ fn stats_from(client: &Client, what: &str, f: &[&str]) -> Result<RttStats, Store
     })
 }
 
-fn csv_transactions(client: &Client, what: &str, answer: &str) -> Result<Vec<Transaction>, StoreError> {
+fn csv_transactions(
+    client: &Client,
+    what: &str,
+    answer: &str,
+) -> Result<Vec<Transaction>, StoreError> {
     crate::report::read_transactions_csv(answer.as_bytes())
         .map_err(|e| bad_answer(client, what, &e.to_string()))
 }
@@ -709,7 +708,15 @@ impl StoreView {
             let _ = writeln!(
                 out,
                 "{:>10} {:>10} {:>8} {:>8} {:>6} {:>17} {:>17} {:>17} {:>17}",
-                "poller", "receiver", "gw", "gw", "n", "total", "forward", "receiver side", "return"
+                "poller",
+                "receiver",
+                "gw",
+                "gw",
+                "n",
+                "total",
+                "forward",
+                "receiver side",
+                "return"
             );
             let sp = |s: &Spread| format!("{:.1} / {:.1}", s.p50, s.p90);
             for s in &self.segments {
