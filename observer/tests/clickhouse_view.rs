@@ -503,6 +503,18 @@ fn two_gateways_count_each_transaction_once_and_recover_their_offset() {
         within(seg.return_ms.p50, med(&|t| t.ret) - sign * err_ms, "return");
     }
 
+    // The figures' transactions are bounded: every k-th by hash, tables still whole.
+    let mut few = ViewFilter::new(DEFAULT_TABLE);
+    few.figure_max = 10;
+    let sampled = view::read(&client, &few).expect("sampled view");
+    assert_eq!(sampled.sample_step, 6);
+    assert!(
+        (1..=10).contains(&sampled.transactions.len()),
+        "{}",
+        sampled.transactions.len()
+    );
+    assert_eq!(sampled.summary.transactions.total, 55);
+
     // One gateway's view alone: no merging, no offsets.
     let mut only_b = ViewFilter::new(DEFAULT_TABLE);
     only_b.gateways = vec!["gw-b".into()];

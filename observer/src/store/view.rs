@@ -15,7 +15,7 @@
 //!
 //! Each merged transaction keeps every view (`views`, `gateways`) and is represented
 //! by its answered view with the longest round trip: the gateway nearest the poller,
-//! which sees nearly all of it. Where two gateways answered views exist, the round
+//! which sees nearly all of it (none answered: a timed-out view, else an open one). Where two gateways answered views exist, the round
 //! trip splits into segments, the longer view (the poller's gateway, "outer") and the
 //! shorter (the receiver's gateway, "inner"): receiver side = inner RTT, between the
 //! gateways = outer − inner (clock-free: each RTT is on one clock), and the two
@@ -117,7 +117,7 @@ impl ViewFilter {
 pub fn merged_sql(f: &ViewFilter) -> String {
     format!(
         "SELECT pk, rk, correlator, cl, count() AS views, uniqExact(v.14) AS gateways, \
-argMax(v, (v.4 = 'ok' AND v.3 != 0, if(v.3 > v.1, v.3 - v.1, 0))) AS rep, \
+argMax(v, (v.4 = 'ok' AND v.3 != 0, v.4 = 'timeout', if(v.3 > v.1, v.3 - v.1, 0))) AS rep, \
 arraySort(x -> -x.2, groupArrayIf((v.14, if(v.3 > v.1, v.3 - v.1, 0), v.1, v.3), v.4 = 'ok' AND v.3 != 0)) AS okv \
 FROM (SELECT pk, rk, correlator, arrayJoin(arrayMap((x, c) -> (x, c), vs, cls)) AS vc, vc.1 AS v, vc.2 AS cl \
 FROM (SELECT pk, rk, correlator, \
@@ -222,9 +222,10 @@ fn sample_sql(f: &ViewFilter, step: u64) -> String {
     format!(
         "SELECT {REP_CSV_COLUMNS}, rep.14 AS gateway FROM ({m}) \
 WHERE cityHash64(pk, rk, correlator, rep.1) % {step} = 0 \
-ORDER BY rep.1, rep.6, rep.8, correlator FORMAT CSVWithNames",
+ORDER BY rep.1, rep.6, rep.8, correlator LIMIT {max} FORMAT CSVWithNames",
         m = merged_sql(f),
         step = step.max(1),
+        max = f.figure_max,
     )
 }
 
@@ -449,6 +450,9 @@ fn csv_transactions(
 /// Reads the merged view: the aggregates, presence, the offsets and segments, and
 /// the figures' (bounded) transactions.
 pub fn read(client: &Client, f: &ViewFilter) -> Result<StoreView, StoreError> {
+    if !super::valid_table(&f.table) {
+        return Err(StoreError::Table(f.table.clone()));
+    }
     let answer = client.read(&overall_sql(f))?;
     let row = tsv_rows(client, "overall", &answer, 18)?;
     let Some(o) = row.first() else {
