@@ -774,6 +774,7 @@ impl Client {
     /// Runs a reading query (`report --clickhouse`): a larger answer and more time than
     /// the sink's exchanges, still bounded.
     pub fn read(&self, sql: &str) -> Result<String, StoreError> {
+        tracing::debug!(sql, "ClickHouse query");
         self.exchange(sql, Vec::new(), view::READ_MAX_BYTES, view::READ_TIMEOUT)
     }
 
