@@ -768,14 +768,21 @@ impl Client {
 
     /// Runs `sql` with `body` as its data; the answer's body on success.
     pub fn query(&self, sql: &str, body: Vec<u8>) -> Result<String, StoreError> {
-        self.exchange(sql, body, MAX_ANSWER_BYTES, REQUEST_TIMEOUT)
+        self.exchange(sql, body, MAX_ANSWER_BYTES, REQUEST_TIMEOUT, None)
     }
 
     /// Runs a reading query (`report --clickhouse`): a larger answer and more time than
     /// the sink's exchanges, still bounded.
-    pub fn read(&self, sql: &str) -> Result<String, StoreError> {
+    /// `session` (an HTTP session ID) keeps temporary tables between queries.
+    pub fn read(&self, sql: &str, session: Option<&str>) -> Result<String, StoreError> {
         tracing::debug!(sql, "ClickHouse query");
-        self.exchange(sql, Vec::new(), view::READ_MAX_BYTES, view::READ_TIMEOUT)
+        self.exchange(
+            sql,
+            Vec::new(),
+            view::READ_MAX_BYTES,
+            view::READ_TIMEOUT,
+            session,
+        )
     }
 
     fn exchange(
@@ -784,12 +791,16 @@ impl Client {
         body: Vec<u8>,
         max_answer: usize,
         timeout: Duration,
+        session: Option<&str>,
     ) -> Result<String, StoreError> {
         let fail = |why: String| StoreError::Http {
             url: self.url.clone(),
             why,
         };
-        let path = format!("/?query={}", percent_encode(sql));
+        let session = session.map_or(String::new(), |id| {
+            format!("session_id={}&", percent_encode(id))
+        });
+        let path = format!("/?{session}query={}", percent_encode(sql));
         let mut req = hyper::Request::post(path)
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_LENGTH, body.len());

@@ -143,6 +143,10 @@ GROUP BY pk, rk, correlator, cl",
     )
 }
 
+/// The session's temporary table holding [`merged_sql`]'s rows: the merge is computed
+/// once, and every aggregate below reads it.
+const MERGED: &str = "observer_merged";
+
 /// RTT (ms) of a representing view, as `Transaction::rtt_ns` has it.
 const REP_RTT_MS: &str = "if(rep.3 >= rep.1, rep.3 - rep.1, 0) / 1e6";
 const REP_ANSWERED: &str = "rep.4 = 'ok' AND rep.3 != 0";
@@ -169,22 +173,21 @@ if({n} = 0, 0, {s}[1]), {}, {}, {}, if({n} = 0, 0, {s}[{n}])",
     )
 }
 
-fn pairs_sql(f: &ViewFilter) -> String {
+fn pairs_sql() -> String {
     format!(
         "SELECT pk, rk, pid, rid, pn, rn, total, ok, timeout, open, {stats} FROM (\
 SELECT pk, rk, anyIf(rep.7, rep.7 != '') AS pid, anyIf(rep.9, rep.9 != '') AS rid, \
 argMaxIf(rep.6, rep.1, rep.6 != '') AS pn, argMaxIf(rep.8, rep.1, rep.8 != '') AS rn, \
 count() AS total, countIf(rep.4 = 'ok') AS ok, countIf(rep.4 = 'timeout') AS timeout, countIf(rep.4 = 'open') AS open, \
 arraySort(groupArrayIf({REP_RTT_MS}, {REP_ANSWERED})) AS s \
-FROM ({m}) GROUP BY pk, rk) FORMAT TabSeparated",
+FROM {MERGED} GROUP BY pk, rk) FORMAT TabSeparated",
         stats = stats_columns("s"),
-        m = merged_sql(f),
     )
 }
 
 /// The whole run: counts, statistics, and what `ReportData::from_csv` derives (the
 /// time span and the longest timeout), plus the merge counts.
-fn overall_sql(f: &ViewFilter) -> String {
+fn overall_sql() -> String {
     format!(
         "SELECT total, ok, timeout, open, {stats}, first, last, longest_timeout, views, two, more FROM (\
 SELECT count() AS total, countIf(rep.4 = 'ok') AS ok, countIf(rep.4 = 'timeout') AS timeout, countIf(rep.4 = 'open') AS open, \
@@ -192,9 +195,8 @@ arraySort(groupArrayIf({REP_RTT_MS}, {REP_ANSWERED})) AS s, \
 min(rep.1) AS first, max(if(rep.3 = 0, rep.1, rep.3)) AS last, \
 maxIf(if(rep.3 > rep.1, rep.3 - rep.1, 0), rep.4 = 'timeout' AND rep.3 != 0) AS longest_timeout, \
 sum(views) AS views, countIf(gateways = 2) AS two, countIf(gateways > 2) AS more \
-FROM ({m})) FORMAT TabSeparated",
+FROM {MERGED}) FORMAT TabSeparated",
         stats = stats_columns("s"),
-        m = merged_sql(f),
     )
 }
 
@@ -209,7 +211,7 @@ rep.11 AS ping_bytes, rep.12 AS pong_bytes, rep.13 AS correlator_overhead_bytes"
 /// from the row before (a change) and each poller's first row after a change (when
 /// it learned it). Fed to the same `Presence` as a CSV's rows, they give the same
 /// changes as all rows would.
-fn presence_sql(f: &ViewFilter) -> String {
+fn presence_sql() -> String {
     format!(
         "SELECT x.1 AS start_unix_ns, toString(x.3) AS stop_unix_ns, x.6 AS poller_name, x.7 AS poller_peer_id, \
 x.8 AS receiver_name, x.9 AS receiver_peer_id, x.5 AS receiver_status, x.4 AS transaction_status, \
@@ -218,19 +220,17 @@ FROM (SELECT rk, arraySort(x -> (x.3, x.1, x.6, x.8), groupArray(rep)) AS rs, \
 arrayMap(x -> x.5, rs) AS states, \
 arrayCumSum(arrayMap((a, b) -> a != b, states, arrayPushFront(arrayPopBack(states), ''))) AS runs, \
 arrayEnumerateUniq(arrayMap((x, r) -> (r, x.7, x.6), rs, runs)) AS firsts \
-FROM ({m}) WHERE {REP_ANSWERED} AND rep.5 != '' GROUP BY rk) \
+FROM {MERGED} WHERE {REP_ANSWERED} AND rep.5 != '' GROUP BY rk) \
 ARRAY JOIN rs AS x, firsts AS first WHERE first = 1 FORMAT CSVWithNames",
-        m = merged_sql(f),
     )
 }
 
 /// The figures' transactions: every `step`-th by a hash of the key, in start order.
 fn sample_sql(f: &ViewFilter, step: u64) -> String {
     format!(
-        "SELECT {REP_CSV_COLUMNS}, rep.14 AS gateway FROM ({m}) \
+        "SELECT {REP_CSV_COLUMNS}, rep.14 AS gateway FROM {MERGED} \
 WHERE cityHash64(pk, rk, correlator, rep.1) % {step} = 0 \
 ORDER BY rep.1, rep.6, rep.8, correlator LIMIT {max} FORMAT CSVWithNames",
-        m = merged_sql(f),
         step = step.max(1),
         max = f.figure_max,
     )
@@ -239,27 +239,24 @@ ORDER BY rep.1, rep.6, rep.8, correlator LIMIT {max} FORMAT CSVWithNames",
 /// Transactions with answered views from exactly two gateways: outer (longest RTT,
 /// the poller's side) and inner, with g1 < g2 by name and the per-transaction
 /// Δstart, Δstop (ns, g2 − g1).
-fn two_view_sql(f: &ViewFilter) -> String {
-    format!(
-        "SELECT pk, rk, rep.6 AS pn, rep.8 AS rn, okv[1] AS o, okv[length(okv)] AS i, \
+fn two_view_sql() -> &'static str {
+    "SELECT pk, rk, rep.6 AS pn, rep.8 AS rn, okv[1] AS o, okv[length(okv)] AS i, \
 if(o.1 < i.1, o.1, i.1) AS g1, if(o.1 < i.1, i.1, o.1) AS g2, \
 toInt64(if(o.1 = g2, o.3, i.3)) - toInt64(if(o.1 = g2, i.3, o.3)) AS dstart, \
 toInt64(if(o.1 = g2, o.4, i.4)) - toInt64(if(o.1 = g2, i.4, o.4)) AS dstop \
-FROM ({m}) WHERE gateways = 2 AND length(okv) >= 2 AND okv[1].1 != okv[length(okv)].1",
-        m = merged_sql(f),
-    )
+FROM observer_merged WHERE gateways = 2 AND length(okv) >= 2 AND okv[1].1 != okv[length(okv)].1"
 }
 
-fn offsets_sql(f: &ViewFilter) -> String {
+fn offsets_sql() -> String {
     format!(
         "SELECT g1, g2, count(), max(least(dstart, dstop)), min(greatest(dstart, dstop)), \
 quantilesExact(0.25, 0.5, 0.75)((dstart + dstop) / 2) AS sym, sym[1], sym[2], sym[3] \
 FROM ({}) GROUP BY g1, g2 ORDER BY g1, g2 FORMAT TabSeparated",
-        two_view_sql(f)
+        two_view_sql()
     )
 }
 
-fn segments_sql(f: &ViewFilter, offsets: &[GatewayOffset]) -> String {
+fn segments_sql(offsets: &[GatewayOffset]) -> String {
     // θ(g2) − θ(g1) in ns for each gateway pair, as estimated.
     let mut delta = String::from("multiIf(");
     for o in offsets {
@@ -280,7 +277,7 @@ quantilesExact(0.5, 0.9)(i.2 / 1e6) AS recv, recv[1], recv[2], \
 quantilesExact(0.5, 0.9)((toInt64(o.4) - toInt64(i.4) + dt) / 1e6) AS ret, ret[1], ret[2] \
 FROM (SELECT *, if(i.1 = g2, {delta}, -{delta}) AS dt FROM ({two})) \
 GROUP BY pk, rk, outer_gw, inner_gw ORDER BY pk, rk, outer_gw, inner_gw FORMAT TabSeparated",
-        two = two_view_sql(f),
+        two = two_view_sql(),
     )
 }
 
@@ -460,7 +457,22 @@ pub fn read(client: &Client, f: &ViewFilter) -> Result<StoreView, StoreError> {
     if !super::valid_table(&f.table) {
         return Err(StoreError::Table(f.table.clone()));
     }
-    let answer = client.read(&overall_sql(f))?;
+    // The temporary table lives in this HTTP session (and ends with it, or below).
+    let session = format!("observer-view-{}", super::new_run_id());
+    let s = Some(session.as_str());
+    client.read(
+        &format!("CREATE TEMPORARY TABLE {MERGED} AS {}", merged_sql(f)),
+        s,
+    )?;
+    let view = read_merged(client, f, s);
+    if let Err(e) = client.read(&format!("DROP TEMPORARY TABLE {MERGED}"), s) {
+        tracing::debug!(error = %e, "dropping the temporary table (the session ends anyway)");
+    }
+    view
+}
+
+fn read_merged(client: &Client, f: &ViewFilter, s: Option<&str>) -> Result<StoreView, StoreError> {
+    let answer = client.read(&overall_sql(), s)?;
     let row = tsv_rows(client, "overall", &answer, 18)?;
     let Some(o) = row.first() else {
         return Err(bad_answer(client, "overall", &answer));
@@ -482,7 +494,7 @@ pub fn read(client: &Client, f: &ViewFilter) -> Result<StoreView, StoreError> {
         seen_by_more_gateways: num(client, "overall", o[17])?,
     };
 
-    let answer = client.read(&pairs_sql(f))?;
+    let answer = client.read(&pairs_sql(), s)?;
     let mut pairs = Vec::new();
     for p in tsv_rows(client, "pairs", &answer, 18)? {
         let (pk, rk) = (unescape(p[0]), unescape(p[1]));
@@ -512,13 +524,13 @@ pub fn read(client: &Client, f: &ViewFilter) -> Result<StoreView, StoreError> {
         ))
     });
 
-    let presence_rows = csv_transactions(client, "presence", &client.read(&presence_sql(f))?)?;
+    let presence_rows = csv_transactions(client, "presence", &client.read(&presence_sql(), s)?)?;
     let changes = changes_out(&presence_from_transactions(&presence_rows));
 
     let step = counts.total.div_ceil(f.figure_max.max(1)).max(1);
-    let transactions = csv_transactions(client, "sample", &client.read(&sample_sql(f, step))?)?;
+    let transactions = csv_transactions(client, "sample", &client.read(&sample_sql(f, step), s)?)?;
 
-    let answer = client.read(&per_gateway_sql(f))?;
+    let answer = client.read(&per_gateway_sql(f), s)?;
     let mut per_gateway = Vec::new();
     for g in tsv_rows(client, "gateways", &answer, 3)? {
         per_gateway.push(GatewayRows {
@@ -528,7 +540,7 @@ pub fn read(client: &Client, f: &ViewFilter) -> Result<StoreView, StoreError> {
         });
     }
 
-    let answer = client.read(&offsets_sql(f))?;
+    let answer = client.read(&offsets_sql(), s)?;
     let mut offsets = Vec::new();
     for r in tsv_rows(client, "offsets", &answer, 9)? {
         let ms = |i: usize| num::<f64>(client, "offsets", r[i]).map(|ns| ns / 1e6);
@@ -560,7 +572,7 @@ pub fn read(client: &Client, f: &ViewFilter) -> Result<StoreView, StoreError> {
 
     let mut segments = Vec::new();
     if !offsets.is_empty() {
-        let answer = client.read(&segments_sql(f, &offsets))?;
+        let answer = client.read(&segments_sql(&offsets), s)?;
         for r in tsv_rows(client, "segments", &answer, 19)? {
             let spread = |a: usize| -> Result<Spread, StoreError> {
                 Ok(Spread {
