@@ -33,7 +33,8 @@
 //! inconsistent, and the median of the per-transaction symmetric estimates
 //! (Δstart + Δstop) / 2 is used, with its interquartile range stated instead.
 //!
-//! Aggregations run in ClickHouse: the per-pair table and the whole run's statistics
+//! Aggregations run in ClickHouse, over the merge computed once into a temporary
+//! table of the report's HTTP session: the per-pair table and the whole run's statistics
 //! (count, mean, sd, min, max, and percentiles interpolated between ranks exactly as
 //! `analyze` does, from the sorted RTTs held by the server per group), the matrix
 //! from those rows, and presence (per receiver, only the rows that change its state
