@@ -174,6 +174,7 @@ fn report_from_the_store_equals_report_from_the_csv() {
     assert_eq!(v.per_gateway.len(), 1);
     assert_eq!((v.per_gateway[0].rows, v.per_gateway[0].runs), (2 * n, 2));
     assert!(v.offsets.is_empty() && v.segments.is_empty());
+    assert_eq!(v.merge.joined_within_a_run, 0);
     assert!(
         !from_csv.summary.presence.changes.is_empty(),
         "the sample has presence changes"
@@ -228,6 +229,38 @@ fn report_from_the_store_equals_report_from_the_csv() {
         "index.html",
     ] {
         assert!(from_store_dir.join(fig).exists(), "{fig}");
+    }
+
+    // The selection options reach the store: a gateway that stored nothing, and a
+    // time after the capture, select nothing; the gateway that stored it, everything.
+    let last = txs.iter().map(|t| t.start).max().expect("transactions");
+    let after = humantime::format_rfc3339_nanos(
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(last + 1),
+    )
+    .to_string();
+    let url = server.url();
+    let out_dir = dir.path().join("selected");
+    for (args, expected) in [
+        (["--gateway", "gw-x"], 0),
+        (["--gateway", "gw-a"], n),
+        (["--since", after.as_str()], 0),
+        (["--until", after.as_str()], n),
+    ] {
+        let mut all: Vec<&std::ffi::OsStr> = vec![
+            "report".as_ref(),
+            "--clickhouse".as_ref(),
+            url.as_ref(),
+            "-o".as_ref(),
+            out_dir.as_os_str(),
+        ];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        observer(&all);
+        let m = read_json(&out_dir.join("merged.json"));
+        assert_eq!(
+            m["merge"]["transactions"],
+            serde_json::json!(expected),
+            "{args:?}"
+        );
     }
 }
 
@@ -394,6 +427,7 @@ fn two_gateways_count_each_transaction_once_and_recover_their_offset() {
     assert_eq!(v.merge.transactions, truth.len() as u64, "{:?}", v.merge);
     assert_eq!(v.merge.seen_by_two_gateways, both);
     assert_eq!(v.merge.seen_by_more_gateways, 0);
+    assert_eq!(v.merge.joined_within_a_run, 0);
     let s = &v.summary;
     assert_eq!(
         (
