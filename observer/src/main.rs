@@ -252,8 +252,8 @@ struct ReportArgs {
     #[command(flatten)]
     inputs: Inputs,
     /// Directory the figures and index.html are written to (created if needed).
-    #[arg(short, long, value_name = "DIR")]
-    output: PathBuf,
+    #[arg(short, long, value_name = "DIR", required_unless_present = "tables")]
+    output: Option<PathBuf>,
     /// A PING not answered within this time is a timeout (captures only; a CSV's
     /// timeouts are what its rows say).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
@@ -289,17 +289,21 @@ struct StoreViewArgs {
     #[arg(long, value_name = "TABLE", default_value = observer::store::DEFAULT_TABLE)]
     clickhouse_table: String,
     /// Only PINGs from this time on (RFC 3339, e.g. 2026-01-01T00:00:00Z).
-    #[arg(long, value_name = "TIME", requires = "clickhouse")]
+    #[arg(long, value_name = "TIME")]
     since: Option<humantime::Timestamp>,
     /// Only PINGs before this time.
-    #[arg(long, value_name = "TIME", requires = "clickhouse")]
+    #[arg(long, value_name = "TIME")]
     until: Option<humantime::Timestamp>,
     /// Only this gateway's views (repeatable; all by default).
-    #[arg(long = "gateway", value_name = "NAME", requires = "clickhouse")]
+    #[arg(long = "gateway", value_name = "NAME")]
     gateways: Vec<String>,
+    /// Print the tables on standard output (as `analyze` does; from the store, the
+    /// gateways' too); figures only with -o.
+    #[arg(long)]
+    tables: bool,
     /// Views of one poller, receiver and correlator this close in start time are one
     /// transaction.
-    #[arg(long, value_name = "DURATION", requires = "clickhouse",
+    #[arg(long, value_name = "DURATION",
           default_value_t = observer::store::view::DEFAULT_MERGE_WINDOW.into())]
     merge_window: humantime::Duration,
 }
@@ -981,6 +985,11 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     let command = command_line();
     let mut code = ExitCode::SUCCESS;
     let mut merged = None;
+    let s = &args.store;
+    if s.clickhouse.is_none() && (s.since.is_some() || s.until.is_some() || !s.gateways.is_empty())
+    {
+        bail!("--since, --until and --gateway select from the store: give --clickhouse URL");
+    }
     let data = if let Some(url) = &args.store.clickhouse {
         let view = args.store.read(url)?;
         let source = format!("{url} {}", args.store.clickhouse_table);
@@ -1026,18 +1035,25 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
         per_pair: args.per_pair,
         png: args.png,
     };
-    let mut written = figures::write_all(&data, &args.output, &opts)?;
+    let mut out = io::stdout().lock();
+    if args.store.tables {
+        write!(out, "{}", data.meta.text_report)?;
+    }
+    let Some(output) = &args.output else {
+        out.flush()?;
+        return Ok(code);
+    };
+    let mut written = figures::write_all(&data, output, &opts)?;
     // The summary as `analyze --json` has it, whatever the source (and the merged
     // view's own facts from the store), for tools and for comparing sources.
     let mut json = vec![("summary.json", data.summary.to_json())];
     json.extend(merged.map(|m| ("merged.json", m)));
     for (name, value) in json {
-        let path = args.output.join(name);
+        let path = output.join(name);
         std::fs::write(&path, serde_json::to_string_pretty(&value)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.files.push(path);
     }
-    let mut out = io::stdout().lock();
     for f in &written.files {
         writeln!(out, "{}", f.display())?;
     }

@@ -231,6 +231,37 @@ fn report_from_the_store_equals_report_from_the_csv() {
         assert!(from_store_dir.join(fig).exists(), "{fig}");
     }
 
+    // analyze's tables from the store: its per-pair table and matrix, line for line.
+    let tables = observer(&[
+        "report".as_ref(),
+        "--clickhouse".as_ref(),
+        server.url().as_ref(),
+        "--tables".as_ref(),
+    ]);
+    let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+    let analyze = observer(&[
+        "analyze".as_ref(),
+        "--no-progress".as_ref(),
+        common::capture("four-peers.pcap").as_os_str(),
+    ]);
+    let analyze = String::from_utf8_lossy(&analyze.stdout).into_owned();
+    let section = |text: &str, title: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with(title))
+            .take_while(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    for title in ["PING/PONG transactions", "Mean RTT matrix"] {
+        let from_capture = section(&analyze, title);
+        assert!(from_capture.len() > 3, "{title}: {analyze}");
+        assert_eq!(section(&tables, title), from_capture, "{title}");
+    }
+    assert!(
+        tables.contains("Gateways (merge window 2000 ms)"),
+        "{tables}"
+    );
+
     // The selection options reach the store: a gateway that stored nothing, and a
     // time after the capture, select nothing; the gateway that stored it, everything.
     let last = txs.iter().map(|t| t.start).max().expect("transactions");
