@@ -38,7 +38,9 @@ enum Command {
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(live::LiveArgs),
     /// Figures (SVG, and PNG with --png) and one self-contained index.html, from
-    /// captures or from a transactions CSV written by `analyze --csv`.
+    /// captures, from a transactions CSV written by `analyze --csv`, or from the
+    /// ClickHouse store (--clickhouse: every gateway's views, each transaction once).
+    #[command(mut_arg("files", |a| a.required(false).required_unless_present("clickhouse")))]
     Report(report::ReportArgs),
     /// Run an instrumented JIM reference peer (JXTA TCP transport, PING/PONG presence,
     /// MESSAGE documents) that records its own round trips in the transaction CSV.

@@ -12,6 +12,7 @@ use observer::report::{self, ColumnMap};
 use observer::runtime;
 
 use super::limits::{Inputs, Matching};
+use super::values::duration_ns;
 use super::{check_inputs, command_line, exit_for, nothing_read};
 
 #[derive(Args, Debug)]
@@ -25,8 +26,8 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub matching: Matching,
     /// Directory the figures and index.html are written to (created if needed).
-    #[arg(short, long, value_name = "DIR")]
-    pub output: PathBuf,
+    #[arg(short, long, value_name = "DIR", required_unless_present = "tables")]
+    pub output: Option<PathBuf>,
     /// Logarithmic RTT axis in the time series.
     #[arg(long)]
     pub log: bool,
@@ -40,6 +41,59 @@ pub struct ReportArgs {
     /// status words; see docs/formats.md).
     #[arg(long, value_name = "TOML")]
     pub map: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreViewArgs,
+}
+
+/// `report --clickhouse`: the transactions of every gateway, from the store, each
+/// counted once (docs/deployment.md "One view across gateways").
+#[derive(Args, Debug)]
+pub struct StoreViewArgs {
+    /// Read the transactions from ClickHouse's HTTP interface instead of files.
+    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    pub clickhouse: Option<String>,
+    /// `table` or `database.table`.
+    #[arg(long, value_name = "TABLE", default_value = observer::store::DEFAULT_TABLE)]
+    pub clickhouse_table: String,
+    /// Only PINGs from this time on (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<humantime::Timestamp>,
+    /// Only PINGs before this time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<humantime::Timestamp>,
+    /// Only this gateway's views (repeatable; all by default).
+    #[arg(long = "gateway", value_name = "NAME")]
+    pub gateways: Vec<String>,
+    /// Print the tables on standard output (as `analyze` does; from the store, the
+    /// gateways' too); figures only with -o.
+    #[arg(long)]
+    pub tables: bool,
+    /// Views of one poller, receiver and correlator this close in start time are one
+    /// transaction.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = observer::store::view::DEFAULT_MERGE_WINDOW.into())]
+    pub merge_window: humantime::Duration,
+}
+
+impl StoreViewArgs {
+    fn read(&self, url: &str) -> Result<observer::store::view::StoreView> {
+        let ns = |t: &Option<humantime::Timestamp>| {
+            t.map(|t| {
+                std::time::SystemTime::from(t)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, duration_ns)
+            })
+        };
+        let mut f = observer::store::view::ViewFilter::new(&self.clickhouse_table);
+        f.since_ns = ns(&self.since);
+        f.until_ns = ns(&self.until);
+        f.gateways.clone_from(&self.gateways);
+        f.window_ns = duration_ns(*self.merge_window);
+        let cfg =
+            observer::store::ClickHouseConfig::new(url, &self.clickhouse_table, PathBuf::new());
+        let client = observer::store::Client::new(&cfg)?;
+        Ok(observer::store::view::read(&client, &f)?)
+    }
 }
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
@@ -58,7 +112,19 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let command = command_line();
     let timeout_ns = args.matching.timeout.ns();
     let mut code = ExitCode::SUCCESS;
-    let data = if csv.iter().all(|c| *c) {
+    let mut merged = None;
+    let s = &args.store;
+    if s.clickhouse.is_none() && (s.since.is_some() || s.until.is_some() || !s.gateways.is_empty())
+    {
+        bail!("--since, --until and --gateway select from the store: give --clickhouse URL");
+    }
+    let data = if let Some(url) = &args.store.clickhouse {
+        let view = args.store.read(url)?;
+        let source = format!("{url} {}", args.store.clickhouse_table);
+        let data = view.report_data(&source, timeout_ns, &command);
+        merged = Some(view.to_json());
+        data
+    } else if csv.iter().all(|c| *c) {
         let mut txs = Vec::new();
         let mut inputs = Vec::new();
         for path in &args.inputs.files {
@@ -96,8 +162,25 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         per_pair: args.per_pair,
         png: args.png,
     };
-    let written = figures::write_all(&data, &args.output, &opts)?;
     let mut out = io::stdout().lock();
+    if args.store.tables {
+        write!(out, "{}", data.meta.text_report)?;
+    }
+    let Some(output) = &args.output else {
+        out.flush()?;
+        return Ok(code);
+    };
+    let mut written = figures::write_all(&data, output, &opts)?;
+    // The summary as `analyze --json` has it, whatever the source (and the merged
+    // view's own facts from the store), for tools and for comparing sources.
+    let mut json = vec![("summary.json", data.summary.to_json())];
+    json.extend(merged.map(|m| ("merged.json", m)));
+    for (name, value) in json {
+        let path = output.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(&value)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.files.push(path);
+    }
     for f in &written.files {
         writeln!(out, "{}", f.display())?;
     }

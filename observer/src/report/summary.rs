@@ -52,6 +52,34 @@ pub struct Matrix {
     pub omitted_receivers: usize,
 }
 
+impl Matrix {
+    /// The matrix of the per-pair table (sorted as the summary sorts it); also what
+    /// a report from the store builds from ClickHouse's per-pair aggregates.
+    pub fn from_pairs(pairs: &[PairSummary]) -> Matrix {
+        let (pollers, omitted_pollers) = most_active(pairs, |p| &p.poller, MATRIX_MAX_PEERS);
+        let (receivers, omitted_receivers) = most_active(pairs, |p| &p.receiver, MATRIX_MAX_PEERS);
+        let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
+        for p in pairs {
+            if p.rtt_ms.count == 0 {
+                continue;
+            }
+            if let (Ok(r), Ok(c)) = (
+                pollers.binary_search(&p.poller),
+                receivers.binary_search(&p.receiver),
+            ) {
+                mean_ms[r][c] = Some(p.rtt_ms.mean);
+            }
+        }
+        Matrix {
+            pollers,
+            receivers,
+            mean_ms,
+            omitted_pollers,
+            omitted_receivers,
+        }
+    }
+}
+
 /// Rows and columns of the RTT matrix at most.
 pub const MATRIX_MAX_PEERS: usize = 64;
 
@@ -501,20 +529,7 @@ impl SummaryBuilder {
             ))
         });
 
-        let (pollers, omitted_pollers) = most_active(&pairs, |p| &p.poller, MATRIX_MAX_PEERS);
-        let (receivers, omitted_receivers) = most_active(&pairs, |p| &p.receiver, MATRIX_MAX_PEERS);
-        let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
-        for p in &pairs {
-            if p.rtt_ms.count == 0 {
-                continue;
-            }
-            if let (Ok(r), Ok(c)) = (
-                pollers.binary_search(&p.poller),
-                receivers.binary_search(&p.receiver),
-            ) {
-                mean_ms[r][c] = Some(p.rtt_ms.mean);
-            }
-        }
+        let matrix = Matrix::from_pairs(&pairs);
 
         let pres = matcher.presence();
         let changes = changes_out(pres.changes());
@@ -571,13 +586,7 @@ impl SummaryBuilder {
             transactions: counts,
             rtt_ms,
             pairs,
-            matrix: Matrix {
-                pollers,
-                receivers,
-                mean_ms,
-                omitted_pollers,
-                omitted_receivers,
-            },
+            matrix,
             presence: PresenceSummary {
                 changes,
                 current,

@@ -19,6 +19,7 @@
 //! it takes to append a batch to the spool.
 
 mod spool;
+pub mod view;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -767,11 +768,39 @@ impl Client {
 
     /// Runs `sql` with `body` as its data; the answer's body on success.
     pub fn query(&self, sql: &str, body: Vec<u8>) -> Result<String, StoreError> {
+        self.exchange(sql, body, MAX_ANSWER_BYTES, REQUEST_TIMEOUT, None)
+    }
+
+    /// Runs a reading query (`report --clickhouse`): a larger answer and more time than
+    /// the sink's exchanges, still bounded.
+    /// `session` (an HTTP session ID) keeps temporary tables between queries.
+    pub fn read(&self, sql: &str, session: Option<&str>) -> Result<String, StoreError> {
+        tracing::debug!(sql, "ClickHouse query");
+        self.exchange(
+            sql,
+            Vec::new(),
+            view::READ_MAX_BYTES,
+            view::READ_TIMEOUT,
+            session,
+        )
+    }
+
+    fn exchange(
+        &self,
+        sql: &str,
+        body: Vec<u8>,
+        max_answer: usize,
+        timeout: Duration,
+        session: Option<&str>,
+    ) -> Result<String, StoreError> {
         let fail = |why: String| StoreError::Http {
             url: self.url.clone(),
             why,
         };
-        let path = format!("/?query={}", percent_encode(sql));
+        let session = session.map_or(String::new(), |id| {
+            format!("session_id={}&", percent_encode(id))
+        });
+        let path = format!("/?{session}query={}", percent_encode(sql));
         let mut req = hyper::Request::post(path)
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_LENGTH, body.len());
@@ -795,7 +824,7 @@ impl Client {
             tokio::spawn(conn);
             let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
-            let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES);
+            let limited = http_body_util::Limited::new(resp.into_body(), max_answer);
             let bytes = limited
                 .collect()
                 .await
@@ -805,7 +834,7 @@ impl Client {
         };
         let (status, text) = self
             .runtime
-            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
+            .block_on(async { tokio::time::timeout(timeout, exchange).await })
             .map_err(|_| fail("request timed out".into()))?
             .map_err(fail)?;
         if status != 200 {
