@@ -108,6 +108,7 @@ fn tx(i: u64) -> Transaction {
         ping_bytes: 100 + i,
         pong_bytes: Some(200),
         correlator_overhead_bytes: 44,
+        cause: Default::default(),
     }
 }
 

@@ -388,6 +388,7 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
                 ping_bytes: count(Field::PingBytes)?.unwrap_or(0),
                 pong_bytes: count(Field::PongBytes)?,
                 correlator_overhead_bytes: count(Field::CorrelatorOverheadBytes)?.unwrap_or(0),
+                cause: Default::default(),
             },
             socket: SocketTimes {
                 start: socket_start,
@@ -472,6 +473,7 @@ mod tests {
                 ping_bytes: 970,
                 pong_bytes: Some(990),
                 correlator_overhead_bytes: 88,
+                cause: Default::default(),
             },
             Transaction {
                 start: 5,
@@ -487,6 +489,7 @@ mod tests {
                 ping_bytes: 1,
                 pong_bytes: None,
                 correlator_overhead_bytes: 0,
+                cause: Default::default(),
             },
             Transaction {
                 start: 7,
@@ -502,6 +505,7 @@ mod tests {
                 ping_bytes: 0,
                 pong_bytes: None,
                 correlator_overhead_bytes: 0,
+                cause: Default::default(),
             },
         ]
     }

@@ -656,6 +656,7 @@ mod tests {
             framed_bytes: 500,
             message_bytes: 450,
             transport: Transport::Tcp,
+            wire: Default::default(),
         };
         let doc = |kind, name: &str, c: &str| Document {
             kind,
@@ -798,6 +799,7 @@ mod exact_limit_tests {
             ping_bytes: 0,
             pong_bytes: None,
             correlator_overhead_bytes: 0,
+            cause: Default::default(),
         }
     }
 

@@ -831,6 +831,7 @@ impl App {
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,
+                wire: Default::default(),
             };
             match &mut self.remote {
                 Some(q) => q.push(Matched {

@@ -620,6 +620,7 @@ fn truth(sim: &Sim, pairs: &[(usize, Option<usize>)]) -> Vec<Transaction> {
                 ping_bytes,
                 pong_bytes: None,
                 correlator_overhead_bytes: correlator_bytes(doc),
+                cause: Default::default(),
             };
             match pong {
                 Some(q) => {

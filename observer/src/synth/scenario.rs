@@ -733,6 +733,7 @@ impl<'a> Sim<'a> {
                 ping_bytes,
                 pong_bytes: None,
                 correlator_overhead_bytes: ping_corr,
+                cause: Default::default(),
             };
             match pong {
                 Some((m, stop, bytes)) if stop - start < timeout => {
