@@ -71,6 +71,144 @@ pub struct WireNotes {
     pub queued_ns: u64,
 }
 
+/// First transmissions remembered per direction, to date a retransmission by its
+/// original: a window's worth of segments on a LAN, where the retransmission timer
+/// fires after a few hundred ms.
+const SENT_KEPT: usize = 64;
+
+/// What one TCP connection's decoder keeps to write each message's [`WireNotes`]:
+/// fed by the flow table (segments), the reassembly's deliveries and the stream
+/// parser's messages. Bounded: a few dozen entries per connection.
+#[derive(Debug, Default)]
+pub struct ConnNotes {
+    flow: u64,
+    syn_at: Option<UnixNanos>,
+    repairs: VecDeque<Repair>,
+    dirs: [DirNotes; 2],
+}
+
+#[derive(Debug, Default)]
+struct DirNotes {
+    /// Recent first transmissions: (sequence number, length, time).
+    sent: VecDeque<(u32, u32, UnixNanos)>,
+    messages: u64,
+    /// The run of back-to-back messages the next one may queue behind.
+    run_start: UnixNanos,
+    run_bytes: u64,
+    last_stop: Option<UnixNanos>,
+    /// Bytes after a gap (the capture missed some) were not waiting for a repair.
+    after_gap: bool,
+}
+
+impl ConnNotes {
+    /// A connection numbered `flow`; `syn_at` when its opening was captured.
+    pub fn new(flow: u64, syn_at: Option<UnixNanos>) -> Self {
+        ConnNotes {
+            flow,
+            syn_at,
+            ..ConnNotes::default()
+        }
+    }
+
+    fn repair(&mut self, r: Repair) {
+        if self.repairs.len() >= REPAIRS_KEPT {
+            self.repairs.pop_front();
+        }
+        self.repairs.push_back(r);
+    }
+
+    /// A data segment of direction `dir` went through reassembly; `retransmitted` of
+    /// its bytes had already been delivered.
+    pub fn segment(&mut self, dir: usize, seq: u32, len: u32, retransmitted: u64, ts: UnixNanos) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        if retransmitted == 0 {
+            if d.sent.len() >= SENT_KEPT {
+                d.sent.pop_front();
+            }
+            d.sent.push_back((seq, len, ts));
+            return;
+        }
+        // The original: the earliest remembered segment overlapping this one (an
+        // original that was not captured cannot be dated, and is not guessed).
+        let overlaps =
+            |&&(s, l, _): &&(u32, u32, UnixNanos)| seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len;
+        if let Some(&(_, _, first)) = d.sent.iter().find(overlaps) {
+            self.repair(Repair {
+                dir: dir as u8,
+                first,
+                at: ts,
+                bytes: retransmitted,
+            });
+        }
+    }
+
+    /// Reassembly delivers `len` bytes of `dir` first seen at `first_seen`, at `now`:
+    /// bytes seen earlier than they are delivered waited behind a hole now filled.
+    pub fn data(&mut self, dir: usize, first_seen: UnixNanos, now: UnixNanos, len: u64) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        if first_seen >= now {
+            d.after_gap = false;
+            return;
+        }
+        if !d.after_gap {
+            self.repair(Repair {
+                dir: dir as u8,
+                first: first_seen,
+                at: now,
+                bytes: len,
+            });
+        }
+    }
+
+    /// Reassembly gave up on a hole of `dir` (the capture missed bytes).
+    pub fn gap(&mut self, dir: usize) {
+        if let Some(d) = self.dirs.get_mut(dir) {
+            d.after_gap = true;
+        }
+    }
+
+    /// A message of `framed_bytes` on `dir`, first and last byte at `start`, `stop`:
+    /// its notes.
+    pub fn message(
+        &mut self,
+        dir: usize,
+        start: UnixNanos,
+        stop: UnixNanos,
+        framed_bytes: u64,
+    ) -> WireNotes {
+        let repairs = self.repairs.iter().copied().collect();
+        let syn_at = self.syn_at;
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return WireNotes::default();
+        };
+        let opened_at = if d.messages == 0 { syn_at } else { None };
+        d.messages += 1;
+        let back_to_back = d
+            .last_stop
+            .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
+        let (queued_bytes, queued_ns) = if back_to_back {
+            (d.run_bytes, start - d.run_start)
+        } else {
+            d.run_start = start;
+            d.run_bytes = 0;
+            (0, 0)
+        };
+        d.run_bytes += framed_bytes;
+        d.last_stop = Some(d.last_stop.map_or(stop, |l| l.max(stop)));
+        WireNotes {
+            conn: Some((self.flow, dir as u8)),
+            repairs,
+            opened_at,
+            queued_bytes,
+            queued_ns,
+        }
+    }
+}
+
 /// One leg of a PING or PONG as the transaction remembers it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leg {
@@ -319,6 +457,38 @@ pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut Hi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conn_notes_date_retransmissions_holes_and_queues() {
+        let mut n = ConnNotes::new(7, Some(10 * MS));
+        n.segment(0, 1000, 300, 0, 20 * MS);
+        n.segment(0, 1300, 300, 0, 20 * MS);
+        let first = n.message(0, 20 * MS, 20 * MS, 600);
+        assert_eq!(first.opened_at, Some(10 * MS));
+        assert_eq!(first.conn, Some((7, 0)));
+        // The second segment again, 300 ms later.
+        n.segment(0, 1300, 300, 300, 320 * MS);
+        // A hole on the other direction, filled 200 ms after the bytes behind it.
+        n.data(1, 400 * MS, 600 * MS, 500);
+        // Back to back behind a 1 MB message that took 400 ms.
+        let big = n.message(1, 200 * MS, 600 * MS, 1 << 20);
+        assert_eq!(big.opened_at, Some(10 * MS));
+        let pong = n.message(1, 600 * MS + 500_000, 601 * MS, 900);
+        assert_eq!(pong.opened_at, None);
+        assert_eq!((pong.queued_bytes, pong.queued_ns), (1 << 20, 400 * MS + 500_000));
+        let costs: Vec<(u8, u64)> = pong.repairs.iter().map(|r| (r.dir, r.cost_ns())).collect();
+        assert_eq!(costs, vec![(0, 300 * MS), (1, 200 * MS)]);
+        // After a gap, old bytes are not a repair; later ones are judged again.
+        n.gap(0);
+        n.data(0, 700 * MS, 800 * MS, 10);
+        n.data(0, 900 * MS, 900 * MS, 10);
+        n.data(0, 950 * MS, 990 * MS, 10);
+        let later = n.message(0, 2000 * MS, 2000 * MS, 10);
+        assert_eq!(later.opened_at, None);
+        assert_eq!(later.queued_bytes, 0);
+        assert_eq!(later.repairs.len(), 3);
+        assert_eq!(later.repairs[2].cost_ns(), 40 * MS);
+    }
 
     const MS: u64 = 1_000_000;
 
