@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 
 use super::scenario::{Rendered, EPOCH};
 use super::wire::{Placement, SendShape, Wire};
+use crate::transaction::cause::Flags;
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::{self, encode_message_v0, OwnedElement, PeerId};
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
@@ -576,10 +577,12 @@ pub fn render() -> Rendered {
         (p11, Some(q11)),
     ];
     let truth = truth(&sim, &pairs);
+    let expected = vec![Flags::default(); truth.len()];
     Rendered {
         wire: sim.wire,
         capture_start: 0,
         truth,
+        expected,
     }
 }
 
