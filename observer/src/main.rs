@@ -37,6 +37,10 @@ enum Command {
     /// correlator, or other), addressing, elements (--wide: full IDs; --json: one JSON
     /// object per line).
     Messages(MessagesArgs),
+    /// The slowest transactions of captures, one line each: what the wire shows
+    /// happened to them (retransmissions, a new connection, queueing, a relay, a route
+    /// change, a slow receiver; docs/explain.md).
+    Explain(ExplainArgs),
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(LiveArgs),
     /// Figures (SVG, and PNG with --png) and one self-contained index.html, from
@@ -234,6 +238,18 @@ struct AnalyzeArgs {
 }
 
 #[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    /// How many of the slowest answered transactions to explain.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_count, allow_negative_numbers = true)]
+    top: usize,
+    /// A PING not answered within this time is a timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
 struct MessagesArgs {
     #[command(flatten)]
     inputs: Inputs,
@@ -388,6 +404,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Analyze(args) => analyze(args),
         Command::Messages(args) => messages(args),
+        Command::Explain(args) => explain(args),
         Command::Live(args) => live(args),
         Command::Report(args) => report_cmd(args),
         Command::Peer(args) => peer(args),
@@ -584,6 +601,27 @@ fn report_store(s: &observer::store::StoreStats, spool: &std::path::Path) {
             s.spool_overflow_records
         );
     }
+}
+
+fn explain(args: ExplainArgs) -> Result<ExitCode> {
+    check_inputs(&args.inputs.files)?;
+    let mut cfg = pipeline_config(&args.inputs);
+    cfg.matcher.timeout_ns = duration_ns(args.timeout);
+    // Only the slowest are kept, whatever the capture's length.
+    let mut slowest = report::story::Slowest::new(args.top);
+    let analysis = runtime::analyze_each(
+        &args.inputs.files,
+        cfg,
+        !args.inputs.no_progress,
+        &mut |t| slowest.add(t),
+    );
+    nothing_read(&analysis)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for t in slowest.into_sorted() {
+        writeln!(out, "{}", report::story::story(&t))?;
+    }
+    out.flush()?;
+    Ok(exit_for(&analysis))
 }
 
 fn messages(args: MessagesArgs) -> Result<ExitCode> {

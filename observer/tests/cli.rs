@@ -361,6 +361,31 @@ fn threads_give_the_same_output() {
     );
 }
 
+#[test]
+fn explain_prints_the_slowest_with_their_causes() {
+    let o = observer(&["explain", "captures/relayed.pcap", "--top", "3"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let rtts: Vec<f64> = lines
+        .iter()
+        .map(|l| {
+            let after = l.split("RTT ").nth(1).expect("RTT");
+            after.split(" ms").next().expect("ms").parse().expect("number")
+        })
+        .collect();
+    assert!(rtts.windows(2).all(|w| w[0] >= w[1]), "{rtts:?}");
+    // The slowest of the truth is the first line.
+    let slowest = truth("relayed")
+        .iter()
+        .filter_map(|t| t.rtt_ns())
+        .max()
+        .expect("answered");
+    assert_eq!(format!("{:.1}", slowest as f64 / 1e6), format!("{:.1}", rtts[0]));
+    assert!(lines.iter().all(|l| l.contains("relayed through")), "{text}");
+}
+
 /// `analyze`'s CSV without the cause columns it appends (docs/explain.md): the
 /// study's record format, which the truth files are in. The header must end with them.
 fn study_columns(csv: &[u8]) -> Vec<u8> {

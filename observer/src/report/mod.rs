@@ -6,6 +6,7 @@ pub mod columns;
 pub mod csv;
 pub mod figures;
 pub mod stats;
+pub mod story;
 pub mod summary;
 pub mod table;
 
