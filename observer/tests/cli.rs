@@ -325,7 +325,10 @@ fn threads_give_the_same_output() {
         let one = observer(&["analyze", &file, "--json"]);
         assert!(one.status.success());
         let one_csv = observer(&["analyze", &file, "--csv", "-"]).stdout;
-        assert_eq!(study_columns(&one_csv), std::fs::read(common::capture(&format!("{name}.truth.csv"))).expect("truth"));
+        assert_eq!(
+            study_columns(&one_csv),
+            std::fs::read(common::capture(&format!("{name}.truth.csv"))).expect("truth")
+        );
         for threads in ["2", "0"] {
             let o = observer(&["analyze", &file, "--json", "--threads", threads]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -372,7 +375,12 @@ fn explain_prints_the_slowest_with_their_causes() {
         .iter()
         .map(|l| {
             let after = l.split("RTT ").nth(1).expect("RTT");
-            after.split(" ms").next().expect("ms").parse().expect("number")
+            after
+                .split(" ms")
+                .next()
+                .expect("ms")
+                .parse()
+                .expect("number")
         })
         .collect();
     assert!(rtts.windows(2).all(|w| w[0] >= w[1]), "{rtts:?}");
@@ -382,8 +390,14 @@ fn explain_prints_the_slowest_with_their_causes() {
         .filter_map(|t| t.rtt_ns())
         .max()
         .expect("answered");
-    assert_eq!(format!("{:.1}", slowest as f64 / 1e6), format!("{:.1}", rtts[0]));
-    assert!(lines.iter().all(|l| l.contains("relayed through")), "{text}");
+    assert_eq!(
+        format!("{:.1}", slowest as f64 / 1e6),
+        format!("{:.1}", rtts[0])
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("relayed through")),
+        "{text}"
+    );
 }
 
 /// `analyze`'s CSV without the cause columns it appends (docs/explain.md): the
@@ -396,7 +410,10 @@ fn study_columns(csv: &[u8]) -> Vec<u8> {
         let fields: Vec<&str> = line.split(',').collect();
         assert!(fields.len() > n, "{line}");
         if i == 0 {
-            assert_eq!(fields[fields.len() - n..].join(","), observer::report::CAUSE_COLUMNS);
+            assert_eq!(
+                fields[fields.len() - n..].join(","),
+                observer::report::CAUSE_COLUMNS
+            );
         }
         out.push_str(&fields[..fields.len() - n].join(","));
         out.push('\n');

@@ -71,7 +71,11 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
         let t = got
             .get(&key(truth))
             .unwrap_or_else(|| panic!("{}: transaction {:?} not found", script.name, key(truth)));
-        assert_eq!(t.stop, truth.stop, "{}: the RTT itself must be exact", script.name);
+        assert_eq!(
+            t.stop, truth.stop,
+            "{}: the RTT itself must be exact",
+            script.name
+        );
         let flags = t.cause.flags;
         if want.is_empty() {
             s.quiet += 1;
@@ -112,7 +116,11 @@ fn judge(name: &str, s: &Score, must: &[Flag]) {
     );
     for f in must {
         let (n, hit) = s.found.get(f.as_str()).copied().unwrap_or_default();
-        assert!(n >= 5, "{name}: only {n} transactions expect {}", f.as_str());
+        assert!(
+            n >= 5,
+            "{name}: only {n} transactions expect {}",
+            f.as_str()
+        );
         let share = hit as f64 / n as f64;
         assert!(
             share >= MIN_FOUND,
@@ -138,6 +146,20 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
         &[Flag::Retrans, Flag::Conn, Flag::Queue, Flag::Far],
     );
     assert!(s.quiet >= 100, "too few quiet transactions: {}", s.quiet);
+    // The slowest, as `observer explain` prints them (docs/explain.md quotes these).
+    let mut top = observer::report::story::Slowest::new(6);
+    for t in &txs {
+        top.add(t.clone());
+    }
+    for t in top.into_sorted() {
+        eprintln!("{}", observer::report::story::story(&t));
+    }
+    let summary = observer::report::Summary::build(
+        &txs,
+        &observer::transaction::Matcher::new(Default::default()),
+        0,
+    );
+    eprintln!("{:?}", summary.tail);
     // The repair time measured is the 300 ms retransmission timer injected (less the
     // 20 µs between the segments of a PONG whose hole it is measured from).
     let retrans: Vec<u64> = txs
@@ -146,7 +168,9 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
         .map(|t| t.cause.tcp_ns)
         .collect();
     assert!(
-        retrans.iter().all(|&ns| (299_900_000..=300_000_000).contains(&ns)),
+        retrans
+            .iter()
+            .all(|&ns| (299_900_000..=300_000_000).contains(&ns)),
         "{retrans:?}"
     );
 }

@@ -588,7 +588,7 @@ fn a_clock_step_back_between_ping_and_pong_is_counted_not_listed() {
     assert!(n >= 1);
     assert_eq!(r.matcher.anomalies().clock_steps, n as u64);
     assert!(r.packets.reorder.late_frames > 0);
-    let mut want: Vec<_> = before
+    let want: Vec<_> = before
         .iter()
         .filter(|t| !straddling(t))
         .map(|t| {

@@ -132,8 +132,9 @@ impl ConnNotes {
         }
         // The original: the earliest remembered segment overlapping this one (an
         // original that was not captured cannot be dated, and is not guessed).
-        let overlaps =
-            |&&(s, l, _): &&(u32, u32, UnixNanos)| seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len;
+        let overlaps = |&&(s, l, _): &&(u32, u32, UnixNanos)| {
+            seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
+        };
         if let Some(&(_, _, first)) = d.sent.iter().find(overlaps) {
             self.repair(Repair {
                 dir: dir as u8,
@@ -402,8 +403,16 @@ pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut Hi
         ..Cause::default()
     };
     let notes: Vec<&WireNotes> = ping.iter().chain(pong).map(|l| &l.wire).collect();
-    let ping_tcp: u64 = ping.iter().map(|l| leg_repair_ns(l, &notes)).max().unwrap_or(0);
-    let pong_tcp: u64 = pong.iter().map(|l| leg_repair_ns(l, &notes)).max().unwrap_or(0);
+    let ping_tcp: u64 = ping
+        .iter()
+        .map(|l| leg_repair_ns(l, &notes))
+        .max()
+        .unwrap_or(0);
+    let pong_tcp: u64 = pong
+        .iter()
+        .map(|l| leg_repair_ns(l, &notes))
+        .max()
+        .unwrap_or(0);
     c.tcp_ns = ping_tcp + pong_tcp;
     if c.tcp_ns > 0 {
         c.flags.insert(Flag::Retrans);
@@ -475,7 +484,10 @@ mod tests {
         assert_eq!(big.opened_at, Some(10 * MS));
         let pong = n.message(1, 600 * MS + 500_000, 601 * MS, 900);
         assert_eq!(pong.opened_at, None);
-        assert_eq!((pong.queued_bytes, pong.queued_ns), (1 << 20, 400 * MS + 500_000));
+        assert_eq!(
+            (pong.queued_bytes, pong.queued_ns),
+            (1 << 20, 400 * MS + 500_000)
+        );
         let costs: Vec<(u8, u64)> = pong.repairs.iter().map(|r| (r.dir, r.cost_ns())).collect();
         assert_eq!(costs, vec![(0, 300 * MS), (1, 200 * MS)]);
         // After a gap, old bytes are not a repair; later ones are judged again.

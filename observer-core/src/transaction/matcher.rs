@@ -741,9 +741,10 @@ impl Matcher {
         }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
-        let explained = self.pairs.get_mut(pair).map(|st| {
-            cause::explain(&p.legs, &c.legs, receiver_id.as_ref(), &mut st.history)
-        });
+        let explained = self
+            .pairs
+            .get_mut(pair)
+            .map(|st| cause::explain(&p.legs, &c.legs, receiver_id.as_ref(), &mut st.history));
         let mut t = self.record(p, Some(stop), TxStatus::Ok);
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;

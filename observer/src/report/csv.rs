@@ -152,7 +152,11 @@ impl<W: Write> TransactionCsvWriter<W> {
         }
     }
 
-    fn with_header(mut out: W, socket_columns: bool, cause_columns: bool) -> Result<Self, ReportError> {
+    fn with_header(
+        mut out: W,
+        socket_columns: bool,
+        cause_columns: bool,
+    ) -> Result<Self, ReportError> {
         let mut header = CSV_HEADER.to_string();
         if socket_columns {
             header.push(',');

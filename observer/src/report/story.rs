@@ -186,10 +186,22 @@ mod tests {
         assert_eq!(top[0].cause.label(), "retrans");
         assert_eq!(top[1].cause.label(), "far");
         let line = story(&top[0]);
-        assert!(line.contains("alice -> bob  RTT 1200.0 ms  [retrans]"), "{line}");
-        assert!(line.contains("resent bytes of the PING or PONG (300.0 ms"), "{line}");
-        assert!(line.contains("800.0 ms beyond the capture point, 400.0 ms on the poller's side"), "{line}");
+        assert!(
+            line.contains("alice -> bob  RTT 1200.0 ms  [retrans]"),
+            "{line}"
+        );
+        assert!(
+            line.contains("resent bytes of the PING or PONG (300.0 ms"),
+            "{line}"
+        );
+        assert!(
+            line.contains("800.0 ms beyond the capture point, 400.0 ms on the poller's side"),
+            "{line}"
+        );
         let quiet = story(&tx(0, 900, ""));
-        assert!(quiet.contains("[-]  nothing on the wire explains it"), "{quiet}");
+        assert!(
+            quiet.contains("[-]  nothing on the wire explains it"),
+            "{quiet}"
+        );
     }
 }

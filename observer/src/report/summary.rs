@@ -2,10 +2,10 @@
 //! presence changes, the measured correlator overhead next to the study's figures,
 //! and the anomalies.
 
-use crate::transaction::cause::Flags;
 use super::csv::TransactionCsvWriter;
 use super::stats::RttStats;
 use crate::jxta::PeerId;
+use crate::transaction::cause::Flags;
 use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]

@@ -150,11 +150,7 @@ pub fn render(s: &Summary) -> String {
     rows.push(r);
     grid(&mut out, &rows);
     if let Some(t) = s.tail.as_ref().filter(|t| t.count > 0) {
-        let mut causes: Vec<String> = t
-            .by_cause
-            .iter()
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect();
+        let mut causes: Vec<String> = t.by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
         causes.push(format!("none {}", t.none));
         out.push_str(&format!(
             "tail (RTT >= p90, {:.1} ms): {} transactions; by cause: {}\n",

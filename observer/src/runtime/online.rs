@@ -250,9 +250,11 @@ impl CsvSink {
             // Appending to an earlier run's file: its header is already there.
             TransactionCsvWriter::without_header_with_causes(BufWriter::new(file))
         } else {
-            TransactionCsvWriter::with_cause_columns(BufWriter::new(file)).map_err(|e| LiveError::Write {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
+            TransactionCsvWriter::with_cause_columns(BufWriter::new(file)).map_err(|e| {
+                LiveError::Write {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                }
             })?
         };
         Ok(CsvSink {

@@ -1007,7 +1007,13 @@ impl FlowHandler for Decoder {
         }
     }
 
-    fn segment_seen(&mut self, conn: &mut Conn, dir: Dir, seg: &TcpSegment<'_>, retransmitted: u64) {
+    fn segment_seen(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        seg: &TcpSegment<'_>,
+        retransmitted: u64,
+    ) {
         let len = u32::try_from(seg.payload.len()).unwrap_or(u32::MAX);
         conn.notes
             .segment(dir.index(), seg.seq, len, retransmitted, seg.ts);

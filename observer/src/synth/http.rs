@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 
 use super::scenario::{Rendered, EPOCH};
 use super::wire::{Placement, SendShape, Wire};
-use crate::transaction::cause::Flags;
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::{self, encode_message_v0, OwnedElement, PeerId};
+use crate::transaction::cause::Flags;
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
 use crate::UnixNanos;
 

@@ -593,13 +593,7 @@ impl<'a> Sim<'a> {
     }
 
     /// [`Self::transmit`], the first leg cut and disturbed as `shape` says.
-    fn transmit_shaped(
-        &mut self,
-        t: UnixNanos,
-        msg: usize,
-        hop: usize,
-        shape: Option<SendShape>,
-    ) {
+    fn transmit_shaped(&mut self, t: UnixNanos, msg: usize, hop: usize, shape: Option<SendShape>) {
         let dst = self.messages[msg].dst;
         let next = match self.script.route {
             Route::Direct => dst,
@@ -615,16 +609,17 @@ impl<'a> Sim<'a> {
             self.messages[msg].fresh = true;
         }
         let stressed = self.script.stress && Some(conn) == self.stress_conn;
-        let (placements, last) = if let Some(shape) = shape.filter(|_| hop == self.messages[msg].src) {
-            self.wire.send(t, conn, dir, &[&bytes], &shape, 150_000)
-        } else if stressed {
-            self.stressed_send(t, conn, dir, &bytes, next)
-        } else {
-            let (p, last) = self
-                .wire
-                .send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
-            (p, last)
-        };
+        let (placements, last) =
+            if let Some(shape) = shape.filter(|_| hop == self.messages[msg].src) {
+                self.wire.send(t, conn, dir, &[&bytes], &shape, 150_000)
+            } else if stressed {
+                self.stressed_send(t, conn, dir, &bytes, next)
+            } else {
+                let (p, last) =
+                    self.wire
+                        .send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
+                (p, last)
+            };
         self.messages[msg].legs.push(placements[0]);
         // One-way latency on the LAN.
         self.schedule(last + 120_000, Event::Arrive { msg, hop: next });
