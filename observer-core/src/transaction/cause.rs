@@ -349,28 +349,33 @@ impl Cause {
 }
 
 /// What a pair remembers between transactions: its last route and its recent far-side
-/// times (the baseline `far` is judged against).
+/// times (the baseline `far` is judged against). Inline, in µs: every tracked pair has
+/// one, and a heap allocation each would double what a pair costs.
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    route: Option<(Option<PeerId>, Option<PeerId>)>,
-    far: VecDeque<u64>,
+    route: Option<Box<(Option<PeerId>, Option<PeerId>)>>,
+    far_us: [u32; FAR_HISTORY],
+    far_len: u8,
+    far_next: u8,
 }
 
 impl History {
     fn median_far(&self) -> Option<u64> {
-        if self.far.len() < FAR_MIN_HISTORY {
+        let n = usize::from(self.far_len);
+        if n < FAR_MIN_HISTORY {
             return None;
         }
-        let mut v: Vec<u64> = self.far.iter().copied().collect();
+        let mut v = self.far_us;
+        let v = &mut v[..n];
         v.sort_unstable();
-        Some(v[v.len() / 2])
+        Some(u64::from(v[n / 2]) * 1_000)
     }
 
-    fn remember_far(&mut self, far: u64) {
-        if self.far.len() >= FAR_HISTORY {
-            self.far.pop_front();
-        }
-        self.far.push_back(far);
+    fn remember_far(&mut self, far_ns: u64) {
+        let us = u32::try_from(far_ns / 1_000).unwrap_or(u32::MAX);
+        self.far_us[usize::from(self.far_next)] = us;
+        self.far_next = ((usize::from(self.far_next) + 1) % FAR_HISTORY) as u8;
+        self.far_len = (usize::from(self.far_len) + 1).min(FAR_HISTORY) as u8;
     }
 }
 
@@ -443,10 +448,14 @@ pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut Hi
     }
     let route = (first_hop, pong.last().and_then(|l| l.hop_src.clone()));
     if route.0.is_some() || route.1.is_some() {
-        if h.route.as_ref().is_some_and(|prev| *prev != route) {
-            c.flags.insert(Flag::Route);
+        match &mut h.route {
+            Some(prev) if **prev == route => {}
+            Some(prev) => {
+                c.flags.insert(Flag::Route);
+                **prev = route;
+            }
+            None => h.route = Some(Box::new(route)),
         }
-        h.route = Some(route);
     }
     if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
         let far = q
@@ -527,6 +536,18 @@ mod tests {
             vec![leg(t, t + 1, (1, 0), 1, 2)],
             vec![leg(t + 1 + reply, t + 2 + reply, (1, 1), 2, 1)],
         )
+    }
+
+    #[test]
+    fn history_is_small_and_inline() {
+        // Every tracked pair has one (`MatcherConfig::max_pairs` bounds them).
+        assert!(std::mem::size_of::<History>() <= 80);
+        let mut h = History::default();
+        for k in 0..(FAR_HISTORY as u64 + 3) {
+            h.remember_far(k * MS);
+        }
+        // The oldest three went; the median of 3..=17 ms is 10 ms.
+        assert_eq!(h.median_far(), Some(10 * MS));
     }
 
     #[test]

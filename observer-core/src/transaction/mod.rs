@@ -76,7 +76,8 @@ impl Default for MatcherConfig {
             timeout_ns: 10_000_000_000,
             max_outstanding_per_pair: 1024,
             // 10,000 peers with 10 buddies each are 100,000 pairs; a pair costs
-            // about 200 bytes, so the cap bounds a flood of invented IDs to ~50 MB.
+            // about 200 bytes plus 80 of `cause::History`, so the cap bounds a flood
+            // of invented IDs to ~75 MB.
             max_pairs: 262_144,
             remember_finished: 65_536,
         }

@@ -131,7 +131,8 @@ pub struct Rendered {
     pub truth: Vec<Transaction>,
     /// For each transaction of `truth`, the causes the wire shows by construction:
     /// what was injected, a relay on the route, a connection opened for its PING or
-    /// PONG (its first message in that direction).
+    /// PONG (its first message in that direction). The HTTP sample (`synth::http`)
+    /// leaves them empty: it is not scored.
     pub expected: Vec<Flags>,
 }
 
