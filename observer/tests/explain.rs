@@ -192,6 +192,20 @@ fn a_relayed_pair_is_relayed() {
 }
 
 #[test]
+fn a_route_failing_over_to_a_rendezvous_is_a_route_change() {
+    let (s, txs) = score(synth::reroute());
+    judge("reroute", &s, &[Flag::Relay]);
+    let (n, hit) = s.found.get("route").copied().unwrap_or_default();
+    assert!(n >= 2, "one change per direction at least: {n}");
+    assert_eq!(hit, n, "route changes found");
+    assert!(s.quiet >= 10, "{}", s.quiet);
+    // Direct before, relayed after.
+    let ok: Vec<&Transaction> = txs.iter().filter(|t| t.status == TxStatus::Ok).collect();
+    assert!(ok.first().is_some_and(|t| t.cause.relay.is_none()));
+    assert!(ok.last().is_some_and(|t| t.cause.relay.is_some()));
+}
+
+#[test]
 fn flags_read_back() {
     let mut f = Flags::default();
     f.insert(Flag::Queue);

@@ -47,6 +47,7 @@ fn base(name: &'static str, peers: Vec<PeerSpec>, buddies: Vec<(usize, usize)>) 
         stress: false,
         natural_peaks: true,
         inject: Vec::new(),
+        reroute: None,
         timeout_ns: 10 * SEC,
         seed: 1,
     }
@@ -186,6 +187,28 @@ pub fn explain() -> Script {
         }
     }
     s.seed = 20;
+    s
+}
+
+/// Two peers polling each other directly, until at 30 s their route fails over to a
+/// rendezvous (JXSE's relayed pairs after a peer dies); no random peaks. The capture
+/// sees every connection.
+pub fn reroute() -> Script {
+    let mut rdv = peer("rdv", "10.0.0.10", 9701, true);
+    rdv.polls = false;
+    let mut s = base(
+        "reroute",
+        vec![
+            peer("alice", "10.0.0.1", 9701, true),
+            peer("bob", "10.0.0.2", 9701, true),
+            rdv,
+        ],
+        vec![(0, 1)],
+    );
+    s.duration_ns = 60 * SEC;
+    s.natural_peaks = false;
+    s.reroute = Some((30 * SEC, 2));
+    s.seed = 21;
     s
 }
 

@@ -120,6 +120,9 @@ pub struct Script {
     pub natural_peaks: bool,
     /// Disturbances on the `n`th poll (from 0) of `poller` to `receiver`.
     pub inject: Vec<(usize, usize, u64, Inject)>,
+    /// From this time (since the start) on, messages go through this peer (a direct
+    /// route that fails over to a rendezvous); its connections are opened at the start.
+    pub reroute: Option<(UnixNanos, usize)>,
     pub timeout_ns: u64,
     pub seed: u64,
 }
@@ -181,6 +184,8 @@ struct SimMessage {
     dst: usize,
     /// One of its legs was the first message of its connection's direction.
     fresh: bool,
+    /// The peer each leg went to, in order.
+    hops: Vec<usize>,
     /// Each leg's placement on the wire, in order.
     legs: Vec<Placement>,
 }
@@ -295,11 +300,14 @@ impl<'a> Sim<'a> {
     fn connect_all(&mut self) {
         let mut pairs: Vec<(usize, usize)> = Vec::new();
         for &(a, b) in &self.script.buddies {
-            match self.script.route {
-                Route::Direct => pairs.push((a.min(b), a.max(b))),
-                Route::Via(r) => {
-                    pairs.push((a, r));
-                    pairs.push((b, r));
+            let later = self.script.reroute.map(|(_, r)| Route::Via(r));
+            for route in std::iter::once(self.script.route).chain(later) {
+                match route {
+                    Route::Direct => pairs.push((a.min(b), a.max(b))),
+                    Route::Via(r) => {
+                        pairs.push((a, r));
+                        pairs.push((b, r));
+                    }
                 }
             }
         }
@@ -566,6 +574,7 @@ impl<'a> Sim<'a> {
             src,
             dst,
             fresh: false,
+            hops: Vec::new(),
             legs: Vec::new(),
         });
         self.messages.len() - 1
@@ -596,7 +605,11 @@ impl<'a> Sim<'a> {
     /// [`Self::transmit`], the first leg cut and disturbed as `shape` says.
     fn transmit_shaped(&mut self, t: UnixNanos, msg: usize, hop: usize, shape: Option<SendShape>) {
         let dst = self.messages[msg].dst;
-        let next = match self.script.route {
+        let route = match self.script.reroute {
+            Some((at, r)) if t >= EPOCH + at => Route::Via(r),
+            _ => self.script.route,
+        };
+        let next = match route {
             Route::Direct => dst,
             Route::Via(r) if hop == r => dst,
             Route::Via(r) => r,
@@ -622,6 +635,7 @@ impl<'a> Sim<'a> {
                 (p, last)
             };
         self.messages[msg].legs.push(placements[0]);
+        self.messages[msg].hops.push(next);
         // One-way latency on the LAN.
         self.schedule(last + 120_000, Event::Arrive { msg, hop: next });
     }
@@ -836,6 +850,7 @@ impl<'a> Sim<'a> {
         let capture_end = self.wire.last_written(capture_start);
         let timeout = self.script.timeout_ns;
         let mut truth = Vec::new();
+        let mut routes: HashMap<(usize, usize), (Option<usize>, usize)> = HashMap::new();
         for ping in &self.pings {
             let pm = &self.messages[ping.msg];
             let Some(first_leg) = pm.legs.first() else {
@@ -852,7 +867,7 @@ impl<'a> Sim<'a> {
                 let m = &self.messages[p];
                 // Delivered to the poller: the last leg, complete in the capture.
                 let leg = m.legs.last()?;
-                if m.legs.len() < self.route_legs() {
+                if m.hops.last() != Some(&m.dst) {
                     return None;
                 }
                 let (_, stop) = self.wire.seen(*leg, capture_start)?;
@@ -897,8 +912,21 @@ impl<'a> Sim<'a> {
                 if let Some(i) = ping.inject {
                     flags.insert(i.flag());
                 }
-                if matches!(self.script.route, Route::Via(_)) {
+                if pm.hops.first() != Some(&ping.receiver) {
                     flags.insert(Flag::Relay);
+                }
+                // The poller's TCP peer for the PING, the PONG's last sender.
+                let route = ping.pong.map(|p| {
+                    let m = &self.messages[p];
+                    let n = m.hops.len();
+                    let last_sender = if n >= 2 { m.hops[n - 2] } else { m.src };
+                    (pm.hops.first().copied(), last_sender)
+                });
+                let pair = (ping.poller, ping.receiver);
+                if let Some(route) = route {
+                    if routes.insert(pair, route).is_some_and(|prev| prev != route) {
+                        flags.insert(Flag::Route);
+                    }
                 }
                 if pm.fresh || ping.pong.is_some_and(|p| self.messages[p].fresh) {
                     flags.insert(Flag::Conn);
@@ -939,13 +967,6 @@ impl<'a> Sim<'a> {
             .map(|(lo, hi)| lo + (hi - lo) / 2)
             .min()
             .unwrap_or(after)
-    }
-
-    fn route_legs(&self) -> usize {
-        match self.script.route {
-            Route::Direct => 1,
-            Route::Via(_) => 2,
-        }
     }
 }
 
