@@ -17,6 +17,11 @@ use crate::UnixNanos;
 /// loss burst inside one PING or PONG, small enough to copy with every message.
 pub const REPAIRS_KEPT: usize = 8;
 
+/// Repairs costing less than this are not flagged `retrans` (their time is still in
+/// `tcp_ns`): segments reordered on the way fill their hole within tens of µs, and a
+/// real loss costs a retransmission timeout (200 ms at least on Linux) or a round trip.
+pub const RETRANS_FLAG_NS: u64 = 1_000_000;
+
 /// Messages closer than this on one direction were sent back to back: the later one
 /// could not leave before the earlier ones had (a LAN segment gap is tens of µs; a
 /// peer that writes two messages apart by its own choice does so by milliseconds).
@@ -419,7 +424,7 @@ pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut Hi
         .max()
         .unwrap_or(0);
     c.tcp_ns = ping_tcp + pong_tcp;
-    if c.tcp_ns > 0 {
+    if c.tcp_ns >= RETRANS_FLAG_NS {
         c.flags.insert(Flag::Retrans);
     }
     for leg in ping.iter().chain(pong) {
@@ -595,6 +600,17 @@ mod tests {
         assert_eq!(c.label(), "retrans");
         assert_eq!(c.tcp_ns, 1500 * MS);
         assert_eq!(c.far_ns, Some(800 * MS));
+        // Segments reordered on the way: a hole filled 50 µs later is measured, not
+        // flagged.
+        let (mut p, q) = quiet(200_000, 800);
+        p[0].wire.repairs.push(Repair {
+            dir: 0,
+            first: 200_000 * MS,
+            at: 200_000 * MS + 50_000,
+            bytes: 300,
+        });
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!((c.label().as_str(), c.tcp_ns), ("", 50_000));
     }
 
     #[test]

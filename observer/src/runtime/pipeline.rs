@@ -223,6 +223,9 @@ struct App {
     remote: Option<Vec<Matched>>,
     /// Index (from 1) of the frame being processed and the capture time then.
     at: (u64, UnixNanos),
+    /// That frame's own time (earlier than `at.1` for a frame later than the reorder
+    /// window): when bytes it completes became usable.
+    frame_ts: UnixNanos,
     max_document: usize,
 }
 
@@ -459,6 +462,7 @@ impl Pipeline {
                     http_hops: HttpHops::default(),
                     remote: None,
                     at: (0, 0),
+                    frame_ts: 0,
                     max_document: cfg.jim.max_document,
                 },
             },
@@ -618,6 +622,7 @@ impl Pipeline {
             app.matcher.advance(self.now, &mut app.finished);
         }
         self.decoder.app.at = (self.frames, self.now);
+        self.decoder.app.frame_ts = frame.ts;
         self.first_ts.get_or_insert(frame.ts);
         let Some(seg) = self.packets.decode(frame) else {
             return;
@@ -949,7 +954,7 @@ impl FlowHandler for Decoder {
         } = self;
         match delivery {
             Delivery::Data { data, first_seen } => {
-                notes.data(dir.index(), first_seen, app.at.1, data.len() as u64);
+                notes.data(dir.index(), first_seen, app.frame_ts, data.len() as u64);
                 let src = info.sender(dir);
                 let dst = info.sender(dir.other());
                 parser.push(
