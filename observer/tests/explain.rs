@@ -160,6 +160,26 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
         0,
     );
     eprintln!("{:?}", summary.tail);
+    // The tail's breakdown, recounted from the transactions themselves.
+    let tail = summary.tail.expect("answered transactions");
+    let in_tail: Vec<&Transaction> = txs
+        .iter()
+        .filter(|t| t.rtt_ns().is_some_and(|ns| ns as f64 / 1e6 >= tail.from_ms))
+        .collect();
+    assert_eq!(tail.count, in_tail.len() as u64);
+    assert!(tail.count >= 10, "{tail:?}");
+    for f in Flag::ALL {
+        let n = in_tail.iter().filter(|t| t.cause.flags.contains(f)).count() as u64;
+        assert_eq!(
+            tail.by_cause.get(f.as_str()).copied().unwrap_or(0),
+            n,
+            "{f:?}"
+        );
+    }
+    let none = in_tail.iter().filter(|t| t.cause.flags.is_empty()).count() as u64;
+    assert_eq!(tail.none, none);
+    // The 2 s slow replies are all in the tail.
+    assert_eq!(tail.by_cause.get("far").copied(), Some(s.found["far"].0));
     // The repair time measured is the 300 ms retransmission timer injected (less the
     // 20 µs between the segments of a PONG whose hole it is measured from).
     let retrans: Vec<u64> = txs
