@@ -388,9 +388,11 @@ impl History {
 /// span meets the leg's (a retransmission of bytes first sent within the message, or
 /// a hole the message waited for), from every note the transaction gathered (the same
 /// repair seen by several legs counts once).
-fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> u64 {
+/// Also returns when the last of those repairs completed (0 without any): when the
+/// leg's bytes were all with the receiver.
+fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> (u64, UnixNanos) {
     let Some((flow, dir)) = leg.wire.conn else {
-        return 0;
+        return (0, 0);
     };
     let mut seen: Vec<Repair> = Vec::new();
     for n in notes.iter().filter(|n| n.conn.map(|c| c.0) == Some(flow)) {
@@ -401,7 +403,8 @@ fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> u64 {
             }
         }
     }
-    seen.iter().map(Repair::cost_ns).max().unwrap_or(0)
+    let cost = seen.iter().map(Repair::cost_ns).max().unwrap_or(0);
+    (cost, seen.iter().map(|r| r.at).max().unwrap_or(0))
 }
 
 /// Explains one answered transaction from its legs: `ping` in the order seen (the
@@ -415,12 +418,12 @@ pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut Hi
     let notes: Vec<&WireNotes> = ping.iter().chain(pong).map(|l| &l.wire).collect();
     let ping_tcp: u64 = ping
         .iter()
-        .map(|l| leg_repair_ns(l, &notes))
+        .map(|l| leg_repair_ns(l, &notes).0)
         .max()
         .unwrap_or(0);
     let pong_tcp: u64 = pong
         .iter()
-        .map(|l| leg_repair_ns(l, &notes))
+        .map(|l| leg_repair_ns(l, &notes).0)
         .max()
         .unwrap_or(0);
     c.tcp_ns = ping_tcp + pong_tcp;
@@ -463,11 +466,11 @@ pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut Hi
         }
     }
     if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
-        let far = q
-            .start
-            .saturating_sub(p.stop)
-            .saturating_sub(ping_tcp)
-            .saturating_sub(pong_queue);
+        // The PING reached the receiver with its last byte, or with the copy that
+        // repaired it when that came later (a retransmission seen after the original;
+        // a hole's fill is already the leg's last byte).
+        let delivered = p.stop.max(leg_repair_ns(p, &notes).1);
+        let far = q.start.saturating_sub(delivered).saturating_sub(pong_queue);
         c.far_ns = Some(far);
         if h.median_far().is_some_and(|m| far > FAR_FACTOR * m.max(1)) {
             c.flags.insert(Flag::Far);
@@ -599,7 +602,8 @@ mod tests {
         let c = explain(&p, &q, Some(&pid(2)), &mut h);
         assert_eq!(c.label(), "retrans");
         assert_eq!(c.tcp_ns, 1500 * MS);
-        assert_eq!(c.far_ns, Some(800 * MS));
+        // From the copy (101,500 ms) to the PONG (102,301 ms).
+        assert_eq!(c.far_ns, Some(801 * MS));
         // Segments reordered on the way: a hole filled 50 µs later is measured, not
         // flagged.
         let (mut p, q) = quiet(200_000, 800);
@@ -611,6 +615,21 @@ mod tests {
         });
         let c = explain(&p, &q, Some(&pid(2)), &mut h);
         assert_eq!((c.label().as_str(), c.tcp_ns), ("", 50_000));
+        // A hole in the PING (lost before the capture): its last byte came with the
+        // fill, so the receiver's side starts there, not 300 ms later.
+        let (mut p, q) = quiet(300_000, 800);
+        p[0].stop = 300_301 * MS;
+        p[0].wire.repairs.push(Repair {
+            dir: 0,
+            first: 300_000 * MS,
+            at: 300_301 * MS,
+            bytes: 300,
+        });
+        let mut q = q;
+        q[0].start = 301_101 * MS;
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!((c.label().as_str(), c.tcp_ns), ("retrans", 301 * MS));
+        assert_eq!(c.far_ns, Some(800 * MS));
     }
 
     #[test]

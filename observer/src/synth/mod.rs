@@ -154,7 +154,7 @@ pub fn jxse27() -> Script {
 
 /// Two peers polling each other every 2 s for 4 minutes, with a cause of delay put on
 /// purpose on some polls of each direction (after the first ten, so the pair has a
-/// history to be judged against): a lost PING segment, a hole in a PONG, a new
+/// history to be judged against): a lost PING segment, a hole in a PING and in a PONG, a new
 /// connection, a slow reply, a large message ahead of the PONG. No random peaks: the
 /// other transactions are quiet.
 pub fn explain() -> Script {
@@ -171,6 +171,7 @@ pub fn explain() -> Script {
     s.natural_peaks = false;
     let causes = [
         Inject::PingLoss(300_000_000),
+        Inject::PingHole(300_000_000),
         Inject::PongLoss(300_000_000),
         Inject::NewConnection,
         Inject::ReplyDelay(2 * SEC),

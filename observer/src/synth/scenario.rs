@@ -64,6 +64,9 @@ pub enum Inject {
     /// A segment of the PING is lost after the capture point and retransmitted
     /// this long after (the retransmission timer).
     PingLoss(u64),
+    /// A segment of the PING is lost before the capture point and retransmitted this
+    /// long after: the capture sees a hole.
+    PingHole(u64),
     /// A segment of the PONG is lost before the capture point and retransmitted
     /// this long after: the capture sees a hole.
     PongLoss(u64),
@@ -80,7 +83,7 @@ impl Inject {
     /// The flag a transaction disturbed this way must carry.
     pub fn flag(self) -> Flag {
         match self {
-            Inject::PingLoss(_) | Inject::PongLoss(_) => Flag::Retrans,
+            Inject::PingLoss(_) | Inject::PingHole(_) | Inject::PongLoss(_) => Flag::Retrans,
             Inject::NewConnection => Flag::Conn,
             Inject::ReplyDelay(_) => Flag::Far,
             Inject::QueueAhead(_) => Flag::Queue,
@@ -441,6 +444,12 @@ impl<'a> Sim<'a> {
                         mss: 300,
                         retransmit: vec![(1, rto)],
                         lost: vec![1],
+                        ..SendShape::default()
+                    }),
+                    Some(Inject::PingHole(rto)) => Some(SendShape {
+                        mss: 300,
+                        retransmit: vec![(1, rto)],
+                        drop: vec![1],
                         ..SendShape::default()
                     }),
                     _ => None,
