@@ -321,6 +321,7 @@ fn inputs(name: &'static str, file: Vec<u8>) -> Inputs {
                     framed_bytes: m.framed_len,
                     message_bytes: m.body.len() as u64,
                     transport: m.transport,
+                    wire: Default::default(),
                 };
                 documents.push((doc, sighting));
             }

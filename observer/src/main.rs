@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use cli::{analyze, exit, live, messages, peer, report, validate};
+use cli::{analyze, exit, explain, live, messages, peer, report, validate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,6 +35,10 @@ enum Command {
     /// correlator, or other), addressing, elements (--wide: full IDs; --json: one JSON
     /// object per line).
     Messages(messages::MessagesArgs),
+    /// The slowest transactions of captures, one line each: what the wire shows
+    /// happened to them (retransmissions, a new connection, queueing, a relay, a route
+    /// change, a slow receiver; docs/explain.md).
+    Explain(explain::ExplainArgs),
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(live::LiveArgs),
     /// Figures (SVG, and PNG with --png) and one self-contained index.html, from
@@ -79,6 +83,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Messages(args) => messages::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Live(args) => live::run(args),
         Command::Report(args) => report::run(args),
         Command::Peer(args) => peer::run(args),

@@ -622,6 +622,7 @@ mod tests {
             ping_bytes: 900,
             pong_bytes: rtt_us.map(|_| 950),
             correlator_overhead_bytes: 0,
+            cause: Default::default(),
         }
     }
 

@@ -38,14 +38,15 @@ fn csv_file_and_stdout_equal_the_truth() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected = std::fs::read(common::capture("two-peers.truth.csv")).expect("truth");
-    assert_eq!(std::fs::read(&out).expect("csv"), expected);
+    assert_eq!(study_columns(&std::fs::read(&out).expect("csv")), expected);
     // The human table still went to stdout.
     assert!(String::from_utf8_lossy(&o.stdout).contains("PING/PONG transactions"));
 
     let o = observer(&["analyze", "captures/two-peers.pcap", "--csv", "-"]);
     assert!(o.status.success());
     assert_eq!(
-        o.stdout, expected,
+        study_columns(&o.stdout),
+        expected,
         "with --csv -, stdout holds the CSV and nothing else"
     );
 }
@@ -203,7 +204,7 @@ fn standard_input_reads_like_a_file() {
     let o = child.wait_with_output().expect("wait");
     assert!(o.status.success());
     assert_eq!(
-        o.stdout,
+        study_columns(&o.stdout),
         std::fs::read(common::capture("relayed.truth.csv")).expect("truth")
     );
 }
@@ -280,7 +281,7 @@ fn port_option_narrows_the_traffic() {
         "-",
     ]);
     assert_eq!(
-        o.stdout,
+        study_columns(&o.stdout),
         std::fs::read(common::capture("two-peers.truth.csv")).expect("truth")
     );
 }
@@ -323,7 +324,11 @@ fn threads_give_the_same_output() {
         let file = format!("captures/{name}.pcap");
         let one = observer(&["analyze", &file, "--json"]);
         assert!(one.status.success());
-        let expected = std::fs::read(common::capture(&format!("{name}.truth.csv"))).expect("truth");
+        let one_csv = observer(&["analyze", &file, "--csv", "-"]).stdout;
+        assert_eq!(
+            study_columns(&one_csv),
+            std::fs::read(common::capture(&format!("{name}.truth.csv"))).expect("truth")
+        );
         for threads in ["2", "0"] {
             let o = observer(&["analyze", &file, "--json", "--threads", threads]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -332,10 +337,8 @@ fn threads_give_the_same_output() {
                 "{name}: --threads {threads} JSON differs"
             );
             let o = observer(&["analyze", &file, "--csv", "-", "--threads", threads]);
-            assert_eq!(
-                o.stdout, expected,
-                "{name}: --threads {threads} CSV differs"
-            );
+            // The causes too: each shard notes its own connections alike.
+            assert_eq!(o.stdout, one_csv, "{name}: --threads {threads} CSV differs");
         }
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
@@ -356,9 +359,66 @@ fn threads_give_the_same_output() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("one thread"));
     assert_eq!(
-        o.stdout,
+        study_columns(&o.stdout),
         std::fs::read(common::capture("four-peers.truth.csv")).expect("truth")
     );
+}
+
+#[test]
+fn explain_prints_the_slowest_with_their_causes() {
+    let o = observer(&["explain", "captures/relayed.pcap", "--top", "3"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let rtts: Vec<f64> = lines
+        .iter()
+        .map(|l| {
+            let after = l.split("RTT ").nth(1).expect("RTT");
+            after
+                .split(" ms")
+                .next()
+                .expect("ms")
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    assert!(rtts.windows(2).all(|w| w[0] >= w[1]), "{rtts:?}");
+    // The slowest of the truth is the first line.
+    let slowest = truth("relayed")
+        .iter()
+        .filter_map(|t| t.rtt_ns())
+        .max()
+        .expect("answered");
+    assert_eq!(
+        format!("{:.1}", slowest as f64 / 1e6),
+        format!("{:.1}", rtts[0])
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("relayed through")),
+        "{text}"
+    );
+}
+
+/// `analyze`'s CSV without the cause columns it appends (docs/explain.md): the
+/// study's record format, which the truth files are in. The header must end with them.
+fn study_columns(csv: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(csv);
+    let n = observer::report::CAUSE_COLUMNS.split(',').count();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert!(fields.len() > n, "{line}");
+        if i == 0 {
+            assert_eq!(
+                fields[fields.len() - n..].join(","),
+                observer::report::CAUSE_COLUMNS
+            );
+        }
+        out.push_str(&fields[..fields.len() - n].join(","));
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 fn stderr_of(o: &Output) -> String {

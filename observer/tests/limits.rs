@@ -118,6 +118,7 @@ fn ping(from: &PeerId, to: &PeerId, corr: u64, t: u64) -> (Document, Sighting) {
         framed_bytes: 1000,
         message_bytes: 940,
         transport: Transport::Tcp,
+        wire: Default::default(),
     };
     (doc, s)
 }

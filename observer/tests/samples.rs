@@ -11,6 +11,16 @@ use observer::runtime::{self, PipelineConfig, PipelineResult};
 use observer::synth::{self, Script};
 use observer::transaction::{Learned, PresenceChange, Transaction, TxStatus};
 
+/// The records without their explanation (`transaction::cause`).
+fn without_cause(ts: &[Transaction]) -> Vec<Transaction> {
+    ts.iter()
+        .map(|t| Transaction {
+            cause: Default::default(),
+            ..t.clone()
+        })
+        .collect()
+}
+
 fn analyze_bytes(bytes: &[u8], name: &str) -> PipelineResult {
     let dir = tempfile::tempdir().expect("tempdir");
     let path: PathBuf = dir.path().join(name);
@@ -450,8 +460,11 @@ fn a_capture_replayed_100_s_later_gives_twice_the_transactions() {
             t
         })
         .collect();
-    assert_eq!(r.transactions[..first.len()], first[..]);
-    assert_eq!(r.transactions[first.len()..], again[..]);
+    // The explanation of the replay differs by design (its pair has a history, its
+    // connections are not new): the records must not.
+    let got = without_cause(&r.transactions);
+    assert_eq!(got[..first.len()], without_cause(&first)[..]);
+    assert_eq!(got[first.len()..], without_cause(&again)[..]);
     assert_eq!(r.matcher.anomalies().duplicate_ping_correlator, 0);
     assert_eq!(r.matcher.anomalies().duplicate_pong, 0);
 }
@@ -575,7 +588,7 @@ fn a_clock_step_back_between_ping_and_pong_is_counted_not_listed() {
     assert!(n >= 1);
     assert_eq!(r.matcher.anomalies().clock_steps, n as u64);
     assert!(r.packets.reorder.late_frames > 0);
-    let mut want: Vec<_> = before
+    let want: Vec<_> = before
         .iter()
         .filter(|t| !straddling(t))
         .map(|t| {
@@ -587,7 +600,9 @@ fn a_clock_step_back_between_ping_and_pong_is_counted_not_listed() {
             t
         })
         .collect();
-    let mut got = r.transactions.clone();
+    // The far side's share of the PINGs around the step is stepped too.
+    let mut got = without_cause(&r.transactions);
+    let mut want = without_cause(&want);
     let key = |t: &observer::transaction::Transaction| (t.start, t.correlator.clone());
     want.sort_by_key(key);
     got.sort_by_key(key);

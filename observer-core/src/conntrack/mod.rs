@@ -90,6 +90,16 @@ pub trait FlowHandler {
         delivery: Delivery<'_>,
     ) -> Interest;
     fn close(&mut self, state: Self::State, info: &FlowInfo, reason: CloseReason);
+    /// A data segment of `dir` went through reassembly, `retransmitted` of its bytes
+    /// already delivered: what dates a retransmission (see `transaction::cause`).
+    fn segment_seen(
+        &mut self,
+        _state: &mut Self::State,
+        _dir: Dir,
+        _seg: &TcpSegment<'_>,
+        _retransmitted: u64,
+    ) {
+    }
 }
 
 /// Out-of-order bytes buffered per direction unless told otherwise (`--max-flow-buffer`).
@@ -376,6 +386,7 @@ impl<S> FlowTable<S> {
             Dir::Reverse => (rev, fwd),
         };
         let stats = &mut self.stats;
+        let retransmitted_before = stats.reassembly.retransmitted_bytes;
         let mut delta: isize = 0;
         let mut ignore_this = false;
         let mut ignore_other = false;
@@ -402,6 +413,10 @@ impl<S> FlowTable<S> {
                 }
             },
         );
+        if !seg.payload.is_empty() {
+            let retransmitted = stats.reassembly.retransmitted_bytes - retransmitted_before;
+            handler.segment_seen(state, dir, seg, retransmitted);
+        }
         if ignore_this {
             delta -= this.ignore() as isize;
             stats.ignored_directions += 1;

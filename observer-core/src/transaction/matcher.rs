@@ -19,6 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use super::cause::{self, History, Leg};
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
     Transport, TxStatus, REPEAT_WINDOW_NS,
@@ -39,6 +40,22 @@ struct Candidate {
     pong_bytes: u64,
     pong_correlator_bytes: u64,
     method: MatchMethod,
+    /// The PONG's legs seen so far (its first, on the receiver's side).
+    legs: Vec<Leg>,
+}
+
+/// Legs of one PING or PONG remembered: a relay's capture sees two; more would be
+/// repeats, which add nothing to the explanation.
+const MAX_LEGS: usize = 4;
+
+fn leg_of(s: &Sighting) -> Leg {
+    Leg {
+        start: s.start,
+        stop: s.stop,
+        hop_src: s.hop_src.clone(),
+        hop_dst: s.hop_dst.clone(),
+        wire: s.wire.clone(),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +70,8 @@ struct Pending {
     ping_correlator_bytes: u64,
     relay_seen: bool,
     candidate: Option<Candidate>,
+    /// The PING's legs seen so far (its first, on the poller's side).
+    legs: Vec<Leg>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +84,8 @@ struct PairState {
     /// correlator) may still be seen.
     transit_finalised: u64,
     last_active: UnixNanos,
+    /// Route and far-side baseline, for the next transaction's explanation.
+    history: History,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,7 +291,7 @@ impl Matcher {
     ) {
         if let Some(c) = p.candidate.take() {
             let (corr, start) = (p.correlator.clone(), p.start);
-            out.extend(self.answered(p, c, None));
+            out.extend(self.answered(&pair, p, c, None));
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
                     state.transit_finalised =
@@ -354,6 +375,9 @@ impl Matcher {
                 };
                 if let Some(p) = found {
                     p.relay_seen = true;
+                    if p.legs.len() < MAX_LEGS {
+                        p.legs.push(leg_of(s));
+                    }
                     self.anomalies.relayed_sightings += 1;
                     return;
                 }
@@ -419,6 +443,7 @@ impl Matcher {
             ping_correlator_bytes: u64::from(doc.correlator_bytes),
             relay_seen: false,
             candidate: None,
+            legs: vec![leg_of(s)],
         });
         self.live += 1;
         self.deadlines.push(Reverse((
@@ -645,11 +670,14 @@ impl Matcher {
                 return;
             };
             self.live -= 1;
-            let Some(c) = p.candidate.take() else {
+            let Some(mut c) = p.candidate.take() else {
                 return;
             };
+            if c.legs.len() < MAX_LEGS {
+                c.legs.push(leg_of(pong.s));
+            }
             let (corr, start) = (p.correlator.clone(), p.start);
-            out.extend(self.answered(p, c, Some(pong.s.stop)));
+            out.extend(self.answered(&pair, p, c, Some(pong.s.stop)));
             if let Some(c) = corr {
                 self.remember(pair, c, Finished::Answered, start);
             }
@@ -668,6 +696,7 @@ impl Matcher {
             pong_bytes: pong.s.framed_bytes,
             pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
             method,
+            legs: vec![leg_of(pong.s)],
         };
         self.count_pong(pong);
         let Some(state) = self.pairs.get_mut(&pair) else {
@@ -684,7 +713,7 @@ impl Matcher {
         };
         self.live -= 1;
         let (corr, start) = (p.correlator.clone(), p.start);
-        out.extend(self.answered(p, candidate, None));
+        out.extend(self.answered(&pair, p, candidate, None));
         if let Some(c) = corr {
             self.remember(pair, c, Finished::Answered, start);
         }
@@ -695,6 +724,7 @@ impl Matcher {
     /// RTT and time are meaningless, so it is counted instead).
     fn answered(
         &mut self,
+        pair: &PairKey,
         p: Pending,
         c: Candidate,
         stop: Option<UnixNanos>,
@@ -711,7 +741,12 @@ impl Matcher {
         }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
+        let explained = self
+            .pairs
+            .get_mut(pair)
+            .map(|st| cause::explain(&p.legs, &c.legs, receiver_id.as_ref(), &mut st.history));
         let mut t = self.record(p, Some(stop), TxStatus::Ok);
+        t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
         if c.receiver_name.is_some() {
             t.receiver_name = c.receiver_name;
@@ -754,6 +789,7 @@ impl Matcher {
             ping_bytes: p.ping_bytes,
             pong_bytes: None,
             correlator_overhead_bytes: p.ping_correlator_bytes,
+            cause: cause::Cause::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! connection: behind a rendezvous the same PING crosses two connections, and a
 //! capture on the rendezvous sees both legs (see `matcher` for the relay rules).
 
+pub mod cause;
 mod matcher;
 mod presence;
 
@@ -44,6 +45,8 @@ pub struct Sighting {
     /// `jxmg` message bytes.
     pub message_bytes: u64,
     pub transport: Transport,
+    /// What the decoding stages saw of this leg's connection (for [`cause`]).
+    pub wire: cause::WireNotes,
 }
 
 /// A PING repeating a correlator of its pair within this time of the first PING's
@@ -79,7 +82,8 @@ impl Default for MatcherConfig {
             timeout_ns: DEFAULT_TIMEOUT_NS,
             max_outstanding_per_pair: DEFAULT_MAX_OUTSTANDING_PER_PAIR,
             // 10,000 peers with 10 buddies each are 100,000 pairs; a pair costs
-            // about 200 bytes, so the cap bounds a flood of invented IDs to ~50 MB.
+            // about 200 bytes plus 80 of `cause::History`, so the cap bounds a flood
+            // of invented IDs to ~75 MB.
             max_pairs: 262_144,
             remember_finished: 65_536,
         }
@@ -159,6 +163,8 @@ pub struct Transaction {
     pub pong_bytes: Option<u64>,
     /// The PING's correlator element bytes plus the PONG's.
     pub correlator_overhead_bytes: u64,
+    /// What the wire shows happened to it (answered transactions; default otherwise).
+    pub cause: cause::Cause,
 }
 
 impl Transaction {

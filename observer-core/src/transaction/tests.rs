@@ -45,6 +45,7 @@ fn direct(t: u64, src: u8, dst: u8) -> Sighting {
         framed_bytes: 1040,
         message_bytes: 970,
         transport: Transport::Tcp,
+        wire: Default::default(),
     }
 }
 

@@ -44,14 +44,13 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
     // multi-gigabyte capture costs the memory of what is in flight.
     let mut csv = match &args.csv {
         None => None,
-        Some(path) if path.as_os_str() == "-" => Some(TransactionCsvWriter::new(Box::new(
-            io::BufWriter::new(io::stdout()),
-        )
-            as Box<dyn Write>)?),
+        Some(path) if path.as_os_str() == "-" => Some(TransactionCsvWriter::with_cause_columns(
+            Box::new(io::BufWriter::new(io::stdout())) as Box<dyn Write>,
+        )?),
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            Some(TransactionCsvWriter::new(
+            Some(TransactionCsvWriter::with_cause_columns(
                 Box::new(io::BufWriter::new(file)) as Box<dyn Write>,
             )?)
         }

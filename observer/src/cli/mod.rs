@@ -3,6 +3,7 @@
 //! input checks.
 
 pub mod analyze;
+pub mod explain;
 pub mod limits;
 pub mod live;
 pub mod messages;

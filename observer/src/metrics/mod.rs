@@ -427,6 +427,7 @@ mod tests {
             ping_bytes: 1,
             pong_bytes: None,
             correlator_overhead_bytes: 0,
+            cause: Default::default(),
         }
     }
 

@@ -227,6 +227,7 @@ mod tests {
             ping_bytes: 0,
             pong_bytes: None,
             correlator_overhead_bytes: 0,
+            cause: Default::default(),
         }
     }
 

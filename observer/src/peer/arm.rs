@@ -368,6 +368,7 @@ impl Arm {
             ping_bytes: o.ping_bytes,
             pong_bytes,
             correlator_overhead_bytes: o.corr_bytes + pong_corr_bytes,
+            cause: Default::default(),
         }
     }
 

@@ -28,6 +28,11 @@ impl SocketTimes {
     }
 }
 
+/// Columns `analyze` and `live` append (docs/explain.md): the transaction's causes
+/// (`retrans+queue`, empty when the wire shows nothing) and the measured shares, in µs;
+/// empty for a transaction that was not answered.
+pub const CAUSE_COLUMNS: &str = "cause,tcp_us,conn_us,queue_us,queue_bytes,far_us,relay_peer_id";
+
 /// Characters that make spreadsheets evaluate a cell as a formula. Text from the wire
 /// (names, IDs, correlators) starting with one is prefixed with `'`, which spreadsheets
 /// show as text; `read_transactions_csv` removes it again.
@@ -77,6 +82,7 @@ pub struct TransactionCsvWriter<W: Write> {
     record: Vec<u8>,
     bytes: u64,
     socket_columns: bool,
+    cause_columns: bool,
 }
 
 /// Appends one field (after a comma unless it is the record's first), quoted only if
@@ -123,19 +129,42 @@ fn push_number(record: &mut Vec<u8>, first: &mut bool, v: Option<u64>) {
 impl<W: Write> TransactionCsvWriter<W> {
     /// Writes the header.
     pub fn new(out: W) -> Result<Self, ReportError> {
-        Self::with_header(out, false)
+        Self::with_header(out, false, false)
     }
 
     /// Writes the header with [`SOCKET_COLUMNS`] appended (the reference peer's CSV).
     pub fn with_socket_columns(out: W) -> Result<Self, ReportError> {
-        Self::with_header(out, true)
+        Self::with_header(out, true, false)
     }
 
-    fn with_header(mut out: W, socket_columns: bool) -> Result<Self, ReportError> {
+    /// Writes the header with [`CAUSE_COLUMNS`] appended (`analyze`, `live`).
+    pub fn with_cause_columns(out: W) -> Result<Self, ReportError> {
+        let mut w = Self::with_header(out, false, true)?;
+        w.cause_columns = true;
+        Ok(w)
+    }
+
+    /// Continues an existing file written by [`Self::with_cause_columns`].
+    pub fn without_header_with_causes(out: W) -> Self {
+        TransactionCsvWriter {
+            cause_columns: true,
+            ..Self::without_header(out)
+        }
+    }
+
+    fn with_header(
+        mut out: W,
+        socket_columns: bool,
+        cause_columns: bool,
+    ) -> Result<Self, ReportError> {
         let mut header = CSV_HEADER.to_string();
         if socket_columns {
             header.push(',');
             header.push_str(SOCKET_COLUMNS);
+        }
+        if cause_columns {
+            header.push(',');
+            header.push_str(CAUSE_COLUMNS);
         }
         header.push('\n');
         out.write_all(header.as_bytes())?;
@@ -144,6 +173,7 @@ impl<W: Write> TransactionCsvWriter<W> {
             record: Vec::with_capacity(512),
             bytes: header.len() as u64,
             socket_columns,
+            cause_columns,
         })
     }
 
@@ -154,6 +184,7 @@ impl<W: Write> TransactionCsvWriter<W> {
             record: Vec::with_capacity(512),
             bytes: 0,
             socket_columns: false,
+            cause_columns: false,
         }
     }
 
@@ -199,6 +230,18 @@ impl<W: Write> TransactionCsvWriter<W> {
             push_number(r, f, socket.start);
             push_number(r, f, socket.stop);
             word(r, f, rtt.map(format_rtt_us).as_deref());
+        }
+        if self.cause_columns {
+            let c = &t.cause;
+            let ok = t.status == TxStatus::Ok;
+            let us = |v: u64| ok.then(|| format_rtt_us(v));
+            word(r, f, Some(c.label().as_str()));
+            word(r, f, us(c.tcp_ns).as_deref());
+            word(r, f, us(c.conn_ns).as_deref());
+            word(r, f, us(c.queue_ns).as_deref());
+            push_number(r, f, ok.then_some(c.queue_bytes));
+            word(r, f, c.far_ns.map(format_rtt_us).as_deref());
+            text(r, f, c.relay.as_ref().map(PeerId::as_str));
         }
         r.push(b'\n');
         self.out.write_all(r)?;
@@ -388,6 +431,7 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
                 ping_bytes: count(Field::PingBytes)?.unwrap_or(0),
                 pong_bytes: count(Field::PongBytes)?,
                 correlator_overhead_bytes: count(Field::CorrelatorOverheadBytes)?.unwrap_or(0),
+                cause: Default::default(),
             },
             socket: SocketTimes {
                 start: socket_start,
@@ -472,6 +516,7 @@ mod tests {
                 ping_bytes: 970,
                 pong_bytes: Some(990),
                 correlator_overhead_bytes: 88,
+                cause: Default::default(),
             },
             Transaction {
                 start: 5,
@@ -487,6 +532,7 @@ mod tests {
                 ping_bytes: 1,
                 pong_bytes: None,
                 correlator_overhead_bytes: 0,
+                cause: Default::default(),
             },
             Transaction {
                 start: 7,
@@ -502,6 +548,7 @@ mod tests {
                 ping_bytes: 0,
                 pong_bytes: None,
                 correlator_overhead_bytes: 0,
+                cause: Default::default(),
             },
         ]
     }

@@ -6,6 +6,7 @@ pub mod columns;
 pub mod csv;
 pub mod figures;
 pub mod stats;
+pub mod story;
 pub mod summary;
 pub mod table;
 
@@ -13,7 +14,7 @@ pub use self::analysis::{full_json, message_line, render_analysis};
 pub use self::columns::{ColumnMap, MapError};
 pub use self::csv::{
     read_records_csv, read_records_file, read_transactions_csv, CsvRecord, SocketTimes,
-    TransactionCsvWriter, CSV_HEADER, SOCKET_COLUMNS,
+    TransactionCsvWriter, CAUSE_COLUMNS, CSV_HEADER, SOCKET_COLUMNS,
 };
 pub use self::stats::RttStats;
 pub use self::summary::{Summary, SummaryBuilder};

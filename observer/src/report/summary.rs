@@ -5,6 +5,7 @@
 use super::csv::TransactionCsvWriter;
 use super::stats::RttStats;
 use crate::jxta::PeerId;
+use crate::transaction::cause::Flags;
 use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -185,6 +186,18 @@ pub struct OverheadSummary {
     pub study: StudyValues,
 }
 
+/// The slowest tenth of the answered transactions (RTT at or above the p90), by the
+/// causes the wire shows (docs/explain.md).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct TailCauses {
+    pub from_ms: f64,
+    pub count: u64,
+    /// Tail transactions carrying each cause (one may carry several).
+    pub by_cause: std::collections::BTreeMap<&'static str, u64>,
+    /// Tail transactions the wire shows no cause for.
+    pub none: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub transactions: StatusCounts,
@@ -200,6 +213,9 @@ pub struct Summary {
     /// pair) come from DDSketches, within this relative error; count, mean, sd, min
     /// and max stay exact.
     pub rtt_percentiles_relative_error: Option<f64>,
+    /// The tail by cause; `None` without answered transactions, or once the RTTs are
+    /// sketched (the tail's members are no longer known).
+    pub tail: Option<TailCauses>,
     /// Start of the earliest PING: time zero of the tables, as of the figures. (The
     /// JSON has the capture's own first and last times under `capture`.)
     #[serde(skip)]
@@ -384,6 +400,9 @@ pub struct SummaryBuilder {
     held: usize,
     /// Past the limit: every pair's RTTs are sketched, and these are all of them.
     overall: Option<Sketched>,
+    /// RTT and causes of the answered transactions that have a cause, while the RTTs
+    /// are exact (they are a part of those, so bounded alike).
+    flagged: Vec<(u64, Flags)>,
 }
 
 impl Default for SummaryBuilder {
@@ -403,6 +422,7 @@ impl SummaryBuilder {
             exact_limit: limit,
             held: 0,
             overall: None,
+            flagged: Vec::new(),
         }
     }
 
@@ -450,6 +470,9 @@ impl SummaryBuilder {
         }
         acc.counts.add(t.status);
         if let Some(ns) = t.rtt_ns() {
+            if self.overall.is_none() && !t.cause.flags.is_empty() {
+                self.flagged.push((ns, t.cause.flags));
+            }
             acc.rtts.push(ns);
             match &mut self.overall {
                 Some(o) => o.push(ns),
@@ -477,6 +500,7 @@ impl SummaryBuilder {
         }
         self.overall = Some(overall);
         self.held = 0;
+        self.flagged = Vec::new();
     }
 
     pub fn finish(self, matcher: &Matcher, capture_duration_ns: u64) -> Summary {
@@ -486,6 +510,7 @@ impl SummaryBuilder {
             csv,
             first_ping,
             overall,
+            flagged,
             ..
         } = self;
         let csv_bytes = csv.bytes_written();
@@ -518,6 +543,23 @@ impl SummaryBuilder {
             Some(o) => o.stats(),
             None => RttStats::from_ms(&mut all),
         };
+        let tail = (overall.is_none() && rtt_ms.count > 0).then(|| {
+            let from_ms = rtt_ms.p90;
+            let mut t = TailCauses {
+                from_ms,
+                count: all.iter().filter(|&&ms| ms >= from_ms).count() as u64,
+                ..TailCauses::default()
+            };
+            let mut explained = 0;
+            for (_, flags) in flagged.iter().filter(|(ns, _)| *ns as f64 / 1e6 >= from_ms) {
+                explained += 1;
+                for f in flags.iter() {
+                    *t.by_cause.entry(f.as_str()).or_default() += 1;
+                }
+            }
+            t.none = t.count.saturating_sub(explained);
+            t
+        });
         drop(all);
         // People read tables by name; IDs only break ties between namesakes.
         pairs.sort_by(|a, b| {
@@ -598,6 +640,7 @@ impl SummaryBuilder {
             rtt_percentiles_relative_error: overall
                 .is_some()
                 .then_some(crate::metrics::window::SKETCH_RELATIVE_ERROR),
+            tail,
             first_ping_unix_ns: first_ping,
         }
     }
@@ -665,6 +708,7 @@ mod tests {
             framed_bytes: 500,
             message_bytes: 450,
             transport: Transport::Tcp,
+            wire: Default::default(),
         };
         let doc = |kind, name: &str, c: &str| Document {
             kind,
@@ -807,6 +851,7 @@ mod exact_limit_tests {
             ping_bytes: 0,
             pong_bytes: None,
             correlator_overhead_bytes: 0,
+            cause: Default::default(),
         }
     }
 

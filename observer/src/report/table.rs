@@ -35,7 +35,7 @@ fn sanitize_to(s: &str, max: usize) -> String {
 }
 
 /// `2026-01-01 00:00:05.123 UTC`: the figures' UTC form, to the millisecond.
-fn utc_ms(ns: u64) -> String {
+pub(crate) fn utc_ms(ns: u64) -> String {
     let whole = super::figures::utc(ns);
     let ms = ns % 1_000_000_000 / 1_000_000;
     match whole.strip_suffix(" UTC") {
@@ -149,6 +149,16 @@ pub fn render(s: &Summary) -> String {
     r.extend(stats_cells(&s.rtt_ms));
     rows.push(r);
     grid(&mut out, &rows);
+    if let Some(t) = s.tail.as_ref().filter(|t| t.count > 0) {
+        let mut causes: Vec<String> = t.by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        causes.push(format!("none {}", t.none));
+        out.push_str(&format!(
+            "tail (RTT >= p90, {:.1} ms): {} transactions; by cause: {}\n",
+            t.from_ms,
+            t.count,
+            causes.join(", ")
+        ));
+    }
 
     if !s.matrix.pollers.is_empty() {
         out.push_str("\nMean RTT matrix (ms, poller \\ receiver)\n");

@@ -248,11 +248,13 @@ impl CsvSink {
         let existing = file.metadata().map_err(err)?.len();
         let writer = if existing > 0 {
             // Appending to an earlier run's file: its header is already there.
-            TransactionCsvWriter::without_header(BufWriter::new(file))
+            TransactionCsvWriter::without_header_with_causes(BufWriter::new(file))
         } else {
-            TransactionCsvWriter::new(BufWriter::new(file)).map_err(|e| LiveError::Write {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
+            TransactionCsvWriter::with_cause_columns(BufWriter::new(file)).map_err(|e| {
+                LiveError::Write {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                }
             })?
         };
         Ok(CsvSink {
@@ -781,7 +783,7 @@ mod tests {
         assert!(outcome.result.transactions.is_empty());
 
         let mut builder = SummaryBuilder::default();
-        let mut offline_csv = TransactionCsvWriter::new(Vec::new()).expect("csv");
+        let mut offline_csv = TransactionCsvWriter::with_cause_columns(Vec::new()).expect("csv");
         let analysis = crate::runtime::analyze_each(
             std::slice::from_ref(&saved),
             PipelineConfig::default(),

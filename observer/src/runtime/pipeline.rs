@@ -15,6 +15,7 @@ use crate::jxta::{
     StreamStart,
 };
 use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
+use crate::transaction::cause::{ConnNotes, WireNotes};
 use crate::transaction::{Matcher, MatcherConfig, Sighting, Transaction, Transport};
 use crate::UnixNanos;
 use std::net::SocketAddr;
@@ -191,6 +192,8 @@ pub struct Conn {
     peers: [Option<PeerId>; 2],
     /// Already announced in `Pipeline::take_jxta_flows`.
     announced: bool,
+    /// What each message's wire notes are made of (`transaction::cause`).
+    notes: ConnNotes,
 }
 
 /// Everything downstream of the stream parsers; split from the flow table so that
@@ -220,6 +223,9 @@ struct App {
     remote: Option<Vec<Matched>>,
     /// Index (from 1) of the frame being processed and the capture time then.
     at: (u64, UnixNanos),
+    /// That frame's own time (earlier than `at.1` for a frame later than the reorder
+    /// window): when bytes it completes became usable.
+    frame_ts: UnixNanos,
     max_document: usize,
 }
 
@@ -249,6 +255,7 @@ struct Origin<'a> {
     dst: &'a dyn std::fmt::Display,
     hop_src: Option<PeerId>,
     hop_dst: Option<PeerId>,
+    wire: WireNotes,
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
     http: Option<(SocketAddr, SocketAddr)>,
@@ -455,6 +462,7 @@ impl Pipeline {
                     http_hops: HttpHops::default(),
                     remote: None,
                     at: (0, 0),
+                    frame_ts: 0,
                     max_document: cfg.jim.max_document,
                 },
             },
@@ -614,6 +622,7 @@ impl Pipeline {
             app.matcher.advance(self.now, &mut app.finished);
         }
         self.decoder.app.at = (self.frames, self.now);
+        self.decoder.app.frame_ts = frame.ts;
         self.first_ts.get_or_insert(frame.ts);
         let Some(seg) = self.packets.decode(frame) else {
             return;
@@ -657,6 +666,7 @@ impl Pipeline {
                             dst: &seg.dst,
                             hop_src: None,
                             hop_dst: None,
+                            wire: WireNotes::default(),
                             http: None,
                         };
                         self.decoder.app.message(&framed, origin);
@@ -831,6 +841,7 @@ impl App {
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,
+                wire: origin.wire.clone(),
             };
             match &mut self.remote {
                 Some(q) => q.push(Matched {
@@ -917,6 +928,7 @@ impl FlowHandler for Decoder {
             ],
             peers: [None, None],
             announced: false,
+            notes: ConnNotes::new(info.id, info.saw_syn.then_some(info.first_seen)),
         }
     }
 
@@ -931,6 +943,7 @@ impl FlowHandler for Decoder {
             parsers,
             peers,
             announced,
+            notes,
         } = conn;
         let parser = &mut parsers[dir.index()];
         let Decoder {
@@ -941,6 +954,7 @@ impl FlowHandler for Decoder {
         } = self;
         match delivery {
             Delivery::Data { data, first_seen } => {
+                notes.data(dir.index(), first_seen, app.frame_ts, data.len() as u64);
                 let src = info.sender(dir);
                 let dst = info.sender(dir.other());
                 parser.push(
@@ -954,6 +968,7 @@ impl FlowHandler for Decoder {
                             peers[dir.index()] = PeerId::parse(w.peer_id);
                         }
                         StreamEvent::Message(m) => {
+                            let wire = notes.message(dir.index(), m.start, m.stop, m.framed_len);
                             let origin = Origin {
                                 transport: match carrier {
                                     Carrier::Tcp => Transport::Tcp,
@@ -964,6 +979,7 @@ impl FlowHandler for Decoder {
                                 dst: &dst,
                                 hop_src: peers[dir.index()].clone(),
                                 hop_dst: peers[dir.other().index()].clone(),
+                                wire,
                                 http: (carrier == Carrier::Http).then_some((src, dst)),
                             };
                             app.message(&m, origin);
@@ -971,7 +987,10 @@ impl FlowHandler for Decoder {
                     },
                 );
             }
-            Delivery::Gap { len } => parser.gap(len, stream_stats),
+            Delivery::Gap { len } => {
+                notes.gap(dir.index());
+                parser.gap(len, stream_stats)
+            }
         }
         let jxta = parser.is_jxta();
         if jxta == Some(true) {
@@ -991,6 +1010,18 @@ impl FlowHandler for Decoder {
         } else {
             Interest::Keep
         }
+    }
+
+    fn segment_seen(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        seg: &TcpSegment<'_>,
+        retransmitted: u64,
+    ) {
+        let len = u32::try_from(seg.payload.len()).unwrap_or(u32::MAX);
+        conn.notes
+            .segment(dir.index(), seg.seq, len, retransmitted, seg.ts);
     }
 
     fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {

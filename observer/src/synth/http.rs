@@ -21,6 +21,7 @@ use super::scenario::{Rendered, EPOCH};
 use super::wire::{Placement, SendShape, Wire};
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::{self, encode_message_v0, OwnedElement, PeerId};
+use crate::transaction::cause::Flags;
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
 use crate::UnixNanos;
 
@@ -576,10 +577,12 @@ pub fn render() -> Rendered {
         (p11, Some(q11)),
     ];
     let truth = truth(&sim, &pairs);
+    let expected = vec![Flags::default(); truth.len()];
     Rendered {
         wire: sim.wire,
         capture_start: 0,
         truth,
+        expected,
     }
 }
 
@@ -620,6 +623,7 @@ fn truth(sim: &Sim, pairs: &[(usize, Option<usize>)]) -> Vec<Transaction> {
                 ping_bytes,
                 pong_bytes: None,
                 correlator_overhead_bytes: correlator_bytes(doc),
+                cause: Default::default(),
             };
             match pong {
                 Some(q) => {

@@ -12,7 +12,7 @@ pub mod wire;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use scenario::{Change, Layout, PeerSpec, Rendered, Route, Script, EPOCH};
+pub use scenario::{Change, Inject, Layout, PeerSpec, Rendered, Route, Script, EPOCH};
 
 use crate::capture::WriteFormat;
 use crate::jim::Status;
@@ -45,6 +45,9 @@ fn base(name: &'static str, peers: Vec<PeerSpec>, buddies: Vec<(usize, usize)>) 
         messages: Vec::new(),
         multicast: None,
         stress: false,
+        natural_peaks: true,
+        inject: Vec::new(),
+        reroute: None,
         timeout_ns: 10 * SEC,
         seed: 1,
     }
@@ -146,6 +149,67 @@ pub fn jxse27() -> Script {
     s.layout = Layout::Jxse27;
     s.duration_ns = 20 * SEC;
     s.seed = 27;
+    s
+}
+
+/// Two peers polling each other every 2 s for 4 minutes, with a cause of delay put on
+/// purpose on some polls of each direction (after the first ten, so the pair has a
+/// history to be judged against): a lost PING segment, a hole in a PING and in a PONG, a new
+/// connection, a slow reply, a large message ahead of the PONG. No random peaks: the
+/// other transactions are quiet.
+pub fn explain() -> Script {
+    let mut s = base(
+        "explain",
+        vec![
+            peer("alice", "10.0.0.1", 9701, true),
+            peer("bob", "10.0.0.2", 9701, true),
+        ],
+        vec![(0, 1)],
+    );
+    s.poll_interval_ns = 2 * SEC;
+    s.duration_ns = 240 * SEC;
+    s.natural_peaks = false;
+    let causes = [
+        Inject::PingLoss(300_000_000),
+        Inject::PingHole(300_000_000),
+        Inject::PongLoss(300_000_000),
+        Inject::NewConnection,
+        Inject::ReplyDelay(2 * SEC),
+        Inject::QueueAhead(800_000),
+    ];
+    for (poller, receiver) in [(0, 1), (1, 0)] {
+        for k in 0..100u64 {
+            // Every fifth poll from the tenth on, each cause in turn; the polls
+            // between stay quiet.
+            if k >= 10 && k % 5 == 0 {
+                let cause = causes[((k / 5) as usize + poller) % causes.len()];
+                s.inject.push((poller, receiver, k, cause));
+            }
+        }
+    }
+    s.seed = 20;
+    s
+}
+
+/// Two peers polling each other directly, until at 30 s their route fails over to a
+/// rendezvous (JXSE's relayed pairs after a peer dies); no random peaks. The capture
+/// sees every connection.
+pub fn reroute() -> Script {
+    let mut rdv = peer("rdv", "10.0.0.10", 9701, true);
+    rdv.polls = false;
+    let mut s = base(
+        "reroute",
+        vec![
+            peer("alice", "10.0.0.1", 9701, true),
+            peer("bob", "10.0.0.2", 9701, true),
+            rdv,
+        ],
+        vec![(0, 1)],
+    );
+    s.duration_ns = 60 * SEC;
+    s.natural_peaks = false;
+    s.reroute = Some((30 * SEC, 2));
+    s.seed = 21;
     s
 }
 

@@ -16,6 +16,7 @@ use crate::jxta::{
     self, encode_message_v0, encode_package, encode_welcome, HeaderOrder, OwnedElement, PeerId,
     WelcomeVersion,
 };
+use crate::transaction::cause::{Flag, Flags};
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
 use crate::UnixNanos;
 
@@ -57,6 +58,39 @@ pub enum Change {
     Back,
 }
 
+/// A disturbance put on purpose on one poll, with the cause the observer must find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inject {
+    /// A segment of the PING is lost after the capture point and retransmitted
+    /// this long after (the retransmission timer).
+    PingLoss(u64),
+    /// A segment of the PING is lost before the capture point and retransmitted this
+    /// long after: the capture sees a hole.
+    PingHole(u64),
+    /// A segment of the PONG is lost before the capture point and retransmitted
+    /// this long after: the capture sees a hole.
+    PongLoss(u64),
+    /// The connection is closed just before the PING, which opens a new one.
+    NewConnection,
+    /// The receiver takes this much longer than usual to answer.
+    ReplyDelay(u64),
+    /// The receiver sends a MESSAGE with a body of this many bytes just before the
+    /// PONG, on a slow link (a segment per millisecond): the PONG queues behind it.
+    QueueAhead(usize),
+}
+
+impl Inject {
+    /// The flag a transaction disturbed this way must carry.
+    pub fn flag(self) -> Flag {
+        match self {
+            Inject::PingLoss(_) | Inject::PingHole(_) | Inject::PongLoss(_) => Flag::Retrans,
+            Inject::NewConnection => Flag::Conn,
+            Inject::ReplyDelay(_) => Flag::Far,
+            Inject::QueueAhead(_) => Flag::Queue,
+        }
+    }
+}
+
 /// How messages between two peers travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -84,6 +118,14 @@ pub struct Script {
     pub multicast: Option<(UnixNanos, usize)>,
     /// Disturbances on the connection of the first buddy pair.
     pub stress: bool,
+    /// The receivers' occasional long replies (the P2P network's hiccups), at random;
+    /// off where every peak must be one put there on purpose.
+    pub natural_peaks: bool,
+    /// Disturbances on the `n`th poll (from 0) of `poller` to `receiver`.
+    pub inject: Vec<(usize, usize, u64, Inject)>,
+    /// From this time (since the start) on, messages go through this peer (a direct
+    /// route that fails over to a rendezvous); its connections are opened at the start.
+    pub reroute: Option<(UnixNanos, usize)>,
     pub timeout_ns: u64,
     pub seed: u64,
 }
@@ -93,6 +135,11 @@ pub struct Rendered {
     pub wire: Wire,
     pub capture_start: UnixNanos,
     pub truth: Vec<Transaction>,
+    /// For each transaction of `truth`, the causes the wire shows by construction:
+    /// what was injected, a relay on the route, a connection opened for its PING or
+    /// PONG (its first message in that direction). The HTTP sample (`synth::http`)
+    /// leaves them empty: it is not scored.
+    pub expected: Vec<Flags>,
 }
 
 /// A deterministic generator (SplitMix64): the same script always gives the same bytes.
@@ -138,6 +185,10 @@ struct SimMessage {
     doc: Document,
     src: usize,
     dst: usize,
+    /// One of its legs was the first message of its connection's direction.
+    fresh: bool,
+    /// The peer each leg went to, in order.
+    hops: Vec<usize>,
     /// Each leg's placement on the wire, in order.
     legs: Vec<Placement>,
 }
@@ -147,6 +198,7 @@ struct SimPing {
     poller: usize,
     receiver: usize,
     pong: Option<usize>,
+    inject: Option<Inject>,
 }
 
 struct Peer {
@@ -175,6 +227,12 @@ struct Sim<'a> {
     sends: u64,
     /// The connection the segmentation stress applies to.
     stress_conn: Option<usize>,
+    /// Polls made so far per (poller, receiver).
+    polls: HashMap<(usize, usize), u64>,
+    /// Connection directions that have carried a message.
+    used: std::collections::HashSet<(usize, usize)>,
+    /// Connections opened after the start, for their client ports.
+    reconnects: u16,
 }
 
 impl Script {
@@ -226,6 +284,9 @@ impl<'a> Sim<'a> {
             seq: 0,
             sends: 0,
             stress_conn: None,
+            polls: HashMap::new(),
+            used: Default::default(),
+            reconnects: 0,
         }
     }
 
@@ -242,11 +303,14 @@ impl<'a> Sim<'a> {
     fn connect_all(&mut self) {
         let mut pairs: Vec<(usize, usize)> = Vec::new();
         for &(a, b) in &self.script.buddies {
-            match self.script.route {
-                Route::Direct => pairs.push((a.min(b), a.max(b))),
-                Route::Via(r) => {
-                    pairs.push((a, r));
-                    pairs.push((b, r));
+            let later = self.script.reroute.map(|(_, r)| Route::Via(r));
+            for route in std::iter::once(self.script.route).chain(later) {
+                match route {
+                    Route::Direct => pairs.push((a.min(b), a.max(b))),
+                    Route::Via(r) => {
+                        pairs.push((a, r));
+                        pairs.push((b, r));
+                    }
                 }
             }
         }
@@ -255,7 +319,16 @@ impl<'a> Sim<'a> {
         let mut t = EPOCH;
         for (n, (a, b)) in pairs.into_iter().enumerate() {
             // The lower-numbered peer initiates from an ephemeral port.
-            let client = SocketAddr::new(self.peers[a].spec.ip, 40_000 + n as u16 * 7);
+            self.connect(t, a, b, 40_000 + n as u16 * 7);
+            t += 5 * MS;
+        }
+    }
+
+    /// Opens a connection from `a` (port `port`) to `b`, both welcome lines sent by
+    /// `t` + 0.5 ms; it carries their messages from then on.
+    fn connect(&mut self, t: UnixNanos, a: usize, b: usize, port: u16) {
+        {
+            let client = SocketAddr::new(self.peers[a].spec.ip, port);
             let server = self.addr(b);
             let isn = [self.rng.next() as u32, self.rng.next() as u32];
             let conn = self.wire.connect(t, client, server, isn, 200_000);
@@ -281,7 +354,6 @@ impl<'a> Sim<'a> {
                 .send(t + 500_000, conn, 1, &[&hello_b], &shape, 100_000);
             self.conns.insert((a, b), (conn, 0));
             self.conns.insert((b, a), (conn, 1));
-            t += 5 * MS;
         }
     }
 
@@ -340,13 +412,49 @@ impl<'a> Sim<'a> {
                     ..Document::default()
                 };
                 let msg = self.new_message(doc, from, to);
+                let n = self.polls.entry((from, to)).or_insert(0);
+                let nth = *n;
+                *n += 1;
+                let inject = self
+                    .script
+                    .inject
+                    .iter()
+                    .find(|(p, r, k, _)| (*p, *r, *k) == (from, to, nth))
+                    .map(|i| i.3);
                 self.pings.push(SimPing {
                     msg,
                     poller: from,
                     receiver: to,
                     pong: None,
+                    inject,
                 });
-                self.transmit(t, msg, from);
+                let mut at = t;
+                if inject == Some(Inject::NewConnection) {
+                    if let Some(&(conn, _)) = self.conns.get(&(from, to)) {
+                        self.wire.close(t, conn);
+                    }
+                    self.reconnects += 1;
+                    let port = 50_000 + self.reconnects;
+                    // The poller's stack opens a new connection before the PING can go.
+                    self.connect(t + MS, from, to, port);
+                    at = t + 5 * MS;
+                }
+                let shape = match inject {
+                    Some(Inject::PingLoss(rto)) => Some(SendShape {
+                        mss: 300,
+                        retransmit: vec![(1, rto)],
+                        lost: vec![1],
+                        ..SendShape::default()
+                    }),
+                    Some(Inject::PingHole(rto)) => Some(SendShape {
+                        mss: 300,
+                        retransmit: vec![(1, rto)],
+                        drop: vec![1],
+                        ..SendShape::default()
+                    }),
+                    _ => None,
+                };
+                self.transmit_shaped(at, msg, from, shape);
             }
             Event::Arrive { msg, hop } => {
                 let m = &self.messages[msg];
@@ -366,7 +474,10 @@ impl<'a> Sim<'a> {
                 if !self.peers[receiver].alive {
                     return;
                 }
-                let delay = self.reply_delay(receiver);
+                let mut delay = self.reply_delay(receiver);
+                if let Some(Inject::ReplyDelay(extra)) = self.pings[ping].inject {
+                    delay += extra;
+                }
                 let poller = self.pings[ping].poller;
                 let mut at = t + delay;
                 if !self.peers[receiver].spec.instrumented {
@@ -408,7 +519,20 @@ impl<'a> Sim<'a> {
                 };
                 let pong = self.new_message(doc, receiver, poller);
                 self.pings[ping].pong = Some(pong);
-                self.transmit(t, pong, receiver);
+                let shape = match self.pings[ping].inject {
+                    Some(Inject::QueueAhead(bytes)) => {
+                        self.queue_ahead(t, receiver, poller, bytes);
+                        None
+                    }
+                    Some(Inject::PongLoss(rto)) => Some(SendShape {
+                        mss: 300,
+                        retransmit: vec![(1, rto)],
+                        drop: vec![1],
+                        ..SendShape::default()
+                    }),
+                    _ => None,
+                };
+                self.transmit_shaped(t, pong, receiver, shape);
             }
             Event::Change { idx } => {
                 let (_, peer, change) = &self.script.changes[idx];
@@ -444,7 +568,10 @@ impl<'a> Sim<'a> {
         };
         let mut ms = self.rng.normal(850.0 + extra, 300.0);
         if self.rng.unit() < 0.05 {
-            ms += 1500.0 + self.rng.unit() * 1500.0;
+            let peak = 1500.0 + self.rng.unit() * 1500.0;
+            if self.script.natural_peaks {
+                ms += peak;
+            }
         }
         let ms = ms.clamp(30.0, 4500.0);
         (ms * MS as f64) as u64 + self.rng.next() % 1000
@@ -455,15 +582,43 @@ impl<'a> Sim<'a> {
             doc,
             src,
             dst,
+            fresh: false,
+            hops: Vec::new(),
             legs: Vec::new(),
         });
         self.messages.len() - 1
     }
 
+    /// A large instant message from `from` to `to` at `t`, on a slow link.
+    fn queue_ahead(&mut self, t: UnixNanos, from: usize, to: usize, bytes: usize) {
+        let doc = Document {
+            kind: Kind::Message,
+            from: Some(self.peers[from].spec.name.clone()),
+            to: Some(self.peers[to].spec.name.clone()),
+            body: Some("x".repeat(bytes)),
+            ..Document::default()
+        };
+        let msg = self.new_message(doc, from, to);
+        let slow = SendShape {
+            segment_gap_ns: MS,
+            ..SendShape::default()
+        };
+        self.transmit_shaped(t, msg, from, Some(slow));
+    }
+
     /// Sends message `msg` from `hop` one step along its route.
     fn transmit(&mut self, t: UnixNanos, msg: usize, hop: usize) {
+        self.transmit_shaped(t, msg, hop, None);
+    }
+
+    /// [`Self::transmit`], the first leg cut and disturbed as `shape` says.
+    fn transmit_shaped(&mut self, t: UnixNanos, msg: usize, hop: usize, shape: Option<SendShape>) {
         let dst = self.messages[msg].dst;
-        let next = match self.script.route {
+        let route = match self.script.reroute {
+            Some((at, r)) if t >= EPOCH + at => Route::Via(r),
+            _ => self.script.route,
+        };
+        let next = match route {
             Route::Direct => dst,
             Route::Via(r) if hop == r => dst,
             Route::Via(r) => r,
@@ -473,16 +628,23 @@ impl<'a> Sim<'a> {
             return;
         };
         self.sends += 1;
+        if self.used.insert((conn, dir)) {
+            self.messages[msg].fresh = true;
+        }
         let stressed = self.script.stress && Some(conn) == self.stress_conn;
-        let (placements, last) = if stressed {
-            self.stressed_send(t, conn, dir, &bytes, next)
-        } else {
-            let (p, last) = self
-                .wire
-                .send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
-            (p, last)
-        };
+        let (placements, last) =
+            if let Some(shape) = shape.filter(|_| hop == self.messages[msg].src) {
+                self.wire.send(t, conn, dir, &[&bytes], &shape, 150_000)
+            } else if stressed {
+                self.stressed_send(t, conn, dir, &bytes, next)
+            } else {
+                let (p, last) =
+                    self.wire
+                        .send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
+                (p, last)
+            };
         self.messages[msg].legs.push(placements[0]);
+        self.messages[msg].hops.push(next);
         // One-way latency on the LAN.
         self.schedule(last + 120_000, Event::Arrive { msg, hop: next });
     }
@@ -697,6 +859,7 @@ impl<'a> Sim<'a> {
         let capture_end = self.wire.last_written(capture_start);
         let timeout = self.script.timeout_ns;
         let mut truth = Vec::new();
+        let mut routes: HashMap<(usize, usize), (Option<usize>, usize)> = HashMap::new();
         for ping in &self.pings {
             let pm = &self.messages[ping.msg];
             let Some(first_leg) = pm.legs.first() else {
@@ -713,7 +876,7 @@ impl<'a> Sim<'a> {
                 let m = &self.messages[p];
                 // Delivered to the poller: the last leg, complete in the capture.
                 let leg = m.legs.last()?;
-                if m.legs.len() < self.route_legs() {
+                if m.hops.last() != Some(&m.dst) {
                     return None;
                 }
                 let (_, stop) = self.wire.seen(*leg, capture_start)?;
@@ -733,6 +896,7 @@ impl<'a> Sim<'a> {
                 ping_bytes,
                 pong_bytes: None,
                 correlator_overhead_bytes: ping_corr,
+                cause: Default::default(),
             };
             match pong {
                 Some((m, stop, bytes)) if stop - start < timeout => {
@@ -752,9 +916,34 @@ impl<'a> Sim<'a> {
                 }
                 _ => {}
             }
-            truth.push(t);
+            let mut flags = Flags::default();
+            if t.status == TxStatus::Ok {
+                if let Some(i) = ping.inject {
+                    flags.insert(i.flag());
+                }
+                if pm.hops.first() != Some(&ping.receiver) {
+                    flags.insert(Flag::Relay);
+                }
+                // The poller's TCP peer for the PING, the PONG's last sender.
+                let route = ping.pong.map(|p| {
+                    let m = &self.messages[p];
+                    let n = m.hops.len();
+                    let last_sender = if n >= 2 { m.hops[n - 2] } else { m.src };
+                    (pm.hops.first().copied(), last_sender)
+                });
+                let pair = (ping.poller, ping.receiver);
+                if let Some(route) = route {
+                    if routes.insert(pair, route).is_some_and(|prev| prev != route) {
+                        flags.insert(Flag::Route);
+                    }
+                }
+                if pm.fresh || ping.pong.is_some_and(|p| self.messages[p].fresh) {
+                    flags.insert(Flag::Conn);
+                }
+            }
+            truth.push((t, flags));
         }
-        truth.sort_by(|a, b| {
+        truth.sort_by(|(a, _), (b, _)| {
             (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
                 b.start,
                 &b.poller_id,
@@ -762,10 +951,12 @@ impl<'a> Sim<'a> {
                 &b.correlator,
             ))
         });
+        let (truth, expected) = truth.into_iter().unzip();
         Rendered {
             wire: self.wire,
             capture_start,
             truth,
+            expected,
         }
     }
 
@@ -785,13 +976,6 @@ impl<'a> Sim<'a> {
             .map(|(lo, hi)| lo + (hi - lo) / 2)
             .min()
             .unwrap_or(after)
-    }
-
-    fn route_legs(&self) -> usize {
-        match self.script.route {
-            Route::Direct => 1,
-            Route::Via(_) => 2,
-        }
     }
 }
 

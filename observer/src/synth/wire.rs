@@ -9,6 +9,10 @@ use crate::packet::build::{self, LinkVariant};
 use crate::packet::TcpFlags;
 use crate::UnixNanos;
 
+/// Segments of one direction [`Wire::ack_at`] looks back over: more than one large
+/// send's worth.
+const IN_FLIGHT_SEGMENTS: usize = 2048;
+
 /// One IP packet on the wire. `written == false` models a packet the capture missed.
 #[derive(Clone, Debug)]
 pub struct WirePacket {
@@ -44,6 +48,9 @@ pub struct SendShape {
     pub retransmit: Vec<(usize, u64)>,
     /// Segments the capture misses (never written).
     pub drop: Vec<usize>,
+    /// Segments lost after the capture point (written, but the receiver only gets
+    /// their retransmission).
+    pub lost: Vec<usize>,
 }
 
 impl Default for SendShape {
@@ -54,6 +61,7 @@ impl Default for SendShape {
             swap: Vec::new(),
             retransmit: Vec::new(),
             drop: Vec::new(),
+            lost: Vec::new(),
         }
     }
 }
@@ -161,7 +169,6 @@ impl Wire {
         let (src, dst) = (c.addrs[dir], c.addrs[1 - dir]);
         let start = c.offset[dir];
         let base_seq = c.seq[dir];
-        let peer_ack = c.seq[1 - dir];
         let chunks: Vec<&[u8]> = bytes.chunks(shape.mss.max(1)).collect();
         let mut times: Vec<UnixNanos> = (0..chunks.len() as u64)
             .map(|k| t0 + k * shape.segment_gap_ns)
@@ -177,12 +184,17 @@ impl Wire {
         let mut logged = Vec::new();
         for (k, chunk) in chunks.iter().enumerate() {
             let seq = base_seq.wrapping_add(at as u32);
+            let peer_ack = self.ack_at(conn, 1 - dir, times[k]);
             let ip = build::tcp_packet(src, dst, seq, peer_ack, psh, 65535, chunk);
             let range = (start + at, start + at + chunk.len() as u64);
             for &(r, delay) in &shape.retransmit {
                 if r == k {
                     let idx = self.push(times[k] + delay, ip.clone(), true);
                     logged.push((range.0, range.1, idx));
+                    // A lost original: the receiver has the send only with this copy.
+                    if shape.drop.contains(&k) || shape.lost.contains(&k) {
+                        last = last.max(times[k] + delay);
+                    }
                 }
             }
             let written = !shape.drop.contains(&k);
@@ -218,6 +230,25 @@ impl Wire {
             from += m.len() as u64;
         }
         (placements, last)
+    }
+
+    /// What a segment sent at `t` acknowledges of direction `dir`: everything sent on
+    /// it up to the first byte still on its way at `t` (a large send spread over
+    /// time, or a retransmission to come). An acknowledgement of bytes the capture has
+    /// not shown yet would tell the observer they were lost.
+    fn ack_at(&self, conn: usize, dir: usize, t: UnixNanos) -> u32 {
+        let c = &self.conns[conn];
+        let base = c.seq[dir].wrapping_sub(c.offset[dir] as u32);
+        // Only the last segments can still be in flight.
+        let pending = c.logs[dir]
+            .segments
+            .iter()
+            .rev()
+            .take(IN_FLIGHT_SEGMENTS)
+            .filter(|&&(_, _, idx)| self.packets[idx].ts > t)
+            .map(|&(s, _, _)| s)
+            .min();
+        base.wrapping_add(pending.unwrap_or(c.offset[dir]) as u32)
     }
 
     /// Closes a connection with FIN from the client then the server.

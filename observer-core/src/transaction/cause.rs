@@ -1,0 +1,657 @@
+//! Why a transaction took the time it took, as far as the wire shows it.
+//!
+//! The decoding stages note, for every PING and PONG leg, what happened to its bytes
+//! and its connection ([`WireNotes`]); when a transaction ends, [`explain`] turns the
+//! notes of its legs into flags and measured shares ([`Cause`]). Flags are facts the
+//! capture shows (a retransmission, a connection opened for the PING, messages sent
+//! back to back ahead of it, a relay, a route change), except `far`, which compares the
+//! time spent beyond the capture point with the pair's own recent history.
+//! docs/explain.md says how each is measured and where it stops being right.
+
+use std::collections::VecDeque;
+
+use crate::jxta::PeerId;
+use crate::UnixNanos;
+
+/// TCP repairs kept per connection direction and carried by each leg: enough for a
+/// loss burst inside one PING or PONG, small enough to copy with every message.
+pub const REPAIRS_KEPT: usize = 8;
+
+/// Repairs costing less than this are not flagged `retrans` (their time is still in
+/// `tcp_ns`): segments reordered on the way fill their hole within tens of µs, and a
+/// real loss costs a retransmission timeout (200 ms at least on Linux) or a round trip.
+pub const RETRANS_FLAG_NS: u64 = 1_000_000;
+
+/// Messages closer than this on one direction were sent back to back: the later one
+/// could not leave before the earlier ones had (a LAN segment gap is tens of µs; a
+/// peer that writes two messages apart by its own choice does so by milliseconds).
+pub const QUEUE_GAP_NS: u64 = 1_000_000;
+
+/// A PING or PONG that waited at least this long behind other messages is flagged
+/// `queue`: below it, the wait is within what a LAN round trip costs anyway.
+pub const QUEUE_FLAG_NS: u64 = 10_000_000;
+
+/// The time beyond the capture point (PING delivered to PONG sent back) is flagged
+/// `far` when it exceeds this multiple of the pair's median over its recent answered
+/// transactions; with fewer than [`FAR_MIN_HISTORY`] of them there is no baseline.
+pub const FAR_FACTOR: u64 = 2;
+pub const FAR_MIN_HISTORY: usize = 5;
+/// Recent answered transactions a pair's baseline is the median of.
+pub const FAR_HISTORY: usize = 15;
+
+/// Bytes of one direction that the capture saw before the receiver could use them:
+/// a retransmission of bytes first seen at `first`, or bytes past a hole first seen at
+/// `first` and usable once the hole was filled at `at`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// Direction of the connection (0 from the initiator, 1 back).
+    pub dir: u8,
+    pub first: UnixNanos,
+    pub at: UnixNanos,
+    pub bytes: u64,
+}
+
+impl Repair {
+    pub fn cost_ns(&self) -> u64 {
+        self.at.saturating_sub(self.first)
+    }
+}
+
+/// What the decoding stages saw of one leg's message beyond its bytes. Default: a
+/// leg with nothing to say (UDP, or a connection without trouble).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireNotes {
+    /// The TCP connection (flow number) and direction that carried the leg.
+    pub conn: Option<(u64, u8)>,
+    /// The connection's recent repairs, both directions, oldest first, at most
+    /// [`REPAIRS_KEPT`]: those of the message itself that were known when it was
+    /// decoded (holes it waited for), and those of the other direction (the
+    /// retransmissions of the message this one answers, seen after that was decoded).
+    pub repairs: Vec<Repair>,
+    /// First message of its direction on a connection whose SYN was captured: when.
+    pub opened_at: Option<UnixNanos>,
+    /// Messages sent back to back just ahead of this one on the same direction: their
+    /// bytes, and the time from their first byte to this message's first byte.
+    pub queued_bytes: u64,
+    pub queued_ns: u64,
+}
+
+/// First transmissions remembered per direction, to date a retransmission by its
+/// original: a window's worth of segments on a LAN, where the retransmission timer
+/// fires after a few hundred ms.
+const SENT_KEPT: usize = 64;
+
+/// What one TCP connection's decoder keeps to write each message's [`WireNotes`]:
+/// fed by the flow table (segments), the reassembly's deliveries and the stream
+/// parser's messages. Bounded: a few dozen entries per connection.
+#[derive(Debug, Default)]
+pub struct ConnNotes {
+    flow: u64,
+    syn_at: Option<UnixNanos>,
+    repairs: VecDeque<Repair>,
+    dirs: [DirNotes; 2],
+}
+
+#[derive(Debug, Default)]
+struct DirNotes {
+    /// Recent first transmissions: (sequence number, length, time).
+    sent: VecDeque<(u32, u32, UnixNanos)>,
+    messages: u64,
+    /// The run of back-to-back messages the next one may queue behind.
+    run_start: UnixNanos,
+    run_bytes: u64,
+    last_stop: Option<UnixNanos>,
+    /// Bytes after a gap (the capture missed some) were not waiting for a repair.
+    after_gap: bool,
+}
+
+impl ConnNotes {
+    /// A connection numbered `flow`; `syn_at` when its opening was captured.
+    pub fn new(flow: u64, syn_at: Option<UnixNanos>) -> Self {
+        ConnNotes {
+            flow,
+            syn_at,
+            ..ConnNotes::default()
+        }
+    }
+
+    fn repair(&mut self, r: Repair) {
+        if self.repairs.len() >= REPAIRS_KEPT {
+            self.repairs.pop_front();
+        }
+        self.repairs.push_back(r);
+    }
+
+    /// A data segment of direction `dir` went through reassembly; `retransmitted` of
+    /// its bytes had already been delivered.
+    pub fn segment(&mut self, dir: usize, seq: u32, len: u32, retransmitted: u64, ts: UnixNanos) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        if retransmitted == 0 {
+            if d.sent.len() >= SENT_KEPT {
+                d.sent.pop_front();
+            }
+            d.sent.push_back((seq, len, ts));
+            return;
+        }
+        // The original: the earliest remembered segment overlapping this one (an
+        // original that was not captured cannot be dated, and is not guessed).
+        let overlaps = |&&(s, l, _): &&(u32, u32, UnixNanos)| {
+            seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
+        };
+        if let Some(&(_, _, first)) = d.sent.iter().find(overlaps) {
+            self.repair(Repair {
+                dir: dir as u8,
+                first,
+                at: ts,
+                bytes: retransmitted,
+            });
+        }
+    }
+
+    /// Reassembly delivers `len` bytes of `dir` first seen at `first_seen`, at `now`:
+    /// bytes seen earlier than they are delivered waited behind a hole now filled.
+    pub fn data(&mut self, dir: usize, first_seen: UnixNanos, now: UnixNanos, len: u64) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        if first_seen >= now {
+            d.after_gap = false;
+            return;
+        }
+        if !d.after_gap {
+            self.repair(Repair {
+                dir: dir as u8,
+                first: first_seen,
+                at: now,
+                bytes: len,
+            });
+        }
+    }
+
+    /// Reassembly gave up on a hole of `dir` (the capture missed bytes).
+    pub fn gap(&mut self, dir: usize) {
+        if let Some(d) = self.dirs.get_mut(dir) {
+            d.after_gap = true;
+        }
+    }
+
+    /// A message of `framed_bytes` on `dir`, first and last byte at `start`, `stop`:
+    /// its notes.
+    pub fn message(
+        &mut self,
+        dir: usize,
+        start: UnixNanos,
+        stop: UnixNanos,
+        framed_bytes: u64,
+    ) -> WireNotes {
+        let repairs = self.repairs.iter().copied().collect();
+        let syn_at = self.syn_at;
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return WireNotes::default();
+        };
+        let opened_at = if d.messages == 0 { syn_at } else { None };
+        d.messages += 1;
+        let back_to_back = d
+            .last_stop
+            .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
+        let (queued_bytes, queued_ns) = if back_to_back {
+            (d.run_bytes, start - d.run_start)
+        } else {
+            d.run_start = start;
+            d.run_bytes = 0;
+            (0, 0)
+        };
+        d.run_bytes += framed_bytes;
+        d.last_stop = Some(d.last_stop.map_or(stop, |l| l.max(stop)));
+        WireNotes {
+            conn: Some((self.flow, dir as u8)),
+            repairs,
+            opened_at,
+            queued_bytes,
+            queued_ns,
+        }
+    }
+}
+
+/// One leg of a PING or PONG as the transaction remembers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leg {
+    pub start: UnixNanos,
+    pub stop: UnixNanos,
+    pub hop_src: Option<PeerId>,
+    pub hop_dst: Option<PeerId>,
+    pub wire: WireNotes,
+}
+
+/// The causes, as flags; the order of [`Flag::ALL`] is the order they are printed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flag {
+    /// Retransmissions or holes inside the PING's or PONG's bytes.
+    Retrans,
+    /// The PING or PONG was the first message of a connection opened for it.
+    Conn,
+    /// The PING or PONG waited behind other messages on its connection.
+    Queue,
+    /// The PING or PONG went through a relay (the TCP peer is not the end peer).
+    Relay,
+    /// The hops differ from the pair's previous transaction.
+    Route,
+    /// The receiver's side (beyond the capture point) took far longer than usual.
+    Far,
+}
+
+impl Flag {
+    pub const ALL: [Flag; 6] = [
+        Flag::Retrans,
+        Flag::Conn,
+        Flag::Queue,
+        Flag::Relay,
+        Flag::Route,
+        Flag::Far,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::Retrans => "retrans",
+            Flag::Conn => "conn",
+            Flag::Queue => "queue",
+            Flag::Relay => "relay",
+            Flag::Route => "route",
+            Flag::Far => "far",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Flag`]s, written `retrans+queue` (empty: nothing to say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flags(u8);
+
+impl Flags {
+    pub fn insert(&mut self, f: Flag) {
+        self.0 |= f.bit();
+    }
+    pub fn contains(self, f: Flag) -> bool {
+        self.0 & f.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Flag> {
+        Flag::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+
+    /// Reads `retrans+queue`; `None` on an unknown word.
+    pub fn parse(s: &str) -> Option<Flags> {
+        let mut flags = Flags::default();
+        for w in s.split('+').filter(|w| !w.is_empty()) {
+            flags.insert(Flag::parse(w)?);
+        }
+        Some(flags)
+    }
+}
+
+impl std::fmt::Display for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, flag) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(flag.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What the wire shows happened to one transaction: flags and measured shares.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Cause {
+    pub flags: Flags,
+    /// Time repairs (retransmissions, holes) cost inside the PING's and PONG's bytes.
+    pub tcp_ns: u64,
+    /// SYN to the first byte of the PING (or PONG) on a connection opened for it.
+    pub conn_ns: u64,
+    /// Time the PING and PONG waited behind other messages, and those messages' bytes.
+    pub queue_ns: u64,
+    pub queue_bytes: u64,
+    /// Legs seen of the PING (1 direct; 2 when a relay's capture sees both).
+    pub ping_legs: u8,
+    /// PING's last byte at the capture point to the PONG's first, less what repairs
+    /// and queueing explain: the receiver's side (its network and its own delay).
+    pub far_ns: Option<u64>,
+    /// The relay, when the poller's TCP peer is not the receiver.
+    #[serde(serialize_with = "peer_text")]
+    pub relay: Option<PeerId>,
+}
+
+fn peer_text<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_some(p.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Cause {
+    /// The flags as written in the CSV (`retrans+queue`, empty for none).
+    pub fn label(&self) -> String {
+        self.flags.to_string()
+    }
+}
+
+/// What a pair remembers between transactions: its last route and its recent far-side
+/// times (the baseline `far` is judged against). Inline, in µs: every tracked pair has
+/// one, and a heap allocation each would double what a pair costs.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    route: Option<Box<(Option<PeerId>, Option<PeerId>)>>,
+    far_us: [u32; FAR_HISTORY],
+    far_len: u8,
+    far_next: u8,
+}
+
+impl History {
+    fn median_far(&self) -> Option<u64> {
+        let n = usize::from(self.far_len);
+        if n < FAR_MIN_HISTORY {
+            return None;
+        }
+        let mut v = self.far_us;
+        let v = &mut v[..n];
+        v.sort_unstable();
+        Some(u64::from(v[n / 2]) * 1_000)
+    }
+
+    fn remember_far(&mut self, far_ns: u64) {
+        let us = u32::try_from(far_ns / 1_000).unwrap_or(u32::MAX);
+        self.far_us[usize::from(self.far_next)] = us;
+        self.far_next = ((usize::from(self.far_next) + 1) % FAR_HISTORY) as u8;
+        self.far_len = (usize::from(self.far_len) + 1).min(FAR_HISTORY) as u8;
+    }
+}
+
+/// Repair time inside a leg's bytes: repairs on its connection direction whose
+/// span meets the leg's (a retransmission of bytes first sent within the message, or
+/// a hole the message waited for), from every note the transaction gathered (the same
+/// repair seen by several legs counts once).
+/// Also returns when the last of those repairs completed (0 without any): when the
+/// leg's bytes were all with the receiver.
+fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> (u64, UnixNanos) {
+    let Some((flow, dir)) = leg.wire.conn else {
+        return (0, 0);
+    };
+    let mut seen: Vec<Repair> = Vec::new();
+    for n in notes.iter().filter(|n| n.conn.map(|c| c.0) == Some(flow)) {
+        for r in &n.repairs {
+            let meets = r.dir == dir && r.first <= leg.stop && r.at >= leg.start;
+            if meets && !seen.contains(r) {
+                seen.push(*r);
+            }
+        }
+    }
+    let cost = seen.iter().map(Repair::cost_ns).max().unwrap_or(0);
+    (cost, seen.iter().map(|r| r.at).max().unwrap_or(0))
+}
+
+/// Explains one answered transaction from its legs: `ping` in the order seen (the
+/// poller's first), `pong` likewise (the receiver's first, the delivering last).
+/// Updates the pair's history.
+pub fn explain(ping: &[Leg], pong: &[Leg], receiver: Option<&PeerId>, h: &mut History) -> Cause {
+    let mut c = Cause {
+        ping_legs: ping.len().min(u8::MAX as usize) as u8,
+        ..Cause::default()
+    };
+    let notes: Vec<&WireNotes> = ping.iter().chain(pong).map(|l| &l.wire).collect();
+    let ping_tcp: u64 = ping
+        .iter()
+        .map(|l| leg_repair_ns(l, &notes).0)
+        .max()
+        .unwrap_or(0);
+    let pong_tcp: u64 = pong
+        .iter()
+        .map(|l| leg_repair_ns(l, &notes).0)
+        .max()
+        .unwrap_or(0);
+    c.tcp_ns = ping_tcp + pong_tcp;
+    if c.tcp_ns >= RETRANS_FLAG_NS {
+        c.flags.insert(Flag::Retrans);
+    }
+    for leg in ping.iter().chain(pong) {
+        if let Some(opened) = leg.wire.opened_at {
+            c.conn_ns = c.conn_ns.max(leg.start.saturating_sub(opened));
+            c.flags.insert(Flag::Conn);
+        }
+    }
+    // Waiting behind other messages happens where a message is written: the first
+    // leg of each (a relay's forwarding is its own business, seen as `far` or relay).
+    let pong_queue = pong.first().map_or(0, |l| l.wire.queued_ns);
+    for leg in [ping.first(), pong.first()].into_iter().flatten() {
+        c.queue_ns += leg.wire.queued_ns;
+        c.queue_bytes += leg.wire.queued_bytes;
+    }
+    if c.queue_ns >= QUEUE_FLAG_NS {
+        c.flags.insert(Flag::Queue);
+    }
+    // The poller's TCP peer: the receiver itself, or a relay.
+    let first_hop = ping.first().and_then(|l| l.hop_dst.clone());
+    if let (Some(hop), Some(r)) = (&first_hop, receiver) {
+        if hop != r {
+            c.relay = Some(hop.clone());
+            c.flags.insert(Flag::Relay);
+        }
+    }
+    let route = (first_hop, pong.last().and_then(|l| l.hop_src.clone()));
+    if route.0.is_some() || route.1.is_some() {
+        match &mut h.route {
+            Some(prev) if **prev == route => {}
+            Some(prev) => {
+                c.flags.insert(Flag::Route);
+                **prev = route;
+            }
+            None => h.route = Some(Box::new(route)),
+        }
+    }
+    if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
+        // The PING reached the receiver with its last byte, or with the copy that
+        // repaired it when that came later (a retransmission seen after the original;
+        // a hole's fill is already the leg's last byte).
+        let delivered = p.stop.max(leg_repair_ns(p, &notes).1);
+        let far = q.start.saturating_sub(delivered).saturating_sub(pong_queue);
+        c.far_ns = Some(far);
+        if h.median_far().is_some_and(|m| far > FAR_FACTOR * m.max(1)) {
+            c.flags.insert(Flag::Far);
+        }
+        h.remember_far(far);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_notes_date_retransmissions_holes_and_queues() {
+        let mut n = ConnNotes::new(7, Some(10 * MS));
+        n.segment(0, 1000, 300, 0, 20 * MS);
+        n.segment(0, 1300, 300, 0, 20 * MS);
+        let first = n.message(0, 20 * MS, 20 * MS, 600);
+        assert_eq!(first.opened_at, Some(10 * MS));
+        assert_eq!(first.conn, Some((7, 0)));
+        // The second segment again, 300 ms later.
+        n.segment(0, 1300, 300, 300, 320 * MS);
+        // A hole on the other direction, filled 200 ms after the bytes behind it.
+        n.data(1, 400 * MS, 600 * MS, 500);
+        // Back to back behind a 1 MB message that took 400 ms.
+        let big = n.message(1, 200 * MS, 600 * MS, 1 << 20);
+        assert_eq!(big.opened_at, Some(10 * MS));
+        let pong = n.message(1, 600 * MS + 500_000, 601 * MS, 900);
+        assert_eq!(pong.opened_at, None);
+        assert_eq!(
+            (pong.queued_bytes, pong.queued_ns),
+            (1 << 20, 400 * MS + 500_000)
+        );
+        let costs: Vec<(u8, u64)> = pong.repairs.iter().map(|r| (r.dir, r.cost_ns())).collect();
+        assert_eq!(costs, vec![(0, 300 * MS), (1, 200 * MS)]);
+        // After a gap, old bytes are not a repair; later ones are judged again.
+        n.gap(0);
+        n.data(0, 700 * MS, 800 * MS, 10);
+        n.data(0, 900 * MS, 900 * MS, 10);
+        n.data(0, 950 * MS, 990 * MS, 10);
+        let later = n.message(0, 2000 * MS, 2000 * MS, 10);
+        assert_eq!(later.opened_at, None);
+        assert_eq!(later.queued_bytes, 0);
+        assert_eq!(later.repairs.len(), 3);
+        assert_eq!(later.repairs[2].cost_ns(), 40 * MS);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    fn pid(n: u8) -> PeerId {
+        PeerId::parse(&format!("urn:jxta:uuid-{:064X}03", n)).expect("peer id")
+    }
+
+    fn leg(start: u64, stop: u64, conn: (u64, u8), from: u8, to: u8) -> Leg {
+        Leg {
+            start: start * MS,
+            stop: stop * MS,
+            hop_src: Some(pid(from)),
+            hop_dst: Some(pid(to)),
+            wire: WireNotes {
+                conn: Some(conn),
+                ..WireNotes::default()
+            },
+        }
+    }
+
+    /// A quiet pair: PING at 0, PONG 850 ms later, on one connection.
+    fn quiet(t: u64, reply: u64) -> (Vec<Leg>, Vec<Leg>) {
+        (
+            vec![leg(t, t + 1, (1, 0), 1, 2)],
+            vec![leg(t + 1 + reply, t + 2 + reply, (1, 1), 2, 1)],
+        )
+    }
+
+    #[test]
+    fn history_is_small_and_inline() {
+        // Every tracked pair has one (`MatcherConfig::max_pairs` bounds them).
+        assert!(std::mem::size_of::<History>() <= 80);
+        let mut h = History::default();
+        for k in 0..(FAR_HISTORY as u64 + 3) {
+            h.remember_far(k * MS);
+        }
+        // The oldest three went; the median of 3..=17 ms is 10 ms.
+        assert_eq!(h.median_far(), Some(10 * MS));
+    }
+
+    #[test]
+    fn flags_print_and_parse_in_one_order() {
+        let mut f = Flags::default();
+        f.insert(Flag::Far);
+        f.insert(Flag::Retrans);
+        assert_eq!(f.to_string(), "retrans+far");
+        assert_eq!(Flags::parse("far+retrans"), Some(f));
+        assert_eq!(Flags::parse(""), Some(Flags::default()));
+        assert_eq!(Flags::parse("slow"), None);
+    }
+
+    #[test]
+    fn quiet_transactions_carry_nothing_and_a_slow_receiver_is_far() {
+        let mut h = History::default();
+        for k in 0..FAR_MIN_HISTORY as u64 + 3 {
+            let (p, q) = quiet(k * 3000, 800 + k * 10);
+            let c = explain(&p, &q, Some(&pid(2)), &mut h);
+            assert!(c.flags.is_empty(), "{k}: {:?}", c.flags);
+            assert_eq!(c.far_ns, Some((800 + k * 10) * MS));
+        }
+        let (p, q) = quiet(100_000, 2500);
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!(c.label(), "far");
+    }
+
+    #[test]
+    fn a_retransmitted_ping_costs_its_repair_and_is_not_far() {
+        let mut h = History::default();
+        for k in 0..FAR_MIN_HISTORY as u64 {
+            let (p, q) = quiet(k * 3000, 800);
+            explain(&p, &q, Some(&pid(2)), &mut h);
+        }
+        // The PING's bytes were sent at 100_000 ms and again 1.5 s later; the PONG,
+        // decoded after that, carries the repair of the other direction.
+        let (p, mut q) = quiet(100_000, 2300);
+        q[0].wire.repairs.push(Repair {
+            dir: 0,
+            first: 100_000 * MS,
+            at: 101_500 * MS,
+            bytes: 300,
+        });
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!(c.label(), "retrans");
+        assert_eq!(c.tcp_ns, 1500 * MS);
+        // From the copy (101,500 ms) to the PONG (102,301 ms).
+        assert_eq!(c.far_ns, Some(801 * MS));
+        // Segments reordered on the way: a hole filled 50 µs later is measured, not
+        // flagged.
+        let (mut p, q) = quiet(200_000, 800);
+        p[0].wire.repairs.push(Repair {
+            dir: 0,
+            first: 200_000 * MS,
+            at: 200_000 * MS + 50_000,
+            bytes: 300,
+        });
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!((c.label().as_str(), c.tcp_ns), ("", 50_000));
+        // A hole in the PING (lost before the capture): its last byte came with the
+        // fill, so the receiver's side starts there, not 300 ms later.
+        let (mut p, q) = quiet(300_000, 800);
+        p[0].stop = 300_301 * MS;
+        p[0].wire.repairs.push(Repair {
+            dir: 0,
+            first: 300_000 * MS,
+            at: 300_301 * MS,
+            bytes: 300,
+        });
+        let mut q = q;
+        q[0].start = 301_101 * MS;
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!((c.label().as_str(), c.tcp_ns), ("retrans", 301 * MS));
+        assert_eq!(c.far_ns, Some(800 * MS));
+    }
+
+    #[test]
+    fn relay_route_queue_and_connection() {
+        let mut h = History::default();
+        // Through relay 3 on both legs.
+        let p = vec![leg(0, 1, (1, 0), 1, 3), leg(3, 4, (2, 1), 3, 2)];
+        let q = vec![leg(900, 901, (2, 0), 2, 3), leg(903, 904, (1, 1), 3, 1)];
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!(c.label(), "relay");
+        assert_eq!(c.relay, Some(pid(3)));
+        assert_eq!(c.ping_legs, 2);
+        // Then direct, on a new connection, the PONG behind 50 ms of other messages.
+        let mut p = vec![leg(3000, 3001, (4, 0), 1, 2)];
+        p[0].wire.opened_at = Some(2960 * MS);
+        let mut q = vec![leg(3900, 3901, (4, 1), 2, 1)];
+        q[0].wire.queued_ns = 50 * MS;
+        q[0].wire.queued_bytes = 100_000;
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!(c.label(), "conn+queue+route");
+        assert_eq!(c.conn_ns, 40 * MS);
+        assert_eq!((c.queue_ns, c.queue_bytes), (50 * MS, 100_000));
+        assert_eq!(c.far_ns, Some(849 * MS));
+    }
+}

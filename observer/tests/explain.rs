@@ -1,0 +1,233 @@
+//! The attribution of causes (`transaction::cause`) against scenarios where the cause
+//! is put on the wire on purpose: each transaction's expected flags come from the
+//! simulation (what it injected, the route, which messages opened a connection
+//! direction), never from the observer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use observer::capture::WriteFormat;
+use observer::packet::build::LinkVariant;
+use observer::runtime::{self, PipelineConfig};
+use observer::synth::{self, Script};
+use observer::transaction::cause::{Flag, Flags};
+use observer::transaction::{Transaction, TxStatus};
+
+/// Injected causes the observer must find (at least), and quiet transactions it may
+/// wrongly flag (at most), from the definition of done.
+const MIN_FOUND: f64 = 0.95;
+const MAX_FALSE: f64 = 0.02;
+
+struct Score {
+    /// Per expected flag: (transactions expecting it, of them carrying it).
+    found: BTreeMap<&'static str, (u64, u64)>,
+    quiet: u64,
+    quiet_flagged: u64,
+    /// Flags seen that were not expected, by flag (reported, not judged).
+    extra: BTreeMap<&'static str, u64>,
+}
+
+fn key(t: &Transaction) -> (u64, Option<String>, Option<String>) {
+    (
+        t.start,
+        t.poller_id.as_ref().map(|p| p.as_str().to_owned()),
+        t.correlator.clone(),
+    )
+}
+
+fn score(script: Script) -> (Score, Vec<Transaction>) {
+    let rendered = script.render();
+    assert_eq!(rendered.truth.len(), rendered.expected.len());
+    let bytes = rendered
+        .capture_bytes(
+            LinkVariant::Ethernet,
+            WriteFormat::Pcap {
+                nanos: false,
+                big_endian: false,
+            },
+        )
+        .expect("capture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path: PathBuf = dir.path().join(format!("{}.pcap", script.name));
+    std::fs::write(&path, bytes).expect("write capture");
+    let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
+    assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+    let got: BTreeMap<_, &Transaction> = analysis
+        .result
+        .transactions
+        .iter()
+        .map(|t| (key(t), t))
+        .collect();
+    let mut s = Score {
+        found: BTreeMap::new(),
+        quiet: 0,
+        quiet_flagged: 0,
+        extra: BTreeMap::new(),
+    };
+    for (truth, want) in rendered.truth.iter().zip(&rendered.expected) {
+        if truth.status != TxStatus::Ok {
+            continue;
+        }
+        let t = got
+            .get(&key(truth))
+            .unwrap_or_else(|| panic!("{}: transaction {:?} not found", script.name, key(truth)));
+        assert_eq!(
+            t.stop, truth.stop,
+            "{}: the RTT itself must be exact",
+            script.name
+        );
+        let flags = t.cause.flags;
+        if want.is_empty() {
+            s.quiet += 1;
+            if !flags.is_empty() {
+                s.quiet_flagged += 1;
+                eprintln!(
+                    "{}: quiet transaction at {} flagged {flags} ({:?})",
+                    script.name, t.start, t.cause
+                );
+            }
+        }
+        for f in want.iter() {
+            let e = s.found.entry(f.as_str()).or_default();
+            e.0 += 1;
+            if flags.contains(f) {
+                e.1 += 1;
+            } else {
+                eprintln!(
+                    "{}: {} expected at {}, got `{flags}` ({:?})",
+                    script.name,
+                    f.as_str(),
+                    t.start,
+                    t.cause
+                );
+            }
+        }
+        for f in flags.iter().filter(|f| !want.contains(*f)) {
+            *s.extra.entry(f.as_str()).or_default() += 1;
+        }
+    }
+    (s, analysis.result.transactions)
+}
+
+fn judge(name: &str, s: &Score, must: &[Flag]) {
+    eprintln!(
+        "{name}: found {:?}, quiet {} of which flagged {}, unexpected flags {:?}",
+        s.found, s.quiet, s.quiet_flagged, s.extra
+    );
+    for f in must {
+        let (n, hit) = s.found.get(f.as_str()).copied().unwrap_or_default();
+        assert!(
+            n >= 5,
+            "{name}: only {n} transactions expect {}",
+            f.as_str()
+        );
+        let share = hit as f64 / n as f64;
+        assert!(
+            share >= MIN_FOUND,
+            "{name}: {} found on {hit} of {n}",
+            f.as_str()
+        );
+    }
+    let false_share = s.quiet_flagged as f64 / s.quiet.max(1) as f64;
+    assert!(
+        false_share <= MAX_FALSE,
+        "{name}: {} of {} quiet transactions flagged",
+        s.quiet_flagged,
+        s.quiet
+    );
+}
+
+#[test]
+fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
+    let (s, txs) = score(synth::explain());
+    judge(
+        "explain",
+        &s,
+        &[Flag::Retrans, Flag::Conn, Flag::Queue, Flag::Far],
+    );
+    assert!(s.quiet >= 100, "too few quiet transactions: {}", s.quiet);
+    // The slowest, as `observer explain` prints them (docs/explain.md quotes these).
+    let mut top = observer::report::story::Slowest::new(6);
+    for t in &txs {
+        top.add(t.clone());
+    }
+    for t in top.into_sorted() {
+        eprintln!("{}", observer::report::story::story(&t));
+    }
+    let summary = observer::report::Summary::build(
+        &txs,
+        &observer::transaction::Matcher::new(Default::default()),
+        0,
+    );
+    eprintln!("{:?}", summary.tail);
+    // The tail's breakdown, recounted from the transactions themselves.
+    let tail = summary.tail.expect("answered transactions");
+    let in_tail: Vec<&Transaction> = txs
+        .iter()
+        .filter(|t| t.rtt_ns().is_some_and(|ns| ns as f64 / 1e6 >= tail.from_ms))
+        .collect();
+    assert_eq!(tail.count, in_tail.len() as u64);
+    assert!(tail.count >= 10, "{tail:?}");
+    for f in Flag::ALL {
+        let n = in_tail.iter().filter(|t| t.cause.flags.contains(f)).count() as u64;
+        assert_eq!(
+            tail.by_cause.get(f.as_str()).copied().unwrap_or(0),
+            n,
+            "{f:?}"
+        );
+    }
+    let none = in_tail.iter().filter(|t| t.cause.flags.is_empty()).count() as u64;
+    assert_eq!(tail.none, none);
+    // The 2 s slow replies are all in the tail (with any quiet one flagged `far`).
+    assert!(tail.by_cause.get("far").copied().unwrap_or(0) >= s.found["far"].0);
+    // The repair time measured is the 300 ms retransmission timer injected (less the
+    // 20 µs between the segments of a PONG whose hole it is measured from).
+    let retrans: Vec<u64> = txs
+        .iter()
+        .filter(|t| t.cause.flags.contains(Flag::Retrans))
+        .map(|t| t.cause.tcp_ns)
+        .collect();
+    assert!(
+        retrans
+            .iter()
+            .all(|&ns| (299_900_000..=300_000_000).contains(&ns)),
+        "{retrans:?}"
+    );
+}
+
+#[test]
+fn a_relayed_pair_is_relayed() {
+    let (s, txs) = score(synth::relayed());
+    judge("relayed", &s, &[Flag::Relay]);
+    let relays: Vec<Option<&str>> = txs
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok)
+        .map(|t| t.cause.relay.as_ref().map(|p| p.as_str()))
+        .collect();
+    assert!(relays.iter().all(|r| r.is_some()), "{relays:?}");
+    assert!(txs
+        .iter()
+        .filter(|t| t.status == TxStatus::Ok)
+        .all(|t| t.cause.ping_legs == 2));
+}
+
+#[test]
+fn a_route_failing_over_to_a_rendezvous_is_a_route_change() {
+    let (s, txs) = score(synth::reroute());
+    judge("reroute", &s, &[Flag::Relay]);
+    let (n, hit) = s.found.get("route").copied().unwrap_or_default();
+    assert!(n >= 2, "one change per direction at least: {n}");
+    assert_eq!(hit, n, "route changes found");
+    assert!(s.quiet >= 10, "{}", s.quiet);
+    // Direct before, relayed after.
+    let ok: Vec<&Transaction> = txs.iter().filter(|t| t.status == TxStatus::Ok).collect();
+    assert!(ok.first().is_some_and(|t| t.cause.relay.is_none()));
+    assert!(ok.last().is_some_and(|t| t.cause.relay.is_some()));
+}
+
+#[test]
+fn flags_read_back() {
+    let mut f = Flags::default();
+    f.insert(Flag::Queue);
+    assert_eq!(Flags::parse(&f.to_string()), Some(f));
+}
