@@ -12,9 +12,13 @@
 //!   -> jim         (PING / PONG / MESSAGE documents)
 //!   -> transaction (PING/PONG matching, timeouts, presence states)
 //! ```
+//!
+//! `engine` wires the stages into one `Pipeline` and runs capture files through it
+//! (on one thread or on shards).
 
 pub mod capture;
 pub mod conntrack;
+pub mod engine;
 pub mod jim;
 pub mod jxta;
 pub mod packet;

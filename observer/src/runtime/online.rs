@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
+use super::{Pipeline, PipelineConfig, PipelineResult};
 use crate::capture::{CaptureWriter, Frame, FrameMerger, LinkType, WriteFormat};
 use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
