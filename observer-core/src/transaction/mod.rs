@@ -5,6 +5,8 @@
 //! connection: behind a rendezvous the same PING crosses two connections, and a
 //! capture on the rendezvous sees both legs (see `matcher` for the relay rules).
 
+pub mod columns;
+pub mod csv;
 mod matcher;
 mod presence;
 
