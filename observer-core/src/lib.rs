@@ -24,6 +24,7 @@ pub mod jim;
 pub mod jxta;
 pub mod packet;
 pub mod summary;
+pub mod synth;
 pub mod transaction;
 
 /// Wall-clock time as nanoseconds since the Unix epoch. Every timestamp in the

@@ -24,9 +24,10 @@ pub mod peer;
 pub mod report;
 pub mod runtime;
 pub mod store;
-pub mod synth;
 pub mod validate;
 
 // The decoding stages live in `observer-core`; re-exported so that `observer::jxta`
 // and `crate::jxta` name the same module everywhere.
-pub use observer_core::{capture, conntrack, jim, jxta, packet, transaction, FastMap, UnixNanos};
+pub use observer_core::{
+    capture, conntrack, jim, jxta, packet, synth, transaction, FastMap, UnixNanos,
+};
