@@ -9,6 +9,7 @@
 //! - [`documents`]: decoding messages and their JIM documents, and the
 //!   [`DocumentSink`] they go to (a matcher, or a shard's queue).
 //! - [`reorder`]: finished transactions released in report order.
+//! - [`sink`]: where they go then, for every source: the summary and the record.
 //! - [`record`]: the listing record of each message (`observer messages`).
 //! - [`offline`] and [`parallel`]: capture files through one pipeline or N shards.
 
@@ -17,6 +18,7 @@ pub mod offline;
 pub mod parallel;
 pub mod record;
 pub mod reorder;
+pub mod sink;
 
 use std::net::SocketAddr;
 
@@ -35,6 +37,7 @@ pub use offline::{analyze, analyze_each, Analysis, InputProgress, InputSummary, 
 pub use parallel::analyze_parallel;
 pub use record::{ElementRecord, JimRecord, MessageRecord, KIND_BAD_JIM, KIND_OTHER};
 pub use reorder::Reorder;
+pub use sink::{RecordWriter, TransactionSink};
 
 /// Everything a run can be told; the defaults are the documented safe limits.
 #[derive(Clone, Debug, Default)]

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use observer_core::engine::{
     self as pipeline, merge_stats, Analysis, DocumentSink, InputSummary, MatchEvent, Matched,
-    MessageRecord, Pipeline, PipelineConfig, PipelineResult,
+    MessageRecord, Pipeline, PipelineConfig, PipelineResult, RecordWriter, TransactionSink,
 };
 pub use observer_core::jim::{JimConfig, JimStats, Oversized};
 

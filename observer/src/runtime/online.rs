@@ -16,9 +16,10 @@ use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
 use crate::metrics::window::{self, WindowStats, Windows};
 use crate::metrics::{LiveMetrics, SourceCounters};
-use crate::report::{Summary, SummaryBuilder, TransactionCsvWriter};
+use crate::report::{Summary, TransactionCsvWriter};
 use crate::transaction::Transaction;
 use crate::UnixNanos;
+use observer_core::engine::{RecordWriter, TransactionSink};
 
 /// When to start a new CSV file.
 #[derive(Clone, Debug, Default)]
@@ -384,12 +385,19 @@ fn wall_now() -> UnixNanos {
         .unwrap_or(0)
 }
 
+impl RecordWriter for CsvSink {
+    type Error = LiveError;
+    fn write_record(&mut self, t: &Transaction) -> Result<(), LiveError> {
+        self.write(t)
+    }
+}
+
 /// Where every finished transaction goes, in report order; none is kept.
 struct Sinks<'a> {
-    csv: Option<CsvSink>,
+    /// The summary and the CSV, as `analyze` has them.
+    transactions: TransactionSink<CsvSink>,
     store: Option<crate::store::ClickHouseSink>,
     metrics: LiveMetrics,
-    summary: SummaryBuilder,
     windows: Windows,
     on_transaction: &'a mut dyn FnMut(&Transaction),
     /// The first write that failed; the run stops on it.
@@ -399,14 +407,9 @@ struct Sinks<'a> {
 impl Sinks<'_> {
     fn take(&mut self, t: Transaction) {
         self.metrics.record(&t);
-        self.summary.add(&t);
+        self.transactions.add(&t);
         self.windows.add(&t);
         (self.on_transaction)(&t);
-        if let Some(c) = &mut self.csv {
-            if let Err(e) = c.write(&t) {
-                self.error.get_or_insert(e);
-            }
-        }
         if let Some(s) = &self.store {
             if let Err(e) = s.try_push(&t) {
                 self.error.get_or_insert(e.into());
@@ -415,7 +418,7 @@ impl Sinks<'_> {
     }
 
     fn check(&mut self) -> Result<(), LiveError> {
-        match self.error.take() {
+        match self.error.take().or_else(|| self.transactions.take_error()) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -492,10 +495,9 @@ pub fn run_each(
     check_later_outputs(&cfg, switched_to)?;
     let status = (cfg.status_line && std::io::stderr().is_terminal()).then(status_bar);
     let mut sinks = Sinks {
-        csv,
+        transactions: TransactionSink::new(csv),
         store,
         metrics: LiveMetrics::default(),
-        summary: SummaryBuilder::default(),
         windows: Windows::default(),
         on_transaction,
         error: None,
@@ -580,7 +582,7 @@ pub fn run_each(
             // second however few.
             pipeline.release_ordered_now(&mut |t| sinks.take(t));
             sinks.check()?;
-            if let Some(c) = &mut sinks.csv {
+            if let Some(c) = sinks.transactions.record_mut() {
                 c.flush()?;
             }
             if let Some(w) = &mut saver {
@@ -615,7 +617,7 @@ pub fn run_each(
             }
             if let Some(bar) = &status {
                 bar.set_message(status_text(
-                    sinks.summary.counts(),
+                    sinks.transactions.counts(),
                     &windows,
                     &counters,
                     pipeline.active_flows(),
@@ -640,7 +642,7 @@ pub fn run_each(
         sinks.take(t);
     }
     sinks.check()?;
-    if let Some(c) = &mut sinks.csv {
+    if let Some(c) = sinks.transactions.record_mut() {
         c.flush()?;
     }
     if let Some(w) = saver.take() {
@@ -655,7 +657,7 @@ pub fn run_each(
     }
     let Sinks {
         store,
-        summary,
+        transactions,
         mut windows,
         ..
     } = sinks;
@@ -667,7 +669,8 @@ pub fn run_each(
         return Err(e);
     }
     closed?;
-    let summary = summary.finish(&result.matcher, result.duration_ns());
+    // Every write was checked above: what is left is the summary.
+    let (summary, _, _) = transactions.finish(&result.matcher, result.duration_ns());
     Ok(LiveOutcome {
         windows: windows.stats(result.last_ts),
         summary,
@@ -780,19 +783,19 @@ mod tests {
         let outcome = run(source, cfg, &stop).expect("live run");
         assert!(outcome.result.transactions.is_empty());
 
-        let mut builder = SummaryBuilder::default();
-        let mut offline_csv = TransactionCsvWriter::new(Vec::new()).expect("csv");
+        let mut sink =
+            TransactionSink::new(Some(TransactionCsvWriter::new(Vec::new()).expect("csv")));
         let analysis = crate::runtime::analyze_each(
             std::slice::from_ref(&saved),
             PipelineConfig::default(),
             false,
-            &mut |t| {
-                builder.add(&t);
-                offline_csv.write(&t).expect("row");
-            },
+            &mut |t| sink.add(&t),
         );
         assert!(!analysis.damaged(), "{:?}", analysis.inputs);
-        let offline = builder.finish(&analysis.result.matcher, analysis.result.duration_ns());
+        let (offline, offline_csv, error) =
+            sink.finish(&analysis.result.matcher, analysis.result.duration_ns());
+        assert!(error.is_none(), "{error:?}");
+        let offline_csv = offline_csv.expect("csv writer");
         assert!(offline.transactions.timeout > 0 && offline.transactions.open > 0);
         assert!(!offline.presence.changes.is_empty());
         assert_eq!(outcome.summary, offline);
