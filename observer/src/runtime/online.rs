@@ -1,6 +1,8 @@
 //! Live runs: frames from a live source into the same `Pipeline` as offline, with the
 //! sinks a long-running observer needs (CSV appended as transactions finish, a pcapng
 //! of what the tap saw, the metrics endpoint, a one-line status).
+//!
+//! Over 600 lines: the live loop with its CSV rotation, saver and status line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal};
@@ -16,10 +18,11 @@ use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
 use crate::metrics::window::{self, WindowStats, Windows};
 use crate::metrics::{LiveMetrics, SourceCounters};
-use crate::report::{Summary, TransactionCsvWriter};
 use crate::transaction::Transaction;
 use crate::UnixNanos;
 use observer_core::engine::{RecordWriter, TransactionSink};
+use observer_core::summary::{StatusCounts, Summary};
+use observer_core::transaction::csv::TransactionCsvWriter;
 
 /// When to start a new CSV file.
 #[derive(Clone, Debug, Default)]
@@ -710,7 +713,7 @@ fn status_bar() -> indicatif::ProgressBar {
 }
 
 fn status_text(
-    total: &crate::report::summary::StatusCounts,
+    total: &StatusCounts,
     windows: &[(&'static str, WindowStats)],
     c: &SourceCounters,
     flows: usize,
