@@ -58,6 +58,7 @@ pub struct PipelineConfig {
     pub record_messages: bool,
 }
 
+/// One run's stages, from a frame to finished transactions (see the module doc).
 pub struct Pipeline {
     ports: Vec<u16>,
     packets: PacketDecoder,
