@@ -12,12 +12,19 @@
 //!   -> jim         (PING / PONG / MESSAGE documents)
 //!   -> transaction (PING/PONG matching, timeouts, presence states)
 //! ```
+//!
+//! `engine` wires the stages into one `Pipeline` and runs capture files through it
+//! (on one thread or on shards); `transaction::csv` is the record format and
+//! `summary` the run's statistics, the same for every source.
 
 pub mod capture;
 pub mod conntrack;
+pub mod engine;
 pub mod jim;
 pub mod jxta;
 pub mod packet;
+pub mod summary;
+pub mod synth;
 pub mod transaction;
 
 /// Wall-clock time as nanoseconds since the Unix epoch. Every timestamp in the

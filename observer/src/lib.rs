@@ -1,6 +1,8 @@
 //! `observer`: passive measurement of the JIM presence service from the wire.
 //!
-//! Data flows one way, one module per stage:
+//! The decoding library is `observer-core` (re-exported here: `capture`, `packet`,
+//! `conntrack`, `jxta`, `jim`, `transaction`, `synth`), from capture bytes to
+//! transactions, their summary and their CSV record:
 //!
 //! ```text
 //! capture (pcap/pcapng frames)
@@ -9,11 +11,12 @@
 //!   -> jxta       (welcome lines, message packages, `jxmg` messages, endpoint addressing)
 //!   -> jim        (PING / PONG / MESSAGE documents)
 //!   -> transaction (PING/PONG matching, timeouts, presence states)
-//!   -> report     (statistics, human table, CSV, JSON)
+//!   -> summary, CSV (observer_core::engine::TransactionSink)
 //! ```
 //!
-//! `runtime::offline` wires the stages for capture files; `synth` builds
-//! deterministic captures (with their ground truth) from scripted scenarios.
+//! This crate adds what a running observer needs around it: `runtime` (the progress
+//! bar and the live loop), the live sources, metrics, reports and figures, the
+//! ClickHouse store, the reference peer and `validate`.
 
 #[doc(hidden)]
 pub mod fuzz;
@@ -24,9 +27,10 @@ pub mod peer;
 pub mod report;
 pub mod runtime;
 pub mod store;
-pub mod synth;
 pub mod validate;
 
 // The decoding stages live in `observer-core`; re-exported so that `observer::jxta`
 // and `crate::jxta` name the same module everywhere.
-pub use observer_core::{capture, conntrack, jim, jxta, packet, transaction, FastMap, UnixNanos};
+pub use observer_core::{
+    capture, conntrack, jim, jxta, packet, synth, transaction, FastMap, UnixNanos,
+};

@@ -1,3 +1,5 @@
+//! Over 600 lines: pcap and pcapng share one reader's mapping and paging.
+
 use super::{CaptureError, CaptureFormat, CaptureStats, Frame, LinkType};
 use crate::UnixNanos;
 use std::fs::File;

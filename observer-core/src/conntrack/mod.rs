@@ -5,6 +5,8 @@
 //! The table knows nothing of JXTA. It hands each direction's byte stream, with the
 //! first-seen time of every byte, to a [`FlowHandler`], which owns the per-flow
 //! application state (`runtime` plugs the JXTA stream parsers in here).
+//!
+//! Over 600 lines with its tests (caps, idle expiry and eviction of the flow table).
 
 pub mod reassembly;
 

@@ -19,6 +19,8 @@
 //! - a hole is declared a gap (the capture missed it; the stream parser resynchronises)
 //!   when the other side acknowledges past it, when the per-flow buffer cap is hit,
 //!   or when the flow ends.
+//!
+//! Over 600 lines with its tests (overlaps, gaps, hostile orders).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,6 @@
 //! Decoding and encoding of one JIM document.
+//!
+//! Over 600 lines: decoder and encoder of one document, kept together.
 
 use std::fmt::Write as _;
 

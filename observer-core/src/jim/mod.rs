@@ -8,9 +8,11 @@
 //! or allocating without bound.
 
 mod document;
+mod stats;
 
 #[doc(hidden)]
 pub use document::{decode_plain, parse_full};
 pub use document::{
     parse, parse_limited, Document, JimError, Kind, Status, DEFAULT_MAX_DOCUMENT_BYTES, MAX_DEPTH,
 };
+pub use stats::{JimConfig, JimStats, Oversized};

@@ -14,6 +14,8 @@
 //!
 //! Memory: one head (at most [`MAX_HEAD`]) or chunk line, and one message (at most
 //! `max_message`); bodies of other types are skipped without being kept.
+//!
+//! Over 600 lines: HTTP/1.1 framing (lengths, chunks, polling) of one carrier, then tests.
 
 use super::extent::Extent;
 use super::framing::PackageHeader;

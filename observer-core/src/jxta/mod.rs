@@ -9,6 +9,7 @@
 pub mod carrier;
 pub mod endpoint;
 pub mod extent;
+pub mod flow;
 pub mod framing;
 pub mod http;
 pub(crate) mod marks;

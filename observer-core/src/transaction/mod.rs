@@ -6,6 +6,8 @@
 //! capture on the rendezvous sees both legs (see `matcher` for the relay rules).
 
 pub mod cause;
+pub mod columns;
+pub mod csv;
 mod matcher;
 mod presence;
 

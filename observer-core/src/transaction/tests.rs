@@ -1,3 +1,5 @@
+//! Over 600 lines: the matcher's scenarios, one test each.
+
 use super::*;
 use crate::jim::{Document, Kind, Status};
 

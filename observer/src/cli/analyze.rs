@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use observer::report::{self, SummaryBuilder, TransactionCsvWriter};
-use observer::runtime;
+use observer::report::{self, TransactionCsvWriter};
+use observer::runtime::{self, TransactionSink};
 
 use super::limits::{Inputs, Matching};
 use super::store::{report_store, StoreArgs};
@@ -42,7 +42,7 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
     args.matching.apply(&mut cfg);
     // Transactions are written and summarised as they come, never all kept: a
     // multi-gigabyte capture costs the memory of what is in flight.
-    let mut csv = match &args.csv {
+    let csv = match &args.csv {
         None => None,
         Some(path) if path.as_os_str() == "-" => Some(TransactionCsvWriter::with_cause_columns(
             Box::new(io::BufWriter::new(io::stdout())) as Box<dyn Write>,
@@ -55,13 +55,12 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
             )?)
         }
     };
-    let mut csv_error = None;
+    let mut sink = TransactionSink::new(csv);
     let store = match args.store.config("") {
         Some(c) => Some(observer::store::ClickHouseSink::start(c)?),
         None => None,
     };
     let mut store_error = None;
-    let mut builder = SummaryBuilder::default();
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -71,13 +70,7 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
         tracing::warn!("--threads needs files: standard input is analysed on one thread");
     }
     let mut on_transaction = |t: observer::transaction::Transaction| {
-        builder.add(&t);
-        if let Some(w) = &mut csv {
-            if let Err(e) = w.write(&t) {
-                csv_error.get_or_insert(e);
-                csv = None;
-            }
-        }
+        sink.add(&t);
         if let Some(s) = &store {
             if let Err(e) = s.push(&t) {
                 store_error.get_or_insert(e);
@@ -96,10 +89,10 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
     } else {
         runtime::analyze_each(&args.inputs.files, cfg, progress, &mut on_transaction)
     };
-    if let Some(e) = csv_error {
+    if let Some(e) = sink.take_error() {
         return Err(e.into());
     }
-    if let Some(mut w) = csv {
+    if let Some(w) = sink.record_mut() {
         w.flush()?;
     }
     if let Some(e) = store_error {
@@ -115,7 +108,7 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
     }
     nothing_read(&analysis)?;
     let result = &analysis.result;
-    let summary = builder.finish(&result.matcher, result.duration_ns());
+    let (summary, _, _) = sink.finish(&result.matcher, result.duration_ns());
     let csv_to_stdout = args.csv.as_deref().is_some_and(|p| p.as_os_str() == "-");
     let mut out = io::stdout().lock();
     if args.json {

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::conntrack::FlowStats;
+use crate::jim::JimStats;
 use crate::jxta::JxtaStats;
 use crate::packet::PacketStats;
-use crate::runtime::JimStats;
 use crate::transaction::{Matcher, Transaction, TxStatus};
 
 /// Upper bounds (seconds) of the RTT histogram buckets: fine below a second, where LAN

@@ -6,38 +6,17 @@
 
 use std::collections::VecDeque;
 
-use sketches_ddsketch::{Config, DDSketch};
+use sketches_ddsketch::DDSketch;
 
 use crate::transaction::{Transaction, TxStatus};
 use crate::UnixNanos;
-
-/// Relative error of every percentile read from a window (DDSketch's alpha): a
-/// reported p99 of 100 ms means an exact p99 between 99 and 101 ms.
-pub const SKETCH_RELATIVE_ERROR: f64 = 0.01;
-
-/// Bins per sketch at most. At 1 % relative error 2048 bins span 1 ns to far beyond
-/// any timeout, so the limit (which would merge the smallest bins) is never reached by
-/// RTTs; it bounds a bucket to ~16 KiB whatever arrives.
-const SKETCH_MAX_BINS: u32 = 2048;
-
-/// Smallest RTT (ms) told apart from zero: 1 ns.
-const SKETCH_MIN_MS: f64 = 1e-6;
+pub use observer_core::summary::sketch::{rtt_sketch, SKETCH_RELATIVE_ERROR};
 
 /// Buckets per window: a window slides by 1/60 of its span.
 const BUCKETS: u64 = 60;
 
 /// The windows a live run reports, by label (the `window` label in `/metrics`).
 pub const WINDOWS: [(&str, u64); 2] = [("1m", 60_000_000_000), ("1h", 3_600_000_000_000)];
-
-/// An empty RTT sketch (milliseconds), as every window bucket and the summary of a
-/// run past `report::summary::EXACT_RTT_LIMIT` use.
-pub fn rtt_sketch() -> DDSketch {
-    DDSketch::new(Config::new(
-        SKETCH_RELATIVE_ERROR,
-        SKETCH_MAX_BINS,
-        SKETCH_MIN_MS,
-    ))
-}
 
 struct Bucket {
     index: u64,

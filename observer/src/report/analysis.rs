@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::table::{render, sanitize, sanitize_wide, short_label};
 use super::Summary;
-use crate::runtime::{Analysis, MessageRecord};
+use observer_core::engine::{Analysis, MessageRecord};
 
 /// The `--json` object: the summary's keys, plus `jxta`, `jim`, `capture`.
 pub fn full_json(summary: &Summary, analysis: &Analysis) -> Value {

@@ -2,13 +2,14 @@
 //! tables, all built from the transactions and the matcher's tallies.
 
 pub mod analysis;
-pub mod columns;
-pub mod csv;
 pub mod figures;
-pub mod stats;
 pub mod story;
-pub mod summary;
 pub mod table;
+
+// The record (CSV) and the summary are the core's: re-exported so that
+// `report::csv`, `report::summary` and the rest keep naming them.
+pub use observer_core::summary::{self, stats};
+pub use observer_core::transaction::{columns, csv};
 
 pub use self::analysis::{full_json, message_line, render_analysis};
 pub use self::columns::{ColumnMap, MapError};
@@ -18,26 +19,5 @@ pub use self::csv::{
 };
 pub use self::stats::RttStats;
 pub use self::summary::{Summary, SummaryBuilder};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("CSV: {0}")]
-    Csv(#[from] ::csv::Error),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("no {columns} column in the CSV header {header:?}")]
-    MissingColumn { columns: String, header: String },
-    #[error("column map: {0}")]
-    Map(#[from] MapError),
-    #[error("{}: {source}", path.display())]
-    InFile {
-        path: std::path::PathBuf,
-        source: Box<ReportError>,
-    },
-    #[error("CSV record {record}: bad {field} {value:?}")]
-    BadField {
-        record: u64,
-        field: &'static str,
-        value: String,
-    },
-}
+/// What can go wrong with a transaction CSV (see [`observer_core::transaction::csv`]).
+pub use observer_core::transaction::csv::RecordError as ReportError;

@@ -360,4 +360,24 @@ mod tests {
         assert_eq!(short_label("alice"), "alice");
         assert!(sanitize(&"x".repeat(1000)).chars().count() <= 65);
     }
+
+    /// The table names the peers, shows the measured overhead next to the study's,
+    /// and says when percentiles come from a sketch (and only then).
+    #[test]
+    fn table_of_a_small_run_exact_and_sketched() {
+        let (txs, m) = observer_core::summary::example::example_run();
+        let exact = Summary::build(&txs, &m, 3_600_000_000_000);
+        let text = render(&exact);
+        assert!(text.contains("alice"), "{text}");
+        assert!(text.contains("Correlator overhead"));
+        assert!(text.contains("~150"));
+        assert!(!text.contains("DDSketch"));
+        let mut b = crate::report::SummaryBuilder::with_exact_limit(1);
+        for t in &txs {
+            b.add(t);
+        }
+        let sketched = b.finish(&m, 3_600_000_000_000);
+        assert!(sketched.rtt_percentiles_relative_error.is_some());
+        assert!(render(&sketched).contains("DDSketch"));
+    }
 }

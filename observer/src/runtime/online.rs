@@ -1,6 +1,8 @@
 //! Live runs: frames from a live source into the same `Pipeline` as offline, with the
 //! sinks a long-running observer needs (CSV appended as transactions finish, a pcapng
 //! of what the tap saw, the metrics endpoint, a one-line status).
+//!
+//! Over 600 lines: the live loop with its CSV rotation, saver and status line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal};
@@ -10,15 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
+use super::{Pipeline, PipelineConfig, PipelineResult};
 use crate::capture::{CaptureWriter, Frame, FrameMerger, LinkType, WriteFormat};
 use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
 use crate::metrics::window::{self, WindowStats, Windows};
 use crate::metrics::{LiveMetrics, SourceCounters};
-use crate::report::{Summary, SummaryBuilder, TransactionCsvWriter};
 use crate::transaction::Transaction;
 use crate::UnixNanos;
+use observer_core::engine::{RecordWriter, TransactionSink};
+use observer_core::summary::{StatusCounts, Summary};
+use observer_core::transaction::csv::TransactionCsvWriter;
 
 /// When to start a new CSV file.
 #[derive(Clone, Debug, Default)]
@@ -386,12 +390,19 @@ fn wall_now() -> UnixNanos {
         .unwrap_or(0)
 }
 
+impl RecordWriter for CsvSink {
+    type Error = LiveError;
+    fn write_record(&mut self, t: &Transaction) -> Result<(), LiveError> {
+        self.write(t)
+    }
+}
+
 /// Where every finished transaction goes, in report order; none is kept.
 struct Sinks<'a> {
-    csv: Option<CsvSink>,
+    /// The summary and the CSV, as `analyze` has them.
+    transactions: TransactionSink<CsvSink>,
     store: Option<crate::store::ClickHouseSink>,
     metrics: LiveMetrics,
-    summary: SummaryBuilder,
     windows: Windows,
     on_transaction: &'a mut dyn FnMut(&Transaction),
     /// The first write that failed; the run stops on it.
@@ -401,14 +412,9 @@ struct Sinks<'a> {
 impl Sinks<'_> {
     fn take(&mut self, t: Transaction) {
         self.metrics.record(&t);
-        self.summary.add(&t);
+        self.transactions.add(&t);
         self.windows.add(&t);
         (self.on_transaction)(&t);
-        if let Some(c) = &mut self.csv {
-            if let Err(e) = c.write(&t) {
-                self.error.get_or_insert(e);
-            }
-        }
         if let Some(s) = &self.store {
             if let Err(e) = s.try_push(&t) {
                 self.error.get_or_insert(e.into());
@@ -417,7 +423,7 @@ impl Sinks<'_> {
     }
 
     fn check(&mut self) -> Result<(), LiveError> {
-        match self.error.take() {
+        match self.error.take().or_else(|| self.transactions.take_error()) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -494,10 +500,9 @@ pub fn run_each(
     check_later_outputs(&cfg, switched_to)?;
     let status = (cfg.status_line && std::io::stderr().is_terminal()).then(status_bar);
     let mut sinks = Sinks {
-        csv,
+        transactions: TransactionSink::new(csv),
         store,
         metrics: LiveMetrics::default(),
-        summary: SummaryBuilder::default(),
         windows: Windows::default(),
         on_transaction,
         error: None,
@@ -582,7 +587,7 @@ pub fn run_each(
             // second however few.
             pipeline.release_ordered_now(&mut |t| sinks.take(t));
             sinks.check()?;
-            if let Some(c) = &mut sinks.csv {
+            if let Some(c) = sinks.transactions.record_mut() {
                 c.flush()?;
             }
             if let Some(w) = &mut saver {
@@ -617,7 +622,7 @@ pub fn run_each(
             }
             if let Some(bar) = &status {
                 bar.set_message(status_text(
-                    sinks.summary.counts(),
+                    sinks.transactions.counts(),
                     &windows,
                     &counters,
                     pipeline.active_flows(),
@@ -642,7 +647,7 @@ pub fn run_each(
         sinks.take(t);
     }
     sinks.check()?;
-    if let Some(c) = &mut sinks.csv {
+    if let Some(c) = sinks.transactions.record_mut() {
         c.flush()?;
     }
     if let Some(w) = saver.take() {
@@ -657,7 +662,7 @@ pub fn run_each(
     }
     let Sinks {
         store,
-        summary,
+        transactions,
         mut windows,
         ..
     } = sinks;
@@ -669,7 +674,8 @@ pub fn run_each(
         return Err(e);
     }
     closed?;
-    let summary = summary.finish(&result.matcher, result.duration_ns());
+    // Every write was checked above: what is left is the summary.
+    let (summary, _, _) = transactions.finish(&result.matcher, result.duration_ns());
     Ok(LiveOutcome {
         windows: windows.stats(result.last_ts),
         summary,
@@ -709,7 +715,7 @@ fn status_bar() -> indicatif::ProgressBar {
 }
 
 fn status_text(
-    total: &crate::report::summary::StatusCounts,
+    total: &StatusCounts,
     windows: &[(&'static str, WindowStats)],
     c: &SourceCounters,
     flows: usize,
@@ -782,19 +788,20 @@ mod tests {
         let outcome = run(source, cfg, &stop).expect("live run");
         assert!(outcome.result.transactions.is_empty());
 
-        let mut builder = SummaryBuilder::default();
-        let mut offline_csv = TransactionCsvWriter::with_cause_columns(Vec::new()).expect("csv");
+        let mut sink = TransactionSink::new(Some(
+            TransactionCsvWriter::with_cause_columns(Vec::new()).expect("csv"),
+        ));
         let analysis = crate::runtime::analyze_each(
             std::slice::from_ref(&saved),
             PipelineConfig::default(),
             false,
-            &mut |t| {
-                builder.add(&t);
-                offline_csv.write(&t).expect("row");
-            },
+            &mut |t| sink.add(&t),
         );
         assert!(!analysis.damaged(), "{:?}", analysis.inputs);
-        let offline = builder.finish(&analysis.result.matcher, analysis.result.duration_ns());
+        let (offline, offline_csv, error) =
+            sink.finish(&analysis.result.matcher, analysis.result.duration_ns());
+        assert!(error.is_none(), "{error:?}");
+        let offline_csv = offline_csv.expect("csv writer");
         assert!(offline.transactions.timeout > 0 && offline.transactions.open > 0);
         assert!(!offline.presence.changes.is_empty());
         assert_eq!(outcome.summary, offline);

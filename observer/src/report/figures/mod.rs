@@ -7,6 +7,8 @@
 //! DejaVu Sans font shipped in `observer/assets/fonts`: no system font is needed.
 //! Everything from the wire (peer names, IDs) goes through [`super::table::short_label`]
 //! before it is drawn; the SVG backend escapes text, and `html.rs` escapes the page.
+//!
+//! Over 600 lines: the figures' shared data, colours and file writing.
 
 pub mod distribution;
 pub mod graph;
@@ -26,10 +28,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::summary::{changes_out, Summary};
 use crate::jxta::PeerId;
-use crate::runtime::Analysis;
 use crate::transaction::{
     Matcher, MatcherConfig, PeerKey, Presence, PresenceChange, Transaction, TxStatus,
 };
+use observer_core::engine::Analysis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FigureError {

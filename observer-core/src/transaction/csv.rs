@@ -1,9 +1,10 @@
 //! The transaction CSV: one record per transaction, the study's record format.
+//!
+//! Over 600 lines with its tests (writer and reader checked both ways).
 
 use std::io::{Read, Write};
 
-use super::columns::{ColumnMap, Field};
-use super::ReportError;
+use super::columns::{ColumnMap, Field, MapError};
 use crate::jim::Status;
 use crate::jxta::PeerId;
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
@@ -128,17 +129,17 @@ fn push_number(record: &mut Vec<u8>, first: &mut bool, v: Option<u64>) {
 
 impl<W: Write> TransactionCsvWriter<W> {
     /// Writes the header.
-    pub fn new(out: W) -> Result<Self, ReportError> {
+    pub fn new(out: W) -> Result<Self, RecordError> {
         Self::with_header(out, false, false)
     }
 
     /// Writes the header with [`SOCKET_COLUMNS`] appended (the reference peer's CSV).
-    pub fn with_socket_columns(out: W) -> Result<Self, ReportError> {
+    pub fn with_socket_columns(out: W) -> Result<Self, RecordError> {
         Self::with_header(out, true, false)
     }
 
     /// Writes the header with [`CAUSE_COLUMNS`] appended (`analyze`, `live`).
-    pub fn with_cause_columns(out: W) -> Result<Self, ReportError> {
+    pub fn with_cause_columns(out: W) -> Result<Self, RecordError> {
         let mut w = Self::with_header(out, false, true)?;
         w.cause_columns = true;
         Ok(w)
@@ -156,7 +157,7 @@ impl<W: Write> TransactionCsvWriter<W> {
         mut out: W,
         socket_columns: bool,
         cause_columns: bool,
-    ) -> Result<Self, ReportError> {
+    ) -> Result<Self, RecordError> {
         let mut header = CSV_HEADER.to_string();
         if socket_columns {
             header.push(',');
@@ -189,7 +190,7 @@ impl<W: Write> TransactionCsvWriter<W> {
     }
 
     /// Writes one record and returns its size in bytes (line terminator included).
-    pub fn write(&mut self, t: &Transaction) -> Result<u64, ReportError> {
+    pub fn write(&mut self, t: &Transaction) -> Result<u64, RecordError> {
         self.write_with_socket(t, &SocketTimes::default())
     }
 
@@ -199,7 +200,7 @@ impl<W: Write> TransactionCsvWriter<W> {
         &mut self,
         t: &Transaction,
         socket: &SocketTimes,
-    ) -> Result<u64, ReportError> {
+    ) -> Result<u64, RecordError> {
         let r = &mut self.record;
         r.clear();
         let f = &mut true;
@@ -255,13 +256,13 @@ impl<W: Write> TransactionCsvWriter<W> {
         self.bytes
     }
 
-    pub fn flush(&mut self) -> Result<(), ReportError> {
+    pub fn flush(&mut self) -> Result<(), RecordError> {
         self.out.flush()?;
         Ok(())
     }
 
     /// The underlying writer.
-    pub fn into_inner(self) -> Result<W, ReportError> {
+    pub fn into_inner(self) -> Result<W, RecordError> {
         Ok(self.out)
     }
 }
@@ -285,7 +286,7 @@ impl CsvRecord {
 }
 
 /// Reads a transaction CSV in our own format (`analyze --csv`, `peer --csv`).
-pub fn read_transactions_csv<R: Read>(r: R) -> Result<Vec<Transaction>, ReportError> {
+pub fn read_transactions_csv<R: Read>(r: R) -> Result<Vec<Transaction>, RecordError> {
     Ok(read_records_csv(r, &ColumnMap::default())?
         .into_iter()
         .map(|r| r.tx)
@@ -296,8 +297,8 @@ pub fn read_transactions_csv<R: Read>(r: R) -> Result<Vec<Transaction>, ReportEr
 pub fn read_records_file(
     path: &std::path::Path,
     map: &ColumnMap,
-) -> Result<Vec<CsvRecord>, ReportError> {
-    let in_file = |e: ReportError| ReportError::InFile {
+) -> Result<Vec<CsvRecord>, RecordError> {
+    let in_file = |e: RecordError| RecordError::InFile {
         path: path.to_path_buf(),
         source: Box::new(e),
     };
@@ -310,7 +311,7 @@ pub fn read_records_file(
 /// field is read when its column is there; columns the map does not name are ignored.
 /// Empty fields are absent values (byte counts then 0). When both stop and RTT are
 /// there, the stop is used.
-pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>, ReportError> {
+pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>, RecordError> {
     let mut rd = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -322,11 +323,11 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
     };
     let cols: Vec<Option<usize>> = Field::ALL.iter().map(|f| find(*f)).collect();
     let col = |f: Field| cols[Field::ALL.iter().position(|x| *x == f).unwrap_or(0)];
-    let missing = |fields: &[Field]| -> Result<(), ReportError> {
+    let missing = |fields: &[Field]| -> Result<(), RecordError> {
         if fields.iter().any(|f| col(*f).is_some()) {
             return Ok(());
         }
-        Err(ReportError::MissingColumn {
+        Err(RecordError::MissingColumn {
             columns: fields
                 .iter()
                 .map(|f| format!("{:?}", map.column(*f)))
@@ -351,25 +352,25 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
         let rec = rec?;
         let record = i as u64 + 1;
         let get = |f: Field| col(f).and_then(|k| rec.get(k)).unwrap_or("").trim();
-        let bad = |f: Field, value: &str| ReportError::BadField {
+        let bad = |f: Field, value: &str| RecordError::BadField {
             record,
             field: f.key(),
             value: value.chars().take(100).collect(),
         };
-        let time = |f: Field| -> Result<Option<u64>, ReportError> {
+        let time = |f: Field| -> Result<Option<u64>, RecordError> {
             match get(f) {
                 "" => Ok(None),
                 v => map.unit(f).to_ns(v).map(Some).ok_or_else(|| bad(f, v)),
             }
         };
-        let count = |f: Field| -> Result<Option<u64>, ReportError> {
+        let count = |f: Field| -> Result<Option<u64>, RecordError> {
             match get(f) {
                 "" => Ok(None),
                 v => v.parse().map(Some).map_err(|_| bad(f, v)),
             }
         };
         let text = |f: Field| (!get(f).is_empty()).then(|| restore(get(f)).to_owned());
-        let peer = |f: Field| -> Result<Option<PeerId>, ReportError> {
+        let peer = |f: Field| -> Result<Option<PeerId>, RecordError> {
             match text(f) {
                 None => Ok(None),
                 Some(s) => PeerId::parse(&s).map(Some).ok_or_else(|| bad(f, &s)),
@@ -440,6 +441,30 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
         });
     }
     Ok(out)
+}
+
+/// What can go wrong writing or reading a transaction CSV.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("CSV: {0}")]
+    Csv(#[from] ::csv::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no {columns} column in the CSV header {header:?}")]
+    MissingColumn { columns: String, header: String },
+    #[error("column map: {0}")]
+    Map(#[from] MapError),
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: std::path::PathBuf,
+        source: Box<RecordError>,
+    },
+    #[error("CSV record {record}: bad {field} {value:?}")]
+    BadField {
+        record: u64,
+        field: &'static str,
+        value: String,
+    },
 }
 
 #[cfg(test)]
@@ -726,7 +751,7 @@ pc1,2026-12-05 18:40:27.000001,alice,carol,0.75,success,,314,pool-2
     #[test]
     fn bad_input_is_an_error() {
         let e = read_transactions_csv(&b"a,b\n1,2\n"[..]).unwrap_err();
-        assert!(matches!(e, ReportError::MissingColumn { .. }));
+        assert!(matches!(e, RecordError::MissingColumn { .. }));
         assert!(e.to_string().contains("\"start_unix_ns\""), "{e}");
         // Stop and RTT both missing: the error names both.
         let e = read_transactions_csv(
@@ -738,7 +763,7 @@ pc1,2026-12-05 18:40:27.000001,alice,carol,0.75,success,,314,pool-2
         let bad = format!("{CSV_HEADER}\n1,,,,,,,,maybe,,,1,,0\n");
         assert!(matches!(
             read_transactions_csv(bad.as_bytes()),
-            Err(ReportError::BadField { .. })
+            Err(RecordError::BadField { .. })
         ));
     }
 }

@@ -358,8 +358,8 @@ impl ColumnMap {
     }
 
     /// Reads a mapping file; errors name it.
-    pub fn load(path: &std::path::Path) -> Result<ColumnMap, super::ReportError> {
-        let in_file = |e: super::ReportError| super::ReportError::InFile {
+    pub fn load(path: &std::path::Path) -> Result<ColumnMap, super::csv::RecordError> {
+        let in_file = |e: super::csv::RecordError| super::csv::RecordError::InFile {
             path: path.to_path_buf(),
             source: Box::new(e),
         };

@@ -17,7 +17,7 @@ pub use scenario::{Change, Inject, Layout, PeerSpec, Rendered, Route, Script, EP
 use crate::capture::WriteFormat;
 use crate::jim::Status;
 use crate::packet::build::LinkVariant;
-use crate::report::TransactionCsvWriter;
+use crate::transaction::csv::TransactionCsvWriter;
 
 const SEC: u64 = 1_000_000_000;
 

@@ -14,6 +14,8 @@
 //! starts at the first byte of its head, a further message of the same body at its own
 //! first byte; a message stops at its last byte. First-seen times come from the
 //! simulated wire's record of what it wrote, not from the decoder.
+//!
+//! Over 600 lines: one HTTP scenario written out exchange by exchange.
 
 use std::net::SocketAddr;
 

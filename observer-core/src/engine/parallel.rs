@@ -18,8 +18,8 @@
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use super::offline::{read_input, Analysis, InputSummary};
-use super::pipeline::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
+use super::offline::{read_input, Analysis, InputSummary, Progress};
+use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
 use crate::transaction::{Matcher, Transaction};
 use crate::UnixNanos;
 
@@ -51,7 +51,7 @@ pub fn analyze_parallel(
     inputs: &[PathBuf],
     cfg: PipelineConfig,
     threads: usize,
-    progress: bool,
+    progress: Option<&dyn Progress>,
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
     let threads = threads.max(1);
@@ -67,7 +67,14 @@ pub fn analyze_parallel(
             std::thread::Builder::new()
                 .name(format!("shard-{index}"))
                 .spawn_scoped(scope, move || {
-                    run_shard(inputs, cfg, index, threads, progress && index == 0, tx)
+                    run_shard(
+                        inputs,
+                        cfg,
+                        index,
+                        threads,
+                        progress.filter(|_| index == 0),
+                        tx,
+                    )
                 })
                 .expect("spawning a shard thread");
         }
@@ -80,7 +87,7 @@ fn run_shard(
     cfg: PipelineConfig,
     index: usize,
     shards: usize,
-    progress: bool,
+    progress: Option<&dyn Progress>,
     tx: mpsc::SyncSender<ShardMsg>,
 ) {
     let mut merger = crate::capture::FrameMerger::new(cfg.reorder.clone());

@@ -1,12 +1,9 @@
 //! Offline source: capture files (or standard input) read in the order given, as one
 //! continuous capture.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
-use super::pipeline::{Pipeline, PipelineConfig, PipelineResult};
+use super::{Pipeline, PipelineConfig, PipelineResult};
 use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger};
 use crate::transaction::Transaction;
 
@@ -35,9 +32,26 @@ impl Analysis {
     }
 }
 
-/// Runs the pipeline over the inputs. `progress` shows a bar on a terminal. The
+/// Shows how far the reading of each input got (the binary draws a bar on a
+/// terminal); shared by the shards of a parallel run, hence `Sync`.
+pub trait Progress: Sync {
+    /// An input was opened; `None` shows nothing for it.
+    fn input(&self, path: &Path) -> Option<Box<dyn InputProgress>>;
+}
+
+/// The progress of one input; dropping it ends it.
+pub trait InputProgress {
+    /// Bytes of the input read so far.
+    fn position(&mut self, bytes: u64);
+}
+
+/// Runs the pipeline over the inputs, telling `progress` how far it got. The
 /// transactions are in `result.transactions`, in report order.
-pub fn analyze(inputs: &[PathBuf], cfg: PipelineConfig, progress: bool) -> Analysis {
+pub fn analyze(
+    inputs: &[PathBuf],
+    cfg: PipelineConfig,
+    progress: Option<&dyn Progress>,
+) -> Analysis {
     let mut transactions = Vec::new();
     let mut analysis = analyze_each(inputs, cfg, progress, &mut |t| transactions.push(t));
     analysis.result.transactions = transactions;
@@ -51,7 +65,7 @@ pub fn analyze(inputs: &[PathBuf], cfg: PipelineConfig, progress: bool) -> Analy
 pub fn analyze_each(
     inputs: &[PathBuf],
     cfg: PipelineConfig,
-    progress: bool,
+    progress: Option<&dyn Progress>,
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
     let mut merger = FrameMerger::new(cfg.reorder.clone());
@@ -89,7 +103,7 @@ const KEEP_RECHECK_BYTES: u64 = 1 << 20;
 /// merger (copied) for the next input, unless this is the `last`.
 pub(crate) fn read_input(
     path: &Path,
-    progress: bool,
+    progress: Option<&dyn Progress>,
     merger: &mut FrameMerger,
     last: bool,
     on_frame: &mut dyn FnMut(&Frame<'_>),
@@ -111,7 +125,7 @@ pub(crate) fn read_input(
             };
         }
     };
-    let bar = progress_bar(path, progress);
+    let mut bar = progress.and_then(|p| p.input(path));
     let mut error: Option<CaptureError> = None;
     // Every frame held from here on lies after this; raised every MiB read, never past
     // the oldest frame held.
@@ -138,9 +152,9 @@ pub(crate) fn read_input(
             let next = usize::try_from(reader.offset()).unwrap_or(usize::MAX);
             reader.keep_from(merger.oldest_in_place().unwrap_or(next).min(next));
         }
-        if let Some(bar) = &bar {
+        if let Some(bar) = &mut bar {
             if reader.stats().frames % 4096 == 0 {
-                bar.set_position(reader.offset());
+                bar.position(reader.offset());
             }
         }
     }
@@ -149,9 +163,7 @@ pub(crate) fn read_input(
     } else {
         merger.detach(reader.mapped());
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    drop(bar);
     if let Some(e) = &error {
         // The caller reports it (with what was read before it); log only for -v.
         tracing::debug!("{e}");
@@ -174,21 +186,4 @@ pub(crate) fn read_input(
         bytes: reader.offset(),
         error: error.map(|e| e.to_string()),
     }
-}
-
-fn progress_bar(path: &Path, wanted: bool) -> Option<ProgressBar> {
-    if !wanted || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .ok()?
-        .progress_chars("=> "),
-    );
-    bar.set_message(path.display().to_string());
-    Some(bar)
 }

@@ -1,11 +1,20 @@
 //! The run's summary: counts, RTT statistics overall and per pair, the RTT matrix,
 //! presence changes, the measured correlator overhead next to the study's figures,
 //! and the anomalies.
+//!
+//! Over 600 lines: the output types and the one builder that fills them.
 
-use super::csv::TransactionCsvWriter;
-use super::stats::RttStats;
+#[doc(hidden)]
+pub mod example;
+pub mod sketch;
+pub mod stats;
+#[cfg(test)]
+mod tests;
+
+use self::stats::RttStats;
 use crate::jxta::PeerId;
 use crate::transaction::cause::Flags;
+use crate::transaction::csv::TransactionCsvWriter;
 use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -300,7 +309,7 @@ impl Sketched {
             sum_sq_ns: 0,
             min_ns: u64::MAX,
             max_ns: 0,
-            sketch: crate::metrics::window::rtt_sketch(),
+            sketch: sketch::rtt_sketch(),
         }
     }
 
@@ -639,7 +648,7 @@ impl SummaryBuilder {
             capture_duration_ns,
             rtt_percentiles_relative_error: overall
                 .is_some()
-                .then_some(crate::metrics::window::SKETCH_RELATIVE_ERROR),
+                .then_some(sketch::SKETCH_RELATIVE_ERROR),
             tail,
             first_ping_unix_ns: first_ping,
         }
@@ -688,225 +697,4 @@ pub fn changes_out(changes: &[PresenceChange]) -> Vec<ChangeOut> {
                 .collect(),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jim::{Document, Kind, Status};
-    use crate::transaction::{MatcherConfig, Sighting, Transport};
-
-    pub(crate) fn scenario() -> (Vec<Transaction>, Matcher) {
-        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
-        let s = |t: u64, a: u8, b: u8| Sighting {
-            start: t,
-            stop: t,
-            src_peer: id(a),
-            dst_peer: id(b),
-            hop_src: id(a),
-            hop_dst: id(b),
-            framed_bytes: 500,
-            message_bytes: 450,
-            transport: Transport::Tcp,
-            wire: Default::default(),
-        };
-        let doc = |kind, name: &str, c: &str| Document {
-            kind,
-            name: Some(name.into()),
-            status: (kind == Kind::Pong).then_some(Status::Online),
-            correlator: Some(c.into()),
-            correlator_bytes: 45,
-            ..Default::default()
-        };
-        let mut m = Matcher::new(MatcherConfig::default());
-        let mut out = Vec::new();
-        m.observe(&doc(Kind::Ping, "alice", "1"), &s(0, 1, 2), &mut out);
-        m.observe(
-            &doc(Kind::Pong, "bob", "1"),
-            &s(800_000_000, 2, 1),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Ping, "alice", "2"),
-            &s(1_000_000_000, 1, 2),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Pong, "bob", "2"),
-            &s(2_000_000_000, 2, 1),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Ping, "alice", "3"),
-            &s(3_000_000_000, 1, 3),
-            &mut out,
-        );
-        m.finish(20_000_000_000, &mut out);
-        (out, m)
-    }
-
-    #[test]
-    fn summary_of_a_small_run() {
-        let (txs, m) = scenario();
-        let s = Summary::build(&txs, &m, 3_600_000_000_000);
-        assert_eq!(
-            s.transactions,
-            StatusCounts {
-                total: 3,
-                ok: 2,
-                timeout: 1,
-                open: 0
-            }
-        );
-        assert_eq!(s.rtt_ms.count, 2);
-        assert!((s.rtt_ms.mean - 900.0).abs() < 1e-9);
-        assert_eq!(s.pairs.len(), 2);
-        assert_eq!(s.pairs[0].poller, "alice");
-        assert_eq!(s.pairs[0].receiver, "bob");
-        assert_eq!(s.matrix.pollers, vec!["alice"]);
-        assert_eq!(
-            s.matrix.mean_ms[0].iter().filter(|v| v.is_some()).count(),
-            1
-        );
-        assert_eq!(s.presence.changes.len(), 1);
-        let o = &s.overhead;
-        assert_eq!(o.correlator_bytes_per_ping_mean, Some(45.0));
-        assert_eq!(o.correlator_pct_of_ping_message, Some(10.0));
-        assert_eq!(o.total_correlator_bytes, 45 * 5);
-        let per = o.csv_bytes_per_record.unwrap();
-        assert!(per > 50.0 && per < 400.0, "{per}");
-        assert!((o.csv_bytes_per_hour.unwrap() - per * 3.0).abs() < 1e-6);
-        let j = s.to_json();
-        for k in [
-            "transactions",
-            "rtt_ms",
-            "pairs",
-            "matrix",
-            "presence",
-            "overhead",
-            "anomalies",
-        ] {
-            assert!(j.get(k).is_some(), "{k}");
-        }
-        assert_eq!(j["rtt_ms"]["count"], 2);
-        assert_eq!(j["pairs"][0]["poller"], "alice");
-        assert!(j["pairs"][0]["rtt_ms"]["p90"].is_number());
-        assert_eq!(j["transactions"]["timeout"], 1);
-        let text = crate::report::table::render(&s);
-        assert!(text.contains("alice"), "{text}");
-        assert!(text.contains("Correlator overhead"));
-        assert!(text.contains("~150"));
-    }
-
-    /// 100 pollers each polling one receiver more often than the last: the matrix
-    /// keeps the 64 most active pollers (in name order), says how many it left out,
-    /// and the per-pair table still has every pair.
-    #[test]
-    fn matrix_is_bounded_to_the_most_active_peers() {
-        let (base, m) = scenario();
-        let template = base[0].clone();
-        let mut ts = Vec::new();
-        for p in 0..100u32 {
-            for k in 0..=p {
-                let mut t = template.clone();
-                t.poller_name = Some(format!("p{p:03}"));
-                t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
-                t.correlator = Some(k.to_string());
-                ts.push(t);
-            }
-        }
-        let s = Summary::build(&ts, &m, 1);
-        assert_eq!(s.pairs.len(), 100);
-        assert_eq!(s.matrix.pollers.len(), MATRIX_MAX_PEERS);
-        assert_eq!(s.matrix.omitted_pollers, 100 - MATRIX_MAX_PEERS);
-        assert_eq!(s.matrix.omitted_receivers, 0);
-        assert_eq!(s.matrix.pollers.first().map(String::as_str), Some("p036"));
-        assert_eq!(s.matrix.pollers.last().map(String::as_str), Some("p099"));
-        assert_eq!(s.matrix.mean_ms.len(), MATRIX_MAX_PEERS);
-        assert!(s
-            .matrix
-            .mean_ms
-            .iter()
-            .all(|row| row.len() == 1 && row[0].is_some()));
-    }
-}
-
-#[cfg(test)]
-mod exact_limit_tests {
-    use super::*;
-    use crate::transaction::MatcherConfig;
-
-    fn tx(i: u64, rtt_ns: u64) -> Transaction {
-        Transaction {
-            start: 1_000_000_000 + i * 1_000_000,
-            stop: Some(1_000_000_000 + i * 1_000_000 + rtt_ns),
-            poller_name: Some(format!("p{}", i % 3)),
-            poller_id: None,
-            receiver_name: Some("r".into()),
-            receiver_id: None,
-            receiver_status: None,
-            status: TxStatus::Ok,
-            correlator: None,
-            match_method: None,
-            ping_bytes: 0,
-            pong_bytes: None,
-            correlator_overhead_bytes: 0,
-            cause: Default::default(),
-        }
-    }
-
-    /// Past its limit a builder holds no exact RTT any more; counts, mean, sd, min and
-    /// max stay exact, percentiles are within the stated error of the exact ones, and
-    /// the summary says they are sketched. Below the limit nothing changes.
-    #[test]
-    fn past_the_exact_limit_rtts_are_sketched_within_the_stated_error() {
-        let matcher = Matcher::new(MatcherConfig::default());
-        let mut exact = SummaryBuilder::default();
-        let mut bounded = SummaryBuilder::with_exact_limit(1000);
-        for i in 0..20_000u64 {
-            // 0.2 ms to ~4.6 s, scrambled, some above u32 nanoseconds.
-            let rtt = 200_000 + (i * 7919 % 20_000) * 230_000;
-            exact.add(&tx(i, rtt));
-            bounded.add(&tx(i, rtt));
-            assert!(bounded.exact_rtts_held() <= 1000);
-        }
-        assert_eq!(bounded.exact_rtts_held(), 0);
-        let e = exact.finish(&matcher, 0);
-        let b = bounded.finish(&matcher, 0);
-        assert_eq!(e.rtt_percentiles_relative_error, None);
-        assert_eq!(
-            b.rtt_percentiles_relative_error,
-            Some(crate::metrics::window::SKETCH_RELATIVE_ERROR)
-        );
-        assert_eq!(b.transactions, e.transactions);
-        assert_eq!(b.pairs.len(), e.pairs.len());
-        let err = crate::metrics::window::SKETCH_RELATIVE_ERROR;
-        let pairs = e
-            .pairs
-            .iter()
-            .zip(&b.pairs)
-            .map(|(x, y)| (&x.rtt_ms, &y.rtt_ms));
-        for (x, y) in std::iter::once((&e.rtt_ms, &b.rtt_ms)).chain(pairs) {
-            assert_eq!(x.count, y.count);
-            for (a, b) in [
-                (x.mean, y.mean),
-                (x.sd, y.sd),
-                (x.min, y.min),
-                (x.max, y.max),
-            ] {
-                assert!((a - b).abs() <= a.abs() * 1e-9, "{a} vs {b}");
-            }
-            // The sketch's quantile is a rank's value, numpy's interpolates between
-            // neighbours: both within the error of the values around that rank.
-            for (a, b) in [(x.p50, y.p50), (x.p90, y.p90), (x.p99, y.p99)] {
-                assert!((a - b).abs() <= a * err * 1.5, "{a} vs {b}");
-            }
-        }
-        assert!(report_mentions_sketch(&b));
-        assert!(!report_mentions_sketch(&e));
-    }
-
-    fn report_mentions_sketch(s: &Summary) -> bool {
-        crate::report::table::render(s).contains("DDSketch")
-    }
 }

@@ -1,0 +1,316 @@
+//! What happens to each framed JXTA message: decoding, the JIM documents it carries,
+//! and where those go ([`DocumentSink`]: a matcher here, or a queue for the thread
+//! that owns the matcher).
+
+use std::net::SocketAddr;
+
+use super::record::{record, MessageRecord};
+use crate::jim::{self, Document, JimStats, Kind};
+use crate::jxta::flow::{FlowMessage, MessageHandler};
+use crate::jxta::{self, Carrier, FramedMessage, JxtaStats, PeerId};
+use crate::transaction::cause::WireNotes;
+use crate::transaction::{Matcher, Sighting, Transaction, Transport};
+use crate::UnixNanos;
+
+/// What the decoding stages hand to the matcher.
+#[derive(Debug)]
+pub enum MatchEvent {
+    Document(Box<(Document, Sighting)>),
+    Malformed,
+}
+
+/// A [`MatchEvent`] with where it happened, so that events from several shards can
+/// be put back in the order one pipeline would have produced them: by frame, and at
+/// the end of the input (frame `u64::MAX`) by flow, in the order flows appeared.
+#[derive(Debug)]
+pub struct Matched {
+    pub frame: u64,
+    pub flow: u64,
+    pub now: UnixNanos,
+    pub event: MatchEvent,
+}
+
+/// Where the documents of a pipeline go.
+pub enum DocumentSink {
+    /// One pipeline: matched here, finished transactions collected for release.
+    Match {
+        matcher: Matcher,
+        finished: Vec<Transaction>,
+    },
+    /// A shard of a parallel analysis: queued for the thread that owns the matcher
+    /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
+    /// matcher in its counters and result, which the merging thread's replaces.
+    Queue { queue: Vec<Matched>, idle: Matcher },
+}
+
+impl DocumentSink {
+    /// Moves capture time: PINGs waiting too long time out.
+    pub(crate) fn advance(&mut self, now: UnixNanos) {
+        if let DocumentSink::Match { matcher, finished } = self {
+            matcher.advance(now, finished);
+        }
+    }
+
+    fn event(&mut self, at: (u64, UnixNanos), flow: Option<u64>, event: MatchEvent) {
+        match self {
+            DocumentSink::Match { matcher, finished } => match event {
+                MatchEvent::Document(d) => matcher.observe(&d.0, &d.1, finished),
+                MatchEvent::Malformed => matcher.count_malformed(),
+            },
+            DocumentSink::Queue { queue, .. } => queue.push(Matched {
+                frame: at.0,
+                flow: flow.unwrap_or(0),
+                now: at.1,
+                event,
+            }),
+        }
+    }
+
+    pub(crate) fn matcher(&self) -> &Matcher {
+        match self {
+            DocumentSink::Match { matcher, .. } | DocumentSink::Queue { idle: matcher, .. } => {
+                matcher
+            }
+        }
+    }
+
+    pub(crate) fn oldest_outstanding(&mut self) -> Option<UnixNanos> {
+        match self {
+            DocumentSink::Match { matcher, .. } | DocumentSink::Queue { idle: matcher, .. } => {
+                matcher.oldest_outstanding()
+            }
+        }
+    }
+
+    pub(crate) fn take_finished(&mut self) -> Vec<Transaction> {
+        match self {
+            DocumentSink::Match { finished, .. } => std::mem::take(finished),
+            DocumentSink::Queue { .. } => Vec::new(),
+        }
+    }
+
+    pub(crate) fn take_queued(&mut self) -> Vec<Matched> {
+        match self {
+            DocumentSink::Queue { queue, .. } => std::mem::take(queue),
+            DocumentSink::Match { .. } => Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_queue(&self) -> bool {
+        matches!(self, DocumentSink::Queue { .. })
+    }
+
+    /// End of input: PINGs still waiting become `timeout` or `open`; the matcher and
+    /// every transaction it finished.
+    pub(crate) fn finish(self, now: UnixNanos) -> (Matcher, Vec<Transaction>) {
+        match self {
+            DocumentSink::Match {
+                mut matcher,
+                mut finished,
+            } => {
+                matcher.finish(now, &mut finished);
+                (matcher, finished)
+            }
+            DocumentSink::Queue { idle, .. } => (idle, Vec::new()),
+        }
+    }
+}
+
+/// Where a message was seen, for the sighting and for `observer messages`.
+pub(crate) struct Origin<'a> {
+    pub transport: Transport,
+    pub flow: Option<u64>,
+    pub src: &'a dyn std::fmt::Display,
+    pub dst: &'a dyn std::fmt::Display,
+    pub hop_src: Option<PeerId>,
+    pub hop_dst: Option<PeerId>,
+    pub wire: WireNotes,
+    /// HTTP transport: the two socket addresses, to learn and look up the hop
+    /// identities (no welcome line there).
+    pub http: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// Who speaks at a socket address of the HTTP transport, as one other host knows it:
+/// (speaker's socket, listener's IP) → the speaker's peer ID, from the `<Last>` of the
+/// router element of the messages it sends. Keyed by host pair so that every shard of
+/// a parallel run learns exactly what one pipeline learns for its flows.
+#[derive(Default)]
+struct HttpHops {
+    map: crate::FastMap<(SocketAddr, std::net::IpAddr), PeerId>,
+}
+
+/// Entries of [`HttpHops`]; past it nothing new is learned (hop identities only tell
+/// relayed legs apart, and HTTP transports with that many peers are not seen).
+const MAX_HTTP_HOPS: usize = 65_536;
+
+impl HttpHops {
+    /// The hop identities of a message sent from `src` to `dst`, learning the
+    /// sender's from `last` (the router element's `<Last>`).
+    fn hops(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        last: Option<PeerId>,
+    ) -> (Option<PeerId>, Option<PeerId>) {
+        let key = (src, dst.ip());
+        let hop_src = match last {
+            Some(l) => {
+                if self.map.len() < MAX_HTTP_HOPS || self.map.contains_key(&key) {
+                    self.map.insert(key, l.clone());
+                }
+                Some(l)
+            }
+            None => self.map.get(&key).cloned(),
+        };
+        (hop_src, self.map.get(&(dst, src.ip())).cloned())
+    }
+}
+
+/// The message stage: every framed message, from TCP flows or UDP datagrams.
+pub(crate) struct Documents {
+    /// Counters of decoded messages (by transport, elements, element names).
+    pub message_stats: JxtaStats,
+    pub jim: JimStats,
+    pub sink: DocumentSink,
+    pub records: Option<Vec<MessageRecord>>,
+    peers: jxta::PeerMemo,
+    http_hops: HttpHops,
+    /// Index (from 1) of the frame being processed and the capture time then.
+    pub at: (u64, UnixNanos),
+    max_document: usize,
+}
+
+impl Documents {
+    pub(crate) fn new(sink: DocumentSink, record_messages: bool, max_document: usize) -> Documents {
+        Documents {
+            message_stats: JxtaStats::default(),
+            jim: JimStats::default(),
+            sink,
+            records: record_messages.then(Vec::new),
+            peers: jxta::PeerMemo::default(),
+            http_hops: HttpHops::default(),
+            at: (0, 0),
+            max_document,
+        }
+    }
+
+    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) {
+        let udp = origin.transport == Transport::Udp;
+        let decoded = jxta::decode_message(framed.body);
+        if let Some(records) = &mut self.records {
+            records.push(record(
+                framed,
+                &origin,
+                decoded.as_ref().ok(),
+                decoded.as_ref().err(),
+            ));
+        }
+        let msg = match decoded {
+            Ok(m) => m,
+            Err(e) => {
+                self.message_stats.count_malformed(e.kind());
+                return;
+            }
+        };
+        self.message_stats.count_message(&msg, udp);
+        if let Some((src, dst)) = origin.http {
+            // The router element names the hop that sent this leg.
+            let last = jxta::addressing(&msg).last_hop;
+            (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
+        }
+        // Only the end-to-end peers matter here; documents are rare among messages,
+        // but when there are some the router element is looked up once per message.
+        let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
+        for element in &msg.elements {
+            // The stack's own elements (router, endpoint addresses, wire headers) are in
+            // the `jxta` namespace; application payloads never are.
+            if element.namespace == "jxta" {
+                continue;
+            }
+            let doc = match jim::parse_limited(element.content, self.max_document) {
+                Ok(Some(doc)) => doc,
+                Ok(None) => {
+                    if looks_like_xml(element.content) {
+                        self.jim.other_xml += 1;
+                    }
+                    continue;
+                }
+                Err(jim::JimError::TooLarge { kind, len, .. }) => {
+                    let name = if element.namespace.is_empty() {
+                        element.name.to_string()
+                    } else {
+                        format!("{}:{}", element.namespace, element.name)
+                    };
+                    tracing::debug!(
+                        element = %name,
+                        bytes = len,
+                        max = self.max_document,
+                        "JIM {} document larger than --max-document: not decoded",
+                        kind.root_name()
+                    );
+                    self.jim.oversized_documents += 1;
+                    let key = format!("{name} {}", kind.root_name());
+                    self.jim.note_oversized(&key, 1, len as u64);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed JIM document");
+                    self.jim.malformed += 1;
+                    self.sink.event(self.at, origin.flow, MatchEvent::Malformed);
+                    continue;
+                }
+            };
+            self.jim.documents += 1;
+            match doc.kind {
+                Kind::Ping => self.jim.pings += 1,
+                Kind::Pong => self.jim.pongs += 1,
+                Kind::Message => self.jim.messages += 1,
+            }
+            let (src_peer, dst_peer) = peers.get_or_insert_with(|| self.peers.peers(&msg)).clone();
+            let sighting = Sighting {
+                start: framed.start,
+                stop: framed.stop,
+                src_peer,
+                dst_peer,
+                hop_src: origin.hop_src.clone(),
+                hop_dst: origin.hop_dst.clone(),
+                framed_bytes: framed.framed_len,
+                message_bytes: framed.body.len() as u64,
+                transport: origin.transport,
+                wire: origin.wire.clone(),
+            };
+            self.sink.event(
+                self.at,
+                origin.flow,
+                MatchEvent::Document(Box::new((doc, sighting))),
+            );
+        }
+    }
+}
+
+impl MessageHandler for Documents {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) {
+        let origin = Origin {
+            transport: match at.carrier {
+                Carrier::Tcp => Transport::Tcp,
+                Carrier::Http => Transport::Http,
+            },
+            flow: Some(at.flow),
+            src: &at.src,
+            dst: &at.dst,
+            hop_src: at.hop_src,
+            hop_dst: at.hop_dst,
+            wire: at.wire,
+            http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
+        };
+        self.decode(framed, origin);
+    }
+}
+
+fn looks_like_xml(content: &[u8]) -> bool {
+    let trimmed = content
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(content)
+        .trim_ascii_start();
+    trimmed.first() == Some(&b'<')
+}

@@ -1,0 +1,138 @@
+//! The ordered release of finished transactions: held until none that starts earlier
+//! can still finish, then handed on in the report's order, in bounded memory.
+
+use crate::jxta::PeerId;
+use crate::transaction::Transaction;
+use crate::UnixNanos;
+
+/// Finished transactions held until none that starts earlier can still finish, so
+/// that they leave in the report's order (start, poller, receiver, correlator)
+/// without the whole run's transactions being kept.
+#[derive(Default)]
+pub struct Reorder {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<ByStart>>,
+    /// Finish order, the last key: equal keys leave in the order they finished, as a
+    /// stable sort of the whole run would have them.
+    seq: u64,
+    /// Everything that starts before this has been released.
+    released_below: UnixNanos,
+    /// Transactions that finished after later-starting ones had been released.
+    late: u64,
+    /// Capture time of the last watermark computation (it costs a pass over the
+    /// flow table, so it runs at most once per `RECHECK_NS` of capture time).
+    checked_at: UnixNanos,
+}
+
+/// How far capture time may step back (merged interfaces, clock steps) and the
+/// report still come out in start order. Transactions are held for this long (plus
+/// the PING timeout); one that starts before what was already released (a capture
+/// whose time jumps back further) is released at once and counted.
+const REORDER_SKEW_NS: u64 = 1_000_000_000;
+const RECHECK_NS: u64 = 1_000_000_000;
+/// Below this many held transactions the watermark is not even computed.
+const REORDER_BATCH: usize = 4096;
+
+impl Reorder {
+    pub fn push(&mut self, t: Transaction) {
+        if t.start < self.released_below {
+            self.late += 1;
+        }
+        self.seq += 1;
+        self.heap
+            .push(std::cmp::Reverse(ByStart(Box::new(t), self.seq)));
+    }
+
+    /// Worth computing a watermark: enough held, and capture time moved on.
+    pub fn due(&self, now: UnixNanos) -> bool {
+        self.heap.len() >= REORDER_BATCH && now >= self.checked_at.saturating_add(RECHECK_NS)
+    }
+
+    /// Every transaction still to come starts at or after the first byte of a PING
+    /// already outstanding, or of a message still being received (held by the
+    /// stream parsers or by reassembly): `bounds`; or of bytes not captured yet, which
+    /// are no older than `now` (less the skew allowed).
+    pub fn watermark(
+        &mut self,
+        now: UnixNanos,
+        bounds: impl IntoIterator<Item = Option<UnixNanos>>,
+    ) -> UnixNanos {
+        self.checked_at = now;
+        bounds
+            .into_iter()
+            .flatten()
+            .fold(now.saturating_sub(REORDER_SKEW_NS), UnixNanos::min)
+    }
+
+    /// Hands over, in order, what starts before `watermark`.
+    pub fn release(&mut self, watermark: UnixNanos, out: &mut impl FnMut(Transaction)) {
+        self.released_below = self.released_below.max(watermark);
+        while let Some(top) = self.heap.peek() {
+            if top.0 .0.start >= watermark {
+                break;
+            }
+            if let Some(std::cmp::Reverse(ByStart(t, _))) = self.heap.pop() {
+                out(*t);
+            }
+        }
+    }
+
+    /// The end: what is held, in order, then `later` (finished after everything
+    /// held), each in report order.
+    pub fn finish(self, later: &mut Vec<Transaction>) {
+        if self.late > 0 {
+            tracing::warn!(
+                "{} transactions listed out of start order: capture time stepped back more than {} s",
+                self.late,
+                REORDER_SKEW_NS / 1_000_000_000
+            );
+        }
+        let mut held: Vec<ByStart> = self.heap.into_iter().map(|r| r.0).collect();
+        held.sort_unstable();
+        later.splice(0..0, held.into_iter().map(|b| *b.0));
+        later.sort_by(|a, b| {
+            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
+                b.start,
+                &b.poller_id,
+                &b.receiver_id,
+                &b.correlator,
+            ))
+        });
+    }
+}
+
+/// A transaction ordered as the report lists them (boxed: the heap moves it a dozen
+/// times, and a transaction is a few hundred bytes).
+struct ByStart(Box<Transaction>, u64);
+
+impl ByStart {
+    #[allow(clippy::type_complexity)]
+    fn key(
+        &self,
+    ) -> (
+        UnixNanos,
+        &Option<PeerId>,
+        &Option<PeerId>,
+        &Option<String>,
+        u64,
+    ) {
+        let t = &self.0;
+        (t.start, &t.poller_id, &t.receiver_id, &t.correlator, self.1)
+    }
+}
+
+impl PartialEq for ByStart {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for ByStart {}
+impl PartialOrd for ByStart {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByStart {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}

@@ -1,0 +1,209 @@
+//! JXTA over a TCP flow: the [`FlowHandler`] that gives each flow a stream parser per
+//! direction (TCP or HTTP carrier, told apart by content), ties each direction to the
+//! peer its welcome line names, and hands every framed message on to a
+//! [`MessageHandler`] with where it was seen.
+
+use std::net::SocketAddr;
+
+use super::StreamStart;
+use super::{Carrier, DirParser, FramedMessage, JxtaStats, PeerId, StreamConfig, StreamEvent};
+use crate::conntrack::{CloseReason, Delivery, Dir, FlowHandler, FlowInfo, Interest, TcpSegment};
+use crate::transaction::cause::{ConnNotes, WireNotes};
+use crate::UnixNanos;
+
+/// Flows recognised as JXTA kept for [`JxtaFlows::take_jxta_flows`] between two calls.
+const MAX_ANNOUNCED_FLOWS: usize = 65_536;
+
+/// Where a message framed on a TCP flow was seen.
+pub struct FlowMessage {
+    pub carrier: Carrier,
+    /// The flow's number (see [`FlowInfo::id`]).
+    pub flow: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The peer IDs the two directions announced in their welcome lines (the hop
+    /// identities that tell relayed legs apart); none on the HTTP carrier.
+    pub hop_src: Option<PeerId>,
+    pub hop_dst: Option<PeerId>,
+    /// What the connection did around the message (`transaction::cause`).
+    pub wire: WireNotes,
+}
+
+/// What happens to each message framed on a flow.
+pub trait MessageHandler {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage);
+}
+
+/// The state attached to one TCP flow: a parser per direction (TCP or HTTP transport)
+/// and the peer ID each side announced in its welcome line (the hop identities).
+pub struct Conn {
+    parsers: [DirParser; 2],
+    peers: [Option<PeerId>; 2],
+    /// Already announced in `take_jxta_flows`.
+    announced: bool,
+    /// What each message's wire notes are made of (`transaction::cause`).
+    notes: ConnNotes,
+}
+
+impl Conn {
+    /// Earliest first-seen time of the bytes its stream parsers hold.
+    pub fn oldest_buffered(&self) -> Option<UnixNanos> {
+        self.parsers
+            .iter()
+            .filter_map(DirParser::oldest_buffered)
+            .min()
+    }
+}
+
+/// Everything downstream of the flow table for TCP: split from the table so that the
+/// table can borrow it as its handler while it owns the flows.
+pub struct JxtaFlows<H> {
+    stream_cfg: StreamConfig,
+    /// Counters of the stream parsers (welcomes, framing, gaps, resyncs).
+    pub stream_stats: JxtaStats,
+    pub handler: H,
+    /// Flows recognised as JXTA by content since the last `take_jxta_flows` (a live
+    /// tap uses them to let such flows through its in-kernel port filter).
+    jxta_flows: Vec<(SocketAddr, SocketAddr)>,
+    /// The time of the frame being processed (earlier than the pipeline's clock for a
+    /// frame later than the reorder window): when bytes it completes became usable.
+    pub frame_ts: UnixNanos,
+}
+
+impl<H> JxtaFlows<H> {
+    pub fn new(stream_cfg: StreamConfig, handler: H) -> Self {
+        JxtaFlows {
+            stream_cfg,
+            stream_stats: JxtaStats::default(),
+            handler,
+            jxta_flows: Vec::new(),
+            frame_ts: 0,
+        }
+    }
+
+    pub fn stream_config(&self) -> &StreamConfig {
+        &self.stream_cfg
+    }
+
+    /// TCP flows recognised as JXTA by content since the last call, as
+    /// (initiator, responder).
+    pub fn take_jxta_flows(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
+        std::mem::take(&mut self.jxta_flows)
+    }
+
+    pub fn into_parts(self) -> (JxtaStats, H) {
+        (self.stream_stats, self.handler)
+    }
+}
+
+impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
+    type State = Conn;
+
+    fn open(&mut self, info: &FlowInfo) -> Conn {
+        let start = StreamStart::from_syn(info.saw_syn);
+        Conn {
+            parsers: [
+                DirParser::new(start, &self.stream_cfg),
+                DirParser::new(start, &self.stream_cfg),
+            ],
+            peers: [None, None],
+            announced: false,
+            notes: ConnNotes::new(info.id, info.saw_syn.then_some(info.first_seen)),
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        conn: &mut Conn,
+        info: &FlowInfo,
+        dir: Dir,
+        delivery: Delivery<'_>,
+    ) -> Interest {
+        let Conn {
+            parsers,
+            peers,
+            announced,
+            notes,
+        } = conn;
+        let parser = &mut parsers[dir.index()];
+        let JxtaFlows {
+            stream_stats,
+            handler,
+            jxta_flows,
+            frame_ts,
+            ..
+        } = self;
+        match delivery {
+            Delivery::Data { data, first_seen } => {
+                notes.data(dir.index(), first_seen, *frame_ts, data.len() as u64);
+                let src = info.sender(dir);
+                let dst = info.sender(dir.other());
+                parser.push(
+                    data,
+                    first_seen,
+                    stream_stats,
+                    &mut |event, carrier| match event {
+                        StreamEvent::Welcome(w) => {
+                            // The welcome line ties this direction to its sender's peer ID:
+                            // the hop identity that tells relayed legs apart.
+                            peers[dir.index()] = PeerId::parse(w.peer_id);
+                        }
+                        StreamEvent::Message(m) => {
+                            let wire = notes.message(dir.index(), m.start, m.stop, m.framed_len);
+                            let at = FlowMessage {
+                                carrier,
+                                flow: info.id,
+                                src,
+                                dst,
+                                hop_src: peers[dir.index()].clone(),
+                                hop_dst: peers[dir.other().index()].clone(),
+                                wire,
+                            };
+                            handler.message(&m, at);
+                        }
+                    },
+                );
+            }
+            Delivery::Gap { len } => {
+                notes.gap(dir.index());
+                parser.gap(len, stream_stats)
+            }
+        }
+        let jxta = parser.is_jxta();
+        if jxta == Some(true) {
+            // An HTTP polling channel's responses may all be empty: the requests
+            // make it JXTA's (and the other way round).
+            parsers[dir.other().index()].peer_is_jxta();
+            if !*announced {
+                *announced = true;
+                // A live tap takes these every loop; offline nobody does, so keep a bound.
+                if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
+                    jxta_flows.push((info.initiator, info.responder));
+                }
+            }
+        }
+        if jxta == Some(false) {
+            Interest::Ignore
+        } else {
+            Interest::Keep
+        }
+    }
+
+    fn segment_seen(
+        &mut self,
+        conn: &mut Conn,
+        dir: Dir,
+        seg: &TcpSegment<'_>,
+        retransmitted: u64,
+    ) {
+        let len = u32::try_from(seg.payload.len()).unwrap_or(u32::MAX);
+        conn.notes
+            .segment(dir.index(), seg.seq, len, retransmitted, seg.ts);
+    }
+
+    fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {
+        for p in &mut conn.parsers {
+            p.finish(&mut self.stream_stats);
+        }
+    }
+}
