@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod conntrack;
+pub mod counters;
 pub mod jim;
 pub mod jxta;
 pub mod packet;

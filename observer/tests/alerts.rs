@@ -71,7 +71,7 @@ fn rules_use_only_series_the_observer_exposes() {
     for t in &a.transactions {
         live.record(t);
     }
-    let mut text = live.render(
+    let mut exposition = live.exposition(
         &a.matcher,
         &a.packets,
         &a.flows,
@@ -83,7 +83,8 @@ fn rules_use_only_series_the_observer_exposes() {
             ..Default::default()
         },
     );
-    observer::store::StoreStats::default().render_prometheus(&mut text);
+    observer::store::StoreStats::default().add_to(&mut exposition);
+    let text = exposition.to_text();
     let exposed: BTreeSet<String> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
