@@ -58,7 +58,9 @@ impl<S> std::fmt::Debug for Counter<S> {
 /// ```
 ///
 /// and generates `ALL` (the descriptors in declaration order, which is the table's
-/// order), `absorb` (the merge), `total` (the anomalies) and `iter`.
+/// order), `absorb` (the merge), `total` (the anomalies) and `iter`. An optional
+/// `nested { field: Type, ... }` block after the struct adds fields of other types,
+/// merged by their own `absorb`.
 #[macro_export]
 macro_rules! counters {
     (
@@ -69,6 +71,14 @@ macro_rules! counters {
                 $field:ident : $label:literal, metric: $metric:expr, anomaly: $anomaly:expr, merge: $merge:ident;
             )*
         }
+        $(
+            nested {
+                $(
+                    $(#[$nmeta:meta])*
+                    $nfield:ident : $nty:ty
+                ),* $(,)?
+            }
+        )?
     ) => {
         $(#[$meta])*
         $vis struct $name {
@@ -76,6 +86,10 @@ macro_rules! counters {
                 $(#[$fmeta])*
                 pub $field: u64,
             )*
+            $($(
+                $(#[$nmeta])*
+                pub $nfield: $nty,
+            )*)?
         }
 
         impl $name {
@@ -99,6 +113,9 @@ macro_rules! counters {
                     let v = c.merge.apply(c.value(self), c.value(o));
                     *(c.get_mut)(self) = v;
                 }
+                $($(
+                    self.$nfield.absorb(&o.$nfield);
+                )*)?
             }
 
             /// Everything that went wrong (the counters declared `anomaly: true`).
@@ -135,6 +152,17 @@ mod tests {
             /// Counted identically by every shard.
             held: "most held", metric: None, anomaly: false, merge: Max;
         }
+        nested {
+            /// Another group, merged by its own rules.
+            inner: Inner,
+        }
+    }
+
+    crate::counters! {
+        #[derive(Debug, Default)]
+        struct Inner {
+            n: "n", metric: None, anomaly: true, merge: Sum;
+        }
     }
 
     #[test]
@@ -148,13 +176,16 @@ mod tests {
             broken: 2,
             seen: 5,
             held: 7,
+            inner: Inner { n: 1 },
         };
         a.absorb(&Example {
             broken: 1,
             seen: 1,
             held: 3,
+            inner: Inner { n: 4 },
         });
-        assert_eq!((a.broken, a.seen, a.held), (3, 6, 7));
+        assert_eq!((a.broken, a.seen, a.held, a.inner.n), (3, 6, 7, 5));
+        assert_eq!((a.inner.total(), a.inner.iter().count()), (5, 1));
         assert_eq!(a.total(), 3);
         let values: Vec<u64> = a.iter().map(|(_, v)| v).collect();
         assert_eq!(values, [3, 6, 7]);

@@ -193,6 +193,8 @@ mod tests {
             MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snapshot(1)).unwrap();
         let openmetrics = [
             "Accept: application/openmetrics-text; version=1.0.0\r\n",
+            // Prometheus 2's header (the version installed here).
+            "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n",
             // Prometheus 3's default scrape protocols.
             "Accept: application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\n",
             "Accept: text/plain;q=0.5, application/openmetrics-text\r\n",

@@ -449,12 +449,7 @@ impl LiveMetrics {
             Counter,
             "Packets the receiving host would drop, dropped here too, by reason.",
         );
-        for (reason, n) in [
-            ("bad_ip_length", packets.bad_ip_length),
-            ("bad_ip_checksum", packets.bad_ip_checksum),
-            ("bad_tcp_checksum", flows.bad_tcp_checksum),
-            ("data_without_ack", flows.data_without_ack),
-        ] {
+        for (reason, n) in group(packets.iter()).chain(group(flows.iter())) {
             f.counter(&[("reason", reason)], n);
         }
         e.family(
