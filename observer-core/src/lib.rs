@@ -19,6 +19,7 @@
 
 pub mod capture;
 pub mod conntrack;
+pub mod counters;
 pub mod engine;
 pub mod jim;
 pub mod jxta;

@@ -52,9 +52,19 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Every series name `/metrics` renders: the metrics of real transactions (the
-/// four-peers sample), plus the ClickHouse sink's.
+/// Every series name `/metrics` renders.
 fn exposed_series() -> BTreeSet<String> {
+    exposition_text()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `/metrics` serves in the classic text format: the metrics of real
+/// transactions (the four-peers sample), plus the ClickHouse sink's and the windows'.
+fn exposition_text() -> String {
     let a = runtime::analyze(
         &[common::capture("four-peers.pcap")],
         PipelineConfig::default(),
@@ -65,7 +75,7 @@ fn exposed_series() -> BTreeSet<String> {
     for t in &a.transactions {
         live.record(t);
     }
-    let mut text = live.render(
+    let mut exposition = live.exposition(
         &a.matcher,
         &a.packets,
         &a.flows,
@@ -77,18 +87,14 @@ fn exposed_series() -> BTreeSet<String> {
             ..Default::default()
         },
     );
-    observer::store::StoreStats::default().render_prometheus(&mut text);
+    observer::store::StoreStats::default().add_to(&mut exposition);
     let mut windows = observer::metrics::window::Windows::default();
     for t in &a.transactions {
         windows.add(t);
     }
     let now = a.transactions.iter().map(|t| t.start).max().unwrap_or(0);
-    observer::metrics::window::render_prometheus(&windows.stats(now), &mut text);
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_string)
-        .collect()
+    observer::metrics::window::add_to(&windows.stats(now), &mut exposition);
+    exposition.to_text()
 }
 
 #[test]
@@ -102,6 +108,32 @@ fn rules_use_only_series_the_observer_exposes() {
         missing.is_empty(),
         "rules name series /metrics does not serve: {missing:?}"
     );
+    // The classic text format as prometheus-client writes it passes promtool's parser
+    // and lint.
+    if common::have(&[common::Need::Tool("promtool")]) {
+        use std::io::Write as _;
+        let text = exposition_text();
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write to promtool");
+        let out = child.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The Grafana dashboard's panels name only series the observer serves (its queries

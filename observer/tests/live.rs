@@ -312,7 +312,7 @@ fn live_on_a_veth(source: &str) {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(window_ok, Some(ok_total(&scraped)), "{scraped}");
-    assert!(scraped.contains("observer_window_rtt_seconds{window=\"1h\",quantile=\"0.99\"}"));
+    assert!(scraped.contains("observer_window_rtt_seconds{window=\"1h\",q=\"0.99\"}"));
     assert!(scraped.contains("observer_window_rtt_relative_error 0.01"));
     assert!(stdout.contains("within ±1% of the exact value"), "{stdout}");
 

@@ -44,28 +44,21 @@ impl Default for ReorderConfig {
     }
 }
 
-/// What putting frames back in order did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ReorderStats {
-    /// Frames handed on before frames read earlier (they were stamped earlier).
-    pub reordered_frames: u64,
-    /// Frames stamped before a frame already handed on (later than the window): handed
-    /// on after everything held, in the order read.
-    pub late_frames: u64,
-    /// Frames handed on before their window had passed because a bound was reached.
-    pub forced_releases: u64,
-    /// Most frames held at once.
-    pub max_held: u64,
-}
-
-impl ReorderStats {
-    /// The shards of a parallel analysis all read (and reorder) every frame: their
-    /// counts are the same, not parts of a whole.
-    pub fn absorb(&mut self, o: &ReorderStats) {
-        self.reordered_frames = self.reordered_frames.max(o.reordered_frames);
-        self.late_frames = self.late_frames.max(o.late_frames);
-        self.forced_releases = self.forced_releases.max(o.forced_releases);
-        self.max_held = self.max_held.max(o.max_held);
+crate::counters! {
+    /// What putting frames back in order did. The shards of a parallel analysis all
+    /// read (and reorder) every frame: their counts are the same, not parts of a whole,
+    /// so they merge by maximum.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+    pub struct ReorderStats {
+        /// Frames handed on before frames read earlier (they were stamped earlier).
+        reordered_frames: "frames put back in time order", metric: Some("reordered"), anomaly: false, merge: Max;
+        /// Frames stamped before a frame already handed on (later than the window): handed
+        /// on after everything held, in the order read.
+        late_frames: "frames later than the reorder window", metric: Some("late"), anomaly: true, merge: Max;
+        /// Frames handed on before their window had passed because a bound was reached.
+        forced_releases: "frames reordered early (hold bound)", metric: Some("forced"), anomaly: true, merge: Max;
+        /// Most frames held at once.
+        max_held: "most frames held", metric: None, anomaly: false, merge: Max;
     }
 }
 

@@ -137,29 +137,36 @@ impl Default for FlowConfig {
     }
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct FlowStats {
-    pub flows: u64,
-    pub flows_with_syn: u64,
-    pub flows_mid_stream: u64,
-    pub max_active_flows: u64,
-    pub closed_fin: u64,
-    pub closed_rst: u64,
-    pub closed_idle: u64,
-    pub evicted_flow_cap: u64,
-    pub port_reuse: u64,
-    pub closed_end_of_input: u64,
-    pub ignored_directions: u64,
-    pub max_buffered_bytes: u64,
-    /// Segments dropped for a bad TCP checksum (in a direction not offloaded).
-    pub bad_tcp_checksum: u64,
-    /// Segments carrying data without ACK outside the handshake: a host drops them.
-    pub data_without_ack: u64,
-    /// Flow directions whose checksums are offloaded (zero or the pseudo-header sum:
-    /// filled in after the capture point, on the sender or past a Linux gateway), so
-    /// not verified.
-    pub checksum_offloaded_directions: u64,
-    pub reassembly: ReassemblyStats,
+crate::counters! {
+    /// What the flow table did. The metric labels are the reasons of
+    /// `observer_packets_dropped_total` (what a host drops). The maxima merge as the sum
+    /// of the shards' maxima, an upper bound.
+    #[derive(Debug, Default, Clone, serde::Serialize)]
+    pub struct FlowStats {
+        flows: "TCP flows", metric: None, anomaly: false, merge: Sum;
+        flows_with_syn: "TCP flows seen from their SYN", metric: None, anomaly: false, merge: Sum;
+        flows_mid_stream: "TCP flows joined mid-stream", metric: None, anomaly: false, merge: Sum;
+        max_active_flows: "most TCP flows at once", metric: None, anomaly: false, merge: Sum;
+        closed_fin: "TCP flows closed by FIN", metric: None, anomaly: false, merge: Sum;
+        closed_rst: "TCP flows closed by RST", metric: None, anomaly: false, merge: Sum;
+        closed_idle: "TCP flows closed idle", metric: None, anomaly: false, merge: Sum;
+        evicted_flow_cap: "TCP flows evicted (flow cap)", metric: None, anomaly: true, merge: Sum;
+        port_reuse: "TCP port reuses", metric: None, anomaly: false, merge: Sum;
+        closed_end_of_input: "TCP flows open at the end of input", metric: None, anomaly: false, merge: Sum;
+        ignored_directions: "TCP directions ignored (not JXTA)", metric: None, anomaly: false, merge: Sum;
+        max_buffered_bytes: "most bytes buffered", metric: None, anomaly: false, merge: Sum;
+        /// Segments dropped for a bad TCP checksum (in a direction not offloaded).
+        bad_tcp_checksum: "bad TCP checksum (dropped)", metric: Some("bad_tcp_checksum"), anomaly: true, merge: Sum;
+        /// Segments carrying data without ACK outside the handshake: a host drops them.
+        data_without_ack: "TCP data without ACK (dropped)", metric: Some("data_without_ack"), anomaly: true, merge: Sum;
+        /// Flow directions whose checksums are offloaded (zero or the pseudo-header sum:
+        /// filled in after the capture point, on the sender or past a Linux gateway), so
+        /// not verified.
+        checksum_offloaded_directions: "TCP directions with offloaded checksums", metric: None, anomaly: false, merge: Sum;
+    }
+    nested {
+        reassembly: ReassemblyStats,
+    }
 }
 
 struct Flow<S> {
@@ -187,29 +194,6 @@ impl FlowKey {
 }
 
 /// One TCP segment as the table needs it (the packet layer's fields, borrowed).
-impl FlowStats {
-    /// Adds another table's counts (the shards of a parallel analysis); the maxima
-    /// become the sum of the shards' maxima, an upper bound.
-    pub fn absorb(&mut self, o: &FlowStats) {
-        self.flows += o.flows;
-        self.flows_with_syn += o.flows_with_syn;
-        self.flows_mid_stream += o.flows_mid_stream;
-        self.max_active_flows += o.max_active_flows;
-        self.closed_fin += o.closed_fin;
-        self.closed_rst += o.closed_rst;
-        self.closed_idle += o.closed_idle;
-        self.evicted_flow_cap += o.evicted_flow_cap;
-        self.port_reuse += o.port_reuse;
-        self.closed_end_of_input += o.closed_end_of_input;
-        self.ignored_directions += o.ignored_directions;
-        self.max_buffered_bytes += o.max_buffered_bytes;
-        self.bad_tcp_checksum += o.bad_tcp_checksum;
-        self.data_without_ack += o.data_without_ack;
-        self.checksum_offloaded_directions += o.checksum_offloaded_directions;
-        self.reassembly.absorb(&o.reassembly);
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 pub struct TcpSegment<'a> {
     pub ts: UnixNanos,

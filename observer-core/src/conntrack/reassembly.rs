@@ -51,43 +51,27 @@ pub enum GapCause {
     Close,
 }
 
-/// Counters of everything the reassembler had to correct or give up on.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct ReassemblyStats {
-    pub segments: u64,
-    pub payload_bytes: u64,
-    pub out_of_order_segments: u64,
-    pub retransmitted_bytes: u64,
-    pub overlap_bytes: u64,
-    pub gaps: u64,
-    pub gap_bytes: u64,
-    pub gaps_acked: u64,
-    pub gaps_flow_cap: u64,
-    pub gaps_total_cap: u64,
-    pub gaps_close: u64,
-    /// Segments so far from the expected window (more than 1 GiB away) that they
-    /// cannot belong to this stream: dropped rather than allowed to skew offsets.
-    pub implausible_segments: u64,
-    /// Segments overlapping bytes already seen with different contents (the first
-    /// copy is kept: see docs/robustness.md).
-    pub conflicting_overlap: u64,
-}
-
-impl ReassemblyStats {
-    pub fn absorb(&mut self, o: &ReassemblyStats) {
-        self.segments += o.segments;
-        self.payload_bytes += o.payload_bytes;
-        self.out_of_order_segments += o.out_of_order_segments;
-        self.retransmitted_bytes += o.retransmitted_bytes;
-        self.overlap_bytes += o.overlap_bytes;
-        self.gaps += o.gaps;
-        self.gap_bytes += o.gap_bytes;
-        self.gaps_acked += o.gaps_acked;
-        self.gaps_flow_cap += o.gaps_flow_cap;
-        self.gaps_total_cap += o.gaps_total_cap;
-        self.gaps_close += o.gaps_close;
-        self.implausible_segments += o.implausible_segments;
-        self.conflicting_overlap += o.conflicting_overlap;
+crate::counters! {
+    /// Counters of everything the reassembler had to correct or give up on.
+    #[derive(Debug, Default, Clone, serde::Serialize)]
+    pub struct ReassemblyStats {
+        segments: "TCP segments", metric: None, anomaly: false, merge: Sum;
+        payload_bytes: "TCP payload bytes", metric: None, anomaly: false, merge: Sum;
+        out_of_order_segments: "TCP segments out of order", metric: None, anomaly: false, merge: Sum;
+        retransmitted_bytes: "TCP bytes retransmitted", metric: None, anomaly: false, merge: Sum;
+        overlap_bytes: "TCP overlapping bytes", metric: None, anomaly: false, merge: Sum;
+        gaps: "TCP gaps (bytes the capture missed)", metric: None, anomaly: true, merge: Sum;
+        gap_bytes: "TCP gap bytes", metric: None, anomaly: false, merge: Sum;
+        gaps_acked: "TCP gaps acknowledged", metric: None, anomaly: false, merge: Sum;
+        gaps_flow_cap: "TCP gaps at the per-flow cap", metric: None, anomaly: false, merge: Sum;
+        gaps_total_cap: "TCP gaps at the total cap", metric: None, anomaly: false, merge: Sum;
+        gaps_close: "TCP gaps at close", metric: None, anomaly: false, merge: Sum;
+        /// Segments so far from the expected window (more than 1 GiB away) that they
+        /// cannot belong to this stream: dropped rather than allowed to skew offsets.
+        implausible_segments: "implausible TCP segments", metric: None, anomaly: true, merge: Sum;
+        /// Segments overlapping bytes already seen with different contents (the first
+        /// copy is kept: see docs/robustness.md).
+        conflicting_overlap: "TCP overlaps with conflicting bytes", metric: None, anomaly: true, merge: Sum;
     }
 }
 

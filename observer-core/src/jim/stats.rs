@@ -20,21 +20,25 @@ impl Default for JimConfig {
 /// total counts (the names come from the wire).
 const MAX_OVERSIZED_NAMES: usize = 64;
 
-/// Counters of the JIM layer: documents found in message elements.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct JimStats {
-    pub documents: u64,
-    pub pings: u64,
-    pub pongs: u64,
-    pub messages: u64,
-    /// Elements that looked like XML but were not well-formed (or hostile).
-    pub malformed: u64,
-    /// Well-formed XML elements whose root is not a JIM document.
-    pub other_xml: u64,
-    /// JIM documents larger than `--max-document`: not decoded, not malformed.
-    pub oversized_documents: u64,
-    /// Of those, count and largest size by `element ROOT` (e.g. `pingpong:payload PING`).
-    pub oversized: std::collections::BTreeMap<String, Oversized>,
+crate::counters! {
+    /// Counters of the JIM layer: documents found in message elements.
+    #[derive(Debug, Default, Clone, serde::Serialize)]
+    pub struct JimStats {
+        documents: "JIM documents", metric: None, anomaly: false, merge: Sum;
+        pings: "PING documents", metric: None, anomaly: false, merge: Sum;
+        pongs: "PONG documents", metric: None, anomaly: false, merge: Sum;
+        messages: "MESSAGE documents", metric: None, anomaly: false, merge: Sum;
+        /// Elements that looked like XML but were not well-formed (or hostile).
+        malformed: "malformed JIM documents", metric: None, anomaly: true, merge: Sum;
+        /// Well-formed XML elements whose root is not a JIM document.
+        other_xml: "other XML elements", metric: None, anomaly: false, merge: Sum;
+        /// JIM documents larger than `--max-document`: not decoded, not malformed.
+        oversized_documents: "JIM documents larger than --max-document", metric: None, anomaly: true, merge: Sum;
+    }
+    nested {
+        /// Of those, count and largest size by `element ROOT` (e.g. `pingpong:payload PING`).
+        oversized: OversizedNames,
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -43,26 +47,45 @@ pub struct Oversized {
     pub max_bytes: u64,
 }
 
-impl JimStats {
-    pub fn absorb(&mut self, o: &JimStats) {
-        self.documents += o.documents;
-        self.pings += o.pings;
-        self.pongs += o.pongs;
-        self.messages += o.messages;
-        self.malformed += o.malformed;
-        self.other_xml += o.other_xml;
-        self.oversized_documents += o.oversized_documents;
-        for (k, v) in &o.oversized {
-            self.note_oversized(k, v.count, v.max_bytes);
+/// Oversized documents by name, at most [`MAX_OVERSIZED_NAMES`] names.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(transparent)]
+pub struct OversizedNames(std::collections::BTreeMap<String, Oversized>);
+
+impl std::ops::Deref for OversizedNames {
+    type Target = std::collections::BTreeMap<String, Oversized>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a OversizedNames {
+    type Item = (&'a String, &'a Oversized);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, Oversized>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl OversizedNames {
+    pub fn absorb(&mut self, o: &OversizedNames) {
+        for (k, v) in &o.0 {
+            self.note(k, v.count, v.max_bytes);
         }
     }
 
-    pub(crate) fn note_oversized(&mut self, key: &str, count: u64, bytes: u64) {
-        if !self.oversized.contains_key(key) && self.oversized.len() >= MAX_OVERSIZED_NAMES {
+    fn note(&mut self, key: &str, count: u64, bytes: u64) {
+        if !self.0.contains_key(key) && self.0.len() >= MAX_OVERSIZED_NAMES {
             return;
         }
-        let e = self.oversized.entry(key.to_owned()).or_default();
+        let e = self.0.entry(key.to_owned()).or_default();
         e.count += count;
         e.max_bytes = e.max_bytes.max(bytes);
+    }
+}
+
+impl JimStats {
+    pub(crate) fn note_oversized(&mut self, key: &str, count: u64, bytes: u64) {
+        self.oversized.note(key, count, bytes);
     }
 }

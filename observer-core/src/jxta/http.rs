@@ -22,7 +22,7 @@ use super::framing::PackageHeader;
 use super::marks::Marks;
 use super::message::MIME_JXTA_MSG;
 use super::stream::{FramedMessage, StreamConfig};
-use super::JxtaStats;
+use super::{JxtaStats, Malformed};
 use crate::UnixNanos;
 
 /// Largest request or status line plus headers (JXSE's are under 300 bytes).
@@ -34,36 +34,27 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// Kept when a resync scan finds nothing: the longest start pattern less one.
 const SCAN_KEEP: usize = 8;
 
-/// What the HTTP layer saw. Malformed HTTP is counted in [`JxtaStats::malformed`]
-/// under the [`HttpAnomaly`] labels.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct HttpStats {
-    pub requests: u64,
-    pub responses: u64,
-    /// Bodies of type `application/x-jxta-msg` (empty polling responses included).
-    pub jxta_bodies: u64,
-    pub chunked_bodies: u64,
-    /// `jxmg` messages decoded from those bodies (also counted as TCP messages).
-    pub messages: u64,
+crate::counters! {
+    /// What the HTTP layer saw. Malformed HTTP is counted in [`JxtaStats::malformed`]
+    /// under the [`HttpAnomaly`] labels.
+    #[derive(Debug, Default, Clone, serde::Serialize)]
+    pub struct HttpStats {
+        requests: "requests", metric: Some("requests"), anomaly: false, merge: Sum;
+        responses: "responses", metric: Some("responses"), anomaly: false, merge: Sum;
+        /// Bodies of type `application/x-jxta-msg` (empty polling responses included).
+        jxta_bodies: "JXTA bodies", metric: Some("jxta_bodies"), anomaly: false, merge: Sum;
+        chunked_bodies: "chunked bodies", metric: Some("chunked_bodies"), anomaly: false, merge: Sum;
+        /// `jxmg` messages decoded from those bodies (also counted as TCP messages).
+        messages: "messages", metric: Some("messages"), anomaly: false, merge: Sum;
+    }
 }
 
 impl HttpStats {
-    pub fn absorb(&mut self, o: &HttpStats) {
-        self.requests += o.requests;
-        self.responses += o.responses;
-        self.jxta_bodies += o.jxta_bodies;
-        self.chunked_bodies += o.chunked_bodies;
-        self.messages += o.messages;
-    }
-
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "requests": self.requests,
-            "responses": self.responses,
-            "jxta_bodies": self.jxta_bodies,
-            "chunked_bodies": self.chunked_bodies,
-            "messages": self.messages,
-        })
+        self.iter()
+            .map(|(c, n)| (c.key.to_owned(), serde_json::Value::from(n)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
@@ -84,15 +75,15 @@ pub enum HttpAnomaly {
     PartialMessage,
 }
 
-impl HttpAnomaly {
-    pub fn label(self) -> &'static str {
-        match self {
-            HttpAnomaly::BadHead => "http_bad_head",
-            HttpAnomaly::HeadTooLarge => "http_head_too_large",
-            HttpAnomaly::BadContentLength => "http_bad_content_length",
-            HttpAnomaly::BadChunk => "http_bad_chunk",
-            HttpAnomaly::UnsupportedCoding => "http_unsupported_coding",
-            HttpAnomaly::PartialMessage => "http_partial_message",
+impl From<HttpAnomaly> for Malformed {
+    fn from(a: HttpAnomaly) -> Malformed {
+        match a {
+            HttpAnomaly::BadHead => Malformed::HttpBadHead,
+            HttpAnomaly::HeadTooLarge => Malformed::HttpHeadTooLarge,
+            HttpAnomaly::BadContentLength => Malformed::HttpBadContentLength,
+            HttpAnomaly::BadChunk => Malformed::HttpBadChunk,
+            HttpAnomaly::UnsupportedCoding => Malformed::HttpUnsupportedCoding,
+            HttpAnomaly::PartialMessage => Malformed::HttpPartialMessage,
         }
     }
 }
@@ -445,8 +436,9 @@ impl Core {
     }
 
     fn anomaly(&mut self, a: HttpAnomaly, stats: &mut JxtaStats) {
-        tracing::debug!(anomaly = a.label(), "malformed HTTP");
-        stats.count_malformed(a.label());
+        let kind = Malformed::from(a);
+        tracing::debug!(anomaly = kind.label(), "malformed HTTP");
+        stats.count_malformed(kind);
     }
 
     /// Not JXTA after all: stop looking at this direction.
@@ -1097,13 +1089,13 @@ mod tests {
         let (got, _) = run(Role::Request, &[(&data, 1)], &mut stats);
         assert_eq!(got.len(), 4, "{:?}", stats.malformed);
         for (kind, n) in [
-            ("http_bad_chunk", 1),
-            ("http_bad_content_length", 1),
-            ("bad_signature", 1),
-            ("http_partial_message", 1),
+            (Malformed::HttpBadChunk, 1),
+            (Malformed::HttpBadContentLength, 1),
+            (Malformed::BadSignature, 1),
+            (Malformed::HttpPartialMessage, 1),
         ] {
             assert_eq!(
-                stats.malformed.get(kind),
+                stats.malformed.get(&kind),
                 Some(&n),
                 "{kind}: {:?}",
                 stats.malformed
@@ -1154,7 +1146,7 @@ mod tests {
             p.push(&[b'a'; 1000], 1, &mut stats, &mut |_| {});
             assert!(p.buffered() <= MAX_HEAD + 1000);
         }
-        assert_eq!(stats.malformed.get("http_head_too_large"), Some(&1));
+        assert_eq!(stats.malformed.get(&Malformed::HttpHeadTooLarge), Some(&1));
     }
 
     proptest::proptest! {

@@ -66,19 +66,94 @@ pub enum JxtaError {
 }
 
 impl JxtaError {
-    /// Stable label for statistics (one counter per kind, not per message).
-    pub fn kind(&self) -> &'static str {
+    /// The reason it is counted under (one counter per kind, not per message).
+    pub fn kind(&self) -> Malformed {
         match self {
-            JxtaError::Truncated(_) => "truncated",
-            JxtaError::BadSignature(_) => "bad_signature",
-            JxtaError::UnsupportedVersion(_) => "unsupported_version",
-            JxtaError::BadWelcome(_) => "bad_welcome",
-            JxtaError::BadHeader(_) => "bad_header",
-            JxtaError::TooLarge { .. } => "too_large",
-            JxtaError::BadText(_) => "bad_text",
-            JxtaError::BadNameId(_) => "bad_name_id",
-            JxtaError::TooDeep => "too_deep",
+            JxtaError::Truncated(_) => Malformed::Truncated,
+            JxtaError::BadSignature(_) => Malformed::BadSignature,
+            JxtaError::UnsupportedVersion(_) => Malformed::UnsupportedVersion,
+            JxtaError::BadWelcome(_) => Malformed::BadWelcome,
+            JxtaError::BadHeader(_) => Malformed::BadHeader,
+            JxtaError::TooLarge { .. } => Malformed::TooLarge,
+            JxtaError::BadText(_) => Malformed::BadText,
+            JxtaError::BadNameId(_) => Malformed::BadNameId,
+            JxtaError::TooDeep => Malformed::TooDeep,
         }
+    }
+}
+
+/// Why JXTA wire data was counted as malformed: the keys of [`JxtaStats::malformed`],
+/// of the JSON's `malformed.by_kind` and of the `observer_jxta_malformed_total` metric.
+/// Declared in the order of their labels, which is the order every view lists them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Malformed {
+    BadHeader,
+    BadNameId,
+    BadSignature,
+    BadText,
+    BadWelcome,
+    HttpBadChunk,
+    HttpBadContentLength,
+    HttpBadHead,
+    HttpHeadTooLarge,
+    HttpPartialMessage,
+    HttpUnsupportedCoding,
+    TooDeep,
+    TooLarge,
+    Truncated,
+    UnsupportedVersion,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 15] = [
+        Malformed::BadHeader,
+        Malformed::BadNameId,
+        Malformed::BadSignature,
+        Malformed::BadText,
+        Malformed::BadWelcome,
+        Malformed::HttpBadChunk,
+        Malformed::HttpBadContentLength,
+        Malformed::HttpBadHead,
+        Malformed::HttpHeadTooLarge,
+        Malformed::HttpPartialMessage,
+        Malformed::HttpUnsupportedCoding,
+        Malformed::TooDeep,
+        Malformed::TooLarge,
+        Malformed::Truncated,
+        Malformed::UnsupportedVersion,
+    ];
+
+    /// The stable label (JSON key, metric label value, table suffix).
+    pub fn label(self) -> &'static str {
+        match self {
+            Malformed::BadHeader => "bad_header",
+            Malformed::BadNameId => "bad_name_id",
+            Malformed::BadSignature => "bad_signature",
+            Malformed::BadText => "bad_text",
+            Malformed::BadWelcome => "bad_welcome",
+            Malformed::HttpBadChunk => "http_bad_chunk",
+            Malformed::HttpBadContentLength => "http_bad_content_length",
+            Malformed::HttpBadHead => "http_bad_head",
+            Malformed::HttpHeadTooLarge => "http_head_too_large",
+            Malformed::HttpPartialMessage => "http_partial_message",
+            Malformed::HttpUnsupportedCoding => "http_unsupported_coding",
+            Malformed::TooDeep => "too_deep",
+            Malformed::TooLarge => "too_large",
+            Malformed::Truncated => "truncated",
+            Malformed::UnsupportedVersion => "unsupported_version",
+        }
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl serde::Serialize for Malformed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
     }
 }
 
@@ -91,7 +166,8 @@ pub struct JxtaStats {
     pub messages_tcp: u64,
     pub messages_udp: u64,
     pub elements: u64,
-    pub malformed: BTreeMap<String, u64>,
+    /// At most one entry per [`Malformed`] reason.
+    pub malformed: BTreeMap<Malformed, u64>,
     /// Counted once per element of every message, so a hash map (the JSON report
     /// sorts the names).
     pub element_names: crate::FastMap<String, u64>,
@@ -154,14 +230,8 @@ impl JxtaStats {
         }
     }
 
-    /// Counts one malformed item under `kind` (allocates only the first time a kind
-    /// is seen).
-    pub fn count_malformed(&mut self, kind: &str) {
-        if let Some(n) = self.malformed.get_mut(kind) {
-            *n += 1;
-        } else {
-            self.malformed.insert(kind.to_string(), 1);
-        }
+    pub fn count_malformed(&mut self, kind: Malformed) {
+        *self.malformed.entry(kind).or_default() += 1;
     }
 
     pub fn malformed_total(&self) -> u64 {
@@ -263,8 +333,8 @@ mod tests {
         let mut s = JxtaStats::default();
         s.count_message(&msg, false);
         s.count_message(&msg, true);
-        s.count_malformed("bad_header");
-        s.count_malformed("bad_header");
+        s.count_malformed(Malformed::BadHeader);
+        s.count_malformed(Malformed::BadHeader);
         let j = s.to_json();
         assert_eq!(j["messages"]["total"], 2);
         assert_eq!(j["messages"]["udp"], 1);

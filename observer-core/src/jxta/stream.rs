@@ -13,7 +13,7 @@ use super::framing::{parse_package_header, HeaderParse, PackageHeader, MAX_HEADE
 use super::marks::Marks;
 use super::message::MESSAGE_SIGNATURE;
 use super::welcome::{parse_welcome, Welcome, MAX_WELCOME_LEN, WELCOME_SIGNATURE};
-use super::JxtaStats;
+use super::{JxtaStats, Malformed};
 use crate::UnixNanos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +342,7 @@ impl Core {
             let window = rest.get(..MAX_WELCOME_LEN + 2).unwrap_or(rest);
             let Some(eol) = memmem::find(window, b"\r\n") else {
                 if window.len() >= MAX_WELCOME_LEN + 2 {
-                    stats.count_malformed("bad_welcome");
+                    stats.count_malformed(Malformed::BadWelcome);
                     self.mode = Mode::Resync;
                     stats.skipped_bytes += 1;
                     return Step::go(1);
@@ -355,7 +355,7 @@ impl Core {
                     stats.welcomes += 1;
                     out(StreamEvent::Welcome(w));
                 }
-                Err(_) => stats.count_malformed("bad_welcome"),
+                Err(_) => stats.count_malformed(Malformed::BadWelcome),
             }
             self.mode = Mode::Packages;
             return Step::go(eol + 2);
@@ -386,13 +386,13 @@ impl Core {
             HeaderParse::Complete(h) => h,
             HeaderParse::Incomplete => return Step::wait(0),
             HeaderParse::Invalid(_) => {
-                stats.count_malformed("bad_header");
+                stats.count_malformed(Malformed::BadHeader);
                 self.mode = Mode::Resync;
                 return Step::go(0);
             }
         };
         if h.content_length > self.max_message {
-            stats.count_malformed("too_large");
+            stats.count_malformed(Malformed::TooLarge);
             let total = (h.header_len as u64).saturating_add(h.content_length);
             if h.content_length <= self.max_message.saturating_mul(PLAUSIBLE_FACTOR) {
                 self.mode = Mode::Skip { remaining: total };
@@ -815,7 +815,7 @@ mod tests {
         let mut stats = JxtaStats::default();
         let mut evs = Vec::new();
         p.push(&v, 1, &mut stats, &mut collect(&mut evs));
-        assert_eq!(stats.malformed.get("too_large"), Some(&1));
+        assert_eq!(stats.malformed.get(&Malformed::TooLarge), Some(&1));
         assert_eq!(bodies(&evs), vec![b2]);
         assert!(p.buffered() < 64);
     }
@@ -836,7 +836,7 @@ mod tests {
             assert!(p.buffered() < 200);
         }
         assert_eq!(bodies(&evs), vec![b]);
-        assert_eq!(stats.malformed.get("too_large"), Some(&1));
+        assert_eq!(stats.malformed.get(&Malformed::TooLarge), Some(&1));
         assert_eq!(stats.skipped_bytes, big.len() as u64);
     }
 

@@ -124,65 +124,45 @@ impl Default for PacketConfig {
     }
 }
 
-/// Counters for every frame handed to [`PacketDecoder::decode`]; each frame
-/// that yields no segment is counted under exactly one reason.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PacketStats {
-    pub frames: u64,
-    pub ipv4: u64,
-    pub ipv6: u64,
-    pub tcp: u64,
-    pub udp: u64,
-    /// IP packets carrying neither TCP nor UDP (ICMP, ESP, ...).
-    pub other_transport: u64,
-    /// Link-layer frames that are not IP (ARP, LLDP, ...).
-    pub non_ip: u64,
-    pub unknown_link_type: u64,
-    /// Frames too short or inconsistent to decode.
-    pub malformed: u64,
-    /// Segments delivered with `cut` set, plus fragments dropped because cut.
-    pub snaplen_cut: u64,
-    /// IP fragments received (each is otherwise not counted as a result).
-    pub fragments: u64,
-    /// Datagrams completed from fragments.
-    pub reassembled: u64,
-    /// Incomplete datagrams dropped after `fragment_timeout_ns`.
-    pub fragment_timeouts: u64,
-    /// Incomplete datagrams dropped to honour the datagram or byte cap.
-    pub fragment_evictions: u64,
-    /// Fragments overlapping data already received (the earlier bytes win).
-    pub fragment_overlaps: u64,
-    /// Frames put back into time order before decoding (`--reorder-window`).
-    pub reorder: crate::capture::ReorderStats,
-    /// IP packets dropped as a host drops them: an IPv4 total length below the
-    /// header's, or an IP length beyond a frame the snaplen did not cut.
-    pub bad_ip_length: u64,
-    /// IPv4 packets dropped for a wrong header checksum.
-    pub bad_ip_checksum: u64,
-}
-
-/// Stateful decoder: the state is the fragment reassembly table.
-impl PacketStats {
-    /// Adds another decoder's counts (the shards of a parallel analysis).
-    pub fn absorb(&mut self, o: &PacketStats) {
-        self.frames += o.frames;
-        self.ipv4 += o.ipv4;
-        self.ipv6 += o.ipv6;
-        self.tcp += o.tcp;
-        self.udp += o.udp;
-        self.other_transport += o.other_transport;
-        self.non_ip += o.non_ip;
-        self.unknown_link_type += o.unknown_link_type;
-        self.malformed += o.malformed;
-        self.snaplen_cut += o.snaplen_cut;
-        self.fragments += o.fragments;
-        self.reassembled += o.reassembled;
-        self.fragment_timeouts += o.fragment_timeouts;
-        self.fragment_evictions += o.fragment_evictions;
-        self.fragment_overlaps += o.fragment_overlaps;
-        self.reorder.absorb(&o.reorder);
-        self.bad_ip_length += o.bad_ip_length;
-        self.bad_ip_checksum += o.bad_ip_checksum;
+crate::counters! {
+    /// Counters for every frame handed to [`PacketDecoder::decode`]; each frame
+    /// that yields no segment is counted under exactly one reason. The metric labels
+    /// are the reasons of `observer_packets_dropped_total` (what a host drops).
+    #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+    pub struct PacketStats {
+        frames: "frames", metric: None, anomaly: false, merge: Sum;
+        ipv4: "IPv4 packets", metric: None, anomaly: false, merge: Sum;
+        ipv6: "IPv6 packets", metric: None, anomaly: false, merge: Sum;
+        tcp: "TCP segments", metric: None, anomaly: false, merge: Sum;
+        udp: "UDP datagrams", metric: None, anomaly: false, merge: Sum;
+        /// IP packets carrying neither TCP nor UDP (ICMP, ESP, ...).
+        other_transport: "other IP transports", metric: None, anomaly: false, merge: Sum;
+        /// Link-layer frames that are not IP (ARP, LLDP, ...).
+        non_ip: "non-IP frames", metric: None, anomaly: false, merge: Sum;
+        unknown_link_type: "frames of an unknown link type", metric: None, anomaly: true, merge: Sum;
+        /// Frames too short or inconsistent to decode.
+        malformed: "malformed frames", metric: None, anomaly: true, merge: Sum;
+        /// Segments delivered with `cut` set, plus fragments dropped because cut.
+        snaplen_cut: "cut by the snaplen", metric: None, anomaly: false, merge: Sum;
+        /// IP fragments received (each is otherwise not counted as a result).
+        fragments: "IP fragments", metric: None, anomaly: false, merge: Sum;
+        /// Datagrams completed from fragments.
+        reassembled: "datagrams reassembled", metric: None, anomaly: false, merge: Sum;
+        /// Incomplete datagrams dropped after `fragment_timeout_ns`.
+        fragment_timeouts: "IP fragments timed out", metric: None, anomaly: true, merge: Sum;
+        /// Incomplete datagrams dropped to honour the datagram or byte cap.
+        fragment_evictions: "IP fragment datagrams evicted (cap)", metric: None, anomaly: true, merge: Sum;
+        /// Fragments overlapping data already received (the earlier bytes win).
+        fragment_overlaps: "IP fragment overlaps", metric: None, anomaly: false, merge: Sum;
+        /// IP packets dropped as a host drops them: an IPv4 total length below the
+        /// header's, or an IP length beyond a frame the snaplen did not cut.
+        bad_ip_length: "IP length below header or beyond frame (dropped)", metric: Some("bad_ip_length"), anomaly: true, merge: Sum;
+        /// IPv4 packets dropped for a wrong header checksum.
+        bad_ip_checksum: "bad IPv4 header checksum (dropped)", metric: Some("bad_ip_checksum"), anomaly: true, merge: Sum;
+    }
+    nested {
+        /// Frames put back into time order before decoding (`--reorder-window`).
+        reorder: crate::capture::ReorderStats,
     }
 }
 
@@ -214,6 +194,7 @@ pub fn shard(frame: &Frame<'_>, shards: usize) -> usize {
     (h % shards as u64) as usize
 }
 
+/// Stateful decoder: the state is the fragment reassembly table.
 #[derive(Debug)]
 pub struct PacketDecoder {
     pub stats: PacketStats,

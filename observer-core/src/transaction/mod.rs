@@ -179,57 +179,42 @@ impl Transaction {
     }
 }
 
-/// Everything the matcher saw that is not a transaction, counted.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Anomalies {
-    /// Documents that looked like JIM but were not well formed (counted by the caller
-    /// through `Matcher::count_malformed`).
-    pub malformed_documents: u64,
-    /// A PONG whose correlator was already answered.
-    pub duplicate_pong: u64,
-    /// A PONG whose correlator matches no PING of its pair.
-    pub unknown_correlator: u64,
-    /// A PONG from a peer the poller never pinged.
-    pub unsolicited_pong: u64,
-    /// A PONG without correlator when its pair has no PING outstanding.
-    pub pong_without_ping: u64,
-    /// A PONG answering a PING that had already timed out.
-    pub late_pong: u64,
-    /// A PONG whose status is not one of the four states.
-    pub unknown_status: u64,
-    /// Outstanding PINGs dropped by the per-pair cap or with an evicted pair.
-    pub evicted_outstanding: u64,
-    pub evicted_pairs: u64,
-    /// A PING whose correlator is already outstanding or recently finished for its pair.
-    pub duplicate_ping_correlator: u64,
-    /// Second (relay) sightings of a PING or PONG already seen on another leg.
-    pub relayed_sightings: u64,
-    /// PING/PONG with neither a peer ID nor a name for one of the two ends.
-    pub unidentified: u64,
-    /// MESSAGE documents (instant messages; not part of a transaction).
-    pub messages: u64,
-    /// A PONG stamped before the PING it answers (the capture clock stepped back): the
-    /// PING counts as answered but is no transaction, so no RTT of 0 enters the
-    /// statistics.
-    pub clock_steps: u64,
-}
-
-impl Anomalies {
-    /// Everything that went wrong; relay sightings and MESSAGE documents are normal
-    /// traffic and not counted.
-    pub fn total(&self) -> u64 {
-        self.malformed_documents
-            + self.duplicate_pong
-            + self.unknown_correlator
-            + self.unsolicited_pong
-            + self.pong_without_ping
-            + self.late_pong
-            + self.unknown_status
-            + self.evicted_outstanding
-            + self.evicted_pairs
-            + self.duplicate_ping_correlator
-            + self.unidentified
-            + self.clock_steps
+crate::counters! {
+    /// Everything the matcher saw that is not a transaction, counted. Declared in the
+    /// order the report's table lists them.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+    pub struct Anomalies {
+        /// Documents that looked like JIM but were not well formed (counted by the caller
+        /// through `Matcher::count_malformed`).
+        malformed_documents: "malformed documents", metric: Some("malformed_document"), anomaly: true, merge: Sum;
+        /// A PONG whose correlator was already answered.
+        duplicate_pong: "duplicate PONG", metric: Some("duplicate_pong"), anomaly: true, merge: Sum;
+        /// A PONG whose correlator matches no PING of its pair.
+        unknown_correlator: "unknown correlator", metric: Some("unknown_correlator"), anomaly: true, merge: Sum;
+        /// A PONG from a peer the poller never pinged.
+        unsolicited_pong: "unsolicited PONG", metric: Some("unsolicited_pong"), anomaly: true, merge: Sum;
+        /// A PONG without correlator when its pair has no PING outstanding.
+        pong_without_ping: "PONG without PING", metric: Some("pong_without_ping"), anomaly: true, merge: Sum;
+        /// A PONG answering a PING that had already timed out.
+        late_pong: "late PONG", metric: Some("late_pong"), anomaly: true, merge: Sum;
+        /// A PONG whose status is not one of the four states.
+        unknown_status: "unknown status", metric: None, anomaly: true, merge: Sum;
+        /// A PING whose correlator is already outstanding or recently finished for its pair.
+        duplicate_ping_correlator: "duplicate PING correlator", metric: None, anomaly: true, merge: Sum;
+        /// A PONG stamped before the PING it answers (the capture clock stepped back): the
+        /// PING counts as answered but is no transaction, so no RTT of 0 enters the
+        /// statistics.
+        clock_steps: "clock steps (PONG before its PING)", metric: Some("clock_step"), anomaly: true, merge: Sum;
+        /// Outstanding PINGs dropped by the per-pair cap or with an evicted pair.
+        evicted_outstanding: "evicted outstanding PINGs", metric: Some("evicted_outstanding"), anomaly: true, merge: Sum;
+        evicted_pairs: "evicted pairs", metric: None, anomaly: true, merge: Sum;
+        /// PING/PONG with neither a peer ID nor a name for one of the two ends.
+        unidentified: "unidentified peers", metric: None, anomaly: true, merge: Sum;
+        /// Second (relay) sightings of a PING or PONG already seen on another leg: normal
+        /// traffic.
+        relayed_sightings: "relayed sightings", metric: None, anomaly: false, merge: Sum;
+        /// MESSAGE documents (instant messages; not part of a transaction).
+        messages: "MESSAGE documents", metric: None, anomaly: false, merge: Sum;
     }
 }
 

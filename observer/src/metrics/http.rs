@@ -1,16 +1,18 @@
 //! The metrics endpoint: GET `/metrics` on its own thread (the limits are those of
 //! [`crate::httpd`]), serving a snapshot the pipeline thread publishes, so a slow
-//! scraper never slows the capture.
+//! scraper never slows the capture. Each scrape is encoded here, in the format its
+//! `Accept` header asks for ([`Format::negotiate`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::{Exposition, Format};
 use crate::httpd::{self, Limits, Request, Response, ServerStats};
 
-/// Text served at `/metrics`, replaced by the pipeline thread as it changes.
-pub type Snapshot = Arc<Mutex<String>>;
+/// What `/metrics` serves, replaced by the pipeline thread as it changes.
+pub type Snapshot = Arc<Mutex<Arc<Exposition>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -126,8 +128,9 @@ fn route(req: &Request, snapshot: &Snapshot) -> Response {
     }
     match req.path.as_str() {
         "/metrics" => {
-            let text = snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-            Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
+            let format = Format::negotiate(req.header("accept"));
+            let exposition = snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+            Response::new(200, format.content_type(), exposition.encode(format))
         }
         "/" => Response::text(200, "observer: metrics at /metrics\n"),
         _ => Response::text(404, "not found\n"),
@@ -141,25 +144,117 @@ mod tests {
     use std::net::TcpStream;
 
     fn get(addr: SocketAddr, path: &str) -> String {
+        get_with(addr, path, "")
+    }
+
+    fn get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read");
         out
     }
 
+    /// A snapshot with one gauge and one counter.
+    fn up(n: i64) -> Arc<Exposition> {
+        use prometheus_client::metrics::MetricType;
+        let mut e = Exposition::default();
+        e.family("observer_up", MetricType::Gauge, "Up.")
+            .gauge(&[], n);
+        e.family("observer_scrapes_total", MetricType::Counter, "Scrapes.")
+            .counter(&[("kind", "a\"b")], 7);
+        Arc::new(e)
+    }
+
+    fn snapshot(n: i64) -> Snapshot {
+        Arc::new(Mutex::new(up(n)))
+    }
+
+    fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+        let head = response.split("\r\n\r\n").next()?;
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn body(response: &str) -> &str {
+        response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    /// Each `Accept` header a scraper sends gets its format: the content type says
+    /// which, and the body is that format (OpenMetrics: counter family named without
+    /// `_total`, `# EOF` at the end; classic: `# TYPE ..._total counter`, no `# EOF`).
+    #[test]
+    fn accept_header_chooses_the_format() {
+        let server =
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snapshot(1)).unwrap();
+        let openmetrics = [
+            "Accept: application/openmetrics-text; version=1.0.0\r\n",
+            // Prometheus 2's header (the version installed here).
+            "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n",
+            // Prometheus 3's default scrape protocols.
+            "Accept: application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\n",
+            "Accept: text/plain;q=0.5, application/openmetrics-text\r\n",
+        ];
+        let classic = [
+            "",
+            "Accept: text/plain; version=0.0.4\r\n",
+            "Accept: */*\r\n",
+            "Accept: application/openmetrics-text;q=0.1, text/plain;q=0.9\r\n",
+            "Accept: application/openmetrics-text;q=0, text/plain\r\n",
+            "Accept: application/json\r\n",
+        ];
+        for h in openmetrics {
+            let r = get_with(server.addr, "/metrics", h);
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "{h}: {r}");
+            assert_eq!(
+                header(&r, "content-type"),
+                Some(crate::metrics::OPENMETRICS_CONTENT_TYPE),
+                "{h}"
+            );
+            let b = body(&r);
+            assert!(b.contains("# TYPE observer_scrapes counter\n"), "{h}: {b}");
+            assert!(
+                b.contains("observer_scrapes_total{kind=\"a\\\"b\"} 7\n"),
+                "{h}: {b}"
+            );
+            assert!(b.contains("observer_up 1\n"), "{h}: {b}");
+            assert!(b.ends_with("# EOF\n"), "{h}: {b}");
+        }
+        for h in classic {
+            let r = get_with(server.addr, "/metrics", h);
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "{h}: {r}");
+            assert_eq!(
+                header(&r, "content-type"),
+                Some("text/plain; version=0.0.4; charset=utf-8"),
+                "{h}"
+            );
+            let b = body(&r);
+            assert!(
+                b.contains("# TYPE observer_scrapes_total counter\n"),
+                "{h}: {b}"
+            );
+            assert!(
+                b.contains("observer_scrapes_total{kind=\"a\\\"b\"} 7\n"),
+                "{h}: {b}"
+            );
+            assert!(!b.contains("# EOF"), "{h}: {b}");
+        }
+    }
+
     #[test]
     fn serves_the_snapshot() {
-        let snap: Snapshot = Arc::new(Mutex::new("observer_up 1\n".into()));
+        let snap = snapshot(1);
         let server =
             MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snap.clone()).unwrap();
         let r = get(server.addr, "/metrics");
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
-        assert!(r.ends_with("observer_up 1\n"));
-        *snap.lock().unwrap() = "observer_up 2\n".into();
-        assert!(get(server.addr, "/metrics").ends_with("observer_up 2\n"));
+        assert!(r.contains("\nobserver_up 1\n"));
+        *snap.lock().unwrap() = up(2);
+        assert!(get(server.addr, "/metrics").contains("\nobserver_up 2\n"));
         assert!(get(server.addr, "/nope").starts_with("HTTP/1.1 404"));
     }
 
@@ -167,9 +262,8 @@ mod tests {
     /// nor hold up the end of the run (it held both for 24 s with per-read timeouts).
     #[test]
     fn slow_client_blocks_neither_scrapes_nor_shutdown() {
-        let snap: Snapshot = Arc::new(Mutex::new("observer_up 1\n".into()));
         let server =
-            MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snap.clone()).unwrap();
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snapshot(1)).unwrap();
         let addr = server.addr;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let trickle = {
@@ -189,7 +283,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         // Other scrapes are served while the trickler is connected.
         for _ in 0..3 {
-            assert!(get(addr, "/metrics").ends_with("observer_up 1\n"));
+            assert!(get(addr, "/metrics").contains("\nobserver_up 1\n"));
         }
         // The run's end does not wait for the trickler: the server thread is gone
         // within its bounded wind-down, measured against the trickler still writing.
@@ -218,8 +312,8 @@ mod tests {
     /// once the idle ones hit their deadline, scrapes are served again.
     #[test]
     fn connection_cap_and_deadline() {
-        let snap: Snapshot = Arc::new(Mutex::new("observer_up 1\n".into()));
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snap).unwrap();
+        let server =
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), false, snapshot(1)).unwrap();
         let cap = Limits::default().max_connections;
         let idle: Vec<TcpStream> = (0..cap)
             .map(|_| TcpStream::connect(server.addr).expect("connect"))

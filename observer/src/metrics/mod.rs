@@ -1,12 +1,27 @@
-//! Live metrics in the Prometheus text exposition format: the study's JMX agent, in
-//! today's form. [`LiveMetrics`] accumulates finished transactions; `render` writes the
-//! exposition with the pipeline's counters; [`http`] serves it.
+//! Live metrics: the study's JMX agent, in today's form. [`LiveMetrics`] accumulates
+//! finished transactions; `exposition` takes a snapshot of them with the pipeline's
+//! counters; [`http`] serves it.
+//!
+//! The snapshot is encoded by the official `prometheus-client` crate, in the format the
+//! scraper asks for in its `Accept` header ([`Format::negotiate`]): OpenMetrics 1.0
+//! (`prometheus_client::encoding::text`) or the classic Prometheus text format 0.0.4
+//! (`prometheus_client::encoding::prometheus_text`). The values are counts the pipeline
+//! already keeps (plain `u64`s on its own thread, no atomics per packet), so they enter
+//! the crate's registry as a [`Collector`] over the snapshot rather than as live
+//! `Counter`s.
 
 pub mod http;
 pub mod window;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::conntrack::FlowStats;
 use crate::jim::JimStats;
@@ -20,10 +35,213 @@ pub const RTT_BUCKETS_S: [f64; 16] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0,
 ];
 
+/// The two text formats a scraper can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The classic Prometheus text format, 0.0.4: what a scraper gets unless it asks
+    /// for OpenMetrics (curl, older Prometheus, the default of most tools).
+    Prometheus,
+}
+
+/// `Content-Type` of OpenMetrics text 1.0 (the version `prometheus-client` writes).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+
+    /// The format an `Accept` header prefers: the acceptable media range with the
+    /// highest `q` (the first of equals), OpenMetrics for `application/openmetrics-text`
+    /// (of no version or 1.0.0), the classic format for `text/plain`, `text/*` and
+    /// `*/*`. With no header, or none of these acceptable, the classic format: a
+    /// scraper that cannot say what it wants gets what every scraper reads.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut best: Option<(f64, Format)> = None;
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let mut q = 1.0;
+            let mut version = None;
+            for p in parts {
+                let Some((k, v)) = p.split_once('=') else {
+                    continue;
+                };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.trim().parse::<f64>().unwrap_or(0.0),
+                    "version" => version = Some(v.trim().trim_matches('"').to_owned()),
+                    _ => {}
+                }
+            }
+            let format = match media.as_str() {
+                "application/openmetrics-text"
+                    if version.as_deref().is_none_or(|v| v == "1.0.0") =>
+                {
+                    Format::OpenMetrics
+                }
+                "text/plain" | "text/*" | "*/*" => Format::Prometheus,
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+                best = Some((q, format));
+            }
+        }
+        best.map_or(Format::Prometheus, |(_, f)| f)
+    }
+}
+
+/// One value of a family.
+#[derive(Clone, Debug)]
+enum Value {
+    Counter(u64),
+    Gauge(i64),
+    GaugeF64(f64),
+    /// Per-bucket (not cumulative) counts, the last bucket's bound +Inf.
+    Histogram {
+        sum: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Sample {
+    labels: Vec<(&'static str, String)>,
+    value: Value,
+}
+
+#[derive(Clone, Debug)]
+struct Family {
+    /// The name as a scraper sees it (counters with their `_total`).
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<Sample>,
+}
+
+/// A snapshot of every metric, ready to be encoded in either format. Cheap to share:
+/// the server thread encodes it per scrape while the pipeline builds the next one.
+#[derive(Clone, Debug, Default)]
+pub struct Exposition {
+    families: Vec<Family>,
+}
+
+/// Adds samples to the family [`Exposition::family`] opened.
+pub struct FamilyBuilder<'a>(&'a mut Family);
+
+impl FamilyBuilder<'_> {
+    pub fn counter(&mut self, labels: &[(&'static str, &str)], v: u64) -> &mut Self {
+        self.push(labels, Value::Counter(v))
+    }
+
+    pub fn gauge(&mut self, labels: &[(&'static str, &str)], v: i64) -> &mut Self {
+        self.push(labels, Value::Gauge(v))
+    }
+
+    pub fn gauge_f64(&mut self, labels: &[(&'static str, &str)], v: f64) -> &mut Self {
+        self.push(labels, Value::GaugeF64(v))
+    }
+
+    fn push(&mut self, labels: &[(&'static str, &str)], value: Value) -> &mut Self {
+        let labels = labels.iter().map(|(k, v)| (*k, clean(v))).collect();
+        self.0.samples.push(Sample { labels, value });
+        self
+    }
+}
+
+impl Exposition {
+    /// Opens a family: `kind` is a counter (name ending in `_total`), a gauge or a
+    /// histogram.
+    pub fn family(
+        &mut self,
+        name: &'static str,
+        kind: MetricType,
+        help: &'static str,
+    ) -> FamilyBuilder<'_> {
+        debug_assert!((kind == MetricType::Counter) == name.ends_with("_total"));
+        self.families.push(Family {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        });
+        let last = self.families.len() - 1;
+        FamilyBuilder(&mut self.families[last])
+    }
+
+    /// Adds the families of `other` after these.
+    pub fn extend(&mut self, other: Exposition) {
+        self.families.extend(other.families);
+    }
+
+    /// The text a scraper asking for `format` gets.
+    pub fn encode(self: &Arc<Self>, format: Format) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail, nor can the collector (it only writes).
+        let _ = match format {
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            }
+        };
+        out
+    }
+
+    /// The classic text format (tests and tools that read the exposition as text).
+    pub fn to_text(self) -> String {
+        Arc::new(self).encode(Format::Prometheus)
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.families {
+            // The encoders add `_total` to a counter's name themselves.
+            let name = match f.kind {
+                MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(f.name),
+                _ => f.name,
+            };
+            let mut metric = encoder.encode_descriptor(name, f.help, None, f.kind)?;
+            for s in &f.samples {
+                let mut m = metric.encode_family(&s.labels)?;
+                match &s.value {
+                    Value::Counter(v) => ConstCounter::new(*v).encode(m)?,
+                    Value::Gauge(v) => ConstGauge::new(*v).encode(m)?,
+                    Value::GaugeF64(v) => ConstGauge::new(*v).encode(m)?,
+                    Value::Histogram {
+                        sum,
+                        count,
+                        buckets,
+                    } => m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        *sum, *count, buckets, None,
+                    )?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names come from the wire: control characters are dropped so that a hostile name
+/// cannot break a line (the encoders escape backslash, quote and newline themselves).
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect()
+}
+
 #[derive(Default, Clone, Debug)]
 struct PairMetrics {
     by_status: [u64; 3],
-    buckets: [u64; RTT_BUCKETS_S.len()],
+    /// Per bucket of [`RTT_BUCKETS_S`], then above the last bound.
+    buckets: [u64; RTT_BUCKETS_S.len() + 1],
     rtt_sum_s: f64,
     rtt_count: u64,
 }
@@ -58,6 +276,13 @@ fn label(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
     }
 }
 
+/// The label values of a counter group's exported counters.
+fn group<'a, C: 'static>(
+    it: impl Iterator<Item = (&'static observer_core::counters::Counter<C>, u64)> + 'a,
+) -> impl Iterator<Item = (&'static str, u64)> + 'a {
+    it.filter_map(|(c, n)| c.metric.map(|k| (k, n)))
+}
+
 impl LiveMetrics {
     pub fn record(&mut self, t: &Transaction) {
         let key = (
@@ -73,17 +298,17 @@ impl LiveMetrics {
         m.by_status[idx] += 1;
         if let Some(ns) = t.rtt_ns() {
             let s = ns as f64 / 1e9;
-            for (i, le) in RTT_BUCKETS_S.iter().enumerate() {
-                if s <= *le {
-                    m.buckets[i] += 1;
-                }
-            }
+            let i = RTT_BUCKETS_S
+                .iter()
+                .position(|le| s <= *le)
+                .unwrap_or(RTT_BUCKETS_S.len());
+            m.buckets[i] += 1;
             m.rtt_sum_s += s;
             m.rtt_count += 1;
         }
     }
 
-    /// The whole exposition.
+    /// The whole exposition in the classic text format.
     #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
@@ -95,316 +320,186 @@ impl LiveMetrics {
         active_flows: usize,
         source: &SourceCounters,
     ) -> String {
-        let mut out = String::with_capacity(4096);
-        header(
-            &mut out,
+        self.exposition(matcher, packets, flows, jxta, jim, active_flows, source)
+            .to_text()
+    }
+
+    /// A snapshot of every metric.
+    #[allow(clippy::too_many_arguments)]
+    pub fn exposition(
+        &self,
+        matcher: &Matcher,
+        packets: &PacketStats,
+        flows: &FlowStats,
+        jxta: &JxtaStats,
+        jim: &JimStats,
+        active_flows: usize,
+        source: &SourceCounters,
+    ) -> Exposition {
+        use MetricType::{Counter, Gauge, Histogram};
+        let mut e = Exposition::default();
+        let mut f = e.family(
             "observer_transactions_total",
-            "counter",
+            Counter,
             "PING/PONG transactions finished, by pair and status.",
         );
         for ((p, r), m) in &self.pairs {
             for (i, status) in ["ok", "timeout", "open"].iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "observer_transactions_total{{poller=\"{}\",receiver=\"{}\",status=\"{status}\"}} {}",
-                    esc(p),
-                    esc(r),
-                    m.by_status[i]
+                f.counter(
+                    &[("poller", p), ("receiver", r), ("status", status)],
+                    m.by_status[i],
                 );
             }
         }
-        header(
-            &mut out,
+        let f = e.family(
             "observer_rtt_seconds",
-            "histogram",
+            Histogram,
             "Presence round-trip time of ok transactions, by pair.",
         );
         for ((p, r), m) in &self.pairs {
-            let l = format!("poller=\"{}\",receiver=\"{}\"", esc(p), esc(r));
-            for (i, le) in RTT_BUCKETS_S.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "observer_rtt_seconds_bucket{{{l},le=\"{le}\"}} {}",
-                    m.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "observer_rtt_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-                m.rtt_count
-            );
-            let _ = writeln!(out, "observer_rtt_seconds_sum{{{l}}} {}", m.rtt_sum_s);
-            let _ = writeln!(out, "observer_rtt_seconds_count{{{l}}} {}", m.rtt_count);
+            let buckets = RTT_BUCKETS_S
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(m.buckets)
+                .collect();
+            f.0.samples.push(Sample {
+                labels: vec![("poller", clean(p)), ("receiver", clean(r))],
+                value: Value::Histogram {
+                    sum: m.rtt_sum_s,
+                    count: m.rtt_count,
+                    buckets,
+                },
+            });
         }
-        header(
-            &mut out,
+        let mut f = e.family(
             "observer_presence_state",
-            "gauge",
+            Gauge,
             "1 for each peer's current presence state (from its latest PONG).",
         );
         for p in matcher.presence().current() {
             let name = label(&p.name, &p.peer_id);
             for state in ["online", "busy", "away", "offline"] {
-                let v = u8::from(p.status.as_str() == state);
-                let _ = writeln!(
-                    out,
-                    "observer_presence_state{{peer=\"{}\",state=\"{state}\"}} {v}",
-                    esc(&name)
-                );
+                let v = i64::from(p.status.as_str() == state);
+                f.gauge(&[("peer", &name), ("state", state)], v);
             }
         }
         let o = matcher.overhead();
-        header(
-            &mut out,
+        e.family(
             "observer_correlator_bytes_total",
-            "counter",
+            Counter,
             "Bytes of <correlator> elements seen, by message kind.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_correlator_bytes_total{{kind=\"ping\"}} {}",
-            o.ping.correlator_bytes
-        );
-        let _ = writeln!(
-            out,
-            "observer_correlator_bytes_total{{kind=\"pong\"}} {}",
-            o.pong.correlator_bytes
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[("kind", "ping")], o.ping.correlator_bytes)
+        .counter(&[("kind", "pong")], o.pong.correlator_bytes);
+        e.family(
             "observer_jim_messages_total",
-            "counter",
+            Counter,
             "PING and PONG documents seen.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_jim_messages_total{{kind=\"ping\"}} {}",
-            o.ping.count
-        );
-        let _ = writeln!(
-            out,
-            "observer_jim_messages_total{{kind=\"pong\"}} {}",
-            o.pong.count
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[("kind", "ping")], o.ping.count)
+        .counter(&[("kind", "pong")], o.pong.count);
+        e.family(
             "observer_jxta_messages_total",
-            "counter",
+            Counter,
             "JXTA messages decoded, by transport.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_jxta_messages_total{{transport=\"tcp\"}} {}",
-            jxta.messages_tcp
-        );
-        let _ = writeln!(
-            out,
-            "observer_jxta_messages_total{{transport=\"udp\"}} {}",
-            jxta.messages_udp
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[("transport", "tcp")], jxta.messages_tcp)
+        .counter(&[("transport", "udp")], jxta.messages_udp);
+        let mut f = e.family(
             "observer_jxta_http_total",
-            "counter",
+            Counter,
             "JXTA's HTTP transport: requests, responses, bodies of type application/x-jxta-msg (and of those chunked), messages decoded from them (also counted under transport tcp).",
         );
-        let h = &jxta.http;
-        for (kind, n) in [
-            ("requests", h.requests),
-            ("responses", h.responses),
-            ("jxta_bodies", h.jxta_bodies),
-            ("chunked_bodies", h.chunked_bodies),
-            ("messages", h.messages),
-        ] {
-            let _ = writeln!(out, "observer_jxta_http_total{{kind=\"{kind}\"}} {n}");
+        for (kind, n) in group(jxta.http.iter()) {
+            f.counter(&[("kind", kind)], n);
         }
-        header(
-            &mut out,
+        let mut f = e.family(
             "observer_jxta_malformed_total",
-            "counter",
+            Counter,
             "JXTA wire data that could not be decoded, by kind (http_* for the HTTP transport).",
         );
         for (kind, n) in &jxta.malformed {
-            let _ = writeln!(
-                out,
-                "observer_jxta_malformed_total{{kind=\"{}\"}} {n}",
-                esc(kind)
-            );
+            f.counter(&[("kind", kind.label())], *n);
         }
-        let a = matcher.anomalies();
-        header(
-            &mut out,
+        let mut f = e.family(
             "observer_anomalies_total",
-            "counter",
+            Counter,
             "PING/PONG anomalies (never transactions), by kind.",
         );
-        for (kind, n) in [
-            ("duplicate_pong", a.duplicate_pong),
-            ("unknown_correlator", a.unknown_correlator),
-            ("unsolicited_pong", a.unsolicited_pong),
-            ("pong_without_ping", a.pong_without_ping),
-            ("late_pong", a.late_pong),
-            ("malformed_document", a.malformed_documents),
-            ("evicted_outstanding", a.evicted_outstanding),
-            ("clock_step", a.clock_steps),
-        ] {
-            let _ = writeln!(out, "observer_anomalies_total{{kind=\"{kind}\"}} {n}");
+        for (kind, n) in group(matcher.anomalies().iter()) {
+            f.counter(&[("kind", kind)], n);
         }
-        header(
-            &mut out,
+        e.family(
             "observer_packets_total",
-            "counter",
+            Counter,
             "Frames handed to the pipeline.",
-        );
-        let _ = writeln!(out, "observer_packets_total {}", packets.frames);
-        header(
-            &mut out,
+        )
+        .counter(&[], packets.frames);
+        let mut f = e.family(
             "observer_reorder_frames_total",
-            "counter",
+            Counter,
             "Frames put back in time order (reordered), later than the window (late, used as they came), or released before their window by the hold bound (forced).",
         );
-        let r = &packets.reorder;
-        for (kind, n) in [
-            ("reordered", r.reordered_frames),
-            ("late", r.late_frames),
-            ("forced", r.forced_releases),
-        ] {
-            let _ = writeln!(out, "observer_reorder_frames_total{{kind=\"{kind}\"}} {n}");
+        for (kind, n) in group(packets.reorder.iter()) {
+            f.counter(&[("kind", kind)], n);
         }
-        header(
-            &mut out,
+        let mut f = e.family(
             "observer_packets_dropped_total",
-            "counter",
+            Counter,
             "Packets the receiving host would drop, dropped here too, by reason.",
         );
-        for (reason, n) in [
-            ("bad_ip_length", packets.bad_ip_length),
-            ("bad_ip_checksum", packets.bad_ip_checksum),
-            ("bad_tcp_checksum", flows.bad_tcp_checksum),
-            ("data_without_ack", flows.data_without_ack),
-        ] {
-            let _ = writeln!(
-                out,
-                "observer_packets_dropped_total{{reason=\"{reason}\"}} {n}"
-            );
+        for (reason, n) in group(packets.iter()).chain(group(flows.iter())) {
+            f.counter(&[("reason", reason)], n);
         }
-        header(
-            &mut out,
+        e.family(
             "observer_jim_oversized_documents_total",
-            "counter",
+            Counter,
             "JIM documents larger than --max-document, not decoded.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_jim_oversized_documents_total {}",
-            jim.oversized_documents
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[], jim.oversized_documents);
+        e.family(
             "observer_tcp_conflicting_overlap_total",
-            "counter",
+            Counter,
             "TCP segments overlapping earlier bytes with different contents (first copy kept).",
-        );
-        let _ = writeln!(
-            out,
-            "observer_tcp_conflicting_overlap_total {}",
-            flows.reassembly.conflicting_overlap
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[], flows.reassembly.conflicting_overlap);
+        e.family(
             "observer_checksum_offloaded_directions_total",
-            "counter",
+            Counter,
             "TCP flow directions whose checksums are offloaded (filled in after capture), not verified.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_checksum_offloaded_directions_total {}",
-            flows.checksum_offloaded_directions
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[], flows.checksum_offloaded_directions);
+        e.family(
             "observer_source_events_total",
-            "counter",
+            Counter,
             "Events delivered by the capture source.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_source_events_total{{source=\"{}\"}} {}",
-            source.source, source.events
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[("source", source.source)], source.events);
+        e.family(
             "observer_source_bytes_total",
-            "counter",
+            Counter,
             "Bytes delivered by the capture source.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_source_bytes_total{{source=\"{}\"}} {}",
-            source.source, source.bytes
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[("source", source.source)], source.bytes);
+        e.family(
             "observer_drops_total",
-            "counter",
+            Counter,
             "Packets lost before analysis, by where.",
-        );
-        let _ = writeln!(
-            out,
-            "observer_drops_total{{where=\"kernel\"}} {}",
-            source.kernel_drops
-        );
-        let _ = writeln!(
-            out,
-            "observer_drops_total{{where=\"userspace\"}} {}",
-            source.userspace_drops
-        );
-        header(
-            &mut out,
+        )
+        .counter(&[("where", "kernel")], source.kernel_drops)
+        .counter(&[("where", "userspace")], source.userspace_drops);
+        e.family(
             "observer_tap_flow_marks_total",
-            "counter",
+            Counter,
             "Flows let through the kernel tap by content, by outcome (failed: not seen beyond the configured ports).",
-        );
-        let _ = writeln!(
-            out,
-            "observer_tap_flow_marks_total{{outcome=\"marked\"}} {}",
-            source.flows_marked
-        );
-        let _ = writeln!(
-            out,
-            "observer_tap_flow_marks_total{{outcome=\"failed\"}} {}",
-            source.flow_marks_failed
-        );
-        header(
-            &mut out,
-            "observer_active_flows",
-            "gauge",
-            "TCP flows tracked.",
-        );
-        let _ = writeln!(out, "observer_active_flows {active_flows}");
-        out
+        )
+        .counter(&[("outcome", "marked")], source.flows_marked)
+        .counter(&[("outcome", "failed")], source.flow_marks_failed);
+        e.family("observer_active_flows", Gauge, "TCP flows tracked.")
+            .gauge(&[], i64::try_from(active_flows).unwrap_or(i64::MAX));
+        e
     }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Label value escaping per the exposition format (backslash, quote, newline); other
-/// control characters from the wire are dropped so a hostile name cannot break lines.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

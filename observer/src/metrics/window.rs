@@ -143,44 +143,40 @@ impl Windows {
 }
 
 /// Appends the windows to a Prometheus exposition.
-pub fn render_prometheus(windows: &[(&'static str, WindowStats)], out: &mut String) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "# HELP observer_window_transactions Transactions started in the last window, by status."
+pub fn add_to(windows: &[(&'static str, WindowStats)], e: &mut super::Exposition) {
+    use prometheus_client::metrics::MetricType::Gauge;
+    let mut f = e.family(
+        "observer_window_transactions",
+        Gauge,
+        "Transactions started in the last window, by status.",
     );
-    let _ = writeln!(out, "# TYPE observer_window_transactions gauge");
     for (label, s) in windows {
         for (status, n) in [("ok", s.ok), ("timeout", s.timeout), ("open", s.open)] {
-            let _ = writeln!(
-                out,
-                "observer_window_transactions{{window=\"{label}\",status=\"{status}\"}} {n}"
+            f.gauge(
+                &[("window", label), ("status", status)],
+                i64::try_from(n).unwrap_or(i64::MAX),
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP observer_window_rtt_seconds RTT quantiles of the last window (DDSketch, relative error in observer_window_rtt_relative_error)."
+    // The label is `q`, not `quantile`: Prometheus reserves `quantile` for summaries
+    // (promtool rejects it on a gauge), and a sliding-window sketch has no `_sum` or
+    // `_count` to make one.
+    let mut f = e.family(
+        "observer_window_rtt_seconds",
+        Gauge,
+        "RTT quantiles of the last window (DDSketch, relative error in observer_window_rtt_relative_error).",
     );
-    let _ = writeln!(out, "# TYPE observer_window_rtt_seconds gauge");
     for (label, s) in windows {
         for (q, ms) in &s.quantiles_ms {
-            let _ = writeln!(
-                out,
-                "observer_window_rtt_seconds{{window=\"{label}\",quantile=\"{q}\"}} {}",
-                ms / 1e3
-            );
+            f.gauge_f64(&[("window", label), ("q", &q.to_string())], ms / 1e3);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP observer_window_rtt_relative_error Relative error bound of observer_window_rtt_seconds."
-    );
-    let _ = writeln!(out, "# TYPE observer_window_rtt_relative_error gauge");
-    let _ = writeln!(
-        out,
-        "observer_window_rtt_relative_error {SKETCH_RELATIVE_ERROR}"
-    );
+    e.family(
+        "observer_window_rtt_relative_error",
+        Gauge,
+        "Relative error bound of observer_window_rtt_seconds.",
+    )
+    .gauge_f64(&[], SKETCH_RELATIVE_ERROR);
 }
 
 #[cfg(test)]

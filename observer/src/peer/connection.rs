@@ -24,8 +24,8 @@ use super::{CommandError, ConnEntry, Shared};
 use crate::jim::{self, Document, Kind};
 use crate::jxta::{
     self, decode_message, encode_message_v0, encode_package, encode_welcome, HeaderOrder,
-    JxtaStats, OwnedElement, PeerId, StreamConfig, StreamEvent, StreamParser, StreamStart,
-    WelcomeVersion,
+    JxtaStats, Malformed, OwnedElement, PeerId, StreamConfig, StreamEvent, StreamParser,
+    StreamStart, WelcomeVersion,
 };
 use crate::UnixNanos;
 
@@ -140,9 +140,9 @@ async fn read_some<R: AsyncRead + Unpin>(
         }),
     });
     if let Some(kind) = stats.malformed.keys().next() {
-        return Err(match kind.as_str() {
-            "too_large" => "oversized_frame",
-            "bad_welcome" => "bad_welcome",
+        return Err(match kind {
+            Malformed::TooLarge => "oversized_frame",
+            Malformed::BadWelcome => "bad_welcome",
             _ => "bad_framing",
         });
     }

@@ -148,7 +148,7 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
         }
     }
     for (kind, n) in &j.malformed {
-        issues.push((format!("malformed JXTA: {}", sanitize(kind)), *n));
+        issues.push((format!("malformed JXTA: {kind}"), *n));
     }
     out.push_str("\nDecoding\n");
     if issues.is_empty() {

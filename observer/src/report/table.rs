@@ -319,25 +319,9 @@ pub fn render(s: &Summary) -> String {
 
     out.push_str("\nAnomalies\n");
     let a = &s.anomalies;
-    let items = [
-        ("malformed documents", a.malformed_documents),
-        ("duplicate PONG", a.duplicate_pong),
-        ("unknown correlator", a.unknown_correlator),
-        ("unsolicited PONG", a.unsolicited_pong),
-        ("PONG without PING", a.pong_without_ping),
-        ("late PONG", a.late_pong),
-        ("unknown status", a.unknown_status),
-        ("duplicate PING correlator", a.duplicate_ping_correlator),
-        ("clock steps (PONG before its PING)", a.clock_steps),
-        ("evicted outstanding PINGs", a.evicted_outstanding),
-        ("evicted pairs", a.evicted_pairs),
-        ("unidentified peers", a.unidentified),
-        ("relayed sightings", a.relayed_sightings),
-        ("MESSAGE documents", a.messages),
-    ];
-    let rows: Vec<Vec<String>> = items
+    let rows: Vec<Vec<String>> = a
         .iter()
-        .map(|(k, v)| vec![(*k).to_owned(), v.to_string()])
+        .map(|(c, v)| vec![c.label.to_owned(), v.to_string()])
         .collect();
     grid(&mut out, &rows);
     out

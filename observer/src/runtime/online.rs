@@ -9,7 +9,7 @@ use std::io::{BufWriter, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Pipeline, PipelineConfig, PipelineResult};
@@ -471,7 +471,7 @@ pub fn run_each(
         Some(p) => Some(open_saver(p, &link_types)?),
         None => None,
     };
-    let snapshot: Snapshot = Arc::new(Mutex::new(String::new()));
+    let snapshot: Snapshot = Arc::default();
     let _server = match cfg.metrics {
         Some(addr) => Some(
             MetricsServer::start(addr, cfg.metrics_public, snapshot.clone())
@@ -602,7 +602,7 @@ pub fn run_each(
             }
             let counters = source.counters();
             pipeline.set_reorder_stats(merger.stats());
-            let mut text = sinks.metrics.render(
+            let mut exposition = sinks.metrics.exposition(
                 pipeline.matcher(),
                 pipeline.packet_stats(),
                 pipeline.flow_stats(),
@@ -612,13 +612,13 @@ pub fn run_each(
                 &counters,
             );
             let windows = sinks.windows.stats(pipeline.now());
-            window::render_prometheus(&windows, &mut text);
+            window::add_to(&windows, &mut exposition);
             let store_stats = sinks.store.as_ref().map(|s| s.counters().snapshot());
             if let Some(s) = &store_stats {
-                s.render_prometheus(&mut text);
+                s.add_to(&mut exposition);
             }
             if let Ok(mut s) = snapshot.lock() {
-                *s = text;
+                *s = Arc::new(exposition);
             }
             if let Some(bar) = &status {
                 bar.set_message(status_text(

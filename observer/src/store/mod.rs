@@ -230,76 +230,82 @@ impl StoreCounters {
 }
 
 impl StoreStats {
-    /// Prometheus exposition lines (appended to `/metrics` by the live path).
-    pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
-        let rows: [(&str, &str, &str, u64); 10] = [
+    /// The store's metrics (added to `/metrics` by the live path).
+    pub fn add_to(&self, e: &mut crate::metrics::Exposition) {
+        use prometheus_client::metrics::MetricType::{Counter, Gauge};
+        let rows: [(
+            &'static str,
+            prometheus_client::metrics::MetricType,
+            &'static str,
+            u64,
+        ); 10] = [
             (
                 "observer_store_records_stored_total",
-                "counter",
+                Counter,
                 "Transactions stored in ClickHouse.",
                 self.records_stored,
             ),
             (
                 "observer_store_batches_stored_total",
-                "counter",
+                Counter,
                 "Batches inserted into ClickHouse.",
                 self.batches_stored,
             ),
             (
                 "observer_store_batches_already_stored_total",
-                "counter",
+                Counter,
                 "Retried batches found already stored.",
                 self.batches_already_stored,
             ),
             (
                 "observer_store_send_errors_total",
-                "counter",
+                Counter,
                 "Failed exchanges with ClickHouse.",
                 self.send_errors,
             ),
             (
                 "observer_store_spool_records",
-                "gauge",
+                Gauge,
                 "Transactions waiting in the spool.",
                 self.spool_records,
             ),
             (
                 "observer_store_spool_bytes",
-                "gauge",
+                Gauge,
                 "Bytes of the spool file.",
                 self.spool_bytes,
             ),
             (
                 "observer_store_records_spooled_total",
-                "counter",
+                Counter,
                 "Transactions written to the spool.",
                 self.records_spooled,
             ),
             (
                 "observer_store_spool_overflow_records_total",
-                "counter",
+                Counter,
                 "Transactions dropped because the spool was full.",
                 self.spool_overflow_records,
             ),
             (
                 "observer_store_records_dropped_busy_total",
-                "counter",
+                Counter,
                 "Transactions dropped because the ClickHouse sink was stuck.",
                 self.records_dropped_busy,
             ),
             (
                 "observer_store_records_rejected_total",
-                "counter",
+                Counter,
                 "Transactions ClickHouse refused for their content (set aside).",
                 self.records_rejected,
             ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            let mut f = e.family(name, kind, help);
+            match kind {
+                Counter => f.counter(&[], v),
+                _ => f.gauge(&[], i64::try_from(v).unwrap_or(i64::MAX)),
+            };
         }
     }
 }

@@ -230,25 +230,13 @@ pub fn presence_from_transactions(txs: &[Transaction]) -> Vec<PresenceChange> {
     p.changes().to_vec()
 }
 
+/// The anomalies proper (normal traffic such as relay sightings is left out), those
+/// seen only.
 fn anomaly_list(a: &crate::transaction::Anomalies) -> Vec<(String, u64)> {
-    [
-        ("malformed documents", a.malformed_documents),
-        ("duplicate PONG", a.duplicate_pong),
-        ("unknown correlator", a.unknown_correlator),
-        ("unsolicited PONG", a.unsolicited_pong),
-        ("PONG without PING", a.pong_without_ping),
-        ("late PONG", a.late_pong),
-        ("unknown status", a.unknown_status),
-        ("duplicate PING correlator", a.duplicate_ping_correlator),
-        ("clock steps (PONG before its PING)", a.clock_steps),
-        ("evicted outstanding PINGs", a.evicted_outstanding),
-        ("evicted pairs", a.evicted_pairs),
-        ("unidentified peers", a.unidentified),
-    ]
-    .into_iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(k, n)| (k.to_owned(), n))
-    .collect()
+    a.iter()
+        .filter(|(c, n)| c.anomaly && *n > 0)
+        .map(|(c, n)| (c.label.to_owned(), n))
+        .collect()
 }
 
 impl ReportData {
