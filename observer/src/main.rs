@@ -289,6 +289,10 @@ mod exit {
     /// Some input is damaged (truncated, corrupt) after a readable start: the report
     /// covers everything read before the damage; stderr names the file and offset.
     pub const DAMAGED: u8 = 4;
+    /// `live` stopped early on an error once capturing (its interface vanished, an
+    /// output could not be written): the summary covers everything seen until then;
+    /// stderr names the error.
+    pub const STOPPED_EARLY: u8 = 5;
 }
 
 const EXIT_STATUS_HELP: &str = "\
@@ -297,7 +301,9 @@ Exit status:
   1  error, nothing reported (input missing, unreadable or not a capture; output not writable)
   2  bad command line
   3  validate: a bound was broken
-  4  damaged input: the report covers what was read before the damage (stderr says where)";
+  4  damaged input: the report covers what was read before the damage (stderr says where)
+  5  live stopped early on an error (interface gone, output not writable): the summary
+     covers everything seen until then (stderr says what)";
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -683,6 +689,9 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
                 }),
             );
             map.insert("windows".into(), windows_json(&outcome.windows));
+            if let Some(e) = &outcome.failure {
+                map.insert("stopped_early".into(), e.to_string().into());
+            }
         }
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
@@ -732,6 +741,13 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
             );
         }
         live_report(dir, &args, &outcome, sample, sampled_out)?;
+    }
+    if let Some(e) = outcome.failure {
+        eprintln!(
+            "observer: error: {}\nobserver: the run stopped early; its summary covers every transaction seen until then",
+            error_line(&anyhow::Error::new(e))
+        );
+        return Ok(ExitCode::from(exit::STOPPED_EARLY));
     }
     Ok(ExitCode::SUCCESS)
 }
