@@ -302,8 +302,8 @@ Exit status:
   2  bad command line
   3  validate: a bound was broken
   4  damaged input: the report covers what was read before the damage (stderr says where)
-  5  live stopped early on an error (interface gone, output not writable): the summary
-     covers everything seen until then (stderr says what)";
+  5  live stopped early (interface gone, output not writable): the summary covers
+     everything seen until then (stderr says why)";
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
