@@ -55,6 +55,9 @@ pub enum Change {
     /// The program stops: no PINGs, no PONGs.
     Gone,
     Back,
+    /// The program starts again from scratch: its correlators count from 1 again (as
+    /// a restarted reference peer's do), so the first session's repeat.
+    Restart,
 }
 
 /// How messages between two peers travel.
@@ -74,6 +77,8 @@ pub struct Script {
     pub buddies: Vec<(usize, usize)>,
     pub route: Route,
     pub poll_interval_ns: u64,
+    /// Between the first polls of consecutive (poller, buddy) pairs.
+    pub poll_stagger_ns: u64,
     pub duration_ns: u64,
     /// Capture begins this long after the peers start (0: with the first SYN).
     pub capture_offset_ns: u64,
@@ -169,6 +174,8 @@ struct Sim<'a> {
     conns: HashMap<(usize, usize), (usize, usize)>,
     messages: Vec<SimMessage>,
     pings: Vec<SimPing>,
+    /// Message index of each PING → its index in `pings`.
+    ping_of: HashMap<usize, usize>,
     pipes: HashMap<usize, String>,
     queue: BinaryHeap<Reverse<(UnixNanos, u64, Event)>>,
     seq: u64,
@@ -221,6 +228,7 @@ impl<'a> Sim<'a> {
             conns: HashMap::new(),
             messages: Vec::new(),
             pings: Vec::new(),
+            ping_of: HashMap::new(),
             pipes,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -238,8 +246,9 @@ impl<'a> Sim<'a> {
         SocketAddr::new(self.peers[p].spec.ip, self.peers[p].spec.port)
     }
 
-    /// The TCP connections the route needs, each opened with both welcome lines.
-    fn connect_all(&mut self) {
+    /// The TCP connections the route needs, each opened with both welcome lines;
+    /// returns when the last one was opened.
+    fn connect_all(&mut self) -> UnixNanos {
         let mut pairs: Vec<(usize, usize)> = Vec::new();
         for &(a, b) in &self.script.buddies {
             match self.script.route {
@@ -252,10 +261,14 @@ impl<'a> Sim<'a> {
         }
         pairs.sort();
         pairs.dedup();
+        // 5 ms apart, or all within 10 s when there are thousands.
+        let spacing = (5 * MS).min(10 * SEC / pairs.len().max(1) as u64);
         let mut t = EPOCH;
         for (n, (a, b)) in pairs.into_iter().enumerate() {
-            // The lower-numbered peer initiates from an ephemeral port.
-            let client = SocketAddr::new(self.peers[a].spec.ip, 40_000 + n as u16 * 7);
+            // The lower-numbered peer initiates from an ephemeral port (ports repeat
+            // only past 3,600 connections, between different address pairs).
+            let port = 40_000 + (n % 3_600) as u16 * 7;
+            let client = SocketAddr::new(self.peers[a].spec.ip, port);
             let server = self.addr(b);
             let isn = [self.rng.next() as u32, self.rng.next() as u32];
             let conn = self.wire.connect(t, client, server, isn, 200_000);
@@ -281,22 +294,24 @@ impl<'a> Sim<'a> {
                 .send(t + 500_000, conn, 1, &[&hello_b], &shape, 100_000);
             self.conns.insert((a, b), (conn, 0));
             self.conns.insert((b, a), (conn, 1));
-            t += 5 * MS;
+            t += spacing;
         }
+        t
     }
 
     fn run(&mut self) {
-        self.connect_all();
+        let connected = self.connect_all();
         if let Some(&(a, b)) = self.script.buddies.first() {
             self.stress_conn = self.conns.get(&(a, b)).map(|c| c.0);
         }
-        let start = EPOCH + 100 * MS;
+        // Polls begin once every connection is up.
+        let start = (EPOCH + 100 * MS).max(connected + 5 * MS);
         let mut k = 0u64;
         for &(a, b) in &self.script.buddies.clone() {
             for (from, to) in [(a, b), (b, a)] {
                 if self.peers[from].spec.polls {
                     // Pollers start staggered, as real peers do.
-                    let t = start + k * 37 * MS;
+                    let t = start + k * self.script.poll_stagger_ns;
                     self.schedule(t, Event::Poll { from, to });
                     k += 1;
                 }
@@ -340,6 +355,7 @@ impl<'a> Sim<'a> {
                     ..Document::default()
                 };
                 let msg = self.new_message(doc, from, to);
+                self.ping_of.insert(msg, self.pings.len());
                 self.pings.push(SimPing {
                     msg,
                     poller: from,
@@ -359,7 +375,7 @@ impl<'a> Sim<'a> {
                 if m.doc.kind != Kind::Ping {
                     return;
                 }
-                let Some(ping) = self.pings.iter().position(|p| p.msg == msg) else {
+                let Some(&ping) = self.ping_of.get(&msg) else {
                     return;
                 };
                 let receiver = self.pings[ping].receiver;
@@ -417,6 +433,10 @@ impl<'a> Sim<'a> {
                     Change::Status(s) => p.status = *s,
                     Change::Gone => p.alive = false,
                     Change::Back => p.alive = true,
+                    Change::Restart => {
+                        p.alive = true;
+                        p.correlators = 0;
+                    }
                 }
             }
             Event::Message { idx } => {
