@@ -74,13 +74,15 @@ enum Command {
         /// Peers in the full mesh (pairs = peers × (peers − 1)).
         #[arg(long, default_value_t = 101)]
         peers: usize,
-        /// Simulated seconds of traffic in one replay.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// tcpreplay's speed-up (the observer's --timeout is scaled by it).
-        #[arg(long, default_value_t = 4.0)]
+        /// tcpreplay's speed-up.
+        #[arg(long, default_value_t = 2.0)]
         multiplier: f64,
-        /// RSS growth is measured from the end of this warm-up.
+        /// Sets of peer identities replayed in turn; 0: new identities (new pairs)
+        /// every replay, as pairs come and go at a gateway.
+        #[arg(long, default_value_t = 0)]
+        generations: u64,
+        /// RSS growth is measured from the end of this warm-up, or of the first cycle
+        /// of captures if later.
         #[arg(long, default_value = "60s")]
         warmup: humantime::Duration,
         /// Largest RSS growth accepted after the warm-up, in MiB.
@@ -319,8 +321,8 @@ fn main() -> Result<()> {
         Command::Soak {
             minutes,
             peers,
-            seconds,
             multiplier,
+            generations,
             warmup,
             max_growth_mib,
             source,
@@ -345,9 +347,9 @@ fn main() -> Result<()> {
             soak::run(&soak::Options {
                 minutes,
                 peers,
-                seconds,
                 multiplier,
                 warmup: *warmup,
+                generations,
                 max_growth_mib,
                 source,
                 observer: root.join("target").join(profile).join("observer"),

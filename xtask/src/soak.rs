@@ -19,22 +19,29 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use observer::capture::WriteFormat;
 use observer::packet::build::LinkVariant;
+use observer::synth::Change;
 use observer::transaction::TxStatus;
 
 pub struct Options {
     pub minutes: f64,
     pub peers: usize,
-    /// Simulated seconds of one replayed capture.
-    pub seconds: u64,
     /// tcpreplay's speed-up.
     pub multiplier: f64,
     pub warmup: Duration,
+    /// Distinct sets of peer identities replayed in turn (0: a new one every replay).
+    pub generations: u64,
     /// Largest RSS growth accepted from the warm-up's end to the end, in MiB.
     pub max_growth_mib: f64,
     pub source: String,
     pub observer: PathBuf,
     pub out: PathBuf,
 }
+
+/// The observer's `--timeout`, not scaled by the speed-up: more than twice the largest
+/// reply delay of `synth`'s peers (4.5 s) at real time, so whether a PING was answered
+/// does not depend on the replay's pace, which a loaded machine stretches (at 5 s, a
+/// 4.5 s answer in a replay stalled below real time was once taken for a timeout).
+const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first half of the peers (`synth::soak`'s 10.1/16) goes out on the first
 /// interface, the other half on the second.
@@ -154,20 +161,47 @@ fn count_csv(path: &Path, counts: &mut HashMap<Key, i64>, sign: i64) -> Result<u
     Ok(n)
 }
 
-pub fn run(opts: &Options) -> Result<()> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, interrupted.clone())?;
-    }
-    std::fs::create_dir_all(&opts.out)?;
-    let out = opts.out.canonicalize()?;
-    let duration = Duration::from_secs_f64(opts.minutes * 60.0);
+/// One replayable capture: its file, its tcpprep split and what it must give.
+struct Generation {
+    capture: PathBuf,
+    cache: PathBuf,
+    /// Transactions per key; open at the capture's end counts as timeout: live, time
+    /// goes on past the end (the next replay, the wait at the end) and it times out.
+    keys: HashMap<Key, i64>,
+    pairs: Vec<(String, String)>,
+    transactions: usize,
+    /// Transactions repeating a correlator of their pair (after a restart).
+    repeats: usize,
+    frames: usize,
+    bytes: usize,
+    duration_ns: u64,
+    restart_gap_ns: u64,
+}
 
-    // The traffic and its truth.
-    let t0 = Instant::now();
-    let script = observer::synth::soak(opts.peers, opts.seconds);
+fn id(p: &Option<observer::jxta::PeerId>) -> String {
+    p.as_ref().map(|i| i.to_string()).unwrap_or_default()
+}
+
+/// Renders generation `g` of the soak traffic into `out` and splits it for two
+/// interfaces.
+fn prepare(opts: &Options, out: &Path, g: u64) -> Result<Generation> {
+    let script = observer::synth::soak(opts.peers, g);
+    // From a kill to the restart that repeats the correlators.
+    let restart_gap_ns = script
+        .changes
+        .iter()
+        .filter(|c| matches!(c.2, Change::Restart))
+        .filter_map(|(at, peer, _)| {
+            let killed = script
+                .changes
+                .iter()
+                .find(|c| c.1 == *peer && matches!(c.2, Change::Gone))?;
+            at.checked_sub(killed.0)
+        })
+        .min()
+        .unwrap_or(u64::MAX);
     let rendered = script.render();
-    let capture = out.join("soak.pcap");
+    let capture = out.join(format!("soak-{g}.pcap"));
     let bytes = rendered.capture_bytes(
         LinkVariant::Ethernet,
         WriteFormat::Pcap {
@@ -176,27 +210,12 @@ pub fn run(opts: &Options) -> Result<()> {
         },
     )?;
     std::fs::write(&capture, &bytes)?;
-    let truth_csv = out.join("soak.truth.csv");
-    std::fs::write(&truth_csv, rendered.truth_csv()?)?;
-    let frames = rendered.wire.packets.iter().filter(|p| p.written).count();
-    let mut pairs: Vec<(&Option<String>, &Option<String>)> = rendered
-        .truth
-        .iter()
-        .map(|t| (&t.poller_name, &t.receiver_name))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
-    // Open at the capture's end means unanswered: live, time goes on past the end (the
-    // next replay, the wait below) and it times out.
-    let mut per_replay: HashMap<Key, i64> = HashMap::new();
-    let mut correlators: HashMap<(&Option<String>, &Option<String>, &Option<String>), u32> =
-        HashMap::new();
-    for t in &rendered.truth {
-        *correlators
-            .entry((&t.poller_name, &t.receiver_name, &t.correlator))
-            .or_default() += 1;
-    }
-    let restarts_repeats: u32 = correlators.values().map(|n| n - 1).sum();
+    std::fs::write(
+        out.join(format!("soak-{g}.truth.csv")),
+        rendered.truth_csv()?,
+    )?;
+    let mut keys: HashMap<Key, i64> = HashMap::new();
+    let mut correlators: HashMap<(String, String, Option<String>), usize> = HashMap::new();
     for t in &rendered.truth {
         let status = match t.status {
             TxStatus::Ok => "ok",
@@ -204,40 +223,25 @@ pub fn run(opts: &Options) -> Result<()> {
         };
         // By peer ID: the observer learns a receiver's name from its PONGs, so one that
         // never answered has none.
+        let (poller, receiver) = (id(&t.poller_id), id(&t.receiver_id));
+        *correlators
+            .entry((poller.clone(), receiver.clone(), t.correlator.clone()))
+            .or_default() += 1;
         let key = (
-            t.poller_id
-                .as_ref()
-                .map(|i| i.to_string())
-                .unwrap_or_default(),
-            t.receiver_id
-                .as_ref()
-                .map(|i| i.to_string())
-                .unwrap_or_default(),
+            poller,
+            receiver,
             t.correlator.clone().unwrap_or_default(),
             status.to_string(),
         );
-        *per_replay.entry(key).or_default() += 1;
+        *keys.entry(key).or_default() += 1;
     }
-    let replay_secs = (script.duration_ns as f64 / 1e9 + 1.0) / opts.multiplier;
-    println!(
-        "soak: {} peers, {} distinct pairs, {} transactions ({} repeating a correlator of their pair after a restart), {} frames, {:.1} MB per replay; {:.0} s of traffic replayed at x{} (~{replay_secs:.1} s) for {:.1} min (generated in {:.1} s)",
-        opts.peers,
-        pairs.len(),
-        rendered.truth.len(),
-        restarts_repeats,
-        frames,
-        bytes.len() as f64 / 1e6,
-        script.duration_ns as f64 / 1e9,
-        opts.multiplier,
-        opts.minutes,
-        t0.elapsed().as_secs_f64()
-    );
-    drop(correlators);
-    drop(pairs);
-    drop(bytes);
-    drop(rendered);
-
-    let cache = out.join("soak.cache");
+    let mut pairs: Vec<(String, String)> = correlators
+        .keys()
+        .map(|(p, r, _)| (p.clone(), r.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let cache = out.join(format!("soak-{g}.cache"));
     let prep = Command::new("tcpprep")
         .arg(format!("--cidr={FIRST_HALF}"))
         .arg("--pcap")
@@ -251,12 +255,67 @@ pub fn run(opts: &Options) -> Result<()> {
         "tcpprep failed: {}",
         String::from_utf8_lossy(&prep.stderr)
     );
+    Ok(Generation {
+        capture,
+        cache,
+        keys,
+        pairs,
+        transactions: rendered.truth.len(),
+        repeats: correlators.values().map(|n| n - 1).sum(),
+        frames: rendered.wire.packets.iter().filter(|p| p.written).count(),
+        bytes: bytes.len(),
+        duration_ns: script.duration_ns,
+        restart_gap_ns,
+    })
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone())?;
+    }
+    std::fs::create_dir_all(&opts.out)?;
+    let out = opts.out.canonicalize()?;
+    let duration = Duration::from_secs_f64(opts.minutes * 60.0);
+    let t0 = Instant::now();
+    let mut generations = vec![prepare(opts, &out, 0)?];
+    let first = &generations[0];
+    println!(
+        "soak: {} peers, {} pairs, {} transactions ({} repeating a correlator of their pair after a restart), {} frames, {:.1} MB per capture (rendered in {:.1} s); {:.0} s of traffic replayed at x{} for {:.1} min, {}",
+        opts.peers,
+        first.pairs.len(),
+        first.transactions,
+        first.repeats,
+        first.frames,
+        first.bytes as f64 / 1e6,
+        t0.elapsed().as_secs_f64(),
+        first.duration_ns as f64 / 1e9,
+        opts.multiplier,
+        opts.minutes,
+        match opts.generations {
+            0 => "new peer identities every replay".to_string(),
+            1 => "the same capture every replay".to_string(),
+            n => format!("{n} sets of peer identities in turn"),
+        }
+    );
+    let first_replay_secs = first.duration_ns as f64 / 1e9 / opts.multiplier;
 
     let veths = Veths::new().context("creating two veth pairs in a namespace (needs root)")?;
     let live_csv = out.join("live.csv");
     let _ = std::fs::remove_file(&live_csv);
-    // The capture's timeout, at the replay's pace.
-    let timeout_ms = (script.timeout_ns as f64 / 1e6 / opts.multiplier).round() as u64;
+    let timeout_ms = LIVE_TIMEOUT.as_millis() as u64;
+    // A restarted peer's correlators come again well after its kill: by then the PINGs
+    // it left unanswered must have timed out, or the repeats are (rightly) duplicates.
+    ensure!(
+        first.restart_gap_ns as f64 / 1e9 / opts.multiplier > LIVE_TIMEOUT.as_secs_f64() + 1.0,
+        "at x{} a restart comes within the observer's {LIVE_TIMEOUT:?} timeout of the kill: use a smaller --multiplier",
+        opts.multiplier
+    );
+    ensure!(
+        opts.generations == 0
+            || first_replay_secs > (timeout_ms as f64 / 1e3) + 1.0,
+        "a replay of {first_replay_secs:.1} s is shorter than the observer's timeout: the same capture again would repeat correlators still outstanding; use --generations 0, more --seconds or a smaller --multiplier"
+    );
     // At higher priority, as the scenarios run it: the machine that runs the tests is
     // shared, a gateway's observer is not competing with compilers.
     let child = Command::new("nice")
@@ -305,19 +364,49 @@ pub fn run(opts: &Options) -> Result<()> {
     };
 
     let mut replays = 0u64;
+    // Growth counts from the end of the warm-up or of the first cycle of captures (every
+    // pair and flow of it seen once), whichever is later.
+    let cycle = opts.generations.max(1);
+    let mut cycle_end = 0.0f64;
+    let mut expected: HashMap<Key, i64> = HashMap::new();
+    let mut pairs: std::collections::HashSet<(String, String)> = Default::default();
     loop {
         ensure!(
             !interrupted.load(Ordering::Relaxed),
             "interrupted: namespace and interfaces removed"
         );
+        let g = match opts.generations {
+            0 => replays,
+            n => replays % n,
+        } as usize;
+        if g == generations.len() {
+            generations.push(prepare(opts, &out, g as u64)?);
+            // Only the newest one is replayed again (generations cycle in order).
+            if opts.generations == 0 {
+                if let Some(old) = generations.get_mut(g - 1) {
+                    let _ = std::fs::remove_file(&old.capture);
+                    old.keys = HashMap::new();
+                }
+            }
+        }
+        let gen = &generations[g];
+        for (k, n) in &gen.keys {
+            *expected.entry(k.clone()).or_default() += n;
+        }
+        pairs.extend(gen.pairs.iter().cloned());
+        let (capture, cache) = (&gen.capture, &gen.cache);
         let r0 = Instant::now();
-        let replay = Command::new("ip")
-            .args(["netns", "exec", &veths.ns, "tcpreplay", "-q"])
+        // select(2) timing: the default sleeps overshoot on a loaded machine and made a
+        // x4 replay slower than real time; -K reads the capture first. At higher
+        // priority too: its pace is the traffic's clock.
+        let replay = Command::new("nice")
+            .args(["-n", "-10", "ip", "netns", "exec", &veths.ns])
+            .args(["tcpreplay", "-q", "-T", "select", "-K"])
             .args(["-i", &veths.peer[0], "-I", &veths.peer[1]])
             .arg(format!("--multiplier={}", opts.multiplier))
             .arg("--cachefile")
-            .arg(&cache)
-            .arg(&capture)
+            .arg(cache)
+            .arg(capture)
             .output()
             .context("tcpreplay")?;
         ensure!(
@@ -327,12 +416,18 @@ pub fn run(opts: &Options) -> Result<()> {
         );
         replays += 1;
         let took = r0.elapsed();
+        if replays == cycle {
+            cycle_end = started.elapsed().as_secs_f64();
+        }
         eprintln!(
-            "  replay {replays} in {:.1} s (RSS {} MiB)",
+            "  replay {replays} (capture {g}) in {:.1} s at {:.0} s, {} distinct pairs so far, RSS {} MiB",
             took.as_secs_f64(),
+            started.elapsed().as_secs_f64(),
+            pairs.len(),
             proc_field(pid, "VmRSS:").unwrap_or(0) / 1024
         );
-        if started.elapsed() + took > duration {
+        // Replays start until the duration is over (the last one may end after it).
+        if started.elapsed() >= duration {
             break;
         }
     }
@@ -358,10 +453,7 @@ pub fn run(opts: &Options) -> Result<()> {
     drop(veths);
 
     // None lost, none extra.
-    let mut balance: HashMap<Key, i64> = per_replay
-        .into_iter()
-        .map(|(k, n)| (k, n * replays as i64))
-        .collect();
+    let mut balance = expected;
     let found = count_csv(&live_csv, &mut balance, -1)?;
     let expected: i64 = balance.values().sum::<i64>() + found as i64;
     let mut missing: Vec<(&Key, i64)> = balance
@@ -381,7 +473,8 @@ pub fn run(opts: &Options) -> Result<()> {
         extra.iter().map(|m| m.1).sum(),
     );
     println!(
-        "transactions: {expected} expected ({replays} replays), {found} in the CSV: {n_missing} missing, {n_extra} extra"
+        "transactions: {expected} expected ({replays} replays, {} distinct pairs), {found} in the CSV: {n_missing} missing, {n_extra} extra",
+        pairs.len()
     );
     for (what, list) in [("missing", &missing), ("extra", &extra)] {
         for (k, n) in list.iter().take(5) {
@@ -433,15 +526,15 @@ pub fn run(opts: &Options) -> Result<()> {
             mib(*last)
         );
     }
+    let warmup = opts.warmup.as_secs_f64().max(cycle_end);
     let after: Vec<(f64, u64)> = samples
         .iter()
         .copied()
-        .filter(|(t, _)| *t >= opts.warmup.as_secs_f64())
+        .filter(|(t, _)| *t >= warmup)
         .collect();
     ensure!(
         after.len() >= 4,
-        "too few RSS samples after the {:?} warm-up: run longer",
-        opts.warmup
+        "too few RSS samples after the {warmup:.0} s warm-up: run longer"
     );
     // The peaks of the first and the last stretch after the warm-up (a minute, or half
     // of what follows the warm-up when shorter): traffic in flight comes and goes
@@ -455,8 +548,7 @@ pub fn run(opts: &Options) -> Result<()> {
         .unwrap_or(0);
     let growth = mib(last) - mib(first);
     println!(
-        "RSS growth from {:.0} s to the end: {:+.1} MiB ({:.1} -> {:.1}, peak of the first and last {span} s); peak RSS {:.1} MiB; bound {:.1} MiB",
-        opts.warmup.as_secs_f64(),
+        "RSS growth from {warmup:.0} s (warm-up) to the end: {:+.1} MiB ({:.1} -> {:.1}, peak of the first and last {span} s); peak RSS {:.1} MiB; bound {:.1} MiB",
         growth,
         mib(first),
         mib(last),

@@ -152,13 +152,16 @@ pub fn jxse27() -> Script {
 }
 
 /// The soak test's traffic (`cargo xtask soak`): `peers` instrumented peers in a full
-/// mesh (`peers·(peers−1)` distinct pairs, one connection each way's pair), split into
-/// two halves by address (10.1/16 and 10.2/16: the two interfaces of a gateway), each
-/// pair polling every 20 s with the first polls spread evenly over the first interval,
-/// for `seconds`. Churn: every tenth peer is killed mid-run (PINGs it had received go
-/// unanswered) and restarted later with its correlators counting from 1 again; others
-/// join late, leave for good, or change state.
-pub fn soak(peers: usize, seconds: u64) -> Script {
+/// mesh (`peers·(peers−1)` distinct pairs, one connection per two), split into two
+/// halves by address (10.1/16 and 10.2/16: the two interfaces of a gateway), each pair
+/// polling every 20 s with the first polls spread evenly over the first interval, for
+/// two and a half intervals after the connections are up. Churn: every tenth peer is
+/// killed half an interval in (PINGs it had received go unanswered) and restarted two
+/// intervals in, its correlators counting from 1 again: on the same schedule, so each
+/// buddy polled before the kill gets its correlator again. Others join an interval late,
+/// leave for good, or change state. Each `generation` gives the peers new identities
+/// (peer IDs, hence new pairs) on the same addresses.
+pub fn soak(peers: usize, generation: u64) -> Script {
     let spec = |i: usize| {
         let half = 1 + i % 2;
         let n = i / 2;
@@ -177,30 +180,32 @@ pub fn soak(peers: usize, seconds: u64) -> Script {
     }
     let pollers = (buddies.len() * 2).max(1) as u64;
     let mut s = base("soak", (0..peers).map(spec).collect(), buddies);
-    s.poll_interval_ns = 20 * SEC;
-    s.poll_stagger_ns = s.poll_interval_ns / pollers;
-    s.duration_ns = seconds.saturating_mul(SEC);
-    let at = |frac: f64| (s.duration_ns as f64 * frac) as u64;
+    let interval = 20 * SEC;
+    s.poll_interval_ns = interval;
+    s.poll_stagger_ns = interval / pollers;
+    let start = s.polls_start_ns();
+    let at = |intervals: f64| start + (interval as f64 * intervals) as u64;
+    s.duration_ns = at(2.5);
     for i in 0..peers {
         match i % 10 {
             3 => {
-                s.changes.push((at(0.3), i, Change::Gone));
-                s.changes.push((at(0.6), i, Change::Restart));
+                s.changes.push((at(0.5), i, Change::Gone));
+                s.changes.push((at(2.0), i, Change::Restart));
             }
-            5 => s.changes.push((at(0.7), i, Change::Gone)),
+            5 => s.changes.push((at(1.5), i, Change::Gone)),
             7 => {
                 s.changes.push((0, i, Change::Gone));
-                s.changes.push((at(0.4), i, Change::Back));
+                s.changes.push((at(1.0), i, Change::Back));
             }
             1 => {
-                s.changes.push((at(0.2), i, Change::Status(Status::Busy)));
-                s.changes.push((at(0.5), i, Change::Status(Status::Away)));
-                s.changes.push((at(0.8), i, Change::Status(Status::Online)));
+                s.changes.push((at(0.5), i, Change::Status(Status::Busy)));
+                s.changes.push((at(1.0), i, Change::Status(Status::Away)));
+                s.changes.push((at(2.0), i, Change::Status(Status::Online)));
             }
             _ => {}
         }
     }
-    s.seed = 12;
+    s.seed = 12 + generation;
     s
 }
 

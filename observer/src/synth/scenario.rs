@@ -190,6 +190,35 @@ impl Script {
         sim.run();
         sim.finish()
     }
+
+    /// The peer pairs that hold a TCP connection, in the order they connect.
+    fn connection_pairs(&self) -> Vec<(usize, usize)> {
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for &(a, b) in &self.buddies {
+            match self.route {
+                Route::Direct => pairs.push((a.min(b), a.max(b))),
+                Route::Via(r) => {
+                    pairs.push((a, r));
+                    pairs.push((b, r));
+                }
+            }
+        }
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    }
+
+    /// Between the openings of consecutive connections: 5 ms, or all within 10 s when
+    /// there are thousands.
+    fn connection_spacing(&self) -> u64 {
+        (5 * MS).min(10 * SEC / self.connection_pairs().len().max(1) as u64)
+    }
+
+    /// When the first poll goes out, after `EPOCH`: once every connection is up.
+    pub fn polls_start_ns(&self) -> u64 {
+        let connected = self.connection_pairs().len() as u64 * self.connection_spacing();
+        (100 * MS).max(connected + 5 * MS)
+    }
 }
 
 impl<'a> Sim<'a> {
@@ -246,23 +275,10 @@ impl<'a> Sim<'a> {
         SocketAddr::new(self.peers[p].spec.ip, self.peers[p].spec.port)
     }
 
-    /// The TCP connections the route needs, each opened with both welcome lines;
-    /// returns when the last one was opened.
-    fn connect_all(&mut self) -> UnixNanos {
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
-        for &(a, b) in &self.script.buddies {
-            match self.script.route {
-                Route::Direct => pairs.push((a.min(b), a.max(b))),
-                Route::Via(r) => {
-                    pairs.push((a, r));
-                    pairs.push((b, r));
-                }
-            }
-        }
-        pairs.sort();
-        pairs.dedup();
-        // 5 ms apart, or all within 10 s when there are thousands.
-        let spacing = (5 * MS).min(10 * SEC / pairs.len().max(1) as u64);
+    /// The TCP connections the route needs, each opened with both welcome lines.
+    fn connect_all(&mut self) {
+        let pairs = self.script.connection_pairs();
+        let spacing = self.script.connection_spacing();
         let mut t = EPOCH;
         for (n, (a, b)) in pairs.into_iter().enumerate() {
             // The lower-numbered peer initiates from an ephemeral port (ports repeat
@@ -296,16 +312,14 @@ impl<'a> Sim<'a> {
             self.conns.insert((b, a), (conn, 1));
             t += spacing;
         }
-        t
     }
 
     fn run(&mut self) {
-        let connected = self.connect_all();
+        self.connect_all();
         if let Some(&(a, b)) = self.script.buddies.first() {
             self.stress_conn = self.conns.get(&(a, b)).map(|c| c.0);
         }
-        // Polls begin once every connection is up.
-        let start = (EPOCH + 100 * MS).max(connected + 5 * MS);
+        let start = EPOCH + self.script.polls_start_ns();
         let mut k = 0u64;
         for &(a, b) in &self.script.buddies.clone() {
             for (from, to) in [(a, b), (b, a)] {
