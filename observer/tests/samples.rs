@@ -140,6 +140,65 @@ fn check(script: Script) -> PipelineResult {
     result
 }
 
+/// The soak's traffic (`cargo xtask soak`), small: killed peers, restarts whose
+/// correlators repeat the first session's for the same buddies, late joiners, leavers,
+/// state changes, two address halves; `analyze` finds exactly the truth, but for the
+/// name of a receiver that had not answered yet (the observer learns names from PONGs;
+/// the truth knows them all).
+#[test]
+fn soak_scenario_matches_truth() {
+    let rendered = synth::soak(21, 0).render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let r = analyze_bytes(&bytes, "soak.pcap");
+    let unnamed = |v: &[Transaction]| -> Vec<Transaction> {
+        v.iter()
+            .cloned()
+            .map(|mut t| {
+                // The truth does not explain transactions (tests/explain.rs does).
+                t.receiver_name = None;
+                t.cause = Default::default();
+                t
+            })
+            .collect()
+    };
+    assert_eq!(r.transactions.len(), rendered.truth.len());
+    for (got, truth) in unnamed(&r.transactions)
+        .iter()
+        .zip(unnamed(&rendered.truth).iter())
+    {
+        assert_eq!(got, truth);
+    }
+    let named = r
+        .transactions
+        .iter()
+        .zip(&rendered.truth)
+        .filter(|(g, t)| g.receiver_name == t.receiver_name)
+        .count();
+    assert!(named * 10 >= r.transactions.len() * 9, "{named}");
+    let mut keys: Vec<_> = r
+        .transactions
+        .iter()
+        .map(|t| (&t.poller_id, &t.receiver_id, &t.correlator))
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert!(
+        n - keys.len() >= 10,
+        "restarts repeat correlators of the same pair: {} repeats",
+        n - keys.len()
+    );
+    assert!(r.transactions.iter().any(|t| t.status == TxStatus::Timeout));
+    // A new generation: new identities, new pairs, on the same addresses.
+    let other = synth::soak(21, 1).render();
+    assert!(other
+        .truth
+        .iter()
+        .all(|t| !r.transactions.iter().any(|u| u.poller_id == t.poller_id)));
+}
+
 #[test]
 fn two_peers_matches_truth() {
     let r = check(synth::two_peers());

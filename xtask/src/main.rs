@@ -6,6 +6,7 @@ mod bench_live;
 mod fuzz_seeds;
 mod gateways;
 mod scenario;
+mod soak;
 mod wire_captures;
 
 use std::path::PathBuf;
@@ -63,6 +64,42 @@ enum Command {
         /// the eBPF tap, and B libpcap by default where built).
         #[arg(long, value_name = "SOURCE")]
         live: Option<String>,
+    },
+    /// The soak test (needs root, tcpreplay): generated traffic with churn (10,000+
+    /// distinct pairs, restarts reusing correlators, a peer killed mid-transaction)
+    /// replayed again and again faster than real time into two veth pairs, `observer
+    /// live -i A -i B --csv` through it; fails unless the CSV holds exactly the truth's
+    /// transactions and the observer's RSS stays flat after the warm-up.
+    Soak {
+        /// How long the replays go on.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Peers in the full mesh (pairs = peers × (peers − 1)).
+        #[arg(long, default_value_t = 101)]
+        peers: usize,
+        /// tcpreplay's speed-up.
+        #[arg(long, default_value_t = 2.0)]
+        multiplier: f64,
+        /// Sets of peer identities replayed in turn; 0: new identities (new pairs)
+        /// every replay, as pairs come and go at a gateway.
+        #[arg(long, default_value_t = 0)]
+        generations: u64,
+        /// RSS growth is measured from the end of this warm-up, or of the first cycle
+        /// of captures if later.
+        #[arg(long, default_value = "60s")]
+        warmup: humantime::Duration,
+        /// Largest RSS growth accepted after the warm-up, in MiB.
+        #[arg(long, default_value_t = 8.0)]
+        max_growth_mib: f64,
+        /// The live source (ebpf, pcap).
+        #[arg(long, default_value = "ebpf")]
+        source: String,
+        #[arg(long, default_value = "target/soak")]
+        out: PathBuf,
+        /// Build and run the release binary (the default is the debug build, as the
+        /// scenarios use).
+        #[arg(long)]
+        release: bool,
     },
     /// Write the fuzz targets' seed corpora (observer/fuzz/corpus) from the scenarios.
     FuzzSeeds,
@@ -260,6 +297,48 @@ fn main() -> Result<()> {
                 backgrounds: background,
                 sources,
                 observer: root.join("target/release/observer"),
+                out: if out.is_absolute() {
+                    out
+                } else {
+                    root.join(out)
+                },
+            })?;
+        }
+        Command::Soak {
+            minutes,
+            peers,
+            multiplier,
+            generations,
+            warmup,
+            max_growth_mib,
+            source,
+            out,
+            release,
+        } => {
+            let root = workspace_root();
+            // Always (re)build: a stale binary would soak old code.
+            let mut args = vec!["build", "-q", "-p", "observer", "--bin", "observer"];
+            if release {
+                args.push("--release");
+            }
+            if source == "pcap" {
+                args.extend(["--features", "pcap"]);
+            }
+            let status = std::process::Command::new("cargo")
+                .args(&args)
+                .current_dir(&root)
+                .status()?;
+            anyhow::ensure!(status.success(), "building the observer failed");
+            let profile = if release { "release" } else { "debug" };
+            soak::run(&soak::Options {
+                minutes,
+                peers,
+                multiplier,
+                warmup: *warmup,
+                generations,
+                max_growth_mib,
+                source,
+                observer: root.join("target").join(profile).join("observer"),
                 out: if out.is_absolute() {
                     out
                 } else {

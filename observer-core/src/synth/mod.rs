@@ -20,6 +20,7 @@ use crate::packet::build::LinkVariant;
 use crate::transaction::csv::TransactionCsvWriter;
 
 const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
 
 fn peer(name: &str, ip: &str, port: u16, instrumented: bool) -> PeerSpec {
     PeerSpec {
@@ -39,6 +40,7 @@ fn base(name: &'static str, peers: Vec<PeerSpec>, buddies: Vec<(usize, usize)>) 
         buddies,
         route: Route::Direct,
         poll_interval_ns: 3 * SEC,
+        poll_stagger_ns: 37 * MS,
         duration_ns: 30 * SEC,
         capture_offset_ns: 0,
         changes: Vec::new(),
@@ -210,6 +212,64 @@ pub fn reroute() -> Script {
     s.natural_peaks = false;
     s.reroute = Some((30 * SEC, 2));
     s.seed = 21;
+    s
+}
+
+/// The soak test's traffic (`cargo xtask soak`): `peers` instrumented peers in a full
+/// mesh (`peers·(peers−1)` distinct pairs, one connection per two), split into two
+/// halves by address (10.1/16 and 10.2/16: the two interfaces of a gateway), each pair
+/// polling every 20 s with the first polls spread evenly over the first interval, for
+/// two and a half intervals after the connections are up. Churn: every tenth peer is
+/// killed half an interval in (PINGs it had received go unanswered) and restarted two
+/// intervals in, its correlators counting from 1 again: on the same schedule, so each
+/// buddy polled before the kill gets its correlator again. Others join an interval late,
+/// leave for good, or change state. Each `generation` gives the peers new identities
+/// (peer IDs, hence new pairs) on the same addresses.
+pub fn soak(peers: usize, generation: u64) -> Script {
+    let spec = |i: usize| {
+        let half = 1 + i % 2;
+        let n = i / 2;
+        peer(
+            &format!("p{i:04}"),
+            &format!("10.{half}.{}.{}", n / 250, n % 250 + 1),
+            9701,
+            true,
+        )
+    };
+    let mut buddies = Vec::new();
+    for a in 0..peers {
+        for b in a + 1..peers {
+            buddies.push((a, b));
+        }
+    }
+    let pollers = (buddies.len() * 2).max(1) as u64;
+    let mut s = base("soak", (0..peers).map(spec).collect(), buddies);
+    let interval = 20 * SEC;
+    s.poll_interval_ns = interval;
+    s.poll_stagger_ns = interval / pollers;
+    let start = s.polls_start_ns();
+    let at = |intervals: f64| start + (interval as f64 * intervals) as u64;
+    s.duration_ns = at(2.5);
+    for i in 0..peers {
+        match i % 10 {
+            3 => {
+                s.changes.push((at(0.5), i, Change::Gone));
+                s.changes.push((at(2.0), i, Change::Restart));
+            }
+            5 => s.changes.push((at(1.5), i, Change::Gone)),
+            7 => {
+                s.changes.push((0, i, Change::Gone));
+                s.changes.push((at(1.0), i, Change::Back));
+            }
+            1 => {
+                s.changes.push((at(0.5), i, Change::Status(Status::Busy)));
+                s.changes.push((at(1.0), i, Change::Status(Status::Away)));
+                s.changes.push((at(2.0), i, Change::Status(Status::Online)));
+            }
+            _ => {}
+        }
+    }
+    s.seed = 12 + generation;
     s
 }
 

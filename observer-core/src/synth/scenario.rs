@@ -58,6 +58,9 @@ pub enum Change {
     /// The program stops: no PINGs, no PONGs.
     Gone,
     Back,
+    /// The program starts again from scratch: its correlators count from 1 again (as
+    /// a restarted reference peer's do), so the first session's repeat.
+    Restart,
 }
 
 /// A disturbance put on purpose on one poll, with the cause the observer must find.
@@ -110,6 +113,8 @@ pub struct Script {
     pub buddies: Vec<(usize, usize)>,
     pub route: Route,
     pub poll_interval_ns: u64,
+    /// Between the first polls of consecutive (poller, buddy) pairs.
+    pub poll_stagger_ns: u64,
     pub duration_ns: u64,
     /// Capture begins this long after the peers start (0: with the first SYN).
     pub capture_offset_ns: u64,
@@ -223,6 +228,8 @@ struct Sim<'a> {
     conns: HashMap<(usize, usize), (usize, usize)>,
     messages: Vec<SimMessage>,
     pings: Vec<SimPing>,
+    /// Message index of each PING → its index in `pings`.
+    ping_of: HashMap<usize, usize>,
     pipes: HashMap<usize, String>,
     queue: BinaryHeap<Reverse<(UnixNanos, u64, Event)>>,
     seq: u64,
@@ -242,6 +249,39 @@ impl Script {
         let mut sim = Sim::new(self);
         sim.run();
         sim.finish()
+    }
+
+    /// The peer pairs that hold a TCP connection, in the order they connect: those of
+    /// the route, and of the route it fails over to (opened at the start too).
+    fn connection_pairs(&self) -> Vec<(usize, usize)> {
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for &(a, b) in &self.buddies {
+            let later = self.reroute.map(|(_, r)| Route::Via(r));
+            for route in std::iter::once(self.route).chain(later) {
+                match route {
+                    Route::Direct => pairs.push((a.min(b), a.max(b))),
+                    Route::Via(r) => {
+                        pairs.push((a, r));
+                        pairs.push((b, r));
+                    }
+                }
+            }
+        }
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    }
+
+    /// Between the openings of consecutive connections: 5 ms, or all within 10 s when
+    /// there are thousands.
+    fn connection_spacing(&self) -> u64 {
+        (5 * MS).min(10 * SEC / self.connection_pairs().len().max(1) as u64)
+    }
+
+    /// When the first poll goes out, after `EPOCH`: once every connection is up.
+    pub fn polls_start_ns(&self) -> u64 {
+        let connected = self.connection_pairs().len() as u64 * self.connection_spacing();
+        (100 * MS).max(connected + 5 * MS)
     }
 }
 
@@ -281,6 +321,7 @@ impl<'a> Sim<'a> {
             conns: HashMap::new(),
             messages: Vec::new(),
             pings: Vec::new(),
+            ping_of: HashMap::new(),
             pipes,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -303,26 +344,15 @@ impl<'a> Sim<'a> {
 
     /// The TCP connections the route needs, each opened with both welcome lines.
     fn connect_all(&mut self) {
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
-        for &(a, b) in &self.script.buddies {
-            let later = self.script.reroute.map(|(_, r)| Route::Via(r));
-            for route in std::iter::once(self.script.route).chain(later) {
-                match route {
-                    Route::Direct => pairs.push((a.min(b), a.max(b))),
-                    Route::Via(r) => {
-                        pairs.push((a, r));
-                        pairs.push((b, r));
-                    }
-                }
-            }
-        }
-        pairs.sort();
-        pairs.dedup();
+        let pairs = self.script.connection_pairs();
+        let spacing = self.script.connection_spacing();
         let mut t = EPOCH;
         for (n, (a, b)) in pairs.into_iter().enumerate() {
-            // The lower-numbered peer initiates from an ephemeral port.
-            self.connect(t, a, b, 40_000 + n as u16 * 7);
-            t += 5 * MS;
+            // The lower-numbered peer initiates from an ephemeral port (ports repeat
+            // only past 3,600 connections, between different address pairs).
+            let port = 40_000 + (n % 3_600) as u16 * 7;
+            self.connect(t, a, b, port);
+            t += spacing;
         }
     }
 
@@ -364,13 +394,13 @@ impl<'a> Sim<'a> {
         if let Some(&(a, b)) = self.script.buddies.first() {
             self.stress_conn = self.conns.get(&(a, b)).map(|c| c.0);
         }
-        let start = EPOCH + 100 * MS;
+        let start = EPOCH + self.script.polls_start_ns();
         let mut k = 0u64;
         for &(a, b) in &self.script.buddies.clone() {
             for (from, to) in [(a, b), (b, a)] {
                 if self.peers[from].spec.polls {
                     // Pollers start staggered, as real peers do.
-                    let t = start + k * 37 * MS;
+                    let t = start + k * self.script.poll_stagger_ns;
                     self.schedule(t, Event::Poll { from, to });
                     k += 1;
                 }
@@ -423,6 +453,7 @@ impl<'a> Sim<'a> {
                     .iter()
                     .find(|(p, r, k, _)| (*p, *r, *k) == (from, to, nth))
                     .map(|i| i.3);
+                self.ping_of.insert(msg, self.pings.len());
                 self.pings.push(SimPing {
                     msg,
                     poller: from,
@@ -469,7 +500,7 @@ impl<'a> Sim<'a> {
                 if m.doc.kind != Kind::Ping {
                     return;
                 }
-                let Some(ping) = self.pings.iter().position(|p| p.msg == msg) else {
+                let Some(&ping) = self.ping_of.get(&msg) else {
                     return;
                 };
                 let receiver = self.pings[ping].receiver;
@@ -543,6 +574,10 @@ impl<'a> Sim<'a> {
                     Change::Status(s) => p.status = *s,
                     Change::Gone => p.alive = false,
                     Change::Back => p.alive = true,
+                    Change::Restart => {
+                        p.alive = true;
+                        p.correlators = 0;
+                    }
                 }
             }
             Event::Message { idx } => {

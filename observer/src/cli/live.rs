@@ -165,6 +165,13 @@ pub fn run(args: LiveArgs) -> Result<ExitCode> {
         }
         write_report(dir, &args, &outcome, sample, sampled_out)?;
     }
+    if let Some(e) = outcome.failure {
+        eprintln!(
+            "observer: error: {}\nobserver: the run stopped early; its summary covers every transaction seen until then",
+            crate::error_line(&anyhow::Error::new(e))
+        );
+        return Ok(ExitCode::from(super::exit::STOPPED_EARLY));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -185,6 +192,9 @@ fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
             }),
         );
         map.insert("windows".into(), windows_json(&outcome.windows));
+        if let Some(e) = &outcome.failure {
+            map.insert("stopped_early".into(), e.to_string().into());
+        }
     }
     json
 }

@@ -35,6 +35,10 @@ pub mod exit {
     /// Some input is damaged (truncated, corrupt) after a readable start: the report
     /// covers everything read before the damage; stderr names the file and offset.
     pub const DAMAGED: u8 = 4;
+    /// `live` stopped early on an error once capturing (its interface vanished, an
+    /// output could not be written): the summary covers everything seen until then;
+    /// stderr names the error.
+    pub const STOPPED_EARLY: u8 = 5;
 }
 
 pub const EXIT_STATUS_HELP: &str = "\
@@ -43,7 +47,9 @@ Exit status:
   1  error, nothing reported (input missing, unreadable or not a capture; output not writable)
   2  bad command line
   3  validate: a bound was broken
-  4  damaged input: the report covers what was read before the damage (stderr says where)";
+  4  damaged input: the report covers what was read before the damage (stderr says where)
+  5  live stopped early (interface gone, output not writable): the summary covers
+     everything seen until then (stderr says why)";
 
 /// [`exit::OK`] when every input was read to its end, else [`exit::DAMAGED`].
 pub fn exit_for(analysis: &Analysis) -> ExitCode {

@@ -230,6 +230,10 @@ pub struct LiveOutcome {
     pub source: SourceCounters,
     /// What the ClickHouse sink did, when there was one.
     pub store: Option<crate::store::StoreStats>,
+    /// The error that ended the run early once it was capturing (the source vanished,
+    /// an output could not be written): the summary still covers everything seen
+    /// until then; set-up errors are `Err` instead, nothing having been seen.
+    pub failure: Option<LiveError>,
 }
 
 /// The CSV sink: appends, flushes every batch, rotates by size or age.
@@ -422,10 +426,14 @@ impl Sinks<'_> {
         }
     }
 
-    fn check(&mut self) -> Result<(), LiveError> {
-        match self.error.take().or_else(|| self.transactions.take_error()) {
-            Some(e) => Err(e),
-            None => Ok(()),
+    /// A CSV that failed (a full disk) is written no more (the sink drops it): the
+    /// summary and the other sinks still take every transaction until the run ends.
+    fn flush_csv(&mut self) {
+        if let Some(e) = self.transactions.take_error() {
+            self.error.get_or_insert(e);
+        }
+        if let Some(Err(e)) = self.transactions.record_mut().map(CsvSink::flush) {
+            self.error.get_or_insert(e);
         }
     }
 }
@@ -510,7 +518,11 @@ pub fn run_each(
     let started = Instant::now();
     let mut last_tick = Instant::now();
     let mut write_error: Option<LiveError> = None;
-    let mut failure: Option<LiveError> = None;
+    let saved_path = cfg
+        .save
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
 
     loop {
         if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -520,11 +532,7 @@ pub fn run_each(
             if let Some(w) = &mut saver {
                 if let Err(e) = w.write_frame(f.interface, f.ts, &f.data, f.orig_len) {
                     write_error.get_or_insert(LiveError::Write {
-                        path: cfg
-                            .save
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default(),
+                        path: saved_path.clone(),
                         source: e,
                     });
                 }
@@ -552,7 +560,9 @@ pub fn run_each(
             merger.release(None, &mut |fr| pipeline.frame(fr));
         });
         if let Some(e) = write_error.take() {
-            return Err(e);
+            // The `-w` file is given up; the run ends below with its summary.
+            saver = None;
+            sinks.error.get_or_insert(e);
         }
         let ended = match polled {
             Ok(None) => true,
@@ -571,12 +581,11 @@ pub fn run_each(
             Err(e) => {
                 // The interface vanished or the capture broke: keep what was found
                 // (flushed below), remove the tap, then report.
-                failure = Some(e);
+                sinks.error.get_or_insert(e);
                 true
             }
         };
         pipeline.release_ordered(&mut |t| sinks.take(t));
-        sinks.check()?;
         // Flows found to be JXTA by content pass the tap's in-kernel filter from now on.
         for (a, b) in welcomed.drain(..).chain(pipeline.take_jxta_flows()) {
             source.mark_flow(a, b);
@@ -586,19 +595,13 @@ pub fn run_each(
             // Offline the release waits for a batch; live, what is due goes out every
             // second however few.
             pipeline.release_ordered_now(&mut |t| sinks.take(t));
-            sinks.check()?;
-            if let Some(c) = sinks.transactions.record_mut() {
-                c.flush()?;
-            }
-            if let Some(w) = &mut saver {
-                w.flush().map_err(|source| LiveError::Write {
-                    path: cfg
-                        .save
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
+            sinks.flush_csv();
+            if let Some(Err(source)) = saver.as_mut().map(|w| w.flush()) {
+                saver = None;
+                sinks.error.get_or_insert(LiveError::Write {
+                    path: saved_path.clone(),
                     source,
-                })?;
+                });
             }
             let counters = source.counters();
             pipeline.set_reorder_stats(merger.stats());
@@ -630,7 +633,9 @@ pub fn run_each(
                 ));
             }
         }
-        if ended {
+        // A failed output or source ends the run here, with everything seen so far
+        // still going to the summary below.
+        if ended || sinks.error.is_some() {
             break;
         }
     }
@@ -646,35 +651,39 @@ pub fn run_each(
     for t in std::mem::take(&mut result.transactions) {
         sinks.take(t);
     }
-    sinks.check()?;
-    if let Some(c) = sinks.transactions.record_mut() {
-        c.flush()?;
-    }
-    if let Some(w) = saver.take() {
-        w.finish().map_err(|source| LiveError::Write {
-            path: cfg
-                .save
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+    sinks.flush_csv();
+    if let Some(Err(source)) = saver.take().map(|w| w.finish()) {
+        sinks.error.get_or_insert(LiveError::Write {
+            path: saved_path,
             source,
-        })?;
+        });
     }
     let Sinks {
         store,
         transactions,
         mut windows,
+        error,
         ..
     } = sinks;
-    let store = match store {
-        Some(s) => Some(s.finish()?),
+    // The first error is the one reported; a later one (a detach after the interface
+    // went, a store that cannot finish) is logged.
+    let mut failure = error;
+    let mut also = |e: LiveError| match &failure {
+        Some(_) => tracing::error!("{e}"),
+        None => failure = Some(e),
+    };
+    let store = match store.map(|s| s.finish()) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            also(e.into());
+            None
+        }
         None => None,
     };
-    if let Some(e) = failure {
-        return Err(e);
+    if let Err(e) = closed {
+        also(e);
     }
-    closed?;
-    // Every write was checked above: what is left is the summary.
+    // Every write error was collected above: what is left is the summary.
     let (summary, _, _) = transactions.finish(&result.matcher, result.duration_ns());
     Ok(LiveOutcome {
         windows: windows.stats(result.last_ts),
@@ -682,6 +691,7 @@ pub fn run_each(
         result,
         source: counters,
         store,
+        failure,
     })
 }
 

@@ -1,0 +1,577 @@
+//! `cargo xtask soak`: an always-on gateway in miniature. Generated traffic with churn
+//! (`observer::synth::soak`: 10,000+ distinct pairs, peers killed mid-transaction,
+//! restarted with their correlators from 1 again, joining late, leaving) is replayed
+//! faster than real time, again and again for the duration, by one tcpreplay into TWO
+//! veth pairs (a tcpprep CIDR split: each half of the peers sends on its own interface),
+//! with `observer live -i A -i B --csv` capturing both host ends. At the end every
+//! transaction of the truth (times the replays) must be in the CSV, none lost and none
+//! extra, and the observer's resident set, sampled every second, must be flat after the
+//! warm-up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use observer::capture::WriteFormat;
+use observer::packet::build::LinkVariant;
+use observer::synth::Change;
+use observer::transaction::TxStatus;
+
+pub struct Options {
+    pub minutes: f64,
+    pub peers: usize,
+    /// tcpreplay's speed-up.
+    pub multiplier: f64,
+    pub warmup: Duration,
+    /// Distinct sets of peer identities replayed in turn (0: a new one every replay).
+    pub generations: u64,
+    /// Largest RSS growth accepted from the warm-up's end to the end, in MiB.
+    pub max_growth_mib: f64,
+    pub source: String,
+    pub observer: PathBuf,
+    pub out: PathBuf,
+}
+
+/// The observer's `--timeout`, not scaled by the speed-up: more than twice the largest
+/// reply delay of `synth`'s peers (4.5 s) at real time, so whether a PING was answered
+/// does not depend on the replay's pace, which a loaded machine stretches (at 5 s, a
+/// 4.5 s answer in a replay stalled below real time was once taken for a timeout).
+const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first half of the peers (`synth::soak`'s 10.1/16) goes out on the first
+/// interface, the other half on the second.
+const FIRST_HALF: &str = "10.1.0.0/16";
+
+fn ip(args: &[&str]) -> Result<()> {
+    let ok = Command::new("ip").args(args).status()?.success();
+    ensure!(ok, "ip {} failed", args.join(" "));
+    Ok(())
+}
+
+/// Two veth pairs, their peer ends in one namespace (where tcpreplay sends), their
+/// host ends in ours (where the observer captures); removed on drop.
+struct Veths {
+    ns: String,
+    host: [String; 2],
+    peer: [String; 2],
+}
+
+impl Veths {
+    fn new() -> Result<Veths> {
+        let id = std::process::id() % 100_000;
+        let v = Veths {
+            ns: format!("obs-soak-{id}"),
+            host: [format!("obsA{id}"), format!("obsB{id}")],
+            peer: [format!("obsa{id}"), format!("obsb{id}")],
+        };
+        ip(&["netns", "add", &v.ns])?;
+        for k in 0..2 {
+            ip(&[
+                "link", "add", &v.host[k], "type", "veth", "peer", "name", &v.peer[k],
+            ])?;
+            ip(&["link", "set", &v.peer[k], "netns", &v.ns])?;
+            ip(&["link", "set", &v.host[k], "up"])?;
+            ip(&[
+                "netns", "exec", &v.ns, "ip", "link", "set", &v.peer[k], "up",
+            ])?;
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for Veths {
+    fn drop(&mut self) {
+        for h in &self.host {
+            let _ = Command::new("ip").args(["link", "del", h]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// A child process killed on drop (failure, Ctrl-C).
+struct Killer(std::process::Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proc_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU seconds (user, system) of a running process, from /proc.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (f64::NAN, f64::NAN);
+    };
+    // The fields after the command name (which may hold spaces) follow ") ".
+    let f: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let field = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (field(11) / tck, field(12) / tck)
+}
+
+/// (poller ID, receiver ID, correlator, status): what the comparison counts.
+type Key = (String, String, String, String);
+
+/// Counts of each key in a transaction CSV, by column name.
+fn count_csv(path: &Path, counts: &mut HashMap<Key, i64>, sign: i64) -> Result<u64> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut lines = std::io::BufReader::new(file).lines();
+    let header = lines.next().context("an empty CSV")??;
+    let cols: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .with_context(|| format!("no column {name} in {}", path.display()))
+    };
+    let (p, r, c, s) = (
+        col("poller_peer_id")?,
+        col("receiver_peer_id")?,
+        col("correlator")?,
+        col("transaction_status")?,
+    );
+    let mut n = 0;
+    for line in lines {
+        let line = line?;
+        let f: Vec<&str> = line.split(',').collect();
+        let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+        let key = (get(p), get(r), get(c), get(s));
+        *counts.entry(key).or_default() += sign;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One replayable capture: its file, its tcpprep split and what it must give.
+struct Generation {
+    capture: PathBuf,
+    cache: PathBuf,
+    /// Transactions per key; open at the capture's end counts as timeout: live, time
+    /// goes on past the end (the next replay, the wait at the end) and it times out.
+    keys: HashMap<Key, i64>,
+    pairs: Vec<(String, String)>,
+    transactions: usize,
+    /// Transactions repeating a correlator of their pair (after a restart).
+    repeats: usize,
+    frames: usize,
+    bytes: usize,
+    duration_ns: u64,
+    restart_gap_ns: u64,
+}
+
+fn id(p: &Option<observer::jxta::PeerId>) -> String {
+    p.as_ref().map(|i| i.to_string()).unwrap_or_default()
+}
+
+/// Renders generation `g` of the soak traffic into `out` and splits it for two
+/// interfaces.
+fn prepare(opts: &Options, out: &Path, g: u64) -> Result<Generation> {
+    let script = observer::synth::soak(opts.peers, g);
+    // From a kill to the restart that repeats the correlators.
+    let restart_gap_ns = script
+        .changes
+        .iter()
+        .filter(|c| matches!(c.2, Change::Restart))
+        .filter_map(|(at, peer, _)| {
+            let killed = script
+                .changes
+                .iter()
+                .find(|c| c.1 == *peer && matches!(c.2, Change::Gone))?;
+            at.checked_sub(killed.0)
+        })
+        .min()
+        .unwrap_or(u64::MAX);
+    let rendered = script.render();
+    let capture = out.join(format!("soak-{g}.pcap"));
+    let bytes = rendered.capture_bytes(
+        LinkVariant::Ethernet,
+        WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        },
+    )?;
+    std::fs::write(&capture, &bytes)?;
+    std::fs::write(
+        out.join(format!("soak-{g}.truth.csv")),
+        rendered.truth_csv()?,
+    )?;
+    let mut keys: HashMap<Key, i64> = HashMap::new();
+    let mut correlators: HashMap<(String, String, Option<String>), usize> = HashMap::new();
+    for t in &rendered.truth {
+        let status = match t.status {
+            TxStatus::Ok => "ok",
+            TxStatus::Timeout | TxStatus::Open => "timeout",
+        };
+        // By peer ID: the observer learns a receiver's name from its PONGs, so one that
+        // never answered has none.
+        let (poller, receiver) = (id(&t.poller_id), id(&t.receiver_id));
+        *correlators
+            .entry((poller.clone(), receiver.clone(), t.correlator.clone()))
+            .or_default() += 1;
+        let key = (
+            poller,
+            receiver,
+            t.correlator.clone().unwrap_or_default(),
+            status.to_string(),
+        );
+        *keys.entry(key).or_default() += 1;
+    }
+    let mut pairs: Vec<(String, String)> = correlators
+        .keys()
+        .map(|(p, r, _)| (p.clone(), r.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let cache = out.join(format!("soak-{g}.cache"));
+    let prep = Command::new("tcpprep")
+        .arg(format!("--cidr={FIRST_HALF}"))
+        .arg("--pcap")
+        .arg(&capture)
+        .arg("--cachefile")
+        .arg(&cache)
+        .output()
+        .context("running tcpprep (install Debian's tcpreplay)")?;
+    ensure!(
+        prep.status.success(),
+        "tcpprep failed: {}",
+        String::from_utf8_lossy(&prep.stderr)
+    );
+    Ok(Generation {
+        capture,
+        cache,
+        keys,
+        pairs,
+        transactions: rendered.truth.len(),
+        repeats: correlators.values().map(|n| n - 1).sum(),
+        frames: rendered.wire.packets.iter().filter(|p| p.written).count(),
+        bytes: bytes.len(),
+        duration_ns: script.duration_ns,
+        restart_gap_ns,
+    })
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone())?;
+    }
+    std::fs::create_dir_all(&opts.out)?;
+    let out = opts.out.canonicalize()?;
+    let duration = Duration::from_secs_f64(opts.minutes * 60.0);
+    let t0 = Instant::now();
+    let mut generations = vec![prepare(opts, &out, 0)?];
+    let first = &generations[0];
+    println!(
+        "soak: {} peers, {} pairs, {} transactions ({} repeating a correlator of their pair after a restart), {} frames, {:.1} MB per capture (rendered in {:.1} s); {:.0} s of traffic replayed at x{} for {:.1} min, {}",
+        opts.peers,
+        first.pairs.len(),
+        first.transactions,
+        first.repeats,
+        first.frames,
+        first.bytes as f64 / 1e6,
+        t0.elapsed().as_secs_f64(),
+        first.duration_ns as f64 / 1e9,
+        opts.multiplier,
+        opts.minutes,
+        match opts.generations {
+            0 => "new peer identities every replay".to_string(),
+            1 => "the same capture every replay".to_string(),
+            n => format!("{n} sets of peer identities in turn"),
+        }
+    );
+    let first_replay_secs = first.duration_ns as f64 / 1e9 / opts.multiplier;
+
+    let veths = Veths::new().context("creating two veth pairs in a namespace (needs root)")?;
+    let live_csv = out.join("live.csv");
+    let _ = std::fs::remove_file(&live_csv);
+    let timeout_ms = LIVE_TIMEOUT.as_millis() as u64;
+    // A restarted peer's correlators come again well after its kill: by then the PINGs
+    // it left unanswered must have timed out, or the repeats are (rightly) duplicates.
+    ensure!(
+        first.restart_gap_ns as f64 / 1e9 / opts.multiplier > LIVE_TIMEOUT.as_secs_f64() + 1.0,
+        "at x{} a restart comes within the observer's {LIVE_TIMEOUT:?} timeout of the kill: use a smaller --multiplier",
+        opts.multiplier
+    );
+    ensure!(
+        opts.generations == 0
+            || first_replay_secs > (timeout_ms as f64 / 1e3) + 1.0,
+        "a replay of {first_replay_secs:.1} s is shorter than the observer's timeout: the same capture again would repeat correlators still outstanding; use --generations 0, more --seconds or a smaller --multiplier"
+    );
+    // At higher priority, as the scenarios run it: the machine that runs the tests is
+    // shared, a gateway's observer is not competing with compilers.
+    let child = Command::new("nice")
+        .args(["-n", "-10"])
+        .arg(&opts.observer)
+        .args(["live", "-i", &veths.host[0], "-i", &veths.host[1]])
+        .args(["--source", &opts.source, "--port", "9701", "--json"])
+        .args(["--timeout", &format!("{timeout_ms}ms"), "--csv"])
+        .arg(&live_csv)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(out.join("live.log"))?)
+        .spawn()
+        .context("starting observer live")?;
+    let mut live = Killer(child);
+    let pid = live.0.id();
+    // Set up once it has dropped root (it does so after attaching to both interfaces).
+    let up = Instant::now();
+    while proc_field(pid, "Uid:") == Some(0) {
+        if let Ok(Some(status)) = live.0.try_wait() {
+            let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
+            bail!("observer live exited at start ({status}): {log}");
+        }
+        ensure!(
+            up.elapsed() < Duration::from_secs(30),
+            "observer live not up after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // RSS every second, from now to the end.
+    let samples: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let started = Instant::now();
+    let sampler = {
+        let (samples, sampling) = (samples.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(kb) = proc_field(pid, "VmRSS:") {
+                    if let Ok(mut s) = samples.lock() {
+                        s.push((started.elapsed().as_secs_f64(), kb));
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+
+    let mut replays = 0u64;
+    // Growth counts from the end of the warm-up or of the first cycle of captures (every
+    // pair and flow of it seen once), whichever is later.
+    let cycle = opts.generations.max(1);
+    let mut cycle_end = 0.0f64;
+    let mut expected: HashMap<Key, i64> = HashMap::new();
+    let mut pairs: std::collections::HashSet<(String, String)> = Default::default();
+    loop {
+        ensure!(
+            !interrupted.load(Ordering::Relaxed),
+            "interrupted: namespace and interfaces removed"
+        );
+        let g = match opts.generations {
+            0 => replays,
+            n => replays % n,
+        } as usize;
+        if g == generations.len() {
+            generations.push(prepare(opts, &out, g as u64)?);
+            // Only the newest one is replayed again (generations cycle in order).
+            if opts.generations == 0 {
+                if let Some(old) = generations.get_mut(g - 1) {
+                    let _ = std::fs::remove_file(&old.capture);
+                    old.keys = HashMap::new();
+                }
+            }
+        }
+        let gen = &generations[g];
+        for (k, n) in &gen.keys {
+            *expected.entry(k.clone()).or_default() += n;
+        }
+        pairs.extend(gen.pairs.iter().cloned());
+        let (capture, cache) = (&gen.capture, &gen.cache);
+        let r0 = Instant::now();
+        // select(2) timing: the default sleeps overshoot on a loaded machine and made a
+        // x4 replay slower than real time; -K reads the capture first. At higher
+        // priority too: its pace is the traffic's clock.
+        let replay = Command::new("nice")
+            .args(["-n", "-10", "ip", "netns", "exec", &veths.ns])
+            .args(["tcpreplay", "-q", "-T", "select", "-K"])
+            .args(["-i", &veths.peer[0], "-I", &veths.peer[1]])
+            .arg(format!("--multiplier={}", opts.multiplier))
+            .arg("--cachefile")
+            .arg(cache)
+            .arg(capture)
+            .output()
+            .context("tcpreplay")?;
+        ensure!(
+            replay.status.success(),
+            "tcpreplay failed: {}",
+            String::from_utf8_lossy(&replay.stderr)
+        );
+        replays += 1;
+        let took = r0.elapsed();
+        if replays == cycle {
+            cycle_end = started.elapsed().as_secs_f64();
+        }
+        eprintln!(
+            "  replay {replays} (capture {g}) in {:.1} s at {:.0} s, {} distinct pairs so far, RSS {} MiB",
+            took.as_secs_f64(),
+            started.elapsed().as_secs_f64(),
+            pairs.len(),
+            proc_field(pid, "VmRSS:").unwrap_or(0) / 1024
+        );
+        // Replays start until the duration is over (the last one may end after it).
+        if started.elapsed() >= duration {
+            break;
+        }
+    }
+    // The last PINGs time out, the reorder window and the ordered release pass.
+    std::thread::sleep(Duration::from_millis(timeout_ms) + Duration::from_secs(5));
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let peak_kb = proc_field(pid, "VmHWM:").unwrap_or(0);
+    let cpu = cpu_seconds(pid);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let mut stdout = String::new();
+    if let Some(mut so) = live.0.stdout.take() {
+        so.read_to_string(&mut stdout)?;
+    }
+    let status = live.0.wait()?;
+    let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
+    ensure!(status.success(), "observer live failed ({status}): {log}");
+    std::fs::write(out.join("live.json"), &stdout)?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout).context("observer live's JSON summary")?;
+    drop(veths);
+
+    // None lost, none extra.
+    let mut balance = expected;
+    let found = count_csv(&live_csv, &mut balance, -1)?;
+    let expected: i64 = balance.values().sum::<i64>() + found as i64;
+    let mut missing: Vec<(&Key, i64)> = balance
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k, *n))
+        .collect();
+    let mut extra: Vec<(&Key, i64)> = balance
+        .iter()
+        .filter(|(_, n)| **n < 0)
+        .map(|(k, n)| (k, -*n))
+        .collect();
+    missing.sort();
+    extra.sort();
+    let (n_missing, n_extra): (i64, i64) = (
+        missing.iter().map(|m| m.1).sum(),
+        extra.iter().map(|m| m.1).sum(),
+    );
+    println!(
+        "transactions: {expected} expected ({replays} replays, {} distinct pairs), {found} in the CSV: {n_missing} missing, {n_extra} extra",
+        pairs.len()
+    );
+    for (what, list) in [("missing", &missing), ("extra", &extra)] {
+        for (k, n) in list.iter().take(5) {
+            println!(
+                "  {what} x{n}: {} -> {} correlator {} {}",
+                k.0, k.1, k.2, k.3
+            );
+        }
+    }
+    println!(
+        "observer CPU: {:.1} s user, {:.1} s system over {:.0} s",
+        cpu.0,
+        cpu.1,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "source: {} events, drops {} kernel, {} user-space; summary {} transactions ({} ok, {} timeout, {} open)",
+        summary["source"]["events"],
+        summary["source"]["kernel_drops"],
+        summary["source"]["userspace_drops"],
+        summary["transactions"]["total"],
+        summary["transactions"]["ok"],
+        summary["transactions"]["timeout"],
+        summary["transactions"]["open"]
+    );
+
+    // RSS: the curve, then the growth after the warm-up.
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let bucket = if duration <= Duration::from_secs(180) {
+        10.0
+    } else {
+        60.0
+    };
+    let mut curve: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
+    for &(t, kb) in &samples {
+        let e = curve.entry((t / bucket) as u64).or_insert((u64::MAX, 0, 0));
+        e.0 = e.0.min(kb);
+        e.1 = e.1.max(kb);
+        e.2 = kb;
+    }
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    println!("observer RSS (MiB) per {bucket:.0} s: from  min  max  last");
+    for (b, (lo, hi, last)) in &curve {
+        println!(
+            "  {:>6.0} s  {:>7.1} {:>7.1} {:>7.1}",
+            *b as f64 * bucket,
+            mib(*lo),
+            mib(*hi),
+            mib(*last)
+        );
+    }
+    let warmup = opts.warmup.as_secs_f64().max(cycle_end);
+    let after: Vec<(f64, u64)> = samples
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= warmup)
+        .collect();
+    ensure!(
+        after.len() >= 4,
+        "too few RSS samples after the {warmup:.0} s warm-up: run longer"
+    );
+    // The peaks of the first and the last stretch after the warm-up (a minute, or half
+    // of what follows the warm-up when shorter): traffic in flight comes and goes
+    // between replays, what stays is what grows.
+    let span = (after.len() / 2).min(60);
+    let first = after[..span].iter().map(|s| s.1).max().unwrap_or(0);
+    let last = after[after.len() - span..]
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(0);
+    let growth = mib(last) - mib(first);
+    println!(
+        "RSS growth from {warmup:.0} s (warm-up) to the end: {:+.1} MiB ({:.1} -> {:.1}, peak of the first and last {span} s); peak RSS {:.1} MiB; bound {:.1} MiB",
+        growth,
+        mib(first),
+        mib(last),
+        mib(peak_kb),
+        opts.max_growth_mib
+    );
+
+    let mut failures = Vec::new();
+    if n_missing > 0 || n_extra > 0 {
+        failures.push(format!(
+            "{n_missing} transactions missing and {n_extra} extra in {}",
+            live_csv.display()
+        ));
+    }
+    if growth > opts.max_growth_mib {
+        failures.push(format!(
+            "RSS grew {growth:.1} MiB after the warm-up (bound {:.1})",
+            opts.max_growth_mib
+        ));
+    }
+    if !failures.is_empty() {
+        bail!("soak failed: {}", failures.join("; "));
+    }
+    println!("soak passed");
+    Ok(())
+}
