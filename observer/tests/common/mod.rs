@@ -161,6 +161,7 @@ pub fn root_with(tools: &[&str]) -> bool {
     have(&needs)
 }
 
+#[allow(unused_imports)] // not every test binary uses it
 pub use testbed::Killer;
 
 /// Waits for a child to exit, at most `limit`.
