@@ -585,25 +585,7 @@ fn ebpf_sees_through_vlan_stacks() {
     };
     let live_csv = dir.path().join("live.csv");
     let (mut child, _) = live_by_content(&veth.host, &live_csv);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &veth.ns,
-            "tcpreplay",
-            "-q",
-            "-i",
-            &veth.peer,
-        ])
-        .arg("--multiplier=10")
-        .arg(&tagged)
-        .output()
-        .expect("tcpreplay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    veth.replay_file(&tagged, 10);
     // Every record is flushed at the clean stop.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };

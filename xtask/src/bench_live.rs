@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use observer::capture::{CaptureWriter, WriteFormat};
 use observer::packet::build::{self, LinkVariant};
 use observer::packet::TcpFlags;
+use testbed::{cpu_seconds, Replay, Veth};
 
 pub struct Options {
     pub seconds: u64,
@@ -76,64 +77,9 @@ fn capture(seconds: u64, percent: u32, path: &Path) -> Result<(usize, usize)> {
     Ok((jxta, background))
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let ok = Command::new("ip").args(args).status()?.success();
-    if !ok {
-        bail!("ip {} failed", args.join(" "));
-    }
-    Ok(())
-}
-
-struct Veth {
-    ns: String,
-    host: String,
-    peer: String,
-}
-
-impl Veth {
-    fn new() -> Result<Veth> {
-        let id = std::process::id() % 100_000;
-        let v = Veth {
-            ns: format!("obs-bench-{id}"),
-            host: format!("obbA{id}"),
-            peer: format!("obbB{id}"),
-        };
-        ip(&["netns", "add", &v.ns])?;
-        ip(&[
-            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
-        ])?;
-        ip(&["link", "set", &v.peer, "netns", &v.ns])?;
-        ip(&["link", "set", &v.host, "up"])?;
-        ip(&["netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"])?;
-        Ok(v)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-/// CPU seconds (user, system) of a live process, from /proc.
-fn cpu_of(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after ") ".
-    let rest = stat.rsplit_once(") ")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime / tck, stime / tck))
-}
-
 pub fn run(opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&opts.out)?;
-    let veth = Veth::new().context("creating a veth pair in a namespace (needs root)")?;
+    let veth = Veth::new("b").context("creating a veth pair in a namespace (needs root)")?;
     println!(
         "{:<6} {:>4} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10} {:>6}",
         "source", "bg%", "frames", "jxta", "events", "kdrops", "udrops", "user_s", "sys_s", "tx_ok"
@@ -149,29 +95,13 @@ pub fn run(opts: &Options) -> Result<()> {
                 .spawn()
                 .context("starting observer live")?;
             std::thread::sleep(Duration::from_millis(1500));
-            let replay = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &veth.ns,
-                    "tcpreplay",
-                    "-q",
-                    "--topspeed",
-                    "-i",
-                    &veth.peer,
-                ])
-                .arg(&cap)
-                .output()
-                .context("tcpreplay")?;
-            if !replay.status.success() {
+            if let Err(e) = veth.replay(&cap, Replay::TopSpeed) {
                 let _ = child.kill();
-                bail!(
-                    "tcpreplay failed: {}",
-                    String::from_utf8_lossy(&replay.stderr)
-                );
+                let _ = child.wait();
+                bail!(e);
             }
             std::thread::sleep(Duration::from_millis(1500));
-            let (user, sys) = cpu_of(child.id()).unwrap_or((f64::NAN, f64::NAN));
+            let (user, sys) = cpu_seconds(child.id()).unwrap_or((f64::NAN, f64::NAN));
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();

@@ -15,29 +15,31 @@
 //! ClickHouse server, which is stopped for 10 s in the middle of the run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::scenario::{ip, validate, Children, Options};
+use testbed::clickhouse::{Config as StoreConfig, Server as Store};
+use testbed::{ip, netns_exec, Children};
+
+use crate::scenario::{validate, Options};
 
 /// The ClickHouse server's address on the core bridge; its ports are the defaults, the
 /// namespace being the scenario's own.
 const STORE_ADDR: &str = "10.213.9.3";
 const STORE_HTTP_PORT: u16 = 8123;
+const STORE_TCP_PORT: u16 = 9000;
+/// The gateways' uplinks and the store: the only clients the store admits.
+const UPLINK_NET: &str = "10.213.9.0/24";
 const TABLE: &str = "observer_transactions";
 /// How long the store is down in the middle of the run.
 const OUTAGE: Duration = Duration::from_secs(10);
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(3);
-/// Where Debian installs the server.
-const CLICKHOUSE_SERVER: &str = "/usr/sbin/clickhouse-server";
 
 struct Lan {
     /// The `gateway` column and the file names of this gateway's outputs.
@@ -104,24 +106,9 @@ impl Drop for Topology {
             .chain(&self.gateways)
             .chain(std::iter::once(&self.core))
         {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = ip(&["netns", "del", ns]);
         }
     }
-}
-
-fn netns_exec(ns: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("ip netns exec {ns} {}", args.join(" ")))?;
-    ensure!(
-        status.success(),
-        "ip netns exec {ns} {} failed ({status})",
-        args.join(" ")
-    );
-    Ok(())
 }
 
 impl Topology {
@@ -239,144 +226,19 @@ impl Topology {
     }
 }
 
-/// One ClickHouse server in the core namespace, its state in `dir`.
-struct Store {
-    ns: String,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Store {
-    fn start(ns: &str, dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir.join("data"))?;
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        let d = dir.display();
-        // Only what 18.16 (Debian bookworm) and current releases both read.
-        let config = format!(
-            r#"<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
-    <http_port>{STORE_HTTP_PORT}</http_port>
-    <tcp_port>9000</tcp_port>
-    <listen_host>{STORE_ADDR}</listen_host>
-    <path>{d}/data/</path>
-    <tmp_path>{d}/tmp/</tmp_path>
-    <users_config>{d}/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <mark_cache_size>5368709120</mark_cache_size>
-</yandex>
-"#
-        );
-        let users = r#"<?xml version="1.0"?>
-<yandex>
-    <profiles><default></default></profiles>
-    <users>
-        <default><password></password><networks><ip>10.213.9.0/24</ip></networks><profile>default</profile><quota>default</quota></default>
-    </users>
-    <quotas><default></default></quotas>
-</yandex>
-"#;
-        std::fs::write(dir.join("config.xml"), config)?;
-        std::fs::write(dir.join("users.xml"), users)?;
-        let mut store = Store {
-            ns: ns.to_string(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        store.restart()?;
-        Ok(store)
-    }
-
-    /// Starts the server on the same data and address (the gateways' URL stays valid).
-    fn restart(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("stdout.log"))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, CLICKHOUSE_SERVER])
-            .arg(format!("--config-file={}/config.xml", self.dir.display()))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting clickhouse-server (install Debian's clickhouse-server)")?;
-        self.child = Some(child);
-        let t0 = Instant::now();
-        loop {
-            if matches!(
-                self.http("GET", "/ping", ""),
-                Ok((200, ref b)) if b == "Ok.\n"
-            ) {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                bail!(
-                    "clickhouse-server exited ({status}): {}",
-                    std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-                );
-            }
-            ensure!(
-                t0.elapsed() < Duration::from_secs(60),
-                "clickhouse-server did not answer /ping within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGKILL, like a crash: what was not committed is not there.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Runs `sql`; the server's message on refusal.
-    fn query(&self, sql: &str) -> Result<String> {
-        let (status, body) = self.http("POST", "/", sql)?;
-        ensure!(status == 200, "{sql}: {body}");
-        Ok(body)
-    }
-
-    /// One HTTP/1.0 exchange from a thread that enters the core namespace (the server's
-    /// address exists only there).
-    fn http(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        let ns = format!("/var/run/netns/{}", self.ns);
-        let request = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {STORE_ADDR}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        std::thread::spawn(move || -> Result<(u16, String)> {
-            let file = std::fs::File::open(&ns).with_context(|| ns.clone())?;
-            // SAFETY: a valid descriptor of a network namespace; setns changes only this
-            // thread's namespace, and the thread ends with the exchange.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            ensure!(rc == 0, "setns {ns}: {}", std::io::Error::last_os_error());
-            let mut s = std::net::TcpStream::connect((STORE_ADDR, STORE_HTTP_PORT))?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))?;
-            s.write_all(request.as_bytes())?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            let (head, body) = out.split_once("\r\n\r\n").context("no end of HTTP head")?;
-            let status = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .context("no HTTP status")?;
-            Ok((status, body.to_string()))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"))?
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The one ClickHouse server, in the core namespace, reachable from the gateways'
+/// uplink network, its state in `dir`.
+fn start_store(ns: &str, dir: &Path) -> Result<Store> {
+    let cfg = StoreConfig {
+        dir: dir.to_path_buf(),
+        listen: STORE_ADDR.parse()?,
+        http_port: STORE_HTTP_PORT,
+        tcp_port: STORE_TCP_PORT,
+        networks: vec![UPLINK_NET.into()],
+        users: Vec::new(),
+        netns: Some(ns.to_string()),
+    };
+    Store::start(cfg).context("starting clickhouse-server (install Debian's clickhouse-server)")
 }
 
 /// A transaction as a gateway's CSV and the store both hold it (the columns compared).
@@ -589,7 +451,7 @@ fn dashboard_sql(store: &Store, from: u64, to: u64) -> Result<usize> {
 pub fn run(opts: &Options) -> Result<()> {
     let begun = Instant::now();
     ensure!(
-        Path::new(CLICKHOUSE_SERVER).exists(),
+        testbed::clickhouse::installed(),
         "the gateways scenario needs Debian's clickhouse-server"
     );
     ensure!(
@@ -627,7 +489,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let topo = Topology::create().context("creating the namespaces (needs root)")?;
     let store_dir = out.join("clickhouse");
     let _ = std::fs::remove_dir_all(&store_dir);
-    let mut store = Store::start(&topo.core, &store_dir)?;
+    let mut store = start_store(&topo.core, &store_dir)?;
     eprintln!(
         "scenario gateways: ClickHouse {} on {STORE_ADDR}:{STORE_HTTP_PORT}",
         store.query("SELECT version()")?.trim()

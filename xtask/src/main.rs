@@ -3,6 +3,7 @@
 mod bench;
 mod bench_data;
 mod bench_live;
+mod bench_store;
 mod fuzz_seeds;
 mod gateways;
 mod scenario;
@@ -121,6 +122,24 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ebpf,pcap")]
         sources: Vec<String>,
         #[arg(long, default_value = "target/bench-live")]
+        out: PathBuf,
+    },
+    /// Insert rate of the ClickHouse sink into a local server it starts (needs Debian's
+    /// clickhouse-server; run optimised: `cargo run --release -p xtask -- bench-store`).
+    BenchStore {
+        /// Transactions pushed per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        transactions: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Rows per insert (the sink's default unless given).
+        #[arg(long, default_value_t = observer::store::DEFAULT_BATCH_ROWS)]
+        batch_rows: usize,
+        #[arg(long, default_value_t = 1000)]
+        peers: u32,
+        #[arg(long, default_value_t = 10)]
+        buddies: u32,
+        #[arg(long, default_value = "target/bench-store")]
         out: PathBuf,
     },
     /// Write the benchmark captures (real JXSE 2.5 traffic replicated over many
@@ -344,6 +363,28 @@ fn main() -> Result<()> {
                 } else {
                     root.join(out)
                 },
+            })?;
+        }
+        Command::BenchStore {
+            transactions,
+            runs,
+            batch_rows,
+            peers,
+            buddies,
+            out,
+        } => {
+            let out = if out.is_absolute() {
+                out
+            } else {
+                workspace_root().join(out)
+            };
+            bench_store::run(&bench_store::Options {
+                transactions,
+                runs,
+                batch_rows,
+                peers,
+                buddies,
+                out,
             })?;
         }
         Command::FuzzSeeds => {

@@ -8,12 +8,13 @@
 //! failure and on Ctrl-C.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use testbed::{ip, Children};
 
 /// One reference peer of a scenario.
 struct PeerPlan {
@@ -109,17 +110,6 @@ struct Topology {
     ports: Vec<String>,
 }
 
-pub(crate) fn ip(args: &[&str]) -> Result<()> {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("ip {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
 impl Topology {
     fn create(n: usize) -> Result<Topology> {
         let id = std::process::id() % 10_000;
@@ -163,7 +153,7 @@ impl Drop for Topology {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth ends in it, and with them their peers.
         for ns in self.peers.iter().chain(std::iter::once(&self.gateway)) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = ip(&["netns", "del", ns]);
         }
     }
 }
@@ -214,25 +204,6 @@ impl Net {
 
 fn peer_ip(i: usize) -> String {
     format!("10.213.0.{}", i + 1)
-}
-
-/// Children killed on drop (failure, Ctrl-C).
-pub(crate) struct Children(pub(crate) Vec<(String, Child)>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (name, c) in &mut self.0 {
-            if name == "stress-ng" {
-                // SIGTERM: stress-ng then stops its workers (SIGKILL would orphan them).
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
-            } else {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-    }
 }
 
 fn now_ns() -> u64 {

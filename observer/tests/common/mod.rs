@@ -116,75 +116,41 @@ pub fn epoch_ns(text: &str) -> u64 {
     s.parse::<u64>().expect("seconds") * 1_000_000_000 + frac.parse::<u64>().expect("fraction")
 }
 
-/// A veth pair for live tests: `host` in the root namespace, `peer` in a namespace made
-/// for the test; both removed on drop, also when the test panics.
-pub struct Veth {
-    pub ns: String,
-    pub host: String,
-    pub peer: String,
+/// A veth pair for live tests ([`testbed::Veth`]): `host` in the root namespace,
+/// `peer` in a namespace made for the test; both removed on drop, also when the test
+/// panics.
+pub struct Veth(testbed::Veth);
+
+impl std::ops::Deref for Veth {
+    type Target = testbed::Veth;
+    fn deref(&self) -> &testbed::Veth {
+        &self.0
+    }
 }
 
 impl Veth {
-    /// `tag` keeps the names of concurrent tests apart (interface names ≤ 15 bytes).
+    /// `tag` keeps the names of concurrent tests apart (at most 7 bytes); `None`, said
+    /// why, when the pair cannot be made (the caller checked root already).
     pub fn new(tag: &str) -> Option<Veth> {
-        let id = std::process::id() % 100_000;
-        let v = Veth {
-            ns: format!("obs-{tag}-{id}"),
-            host: format!("ob{tag}A{id}"),
-            peer: format!("ob{tag}B{id}"),
-        };
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if !ok(&["netns", "add", &v.ns]) {
-            return None;
+        match testbed::Veth::new(tag) {
+            Ok(v) => Some(Veth(v)),
+            Err(e) => {
+                eprintln!("no veth pair: {e}");
+                None
+            }
         }
-        let created = ok(&[
-            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
-        ]) && ok(&["link", "set", &v.peer, "netns", &v.ns])
-            && ok(&["link", "set", &v.host, "up"])
-            && ok(&["netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"]);
-        if !created {
-            drop(v);
-            return None;
-        }
-        Some(v)
     }
 
     /// Replays a committed capture into the pair with tcpreplay at `multiplier` speed.
     pub fn replay(&self, capture_name: &str, multiplier: u64) {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "tcpreplay",
-                "-q",
-                "-i",
-                &self.peer,
-            ])
-            .arg(format!("--multiplier={multiplier}"))
-            .arg(capture(capture_name))
-            .output()
-            .expect("tcpreplay");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.replay_file(&capture(capture_name), multiplier);
     }
-}
 
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host])
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    /// Replays the capture at `path` into the pair at `multiplier` speed.
+    pub fn replay_file(&self, path: &std::path::Path, multiplier: u64) {
+        if let Err(e) = self.0.replay(path, testbed::Replay::Multiplier(multiplier)) {
+            panic!("{e}");
+        }
     }
 }
 
@@ -195,15 +161,8 @@ pub fn root_with(tools: &[&str]) -> bool {
     have(&needs)
 }
 
-/// A child process killed on drop.
-pub struct Killer(pub std::process::Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use testbed::Killer;
 
 /// Waits for a child to exit, at most `limit`.
 pub fn wait_exit(
@@ -235,8 +194,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
 /// A loopback port nothing listens on now, for a server the test starts: fixed ports
 /// collide between concurrent runs.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local address").port()
+    testbed::free_port().expect("bind an ephemeral port")
 }
 
 /// `127.0.0.1:PORT` with a [`free_port`].
