@@ -75,9 +75,9 @@ pub fn record_len(t: &Transaction) -> u64 {
         number_len(t.stop),
         t.rtt_ns().map_or(0, rtt_us_len),
         text(t.poller_name.as_deref()),
-        text(t.poller_id.as_ref().map(PeerId::as_str)),
+        t.poller_id.as_ref().map_or(0, peer_len),
         text(t.receiver_name.as_deref()),
-        text(t.receiver_id.as_ref().map(PeerId::as_str)),
+        t.receiver_id.as_ref().map_or(0, peer_len),
         word(t.receiver_status.map(Status::as_str)),
         word(Some(t.status.as_str())),
         text(t.correlator.as_deref()),
@@ -92,17 +92,18 @@ pub fn record_len(t: &Transaction) -> u64 {
 
 /// Length of a field as [`push_field`] writes it.
 fn field_len(field: &[u8]) -> usize {
-    let mut quotes = 0;
-    let mut special = false;
-    for &b in field {
-        quotes += usize::from(b == b'"');
-        special |= matches!(b, b',' | b'"' | b'\n' | b'\r');
+    if memchr::memchr3(b',', b'"', b'\n', field).is_none() && memchr::memchr(b'\r', field).is_none()
+    {
+        return field.len();
     }
-    if special {
-        field.len() + quotes + 2
-    } else {
-        field.len()
-    }
+    field.len() + memchr::memchr_iter(b'"', field).count() + 2
+}
+
+/// Length of a peer ID field: its text as is. `PeerId::parse` admits only
+/// `urn:jxta:` and letters, digits, `-`, `_` and `.` after it, so it is never quoted
+/// nor defused (`peer_ids_are_written_as_is` checks that on any input).
+fn peer_len(p: &PeerId) -> usize {
+    p.as_str().len()
 }
 
 /// Length of a number as [`push_number`] writes it (no quoting: digits only).
@@ -591,6 +592,17 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn peer_ids_are_written_as_is(
+            text in "(urn:jxta:|jxta://| )?[a-zA-Z0-9_.=+@,\"-]{1,6}-[a-zA-Z0-9_.=+@,\"\r\n\t-]{1,40}"
+        ) {
+            if let Some(p) = PeerId::parse(&text) {
+                let mut field = Vec::new();
+                push_field(&mut field, &mut true, defuse(p.as_str()).as_bytes());
+                proptest::prop_assert_eq!(field.len(), peer_len(&p));
+            }
+        }
+
         #[test]
         fn record_len_matches_on_any_text_and_numbers(
             name in ".{0,12}",
