@@ -95,9 +95,14 @@ struct RouterFields {
     pipe_id: Option<String>,
 }
 
+const ROUTER_CHILDREN: [&str; 4] = ["Src", "Dest", "Last", "LastHop"];
+
 fn router_fields(xml: &str) -> RouterFields {
     let mut f = RouterFields::default();
-    let [src, dest, last, last_hop] = root_child_texts(xml, ["Src", "Dest", "Last", "LastHop"]);
+    let [src, dest, last, last_hop] = match plain_root_child_texts(xml, ROUTER_CHILDREN) {
+        Some(texts) => texts.map(|t| t.map(Cow::Borrowed)),
+        None => root_child_texts(xml, ROUTER_CHILDREN).map(|t| t.map(Cow::Owned)),
+    };
     f.src_peer = src.as_deref().and_then(peer_of_address);
     f.last_hop = last.or(last_hop).as_deref().and_then(peer_of_address);
     if let Some(d) = dest.as_deref() {
@@ -164,8 +169,7 @@ impl PeerMemo {
         }
         self.misses += 1;
         let xml = std::str::from_utf8(content).ok()?;
-        let f = router_fields(xml);
-        let peers = (f.src_peer, f.dst_peer);
+        let peers = router_peers(xml);
         if content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -174,6 +178,21 @@ impl PeerMemo {
         }
         Some(peers)
     }
+}
+
+/// The `(src_peer, dst_peer)` of [`router_fields`], without the hop, service and pipe
+/// it also builds (three strings and a peer ID more for every document the memo misses).
+fn router_peers(xml: &str) -> EndPeers {
+    const NAMES: [&str; 2] = ["Src", "Dest"];
+    let [src, dest] = match plain_root_child_texts(xml, NAMES) {
+        Some(texts) => texts.map(|t| t.map(Cow::Borrowed)),
+        None => root_child_texts(xml, NAMES).map(|t| t.map(Cow::Owned)),
+    };
+    let dst = dest
+        .as_deref()
+        .and_then(parse_endpoint_address)
+        .and_then(|ep| PeerId::parse(ep.address));
+    (src.as_deref().and_then(peer_of_address), dst)
 }
 
 /// The peer in a `jxta://uuid-…[/service…]` address.
@@ -256,6 +275,165 @@ pub fn root_child_texts<const N: usize>(xml: &str, names: [&str; N]) -> [Option<
     found
 }
 
+/// XML declarations [`plain_root_child_texts`] accepts (byte for byte) at the very
+/// start of a document; any other prolog goes to quick-xml.
+const PLAIN_DECLS: [&[u8]; 4] = [
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+    b"<?xml version=\"1.0\" encoding=\"utf-8\"?>",
+    b"<?xml version=\"1.0\"?>",
+    b"<?xml version='1.0' encoding='UTF-8'?>",
+];
+
+/// Nesting the plain path follows; deeper documents go to quick-xml.
+const PLAIN_MAX_DEPTH: usize = 16;
+
+fn plain_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
+}
+
+/// A tag or DOCTYPE name the plain path takes: name bytes only, at most one `:` and
+/// not at either end, so that quick-xml's local name is the part after it.
+fn plain_name(name: &[u8]) -> bool {
+    let colons = name.iter().filter(|&&b| b == b':').count();
+    !name.is_empty()
+        && name.iter().all(|&b| plain_name_byte(b))
+        && colons <= 1
+        && name.first() != Some(&b':')
+        && name.last() != Some(&b':')
+}
+
+fn local_name(name: &[u8]) -> &[u8] {
+    match memchr::memchr(b':', name) {
+        Some(i) => &name[i + 1..],
+        None => name,
+    }
+}
+
+/// [`root_child_texts`] without an XML parser, for the router documents peers send
+/// (a quick-xml parse was ~60 % of the cost of a router document, and with many
+/// peers the memo cannot hold them all): ASCII without `&` or CR, an optional plain
+/// declaration and `<!DOCTYPE name>`, one root, no comments, CDATA or processing
+/// instructions, wanted elements holding text only, end tags matching. Attributes
+/// are skipped the way quick-xml finds the end of a tag (quotes hide a `>`). For
+/// such a document the texts are quick-xml's, trimmed and borrowed; anything else
+/// is `None` and quick-xml decides (the tests compare both on every input this
+/// path takes, and on mutations of real documents).
+fn plain_root_child_texts<'x, const N: usize>(
+    xml: &'x str,
+    names: [&str; N],
+) -> Option<[Option<&'x str>; N]> {
+    let b = xml.as_bytes();
+    if !b.is_ascii() || memchr::memchr2(b'&', b'\r', b).is_some() {
+        return None;
+    }
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n');
+    let skip_ws = |mut at: usize| {
+        while b.get(at).is_some_and(|&c| ws(c)) {
+            at += 1;
+        }
+        at
+    };
+    let mut pos = 0;
+    if b.starts_with(b"<?") {
+        pos = PLAIN_DECLS.iter().find(|d| b.starts_with(d))?.len();
+    }
+    pos = skip_ws(pos);
+    if let Some(rest) = b[pos..].strip_prefix(b"<!DOCTYPE ") {
+        let end = memchr::memchr(b'>', rest)?;
+        if !plain_name(&rest[..end]) {
+            return None;
+        }
+        pos = skip_ws(pos + b"<!DOCTYPE ".len() + end + 1);
+    }
+    let mut found: [Option<&'x str>; N] = [None; N];
+    let mut open: [&[u8]; PLAIN_MAX_DEPTH] = [&[]; PLAIN_MAX_DEPTH];
+    let mut depth = 0usize;
+    // (index into names, offset where its text starts) inside a wanted element.
+    let mut current: Option<(usize, usize)> = None;
+    let mut done = false;
+    let wanted = |name: &[u8]| {
+        let local = local_name(name);
+        names.iter().position(|n| n.as_bytes() == local)
+    };
+    while let Some(lt) = memchr::memchr(b'<', &b[pos..]).map(|i| pos + i) {
+        // Outside the root only whitespace.
+        if depth == 0 && !b[pos..lt].iter().all(|&c| ws(c)) {
+            return None;
+        }
+        match b.get(lt + 1)? {
+            b'/' => {
+                let end = lt + 2 + memchr::memchr(b'>', &b[lt + 2..])?;
+                let name = &b[lt + 2..end];
+                depth = depth.checked_sub(1)?;
+                if open[depth] != name {
+                    return None;
+                }
+                if depth == 1 {
+                    if let Some((i, start)) = current.take() {
+                        found[i] = Some(xml.get(start..lt)?.trim());
+                    }
+                }
+                done = depth == 0;
+                pos = end + 1;
+            }
+            b'?' | b'!' => return None,
+            _ => {
+                if done || current.is_some() {
+                    return None;
+                }
+                let end = lt + 1 + tag_end(&b[lt + 1..])?;
+                let content = &b[lt + 1..end];
+                let (content, empty) = match content.strip_suffix(b"/") {
+                    Some(c) => (c, true),
+                    None => (content, false),
+                };
+                let name_len = content.iter().position(|&c| ws(c)).unwrap_or(content.len());
+                let name = &content[..name_len];
+                if !plain_name(name) {
+                    return None;
+                }
+                if empty {
+                    if depth == 1 {
+                        if let Some(i) = wanted(name) {
+                            found[i].get_or_insert("");
+                        }
+                    }
+                    done = depth == 0;
+                } else {
+                    if depth == PLAIN_MAX_DEPTH {
+                        return None;
+                    }
+                    open[depth] = name;
+                    depth += 1;
+                    if depth == 2 {
+                        current = wanted(name)
+                            .filter(|&i| found[i].is_none())
+                            .map(|i| (i, end + 1));
+                    }
+                }
+                pos = end + 1;
+            }
+        }
+    }
+    (done && b[pos..].iter().all(|&c| ws(c))).then_some(found)
+}
+
+/// Where a start tag ends (its `>`), as quick-xml finds it: a `>` inside a quoted
+/// attribute value does not end it.
+fn tag_end(b: &[u8]) -> Option<usize> {
+    let mut quote: Option<u8> = None;
+    for i in memchr::memchr3_iter(b'>', b'\'', b'"', b) {
+        let c = b[i];
+        match quote {
+            None if c == b'>' => return Some(i),
+            None => quote = Some(c),
+            Some(q) if q == c => quote = None,
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 /// Builds an `EndpointRouterMsg` document as JXSE 2.5 writes it (byte for byte the
 /// same as in the real capture): `<Dest>` is `jxta://<dest>/<service_path>`.
 pub fn erm_xml(src: &PeerId, dest: &PeerId, service_path: &str, last: &PeerId) -> String {
@@ -295,7 +473,7 @@ pub struct EndpointAddress<'a> {
 }
 
 pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
-    let (protocol, rest) = s.split_once("://")?;
+    let (protocol, rest) = split_scheme(s)?;
     if protocol.is_empty()
         || !protocol
             .bytes()
@@ -327,6 +505,22 @@ pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
         service: service.filter(|s| !s.is_empty()),
         param: param.filter(|s| !s.is_empty()),
     })
+}
+
+/// `s.split_once("://")`: a substring search sets up a two-way searcher first, which
+/// cost more than the rest of the address parse on every router document the memo
+/// misses.
+fn split_scheme(s: &str) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b':', &b[from..]).map(|i| from + i) {
+        if b[i + 1..].starts_with(b"//") {
+            // `:` and `/` are ASCII: both cuts are character boundaries.
+            return Some((s.get(..i)?, s.get(i + 3..)?));
+        }
+        from = i + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -480,5 +674,143 @@ mod tests {
         assert_eq!(src.as_deref(), Some("jxta://uuid-AB03"));
         let [t] = root_child_texts("<r><T>a&lt;&#x42;<![CDATA[<c>]]></T></r>", ["T"]);
         assert_eq!(t.as_deref(), Some("a<B<c>"));
+    }
+    /// What the plain path says, as `root_child_texts` would say it.
+    fn plain_owned(xml: &str) -> Option<[Option<String>; 4]> {
+        plain_root_child_texts(xml, ROUTER_CHILDREN).map(|t| t.map(|o| o.map(str::to_string)))
+    }
+
+    /// Router documents as peers write them: JXSE 2.5 (this crate's `erm_xml`, byte
+    /// for byte the real capture's layout), JXSE 2.7 with a route advertisement in
+    /// `<Fwd>` (nested elements, attributes, a `>` in a quoted value), JXTA 1.x.
+    fn router_documents() -> Vec<String> {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        vec![
+            erm_xml(&a, &b, "PipeService/urn:jxta:uuid-AB04", &a),
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE jxta:ERM>\n\
+                 <jxta:ERM xmlns:jxta=\"http://jxta.org\" note='a>b'>\n\
+                 \t<Src>\n\t\tjxta://{u}\n\t</Src>\n<Dest>jxta://{v}/EndpointService:jxta-NetGroup/PeerView</Dest>\n\
+                 <Last>jxta://{u}</Last>\n<Fwd><jxta:RA type=\"jxta:RA\"><Dst><jxta:APA>\
+                 <EA>tcp://10.0.0.1:9701</EA></jxta:APA></Dst><Hops/></jxta:RA></Fwd>\n<Rvs/>\n</jxta:ERM>\n",
+                u = a.unique(),
+                v = b.unique()
+            ),
+            format!(
+                "<?xml version=\"1.0\"?><JxtaEndpointRouter><Src>jxta://{u}</Src>\
+                 <Dest>jxta://{v}</Dest><LastHop>jxta://{u}</LastHop><Dest>ignored</Dest></JxtaEndpointRouter>",
+                u = a.unique(),
+                v = b.unique()
+            ),
+            "<r><Src/><Dest></Dest></r>".to_string(),
+        ]
+    }
+
+    #[test]
+    fn plain_router_path_takes_real_documents() {
+        for xml in router_documents() {
+            let plain = plain_owned(&xml);
+            assert!(plain.is_some(), "plain path refused {xml:?}");
+            assert_eq!(
+                plain.unwrap(),
+                root_child_texts(&xml, ROUTER_CHILDREN),
+                "{xml:?}"
+            );
+        }
+    }
+
+    /// Every one-byte deletion, replacement or insertion (with the bytes that change
+    /// XML structure) of the real documents: whenever the plain path answers, quick-xml
+    /// says the same.
+    #[test]
+    fn plain_router_path_agrees_with_quick_xml_on_mutations() {
+        const BYTES: &[u8] = b"<>/?!\"'&:= \t\r\nxS-";
+        let mut taken = 0usize;
+        let mut refused = 0usize;
+        let mut check = |bytes: Vec<u8>| {
+            let Ok(xml) = String::from_utf8(bytes) else {
+                return;
+            };
+            match plain_owned(&xml) {
+                Some(plain) => {
+                    taken += 1;
+                    assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN), "{xml:?}");
+                }
+                None => refused += 1,
+            }
+        };
+        for xml in router_documents() {
+            let doc = xml.as_bytes();
+            for i in 0..=doc.len() {
+                if i < doc.len() {
+                    let mut d = doc.to_vec();
+                    d.remove(i);
+                    check(d);
+                }
+                for &c in BYTES {
+                    let mut d = doc.to_vec();
+                    d.insert(i, c);
+                    check(d);
+                    if i < doc.len() {
+                        let mut d = doc.to_vec();
+                        d[i] = c;
+                        check(d);
+                    }
+                }
+            }
+        }
+        // Both sides exercised: most mutations keep a plain document, many do not.
+        assert!(
+            taken > 1000 && refused > 1000,
+            "taken {taken}, refused {refused}"
+        );
+    }
+
+    #[test]
+    fn router_peers_are_router_fields_peers() {
+        for xml in router_documents() {
+            let f = router_fields(&xml);
+            assert!(f.src_peer.is_some() || xml.starts_with("<r>"), "{xml:?}");
+            assert_eq!(router_peers(&xml), (f.src_peer, f.dst_peer), "{xml:?}");
+            // A document only quick-xml takes (a reference) gives the same too.
+            if !xml.contains("<Src>") {
+                continue;
+            }
+            let quoted = xml.replacen("<Src>", "<Src>&#32;", 1);
+            assert!(plain_root_child_texts(&quoted, ROUTER_CHILDREN).is_none());
+            let g = router_fields(&quoted);
+            assert_eq!(
+                router_peers(&quoted),
+                (g.src_peer, g.dst_peer),
+                "{quoted:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_scheme_is_split_once(s in "[a:/\u{e9}]{0,12}") {
+            proptest::prop_assert_eq!(split_scheme(&s), s.split_once("://"));
+        }
+
+        /// Documents made of XML-ish pieces: the plain path never disagrees.
+        #[test]
+        fn plain_router_path_agrees_on_generated_documents(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "<r>", "</r>", "<Src>", "</Src>", "<Dest>", "</Dest>", "<a:Last>",
+                    "</a:Last>", "<Last/>", "<LastHop x='>'>", "</LastHop>", "<x>", "</x>",
+                    "<x/>", "jxta://uuid-AB03", " ", "\n", "<?xml version=\"1.0\"?>",
+                    "<!DOCTYPE r>", "<!-- c -->", "&amp;", "text", ">", "\"", "'",
+                ]),
+                0..24,
+            )
+        ) {
+            let xml = pieces.concat();
+            if let Some(plain) = plain_owned(&xml) {
+                proptest::prop_assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN));
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::{JxtaError, Reader};
+use super::{wire_str, JxtaError, Reader};
 
 pub const MESSAGE_SIGNATURE: &[u8] = b"jxmg";
 pub const ELEMENT_SIGNATURE: &[u8] = b"jxel";
@@ -135,7 +135,7 @@ fn decode_v0(mut r: Reader<'_>) -> Result<Message<'_>, JxtaError> {
     for _ in 0..ns_count {
         let len = r.u16("namespace length")?;
         let bytes = r.bytes(usize::from(len), "namespace")?;
-        namespaces.push(std::str::from_utf8(bytes).map_err(|_| JxtaError::BadText("namespace"))?);
+        namespaces.push(wire_str(bytes).map_err(|_| JxtaError::BadText("namespace"))?);
     }
     let el_count = r.u16("element count")?;
     // Smallest v0 element: jxel + ns + flags + name len + content len.
@@ -152,7 +152,7 @@ fn decode_v0(mut r: Reader<'_>) -> Result<Message<'_>, JxtaError> {
 fn v0_str<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<&'a str, JxtaError> {
     let len = r.u16(what)?;
     let bytes = r.bytes(usize::from(len), what)?;
-    std::str::from_utf8(bytes).map_err(|_| JxtaError::BadText(what))
+    wire_str(bytes).map_err(|_| JxtaError::BadText(what))
 }
 
 fn decode_element_v0<'a>(
@@ -213,7 +213,7 @@ fn v1_str<'a>(
     let len = r.u16(what)?;
     let bytes = r.bytes(usize::from(len), what)?;
     match enc {
-        TextEncoding::Utf8 => std::str::from_utf8(bytes)
+        TextEncoding::Utf8 => wire_str(bytes)
             .map(Cow::Borrowed)
             .map_err(|_| JxtaError::BadText(what)),
         TextEncoding::Utf16Be => {

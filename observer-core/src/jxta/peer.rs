@@ -50,6 +50,10 @@ impl Ord for PeerId {
     }
 }
 
+const URN_PREFIX: &str = "urn:jxta:";
+/// Longest `<format>-<unique>` part accepted.
+const MAX_UNIQUE: usize = 512;
+
 impl PeerId {
     /// Parses any of the wire forms: `urn:jxta:uuid-…`, `jxta://uuid-…`, `uuid-…`
     /// (and the same with `cbid-` or any other `<format>-`). A trailing service path
@@ -58,7 +62,7 @@ impl PeerId {
     /// characters, no `<format>-` part): wire text is never trusted to be one.
     pub fn parse(text: &str) -> Option<PeerId> {
         let t = text.trim();
-        let unique = if let Some(rest) = strip_prefix_ci(t, "urn:jxta:") {
+        let unique = if let Some(rest) = strip_prefix_ci(t, URN_PREFIX) {
             rest
         } else if let Some(rest) = strip_prefix_ci(t, "jxta://") {
             rest
@@ -71,10 +75,21 @@ impl PeerId {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         };
-        if !valid(format) || !valid(body) || unique.len() > 512 {
+        if !valid(format) || !valid(body) || unique.len() > MAX_UNIQUE {
             return None;
         }
-        let text: Arc<str> = Arc::from(format!("urn:jxta:{unique}"));
+        // Built on the stack and copied once into the `Arc`: `format!` then
+        // `Arc::from` allocated twice (and grew the string once) for every peer ID of
+        // every router document the memo misses.
+        let mut buf = [0u8; URN_PREFIX.len() + MAX_UNIQUE];
+        let len = URN_PREFIX.len() + unique.len();
+        buf[..URN_PREFIX.len()].copy_from_slice(URN_PREFIX.as_bytes());
+        buf[URN_PREFIX.len()..len].copy_from_slice(unique.as_bytes());
+        // ASCII by the checks above; the fallback is never taken.
+        let text: Arc<str> = match std::str::from_utf8(&buf[..len]) {
+            Ok(t) => Arc::from(t),
+            Err(_) => Arc::from(format!("{URN_PREFIX}{unique}")),
+        };
         Some(PeerId {
             hash: id_hash(&text),
             text,
@@ -87,7 +102,7 @@ impl PeerId {
 
     /// The `<format>-<unique>` part, as used in `jxta://` endpoint addresses.
     pub fn unique(&self) -> &str {
-        &self.text["urn:jxta:".len()..]
+        &self.text[URN_PREFIX.len()..]
     }
 }
 
@@ -129,6 +144,15 @@ mod tests {
         assert_eq!(a, c);
         assert_eq!(a.unique(), U);
         assert_eq!(a.as_str(), format!("urn:jxta:{U}"));
+    }
+
+    /// The longest accepted ID fills the stack buffer exactly; one byte more is refused.
+    #[test]
+    fn longest_id() {
+        let longest = format!("uuid-{}", "A".repeat(MAX_UNIQUE - 5));
+        let p = PeerId::parse(&format!("jxta://{longest}")).unwrap();
+        assert_eq!(p.as_str(), format!("urn:jxta:{longest}"));
+        assert!(PeerId::parse(&format!("{longest}B")).is_none());
     }
 
     #[test]

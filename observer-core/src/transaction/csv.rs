@@ -65,6 +65,70 @@ pub fn format_rtt_us(ns: u64) -> String {
     format!("{whole}.{}", f.trim_end_matches('0'))
 }
 
+/// Bytes one record takes (line terminator included, no socket columns): what
+/// [`TransactionCsvWriter::write`] returns, computed without formatting anything. The
+/// summary reports what the CSV costs for every transaction, written or not, and
+/// formatting each record only to measure it was a twentieth of a whole run.
+pub fn record_len(t: &Transaction) -> u64 {
+    let text = |v: Option<&str>| {
+        v.map_or(0, |s| {
+            usize::from(s.starts_with(FORMULA_STARTS)) + field_len(s.as_bytes())
+        })
+    };
+    let word = |v: Option<&str>| v.map_or(0, |s| field_len(s.as_bytes()));
+    let fields = [
+        number_len(Some(t.start)),
+        number_len(t.stop),
+        t.rtt_ns().map_or(0, rtt_us_len),
+        text(t.poller_name.as_deref()),
+        t.poller_id.as_ref().map_or(0, peer_len),
+        text(t.receiver_name.as_deref()),
+        t.receiver_id.as_ref().map_or(0, peer_len),
+        word(t.receiver_status.map(Status::as_str)),
+        word(Some(t.status.as_str())),
+        text(t.correlator.as_deref()),
+        word(t.match_method.map(MatchMethod::as_str)),
+        number_len(Some(t.ping_bytes)),
+        number_len(t.pong_bytes),
+        number_len(Some(t.correlator_overhead_bytes)),
+    ];
+    // A comma between fields, and the line terminator.
+    (fields.iter().sum::<usize>() + fields.len()) as u64
+}
+
+/// Length of a field as [`push_field`] writes it.
+fn field_len(field: &[u8]) -> usize {
+    if memchr::memchr3(b',', b'"', b'\n', field).is_none() && memchr::memchr(b'\r', field).is_none()
+    {
+        return field.len();
+    }
+    field.len() + memchr::memchr_iter(b'"', field).count() + 2
+}
+
+/// Length of a peer ID field: its text as is. `PeerId::parse` admits only
+/// `urn:jxta:` and letters, digits, `-`, `_` and `.` after it, so it is never quoted
+/// nor defused (`peer_ids_are_written_as_is` checks that on any input).
+fn peer_len(p: &PeerId) -> usize {
+    p.as_str().len()
+}
+
+/// Length of a number as [`push_number`] writes it (no quoting: digits only).
+fn number_len(v: Option<u64>) -> usize {
+    v.map_or(0, |v| v.checked_ilog10().map_or(1, |l| l as usize + 1))
+}
+
+/// Length of [`format_rtt_us`]'s text.
+fn rtt_us_len(ns: u64) -> usize {
+    let frac = ns % 1000;
+    let decimals = match frac {
+        0 => 0,
+        f if f % 100 == 0 => 2,
+        f if f % 10 == 0 => 3,
+        _ => 4,
+    };
+    number_len(Some(ns / 1000)) + decimals
+}
+
 /// Writes transactions as CSV records (header first).
 ///
 /// Fields are encoded here rather than by the `csv` crate's writer: a record is
@@ -576,6 +640,60 @@ mod tests {
                 cause: Default::default(),
             },
         ]
+    }
+
+    /// The computed size is the written size, on records with every kind of field
+    /// (quoted, defused, empty, RTTs with 0 to 3 decimals).
+    #[test]
+    fn record_len_is_what_write_writes() {
+        let mut txs = sample();
+        for (i, stop) in [0u64, 1, 10, 100, 120, 999, 1000, 1_000_000, 7_000_010]
+            .into_iter()
+            .enumerate()
+        {
+            let mut t = txs[i % 3].clone();
+            t.stop = Some(t.start + stop);
+            t.correlator = Some(format!("+{i},\"\r"));
+            t.poller_name = Some(["", "@x", "\tx", "a\nb", "\u{e9}t\u{e9}"][i % 5].to_string());
+            txs.push(t);
+        }
+        let mut w = TransactionCsvWriter::without_header(Vec::new());
+        for t in &txs {
+            assert_eq!(record_len(t), w.write(t).unwrap(), "{t:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn peer_ids_are_written_as_is(
+            text in "(urn:jxta:|jxta://| )?[a-zA-Z0-9_.=+@,\"-]{1,6}-[a-zA-Z0-9_.=+@,\"\r\n\t-]{1,40}"
+        ) {
+            if let Some(p) = PeerId::parse(&text) {
+                let mut field = Vec::new();
+                push_field(&mut field, &mut true, defuse(p.as_str()).as_bytes());
+                proptest::prop_assert_eq!(field.len(), peer_len(&p));
+            }
+        }
+
+        #[test]
+        fn record_len_matches_on_any_text_and_numbers(
+            name in ".{0,12}",
+            correlator in "[-+=@,\"\r\n\ta-z0-9 ]{0,12}",
+            start in proptest::num::u64::ANY,
+            rtt in proptest::option::of(0u64..u64::MAX / 2),
+            bytes in proptest::num::u64::ANY,
+        ) {
+            let mut t = sample()[1].clone();
+            t.start = start / 2;
+            t.stop = rtt.map(|r| t.start + r);
+            t.poller_name = Some(name.clone());
+            t.receiver_name = Some(name);
+            t.correlator = Some(correlator);
+            t.ping_bytes = bytes;
+            t.pong_bytes = rtt;
+            let mut w = TransactionCsvWriter::without_header(Vec::new());
+            proptest::prop_assert_eq!(record_len(&t), w.write(&t).unwrap());
+        }
     }
 
     #[test]
