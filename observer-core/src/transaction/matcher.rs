@@ -55,6 +55,10 @@ struct Pending {
     candidate: Option<Candidate>,
 }
 
+/// What the matcher keeps per (poller, receiver) pair. A pair with nothing outstanding
+/// holds no buffer (see [`settle`]): a gateway sees hundreds of thousands of pairs, most
+/// of them idle at any time, and a `VecDeque` keeps the four-`Pending` (~900 bytes)
+/// buffer of its first PING after the last one left.
 #[derive(Debug, Default)]
 struct PairState {
     outstanding: VecDeque<Pending>,
@@ -65,6 +69,13 @@ struct PairState {
     /// correlator) may still be seen.
     transit_finalised: u64,
     last_active: UnixNanos,
+}
+
+/// Frees the buffer of a pair whose last outstanding PING just left.
+fn settle(state: &mut PairState) {
+    if state.outstanding.is_empty() && state.outstanding.capacity() > 0 {
+        state.outstanding = VecDeque::new();
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +119,10 @@ pub struct Matcher {
     live: usize,
     next_seq: u64,
     names: crate::FastMap<PeerId, String>,
+    /// One copy of each peer ID for every table (pair keys, pending PINGs, names,
+    /// presence, the transactions and the summary built from them): an ID is ~100
+    /// bytes and each message parses its own.
+    ids: std::collections::HashSet<PeerId, foldhash::fast::RandomState>,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
     /// so every hit is checked against `pairs`.
@@ -134,6 +149,7 @@ impl Matcher {
             live: 0,
             next_seq: 0,
             names: crate::FastMap::default(),
+            ids: Default::default(),
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             anomalies: Anomalies::default(),
@@ -232,6 +248,7 @@ impl Matcher {
             let Some(p) = state.outstanding.remove(i) else {
                 continue;
             };
+            settle(state);
             self.live -= 1;
             self.expire(pair, p, deadline, out);
         }
@@ -246,6 +263,7 @@ impl Matcher {
             for p in state.outstanding.drain(..) {
                 rest.push((pair.clone(), p));
             }
+            settle(state);
         }
         self.live = 0;
         self.deadlines.clear();
@@ -312,6 +330,19 @@ impl Matcher {
         }
     }
 
+    /// The matcher's copy of `id` (bounded like the names: past the cap, IDs are kept
+    /// as they came).
+    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+        let id = id?;
+        if let Some(known) = self.ids.get(&id) {
+            return Some(known.clone());
+        }
+        if self.ids.len() < self.cfg.max_pairs.saturating_mul(2) {
+            self.ids.insert(id.clone());
+        }
+        Some(id)
+    }
+
     fn learn_name(&mut self, id: Option<&PeerId>, name: Option<&str>) {
         let (Some(id), Some(name)) = (id, name) else {
             return;
@@ -331,7 +362,9 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
+        let poller_id = self.intern(poller_id);
         let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
+        let receiver_id = self.intern(receiver_id);
         self.learn_name(poller_id.as_ref(), doc.name.as_deref());
         let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
@@ -504,7 +537,9 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
+        let receiver_id = self.intern(receiver_id);
         let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
+        let poller_id = self.intern(poller_id);
         self.learn_name(receiver_id.as_ref(), doc.name.as_deref());
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
         let poller = PeerKey::new(poller_id.as_ref(), None);
@@ -644,6 +679,7 @@ impl Matcher {
             let Some(mut p) = state.outstanding.remove(i) else {
                 return;
             };
+            settle(state);
             self.live -= 1;
             let Some(c) = p.candidate.take() else {
                 return;
@@ -682,6 +718,7 @@ impl Matcher {
         let Some(p) = state.outstanding.remove(i) else {
             return;
         };
+        settle(state);
         self.live -= 1;
         let (corr, start) = (p.correlator.clone(), p.start);
         out.extend(self.answered(p, candidate, None));

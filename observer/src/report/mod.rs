@@ -9,7 +9,7 @@ pub mod stats;
 pub mod summary;
 pub mod table;
 
-pub use self::analysis::{full_json, message_line, render_analysis};
+pub use self::analysis::{full_json, message_line, render_analysis, write_full_json};
 pub use self::columns::{ColumnMap, MapError};
 pub use self::csv::{
     read_records_csv, read_records_file, read_transactions_csv, CsvRecord, SocketTimes,

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::stats::RttStats;
-use super::summary::Summary;
+use super::summary::{other_pairs, top_pairs, Summary, TOP_PAIRS};
 
 /// Replaces control characters (C0, DEL, C1, so every escape sequence loses its
 /// introducer) and bidi overrides with `?`; caps the length.
@@ -127,7 +127,8 @@ pub fn render(s: &Summary) -> String {
     ]
     .map(str::to_owned)
     .to_vec()];
-    for p in &s.pairs {
+    let shown = top_pairs(&s.pairs, TOP_PAIRS);
+    for p in shown.iter().filter_map(|&i| s.pairs.get(i)) {
         let mut r = vec![
             short_label(&p.poller),
             short_label(&p.receiver),
@@ -136,6 +137,24 @@ pub fn render(s: &Summary) -> String {
             p.counts.open.to_string(),
         ];
         r.extend(stats_cells(&p.rtt_ms));
+        rows.push(r);
+    }
+    if let Some(o) = other_pairs(&s.pairs, &shown) {
+        let mut r = vec![
+            format!("others ({} pairs)", o.pairs),
+            "".to_owned(),
+            o.counts.ok.to_string(),
+            o.counts.timeout.to_string(),
+            o.counts.open.to_string(),
+        ];
+        let mut cells = stats_cells(&o.rtt_ms);
+        if o.rtt_ms.count > 0 {
+            // Percentiles of the union are not known from the pairs' summaries.
+            for c in &mut cells[3..6] {
+                *c = "-".to_owned();
+            }
+        }
+        r.extend(cells);
         rows.push(r);
     }
     let t = &s.transactions;
@@ -167,7 +186,7 @@ pub fn render(s: &Summary) -> String {
         if m.omitted_pollers + m.omitted_receivers > 0 {
             let _ = writeln!(
                 out,
-                "({} pollers and {} receivers with fewer transactions not shown; every pair is in the table above)",
+                "({} pollers and {} receivers with fewer transactions not shown; every pair is in the JSON)",
                 m.omitted_pollers, m.omitted_receivers
             );
         }
