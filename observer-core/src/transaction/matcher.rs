@@ -174,6 +174,17 @@ impl Matcher {
         &self.overhead
     }
 
+    /// Pairs holding a buffer for outstanding PINGs, and the peer IDs interned.
+    #[cfg(test)]
+    pub(crate) fn buffered_pairs_and_ids(&self) -> (usize, usize) {
+        let buffered = self
+            .pairs
+            .values()
+            .filter(|st| st.outstanding.capacity() > 0)
+            .count();
+        (buffered, self.ids.len())
+    }
+
     #[cfg(test)]
     pub(crate) fn deadline_entries(&self) -> usize {
         self.deadlines.len()
@@ -276,6 +287,15 @@ impl Matcher {
                 out.push(self.record(p, None, TxStatus::Open));
             }
         }
+        // No PONG can come any more: the per-pair tables, the largest of a run with
+        // many pairs, are freed before the summary is built from what remains (names,
+        // presence, overhead, anomalies).
+        self.pairs = Default::default();
+        self.finished = Default::default();
+        self.finished_order = VecDeque::new();
+        self.open_correlators = Default::default();
+        self.open_correlator_entries = 0;
+        self.ids = Default::default();
     }
 
     /// A PING reached its deadline: ok from a transit candidate, else timeout.

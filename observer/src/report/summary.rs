@@ -886,6 +886,65 @@ mod tests {
             .iter()
             .all(|row| row.len() == 1 && row[0].is_some()));
     }
+
+    /// 100 pairs, pair p with p + 1 transactions: the text table shows the
+    /// [`TOP_PAIRS`] busiest and one "others" row summing the rest exactly (counts,
+    /// RTT count, mean, min, max); the summary and its JSON keep every pair.
+    #[test]
+    fn table_shows_the_top_pairs_and_sums_the_others() {
+        let (base, m) = scenario();
+        let mut ts = Vec::new();
+        for p in 0..100u32 {
+            for k in 0..=p {
+                let mut t = base[0].clone();
+                t.poller_name = Some(format!("p{p:03}"));
+                t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
+                t.correlator = Some(k.to_string());
+                // RTTs 1 ms to 100 ms by pair.
+                t.stop = Some(t.start + u64::from(p + 1) * 1_000_000);
+                ts.push(t);
+            }
+        }
+        let s = Summary::build(&ts, &m, 1);
+        assert_eq!(s.pairs.len(), 100);
+        assert_eq!(s.to_json()["pairs"].as_array().map(Vec::len), Some(100));
+        let shown = top_pairs(&s.pairs, TOP_PAIRS);
+        assert_eq!(shown.len(), TOP_PAIRS);
+        // The busiest are the last pollers, in pair (name) order.
+        let first_kept = 100 - TOP_PAIRS;
+        assert_eq!(s.pairs[shown[0]].poller, format!("p{first_kept:03}"));
+        let o = other_pairs(&s.pairs, &shown).expect("others");
+        assert_eq!(o.pairs, first_kept);
+        let n: u64 = (1..=first_kept as u64).sum();
+        assert_eq!(o.counts.total, n);
+        assert_eq!(o.counts.ok, n);
+        assert_eq!(o.rtt_ms.count, n);
+        // Pair p contributes p + 1 RTTs of p + 1 ms.
+        let sum: u64 = (1..=first_kept as u64).map(|k| k * k).sum();
+        assert!(
+            (o.rtt_ms.mean - sum as f64 / n as f64).abs() < 1e-9,
+            "{o:?}"
+        );
+        assert_eq!((o.rtt_ms.min, o.rtt_ms.max), (1.0, first_kept as f64));
+        let text = crate::report::table::render(&s);
+        // The per-pair table ends with the "all" row (the matrix below has rows too).
+        let rows = text
+            .lines()
+            .take_while(|l| !l.starts_with("all"))
+            .filter(|l| l.starts_with("p0"))
+            .count();
+        assert_eq!(rows, TOP_PAIRS, "{text}");
+        let others = text
+            .lines()
+            .find(|l| l.starts_with(&format!("others ({first_kept} pairs)")))
+            .expect("others row");
+        assert!(others.contains(&format!(" {n} ")), "{others}");
+        // Below the bound nothing is summed.
+        let (small, m) = scenario();
+        let s = Summary::build(&small, &m, 1);
+        assert!(other_pairs(&s.pairs, &top_pairs(&s.pairs, TOP_PAIRS)).is_none());
+        assert!(!crate::report::table::render(&s).contains("others"));
+    }
 }
 
 #[cfg(test)]
