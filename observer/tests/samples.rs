@@ -658,7 +658,11 @@ fn streamed_json_is_the_value_json_byte_for_byte() {
     assert!(pcaps.len() >= 8, "{pcaps:?}");
     let mut with_pairs = 0;
     for path in pcaps {
-        let analysis = runtime::analyze(&[path.clone()], PipelineConfig::default(), false);
+        let analysis = runtime::analyze(
+            std::slice::from_ref(&path),
+            PipelineConfig::default(),
+            false,
+        );
         let summary = observer::report::Summary::build(
             &analysis.result.transactions,
             &analysis.result.matcher,

@@ -61,6 +61,9 @@ pub fn change_text(c: &ChangeOut) -> String {
     format!("{}: {}", short_label(&c.peer), c.to)
 }
 
+/// A peer (label, ID) and its changes.
+type PeerChanges<'a> = ((String, Option<String>), Vec<&'a ChangeOut>);
+
 /// One peer's row: its label and its states as (from, to, state) in ns.
 pub struct Row {
     pub peer: String,
@@ -74,7 +77,7 @@ impl<'a> PresenceFigure<'a> {
 
     /// Each peer's changes, in summary order: by peer ID, or by label for a peer
     /// without one (a renamed peer's rows all show its ID's changes).
-    fn changes_by_peer(&self) -> Vec<((String, Option<String>), Vec<&'a ChangeOut>)> {
+    fn changes_by_peer(&self) -> Vec<PeerChanges<'a>> {
         let changes = &self.data.summary.presence.changes;
         let mut by_id: HashMap<&str, Vec<&ChangeOut>> = HashMap::new();
         let mut by_name: HashMap<&str, Vec<&ChangeOut>> = HashMap::new();
@@ -90,7 +93,7 @@ impl<'a> PresenceFigure<'a> {
             .collect();
         keys.sort();
         keys.dedup();
-        let mut rows: Vec<((String, Option<String>), Vec<&ChangeOut>)> = keys
+        let mut rows: Vec<PeerChanges<'a>> = keys
             .into_iter()
             .map(|(peer, id)| {
                 let mine = match &id {
