@@ -18,7 +18,7 @@ const TIMEOUT_NS: u64 = 10_000_000_000;
 fn from_capture(name: &str) -> ReportData {
     let analysis = runtime::analyze(&[common::capture(name)], PipelineConfig::default(), false);
     assert!(!analysis.damaged());
-    ReportData::from_analysis(&analysis, TIMEOUT_NS, "observer report test")
+    ReportData::from_analysis(analysis, TIMEOUT_NS, "observer report test")
 }
 
 fn csv_bytes(data: &ReportData) -> Vec<u8> {

@@ -717,3 +717,46 @@ fn reorder_window_option_on_the_command_line() {
         .expect("run observer");
     assert_eq!(bad.status.code(), Some(2), "clap's usage error");
 }
+
+/// `analyze --json` writes its object element by element (`write_full_json`): on every
+/// committed capture the bytes are those of the whole `Value` pretty-printed.
+#[test]
+fn streamed_json_is_the_value_json_byte_for_byte() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures");
+    let mut pcaps: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("captures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    pcaps.sort();
+    assert!(pcaps.len() >= 8, "{pcaps:?}");
+    let mut with_pairs = 0;
+    for path in pcaps {
+        let analysis = runtime::analyze(
+            std::slice::from_ref(&path),
+            PipelineConfig::default(),
+            false,
+        );
+        let summary = observer::report::Summary::build(
+            &analysis.result.transactions,
+            &analysis.result.matcher,
+            analysis.result.duration_ns(),
+        );
+        with_pairs +=
+            usize::from(!summary.pairs.is_empty() && !summary.presence.changes.is_empty());
+        let whole = serde_json::to_vec_pretty(&observer::report::full_json(&summary, &analysis))
+            .expect("json");
+        let mut streamed = Vec::new();
+        observer::report::write_full_json(&mut streamed, summary, &analysis).expect("json");
+        assert_eq!(
+            String::from_utf8_lossy(&streamed),
+            String::from_utf8_lossy(&whole),
+            "{}",
+            path.display()
+        );
+    }
+    assert!(
+        with_pairs >= 5,
+        "too few captures with pairs and presence: {with_pairs}"
+    );
+}

@@ -52,6 +52,10 @@ pub struct Spec {
     /// new one (`Some(9)`: the real connection replayed whole, ten transactions with
     /// the one in its set-up); `None`: one connection per pair for the whole file.
     pub rounds_per_connection: Option<u64>,
+    /// Time over which the pairs' first connections start; `None`: one poll interval
+    /// (every pair connected at once). Longer, the pairs come and go: a gateway's
+    /// population, where what is tracked at any time is a small part of all pairs.
+    pub spread_ns: Option<u64>,
 }
 
 impl Spec {
@@ -67,6 +71,7 @@ impl Spec {
             background: 0.0,
             full_setup: true,
             rounds_per_connection: Some(9),
+            spread_ns: None,
         };
         vec![
             jxta("jxta-0.1g", 100 << 20),
@@ -90,6 +95,24 @@ impl Spec {
                 background: 0.0,
                 full_setup: false,
                 rounds_per_connection: None,
+                spread_ns: None,
+            },
+            // A gateway's churn (issue 12): 150,000 distinct pollers, each connecting
+            // once for one real PING/PONG over ten minutes, so that at any time a few
+            // hundred pairs are active and the rest are done. One exchange of the real
+            // capture is 2.3 KB with its set-up and tear-down 5.1 KB: 150,000 pairs
+            // make ~770 MB.
+            Spec {
+                name: "pollers150k".into(),
+                size: 800 << 20,
+                peers: 150_000,
+                buddies: 1,
+                interval_ns: Some(1_000_000_000),
+                seconds: None,
+                background: 0.0,
+                full_setup: false,
+                rounds_per_connection: Some(1),
+                spread_ns: Some(600_000_000_000),
             },
         ]
     }
@@ -470,6 +493,7 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
     };
     let setup_len = template.setup.last().map_or(0, |s| s.at_ns) + 1_000_000;
     ensure!(interval > 10_000_000, "poll interval below 10 ms");
+    let spread_ns = spec.spread_ns;
 
     std::fs::create_dir_all(dir)?;
     let file = dir.join(format!("{}.pcap", spec.name));
@@ -499,7 +523,9 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         .map(|p| {
             let poller = (p / u64::from(spec.buddies)) as u32;
             let receiver = (poller + 1 + (p % u64::from(spec.buddies)) as u32) % spec.peers;
-            let start = T0 + 1_000_000 + p * interval / pairs;
+            let spread = spread_ns.unwrap_or(interval);
+            let start =
+                T0 + 1_000_000 + (u128::from(p) * u128::from(spread) / u128::from(pairs)) as u64;
             Conn {
                 poller,
                 receiver,

@@ -146,7 +146,7 @@ enum Command {
     /// connections, with optional background traffic) into target/bench-data.
     BenchData {
         /// Only these presets (jxta-0.1g, jxta-1g, jxta-4g, background95-1g,
-        /// peers10k-1g); default all. With --size, the name of a custom capture.
+        /// peers10k-1g, pollers150k); default all. With --size, the name of a custom capture.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         #[arg(long, default_value = "target/bench-data")]
@@ -171,6 +171,10 @@ enum Command {
         /// connection replayed whole); default one connection per pair.
         #[arg(long)]
         rounds: Option<u64>,
+        /// Spread the pairs' first connections over this time (e.g. 600s) instead of
+        /// one poll interval.
+        #[arg(long)]
+        spread: Option<String>,
     },
     /// Run observer (1 and N threads), tshark, tcpdump and cat side by side on the
     /// benchmark captures; medians, ratios and peak RSS as Markdown on stdout and in
@@ -407,6 +411,7 @@ fn main() -> Result<()> {
             background,
             short_setup,
             rounds,
+            spread,
         } => {
             let root = workspace_root();
             let out = if out.is_absolute() {
@@ -432,6 +437,14 @@ fn main() -> Result<()> {
                     background,
                     full_setup: !short_setup,
                     rounds_per_connection: rounds,
+                    spread_ns: match spread {
+                        Some(s) => Some(
+                            humantime::parse_duration(&s)
+                                .with_context(|| format!("--spread {s}"))?
+                                .as_nanos() as u64,
+                        ),
+                        None => None,
+                    },
                 }],
                 None => bench_data::Spec::presets()
                     .into_iter()

@@ -93,6 +93,79 @@ impl Matrix {
 /// Rows and columns of the RTT matrix at most.
 pub const MATRIX_MAX_PEERS: usize = 64;
 
+/// Pairs the tables and figures show one by one: the busiest by transactions. The
+/// others are summed in one row or mark (150,000 pairs made a 448 MB graph); the JSON
+/// keeps every pair.
+pub const TOP_PAIRS: usize = 40;
+
+/// Indices into `pairs` of the `max` pairs with the most transactions, in `pairs`
+/// order; among equally busy pairs the earlier is kept.
+pub fn top_pairs(pairs: &[PairSummary], max: usize) -> Vec<usize> {
+    if pairs.len() <= max {
+        return (0..pairs.len()).collect();
+    }
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let key = |i: &usize| (std::cmp::Reverse(pairs[*i].counts.total), *i);
+    order.select_nth_unstable_by_key(max, key);
+    order.truncate(max);
+    order.sort_unstable();
+    order
+}
+
+/// The pairs left out of a table or figure, summed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OtherPairs {
+    pub pairs: usize,
+    pub counts: StatusCounts,
+    /// Count, mean, sample sd (pooled from the pairs' own), min and max; no
+    /// percentiles (those of the union are not in the pairs' summaries).
+    pub rtt_ms: RttStats,
+}
+
+/// Every pair not in `shown` (sorted indices into `pairs`), summed; `None` if none.
+pub fn other_pairs(pairs: &[PairSummary], shown: &[usize]) -> Option<OtherPairs> {
+    let mut o = OtherPairs::default();
+    let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (i, p) in pairs.iter().enumerate() {
+        if shown.binary_search(&i).is_ok() {
+            continue;
+        }
+        o.pairs += 1;
+        o.counts.total += p.counts.total;
+        o.counts.ok += p.counts.ok;
+        o.counts.timeout += p.counts.timeout;
+        o.counts.open += p.counts.open;
+        let r = &p.rtt_ms;
+        if r.count == 0 {
+            continue;
+        }
+        let n = r.count as f64;
+        o.rtt_ms.count += r.count;
+        sum += n * r.mean;
+        // Σx² of the pair from its mean and sample variance.
+        sum_sq += (n - 1.0) * r.sd * r.sd + n * r.mean * r.mean;
+        min = min.min(r.min);
+        max = max.max(r.max);
+    }
+    if o.pairs == 0 {
+        return None;
+    }
+    if o.rtt_ms.count > 0 {
+        let n = o.rtt_ms.count as f64;
+        let mean = sum / n;
+        o.rtt_ms.mean = mean;
+        o.rtt_ms.sd = if o.rtt_ms.count < 2 {
+            0.0
+        } else {
+            ((sum_sq - n * mean * mean).max(0.0) / (n - 1.0)).sqrt()
+        };
+        o.rtt_ms.min = min;
+        o.rtt_ms.max = max;
+    }
+    Some(o)
+}
+
 /// The `max` labels with the most transactions, in name order; and how many were left.
 fn most_active<'a>(
     pairs: &'a [PairSummary],
@@ -240,6 +313,15 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
     }
 }
 
+/// [`label`] of a pair's kept name and ID.
+fn label_of(name: Option<Box<str>>, id: &Option<PeerId>) -> String {
+    match (name, id) {
+        (Some(n), _) => n.into(),
+        (None, Some(id)) => id.as_str().to_owned(),
+        (None, None) => "?".to_owned(),
+    }
+}
+
 fn ratio(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
 }
@@ -266,13 +348,24 @@ fn ident(name: &Option<String>, id: &Option<PeerId>) -> Ident {
     }
 }
 
+/// What the builder keeps per pair until the end: the latest names, counts and RTTs
+/// (the IDs are in the pair's key, shared with the matcher's copies). A gateway's
+/// 150,000 pairs each answered once made this the largest table of a run, so labels
+/// are made only in `finish`, and the hash table holds an index, not this.
 struct PairAcc {
-    poller: String,
-    poller_id: Option<String>,
-    receiver: String,
-    receiver_id: Option<String>,
+    poller_name: Option<Box<str>>,
+    receiver_name: Option<Box<str>>,
     counts: StatusCounts,
     rtts: Rtts,
+}
+
+/// Keeps the latest name seen (the label is the latest name).
+fn update_name(kept: &mut Option<Box<str>>, seen: &Option<String>) {
+    if let Some(n) = seen {
+        if kept.as_deref() != Some(n.as_str()) {
+            *kept = Some(n.as_str().into());
+        }
+    }
 }
 
 /// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
@@ -287,7 +380,8 @@ pub const EXACT_RTT_LIMIT: usize = 1 << 24;
 struct Rtts {
     short: Vec<u32>,
     long: Vec<u64>,
-    sketch: Option<Sketched>,
+    /// Boxed: a sketch is ~150 bytes, and most pairs never have one.
+    sketch: Option<Box<Sketched>>,
 }
 
 /// RTTs in bounded memory: exact moments and extremes (integer sums, so the result
@@ -380,7 +474,7 @@ impl Rtts {
         for ns in std::mem::take(&mut self.long) {
             s.push(ns);
         }
-        self.sketch = Some(s);
+        self.sketch = Some(Box::new(s));
     }
 
     fn len(&self) -> usize {
@@ -400,7 +494,9 @@ impl Rtts {
 /// percentiles need (4 bytes per answered transaction, see `Rtts`).
 pub struct SummaryBuilder {
     counts: StatusCounts,
-    pairs: crate::FastMap<(Ident, Ident), PairAcc>,
+    /// Each pair's index in `accs`.
+    pairs: crate::FastMap<(Ident, Ident), u32>,
+    accs: Vec<PairAcc>,
     /// Bytes the transaction CSV takes for the transactions so far (records only).
     csv_bytes: u64,
     first_ping: Option<u64>,
@@ -427,6 +523,7 @@ impl SummaryBuilder {
         SummaryBuilder {
             counts: StatusCounts::default(),
             pairs: crate::FastMap::default(),
+            accs: Vec::new(),
             csv_bytes: 0,
             first_ping: None,
             exact_limit: limit,
@@ -450,34 +547,32 @@ impl SummaryBuilder {
         let sketched = self.overall.is_some();
         self.counts.add(t.status);
         self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
-        let acc = self
+        let next = self.accs.len();
+        let index = *self
             .pairs
             .entry((
                 ident(&t.poller_name, &t.poller_id),
                 ident(&t.receiver_name, &t.receiver_id),
             ))
-            .or_insert_with(|| PairAcc {
-                poller: label(&t.poller_name, &t.poller_id),
-                poller_id: t.poller_id.as_ref().map(|i| i.to_string()),
-                receiver: label(&t.receiver_name, &t.receiver_id),
-                receiver_id: t.receiver_id.as_ref().map(|i| i.to_string()),
+            .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX));
+        let index = index as usize;
+        if index == next {
+            self.accs.push(PairAcc {
+                poller_name: None,
+                receiver_name: None,
                 counts: StatusCounts::default(),
                 rtts: Rtts {
-                    sketch: sketched.then(Sketched::new),
+                    sketch: sketched.then(|| Box::new(Sketched::new())),
                     ..Rtts::default()
                 },
             });
-        // The label is the latest name seen.
-        if let Some(n) = &t.poller_name {
-            if acc.poller != *n {
-                acc.poller = n.clone();
-            }
         }
-        if let Some(n) = &t.receiver_name {
-            if acc.receiver != *n {
-                acc.receiver = n.clone();
-            }
-        }
+        // Past 4 billion pairs (never held in memory anyway) the last index takes the rest.
+        let Some(acc) = self.accs.get_mut(index) else {
+            return;
+        };
+        update_name(&mut acc.poller_name, &t.poller_name);
+        update_name(&mut acc.receiver_name, &t.receiver_name);
         acc.counts.add(t.status);
         if let Some(ns) = t.rtt_ns() {
             if self.overall.is_none() && !t.cause.flags.is_empty() {
@@ -502,7 +597,7 @@ impl SummaryBuilder {
     /// the overall one.
     fn sketch_all(&mut self) {
         let mut overall = Sketched::new();
-        for acc in self.pairs.values_mut() {
+        for acc in &mut self.accs {
             acc.rtts.fold_into_sketch();
             if let Some(s) = &acc.rtts.sketch {
                 overall.absorb(s);
@@ -517,6 +612,7 @@ impl SummaryBuilder {
         let SummaryBuilder {
             counts,
             pairs,
+            accs,
             csv_bytes,
             first_ping,
             overall,
@@ -525,10 +621,24 @@ impl SummaryBuilder {
         } = self;
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
-        let mut all: Vec<f64> = Vec::with_capacity(pairs.values().map(|a| a.rtts.len()).sum());
-        let mut pairs: Vec<PairSummary> = pairs
-            .into_values()
-            .map(|mut a| {
+        let mut all: Vec<f64> = Vec::with_capacity(accs.iter().map(|a| a.rtts.len()).sum());
+        let mut keys: Vec<Option<(Ident, Ident)>> = Vec::new();
+        keys.resize_with(accs.len(), || None);
+        for (key, i) in pairs {
+            if let Some(k) = keys.get_mut(i as usize) {
+                *k = Some(key);
+            }
+        }
+        let id_of = |i: &Ident| match i {
+            Ident::Id(id) => Some(id.clone()),
+            Ident::Name(_) => None,
+        };
+        let mut pairs: Vec<PairSummary> = accs
+            .into_iter()
+            .zip(keys)
+            .filter_map(|(a, key)| key.map(|k| (a, k)))
+            .map(|(mut a, (poller, receiver))| {
+                let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
                 let rtt_ms = match a.rtts.sketch.take() {
                     Some(s) => s.stats(),
                     None => {
@@ -540,10 +650,10 @@ impl SummaryBuilder {
                 };
                 PairSummary {
                     rtt_ms,
-                    poller: a.poller,
-                    poller_id: a.poller_id,
-                    receiver: a.receiver,
-                    receiver_id: a.receiver_id,
+                    poller: label_of(a.poller_name, &poller_id),
+                    poller_id: poller_id.as_ref().map(|i| i.to_string()),
+                    receiver: label_of(a.receiver_name, &receiver_id),
+                    receiver_id: receiver_id.as_ref().map(|i| i.to_string()),
                     counts: a.counts,
                 }
             })

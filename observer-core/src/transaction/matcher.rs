@@ -76,6 +76,10 @@ struct Pending {
     legs: Vec<Leg>,
 }
 
+/// What the matcher keeps per (poller, receiver) pair. A pair with nothing outstanding
+/// holds no buffer (see [`settle`]): a gateway sees hundreds of thousands of pairs, most
+/// of them idle at any time, and a `VecDeque` keeps the four-`Pending` (~900 bytes)
+/// buffer of its first PING after the last one left.
 #[derive(Debug, Default)]
 struct PairState {
     outstanding: VecDeque<Pending>,
@@ -88,6 +92,13 @@ struct PairState {
     last_active: UnixNanos,
     /// Route and far-side baseline, for the next transaction's explanation.
     history: History,
+}
+
+/// Frees the buffer of a pair whose last outstanding PING just left.
+fn settle(state: &mut PairState) {
+    if state.outstanding.is_empty() && state.outstanding.capacity() > 0 {
+        state.outstanding = VecDeque::new();
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +142,10 @@ pub struct Matcher {
     live: usize,
     next_seq: u64,
     names: crate::FastMap<PeerId, String>,
+    /// One copy of each peer ID for every table (pair keys, pending PINGs, names,
+    /// presence, the transactions and the summary built from them): an ID is ~100
+    /// bytes and each message parses its own.
+    ids: std::collections::HashSet<PeerId, foldhash::fast::RandomState>,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
     /// so every hit is checked against `pairs`.
@@ -157,6 +172,7 @@ impl Matcher {
             live: 0,
             next_seq: 0,
             names: crate::FastMap::default(),
+            ids: Default::default(),
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             anomalies: Anomalies::default(),
@@ -179,6 +195,17 @@ impl Matcher {
 
     pub fn overhead(&self) -> &OverheadTally {
         &self.overhead
+    }
+
+    /// Pairs holding a buffer for outstanding PINGs, and the peer IDs interned.
+    #[cfg(test)]
+    pub(crate) fn buffered_pairs_and_ids(&self) -> (usize, usize) {
+        let buffered = self
+            .pairs
+            .values()
+            .filter(|st| st.outstanding.capacity() > 0)
+            .count();
+        (buffered, self.ids.len())
     }
 
     #[cfg(test)]
@@ -255,6 +282,7 @@ impl Matcher {
             let Some(p) = state.outstanding.remove(i) else {
                 continue;
             };
+            settle(state);
             self.live -= 1;
             self.expire(pair, p, deadline, out);
         }
@@ -269,6 +297,7 @@ impl Matcher {
             for p in state.outstanding.drain(..) {
                 rest.push((pair.clone(), p));
             }
+            settle(state);
         }
         self.live = 0;
         self.deadlines.clear();
@@ -281,6 +310,15 @@ impl Matcher {
                 out.push(self.record(p, None, TxStatus::Open));
             }
         }
+        // No PONG can come any more: the per-pair tables, the largest of a run with
+        // many pairs, are freed before the summary is built from what remains (names,
+        // presence, overhead, anomalies).
+        self.pairs = Default::default();
+        self.finished = Default::default();
+        self.finished_order = VecDeque::new();
+        self.open_correlators = Default::default();
+        self.open_correlator_entries = 0;
+        self.ids = Default::default();
     }
 
     /// A PING reached its deadline: ok from a transit candidate, else timeout.
@@ -335,6 +373,19 @@ impl Matcher {
         }
     }
 
+    /// The matcher's copy of `id` (bounded like the names: past the cap, IDs are kept
+    /// as they came).
+    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+        let id = id?;
+        if let Some(known) = self.ids.get(&id) {
+            return Some(known.clone());
+        }
+        if self.ids.len() < self.cfg.max_pairs.saturating_mul(2) {
+            self.ids.insert(id.clone());
+        }
+        Some(id)
+    }
+
     fn learn_name(&mut self, id: Option<&PeerId>, name: Option<&str>) {
         let (Some(id), Some(name)) = (id, name) else {
             return;
@@ -354,7 +405,9 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
+        let poller_id = self.intern(poller_id);
         let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
+        let receiver_id = self.intern(receiver_id);
         self.learn_name(poller_id.as_ref(), doc.name.as_deref());
         let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
@@ -531,7 +584,9 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
+        let receiver_id = self.intern(receiver_id);
         let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
+        let poller_id = self.intern(poller_id);
         self.learn_name(receiver_id.as_ref(), doc.name.as_deref());
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
         let poller = PeerKey::new(poller_id.as_ref(), None);
@@ -671,6 +726,7 @@ impl Matcher {
             let Some(mut p) = state.outstanding.remove(i) else {
                 return;
             };
+            settle(state);
             self.live -= 1;
             let Some(mut c) = p.candidate.take() else {
                 return;
@@ -713,6 +769,7 @@ impl Matcher {
         let Some(p) = state.outstanding.remove(i) else {
             return;
         };
+        settle(state);
         self.live -= 1;
         let (corr, start) = (p.correlator.clone(), p.start);
         out.extend(self.answered(&pair, p, candidate, None));

@@ -791,3 +791,57 @@ fn multicast_pings_and_pongs_pair_whichever_way_each_travels() {
     assert_eq!(out.len(), 3);
     assert_eq!(m.anomalies().unsolicited_pong, 1);
 }
+
+/// Many pairs, each answered once (a gateway's pollers): an idle pair holds no buffer,
+/// each peer ID is kept once however many messages carried it, a PONG to an idle pair
+/// is still told from one to a pair never seen, and the end of input frees the pair
+/// tables.
+#[test]
+fn idle_pairs_hold_no_buffer_and_ids_are_kept_once() {
+    let mut m = m();
+    let mut out = Vec::new();
+    let pairs = 200u8;
+    for k in 0..pairs {
+        let t = u64::from(k) * 100 * MS;
+        let c = format!("c{k}");
+        m.observe(
+            &ping("p", Some(&c)),
+            &direct(t, k, k.wrapping_add(1)),
+            &mut out,
+        );
+        if k % 2 == 0 {
+            // While a PING is outstanding its pair holds one.
+            let (buffered, _) = m.buffered_pairs_and_ids();
+            assert_eq!(buffered, 1);
+        }
+        m.observe(
+            &pong("r", Status::Online, Some(&c)),
+            &direct(t + 5 * MS, k.wrapping_add(1), k),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), usize::from(pairs));
+    assert!(out.iter().all(|t| t.status == TxStatus::Ok));
+    let (buffered, ids) = m.buffered_pairs_and_ids();
+    assert_eq!(buffered, 0);
+    // Peers 0..=200: each once, though every PING and PONG parsed its own copies.
+    assert_eq!(ids, usize::from(pairs) + 1);
+    assert_eq!(m.sizes().pairs, usize::from(pairs));
+    // A repeated PONG to an idle pair is a duplicate, to an unknown pair unsolicited.
+    m.observe(
+        &pong("r", Status::Online, Some("c3")),
+        &direct(30 * SEC, 4, 3),
+        &mut out,
+    );
+    m.observe(
+        &pong("r", Status::Online, Some("c3")),
+        &direct(30 * SEC, 9, 3),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().duplicate_pong, 1, "{:?}", m.anomalies());
+    assert_eq!(m.anomalies().unsolicited_pong, 1, "{:?}", m.anomalies());
+    m.finish(40 * SEC, &mut out);
+    assert_eq!(m.sizes().pairs, 0);
+    assert_eq!(m.sizes().finished, 0);
+    assert_eq!(m.buffered_pairs_and_ids(), (0, 0));
+}

@@ -112,9 +112,12 @@ pub fn run(args: AnalyzeArgs) -> Result<ExitCode> {
     let csv_to_stdout = args.csv.as_deref().is_some_and(|p| p.as_os_str() == "-");
     let mut out = io::stdout().lock();
     if args.json {
-        let json = report::full_json(&summary, &analysis);
-        serde_json::to_writer_pretty(&mut out, &json)?;
-        writeln!(out)?;
+        // Buffered: the pretty printer writes a line at a time, and standard output
+        // flushes each one.
+        let mut w = io::BufWriter::with_capacity(1 << 16, &mut out);
+        report::write_full_json(&mut w, summary, &analysis)?;
+        writeln!(w)?;
+        w.flush()?;
     } else if !csv_to_stdout {
         write!(out, "{}", report::render_analysis(&summary, &analysis))?;
     }

@@ -155,7 +155,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         // No figures of nothing: an unusable input is an error, as for `analyze`.
         nothing_read(&analysis)?;
         code = exit_for(&analysis);
-        ReportData::from_analysis(&analysis, timeout_ns, &command)
+        ReportData::from_analysis(analysis, timeout_ns, &command)
     };
     let opts = Options {
         log: args.log,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use super::summary::{ChangeOut, CurrentOut, PairSummary};
 use super::table::{render, sanitize, sanitize_wide, short_label};
 use super::Summary;
 use observer_core::engine::{Analysis, MessageRecord};
@@ -29,6 +30,95 @@ pub fn full_json(summary: &Summary, analysis: &Analysis) -> Value {
         );
     }
     v
+}
+
+/// Writes [`full_json`] pretty-printed to `out`, byte for byte, without building it as
+/// one `Value`: as a `Value` the per-pair list and the presence lists of 150,000 pairs
+/// took more memory than the whole analysis. Each of their elements becomes a `Value`
+/// (so its keys are sorted as there) only while it is written.
+pub fn write_full_json<W: std::io::Write>(
+    out: W,
+    mut summary: Summary,
+    analysis: &Analysis,
+) -> serde_json::Result<()> {
+    let pairs = std::mem::take(&mut summary.pairs);
+    let changes = std::mem::take(&mut summary.presence.changes);
+    let current = std::mem::take(&mut summary.presence.current);
+    // The rest, with those three lists empty, is small.
+    let top = full_json(&summary, analysis);
+    serde_json::to_writer_pretty(
+        out,
+        &FullJson {
+            top: &top,
+            pairs: &pairs,
+            changes: &changes,
+            current: &current,
+        },
+    )
+}
+
+/// The `--json` object with its long lists written element by element.
+struct FullJson<'a> {
+    top: &'a Value,
+    pairs: &'a [PairSummary],
+    changes: &'a [ChangeOut],
+    current: &'a [CurrentOut],
+}
+
+impl serde::Serialize for FullJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.top else {
+            return self.top.serialize(s);
+        };
+        // As `Value` writes an object: its entries in key order.
+        let mut map = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match (k.as_str(), v) {
+                ("pairs", _) => map.serialize_entry(k, &Each(self.pairs))?,
+                ("presence", Value::Object(presence)) => {
+                    map.serialize_entry(k, &PresenceJson { presence, of: self })?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct PresenceJson<'a> {
+    presence: &'a serde_json::Map<String, Value>,
+    of: &'a FullJson<'a>,
+}
+
+impl serde::Serialize for PresenceJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.presence.len()))?;
+        for (k, v) in self.presence {
+            match k.as_str() {
+                "changes" => map.serialize_entry(k, &Each(self.of.changes))?,
+                "current" => map.serialize_entry(k, &Each(self.of.current))?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A list written as the `Value` array of its elements would be.
+struct Each<'a, T>(&'a [T]);
+
+impl<T: serde::Serialize> serde::Serialize for Each<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for x in self.0 {
+            let v = serde_json::to_value(x).map_err(S::Error::custom)?;
+            seq.serialize_element(&v)?;
+        }
+        seq.end()
+    }
 }
 
 /// The human report: the summary tables, then what was decoded and what went wrong.

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::stats::RttStats;
-use super::summary::Summary;
+use super::summary::{other_pairs, top_pairs, Summary, TOP_PAIRS};
 
 /// Replaces control characters (C0, DEL, C1, so every escape sequence loses its
 /// introducer) and bidi overrides with `?`; caps the length.
@@ -127,7 +127,8 @@ pub fn render(s: &Summary) -> String {
     ]
     .map(str::to_owned)
     .to_vec()];
-    for p in &s.pairs {
+    let shown = top_pairs(&s.pairs, TOP_PAIRS);
+    for p in shown.iter().filter_map(|&i| s.pairs.get(i)) {
         let mut r = vec![
             short_label(&p.poller),
             short_label(&p.receiver),
@@ -136,6 +137,24 @@ pub fn render(s: &Summary) -> String {
             p.counts.open.to_string(),
         ];
         r.extend(stats_cells(&p.rtt_ms));
+        rows.push(r);
+    }
+    if let Some(o) = other_pairs(&s.pairs, &shown) {
+        let mut r = vec![
+            format!("others ({} pairs)", o.pairs),
+            "".to_owned(),
+            o.counts.ok.to_string(),
+            o.counts.timeout.to_string(),
+            o.counts.open.to_string(),
+        ];
+        let mut cells = stats_cells(&o.rtt_ms);
+        if o.rtt_ms.count > 0 {
+            // Percentiles of the union are not known from the pairs' summaries.
+            for c in &mut cells[3..6] {
+                *c = "-".to_owned();
+            }
+        }
+        r.extend(cells);
         rows.push(r);
     }
     let t = &s.transactions;
@@ -177,7 +196,7 @@ pub fn render(s: &Summary) -> String {
         if m.omitted_pollers + m.omitted_receivers > 0 {
             let _ = writeln!(
                 out,
-                "({} pollers and {} receivers with fewer transactions not shown; every pair is in the table above)",
+                "({} pollers and {} receivers with fewer transactions not shown; every pair is in the JSON)",
                 m.omitted_pollers, m.omitted_receivers
             );
         }
@@ -363,5 +382,66 @@ mod tests {
         let sketched = b.finish(&m, 3_600_000_000_000);
         assert!(sketched.rtt_percentiles_relative_error.is_some());
         assert!(render(&sketched).contains("DDSketch"));
+    }
+
+    /// 100 pairs, pair p with p + 1 transactions: the text table shows the
+    /// [`TOP_PAIRS`] busiest and one "others" row summing the rest exactly (counts,
+    /// RTT count, mean, min, max); the summary and its JSON keep every pair.
+    #[test]
+    fn table_shows_the_top_pairs_and_sums_the_others() {
+        use crate::jxta::PeerId;
+        use observer_core::summary::{other_pairs, top_pairs, TOP_PAIRS};
+        let (base, m) = observer_core::summary::example::example_run();
+        let mut ts = Vec::new();
+        for p in 0..100u32 {
+            for k in 0..=p {
+                let mut t = base[0].clone();
+                t.poller_name = Some(format!("p{p:03}"));
+                t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
+                t.correlator = Some(k.to_string());
+                // RTTs 1 ms to 100 ms by pair.
+                t.stop = Some(t.start + u64::from(p + 1) * 1_000_000);
+                ts.push(t);
+            }
+        }
+        let s = Summary::build(&ts, &m, 1);
+        assert_eq!(s.pairs.len(), 100);
+        assert_eq!(s.to_json()["pairs"].as_array().map(Vec::len), Some(100));
+        let shown = top_pairs(&s.pairs, TOP_PAIRS);
+        assert_eq!(shown.len(), TOP_PAIRS);
+        // The busiest are the last pollers, in pair (name) order.
+        let first_kept = 100 - TOP_PAIRS;
+        assert_eq!(s.pairs[shown[0]].poller, format!("p{first_kept:03}"));
+        let o = other_pairs(&s.pairs, &shown).expect("others");
+        assert_eq!(o.pairs, first_kept);
+        let n: u64 = (1..=first_kept as u64).sum();
+        assert_eq!(o.counts.total, n);
+        assert_eq!(o.counts.ok, n);
+        assert_eq!(o.rtt_ms.count, n);
+        // Pair p contributes p + 1 RTTs of p + 1 ms.
+        let sum: u64 = (1..=first_kept as u64).map(|k| k * k).sum();
+        assert!(
+            (o.rtt_ms.mean - sum as f64 / n as f64).abs() < 1e-9,
+            "{o:?}"
+        );
+        assert_eq!((o.rtt_ms.min, o.rtt_ms.max), (1.0, first_kept as f64));
+        let text = render(&s);
+        // The per-pair table ends with the "all" row (the matrix below has rows too).
+        let rows = text
+            .lines()
+            .take_while(|l| !l.starts_with("all"))
+            .filter(|l| l.starts_with("p0"))
+            .count();
+        assert_eq!(rows, TOP_PAIRS, "{text}");
+        let others = text
+            .lines()
+            .find(|l| l.starts_with(&format!("others ({first_kept} pairs)")))
+            .expect("others row");
+        assert!(others.contains(&format!(" {n} ")), "{others}");
+        // Below the bound nothing is summed.
+        let (small, m) = observer_core::summary::example::example_run();
+        let s = Summary::build(&small, &m, 1);
+        assert!(other_pairs(&s.pairs, &top_pairs(&s.pairs, TOP_PAIRS)).is_none());
+        assert!(!render(&s).contains("others"));
     }
 }

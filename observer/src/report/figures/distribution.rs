@@ -78,12 +78,21 @@ pub const BAR_COLOR: RGBColor = RGBColor(70, 130, 180);
 const MEAN_COLOR: RGBColor = RGBColor(200, 30, 30);
 const PCT_COLOR: RGBColor = RGBColor(60, 60, 60);
 
-fn ms_of(data: &ReportData, pair: Option<usize>) -> Vec<f64> {
-    let pairs = data.pair_of();
+/// Every answered transaction's RTT (ms).
+fn ms_of(data: &ReportData) -> Vec<f64> {
     data.transactions
         .iter()
-        .zip(pairs)
-        .filter(|(_, p)| pair.is_none() || *p == pair)
+        .filter_map(|t| t.rtt_ns())
+        .map(|ns| ns as f64 / 1e6)
+        .collect()
+}
+
+/// RTTs of one pair, given every transaction's pair (see [`ReportData::pair_of`]).
+fn ms_of_pair(data: &ReportData, pair_of: &[Option<usize>], pair: Option<usize>) -> Vec<f64> {
+    data.transactions
+        .iter()
+        .zip(pair_of)
+        .filter(|(_, p)| **p == pair)
         .filter_map(|(t, _)| t.rtt_ns())
         .map(|ns| ns as f64 / 1e6)
         .collect()
@@ -286,7 +295,7 @@ impl<'a> Distribution<'a> {
 
     /// The RTTs (ms) of every answered transaction.
     pub fn values(&self) -> Vec<f64> {
-        ms_of(self.data, None)
+        ms_of(self.data)
     }
 }
 
@@ -323,23 +332,29 @@ impl Figure for Distribution<'_> {
     }
 }
 
-/// One histogram panel per (poller, receiver) pair.
+/// One histogram panel per (poller, receiver) pair, for the busiest
+/// [`TOP_PAIRS`](crate::report::summary::TOP_PAIRS) pairs.
 pub struct PerPair<'a> {
     data: &'a ReportData,
+    shown: Vec<usize>,
 }
 
 impl<'a> PerPair<'a> {
     pub fn new(data: &'a ReportData) -> Self {
-        PerPair { data }
+        use crate::report::summary::{top_pairs, TOP_PAIRS};
+        PerPair {
+            data,
+            shown: top_pairs(&data.summary.pairs, TOP_PAIRS),
+        }
     }
 
     /// The x axis all panels share: every answered transaction of every pair.
     pub fn x_range(&self) -> (f64, f64) {
-        x_range_of(&bins(&ms_of(self.data, None)))
+        x_range_of(&bins(&ms_of(self.data)))
     }
 
     fn grid(&self) -> (usize, usize) {
-        let n = self.data.summary.pairs.len().max(1);
+        let n = self.shown.len().max(1);
         let cols = (n as f64).sqrt().ceil() as usize;
         (cols, n.div_ceil(cols))
     }
@@ -357,18 +372,24 @@ impl Figure for PerPair<'_> {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let (cols, rows) = self.grid();
-        let root = root.titled(
-            "RTT distribution per pair (ms): mean (red) ± sd, p50/p90/p99",
-            ("sans-serif", 20),
-        )?;
+        let left_out = self.data.summary.pairs.len() - self.shown.len();
+        let title = match left_out {
+            0 => "RTT distribution per pair (ms): mean (red) ± sd, p50/p90/p99".to_owned(),
+            n => format!(
+                "RTT distribution per pair (ms): mean (red) ± sd, p50/p90/p99; the {} busiest pairs, {n} others not drawn",
+                self.shown.len()
+            ),
+        };
+        let root = root.titled(&title, ("sans-serif", 20))?;
         let panels = root.split_evenly((rows, cols));
         // One x scale for every panel: pairs are compared by where their bars sit.
         let x_range = self.x_range();
-        for (i, panel) in panels.iter().enumerate() {
+        let pair_of = self.data.pair_of();
+        for (&i, panel) in self.shown.iter().zip(panels.iter()) {
             let Some(p) = self.data.summary.pairs.get(i) else {
                 break;
             };
-            let values = ms_of(self.data, Some(i));
+            let values = ms_of_pair(self.data, &pair_of, Some(i));
             let title = format!(
                 "{}  n={} timeouts={}",
                 self.data.pair_label(i),

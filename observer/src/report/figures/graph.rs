@@ -15,10 +15,14 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{DrawResult, Figure, ReportData, TIMEOUT_COLOR};
+use crate::report::summary::{top_pairs, PairSummary, TOP_PAIRS};
 use crate::report::table::short_label;
 
 pub struct Graph<'a> {
     data: &'a ReportData,
+    /// The pairs drawn (indices into `summary.pairs`): the busiest
+    /// [`TOP_PAIRS`]; every arrow beyond would only hide the others.
+    shown: Vec<usize>,
 }
 
 /// Colour of the RTT arrows (tests count the arrowheads by it).
@@ -117,17 +121,29 @@ pub fn edge_text(mean_ms: f64) -> String {
 
 impl<'a> Graph<'a> {
     pub fn new(data: &'a ReportData) -> Self {
-        Graph { data }
+        Graph {
+            data,
+            shown: top_pairs(&data.summary.pairs, TOP_PAIRS),
+        }
     }
 
-    /// Every peer (poller or receiver), sorted.
+    /// The pairs drawn, in pair order.
+    fn shown_pairs(&self) -> impl Iterator<Item = (usize, &PairSummary)> + '_ {
+        self.shown
+            .iter()
+            .filter_map(|&i| self.data.summary.pairs.get(i).map(|p| (i, p)))
+    }
+
+    /// Pairs left out of the picture.
+    pub fn left_out(&self) -> usize {
+        self.data.summary.pairs.len() - self.shown.len()
+    }
+
+    /// Every peer (poller or receiver) of a drawn pair, sorted.
     pub fn peers(&self) -> Vec<String> {
         let mut v: Vec<String> = self
-            .data
-            .summary
-            .pairs
-            .iter()
-            .flat_map(|p| [p.poller.clone(), p.receiver.clone()])
+            .shown_pairs()
+            .flat_map(|(_, p)| [p.poller.clone(), p.receiver.clone()])
             .collect();
         v.sort();
         v.dedup();
@@ -198,10 +214,8 @@ impl Graph<'_> {
     /// Smallest and largest mean RTT over the answered pairs.
     pub fn mean_range(&self) -> Option<(f64, f64)> {
         let means = self
-            .data
-            .summary
-            .pairs
-            .iter()
+            .shown_pairs()
+            .map(|(_, p)| p)
             .filter(|p| p.rtt_ms.count > 0)
             .map(|p| p.rtt_ms.mean);
         means.fold(None, |acc, m| match acc {
@@ -238,7 +252,7 @@ impl Graph<'_> {
         let idx = |name: &str| peers.iter().position(|p| p == name);
         let (lo, hi) = self.mean_range().unwrap_or((0.0, 0.0));
         let mut edges = Vec::new();
-        for (i, p) in self.data.summary.pairs.iter().enumerate() {
+        for (i, p) in self.shown_pairs() {
             let (Some(a), Some(b)) = (idx(&p.poller), idx(&p.receiver)) else {
                 continue;
             };
@@ -355,8 +369,15 @@ impl Figure for Graph<'_> {
             (16, 14),
             ("sans-serif", 20).into_font(),
         ))?;
+        let legend = match self.left_out() {
+            0 => "label = mean RTT; dashed red = no answer (timeouts only)".to_owned(),
+            n => format!(
+                "label = mean RTT; dashed red = no answer (timeouts only); the {} busiest pairs, {n} others not drawn",
+                self.shown.len()
+            ),
+        };
         root.draw(&Text::new(
-            "label = mean RTT; dashed red = no answer (timeouts only)".to_owned(),
+            legend,
             (16, 42),
             ("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90)),
         ))?;

@@ -8,8 +8,10 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use std::collections::HashMap;
+
 use super::{draw_legend, utc, DrawResult, Figure, LegendMark, ReportData};
-use crate::report::summary::ChangeOut;
+use crate::report::summary::{ChangeOut, TOP_PAIRS};
 use crate::report::table::short_label;
 
 pub struct PresenceFigure<'a> {
@@ -59,6 +61,9 @@ pub fn change_text(c: &ChangeOut) -> String {
     format!("{}: {}", short_label(&c.peer), c.to)
 }
 
+/// A peer (label, ID) and its changes.
+type PeerChanges<'a> = ((String, Option<String>), Vec<&'a ChangeOut>);
+
 /// One peer's row: its label and its states as (from, to, state) in ns.
 pub struct Row {
     pub peer: String,
@@ -70,22 +75,78 @@ impl<'a> PresenceFigure<'a> {
         PresenceFigure { data }
     }
 
-    /// Rows sorted by peer label; the band before the first state is `unknown`.
-    pub fn rows(&self) -> Vec<Row> {
+    /// Each peer's changes, in summary order: by peer ID, or by label for a peer
+    /// without one (a renamed peer's rows all show its ID's changes).
+    fn changes_by_peer(&self) -> Vec<PeerChanges<'a>> {
         let changes = &self.data.summary.presence.changes;
-        let (t0, t_end) = (self.data.t0(), self.data.t_end());
+        let mut by_id: HashMap<&str, Vec<&ChangeOut>> = HashMap::new();
+        let mut by_name: HashMap<&str, Vec<&ChangeOut>> = HashMap::new();
+        for c in changes {
+            match &c.peer_id {
+                Some(id) => by_id.entry(id).or_default().push(c),
+                None => by_name.entry(&c.peer).or_default().push(c),
+            }
+        }
         let mut keys: Vec<(String, Option<String>)> = changes
             .iter()
             .map(|c| (c.peer.clone(), c.peer_id.clone()))
             .collect();
         keys.sort();
         keys.dedup();
-        keys.into_iter()
+        let mut rows: Vec<PeerChanges<'a>> = keys
+            .into_iter()
             .map(|(peer, id)| {
-                let mine: Vec<&ChangeOut> = changes
-                    .iter()
-                    .filter(|c| c.peer_id == id && (id.is_some() || c.peer == peer))
-                    .collect();
+                let mine = match &id {
+                    Some(id) => by_id.get(id.as_str()),
+                    None => by_name.get(peer.as_str()),
+                };
+                let mine = mine.cloned().unwrap_or_default();
+                ((peer, id), mine)
+            })
+            .collect();
+        if rows.len() > TOP_PAIRS {
+            // The peers whose state changed most; the rest would make rows no one
+            // can read (150,000 receivers, 6.6 million pixels high).
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_by_key(|&i| (std::cmp::Reverse(rows[i].1.len()), i));
+            order.truncate(TOP_PAIRS);
+            order.sort_unstable();
+            let mut keep = order.into_iter().peekable();
+            let mut i = 0;
+            rows.retain(|_| {
+                let k = keep.peek() == Some(&i);
+                if k {
+                    keep.next();
+                }
+                i += 1;
+                k
+            });
+        }
+        rows
+    }
+
+    /// Peers with a state but no row (beyond [`TOP_PAIRS`] rows).
+    pub fn left_out(&self) -> usize {
+        let mut keys: Vec<(&String, &Option<String>)> = self
+            .data
+            .summary
+            .presence
+            .changes
+            .iter()
+            .map(|c| (&c.peer, &c.peer_id))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.len().saturating_sub(TOP_PAIRS)
+    }
+
+    /// Rows sorted by peer label; the band before the first state is `unknown`. At
+    /// most [`TOP_PAIRS`] rows: the peers with the most changes.
+    pub fn rows(&self) -> Vec<Row> {
+        let (t0, t_end) = (self.data.t0(), self.data.t_end());
+        self.changes_by_peer()
+            .into_iter()
+            .map(|((peer, _), mine)| {
                 let mut bands = Vec::new();
                 let mut at = t0;
                 let mut state = "unknown";
@@ -102,15 +163,22 @@ impl<'a> PresenceFigure<'a> {
             .collect()
     }
 
-    /// Changes that are changes (not a peer's first state), in time order.
-    pub fn real_changes(&self) -> Vec<&ChangeOut> {
+    /// Changes that are changes (not a peer's first state) of the peers with a row,
+    /// in time order.
+    pub fn real_changes(&self) -> Vec<&'a ChangeOut> {
+        let shown: std::collections::HashSet<*const ChangeOut> = self
+            .changes_by_peer()
+            .into_iter()
+            .flat_map(|(_, mine)| mine)
+            .map(|c| c as *const ChangeOut)
+            .collect();
         let mut v: Vec<&ChangeOut> = self
             .data
             .summary
             .presence
             .changes
             .iter()
-            .filter(|c| c.from.is_some())
+            .filter(|c| c.from.is_some() && shown.contains(&(*c as *const ChangeOut)))
             .collect();
         v.sort_by_key(|c| c.time_unix_ns);
         v
@@ -168,7 +236,13 @@ impl Figure for PresenceFigure<'_> {
         let n = rows.len().max(1);
         let mut chart = ChartBuilder::on(&top_plot)
             .caption(
-                format!("Presence states over time (first PING at {})", utc(t0)),
+                match self.left_out() {
+                    0 => format!("Presence states over time (first PING at {})", utc(t0)),
+                    n => format!(
+                        "Presence states over time (first PING at {}; {n} peers with fewer changes not drawn)",
+                        utc(t0)
+                    ),
+                },
                 ("sans-serif", 20),
             )
             .margin(12)
