@@ -11,6 +11,9 @@
 //!
 //! Background traffic (bulk TCP transfers, HTTP-like request/response flows, UDP
 //! datagrams) is interleaved to reach a given share of the file's bytes.
+//!
+//! Over 600 lines: the generators of the benchmark files share the replicated real
+//! connection.
 
 use std::collections::BinaryHeap;
 use std::io::{BufWriter, Write};

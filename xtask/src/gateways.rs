@@ -13,6 +13,8 @@
 //! carol crosses both gateways and both observers record it. Gateway A's observer uses
 //! the eBPF tap, gateway B's libpcap (when built with it), both inserting into the one
 //! ClickHouse server, which is stopped for 10 s in the middle of the run.
+//!
+//! Over 600 lines: one scenario: its topology, its runs and its checks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Endpoint addressing (spec §3): who sent a message, to whom, and for which service
 //! or pipe. The peers' identities live in XML and text elements the JXTA stack appends
 //! after the application's elements.
+//!
+//! Over 600 lines: 290 of them are tests (the router scanner is checked against
+//! quick-xml on every one-byte mutation).
 
 use std::borrow::Cow;
 

@@ -7,6 +7,8 @@
 //! back to back ahead of it, a relay, a route change), except `far`, which compares the
 //! time spent beyond the capture point with the pair's own recent history.
 //! docs/explain.md says how each is measured and where it stops being right.
+//!
+//! Over 600 lines: 170 of them are tests.
 
 use std::collections::VecDeque;
 

@@ -41,6 +41,9 @@
 //! or tell a poller of it are pulled). The figures' transactions are pulled, at most
 //! [`FIGURE_TRANSACTIONS_MAX`] of them: past that, every k-th by a hash of the
 //! transaction's key, spread evenly over pairs and time (the page says so).
+//!
+//! Over 600 lines: most of it is the SQL of the merge and of the aggregates, kept next
+//! to the Rust that reads each column back.
 
 use std::fmt::Write as _;
 use std::time::Duration;
