@@ -1096,3 +1096,64 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(gateway: &str, start: u64, stop: Option<u64>, poller: &str, corr: &str) -> Row {
+        Row {
+            gateway: gateway.into(),
+            start: start.to_string(),
+            stop: stop.map_or(String::new(), |s| s.to_string()),
+            poller: poller.into(),
+            receiver: "carol".into(),
+            status: if stop.is_some() { "ok" } else { "timeout" }.into(),
+            correlator: corr.into(),
+        }
+    }
+
+    #[test]
+    fn union_merges_as_the_report_does() {
+        const S: u64 = 1_000_000_000;
+        let rows = vec![
+            // One instrumented transaction seen by both gateways: the poller's gateway
+            // (longer view) represents it.
+            row("gw-a", 10 * S, Some(10 * S + 400), "alice", "c1"),
+            row("gw-b", 10 * S + 100, Some(10 * S + 300), "alice", "c1"),
+            // Uninstrumented: two polls 1 s apart, each seen by both gateways, pair by
+            // order within the window.
+            row("gw-b", 20 * S, Some(20 * S + 500), "dave", ""),
+            row("gw-a", 20 * S + 50, Some(20 * S + 450), "dave", ""),
+            row("gw-b", 21 * S, None, "dave", ""),
+            row("gw-a", 21 * S + 50, None, "dave", ""),
+            // One gateway seeing two PINGs within the window: two transactions.
+            row("gw-a", 30 * S, Some(30 * S + 9), "bob", ""),
+            row("gw-a", 30 * S + 1, Some(30 * S + 9), "bob", ""),
+        ];
+        let merged = merge_union(&rows, 300_000_000).unwrap();
+        let pairs = pair_counts(&merged);
+        let counts = |p: &str| {
+            let c = &pairs[&(p.to_string(), "carol".to_string())];
+            (c.total, c.ok, c.timeout, c.open)
+        };
+        assert_eq!(counts("alice"), (1, 1, 0, 0));
+        assert_eq!(counts("dave"), (2, 1, 1, 0));
+        assert_eq!(counts("bob"), (2, 2, 0, 0));
+        assert_eq!(
+            pairs[&("alice".into(), "carol".into())].rtt_ms,
+            vec![400.0 / 1e6]
+        );
+        assert_eq!(
+            pairs[&("dave".into(), "carol".into())].rtt_ms,
+            vec![500.0 / 1e6]
+        );
+        assert_eq!(merged.iter().filter(|m| m.gateways.len() == 2).count(), 3);
+        // A window longer than the poll interval joins dave's polls into one.
+        let joined = merge_union(&rows, 2 * S).unwrap();
+        assert_eq!(
+            pair_counts(&joined)[&("dave".into(), "carol".into())].total,
+            1
+        );
+    }
+}
