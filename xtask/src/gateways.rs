@@ -12,7 +12,10 @@
 //! Gateway A routes LAN A to LAN B over the core bridge and back, so a PING from alice to
 //! carol crosses both gateways and both observers record it. Gateway A's observer uses
 //! the eBPF tap, gateway B's libpcap (when built with it), both inserting into the one
-//! ClickHouse server, which is stopped for 10 s in the middle of the run.
+//! ClickHouse server, which is stopped for 10 s in the middle of the run. Dave has no
+//! correlator, so his PINGs merge across the gateways by order position only. The
+//! merged view checked is `observer report --clickhouse`'s own, against the gateways'
+//! CSVs merged here as its documentation says.
 //!
 //! Over 600 lines: one scenario: its topology, its runs and its checks.
 
@@ -42,6 +45,10 @@ const TABLE: &str = "observer_transactions";
 const OUTAGE: Duration = Duration::from_secs(10);
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// `report --clickhouse --merge-window`: below the peers' poll interval (the
+/// uninstrumented peer's PINGs pair by order within the window), far above the one-way
+/// delay between the gateways (one host, one clock).
+const MERGE_WINDOW: Duration = Duration::from_millis(300);
 
 struct Lan {
     /// The `gateway` column and the file names of this gateway's outputs.
@@ -54,7 +61,13 @@ struct Lan {
 struct Peer {
     name: &'static str,
     reply_delay: &'static str,
+    /// `false`: `observer peer --no-correlator`, so its PINGs pair across the gateways
+    /// by their order within the pair only.
+    instrumented: bool,
 }
+
+/// The peer without correlator (named for the messages).
+const UNINSTRUMENTED: &str = "dave";
 
 const LANS: [Lan; 2] = [
     Lan {
@@ -63,10 +76,12 @@ const LANS: [Lan; 2] = [
         peers: [
             Peer {
                 name: "alice",
+                instrumented: true,
                 reply_delay: "fixed:20ms",
             },
             Peer {
                 name: "bob",
+                instrumented: true,
                 reply_delay: "normal:300ms,100ms",
             },
         ],
@@ -77,10 +92,12 @@ const LANS: [Lan; 2] = [
         peers: [
             Peer {
                 name: "carol",
+                instrumented: true,
                 reply_delay: "normal:400ms,100ms",
             },
             Peer {
                 name: "dave",
+                instrumented: false,
                 reply_delay: "normal:200ms,50ms",
             },
         ],
@@ -338,43 +355,228 @@ fn store_rows(store: &Store) -> Result<Vec<Row>> {
         .collect()
 }
 
-/// One transaction of the merged view: (poller, receiver, correlator), the gateways
-/// that saw it, and how many rows it has.
-#[derive(Debug)]
-struct Merged {
-    gateways: BTreeSet<String>,
-    rows: u64,
-    statuses: BTreeSet<String>,
-}
-
 type Key = (String, String, String);
 
-/// The store's transactions counted once across gateways: the same poller, receiver and
-/// correlator is one transaction whatever the number of gateways that saw it. (The
-/// place to swap in `observer report --clickhouse` once it merges views.)
-fn merged_view(store: &Store) -> Result<BTreeMap<Key, Merged>> {
-    let text = store.query(&format!(
-        "SELECT poller_name, receiver_name, correlator, \
-         arrayStringConcat(arraySort(groupArray(gateway)), ' '), \
-         arrayStringConcat(arraySort(groupUniqArray(transaction_status)), ' ') \
-         FROM {TABLE} FINAL WHERE correlator != '' \
-         GROUP BY poller_name, receiver_name, correlator FORMAT TabSeparated"
-    ))?;
-    let mut out = BTreeMap::new();
-    for l in text.lines() {
-        let f: Vec<&str> = l.split('\t').collect();
-        ensure!(f.len() == 5, "merged row {l:?}");
-        let views: Vec<&str> = f[3].split(' ').collect();
-        out.insert(
-            (f[0].to_string(), f[1].to_string(), f[2].to_string()),
-            Merged {
-                gateways: views.iter().map(|s| s.to_string()).collect(),
-                rows: views.len() as u64,
-                statuses: f[4].split(' ').map(str::to_string).collect(),
-            },
-        );
+/// One transaction of the gateways' CSVs merged as `report --clickhouse` documents it
+/// (docs/deployment.md "Each transaction once"), computed here from the files so that
+/// the report from the store can be compared with it.
+#[derive(Debug)]
+struct Merged {
+    key: Key,
+    gateways: BTreeSet<String>,
+    views: u64,
+    /// The representing view's status and RTT (ns): the answered view with the longest
+    /// round trip, else a timed-out one, else an open one.
+    status: String,
+    rtt_ns: u64,
+}
+
+/// The union of the gateways' rows, each transaction once: rows of one (poller,
+/// receiver, correlator) sorted by start, a new transaction when a row starts more than
+/// `window_ns` after the one before it or comes from the same gateway (each gateway
+/// runs one observer here).
+fn merge_union(rows: &[Row], window_ns: u64) -> Result<Vec<Merged>> {
+    let mut groups: BTreeMap<Key, Vec<(u64, &Row)>> = BTreeMap::new();
+    for r in rows {
+        let start: u64 = r.start.parse().with_context(|| format!("start of {r:?}"))?;
+        groups
+            .entry((r.poller.clone(), r.receiver.clone(), r.correlator.clone()))
+            .or_default()
+            .push((start, r));
+    }
+    let mut out = Vec::new();
+    for (key, mut views) in groups {
+        views.sort_by(|a, b| (a.0, &a.1.gateway).cmp(&(b.0, &b.1.gateway)));
+        let mut prev: Option<(u64, &str)> = None;
+        let mut current: Vec<&Row> = Vec::new();
+        let mut groups_of_key = Vec::new();
+        for (start, r) in views {
+            if let Some((p_start, p_gw)) = prev {
+                if start - p_start > window_ns || p_gw == r.gateway {
+                    groups_of_key.push(std::mem::take(&mut current));
+                }
+            }
+            prev = Some((start, &r.gateway));
+            current.push(r);
+        }
+        groups_of_key.push(current);
+        for g in groups_of_key {
+            let rank = |r: &Row| -> Result<(bool, bool, u64)> {
+                let start: u64 = r.start.parse()?;
+                let stop: u64 = if r.stop.is_empty() {
+                    0
+                } else {
+                    r.stop.parse()?
+                };
+                Ok((
+                    r.status == "ok" && stop != 0,
+                    r.status == "timeout",
+                    stop.saturating_sub(start),
+                ))
+            };
+            let mut best: Option<((bool, bool, u64), &Row)> = None;
+            for r in &g {
+                let k = rank(r).with_context(|| format!("times of {r:?}"))?;
+                if best.as_ref().is_none_or(|(b, _)| k > *b) {
+                    best = Some((k, r));
+                }
+            }
+            let ((_, _, rtt_ns), rep) = best.context("an empty merged transaction")?;
+            out.push(Merged {
+                key: key.clone(),
+                gateways: g.iter().map(|r| r.gateway.clone()).collect(),
+                views: g.len() as u64,
+                status: rep.status.clone(),
+                rtt_ns,
+            });
+        }
     }
     Ok(out)
+}
+
+/// A pair's counts: total, ok, timeout, open, and the answered RTTs (ms).
+#[derive(Debug, Default)]
+struct PairCounts {
+    total: u64,
+    ok: u64,
+    timeout: u64,
+    open: u64,
+    rtt_ms: Vec<f64>,
+}
+
+fn pair_counts(merged: &[Merged]) -> BTreeMap<(String, String), PairCounts> {
+    let mut pairs: BTreeMap<(String, String), PairCounts> = BTreeMap::new();
+    for m in merged {
+        let p = pairs.entry((m.key.0.clone(), m.key.1.clone())).or_default();
+        p.total += 1;
+        match m.status.as_str() {
+            "ok" => {
+                p.ok += 1;
+                p.rtt_ms.push(m.rtt_ns as f64 / 1e6);
+            }
+            "timeout" => p.timeout += 1,
+            _ => p.open += 1,
+        }
+    }
+    pairs
+}
+
+/// `observer report --clickhouse` on the store, from the core namespace (the store
+/// admits only the uplink network): its `summary.json` and `merged.json`, and the
+/// gateways' part of its tables.
+fn store_report(
+    observer: &Path,
+    ns: &str,
+    dir: &Path,
+) -> Result<(serde_json::Value, serde_json::Value, String)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let window = format!("{}ms", MERGE_WINDOW.as_millis());
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(observer)
+        .args([
+            "report",
+            "--clickhouse",
+            &format!("http://{STORE_ADDR}:{STORE_HTTP_PORT}"),
+            "--clickhouse-table",
+            TABLE,
+            "--merge-window",
+            &window,
+            "--tables",
+            "-o",
+        ])
+        .arg(dir);
+    let output = cmd
+        .output()
+        .context("running observer report --clickhouse")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("tables.txt"), &text)?;
+    ensure!(
+        output.status.success(),
+        "observer report --clickhouse failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = |name: &str| -> Result<serde_json::Value> {
+        let path = dir.join(name);
+        let t = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&t)?)
+    };
+    // The tables' end: the gateways' part, without the list of files written.
+    let written = dir.display().to_string();
+    let gateways = text.find("\nGateways").map_or(String::new(), |i| {
+        text[i..]
+            .lines()
+            .filter(|l| !l.starts_with(&written))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim()
+            .to_string()
+    });
+    Ok((json("summary.json")?, json("merged.json")?, gateways))
+}
+
+fn json_u64(v: &serde_json::Value, what: &str) -> Result<u64> {
+    v.as_u64()
+        .with_context(|| format!("{what}: not a count: {v}"))
+}
+
+/// The report's pairs against the union of the gateways' CSVs: the same pairs, the
+/// same counts, the same mean RTT (the representing view's).
+fn compare_pairs(
+    summary: &serde_json::Value,
+    union: &BTreeMap<(String, String), PairCounts>,
+) -> Result<()> {
+    let pairs = summary["pairs"]
+        .as_array()
+        .context("summary.json: no pairs")?;
+    ensure!(
+        pairs.len() == union.len(),
+        "the report has {} pairs, the gateways' CSVs {}",
+        pairs.len(),
+        union.len()
+    );
+    for p in pairs {
+        let key = (
+            p["poller"]
+                .as_str()
+                .context("pair without poller")?
+                .to_string(),
+            p["receiver"]
+                .as_str()
+                .context("pair without receiver")?
+                .to_string(),
+        );
+        let u = union
+            .get(&key)
+            .with_context(|| format!("pair {key:?} in the report, not in the gateways' CSVs"))?;
+        let got = [
+            json_u64(&p["total"], "total")?,
+            json_u64(&p["ok"], "ok")?,
+            json_u64(&p["timeout"], "timeout")?,
+            json_u64(&p["open"], "open")?,
+        ];
+        let want = [u.total, u.ok, u.timeout, u.open];
+        ensure!(
+            got == want,
+            "{key:?}: the report counts (total, ok, timeout, open) {got:?}, the gateways' CSVs {want:?}"
+        );
+        let mean = p["rtt_ms"]["mean"]
+            .as_f64()
+            .context("pair without mean RTT")?;
+        let want_mean = if u.rtt_ms.is_empty() {
+            0.0
+        } else {
+            u.rtt_ms.iter().sum::<f64>() / u.rtt_ms.len() as f64
+        };
+        // Both are means of the same nanosecond RTTs; only the summation order differs.
+        ensure!(
+            (mean - want_mean).abs() < 1e-6,
+            "{key:?}: mean RTT {mean} ms in the report, {want_mean} ms from the gateways' CSVs"
+        );
+    }
+    Ok(())
 }
 
 fn lan_of(peer: &str) -> Option<&'static str> {
@@ -575,6 +777,9 @@ pub fn run(opts: &Options) -> Result<()> {
                 "--no-stdin",
             ]);
             cmd.arg("--csv").arg(&csv);
+            if !p.instrumented {
+                cmd.arg("--no-correlator");
+            }
             for (h, other) in LANS.iter().enumerate() {
                 for (j, b) in other.peers.iter().enumerate() {
                     if (h, j) != (g, k) {
@@ -706,11 +911,94 @@ pub fn run(opts: &Options) -> Result<()> {
         stored.iter().filter(|r| r.gateway == "gw-b").count()
     );
 
-    // Exactly once in the merged view: every transaction the peers recorded, seen by
-    // the gateways of the poller's and the receiver's LANs, one row per gateway.
-    let merged = merged_view(&store)?;
-    let mut recorded = BTreeSet::new();
-    let mut crossing = 0;
+    // The report from the store: the union of the gateways' CSVs merged, each pair's
+    // counts and mean RTT the same.
+    let union = merge_union(&expected, MERGE_WINDOW.as_nanos() as u64)?;
+    let union_pairs = pair_counts(&union);
+    let (summary, view, gateways_text) = store_report(&observer, &topo.core, &out.join("report"))?;
+    compare_pairs(&summary, &union_pairs)?;
+    let merge = &view["merge"];
+    let crossing = union.iter().filter(|m| m.gateways.len() == 2).count() as u64;
+    let got = [
+        json_u64(&merge["views"], "merge.views")?,
+        json_u64(&merge["transactions"], "merge.transactions")?,
+        json_u64(&merge["seen_by_two_gateways"], "merge.seen_by_two_gateways")?,
+        json_u64(&merge["joined_within_a_run"], "merge.joined_within_a_run")?,
+    ];
+    let want = [stored.len() as u64, union.len() as u64, crossing, 0];
+    ensure!(
+        got == want,
+        "merged.json (views, transactions, seen by two gateways, joined within a run) {got:?}, \
+         the gateways' CSVs {want:?}"
+    );
+    ensure!(crossing > 0, "no transaction crossed both gateways");
+    eprintln!(
+        "  report --clickhouse = the gateways' CSVs merged: {} views -> {} transactions \
+         ({crossing} seen by both gateways), {} pairs with the same counts and mean RTT",
+        want[0],
+        want[1],
+        union_pairs.len()
+    );
+    for l in gateways_text.lines() {
+        eprintln!("    {l}");
+    }
+
+    // The namespaces share one clock: the offset the report estimates from the data is
+    // zero within the bound it states, give or take what two timestamp sources (the
+    // eBPF tap's converted kernel clock, libpcap's) may disagree by: the pair
+    // scenario's socket-versus-passive bound, 0.1 ms. An inconsistent estimate (no
+    // bound: some intervals do not overlap) must still be that close to zero.
+    const SOURCES_MS: f64 = 0.1;
+    let offsets = view["offsets"]
+        .as_array()
+        .context("merged.json: no offsets")?;
+    ensure!(
+        offsets.len() == 1,
+        "merged.json: {} clock offsets, expected gw-a -> gw-b's",
+        offsets.len()
+    );
+    let o = &offsets[0];
+    let offset_ms = o["offset_ms"]
+        .as_f64()
+        .context("offset without offset_ms")?;
+    let bound_ms = o["bound_ms"].as_f64();
+    eprintln!(
+        "  clock offset gw-a -> gw-b: {offset_ms:.4} ms ± {} from {} transactions",
+        bound_ms.map_or("(inconsistent: no bound)".to_string(), |b| format!(
+            "{b:.4} ms"
+        )),
+        o["transactions"]
+    );
+    let allowed = bound_ms.unwrap_or(0.0) + SOURCES_MS;
+    ensure!(
+        offset_ms.abs() <= allowed,
+        "one clock, yet the estimated offset {offset_ms} ms is beyond {allowed} ms ({o})"
+    );
+    let segments = view["segments"]
+        .as_array()
+        .context("merged.json: no segments")?;
+    ensure!(
+        segments.len() as u64
+            == union_pairs
+                .keys()
+                .filter(|(p, r)| lan_of(p) != lan_of(r))
+                .count() as u64,
+        "segments for {} pairs, expected one per pair crossing both gateways",
+        segments.len()
+    );
+
+    // Every transaction the peers recorded is counted once: per pair, the report's
+    // answered transactions are the peers' (an extra or a missing one would show), and
+    // with a correlator each recorded transaction is one merged transaction holding one
+    // view from each gateway of the poller's and the receiver's LANs. What the report
+    // holds beyond the peers' records can only be PINGs unanswered when their poller
+    // stopped (it no longer records them).
+    let by_key: BTreeMap<&Key, Vec<&Merged>> = union.iter().fold(BTreeMap::new(), |mut m, t| {
+        m.entry(&t.key).or_insert_with(Vec::new).push(t);
+        m
+    });
+    let mut peers: BTreeMap<(String, String), PairCounts> = BTreeMap::new();
+    let mut keyed = 0;
     for (_, csv) in &peer_csvs {
         for r in read_csv(csv)? {
             let key = (
@@ -718,56 +1006,73 @@ pub fn run(opts: &Options) -> Result<()> {
                 field(&r, "receiver_name")?.to_string(),
                 field(&r, "correlator")?.to_string(),
             );
-            ensure!(
-                !key.2.is_empty(),
-                "a peer recorded a PING without correlator: {key:?}"
-            );
-            let m = merged
-                .get(&key)
-                .with_context(|| format!("recorded by the peer, not in the store: {key:?}"))?;
+            let status = field(&r, "transaction_status")?;
+            let p = peers.entry((key.0.clone(), key.1.clone())).or_default();
+            p.total += 1;
+            p.ok += u64::from(status == "ok");
+            if key.2.is_empty() {
+                let instrumented = LANS
+                    .iter()
+                    .flat_map(|l| &l.peers)
+                    .any(|p| p.name == key.0 && p.instrumented);
+                ensure!(
+                    !instrumented,
+                    "an instrumented peer recorded a PING without correlator: {key:?}"
+                );
+                continue;
+            }
+            let m = match by_key.get(&key).map(Vec::as_slice) {
+                Some([m]) => m,
+                Some(ms) => bail!("{key:?}: {} transactions in the gateways' views", ms.len()),
+                None => bail!("recorded by the peer, not in the gateways' views: {key:?}"),
+            };
             let lans: BTreeSet<String> = [lan_of(&key.0), lan_of(&key.1)]
                 .into_iter()
                 .flatten()
                 .map(str::to_string)
                 .collect();
             ensure!(
-                m.gateways == lans && m.rows == lans.len() as u64,
-                "{key:?}: {} rows from gateways {:?}, expected one from each of {lans:?}",
-                m.rows,
+                m.gateways == lans && m.views == lans.len() as u64,
+                "{key:?}: {} views from gateways {:?}, expected one from each of {lans:?}",
+                m.views,
                 m.gateways
             );
-            let status = field(&r, "transaction_status")?;
             ensure!(
-                m.statuses.contains(status),
-                "{key:?}: the peer recorded {status}, the gateways {:?}",
-                m.statuses
+                m.status == status,
+                "{key:?}: the peer recorded {status}, the merged view {}",
+                m.status
             );
-            crossing += usize::from(lans.len() == 2);
-            ensure!(
-                recorded.insert(key.clone()),
-                "the peers recorded {key:?} twice"
-            );
+            keyed += 1;
         }
     }
-    // What the store holds beyond the peers' records can only be PINGs unanswered when
-    // their poller stopped (it no longer records them).
-    let extra: Vec<(&Key, &Merged)> = merged
-        .iter()
-        .filter(|(k, _)| !recorded.contains(*k))
-        .collect();
-    for (k, m) in &extra {
+    let mut recorded = 0;
+    let mut extra = 0;
+    for (pair, p) in &peers {
+        let u = union_pairs
+            .get(pair)
+            .with_context(|| format!("pair {pair:?}: recorded by the peer, not in the report"))?;
         ensure!(
-            !m.statuses.contains("ok"),
-            "answered in the store, never recorded by its poller: {k:?} {m:?}"
+            u.ok == p.ok && u.total >= p.total,
+            "{pair:?}: the peer recorded {} transactions ({} answered), the report counts {} ({} answered)",
+            p.total,
+            p.ok,
+            u.total,
+            u.ok
         );
+        recorded += p.total;
+        extra += u.total - p.total;
     }
-    ensure!(crossing > 0, "no transaction crossed both gateways");
+    ensure!(
+        peers.len() == union_pairs.len(),
+        "the peers recorded {} pairs, the report has {}",
+        peers.len(),
+        union_pairs.len()
+    );
     eprintln!(
-        "  merged view: {} transactions recorded by the peers, each once ({} crossing both gateways), \
-         {} more unanswered at the end",
-        recorded.len(),
-        crossing,
-        extra.len()
+        "  each transaction once: {recorded} recorded by the peers ({keyed} by correlator, \
+         {} by order position from the uninstrumented {}), {extra} more unanswered at the end",
+        recorded - keyed,
+        UNINSTRUMENTED
     );
 
     let now = std::time::SystemTime::now()
@@ -798,4 +1103,65 @@ pub fn run(opts: &Options) -> Result<()> {
         begun.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(gateway: &str, start: u64, stop: Option<u64>, poller: &str, corr: &str) -> Row {
+        Row {
+            gateway: gateway.into(),
+            start: start.to_string(),
+            stop: stop.map_or(String::new(), |s| s.to_string()),
+            poller: poller.into(),
+            receiver: "carol".into(),
+            status: if stop.is_some() { "ok" } else { "timeout" }.into(),
+            correlator: corr.into(),
+        }
+    }
+
+    #[test]
+    fn union_merges_as_the_report_does() {
+        const S: u64 = 1_000_000_000;
+        let rows = vec![
+            // One instrumented transaction seen by both gateways: the poller's gateway
+            // (longer view) represents it.
+            row("gw-a", 10 * S, Some(10 * S + 400), "alice", "c1"),
+            row("gw-b", 10 * S + 100, Some(10 * S + 300), "alice", "c1"),
+            // Uninstrumented: two polls 1 s apart, each seen by both gateways, pair by
+            // order within the window.
+            row("gw-b", 20 * S, Some(20 * S + 500), "dave", ""),
+            row("gw-a", 20 * S + 50, Some(20 * S + 450), "dave", ""),
+            row("gw-b", 21 * S, None, "dave", ""),
+            row("gw-a", 21 * S + 50, None, "dave", ""),
+            // One gateway seeing two PINGs within the window: two transactions.
+            row("gw-a", 30 * S, Some(30 * S + 9), "bob", ""),
+            row("gw-a", 30 * S + 1, Some(30 * S + 9), "bob", ""),
+        ];
+        let merged = merge_union(&rows, 300_000_000).unwrap();
+        let pairs = pair_counts(&merged);
+        let counts = |p: &str| {
+            let c = &pairs[&(p.to_string(), "carol".to_string())];
+            (c.total, c.ok, c.timeout, c.open)
+        };
+        assert_eq!(counts("alice"), (1, 1, 0, 0));
+        assert_eq!(counts("dave"), (2, 1, 1, 0));
+        assert_eq!(counts("bob"), (2, 2, 0, 0));
+        assert_eq!(
+            pairs[&("alice".into(), "carol".into())].rtt_ms,
+            vec![400.0 / 1e6]
+        );
+        assert_eq!(
+            pairs[&("dave".into(), "carol".into())].rtt_ms,
+            vec![500.0 / 1e6]
+        );
+        assert_eq!(merged.iter().filter(|m| m.gateways.len() == 2).count(), 3);
+        // A window longer than the poll interval joins dave's polls into one.
+        let joined = merge_union(&rows, 2 * S).unwrap();
+        assert_eq!(
+            pair_counts(&joined)[&("dave".into(), "carol".into())].total,
+            1
+        );
+    }
 }
