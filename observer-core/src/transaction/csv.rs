@@ -784,6 +784,44 @@ mod tests {
         assert_eq!(back, txs);
     }
 
+    /// The cause columns read back as written (all but `ping_legs`, not in the CSV);
+    /// a file without them reads as no cause, a bad one is an error naming the column.
+    #[test]
+    fn cause_columns_round_trip() {
+        let mut txs = sample();
+        let relay = PeerId::parse(
+            "urn:jxta:uuid-59616261646162614E50472050325033C0C1DE89719B456691A596B983BA0E1004",
+        );
+        txs[0].cause = Cause {
+            flags: Flags::parse("retrans+queue+relay").unwrap(),
+            tcp_ns: 300_001_234,
+            conn_ns: 36_000_000,
+            queue_ns: 12_345_678,
+            queue_bytes: 800_000,
+            ping_legs: 0,
+            far_ns: Some(3_029_600_001),
+            relay,
+        };
+        // A timed-out transaction's shares are not written (far is, when measured).
+        txs[1].cause.far_ns = Some(7);
+        let mut w = TransactionCsvWriter::with_cause_columns(Vec::new()).unwrap();
+        for t in &txs {
+            w.write(t).unwrap();
+        }
+        let bytes = w.into_inner().unwrap();
+        let back = read_transactions_csv(&bytes[..]).unwrap();
+        assert_eq!(back, txs);
+        assert!(!back[0].cause.flags.is_empty());
+
+        let text = String::from_utf8(bytes).unwrap();
+        let bad = text.replace("retrans+queue+relay", "retrans+slow");
+        let e = read_transactions_csv(bad.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("bad cause \"retrans+slow\""), "{e}");
+        let bad = text.replace(",300001.234,", ",-1,");
+        let e = read_transactions_csv(bad.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("bad tcp_us \"-1\""), "{e}");
+    }
+
     /// A log written by another instrumented peer: its own column names and order,
     /// extra columns, no byte counts, RTT in ms, start as ISO-8601 times, its own
     /// status words.

@@ -1049,6 +1049,16 @@ mod tests {
     }
 
     #[test]
+    fn cause_columns_are_the_csvs() {
+        let names: Vec<&str> = CAUSE_COLUMN_TYPES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.join(","), crate::report::CAUSE_COLUMNS);
+        let sql = create_table_sql("t");
+        for (n, ty) in CAUSE_COLUMN_TYPES {
+            assert!(sql.contains(&format!("{n} {ty}")), "{sql}");
+        }
+    }
+
+    #[test]
     fn sql_strings_are_escaped() {
         assert_eq!(sql_string(r"a'b\c"), r"a\'b\\c");
         assert_eq!(percent_encode("a b=1"), "a%20b%3D1");
