@@ -815,10 +815,14 @@ mod tests {
 
         let text = String::from_utf8(bytes).unwrap();
         let bad = text.replace("retrans+queue+relay", "retrans+slow");
-        let e = read_transactions_csv(bad.as_bytes()).unwrap_err().to_string();
+        let e = read_transactions_csv(bad.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad cause \"retrans+slow\""), "{e}");
         let bad = text.replace(",300001.234,", ",-1,");
-        let e = read_transactions_csv(bad.as_bytes()).unwrap_err().to_string();
+        let e = read_transactions_csv(bad.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad tcp_us \"-1\""), "{e}");
     }
 
