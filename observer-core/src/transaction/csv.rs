@@ -540,9 +540,7 @@ fn read_cause(
             "" => Ok(None),
             v => match v.parse::<f64>() {
                 // µs with at most ns decimals (the CSV's, or the store's Float64).
-                Ok(x) if x.is_finite() && x >= 0.0 && x < 1e15 => {
-                    Ok(Some((x * 1000.0).round() as u64))
-                }
+                Ok(x) if (0.0..1e15).contains(&x) => Ok(Some((x * 1000.0).round() as u64)),
                 _ => Err(bad(i)),
             },
         }

@@ -174,6 +174,9 @@ pub fn page(data: &ReportData, svgs: &[(&'static str, String)]) -> String {
 /// Pairs the causes table shows at most (those with the most flagged transactions).
 const CAUSE_PAIRS_MAX: usize = 20;
 
+/// (all, in the tail) per cause, in `Flag::ALL` order.
+type CauseCounts = [(u64, u64); crate::transaction::cause::Flag::ALL.len()];
+
 /// Per pair, its transactions carrying each cause, those in the tail (RTT at or above
 /// the p90) in brackets; only when some transaction carries a cause (docs/explain.md).
 fn causes_table(h: &mut String, data: &ReportData) {
@@ -184,7 +187,7 @@ fn causes_table(h: &mut String, data: &ReportData) {
         .as_ref()
         .map_or(f64::INFINITY, |t| t.from_ms);
     // Per pair: flagged transactions, then (all, tail) per cause in `Flag::ALL` order.
-    let mut rows: Vec<(usize, u64, [(u64, u64); 6])> = Vec::new();
+    let mut rows: Vec<(usize, u64, CauseCounts)> = Vec::new();
     let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for (t, p) in data.transactions.iter().zip(data.pair_of()) {
         let (Some(p), Some(ns)) = (p, t.rtt_ns()) else {
@@ -194,7 +197,7 @@ fn causes_table(h: &mut String, data: &ReportData) {
             continue;
         }
         let i = *at.entry(p).or_insert_with(|| {
-            rows.push((p, 0, [(0, 0); 6]));
+            rows.push((p, 0, [(0, 0); Flag::ALL.len()]));
             rows.len() - 1
         });
         let tail = ns as f64 / 1e6 >= from_ms;
