@@ -73,7 +73,9 @@ fn analyze_stores_exactly_the_csv_transactions() {
         .map(|r| normalise(r.expect("record").iter().map(str::to_string).collect()))
         .collect();
     assert!(
-        expected.iter().any(|r| r.get(14).is_some_and(|c| !c.is_empty())),
+        expected
+            .iter()
+            .any(|r| r.get(14).is_some_and(|c| !c.is_empty())),
         "some transaction carries a cause"
     );
     assert!(
@@ -437,6 +439,23 @@ fn live_into_clickhouse(outage: bool) {
     );
     let ok = count_where(&server, "transaction_status = 'ok'");
     assert_eq!(ok, expected);
+    // Live stores the causes its CSV has, field for field.
+    let mut reader = csv::Reader::from_path(&csv).expect("csv");
+    let mut written: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| normalise(r.expect("record").iter().map(str::to_string).collect()))
+        .collect();
+    let tsv = server.query(&format!(
+        "SELECT {} FROM {DEFAULT_TABLE} FINAL FORMAT TSV",
+        csv_columns()
+    ));
+    let mut stored: Vec<Vec<String>> = tsv
+        .lines()
+        .map(|l| normalise(l.split('\t').map(str::to_string).collect()))
+        .collect();
+    written.sort();
+    stored.sort();
+    assert_eq!(stored, written);
 }
 
 fn count_where(server: &ClickHouse, cond: &str) -> u64 {
