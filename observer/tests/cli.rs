@@ -255,7 +255,10 @@ fn timeout_option_turns_slow_answers_into_timeouts() {
             assert_eq!(g.status, TxStatus::Timeout);
             assert_eq!(g.stop, Some(g.start + 500_000_000));
         } else {
-            assert_eq!(g, t);
+            // The truth file has the study's columns only, not the causes.
+            let mut g = g.clone();
+            g.cause = Default::default();
+            assert_eq!(&g, t);
         }
     }
 }

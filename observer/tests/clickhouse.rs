@@ -10,20 +10,32 @@ use observer::store::{Batch, ClickHouseConfig, ClickHouseSink, Spool, DEFAULT_TA
 use observer::transaction::{Transaction, TxStatus};
 
 /// The CSV's columns, read back from the table in the CSV's order.
-const CSV_COLUMNS: &str = "start_unix_ns,stop_unix_ns,rtt_us,poller_name,poller_peer_id,receiver_name,receiver_peer_id,receiver_status,transaction_status,correlator,match_method,ping_bytes,pong_bytes,correlator_overhead_bytes";
-const RTT_COLUMN: usize = 2;
+/// The CSV's columns and the cause columns `analyze` appends: the store holds both.
+fn csv_columns() -> String {
+    format!(
+        "{},{}",
+        observer::report::CSV_HEADER,
+        observer::report::CAUSE_COLUMNS
+    )
+}
 
-/// Fields comparable as text: ClickHouse's `\N` is the CSV's empty field, and the RTT
-/// is compared as a number (`1181.8` and `1181.800` are the same figure).
+/// Columns holding µs: `rtt_us` and the cause shares `tcp_us`, `conn_us`, `queue_us`,
+/// `far_us`.
+const US_COLUMNS: [usize; 5] = [2, 15, 16, 17, 19];
+
+/// Fields comparable as text: ClickHouse's `\N` is the CSV's empty field, and µs are
+/// compared as numbers (`1181.8` and `1181.800` are the same figure).
 fn normalise(mut fields: Vec<String>) -> Vec<String> {
     for f in fields.iter_mut() {
         if f == "\\N" {
             f.clear();
         }
     }
-    if let Some(rtt) = fields.get_mut(RTT_COLUMN) {
-        if let Ok(v) = rtt.parse::<f64>() {
-            *rtt = format!("{:.3}", v);
+    for i in US_COLUMNS {
+        if let Some(us) = fields.get_mut(i) {
+            if let Ok(v) = us.parse::<f64>() {
+                *us = format!("{:.3}", v);
+            }
         }
     }
     fields
@@ -58,18 +70,14 @@ fn analyze_stores_exactly_the_csv_transactions() {
     let mut reader = csv::Reader::from_path(&csv).expect("csv");
     let mut expected: Vec<Vec<String>> = reader
         .records()
-        // The store keeps the study's columns; `analyze` appends the cause columns
-        // to its CSV only (docs/explain.md).
-        .map(|r| {
-            let r = r.expect("record");
-            normalise(
-                r.iter()
-                    .take(CSV_COLUMNS.split(',').count())
-                    .map(str::to_string)
-                    .collect(),
-            )
-        })
+        .map(|r| normalise(r.expect("record").iter().map(str::to_string).collect()))
         .collect();
+    assert!(
+        expected
+            .iter()
+            .any(|r| r.get(14).is_some_and(|c| !c.is_empty())),
+        "some transaction carries a cause"
+    );
     assert!(
         expected.len() > 100,
         "the sample has {} transactions",
@@ -78,7 +86,8 @@ fn analyze_stores_exactly_the_csv_transactions() {
 
     // Without FINAL: not one duplicate row may exist, merged or not.
     let tsv = server.query(&format!(
-        "SELECT {CSV_COLUMNS} FROM {DEFAULT_TABLE} FORMAT TSV"
+        "SELECT {} FROM {DEFAULT_TABLE} FORMAT TSV",
+        csv_columns()
     ));
     let mut stored: Vec<Vec<String>> = tsv
         .lines()
@@ -430,6 +439,23 @@ fn live_into_clickhouse(outage: bool) {
     );
     let ok = count_where(&server, "transaction_status = 'ok'");
     assert_eq!(ok, expected);
+    // Live stores the causes its CSV has, field for field.
+    let mut reader = csv::Reader::from_path(&csv).expect("csv");
+    let mut written: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| normalise(r.expect("record").iter().map(str::to_string).collect()))
+        .collect();
+    let tsv = server.query(&format!(
+        "SELECT {} FROM {DEFAULT_TABLE} FINAL FORMAT TSV",
+        csv_columns()
+    ));
+    let mut stored: Vec<Vec<String>> = tsv
+        .lines()
+        .map(|l| normalise(l.split('\t').map(str::to_string).collect()))
+        .collect();
+    written.sort();
+    stored.sort();
+    assert_eq!(stored, written);
 }
 
 fn count_where(server: &ClickHouse, cond: &str) -> u64 {

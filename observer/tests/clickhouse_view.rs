@@ -77,6 +77,17 @@ fn same_summary(store: &Summary, csv: &Summary) {
         }
     }
     assert_eq!(store.presence, csv.presence);
+    // The attribution read back from the store is the one the capture gave.
+    let (st, ct) = (
+        store.tail.as_ref().expect("store tail"),
+        csv.tail.as_ref().expect("csv tail"),
+    );
+    close(st.from_ms, ct.from_ms, "tail from");
+    assert_eq!(
+        (st.count, &st.by_cause, st.none),
+        (ct.count, &ct.by_cause, ct.none)
+    );
+    assert!(!ct.by_cause.is_empty(), "the sample's tail has causes");
     assert_eq!(store.capture_duration_ns, csv.capture_duration_ns);
     assert_eq!(store.rtt_percentiles_relative_error, None);
 }
@@ -142,6 +153,15 @@ fn report_from_the_store_equals_report_from_the_csv() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ClickHouse::start(&dir.path().join("ch"));
     let csv = dir.path().join("tx.csv");
+    // A table an older observer created, without the cause columns: the first run
+    // adds them.
+    server.query(&old_table());
+    let columns = |server: &ClickHouse| {
+        server.query(&format!(
+            "DESCRIBE TABLE {DEFAULT_TABLE} FORMAT TabSeparated"
+        ))
+    };
+    assert!(!columns(&server).contains("relay_peer_id"));
     // The same capture stored by two runs of one gateway: still each transaction once.
     for run in ["1", "2"] {
         observer(&[
@@ -157,6 +177,15 @@ fn report_from_the_store_equals_report_from_the_csv() {
             "gw-a".as_ref(),
             common::capture("four-peers.pcap").as_os_str(),
         ]);
+    }
+    let described = columns(&server);
+    for (name, ty) in observer::store::CAUSE_COLUMN_TYPES {
+        assert!(
+            described
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}\t{ty}"))),
+            "{name} {ty}: {described}"
+        );
     }
     let txs = observer::report::read_transactions_csv(std::fs::File::open(&csv).expect("csv"))
         .expect("read csv");
@@ -293,6 +322,20 @@ fn report_from_the_store_equals_report_from_the_csv() {
             "{args:?}"
         );
     }
+}
+
+/// The table as observer created it before the cause columns.
+fn old_table() -> String {
+    format!(
+        "CREATE TABLE {DEFAULT_TABLE} (start_unix_ns UInt64, \
+stop_unix_ns Nullable(UInt64), rtt_us Nullable(Float64), poller_name String, poller_peer_id String, \
+receiver_name String, receiver_peer_id String, receiver_status String, transaction_status String, \
+correlator String, match_method String, ping_bytes UInt64, pong_bytes Nullable(UInt64), \
+correlator_overhead_bytes UInt64, gateway String, interface String, run_id String, seq UInt64\
+) ENGINE = ReplacingMergeTree() \
+PARTITION BY toYYYYMM(toDateTime(intDiv(start_unix_ns, 1000000000))) \
+ORDER BY (poller_name, receiver_name, start_unix_ns, run_id, seq)"
+    )
 }
 
 /// gw-b's clock minus gw-a's.

@@ -21,8 +21,9 @@ fn from_capture(name: &str) -> ReportData {
     ReportData::from_analysis(analysis, TIMEOUT_NS, "observer report test")
 }
 
+/// As `analyze --csv` writes it: with the cause columns.
 fn csv_bytes(data: &ReportData) -> Vec<u8> {
-    let mut w = TransactionCsvWriter::new(Vec::new()).unwrap();
+    let mut w = TransactionCsvWriter::with_cause_columns(Vec::new()).unwrap();
     for t in &data.transactions {
         w.write(t).unwrap();
     }
@@ -154,6 +155,34 @@ fn timeseries_has_one_series_per_pair() {
     for sr in &series {
         let c = figures::svg_color(figures::series_color(sr.pair));
         assert_eq!(count_tags(&log, "polyline", "stroke", &c), 1);
+    }
+}
+
+/// Peaks with a cause are ringed in its colour, one legend entry per cause, and
+/// every tail transaction with a cause is ringed.
+#[test]
+fn timeseries_rings_peaks_by_cause() {
+    use observer::transaction::cause::Flag;
+    let d = from_capture("four-peers.pcap");
+    let tail = d.summary.tail.clone().expect("a tail");
+    let fig = timeseries::TimeSeries::new(&d, false);
+    let peaks = fig.peaks();
+    assert_eq!(peaks.len() as u64, tail.count - tail.none, "{tail:?}");
+    assert!(!peaks.is_empty(), "the sample's tail has causes: {tail:?}");
+    let text = svg(&fig);
+    let labels = texts(&text);
+    for f in Flag::ALL {
+        let n = peaks.iter().filter(|p| p.2 == f).count();
+        assert!(n as u64 <= tail.by_cause.get(f.as_str()).copied().unwrap_or(0));
+        let entry = format!("peak ≥ p90: {} ({n})", f.as_str());
+        assert_eq!(labels.contains(&entry), n > 0, "{entry}: {labels:?}");
+        let colour = figures::svg_color(timeseries::cause_color(f));
+        // The rings, plus the legend's.
+        assert_eq!(
+            count_tags(&text, "circle", "stroke", &colour),
+            if n > 0 { n + 1 } else { 0 },
+            "{f:?}"
+        );
     }
 }
 
@@ -641,6 +670,16 @@ fn cli_report_from_capture_and_from_csv_agree() {
     }
     let html = std::fs::read_to_string(a.join("index.html")).unwrap();
     check_html(&html);
+    // The causes per pair, the same from the CSV's cause columns as from the capture.
+    let causes = |html: &str| -> String {
+        let at = html
+            .find("<section id=\"causes\">")
+            .expect("causes section");
+        html[at..at + html[at..].find("</section>").unwrap()].to_owned()
+    };
+    let from_csv = std::fs::read_to_string(b.join("index.html")).unwrap();
+    assert_eq!(causes(&html), causes(&from_csv));
+    assert!(causes(&html).contains("<th>conn</th>"), "{}", causes(&html));
     assert!(html.contains("four-peers.pcap"));
     assert!(html.contains("569 frames"), "capture metadata");
     assert!(html.contains("observer report"), "the command line");

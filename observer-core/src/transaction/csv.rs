@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use super::columns::{ColumnMap, Field, MapError};
 use crate::jim::Status;
 use crate::jxta::PeerId;
+use crate::transaction::cause::{Cause, Flags};
 use crate::transaction::{MatchMethod, Transaction, TxStatus};
 
 pub const CSV_HEADER: &str = "start_unix_ns,stop_unix_ns,rtt_us,poller_name,poller_peer_id,receiver_name,receiver_peer_id,receiver_status,transaction_status,correlator,match_method,ping_bytes,pong_bytes,correlator_overhead_bytes";
@@ -411,6 +412,11 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
     missing(&[Field::PollerName, Field::PollerPeerId])?;
     missing(&[Field::ReceiverName, Field::ReceiverPeerId])?;
     missing(&[Field::Status])?;
+    // Our own cause columns (analyze, live, the store), by their fixed names.
+    let cause_cols: Vec<Option<usize>> = CAUSE_COLUMNS
+        .split(',')
+        .map(|name| header.iter().position(|h| h.trim() == name))
+        .collect();
     let mut out = Vec::new();
     for (i, rec) in rd.records().enumerate() {
         let rec = rec?;
@@ -496,7 +502,13 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
                 ping_bytes: count(Field::PingBytes)?.unwrap_or(0),
                 pong_bytes: count(Field::PongBytes)?,
                 correlator_overhead_bytes: count(Field::CorrelatorOverheadBytes)?.unwrap_or(0),
-                cause: Default::default(),
+                cause: read_cause(&rec, &cause_cols).map_err(|(field, value)| {
+                    RecordError::BadField {
+                        record,
+                        field,
+                        value: value.chars().take(100).collect(),
+                    }
+                })?,
             },
             socket: SocketTimes {
                 start: socket_start,
@@ -505,6 +517,53 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
         });
     }
     Ok(out)
+}
+
+/// The cause columns of one record (all empty, or absent: no cause); the field's name
+/// and text on a bad one. `ping_legs` is not in the CSV and stays 0.
+fn read_cause(
+    rec: &csv::StringRecord,
+    cols: &[Option<usize>],
+) -> Result<Cause, (&'static str, String)> {
+    let names: Vec<&'static str> = CAUSE_COLUMNS.split(',').collect();
+    let get = |i: usize| {
+        cols.get(i)
+            .copied()
+            .flatten()
+            .and_then(|k| rec.get(k))
+            .unwrap_or("")
+            .trim()
+    };
+    let bad = |i: usize| (names.get(i).copied().unwrap_or("cause"), get(i).to_owned());
+    let us = |i: usize| -> Result<Option<u64>, (&'static str, String)> {
+        match get(i) {
+            "" => Ok(None),
+            v => match v.parse::<f64>() {
+                // µs with at most ns decimals (the CSV's, or the store's Float64).
+                Ok(x) if (0.0..1e15).contains(&x) => Ok(Some((x * 1000.0).round() as u64)),
+                _ => Err(bad(i)),
+            },
+        }
+    };
+    let flags = Flags::parse(get(0)).ok_or_else(|| bad(0))?;
+    let queue_bytes = match get(4) {
+        "" => 0,
+        v => v.parse().map_err(|_| bad(4))?,
+    };
+    let relay = match get(6) {
+        "" => None,
+        v => Some(PeerId::parse(restore(v)).ok_or_else(|| bad(6))?),
+    };
+    Ok(Cause {
+        flags,
+        tcp_ns: us(1)?.unwrap_or(0),
+        conn_ns: us(2)?.unwrap_or(0),
+        queue_ns: us(3)?.unwrap_or(0),
+        queue_bytes,
+        ping_legs: 0,
+        far_ns: us(5)?,
+        relay,
+    })
 }
 
 /// What can go wrong writing or reading a transaction CSV.
@@ -721,6 +780,48 @@ mod tests {
         assert!(text.contains(",timeout,"));
         let back = read_transactions_csv(&bytes[..]).unwrap();
         assert_eq!(back, txs);
+    }
+
+    /// The cause columns read back as written (all but `ping_legs`, not in the CSV);
+    /// a file without them reads as no cause, a bad one is an error naming the column.
+    #[test]
+    fn cause_columns_round_trip() {
+        let mut txs = sample();
+        let relay = PeerId::parse(
+            "urn:jxta:uuid-59616261646162614E50472050325033C0C1DE89719B456691A596B983BA0E1004",
+        );
+        txs[0].cause = Cause {
+            flags: Flags::parse("retrans+queue+relay").unwrap(),
+            tcp_ns: 300_001_234,
+            conn_ns: 36_000_000,
+            queue_ns: 12_345_678,
+            queue_bytes: 800_000,
+            ping_legs: 0,
+            far_ns: Some(3_029_600_001),
+            relay,
+        };
+        // A timed-out transaction's shares are not written (far is, when measured).
+        txs[1].cause.far_ns = Some(7);
+        let mut w = TransactionCsvWriter::with_cause_columns(Vec::new()).unwrap();
+        for t in &txs {
+            w.write(t).unwrap();
+        }
+        let bytes = w.into_inner().unwrap();
+        let back = read_transactions_csv(&bytes[..]).unwrap();
+        assert_eq!(back, txs);
+        assert!(!back[0].cause.flags.is_empty());
+
+        let text = String::from_utf8(bytes).unwrap();
+        let bad = text.replace("retrans+queue+relay", "retrans+slow");
+        let e = read_transactions_csv(bad.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad cause \"retrans+slow\""), "{e}");
+        let bad = text.replace(",300001.234,", ",-1,");
+        let e = read_transactions_csv(bad.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad tcp_us \"-1\""), "{e}");
     }
 
     /// A log written by another instrumented peer: its own column names and order,

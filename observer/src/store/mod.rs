@@ -35,7 +35,7 @@ use hyper::body::Bytes;
 
 use crate::jim::Status;
 use crate::jxta::PeerId;
-use crate::transaction::{MatchMethod, Transaction};
+use crate::transaction::{MatchMethod, Transaction, TxStatus};
 pub use spool::{Spool, SpoolError};
 
 /// Environment variables holding the credentials (never a command-line argument,
@@ -164,11 +164,53 @@ correlator_overhead_bytes UInt64, \
 gateway String, \
 interface String, \
 run_id String, \
-seq UInt64\
+seq UInt64, \
+{causes}\
 ) ENGINE = ReplacingMergeTree() \
 PARTITION BY toYYYYMM(toDateTime(intDiv(start_unix_ns, 1000000000))) \
-ORDER BY (poller_name, receiver_name, start_unix_ns, run_id, seq)"
+ORDER BY (poller_name, receiver_name, start_unix_ns, run_id, seq)",
+        causes = CAUSE_COLUMN_TYPES
+            .iter()
+            .map(|(name, ty)| format!("{name} {ty}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
+}
+
+/// The cause columns (docs/explain.md), as the CSV's `cause,tcp_us,…,relay_peer_id`:
+/// last in the table, where `ALTER TABLE … ADD COLUMN` puts them in a table an older
+/// observer created (its rows read as no cause, and no measured share).
+pub const CAUSE_COLUMN_TYPES: [(&str, &str); 7] = [
+    ("cause", "String"),
+    ("tcp_us", "Nullable(Float64)"),
+    ("conn_us", "Nullable(Float64)"),
+    ("queue_us", "Nullable(Float64)"),
+    ("queue_bytes", "Nullable(UInt64)"),
+    ("far_us", "Nullable(Float64)"),
+    ("relay_peer_id", "String"),
+];
+
+/// Adds the columns of [`CAUSE_COLUMN_TYPES`] that the table lacks. ClickHouse 18.16 has
+/// no `ADD COLUMN IF NOT EXISTS`, so the table's columns are read first.
+pub fn add_missing_columns(client: &Client) -> Result<(), StoreError> {
+    let answer = client.query(
+        &format!("DESCRIBE TABLE {} FORMAT TabSeparated", client.table),
+        Vec::new(),
+    )?;
+    let present: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    for (name, ty) in CAUSE_COLUMN_TYPES {
+        if !present.contains(&name) {
+            tracing::info!(table = %client.table, column = name, "adding a column");
+            client.query(
+                &format!("ALTER TABLE {} ADD COLUMN {name} {ty}", client.table),
+                Vec::new(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// What the sink did so far; shared with the live metrics and the status line.
@@ -331,10 +373,21 @@ struct Row<'a> {
     interface: &'a str,
     run_id: &'a str,
     seq: u64,
+    cause: String,
+    tcp_us: Option<f64>,
+    conn_us: Option<f64>,
+    queue_us: Option<f64>,
+    queue_bytes: Option<u64>,
+    far_us: Option<f64>,
+    relay_peer_id: &'a str,
 }
 
 /// Appends `t` as one `JSONEachRow` line.
 fn push_row(body: &mut Vec<u8>, t: &Transaction, labels: &Labels, seq: u64) {
+    // As the CSV writes them: the shares of an answered transaction only.
+    let answered = t.status == TxStatus::Ok;
+    let us = |ns: u64| answered.then_some(ns as f64 / 1000.0);
+    let c = &t.cause;
     let row = Row {
         start_unix_ns: t.start,
         stop_unix_ns: t.stop,
@@ -355,6 +408,13 @@ fn push_row(body: &mut Vec<u8>, t: &Transaction, labels: &Labels, seq: u64) {
         interface: &labels.interface,
         run_id: &labels.run_id,
         seq,
+        cause: c.label(),
+        tcp_us: us(c.tcp_ns),
+        conn_us: us(c.conn_ns),
+        queue_us: us(c.queue_ns),
+        queue_bytes: answered.then_some(c.queue_bytes),
+        far_us: c.far_ns.map(|ns| ns as f64 / 1000.0),
+        relay_peer_id: c.relay.as_ref().map_or("", PeerId::as_str),
     };
     // Serialising plain strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *body, &row);
@@ -674,6 +734,7 @@ impl Worker {
         if !self.table_ready {
             self.client
                 .query(&create_table_sql(&self.client.table), Vec::new())?;
+            add_missing_columns(&self.client)?;
             self.table_ready = true;
         }
         if retried {
@@ -984,6 +1045,16 @@ mod tests {
             },
         ] {
             assert!(!refuses_the_data(&retried), "{retried}");
+        }
+    }
+
+    #[test]
+    fn cause_columns_are_the_csvs() {
+        let names: Vec<&str> = CAUSE_COLUMN_TYPES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.join(","), crate::report::CAUSE_COLUMNS);
+        let sql = create_table_sql("t");
+        for (n, ty) in CAUSE_COLUMN_TYPES {
+            assert!(sql.contains(&format!("{n} {ty}")), "{sql}");
         }
     }
 

@@ -52,7 +52,8 @@ use super::{sql_string, Client, StoreError};
 use crate::report::figures::presence_from_transactions;
 use crate::report::stats::RttStats;
 use crate::report::summary::changes_out;
-use crate::report::summary::{Matrix, PairSummary, StatusCounts, Summary};
+use crate::report::summary::{Matrix, PairSummary, StatusCounts, Summary, TailCauses};
+use crate::transaction::cause::Flags;
 use crate::transaction::{Matcher, MatcherConfig, Transaction};
 
 /// Largest answer of one reading query (the pulled transactions at ~300 B each).
@@ -120,7 +121,8 @@ impl ViewFilter {
 /// (poller and receiver keys), `correlator`, `views`, `gateways`, `rep` (the
 /// representing view: 1 start, 2 observer run, 3 stop or 0, 4 status, 5 receiver
 /// status, 6 poller name, 7 poller ID, 8 receiver name, 9 receiver ID, 10 match
-/// method, 11 PING bytes, 12 PONG bytes as text, 13 correlator bytes, 14 gateway)
+/// method, 11 PING bytes, 12 PONG bytes as text, 13 correlator bytes, 14 gateway,
+/// 15 to 21 the cause columns, numbers as text: `cause` to `relay_peer_id`)
 /// and `okv` (the answered views as (gateway, RTT ns, start, stop), longest first).
 pub fn merged_sql(f: &ViewFilter) -> String {
     format!(
@@ -131,7 +133,9 @@ FROM (SELECT pk, rk, correlator, arrayJoin(arrayMap((x, c) -> (x, c), vs, cls)) 
 FROM (SELECT pk, rk, correlator, \
 arraySort(x -> (x.1, x.2), groupArray((start_unix_ns, concat(gateway, ' ', run_id), ifNull(stop_unix_ns, 0), \
 transaction_status, receiver_status, poller_name, poller_peer_id, receiver_name, receiver_peer_id, match_method, \
-ping_bytes, ifNull(toString(pong_bytes), ''), correlator_overhead_bytes, gateway))) AS vs, \
+ping_bytes, ifNull(toString(pong_bytes), ''), correlator_overhead_bytes, gateway, \
+cause, ifNull(toString(tcp_us), ''), ifNull(toString(conn_us), ''), ifNull(toString(queue_us), ''), \
+ifNull(toString(queue_bytes), ''), ifNull(toString(far_us), ''), relay_peer_id))) AS vs, \
 arrayMap(x -> x.2, vs) AS srcs, \
 arrayCumSum(arrayMap((gap, src, prev) -> gap > {w} OR src = prev, \
 arrayDifference(arrayMap(x -> x.1, vs)), srcs, arrayPushFront(arrayPopBack(srcs), ''))) AS cls \
@@ -154,6 +158,8 @@ const MERGED: &str = "observer_merged";
 /// RTT (ms) of a representing view, as `Transaction::rtt_ns` has it.
 const REP_RTT_MS: &str = "if(rep.3 >= rep.1, rep.3 - rep.1, 0) / 1e6";
 const REP_ANSWERED: &str = "rep.4 = 'ok' AND rep.3 != 0";
+/// The same RTT in ns.
+const REP_RTT_NS: &str = "if(rep.3 >= rep.1, rep.3 - rep.1, 0)";
 
 /// Statistics of the sorted array `s` (ms) in `RttStats` order: count, mean, sd, min,
 /// p50, p90, p99, max — the same arithmetic as `RttStats::from_ms` (sum in sorted
@@ -209,7 +215,61 @@ const REP_CSV_COLUMNS: &str =
     "rep.1 AS start_unix_ns, if(rep.3 = 0, '', toString(rep.3)) AS stop_unix_ns, \
 rep.6 AS poller_name, rep.7 AS poller_peer_id, rep.8 AS receiver_name, rep.9 AS receiver_peer_id, \
 rep.5 AS receiver_status, rep.4 AS transaction_status, correlator, rep.10 AS match_method, \
-rep.11 AS ping_bytes, rep.12 AS pong_bytes, rep.13 AS correlator_overhead_bytes";
+rep.11 AS ping_bytes, rep.12 AS pong_bytes, rep.13 AS correlator_overhead_bytes, \
+rep.15 AS cause, rep.16 AS tcp_us, rep.17 AS conn_us, rep.18 AS queue_us, rep.19 AS queue_bytes, \
+rep.20 AS far_us, rep.21 AS relay_peer_id";
+
+/// The answered transactions at or above `from_ns` (RTT), counted by their causes.
+fn tail_sql(from_ns: u64) -> String {
+    format!(
+        "SELECT rep.15, count() FROM {MERGED} WHERE {REP_ANSWERED} AND {REP_RTT_NS} >= {from_ns} \
+GROUP BY rep.15 ORDER BY rep.15 FORMAT TabSeparated"
+    )
+}
+
+/// The smallest RTT (ns) the summary counts in a tail starting at `from_ms`: the
+/// summary compares `ns as f64 / 1e6 >= from_ms`, and the store compares integers, so
+/// the bound is found by that same float comparison (monotone in `ns`).
+fn tail_from_ns(from_ms: f64) -> u64 {
+    let counted = |ns: u64| ns as f64 / 1e6 >= from_ms;
+    let mut ns = (from_ms.max(0.0) * 1e6).floor() as u64;
+    while ns > 0 && counted(ns - 1) {
+        ns -= 1;
+    }
+    while !counted(ns) {
+        ns += 1;
+    }
+    ns
+}
+
+/// The tail by cause, as `SummaryBuilder` counts it from the same transactions.
+fn read_tail(
+    client: &Client,
+    rtt_ms: &RttStats,
+    s: Option<&str>,
+) -> Result<Option<TailCauses>, StoreError> {
+    if rtt_ms.count == 0 {
+        return Ok(None);
+    }
+    let answer = client.read(&tail_sql(tail_from_ns(rtt_ms.p90)), s)?;
+    let mut t = TailCauses {
+        from_ms: rtt_ms.p90,
+        ..TailCauses::default()
+    };
+    for r in tsv_rows(client, "tail", &answer, 2)? {
+        let label = unescape(r[0]);
+        let n: u64 = num(client, "tail", r[1])?;
+        let flags = Flags::parse(&label).ok_or_else(|| bad_answer(client, "tail", &label))?;
+        t.count += n;
+        if flags.is_empty() {
+            t.none += n;
+        }
+        for f in flags.iter() {
+            *t.by_cause.entry(f.as_str()).or_default() += n;
+        }
+    }
+    Ok(Some(t))
+}
 
 /// The rows presence needs: per receiver in stop order, those whose status differs
 /// from the row before (a change) and each poller's first row after a change (when
@@ -620,6 +680,7 @@ fn read_merged(client: &Client, f: &ViewFilter, s: Option<&str>) -> Result<Store
     // as for a CSV.
     let mut summary = Summary::build(&[], &Matcher::new(MatcherConfig::default()), duration_ns);
     summary.transactions = counts;
+    summary.tail = read_tail(client, &rtt_ms, s)?;
     summary.rtt_ms = rtt_ms;
     summary.pairs = pairs;
     summary.matrix = matrix;

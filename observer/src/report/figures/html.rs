@@ -164,10 +164,79 @@ pub fn page(data: &ReportData, svgs: &[(&'static str, String)]) -> String {
             inline_svg(svg)
         );
     }
+    causes_table(&mut h, data);
     h.push_str("<section id=\"summary\">\n<h2>Summary tables</h2>\n<pre>");
     h.push_str(&escape(&m.text_report));
     h.push_str("</pre>\n</section>\n</body>\n</html>\n");
     h
+}
+
+/// Pairs the causes table shows at most (those with the most flagged transactions).
+const CAUSE_PAIRS_MAX: usize = 20;
+
+/// (all, in the tail) per cause, in `Flag::ALL` order.
+type CauseCounts = [(u64, u64); crate::transaction::cause::Flag::ALL.len()];
+
+/// Per pair, its transactions carrying each cause, those in the tail (RTT at or above
+/// the p90) in brackets; only when some transaction carries a cause (docs/explain.md).
+fn causes_table(h: &mut String, data: &ReportData) {
+    use crate::transaction::cause::Flag;
+    let from_ms = data
+        .summary
+        .tail
+        .as_ref()
+        .map_or(f64::INFINITY, |t| t.from_ms);
+    // Per pair: flagged transactions, then (all, tail) per cause in `Flag::ALL` order.
+    let mut rows: Vec<(usize, u64, CauseCounts)> = Vec::new();
+    let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for (t, p) in data.transactions.iter().zip(data.pair_of()) {
+        let (Some(p), Some(ns)) = (p, t.rtt_ns()) else {
+            continue;
+        };
+        if t.cause.flags.is_empty() {
+            continue;
+        }
+        let i = *at.entry(p).or_insert_with(|| {
+            rows.push((p, 0, [(0, 0); Flag::ALL.len()]));
+            rows.len() - 1
+        });
+        let tail = ns as f64 / 1e6 >= from_ms;
+        rows[i].1 += 1;
+        for (k, f) in Flag::ALL.iter().enumerate() {
+            if t.cause.flags.contains(*f) {
+                rows[i].2[k].0 += 1;
+                rows[i].2[k].1 += u64::from(tail);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let pairs = rows.len();
+    rows.sort_by_key(|r| (std::cmp::Reverse(r.1), r.0));
+    rows.truncate(CAUSE_PAIRS_MAX);
+    rows.sort_by_key(|r| r.0);
+    h.push_str("<section id=\"causes\">\n<h2>Causes per pair</h2>\n<table class=\"meta\">\n<tr><th>poller → receiver</th>");
+    for f in Flag::ALL {
+        let _ = write!(h, "<th>{}</th>", f.as_str());
+    }
+    h.push_str("</tr>\n");
+    for (p, _, counts) in &rows {
+        let _ = write!(h, "<tr><td>{}</td>", escape(&data.pair_label(*p)));
+        for (all, tail) in counts {
+            let _ = write!(h, "<td>{all} ({tail})</td>");
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n<p>Answered transactions carrying each cause; in brackets those at or above the p90 RTT.");
+    if pairs > rows.len() {
+        let _ = write!(
+            h,
+            " {} of {pairs} pairs with a cause shown, those with the most.",
+            rows.len()
+        );
+    }
+    h.push_str("</p>\n</section>\n");
 }
 
 /// The command line, control characters removed (it may hold file names).

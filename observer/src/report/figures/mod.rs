@@ -488,6 +488,9 @@ pub(crate) fn draw_legend<DB: DrawingBackend>(
             LegendMark::Line(c) => {
                 area.draw(&Rectangle::new([(8, y - 1), (26, y + 1)], c.filled()))?;
             }
+            LegendMark::Ring(c) => {
+                area.draw(&Circle::new((17, y), 6, c.stroke_width(2)))?;
+            }
         }
         area.draw(&Text::new(
             text.clone(),
@@ -507,6 +510,7 @@ pub enum LegendMark {
     Cross(RGBColor),
     Triangle(RGBColor),
     Line(RGBColor),
+    Ring(RGBColor),
 }
 
 /// The files `write_all` produced.

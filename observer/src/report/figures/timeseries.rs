@@ -3,6 +3,8 @@
 //! capture as grey triangles, the overall mean as a dashed line. Beyond
 //! [`MAX_DRAWN_PAIRS`] pairs, only the busiest get their own line; the rest share one
 //! grey "others" band (their lowest to highest RTT over time), or the picture is a tangle.
+//! Peaks (RTT at or above the p90) the wire shows a cause for are ringed in that
+//! cause's colour (docs/explain.md).
 
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
@@ -12,7 +14,20 @@ use plotters::prelude::*;
 
 use super::TIMEOUT_COLOR;
 use super::{draw_legend, series_color, utc, DrawResult, Figure, LegendMark, ReportData};
+use crate::transaction::cause::Flag;
 use crate::transaction::TxStatus;
+
+/// A peak's ring colour: its first cause in [`Flag::ALL`] order.
+pub fn cause_color(f: Flag) -> RGBColor {
+    match f {
+        Flag::Retrans => RGBColor(220, 20, 60),
+        Flag::Conn => RGBColor(255, 140, 0),
+        Flag::Queue => RGBColor(138, 43, 226),
+        Flag::Relay => RGBColor(0, 139, 139),
+        Flag::Route => RGBColor(139, 69, 19),
+        Flag::Far => RGBColor(30, 30, 30),
+    }
+}
 
 pub struct TimeSeries<'a> {
     data: &'a ReportData,
@@ -113,6 +128,24 @@ impl<'a> TimeSeries<'a> {
         (top, Some(others))
     }
 
+    /// Answered transactions at or above the summary's p90 that carry a cause:
+    /// (seconds since the first PING, RTT ms, first cause). None without a tail.
+    pub fn peaks(&self) -> Vec<(f64, f64, Flag)> {
+        let Some(from_ms) = self.data.summary.tail.as_ref().map(|t| t.from_ms) else {
+            return Vec::new();
+        };
+        let t0 = self.data.t0();
+        self.data
+            .transactions
+            .iter()
+            .filter_map(|t| {
+                let ms = t.rtt_ns()? as f64 / 1e6;
+                let first = t.cause.flags.iter().next()?;
+                (ms >= from_ms).then(|| (t.start.saturating_sub(t0) as f64 / 1e9, ms, first))
+            })
+            .collect()
+    }
+
     fn marks(&self, status: TxStatus) -> Vec<f64> {
         let t0 = self.data.t0();
         self.data
@@ -181,6 +214,11 @@ impl<'a> TimeSeries<'a> {
                     .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
             )?;
         }
+        chart.draw_series(
+            self.peaks()
+                .into_iter()
+                .map(|(x, y, f)| Circle::new((x, y), 7, cause_color(f).stroke_width(2))),
+        )?;
         let mean = self.data.summary.rtt_ms.mean;
         if self.data.summary.rtt_ms.count > 0 {
             let (x0, x1) = (chart.x_range().start, chart.x_range().end);
@@ -298,6 +336,16 @@ impl Figure for TimeSeries<'_> {
                 format!("mean {:.1} ms", d.summary.rtt_ms.mean),
                 LegendMark::Line(RGBColor(100, 100, 100)),
             ));
+        }
+        let peaks = self.peaks();
+        for f in Flag::ALL {
+            let n = peaks.iter().filter(|p| p.2 == f).count();
+            if n > 0 {
+                entries.push((
+                    format!("peak ≥ p90: {} ({n})", f.as_str()),
+                    LegendMark::Ring(cause_color(f)),
+                ));
+            }
         }
         let side = side.margin(40, 10, 0, 0);
         draw_legend(&side, "poller → receiver (ok)", &entries)?;
