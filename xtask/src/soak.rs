@@ -9,7 +9,7 @@
 //! warm-up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,13 +134,21 @@ type Key = (String, String, String, String);
 
 /// Counts of each key in a transaction CSV, by column name.
 fn count_csv(path: &Path, counts: &mut HashMap<Key, i64>, sign: i64) -> Result<u64> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let mut lines = std::io::BufReader::new(file).lines();
-    let header = lines.next().context("an empty CSV")??;
-    let cols: Vec<&str> = header.split(',').collect();
+    // The `csv` crate: a quoted field (a name with a comma) stays one field. Flexible,
+    // so that a short line is counted with empty fields rather than ending the soak.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("{}", path.display()))?;
+    let header = reader
+        .headers()
+        .with_context(|| format!("{}", path.display()))?
+        .clone();
+    ensure!(!header.is_empty(), "an empty CSV: {}", path.display());
     let col = |name: &str| {
-        cols.iter()
-            .position(|c| *c == name)
+        header
+            .iter()
+            .position(|c| c == name)
             .with_context(|| format!("no column {name} in {}", path.display()))
     };
     let (p, r, c, s) = (
@@ -150,10 +158,9 @@ fn count_csv(path: &Path, counts: &mut HashMap<Key, i64>, sign: i64) -> Result<u
         col("transaction_status")?,
     );
     let mut n = 0;
-    for line in lines {
-        let line = line?;
-        let f: Vec<&str> = line.split(',').collect();
-        let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("{}", path.display()))?;
+        let get = |i: usize| record.get(i).unwrap_or("").to_string();
         let key = (get(p), get(r), get(c), get(s));
         *counts.entry(key).or_default() += sign;
         n += 1;
@@ -574,4 +581,31 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     println!("soak passed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quoted field with a comma is one field: the key is the same as unquoted.
+    #[test]
+    fn quoted_fields_count_as_one() {
+        let path = std::env::temp_dir().join(format!("xtask-soak-{}.csv", std::process::id()));
+        std::fs::write(
+            &path,
+            "poller_name,poller_peer_id,receiver_peer_id,correlator,transaction_status\n\
+             \"a,b\",P,R,1,ok\n\
+             plain,P,R,1,ok\n\
+             plain,P,R,2,timeout\n",
+        )
+        .expect("write a temporary CSV");
+        let mut counts = HashMap::new();
+        let n = count_csv(&path, &mut counts, 1);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(n.ok(), Some(3));
+        let key = |c: &str, s: &str| ("P".into(), "R".into(), c.into(), s.into());
+        assert_eq!(counts.get(&key("1", "ok")), Some(&2));
+        assert_eq!(counts.get(&key("2", "timeout")), Some(&1));
+        assert_eq!(counts.len(), 2);
+    }
 }
