@@ -109,24 +109,10 @@ fn proc_field(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU seconds (user, system) of a running process, from /proc.
+/// CPU seconds (user, system) of a running process (testbed's /proc reader), NaN when
+/// it cannot be read.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return (f64::NAN, f64::NAN);
-    };
-    // The fields after the command name (which may hold spaces) follow ") ".
-    let f: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let field = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (field(11) / tck, field(12) / tck)
+    testbed::cpu_seconds(pid).unwrap_or((f64::NAN, f64::NAN))
 }
 
 /// (poller ID, receiver ID, correlator, status): what the comparison counts.
