@@ -48,12 +48,11 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     .await;
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+/// A query parameter, percent- and `+`-decoded (`?to=li%20lei` names "li lei").
+fn query_param(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn authorized(shared: &Shared, req: &Request) -> bool {
@@ -169,7 +168,7 @@ fn route(shared: &Shared, req: &Request) -> Response {
             let Some(text) = json_field(&req.body, "text") else {
                 return Response::text(400, "body: {\"text\": \"...\"}\n");
             };
-            match super::connection::queue_message(shared, to, text.trim()) {
+            match super::connection::queue_message(shared, &to, text.trim()) {
                 Ok(()) => {
                     Response::new(200, json, serde_json::json!({ "sent_to": to }).to_string())
                 }
@@ -346,6 +345,16 @@ fn per_bucket(cumulative: &[u64; RTT_BUCKETS.len()], count: u64) -> Vec<(f64, u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            query_param("n=3&to=li%20lei", "to").as_deref(),
+            Some("li lei")
+        );
+        assert_eq!(query_param("to=a+b%26c", "to").as_deref(), Some("a b&c"));
+        assert_eq!(query_param("to=bob", "n"), None);
+    }
 
     #[test]
     fn cumulative_buckets_become_per_bucket() {

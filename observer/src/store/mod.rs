@@ -886,19 +886,15 @@ fn sql_string(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// RFC 3986's unreserved set kept, every other byte escaped. Not the
-/// `percent-encoding` crate: it is in no dependency's tree here, and it would replace
-/// these ten lines (tested below) for two call sites.
+/// Every byte escaped but RFC 3986's unreserved set.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 fn base64(data: &[u8]) -> String {
@@ -980,5 +976,6 @@ mod tests {
     fn sql_strings_are_escaped() {
         assert_eq!(sql_string(r"a'b\c"), r"a\'b\\c");
         assert_eq!(percent_encode("a b=1"), "a%20b%3D1");
+        assert_eq!(percent_encode("a-_.~\u{e9}/"), "a-_.~%C3%A9%2F");
     }
 }
