@@ -74,6 +74,18 @@ fn start_peer(p: &PeerSpec<'_>) -> Proc {
 
 /// One HTTP/1.1 request; returns (status code, body).
 fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    let (code, _, body) = http_with(port, method, target, "", body);
+    (code, body)
+}
+
+/// One HTTP/1.1 request with `extra` header lines; returns (status code, head, body).
+fn http_with(
+    port: u16,
+    method: &str,
+    target: &str,
+    extra: &str,
+    body: &str,
+) -> (u16, String, String) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut s = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -85,7 +97,7 @@ fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -96,8 +108,8 @@ fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (code, body.to_string())
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (code, head.to_string(), body.to_string())
 }
 
 fn read_csv(path: &Path) -> Vec<Transaction> {
@@ -612,4 +624,123 @@ fn management_beyond_loopback_needs_the_token() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The peer's /metrics speaks the observer's negotiation: each `Accept` header a
+/// scraper sends gets its format (content type and body), with the same names and
+/// labels in both, and the classic text passes `promtool check metrics`.
+#[test]
+fn management_metrics_follow_the_accept_header() {
+    use observer::metrics::Format;
+    let dir = tempfile::tempdir().unwrap();
+    let mgmt = free_port();
+    // The buddy's port has no listener: the receiver exists (so its series do) and
+    // every figure in them is known, 0.
+    let _peer = start_peer(&PeerSpec {
+        name: "carol",
+        port: free_port(),
+        mgmt,
+        buddies: vec![("dave", free_port())],
+        csv: dir.path().join("carol.csv"),
+        duration: "20s",
+        extra: &[],
+    });
+    let openmetrics = [
+        "Accept: application/openmetrics-text; version=1.0.0\r\n",
+        // Prometheus 2's header.
+        "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n",
+        "Accept: text/plain;q=0.5, application/openmetrics-text\r\n",
+    ];
+    let classic = [
+        "",
+        "Accept: text/plain; version=0.0.4\r\n",
+        "Accept: */*\r\n",
+        "Accept: application/openmetrics-text;q=0, text/plain\r\n",
+        "Accept: application/json\r\n",
+    ];
+    let content_type = |head: &str| -> String {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let samples = [
+        "jim_peer_transactions_total{peer=\"carol\",receiver=\"dave\",status=\"ok\"} 0\n",
+        "jim_peer_rtt_seconds_count{peer=\"carol\",receiver=\"dave\"} 0\n",
+        "jim_peer_state{peer=\"carol\",state=\"online\"} 1\n",
+        "jim_peer_instrumentation_bytes_total{peer=\"carol\",direction=\"received\"} 0\n",
+    ];
+    for h in openmetrics {
+        let (code, head, body) = http_with(mgmt, "GET", "/metrics", h, "");
+        assert_eq!(code, 200, "{h}");
+        assert_eq!(
+            content_type(&head),
+            Format::OpenMetrics.content_type(),
+            "{h}"
+        );
+        assert!(
+            body.contains("# TYPE jim_peer_transactions counter\n"),
+            "{h}: {body}"
+        );
+        for s in samples {
+            assert!(body.contains(s), "{h}: {s} in {body}");
+        }
+        // OpenMetrics puts `le` first and writes it as a float.
+        assert!(
+            body.contains(
+                "jim_peer_rtt_seconds_bucket{le=\"1.0\",peer=\"carol\",receiver=\"dave\"} 0\n"
+            ),
+            "{h}: {body}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{h}: {body}");
+    }
+    let mut text = String::new();
+    for h in classic {
+        let (code, head, body) = http_with(mgmt, "GET", "/metrics", h, "");
+        assert_eq!(code, 200, "{h}");
+        assert_eq!(
+            content_type(&head),
+            Format::Prometheus.content_type(),
+            "{h}"
+        );
+        assert!(
+            body.contains("# TYPE jim_peer_transactions_total counter\n"),
+            "{h}: {body}"
+        );
+        for s in samples {
+            assert!(body.contains(s), "{h}: {s} in {body}");
+        }
+        // The classic text keeps the hand-written order and bounds (`le` last, "1").
+        assert!(
+            body.contains(
+                "jim_peer_rtt_seconds_bucket{peer=\"carol\",receiver=\"dave\",le=\"1\"} 0\n"
+            ),
+            "{h}: {body}"
+        );
+        assert!(!body.contains("# EOF"), "{h}: {body}");
+        text = body;
+    }
+    if common::have(&[common::Need::Tool("promtool")]) {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write to promtool");
+        let out = child.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

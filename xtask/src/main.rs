@@ -198,20 +198,12 @@ fn build_ebpf(src: &std::path::Path, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// `100M`, `4G`, `1048576`: binary multiples.
+/// `100M`, `4G`, `1048576`: binary multiples (the `parse-size` crate in binary mode).
 fn parse_size(s: &str) -> Result<u64> {
-    let (digits, shift) = match s.trim().to_ascii_uppercase().strip_suffix('G') {
-        Some(d) => (d.to_string(), 30),
-        None => match s.trim().to_ascii_uppercase().strip_suffix('M') {
-            Some(d) => (d.to_string(), 20),
-            None => match s.trim().to_ascii_uppercase().strip_suffix('K') {
-                Some(d) => (d.to_string(), 10),
-                None => (s.trim().to_string(), 0),
-            },
-        },
-    };
-    let v: f64 = digits.parse().with_context(|| format!("size {s:?}"))?;
-    Ok((v * (1u64 << shift) as f64) as u64)
+    ::parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .with_context(|| format!("size {s:?}"))
 }
 
 fn workspace_root() -> PathBuf {
@@ -498,4 +490,15 @@ fn main() -> Result<()> {
 fn pcap_headers() -> bool {
     std::path::Path::new("/usr/include/pcap.h").exists()
         || std::path::Path::new("/usr/include/pcap/pcap.h").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_are_binary_multiples() {
+        assert_eq!(super::parse_size("100M").ok(), Some(100 << 20));
+        assert_eq!(super::parse_size(" 4G").ok(), Some(4 << 30));
+        assert_eq!(super::parse_size("1048576").ok(), Some(1 << 20));
+        assert!(super::parse_size("4 parsecs").is_err());
+    }
 }

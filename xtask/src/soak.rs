@@ -9,7 +9,7 @@
 //! warm-up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,24 +109,10 @@ fn proc_field(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU seconds (user, system) of a running process, from /proc.
+/// CPU seconds (user, system) of a running process (testbed's /proc reader), NaN when
+/// it cannot be read.
 fn cpu_seconds(pid: u32) -> (f64, f64) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return (f64::NAN, f64::NAN);
-    };
-    // The fields after the command name (which may hold spaces) follow ") ".
-    let f: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let field = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (field(11) / tck, field(12) / tck)
+    testbed::cpu_seconds(pid).unwrap_or((f64::NAN, f64::NAN))
 }
 
 /// (poller ID, receiver ID, correlator, status): what the comparison counts.
@@ -134,13 +120,21 @@ type Key = (String, String, String, String);
 
 /// Counts of each key in a transaction CSV, by column name.
 fn count_csv(path: &Path, counts: &mut HashMap<Key, i64>, sign: i64) -> Result<u64> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let mut lines = std::io::BufReader::new(file).lines();
-    let header = lines.next().context("an empty CSV")??;
-    let cols: Vec<&str> = header.split(',').collect();
+    // The `csv` crate: a quoted field (a name with a comma) stays one field. Flexible,
+    // so that a short line is counted with empty fields rather than ending the soak.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("{}", path.display()))?;
+    let header = reader
+        .headers()
+        .with_context(|| format!("{}", path.display()))?
+        .clone();
+    ensure!(!header.is_empty(), "an empty CSV: {}", path.display());
     let col = |name: &str| {
-        cols.iter()
-            .position(|c| *c == name)
+        header
+            .iter()
+            .position(|c| c == name)
             .with_context(|| format!("no column {name} in {}", path.display()))
     };
     let (p, r, c, s) = (
@@ -150,10 +144,9 @@ fn count_csv(path: &Path, counts: &mut HashMap<Key, i64>, sign: i64) -> Result<u
         col("transaction_status")?,
     );
     let mut n = 0;
-    for line in lines {
-        let line = line?;
-        let f: Vec<&str> = line.split(',').collect();
-        let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("{}", path.display()))?;
+        let get = |i: usize| record.get(i).unwrap_or("").to_string();
         let key = (get(p), get(r), get(c), get(s));
         *counts.entry(key).or_default() += sign;
         n += 1;
@@ -574,4 +567,31 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     println!("soak passed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quoted field with a comma is one field: the key is the same as unquoted.
+    #[test]
+    fn quoted_fields_count_as_one() {
+        let path = std::env::temp_dir().join(format!("xtask-soak-{}.csv", std::process::id()));
+        std::fs::write(
+            &path,
+            "poller_name,poller_peer_id,receiver_peer_id,correlator,transaction_status\n\
+             \"a,b\",P,R,1,ok\n\
+             plain,P,R,1,ok\n\
+             plain,P,R,2,timeout\n",
+        )
+        .expect("write a temporary CSV");
+        let mut counts = HashMap::new();
+        let n = count_csv(&path, &mut counts, 1);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(n.ok(), Some(3));
+        let key = |c: &str, s: &str| ("P".into(), "R".into(), c.into(), s.into());
+        assert_eq!(counts.get(&key("1", "ok")), Some(&2));
+        assert_eq!(counts.get(&key("2", "timeout")), Some(&1));
+        assert_eq!(counts.len(), 2);
+    }
 }

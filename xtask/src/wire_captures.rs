@@ -200,28 +200,38 @@ struct Row {
 
 fn truth_csv(rows: &mut [Row]) -> String {
     rows.sort_by_key(|r| r.start);
-    let mut out = format!("{HEADER}\n");
+    // The `csv` crate, as the observer's own CSV is checked against: a name with a
+    // comma or a quote is quoted, not split.
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut write = |fields: &[&str]| {
+        // Into a Vec: no I/O that could fail.
+        let _ = w.write_record(fields);
+    };
+    write(&HEADER.split(',').collect::<Vec<_>>());
     for r in rows.iter() {
         let (state, method, rtt) = match (r.stop, r.pong_bytes) {
             (Some(stop), Some(_)) => ("ok", "correlator", ((stop - r.start) / US).to_string()),
             _ => ("timeout", "", String::new()),
         };
-        out.push_str(&format!(
-            "{},{},{rtt},{},{},{},{},{},{state},{},{method},{},{},{}\n",
-            r.start,
-            r.stop.map(|s| s.to_string()).unwrap_or_default(),
-            r.poller.0,
-            r.poller.1,
-            r.receiver.0,
-            r.receiver.1,
-            r.status,
-            r.correlator,
-            r.ping_bytes,
-            r.pong_bytes.map(|b| b.to_string()).unwrap_or_default(),
-            r.overhead,
-        ));
+        write(&[
+            &r.start.to_string(),
+            &r.stop.map(|s| s.to_string()).unwrap_or_default(),
+            &rtt,
+            &r.poller.0,
+            &r.poller.1,
+            &r.receiver.0,
+            &r.receiver.1,
+            &r.status,
+            state,
+            &r.correlator,
+            method,
+            &r.ping_bytes.to_string(),
+            &r.pong_bytes.map(|b| b.to_string()).unwrap_or_default(),
+            &r.overhead.to_string(),
+        ]);
     }
-    out
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The PING and PONG frames of the real capture (each document is in one segment
@@ -840,4 +850,43 @@ pub fn write(real: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(csv);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: u64, poller: &str, pong: bool) -> Row {
+        Row {
+            start,
+            stop: pong.then_some(start + 2_500_000),
+            poller: (poller.into(), "urn:jxta:uuid-A".into()),
+            receiver: ("bob".into(), "urn:jxta:uuid-B".into()),
+            status: "online".into(),
+            correlator: "17".into(),
+            ping_bytes: 1100,
+            pong_bytes: pong.then_some(1200),
+            overhead: 44,
+        }
+    }
+
+    /// Plain rows come out as the hand-written format wrote them; a name with a comma
+    /// or a quote is quoted.
+    #[test]
+    fn truth_rows_as_before_and_quoted_when_they_must_be() {
+        let mut rows = vec![row(20, "a,\"b\"", false), row(10, "alice", true)];
+        let text = truth_csv(&mut rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], HEADER);
+        assert_eq!(
+            lines[1],
+            "10,2500010,2500,alice,urn:jxta:uuid-A,bob,urn:jxta:uuid-B,online,ok,17,correlator,1100,1200,44"
+        );
+        assert_eq!(
+            lines[2],
+            "20,,,\"a,\"\"b\"\"\",urn:jxta:uuid-A,bob,urn:jxta:uuid-B,online,timeout,17,,1100,,44"
+        );
+        assert_eq!(lines.len(), 3);
+        assert!(text.ends_with("44\n"));
+    }
 }

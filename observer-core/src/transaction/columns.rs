@@ -210,7 +210,10 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// `YYYY-MM-DD[T| ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]` in nanoseconds since the Unix
-/// epoch. Without an offset the time is taken as UTC.
+/// epoch. Without an offset the time is taken as UTC. Not humantime's
+/// `parse_rfc3339_weak` (already in the tree): it accepts no offset but `+00:00`, so
+/// the `+01:00` and `-0130` cases tested below fail there; a date crate (jiff, chrono,
+/// time) would be a new dependency for this one column format.
 fn iso8601_ns(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<u32> {

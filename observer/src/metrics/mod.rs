@@ -99,6 +99,7 @@ impl Format {
 #[derive(Clone, Debug)]
 enum Value {
     Counter(u64),
+    CounterF64(f64),
     Gauge(i64),
     GaugeF64(f64),
     /// Per-bucket (not cumulative) counts, the last bucket's bound +Inf.
@@ -137,6 +138,29 @@ pub struct FamilyBuilder<'a>(&'a mut Family);
 impl FamilyBuilder<'_> {
     pub fn counter(&mut self, labels: &[(&'static str, &str)], v: u64) -> &mut Self {
         self.push(labels, Value::Counter(v))
+    }
+
+    pub fn counter_f64(&mut self, labels: &[(&'static str, &str)], v: f64) -> &mut Self {
+        self.push(labels, Value::CounterF64(v))
+    }
+
+    /// `buckets`: each bound with the count in that bucket alone (not cumulative), the
+    /// last bound +Inf; the encoders accumulate them.
+    pub fn histogram(
+        &mut self,
+        labels: &[(&'static str, &str)],
+        sum: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    ) -> &mut Self {
+        self.push(
+            labels,
+            Value::Histogram {
+                sum,
+                count,
+                buckets,
+            },
+        )
     }
 
     pub fn gauge(&mut self, labels: &[(&'static str, &str)], v: i64) -> &mut Self {
@@ -213,6 +237,7 @@ impl Collector for Exposition {
                 let mut m = metric.encode_family(&s.labels)?;
                 match &s.value {
                     Value::Counter(v) => ConstCounter::new(*v).encode(m)?,
+                    Value::CounterF64(v) => ConstCounter::new(*v).encode(m)?,
                     Value::Gauge(v) => ConstGauge::new(*v).encode(m)?,
                     Value::GaugeF64(v) => ConstGauge::new(*v).encode(m)?,
                     Value::Histogram {
@@ -351,7 +376,7 @@ impl LiveMetrics {
                 );
             }
         }
-        let f = e.family(
+        let mut f = e.family(
             "observer_rtt_seconds",
             Histogram,
             "Presence round-trip time of ok transactions, by pair.",
@@ -363,14 +388,12 @@ impl LiveMetrics {
                 .chain([f64::INFINITY])
                 .zip(m.buckets)
                 .collect();
-            f.0.samples.push(Sample {
-                labels: vec![("poller", clean(p)), ("receiver", clean(r))],
-                value: Value::Histogram {
-                    sum: m.rtt_sum_s,
-                    count: m.rtt_count,
-                    buckets,
-                },
-            });
+            f.histogram(
+                &[("poller", p), ("receiver", r)],
+                m.rtt_sum_s,
+                m.rtt_count,
+                buckets,
+            );
         }
         let mut f = e.family(
             "observer_presence_state",

@@ -1,8 +1,9 @@
 //! The management endpoint (HTTP/1.1 through [`crate::httpd`], one request per
 //! connection), bound to 127.0.0.1 by default.
 //!
-//! - `GET /metrics`: Prometheus text exposition (transactions by receiver and status,
-//!   RTT histogram per receiver, peer counters, bad input, instrumentation overhead).
+//! - `GET /metrics`: OpenMetrics or the classic Prometheus text, as the `Accept` header
+//!   asks (the observer's [`Format::negotiate`]): transactions by receiver and status,
+//!   RTT histogram per receiver, peer counters, bad input, instrumentation overhead.
 //! - `GET /records[?n=N]`: recent records as JSON, named `<peer>:dest=<receiver>,corr=<c>`.
 //! - `GET /state`, `POST /state` (body `{"state":"busy"}`): the presence state.
 //! - `POST /message?to=NAME` (body `{"text":"..."}`): sends a MESSAGE document.
@@ -12,15 +13,16 @@
 //! address, a request whose `Host` or `Origin` is not this machine is refused, and a
 //! POST must be `application/json` (see docs/security.md).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
+use prometheus_client::metrics::MetricType;
 use tokio::net::TcpListener;
 
 use super::arm::RTT_BUCKETS;
 use super::Shared;
 use crate::httpd::{self, Limits, Request, Response, ServerStats};
 use crate::jim::Status;
+use crate::metrics::{Exposition, Format};
 
 /// Fewer than the JXTA side's descriptors: the endpoint shares the process (and its
 /// descriptor limit) with the peer's accepts, so idle HTTP clients must never starve
@@ -46,12 +48,11 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     .await;
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+/// A query parameter, percent- and `+`-decoded (`?to=li%20lei` names "li lei").
+fn query_param(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn authorized(shared: &Shared, req: &Request) -> bool {
@@ -120,7 +121,14 @@ fn route(shared: &Shared, req: &Request) -> Response {
     }
     let json = "application/json";
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/metrics") => Response::new(200, "text/plain; version=0.0.4", metrics(shared)),
+        ("GET", "/metrics") => {
+            let format = Format::negotiate(req.header("accept"));
+            Response::new(
+                200,
+                format.content_type(),
+                Arc::new(exposition(shared)).encode(format),
+            )
+        }
         ("GET", "/records") => {
             let n = query_param(&req.query, "n")
                 .and_then(|v| v.parse().ok())
@@ -160,7 +168,7 @@ fn route(shared: &Shared, req: &Request) -> Response {
             let Some(text) = json_field(&req.body, "text") else {
                 return Response::text(400, "body: {\"text\": \"...\"}\n");
             };
-            match super::connection::queue_message(shared, to, text.trim()) {
+            match super::connection::queue_message(shared, &to, text.trim()) {
                 Ok(()) => {
                     Response::new(200, json, serde_json::json!({ "sent_to": to }).to_string())
                 }
@@ -179,167 +187,187 @@ fn route(shared: &Shared, req: &Request) -> Response {
     }
 }
 
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The Prometheus text exposition.
-pub fn metrics(shared: &Shared) -> String {
-    let peer = label(&shared.cfg.name);
-    let mut o = String::with_capacity(4096);
+/// Every metric of the peer, encoded per scrape by the observer's own [`Exposition`]
+/// (the `prometheus-client` crate) in the format [`Format::negotiate`] picks.
+pub fn exposition(shared: &Shared) -> Exposition {
+    use MetricType::{Counter, Gauge, Histogram};
+    let peer = shared.cfg.name.as_str();
     let (stats, arm) = shared.arm.snapshot();
+    let receivers = shared.arm.receivers();
+    let mut e = Exposition::default();
 
-    let _ = writeln!(o, "# HELP jim_peer_transactions_total Finished PING/PONG transactions by receiver and status.");
-    let _ = writeln!(o, "# TYPE jim_peer_transactions_total counter");
-    for (r, s) in shared.arm.receivers().iter().zip(&stats) {
+    let mut f = e.family(
+        "jim_peer_transactions_total",
+        Counter,
+        "Finished PING/PONG transactions by receiver and status.",
+    );
+    for (r, s) in receivers.iter().zip(&stats) {
         for status in ["ok", "timeout"] {
             let n = s.by_status.get(status).copied().unwrap_or(0);
-            let _ = writeln!(
-                o,
-                "jim_peer_transactions_total{{peer=\"{peer}\",receiver=\"{}\",status=\"{status}\"}} {n}",
-                label(&r.name)
+            f.counter(
+                &[("peer", peer), ("receiver", &r.name), ("status", status)],
+                n,
             );
         }
     }
-    let _ = writeln!(
-        o,
-        "# HELP jim_peer_rtt_seconds PING/PONG response time per receiver (ok transactions)."
+    let mut f = e.family(
+        "jim_peer_rtt_seconds",
+        Histogram,
+        "PING/PONG response time per receiver (ok transactions).",
     );
-    let _ = writeln!(o, "# TYPE jim_peer_rtt_seconds histogram");
-    for (r, s) in shared.arm.receivers().iter().zip(&stats) {
-        let rl = label(&r.name);
-        for (le, n) in RTT_BUCKETS.iter().zip(s.buckets) {
-            let _ = writeln!(
-                o,
-                "jim_peer_rtt_seconds_bucket{{peer=\"{peer}\",receiver=\"{rl}\",le=\"{le}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "jim_peer_rtt_seconds_bucket{{peer=\"{peer}\",receiver=\"{rl}\",le=\"+Inf\"}} {}",
-            s.rtt_count
-        );
-        let _ = writeln!(
-            o,
-            "jim_peer_rtt_seconds_sum{{peer=\"{peer}\",receiver=\"{rl}\"}} {}",
-            s.rtt_sum_s
-        );
-        let _ = writeln!(
-            o,
-            "jim_peer_rtt_seconds_count{{peer=\"{peer}\",receiver=\"{rl}\"}} {}",
-            s.rtt_count
+    for (r, s) in receivers.iter().zip(&stats) {
+        f.histogram(
+            &[("peer", peer), ("receiver", &r.name)],
+            s.rtt_sum_s,
+            s.rtt_count,
+            per_bucket(&s.buckets, s.rtt_count),
         );
     }
-
-    let _ = writeln!(o, "# HELP jim_peer_events_total Peer events (messages sent and received, connections, refusals).");
-    let _ = writeln!(o, "# TYPE jim_peer_events_total counter");
+    let mut f = e.family(
+        "jim_peer_events_total",
+        Counter,
+        "Peer events (messages sent and received, connections, refusals).",
+    );
     for (k, v) in shared.counters() {
-        let _ = writeln!(
-            o,
-            "jim_peer_events_total{{peer=\"{peer}\",event=\"{k}\"}} {v}"
-        );
+        f.counter(&[("peer", peer), ("event", k)], v);
     }
-    let _ = writeln!(
-        o,
-        "# HELP jim_peer_bad_input_total Connections closed for bad input, by reason."
+    let mut f = e.family(
+        "jim_peer_bad_input_total",
+        Counter,
+        "Connections closed for bad input, by reason.",
     );
-    let _ = writeln!(o, "# TYPE jim_peer_bad_input_total counter");
     for (k, v) in shared.bad_inputs() {
-        let _ = writeln!(
-            o,
-            "jim_peer_bad_input_total{{peer=\"{peer}\",reason=\"{k}\"}} {v}"
-        );
+        f.counter(&[("peer", peer), ("reason", k)], v);
     }
-
-    let _ = writeln!(o, "# HELP jim_peer_instrumentation_bytes_total Correlator element bytes added to PINGs sent and read in PONGs received (the instrumentation's wire overhead).");
-    let _ = writeln!(o, "# TYPE jim_peer_instrumentation_bytes_total counter");
-    let _ = writeln!(
-        o,
-        "jim_peer_instrumentation_bytes_total{{peer=\"{peer}\",direction=\"sent\"}} {}",
-        arm.correlator_bytes_sent
+    e.family(
+        "jim_peer_instrumentation_bytes_total",
+        Counter,
+        "Correlator element bytes added to PINGs sent and read in PONGs received (the instrumentation's wire overhead).",
+    )
+    .counter(&[("peer", peer), ("direction", "sent")], arm.correlator_bytes_sent)
+    .counter(
+        &[("peer", peer), ("direction", "received")],
+        arm.correlator_bytes_received,
     );
-    let _ = writeln!(
-        o,
-        "jim_peer_instrumentation_bytes_total{{peer=\"{peer}\",direction=\"received\"}} {}",
-        arm.correlator_bytes_received
+    let one = [("peer", peer)];
+    e.family(
+        "jim_peer_instrumentation_csv_bytes_total",
+        Counter,
+        "Bytes of CSV records written.",
+    )
+    .counter(&one, arm.csv_bytes);
+    e.family(
+        "jim_peer_instrumentation_csv_records_total",
+        Counter,
+        "CSV records written.",
+    )
+    .counter(&one, arm.csv_records);
+    e.family(
+        "jim_peer_instrumentation_csv_errors_total",
+        Counter,
+        "CSV record writes that failed.",
+    )
+    .counter(&one, arm.csv_errors);
+    e.family(
+        "jim_peer_pool_full_total",
+        Counter,
+        "PINGs not sent because the pool of open transactions was full.",
+    )
+    .counter(&one, arm.pool_full);
+    e.family(
+        "jim_peer_unmatched_pongs_total",
+        Counter,
+        "PONGs whose correlator is no open transaction (late after a timeout, or unknown).",
+    )
+    .counter(&one, arm.unmatched_pongs);
+    e.family("jim_peer_pool_open", Gauge, "Open transactions.")
+        .gauge(&one, gauge(shared.arm.open_count()));
+    e.family(
+        "jim_peer_pool_capacity",
+        Gauge,
+        "Open transactions the pool holds at most.",
+    )
+    .gauge(&one, gauge(shared.arm.capacity()));
+    e.family("jim_peer_connections", Gauge, "Buddies connected.")
+        .gauge(&one, gauge(shared.connected().len()));
+    let mut f = e.family(
+        "jim_peer_state",
+        Gauge,
+        "1 for the peer's current presence state.",
     );
-    let _ = writeln!(o, "# TYPE jim_peer_instrumentation_csv_bytes_total counter");
-    let _ = writeln!(
-        o,
-        "jim_peer_instrumentation_csv_bytes_total{{peer=\"{peer}\"}} {}",
-        arm.csv_bytes
-    );
-    let _ = writeln!(
-        o,
-        "# TYPE jim_peer_instrumentation_csv_records_total counter"
-    );
-    let _ = writeln!(
-        o,
-        "jim_peer_instrumentation_csv_records_total{{peer=\"{peer}\"}} {}",
-        arm.csv_records
-    );
-    let _ = writeln!(
-        o,
-        "# TYPE jim_peer_instrumentation_csv_errors_total counter"
-    );
-    let _ = writeln!(
-        o,
-        "jim_peer_instrumentation_csv_errors_total{{peer=\"{peer}\"}} {}",
-        arm.csv_errors
-    );
-    let _ = writeln!(o, "# TYPE jim_peer_pool_full_total counter");
-    let _ = writeln!(
-        o,
-        "jim_peer_pool_full_total{{peer=\"{peer}\"}} {}",
-        arm.pool_full
-    );
-    let _ = writeln!(o, "# TYPE jim_peer_unmatched_pongs_total counter");
-    let _ = writeln!(
-        o,
-        "jim_peer_unmatched_pongs_total{{peer=\"{peer}\"}} {}",
-        arm.unmatched_pongs
-    );
-    let _ = writeln!(o, "# TYPE jim_peer_pool_open gauge");
-    let _ = writeln!(
-        o,
-        "jim_peer_pool_open{{peer=\"{peer}\"}} {}",
-        shared.arm.open_count()
-    );
-    let _ = writeln!(o, "# TYPE jim_peer_pool_capacity gauge");
-    let _ = writeln!(
-        o,
-        "jim_peer_pool_capacity{{peer=\"{peer}\"}} {}",
-        shared.arm.capacity()
-    );
-    let _ = writeln!(o, "# TYPE jim_peer_connections gauge");
-    let _ = writeln!(
-        o,
-        "jim_peer_connections{{peer=\"{peer}\"}} {}",
-        shared.connected().len()
-    );
-    let _ = writeln!(o, "# TYPE jim_peer_state gauge");
+    let current = shared.state();
     for s in [Status::Online, Status::Busy, Status::Away, Status::Offline] {
-        let v = u8::from(shared.state() == s);
-        let _ = writeln!(
-            o,
-            "jim_peer_state{{peer=\"{peer}\",state=\"{}\"}} {v}",
-            s.as_str()
+        f.gauge(
+            &[("peer", peer), ("state", s.as_str())],
+            i64::from(current == s),
         );
     }
     if let Some((rss, cpu)) = super::process_usage() {
-        let _ = writeln!(o, "# TYPE process_resident_memory_bytes gauge");
-        let _ = writeln!(o, "process_resident_memory_bytes {rss}");
-        let _ = writeln!(o, "# TYPE process_cpu_seconds_total counter");
-        let _ = writeln!(o, "process_cpu_seconds_total {cpu}");
+        e.family(
+            "process_resident_memory_bytes",
+            Gauge,
+            "Resident memory size in bytes.",
+        )
+        .gauge(&[], i64::try_from(rss).unwrap_or(i64::MAX));
+        e.family(
+            "process_cpu_seconds_total",
+            Counter,
+            "User and system CPU time spent in seconds.",
+        )
+        .counter_f64(&[], cpu);
     }
-    let _ = writeln!(o, "# TYPE jim_peer_uptime_seconds gauge");
-    let _ = writeln!(
-        o,
-        "jim_peer_uptime_seconds{{peer=\"{peer}\"}} {}",
-        shared.uptime().as_secs_f64()
-    );
-    o
+    e.family(
+        "jim_peer_uptime_seconds",
+        Gauge,
+        "Seconds since the peer started.",
+    )
+    .gauge_f64(&one, shared.uptime().as_secs_f64());
+    e
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The arm counts cumulatively (each RTT in every bucket whose bound it is under); the
+/// encoders want each bucket alone, ending with +Inf.
+fn per_bucket(cumulative: &[u64; RTT_BUCKETS.len()], count: u64) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    let mut out = Vec::with_capacity(RTT_BUCKETS.len() + 1);
+    for (le, n) in RTT_BUCKETS.iter().zip(cumulative) {
+        out.push((*le, n.saturating_sub(below)));
+        below = *n;
+    }
+    out.push((f64::INFINITY, count.saturating_sub(below)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            query_param("n=3&to=li%20lei", "to").as_deref(),
+            Some("li lei")
+        );
+        assert_eq!(query_param("to=a+b%26c", "to").as_deref(), Some("a b&c"));
+        assert_eq!(query_param("to=bob", "n"), None);
+    }
+
+    #[test]
+    fn cumulative_buckets_become_per_bucket() {
+        let mut cumulative = [0u64; RTT_BUCKETS.len()];
+        // One RTT at 3 ms, two at 0.3 s, one at 60 s (above every bound).
+        for (c, le) in cumulative.iter_mut().zip(RTT_BUCKETS) {
+            *c = u64::from(le >= 0.005) + 2 * u64::from(le >= 0.5);
+        }
+        let b = per_bucket(&cumulative, 4);
+        assert_eq!(b.len(), RTT_BUCKETS.len() + 1);
+        assert_eq!(b.iter().map(|(_, n)| n).sum::<u64>(), 4);
+        assert_eq!(b[1], (0.005, 1));
+        assert_eq!(b[7], (0.5, 2));
+        assert_eq!(b[RTT_BUCKETS.len()], (f64::INFINITY, 1));
+    }
 }

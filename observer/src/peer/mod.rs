@@ -544,6 +544,37 @@ pub fn process_usage() -> Option<(u64, f64)> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    // Linux reports in clock ticks of 100 Hz on every common configuration.
-    Some((rss_pages * 4096, (utime + stime) / 100.0))
+    // The kernel's own page size and clock tick rather than 4096 and 100 (arm64 kernels
+    // use 16 or 64 KiB pages). Not the `procfs` crate: two fields of two files.
+    // SAFETY: sysconf has no preconditions and only reads configuration.
+    let (page, tick) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PAGESIZE),
+            libc::sysconf(libc::_SC_CLK_TCK),
+        )
+    };
+    let page = u64::try_from(page).ok().filter(|p| *p > 0)?;
+    let tick = u32::try_from(tick).ok().filter(|t| *t > 0)?;
+    Some((
+        rss_pages.saturating_mul(page),
+        (utime + stime) / f64::from(tick),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The resident size agrees with the kernel's own `VmRSS` (in kB) to within a
+    /// factor of two (memory moves between the reads; a wrong page size is off 4-16x).
+    #[test]
+    fn process_usage_agrees_with_vmrss() {
+        let (rss, _cpu) = super::process_usage().expect("Linux /proc");
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line");
+        let vmrss = kb * 1024;
+        assert!(rss > vmrss / 2 && rss < vmrss * 2, "{rss} against {vmrss}");
+    }
 }

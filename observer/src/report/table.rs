@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use unicode_width::UnicodeWidthStr as _;
+
 use super::stats::RttStats;
 use super::summary::{other_pairs, top_pairs, Summary, TOP_PAIRS};
 
@@ -83,13 +85,14 @@ fn stats_cells(s: &RttStats) -> [String; 7] {
 }
 
 /// Renders rows as columns aligned to the widest cell (first column left-aligned,
-/// the others right-aligned, as numbers are).
+/// the others right-aligned, as numbers are). Widths are terminal columns
+/// (`unicode-width`), not characters: a peer named in CJK takes two per character.
 fn grid(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let width = |c: usize| {
         rows.iter()
             .filter_map(|r| r.get(c))
-            .map(|s| s.chars().count())
+            .map(|s| s.width())
             .max()
             .unwrap_or(0)
     };
@@ -97,11 +100,14 @@ fn grid(out: &mut String, rows: &[Vec<String>]) {
     for r in rows {
         let mut line = String::new();
         for (c, cell) in r.iter().enumerate() {
-            let w = widths[c];
+            let pad = " ".repeat(widths[c].saturating_sub(cell.width()));
             if c == 0 {
-                let _ = write!(line, "{cell:<w$}");
+                line.push_str(cell);
+                line.push_str(&pad);
             } else {
-                let _ = write!(line, "  {cell:>w$}");
+                line.push_str("  ");
+                line.push_str(&pad);
+                line.push_str(cell);
             }
         }
         out.push_str(line.trim_end());
@@ -349,6 +355,20 @@ pub fn render(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Double-width names keep the right-aligned column's end in one terminal column.
+    #[test]
+    fn wide_characters_align_by_terminal_columns() {
+        let rows = vec![
+            vec!["李雷".to_string(), "1".to_string()],
+            vec!["bob".to_string(), "22".to_string()],
+        ];
+        let mut out = String::new();
+        grid(&mut out, &rows);
+        let widths: Vec<usize> = out.lines().map(|l| l.width()).collect();
+        assert_eq!(widths, [8, 8], "{out}");
+        assert!(out.starts_with("李雷   1\nbob   22\n"), "{out:?}");
+    }
 
     #[test]
     fn sanitize_and_shorten() {
