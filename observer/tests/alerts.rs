@@ -110,30 +110,7 @@ fn rules_use_only_series_the_observer_exposes() {
     );
     // The classic text format as prometheus-client writes it passes promtool's parser
     // and lint.
-    if common::have(&[common::Need::Tool("promtool")]) {
-        use std::io::Write as _;
-        let text = exposition_text();
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write to promtool");
-        let out = child.wait_with_output().expect("promtool");
-        assert!(
-            out.status.success(),
-            "promtool check metrics:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::assert_promtool_accepts(&exposition_text());
 }
 
 /// The Grafana dashboard's panels name only series the observer serves (its queries

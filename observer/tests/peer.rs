@@ -721,26 +721,5 @@ fn management_metrics_follow_the_accept_header() {
         assert!(!body.contains("# EOF"), "{h}: {body}");
         text = body;
     }
-    if common::have(&[common::Need::Tool("promtool")]) {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write to promtool");
-        let out = child.wait_with_output().expect("promtool");
-        assert!(
-            out.status.success(),
-            "promtool check metrics:\n{}{}\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::assert_promtool_accepts(&text);
 }

@@ -300,3 +300,32 @@ pub fn dashboard_promql() -> Vec<(String, String)> {
     }
     out
 }
+
+/// Asserts that `promtool check metrics` (parser and lint) accepts an exposition in the
+/// classic text format; nothing is checked when promtool is missing (see [`have`]).
+pub fn assert_promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    if !have(&[Need::Tool("promtool")]) {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
