@@ -760,3 +760,50 @@ fn streamed_json_is_the_value_json_byte_for_byte() {
         "too few captures with pairs and presence: {with_pairs}"
     );
 }
+
+/// `observer messages` streams: a message's record leaves with the frame that completed
+/// the message, none is kept to the end, and the listing is the kept one, record for
+/// record.
+#[test]
+fn message_records_are_handed_over_as_decoded_not_kept() {
+    use observer::capture::CaptureReader;
+    use observer::runtime::{MessageRecord, Pipeline};
+    for name in ["four-peers.pcap", "jxse25-pingpong.pcap", "relayed.pcap"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../captures")
+            .join(name);
+        let cfg = PipelineConfig {
+            record_messages: true,
+            ..PipelineConfig::default()
+        };
+        let kept = runtime::analyze(std::slice::from_ref(&path), cfg.clone(), false)
+            .result
+            .messages;
+        assert!(!kept.is_empty(), "{name}");
+        let mut streamed = Vec::new();
+        let a = runtime::analyze_messages(
+            std::slice::from_ref(&path),
+            PipelineConfig::default(),
+            false,
+            &mut |_| {},
+            &mut |m| streamed.push(m),
+        );
+        assert!(a.result.messages.is_empty(), "{name}: records kept");
+        let json = |v: &[MessageRecord]| serde_json::to_string(v).expect("json");
+        assert_eq!(json(&streamed), json(&kept), "{name}");
+        // Frame by frame: the records come out before the end of input.
+        let mut p = Pipeline::new(cfg);
+        let mut rd = CaptureReader::open(&path).expect("open");
+        let mut early = 0;
+        while let Some(f) = rd.next_frame().expect("frame") {
+            p.frame(&f);
+            p.take_records(&mut |_| early += 1);
+        }
+        let rest = p.finish().messages.len();
+        assert!(
+            early > rest,
+            "{name}: {early} handed over early, {rest} at the end"
+        );
+        assert_eq!(early + rest, kept.len(), "{name}");
+    }
+}

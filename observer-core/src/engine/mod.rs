@@ -34,7 +34,9 @@ use crate::UnixNanos;
 
 pub use documents::{DocumentSink, MatchEvent, Matched};
 use documents::{Documents, Origin};
-pub use offline::{analyze, analyze_each, Analysis, InputProgress, InputSummary, Progress};
+pub use offline::{
+    analyze, analyze_each, analyze_messages, Analysis, InputProgress, InputSummary, Progress,
+};
 pub use parallel::analyze_parallel;
 pub use record::{ElementRecord, JimRecord, MessageRecord, KIND_BAD_JIM, KIND_OTHER};
 pub use reorder::Reorder;
@@ -170,6 +172,16 @@ impl Pipeline {
     /// several interfaces are merged; time never does).
     pub fn now(&self) -> UnixNanos {
         self.now
+    }
+
+    /// Hands over the records of the messages decoded since the last call (when
+    /// `record_messages` is on), in decoding order.
+    pub fn take_records(&mut self, out: &mut dyn FnMut(MessageRecord)) {
+        if let Some(records) = &mut self.decoder.handler.records {
+            for m in records.drain(..) {
+                out(m);
+            }
+        }
     }
 
     /// Transactions finished so far (live sources drain them as they come).

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Pipeline, PipelineConfig, PipelineResult};
+use super::{MessageRecord, Pipeline, PipelineConfig, PipelineResult};
 use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger};
 use crate::transaction::Transaction;
 
@@ -68,6 +68,31 @@ pub fn analyze_each(
     progress: Option<&dyn Progress>,
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
+    run(inputs, cfg, progress, on_transaction, None)
+}
+
+/// Like [`analyze_each`], and the record of each decoded message goes to `on_message`
+/// (in decoding order) after the frame that completed it, instead of being kept in
+/// `result.messages` (left empty): `observer messages` then holds no more than
+/// [`analyze_each`] does, whatever the number of messages.
+pub fn analyze_messages(
+    inputs: &[PathBuf],
+    mut cfg: PipelineConfig,
+    progress: Option<&dyn Progress>,
+    on_transaction: &mut dyn FnMut(Transaction),
+    on_message: &mut dyn FnMut(MessageRecord),
+) -> Analysis {
+    cfg.record_messages = true;
+    run(inputs, cfg, progress, on_transaction, Some(on_message))
+}
+
+fn run(
+    inputs: &[PathBuf],
+    cfg: PipelineConfig,
+    progress: Option<&dyn Progress>,
+    on_transaction: &mut dyn FnMut(Transaction),
+    mut on_message: Option<&mut dyn FnMut(MessageRecord)>,
+) -> Analysis {
     let mut merger = FrameMerger::new(cfg.reorder.clone());
     let mut pipeline = Pipeline::new(cfg);
     let mut summaries = Vec::with_capacity(inputs.len());
@@ -80,6 +105,9 @@ pub fn analyze_each(
             last,
             &mut |frame| {
                 pipeline.frame(frame);
+                if let Some(on_message) = on_message.as_mut() {
+                    pipeline.take_records(*on_message);
+                }
                 pipeline.release_ordered(&mut |t| on_transaction(t));
             },
         ));
@@ -88,6 +116,11 @@ pub fn analyze_each(
     let mut result = pipeline.finish();
     for t in result.transactions.drain(..) {
         on_transaction(t);
+    }
+    if let Some(on_message) = on_message {
+        for m in result.messages.drain(..) {
+            on_message(m);
+        }
     }
     Analysis {
         result,

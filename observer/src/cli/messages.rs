@@ -25,19 +25,35 @@ pub struct MessagesArgs {
 
 pub fn run(args: MessagesArgs) -> Result<ExitCode> {
     check_inputs(&args.inputs.files)?;
-    let mut cfg = args.inputs.pipeline_config();
-    cfg.record_messages = true;
-    let analysis = runtime::analyze(&args.inputs.files, cfg, !args.inputs.no_progress);
-    nothing_read(&analysis)?;
+    let cfg = args.inputs.pipeline_config();
     let mut out = io::BufWriter::new(io::stdout().lock());
-    for m in &analysis.result.messages {
+    // Each message is written as it is decoded (none kept, so memory does not grow
+    // with the capture); the first write error stops the writing and is reported
+    // once the run is over, as when everything was written at the end.
+    let mut failed: Option<io::Error> = None;
+    let mut write = |m: &observer::runtime::MessageRecord| -> io::Result<()> {
         if args.json {
             serde_json::to_writer(&mut out, m)?;
-            writeln!(out)?;
+            writeln!(out)
         } else {
-            writeln!(out, "{}", report::message_line(m, args.wide))?;
+            writeln!(out, "{}", report::message_line(m, args.wide))
         }
+    };
+    let analysis = runtime::analyze_messages(
+        &args.inputs.files,
+        cfg,
+        !args.inputs.no_progress,
+        &mut |_| {},
+        &mut |m| {
+            if failed.is_none() {
+                failed = write(&m).err();
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     out.flush()?;
+    nothing_read(&analysis)?;
     Ok(exit_for(&analysis))
 }

@@ -33,6 +33,17 @@ pub fn analyze_each(
     observer_core::engine::analyze_each(inputs, cfg, bar(progress), on_transaction)
 }
 
+/// See [`observer_core::engine::analyze_messages`].
+pub fn analyze_messages(
+    inputs: &[PathBuf],
+    cfg: PipelineConfig,
+    progress: bool,
+    on_transaction: &mut dyn FnMut(Transaction),
+    on_message: &mut dyn FnMut(MessageRecord),
+) -> Analysis {
+    observer_core::engine::analyze_messages(inputs, cfg, bar(progress), on_transaction, on_message)
+}
+
 /// See [`observer_core::engine::analyze_parallel`].
 pub fn analyze_parallel(
     inputs: &[PathBuf],
