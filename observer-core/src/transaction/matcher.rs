@@ -105,6 +105,7 @@ fn settle(state: &mut PairState) {
 /// table's buckets instead of a `VecDeque`'s 32, and only pairs with a PING
 /// outstanding hold the buffer.
 #[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the extra allocation is the point: see above
 struct Outstanding(Option<Box<VecDeque<Pending>>>);
 
 impl Outstanding {
