@@ -375,13 +375,33 @@ fn update_name(kept: &mut Option<Box<str>>, seen: &Option<String>) {
 pub const EXACT_RTT_LIMIT: usize = 1 << 24;
 
 /// RTTs kept for exact percentiles: 4 bytes each below 4.29 s (nearly all of them),
-/// 8 above. Once the builder goes past its limit, `sketch` takes them all instead.
+/// 8 above. Once the builder goes past its limit, `Sketch` takes them all instead.
+/// 16 bytes for a pair with one RTT, held inline: most of a gateway's pairs answer
+/// once or twice, and two inline vectors and a one-element allocation were ~90 bytes
+/// of each of 150,000 pairs.
 #[derive(Default)]
-struct Rtts {
+enum Rtts {
+    #[default]
+    Empty,
+    One(u64),
+    Exact(Box<Exact>),
+    /// Boxed: a sketch is ~150 bytes, and most pairs never have one.
+    Sketch(Box<Sketched>),
+}
+
+#[derive(Default)]
+struct Exact {
     short: Vec<u32>,
     long: Vec<u64>,
-    /// Boxed: a sketch is ~150 bytes, and most pairs never have one.
-    sketch: Option<Box<Sketched>>,
+}
+
+impl Exact {
+    fn push(&mut self, ns: u64) {
+        match u32::try_from(ns) {
+            Ok(v) => self.short.push(v),
+            Err(_) => self.long.push(ns),
+        }
+    }
 }
 
 /// RTTs in bounded memory: exact moments and extremes (integer sums, so the result
@@ -455,36 +475,58 @@ impl Sketched {
 
 impl Rtts {
     fn push(&mut self, ns: u64) {
-        if let Some(s) = &mut self.sketch {
-            s.push(ns);
-            return;
-        }
-        match u32::try_from(ns) {
-            Ok(v) => self.short.push(v),
-            Err(_) => self.long.push(ns),
+        match self {
+            Rtts::Empty => *self = Rtts::One(ns),
+            Rtts::One(first) => {
+                let mut exact = Exact::default();
+                exact.push(*first);
+                exact.push(ns);
+                *self = Rtts::Exact(Box::new(exact));
+            }
+            Rtts::Exact(e) => e.push(ns),
+            Rtts::Sketch(s) => s.push(ns),
         }
     }
 
-    /// Moves the exact RTTs into a sketch and frees them.
+    /// Moves the exact RTTs into a sketch and frees them (in the order `into_ms` gives).
     fn fold_into_sketch(&mut self) {
         let mut s = Sketched::new();
-        for ns in std::mem::take(&mut self.short) {
-            s.push(u64::from(ns));
+        match std::mem::take(self) {
+            Rtts::Empty => {}
+            Rtts::One(ns) => s.push(ns),
+            Rtts::Exact(e) => {
+                for ns in e.short {
+                    s.push(u64::from(ns));
+                }
+                for ns in e.long {
+                    s.push(ns);
+                }
+            }
+            Rtts::Sketch(already) => s = *already,
         }
-        for ns in std::mem::take(&mut self.long) {
-            s.push(ns);
-        }
-        self.sketch = Some(Box::new(s));
+        *self = Rtts::Sketch(Box::new(s));
     }
 
+    /// Exact RTTs held (none once sketched).
     fn len(&self) -> usize {
-        self.short.len() + self.long.len()
+        match self {
+            Rtts::Empty | Rtts::Sketch(_) => 0,
+            Rtts::One(_) => 1,
+            Rtts::Exact(e) => e.short.len() + e.long.len(),
+        }
     }
 
+    /// The exact RTTs: those under 4.29 s first, each part in arrival order.
     fn into_ms(self) -> Vec<f64> {
         let mut ms = Vec::with_capacity(self.len());
-        ms.extend(self.short.into_iter().map(|ns| f64::from(ns) / 1e6));
-        ms.extend(self.long.into_iter().map(|ns| ns as f64 / 1e6));
+        match self {
+            Rtts::Empty | Rtts::Sketch(_) => {}
+            Rtts::One(ns) => ms.push(ns as f64 / 1e6),
+            Rtts::Exact(e) => {
+                ms.extend(e.short.into_iter().map(|ns| f64::from(ns) / 1e6));
+                ms.extend(e.long.into_iter().map(|ns| ns as f64 / 1e6));
+            }
+        }
         ms
     }
 }
@@ -561,9 +603,10 @@ impl SummaryBuilder {
                 poller_name: None,
                 receiver_name: None,
                 counts: StatusCounts::default(),
-                rtts: Rtts {
-                    sketch: sketched.then(|| Box::new(Sketched::new())),
-                    ..Rtts::default()
+                rtts: if sketched {
+                    Rtts::Sketch(Box::new(Sketched::new()))
+                } else {
+                    Rtts::Empty
                 },
             });
         }
@@ -599,7 +642,7 @@ impl SummaryBuilder {
         let mut overall = Sketched::new();
         for acc in &mut self.accs {
             acc.rtts.fold_into_sketch();
-            if let Some(s) = &acc.rtts.sketch {
+            if let Rtts::Sketch(s) = &acc.rtts {
                 overall.absorb(s);
             }
         }
@@ -637,12 +680,12 @@ impl SummaryBuilder {
             .into_iter()
             .zip(keys)
             .filter_map(|(a, key)| key.map(|k| (a, k)))
-            .map(|(mut a, (poller, receiver))| {
+            .map(|(a, (poller, receiver))| {
                 let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
-                let rtt_ms = match a.rtts.sketch.take() {
-                    Some(s) => s.stats(),
-                    None => {
-                        let mut ms = a.rtts.into_ms();
+                let rtt_ms = match a.rtts {
+                    Rtts::Sketch(s) => s.stats(),
+                    exact => {
+                        let mut ms = exact.into_ms();
                         let stats = RttStats::from_ms(&mut ms);
                         all.extend_from_slice(&ms);
                         stats

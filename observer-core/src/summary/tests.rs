@@ -156,3 +156,18 @@ mod exact_limit_tests {
         }
     }
 }
+
+#[test]
+fn a_pair_with_one_rtt_holds_it_inline() {
+    // Every pair has one until the end of the run; most of a gateway's answer once.
+    assert!(std::mem::size_of::<Rtts>() <= 16);
+    let mut r = Rtts::default();
+    r.push(5_000);
+    assert!(matches!(r, Rtts::One(5_000)));
+    let long = u64::from(u32::MAX) + 1;
+    r.push(long);
+    r.push(7_000);
+    assert_eq!(r.len(), 3);
+    // Under 4.29 s first, each part in arrival order, as before the inline form.
+    assert_eq!(r.into_ms(), vec![0.005, 0.007, long as f64 / 1e6]);
+}

@@ -356,23 +356,52 @@ impl Cause {
 }
 
 /// What a pair remembers between transactions: its last route and its recent far-side
-/// times (the baseline `far` is judged against). Inline, in µs: every tracked pair has
-/// one, and a heap allocation each would double what a pair costs.
+/// times (the baseline `far` is judged against), in µs. 24 bytes while a pair has had
+/// few transactions: every tracked pair has one, and most of a gateway's pairs answer
+/// once or twice (the full ring inline was 72 bytes of each).
 #[derive(Clone, Debug, Default)]
 pub struct History {
     route: Option<Box<(Option<PeerId>, Option<PeerId>)>>,
-    far_us: [u32; FAR_HISTORY],
-    far_len: u8,
-    far_next: u8,
+    far: Far,
+}
+
+/// Fewer far-side times than a median needs are kept inline; the ring is allocated when
+/// they no longer fit.
+#[derive(Clone, Debug)]
+enum Far {
+    Few { us: [u32; FAR_INLINE], len: u8 },
+    Ring(Box<FarRing>),
+}
+
+/// Below [`FAR_MIN_HISTORY`]: no median is taken from these alone.
+const FAR_INLINE: usize = 3;
+
+impl Default for Far {
+    fn default() -> Self {
+        Far::Few {
+            us: [0; FAR_INLINE],
+            len: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FarRing {
+    us: [u32; FAR_HISTORY],
+    len: u8,
+    next: u8,
 }
 
 impl History {
     fn median_far(&self) -> Option<u64> {
-        let n = usize::from(self.far_len);
+        let Far::Ring(ring) = &self.far else {
+            return None;
+        };
+        let n = usize::from(ring.len);
         if n < FAR_MIN_HISTORY {
             return None;
         }
-        let mut v = self.far_us;
+        let mut v = ring.us;
         let v = &mut v[..n];
         v.sort_unstable();
         Some(u64::from(v[n / 2]) * 1_000)
@@ -380,9 +409,26 @@ impl History {
 
     fn remember_far(&mut self, far_ns: u64) {
         let us = u32::try_from(far_ns / 1_000).unwrap_or(u32::MAX);
-        self.far_us[usize::from(self.far_next)] = us;
-        self.far_next = ((usize::from(self.far_next) + 1) % FAR_HISTORY) as u8;
-        self.far_len = (usize::from(self.far_len) + 1).min(FAR_HISTORY) as u8;
+        if let Far::Few { us: few, len } = &mut self.far {
+            let n = usize::from(*len);
+            if n < FAR_INLINE {
+                few[n] = us;
+                *len += 1;
+                return;
+            }
+            let mut ring = FarRing {
+                us: [0; FAR_HISTORY],
+                len: *len,
+                next: *len,
+            };
+            ring.us[..n].copy_from_slice(&few[..n]);
+            self.far = Far::Ring(Box::new(ring));
+        }
+        if let Far::Ring(ring) = &mut self.far {
+            ring.us[usize::from(ring.next)] = us;
+            ring.next = ((usize::from(ring.next) + 1) % FAR_HISTORY) as u8;
+            ring.len = (usize::from(ring.len) + 1).min(FAR_HISTORY) as u8;
+        }
     }
 }
 
@@ -551,7 +597,7 @@ mod tests {
     #[test]
     fn history_is_small_and_inline() {
         // Every tracked pair has one (`MatcherConfig::max_pairs` bounds them).
-        assert!(std::mem::size_of::<History>() <= 80);
+        assert!(std::mem::size_of::<History>() <= 24);
         let mut h = History::default();
         for k in 0..(FAR_HISTORY as u64 + 3) {
             h.remember_far(k * MS);

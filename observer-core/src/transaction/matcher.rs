@@ -82,7 +82,7 @@ struct Pending {
 /// buffer of its first PING after the last one left.
 #[derive(Debug, Default)]
 struct PairState {
-    outstanding: VecDeque<Pending>,
+    outstanding: Outstanding,
     /// PINGs of this pair that timed out and whose PONG may still arrive late (order
     /// mode has no correlator to recognise it by).
     timed_out_unanswered: u64,
@@ -96,8 +96,62 @@ struct PairState {
 
 /// Frees the buffer of a pair whose last outstanding PING just left.
 fn settle(state: &mut PairState) {
-    if state.outstanding.is_empty() && state.outstanding.capacity() > 0 {
-        state.outstanding = VecDeque::new();
+    if state.outstanding.is_empty() {
+        state.outstanding.0 = None;
+    }
+}
+
+/// A pair's outstanding PINGs, oldest first. Boxed: 8 bytes in every one of the pair
+/// table's buckets instead of a `VecDeque`'s 32, and only pairs with a PING
+/// outstanding hold the buffer.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the extra allocation is the point: see above
+struct Outstanding(Option<Box<VecDeque<Pending>>>);
+
+impl Outstanding {
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |d| d.len())
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |d| d.capacity())
+    }
+
+    /// A concrete type: callers borrow the matcher again while the iterator's
+    /// temporary is alive, which an opaque type (it may have a destructor) forbids.
+    fn iter(&self) -> std::collections::vec_deque::Iter<'_, Pending> {
+        const NONE: &VecDeque<Pending> = &VecDeque::new();
+        self.0.as_deref().unwrap_or(NONE).iter()
+    }
+
+    fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Pending> {
+        self.0.iter_mut().flat_map(|d| d.iter_mut())
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Pending> {
+        self.0.as_mut()?.get_mut(i)
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Pending> {
+        self.0.as_mut()?.remove(i)
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn push_back(&mut self, p: Pending) {
+        self.0.get_or_insert_with(Default::default).push_back(p);
+    }
+
+    /// Every outstanding PING, oldest first; the buffer is freed.
+    fn take_all(&mut self) -> VecDeque<Pending> {
+        self.0.take().map(|d| *d).unwrap_or_default()
     }
 }
 
@@ -294,7 +348,7 @@ impl Matcher {
         self.advance(end, out);
         let mut rest = Vec::new();
         for (pair, state) in self.pairs.iter_mut() {
-            for p in state.outstanding.drain(..) {
+            for p in state.outstanding.take_all() {
                 rest.push((pair.clone(), p));
             }
             settle(state);

@@ -84,8 +84,8 @@ impl Default for MatcherConfig {
             timeout_ns: DEFAULT_TIMEOUT_NS,
             max_outstanding_per_pair: DEFAULT_MAX_OUTSTANDING_PER_PAIR,
             // 10,000 peers with 10 buddies each are 100,000 pairs; a pair costs
-            // about 200 bytes plus 80 of `cause::History`, so the cap bounds a flood
-            // of invented IDs to ~75 MB.
+            // about 200 bytes plus `cause::History` (24, and a 64-byte ring from its
+            // fourth far-side time), so the cap bounds a flood of invented IDs to ~75 MB.
             max_pairs: 262_144,
             remember_finished: 65_536,
         }
