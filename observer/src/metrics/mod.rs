@@ -198,6 +198,21 @@ impl Exposition {
         FamilyBuilder(&mut self.families[last])
     }
 
+    /// A counter family with one sample per `(label value, count)`, as the counter
+    /// groups give them.
+    pub fn labelled_counters<'v>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: impl IntoIterator<Item = (&'v str, u64)>,
+    ) {
+        let mut f = self.family(name, MetricType::Counter, help);
+        for (v, n) in values {
+            f.counter(&[(label, v)], n);
+        }
+    }
+
     /// Adds the families of `other` after these.
     pub fn extend(&mut self, other: Exposition) {
         self.families.extend(other.families);
@@ -429,52 +444,42 @@ impl LiveMetrics {
         )
         .counter(&[("transport", "tcp")], jxta.messages_tcp)
         .counter(&[("transport", "udp")], jxta.messages_udp);
-        let mut f = e.family(
+        e.labelled_counters(
             "observer_jxta_http_total",
-            Counter,
             "JXTA's HTTP transport: requests, responses, bodies of type application/x-jxta-msg (and of those chunked), messages decoded from them (also counted under transport tcp).",
+            "kind",
+            group(jxta.http.iter()),
         );
-        for (kind, n) in group(jxta.http.iter()) {
-            f.counter(&[("kind", kind)], n);
-        }
-        let mut f = e.family(
+        e.labelled_counters(
             "observer_jxta_malformed_total",
-            Counter,
             "JXTA wire data that could not be decoded, by kind (http_* for the HTTP transport).",
+            "kind",
+            jxta.malformed.iter().map(|(k, n)| (k.label(), *n)),
         );
-        for (kind, n) in &jxta.malformed {
-            f.counter(&[("kind", kind.label())], *n);
-        }
-        let mut f = e.family(
+        e.labelled_counters(
             "observer_anomalies_total",
-            Counter,
             "PING/PONG anomalies (never transactions), by kind.",
+            "kind",
+            group(matcher.anomalies().iter()),
         );
-        for (kind, n) in group(matcher.anomalies().iter()) {
-            f.counter(&[("kind", kind)], n);
-        }
         e.family(
             "observer_packets_total",
             Counter,
             "Frames handed to the pipeline.",
         )
         .counter(&[], packets.frames);
-        let mut f = e.family(
+        e.labelled_counters(
             "observer_reorder_frames_total",
-            Counter,
             "Frames put back in time order (reordered), later than the window (late, used as they came), or released before their window by the hold bound (forced).",
+            "kind",
+            group(packets.reorder.iter()),
         );
-        for (kind, n) in group(packets.reorder.iter()) {
-            f.counter(&[("kind", kind)], n);
-        }
-        let mut f = e.family(
+        e.labelled_counters(
             "observer_packets_dropped_total",
-            Counter,
             "Packets the receiving host would drop, dropped here too, by reason.",
+            "reason",
+            group(packets.iter()).chain(group(flows.iter())),
         );
-        for (reason, n) in group(packets.iter()).chain(group(flows.iter())) {
-            f.counter(&[("reason", reason)], n);
-        }
         e.family(
             "observer_jim_oversized_documents_total",
             Counter,
