@@ -34,6 +34,9 @@ pub struct Counter<S> {
     /// Something that went wrong (counted in the group's `total()`), not normal traffic.
     pub anomaly: bool,
     pub merge: Merge,
+    /// Place in the analysis report's "Decoding" list, if listed there; the list gathers
+    /// several groups, in this order, and sums counters that share a label into one line.
+    pub decoding: Option<u16>,
     pub get: fn(&S) -> u64,
     pub get_mut: fn(&mut S) -> &mut u64,
 }
@@ -50,17 +53,47 @@ impl<S> std::fmt::Debug for Counter<S> {
     }
 }
 
+/// How a field that is not a `u64` counter merges: a nested counter group by its own
+/// rules, a map of counts key by key.
+pub trait Absorb {
+    fn absorb(&mut self, other: &Self);
+}
+
+impl<K: Ord + Clone> Absorb for std::collections::BTreeMap<K, u64> {
+    fn absorb(&mut self, other: &Self) {
+        for (k, v) in other {
+            *self.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+impl<K, H> Absorb for std::collections::HashMap<K, u64, H>
+where
+    K: std::hash::Hash + Eq + Clone,
+    H: std::hash::BuildHasher,
+{
+    fn absorb(&mut self, other: &Self) {
+        for (k, v) in other {
+            *self.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
 /// Declares a counter group: a struct of `pub u64` fields, one line each:
 ///
 /// ```text
 /// /// doc comment
 /// field: "table label", metric: Some("kind_label") | None, anomaly: bool, merge: Sum | Max;
+/// field: "table label", metric: None, anomaly: true, merge: Sum, decoding: 7;
 /// ```
 ///
 /// and generates `ALL` (the descriptors in declaration order, which is the table's
-/// order), `absorb` (the merge), `total` (the anomalies) and `iter`. An optional
-/// `nested { field: Type, ... }` block after the struct adds fields of other types,
-/// merged by their own `absorb`.
+/// order), `absorb` (the merge), `total` (the anomalies) and `iter`. `decoding: N`
+/// lists the counter in the analysis report's "Decoding" list, at place `N`. An
+/// optional `nested { field: Type, ... }` block after the struct adds fields of other
+/// types, merged by their [`Absorb`]; an optional `labels { field: Type, ... }` block
+/// adds fields that say what the counts are of (a source's name): not counted, kept
+/// as they are by the merge.
 #[macro_export]
 macro_rules! counters {
     (
@@ -68,7 +101,7 @@ macro_rules! counters {
         $vis:vis struct $name:ident {
             $(
                 $(#[$fmeta:meta])*
-                $field:ident : $label:literal, metric: $metric:expr, anomaly: $anomaly:expr, merge: $merge:ident;
+                $field:ident : $label:literal, metric: $metric:expr, anomaly: $anomaly:expr, merge: $merge:ident $(, decoding: $decoding:literal)?;
             )*
         }
         $(
@@ -79,9 +112,21 @@ macro_rules! counters {
                 ),* $(,)?
             }
         )?
+        $(
+            labels {
+                $(
+                    $(#[$lmeta:meta])*
+                    $lfield:ident : $lty:ty
+                ),* $(,)?
+            }
+        )?
     ) => {
         $(#[$meta])*
         $vis struct $name {
+            $($(
+                $(#[$lmeta])*
+                pub $lfield: $lty,
+            )*)?
             $(
                 $(#[$fmeta])*
                 pub $field: u64,
@@ -101,6 +146,7 @@ macro_rules! counters {
                         metric: $metric,
                         anomaly: $anomaly,
                         merge: $crate::counters::Merge::$merge,
+                        decoding: $crate::counters::place(&[$($decoding)?]),
                         get: |s| s.$field,
                         get_mut: |s| &mut s.$field,
                     },
@@ -114,7 +160,7 @@ macro_rules! counters {
                     *(c.get_mut)(self) = v;
                 }
                 $($(
-                    self.$nfield.absorb(&o.$nfield);
+                    $crate::counters::Absorb::absorb(&mut self.$nfield, &o.$nfield);
                 )*)?
             }
 
@@ -134,27 +180,76 @@ macro_rules! counters {
                 Self::ALL.iter().map(move |c| (c, c.value(self)))
             }
         }
+
+        impl $crate::counters::Absorb for $name {
+            fn absorb(&mut self, other: &Self) {
+                $name::absorb(self, other)
+            }
+        }
     };
+}
+
+/// A counter as [`decoding_lines`] takes it: its label, its place and its value.
+pub fn listed<S>((c, n): (&Counter<S>, u64)) -> (&'static str, Option<u16>, u64) {
+    (c.label, c.decoding, n)
+}
+
+/// The place a declaration gives (`decoding: N`), or none.
+#[doc(hidden)]
+pub const fn place(given: &[u16]) -> Option<u16> {
+    match given {
+        [p] => Some(*p),
+        _ => None,
+    }
+}
+
+/// The lines of the analysis report's "Decoding" list from the counters of `groups`
+/// (each a group's [`iter`](crate::counters) mapped to label, place and value): the
+/// counters with a place, in place order, those sharing a label summed into one line,
+/// the lines at zero left out.
+pub fn decoding_lines(
+    groups: impl IntoIterator<Item = (&'static str, Option<u16>, u64)>,
+) -> Vec<(&'static str, u64)> {
+    let mut listed: Vec<(u16, &'static str, u64)> = Vec::new();
+    for (label, place, n) in groups {
+        let Some(place) = place else { continue };
+        match listed.iter_mut().find(|l| l.1 == label) {
+            Some(l) => l.2 += n,
+            None => listed.push((place, label, n)),
+        }
+    }
+    listed.sort_by_key(|l| l.0);
+    listed
+        .into_iter()
+        .filter(|l| l.2 > 0)
+        .map(|l| (l.1, l.2))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Merge;
+    use super::{decoding_lines, listed, Merge};
 
     crate::counters! {
         /// A group as a new one is written: each counter is one line.
         #[derive(Debug, Default)]
         struct Example {
             /// A thing that went wrong.
-            broken: "broken things", metric: Some("broken"), anomaly: true, merge: Sum;
+            broken: "broken things", metric: Some("broken"), anomaly: true, merge: Sum, decoding: 2;
             /// Normal traffic, shown but not an anomaly.
             seen: "things seen", metric: None, anomaly: false, merge: Sum;
             /// Counted identically by every shard.
-            held: "most held", metric: None, anomaly: false, merge: Max;
+            held: "most held", metric: None, anomaly: false, merge: Max, decoding: 1;
         }
         nested {
             /// Another group, merged by its own rules.
             inner: Inner,
+            /// Counts by name, merged name by name.
+            by_name: std::collections::BTreeMap<String, u64>,
+        }
+        labels {
+            /// What the counts are of: kept by the merge.
+            source: &'static str,
         }
     }
 
@@ -162,6 +257,10 @@ mod tests {
         #[derive(Debug, Default)]
         struct Inner {
             n: "n", metric: None, anomaly: true, merge: Sum;
+            /// Listed under the same label as `m`: one line, their sum.
+            cap_a: "cap hits", metric: None, anomaly: false, merge: Sum, decoding: 3;
+            cap_b: "cap hits", metric: None, anomaly: false, merge: Sum, decoding: 3;
+            quiet: "never seen", metric: None, anomaly: false, merge: Sum, decoding: 0;
         }
     }
 
@@ -172,22 +271,44 @@ mod tests {
         assert_eq!(Example::ALL[0].label, "broken things");
         assert_eq!(Example::ALL[0].metric, Some("broken"));
         assert_eq!(Example::ALL[2].merge, Merge::Max);
+        assert_eq!(Example::ALL[1].decoding, None);
+        let inner = |n, cap_a| Inner {
+            n,
+            cap_a,
+            cap_b: 10,
+            quiet: 0,
+        };
         let mut a = Example {
+            source: "mine",
             broken: 2,
             seen: 5,
             held: 7,
-            inner: Inner { n: 1 },
+            inner: inner(1, 1),
+            by_name: [("x".to_string(), 1)].into(),
         };
         a.absorb(&Example {
+            source: "theirs",
             broken: 1,
             seen: 1,
             held: 3,
-            inner: Inner { n: 4 },
+            inner: inner(4, 2),
+            by_name: [("x".to_string(), 2), ("y".to_string(), 5)].into(),
         });
         assert_eq!((a.broken, a.seen, a.held, a.inner.n), (3, 6, 7, 5));
-        assert_eq!((a.inner.total(), a.inner.iter().count()), (5, 1));
+        assert_eq!(a.source, "mine");
+        assert_eq!(
+            a.by_name,
+            [("x".to_string(), 3), ("y".to_string(), 5)].into()
+        );
+        assert_eq!((a.inner.total(), a.inner.iter().count()), (5, 4));
         assert_eq!(a.total(), 3);
         let values: Vec<u64> = a.iter().map(|(_, v)| v).collect();
         assert_eq!(values, [3, 6, 7]);
+        // Place order across groups, shared labels summed, zeros left out.
+        let lines = decoding_lines(a.iter().map(listed).chain(a.inner.iter().map(listed)));
+        assert_eq!(
+            lines,
+            [("most held", 7), ("broken things", 3), ("cap hits", 23)]
+        );
     }
 }

@@ -54,9 +54,9 @@ crate::counters! {
         reordered_frames: "frames put back in time order", metric: Some("reordered"), anomaly: false, merge: Max;
         /// Frames stamped before a frame already handed on (later than the window): handed
         /// on after everything held, in the order read.
-        late_frames: "frames later than the reorder window", metric: Some("late"), anomaly: true, merge: Max;
+        late_frames: "frames later than the reorder window", metric: Some("late"), anomaly: true, merge: Max, decoding: 2;
         /// Frames handed on before their window had passed because a bound was reached.
-        forced_releases: "frames reordered early (hold bound)", metric: Some("forced"), anomaly: true, merge: Max;
+        forced_releases: "frames reordered early (hold bound)", metric: Some("forced"), anomaly: true, merge: Max, decoding: 3;
         /// Most frames held at once.
         max_held: "most frames held", metric: None, anomaly: false, merge: Max;
     }

@@ -150,15 +150,15 @@ crate::counters! {
         closed_fin: "TCP flows closed by FIN", metric: None, anomaly: false, merge: Sum;
         closed_rst: "TCP flows closed by RST", metric: None, anomaly: false, merge: Sum;
         closed_idle: "TCP flows closed idle", metric: None, anomaly: false, merge: Sum;
-        evicted_flow_cap: "TCP flows evicted (flow cap)", metric: None, anomaly: true, merge: Sum;
+        evicted_flow_cap: "TCP flows evicted (flow cap)", metric: None, anomaly: true, merge: Sum, decoding: 16;
         port_reuse: "TCP port reuses", metric: None, anomaly: false, merge: Sum;
         closed_end_of_input: "TCP flows open at the end of input", metric: None, anomaly: false, merge: Sum;
         ignored_directions: "TCP directions ignored (not JXTA)", metric: None, anomaly: false, merge: Sum;
         max_buffered_bytes: "most bytes buffered", metric: None, anomaly: false, merge: Sum;
         /// Segments dropped for a bad TCP checksum (in a direction not offloaded).
-        bad_tcp_checksum: "bad TCP checksum (dropped)", metric: Some("bad_tcp_checksum"), anomaly: true, merge: Sum;
+        bad_tcp_checksum: "bad TCP checksum (dropped)", metric: Some("bad_tcp_checksum"), anomaly: true, merge: Sum, decoding: 8;
         /// Segments carrying data without ACK outside the handshake: a host drops them.
-        data_without_ack: "TCP data without ACK (dropped)", metric: Some("data_without_ack"), anomaly: true, merge: Sum;
+        data_without_ack: "TCP data without ACK (dropped)", metric: Some("data_without_ack"), anomaly: true, merge: Sum, decoding: 9;
         /// Flow directions whose checksums are offloaded (zero or the pseudo-header sum:
         /// filled in after the capture point, on the sender or past a Linux gateway), so
         /// not verified.

@@ -60,18 +60,21 @@ crate::counters! {
         out_of_order_segments: "TCP segments out of order", metric: None, anomaly: false, merge: Sum;
         retransmitted_bytes: "TCP bytes retransmitted", metric: None, anomaly: false, merge: Sum;
         overlap_bytes: "TCP overlapping bytes", metric: None, anomaly: false, merge: Sum;
-        gaps: "TCP gaps (bytes the capture missed)", metric: None, anomaly: true, merge: Sum;
-        gap_bytes: "TCP gap bytes", metric: None, anomaly: false, merge: Sum;
+        gaps: "TCP gaps (bytes the capture missed)", metric: None, anomaly: true, merge: Sum, decoding: 13;
+        gap_bytes: "TCP gap bytes", metric: None, anomaly: false, merge: Sum, decoding: 14;
         gaps_acked: "TCP gaps acknowledged", metric: None, anomaly: false, merge: Sum;
-        gaps_flow_cap: "TCP gaps at the per-flow cap", metric: None, anomaly: false, merge: Sum;
-        gaps_total_cap: "TCP gaps at the total cap", metric: None, anomaly: false, merge: Sum;
+        /// Gaps skipped at the per-flow out-of-order cap (one line with the next in the
+        /// report, hence the shared label).
+        gaps_flow_cap: "TCP out-of-order buffer cap hits", metric: None, anomaly: false, merge: Sum, decoding: 15;
+        /// Gaps skipped at the cap over all flows.
+        gaps_total_cap: "TCP out-of-order buffer cap hits", metric: None, anomaly: false, merge: Sum, decoding: 15;
         gaps_close: "TCP gaps at close", metric: None, anomaly: false, merge: Sum;
         /// Segments so far from the expected window (more than 1 GiB away) that they
         /// cannot belong to this stream: dropped rather than allowed to skew offsets.
-        implausible_segments: "implausible TCP segments", metric: None, anomaly: true, merge: Sum;
+        implausible_segments: "implausible TCP segments", metric: None, anomaly: true, merge: Sum, decoding: 17;
         /// Segments overlapping bytes already seen with different contents (the first
         /// copy is kept: see docs/robustness.md).
-        conflicting_overlap: "TCP overlaps with conflicting bytes", metric: None, anomaly: true, merge: Sum;
+        conflicting_overlap: "TCP overlaps with conflicting bytes", metric: None, anomaly: true, merge: Sum, decoding: 10;
     }
 }
 

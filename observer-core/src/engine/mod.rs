@@ -332,22 +332,7 @@ impl Pipeline {
 /// The stream parsers and the message decoder count into separate structs (they are
 /// borrowed at the same time); the report shows one.
 pub fn merge_stats(mut a: JxtaStats, b: JxtaStats) -> JxtaStats {
-    a.welcomes += b.welcomes;
-    a.messages_tcp += b.messages_tcp;
-    a.messages_udp += b.messages_udp;
-    a.elements += b.elements;
-    a.gaps += b.gaps;
-    a.resyncs += b.resyncs;
-    a.truncated_messages += b.truncated_messages;
-    a.skipped_bytes += b.skipped_bytes;
-    a.non_jxta_streams += b.non_jxta_streams;
-    a.http.absorb(&b.http);
-    for (k, v) in b.malformed {
-        *a.malformed.entry(k).or_default() += v;
-    }
-    for (k, v) in b.element_names {
-        *a.element_names.entry(k).or_default() += v;
-    }
+    a.absorb(&b);
     a
 }
 

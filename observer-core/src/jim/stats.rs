@@ -67,13 +67,15 @@ impl<'a> IntoIterator for &'a OversizedNames {
     }
 }
 
-impl OversizedNames {
-    pub fn absorb(&mut self, o: &OversizedNames) {
+impl crate::counters::Absorb for OversizedNames {
+    fn absorb(&mut self, o: &OversizedNames) {
         for (k, v) in &o.0 {
             self.note(k, v.count, v.max_bytes);
         }
     }
+}
 
+impl OversizedNames {
     fn note(&mut self, key: &str, count: u64, bytes: u64) {
         if !self.0.contains_key(key) && self.0.len() >= MAX_OVERSIZED_NAMES {
             return;

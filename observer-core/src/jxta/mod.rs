@@ -157,27 +157,33 @@ impl serde::Serialize for Malformed {
     }
 }
 
-/// What the JXTA layer saw, for the report. Counters only: nothing here grows with
-/// traffic except the two maps, whose keys come from a small vocabulary (error kinds,
-/// element names; hostile peers could invent names, so `element_names` is capped).
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct JxtaStats {
-    pub welcomes: u64,
-    pub messages_tcp: u64,
-    pub messages_udp: u64,
-    pub elements: u64,
-    /// At most one entry per [`Malformed`] reason.
-    pub malformed: BTreeMap<Malformed, u64>,
-    /// Counted once per element of every message, so a hash map (the JSON report
-    /// sorts the names).
-    pub element_names: crate::FastMap<String, u64>,
-    pub gaps: u64,
-    pub resyncs: u64,
-    pub truncated_messages: u64,
-    pub skipped_bytes: u64,
-    pub non_jxta_streams: u64,
-    /// The HTTP transport (its messages are also in `messages_tcp`).
-    pub http: HttpStats,
+crate::counters! {
+    /// What the JXTA layer saw, for the report. Counters only: nothing here grows with
+    /// traffic except the two maps, whose keys come from a small vocabulary (error
+    /// kinds, element names; hostile peers could invent names, so `element_names` is
+    /// capped).
+    #[derive(Debug, Default, Clone, serde::Serialize)]
+    pub struct JxtaStats {
+        welcomes: "JXTA welcome lines", metric: None, anomaly: false, merge: Sum;
+        messages_tcp: "JXTA messages over TCP", metric: Some("tcp"), anomaly: false, merge: Sum;
+        messages_udp: "JXTA messages over UDP", metric: Some("udp"), anomaly: false, merge: Sum;
+        elements: "JXTA message elements", metric: None, anomaly: false, merge: Sum;
+        /// Holes in a stream (bytes the capture missed) met while framing messages.
+        gaps: "JXTA stream gaps", metric: None, anomaly: true, merge: Sum;
+        resyncs: "JXTA resynchronisations", metric: None, anomaly: true, merge: Sum, decoding: 18;
+        truncated_messages: "JXTA messages truncated", metric: None, anomaly: true, merge: Sum, decoding: 19;
+        skipped_bytes: "JXTA bytes skipped", metric: None, anomaly: false, merge: Sum, decoding: 20;
+        non_jxta_streams: "streams that are not JXTA", metric: None, anomaly: false, merge: Sum;
+    }
+    nested {
+        /// At most one entry per [`Malformed`] reason.
+        malformed: BTreeMap<Malformed, u64>,
+        /// Counted once per element of every message, so a hash map (the JSON report
+        /// sorts the names).
+        element_names: crate::FastMap<String, u64>,
+        /// The HTTP transport (its messages are also in `messages_tcp`).
+        http: HttpStats,
+    }
 }
 
 /// Distinct element names kept; further new names are counted under one key so a

@@ -139,26 +139,26 @@ crate::counters! {
         other_transport: "other IP transports", metric: None, anomaly: false, merge: Sum;
         /// Link-layer frames that are not IP (ARP, LLDP, ...).
         non_ip: "non-IP frames", metric: None, anomaly: false, merge: Sum;
-        unknown_link_type: "frames of an unknown link type", metric: None, anomaly: true, merge: Sum;
+        unknown_link_type: "frames of unknown link type", metric: None, anomaly: true, merge: Sum, decoding: 4;
         /// Frames too short or inconsistent to decode.
-        malformed: "malformed frames", metric: None, anomaly: true, merge: Sum;
+        malformed: "malformed frames", metric: None, anomaly: true, merge: Sum, decoding: 5;
         /// Segments delivered with `cut` set, plus fragments dropped because cut.
-        snaplen_cut: "cut by the snaplen", metric: None, anomaly: false, merge: Sum;
+        snaplen_cut: "frames cut by snaplen", metric: None, anomaly: false, merge: Sum, decoding: 1;
         /// IP fragments received (each is otherwise not counted as a result).
         fragments: "IP fragments", metric: None, anomaly: false, merge: Sum;
         /// Datagrams completed from fragments.
         reassembled: "datagrams reassembled", metric: None, anomaly: false, merge: Sum;
         /// Incomplete datagrams dropped after `fragment_timeout_ns`.
-        fragment_timeouts: "IP fragments timed out", metric: None, anomaly: true, merge: Sum;
+        fragment_timeouts: "IP fragments timed out", metric: None, anomaly: true, merge: Sum, decoding: 11;
         /// Incomplete datagrams dropped to honour the datagram or byte cap.
-        fragment_evictions: "IP fragment datagrams evicted (cap)", metric: None, anomaly: true, merge: Sum;
+        fragment_evictions: "IP fragment datagrams evicted (cap)", metric: None, anomaly: true, merge: Sum, decoding: 12;
         /// Fragments overlapping data already received (the earlier bytes win).
         fragment_overlaps: "IP fragment overlaps", metric: None, anomaly: false, merge: Sum;
         /// IP packets dropped as a host drops them: an IPv4 total length below the
         /// header's, or an IP length beyond a frame the snaplen did not cut.
-        bad_ip_length: "IP length below header or beyond frame (dropped)", metric: Some("bad_ip_length"), anomaly: true, merge: Sum;
+        bad_ip_length: "IP length below header or beyond frame (dropped)", metric: Some("bad_ip_length"), anomaly: true, merge: Sum, decoding: 6;
         /// IPv4 packets dropped for a wrong header checksum.
-        bad_ip_checksum: "bad IPv4 header checksum (dropped)", metric: Some("bad_ip_checksum"), anomaly: true, merge: Sum;
+        bad_ip_checksum: "bad IPv4 header checksum (dropped)", metric: Some("bad_ip_checksum"), anomaly: true, merge: Sum, decoding: 7;
     }
     nested {
         /// Frames put back into time order before decoding (`--reorder-window`).

@@ -179,18 +179,13 @@ fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
     let mut json = outcome.summary.to_json();
     if let serde_json::Value::Object(map) = &mut json {
         map.insert("jxta".into(), outcome.result.jxta.to_json());
-        map.insert(
-            "source".into(),
-            serde_json::json!({
-                "kind": outcome.source.source,
-                "events": outcome.source.events,
-                "bytes": outcome.source.bytes,
-                "kernel_drops": outcome.source.kernel_drops,
-                "userspace_drops": outcome.source.userspace_drops,
-                "flows_marked": outcome.source.flows_marked,
-                "flow_marks_failed": outcome.source.flow_marks_failed,
-            }),
-        );
+        let mut source: serde_json::Map<String, serde_json::Value> = outcome
+            .source
+            .iter()
+            .map(|(c, n)| (c.key.to_owned(), n.into()))
+            .collect();
+        source.insert("kind".into(), outcome.source.source.into());
+        map.insert("source".into(), source.into());
         map.insert("windows".into(), windows_json(&outcome.windows));
         if let Some(e) = &outcome.failure {
             map.insert("stopped_early".into(), e.to_string().into());
@@ -293,16 +288,18 @@ fn write_report(
             packets: Some(r.packets.frames),
             flows: Some(r.flows.flows),
             jxta_messages: Some(r.jxta.messages_tcp + r.jxta.messages_udp),
-            anomalies: [
-                ("kernel drops", outcome.source.kernel_drops),
-                ("user-space drops", outcome.source.userspace_drops),
-                ("TCP gaps", r.flows.reassembly.gaps),
-                ("transactions left out of the figures", left_out),
-            ]
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| (k.to_string(), n))
-            .collect(),
+            anomalies: outcome
+                .source
+                .iter()
+                .filter(|(c, _)| c.anomaly)
+                .map(|(c, n)| (c.label, n))
+                .chain([
+                    ("TCP gaps", r.flows.reassembly.gaps),
+                    ("transactions left out of the figures", left_out),
+                ])
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
             command: command_line(),
             text_report: report::table::render(summary),
         },

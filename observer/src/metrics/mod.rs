@@ -286,21 +286,29 @@ struct PairMetrics {
     rtt_count: u64,
 }
 
-/// What the source itself counts (eBPF events and kernel drops, or libpcap's stats).
-#[derive(Default, Clone, Debug)]
-pub struct SourceCounters {
-    pub source: &'static str,
-    pub events: u64,
-    pub bytes: u64,
-    pub kernel_drops: u64,
-    pub userspace_drops: u64,
-    /// eBPF: marks that let a flow through the in-kernel filter by its content (the
-    /// kernel's at a welcome line, both directions at once; user space's, one per
-    /// direction, when it recognises a flow).
-    pub flows_marked: u64,
-    /// eBPF: marks that failed (an update refused): that traffic beyond the
-    /// configured ports may not be seen. Non-zero means the tap may be blinded.
-    pub flow_marks_failed: u64,
+observer_core::counters! {
+    /// What the source itself counts (eBPF events and kernel drops, or libpcap's stats).
+    /// The JSON summary and the live report iterate it; its metric families (by source,
+    /// by where, by outcome) are written in `exposition`.
+    #[derive(Default, Clone, Debug)]
+    pub struct SourceCounters {
+        events: "events", metric: None, anomaly: false, merge: Sum;
+        bytes: "bytes", metric: None, anomaly: false, merge: Sum;
+        kernel_drops: "kernel drops", metric: Some("kernel"), anomaly: true, merge: Sum;
+        userspace_drops: "user-space drops", metric: Some("userspace"), anomaly: true, merge: Sum;
+        /// eBPF: marks that let a flow through the in-kernel filter by its content (the
+        /// kernel's at a welcome line, both directions at once; user space's, one per
+        /// direction, when it recognises a flow).
+        flows_marked: "flows marked", metric: Some("marked"), anomaly: false, merge: Sum;
+        /// eBPF: marks that failed (an update refused): that traffic beyond the
+        /// configured ports may not be seen. Non-zero means the tap may be blinded; the
+        /// summary warns on its own line.
+        flow_marks_failed: "flow marks failed", metric: Some("failed"), anomaly: false, merge: Sum;
+    }
+    labels {
+        /// Which source: its name in the metrics' `source` label and the JSON's `kind`.
+        source: &'static str,
+    }
 }
 
 #[derive(Default, Debug)]
@@ -437,13 +445,12 @@ impl LiveMetrics {
         )
         .counter(&[("kind", "ping")], o.ping.count)
         .counter(&[("kind", "pong")], o.pong.count);
-        e.family(
+        e.labelled_counters(
             "observer_jxta_messages_total",
-            Counter,
             "JXTA messages decoded, by transport.",
-        )
-        .counter(&[("transport", "tcp")], jxta.messages_tcp)
-        .counter(&[("transport", "udp")], jxta.messages_udp);
+            "transport",
+            group(jxta.iter()),
+        );
         e.labelled_counters(
             "observer_jxta_http_total",
             "JXTA's HTTP transport: requests, responses, bodies of type application/x-jxta-msg (and of those chunked), messages decoded from them (also counted under transport tcp).",

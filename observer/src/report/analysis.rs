@@ -191,52 +191,20 @@ pub fn render_analysis(summary: &Summary, analysis: &Analysis) -> String {
     out.push('\n');
     out.push_str(&render(summary));
 
-    let mut issues: Vec<(String, u64)> = Vec::new();
-    let p = &r.packets;
-    let f = &r.flows;
-    let ra = &f.reassembly;
-    let j = &r.jxta;
-    for (name, n) in [
-        ("frames cut by snaplen", p.snaplen_cut),
-        (
-            "frames later than the reorder window",
-            p.reorder.late_frames,
-        ),
-        (
-            "frames reordered early (hold bound)",
-            p.reorder.forced_releases,
-        ),
-        ("frames of unknown link type", p.unknown_link_type),
-        ("malformed frames", p.malformed),
-        (
-            "IP length below header or beyond frame (dropped)",
-            p.bad_ip_length,
-        ),
-        ("bad IPv4 header checksum (dropped)", p.bad_ip_checksum),
-        ("bad TCP checksum (dropped)", f.bad_tcp_checksum),
-        ("TCP data without ACK (dropped)", f.data_without_ack),
-        (
-            "TCP overlaps with conflicting bytes",
-            ra.conflicting_overlap,
-        ),
-        ("IP fragments timed out", p.fragment_timeouts),
-        ("IP fragment datagrams evicted (cap)", p.fragment_evictions),
-        ("TCP gaps (bytes the capture missed)", ra.gaps),
-        ("TCP gap bytes", ra.gap_bytes),
-        (
-            "TCP out-of-order buffer cap hits",
-            ra.gaps_flow_cap + ra.gaps_total_cap,
-        ),
-        ("TCP flows evicted (flow cap)", f.evicted_flow_cap),
-        ("implausible TCP segments", ra.implausible_segments),
-        ("JXTA resynchronisations", j.resyncs),
-        ("JXTA messages truncated", j.truncated_messages),
-        ("JXTA bytes skipped", j.skipped_bytes),
-    ] {
-        if n > 0 {
-            issues.push((name.to_string(), n));
-        }
-    }
+    // Every counter declared with a `decoding` place, in place order.
+    use observer_core::counters::{decoding_lines, listed};
+    let (p, f, j) = (&r.packets, &r.flows, &r.jxta);
+    let mut issues: Vec<(String, u64)> = decoding_lines(
+        p.iter()
+            .map(listed)
+            .chain(p.reorder.iter().map(listed))
+            .chain(f.iter().map(listed))
+            .chain(f.reassembly.iter().map(listed))
+            .chain(j.iter().map(listed)),
+    )
+    .into_iter()
+    .map(|(name, n)| (name.to_string(), n))
+    .collect();
     for (kind, n) in &j.malformed {
         issues.push((format!("malformed JXTA: {kind}"), *n));
     }
@@ -328,4 +296,127 @@ pub fn message_line(m: &MessageRecord, wide: bool) -> String {
             .map(|e| format!(" MALFORMED: {}", sanitize(e)))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observer_core::counters::Counter;
+    use observer_core::engine::PipelineResult;
+    use observer_core::transaction::{Matcher, MatcherConfig};
+
+    fn zero() -> PipelineResult {
+        PipelineResult {
+            transactions: Vec::new(),
+            matcher: Matcher::new(MatcherConfig::default()),
+            packets: Default::default(),
+            flows: Default::default(),
+            jxta: Default::default(),
+            jim: Default::default(),
+            messages: Vec::new(),
+            first_ts: None,
+            last_ts: 0,
+        }
+    }
+
+    /// Every counter of `group` set to a value of its own (from `next`).
+    fn fill<S>(group: &mut S, all: &[Counter<S>], next: &mut u64) {
+        for c in all {
+            *next += 1;
+            *(c.get_mut)(group) = *next;
+        }
+    }
+
+    /// The "Decoding" list, iterated from the declarations, is the list that was
+    /// written out by hand before (kept here as the reference): same lines, same
+    /// order, the two out-of-order cap counters on one line.
+    #[test]
+    fn decoding_list_is_the_hand_written_one() {
+        let mut r = zero();
+        let mut n = 0;
+        fill(
+            &mut r.packets,
+            observer_core::packet::PacketStats::ALL,
+            &mut n,
+        );
+        fill(
+            &mut r.packets.reorder,
+            observer_core::capture::ReorderStats::ALL,
+            &mut n,
+        );
+        fill(
+            &mut r.flows,
+            observer_core::conntrack::FlowStats::ALL,
+            &mut n,
+        );
+        fill(
+            &mut r.flows.reassembly,
+            observer_core::conntrack::ReassemblyStats::ALL,
+            &mut n,
+        );
+        fill(&mut r.jxta, observer_core::jxta::JxtaStats::ALL, &mut n);
+        let (p, f, ra, j) = (&r.packets, &r.flows, &r.flows.reassembly, &r.jxta);
+        let reference = [
+            ("frames cut by snaplen", p.snaplen_cut),
+            (
+                "frames later than the reorder window",
+                p.reorder.late_frames,
+            ),
+            (
+                "frames reordered early (hold bound)",
+                p.reorder.forced_releases,
+            ),
+            ("frames of unknown link type", p.unknown_link_type),
+            ("malformed frames", p.malformed),
+            (
+                "IP length below header or beyond frame (dropped)",
+                p.bad_ip_length,
+            ),
+            ("bad IPv4 header checksum (dropped)", p.bad_ip_checksum),
+            ("bad TCP checksum (dropped)", f.bad_tcp_checksum),
+            ("TCP data without ACK (dropped)", f.data_without_ack),
+            (
+                "TCP overlaps with conflicting bytes",
+                ra.conflicting_overlap,
+            ),
+            ("IP fragments timed out", p.fragment_timeouts),
+            ("IP fragment datagrams evicted (cap)", p.fragment_evictions),
+            ("TCP gaps (bytes the capture missed)", ra.gaps),
+            ("TCP gap bytes", ra.gap_bytes),
+            (
+                "TCP out-of-order buffer cap hits",
+                ra.gaps_flow_cap + ra.gaps_total_cap,
+            ),
+            ("TCP flows evicted (flow cap)", f.evicted_flow_cap),
+            ("implausible TCP segments", ra.implausible_segments),
+            ("JXTA resynchronisations", j.resyncs),
+            ("JXTA messages truncated", j.truncated_messages),
+            ("JXTA bytes skipped", j.skipped_bytes),
+        ];
+        let mut want = String::from("\nDecoding\n");
+        for (name, n) in reference {
+            want.push_str(&format!("  {name:<44} {n:>10}\n"));
+        }
+        let summary = Summary::build(&[], &r.matcher, 0);
+        let analysis = Analysis {
+            result: r,
+            inputs: Vec::new(),
+        };
+        let text = render_analysis(&summary, &analysis);
+        assert!(text.ends_with(&want), "{text}");
+    }
+
+    #[test]
+    fn decoding_list_at_zero_says_so() {
+        let analysis = Analysis {
+            result: zero(),
+            inputs: Vec::new(),
+        };
+        let summary = Summary::build(&[], &analysis.result.matcher, 0);
+        let text = render_analysis(&summary, &analysis);
+        assert!(
+            text.ends_with("\nDecoding\n  no decoding anomalies\n"),
+            "{text}"
+        );
+    }
 }
