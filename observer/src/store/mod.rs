@@ -213,139 +213,83 @@ pub fn add_missing_columns(client: &Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What the sink did so far; shared with the live metrics and the status line.
-#[derive(Debug, Default)]
-pub struct StoreCounters {
-    pub records_received: AtomicU64,
-    pub records_stored: AtomicU64,
-    pub batches_stored: AtomicU64,
+/// Declares the store's counters once, one line each: the field, then its metric
+/// (kind, family name, help) or `None`. Gives the shared atomic counters
+/// ([`StoreCounters`]), their snapshot ([`StoreStats`], in declaration order) and the
+/// snapshot's metric families (`StoreStats::add_to`, in declaration order).
+macro_rules! store_counters {
+    ($(
+        $(#[$meta:meta])*
+        $field:ident: $metric:expr;
+    )*) => {
+        /// What the sink did so far; shared with the live metrics and the status line.
+        #[derive(Debug, Default)]
+        pub struct StoreCounters {
+            $($(#[$meta])* pub $field: AtomicU64,)*
+        }
+
+        /// A copy of [`StoreCounters`] at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct StoreStats {
+            $($(#[$meta])* pub $field: u64,)*
+        }
+
+        impl StoreCounters {
+            pub fn snapshot(&self) -> StoreStats {
+                StoreStats {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+
+        impl StoreStats {
+            /// Each counter's metric, if exported, with its value.
+            fn metrics(&self) -> impl Iterator<Item = (StoreMetric, u64)> {
+                [$(($metric, self.$field),)*]
+                    .into_iter()
+                    .filter_map(|(m, v): (Option<StoreMetric>, u64)| Some((m?, v)))
+            }
+        }
+    };
+}
+
+/// How a store counter is exported: kind, family name, help.
+type StoreMetric = (
+    prometheus_client::metrics::MetricType,
+    &'static str,
+    &'static str,
+);
+
+use prometheus_client::metrics::MetricType::{Counter as Total, Gauge as Level};
+
+store_counters! {
+    records_received: None;
+    records_stored: Some((Total, "observer_store_records_stored_total", "Transactions stored in ClickHouse."));
+    batches_stored: Some((Total, "observer_store_batches_stored_total", "Batches inserted into ClickHouse."));
     /// Batches found already stored when retried (not sent again).
-    pub batches_already_stored: AtomicU64,
-    pub send_errors: AtomicU64,
+    batches_already_stored: Some((Total, "observer_store_batches_already_stored_total", "Retried batches found already stored."));
+    send_errors: Some((Total, "observer_store_send_errors_total", "Failed exchanges with ClickHouse."));
     /// Records and bytes waiting in the spool now.
-    pub spool_records: AtomicU64,
-    pub spool_bytes: AtomicU64,
+    spool_records: Some((Level, "observer_store_spool_records", "Transactions waiting in the spool."));
+    spool_bytes: Some((Level, "observer_store_spool_bytes", "Bytes of the spool file."));
     /// Records ever written to the spool.
-    pub records_spooled: AtomicU64,
+    records_spooled: Some((Total, "observer_store_records_spooled_total", "Transactions written to the spool."));
     /// Records dropped because the spool was full (or could not be written).
-    pub spool_overflow_records: AtomicU64,
-    /// Records the store refused for their content (set aside in `<spool>.rejected`).
-    pub records_rejected: AtomicU64,
+    spool_overflow_records: Some((Total, "observer_store_spool_overflow_records_total", "Transactions dropped because the spool was full."));
     /// Records `live` dropped because the sink thread was stuck (a store that accepts
     /// but does not answer) and its channel full: the capture does not wait for it.
-    pub records_dropped_busy: AtomicU64,
-}
-
-/// A copy of [`StoreCounters`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoreStats {
-    pub records_received: u64,
-    pub records_stored: u64,
-    pub batches_stored: u64,
-    pub batches_already_stored: u64,
-    pub send_errors: u64,
-    pub spool_records: u64,
-    pub spool_bytes: u64,
-    pub records_spooled: u64,
-    pub spool_overflow_records: u64,
-    pub records_dropped_busy: u64,
-    pub records_rejected: u64,
-}
-
-impl StoreCounters {
-    pub fn snapshot(&self) -> StoreStats {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StoreStats {
-            records_received: g(&self.records_received),
-            records_stored: g(&self.records_stored),
-            batches_stored: g(&self.batches_stored),
-            batches_already_stored: g(&self.batches_already_stored),
-            send_errors: g(&self.send_errors),
-            spool_records: g(&self.spool_records),
-            spool_bytes: g(&self.spool_bytes),
-            records_spooled: g(&self.records_spooled),
-            spool_overflow_records: g(&self.spool_overflow_records),
-            records_dropped_busy: g(&self.records_dropped_busy),
-            records_rejected: g(&self.records_rejected),
-        }
-    }
+    records_dropped_busy: Some((Total, "observer_store_records_dropped_busy_total", "Transactions dropped because the ClickHouse sink was stuck."));
+    /// Records the store refused for their content (set aside in `<spool>.rejected`).
+    records_rejected: Some((Total, "observer_store_records_rejected_total", "Transactions ClickHouse refused for their content (set aside)."));
 }
 
 impl StoreStats {
     /// The store's metrics (added to `/metrics` by the live path).
     pub fn add_to(&self, e: &mut crate::metrics::Exposition) {
-        use prometheus_client::metrics::MetricType::{Counter, Gauge};
-        let rows: [(
-            &'static str,
-            prometheus_client::metrics::MetricType,
-            &'static str,
-            u64,
-        ); 10] = [
-            (
-                "observer_store_records_stored_total",
-                Counter,
-                "Transactions stored in ClickHouse.",
-                self.records_stored,
-            ),
-            (
-                "observer_store_batches_stored_total",
-                Counter,
-                "Batches inserted into ClickHouse.",
-                self.batches_stored,
-            ),
-            (
-                "observer_store_batches_already_stored_total",
-                Counter,
-                "Retried batches found already stored.",
-                self.batches_already_stored,
-            ),
-            (
-                "observer_store_send_errors_total",
-                Counter,
-                "Failed exchanges with ClickHouse.",
-                self.send_errors,
-            ),
-            (
-                "observer_store_spool_records",
-                Gauge,
-                "Transactions waiting in the spool.",
-                self.spool_records,
-            ),
-            (
-                "observer_store_spool_bytes",
-                Gauge,
-                "Bytes of the spool file.",
-                self.spool_bytes,
-            ),
-            (
-                "observer_store_records_spooled_total",
-                Counter,
-                "Transactions written to the spool.",
-                self.records_spooled,
-            ),
-            (
-                "observer_store_spool_overflow_records_total",
-                Counter,
-                "Transactions dropped because the spool was full.",
-                self.spool_overflow_records,
-            ),
-            (
-                "observer_store_records_dropped_busy_total",
-                Counter,
-                "Transactions dropped because the ClickHouse sink was stuck.",
-                self.records_dropped_busy,
-            ),
-            (
-                "observer_store_records_rejected_total",
-                Counter,
-                "Transactions ClickHouse refused for their content (set aside).",
-                self.records_rejected,
-            ),
-        ];
-        for (name, kind, help, v) in rows {
+        for ((kind, name, help), v) in self.metrics() {
             let mut f = e.family(name, kind, help);
             match kind {
-                Counter => f.counter(&[], v),
+                Total => f.counter(&[], v),
                 _ => f.gauge(&[], i64::try_from(v).unwrap_or(i64::MAX)),
             };
         }
@@ -966,6 +910,37 @@ fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One declaration line gives the atomic, the snapshot field and the metric family
+    /// (its kind and value); a counter declared without one is not exported.
+    #[test]
+    fn store_counters_declared_once() {
+        let c = StoreCounters::default();
+        c.records_received.store(5, Ordering::Relaxed);
+        c.records_stored.store(7, Ordering::Relaxed);
+        c.spool_bytes.store(9, Ordering::Relaxed);
+        let s = c.snapshot();
+        assert_eq!(
+            (s.records_received, s.records_stored, s.spool_bytes),
+            (5, 7, 9)
+        );
+        let mut e = crate::metrics::Exposition::default();
+        s.add_to(&mut e);
+        let text = e.to_text();
+        assert!(text.contains("# TYPE observer_store_records_stored_total counter\nobserver_store_records_stored_total 7\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE observer_store_spool_bytes gauge\nobserver_store_spool_bytes 9\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("received"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE observer_store_").count(),
+            s.metrics().count()
+        );
+        assert_eq!(s.metrics().count(), 10);
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
