@@ -3,6 +3,16 @@
 //! is written to the socket, stop immediately after its PONG is read, a timeout, and
 //! consumers (CSV file, recent records and metrics for the management endpoint) that
 //! each finished transaction is handed to.
+//!
+//! The CSV consumer writes with the core's `TransactionCsvWriter` directly, not through
+//! `engine::TransactionSink`, on purpose: the sink stops its record at the first failed
+//! write (a capture's record with a hole is worse than one cut short) and builds the
+//! passive summary. A peer runs for days as the reference the observer is checked
+//! against: a failed write (a disk full for a while) loses that row only, is counted
+//! (`csv_errors`, `jim_peer_instrumentation_csv_errors_total`) and the next rows are
+//! written; it has its socket-time columns (`write_with_socket`), is flushed after
+//! every row for whoever tails the file, and needs no summary (its metrics are the
+//! management endpoint's).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::BufWriter;
