@@ -257,7 +257,7 @@ mod tests {
         #[derive(Debug, Default)]
         struct Inner {
             n: "n", metric: None, anomaly: true, merge: Sum;
-            /// Listed under the same label as `m`: one line, their sum.
+            /// Listed under the same label as `cap_b`: one line, their sum.
             cap_a: "cap hits", metric: None, anomaly: false, merge: Sum, decoding: 3;
             cap_b: "cap hits", metric: None, anomaly: false, merge: Sum, decoding: 3;
             quiet: "never seen", metric: None, anomaly: false, merge: Sum, decoding: 0;
