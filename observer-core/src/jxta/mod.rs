@@ -244,28 +244,38 @@ impl JxtaStats {
         self.malformed.values().sum()
     }
 
+    /// Each counter under its key, except the messages by transport (those with a
+    /// metric label, as in `observer_jxta_messages_total`), which go under `messages`
+    /// by that label with their total.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "welcomes": self.welcomes,
-            "messages": {
-                "total": self.messages_tcp + self.messages_udp,
-                "tcp": self.messages_tcp,
-                "udp": self.messages_udp,
-                "http": self.http.messages,
-            },
-            "elements": self.elements,
-            "malformed": {
+        use serde_json::{json, Map, Value};
+        let mut top = Map::new();
+        let mut messages = Map::new();
+        let mut total = 0;
+        for (c, n) in self.iter() {
+            match c.metric {
+                Some(transport) => {
+                    total += n;
+                    messages.insert(transport.into(), n.into());
+                }
+                None => {
+                    top.insert(c.key.into(), n.into());
+                }
+            }
+        }
+        messages.insert("total".into(), total.into());
+        messages.insert("http".into(), self.http.messages.into());
+        top.insert("messages".into(), Value::Object(messages));
+        top.insert(
+            "malformed".into(),
+            json!({
                 "total": self.malformed_total(),
                 "by_kind": self.malformed,
-            },
-            "element_names": self.element_names,
-            "gaps": self.gaps,
-            "resyncs": self.resyncs,
-            "truncated_messages": self.truncated_messages,
-            "skipped_bytes": self.skipped_bytes,
-            "non_jxta_streams": self.non_jxta_streams,
-            "http": self.http.to_json(),
-        })
+            }),
+        );
+        top.insert("element_names".into(), json!(self.element_names));
+        top.insert("http".into(), self.http.to_json());
+        Value::Object(top)
     }
 }
 
