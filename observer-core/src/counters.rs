@@ -29,14 +29,16 @@ pub struct Counter<S> {
     pub key: &'static str,
     /// What the text table and the figures call it.
     pub label: &'static str,
-    /// Label value in the group's metric family, if the counter is exported.
-    pub metric: Option<&'static str>,
+    /// Where the counter is in the metrics exposition, if it is exported.
+    pub metric: Option<Metric>,
     /// Something that went wrong (counted in the group's `total()`), not normal traffic.
     pub anomaly: bool,
     pub merge: Merge,
     /// Place in the analysis report's "Decoding" list, if listed there; the list gathers
     /// several groups, in this order, and sums counters that share a label into one line.
     pub decoding: Option<u16>,
+    /// Listed among the decoding anomalies of the figures' page (`index.html`).
+    pub figures: bool,
     pub get: fn(&S) -> u64,
     pub get_mut: fn(&mut S) -> &mut u64,
 }
@@ -51,6 +53,128 @@ impl<S> std::fmt::Debug for Counter<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Counter").field("key", &self.key).finish()
     }
+}
+
+/// A counter family of the metrics exposition (`/metrics`) whose samples are declared
+/// counters: each counter names its family in its declaration ([`by`], [`alone`],
+/// [`of_group`]), so a family is written once, here or next to its group, and filled by
+/// every counter that names it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Family {
+    /// The name a scraper sees, with its `_total`.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The label that tells its samples apart, if it has more than one.
+    pub label: Option<&'static str>,
+    /// Its place in the exposition: families come out in this order, those written by
+    /// hand in `LiveMetrics::exposition` too, so an exported family keeps its place.
+    pub order: u16,
+}
+
+/// Which sample of its family a counter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sample {
+    /// The one with this value of the family's label.
+    Labelled(&'static str),
+    /// The family's only sample, without labels.
+    Alone,
+    /// The one whose label value is what the group counts (a source's name), given when
+    /// the group is exported.
+    OfGroup,
+}
+
+/// A counter's place in the exposition: its family and its sample there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    pub family: &'static Family,
+    pub sample: Sample,
+}
+
+/// `metric: by(&FAMILY, "value")`: the sample of `family` labelled `value`.
+pub const fn by(family: &'static Family, value: &'static str) -> Option<Metric> {
+    Some(Metric {
+        family,
+        sample: Sample::Labelled(value),
+    })
+}
+
+/// `metric: alone(&FAMILY)`: the only sample of `family`.
+pub const fn alone(family: &'static Family) -> Option<Metric> {
+    Some(Metric {
+        family,
+        sample: Sample::Alone,
+    })
+}
+
+/// `metric: of_group(&FAMILY)`: the sample of `family` labelled with what the group
+/// counts.
+pub const fn of_group(family: &'static Family) -> Option<Metric> {
+    Some(Metric {
+        family,
+        sample: Sample::OfGroup,
+    })
+}
+
+/// The families of the core's counter groups, in exposition order. The hand-written
+/// families of `LiveMetrics::exposition` and the live source's take the places between.
+pub mod families {
+    use super::Family;
+
+    pub const JXTA_MESSAGES: Family = Family {
+        name: "observer_jxta_messages_total",
+        help: "JXTA messages decoded, by transport.",
+        label: Some("transport"),
+        order: 60,
+    };
+    pub const JXTA_HTTP: Family = Family {
+        name: "observer_jxta_http_total",
+        help: "JXTA's HTTP transport: requests, responses, bodies of type application/x-jxta-msg (and of those chunked), messages decoded from them (also counted under transport tcp).",
+        label: Some("kind"),
+        order: 70,
+    };
+    pub const ANOMALIES: Family = Family {
+        name: "observer_anomalies_total",
+        help: "PING/PONG anomalies (never transactions), by kind.",
+        label: Some("kind"),
+        order: 90,
+    };
+    pub const PACKETS: Family = Family {
+        name: "observer_packets_total",
+        help: "Frames handed to the pipeline.",
+        label: None,
+        order: 100,
+    };
+    pub const REORDER_FRAMES: Family = Family {
+        name: "observer_reorder_frames_total",
+        help: "Frames put back in time order (reordered), later than the window (late, used as they came), or released before their window by the hold bound (forced).",
+        label: Some("kind"),
+        order: 110,
+    };
+    /// Filled by the packet counters, then the flow counters.
+    pub const PACKETS_DROPPED: Family = Family {
+        name: "observer_packets_dropped_total",
+        help: "Packets the receiving host would drop, dropped here too, by reason.",
+        label: Some("reason"),
+        order: 120,
+    };
+    pub const JIM_OVERSIZED_DOCUMENTS: Family = Family {
+        name: "observer_jim_oversized_documents_total",
+        help: "JIM documents larger than --max-document, not decoded.",
+        label: None,
+        order: 130,
+    };
+    pub const TCP_CONFLICTING_OVERLAP: Family = Family {
+        name: "observer_tcp_conflicting_overlap_total",
+        help: "TCP segments overlapping earlier bytes with different contents (first copy kept).",
+        label: None,
+        order: 140,
+    };
+    pub const CHECKSUM_OFFLOADED_DIRECTIONS: Family = Family {
+        name: "observer_checksum_offloaded_directions_total",
+        help: "TCP flow directions whose checksums are offloaded (filled in after capture), not verified.",
+        label: None,
+        order: 150,
+    };
 }
 
 /// How a field that is not a `u64` counter merges: a nested counter group by its own
@@ -83,13 +207,14 @@ where
 ///
 /// ```text
 /// /// doc comment
-/// field: "table label", metric: Some("kind_label") | None, anomaly: bool, merge: Sum | Max;
-/// field: "table label", metric: None, anomaly: true, merge: Sum, decoding: 7;
+/// field: "table label", metric: by(&FAMILY, "label value") | alone(&FAMILY) | of_group(&FAMILY) | None, anomaly: bool, merge: Sum | Max;
+/// field: "table label", metric: None, anomaly: true, merge: Sum, decoding: 7, figures: true;
 /// ```
 ///
 /// and generates `ALL` (the descriptors in declaration order, which is the table's
 /// order), `absorb` (the merge), `total` (the anomalies) and `iter`. `decoding: N`
-/// lists the counter in the analysis report's "Decoding" list, at place `N`. An
+/// lists the counter in the analysis report's "Decoding" list, at place `N`;
+/// `figures: true` among the decoding anomalies of the figures' page. An
 /// optional `nested { field: Type, ... }` block after the struct adds fields of other
 /// types, merged by their [`Absorb`]; an optional `labels { field: Type, ... }` block
 /// adds fields that say what the counts are of (a source's name): not counted, kept
@@ -101,7 +226,7 @@ macro_rules! counters {
         $vis:vis struct $name:ident {
             $(
                 $(#[$fmeta:meta])*
-                $field:ident : $label:literal, metric: $metric:expr, anomaly: $anomaly:expr, merge: $merge:ident $(, decoding: $decoding:literal)?;
+                $field:ident : $label:literal, metric: $metric:expr, anomaly: $anomaly:expr, merge: $merge:ident $(, decoding: $decoding:literal)? $(, figures: $figures:literal)?;
             )*
         }
         $(
@@ -147,6 +272,7 @@ macro_rules! counters {
                         anomaly: $anomaly,
                         merge: $crate::counters::Merge::$merge,
                         decoding: $crate::counters::place(&[$($decoding)?]),
+                        figures: $crate::counters::flag(&[$($figures)?]),
                         get: |s| s.$field,
                         get_mut: |s| &mut s.$field,
                     },
@@ -203,6 +329,12 @@ pub const fn place(given: &[u16]) -> Option<u16> {
     }
 }
 
+/// The flag a declaration gives (`figures: true`), false when it gives none.
+#[doc(hidden)]
+pub const fn flag(given: &[bool]) -> bool {
+    matches!(given, [true])
+}
+
 /// The lines of the analysis report's "Decoding" list from the counters of `groups`
 /// (each a group's [`iter`](crate::counters) mapped to label, place and value): the
 /// counters with a place, in place order, those sharing a label summed into one line,
@@ -228,14 +360,21 @@ pub fn decoding_lines(
 
 #[cfg(test)]
 mod tests {
-    use super::{decoding_lines, listed, Merge};
+    use super::{by, decoding_lines, listed, Family, Merge, Metric, Sample};
+
+    const BROKEN: Family = Family {
+        name: "example_broken_total",
+        help: "Broken things.",
+        label: Some("kind"),
+        order: 0,
+    };
 
     crate::counters! {
         /// A group as a new one is written: each counter is one line.
         #[derive(Debug, Default)]
         struct Example {
             /// A thing that went wrong.
-            broken: "broken things", metric: Some("broken"), anomaly: true, merge: Sum, decoding: 2;
+            broken: "broken things", metric: by(&BROKEN, "broken"), anomaly: true, merge: Sum, decoding: 2, figures: true;
             /// Normal traffic, shown but not an anomaly.
             seen: "things seen", metric: None, anomaly: false, merge: Sum;
             /// Counted identically by every shard.
@@ -269,7 +408,18 @@ mod tests {
         let keys: Vec<_> = Example::ALL.iter().map(|c| c.key).collect();
         assert_eq!(keys, ["broken", "seen", "held"]);
         assert_eq!(Example::ALL[0].label, "broken things");
-        assert_eq!(Example::ALL[0].metric, Some("broken"));
+        assert_eq!(
+            Example::ALL[0].metric,
+            Some(Metric {
+                family: &BROKEN,
+                sample: Sample::Labelled("broken")
+            })
+        );
+        assert_eq!(Example::ALL[1].metric, None);
+        assert_eq!(
+            (Example::ALL[0].figures, Example::ALL[2].figures),
+            (true, false)
+        );
         assert_eq!(Example::ALL[2].merge, Merge::Max);
         assert_eq!(Example::ALL[1].decoding, None);
         let inner = |n, cap_a| Inner {

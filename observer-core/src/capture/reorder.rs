@@ -44,6 +44,8 @@ impl Default for ReorderConfig {
     }
 }
 
+use crate::counters::{by, families::REORDER_FRAMES};
+
 crate::counters! {
     /// What putting frames back in order did. The shards of a parallel analysis all
     /// read (and reorder) every frame: their counts are the same, not parts of a whole,
@@ -51,12 +53,12 @@ crate::counters! {
     #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
     pub struct ReorderStats {
         /// Frames handed on before frames read earlier (they were stamped earlier).
-        reordered_frames: "frames put back in time order", metric: Some("reordered"), anomaly: false, merge: Max;
+        reordered_frames: "frames put back in time order", metric: by(&REORDER_FRAMES, "reordered"), anomaly: false, merge: Max;
         /// Frames stamped before a frame already handed on (later than the window): handed
         /// on after everything held, in the order read.
-        late_frames: "frames later than the reorder window", metric: Some("late"), anomaly: true, merge: Max, decoding: 2;
+        late_frames: "frames later than the reorder window", metric: by(&REORDER_FRAMES, "late"), anomaly: true, merge: Max, decoding: 2;
         /// Frames handed on before their window had passed because a bound was reached.
-        forced_releases: "frames reordered early (hold bound)", metric: Some("forced"), anomaly: true, merge: Max, decoding: 3;
+        forced_releases: "frames reordered early (hold bound)", metric: by(&REORDER_FRAMES, "forced"), anomaly: true, merge: Max, decoding: 3;
         /// Most frames held at once.
         max_held: "most frames held", metric: None, anomaly: false, merge: Max;
     }

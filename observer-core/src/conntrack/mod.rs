@@ -137,6 +137,11 @@ impl Default for FlowConfig {
     }
 }
 
+use crate::counters::{
+    alone, by,
+    families::{CHECKSUM_OFFLOADED_DIRECTIONS, PACKETS_DROPPED},
+};
+
 crate::counters! {
     /// What the flow table did. The metric labels are the reasons of
     /// `observer_packets_dropped_total` (what a host drops). The maxima merge as the sum
@@ -156,13 +161,13 @@ crate::counters! {
         ignored_directions: "TCP directions ignored (not JXTA)", metric: None, anomaly: false, merge: Sum;
         max_buffered_bytes: "most bytes buffered", metric: None, anomaly: false, merge: Sum;
         /// Segments dropped for a bad TCP checksum (in a direction not offloaded).
-        bad_tcp_checksum: "bad TCP checksum (dropped)", metric: Some("bad_tcp_checksum"), anomaly: true, merge: Sum, decoding: 8;
+        bad_tcp_checksum: "bad TCP checksum (dropped)", metric: by(&PACKETS_DROPPED, "bad_tcp_checksum"), anomaly: true, merge: Sum, decoding: 8;
         /// Segments carrying data without ACK outside the handshake: a host drops them.
-        data_without_ack: "TCP data without ACK (dropped)", metric: Some("data_without_ack"), anomaly: true, merge: Sum, decoding: 9;
+        data_without_ack: "TCP data without ACK (dropped)", metric: by(&PACKETS_DROPPED, "data_without_ack"), anomaly: true, merge: Sum, decoding: 9;
         /// Flow directions whose checksums are offloaded (zero or the pseudo-header sum:
         /// filled in after the capture point, on the sender or past a Linux gateway), so
         /// not verified.
-        checksum_offloaded_directions: "TCP directions with offloaded checksums", metric: None, anomaly: false, merge: Sum;
+        checksum_offloaded_directions: "TCP directions with offloaded checksums", metric: alone(&CHECKSUM_OFFLOADED_DIRECTIONS), anomaly: false, merge: Sum;
     }
     nested {
         reassembly: ReassemblyStats,

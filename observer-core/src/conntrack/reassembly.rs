@@ -51,6 +51,8 @@ pub enum GapCause {
     Close,
 }
 
+use crate::counters::{alone, families::TCP_CONFLICTING_OVERLAP};
+
 crate::counters! {
     /// Counters of everything the reassembler had to correct or give up on.
     #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -60,7 +62,7 @@ crate::counters! {
         out_of_order_segments: "TCP segments out of order", metric: None, anomaly: false, merge: Sum;
         retransmitted_bytes: "TCP bytes retransmitted", metric: None, anomaly: false, merge: Sum;
         overlap_bytes: "TCP overlapping bytes", metric: None, anomaly: false, merge: Sum;
-        gaps: "TCP gaps (bytes the capture missed)", metric: None, anomaly: true, merge: Sum, decoding: 13;
+        gaps: "TCP gaps (bytes the capture missed)", metric: None, anomaly: true, merge: Sum, decoding: 13, figures: true;
         gap_bytes: "TCP gap bytes", metric: None, anomaly: false, merge: Sum, decoding: 14;
         gaps_acked: "TCP gaps acknowledged", metric: None, anomaly: false, merge: Sum;
         /// Gaps skipped at the per-flow out-of-order cap (one line with the next in the
@@ -74,7 +76,7 @@ crate::counters! {
         implausible_segments: "implausible TCP segments", metric: None, anomaly: true, merge: Sum, decoding: 17;
         /// Segments overlapping bytes already seen with different contents (the first
         /// copy is kept: see docs/robustness.md).
-        conflicting_overlap: "TCP overlaps with conflicting bytes", metric: None, anomaly: true, merge: Sum, decoding: 10;
+        conflicting_overlap: "TCP overlaps with conflicting bytes", metric: alone(&TCP_CONFLICTING_OVERLAP), anomaly: true, merge: Sum, decoding: 10;
     }
 }
 

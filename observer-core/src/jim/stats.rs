@@ -20,6 +20,8 @@ impl Default for JimConfig {
 /// total counts (the names come from the wire).
 const MAX_OVERSIZED_NAMES: usize = 64;
 
+use crate::counters::{alone, families::JIM_OVERSIZED_DOCUMENTS};
+
 crate::counters! {
     /// Counters of the JIM layer: documents found in message elements.
     #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -33,7 +35,7 @@ crate::counters! {
         /// Well-formed XML elements whose root is not a JIM document.
         other_xml: "other XML elements", metric: None, anomaly: false, merge: Sum;
         /// JIM documents larger than `--max-document`: not decoded, not malformed.
-        oversized_documents: "JIM documents larger than --max-document", metric: None, anomaly: true, merge: Sum;
+        oversized_documents: "JIM documents larger than --max-document", metric: alone(&JIM_OVERSIZED_DOCUMENTS), anomaly: true, merge: Sum;
     }
     nested {
         /// Of those, count and largest size by `element ROOT` (e.g. `pingpong:payload PING`).

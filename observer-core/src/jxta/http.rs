@@ -34,18 +34,20 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// Kept when a resync scan finds nothing: the longest start pattern less one.
 const SCAN_KEEP: usize = 8;
 
+use crate::counters::{by, families::JXTA_HTTP};
+
 crate::counters! {
     /// What the HTTP layer saw. Malformed HTTP is counted in [`JxtaStats::malformed`]
     /// under the [`HttpAnomaly`] labels.
     #[derive(Debug, Default, Clone, serde::Serialize)]
     pub struct HttpStats {
-        requests: "requests", metric: Some("requests"), anomaly: false, merge: Sum;
-        responses: "responses", metric: Some("responses"), anomaly: false, merge: Sum;
+        requests: "requests", metric: by(&JXTA_HTTP, "requests"), anomaly: false, merge: Sum;
+        responses: "responses", metric: by(&JXTA_HTTP, "responses"), anomaly: false, merge: Sum;
         /// Bodies of type `application/x-jxta-msg` (empty polling responses included).
-        jxta_bodies: "JXTA bodies", metric: Some("jxta_bodies"), anomaly: false, merge: Sum;
-        chunked_bodies: "chunked bodies", metric: Some("chunked_bodies"), anomaly: false, merge: Sum;
+        jxta_bodies: "JXTA bodies", metric: by(&JXTA_HTTP, "jxta_bodies"), anomaly: false, merge: Sum;
+        chunked_bodies: "chunked bodies", metric: by(&JXTA_HTTP, "chunked_bodies"), anomaly: false, merge: Sum;
         /// `jxmg` messages decoded from those bodies (also counted as TCP messages).
-        messages: "messages", metric: Some("messages"), anomaly: false, merge: Sum;
+        messages: "messages", metric: by(&JXTA_HTTP, "messages"), anomaly: false, merge: Sum;
     }
 }
 

@@ -157,6 +157,8 @@ impl serde::Serialize for Malformed {
     }
 }
 
+use crate::counters::{by, families::JXTA_MESSAGES};
+
 crate::counters! {
     /// What the JXTA layer saw, for the report. Counters only: nothing here grows with
     /// traffic except the two maps, whose keys come from a small vocabulary (error
@@ -165,13 +167,13 @@ crate::counters! {
     #[derive(Debug, Default, Clone, serde::Serialize)]
     pub struct JxtaStats {
         welcomes: "JXTA welcome lines", metric: None, anomaly: false, merge: Sum;
-        messages_tcp: "JXTA messages over TCP", metric: Some("tcp"), anomaly: false, merge: Sum;
-        messages_udp: "JXTA messages over UDP", metric: Some("udp"), anomaly: false, merge: Sum;
+        messages_tcp: "JXTA messages over TCP", metric: by(&JXTA_MESSAGES, "tcp"), anomaly: false, merge: Sum;
+        messages_udp: "JXTA messages over UDP", metric: by(&JXTA_MESSAGES, "udp"), anomaly: false, merge: Sum;
         elements: "JXTA message elements", metric: None, anomaly: false, merge: Sum;
         /// Holes in a stream (bytes the capture missed) met while framing messages.
         gaps: "JXTA stream gaps", metric: None, anomaly: true, merge: Sum;
-        resyncs: "JXTA resynchronisations", metric: None, anomaly: true, merge: Sum, decoding: 18;
-        truncated_messages: "JXTA messages truncated", metric: None, anomaly: true, merge: Sum, decoding: 19;
+        resyncs: "JXTA resynchronisations", metric: None, anomaly: true, merge: Sum, decoding: 18, figures: true;
+        truncated_messages: "JXTA messages truncated", metric: None, anomaly: true, merge: Sum, decoding: 19, figures: true;
         skipped_bytes: "JXTA bytes skipped", metric: None, anomaly: false, merge: Sum, decoding: 20;
         non_jxta_streams: "streams that are not JXTA", metric: None, anomaly: false, merge: Sum;
     }
@@ -253,12 +255,12 @@ impl JxtaStats {
         let mut messages = Map::new();
         let mut total = 0;
         for (c, n) in self.iter() {
-            match c.metric {
-                Some(transport) => {
+            match c.metric.map(|m| m.sample) {
+                Some(crate::counters::Sample::Labelled(transport)) => {
                     total += n;
                     messages.insert(transport.into(), n.into());
                 }
-                None => {
+                _ => {
                     top.insert(c.key.into(), n.into());
                 }
             }

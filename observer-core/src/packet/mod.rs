@@ -124,13 +124,18 @@ impl Default for PacketConfig {
     }
 }
 
+use crate::counters::{
+    alone, by,
+    families::{PACKETS, PACKETS_DROPPED},
+};
+
 crate::counters! {
     /// Counters for every frame handed to [`PacketDecoder::decode`]; each frame
     /// that yields no segment is counted under exactly one reason. The metric labels
     /// are the reasons of `observer_packets_dropped_total` (what a host drops).
     #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
     pub struct PacketStats {
-        frames: "frames", metric: None, anomaly: false, merge: Sum;
+        frames: "frames", metric: alone(&PACKETS), anomaly: false, merge: Sum;
         ipv4: "IPv4 packets", metric: None, anomaly: false, merge: Sum;
         ipv6: "IPv6 packets", metric: None, anomaly: false, merge: Sum;
         tcp: "TCP segments", metric: None, anomaly: false, merge: Sum;
@@ -141,7 +146,7 @@ crate::counters! {
         non_ip: "non-IP frames", metric: None, anomaly: false, merge: Sum;
         unknown_link_type: "frames of unknown link type", metric: None, anomaly: true, merge: Sum, decoding: 4;
         /// Frames too short or inconsistent to decode.
-        malformed: "malformed frames", metric: None, anomaly: true, merge: Sum, decoding: 5;
+        malformed: "malformed frames", metric: None, anomaly: true, merge: Sum, decoding: 5, figures: true;
         /// Segments delivered with `cut` set, plus fragments dropped because cut.
         snaplen_cut: "frames cut by snaplen", metric: None, anomaly: false, merge: Sum, decoding: 1;
         /// IP fragments received (each is otherwise not counted as a result).
@@ -156,9 +161,9 @@ crate::counters! {
         fragment_overlaps: "IP fragment overlaps", metric: None, anomaly: false, merge: Sum;
         /// IP packets dropped as a host drops them: an IPv4 total length below the
         /// header's, or an IP length beyond a frame the snaplen did not cut.
-        bad_ip_length: "IP length below header or beyond frame (dropped)", metric: Some("bad_ip_length"), anomaly: true, merge: Sum, decoding: 6;
+        bad_ip_length: "IP length below header or beyond frame (dropped)", metric: by(&PACKETS_DROPPED, "bad_ip_length"), anomaly: true, merge: Sum, decoding: 6;
         /// IPv4 packets dropped for a wrong header checksum.
-        bad_ip_checksum: "bad IPv4 header checksum (dropped)", metric: Some("bad_ip_checksum"), anomaly: true, merge: Sum, decoding: 7;
+        bad_ip_checksum: "bad IPv4 header checksum (dropped)", metric: by(&PACKETS_DROPPED, "bad_ip_checksum"), anomaly: true, merge: Sum, decoding: 7;
     }
     nested {
         /// Frames put back into time order before decoding (`--reorder-window`).

@@ -179,6 +179,8 @@ impl Transaction {
     }
 }
 
+use crate::counters::{by, families::ANOMALIES};
+
 crate::counters! {
     /// Everything the matcher saw that is not a transaction, counted. Declared in the
     /// order the report's table lists them.
@@ -186,17 +188,17 @@ crate::counters! {
     pub struct Anomalies {
         /// Documents that looked like JIM but were not well formed (counted by the caller
         /// through `Matcher::count_malformed`).
-        malformed_documents: "malformed documents", metric: Some("malformed_document"), anomaly: true, merge: Sum;
+        malformed_documents: "malformed documents", metric: by(&ANOMALIES, "malformed_document"), anomaly: true, merge: Sum;
         /// A PONG whose correlator was already answered.
-        duplicate_pong: "duplicate PONG", metric: Some("duplicate_pong"), anomaly: true, merge: Sum;
+        duplicate_pong: "duplicate PONG", metric: by(&ANOMALIES, "duplicate_pong"), anomaly: true, merge: Sum;
         /// A PONG whose correlator matches no PING of its pair.
-        unknown_correlator: "unknown correlator", metric: Some("unknown_correlator"), anomaly: true, merge: Sum;
+        unknown_correlator: "unknown correlator", metric: by(&ANOMALIES, "unknown_correlator"), anomaly: true, merge: Sum;
         /// A PONG from a peer the poller never pinged.
-        unsolicited_pong: "unsolicited PONG", metric: Some("unsolicited_pong"), anomaly: true, merge: Sum;
+        unsolicited_pong: "unsolicited PONG", metric: by(&ANOMALIES, "unsolicited_pong"), anomaly: true, merge: Sum;
         /// A PONG without correlator when its pair has no PING outstanding.
-        pong_without_ping: "PONG without PING", metric: Some("pong_without_ping"), anomaly: true, merge: Sum;
+        pong_without_ping: "PONG without PING", metric: by(&ANOMALIES, "pong_without_ping"), anomaly: true, merge: Sum;
         /// A PONG answering a PING that had already timed out.
-        late_pong: "late PONG", metric: Some("late_pong"), anomaly: true, merge: Sum;
+        late_pong: "late PONG", metric: by(&ANOMALIES, "late_pong"), anomaly: true, merge: Sum;
         /// A PONG whose status is not one of the four states.
         unknown_status: "unknown status", metric: None, anomaly: true, merge: Sum;
         /// A PING whose correlator is already outstanding or recently finished for its pair.
@@ -204,9 +206,9 @@ crate::counters! {
         /// A PONG stamped before the PING it answers (the capture clock stepped back): the
         /// PING counts as answered but is no transaction, so no RTT of 0 enters the
         /// statistics.
-        clock_steps: "clock steps (PONG before its PING)", metric: Some("clock_step"), anomaly: true, merge: Sum;
+        clock_steps: "clock steps (PONG before its PING)", metric: by(&ANOMALIES, "clock_step"), anomaly: true, merge: Sum;
         /// Outstanding PINGs dropped by the per-pair cap or with an evicted pair.
-        evicted_outstanding: "evicted outstanding PINGs", metric: Some("evicted_outstanding"), anomaly: true, merge: Sum;
+        evicted_outstanding: "evicted outstanding PINGs", metric: by(&ANOMALIES, "evicted_outstanding"), anomaly: true, merge: Sum;
         evicted_pairs: "evicted pairs", metric: None, anomaly: true, merge: Sum;
         /// PING/PONG with neither a peer ID nor a name for one of the two ends.
         unidentified: "unidentified peers", metric: None, anomaly: true, merge: Sum;

@@ -122,6 +122,8 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
+    /// Where [`Exposition::in_order`] puts it ([`Family::order`]).
+    order: u16,
     samples: Vec<Sample>,
 }
 
@@ -187,30 +189,69 @@ impl Exposition {
         kind: MetricType,
         help: &'static str,
     ) -> FamilyBuilder<'_> {
+        self.family_at(u16::MAX, name, kind, help)
+    }
+
+    /// Opens a family that [`in_order`](Self::in_order) puts at `order` among the
+    /// declared counter families ([`observer_core::counters::Family::order`]).
+    pub fn family_at(
+        &mut self,
+        order: u16,
+        name: &'static str,
+        kind: MetricType,
+        help: &'static str,
+    ) -> FamilyBuilder<'_> {
         debug_assert!((kind == MetricType::Counter) == name.ends_with("_total"));
         self.families.push(Family {
             name,
             help,
             kind,
+            order,
             samples: Vec::new(),
         });
         let last = self.families.len() - 1;
         FamilyBuilder(&mut self.families[last])
     }
 
-    /// A counter family with one sample per `(label value, count)`, as the counter
-    /// groups give them.
-    pub fn labelled_counters<'v>(
+    /// Adds each exported counter of a group (its [`iter`](observer_core::counters))
+    /// to the family its declaration names, opening the family if it is not yet here.
+    /// `of_group` is the label value of the counters declared `of_group` (the source's
+    /// name).
+    pub fn counters<C: 'static>(
         &mut self,
-        name: &'static str,
-        help: &'static str,
-        label: &'static str,
-        values: impl IntoIterator<Item = (&'v str, u64)>,
+        group: impl Iterator<Item = (&'static observer_core::counters::Counter<C>, u64)>,
+        of_group: &str,
     ) {
-        let mut f = self.family(name, MetricType::Counter, help);
-        for (v, n) in values {
-            f.counter(&[(label, v)], n);
+        use observer_core::counters::Sample as S;
+        for (c, n) in group {
+            let Some(m) = c.metric else { continue };
+            let value = match m.sample {
+                S::Labelled(v) => Some(v),
+                S::Alone => None,
+                S::OfGroup => Some(of_group),
+            };
+            let labels: Vec<(&'static str, &str)> = m.family.label.zip(value).into_iter().collect();
+            let open = self.families.iter().position(|f| f.name == m.family.name);
+            let i = match open {
+                Some(i) => i,
+                None => {
+                    self.family_at(
+                        m.family.order,
+                        m.family.name,
+                        MetricType::Counter,
+                        m.family.help,
+                    );
+                    self.families.len() - 1
+                }
+            };
+            FamilyBuilder(&mut self.families[i]).counter(&labels, n);
         }
+    }
+
+    /// The families by their order (those of equal order as they were opened).
+    pub fn in_order(mut self) -> Exposition {
+        self.families.sort_by_key(|f| f.order);
+        self
     }
 
     /// Adds the families of `other` after these.
@@ -286,24 +327,50 @@ struct PairMetrics {
     rtt_count: u64,
 }
 
+use observer_core::counters::{by, of_group, Family as CounterFamily};
+
+const SOURCE_EVENTS: CounterFamily = CounterFamily {
+    name: "observer_source_events_total",
+    help: "Events delivered by the capture source.",
+    label: Some("source"),
+    order: 160,
+};
+const SOURCE_BYTES: CounterFamily = CounterFamily {
+    name: "observer_source_bytes_total",
+    help: "Bytes delivered by the capture source.",
+    label: Some("source"),
+    order: 170,
+};
+const DROPS: CounterFamily = CounterFamily {
+    name: "observer_drops_total",
+    help: "Packets lost before analysis, by where.",
+    label: Some("where"),
+    order: 180,
+};
+const TAP_FLOW_MARKS: CounterFamily = CounterFamily {
+    name: "observer_tap_flow_marks_total",
+    help: "Flows let through the kernel tap by content, by outcome (failed: not seen beyond the configured ports).",
+    label: Some("outcome"),
+    order: 190,
+};
+
 observer_core::counters! {
     /// What the source itself counts (eBPF events and kernel drops, or libpcap's stats).
-    /// The JSON summary and the live report iterate it; its metric families (by source,
-    /// by where, by outcome) are written in `exposition`.
+    /// The JSON summary, the live report and the metrics iterate it.
     #[derive(Default, Clone, Debug)]
     pub struct SourceCounters {
-        events: "events", metric: None, anomaly: false, merge: Sum;
-        bytes: "bytes", metric: None, anomaly: false, merge: Sum;
-        kernel_drops: "kernel drops", metric: Some("kernel"), anomaly: true, merge: Sum;
-        userspace_drops: "user-space drops", metric: Some("userspace"), anomaly: true, merge: Sum;
+        events: "events", metric: of_group(&SOURCE_EVENTS), anomaly: false, merge: Sum;
+        bytes: "bytes", metric: of_group(&SOURCE_BYTES), anomaly: false, merge: Sum;
+        kernel_drops: "kernel drops", metric: by(&DROPS, "kernel"), anomaly: true, merge: Sum;
+        userspace_drops: "user-space drops", metric: by(&DROPS, "userspace"), anomaly: true, merge: Sum;
         /// eBPF: marks that let a flow through the in-kernel filter by its content (the
         /// kernel's at a welcome line, both directions at once; user space's, one per
         /// direction, when it recognises a flow).
-        flows_marked: "flows marked", metric: Some("marked"), anomaly: false, merge: Sum;
+        flows_marked: "flows marked", metric: by(&TAP_FLOW_MARKS, "marked"), anomaly: false, merge: Sum;
         /// eBPF: marks that failed (an update refused): that traffic beyond the
         /// configured ports may not be seen. Non-zero means the tap may be blinded; the
         /// summary warns on its own line.
-        flow_marks_failed: "flow marks failed", metric: Some("failed"), anomaly: false, merge: Sum;
+        flow_marks_failed: "flow marks failed", metric: by(&TAP_FLOW_MARKS, "failed"), anomaly: false, merge: Sum;
     }
     labels {
         /// Which source: its name in the metrics' `source` label and the JSON's `kind`.
@@ -322,13 +389,6 @@ fn label(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
         (None, Some(id)) => id.to_string(),
         (None, None) => "unknown".into(),
     }
-}
-
-/// The label values of a counter group's exported counters.
-fn group<'a, C: 'static>(
-    it: impl Iterator<Item = (&'static observer_core::counters::Counter<C>, u64)> + 'a,
-) -> impl Iterator<Item = (&'static str, u64)> + 'a {
-    it.filter_map(|(c, n)| c.metric.map(|k| (k, n)))
 }
 
 impl LiveMetrics {
@@ -386,7 +446,20 @@ impl LiveMetrics {
     ) -> Exposition {
         use MetricType::{Counter, Gauge, Histogram};
         let mut e = Exposition::default();
-        let mut f = e.family(
+        // The counter groups' families, each in the place its declaration gives; the
+        // packet counters before the flow counters, which share the dropped family.
+        e.counters(jxta.iter(), "");
+        e.counters(jxta.http.iter(), "");
+        e.counters(matcher.anomalies().iter(), "");
+        e.counters(packets.iter(), "");
+        e.counters(packets.reorder.iter(), "");
+        e.counters(flows.iter(), "");
+        e.counters(flows.reassembly.iter(), "");
+        e.counters(jim.iter(), "");
+        e.counters(source.iter(), source.source);
+        // The families written here take the places between (`order`).
+        let mut f = e.family_at(
+            10,
             "observer_transactions_total",
             Counter,
             "PING/PONG transactions finished, by pair and status.",
@@ -399,7 +472,8 @@ impl LiveMetrics {
                 );
             }
         }
-        let mut f = e.family(
+        let mut f = e.family_at(
+            20,
             "observer_rtt_seconds",
             Histogram,
             "Presence round-trip time of ok transactions, by pair.",
@@ -418,7 +492,8 @@ impl LiveMetrics {
                 buckets,
             );
         }
-        let mut f = e.family(
+        let mut f = e.family_at(
+            30,
             "observer_presence_state",
             Gauge,
             "1 for each peer's current presence state (from its latest PONG).",
@@ -431,109 +506,34 @@ impl LiveMetrics {
             }
         }
         let o = matcher.overhead();
-        e.family(
+        e.family_at(
+            40,
             "observer_correlator_bytes_total",
             Counter,
             "Bytes of <correlator> elements seen, by message kind.",
         )
         .counter(&[("kind", "ping")], o.ping.correlator_bytes)
         .counter(&[("kind", "pong")], o.pong.correlator_bytes);
-        e.family(
+        e.family_at(
+            50,
             "observer_jim_messages_total",
             Counter,
             "PING and PONG documents seen.",
         )
         .counter(&[("kind", "ping")], o.ping.count)
         .counter(&[("kind", "pong")], o.pong.count);
-        e.labelled_counters(
-            "observer_jxta_messages_total",
-            "JXTA messages decoded, by transport.",
-            "transport",
-            group(jxta.iter()),
-        );
-        e.labelled_counters(
-            "observer_jxta_http_total",
-            "JXTA's HTTP transport: requests, responses, bodies of type application/x-jxta-msg (and of those chunked), messages decoded from them (also counted under transport tcp).",
-            "kind",
-            group(jxta.http.iter()),
-        );
-        e.labelled_counters(
+        let mut f = e.family_at(
+            80,
             "observer_jxta_malformed_total",
+            Counter,
             "JXTA wire data that could not be decoded, by kind (http_* for the HTTP transport).",
-            "kind",
-            jxta.malformed.iter().map(|(k, n)| (k.label(), *n)),
         );
-        e.labelled_counters(
-            "observer_anomalies_total",
-            "PING/PONG anomalies (never transactions), by kind.",
-            "kind",
-            group(matcher.anomalies().iter()),
-        );
-        e.family(
-            "observer_packets_total",
-            Counter,
-            "Frames handed to the pipeline.",
-        )
-        .counter(&[], packets.frames);
-        e.labelled_counters(
-            "observer_reorder_frames_total",
-            "Frames put back in time order (reordered), later than the window (late, used as they came), or released before their window by the hold bound (forced).",
-            "kind",
-            group(packets.reorder.iter()),
-        );
-        e.labelled_counters(
-            "observer_packets_dropped_total",
-            "Packets the receiving host would drop, dropped here too, by reason.",
-            "reason",
-            group(packets.iter()).chain(group(flows.iter())),
-        );
-        e.family(
-            "observer_jim_oversized_documents_total",
-            Counter,
-            "JIM documents larger than --max-document, not decoded.",
-        )
-        .counter(&[], jim.oversized_documents);
-        e.family(
-            "observer_tcp_conflicting_overlap_total",
-            Counter,
-            "TCP segments overlapping earlier bytes with different contents (first copy kept).",
-        )
-        .counter(&[], flows.reassembly.conflicting_overlap);
-        e.family(
-            "observer_checksum_offloaded_directions_total",
-            Counter,
-            "TCP flow directions whose checksums are offloaded (filled in after capture), not verified.",
-        )
-        .counter(&[], flows.checksum_offloaded_directions);
-        e.family(
-            "observer_source_events_total",
-            Counter,
-            "Events delivered by the capture source.",
-        )
-        .counter(&[("source", source.source)], source.events);
-        e.family(
-            "observer_source_bytes_total",
-            Counter,
-            "Bytes delivered by the capture source.",
-        )
-        .counter(&[("source", source.source)], source.bytes);
-        e.family(
-            "observer_drops_total",
-            Counter,
-            "Packets lost before analysis, by where.",
-        )
-        .counter(&[("where", "kernel")], source.kernel_drops)
-        .counter(&[("where", "userspace")], source.userspace_drops);
-        e.family(
-            "observer_tap_flow_marks_total",
-            Counter,
-            "Flows let through the kernel tap by content, by outcome (failed: not seen beyond the configured ports).",
-        )
-        .counter(&[("outcome", "marked")], source.flows_marked)
-        .counter(&[("outcome", "failed")], source.flow_marks_failed);
-        e.family("observer_active_flows", Gauge, "TCP flows tracked.")
+        for (k, n) in &jxta.malformed {
+            f.counter(&[("kind", k.label())], *n);
+        }
+        e.family_at(250, "observer_active_flows", Gauge, "TCP flows tracked.")
             .gauge(&[], i64::try_from(active_flows).unwrap_or(i64::MAX));
-        e
+        e.in_order()
     }
 }
 
@@ -611,5 +611,96 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    fn fill<S>(s: &mut S, all: &[observer_core::counters::Counter<S>], n: &mut u64) {
+        for c in all {
+            *n += 1;
+            *(c.get_mut)(s) = *n;
+        }
+    }
+
+    /// The sample line each exported counter of a group must have, with its family's
+    /// order.
+    fn expected<C: 'static>(
+        group: impl Iterator<Item = (&'static observer_core::counters::Counter<C>, u64)>,
+        of_group: &str,
+        out: &mut Vec<(u16, &'static str, String)>,
+    ) {
+        use observer_core::counters::Sample;
+        for (c, n) in group {
+            let Some(m) = c.metric else { continue };
+            let name = m.family.name;
+            let line = match (m.family.label, m.sample) {
+                (Some(l), Sample::Labelled(v)) => format!("{name}{{{l}=\"{v}\"}} {n}"),
+                (Some(l), Sample::OfGroup) => format!("{name}{{{l}=\"{of_group}\"}} {n}"),
+                _ => format!("{name} {n}"),
+            };
+            out.push((m.family.order, name, line));
+        }
+    }
+
+    #[test]
+    fn every_declared_counter_is_exported_in_its_familys_place() {
+        // Distinct values, so that a counter exported under another's name shows.
+        let mut n = 100;
+        let mut packets = PacketStats::default();
+        fill(&mut packets, PacketStats::ALL, &mut n);
+        fill(
+            &mut packets.reorder,
+            observer_core::capture::ReorderStats::ALL,
+            &mut n,
+        );
+        let mut flows = FlowStats::default();
+        fill(&mut flows, FlowStats::ALL, &mut n);
+        fill(
+            &mut flows.reassembly,
+            observer_core::conntrack::ReassemblyStats::ALL,
+            &mut n,
+        );
+        let mut jxta = JxtaStats::default();
+        fill(&mut jxta, JxtaStats::ALL, &mut n);
+        fill(&mut jxta.http, observer_core::jxta::HttpStats::ALL, &mut n);
+        let mut jim = JimStats::default();
+        fill(&mut jim, JimStats::ALL, &mut n);
+        let mut source = SourceCounters {
+            source: "ebpf",
+            ..SourceCounters::default()
+        };
+        fill(&mut source, SourceCounters::ALL, &mut n);
+        let matcher = Matcher::new(MatcherConfig::default());
+        let text =
+            LiveMetrics::default().render(&matcher, &packets, &flows, &jxta, &jim, 7, &source);
+        let mut want = Vec::new();
+        expected(packets.iter(), "", &mut want);
+        expected(packets.reorder.iter(), "", &mut want);
+        expected(flows.iter(), "", &mut want);
+        expected(flows.reassembly.iter(), "", &mut want);
+        expected(jxta.iter(), "", &mut want);
+        expected(jxta.http.iter(), "", &mut want);
+        expected(jim.iter(), "", &mut want);
+        expected(matcher.anomalies().iter(), "", &mut want);
+        expected(source.iter(), source.source, &mut want);
+        assert!(want.len() > 30, "{want:?}");
+        for (_, _, line) in &want {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        // The families come out in their declared order, the written ones between.
+        let mut places: Vec<(u16, usize)> = want
+            .iter()
+            .map(|(order, name, _)| {
+                let pos = text.find(&format!("# HELP {name} "));
+                assert!(pos.is_some(), "{name}: no family in\n{text}");
+                (*order, pos.unwrap_or(0))
+            })
+            .collect();
+        places.sort();
+        assert!(places.windows(2).all(|w| w[0].1 <= w[1].1), "{places:?}");
+        let first_declared = places.first().map(|p| p.1);
+        assert!(text.find("# HELP observer_jim_messages_total ") < first_declared);
+        assert!(text.find("# HELP observer_active_flows ") > places.last().map(|p| p.1));
     }
 }
