@@ -293,10 +293,8 @@ fn write_report(
                 .iter()
                 .filter(|(c, _)| c.anomaly)
                 .map(|(c, n)| (c.label, n))
-                .chain([
-                    ("TCP gaps", r.flows.reassembly.gaps),
-                    ("transactions left out of the figures", left_out),
-                ])
+                .chain(figures::decoding_anomalies(r))
+                .chain([("transactions left out of the figures", left_out)])
                 .filter(|(_, n)| *n > 0)
                 .map(|(k, n)| (k.to_string(), n))
                 .collect(),

@@ -419,4 +419,34 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn figures_list_the_decoding_anomalies_declared_for_them() {
+        let mut r = zero();
+        r.flows.reassembly.gaps = 3;
+        r.packets.malformed = 2;
+        r.jxta.resyncs = 1;
+        r.jxta.truncated_messages = 4;
+        // Anomalies too, but not declared for the figures' list.
+        r.flows.reassembly.implausible_segments = 9;
+        r.packets.unknown_link_type = 8;
+        let analysis = Analysis {
+            result: r,
+            inputs: Vec::new(),
+        };
+        let data = crate::report::figures::ReportData::from_analysis(analysis, 1, "test");
+        let label = |all: &[(&'static str, u64)]| -> Vec<(String, u64)> {
+            all.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            data.meta.anomalies,
+            label(&[
+                ("TCP gaps (bytes the capture missed)", 3),
+                ("malformed frames", 2),
+                ("JXTA resynchronisations", 1),
+                ("JXTA messages truncated", 4),
+            ])
+        );
+        assert!(crate::report::figures::decoding_anomalies(&zero()).is_empty());
+    }
 }

@@ -239,6 +239,26 @@ fn anomaly_list(a: &crate::transaction::Anomalies) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The decoding anomalies the page lists (the counters declared `figures: true`), those
+/// seen only. The groups go in the order the page has always listed them.
+pub fn decoding_anomalies(r: &observer_core::engine::PipelineResult) -> Vec<(&'static str, u64)> {
+    fn of<S: 'static>(
+        group: impl Iterator<Item = (&'static observer_core::counters::Counter<S>, u64)>,
+    ) -> impl Iterator<Item = (&'static str, u64)> {
+        group
+            .filter(|(c, n)| c.figures && *n > 0)
+            .map(|(c, n)| (c.label, n))
+    }
+    of(r.flows.reassembly.iter())
+        .chain(of(r.flows.iter()))
+        .chain(of(r.packets.iter()))
+        .chain(of(r.packets.reorder.iter()))
+        .chain(of(r.jxta.iter()))
+        .chain(of(r.jxta.http.iter()))
+        .chain(of(r.jim.iter()))
+        .collect()
+}
+
 impl ReportData {
     /// From the analysis of captures; its transactions move into the report (a copy of
     /// 150,000 of them was 60 MB).
@@ -248,17 +268,12 @@ impl ReportData {
         let r = &analysis.result;
         let summary = Summary::build(&transactions, &r.matcher, r.duration_ns());
         let mut anomalies = anomaly_list(&summary.anomalies);
+        anomalies.extend(
+            decoding_anomalies(r)
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n)),
+        );
         let j = &r.jxta;
-        for (k, n) in [
-            ("TCP gaps", r.flows.reassembly.gaps),
-            ("malformed frames", r.packets.malformed),
-            ("JXTA resynchronisations", j.resyncs),
-            ("JXTA messages truncated", j.truncated_messages),
-        ] {
-            if n > 0 {
-                anomalies.push((k.to_owned(), n));
-            }
-        }
         let meta = Meta {
             inputs: analysis
                 .inputs
