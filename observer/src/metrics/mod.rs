@@ -230,6 +230,8 @@ impl Exposition {
                 S::Alone => None,
                 S::OfGroup => Some(of_group),
             };
+            // A labelled sample of an unlabelled family would be a second unlabelled one.
+            debug_assert_eq!(m.family.label.is_some(), value.is_some(), "{}", c.key);
             let labels: Vec<(&'static str, &str)> = m.family.label.zip(value).into_iter().collect();
             let open = self.families.iter().position(|f| f.name == m.family.name);
             let i = match open {
