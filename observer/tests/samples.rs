@@ -584,6 +584,31 @@ fn two_interfaces_a_few_ms_out_of_order_give_the_in_order_transactions() {
     assert_eq!(a.result.packets.reorder, r.packets.reorder);
 }
 
+/// Frames held for reordering are read again from the mapped file after the reader has
+/// handed their pages back (they fault back in from the page cache): a window spanning
+/// many MiB of a two-interface capture gives the in-order transactions.
+#[test]
+fn frames_held_across_pages_handed_back_give_the_in_order_transactions() {
+    let (_, in_order) = synth::long_four_peers(3000).expect("capture");
+    // Several of the reader's 2 MiB release steps lie inside the window.
+    assert!(in_order.len() > 8 << 20, "{} bytes", in_order.len());
+    let expected = analyze_bytes(&in_order, "in-order.pcap").transactions;
+    assert!(expected.len() > 1000, "{}", expected.len());
+    let merged = split_over_two_interfaces(in_order, 5_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("two-interfaces.pcapng");
+    std::fs::write(&path, &merged).expect("write");
+    let mut cfg = PipelineConfig::default();
+    cfg.reorder.window_ns = 3_000 * 1_000_000_000;
+    let r = runtime::analyze(&[path], cfg, false);
+    assert!(!r.damaged(), "{:?}", r.inputs);
+    let reorder = &r.result.packets.reorder;
+    assert!(reorder.reordered_frames > 0, "{reorder:?}");
+    assert_eq!((reorder.late_frames, reorder.forced_releases), (0, 0));
+    assert!(reorder.max_held > 10_000, "{reorder:?}");
+    assert_eq!(r.result.transactions, expected);
+}
+
 /// The same two-interface capture through the live loop (frames pushed in file order,
 /// as `live -i a -i b` delivers them): the same transactions as the in-order file.
 #[test]

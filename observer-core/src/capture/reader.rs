@@ -62,10 +62,14 @@ enum Input {
         map: Backing,
         start: usize,
         end: usize,
-        /// Below this, pages have been handed back (see `Input::clear`).
+        /// Below this, pages the reader has passed have been handed back (see
+        /// `Input::clear`).
         released: usize,
-        /// Pages from here on are kept: frames held by offset (reordering) are there.
+        /// Frames held by offset (reordering) lie from here on.
         keep_from: usize,
+        /// Below this, pages faulted in again to hand held frames on have been handed
+        /// back a second time.
+        released_kept: usize,
     },
 }
 
@@ -108,28 +112,40 @@ impl Input {
                 end,
                 released,
                 keep_from,
+                released_kept,
             } => {
                 *start = *end;
                 // Pages already read would otherwise stay mapped and count in the
                 // resident set until the whole file is: peak RSS would grow with the
                 // file. Dropping them costs nothing (they stay in the page cache).
-                // Pages of frames still held are kept: read again, they would stay.
-                let limit = (*start).min(*keep_from);
-                if limit.saturating_sub(*released) >= RELEASE_STEP {
-                    let upto = limit & !(RELEASE_STEP - 1);
-                    // SAFETY: no borrow of the map outlives a `clear` (frames borrow
-                    // the reader), and nothing below `keep_from` and `start` is read
-                    // again; the map is read-only, so dropping pages loses nothing.
-                    if let Backing::File(map) = map {
+                // Frames held for reordering are read again when handed on: their
+                // pages fault back in from the page cache (a minor fault per 64 KiB of
+                // fault-around), so a window of held frames costs their offsets, not
+                // the tens of MB of pages a busy 2 s spans. Once handed on (below
+                // `keep_from`), those pages are dropped a second time.
+                if let Backing::File(map) = map {
+                    let read = *start;
+                    let kept = (*start).min(*keep_from);
+                    for (from, limit) in [(released, read), (released_kept, kept)] {
+                        if limit.saturating_sub(*from) < RELEASE_STEP {
+                            continue;
+                        }
+                        let upto = limit & !(RELEASE_STEP - 1);
+                        // SAFETY: no borrow of the map outlives a `clear` (frames
+                        // borrow the reader). The map is a read-only mapping of a
+                        // file, so a dropped page read again (a held frame handed on)
+                        // faults back in with the same bytes: nothing is lost, only
+                        // residency. (A file truncated under the map is the SIGBUS
+                        // limitation docs/robustness.md states, with or without this.)
                         let _ = unsafe {
                             map.unchecked_advise_range(
                                 memmap2::UncheckedAdvice::DontNeed,
-                                *released,
-                                upto - *released,
+                                *from,
+                                upto - *from,
                             )
                         };
+                        *from = upto;
                     }
-                    *released = upto;
                 }
             }
         }
@@ -236,6 +252,7 @@ impl CaptureReader {
                         end: 0,
                         released: 0,
                         keep_from: usize::MAX,
+                        released_kept: 0,
                     },
                 );
                 reader.read_file_header()?;
@@ -265,6 +282,7 @@ impl CaptureReader {
                 end: 0,
                 released: 0,
                 keep_from: usize::MAX,
+                released_kept: 0,
             },
         );
         reader.read_file_header()?;
