@@ -50,13 +50,56 @@ struct Candidate {
 /// repeats, which add nothing to the explanation.
 const MAX_LEGS: usize = 4;
 
-fn leg_of(s: &Sighting) -> Leg {
+/// A leg with the matcher's copies of its hop IDs: the pair's route history outlives
+/// the connection that parsed them (150,000 one-poll pairs kept 300,000 ~48-byte copies).
+fn leg_of(peers: &mut Peers, s: &Sighting) -> Leg {
     Leg {
         start: s.start,
         stop: s.stop,
-        hop_src: s.hop_src.clone(),
-        hop_dst: s.hop_dst.clone(),
+        hop_src: peers.intern(s.hop_src.clone()),
+        hop_dst: peers.intern(s.hop_dst.clone()),
         wire: s.wire.clone(),
+    }
+}
+
+/// One copy of each peer ID for every table (pair keys, pending PINGs, route histories,
+/// presence, the transactions and the summary built from them), with the name the
+/// peer last gave: an ID is ~100 bytes and each message parses its own. One table for
+/// both: two were 24 + 48 bytes in each of their buckets, this is 40. Bounded
+/// (`cap`): past it IDs are kept as they came and names are not learnt.
+#[derive(Debug, Default)]
+struct Peers {
+    ids: crate::FastMap<PeerId, Option<Box<str>>>,
+    named: usize,
+    cap: usize,
+}
+
+impl Peers {
+    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+        let id = id?;
+        if let Some((known, _)) = self.ids.get_key_value(&id) {
+            return Some(known.clone());
+        }
+        if self.ids.len() < self.cap {
+            self.ids.insert(id.clone(), None);
+        }
+        Some(id)
+    }
+
+    fn learn_name(&mut self, id: &PeerId, name: &str) {
+        if let Some(known) = self.ids.get_mut(id) {
+            if known.as_deref() != Some(name) {
+                self.named += usize::from(known.is_none());
+                *known = Some(name.into());
+            }
+        } else if self.ids.len() < self.cap {
+            self.ids.insert(id.clone(), Some(name.into()));
+            self.named += 1;
+        }
+    }
+
+    fn name(&self, id: &PeerId) -> Option<&str> {
+        self.ids.get(id)?.as_deref()
     }
 }
 
@@ -85,10 +128,10 @@ struct PairState {
     outstanding: Outstanding,
     /// PINGs of this pair that timed out and whose PONG may still arrive late (order
     /// mode has no correlator to recognise it by).
-    timed_out_unanswered: u64,
+    timed_out_unanswered: u32,
     /// Transactions finalised from a transit candidate whose delivery leg (without
     /// correlator) may still be seen.
-    transit_finalised: u64,
+    transit_finalised: u32,
     last_active: UnixNanos,
     /// Route and far-side baseline, for the next transaction's explanation.
     history: History,
@@ -195,11 +238,7 @@ pub struct Matcher {
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
     live: usize,
     next_seq: u64,
-    names: crate::FastMap<PeerId, String>,
-    /// One copy of each peer ID for every table (pair keys, pending PINGs, names,
-    /// presence, the transactions and the summary built from them): an ID is ~100
-    /// bytes and each message parses its own.
-    ids: std::collections::HashSet<PeerId, foldhash::fast::RandomState>,
+    peers: Peers,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
     /// so every hit is checked against `pairs`.
@@ -217,6 +256,7 @@ impl Matcher {
             max_pairs: cfg.max_pairs.max(1),
             ..cfg
         };
+        let peers_cap = cfg.max_pairs.saturating_mul(2);
         Matcher {
             cfg,
             pairs: crate::FastMap::default(),
@@ -225,8 +265,10 @@ impl Matcher {
             deadlines: BinaryHeap::new(),
             live: 0,
             next_seq: 0,
-            names: crate::FastMap::default(),
-            ids: Default::default(),
+            peers: Peers {
+                cap: peers_cap,
+                ..Peers::default()
+            },
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             anomalies: Anomalies::default(),
@@ -259,7 +301,7 @@ impl Matcher {
             .values()
             .filter(|st| st.outstanding.capacity() > 0)
             .count();
-        (buffered, self.ids.len())
+        (buffered, self.peers.ids.len())
     }
 
     #[cfg(test)]
@@ -274,7 +316,7 @@ impl Matcher {
             outstanding: self.live,
             finished: self.finished.len(),
             deadlines: self.deadlines.len(),
-            names: self.names.len(),
+            names: self.peers.named,
         }
     }
 
@@ -285,7 +327,7 @@ impl Matcher {
 
     /// The name a peer last gave in a document, if any.
     pub fn name_of(&self, id: &PeerId) -> Option<&str> {
-        self.names.get(id).map(String::as_str)
+        self.peers.name(id)
     }
 
     /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
@@ -365,14 +407,17 @@ impl Matcher {
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
-        // many pairs, are freed before the summary is built from what remains (names,
-        // presence, overhead, anomalies).
+        // many pairs, are freed before the summary is built from what remains
+        // (presence, overhead, anomalies).
         self.pairs = Default::default();
         self.finished = Default::default();
         self.finished_order = VecDeque::new();
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
-        self.ids = Default::default();
+        self.peers = Peers {
+            cap: self.peers.cap,
+            ..Peers::default()
+        };
     }
 
     /// A PING reached its deadline: ok from a transit candidate, else timeout.
@@ -386,10 +431,10 @@ impl Matcher {
         if let Some(c) = p.candidate.take() {
             let (corr, start) = (p.correlator.clone(), p.start);
             out.extend(self.answered(&pair, p, c, None));
+            let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
-                    state.transit_finalised =
-                        (state.transit_finalised + 1).min(self.cfg.max_outstanding_per_pair as u64);
+                    state.transit_finalised = (state.transit_finalised + 1).min(max);
                 }
             }
             if let Some(c) = corr {
@@ -399,9 +444,9 @@ impl Matcher {
         }
         let (corr, start) = (p.correlator.clone(), p.start);
         out.push(self.record(p, Some(deadline), TxStatus::Timeout));
+        let max = self.max_per_pair_u32();
         if let Some(state) = self.pairs.get_mut(&pair) {
-            state.timed_out_unanswered =
-                (state.timed_out_unanswered + 1).min(self.cfg.max_outstanding_per_pair as u64);
+            state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);
         }
         if let Some(c) = corr {
             self.remember(pair, c, Finished::TimedOut, start);
@@ -427,30 +472,20 @@ impl Matcher {
         }
     }
 
-    /// The matcher's copy of `id` (bounded like the names: past the cap, IDs are kept
-    /// as they came).
+    /// The matcher's copy of `id` (see [`Peers`]).
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
-        let id = id?;
-        if let Some(known) = self.ids.get(&id) {
-            return Some(known.clone());
-        }
-        if self.ids.len() < self.cfg.max_pairs.saturating_mul(2) {
-            self.ids.insert(id.clone());
-        }
-        Some(id)
+        self.peers.intern(id)
     }
 
     fn learn_name(&mut self, id: Option<&PeerId>, name: Option<&str>) {
-        let (Some(id), Some(name)) = (id, name) else {
-            return;
-        };
-        if let Some(known) = self.names.get_mut(id) {
-            if known != name {
-                name.clone_into(known);
-            }
-        } else if self.names.len() < self.cfg.max_pairs.saturating_mul(2) {
-            self.names.insert(id.clone(), name.to_owned());
+        if let (Some(id), Some(name)) = (id, name) {
+            self.peers.learn_name(id, name);
         }
+    }
+
+    /// The per-pair counters are bounded by the outstanding PINGs a pair may hold.
+    fn max_per_pair_u32(&self) -> u32 {
+        u32::try_from(self.cfg.max_outstanding_per_pair).unwrap_or(u32::MAX)
     }
 
     fn on_ping(&mut self, doc: &Document, s: &Sighting) {
@@ -485,7 +520,7 @@ impl Matcher {
                 if let Some(p) = found {
                     p.relay_seen = true;
                     if p.legs.len() < MAX_LEGS {
-                        p.legs.push(leg_of(s));
+                        p.legs.push(leg_of(&mut self.peers, s));
                     }
                     self.anomalies.relayed_sightings += 1;
                     return;
@@ -552,7 +587,7 @@ impl Matcher {
             ping_correlator_bytes: u64::from(doc.correlator_bytes),
             relay_seen: false,
             candidate: None,
-            legs: vec![leg_of(s)],
+            legs: vec![leg_of(&mut self.peers, s)],
         });
         self.live += 1;
         self.deadlines.push(Reverse((
@@ -786,7 +821,7 @@ impl Matcher {
                 return;
             };
             if c.legs.len() < MAX_LEGS {
-                c.legs.push(leg_of(pong.s));
+                c.legs.push(leg_of(&mut self.peers, pong.s));
             }
             let (corr, start) = (p.correlator.clone(), p.start);
             out.extend(self.answered(&pair, p, c, Some(pong.s.stop)));
@@ -798,7 +833,7 @@ impl Matcher {
         let receiver_name = pong.doc.name.clone().or_else(|| {
             pong.receiver_id
                 .as_ref()
-                .and_then(|id| self.names.get(id).cloned())
+                .and_then(|id| self.peers.name(id).map(str::to_owned))
         });
         let candidate = Candidate {
             stop: pong.s.stop,
@@ -808,7 +843,7 @@ impl Matcher {
             pong_bytes: pong.s.framed_bytes,
             pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
             method,
-            legs: vec![leg_of(pong.s)],
+            legs: vec![leg_of(&mut self.peers, pong.s)],
         };
         self.count_pong(pong);
         let Some(state) = self.pairs.get_mut(&pair) else {
@@ -885,7 +920,10 @@ impl Matcher {
 
     /// A record without PONG (timeout/open), names filled from what is known.
     fn record(&self, p: Pending, stop: Option<UnixNanos>, status: TxStatus) -> Transaction {
-        let known = |id: &Option<PeerId>| id.as_ref().and_then(|id| self.names.get(id).cloned());
+        let known = |id: &Option<PeerId>| {
+            id.as_ref()
+                .and_then(|id| self.peers.name(id).map(str::to_owned))
+        };
         let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
         let receiver_name = known(&p.receiver_id);
         Transaction {
