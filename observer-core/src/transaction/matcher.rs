@@ -137,6 +137,109 @@ struct PairState {
     history: History,
 }
 
+/// The pairs: their keys and states in a dense vector, found through a hash table of
+/// their indices (4 bytes in each bucket). As a map, the 64-byte key and the state in
+/// each of its buckets (~1.75 per pair) were 30 MB at 150,000 pairs.
+#[derive(Debug, Default)]
+struct PairTable {
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<(PairKey, PairState)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl PairTable {
+    fn find(&self, k: &PairKey) -> Option<usize> {
+        use std::hash::BuildHasher as _;
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(k), |&i| {
+                slots.get(i as usize).is_some_and(|(key, _)| key == k)
+            })
+            .map(|&i| i as usize)
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn contains_key(&self, k: &PairKey) -> bool {
+        self.find(k).is_some()
+    }
+
+    fn get(&self, k: &PairKey) -> Option<&PairState> {
+        let i = self.find(k)?;
+        self.slots.get(i).map(|(_, st)| st)
+    }
+
+    fn get_mut(&mut self, k: &PairKey) -> Option<&mut PairState> {
+        let i = self.find(k)?;
+        self.slots.get_mut(i).map(|(_, st)| st)
+    }
+
+    /// The pair's state, a new one if it had none. The caller keeps the table under
+    /// `u32::MAX` pairs (`MatcherConfig::max_pairs` is clamped to it).
+    fn get_or_default(&mut self, k: &PairKey) -> &mut PairState {
+        use std::hash::BuildHasher as _;
+        let i = match self.find(k) {
+            Some(i) => i,
+            None => {
+                let i = self.slots.len();
+                let Self {
+                    index,
+                    slots,
+                    hasher,
+                } = self;
+                index.insert_unique(
+                    hasher.hash_one(k),
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    |&j| {
+                        slots
+                            .get(j as usize)
+                            .map_or(0, |(key, _)| hasher.hash_one(key))
+                    },
+                );
+                slots.push((k.clone(), PairState::default()));
+                i
+            }
+        };
+        &mut self.slots[i].1
+    }
+
+    /// Removes the pair; the last one takes its place in the vector.
+    fn remove(&mut self, k: &PairKey) -> Option<PairState> {
+        use std::hash::BuildHasher as _;
+        let i = self.find(k)?;
+        let hash = self.hasher.hash_one(k);
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
+            entry.remove();
+        }
+        let (_, st) = self.slots.swap_remove(i);
+        if let Some((moved, _)) = self.slots.get(i) {
+            let from = self.slots.len();
+            if let Some(j) = self
+                .index
+                .find_mut(self.hasher.hash_one(moved), |&j| j as usize == from)
+            {
+                *j = u32::try_from(i).unwrap_or(u32::MAX);
+            }
+        }
+        Some(st)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&PairKey, &PairState)> {
+        self.slots.iter().map(|(k, st)| (k, st))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&PairKey, &mut PairState)> {
+        self.slots.iter_mut().map(|(k, st)| (&*k, st))
+    }
+
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &PairState> {
+        self.slots.iter().map(|(_, st)| st)
+    }
+}
+
 /// Frees the buffer of a pair whose last outstanding PING just left.
 fn settle(state: &mut PairState) {
     if state.outstanding.is_empty() {
@@ -227,7 +330,7 @@ pub struct MatcherSizes {
 #[derive(Debug)]
 pub struct Matcher {
     cfg: MatcherConfig,
-    pairs: crate::FastMap<PairKey, PairState>,
+    pairs: PairTable,
     /// Keys shared with `finished_order` (a key is two peer IDs and a correlator;
     /// 65,536 of them twice over were 24 MB).
     /// Each with the start of the PING that used the correlator last.
@@ -253,13 +356,14 @@ impl Matcher {
     pub fn new(cfg: MatcherConfig) -> Self {
         let cfg = MatcherConfig {
             max_outstanding_per_pair: cfg.max_outstanding_per_pair.max(1),
-            max_pairs: cfg.max_pairs.max(1),
+            // The pair table indexes its vector with `u32`.
+            max_pairs: cfg.max_pairs.clamp(1, u32::MAX as usize),
             ..cfg
         };
         let peers_cap = cfg.max_pairs.saturating_mul(2);
         Matcher {
             cfg,
-            pairs: crate::FastMap::default(),
+            pairs: PairTable::default(),
             finished: crate::FastMap::default(),
             finished_order: VecDeque::new(),
             deadlines: BinaryHeap::new(),
@@ -561,7 +665,7 @@ impl Matcher {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = self.pairs.entry(pair.clone()).or_default();
+        let state = self.pairs.get_or_default(&pair);
         state.last_active = state.last_active.max(s.stop);
         if state.outstanding.len() >= self.cfg.max_outstanding_per_pair {
             state.outstanding.pop_front();
@@ -575,7 +679,7 @@ impl Matcher {
                 .push(pair.clone());
             self.open_correlator_entries += 1;
         }
-        let state = self.pairs.entry(pair.clone()).or_default();
+        let state = self.pairs.get_or_default(&pair);
         state.outstanding.push_back(Pending {
             seq,
             start: s.start,
@@ -608,7 +712,7 @@ impl Matcher {
     fn rebuild_open_correlators(&mut self) {
         self.open_correlators.clear();
         self.open_correlator_entries = 0;
-        for (pair, st) in &self.pairs {
+        for (pair, st) in self.pairs.iter() {
             for c in st.outstanding.iter().filter_map(|p| p.correlator.as_ref()) {
                 self.open_correlators
                     .entry(c.clone())
@@ -889,10 +993,19 @@ impl Matcher {
         }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
-        let explained = self
-            .pairs
-            .get_mut(pair)
-            .map(|st| cause::explain(&p.legs, &c.legs, receiver_id.as_ref(), &mut st.history));
+        let explained = self.pairs.get_mut(pair).map(|st| {
+            let key_receiver = match &pair.1 {
+                PeerKey::Id(id) => Some(id),
+                _ => None,
+            };
+            cause::explain(
+                &p.legs,
+                &c.legs,
+                receiver_id.as_ref(),
+                key_receiver,
+                &mut st.history,
+            )
+        });
         let mut t = self.record(p, Some(stop), TxStatus::Ok);
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
@@ -942,5 +1055,44 @@ impl Matcher {
             correlator_overhead_bytes: p.ping_correlator_bytes,
             cause: cause::Cause::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod pair_table_tests {
+    use super::*;
+
+    fn key(n: u32) -> PairKey {
+        (
+            PeerKey::Name(std::sync::Arc::from(format!("p{n}").as_str())),
+            PeerKey::Unknown,
+        )
+    }
+
+    /// Removal moves the last pair into the hole: every pair left must still be found
+    /// with its own state, and the removed ones not at all.
+    #[test]
+    fn removal_keeps_every_other_pair_findable() {
+        let mut t = PairTable::default();
+        for n in 0..1000 {
+            t.get_or_default(&key(n)).last_active = u64::from(n);
+        }
+        let removed: Vec<u32> = (0..1000).filter(|n| n % 3 == 0 || *n > 990).collect();
+        for &n in removed.iter().rev().chain([5000].iter()) {
+            let st = t.remove(&key(n));
+            assert_eq!(
+                st.map(|s| s.last_active),
+                (n < 1000).then_some(u64::from(n))
+            );
+        }
+        assert_eq!(t.len(), 1000 - removed.len());
+        for n in 0..1000 {
+            let found = t.get(&key(n)).map(|s| s.last_active);
+            let expected = (!removed.contains(&n)).then_some(u64::from(n));
+            assert_eq!(found, expected, "pair {n}");
+        }
+        // A pair inserted again starts afresh.
+        assert_eq!(t.get_or_default(&key(3)).last_active, 0);
+        assert_eq!(t.len(), 1001 - removed.len());
     }
 }
