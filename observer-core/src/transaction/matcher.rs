@@ -24,7 +24,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use super::cause::{self, History, Leg};
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    Transport, TxStatus, REPEAT_WINDOW_NS,
+    Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -140,15 +140,33 @@ struct PairState {
 /// The pairs: their keys and states in a dense vector, found through a hash table of
 /// their indices (4 bytes in each bucket). As a map, the 64-byte key and the state in
 /// each of its buckets (~1.75 per pair) were 30 MB at 150,000 pairs.
+///
+/// Pairs idle past `fold_after` at the time of the message being matched (`now`) are
+/// not found (see [`IDLE_PAIR_NS`]); [`PairTable::sweep`] frees them.
 #[derive(Debug, Default)]
 struct PairTable {
     index: hashbrown::HashTable<u32>,
     slots: Vec<(PairKey, PairState)>,
     hasher: foldhash::fast::RandomState,
+    now: UnixNanos,
+    fold_after: u64,
 }
 
 impl PairTable {
-    fn find(&self, k: &PairKey) -> Option<usize> {
+    fn new(fold_after: u64) -> Self {
+        PairTable {
+            fold_after,
+            ..PairTable::default()
+        }
+    }
+
+    /// Folded at `now`: nothing outstanding and no message for `fold_after`.
+    fn folded(&self, st: &PairState, now: UnixNanos) -> bool {
+        st.outstanding.is_empty() && now.saturating_sub(st.last_active) > self.fold_after
+    }
+
+    /// The pair's slot, folded or not.
+    fn find_slot(&self, k: &PairKey) -> Option<usize> {
         use std::hash::BuildHasher as _;
         let slots = &self.slots;
         self.index
@@ -156,6 +174,37 @@ impl PairTable {
                 slots.get(i as usize).is_some_and(|(key, _)| key == k)
             })
             .map(|&i| i as usize)
+    }
+
+    fn find(&self, k: &PairKey) -> Option<usize> {
+        let i = self.find_slot(k)?;
+        let (_, st) = self.slots.get(i)?;
+        (!self.folded(st, self.now)).then_some(i)
+    }
+
+    /// Frees the pairs folded at `at`; how many.
+    fn sweep(&mut self, at: UnixNanos) -> usize {
+        let gone: Vec<PairKey> = self
+            .slots
+            .iter()
+            .filter(|(_, st)| self.folded(st, at))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.remove(k);
+        }
+        if self.slots.capacity() > 2 * self.slots.len() + 1024 {
+            self.slots.shrink_to_fit();
+            let hasher = &self.hasher;
+            let slots = &self.slots;
+            self.index.shrink_to_fit(|&j| {
+                slots.get(j as usize).map_or(0, |(key, _)| {
+                    use std::hash::BuildHasher as _;
+                    hasher.hash_one(key)
+                })
+            });
+        }
+        gone.len()
     }
 
     fn len(&self) -> usize {
@@ -180,14 +229,26 @@ impl PairTable {
     /// `u32::MAX` pairs (`MatcherConfig::max_pairs` is clamped to it).
     fn get_or_default(&mut self, k: &PairKey) -> &mut PairState {
         use std::hash::BuildHasher as _;
-        let i = match self.find(k) {
-            Some(i) => i,
+        let i = match self.find_slot(k) {
+            Some(i) => {
+                // A folded pair seen again starts afresh, as one never seen would.
+                let now = self.now;
+                if self
+                    .slots
+                    .get(i)
+                    .is_some_and(|(_, st)| self.folded(st, now))
+                {
+                    self.slots[i].1 = PairState::default();
+                }
+                i
+            }
             None => {
                 let i = self.slots.len();
                 let Self {
                     index,
                     slots,
                     hasher,
+                    ..
                 } = self;
                 index.insert_unique(
                     hasher.hash_one(k),
@@ -208,7 +269,7 @@ impl PairTable {
     /// Removes the pair; the last one takes its place in the vector.
     fn remove(&mut self, k: &PairKey) -> Option<PairState> {
         use std::hash::BuildHasher as _;
-        let i = self.find(k)?;
+        let i = self.find_slot(k)?;
         let hash = self.hasher.hash_one(k);
         if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
             entry.remove();
@@ -341,6 +402,8 @@ pub struct Matcher {
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
     live: usize,
     next_seq: u64,
+    /// Folded pairs were last freed here (see [`PairTable::sweep`]).
+    next_sweep: UnixNanos,
     peers: Peers,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
@@ -361,14 +424,16 @@ impl Matcher {
             ..cfg
         };
         let peers_cap = cfg.max_pairs.saturating_mul(2);
+        let fold_after = cfg.timeout_ns.saturating_add(IDLE_PAIR_NS);
         Matcher {
             cfg,
-            pairs: PairTable::default(),
+            pairs: PairTable::new(fold_after),
             finished: crate::FastMap::default(),
             finished_order: VecDeque::new(),
             deadlines: BinaryHeap::new(),
             live: 0,
             next_seq: 0,
+            next_sweep: 0,
             peers: Peers {
                 cap: peers_cap,
                 ..Peers::default()
@@ -437,7 +502,15 @@ impl Matcher {
     /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
     /// byte), so a PONG after its PING's deadline is late whatever the caller did.
     pub fn observe(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+        self.pairs.now = s.stop;
         self.advance(s.stop, out);
+        // Folded pairs are freed with a margin of the timeout (and as often): a message
+        // a little out of time order still finds a pair that was not folded at its time.
+        let margin = self.cfg.timeout_ns;
+        if s.stop >= self.next_sweep.saturating_add(margin) {
+            self.pairs.sweep(s.stop.saturating_sub(margin));
+            self.next_sweep = s.stop;
+        }
         match doc.kind {
             Kind::Ping => self.on_ping(doc, s),
             Kind::Pong => self.on_pong(doc, s, out),
@@ -513,7 +586,7 @@ impl Matcher {
         // No PONG can come any more: the per-pair tables, the largest of a run with
         // many pairs, are freed before the summary is built from what remains
         // (presence, overhead, anomalies).
-        self.pairs = Default::default();
+        self.pairs = PairTable::new(self.pairs.fold_after);
         self.finished = Default::default();
         self.finished_order = VecDeque::new();
         self.open_correlators = Default::default();
@@ -740,6 +813,10 @@ impl Matcher {
     /// Evicts the least recently active eighth of the pairs at once: under a flood of
     /// new pairs one scan then serves many insertions, instead of one scan each.
     fn evict_pair(&mut self) {
+        // Folded pairs go first, and are not evictions.
+        if self.pairs.sweep(self.pairs.now) > 0 {
+            return;
+        }
         let mut by_age: Vec<(UnixNanos, PairKey)> = self
             .pairs
             .iter()
