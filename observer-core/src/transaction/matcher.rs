@@ -813,16 +813,19 @@ impl Matcher {
     /// Evicts the least recently active eighth of the pairs at once: under a flood of
     /// new pairs one scan then serves many insertions, instead of one scan each.
     fn evict_pair(&mut self) {
-        // Folded pairs go first, and are not evictions.
-        if self.pairs.sweep(self.pairs.now) > 0 {
+        let n = (self.pairs.len() / 8).max(1);
+        // Folded pairs go first, and are not evictions; the least recently active make
+        // up the eighth, so that every scan still frees that many.
+        let freed = self.pairs.sweep(self.pairs.now);
+        if freed >= n {
             return;
         }
+        let n = n - freed;
         let mut by_age: Vec<(UnixNanos, PairKey)> = self
             .pairs
             .iter()
             .map(|(k, st)| (st.last_active, k.clone()))
             .collect();
-        let n = (by_age.len() / 8).max(1);
         if n < by_age.len() {
             by_age.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         }

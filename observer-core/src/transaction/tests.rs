@@ -896,3 +896,29 @@ fn idle_pairs_fold_and_are_freed() {
     assert_eq!(out.len(), 51);
     assert_eq!(out[50].status, TxStatus::Ok);
 }
+
+/// At the pair cap, folded pairs make room before any live pair is evicted.
+#[test]
+fn folded_pairs_make_room_before_evictions() {
+    let mut m = Matcher::new(MatcherConfig {
+        max_pairs: 8,
+        ..MatcherConfig::default()
+    });
+    let mut out = Vec::new();
+    for k in 0..8u8 {
+        let c = format!("c{k}");
+        m.observe(&ping("p", Some(&c)), &direct(0, k, k + 100), &mut out);
+        m.observe(
+            &pong("r", Status::Online, Some(&c)),
+            &direct(5 * MS, k + 100, k),
+            &mut out,
+        );
+    }
+    assert_eq!(m.sizes().pairs, 8);
+    // Folded now, but not yet at the periodic sweep's time (a timeout earlier).
+    let t = DEFAULT_TIMEOUT_NS + IDLE_PAIR_NS + 5 * SEC;
+    m.observe(&ping("p", Some("n")), &direct(t, 50, 150), &mut out);
+    assert_eq!(m.sizes().pairs, 1);
+    assert_eq!(m.anomalies().evicted_pairs, 0, "{:?}", m.anomalies());
+    assert_eq!(m.anomalies().evicted_outstanding, 0);
+}
