@@ -11,6 +11,8 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 
+use std::hash::BuildHasher as _;
+
 use self::stats::RttStats;
 use crate::jxta::PeerId;
 use crate::transaction::cause::Flags;
@@ -348,11 +350,14 @@ fn ident(name: &Option<String>, id: &Option<PeerId>) -> Ident {
     }
 }
 
-/// What the builder keeps per pair until the end: the latest names, counts and RTTs
-/// (the IDs are in the pair's key, shared with the matcher's copies). A gateway's
+/// What the builder keeps per pair until the end: its key, the latest names, counts
+/// and RTTs (the IDs in the key are shared with the matcher's copies). A gateway's
 /// 150,000 pairs each answered once made this the largest table of a run, so labels
-/// are made only in `finish`, and the hash table holds an index, not this.
+/// are made only in `finish`, and the hash table holds an index into a dense vector of
+/// these, not the key: a 64-byte key in each of a hash table's buckets (~1.75 per
+/// pair) was 19 MB at 150,000 pairs.
 struct PairAcc {
+    key: (Ident, Ident),
     poller_name: Option<Box<str>>,
     receiver_name: Option<Box<str>>,
     counts: StatusCounts,
@@ -536,9 +541,10 @@ impl Rtts {
 /// percentiles need (4 bytes per answered transaction, see `Rtts`).
 pub struct SummaryBuilder {
     counts: StatusCounts,
-    /// Each pair's index in `accs`.
-    pairs: crate::FastMap<(Ident, Ident), u32>,
+    /// Each pair's index in `accs`, found by the hash of its key.
+    pairs: hashbrown::HashTable<u32>,
     accs: Vec<PairAcc>,
+    hasher: foldhash::fast::RandomState,
     /// Bytes the transaction CSV takes for the transactions so far (records only).
     csv_bytes: u64,
     first_ping: Option<u64>,
@@ -564,8 +570,9 @@ impl SummaryBuilder {
     pub fn with_exact_limit(limit: usize) -> Self {
         SummaryBuilder {
             counts: StatusCounts::default(),
-            pairs: crate::FastMap::default(),
+            pairs: hashbrown::HashTable::new(),
             accs: Vec::new(),
+            hasher: Default::default(),
             csv_bytes: 0,
             first_ping: None,
             exact_limit: limit,
@@ -589,17 +596,36 @@ impl SummaryBuilder {
         let sketched = self.overall.is_some();
         self.counts.add(t.status);
         self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
-        let next = self.accs.len();
-        let index = *self
-            .pairs
-            .entry((
-                ident(&t.poller_name, &t.poller_id),
-                ident(&t.receiver_name, &t.receiver_id),
-            ))
-            .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX));
-        let index = index as usize;
+        let key = (
+            ident(&t.poller_name, &t.poller_id),
+            ident(&t.receiver_name, &t.receiver_id),
+        );
+        let Self {
+            pairs,
+            accs,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(&key);
+        let next = accs.len();
+        let found = pairs
+            .find(hash, |&i| {
+                accs.get(i as usize).is_some_and(|a| a.key == key)
+            })
+            .copied();
+        let index = match found {
+            Some(i) => i as usize,
+            None => {
+                let i = u32::try_from(next).unwrap_or(u32::MAX);
+                pairs.insert_unique(hash, i, |&j| {
+                    accs.get(j as usize).map_or(0, |a| hasher.hash_one(&a.key))
+                });
+                i as usize
+            }
+        };
         if index == next {
             self.accs.push(PairAcc {
+                key,
                 poller_name: None,
                 receiver_name: None,
                 counts: StatusCounts::default(),
@@ -662,25 +688,18 @@ impl SummaryBuilder {
             flagged,
             ..
         } = self;
+        drop(pairs);
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
         let mut all: Vec<f64> = Vec::with_capacity(accs.iter().map(|a| a.rtts.len()).sum());
-        let mut keys: Vec<Option<(Ident, Ident)>> = Vec::new();
-        keys.resize_with(accs.len(), || None);
-        for (key, i) in pairs {
-            if let Some(k) = keys.get_mut(i as usize) {
-                *k = Some(key);
-            }
-        }
         let id_of = |i: &Ident| match i {
             Ident::Id(id) => Some(id.clone()),
             Ident::Name(_) => None,
         };
         let mut pairs: Vec<PairSummary> = accs
             .into_iter()
-            .zip(keys)
-            .filter_map(|(a, key)| key.map(|k| (a, k)))
-            .map(|(a, (poller, receiver))| {
+            .map(|a| {
+                let (poller, receiver) = a.key;
                 let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
                 let rtt_ms = match a.rtts {
                     Rtts::Sketch(s) => s.stats(),

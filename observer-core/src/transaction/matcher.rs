@@ -24,7 +24,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use super::cause::{self, History, Leg};
 use super::{
     Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    Transport, TxStatus, REPEAT_WINDOW_NS,
+    Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -50,13 +50,56 @@ struct Candidate {
 /// repeats, which add nothing to the explanation.
 const MAX_LEGS: usize = 4;
 
-fn leg_of(s: &Sighting) -> Leg {
+/// A leg with the matcher's copies of its hop IDs: the pair's route history outlives
+/// the connection that parsed them (150,000 one-poll pairs kept 300,000 ~48-byte copies).
+fn leg_of(peers: &mut Peers, s: &Sighting) -> Leg {
     Leg {
         start: s.start,
         stop: s.stop,
-        hop_src: s.hop_src.clone(),
-        hop_dst: s.hop_dst.clone(),
+        hop_src: peers.intern(s.hop_src.clone()),
+        hop_dst: peers.intern(s.hop_dst.clone()),
         wire: s.wire.clone(),
+    }
+}
+
+/// One copy of each peer ID for every table (pair keys, pending PINGs, route histories,
+/// presence, the transactions and the summary built from them), with the name the
+/// peer last gave: an ID is ~100 bytes and each message parses its own. One table for
+/// both: two were 24 + 48 bytes in each of their buckets, this is 40. Bounded
+/// (`cap`): past it IDs are kept as they came and names are not learnt.
+#[derive(Debug, Default)]
+struct Peers {
+    ids: crate::FastMap<PeerId, Option<Box<str>>>,
+    named: usize,
+    cap: usize,
+}
+
+impl Peers {
+    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+        let id = id?;
+        if let Some((known, _)) = self.ids.get_key_value(&id) {
+            return Some(known.clone());
+        }
+        if self.ids.len() < self.cap {
+            self.ids.insert(id.clone(), None);
+        }
+        Some(id)
+    }
+
+    fn learn_name(&mut self, id: &PeerId, name: &str) {
+        if let Some(known) = self.ids.get_mut(id) {
+            if known.as_deref() != Some(name) {
+                self.named += usize::from(known.is_none());
+                *known = Some(name.into());
+            }
+        } else if self.ids.len() < self.cap {
+            self.ids.insert(id.clone(), Some(name.into()));
+            self.named += 1;
+        }
+    }
+
+    fn name(&self, id: &PeerId) -> Option<&str> {
+        self.ids.get(id)?.as_deref()
     }
 }
 
@@ -85,13 +128,177 @@ struct PairState {
     outstanding: Outstanding,
     /// PINGs of this pair that timed out and whose PONG may still arrive late (order
     /// mode has no correlator to recognise it by).
-    timed_out_unanswered: u64,
+    timed_out_unanswered: u32,
     /// Transactions finalised from a transit candidate whose delivery leg (without
     /// correlator) may still be seen.
-    transit_finalised: u64,
+    transit_finalised: u32,
     last_active: UnixNanos,
     /// Route and far-side baseline, for the next transaction's explanation.
     history: History,
+}
+
+/// The pairs: their keys and states in a dense vector, found through a hash table of
+/// their indices (4 bytes in each bucket). As a map, the 64-byte key and the state in
+/// each of its buckets (~1.75 per pair) were 30 MB at 150,000 pairs.
+///
+/// Pairs idle past `fold_after` at the time of the message being matched (`now`) are
+/// not found (see [`IDLE_PAIR_NS`]); [`PairTable::sweep`] frees them.
+#[derive(Debug, Default)]
+struct PairTable {
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<(PairKey, PairState)>,
+    hasher: foldhash::fast::RandomState,
+    now: UnixNanos,
+    fold_after: u64,
+}
+
+impl PairTable {
+    fn new(fold_after: u64) -> Self {
+        PairTable {
+            fold_after,
+            ..PairTable::default()
+        }
+    }
+
+    /// Folded at `now`: nothing outstanding and no message for `fold_after`.
+    fn folded(&self, st: &PairState, now: UnixNanos) -> bool {
+        st.outstanding.is_empty() && now.saturating_sub(st.last_active) > self.fold_after
+    }
+
+    /// The pair's slot, folded or not.
+    fn find_slot(&self, k: &PairKey) -> Option<usize> {
+        use std::hash::BuildHasher as _;
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(k), |&i| {
+                slots.get(i as usize).is_some_and(|(key, _)| key == k)
+            })
+            .map(|&i| i as usize)
+    }
+
+    fn find(&self, k: &PairKey) -> Option<usize> {
+        let i = self.find_slot(k)?;
+        let (_, st) = self.slots.get(i)?;
+        (!self.folded(st, self.now)).then_some(i)
+    }
+
+    /// Frees the pairs folded at `at`; how many.
+    fn sweep(&mut self, at: UnixNanos) -> usize {
+        let gone: Vec<PairKey> = self
+            .slots
+            .iter()
+            .filter(|(_, st)| self.folded(st, at))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.remove(k);
+        }
+        if self.slots.capacity() > 2 * self.slots.len() + 1024 {
+            self.slots.shrink_to_fit();
+            let hasher = &self.hasher;
+            let slots = &self.slots;
+            self.index.shrink_to_fit(|&j| {
+                slots.get(j as usize).map_or(0, |(key, _)| {
+                    use std::hash::BuildHasher as _;
+                    hasher.hash_one(key)
+                })
+            });
+        }
+        gone.len()
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn contains_key(&self, k: &PairKey) -> bool {
+        self.find(k).is_some()
+    }
+
+    fn get(&self, k: &PairKey) -> Option<&PairState> {
+        let i = self.find(k)?;
+        self.slots.get(i).map(|(_, st)| st)
+    }
+
+    fn get_mut(&mut self, k: &PairKey) -> Option<&mut PairState> {
+        let i = self.find(k)?;
+        self.slots.get_mut(i).map(|(_, st)| st)
+    }
+
+    /// The pair's state, a new one if it had none. The caller keeps the table under
+    /// `u32::MAX` pairs (`MatcherConfig::max_pairs` is clamped to it).
+    fn get_or_default(&mut self, k: &PairKey) -> &mut PairState {
+        use std::hash::BuildHasher as _;
+        let i = match self.find_slot(k) {
+            Some(i) => {
+                // A folded pair seen again starts afresh, as one never seen would.
+                let now = self.now;
+                if self
+                    .slots
+                    .get(i)
+                    .is_some_and(|(_, st)| self.folded(st, now))
+                {
+                    self.slots[i].1 = PairState::default();
+                }
+                i
+            }
+            None => {
+                let i = self.slots.len();
+                let Self {
+                    index,
+                    slots,
+                    hasher,
+                    ..
+                } = self;
+                index.insert_unique(
+                    hasher.hash_one(k),
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    |&j| {
+                        slots
+                            .get(j as usize)
+                            .map_or(0, |(key, _)| hasher.hash_one(key))
+                    },
+                );
+                slots.push((k.clone(), PairState::default()));
+                i
+            }
+        };
+        &mut self.slots[i].1
+    }
+
+    /// Removes the pair; the last one takes its place in the vector.
+    fn remove(&mut self, k: &PairKey) -> Option<PairState> {
+        use std::hash::BuildHasher as _;
+        let i = self.find_slot(k)?;
+        let hash = self.hasher.hash_one(k);
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
+            entry.remove();
+        }
+        let (_, st) = self.slots.swap_remove(i);
+        if let Some((moved, _)) = self.slots.get(i) {
+            let from = self.slots.len();
+            if let Some(j) = self
+                .index
+                .find_mut(self.hasher.hash_one(moved), |&j| j as usize == from)
+            {
+                *j = u32::try_from(i).unwrap_or(u32::MAX);
+            }
+        }
+        Some(st)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&PairKey, &PairState)> {
+        self.slots.iter().map(|(k, st)| (k, st))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&PairKey, &mut PairState)> {
+        self.slots.iter_mut().map(|(k, st)| (&*k, st))
+    }
+
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &PairState> {
+        self.slots.iter().map(|(_, st)| st)
+    }
 }
 
 /// Frees the buffer of a pair whose last outstanding PING just left.
@@ -184,7 +391,7 @@ pub struct MatcherSizes {
 #[derive(Debug)]
 pub struct Matcher {
     cfg: MatcherConfig,
-    pairs: crate::FastMap<PairKey, PairState>,
+    pairs: PairTable,
     /// Keys shared with `finished_order` (a key is two peer IDs and a correlator;
     /// 65,536 of them twice over were 24 MB).
     /// Each with the start of the PING that used the correlator last.
@@ -195,11 +402,9 @@ pub struct Matcher {
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
     live: usize,
     next_seq: u64,
-    names: crate::FastMap<PeerId, String>,
-    /// One copy of each peer ID for every table (pair keys, pending PINGs, names,
-    /// presence, the transactions and the summary built from them): an ID is ~100
-    /// bytes and each message parses its own.
-    ids: std::collections::HashSet<PeerId, foldhash::fast::RandomState>,
+    /// Folded pairs were last freed here (see [`PairTable::sweep`]).
+    next_sweep: UnixNanos,
+    peers: Peers,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
     /// so every hit is checked against `pairs`.
@@ -214,19 +419,25 @@ impl Matcher {
     pub fn new(cfg: MatcherConfig) -> Self {
         let cfg = MatcherConfig {
             max_outstanding_per_pair: cfg.max_outstanding_per_pair.max(1),
-            max_pairs: cfg.max_pairs.max(1),
+            // The pair table indexes its vector with `u32`.
+            max_pairs: cfg.max_pairs.clamp(1, u32::MAX as usize),
             ..cfg
         };
+        let peers_cap = cfg.max_pairs.saturating_mul(2);
+        let fold_after = cfg.timeout_ns.saturating_add(IDLE_PAIR_NS);
         Matcher {
             cfg,
-            pairs: crate::FastMap::default(),
+            pairs: PairTable::new(fold_after),
             finished: crate::FastMap::default(),
             finished_order: VecDeque::new(),
             deadlines: BinaryHeap::new(),
             live: 0,
             next_seq: 0,
-            names: crate::FastMap::default(),
-            ids: Default::default(),
+            next_sweep: 0,
+            peers: Peers {
+                cap: peers_cap,
+                ..Peers::default()
+            },
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             anomalies: Anomalies::default(),
@@ -259,7 +470,7 @@ impl Matcher {
             .values()
             .filter(|st| st.outstanding.capacity() > 0)
             .count();
-        (buffered, self.ids.len())
+        (buffered, self.peers.ids.len())
     }
 
     #[cfg(test)]
@@ -274,7 +485,7 @@ impl Matcher {
             outstanding: self.live,
             finished: self.finished.len(),
             deadlines: self.deadlines.len(),
-            names: self.names.len(),
+            names: self.peers.named,
         }
     }
 
@@ -285,13 +496,21 @@ impl Matcher {
 
     /// The name a peer last gave in a document, if any.
     pub fn name_of(&self, id: &PeerId) -> Option<&str> {
-        self.names.get(id).map(String::as_str)
+        self.peers.name(id)
     }
 
     /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
     /// byte), so a PONG after its PING's deadline is late whatever the caller did.
     pub fn observe(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+        self.pairs.now = s.stop;
         self.advance(s.stop, out);
+        // Folded pairs are freed with a margin of the timeout (and as often): a message
+        // a little out of time order still finds a pair that was not folded at its time.
+        let margin = self.cfg.timeout_ns;
+        if s.stop >= self.next_sweep.saturating_add(margin) {
+            self.pairs.sweep(s.stop.saturating_sub(margin));
+            self.next_sweep = s.stop;
+        }
         match doc.kind {
             Kind::Ping => self.on_ping(doc, s),
             Kind::Pong => self.on_pong(doc, s, out),
@@ -365,14 +584,17 @@ impl Matcher {
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
-        // many pairs, are freed before the summary is built from what remains (names,
-        // presence, overhead, anomalies).
-        self.pairs = Default::default();
+        // many pairs, are freed before the summary is built from what remains
+        // (presence, overhead, anomalies).
+        self.pairs = PairTable::new(self.pairs.fold_after);
         self.finished = Default::default();
         self.finished_order = VecDeque::new();
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
-        self.ids = Default::default();
+        self.peers = Peers {
+            cap: self.peers.cap,
+            ..Peers::default()
+        };
     }
 
     /// A PING reached its deadline: ok from a transit candidate, else timeout.
@@ -386,10 +608,10 @@ impl Matcher {
         if let Some(c) = p.candidate.take() {
             let (corr, start) = (p.correlator.clone(), p.start);
             out.extend(self.answered(&pair, p, c, None));
+            let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
-                    state.transit_finalised =
-                        (state.transit_finalised + 1).min(self.cfg.max_outstanding_per_pair as u64);
+                    state.transit_finalised = (state.transit_finalised + 1).min(max);
                 }
             }
             if let Some(c) = corr {
@@ -399,9 +621,9 @@ impl Matcher {
         }
         let (corr, start) = (p.correlator.clone(), p.start);
         out.push(self.record(p, Some(deadline), TxStatus::Timeout));
+        let max = self.max_per_pair_u32();
         if let Some(state) = self.pairs.get_mut(&pair) {
-            state.timed_out_unanswered =
-                (state.timed_out_unanswered + 1).min(self.cfg.max_outstanding_per_pair as u64);
+            state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);
         }
         if let Some(c) = corr {
             self.remember(pair, c, Finished::TimedOut, start);
@@ -427,30 +649,20 @@ impl Matcher {
         }
     }
 
-    /// The matcher's copy of `id` (bounded like the names: past the cap, IDs are kept
-    /// as they came).
+    /// The matcher's copy of `id` (see [`Peers`]).
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
-        let id = id?;
-        if let Some(known) = self.ids.get(&id) {
-            return Some(known.clone());
-        }
-        if self.ids.len() < self.cfg.max_pairs.saturating_mul(2) {
-            self.ids.insert(id.clone());
-        }
-        Some(id)
+        self.peers.intern(id)
     }
 
     fn learn_name(&mut self, id: Option<&PeerId>, name: Option<&str>) {
-        let (Some(id), Some(name)) = (id, name) else {
-            return;
-        };
-        if let Some(known) = self.names.get_mut(id) {
-            if known != name {
-                name.clone_into(known);
-            }
-        } else if self.names.len() < self.cfg.max_pairs.saturating_mul(2) {
-            self.names.insert(id.clone(), name.to_owned());
+        if let (Some(id), Some(name)) = (id, name) {
+            self.peers.learn_name(id, name);
         }
+    }
+
+    /// The per-pair counters are bounded by the outstanding PINGs a pair may hold.
+    fn max_per_pair_u32(&self) -> u32 {
+        u32::try_from(self.cfg.max_outstanding_per_pair).unwrap_or(u32::MAX)
     }
 
     fn on_ping(&mut self, doc: &Document, s: &Sighting) {
@@ -485,7 +697,7 @@ impl Matcher {
                 if let Some(p) = found {
                     p.relay_seen = true;
                     if p.legs.len() < MAX_LEGS {
-                        p.legs.push(leg_of(s));
+                        p.legs.push(leg_of(&mut self.peers, s));
                     }
                     self.anomalies.relayed_sightings += 1;
                     return;
@@ -526,7 +738,7 @@ impl Matcher {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = self.pairs.entry(pair.clone()).or_default();
+        let state = self.pairs.get_or_default(&pair);
         state.last_active = state.last_active.max(s.stop);
         if state.outstanding.len() >= self.cfg.max_outstanding_per_pair {
             state.outstanding.pop_front();
@@ -540,7 +752,7 @@ impl Matcher {
                 .push(pair.clone());
             self.open_correlator_entries += 1;
         }
-        let state = self.pairs.entry(pair.clone()).or_default();
+        let state = self.pairs.get_or_default(&pair);
         state.outstanding.push_back(Pending {
             seq,
             start: s.start,
@@ -552,7 +764,7 @@ impl Matcher {
             ping_correlator_bytes: u64::from(doc.correlator_bytes),
             relay_seen: false,
             candidate: None,
-            legs: vec![leg_of(s)],
+            legs: vec![leg_of(&mut self.peers, s)],
         });
         self.live += 1;
         self.deadlines.push(Reverse((
@@ -573,7 +785,7 @@ impl Matcher {
     fn rebuild_open_correlators(&mut self) {
         self.open_correlators.clear();
         self.open_correlator_entries = 0;
-        for (pair, st) in &self.pairs {
+        for (pair, st) in self.pairs.iter() {
             for c in st.outstanding.iter().filter_map(|p| p.correlator.as_ref()) {
                 self.open_correlators
                     .entry(c.clone())
@@ -601,12 +813,19 @@ impl Matcher {
     /// Evicts the least recently active eighth of the pairs at once: under a flood of
     /// new pairs one scan then serves many insertions, instead of one scan each.
     fn evict_pair(&mut self) {
+        let n = (self.pairs.len() / 8).max(1);
+        // Folded pairs go first, and are not evictions; the least recently active make
+        // up the eighth, so that every scan still frees that many.
+        let freed = self.pairs.sweep(self.pairs.now);
+        if freed >= n {
+            return;
+        }
+        let n = n - freed;
         let mut by_age: Vec<(UnixNanos, PairKey)> = self
             .pairs
             .iter()
             .map(|(k, st)| (st.last_active, k.clone()))
             .collect();
-        let n = (by_age.len() / 8).max(1);
         if n < by_age.len() {
             by_age.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         }
@@ -786,7 +1005,7 @@ impl Matcher {
                 return;
             };
             if c.legs.len() < MAX_LEGS {
-                c.legs.push(leg_of(pong.s));
+                c.legs.push(leg_of(&mut self.peers, pong.s));
             }
             let (corr, start) = (p.correlator.clone(), p.start);
             out.extend(self.answered(&pair, p, c, Some(pong.s.stop)));
@@ -798,7 +1017,7 @@ impl Matcher {
         let receiver_name = pong.doc.name.clone().or_else(|| {
             pong.receiver_id
                 .as_ref()
-                .and_then(|id| self.names.get(id).cloned())
+                .and_then(|id| self.peers.name(id).map(str::to_owned))
         });
         let candidate = Candidate {
             stop: pong.s.stop,
@@ -808,7 +1027,7 @@ impl Matcher {
             pong_bytes: pong.s.framed_bytes,
             pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
             method,
-            legs: vec![leg_of(pong.s)],
+            legs: vec![leg_of(&mut self.peers, pong.s)],
         };
         self.count_pong(pong);
         let Some(state) = self.pairs.get_mut(&pair) else {
@@ -854,10 +1073,19 @@ impl Matcher {
         }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
-        let explained = self
-            .pairs
-            .get_mut(pair)
-            .map(|st| cause::explain(&p.legs, &c.legs, receiver_id.as_ref(), &mut st.history));
+        let explained = self.pairs.get_mut(pair).map(|st| {
+            let key_receiver = match &pair.1 {
+                PeerKey::Id(id) => Some(id),
+                _ => None,
+            };
+            cause::explain(
+                &p.legs,
+                &c.legs,
+                receiver_id.as_ref(),
+                key_receiver,
+                &mut st.history,
+            )
+        });
         let mut t = self.record(p, Some(stop), TxStatus::Ok);
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
@@ -885,7 +1113,10 @@ impl Matcher {
 
     /// A record without PONG (timeout/open), names filled from what is known.
     fn record(&self, p: Pending, stop: Option<UnixNanos>, status: TxStatus) -> Transaction {
-        let known = |id: &Option<PeerId>| id.as_ref().and_then(|id| self.names.get(id).cloned());
+        let known = |id: &Option<PeerId>| {
+            id.as_ref()
+                .and_then(|id| self.peers.name(id).map(str::to_owned))
+        };
         let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
         let receiver_name = known(&p.receiver_id);
         Transaction {
@@ -904,5 +1135,44 @@ impl Matcher {
             correlator_overhead_bytes: p.ping_correlator_bytes,
             cause: cause::Cause::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod pair_table_tests {
+    use super::*;
+
+    fn key(n: u32) -> PairKey {
+        (
+            PeerKey::Name(std::sync::Arc::from(format!("p{n}").as_str())),
+            PeerKey::Unknown,
+        )
+    }
+
+    /// Removal moves the last pair into the hole: every pair left must still be found
+    /// with its own state, and the removed ones not at all.
+    #[test]
+    fn removal_keeps_every_other_pair_findable() {
+        let mut t = PairTable::default();
+        for n in 0..1000 {
+            t.get_or_default(&key(n)).last_active = u64::from(n);
+        }
+        let removed: Vec<u32> = (0..1000).filter(|n| n % 3 == 0 || *n > 990).collect();
+        for &n in removed.iter().rev().chain([5000].iter()) {
+            let st = t.remove(&key(n));
+            assert_eq!(
+                st.map(|s| s.last_active),
+                (n < 1000).then_some(u64::from(n))
+            );
+        }
+        assert_eq!(t.len(), 1000 - removed.len());
+        for n in 0..1000 {
+            let found = t.get(&key(n)).map(|s| s.last_active);
+            let expected = (!removed.contains(&n)).then_some(u64::from(n));
+            assert_eq!(found, expected, "pair {n}");
+        }
+        // A pair inserted again starts afresh.
+        assert_eq!(t.get_or_default(&key(3)).last_active, 0);
+        assert_eq!(t.len(), 1001 - removed.len());
     }
 }

@@ -58,6 +58,15 @@ pub struct Sighting {
 /// capture). While the first is outstanding a repeat is always a duplicate.
 pub const REPEAT_WINDOW_NS: u64 = 1_000_000_000;
 
+/// A pair with nothing outstanding and no message for this long past the timeout is
+/// folded away: the matcher forgets it (its route and far-side baseline, and that it
+/// was seen), so pairs that never come back cost nothing (weeks at a gateway). Judged
+/// from each message's own time, so one thread, shards and live agree. What changes
+/// for a pair seen again after that: its causes start from a fresh baseline, and a
+/// PONG to it with nothing outstanding is `unsolicited_pong` (not `late_pong` or
+/// `pong_without_ping`). JIM polls every 10 s: a minute without one is a peer gone.
+pub const IDLE_PAIR_NS: u64 = 60_000_000_000;
+
 /// A PING unanswered this long is a timeout unless told otherwise (`--timeout`; JIM
 /// polls every 10 s).
 pub const DEFAULT_TIMEOUT_NS: u64 = 10_000_000_000;

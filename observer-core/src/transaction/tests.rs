@@ -845,3 +845,80 @@ fn idle_pairs_hold_no_buffer_and_ids_are_kept_once() {
     assert_eq!(m.sizes().finished, 0);
     assert_eq!(m.buffered_pairs_and_ids(), (0, 0));
 }
+
+/// A pair idle past the timeout plus `IDLE_PAIR_NS` is folded: forgotten (a PONG to it
+/// is then unsolicited, not a duplicate), and its memory freed at the next sweep; a
+/// pair idle for less is kept whole.
+#[test]
+fn idle_pairs_fold_and_are_freed() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for k in 0..50u8 {
+        let c = format!("c{k}");
+        m.observe(&ping("p", Some(&c)), &direct(0, k, k + 100), &mut out);
+        m.observe(
+            &pong("r", Status::Online, Some(&c)),
+            &direct(5 * MS, k + 100, k),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 50);
+    let fold = DEFAULT_TIMEOUT_NS + IDLE_PAIR_NS;
+    // Just inside: the pair is known, the repeated PONG a duplicate.
+    m.observe(
+        &pong("r", Status::Online, Some("c1")),
+        &direct(fold, 101, 1),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().duplicate_pong, 1, "{:?}", m.anomalies());
+    assert_eq!(m.sizes().pairs, 50);
+    // Past it: folded, so unsolicited; freed once a sweep runs (within a timeout).
+    m.observe(
+        &pong("r", Status::Online, Some("c2")),
+        &direct(fold + 6 * MS, 102, 2),
+        &mut out,
+    );
+    assert_eq!(m.anomalies().unsolicited_pong, 1, "{:?}", m.anomalies());
+    m.observe(
+        &ping("p", Some("new")),
+        &direct(fold + 2 * DEFAULT_TIMEOUT_NS, 7, 107),
+        &mut out,
+    );
+    // Left: pair 1 (its PONG at `fold` was activity) and the new one.
+    assert_eq!(m.sizes().pairs, 2);
+    assert_eq!(m.anomalies().evicted_pairs, 0);
+    // The folded pair polls again: a new transaction, as for a pair never seen.
+    m.observe(
+        &pong("r", Status::Online, Some("new")),
+        &direct(fold + 2 * DEFAULT_TIMEOUT_NS + 5 * MS, 107, 7),
+        &mut out,
+    );
+    assert_eq!(out.len(), 51);
+    assert_eq!(out[50].status, TxStatus::Ok);
+}
+
+/// At the pair cap, folded pairs make room before any live pair is evicted.
+#[test]
+fn folded_pairs_make_room_before_evictions() {
+    let mut m = Matcher::new(MatcherConfig {
+        max_pairs: 8,
+        ..MatcherConfig::default()
+    });
+    let mut out = Vec::new();
+    for k in 0..8u8 {
+        let c = format!("c{k}");
+        m.observe(&ping("p", Some(&c)), &direct(0, k, k + 100), &mut out);
+        m.observe(
+            &pong("r", Status::Online, Some(&c)),
+            &direct(5 * MS, k + 100, k),
+            &mut out,
+        );
+    }
+    assert_eq!(m.sizes().pairs, 8);
+    // Folded now, but not yet at the periodic sweep's time (a timeout earlier).
+    let t = DEFAULT_TIMEOUT_NS + IDLE_PAIR_NS + 5 * SEC;
+    m.observe(&ping("p", Some("n")), &direct(t, 50, 150), &mut out);
+    assert_eq!(m.sizes().pairs, 1);
+    assert_eq!(m.anomalies().evicted_pairs, 0, "{:?}", m.anomalies());
+    assert_eq!(m.anomalies().evicted_outstanding, 0);
+}

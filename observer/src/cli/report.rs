@@ -118,7 +118,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     {
         bail!("--since, --until and --gateway select from the store: give --clickhouse URL");
     }
-    let data = if let Some(url) = &args.store.clickhouse {
+    let mut data = if let Some(url) = &args.store.clickhouse {
         let view = args.store.read(url)?;
         let source = format!("{url} {}", args.store.clickhouse_table);
         let data = view.report_data(&source, timeout_ns, &command);
@@ -173,11 +173,18 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let mut written = figures::write_all(&data, output, &opts)?;
     // The summary as `analyze --json` has it, whatever the source (and the merged
     // view's own facts from the store), for tools and for comparing sources.
-    let mut json = vec![("summary.json", data.summary.to_json())];
-    json.extend(merged.map(|m| ("merged.json", m)));
-    for (name, value) in json {
-        let path = output.join(name);
-        std::fs::write(&path, serde_json::to_string_pretty(&value)?)
+    let path = output.join("summary.json");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = io::BufWriter::new(file);
+    report::write_summary_json(&mut file, &mut data.summary)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| file.flush().map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    written.files.push(path);
+    if let Some(m) = merged {
+        let path = output.join("merged.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&m)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.files.push(path);
     }

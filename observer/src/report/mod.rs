@@ -11,7 +11,9 @@ pub mod table;
 pub use observer_core::summary::{self, stats};
 pub use observer_core::transaction::{columns, csv};
 
-pub use self::analysis::{full_json, message_line, render_analysis, write_full_json};
+pub use self::analysis::{
+    full_json, message_line, render_analysis, write_full_json, write_summary_json,
+};
 pub use self::columns::{ColumnMap, MapError};
 pub use self::csv::{
     read_records_csv, read_records_file, read_transactions_csv, CsvRecord, SocketTimes,
