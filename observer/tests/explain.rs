@@ -65,14 +65,16 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
         extra: BTreeMap::new(),
     };
     for (truth, want) in rendered.truth.iter().zip(&rendered.expected) {
-        if truth.status != TxStatus::Ok {
+        // Unanswered PINGs are explained too (from the PING's side only).
+        if truth.status == TxStatus::Open {
             continue;
         }
         let t = got
             .get(&key(truth))
             .unwrap_or_else(|| panic!("{}: transaction {:?} not found", script.name, key(truth)));
         assert_eq!(
-            t.stop, truth.stop,
+            (t.status, t.stop),
+            (truth.status, truth.stop),
             "{}: the RTT itself must be exact",
             script.name
         );
@@ -143,9 +145,38 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
     judge(
         "explain",
         &s,
-        &[Flag::Retrans, Flag::Conn, Flag::Queue, Flag::Far],
+        &[
+            Flag::Retrans,
+            Flag::Conn,
+            Flag::Queue,
+            Flag::Far,
+            Flag::Window,
+            Flag::Reset,
+            Flag::Jxta,
+        ],
     );
     assert!(s.quiet >= 100, "too few quiet transactions: {}", s.quiet);
+    // The PINGs answered by a reset are timeouts, and say so.
+    let timeouts: Vec<String> = txs
+        .iter()
+        .filter(|t| t.status == TxStatus::Timeout)
+        .map(|t| t.cause.label())
+        .collect();
+    assert!(timeouts.len() >= 5, "{timeouts:?}");
+    assert!(timeouts.iter().all(|l| l.contains("reset")), "{timeouts:?}");
+    // A zero window costs its stall (500 ms, less the 20 µs to the first segment's
+    // ACK, which shuts it 50 µs after that segment): in `tcp_us`, not as a repair.
+    let stalls: Vec<u64> = txs
+        .iter()
+        .filter(|t| t.cause.flags.contains(Flag::Window))
+        .map(|t| t.cause.tcp_ns)
+        .collect();
+    assert!(
+        stalls
+            .iter()
+            .all(|&ns| (499_000_000..=500_000_000).contains(&ns)),
+        "{stalls:?}"
+    );
     // The slowest, as `observer explain` prints them (docs/explain.md quotes these).
     let mut top = observer::report::story::Slowest::new(6);
     for t in &txs {

@@ -194,7 +194,9 @@ impl Documents {
         }
     }
 
-    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) {
+    /// Decodes one message and hands its documents on; true when it was a JXTA
+    /// service message (see [`is_service_message`]).
+    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> bool {
         let udp = origin.transport == Transport::Udp;
         let decoded = jxta::decode_message(framed.body);
         if let Some(records) = &mut self.records {
@@ -209,10 +211,11 @@ impl Documents {
             Ok(m) => m,
             Err(e) => {
                 self.message_stats.count_malformed(e.kind());
-                return;
+                return false;
             }
         };
         self.message_stats.count_message(&msg, udp);
+        let service = is_service_message(&msg);
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
             let last = jxta::addressing(&msg).last_hop;
@@ -285,11 +288,27 @@ impl Documents {
                 MatchEvent::Document(Box::new((doc, sighting))),
             );
         }
+        service
     }
 }
 
+/// Element names (in the empty namespace, after the group's name) of the services
+/// whose traffic shares a connection with the application's: SRDI index pushes,
+/// resolver queries and responses (which carry route and pipe resolution), discovery.
+const SERVICE_ELEMENTS: [&str; 5] = ["Srdi", "ORes", "IRes", "DiscQuery", "DiscResponse"];
+
+/// A discovery, SRDI or resolver message (`transaction::cause`'s `jxta`): told by its
+/// element names, as routed messages name only the router in their destination address.
+fn is_service_message(msg: &jxta::Message<'_>) -> bool {
+    msg.elements.iter().any(|e| {
+        e.namespace.is_empty()
+            && e.name.starts_with("jxta-")
+            && SERVICE_ELEMENTS.iter().any(|s| e.name.ends_with(s))
+    })
+}
+
 impl MessageHandler for Documents {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> bool {
         let origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
@@ -303,7 +322,7 @@ impl MessageHandler for Documents {
             wire: at.wire,
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
         };
-        self.decode(framed, origin);
+        self.decode(framed, origin)
     }
 }
 

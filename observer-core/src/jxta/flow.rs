@@ -31,7 +31,9 @@ pub struct FlowMessage {
 
 /// What happens to each message framed on a flow.
 pub trait MessageHandler {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage);
+    /// True when the message was a JXTA service message (discovery, SRDI, resolver):
+    /// the connection's later messages carry it in their notes.
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> bool;
 }
 
 /// The state attached to one TCP flow: a parser per direction (TCP or HTTP transport)
@@ -159,7 +161,9 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                 hop_dst: peers[dir.other().index()].clone(),
                                 wire,
                             };
-                            handler.message(&m, at);
+                            if handler.message(&m, at) {
+                                notes.activity(dir.index(), m.start, m.stop);
+                            }
                         }
                     },
                 );
@@ -199,6 +203,8 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
         let len = u32::try_from(seg.payload.len()).unwrap_or(u32::MAX);
         conn.notes
             .segment(dir.index(), seg.seq, len, retransmitted, seg.ts);
+        conn.notes
+            .control(dir.index(), seg.ts, seg.window, seg.fin, seg.rst);
     }
 
     fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {

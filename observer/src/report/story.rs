@@ -52,6 +52,15 @@ pub fn story(t: &Transaction) -> String {
                 c.far_ns.map_or("?".to_owned(), ms),
                 crate::transaction::cause::FAR_FACTOR
             ),
+            Flag::Window => {
+                "the receiver's TCP window was shut (zero window) inside the PING's or PONG's bytes"
+                    .to_owned()
+            }
+            Flag::Reset => "a connection that carried it was reset or closed before the answer".to_owned(),
+            Flag::Jxta => {
+                "discovery, SRDI or resolver messages were in flight on the same connection"
+                    .to_owned()
+            }
         });
     }
     if parts.is_empty() {
