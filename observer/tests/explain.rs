@@ -262,3 +262,97 @@ fn flags_read_back() {
     f.insert(Flag::Queue);
     assert_eq!(Flags::parse(&f.to_string()), Some(f));
 }
+
+/// docs/explain.md's figures: for each cause, the first transaction of
+/// `synth::explain()` it was put on, drawn from the wire (`synth::figure`). They must
+/// match the committed files; `UPDATE_FIGURES=1 cargo test -p observer --test explain
+/// figures` rewrites them (`FIGURES_PNG=DIR` also writes PNGs there, to look at).
+#[test]
+fn cause_figures_are_current() {
+    use std::mem::discriminant;
+    use synth::Inject;
+    const MS: u64 = 1_000_000;
+    let r = synth::explain().render();
+    let figures = [
+        (
+            "retrans",
+            Inject::PingLoss(0),
+            "retrans: a PING segment lost after the capture point, sent again 300 ms later",
+        ),
+        (
+            "retrans-hole",
+            Inject::PongLoss(0),
+            "retrans: a PONG segment lost before the capture point (a hole), filled 300 ms later",
+        ),
+        (
+            "conn",
+            Inject::NewConnection,
+            "conn: the connection closed, a new one opened for the PING",
+        ),
+        (
+            "queue",
+            Inject::QueueAhead(0),
+            "queue: the PONG behind an 800,000-byte message on a slow link",
+        ),
+        (
+            "far",
+            Inject::ReplyDelay(0),
+            "far: the receiver answers 2 s later than usual",
+        ),
+        (
+            "window",
+            Inject::ZeroWindow(0),
+            "window: the receiver's zero window holds the PING's rest back 500 ms",
+        ),
+        (
+            "reset",
+            Inject::ResetBeforePong,
+            "reset: the receiver resets the connection and answers on a new one",
+        ),
+        (
+            "timeout",
+            Inject::ResetUnanswered,
+            "reset (a timeout): the receiver resets the connection and never answers",
+        ),
+        (
+            "jxta",
+            Inject::Service,
+            "jxta: a resolver/SRDI message on the connection while the PING waits",
+        ),
+    ];
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/figures");
+    let update = std::env::var_os("UPDATE_FIGURES").is_some();
+    let mut stale = Vec::new();
+    for (name, inject, title) in figures {
+        let i = r
+            .injected
+            .iter()
+            .position(|j| {
+                j.inject
+                    .is_some_and(|k| discriminant(&k) == discriminant(&inject))
+            })
+            .unwrap_or_else(|| panic!("{name}: not injected"));
+        let t = &r.truth[i];
+        let stop = match t.status {
+            TxStatus::Ok => t.stop.expect("answered"),
+            _ => t.start + 500 * MS,
+        };
+        let pad = ((stop - t.start) / 20).max(10 * MS);
+        let svg = synth::figure::figure(&r, i, (t.start - pad, stop + pad), title)
+            .unwrap_or_else(|| panic!("{name}: PING not seen"));
+        let path = dir.join(format!("cause-{name}.svg"));
+        if let Some(d) = std::env::var_os("FIGURES_PNG") {
+            let png = observer::report::figures::png_from_svg("cause", &svg).expect("png");
+            std::fs::write(PathBuf::from(d).join(format!("{name}.png")), png).expect("png");
+        }
+        if update {
+            std::fs::write(&path, &svg).expect("write figure");
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(svg.as_str()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "figures differ from what synth::explain() draws (UPDATE_FIGURES=1 rewrites them): {stale:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! The encoders used here are the library's own (`jxta`, `jim`, `packet::build`,
 //! `capture::CaptureWriter`): the reference peer speaks through the same ones.
 
+pub mod figure;
 pub mod http;
 pub mod scenario;
 pub mod wire;
@@ -12,7 +13,7 @@ pub mod wire;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use scenario::{Change, Inject, Layout, PeerSpec, Rendered, Route, Script, EPOCH};
+pub use scenario::{Change, Inject, Injected, Layout, PeerSpec, Rendered, Route, Script, EPOCH};
 
 use crate::capture::WriteFormat;
 use crate::jim::Status;

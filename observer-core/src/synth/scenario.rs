@@ -85,11 +85,11 @@ pub enum Inject {
     /// The receiver shuts its TCP window after the PING's first segment and opens it
     /// this long after; the rest of the PING waits (probed meanwhile).
     ZeroWindow(u64),
-    /// The receiver resets the connection instead of answering on it, opens a new
+    /// The receiver resets the connection 300 ms after the PING arrived, opens a new
     /// one and answers there.
     ResetBeforePong,
-    /// The receiver resets the connection when the PING arrives and never answers
-    /// (it opens a new connection for what follows).
+    /// The receiver resets the connection 300 ms after the PING arrived and never
+    /// answers (it opens a new connection for what follows).
     ResetUnanswered,
     /// The receiver sends a resolver/SRDI message on the connection 100 ms after the
     /// PING arrived, before answering.
@@ -162,6 +162,18 @@ pub struct Rendered {
     /// PONG (its first message in that direction). The HTTP sample (`synth::http`)
     /// leaves them empty: it is not scored.
     pub expected: Vec<Flags>,
+    /// For each transaction of `truth`, what was put on it on purpose, and when the
+    /// capture saw its PING's first leg and its PONG's last (for `synth::figure`).
+    /// Empty in the HTTP sample.
+    pub injected: Vec<Injected>,
+}
+
+/// What a transaction of a rendered scenario had put on it, and where it lies.
+#[derive(Clone, Debug, Default)]
+pub struct Injected {
+    pub inject: Option<Inject>,
+    pub ping: Option<(UnixNanos, UnixNanos)>,
+    pub pong: Option<(UnixNanos, UnixNanos)>,
 }
 
 /// A deterministic generator (SplitMix64): the same script always gives the same bytes.
@@ -196,11 +208,28 @@ impl Rng {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    Poll { from: usize, to: usize },
-    Arrive { msg: usize, hop: usize },
-    Reply { ping: usize },
-    Change { idx: usize },
-    Message { idx: usize },
+    Poll {
+        from: usize,
+        to: usize,
+    },
+    Arrive {
+        msg: usize,
+        hop: usize,
+    },
+    Reply {
+        ping: usize,
+    },
+    Change {
+        idx: usize,
+    },
+    Message {
+        idx: usize,
+    },
+    /// `from` resets its connection to `to` (and opens a new one).
+    Reset {
+        from: usize,
+        to: usize,
+    },
 }
 
 struct SimMessage {
@@ -533,11 +562,16 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let poller = self.pings[ping].poller;
+                let reset = Event::Reset {
+                    from: receiver,
+                    to: poller,
+                };
                 match self.pings[ping].inject {
                     Some(Inject::ResetUnanswered) => {
-                        self.reset(t, receiver, poller);
+                        self.schedule(t + 300 * MS, reset);
                         return;
                     }
+                    Some(Inject::ResetBeforePong) => self.schedule(t + 300 * MS, reset),
                     Some(Inject::Service) => self.service_message(t + 100 * MS, receiver, poller),
                     _ => {}
                 }
@@ -585,11 +619,6 @@ impl<'a> Sim<'a> {
                 };
                 let pong = self.new_message(doc, receiver, poller);
                 self.pings[ping].pong = Some(pong);
-                let mut t = t;
-                if self.pings[ping].inject == Some(Inject::ResetBeforePong) {
-                    self.reset(t, receiver, poller);
-                    t += 5 * MS;
-                }
                 let shape = match self.pings[ping].inject {
                     Some(Inject::QueueAhead(bytes)) => {
                         self.queue_ahead(t, receiver, poller, bytes);
@@ -618,6 +647,7 @@ impl<'a> Sim<'a> {
                     }
                 }
             }
+            Event::Reset { from, to } => self.reset(t, from, to),
             Event::Message { idx } => {
                 let (_, from, to, body) = self.script.messages[idx].clone();
                 let doc = Document {
@@ -1060,7 +1090,16 @@ impl<'a> Sim<'a> {
                     flags.insert(Flag::Conn);
                 }
             }
-            truth.push((t, flags));
+            let pong_seen = ping.pong.and_then(|p| {
+                let leg = self.messages[p].legs.last()?;
+                self.wire.seen(*leg, capture_start)
+            });
+            let injected = Injected {
+                inject: ping.inject,
+                ping: self.wire.seen(*first_leg, capture_start),
+                pong: pong_seen,
+            };
+            truth.push((t, (flags, injected)));
         }
         truth.sort_by(|(a, _), (b, _)| {
             (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
@@ -1070,12 +1109,14 @@ impl<'a> Sim<'a> {
                 &b.correlator,
             ))
         });
-        let (truth, expected) = truth.into_iter().unzip();
+        let (truth, notes): (Vec<Transaction>, Vec<(Flags, Injected)>) = truth.into_iter().unzip();
+        let (expected, injected) = notes.into_iter().unzip();
         Rendered {
             wire: self.wire,
             capture_start,
             truth,
             expected,
+            injected,
         }
     }
 

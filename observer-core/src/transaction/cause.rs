@@ -741,7 +741,7 @@ fn reset<'a>(
             .and_then(|cell| cell.get())
             .is_some_and(|e| e.at >= from && e.at <= until)
     };
-    if legs.into_iter().any(|l| ended(l)) {
+    if legs.into_iter().any(ended) {
         c.flags.insert(Flag::Reset);
     }
 }
