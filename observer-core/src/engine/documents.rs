@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::record::{record, MessageRecord};
 use crate::jim::{self, Document, JimStats, Kind};
-use crate::jxta::flow::{FlowMessage, MessageHandler};
+use crate::jxta::flow::{FlowMessage, Handled, MessageHandler};
 use crate::jxta::{self, Carrier, FramedMessage, JxtaStats, PeerId};
 use crate::transaction::cause::WireNotes;
 use crate::transaction::{Matcher, Sighting, Transaction, Transport};
@@ -194,9 +194,9 @@ impl Documents {
         }
     }
 
-    /// Decodes one message and hands its documents on; true when it was a JXTA
-    /// service message (see [`is_service_message`]).
-    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> bool {
+    /// Decodes one message and hands its documents on; what its connection's notes
+    /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
+    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
         let udp = origin.transport == Transport::Udp;
         let decoded = jxta::decode_message(framed.body);
         if let Some(records) = &mut self.records {
@@ -211,11 +211,14 @@ impl Documents {
             Ok(m) => m,
             Err(e) => {
                 self.message_stats.count_malformed(e.kind());
-                return false;
+                return Handled::default();
             }
         };
         self.message_stats.count_message(&msg, udp);
-        let service = is_service_message(&msg);
+        let mut handled = Handled {
+            service: is_service_message(&msg),
+            delivery: None,
+        };
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
             let last = jxta::addressing(&msg).last_hop;
@@ -270,6 +273,11 @@ impl Documents {
                 Kind::Message => self.jim.messages += 1,
             }
             let (src_peer, dst_peer) = peers.get_or_insert_with(|| self.peers.peers(&msg)).clone();
+            let mut wire = origin.wire.clone();
+            if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
+                let cell = handled.delivery.get_or_insert_with(Default::default);
+                wire.delivery = Some(cell.clone());
+            }
             let sighting = Sighting {
                 start: framed.start,
                 stop: framed.stop,
@@ -280,7 +288,7 @@ impl Documents {
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,
-                wire: origin.wire.clone(),
+                wire,
             };
             self.sink.event(
                 self.at,
@@ -288,7 +296,7 @@ impl Documents {
                 MatchEvent::Document(Box::new((doc, sighting))),
             );
         }
-        service
+        handled
     }
 }
 
@@ -308,7 +316,7 @@ fn is_service_message(msg: &jxta::Message<'_>) -> bool {
 }
 
 impl MessageHandler for Documents {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> bool {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> Handled {
         let origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,

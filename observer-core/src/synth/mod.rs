@@ -160,7 +160,8 @@ pub fn jxse27() -> Script {
 /// history to be judged against): a lost PING segment, a hole in a PING and in a PONG, a new
 /// connection, a slow reply, a large message ahead of the PONG, a zero window inside the
 /// PING, a reset before the PONG, a reset instead of an answer (a timeout), a resolver
-/// message while the PING waits. No random peaks: the other transactions are quiet.
+/// message while the PING waits, and two PINGs never answered (one of them delivered
+/// only by a retransmission). No random peaks: the other transactions are quiet.
 pub fn explain() -> Script {
     let mut s = base(
         "explain",
@@ -184,6 +185,8 @@ pub fn explain() -> Script {
         Inject::ResetBeforePong,
         Inject::ResetUnanswered,
         Inject::Service,
+        Inject::Ignored,
+        Inject::LostIgnored(300_000_000),
     ];
     for (poller, receiver) in [(0, 1), (1, 0)] {
         for k in 0..240u64 {

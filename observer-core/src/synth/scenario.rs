@@ -94,6 +94,11 @@ pub enum Inject {
     /// The receiver sends a resolver/SRDI message on the connection 100 ms after the
     /// PING arrived, before answering.
     Service,
+    /// The receiver's TCP takes the PING, its application never answers.
+    Ignored,
+    /// A PING segment is lost after the capture point and sent again this long
+    /// after; the receiver's application never answers.
+    LostIgnored(u64),
 }
 
 impl Inject {
@@ -107,6 +112,8 @@ impl Inject {
             Inject::ZeroWindow(_) => Flag::Window,
             Inject::ResetBeforePong | Inject::ResetUnanswered => Flag::Reset,
             Inject::Service => Flag::Jxta,
+            Inject::Ignored => Flag::Far,
+            Inject::LostIgnored(_) => Flag::Retrans,
         }
     }
 }
@@ -534,6 +541,12 @@ impl<'a> Sim<'a> {
                         drop: vec![1],
                         ..SendShape::default()
                     }),
+                    Some(Inject::LostIgnored(rto)) => Some(SendShape {
+                        mss: 300,
+                        retransmit: vec![(0, rto)],
+                        lost: vec![0],
+                        ..SendShape::default()
+                    }),
                     Some(Inject::ZeroWindow(stall)) => Some(SendShape {
                         mss: 300,
                         zero_window: Some((0, stall)),
@@ -562,16 +575,20 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 let poller = self.pings[ping].poller;
+                // The reset comes 300 ms after the PING; a reply due earlier waits for
+                // the new connection.
+                const RESET_AFTER: u64 = 300 * MS;
                 let reset = Event::Reset {
                     from: receiver,
                     to: poller,
                 };
                 match self.pings[ping].inject {
                     Some(Inject::ResetUnanswered) => {
-                        self.schedule(t + 300 * MS, reset);
+                        self.schedule(t + RESET_AFTER, reset);
                         return;
                     }
-                    Some(Inject::ResetBeforePong) => self.schedule(t + 300 * MS, reset),
+                    Some(Inject::ResetBeforePong) => self.schedule(t + RESET_AFTER, reset),
+                    Some(Inject::Ignored | Inject::LostIgnored(_)) => return,
                     Some(Inject::Service) => self.service_message(t + 100 * MS, receiver, poller),
                     _ => {}
                 }
@@ -580,6 +597,9 @@ impl<'a> Sim<'a> {
                     delay += extra;
                 }
                 let mut at = t + delay;
+                if self.pings[ping].inject == Some(Inject::ResetBeforePong) {
+                    at = at.max(t + RESET_AFTER + 5 * MS);
+                }
                 if !self.peers[receiver].spec.instrumented {
                     // Unmodified JIM answers each poller in order.
                     let prev = self.peers[receiver]
@@ -1054,6 +1074,10 @@ impl<'a> Sim<'a> {
             if let (TxStatus::Timeout, Some(until)) = (t.status, t.stop) {
                 if let Some(i) = ping.inject {
                     flags.insert(i.flag());
+                }
+                // Delivered in the end, on a connection that stayed up.
+                if matches!(ping.inject, Some(Inject::LostIgnored(_))) {
+                    flags.insert(Flag::Far);
                 }
                 if pm.hops.first() != Some(&ping.receiver) {
                     flags.insert(Flag::Relay);

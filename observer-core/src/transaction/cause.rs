@@ -91,6 +91,22 @@ pub struct ConnEnd {
 /// time bound, so a parallel run's decoder being ahead of the matcher changes nothing.
 pub type EndCell = Arc<OnceLock<ConnEnd>>;
 
+/// What became of a PING's bytes after it was decoded: when the receiver's TCP first
+/// acknowledged them, when the sender first sent some of them again. Shared like
+/// [`EndCell`], and made for PINGs only (the decoder learns which messages are PINGs
+/// after their notes are taken); read with the same time bound.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub acked: OnceLock<UnixNanos>,
+    pub resent: OnceLock<UnixNanos>,
+}
+
+pub type DeliveryCell = Arc<Delivery>;
+
+/// PINGs per connection direction whose acknowledgement is awaited: JIM has one
+/// outstanding per pair, and a connection carries a pair's polls both ways.
+const WATCHED: usize = 4;
+
 /// What the decoding stages saw of one leg's message beyond its bytes. Default: a
 /// leg with nothing to say (UDP, or a connection without trouble).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,6 +133,8 @@ pub struct WireNotes {
     pub activity: Vec<Activity>,
     /// When the connection ended (a FIN or RST), once it has.
     pub end: Option<EndCell>,
+    /// A PING's: when its bytes were acknowledged, or sent again.
+    pub delivery: Option<DeliveryCell>,
 }
 
 /// First transmissions remembered per direction, to date a retransmission by its
@@ -153,6 +171,10 @@ struct DirNotes {
     after_gap: bool,
     /// This direction advertised a zero window then (the other one is held back).
     zero_since: Option<UnixNanos>,
+    /// End of the highest data seen (sequence number), when some was.
+    high_end: Option<u32>,
+    /// PINGs sent on this direction, by the sequence number their bytes end at.
+    watched: Vec<(u32, DeliveryCell)>,
 }
 
 impl ConnNotes {
@@ -187,6 +209,16 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
+        let end = seq.wrapping_add(len);
+        if retransmitted > 0 {
+            for (until, cell) in &d.watched {
+                if seq_before(seq, *until) {
+                    let _ = cell.resent.set(ts);
+                }
+            }
+        } else if d.high_end.is_none_or(|h| seq_before(h, end)) {
+            d.high_end = Some(end);
+        }
         if retransmitted == 0 {
             if d.sent.len() >= SENT_KEPT {
                 d.sent.pop_front();
@@ -233,7 +265,23 @@ impl ConnNotes {
     /// window holds the other direction back until a segment of `dir` opens it again
     /// (a window update, or the answer to a zero-window probe); the raw field is
     /// enough, as zero is zero at any scale. An RST's window means nothing.
-    pub fn control(&mut self, dir: usize, ts: UnixNanos, window: u16, fin: bool, rst: bool) {
+    pub fn control(
+        &mut self,
+        dir: usize,
+        ts: UnixNanos,
+        (ack, window): (Option<u32>, u16),
+        fin: bool,
+        rst: bool,
+    ) {
+        if let (Some(ack), Some(other)) = (ack, self.dirs.get_mut(1 - dir.min(1))) {
+            other.watched.retain(|(until, cell)| {
+                let covered = !seq_before(ack, *until);
+                if covered {
+                    let _ = cell.acked.set(ts);
+                }
+                !covered
+            });
+        }
         if fin || rst {
             // The first end counts (a FIN answered by an RST stays a FIN's time).
             let _ = self
@@ -263,6 +311,21 @@ impl ConnNotes {
             }
             _ => {}
         }
+    }
+
+    /// The message of `dir` just decoded was a PING: `cell` learns when its bytes (up
+    /// to the highest seen on `dir`) are acknowledged or sent again.
+    pub fn watch(&mut self, dir: usize, cell: DeliveryCell) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        let Some(end) = d.high_end else {
+            return;
+        };
+        if d.watched.len() >= WATCHED {
+            d.watched.remove(0);
+        }
+        d.watched.push((end, cell));
     }
 
     /// The message of `dir` from `start` to `stop` just decoded was a JXTA service
@@ -325,6 +388,7 @@ impl ConnNotes {
             stalls,
             activity,
             end: Some(end),
+            delivery: None,
         }
     }
 }
@@ -703,7 +767,29 @@ pub fn explain_unanswered(ping: &[Leg], receiver: Option<&PeerId>, deadline: Uni
     window(&mut c, ping, &[], &notes);
     reset(&mut c, ping.iter(), ping_start(ping), deadline);
     jxta(&mut c, &notes, ping_start(ping), deadline);
+    delivery(&mut c, ping, deadline);
     c
+}
+
+/// An unanswered PING's bytes after it was decoded: sent again (`retrans`); or
+/// acknowledged by the receiver's TCP on a connection that stayed up, so the time
+/// went beyond the capture point (`far`: the receiver's side never answered).
+fn delivery(c: &mut Cause, ping: &[Leg], deadline: UnixNanos) {
+    let by = |t: Option<&UnixNanos>| t.is_some_and(|&t| t <= deadline);
+    let cells = ping.iter().filter_map(|l| l.wire.delivery.as_ref());
+    for d in cells {
+        if by(d.resent.get()) {
+            c.flags.insert(Flag::Retrans);
+        }
+        if by(d.acked.get()) && !c.flags.contains(Flag::Reset) {
+            c.flags.insert(Flag::Far);
+        }
+    }
+}
+
+/// `a` comes before `b` in sequence space.
+fn seq_before(a: u32, b: u32) -> bool {
+    b.wrapping_sub(a).wrapping_sub(1) < 1 << 31
 }
 
 fn ping_start(ping: &[Leg]) -> UnixNanos {
@@ -799,11 +885,11 @@ mod tests {
         let mut n = ConnNotes::new(3, None);
         n.segment(0, 1000, 300, 0, 10 * MS);
         // The receiver shuts its window; probes (an old byte, or none) are not repairs.
-        n.control(1, 10 * MS, 0, false, false);
+        n.control(1, 10 * MS, (None, 0), false, false);
         n.segment(0, 1299, 1, 1, 210 * MS);
-        n.control(0, 210 * MS, 65535, false, false);
-        n.control(1, 210 * MS, 0, false, false);
-        n.control(1, 510 * MS, 65535, false, false);
+        n.control(0, 210 * MS, (None, 65535), false, false);
+        n.control(1, 210 * MS, (None, 0), false, false);
+        n.control(1, 510 * MS, (None, 65535), false, false);
         n.segment(0, 1300, 300, 0, 510 * MS);
         let ping = n.message(0, 10 * MS, 510 * MS, 600);
         assert!(ping.repairs.is_empty(), "{:?}", ping.repairs);
@@ -811,8 +897,8 @@ mod tests {
         assert_eq!(stalls, vec![(0, 500 * MS)]);
         n.activity(1, 600 * MS, 601 * MS);
         // An RST's window is not a zero window; the first end is kept.
-        n.control(1, 700 * MS, 0, false, true);
-        n.control(0, 800 * MS, 0, true, false);
+        n.control(1, 700 * MS, (None, 0), false, true);
+        n.control(0, 800 * MS, (None, 0), true, false);
         let end = ping.end.as_ref().and_then(|c| c.get()).copied();
         assert_eq!(
             end,
@@ -863,6 +949,42 @@ mod tests {
         assert_eq!(c.far_ns, None);
         let c = explain_unanswered(&p, Some(&pid(2)), 4_000 * MS);
         assert_eq!(c.label(), "window");
+    }
+
+    #[test]
+    fn an_unanswered_ping_learns_its_delivery_from_later_segments() {
+        let mut n = ConnNotes::new(5, None);
+        n.segment(0, 1000, 300, 0, 10 * MS);
+        let mut ping = leg(10, 10, (5, 0), 1, 2);
+        ping.wire = n.message(0, 10 * MS, 10 * MS, 300);
+        let cell = DeliveryCell::default();
+        ping.wire.delivery = Some(cell.clone());
+        n.watch(0, cell.clone());
+        // An ACK short of its end, then the bytes again, then the ACK of all of them.
+        n.control(1, 20 * MS, (Some(1100), 65535), false, false);
+        assert_eq!(cell.acked.get(), None);
+        n.segment(0, 1000, 300, 300, 310 * MS);
+        n.control(1, 311 * MS, (Some(1300), 65535), false, false);
+        assert_eq!(
+            (cell.resent.get(), cell.acked.get()),
+            (Some(&(310 * MS)), Some(&(311 * MS)))
+        );
+        let ping = [ping];
+        let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
+        assert_eq!(c.label(), "retrans+far");
+        // Read before those came (a deadline earlier), they say nothing.
+        let c = explain_unanswered(&ping, Some(&pid(2)), 300 * MS);
+        assert_eq!(c.label(), "");
+        // A connection reset after the ACK: the reset, not the receiver, is the story.
+        let end = EndCell::default();
+        let _ = end.set(ConnEnd {
+            at: 400 * MS,
+            reset: true,
+        });
+        let mut ping = ping;
+        ping[0].wire.end = Some(end);
+        let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
+        assert_eq!(c.label(), "retrans+reset");
     }
 
     const MS: u64 = 1_000_000;
