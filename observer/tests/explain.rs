@@ -171,6 +171,7 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
         .filter(|t| t.cause.flags.contains(Flag::Window))
         .map(|t| t.cause.tcp_ns)
         .collect();
+    eprintln!("zero-window stalls (ns): {stalls:?}");
     assert!(
         stalls
             .iter()
