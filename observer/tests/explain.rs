@@ -51,8 +51,26 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path: PathBuf = dir.path().join(format!("{}.pcap", script.name));
     std::fs::write(&path, bytes).expect("write capture");
-    let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
+    let analysis = runtime::analyze(&[path.clone()], PipelineConfig::default(), false);
     assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+    // Decoders on other threads run ahead of the matcher: what later segments tell a
+    // transaction (a connection's end, a PING's acknowledgement) is read with a time
+    // bound, so the causes are the same.
+    let mut parallel = Vec::new();
+    runtime::analyze_parallel(&[path], PipelineConfig::default(), 3, false, &mut |t| {
+        parallel.push(t)
+    });
+    let causes = |txs: &[Transaction]| -> Vec<(u64, String)> {
+        let mut v: Vec<_> = txs.iter().map(|t| (t.start, t.cause.label())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        causes(&parallel),
+        causes(&analysis.result.transactions),
+        "{}: --threads 3",
+        script.name
+    );
     let got: BTreeMap<_, &Transaction> = analysis
         .result
         .transactions
