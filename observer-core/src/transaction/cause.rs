@@ -273,7 +273,11 @@ impl ConnNotes {
         fin: bool,
         rst: bool,
     ) {
-        if let (Some(ack), Some(other)) = (ack, self.dirs.get_mut(1 - dir.min(1))) {
+        let other = self
+            .dirs
+            .get_mut(1 - dir.min(1))
+            .filter(|o| !o.watched.is_empty());
+        if let (Some(ack), Some(other)) = (ack, other) {
             other.watched.retain(|(until, cell)| {
                 let covered = !seq_before(ack, *until);
                 if covered {
@@ -634,6 +638,9 @@ fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> (u64, UnixNanos) {
 
 /// Zero-window stall time inside a leg's bytes, as [`leg_repair_ns`] finds repairs.
 fn leg_stall_ns(leg: &Leg, notes: &[&WireNotes]) -> u64 {
+    if notes.iter().all(|n| n.stalls.is_empty()) {
+        return 0;
+    }
     leg_spans_ns(leg, notes, |n| &n.stalls).0
 }
 
