@@ -51,7 +51,11 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path: PathBuf = dir.path().join(format!("{}.pcap", script.name));
     std::fs::write(&path, bytes).expect("write capture");
-    let analysis = runtime::analyze(&[path.clone()], PipelineConfig::default(), false);
+    let analysis = runtime::analyze(
+        std::slice::from_ref(&path),
+        PipelineConfig::default(),
+        false,
+    );
     assert!(!analysis.damaged(), "{:?}", analysis.inputs);
     // Decoders on other threads run ahead of the matcher: what later segments tell a
     // transaction (a connection's end, a PING's acknowledgement) is read with a time
