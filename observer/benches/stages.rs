@@ -70,6 +70,7 @@ impl OwnedSegment {
             syn: self.syn,
             fin: self.fin,
             rst: self.rst,
+            window: 65535,
             payload: &self.payload,
             checksum: observer::packet::Checksum::Unchecked,
         }

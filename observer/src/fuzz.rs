@@ -136,6 +136,8 @@ pub fn reassembly(data: &[u8]) {
             syn: flags & 0x02 != 0,
             fin: flags & 0x01 != 0,
             rst: flags & 0x04 != 0,
+            // The header's fourth flag bit closes the window (zero-window stalls).
+            window: if flags & 0x08 != 0 { 0 } else { 65535 },
             payload,
             checksum: match flags >> 5 {
                 0 => crate::packet::Checksum::Bad,

@@ -19,8 +19,9 @@ const MIN_FOUND: f64 = 0.95;
 const MAX_FALSE: f64 = 0.02;
 
 struct Score {
-    /// Per expected flag: (transactions expecting it, of them carrying it).
-    found: BTreeMap<&'static str, (u64, u64)>,
+    /// Per expected flag: (transactions expecting it, of them carrying it); the
+    /// unanswered ones under `timeout <flag>`.
+    found: BTreeMap<String, (u64, u64)>,
     quiet: u64,
     quiet_flagged: u64,
     /// Flags seen that were not expected, by flag (reported, not judged).
@@ -50,8 +51,30 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path: PathBuf = dir.path().join(format!("{}.pcap", script.name));
     std::fs::write(&path, bytes).expect("write capture");
-    let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
+    let analysis = runtime::analyze(
+        std::slice::from_ref(&path),
+        PipelineConfig::default(),
+        false,
+    );
     assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+    // Decoders on other threads run ahead of the matcher: what later segments tell a
+    // transaction (a connection's end, a PING's acknowledgement) is read with a time
+    // bound, so the causes are the same.
+    let mut parallel = Vec::new();
+    runtime::analyze_parallel(&[path], PipelineConfig::default(), 3, false, &mut |t| {
+        parallel.push(t)
+    });
+    let causes = |txs: &[Transaction]| -> Vec<(u64, String)> {
+        let mut v: Vec<_> = txs.iter().map(|t| (t.start, t.cause.label())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        causes(&parallel),
+        causes(&analysis.result.transactions),
+        "{}: --threads 3",
+        script.name
+    );
     let got: BTreeMap<_, &Transaction> = analysis
         .result
         .transactions
@@ -65,14 +88,16 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
         extra: BTreeMap::new(),
     };
     for (truth, want) in rendered.truth.iter().zip(&rendered.expected) {
-        if truth.status != TxStatus::Ok {
+        // Unanswered PINGs are explained too (from the PING's side only).
+        if truth.status == TxStatus::Open {
             continue;
         }
         let t = got
             .get(&key(truth))
             .unwrap_or_else(|| panic!("{}: transaction {:?} not found", script.name, key(truth)));
         assert_eq!(
-            t.stop, truth.stop,
+            (t.status, t.stop),
+            (truth.status, truth.stop),
             "{}: the RTT itself must be exact",
             script.name
         );
@@ -88,7 +113,11 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
             }
         }
         for f in want.iter() {
-            let e = s.found.entry(f.as_str()).or_default();
+            let name = match truth.status {
+                TxStatus::Ok => f.as_str().to_owned(),
+                _ => format!("timeout {}", f.as_str()),
+            };
+            let e = s.found.entry(name).or_default();
             e.0 += 1;
             if flags.contains(f) {
                 e.1 += 1;
@@ -109,24 +138,16 @@ fn score(script: Script) -> (Score, Vec<Transaction>) {
     (s, analysis.result.transactions)
 }
 
-fn judge(name: &str, s: &Score, must: &[Flag]) {
+fn judge(name: &str, s: &Score, must: &[&str]) {
     eprintln!(
         "{name}: found {:?}, quiet {} of which flagged {}, unexpected flags {:?}",
         s.found, s.quiet, s.quiet_flagged, s.extra
     );
     for f in must {
-        let (n, hit) = s.found.get(f.as_str()).copied().unwrap_or_default();
-        assert!(
-            n >= 5,
-            "{name}: only {n} transactions expect {}",
-            f.as_str()
-        );
+        let (n, hit) = s.found.get(*f).copied().unwrap_or_default();
+        assert!(n >= 5, "{name}: only {n} transactions expect {f}");
         let share = hit as f64 / n as f64;
-        assert!(
-            share >= MIN_FOUND,
-            "{name}: {} found on {hit} of {n}",
-            f.as_str()
-        );
+        assert!(share >= MIN_FOUND, "{name}: {f} found on {hit} of {n}");
     }
     let false_share = s.quiet_flagged as f64 / s.quiet.max(1) as f64;
     assert!(
@@ -143,9 +164,42 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
     judge(
         "explain",
         &s,
-        &[Flag::Retrans, Flag::Conn, Flag::Queue, Flag::Far],
+        &[
+            "retrans",
+            "conn",
+            "queue",
+            "far",
+            "window",
+            "reset",
+            "jxta",
+            "timeout reset",
+            "timeout far",
+            "timeout retrans",
+        ],
     );
     assert!(s.quiet >= 100, "too few quiet transactions: {}", s.quiet);
+    // Every unanswered PING has something the wire shows (above: the right thing).
+    let timeouts: Vec<String> = txs
+        .iter()
+        .filter(|t| t.status == TxStatus::Timeout)
+        .map(|t| t.cause.label())
+        .collect();
+    assert!(timeouts.len() >= 15, "{timeouts:?}");
+    assert!(timeouts.iter().all(|l| !l.is_empty()), "{timeouts:?}");
+    // A zero window costs its stall (500 ms, less the 20 µs to the first segment's
+    // ACK, which shuts it 50 µs after that segment): in `tcp_us`, not as a repair.
+    let stalls: Vec<u64> = txs
+        .iter()
+        .filter(|t| t.cause.flags.contains(Flag::Window))
+        .map(|t| t.cause.tcp_ns)
+        .collect();
+    eprintln!("zero-window stalls (ns): {stalls:?}");
+    assert!(
+        stalls
+            .iter()
+            .all(|&ns| (499_000_000..=500_000_000).contains(&ns)),
+        "{stalls:?}"
+    );
     // The slowest, as `observer explain` prints them (docs/explain.md quotes these).
     let mut top = observer::report::story::Slowest::new(6);
     for t in &txs {
@@ -184,7 +238,7 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
     // 20 µs between the segments of a PONG whose hole it is measured from).
     let retrans: Vec<u64> = txs
         .iter()
-        .filter(|t| t.cause.flags.contains(Flag::Retrans))
+        .filter(|t| t.status == TxStatus::Ok && t.cause.flags.contains(Flag::Retrans))
         .map(|t| t.cause.tcp_ns)
         .collect();
     assert!(
@@ -198,7 +252,7 @@ fn injected_causes_are_found_and_quiet_transactions_stay_quiet() {
 #[test]
 fn a_relayed_pair_is_relayed() {
     let (s, txs) = score(synth::relayed());
-    judge("relayed", &s, &[Flag::Relay]);
+    judge("relayed", &s, &["relay"]);
     let relays: Vec<Option<&str>> = txs
         .iter()
         .filter(|t| t.status == TxStatus::Ok)
@@ -214,7 +268,7 @@ fn a_relayed_pair_is_relayed() {
 #[test]
 fn a_route_failing_over_to_a_rendezvous_is_a_route_change() {
     let (s, txs) = score(synth::reroute());
-    judge("reroute", &s, &[Flag::Relay]);
+    judge("reroute", &s, &["relay"]);
     let (n, hit) = s.found.get("route").copied().unwrap_or_default();
     assert!(n >= 2, "one change per direction at least: {n}");
     assert_eq!(hit, n, "route changes found");
@@ -230,4 +284,108 @@ fn flags_read_back() {
     let mut f = Flags::default();
     f.insert(Flag::Queue);
     assert_eq!(Flags::parse(&f.to_string()), Some(f));
+}
+
+/// docs/explain.md's figures: for each cause, the first transaction of
+/// `synth::explain()` it was put on, drawn from the wire (`synth::figure`). They must
+/// match the committed files; `UPDATE_FIGURES=1 cargo test -p observer --test explain
+/// figures` rewrites them (`FIGURES_PNG=DIR` also writes PNGs there, to look at).
+#[test]
+fn cause_figures_are_current() {
+    use std::mem::discriminant;
+    use synth::Inject;
+    const MS: u64 = 1_000_000;
+    let r = synth::explain().render();
+    let figures = [
+        (
+            "retrans",
+            Inject::PingLoss(0),
+            "retrans: a PING segment lost after the capture point, sent again 300 ms later",
+        ),
+        (
+            "retrans-hole",
+            Inject::PongLoss(0),
+            "retrans: a PONG segment lost before the capture point (a hole), filled 300 ms later",
+        ),
+        (
+            "conn",
+            Inject::NewConnection,
+            "conn: the connection closed, a new one opened for the PING",
+        ),
+        (
+            "queue",
+            Inject::QueueAhead(0),
+            "queue: the PONG behind an 800,000-byte message on a slow link",
+        ),
+        (
+            "far",
+            Inject::ReplyDelay(0),
+            "far: the receiver answers 2 s later than usual",
+        ),
+        (
+            "window",
+            Inject::ZeroWindow(0),
+            "window: the receiver's zero window holds the PING's rest back 500 ms",
+        ),
+        (
+            "reset",
+            Inject::ResetBeforePong,
+            "reset: the receiver resets the connection and answers on a new one",
+        ),
+        (
+            "timeout",
+            Inject::ResetUnanswered,
+            "reset (a timeout): the receiver resets the connection and never answers",
+        ),
+        (
+            "jxta",
+            Inject::Service,
+            "jxta: a resolver/SRDI message on the connection while the PING waits",
+        ),
+        (
+            "timeout-far",
+            Inject::Ignored,
+            "far (a timeout): the receiver's TCP acknowledges the PING, nothing answers",
+        ),
+        (
+            "timeout-retrans",
+            Inject::LostIgnored(0),
+            "retrans+far (a timeout): the PING sent again 300 ms later, acknowledged, never answered",
+        ),
+    ];
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/figures");
+    let update = std::env::var_os("UPDATE_FIGURES").is_some();
+    let mut stale = Vec::new();
+    for (name, inject, title) in figures {
+        let i = r
+            .injected
+            .iter()
+            .position(|j| {
+                j.inject
+                    .is_some_and(|k| discriminant(&k) == discriminant(&inject))
+            })
+            .unwrap_or_else(|| panic!("{name}: not injected"));
+        let t = &r.truth[i];
+        let stop = match t.status {
+            TxStatus::Ok => t.stop.expect("answered"),
+            _ => t.start + 500 * MS,
+        };
+        let pad = ((stop - t.start) / 20).max(10 * MS);
+        let svg = synth::figure::figure(&r, i, (t.start - pad, stop + pad), title)
+            .unwrap_or_else(|| panic!("{name}: PING not seen"));
+        let path = dir.join(format!("cause-{name}.svg"));
+        if let Some(d) = std::env::var_os("FIGURES_PNG") {
+            let png = observer::report::figures::png_from_svg("cause", &svg).expect("png");
+            std::fs::write(PathBuf::from(d).join(format!("{name}.png")), png).expect("png");
+        }
+        if update {
+            std::fs::write(&path, &svg).expect("write figure");
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(svg.as_str()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "figures differ from what synth::explain() draws (UPDATE_FIGURES=1 rewrites them): {stale:?}"
+    );
 }

@@ -72,6 +72,7 @@ fn a_million_tiny_flows_stay_within_the_flow_cap() {
             syn: i % 3 != 0,
             fin: false,
             rst: false,
+            window: 65535,
             payload: if i % 3 == 0 { b"x" } else { b"" },
             checksum: observer::packet::Checksum::Valid,
         };

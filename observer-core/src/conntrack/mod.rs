@@ -92,8 +92,9 @@ pub trait FlowHandler {
         delivery: Delivery<'_>,
     ) -> Interest;
     fn close(&mut self, state: Self::State, info: &FlowInfo, reason: CloseReason);
-    /// A data segment of `dir` went through reassembly, `retransmitted` of its bytes
-    /// already delivered: what dates a retransmission (see `transaction::cause`).
+    /// A segment of `dir` went through reassembly (data or not), `retransmitted` of its
+    /// bytes already delivered: what dates a retransmission, and the windows and
+    /// FIN/RST flags a transaction's causes read (see `transaction::cause`).
     fn segment_seen(
         &mut self,
         _state: &mut Self::State,
@@ -209,6 +210,8 @@ pub struct TcpSegment<'a> {
     pub syn: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The raw window field (unscaled: zero is zero at any scale).
+    pub window: u16,
     pub payload: &'a [u8],
     pub checksum: Checksum,
 }
@@ -220,8 +223,8 @@ impl TcpSegment<'_> {
             seq,
             ack,
             flags,
+            window,
             payload,
-            ..
         } = &seg.l4
         else {
             return None;
@@ -236,6 +239,7 @@ impl TcpSegment<'_> {
             syn: flags.syn,
             fin: flags.fin,
             rst: flags.rst,
+            window: *window,
             payload,
             checksum: seg.checksum,
         })
@@ -404,10 +408,8 @@ impl<S> FlowTable<S> {
                 }
             },
         );
-        if !seg.payload.is_empty() {
-            let retransmitted = stats.reassembly.retransmitted_bytes - retransmitted_before;
-            handler.segment_seen(state, dir, seg, retransmitted);
-        }
+        let retransmitted = stats.reassembly.retransmitted_bytes - retransmitted_before;
+        handler.segment_seen(state, dir, seg, retransmitted);
         if ignore_this {
             delta -= this.ignore() as isize;
             stats.ignored_directions += 1;
@@ -613,6 +615,7 @@ mod tests {
             syn: flags.contains('S'),
             fin: flags.contains('F'),
             rst: flags.contains('R'),
+            window: if flags.contains('Z') { 0 } else { 65535 },
             payload,
             checksum: Checksum::Unchecked,
         }

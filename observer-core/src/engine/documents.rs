@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::record::{record, MessageRecord};
 use crate::jim::{self, Document, JimStats, Kind};
-use crate::jxta::flow::{FlowMessage, MessageHandler};
+use crate::jxta::flow::{FlowMessage, Handled, MessageHandler};
 use crate::jxta::{self, Carrier, FramedMessage, JxtaStats, PeerId};
 use crate::transaction::cause::WireNotes;
 use crate::transaction::{Matcher, Sighting, Transaction, Transport};
@@ -194,7 +194,9 @@ impl Documents {
         }
     }
 
-    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) {
+    /// Decodes one message and hands its documents on; what its connection's notes
+    /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
+    pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
         let udp = origin.transport == Transport::Udp;
         let decoded = jxta::decode_message(framed.body);
         if let Some(records) = &mut self.records {
@@ -209,10 +211,14 @@ impl Documents {
             Ok(m) => m,
             Err(e) => {
                 self.message_stats.count_malformed(e.kind());
-                return;
+                return Handled::default();
             }
         };
         self.message_stats.count_message(&msg, udp);
+        let mut handled = Handled {
+            service: is_service_message(&msg),
+            delivery: None,
+        };
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
             let last = jxta::addressing(&msg).last_hop;
@@ -267,6 +273,11 @@ impl Documents {
                 Kind::Message => self.jim.messages += 1,
             }
             let (src_peer, dst_peer) = peers.get_or_insert_with(|| self.peers.peers(&msg)).clone();
+            let mut wire = origin.wire.clone();
+            if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
+                let cell = handled.delivery.get_or_insert_with(Default::default);
+                wire.delivery = Some(cell.clone());
+            }
             let sighting = Sighting {
                 start: framed.start,
                 stop: framed.stop,
@@ -277,7 +288,7 @@ impl Documents {
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,
-                wire: origin.wire.clone(),
+                wire,
             };
             self.sink.event(
                 self.at,
@@ -285,11 +296,27 @@ impl Documents {
                 MatchEvent::Document(Box::new((doc, sighting))),
             );
         }
+        handled
     }
 }
 
+/// Element names (in the empty namespace, after the group's name) of the services
+/// whose traffic shares a connection with the application's: SRDI index pushes,
+/// resolver queries and responses (which carry route and pipe resolution), discovery.
+const SERVICE_ELEMENTS: [&str; 5] = ["Srdi", "ORes", "IRes", "DiscQuery", "DiscResponse"];
+
+/// A discovery, SRDI or resolver message (`transaction::cause`'s `jxta`): told by its
+/// element names, as routed messages name only the router in their destination address.
+fn is_service_message(msg: &jxta::Message<'_>) -> bool {
+    msg.elements.iter().any(|e| {
+        e.namespace.is_empty()
+            && e.name.starts_with("jxta-")
+            && SERVICE_ELEMENTS.iter().any(|s| e.name.ends_with(s))
+    })
+}
+
 impl MessageHandler for Documents {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> Handled {
         let origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
@@ -303,7 +330,7 @@ impl MessageHandler for Documents {
             wire: at.wire,
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
         };
-        self.decode(framed, origin);
+        self.decode(framed, origin)
     }
 }
 

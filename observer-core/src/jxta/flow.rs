@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::StreamStart;
 use super::{Carrier, DirParser, FramedMessage, JxtaStats, PeerId, StreamConfig, StreamEvent};
 use crate::conntrack::{CloseReason, Delivery, Dir, FlowHandler, FlowInfo, Interest, TcpSegment};
-use crate::transaction::cause::{ConnNotes, WireNotes};
+use crate::transaction::cause::{ConnNotes, DeliveryCell, WireNotes};
 use crate::UnixNanos;
 
 /// Flows recognised as JXTA kept for [`JxtaFlows::take_jxta_flows`] between two calls.
@@ -31,7 +31,17 @@ pub struct FlowMessage {
 
 /// What happens to each message framed on a flow.
 pub trait MessageHandler {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage);
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> Handled;
+}
+
+/// What the connection's notes keep of a message once it is decoded.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// A JXTA service message (discovery, SRDI, resolver): the connection's later
+    /// messages carry it in their notes.
+    pub service: bool,
+    /// A PING's: to be told when its bytes are acknowledged or sent again.
+    pub delivery: Option<DeliveryCell>,
 }
 
 /// The state attached to one TCP flow: a parser per direction (TCP or HTTP transport)
@@ -159,7 +169,13 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                 hop_dst: peers[dir.other().index()].clone(),
                                 wire,
                             };
-                            handler.message(&m, at);
+                            let handled = handler.message(&m, at);
+                            if handled.service {
+                                notes.activity(dir.index(), m.start, m.stop);
+                            }
+                            if let Some(cell) = handled.delivery {
+                                notes.watch(dir.index(), cell);
+                            }
                         }
                     },
                 );
@@ -199,6 +215,8 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
         let len = u32::try_from(seg.payload.len()).unwrap_or(u32::MAX);
         conn.notes
             .segment(dir.index(), seg.seq, len, retransmitted, seg.ts);
+        conn.notes
+            .control(dir.index(), seg.ts, (seg.ack, seg.window), seg.fin, seg.rst);
     }
 
     fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {

@@ -585,6 +585,7 @@ pub fn render() -> Rendered {
         capture_start: 0,
         truth,
         expected,
+        injected: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! The encoders used here are the library's own (`jxta`, `jim`, `packet::build`,
 //! `capture::CaptureWriter`): the reference peer speaks through the same ones.
 
+pub mod figure;
 pub mod http;
 pub mod scenario;
 pub mod wire;
@@ -12,7 +13,7 @@ pub mod wire;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use scenario::{Change, Inject, Layout, PeerSpec, Rendered, Route, Script, EPOCH};
+pub use scenario::{Change, Inject, Injected, Layout, PeerSpec, Rendered, Route, Script, EPOCH};
 
 use crate::capture::WriteFormat;
 use crate::jim::Status;
@@ -154,11 +155,13 @@ pub fn jxse27() -> Script {
     s
 }
 
-/// Two peers polling each other every 2 s for 4 minutes, with a cause of delay put on
+/// Two peers polling each other every 2 s for 8 minutes, with a cause of delay put on
 /// purpose on some polls of each direction (after the first ten, so the pair has a
 /// history to be judged against): a lost PING segment, a hole in a PING and in a PONG, a new
-/// connection, a slow reply, a large message ahead of the PONG. No random peaks: the
-/// other transactions are quiet.
+/// connection, a slow reply, a large message ahead of the PONG, a zero window inside the
+/// PING, a reset before the PONG, a reset instead of an answer (a timeout), a resolver
+/// message while the PING waits, and two PINGs never answered (one of them delivered
+/// only by a retransmission). No random peaks: the other transactions are quiet.
 pub fn explain() -> Script {
     let mut s = base(
         "explain",
@@ -169,7 +172,7 @@ pub fn explain() -> Script {
         vec![(0, 1)],
     );
     s.poll_interval_ns = 2 * SEC;
-    s.duration_ns = 240 * SEC;
+    s.duration_ns = 480 * SEC;
     s.natural_peaks = false;
     let causes = [
         Inject::PingLoss(300_000_000),
@@ -178,12 +181,20 @@ pub fn explain() -> Script {
         Inject::NewConnection,
         Inject::ReplyDelay(2 * SEC),
         Inject::QueueAhead(800_000),
+        Inject::ZeroWindow(500_000_000),
+        Inject::ResetBeforePong,
+        Inject::ResetUnanswered,
+        Inject::Service,
+        Inject::Ignored,
+        Inject::LostIgnored(300_000_000),
     ];
     for (poller, receiver) in [(0, 1), (1, 0)] {
-        for k in 0..100u64 {
-            // Every fifth poll from the tenth on, each cause in turn; the polls
+        for k in 0..240u64 {
+            // Every fifth poll from the tenth on, each cause in turn, the second
+            // direction's two polls (4 s) after the first's so that no two injections
+            // meet (a reset in the middle of a stalled PING would lose it); the polls
             // between stay quiet.
-            if k >= 10 && k % 5 == 0 {
+            if k >= 10 && k % 5 == 2 * poller as u64 {
                 let cause = causes[((k / 5) as usize + poller) % causes.len()];
                 s.inject.push((poller, receiver, k, cause));
             }

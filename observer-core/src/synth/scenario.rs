@@ -82,6 +82,23 @@ pub enum Inject {
     /// The receiver sends a MESSAGE with a body of this many bytes just before the
     /// PONG, on a slow link (a segment per millisecond): the PONG queues behind it.
     QueueAhead(usize),
+    /// The receiver shuts its TCP window after the PING's first segment and opens it
+    /// this long after; the rest of the PING waits (probed meanwhile).
+    ZeroWindow(u64),
+    /// The receiver resets the connection 300 ms after the PING arrived, opens a new
+    /// one and answers there.
+    ResetBeforePong,
+    /// The receiver resets the connection 300 ms after the PING arrived and never
+    /// answers (it opens a new connection for what follows).
+    ResetUnanswered,
+    /// The receiver sends a resolver/SRDI message on the connection 100 ms after the
+    /// PING arrived, before answering.
+    Service,
+    /// The receiver's TCP takes the PING, its application never answers.
+    Ignored,
+    /// A PING segment is lost after the capture point and sent again this long
+    /// after; the receiver's application never answers.
+    LostIgnored(u64),
 }
 
 impl Inject {
@@ -92,6 +109,11 @@ impl Inject {
             Inject::NewConnection => Flag::Conn,
             Inject::ReplyDelay(_) => Flag::Far,
             Inject::QueueAhead(_) => Flag::Queue,
+            Inject::ZeroWindow(_) => Flag::Window,
+            Inject::ResetBeforePong | Inject::ResetUnanswered => Flag::Reset,
+            Inject::Service => Flag::Jxta,
+            Inject::Ignored => Flag::Far,
+            Inject::LostIgnored(_) => Flag::Retrans,
         }
     }
 }
@@ -147,6 +169,18 @@ pub struct Rendered {
     /// PONG (its first message in that direction). The HTTP sample (`synth::http`)
     /// leaves them empty: it is not scored.
     pub expected: Vec<Flags>,
+    /// For each transaction of `truth`, what was put on it on purpose, and when the
+    /// capture saw its PING's first leg and its PONG's last (for `synth::figure`).
+    /// Empty in the HTTP sample.
+    pub injected: Vec<Injected>,
+}
+
+/// What a transaction of a rendered scenario had put on it, and where it lies.
+#[derive(Clone, Debug, Default)]
+pub struct Injected {
+    pub inject: Option<Inject>,
+    pub ping: Option<(UnixNanos, UnixNanos)>,
+    pub pong: Option<(UnixNanos, UnixNanos)>,
 }
 
 /// A deterministic generator (SplitMix64): the same script always gives the same bytes.
@@ -181,11 +215,28 @@ impl Rng {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    Poll { from: usize, to: usize },
-    Arrive { msg: usize, hop: usize },
-    Reply { ping: usize },
-    Change { idx: usize },
-    Message { idx: usize },
+    Poll {
+        from: usize,
+        to: usize,
+    },
+    Arrive {
+        msg: usize,
+        hop: usize,
+    },
+    Reply {
+        ping: usize,
+    },
+    Change {
+        idx: usize,
+    },
+    Message {
+        idx: usize,
+    },
+    /// `from` resets its connection to `to` (and opens a new one).
+    Reset {
+        from: usize,
+        to: usize,
+    },
 }
 
 struct SimMessage {
@@ -242,6 +293,10 @@ struct Sim<'a> {
     used: std::collections::HashSet<(usize, usize)>,
     /// Connections opened after the start, for their client ports.
     reconnects: u16,
+    /// Each connection's end (its first FIN or RST), for the expected `reset`.
+    ends: Vec<(usize, UnixNanos)>,
+    /// Where the JXTA service messages went, for the expected `jxta`.
+    service: Vec<Placement>,
 }
 
 impl Script {
@@ -330,6 +385,8 @@ impl<'a> Sim<'a> {
             polls: HashMap::new(),
             used: Default::default(),
             reconnects: 0,
+            ends: Vec::new(),
+            service: Vec::new(),
         }
     }
 
@@ -464,12 +521,11 @@ impl<'a> Sim<'a> {
                 let mut at = t;
                 if inject == Some(Inject::NewConnection) {
                     if let Some(&(conn, _)) = self.conns.get(&(from, to)) {
-                        self.wire.close(t, conn);
+                        let closed = self.wire.close(t, conn);
+                        self.ends.push((conn, closed));
                     }
-                    self.reconnects += 1;
-                    let port = 50_000 + self.reconnects;
                     // The poller's stack opens a new connection before the PING can go.
-                    self.connect(t + MS, from, to, port);
+                    self.reconnect(t + MS, from, to);
                     at = t + 5 * MS;
                 }
                 let shape = match inject {
@@ -483,6 +539,17 @@ impl<'a> Sim<'a> {
                         mss: 300,
                         retransmit: vec![(1, rto)],
                         drop: vec![1],
+                        ..SendShape::default()
+                    }),
+                    Some(Inject::LostIgnored(rto)) => Some(SendShape {
+                        mss: 300,
+                        retransmit: vec![(0, rto)],
+                        lost: vec![0],
+                        ..SendShape::default()
+                    }),
+                    Some(Inject::ZeroWindow(stall)) => Some(SendShape {
+                        mss: 300,
+                        zero_window: Some((0, stall)),
                         ..SendShape::default()
                     }),
                     _ => None,
@@ -507,12 +574,32 @@ impl<'a> Sim<'a> {
                 if !self.peers[receiver].alive {
                     return;
                 }
+                let poller = self.pings[ping].poller;
+                // The reset comes 300 ms after the PING; a reply due earlier waits for
+                // the new connection.
+                const RESET_AFTER: u64 = 300 * MS;
+                let reset = Event::Reset {
+                    from: receiver,
+                    to: poller,
+                };
+                match self.pings[ping].inject {
+                    Some(Inject::ResetUnanswered) => {
+                        self.schedule(t + RESET_AFTER, reset);
+                        return;
+                    }
+                    Some(Inject::ResetBeforePong) => self.schedule(t + RESET_AFTER, reset),
+                    Some(Inject::Ignored | Inject::LostIgnored(_)) => return,
+                    Some(Inject::Service) => self.service_message(t + 100 * MS, receiver, poller),
+                    _ => {}
+                }
                 let mut delay = self.reply_delay(receiver);
                 if let Some(Inject::ReplyDelay(extra)) = self.pings[ping].inject {
                     delay += extra;
                 }
-                let poller = self.pings[ping].poller;
                 let mut at = t + delay;
+                if self.pings[ping].inject == Some(Inject::ResetBeforePong) {
+                    at = at.max(t + RESET_AFTER + 5 * MS);
+                }
                 if !self.peers[receiver].spec.instrumented {
                     // Unmodified JIM answers each poller in order.
                     let prev = self.peers[receiver]
@@ -580,6 +667,7 @@ impl<'a> Sim<'a> {
                     }
                 }
             }
+            Event::Reset { from, to } => self.reset(t, from, to),
             Event::Message { idx } => {
                 let (_, from, to, body) = self.script.messages[idx].clone();
                 let doc = Document {
@@ -624,6 +712,34 @@ impl<'a> Sim<'a> {
             legs: Vec::new(),
         });
         self.messages.len() - 1
+    }
+
+    /// `from` resets its connection to `to` at `t` and opens a new one.
+    fn reset(&mut self, t: UnixNanos, from: usize, to: usize) {
+        if let Some(&(conn, dir)) = self.conns.get(&(from, to)) {
+            self.wire.reset(t, conn, dir);
+            self.ends.push((conn, t));
+        }
+        self.reconnect(t + MS, from, to);
+    }
+
+    /// `from` opens a new connection to `to` at `t`, from a port of its own.
+    fn reconnect(&mut self, t: UnixNanos, from: usize, to: usize) {
+        self.reconnects += 1;
+        let port = 50_000 + self.reconnects;
+        self.connect(t, from, to, port);
+    }
+
+    /// A resolver/SRDI message from `from` to `to` at `t`, on their connection.
+    fn service_message(&mut self, t: UnixNanos, from: usize, to: usize) {
+        let bytes = self.filler(to);
+        let Some(&(conn, dir)) = self.conns.get(&(from, to)) else {
+            return;
+        };
+        let (placements, _) =
+            self.wire
+                .send(t, conn, dir, &[&bytes], &SendShape::default(), 150_000);
+        self.service.extend(placements);
     }
 
     /// A large instant message from `from` to `to` at `t`, on a slow link.
@@ -890,7 +1006,8 @@ impl<'a> Sim<'a> {
         conns.sort();
         conns.dedup();
         for c in conns {
-            self.wire.close(end + 10 * MS, c);
+            let closed = self.wire.close(end + 10 * MS, c);
+            self.ends.push((c, closed));
         }
         let capture_start = self.capture_start();
         let capture_end = self.wire.last_written(capture_start);
@@ -954,10 +1071,29 @@ impl<'a> Sim<'a> {
                 _ => {}
             }
             let mut flags = Flags::default();
+            if let (TxStatus::Timeout, Some(until)) = (t.status, t.stop) {
+                if let Some(i) = ping.inject {
+                    flags.insert(i.flag());
+                }
+                // Delivered in the end, on a connection that stayed up.
+                if matches!(ping.inject, Some(Inject::LostIgnored(_))) {
+                    flags.insert(Flag::Far);
+                }
+                if pm.hops.first() != Some(&ping.receiver) {
+                    flags.insert(Flag::Relay);
+                }
+                if pm.fresh {
+                    flags.insert(Flag::Conn);
+                }
+                self.wire_facts(&mut flags, &[ping.msg], (start, until), capture_start);
+            }
             if t.status == TxStatus::Ok {
                 if let Some(i) = ping.inject {
                     flags.insert(i.flag());
                 }
+                let until = t.stop.unwrap_or(start);
+                let msgs: Vec<usize> = std::iter::once(ping.msg).chain(ping.pong).collect();
+                self.wire_facts(&mut flags, &msgs, (start, until), capture_start);
                 if pm.hops.first() != Some(&ping.receiver) {
                     flags.insert(Flag::Relay);
                 }
@@ -978,7 +1114,16 @@ impl<'a> Sim<'a> {
                     flags.insert(Flag::Conn);
                 }
             }
-            truth.push((t, flags));
+            let pong_seen = ping.pong.and_then(|p| {
+                let leg = self.messages[p].legs.last()?;
+                self.wire.seen(*leg, capture_start)
+            });
+            let injected = Injected {
+                inject: ping.inject,
+                ping: self.wire.seen(*first_leg, capture_start),
+                pong: pong_seen,
+            };
+            truth.push((t, (flags, injected)));
         }
         truth.sort_by(|(a, _), (b, _)| {
             (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
@@ -988,12 +1133,48 @@ impl<'a> Sim<'a> {
                 &b.correlator,
             ))
         });
-        let (truth, expected) = truth.into_iter().unzip();
+        let (truth, notes): (Vec<Transaction>, Vec<(Flags, Injected)>) = truth.into_iter().unzip();
+        let (expected, injected) = notes.into_iter().unzip();
         Rendered {
             wire: self.wire,
             capture_start,
             truth,
             expected,
+            injected,
+        }
+    }
+
+    /// The flags a transaction's messages `msgs` get from what happened on their
+    /// connections from `from` to `until`: a connection ended (`reset`), a service
+    /// message overlapped (`jxta`).
+    fn wire_facts(
+        &self,
+        flags: &mut Flags,
+        msgs: &[usize],
+        (from, until): (UnixNanos, UnixNanos),
+        capture_start: UnixNanos,
+    ) {
+        let conns: Vec<usize> = msgs
+            .iter()
+            .flat_map(|&m| self.messages[m].legs.iter().map(|l| l.conn))
+            .collect();
+        // The wire keeps whole microseconds.
+        let ended = |&(c, at): &(usize, UnixNanos)| {
+            let at = at - at % 1_000;
+            conns.contains(&c) && at >= from && at <= until
+        };
+        if self.ends.iter().any(ended) {
+            flags.insert(Flag::Reset);
+        }
+        let during = |p: &Placement| {
+            conns.contains(&p.conn)
+                && self
+                    .wire
+                    .seen(*p, capture_start)
+                    .is_some_and(|(lo, hi)| lo <= until && hi >= from)
+        };
+        if self.service.iter().any(during) {
+            flags.insert(Flag::Jxta);
         }
     }
 

@@ -51,7 +51,14 @@ pub struct SendShape {
     /// Segments lost after the capture point (written, but the receiver only gets
     /// their retransmission).
     pub lost: Vec<usize>,
+    /// After segment `k` the receiver shuts its window (an ACK with window 0) and
+    /// opens it again this long after (a window update); the sender probes it every
+    /// [`ZERO_WINDOW_PROBE_NS`] meanwhile and the rest of the send waits.
+    pub zero_window: Option<(usize, u64)>,
 }
+
+/// Between two zero-window probes (Linux starts at the retransmission timeout, 200 ms).
+pub const ZERO_WINDOW_PROBE_NS: u64 = 200_000_000;
 
 impl Default for SendShape {
     fn default() -> Self {
@@ -62,6 +69,7 @@ impl Default for SendShape {
             retransmit: Vec::new(),
             drop: Vec::new(),
             lost: Vec::new(),
+            zero_window: None,
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct Conn {
     offset: [u64; 2],
     busy_until: [UnixNanos; 2],
     logs: [StreamLog; 2],
+    /// Direction `d`'s packets advertise a shut window from `.0` until `.1`.
+    shut: [(UnixNanos, UnixNanos); 2],
 }
 
 #[derive(Default, Clone, Debug)]
@@ -144,6 +154,7 @@ impl Wire {
             offset: [0, 0],
             busy_until: [t + rtt_ns, t + rtt_ns],
             logs: [StreamLog::default(), StreamLog::default()],
+            shut: [(0, 0); 2],
         });
         self.conns.len() - 1
     }
@@ -178,6 +189,11 @@ impl Wire {
                 times.swap(k, k + 1);
             }
         }
+        if let Some((k, stall)) = shape.zero_window {
+            for t in times.iter_mut().skip(k + 1) {
+                *t += stall;
+            }
+        }
         let psh = TcpFlags::PSH_ACK;
         let mut at = 0u64;
         let mut last = t0;
@@ -185,7 +201,8 @@ impl Wire {
         for (k, chunk) in chunks.iter().enumerate() {
             let seq = base_seq.wrapping_add(at as u32);
             let peer_ack = self.ack_at(conn, 1 - dir, times[k]);
-            let ip = build::tcp_packet(src, dst, seq, peer_ack, psh, 65535, chunk);
+            let win = self.window(conn, dir, times[k]);
+            let ip = build::tcp_packet(src, dst, seq, peer_ack, psh, win, chunk);
             let range = (start + at, start + at + chunk.len() as u64);
             for &(r, delay) in &shape.retransmit {
                 if r == k {
@@ -204,6 +221,10 @@ impl Wire {
             }
             last = last.max(times[k]);
             at += chunk.len() as u64;
+            if let Some((z, stall)) = shape.zero_window.filter(|&(z, _)| z == k) {
+                let acked = base_seq.wrapping_add(at as u32);
+                self.zero_window(times[z], stall, (conn, dir), (acked, peer_ack));
+            }
         }
         let c = &mut self.conns[conn];
         c.logs[dir].segments.extend(logged);
@@ -213,9 +234,10 @@ impl Wire {
         let ack = TcpFlags::ACK;
         let ack_seq = c.seq[1 - dir];
         let acked = c.seq[dir];
+        let win = self.window(conn, 1 - dir, last + ack_delay_ns);
         self.push(
             last + ack_delay_ns,
-            build::tcp_packet(dst, src, ack_seq, acked, ack, 65535, b""),
+            build::tcp_packet(dst, src, ack_seq, acked, ack, win, b""),
             true,
         );
         let mut placements = Vec::with_capacity(messages.len());
@@ -251,8 +273,68 @@ impl Wire {
         base.wrapping_add(pending.unwrap_or(c.offset[dir]) as u32)
     }
 
-    /// Closes a connection with FIN from the client then the server.
-    pub fn close(&mut self, t: UnixNanos, conn: usize) {
+    /// What direction `dir` of `conn` advertises at `t`: its window is shut, or open.
+    fn window(&self, conn: usize, dir: usize, t: UnixNanos) -> u16 {
+        let (from, until) = self.conns[conn].shut[dir];
+        if (from..until).contains(&t) {
+            0
+        } else {
+            65535
+        }
+    }
+
+    /// The receiver of `dir` shuts its window at `t` + 50 µs, acknowledging up to
+    /// `acked`, and opens it `stall` after `t`; the sender (at `seq`) probes with
+    /// empty segments one below what was acknowledged, each answered with the window
+    /// still shut. Whatever else the receiver sends meanwhile says it shut too.
+    fn zero_window(
+        &mut self,
+        t: UnixNanos,
+        stall: u64,
+        (conn, dir): (usize, usize),
+        (acked, seq): (u32, u32),
+    ) {
+        let (src, dst) = (self.conns[conn].addrs[dir], self.conns[conn].addrs[1 - dir]);
+        self.conns[conn].shut[1 - dir] = (t + 50_000, t + stall);
+        let ack = TcpFlags::ACK;
+        self.push(
+            t + 50_000,
+            build::tcp_packet(dst, src, seq, acked, ack, 0, b""),
+            true,
+        );
+        let mut probe = t + ZERO_WINDOW_PROBE_NS;
+        while probe < t + stall {
+            let p = build::tcp_packet(src, dst, acked.wrapping_sub(1), seq, ack, 65535, b"");
+            self.push(probe, p, true);
+            self.push(
+                probe + 50_000,
+                build::tcp_packet(dst, src, seq, acked, ack, 0, b""),
+                true,
+            );
+            probe += ZERO_WINDOW_PROBE_NS;
+        }
+        self.push(
+            t + stall,
+            build::tcp_packet(dst, src, seq, acked, ack, 65535, b""),
+            true,
+        );
+    }
+
+    /// Resets a connection: an RST from direction `dir`'s sender.
+    pub fn reset(&mut self, t: UnixNanos, conn: usize, dir: usize) {
+        let c = &self.conns[conn];
+        let (src, dst) = (c.addrs[dir], c.addrs[1 - dir]);
+        let (seq, ack) = (c.seq[dir], c.seq[1 - dir]);
+        let rst = TcpFlags {
+            rst: true,
+            ..TcpFlags::ACK
+        };
+        self.push(t, build::tcp_packet(src, dst, seq, ack, rst, 0, b""), true);
+    }
+
+    /// Closes a connection with FIN from the client then the server; returns when
+    /// the first FIN went.
+    pub fn close(&mut self, t: UnixNanos, conn: usize) -> UnixNanos {
         let c = &self.conns[conn];
         let t = t.max(c.busy_until[0]).max(c.busy_until[1]);
         let (a, b) = (c.addrs[0], c.addrs[1]);
@@ -278,6 +360,7 @@ impl Wire {
             ),
             true,
         );
+        t
     }
 
     /// Sends one UDP datagram, fragmented to `mtu` when larger.

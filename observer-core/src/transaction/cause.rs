@@ -11,6 +11,7 @@
 //! Over 600 lines: 170 of them are tests.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 
 use crate::jxta::PeerId;
 use crate::UnixNanos;
@@ -41,6 +42,15 @@ pub const FAR_MIN_HISTORY: usize = 5;
 /// Recent answered transactions a pair's baseline is the median of.
 pub const FAR_HISTORY: usize = 15;
 
+/// Zero-window stalls costing less than this are not flagged `window` (their time is
+/// still in `tcp_ns`): a receiver that empties its buffer within a LAN round trip did
+/// not hold the sender back in a way the RTT shows.
+pub const WINDOW_FLAG_NS: u64 = 1_000_000;
+
+/// Other JXTA messages (discovery, SRDI, resolver) remembered per connection and
+/// carried by each leg: a few per round trip is all a quiet peer group sends.
+pub const ACTIVITY_KEPT: usize = 4;
+
 /// Bytes of one direction that the capture saw before the receiver could use them:
 /// a retransmission of bytes first seen at `first`, or bytes past a hole first seen at
 /// `first` and usable once the hole was filled at `at`.
@@ -59,6 +69,44 @@ impl Repair {
     }
 }
 
+/// A JXTA service message (discovery, SRDI, resolver) seen on a connection: the
+/// direction and its first and last byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub dir: u8,
+    pub start: UnixNanos,
+    pub stop: UnixNanos,
+}
+
+/// The first FIN or RST of a connection, either direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEnd {
+    pub at: UnixNanos,
+    pub reset: bool,
+}
+
+/// Set once, when the connection ends; shared by the connection's decoder and every
+/// leg it carried, because the end of a PING's connection comes after the PING was
+/// decoded (and, for an unanswered PING, no later message carries it). Read with a
+/// time bound, so a parallel run's decoder being ahead of the matcher changes nothing.
+pub type EndCell = Arc<OnceLock<ConnEnd>>;
+
+/// What became of a PING's bytes after it was decoded: when the receiver's TCP first
+/// acknowledged them, when the sender first sent some of them again. Shared like
+/// [`EndCell`], and made for PINGs only (the decoder learns which messages are PINGs
+/// after their notes are taken); read with the same time bound.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub acked: OnceLock<UnixNanos>,
+    pub resent: OnceLock<UnixNanos>,
+}
+
+pub type DeliveryCell = Arc<Delivery>;
+
+/// PINGs per connection direction whose acknowledgement is awaited: JIM has one
+/// outstanding per pair, and a connection carries a pair's polls both ways.
+const WATCHED: usize = 4;
+
 /// What the decoding stages saw of one leg's message beyond its bytes. Default: a
 /// leg with nothing to say (UDP, or a connection without trouble).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,6 +124,17 @@ pub struct WireNotes {
     /// bytes, and the time from their first byte to this message's first byte.
     pub queued_bytes: u64,
     pub queued_ns: u64,
+    /// The connection's recent zero-window stalls, oldest first, at most
+    /// [`REPAIRS_KEPT`]: `dir` the direction held back, `first` the zero window,
+    /// `at` the window update that reopened it.
+    pub stalls: Vec<Repair>,
+    /// The connection's recent JXTA service messages, oldest first, at most
+    /// [`ACTIVITY_KEPT`].
+    pub activity: Vec<Activity>,
+    /// When the connection ended (a FIN or RST), once it has.
+    pub end: Option<EndCell>,
+    /// A PING's: when its bytes were acknowledged, or sent again.
+    pub delivery: Option<DeliveryCell>,
 }
 
 /// First transmissions remembered per direction, to date a retransmission by its
@@ -91,6 +150,11 @@ pub struct ConnNotes {
     flow: u64,
     syn_at: Option<UnixNanos>,
     repairs: VecDeque<Repair>,
+    stalls: VecDeque<Repair>,
+    activity: VecDeque<Activity>,
+    /// Made with the first message or the first FIN or RST: flows that never carry a
+    /// message until they end cost one allocation at their end.
+    end: Option<EndCell>,
     dirs: [DirNotes; 2],
 }
 
@@ -105,6 +169,12 @@ struct DirNotes {
     last_stop: Option<UnixNanos>,
     /// Bytes after a gap (the capture missed some) were not waiting for a repair.
     after_gap: bool,
+    /// This direction advertised a zero window then (the other one is held back).
+    zero_since: Option<UnixNanos>,
+    /// End of the highest data seen (sequence number), when some was.
+    high_end: Option<u32>,
+    /// PINGs sent on this direction, by the sequence number their bytes end at.
+    watched: Vec<(u32, DeliveryCell)>,
 }
 
 impl ConnNotes {
@@ -127,9 +197,28 @@ impl ConnNotes {
     /// A data segment of direction `dir` went through reassembly; `retransmitted` of
     /// its bytes had already been delivered.
     pub fn segment(&mut self, dir: usize, seq: u32, len: u32, retransmitted: u64, ts: UnixNanos) {
+        // A byte sent again into a closed window is a zero-window probe, not a repair:
+        // the stall it probes is measured as one (`control`).
+        let window_shut = self
+            .dirs
+            .get(1 - dir.min(1))
+            .is_some_and(|o| o.zero_since.is_some());
+        if len == 0 || (retransmitted > 0 && len <= 1 && window_shut) {
+            return;
+        }
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
+        let end = seq.wrapping_add(len);
+        if retransmitted > 0 {
+            for (until, cell) in &d.watched {
+                if seq_before(seq, *until) {
+                    let _ = cell.resent.set(ts);
+                }
+            }
+        } else if d.high_end.is_none_or(|h| seq_before(h, end)) {
+            d.high_end = Some(end);
+        }
         if retransmitted == 0 {
             if d.sent.len() >= SENT_KEPT {
                 d.sent.pop_front();
@@ -172,6 +261,90 @@ impl ConnNotes {
         }
     }
 
+    /// Any segment of `dir` (data or not): its window and FIN/RST flags. A zero
+    /// window holds the other direction back until a segment of `dir` opens it again
+    /// (a window update, or the answer to a zero-window probe); the raw field is
+    /// enough, as zero is zero at any scale. An RST's window means nothing.
+    pub fn control(
+        &mut self,
+        dir: usize,
+        ts: UnixNanos,
+        (ack, window): (Option<u32>, u16),
+        fin: bool,
+        rst: bool,
+    ) {
+        let other = self
+            .dirs
+            .get_mut(1 - dir.min(1))
+            .filter(|o| !o.watched.is_empty());
+        if let (Some(ack), Some(other)) = (ack, other) {
+            other.watched.retain(|(until, cell)| {
+                let covered = !seq_before(ack, *until);
+                if covered {
+                    let _ = cell.acked.set(ts);
+                }
+                !covered
+            });
+        }
+        if fin || rst {
+            // The first end counts (a FIN answered by an RST stays a FIN's time).
+            let _ = self
+                .end
+                .get_or_insert_with(EndCell::default)
+                .set(ConnEnd { at: ts, reset: rst });
+        }
+        if rst {
+            return;
+        }
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        match (window, d.zero_since) {
+            (0, None) => d.zero_since = Some(ts),
+            (1.., Some(first)) => {
+                d.zero_since = None;
+                if self.stalls.len() >= REPAIRS_KEPT {
+                    self.stalls.pop_front();
+                }
+                self.stalls.push_back(Repair {
+                    dir: 1 - dir as u8,
+                    first,
+                    at: ts,
+                    bytes: 0,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// The message of `dir` just decoded was a PING: `cell` learns when its bytes (up
+    /// to the highest seen on `dir`) are acknowledged or sent again.
+    pub fn watch(&mut self, dir: usize, cell: DeliveryCell) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        let Some(end) = d.high_end else {
+            return;
+        };
+        if d.watched.len() >= WATCHED {
+            d.watched.remove(0);
+        }
+        d.watched.push((end, cell));
+    }
+
+    /// The message of `dir` from `start` to `stop` just decoded was a JXTA service
+    /// message (discovery, SRDI, resolver): later messages carry it.
+    pub fn activity(&mut self, dir: usize, start: UnixNanos, stop: UnixNanos) {
+        if self.activity.len() >= ACTIVITY_KEPT {
+            self.activity.pop_front();
+        }
+        self.activity.push_back(Activity {
+            dir: dir as u8,
+            start,
+            stop,
+        });
+    }
+
     /// Reassembly gave up on a hole of `dir` (the capture missed bytes).
     pub fn gap(&mut self, dir: usize) {
         if let Some(d) = self.dirs.get_mut(dir) {
@@ -189,6 +362,9 @@ impl ConnNotes {
         framed_bytes: u64,
     ) -> WireNotes {
         let repairs = self.repairs.iter().copied().collect();
+        let stalls = self.stalls.iter().copied().collect();
+        let activity = self.activity.iter().copied().collect();
+        let end = self.end.get_or_insert_with(EndCell::default).clone();
         let syn_at = self.syn_at;
         let Some(d) = self.dirs.get_mut(dir) else {
             return WireNotes::default();
@@ -213,6 +389,10 @@ impl ConnNotes {
             opened_at,
             queued_bytes,
             queued_ns,
+            stalls,
+            activity,
+            end: Some(end),
+            delivery: None,
         }
     }
 }
@@ -242,16 +422,27 @@ pub enum Flag {
     Route,
     /// The receiver's side (beyond the capture point) took far longer than usual.
     Far,
+    /// A zero window held the PING's or PONG's bytes back.
+    Window,
+    /// A connection of the PING or PONG was reset or closed during the transaction.
+    Reset,
+    /// Discovery, SRDI or resolver messages were in flight on its connections.
+    Jxta,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 6] = [
+    /// The first six in the order they were introduced, so that older labels read
+    /// the same; the later ones after them.
+    pub const ALL: [Flag; 9] = [
         Flag::Retrans,
         Flag::Conn,
         Flag::Queue,
         Flag::Relay,
         Flag::Route,
         Flag::Far,
+        Flag::Window,
+        Flag::Reset,
+        Flag::Jxta,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -262,6 +453,9 @@ impl Flag {
             Flag::Relay => "relay",
             Flag::Route => "route",
             Flag::Far => "far",
+            Flag::Window => "window",
+            Flag::Reset => "reset",
+            Flag::Jxta => "jxta",
         }
     }
 
@@ -269,14 +463,14 @@ impl Flag {
         Flag::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
 /// A set of [`Flag`]s, written `retrans+queue` (empty: nothing to say).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Flags(u8);
+pub struct Flags(u16);
 
 impl Flags {
     pub fn insert(&mut self, f: Flag) {
@@ -451,12 +645,28 @@ impl History {
 /// Also returns when the last of those repairs completed (0 without any): when the
 /// leg's bytes were all with the receiver.
 fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> (u64, UnixNanos) {
+    leg_spans_ns(leg, notes, |n| &n.repairs)
+}
+
+/// Zero-window stall time inside a leg's bytes, as [`leg_repair_ns`] finds repairs.
+fn leg_stall_ns(leg: &Leg, notes: &[&WireNotes]) -> u64 {
+    if notes.iter().all(|n| n.stalls.is_empty()) {
+        return 0;
+    }
+    leg_spans_ns(leg, notes, |n| &n.stalls).0
+}
+
+fn leg_spans_ns(
+    leg: &Leg,
+    notes: &[&WireNotes],
+    spans: fn(&WireNotes) -> &[Repair],
+) -> (u64, UnixNanos) {
     let Some((flow, dir)) = leg.wire.conn else {
         return (0, 0);
     };
     let mut seen: Vec<Repair> = Vec::new();
     for n in notes.iter().filter(|n| n.conn.map(|c| c.0) == Some(flow)) {
-        for r in &n.repairs {
+        for r in spans(n) {
             let meets = r.dir == dir && r.first <= leg.stop && r.at >= leg.start;
             if meets && !seen.contains(r) {
                 seen.push(*r);
@@ -542,6 +752,10 @@ pub fn explain(
             };
         }
     }
+    let until = pong.last().map_or(0, |l| l.stop);
+    window(&mut c, ping, pong, &notes);
+    reset(&mut c, ping.iter().chain(pong), ping_start(ping), until);
+    jxta(&mut c, &notes, ping_start(ping), until);
     if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
         // The PING reached the receiver with its last byte, or with the copy that
         // repaired it when that came later (a retransmission seen after the original;
@@ -555,6 +769,112 @@ pub fn explain(
         h.remember_far(far);
     }
     c
+}
+
+/// Explains a PING that got no answer by `deadline`: what its legs show, without the
+/// PONG's side (`far`, `route` and `queue` need one). Leaves the pair's history alone.
+pub fn explain_unanswered(ping: &[Leg], receiver: Option<&PeerId>, deadline: UnixNanos) -> Cause {
+    let mut c = Cause {
+        ping_legs: ping.len().min(u8::MAX as usize) as u8,
+        ..Cause::default()
+    };
+    let notes: Vec<&WireNotes> = ping.iter().map(|l| &l.wire).collect();
+    c.tcp_ns = ping
+        .iter()
+        .map(|l| leg_repair_ns(l, &notes).0)
+        .max()
+        .unwrap_or(0);
+    if c.tcp_ns >= RETRANS_FLAG_NS {
+        c.flags.insert(Flag::Retrans);
+    }
+    for leg in ping {
+        if let Some(opened) = leg.wire.opened_at {
+            c.conn_ns = c.conn_ns.max(leg.start.saturating_sub(opened));
+            c.flags.insert(Flag::Conn);
+        }
+    }
+    let first_hop = ping.first().and_then(|l| l.hop_dst.clone());
+    if let (Some(hop), Some(r)) = (&first_hop, receiver) {
+        if hop != r {
+            c.relay = Some(hop.clone());
+            c.flags.insert(Flag::Relay);
+        }
+    }
+    window(&mut c, ping, &[], &notes);
+    reset(&mut c, ping.iter(), ping_start(ping), deadline);
+    jxta(&mut c, &notes, ping_start(ping), deadline);
+    delivery(&mut c, ping, deadline);
+    c
+}
+
+/// An unanswered PING's bytes after it was decoded: sent again (`retrans`); or
+/// acknowledged by the receiver's TCP on a connection that stayed up, so the time
+/// went beyond the capture point (`far`: the receiver's side never answered).
+fn delivery(c: &mut Cause, ping: &[Leg], deadline: UnixNanos) {
+    let by = |t: Option<&UnixNanos>| t.is_some_and(|&t| t <= deadline);
+    let cells = ping.iter().filter_map(|l| l.wire.delivery.as_ref());
+    for d in cells {
+        if by(d.resent.get()) {
+            c.flags.insert(Flag::Retrans);
+        }
+        if by(d.acked.get()) && !c.flags.contains(Flag::Reset) {
+            c.flags.insert(Flag::Far);
+        }
+    }
+}
+
+/// `a` comes before `b` in sequence space.
+fn seq_before(a: u32, b: u32) -> bool {
+    b.wrapping_sub(a).wrapping_sub(1) < 1 << 31
+}
+
+fn ping_start(ping: &[Leg]) -> UnixNanos {
+    ping.first().map_or(0, |l| l.start)
+}
+
+/// `window`: zero windows held the PING's or PONG's bytes back; their time is TCP's
+/// share, with the repairs' (`tcp_ns`).
+fn window(c: &mut Cause, ping: &[Leg], pong: &[Leg], notes: &[&WireNotes]) {
+    let most = |legs: &[Leg]| {
+        legs.iter()
+            .map(|l| leg_stall_ns(l, notes))
+            .max()
+            .unwrap_or(0)
+    };
+    let stalled = most(ping) + most(pong);
+    c.tcp_ns += stalled;
+    if stalled >= WINDOW_FLAG_NS {
+        c.flags.insert(Flag::Window);
+    }
+}
+
+/// `reset`: a connection that carried a leg ended (FIN or RST) from the PING's first
+/// byte to `until` (the PONG's delivery, or the deadline of an unanswered PING).
+fn reset<'a>(
+    c: &mut Cause,
+    legs: impl Iterator<Item = &'a Leg>,
+    from: UnixNanos,
+    until: UnixNanos,
+) {
+    let ended = |l: &Leg| {
+        l.wire
+            .end
+            .as_ref()
+            .and_then(|cell| cell.get())
+            .is_some_and(|e| e.at >= from && e.at <= until)
+    };
+    if legs.into_iter().any(ended) {
+        c.flags.insert(Flag::Reset);
+    }
+}
+
+/// `jxta`: a discovery, SRDI or resolver message on a connection of a leg overlapped
+/// the transaction (from the PING's first byte to `until`).
+fn jxta(c: &mut Cause, notes: &[&WireNotes], from: UnixNanos, until: UnixNanos) {
+    let during = |a: &Activity| a.start <= until && a.stop >= from;
+    if notes.iter().any(|n| n.activity.iter().any(during)) {
+        c.flags.insert(Flag::Jxta);
+    }
 }
 
 #[cfg(test)]
@@ -594,6 +914,113 @@ mod tests {
         assert_eq!(later.queued_bytes, 0);
         assert_eq!(later.repairs.len(), 3);
         assert_eq!(later.repairs[2].cost_ns(), 40 * MS);
+    }
+
+    #[test]
+    fn conn_notes_measure_zero_windows_and_keep_the_end() {
+        let mut n = ConnNotes::new(3, None);
+        n.segment(0, 1000, 300, 0, 10 * MS);
+        // The receiver shuts its window; probes (an old byte, or none) are not repairs.
+        n.control(1, 10 * MS, (None, 0), false, false);
+        n.segment(0, 1299, 1, 1, 210 * MS);
+        n.control(0, 210 * MS, (None, 65535), false, false);
+        n.control(1, 210 * MS, (None, 0), false, false);
+        n.control(1, 510 * MS, (None, 65535), false, false);
+        n.segment(0, 1300, 300, 0, 510 * MS);
+        let ping = n.message(0, 10 * MS, 510 * MS, 600);
+        assert!(ping.repairs.is_empty(), "{:?}", ping.repairs);
+        let stalls: Vec<(u8, u64)> = ping.stalls.iter().map(|r| (r.dir, r.cost_ns())).collect();
+        assert_eq!(stalls, vec![(0, 500 * MS)]);
+        n.activity(1, 600 * MS, 601 * MS);
+        // An RST's window is not a zero window; the first end is kept.
+        n.control(1, 700 * MS, (None, 0), false, true);
+        n.control(0, 800 * MS, (None, 0), true, false);
+        let end = ping.end.as_ref().and_then(|c| c.get()).copied();
+        assert_eq!(
+            end,
+            Some(ConnEnd {
+                at: 700 * MS,
+                reset: true
+            })
+        );
+        let later = n.message(0, 900 * MS, 900 * MS, 10);
+        assert_eq!(later.stalls.len(), 1);
+        assert_eq!(later.activity.len(), 1);
+    }
+
+    #[test]
+    fn windows_resets_and_service_messages_are_flagged_answered_or_not() {
+        let mut h = History::default();
+        let end = EndCell::default();
+        let (mut p, mut q) = quiet(1000, 800);
+        p[0].stop = 1501 * MS;
+        p[0].wire.stalls.push(Repair {
+            dir: 0,
+            first: 1000 * MS,
+            at: 1500 * MS,
+            bytes: 0,
+        });
+        q[0].wire.activity.push(Activity {
+            dir: 1,
+            start: 1700 * MS,
+            stop: 1701 * MS,
+        });
+        p[0].wire.end = Some(end.clone());
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert_eq!(c.label(), "window+jxta");
+        assert_eq!(c.tcp_ns, 500 * MS);
+        // The PING's connection reset after the answer says nothing about it...
+        let _ = end.set(ConnEnd {
+            at: 5000 * MS,
+            reset: true,
+        });
+        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        assert!(!c.flags.contains(Flag::Reset));
+        // ...before its deadline, it explains the missing answer; activity before the
+        // PING does not count.
+        q[0].wire.activity[0].stop = 999 * MS;
+        p[0].wire.activity = q[0].wire.activity.clone();
+        let c = explain_unanswered(&p, Some(&pid(2)), 11_000 * MS);
+        assert_eq!(c.label(), "window+reset");
+        assert_eq!(c.far_ns, None);
+        let c = explain_unanswered(&p, Some(&pid(2)), 4_000 * MS);
+        assert_eq!(c.label(), "window");
+    }
+
+    #[test]
+    fn an_unanswered_ping_learns_its_delivery_from_later_segments() {
+        let mut n = ConnNotes::new(5, None);
+        n.segment(0, 1000, 300, 0, 10 * MS);
+        let mut ping = leg(10, 10, (5, 0), 1, 2);
+        ping.wire = n.message(0, 10 * MS, 10 * MS, 300);
+        let cell = DeliveryCell::default();
+        ping.wire.delivery = Some(cell.clone());
+        n.watch(0, cell.clone());
+        // An ACK short of its end, then the bytes again, then the ACK of all of them.
+        n.control(1, 20 * MS, (Some(1100), 65535), false, false);
+        assert_eq!(cell.acked.get(), None);
+        n.segment(0, 1000, 300, 300, 310 * MS);
+        n.control(1, 311 * MS, (Some(1300), 65535), false, false);
+        assert_eq!(
+            (cell.resent.get(), cell.acked.get()),
+            (Some(&(310 * MS)), Some(&(311 * MS)))
+        );
+        let ping = [ping];
+        let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
+        assert_eq!(c.label(), "retrans+far");
+        // Read before those came (a deadline earlier), they say nothing.
+        let c = explain_unanswered(&ping, Some(&pid(2)), 300 * MS);
+        assert_eq!(c.label(), "");
+        // A connection reset after the ACK: the reset, not the receiver, is the story.
+        let end = EndCell::default();
+        let _ = end.set(ConnEnd {
+            at: 400 * MS,
+            reset: true,
+        });
+        let mut ping = ping;
+        ping[0].wire.end = Some(end);
+        let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
+        assert_eq!(c.label(), "retrans+reset");
     }
 
     const MS: u64 = 1_000_000;

@@ -620,7 +620,10 @@ impl Matcher {
             return;
         }
         let (corr, start) = (p.correlator.clone(), p.start);
-        out.push(self.record(p, Some(deadline), TxStatus::Timeout));
+        let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
+        let mut t = self.record(p, Some(deadline), TxStatus::Timeout);
+        t.cause = explained;
+        out.push(t);
         let max = self.max_per_pair_u32();
         if let Some(state) = self.pairs.get_mut(&pair) {
             state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);

@@ -30,16 +30,23 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     args.matching.apply(&mut cfg);
     // Only the slowest are kept, whatever the capture's length.
     let mut slowest = report::story::Slowest::new(args.top);
+    let mut unanswered = report::story::Unanswered::default();
     let analysis = runtime::analyze_each(
         &args.inputs.files,
         cfg,
         !args.inputs.no_progress,
-        &mut |t| slowest.add(t),
+        &mut |t| {
+            unanswered.add(&t);
+            slowest.add(t)
+        },
     );
     nothing_read(&analysis)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     for t in slowest.into_sorted() {
         writeln!(out, "{}", report::story::story(&t))?;
+    }
+    if let Some(line) = unanswered.line() {
+        writeln!(out, "{line}")?;
     }
     out.flush()?;
     Ok(exit_for(&analysis))

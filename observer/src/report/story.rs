@@ -52,6 +52,15 @@ pub fn story(t: &Transaction) -> String {
                 c.far_ns.map_or("?".to_owned(), ms),
                 crate::transaction::cause::FAR_FACTOR
             ),
+            Flag::Window => {
+                "the receiver's TCP window was shut (zero window) inside the PING's or PONG's bytes"
+                    .to_owned()
+            }
+            Flag::Reset => "a connection that carried it was reset or closed before the answer".to_owned(),
+            Flag::Jxta => {
+                "discovery, SRDI or resolver messages were in flight on the same connection"
+                    .to_owned()
+            }
         });
     }
     if parts.is_empty() {
@@ -77,6 +86,50 @@ pub fn story(t: &Transaction) -> String {
         },
         parts.join("; ")
     )
+}
+
+/// The PINGs that timed out, counted by cause: `explain`'s last line.
+#[derive(Debug, Default)]
+pub struct Unanswered {
+    count: u64,
+    by_flag: [u64; Flag::ALL.len()],
+    none: u64,
+}
+
+impl Unanswered {
+    pub fn add(&mut self, t: &Transaction) {
+        if t.status != crate::transaction::TxStatus::Timeout {
+            return;
+        }
+        self.count += 1;
+        if t.cause.flags.is_empty() {
+            self.none += 1;
+        }
+        for (n, f) in self.by_flag.iter_mut().zip(Flag::ALL) {
+            *n += u64::from(t.cause.flags.contains(f));
+        }
+    }
+
+    /// `unanswered: 6 timeouts; by cause: far 6` (none without timeouts).
+    pub fn line(&self) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut parts: Vec<String> = Flag::ALL
+            .iter()
+            .zip(self.by_flag)
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, n)| format!("{} {n}", f.as_str()))
+            .collect();
+        if self.none > 0 {
+            parts.push(format!("none {}", self.none));
+        }
+        Some(format!(
+            "unanswered: {} timeouts; by cause: {} (far: the receiver's TCP took the PING, nothing answered)",
+            self.count,
+            parts.join(", ")
+        ))
+    }
 }
 
 /// A transaction ordered by RTT, then by arrival (the earlier one first among ties).
@@ -196,6 +249,19 @@ mod tests {
         );
         assert!(
             line.contains("800.0 ms beyond the capture point, 400.0 ms on the poller's side"),
+            "{line}"
+        );
+        let mut u = Unanswered::default();
+        assert_eq!(u.line(), None);
+        for f in ["far", "reset", "", "retrans+far"] {
+            let mut t = tx(0, 10_000, f);
+            t.status = TxStatus::Timeout;
+            u.add(&t);
+            u.add(&tx(0, 900, f));
+        }
+        let line = u.line().unwrap_or_default();
+        assert!(
+            line.starts_with("unanswered: 4 timeouts; by cause: retrans 1, far 2, reset 1, none 1"),
             "{line}"
         );
         let quiet = story(&tx(0, 900, ""));

@@ -26,6 +26,9 @@ pub fn cause_color(f: Flag) -> RGBColor {
         Flag::Relay => RGBColor(0, 139, 139),
         Flag::Route => RGBColor(139, 69, 19),
         Flag::Far => RGBColor(30, 30, 30),
+        Flag::Window => RGBColor(30, 144, 255),
+        Flag::Reset => RGBColor(199, 21, 133),
+        Flag::Jxta => RGBColor(85, 107, 47),
     }
 }
 
