@@ -95,7 +95,7 @@ impl<T> EveryNth<T> {
 
     /// Whether the `nth` PING received (counted from 1) is one of them.
     pub fn hits(&self, nth: u64) -> bool {
-        nth > 0 && nth % self.every == 0
+        nth > 0 && nth.is_multiple_of(self.every)
     }
 }
 
