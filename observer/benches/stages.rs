@@ -72,6 +72,7 @@ impl OwnedSegment {
             rst: self.rst,
             payload: &self.payload,
             checksum: observer::packet::Checksum::Unchecked,
+            interface: 0,
         }
     }
 }

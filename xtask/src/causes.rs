@@ -4,7 +4,7 @@
 //!
 //! Four pairs, each a poller polling a receiver once a second, on one gateway bridge
 //! (the same topology as `pair` and `study`), captured on the bridge (`analyze` on the
-//! capture) and watched live by the eBPF tap on the pollers' bridge ports:
+//! capture) and watched live by the eBPF tap on every bridge port:
 //!
 //! - `retrans`: in the receiver's namespace an iptables rule drops the first copy of
 //!   every PING whose correlator ends in 3 or 7 (`string` match, then `statistic`
@@ -239,13 +239,12 @@ pub fn run(opts: &Options) -> Result<()> {
         .arg(&observer)
         .args(["live", "--source", &source]);
     if source == "ebpf" {
-        // A bridge's own hooks do not see forwarded frames: tap its ports, only the
-        // pollers' (every packet of a pair crosses one of them once). Tapping every
-        // port shows each packet twice, and under load the bridge forwarded one 2 ms
-        // after it came in: a copy that late is taken for a retransmission
-        // (docs/explain.md).
-        for k in 0..PAIRS.len() {
-            live.args(["-i", &topo.ports[2 * k]]);
+        // A bridge's own hooks do not see forwarded frames: tap all its ports. Each
+        // packet is then seen twice (in at its sender's port, out at its receiver's),
+        // at times a few ms apart under load: the second sighting must not read as a
+        // retransmission (docs/explain.md).
+        for p in &topo.ports {
+            live.args(["-i", p]);
         }
     } else {
         live.args(["-i", "br0"]);

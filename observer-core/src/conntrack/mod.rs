@@ -206,6 +206,8 @@ pub struct TcpSegment<'a> {
     pub rst: bool,
     pub payload: &'a [u8],
     pub checksum: Checksum,
+    /// The capture interface it was seen on ([`crate::packet::Segment::interface`]).
+    pub interface: u32,
 }
 
 impl TcpSegment<'_> {
@@ -233,6 +235,7 @@ impl TcpSegment<'_> {
             rst: flags.rst,
             payload,
             checksum: seg.checksum,
+            interface: seg.interface,
         })
     }
 }
@@ -610,6 +613,7 @@ mod tests {
             rst: flags.contains('R'),
             payload,
             checksum: Checksum::Unchecked,
+            interface: 0,
         }
     }
 

@@ -96,8 +96,9 @@ pub struct ConnNotes {
 
 #[derive(Debug, Default)]
 struct DirNotes {
-    /// Recent first transmissions: (sequence number, length, time).
-    sent: VecDeque<(u32, u32, UnixNanos)>,
+    /// Recent first transmissions: (sequence number, length, time, capture
+    /// interface).
+    sent: VecDeque<(u32, u32, UnixNanos, u32)>,
     messages: u64,
     /// The run of back-to-back messages the next one may queue behind.
     run_start: UnixNanos,
@@ -124,25 +125,44 @@ impl ConnNotes {
         self.repairs.push_back(r);
     }
 
-    /// A data segment of direction `dir` went through reassembly; `retransmitted` of
-    /// its bytes had already been delivered.
-    pub fn segment(&mut self, dir: usize, seq: u32, len: u32, retransmitted: u64, ts: UnixNanos) {
+    /// A data segment of direction `dir`, seen on capture interface `interface`, went
+    /// through reassembly; `retransmitted` of its bytes had already been delivered.
+    pub fn segment(
+        &mut self,
+        dir: usize,
+        seq: u32,
+        len: u32,
+        retransmitted: u64,
+        ts: UnixNanos,
+        interface: u32,
+    ) {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
-        if retransmitted == 0 {
+        let overlaps = |&&(s, l, _, _): &&(u32, u32, UnixNanos, u32)| {
+            seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
+        };
+        // The original: the earliest remembered segment overlapping this one on the
+        // same interface (an original that was not captured cannot be dated, and is
+        // not guessed). Bytes seen before only on another interface are the same
+        // packet seen again by a tap on both sides of a forwarding device, however
+        // late it forwarded them (measured 2 ms on a loaded bridge): this interface's
+        // first sight of them, not a repair.
+        let original = d
+            .sent
+            .iter()
+            .filter(|e| e.3 == interface)
+            .find(overlaps)
+            .map(|e| e.2);
+        let first_here = original.is_none() && d.sent.iter().any(|e| overlaps(&e));
+        if retransmitted == 0 || first_here {
             if d.sent.len() >= SENT_KEPT {
                 d.sent.pop_front();
             }
-            d.sent.push_back((seq, len, ts));
+            d.sent.push_back((seq, len, ts, interface));
             return;
         }
-        // The original: the earliest remembered segment overlapping this one (an
-        // original that was not captured cannot be dated, and is not guessed).
-        let overlaps = |&&(s, l, _): &&(u32, u32, UnixNanos)| {
-            seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
-        };
-        if let Some(&(_, _, first)) = d.sent.iter().find(overlaps) {
+        if let Some(first) = original {
             self.repair(Repair {
                 dir: dir as u8,
                 first,
@@ -535,13 +555,13 @@ mod tests {
     #[test]
     fn conn_notes_date_retransmissions_holes_and_queues() {
         let mut n = ConnNotes::new(7, Some(10 * MS));
-        n.segment(0, 1000, 300, 0, 20 * MS);
-        n.segment(0, 1300, 300, 0, 20 * MS);
+        n.segment(0, 1000, 300, 0, 20 * MS, 0);
+        n.segment(0, 1300, 300, 0, 20 * MS, 0);
         let first = n.message(0, 20 * MS, 20 * MS, 600);
         assert_eq!(first.opened_at, Some(10 * MS));
         assert_eq!(first.conn, Some((7, 0)));
         // The second segment again, 300 ms later.
-        n.segment(0, 1300, 300, 300, 320 * MS);
+        n.segment(0, 1300, 300, 300, 320 * MS, 0);
         // A hole on the other direction, filled 200 ms after the bytes behind it.
         n.data(1, 400 * MS, 600 * MS, 500);
         // Back to back behind a 1 MB message that took 400 ms.
@@ -565,6 +585,21 @@ mod tests {
         assert_eq!(later.queued_bytes, 0);
         assert_eq!(later.repairs.len(), 3);
         assert_eq!(later.repairs[2].cost_ns(), 40 * MS);
+    }
+
+    #[test]
+    fn a_packet_seen_again_on_another_interface_is_not_a_retransmission() {
+        let mut n = ConnNotes::new(7, None);
+        // In on interface 0, out on interface 1 2 ms later (a loaded bridge).
+        n.segment(0, 1000, 300, 0, 20 * MS, 0);
+        n.segment(0, 1000, 300, 300, 22 * MS, 1);
+        assert!(n.repairs.is_empty(), "{:?}", n.repairs);
+        // The real retransmission 200 ms later, seen on both: dated by each
+        // interface's own first sight.
+        n.segment(0, 1000, 300, 300, 220 * MS, 0);
+        n.segment(0, 1000, 300, 300, 222 * MS, 1);
+        let costs: Vec<u64> = n.repairs.iter().map(Repair::cost_ns).collect();
+        assert_eq!(costs, vec![200 * MS, 200 * MS]);
     }
 
     const MS: u64 = 1_000_000;
