@@ -139,6 +139,16 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
+        let remember = |d: &mut DirNotes| {
+            if d.sent.len() >= SENT_KEPT {
+                d.sent.pop_front();
+            }
+            d.sent.push_back((seq, len, ts, interface));
+        };
+        if retransmitted == 0 {
+            remember(d);
+            return;
+        }
         let overlaps = |&&(s, l, _, _): &&(u32, u32, UnixNanos, u32)| {
             seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
         };
@@ -154,12 +164,8 @@ impl ConnNotes {
             .filter(|e| e.3 == interface)
             .find(overlaps)
             .map(|e| e.2);
-        let first_here = original.is_none() && d.sent.iter().any(|e| overlaps(&e));
-        if retransmitted == 0 || first_here {
-            if d.sent.len() >= SENT_KEPT {
-                d.sent.pop_front();
-            }
-            d.sent.push_back((seq, len, ts, interface));
+        if original.is_none() && d.sent.iter().any(|e| overlaps(&e)) {
+            remember(d);
             return;
         }
         if let Some(first) = original {
