@@ -83,6 +83,17 @@ pub struct WireNotes {
 /// fires after a few hundred ms.
 const SENT_KEPT: usize = 64;
 
+/// A first transmission, in 16 bytes (64 of them per direction of every connection):
+/// a TCP payload fits 16 bits (the IP length field; a longer one, a jumbogram, is
+/// remembered shorter), and so does an interface index.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u32,
+    len: u16,
+    interface: u16,
+    ts: UnixNanos,
+}
+
 /// What one TCP connection's decoder keeps to write each message's [`WireNotes`]:
 /// fed by the flow table (segments), the reassembly's deliveries and the stream
 /// parser's messages. Bounded: a few dozen entries per connection.
@@ -96,9 +107,8 @@ pub struct ConnNotes {
 
 #[derive(Debug, Default)]
 struct DirNotes {
-    /// Recent first transmissions: (sequence number, length, time, capture
-    /// interface).
-    sent: VecDeque<(u32, u32, UnixNanos, u32)>,
+    /// Recent first transmissions.
+    sent: VecDeque<Sent>,
     messages: u64,
     /// The run of back-to-back messages the next one may queue behind.
     run_start: UnixNanos,
@@ -139,19 +149,24 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
+        let interface = u16::try_from(interface).unwrap_or(u16::MAX);
         let remember = |d: &mut DirNotes| {
             if d.sent.len() >= SENT_KEPT {
                 d.sent.pop_front();
             }
-            d.sent.push_back((seq, len, ts, interface));
+            d.sent.push_back(Sent {
+                seq,
+                len: u16::try_from(len).unwrap_or(u16::MAX),
+                interface,
+                ts,
+            });
         };
         if retransmitted == 0 {
             remember(d);
             return;
         }
-        let overlaps = |&&(s, l, _, _): &&(u32, u32, UnixNanos, u32)| {
-            seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
-        };
+        let overlaps =
+            |e: &&Sent| seq.wrapping_sub(e.seq) < u32::from(e.len) || e.seq.wrapping_sub(seq) < len;
         // The original: the earliest remembered segment overlapping this one on the
         // same interface (an original that was not captured cannot be dated, and is
         // not guessed). Bytes seen before only on another interface are the same
@@ -161,9 +176,9 @@ impl ConnNotes {
         let original = d
             .sent
             .iter()
-            .filter(|e| e.3 == interface)
+            .filter(|e| e.interface == interface)
             .find(overlaps)
-            .map(|e| e.2);
+            .map(|e| e.ts);
         if original.is_none() && d.sent.iter().any(|e| overlaps(&e)) {
             remember(d);
             return;
@@ -591,6 +606,11 @@ mod tests {
         assert_eq!(later.queued_bytes, 0);
         assert_eq!(later.repairs.len(), 3);
         assert_eq!(later.repairs[2].cost_ns(), 40 * MS);
+    }
+
+    #[test]
+    fn a_first_transmission_is_remembered_in_16_bytes() {
+        assert_eq!(std::mem::size_of::<Sent>(), 16);
     }
 
     #[test]
