@@ -73,6 +73,7 @@ impl OwnedSegment {
             window: 65535,
             payload: &self.payload,
             checksum: observer::packet::Checksum::Unchecked,
+            interface: 0,
         }
     }
 }

@@ -144,6 +144,7 @@ pub fn reassembly(data: &[u8]) {
                 1 => crate::packet::Checksum::Offloaded,
                 _ => crate::packet::Checksum::Valid,
             },
+            interface: 0,
         };
         table.segment(&seg, &mut sink);
         assert!(

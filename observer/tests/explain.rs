@@ -389,3 +389,74 @@ fn cause_figures_are_current() {
         "figures differ from what synth::explain() draws (UPDATE_FIGURES=1 rewrites them): {stale:?}"
     );
 }
+
+/// A tap on both sides of a forwarding device (the eBPF tap on every port of a bridge,
+/// `cargo xtask scenario causes`) sees each packet twice, the second time as late as
+/// the device forwarded it (2 ms measured on a loaded bridge). The causes must be
+/// those of one sighting: a copy on another interface is not a retransmission.
+#[test]
+fn a_packet_seen_again_on_a_second_interface_changes_no_cause() {
+    use observer::capture::{CaptureReader, CaptureWriter};
+    const FORWARDED_NS: u64 = 2_000_000;
+    let script = synth::explain();
+    let single = script
+        .render()
+        .capture_bytes(
+            LinkVariant::Ethernet,
+            WriteFormat::Pcap {
+                nanos: true,
+                big_endian: false,
+            },
+        )
+        .expect("capture");
+    let mut reader = CaptureReader::from_bytes("single", single.clone()).expect("read");
+    let mut frames = Vec::new();
+    let mut link = None;
+    while let Some(f) = reader.next_frame().expect("frame") {
+        link = Some(f.link_type);
+        frames.push((f.ts, 0u32, f.data.to_vec(), f.orig_len));
+        frames.push((f.ts + FORWARDED_NS, 1u32, f.data.to_vec(), f.orig_len));
+    }
+    frames.sort_by_key(|f| (f.0, f.1));
+    let link = link.expect("frames");
+    let mut w = CaptureWriter::new(Vec::new(), WriteFormat::Pcapng, link).expect("writer");
+    assert_eq!(w.add_interface(link, 9).expect("second interface"), 1);
+    for (ts, iface, data, orig_len) in &frames {
+        w.write_frame(*iface, *ts, data, *orig_len).expect("write");
+    }
+    let twice = w.finish().expect("finish");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let causes = |name: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write capture");
+        let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
+        assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+        analysis
+            .result
+            .transactions
+            .iter()
+            .filter(|t| t.status == TxStatus::Ok)
+            .map(|t| (key(t), (t.cause.flags.to_string(), t.cause.tcp_ns)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let once = causes("once.pcap", single);
+    let seen_twice = causes("twice.pcapng", twice);
+    let retrans = once
+        .values()
+        .filter(|c| c.0.split('+').any(|f| f == "retrans"))
+        .count();
+    assert!(retrans >= 10, "the script's retransmissions: {retrans}");
+    let differ: Vec<_> = once
+        .iter()
+        .filter(|(k, c)| seen_twice.get(*k) != Some(*c))
+        .map(|(k, c)| (k.0, c.clone(), seen_twice.get(k).cloned()))
+        .collect();
+    assert_eq!(once.len(), seen_twice.len());
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ: {:?}",
+        differ.len(),
+        once.len(),
+        &differ[..differ.len().min(5)]
+    );
+}

@@ -75,6 +75,7 @@ fn a_million_tiny_flows_stay_within_the_flow_cap() {
             window: 65535,
             payload: if i % 3 == 0 { b"x" } else { b"" },
             checksum: observer::packet::Checksum::Valid,
+            interface: 0,
         };
         table.segment(&seg, &mut h);
         assert!(table.active_flows() <= 50_000);

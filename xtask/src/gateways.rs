@@ -274,7 +274,7 @@ struct Row {
 
 /// The rows of a CSV with a header, as maps from column name to field (the scenario's
 /// CSVs hold no quoted fields: names, IDs and correlators have no commas).
-fn read_csv(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
+pub(crate) fn read_csv(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines();

@@ -4,6 +4,7 @@ mod bench;
 mod bench_data;
 mod bench_live;
 mod bench_store;
+mod causes;
 mod fuzz_seeds;
 mod gateways;
 mod scenario;
@@ -34,7 +35,9 @@ enum Command {
     /// gateway, then `observer analyze` and `observer validate` (needs root).
     Scenario {
         /// `pair` (2 peers), `study` (4 peers shaped like the study's figure 3) or
-        /// `gateways` (4 peers on two LANs, an observer on each gateway, one ClickHouse).
+        /// `gateways` (4 peers on two LANs, an observer on each gateway, one ClickHouse)
+        /// or `causes` (4 pairs, each with one cause injected: loss, connection resets,
+        /// a slow reply, a MESSAGE ahead of the PONG; checked against the attribution).
         name: String,
         /// How long the peers run.
         #[arg(long, default_value_t = 30)]

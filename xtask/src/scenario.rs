@@ -98,20 +98,20 @@ fn plan(name: &str, seconds: u64) -> Result<Plan> {
                 duration,
             }
         }
-        other => bail!("unknown scenario {other:?} (pair, study, gateways)"),
+        other => bail!("unknown scenario {other:?} (pair, study, gateways, causes)"),
     })
 }
 
 /// Network namespaces and links made by the scenario; removed on drop.
-struct Topology {
-    gateway: String,
-    peers: Vec<String>,
+pub(crate) struct Topology {
+    pub(crate) gateway: String,
+    pub(crate) peers: Vec<String>,
     /// The gateway-side ends of the peers' veth pairs (bridge ports).
-    ports: Vec<String>,
+    pub(crate) ports: Vec<String>,
 }
 
 impl Topology {
-    fn create(n: usize) -> Result<Topology> {
+    pub(crate) fn create(n: usize) -> Result<Topology> {
         let id = std::process::id() % 10_000;
         let mut t = Topology {
             gateway: format!("obsgw{id}"),
@@ -202,11 +202,11 @@ impl Net {
     }
 }
 
-fn peer_ip(i: usize) -> String {
+pub(crate) fn peer_ip(i: usize) -> String {
     format!("10.213.0.{}", i + 1)
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -233,6 +233,9 @@ pub struct Options {
 pub fn run(opts: &Options) -> Result<()> {
     if opts.scenario == "gateways" {
         return crate::gateways::run(opts);
+    }
+    if opts.scenario == "causes" {
+        return crate::causes::run(opts);
     }
     let plan = plan(&opts.scenario, opts.seconds)?;
     let interrupted = Arc::new(AtomicBool::new(false));

@@ -214,6 +214,8 @@ pub struct TcpSegment<'a> {
     pub window: u16,
     pub payload: &'a [u8],
     pub checksum: Checksum,
+    /// The capture interface it was seen on ([`crate::packet::Segment::interface`]).
+    pub interface: u32,
 }
 
 impl TcpSegment<'_> {
@@ -242,6 +244,7 @@ impl TcpSegment<'_> {
             window: *window,
             payload,
             checksum: seg.checksum,
+            interface: seg.interface,
         })
     }
 }
@@ -618,6 +621,7 @@ mod tests {
             window: if flags.contains('Z') { 0 } else { 65535 },
             payload,
             checksum: Checksum::Unchecked,
+            interface: 0,
         }
     }
 

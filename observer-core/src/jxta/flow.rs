@@ -213,8 +213,14 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
         retransmitted: u64,
     ) {
         let len = u32::try_from(seg.payload.len()).unwrap_or(u32::MAX);
-        conn.notes
-            .segment(dir.index(), seg.seq, len, retransmitted, seg.ts);
+        conn.notes.segment(
+            dir.index(),
+            seg.seq,
+            len,
+            retransmitted,
+            seg.ts,
+            seg.interface,
+        );
         conn.notes
             .control(dir.index(), seg.ts, (seg.ack, seg.window), seg.fin, seg.rst);
     }

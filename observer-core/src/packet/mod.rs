@@ -43,6 +43,9 @@ pub struct Segment<'a> {
     pub cut: bool,
     /// The TCP checksum's verdict (`Unchecked` for UDP).
     pub checksum: Checksum,
+    /// The capture interface of the frame that completed it ([`Frame::interface`]):
+    /// a tap on several interfaces may see one packet once on each.
+    pub interface: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +233,12 @@ impl PacketDecoder {
     /// Decodes a frame. `None` when it is not TCP/UDP, is malformed, or is a
     /// fragment of a datagram still incomplete; the reason is counted.
     pub fn decode<'a>(&mut self, frame: &Frame<'a>) -> Option<Segment<'a>> {
+        let mut seg = self.decode_frame(frame)?;
+        seg.interface = frame.interface;
+        Some(seg)
+    }
+
+    fn decode_frame<'a>(&mut self, frame: &Frame<'a>) -> Option<Segment<'a>> {
         self.stats.frames += 1;
         let ip = match link::ip_bytes(frame.link_type, frame.data) {
             LinkOutcome::Ip(ip) => ip,
@@ -466,6 +475,7 @@ impl PacketDecoder {
             l4,
             cut,
             checksum,
+            interface: 0,
         }
     }
 

@@ -78,6 +78,29 @@ fn decode_cut(
 }
 
 #[test]
+fn a_segment_keeps_its_frames_interface_down_to_tcp() {
+    let flags = TcpFlags {
+        ack: true,
+        ..TcpFlags::default()
+    };
+    let (src, dst) = v4();
+    let ip = tcp_packet(src, dst, 1000, 2000, flags, 512, b"x");
+    let (lt, bytes) = build::frame(VARIANTS[0], &ip);
+    let mut dec = PacketDecoder::new(PacketConfig::default());
+    let f = Frame {
+        ts: 7,
+        link_type: lt,
+        data: &bytes,
+        orig_len: bytes.len() as u32,
+        interface: 3,
+    };
+    let seg = dec.decode(&f).expect("a TCP segment");
+    assert_eq!(seg.interface, 3);
+    let tcp = crate::conntrack::TcpSegment::from_packet(&seg).expect("TCP");
+    assert_eq!(tcp.interface, 3);
+}
+
+#[test]
 fn every_link_variant_and_family_round_trips() {
     let flags = TcpFlags {
         ack: true,
@@ -123,6 +146,7 @@ fn every_link_variant_and_family_round_trips() {
                     },
                     cut: false,
                     checksum: Checksum::Valid,
+                    interface: 0,
                 }
             );
             let ip = udp_packet(src, dst, b"hello");

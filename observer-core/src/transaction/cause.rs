@@ -142,6 +142,17 @@ pub struct WireNotes {
 /// fires after a few hundred ms.
 const SENT_KEPT: usize = 64;
 
+/// A first transmission, in 16 bytes (64 of them per direction of every connection):
+/// a TCP payload fits 16 bits (the IP length field; a longer one, a jumbogram, is
+/// remembered shorter), and so does an interface index.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u32,
+    len: u16,
+    interface: u16,
+    ts: UnixNanos,
+}
+
 /// What one TCP connection's decoder keeps to write each message's [`WireNotes`]:
 /// fed by the flow table (segments), the reassembly's deliveries and the stream
 /// parser's messages. Bounded: a few dozen entries per connection.
@@ -160,8 +171,8 @@ pub struct ConnNotes {
 
 #[derive(Debug, Default)]
 struct DirNotes {
-    /// Recent first transmissions: (sequence number, length, time).
-    sent: VecDeque<(u32, u32, UnixNanos)>,
+    /// Recent first transmissions.
+    sent: VecDeque<Sent>,
     messages: u64,
     /// The run of back-to-back messages the next one may queue behind.
     run_start: UnixNanos,
@@ -194,9 +205,17 @@ impl ConnNotes {
         self.repairs.push_back(r);
     }
 
-    /// A data segment of direction `dir` went through reassembly; `retransmitted` of
-    /// its bytes had already been delivered.
-    pub fn segment(&mut self, dir: usize, seq: u32, len: u32, retransmitted: u64, ts: UnixNanos) {
+    /// A data segment of direction `dir`, seen on capture interface `interface`, went
+    /// through reassembly; `retransmitted` of its bytes had already been delivered.
+    pub fn segment(
+        &mut self,
+        dir: usize,
+        seq: u32,
+        len: u32,
+        retransmitted: u64,
+        ts: UnixNanos,
+        interface: u32,
+    ) {
         // A byte sent again into a closed window is a zero-window probe, not a repair:
         // the stall it probes is measured as one (`control`).
         let window_shut = self
@@ -209,29 +228,50 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
-        let end = seq.wrapping_add(len);
-        if retransmitted > 0 {
-            for (until, cell) in &d.watched {
-                if seq_before(seq, *until) {
-                    let _ = cell.resent.set(ts);
-                }
-            }
-        } else if d.high_end.is_none_or(|h| seq_before(h, end)) {
-            d.high_end = Some(end);
-        }
-        if retransmitted == 0 {
+        let interface = u16::try_from(interface).unwrap_or(u16::MAX);
+        let remember = |d: &mut DirNotes| {
             if d.sent.len() >= SENT_KEPT {
                 d.sent.pop_front();
             }
-            d.sent.push_back((seq, len, ts));
+            d.sent.push_back(Sent {
+                seq,
+                len: u16::try_from(len).unwrap_or(u16::MAX),
+                interface,
+                ts,
+            });
+        };
+        if retransmitted == 0 {
+            let end = seq.wrapping_add(len);
+            if d.high_end.is_none_or(|h| seq_before(h, end)) {
+                d.high_end = Some(end);
+            }
+            remember(d);
             return;
         }
-        // The original: the earliest remembered segment overlapping this one (an
-        // original that was not captured cannot be dated, and is not guessed).
-        let overlaps = |&&(s, l, _): &&(u32, u32, UnixNanos)| {
-            seq.wrapping_sub(s) < l || s.wrapping_sub(seq) < len
-        };
-        if let Some(&(_, _, first)) = d.sent.iter().find(overlaps) {
+        let overlaps =
+            |e: &&Sent| seq.wrapping_sub(e.seq) < u32::from(e.len) || e.seq.wrapping_sub(seq) < len;
+        // The original: the earliest remembered segment overlapping this one on the
+        // same interface (an original that was not captured cannot be dated, and is
+        // not guessed). Bytes seen before only on another interface are the same
+        // packet seen again by a tap on both sides of a forwarding device, however
+        // late it forwarded them (measured 2 ms on a loaded bridge): this interface's
+        // first sight of them, not a repair, nor a resend of a watched PING.
+        let original = d
+            .sent
+            .iter()
+            .filter(|e| e.interface == interface)
+            .find(overlaps)
+            .map(|e| e.ts);
+        if original.is_none() && d.sent.iter().any(|e| overlaps(&e)) {
+            remember(d);
+            return;
+        }
+        for (until, cell) in &d.watched {
+            if seq_before(seq, *until) {
+                let _ = cell.resent.set(ts);
+            }
+        }
+        if let Some(first) = original {
             self.repair(Repair {
                 dir: dir as u8,
                 first,
@@ -884,13 +924,13 @@ mod tests {
     #[test]
     fn conn_notes_date_retransmissions_holes_and_queues() {
         let mut n = ConnNotes::new(7, Some(10 * MS));
-        n.segment(0, 1000, 300, 0, 20 * MS);
-        n.segment(0, 1300, 300, 0, 20 * MS);
+        n.segment(0, 1000, 300, 0, 20 * MS, 0);
+        n.segment(0, 1300, 300, 0, 20 * MS, 0);
         let first = n.message(0, 20 * MS, 20 * MS, 600);
         assert_eq!(first.opened_at, Some(10 * MS));
         assert_eq!(first.conn, Some((7, 0)));
         // The second segment again, 300 ms later.
-        n.segment(0, 1300, 300, 300, 320 * MS);
+        n.segment(0, 1300, 300, 300, 320 * MS, 0);
         // A hole on the other direction, filled 200 ms after the bytes behind it.
         n.data(1, 400 * MS, 600 * MS, 500);
         // Back to back behind a 1 MB message that took 400 ms.
@@ -919,14 +959,14 @@ mod tests {
     #[test]
     fn conn_notes_measure_zero_windows_and_keep_the_end() {
         let mut n = ConnNotes::new(3, None);
-        n.segment(0, 1000, 300, 0, 10 * MS);
+        n.segment(0, 1000, 300, 0, 10 * MS, 0);
         // The receiver shuts its window; probes (an old byte, or none) are not repairs.
         n.control(1, 10 * MS, (None, 0), false, false);
-        n.segment(0, 1299, 1, 1, 210 * MS);
+        n.segment(0, 1299, 1, 1, 210 * MS, 0);
         n.control(0, 210 * MS, (None, 65535), false, false);
         n.control(1, 210 * MS, (None, 0), false, false);
         n.control(1, 510 * MS, (None, 65535), false, false);
-        n.segment(0, 1300, 300, 0, 510 * MS);
+        n.segment(0, 1300, 300, 0, 510 * MS, 0);
         let ping = n.message(0, 10 * MS, 510 * MS, 600);
         assert!(ping.repairs.is_empty(), "{:?}", ping.repairs);
         let stalls: Vec<(u8, u64)> = ping.stalls.iter().map(|r| (r.dir, r.cost_ns())).collect();
@@ -966,7 +1006,7 @@ mod tests {
             stop: 1701 * MS,
         });
         p[0].wire.end = Some(end.clone());
-        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        let c = explain(&p, &q, Some(&pid(2)), Some(&pid(2)), &mut h);
         assert_eq!(c.label(), "window+jxta");
         assert_eq!(c.tcp_ns, 500 * MS);
         // The PING's connection reset after the answer says nothing about it...
@@ -974,7 +1014,7 @@ mod tests {
             at: 5000 * MS,
             reset: true,
         });
-        let c = explain(&p, &q, Some(&pid(2)), &mut h);
+        let c = explain(&p, &q, Some(&pid(2)), Some(&pid(2)), &mut h);
         assert!(!c.flags.contains(Flag::Reset));
         // ...before its deadline, it explains the missing answer; activity before the
         // PING does not count.
@@ -990,7 +1030,7 @@ mod tests {
     #[test]
     fn an_unanswered_ping_learns_its_delivery_from_later_segments() {
         let mut n = ConnNotes::new(5, None);
-        n.segment(0, 1000, 300, 0, 10 * MS);
+        n.segment(0, 1000, 300, 0, 10 * MS, 0);
         let mut ping = leg(10, 10, (5, 0), 1, 2);
         ping.wire = n.message(0, 10 * MS, 10 * MS, 300);
         let cell = DeliveryCell::default();
@@ -999,7 +1039,7 @@ mod tests {
         // An ACK short of its end, then the bytes again, then the ACK of all of them.
         n.control(1, 20 * MS, (Some(1100), 65535), false, false);
         assert_eq!(cell.acked.get(), None);
-        n.segment(0, 1000, 300, 300, 310 * MS);
+        n.segment(0, 1000, 300, 300, 310 * MS, 0);
         n.control(1, 311 * MS, (Some(1300), 65535), false, false);
         assert_eq!(
             (cell.resent.get(), cell.acked.get()),
@@ -1021,6 +1061,26 @@ mod tests {
         ping[0].wire.end = Some(end);
         let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
         assert_eq!(c.label(), "retrans+reset");
+    }
+
+    #[test]
+    fn a_first_transmission_is_remembered_in_16_bytes() {
+        assert_eq!(std::mem::size_of::<Sent>(), 16);
+    }
+
+    #[test]
+    fn a_packet_seen_again_on_another_interface_is_not_a_retransmission() {
+        let mut n = ConnNotes::new(7, None);
+        // In on interface 0, out on interface 1 2 ms later (a loaded bridge).
+        n.segment(0, 1000, 300, 0, 20 * MS, 0);
+        n.segment(0, 1000, 300, 300, 22 * MS, 1);
+        assert!(n.repairs.is_empty(), "{:?}", n.repairs);
+        // The real retransmission 200 ms later, seen on both: dated by each
+        // interface's own first sight.
+        n.segment(0, 1000, 300, 300, 220 * MS, 0);
+        n.segment(0, 1000, 300, 300, 222 * MS, 1);
+        let costs: Vec<u64> = n.repairs.iter().map(Repair::cost_ns).collect();
+        assert_eq!(costs, vec![200 * MS, 200 * MS]);
     }
 
     const MS: u64 = 1_000_000;

@@ -75,6 +75,14 @@ pub struct PeerArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes,
           default_value_t = Bytes(config::DEFAULT_MAX_MESSAGE))]
     pub max_message: Bytes,
+    /// Every Nth PING received, delay its PONG by DURATION more (scripted scenarios;
+    /// each is logged at info level with its correlator): `4:1500ms`.
+    #[arg(long, value_name = "N:DURATION")]
+    pub extra_delay: Option<String>,
+    /// Every Nth PING received, send the poller a MESSAGE of BYTES body bytes just
+    /// before the PONG (scripted scenarios; logged like --extra-delay): `4:400KB`.
+    #[arg(long, value_name = "N:BYTES")]
+    pub message_before_pong: Option<String>,
     /// Do not read control commands (`state busy`, `msg bob hi`) from standard input.
     #[arg(long)]
     pub no_stdin: bool,
@@ -137,6 +145,16 @@ pub fn peer_config(args: PeerArgs) -> Result<PeerConfig> {
         let st = observer::jim::Status::parse(st)
             .with_context(|| format!("--state-at {item:?}: online, busy, away or offline"))?;
         cfg.state_schedule.push((at, st));
+    }
+    if let Some(x) = &args.extra_delay {
+        cfg.extra_delay =
+            Some(config::EveryNth::parse(x, humantime::parse_duration).context("--extra-delay")?);
+    }
+    if let Some(x) = &args.message_before_pong {
+        cfg.message_before_pong = Some(
+            config::EveryNth::parse(x, |v| parse_bytes(v).map(|b| b.0))
+                .context("--message-before-pong")?,
+        );
     }
     cfg.validate().map_err(|e| match e {
         ConfigError::ManagementWithoutToken(_) => {

@@ -64,6 +64,39 @@ pub enum ConfigError {
     DuplicateBuddy(String),
     #[error("buddy {0} has this peer's own peer ID")]
     OwnPeerId(String),
+    #[error("{0:?}: expected N:VALUE with N > 0 (every Nth PING received), e.g. 4:1500ms")]
+    EveryForm(String),
+}
+
+/// Something done to every `every`th PING received (the `every`th, `2 × every`th, …),
+/// for scenarios that inject a cause on purpose and need to know which transactions
+/// carry it: the peer logs each one with its correlator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EveryNth<T> {
+    pub every: u64,
+    pub what: T,
+}
+
+impl<T> EveryNth<T> {
+    /// Parses `N:VALUE` with `value` reading VALUE.
+    pub fn parse<E>(
+        s: &str,
+        value: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<EveryNth<T>, ConfigError> {
+        let bad = || ConfigError::EveryForm(s.to_string());
+        let (n, v) = s.trim().split_once(':').ok_or_else(bad)?;
+        let every: u64 = n.trim().parse().map_err(|_| bad())?;
+        if every == 0 {
+            return Err(bad());
+        }
+        let what = value(v.trim()).map_err(|_| bad())?;
+        Ok(EveryNth { every, what })
+    }
+
+    /// Whether the `nth` PING received (counted from 1) is one of them.
+    pub fn hits(&self, nth: u64) -> bool {
+        nth > 0 && nth.is_multiple_of(self.every)
+    }
 }
 
 /// The JXTA NetPeerGroup ID's unique part: every ID of this peer lives in that group,
@@ -293,6 +326,12 @@ pub struct PeerConfig {
     pub initial_state: crate::jim::Status,
     /// State changes at fixed times after start (scripted scenarios).
     pub state_schedule: Vec<(Duration, crate::jim::Status)>,
+    /// An extra delay before the PONG of every Nth PING received (scripted scenarios:
+    /// the receiver's own slowness, the `far` cause).
+    pub extra_delay: Option<EveryNth<Duration>>,
+    /// A MESSAGE of this many body bytes sent to the poller just before the PONG of
+    /// every Nth PING received (scripted scenarios: the PONG queues behind it).
+    pub message_before_pong: Option<EveryNth<u64>>,
 }
 
 impl PeerConfig {
@@ -315,6 +354,8 @@ impl PeerConfig {
             stdin_commands: false,
             initial_state: crate::jim::Status::Online,
             state_schedule: Vec::new(),
+            extra_delay: None,
+            message_before_pong: None,
         }
     }
 
@@ -343,6 +384,23 @@ impl PeerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_nth_parses_and_hits_its_multiples() {
+        let x = EveryNth::parse("4:1500ms", humantime::parse_duration).expect("valid");
+        assert_eq!(x.what, Duration::from_millis(1500));
+        let hits: Vec<u64> = (0..=12).filter(|&n| x.hits(n)).collect();
+        assert_eq!(hits, vec![4, 8, 12]);
+        for bad in ["0:1s", "4", "x:1s", "4:soon"] {
+            assert!(
+                matches!(
+                    EveryNth::parse(bad, humantime::parse_duration),
+                    Err(ConfigError::EveryForm(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn buddies_from_cli_and_toml() {

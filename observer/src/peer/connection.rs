@@ -491,17 +491,62 @@ impl Ctx {
                     ..Document::default()
                 };
                 let bytes = self.package(&pong);
-                let delay = shared.reply_delay();
+                let mut delay = shared.reply_delay();
+                let nth = shared.next_ping_seen();
+                let corr = doc.correlator.as_deref().unwrap_or("");
+                let poller = doc.name.as_deref().unwrap_or("");
+                // Scripted injections: logged with the correlator, which is how a
+                // scenario knows which transactions carry them.
+                if let Some(x) = shared.cfg.extra_delay.filter(|x| x.hits(nth)) {
+                    delay += x.what;
+                    shared.count("injected_delays", 1);
+                    tracing::info!(
+                        nth,
+                        poller,
+                        correlator = corr,
+                        extra_ms = x.what.as_millis() as u64,
+                        "injected: PONG delayed"
+                    );
+                }
+                let mut ahead = None;
+                if let Some(x) = shared.cfg.message_before_pong.filter(|x| x.hits(nth)) {
+                    let message = Document {
+                        kind: Kind::Message,
+                        from: Some(shared.cfg.name.clone()),
+                        to: Some(poller.to_string()),
+                        body: Some("x".repeat(usize::try_from(x.what).unwrap_or(0))),
+                        ..Document::default()
+                    };
+                    let bytes = self.package(&message);
+                    shared.count("injected_messages", 1);
+                    tracing::info!(
+                        nth,
+                        poller,
+                        correlator = corr,
+                        bytes = bytes.len(),
+                        "injected: MESSAGE ahead of the PONG"
+                    );
+                    ahead = Some(Out::Bytes {
+                        what: "messages_sent",
+                        bytes,
+                    });
+                }
                 let tx = self.tx.clone();
                 let out = Out::Bytes {
                     what: "pongs_sent",
                     bytes,
                 };
                 if delay.is_zero() {
+                    if let Some(m) = ahead {
+                        let _ = tx.send(m).await;
+                    }
                     let _ = tx.send(out).await;
                 } else {
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
+                        if let Some(m) = ahead {
+                            let _ = tx.send(m).await;
+                        }
                         let _ = tx.send(out).await;
                     });
                 }

@@ -122,6 +122,8 @@ pub struct Shared {
     messages: Mutex<VecDeque<ReceivedMessage>>,
     rng: Mutex<config::Rng>,
     conn_ids: AtomicU64,
+    /// PINGs received so far, numbering them for the scripted injections.
+    pings_seen: AtomicU64,
     /// The port actually listened on (the configured one may be 0).
     listen_port: u16,
     /// The address to advertise when listening on an unspecified address: learned
@@ -170,6 +172,11 @@ impl Shared {
 
     pub fn reply_delay(&self) -> Duration {
         self.cfg.reply_delay.sample(&mut lock(&self.rng))
+    }
+
+    /// The number of this PING among those received (from 1).
+    pub fn next_ping_seen(&self) -> u64 {
+        self.pings_seen.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -301,6 +308,7 @@ impl Shared {
             messages: Mutex::new(VecDeque::new()),
             rng: Mutex::new(config::Rng::new(seed)),
             conn_ids: AtomicU64::new(1),
+            pings_seen: AtomicU64::new(0),
             listen_port,
             learned_ip: Mutex::new(None),
             stopping: AtomicBool::new(false),
