@@ -128,6 +128,8 @@ pub(crate) struct Origin<'a> {
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
     pub http: Option<(SocketAddr, SocketAddr)>,
+    /// The router document the flow direction sent last (none for UDP).
+    pub router: Option<&'a mut jxta::LastRouter>,
 }
 
 /// Who speaks at a socket address of the HTTP transport, as one other host knows it:
@@ -266,7 +268,9 @@ impl Documents {
                 Kind::Pong => self.jim.pongs += 1,
                 Kind::Message => self.jim.messages += 1,
             }
-            let (src_peer, dst_peer) = peers.get_or_insert_with(|| self.peers.peers(&msg)).clone();
+            let (src_peer, dst_peer) = peers
+                .get_or_insert_with(|| self.peers.peers(&msg, origin.router.as_deref_mut()))
+                .clone();
             let sighting = Sighting {
                 start: framed.start,
                 stop: framed.stop,
@@ -289,7 +293,7 @@ impl Documents {
 }
 
 impl MessageHandler for Documents {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) {
         let origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
@@ -302,6 +306,7 @@ impl MessageHandler for Documents {
             hop_dst: at.hop_dst,
             wire: at.wire,
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
+            router: Some(at.router),
         };
         self.decode(framed, origin);
     }

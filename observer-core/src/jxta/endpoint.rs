@@ -121,19 +121,29 @@ fn router_fields(xml: &str) -> RouterFields {
     f
 }
 
+/// (source, destination) end-to-end peers.
+pub type EndPeers = (Option<PeerId>, Option<PeerId>);
+
+/// The router document one flow direction sent last, with its end peers. A peer
+/// sends the same `EndpointRouterMsg` to its buddy message after message, so comparing
+/// the bytes with the last one answers without the memo's hash of the whole document,
+/// and keeps answering when more connections than the memo holds each send their own.
+/// Lives in the flow's state: freed with the connection.
+#[derive(Debug, Default)]
+pub struct LastRouter(Option<Box<(Box<[u8]>, EndPeers)>>);
+
 /// The end-to-end source and destination peers of a message, as [`addressing`] finds
 /// them (`src` falls back to `EndpointHeaderSrcPeer`), with the router documents
 /// remembered: a peer sends the same `EndpointRouterMsg` to a buddy message after
 /// message, and parsing it was a third of the whole analysis. Bounded: the memo is
 /// dropped whole when it reaches [`PeerMemo::CAPACITY`] documents.
-/// (source, destination) end-to-end peers.
-pub type EndPeers = (Option<PeerId>, Option<PeerId>);
-
 #[derive(Debug, Default)]
 pub struct PeerMemo {
     routers: crate::FastMap<Box<[u8]>, EndPeers>,
     pub hits: u64,
     pub misses: u64,
+    /// Documents equal to the last one of their flow direction (memo not consulted).
+    pub direction_hits: u64,
 }
 
 impl PeerMemo {
@@ -141,7 +151,8 @@ impl PeerMemo {
     /// Documents larger than this are parsed every time rather than kept.
     const MAX_KEY: usize = 4096;
 
-    pub fn peers(&mut self, msg: &Message<'_>) -> EndPeers {
+    /// `last`: the router document of the message's flow direction (none for UDP).
+    pub fn peers(&mut self, msg: &Message<'_>, mut last: Option<&mut LastRouter>) -> EndPeers {
         let mut erm: Option<EndPeers> = None;
         let mut header_src: Option<PeerId> = None;
         for el in &msg.elements {
@@ -152,7 +163,7 @@ impl PeerMemo {
                 ERM_NAME | ERM_NAME_1X
                     if erm.as_ref().is_none_or(|(s, d)| s.is_none() && d.is_none()) =>
                 {
-                    if let Some(peers) = self.router(el.content) {
+                    if let Some(peers) = self.router(el.content, last.as_deref_mut()) {
                         erm = Some(peers);
                     }
                 }
@@ -165,7 +176,23 @@ impl PeerMemo {
     }
 
     /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
-    fn router(&mut self, content: &[u8]) -> Option<EndPeers> {
+    fn router(&mut self, content: &[u8], last: Option<&mut LastRouter>) -> Option<EndPeers> {
+        if let Some((doc, peers)) = last.as_ref().and_then(|l| l.0.as_deref()) {
+            if **doc == *content {
+                self.direction_hits += 1;
+                return Some(peers.clone());
+            }
+        }
+        let peers = self.memo_router(content)?;
+        if let Some(last) = last {
+            if content.len() <= Self::MAX_KEY {
+                last.0 = Some(Box::new((content.into(), peers.clone())));
+            }
+        }
+        Some(peers)
+    }
+
+    fn memo_router(&mut self, content: &[u8]) -> Option<EndPeers> {
         if let Some(hit) = self.routers.get(content) {
             self.hits += 1;
             return Some(hit.clone());
@@ -768,6 +795,36 @@ mod tests {
             taken > 1000 && refused > 1000,
             "taken {taken}, refused {refused}"
         );
+    }
+
+    /// A direction's last router document answers only for the same bytes: the same
+    /// length with other peers (one byte of a peer ID changed) is parsed again, and every
+    /// answer is what parsing gives.
+    #[test]
+    fn last_router_answers_only_for_equal_bytes() {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        let first = erm_xml(&a, &b, "PipeService/urn:jxta:uuid-AB04", &a);
+        let other = erm_xml(&b, &a, "PipeService/urn:jxta:uuid-AB04", &b);
+        assert_eq!(first.len(), other.len());
+        let msg_of = |xml: &str| {
+            encode_message_v0(&[OwnedElement::new("jxta", ERM_NAME, Some("text/xml"), xml)])
+        };
+        let mut memo = PeerMemo::default();
+        let mut last = LastRouter::default();
+        for (i, xml) in [&first, &first, &other, &other, &first]
+            .into_iter()
+            .enumerate()
+        {
+            let body = msg_of(xml);
+            let msg = decode_message(&body).unwrap();
+            let got = memo.peers(&msg, Some(&mut last));
+            assert_eq!(got, router_peers(xml), "message {i}");
+            assert_eq!(got, memo.peers(&msg, None), "message {i}: the memo agrees");
+        }
+        // Equal to the last one: messages 1 and 3; the others went to the memo.
+        assert_eq!(memo.direction_hits, 2);
+        assert_eq!(memo.hits + memo.misses, 3 + 5);
     }
 
     #[test]
