@@ -66,6 +66,17 @@ impl DocumentSink {
         }
     }
 
+    /// A decoded document: matched in place, boxed only for a queue (a pipeline that
+    /// matches here would otherwise allocate and free one box per document).
+    fn document(&mut self, at: (u64, UnixNanos), flow: Option<u64>, doc: Document, s: Sighting) {
+        match self {
+            DocumentSink::Match { matcher, finished } => matcher.observe(&doc, &s, finished),
+            DocumentSink::Queue { .. } => {
+                self.event(at, flow, MatchEvent::Document(Box::new((doc, s))))
+            }
+        }
+    }
+
     pub(crate) fn matcher(&self) -> &Matcher {
         match self {
             DocumentSink::Match { matcher, .. } | DocumentSink::Queue { idle: matcher, .. } => {
@@ -283,11 +294,7 @@ impl Documents {
                 transport: origin.transport,
                 wire: origin.wire.clone(),
             };
-            self.sink.event(
-                self.at,
-                origin.flow,
-                MatchEvent::Document(Box::new((doc, sighting))),
-            );
+            self.sink.document(self.at, origin.flow, doc, sighting);
         }
     }
 }
