@@ -66,6 +66,17 @@ impl DocumentSink {
         }
     }
 
+    /// A decoded document: matched in place, boxed only for a queue (a pipeline that
+    /// matches here would otherwise allocate and free one box per document).
+    fn document(&mut self, at: (u64, UnixNanos), flow: Option<u64>, doc: Document, s: Sighting) {
+        match self {
+            DocumentSink::Match { matcher, finished } => matcher.observe(&doc, &s, finished),
+            DocumentSink::Queue { .. } => {
+                self.event(at, flow, MatchEvent::Document(Box::new((doc, s))))
+            }
+        }
+    }
+
     pub(crate) fn matcher(&self) -> &Matcher {
         match self {
             DocumentSink::Match { matcher, .. } | DocumentSink::Queue { idle: matcher, .. } => {
@@ -128,6 +139,8 @@ pub(crate) struct Origin<'a> {
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
     pub http: Option<(SocketAddr, SocketAddr)>,
+    /// The router document the flow direction sent last (none for UDP).
+    pub router: Option<&'a mut jxta::LastRouter>,
 }
 
 /// Who speaks at a socket address of the HTTP transport, as one other host knows it:
@@ -272,7 +285,9 @@ impl Documents {
                 Kind::Pong => self.jim.pongs += 1,
                 Kind::Message => self.jim.messages += 1,
             }
-            let (src_peer, dst_peer) = peers.get_or_insert_with(|| self.peers.peers(&msg)).clone();
+            let (src_peer, dst_peer) = peers
+                .get_or_insert_with(|| self.peers.peers(&msg, origin.router.as_deref_mut()))
+                .clone();
             let mut wire = origin.wire.clone();
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
                 let cell = handled.delivery.get_or_insert_with(Default::default);
@@ -290,11 +305,7 @@ impl Documents {
                 transport: origin.transport,
                 wire,
             };
-            self.sink.event(
-                self.at,
-                origin.flow,
-                MatchEvent::Document(Box::new((doc, sighting))),
-            );
+            self.sink.document(self.at, origin.flow, doc, sighting);
         }
         handled
     }
@@ -316,7 +327,7 @@ fn is_service_message(msg: &jxta::Message<'_>) -> bool {
 }
 
 impl MessageHandler for Documents {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> Handled {
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
         let origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
@@ -329,6 +340,7 @@ impl MessageHandler for Documents {
             hop_dst: at.hop_dst,
             wire: at.wire,
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
+            router: Some(at.router),
         };
         self.decode(framed, origin)
     }

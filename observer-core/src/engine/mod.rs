@@ -292,6 +292,7 @@ impl Pipeline {
                             hop_dst: None,
                             wire: WireNotes::default(),
                             http: None,
+                            router: None,
                         };
                         self.decoder.handler.decode(&framed, origin);
                     }

@@ -6,6 +6,8 @@
 //! quick-xml on every one-byte mutation).
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use quick_xml::events::Event;
 
@@ -121,27 +123,67 @@ fn router_fields(xml: &str) -> RouterFields {
     f
 }
 
+/// (source, destination) end-to-end peers.
+pub type EndPeers = (Option<PeerId>, Option<PeerId>);
+
+/// The router document one flow direction sent last, with its end peers. A peer
+/// sends the same `EndpointRouterMsg` to its buddy message after message, so comparing
+/// the bytes with the last one answers without the memo's hash of the whole document,
+/// and keeps answering when more connections than the memo holds each send their own.
+/// Lives in the flow's state: freed with the connection. What all directions hold
+/// together is bounded by [`PeerMemo::DIRECTION_BUDGET`]: 100,000 connections would
+/// otherwise hold 160 MB of documents.
+#[derive(Debug, Default)]
+pub struct LastRouter(Option<Box<HeldRouter>>);
+
+#[derive(Debug)]
+struct HeldRouter {
+    doc: Box<[u8]>,
+    peers: EndPeers,
+    /// The bytes held by every direction of the pipeline, given back on drop (a
+    /// connection closed, evicted, or the run's end), whichever path drops it.
+    held: Arc<AtomicUsize>,
+}
+
+impl HeldRouter {
+    fn cost(doc_len: usize) -> usize {
+        doc_len + std::mem::size_of::<HeldRouter>()
+    }
+}
+
+impl Drop for HeldRouter {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(HeldRouter::cost(self.doc.len()), Ordering::Relaxed);
+    }
+}
+
 /// The end-to-end source and destination peers of a message, as [`addressing`] finds
 /// them (`src` falls back to `EndpointHeaderSrcPeer`), with the router documents
 /// remembered: a peer sends the same `EndpointRouterMsg` to a buddy message after
 /// message, and parsing it was a third of the whole analysis. Bounded: the memo is
 /// dropped whole when it reaches [`PeerMemo::CAPACITY`] documents.
-/// (source, destination) end-to-end peers.
-pub type EndPeers = (Option<PeerId>, Option<PeerId>);
-
 #[derive(Debug, Default)]
 pub struct PeerMemo {
     routers: crate::FastMap<Box<[u8]>, EndPeers>,
     pub hits: u64,
     pub misses: u64,
+    /// Documents equal to the last one of their flow direction (memo not consulted).
+    pub direction_hits: u64,
+    /// Bytes the [`LastRouter`]s of this pipeline hold.
+    direction_bytes: Arc<AtomicUsize>,
 }
 
 impl PeerMemo {
     pub const CAPACITY: usize = 8192;
     /// Documents larger than this are parsed every time rather than kept.
     const MAX_KEY: usize = 4096;
+    /// Bytes all flow directions of one pipeline may hold in their [`LastRouter`];
+    /// past it, directions without one go to the memo.
+    pub const DIRECTION_BUDGET: usize = 8 << 20;
 
-    pub fn peers(&mut self, msg: &Message<'_>) -> EndPeers {
+    /// `last`: the router document of the message's flow direction (none for UDP).
+    pub fn peers(&mut self, msg: &Message<'_>, mut last: Option<&mut LastRouter>) -> EndPeers {
         let mut erm: Option<EndPeers> = None;
         let mut header_src: Option<PeerId> = None;
         for el in &msg.elements {
@@ -152,7 +194,7 @@ impl PeerMemo {
                 ERM_NAME | ERM_NAME_1X
                     if erm.as_ref().is_none_or(|(s, d)| s.is_none() && d.is_none()) =>
                 {
-                    if let Some(peers) = self.router(el.content) {
+                    if let Some(peers) = self.router(el.content, last.as_deref_mut()) {
                         erm = Some(peers);
                     }
                 }
@@ -165,7 +207,32 @@ impl PeerMemo {
     }
 
     /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
-    fn router(&mut self, content: &[u8]) -> Option<EndPeers> {
+    fn router(&mut self, content: &[u8], last: Option<&mut LastRouter>) -> Option<EndPeers> {
+        if let Some(h) = last.as_ref().and_then(|l| l.0.as_deref()) {
+            if *h.doc == *content {
+                self.direction_hits += 1;
+                return Some(h.peers.clone());
+            }
+        }
+        let peers = self.memo_router(content)?;
+        if let Some(last) = last {
+            // The old document's bytes are given back before the new one is counted.
+            last.0 = None;
+            let cost = HeldRouter::cost(content.len());
+            let held = self.direction_bytes.load(Ordering::Relaxed);
+            if content.len() <= Self::MAX_KEY && held + cost <= Self::DIRECTION_BUDGET {
+                self.direction_bytes.fetch_add(cost, Ordering::Relaxed);
+                last.0 = Some(Box::new(HeldRouter {
+                    doc: content.into(),
+                    peers: peers.clone(),
+                    held: Arc::clone(&self.direction_bytes),
+                }));
+            }
+        }
+        Some(peers)
+    }
+
+    fn memo_router(&mut self, content: &[u8]) -> Option<EndPeers> {
         if let Some(hit) = self.routers.get(content) {
             self.hits += 1;
             return Some(hit.clone());
@@ -768,6 +835,72 @@ mod tests {
             taken > 1000 && refused > 1000,
             "taken {taken}, refused {refused}"
         );
+    }
+
+    /// A direction's last router document answers only for the same bytes: the same
+    /// length with other peers (one byte of a peer ID changed) is parsed again, and every
+    /// answer is what parsing gives.
+    #[test]
+    fn last_router_answers_only_for_equal_bytes() {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        let first = erm_xml(&a, &b, "PipeService/urn:jxta:uuid-AB04", &a);
+        let other = erm_xml(&b, &a, "PipeService/urn:jxta:uuid-AB04", &b);
+        assert_eq!(first.len(), other.len());
+        let msg_of = |xml: &str| {
+            encode_message_v0(&[OwnedElement::new("jxta", ERM_NAME, Some("text/xml"), xml)])
+        };
+        let mut memo = PeerMemo::default();
+        let mut last = LastRouter::default();
+        for (i, xml) in [&first, &first, &other, &other, &first]
+            .into_iter()
+            .enumerate()
+        {
+            let body = msg_of(xml);
+            let msg = decode_message(&body).unwrap();
+            let got = memo.peers(&msg, Some(&mut last));
+            assert_eq!(got, router_peers(xml), "message {i}");
+            assert_eq!(got, memo.peers(&msg, None), "message {i}: the memo agrees");
+        }
+        // Equal to the last one: messages 1 and 3; the others went to the memo.
+        assert_eq!(memo.direction_hits, 2);
+        assert_eq!(memo.hits + memo.misses, 3 + 5);
+        // One document held, counted once; given back when its direction goes.
+        let one = HeldRouter::cost(first.len());
+        assert_eq!(memo.direction_bytes.load(Ordering::Relaxed), one);
+        drop(last);
+        assert_eq!(memo.direction_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// Past the budget a direction keeps nothing (and answers through the memo, the
+    /// same); a direction dropped makes room again.
+    #[test]
+    fn last_router_budget_bounds_what_directions_hold() {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        let xml = erm_xml(&a, &b, "PipeService/urn:jxta:uuid-AB04", &a);
+        let body = encode_message_v0(&[OwnedElement::new(
+            "jxta",
+            ERM_NAME,
+            Some("text/xml"),
+            xml.as_str(),
+        )]);
+        let msg = decode_message(&body).unwrap();
+        let cost = HeldRouter::cost(xml.len());
+        let fit = PeerMemo::DIRECTION_BUDGET / cost;
+        let mut memo = PeerMemo::default();
+        let mut dirs: Vec<LastRouter> = (0..fit + 3).map(|_| LastRouter::default()).collect();
+        for d in &mut dirs {
+            assert_eq!(memo.peers(&msg, Some(d)), router_peers(&xml));
+        }
+        assert_eq!(dirs.iter().filter(|d| d.0.is_some()).count(), fit);
+        assert_eq!(memo.direction_bytes.load(Ordering::Relaxed), fit * cost);
+        assert!(fit * cost <= PeerMemo::DIRECTION_BUDGET);
+        dirs.truncate(1);
+        assert_eq!(memo.direction_bytes.load(Ordering::Relaxed), cost);
+        let mut late = LastRouter::default();
+        memo.peers(&msg, Some(&mut late));
+        assert!(late.0.is_some());
     }
 
     #[test]

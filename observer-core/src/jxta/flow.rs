@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 
 use super::StreamStart;
-use super::{Carrier, DirParser, FramedMessage, JxtaStats, PeerId, StreamConfig, StreamEvent};
+use super::{
+    Carrier, DirParser, FramedMessage, JxtaStats, LastRouter, PeerId, StreamConfig, StreamEvent,
+};
 use crate::conntrack::{CloseReason, Delivery, Dir, FlowHandler, FlowInfo, Interest, TcpSegment};
 use crate::transaction::cause::{ConnNotes, DeliveryCell, WireNotes};
 use crate::UnixNanos;
@@ -15,7 +17,7 @@ use crate::UnixNanos;
 const MAX_ANNOUNCED_FLOWS: usize = 65_536;
 
 /// Where a message framed on a TCP flow was seen.
-pub struct FlowMessage {
+pub struct FlowMessage<'a> {
     pub carrier: Carrier,
     /// The flow's number (see [`FlowInfo::id`]).
     pub flow: u64,
@@ -27,11 +29,13 @@ pub struct FlowMessage {
     pub hop_dst: Option<PeerId>,
     /// What the connection did around the message (`transaction::cause`).
     pub wire: WireNotes,
+    /// The router document this direction sent last (see [`LastRouter`]).
+    pub router: &'a mut LastRouter,
 }
 
 /// What happens to each message framed on a flow.
 pub trait MessageHandler {
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage) -> Handled;
+    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled;
 }
 
 /// What the connection's notes keep of a message once it is decoded.
@@ -53,6 +57,8 @@ pub struct Conn {
     announced: bool,
     /// What each message's wire notes are made of (`transaction::cause`).
     notes: ConnNotes,
+    /// Per direction: 8 bytes, plus the last router document once one is sent.
+    routers: [LastRouter; 2],
 }
 
 impl Conn {
@@ -119,6 +125,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             peers: [None, None],
             announced: false,
             notes: ConnNotes::new(info.id, info.saw_syn.then_some(info.first_seen)),
+            routers: Default::default(),
         }
     }
 
@@ -134,6 +141,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             peers,
             announced,
             notes,
+            routers,
         } = conn;
         let parser = &mut parsers[dir.index()];
         let JxtaFlows {
@@ -168,6 +176,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                 hop_src: peers[dir.index()].clone(),
                                 hop_dst: peers[dir.other().index()].clone(),
                                 wire,
+                                router: &mut routers[dir.index()],
                             };
                             let handled = handler.message(&m, at);
                             if handled.service {

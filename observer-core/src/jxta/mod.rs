@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 pub use carrier::{Carrier, DirParser};
 pub use endpoint::{
-    addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress, PeerMemo,
+    addressing, erm_xml, parse_endpoint_address, Addressing, EndpointAddress, LastRouter, PeerMemo,
 };
 pub use framing::{
     encode_datagram, encode_package, parse_datagram, parse_package_header, HeaderOrder,
