@@ -7,6 +7,9 @@
 //! transaction of the truth (times the replays) must be in the CSV, none lost and none
 //! extra, and the observer's resident set, sampled every second, must be flat after the
 //! warm-up. A capture replayed again waits until its PINGs are over (`repeat_pause`).
+//!
+//! Over 600 lines: one scenario (its captures, replays, RSS sampling and the exact
+//! check against the truth), then tests of the repeat pause.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -9,6 +9,9 @@
 //! already keeps (plain `u64`s on its own thread, no atomics per packet), so they enter
 //! the crate's registry as a [`Collector`] over the snapshot rather than as live
 //! `Counter`s.
+//!
+//! Over 600 lines with its tests (each exposition format, and every declared counter
+//! found in its family's place); the exposition itself is one snapshot walk.
 
 pub mod http;
 pub mod window;
