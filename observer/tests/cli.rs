@@ -385,6 +385,11 @@ fn explain_lists_the_timeouts_too() {
     for (args, answered, listed) in [
         (&["--top", "2", "--unanswered", "4"][..], 2, 4),
         (&["--top", "3"][..], 3, 3),
+        (
+            &["--top", "1", "--unanswered", "100"][..],
+            1,
+            timeouts.len(),
+        ),
     ] {
         let mut all = vec!["explain", "captures/four-peers.pcap", "--no-progress"];
         all.extend_from_slice(args);
@@ -397,10 +402,15 @@ fn explain_lists_the_timeouts_too() {
             lines[..answered].iter().all(|l| l.contains("  RTT ")),
             "{text}"
         );
+        let which = if listed == timeouts.len() {
+            "all below".to_owned()
+        } else {
+            format!("the first {listed} below")
+        };
         assert_eq!(
             lines[answered],
             format!(
-                "unanswered: {} PINGs timed out; by cause: far {}; the first {listed}:",
+                "unanswered: {} PINGs timed out; by cause: far {}; {which}:",
                 timeouts.len(),
                 timeouts.len()
             ),

@@ -152,8 +152,8 @@ impl Unanswered {
         }
     }
 
-    /// `unanswered: 6 PINGs timed out; by cause: far 6; the first 6:` (none without
-    /// timeouts).
+    /// `unanswered: 6 PINGs timed out; by cause: far 6; the first 2 below:` (none
+    /// without timeouts).
     pub fn line(&self) -> Option<String> {
         if self.count == 0 {
             return None;
@@ -167,11 +167,15 @@ impl Unanswered {
         if self.none > 0 {
             parts.push(format!("none {}", self.none));
         }
+        let listed = if self.first.len() as u64 == self.count {
+            "all below".to_owned()
+        } else {
+            format!("the first {} below", self.first.len())
+        };
         Some(format!(
-            "unanswered: {} PINGs timed out; by cause: {}; the first {}:",
+            "unanswered: {} PINGs timed out; by cause: {}; {listed}:",
             self.count,
             parts.join(", "),
-            self.first.len()
         ))
     }
 
@@ -312,7 +316,7 @@ mod tests {
         }
         let line = u.line().unwrap_or_default();
         assert!(
-            line == "unanswered: 4 PINGs timed out; by cause: retrans 1, far 2, reset 1, none 1; the first 2:",
+            line == "unanswered: 4 PINGs timed out; by cause: retrans 1, far 2, reset 1, none 1; the first 2 below:",
             "{line}"
         );
         // The first two timeouts, in words of their own: no RTT, no time split.
