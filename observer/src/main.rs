@@ -35,9 +35,9 @@ enum Command {
     /// correlator, or other), addressing, elements (--wide: full IDs; --json: one JSON
     /// object per line).
     Messages(messages::MessagesArgs),
-    /// The slowest transactions of captures, one line each: what the wire shows
-    /// happened to them (retransmissions, a new connection, queueing, a relay, a route
-    /// change, a slow receiver; docs/explain.md).
+    /// The slowest answered transactions of captures and the first timeouts, one line
+    /// each: what the wire shows happened to them (retransmissions, a new connection,
+    /// queueing, a relay, a route change, a slow receiver; docs/explain.md).
     Explain(explain::ExplainArgs),
     /// Capture live on interfaces and report continuously (eBPF tap or libpcap).
     Live(live::LiveArgs),

@@ -367,6 +367,66 @@ fn threads_give_the_same_output() {
     );
 }
 
+/// The timeouts are listed after the answered, each with its story, as many as
+/// `--unanswered` (default `--top`), in capture order.
+#[test]
+fn explain_lists_the_timeouts_too() {
+    let mut timeouts: Vec<Transaction> = truth("four-peers")
+        .into_iter()
+        .filter(|t| t.status == TxStatus::Timeout)
+        .collect();
+    timeouts.sort_by_key(|t| t.start);
+    assert!(
+        timeouts.len() > 4,
+        "the sample has timeouts: {}",
+        timeouts.len()
+    );
+    let name = |n: &Option<String>| n.clone().unwrap_or_default();
+    for (args, answered, listed) in [
+        (&["--top", "2", "--unanswered", "4"][..], 2, 4),
+        (&["--top", "3"][..], 3, 3),
+        (
+            &["--top", "1", "--unanswered", "100"][..],
+            1,
+            timeouts.len(),
+        ),
+    ] {
+        let mut all = vec!["explain", "captures/four-peers.pcap", "--no-progress"];
+        all.extend_from_slice(args);
+        let o = observer(&all);
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), answered + 1 + listed, "{text}");
+        assert!(
+            lines[..answered].iter().all(|l| l.contains("  RTT ")),
+            "{text}"
+        );
+        let which = if listed == timeouts.len() {
+            "all below".to_owned()
+        } else {
+            format!("the first {listed} below")
+        };
+        assert_eq!(
+            lines[answered],
+            format!(
+                "unanswered: {} PINGs timed out; by cause: far {}; {which}:",
+                timeouts.len(),
+                timeouts.len()
+            ),
+            "{text}"
+        );
+        for (line, t) in lines[answered + 1..].iter().zip(&timeouts) {
+            let who = format!(
+                "  {} -> {}  no answer (timeout)  [far]  the receiver's TCP acknowledged the PING",
+                name(&t.poller_name),
+                name(&t.receiver_name)
+            );
+            assert!(line.contains(&who), "{line} lacks {who}");
+        }
+    }
+}
+
 #[test]
 fn explain_prints_the_slowest_with_their_causes() {
     let o = observer(&["explain", "captures/relayed.pcap", "--top", "3"]);

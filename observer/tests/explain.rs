@@ -373,21 +373,96 @@ fn cause_figures_are_current() {
         let pad = ((stop - t.start) / 20).max(10 * MS);
         let svg = synth::figure::figure(&r, i, (t.start - pad, stop + pad), title)
             .unwrap_or_else(|| panic!("{name}: PING not seen"));
-        let path = dir.join(format!("cause-{name}.svg"));
-        if let Some(d) = std::env::var_os("FIGURES_PNG") {
-            let png = observer::report::figures::png_from_svg("cause", &svg).expect("png");
-            std::fs::write(PathBuf::from(d).join(format!("{name}.png")), png).expect("png");
-        }
-        if update {
-            std::fs::write(&path, &svg).expect("write figure");
-        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(svg.as_str()) {
-            stale.push(path.display().to_string());
-        }
+        check_figure(&dir, name, &svg, update, &mut stale);
     }
+    // `relay` and `route` need a rendezvous: `synth::reroute()`, direct until 30 s,
+    // then through the rendezvous (its third peer).
+    let script = synth::reroute();
+    let rdv = match script.peers.get(2).map(|p| p.ip) {
+        Some(std::net::IpAddr::V4(a)) => a,
+        other => panic!("reroute's rendezvous is not IPv4: {other:?}"),
+    };
+    let r = script.render();
+    let view = |i: usize| {
+        let t = &r.truth[i];
+        let stop = t.stop.expect("answered");
+        let pad = ((stop - t.start) / 20).max(10 * MS);
+        (t.start - pad, stop + pad)
+    };
+    let first_with = |f: Flag| {
+        r.expected
+            .iter()
+            .zip(&r.truth)
+            .position(|(e, t)| e.contains(f) && t.status == TxStatus::Ok)
+    };
+    let route = first_with(Flag::Route).expect("reroute: no route change");
+    // The relayed transaction drawn is the one after the change, of the same pair.
+    let same_pair = |a: &Transaction, b: &Transaction| {
+        a.poller_id == b.poller_id && a.receiver_id == b.receiver_id
+    };
+    let relay = (route + 1..r.truth.len())
+        .find(|&i| {
+            same_pair(&r.truth[i], &r.truth[route])
+                && r.truth[i].status == TxStatus::Ok
+                && r.expected[i].contains(Flag::Relay)
+                && !r.expected[i].contains(Flag::Route)
+        })
+        .expect("reroute: no relayed transaction after the change");
+    let before = (0..route)
+        .rev()
+        .find(|&i| same_pair(&r.truth[i], &r.truth[route]) && r.truth[i].status == TxStatus::Ok)
+        .expect("reroute: no transaction before the change");
+    assert!(
+        !r.expected[before].contains(Flag::Relay),
+        "the previous one went direct"
+    );
+    let svg = synth::figure::figure_via(
+        &r,
+        relay,
+        view(relay),
+        "relay: the PING and the PONG each cross the rendezvous, two legs apiece",
+        rdv,
+    )
+    .expect("relay: PING not seen");
+    check_figure(&dir, "relay", &svg, update, &mut stale);
+    let svg = synth::figure::figure_route(
+        &r,
+        (
+            before,
+            view(before),
+            "the pair's previous transaction: direct",
+        ),
+        (route, view(route), "this one: through the rendezvous"),
+        "route: the pair's path changed since its previous transaction",
+        rdv,
+    )
+    .expect("route: PING not seen");
+    check_figure(&dir, "route", &svg, update, &mut stale);
     assert!(
         stale.is_empty(),
         "figures differ from what synth::explain() draws (UPDATE_FIGURES=1 rewrites them): {stale:?}"
     );
+}
+
+/// Writes `docs/figures/cause-{name}.svg` under `UPDATE_FIGURES`, else notes it in
+/// `stale` when it differs from `svg`.
+fn check_figure(
+    dir: &std::path::Path,
+    name: &str,
+    svg: &str,
+    update: bool,
+    stale: &mut Vec<String>,
+) {
+    let path = dir.join(format!("cause-{name}.svg"));
+    if let Some(d) = std::env::var_os("FIGURES_PNG") {
+        let png = observer::report::figures::png_from_svg("cause", svg).expect("png");
+        std::fs::write(PathBuf::from(d).join(format!("{name}.png")), png).expect("png");
+    }
+    if update {
+        std::fs::write(&path, svg).expect("write figure");
+    } else if std::fs::read_to_string(&path).ok().as_deref() != Some(svg) {
+        stale.push(path.display().to_string());
+    }
 }
 
 /// A tap on both sides of a forwarding device (the eBPF tap on every port of a bridge,

@@ -3,6 +3,7 @@
 //! FIN, RST), the PING's and PONG's bytes and the RTT below. docs/explain.md shows one
 //! per cause; `tests/explain.rs` regenerates them and fails when they differ.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -171,6 +172,124 @@ fn tick_ns(span_ns: u64) -> u64 {
 /// Draws transaction `i` of `r` between `view.0` and `view.1` (capture time), with
 /// `title` on top. `None` when the transaction's PING was not seen.
 pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str) -> Option<String> {
+    let p = panel(r, i, view, None)?;
+    Some(page(title, &[(0.0, None, p)], LanesKind::Two))
+}
+
+/// [`figure`] for a pair whose messages may pass through the rendezvous at `rendezvous`:
+/// three rows, the poller's packets, the rendezvous's (both legs it forwards), the
+/// receiver's.
+pub fn figure_via(
+    r: &Rendered,
+    i: usize,
+    view: (UnixNanos, UnixNanos),
+    title: &str,
+    rendezvous: Ipv4Addr,
+) -> Option<String> {
+    let p = panel(r, i, view, Some(rendezvous))?;
+    Some(page(title, &[(0.0, None, p)], LanesKind::Three))
+}
+
+/// A route change: transaction `before` (the pair's previous one) drawn above
+/// transaction `i`, each over its own view, on the three rows of [`figure_via`].
+pub fn figure_route(
+    r: &Rendered,
+    before: (usize, (UnixNanos, UnixNanos), &str),
+    after: (usize, (UnixNanos, UnixNanos), &str),
+    title: &str,
+    rendezvous: Ipv4Addr,
+) -> Option<String> {
+    let a = panel(r, before.0, before.1, Some(rendezvous))?;
+    let b = panel(r, after.0, after.1, Some(rendezvous))?;
+    Some(page(
+        title,
+        &[(0.0, Some(before.2), a), (PANEL_STEP, Some(after.2), b)],
+        LanesKind::Three,
+    ))
+}
+
+/// How many rows a figure has; the page's height follows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LanesKind {
+    Two,
+    Three,
+}
+
+/// Baseline of the rendezvous's row, between the poller's and a lower receiver's.
+const ROW_MIDDLE: f64 = ROW_RECEIVER;
+const ROW_RECEIVER_VIA: f64 = ROW_RECEIVER + (ROW_RECEIVER - ROW_POLLER);
+/// Vertical offset of a second panel (it repeats everything but the title and legend).
+const PANEL_STEP: f64 = ROW_RECEIVER_VIA + 110.0;
+
+/// One transaction's drawing, without the page around it.
+struct Panel {
+    body: String,
+    kinds: BTreeSet<Mark>,
+    /// Below the lowest thing drawn (the time axis' labels).
+    bottom: f64,
+}
+
+fn page(title: &str, panels: &[(f64, Option<&str>, Panel)], lanes: LanesKind) -> String {
+    let bottom = panels
+        .iter()
+        .map(|(dy, _, p)| dy + p.bottom)
+        .fold(0.0, f64::max);
+    let height = if lanes == LanesKind::Two && panels.len() == 1 {
+        HEIGHT
+    } else {
+        bottom + 25.0
+    };
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"{WIDTH}\" height=\"{height}\" fill=\"white\"/>\n\
+         <text x=\"{LEFT}\" y=\"18\" font-size=\"13\">{}</text>\n",
+        escape(title)
+    );
+    let mut kinds = BTreeSet::new();
+    for (dy, sub, p) in panels {
+        kinds.extend(p.kinds.iter().copied());
+        if *dy == 0.0 && sub.is_none() {
+            svg.push_str(&p.body);
+            continue;
+        }
+        let _ = writeln!(svg, "<g transform=\"translate(0,{dy})\">");
+        if let Some(sub) = sub {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{LEFT}\" y=\"36\" font-style=\"italic\">{}</text>",
+                escape(sub)
+            );
+        }
+        svg.push_str(&p.body);
+        svg.push_str("</g>\n");
+    }
+    let mut lx = LEFT;
+    let ly = height - 8.0;
+    for m in kinds {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{lx}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/>\
+             <text x=\"{}\" y=\"{ly}\">{}</text>",
+            ly - 10.0,
+            m.colour(),
+            lx + 4.0,
+            m.label()
+        );
+        lx += 16.0 + 6.5 * m.label().len() as f64;
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn panel(
+    r: &Rendered,
+    i: usize,
+    view: (UnixNanos, UnixNanos),
+    rendezvous: Option<Ipv4Addr>,
+) -> Option<Panel> {
     let t = r.truth.get(i)?;
     let spans = r.injected.get(i)?;
     let ping = spans.ping?;
@@ -188,6 +307,31 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
         .iter()
         .find(|(_, p)| p.ts == ping.0 && p.len > 0)
         .map(|(_, p)| p.src.0)?;
+    // Rows from the top; a mark points away from its addressee's row.
+    let rows: Vec<(f64, &str)> = match rendezvous {
+        None => vec![
+            (ROW_POLLER, "poller → receiver"),
+            (ROW_RECEIVER, "receiver → poller"),
+        ],
+        Some(_) => vec![
+            (ROW_POLLER, "poller → rendezvous or receiver"),
+            (
+                ROW_MIDDLE,
+                "rendezvous (forwards each leg): up to the receiver, down to the poller",
+            ),
+            (ROW_RECEIVER_VIA, "receiver → rendezvous or poller"),
+        ],
+    };
+    let row_of = |a: Ipv4Addr| -> usize {
+        if a == poller {
+            0
+        } else if Some(a) == rendezvous {
+            1
+        } else {
+            rows.len() - 1
+        }
+    };
+    let low = rows.last().map_or(ROW_RECEIVER, |r| r.0);
     let (t0, t1) = view;
     let span = t1.saturating_sub(t0).max(1);
     let x = |ts: UnixNanos| {
@@ -195,18 +339,9 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
         LEFT + f.clamp(0.0, 1.0) * (WIDTH - LEFT - RIGHT)
     };
     let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
-         <text x=\"{LEFT}\" y=\"18\" font-size=\"13\">{}</text>\n",
-        escape(title)
-    );
-    for (y, dy, who) in [
-        (ROW_POLLER, -4.0, "poller → receiver"),
-        (ROW_RECEIVER, 12.0, "receiver → poller"),
-    ] {
+    for (k, (y, who)) in rows.iter().enumerate() {
+        // Labels sit on the side marks do not point to.
+        let dy = if k == 0 { -4.0 } else { 12.0 };
         let _ = writeln!(
             svg,
             "<line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#333\"/>\
@@ -218,8 +353,10 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
     }
     // Highest sequence number sent per direction: data at or below it was sent before.
     let mut sent: HashMap<(Endpoint, Endpoint), u32> = HashMap::new();
-    // One mark per pixel, row and kind: a fast send is a bar, not a thousand lines.
-    let mut marks: BTreeSet<(i64, bool, Mark)> = BTreeSet::new();
+    // One mark per pixel, row, direction and kind: a fast send is a bar, not a
+    // thousand lines.
+    // Lower rows first at one pixel (the order the two-row figures were first drawn in).
+    let mut marks: BTreeSet<(i64, Reverse<usize>, bool, Mark)> = BTreeSet::new();
     for (_, p) in &packets {
         let key = (p.src, p.dst);
         let end = p.seq.wrapping_add(p.len);
@@ -233,21 +370,19 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
         if p.ts < t0 || p.ts > t1 {
             continue;
         }
-        let from_poller = p.src.0 == poller;
+        let (from, to) = (row_of(p.src.0), row_of(p.dst.0));
         marks.insert((
             x(p.ts).round() as i64,
-            from_poller,
+            Reverse(from),
+            to > from,
             Mark::of(p, retransmitted),
         ));
     }
     let mut kinds = BTreeSet::new();
-    for &(px, from_poller, m) in &marks {
+    for &(px, Reverse(row), up, m) in &marks {
         kinds.insert(m);
-        let (y, dy) = if from_poller {
-            (ROW_POLLER, -m.height())
-        } else {
-            (ROW_RECEIVER, m.height())
-        };
+        let y = rows.get(row).map_or(low, |r| r.0);
+        let dy = if up { -m.height() } else { m.height() };
         let _ = writeln!(
             svg,
             "<line x1=\"{px}\" y1=\"{y}\" x2=\"{px}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"{}\"/>",
@@ -260,7 +395,7 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
                 svg,
                 "<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>",
                 px + 3,
-                y + dy + if from_poller { 8.0 } else { 0.0 },
+                y + dy + if up { 8.0 } else { 0.0 },
                 m.colour(),
                 m.label()
             );
@@ -279,9 +414,9 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
     };
     bar(ping, ROW_POLLER + 18.0, "PING");
     if let Some(pong) = spans.pong {
-        bar(pong, ROW_RECEIVER - 40.0, "PONG");
+        bar(pong, low - 40.0, "PONG");
     }
-    let y = ROW_RECEIVER + 60.0;
+    let y = low + 60.0;
     let rtt = match t.rtt_ns() {
         Some(ns) => format!("RTT {:.1} ms", ns as f64 / 1e6),
         None => format!("no answer ({})", t.status.as_str()),
@@ -317,22 +452,11 @@ pub fn figure(r: &Rendered, i: usize, view: (UnixNanos, UnixNanos), title: &str)
         );
         tick += step;
     }
-    let mut lx = LEFT;
-    let ly = HEIGHT - 8.0;
-    for m in kinds {
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{lx}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/>\
-             <text x=\"{}\" y=\"{ly}\">{}</text>",
-            ly - 10.0,
-            m.colour(),
-            lx + 4.0,
-            m.label()
-        );
-        lx += 16.0 + 6.5 * m.label().len() as f64;
-    }
-    svg.push_str("</svg>\n");
-    Some(svg)
+    Some(Panel {
+        body: svg,
+        kinds,
+        bottom: axis + 15.0,
+    })
 }
 
 fn escape(s: &str) -> String {

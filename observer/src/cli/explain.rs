@@ -1,5 +1,6 @@
-//! `observer explain`: the slowest transactions of captures, one line each, with what
-//! the wire shows happened to them (docs/explain.md).
+//! `observer explain`: the slowest answered transactions of captures and the first
+//! timeouts, one line each, with what the wire shows happened to them
+//! (docs/explain.md).
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ pub struct ExplainArgs {
     /// How many of the slowest answered transactions to explain.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_count, allow_negative_numbers = true)]
     pub top: usize,
+    /// How many PINGs that timed out to explain, in capture order, after the answered
+    /// ones (default: as many as --top).
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
+    pub unanswered: Option<usize>,
 }
 
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
@@ -30,7 +35,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     args.matching.apply(&mut cfg);
     // Only the slowest are kept, whatever the capture's length.
     let mut slowest = report::story::Slowest::new(args.top);
-    let mut unanswered = report::story::Unanswered::default();
+    let mut unanswered = report::story::Unanswered::new(args.unanswered.unwrap_or(args.top));
     let analysis = runtime::analyze_each(
         &args.inputs.files,
         cfg,
@@ -47,6 +52,9 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     }
     if let Some(line) = unanswered.line() {
         writeln!(out, "{line}")?;
+        for t in unanswered.listed() {
+            writeln!(out, "{}", report::story::story(t))?;
+        }
     }
     out.flush()?;
     Ok(exit_for(&analysis))

@@ -18,67 +18,93 @@ fn peer(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
     }
 }
 
-/// What happened to an answered transaction, as a network engineer would say it.
+/// What happened to a transaction, as a network engineer would say it: one line, the
+/// flags in brackets, then each in words.
 pub fn story(t: &Transaction) -> String {
-    let Some(rtt) = t.rtt_ns() else {
-        return format!("{}: no answer", t.status.as_str());
-    };
     let c = &t.cause;
+    let answered = t.rtt_ns();
     let mut parts: Vec<String> = Vec::new();
     for f in c.flags.iter() {
-        parts.push(match f {
-            Flag::Retrans => format!(
-                "TCP lost and resent bytes of the PING or PONG ({} from first transmission to the copy that got through)",
+        parts.push(match (f, answered) {
+            (Flag::Retrans, Some(_)) => format!(
+                "TCP lost bytes of the PING or PONG and sent them again ({} from the first transmission to the copy that got through)",
                 ms(c.tcp_ns)
             ),
-            Flag::Conn => format!(
-                "sent on a connection opened for it (SYN {} before its first byte)",
+            (Flag::Retrans, None) => {
+                "TCP sent bytes of the PING again: its first copy did not get through".to_owned()
+            }
+            (Flag::Conn, Some(_)) => format!(
+                "the PING or PONG was the first message on a new TCP connection (its SYN came {} before)",
                 ms(c.conn_ns)
             ),
-            Flag::Queue => format!(
-                "queued behind {} bytes of other messages on the same connection for up to {}",
+            (Flag::Conn, None) => "the PING was the first message on a new TCP connection".to_owned(),
+            (Flag::Queue, _) => format!(
+                "it waited behind {} bytes of other messages sent just ahead of it on the same connection (up to {})",
                 c.queue_bytes,
                 ms(c.queue_ns)
             ),
-            Flag::Relay => format!(
-                "relayed through {}",
+            (Flag::Relay, _) => format!(
+                "relayed through the rendezvous {}, not sent directly",
                 c.relay
                     .as_ref()
-                    .map_or("a rendezvous".to_owned(), |p| short_label(p.as_str()))
+                    .map_or("(peer ID not seen)".to_owned(), |p| short_label(p.as_str()))
             ),
-            Flag::Route => "the route differs from the pair's previous poll".to_owned(),
-            Flag::Far => format!(
-                "the receiver's side took {}, over {}x its recent median",
-                c.far_ns.map_or("?".to_owned(), ms),
-                crate::transaction::cause::FAR_FACTOR
-            ),
-            Flag::Window => {
-                "the receiver's TCP window was shut (zero window) inside the PING's or PONG's bytes"
+            (Flag::Route, _) => {
+                "the path changed since this pair's previous answered poll (another TCP peer carried the PING or PONG)"
                     .to_owned()
             }
-            Flag::Reset => "a connection that carried it was reset or closed before the answer".to_owned(),
-            Flag::Jxta => {
-                "discovery, SRDI or resolver messages were in flight on the same connection"
+            // The split of the RTT said once, here, rather than again below.
+            (Flag::Far, Some(rtt)) => format!(
+                "the receiver's side of the capture point (its network and the peer itself) took {}, more than {} times this pair's recent median; {} on the poller's side",
+                c.far_ns.map_or("?".to_owned(), ms),
+                crate::transaction::cause::FAR_FACTOR,
+                c.far_ns.map_or("?".to_owned(), |f| ms(rtt.saturating_sub(f)))
+            ),
+            (Flag::Far, None) => {
+                "the receiver's TCP acknowledged the PING, but no PONG came back: the host is up, the JXTA peer did not answer"
+                    .to_owned()
+            }
+            (Flag::Window, _) => {
+                "a zero TCP window (a full receive buffer) held back bytes of the PING or PONG"
+                    .to_owned()
+            }
+            (Flag::Reset, Some(_)) => {
+                "a TCP connection that carried it was reset or closed before the answer".to_owned()
+            }
+            (Flag::Reset, None) => {
+                "the TCP connection that carried it was reset or closed before the timeout".to_owned()
+            }
+            (Flag::Jxta, _) => {
+                "JXTA discovery, SRDI or resolver messages were on the same connection at the same time"
                     .to_owned()
             }
         });
     }
     if parts.is_empty() {
-        parts.push("nothing on the wire explains it".to_owned());
+        parts.push(
+            match answered {
+                Some(_) => "no cause seen on the wire",
+                None => "no ACK, reset or resend of the PING seen: the receiver went silent, or the capture missed its answer",
+            }
+            .to_owned(),
+        );
     }
-    if let Some(far) = c.far_ns {
+    if let (Some(rtt), Some(far), false) = (answered, c.far_ns, c.flags.contains(Flag::Far)) {
         parts.push(format!(
-            "{} beyond the capture point, {} on the poller's side",
+            "split at the capture point: {} on the receiver's side, {} on the poller's",
             ms(far),
             ms(rtt.saturating_sub(far))
         ));
     }
+    let time = match answered {
+        Some(rtt) => format!("RTT {}", ms(rtt)),
+        None => format!("no answer ({})", t.status.as_str()),
+    };
     format!(
-        "{}  {} -> {}  RTT {}  [{}]  {}",
+        "{}  {} -> {}  {time}  [{}]  {}",
         utc_ms(t.start),
         peer(&t.poller_name, &t.poller_id),
         peer(&t.receiver_name, &t.receiver_id),
-        ms(rtt),
         if c.flags.is_empty() {
             "-".to_owned()
         } else {
@@ -88,15 +114,28 @@ pub fn story(t: &Transaction) -> String {
     )
 }
 
-/// The PINGs that timed out, counted by cause: `explain`'s last line.
-#[derive(Debug, Default)]
+/// The PINGs that timed out: counted by cause, and the first `keep` of them kept for
+/// their story (they are the worst peaks, with no RTT to rank them by).
+#[derive(Debug)]
 pub struct Unanswered {
+    keep: usize,
+    first: Vec<Transaction>,
     count: u64,
     by_flag: [u64; Flag::ALL.len()],
     none: u64,
 }
 
 impl Unanswered {
+    pub fn new(keep: usize) -> Self {
+        Unanswered {
+            keep,
+            first: Vec::new(),
+            count: 0,
+            by_flag: [0; Flag::ALL.len()],
+            none: 0,
+        }
+    }
+
     pub fn add(&mut self, t: &Transaction) {
         if t.status != crate::transaction::TxStatus::Timeout {
             return;
@@ -108,9 +147,13 @@ impl Unanswered {
         for (n, f) in self.by_flag.iter_mut().zip(Flag::ALL) {
             *n += u64::from(t.cause.flags.contains(f));
         }
+        if self.first.len() < self.keep {
+            self.first.push(t.clone());
+        }
     }
 
-    /// `unanswered: 6 timeouts; by cause: far 6` (none without timeouts).
+    /// `unanswered: 6 PINGs timed out; by cause: far 6; the first 2 below:` (none
+    /// without timeouts).
     pub fn line(&self) -> Option<String> {
         if self.count == 0 {
             return None;
@@ -124,11 +167,21 @@ impl Unanswered {
         if self.none > 0 {
             parts.push(format!("none {}", self.none));
         }
+        let listed = if self.first.len() as u64 == self.count {
+            "all below".to_owned()
+        } else {
+            format!("the first {} below", self.first.len())
+        };
         Some(format!(
-            "unanswered: {} timeouts; by cause: {} (far: the receiver's TCP took the PING, nothing answered)",
+            "unanswered: {} PINGs timed out; by cause: {}; {listed}:",
             self.count,
-            parts.join(", ")
+            parts.join(", "),
         ))
+    }
+
+    /// The kept timeouts, in the order they were given (capture order).
+    pub fn listed(&self) -> &[Transaction] {
+        &self.first
     }
 }
 
@@ -244,14 +297,16 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("resent bytes of the PING or PONG (300.0 ms"),
+            line.contains("sent them again (300.0 ms from the first transmission"),
             "{line}"
         );
         assert!(
-            line.contains("800.0 ms beyond the capture point, 400.0 ms on the poller's side"),
+            line.contains(
+                "capture point: 800.0 ms on the receiver's side, 400.0 ms on the poller's"
+            ),
             "{line}"
         );
-        let mut u = Unanswered::default();
+        let mut u = Unanswered::new(2);
         assert_eq!(u.line(), None);
         for f in ["far", "reset", "", "retrans+far"] {
             let mut t = tx(0, 10_000, f);
@@ -261,13 +316,34 @@ mod tests {
         }
         let line = u.line().unwrap_or_default();
         assert!(
-            line.starts_with("unanswered: 4 timeouts; by cause: retrans 1, far 2, reset 1, none 1"),
+            line == "unanswered: 4 PINGs timed out; by cause: retrans 1, far 2, reset 1, none 1; the first 2 below:",
             "{line}"
         );
-        let quiet = story(&tx(0, 900, ""));
+        // The first two timeouts, in words of their own: no RTT, no time split.
+        let listed: Vec<String> = u.listed().iter().map(story).collect();
+        assert_eq!(listed.len(), 2, "{listed:?}");
         assert!(
-            quiet.contains("[-]  nothing on the wire explains it"),
-            "{quiet}"
+            listed[0].contains("alice -> bob  no answer (timeout)  [far]  the receiver's TCP acknowledged the PING, but no PONG came back"),
+            "{listed:?}"
         );
+        assert!(
+            listed[1].contains("[reset]  the TCP connection that carried it was reset or closed before the timeout"),
+            "{listed:?}"
+        );
+        assert!(
+            listed
+                .iter()
+                .all(|l| !l.contains("RTT") && !l.contains("split")),
+            "{listed:?}"
+        );
+        // A flagged `far` says the split once.
+        let far = story(&tx(0, 1200, "far"));
+        assert!(
+            far.contains("took 800.0 ms, more than 2 times this pair's recent median; 400.0 ms on the poller's side")
+                && !far.contains("split"),
+            "{far}"
+        );
+        let quiet = story(&tx(0, 900, ""));
+        assert!(quiet.contains("[-]  no cause seen on the wire"), "{quiet}");
     }
 }
