@@ -317,8 +317,14 @@ fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_t
             "--json",
             "--max-miss",
             "0",
-            "--max-delta",
-            "5ms",
+            // The socket difference (the peers' kernel timestamps against the capture's)
+            // is what the wire shows; the application difference adds the peers' own
+            // scheduling delays, which grow with the machine's load (5.5 ms seen with
+            // builds running): reported, not bounded, as in the scenarios.
+            "--max-socket-delta",
+            "2ms",
+            "--max-socket-p99",
+            "500us",
             "--passive",
         ])
         .arg(&observed)
