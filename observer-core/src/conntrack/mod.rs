@@ -251,7 +251,9 @@ impl TcpSegment<'_> {
 
 pub struct FlowTable<S> {
     cfg: FlowConfig,
-    flows: crate::FastMap<FlowKey, Flow<S>>,
+    /// Boxed: a flow's state is about a kilobyte, and the table's slots (a quarter to a
+    /// half of them empty, twice that while it grows) would otherwise each cost one.
+    flows: crate::FastMap<FlowKey, Box<Flow<S>>>,
     next_id: u64,
     buffered: usize,
     last_sweep: UnixNanos,
@@ -344,14 +346,14 @@ impl<S> FlowTable<S> {
             let state = handler.open(&info);
             self.flows.insert(
                 key,
-                Flow {
+                Box::new(Flow {
                     info,
                     dirs: [Reassembler::new(), Reassembler::new()],
                     last_seen: seg.ts,
                     rst: false,
                     offloaded: [false; 2],
                     state,
-                },
+                }),
             );
             self.stats.max_active_flows = self.stats.max_active_flows.max(self.flows.len() as u64);
         }
@@ -377,7 +379,7 @@ impl<S> FlowTable<S> {
         }
         let Flow {
             info, dirs, state, ..
-        } = flow;
+        } = &mut **flow;
         let [fwd, rev] = dirs;
         let (this, other) = match dir {
             Dir::Forward => (fwd, rev),
@@ -499,9 +501,10 @@ impl<S> FlowTable<S> {
         reason: CloseReason,
         handler: &mut H,
     ) {
-        let Some(mut flow) = self.flows.remove(&key) else {
+        let Some(flow) = self.flows.remove(&key) else {
             return;
         };
+        let mut flow = *flow;
         match reason {
             CloseReason::Fin => self.stats.closed_fin += 1,
             CloseReason::Rst => self.stats.closed_rst += 1,

@@ -25,7 +25,9 @@ enum Inner {
         held: Vec<(Vec<u8>, UnixNanos)>,
     },
     Tcp(StreamParser),
-    Http(HttpParser),
+    /// Boxed: the HTTP transport is the rare one, and every direction of every
+    /// connection would otherwise be the size of its parser.
+    Http(Box<HttpParser>),
 }
 
 #[derive(Debug)]
@@ -98,7 +100,7 @@ impl DirParser {
                     held.push((data.to_vec(), first_seen));
                     return;
                 }
-                Sniff::Http(role) => Inner::Http(HttpParser::new(role, cfg)),
+                Sniff::Http(role) => Inner::Http(Box::new(HttpParser::new(role, cfg))),
                 Sniff::NotHttp => Inner::Tcp(StreamParser::new(*start, cfg)),
             };
             let held = std::mem::take(held);
@@ -114,7 +116,7 @@ impl DirParser {
                 if let Some((i, role)) = find_join(data) {
                     stats.resyncs += 1;
                     stats.skipped_bytes += i as u64;
-                    self.inner = Inner::Http(HttpParser::new(role, &self.cfg));
+                    self.inner = Inner::Http(Box::new(HttpParser::new(role, &self.cfg)));
                     self.push(data.get(i..).unwrap_or_default(), first_seen, stats, out);
                     return;
                 }

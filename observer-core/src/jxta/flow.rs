@@ -84,6 +84,26 @@ pub struct JxtaFlows<H> {
     /// The time of the frame being processed (earlier than the pipeline's clock for a
     /// frame later than the reorder window): when bytes it completes became usable.
     pub frame_ts: UnixNanos,
+    /// Peer IDs of welcome lines, shared: a peer opens a connection to each of its
+    /// buddies, and every connection kept its own copy of the same text (two per
+    /// connection, 17 MB at 100,000 connections).
+    welcome_peers: crate::FastMap<PeerId, ()>,
+}
+
+/// Welcome peer IDs shared at most; past it the table starts again (what connections
+/// hold stays valid, only sharing is lost).
+const SHARED_WELCOME_PEERS: usize = 16_384;
+
+/// The copy already held of `id`, else `id`, remembered.
+fn shared_peer(known: &mut crate::FastMap<PeerId, ()>, id: PeerId) -> PeerId {
+    if let Some((held, ())) = known.get_key_value(&id) {
+        return held.clone();
+    }
+    if known.len() >= SHARED_WELCOME_PEERS {
+        known.clear();
+    }
+    known.insert(id.clone(), ());
+    id
 }
 
 impl<H> JxtaFlows<H> {
@@ -94,6 +114,7 @@ impl<H> JxtaFlows<H> {
             handler,
             jxta_flows: Vec::new(),
             frame_ts: 0,
+            welcome_peers: crate::FastMap::default(),
         }
     }
 
@@ -149,6 +170,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             handler,
             jxta_flows,
             frame_ts,
+            welcome_peers,
             ..
         } = self;
         match delivery {
@@ -164,7 +186,8 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                         StreamEvent::Welcome(w) => {
                             // The welcome line ties this direction to its sender's peer ID:
                             // the hop identity that tells relayed legs apart.
-                            peers[dir.index()] = PeerId::parse(w.peer_id);
+                            peers[dir.index()] =
+                                PeerId::parse(w.peer_id).map(|id| shared_peer(welcome_peers, id));
                         }
                         StreamEvent::Message(m) => {
                             let wire = notes.message(dir.index(), m.start, m.stop, m.framed_len);
@@ -237,6 +260,31 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
     fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {
         for p in &mut conn.parsers {
             p.finish(&mut self.stream_stats);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: usize) -> PeerId {
+        PeerId::parse(&format!("urn:jxta:uuid-{n:032X}03")).expect("a valid peer ID")
+    }
+
+    #[test]
+    fn welcome_peers_are_shared_and_bounded() {
+        let mut known = crate::FastMap::default();
+        let first = shared_peer(&mut known, peer(1));
+        let again = shared_peer(&mut known, peer(1));
+        assert_eq!(first, again);
+        assert_eq!(first.as_str().as_ptr(), again.as_str().as_ptr());
+        let other = shared_peer(&mut known, peer(2));
+        assert_ne!(first.as_str().as_ptr(), other.as_str().as_ptr());
+        for n in 0..3 * SHARED_WELCOME_PEERS {
+            let id = shared_peer(&mut known, peer(n));
+            assert_eq!(id, peer(n));
+            assert!(known.len() <= SHARED_WELCOME_PEERS);
         }
     }
 }

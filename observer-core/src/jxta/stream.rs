@@ -218,6 +218,12 @@ impl StreamParser {
         };
         self.core.buf_start += consumed as u64;
         self.core.marks.trim(self.core.buf_start);
+        if self.buf.is_empty() {
+            // Between messages, where most connections idle, nothing is held. The next
+            // push marks its own bytes, so no earlier mark is read again.
+            self.buf = Vec::new();
+            self.core.marks.release();
+        }
         if self.core.mode == Mode::Dead {
             self.buf = Vec::new();
             self.core.marks.release();
@@ -848,6 +854,30 @@ mod tests {
         p.push(&m[..m.len() - 1], 1, &mut stats, &mut |_| {});
         p.finish(&mut stats);
         assert_eq!(stats.truncated_messages, 1);
+    }
+
+    #[test]
+    fn a_direction_between_messages_holds_nothing() {
+        let (m, _) = package("x", 3000);
+        let mut p = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut stats = JxtaStats::default();
+        let mut evs = Vec::new();
+        let half = m.len() / 2;
+        p.push(&m[..half], 1, &mut stats, &mut collect(&mut evs));
+        assert!(p.buf.capacity() > 0 && p.core.marks.len() > 0);
+        p.push(&m[half..], 2, &mut stats, &mut collect(&mut evs));
+        assert_eq!((p.buf.capacity(), p.core.marks.len()), (0, 0));
+        // The next message is stamped by its own bytes only.
+        p.push(&m[..half], 7, &mut stats, &mut collect(&mut evs));
+        p.push(&m[half..], 9, &mut stats, &mut collect(&mut evs));
+        let times: Vec<(u64, u64)> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Msg { start, stop, .. } => Some((*start, *stop)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(times, vec![(1, 2), (7, 9)]);
     }
 
     #[test]

@@ -160,13 +160,26 @@ struct Sent {
 pub struct ConnNotes {
     flow: u64,
     syn_at: Option<UnixNanos>,
-    repairs: VecDeque<Repair>,
-    stalls: VecDeque<Repair>,
-    activity: VecDeque<Activity>,
+    /// Made with the first repair, stall or service message: most connections have
+    /// none, and a pointer is a tenth of the three queues' size.
+    recent: Option<Box<Recent>>,
     /// Made with the first message or the first FIN or RST: flows that never carry a
     /// message until they end cost one allocation at their end.
     end: Option<EndCell>,
     dirs: [DirNotes; 2],
+}
+
+/// The connection's latest repairs, zero-window stalls and service messages, both
+/// directions, oldest first.
+#[derive(Debug, Default)]
+struct Recent {
+    repairs: VecDeque<Repair>,
+    stalls: VecDeque<Repair>,
+    activity: VecDeque<Activity>,
+}
+
+fn recent(slot: &mut Option<Box<Recent>>) -> &mut Recent {
+    slot.get_or_insert_with(Box::default)
 }
 
 #[derive(Debug, Default)]
@@ -199,10 +212,11 @@ impl ConnNotes {
     }
 
     fn repair(&mut self, r: Repair) {
-        if self.repairs.len() >= REPAIRS_KEPT {
-            self.repairs.pop_front();
+        let repairs = &mut recent(&mut self.recent).repairs;
+        if repairs.len() >= REPAIRS_KEPT {
+            repairs.pop_front();
         }
-        self.repairs.push_back(r);
+        repairs.push_back(r);
     }
 
     /// A data segment of direction `dir`, seen on capture interface `interface`, went
@@ -343,10 +357,11 @@ impl ConnNotes {
             (0, None) => d.zero_since = Some(ts),
             (1.., Some(first)) => {
                 d.zero_since = None;
-                if self.stalls.len() >= REPAIRS_KEPT {
-                    self.stalls.pop_front();
+                let stalls = &mut recent(&mut self.recent).stalls;
+                if stalls.len() >= REPAIRS_KEPT {
+                    stalls.pop_front();
                 }
-                self.stalls.push_back(Repair {
+                stalls.push_back(Repair {
                     dir: 1 - dir as u8,
                     first,
                     at: ts,
@@ -375,10 +390,11 @@ impl ConnNotes {
     /// The message of `dir` from `start` to `stop` just decoded was a JXTA service
     /// message (discovery, SRDI, resolver): later messages carry it.
     pub fn activity(&mut self, dir: usize, start: UnixNanos, stop: UnixNanos) {
-        if self.activity.len() >= ACTIVITY_KEPT {
-            self.activity.pop_front();
+        let activity = &mut recent(&mut self.recent).activity;
+        if activity.len() >= ACTIVITY_KEPT {
+            activity.pop_front();
         }
-        self.activity.push_back(Activity {
+        activity.push_back(Activity {
             dir: dir as u8,
             start,
             stop,
@@ -401,9 +417,14 @@ impl ConnNotes {
         stop: UnixNanos,
         framed_bytes: u64,
     ) -> WireNotes {
-        let repairs = self.repairs.iter().copied().collect();
-        let stalls = self.stalls.iter().copied().collect();
-        let activity = self.activity.iter().copied().collect();
+        let (repairs, stalls, activity) = match self.recent.as_deref() {
+            Some(r) => (
+                r.repairs.iter().copied().collect(),
+                r.stalls.iter().copied().collect(),
+                r.activity.iter().copied().collect(),
+            ),
+            None => (Vec::new(), Vec::new(), Vec::new()),
+        };
         let end = self.end.get_or_insert_with(EndCell::default).clone();
         let syn_at = self.syn_at;
         let Some(d) = self.dirs.get_mut(dir) else {
@@ -1074,12 +1095,20 @@ mod tests {
         // In on interface 0, out on interface 1 2 ms later (a loaded bridge).
         n.segment(0, 1000, 300, 0, 20 * MS, 0);
         n.segment(0, 1000, 300, 300, 22 * MS, 1);
-        assert!(n.repairs.is_empty(), "{:?}", n.repairs);
+        assert!(
+            n.recent.as_ref().is_none_or(|r| r.repairs.is_empty()),
+            "{:?}",
+            n.recent
+        );
         // The real retransmission 200 ms later, seen on both: dated by each
         // interface's own first sight.
         n.segment(0, 1000, 300, 300, 220 * MS, 0);
         n.segment(0, 1000, 300, 300, 222 * MS, 1);
-        let costs: Vec<u64> = n.repairs.iter().map(Repair::cost_ns).collect();
+        let costs: Vec<u64> = n
+            .recent
+            .iter()
+            .flat_map(|r| r.repairs.iter().map(Repair::cost_ns))
+            .collect();
         assert_eq!(costs, vec![200 * MS, 200 * MS]);
     }
 
