@@ -27,6 +27,24 @@ fn sigterm(c: &Child) {
     }
 }
 
+impl Children {
+    /// Stops the children whose names `pick` chooses (SIGTERM, then waits for each),
+    /// in the order they were started; gives each one's exit status.
+    pub fn stop(
+        &mut self,
+        pick: impl Fn(&str) -> bool,
+    ) -> Vec<(String, std::io::Result<std::process::ExitStatus>)> {
+        self.0
+            .iter_mut()
+            .filter(|(name, _)| pick(name))
+            .map(|(name, c)| {
+                sigterm(c);
+                (name.clone(), c.wait())
+            })
+            .collect()
+    }
+}
+
 impl Drop for Children {
     fn drop(&mut self) {
         for (_, c) in &mut self.0 {

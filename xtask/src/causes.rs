@@ -357,16 +357,10 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(500));
     let dropped = iptables_drops(&loss_ns)?;
-    for (name, c) in children.0.iter_mut() {
-        if name == "tcpdump" || name == "live" {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let status = c.wait();
-            if name == "live" && !status.map(|s| s.success()).unwrap_or(false) {
-                let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
-                bail!("observer live failed: {log}");
-            }
+    for (name, status) in children.stop(|n| n == "tcpdump" || n == "live") {
+        if name == "live" && !status.map(|s| s.success()).unwrap_or(false) {
+            let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
+            bail!("observer live failed: {log}");
         }
     }
     drop(children);

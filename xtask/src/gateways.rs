@@ -852,16 +852,11 @@ pub fn run(opts: &Options) -> Result<()> {
     // (their spools included) before they exit.
     std::thread::sleep(Duration::from_millis(500));
     let mut logs = Vec::new();
-    for (name, c) in children.0.iter_mut() {
-        if name.starts_with("gw-") {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let status = c.wait()?;
-            let log = std::fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
-            ensure!(status.success(), "observer live on {name} failed: {log}");
-            logs.push((name.clone(), log));
-        }
+    for (name, status) in children.stop(|n| n.starts_with("gw-")) {
+        let status = status?;
+        let log = std::fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
+        ensure!(status.success(), "observer live on {name} failed: {log}");
+        logs.push((name, log));
     }
     drop(children);
 

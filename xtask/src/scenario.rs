@@ -435,16 +435,10 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     // Let the last segments reach the capture, then stop the captures cleanly.
     std::thread::sleep(Duration::from_millis(500));
-    for (name, c) in children.0.iter_mut() {
-        if name == "tcpdump" || name == "live" {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let status = c.wait();
-            if name == "live" && !status.map(|s| s.success()).unwrap_or(false) {
-                let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
-                bail!("observer live failed: {log}");
-            }
+    for (name, status) in children.stop(|n| n == "tcpdump" || n == "live") {
+        if name == "live" && !status.map(|s| s.success()).unwrap_or(false) {
+            let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
+            bail!("observer live failed: {log}");
         }
     }
     drop(children);
