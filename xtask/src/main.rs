@@ -95,6 +95,10 @@ enum Command {
         /// Largest RSS growth accepted after the warm-up, in MiB.
         #[arg(long, default_value_t = 8.0)]
         max_growth_mib: f64,
+        /// The observer's `--pair-horizon` (its default, an hour, outlasts a short
+        /// soak: give e.g. 60s to see pairs expire within one).
+        #[arg(long)]
+        pair_horizon: Option<humantime::Duration>,
         /// The live source (ebpf, pcap).
         #[arg(long, default_value = "ebpf")]
         source: String,
@@ -329,6 +333,7 @@ fn main() -> Result<()> {
             generations,
             warmup,
             max_growth_mib,
+            pair_horizon,
             source,
             out,
             release,
@@ -355,6 +360,7 @@ fn main() -> Result<()> {
                 warmup: *warmup,
                 generations,
                 max_growth_mib,
+                pair_horizon: pair_horizon.map(|d| *d),
                 source,
                 observer: root.join("target").join(profile).join("observer"),
                 out: if out.is_absolute() {

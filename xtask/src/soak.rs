@@ -35,6 +35,8 @@ pub struct Options {
     pub generations: u64,
     /// Largest RSS growth accepted from the warm-up's end to the end, in MiB.
     pub max_growth_mib: f64,
+    /// The observer's `--pair-horizon` (None: its default).
+    pub pair_horizon: Option<Duration>,
     pub source: String,
     pub observer: PathBuf,
     pub out: PathBuf,
@@ -352,13 +354,18 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     // At higher priority, as the scenarios run it: the machine that runs the tests is
     // shared, a gateway's observer is not competing with compilers.
-    let child = Command::new("nice")
+    let mut observer = Command::new("nice");
+    observer
         .args(["-n", "-10"])
         .arg(&opts.observer)
         .args(["live", "-i", &veths.host[0], "-i", &veths.host[1]])
         .args(["--source", &opts.source, "--port", "9701", "--json"])
         .args(["--timeout", &format!("{timeout_ms}ms"), "--csv"])
-        .arg(&live_csv)
+        .arg(&live_csv);
+    if let Some(h) = opts.pair_horizon {
+        observer.args(["--pair-horizon", &format!("{}ms", h.as_millis())]);
+    }
+    let child = observer
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(out.join("live.log"))?)
         .spawn()
@@ -553,6 +560,14 @@ pub fn run(opts: &Options) -> Result<()> {
         summary["transactions"]["ok"],
         summary["transactions"]["timeout"],
         summary["transactions"]["open"]
+    );
+    println!(
+        "pairs expired (--pair-horizon {}): {} from the metrics, {} from the summary; {} pairs in the summary at the end",
+        opts.pair_horizon
+            .map_or("default".to_string(), |h| format!("{h:?}")),
+        summary["pairs_expired"]["series"],
+        summary["pairs_expired"]["summary"],
+        summary["pairs"].as_array().map_or(0, Vec::len)
     );
 
     // RSS: the curve, then the growth after the warm-up.

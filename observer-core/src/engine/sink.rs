@@ -65,6 +65,12 @@ impl<R: RecordWriter> TransactionSink<R> {
         self.record.as_mut()
     }
 
+    /// The summary's pairs idle since before `before`, dropped from its per-pair view
+    /// (see [`SummaryBuilder::expire_idle`]); how many.
+    pub fn expire_idle(&mut self, before: crate::UnixNanos) -> u64 {
+        self.summary.expire_idle(before)
+    }
+
     /// Transactions summarised so far, by status.
     pub fn counts(&self) -> &StatusCounts {
         self.summary.counts()

@@ -18,6 +18,7 @@ use crate::jxta::PeerId;
 use crate::transaction::cause::Flags;
 use crate::transaction::csv::record_len;
 use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
+use crate::UnixNanos;
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct StatusCounts {
@@ -362,6 +363,9 @@ struct PairAcc {
     receiver_name: Option<Box<str>>,
     counts: StatusCounts,
     rtts: Rtts,
+    /// When the pair's latest transaction ended (its start while open): what
+    /// [`SummaryBuilder::expire_idle`] measures idleness by.
+    last_ns: UnixNanos,
 }
 
 /// Keeps the latest name seen (the label is the latest name).
@@ -557,6 +561,11 @@ pub struct SummaryBuilder {
     /// RTT and causes of the answered transactions that have a cause, while the RTTs
     /// are exact (they are a part of those, so bounded alike).
     flagged: Vec<(u64, Flags)>,
+    /// Exact RTTs of the pairs [`SummaryBuilder::expire_idle`] dropped: the run's
+    /// percentiles still cover them (they stay within the exact limit's count).
+    expired_rtts: Exact,
+    /// Pairs dropped from the per-pair view so far.
+    expired: u64,
 }
 
 impl Default for SummaryBuilder {
@@ -579,7 +588,68 @@ impl SummaryBuilder {
             held: 0,
             overall: None,
             flagged: Vec::new(),
+            expired_rtts: Exact::default(),
+            expired: 0,
         }
+    }
+
+    /// Pairs dropped by [`SummaryBuilder::expire_idle`] so far.
+    pub fn pairs_expired(&self) -> u64 {
+        self.expired
+    }
+
+    /// Per-pair entries held now.
+    pub fn pairs_held(&self) -> usize {
+        self.accs.len()
+    }
+
+    /// Drops the pairs whose latest transaction ended before `before` from the per-pair
+    /// view (a live run over weeks meets pairs by the hundred thousand that never come
+    /// back); the totals and the run's RTT statistics keep them. A pair seen again later
+    /// starts a new entry. Returns how many were dropped.
+    pub fn expire_idle(&mut self, before: UnixNanos) -> u64 {
+        let held = self.accs.len();
+        let pool = &mut self.expired_rtts;
+        self.accs.retain_mut(|a| {
+            if a.last_ns >= before {
+                return true;
+            }
+            match std::mem::take(&mut a.rtts) {
+                Rtts::One(ns) => pool.push(ns),
+                Rtts::Exact(e) => {
+                    pool.short.extend_from_slice(&e.short);
+                    pool.long.extend_from_slice(&e.long);
+                }
+                // Sketched RTTs are in the overall sketch already.
+                Rtts::Empty | Rtts::Sketch(_) => {}
+            }
+            false
+        });
+        let dropped = held - self.accs.len();
+        if dropped == 0 {
+            return 0;
+        }
+        // Indices moved: the table is rebuilt (once per sweep, not per transaction).
+        let Self {
+            pairs,
+            accs,
+            hasher,
+            ..
+        } = self;
+        pairs.clear();
+        // Memory goes back after a burst of pairs, not only to the next burst.
+        if accs.capacity() > 2 * accs.len() + 1024 {
+            accs.shrink_to_fit();
+            pairs.shrink_to(0, |_| 0);
+        }
+        for (i, a) in accs.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            pairs.insert_unique(hasher.hash_one(&a.key), i, |&j| {
+                accs.get(j as usize).map_or(0, |a| hasher.hash_one(&a.key))
+            });
+        }
+        self.expired += dropped as u64;
+        dropped as u64
     }
 
     /// Exact RTTs held now (bounded by the limit).
@@ -629,6 +699,7 @@ impl SummaryBuilder {
                 poller_name: None,
                 receiver_name: None,
                 counts: StatusCounts::default(),
+                last_ns: 0,
                 rtts: if sketched {
                     Rtts::Sketch(Box::new(Sketched::new()))
                 } else {
@@ -643,6 +714,7 @@ impl SummaryBuilder {
         update_name(&mut acc.poller_name, &t.poller_name);
         update_name(&mut acc.receiver_name, &t.receiver_name);
         acc.counts.add(t.status);
+        acc.last_ns = acc.last_ns.max(t.stop.unwrap_or(t.start));
         if let Some(ns) = t.rtt_ns() {
             if self.overall.is_none() && !t.cause.flags.is_empty() {
                 self.flagged.push((ns, t.cause.flags));
@@ -666,6 +738,12 @@ impl SummaryBuilder {
     /// the overall one.
     fn sketch_all(&mut self) {
         let mut overall = Sketched::new();
+        for ns in std::mem::take(&mut self.expired_rtts.short) {
+            overall.push(u64::from(ns));
+        }
+        for ns in std::mem::take(&mut self.expired_rtts.long) {
+            overall.push(ns);
+        }
         for acc in &mut self.accs {
             acc.rtts.fold_into_sketch();
             if let Rtts::Sketch(s) = &acc.rtts {
@@ -686,6 +764,7 @@ impl SummaryBuilder {
             first_ping,
             overall,
             flagged,
+            expired_rtts,
             ..
         } = self;
         drop(pairs);
@@ -720,6 +799,7 @@ impl SummaryBuilder {
                 }
             })
             .collect();
+        all.extend(Rtts::Exact(Box::new(expired_rtts)).into_ms());
         let rtt_ms = match &overall {
             Some(o) => o.stats(),
             None => RttStats::from_ms(&mut all),

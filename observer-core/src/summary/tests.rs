@@ -171,3 +171,37 @@ fn a_pair_with_one_rtt_holds_it_inline() {
     // Under 4.29 s first, each part in arrival order, as before the inline form.
     assert_eq!(r.into_ms(), vec![0.005, 0.007, long as f64 / 1e6]);
 }
+
+/// A pair idle past the horizon leaves the per-pair view and is counted; the totals and
+/// the run's RTT statistics still cover it, and it comes back as a new entry.
+#[test]
+fn idle_pairs_expire_from_the_per_pair_view_only() {
+    let (txs, m) = example_run();
+    let mut b = SummaryBuilder::default();
+    for t in &txs {
+        b.add(t);
+    }
+    let kept = Summary::build(&txs, &m, 3_600_000_000_000);
+    assert_eq!(b.pairs_held(), 2);
+    // alice→bob ended at 2 s, alice→carol (a timeout) later.
+    assert_eq!(b.expire_idle(2_000_000_000), 0);
+    assert_eq!(b.expire_idle(2_000_000_001), 1);
+    assert_eq!((b.pairs_held(), b.pairs_expired()), (1, 1));
+    let bob = txs
+        .iter()
+        .find(|t| t.receiver_name.as_deref() == Some("bob"));
+    let mut again = SummaryBuilder::default();
+    for t in &txs {
+        again.add(t);
+    }
+    again.expire_idle(2_000_000_001);
+    if let Some(t) = bob {
+        again.add(t);
+    }
+    assert_eq!(again.pairs_held(), 2);
+    let s = b.finish(&m, 3_600_000_000_000);
+    assert_eq!(s.pairs.len(), 1);
+    assert_eq!(s.pairs[0].receiver, kept.pairs[1].receiver);
+    assert_eq!(s.transactions, kept.transactions);
+    assert_eq!(s.rtt_ms, kept.rtt_ms);
+}

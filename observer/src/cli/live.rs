@@ -19,7 +19,7 @@ use observer::transaction::Transaction;
 use super::command_line;
 use super::limits::{Limits, Matching};
 use super::store::{report_store, StoreArgs};
-use super::values::{parse_bytes, parse_port, parse_positive_duration, Bytes};
+use super::values::{parse_bytes, parse_dur, parse_port, parse_positive_duration, Bytes, Dur};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SourceKind {
@@ -65,6 +65,12 @@ pub struct LiveArgs {
     /// Stop after this long (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Drop a pair's metric series and summary entry once it has had no transaction
+    /// for this long (capture time); counted in `observer_pairs_expired_total`. The
+    /// totals and rolling windows keep every transaction. `0` keeps every pair.
+    #[arg(long, value_name = "DURATION", value_parser = parse_dur,
+          default_value_t = Dur(online::DEFAULT_PAIR_HORIZON))]
+    pub pair_horizon: Dur,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +111,7 @@ pub fn live_config(args: &LiveArgs) -> LiveConfig {
         user: (!args.keep_root).then(|| args.user.clone()),
         report_dir: args.report.clone(),
         store: args.store.config(&args.interfaces.join(",")),
+        pair_horizon: (!args.pair_horizon.0.is_zero()).then_some(args.pair_horizon.0),
         ..LiveConfig::default()
     };
     args.limits.apply(&mut cfg.pipeline);
@@ -187,6 +194,12 @@ fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
         source.insert("kind".into(), outcome.source.source.into());
         map.insert("source".into(), source.into());
         map.insert("windows".into(), windows_json(&outcome.windows));
+        let expired: serde_json::Map<String, serde_json::Value> = outcome
+            .pair_expiry
+            .iter()
+            .map(|(c, n)| (c.key.to_owned(), n.into()))
+            .collect();
+        map.insert("pairs_expired".into(), expired.into());
         if let Some(e) = &outcome.failure {
             map.insert("stopped_early".into(), e.to_string().into());
         }
@@ -221,6 +234,14 @@ fn write_text(out: &mut impl Write, outcome: &LiveOutcome) -> io::Result<()> {
         "(window percentiles from a DDSketch: within ±{}% of the exact value)",
         SKETCH_RELATIVE_ERROR * 100.0
     )?;
+    let e = &outcome.pair_expiry;
+    if e.series + e.summary > 0 {
+        writeln!(
+            out,
+            "Pairs idle past --pair-horizon, dropped from the per-pair views: {} from the metrics, {} from the table above (the totals keep them)",
+            e.series, e.summary
+        )?;
+    }
     if outcome.source.flow_marks_failed > 0 {
         writeln!(
             out,

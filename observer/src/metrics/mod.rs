@@ -330,6 +330,8 @@ struct PairMetrics {
     buckets: [u64; RTT_BUCKETS_S.len() + 1],
     rtt_sum_s: f64,
     rtt_count: u64,
+    /// When the pair's latest transaction ended (its start while open).
+    last_ns: u64,
 }
 
 use observer_core::counters::{by, of_group, Family as CounterFamily};
@@ -383,9 +385,30 @@ observer_core::counters! {
     }
 }
 
+const PAIRS_EXPIRED: CounterFamily = CounterFamily {
+    name: "observer_pairs_expired_total",
+    help: "Pairs dropped from the per-pair views (series, summary) after idling past the horizon, by view.",
+    label: Some("view"),
+    order: 200,
+};
+
+observer_core::counters! {
+    /// Per-pair state a live run let go (`--pair-horizon`); the whole-run totals keep
+    /// those pairs' transactions.
+    #[derive(Default, Clone, Debug)]
+    pub struct PairExpiry {
+        /// Pairs whose `observer_transactions_total` and `observer_rtt_seconds` series
+        /// were dropped.
+        series: "pairs expired from the metrics", metric: by(&PAIRS_EXPIRED, "metrics"), anomaly: false, merge: Sum;
+        /// Pairs dropped from the summary's per-pair table.
+        summary: "pairs expired from the summary", metric: by(&PAIRS_EXPIRED, "summary"), anomaly: false, merge: Sum;
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct LiveMetrics {
     pairs: BTreeMap<(String, String), PairMetrics>,
+    pub expiry: PairExpiry,
 }
 
 fn label(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
@@ -409,6 +432,7 @@ impl LiveMetrics {
             TxStatus::Open => 2,
         };
         m.by_status[idx] += 1;
+        m.last_ns = m.last_ns.max(t.stop.unwrap_or(t.start));
         if let Some(ns) = t.rtt_ns() {
             let s = ns as f64 / 1e9;
             let i = RTT_BUCKETS_S
@@ -419,6 +443,23 @@ impl LiveMetrics {
             m.rtt_sum_s += s;
             m.rtt_count += 1;
         }
+    }
+
+    /// Drops the series of the pairs whose latest transaction ended before `before`
+    /// (as Prometheus exporters drop idle series: a gateway meets pairs by the hundred
+    /// thousand); counted in `expiry.series`. A pair seen again starts from zero, which
+    /// Prometheus reads as a counter reset.
+    pub fn expire_idle(&mut self, before: u64) -> u64 {
+        let held = self.pairs.len();
+        self.pairs.retain(|_, m| m.last_ns >= before);
+        let dropped = (held - self.pairs.len()) as u64;
+        self.expiry.series += dropped;
+        dropped
+    }
+
+    /// Pair series held now.
+    pub fn pairs_held(&self) -> usize {
+        self.pairs.len()
     }
 
     /// The whole exposition in the classic text format.
@@ -462,6 +503,7 @@ impl LiveMetrics {
         e.counters(flows.reassembly.iter(), "");
         e.counters(jim.iter(), "");
         e.counters(source.iter(), source.source);
+        e.counters(self.expiry.iter(), "");
         // The families written here take the places between (`order`).
         let mut f = e.family_at(
             10,
@@ -564,6 +606,42 @@ mod tests {
             correlator_overhead_bytes: 0,
             cause: Default::default(),
         }
+    }
+
+    /// A pair idle past the horizon loses its series and is counted; a busy one keeps
+    /// its counts.
+    #[test]
+    fn idle_pair_series_expire() {
+        let mut m = LiveMetrics::default();
+        let mut old = tx("alice", "bob", TxStatus::Ok, 300);
+        old.start = 0;
+        old.stop = Some(300_000_000);
+        m.record(&old);
+        let mut recent = tx("carol", "dave", TxStatus::Ok, 300);
+        recent.start = 60_000_000_000;
+        recent.stop = Some(60_300_000_000);
+        m.record(&recent);
+        assert_eq!(m.expire_idle(300_000_000), 0);
+        assert_eq!(m.expire_idle(300_000_001), 1);
+        assert_eq!((m.pairs_held(), m.expiry.series), (1, 1));
+        let matcher = Matcher::new(MatcherConfig::default());
+        let text = m.render(
+            &matcher,
+            &PacketStats::default(),
+            &FlowStats::default(),
+            &JxtaStats::default(),
+            &JimStats::default(),
+            0,
+            &SourceCounters::default(),
+        );
+        assert!(!text.contains("poller=\"alice\""), "{text}");
+        assert!(text.contains(
+            "observer_transactions_total{poller=\"carol\",receiver=\"dave\",status=\"ok\"} 1"
+        ));
+        assert!(
+            text.contains("observer_pairs_expired_total{view=\"metrics\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -673,9 +751,10 @@ mod tests {
             ..SourceCounters::default()
         };
         fill(&mut source, SourceCounters::ALL, &mut n);
+        let mut live = LiveMetrics::default();
+        fill(&mut live.expiry, PairExpiry::ALL, &mut n);
         let matcher = Matcher::new(MatcherConfig::default());
-        let text =
-            LiveMetrics::default().render(&matcher, &packets, &flows, &jxta, &jim, 7, &source);
+        let text = live.render(&matcher, &packets, &flows, &jxta, &jim, 7, &source);
         let mut want = Vec::new();
         expected(packets.iter(), "", &mut want);
         expected(packets.reorder.iter(), "", &mut want);
@@ -686,6 +765,7 @@ mod tests {
         expected(jim.iter(), "", &mut want);
         expected(matcher.anomalies().iter(), "", &mut want);
         expected(source.iter(), source.source, &mut want);
+        expected(live.expiry.iter(), "", &mut want);
         assert!(want.len() > 30, "{want:?}");
         for (_, _, line) in &want {
             assert!(

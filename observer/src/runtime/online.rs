@@ -53,7 +53,19 @@ pub struct LiveConfig {
     pub report_dir: Option<PathBuf>,
     /// Also send every transaction to ClickHouse.
     pub store: Option<crate::store::ClickHouseConfig>,
+    /// Per-pair state (metric series, summary table entries) idle this long in capture
+    /// time is dropped and counted (None: kept for the whole run, as `analyze` keeps it).
+    pub pair_horizon: Option<Duration>,
 }
+
+/// How long a live run keeps a pair's series and summary entry after its latest
+/// transaction: a pair polling at any usual interval (JXTA's default is 30 s) stays,
+/// while a gateway's pairs that come and go by the hundred thousand do not pile up
+/// over weeks.
+pub const DEFAULT_PAIR_HORIZON: Duration = Duration::from_secs(3600);
+
+/// How often the idle pairs are looked for: each sweep walks every pair.
+const PAIR_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// A live source, polled by the run loop.
 pub enum LiveSource {
@@ -228,6 +240,8 @@ pub struct LiveOutcome {
     /// The rolling windows (last minute, last hour) at the end of the run.
     pub windows: Vec<(&'static str, WindowStats)>,
     pub source: SourceCounters,
+    /// Pairs dropped from the per-pair views (`--pair-horizon`).
+    pub pair_expiry: crate::metrics::PairExpiry,
     /// What the ClickHouse sink did, when there was one.
     pub store: Option<crate::store::StoreStats>,
     /// The error that ended the run early once it was capturing (the source vanished,
@@ -426,6 +440,21 @@ impl Sinks<'_> {
         }
     }
 
+    /// Drops the per-pair state idle for longer than `horizon` before `now` (capture
+    /// time); the totals and rolling windows are not per pair and stay exact.
+    fn expire_idle(&mut self, now: u64, horizon: Duration) {
+        let horizon_ns = u64::try_from(horizon.as_nanos()).unwrap_or(u64::MAX);
+        let Some(before) = now.checked_sub(horizon_ns) else {
+            return;
+        };
+        let series = self.metrics.expire_idle(before);
+        let summary = self.transactions.expire_idle(before);
+        self.metrics.expiry.summary += summary;
+        if series + summary > 0 {
+            tracing::debug!(series, summary, "idle pairs expired");
+        }
+    }
+
     /// A CSV that failed (a full disk) is written no more (the sink drops it): the
     /// summary and the other sinks still take every transaction until the run ends.
     fn flush_csv(&mut self) {
@@ -517,6 +546,7 @@ pub fn run_each(
     };
     let started = Instant::now();
     let mut last_tick = Instant::now();
+    let mut last_sweep = Instant::now();
     let mut write_error: Option<LiveError> = None;
     let saved_path = cfg
         .save
@@ -603,6 +633,12 @@ pub fn run_each(
                     source,
                 });
             }
+            if let Some(h) = cfg.pair_horizon {
+                if last_sweep.elapsed() >= PAIR_SWEEP_EVERY {
+                    last_sweep = Instant::now();
+                    sinks.expire_idle(pipeline.now(), h);
+                }
+            }
             let counters = source.counters();
             pipeline.set_reorder_stats(merger.stats());
             let mut exposition = sinks.metrics.exposition(
@@ -663,6 +699,7 @@ pub fn run_each(
         transactions,
         mut windows,
         error,
+        metrics,
         ..
     } = sinks;
     // The first error is the one reported; a later one (a detach after the interface
@@ -690,6 +727,7 @@ pub fn run_each(
         summary,
         result,
         source: counters,
+        pair_expiry: metrics.expiry,
         store,
         failure,
     })
