@@ -315,6 +315,16 @@ macro_rules! counters {
     };
 }
 
+/// Sets every counter of `group` to a value of its own, counting on from `next`. Tests
+/// of the places that iterate the declarations use it, so that a counter shown under
+/// another's name, or in another's place, shows.
+pub fn set_distinct<S>(group: &mut S, all: &[Counter<S>], next: &mut u64) {
+    for c in all {
+        *next += 1;
+        *(c.get_mut)(group) = *next;
+    }
+}
+
 /// A counter as [`decoding_lines`] takes it: its label, its place and its value.
 pub fn listed<S>((c, n): (&Counter<S>, u64)) -> (&'static str, Option<u16>, u64) {
     (c.label, c.decoding, n)

@@ -696,12 +696,7 @@ mod tests {
         }
     }
 
-    fn fill<S>(s: &mut S, all: &[observer_core::counters::Counter<S>], n: &mut u64) {
-        for c in all {
-            *n += 1;
-            *(c.get_mut)(s) = *n;
-        }
-    }
+    use observer_core::counters::set_distinct as fill;
 
     /// The sample line each exported counter of a group must have, with its family's
     /// order.

@@ -327,7 +327,6 @@ pub fn message_line(m: &MessageRecord, wide: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use observer_core::counters::Counter;
     use observer_core::engine::PipelineResult;
     use observer_core::transaction::{Matcher, MatcherConfig};
 
@@ -345,13 +344,7 @@ mod tests {
         }
     }
 
-    /// Every counter of `group` set to a value of its own (from `next`).
-    fn fill<S>(group: &mut S, all: &[Counter<S>], next: &mut u64) {
-        for c in all {
-            *next += 1;
-            *(c.get_mut)(group) = *next;
-        }
-    }
+    use observer_core::counters::set_distinct as fill;
 
     /// The "Decoding" list, iterated from the declarations, is the list that was
     /// written out by hand before (kept here as the reference): same lines, same
