@@ -208,7 +208,8 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let capture = out.join("gateway.pcap");
     let mut children = Children(Vec::new());
-    let tcpdump = Command::new("ip")
+    let mut tcpdump = Command::new("ip");
+    tcpdump
         .args([
             "netns",
             "exec",
@@ -222,17 +223,8 @@ pub fn run(opts: &Options) -> Result<()> {
             "-n",
             "-w",
         ])
-        .arg(&capture)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting tcpdump on the gateway (install Debian's tcpdump)")?;
-    children.0.push(("tcpdump".into(), tcpdump));
-    let t0 = Instant::now();
-    while !capture.exists() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+        .arg(&capture);
+    crate::scenario::start_gateway_capture(tcpdump, &capture, &mut children)?;
 
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let live_csv = out.join("live.csv");

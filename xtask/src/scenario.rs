@@ -277,18 +277,7 @@ pub fn run(opts: &Options) -> Result<()> {
         // lo carries everything on this machine: only the peers' JXTA port.
         tcpdump.args(["tcp", "port", "9701"]);
     }
-    let tcpdump = tcpdump
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting tcpdump on the gateway (install Debian's tcpdump)")?;
-    children.0.push(("tcpdump".into(), tcpdump));
-    // tcpdump opens the interface asynchronously; the file appears when it has.
-    let t0 = Instant::now();
-    while !capture.exists() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    start_gateway_capture(tcpdump, &capture, &mut children)?;
 
     let secs = |d: Duration| format!("{}ms", d.as_millis());
     let live_csv = out.join("live.csv");
@@ -547,5 +536,27 @@ fn exclude_killed(from: &Path, to: &Path, killed: &[(&str, u64)]) -> Result<()> 
     }
     eprintln!("  {dropped} in-flight transactions of killed peers left out of the comparison");
     std::fs::write(to, out)?;
+    Ok(())
+}
+
+/// Starts the gateway's tcpdump (`cmd`, writing `capture`) as the child "tcpdump", and
+/// returns once it captures: tcpdump opens the interface asynchronously, and the file
+/// appears when it has.
+pub(crate) fn start_gateway_capture(
+    mut cmd: Command,
+    capture: &Path,
+    children: &mut Children,
+) -> Result<()> {
+    let tcpdump = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tcpdump on the gateway (install Debian's tcpdump)")?;
+    children.0.push(("tcpdump".into(), tcpdump));
+    let t0 = Instant::now();
+    while !capture.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     Ok(())
 }
