@@ -121,6 +121,8 @@ struct Core {
     /// Bytes discarded while looking for JXTA in a flow never seen in sync.
     scanned: u64,
     seen_bytes: bool,
+    /// Made for a stream joined after its start ([`StreamStart::MidStream`]).
+    mid_stream: bool,
 }
 
 /// What a step did: consumed `n` bytes; `wait` = needs more data to go on.
@@ -161,7 +163,21 @@ impl StreamParser {
                 gave_up: false,
                 scanned: 0,
                 seen_bytes: false,
+                mid_stream: start == StreamStart::MidStream,
             },
+        }
+    }
+
+    /// Made for a stream joined after its start.
+    pub fn began_mid_stream(&self) -> bool {
+        self.core.mid_stream
+    }
+
+    /// The configuration it was made with.
+    pub fn config(&self) -> StreamConfig {
+        StreamConfig {
+            max_message: self.core.max_message,
+            max_resync_scan: self.core.max_resync_scan,
         }
     }
 
