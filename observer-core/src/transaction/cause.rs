@@ -186,10 +186,10 @@ fn recent(slot: &mut Option<Box<Recent>>) -> &mut Recent {
 struct DirNotes {
     /// Recent first transmissions.
     sent: VecDeque<Sent>,
-    messages: u64,
     /// The run of back-to-back messages the next one may queue behind.
     run_start: UnixNanos,
     run_bytes: u64,
+    /// None until this direction's first message (what `opened_at` asks).
     last_stop: Option<UnixNanos>,
     /// Bytes after a gap (the capture missed some) were not waiting for a repair.
     after_gap: bool,
@@ -430,8 +430,7 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return WireNotes::default();
         };
-        let opened_at = if d.messages == 0 { syn_at } else { None };
-        d.messages += 1;
+        let opened_at = if d.last_stop.is_none() { syn_at } else { None };
         let back_to_back = d
             .last_stop
             .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
