@@ -339,6 +339,10 @@ impl ConnNotes {
                 }
                 !covered
             });
+            if other.watched.is_empty() {
+                // Freed, not kept empty: a connection idles between PINGs.
+                other.watched = Vec::new();
+            }
         }
         if fin || rst {
             // The first end counts (a FIN answered by an RST stays a FIN's time).
@@ -1065,6 +1069,8 @@ mod tests {
             (cell.resent.get(), cell.acked.get()),
             (Some(&(310 * MS)), Some(&(311 * MS)))
         );
+        // Nothing left to watch: nothing held for it.
+        assert_eq!(n.dirs[0].watched.capacity(), 0);
         let ping = [ping];
         let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
         assert_eq!(c.label(), "retrans+far");
