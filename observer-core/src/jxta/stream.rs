@@ -168,6 +168,26 @@ impl StreamParser {
         }
     }
 
+    /// A parser in sync between two packages, holding nothing: what it does next
+    /// depends on its configuration alone, so [`StreamParser::resume`] makes its
+    /// equal (stream offsets only matter relative to bytes held, and the counts
+    /// kept while looking for sync are read only before it).
+    pub fn resting(&self) -> bool {
+        self.core.synced
+            && self.core.mode == Mode::Packages
+            && self.buf.is_empty()
+            && self.core.marks.is_empty()
+    }
+
+    /// The equal of a parser that was [`StreamParser::resting`] with `cfg`.
+    pub fn resume(cfg: &StreamConfig) -> Self {
+        let mut p = StreamParser::new(StreamStart::MidStream, cfg);
+        p.core.mode = Mode::Packages;
+        p.core.synced = true;
+        p.core.seen_bytes = true;
+        p
+    }
+
     /// Made for a stream joined after its start.
     pub fn began_mid_stream(&self) -> bool {
         self.core.mid_stream
