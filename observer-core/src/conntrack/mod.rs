@@ -827,7 +827,9 @@ mod tests {
         t.segment(&seg(3, "10.0.0.3:1", S, 7, Some(1), "", b"x"), &mut h);
         assert_eq!(t.active_flows(), 2);
         let key = FlowKey::new(addr(S), addr(C));
-        let flow = t.get(t.hash(&key), &key).map(|f| (f.info.id, f.info.initiator));
+        let flow = t
+            .get(t.hash(&key), &key)
+            .map(|f| (f.info.id, f.info.initiator));
         assert_eq!(flow, Some((0, addr(C))));
         t.segment(&seg(4, S, C, 501, None, "R", b""), &mut h);
         assert_eq!(t.active_flows(), 1);

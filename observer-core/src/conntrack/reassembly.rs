@@ -571,7 +571,7 @@ mod tests {
         assert_eq!(s.text(), "ab");
         assert!(r.pending.is_some());
         feed(&mut r, &mut s, &mut st, 102, b"cd", 3); // fills the hole
-        // Nothing waits: the out-of-order map is freed, not kept empty.
+                                                      // Nothing waits: the out-of-order map is freed, not kept empty.
         assert!(r.pending.is_none());
         assert_eq!(s.text(), "abcdef");
         let times: Vec<u64> = s.bytes.iter().map(|b| b.1).collect();

@@ -900,7 +900,7 @@ mod tests {
         let mut evs = Vec::new();
         let half = m.len() / 2;
         p.push(&m[..half], 1, &mut stats, &mut collect(&mut evs));
-        assert!(p.buf.capacity() > 0 && p.core.marks.len() > 0);
+        assert!(p.buf.capacity() > 0 && !p.core.marks.is_empty());
         p.push(&m[half..], 2, &mut stats, &mut collect(&mut evs));
         assert_eq!((p.buf.capacity(), p.core.marks.len()), (0, 0));
         // The next message is stamped by its own bytes only.

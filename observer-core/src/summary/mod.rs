@@ -567,7 +567,11 @@ impl Rtts {
             Rtts::Empty | Rtts::Sketch(_) => {}
             Rtts::One(ns) => ms.push(ns as f64 / 1e6),
             Rtts::Few(n, few) => {
-                ms.extend(few.iter().take(usize::from(n)).map(|&ns| f64::from(ns) / 1e6));
+                ms.extend(
+                    few.iter()
+                        .take(usize::from(n))
+                        .map(|&ns| f64::from(ns) / 1e6),
+                );
             }
             Rtts::Exact(e) => {
                 ms.extend(e.short.into_iter().map(|ns| f64::from(ns) / 1e6));
