@@ -22,7 +22,7 @@ enum Inner {
     /// Too few bytes to tell: the pushes so far, replayed once it is known.
     Sniffing {
         start: StreamStart,
-        held: Vec<(Vec<u8>, UnixNanos)>,
+        held: Held,
         cfg: StreamConfig,
     },
     /// A TCP transport parser in sync between two messages, where a connection
@@ -35,6 +35,14 @@ enum Inner {
     /// Boxed: the HTTP transport is the rare one, and every direction of every
     /// connection would otherwise be the size of its parser.
     Http(Box<HttpParser>),
+}
+
+/// Pushes too short to tell the transport by, rare: boxed, so that a direction is the
+/// size of its configuration before its first byte too.
+type Held = Option<Box<Vec<(Vec<u8>, UnixNanos)>>>;
+
+fn held_pushes(held: &Held) -> impl Iterator<Item = &(Vec<u8>, UnixNanos)> {
+    held.iter().flat_map(|h| h.iter())
 }
 
 /// The configuration is kept by whichever parser is in charge, and whether the
@@ -50,7 +58,7 @@ impl DirParser {
         DirParser {
             inner: Inner::Sniffing {
                 start,
-                held: Vec::new(),
+                held: None,
                 cfg: cfg.clone(),
             },
         }
@@ -74,7 +82,7 @@ impl DirParser {
 
     pub fn oldest_buffered(&self) -> Option<UnixNanos> {
         match &self.inner {
-            Inner::Sniffing { held, .. } => held.iter().map(|h| h.1).min(),
+            Inner::Sniffing { held, .. } => held_pushes(held).map(|h| h.1).min(),
             Inner::Resting(_) => None,
             Inner::Tcp(p) => p.oldest_buffered(),
             Inner::Http(p) => p.oldest_buffered(),
@@ -83,7 +91,7 @@ impl DirParser {
 
     pub fn buffered(&self) -> usize {
         match &self.inner {
-            Inner::Sniffing { held, .. } => held.iter().map(|h| h.0.len()).sum(),
+            Inner::Sniffing { held, .. } => held_pushes(held).map(|h| h.0.len()).sum(),
             Inner::Resting(_) => 0,
             Inner::Tcp(p) => p.buffered(),
             Inner::Http(p) => p.buffered(),
@@ -101,17 +109,20 @@ impl DirParser {
             return;
         }
         if let Inner::Sniffing { start, held, cfg } = &mut self.inner {
-            let mut prefix: Vec<u8> = held.iter().flat_map(|h| h.0.iter().copied()).collect();
+            let mut prefix: Vec<u8> = held_pushes(held)
+                .flat_map(|h| h.0.iter().copied())
+                .collect();
             prefix.extend_from_slice(data.get(..SNIFF_MAX).unwrap_or(data));
             let inner = match sniff(&prefix) {
                 Sniff::NeedMore => {
-                    held.push((data.to_vec(), first_seen));
+                    held.get_or_insert_with(Box::default)
+                        .push((data.to_vec(), first_seen));
                     return;
                 }
                 Sniff::Http(role) => Inner::Http(Box::new(HttpParser::new(role, cfg))),
                 Sniff::NotHttp => Inner::Tcp(Box::new(StreamParser::new(*start, cfg))),
             };
-            let held = std::mem::take(held);
+            let held = held.take().map(|h| *h).unwrap_or_default();
             self.inner = inner;
             for (bytes, ts) in held {
                 self.push(&bytes, ts, stats, out);
@@ -169,7 +180,7 @@ impl DirParser {
             Inner::Sniffing { held, cfg, .. } => {
                 // What was held cannot be told apart any more: resynchronise as TCP
                 // would on a flow joined mid-stream.
-                stats.skipped_bytes += held.iter().map(|h| h.0.len() as u64).sum::<u64>();
+                stats.skipped_bytes += held_pushes(held).map(|h| h.0.len() as u64).sum::<u64>();
                 let mut p = StreamParser::new(StreamStart::MidStream, cfg);
                 p.gap(len, stats);
                 self.inner = Inner::Tcp(Box::new(p));
@@ -189,7 +200,7 @@ impl DirParser {
             Inner::Sniffing { start, held, cfg } => {
                 // A few bytes only: hand them to the TCP parser, which decides.
                 let mut p = StreamParser::new(*start, cfg);
-                for (bytes, ts) in std::mem::take(held) {
+                for (bytes, ts) in held.take().map(|h| *h).unwrap_or_default() {
                     p.push(&bytes, ts, stats, &mut |_| {});
                 }
                 p.finish(stats);
@@ -240,7 +251,7 @@ mod tests {
     /// when and how it is timed, is what a parser kept all along frames.
     #[test]
     fn a_direction_at_rest_holds_no_parser_and_frames_the_same() {
-        assert!(std::mem::size_of::<DirParser>() <= 48);
+        assert!(std::mem::size_of::<DirParser>() <= 32);
         let mut wire = crate::jxta::encode_welcome(
             "tcp://10.0.0.2:9701",
             "tcp://10.0.0.1:9701",
