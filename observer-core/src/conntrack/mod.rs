@@ -10,6 +10,7 @@
 
 pub mod reassembly;
 
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 pub use reassembly::{Delivery, Reassembler, ReassemblyStats};
@@ -199,6 +200,17 @@ impl FlowKey {
     }
 }
 
+impl<S> Flow<S> {
+    fn key(&self) -> FlowKey {
+        FlowKey::new(self.info.initiator, self.info.responder)
+    }
+
+    fn is(&self, key: &FlowKey) -> bool {
+        let (i, r) = (self.info.initiator, self.info.responder);
+        (i == key.0 && r == key.1) || (i == key.1 && r == key.0)
+    }
+}
+
 /// One TCP segment as the table needs it (the packet layer's fields, borrowed).
 #[derive(Clone, Copy, Debug)]
 pub struct TcpSegment<'a> {
@@ -251,9 +263,12 @@ impl TcpSegment<'_> {
 
 pub struct FlowTable<S> {
     cfg: FlowConfig,
-    /// Boxed: a flow's state is about a kilobyte, and the table's slots (a quarter to a
-    /// half of them empty, twice that while it grows) would otherwise each cost one.
-    flows: crate::FastMap<FlowKey, Box<Flow<S>>>,
+    /// Boxed: a flow's state is most of a kilobyte, and the table's slots (a quarter
+    /// to a half of them empty, twice that while it grows) would otherwise each cost
+    /// one. Found by the 4-tuple its [`FlowInfo`] holds: a slot is the pointer alone,
+    /// not the addresses again beside it (72 bytes a slot, 9.6 MB at 100,000 flows).
+    flows: hashbrown::HashTable<Box<Flow<S>>>,
+    hasher: foldhash::fast::RandomState,
     next_id: u64,
     buffered: usize,
     last_sweep: UnixNanos,
@@ -264,7 +279,8 @@ impl<S> FlowTable<S> {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            flows: crate::FastMap::default(),
+            flows: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             next_id: 0,
             buffered: 0,
             last_sweep: 0,
@@ -285,6 +301,14 @@ impl<S> FlowTable<S> {
         self.next_id = self.next_id.max(id);
     }
 
+    fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn get(&self, hash: u64, key: &FlowKey) -> Option<&Flow<S>> {
+        self.flows.find(hash, |f| f.is(key)).map(|f| &**f)
+    }
+
     /// Capture time reached `now` without a segment for this table: idle flows are
     /// closed as a segment would have closed them.
     pub fn tick<H: FlowHandler<State = S>>(&mut self, now: UnixNanos, handler: &mut H) {
@@ -295,13 +319,14 @@ impl<S> FlowTable<S> {
     pub fn segment<H: FlowHandler<State = S>>(&mut self, seg: &TcpSegment<'_>, handler: &mut H) {
         self.sweep_idle(seg.ts, handler);
         let key = FlowKey::new(seg.src, seg.dst);
-        if !self.host_accepts(key, seg) {
+        let hash = self.hash(&key);
+        if !self.host_accepts(hash, &key, seg) {
             return;
         }
 
         // A fresh SYN on a 4-tuple already in use is a new connection (port reuse).
         if seg.syn && seg.ack.is_none() {
-            if let Some(flow) = self.flows.get(&key) {
+            if let Some(flow) = self.get(hash, &key) {
                 let fwd = &flow.dirs[Dir::Forward.index()];
                 if flow.info.initiator != seg.src
                     || fwd.delivered() > 0
@@ -314,7 +339,7 @@ impl<S> FlowTable<S> {
             }
         }
 
-        if !self.flows.contains_key(&key) {
+        if self.get(hash, &key).is_none() {
             // Only a SYN or data opens a flow: the last ACK of a closed connection, or
             // a stray RST, must not start a phantom one.
             if seg.rst || (!seg.syn && seg.payload.is_empty() && !seg.fin) {
@@ -344,23 +369,23 @@ impl<S> FlowTable<S> {
                 self.stats.flows_mid_stream += 1;
             }
             let state = handler.open(&info);
-            self.flows.insert(
-                key,
-                Box::new(Flow {
-                    info,
-                    dirs: [Reassembler::new(), Reassembler::new()],
-                    last_seen: seg.ts,
-                    rst: false,
-                    offloaded: [false; 2],
-                    state,
-                }),
-            );
+            let flow = Box::new(Flow {
+                info,
+                dirs: [Reassembler::new(), Reassembler::new()],
+                last_seen: seg.ts,
+                rst: false,
+                offloaded: [false; 2],
+                state,
+            });
+            let hasher = &self.hasher;
+            self.flows
+                .insert_unique(hash, flow, |f| hasher.hash_one(f.key()));
             self.stats.max_active_flows = self.stats.max_active_flows.max(self.flows.len() as u64);
         }
 
         let total_room = self.cfg.max_total_buffer.saturating_sub(self.buffered);
         let flow_cap = self.cfg.max_flow_buffer;
-        let Some(flow) = self.flows.get_mut(&key) else {
+        let Some(flow) = self.flows.find_mut(hash, |f| f.is(&key)) else {
             return;
         };
         flow.last_seen = seg.ts;
@@ -447,7 +472,7 @@ impl<S> FlowTable<S> {
     /// direction whose checksums are not offloaded, data without ACK outside the
     /// handshake) must not reach reassembly, where its bytes would win over the real
     /// ones sent after it. Counts what it refuses.
-    fn host_accepts(&mut self, key: FlowKey, seg: &TcpSegment<'_>) -> bool {
+    fn host_accepts(&mut self, hash: u64, key: &FlowKey, seg: &TcpSegment<'_>) -> bool {
         // RFC 9293 3.10.7.4: past SYN-SENT, a segment without ACK is dropped. A SYN
         // may carry data (TCP Fast Open); an RST is acted on without ACK.
         if !seg.payload.is_empty() && !seg.syn && !seg.rst && seg.ack.is_none() {
@@ -457,7 +482,7 @@ impl<S> FlowTable<S> {
         if seg.checksum != Checksum::Bad {
             return true;
         }
-        let offloaded = self.flows.get(&key).is_some_and(|f| {
+        let offloaded = self.get(hash, key).is_some_and(|f| {
             let dir = if seg.src == f.info.initiator { 0 } else { 1 };
             f.offloaded[dir]
         });
@@ -472,7 +497,7 @@ impl<S> FlowTable<S> {
     /// One pass over the table.
     pub fn oldest_held(&self, held: impl Fn(&S) -> Option<UnixNanos>) -> Option<UnixNanos> {
         self.flows
-            .values()
+            .iter()
             .flat_map(|f| {
                 [
                     f.dirs[0].oldest_pending(),
@@ -487,7 +512,7 @@ impl<S> FlowTable<S> {
     /// Closes every flow (end of input): buffered data behind holes is delivered.
     pub fn finish<H: FlowHandler<State = S>>(&mut self, handler: &mut H) {
         let mut keys: Vec<(u64, FlowKey)> =
-            self.flows.iter().map(|(k, f)| (f.info.id, *k)).collect();
+            self.flows.iter().map(|f| (f.info.id, f.key())).collect();
         // Deterministic order: flows close in the order they opened.
         keys.sort_unstable_by_key(|(id, _)| *id);
         for (_, key) in keys {
@@ -501,10 +526,11 @@ impl<S> FlowTable<S> {
         reason: CloseReason,
         handler: &mut H,
     ) {
-        let Some(flow) = self.flows.remove(&key) else {
+        let hash = self.hash(&key);
+        let Ok(entry) = self.flows.find_entry(hash, |f| f.is(&key)) else {
             return;
         };
-        let mut flow = *flow;
+        let mut flow = *entry.remove().0;
         match reason {
             CloseReason::Fin => self.stats.closed_fin += 1,
             CloseReason::Rst => self.stats.closed_rst += 1,
@@ -536,8 +562,8 @@ impl<S> FlowTable<S> {
         let mut idle: Vec<(u64, FlowKey)> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.last_seen < limit)
-            .map(|(k, f)| (f.info.id, *k))
+            .filter(|f| f.last_seen < limit)
+            .map(|f| (f.info.id, f.key()))
             .collect();
         idle.sort_unstable_by_key(|(id, _)| *id);
         for (_, key) in idle {
@@ -551,7 +577,7 @@ impl<S> FlowTable<S> {
         let mut by_age: Vec<(UnixNanos, u64, FlowKey)> = self
             .flows
             .iter()
-            .map(|(k, f)| (f.last_seen, f.info.id, *k))
+            .map(|f| (f.last_seen, f.info.id, f.key()))
             .collect();
         let n = (by_age.len() / 8).max(1);
         if n < by_age.len() {
@@ -779,5 +805,35 @@ mod tests {
         t.segment(&seg(2, C, S, 100, Some(0), "", b"later"), &mut h);
         assert_eq!(t.buffered_bytes(), 0);
         assert_eq!(t.stats.ignored_directions, 1);
+    }
+
+    /// What 100,000 open connections cost inline (peers10k-1g): a field added to a
+    /// flow's state should be a choice, not an accident. The bounds are today's sizes.
+    #[test]
+    fn a_jxta_connection_stays_small() {
+        let flow = std::mem::size_of::<Flow<crate::jxta::flow::Conn>>();
+        assert!(flow <= 664, "a JXTA flow is {flow} bytes");
+        assert!(std::mem::size_of::<Reassembler>() <= 72);
+        // A slot of the table is the pointer to the flow, nothing beside it.
+        assert_eq!(std::mem::size_of::<Box<Flow<()>>>(), 8);
+    }
+
+    #[test]
+    fn a_flow_is_found_from_either_side_and_gone_once_closed() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut h = Recorder::default();
+        t.segment(&seg(1, C, S, 100, None, "S", b""), &mut h);
+        t.segment(&seg(2, S, C, 500, Some(101), "S", b""), &mut h);
+        t.segment(&seg(3, "10.0.0.3:1", S, 7, Some(1), "", b"x"), &mut h);
+        assert_eq!(t.active_flows(), 2);
+        let key = FlowKey::new(addr(S), addr(C));
+        let flow = t
+            .get(t.hash(&key), &key)
+            .map(|f| (f.info.id, f.info.initiator));
+        assert_eq!(flow, Some((0, addr(C))));
+        t.segment(&seg(4, S, C, 501, None, "R", b""), &mut h);
+        assert_eq!(t.active_flows(), 1);
+        assert!(t.get(t.hash(&key), &key).is_none());
+        assert_eq!(h.closed, vec![(0, CloseReason::Rst)]);
     }
 }

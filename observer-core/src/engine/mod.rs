@@ -189,6 +189,12 @@ impl Pipeline {
         self.decoder.handler.sink.take_finished()
     }
 
+    /// From now on, keep the TCP flows recognised as JXTA for
+    /// [`Pipeline::take_jxta_flows`] (a live tap marks them; call before the first frame).
+    pub fn announce_jxta_flows(&mut self) {
+        self.decoder.announce_jxta_flows();
+    }
+
     /// TCP flows recognised as JXTA by content since the last call, as
     /// (initiator, responder).
     pub fn take_jxta_flows(&mut self) -> Vec<(SocketAddr, SocketAddr)> {

@@ -81,6 +81,9 @@ pub struct JxtaFlows<H> {
     /// Flows recognised as JXTA by content since the last `take_jxta_flows` (a live
     /// tap uses them to let such flows through its in-kernel port filter).
     jxta_flows: Vec<(SocketAddr, SocketAddr)>,
+    /// Someone takes `jxta_flows` ([`JxtaFlows::announce_jxta_flows`]); offline nobody
+    /// does, and kept to their bound they were 4 MB of a many-peers file.
+    announce: bool,
     /// The time of the frame being processed (earlier than the pipeline's clock for a
     /// frame later than the reorder window): when bytes it completes became usable.
     pub frame_ts: UnixNanos,
@@ -113,6 +116,7 @@ impl<H> JxtaFlows<H> {
             stream_stats: JxtaStats::default(),
             handler,
             jxta_flows: Vec::new(),
+            announce: false,
             frame_ts: 0,
             welcome_peers: crate::FastMap::default(),
         }
@@ -122,8 +126,13 @@ impl<H> JxtaFlows<H> {
         &self.stream_cfg
     }
 
+    /// From now on, keep the flows recognised as JXTA for [`JxtaFlows::take_jxta_flows`].
+    pub fn announce_jxta_flows(&mut self) {
+        self.announce = true;
+    }
+
     /// TCP flows recognised as JXTA by content since the last call, as
-    /// (initiator, responder).
+    /// (initiator, responder); none unless [`JxtaFlows::announce_jxta_flows`] was called.
     pub fn take_jxta_flows(&mut self) -> Vec<(SocketAddr, SocketAddr)> {
         std::mem::take(&mut self.jxta_flows)
     }
@@ -169,6 +178,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             stream_stats,
             handler,
             jxta_flows,
+            announce,
             frame_ts,
             welcome_peers,
             ..
@@ -225,7 +235,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             if !*announced {
                 *announced = true;
                 // A live tap takes these every loop; offline nobody does, so keep a bound.
-                if jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
+                if *announce && jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
                     jxta_flows.push((info.initiator, info.responder));
                 }
             }

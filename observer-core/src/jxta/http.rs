@@ -261,6 +261,14 @@ impl HttpParser {
         }
     }
 
+    /// The configuration it was made with.
+    pub fn config(&self) -> StreamConfig {
+        StreamConfig {
+            max_message: self.core.max_message,
+            max_resync_scan: self.core.max_scan,
+        }
+    }
+
     /// `None` = undecided, `Some(true)` = JXTA seen, `Some(false)` = gave up (or
     /// refused, see [`HttpParser::refused`]).
     pub fn is_jxta(&self) -> Option<bool> {

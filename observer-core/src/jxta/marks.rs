@@ -89,6 +89,10 @@ impl Marks {
         self.marks.iter().map(|m| m.min).min()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.marks.len()

@@ -121,6 +121,8 @@ struct Core {
     /// Bytes discarded while looking for JXTA in a flow never seen in sync.
     scanned: u64,
     seen_bytes: bool,
+    /// Made for a stream joined after its start ([`StreamStart::MidStream`]).
+    mid_stream: bool,
 }
 
 /// What a step did: consumed `n` bytes; `wait` = needs more data to go on.
@@ -161,7 +163,41 @@ impl StreamParser {
                 gave_up: false,
                 scanned: 0,
                 seen_bytes: false,
+                mid_stream: start == StreamStart::MidStream,
             },
+        }
+    }
+
+    /// A parser in sync between two packages, holding nothing: what it does next
+    /// depends on its configuration alone, so [`StreamParser::resume`] makes its
+    /// equal (stream offsets only matter relative to bytes held, and the counts
+    /// kept while looking for sync are read only before it).
+    pub fn resting(&self) -> bool {
+        self.core.synced
+            && self.core.mode == Mode::Packages
+            && self.buf.is_empty()
+            && self.core.marks.is_empty()
+    }
+
+    /// The equal of a parser that was [`StreamParser::resting`] with `cfg`.
+    pub fn resume(cfg: &StreamConfig) -> Self {
+        let mut p = StreamParser::new(StreamStart::MidStream, cfg);
+        p.core.mode = Mode::Packages;
+        p.core.synced = true;
+        p.core.seen_bytes = true;
+        p
+    }
+
+    /// Made for a stream joined after its start.
+    pub fn began_mid_stream(&self) -> bool {
+        self.core.mid_stream
+    }
+
+    /// The configuration it was made with.
+    pub fn config(&self) -> StreamConfig {
+        StreamConfig {
+            max_message: self.core.max_message,
+            max_resync_scan: self.core.max_resync_scan,
         }
     }
 
@@ -864,7 +900,7 @@ mod tests {
         let mut evs = Vec::new();
         let half = m.len() / 2;
         p.push(&m[..half], 1, &mut stats, &mut collect(&mut evs));
-        assert!(p.buf.capacity() > 0 && p.core.marks.len() > 0);
+        assert!(p.buf.capacity() > 0 && !p.core.marks.is_empty());
         p.push(&m[half..], 2, &mut stats, &mut collect(&mut evs));
         assert_eq!((p.buf.capacity(), p.core.marks.len()), (0, 0));
         // The next message is stamped by its own bytes only.

@@ -170,6 +170,19 @@ fn a_pair_with_one_rtt_holds_it_inline() {
     assert_eq!(r.len(), 3);
     // Under 4.29 s first, each part in arrival order, as before the inline form.
     assert_eq!(r.into_ms(), vec![0.005, 0.007, long as f64 / 1e6]);
+    // Three short ones stay inline; a fourth, or a long one, goes to the vectors in
+    // the same order.
+    for last in [4_000, long] {
+        let mut r = Rtts::default();
+        for ns in [3_000, 1_000, 2_000] {
+            r.push(ns);
+        }
+        assert!(matches!(r, Rtts::Few(3, [3_000, 1_000, 2_000])));
+        r.push(last);
+        assert!(matches!(r, Rtts::Exact(_)));
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.into_ms(), vec![0.003, 0.001, 0.002, last as f64 / 1e6]);
+    }
 }
 
 /// A pair idle past the horizon leaves the per-pair view and is counted; the totals and

@@ -186,10 +186,10 @@ fn recent(slot: &mut Option<Box<Recent>>) -> &mut Recent {
 struct DirNotes {
     /// Recent first transmissions.
     sent: VecDeque<Sent>,
-    messages: u64,
     /// The run of back-to-back messages the next one may queue behind.
     run_start: UnixNanos,
     run_bytes: u64,
+    /// None until this direction's first message (what `opened_at` asks).
     last_stop: Option<UnixNanos>,
     /// Bytes after a gap (the capture missed some) were not waiting for a repair.
     after_gap: bool,
@@ -339,6 +339,10 @@ impl ConnNotes {
                 }
                 !covered
             });
+            if other.watched.is_empty() {
+                // Freed, not kept empty: a connection idles between PINGs.
+                other.watched = Vec::new();
+            }
         }
         if fin || rst {
             // The first end counts (a FIN answered by an RST stays a FIN's time).
@@ -430,8 +434,7 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return WireNotes::default();
         };
-        let opened_at = if d.messages == 0 { syn_at } else { None };
-        d.messages += 1;
+        let opened_at = if d.last_stop.is_none() { syn_at } else { None };
         let back_to_back = d
             .last_stop
             .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
@@ -1066,6 +1069,8 @@ mod tests {
             (cell.resent.get(), cell.acked.get()),
             (Some(&(310 * MS)), Some(&(311 * MS)))
         );
+        // Nothing left to watch: nothing held for it.
+        assert_eq!(n.dirs[0].watched.capacity(), 0);
         let ping = [ping];
         let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
         assert_eq!(c.label(), "retrans+far");

@@ -494,6 +494,7 @@ pub fn run_each(
         .then(|| crate::packet::PacketDecoder::new(cfg.pipeline.packet.clone()));
     let mut welcomed: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     let mut pipeline = Pipeline::new(cfg.pipeline.clone());
+    pipeline.announce_jxta_flows();
     let csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
         None => None,
