@@ -108,6 +108,10 @@ impl Ord for Held {
     }
 }
 
+/// Takes each frame handed on, with where its bytes start in the mapped input when it
+/// was held in place.
+pub type Placed<'a> = dyn FnMut(&Frame<'_>, Option<usize>) + 'a;
+
 /// The reorder buffer. Frames read in time order (nearly all) queue in a ring; only
 /// frames stamped before the last one queued go through a heap.
 #[derive(Debug)]
@@ -208,11 +212,18 @@ impl FrameMerger {
     /// Hands on, oldest first, the frames whose window has passed, and the oldest
     /// while a bound is exceeded. `map`: the mapped input the in-place frames are in.
     pub fn release(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        self.release_placed(map, &mut |f, _| out(f));
+    }
+
+    /// Like [`Self::release`], with where each frame held in place lies in `map` (the
+    /// reader hands its pages back as frames are handed on: see
+    /// `engine::offline::read_input`).
+    pub fn release_placed(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         if !self.late.is_empty() {
             // Time order cannot hold across a late frame: what was read before it goes
             // first, and the window starts again from its time (after a clock step
             // back, frames are merged again in the new time).
-            self.flush(map, out);
+            self.flush_placed(map, out);
             return;
         }
         // Nothing out of order held (nearly always): the ring alone, oldest first.
@@ -245,6 +256,12 @@ impl FrameMerger {
 
     /// Hands on everything held, oldest first, then late frames in the order read.
     pub fn flush(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+        self.flush_placed(map, &mut |f, _| out(f));
+    }
+
+    /// Like [`Self::flush`], with where each frame held in place lies (see
+    /// [`Self::release_placed`]).
+    pub fn flush_placed(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         while self.oldest().is_some() {
             self.pop(map, out);
         }
@@ -279,23 +296,6 @@ impl FrameMerger {
         self.out_of_order = heap.into();
     }
 
-    /// Where the first byte of a frame held in place is (pages from there on must
-    /// stay mapped). A scan of the out-of-order frames: call it now and then.
-    pub fn oldest_in_place(&self) -> Option<usize> {
-        let at = |h: &Held| match h.bytes {
-            Bytes::InPlace { at, .. } => Some(at),
-            Bytes::Owned(_) => None,
-        };
-        let ring = self.in_order.iter().find_map(at);
-        let heap = self
-            .out_of_order
-            .iter()
-            .filter_map(|Reverse(h)| at(h))
-            .min();
-        let late = self.late.first().and_then(at);
-        ring.into_iter().chain(heap).chain(late).min()
-    }
-
     fn oldest(&self) -> Option<UnixNanos> {
         match (self.in_order.front(), self.out_of_order.peek()) {
             (Some(a), Some(Reverse(b))) => Some(a.key().min(b.key()).0),
@@ -305,7 +305,7 @@ impl FrameMerger {
         }
     }
 
-    fn pop(&mut self, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+    fn pop(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         let from_heap = match (self.in_order.front(), self.out_of_order.peek()) {
             (Some(a), Some(Reverse(b))) => b.key() < a.key(),
             (None, Some(_)) => true,
@@ -323,7 +323,7 @@ impl FrameMerger {
         self.emit(&h, map, out);
     }
 
-    fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut dyn FnMut(&Frame<'_>)) {
+    fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
         let data: &[u8] = match &h.bytes {
             Bytes::InPlace { at, len } => map
                 .and_then(|m| m.get(*at..at.saturating_add(*len)))
@@ -333,13 +333,20 @@ impl FrameMerger {
                 b
             }
         };
-        out(&Frame {
-            ts: h.ts,
-            link_type: h.link_type,
-            data,
-            orig_len: h.orig_len,
-            interface: h.interface,
-        });
+        let at = match h.bytes {
+            Bytes::InPlace { at, .. } => Some(at),
+            Bytes::Owned(_) => None,
+        };
+        out(
+            &Frame {
+                ts: h.ts,
+                link_type: h.link_type,
+                data,
+                orig_len: h.orig_len,
+                interface: h.interface,
+            },
+            at,
+        );
     }
 }
 
