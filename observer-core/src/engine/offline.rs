@@ -68,33 +68,35 @@ pub fn analyze_each(
     progress: Option<&dyn Progress>,
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
-    run(inputs, cfg, progress, on_transaction, None)
+    let merger = FrameMerger::new(cfg.reorder.clone());
+    run(inputs, merger, Pipeline::new(cfg), progress, on_transaction, None)
 }
 
-/// Like [`analyze_each`], and the record of each decoded message goes to `on_message`
-/// (in decoding order) after the frame that completed it, instead of being kept in
-/// `result.messages` (left empty): `observer messages` then holds no more than
-/// [`analyze_each`] does, whatever the number of messages.
+/// The record of each decoded message goes to `on_message` (in decoding order) after
+/// the frame that completed it, instead of being kept in `result.messages` (left
+/// empty). A listing: documents are not matched (no transaction comes out), so
+/// `observer messages` holds what the decoding up to the messages holds, whatever the
+/// number of messages.
 pub fn analyze_messages(
     inputs: &[PathBuf],
     mut cfg: PipelineConfig,
     progress: Option<&dyn Progress>,
-    on_transaction: &mut dyn FnMut(Transaction),
     on_message: &mut dyn FnMut(MessageRecord),
 ) -> Analysis {
     cfg.record_messages = true;
-    run(inputs, cfg, progress, on_transaction, Some(on_message))
+    let merger = FrameMerger::new(cfg.reorder.clone());
+    let pipeline = Pipeline::listing(cfg);
+    run(inputs, merger, pipeline, progress, &mut |_| {}, Some(on_message))
 }
 
 fn run(
     inputs: &[PathBuf],
-    cfg: PipelineConfig,
+    mut merger: FrameMerger,
+    mut pipeline: Pipeline,
     progress: Option<&dyn Progress>,
     on_transaction: &mut dyn FnMut(Transaction),
     mut on_message: Option<&mut dyn FnMut(MessageRecord)>,
 ) -> Analysis {
-    let mut merger = FrameMerger::new(cfg.reorder.clone());
-    let mut pipeline = Pipeline::new(cfg);
     let mut summaries = Vec::with_capacity(inputs.len());
     for (i, path) in inputs.iter().enumerate() {
         let last = i + 1 == inputs.len();
