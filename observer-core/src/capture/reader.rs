@@ -85,8 +85,10 @@ impl std::ops::Deref for Backing {
     }
 }
 
-/// Mapped pages behind the read position are handed back in steps of this much.
-const RELEASE_STEP: usize = 2 << 20;
+/// Mapped pages behind the read position are handed back in steps of this much (the
+/// resident capture is up to a step behind the reader and two behind the hand-on of
+/// held frames, per reader: every shard of `--threads` has one).
+const RELEASE_STEP: usize = 1 << 20;
 
 /// Hands back the pages of `map[from..upto)` (a file's; bytes in memory stay).
 fn drop_pages(map: &Backing, from: usize, upto: usize) {
