@@ -346,7 +346,6 @@ impl CaptureReader {
         Ok(self.next_frame_placed()?.map(|(f, _)| f))
     }
 
-
     /// The whole input when it is read in place (a mapped file, bytes in memory).
     pub fn mapped(&self) -> Option<&[u8]> {
         match &self.input {

@@ -86,9 +86,7 @@ impl DocumentSink {
         match self {
             DocumentSink::Match { matcher, .. }
             | DocumentSink::Queue { idle: matcher, .. }
-            | DocumentSink::Discard { idle: matcher } => {
-                matcher
-            }
+            | DocumentSink::Discard { idle: matcher } => matcher,
         }
     }
 
@@ -96,9 +94,7 @@ impl DocumentSink {
         match self {
             DocumentSink::Match { matcher, .. }
             | DocumentSink::Queue { idle: matcher, .. }
-            | DocumentSink::Discard { idle: matcher } => {
-                matcher.oldest_outstanding()
-            }
+            | DocumentSink::Discard { idle: matcher } => matcher.oldest_outstanding(),
         }
     }
 
@@ -131,9 +127,7 @@ impl DocumentSink {
                 matcher.finish(now, &mut finished);
                 (matcher, finished)
             }
-            DocumentSink::Queue { idle, .. } | DocumentSink::Discard { idle } => {
-                (idle, Vec::new())
-            }
+            DocumentSink::Queue { idle, .. } | DocumentSink::Discard { idle } => (idle, Vec::new()),
         }
     }
 }

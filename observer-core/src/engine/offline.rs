@@ -69,7 +69,14 @@ pub fn analyze_each(
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
     let merger = FrameMerger::new(cfg.reorder.clone());
-    run(inputs, merger, Pipeline::new(cfg), progress, on_transaction, None)
+    run(
+        inputs,
+        merger,
+        Pipeline::new(cfg),
+        progress,
+        on_transaction,
+        None,
+    )
 }
 
 /// The record of each decoded message goes to `on_message` (in decoding order) after
@@ -86,7 +93,14 @@ pub fn analyze_messages(
     cfg.record_messages = true;
     let merger = FrameMerger::new(cfg.reorder.clone());
     let pipeline = Pipeline::listing(cfg);
-    run(inputs, merger, pipeline, progress, &mut |_| {}, Some(on_message))
+    run(
+        inputs,
+        merger,
+        pipeline,
+        progress,
+        &mut |_| {},
+        Some(on_message),
+    )
 }
 
 fn run(
@@ -261,7 +275,12 @@ mod tests {
         for i in 0..=frames {
             // 100 µs apart (1.2 s, inside the 2 s window), the last 10 s later.
             let us = if i == frames { 11_000_000 } else { i * 100 };
-            for field in [us / 1_000_000, us % 1_000_000, FRAME_LEN as u32, FRAME_LEN as u32] {
+            for field in [
+                us / 1_000_000,
+                us % 1_000_000,
+                FRAME_LEN as u32,
+                FRAME_LEN as u32,
+            ] {
                 pcap.extend_from_slice(&field.to_le_bytes());
             }
             pcap.extend(std::iter::repeat_n((i % 251) as u8, FRAME_LEN));
@@ -274,7 +293,10 @@ mod tests {
         let (mut seen, mut most_kib, mut measured) = (0u32, 0, 0);
         let summary = read_input(&path, None, &mut merger, true, &mut |frame| {
             // Bytes read again after their pages were handed back are the file's.
-            assert!(frame.data.iter().all(|&b| b == (seen % 251) as u8), "{seen}");
+            assert!(
+                frame.data.iter().all(|&b| b == (seen % 251) as u8),
+                "{seen}"
+            );
             seen += 1;
             if seen.is_multiple_of(256) {
                 if let Some(kib) = mapped_kib(&name) {

@@ -178,7 +178,11 @@ mod exact_limit_tests {
         }
         let tail = b.finish(&matcher, 0).tail.expect("a tail");
         // p90 of 110 sorted values is at rank 98.1: between 99 and 100 ms.
-        assert!(tail.from_ms > 99.0 && tail.from_ms < 100.0, "{}", tail.from_ms);
+        assert!(
+            tail.from_ms > 99.0 && tail.from_ms < 100.0,
+            "{}",
+            tail.from_ms
+        );
         assert_eq!(tail.count, 11);
         assert_eq!(long_flagged, 3);
         // 100 ms (index 99) is flagged, 99 ms is not: the short one in the tail.

@@ -1285,7 +1285,9 @@ mod pair_table_tests {
         ];
         let mut x = 12345u64;
         for step in 0..3000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let pair = key((x >> 33) as u32 % 3);
             let corr = format!("c{}", (x >> 40) % 11);
             let outcome = outcomes[(x >> 50) as usize % 3];
@@ -1320,6 +1322,10 @@ mod pair_table_tests {
                 }
             }
         }
-        assert!(ring.popped < 3000, "the positions did not wrap: {}", ring.popped);
+        assert!(
+            ring.popped < 3000,
+            "the positions did not wrap: {}",
+            ring.popped
+        );
     }
 }
