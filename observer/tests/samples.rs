@@ -590,7 +590,7 @@ fn two_interfaces_a_few_ms_out_of_order_give_the_in_order_transactions() {
 #[test]
 fn frames_held_across_pages_handed_back_give_the_in_order_transactions() {
     let (_, in_order) = synth::long_four_peers(3000).expect("capture");
-    // Several of the reader's 1 MiB release steps lie inside the window.
+    // Several of the reader's 512 KiB release steps lie inside the window.
     assert!(in_order.len() > 8 << 20, "{} bytes", in_order.len());
     let expected = analyze_bytes(&in_order, "in-order.pcap").transactions;
     assert!(expected.len() > 1000, "{}", expected.len());

@@ -88,7 +88,7 @@ impl std::ops::Deref for Backing {
 /// Mapped pages behind the read position are handed back in steps of this much (the
 /// resident capture is up to a step behind the reader and two behind the hand-on of
 /// held frames, per reader: every shard of `--threads` has one).
-const RELEASE_STEP: usize = 1 << 20;
+const RELEASE_STEP: usize = 512 << 10;
 
 /// Hands back the pages of `map[from..upto)` (a file's; bytes in memory stay).
 fn drop_pages(map: &Backing, from: usize, upto: usize) {
