@@ -405,7 +405,10 @@ mod tests {
             m.release(Some(&map), &mut |_| panic!("released inside the window"));
         }
         let capacity = m.in_order.capacity();
-        assert!(capacity < 40_000 * 3 / 2 + 64, "{capacity} entries for 40,000");
+        assert!(
+            capacity < 40_000 * 3 / 2 + 64,
+            "{capacity} entries for 40,000"
+        );
         let mut out = Vec::new();
         m.flush(Some(&map), &mut |f| out.push(f.ts));
         assert_eq!(out, (0..40_000u64).map(|i| i * 1000).collect::<Vec<_>>());
