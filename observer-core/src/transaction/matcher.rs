@@ -391,13 +391,43 @@ struct Remembered {
 #[derive(Debug)]
 struct Finish {
     pair: PairKey,
-    correlator: Box<str>,
+    correlator: Correlator,
     outcome: Finished,
     start: UnixNanos,
 }
 
+/// A remembered correlator's bytes, inline up to 22 of them (the study's and the
+/// reference peer's are 9 to 19): a boxed one cost a 32-byte allocation besides its
+/// 16-byte box, 65,536 times over.
+#[derive(Debug)]
+enum Correlator {
+    Inline { len: u8, bytes: [u8; 22] },
+    Boxed(Box<[u8]>),
+}
+
+impl Correlator {
+    fn new(s: &str) -> Correlator {
+        let b = s.as_bytes();
+        let mut bytes = [0u8; 22];
+        match (bytes.get_mut(..b.len()), u8::try_from(b.len())) {
+            (Some(head), Ok(len)) => {
+                head.copy_from_slice(b);
+                Correlator::Inline { len, bytes }
+            }
+            _ => Correlator::Boxed(b.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Correlator::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Correlator::Boxed(b) => b,
+        }
+    }
+}
+
 impl Remembered {
-    fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &str) -> u64 {
+    fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u64 {
         hasher.hash_one((pair, correlator))
     }
 
@@ -405,24 +435,24 @@ impl Remembered {
         self.ring.len()
     }
 
-    fn position(&self, pair: &PairKey, correlator: &str) -> Option<usize> {
+    fn position(&self, pair: &PairKey, correlator: &[u8]) -> Option<usize> {
         let hash = Self::hash(&self.hasher, pair, correlator);
         let (ring, popped) = (&self.ring, self.popped);
         self.index
             .find(hash, |&at| {
                 ring.get(at.wrapping_sub(popped) as usize)
-                    .is_some_and(|f| f.pair == *pair && *f.correlator == *correlator)
+                    .is_some_and(|f| f.pair == *pair && f.correlator.as_bytes() == correlator)
             })
             .map(|&at| at.wrapping_sub(popped) as usize)
     }
 
     fn get(&self, pair: &PairKey, correlator: &str) -> Option<(Finished, UnixNanos)> {
-        let f = self.ring.get(self.position(pair, correlator)?)?;
+        let f = self.ring.get(self.position(pair, correlator.as_bytes())?)?;
         Some((f.outcome, f.start))
     }
 
     fn set_outcome(&mut self, pair: &PairKey, correlator: &str, outcome: Finished) {
-        if let Some(i) = self.position(pair, correlator) {
+        if let Some(i) = self.position(pair, correlator.as_bytes()) {
             if let Some(f) = self.ring.get_mut(i) {
                 f.outcome = outcome;
             }
@@ -432,7 +462,7 @@ impl Remembered {
     /// Remembers `correlator` (a known one keeps its place and takes the new outcome
     /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
     fn insert(&mut self, cap: usize, f: Finish) {
-        if let Some(i) = self.position(&f.pair, &f.correlator) {
+        if let Some(i) = self.position(&f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
             }
@@ -448,12 +478,12 @@ impl Remembered {
             index,
             hasher,
         } = self;
-        let hash = Self::hash(hasher, &f.pair, &f.correlator);
+        let hash = Self::hash(hasher, &f.pair, f.correlator.as_bytes());
         let at = popped.wrapping_add(ring.len() as u32);
         ring.push_back(f);
         index.insert_unique(hash, at, |&at| {
             ring.get(at.wrapping_sub(*popped) as usize)
-                .map_or(0, |f| Self::hash(hasher, &f.pair, &f.correlator))
+                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
         });
     }
 
@@ -462,7 +492,7 @@ impl Remembered {
         let Some(f) = self.ring.pop_front() else {
             return;
         };
-        let hash = Self::hash(&self.hasher, &f.pair, &f.correlator);
+        let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
         let oldest = self.popped;
         if let Ok(entry) = self.index.find_entry(hash, |&at| at == oldest) {
             entry.remove();
@@ -734,7 +764,7 @@ impl Matcher {
         }
         let f = Finish {
             pair,
-            correlator: correlator.into_boxed_str(),
+            correlator: Correlator::new(&correlator),
             outcome,
             start,
         };
@@ -1265,6 +1295,44 @@ mod pair_table_tests {
         assert_eq!(t.len(), 1001 - removed.len());
     }
 
+    /// Correlators of every length are found again, inline (up to 22 bytes) or boxed,
+    /// and only by their own bytes.
+    #[test]
+    fn remembered_correlators_inline_and_boxed_are_found() {
+        let mut r = Remembered::default();
+        let names = [
+            String::new(),
+            "s00000000".to_string(),
+            "x".repeat(22),
+            "x".repeat(23),
+            "é".repeat(30),
+        ];
+        for (i, c) in names.iter().enumerate() {
+            let f = Finish {
+                pair: key(1),
+                correlator: Correlator::new(c),
+                outcome: Finished::TimedOut,
+                start: i as u64,
+            };
+            r.insert(100, f);
+        }
+        assert_eq!(r.len(), names.len());
+        for (i, c) in names.iter().enumerate() {
+            assert_eq!(
+                r.get(&key(1), c),
+                Some((Finished::TimedOut, i as u64)),
+                "{c}"
+            );
+            assert_eq!(r.get(&key(2), c), None, "{c}");
+            assert_eq!(r.get(&key(1), &format!("{c}z")), None, "{c}");
+        }
+        assert!(matches!(
+            Correlator::new(&names[2]),
+            Correlator::Inline { len: 22, .. }
+        ));
+        assert!(matches!(Correlator::new(&names[3]), Correlator::Boxed(_)));
+    }
+
     /// The ring of remembered correlators answers as a map with an insertion-order
     /// queue (what it replaced) does: same entries, same outcomes, the same ones
     /// forgotten, across the wrap of its u32 positions.
@@ -1299,7 +1367,7 @@ mod pair_table_tests {
             } else {
                 let f = Finish {
                     pair: pair.clone(),
-                    correlator: corr.clone().into(),
+                    correlator: Correlator::new(&corr),
                     outcome,
                     start: step,
                 };
