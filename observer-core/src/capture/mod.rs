@@ -12,8 +12,8 @@ mod reader;
 mod reorder;
 mod writer;
 
-pub use reader::{CaptureReader, MAX_BLOCK_LEN};
-pub use reorder::{FrameMerger, ReorderConfig, ReorderStats, DEFAULT_REORDER_WINDOW_NS};
+pub use reader::{CaptureReader, HeldPages, MAX_BLOCK_LEN};
+pub use reorder::{FrameMerger, Placed, ReorderConfig, ReorderStats, DEFAULT_REORDER_WINDOW_NS};
 pub use writer::{CaptureWriter, WriteFormat};
 
 use crate::UnixNanos;

@@ -65,11 +65,6 @@ enum Input {
         /// Below this, pages the reader has passed have been handed back (see
         /// `Input::clear`).
         released: usize,
-        /// Frames held by offset (reordering) lie from here on.
-        keep_from: usize,
-        /// Below this, pages faulted in again to hand held frames on have been handed
-        /// back a second time.
-        released_kept: usize,
     },
 }
 
@@ -90,8 +85,57 @@ impl std::ops::Deref for Backing {
     }
 }
 
-/// Mapped pages behind the read position are handed back in steps of this much.
-const RELEASE_STEP: usize = 2 << 20;
+/// Mapped pages behind the read position are handed back in steps of this much (the
+/// resident capture is up to a step behind the reader and two behind the hand-on of
+/// held frames, per reader: every shard of `--threads` has one).
+const RELEASE_STEP: usize = 512 << 10;
+
+/// Hands back the pages of `map[from..upto)` (a file's; bytes in memory stay).
+fn drop_pages(map: &Backing, from: usize, upto: usize) {
+    if let Backing::File(map) = map {
+        // SAFETY: borrows of these bytes may be live (a held frame being handed on),
+        // and that is sound because the map is a read-only mapping of a file: a
+        // dropped page read again faults back in from the page cache with the same
+        // bytes, so nothing is lost, only residency. (A file truncated under the map is
+        // the SIGBUS limitation docs/robustness.md states, with or without this.)
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                from,
+                upto.saturating_sub(from),
+            )
+        };
+    }
+}
+
+/// The pages that handing held frames on faults back in (see `Input::clear`), handed
+/// back again as the hand-on moves past them: a burst that hands on a whole window at
+/// once (the next frame stamped seconds later, or the end of the input) would otherwise
+/// map all of its tens of MB again until the reader next moved a MiB.
+#[derive(Debug, Default)]
+pub struct HeldPages {
+    /// Furthest frame handed on from the map.
+    furthest: usize,
+    /// Below this, pages have been handed back a second time.
+    released: usize,
+}
+
+impl HeldPages {
+    /// A frame whose bytes start at `at` in `reader`'s map was handed on. Frames are
+    /// handed on in time order, which is offset order but for reordering: pages a step
+    /// behind the furthest stay, so a frame reordered across a page boundary does not
+    /// fault its page in twice.
+    pub fn handed_on(&mut self, reader: &CaptureReader, at: usize) {
+        self.furthest = self.furthest.max(at);
+        let upto = self.furthest.saturating_sub(RELEASE_STEP) & !(RELEASE_STEP - 1);
+        if upto >= self.released + RELEASE_STEP {
+            if let Input::Mapped { map, .. } = &reader.input {
+                drop_pages(map, self.released, upto);
+            }
+            self.released = upto;
+        }
+    }
+}
 
 impl Input {
     fn block(&self) -> &[u8] {
@@ -111,8 +155,6 @@ impl Input {
                 start,
                 end,
                 released,
-                keep_from,
-                released_kept,
             } => {
                 *start = *end;
                 // Pages already read would otherwise stay mapped and count in the
@@ -121,31 +163,12 @@ impl Input {
                 // Frames held for reordering are read again when handed on: their
                 // pages fault back in from the page cache (a minor fault per 64 KiB of
                 // fault-around), so a window of held frames costs their offsets, not
-                // the tens of MB of pages a busy 2 s spans. Once handed on (below
-                // `keep_from`), those pages are dropped a second time.
-                if let Backing::File(map) = map {
-                    let read = *start;
-                    let kept = (*start).min(*keep_from);
-                    for (from, limit) in [(released, read), (released_kept, kept)] {
-                        if limit.saturating_sub(*from) < RELEASE_STEP {
-                            continue;
-                        }
-                        let upto = limit & !(RELEASE_STEP - 1);
-                        // SAFETY: no borrow of the map outlives a `clear` (frames
-                        // borrow the reader). The map is a read-only mapping of a
-                        // file, so a dropped page read again (a held frame handed on)
-                        // faults back in with the same bytes: nothing is lost, only
-                        // residency. (A file truncated under the map is the SIGBUS
-                        // limitation docs/robustness.md states, with or without this.)
-                        let _ = unsafe {
-                            map.unchecked_advise_range(
-                                memmap2::UncheckedAdvice::DontNeed,
-                                *from,
-                                upto - *from,
-                            )
-                        };
-                        *from = upto;
-                    }
+                // the tens of MB of pages a busy 2 s spans; [`HeldPages`] drops those
+                // a second time.
+                if *start >= *released + RELEASE_STEP {
+                    let upto = *start & !(RELEASE_STEP - 1);
+                    drop_pages(map, *released, upto);
+                    *released = upto;
                 }
             }
         }
@@ -251,8 +274,6 @@ impl CaptureReader {
                         start: 0,
                         end: 0,
                         released: 0,
-                        keep_from: usize::MAX,
-                        released_kept: 0,
                     },
                 );
                 reader.read_file_header()?;
@@ -281,8 +302,6 @@ impl CaptureReader {
                 start: 0,
                 end: 0,
                 released: 0,
-                keep_from: usize::MAX,
-                released_kept: 0,
             },
         );
         reader.read_file_header()?;
@@ -325,13 +344,6 @@ impl CaptureReader {
     /// Returns the next packet, `Ok(None)` at a clean end of file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         Ok(self.next_frame_placed()?.map(|(f, _)| f))
-    }
-
-    /// Pages from `at` on stay mapped: frames held by offset are read again from there.
-    pub fn keep_from(&mut self, at: usize) {
-        if let Input::Mapped { keep_from, .. } = &mut self.input {
-            *keep_from = at;
-        }
     }
 
     /// The whole input when it is read in place (a mapped file, bytes in memory).

@@ -41,6 +41,9 @@ pub enum DocumentSink {
     /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
     /// matcher in its counters and result, which the merging thread's replaces.
     Queue { queue: Vec<Matched>, idle: Matcher },
+    /// A listing (`observer messages`): documents are neither decoded nor matched, so
+    /// nothing is kept per transaction; `idle` stands for the matcher as in `Queue`.
+    Discard { idle: Matcher },
 }
 
 impl DocumentSink {
@@ -63,6 +66,7 @@ impl DocumentSink {
                 now: at.1,
                 event,
             }),
+            DocumentSink::Discard { .. } => {}
         }
     }
 
@@ -74,36 +78,37 @@ impl DocumentSink {
             DocumentSink::Queue { .. } => {
                 self.event(at, flow, MatchEvent::Document(Box::new((doc, s))))
             }
+            DocumentSink::Discard { .. } => {}
         }
     }
 
     pub(crate) fn matcher(&self) -> &Matcher {
         match self {
-            DocumentSink::Match { matcher, .. } | DocumentSink::Queue { idle: matcher, .. } => {
-                matcher
-            }
+            DocumentSink::Match { matcher, .. }
+            | DocumentSink::Queue { idle: matcher, .. }
+            | DocumentSink::Discard { idle: matcher } => matcher,
         }
     }
 
     pub(crate) fn oldest_outstanding(&mut self) -> Option<UnixNanos> {
         match self {
-            DocumentSink::Match { matcher, .. } | DocumentSink::Queue { idle: matcher, .. } => {
-                matcher.oldest_outstanding()
-            }
+            DocumentSink::Match { matcher, .. }
+            | DocumentSink::Queue { idle: matcher, .. }
+            | DocumentSink::Discard { idle: matcher } => matcher.oldest_outstanding(),
         }
     }
 
     pub(crate) fn take_finished(&mut self) -> Vec<Transaction> {
         match self {
             DocumentSink::Match { finished, .. } => std::mem::take(finished),
-            DocumentSink::Queue { .. } => Vec::new(),
+            DocumentSink::Queue { .. } | DocumentSink::Discard { .. } => Vec::new(),
         }
     }
 
     pub(crate) fn take_queued(&mut self) -> Vec<Matched> {
         match self {
             DocumentSink::Queue { queue, .. } => std::mem::take(queue),
-            DocumentSink::Match { .. } => Vec::new(),
+            DocumentSink::Match { .. } | DocumentSink::Discard { .. } => Vec::new(),
         }
     }
 
@@ -122,7 +127,7 @@ impl DocumentSink {
                 matcher.finish(now, &mut finished);
                 (matcher, finished)
             }
-            DocumentSink::Queue { idle, .. } => (idle, Vec::new()),
+            DocumentSink::Queue { idle, .. } | DocumentSink::Discard { idle } => (idle, Vec::new()),
         }
     }
 }
@@ -228,6 +233,9 @@ impl Documents {
             }
         };
         self.message_stats.count_message(&msg, udp);
+        if matches!(self.sink, DocumentSink::Discard { .. }) {
+            return Handled::default();
+        }
         let mut handled = Handled {
             service: is_service_message(&msg),
             delivery: None,

@@ -97,6 +97,14 @@ impl Pipeline {
         }
     }
 
+    /// A listing of the messages (`record_messages` on): no document is decoded or
+    /// matched, so memory does not grow with the transactions in flight.
+    pub fn listing(cfg: PipelineConfig) -> Self {
+        Pipeline::with_sink(cfg, |matcher| DocumentSink::Discard {
+            idle: Matcher::new(matcher),
+        })
+    }
+
     /// A shard of a parallel analysis: everything up to the matcher, whose input is
     /// queued (take it with [`Pipeline::take_matched`]). Flows are numbered by the
     /// index of the frame that opened them, so that numbers agree across shards.

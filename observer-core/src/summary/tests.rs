@@ -155,6 +155,40 @@ mod exact_limit_tests {
             }
         }
     }
+
+    /// The tail's causes count the flagged RTTs above the 90th percentile, those kept
+    /// in 4 bytes (under 4.29 s) and those past it alike.
+    #[test]
+    fn tail_causes_count_flagged_rtts_on_both_sides_of_u32_nanoseconds() {
+        use crate::transaction::cause::Flag;
+        let matcher = Matcher::new(MatcherConfig::default());
+        let mut b = SummaryBuilder::default();
+        // 100 RTTs of 1..100 ms, and 10 of 4.3..5.2 s; every third one flagged.
+        let rtts = (1..=100u64)
+            .map(|ms| ms * 1_000_000)
+            .chain((0..10u64).map(|i| 4_300_000_000 + i * 100_000_000));
+        let mut long_flagged = 0;
+        for (i, rtt) in rtts.enumerate() {
+            let mut t = tx(i as u64, rtt);
+            if i % 3 == 0 {
+                t.cause.flags.insert(Flag::Far);
+                long_flagged += u64::from(rtt > u64::from(u32::MAX));
+            }
+            b.add(&t);
+        }
+        let tail = b.finish(&matcher, 0).tail.expect("a tail");
+        // p90 of 110 sorted values is at rank 98.1: between 99 and 100 ms.
+        assert!(
+            tail.from_ms > 99.0 && tail.from_ms < 100.0,
+            "{}",
+            tail.from_ms
+        );
+        assert_eq!(tail.count, 11);
+        assert_eq!(long_flagged, 3);
+        // 100 ms (index 99) is flagged, 99 ms is not: the short one in the tail.
+        assert_eq!(tail.by_cause.get("far"), Some(&(1 + long_flagged)));
+        assert_eq!(tail.none, 11 - 1 - long_flagged);
+    }
 }
 
 #[test]

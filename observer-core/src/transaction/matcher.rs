@@ -20,6 +20,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
 
 use super::cause::{self, History, Leg};
 use super::{
@@ -370,6 +371,136 @@ enum Finished {
     TimedOut,
 }
 
+/// Correlators of finished PINGs, with how each ended and the start of the PING that
+/// used it last: a PONG for one is late, a duplicate or a relay's delivery leg, and a
+/// PING repeating one soon is a duplicate sighting. The oldest are forgotten past the
+/// cap (65,536 by default). The entries sit in a ring in insertion order, found through
+/// a table of their positions: a map keyed by shared `(pair, correlator)` boxes with a
+/// queue of the same keys was 11–14 MB at the cap, this is about half.
+#[derive(Debug, Default)]
+struct Remembered {
+    /// Oldest first.
+    ring: VecDeque<Finish>,
+    /// Number of entries ever pushed out of the front (wrapping): entry `ring[i]` is
+    /// found in `index` as `popped + i`.
+    popped: u32,
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+#[derive(Debug)]
+struct Finish {
+    pair: PairKey,
+    correlator: Correlator,
+    outcome: Finished,
+    start: UnixNanos,
+}
+
+/// A remembered correlator's bytes, inline up to 22 of them (the study's and the
+/// reference peer's are 9 to 19): a boxed one cost a 32-byte allocation besides its
+/// 16-byte box, 65,536 times over.
+#[derive(Debug)]
+enum Correlator {
+    Inline { len: u8, bytes: [u8; 22] },
+    Boxed(Box<[u8]>),
+}
+
+impl Correlator {
+    fn new(s: &str) -> Correlator {
+        let b = s.as_bytes();
+        let mut bytes = [0u8; 22];
+        match (bytes.get_mut(..b.len()), u8::try_from(b.len())) {
+            (Some(head), Ok(len)) => {
+                head.copy_from_slice(b);
+                Correlator::Inline { len, bytes }
+            }
+            _ => Correlator::Boxed(b.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Correlator::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Correlator::Boxed(b) => b,
+        }
+    }
+}
+
+impl Remembered {
+    fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u64 {
+        hasher.hash_one((pair, correlator))
+    }
+
+    fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    fn position(&self, pair: &PairKey, correlator: &[u8]) -> Option<usize> {
+        let hash = Self::hash(&self.hasher, pair, correlator);
+        let (ring, popped) = (&self.ring, self.popped);
+        self.index
+            .find(hash, |&at| {
+                ring.get(at.wrapping_sub(popped) as usize)
+                    .is_some_and(|f| f.pair == *pair && f.correlator.as_bytes() == correlator)
+            })
+            .map(|&at| at.wrapping_sub(popped) as usize)
+    }
+
+    fn get(&self, pair: &PairKey, correlator: &str) -> Option<(Finished, UnixNanos)> {
+        let f = self.ring.get(self.position(pair, correlator.as_bytes())?)?;
+        Some((f.outcome, f.start))
+    }
+
+    fn set_outcome(&mut self, pair: &PairKey, correlator: &str, outcome: Finished) {
+        if let Some(i) = self.position(pair, correlator.as_bytes()) {
+            if let Some(f) = self.ring.get_mut(i) {
+                f.outcome = outcome;
+            }
+        }
+    }
+
+    /// Remembers `correlator` (a known one keeps its place and takes the new outcome
+    /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
+    fn insert(&mut self, cap: usize, f: Finish) {
+        if let Some(i) = self.position(&f.pair, f.correlator.as_bytes()) {
+            if let Some(known) = self.ring.get_mut(i) {
+                (known.outcome, known.start) = (f.outcome, f.start);
+            }
+            return;
+        }
+        // Positions are u32: more entries than that would not fit in memory anyway.
+        while self.ring.len() >= cap.clamp(1, u32::MAX as usize) {
+            self.pop_oldest();
+        }
+        let Self {
+            ring,
+            popped,
+            index,
+            hasher,
+        } = self;
+        let hash = Self::hash(hasher, &f.pair, f.correlator.as_bytes());
+        let at = popped.wrapping_add(ring.len() as u32);
+        ring.push_back(f);
+        index.insert_unique(hash, at, |&at| {
+            ring.get(at.wrapping_sub(*popped) as usize)
+                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
+        });
+    }
+
+    /// Forgets the oldest entry.
+    fn pop_oldest(&mut self) {
+        let Some(f) = self.ring.pop_front() else {
+            return;
+        };
+        let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
+        let oldest = self.popped;
+        if let Ok(entry) = self.index.find_entry(hash, |&at| at == oldest) {
+            entry.remove();
+        }
+        self.popped = self.popped.wrapping_add(1);
+    }
+}
+
 /// What a PONG carries, resolved once.
 struct Pong<'a> {
     doc: &'a Document,
@@ -392,11 +523,7 @@ pub struct MatcherSizes {
 pub struct Matcher {
     cfg: MatcherConfig,
     pairs: PairTable,
-    /// Keys shared with `finished_order` (a key is two peer IDs and a correlator;
-    /// 65,536 of them twice over were 24 MB).
-    /// Each with the start of the PING that used the correlator last.
-    finished: crate::FastMap<std::sync::Arc<(PairKey, String)>, (Finished, UnixNanos)>,
-    finished_order: VecDeque<std::sync::Arc<(PairKey, String)>>,
+    finished: Remembered,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
@@ -428,8 +555,7 @@ impl Matcher {
         Matcher {
             cfg,
             pairs: PairTable::new(fold_after),
-            finished: crate::FastMap::default(),
-            finished_order: VecDeque::new(),
+            finished: Remembered::default(),
             deadlines: BinaryHeap::new(),
             live: 0,
             next_seq: 0,
@@ -587,8 +713,7 @@ impl Matcher {
         // many pairs, are freed before the summary is built from what remains
         // (presence, overhead, anomalies).
         self.pairs = PairTable::new(self.pairs.fold_after);
-        self.finished = Default::default();
-        self.finished_order = VecDeque::new();
+        self.finished = Remembered::default();
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
         self.peers = Peers {
@@ -637,19 +762,13 @@ impl Matcher {
         if self.cfg.remember_finished == 0 {
             return;
         }
-        let key = std::sync::Arc::new((pair, correlator));
-        if self
-            .finished
-            .insert(key.clone(), (outcome, start))
-            .is_none()
-        {
-            self.finished_order.push_back(key);
-            while self.finished_order.len() > self.cfg.remember_finished {
-                if let Some(old) = self.finished_order.pop_front() {
-                    self.finished.remove(&*old);
-                }
-            }
-        }
+        let f = Finish {
+            pair,
+            correlator: Correlator::new(&correlator),
+            outcome,
+            start,
+        };
+        self.finished.insert(self.cfg.remember_finished, f);
     }
 
     /// The matcher's copy of `id` (see [`Peers`]).
@@ -727,8 +846,8 @@ impl Matcher {
             // turn it into a phantom timeout. Later, the correlator is being reused.
             let recent = || {
                 self.finished
-                    .get(&(pair.clone(), c.clone()))
-                    .is_some_and(|(_, first)| s.start.saturating_sub(*first) < REPEAT_WINDOW_NS)
+                    .get(&pair, c)
+                    .is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS)
             };
             if outstanding || recent() {
                 self.anomalies.duplicate_ping_correlator += 1;
@@ -913,14 +1032,11 @@ impl Matcher {
                     self.matched(pair, i, &pong, MatchMethod::Correlator, out);
                     return;
                 }
-                let key = (pair, c.clone());
-                let outcome = self.finished.get(&key).map(|(f, _)| *f);
+                let outcome = self.finished.get(&pair, c).map(|(f, _)| f);
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    if let Some((v, _)) = self.finished.get_mut(&key) {
-                        *v = Finished::Answered;
-                    }
+                    self.finished.set_outcome(&pair, c, Finished::Answered);
                     return;
                 }
                 self.count_pong(&pong);
@@ -930,7 +1046,7 @@ impl Matcher {
                     }
                     Some(Finished::TimedOut) => {
                         self.anomalies.late_pong += 1;
-                        if let Some(st) = self.pairs.get_mut(&key.0) {
+                        if let Some(st) = self.pairs.get_mut(&pair) {
                             st.timed_out_unanswered = st.timed_out_unanswered.saturating_sub(1);
                         }
                     }
@@ -1177,5 +1293,107 @@ mod pair_table_tests {
         // A pair inserted again starts afresh.
         assert_eq!(t.get_or_default(&key(3)).last_active, 0);
         assert_eq!(t.len(), 1001 - removed.len());
+    }
+
+    /// Correlators of every length are found again, inline (up to 22 bytes) or boxed,
+    /// and only by their own bytes.
+    #[test]
+    fn remembered_correlators_inline_and_boxed_are_found() {
+        let mut r = Remembered::default();
+        let names = [
+            String::new(),
+            "s00000000".to_string(),
+            "x".repeat(22),
+            "x".repeat(23),
+            "é".repeat(30),
+        ];
+        for (i, c) in names.iter().enumerate() {
+            let f = Finish {
+                pair: key(1),
+                correlator: Correlator::new(c),
+                outcome: Finished::TimedOut,
+                start: i as u64,
+            };
+            r.insert(100, f);
+        }
+        assert_eq!(r.len(), names.len());
+        for (i, c) in names.iter().enumerate() {
+            assert_eq!(
+                r.get(&key(1), c),
+                Some((Finished::TimedOut, i as u64)),
+                "{c}"
+            );
+            assert_eq!(r.get(&key(2), c), None, "{c}");
+            assert_eq!(r.get(&key(1), &format!("{c}z")), None, "{c}");
+        }
+        assert!(matches!(
+            Correlator::new(&names[2]),
+            Correlator::Inline { len: 22, .. }
+        ));
+        assert!(matches!(Correlator::new(&names[3]), Correlator::Boxed(_)));
+    }
+
+    /// The ring of remembered correlators answers as a map with an insertion-order
+    /// queue (what it replaced) does: same entries, same outcomes, the same ones
+    /// forgotten, across the wrap of its u32 positions.
+    #[test]
+    fn remembered_correlators_behave_as_a_map_with_a_queue() {
+        use std::collections::HashMap;
+        const CAP: usize = 7;
+        let mut ring = Remembered {
+            popped: u32::MAX - 20,
+            ..Remembered::default()
+        };
+        let mut map: HashMap<(PairKey, String), (Finished, UnixNanos)> = HashMap::new();
+        let mut order: VecDeque<(PairKey, String)> = VecDeque::new();
+        let outcomes = [
+            Finished::Answered,
+            Finished::AnsweredInTransit,
+            Finished::TimedOut,
+        ];
+        let mut x = 12345u64;
+        for step in 0..3000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pair = key((x >> 33) as u32 % 3);
+            let corr = format!("c{}", (x >> 40) % 11);
+            let outcome = outcomes[(x >> 50) as usize % 3];
+            if step % 5 == 0 {
+                ring.set_outcome(&pair, &corr, Finished::Answered);
+                if let Some(v) = map.get_mut(&(pair.clone(), corr.clone())) {
+                    v.0 = Finished::Answered;
+                }
+            } else {
+                let f = Finish {
+                    pair: pair.clone(),
+                    correlator: Correlator::new(&corr),
+                    outcome,
+                    start: step,
+                };
+                ring.insert(CAP, f);
+                let k = (pair.clone(), corr.clone());
+                if map.insert(k.clone(), (outcome, step)).is_none() {
+                    order.push_back(k);
+                    while order.len() > CAP {
+                        let old = order.pop_front().expect("queued");
+                        map.remove(&old);
+                    }
+                }
+            }
+            assert_eq!(ring.len(), map.len(), "step {step}");
+            for p in 0..3 {
+                for c in 0..11 {
+                    let (pair, corr) = (key(p), format!("c{c}"));
+                    let want = map.get(&(pair.clone(), corr.clone())).copied();
+                    assert_eq!(ring.get(&pair, &corr), want, "step {step}: {p} {corr}");
+                }
+            }
+        }
+        assert!(
+            ring.popped < 3000,
+            "the positions did not wrap: {}",
+            ring.popped
+        );
     }
 }

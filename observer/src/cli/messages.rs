@@ -43,7 +43,6 @@ pub fn run(args: MessagesArgs) -> Result<ExitCode> {
         &args.inputs.files,
         cfg,
         !args.inputs.no_progress,
-        &mut |_| {},
         &mut |m| {
             if failed.is_none() {
                 failed = write(&m).err();

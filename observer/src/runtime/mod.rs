@@ -38,10 +38,9 @@ pub fn analyze_messages(
     inputs: &[PathBuf],
     cfg: PipelineConfig,
     progress: bool,
-    on_transaction: &mut dyn FnMut(Transaction),
     on_message: &mut dyn FnMut(MessageRecord),
 ) -> Analysis {
-    observer_core::engine::analyze_messages(inputs, cfg, bar(progress), on_transaction, on_message)
+    observer_core::engine::analyze_messages(inputs, cfg, bar(progress), on_message)
 }
 
 /// See [`observer_core::engine::analyze_parallel`].
