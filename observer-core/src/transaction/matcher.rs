@@ -23,8 +23,8 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use super::cause::{self, History, Leg};
 use super::{
-    Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
+    Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting,
+    Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -411,6 +411,7 @@ pub struct Matcher {
     open_correlators: crate::FastMap<String, Vec<PairKey>>,
     open_correlator_entries: usize,
     anomalies: Anomalies,
+    expiry: Expiry,
     presence: Presence,
     overhead: OverheadTally,
 }
@@ -441,6 +442,7 @@ impl Matcher {
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             anomalies: Anomalies::default(),
+            expiry: Expiry::default(),
             presence: Presence::default(),
             overhead: OverheadTally::default(),
         }
@@ -452,6 +454,11 @@ impl Matcher {
 
     pub fn anomalies(&self) -> &Anomalies {
         &self.anomalies
+    }
+
+    /// What the matcher let go (see [`Expiry`]).
+    pub fn expiry(&self) -> &Expiry {
+        &self.expiry
     }
 
     pub fn presence(&self) -> &Presence {
@@ -508,9 +515,11 @@ impl Matcher {
         // a little out of time order still finds a pair that was not folded at its time.
         let margin = self.cfg.timeout_ns;
         if s.stop >= self.next_sweep.saturating_add(margin) {
-            self.pairs.sweep(s.stop.saturating_sub(margin));
+            let freed = self.pairs.sweep(s.stop.saturating_sub(margin));
+            self.expiry.pairs_freed += freed as u64;
             self.next_sweep = s.stop;
         }
+        self.forget_finished(s.stop);
         match doc.kind {
             Kind::Ping => self.on_ping(doc, s),
             Kind::Pong => self.on_pong(doc, s, out),
@@ -647,8 +656,43 @@ impl Matcher {
             while self.finished_order.len() > self.cfg.remember_finished {
                 if let Some(old) = self.finished_order.pop_front() {
                     self.finished.remove(&*old);
+                    self.expiry.correlators_evicted += 1;
                 }
             }
+        }
+    }
+
+    /// Forgets the finished correlators whose PING's deadline is further behind `now`
+    /// than [`MatcherConfig::forget_finished_after_ns`]. They are in the order they
+    /// finished, close enough to their deadlines' order (a PING finishes within its
+    /// timeout) that testing the front suffices: one that finished again later holds
+    /// the rest back until its new deadline is that far behind too.
+    fn forget_finished(&mut self, now: UnixNanos) {
+        let Some(after) = self.cfg.forget_finished_after_ns else {
+            return;
+        };
+        let reach = self.cfg.timeout_ns.saturating_add(after);
+        let mut forgot = false;
+        while let Some(key) = self.finished_order.front() {
+            let due = match self.finished.get(&**key) {
+                Some((_, start)) => now.saturating_sub(*start) > reach,
+                None => true,
+            };
+            if !due {
+                break;
+            }
+            if let Some(key) = self.finished_order.pop_front() {
+                if self.finished.remove(&*key).is_some() {
+                    self.expiry.correlators_expired += 1;
+                }
+                forgot = true;
+            }
+        }
+        // A burst of PINGs doubled the tables; a gateway's quiet hours should not keep
+        // the burst's size.
+        if forgot && self.finished.capacity() > 4 * self.finished.len() + 1024 {
+            self.finished.shrink_to_fit();
+            self.finished_order.shrink_to_fit();
         }
     }
 
@@ -820,6 +864,7 @@ impl Matcher {
         // Folded pairs go first, and are not evictions; the least recently active make
         // up the eighth, so that every scan still frees that many.
         let freed = self.pairs.sweep(self.pairs.now);
+        self.expiry.pairs_freed += freed as u64;
         if freed >= n {
             return;
         }

@@ -85,6 +85,12 @@ pub struct MatcherConfig {
     pub max_pairs: usize,
     /// Finished correlators remembered to tell duplicate and late PONGs from unknown ones.
     pub remember_finished: usize,
+    /// A finished correlator is forgotten once its PING's deadline is this far behind
+    /// the traffic (`None`: kept until `remember_finished` newer ones push it out, as
+    /// `analyze` does). `live` gives the timeout: a copy of a PONG, or a PONG late by
+    /// up to twice the timeout, is still told from an unknown one, and a gateway's
+    /// table holds the last seconds' correlators, not the cap's 65,536.
+    pub forget_finished_after_ns: Option<u64>,
 }
 
 impl Default for MatcherConfig {
@@ -97,6 +103,7 @@ impl Default for MatcherConfig {
             // fourth far-side time), so the cap bounds a flood of invented IDs to ~75 MB.
             max_pairs: 262_144,
             remember_finished: 65_536,
+            forget_finished_after_ns: None,
         }
     }
 }
@@ -188,7 +195,25 @@ impl Transaction {
     }
 }
 
-use crate::counters::{by, families::ANOMALIES};
+use crate::counters::{
+    by,
+    families::{ANOMALIES, STATE_EXPIRED},
+};
+
+crate::counters! {
+    /// State the matcher let go: nothing seen is lost, so not anomalies; `live` exports
+    /// them, `analyze` does not print them (its output is what it was before them).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Expiry {
+        /// Pairs freed after folding (see [`IDLE_PAIR_NS`]).
+        pairs_freed: "idle pairs freed", metric: by(&STATE_EXPIRED, "pair"), anomaly: false, merge: Sum;
+        /// Finished correlators forgotten past their horizon
+        /// ([`MatcherConfig::forget_finished_after_ns`]).
+        correlators_expired: "finished correlators expired", metric: by(&STATE_EXPIRED, "correlator"), anomaly: false, merge: Sum;
+        /// Finished correlators pushed out by the `remember_finished` cap.
+        correlators_evicted: "finished correlators evicted", metric: by(&STATE_EXPIRED, "correlator_cap"), anomaly: false, merge: Sum;
+    }
+}
 
 crate::counters! {
     /// Everything the matcher saw that is not a transaction, counted. Declared in the

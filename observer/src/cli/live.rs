@@ -116,6 +116,9 @@ pub fn live_config(args: &LiveArgs) -> LiveConfig {
     };
     args.limits.apply(&mut cfg.pipeline);
     args.matching.apply(&mut cfg.pipeline);
+    // Weeks at a gateway: a finished correlator serves only to recognise a copy or a
+    // late PONG, so it is kept for one more timeout, not until 65,536 newer ones came.
+    cfg.pipeline.matcher.forget_finished_after_ns = Some(cfg.pipeline.matcher.timeout_ns);
     cfg
 }
 
@@ -200,6 +203,14 @@ fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
             .map(|(c, n)| (c.key.to_owned(), n.into()))
             .collect();
         map.insert("pairs_expired".into(), expired.into());
+        let state: serde_json::Map<String, serde_json::Value> = outcome
+            .result
+            .matcher
+            .expiry()
+            .iter()
+            .map(|(c, n)| (c.key.to_owned(), n.into()))
+            .collect();
+        map.insert("state_expired".into(), state.into());
         if let Some(e) = &outcome.failure {
             map.insert("stopped_early".into(), e.to_string().into());
         }
