@@ -518,6 +518,11 @@ impl Matcher {
             let freed = self.pairs.sweep(s.stop.saturating_sub(margin));
             self.expiry.pairs_freed += freed as u64;
             self.next_sweep = s.stop;
+            if let Some(h) = self.cfg.presence_horizon_ns {
+                let (peers, changes) = self.presence.expire(s.stop.saturating_sub(h));
+                self.expiry.presence_peers += peers;
+                self.expiry.presence_changes += changes;
+            }
         }
         self.forget_finished(s.stop);
         match doc.kind {

@@ -91,6 +91,9 @@ pub struct MatcherConfig {
     /// up to twice the timeout, is still told from an unknown one, and a gateway's
     /// table holds the last seconds' correlators, not the cap's 65,536.
     pub forget_finished_after_ns: Option<u64>,
+    /// Presence forgets the peers not heard from for this long, and the changes older
+    /// than it (`None`: kept for the run, as `analyze` does; `live`: `--pair-horizon`).
+    pub presence_horizon_ns: Option<u64>,
 }
 
 impl Default for MatcherConfig {
@@ -104,6 +107,7 @@ impl Default for MatcherConfig {
             max_pairs: 262_144,
             remember_finished: 65_536,
             forget_finished_after_ns: None,
+            presence_horizon_ns: None,
         }
     }
 }
@@ -212,6 +216,10 @@ crate::counters! {
         correlators_expired: "finished correlators expired", metric: by(&STATE_EXPIRED, "correlator"), anomaly: false, merge: Sum;
         /// Finished correlators pushed out by the `remember_finished` cap.
         correlators_evicted: "finished correlators evicted", metric: by(&STATE_EXPIRED, "correlator_cap"), anomaly: false, merge: Sum;
+        /// Presence peers not heard from within [`MatcherConfig::presence_horizon_ns`].
+        presence_peers: "presence peers expired", metric: by(&STATE_EXPIRED, "presence_peer"), anomaly: false, merge: Sum;
+        /// Presence changes older than it.
+        presence_changes: "presence changes expired", metric: by(&STATE_EXPIRED, "presence_change"), anomaly: false, merge: Sum;
     }
 }
 

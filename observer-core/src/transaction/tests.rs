@@ -943,6 +943,43 @@ fn finished_correlators_expire_past_their_horizon() {
     }
 }
 
+/// With a horizon (`live --pair-horizon`), presence forgets the peers not heard from for
+/// that long and the changes older than it; without one (`analyze`) it keeps them.
+#[test]
+fn presence_expires_past_its_horizon() {
+    for horizon in [Some(60 * SEC), None] {
+        let mut m = Matcher::new(MatcherConfig {
+            presence_horizon_ns: horizon,
+            ..MatcherConfig::default()
+        });
+        let mut out = Vec::new();
+        m.observe(&ping("p", Some("a")), &direct(0, 1, 2), &mut out);
+        m.observe(
+            &pong("r", Status::Online, Some("a")),
+            &direct(5 * MS, 2, 1),
+            &mut out,
+        );
+        let later = 200 * SEC;
+        m.observe(&ping("p", Some("b")), &direct(later, 1, 3), &mut out);
+        m.observe(
+            &pong("s", Status::Busy, Some("b")),
+            &direct(later + 5 * MS, 3, 1),
+            &mut out,
+        );
+        let p = m.presence();
+        let kept = (p.current().len(), p.changes().len());
+        if horizon.is_some() {
+            assert_eq!(kept, (1, 1));
+            assert_eq!(p.changes()[0].to, Status::Busy);
+            assert_eq!(m.expiry().presence_peers, 1);
+            assert_eq!(m.expiry().presence_changes, 1);
+        } else {
+            assert_eq!(kept, (2, 2));
+            assert_eq!(m.expiry().presence_peers, 0);
+        }
+    }
+}
+
 /// At the pair cap, folded pairs make room before any live pair is evicted.
 #[test]
 fn folded_pairs_make_room_before_evictions() {
