@@ -116,12 +116,6 @@ pub fn live_config(args: &LiveArgs) -> LiveConfig {
     };
     args.limits.apply(&mut cfg.pipeline);
     args.matching.apply(&mut cfg.pipeline);
-    // Weeks at a gateway: a finished correlator serves only to recognise a copy or a
-    // late PONG, so it is kept for one more timeout, not until 65,536 newer ones came.
-    cfg.pipeline.matcher.forget_finished_after_ns = Some(cfg.pipeline.matcher.timeout_ns);
-    cfg.pipeline.matcher.presence_horizon_ns = cfg
-        .pair_horizon
-        .map(|h| u64::try_from(h.as_nanos()).unwrap_or(u64::MAX));
     cfg
 }
 

@@ -476,6 +476,19 @@ pub fn run(
     run_each(source, cfg, stop, &mut |_| {})
 }
 
+/// The decoding as offline, with the horizons a run of weeks needs (docs/live.md): a
+/// finished correlator serves only to recognise a copy or a late PONG, so it is kept one
+/// more timeout past its PING's deadline, not until 65,536 newer ones came; presence
+/// for the pair horizon.
+fn live_pipeline(cfg: &LiveConfig) -> PipelineConfig {
+    let mut p = cfg.pipeline.clone();
+    p.matcher.forget_finished_after_ns = Some(p.matcher.timeout_ns);
+    p.matcher.presence_horizon_ns = cfg
+        .pair_horizon
+        .map(|h| u64::try_from(h.as_nanos()).unwrap_or(u64::MAX));
+    p
+}
+
 /// Like [`run`], also handing each finished transaction to `on_transaction`, in the
 /// order `analyze` hands them on.
 pub fn run_each(
@@ -493,7 +506,7 @@ pub fn run_each(
     let mut early = (source.name() == "ebpf" && merger.window_ns() > 0)
         .then(|| crate::packet::PacketDecoder::new(cfg.pipeline.packet.clone()));
     let mut welcomed: Vec<(SocketAddr, SocketAddr)> = Vec::new();
-    let mut pipeline = Pipeline::new(cfg.pipeline.clone());
+    let mut pipeline = Pipeline::new(live_pipeline(&cfg));
     let csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
         None => None,
