@@ -138,6 +138,12 @@ pub mod families {
         label: Some("kind"),
         order: 90,
     };
+    pub const STATE_EXPIRED: Family = Family {
+        name: "observer_state_expired_total",
+        help: "Matcher state let go: idle pairs freed, finished correlators forgotten past their horizon or pushed out by the cap, by kind.",
+        label: Some("kind"),
+        order: 95,
+    };
     pub const PACKETS: Family = Family {
         name: "observer_packets_total",
         help: "Frames handed to the pipeline.",

@@ -108,6 +108,11 @@ enum Command {
         /// scenarios use).
         #[arg(long)]
         release: bool,
+        /// A command the observer runs under, split at spaces (e.g. `heaptrack -o
+        /// /tmp/live` to profile the heap, `env MALLOC_ARENA_MAX=1` to try the
+        /// allocator); the RSS is still the observer's own.
+        #[arg(long)]
+        observer_wrap: Option<String>,
     },
     /// Write the fuzz targets' seed corpora (observer/fuzz/corpus) from the scenarios.
     FuzzSeeds,
@@ -337,6 +342,7 @@ fn main() -> Result<()> {
             source,
             out,
             release,
+            observer_wrap,
         } => {
             let root = workspace_root();
             // Always (re)build: a stale binary would soak old code.
@@ -361,6 +367,9 @@ fn main() -> Result<()> {
                 generations,
                 max_growth_mib,
                 pair_horizon: pair_horizon.map(|d| *d),
+                wrap: observer_wrap
+                    .map(|w| w.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
                 source,
                 observer: root.join("target").join(profile).join("observer"),
                 out: if out.is_absolute() {

@@ -37,6 +37,8 @@ pub struct Options {
     pub max_growth_mib: f64,
     /// The observer's `--pair-horizon` (None: its default).
     pub pair_horizon: Option<Duration>,
+    /// A command the observer runs under (empty: none).
+    pub wrap: Vec<String>,
     pub source: String,
     pub observer: PathBuf,
     pub out: PathBuf,
@@ -112,6 +114,54 @@ fn proc_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The observer started under a wrapper that may fork (heaptrack's script does): the
+/// process below `root` running a program named as `exe` (a wrapper script may run
+/// another build of it), waited for up to 30 s.
+fn wrapped_pid(root: u32, exe: &Path) -> Option<u32> {
+    let name = exe.file_name()?;
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces or parentheses: fields start after the last ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let below_root = |mut pid: u32| {
+        for _ in 0..16 {
+            if pid == root {
+                return true;
+            }
+            match parent(pid) {
+                Some(p) if p > 1 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let runs = std::fs::read_link(entry.path().join("exe"))
+                .is_ok_and(|e| e.file_name() == Some(name));
+            if runs && below_root(pid) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 /// CPU seconds (user, system) of a running process (testbed's /proc reader), NaN when
@@ -357,6 +407,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut observer = Command::new("nice");
     observer
         .args(["-n", "-10"])
+        .args(&opts.wrap)
         .arg(&opts.observer)
         .args(["live", "-i", &veths.host[0], "-i", &veths.host[1]])
         .args(["--source", &opts.source, "--port", "9701", "--json"])
@@ -371,7 +422,12 @@ pub fn run(opts: &Options) -> Result<()> {
         .spawn()
         .context("starting observer live")?;
     let mut live = Killer(child);
-    let pid = live.0.id();
+    let pid = if opts.wrap.is_empty() {
+        live.0.id()
+    } else {
+        wrapped_pid(live.0.id(), &opts.observer)
+            .context("the observer did not start under --observer-wrap")?
+    };
     // Set up once it has dropped root (it does so after attaching to both interfaces).
     let up = Instant::now();
     while proc_field(pid, "Uid:") == Some(0) {
@@ -509,8 +565,14 @@ pub fn run(opts: &Options) -> Result<()> {
     let log = std::fs::read_to_string(out.join("live.log")).unwrap_or_default();
     ensure!(status.success(), "observer live failed ({status}): {log}");
     std::fs::write(out.join("live.json"), &stdout)?;
+    // A wrapper may print its own lines around the summary (heaptrack does).
+    let json = match stdout.find("\n{") {
+        Some(i) if !opts.wrap.is_empty() => &stdout[i + 1..],
+        _ => &stdout[..],
+    };
+    let json = json.rfind("\n}").map_or(json, |i| &json[..i + 2]);
     let summary: serde_json::Value =
-        serde_json::from_str(&stdout).context("observer live's JSON summary")?;
+        serde_json::from_str(json).context("observer live's JSON summary")?;
     drop(veths);
 
     // None lost, none extra.

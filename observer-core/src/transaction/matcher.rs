@@ -24,8 +24,8 @@ use std::hash::BuildHasher;
 
 use super::cause::{self, History, Leg};
 use super::{
-    Anomalies, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting, Transaction,
-    Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
+    Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting,
+    Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -461,16 +461,19 @@ impl Remembered {
 
     /// Remembers `correlator` (a known one keeps its place and takes the new outcome
     /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
-    fn insert(&mut self, cap: usize, f: Finish) {
+    /// Returns how many it forgot.
+    fn insert(&mut self, cap: usize, f: Finish) -> u64 {
         if let Some(i) = self.position(&f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
             }
-            return;
+            return 0;
         }
+        let mut forgot = 0;
         // Positions are u32: more entries than that would not fit in memory anyway.
         while self.ring.len() >= cap.clamp(1, u32::MAX as usize) {
             self.pop_oldest();
+            forgot += 1;
         }
         let Self {
             ring,
@@ -482,6 +485,30 @@ impl Remembered {
         let at = popped.wrapping_add(ring.len() as u32);
         ring.push_back(f);
         index.insert_unique(hash, at, |&at| {
+            ring.get(at.wrapping_sub(*popped) as usize)
+                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
+        });
+        forgot
+    }
+
+    /// The start of the PING of the oldest entry (see [`Matcher::forget_finished`]).
+    fn oldest_start(&self) -> Option<UnixNanos> {
+        self.ring.front().map(|f| f.start)
+    }
+
+    fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    fn shrink_to_fit(&mut self) {
+        let Self {
+            ring,
+            popped,
+            index,
+            hasher,
+        } = self;
+        ring.shrink_to_fit();
+        index.shrink_to_fit(|&at| {
             ring.get(at.wrapping_sub(*popped) as usize)
                 .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
         });
@@ -538,6 +565,7 @@ pub struct Matcher {
     open_correlators: crate::FastMap<String, Vec<PairKey>>,
     open_correlator_entries: usize,
     anomalies: Anomalies,
+    expiry: Expiry,
     presence: Presence,
     overhead: OverheadTally,
 }
@@ -567,6 +595,7 @@ impl Matcher {
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             anomalies: Anomalies::default(),
+            expiry: Expiry::default(),
             presence: Presence::default(),
             overhead: OverheadTally::default(),
         }
@@ -578,6 +607,11 @@ impl Matcher {
 
     pub fn anomalies(&self) -> &Anomalies {
         &self.anomalies
+    }
+
+    /// What the matcher let go (see [`Expiry`]).
+    pub fn expiry(&self) -> &Expiry {
+        &self.expiry
     }
 
     pub fn presence(&self) -> &Presence {
@@ -634,9 +668,16 @@ impl Matcher {
         // a little out of time order still finds a pair that was not folded at its time.
         let margin = self.cfg.timeout_ns;
         if s.stop >= self.next_sweep.saturating_add(margin) {
-            self.pairs.sweep(s.stop.saturating_sub(margin));
+            let freed = self.pairs.sweep(s.stop.saturating_sub(margin));
+            self.expiry.pairs_freed += freed as u64;
             self.next_sweep = s.stop;
+            if let Some(h) = self.cfg.presence_horizon_ns {
+                let (peers, changes) = self.presence.expire(s.stop.saturating_sub(h));
+                self.expiry.presence_peers += peers;
+                self.expiry.presence_changes += changes;
+            }
         }
+        self.forget_finished(s.stop);
         match doc.kind {
             Kind::Ping => self.on_ping(doc, s),
             Kind::Pong => self.on_pong(doc, s, out),
@@ -768,7 +809,33 @@ impl Matcher {
             outcome,
             start,
         };
-        self.finished.insert(self.cfg.remember_finished, f);
+        self.expiry.correlators_evicted += self.finished.insert(self.cfg.remember_finished, f);
+    }
+
+    /// Forgets the finished correlators whose PING's deadline is further behind `now`
+    /// than [`MatcherConfig::forget_finished_after_ns`]. They are in the order they
+    /// finished, close enough to their deadlines' order (a PING finishes within its
+    /// timeout) that testing the front suffices: one that finished again later holds
+    /// the rest back until its new deadline is that far behind too.
+    fn forget_finished(&mut self, now: UnixNanos) {
+        let Some(after) = self.cfg.forget_finished_after_ns else {
+            return;
+        };
+        let reach = self.cfg.timeout_ns.saturating_add(after);
+        let mut forgot = false;
+        while let Some(start) = self.finished.oldest_start() {
+            if now.saturating_sub(start) <= reach {
+                break;
+            }
+            self.finished.pop_oldest();
+            self.expiry.correlators_expired += 1;
+            forgot = true;
+        }
+        // A burst of PINGs doubled the tables; a gateway's quiet hours should not keep
+        // the burst's size.
+        if forgot && self.finished.capacity() > 4 * self.finished.len() + 1024 {
+            self.finished.shrink_to_fit();
+        }
     }
 
     /// The matcher's copy of `id` (see [`Peers`]).
@@ -939,6 +1006,7 @@ impl Matcher {
         // Folded pairs go first, and are not evictions; the least recently active make
         // up the eighth, so that every scan still frees that many.
         let freed = self.pairs.sweep(self.pairs.now);
+        self.expiry.pairs_freed += freed as u64;
         if freed >= n {
             return;
         }

@@ -85,6 +85,15 @@ pub struct MatcherConfig {
     pub max_pairs: usize,
     /// Finished correlators remembered to tell duplicate and late PONGs from unknown ones.
     pub remember_finished: usize,
+    /// A finished correlator is forgotten once its PING's deadline is this far behind
+    /// the traffic (`None`: kept until `remember_finished` newer ones push it out, as
+    /// `analyze` does). `live` gives the timeout: a copy of a PONG, or a PONG late by
+    /// up to twice the timeout, is still told from an unknown one, and a gateway's
+    /// table holds the last seconds' correlators, not the cap's 65,536.
+    pub forget_finished_after_ns: Option<u64>,
+    /// Presence forgets the peers not heard from for this long, and the changes older
+    /// than it (`None`: kept for the run, as `analyze` does; `live`: `--pair-horizon`).
+    pub presence_horizon_ns: Option<u64>,
 }
 
 impl Default for MatcherConfig {
@@ -97,6 +106,8 @@ impl Default for MatcherConfig {
             // fourth far-side time), so the cap bounds a flood of invented IDs to ~75 MB.
             max_pairs: 262_144,
             remember_finished: 65_536,
+            forget_finished_after_ns: None,
+            presence_horizon_ns: None,
         }
     }
 }
@@ -188,7 +199,29 @@ impl Transaction {
     }
 }
 
-use crate::counters::{by, families::ANOMALIES};
+use crate::counters::{
+    by,
+    families::{ANOMALIES, STATE_EXPIRED},
+};
+
+crate::counters! {
+    /// State the matcher let go: nothing seen is lost, so not anomalies; `live` exports
+    /// them, `analyze` does not print them (its output is what it was before them).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Expiry {
+        /// Pairs freed after folding (see [`IDLE_PAIR_NS`]).
+        pairs_freed: "idle pairs freed", metric: by(&STATE_EXPIRED, "pair"), anomaly: false, merge: Sum;
+        /// Finished correlators forgotten past their horizon
+        /// ([`MatcherConfig::forget_finished_after_ns`]).
+        correlators_expired: "finished correlators expired", metric: by(&STATE_EXPIRED, "correlator"), anomaly: false, merge: Sum;
+        /// Finished correlators pushed out by the `remember_finished` cap.
+        correlators_evicted: "finished correlators evicted", metric: by(&STATE_EXPIRED, "correlator_cap"), anomaly: false, merge: Sum;
+        /// Presence peers not heard from within [`MatcherConfig::presence_horizon_ns`].
+        presence_peers: "presence peers expired", metric: by(&STATE_EXPIRED, "presence_peer"), anomaly: false, merge: Sum;
+        /// Presence changes older than it.
+        presence_changes: "presence changes expired", metric: by(&STATE_EXPIRED, "presence_change"), anomaly: false, merge: Sum;
+    }
+}
 
 crate::counters! {
     /// Everything the matcher saw that is not a transaction, counted. Declared in the

@@ -46,8 +46,12 @@ pub struct PresenceChange {
 
 #[derive(Clone, Debug, Default)]
 pub struct Presence {
+    /// Each peer with the index of its latest change, counted from the run's first
+    /// change (forgotten ones included).
     peers: crate::FastMap<PeerKey, (PeerPresence, Option<usize>)>,
     changes: Vec<PresenceChange>,
+    /// Changes forgotten from the front of `changes` (see [`Presence::expire`]).
+    forgotten: usize,
     dropped: u64,
 }
 
@@ -67,6 +71,31 @@ impl Presence {
     /// Changes or peers not kept because a cap was reached.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Forgets the peers whose latest PONG came before `before`, and the changes before
+    /// it (a live run keeps its `--pair-horizon`: weeks of peers coming and going would
+    /// fill the tables' caps). How many (peers, changes).
+    pub fn expire(&mut self, before: UnixNanos) -> (u64, u64) {
+        let peers = self.peers.len();
+        self.peers.retain(|_, (p, _)| p.last_seen >= before);
+        let old = self.changes.iter().take_while(|c| c.time < before).count();
+        // Drained once they are half the list or more: amortised, and a peer's index
+        // of its latest change stays valid (counted from the run's first change).
+        let drained = if old > 0 && 2 * old >= self.changes.len() {
+            self.changes.drain(..old);
+            self.forgotten += old;
+            old
+        } else {
+            0
+        };
+        if self.peers.capacity() > 4 * self.peers.len() + 1024 {
+            self.peers.shrink_to_fit();
+        }
+        if self.changes.capacity() > 4 * self.changes.len() + 1024 {
+            self.changes.shrink_to_fit();
+        }
+        ((peers - self.peers.len()) as u64, drained as u64)
     }
 
     /// Records that `poller` received a PONG from `peer` carrying `status` at `time`.
@@ -94,7 +123,8 @@ impl Presence {
                 }
                 if cur.status == status {
                     cur.last_seen = cur.last_seen.max(time);
-                    if let Some(ch) = last_change.and_then(|i| self.changes.get_mut(i)) {
+                    let held = last_change.and_then(|i| i.checked_sub(self.forgotten));
+                    if let Some(ch) = held.and_then(|i| self.changes.get_mut(i)) {
                         let known = ch.learned_by.iter().any(|l| {
                             l.poller_id.as_ref() == poller_id
                                 && l.poller_name.as_deref() == poller_name
@@ -129,7 +159,7 @@ impl Presence {
                 to: status,
                 learned_by: vec![learned()],
             });
-            Some(self.changes.len() - 1)
+            Some(self.forgotten + self.changes.len() - 1)
         } else {
             self.dropped += 1;
             None

@@ -511,6 +511,7 @@ fn caps_evict_oldest_and_count() {
         1,
         "forgotten: no longer a duplicate"
     );
+    assert_eq!(m.expiry().correlators_evicted, 8);
     m.observe(
         &pong("carol", Status::Online, Some("9")),
         &direct(2 * SEC, CAROL, BOB),
@@ -886,6 +887,7 @@ fn idle_pairs_fold_and_are_freed() {
     );
     // Left: pair 1 (its PONG at `fold` was activity) and the new one.
     assert_eq!(m.sizes().pairs, 2);
+    assert_eq!(m.expiry().pairs_freed, 49);
     assert_eq!(m.anomalies().evicted_pairs, 0);
     // The folded pair polls again: a new transaction, as for a pair never seen.
     m.observe(
@@ -895,6 +897,87 @@ fn idle_pairs_fold_and_are_freed() {
     );
     assert_eq!(out.len(), 51);
     assert_eq!(out[50].status, TxStatus::Ok);
+}
+
+/// With a horizon (`live`), a finished correlator is forgotten once its PING's deadline
+/// is that far behind: a copy of its PONG is a duplicate until then, an unknown
+/// correlator after. Without one (`analyze`) it is remembered on.
+#[test]
+fn finished_correlators_expire_past_their_horizon() {
+    for horizon in [Some(DEFAULT_TIMEOUT_NS), None] {
+        let mut m = Matcher::new(MatcherConfig {
+            forget_finished_after_ns: horizon,
+            ..MatcherConfig::default()
+        });
+        let mut out = Vec::new();
+        m.observe(&ping("p", Some("c1")), &direct(0, 1, 2), &mut out);
+        m.observe(
+            &pong("r", Status::Online, Some("c1")),
+            &direct(5 * MS, 2, 1),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let reach = 2 * DEFAULT_TIMEOUT_NS;
+        m.observe(
+            &pong("r", Status::Online, Some("c1")),
+            &direct(reach - MS, 2, 1),
+            &mut out,
+        );
+        assert_eq!(m.anomalies().duplicate_pong, 1, "{horizon:?}");
+        assert_eq!(m.sizes().finished, 1);
+        m.observe(
+            &pong("r", Status::Online, Some("c1")),
+            &direct(reach + MS, 2, 1),
+            &mut out,
+        );
+        if horizon.is_some() {
+            assert_eq!(m.sizes().finished, 0);
+            assert_eq!(m.expiry().correlators_expired, 1);
+            assert_eq!(m.anomalies().unknown_correlator, 1, "{:?}", m.anomalies());
+            assert_eq!(m.anomalies().duplicate_pong, 1);
+        } else {
+            assert_eq!(m.sizes().finished, 1);
+            assert_eq!(m.expiry().correlators_expired, 0);
+            assert_eq!(m.anomalies().duplicate_pong, 2, "{:?}", m.anomalies());
+        }
+    }
+}
+
+/// With a horizon (`live --pair-horizon`), presence forgets the peers not heard from for
+/// that long and the changes older than it; without one (`analyze`) it keeps them.
+#[test]
+fn presence_expires_past_its_horizon() {
+    for horizon in [Some(60 * SEC), None] {
+        let mut m = Matcher::new(MatcherConfig {
+            presence_horizon_ns: horizon,
+            ..MatcherConfig::default()
+        });
+        let mut out = Vec::new();
+        m.observe(&ping("p", Some("a")), &direct(0, 1, 2), &mut out);
+        m.observe(
+            &pong("r", Status::Online, Some("a")),
+            &direct(5 * MS, 2, 1),
+            &mut out,
+        );
+        let later = 200 * SEC;
+        m.observe(&ping("p", Some("b")), &direct(later, 1, 3), &mut out);
+        m.observe(
+            &pong("s", Status::Busy, Some("b")),
+            &direct(later + 5 * MS, 3, 1),
+            &mut out,
+        );
+        let p = m.presence();
+        let kept = (p.current().len(), p.changes().len());
+        if horizon.is_some() {
+            assert_eq!(kept, (1, 1));
+            assert_eq!(p.changes()[0].to, Status::Busy);
+            assert_eq!(m.expiry().presence_peers, 1);
+            assert_eq!(m.expiry().presence_changes, 1);
+        } else {
+            assert_eq!(kept, (2, 2));
+            assert_eq!(m.expiry().presence_peers, 0);
+        }
+    }
 }
 
 /// At the pair cap, folded pairs make room before any live pair is evicted.
@@ -919,6 +1002,7 @@ fn folded_pairs_make_room_before_evictions() {
     let t = DEFAULT_TIMEOUT_NS + IDLE_PAIR_NS + 5 * SEC;
     m.observe(&ping("p", Some("n")), &direct(t, 50, 150), &mut out);
     assert_eq!(m.sizes().pairs, 1);
+    assert_eq!(m.expiry().pairs_freed, 8);
     assert_eq!(m.anomalies().evicted_pairs, 0, "{:?}", m.anomalies());
     assert_eq!(m.anomalies().evicted_outstanding, 0);
 }

@@ -200,6 +200,14 @@ fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
             .map(|(c, n)| (c.key.to_owned(), n.into()))
             .collect();
         map.insert("pairs_expired".into(), expired.into());
+        let state: serde_json::Map<String, serde_json::Value> = outcome
+            .result
+            .matcher
+            .expiry()
+            .iter()
+            .map(|(c, n)| (c.key.to_owned(), n.into()))
+            .collect();
+        map.insert("state_expired".into(), state.into());
         if let Some(e) = &outcome.failure {
             map.insert("stopped_early".into(), e.to_string().into());
         }

@@ -497,6 +497,7 @@ impl LiveMetrics {
         e.counters(jxta.iter(), "");
         e.counters(jxta.http.iter(), "");
         e.counters(matcher.anomalies().iter(), "");
+        e.counters(matcher.expiry().iter(), "");
         e.counters(packets.iter(), "");
         e.counters(packets.reorder.iter(), "");
         e.counters(flows.iter(), "");
@@ -759,6 +760,7 @@ mod tests {
         expected(jxta.http.iter(), "", &mut want);
         expected(jim.iter(), "", &mut want);
         expected(matcher.anomalies().iter(), "", &mut want);
+        expected(matcher.expiry().iter(), "", &mut want);
         expected(source.iter(), source.source, &mut want);
         expected(live.expiry.iter(), "", &mut want);
         assert!(want.len() > 30, "{want:?}");

@@ -476,6 +476,19 @@ pub fn run(
     run_each(source, cfg, stop, &mut |_| {})
 }
 
+/// The decoding as offline, with the horizons a run of weeks needs (docs/live.md): a
+/// finished correlator serves only to recognise a copy or a late PONG, so it is kept one
+/// more timeout past its PING's deadline, not until 65,536 newer ones came; presence
+/// for the pair horizon.
+fn live_pipeline(cfg: &LiveConfig) -> PipelineConfig {
+    let mut p = cfg.pipeline.clone();
+    p.matcher.forget_finished_after_ns = Some(p.matcher.timeout_ns);
+    p.matcher.presence_horizon_ns = cfg
+        .pair_horizon
+        .map(|h| u64::try_from(h.as_nanos()).unwrap_or(u64::MAX));
+    p
+}
+
 /// Like [`run`], also handing each finished transaction to `on_transaction`, in the
 /// order `analyze` hands them on.
 pub fn run_each(
@@ -493,7 +506,7 @@ pub fn run_each(
     let mut early = (source.name() == "ebpf" && merger.window_ns() > 0)
         .then(|| crate::packet::PacketDecoder::new(cfg.pipeline.packet.clone()));
     let mut welcomed: Vec<(SocketAddr, SocketAddr)> = Vec::new();
-    let mut pipeline = Pipeline::new(cfg.pipeline.clone());
+    let mut pipeline = Pipeline::new(live_pipeline(&cfg));
     pipeline.announce_jxta_flows();
     let csv = match &cfg.csv {
         Some(p) => Some(CsvSink::open(p, cfg.csv_rotation.clone())?),
@@ -510,7 +523,7 @@ pub fn run_each(
         None => None,
     };
     let snapshot: Snapshot = Arc::default();
-    let _server = match cfg.metrics {
+    let server = match cfg.metrics {
         Some(addr) => Some(
             MetricsServer::start(addr, cfg.metrics_public, snapshot.clone())
                 .map_err(|e| LiveError::Capture(e.to_string()))?,
@@ -642,23 +655,27 @@ pub fn run_each(
             }
             let counters = source.counters();
             pipeline.set_reorder_stats(merger.stats());
-            let mut exposition = sinks.metrics.exposition(
-                pipeline.matcher(),
-                pipeline.packet_stats(),
-                pipeline.flow_stats(),
-                &pipeline.jxta_stats(),
-                pipeline.jim_stats(),
-                pipeline.active_flows(),
-                &counters,
-            );
             let windows = sinks.windows.stats(pipeline.now());
-            window::add_to(&windows, &mut exposition);
             let store_stats = sinks.store.as_ref().map(|s| s.counters().snapshot());
-            if let Some(s) = &store_stats {
-                s.add_to(&mut exposition);
-            }
-            if let Ok(mut s) = snapshot.lock() {
-                *s = Arc::new(exposition);
+            // Only for an endpoint to serve: with 10,000 pairs' series it is ~10 MB,
+            // built every second (the soak's profile: the largest block of its heap).
+            if server.is_some() {
+                let mut exposition = sinks.metrics.exposition(
+                    pipeline.matcher(),
+                    pipeline.packet_stats(),
+                    pipeline.flow_stats(),
+                    &pipeline.jxta_stats(),
+                    pipeline.jim_stats(),
+                    pipeline.active_flows(),
+                    &counters,
+                );
+                window::add_to(&windows, &mut exposition);
+                if let Some(s) = &store_stats {
+                    s.add_to(&mut exposition);
+                }
+                if let Ok(mut s) = snapshot.lock() {
+                    *s = Arc::new(exposition);
+                }
             }
             if let Some(bar) = &status {
                 bar.set_message(status_text(
