@@ -419,6 +419,22 @@ fn label(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
     }
 }
 
+/// One presence series per `peer` label: a peer restarted under a new ID keeps its
+/// name, and two series with the same labels would make the scrape invalid. The
+/// label's state is the one its latest PONG carried, whichever ID sent it.
+fn presence_series(
+    current: Vec<&observer_core::transaction::PeerPresence>,
+) -> BTreeMap<String, &observer_core::transaction::PeerPresence> {
+    let mut series: BTreeMap<String, &observer_core::transaction::PeerPresence> = BTreeMap::new();
+    for p in current {
+        let slot = series.entry(label(&p.name, &p.peer_id)).or_insert(p);
+        if p.last_seen > slot.last_seen {
+            *slot = p;
+        }
+    }
+    series
+}
+
 impl LiveMetrics {
     pub fn record(&mut self, t: &Transaction) {
         let key = (
@@ -546,8 +562,7 @@ impl LiveMetrics {
             Gauge,
             "1 for each peer's current presence state (from its latest PONG).",
         );
-        for p in matcher.presence().current() {
-            let name = label(&p.name, &p.peer_id);
+        for (name, p) in presence_series(matcher.presence().current()) {
             for state in ["online", "busy", "away", "offline"] {
                 let v = i64::from(p.status.as_str() == state);
                 f.gauge(&[("peer", &name), ("state", state)], v);
@@ -611,6 +626,36 @@ mod tests {
 
     /// A pair idle past the horizon loses its series and is counted; a busy one keeps
     /// its counts.
+    #[test]
+    fn a_restarted_peer_has_one_presence_series_with_its_latest_state() {
+        use observer_core::jim::Status;
+        use observer_core::transaction::PeerPresence;
+        let peer = |uuid: &str, name: &str, status, last_seen| PeerPresence {
+            peer_id: crate::jxta::PeerId::parse(&format!(
+                "urn:jxta:uuid-59616261646162614E50472050325033{uuid}03"
+            )),
+            name: Some(name.into()),
+            status,
+            since: 0,
+            last_seen,
+        };
+        let uuid = |c: char| c.to_string().repeat(32);
+        // alice's second run (another ID) is the later one, whatever the IDs' order.
+        let (first, second) = (uuid('F'), uuid('A'));
+        let peers = [
+            peer(&first, "alice", Status::Online, 10),
+            peer(&second, "alice", Status::Away, 20),
+            peer(&uuid('B'), "bob", Status::Busy, 5),
+        ];
+        assert!(peers.iter().all(|p| p.peer_id.is_some()));
+        let series = presence_series(peers.iter().collect());
+        let states: Vec<(&str, Status)> = series
+            .iter()
+            .map(|(name, p)| (name.as_str(), p.status))
+            .collect();
+        assert_eq!(states, [("alice", Status::Away), ("bob", Status::Busy)]);
+    }
+
     #[test]
     fn idle_pair_series_expire() {
         let mut m = LiveMetrics::default();
