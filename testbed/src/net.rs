@@ -82,6 +82,12 @@ impl Veth {
     /// Sends `capture` out of `peer` (it arrives on `host`) with tcpreplay; returns once
     /// everything is sent.
     pub fn replay(&self, capture: &Path, speed: Replay) -> Result<()> {
+        run(&mut self.replay_command(capture, speed))
+    }
+
+    /// The tcpreplay command `replay` runs, for callers that start several at once and
+    /// read tcpreplay's own figures from its stdout.
+    pub fn replay_command(&self, capture: &Path, speed: Replay) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args([
             "netns",
@@ -96,7 +102,8 @@ impl Veth {
             Replay::Multiplier(m) => cmd.arg(format!("--multiplier={m}")),
             Replay::TopSpeed => cmd.arg("--topspeed"),
         };
-        run(cmd.arg(OsStr::new(capture)))
+        cmd.arg(OsStr::new(capture));
+        cmd
     }
 }
 
