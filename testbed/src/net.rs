@@ -42,6 +42,8 @@ pub enum Replay {
     Multiplier(u64),
     /// As fast as the link takes it.
     TopSpeed,
+    /// This many packets per second, whatever the capture's timing.
+    Pps(u64),
 }
 
 /// A veth pair: `host` in the root namespace, `peer` in a namespace made for it; both
@@ -101,6 +103,7 @@ impl Veth {
         match speed {
             Replay::Multiplier(m) => cmd.arg(format!("--multiplier={m}")),
             Replay::TopSpeed => cmd.arg("--topspeed"),
+            Replay::Pps(n) => cmd.arg(format!("--pps={n}")),
         };
         cmd.arg(OsStr::new(capture));
         cmd

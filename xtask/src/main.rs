@@ -161,6 +161,12 @@ enum Command {
             default_value = "port,content"
         )]
         modes: Vec<bench_live_parallel::Mode>,
+        /// Packets per second of each replay, a run per value; 0: `--topspeed`.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        pps: Vec<u64>,
+        /// The observer's `--ring-buffer` (its default unless given).
+        #[arg(long)]
+        ring_buffer: Option<String>,
         /// Runs of each mode (take the figure from the quietest).
         #[arg(long, default_value_t = 1)]
         runs: u32,
@@ -386,6 +392,8 @@ fn main() -> Result<()> {
             buddies,
             port,
             modes,
+            pps,
+            ring_buffer,
             runs,
             out,
             lock,
@@ -399,6 +407,8 @@ fn main() -> Result<()> {
                 buddies,
                 port,
                 modes,
+                pps,
+                ring_buffer,
                 runs,
                 observer,
                 out: if out.is_absolute() {
@@ -604,6 +614,8 @@ mod tests {
             "content",
             "--size",
             "200M",
+            "--pps",
+            "0,100000",
         ])
         .expect("parsed");
         match cli.command {
@@ -612,9 +624,11 @@ mod tests {
                 modes,
                 size,
                 port,
+                pps,
                 ..
             } => {
                 assert_eq!(replays, 3);
+                assert_eq!(pps, vec![0, 100_000]);
                 assert_eq!(modes, vec![super::bench_live_parallel::Mode::Content]);
                 assert_eq!(size, 200 << 20);
                 assert_ne!(port, 9701, "the content mode needs a port off the defaults");
