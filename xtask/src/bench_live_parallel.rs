@@ -41,6 +41,9 @@ pub struct Options {
     pub observer: PathBuf,
     pub out: PathBuf,
     pub root: PathBuf,
+    /// Run the observer under `nice -n` this (negative: ahead of the replays and of
+    /// other users' builds, as a capture daemon with a core of its own would be).
+    pub observer_nice: Option<i32>,
     /// `--ring-buffer` of the observer (its default when `None`).
     pub ring_buffer: Option<String>,
     /// Held while namespaces, veths, the tap and tcpreplay are in use.
@@ -327,7 +330,16 @@ fn one_run(
     if let Some(r) = &o.ring_buffer {
         args.extend(["--ring-buffer".into(), r.clone()]);
     }
-    let mut child = Command::new(&o.observer)
+    let mut cmd = match o.observer_nice {
+        // nice execs the observer: the child's pid is the observer's.
+        Some(n) => {
+            let mut c = Command::new("nice");
+            c.args(["-n", &n.to_string()]).arg(&o.observer);
+            c
+        }
+        None => Command::new(&o.observer),
+    };
+    let mut child = cmd
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr)?)
@@ -506,6 +518,9 @@ pub fn run(o: &Options) -> Result<()> {
     for v in &veths {
         testbed::ip(&["link", "set", "dev", &v.host, "mtu", "65535"])?;
         testbed::ip(&["-n", &v.ns, "link", "set", "dev", &v.peer, "mtu", "65535"])?;
+    }
+    if let Some(n) = o.observer_nice {
+        println!("observer under nice -n {n}");
     }
     println!(
         "| mode | pps per replay | run | load (1, 5, 15 min) | frames replayed | window s | frames/s | tcpreplay's own pps, summed | tcpreplay failed / veth drops | events / frames in captures | kernel drops / user-space drops | TCP gaps | transactions ok / truth (per capture) | JXTA messages | observer user / sys s | CPU µs per message |"

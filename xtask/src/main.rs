@@ -164,6 +164,9 @@ enum Command {
         /// Packets per second of each replay, a run per value; 0: `--topspeed`.
         #[arg(long, value_delimiter = ',', default_value = "0")]
         pps: Vec<u64>,
+        /// Run the observer under `nice -n` this (e.g. -10).
+        #[arg(long, allow_negative_numbers = true)]
+        observer_nice: Option<i32>,
         /// The observer's `--ring-buffer` (its default unless given).
         #[arg(long)]
         ring_buffer: Option<String>,
@@ -393,6 +396,7 @@ fn main() -> Result<()> {
             port,
             modes,
             pps,
+            observer_nice,
             ring_buffer,
             runs,
             out,
@@ -408,6 +412,7 @@ fn main() -> Result<()> {
                 port,
                 modes,
                 pps,
+                observer_nice,
                 ring_buffer,
                 runs,
                 observer,
