@@ -476,7 +476,7 @@ fn print_row(caps: &[Capture], r: &Row) {
         .collect();
     let src = &r.json["source"];
     println!(
-        "| {:?} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {:.2} / {:.2} | {} |",
+        "| {:?} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {} / {} | {} / {} | {} / {} | {} | {}/{} ({}) | {} | {:.2} / {:.2} | {} |",
         r.mode,
         if r.pps == 0 {
             "top".to_string()
@@ -496,7 +496,9 @@ fn print_row(caps: &[Capture], r: &Row) {
         src["kernel_drops"],
         src["userspace_drops"],
         r.json["jxta"]["gaps"],
-        format!("{found}/{truth} ({})", per_cap.join(", ")),
+        found,
+        truth,
+        per_cap.join(", "),
         messages,
         r.cpu.0,
         r.cpu.1,
