@@ -104,6 +104,7 @@ fn tap_on_loopback() {
     let cfg = TapConfig {
         interfaces: vec!["lo".into()],
         ports: vec![tapped],
+        ring_bytes: observer::live::ebpf::DEFAULT_RING_BYTES,
     };
     let mut tap = EbpfTap::attach(&cfg).expect("attach the tap to lo");
     assert!(!nothing_of_ours(), "filters attached");
@@ -214,10 +215,48 @@ fn tap_on_loopback() {
     let err = EbpfTap::attach(&TapConfig {
         interfaces: vec!["lo".into(), "nosuchif0".into()],
         ports: vec![9701],
+        ring_bytes: observer::live::ebpf::DEFAULT_RING_BYTES,
     })
     .err()
     .expect("error");
     assert!(err.to_string().contains("nosuchif0"), "{err}");
+    assert!(nothing_of_ours());
+}
+
+/// A ring buffer of one page holds one 2 KiB record: the 30 records of a 60 KiB write
+/// cannot fit while nobody reads, and what is lost is counted as kernel drops (the
+/// ring's size given at attach is the one the kernel uses).
+#[test]
+#[ignore = "needs root (the eBPF tap): scripts/test runs it as root with --include-ignored"]
+fn a_ring_too_small_for_a_burst_counts_its_drops() {
+    if !root() {
+        return;
+    }
+    let tapped = common::free_port();
+    let mut tap = EbpfTap::attach(&TapConfig {
+        interfaces: vec!["lo".into()],
+        ports: vec![tapped],
+        ring_bytes: observer::live::ebpf::ring_bytes(4096).expect("a page"),
+    })
+    .expect("attach the tap to lo");
+    exchange(tapped, &[vec![7u8; 60 * 1024], vec![8u8; 60 * 1024]]);
+    let mut frames = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        tap.poll(Duration::from_millis(50), &mut |_| frames += 1)
+            .expect("poll");
+    }
+    let drops = tap.kernel_counters()[observer_ebpf::TAP_C_DROPS as usize];
+    assert!(
+        drops > 0,
+        "a one-page ring dropped nothing ({frames} frames)"
+    );
+    assert_eq!(
+        tap.counters().kernel_drops,
+        drops,
+        "reported as kernel drops"
+    );
+    tap.detach().expect("detach");
     assert!(nothing_of_ours());
 }
 

@@ -42,6 +42,8 @@ pub enum Replay {
     Multiplier(u64),
     /// As fast as the link takes it.
     TopSpeed,
+    /// This many packets per second, whatever the capture's timing.
+    Pps(u64),
 }
 
 /// A veth pair: `host` in the root namespace, `peer` in a namespace made for it; both
@@ -82,6 +84,12 @@ impl Veth {
     /// Sends `capture` out of `peer` (it arrives on `host`) with tcpreplay; returns once
     /// everything is sent.
     pub fn replay(&self, capture: &Path, speed: Replay) -> Result<()> {
+        run(&mut self.replay_command(capture, speed))
+    }
+
+    /// The tcpreplay command `replay` runs, for callers that start several at once and
+    /// read tcpreplay's own figures from its stdout.
+    pub fn replay_command(&self, capture: &Path, speed: Replay) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args([
             "netns",
@@ -95,8 +103,10 @@ impl Veth {
         match speed {
             Replay::Multiplier(m) => cmd.arg(format!("--multiplier={m}")),
             Replay::TopSpeed => cmd.arg("--topspeed"),
+            Replay::Pps(n) => cmd.arg(format!("--pps={n}")),
         };
-        run(cmd.arg(OsStr::new(capture)))
+        cmd.arg(OsStr::new(capture));
+        cmd
     }
 }
 

@@ -59,6 +59,12 @@ pub struct Spec {
     /// (every pair connected at once). Longer, the pairs come and go: a gateway's
     /// population, where what is tracked at any time is a small part of all pairs.
     pub spread_ns: Option<u64>,
+    /// Index of the first peer: captures with disjoint ranges share no peer, pair or
+    /// correlator, so that several can be replayed at once as distinct traffic.
+    pub first_peer: u32,
+    /// The receivers' TCP port (9701 as in the real capture; another one makes a
+    /// live capture find the flows by content).
+    pub port: u16,
 }
 
 impl Spec {
@@ -75,6 +81,8 @@ impl Spec {
             full_setup: true,
             rounds_per_connection: Some(9),
             spread_ns: None,
+            first_peer: 0,
+            port: 9701,
         };
         vec![
             jxta("jxta-0.1g", 100 << 20),
@@ -99,6 +107,8 @@ impl Spec {
                 full_setup: false,
                 rounds_per_connection: None,
                 spread_ns: None,
+                first_peer: 0,
+                port: 9701,
             },
             // A gateway's churn (issue 12): 150,000 distinct pollers, each connecting
             // once for one real PING/PONG over ten minutes, so that at any time a few
@@ -116,6 +126,8 @@ impl Spec {
                 full_setup: false,
                 rounds_per_connection: Some(1),
                 spread_ns: Some(600_000_000_000),
+                first_peer: 0,
+                port: 9701,
             },
         ]
     }
@@ -461,6 +473,8 @@ pub struct Written {
     pub jxta_bytes: u64,
     /// PING/PONG transactions the file holds, all answered.
     pub transactions: u64,
+    pub first_peer: u32,
+    pub port: u16,
 }
 
 pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
@@ -469,6 +483,11 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
     ensure!(
         spec.peers >= 2 && spec.buddies >= 1 && spec.buddies < spec.peers,
         "need buddies < peers"
+    );
+    // Peer names carry six decimal digits.
+    ensure!(
+        u64::from(spec.first_peer) + u64::from(spec.peers) <= 1_000_000,
+        "first peer + peers must stay below 1,000,000"
     );
     ensure!(
         (0.0..0.999).contains(&spec.background),
@@ -524,8 +543,10 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
     // starts are spread over one interval so the connections do not poll in lockstep.
     let mut conns: Vec<Conn> = (0..pairs)
         .map(|p| {
-            let poller = (p / u64::from(spec.buddies)) as u32;
-            let receiver = (poller + 1 + (p % u64::from(spec.buddies)) as u32) % spec.peers;
+            let local = (p / u64::from(spec.buddies)) as u32;
+            let poller = spec.first_peer + local;
+            let receiver =
+                spec.first_peer + (local + 1 + (p % u64::from(spec.buddies)) as u32) % spec.peers;
             let spread = spread_ns.unwrap_or(interval);
             let start =
                 T0 + 1_000_000 + (u128::from(p) * u128::from(spread) / u128::from(pairs)) as u64;
@@ -534,7 +555,7 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
                 receiver,
                 addrs: [
                     SocketAddr::new(peer_ip(poller), 20000 + (p % 40000) as u16),
-                    SocketAddr::new(peer_ip(receiver), 9701),
+                    SocketAddr::new(peer_ip(receiver), spec.port),
                 ],
                 seq: [
                     (p as u32).wrapping_mul(2_654_435_761),
@@ -559,6 +580,9 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
     let mut bg_bytes = 0u64;
     let mut transactions = 0u64;
     let bg_ratio = spec.background / (1.0 - spec.background);
+    // Correlators of another first peer start elsewhere (a capture holds far fewer than
+    // 65,536 per pair), and adding a constant keeps them unique within the capture.
+    let corr_base = spec.first_peer << 16;
     while let Some(std::cmp::Reverse((ts, i))) = heap.pop() {
         let c = &mut conns[i as usize];
         let steps = match c.phase {
@@ -572,8 +596,11 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         payload.extend_from_slice(&step.payload);
         // Correlators unique within the pair: the set-up's PING and each round's.
         let corr_id = match c.phase {
-            Phase::Exchange(r) => format!("c{:08x}", c.generation * rounds + r),
-            _ => format!("s{:08x}", c.generation),
+            Phase::Exchange(r) => format!(
+                "c{:08x}",
+                corr_base.wrapping_add((c.generation * rounds + r) as u32)
+            ),
+            _ => format!("s{:08x}", corr_base.wrapping_add(c.generation as u32)),
         };
         for &(at, kind) in &step.patches {
             match kind {
@@ -660,6 +687,8 @@ pub fn generate(root: &Path, spec: &Spec, dir: &Path) -> Result<Written> {
         background_share: spec.background,
         jxta_bytes,
         transactions,
+        first_peer: spec.first_peer,
+        port: spec.port,
     };
     std::fs::write(
         file.with_extension("json"),

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_data;
 mod bench_live;
+mod bench_live_parallel;
 mod bench_store;
 mod causes;
 mod fuzz_seeds;
@@ -136,6 +137,53 @@ enum Command {
         #[arg(long, default_value = "target/bench-live")]
         out: PathBuf,
     },
+    /// Live eBPF at several replays at once: N captures with distinct peers, pairs and
+    /// correlators, N veth pairs, N `tcpreplay --topspeed` started together, one
+    /// `observer live --source ebpf` (release) on all N host ends; aggregate frames/s,
+    /// drops, transactions against each capture's truth, CPU per JXTA message (needs
+    /// root, tcpreplay; takes `--lock` only for the runs).
+    BenchLiveParallel {
+        /// Replays (captures, veth pairs) at once.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        replays: u32,
+        /// Size of each capture (e.g. 400M).
+        #[arg(long, default_value = "400M", value_parser = parse_size)]
+        size: u64,
+        /// Peers per capture (each capture has its own).
+        #[arg(long, default_value_t = 200)]
+        peers: u32,
+        #[arg(long, default_value_t = 10)]
+        buddies: u32,
+        /// The receivers' port in the captures: off the observer's defaults (9701,
+        /// 9700), so that the content mode finds every flow by its welcome line.
+        #[arg(long, default_value_t = 9711)]
+        port: u16,
+        /// port: `--port` given; content: flows found by content.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "port,content"
+        )]
+        modes: Vec<bench_live_parallel::Mode>,
+        /// Packets per second of each replay, a run per value; 0: `--topspeed`.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        pps: Vec<u64>,
+        /// Run the observer under `nice -n` this (e.g. -10).
+        #[arg(long, allow_negative_numbers = true)]
+        observer_nice: Option<i32>,
+        /// The observer's `--ring-buffer` (its default unless given).
+        #[arg(long)]
+        ring_buffer: Option<String>,
+        /// Runs of each mode (take the figure from the quietest).
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+        #[arg(long, default_value = "target/bench-live-parallel")]
+        out: PathBuf,
+        /// The lock other users of namespaces, veths and the tap share.
+        #[arg(long, default_value = "/tmp/observer-live.lock")]
+        lock: PathBuf,
+    },
     /// Insert rate of the ClickHouse sink into a local server it starts (needs Debian's
     /// clickhouse-server; run optimised: `cargo run --release -p xtask -- bench-store`).
     BenchStore {
@@ -187,6 +235,13 @@ enum Command {
         /// one poll interval.
         #[arg(long)]
         spread: Option<String>,
+        /// Number of the first peer: captures with disjoint peer ranges share no
+        /// peer, pair or correlator.
+        #[arg(long, default_value_t = 0)]
+        first_peer: u32,
+        /// The receivers' TCP port.
+        #[arg(long, default_value_t = 9701)]
+        port: u16,
     },
     /// Run observer (1 and N threads), tshark, tcpdump and cat side by side on the
     /// benchmark captures; medians, ratios and peak RSS as Markdown on stdout and in
@@ -216,6 +271,29 @@ fn parse_size(s: &str) -> Result<u64> {
         .with_binary()
         .parse_size(s.trim())
         .with_context(|| format!("size {s:?}"))
+}
+
+/// The release observer the live benchmarks measure (with libpcap when its headers
+/// are there, so that `--source pcap` works).
+fn build_release_observer(root: &std::path::Path) -> Result<PathBuf> {
+    let mut args = vec![
+        "build",
+        "-q",
+        "--release",
+        "-p",
+        "observer",
+        "--bin",
+        "observer",
+    ];
+    if pcap_headers() {
+        args.extend(["--features", "pcap"]);
+    }
+    let status = std::process::Command::new("cargo")
+        .args(&args)
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), "building the observer failed");
+    Ok(root.join("target/release/observer"))
 }
 
 fn workspace_root() -> PathBuf {
@@ -302,23 +380,7 @@ fn main() -> Result<()> {
             out,
         } => {
             let root = workspace_root();
-            let mut args = vec![
-                "build",
-                "-q",
-                "--release",
-                "-p",
-                "observer",
-                "--bin",
-                "observer",
-            ];
-            if std::path::Path::new("/usr/include/pcap.h").exists() {
-                args.extend(["--features", "pcap"]);
-            }
-            let status = std::process::Command::new("cargo")
-                .args(&args)
-                .current_dir(&root)
-                .status()?;
-            anyhow::ensure!(status.success(), "building the observer failed");
+            build_release_observer(&root)?;
             bench_live::run(&bench_live::Options {
                 seconds,
                 backgrounds: background,
@@ -329,6 +391,43 @@ fn main() -> Result<()> {
                 } else {
                     root.join(out)
                 },
+            })?;
+        }
+        Command::BenchLiveParallel {
+            replays,
+            size,
+            peers,
+            buddies,
+            port,
+            modes,
+            pps,
+            observer_nice,
+            ring_buffer,
+            runs,
+            out,
+            lock,
+        } => {
+            let root = workspace_root();
+            let observer = build_release_observer(&root)?;
+            bench_live_parallel::run(&bench_live_parallel::Options {
+                replays,
+                size,
+                peers,
+                buddies,
+                port,
+                modes,
+                pps,
+                observer_nice,
+                ring_buffer,
+                runs,
+                observer,
+                out: if out.is_absolute() {
+                    out
+                } else {
+                    root.join(out)
+                },
+                root,
+                lock,
             })?;
         }
         Command::Soak {
@@ -422,6 +521,8 @@ fn main() -> Result<()> {
             short_setup,
             rounds,
             spread,
+            first_peer,
+            port,
         } => {
             let root = workspace_root();
             let out = if out.is_absolute() {
@@ -455,6 +556,8 @@ fn main() -> Result<()> {
                         ),
                         None => None,
                     },
+                    first_peer,
+                    port,
                 }],
                 None => bench_data::Spec::presets()
                     .into_iter()
@@ -512,6 +615,60 @@ fn pcap_headers() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn bench_live_parallel_takes_its_modes_and_refuses_zero_replays() {
+        let cli = super::Cli::try_parse_from([
+            "xtask",
+            "bench-live-parallel",
+            "--replays",
+            "3",
+            "--modes",
+            "content",
+            "--size",
+            "200M",
+            "--pps",
+            "0,100000",
+        ])
+        .expect("parsed");
+        match cli.command {
+            super::Command::BenchLiveParallel {
+                replays,
+                modes,
+                size,
+                port,
+                pps,
+                ..
+            } => {
+                assert_eq!(replays, 3);
+                assert_eq!(pps, vec![0, 100_000]);
+                assert_eq!(modes, vec![super::bench_live_parallel::Mode::Content]);
+                assert_eq!(size, 200 << 20);
+                assert_ne!(port, 9701, "the content mode needs a port off the defaults");
+            }
+            _ => panic!("another command"),
+        }
+        let both = super::Cli::try_parse_from(["xtask", "bench-live-parallel"]).expect("parsed");
+        match both.command {
+            super::Command::BenchLiveParallel { modes, .. } => assert_eq!(
+                modes,
+                vec![
+                    super::bench_live_parallel::Mode::Port,
+                    super::bench_live_parallel::Mode::Content
+                ]
+            ),
+            _ => panic!("another command"),
+        }
+        assert!(
+            super::Cli::try_parse_from(["xtask", "bench-live-parallel", "--replays", "0"]).is_err()
+        );
+        assert!(
+            super::Cli::try_parse_from(["xtask", "bench-live-parallel", "--modes", "fast"])
+                .is_err()
+        );
+    }
+
     #[test]
     fn sizes_are_binary_multiples() {
         assert_eq!(super::parse_size("100M").ok(), Some(100 << 20));

@@ -42,6 +42,11 @@ pub struct LiveArgs {
     /// as they are found) [default: 9701, 9700].
     #[arg(long = "port", value_name = "PORT", value_parser = parse_port, allow_negative_numbers = true)]
     pub ports: Vec<u16>,
+    /// eBPF: size of the kernel's ring buffer to user space, a power of two (each
+    /// packet takes 2 KiB of it at least; what arrives while the observer is not
+    /// scheduled must fit; losses count as kernel drops) [default: 16MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub ring_buffer: Option<Bytes>,
     #[command(flatten)]
     pub matching: Matching,
     /// Append one row per finished transaction (flushed every second).
@@ -367,9 +372,16 @@ fn open_ebpf(args: &LiveArgs) -> Result<LiveSource> {
     } else {
         args.ports.clone()
     };
+    use observer::live::ebpf::{ring_bytes, DEFAULT_RING_BYTES};
+    let ring_bytes = ring_bytes(
+        args.ring_buffer
+            .map_or(u64::from(DEFAULT_RING_BYTES), |b| b.0),
+    )
+    .map_err(|e| anyhow::anyhow!("--ring-buffer: {e}"))?;
     let tap = observer::live::ebpf::EbpfTap::attach(&observer::live::ebpf::TapConfig {
         interfaces: args.interfaces.clone(),
         ports,
+        ring_bytes,
     })?;
     Ok(LiveSource::Ebpf(Box::new(tap)))
 }

@@ -59,11 +59,33 @@ fn mapped(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The ring buffer between the kernel program and user space, unless `--ring-buffer`
+/// says otherwise. Every packet takes at least one 2 KiB record, so 16 MiB holds about
+/// 8,000 packets: what arrives while the reader is not scheduled must fit in it.
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+/// The largest ring buffer taken: its memory is the kernel's, locked, for the whole run.
+pub const MAX_RING_BYTES: u32 = 1 << 30;
+
+/// Checks a ring-buffer size: the kernel takes a power of two of at least a page.
+pub fn ring_bytes(n: u64) -> Result<u32, String> {
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if !n.is_power_of_two() || n < page || n > u64::from(MAX_RING_BYTES) {
+        return Err(format!(
+            "the ring buffer must be a power of two from {page} bytes (a page) to {} MiB, not {n}",
+            MAX_RING_BYTES >> 20
+        ));
+    }
+    u32::try_from(n).map_err(|_| format!("{n} bytes is too large a ring buffer"))
+}
+
 #[derive(Clone, Debug)]
 pub struct TapConfig {
     pub interfaces: Vec<String>,
     /// Ports whose segments always reach user space.
     pub ports: Vec<u16>,
+    /// Size of the ring buffer (checked by [`ring_bytes`]).
+    pub ring_bytes: u32,
 }
 
 /// A packet being put back together from its chunks (one per CPU at a time: a
@@ -171,14 +193,17 @@ impl EbpfTap {
             check_link_type(name)?;
             ifindex.insert(idx, i as u32);
         }
-        let mut ebpf = Ebpf::load(shared::object()).map_err(|e| {
-            let text = format!("{e:#}");
-            if euid != 0 || text.contains("Operation not permitted") || text.contains("EPERM") {
-                TapError::Permission(format!("loading failed: {text}"))
-            } else {
-                TapError::Load(text)
-            }
-        })?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(shared::MAP_EVENTS, cfg.ring_bytes)
+            .load(shared::object())
+            .map_err(|e| {
+                let text = format!("{e:#}");
+                if euid != 0 || text.contains("Operation not permitted") || text.contains("EPERM") {
+                    TapError::Permission(format!("loading failed: {text}"))
+                } else {
+                    TapError::Load(text)
+                }
+            })?;
         let mut tap = EbpfTap {
             events: RingBuf::try_from(
                 ebpf.take_map(shared::MAP_EVENTS)
@@ -530,6 +555,25 @@ impl Drop for EbpfTap {
     fn drop(&mut self) {
         if let Err(e) = self.detach_all() {
             tracing::warn!("{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_from_a_page() {
+        assert_eq!(ring_bytes(16 << 20), Ok(16 << 20));
+        assert_eq!(
+            ring_bytes(u64::from(DEFAULT_RING_BYTES)),
+            Ok(DEFAULT_RING_BYTES)
+        );
+        assert_eq!(ring_bytes(1 << 30), Ok(1 << 30));
+        for bad in [0, 100, 3 << 20, 1 << 31, u64::MAX] {
+            let e = ring_bytes(bad).expect_err("refused");
+            assert!(e.contains("power of two"), "{bad}: {e}");
         }
     }
 }
