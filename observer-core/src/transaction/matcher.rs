@@ -484,11 +484,20 @@ impl Remembered {
         let hash = Self::hash(hasher, &f.pair, f.correlator.as_bytes());
         let at = popped.wrapping_add(ring.len() as u32);
         ring.push_back(f);
-        index.insert_unique(hash, at, |&at| {
-            ring.get(at.wrapping_sub(*popped) as usize)
-                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
-        });
+        index.insert_unique(hash, at, Self::hash_at(ring, *popped, hasher));
         forgot
+    }
+
+    /// The hash of the entry at position `at`, for the table's rehashing.
+    fn hash_at<'a>(
+        ring: &'a VecDeque<Finish>,
+        popped: u32,
+        hasher: &'a foldhash::fast::RandomState,
+    ) -> impl Fn(&u32) -> u64 + 'a {
+        move |&at| {
+            ring.get(at.wrapping_sub(popped) as usize)
+                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
+        }
     }
 
     /// The start of the PING of the oldest entry (see [`Matcher::forget_finished`]).
@@ -508,10 +517,7 @@ impl Remembered {
             hasher,
         } = self;
         ring.shrink_to_fit();
-        index.shrink_to_fit(|&at| {
-            ring.get(at.wrapping_sub(*popped) as usize)
-                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
-        });
+        index.shrink_to_fit(Self::hash_at(ring, *popped, hasher));
     }
 
     /// Forgets the oldest entry.
@@ -1463,5 +1469,43 @@ mod pair_table_tests {
             "the positions did not wrap: {}",
             ring.popped
         );
+    }
+
+    #[test]
+    fn remembered_correlators_count_evictions_expire_from_the_front_and_shrink() {
+        let mut ring = Remembered::default();
+        let finish = |c: u64, start| Finish {
+            pair: key(0),
+            correlator: Correlator::new(&format!("c{c}")),
+            outcome: Finished::Answered,
+            start,
+        };
+        let evicted: u64 = (0..10_000).map(|c| ring.insert(8_000, finish(c, c))).sum();
+        assert_eq!((evicted, ring.len()), (2_000, 8_000));
+        // A known correlator keeps its place and takes the new start.
+        assert_eq!(ring.insert(8_000, finish(2_000, 20_000)), 0);
+        assert_eq!(ring.oldest_start(), Some(20_000));
+        ring.pop_oldest();
+        while ring.oldest_start().is_some_and(|s| s < 9_990) {
+            ring.pop_oldest();
+        }
+        assert_eq!(ring.len(), 10);
+        let before = ring.capacity();
+        ring.shrink_to_fit();
+        assert!(
+            ring.capacity() < before,
+            "{} -> {}",
+            before,
+            ring.capacity()
+        );
+        for c in 9_990..10_000 {
+            assert_eq!(
+                ring.get(&key(0), &format!("c{c}")),
+                Some((Finished::Answered, c))
+            );
+        }
+        assert_eq!(ring.get(&key(0), "c9989"), None);
+        assert_eq!(ring.insert(8_000, finish(1, 1)), 0);
+        assert_eq!(ring.get(&key(0), "c1"), Some((Finished::Answered, 1)));
     }
 }
