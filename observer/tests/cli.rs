@@ -319,6 +319,61 @@ fn messages_lists_the_real_capture() {
     assert_eq!(String::from_utf8_lossy(&text.stdout).lines().count(), 30);
 }
 
+/// A capture cut in two inputs, connections open across the cut: `--threads N` gives
+/// the same report and CSV as one thread (the one reader carries the frames it holds
+/// for reordering from one input's mapping to the next, and the inputs' summaries).
+#[test]
+fn threads_over_two_inputs_give_the_same_output() {
+    let bytes = std::fs::read(common::capture("four-peers.pcap")).expect("capture");
+    assert_eq!(
+        bytes.get(..4),
+        Some(&[0xd4, 0xc3, 0xb2, 0xa1][..]),
+        "little-endian pcap"
+    );
+    // A 24-byte file header, then records: a 16-byte header (captured length at 8..12)
+    // and the frame.
+    let mut records = Vec::new();
+    let mut at = 24;
+    while let Some(head) = bytes.get(at..at + 16) {
+        records.push(at);
+        let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        at += 16 + len as usize;
+    }
+    assert_eq!(at, bytes.len(), "whole records");
+    let cut = records[records.len() / 2];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first.pcap");
+    let second = dir.path().join("second.pcap");
+    std::fs::write(&first, &bytes[..cut]).expect("write");
+    std::fs::write(&second, [&bytes[..24], &bytes[cut..]].concat()).expect("write");
+    let (first, second) = (first.display().to_string(), second.display().to_string());
+    let one = observer(&["analyze", &first, &second, "--json"]);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let one_csv = observer(&["analyze", &first, &second, "--csv", "-"]).stdout;
+    let whole = observer(&["analyze", "captures/four-peers.pcap", "--csv", "-"]).stdout;
+    assert_eq!(one_csv, whole, "the cut changes no transaction");
+    assert!(String::from_utf8_lossy(&one_csv).lines().count() > 1);
+    for threads in ["2", "3"] {
+        let o = observer(&["analyze", &first, &second, "--json", "--threads", threads]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout, one.stdout, "--threads {threads} JSON differs");
+        let o = observer(&[
+            "analyze",
+            &first,
+            &second,
+            "--csv",
+            "-",
+            "--threads",
+            threads,
+        ]);
+        assert_eq!(o.stdout, one_csv, "--threads {threads} CSV differs");
+    }
+}
+
 /// `--threads N` prints the same report and CSV as one thread; with standard input it
 /// says it runs on one thread and still gives the truth.
 #[test]

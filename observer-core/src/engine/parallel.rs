@@ -3,11 +3,15 @@
 //! up to the matcher; one matcher, on the calling thread, takes their documents in the
 //! order a single pipeline would have produced them.
 //!
-//! Every shard reads the whole file (mapped, so reading costs page-table work, not
-//! copies) and skips the frames of other shards after a look at their IP header.
-//! Reading the file N times is cheaper than handing frames between threads, and it
-//! gives every shard the capture's clock, frame by frame, for free: timeouts and
-//! idle flows expire exactly when they would in one pipeline.
+//! One reader thread reads the inputs (mapped), puts the frames back in time order
+//! (the one [`crate::capture::FrameMerger`]) and hands each shard, in batches, a copy of
+//! its own frames and the time of every other shard's frame. The frames are copied
+//! rather than referenced because a frame lives in the mapping of the input being read
+//! (unmapped when the next input opens) or in the merger's reorder pages (reused once
+//! released); a shard would touch those bytes anyway. Every shard replays the same
+//! calls as a pipeline that read every frame itself: [`Pipeline::frame`] for its own,
+//! [`Pipeline::skip_frame`] with the capture time of each foreign one, in file order,
+//! so its timeouts and idle expiry fire exactly where they would in one pipeline.
 //!
 //! The documents are put back in order by the index of the frame that completed
 //! them (and, at the end of the input, by flow, in order of appearance: shards
@@ -20,6 +24,7 @@ use std::sync::mpsc;
 
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
+use crate::capture::{Frame, LinkType, ReorderStats};
 use crate::transaction::{Matcher, Transaction};
 use crate::UnixNanos;
 
@@ -32,6 +37,41 @@ const BATCH_FRAMES: u64 = 2048;
 const BATCHES_AHEAD: usize = 1;
 /// A shard recomputes what its flows hold at most once per this much capture time.
 const HELD_RECHECK_NS: u64 = 1_000_000_000;
+/// Copied frame bytes after which the reader hands its batches over early: a batch of
+/// `BATCH_FRAMES` snaplen-sized frames would otherwise hold hundreds of megabytes.
+const READ_BATCH_BYTES: usize = 256 << 10;
+/// Batches the reader may run ahead of each shard.
+const READ_BATCHES_AHEAD: usize = 2;
+
+/// One frame of the input, as one shard sees it.
+enum Slot {
+    /// The shard's own frame; its bytes follow the previous own frame's in the batch.
+    Own {
+        ts: UnixNanos,
+        link_type: LinkType,
+        orig_len: u32,
+        interface: u32,
+        len: usize,
+    },
+    /// Another shard's frame: only its capture time.
+    Skip(UnixNanos),
+}
+
+#[derive(Default)]
+struct FrameBatch {
+    slots: Vec<Slot>,
+    data: Vec<u8>,
+}
+
+enum ReaderMsg {
+    Frames(FrameBatch),
+    /// The inputs are read. Every shard gets the reorder counters (they merge by
+    /// maximum); only shard 0 the input summaries (the merge reports shard 0's).
+    End {
+        reorder: ReorderStats,
+        inputs: Vec<InputSummary>,
+    },
+}
 
 enum ShardMsg {
     Batch {
@@ -48,8 +88,8 @@ enum ShardMsg {
     },
 }
 
-/// Runs the analysis on `threads` shards. The inputs must be files (every shard
-/// opens them); see [`super::analyze_each`] for the callback.
+/// Runs the analysis on `threads` shards. The inputs must be files; see
+/// [`super::analyze_each`] for the callback.
 pub fn analyze_parallel(
     inputs: &[PathBuf],
     cfg: PipelineConfig,
@@ -63,43 +103,55 @@ pub fn analyze_parallel(
     shard_cfg.flows.max_total_buffer = (cfg.flows.max_total_buffer / threads).max(1);
     std::thread::scope(|scope| {
         let mut receivers = Vec::with_capacity(threads);
+        let mut feeds = Vec::with_capacity(threads);
+        // Shards hand their emptied batches back: a fresh one per hand-over grew its
+        // buffer by doubling, copying each batch's bytes about twice more.
+        let (recycle_tx, recycle_rx) = mpsc::channel();
         for index in 0..threads {
             let (tx, rx) = mpsc::sync_channel(BATCHES_AHEAD);
             receivers.push(rx);
+            let (feed_tx, feed_rx) = mpsc::sync_channel(READ_BATCHES_AHEAD);
+            feeds.push(feed_tx);
             let cfg = shard_cfg.clone();
+            let recycle = recycle_tx.clone();
             std::thread::Builder::new()
                 .name(format!("shard-{index}"))
-                .spawn_scoped(scope, move || {
-                    run_shard(
-                        inputs,
-                        cfg,
-                        index,
-                        threads,
-                        progress.filter(|_| index == 0),
-                        tx,
-                    )
-                })
+                .spawn_scoped(scope, move || run_shard(cfg, feed_rx, recycle, tx))
                 .expect("spawning a shard thread");
         }
+        let reorder = cfg.reorder.clone();
+        std::thread::Builder::new()
+            .name("reader".to_owned())
+            .spawn_scoped(scope, move || {
+                run_reader(inputs, reorder, progress, feeds, recycle_rx)
+            })
+            .expect("spawning the reader thread");
         merge(receivers, cfg, on_transaction)
     })
 }
 
-fn run_shard(
+fn run_reader(
     inputs: &[PathBuf],
-    cfg: PipelineConfig,
-    index: usize,
-    shards: usize,
+    reorder: crate::capture::ReorderConfig,
     progress: Option<&dyn Progress>,
-    tx: mpsc::SyncSender<ShardMsg>,
+    feeds: Vec<mpsc::SyncSender<ReaderMsg>>,
+    recycled: mpsc::Receiver<FrameBatch>,
 ) {
-    let mut merger = crate::capture::FrameMerger::new(cfg.reorder.clone());
-    let mut pipeline = Pipeline::new_shard(cfg);
+    let shards = feeds.len();
+    let mut merger = crate::capture::FrameMerger::new(reorder);
+    let mut pending: Vec<FrameBatch> = (0..shards).map(|_| FrameBatch::default()).collect();
     let mut frames = 0u64;
-    let mut held_floor = 0;
-    let mut held_checked: Option<UnixNanos> = None;
+    let mut copied = 0usize;
+    // Every shard gets a batch at the same frames: a shard waiting for frames the
+    // reader still holds while the reader waits on another shard would deadlock.
+    let hand_over = |pending: &mut Vec<FrameBatch>| {
+        for (feed, batch) in feeds.iter().zip(pending.iter_mut()) {
+            // A shard that stopped (a bug) is reported by the merge.
+            let next = recycled.try_recv().unwrap_or_default();
+            let _ = feed.send(ReaderMsg::Frames(std::mem::replace(batch, next)));
+        }
+    };
     let mut summaries = Vec::with_capacity(inputs.len());
-    let mut matcher_gone = false;
     for (i, path) in inputs.iter().enumerate() {
         let last = i + 1 == inputs.len();
         summaries.push(read_input(
@@ -108,32 +160,113 @@ fn run_shard(
             &mut merger,
             last,
             &mut |frame| {
+                let own = crate::packet::shard(frame, shards);
+                for (index, batch) in pending.iter_mut().enumerate() {
+                    if index == own {
+                        batch.data.extend_from_slice(frame.data);
+                        batch.slots.push(Slot::Own {
+                            ts: frame.ts,
+                            link_type: frame.link_type,
+                            orig_len: frame.orig_len,
+                            interface: frame.interface,
+                            len: frame.data.len(),
+                        });
+                    } else {
+                        batch.slots.push(Slot::Skip(frame.ts));
+                    }
+                }
                 frames += 1;
-                if crate::packet::shard(frame, shards) == index {
-                    pipeline.frame(frame);
-                } else {
-                    pipeline.skip_frame(frame.ts);
+                copied += frame.data.len();
+                if frames.is_multiple_of(BATCH_FRAMES) || copied >= READ_BATCH_BYTES {
+                    copied = 0;
+                    hand_over(&mut pending);
                 }
-                if !frames.is_multiple_of(BATCH_FRAMES) || matcher_gone {
-                    return;
-                }
-                let now = pipeline.now();
-                if held_checked.is_none_or(|t| now >= t.saturating_add(HELD_RECHECK_NS)) {
-                    // Bytes held now were first seen no later than now; a floor computed
-                    // earlier stays a valid bound until the next recheck.
-                    held_floor = pipeline.oldest_held().unwrap_or(now).min(now);
-                    held_checked = Some(now);
-                }
-                let msg = ShardMsg::Batch {
-                    matched: pipeline.take_matched(),
-                    now,
-                    held_floor,
-                };
-                matcher_gone = tx.send(msg).is_err();
             },
         ));
     }
-    pipeline.set_reorder_stats(merger.stats());
+    hand_over(&mut pending);
+    let reorder = merger.stats().clone();
+    let mut summaries = Some(summaries);
+    for feed in &feeds {
+        let _ = feed.send(ReaderMsg::End {
+            reorder: reorder.clone(),
+            inputs: summaries.take().unwrap_or_default(),
+        });
+    }
+}
+
+fn run_shard(
+    cfg: PipelineConfig,
+    feed: mpsc::Receiver<ReaderMsg>,
+    recycle: mpsc::Sender<FrameBatch>,
+    tx: mpsc::SyncSender<ShardMsg>,
+) {
+    let mut pipeline = Pipeline::new_shard(cfg);
+    let mut frames = 0u64;
+    let mut held_floor = 0;
+    let mut held_checked: Option<UnixNanos> = None;
+    let mut summaries = Vec::new();
+    let mut matcher_gone = false;
+    // The reader gone without `End` (a bug) ends the shard with what it read.
+    while let Ok(msg) = feed.recv() {
+        let mut batch = match msg {
+            ReaderMsg::Frames(batch) => batch,
+            ReaderMsg::End { reorder, inputs } => {
+                pipeline.set_reorder_stats(&reorder);
+                summaries = inputs;
+                break;
+            }
+        };
+        let mut rest = batch.data.as_slice();
+        for slot in &batch.slots {
+            frames += 1;
+            match *slot {
+                Slot::Own {
+                    ts,
+                    link_type,
+                    orig_len,
+                    interface,
+                    len,
+                } => {
+                    // The reader appended exactly `len` bytes for this slot.
+                    let Some((data, tail)) = rest.split_at_checked(len) else {
+                        debug_assert!(false, "frame batch shorter than its slots");
+                        pipeline.skip_frame(ts);
+                        continue;
+                    };
+                    rest = tail;
+                    pipeline.frame(&Frame {
+                        ts,
+                        link_type,
+                        data,
+                        orig_len,
+                        interface,
+                    });
+                }
+                Slot::Skip(ts) => pipeline.skip_frame(ts),
+            }
+            if !frames.is_multiple_of(BATCH_FRAMES) || matcher_gone {
+                continue;
+            }
+            let now = pipeline.now();
+            if held_checked.is_none_or(|t| now >= t.saturating_add(HELD_RECHECK_NS)) {
+                // Bytes held now were first seen no later than now; a floor computed
+                // earlier stays a valid bound until the next recheck.
+                held_floor = pipeline.oldest_held().unwrap_or(now).min(now);
+                held_checked = Some(now);
+            }
+            let msg = ShardMsg::Batch {
+                matched: pipeline.take_matched(),
+                now,
+                held_floor,
+            };
+            matcher_gone = tx.send(msg).is_err();
+        }
+        batch.slots.clear();
+        batch.data.clear();
+        // The reader gone means no more batches are needed.
+        let _ = recycle.send(batch);
+    }
     let (matched, result) = pipeline.finish_shard();
     let _ = tx.send(ShardMsg::Done {
         matched,
