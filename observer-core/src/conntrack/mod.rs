@@ -812,7 +812,7 @@ mod tests {
     #[test]
     fn a_jxta_connection_stays_small() {
         let flow = std::mem::size_of::<Flow<crate::jxta::flow::Conn>>();
-        assert!(flow <= 744, "a JXTA flow is {flow} bytes");
+        assert!(flow <= 696, "a JXTA flow is {flow} bytes");
         assert!(std::mem::size_of::<Reassembler>() <= 72);
         // A slot of the table is the pointer to the flow, nothing beside it.
         assert_eq!(std::mem::size_of::<Box<Flow<()>>>(), 8);
