@@ -235,11 +235,9 @@ impl Reassembler {
             return 0;
         }
         let end = off + payload.len() as i64;
-        if fin && end >= 0 {
-            if !self.fin_seen {
-                self.fin_at = end as u64;
-                self.fin_seen = true;
-            }
+        if fin && end >= 0 && !self.fin_seen {
+            self.fin_at = end as u64;
+            self.fin_seen = true;
         }
         if self.ignore || payload.is_empty() {
             return 0;
