@@ -103,16 +103,20 @@ struct Pending {
 /// Reassembly state of one direction.
 #[derive(Debug, Default)]
 pub struct Reassembler {
-    /// Sequence number of stream offset 0; `None` until the first segment.
-    base_seq: Option<u32>,
+    /// Sequence number of stream offset 0, meant once `started` (the first segment).
+    /// Two `Option`s padded to their alignment were 16 bytes of every direction.
+    base_seq: u32,
+    started: bool,
     /// Stream offset of the next byte to deliver (bytes delivered or skipped so far).
     delivered: u64,
     /// Out-of-order runs, made with the first one and freed when the last is
     /// delivered: nearly every direction is in order nearly all the time, and the
     /// map and its count inline were a quarter of the reassembler's size.
     pending: Option<Box<OutOfOrder>>,
-    /// Stream offset of the FIN, once seen (FIN occupies one sequence number).
-    fin_at: Option<u64>,
+    /// Stream offset of the FIN, meant once `fin_seen` (FIN occupies one sequence
+    /// number).
+    fin_at: u64,
+    fin_seen: bool,
     /// The stream began with a SYN: its first byte is the first byte the sender wrote.
     pub saw_syn: bool,
     /// Stop buffering: the consumer has no use for this direction (not JXTA).
@@ -153,11 +157,24 @@ impl Reassembler {
     }
 
     pub fn started(&self) -> bool {
-        self.base_seq.is_some()
+        self.started
     }
 
     pub fn fin_seen(&self) -> bool {
-        self.fin_at.is_some()
+        self.fin_seen
+    }
+
+    fn base_seq(&self) -> Option<u32> {
+        self.started.then_some(self.base_seq)
+    }
+
+    fn fin_at(&self) -> Option<u64> {
+        self.fin_seen.then_some(self.fin_at)
+    }
+
+    fn set_base_seq(&mut self, seq: u32) {
+        self.base_seq = seq;
+        self.started = true;
     }
 
     /// Drops buffered data and stops buffering; sequence tracking continues so the
@@ -172,7 +189,7 @@ impl Reassembler {
     fn offset_of(&self, seq: u32) -> Option<i64> {
         // Unwrap around the delivered point: the sequence space wraps every 4 GiB,
         // the stream offset never does.
-        let next = self.base_seq?.wrapping_add(self.delivered as u32);
+        let next = self.base_seq()?.wrapping_add(self.delivered as u32);
         Some(self.delivered as i64 + i64::from(seq.wrapping_sub(next) as i32))
     }
 
@@ -200,15 +217,15 @@ impl Reassembler {
             // delivered nothing (a retransmitted SYN), never one already in use (the
             // flow table turns that into a new connection first).
             if self.delivered == 0 && self.pending.is_none() {
-                self.base_seq = Some(seq.wrapping_add(1));
+                self.set_base_seq(seq.wrapping_add(1));
                 self.saw_syn = true;
             }
             seq.wrapping_add(1)
         } else {
             seq
         };
-        if self.base_seq.is_none() {
-            self.base_seq = Some(data_seq);
+        if !self.started {
+            self.set_base_seq(data_seq);
         }
         let Some(off) = self.offset_of(data_seq) else {
             return 0;
@@ -218,8 +235,9 @@ impl Reassembler {
             return 0;
         }
         let end = off + payload.len() as i64;
-        if fin && end >= 0 {
-            self.fin_at.get_or_insert(end as u64);
+        if fin && end >= 0 && !self.fin_seen {
+            self.fin_at = end as u64;
+            self.fin_seen = true;
         }
         if self.ignore || payload.is_empty() {
             return 0;
@@ -285,7 +303,7 @@ impl Reassembler {
         if ack_off <= delivered + 1 || ack_off - delivered > MAX_SEQ_JUMP || self.ignore {
             return 0;
         }
-        if self.fin_at == Some(self.delivered) {
+        if self.fin_at() == Some(self.delivered) {
             return 0;
         }
         let before = self.pending_bytes() as isize;

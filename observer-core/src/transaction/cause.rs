@@ -145,12 +145,69 @@ const SENT_KEPT: usize = 64;
 /// A first transmission, in 16 bytes (64 of them per direction of every connection):
 /// a TCP payload fits 16 bits (the IP length field; a longer one, a jumbogram, is
 /// remembered shorter), and so does an interface index.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Sent {
     seq: u32,
     len: u16,
     interface: u16,
     ts: UnixNanos,
+}
+
+/// First transmissions held in the direction itself before the first spill: a
+/// connection that sends a message now and then keeps a handful, and a `VecDeque`'s
+/// smallest allocation (four entries, 80 bytes with malloc's header) per direction
+/// was 16 MB of 100,000 such connections.
+const SENT_INLINE: usize = 4;
+
+/// A direction's remembered first transmissions, oldest first, at most
+/// [`SENT_KEPT`]: inline up to [`SENT_INLINE`], then moved to the heap for good.
+#[derive(Debug)]
+enum SentLog {
+    Inline { len: u8, buf: [Sent; SENT_INLINE] },
+    Spilled(VecDeque<Sent>),
+}
+
+impl Default for SentLog {
+    fn default() -> Self {
+        SentLog::Inline {
+            len: 0,
+            buf: [Sent::default(); SENT_INLINE],
+        }
+    }
+}
+
+impl SentLog {
+    /// Appends `e`, dropping the oldest when [`SENT_KEPT`] are held.
+    fn push(&mut self, e: Sent) {
+        match self {
+            SentLog::Inline { len, buf } => {
+                let n = usize::from(*len);
+                if let Some(slot) = buf.get_mut(n) {
+                    *slot = e;
+                    *len += 1;
+                    return;
+                }
+                let mut q = VecDeque::with_capacity(2 * SENT_INLINE);
+                q.extend(buf.iter().copied());
+                q.push_back(e);
+                *self = SentLog::Spilled(q);
+            }
+            SentLog::Spilled(q) => {
+                if q.len() >= SENT_KEPT {
+                    q.pop_front();
+                }
+                q.push_back(e);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Sent> {
+        let (inline, spilled) = match self {
+            SentLog::Inline { len, buf } => (buf.get(..usize::from(*len)).unwrap_or(&[]), None),
+            SentLog::Spilled(q) => (&[][..], Some(q.iter())),
+        };
+        inline.iter().chain(spilled.into_iter().flatten())
+    }
 }
 
 /// What one TCP connection's decoder keeps to write each message's [`WireNotes`]:
@@ -182,23 +239,66 @@ fn recent(slot: &mut Option<Box<Recent>>) -> &mut Recent {
     slot.get_or_insert_with(Box::default)
 }
 
+/// The optional fields of a [`DirNotes`] share one byte of presence bits: three
+/// `Option`s padded each to their alignment were 24 bytes per direction, 4.8 MB of
+/// 100,000 connections. Any value is a valid time, so no sentinel can stand for none.
+const LAST_STOP: u8 = 1;
+const ZERO_SINCE: u8 = 2;
+const HIGH_END: u8 = 4;
+const AFTER_GAP: u8 = 8;
+
 #[derive(Debug, Default)]
 struct DirNotes {
     /// Recent first transmissions.
-    sent: VecDeque<Sent>,
+    sent: SentLog,
     /// The run of back-to-back messages the next one may queue behind.
     run_start: UnixNanos,
     run_bytes: u64,
-    /// None until this direction's first message (what `opened_at` asks).
-    last_stop: Option<UnixNanos>,
-    /// Bytes after a gap (the capture missed some) were not waiting for a repair.
-    after_gap: bool,
-    /// This direction advertised a zero window then (the other one is held back).
-    zero_since: Option<UnixNanos>,
-    /// End of the highest data seen (sequence number), when some was.
-    high_end: Option<u32>,
+    /// Meant when `LAST_STOP` is set: none until this direction's first message (what
+    /// `opened_at` asks).
+    last_stop: UnixNanos,
+    /// Meant when `ZERO_SINCE` is set: this direction advertised a zero window then
+    /// (the other one is held back).
+    zero_since: UnixNanos,
+    /// Meant when `HIGH_END` is set: end of the highest data seen (sequence number),
+    /// when some was.
+    high_end: u32,
+    /// Which of the above hold a value; `AFTER_GAP`: bytes after a gap (the capture
+    /// missed some) were not waiting for a repair.
+    bits: u8,
     /// PINGs sent on this direction, by the sequence number their bytes end at.
     watched: Vec<(u32, DeliveryCell)>,
+}
+
+impl DirNotes {
+    fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+
+    fn mark(&mut self, bit: u8, on: bool) {
+        if on {
+            self.bits |= bit;
+        } else {
+            self.bits &= !bit;
+        }
+    }
+
+    fn last_stop(&self) -> Option<UnixNanos> {
+        self.has(LAST_STOP).then_some(self.last_stop)
+    }
+
+    fn zero_since(&self) -> Option<UnixNanos> {
+        self.has(ZERO_SINCE).then_some(self.zero_since)
+    }
+
+    fn set_zero_since(&mut self, at: Option<UnixNanos>) {
+        self.mark(ZERO_SINCE, at.is_some());
+        self.zero_since = at.unwrap_or_default();
+    }
+
+    fn high_end(&self) -> Option<u32> {
+        self.has(HIGH_END).then_some(self.high_end)
+    }
 }
 
 impl ConnNotes {
@@ -235,7 +335,7 @@ impl ConnNotes {
         let window_shut = self
             .dirs
             .get(1 - dir.min(1))
-            .is_some_and(|o| o.zero_since.is_some());
+            .is_some_and(|o| o.has(ZERO_SINCE));
         if len == 0 || (retransmitted > 0 && len <= 1 && window_shut) {
             return;
         }
@@ -244,10 +344,7 @@ impl ConnNotes {
         };
         let interface = u16::try_from(interface).unwrap_or(u16::MAX);
         let remember = |d: &mut DirNotes| {
-            if d.sent.len() >= SENT_KEPT {
-                d.sent.pop_front();
-            }
-            d.sent.push_back(Sent {
+            d.sent.push(Sent {
                 seq,
                 len: u16::try_from(len).unwrap_or(u16::MAX),
                 interface,
@@ -256,8 +353,9 @@ impl ConnNotes {
         };
         if retransmitted == 0 {
             let end = seq.wrapping_add(len);
-            if d.high_end.is_none_or(|h| seq_before(h, end)) {
-                d.high_end = Some(end);
+            if d.high_end().is_none_or(|h| seq_before(h, end)) {
+                d.high_end = end;
+                d.mark(HIGH_END, true);
             }
             remember(d);
             return;
@@ -302,10 +400,10 @@ impl ConnNotes {
             return;
         };
         if first_seen >= now {
-            d.after_gap = false;
+            d.mark(AFTER_GAP, false);
             return;
         }
-        if !d.after_gap {
+        if !d.has(AFTER_GAP) {
             self.repair(Repair {
                 dir: dir as u8,
                 first: first_seen,
@@ -357,10 +455,10 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
-        match (window, d.zero_since) {
-            (0, None) => d.zero_since = Some(ts),
+        match (window, d.zero_since()) {
+            (0, None) => d.set_zero_since(Some(ts)),
             (1.., Some(first)) => {
-                d.zero_since = None;
+                d.set_zero_since(None);
                 let stalls = &mut recent(&mut self.recent).stalls;
                 if stalls.len() >= REPAIRS_KEPT {
                     stalls.pop_front();
@@ -382,7 +480,7 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
-        let Some(end) = d.high_end else {
+        let Some(end) = d.high_end() else {
             return;
         };
         if d.watched.len() >= WATCHED {
@@ -408,7 +506,7 @@ impl ConnNotes {
     /// Reassembly gave up on a hole of `dir` (the capture missed bytes).
     pub fn gap(&mut self, dir: usize) {
         if let Some(d) = self.dirs.get_mut(dir) {
-            d.after_gap = true;
+            d.mark(AFTER_GAP, true);
         }
     }
 
@@ -434,9 +532,13 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return WireNotes::default();
         };
-        let opened_at = if d.last_stop.is_none() { syn_at } else { None };
+        let opened_at = if d.last_stop().is_none() {
+            syn_at
+        } else {
+            None
+        };
         let back_to_back = d
-            .last_stop
+            .last_stop()
             .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
         let (queued_bytes, queued_ns) = if back_to_back {
             (d.run_bytes, start - d.run_start)
@@ -446,7 +548,8 @@ impl ConnNotes {
             (0, 0)
         };
         d.run_bytes += framed_bytes;
-        d.last_stop = Some(d.last_stop.map_or(stop, |l| l.max(stop)));
+        d.last_stop = d.last_stop().map_or(stop, |l| l.max(stop));
+        d.mark(LAST_STOP, true);
         WireNotes {
             conn: Some((self.flow, dir as u8)),
             repairs,
@@ -944,6 +1047,36 @@ fn jxta(c: &mut Cause, notes: &[&WireNotes], from: UnixNanos, until: UnixNanos) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sent_log_keeps_what_a_capped_queue_keeps_across_the_spill() {
+        let mut log = SentLog::default();
+        let mut queue: VecDeque<Sent> = VecDeque::new();
+        for i in 0..(3 * SENT_KEPT as u32) {
+            let e = Sent {
+                seq: i.wrapping_mul(1_000),
+                len: 100,
+                interface: (i % 3) as u16,
+                ts: u64::from(i) * 7,
+            };
+            log.push(e);
+            if queue.len() >= SENT_KEPT {
+                queue.pop_front();
+            }
+            queue.push_back(e);
+            let held: Vec<(u32, u64)> = log.iter().map(|e| (e.seq, e.ts)).collect();
+            let want: Vec<(u32, u64)> = queue.iter().map(|e| (e.seq, e.ts)).collect();
+            assert_eq!(held, want, "after {} pushes", i + 1);
+            assert_eq!(
+                matches!(log, SentLog::Inline { .. }),
+                queue.len() <= SENT_INLINE
+            );
+        }
+        // Inline, a direction's few first transmissions cost no allocation of their own.
+        assert!(std::mem::size_of::<SentLog>() <= 72);
+        // The optional fields' presence in one byte, not a padded tag each.
+        assert!(std::mem::size_of::<DirNotes>() <= 136);
+    }
 
     #[test]
     fn conn_notes_date_retransmissions_holes_and_queues() {
