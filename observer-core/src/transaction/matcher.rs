@@ -510,14 +510,9 @@ impl Remembered {
     }
 
     fn shrink_to_fit(&mut self) {
-        let Self {
-            ring,
-            popped,
-            index,
-            hasher,
-        } = self;
-        ring.shrink_to_fit();
-        index.shrink_to_fit(Self::hash_at(ring, *popped, hasher));
+        self.ring.shrink_to_fit();
+        let rehash = Self::hash_at(&self.ring, self.popped, &self.hasher);
+        self.index.shrink_to_fit(rehash);
     }
 
     /// Forgets the oldest entry.
