@@ -99,6 +99,7 @@ fn tap_on_loopback() {
     if !root() {
         return;
     }
+    let _serial = common::serial();
     let had_clsact = tc_show("qdisc", None).contains("clsact");
     let tapped = common::free_port();
     let cfg = TapConfig {
@@ -232,6 +233,8 @@ fn a_ring_too_small_for_a_burst_counts_its_drops() {
     if !root() {
         return;
     }
+    // Both tests attach to lo, and a process owns lo's filters once.
+    let _serial = common::serial();
     let tapped = common::free_port();
     let mut tap = EbpfTap::attach(&TapConfig {
         interfaces: vec!["lo".into()],

@@ -20,15 +20,7 @@ const MULTIPLIER: u64 = 10;
 /// Live start/stop against tcpdump's capture of the same interface.
 const WIRE_TOLERANCE_NS: u64 = 1_000_000;
 
-use common::{http_get, wait_exit, Killer, Veth};
-
-/// The live tests replay captures with tcpreplay, whose pacing suffers when several
-/// replays and observers share the two cores: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::{http_get, serial, wait_exit, Killer, Veth};
 
 fn usable() -> bool {
     common::root_with(&["tcpreplay"])

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::free_port;
+use common::{free_port, serial};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,13 +19,6 @@ use observer::runtime::{self, PipelineConfig};
 use observer::transaction::{Transaction, TxStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_observer");
-
-/// The capture tests run one at a time: the RTT comparison wants an unloaded machine
-/// (the peers time their own reads; on 2 busy cores a read can wait a scheduler slice).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A child process killed when dropped (a failing test leaves nothing running).
 struct Proc(Child);

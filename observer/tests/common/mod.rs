@@ -6,6 +6,15 @@ pub mod clickhouse;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Tests of one binary that must not overlap run one at a time: those attaching taps to
+/// a shared interface (lo) and checking what filters are left, those replaying with
+/// tcpreplay (its pacing suffers when replays share the two cores), those comparing RTTs
+/// that the peers time themselves. A test that panicked does not poison the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Path of a committed capture in `captures/`.
 pub fn capture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
