@@ -38,8 +38,10 @@ const BATCHES_AHEAD: usize = 1;
 /// A shard recomputes what its flows hold at most once per this much capture time.
 const HELD_RECHECK_NS: u64 = 1_000_000_000;
 /// Copied frame bytes after which the reader hands its batches over early: a batch of
-/// `BATCH_FRAMES` snaplen-sized frames would otherwise hold hundreds of megabytes.
-const READ_BATCH_BYTES: usize = 256 << 10;
+/// `BATCH_FRAMES` snaplen-sized frames would otherwise hold hundreds of megabytes. At
+/// 256 KiB a JXTA-heavy capture was handed over every ~300 frames, and the waits on
+/// those hand-overs cost 5-10 % of the wall time of two threads (docs/performance.md).
+const READ_BATCH_BYTES: usize = 1 << 20;
 /// Batches the reader may run ahead of each shard.
 const READ_BATCHES_AHEAD: usize = 2;
 
