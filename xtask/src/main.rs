@@ -110,10 +110,14 @@ enum Command {
         #[arg(long)]
         release: bool,
         /// A command the observer runs under, split at spaces (e.g. `heaptrack -o
-        /// /tmp/live` to profile the heap, `env MALLOC_ARENA_MAX=1` to try the
-        /// allocator); the RSS is still the observer's own.
+        /// /tmp/live` to profile the heap, with `--glibc-malloc`); the RSS is still the
+        /// observer's own.
         #[arg(long)]
         observer_wrap: Option<String>,
+        /// Build the observer with glibc's malloc instead of jemalloc (its `jemalloc`
+        /// feature off): heaptrack and `MALLOC_*` settings see only glibc's.
+        #[arg(long)]
+        glibc_malloc: bool,
     },
     /// Write the fuzz targets' seed corpora (observer/fuzz/corpus) from the scenarios.
     FuzzSeeds,
@@ -442,12 +446,16 @@ fn main() -> Result<()> {
             out,
             release,
             observer_wrap,
+            glibc_malloc,
         } => {
             let root = workspace_root();
             // Always (re)build: a stale binary would soak old code.
             let mut args = vec!["build", "-q", "-p", "observer", "--bin", "observer"];
             if release {
                 args.push("--release");
+            }
+            if glibc_malloc {
+                args.push("--no-default-features");
             }
             if source == "pcap" {
                 args.extend(["--features", "pcap"]);
