@@ -236,7 +236,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                 *announced = true;
                 // A live tap takes these every loop; offline nobody does, so keep a bound.
                 if *announce && jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
-                    jxta_flows.push((info.initiator, info.responder));
+                    jxta_flows.push((info.sender(Dir::Forward), info.sender(Dir::Reverse)));
                 }
             }
         }
