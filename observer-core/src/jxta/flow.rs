@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use super::peer::shared_peer;
 use super::StreamStart;
 use super::{
     Carrier, DirParser, FramedMessage, JxtaStats, LastRouter, PeerId, StreamConfig, StreamEvent,
@@ -91,22 +92,6 @@ pub struct JxtaFlows<H> {
     /// buddies, and every connection kept its own copy of the same text (two per
     /// connection, 17 MB at 100,000 connections).
     welcome_peers: crate::FastMap<PeerId, ()>,
-}
-
-/// Welcome peer IDs shared at most; past it the table starts again (what connections
-/// hold stays valid, only sharing is lost).
-const SHARED_WELCOME_PEERS: usize = 16_384;
-
-/// The copy already held of `id`, else `id`, remembered.
-fn shared_peer(known: &mut crate::FastMap<PeerId, ()>, id: PeerId) -> PeerId {
-    if let Some((held, ())) = known.get_key_value(&id) {
-        return held.clone();
-    }
-    if known.len() >= SHARED_WELCOME_PEERS {
-        known.clear();
-    }
-    known.insert(id.clone(), ());
-    id
 }
 
 impl<H> JxtaFlows<H> {
@@ -236,7 +221,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                 *announced = true;
                 // A live tap takes these every loop; offline nobody does, so keep a bound.
                 if *announce && jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
-                    jxta_flows.push((info.initiator, info.responder));
+                    jxta_flows.push((info.sender(Dir::Forward), info.sender(Dir::Reverse)));
                 }
             }
         }
@@ -270,31 +255,6 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
     fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {
         for p in &mut conn.parsers {
             p.finish(&mut self.stream_stats);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn peer(n: usize) -> PeerId {
-        PeerId::parse(&format!("urn:jxta:uuid-{n:032X}03")).expect("a valid peer ID")
-    }
-
-    #[test]
-    fn welcome_peers_are_shared_and_bounded() {
-        let mut known = crate::FastMap::default();
-        let first = shared_peer(&mut known, peer(1));
-        let again = shared_peer(&mut known, peer(1));
-        assert_eq!(first, again);
-        assert_eq!(first.as_str().as_ptr(), again.as_str().as_ptr());
-        let other = shared_peer(&mut known, peer(2));
-        assert_ne!(first.as_str().as_ptr(), other.as_str().as_ptr());
-        for n in 0..3 * SHARED_WELCOME_PEERS {
-            let id = shared_peer(&mut known, peer(n));
-            assert_eq!(id, peer(n));
-            assert!(known.len() <= SHARED_WELCOME_PEERS);
         }
     }
 }

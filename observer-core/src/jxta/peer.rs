@@ -129,6 +129,24 @@ impl fmt::Debug for PeerId {
     }
 }
 
+/// Peer IDs a table of [`shared_peer`] holds at most; past it the table starts again
+/// (what holders keep stays valid, only sharing is lost).
+pub(crate) const SHARED_PEERS: usize = 16_384;
+
+/// The copy already held of `id`, else `id`, remembered: a peer's ID comes again and
+/// again (its welcome line on each of its connections, its router documents in each
+/// direction), and every holder kept its own ~100-byte copy of the text.
+pub(crate) fn shared_peer(known: &mut crate::FastMap<PeerId, ()>, id: PeerId) -> PeerId {
+    if let Some((held, ())) = known.get_key_value(&id) {
+        return held.clone();
+    }
+    if known.len() >= SHARED_PEERS {
+        known.clear();
+    }
+    known.insert(id.clone(), ());
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +192,26 @@ mod tests {
             "uuid-\u{1b}[31m",
         ] {
             assert!(PeerId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    fn peer(n: usize) -> PeerId {
+        PeerId::parse(&format!("urn:jxta:uuid-{n:032X}03")).expect("a valid peer ID")
+    }
+
+    #[test]
+    fn shared_peers_are_shared_and_bounded() {
+        let mut known = crate::FastMap::default();
+        let first = shared_peer(&mut known, peer(1));
+        let again = shared_peer(&mut known, peer(1));
+        assert_eq!(first, again);
+        assert_eq!(first.as_str().as_ptr(), again.as_str().as_ptr());
+        let other = shared_peer(&mut known, peer(2));
+        assert_ne!(first.as_str().as_ptr(), other.as_str().as_ptr());
+        for n in 0..3 * SHARED_PEERS {
+            let id = shared_peer(&mut known, peer(n));
+            assert_eq!(id, peer(n));
+            assert!(known.len() <= SHARED_PEERS);
         }
     }
 }

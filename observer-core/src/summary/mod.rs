@@ -337,17 +337,19 @@ fn pct(part: Option<f64>, whole: Option<f64>) -> Option<f64> {
 }
 
 /// A pair's identity in the summary: the peer ID, else the name (or `?`), so that a
-/// name change does not split a pair.
+/// name change does not split a pair. A `Box<str>`, not a `String`: the enum then fits
+/// in the peer ID's 24 bytes (the ID's pointer is never null): 16 bytes less in each
+/// pair's entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Ident {
     Id(PeerId),
-    Name(String),
+    Name(Box<str>),
 }
 
 fn ident(name: &Option<String>, id: &Option<PeerId>) -> Ident {
     match id {
         Some(id) => Ident::Id(id.clone()),
-        None => Ident::Name(label(name, &None)),
+        None => Ident::Name(label(name, &None).into_boxed_str()),
     }
 }
 

@@ -195,6 +195,9 @@ mod exact_limit_tests {
 fn a_pair_with_one_rtt_holds_it_inline() {
     // Every pair has one until the end of the run; most of a gateway's answer once.
     assert!(std::mem::size_of::<Rtts>() <= 16);
+    // 100,000 pairs held to the end (peers10k-1g): the entry is today's size.
+    assert_eq!(std::mem::size_of::<Ident>(), 24);
+    assert!(std::mem::size_of::<PairAcc>() <= 136);
     let mut r = Rtts::default();
     r.push(5_000);
     assert!(matches!(r, Rtts::One(5_000)));
