@@ -70,11 +70,7 @@ impl PeerId {
             t
         };
         let (format, body) = unique.split_once('-')?;
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        };
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| ID_BYTES[usize::from(b)]);
         if !valid(format) || !valid(body) || unique.len() > MAX_UNIQUE {
             return None;
         }
@@ -86,7 +82,7 @@ impl PeerId {
         buf[..URN_PREFIX.len()].copy_from_slice(URN_PREFIX.as_bytes());
         buf[URN_PREFIX.len()..len].copy_from_slice(unique.as_bytes());
         // ASCII by the checks above; the fallback is never taken.
-        let text: Arc<str> = match std::str::from_utf8(&buf[..len]) {
+        let text: Arc<str> = match super::wire_str(&buf[..len]) {
             Ok(t) => Arc::from(t),
             Err(_) => Arc::from(format!("{URN_PREFIX}{unique}")),
         };
@@ -105,6 +101,19 @@ impl PeerId {
         &self.text[URN_PREFIX.len()..]
     }
 }
+
+/// Bytes of an ID's format and unique part (a table: every byte of every ID a router
+/// document or welcome line names passes here).
+const ID_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        i += 1;
+    }
+    t
+};
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     if s.len() >= prefix.len()
