@@ -485,7 +485,13 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
         return None;
     }
     // ASCII, so every byte offset is a character boundary of `text`.
-    let all = std::str::from_utf8(body).ok()?;
+    let all = crate::jxta::wire_str(body).ok()?;
+    // Text may hold no `&` or CR, and nothing else in a document this path takes does
+    // (names, the declarations, whitespace around the root): one look over the whole
+    // body instead of one per text. A `>` in text is found where the text ends.
+    if memchr::memchr2(b'&', b'\r', body).is_some() {
+        return None;
+    }
     let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n');
     let mut pos = body.iter().position(|&b| !ws(b))?;
     if body[pos..].starts_with(b"<?") {
@@ -501,40 +507,34 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
     let mut text_start = pos;
     let mut done = false;
     while pos < body.len() {
-        let Some(lt) = memchr::memchr(b'<', &body[pos..]) else {
+        let Some(lt) = memchr::memchr2(b'<', b'>', &body[pos..]) else {
             // Only whitespace may follow the root.
             return (done && body[pos..].iter().all(|&b| ws(b))).then(|| finish_doc(doc));
         };
-        let text = &body[pos..pos + lt];
-        if text.iter().any(|&b| matches!(b, b'&' | b'>' | b'\r')) {
+        let tag = pos + lt;
+        // Every tag's own `>` is passed below: this one is in text.
+        if body[tag] == b'>' {
             return None;
         }
+        let text = &body[pos..tag];
         // Outside the root (before it, after the declaration; or after it) only
         // whitespace.
         if depth == 0 && !text.iter().all(|&b| ws(b)) {
             return None;
         }
-        let tag = pos + lt;
-        let close = body.get(tag + 1) == Some(&b'/');
-        let name_start = tag + 1 + usize::from(close);
-        let name_len = body[name_start..]
-            .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))?;
-        let name = &body[name_start..name_start + name_len];
-        if name.is_empty() || !(name[0].is_ascii_alphabetic() || name[0] == b'_') {
-            return None;
-        }
-        if body.get(name_start + name_len) != Some(&b'>') {
-            return None;
-        }
-        let after = name_start + name_len + 1;
-        let local = all.get(name_start..name_start + name_len)?;
-        if close {
+        if body.get(tag + 1) == Some(&b'/') {
             depth = depth.checked_sub(1)?;
             let (open_name, start, field) = open[depth];
-            if open_name != name {
+            // The open tag's name (checked there) then `>`: exactly what scanning the
+            // name would find, without looking at it byte by byte.
+            let name_start = tag + 2;
+            let name_end = name_start + open_name.len();
+            if body.get(name_start..name_end) != Some(open_name)
+                || body.get(name_end) != Some(&b'>')
+            {
                 return None;
             }
+            let after = name_end + 1;
             if let Some(f) = field {
                 let text = all.get(text_start..tag)?;
                 store(&mut doc, f, text, (after - start) as u64);
@@ -543,7 +543,20 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
                 in_buddy = false;
             }
             done = depth == 0;
+            pos = after;
         } else {
+            let name_start = tag + 1;
+            let name_len = body[name_start..]
+                .iter()
+                .position(|&b| !NAME_BYTES[usize::from(b)])?;
+            let name = &body[name_start..name_start + name_len];
+            if name.is_empty() || !(name[0].is_ascii_alphabetic() || name[0] == b'_') {
+                return None;
+            }
+            if body.get(name_start + name_len) != Some(&b'>') {
+                return None;
+            }
+            let local = all.get(name_start..name_start + name_len)?;
             if done {
                 return None;
             }
@@ -559,12 +572,25 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
             }
             open[depth] = (name, tag, field_for(depth + 1, in_buddy, local));
             depth += 1;
+            pos = name_start + name_len + 1;
         }
-        pos = after;
-        text_start = after;
+        text_start = pos;
     }
-    (done).then(|| finish_doc(doc))
+    done.then(|| finish_doc(doc))
 }
+
+/// Bytes an element name may hold on the plain path (a table: names are scanned byte
+/// by byte).
+const NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        i += 1;
+    }
+    t
+};
 
 /// Stores a field's text (first occurrence wins: a repeated element must not let a
 /// later copy silently override what the matcher keys on).

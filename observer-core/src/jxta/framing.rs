@@ -71,7 +71,9 @@ pub fn parse_package_header(buf: &[u8], max_body: u64) -> HeaderParse<'_> {
             return HeaderParse::Incomplete;
         };
         pos += value_len;
-        if name.eq_ignore_ascii_case(b"content-length") {
+        // JXSE writes these names in lower case: an exact match first, any case after.
+        let is = |lower: &[u8]| name == lower || name.eq_ignore_ascii_case(lower);
+        if is(b"content-length") {
             let Ok(bytes) = <[u8; 8]>::try_from(value) else {
                 return HeaderParse::Invalid("content-length not 8 bytes");
             };
@@ -79,13 +81,13 @@ pub fn parse_package_header(buf: &[u8], max_body: u64) -> HeaderParse<'_> {
                 return HeaderParse::Invalid("duplicate content-length");
             }
             content_length = Some(u64::from_be_bytes(bytes));
-        } else if name.eq_ignore_ascii_case(b"content-type") {
-            match std::str::from_utf8(value) {
+        } else if is(b"content-type") {
+            match super::wire_str(value) {
                 Ok(t) => content_type = Some(t),
                 Err(_) => return HeaderParse::Invalid("content-type not UTF-8"),
             }
         } else if name.eq_ignore_ascii_case(b"srcEA") {
-            match std::str::from_utf8(value) {
+            match super::wire_str(value) {
                 Ok(t) => src_ea = Some(t),
                 Err(_) => return HeaderParse::Invalid("srcEA not UTF-8"),
             }
@@ -248,6 +250,28 @@ mod tests {
             (h.content_length, h.content_type, h.header_len),
             (5, None, v.len())
         );
+    }
+
+    /// Names in any case are the same header; the exact lower-case match is only the
+    /// first try.
+    #[test]
+    fn header_names_in_any_case() {
+        for (ct, cl) in [
+            (&b"content-type"[..], &b"content-length"[..]),
+            (b"Content-Type", b"Content-Length"),
+            (b"CONTENT-TYPE", b"content-LENGTH"),
+        ] {
+            let mut v = vec![ct.len() as u8];
+            v.extend_from_slice(ct);
+            v.extend_from_slice(b"\x00\x03a/b");
+            v.push(cl.len() as u8);
+            v.extend_from_slice(cl);
+            v.extend_from_slice(b"\x00\x08\0\0\0\0\0\0\0\x07\x00");
+            let HeaderParse::Complete(h) = parse_package_header(&v, 100) else {
+                panic!("{ct:?} {cl:?}")
+            };
+            assert_eq!((h.content_type, h.content_length), (Some("a/b"), 7));
+        }
     }
 
     #[test]

@@ -127,21 +127,44 @@ fn bounded_capacity(count: u16, remaining: usize, min_size: usize) -> usize {
     usize::from(count).min(remaining / min_size)
 }
 
+/// Namespace tables up to this long (the predefined two included) stay on the stack:
+/// JXSE declares one or two, and a `Vec` per message cost an allocation and a free.
+const INLINE_NAMESPACES: usize = 8;
+
+fn v0_namespace<'a>(r: &mut Reader<'a>) -> Result<&'a str, JxtaError> {
+    let len = r.u16("namespace length")?;
+    let bytes = r.bytes(usize::from(len), "namespace")?;
+    wire_str(bytes).map_err(|_| JxtaError::BadText("namespace"))
+}
+
 fn decode_v0(mut r: Reader<'_>) -> Result<Message<'_>, JxtaError> {
     let ns_count = r.u16("namespace count")?;
-    let mut namespaces: Vec<&str> =
-        Vec::with_capacity(2 + bounded_capacity(ns_count, r.remaining(), 2));
-    namespaces.extend_from_slice(&PREDEFINED);
-    for _ in 0..ns_count {
-        let len = r.u16("namespace length")?;
-        let bytes = r.bytes(usize::from(len), "namespace")?;
-        namespaces.push(wire_str(bytes).map_err(|_| JxtaError::BadText("namespace"))?);
-    }
+    let table_len = 2 + usize::from(ns_count);
+    let mut inline = [""; INLINE_NAMESPACES];
+    let mut spilled: Vec<&str> = Vec::new();
+    let namespaces: &[&str] = match inline.get_mut(..table_len) {
+        Some(table) => {
+            let (predefined, declared) = table.split_at_mut(2);
+            predefined.copy_from_slice(&PREDEFINED);
+            for slot in declared {
+                *slot = v0_namespace(&mut r)?;
+            }
+            table
+        }
+        None => {
+            spilled.reserve(2 + bounded_capacity(ns_count, r.remaining(), 2));
+            spilled.extend_from_slice(&PREDEFINED);
+            for _ in 0..ns_count {
+                spilled.push(v0_namespace(&mut r)?);
+            }
+            &spilled
+        }
+    };
     let el_count = r.u16("element count")?;
     // Smallest v0 element: jxel + ns + flags + name len + content len.
     let mut elements = Vec::with_capacity(bounded_capacity(el_count, r.remaining(), 12));
     for _ in 0..el_count {
-        elements.push(decode_element_v0(&mut r, &namespaces, 0)?);
+        elements.push(decode_element_v0(&mut r, namespaces, 0)?);
     }
     Ok(Message {
         version: 0,
@@ -583,6 +606,42 @@ mod tests {
         assert_eq!(msg.elements[3].mime_or_default(), MIME_DEFAULT);
         let back: Vec<OwnedElement> = msg.elements.iter().map(Element::to_owned_element).collect();
         assert_eq!(back, els);
+    }
+
+    /// Namespace tables on the stack and past it: every element keeps its own namespace
+    /// (one over the stack table, or a table cut short, would name another or fail).
+    #[test]
+    fn namespace_tables_of_every_size_decode() {
+        for declared in [
+            0usize,
+            1,
+            INLINE_NAMESPACES - 3,
+            INLINE_NAMESPACES - 2,
+            INLINE_NAMESPACES - 1,
+            40,
+        ] {
+            let els: Vec<OwnedElement> = (0..declared.max(1))
+                .map(|i| {
+                    let ns = if declared == 0 {
+                        String::new()
+                    } else {
+                        format!("ns{i}")
+                    };
+                    OwnedElement::new(&ns, &format!("e{i}"), None, format!("c{i}"))
+                })
+                .collect();
+            let body = encode_message_v0(&els);
+            let m = decode_message(&body).expect("decodes");
+            let got: Vec<OwnedElement> = m.elements.iter().map(Element::to_owned_element).collect();
+            assert_eq!(got, els, "{declared} namespaces");
+        }
+        // A count promising more namespaces than the bytes hold is an error either way.
+        for count in [3u16, 60] {
+            let mut b = b"jxmg\x00".to_vec();
+            b.extend_from_slice(&count.to_be_bytes());
+            b.extend_from_slice(b"\x00\x01a");
+            assert!(decode_message(&b).is_err(), "{count}");
+        }
     }
 
     #[test]

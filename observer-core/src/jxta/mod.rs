@@ -14,13 +14,13 @@ pub mod framing;
 pub mod http;
 pub(crate) mod marks;
 pub mod message;
+pub mod names;
 pub mod peer;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod testdata;
 pub mod welcome;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 pub use carrier::{Carrier, DirParser};
@@ -35,6 +35,7 @@ pub use http::{HttpAnomaly, HttpParser, HttpStats};
 pub use message::{
     decode_message, encode_message_v0, encode_message_v1, Element, Message, OwnedElement,
 };
+pub use names::ElementNames;
 pub use peer::PeerId;
 pub use stream::{
     FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart, DEFAULT_MAX_MESSAGE_BYTES,
@@ -180,18 +181,13 @@ crate::counters! {
     nested {
         /// At most one entry per [`Malformed`] reason.
         malformed: BTreeMap<Malformed, u64>,
-        /// Counted once per element of every message, so a hash map (the JSON report
-        /// sorts the names).
-        element_names: crate::FastMap<String, u64>,
+        /// Counted once per element of every message (see [`ElementNames`]; the JSON
+        /// report sorts the names).
+        element_names: ElementNames,
         /// The HTTP transport (its messages are also in `messages_tcp`).
         http: HttpStats,
     }
 }
-
-/// Distinct element names kept; further new names are counted under one key so a
-/// peer sending random names cannot grow the map without bound.
-const MAX_ELEMENT_NAMES: usize = 1024;
-const OTHER_NAMES_KEY: &str = "(other)";
 
 impl JxtaStats {
     /// Counts one decoded message and its elements (signature elements excluded: they
@@ -204,37 +200,7 @@ impl JxtaStats {
         }
         self.elements += msg.elements.len() as u64;
         for el in &msg.elements {
-            // `ns:name` is built on the stack: no allocation per element unless the
-            // name is new (or longer than the buffer).
-            let mut stack = [0u8; 160];
-            let (ns, name) = (el.namespace.as_bytes(), el.name.as_bytes());
-            let sep: &[u8] = if ns.is_empty() { b"" } else { b":" };
-            let len = ns.len() + sep.len() + name.len();
-            let key: Cow<'_, str> = match stack.get_mut(..len) {
-                Some(dst) => {
-                    let (a, rest) = dst.split_at_mut(ns.len());
-                    let (b, c) = rest.split_at_mut(sep.len());
-                    a.copy_from_slice(ns);
-                    b.copy_from_slice(sep);
-                    c.copy_from_slice(name);
-                    // Concatenated UTF-8 is UTF-8; the fallback is never taken.
-                    match wire_str(dst) {
-                        Ok(k) => Cow::Borrowed(k),
-                        Err(_) => Cow::Owned(element_key(el)),
-                    }
-                }
-                None => Cow::Owned(element_key(el)),
-            };
-            if let Some(n) = self.element_names.get_mut(key.as_ref()) {
-                *n += 1;
-            } else if self.element_names.len() < MAX_ELEMENT_NAMES {
-                self.element_names.insert(key.into_owned(), 1);
-            } else {
-                *self
-                    .element_names
-                    .entry(OTHER_NAMES_KEY.to_string())
-                    .or_insert(0) += 1;
-            }
+            self.element_names.count(&el.namespace, &el.name);
         }
     }
 
@@ -293,14 +259,6 @@ pub(crate) fn wire_str(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
         Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
     } else {
         std::str::from_utf8(bytes)
-    }
-}
-
-fn element_key(el: &Element<'_>) -> String {
-    if el.namespace.is_empty() {
-        el.name.to_string()
-    } else {
-        format!("{}:{}", el.namespace, el.name)
     }
 }
 
@@ -414,11 +372,11 @@ mod tests {
     #[test]
     fn element_names_are_capped() {
         let mut s = JxtaStats::default();
-        for i in 0..(MAX_ELEMENT_NAMES + 10) {
+        for i in 0..(names::MAX_ELEMENT_NAMES + 10) {
             let body = encode_message_v0(&[OwnedElement::new("", &format!("n{i}"), None, "")]);
             s.count_message(&decode_message(&body).unwrap(), false);
         }
-        assert_eq!(s.element_names.len(), MAX_ELEMENT_NAMES + 1);
-        assert_eq!(s.element_names.get(OTHER_NAMES_KEY), Some(&10));
+        assert_eq!(s.element_names.len(), names::MAX_ELEMENT_NAMES + 1);
+        assert_eq!(s.element_names.get(names::OTHER_NAMES_KEY), Some(10));
     }
 }

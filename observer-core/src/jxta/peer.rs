@@ -61,23 +61,7 @@ impl PeerId {
     /// caller. Returns `None` for text that is not a peer ID (empty, spaces, control
     /// characters, no `<format>-` part): wire text is never trusted to be one.
     pub fn parse(text: &str) -> Option<PeerId> {
-        let t = text.trim();
-        let unique = if let Some(rest) = strip_prefix_ci(t, URN_PREFIX) {
-            rest
-        } else if let Some(rest) = strip_prefix_ci(t, "jxta://") {
-            rest
-        } else {
-            t
-        };
-        let (format, body) = unique.split_once('-')?;
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        };
-        if !valid(format) || !valid(body) || unique.len() > MAX_UNIQUE {
-            return None;
-        }
+        let unique = unique_part(text)?;
         // Built on the stack and copied once into the `Arc`: `format!` then
         // `Arc::from` allocated twice (and grew the string once) for every peer ID of
         // every router document the memo misses.
@@ -86,7 +70,7 @@ impl PeerId {
         buf[..URN_PREFIX.len()].copy_from_slice(URN_PREFIX.as_bytes());
         buf[URN_PREFIX.len()..len].copy_from_slice(unique.as_bytes());
         // ASCII by the checks above; the fallback is never taken.
-        let text: Arc<str> = match std::str::from_utf8(&buf[..len]) {
+        let text: Arc<str> = match super::wire_str(&buf[..len]) {
             Ok(t) => Arc::from(t),
             Err(_) => Arc::from(format!("{URN_PREFIX}{unique}")),
         };
@@ -94,6 +78,11 @@ impl PeerId {
             hash: id_hash(&text),
             text,
         })
+    }
+
+    /// Whether `text` is a peer ID [`PeerId::parse`] takes, without building it.
+    pub fn is_valid(text: &str) -> bool {
+        unique_part(text).is_some()
     }
 
     pub fn as_str(&self) -> &str {
@@ -105,6 +94,34 @@ impl PeerId {
         &self.text[URN_PREFIX.len()..]
     }
 }
+
+/// The `<format>-<unique>` part of a peer ID in any of its wire forms, if it is one.
+fn unique_part(text: &str) -> Option<&str> {
+    let t = text.trim();
+    let unique = if let Some(rest) = strip_prefix_ci(t, URN_PREFIX) {
+        rest
+    } else if let Some(rest) = strip_prefix_ci(t, "jxta://") {
+        rest
+    } else {
+        t
+    };
+    let (format, body) = unique.split_once('-')?;
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| ID_BYTES[usize::from(b)]);
+    (valid(format) && valid(body) && unique.len() <= MAX_UNIQUE).then_some(unique)
+}
+
+/// Bytes of an ID's format and unique part (a table: every byte of every ID a router
+/// document or welcome line names passes here).
+const ID_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        i += 1;
+    }
+    t
+};
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     if s.len() >= prefix.len()
@@ -158,6 +175,13 @@ mod tests {
         let a = PeerId::parse(&format!("urn:jxta:{U}")).unwrap();
         let b = PeerId::parse(&format!("jxta://{U}")).unwrap();
         let c = PeerId::parse(U).unwrap();
+        for form in [
+            format!("urn:jxta:{U}"),
+            format!("jxta://{U}"),
+            U.to_string(),
+        ] {
+            assert!(PeerId::is_valid(&form), "{form}");
+        }
         assert_eq!(a, b);
         assert_eq!(a, c);
         assert_eq!(a.unique(), U);
@@ -192,6 +216,7 @@ mod tests {
             "uuid-\u{1b}[31m",
         ] {
             assert!(PeerId::parse(bad).is_none(), "{bad:?}");
+            assert!(!PeerId::is_valid(bad), "{bad:?}");
         }
     }
 

@@ -670,7 +670,7 @@ mod tests {
             (stats.truncated_messages, stats.skipped_bytes, stats.gaps),
             (0, 0, 0)
         );
-        assert_eq!(stats.element_names.get("pingpong:payload"), Some(&20));
+        assert_eq!(stats.element_names.get("pingpong:payload"), Some(20));
         assert!(total_msgs >= 28, "{total_msgs}");
     }
 

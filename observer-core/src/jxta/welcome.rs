@@ -46,7 +46,7 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     if line.len() > MAX_WELCOME_LEN {
         return Err(JxtaError::BadWelcome("longer than 4096 bytes"));
     }
-    let text = std::str::from_utf8(line).map_err(|_| JxtaError::BadWelcome("not UTF-8"))?;
+    let text = super::wire_str(line).map_err(|_| JxtaError::BadWelcome("not UTF-8"))?;
     let mut toks = [""; 7];
     let mut n = 0;
     for t in text.split(' ') {
@@ -95,7 +95,8 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
         "1" => true,
         _ => return Err(JxtaError::BadWelcome("bad noprop flag")),
     };
-    if PeerId::parse(toks[3]).is_none() {
+    // Checked, not built: the caller builds it (`Welcome::peer`) when it keeps it.
+    if !PeerId::is_valid(toks[3]) {
         return Err(JxtaError::BadWelcome("bad peer ID"));
     }
     Ok(Welcome {

@@ -87,12 +87,10 @@ pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
                 }
             }
         }
-        let words = b.chunks_exact(4);
-        let rest = words.remainder();
+        let whole = b.len() & !3;
+        let rest = &b[whole..];
         // No overflow: 2^32 words (16 GiB) would be needed to carry out of 64 bits.
-        sum += words
-            .map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
-            .sum::<u64>();
+        sum += words_sum(&b[..whole]);
         let mut pairs = rest.chunks_exact(2);
         for w in &mut pairs {
             sum += u64::from(u16::from_le_bytes([w[0], w[1]]));
@@ -106,6 +104,40 @@ pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     (sum as u16).swap_bytes()
+}
+
+/// The sum of `bytes` (a multiple of 4 long) read as little-endian 32-bit words.
+/// Every TCP byte passes here: with AVX2 the loop takes four times fewer instructions
+/// than the x86-64 baseline's SSE2 (jxta-0.1g: 66.6 M instructions in `tcp` before).
+fn words_sum(bytes: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= AVX2_FROM && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: `words_sum_avx2` only differs from `words_sum_portable` in being
+        // compiled for AVX2; calling it is sound when the CPU has AVX2, which
+        // `is_x86_feature_detected!` has just said. Its results are checked against the
+        // portable sum by `avx2_sum_equals_the_portable_one`.
+        return unsafe { words_sum_avx2(bytes) };
+    }
+    words_sum_portable(bytes)
+}
+
+/// Below this many bytes the feature check and the vector set-up cost more than they
+/// save (IPv4 headers, pseudo-headers, bare acks).
+#[cfg(target_arch = "x86_64")]
+const AVX2_FROM: usize = 64;
+
+#[inline(always)]
+fn words_sum_portable(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks_exact(4)
+        .map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+        .sum::<u64>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn words_sum_avx2(bytes: &[u8]) -> u64 {
+    words_sum_portable(bytes)
 }
 
 /// An IPv4 header's checksum is right when the header sums to all ones.
@@ -205,6 +237,36 @@ mod tests {
             for fill in [0x00u8, 0x01, 0x80, 0xfe, 0xff] {
                 let v = vec![fill; n];
                 assert_eq!(ones_sum(&[&v]), naive(&v), "{n} x {fill:#x}");
+            }
+        }
+    }
+
+    /// The AVX2 build of the word sum against the portable one, on every length
+    /// around its vector widths and unrolling, and on saturated words (carries).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_sum_equals_the_portable_one() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data = Vec::new();
+        for n in (0..2_100).step_by(4) {
+            data.clear();
+            for _ in 0..n {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                data.push((state >> 56) as u8);
+            }
+            let want = words_sum_portable(&data);
+            assert_eq!(words_sum(&data), want, "{n} bytes");
+            let ones = vec![0xffu8; n];
+            assert_eq!(words_sum(&ones), words_sum_portable(&ones), "{n} x 0xff");
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked on the line above).
+                assert_eq!(unsafe { words_sum_avx2(&data) }, want, "{n} bytes");
+            } else {
+                // Without AVX2 the dispatch must never take the AVX2 build: the
+                // portable sum is what `words_sum` gave above.
+                eprintln!("no AVX2 on this CPU: only the portable sum was checked");
             }
         }
     }

@@ -99,11 +99,23 @@ pub fn record_len(t: &Transaction) -> u64 {
 
 /// Length of a field as [`push_field`] writes it.
 fn field_len(field: &[u8]) -> usize {
-    if memchr::memchr3(b',', b'"', b'\n', field).is_none() && memchr::memchr(b'\r', field).is_none()
-    {
-        return field.len();
+    // Fields are short: one plain scan beats two `memchr` set-ups (as in `push_field`).
+    let (mut quoted, mut quotes) = (false, 0);
+    for &b in field {
+        match b {
+            b'"' => {
+                quoted = true;
+                quotes += 1;
+            }
+            b',' | b'\n' | b'\r' => quoted = true,
+            _ => {}
+        }
     }
-    field.len() + memchr::memchr_iter(b'"', field).count() + 2
+    if quoted {
+        field.len() + quotes + 2
+    } else {
+        field.len()
+    }
 }
 
 /// Length of a peer ID field: its text as is. `PeerId::parse` admits only
