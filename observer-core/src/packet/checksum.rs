@@ -69,7 +69,9 @@ pub enum Checksum {
 
 /// One's-complement sum of `parts` as one byte string, folded to 16 bits. Summed as
 /// little-endian 32-bit words and byte-swapped at the end (the sum does not depend on
-/// byte order, RFC 1071 2(B)), which the compiler vectorises: every TCP byte passes here.
+/// byte order, RFC 1071 2(B)). The checks use [`part_sum`] (their parts have even
+/// lengths); this general form is the tests' reference and builds their checksums.
+#[cfg(test)]
 pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
     let mut sum: u64 = 0;
     let mut odd: Option<u8> = None;
@@ -100,10 +102,32 @@ pub(super) fn ones_sum(parts: &[&[u8]]) -> u16 {
     if let Some(hi) = odd {
         sum += u64::from(hi);
     }
+    fold(sum)
+}
+
+/// The wide sum folded to 16 bits and put back in network order.
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     (sum as u16).swap_bytes()
+}
+
+/// The wide sum of one part that starts at an even offset of the whole, as
+/// [`ones_sum`] adds it (a trailing odd byte is the high byte of its word). For the
+/// header and pseudo-header, whose lengths are even, this skips `ones_sum`'s joining
+/// of parts (~120 instructions a frame).
+fn part_sum(b: &[u8]) -> u64 {
+    let whole = b.len() & !3;
+    let mut sum = words_sum(&b[..whole]);
+    let mut pairs = b[whole..].chunks_exact(2);
+    for w in &mut pairs {
+        sum += u64::from(u16::from_le_bytes([w[0], w[1]]));
+    }
+    if let Some(&hi) = pairs.remainder().first() {
+        sum += u64::from(hi);
+    }
+    sum
 }
 
 /// The sum of `bytes` (a multiple of 4 long) read as little-endian 32-bit words.
@@ -142,7 +166,7 @@ fn words_sum_avx2(bytes: &[u8]) -> u64 {
 
 /// An IPv4 header's checksum is right when the header sums to all ones.
 pub(super) fn ipv4_header_ok(header: &[u8]) -> bool {
-    ones_sum(&[header]) == 0xffff
+    fold(part_sum(header)) == 0xffff
 }
 
 /// Classifies the checksum of the TCP segment `l4` (header and payload, complete)
@@ -169,9 +193,11 @@ pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
             &pseudo[..40]
         }
     };
-    if ones_sum(&[pseudo, l4]) == 0xffff {
+    // The pseudo-header is 12 or 40 bytes: `l4` starts at an even offset.
+    let pseudo_sum = part_sum(pseudo);
+    if fold(pseudo_sum + part_sum(l4)) == 0xffff {
         Checksum::Valid
-    } else if field == 0 || field == ones_sum(&[pseudo]) {
+    } else if field == 0 || field == fold(pseudo_sum) {
         Checksum::Offloaded
     } else {
         Checksum::Bad
@@ -272,6 +298,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Parts summed alone and added, the first of even length (a header), give
+        /// what the joined sum gives, whatever the second's length.
+        #[test]
+        fn part_sums_add_like_the_joined_sum(
+            half_a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            saturate in proptest::bool::ANY,
+        ) {
+            let mut a: Vec<u8> = half_a.iter().flat_map(|&x| [x, x.wrapping_mul(7)]).collect();
+            if saturate {
+                a.iter_mut().for_each(|x| *x = 0xff);
+            }
+            let joined: Vec<u8> = a.iter().chain(&b).copied().collect();
+            proptest::prop_assert_eq!(fold(part_sum(&a) + part_sum(&b)), naive(&joined));
+            proptest::prop_assert_eq!(fold(part_sum(&b)), ones_sum(&[&b]));
+        }
+
         #[test]
         fn wide_sum_equals_the_naive_one(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
