@@ -12,6 +12,7 @@ pub mod stats;
 mod tests;
 
 use std::hash::BuildHasher as _;
+use std::sync::Arc;
 
 use self::stats::RttStats;
 use crate::jxta::PeerId;
@@ -317,9 +318,9 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
 }
 
 /// [`label`] of a pair's kept name and ID.
-fn label_of(name: Option<Box<str>>, id: &Option<PeerId>) -> String {
+fn label_of(name: Option<Arc<str>>, id: &Option<PeerId>) -> String {
     match (name, id) {
-        (Some(n), _) => n.into(),
+        (Some(n), _) => n.as_ref().to_owned(),
         (None, Some(id)) => id.as_str().to_owned(),
         (None, None) => "?".to_owned(),
     }
@@ -361,8 +362,9 @@ fn ident(name: &Option<String>, id: &Option<PeerId>) -> Ident {
 /// pair) was 19 MB at 150,000 pairs.
 struct PairAcc {
     key: (Ident, Ident),
-    poller_name: Option<Box<str>>,
-    receiver_name: Option<Box<str>>,
+    /// Shared through [`SummaryBuilder::names`].
+    poller_name: Option<Arc<str>>,
+    receiver_name: Option<Arc<str>>,
     counts: StatusCounts,
     rtts: Rtts,
     /// When the pair's latest transaction ended (its start while open): what
@@ -370,13 +372,33 @@ struct PairAcc {
     last_ns: UnixNanos,
 }
 
-/// Keeps the latest name seen (the label is the latest name).
-fn update_name(kept: &mut Option<Box<str>>, seen: &Option<String>) {
-    if let Some(n) = seen {
-        if kept.as_deref() != Some(n.as_str()) {
-            *kept = Some(n.as_str().into());
-        }
+/// Names a summary shares at most; past it the table starts again (what pairs keep
+/// stays valid, only sharing is lost).
+const SHARED_NAMES: usize = 16_384;
+
+/// Keeps the latest name seen (the label is the latest name), as the copy `names`
+/// already holds: a peer polls and is polled under its one name by each of its pairs.
+fn update_name(
+    kept: &mut Option<Arc<str>>,
+    seen: &Option<String>,
+    names: &mut crate::FastMap<Arc<str>, ()>,
+) {
+    let Some(n) = seen else {
+        return;
+    };
+    if kept.as_deref() == Some(n.as_str()) {
+        return;
     }
+    if let Some((held, ())) = names.get_key_value(n.as_str()) {
+        *kept = Some(Arc::clone(held));
+        return;
+    }
+    if names.len() >= SHARED_NAMES {
+        names.clear();
+    }
+    let name: Arc<str> = Arc::from(n.as_str());
+    names.insert(Arc::clone(&name), ());
+    *kept = Some(name);
 }
 
 /// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
@@ -633,6 +655,9 @@ pub struct SummaryBuilder {
     expired_rtts: Exact,
     /// Pairs dropped from the per-pair view so far.
     expired: u64,
+    /// The pairs' names, one copy each (see [`update_name`]): 100,000 pairs held 200,000
+    /// copies of 10,000 peers' names.
+    names: crate::FastMap<Arc<str>, ()>,
 }
 
 impl Default for SummaryBuilder {
@@ -657,6 +682,7 @@ impl SummaryBuilder {
             flagged: Flagged::default(),
             expired_rtts: Exact::default(),
             expired: 0,
+            names: crate::FastMap::default(),
         }
     }
 
@@ -782,8 +808,8 @@ impl SummaryBuilder {
         let Some(acc) = self.accs.get_mut(index) else {
             return;
         };
-        update_name(&mut acc.poller_name, &t.poller_name);
-        update_name(&mut acc.receiver_name, &t.receiver_name);
+        update_name(&mut acc.poller_name, &t.poller_name, &mut self.names);
+        update_name(&mut acc.receiver_name, &t.receiver_name, &mut self.names);
         acc.counts.add(t.status);
         acc.last_ns = acc.last_ns.max(t.stop.unwrap_or(t.start));
         if let Some(ns) = t.rtt_ns() {

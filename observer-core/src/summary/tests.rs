@@ -255,3 +255,27 @@ fn idle_pairs_expire_from_the_per_pair_view_only() {
     assert_eq!(s.transactions, kept.transactions);
     assert_eq!(s.rtt_ms, kept.rtt_ms);
 }
+
+#[test]
+fn pairs_share_one_copy_of_each_name_and_label_with_the_latest() {
+    let mut names = crate::FastMap::default();
+    let (mut a, mut b) = (None, None);
+    update_name(&mut a, &Some("alpha".to_string()), &mut names);
+    update_name(&mut b, &Some("alpha".to_string()), &mut names);
+    let ptr = |k: &Option<Arc<str>>| k.as_ref().map(|n| n.as_ptr());
+    assert_eq!(ptr(&a), ptr(&b));
+    assert!(ptr(&a).is_some());
+    // No name keeps the last; a new one replaces it.
+    update_name(&mut a, &None, &mut names);
+    assert_eq!(a.as_deref(), Some("alpha"));
+    update_name(&mut a, &Some("beta".to_string()), &mut names);
+    assert_eq!(a.as_deref(), Some("beta"));
+    assert_eq!(b.as_deref(), Some("alpha"));
+    // Bounded: past the cap the table starts again, names stay right.
+    for n in 0..2 * SHARED_NAMES + 1 {
+        let mut k = None;
+        update_name(&mut k, &Some(format!("p{n}")), &mut names);
+        assert_eq!(k.as_deref(), Some(format!("p{n}").as_str()));
+        assert!(names.len() <= SHARED_NAMES);
+    }
+}

@@ -900,7 +900,7 @@ impl Matcher {
             .add(doc.correlator_bytes, doc.document_bytes, s);
         // A multicast PING names no receiver by design (every peer gets it).
         let multicast = s.transport == Transport::Udp;
-        if pair.0 == PeerKey::Unknown || (pair.1 == PeerKey::Unknown && !multicast) {
+        if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
         if let Some(c) = &doc.correlator {
@@ -990,7 +990,7 @@ impl Matcher {
     /// answered (it named `receiver`, or no receiver at all).
     fn open_pair_of(&self, c: &str, receiver: &PeerKey) -> Option<PairKey> {
         self.open_correlators.get(c)?.iter().find_map(|pair| {
-            let fits = pair.1 == *receiver || pair.1 == PeerKey::Unknown;
+            let fits = pair.1 == *receiver || pair.1.is_unknown();
             let open = self.pairs.get(pair).is_some_and(|st| {
                 st.outstanding
                     .iter()
@@ -1059,11 +1059,11 @@ impl Matcher {
         // A multicast PONG names no poller by design; anywhere else that is missing
         // identity.
         let multicast = s.transport == Transport::Udp;
-        if pair.1 == PeerKey::Unknown || (pair.0 == PeerKey::Unknown && !multicast) {
+        if pair.1.is_unknown() || (pair.0.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
         // A PONG that names no poller (multicast): its correlator says which PING.
-        if pair.0 == PeerKey::Unknown {
+        if pair.0.is_unknown() {
             if let Some(found) = doc
                 .correlator
                 .as_deref()
@@ -1074,7 +1074,7 @@ impl Matcher {
         }
         // A PING that named no receiver is keyed (poller, Unknown): let the PONG find it.
         if !self.pairs.contains_key(&pair) {
-            let fallback = (pair.0.clone(), PeerKey::Unknown);
+            let fallback = (pair.0.clone(), PeerKey::UNKNOWN);
             if self.pairs.contains_key(&fallback) {
                 pair = fallback;
             }
@@ -1332,8 +1332,8 @@ mod pair_table_tests {
 
     fn key(n: u32) -> PairKey {
         (
-            PeerKey::Name(std::sync::Arc::from(format!("p{n}").as_str())),
-            PeerKey::Unknown,
+            PeerKey::Other(Some(std::sync::Arc::from(format!("p{n}").as_str()))),
+            PeerKey::UNKNOWN,
         )
     }
 

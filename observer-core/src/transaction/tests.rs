@@ -1006,3 +1006,24 @@ fn folded_pairs_make_room_before_evictions() {
     assert_eq!(m.anomalies().evicted_pairs, 0, "{:?}", m.anomalies());
     assert_eq!(m.anomalies().evicted_outstanding, 0);
 }
+
+/// Each of the matcher's pairs holds two: 24 bytes, and the order of the three kinds
+/// (ID, name, unknown) that evictions break ties by.
+#[test]
+fn a_peer_key_is_24_bytes_and_keeps_its_order() {
+    assert_eq!(std::mem::size_of::<PeerKey>(), 24);
+    let id = |n: u32| PeerId::parse(&format!("urn:jxta:uuid-{n:032X}03"));
+    let keys = [
+        PeerKey::new(id(1).as_ref(), None),
+        PeerKey::new(id(2).as_ref(), Some("a")),
+        PeerKey::new(None, Some("a")),
+        PeerKey::new(None, Some("b")),
+        PeerKey::new(None, None),
+    ];
+    for (i, a) in keys.iter().enumerate() {
+        for (j, b) in keys.iter().enumerate() {
+            assert_eq!(a.cmp(b), i.cmp(&j), "{a:?} against {b:?}");
+        }
+    }
+    assert!(keys[4].is_unknown() && !keys[2].is_unknown() && !keys[0].is_unknown());
+}

@@ -194,14 +194,6 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
     }
 }
 
-fn peer_key(id: Option<&PeerId>, name: Option<&str>) -> PeerKey {
-    match (id, name) {
-        (Some(id), _) => PeerKey::Id(id.clone()),
-        (None, Some(n)) => PeerKey::Name(std::sync::Arc::from(n)),
-        (None, None) => PeerKey::Unknown,
-    }
-}
-
 /// Presence rebuilt from transactions alone (a CSV): the `receiver_status` of every ok
 /// transaction, in stop order, learned by its poller at its stop, exactly as the
 /// matcher feeds presence when a PONG completes a transaction.
@@ -216,7 +208,7 @@ pub fn presence_from_transactions(txs: &[Transaction]) -> Vec<PresenceChange> {
         let (Some(stop), Some(status)) = (t.stop, t.receiver_status) else {
             continue;
         };
-        let key = peer_key(t.receiver_id.as_ref(), t.receiver_name.as_deref());
+        let key = PeerKey::new(t.receiver_id.as_ref(), t.receiver_name.as_deref());
         p.observe(
             stop,
             &key,
