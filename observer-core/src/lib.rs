@@ -32,6 +32,19 @@ pub mod transaction;
 /// pipeline is one of these: capture timestamps are converted once, at the source.
 pub type UnixNanos = u64;
 
+/// ASCII letters, digits, `-`, `_` and `.`: the bytes of a JIM element name on the
+/// plain path and of a JXTA ID's parts, as a table (every byte of both is looked up).
+pub(crate) const WORD_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        i += 1;
+    }
+    t
+};
+
 /// The hash map of the per-packet and per-message tables (flows, pairs, peers).
 /// Their keys come from the wire, so the hasher is seeded per process (foldhash's
 /// `RandomState`), which keeps crafted collisions out of reach while costing a

@@ -548,7 +548,7 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
             let name_start = tag + 1;
             let name_len = body[name_start..]
                 .iter()
-                .position(|&b| !NAME_BYTES[usize::from(b)])?;
+                .position(|&b| !crate::WORD_BYTES[usize::from(b)])?;
             let name = &body[name_start..name_start + name_len];
             if name.is_empty() || !(name[0].is_ascii_alphabetic() || name[0] == b'_') {
                 return None;
@@ -578,19 +578,6 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
     }
     done.then(|| finish_doc(doc))
 }
-
-/// Bytes an element name may hold on the plain path (a table: names are scanned byte
-/// by byte).
-const NAME_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-        i += 1;
-    }
-    t
-};
 
 /// Stores a field's text (first occurrence wins: a repeated element must not let a
 /// later copy silently override what the matcher keys on).

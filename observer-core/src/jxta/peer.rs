@@ -106,22 +106,9 @@ fn unique_part(text: &str) -> Option<&str> {
         t
     };
     let (format, body) = unique.split_once('-')?;
-    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| ID_BYTES[usize::from(b)]);
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| crate::WORD_BYTES[usize::from(b)]);
     (valid(format) && valid(body) && unique.len() <= MAX_UNIQUE).then_some(unique)
 }
-
-/// Bytes of an ID's format and unique part (a table: every byte of every ID a router
-/// document or welcome line names passes here).
-const ID_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-        i += 1;
-    }
-    t
-};
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     if s.len() >= prefix.len()
