@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::peer::SHARED_PEERS;
+use super::peer::shared_peer_ptr;
 use super::StreamStart;
 use super::{
     Carrier, DirParser, FramedMessage, JxtaStats, LastRouter, PeerId, StreamConfig, StreamEvent,
@@ -58,7 +58,7 @@ pub struct Handled {
 /// flow's number and opening) is passed in, not copied here.
 pub struct Conn {
     parsers: [DirParser; 2],
-    /// One pointer each, shared by every connection of the peer (see `welcome_peer`).
+    /// One pointer each, shared by every connection of the peer (`shared_peer_ptr`).
     peers: [Option<Arc<PeerId>>; 2],
     /// What each message's wire notes are made of (`transaction::cause`); also
     /// whether the flow was announced in `take_jxta_flows`.
@@ -97,22 +97,6 @@ pub struct JxtaFlows<H> {
     /// buddies, and every connection kept its own copy of the same text (two per
     /// connection, 17 MB at 100,000 connections).
     welcome_peers: crate::FastMap<PeerId, Arc<PeerId>>,
-}
-
-/// The held copy of `id` if there is one, else `id`, remembered: one pointer in each
-/// connection that names it, where a `PeerId` inline took 24 bytes. The table starts
-/// again past [`SHARED_PEERS`] (what connections hold stays valid, only sharing is
-/// lost).
-fn welcome_peer(known: &mut crate::FastMap<PeerId, Arc<PeerId>>, id: PeerId) -> Arc<PeerId> {
-    if let Some(held) = known.get(&id) {
-        return Arc::clone(held);
-    }
-    if known.len() >= SHARED_PEERS {
-        known.clear();
-    }
-    let held = Arc::new(id.clone());
-    known.insert(id, Arc::clone(&held));
-    held
 }
 
 impl<H> JxtaFlows<H> {
@@ -202,8 +186,8 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                         StreamEvent::Welcome(w) => {
                             // The welcome line ties this direction to its sender's peer ID:
                             // the hop identity that tells relayed legs apart.
-                            peers[dir.index()] =
-                                PeerId::parse(w.peer_id).map(|id| welcome_peer(welcome_peers, id));
+                            peers[dir.index()] = PeerId::parse(w.peer_id)
+                                .map(|id| shared_peer_ptr(welcome_peers, id));
                         }
                         StreamEvent::Message(m) => {
                             let wire =
@@ -392,21 +376,5 @@ mod tests {
             .iter()
             .all(|h| h.as_str().as_ptr() == hops[0].as_str().as_ptr()));
         assert_eq!(flows.welcome_peers.len(), 1);
-    }
-
-    #[test]
-    fn welcome_peers_are_shared_and_bounded() {
-        let mut known = crate::FastMap::default();
-        let peer = |n: usize| PeerId::parse(&format!("urn:jxta:uuid-{n:032X}03"));
-        let (Some(a), Some(b)) = (peer(1), peer(1)) else {
-            panic!("valid peer IDs refused");
-        };
-        let (a, b) = (welcome_peer(&mut known, a), welcome_peer(&mut known, b));
-        assert!(Arc::ptr_eq(&a, &b));
-        for n in 0..2 * SHARED_PEERS {
-            let id = peer(n).expect("a valid peer ID");
-            assert_eq!(*welcome_peer(&mut known, id.clone()), id);
-            assert!(known.len() <= SHARED_PEERS);
-        }
     }
 }
