@@ -249,17 +249,17 @@ pub fn http(data: &[u8]) {
         p.finish(&mut stats);
     }
     for start in [StreamStart::Beginning, StreamStart::MidStream] {
-        let mut p = DirParser::new(start, &cfg);
+        let mut p = DirParser::new(start);
         let mut stats = JxtaStats::default();
         for (i, chunk) in rest.chunks(step).enumerate() {
-            p.push(chunk, i as u64, &mut stats, &mut |ev, _| {
+            p.push(chunk, i as u64, &cfg, &mut stats, &mut |ev, _| {
                 if let jxta::StreamEvent::Message(m) = ev {
                     assert!(m.start <= m.stop);
                 }
             });
             assert!(p.buffered() <= bound, "{} buffered", p.buffered());
         }
-        p.finish(&mut stats);
+        p.finish(&cfg, &mut stats);
     }
 }
 

@@ -870,8 +870,10 @@ mod tests {
     /// a flow's is also jemalloc's size class (640, then 768): 8 bytes more cost 128.
     #[test]
     fn a_jxta_connection_stays_small() {
+        // jemalloc's size classes here are 512, 640, 768: one byte over 512 costs 128
+        // per connection (12.8 MB of 100,000).
         let flow = std::mem::size_of::<Flow<crate::jxta::flow::Conn>>();
-        assert!(flow <= 640, "a JXTA flow is {flow} bytes");
+        assert!(flow <= 512, "a JXTA flow is {flow} bytes");
         assert_eq!(std::mem::size_of::<FlowAddr>(), 20);
         assert!(std::mem::size_of::<FlowInfo>() <= 64);
         assert!(std::mem::size_of::<Reassembler>() <= 56);

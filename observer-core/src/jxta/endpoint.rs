@@ -6,10 +6,11 @@
 //! quick-xml on every one-byte mutation).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use quick_xml::events::Event;
 
-use super::peer::shared_peer;
+use super::peer::shared_peer_ptr;
 use super::{Message, PeerId};
 
 pub const NS_JXTA: &str = "jxta";
@@ -129,7 +130,8 @@ pub type EndPeers = (Option<PeerId>, Option<PeerId>);
 /// hash, with its end peers. A peer sends the same `EndpointRouterMsg` to its buddy
 /// message after message, so a document of the same length and hash as the last one
 /// answers without parsing it or looking it up in the memo. Lives in the flow's state:
-/// freed with the connection; 72 bytes a direction, where holding the document's bytes
+/// freed with the connection; 32 bytes a direction (the peers as shared pointers:
+/// two `PeerId`s inline took it to jemalloc's 64-byte class), where holding the document's bytes
 /// had to be capped by a budget past which 100,000 connections parsed nearly every
 /// document again (28 % of `peers10k-1g`'s instructions).
 ///
@@ -143,7 +145,8 @@ pub struct LastRouter(Option<Box<HeldRouter>>);
 struct HeldRouter {
     len: usize,
     hash: u64,
-    peers: EndPeers,
+    src: Option<Arc<PeerId>>,
+    dst: Option<Arc<PeerId>>,
 }
 
 /// The fixed seed keeps a run's output a function of its input alone.
@@ -166,7 +169,7 @@ pub struct PeerMemo {
     pub direction_hits: u64,
     /// The end peers of the documents parsed, shared: 100,000 connections' directions
     /// and the memo each held their own copies of the same 10,000 peers' IDs (5.2 MB).
-    shared: crate::FastMap<PeerId, ()>,
+    shared: crate::FastMap<PeerId, Arc<PeerId>>,
 }
 
 impl PeerMemo {
@@ -206,15 +209,17 @@ impl PeerMemo {
         if let Some(h) = last.0.as_deref() {
             if h.len == content.len() && h.hash == hash {
                 self.direction_hits += 1;
-                return Some(h.peers.clone());
+                return Some((h.src.as_deref().cloned(), h.dst.as_deref().cloned()));
             }
         }
         let peers = self.memo_router(content);
-        last.0 = peers.clone().map(|peers| {
+        let shared = &mut self.shared;
+        last.0 = peers.clone().map(|(src, dst)| {
             Box::new(HeldRouter {
                 len: content.len(),
                 hash,
-                peers,
+                src: src.map(|id| shared_peer_ptr(shared, id)),
+                dst: dst.map(|id| shared_peer_ptr(shared, id)),
             })
         });
         peers
@@ -230,8 +235,8 @@ impl PeerMemo {
         let (src, dst) = router_peers(xml);
         let shared = &mut self.shared;
         let peers = (
-            src.map(|id| shared_peer(shared, id)),
-            dst.map(|id| shared_peer(shared, id)),
+            src.map(|id| PeerId::clone(&shared_peer_ptr(shared, id))),
+            dst.map(|id| PeerId::clone(&shared_peer_ptr(shared, id))),
         );
         if content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
@@ -914,7 +919,8 @@ mod tests {
         assert!(n > PeerMemo::CAPACITY);
         assert_eq!((memo.direction_hits, memo.misses), (n as u64, n as u64));
         assert!(dirs.iter().all(|d| d.0.is_some()));
-        assert!(std::mem::size_of::<HeldRouter>() <= 72);
+        // jemalloc's 32-byte class (two `PeerId`s inline took it to 64).
+        assert!(std::mem::size_of::<HeldRouter>() <= 32);
     }
 
     #[test]

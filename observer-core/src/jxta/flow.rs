@@ -4,14 +4,15 @@
 //! [`MessageHandler`] with where it was seen.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use super::peer::shared_peer;
+use super::peer::shared_peer_ptr;
 use super::StreamStart;
 use super::{
     Carrier, DirParser, FramedMessage, JxtaStats, LastRouter, PeerId, StreamConfig, StreamEvent,
 };
 use crate::conntrack::{CloseReason, Delivery, Dir, FlowHandler, FlowInfo, Interest, TcpSegment};
-use crate::transaction::cause::{ConnNotes, DeliveryCell, WireNotes};
+use crate::transaction::cause::{ConnNotes, ConnOf, DeliveryCell, WireNotes};
 use crate::UnixNanos;
 
 /// Flows recognised as JXTA kept for [`JxtaFlows::take_jxta_flows`] between two calls.
@@ -51,12 +52,16 @@ pub struct Handled {
 
 /// The state attached to one TCP flow: a parser per direction (TCP or HTTP transport)
 /// and the peer ID each side announced in its welcome line (the hop identities).
+///
+/// 320 bytes, so that a flow (with the table's 192) fits jemalloc's 512-byte class:
+/// what the pipeline knows (the stream configuration) or the flow table keeps (the
+/// flow's number and opening) is passed in, not copied here.
 pub struct Conn {
     parsers: [DirParser; 2],
-    peers: [Option<PeerId>; 2],
-    /// Already announced in `take_jxta_flows`.
-    announced: bool,
-    /// What each message's wire notes are made of (`transaction::cause`).
+    /// One pointer each, shared by every connection of the peer (`shared_peer_ptr`).
+    peers: [Option<Arc<PeerId>>; 2],
+    /// What each message's wire notes are made of (`transaction::cause`); also
+    /// whether the flow was announced in `take_jxta_flows`.
     notes: ConnNotes,
     /// Per direction: 8 bytes, plus the last router document once one is sent.
     routers: [LastRouter; 2],
@@ -91,7 +96,7 @@ pub struct JxtaFlows<H> {
     /// Peer IDs of welcome lines, shared: a peer opens a connection to each of its
     /// buddies, and every connection kept its own copy of the same text (two per
     /// connection, 17 MB at 100,000 connections).
-    welcome_peers: crate::FastMap<PeerId, ()>,
+    welcome_peers: crate::FastMap<PeerId, Arc<PeerId>>,
 }
 
 impl<H> JxtaFlows<H> {
@@ -133,13 +138,9 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
     fn open(&mut self, info: &FlowInfo) -> Conn {
         let start = StreamStart::from_syn(info.saw_syn);
         Conn {
-            parsers: [
-                DirParser::new(start, &self.stream_cfg),
-                DirParser::new(start, &self.stream_cfg),
-            ],
+            parsers: [DirParser::new(start), DirParser::new(start)],
             peers: [None, None],
-            announced: false,
-            notes: ConnNotes::new(info.id, info.saw_syn.then_some(info.first_seen)),
+            notes: ConnNotes::default(),
             routers: Default::default(),
         }
     }
@@ -154,45 +155,50 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
         let Conn {
             parsers,
             peers,
-            announced,
             notes,
             routers,
         } = conn;
         let parser = &mut parsers[dir.index()];
         let JxtaFlows {
+            stream_cfg,
             stream_stats,
             handler,
             jxta_flows,
             announce,
             frame_ts,
             welcome_peers,
-            ..
         } = self;
         match delivery {
             Delivery::Data { data, first_seen } => {
                 notes.data(dir.index(), first_seen, *frame_ts, data.len() as u64);
                 let src = info.sender(dir);
                 let dst = info.sender(dir.other());
+                let flow = ConnOf {
+                    flow: info.id,
+                    syn_at: info.saw_syn.then_some(info.first_seen),
+                };
                 parser.push(
                     data,
                     first_seen,
+                    stream_cfg,
                     stream_stats,
                     &mut |event, carrier| match event {
                         StreamEvent::Welcome(w) => {
                             // The welcome line ties this direction to its sender's peer ID:
                             // the hop identity that tells relayed legs apart.
-                            peers[dir.index()] =
-                                PeerId::parse(w.peer_id).map(|id| shared_peer(welcome_peers, id));
+                            peers[dir.index()] = PeerId::parse(w.peer_id)
+                                .map(|id| shared_peer_ptr(welcome_peers, id));
                         }
                         StreamEvent::Message(m) => {
-                            let wire = notes.message(dir.index(), m.start, m.stop, m.framed_len);
+                            let wire =
+                                notes.message(flow, dir.index(), m.start, m.stop, m.framed_len);
                             let at = FlowMessage {
                                 carrier,
                                 flow: info.id,
                                 src,
                                 dst,
-                                hop_src: peers[dir.index()].clone(),
-                                hop_dst: peers[dir.other().index()].clone(),
+                                hop_src: peers[dir.index()].as_deref().cloned(),
+                                hop_dst: peers[dir.other().index()].as_deref().cloned(),
                                 wire,
                                 router: &mut routers[dir.index()],
                             };
@@ -209,7 +215,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             }
             Delivery::Gap { len } => {
                 notes.gap(dir.index());
-                parser.gap(len, stream_stats)
+                parser.gap(len, stream_cfg, stream_stats)
             }
         }
         let jxta = parser.is_jxta();
@@ -217,8 +223,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             // An HTTP polling channel's responses may all be empty: the requests
             // make it JXTA's (and the other way round).
             parsers[dir.other().index()].peer_is_jxta();
-            if !*announced {
-                *announced = true;
+            if notes.first_found_jxta() {
                 // A live tap takes these every loop; offline nobody does, so keep a bound.
                 if *announce && jxta_flows.len() < MAX_ANNOUNCED_FLOWS {
                     jxta_flows.push((info.sender(Dir::Forward), info.sender(Dir::Reverse)));
@@ -254,7 +259,122 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
 
     fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {
         for p in &mut conn.parsers {
-            p.finish(&mut self.stream_stats);
+            p.finish(&self.stream_cfg, &mut self.stream_stats);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::framing::{encode_package, HeaderOrder};
+    use crate::jxta::message::{encode_message_v0, OwnedElement};
+
+    /// A message's connection and direction, its opening time and its hop peer.
+    type Note = (Option<(u64, u8)>, Option<UnixNanos>, Option<PeerId>);
+
+    /// What the handler saw of each message.
+    #[derive(Default)]
+    struct Seen(Vec<Note>);
+
+    impl MessageHandler for Seen {
+        fn message(&mut self, _: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
+            self.0.push((at.wire.conn, at.wire.opened_at, at.hop_src));
+            Handled::default()
+        }
+    }
+
+    const PEER: &str = "urn:jxta:uuid-0011223303";
+
+    fn package() -> Vec<u8> {
+        let body = encode_message_v0(&[OwnedElement::new("", "payload", None, "x")]);
+        let mut framed = Vec::new();
+        encode_package(&body, HeaderOrder::TypeFirst, None, &mut framed);
+        framed
+    }
+
+    /// A welcome line and one message.
+    fn greeting() -> Vec<u8> {
+        let mut wire = crate::jxta::encode_welcome(
+            "tcp://10.0.0.2:9701",
+            "tcp://10.0.0.1:9701",
+            PEER,
+            false,
+            crate::jxta::WelcomeVersion::V1_1,
+        );
+        wire.extend_from_slice(&package());
+        wire
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("an address")
+    }
+
+    /// Flow 1 from port 40001 with its SYN seen at 5, flow 2 from 40002 without.
+    fn info(id: u64) -> FlowInfo {
+        FlowInfo {
+            id,
+            initiator: addr(&format!("10.0.0.1:{}", 40_000 + id)).into(),
+            responder: addr("10.0.0.2:9701").into(),
+            saw_syn: id == 1,
+            first_seen: 5,
+        }
+    }
+
+    /// The flow's number and opening come from the flow table, not a copy in the
+    /// connection; welcome peers are one shared copy; a flow is announced once.
+    #[test]
+    fn connections_read_their_flow_share_their_peers_and_are_announced_once() {
+        let mut flows = JxtaFlows::new(StreamConfig::default(), Seen::default());
+        flows.announce_jxta_flows();
+        let (greeting, package) = (greeting(), package());
+        for id in [1, 2] {
+            let info = info(id);
+            let mut conn = flows.open(&info);
+            for (dir, data) in [
+                (Dir::Forward, &greeting),
+                (Dir::Reverse, &greeting),
+                (Dir::Forward, &package),
+            ] {
+                let data = Delivery::Data {
+                    data,
+                    first_seen: 10,
+                };
+                assert!(matches!(
+                    flows.deliver(&mut conn, &info, dir, data),
+                    Interest::Keep
+                ));
+            }
+            flows.close(conn, &info, CloseReason::Fin);
+        }
+        let server = addr("10.0.0.2:9701");
+        assert_eq!(
+            flows.take_jxta_flows(),
+            [
+                (addr("10.0.0.1:40001"), server),
+                (addr("10.0.0.1:40002"), server)
+            ]
+        );
+        let seen = &flows.handler.0;
+        let conns: Vec<_> = seen.iter().map(|s| (s.0, s.1)).collect();
+        // Flow 1's SYN was seen: the first message of each direction says when.
+        assert_eq!(
+            conns,
+            [
+                (Some((1, 0)), Some(5)),
+                (Some((1, 1)), Some(5)),
+                (Some((1, 0)), None),
+                (Some((2, 0)), None),
+                (Some((2, 1)), None),
+                (Some((2, 0)), None)
+            ]
+        );
+        let hops: Vec<_> = seen.iter().filter_map(|s| s.2.as_ref()).collect();
+        assert_eq!(hops.len(), 6);
+        assert!(hops.iter().all(|h| h.as_str() == PEER));
+        assert!(hops
+            .iter()
+            .all(|h| h.as_str().as_ptr() == hops[0].as_str().as_ptr()));
+        assert_eq!(flows.welcome_peers.len(), 1);
     }
 }

@@ -133,22 +133,28 @@ impl fmt::Debug for PeerId {
     }
 }
 
-/// Peer IDs a table of [`shared_peer`] holds at most; past it the table starts again
+/// Peer IDs a table of [`shared_peer_ptr`] holds at most; past it the table starts again
 /// (what holders keep stays valid, only sharing is lost).
 pub(crate) const SHARED_PEERS: usize = 16_384;
 
-/// The copy already held of `id`, else `id`, remembered: a peer's ID comes again and
-/// again (its welcome line on each of its connections, its router documents in each
-/// direction), and every holder kept its own ~100-byte copy of the text.
-pub(crate) fn shared_peer(known: &mut crate::FastMap<PeerId, ()>, id: PeerId) -> PeerId {
-    if let Some((held, ())) = known.get_key_value(&id) {
-        return held.clone();
+/// The held copy of `id` as one pointer, else `id` made one, remembered: a peer's ID
+/// comes again and again (its welcome line on each of its connections, its router
+/// documents in each direction), and every holder kept its own ~100-byte copy of the
+/// text; a holder of many (a connection's welcome peers, a flow direction's router
+/// note) keeps 8 bytes, not a `PeerId`'s 24.
+pub(crate) fn shared_peer_ptr(
+    known: &mut crate::FastMap<PeerId, Arc<PeerId>>,
+    id: PeerId,
+) -> Arc<PeerId> {
+    if let Some(held) = known.get(&id) {
+        return Arc::clone(held);
     }
     if known.len() >= SHARED_PEERS {
         known.clear();
     }
-    known.insert(id.clone(), ());
-    id
+    let held = Arc::new(id.clone());
+    known.insert(id, Arc::clone(&held));
+    held
 }
 
 #[cfg(test)]
@@ -212,17 +218,18 @@ mod tests {
     }
 
     #[test]
-    fn shared_peers_are_shared_and_bounded() {
+    fn shared_peer_pointers_are_shared_and_bounded() {
         let mut known = crate::FastMap::default();
-        let first = shared_peer(&mut known, peer(1));
-        let again = shared_peer(&mut known, peer(1));
-        assert_eq!(first, again);
-        assert_eq!(first.as_str().as_ptr(), again.as_str().as_ptr());
-        let other = shared_peer(&mut known, peer(2));
-        assert_ne!(first.as_str().as_ptr(), other.as_str().as_ptr());
-        for n in 0..3 * SHARED_PEERS {
-            let id = shared_peer(&mut known, peer(n));
-            assert_eq!(id, peer(n));
+        let (a, b) = (
+            shared_peer_ptr(&mut known, peer(1)),
+            shared_peer_ptr(&mut known, peer(1)),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        // Their text too, for those who clone the `PeerId` out.
+        assert_eq!(PeerId::clone(&a).as_str().as_ptr(), b.as_str().as_ptr());
+        assert!(!Arc::ptr_eq(&a, &shared_peer_ptr(&mut known, peer(2))));
+        for n in 0..2 * SHARED_PEERS {
+            assert_eq!(*shared_peer_ptr(&mut known, peer(n)), peer(n));
             assert!(known.len() <= SHARED_PEERS);
         }
     }

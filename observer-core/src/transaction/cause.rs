@@ -277,8 +277,6 @@ impl SentLog {
 /// parser's messages. Bounded: a few dozen entries per connection.
 #[derive(Debug, Default)]
 pub struct ConnNotes {
-    flow: u64,
-    syn_at: Option<UnixNanos>,
     /// Made with the first repair, stall or service message: most connections have
     /// none, and a pointer is a tenth of the three queues' size.
     recent: Option<Box<Recent>>,
@@ -308,6 +306,23 @@ const LAST_STOP: u8 = 1;
 const ZERO_SINCE: u8 = 2;
 const HIGH_END: u8 = 4;
 const AFTER_GAP: u8 = 8;
+/// In the first direction's bits only: see [`ConnNotes::first_found_jxta`].
+const FOUND_JXTA: u8 = 16;
+
+/// The connection a message came by, as the flow table knows it: read from the flow
+/// at each message, not copied into its notes (24 bytes of every flow, which decide
+/// whether it takes jemalloc's 512-byte class or the 640-byte one).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOf {
+    /// The flow's number.
+    pub flow: u64,
+    /// When its SYN was seen, if the capture holds its opening.
+    pub syn_at: Option<UnixNanos>,
+}
+
+/// PINGs awaiting their acknowledgement, behind one pointer: a direction holds none
+/// between PINGs, and an empty `Vec` inline was 16 bytes more per direction.
+type Watched = Option<Box<Vec<(u32, DeliveryCell)>>>;
 
 #[derive(Debug, Default)]
 struct DirNotes {
@@ -329,7 +344,7 @@ struct DirNotes {
     /// missed some) were not waiting for a repair.
     bits: u8,
     /// PINGs sent on this direction, by the sequence number their bytes end at.
-    watched: Vec<(u32, DeliveryCell)>,
+    watched: Watched,
 }
 
 impl DirNotes {
@@ -364,13 +379,14 @@ impl DirNotes {
 }
 
 impl ConnNotes {
-    /// A connection numbered `flow`; `syn_at` when its opening was captured.
-    pub fn new(flow: u64, syn_at: Option<UnixNanos>) -> Self {
-        ConnNotes {
-            flow,
-            syn_at,
-            ..ConnNotes::default()
-        }
+    /// True the first time it is called: the connection was just found to carry JXTA.
+    /// Kept in a spare bit of the first direction's presence bits, as a flag of its
+    /// own would add 8 bytes to every flow.
+    pub fn first_found_jxta(&mut self) -> bool {
+        let d = &mut self.dirs[0];
+        let first = !d.has(FOUND_JXTA);
+        d.mark(FOUND_JXTA, true);
+        first
     }
 
     fn repair(&mut self, r: Repair) {
@@ -440,7 +456,7 @@ impl ConnNotes {
             remember(d);
             return;
         }
-        for (until, cell) in &d.watched {
+        for (until, cell) in d.watched.iter().flat_map(|w| w.iter()) {
             if seq_before(seq, *until) {
                 let _ = cell.resent.set(ts);
             }
@@ -487,21 +503,20 @@ impl ConnNotes {
         fin: bool,
         rst: bool,
     ) {
-        let other = self
-            .dirs
-            .get_mut(1 - dir.min(1))
-            .filter(|o| !o.watched.is_empty());
+        let other = self.dirs.get_mut(1 - dir.min(1));
         if let (Some(ack), Some(other)) = (ack, other) {
-            other.watched.retain(|(until, cell)| {
-                let covered = !seq_before(ack, *until);
-                if covered {
-                    let _ = cell.acked.set(ts);
+            if let Some(watched) = other.watched.as_mut() {
+                watched.retain(|(until, cell)| {
+                    let covered = !seq_before(ack, *until);
+                    if covered {
+                        let _ = cell.acked.set(ts);
+                    }
+                    !covered
+                });
+                if watched.is_empty() {
+                    // Freed, not kept empty: a connection idles between PINGs.
+                    other.watched = None;
                 }
-                !covered
-            });
-            if other.watched.is_empty() {
-                // Freed, not kept empty: a connection idles between PINGs.
-                other.watched = Vec::new();
             }
         }
         if fin || rst {
@@ -545,10 +560,11 @@ impl ConnNotes {
         let Some(end) = d.high_end() else {
             return;
         };
-        if d.watched.len() >= WATCHED {
-            d.watched.remove(0);
+        let watched = d.watched.get_or_insert_with(Box::default);
+        if watched.len() >= WATCHED {
+            watched.remove(0);
         }
-        d.watched.push((end, cell));
+        watched.push((end, cell));
     }
 
     /// The message of `dir` from `start` to `stop` just decoded was a JXTA service
@@ -572,10 +588,11 @@ impl ConnNotes {
         }
     }
 
-    /// A message of `framed_bytes` on `dir`, first and last byte at `start`, `stop`:
-    /// its notes.
+    /// A message of `framed_bytes` on `dir` of `conn`, first and last byte at `start`,
+    /// `stop`: its notes.
     pub fn message(
         &mut self,
+        conn: ConnOf,
         dir: usize,
         start: UnixNanos,
         stop: UnixNanos,
@@ -590,12 +607,11 @@ impl ConnNotes {
             None => (Vec::new(), Vec::new(), Vec::new()),
         };
         let end = self.end.get_or_insert_with(EndCell::default).clone();
-        let syn_at = self.syn_at;
         let Some(d) = self.dirs.get_mut(dir) else {
             return WireNotes::default();
         };
         let opened_at = if d.last_stop().is_none() {
-            syn_at
+            conn.syn_at
         } else {
             None
         };
@@ -613,7 +629,7 @@ impl ConnNotes {
         d.last_stop = d.last_stop().map_or(stop, |l| l.max(stop));
         d.mark(LAST_STOP, true);
         WireNotes {
-            conn: Some((self.flow, dir as u8)),
+            conn: Some((conn.flow, dir as u8)),
             repairs,
             opened_at,
             queued_bytes,
@@ -1137,15 +1153,21 @@ mod tests {
         // Inline, a direction's few first transmissions cost no allocation of their own.
         assert!(std::mem::size_of::<SentLog>() <= 72);
         // The optional fields' presence in one byte, not a padded tag each.
-        assert!(std::mem::size_of::<DirNotes>() <= 136);
+        assert!(std::mem::size_of::<DirNotes>() <= 120);
     }
 
     #[test]
     fn conn_notes_date_retransmissions_holes_and_queues() {
-        let mut n = ConnNotes::new(7, Some(10 * MS));
+        let (mut n, c) = (
+            ConnNotes::default(),
+            ConnOf {
+                flow: 7,
+                syn_at: Some(10 * MS),
+            },
+        );
         n.segment(0, 1000, 300, 0, 20 * MS, 0);
         n.segment(0, 1300, 300, 0, 20 * MS, 0);
-        let first = n.message(0, 20 * MS, 20 * MS, 600);
+        let first = n.message(c, 0, 20 * MS, 20 * MS, 600);
         assert_eq!(first.opened_at, Some(10 * MS));
         assert_eq!(first.conn, Some((7, 0)));
         // The second segment again, 300 ms later.
@@ -1153,9 +1175,9 @@ mod tests {
         // A hole on the other direction, filled 200 ms after the bytes behind it.
         n.data(1, 400 * MS, 600 * MS, 500);
         // Back to back behind a 1 MB message that took 400 ms.
-        let big = n.message(1, 200 * MS, 600 * MS, 1 << 20);
+        let big = n.message(c, 1, 200 * MS, 600 * MS, 1 << 20);
         assert_eq!(big.opened_at, Some(10 * MS));
-        let pong = n.message(1, 600 * MS + 500_000, 601 * MS, 900);
+        let pong = n.message(c, 1, 600 * MS + 500_000, 601 * MS, 900);
         assert_eq!(pong.opened_at, None);
         assert_eq!(
             (pong.queued_bytes, pong.queued_ns),
@@ -1168,7 +1190,7 @@ mod tests {
         n.data(0, 700 * MS, 800 * MS, 10);
         n.data(0, 900 * MS, 900 * MS, 10);
         n.data(0, 950 * MS, 990 * MS, 10);
-        let later = n.message(0, 2000 * MS, 2000 * MS, 10);
+        let later = n.message(c, 0, 2000 * MS, 2000 * MS, 10);
         assert_eq!(later.opened_at, None);
         assert_eq!(later.queued_bytes, 0);
         assert_eq!(later.repairs.len(), 3);
@@ -1177,7 +1199,13 @@ mod tests {
 
     #[test]
     fn conn_notes_measure_zero_windows_and_keep_the_end() {
-        let mut n = ConnNotes::new(3, None);
+        let (mut n, c) = (
+            ConnNotes::default(),
+            ConnOf {
+                flow: 3,
+                syn_at: None,
+            },
+        );
         n.segment(0, 1000, 300, 0, 10 * MS, 0);
         // The receiver shuts its window; probes (an old byte, or none) are not repairs.
         n.control(1, 10 * MS, (None, 0), false, false);
@@ -1186,7 +1214,7 @@ mod tests {
         n.control(1, 210 * MS, (None, 0), false, false);
         n.control(1, 510 * MS, (None, 65535), false, false);
         n.segment(0, 1300, 300, 0, 510 * MS, 0);
-        let ping = n.message(0, 10 * MS, 510 * MS, 600);
+        let ping = n.message(c, 0, 10 * MS, 510 * MS, 600);
         assert!(ping.repairs.is_empty(), "{:?}", ping.repairs);
         let stalls: Vec<(u8, u64)> = ping.stalls.iter().map(|r| (r.dir, r.cost_ns())).collect();
         assert_eq!(stalls, vec![(0, 500 * MS)]);
@@ -1202,7 +1230,7 @@ mod tests {
                 reset: true
             })
         );
-        let later = n.message(0, 900 * MS, 900 * MS, 10);
+        let later = n.message(c, 0, 900 * MS, 900 * MS, 10);
         assert_eq!(later.stalls.len(), 1);
         assert_eq!(later.activity.len(), 1);
     }
@@ -1248,10 +1276,16 @@ mod tests {
 
     #[test]
     fn an_unanswered_ping_learns_its_delivery_from_later_segments() {
-        let mut n = ConnNotes::new(5, None);
+        let (mut n, c) = (
+            ConnNotes::default(),
+            ConnOf {
+                flow: 5,
+                syn_at: None,
+            },
+        );
         n.segment(0, 1000, 300, 0, 10 * MS, 0);
         let mut ping = leg(10, 10, (5, 0), 1, 2);
-        ping.wire = n.message(0, 10 * MS, 10 * MS, 300);
+        ping.wire = n.message(c, 0, 10 * MS, 10 * MS, 300);
         let cell = DeliveryCell::default();
         ping.wire.delivery = Some(cell.clone());
         n.watch(0, cell.clone());
@@ -1265,7 +1299,7 @@ mod tests {
             (Some(&(310 * MS)), Some(&(311 * MS)))
         );
         // Nothing left to watch: nothing held for it.
-        assert_eq!(n.dirs[0].watched.capacity(), 0);
+        assert!(n.dirs[0].watched.is_none());
         let ping = [ping];
         let c = explain_unanswered(&ping, Some(&pid(2)), 10_010 * MS);
         assert_eq!(c.label(), "retrans+far");
@@ -1316,7 +1350,7 @@ mod tests {
 
     #[test]
     fn a_packet_seen_again_on_another_interface_is_not_a_retransmission() {
-        let mut n = ConnNotes::new(7, None);
+        let mut n = ConnNotes::default();
         // In on interface 0, out on interface 1 2 ms later (a loaded bridge).
         n.segment(0, 1000, 300, 0, 20 * MS, 0);
         n.segment(0, 1000, 300, 300, 22 * MS, 1);
