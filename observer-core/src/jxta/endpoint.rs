@@ -835,7 +835,12 @@ mod tests {
         );
     }
 
-    /// A direction's last router document answers only for the same bytes: the same
+    /// A message carrying one `EndpointRouterMsg` element of `xml`.
+    fn erm_body(xml: &str) -> Vec<u8> {
+        encode_message_v0(&[OwnedElement::new("jxta", ERM_NAME, Some("text/xml"), xml)])
+    }
+
+    /// A direction's last router document answers only for the same document: the same
     /// length with other peers (one byte of a peer ID changed) is parsed again, and every
     /// answer is what parsing gives.
     #[test]
@@ -845,16 +850,13 @@ mod tests {
         let first = erm_xml(&a, &b, "PipeService/urn:jxta:uuid-AB04", &a);
         let other = erm_xml(&b, &a, "PipeService/urn:jxta:uuid-AB04", &b);
         assert_eq!(first.len(), other.len());
-        let msg_of = |xml: &str| {
-            encode_message_v0(&[OwnedElement::new("jxta", ERM_NAME, Some("text/xml"), xml)])
-        };
         let mut memo = PeerMemo::default();
         let mut last = LastRouter::default();
         for (i, xml) in [&first, &first, &other, &other, &first]
             .into_iter()
             .enumerate()
         {
-            let body = msg_of(xml);
+            let body = erm_body(xml);
             let msg = decode_message(&body).unwrap();
             let got = memo.peers(&msg, Some(&mut last));
             assert_eq!(got, router_peers(xml), "message {i}");
@@ -875,12 +877,7 @@ mod tests {
         let mut got = Vec::new();
         for service in ["PipeService/urn:jxta:uuid-AB04", "EndpointService/x"] {
             let xml = erm_xml(&a, &b, service, &a);
-            let body = encode_message_v0(&[OwnedElement::new(
-                "jxta",
-                ERM_NAME,
-                Some("text/xml"),
-                xml.as_str(),
-            )]);
+            let body = erm_body(&xml);
             let msg = decode_message(&body).unwrap();
             let peers = memo.peers(&msg, Some(&mut LastRouter::default()));
             assert_eq!(peers, router_peers(&xml));
@@ -906,12 +903,7 @@ mod tests {
         for round in 0..2 {
             for (i, d) in dirs.iter_mut().enumerate() {
                 let xml = erm_xml(&a, &b, &format!("PipeService/urn:jxta:uuid-{i:05X}"), &a);
-                let body = encode_message_v0(&[OwnedElement::new(
-                    "jxta",
-                    ERM_NAME,
-                    Some("text/xml"),
-                    xml.as_str(),
-                )]);
+                let body = erm_body(&xml);
                 let msg = decode_message(&body).unwrap();
                 assert_eq!(memo.peers(&msg, Some(d)), router_peers(&xml), "{round} {i}");
             }
