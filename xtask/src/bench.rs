@@ -620,16 +620,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let data = if args.data.is_absolute() {
-        args.data.clone()
-    } else {
-        root.join(&args.data)
-    };
+    // An absolute `--data` replaces the root in `join`.
+    let data = root.join(&args.data);
     let inputs = find_inputs(&data, &args.only)?;
 
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .map(|t| root.join(t))
         .unwrap_or_else(|| root.join("target"));
     let observer = target.join("release/observer");
     if !args.no_build {

@@ -311,11 +311,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Captures { out } => {
-            let out = if out.is_absolute() {
-                out
-            } else {
-                workspace_root().join(out)
-            };
+            let out = workspace_root().join(out);
             let mut written = observer::synth::write_samples(&out)
                 .with_context(|| format!("writing samples into {}", out.display()))?;
             let real = workspace_root().join("captures/jxse25-pingpong.pcap");
@@ -340,11 +336,7 @@ fn main() -> Result<()> {
             live,
         } => {
             let root = workspace_root();
-            let observer = if observer.is_absolute() {
-                observer
-            } else {
-                root.join(observer)
-            };
+            let observer = root.join(observer);
             // Always (re)build: a stale binary would validate old code.
             {
                 // With the libpcap source when its headers are there (scripts/test
@@ -359,12 +351,7 @@ fn main() -> Result<()> {
                     .status()?;
                 anyhow::ensure!(status.success(), "building the observer failed");
             }
-            let out = if out.is_absolute() {
-                out
-            } else {
-                root.join(out)
-            }
-            .join(&name);
+            let out = root.join(out).join(&name);
             scenario::run(&scenario::Options {
                 scenario: name,
                 seconds,
@@ -390,11 +377,7 @@ fn main() -> Result<()> {
                 backgrounds: background,
                 sources,
                 observer: root.join("target/release/observer"),
-                out: if out.is_absolute() {
-                    out
-                } else {
-                    root.join(out)
-                },
+                out: root.join(out),
             })?;
         }
         Command::BenchLiveParallel {
@@ -425,11 +408,7 @@ fn main() -> Result<()> {
                 ring_buffer,
                 runs,
                 observer,
-                out: if out.is_absolute() {
-                    out
-                } else {
-                    root.join(out)
-                },
+                out: root.join(out),
                 root,
                 lock,
             })?;
@@ -479,11 +458,7 @@ fn main() -> Result<()> {
                     .unwrap_or_default(),
                 source,
                 observer: root.join("target").join(profile).join("observer"),
-                out: if out.is_absolute() {
-                    out
-                } else {
-                    root.join(out)
-                },
+                out: root.join(out),
             })?;
         }
         Command::BenchStore {
@@ -494,11 +469,7 @@ fn main() -> Result<()> {
             buddies,
             out,
         } => {
-            let out = if out.is_absolute() {
-                out
-            } else {
-                workspace_root().join(out)
-            };
+            let out = workspace_root().join(out);
             bench_store::run(&bench_store::Options {
                 transactions,
                 runs,
@@ -533,11 +504,7 @@ fn main() -> Result<()> {
             port,
         } => {
             let root = workspace_root();
-            let out = if out.is_absolute() {
-                out
-            } else {
-                root.join(out)
-            };
+            let out = root.join(out);
             let specs = match size {
                 Some(size) => vec![bench_data::Spec {
                     name: only
@@ -592,11 +559,7 @@ fn main() -> Result<()> {
             bench::run(&workspace_root(), args)?;
         }
         Command::BenchCapture { seconds, out } => {
-            let out = if out.is_absolute() {
-                out
-            } else {
-                workspace_root().join(out)
-            };
+            let out = workspace_root().join(out);
             let (rendered, bytes) = observer::synth::long_four_peers(seconds)?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
