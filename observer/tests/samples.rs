@@ -441,6 +441,43 @@ fn parallel_analysis_matches_truth_and_one_thread() {
     }
 }
 
+/// `--threads` with the flow cap at exactly what one thread holds at once: no shard
+/// evicts a flow (each gets the whole cap; hash-split shards are never balanced
+/// exactly, and a cap divided among them evicted what one thread kept).
+#[test]
+fn parallel_analysis_at_the_flow_cap_evicts_nothing_one_thread_keeps() {
+    let rendered = synth::four_peers().render();
+    let bytes = rendered
+        .capture_bytes(LinkVariant::Ethernet, PCAP)
+        .expect("capture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("capture.pcap");
+    std::fs::write(&path, &bytes).expect("write capture");
+    let path = std::slice::from_ref(&path);
+    let peak = runtime::analyze(path, PipelineConfig::default(), false)
+        .result
+        .flows
+        .max_active_flows;
+    // Several flows, so that a divided cap is below what some shard holds.
+    assert!(peak >= 4, "{peak} flows at once");
+    let mut cfg = PipelineConfig::default();
+    cfg.flows.max_flows = usize::try_from(peak).expect("flow count");
+    let single = runtime::analyze(path, cfg.clone(), false).result;
+    assert_eq!(single.flows.evicted_flow_cap, 0);
+    for threads in [2, 3] {
+        let mut got = Vec::new();
+        let parallel =
+            runtime::analyze_parallel(path, cfg.clone(), threads, false, &mut |t| got.push(t))
+                .result;
+        assert_eq!(parallel.flows.evicted_flow_cap, 0, "{threads} threads");
+        assert_eq!(
+            parallel.flows.flows, single.flows.flows,
+            "{threads} threads"
+        );
+        assert_eq!(got, single.transactions, "{threads} threads");
+    }
+}
+
 /// The streaming analysis (`analyze_each`, what `analyze` runs) hands transactions
 /// over in exactly the order and content of the collected one, on a scenario long
 /// enough for many releases, and keeps none of them itself.

@@ -28,7 +28,8 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub json: bool,
     /// Split the flows across N threads (by host pair; one matcher). The same
-    /// transactions as one thread; the flow caps then apply per thread. Needs files
+    /// transactions as one thread; the flow caps then bound each thread (N threads may
+    /// hold N times as many flows). Needs files
     /// (not standard input). 0 = one per core.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_threads, allow_negative_numbers = true)]
     pub threads: usize,
