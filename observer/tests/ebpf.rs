@@ -105,7 +105,8 @@ fn tap_on_loopback() {
     let cfg = TapConfig {
         interfaces: vec!["lo".into()],
         ports: vec![tapped],
-        ring_bytes: observer::live::ebpf::DEFAULT_RING_BYTES,
+        // 16 MiB, below the default, so that the 40 MiB burst below overflows it.
+        ring_bytes: 16 << 20,
     };
     let mut tap = EbpfTap::attach(&cfg).expect("attach the tap to lo");
     assert!(!nothing_of_ours(), "filters attached");

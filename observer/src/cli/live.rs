@@ -44,7 +44,7 @@ pub struct LiveArgs {
     pub ports: Vec<u16>,
     /// eBPF: size of the kernel's ring buffer to user space, a power of two (each
     /// packet takes 2 KiB of it at least; what arrives while the observer is not
-    /// scheduled must fit; losses count as kernel drops) [default: 16MiB].
+    /// scheduled must fit; losses count as kernel drops) [default: 64MiB].
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub ring_buffer: Option<Bytes>,
     #[command(flatten)]

@@ -60,9 +60,11 @@ fn mapped(ip: IpAddr) -> [u8; 16] {
 }
 
 /// The ring buffer between the kernel program and user space, unless `--ring-buffer`
-/// says otherwise. Every packet takes at least one 2 KiB record, so 16 MiB holds about
-/// 8,000 packets: what arrives while the reader is not scheduled must fit in it.
-pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+/// says otherwise. Every packet takes at least one 2 KiB record, so 64 MiB holds about
+/// 32,000 packets: what arrives while the reader is not scheduled must fit in it. At
+/// 16 MiB two replays of 50,000 packets/s each lost frames on a loaded machine in two
+/// runs of three, where 64 MiB lost none (docs/performance.md).
+pub const DEFAULT_RING_BYTES: u32 = 64 << 20;
 /// The largest ring buffer taken: its memory is the kernel's, locked, for the whole run.
 pub const MAX_RING_BYTES: u32 = 1 << 30;
 
