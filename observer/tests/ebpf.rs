@@ -60,7 +60,7 @@ fn collect(tap: &mut EbpfTap, client: SocketAddr) -> (Vec<u8>, usize) {
     let mut frames: Vec<OwnedFrame> = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(500) {
-        tap.poll(Duration::from_millis(50), &mut |f| frames.push(f.clone()))
+        tap.poll(Duration::from_millis(50), &mut |f| frames.push(f))
             .expect("poll");
     }
     let mut dec = PacketDecoder::new(PacketConfig::default());

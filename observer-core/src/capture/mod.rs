@@ -13,7 +13,9 @@ mod reorder;
 mod writer;
 
 pub use reader::{CaptureReader, HeldPages, MAX_BLOCK_LEN};
-pub use reorder::{FrameMerger, Placed, ReorderConfig, ReorderStats, DEFAULT_REORDER_WINDOW_NS};
+pub use reorder::{
+    FrameBuf, FrameMerger, Placed, ReorderConfig, ReorderStats, DEFAULT_REORDER_WINDOW_NS,
+};
 pub use writer::{CaptureWriter, WriteFormat};
 
 use crate::UnixNanos;

@@ -109,6 +109,28 @@ impl Ord for Held {
     }
 }
 
+/// A frame that owns its bytes (a live source's), given up to the reorder queue.
+#[derive(Debug)]
+pub struct FrameBuf {
+    pub ts: UnixNanos,
+    pub link_type: LinkType,
+    pub interface: u32,
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
+impl FrameBuf {
+    pub fn frame(&self) -> Frame<'_> {
+        Frame {
+            ts: self.ts,
+            link_type: self.link_type,
+            data: &self.data,
+            orig_len: self.orig_len,
+            interface: self.interface,
+        }
+    }
+}
+
 /// Takes each frame handed on, with where its bytes start in the mapped input when it
 /// was held in place.
 pub type Placed<'a> = dyn FnMut(&Frame<'_>, Option<usize>) + 'a;
@@ -168,7 +190,6 @@ impl FrameMerger {
         if self.cfg.window_ns == 0 {
             return false;
         }
-        let late = frame.ts < self.released;
         let len = u32::try_from(frame.data.len()).ok();
         let bytes = match (in_place, len) {
             (Some(at), Some(_)) => Bytes::InPlace(at),
@@ -177,6 +198,31 @@ impl FrameMerger {
                 Bytes::Owned(frame.data.into())
             }
         };
+        self.hold(frame, len, bytes);
+        true
+    }
+
+    /// Like [`Self::offer`] for bytes the caller gives up (a live source's frame): held
+    /// without a copy. Gives them back when there is no window (hand the frame on now).
+    pub fn offer_owned(&mut self, frame: FrameBuf) -> Result<(), FrameBuf> {
+        if self.cfg.window_ns == 0 {
+            return Err(frame);
+        }
+        let len = u32::try_from(frame.data.len()).ok();
+        self.owned_bytes += frame.data.len();
+        let empty = Frame {
+            data: &[],
+            ..frame.frame()
+        };
+        // No copy when the source allocated the frame's own length.
+        let bytes = Bytes::Owned(frame.data.into_boxed_slice());
+        self.hold(&empty, len, bytes);
+        Ok(())
+    }
+
+    /// Queues a frame whose bytes are `bytes` (`frame.data` is not read).
+    fn hold(&mut self, frame: &Frame<'_>, len: Option<u32>, bytes: Bytes) {
+        let late = frame.ts < self.released;
         self.seq += 1;
         let held = Held {
             ts: frame.ts,
@@ -190,7 +236,7 @@ impl FrameMerger {
         if late {
             self.stats.late_frames += 1;
             self.late.push(held);
-            return true;
+            return;
         }
         self.newest = self.newest.max(frame.ts);
         if self.in_order.back().is_none_or(|last| last.ts <= frame.ts) {
@@ -201,7 +247,6 @@ impl FrameMerger {
             self.out_of_order.push(Reverse(held));
         }
         self.stats.max_held = self.stats.max_held.max(self.held() as u64);
-        true
     }
 
     /// Room for one more frame in the ring. Frames are released after each one taken,
@@ -382,15 +427,41 @@ mod tests {
         }
     }
 
-    /// Offers (timestamp, byte) frames from `map`, in place when `in_place`, and
-    /// returns what came out, in order.
-    fn run(m: &mut FrameMerger, map: &[u8], stamps: &[u64], in_place: bool) -> Vec<(u64, u8)> {
+    /// How a test hands its frames to the merger.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Offer {
+        InPlace,
+        Copied,
+        /// Given up (`offer_owned`), as a live source does.
+        Owned,
+    }
+    const OFFERS: [Offer; 3] = [Offer::InPlace, Offer::Copied, Offer::Owned];
+
+    /// Offers (timestamp, byte) frames from `map` the way `how` says, and returns what
+    /// came out, in order.
+    fn run(m: &mut FrameMerger, map: &[u8], stamps: &[u64], how: Offer) -> Vec<(u64, u8)> {
         let mut got = Vec::new();
         let mut out = |f: &Frame<'_>| got.push((f.ts, f.data[0]));
         for (i, ts) in stamps.iter().enumerate() {
             let f = frame(*ts, &map[i..=i]);
-            if !m.offer(&f, in_place.then_some(i)) {
-                out(&f);
+            match how {
+                Offer::Owned => {
+                    let buf = FrameBuf {
+                        ts: f.ts,
+                        link_type: f.link_type,
+                        interface: f.interface,
+                        orig_len: f.orig_len,
+                        data: f.data.to_vec(),
+                    };
+                    if let Err(buf) = m.offer_owned(buf) {
+                        out(&buf.frame());
+                    }
+                }
+                _ => {
+                    if !m.offer(&f, (how == Offer::InPlace).then_some(i)) {
+                        out(&f);
+                    }
+                }
             }
             m.release(Some(map), &mut out);
         }
@@ -438,12 +509,12 @@ mod tests {
             32 * MS,
             31 * MS,
         ];
-        for in_place in [true, false] {
+        for how in OFFERS {
             let mut m = FrameMerger::new(ReorderConfig {
                 window_ns: 50 * MS,
                 ..ReorderConfig::default()
             });
-            let got = run(&mut m, &map, &stamps, in_place);
+            let got = run(&mut m, &map, &stamps, how);
             let mut want: Vec<(u64, u8)> = stamps.iter().copied().zip(0u8..).collect();
             want.sort();
             assert_eq!(got, want);
@@ -468,7 +539,7 @@ mod tests {
             &mut m,
             &map,
             &[0, 100 * MS, 200 * MS, 5 * MS, 9 * MS, 7 * MS],
-            true,
+            Offer::InPlace,
         );
         assert_eq!(
             got,
@@ -493,7 +564,7 @@ mod tests {
             max_frames: 2,
             max_bytes: usize::MAX,
         });
-        let got = run(&mut m, &map, &stamps, true);
+        let got = run(&mut m, &map, &stamps, Offer::InPlace);
         assert_eq!(got.len(), 6);
         assert!(got.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(m.stats().forced_releases, 4);
@@ -505,17 +576,24 @@ mod tests {
             max_frames: 100,
             max_bytes: usize::MAX,
         });
-        run(&mut m, &many, &(0..1000).collect::<Vec<u64>>(), true);
+        run(
+            &mut m,
+            &many,
+            &(0..1000).collect::<Vec<u64>>(),
+            Offer::InPlace,
+        );
         assert_eq!(m.stats().max_held, 101);
         assert_eq!(m.in_order.capacity(), 101);
-        // Copied bytes are bounded too.
-        let mut m = FrameMerger::new(ReorderConfig {
-            window_ns: 10_000 * MS,
-            max_frames: 1000,
-            max_bytes: 3,
-        });
-        run(&mut m, &map, &stamps, false);
-        assert_eq!(m.stats().forced_releases, 3);
+        // Copied bytes are bounded too, and so are bytes given up.
+        for how in [Offer::Copied, Offer::Owned] {
+            let mut m = FrameMerger::new(ReorderConfig {
+                window_ns: 10_000 * MS,
+                max_frames: 1000,
+                max_bytes: 3,
+            });
+            run(&mut m, &map, &stamps, how);
+            assert_eq!(m.stats().forced_releases, 3, "{how:?}");
+        }
     }
 
     #[test]
@@ -525,9 +603,11 @@ mod tests {
             window_ns: 0,
             ..ReorderConfig::default()
         });
-        let got = run(&mut m, &map, &[5, 1, 3], true);
-        assert_eq!(got, vec![(5, 0), (1, 1), (3, 2)]);
-        assert_eq!(m.stats(), &ReorderStats::default());
+        for how in OFFERS {
+            let got = run(&mut m, &map, &[5, 1, 3], how);
+            assert_eq!(got, vec![(5, 0), (1, 1), (3, 2)], "{how:?}");
+            assert_eq!(m.stats(), &ReorderStats::default());
+        }
     }
 
     #[test]

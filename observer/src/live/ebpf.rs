@@ -351,7 +351,7 @@ impl EbpfTap {
     pub fn poll(
         &mut self,
         timeout: Duration,
-        out: &mut dyn FnMut(&OwnedFrame),
+        out: &mut dyn FnMut(OwnedFrame),
     ) -> Result<usize, TapError> {
         // A deleted interface takes its filters with it and simply goes quiet: look for
         // it once a second so the run ends with an error instead of watching nothing.
@@ -395,7 +395,7 @@ impl EbpfTap {
             if let Some(frame) = asm.add(&h, data) {
                 asm.stats.frames += 1;
                 asm.stats.bytes += frame.data.len() as u64;
-                out(&frame);
+                out(frame);
                 frames += 1;
             }
         }

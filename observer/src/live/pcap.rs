@@ -99,7 +99,7 @@ impl PcapSource {
     pub fn poll(
         &mut self,
         timeout: Duration,
-        out: &mut dyn FnMut(&OwnedFrame),
+        out: &mut dyn FnMut(OwnedFrame),
     ) -> Result<usize, LiveError> {
         if let Ok(mut e) = self.errors.lock() {
             if let Some(msg) = e.take() {
@@ -110,7 +110,7 @@ impl PcapSource {
         match self.rx.recv_timeout(timeout) {
             Ok(f) => {
                 self.count(&f);
-                out(&f);
+                out(f);
                 n += 1;
             }
             Err(RecvTimeoutError::Timeout) => return Ok(0),
@@ -127,7 +127,7 @@ impl PcapSource {
             match self.rx.try_recv() {
                 Ok(f) => {
                     self.count(&f);
-                    out(&f);
+                    out(f);
                     n += 1;
                 }
                 Err(_) => break,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureWriter, Frame, FrameMerger, LinkType, WriteFormat};
+use crate::capture::{CaptureWriter, FrameBuf, FrameMerger, LinkType, WriteFormat};
 use crate::live::{LiveError, OwnedFrame};
 use crate::metrics::http::{MetricsServer, Snapshot};
 use crate::metrics::window::{self, WindowStats, Windows};
@@ -151,7 +151,7 @@ impl LiveSource {
     fn poll(
         &mut self,
         timeout: Duration,
-        out: &mut dyn FnMut(&OwnedFrame),
+        out: &mut dyn FnMut(OwnedFrame),
     ) -> Result<Option<usize>, LiveError> {
         match self {
             #[cfg(target_os = "linux")]
@@ -174,7 +174,7 @@ impl LiveSource {
                 while let Some(f) = next.take() {
                     *events += 1;
                     *bytes += f.data.len() as u64;
-                    out(&f);
+                    out(f);
                     n += 1;
                     if n < 4096 {
                         next = rx.try_recv().ok();
@@ -581,25 +581,26 @@ pub fn run_each(
                     });
                 }
             }
-            let frame = Frame {
+            let buf = FrameBuf {
                 ts: f.ts,
                 link_type: link_types
                     .get(f.interface as usize)
                     .copied()
                     .unwrap_or(LinkType::ETHERNET),
-                data: &f.data,
-                orig_len: f.orig_len,
                 interface: f.interface,
+                orig_len: f.orig_len,
+                data: f.data,
             };
-            if let Some(seg) = early.as_mut().and_then(|d| d.decode(&frame)) {
+            if let Some(seg) = early.as_mut().and_then(|d| d.decode(&buf.frame())) {
                 if matches!(&seg.l4, crate::packet::L4::Tcp { payload, .. }
                     if payload.starts_with(crate::jxta::welcome::WELCOME_SIGNATURE))
                 {
                     welcomed.push((seg.src, seg.dst));
                 }
             }
-            if !merger.offer(&frame, None) {
-                pipeline.frame(&frame);
+            // The frame's bytes move into the reorder queue, not copied again.
+            if let Err(buf) = merger.offer_owned(buf) {
+                pipeline.frame(&buf.frame());
             }
             merger.release(None, &mut |fr| pipeline.frame(fr));
         });
