@@ -57,7 +57,17 @@ pub struct Args {
     /// Use the existing release binary instead of building it first.
     #[arg(long)]
     no_build: bool,
+    /// Run every measured command under `SCHED_FIFO` (needs root): on a machine other
+    /// work shares, the kernel then gives each run the cores whenever it can run, for
+    /// one thread and N alike (its real-time throttling still leaves 5 % of every CPU
+    /// to others). Without it, two threads lose more to other sessions than one.
+    #[arg(long)]
+    fifo: bool,
 }
+
+/// `SCHED_FIFO` priority of `--fifo` runs: above every normal task, far below the
+/// kernel's own real-time threads (migration, watchdogs at 99).
+const FIFO_PRIORITY: libc::c_int = 10;
 
 /// `150MB` and `0.1g` decimal, `1GiB` binary (the `parse-size` crate's default).
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -133,17 +143,41 @@ struct RunResult {
 
 /// Spawns the program (stdin and stdout on /dev/null, stderr into `stderr_file`) and
 /// reaps it with `wait4` for its rusage.
-fn run_once(program: &Path, argv: &[OsString], stderr_file: &Path) -> Result<RunResult> {
+fn run_once(
+    program: &Path,
+    argv: &[OsString],
+    stderr_file: &Path,
+    fifo: bool,
+) -> Result<RunResult> {
     let err = std::fs::File::create(stderr_file)
         .with_context(|| format!("creating {}", stderr_file.display()))?;
-    let start = Instant::now();
-    let child = Command::new(program)
-        .args(argv)
+    let mut cmd = Command::new(program);
+    cmd.args(argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
+        .stderr(err);
+    if fifo {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure makes one system call
+        // (async-signal-safe), allocates nothing and touches no lock; the parameter is
+        // a local it owns.
+        unsafe {
+            cmd.pre_exec(|| {
+                let param = libc::sched_param {
+                    sched_priority: FIFO_PRIORITY,
+                };
+                if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let start = Instant::now();
+    let child = cmd.spawn().with_context(|| {
+        let hint = if fifo { " (--fifo needs root)" } else { "" };
+        format!("starting {}{hint}", program.display())
+    })?;
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; all-zero is a valid value.
@@ -733,7 +767,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
         // Warm the page cache, so that every tool reads from memory.
         if let Some(cat) = &cat {
-            let _ = run_once(cat, &[input.path.clone().into_os_string()], &stderr_file);
+            let _ = run_once(
+                cat,
+                &[input.path.clone().into_os_string()],
+                &stderr_file,
+                false,
+            );
         }
         let mut outcomes: BTreeMap<Tool, Outcome> = BTreeMap::new();
         for spec in &specs {
@@ -764,7 +803,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 let Outcome::Measured { times, rss_kb } = outcome else {
                     continue;
                 };
-                match run_once(&spec.program, &spec.argv(&input.path), &stderr_file) {
+                match run_once(
+                    &spec.program,
+                    &spec.argv(&input.path),
+                    &stderr_file,
+                    args.fifo,
+                ) {
                     Ok(r) if matches!(r.exit, Exit::Code(0)) => {
                         eprintln!(
                             "bench:   {:<22} run {}/{}: {} s, {:.1} MiB",
@@ -897,7 +941,7 @@ fn report(r: &Report<'_>) -> String {
         md,
         "- Method: per file, one `cat` to warm the page cache, then {} run(s) of each tool \
          interleaved (run 1 of every tool, then run 2, ...); tshark {} run(s), only on files \
-         up to {} MB. Wall time from spawn to `wait4`; the median is reported, MB/s = file \
+         up to {} MB{}. Wall time from spawn to `wait4`; the median is reported, MB/s = file \
          bytes / median / 10^6; peak RSS = the child's `ru_maxrss` from `wait4`, in MiB \
          (Linux counts the spawning process's memory at exec in it: a floor of {:.1} MiB \
          here, this xtask's own peak). The transaction counts come from one more run \
@@ -905,6 +949,11 @@ fn report(r: &Report<'_>) -> String {
         r.args.runs,
         r.args.tshark_runs,
         rate(mb(r.args.tshark_max)),
+        if r.args.fifo {
+            "; every run under `SCHED_FIFO` (`--fifo`, priority 10)"
+        } else {
+            ""
+        },
         own_hwm_kb() as f64 / 1024.0
     );
     let _ = writeln!(
