@@ -14,7 +14,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use observer::capture::{CaptureReader, Frame, LinkType};
+use observer::capture::{CaptureReader, FrameBuf};
 use observer::conntrack::{
     CloseReason, Delivery, Dir, FlowConfig, FlowHandler, FlowInfo, FlowTable, Interest, TcpSegment,
 };
@@ -26,26 +26,6 @@ use observer::packet::{PacketConfig, PacketDecoder, L4};
 use observer::runtime::{Pipeline, PipelineConfig};
 use observer::synth;
 use observer::transaction::{Matcher, MatcherConfig, Sighting, Transport};
-
-struct OwnedFrame {
-    ts: u64,
-    link_type: LinkType,
-    data: Vec<u8>,
-    orig_len: u32,
-    interface: u32,
-}
-
-impl OwnedFrame {
-    fn frame(&self) -> Frame<'_> {
-        Frame {
-            ts: self.ts,
-            link_type: self.link_type,
-            data: &self.data,
-            orig_len: self.orig_len,
-            interface: self.interface,
-        }
-    }
-}
 
 struct OwnedSegment {
     ts: u64,
@@ -105,7 +85,7 @@ struct Inputs {
     name: &'static str,
     /// The capture file's bytes (leaked: the reader wants a `'static` stream).
     file: &'static [u8],
-    frames: Vec<OwnedFrame>,
+    frames: Vec<FrameBuf>,
     segments: Vec<OwnedSegment>,
     streams: Vec<DirStream>,
     /// Whole message packages (header block and body) as they were on the wire.
@@ -231,7 +211,7 @@ fn inputs(name: &'static str, file: Vec<u8>) -> Inputs {
         CaptureReader::from_reader(name, Box::new(Cursor::new(file))).expect("capture");
     let mut frames = Vec::new();
     while let Some(f) = reader.next_frame().expect("frame") {
-        frames.push(OwnedFrame {
+        frames.push(FrameBuf {
             ts: f.ts,
             link_type: f.link_type,
             data: f.data.to_vec(),

@@ -21,10 +21,16 @@ fn without_cause(ts: &[Transaction]) -> Vec<Transaction> {
         .collect()
 }
 
-fn analyze_bytes(bytes: &[u8], name: &str) -> PipelineResult {
+/// `bytes` written to a file `name` in a directory that lives as long as the guard.
+fn capture_file(bytes: &[u8], name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path: PathBuf = dir.path().join(name);
+    let path = dir.path().join(name);
     std::fs::write(&path, bytes).expect("write capture");
+    (dir, path)
+}
+
+fn analyze_bytes(bytes: &[u8], name: &str) -> PipelineResult {
+    let (_dir, path) = capture_file(bytes, name);
     let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
     assert!(!analysis.damaged(), "{:?}", analysis.inputs);
     analysis.result
@@ -385,9 +391,7 @@ fn parallel_analysis_matches_truth_and_one_thread() {
             .capture_bytes(LinkVariant::Ethernet, PCAP)
             .expect("capture");
         let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("capture.pcap");
-        std::fs::write(&path, &bytes).expect("write capture");
+        let (_dir, path) = capture_file(&bytes, "capture.pcap");
         let single = runtime::analyze(
             std::slice::from_ref(&path),
             PipelineConfig::default(),
@@ -450,9 +454,7 @@ fn parallel_analysis_at_the_flow_cap_evicts_nothing_one_thread_keeps() {
     let bytes = rendered
         .capture_bytes(LinkVariant::Ethernet, PCAP)
         .expect("capture");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("capture.pcap");
-    std::fs::write(&path, &bytes).expect("write capture");
+    let (_dir, path) = capture_file(&bytes, "capture.pcap");
     let path = std::slice::from_ref(&path);
     let peak = runtime::analyze(path, PipelineConfig::default(), false)
         .result
@@ -490,9 +492,7 @@ fn streaming_release_keeps_report_order() {
         .capture_bytes(LinkVariant::Ethernet, PCAP)
         .expect("capture");
     let truth = String::from_utf8(rendered.truth_csv().expect("truth")).expect("utf-8");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("long.pcap");
-    std::fs::write(&path, &bytes).expect("write capture");
+    let (_dir, path) = capture_file(&bytes, "long.pcap");
     let mut got = Vec::new();
     let a = runtime::analyze_each(
         std::slice::from_ref(&path),
@@ -610,9 +610,7 @@ fn two_interfaces_a_few_ms_out_of_order_give_the_in_order_transactions() {
     assert_eq!(r.packets.reorder.late_frames, 0);
     assert_eq!(r.flows.reassembly.gaps, 0, "{:?}", r.flows);
     // Every shard of a parallel run merges the frames the same way.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("two-interfaces.pcapng");
-    std::fs::write(&path, &merged).expect("write");
+    let (_dir, path) = capture_file(&merged, "two-interfaces.pcapng");
     let mut parallel = Vec::new();
     let a = runtime::analyze_parallel(&[path], PipelineConfig::default(), 2, false, &mut |t| {
         parallel.push(t)
@@ -632,9 +630,7 @@ fn frames_held_across_pages_handed_back_give_the_in_order_transactions() {
     let expected = analyze_bytes(&in_order, "in-order.pcap").transactions;
     assert!(expected.len() > 1000, "{}", expected.len());
     let merged = split_over_two_interfaces(in_order, 5_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("two-interfaces.pcapng");
-    std::fs::write(&path, &merged).expect("write");
+    let (_dir, path) = capture_file(&merged, "two-interfaces.pcapng");
     let mut cfg = PipelineConfig::default();
     cfg.reorder.window_ns = 3_000 * 1_000_000_000;
     let r = runtime::analyze(&[path], cfg, false);
@@ -740,9 +736,10 @@ fn reorder_window_option_on_the_command_line() {
     let in_order = rendered
         .capture_bytes(LinkVariant::Ethernet, PCAP)
         .expect("capture");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("two-interfaces.pcapng");
-    std::fs::write(&path, split_over_two_interfaces(in_order, 5_000_000)).expect("write");
+    let (_dir, path) = capture_file(
+        &split_over_two_interfaces(in_order, 5_000_000),
+        "two-interfaces.pcapng",
+    );
     let run = |window: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
             .args(["analyze", "--no-progress", "--json"])
