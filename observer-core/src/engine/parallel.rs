@@ -78,6 +78,9 @@ enum ReaderMsg {
 
 /// Documents the matcher is done with, going back to the shard that decoded them.
 type Spent = Vec<Box<(Document, Sighting)>>;
+/// Returned documents a shard may hold before it frees them at once: it frees one per
+/// frame of its own, and a JXTA-heavy capture has ~0.4 documents per frame.
+const FREE_BACKLOG: usize = 4096;
 
 enum ShardMsg {
     Batch {
@@ -214,6 +217,7 @@ fn run_shard(
     spent: mpsc::Receiver<Spent>,
 ) {
     let mut pipeline = Pipeline::new_shard(cfg);
+    let mut to_free: Spent = Vec::new();
     let mut frames = 0u64;
     let mut held_floor = 0;
     let mut held_checked: Option<UnixNanos> = None;
@@ -232,8 +236,11 @@ fn run_shard(
         // Documents are freed on the thread that allocated them and whose cache still
         // holds them: freed by the matcher, on the other core, two threads took ~4 %
         // more CPU (docs/performance.md, "`--threads 2`, stop 26").
-        while let Ok(documents) = spent.try_recv() {
-            drop(documents);
+        while let Ok(mut documents) = spent.try_recv() {
+            if to_free.len() > FREE_BACKLOG {
+                to_free.clear();
+            }
+            to_free.append(&mut documents);
         }
         let mut rest = batch.data.as_slice();
         for slot in &batch.slots {
@@ -260,6 +267,10 @@ fn run_shard(
                         orig_len,
                         interface,
                     });
+                    // One at a time, between frames: the allocator's per-thread cache
+                    // takes them and hands them out again, where a round freed at once
+                    // overflowed it into the arena.
+                    to_free.pop();
                 }
                 Slot::Skip(ts) => pipeline.skip_frame(ts),
             }
