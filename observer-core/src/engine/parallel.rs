@@ -26,7 +26,8 @@ use std::sync::mpsc;
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
 use crate::capture::{Frame, LinkType, ReorderStats};
-use crate::transaction::{Matcher, Transaction};
+use crate::jim::Document;
+use crate::transaction::{Matcher, Sighting, Transaction};
 use crate::UnixNanos;
 
 /// Frames between two hand-overs from a shard to the matcher. What is in flight is
@@ -76,6 +77,12 @@ enum ReaderMsg {
     },
 }
 
+/// Documents the matcher is done with, going back to the shard that decoded them.
+type Spent = Vec<Box<(Document, Sighting)>>;
+/// Returned documents a shard may hold before it frees them at once: it frees one per
+/// frame of its own, and a JXTA-heavy capture has ~0.4 documents per frame.
+const FREE_BACKLOG: usize = 4096;
+
 enum ShardMsg {
     Batch {
         matched: Vec<Matched>,
@@ -108,6 +115,7 @@ pub fn analyze_parallel(
     let shard_cfg = cfg.clone();
     std::thread::scope(|scope| {
         let mut receivers = Vec::with_capacity(threads);
+        let mut returns = Vec::with_capacity(threads);
         let mut feeds = Vec::with_capacity(threads);
         // Shards hand their emptied batches back: a fresh one per hand-over grew its
         // buffer by doubling, copying each batch's bytes about twice more.
@@ -115,13 +123,17 @@ pub fn analyze_parallel(
         for index in 0..threads {
             let (tx, rx) = mpsc::sync_channel(BATCHES_AHEAD);
             receivers.push(rx);
+            let (spent_tx, spent_rx) = mpsc::channel();
+            returns.push(spent_tx);
             let (feed_tx, feed_rx) = mpsc::sync_channel(READ_BATCHES_AHEAD);
             feeds.push(feed_tx);
             let cfg = shard_cfg.clone();
             let recycle = recycle_tx.clone();
             std::thread::Builder::new()
                 .name(format!("shard-{index}"))
-                .spawn_scoped(scope, move || run_shard(cfg, feed_rx, recycle, tx))
+                .spawn_scoped(scope, move || {
+                    run_shard(cfg, feed_rx, recycle, tx, spent_rx)
+                })
                 .expect("spawning a shard thread");
         }
         let reorder = cfg.reorder.clone();
@@ -131,7 +143,7 @@ pub fn analyze_parallel(
                 run_reader(inputs, reorder, progress, feeds, recycle_rx)
             })
             .expect("spawning the reader thread");
-        merge(receivers, cfg, on_transaction)
+        merge(receivers, returns, cfg, on_transaction)
     })
 }
 
@@ -205,8 +217,10 @@ fn run_shard(
     feed: mpsc::Receiver<ReaderMsg>,
     recycle: mpsc::Sender<FrameBatch>,
     tx: mpsc::SyncSender<ShardMsg>,
+    spent: mpsc::Receiver<Spent>,
 ) {
     let mut pipeline = Pipeline::new_shard(cfg);
+    let mut to_free: Spent = Vec::new();
     let mut frames = 0u64;
     let mut held_floor = 0;
     let mut held_checked: Option<UnixNanos> = None;
@@ -222,6 +236,15 @@ fn run_shard(
                 break;
             }
         };
+        // Documents are freed on the thread that allocated them and whose cache still
+        // holds them: freed by the matcher, on the other core, two threads took ~4 %
+        // more CPU (docs/performance.md, "`--threads 2`, stop 26").
+        while let Ok(mut documents) = spent.try_recv() {
+            if to_free.len() > FREE_BACKLOG {
+                to_free.clear();
+            }
+            to_free.append(&mut documents);
+        }
         let mut rest = batch.data.as_slice();
         for slot in &batch.slots {
             frames += 1;
@@ -247,6 +270,10 @@ fn run_shard(
                         orig_len,
                         interface,
                     });
+                    // One at a time, between frames: the allocator's per-thread cache
+                    // takes them and hands them out again, where a round freed at once
+                    // overflowed it into the arena.
+                    to_free.pop();
                 }
                 Slot::Skip(ts) => pipeline.skip_frame(ts),
             }
@@ -282,6 +309,7 @@ fn run_shard(
 
 fn merge(
     receivers: Vec<mpsc::Receiver<ShardMsg>>,
+    returns: Vec<mpsc::Sender<Spent>>,
     cfg: PipelineConfig,
     on_transaction: &mut dyn FnMut(Transaction),
 ) -> Analysis {
@@ -292,7 +320,9 @@ fn merge(
     let mut floors: Vec<UnixNanos> = vec![0; receivers.len()];
     let mut done: Vec<Option<(Box<super::PipelineResult>, Vec<InputSummary>)>> =
         (0..receivers.len()).map(|_| None).collect();
-    let mut batch: Vec<Matched> = Vec::new();
+    // Each document with the shard it came from.
+    let mut batch: Vec<(usize, Matched)> = Vec::new();
+    let mut spent: Vec<Spent> = (0..receivers.len()).map(|_| Vec::new()).collect();
     loop {
         // Every shard reads the same frames, so they hand over the same batches and
         // finish together; one that died (a bug) ends the run with what was merged.
@@ -307,7 +337,7 @@ fn merge(
                     now: n,
                     held_floor,
                 }) => {
-                    batch.extend(matched);
+                    batch.extend(matched.into_iter().map(|m| (i, m)));
                     batch_now = batch_now.max(n);
                     floors[i] = held_floor;
                 }
@@ -316,7 +346,7 @@ fn merge(
                     result,
                     inputs,
                 }) => {
-                    batch.extend(matched);
+                    batch.extend(matched.into_iter().map(|m| (i, m)));
                     batch_now = batch_now.max(result.last_ts);
                     done[i] = Some((result, inputs));
                 }
@@ -331,15 +361,24 @@ fn merge(
         }
         // Shards cover disjoint frames; at the end (frame u64::MAX) flows are in order
         // of appearance. The sort is stable: a frame's documents keep their order.
-        batch.sort_by_key(|m| (m.frame, m.flow));
-        for m in batch.drain(..) {
+        batch.sort_by_key(|(_, m)| (m.frame, m.flow));
+        for (shard, m) in batch.drain(..) {
             if m.now > now {
                 now = m.now;
                 matcher.advance(now, &mut finished);
             }
             match m.event {
-                MatchEvent::Document(d) => matcher.observe(&d.0, &d.1, &mut finished),
+                MatchEvent::Document(d) => {
+                    matcher.observe(&d.0, &d.1, &mut finished);
+                    spent[shard].push(d);
+                }
                 MatchEvent::Malformed => matcher.count_malformed(),
+            }
+        }
+        for (documents, back) in spent.iter_mut().zip(&returns) {
+            if !documents.is_empty() {
+                // A shard that has ended leaves them to be freed here.
+                let _ = back.send(std::mem::take(documents));
             }
         }
         if batch_now > now {
