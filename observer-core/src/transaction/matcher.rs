@@ -91,7 +91,19 @@ impl Peers {
         if let Some(known) = self.ids.get_mut(id) {
             if known.as_deref() != Some(name) {
                 self.named += usize::from(known.is_none());
-                *known = Some(name.into());
+                match known {
+                    // A peer that names its buddies in turn (JXSE's PING names the
+                    // buddy) changes name at every message: same-length names reuse
+                    // the allocation (a box of exactly its length round-trips through
+                    // `String` without reallocating).
+                    Some(old) if old.len() == name.len() => {
+                        let mut text = String::from(std::mem::take(old));
+                        text.clear();
+                        text.push_str(name);
+                        *old = text.into_boxed_str();
+                    }
+                    _ => *known = Some(name.into()),
+                }
             }
         } else if self.ids.len() < self.cap {
             self.ids.insert(id.clone(), Some(name.into()));
@@ -166,21 +178,45 @@ impl PairTable {
         st.outstanding.is_empty() && now.saturating_sub(st.last_active) > self.fold_after
     }
 
+    /// The key's hash in this table: computed once per document and handed to the
+    /// `_hashed` lookups, which a PING or PONG makes several of.
+    fn hash(&self, k: &PairKey) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(k)
+    }
+
     /// The pair's slot, folded or not.
     fn find_slot(&self, k: &PairKey) -> Option<usize> {
-        use std::hash::BuildHasher as _;
+        self.find_slot_hashed(self.hash(k), k)
+    }
+
+    fn find_slot_hashed(&self, hash: u64, k: &PairKey) -> Option<usize> {
         let slots = &self.slots;
         self.index
-            .find(self.hasher.hash_one(k), |&i| {
+            .find(hash, |&i| {
                 slots.get(i as usize).is_some_and(|(key, _)| key == k)
             })
             .map(|&i| i as usize)
     }
 
     fn find(&self, k: &PairKey) -> Option<usize> {
-        let i = self.find_slot(k)?;
+        self.find_hashed(self.hash(k), k)
+    }
+
+    /// The slot of a pair not folded; it stays valid until a pair is removed (a
+    /// sweep, an eviction), which no caller does while it holds one.
+    fn find_hashed(&self, hash: u64, k: &PairKey) -> Option<usize> {
+        let i = self.find_slot_hashed(hash, k)?;
         let (_, st) = self.slots.get(i)?;
         (!self.folded(st, self.now)).then_some(i)
+    }
+
+    fn slot_mut(&mut self, i: usize) -> Option<&mut PairState> {
+        self.slots.get_mut(i).map(|(_, st)| st)
+    }
+
+    fn slot(&self, i: usize) -> Option<&PairState> {
+        self.slots.get(i).map(|(_, st)| st)
     }
 
     /// Frees the pairs folded at `at`; how many.
@@ -212,10 +248,6 @@ impl PairTable {
         self.slots.len()
     }
 
-    fn contains_key(&self, k: &PairKey) -> bool {
-        self.find(k).is_some()
-    }
-
     fn get(&self, k: &PairKey) -> Option<&PairState> {
         let i = self.find(k)?;
         self.slots.get(i).map(|(_, st)| st)
@@ -228,9 +260,15 @@ impl PairTable {
 
     /// The pair's state, a new one if it had none. The caller keeps the table under
     /// `u32::MAX` pairs (`MatcherConfig::max_pairs` is clamped to it).
+    #[cfg(test)]
     fn get_or_default(&mut self, k: &PairKey) -> &mut PairState {
-        use std::hash::BuildHasher as _;
-        let i = match self.find_slot(k) {
+        let i = self.get_or_default_hashed(self.hash(k), k);
+        &mut self.slots[i].1
+    }
+
+    /// [`Self::get_or_default`] with the key's hash: the pair's slot.
+    fn get_or_default_hashed(&mut self, hash: u64, k: &PairKey) -> usize {
+        match self.find_slot_hashed(hash, k) {
             Some(i) => {
                 // A folded pair seen again starts afresh, as one never seen would.
                 let now = self.now;
@@ -251,20 +289,16 @@ impl PairTable {
                     hasher,
                     ..
                 } = self;
-                index.insert_unique(
-                    hasher.hash_one(k),
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                    |&j| {
-                        slots
-                            .get(j as usize)
-                            .map_or(0, |(key, _)| hasher.hash_one(key))
-                    },
-                );
+                index.insert_unique(hash, u32::try_from(i).unwrap_or(u32::MAX), |&j| {
+                    use std::hash::BuildHasher as _;
+                    slots
+                        .get(j as usize)
+                        .map_or(0, |(key, _)| hasher.hash_one(key))
+                });
                 slots.push((k.clone(), PairState::default()));
                 i
             }
-        };
-        &mut self.slots[i].1
+        }
     }
 
     /// Removes the pair; the last one takes its place in the vector.
@@ -529,6 +563,13 @@ impl Remembered {
     }
 }
 
+/// A pair and its slot in the pair table, found once per document; the slot stays
+/// valid while no pair is removed (sweeps and evictions come before the lookup).
+struct PairAt {
+    pair: PairKey,
+    slot: usize,
+}
+
 /// What a PONG carries, resolved once.
 struct Pong<'a> {
     doc: &'a Document,
@@ -773,8 +814,8 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(c) = p.candidate.take() {
-            let (corr, start) = (p.correlator.clone(), p.start);
-            out.extend(self.answered(&pair, p, c, None));
+            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+            out.extend(self.answered(&pair, None, p, c, None));
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
@@ -786,7 +827,7 @@ impl Matcher {
             }
             return;
         }
-        let (corr, start) = (p.correlator.clone(), p.start);
+        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
         let mut t = self.record(p, Some(deadline), TxStatus::Timeout);
         t.cause = explained;
@@ -800,13 +841,19 @@ impl Matcher {
         }
     }
 
-    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished, start: UnixNanos) {
+    fn remember(
+        &mut self,
+        pair: PairKey,
+        correlator: Correlator,
+        outcome: Finished,
+        start: UnixNanos,
+    ) {
         if self.cfg.remember_finished == 0 {
             return;
         }
         let f = Finish {
             pair,
-            correlator: Correlator::new(&correlator),
+            correlator,
             outcome,
             start,
         };
@@ -868,11 +915,13 @@ impl Matcher {
         let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
         let pair = (poller, receiver);
+        let hash = self.pairs.hash(&pair);
+        let found = self.pairs.find_hashed(hash, &pair);
 
         // Relay leg of a PING already seen on its originating leg?
         let relay_leg = matches!((&s.hop_src, &poller_id), (Some(h), Some(p)) if h != p);
         if relay_leg {
-            if let Some(state) = self.pairs.get_mut(&pair) {
+            if let Some(state) = found.and_then(|i| self.pairs.slot_mut(i)) {
                 let found = match &doc.correlator {
                     Some(c) => state
                         .outstanding
@@ -904,7 +953,7 @@ impl Matcher {
             self.anomalies.unidentified += 1;
         }
         if let Some(c) = &doc.correlator {
-            let outstanding = self.pairs.get(&pair).is_some_and(|st| {
+            let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
@@ -923,12 +972,19 @@ impl Matcher {
             }
         }
 
-        if !self.pairs.contains_key(&pair) && self.pairs.len() >= self.cfg.max_pairs {
+        if found.is_none() && self.pairs.len() >= self.cfg.max_pairs {
             self.evict_pair();
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = self.pairs.get_or_default(&pair);
+        // Evicting moved slots, and only when the pair was not found: `found` still holds.
+        let slot = match found {
+            Some(i) => i,
+            None => self.pairs.get_or_default_hashed(hash, &pair),
+        };
+        let Some(state) = self.pairs.slot_mut(slot) else {
+            return;
+        };
         state.last_active = state.last_active.max(s.stop);
         if state.outstanding.len() >= self.cfg.max_outstanding_per_pair {
             state.outstanding.pop_front();
@@ -942,7 +998,9 @@ impl Matcher {
                 .push(pair.clone());
             self.open_correlator_entries += 1;
         }
-        let state = self.pairs.get_or_default(&pair);
+        let Some(state) = self.pairs.slot_mut(slot) else {
+            return;
+        };
         state.outstanding.push_back(Pending {
             seq,
             start: s.start,
@@ -1072,11 +1130,14 @@ impl Matcher {
                 pair = found;
             }
         }
+        let hash = self.pairs.hash(&pair);
+        let mut found = self.pairs.find_hashed(hash, &pair);
         // A PING that named no receiver is keyed (poller, Unknown): let the PONG find it.
-        if !self.pairs.contains_key(&pair) {
+        if found.is_none() {
             let fallback = (pair.0.clone(), PeerKey::UNKNOWN);
-            if self.pairs.contains_key(&fallback) {
-                pair = fallback;
+            let fallback_hash = self.pairs.hash(&fallback);
+            if let Some(i) = self.pairs.find_hashed(fallback_hash, &fallback) {
+                (pair, found) = (fallback, Some(i));
             }
         }
         let pong = Pong {
@@ -1085,11 +1146,12 @@ impl Matcher {
             receiver_id,
             in_transit,
         };
-        let Some(state) = self.pairs.get_mut(&pair) else {
+        let Some((slot, state)) = found.and_then(|i| Some((i, self.pairs.slot_mut(i)?))) else {
             self.count_pong(&pong);
             self.anomalies.unsolicited_pong += 1;
             return;
         };
+        let at = PairAt { pair, slot };
         state.last_active = state.last_active.max(s.stop);
         match &doc.correlator {
             Some(c) => {
@@ -1098,14 +1160,14 @@ impl Matcher {
                     .iter()
                     .position(|p| p.correlator.as_ref() == Some(c))
                 {
-                    self.matched(pair, i, &pong, MatchMethod::Correlator, out);
+                    self.matched(at, i, &pong, MatchMethod::Correlator, out);
                     return;
                 }
-                let outcome = self.finished.get(&pair, c).map(|(f, _)| f);
+                let outcome = self.finished.get(&at.pair, c).map(|(f, _)| f);
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    self.finished.set_outcome(&pair, c, Finished::Answered);
+                    self.finished.set_outcome(&at.pair, c, Finished::Answered);
                     return;
                 }
                 self.count_pong(&pong);
@@ -1115,7 +1177,7 @@ impl Matcher {
                     }
                     Some(Finished::TimedOut) => {
                         self.anomalies.late_pong += 1;
-                        if let Some(st) = self.pairs.get_mut(&pair) {
+                        if let Some(st) = self.pairs.slot_mut(at.slot) {
                             st.timed_out_unanswered = st.timed_out_unanswered.saturating_sub(1);
                         }
                     }
@@ -1125,7 +1187,7 @@ impl Matcher {
             None => {
                 if !in_transit {
                     if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_some()) {
-                        self.matched(pair, i, &pong, MatchMethod::Order, out);
+                        self.matched(at, i, &pong, MatchMethod::Order, out);
                         return;
                     }
                     if state.transit_finalised > 0 {
@@ -1135,7 +1197,7 @@ impl Matcher {
                     }
                 }
                 if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_none()) {
-                    self.matched(pair, i, &pong, MatchMethod::Order, out);
+                    self.matched(at, i, &pong, MatchMethod::Order, out);
                     return;
                 }
                 let late = state.timed_out_unanswered > 0;
@@ -1161,16 +1223,17 @@ impl Matcher {
         }
     }
 
-    /// The PONG answers outstanding PING `i` of `pair`.
+    /// The PONG answers outstanding PING `i` of the pair `at`.
     fn matched(
         &mut self,
-        pair: PairKey,
+        at: PairAt,
         i: usize,
         pong: &Pong<'_>,
         method: MatchMethod,
         out: &mut Vec<Transaction>,
     ) {
-        let Some(state) = self.pairs.get_mut(&pair) else {
+        let PairAt { pair, slot } = at;
+        let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
         let Some(p) = state.outstanding.get_mut(i) else {
@@ -1195,8 +1258,8 @@ impl Matcher {
             if c.legs.len() < MAX_LEGS {
                 c.legs.push(leg_of(&mut self.peers, pong.s));
             }
-            let (corr, start) = (p.correlator.clone(), p.start);
-            out.extend(self.answered(&pair, p, c, Some(pong.s.stop)));
+            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+            out.extend(self.answered(&pair, Some(slot), p, c, Some(pong.s.stop)));
             if let Some(c) = corr {
                 self.remember(pair, c, Finished::Answered, start);
             }
@@ -1218,7 +1281,7 @@ impl Matcher {
             legs: vec![leg_of(&mut self.peers, pong.s)],
         };
         self.count_pong(pong);
-        let Some(state) = self.pairs.get_mut(&pair) else {
+        let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
         if pong.in_transit {
@@ -1232,8 +1295,8 @@ impl Matcher {
         };
         settle(state);
         self.live -= 1;
-        let (corr, start) = (p.correlator.clone(), p.start);
-        out.extend(self.answered(&pair, p, candidate, None));
+        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+        out.extend(self.answered(&pair, Some(slot), p, candidate, None));
         if let Some(c) = corr {
             self.remember(pair, c, Finished::Answered, start);
         }
@@ -1245,6 +1308,7 @@ impl Matcher {
     fn answered(
         &mut self,
         pair: &PairKey,
+        slot: Option<usize>,
         p: Pending,
         c: Candidate,
         stop: Option<UnixNanos>,
@@ -1261,7 +1325,8 @@ impl Matcher {
         }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
-        let explained = self.pairs.get_mut(pair).map(|st| {
+        let slot = slot.or_else(|| self.pairs.find(pair));
+        let explained = slot.and_then(|i| self.pairs.slot_mut(i)).map(|st| {
             let key_receiver = match &pair.1 {
                 PeerKey::Id(id) => Some(id),
                 _ => None,
