@@ -57,7 +57,10 @@ impl DocumentSink {
     fn event(&mut self, at: (u64, UnixNanos), flow: Option<u64>, event: MatchEvent) {
         match self {
             DocumentSink::Match { matcher, finished } => match event {
-                MatchEvent::Document(d) => matcher.observe(&d.0, &d.1, finished),
+                MatchEvent::Document(d) => {
+                    let (doc, s) = *d;
+                    matcher.observe_owned(doc, s, finished)
+                }
                 MatchEvent::Malformed => matcher.count_malformed(),
             },
             DocumentSink::Queue { queue, .. } => queue.push(Matched {
@@ -74,7 +77,7 @@ impl DocumentSink {
     /// matches here would otherwise allocate and free one box per document).
     fn document(&mut self, at: (u64, UnixNanos), flow: Option<u64>, doc: Document, s: Sighting) {
         match self {
-            DocumentSink::Match { matcher, finished } => matcher.observe(&doc, &s, finished),
+            DocumentSink::Match { matcher, finished } => matcher.observe_owned(doc, s, finished),
             DocumentSink::Queue { .. } => {
                 self.event(at, flow, MatchEvent::Document(Box::new((doc, s))))
             }

@@ -53,13 +53,65 @@ const MAX_LEGS: usize = 4;
 
 /// A leg with the matcher's copies of its hop IDs: the pair's route history outlives
 /// the connection that parsed them (150,000 one-poll pairs kept 300,000 ~48-byte copies).
-fn leg_of(peers: &mut Peers, s: &Sighting) -> Leg {
+fn leg_of(peers: &mut Peers, seen: &mut Seen<'_>) -> Leg {
+    let s = seen.sighting();
+    let (start, stop) = (s.start, s.stop);
+    let hop_src = peers.intern(s.hop_src.clone());
+    let hop_dst = peers.intern(s.hop_dst.clone());
     Leg {
-        start: s.start,
-        stop: s.stop,
-        hop_src: peers.intern(s.hop_src.clone()),
-        hop_dst: peers.intern(s.hop_dst.clone()),
-        wire: s.wire.clone(),
+        start,
+        stop,
+        hop_src,
+        hop_dst,
+        wire: seen.take_wire(),
+    }
+}
+
+/// The document and sighting being matched. Owned (a pipeline's own, dropped after),
+/// what the matcher keeps of them (the name, a PING's correlator, the wire notes) is
+/// moved out, each at its last use; borrowed (documents a queue hands over), copied.
+enum Seen<'a> {
+    Borrowed(&'a Document, &'a Sighting),
+    Owned(&'a mut Document, &'a mut Sighting),
+}
+
+impl Seen<'_> {
+    fn document(&self) -> &Document {
+        match self {
+            Seen::Borrowed(d, _) => d,
+            Seen::Owned(d, _) => d,
+        }
+    }
+
+    fn sighting(&self) -> &Sighting {
+        match self {
+            Seen::Borrowed(_, s) => s,
+            Seen::Owned(_, s) => s,
+        }
+    }
+
+    /// The document's name; read no more after.
+    fn take_name(&mut self) -> Option<String> {
+        match self {
+            Seen::Borrowed(d, _) => d.name.clone(),
+            Seen::Owned(d, _) => d.name.take(),
+        }
+    }
+
+    /// The document's correlator; read no more after.
+    fn take_correlator(&mut self) -> Option<String> {
+        match self {
+            Seen::Borrowed(d, _) => d.correlator.clone(),
+            Seen::Owned(d, _) => d.correlator.take(),
+        }
+    }
+
+    /// The sighting's wire notes; read no more after.
+    fn take_wire(&mut self) -> cause::WireNotes {
+        match self {
+            Seen::Borrowed(_, s) => s.wire.clone(),
+            Seen::Owned(_, s) => std::mem::take(&mut s.wire),
+        }
     }
 }
 
@@ -571,9 +623,7 @@ struct PairAt {
 }
 
 /// What a PONG carries, resolved once.
-struct Pong<'a> {
-    doc: &'a Document,
-    s: &'a Sighting,
+struct Pong {
     receiver_id: Option<PeerId>,
     in_transit: bool,
 }
@@ -704,6 +754,22 @@ impl Matcher {
     /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
     /// byte), so a PONG after its PING's deadline is late whatever the caller did.
     pub fn observe(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+        self.observe_seen(Seen::Borrowed(doc, s), out);
+    }
+
+    /// [`Self::observe`] of a document and sighting handed over: what the matcher keeps
+    /// of them is moved, not copied.
+    pub fn observe_owned(
+        &mut self,
+        mut doc: Document,
+        mut s: Sighting,
+        out: &mut Vec<Transaction>,
+    ) {
+        self.observe_seen(Seen::Owned(&mut doc, &mut s), out);
+    }
+
+    fn observe_seen(&mut self, mut seen: Seen<'_>, out: &mut Vec<Transaction>) {
+        let s = seen.sighting();
         self.pairs.now = s.stop;
         self.advance(s.stop, out);
         // Folded pairs are freed with a margin of the timeout (and as often): a message
@@ -720,9 +786,9 @@ impl Matcher {
             }
         }
         self.forget_finished(s.stop);
-        match doc.kind {
-            Kind::Ping => self.on_ping(doc, s),
-            Kind::Pong => self.on_pong(doc, s, out),
+        match seen.document().kind {
+            Kind::Ping => self.on_ping(&mut seen),
+            Kind::Pong => self.on_pong(&mut seen, out),
             Kind::Message => self.anomalies.messages += 1,
         }
     }
@@ -902,7 +968,8 @@ impl Matcher {
         u32::try_from(self.cfg.max_outstanding_per_pair).unwrap_or(u32::MAX)
     }
 
-    fn on_ping(&mut self, doc: &Document, s: &Sighting) {
+    fn on_ping(&mut self, seen: &mut Seen<'_>) {
+        let (doc, s) = (seen.document(), seen.sighting());
         let poller_id = s
             .src_peer
             .clone()
@@ -936,7 +1003,7 @@ impl Matcher {
                 if let Some(p) = found {
                     p.relay_seen = true;
                     if p.legs.len() < MAX_LEGS {
-                        p.legs.push(leg_of(&mut self.peers, s));
+                        p.legs.push(leg_of(&mut self.peers, seen));
                     }
                     self.anomalies.relayed_sightings += 1;
                     return;
@@ -998,25 +1065,29 @@ impl Matcher {
                 .push(pair.clone());
             self.open_correlator_entries += 1;
         }
+        let (start, ping_bytes) = (s.start, s.framed_bytes);
+        let ping_correlator_bytes = u64::from(doc.correlator_bytes);
+        let legs = vec![leg_of(&mut self.peers, seen)];
+        let (correlator, poller_name) = (seen.take_correlator(), seen.take_name());
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
         state.outstanding.push_back(Pending {
             seq,
-            start: s.start,
-            correlator: doc.correlator.clone(),
-            poller_name: doc.name.clone(),
+            start,
+            correlator,
+            poller_name,
             poller_id,
             receiver_id,
-            ping_bytes: s.framed_bytes,
-            ping_correlator_bytes: u64::from(doc.correlator_bytes),
+            ping_bytes,
+            ping_correlator_bytes,
             relay_seen: false,
             candidate: None,
-            legs: vec![leg_of(&mut self.peers, s)],
+            legs,
         });
         self.live += 1;
         self.deadlines.push(Reverse((
-            s.start.saturating_add(self.cfg.timeout_ns),
+            start.saturating_add(self.cfg.timeout_ns),
             seq,
             pair,
         )));
@@ -1100,7 +1171,8 @@ impl Matcher {
         });
     }
 
-    fn on_pong(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+    fn on_pong(&mut self, seen: &mut Seen<'_>, out: &mut Vec<Transaction>) {
+        let (doc, s) = (seen.document(), seen.sighting());
         let receiver_id = s
             .src_peer
             .clone()
@@ -1141,13 +1213,11 @@ impl Matcher {
             }
         }
         let pong = Pong {
-            doc,
-            s,
             receiver_id,
             in_transit,
         };
         let Some((slot, state)) = found.and_then(|i| Some((i, self.pairs.slot_mut(i)?))) else {
-            self.count_pong(&pong);
+            self.count_pong(doc, s);
             self.anomalies.unsolicited_pong += 1;
             return;
         };
@@ -1160,7 +1230,7 @@ impl Matcher {
                     .iter()
                     .position(|p| p.correlator.as_ref() == Some(c))
                 {
-                    self.matched(at, i, &pong, MatchMethod::Correlator, out);
+                    self.matched(at, i, &pong, seen, MatchMethod::Correlator, out);
                     return;
                 }
                 let outcome = self.finished.get(&at.pair, c).map(|(f, _)| f);
@@ -1170,7 +1240,7 @@ impl Matcher {
                     self.finished.set_outcome(&at.pair, c, Finished::Answered);
                     return;
                 }
-                self.count_pong(&pong);
+                self.count_pong(doc, s);
                 match outcome {
                     Some(Finished::Answered) | Some(Finished::AnsweredInTransit) => {
                         self.anomalies.duplicate_pong += 1
@@ -1187,7 +1257,7 @@ impl Matcher {
             None => {
                 if !in_transit {
                     if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_some()) {
-                        self.matched(at, i, &pong, MatchMethod::Order, out);
+                        self.matched(at, i, &pong, seen, MatchMethod::Order, out);
                         return;
                     }
                     if state.transit_finalised > 0 {
@@ -1197,14 +1267,14 @@ impl Matcher {
                     }
                 }
                 if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_none()) {
-                    self.matched(at, i, &pong, MatchMethod::Order, out);
+                    self.matched(at, i, &pong, seen, MatchMethod::Order, out);
                     return;
                 }
                 let late = state.timed_out_unanswered > 0;
                 if late {
                     state.timed_out_unanswered -= 1;
                 }
-                self.count_pong(&pong);
+                self.count_pong(doc, s);
                 if late {
                     self.anomalies.late_pong += 1;
                 } else {
@@ -1214,11 +1284,11 @@ impl Matcher {
         }
     }
 
-    fn count_pong(&mut self, pong: &Pong<'_>) {
+    fn count_pong(&mut self, doc: &Document, s: &Sighting) {
         self.overhead
             .pong
-            .add(pong.doc.correlator_bytes, pong.doc.document_bytes, pong.s);
-        if pong.doc.status.is_none() && pong.doc.status_text.is_some() {
+            .add(doc.correlator_bytes, doc.document_bytes, s);
+        if doc.status.is_none() && doc.status_text.is_some() {
             self.anomalies.unknown_status += 1;
         }
     }
@@ -1228,7 +1298,8 @@ impl Matcher {
         &mut self,
         at: PairAt,
         i: usize,
-        pong: &Pong<'_>,
+        pong: &Pong,
+        seen: &mut Seen<'_>,
         method: MatchMethod,
         out: &mut Vec<Transaction>,
     ) {
@@ -1255,32 +1326,37 @@ impl Matcher {
             let Some(mut c) = p.candidate.take() else {
                 return;
             };
+            let stop = seen.sighting().stop;
             if c.legs.len() < MAX_LEGS {
-                c.legs.push(leg_of(&mut self.peers, pong.s));
+                c.legs.push(leg_of(&mut self.peers, seen));
             }
             let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-            out.extend(self.answered(&pair, Some(slot), p, c, Some(pong.s.stop)));
+            out.extend(self.answered(&pair, Some(slot), p, c, Some(stop)));
             if let Some(c) = corr {
                 self.remember(pair, c, Finished::Answered, start);
             }
             return;
         }
-        let receiver_name = pong.doc.name.clone().or_else(|| {
+        let (doc, s) = (seen.document(), seen.sighting());
+        self.count_pong(doc, s);
+        let (stop, receiver_status, pong_bytes) = (s.stop, doc.status, s.framed_bytes);
+        let pong_correlator_bytes = u64::from(doc.correlator_bytes);
+        let legs = vec![leg_of(&mut self.peers, seen)];
+        let receiver_name = seen.take_name().or_else(|| {
             pong.receiver_id
                 .as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         });
         let candidate = Candidate {
-            stop: pong.s.stop,
+            stop,
             receiver_name,
             receiver_id: pong.receiver_id.clone(),
-            receiver_status: pong.doc.status,
-            pong_bytes: pong.s.framed_bytes,
-            pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
+            receiver_status,
+            pong_bytes,
+            pong_correlator_bytes,
             method,
-            legs: vec![leg_of(&mut self.peers, pong.s)],
+            legs,
         };
-        self.count_pong(pong);
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
