@@ -388,10 +388,23 @@ impl PairTable {
     }
 }
 
-/// Frees the buffer of a pair whose last outstanding PING just left.
-fn settle(state: &mut PairState) {
+/// Emptied buffers of outstanding PINGs kept for the next pairs that need one, up to
+/// this many, each of at most [`SPARE_QUEUE_CAPACITY`] PINGs (a few hundred kB at
+/// most): a pair answered at once freed its buffer, and its next PING allocated it
+/// again (two allocations and their frees per transaction).
+const SPARE_QUEUES: usize = 64;
+const SPARE_QUEUE_CAPACITY: usize = 8;
+
+type Queue = Box<VecDeque<Pending>>;
+
+/// Frees the buffer of a pair whose last outstanding PING just left (into `spare`).
+fn settle(state: &mut PairState, spare: &mut Vec<Queue>) {
     if state.outstanding.is_empty() {
-        state.outstanding.0 = None;
+        if let Some(q) = state.outstanding.0.take() {
+            if spare.len() < SPARE_QUEUES && q.capacity() <= SPARE_QUEUE_CAPACITY {
+                spare.push(q);
+            }
+        }
     }
 }
 
@@ -400,7 +413,7 @@ fn settle(state: &mut PairState) {
 /// outstanding hold the buffer.
 #[derive(Debug, Default)]
 #[allow(clippy::box_collection)] // the extra allocation is the point: see above
-struct Outstanding(Option<Box<VecDeque<Pending>>>);
+struct Outstanding(Option<Queue>);
 
 impl Outstanding {
     fn is_empty(&self) -> bool {
@@ -439,8 +452,11 @@ impl Outstanding {
         self.0.as_mut()?.pop_front()
     }
 
-    fn push_back(&mut self, p: Pending) {
-        self.0.get_or_insert_with(Default::default).push_back(p);
+    /// Appends `p`, the buffer taken from `spare` if it needs one.
+    fn push_back(&mut self, p: Pending, spare: &mut Vec<Queue>) {
+        self.0
+            .get_or_insert_with(|| spare.pop().unwrap_or_default())
+            .push_back(p);
     }
 
     /// Every outstanding PING, oldest first; the buffer is freed.
@@ -656,6 +672,8 @@ pub struct Matcher {
     /// so every hit is checked against `pairs`.
     open_correlators: crate::FastMap<String, Vec<PairKey>>,
     open_correlator_entries: usize,
+    /// See [`SPARE_QUEUES`].
+    spare_queues: Vec<Queue>,
     anomalies: Anomalies,
     expiry: Expiry,
     presence: Presence,
@@ -686,6 +704,7 @@ impl Matcher {
             },
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
+            spare_queues: Vec::new(),
             anomalies: Anomalies::default(),
             expiry: Expiry::default(),
             presence: Presence::default(),
@@ -830,7 +849,7 @@ impl Matcher {
             let Some(p) = state.outstanding.remove(i) else {
                 continue;
             };
-            settle(state);
+            settle(state, &mut self.spare_queues);
             self.live -= 1;
             self.expire(pair, p, deadline, out);
         }
@@ -845,7 +864,7 @@ impl Matcher {
             for p in state.outstanding.take_all() {
                 rest.push((pair.clone(), p));
             }
-            settle(state);
+            settle(state, &mut self.spare_queues);
         }
         self.live = 0;
         self.deadlines.clear();
@@ -855,7 +874,7 @@ impl Matcher {
                 let deadline = p.start.saturating_add(self.cfg.timeout_ns);
                 self.expire(pair, p, deadline, out);
             } else {
-                out.push(self.record(p, None, TxStatus::Open));
+                out.push(self.record(p, None, TxStatus::Open, None));
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
@@ -895,7 +914,7 @@ impl Matcher {
         }
         let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
-        let mut t = self.record(p, Some(deadline), TxStatus::Timeout);
+        let mut t = self.record(p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
         out.push(t);
         let max = self.max_per_pair_u32();
@@ -1072,19 +1091,22 @@ impl Matcher {
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
-        state.outstanding.push_back(Pending {
-            seq,
-            start,
-            correlator,
-            poller_name,
-            poller_id,
-            receiver_id,
-            ping_bytes,
-            ping_correlator_bytes,
-            relay_seen: false,
-            candidate: None,
-            legs,
-        });
+        state.outstanding.push_back(
+            Pending {
+                seq,
+                start,
+                correlator,
+                poller_name,
+                poller_id,
+                receiver_id,
+                ping_bytes,
+                ping_correlator_bytes,
+                relay_seen: false,
+                candidate: None,
+                legs,
+            },
+            &mut self.spare_queues,
+        );
         self.live += 1;
         self.deadlines.push(Reverse((
             start.saturating_add(self.cfg.timeout_ns),
@@ -1321,7 +1343,7 @@ impl Matcher {
             let Some(mut p) = state.outstanding.remove(i) else {
                 return;
             };
-            settle(state);
+            settle(state, &mut self.spare_queues);
             self.live -= 1;
             let Some(mut c) = p.candidate.take() else {
                 return;
@@ -1369,7 +1391,7 @@ impl Matcher {
         let Some(p) = state.outstanding.remove(i) else {
             return;
         };
-        settle(state);
+        settle(state, &mut self.spare_queues);
         self.live -= 1;
         let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
         out.extend(self.answered(&pair, Some(slot), p, candidate, None));
@@ -1415,12 +1437,9 @@ impl Matcher {
                 &mut st.history,
             )
         });
-        let mut t = self.record(p, Some(stop), TxStatus::Ok);
+        let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name);
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
-        if c.receiver_name.is_some() {
-            t.receiver_name = c.receiver_name;
-        }
         t.receiver_status = c.receiver_status;
         t.match_method = Some(c.method);
         t.pong_bytes = Some(c.pong_bytes);
@@ -1440,14 +1459,22 @@ impl Matcher {
         Some(t)
     }
 
-    /// A record without PONG (timeout/open), names filled from what is known.
-    fn record(&self, p: Pending, stop: Option<UnixNanos>, status: TxStatus) -> Transaction {
+    /// A record without PONG (timeout/open), names filled from what is known; the
+    /// receiver's from `receiver_name` when given (the PONG's), so that a name is not
+    /// copied only to be replaced.
+    fn record(
+        &self,
+        p: Pending,
+        stop: Option<UnixNanos>,
+        status: TxStatus,
+        receiver_name: Option<String>,
+    ) -> Transaction {
         let known = |id: &Option<PeerId>| {
             id.as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         };
         let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
-        let receiver_name = known(&p.receiver_id);
+        let receiver_name = receiver_name.or_else(|| known(&p.receiver_id));
         Transaction {
             start: p.start,
             stop,
@@ -1503,6 +1530,46 @@ mod pair_table_tests {
         // A pair inserted again starts afresh.
         assert_eq!(t.get_or_default(&key(3)).last_active, 0);
         assert_eq!(t.len(), 1001 - removed.len());
+    }
+
+    /// Emptied buffers are kept for the next pair up to their bound, in number and in
+    /// size, and taken before any new one is made; a buffer still holding a PING stays.
+    #[test]
+    fn spare_queues_are_bounded_and_reused() {
+        let pending = || Pending {
+            seq: 0,
+            start: 0,
+            correlator: None,
+            poller_name: None,
+            poller_id: None,
+            receiver_id: None,
+            ping_bytes: 0,
+            ping_correlator_bytes: 0,
+            relay_seen: false,
+            candidate: None,
+            legs: Vec::new(),
+        };
+        let mut spare = Vec::new();
+        for n in 0..200 {
+            let mut st = PairState::default();
+            let cap = if n % 2 == 0 { 4 } else { 64 };
+            st.outstanding.0 = Some(Box::new(VecDeque::with_capacity(cap)));
+            settle(&mut st, &mut spare);
+            assert!(st.outstanding.0.is_none());
+        }
+        assert_eq!(spare.len(), SPARE_QUEUES);
+        assert!(spare
+            .iter()
+            .all(|q| q.is_empty() && q.capacity() <= SPARE_QUEUE_CAPACITY));
+        let mut held = PairState::default();
+        held.outstanding.push_back(pending(), &mut spare);
+        assert_eq!(spare.len(), SPARE_QUEUES - 1);
+        settle(&mut held, &mut spare);
+        assert_eq!((held.outstanding.len(), spare.len()), (1, SPARE_QUEUES - 1));
+        let mut empty = Vec::new();
+        let mut fresh = PairState::default();
+        fresh.outstanding.push_back(pending(), &mut empty);
+        assert_eq!(fresh.outstanding.len(), 1);
     }
 
     /// Correlators of every length are found again, inline (up to 22 bytes) or boxed,
