@@ -101,6 +101,14 @@ impl DocumentSink {
         }
     }
 
+    /// Hands over the finished transactions, keeping the buffer (taking it cost an
+    /// allocation for the next transaction).
+    pub(crate) fn drain_finished(&mut self, out: impl FnMut(Transaction)) {
+        if let DocumentSink::Match { finished, .. } = self {
+            finished.drain(..).for_each(out);
+        }
+    }
+
     pub(crate) fn take_finished(&mut self) -> Vec<Transaction> {
         match self {
             DocumentSink::Match { finished, .. } => std::mem::take(finished),

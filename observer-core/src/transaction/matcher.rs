@@ -672,8 +672,9 @@ pub struct Matcher {
     /// so every hit is checked against `pairs`.
     open_correlators: crate::FastMap<String, Vec<PairKey>>,
     open_correlator_entries: usize,
-    /// See [`SPARE_QUEUES`].
+    /// See [`SPARE_QUEUES`]; the same for the legs of PINGs and PONGs.
     spare_queues: Vec<Queue>,
+    spare_legs: Vec<Vec<Leg>>,
     anomalies: Anomalies,
     expiry: Expiry,
     presence: Presence,
@@ -705,6 +706,7 @@ impl Matcher {
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             spare_queues: Vec::new(),
+            spare_legs: Vec::new(),
             anomalies: Anomalies::default(),
             expiry: Expiry::default(),
             presence: Presence::default(),
@@ -884,6 +886,8 @@ impl Matcher {
         self.finished = Remembered::default();
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
+        self.spare_queues = Vec::new();
+        self.spare_legs = Vec::new();
         self.peers = Peers {
             cap: self.peers.cap,
             ..Peers::default()
@@ -968,6 +972,19 @@ impl Matcher {
         // the burst's size.
         if forgot && self.finished.capacity() > 4 * self.finished.len() + 1024 {
             self.finished.shrink_to_fit();
+        }
+    }
+
+    /// An empty buffer for a PING's or PONG's legs, a spare one if there is.
+    fn legs_buffer(&mut self) -> Vec<Leg> {
+        self.spare_legs.pop().unwrap_or_default()
+    }
+
+    /// Keeps an answered transaction's legs buffer for the next (see [`SPARE_QUEUES`]).
+    fn spare_legs(&mut self, mut legs: Vec<Leg>) {
+        if self.spare_legs.len() < SPARE_QUEUES && legs.capacity() <= MAX_LEGS {
+            legs.clear();
+            self.spare_legs.push(legs);
         }
     }
 
@@ -1086,7 +1103,8 @@ impl Matcher {
         }
         let (start, ping_bytes) = (s.start, s.framed_bytes);
         let ping_correlator_bytes = u64::from(doc.correlator_bytes);
-        let legs = vec![leg_of(&mut self.peers, seen)];
+        let mut legs = self.legs_buffer();
+        legs.push(leg_of(&mut self.peers, seen));
         let (correlator, poller_name) = (seen.take_correlator(), seen.take_name());
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
@@ -1363,7 +1381,8 @@ impl Matcher {
         self.count_pong(doc, s);
         let (stop, receiver_status, pong_bytes) = (s.stop, doc.status, s.framed_bytes);
         let pong_correlator_bytes = u64::from(doc.correlator_bytes);
-        let legs = vec![leg_of(&mut self.peers, seen)];
+        let mut legs = self.legs_buffer();
+        legs.push(leg_of(&mut self.peers, seen));
         let receiver_name = seen.take_name().or_else(|| {
             pong.receiver_id
                 .as_ref()
@@ -1407,8 +1426,8 @@ impl Matcher {
         &mut self,
         pair: &PairKey,
         slot: Option<usize>,
-        p: Pending,
-        c: Candidate,
+        mut p: Pending,
+        mut c: Candidate,
         stop: Option<UnixNanos>,
     ) -> Option<Transaction> {
         let stop = stop.unwrap_or(c.stop);
@@ -1437,6 +1456,8 @@ impl Matcher {
                 &mut st.history,
             )
         });
+        self.spare_legs(std::mem::take(&mut p.legs));
+        self.spare_legs(std::mem::take(&mut c.legs));
         let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name);
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;

@@ -1118,3 +1118,31 @@ fn handed_over_documents_match_as_lent_ones() {
     assert!(a.iter().all(|t| t.poller_name.is_some()), "{a:?}");
     assert!(a.iter().any(|t| t.cause.queue_bytes > 0), "{a:?}");
 }
+
+/// Legs buffers kept from answered transactions start empty: a direct PING answered
+/// a hundred times over still has one leg each time.
+#[test]
+fn reused_legs_buffers_start_empty() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for n in 0..100u64 {
+        let c = format!("c{n}");
+        m.observe(
+            &ping("alice", Some(&c)),
+            &direct(n * SEC, ALICE, BOB),
+            &mut out,
+        );
+        m.observe(
+            &pong("bob", Status::Online, Some(&c)),
+            &direct(n * SEC + 5 * MS, BOB, ALICE),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 100);
+    assert!(
+        out.iter()
+            .all(|t| t.status == TxStatus::Ok && t.cause.ping_legs == 1),
+        "{:?}",
+        out.iter().map(|t| t.cause.ping_legs).collect::<Vec<_>>()
+    );
+}
