@@ -276,7 +276,7 @@ impl Documents {
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
         let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
-        for element in &msg.elements {
+        for (i, element) in msg.elements.iter().enumerate() {
             // The stack's own elements (router, endpoint addresses, wire headers) are in
             // the `jxta` namespace; application payloads never are.
             if element.namespace == "jxta" {
@@ -321,10 +321,29 @@ impl Documents {
                 Kind::Pong => self.jim.pongs += 1,
                 Kind::Message => self.jim.messages += 1,
             }
-            let (src_peer, dst_peer) = peers
-                .get_or_insert_with(|| self.peers.peers(&msg, origin.router.as_deref_mut()))
-                .clone();
-            let mut wire = origin.wire.clone();
+            // The message's last element that may hold a document takes what its
+            // sighting needs from the origin; earlier ones copy it.
+            let last = msg
+                .elements
+                .get(i + 1..)
+                .unwrap_or_default()
+                .iter()
+                .all(|e| e.namespace == "jxta");
+            let ends =
+                peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_deref_mut()));
+            let ((src_peer, dst_peer), mut wire, (hop_src, hop_dst)) = if last {
+                (
+                    std::mem::take(ends),
+                    std::mem::take(&mut origin.wire),
+                    (origin.hop_src.take(), origin.hop_dst.take()),
+                )
+            } else {
+                (
+                    ends.clone(),
+                    origin.wire.clone(),
+                    (origin.hop_src.clone(), origin.hop_dst.clone()),
+                )
+            };
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
                 let cell = handled.delivery.get_or_insert_with(Default::default);
                 wire.delivery = Some(cell.clone());
@@ -334,8 +353,8 @@ impl Documents {
                 stop: framed.stop,
                 src_peer,
                 dst_peer,
-                hop_src: origin.hop_src.clone(),
-                hop_dst: origin.hop_dst.clone(),
+                hop_src,
+                hop_dst,
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,
