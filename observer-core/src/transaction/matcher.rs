@@ -975,14 +975,19 @@ impl Matcher {
         }
     }
 
-    /// An empty buffer for a PING's or PONG's legs, a spare one if there is.
+    /// An empty buffer for a PING's or PONG's legs, a spare one if there is. Room for
+    /// one leg, as most have and as `vec![leg]` made it: an outstanding PING holds it,
+    /// and `Vec`'s first growth would make it four legs (800 bytes).
     fn legs_buffer(&mut self) -> Vec<Leg> {
-        self.spare_legs.pop().unwrap_or_default()
+        self.spare_legs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(1))
     }
 
-    /// Keeps an answered transaction's legs buffer for the next (see [`SPARE_QUEUES`]).
+    /// Keeps an answered transaction's legs buffer for the next (see [`SPARE_QUEUES`]);
+    /// one grown by a relay's second leg is freed.
     fn spare_legs(&mut self, mut legs: Vec<Leg>) {
-        if self.spare_legs.len() < SPARE_QUEUES && legs.capacity() <= MAX_LEGS {
+        if self.spare_legs.len() < SPARE_QUEUES && legs.capacity() == 1 {
             legs.clear();
             self.spare_legs.push(legs);
         }
