@@ -265,12 +265,12 @@ impl Documents {
             return Handled::default();
         }
         let mut handled = Handled {
-            service: is_service_message(&msg),
+            service: is_service_message(msg),
             delivery: None,
         };
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
-            let last = jxta::addressing(&msg).last_hop;
+            let last = jxta::addressing(msg).last_hop;
             (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
         }
         // Only the end-to-end peers matter here; documents are rare among messages,

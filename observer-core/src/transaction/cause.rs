@@ -976,12 +976,12 @@ fn explain_with(
     };
     let ping_tcp: u64 = ping
         .iter()
-        .map(|l| leg_repair_ns(l, &notes).0)
+        .map(|l| leg_repair_ns(l, notes).0)
         .max()
         .unwrap_or(0);
     let pong_tcp: u64 = pong
         .iter()
-        .map(|l| leg_repair_ns(l, &notes).0)
+        .map(|l| leg_repair_ns(l, notes).0)
         .max()
         .unwrap_or(0);
     c.tcp_ns = ping_tcp + pong_tcp;
@@ -1033,14 +1033,14 @@ fn explain_with(
         }
     }
     let until = pong.last().map_or(0, |l| l.stop);
-    window(&mut c, ping, pong, &notes);
+    window(&mut c, ping, pong, notes);
     reset(&mut c, ping.iter().chain(pong), ping_start(ping), until);
-    jxta(&mut c, &notes, ping_start(ping), until);
+    jxta(&mut c, notes, ping_start(ping), until);
     if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
         // The PING reached the receiver with its last byte, or with the copy that
         // repaired it when that came later (a retransmission seen after the original;
         // a hole's fill is already the leg's last byte).
-        let delivered = p.stop.max(leg_repair_ns(p, &notes).1);
+        let delivered = p.stop.max(leg_repair_ns(p, notes).1);
         let far = q.start.saturating_sub(delivered).saturating_sub(pong_queue);
         c.far_ns = Some(far);
         if h.median_far().is_some_and(|m| far > FAR_FACTOR * m.max(1)) {
