@@ -57,7 +57,10 @@ impl DocumentSink {
     fn event(&mut self, at: (u64, UnixNanos), flow: Option<u64>, event: MatchEvent) {
         match self {
             DocumentSink::Match { matcher, finished } => match event {
-                MatchEvent::Document(d) => matcher.observe(&d.0, &d.1, finished),
+                MatchEvent::Document(d) => {
+                    let (doc, s) = *d;
+                    matcher.observe_owned(doc, s, finished)
+                }
                 MatchEvent::Malformed => matcher.count_malformed(),
             },
             DocumentSink::Queue { queue, .. } => queue.push(Matched {
@@ -74,7 +77,7 @@ impl DocumentSink {
     /// matches here would otherwise allocate and free one box per document).
     fn document(&mut self, at: (u64, UnixNanos), flow: Option<u64>, doc: Document, s: Sighting) {
         match self {
-            DocumentSink::Match { matcher, finished } => matcher.observe(&doc, &s, finished),
+            DocumentSink::Match { matcher, finished } => matcher.observe_owned(doc, s, finished),
             DocumentSink::Queue { .. } => {
                 self.event(at, flow, MatchEvent::Document(Box::new((doc, s))))
             }
@@ -95,6 +98,14 @@ impl DocumentSink {
             DocumentSink::Match { matcher, .. }
             | DocumentSink::Queue { idle: matcher, .. }
             | DocumentSink::Discard { idle: matcher } => matcher.oldest_outstanding(),
+        }
+    }
+
+    /// Hands over the finished transactions, keeping the buffer (taking it cost an
+    /// allocation for the next transaction).
+    pub(crate) fn drain_finished(&mut self, out: impl FnMut(Transaction)) {
+        if let DocumentSink::Match { finished, .. } = self {
+            finished.drain(..).for_each(out);
         }
     }
 
@@ -196,6 +207,8 @@ pub(crate) struct Documents {
     /// Index (from 1) of the frame being processed and the capture time then.
     pub at: (u64, UnixNanos),
     max_document: usize,
+    /// The last message's element buffer, emptied, for the next message.
+    spare_elements: Vec<jxta::Element<'static>>,
 }
 
 impl Documents {
@@ -209,14 +222,15 @@ impl Documents {
             http_hops: HttpHops::default(),
             at: (0, 0),
             max_document,
+            spare_elements: Vec::new(),
         }
     }
 
     /// Decodes one message and hands its documents on; what its connection's notes
     /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
-        let udp = origin.transport == Transport::Udp;
-        let decoded = jxta::decode_message(framed.body);
+        let spare = jxta::recycle_elements(std::mem::take(&mut self.spare_elements));
+        let decoded = jxta::decode_message_in(framed.body, spare);
         if let Some(records) = &mut self.records {
             records.push(record(
                 framed,
@@ -232,23 +246,37 @@ impl Documents {
                 return Handled::default();
             }
         };
-        self.message_stats.count_message(&msg, udp);
+        // The origin by reference: moved, it was a copy of ~100 bytes a message.
+        let handled = self.decoded(framed, &mut origin, &msg);
+        self.spare_elements = jxta::recycle_elements(msg.elements);
+        handled
+    }
+
+    /// What [`Self::decode`] does with a message that decoded.
+    fn decoded(
+        &mut self,
+        framed: &FramedMessage<'_>,
+        origin: &mut Origin<'_>,
+        msg: &jxta::Message<'_>,
+    ) -> Handled {
+        let udp = origin.transport == Transport::Udp;
+        self.message_stats.count_message(msg, udp);
         if matches!(self.sink, DocumentSink::Discard { .. }) {
             return Handled::default();
         }
         let mut handled = Handled {
-            service: is_service_message(&msg),
+            service: is_service_message(msg),
             delivery: None,
         };
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
-            let last = jxta::addressing(&msg).last_hop;
+            let last = jxta::addressing(msg).last_hop;
             (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
         }
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
         let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
-        for element in &msg.elements {
+        for (i, element) in msg.elements.iter().enumerate() {
             // The stack's own elements (router, endpoint addresses, wire headers) are in
             // the `jxta` namespace; application payloads never are.
             if element.namespace == "jxta" {
@@ -293,10 +321,29 @@ impl Documents {
                 Kind::Pong => self.jim.pongs += 1,
                 Kind::Message => self.jim.messages += 1,
             }
-            let (src_peer, dst_peer) = peers
-                .get_or_insert_with(|| self.peers.peers(&msg, origin.router.as_deref_mut()))
-                .clone();
-            let mut wire = origin.wire.clone();
+            // The message's last element that may hold a document takes what its
+            // sighting needs from the origin; earlier ones copy it.
+            let last = msg
+                .elements
+                .get(i + 1..)
+                .unwrap_or_default()
+                .iter()
+                .all(|e| e.namespace == "jxta");
+            let ends =
+                peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_deref_mut()));
+            let ((src_peer, dst_peer), mut wire, (hop_src, hop_dst)) = if last {
+                (
+                    std::mem::take(ends),
+                    std::mem::take(&mut origin.wire),
+                    (origin.hop_src.take(), origin.hop_dst.take()),
+                )
+            } else {
+                (
+                    ends.clone(),
+                    origin.wire.clone(),
+                    (origin.hop_src.clone(), origin.hop_dst.clone()),
+                )
+            };
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
                 let cell = handled.delivery.get_or_insert_with(Default::default);
                 wire.delivery = Some(cell.clone());
@@ -306,8 +353,8 @@ impl Documents {
                 stop: framed.stop,
                 src_peer,
                 dst_peer,
-                hop_src: origin.hop_src.clone(),
-                hop_dst: origin.hop_dst.clone(),
+                hop_src,
+                hop_dst,
                 framed_bytes: framed.framed_len,
                 message_bytes: framed.body.len() as u64,
                 transport: origin.transport,

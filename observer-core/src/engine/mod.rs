@@ -150,9 +150,11 @@ impl Pipeline {
     /// Hands over, in report order, the finished transactions that no transaction
     /// still to finish can precede. The rest stay until a later call or `finish`.
     pub fn release_ordered(&mut self, out: &mut impl FnMut(Transaction)) {
-        for t in self.decoder.handler.sink.take_finished() {
-            self.ordered.push(t);
-        }
+        let ordered = &mut self.ordered;
+        self.decoder
+            .handler
+            .sink
+            .drain_finished(|t| ordered.push(t));
         if !self.ordered.due(self.now) {
             return;
         }
@@ -163,9 +165,11 @@ impl Pipeline {
     /// live run calls it once a second, so that a quiet wire's few transactions reach
     /// the CSV and the metrics within seconds, not at the end.
     pub fn release_ordered_now(&mut self, out: &mut impl FnMut(Transaction)) {
-        for t in self.decoder.handler.sink.take_finished() {
-            self.ordered.push(t);
-        }
+        let ordered = &mut self.ordered;
+        self.decoder
+            .handler
+            .sink
+            .drain_finished(|t| ordered.push(t));
         let watermark = self.ordered.watermark(
             self.now,
             [

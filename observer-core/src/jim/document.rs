@@ -507,7 +507,10 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
     let mut text_start = pos;
     let mut done = false;
     while pos < body.len() {
-        let Some(lt) = memchr::memchr2(b'<', b'>', &body[pos..]) else {
+        // A plain loop, not `memchr2`: from one tag to the next is a few bytes (none
+        // between adjacent tags), where the vector search's set-up cost ~60
+        // instructions a call.
+        let Some(lt) = body[pos..].iter().position(|&b| b == b'<' || b == b'>') else {
             // Only whitespace may follow the root.
             return (done && body[pos..].iter().all(|&b| ws(b))).then(|| finish_doc(doc));
         };

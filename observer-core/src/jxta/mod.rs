@@ -33,7 +33,8 @@ pub use framing::{
 };
 pub use http::{HttpAnomaly, HttpParser, HttpStats};
 pub use message::{
-    decode_message, encode_message_v0, encode_message_v1, Element, Message, OwnedElement,
+    decode_message, decode_message_in, encode_message_v0, encode_message_v1, recycle_elements,
+    Element, Message, OwnedElement,
 };
 pub use names::ElementNames;
 pub use peer::PeerId;

@@ -934,19 +934,54 @@ pub fn explain(
     key_receiver: Option<&PeerId>,
     h: &mut History,
 ) -> Cause {
+    with_notes(ping, pong, |notes| {
+        explain_with(ping, pong, receiver, key_receiver, h, notes)
+    })
+}
+
+/// Legs' wire notes passed on the stack up to this many (the matcher keeps four legs
+/// of each side): a `Vec` per transaction cost an allocation and a free.
+const STACK_NOTES: usize = 8;
+
+/// `f` of the wire notes of `ping`'s then `pong`'s legs, in that order.
+fn with_notes<R>(ping: &[Leg], pong: &[Leg], f: impl FnOnce(&[&WireNotes]) -> R) -> R {
+    let n = ping.len() + pong.len();
+    let mut legs = ping.iter().chain(pong);
+    match legs.next() {
+        Some(first) if n <= STACK_NOTES => {
+            let mut buf = [&first.wire; STACK_NOTES];
+            for (slot, leg) in buf.iter_mut().skip(1).zip(legs) {
+                *slot = &leg.wire;
+            }
+            f(buf.get(..n).unwrap_or_default())
+        }
+        first => {
+            let all: Vec<&WireNotes> = first.into_iter().chain(legs).map(|l| &l.wire).collect();
+            f(&all)
+        }
+    }
+}
+
+fn explain_with(
+    ping: &[Leg],
+    pong: &[Leg],
+    receiver: Option<&PeerId>,
+    key_receiver: Option<&PeerId>,
+    h: &mut History,
+    notes: &[&WireNotes],
+) -> Cause {
     let mut c = Cause {
         ping_legs: ping.len().min(u8::MAX as usize) as u8,
         ..Cause::default()
     };
-    let notes: Vec<&WireNotes> = ping.iter().chain(pong).map(|l| &l.wire).collect();
     let ping_tcp: u64 = ping
         .iter()
-        .map(|l| leg_repair_ns(l, &notes).0)
+        .map(|l| leg_repair_ns(l, notes).0)
         .max()
         .unwrap_or(0);
     let pong_tcp: u64 = pong
         .iter()
-        .map(|l| leg_repair_ns(l, &notes).0)
+        .map(|l| leg_repair_ns(l, notes).0)
         .max()
         .unwrap_or(0);
     c.tcp_ns = ping_tcp + pong_tcp;
@@ -998,14 +1033,14 @@ pub fn explain(
         }
     }
     let until = pong.last().map_or(0, |l| l.stop);
-    window(&mut c, ping, pong, &notes);
+    window(&mut c, ping, pong, notes);
     reset(&mut c, ping.iter().chain(pong), ping_start(ping), until);
-    jxta(&mut c, &notes, ping_start(ping), until);
+    jxta(&mut c, notes, ping_start(ping), until);
     if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
         // The PING reached the receiver with its last byte, or with the copy that
         // repaired it when that came later (a retransmission seen after the original;
         // a hole's fill is already the leg's last byte).
-        let delivered = p.stop.max(leg_repair_ns(p, &notes).1);
+        let delivered = p.stop.max(leg_repair_ns(p, notes).1);
         let far = q.start.saturating_sub(delivered).saturating_sub(pong_queue);
         c.far_ns = Some(far);
         if h.median_far().is_some_and(|m| far > FAR_FACTOR * m.max(1)) {
@@ -1125,6 +1160,30 @@ fn jxta(c: &mut Cause, notes: &[&WireNotes], from: UnixNanos, until: UnixNanos) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The legs' notes on the stack and past it: each leg's own, in order.
+    #[test]
+    fn legs_notes_are_passed_in_order_on_the_stack_and_past_it() {
+        let leg = |n: u64| Leg {
+            start: n,
+            stop: n,
+            hop_src: None,
+            hop_dst: None,
+            wire: WireNotes {
+                queued_bytes: n,
+                ..WireNotes::default()
+            },
+        };
+        for (p, q) in [(0, 0), (1, 0), (0, 1), (4, 4), (3, 5), (5, 4), (9, 3)] {
+            let ping: Vec<Leg> = (0..p).map(leg).collect();
+            let pong: Vec<Leg> = (100..100 + q).map(leg).collect();
+            let seen = with_notes(&ping, &pong, |notes| {
+                notes.iter().map(|w| w.queued_bytes).collect::<Vec<_>>()
+            });
+            let want: Vec<u64> = (0..p).chain(100..100 + q).collect();
+            assert_eq!(seen, want, "{p} + {q} legs");
+        }
+    }
 
     #[test]
     fn the_sent_log_keeps_what_a_capped_queue_keeps_across_the_spill() {

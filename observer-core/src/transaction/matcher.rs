@@ -53,13 +53,65 @@ const MAX_LEGS: usize = 4;
 
 /// A leg with the matcher's copies of its hop IDs: the pair's route history outlives
 /// the connection that parsed them (150,000 one-poll pairs kept 300,000 ~48-byte copies).
-fn leg_of(peers: &mut Peers, s: &Sighting) -> Leg {
+fn leg_of(peers: &mut Peers, seen: &mut Seen<'_>) -> Leg {
+    let s = seen.sighting();
+    let (start, stop) = (s.start, s.stop);
+    let hop_src = peers.intern(s.hop_src.clone());
+    let hop_dst = peers.intern(s.hop_dst.clone());
     Leg {
-        start: s.start,
-        stop: s.stop,
-        hop_src: peers.intern(s.hop_src.clone()),
-        hop_dst: peers.intern(s.hop_dst.clone()),
-        wire: s.wire.clone(),
+        start,
+        stop,
+        hop_src,
+        hop_dst,
+        wire: seen.take_wire(),
+    }
+}
+
+/// The document and sighting being matched. Owned (a pipeline's own, dropped after),
+/// what the matcher keeps of them (the name, a PING's correlator, the wire notes) is
+/// moved out, each at its last use; borrowed (documents a queue hands over), copied.
+enum Seen<'a> {
+    Borrowed(&'a Document, &'a Sighting),
+    Owned(&'a mut Document, &'a mut Sighting),
+}
+
+impl Seen<'_> {
+    fn document(&self) -> &Document {
+        match self {
+            Seen::Borrowed(d, _) => d,
+            Seen::Owned(d, _) => d,
+        }
+    }
+
+    fn sighting(&self) -> &Sighting {
+        match self {
+            Seen::Borrowed(_, s) => s,
+            Seen::Owned(_, s) => s,
+        }
+    }
+
+    /// The document's name; read no more after.
+    fn take_name(&mut self) -> Option<String> {
+        match self {
+            Seen::Borrowed(d, _) => d.name.clone(),
+            Seen::Owned(d, _) => d.name.take(),
+        }
+    }
+
+    /// The document's correlator; read no more after.
+    fn take_correlator(&mut self) -> Option<String> {
+        match self {
+            Seen::Borrowed(d, _) => d.correlator.clone(),
+            Seen::Owned(d, _) => d.correlator.take(),
+        }
+    }
+
+    /// The sighting's wire notes; read no more after.
+    fn take_wire(&mut self) -> cause::WireNotes {
+        match self {
+            Seen::Borrowed(_, s) => s.wire.clone(),
+            Seen::Owned(_, s) => std::mem::take(&mut s.wire),
+        }
     }
 }
 
@@ -91,7 +143,19 @@ impl Peers {
         if let Some(known) = self.ids.get_mut(id) {
             if known.as_deref() != Some(name) {
                 self.named += usize::from(known.is_none());
-                *known = Some(name.into());
+                match known {
+                    // A peer that names its buddies in turn (JXSE's PING names the
+                    // buddy) changes name at every message: same-length names reuse
+                    // the allocation (a box of exactly its length round-trips through
+                    // `String` without reallocating).
+                    Some(old) if old.len() == name.len() => {
+                        let mut text = String::from(std::mem::take(old));
+                        text.clear();
+                        text.push_str(name);
+                        *old = text.into_boxed_str();
+                    }
+                    _ => *known = Some(name.into()),
+                }
             }
         } else if self.ids.len() < self.cap {
             self.ids.insert(id.clone(), Some(name.into()));
@@ -166,21 +230,45 @@ impl PairTable {
         st.outstanding.is_empty() && now.saturating_sub(st.last_active) > self.fold_after
     }
 
+    /// The key's hash in this table: computed once per document and handed to the
+    /// `_hashed` lookups, which a PING or PONG makes several of.
+    fn hash(&self, k: &PairKey) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(k)
+    }
+
     /// The pair's slot, folded or not.
     fn find_slot(&self, k: &PairKey) -> Option<usize> {
-        use std::hash::BuildHasher as _;
+        self.find_slot_hashed(self.hash(k), k)
+    }
+
+    fn find_slot_hashed(&self, hash: u64, k: &PairKey) -> Option<usize> {
         let slots = &self.slots;
         self.index
-            .find(self.hasher.hash_one(k), |&i| {
+            .find(hash, |&i| {
                 slots.get(i as usize).is_some_and(|(key, _)| key == k)
             })
             .map(|&i| i as usize)
     }
 
     fn find(&self, k: &PairKey) -> Option<usize> {
-        let i = self.find_slot(k)?;
+        self.find_hashed(self.hash(k), k)
+    }
+
+    /// The slot of a pair not folded; it stays valid until a pair is removed (a
+    /// sweep, an eviction), which no caller does while it holds one.
+    fn find_hashed(&self, hash: u64, k: &PairKey) -> Option<usize> {
+        let i = self.find_slot_hashed(hash, k)?;
         let (_, st) = self.slots.get(i)?;
         (!self.folded(st, self.now)).then_some(i)
+    }
+
+    fn slot_mut(&mut self, i: usize) -> Option<&mut PairState> {
+        self.slots.get_mut(i).map(|(_, st)| st)
+    }
+
+    fn slot(&self, i: usize) -> Option<&PairState> {
+        self.slots.get(i).map(|(_, st)| st)
     }
 
     /// Frees the pairs folded at `at`; how many.
@@ -212,10 +300,6 @@ impl PairTable {
         self.slots.len()
     }
 
-    fn contains_key(&self, k: &PairKey) -> bool {
-        self.find(k).is_some()
-    }
-
     fn get(&self, k: &PairKey) -> Option<&PairState> {
         let i = self.find(k)?;
         self.slots.get(i).map(|(_, st)| st)
@@ -228,9 +312,15 @@ impl PairTable {
 
     /// The pair's state, a new one if it had none. The caller keeps the table under
     /// `u32::MAX` pairs (`MatcherConfig::max_pairs` is clamped to it).
+    #[cfg(test)]
     fn get_or_default(&mut self, k: &PairKey) -> &mut PairState {
-        use std::hash::BuildHasher as _;
-        let i = match self.find_slot(k) {
+        let i = self.get_or_default_hashed(self.hash(k), k);
+        &mut self.slots[i].1
+    }
+
+    /// [`Self::get_or_default`] with the key's hash: the pair's slot.
+    fn get_or_default_hashed(&mut self, hash: u64, k: &PairKey) -> usize {
+        match self.find_slot_hashed(hash, k) {
             Some(i) => {
                 // A folded pair seen again starts afresh, as one never seen would.
                 let now = self.now;
@@ -251,20 +341,16 @@ impl PairTable {
                     hasher,
                     ..
                 } = self;
-                index.insert_unique(
-                    hasher.hash_one(k),
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                    |&j| {
-                        slots
-                            .get(j as usize)
-                            .map_or(0, |(key, _)| hasher.hash_one(key))
-                    },
-                );
+                index.insert_unique(hash, u32::try_from(i).unwrap_or(u32::MAX), |&j| {
+                    use std::hash::BuildHasher as _;
+                    slots
+                        .get(j as usize)
+                        .map_or(0, |(key, _)| hasher.hash_one(key))
+                });
                 slots.push((k.clone(), PairState::default()));
                 i
             }
-        };
-        &mut self.slots[i].1
+        }
     }
 
     /// Removes the pair; the last one takes its place in the vector.
@@ -302,10 +388,23 @@ impl PairTable {
     }
 }
 
-/// Frees the buffer of a pair whose last outstanding PING just left.
-fn settle(state: &mut PairState) {
+/// Emptied buffers of outstanding PINGs kept for the next pairs that need one, up to
+/// this many, each of at most [`SPARE_QUEUE_CAPACITY`] PINGs (a few hundred kB at
+/// most): a pair answered at once freed its buffer, and its next PING allocated it
+/// again (two allocations and their frees per transaction).
+const SPARE_QUEUES: usize = 64;
+const SPARE_QUEUE_CAPACITY: usize = 8;
+
+type Queue = Box<VecDeque<Pending>>;
+
+/// Frees the buffer of a pair whose last outstanding PING just left (into `spare`).
+fn settle(state: &mut PairState, spare: &mut Vec<Queue>) {
     if state.outstanding.is_empty() {
-        state.outstanding.0 = None;
+        if let Some(q) = state.outstanding.0.take() {
+            if spare.len() < SPARE_QUEUES && q.capacity() <= SPARE_QUEUE_CAPACITY {
+                spare.push(q);
+            }
+        }
     }
 }
 
@@ -314,7 +413,7 @@ fn settle(state: &mut PairState) {
 /// outstanding hold the buffer.
 #[derive(Debug, Default)]
 #[allow(clippy::box_collection)] // the extra allocation is the point: see above
-struct Outstanding(Option<Box<VecDeque<Pending>>>);
+struct Outstanding(Option<Queue>);
 
 impl Outstanding {
     fn is_empty(&self) -> bool {
@@ -353,8 +452,11 @@ impl Outstanding {
         self.0.as_mut()?.pop_front()
     }
 
-    fn push_back(&mut self, p: Pending) {
-        self.0.get_or_insert_with(Default::default).push_back(p);
+    /// Appends `p`, the buffer taken from `spare` if it needs one.
+    fn push_back(&mut self, p: Pending, spare: &mut Vec<Queue>) {
+        self.0
+            .get_or_insert_with(|| spare.pop().unwrap_or_default())
+            .push_back(p);
     }
 
     /// Every outstanding PING, oldest first; the buffer is freed.
@@ -529,10 +631,15 @@ impl Remembered {
     }
 }
 
+/// A pair and its slot in the pair table, found once per document; the slot stays
+/// valid while no pair is removed (sweeps and evictions come before the lookup).
+struct PairAt {
+    pair: PairKey,
+    slot: usize,
+}
+
 /// What a PONG carries, resolved once.
-struct Pong<'a> {
-    doc: &'a Document,
-    s: &'a Sighting,
+struct Pong {
     receiver_id: Option<PeerId>,
     in_transit: bool,
 }
@@ -565,6 +672,9 @@ pub struct Matcher {
     /// so every hit is checked against `pairs`.
     open_correlators: crate::FastMap<String, Vec<PairKey>>,
     open_correlator_entries: usize,
+    /// See [`SPARE_QUEUES`]; the same for the legs of PINGs and PONGs.
+    spare_queues: Vec<Queue>,
+    spare_legs: Vec<Vec<Leg>>,
     anomalies: Anomalies,
     expiry: Expiry,
     presence: Presence,
@@ -595,6 +705,8 @@ impl Matcher {
             },
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
+            spare_queues: Vec::new(),
+            spare_legs: Vec::new(),
             anomalies: Anomalies::default(),
             expiry: Expiry::default(),
             presence: Presence::default(),
@@ -663,6 +775,22 @@ impl Matcher {
     /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
     /// byte), so a PONG after its PING's deadline is late whatever the caller did.
     pub fn observe(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+        self.observe_seen(Seen::Borrowed(doc, s), out);
+    }
+
+    /// [`Self::observe`] of a document and sighting handed over: what the matcher keeps
+    /// of them is moved, not copied.
+    pub fn observe_owned(
+        &mut self,
+        mut doc: Document,
+        mut s: Sighting,
+        out: &mut Vec<Transaction>,
+    ) {
+        self.observe_seen(Seen::Owned(&mut doc, &mut s), out);
+    }
+
+    fn observe_seen(&mut self, mut seen: Seen<'_>, out: &mut Vec<Transaction>) {
+        let s = seen.sighting();
         self.pairs.now = s.stop;
         self.advance(s.stop, out);
         // Folded pairs are freed with a margin of the timeout (and as often): a message
@@ -679,9 +807,9 @@ impl Matcher {
             }
         }
         self.forget_finished(s.stop);
-        match doc.kind {
-            Kind::Ping => self.on_ping(doc, s),
-            Kind::Pong => self.on_pong(doc, s, out),
+        match seen.document().kind {
+            Kind::Ping => self.on_ping(&mut seen),
+            Kind::Pong => self.on_pong(&mut seen, out),
             Kind::Message => self.anomalies.messages += 1,
         }
     }
@@ -723,7 +851,7 @@ impl Matcher {
             let Some(p) = state.outstanding.remove(i) else {
                 continue;
             };
-            settle(state);
+            settle(state, &mut self.spare_queues);
             self.live -= 1;
             self.expire(pair, p, deadline, out);
         }
@@ -738,7 +866,7 @@ impl Matcher {
             for p in state.outstanding.take_all() {
                 rest.push((pair.clone(), p));
             }
-            settle(state);
+            settle(state, &mut self.spare_queues);
         }
         self.live = 0;
         self.deadlines.clear();
@@ -748,7 +876,7 @@ impl Matcher {
                 let deadline = p.start.saturating_add(self.cfg.timeout_ns);
                 self.expire(pair, p, deadline, out);
             } else {
-                out.push(self.record(p, None, TxStatus::Open));
+                out.push(self.record(p, None, TxStatus::Open, None));
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
@@ -758,6 +886,8 @@ impl Matcher {
         self.finished = Remembered::default();
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
+        self.spare_queues = Vec::new();
+        self.spare_legs = Vec::new();
         self.peers = Peers {
             cap: self.peers.cap,
             ..Peers::default()
@@ -773,8 +903,8 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(c) = p.candidate.take() {
-            let (corr, start) = (p.correlator.clone(), p.start);
-            out.extend(self.answered(&pair, p, c, None));
+            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+            out.extend(self.answered(&pair, None, p, c, None));
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
@@ -786,9 +916,9 @@ impl Matcher {
             }
             return;
         }
-        let (corr, start) = (p.correlator.clone(), p.start);
+        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
-        let mut t = self.record(p, Some(deadline), TxStatus::Timeout);
+        let mut t = self.record(p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
         out.push(t);
         let max = self.max_per_pair_u32();
@@ -800,13 +930,19 @@ impl Matcher {
         }
     }
 
-    fn remember(&mut self, pair: PairKey, correlator: String, outcome: Finished, start: UnixNanos) {
+    fn remember(
+        &mut self,
+        pair: PairKey,
+        correlator: Correlator,
+        outcome: Finished,
+        start: UnixNanos,
+    ) {
         if self.cfg.remember_finished == 0 {
             return;
         }
         let f = Finish {
             pair,
-            correlator: Correlator::new(&correlator),
+            correlator,
             outcome,
             start,
         };
@@ -839,6 +975,24 @@ impl Matcher {
         }
     }
 
+    /// An empty buffer for a PING's or PONG's legs, a spare one if there is. Room for
+    /// one leg, as most have and as `vec![leg]` made it: an outstanding PING holds it,
+    /// and `Vec`'s first growth would make it four legs (800 bytes).
+    fn legs_buffer(&mut self) -> Vec<Leg> {
+        self.spare_legs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(1))
+    }
+
+    /// Keeps an answered transaction's legs buffer for the next (see [`SPARE_QUEUES`]);
+    /// one grown by a relay's second leg is freed.
+    fn spare_legs(&mut self, mut legs: Vec<Leg>) {
+        if self.spare_legs.len() < SPARE_QUEUES && legs.capacity() == 1 {
+            legs.clear();
+            self.spare_legs.push(legs);
+        }
+    }
+
     /// The matcher's copy of `id` (see [`Peers`]).
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         self.peers.intern(id)
@@ -855,7 +1009,8 @@ impl Matcher {
         u32::try_from(self.cfg.max_outstanding_per_pair).unwrap_or(u32::MAX)
     }
 
-    fn on_ping(&mut self, doc: &Document, s: &Sighting) {
+    fn on_ping(&mut self, seen: &mut Seen<'_>) {
+        let (doc, s) = (seen.document(), seen.sighting());
         let poller_id = s
             .src_peer
             .clone()
@@ -868,11 +1023,13 @@ impl Matcher {
         let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
         let pair = (poller, receiver);
+        let hash = self.pairs.hash(&pair);
+        let found = self.pairs.find_hashed(hash, &pair);
 
         // Relay leg of a PING already seen on its originating leg?
         let relay_leg = matches!((&s.hop_src, &poller_id), (Some(h), Some(p)) if h != p);
         if relay_leg {
-            if let Some(state) = self.pairs.get_mut(&pair) {
+            if let Some(state) = found.and_then(|i| self.pairs.slot_mut(i)) {
                 let found = match &doc.correlator {
                     Some(c) => state
                         .outstanding
@@ -887,7 +1044,7 @@ impl Matcher {
                 if let Some(p) = found {
                     p.relay_seen = true;
                     if p.legs.len() < MAX_LEGS {
-                        p.legs.push(leg_of(&mut self.peers, s));
+                        p.legs.push(leg_of(&mut self.peers, seen));
                     }
                     self.anomalies.relayed_sightings += 1;
                     return;
@@ -904,7 +1061,7 @@ impl Matcher {
             self.anomalies.unidentified += 1;
         }
         if let Some(c) = &doc.correlator {
-            let outstanding = self.pairs.get(&pair).is_some_and(|st| {
+            let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
@@ -923,12 +1080,19 @@ impl Matcher {
             }
         }
 
-        if !self.pairs.contains_key(&pair) && self.pairs.len() >= self.cfg.max_pairs {
+        if found.is_none() && self.pairs.len() >= self.cfg.max_pairs {
             self.evict_pair();
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = self.pairs.get_or_default(&pair);
+        // Evicting moved slots, and only when the pair was not found: `found` still holds.
+        let slot = match found {
+            Some(i) => i,
+            None => self.pairs.get_or_default_hashed(hash, &pair),
+        };
+        let Some(state) = self.pairs.slot_mut(slot) else {
+            return;
+        };
         state.last_active = state.last_active.max(s.stop);
         if state.outstanding.len() >= self.cfg.max_outstanding_per_pair {
             state.outstanding.pop_front();
@@ -942,23 +1106,33 @@ impl Matcher {
                 .push(pair.clone());
             self.open_correlator_entries += 1;
         }
-        let state = self.pairs.get_or_default(&pair);
-        state.outstanding.push_back(Pending {
-            seq,
-            start: s.start,
-            correlator: doc.correlator.clone(),
-            poller_name: doc.name.clone(),
-            poller_id,
-            receiver_id,
-            ping_bytes: s.framed_bytes,
-            ping_correlator_bytes: u64::from(doc.correlator_bytes),
-            relay_seen: false,
-            candidate: None,
-            legs: vec![leg_of(&mut self.peers, s)],
-        });
+        let (start, ping_bytes) = (s.start, s.framed_bytes);
+        let ping_correlator_bytes = u64::from(doc.correlator_bytes);
+        let mut legs = self.legs_buffer();
+        legs.push(leg_of(&mut self.peers, seen));
+        let (correlator, poller_name) = (seen.take_correlator(), seen.take_name());
+        let Some(state) = self.pairs.slot_mut(slot) else {
+            return;
+        };
+        state.outstanding.push_back(
+            Pending {
+                seq,
+                start,
+                correlator,
+                poller_name,
+                poller_id,
+                receiver_id,
+                ping_bytes,
+                ping_correlator_bytes,
+                relay_seen: false,
+                candidate: None,
+                legs,
+            },
+            &mut self.spare_queues,
+        );
         self.live += 1;
         self.deadlines.push(Reverse((
-            s.start.saturating_add(self.cfg.timeout_ns),
+            start.saturating_add(self.cfg.timeout_ns),
             seq,
             pair,
         )));
@@ -1042,7 +1216,8 @@ impl Matcher {
         });
     }
 
-    fn on_pong(&mut self, doc: &Document, s: &Sighting, out: &mut Vec<Transaction>) {
+    fn on_pong(&mut self, seen: &mut Seen<'_>, out: &mut Vec<Transaction>) {
+        let (doc, s) = (seen.document(), seen.sighting());
         let receiver_id = s
             .src_peer
             .clone()
@@ -1072,24 +1247,26 @@ impl Matcher {
                 pair = found;
             }
         }
+        let hash = self.pairs.hash(&pair);
+        let mut found = self.pairs.find_hashed(hash, &pair);
         // A PING that named no receiver is keyed (poller, Unknown): let the PONG find it.
-        if !self.pairs.contains_key(&pair) {
+        if found.is_none() {
             let fallback = (pair.0.clone(), PeerKey::UNKNOWN);
-            if self.pairs.contains_key(&fallback) {
-                pair = fallback;
+            let fallback_hash = self.pairs.hash(&fallback);
+            if let Some(i) = self.pairs.find_hashed(fallback_hash, &fallback) {
+                (pair, found) = (fallback, Some(i));
             }
         }
         let pong = Pong {
-            doc,
-            s,
             receiver_id,
             in_transit,
         };
-        let Some(state) = self.pairs.get_mut(&pair) else {
-            self.count_pong(&pong);
+        let Some((slot, state)) = found.and_then(|i| Some((i, self.pairs.slot_mut(i)?))) else {
+            self.count_pong(doc, s);
             self.anomalies.unsolicited_pong += 1;
             return;
         };
+        let at = PairAt { pair, slot };
         state.last_active = state.last_active.max(s.stop);
         match &doc.correlator {
             Some(c) => {
@@ -1098,24 +1275,24 @@ impl Matcher {
                     .iter()
                     .position(|p| p.correlator.as_ref() == Some(c))
                 {
-                    self.matched(pair, i, &pong, MatchMethod::Correlator, out);
+                    self.matched(at, i, &pong, seen, MatchMethod::Correlator, out);
                     return;
                 }
-                let outcome = self.finished.get(&pair, c).map(|(f, _)| f);
+                let outcome = self.finished.get(&at.pair, c).map(|(f, _)| f);
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    self.finished.set_outcome(&pair, c, Finished::Answered);
+                    self.finished.set_outcome(&at.pair, c, Finished::Answered);
                     return;
                 }
-                self.count_pong(&pong);
+                self.count_pong(doc, s);
                 match outcome {
                     Some(Finished::Answered) | Some(Finished::AnsweredInTransit) => {
                         self.anomalies.duplicate_pong += 1
                     }
                     Some(Finished::TimedOut) => {
                         self.anomalies.late_pong += 1;
-                        if let Some(st) = self.pairs.get_mut(&pair) {
+                        if let Some(st) = self.pairs.slot_mut(at.slot) {
                             st.timed_out_unanswered = st.timed_out_unanswered.saturating_sub(1);
                         }
                     }
@@ -1125,7 +1302,7 @@ impl Matcher {
             None => {
                 if !in_transit {
                     if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_some()) {
-                        self.matched(pair, i, &pong, MatchMethod::Order, out);
+                        self.matched(at, i, &pong, seen, MatchMethod::Order, out);
                         return;
                     }
                     if state.transit_finalised > 0 {
@@ -1135,14 +1312,14 @@ impl Matcher {
                     }
                 }
                 if let Some(i) = state.outstanding.iter().position(|p| p.candidate.is_none()) {
-                    self.matched(pair, i, &pong, MatchMethod::Order, out);
+                    self.matched(at, i, &pong, seen, MatchMethod::Order, out);
                     return;
                 }
                 let late = state.timed_out_unanswered > 0;
                 if late {
                     state.timed_out_unanswered -= 1;
                 }
-                self.count_pong(&pong);
+                self.count_pong(doc, s);
                 if late {
                     self.anomalies.late_pong += 1;
                 } else {
@@ -1152,25 +1329,27 @@ impl Matcher {
         }
     }
 
-    fn count_pong(&mut self, pong: &Pong<'_>) {
+    fn count_pong(&mut self, doc: &Document, s: &Sighting) {
         self.overhead
             .pong
-            .add(pong.doc.correlator_bytes, pong.doc.document_bytes, pong.s);
-        if pong.doc.status.is_none() && pong.doc.status_text.is_some() {
+            .add(doc.correlator_bytes, doc.document_bytes, s);
+        if doc.status.is_none() && doc.status_text.is_some() {
             self.anomalies.unknown_status += 1;
         }
     }
 
-    /// The PONG answers outstanding PING `i` of `pair`.
+    /// The PONG answers outstanding PING `i` of the pair `at`.
     fn matched(
         &mut self,
-        pair: PairKey,
+        at: PairAt,
         i: usize,
-        pong: &Pong<'_>,
+        pong: &Pong,
+        seen: &mut Seen<'_>,
         method: MatchMethod,
         out: &mut Vec<Transaction>,
     ) {
-        let Some(state) = self.pairs.get_mut(&pair) else {
+        let PairAt { pair, slot } = at;
+        let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
         let Some(p) = state.outstanding.get_mut(i) else {
@@ -1187,38 +1366,44 @@ impl Matcher {
             let Some(mut p) = state.outstanding.remove(i) else {
                 return;
             };
-            settle(state);
+            settle(state, &mut self.spare_queues);
             self.live -= 1;
             let Some(mut c) = p.candidate.take() else {
                 return;
             };
+            let stop = seen.sighting().stop;
             if c.legs.len() < MAX_LEGS {
-                c.legs.push(leg_of(&mut self.peers, pong.s));
+                c.legs.push(leg_of(&mut self.peers, seen));
             }
-            let (corr, start) = (p.correlator.clone(), p.start);
-            out.extend(self.answered(&pair, p, c, Some(pong.s.stop)));
+            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+            out.extend(self.answered(&pair, Some(slot), p, c, Some(stop)));
             if let Some(c) = corr {
                 self.remember(pair, c, Finished::Answered, start);
             }
             return;
         }
-        let receiver_name = pong.doc.name.clone().or_else(|| {
+        let (doc, s) = (seen.document(), seen.sighting());
+        self.count_pong(doc, s);
+        let (stop, receiver_status, pong_bytes) = (s.stop, doc.status, s.framed_bytes);
+        let pong_correlator_bytes = u64::from(doc.correlator_bytes);
+        let mut legs = self.legs_buffer();
+        legs.push(leg_of(&mut self.peers, seen));
+        let receiver_name = seen.take_name().or_else(|| {
             pong.receiver_id
                 .as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         });
         let candidate = Candidate {
-            stop: pong.s.stop,
+            stop,
             receiver_name,
             receiver_id: pong.receiver_id.clone(),
-            receiver_status: pong.doc.status,
-            pong_bytes: pong.s.framed_bytes,
-            pong_correlator_bytes: u64::from(pong.doc.correlator_bytes),
+            receiver_status,
+            pong_bytes,
+            pong_correlator_bytes,
             method,
-            legs: vec![leg_of(&mut self.peers, pong.s)],
+            legs,
         };
-        self.count_pong(pong);
-        let Some(state) = self.pairs.get_mut(&pair) else {
+        let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
         if pong.in_transit {
@@ -1230,10 +1415,10 @@ impl Matcher {
         let Some(p) = state.outstanding.remove(i) else {
             return;
         };
-        settle(state);
+        settle(state, &mut self.spare_queues);
         self.live -= 1;
-        let (corr, start) = (p.correlator.clone(), p.start);
-        out.extend(self.answered(&pair, p, candidate, None));
+        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+        out.extend(self.answered(&pair, Some(slot), p, candidate, None));
         if let Some(c) = corr {
             self.remember(pair, c, Finished::Answered, start);
         }
@@ -1245,8 +1430,9 @@ impl Matcher {
     fn answered(
         &mut self,
         pair: &PairKey,
-        p: Pending,
-        c: Candidate,
+        slot: Option<usize>,
+        mut p: Pending,
+        mut c: Candidate,
         stop: Option<UnixNanos>,
     ) -> Option<Transaction> {
         let stop = stop.unwrap_or(c.stop);
@@ -1261,7 +1447,8 @@ impl Matcher {
         }
         let poller_id = p.poller_id.clone();
         let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
-        let explained = self.pairs.get_mut(pair).map(|st| {
+        let slot = slot.or_else(|| self.pairs.find(pair));
+        let explained = slot.and_then(|i| self.pairs.slot_mut(i)).map(|st| {
             let key_receiver = match &pair.1 {
                 PeerKey::Id(id) => Some(id),
                 _ => None,
@@ -1274,12 +1461,11 @@ impl Matcher {
                 &mut st.history,
             )
         });
-        let mut t = self.record(p, Some(stop), TxStatus::Ok);
+        self.spare_legs(std::mem::take(&mut p.legs));
+        self.spare_legs(std::mem::take(&mut c.legs));
+        let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name);
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
-        if c.receiver_name.is_some() {
-            t.receiver_name = c.receiver_name;
-        }
         t.receiver_status = c.receiver_status;
         t.match_method = Some(c.method);
         t.pong_bytes = Some(c.pong_bytes);
@@ -1299,14 +1485,22 @@ impl Matcher {
         Some(t)
     }
 
-    /// A record without PONG (timeout/open), names filled from what is known.
-    fn record(&self, p: Pending, stop: Option<UnixNanos>, status: TxStatus) -> Transaction {
+    /// A record without PONG (timeout/open), names filled from what is known; the
+    /// receiver's from `receiver_name` when given (the PONG's), so that a name is not
+    /// copied only to be replaced.
+    fn record(
+        &self,
+        p: Pending,
+        stop: Option<UnixNanos>,
+        status: TxStatus,
+        receiver_name: Option<String>,
+    ) -> Transaction {
         let known = |id: &Option<PeerId>| {
             id.as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         };
         let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
-        let receiver_name = known(&p.receiver_id);
+        let receiver_name = receiver_name.or_else(|| known(&p.receiver_id));
         Transaction {
             start: p.start,
             stop,
@@ -1362,6 +1556,46 @@ mod pair_table_tests {
         // A pair inserted again starts afresh.
         assert_eq!(t.get_or_default(&key(3)).last_active, 0);
         assert_eq!(t.len(), 1001 - removed.len());
+    }
+
+    /// Emptied buffers are kept for the next pair up to their bound, in number and in
+    /// size, and taken before any new one is made; a buffer still holding a PING stays.
+    #[test]
+    fn spare_queues_are_bounded_and_reused() {
+        let pending = || Pending {
+            seq: 0,
+            start: 0,
+            correlator: None,
+            poller_name: None,
+            poller_id: None,
+            receiver_id: None,
+            ping_bytes: 0,
+            ping_correlator_bytes: 0,
+            relay_seen: false,
+            candidate: None,
+            legs: Vec::new(),
+        };
+        let mut spare = Vec::new();
+        for n in 0..200 {
+            let mut st = PairState::default();
+            let cap = if n % 2 == 0 { 4 } else { 64 };
+            st.outstanding.0 = Some(Box::new(VecDeque::with_capacity(cap)));
+            settle(&mut st, &mut spare);
+            assert!(st.outstanding.0.is_none());
+        }
+        assert_eq!(spare.len(), SPARE_QUEUES);
+        assert!(spare
+            .iter()
+            .all(|q| q.is_empty() && q.capacity() <= SPARE_QUEUE_CAPACITY));
+        let mut held = PairState::default();
+        held.outstanding.push_back(pending(), &mut spare);
+        assert_eq!(spare.len(), SPARE_QUEUES - 1);
+        settle(&mut held, &mut spare);
+        assert_eq!((held.outstanding.len(), spare.len()), (1, SPARE_QUEUES - 1));
+        let mut empty = Vec::new();
+        let mut fresh = PairState::default();
+        fresh.outstanding.push_back(pending(), &mut empty);
+        assert_eq!(fresh.outstanding.len(), 1);
     }
 
     /// Correlators of every length are found again, inline (up to 22 bytes) or boxed,

@@ -1027,3 +1027,122 @@ fn a_peer_key_is_24_bytes_and_keeps_its_order() {
     }
     assert!(keys[4].is_unknown() && !keys[2].is_unknown() && !keys[0].is_unknown());
 }
+
+/// Handing documents over (`observe_owned`, which moves the name, a PING's correlator
+/// and the wire notes out instead of copying them) matches exactly what lending them
+/// does, on the paths that move something: PINGs and PONGs with and without
+/// correlator, relay and transit legs, duplicates, a late PONG, a timeout, an open PING.
+#[test]
+fn handed_over_documents_match_as_lent_ones() {
+    let with = |mut s: Sighting, n: u64| {
+        s.wire = cause::WireNotes {
+            conn: Some((n, 0)),
+            queued_bytes: 100 * n,
+            queued_ns: 5 * MS,
+            ..Default::default()
+        };
+        s
+    };
+    let steps: Vec<(Document, Sighting)> = vec![
+        (ping("alice", Some("1")), with(direct(0, ALICE, BOB), 1)),
+        (
+            ping("alice", Some("1")),
+            with(direct(5 * MS, ALICE, BOB), 2),
+        ),
+        (ping("alice", None), with(direct(10 * MS, ALICE, BOB), 3)),
+        (
+            pong("bob", Status::Busy, Some("1")),
+            with(direct(20 * MS, BOB, ALICE), 4),
+        ),
+        (
+            pong("bob", Status::Online, None),
+            with(direct(30 * MS, BOB, ALICE), 5),
+        ),
+        (
+            pong("bob", Status::Online, Some("1")),
+            with(direct(40 * MS, BOB, ALICE), 6),
+        ),
+        (
+            ping("carol", Some("7")),
+            with(leg(50 * MS, CAROL, ALICE, CAROL, RDV), 7),
+        ),
+        (
+            ping("carol", Some("7")),
+            with(leg(51 * MS, CAROL, ALICE, RDV, ALICE), 8),
+        ),
+        (
+            pong("alice", Status::Away, Some("7")),
+            with(leg(60 * MS, ALICE, CAROL, ALICE, RDV), 9),
+        ),
+        (
+            pong("alice", Status::Away, Some("7")),
+            with(leg(61 * MS, ALICE, CAROL, RDV, CAROL), 10),
+        ),
+        (
+            ping("bob", Some("9")),
+            with(direct(70 * MS, BOB, CAROL), 11),
+        ),
+        (
+            pong("carol", Status::Online, Some("9")),
+            with(direct(20 * SEC, CAROL, BOB), 12),
+        ),
+        (ping("alice", None), with(direct(21 * SEC, ALICE, BOB), 13)),
+    ];
+    let (mut lent, mut given) = (m(), m());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (doc, s) in &steps {
+        lent.observe(doc, s, &mut a);
+        given.observe_owned(doc.clone(), s.clone(), &mut b);
+    }
+    lent.finish(30 * SEC, &mut a);
+    given.finish(30 * SEC, &mut b);
+    assert_eq!(a, b);
+    assert_eq!(lent.anomalies(), given.anomalies());
+    assert_eq!(lent.overhead(), given.overhead());
+    // The steps reach the paths meant: every outcome, relays, repeats, names kept.
+    let statuses: Vec<TxStatus> = a.iter().map(|t| t.status).collect();
+    for s in [TxStatus::Ok, TxStatus::Timeout, TxStatus::Open] {
+        assert!(statuses.contains(&s), "{statuses:?}");
+    }
+    let an = lent.anomalies();
+    assert!(an.relayed_sightings >= 2, "{an:?}");
+    assert_eq!(
+        (
+            an.duplicate_ping_correlator,
+            an.duplicate_pong,
+            an.late_pong
+        ),
+        (1, 1, 1),
+        "{an:?}"
+    );
+    assert!(a.iter().all(|t| t.poller_name.is_some()), "{a:?}");
+    assert!(a.iter().any(|t| t.cause.queue_bytes > 0), "{a:?}");
+}
+
+/// Legs buffers kept from answered transactions start empty: a direct PING answered
+/// a hundred times over still has one leg each time.
+#[test]
+fn reused_legs_buffers_start_empty() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for n in 0..100u64 {
+        let c = format!("c{n}");
+        m.observe(
+            &ping("alice", Some(&c)),
+            &direct(n * SEC, ALICE, BOB),
+            &mut out,
+        );
+        m.observe(
+            &pong("bob", Status::Online, Some(&c)),
+            &direct(n * SEC + 5 * MS, BOB, ALICE),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 100);
+    assert!(
+        out.iter()
+            .all(|t| t.status == TxStatus::Ok && t.cause.ping_legs == 1),
+        "{:?}",
+        out.iter().map(|t| t.cause.ping_legs).collect::<Vec<_>>()
+    );
+}
