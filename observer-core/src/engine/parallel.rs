@@ -368,8 +368,9 @@ fn merge(
                 matcher.advance(now, &mut finished);
             }
             match m.event {
-                MatchEvent::Document(d) => {
-                    matcher.observe(&d.0, &d.1, &mut finished);
+                MatchEvent::Document(mut d) => {
+                    let (doc, s) = &mut *d;
+                    matcher.observe_taking(doc, s, &mut finished);
                     spent[shard].push(d);
                 }
                 MatchEvent::Malformed => matcher.count_malformed(),

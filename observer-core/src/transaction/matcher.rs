@@ -789,6 +789,17 @@ impl Matcher {
         self.observe_seen(Seen::Owned(&mut doc, &mut s), out);
     }
 
+    /// [`Self::observe_owned`] through references: what the matcher keeps is taken out
+    /// of `doc` and `s`, the rest left for the caller to free.
+    pub fn observe_taking(
+        &mut self,
+        doc: &mut Document,
+        s: &mut Sighting,
+        out: &mut Vec<Transaction>,
+    ) {
+        self.observe_seen(Seen::Owned(doc, s), out);
+    }
+
     fn observe_seen(&mut self, mut seen: Seen<'_>, out: &mut Vec<Transaction>) {
         let s = seen.sighting();
         self.pairs.now = s.stop;
