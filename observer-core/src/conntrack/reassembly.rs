@@ -156,6 +156,12 @@ impl Reassembler {
             .and_then(|p| p.runs.values().map(|r| r.first_seen).min())
     }
 
+    /// Whether bytes are held out of order ([`Reassembler::oldest_pending`] can give a
+    /// time only then); without looking at them.
+    pub fn holds(&self) -> bool {
+        self.pending.is_some()
+    }
+
     pub fn started(&self) -> bool {
         self.started
     }

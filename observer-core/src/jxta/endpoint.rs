@@ -160,9 +160,18 @@ fn router_hash(content: &[u8]) -> u64 {
 /// remembered: a peer sends the same `EndpointRouterMsg` to a buddy message after
 /// message, and parsing it was a third of the whole analysis. Bounded: the memo is
 /// dropped whole when it reaches [`PeerMemo::CAPACITY`] documents.
+///
+/// A flow direction's first document enters the memo only once another direction
+/// sent the same one first (`first_seen`): the memo answers what recurs across
+/// connections (a peer reconnecting, a relay forwarding for many peers), and the
+/// direction's own note answers its repeats. 100,000 connections each naming their
+/// own pair copied 100,000 documents into a memo none of them was asked for again.
 #[derive(Debug, Default)]
 pub struct PeerMemo {
     routers: crate::FastMap<Box<[u8]>, EndPeers>,
+    /// Length and hash of documents a direction sent first and the memo does not hold;
+    /// bounded like the memo. A collision only lets a document into the memo early.
+    first_seen: hashbrown::HashSet<(usize, u64), foldhash::fast::RandomState>,
     pub hits: u64,
     pub misses: u64,
     /// Documents equal to the last one of their flow direction (memo not consulted).
@@ -203,7 +212,7 @@ impl PeerMemo {
     /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
     fn router(&mut self, content: &[u8], last: Option<&mut LastRouter>) -> Option<EndPeers> {
         let Some(last) = last else {
-            return self.memo_router(content);
+            return self.memo_router(content, true);
         };
         let hash = router_hash(content);
         if let Some(h) = last.0.as_deref() {
@@ -212,7 +221,15 @@ impl PeerMemo {
                 return Some((h.src.as_deref().cloned(), h.dst.as_deref().cloned()));
             }
         }
-        let peers = self.memo_router(content);
+        // Seen before from another direction's start: worth keeping for the next.
+        let recurs = if self.first_seen.len() >= Self::CAPACITY {
+            self.first_seen.clear();
+            self.first_seen.insert((content.len(), hash));
+            false
+        } else {
+            !self.first_seen.insert((content.len(), hash))
+        };
+        let peers = self.memo_router(content, recurs);
         let shared = &mut self.shared;
         last.0 = peers.clone().map(|(src, dst)| {
             Box::new(HeldRouter {
@@ -225,20 +242,21 @@ impl PeerMemo {
         peers
     }
 
-    fn memo_router(&mut self, content: &[u8]) -> Option<EndPeers> {
+    /// `keep`: a document the memo misses is kept for the next time.
+    fn memo_router(&mut self, content: &[u8], keep: bool) -> Option<EndPeers> {
         if let Some(hit) = self.routers.get(content) {
             self.hits += 1;
             return Some(hit.clone());
         }
         self.misses += 1;
-        let xml = std::str::from_utf8(content).ok()?;
+        let xml = super::wire_str(content).ok()?;
         let (src, dst) = router_peers(xml);
         let shared = &mut self.shared;
         let peers = (
             src.map(|id| PeerId::clone(&shared_peer_ptr(shared, id))),
             dst.map(|id| PeerId::clone(&shared_peer_ptr(shared, id))),
         );
-        if content.len() <= Self::MAX_KEY {
+        if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
             }
@@ -549,20 +567,22 @@ pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
     {
         return None;
     }
-    let (address, path) = match rest.split_once('/') {
+    let (address, path) = match split_at_slash(rest) {
         Some((a, p)) => (a, Some(p)),
         None => (rest, None),
     };
+    // One pass without an early exit (a vector at a time): the address is a peer ID
+    // of some 80 bytes in every router document a connection's direction sends first.
     if address.is_empty()
-        || address
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        || address.bytes().fold(false, |bad, b| {
+            bad | b.is_ascii_whitespace() | b.is_ascii_control()
+        })
     {
         return None;
     }
     let (service, param) = match path {
         None => (None, None),
-        Some(p) => match p.split_once('/') {
+        Some(p) => match split_at_slash(p) {
             Some((s, q)) => (Some(s), Some(q)),
             None => (Some(p), None),
         },
@@ -573,6 +593,14 @@ pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
         service: service.filter(|s| !s.is_empty()),
         param: param.filter(|s| !s.is_empty()),
     })
+}
+
+/// `s.split_once('/')` by `memchr`: the character searcher `split_once` sets up cost
+/// as much as the rest of the address parse.
+fn split_at_slash(s: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b'/', s.as_bytes())?;
+    // `/` is ASCII: both cuts are character boundaries.
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 /// `s.split_once("://")`: a substring search sets up a two-way searcher first, which
@@ -910,9 +938,40 @@ mod tests {
         }
         assert!(n > PeerMemo::CAPACITY);
         assert_eq!((memo.direction_hits, memo.misses), (n as u64, n as u64));
+        // Each started one direction only: none was copied into the memo.
+        assert!(memo.routers.is_empty());
+        assert!(memo.first_seen.len() <= PeerMemo::CAPACITY);
         assert!(dirs.iter().all(|d| d.0.is_some()));
         // jemalloc's 32-byte class (two `PeerId`s inline took it to 64).
         assert!(std::mem::size_of::<HeldRouter>() <= 32);
+    }
+
+    /// A direction's first document enters the memo once another direction started
+    /// with it too, and from then on the memo answers it for a third; a datagram's
+    /// (no direction) enters at once. Every answer is the document's own peers.
+    #[test]
+    fn a_document_enters_the_memo_once_two_directions_started_with_it() {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        let xml = erm_xml(&a, &b, "PipeService/urn:jxta:uuid-AB04", &a);
+        let msg_body = erm_body(&xml);
+        let msg = decode_message(&msg_body).unwrap();
+        let mut memo = PeerMemo::default();
+        let mut dirs: Vec<LastRouter> = (0..3).map(|_| LastRouter::default()).collect();
+        let mut kept = Vec::new();
+        for d in &mut dirs {
+            assert_eq!(memo.peers(&msg, Some(d)), router_peers(&xml));
+            kept.push((memo.routers.len(), memo.hits, memo.misses));
+        }
+        assert_eq!(kept, [(0, 0, 1), (1, 0, 2), (1, 1, 2)]);
+
+        let udp = erm_xml(&b, &a, "EndpointService/x", &b);
+        let udp_body = erm_body(&udp);
+        let msg = decode_message(&udp_body).unwrap();
+        assert_eq!(memo.peers(&msg, None), router_peers(&udp));
+        assert_eq!((memo.routers.len(), memo.misses), (2, 3));
+        assert_eq!(memo.peers(&msg, None), router_peers(&udp));
+        assert_eq!(memo.hits, 2);
     }
 
     #[test]
@@ -940,6 +999,55 @@ mod tests {
         #[test]
         fn split_scheme_is_split_once(s in "[a:/\u{e9}]{0,12}") {
             proptest::prop_assert_eq!(split_scheme(&s), s.split_once("://"));
+        }
+
+        #[test]
+        fn split_at_slash_is_split_once(s in "[a/\u{e9}]{0,12}") {
+            proptest::prop_assert_eq!(split_at_slash(&s), s.split_once('/'));
+        }
+
+        /// Addresses made of address-ish pieces, whitespace and control characters
+        /// included: the same parts as `split_once` and `any` gave them.
+        #[test]
+        fn endpoint_addresses_parse_as_the_split_reference(
+            scheme in proptest::sample::select(vec!["", "jxta://", "tcp://", "a b://", "jx:/"]),
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "jxta", "tcp", "://", ":", "/", "//", "uuid-AB03", "PipeService",
+                    "urn:jxta:uuid-CD03", " ", "\t", "\u{1}", "\u{e9}", "+", ".", "",
+                ]),
+                0..10,
+            )
+        ) {
+            let s = format!("{scheme}{}", pieces.concat());
+            let reference = s.split_once("://").and_then(|(protocol, rest)| {
+                let protocol_ok = !protocol.is_empty()
+                    && protocol
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
+                let (address, path) = match rest.split_once('/') {
+                    Some((a, p)) => (a, Some(p)),
+                    None => (rest, None),
+                };
+                let address_ok = !address.is_empty()
+                    && !address
+                        .bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+                let (service, param) = match path {
+                    None => (None, None),
+                    Some(p) => match p.split_once('/') {
+                        Some((s, q)) => (Some(s), Some(q)),
+                        None => (Some(p), None),
+                    },
+                };
+                (protocol_ok && address_ok).then_some(EndpointAddress {
+                    protocol,
+                    address,
+                    service: service.filter(|s| !s.is_empty()),
+                    param: param.filter(|s| !s.is_empty()),
+                })
+            });
+            proptest::prop_assert_eq!(parse_endpoint_address(&s), reference);
         }
 
         /// Documents made of XML-ish pieces: the plain path never disagrees.

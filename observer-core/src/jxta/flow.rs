@@ -237,6 +237,10 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
         }
     }
 
+    fn holds(&self, conn: &Conn) -> bool {
+        conn.oldest_buffered().is_some()
+    }
+
     fn segment_seen(
         &mut self,
         conn: &mut Conn,

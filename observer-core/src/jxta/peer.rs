@@ -105,9 +105,20 @@ fn unique_part(text: &str) -> Option<&str> {
     } else {
         t
     };
-    let (format, body) = unique.split_once('-')?;
-    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| crate::WORD_BYTES[usize::from(b)]);
-    (valid(format) && valid(body) && unique.len() <= MAX_UNIQUE).then_some(unique)
+    if unique.len() > MAX_UNIQUE {
+        return None;
+    }
+    // Every ID of a welcome line and of a direction's first router document comes
+    // through here (twice for a welcome's): the cut by `memchr`, not a character
+    // searcher, and the bytes looked up without a branch per byte.
+    let dash = memchr::memchr(b'-', unique.as_bytes())?;
+    let (format, body) = unique.as_bytes().split_at(dash);
+    let valid = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter()
+                .fold(true, |ok, &b| ok & crate::WORD_BYTES[usize::from(b)])
+    };
+    (valid(format) && valid(&body[1..])).then_some(unique)
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -160,6 +171,44 @@ pub(crate) fn shared_peer_ptr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `unique_part` as it was before it cut by `memchr` and checked without a branch.
+    fn reference(text: &str) -> Option<&str> {
+        let t = text.trim();
+        let unique = if let Some(rest) = strip_prefix_ci(t, URN_PREFIX) {
+            rest
+        } else if let Some(rest) = strip_prefix_ci(t, "jxta://") {
+            rest
+        } else {
+            t
+        };
+        let (format, body) = unique.split_once('-')?;
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| crate::WORD_BYTES[usize::from(b)]);
+        (valid(format) && valid(body) && unique.len() <= MAX_UNIQUE).then_some(unique)
+    }
+
+    proptest::proptest! {
+        /// Prefixes in any case, dashes anywhere, spaces, bytes that are no word bytes,
+        /// non-ASCII text and lengths on both sides of `MAX_UNIQUE`: the same part.
+        #[test]
+        fn the_unique_part_is_the_reference_one(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "urn:jxta:", "URN:jXta:", "jxta://", "uuid", "cbid", "-", "--", "AB03",
+                    " ", "\t", "_", ".", "/", ":", "\u{e9}", "\u{7f}", "",
+                ]),
+                0..10,
+            ),
+            long in 0usize..3,
+        ) {
+            let mut text = pieces.concat();
+            // Unique parts of 512 and 513 bytes: either side of the bound.
+            if long > 0 {
+                text = format!("uuid-{}", "A".repeat(MAX_UNIQUE - 6 + long));
+            }
+            proptest::prop_assert_eq!(unique_part(&text), reference(&text));
+        }
+    }
 
     const U: &str = "uuid-59616261646162614E50472050325033A96FCDC35A0A4F3F8038B4F1F4D0B37E03";
 
