@@ -449,6 +449,18 @@ fn interface_vanishes(source: &str) {
         truth.len() as u64,
         "the summary covers every transaction seen before the interface vanished"
     );
+    // The lower stages' counters, as `analyze --json` has them.
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let count = |path: &[&str]| {
+        path.iter()
+            .fold(&v, |v, k| &v[*k])
+            .as_u64()
+            .unwrap_or_else(|| panic!("{} in the live summary", path.join(".")))
+    };
+    assert!(count(&["capture", "packets", "frames"]) > 0);
+    assert!(count(&["capture", "flows", "flows"]) > 0);
+    assert!(count(&["capture", "packets", "reorder", "max_held"]) > 0);
+    assert!(count(&["jim", "pings"]) >= truth.len() as u64);
 }
 
 /// The CSV's file system fills up mid-run (a tmpfs of a few pages): the run stops with

@@ -438,6 +438,9 @@ fn one_run(
             std::fs::read_to_string(&stderr).unwrap_or_default()
         )
     })?;
+    // Kept beside the CSV: the counters the table leaves out (reorder, anomalies).
+    let summary = o.out.join(format!("run-{tag}.json"));
+    std::fs::write(&summary, &text).with_context(|| format!("writing {}", summary.display()))?;
     let firsts: Vec<u32> = caps.iter().map(|c| c.first_peer).collect();
     let ok_by_capture = ok_by_capture(
         std::fs::File::open(&csv).with_context(|| format!("opening {}", csv.display()))?,
@@ -475,8 +478,9 @@ fn print_row(caps: &[Capture], r: &Row) {
         .map(|(c, n)| format!("{n}/{}", c.transactions))
         .collect();
     let src = &r.json["source"];
+    let reorder = &r.json["capture"]["packets"]["reorder"];
     println!(
-        "| {:?} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {} / {} | {} / {} | {} / {} | {} | {}/{} ({}) | {} | {:.2} / {:.2} | {} |",
+        "| {:?} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {} / {} | {} / {} | {} / {} | {} / {} / {} | {} | {}/{} ({}) | {} | {:.2} / {:.2} | {} |",
         r.mode,
         if r.pps == 0 {
             "top".to_string()
@@ -495,6 +499,9 @@ fn print_row(caps: &[Capture], r: &Row) {
         caps.iter().map(|c| c.frames).sum::<u64>(),
         src["kernel_drops"],
         src["userspace_drops"],
+        reorder["reordered_frames"],
+        reorder["late_frames"],
+        reorder["forced_releases"],
         r.json["jxta"]["gaps"],
         found,
         truth,
@@ -525,9 +532,9 @@ pub fn run(o: &Options) -> Result<()> {
         println!("observer under nice -n {n}");
     }
     println!(
-        "| mode | pps per replay | run | load (1, 5, 15 min) | frames replayed | window s | frames/s | tcpreplay's own pps, summed | tcpreplay failed / veth drops | events / frames in captures | kernel drops / user-space drops | TCP gaps | transactions ok / truth (per capture) | JXTA messages | observer user / sys s | CPU µs per message |"
+        "| mode | pps per replay | run | load (1, 5, 15 min) | frames replayed | window s | frames/s | tcpreplay's own pps, summed | tcpreplay failed / veth drops | events / frames in captures | kernel drops / user-space drops | reordered / late / forced early (reorder window) | TCP gaps | transactions ok / truth (per capture) | JXTA messages | observer user / sys s | CPU µs per message |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     let mut bad = Vec::new();
     for run in 1..=o.runs {
         for &pps in &o.pps {

@@ -190,7 +190,21 @@ pub fn run(args: LiveArgs) -> Result<ExitCode> {
 fn outcome_json(outcome: &LiveOutcome) -> serde_json::Value {
     let mut json = outcome.summary.to_json();
     if let serde_json::Value::Object(map) = &mut json {
-        map.insert("jxta".into(), outcome.result.jxta.to_json());
+        let r = &outcome.result;
+        map.insert("jxta".into(), r.jxta.to_json());
+        // What the lower stages saw, as `analyze --json` reports it (no inputs: the
+        // source's own counters are under `source`).
+        map.insert("jim".into(), serde_json::json!(r.jim));
+        map.insert(
+            "capture".into(),
+            serde_json::json!({
+                "first_unix_ns": r.first_ts,
+                "last_unix_ns": r.last_ts,
+                "duration_s": r.duration_ns() as f64 / 1e9,
+                "packets": r.packets,
+                "flows": r.flows,
+            }),
+        );
         let mut source: serde_json::Map<String, serde_json::Value> = outcome
             .source
             .iter()
