@@ -46,6 +46,8 @@ pub struct Options {
     pub observer_nice: Option<i32>,
     /// `--ring-buffer` of the observer (its default when `None`).
     pub ring_buffer: Option<String>,
+    /// `--reorder-window` of the observer (its default when `None`).
+    pub reorder_window: Option<String>,
     /// Held while namespaces, veths, the tap and tcpreplay are in use.
     pub lock: PathBuf,
 }
@@ -329,6 +331,9 @@ fn one_run(
     }
     if let Some(r) = &o.ring_buffer {
         args.extend(["--ring-buffer".into(), r.clone()]);
+    }
+    if let Some(w) = &o.reorder_window {
+        args.extend(["--reorder-window".into(), w.clone()]);
     }
     let mut cmd = match o.observer_nice {
         // nice execs the observer: the child's pid is the observer's.

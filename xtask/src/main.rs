@@ -179,6 +179,9 @@ enum Command {
         /// The observer's `--ring-buffer` (its default unless given).
         #[arg(long)]
         ring_buffer: Option<String>,
+        /// The observer's `--reorder-window` (its default unless given).
+        #[arg(long)]
+        reorder_window: Option<String>,
         /// Runs of each mode (take the figure from the quietest).
         #[arg(long, default_value_t = 1)]
         runs: u32,
@@ -390,6 +393,7 @@ fn main() -> Result<()> {
             pps,
             observer_nice,
             ring_buffer,
+            reorder_window,
             runs,
             out,
             lock,
@@ -406,6 +410,7 @@ fn main() -> Result<()> {
                 pps,
                 observer_nice,
                 ring_buffer,
+                reorder_window,
                 runs,
                 observer,
                 out: root.join(out),
