@@ -521,10 +521,7 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
         // A plain loop, not `memchr2`: from one tag to the next is a few bytes (none
         // between adjacent tags), where the vector search's set-up cost ~60
         // instructions a call.
-        let Some(lt) = body[pos..]
-            .iter()
-            .position(|&b| TEXT_STOPS[usize::from(b)])
-        else {
+        let Some(lt) = body[pos..].iter().position(|&b| TEXT_STOPS[usize::from(b)]) else {
             // Only whitespace may follow the root.
             return (done && body[pos..].iter().all(|&b| ws(b))).then(|| finish_doc(doc));
         };

@@ -777,10 +777,15 @@ mod tests {
     /// its first character, multi-byte characters included.
     #[test]
     fn formula_starts_by_byte_are_formula_starts_by_char() {
-        for s in ["", "=1", "+", "-x", "@a", "\tx", "\rx", "x=", "'=", "é", "\u{ff1d}", "\u{3d}"] {
+        for s in [
+            "", "=1", "+", "-x", "@a", "\tx", "\rx", "x=", "'=", "é", "\u{ff1d}", "\u{3d}",
+        ] {
             assert_eq!(starts_formula(s), s.starts_with(FORMULA_STARTS), "{s:?}");
         }
-        for c in (0..0x80u8).map(char::from).chain(['é', '\u{2b}', '\u{ff0b}']) {
+        for c in (0..0x80u8)
+            .map(char::from)
+            .chain(['é', '\u{2b}', '\u{ff0b}'])
+        {
             let s = format!("{c}x");
             assert_eq!(starts_formula(&s), s.starts_with(FORMULA_STARTS), "{s:?}");
         }

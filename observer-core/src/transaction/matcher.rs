@@ -639,7 +639,10 @@ impl Remembered {
             return;
         };
         let oldest = self.popped;
-        if let Ok(entry) = self.index.find_entry(Self::spread(f.hash), |&at| at == oldest) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(Self::spread(f.hash), |&at| at == oldest)
+        {
             entry.remove();
         }
         self.popped = self.popped.wrapping_add(1);
@@ -1752,7 +1755,11 @@ mod pair_table_tests {
         };
         let evicted: u64 = (0..10_000).map(|c| ring.insert(8_000, finish(c, c))).sum();
         assert_eq!((evicted, ring.len()), (2_000, 8_000));
-        assert_eq!(ring.index.len(), 8_000, "forgotten entries left in the table");
+        assert_eq!(
+            ring.index.len(),
+            8_000,
+            "forgotten entries left in the table"
+        );
         // A known correlator keeps its place and takes the new start.
         assert_eq!(ring.insert(8_000, finish(2_000, 20_000)), 0);
         assert_eq!(ring.oldest_start(), Some(20_000));
