@@ -470,6 +470,19 @@ const PLAIN_DECLS: [&[u8]; 4] = [
     b"<?xml version='1.0' encoding='UTF-8'?>",
 ];
 
+/// Bytes that end a text in [`decode_plain`]: `<` (a tag), and what the plain path
+/// leaves to the full decoder: `>`, `&` (a reference), CR (line-end normalisation) and
+/// anything not ASCII.
+const TEXT_STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i >= 0x80 || matches!(i as u8, b'<' | b'>' | b'&' | b'\r');
+        i += 1;
+    }
+    t
+};
+
 /// The documents peers actually send, decoded without an XML parser: ASCII, an
 /// optional plain declaration, elements without attributes, prefixes or empty-element
 /// tags, text without references, `>`, CR or CDATA, at most three levels, nothing but
@@ -481,17 +494,15 @@ const PLAIN_DECLS: [&[u8]; 4] = [
 #[doc(hidden)]
 pub fn decode_plain(body: &[u8]) -> Option<Document> {
     // Bounded here too: the plain path is also a public entry (fuzzing, tests).
-    if body.len() > DEFAULT_MAX_DOCUMENT_BYTES || !body.is_ascii() {
+    if body.len() > DEFAULT_MAX_DOCUMENT_BYTES {
         return None;
     }
-    // ASCII, so every byte offset is a character boundary of `text`.
+    // Every byte of a document this path takes is looked at below, and only ASCII
+    // passes (text through `TEXT_STOPS`, names through `WORD_BYTES`, the rest compared
+    // with ASCII), so every offset taken is a character boundary of `all`. Non-ASCII
+    // UTF-8 is refused where it is met; that saves two passes over every document
+    // (`is_ascii`, and `memchr2` for `&` and CR).
     let all = crate::jxta::wire_str(body).ok()?;
-    // Text may hold no `&` or CR, and nothing else in a document this path takes does
-    // (names, the declarations, whitespace around the root): one look over the whole
-    // body instead of one per text. A `>` in text is found where the text ends.
-    if memchr::memchr2(b'&', b'\r', body).is_some() {
-        return None;
-    }
     let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n');
     let mut pos = body.iter().position(|&b| !ws(b))?;
     if body[pos..].starts_with(b"<?") {
@@ -510,13 +521,14 @@ pub fn decode_plain(body: &[u8]) -> Option<Document> {
         // A plain loop, not `memchr2`: from one tag to the next is a few bytes (none
         // between adjacent tags), where the vector search's set-up cost ~60
         // instructions a call.
-        let Some(lt) = body[pos..].iter().position(|&b| b == b'<' || b == b'>') else {
+        let Some(lt) = body[pos..].iter().position(|&b| TEXT_STOPS[usize::from(b)]) else {
             // Only whitespace may follow the root.
             return (done && body[pos..].iter().all(|&b| ws(b))).then(|| finish_doc(doc));
         };
         let tag = pos + lt;
-        // Every tag's own `>` is passed below: this one is in text.
-        if body[tag] == b'>' {
+        // Every tag's own `>` is passed below: this one is in text, as would be `&`, CR
+        // or a non-ASCII byte, none of which this path takes.
+        if body[tag] != b'<' {
             return None;
         }
         let text = &body[pos..tag];

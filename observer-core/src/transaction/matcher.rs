@@ -496,6 +496,11 @@ struct Finish {
     correlator: Correlator,
     outcome: Finished,
     start: UnixNanos,
+    /// The entry's table hash, kept by [`Remembered::insert`] (whatever is given is
+    /// replaced) so that growing the table and forgetting the entry hash nothing
+    /// again: rehashing every entry at each doubling was ~200 instructions a
+    /// transaction. It sits in what was the struct's padding.
+    hash: u32,
 }
 
 /// A remembered correlator's bytes, inline up to 22 of them (the study's and the
@@ -529,8 +534,17 @@ impl Correlator {
 }
 
 impl Remembered {
-    fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u64 {
-        hasher.hash_one((pair, correlator))
+    /// 32 bits of the hash are kept per entry (see [`Finish::hash`]), ample for 65,536
+    /// entries.
+    fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u32 {
+        hasher.hash_one((pair, correlator)) as u32
+    }
+
+    /// The table's hash of a kept 32-bit one. hashbrown takes a bucket from the low
+    /// bits and a tag from the top seven: both must vary, so the 32 bits are in both
+    /// halves.
+    fn spread(hash: u32) -> u64 {
+        (u64::from(hash) << 32) | u64::from(hash)
     }
 
     fn len(&self) -> usize {
@@ -539,9 +553,13 @@ impl Remembered {
 
     fn position(&self, pair: &PairKey, correlator: &[u8]) -> Option<usize> {
         let hash = Self::hash(&self.hasher, pair, correlator);
+        self.position_hashed(hash, pair, correlator)
+    }
+
+    fn position_hashed(&self, hash: u32, pair: &PairKey, correlator: &[u8]) -> Option<usize> {
         let (ring, popped) = (&self.ring, self.popped);
         self.index
-            .find(hash, |&at| {
+            .find(Self::spread(hash), |&at| {
                 ring.get(at.wrapping_sub(popped) as usize)
                     .is_some_and(|f| f.pair == *pair && f.correlator.as_bytes() == correlator)
             })
@@ -564,8 +582,10 @@ impl Remembered {
     /// Remembers `correlator` (a known one keeps its place and takes the new outcome
     /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
     /// Returns how many it forgot.
-    fn insert(&mut self, cap: usize, f: Finish) -> u64 {
-        if let Some(i) = self.position(&f.pair, f.correlator.as_bytes()) {
+    fn insert(&mut self, cap: usize, mut f: Finish) -> u64 {
+        // Hashed once for the look-up and the insertion (~140 instructions each).
+        let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
+        if let Some(i) = self.position_hashed(hash, &f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
             }
@@ -581,24 +601,20 @@ impl Remembered {
             ring,
             popped,
             index,
-            hasher,
+            ..
         } = self;
-        let hash = Self::hash(hasher, &f.pair, f.correlator.as_bytes());
         let at = popped.wrapping_add(ring.len() as u32);
+        f.hash = hash;
         ring.push_back(f);
-        index.insert_unique(hash, at, Self::hash_at(ring, *popped, hasher));
+        index.insert_unique(Self::spread(hash), at, Self::hash_at(ring, *popped));
         forgot
     }
 
     /// The hash of the entry at position `at`, for the table's rehashing.
-    fn hash_at<'a>(
-        ring: &'a VecDeque<Finish>,
-        popped: u32,
-        hasher: &'a foldhash::fast::RandomState,
-    ) -> impl Fn(&u32) -> u64 + 'a {
+    fn hash_at(ring: &VecDeque<Finish>, popped: u32) -> impl Fn(&u32) -> u64 + '_ {
         move |&at| {
             ring.get(at.wrapping_sub(popped) as usize)
-                .map_or(0, |f| Self::hash(hasher, &f.pair, f.correlator.as_bytes()))
+                .map_or(0, |f| Self::spread(f.hash))
         }
     }
 
@@ -613,7 +629,7 @@ impl Remembered {
 
     fn shrink_to_fit(&mut self) {
         self.ring.shrink_to_fit();
-        let rehash = Self::hash_at(&self.ring, self.popped, &self.hasher);
+        let rehash = Self::hash_at(&self.ring, self.popped);
         self.index.shrink_to_fit(rehash);
     }
 
@@ -622,9 +638,11 @@ impl Remembered {
         let Some(f) = self.ring.pop_front() else {
             return;
         };
-        let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
         let oldest = self.popped;
-        if let Ok(entry) = self.index.find_entry(hash, |&at| at == oldest) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(Self::spread(f.hash), |&at| at == oldest)
+        {
             entry.remove();
         }
         self.popped = self.popped.wrapping_add(1);
@@ -956,6 +974,7 @@ impl Matcher {
             correlator,
             outcome,
             start,
+            hash: 0,
         };
         self.expiry.correlators_evicted += self.finished.insert(self.cfg.remember_finished, f);
     }
@@ -1627,6 +1646,7 @@ mod pair_table_tests {
                 correlator: Correlator::new(c),
                 outcome: Finished::TimedOut,
                 start: i as u64,
+                hash: 0,
             };
             r.insert(100, f);
         }
@@ -1684,6 +1704,7 @@ mod pair_table_tests {
                     correlator: Correlator::new(&corr),
                     outcome,
                     start: step,
+                    hash: 0,
                 };
                 ring.insert(CAP, f);
                 let k = (pair.clone(), corr.clone());
@@ -1696,6 +1717,8 @@ mod pair_table_tests {
                 }
             }
             assert_eq!(ring.len(), map.len(), "step {step}");
+            // An entry forgotten under a wrong hash would stay in the table.
+            assert_eq!(ring.index.len(), ring.len(), "step {step}");
             for p in 0..3 {
                 for c in 0..11 {
                     let (pair, corr) = (key(p), format!("c{c}"));
@@ -1711,6 +1734,15 @@ mod pair_table_tests {
         );
     }
 
+    /// The kept hash costs no memory: it fills the entry's padding.
+    #[test]
+    fn remembered_hash_sits_in_padding() {
+        assert_eq!(
+            std::mem::size_of::<Finish>(),
+            std::mem::size_of::<(PairKey, Correlator, Finished, UnixNanos)>()
+        );
+    }
+
     #[test]
     fn remembered_correlators_count_evictions_expire_from_the_front_and_shrink() {
         let mut ring = Remembered::default();
@@ -1719,9 +1751,15 @@ mod pair_table_tests {
             correlator: Correlator::new(&format!("c{c}")),
             outcome: Finished::Answered,
             start,
+            hash: 0,
         };
         let evicted: u64 = (0..10_000).map(|c| ring.insert(8_000, finish(c, c))).sum();
         assert_eq!((evicted, ring.len()), (2_000, 8_000));
+        assert_eq!(
+            ring.index.len(),
+            8_000,
+            "forgotten entries left in the table"
+        );
         // A known correlator keeps its place and takes the new start.
         assert_eq!(ring.insert(8_000, finish(2_000, 20_000)), 0);
         assert_eq!(ring.oldest_start(), Some(20_000));

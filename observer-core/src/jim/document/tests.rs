@@ -471,10 +471,26 @@ fn plain_path_refuses_what_it_does_not_model() {
         "<PING></PING>\r",
         "<PING>&</PING>",
         "<PING>caf\u{e9}</PING>",
+        "<PING><corr\u{e9}>1</corr\u{e9}></PING>",
+        "<PING><correlator>1</correlator\u{e9}></PING>",
+        "<PING></PING>\u{a0}",
+        "\u{a0}<PING></PING>",
+        "<?xml version=\"1.0\"?>\u{a0}<PING></PING>",
+        "<PING>\u{2028}<correlator>1</correlator></PING>",
         "<ping></ping>",
         "<PING>",
     ] {
         assert_eq!(decode_plain(d.as_bytes()), None, "{d}");
+    }
+    // Not UTF-8 at all, in text, in a name, around the root.
+    for d in [
+        &b"<PING>\xff</PING>"[..],
+        b"<PING><correlator>\xe9</correlator></PING>",
+        b"<PING\xff></PING\xff>",
+        b"<PING></PING>\x80",
+        b"\x80<PING></PING>",
+    ] {
+        assert_eq!(decode_plain(d), None, "{d:?}");
     }
 }
 
@@ -502,7 +518,7 @@ proptest::proptest! {
                 proptest::strategy::Just("</body>".to_string()),
                 proptest::strategy::Just("<x>".to_string()),
                 proptest::strategy::Just("</x>".to_string()),
-                "[ a-zA-Z0-9\\n\\t<>&/]{0,6}",
+                "[ a-zA-Z0-9\\n\\r\\t<>&/\u{e9}\u{a0}]{0,6}",
             ],
             0..14,
         ),
