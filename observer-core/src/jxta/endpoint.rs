@@ -426,6 +426,11 @@ fn local_name(name: &[u8]) -> &[u8] {
 /// such a document the texts are quick-xml's, trimmed and borrowed; anything else
 /// is `None` and quick-xml decides (the tests compare both on every input this
 /// path takes, and on mutations of real documents).
+///
+/// Done once every name is found: quick-xml keeps a text once found and stops at its
+/// first error, so nothing after the last wanted element changes what it says (a
+/// router document's `<Last>`, `<Fwd/>`, `<Rvs/>` and end tag were half its tags,
+/// scanned for every direction's first document).
 fn plain_root_child_texts<'x, const N: usize>(
     xml: &'x str,
     names: [&str; N],
@@ -479,6 +484,9 @@ fn plain_root_child_texts<'x, const N: usize>(
                 if depth == 1 {
                     if let Some((i, start)) = current.take() {
                         found[i] = Some(xml.get(start..lt)?.trim());
+                        if found.iter().all(Option::is_some) {
+                            return Some(found);
+                        }
                     }
                 }
                 done = depth == 0;
@@ -504,6 +512,9 @@ fn plain_root_child_texts<'x, const N: usize>(
                     if depth == 1 {
                         if let Some(i) = wanted(name) {
                             found[i].get_or_insert("");
+                            if found.iter().all(Option::is_some) {
+                                return Some(found);
+                            }
                         }
                     }
                     done = depth == 0;
@@ -795,8 +806,16 @@ mod tests {
     }
     /// What the plain path says, as `root_child_texts` would say it.
     fn plain_owned(xml: &str) -> Option<[Option<String>; 4]> {
-        plain_root_child_texts(xml, ROUTER_CHILDREN).map(|t| t.map(|o| o.map(str::to_string)))
+        plain_owned_of(xml, ROUTER_CHILDREN)
     }
+
+    fn plain_owned_of<const N: usize>(xml: &str, names: [&str; N]) -> Option<[Option<String>; N]> {
+        plain_root_child_texts(xml, names).map(|t| t.map(|o| o.map(str::to_string)))
+    }
+
+    /// The names `router_peers` asks for: found before the document's end, so the
+    /// plain path answers without scanning the rest.
+    const END_NAMES: [&str; 2] = ["Src", "Dest"];
 
     /// Router documents as peers write them: JXSE 2.5 (this crate's `erm_xml`, byte
     /// for byte the real capture's layout), JXSE 2.7 with a route advertisement in
@@ -838,6 +857,30 @@ mod tests {
         }
     }
 
+    /// Once every wanted name is found the rest is not read: a document cut or broken
+    /// after it says what quick-xml says (which stops at the break, keeping what it
+    /// found), and one broken before it is still quick-xml's to read.
+    #[test]
+    fn the_plain_path_stops_at_the_last_wanted_element() {
+        for xml in [
+            "<r><Src>jxta://uuid-AB03</Src><Dest>jxta://uuid-CD03/S</Dest><Last>",
+            "<r><Src>a</Src><Dest/><x></y></r>",
+            "<r><Dest> b </Dest><Src>a</Src>&bogus;",
+        ] {
+            let plain = plain_owned_of(xml, END_NAMES);
+            assert!(plain.is_some() || xml.contains('&'), "{xml:?}");
+            if let Some(plain) = plain {
+                assert_eq!(plain, root_child_texts(xml, END_NAMES), "{xml:?}");
+            }
+            assert!(plain_owned(xml).is_none(), "{xml:?}");
+        }
+        assert_eq!(
+            plain_owned_of("<r><Src>a</Src><Dest>b</Dest><Last>", END_NAMES),
+            Some([Some("a".to_string()), Some("b".to_string())])
+        );
+        assert!(plain_owned_of("<r><Src>a</Src><x></y><Dest>b</Dest></r>", END_NAMES).is_none());
+    }
+
     /// Every one-byte deletion, replacement or insertion (with the bytes that change
     /// XML structure) of the real documents: whenever the plain path answers, quick-xml
     /// says the same.
@@ -846,6 +889,7 @@ mod tests {
         const BYTES: &[u8] = b"<>/?!\"'&:= \t\r\nxS-";
         let mut taken = 0usize;
         let mut refused = 0usize;
+        let mut taken_end = 0usize;
         let mut check = |bytes: Vec<u8>| {
             let Ok(xml) = String::from_utf8(bytes) else {
                 return;
@@ -856,6 +900,10 @@ mod tests {
                     assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN), "{xml:?}");
                 }
                 None => refused += 1,
+            }
+            if let Some(plain) = plain_owned_of(&xml, END_NAMES) {
+                taken_end += 1;
+                assert_eq!(plain, root_child_texts(&xml, END_NAMES), "{xml:?}");
             }
         };
         for xml in router_documents() {
@@ -882,6 +930,11 @@ mod tests {
         assert!(
             taken > 1000 && refused > 1000,
             "taken {taken}, refused {refused}"
+        );
+        // Mutations after `</Dest>` leave `Src` and `Dest` plain: answered early.
+        assert!(
+            taken_end > taken + 1000,
+            "taken {taken}, with the end peers' names {taken_end}"
         );
     }
 
@@ -1088,6 +1141,9 @@ mod tests {
             let xml = pieces.concat();
             if let Some(plain) = plain_owned(&xml) {
                 proptest::prop_assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN));
+            }
+            if let Some(plain) = plain_owned_of(&xml, END_NAMES) {
+                proptest::prop_assert_eq!(plain, root_child_texts(&xml, END_NAMES));
             }
         }
     }
