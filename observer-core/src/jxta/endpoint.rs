@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use quick_xml::events::Event;
 
-use super::peer::shared_peer_ptr;
-use super::{Message, PeerId};
+use super::peer::{shared_peer, SharedPeers};
+use super::{Message, PeerId, PeerPart};
 
 pub const NS_JXTA: &str = "jxta";
 pub const ERM_NAME: &str = "EndpointRouterMsg";
@@ -108,8 +108,15 @@ fn router_fields(xml: &str) -> RouterFields {
         Some(texts) => texts.map(|t| t.map(Cow::Borrowed)),
         None => root_child_texts(xml, ROUTER_CHILDREN).map(|t| t.map(Cow::Owned)),
     };
-    f.src_peer = src.as_deref().and_then(peer_of_address);
-    f.last_hop = last.or(last_hop).as_deref().and_then(peer_of_address);
+    f.src_peer = src
+        .as_deref()
+        .and_then(peer_of_address)
+        .map(PeerId::from_checked);
+    f.last_hop = last
+        .or(last_hop)
+        .as_deref()
+        .and_then(peer_of_address)
+        .map(PeerId::from_checked);
     if let Some(d) = dest.as_deref() {
         if let Some(ep) = parse_endpoint_address(d) {
             f.dst_peer = PeerId::parse(ep.address);
@@ -125,6 +132,14 @@ fn router_fields(xml: &str) -> RouterFields {
 
 /// (source, destination) end-to-end peers.
 pub type EndPeers = (Option<PeerId>, Option<PeerId>);
+
+/// [`EndPeers`] as the shared table's pointers: what the memo and a direction's note
+/// hold.
+type SharedEnds = (Option<Arc<PeerId>>, Option<Arc<PeerId>>);
+
+fn unshared((src, dst): &SharedEnds) -> EndPeers {
+    (src.as_deref().cloned(), dst.as_deref().cloned())
+}
 
 /// The router document one flow direction sent last, as its length and a 64-bit
 /// hash, with its end peers. A peer sends the same `EndpointRouterMsg` to its buddy
@@ -168,7 +183,7 @@ fn router_hash(content: &[u8]) -> u64 {
 /// own pair copied 100,000 documents into a memo none of them was asked for again.
 #[derive(Debug, Default)]
 pub struct PeerMemo {
-    routers: crate::FastMap<Box<[u8]>, EndPeers>,
+    routers: crate::FastMap<Box<[u8]>, SharedEnds>,
     /// Length and hash of documents a direction sent first and the memo does not hold;
     /// bounded like the memo. A collision only lets a document into the memo early.
     first_seen: hashbrown::HashSet<(usize, u64), foldhash::fast::RandomState>,
@@ -178,7 +193,7 @@ pub struct PeerMemo {
     pub direction_hits: u64,
     /// The end peers of the documents parsed, shared: 100,000 connections' directions
     /// and the memo each held their own copies of the same 10,000 peers' IDs (5.2 MB).
-    shared: crate::FastMap<PeerId, Arc<PeerId>>,
+    shared: SharedPeers,
 }
 
 impl PeerMemo {
@@ -212,7 +227,7 @@ impl PeerMemo {
     /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
     fn router(&mut self, content: &[u8], last: Option<&mut LastRouter>) -> Option<EndPeers> {
         let Some(last) = last else {
-            return self.memo_router(content, true);
+            return self.memo_router(content, true).as_ref().map(unshared);
         };
         let hash = router_hash(content);
         if let Some(h) = last.0.as_deref() {
@@ -229,33 +244,29 @@ impl PeerMemo {
         } else {
             !self.first_seen.insert((content.len(), hash))
         };
-        let peers = self.memo_router(content, recurs);
-        let shared = &mut self.shared;
-        last.0 = peers.clone().map(|(src, dst)| {
+        let ends = self.memo_router(content, recurs);
+        let peers = ends.as_ref().map(unshared);
+        last.0 = ends.map(|(src, dst)| {
             Box::new(HeldRouter {
                 len: content.len(),
                 hash,
-                src: src.map(|id| shared_peer_ptr(shared, id)),
-                dst: dst.map(|id| shared_peer_ptr(shared, id)),
+                src,
+                dst,
             })
         });
         peers
     }
 
     /// `keep`: a document the memo misses is kept for the next time.
-    fn memo_router(&mut self, content: &[u8], keep: bool) -> Option<EndPeers> {
+    fn memo_router(&mut self, content: &[u8], keep: bool) -> Option<SharedEnds> {
         if let Some(hit) = self.routers.get(content) {
             self.hits += 1;
             return Some(hit.clone());
         }
         self.misses += 1;
         let xml = super::wire_str(content).ok()?;
-        let (src, dst) = router_peers(xml);
         let shared = &mut self.shared;
-        let peers = (
-            src.map(|id| PeerId::clone(&shared_peer_ptr(shared, id))),
-            dst.map(|id| PeerId::clone(&shared_peer_ptr(shared, id))),
-        );
+        let peers = router_peers_with(xml, |part| shared_peer(shared, part));
         if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -268,7 +279,17 @@ impl PeerMemo {
 
 /// The `(src_peer, dst_peer)` of [`router_fields`], without the hop, service and pipe
 /// it also builds (three strings and a peer ID more for every document the memo misses).
+#[cfg(test)]
 fn router_peers(xml: &str) -> EndPeers {
+    router_peers_with(xml, PeerId::from_checked)
+}
+
+/// [`router_peers`] with each peer made by `peer` from its checked part: the memo
+/// finds them in its shared table without building them.
+fn router_peers_with<T>(
+    xml: &str,
+    mut peer: impl FnMut(PeerPart<'_>) -> T,
+) -> (Option<T>, Option<T>) {
     const NAMES: [&str; 2] = ["Src", "Dest"];
     let [src, dest] = match plain_root_child_texts(xml, NAMES) {
         Some(texts) => texts.map(|t| t.map(Cow::Borrowed)),
@@ -277,16 +298,17 @@ fn router_peers(xml: &str) -> EndPeers {
     let dst = dest
         .as_deref()
         .and_then(parse_endpoint_address)
-        .and_then(|ep| PeerId::parse(ep.address));
-    (src.as_deref().and_then(peer_of_address), dst)
+        .and_then(|ep| PeerId::check(ep.address))
+        .map(&mut peer);
+    (src.as_deref().and_then(peer_of_address).map(peer), dst)
 }
 
 /// The peer in a `jxta://uuid-…[/service…]` address.
-fn peer_of_address(s: &str) -> Option<PeerId> {
+fn peer_of_address(s: &str) -> Option<PeerPart<'_>> {
     let s = s.trim();
     match parse_endpoint_address(s) {
-        Some(ep) => PeerId::parse(ep.address),
-        None => PeerId::parse(s),
+        Some(ep) => PeerId::check(ep.address),
+        None => PeerId::check(s),
     }
 }
 
@@ -404,6 +426,11 @@ fn local_name(name: &[u8]) -> &[u8] {
 /// such a document the texts are quick-xml's, trimmed and borrowed; anything else
 /// is `None` and quick-xml decides (the tests compare both on every input this
 /// path takes, and on mutations of real documents).
+///
+/// Done once every name is found: quick-xml keeps a text once found and stops at its
+/// first error, so nothing after the last wanted element changes what it says (a
+/// router document's `<Last>`, `<Fwd/>`, `<Rvs/>` and end tag were half its tags,
+/// scanned for every direction's first document).
 fn plain_root_child_texts<'x, const N: usize>(
     xml: &'x str,
     names: [&str; N],
@@ -457,6 +484,9 @@ fn plain_root_child_texts<'x, const N: usize>(
                 if depth == 1 {
                     if let Some((i, start)) = current.take() {
                         found[i] = Some(xml.get(start..lt)?.trim());
+                        if found.iter().all(Option::is_some) {
+                            return Some(found);
+                        }
                     }
                 }
                 done = depth == 0;
@@ -482,6 +512,9 @@ fn plain_root_child_texts<'x, const N: usize>(
                     if depth == 1 {
                         if let Some(i) = wanted(name) {
                             found[i].get_or_insert("");
+                            if found.iter().all(Option::is_some) {
+                                return Some(found);
+                            }
                         }
                     }
                     done = depth == 0;
@@ -773,8 +806,16 @@ mod tests {
     }
     /// What the plain path says, as `root_child_texts` would say it.
     fn plain_owned(xml: &str) -> Option<[Option<String>; 4]> {
-        plain_root_child_texts(xml, ROUTER_CHILDREN).map(|t| t.map(|o| o.map(str::to_string)))
+        plain_owned_of(xml, ROUTER_CHILDREN)
     }
+
+    fn plain_owned_of<const N: usize>(xml: &str, names: [&str; N]) -> Option<[Option<String>; N]> {
+        plain_root_child_texts(xml, names).map(|t| t.map(|o| o.map(str::to_string)))
+    }
+
+    /// The names `router_peers` asks for: found before the document's end, so the
+    /// plain path answers without scanning the rest.
+    const END_NAMES: [&str; 2] = ["Src", "Dest"];
 
     /// Router documents as peers write them: JXSE 2.5 (this crate's `erm_xml`, byte
     /// for byte the real capture's layout), JXSE 2.7 with a route advertisement in
@@ -816,6 +857,30 @@ mod tests {
         }
     }
 
+    /// Once every wanted name is found the rest is not read: a document cut or broken
+    /// after it says what quick-xml says (which stops at the break, keeping what it
+    /// found), and one broken before it is still quick-xml's to read.
+    #[test]
+    fn the_plain_path_stops_at_the_last_wanted_element() {
+        for xml in [
+            "<r><Src>jxta://uuid-AB03</Src><Dest>jxta://uuid-CD03/S</Dest><Last>",
+            "<r><Src>a</Src><Dest/><x></y></r>",
+            "<r><Dest> b </Dest><Src>a</Src>&bogus;",
+        ] {
+            let plain = plain_owned_of(xml, END_NAMES);
+            assert!(plain.is_some() || xml.contains('&'), "{xml:?}");
+            if let Some(plain) = plain {
+                assert_eq!(plain, root_child_texts(xml, END_NAMES), "{xml:?}");
+            }
+            assert!(plain_owned(xml).is_none(), "{xml:?}");
+        }
+        assert_eq!(
+            plain_owned_of("<r><Src>a</Src><Dest>b</Dest><Last>", END_NAMES),
+            Some([Some("a".to_string()), Some("b".to_string())])
+        );
+        assert!(plain_owned_of("<r><Src>a</Src><x></y><Dest>b</Dest></r>", END_NAMES).is_none());
+    }
+
     /// Every one-byte deletion, replacement or insertion (with the bytes that change
     /// XML structure) of the real documents: whenever the plain path answers, quick-xml
     /// says the same.
@@ -824,6 +889,7 @@ mod tests {
         const BYTES: &[u8] = b"<>/?!\"'&:= \t\r\nxS-";
         let mut taken = 0usize;
         let mut refused = 0usize;
+        let mut taken_end = 0usize;
         let mut check = |bytes: Vec<u8>| {
             let Ok(xml) = String::from_utf8(bytes) else {
                 return;
@@ -834,6 +900,10 @@ mod tests {
                     assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN), "{xml:?}");
                 }
                 None => refused += 1,
+            }
+            if let Some(plain) = plain_owned_of(&xml, END_NAMES) {
+                taken_end += 1;
+                assert_eq!(plain, root_child_texts(&xml, END_NAMES), "{xml:?}");
             }
         };
         for xml in router_documents() {
@@ -860,6 +930,11 @@ mod tests {
         assert!(
             taken > 1000 && refused > 1000,
             "taken {taken}, refused {refused}"
+        );
+        // Mutations after `</Dest>` leave `Src` and `Dest` plain: answered early.
+        assert!(
+            taken_end > taken + 1000,
+            "taken {taken}, with the end peers' names {taken_end}"
         );
     }
 
@@ -1066,6 +1141,9 @@ mod tests {
             let xml = pieces.concat();
             if let Some(plain) = plain_owned(&xml) {
                 proptest::prop_assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN));
+            }
+            if let Some(plain) = plain_owned_of(&xml, END_NAMES) {
+                proptest::prop_assert_eq!(plain, root_child_texts(&xml, END_NAMES));
             }
         }
     }

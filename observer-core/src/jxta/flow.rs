@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::peer::shared_peer_ptr;
+use super::peer::{shared_peer, SharedPeers};
 use super::StreamStart;
 use super::{
     Carrier, DirParser, FramedMessage, JxtaStats, LastRouter, PeerId, StreamConfig, StreamEvent,
@@ -96,7 +96,7 @@ pub struct JxtaFlows<H> {
     /// Peer IDs of welcome lines, shared: a peer opens a connection to each of its
     /// buddies, and every connection kept its own copy of the same text (two per
     /// connection, 17 MB at 100,000 connections).
-    welcome_peers: crate::FastMap<PeerId, Arc<PeerId>>,
+    welcome_peers: SharedPeers,
 }
 
 impl<H> JxtaFlows<H> {
@@ -108,7 +108,7 @@ impl<H> JxtaFlows<H> {
             jxta_flows: Vec::new(),
             announce: false,
             frame_ts: 0,
-            welcome_peers: crate::FastMap::default(),
+            welcome_peers: SharedPeers::default(),
         }
     }
 
@@ -186,8 +186,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                         StreamEvent::Welcome(w) => {
                             // The welcome line ties this direction to its sender's peer ID:
                             // the hop identity that tells relayed legs apart.
-                            peers[dir.index()] = PeerId::parse(w.peer_id)
-                                .map(|id| shared_peer_ptr(welcome_peers, id));
+                            peers[dir.index()] = Some(shared_peer(welcome_peers, w.peer_part));
                         }
                         StreamEvent::Message(m) => {
                             let wire =

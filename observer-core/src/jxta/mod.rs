@@ -37,7 +37,7 @@ pub use message::{
     Element, Message, OwnedElement,
 };
 pub use names::ElementNames;
-pub use peer::PeerId;
+pub use peer::{PeerId, PeerPart};
 pub use stream::{
     FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart, DEFAULT_MAX_MESSAGE_BYTES,
 };

@@ -18,10 +18,11 @@ pub struct PeerId {
 }
 
 /// Seeded once per process, like the maps' own hasher: the IDs come from the wire.
-fn id_hash(text: &str) -> u64 {
+/// Over the URN's bytes, so that a lookup by bytes built on the stack hashes alike.
+fn id_hash(urn: &[u8]) -> u64 {
     use std::hash::BuildHasher;
     static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
-    SEED.get_or_init(Default::default).hash_one(text)
+    SEED.get_or_init(Default::default).hash_one(urn)
 }
 
 impl PartialEq for PeerId {
@@ -61,28 +62,32 @@ impl PeerId {
     /// caller. Returns `None` for text that is not a peer ID (empty, spaces, control
     /// characters, no `<format>-` part): wire text is never trusted to be one.
     pub fn parse(text: &str) -> Option<PeerId> {
-        let unique = unique_part(text)?;
-        // Built on the stack and copied once into the `Arc`: `format!` then
-        // `Arc::from` allocated twice (and grew the string once) for every peer ID of
-        // every router document the memo misses.
-        let mut buf = [0u8; URN_PREFIX.len() + MAX_UNIQUE];
-        let len = URN_PREFIX.len() + unique.len();
-        buf[..URN_PREFIX.len()].copy_from_slice(URN_PREFIX.as_bytes());
-        buf[URN_PREFIX.len()..len].copy_from_slice(unique.as_bytes());
-        // ASCII by the checks above; the fallback is never taken.
-        let text: Arc<str> = match super::wire_str(&buf[..len]) {
+        Self::check(text).map(Self::from_checked)
+    }
+
+    /// The `<format>-<unique>` part of `text` if [`PeerId::parse`] takes it, kept so
+    /// that building the ID (or finding it shared) does not check it again.
+    pub fn check(text: &str) -> Option<PeerPart<'_>> {
+        unique_part(text).map(PeerPart)
+    }
+
+    pub fn from_checked(part: PeerPart<'_>) -> PeerId {
+        with_urn(part, |urn| PeerId::from_urn(urn, id_hash(urn)))
+    }
+
+    /// `urn`: `urn:jxta:` and a checked unique part (ASCII), `hash` its [`id_hash`].
+    fn from_urn(urn: &[u8], hash: u64) -> PeerId {
+        // ASCII by the checks of `unique_part`; the fallback is never taken.
+        let text: Arc<str> = match super::wire_str(urn) {
             Ok(t) => Arc::from(t),
-            Err(_) => Arc::from(format!("{URN_PREFIX}{unique}")),
+            Err(_) => Arc::from(String::from_utf8_lossy(urn)),
         };
-        Some(PeerId {
-            hash: id_hash(&text),
-            text,
-        })
+        PeerId { text, hash }
     }
 
     /// Whether `text` is a peer ID [`PeerId::parse`] takes, without building it.
     pub fn is_valid(text: &str) -> bool {
-        unique_part(text).is_some()
+        Self::check(text).is_some()
     }
 
     pub fn as_str(&self) -> &str {
@@ -93,6 +98,23 @@ impl PeerId {
     pub fn unique(&self) -> &str {
         &self.text[URN_PREFIX.len()..]
     }
+}
+
+/// The `<format>-<unique>` part of a peer ID as [`PeerId::check`] found it: at most
+/// `MAX_UNIQUE` bytes of ASCII. Only `check` makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerPart<'a>(&'a str);
+
+/// `f` of the part's URN (`urn:jxta:<format>-<unique>`), built on the stack: a lookup
+/// of an ID already held allocates nothing, and one that is not copies it once into
+/// its `Arc` (`format!` then `Arc::from` allocated twice).
+fn with_urn<R>(part: PeerPart<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; URN_PREFIX.len() + MAX_UNIQUE];
+    // At most the buffer: `unique_part` refuses more than `MAX_UNIQUE` bytes.
+    let len = URN_PREFIX.len() + part.0.len();
+    buf[..URN_PREFIX.len()].copy_from_slice(URN_PREFIX.as_bytes());
+    buf[URN_PREFIX.len()..len].copy_from_slice(part.0.as_bytes());
+    f(&buf[..len])
 }
 
 /// The `<format>-<unique>` part of a peer ID in any of its wire forms, if it is one.
@@ -144,28 +166,53 @@ impl fmt::Debug for PeerId {
     }
 }
 
-/// Peer IDs a table of [`shared_peer_ptr`] holds at most; past it the table starts again
+/// Peer IDs a [`SharedPeers`] table holds at most; past it the table starts again
 /// (what holders keep stays valid, only sharing is lost).
 pub(crate) const SHARED_PEERS: usize = 16_384;
 
-/// The held copy of `id` as one pointer, else `id` made one, remembered: a peer's ID
-/// comes again and again (its welcome line on each of its connections, its router
-/// documents in each direction), and every holder kept its own ~100-byte copy of the
-/// text; a holder of many (a connection's welcome peers, a flow direction's router
-/// note) keeps 8 bytes, not a `PeerId`'s 24.
-pub(crate) fn shared_peer_ptr(
-    known: &mut crate::FastMap<PeerId, Arc<PeerId>>,
-    id: PeerId,
-) -> Arc<PeerId> {
-    if let Some(held) = known.get(&id) {
-        return Arc::clone(held);
+/// Peer IDs held once each, by their own hash (see [`shared_peer`]).
+pub(crate) type SharedPeers = hashbrown::HashMap<PeerId, Arc<PeerId>, foldhash::fast::RandomState>;
+
+/// A peer ID looked up by its URN's bytes, before any `PeerId` is built.
+struct UrnKey<'a> {
+    urn: &'a [u8],
+    hash: u64,
+}
+
+/// As `PeerId`'s own `Hash`: the table finds the key's bucket only if they agree.
+impl std::hash::Hash for UrnKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
     }
-    if known.len() >= SHARED_PEERS {
-        known.clear();
+}
+
+impl hashbrown::Equivalent<PeerId> for UrnKey<'_> {
+    fn equivalent(&self, id: &PeerId) -> bool {
+        self.hash == id.hash && self.urn == id.text.as_bytes()
     }
-    let held = Arc::new(id.clone());
-    known.insert(id, Arc::clone(&held));
-    held
+}
+
+/// The held copy of the peer `part` names as one pointer, else its ID built and
+/// remembered: a peer's ID comes again and again (its welcome line on each of its
+/// connections, its router documents in each direction), and every holder kept its
+/// own ~100-byte copy of the text; a holder of many (a connection's welcome peers, a
+/// flow direction's router note) keeps 8 bytes, not a `PeerId`'s 24. Looked up by the
+/// URN's bytes: an ID already held (most, on a capture of many connections between
+/// fewer peers) is not built to be dropped.
+pub(crate) fn shared_peer(known: &mut SharedPeers, part: PeerPart<'_>) -> Arc<PeerId> {
+    with_urn(part, |urn| {
+        let hash = id_hash(urn);
+        if let Some(held) = known.get(&UrnKey { urn, hash }) {
+            return Arc::clone(held);
+        }
+        if known.len() >= SHARED_PEERS {
+            known.clear();
+        }
+        let id = PeerId::from_urn(urn, hash);
+        let held = Arc::new(id.clone());
+        known.insert(id, Arc::clone(&held));
+        held
+    })
 }
 
 #[cfg(test)]
@@ -266,20 +313,48 @@ mod tests {
         PeerId::parse(&format!("urn:jxta:uuid-{n:032X}03")).expect("a valid peer ID")
     }
 
+    /// The ID `text` parses to, shared.
+    fn share(known: &mut SharedPeers, text: &str) -> Arc<PeerId> {
+        shared_peer(known, PeerId::check(text).expect("a valid peer ID"))
+    }
+
     #[test]
     fn shared_peer_pointers_are_shared_and_bounded() {
-        let mut known = crate::FastMap::default();
-        let (a, b) = (
-            shared_peer_ptr(&mut known, peer(1)),
-            shared_peer_ptr(&mut known, peer(1)),
-        );
+        let mut known = SharedPeers::default();
+        let text = peer(1).to_string();
+        let (a, b) = (share(&mut known, &text), share(&mut known, &text));
         assert!(Arc::ptr_eq(&a, &b));
         // Their text too, for those who clone the `PeerId` out.
         assert_eq!(PeerId::clone(&a).as_str().as_ptr(), b.as_str().as_ptr());
-        assert!(!Arc::ptr_eq(&a, &shared_peer_ptr(&mut known, peer(2))));
+        assert!(!Arc::ptr_eq(&a, &share(&mut known, &peer(2).to_string())));
         for n in 0..2 * SHARED_PEERS {
-            assert_eq!(*shared_peer_ptr(&mut known, peer(n)), peer(n));
+            assert_eq!(*share(&mut known, &peer(n).to_string()), peer(n));
             assert!(known.len() <= SHARED_PEERS);
         }
+    }
+
+    /// Every wire form of an ID, in any case of its prefix, finds the one held (the
+    /// lookup by bytes hashes and compares as the `PeerId` key does: the table keeps one
+    /// entry), and what is found or built is what `parse` gives.
+    #[test]
+    fn a_held_id_is_found_by_its_bytes_in_every_wire_form() {
+        let mut known = SharedPeers::default();
+        let held = share(&mut known, &format!("urn:jxta:{U}"));
+        for form in [
+            format!("urn:jxta:{U}"),
+            format!("URN:JXTA:{U}"),
+            format!("jxta://{U}"),
+            format!(" {U}\t"),
+        ] {
+            let got = share(&mut known, &form);
+            assert!(Arc::ptr_eq(&got, &held), "{form}");
+            assert_eq!(Some(PeerId::clone(&got)), PeerId::parse(&form));
+        }
+        assert_eq!(known.len(), 1);
+        // Another ID of the same length is another entry.
+        let other = U.replace("03", "04");
+        assert!(!Arc::ptr_eq(&share(&mut known, &other), &held));
+        assert_eq!(known.len(), 2);
+        assert!(known.contains_key(&PeerId::parse(&other).unwrap()));
     }
 }

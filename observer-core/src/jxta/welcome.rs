@@ -1,7 +1,7 @@
 //! The welcome line each side sends when a TCP connection opens (spec §1.1). It is the
 //! only place that ties a connection to the two peer IDs.
 
-use super::{JxtaError, PeerId};
+use super::{JxtaError, PeerId, PeerPart};
 
 /// Longest welcome line accepted, CRLF included (JXSE's limit).
 pub const MAX_WELCOME_LEN: usize = 4096;
@@ -19,6 +19,8 @@ pub struct Welcome<'a> {
     pub public_addr: &'a str,
     /// The sender's peer ID as sent; [`Welcome::peer`] normalises it.
     pub peer_id: &'a str,
+    /// Its `<format>-<unique>` part, checked once, here.
+    pub peer_part: PeerPart<'a>,
     /// `1` = "don't send me propagated messages on this connection".
     pub noprop: bool,
     /// Preferred binary message version; only in the 3.0 welcome.
@@ -29,7 +31,7 @@ pub struct Welcome<'a> {
 
 impl Welcome<'_> {
     pub fn peer(&self) -> Option<PeerId> {
-        PeerId::parse(self.peer_id)
+        Some(PeerId::from_checked(self.peer_part))
     }
 }
 
@@ -107,14 +109,14 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
         "1" => true,
         _ => return Err(JxtaError::BadWelcome("bad noprop flag")),
     };
-    // Checked, not built: the caller builds it (`Welcome::peer`) when it keeps it.
-    if !PeerId::is_valid(toks[3]) {
-        return Err(JxtaError::BadWelcome("bad peer ID"));
-    }
+    // Checked, not built: the caller builds it (`Welcome::peer`) or finds it shared
+    // when it keeps it, without checking it again.
+    let peer_part = PeerId::check(toks[3]).ok_or(JxtaError::BadWelcome("bad peer ID"))?;
     Ok(Welcome {
         dest_addr: toks[1],
         public_addr: toks[2],
         peer_id: toks[3],
+        peer_part,
         noprop,
         msg_version,
         version,
@@ -236,13 +238,12 @@ mod tests {
             "1" => true,
             _ => return Err(JxtaError::BadWelcome("bad noprop flag")),
         };
-        if !PeerId::is_valid(toks[3]) {
-            return Err(JxtaError::BadWelcome("bad peer ID"));
-        }
+        let peer_part = PeerId::check(toks[3]).ok_or(JxtaError::BadWelcome("bad peer ID"))?;
         Ok(Welcome {
             dest_addr: toks[1],
             public_addr: toks[2],
             peer_id: toks[3],
+            peer_part,
             noprop,
             msg_version,
             version,
