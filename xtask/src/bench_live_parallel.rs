@@ -275,7 +275,7 @@ fn wait_attached(child: &mut Child, hosts: &[String], stderr: &Path) -> Result<(
     Ok(())
 }
 
-/// Waits for the records to stop coming: the reorder window (2 s) and a CSV flush
+/// Waits for the records to stop coming: the reorder window (100 ms by default) and a CSV flush
 /// at least, then until the CSV has not grown for a second (at most 60 s).
 fn wait_drained(csv: &Path) {
     std::thread::sleep(Duration::from_secs(3));

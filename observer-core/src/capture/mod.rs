@@ -14,7 +14,8 @@ mod writer;
 
 pub use reader::{CaptureReader, HeldPages, MAX_BLOCK_LEN};
 pub use reorder::{
-    FrameBuf, FrameMerger, Placed, ReorderConfig, ReorderStats, DEFAULT_REORDER_WINDOW_NS,
+    FrameBuf, FrameMerger, Placed, ReorderConfig, ReorderStats, DEFAULT_LIVE_REORDER_WINDOW_NS,
+    DEFAULT_REORDER_WINDOW_NS,
 };
 pub use writer::{CaptureWriter, WriteFormat};
 

@@ -7,7 +7,7 @@ use clap::Args;
 
 use observer::packet::ChecksumMode;
 use observer::runtime::PipelineConfig;
-use observer::{capture, conntrack, jim, jxta, transaction};
+use observer::{conntrack, jim, jxta, transaction};
 
 use super::values::{parse_bytes, parse_count, parse_dur, parse_port, parse_positive_dur};
 use super::values::{Bytes, Dur};
@@ -46,10 +46,10 @@ pub struct Limits {
     pub idle_timeout: Dur,
     /// Frames are put back in time order within this window (a capture on several
     /// interfaces interleaves them a few ms out of order); frames later than it are
-    /// counted and still used. 0 = in the order read (file order, or as delivered live).
-    #[arg(long, value_name = "DURATION", value_parser = parse_dur,
-          default_value_t = Dur::from_nanos(capture::DEFAULT_REORDER_WINDOW_NS))]
-    pub reorder_window: Dur,
+    /// counted and still used. 0 = in the order read (file order, or as delivered live)
+    /// [default: 2s; live: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
+    pub reorder_window: Option<Dur>,
 }
 
 impl Limits {
@@ -61,7 +61,10 @@ impl Limits {
         cfg.flows.max_total_buffer = self.max_total_buffer.as_usize();
         cfg.flows.max_flows = self.max_flows.max(1);
         cfg.flows.idle_timeout_ns = self.idle_timeout.ns();
-        cfg.reorder.window_ns = self.reorder_window.ns();
+        // Unset, the window stays the run's own default (offline or live).
+        if let Some(w) = self.reorder_window {
+            cfg.reorder.window_ns = w.ns();
+        }
     }
 }
 
@@ -111,5 +114,33 @@ impl Inputs {
         };
         self.limits.apply(&mut cfg);
         cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Dur;
+    use observer::capture;
+
+    /// The help names the defaults the library holds (the option has none of its own:
+    /// unset, each run keeps its own).
+    #[test]
+    fn the_reorder_window_help_names_both_defaults() {
+        let want = format!(
+            "[default: {}; live: {}]",
+            Dur::from_nanos(capture::DEFAULT_REORDER_WINDOW_NS),
+            Dur::from_nanos(capture::DEFAULT_LIVE_REORDER_WINDOW_NS)
+        );
+        let cmd = crate::Cli::command();
+        for sub in ["analyze", "live"] {
+            let arg = cmd
+                .find_subcommand(sub)
+                .and_then(|c| c.get_arguments().find(|a| a.get_id() == "reorder_window"))
+                .unwrap_or_else(|| panic!("{sub} --reorder-window"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.contains(&want), "{sub}: {help}");
+        }
     }
 }

@@ -31,7 +31,7 @@ pub struct CsvRotation {
     pub max_age: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LiveConfig {
     pub pipeline: PipelineConfig,
     pub csv: Option<PathBuf>,
@@ -56,6 +56,28 @@ pub struct LiveConfig {
     /// Per-pair state (metric series, summary table entries) idle this long in capture
     /// time is dropped and counted (None: kept for the whole run, as `analyze` keeps it).
     pub pair_horizon: Option<Duration>,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        let mut pipeline = PipelineConfig::default();
+        pipeline.reorder.window_ns = crate::capture::DEFAULT_LIVE_REORDER_WINDOW_NS;
+        LiveConfig {
+            pipeline,
+            csv: None,
+            csv_rotation: CsvRotation::default(),
+            save: None,
+            metrics: None,
+            metrics_public: false,
+            status_line: false,
+            duration: None,
+            interfaces: Vec::new(),
+            user: None,
+            report_dir: None,
+            store: None,
+            pair_horizon: None,
+        }
+    }
 }
 
 /// How long a live run keeps a pair's series and summary entry after its latest
