@@ -218,6 +218,15 @@ mod tests {
         m
     }
 
+    /// The table after counting every element, in order.
+    fn count_all(elements: &[(&str, &str)]) -> ElementNames {
+        let mut n = ElementNames::default();
+        for (ns, name) in elements {
+            n.count(ns, name);
+        }
+        n
+    }
+
     fn counted(n: &ElementNames) -> std::collections::BTreeMap<String, u64> {
         n.iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -246,10 +255,7 @@ mod tests {
         .cycle()
         .take(120)
         .collect();
-        let mut n = ElementNames::default();
-        for (ns, name) in &elements {
-            n.count(ns, name);
-        }
+        let n = count_all(&elements);
         assert_eq!(counted(&n), reference(&elements));
         assert_eq!(n.get("a:b:c"), Some(20));
     }
@@ -266,10 +272,7 @@ mod tests {
             .cycle()
             .take(900)
             .collect();
-        let mut n = ElementNames::default();
-        for (ns, name) in &elements {
-            n.count(ns, name);
-        }
+        let n = count_all(&elements);
         assert_eq!(counted(&n), reference(&elements));
     }
 
@@ -283,10 +286,7 @@ mod tests {
             .iter()
             .flat_map(|n| [("", n.as_str()), ("", n.as_str())])
             .collect();
-        let mut n = ElementNames::default();
-        for (ns, name) in &elements {
-            n.count(ns, name);
-        }
+        let n = count_all(&elements);
         assert_eq!(counted(&n), reference(&elements));
         assert_eq!(n.get(OTHER_NAMES_KEY), Some(80));
         assert_eq!(n.len(), MAX_ELEMENT_NAMES + 1);
