@@ -95,7 +95,8 @@ pub enum LiveSource {
     Ebpf(Box<crate::live::ebpf::EbpfTap>),
     #[cfg(feature = "pcap")]
     Pcap(crate::live::pcap::PcapSource),
-    /// Frames handed in by the caller (tests, and sources that push).
+    /// Frames handed in by the caller: a capture replayed ([`LiveSource::replay`]).
+    /// Its frames' own stamps are the run's clock (see [`Clock`]).
     Channel {
         rx: std::sync::mpsc::Receiver<OwnedFrame>,
         link_types: Vec<LinkType>,
@@ -151,6 +152,17 @@ impl LiveSource {
         }
     }
 
+    /// A tap's frames are stamped as they arrive, so the wall clock is theirs, and a
+    /// quiet wire still moves it; a replay's frames carry a past capture's stamps and
+    /// come as fast as they are read.
+    fn clock(&self) -> Clock {
+        match self {
+            LiveSource::Channel { .. } => Clock::Capture,
+            #[allow(unreachable_patterns)]
+            _ => Clock::Wall,
+        }
+    }
+
     fn link_type(&self, interface: u32) -> LinkType {
         let list = match self {
             // The tap copies packets from their Ethernet header.
@@ -186,23 +198,19 @@ impl LiveSource {
             LiveSource::Channel {
                 rx, events, bytes, ..
             } => {
-                let mut n = 0;
-                let first = match rx.recv_timeout(timeout) {
+                // One frame a poll: the run's periodic work, on the frames' clock,
+                // then falls between the same frames however the replay thread is
+                // scheduled (batches of up to 4,096 frames moved the ordered release,
+                // and the heap's peak, with the replay's timing).
+                let frame = match rx.recv_timeout(timeout) {
                     Ok(f) => f,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(Some(0)),
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
                 };
-                let mut next = Some(first);
-                while let Some(f) = next.take() {
-                    *events += 1;
-                    *bytes += f.data.len() as u64;
-                    out(f);
-                    n += 1;
-                    if n < 4096 {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                Ok(Some(n))
+                *events += 1;
+                *bytes += frame.data.len() as u64;
+                out(frame);
+                Ok(Some(1))
             }
         }
     }
@@ -423,6 +431,62 @@ fn check_later_outputs(cfg: &LiveConfig, switched_to: Option<&str>) -> Result<()
     Ok(())
 }
 
+/// What moves a live run's periodic work (the release of what is due, CSV flushes,
+/// metrics, the sweep of idle pairs) and a quiet wire's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Clock {
+    /// A tap: every second of wall time, and a quiet wire lets PINGs time out.
+    Wall,
+    /// A replay: every second of the frames' own time, and nothing passes between
+    /// frames. The run then releases, times out and holds exactly what the frames
+    /// decide, however its threads are scheduled: with the wall clock, a replay
+    /// stamped in the past read by a descheduled thread was a "quiet wire" that
+    /// moved the clock to the present and timed out every PING outstanding.
+    Capture,
+}
+
+/// Periodic work due every `every` of the run's [`Clock`].
+struct Every {
+    clock: Clock,
+    every: Duration,
+    wall: Instant,
+    capture: Option<UnixNanos>,
+}
+
+impl Every {
+    fn new(clock: Clock, every: Duration) -> Self {
+        Every {
+            clock,
+            every,
+            wall: Instant::now(),
+            capture: None,
+        }
+    }
+
+    /// Whether the work is due at capture time `now`; if so, it counts as done.
+    fn due(&mut self, now: UnixNanos) -> bool {
+        match self.clock {
+            Clock::Wall => {
+                let due = self.wall.elapsed() >= self.every;
+                if due {
+                    self.wall = Instant::now();
+                }
+                due
+            }
+            Clock::Capture => {
+                let every = u64::try_from(self.every.as_nanos()).unwrap_or(u64::MAX);
+                let due = self
+                    .capture
+                    .is_none_or(|last| now >= last.saturating_add(every));
+                if due {
+                    self.capture = Some(now);
+                }
+                due
+            }
+        }
+    }
+}
+
 fn wall_now() -> UnixNanos {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -581,8 +645,9 @@ pub fn run_each(
         error: None,
     };
     let started = Instant::now();
-    let mut last_tick = Instant::now();
-    let mut last_sweep = Instant::now();
+    let clock = source.clock();
+    let mut tick = Every::new(clock, Duration::from_secs(1));
+    let mut sweep = Every::new(clock, PAIR_SWEEP_EVERY);
     let mut write_error: Option<LiveError> = None;
     let saved_path = cfg
         .save
@@ -633,7 +698,7 @@ pub fn run_each(
         }
         let ended = match polled {
             Ok(None) => true,
-            Ok(Some(0)) => {
+            Ok(Some(0)) if clock == Clock::Wall => {
                 // A quiet wire: let time pass so PINGs still time out. Keep a margin for
                 // frames stamped a moment ago that are still queued; frames held for
                 // reordering that long are due, and the pipeline's clock stays behind
@@ -657,8 +722,7 @@ pub fn run_each(
         for (a, b) in welcomed.drain(..).chain(pipeline.take_jxta_flows()) {
             source.mark_flow(a, b);
         }
-        if last_tick.elapsed() >= Duration::from_secs(1) || ended {
-            last_tick = Instant::now();
+        if tick.due(pipeline.now()) || ended {
             // Offline the release waits for a batch; live, what is due goes out every
             // second however few.
             pipeline.release_ordered_now(&mut |t| sinks.take(t));
@@ -671,8 +735,7 @@ pub fn run_each(
                 });
             }
             if let Some(h) = cfg.pair_horizon {
-                if last_sweep.elapsed() >= PAIR_SWEEP_EVERY {
-                    last_sweep = Instant::now();
+                if sweep.due(pipeline.now()) {
                     sinks.expire_idle(pipeline.now(), h);
                 }
             }
@@ -912,5 +975,81 @@ mod tests {
         assert_eq!(hour.ok, offline.transactions.ok);
         assert_eq!(hour.timeout, offline.transactions.timeout);
         assert_eq!(hour.quantiles_ms.len(), window::QUANTILES.len());
+    }
+
+    /// A replay whose thread stalls for longer than a poll (a loaded machine) is not a
+    /// quiet wire: its clock is its frames', so the stall times nothing out and the
+    /// run finds what the capture's analysis finds. With the wall clock, the stall
+    /// moved time to the present (the synthetic capture is stamped in the past) and
+    /// every PING outstanding at that moment timed out.
+    #[test]
+    fn a_stalled_replay_times_nothing_out() {
+        let bytes = synth::four_peers()
+            .render()
+            .capture_bytes(
+                LinkVariant::Ethernet,
+                WriteFormat::Pcap {
+                    nanos: false,
+                    big_endian: false,
+                },
+            )
+            .expect("capture");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("four.pcap");
+        std::fs::write(&path, &bytes).expect("write capture");
+        let mut offline = Vec::new();
+        let analysis = crate::runtime::analyze_each(
+            std::slice::from_ref(&path),
+            PipelineConfig::default(),
+            false,
+            &mut |t| offline.push(t),
+        );
+        assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+
+        let mut reader = crate::capture::CaptureReader::from_bytes("four", bytes).expect("capture");
+        let mut frames = Vec::new();
+        while let Some(f) = reader.next_frame().expect("frame") {
+            frames.push(OwnedFrame {
+                ts: f.ts,
+                interface: f.interface,
+                data: f.data.to_vec(),
+                orig_len: f.orig_len,
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_FRAMES);
+        let stall_at = frames.len() / 2;
+        let feeder = std::thread::spawn(move || {
+            for (i, f) in frames.into_iter().enumerate() {
+                if i == stall_at || i == stall_at + 1 {
+                    // Three polls' worth of nothing.
+                    std::thread::sleep(Duration::from_millis(350));
+                }
+                if tx.send(f).is_err() {
+                    break;
+                }
+            }
+        });
+        let source = LiveSource::Channel {
+            rx,
+            link_types: vec![LinkType::ETHERNET],
+            events: 0,
+            bytes: 0,
+        };
+        let stop = AtomicBool::new(false);
+        let mut live = Vec::new();
+        let outcome = run_each(source, LiveConfig::default(), &stop, &mut |t| {
+            live.push(t.clone())
+        })
+        .expect("live run");
+        feeder.join().expect("feeder");
+        let timeouts = |ts: &[Transaction]| ts.iter().filter(|t| t.stop.is_none()).count();
+        assert_eq!(timeouts(&live), timeouts(&offline));
+        assert_eq!(live, offline);
+        assert_eq!(
+            outcome.summary.transactions.total,
+            offline.len() as u64,
+            "{:?}",
+            outcome.summary.transactions
+        );
     }
 }
