@@ -553,9 +553,16 @@ proptest::proptest! {
     fn names_compare_as_slices(
         a in proptest::collection::vec(b'a'..=b'c', 0..20),
         b in proptest::collection::vec(b'a'..=b'c', 0..20),
+        at in 0usize..20,
     ) {
         proptest::prop_assert_eq!(same_name(&a, &b), a == b);
         proptest::prop_assert!(same_name(&a, &a.clone()));
+        // The same length, one byte different: wherever it is, the names differ.
+        if !a.is_empty() {
+            let mut c = a.clone();
+            c[at % a.len()] = b'x';
+            proptest::prop_assert!(!same_name(&a, &c));
+        }
     }
 }
 
