@@ -478,16 +478,16 @@ impl CaptureReader {
         link_type: LinkType,
     ) -> Result<Option<Located>, CaptureError> {
         self.input.clear();
+        if let Some(located) = self.mapped_pcap_record(be, nanos, link_type) {
+            return Ok(Some(located));
+        }
         let got = self.read_into_buf(16)?;
         if got == 0 {
             self.state = State::Done;
             return Ok(None);
         }
         self.need(got, 16, "pcap record header")?;
-        let sec = u32_at(self.input.block(), 0, be);
-        let frac = u32_at(self.input.block(), 4, be);
-        let caplen = u32_at(self.input.block(), 8, be);
-        let orig_len = u32_at(self.input.block(), 12, be);
+        let (sec, frac, caplen, orig_len) = pcap_record_header(self.input.block(), be);
         if caplen > MAX_BLOCK_LEN {
             return Err(self.too_large("pcap record", caplen.into()));
         }
@@ -505,19 +505,54 @@ impl CaptureReader {
             });
         }
         self.stats.offset += 16 + u64::from(caplen);
-        let frac_ns = if nanos {
-            u64::from(frac)
-        } else {
-            u64::from(frac) * 1000
-        };
         Ok(Some(Located {
             start: 0,
             len: caplen as usize,
-            ts: u64::from(sec) * 1_000_000_000 + frac_ns,
+            ts: pcap_ts(sec, frac, nanos),
             link_type,
             orig_len,
             interface: 0,
         }))
+    }
+
+    /// The next pcap record of a mapped input when all of it is there, taken where it
+    /// lies: what the general path of [`Self::next_pcap_record`] finds, without its two
+    /// reads (each a call that moves the block) and their error paths. `None` (a
+    /// stream, the end, a record too large or cut short): nothing was moved, and the
+    /// general path reads and reports it. The pages behind the record are handed back
+    /// by the next record's `clear`, as they would be by this record's second one.
+    fn mapped_pcap_record(
+        &mut self,
+        be: bool,
+        nanos: bool,
+        link_type: LinkType,
+    ) -> Option<Located> {
+        let Input::Mapped {
+            map, start, end, ..
+        } = &mut self.input
+        else {
+            return None;
+        };
+        let body = end.checked_add(16)?;
+        let (sec, frac, caplen, orig_len) = pcap_record_header(map.get(*end..body)?, be);
+        if caplen > MAX_BLOCK_LEN {
+            return None;
+        }
+        let stop = body.checked_add(caplen as usize)?;
+        if stop > map.len() {
+            return None;
+        }
+        *start = body;
+        *end = stop;
+        self.stats.offset += 16 + u64::from(caplen);
+        Some(Located {
+            start: 0,
+            len: caplen as usize,
+            ts: pcap_ts(sec, frac, nanos),
+            link_type,
+            orig_len,
+            interface: 0,
+        })
     }
 
     /// Reads one pcapng block. Returns `Ok(None)` for blocks that carry no
@@ -854,6 +889,26 @@ pub(crate) fn iface_nanos(units: u64, tsresol: u8, tsoffset: i64) -> UnixNanos {
     let ns = i128::try_from(ns).unwrap_or(i128::MAX);
     let total = ns.saturating_add(i128::from(tsoffset) * 1_000_000_000);
     u64::try_from(total.max(0)).unwrap_or(u64::MAX)
+}
+
+/// A pcap record header's seconds, fraction, captured and original lengths.
+fn pcap_record_header(h: &[u8], be: bool) -> (u32, u32, u32, u32) {
+    (
+        u32_at(h, 0, be),
+        u32_at(h, 4, be),
+        u32_at(h, 8, be),
+        u32_at(h, 12, be),
+    )
+}
+
+/// A pcap record's time: the fraction is micro- or nanoseconds by the file's magic.
+fn pcap_ts(sec: u32, frac: u32, nanos: bool) -> UnixNanos {
+    let frac_ns = if nanos {
+        u64::from(frac)
+    } else {
+        u64::from(frac) * 1000
+    };
+    u64::from(sec) * 1_000_000_000 + frac_ns
 }
 
 fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {

@@ -511,3 +511,98 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// Every outcome of reading `bytes` to its end (at most 100 calls): frames, errors with
+/// their offsets, the stats; a frame read in place is also checked against its place.
+fn outcomes(r: Result<CaptureReader, CaptureError>, bytes: &[u8]) -> Vec<String> {
+    let mut r = match r {
+        Ok(r) => r,
+        Err(e) => return vec![format!("open: {e}")],
+    };
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        match r.next_frame_placed() {
+            Ok(Some((f, at))) => {
+                if let Some(at) = at {
+                    assert_eq!(bytes.get(at..at + f.data.len()), Some(f.data), "place {at}");
+                }
+                out.push(format!(
+                    "{} {:?} {:?} {} {}",
+                    f.ts, f.link_type, f.data, f.orig_len, f.interface
+                ));
+            }
+            Ok(None) => {
+                out.push("end".into());
+                break;
+            }
+            Err(e) => out.push(format!("error: {e} {}", e.is_recoverable())),
+        }
+    }
+    out.push(format!("{:?}", r.stats()));
+    out
+}
+
+/// A mapped input's pcap records are taken where they lie, past the general reads a
+/// stream goes through: both read alike, whole, cut anywhere, with lying lengths and
+/// with random bytes changed.
+#[test]
+fn mapped_and_streamed_pcap_read_alike() {
+    let mut inputs = Vec::new();
+    for (nanos, big_endian) in [(false, false), (false, true), (true, false), (true, true)] {
+        let format = WriteFormat::Pcap { nanos, big_endian };
+        let mut w = CaptureWriter::new(Vec::new(), format, LinkType::ETHERNET).unwrap();
+        for (ts, data, orig) in sample_frames() {
+            w.write_frame(0, ts, &data, orig).unwrap();
+        }
+        let full = w.finish().unwrap();
+        for cut in 0..40.min(full.len()) {
+            inputs.push(full[..full.len() - cut].to_vec());
+        }
+        for caplen in [MAX_BLOCK_LEN, MAX_BLOCK_LEN + 1, 1 << 30] {
+            let mut lying = full.clone();
+            lying.extend([0; 8]);
+            let caplen = if big_endian {
+                caplen.to_be_bytes()
+            } else {
+                caplen.to_le_bytes()
+            };
+            lying.extend(caplen);
+            lying.extend(caplen);
+            lying.extend([7; 64]);
+            inputs.push(lying);
+        }
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let good = inputs[0].clone();
+    for _ in 0..500 {
+        let mut f = good.clone();
+        for _ in 0..(next() % 4) {
+            let at = (next() as usize) % f.len();
+            f[at] = next() as u8;
+        }
+        f.truncate((next() as usize) % (f.len() + 1));
+        inputs.push(f);
+    }
+    let mut frames = 0;
+    for bytes in &inputs {
+        let streamed = outcomes(reader(bytes.clone()), bytes);
+        let mapped = outcomes(CaptureReader::from_bytes("test", bytes.clone()), bytes);
+        assert_eq!(mapped, streamed, "{bytes:?}");
+        frames += streamed
+            .iter()
+            .filter(|o| !o.starts_with(['e', 'o', 'C']))
+            .count();
+    }
+    // The inputs hold frames (not only errors): the fast path was taken.
+    assert!(
+        frames > inputs.len(),
+        "{frames} frames in {} inputs",
+        inputs.len()
+    );
+}

@@ -76,11 +76,11 @@ impl Kind {
         }
     }
 
-    fn from_root(local: &str) -> Option<Kind> {
+    fn from_root(local: &[u8]) -> Option<Kind> {
         match local {
-            "PING" => Some(Kind::Ping),
-            "PONG" => Some(Kind::Pong),
-            "MESSAGE" => Some(Kind::Message),
+            b"PING" => Some(Kind::Ping),
+            b"PONG" => Some(Kind::Pong),
+            b"MESSAGE" => Some(Kind::Message),
             _ => None,
         }
     }
@@ -172,16 +172,12 @@ pub fn parse_limited(content: &[u8], max_document: usize) -> Result<Option<Docum
         _ => return Ok(None),
     }
     let size = u32::try_from(content.len()).unwrap_or(u32::MAX);
-    let plain = if body.len() <= max_document {
-        decode_plain(body)
-    } else {
-        None
-    };
-    let doc = match plain {
-        Some(doc) => Some(doc),
-        None => parse_full_limited(content, max_document)?,
-    };
-    Ok(doc.map(|mut d| {
+    if body.len() <= max_document {
+        if let Some(doc) = plain(body, size) {
+            return Ok(Some(doc));
+        }
+    }
+    Ok(parse_full_limited(content, max_document)?.map(|mut d| {
         d.document_bytes = size;
         d
     }))
@@ -259,17 +255,62 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Maps an element to the field it carries, from its local name and where it is:
 /// direct children of the root, or children of `Buddy` / `BuddyStatus`.
-fn field_for(depth: usize, parent_is_buddy: bool, local: &str) -> Option<Field> {
-    match (depth, parent_is_buddy, local) {
-        (2, _, "correlator") => Some(Field::Correlator),
-        (2, _, "from") => Some(Field::From),
-        (2, _, "to") => Some(Field::To),
-        (2, _, "body") => Some(Field::Body),
-        (3, true, "name") => Some(Field::Name),
-        (3, true, "peerID") => Some(Field::PeerId),
-        (3, true, "status") => Some(Field::Status),
+/// The depth is matched first, then the name (one switch on its length and a word
+/// comparison); a match on the triple compared the name byte by byte once per arm.
+fn field_for(depth: usize, parent_is_buddy: bool, local: &[u8]) -> Option<Field> {
+    match depth {
+        2 => {
+            if local == b"correlator" {
+                Some(Field::Correlator)
+            } else if local == b"from" {
+                Some(Field::From)
+            } else if local == b"to" {
+                Some(Field::To)
+            } else if local == b"body" {
+                Some(Field::Body)
+            } else {
+                None
+            }
+        }
+        3 if parent_is_buddy => {
+            if local == b"name" {
+                Some(Field::Name)
+            } else if local == b"peerID" {
+                Some(Field::PeerId)
+            } else if local == b"status" {
+                Some(Field::Status)
+            } else {
+                None
+            }
+        }
         _ => None,
     }
+}
+
+/// `tag` starts with `name` (its bytes compared as words: `N` is known here).
+#[inline(always)]
+fn starts_with_word<const N: usize>(tag: &[u8], name: &[u8; N]) -> bool {
+    tag.len() >= N && word::<N>(tag, 0) == *name
+}
+
+/// A field's start tag at `depth`, from its name's first byte: the name's length and
+/// the field when the tag is exactly the field's name then `>`. That is what scanning
+/// the name and [`field_for`] give (a field's name is all name bytes, starting with a
+/// letter, and `>` ends the scan), without the scan. `None`: scan it.
+#[inline(always)]
+fn field_tag(tag: &[u8], depth: usize, in_buddy: bool) -> Option<(usize, Field)> {
+    let found = match (depth, tag.first()?) {
+        (2, b'c') => starts_with_word(tag, b"correlator>").then_some((10, Field::Correlator)),
+        (2, b'f') => starts_with_word(tag, b"from>").then_some((4, Field::From)),
+        (2, b't') => starts_with_word(tag, b"to>").then_some((2, Field::To)),
+        (2, b'b') => starts_with_word(tag, b"body>").then_some((4, Field::Body)),
+        (3, b'n') if in_buddy => starts_with_word(tag, b"name>").then_some((4, Field::Name)),
+        (3, b'p') if in_buddy => starts_with_word(tag, b"peerID>").then_some((6, Field::PeerId)),
+        (3, b's') if in_buddy => starts_with_word(tag, b"status>").then_some((6, Field::Status)),
+        _ => None,
+    };
+    debug_assert!(found.is_none_or(|(len, f)| field_for(depth, in_buddy, &tag[..len]) == Some(f)));
+    found
 }
 
 /// Checks the attributes of a start tag for well-formedness (their values are not
@@ -343,7 +384,7 @@ fn decode(text: &str, total_len: usize, max_document: usize) -> Result<Decoded, 
                 let local_name = e.local_name();
                 let local: &str = local_name.as_ref();
                 if st.depth == 0 {
-                    let Some(kind) = Kind::from_root(local) else {
+                    let Some(kind) = Kind::from_root(local.as_bytes()) else {
                         return Ok(Decoded::NotJim);
                     };
                     if total_len > max_document {
@@ -364,7 +405,7 @@ fn decode(text: &str, total_len: usize, max_document: usize) -> Result<Decoded, 
                     st.in_buddy = local == "Buddy" || local == "BuddyStatus";
                 }
                 if st.field.is_none() {
-                    if let Some(f) = field_for(depth, st.in_buddy, local) {
+                    if let Some(f) = field_for(depth, st.in_buddy, local.as_bytes()) {
                         if is_empty {
                             // `<correlator/>` and friends carry no value.
                         } else {
@@ -493,105 +534,257 @@ const TEXT_STOPS: [bool; 256] = {
 /// event on these 150-byte documents; this is a third of the whole analysis less.
 #[doc(hidden)]
 pub fn decode_plain(body: &[u8]) -> Option<Document> {
+    plain(body, 0)
+}
+
+/// Where a field's text lies in the document, as byte offsets.
+type Span = (usize, usize);
+
+/// The fields of a document on the plain path, as spans: one pass over the bytes
+/// records where each field's text is, and the strings are made once at the end (each
+/// `store` made and trimmed a `str`, and a name taken from `from` was a clone).
+#[derive(Default)]
+struct Spans {
+    name: Option<Span>,
+    peer_id: Option<Span>,
+    /// Trimmed; kept even when empty, as `store` keeps an empty status text.
+    status: Option<Span>,
+    correlator: Option<(Span, u32)>,
+    from: Option<Span>,
+    to: Option<Span>,
+    /// Not trimmed, and kept even when empty, as `store` keeps a body.
+    body: Option<Span>,
+}
+
+impl Spans {
+    /// [`store`] on spans: the same first-occurrence and emptiness rules.
+    fn store(&mut self, bytes: &[u8], field: Field, text: Span, element_bytes: usize) {
+        let trimmed = trim_span(bytes, text);
+        let non_empty = trimmed.0 < trimmed.1;
+        let slot = match field {
+            Field::Name => &mut self.name,
+            Field::PeerId => &mut self.peer_id,
+            Field::From => &mut self.from,
+            Field::To => &mut self.to,
+            Field::Body => {
+                self.body.get_or_insert(text);
+                return;
+            }
+            Field::Status => {
+                self.status.get_or_insert(trimmed);
+                return;
+            }
+            Field::Correlator => {
+                if self.correlator.is_none() && non_empty {
+                    let bytes = u32::try_from(element_bytes).unwrap_or(u32::MAX);
+                    self.correlator = Some((trimmed, bytes));
+                }
+                return;
+            }
+        };
+        if slot.is_none() && non_empty {
+            *slot = Some(trimmed);
+        }
+    }
+}
+
+/// What `char::is_whitespace` is on ASCII, which is all the plain path's text holds:
+/// `str::trim` on that text trims exactly these bytes.
+fn trim_byte(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' ')
+}
+
+/// `str::trim` on an ASCII span, without decoding a character at each end.
+fn trim_span(bytes: &[u8], (mut start, mut end): Span) -> Span {
+    while start < end && trim_byte(bytes[start]) {
+        start += 1;
+    }
+    while end > start && trim_byte(bytes[end - 1]) {
+        end -= 1;
+    }
+    (start, end)
+}
+
+/// The first `N` bytes of `s` from `at`, as an array: compared as one machine word.
+fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
+    let mut w = [0u8; N];
+    w.copy_from_slice(&s[at..at + N]);
+    w
+}
+
+/// `a == b` for an end tag's name against its start tag's. Names are a few bytes,
+/// where a call to `memcmp` costs more than the comparison: two overlapping words
+/// cover every length from 4 to 16.
+#[inline(always)]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0..4 => a == b,
+        4..8 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// [`decode_plain`], with the document's size to record (`parse_limited` sets it;
+/// built into the result here, the document is not moved again to be given it).
+#[inline(always)]
+fn plain(bytes: &[u8], document_bytes: u32) -> Option<Document> {
     // Bounded here too: the plain path is also a public entry (fuzzing, tests).
-    if body.len() > DEFAULT_MAX_DOCUMENT_BYTES {
+    if bytes.len() > DEFAULT_MAX_DOCUMENT_BYTES {
         return None;
     }
     // Every byte of a document this path takes is looked at below, and only ASCII
     // passes (text through `TEXT_STOPS`, names through `WORD_BYTES`, the rest compared
-    // with ASCII), so every offset taken is a character boundary of `all`. Non-ASCII
-    // UTF-8 is refused where it is met; that saves two passes over every document
-    // (`is_ascii`, and `memchr2` for `&` and CR).
-    let all = crate::jxta::wire_str(body).ok()?;
+    // with ASCII), so every span taken is a character boundary of `all`. One pass for
+    // the whole document costs less than `from_utf8` on each field (~115 instructions
+    // for ten bytes).
+    let all = crate::jxta::wire_str(bytes).ok()?;
+    let n = bytes.len();
     let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n');
-    let mut pos = body.iter().position(|&b| !ws(b))?;
-    if body[pos..].starts_with(b"<?") {
-        let decl = PLAIN_DECLS.iter().find(|d| body[pos..].starts_with(d))?;
-        pos += decl.len();
-        pos += body[pos..].iter().position(|&b| !ws(b))?;
+    let skip_ws = |mut at: usize| {
+        while at < n && ws(bytes[at]) {
+            at += 1;
+        }
+        at
+    };
+    let mut pos = skip_ws(0);
+    if bytes.get(pos..pos + 2) == Some(b"<?") {
+        let decl = PLAIN_DECLS.iter().find(|d| bytes[pos..].starts_with(d))?;
+        pos = skip_ws(pos + decl.len());
     }
-    // Open elements (three at most): name, offset of the start tag, field carried.
-    let mut open: [(&[u8], usize, Option<Field>); 3] = [(&[], 0, None); 3];
+    // Open elements (three at most): name start and length, offset of the start tag's
+    // `<`, field carried.
+    let mut open: [(usize, usize, usize, Option<Field>); 3] = [(0, 0, 0, None); 3];
     let mut depth = 0usize;
-    let mut doc = Document::default();
+    let mut kind = Kind::Ping;
     let mut in_buddy = false;
-    let mut text_start = pos;
-    let mut done = false;
-    while pos < body.len() {
-        // A plain loop, not `memchr2`: from one tag to the next is a few bytes (none
-        // between adjacent tags), where the vector search's set-up cost ~60
-        // instructions a call.
-        let Some(lt) = body[pos..].iter().position(|&b| TEXT_STOPS[usize::from(b)]) else {
-            // Only whitespace may follow the root.
-            return (done && body[pos..].iter().all(|&b| ws(b))).then(|| finish_doc(doc));
-        };
-        let tag = pos + lt;
-        // Every tag's own `>` is passed below: this one is in text, as would be `&`, CR
-        // or a non-ASCII byte, none of which this path takes.
-        if body[tag] != b'<' {
+    let mut spans = Spans::default();
+    loop {
+        // Here `pos` is at a tag (the root's, or where the text scan below stopped): a
+        // text stop other than `<` is what this path leaves to the full decoder.
+        if bytes.get(pos) != Some(&b'<') {
             return None;
         }
-        let text = &body[pos..tag];
-        // Outside the root (before it, after the declaration; or after it) only
-        // whitespace.
-        if depth == 0 && !text.iter().all(|&b| ws(b)) {
-            return None;
-        }
-        if body.get(tag + 1) == Some(&b'/') {
+        if bytes.get(pos + 1) == Some(&b'/') {
             depth = depth.checked_sub(1)?;
-            let (open_name, start, field) = open[depth];
+            let (name_start, name_len, start, field) = open[depth];
             // The open tag's name (checked there) then `>`: exactly what scanning the
             // name would find, without looking at it byte by byte.
-            let name_start = tag + 2;
-            let name_end = name_start + open_name.len();
-            if body.get(name_start..name_end) != Some(open_name)
-                || body.get(name_end) != Some(&b'>')
+            let end_name = pos + 2;
+            let after_name = end_name + name_len;
+            if after_name >= n
+                || bytes[after_name] != b'>'
+                || !same_name(
+                    &bytes[name_start..name_start + name_len],
+                    &bytes[end_name..after_name],
+                )
             {
                 return None;
             }
-            let after = name_end + 1;
+            let after = after_name + 1;
             if let Some(f) = field {
-                let text = all.get(text_start..tag)?;
-                store(&mut doc, f, text, (after - start) as u64);
+                // A field element holds only text: from its start tag's `>` to here.
+                let text = (name_start + name_len + 1, pos);
+                spans.store(bytes, f, text, after - start);
+            }
+            if depth == 0 {
+                // Only whitespace may follow the root.
+                return bytes[after..]
+                    .iter()
+                    .all(|&b| ws(b))
+                    .then(|| spans.document(all, kind, document_bytes))
+                    .flatten();
             }
             if depth == 1 {
                 in_buddy = false;
             }
-            done = depth == 0;
             pos = after;
         } else {
-            let name_start = tag + 1;
-            let name_len = body[name_start..]
-                .iter()
-                .position(|&b| !crate::WORD_BYTES[usize::from(b)])?;
-            let name = &body[name_start..name_start + name_len];
-            if name.is_empty() || !(name[0].is_ascii_alphabetic() || name[0] == b'_') {
-                return None;
-            }
-            if body.get(name_start + name_len) != Some(&b'>') {
-                return None;
-            }
-            let local = all.get(name_start..name_start + name_len)?;
-            if done {
-                return None;
-            }
-            match depth + 1 {
-                1 => doc.kind = Kind::from_root(local)?,
-                2 => in_buddy = local == "Buddy" || local == "BuddyStatus",
-                3 => {}
-                _ => return None,
-            }
+            let name_start = pos + 1;
             // A field element holds text only.
-            if depth > 0 && open[depth - 1].2.is_some() {
+            if depth > 0 && open[depth - 1].3.is_some() {
                 return None;
             }
-            open[depth] = (name, tag, field_for(depth + 1, in_buddy, local));
+            let (name_len, field) = match field_tag(&bytes[name_start..], depth + 1, in_buddy) {
+                Some((len, f)) => (len, Some(f)),
+                None => {
+                    let mut name_end = name_start;
+                    while name_end < n && crate::WORD_BYTES[usize::from(bytes[name_end])] {
+                        name_end += 1;
+                    }
+                    let name = &bytes[name_start..name_end];
+                    match name.first() {
+                        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => {}
+                        _ => return None,
+                    }
+                    if bytes.get(name_end) != Some(&b'>') {
+                        return None;
+                    }
+                    match depth {
+                        0 => kind = Kind::from_root(name)?,
+                        1 => in_buddy = name == b"Buddy" || name == b"BuddyStatus",
+                        2 => {}
+                        _ => return None,
+                    }
+                    (name.len(), field_for(depth + 1, in_buddy, name))
+                }
+            };
+            if depth == 1 && field.is_some() {
+                // A field at depth 2 is not `Buddy`: what the scan's match sets.
+                in_buddy = false;
+            }
+            open[depth] = (name_start, name_len, pos, field);
             depth += 1;
             pos = name_start + name_len + 1;
         }
-        text_start = pos;
+        // A plain loop, not `memchr2`: from one tag to the next is a few bytes (none
+        // between adjacent tags), where the vector search's set-up cost ~60
+        // instructions a call. The root is open here, so the end of the bytes is a
+        // truncated document.
+        while pos < n && !TEXT_STOPS[usize::from(bytes[pos])] {
+            pos += 1;
+        }
     }
-    done.then(|| finish_doc(doc))
+}
+
+impl Spans {
+    /// The document, its strings made from the spans (character boundaries of `all`:
+    /// see `plain`; a span that was not would only send the document to the full
+    /// decoder).
+    fn document(self, all: &str, kind: Kind, document_bytes: u32) -> Option<Document> {
+        let string = |span: Option<Span>| -> Result<Option<String>, ()> {
+            span.map(|(a, b)| all.get(a..b).map(str::to_owned).ok_or(()))
+                .transpose()
+        };
+        let (status, status_text) = match self.status {
+            None => (None, None),
+            Some((a, b)) => {
+                let text = all.get(a..b)?;
+                match Status::parse(text) {
+                    Some(s) => (Some(s), None),
+                    None => (None, Some(text.to_owned())),
+                }
+            }
+        };
+        Some(Document {
+            kind,
+            // A document without `Buddy/name` is named by its `from` (as `finish_doc`).
+            name: string(self.name.or(self.from)).ok()?,
+            peer_id: string(self.peer_id).ok()?,
+            status,
+            status_text,
+            correlator: string(self.correlator.map(|(s, _)| s)).ok()?,
+            correlator_bytes: self.correlator.map_or(0, |(_, b)| b),
+            document_bytes,
+            from: string(self.from).ok()?,
+            to: string(self.to).ok()?,
+            body: string(self.body).ok()?,
+        })
+    }
 }
 
 /// Stores a field's text (first occurrence wins: a repeated element must not let a

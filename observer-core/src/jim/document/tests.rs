@@ -494,6 +494,78 @@ fn plain_path_refuses_what_it_does_not_model() {
     }
 }
 
+/// A document, then the correlator, name and peer ID decoded from it.
+type Expected = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// A field is its exact name at its place: near-miss names, a field's name at another
+/// depth or outside `Buddy`, are not fields (the plain path recognises field tags
+/// without scanning their names; the XML decoder is the reference).
+#[test]
+fn plain_path_fields_by_exact_name_and_place() {
+    let cases: [Expected; 8] = [
+        // (document, correlator, name, peer ID)
+        ("<PING><correlatorX>1</correlatorX><from>a</from></PING>", None, Some("a"), None),
+        ("<PING><correlato>1</correlato><fromage>b</fromage></PING>", None, None, None),
+        ("<PING><Buddy><correlator>1</correlator></Buddy></PING>", None, None, None),
+        ("<PING><name>n</name><from>f</from></PING>", None, Some("f"), None),
+        ("<PING><Other><name>n</name><peerID>p</peerID></Other></PING>", None, None, None),
+        ("<PING><Buddy><names>n</names><peerIDs>p</peerIDs></Buddy></PING>", None, None, None),
+        (
+            "<PING><Buddy><name> n </name><peerID>p</peerID></Buddy><correlator>\x0b c\x0c</correlator></PING>",
+            Some("c"),
+            Some("n"),
+            Some("p"),
+        ),
+        ("<PONG><BuddyStatus><status>\tAway </status></BuddyStatus></PONG>", None, None, None),
+    ];
+    for (d, correlator, name, peer_id) in cases {
+        let plain = decode_plain(d.as_bytes()).unwrap_or_else(|| panic!("plain path refused {d}"));
+        assert_eq!(
+            Some(&plain),
+            parse_full(d.as_bytes()).expect(d).as_ref(),
+            "{d}"
+        );
+        assert_eq!(plain.correlator.as_deref(), correlator, "{d}");
+        assert_eq!(plain.name.as_deref(), name, "{d}");
+        assert_eq!(plain.peer_id.as_deref(), peer_id, "{d}");
+    }
+    let away = decode_plain(cases[7].0.as_bytes()).expect("taken");
+    assert_eq!(away.status, Some(Status::Away));
+}
+
+proptest::proptest! {
+    /// The plain path trims a field's bytes as `str::trim` trims its text (the path
+    /// only takes ASCII text).
+    #[test]
+    fn spans_trim_as_str_trim(text in "[ \t\n\x0b\x0c\ra-z]{0,12}") {
+        let (a, b) = trim_span(text.as_bytes(), (0, text.len()));
+        proptest::prop_assert_eq!(&text[a..b], text.trim());
+    }
+
+    /// End tags are compared with their start tags word by word: as `==` on every
+    /// length, the same or not.
+    #[test]
+    fn names_compare_as_slices(
+        a in proptest::collection::vec(b'a'..=b'c', 0..20),
+        b in proptest::collection::vec(b'a'..=b'c', 0..20),
+        at in 0usize..20,
+    ) {
+        proptest::prop_assert_eq!(same_name(&a, &b), a == b);
+        proptest::prop_assert!(same_name(&a, &a.clone()));
+        // The same length, one byte different: wherever it is, the names differ.
+        if !a.is_empty() {
+            let mut c = a.clone();
+            c[at % a.len()] = b'x';
+            proptest::prop_assert!(!same_name(&a, &c));
+        }
+    }
+}
+
 proptest::proptest! {
     /// Random documents built from JIM's vocabulary, odd whitespace, unknown elements
     /// and bytes that break the subset: whenever the plain path takes one, the XML
@@ -518,7 +590,15 @@ proptest::proptest! {
                 proptest::strategy::Just("</body>".to_string()),
                 proptest::strategy::Just("<x>".to_string()),
                 proptest::strategy::Just("</x>".to_string()),
-                "[ a-zA-Z0-9\\n\\r\\t<>&/\u{e9}\u{a0}]{0,6}",
+                proptest::strategy::Just("<peerID>".to_string()),
+                proptest::strategy::Just("</peerID>".to_string()),
+                proptest::strategy::Just("<to>".to_string()),
+                proptest::strategy::Just("</to>".to_string()),
+                proptest::strategy::Just("<correlatorX>".to_string()),
+                proptest::strategy::Just("</correlatorX>".to_string()),
+                proptest::strategy::Just("<fro>".to_string()),
+                proptest::strategy::Just("</fro>".to_string()),
+                "[ a-zA-Z0-9\\n\\r\\t\\x0b\\x0c<>&/\u{e9}\u{a0}]{0,6}",
             ],
             0..14,
         ),
