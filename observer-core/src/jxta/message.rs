@@ -93,6 +93,16 @@ impl<'a> Element<'a> {
         }
     }
 
+    /// Whether dropping this element frees memory: a version 1 string transcoded from
+    /// UTF-16 or UCS-4, or a signature element.
+    #[inline]
+    pub fn owns_memory(&self) -> bool {
+        matches!(self.namespace, Cow::Owned(_))
+            || matches!(self.name, Cow::Owned(_))
+            || matches!(self.mime, Some(Cow::Owned(_)))
+            || self.signature.is_some()
+    }
+
     pub fn to_owned_element(&self) -> OwnedElement {
         OwnedElement {
             namespace: self.namespace.to_string(),
@@ -135,7 +145,11 @@ pub fn decode_message_in<'a>(
 /// keeping its allocation (`recycled_elements_keep_their_buffer` checks both). The safe
 /// way, an empty iterator collected in place, cost ~170 instructions a message.
 pub fn recycle_elements<'b>(mut elements: Vec<Element<'_>>) -> Vec<Element<'b>> {
-    elements.clear();
+    // Elements that own nothing are forgotten below rather than dropped one by one
+    // (~23 instructions an element): forgetting them frees nothing that dropping would.
+    if elements.iter().any(Element::owns_memory) {
+        elements.clear();
+    }
     let mut elements = std::mem::ManuallyDrop::new(elements);
     let (ptr, cap) = (elements.as_mut_ptr(), elements.capacity());
     // SAFETY: `Vec::from_raw_parts` requires that `ptr` was allocated by the global
@@ -214,7 +228,7 @@ fn v0_str<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<&'a str, JxtaErr
 }
 
 /// `len` bytes of text from the front of `b`, and what follows them.
-#[inline]
+#[inline(always)]
 fn split_text(b: &[u8], len: [u8; 2]) -> Option<(&str, &[u8])> {
     let (text, rest) = b.split_at_checked(usize::from(u16::from_be_bytes(len)))?;
     Some((wire_str(text).ok()?, rest))
@@ -874,6 +888,8 @@ mod tests {
         let e = &m.elements[0];
         assert_eq!((e.namespace.as_ref(), e.name.as_ref()), ("jim", "Presence"));
         assert!(matches!(e.name, Cow::Owned(_)));
+        assert!(e.owns_memory());
+        assert!(m.elements[1].owns_memory(), "namespace `jim` transcoded");
         assert_eq!(e.mime.as_deref(), Some("text/xml"));
         assert_eq!(e.content, b"<a>");
         let sig = e.signature.as_ref().unwrap();
@@ -894,6 +910,11 @@ mod tests {
         let m = decode_message(&outer).unwrap();
         let nested = m.elements[0].as_message().unwrap().unwrap();
         assert_eq!(nested.elements[0].content, b"1");
+        assert!(!m.elements[0].owns_memory(), "version 0, borrowed");
+        let mut signed = OwnedElement::new("", "x", None, "1");
+        signed.signature = Some(Box::new(OwnedElement::new("", "s", None, "")));
+        let body = encode_message_v0(&[signed]);
+        assert!(decode_message(&body).unwrap().elements[0].owns_memory());
         assert!(m.elements[0].signature.is_none());
     }
 

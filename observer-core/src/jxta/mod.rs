@@ -251,6 +251,7 @@ impl JxtaStats {
 /// Wire text as `str`. Element names, namespaces and types are short ASCII nearly
 /// always, and there the general UTF-8 validation cost ~160 instructions a call (8 %
 /// of a whole run on `jxta-0.1g`: half a million calls); an ASCII check costs a few.
+#[inline]
 pub(crate) fn wire_str(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
     if all_ascii(bytes) {
         // SAFETY: `from_utf8_unchecked` requires valid UTF-8. Every byte here is below
