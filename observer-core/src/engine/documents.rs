@@ -236,8 +236,9 @@ impl Documents {
     /// [`Self::decode`] with the origin where its caller built it: passed by value to a
     /// function that is not inlined, it was copied (~30 instructions a message).
     fn decode_at(&mut self, framed: &FramedMessage<'_>, origin: &mut Origin<'_>) -> Handled {
-        let spare = jxta::recycle_elements(std::mem::take(&mut self.spare_elements));
-        let decoded = jxta::decode_message_in(framed.body, spare);
+        // `Element<'static>` is an `Element<'_>`: the spare buffer needs no recycling.
+        let decoded =
+            jxta::decode_message_in(framed.body, std::mem::take(&mut self.spare_elements));
         if let Some(records) = &mut self.records {
             records.push(record(
                 framed,
