@@ -255,7 +255,7 @@ impl Documents {
             }
         };
         let handled = self.decoded(framed, origin, &msg);
-        self.spare_elements = jxta::recycle_elements(msg.elements);
+        self.spare_elements = msg.into_spare();
         handled
     }
 
