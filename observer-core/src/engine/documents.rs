@@ -228,13 +228,21 @@ impl Documents {
 
     /// Decodes one message and hands its documents on; what its connection's notes
     /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
+    #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
-        let spare = jxta::recycle_elements(std::mem::take(&mut self.spare_elements));
-        let decoded = jxta::decode_message_in(framed.body, spare);
+        self.decode_at(framed, &mut origin)
+    }
+
+    /// [`Self::decode`] with the origin where its caller built it: passed by value to a
+    /// function that is not inlined, it was copied (~30 instructions a message).
+    fn decode_at(&mut self, framed: &FramedMessage<'_>, origin: &mut Origin<'_>) -> Handled {
+        // `Element<'static>` is an `Element<'_>`: the spare buffer needs no recycling.
+        let decoded =
+            jxta::decode_message_in(framed.body, std::mem::take(&mut self.spare_elements));
         if let Some(records) = &mut self.records {
             records.push(record(
                 framed,
-                &origin,
+                origin,
                 decoded.as_ref().ok(),
                 decoded.as_ref().err(),
             ));
@@ -246,9 +254,8 @@ impl Documents {
                 return Handled::default();
             }
         };
-        // The origin by reference: moved, it was a copy of ~100 bytes a message.
-        let handled = self.decoded(framed, &mut origin, &msg);
-        self.spare_elements = jxta::recycle_elements(msg.elements);
+        let handled = self.decoded(framed, origin, &msg);
+        self.spare_elements = msg.into_spare();
         handled
     }
 
