@@ -488,16 +488,17 @@ impl PacketDecoder {
     /// rather than malformed.
     fn transport(&mut self, proto: IpNumber, b: &[u8], cut: bool) -> Option<Transport> {
         let port = |at: usize| b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]));
-        let word = |at: usize| {
-            b.get(at..at + 4)
-                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-        };
         let parsed = match proto {
             IpNumber::TCP => (|| {
-                let (sport, dport, seq, ack) = (port(0)?, port(2)?, word(4)?, word(8)?);
-                let data_off = usize::from(*b.get(12)? >> 4) * 4;
-                let bits = *b.get(13)?;
-                let window = port(14)?;
+                // The fixed header read at once (its fields without a bounds check
+                // each): fewer than 20 bytes could never pass the offset check below.
+                let h: &[u8; 20] = b.get(..20)?.try_into().ok()?;
+                let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+                let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+                let (sport, dport, seq, ack) = (be16(0), be16(2), be32(4), be32(8));
+                let data_off = usize::from(h[12] >> 4) * 4;
+                let bits = h[13];
+                let window = be16(14);
                 if data_off < 20 || data_off > b.len() {
                     return None;
                 }
