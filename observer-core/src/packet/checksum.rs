@@ -118,6 +118,13 @@ fn fold(mut sum: u64) -> u16 {
 /// header and pseudo-header, whose lengths are even, this skips `ones_sum`'s joining
 /// of parts (~120 instructions a frame).
 fn part_sum(b: &[u8]) -> u64 {
+    // An IPv4 header without options and a TCP header without data or options (a pure
+    // ACK) are 20 bytes: five words added without the loops (~50 instructions of
+    // every IPv4 frame, and again of every bare segment).
+    if let Ok(h) = <&[u8; 20]>::try_from(b) {
+        let word = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+        return word(0) + word(4) + word(8) + word(12) + word(16);
+    }
     let whole = b.len() & !3;
     let mut sum = words_sum(&b[..whole]);
     let mut pairs = b[whole..].chunks_exact(2);
@@ -313,6 +320,17 @@ mod tests {
             let joined: Vec<u8> = a.iter().chain(&b).copied().collect();
             proptest::prop_assert_eq!(fold(part_sum(&a) + part_sum(&b)), naive(&joined));
             proptest::prop_assert_eq!(fold(part_sum(&b)), ones_sum(&[&b]));
+        }
+
+        /// Twenty bytes (the shortcut) sum as any other length does.
+        #[test]
+        fn a_twenty_byte_part_sums_like_the_naive_sum(
+            h in proptest::prelude::any::<[u8; 20]>(),
+            saturate in proptest::bool::ANY,
+        ) {
+            let h = if saturate { [0xff; 20] } else { h };
+            proptest::prop_assert_eq!(fold(part_sum(&h)), naive(&h));
+            proptest::prop_assert_eq!(part_sum(&h), words_sum_portable(&h));
         }
 
         /// The IPv4 pseudo-header summed word by word gives the verdict the written-out
