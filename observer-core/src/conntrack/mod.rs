@@ -699,12 +699,17 @@ impl<S> FlowTable<S> {
     }
 
     /// Closes flows idle for longer than the timeout. Runs at most a few times per
-    /// timeout period so that the scan's cost is spread over many packets.
+    /// timeout period so that the scan's cost is spread over many packets. Inline for
+    /// the test every segment makes (a call for it was ~26 instructions of every frame).
+    #[inline]
     fn sweep_idle<H: FlowHandler<State = S>>(&mut self, now: UnixNanos, handler: &mut H) {
         let period = (self.cfg.idle_timeout_ns / 4).max(1);
-        if now < self.last_sweep.saturating_add(period) {
-            return;
+        if now >= self.last_sweep.saturating_add(period) {
+            self.sweep(now, handler);
         }
+    }
+
+    fn sweep<H: FlowHandler<State = S>>(&mut self, now: UnixNanos, handler: &mut H) {
         self.last_sweep = now;
         let limit = now.saturating_sub(self.cfg.idle_timeout_ns);
         let mut idle: Vec<(u64, FlowKey)> = self
