@@ -98,9 +98,10 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
         _ => return Err(JxtaError::BadWelcome("wrong number of tokens")),
     };
     // The version is `major.minor`; anything else is not a welcome line.
-    let version_ok = version
-        .split_once('.')
-        .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+    // Split at the first `.` by byte (ASCII: a character boundary); `split_once` set
+    // up a character searcher for it.
+    let version_ok = memchr::memchr(b'.', version.as_bytes())
+        .is_some_and(|dot| is_digits(&version[..dot]) && is_digits(&version[dot + 1..]));
     if !version_ok {
         return Err(JxtaError::BadWelcome("bad welcome version"));
     }
@@ -281,6 +282,7 @@ mod tests {
                 proptest::sample::select(vec![
                     "", "tcp://10.0.0.1:9701", "urn:jxta:uuid-0011223303", "0", "1",
                     "1.1", "3.0", "x", "a\tb", "\u{7f}", "\u{e9}", "uuid-", "a b", "\r",
+                    "1.", ".1", "1.1.1", "1..1", "\u{e9}.1",
                 ]),
                 0..9,
             )

@@ -118,6 +118,13 @@ fn fold(mut sum: u64) -> u16 {
 /// header and pseudo-header, whose lengths are even, this skips `ones_sum`'s joining
 /// of parts (~120 instructions a frame).
 fn part_sum(b: &[u8]) -> u64 {
+    // An IPv4 header without options and a TCP header without data or options (a pure
+    // ACK) are 20 bytes: five words added without the loops (~50 instructions of
+    // every IPv4 frame, and again of every bare segment).
+    if let Ok(h) = <&[u8; 20]>::try_from(b) {
+        let word = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+        return word(0) + word(4) + word(8) + word(12) + word(16);
+    }
     let whole = b.len() & !3;
     let mut sum = words_sum(&b[..whole]);
     let mut pairs = b[whole..].chunks_exact(2);
@@ -176,25 +183,25 @@ pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
         return Checksum::Unchecked;
     };
     let len = l4.len() as u32;
-    let mut pseudo = [0u8; 40];
-    let pseudo: &[u8] = match (src, dst) {
+    // The pseudo-header is 12 or 40 bytes: `l4` starts at an even offset.
+    let pseudo_sum = match (src, dst) {
+        // Its three words summed as `part_sum` sums them, without writing them out
+        // first (every IPv4 frame).
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            pseudo[0..4].copy_from_slice(&s.octets());
-            pseudo[4..8].copy_from_slice(&d.octets());
-            pseudo[9] = 6;
-            pseudo[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-            &pseudo[..12]
+            let [hi, lo] = (len as u16).to_be_bytes();
+            u64::from(u32::from_le_bytes(s.octets()))
+                + u64::from(u32::from_le_bytes(d.octets()))
+                + u64::from(u32::from_le_bytes([0, 6, hi, lo]))
         }
         (s, d) => {
+            let mut pseudo = [0u8; 40];
             pseudo[0..16].copy_from_slice(&to_v6(s));
             pseudo[16..32].copy_from_slice(&to_v6(d));
             pseudo[32..36].copy_from_slice(&len.to_be_bytes());
             pseudo[39] = 6;
-            &pseudo[..40]
+            part_sum(&pseudo)
         }
     };
-    // The pseudo-header is 12 or 40 bytes: `l4` starts at an even offset.
-    let pseudo_sum = part_sum(pseudo);
     if fold(pseudo_sum + part_sum(l4)) == 0xffff {
         Checksum::Valid
     } else if field == 0 || field == fold(pseudo_sum) {
@@ -313,6 +320,52 @@ mod tests {
             let joined: Vec<u8> = a.iter().chain(&b).copied().collect();
             proptest::prop_assert_eq!(fold(part_sum(&a) + part_sum(&b)), naive(&joined));
             proptest::prop_assert_eq!(fold(part_sum(&b)), ones_sum(&[&b]));
+        }
+
+        /// Twenty bytes (the shortcut) sum as any other length does.
+        #[test]
+        fn a_twenty_byte_part_sums_like_the_naive_sum(
+            h in proptest::prelude::any::<[u8; 20]>(),
+            saturate in proptest::bool::ANY,
+        ) {
+            let h = if saturate { [0xff; 20] } else { h };
+            proptest::prop_assert_eq!(fold(part_sum(&h)), naive(&h));
+            proptest::prop_assert_eq!(part_sum(&h), words_sum_portable(&h));
+        }
+
+        /// The IPv4 pseudo-header summed word by word gives the verdict the written-out
+        /// header gives: valid, offloaded (zero or the pseudo-header sum alone) or bad.
+        #[test]
+        fn tcp_verdicts_are_the_written_out_pseudo_headers(
+            a in proptest::prelude::any::<[u8; 4]>(),
+            b in proptest::prelude::any::<[u8; 4]>(),
+            l4 in proptest::collection::vec(proptest::prelude::any::<u8>(), 18..300),
+            field in 0u8..4,
+        ) {
+            let mut pseudo = Vec::new();
+            pseudo.extend(a);
+            pseudo.extend(b);
+            pseudo.extend([0, 6]);
+            pseudo.extend((l4.len() as u16).to_be_bytes());
+            let mut l4 = l4;
+            l4[16..18].copy_from_slice(&[0, 0]);
+            let right = !ones_sum(&[&pseudo, &l4]);
+            let value = match field {
+                0 => right,
+                1 => 0,
+                2 => ones_sum(&[&pseudo]),
+                _ => right ^ 0x0100,
+            };
+            l4[16..18].copy_from_slice(&value.to_be_bytes());
+            let whole = ones_sum(&[&pseudo, &l4]);
+            let want = if whole == 0xffff {
+                Checksum::Valid
+            } else if value == 0 || value == ones_sum(&[&pseudo]) {
+                Checksum::Offloaded
+            } else {
+                Checksum::Bad
+            };
+            proptest::prop_assert_eq!(tcp(IpAddr::from(a), IpAddr::from(b), &l4), want);
         }
 
         #[test]

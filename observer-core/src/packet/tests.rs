@@ -576,3 +576,95 @@ fn reassembled_datagram_starts_at_its_earliest_fragment() {
     let seg = got.expect("whole datagram");
     assert_eq!((seg.first_ts, seg.ts), (100, 100 + (n as u64 - 1) * 10));
 }
+
+/// An IPv4 TCP or UDP packet of `len` payload bytes between random addresses, then
+/// one of the header's shapes `plain_ipv4` must either read as etherparse does or
+/// leave to it: other versions and header lengths, fragments, other protocols,
+/// total lengths short of or beyond the packet, padding after it.
+fn ipv4_variant(
+    (a, b, udp, len): ([u8; 4], [u8; 4], bool, usize),
+    (vihl, frag, proto, total, pad): (u8, [u8; 2], u8, usize, usize),
+) -> Vec<u8> {
+    let src = SocketAddr::from((a, 1000));
+    let dst = SocketAddr::from((b, 9701));
+    let payload = vec![0x5a; len];
+    let mut ip = if udp {
+        udp_packet(src, dst, &payload)
+    } else {
+        tcp_packet(src, dst, 1, 2, TcpFlags::ACK, 3, &payload)
+    };
+    let real = ip.len();
+    // Each shape is taken one time in two, so that a third of the packets stay plain.
+    if vihl != 0 {
+        ip[0] = vihl;
+    }
+    if frag != [0, 0] {
+        ip[6..8].copy_from_slice(&frag);
+    }
+    if proto != 0 {
+        ip[9] = proto;
+    }
+    let total = match total {
+        0 => real,
+        1 => 0,
+        2 => 19,
+        3 => 20,
+        n => real.saturating_sub(n % 7).max(1) + n % 3,
+    };
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip.extend(std::iter::repeat_n(0xee, pad));
+    ip
+}
+
+proptest! {
+    /// What the IPv4 shortcut reads is what etherparse's lax reading gives (the same
+    /// addresses, protocol and payload, nothing cut or fragmented), and every plain
+    /// packet takes it.
+    #[test]
+    fn plain_ipv4_reads_what_etherparse_reads(
+        packet in (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<bool>(), 0usize..80),
+        shape in (
+            prop::sample::select(vec![0u8, 0, 0, 0x46, 0x44, 0x65, 0x4f]),
+            prop::sample::select(vec![[0u8, 0], [0, 0], [0x40, 0], [0x20, 0], [0, 1], [0x80, 0], [0x5f, 0xff]]),
+            prop::sample::select(vec![0u8, 0, 0, 6, 17, 1, 51, 44]),
+            prop::sample::select(vec![0usize, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            0usize..4,
+        ),
+    ) {
+        let ip = ipv4_variant(packet, shape);
+        let lax = LaxIpSlice::from_slice(&ip);
+        let plain = plain_ipv4(&ip);
+        if let Some((src, dst, proto, payload, cut)) = plain {
+            let Ok((LaxIpSlice::Ipv4(v4), None)) = &lax else {
+                return Err(TestCaseError::fail(format!("{lax:?}")));
+            };
+            let p = v4.payload();
+            prop_assert_eq!(
+                (src, dst, proto, payload, cut, false),
+                (v4.header().source_addr().into(), v4.header().destination_addr().into(), p.ip_number, p.payload, p.incomplete, p.fragmented)
+            );
+            prop_assert_eq!(v4.header().ihl(), 5);
+        }
+        let untouched = shape.0 == 0 && shape.1 == [0, 0] && matches!(shape.2, 0 | 6 | 17) && shape.3 == 0;
+        prop_assert!(!untouched || plain.is_some(), "a plain packet missed the shortcut");
+    }
+}
+
+#[test]
+fn a_plain_ipv4_segment_decodes_as_before() {
+    // The general path's answer, by hand: the shortcut must give the same segment.
+    let ip = tcp_frame(b"data");
+    assert!(plain_ipv4(&ip).is_some());
+    let mut dec = PacketDecoder::new(PacketConfig::default());
+    let seg = decode_one(&mut dec, LinkType::RAW, &ip, 7).expect("a segment");
+    let (src, dst) = v4();
+    assert_eq!(
+        (seg.src, seg.dst, seg.l4.payload()),
+        (src, dst, &b"data"[..])
+    );
+    assert_eq!((seg.cut, seg.checksum), (false, Checksum::Valid));
+    assert_eq!(
+        (dec.stats.ipv4, dec.stats.tcp, dec.stats.malformed),
+        (1, 1, 0)
+    );
+}

@@ -399,7 +399,24 @@ impl ConnNotes {
 
     /// A data segment of direction `dir`, seen on capture interface `interface`, went
     /// through reassembly; `retransmitted` of its bytes had already been delivered.
+    /// Inline for the segments without data (handshake, pure ACKs, FIN: 12 of a short
+    /// connection's 21), which leave nothing here.
+    #[inline]
     pub fn segment(
+        &mut self,
+        dir: usize,
+        seq: u32,
+        len: u32,
+        retransmitted: u64,
+        ts: UnixNanos,
+        interface: u32,
+    ) {
+        if len > 0 {
+            self.data_segment(dir, seq, len, retransmitted, ts, interface);
+        }
+    }
+
+    fn data_segment(
         &mut self,
         dir: usize,
         seq: u32,
@@ -495,7 +512,31 @@ impl ConnNotes {
     /// window holds the other direction back until a segment of `dir` opens it again
     /// (a window update, or the answer to a zero-window probe); the raw field is
     /// enough, as zero is zero at any scale. An RST's window means nothing.
+    /// Inline for the common segment that changes nothing here: an open window on
+    /// a direction not stalled, neither FIN nor RST, acknowledging no watched PING.
+    #[inline]
     pub fn control(
+        &mut self,
+        dir: usize,
+        ts: UnixNanos,
+        (ack, window): (Option<u32>, u16),
+        fin: bool,
+        rst: bool,
+    ) {
+        let quiet = |d: &DirNotes| !d.has(ZERO_SINCE);
+        let unwatched = |d: &DirNotes| d.watched.is_none();
+        if !fin
+            && !rst
+            && window != 0
+            && self.dirs.get(dir).is_some_and(quiet)
+            && (ack.is_none() || self.dirs.get(1 - dir.min(1)).is_some_and(unwatched))
+        {
+            return;
+        }
+        self.any_control(dir, ts, (ack, window), fin, rst);
+    }
+
+    fn any_control(
         &mut self,
         dir: usize,
         ts: UnixNanos,
