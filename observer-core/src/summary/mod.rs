@@ -341,7 +341,10 @@ fn pct(part: Option<f64>, whole: Option<f64>) -> Option<f64> {
 /// name change does not split a pair. A `Box<str>`, not a `String`: the enum then fits
 /// in the peer ID's 24 bytes (the ID's pointer is never null): 16 bytes less in each
 /// pair's entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Not `Hash`: pairs are hashed through [`IdentRef`] only, so a look-up and the
+/// table's rehashing cannot disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Ident {
     Id(PeerId),
     Name(Box<str>),
@@ -350,10 +353,21 @@ enum Ident {
 /// An [`Ident`] as a transaction shows it, borrowed: a pair is looked up with it, and
 /// an `Ident` is made only for a new pair (building one per transaction cost two `Arc`
 /// counts up and down, and a drop).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum IdentRef<'a> {
     Id(&'a PeerId),
     Name(&'a str),
+}
+
+/// As [`crate::transaction::PeerKey`]'s: what each variant holds, without its number.
+impl std::hash::Hash for IdentRef<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            IdentRef::Id(id) => id.hash(state),
+            IdentRef::Name(n) => n.hash(state),
+        }
+    }
 }
 
 impl<'a> IdentRef<'a> {

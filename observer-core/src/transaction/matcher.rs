@@ -69,9 +69,14 @@ fn leg_of(peers: &mut Peers, seen: &mut Seen<'_>, ends: [Option<&PeerId>; 2]) ->
 }
 
 /// The matcher's copy of a hop ID. On a direct connection the hop is an end peer of the
-/// document, whose copy is at hand: comparing with it (the IDs' hashes first) costs a
-/// tenth of a table look-up, and most legs have two hops to intern.
-fn intern_hop(peers: &mut Peers, hop: Option<&PeerId>, ends: [Option<&PeerId>; 2]) -> Option<PeerId> {
+/// document, whose copy is at hand: comparing with it (hashes first, then the text) is
+/// cheaper than a table look-up (~75 instructions against ~100, LTO off), and most legs
+/// have two hops to intern.
+fn intern_hop(
+    peers: &mut Peers,
+    hop: Option<&PeerId>,
+    ends: [Option<&PeerId>; 2],
+) -> Option<PeerId> {
     let hop = hop?;
     match ends.into_iter().flatten().find(|end| *end == hop) {
         Some(end) => Some(end.clone()),

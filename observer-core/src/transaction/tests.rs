@@ -1146,3 +1146,38 @@ fn reused_legs_buffers_start_empty() {
         out.iter().map(|t| t.cause.ping_legs).collect::<Vec<_>>()
     );
 }
+
+/// Equal keys hash alike whatever copy they hold (an ID parsed twice, a name in two
+/// allocations), and keys that differ in what they hold hash apart: the hash is of the
+/// contents, never of a pointer.
+#[test]
+fn peer_keys_hash_by_what_they_hold() {
+    use std::hash::BuildHasher as _;
+    let h = foldhash::fast::RandomState::default();
+    let name = |n: &str| PeerKey::Other(Some(Arc::from(n)));
+    let pairs = [
+        (
+            PeerKey::new(Some(&id(1)), None),
+            PeerKey::new(Some(&id(1)), Some("a")),
+        ),
+        (name("alice"), name("alice")),
+        (PeerKey::UNKNOWN, PeerKey::new(None, None)),
+    ];
+    for (a, b) in &pairs {
+        assert_eq!(a, b);
+        assert_eq!(h.hash_one(a), h.hash_one(b), "{a:?}");
+        assert_eq!(h.hash_one((a, b)), h.hash_one((b, a)), "{a:?}");
+    }
+    let distinct = [
+        PeerKey::new(Some(&id(1)), None),
+        PeerKey::new(Some(&id(2)), None),
+        name("alice"),
+        name("bob"),
+        PeerKey::UNKNOWN,
+    ];
+    for (i, a) in distinct.iter().enumerate() {
+        for b in &distinct[i + 1..] {
+            assert_ne!(h.hash_one(a), h.hash_one(b), "{a:?} {b:?}");
+        }
+    }
+}
