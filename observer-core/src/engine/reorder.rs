@@ -11,9 +11,9 @@ use crate::UnixNanos;
 ///
 /// Held in a vector sorted at each release, not a heap: transactions finish nearly in
 /// start order, so what a release sorts is the sorted rest of the last one and a run of
-/// nearly sorted arrivals, which the standard stable sort merges in about one comparison
-/// each; a heap spent ~20 comparisons on each (its push and pop, ~730 instructions a
-/// transaction).
+/// nearly sorted arrivals, which the standard stable sort finds and merges: ~4
+/// comparisons a transaction on `jxta-0.1g`, against ~14 for a heap's push and pop
+/// (with their moves, ~800 instructions a transaction; the sort and push ~390).
 #[derive(Default)]
 pub struct Reorder {
     held: Vec<ByStart>,
