@@ -341,17 +341,69 @@ fn pct(part: Option<f64>, whole: Option<f64>) -> Option<f64> {
 /// name change does not split a pair. A `Box<str>`, not a `String`: the enum then fits
 /// in the peer ID's 24 bytes (the ID's pointer is never null): 16 bytes less in each
 /// pair's entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Not `Hash`: pairs are hashed through [`IdentRef`] only, so a look-up and the
+/// table's rehashing cannot disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Ident {
     Id(PeerId),
     Name(Box<str>),
 }
 
-fn ident(name: &Option<String>, id: &Option<PeerId>) -> Ident {
-    match id {
-        Some(id) => Ident::Id(id.clone()),
-        None => Ident::Name(label(name, &None).into_boxed_str()),
+/// An [`Ident`] as a transaction shows it, borrowed: a pair is looked up with it, and
+/// an `Ident` is made only for a new pair (building one per transaction cost two `Arc`
+/// counts up and down, and a drop).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IdentRef<'a> {
+    Id(&'a PeerId),
+    Name(&'a str),
+}
+
+/// As [`crate::transaction::PeerKey`]'s: what each variant holds, without its number.
+impl std::hash::Hash for IdentRef<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            IdentRef::Id(id) => id.hash(state),
+            IdentRef::Name(n) => n.hash(state),
+        }
     }
+}
+
+impl<'a> IdentRef<'a> {
+    fn of(name: &'a Option<String>, id: &'a Option<PeerId>) -> Self {
+        match (id, name) {
+            (Some(id), _) => IdentRef::Id(id),
+            (None, Some(n)) => IdentRef::Name(n),
+            (None, None) => IdentRef::Name("?"),
+        }
+    }
+
+    fn to_owned(self) -> Ident {
+        match self {
+            IdentRef::Id(id) => Ident::Id(id.clone()),
+            IdentRef::Name(n) => Ident::Name(n.into()),
+        }
+    }
+}
+
+impl Ident {
+    fn as_ref(&self) -> IdentRef<'_> {
+        match self {
+            Ident::Id(id) => IdentRef::Id(id),
+            Ident::Name(n) => IdentRef::Name(n),
+        }
+    }
+}
+
+/// The summary's hash of a pair: of its borrowed form, so that a look-up and the
+/// table's rehashing agree.
+fn pair_hash(hasher: &foldhash::fast::RandomState, key: (IdentRef<'_>, IdentRef<'_>)) -> u64 {
+    hasher.hash_one(key)
+}
+
+fn key_hash(hasher: &foldhash::fast::RandomState, key: &(Ident, Ident)) -> u64 {
+    pair_hash(hasher, (key.0.as_ref(), key.1.as_ref()))
 }
 
 /// What the builder keeps per pair until the end: its key, the latest names, counts
@@ -427,6 +479,10 @@ enum Rtts {
 
 /// RTTs a pair holds inline (see [`Rtts::Few`]).
 const FEW_RTTS: usize = 3;
+/// Room for RTTs a pair's first exact vector has: the three inline ones copied at
+/// exactly their length grew twice by a pair's tenth RTT (a reallocation each, ~600
+/// instructions), and a pair past three RTTs is a polling one.
+const EXACT_FIRST: usize = 8;
 
 #[derive(Default)]
 struct Exact {
@@ -559,8 +615,10 @@ impl Rtts {
                     }
                     _ => {
                         // Short ones first in arrival order, as `Exact` keeps them.
+                        let mut short = Vec::with_capacity(EXACT_FIRST);
+                        short.extend_from_slice(few.get(..len).unwrap_or_default());
                         let mut exact = Exact {
-                            short: few.get(..len).unwrap_or_default().to_vec(),
+                            short,
                             long: Vec::new(),
                         };
                         exact.push(ns);
@@ -741,8 +799,8 @@ impl SummaryBuilder {
         }
         for (i, a) in accs.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            pairs.insert_unique(hasher.hash_one(&a.key), i, |&j| {
-                accs.get(j as usize).map_or(0, |a| hasher.hash_one(&a.key))
+            pairs.insert_unique(key_hash(hasher, &a.key), i, |&j| {
+                accs.get(j as usize).map_or(0, |a| key_hash(hasher, &a.key))
             });
         }
         self.expired += dropped as u64;
@@ -764,8 +822,8 @@ impl SummaryBuilder {
         self.counts.add(t.status);
         self.first_ping = Some(self.first_ping.map_or(t.start, |f| f.min(t.start)));
         let key = (
-            ident(&t.poller_name, &t.poller_id),
-            ident(&t.receiver_name, &t.receiver_id),
+            IdentRef::of(&t.poller_name, &t.poller_id),
+            IdentRef::of(&t.receiver_name, &t.receiver_id),
         );
         let Self {
             pairs,
@@ -773,11 +831,12 @@ impl SummaryBuilder {
             hasher,
             ..
         } = self;
-        let hash = hasher.hash_one(&key);
+        let hash = pair_hash(hasher, key);
         let next = accs.len();
         let found = pairs
             .find(hash, |&i| {
-                accs.get(i as usize).is_some_and(|a| a.key == key)
+                accs.get(i as usize)
+                    .is_some_and(|a| (a.key.0.as_ref(), a.key.1.as_ref()) == key)
             })
             .copied();
         let index = match found {
@@ -785,14 +844,14 @@ impl SummaryBuilder {
             None => {
                 let i = u32::try_from(next).unwrap_or(u32::MAX);
                 pairs.insert_unique(hash, i, |&j| {
-                    accs.get(j as usize).map_or(0, |a| hasher.hash_one(&a.key))
+                    accs.get(j as usize).map_or(0, |a| key_hash(hasher, &a.key))
                 });
                 i as usize
             }
         };
         if index == next {
             self.accs.push(PairAcc {
-                key,
+                key: (key.0.to_owned(), key.1.to_owned()),
                 poller_name: None,
                 receiver_name: None,
                 counts: StatusCounts::default(),

@@ -279,3 +279,46 @@ fn pairs_share_one_copy_of_each_name_and_label_with_the_latest() {
         assert!(names.len() <= SHARED_NAMES);
     }
 }
+
+/// Pairs are looked up by the transaction's borrowed identity and kept under an owned
+/// one: both must hash and compare alike, also after `expire_idle` rebuilds the table
+/// from the owned keys. A pair by ID, one by name only, and the unidentified one (no
+/// name, or the name `?`, which is its label) each keep one entry however often seen.
+#[test]
+fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
+    let (txs, _) = example_run();
+    let Some(first) = txs.first() else {
+        panic!("the example run has transactions");
+    };
+    let by_name = |poller: Option<&str>, start: u64| Transaction {
+        start,
+        stop: Some(start + 1),
+        poller_id: None,
+        poller_name: poller.map(str::to_owned),
+        receiver_id: None,
+        receiver_name: None,
+        ..first.clone()
+    };
+    let mut b = SummaryBuilder::default();
+    let seen = |b: &mut SummaryBuilder, start: u64| {
+        b.add(&Transaction {
+            start,
+            stop: Some(start + 1),
+            ..first.clone()
+        });
+        b.add(&by_name(Some("dave"), start));
+        b.add(&by_name(None, start));
+        b.add(&by_name(Some("?"), start));
+    };
+    seen(&mut b, 10);
+    assert_eq!(b.pairs_held(), 3);
+    seen(&mut b, 20);
+    assert_eq!(b.pairs_held(), 3);
+    // A fourth pair that expires: the table is rebuilt from the three kept.
+    b.add(&by_name(Some("erin"), 0));
+    assert_eq!(b.pairs_held(), 4);
+    assert_eq!(b.expire_idle(5), 1);
+    seen(&mut b, 30);
+    assert_eq!(b.pairs_held(), 3);
+    assert_eq!(b.counts().total, 13);
+}

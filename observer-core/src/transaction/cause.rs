@@ -931,6 +931,10 @@ impl History {
 /// Also returns when the last of those repairs completed (0 without any): when the
 /// leg's bytes were all with the receiver.
 fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> (u64, UnixNanos) {
+    // Nearly every transaction has none: no pass over the notes per leg then.
+    if notes.iter().all(|n| n.repairs.is_empty()) {
+        return (0, 0);
+    }
     leg_spans_ns(leg, notes, |n| &n.repairs)
 }
 
@@ -1046,21 +1050,22 @@ fn explain_with(
         c.flags.insert(Flag::Queue);
     }
     // The poller's TCP peer: the receiver itself, or a relay.
-    let first_hop = ping.first().and_then(|l| l.hop_dst.clone());
-    if let (Some(hop), Some(r)) = (&first_hop, receiver) {
+    let first_hop = ping.first().and_then(|l| l.hop_dst.as_ref());
+    if let (Some(hop), Some(r)) = (first_hop, receiver) {
         if hop != r {
             c.relay = Some(hop.clone());
             c.flags.insert(Flag::Relay);
         }
     }
-    let route = (first_hop, pong.last().and_then(|l| l.hop_src.clone()));
-    if route.0.is_some() || route.1.is_some() {
-        let direct = matches!((&route, key_receiver),
-            ((Some(a), Some(b)), Some(k)) if a == k && b == k);
+    // Compared by reference; copied only when a route other than direct is kept.
+    let last_hop = pong.last().and_then(|l| l.hop_src.as_ref());
+    if first_hop.is_some() || last_hop.is_some() {
+        let direct = matches!((first_hop, last_hop, key_receiver),
+            (Some(a), Some(b), Some(k)) if a == k && b == k);
         let same = match &h.route {
             Route::Unknown => None,
             Route::Direct => Some(direct),
-            Route::Other(prev) => Some(**prev == route),
+            Route::Other(prev) => Some(prev.0.as_ref() == first_hop && prev.1.as_ref() == last_hop),
         };
         if same != Some(true) {
             if same == Some(false) {
@@ -1069,7 +1074,7 @@ fn explain_with(
             h.route = if direct {
                 Route::Direct
             } else {
-                Route::Other(Box::new(route))
+                Route::Other(Box::new((first_hop.cloned(), last_hop.cloned())))
             };
         }
     }

@@ -53,17 +53,34 @@ const MAX_LEGS: usize = 4;
 
 /// A leg with the matcher's copies of its hop IDs: the pair's route history outlives
 /// the connection that parsed them (150,000 one-poll pairs kept 300,000 ~48-byte copies).
-fn leg_of(peers: &mut Peers, seen: &mut Seen<'_>) -> Leg {
+/// `ends`: the document's end IDs, interned already (see [`intern_hop`]).
+fn leg_of(peers: &mut Peers, seen: &mut Seen<'_>, ends: [Option<&PeerId>; 2]) -> Leg {
     let s = seen.sighting();
     let (start, stop) = (s.start, s.stop);
-    let hop_src = peers.intern(s.hop_src.clone());
-    let hop_dst = peers.intern(s.hop_dst.clone());
+    let hop_src = intern_hop(peers, s.hop_src.as_ref(), ends);
+    let hop_dst = intern_hop(peers, s.hop_dst.as_ref(), ends);
     Leg {
         start,
         stop,
         hop_src,
         hop_dst,
         wire: seen.take_wire(),
+    }
+}
+
+/// The matcher's copy of a hop ID. On a direct connection the hop is an end peer of the
+/// document, whose copy is at hand: comparing with it (hashes first, then the text) is
+/// cheaper than a table look-up (~75 instructions against ~100, LTO off), and most legs
+/// have two hops to intern.
+fn intern_hop(
+    peers: &mut Peers,
+    hop: Option<&PeerId>,
+    ends: [Option<&PeerId>; 2],
+) -> Option<PeerId> {
+    let hop = hop?;
+    match ends.into_iter().flatten().find(|end| *end == hop) {
+        Some(end) => Some(end.clone()),
+        None => peers.intern(Some(hop.clone())),
     }
 }
 
@@ -444,8 +461,15 @@ impl Outstanding {
         self.0.as_mut()?.get_mut(i)
     }
 
+    /// The front, nearly always (the oldest PING is answered first), by `pop_front`:
+    /// `VecDeque::remove` spent ~190 instructions on it, its general case.
     fn remove(&mut self, i: usize) -> Option<Pending> {
-        self.0.as_mut()?.remove(i)
+        let q = self.0.as_mut()?;
+        if i == 0 {
+            q.pop_front()
+        } else {
+            q.remove(i)
+        }
     }
 
     fn pop_front(&mut self) -> Option<Pending> {
@@ -649,6 +673,32 @@ impl Remembered {
     }
 }
 
+/// Keeps the pairs of `at` that are `open`, each once, in their order.
+fn keep_open(at: &mut Vec<PairKey>, open: impl Fn(&PairKey) -> bool) {
+    let mut kept = 0;
+    for i in 0..at.len() {
+        let keep = at.get(i).is_some_and(|pair| {
+            open(pair) && at.get(..kept).is_some_and(|before| !before.contains(pair))
+        });
+        if keep {
+            // Most entries are kept where they are: no 48-byte swap with themselves.
+            if kept != i {
+                at.swap(kept, i);
+            }
+            kept += 1;
+        }
+    }
+    at.truncate(kept);
+}
+
+/// The peer ID of a pair key's end, if it has one.
+fn key_id(k: &PeerKey) -> Option<&PeerId> {
+    match k {
+        PeerKey::Id(id) => Some(id),
+        PeerKey::Other(_) => None,
+    }
+}
+
 /// A pair and its slot in the pair table, found once per document; the slot stays
 /// valid while no pair is removed (sweeps and evictions come before the lookup).
 struct PairAt {
@@ -767,6 +817,11 @@ impl Matcher {
     #[cfg(test)]
     pub(crate) fn deadline_entries(&self) -> usize {
         self.deadlines.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn open_correlator_entries(&self) -> usize {
+        self.open_correlator_entries
     }
 
     /// How much state the matcher holds (entries per table): what its caps bound.
@@ -1074,7 +1129,8 @@ impl Matcher {
                 if let Some(p) = found {
                     p.relay_seen = true;
                     if p.legs.len() < MAX_LEGS {
-                        p.legs.push(leg_of(&mut self.peers, seen));
+                        let ends = [poller_id.as_ref(), receiver_id.as_ref()];
+                        p.legs.push(leg_of(&mut self.peers, seen, ends));
                     }
                     self.anomalies.relayed_sightings += 1;
                     return;
@@ -1139,7 +1195,8 @@ impl Matcher {
         let (start, ping_bytes) = (s.start, s.framed_bytes);
         let ping_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
-        legs.push(leg_of(&mut self.peers, seen));
+        let ends = [poller_id.as_ref(), receiver_id.as_ref()];
+        legs.push(leg_of(&mut self.peers, seen, ends));
         let (correlator, poller_name) = (seen.take_correlator(), seen.take_name());
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
@@ -1176,18 +1233,26 @@ impl Matcher {
         }
     }
 
+    /// Drops the entries of PINGs no longer outstanding. A pass over the entries, not
+    /// over the pairs (as [`Self::rebuild_deadlines`]): with 100,000 mostly idle pairs, a
+    /// scan of them at every rebuild (every ~1,000 PINGs) was ~970 M instructions of
+    /// peers10k-1g. Every outstanding PING with a correlator has its entry (`on_ping`
+    /// adds it), so what stays is what a scan would find, in the PINGs' order.
     fn rebuild_open_correlators(&mut self) {
-        self.open_correlators.clear();
-        self.open_correlator_entries = 0;
-        for (pair, st) in self.pairs.iter() {
-            for c in st.outstanding.iter().filter_map(|p| p.correlator.as_ref()) {
-                self.open_correlators
-                    .entry(c.clone())
-                    .or_default()
-                    .push(pair.clone());
-                self.open_correlator_entries += 1;
-            }
-        }
+        let pairs = &self.pairs;
+        let mut entries = 0;
+        self.open_correlators.retain(|c, at| {
+            keep_open(at, |pair| {
+                pairs.get(pair).is_some_and(|st| {
+                    st.outstanding
+                        .iter()
+                        .any(|p| p.correlator.as_deref() == Some(c.as_str()))
+                })
+            });
+            entries += at.len();
+            !at.is_empty()
+        });
+        self.open_correlator_entries = entries;
     }
 
     /// The pair of the outstanding PING with correlator `c` that `receiver` may have
@@ -1403,7 +1468,8 @@ impl Matcher {
             };
             let stop = seen.sighting().stop;
             if c.legs.len() < MAX_LEGS {
-                c.legs.push(leg_of(&mut self.peers, seen));
+                let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
+                c.legs.push(leg_of(&mut self.peers, seen, ends));
             }
             let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
             out.extend(self.answered(&pair, Some(slot), p, c, Some(stop)));
@@ -1417,7 +1483,8 @@ impl Matcher {
         let (stop, receiver_status, pong_bytes) = (s.stop, doc.status, s.framed_bytes);
         let pong_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
-        legs.push(leg_of(&mut self.peers, seen));
+        let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
+        legs.push(leg_of(&mut self.peers, seen, ends));
         let receiver_name = seen.take_name().or_else(|| {
             pong.receiver_id
                 .as_ref()

@@ -1146,3 +1146,80 @@ fn reused_legs_buffers_start_empty() {
         out.iter().map(|t| t.cause.ping_legs).collect::<Vec<_>>()
     );
 }
+
+/// Equal keys hash alike whatever copy they hold (an ID parsed twice, a name in two
+/// allocations), and keys that differ in what they hold hash apart: the hash is of the
+/// contents, never of a pointer.
+#[test]
+fn peer_keys_hash_by_what_they_hold() {
+    use std::hash::BuildHasher as _;
+    let h = foldhash::fast::RandomState::default();
+    let name = |n: &str| PeerKey::Other(Some(Arc::from(n)));
+    let pairs = [
+        (
+            PeerKey::new(Some(&id(1)), None),
+            PeerKey::new(Some(&id(1)), Some("a")),
+        ),
+        (name("alice"), name("alice")),
+        (PeerKey::UNKNOWN, PeerKey::new(None, None)),
+    ];
+    for (a, b) in &pairs {
+        assert_eq!(a, b);
+        assert_eq!(h.hash_one(a), h.hash_one(b), "{a:?}");
+        assert_eq!(h.hash_one((a, b)), h.hash_one((b, a)), "{a:?}");
+    }
+    let distinct = [
+        PeerKey::new(Some(&id(1)), None),
+        PeerKey::new(Some(&id(2)), None),
+        name("alice"),
+        name("bob"),
+        PeerKey::UNKNOWN,
+    ];
+    for (i, a) in distinct.iter().enumerate() {
+        for b in &distinct[i + 1..] {
+            assert_ne!(h.hash_one(a), h.hash_one(b), "{a:?} {b:?}");
+        }
+    }
+}
+
+/// The index of open correlators (for PONGs that name no poller) is pruned as PINGs are
+/// answered, so it stays proportional to what is outstanding, and keeps every PING still
+/// open: one sent before three thousand answered ones is still found by a multicast
+/// PONG.
+#[test]
+fn open_correlators_are_pruned_and_keep_the_outstanding() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(
+        &ping("alice", Some("early")),
+        &direct(0, ALICE, BOB),
+        &mut out,
+    );
+    for i in 0..3_000u64 {
+        let c = format!("c{i}");
+        let t = MS + i * MS;
+        m.observe(&ping("carol", Some(&c)), &direct(t, CAROL, BOB), &mut out);
+        m.observe(
+            &pong("bob", Status::Online, Some(&c)),
+            &direct(t + 100, BOB, CAROL),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 3_000);
+    let entries = m.open_correlator_entries();
+    assert!(
+        entries <= 1024 + 2,
+        "{entries} entries for one PING outstanding"
+    );
+    m.observe(
+        &pong("bob", Status::Online, Some("early")),
+        &multicast(4 * SEC, BOB),
+        &mut out,
+    );
+    let got: Vec<_> = out
+        .iter()
+        .skip(3_000)
+        .map(|t| (t.poller_id.clone(), t.receiver_id.clone(), t.status))
+        .collect();
+    assert_eq!(got, vec![(Some(id(ALICE)), Some(id(BOB)), TxStatus::Ok)]);
+}
