@@ -911,12 +911,10 @@ mod tests {
     use crate::packet::build::LinkVariant;
     use crate::synth;
 
-    /// A live run fed the four-peers capture (timeouts, open PINGs, presence changes,
-    /// order matching), saved with `-w`: its summary is the one `analyze` builds from
-    /// the saved file, field for field, and the CSV it appended holds the same rows.
-    #[test]
-    fn live_summary_equals_analyze_of_the_saved_capture() {
-        let bytes = synth::four_peers()
+    /// The four-peers scenario (timeouts, open PINGs, presence changes, order
+    /// matching) as a pcap file's bytes.
+    fn four_peers_pcap() -> Vec<u8> {
+        synth::four_peers()
             .render()
             .capture_bytes(
                 LinkVariant::Ethernet,
@@ -925,7 +923,15 @@ mod tests {
                     big_endian: false,
                 },
             )
-            .expect("capture");
+            .expect("capture")
+    }
+
+    /// A live run fed the four-peers capture (timeouts, open PINGs, presence changes,
+    /// order matching), saved with `-w`: its summary is the one `analyze` builds from
+    /// the saved file, field for field, and the CSV it appended holds the same rows.
+    #[test]
+    fn live_summary_equals_analyze_of_the_saved_capture() {
+        let bytes = four_peers_pcap();
         let dir = tempfile::tempdir().expect("tempdir");
         let saved = dir.path().join("live.pcapng");
         let csv = dir.path().join("live.csv");
@@ -984,16 +990,7 @@ mod tests {
     /// every PING outstanding at that moment timed out.
     #[test]
     fn a_stalled_replay_times_nothing_out() {
-        let bytes = synth::four_peers()
-            .render()
-            .capture_bytes(
-                LinkVariant::Ethernet,
-                WriteFormat::Pcap {
-                    nanos: false,
-                    big_endian: false,
-                },
-            )
-            .expect("capture");
+        let bytes = four_peers_pcap();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("four.pcap");
         std::fs::write(&path, &bytes).expect("write capture");
