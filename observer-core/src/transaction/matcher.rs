@@ -955,12 +955,12 @@ impl Matcher {
         self.live = 0;
         self.deadlines.clear();
         rest.sort_by_key(|(_, p)| (p.start, p.seq));
-        for (pair, p) in rest {
+        for (pair, mut p) in rest {
             if p.candidate.is_some() {
                 let deadline = p.start.saturating_add(self.cfg.timeout_ns);
                 self.expire(pair, p, deadline, out);
             } else {
-                out.push(self.record(p, None, TxStatus::Open, None));
+                out.push(self.record(&mut p, None, TxStatus::Open, None));
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
@@ -986,9 +986,9 @@ impl Matcher {
         deadline: UnixNanos,
         out: &mut Vec<Transaction>,
     ) {
-        if let Some(c) = p.candidate.take() {
+        if let Some(mut c) = p.candidate.take() {
             let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-            out.extend(self.answered(&pair, None, p, c, None));
+            self.answered(&pair, None, &mut p, &mut c, None, out);
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
@@ -1002,7 +1002,7 @@ impl Matcher {
         }
         let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
-        let mut t = self.record(p, Some(deadline), TxStatus::Timeout, None);
+        let mut t = self.record(&mut p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
         out.push(t);
         let max = self.max_per_pair_u32();
@@ -1472,7 +1472,7 @@ impl Matcher {
                 c.legs.push(leg_of(&mut self.peers, seen, ends));
             }
             let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-            out.extend(self.answered(&pair, Some(slot), p, c, Some(stop)));
+            self.answered(&pair, Some(slot), &mut p, &mut c, Some(stop), out);
             if let Some(c) = corr {
                 self.remember(pair, c, Finished::Answered, start);
             }
@@ -1490,7 +1490,7 @@ impl Matcher {
                 .as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         });
-        let candidate = Candidate {
+        let mut candidate = Candidate {
             stop,
             receiver_name,
             receiver_id: pong.receiver_id.clone(),
@@ -1509,29 +1509,32 @@ impl Matcher {
             }
             return;
         }
-        let Some(p) = state.outstanding.remove(i) else {
+        let Some(mut p) = state.outstanding.remove(i) else {
             return;
         };
         settle(state, &mut self.spare_queues);
         self.live -= 1;
         let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-        out.extend(self.answered(&pair, Some(slot), p, candidate, None));
+        self.answered(&pair, Some(slot), &mut p, &mut candidate, None, out);
         if let Some(c) = corr {
             self.remember(pair, c, Finished::Answered, start);
         }
     }
 
-    /// Builds the ok record (stop: `stop` if given, else the candidate's) and feeds
-    /// presence; none when the PONG is stamped before the PING (a clock step: its
-    /// RTT and time are meaningless, so it is counted instead).
+    /// Adds the ok record (stop: `stop` if given, else the candidate's) to `out` and
+    /// feeds presence; none when the PONG is stamped before the PING (a clock step: its
+    /// RTT and time are meaningless, so it is counted instead). What the record keeps
+    /// is taken out of `p` and `c`: the two, and the record in an `Option`, passed by
+    /// value were copied (~50 instructions each a transaction).
     fn answered(
         &mut self,
         pair: &PairKey,
         slot: Option<usize>,
-        mut p: Pending,
-        mut c: Candidate,
+        p: &mut Pending,
+        c: &mut Candidate,
         stop: Option<UnixNanos>,
-    ) -> Option<Transaction> {
+        out: &mut Vec<Transaction>,
+    ) {
         let stop = stop.unwrap_or(c.stop);
         if stop < p.start {
             self.anomalies.clock_steps += 1;
@@ -1540,10 +1543,10 @@ impl Matcher {
                 stop,
                 "PONG stamped before its PING: clock step, not a transaction"
             );
-            return None;
+            return;
         }
         let poller_id = p.poller_id.clone();
-        let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
+        let receiver_id = c.receiver_id.take().or_else(|| p.receiver_id.clone());
         let slot = slot.or_else(|| self.pairs.find(pair));
         let explained = slot.and_then(|i| self.pairs.slot_mut(i)).map(|st| {
             let key_receiver = match &pair.1 {
@@ -1560,7 +1563,7 @@ impl Matcher {
         });
         self.spare_legs(std::mem::take(&mut p.legs));
         self.spare_legs(std::mem::take(&mut c.legs));
-        let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name);
+        let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name.take());
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
         t.receiver_status = c.receiver_status;
@@ -1579,15 +1582,15 @@ impl Matcher {
                 t.poller_name.as_deref(),
             );
         }
-        Some(t)
+        out.push(t);
     }
 
     /// A record without PONG (timeout/open), names filled from what is known; the
     /// receiver's from `receiver_name` when given (the PONG's), so that a name is not
-    /// copied only to be replaced.
+    /// copied only to be replaced. What it keeps is taken out of `p`.
     fn record(
         &self,
-        p: Pending,
+        p: &mut Pending,
         stop: Option<UnixNanos>,
         status: TxStatus,
         receiver_name: Option<String>,
@@ -1596,18 +1599,18 @@ impl Matcher {
             id.as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         };
-        let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
+        let poller_name = p.poller_name.take().or_else(|| known(&p.poller_id));
         let receiver_name = receiver_name.or_else(|| known(&p.receiver_id));
         Transaction {
             start: p.start,
             stop,
             poller_name,
-            poller_id: p.poller_id,
+            poller_id: p.poller_id.take(),
             receiver_name,
-            receiver_id: p.receiver_id,
+            receiver_id: p.receiver_id.take(),
             receiver_status: None,
             status,
-            correlator: p.correlator,
+            correlator: p.correlator.take(),
             match_method: None,
             ping_bytes: p.ping_bytes,
             pong_bytes: None,
