@@ -196,6 +196,11 @@ struct Pending {
     ping_bytes: u64,
     ping_correlator_bytes: u64,
     relay_seen: bool,
+    /// [`Remembered::hash`] of the pair and correlator, taken when the PING looked for
+    /// its correlator among the finished: the same entry is remembered when the PING
+    /// finishes, hashed then no more (~120 instructions a transaction). 0 without a
+    /// correlator (nothing is remembered then).
+    finished_hash: u32,
     candidate: Option<Candidate>,
     /// The PING's legs seen so far (its first, on the poller's side).
     legs: Vec<Leg>,
@@ -520,8 +525,8 @@ struct Finish {
     correlator: Correlator,
     outcome: Finished,
     start: UnixNanos,
-    /// The entry's table hash, kept by [`Remembered::insert`] (whatever is given is
-    /// replaced) so that growing the table and forgetting the entry hash nothing
+    /// The entry's table hash, kept by [`Remembered::insert_hashed`] (whatever is given
+    /// is replaced) so that growing the table and forgetting the entry hash nothing
     /// again: rehashing every entry at each doubling was ~200 instructions a
     /// transaction. It sits in what was the struct's padding.
     hash: u32,
@@ -591,7 +596,20 @@ impl Remembered {
     }
 
     fn get(&self, pair: &PairKey, correlator: &str) -> Option<(Finished, UnixNanos)> {
-        let f = self.ring.get(self.position(pair, correlator.as_bytes())?)?;
+        let hash = Self::hash(&self.hasher, pair, correlator.as_bytes());
+        self.get_hashed(hash, pair, correlator)
+    }
+
+    /// [`Self::get`] with the hash of `pair` and `correlator` given.
+    fn get_hashed(
+        &self,
+        hash: u32,
+        pair: &PairKey,
+        correlator: &str,
+    ) -> Option<(Finished, UnixNanos)> {
+        let f = self
+            .ring
+            .get(self.position_hashed(hash, pair, correlator.as_bytes())?)?;
         Some((f.outcome, f.start))
     }
 
@@ -606,9 +624,15 @@ impl Remembered {
     /// Remembers `correlator` (a known one keeps its place and takes the new outcome
     /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
     /// Returns how many it forgot.
-    fn insert(&mut self, cap: usize, mut f: Finish) -> u64 {
+    #[cfg(test)]
+    fn insert(&mut self, cap: usize, f: Finish) -> u64 {
         // Hashed once for the look-up and the insertion (~140 instructions each).
         let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
+        self.insert_hashed(cap, hash, f)
+    }
+
+    /// [`Self::insert`] with the hash of the entry's pair and correlator given.
+    fn insert_hashed(&mut self, cap: usize, hash: u32, mut f: Finish) -> u64 {
         if let Some(i) = self.position_hashed(hash, &f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
@@ -987,7 +1011,11 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(mut c) = p.candidate.take() {
-            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+            let (corr, start, hash) = (
+                p.correlator.as_deref().map(Correlator::new),
+                p.start,
+                p.finished_hash,
+            );
             self.answered(&pair, None, &mut p, &mut c, None, out);
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
@@ -996,11 +1024,15 @@ impl Matcher {
                 }
             }
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::AnsweredInTransit, start);
+                self.remember(pair, c, Finished::AnsweredInTransit, start, hash);
             }
             return;
         }
-        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+        let (corr, start, hash) = (
+            p.correlator.as_deref().map(Correlator::new),
+            p.start,
+            p.finished_hash,
+        );
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
         let mut t = self.record(&mut p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
@@ -1010,16 +1042,18 @@ impl Matcher {
             state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);
         }
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::TimedOut, start);
+            self.remember(pair, c, Finished::TimedOut, start, hash);
         }
     }
 
+    /// Remembers a finished PING's correlator; `hash` is its [`Pending::finished_hash`].
     fn remember(
         &mut self,
         pair: PairKey,
         correlator: Correlator,
         outcome: Finished,
         start: UnixNanos,
+        hash: u32,
     ) {
         if self.cfg.remember_finished == 0 {
             return;
@@ -1029,9 +1063,10 @@ impl Matcher {
             correlator,
             outcome,
             start,
-            hash: 0,
+            hash,
         };
-        self.expiry.correlators_evicted += self.finished.insert(self.cfg.remember_finished, f);
+        let cap = self.cfg.remember_finished;
+        self.expiry.correlators_evicted += self.finished.insert_hashed(cap, hash, f);
     }
 
     /// Forgets the finished correlators whose PING's deadline is further behind `now`
@@ -1146,18 +1181,20 @@ impl Matcher {
         if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
+        let mut finished_hash = 0;
         if let Some(c) = &doc.correlator {
             let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
             });
+            finished_hash = Remembered::hash(&self.finished.hasher, &pair, c.as_bytes());
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
             let recent = || {
                 self.finished
-                    .get(&pair, c)
+                    .get_hashed(finished_hash, &pair, c)
                     .is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS)
             };
             if outstanding || recent() {
@@ -1212,6 +1249,7 @@ impl Matcher {
                 ping_bytes,
                 ping_correlator_bytes,
                 relay_seen: false,
+                finished_hash,
                 candidate: None,
                 legs,
             },
@@ -1471,10 +1509,14 @@ impl Matcher {
                 let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
                 c.legs.push(leg_of(&mut self.peers, seen, ends));
             }
-            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+            let (corr, start, hash) = (
+                p.correlator.as_deref().map(Correlator::new),
+                p.start,
+                p.finished_hash,
+            );
             self.answered(&pair, Some(slot), &mut p, &mut c, Some(stop), out);
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::Answered, start);
+                self.remember(pair, c, Finished::Answered, start, hash);
             }
             return;
         }
@@ -1514,10 +1556,14 @@ impl Matcher {
         };
         settle(state, &mut self.spare_queues);
         self.live -= 1;
-        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+        let (corr, start, hash) = (
+            p.correlator.as_deref().map(Correlator::new),
+            p.start,
+            p.finished_hash,
+        );
         self.answered(&pair, Some(slot), &mut p, &mut candidate, None, out);
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::Answered, start);
+            self.remember(pair, c, Finished::Answered, start, hash);
         }
     }
 
@@ -1624,6 +1670,49 @@ impl Matcher {
 mod pair_table_tests {
     use super::*;
 
+    /// A PING keeps the hash its finished entry is stored under: the entry is found
+    /// by its pair and correlator alone (hashed afresh) once the PONG answered it.
+    #[test]
+    fn a_pings_finished_hash_is_its_entrys() {
+        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let doc = |kind, name: &str| Document {
+            kind,
+            name: Some(name.into()),
+            correlator: Some("c1".into()),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let seen = |t, src, dst| Sighting {
+            start: t,
+            stop: t + 10,
+            src_peer: id(src),
+            dst_peer: id(dst),
+            hop_src: id(src),
+            hop_dst: id(dst),
+            framed_bytes: 1000,
+            message_bytes: 900,
+            transport: Transport::Tcp,
+            wire: Default::default(),
+        };
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        m.observe(&doc(Kind::Ping, "alice"), &seen(0, 0xA1, 0xB0), &mut out);
+        let (pair, hash) = m
+            .pairs
+            .iter()
+            .find_map(|(pair, st)| {
+                Some((pair.clone(), st.outstanding.iter().next()?.finished_hash))
+            })
+            .expect("the PING is outstanding");
+        assert_eq!(hash, Remembered::hash(&m.finished.hasher, &pair, b"c1"));
+        m.observe(&doc(Kind::Pong, "bob"), &seen(1_000, 0xB0, 0xA1), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            m.finished.get(&pair, "c1").map(|(f, _)| f),
+            Some(Finished::Answered)
+        );
+    }
+
     fn key(n: u32) -> PairKey {
         (
             PeerKey::Other(Some(std::sync::Arc::from(format!("p{n}").as_str()))),
@@ -1672,6 +1761,7 @@ mod pair_table_tests {
             ping_bytes: 0,
             ping_correlator_bytes: 0,
             relay_seen: false,
+            finished_hash: 0,
             candidate: None,
             legs: Vec::new(),
         };
