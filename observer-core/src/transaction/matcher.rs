@@ -1223,10 +1223,17 @@ impl Matcher {
             self.anomalies.evicted_outstanding += 1;
         }
         if let Some(c) = &doc.correlator {
-            self.open_correlators
-                .entry(c.clone())
-                .or_default()
-                .push(pair.clone());
+            // Pollers reuse a correlator across their receivers and polls (10 in all
+            // on jxta-0.1g): found by reference, the key is copied only when new, not
+            // copied and freed again for nearly every PING.
+            match self.open_correlators.get_mut(c.as_str()) {
+                Some(at) => at.push(pair.clone()),
+                None => self
+                    .open_correlators
+                    .entry(c.clone())
+                    .or_default()
+                    .push(pair.clone()),
+            }
             self.open_correlator_entries += 1;
         }
         let (start, ping_bytes) = (s.start, s.framed_bytes);
