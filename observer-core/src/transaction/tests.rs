@@ -793,6 +793,30 @@ fn multicast_pings_and_pongs_pair_whichever_way_each_travels() {
     assert_eq!(m.anomalies().unsolicited_pong, 1);
 }
 
+/// A peer's name is learnt from its first document that names it, and follows the
+/// last: PINGs name their poller, PONGs their receiver.
+#[test]
+fn peer_names_are_learnt_from_the_first_document_on() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("1")), &direct(0, ALICE, BOB), &mut out);
+    assert_eq!(m.name_of(&id(ALICE)), Some("alice"));
+    assert_eq!(m.name_of(&id(BOB)), None);
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &direct(MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(m.name_of(&id(BOB)), Some("bob"));
+    m.observe(
+        &ping("alicia", Some("2")),
+        &direct(SEC, ALICE, BOB),
+        &mut out,
+    );
+    assert_eq!(m.name_of(&id(ALICE)), Some("alicia"));
+    assert_eq!(m.sizes().names, 2);
+}
+
 /// Pollers that share a correlator (as a poller reuses one for all its receivers) are
 /// each found by a multicast PONG: every PING with it has its entry in the index.
 #[test]
