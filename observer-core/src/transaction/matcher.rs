@@ -144,6 +144,26 @@ struct Peers {
     cap: usize,
 }
 
+/// A known peer's name becomes `name`; `named` counts the peers with one.
+fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
+    if known.as_deref() == Some(name) {
+        return;
+    }
+    *named += usize::from(known.is_none());
+    match known {
+        // A peer that names its buddies in turn (JXSE's PING names the buddy) changes
+        // name at every message: same-length names reuse the allocation (a box of
+        // exactly its length round-trips through `String` without reallocating).
+        Some(old) if old.len() == name.len() => {
+            let mut text = String::from(std::mem::take(old));
+            text.clear();
+            text.push_str(name);
+            *old = text.into_boxed_str();
+        }
+        _ => *known = Some(name.into()),
+    }
+}
+
 impl Peers {
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         let id = id?;
@@ -156,27 +176,26 @@ impl Peers {
         Some(id)
     }
 
-    fn learn_name(&mut self, id: &PeerId, name: &str) {
-        if let Some(known) = self.ids.get_mut(id) {
-            if known.as_deref() != Some(name) {
-                self.named += usize::from(known.is_none());
-                match known {
-                    // A peer that names its buddies in turn (JXSE's PING names the
-                    // buddy) changes name at every message: same-length names reuse
-                    // the allocation (a box of exactly its length round-trips through
-                    // `String` without reallocating).
-                    Some(old) if old.len() == name.len() => {
-                        let mut text = String::from(std::mem::take(old));
-                        text.clear();
-                        text.push_str(name);
-                        *old = text.into_boxed_str();
-                    }
-                    _ => *known = Some(name.into()),
-                }
+    /// [`Self::intern`], and `name` learnt as the peer's: one look-up (two were ~100
+    /// instructions a document more).
+    fn intern_named(&mut self, id: Option<PeerId>, name: Option<&str>) -> Option<PeerId> {
+        let Some(name) = name else {
+            return self.intern(id);
+        };
+        let room = self.ids.len() < self.cap;
+        match self.ids.entry(id?) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let known = e.key().clone();
+                rename(e.get_mut(), name, &mut self.named);
+                Some(known)
             }
-        } else if self.ids.len() < self.cap {
-            self.ids.insert(id.clone(), Some(name.into()));
-            self.named += 1;
+            std::collections::hash_map::Entry::Vacant(e) if room => {
+                let id = e.key().clone();
+                e.insert(Some(name.into()));
+                self.named += 1;
+                Some(id)
+            }
+            std::collections::hash_map::Entry::Vacant(e) => Some(e.into_key()),
         }
     }
 
@@ -196,6 +215,11 @@ struct Pending {
     ping_bytes: u64,
     ping_correlator_bytes: u64,
     relay_seen: bool,
+    /// [`Remembered::hash`] of the pair and correlator, taken when the PING looked for
+    /// its correlator among the finished: the same entry is remembered when the PING
+    /// finishes, hashed then no more (~120 instructions a transaction). 0 without a
+    /// correlator (nothing is remembered then).
+    finished_hash: u32,
     candidate: Option<Candidate>,
     /// The PING's legs seen so far (its first, on the poller's side).
     legs: Vec<Leg>,
@@ -520,8 +544,8 @@ struct Finish {
     correlator: Correlator,
     outcome: Finished,
     start: UnixNanos,
-    /// The entry's table hash, kept by [`Remembered::insert`] (whatever is given is
-    /// replaced) so that growing the table and forgetting the entry hash nothing
+    /// The entry's table hash, kept by [`Remembered::insert_hashed`] (whatever is given
+    /// is replaced) so that growing the table and forgetting the entry hash nothing
     /// again: rehashing every entry at each doubling was ~200 instructions a
     /// transaction. It sits in what was the struct's padding.
     hash: u32,
@@ -591,7 +615,20 @@ impl Remembered {
     }
 
     fn get(&self, pair: &PairKey, correlator: &str) -> Option<(Finished, UnixNanos)> {
-        let f = self.ring.get(self.position(pair, correlator.as_bytes())?)?;
+        let hash = Self::hash(&self.hasher, pair, correlator.as_bytes());
+        self.get_hashed(hash, pair, correlator)
+    }
+
+    /// [`Self::get`] with the hash of `pair` and `correlator` given.
+    fn get_hashed(
+        &self,
+        hash: u32,
+        pair: &PairKey,
+        correlator: &str,
+    ) -> Option<(Finished, UnixNanos)> {
+        let f = self
+            .ring
+            .get(self.position_hashed(hash, pair, correlator.as_bytes())?)?;
         Some((f.outcome, f.start))
     }
 
@@ -606,9 +643,15 @@ impl Remembered {
     /// Remembers `correlator` (a known one keeps its place and takes the new outcome
     /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
     /// Returns how many it forgot.
-    fn insert(&mut self, cap: usize, mut f: Finish) -> u64 {
+    #[cfg(test)]
+    fn insert(&mut self, cap: usize, f: Finish) -> u64 {
         // Hashed once for the look-up and the insertion (~140 instructions each).
         let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
+        self.insert_hashed(cap, hash, f)
+    }
+
+    /// [`Self::insert`] with the hash of the entry's pair and correlator given.
+    fn insert_hashed(&mut self, cap: usize, hash: u32, mut f: Finish) -> u64 {
         if let Some(i) = self.position_hashed(hash, &f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
@@ -955,12 +998,12 @@ impl Matcher {
         self.live = 0;
         self.deadlines.clear();
         rest.sort_by_key(|(_, p)| (p.start, p.seq));
-        for (pair, p) in rest {
+        for (pair, mut p) in rest {
             if p.candidate.is_some() {
                 let deadline = p.start.saturating_add(self.cfg.timeout_ns);
                 self.expire(pair, p, deadline, out);
             } else {
-                out.push(self.record(p, None, TxStatus::Open, None));
+                out.push(self.record(&mut p, None, TxStatus::Open, None));
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
@@ -986,9 +1029,13 @@ impl Matcher {
         deadline: UnixNanos,
         out: &mut Vec<Transaction>,
     ) {
-        if let Some(c) = p.candidate.take() {
-            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-            out.extend(self.answered(&pair, None, p, c, None));
+        if let Some(mut c) = p.candidate.take() {
+            let (corr, start, hash) = (
+                p.correlator.as_deref().map(Correlator::new),
+                p.start,
+                p.finished_hash,
+            );
+            self.answered(&pair, None, &mut p, &mut c, None, out);
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
                 if corr.is_none() {
@@ -996,13 +1043,17 @@ impl Matcher {
                 }
             }
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::AnsweredInTransit, start);
+                self.remember(pair, c, Finished::AnsweredInTransit, start, hash);
             }
             return;
         }
-        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
+        let (corr, start, hash) = (
+            p.correlator.as_deref().map(Correlator::new),
+            p.start,
+            p.finished_hash,
+        );
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
-        let mut t = self.record(p, Some(deadline), TxStatus::Timeout, None);
+        let mut t = self.record(&mut p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
         out.push(t);
         let max = self.max_per_pair_u32();
@@ -1010,16 +1061,18 @@ impl Matcher {
             state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);
         }
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::TimedOut, start);
+            self.remember(pair, c, Finished::TimedOut, start, hash);
         }
     }
 
+    /// Remembers a finished PING's correlator; `hash` is its [`Pending::finished_hash`].
     fn remember(
         &mut self,
         pair: PairKey,
         correlator: Correlator,
         outcome: Finished,
         start: UnixNanos,
+        hash: u32,
     ) {
         if self.cfg.remember_finished == 0 {
             return;
@@ -1029,9 +1082,10 @@ impl Matcher {
             correlator,
             outcome,
             start,
-            hash: 0,
+            hash,
         };
-        self.expiry.correlators_evicted += self.finished.insert(self.cfg.remember_finished, f);
+        let cap = self.cfg.remember_finished;
+        self.expiry.correlators_evicted += self.finished.insert_hashed(cap, hash, f);
     }
 
     /// Forgets the finished correlators whose PING's deadline is further behind `now`
@@ -1083,12 +1137,6 @@ impl Matcher {
         self.peers.intern(id)
     }
 
-    fn learn_name(&mut self, id: Option<&PeerId>, name: Option<&str>) {
-        if let (Some(id), Some(name)) = (id, name) {
-            self.peers.learn_name(id, name);
-        }
-    }
-
     /// The per-pair counters are bounded by the outstanding PINGs a pair may hold.
     fn max_per_pair_u32(&self) -> u32 {
         u32::try_from(self.cfg.max_outstanding_per_pair).unwrap_or(u32::MAX)
@@ -1101,10 +1149,9 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
-        let poller_id = self.intern(poller_id);
+        let poller_id = self.peers.intern_named(poller_id, doc.name.as_deref());
         let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
         let receiver_id = self.intern(receiver_id);
-        self.learn_name(poller_id.as_ref(), doc.name.as_deref());
         let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
         let pair = (poller, receiver);
@@ -1146,18 +1193,20 @@ impl Matcher {
         if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
+        let mut finished_hash = 0;
         if let Some(c) = &doc.correlator {
             let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
             });
+            finished_hash = Remembered::hash(&self.finished.hasher, &pair, c.as_bytes());
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
             let recent = || {
                 self.finished
-                    .get(&pair, c)
+                    .get_hashed(finished_hash, &pair, c)
                     .is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS)
             };
             if outstanding || recent() {
@@ -1186,10 +1235,17 @@ impl Matcher {
             self.anomalies.evicted_outstanding += 1;
         }
         if let Some(c) = &doc.correlator {
-            self.open_correlators
-                .entry(c.clone())
-                .or_default()
-                .push(pair.clone());
+            // Pollers reuse a correlator across their receivers and polls (10 in all
+            // on jxta-0.1g): found by reference, the key is copied only when new, not
+            // copied and freed again for nearly every PING.
+            match self.open_correlators.get_mut(c.as_str()) {
+                Some(at) => at.push(pair.clone()),
+                None => self
+                    .open_correlators
+                    .entry(c.clone())
+                    .or_default()
+                    .push(pair.clone()),
+            }
             self.open_correlator_entries += 1;
         }
         let (start, ping_bytes) = (s.start, s.framed_bytes);
@@ -1212,6 +1268,7 @@ impl Matcher {
                 ping_bytes,
                 ping_correlator_bytes,
                 relay_seen: false,
+                finished_hash,
                 candidate: None,
                 legs,
             },
@@ -1318,10 +1375,9 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
-        let receiver_id = self.intern(receiver_id);
+        let receiver_id = self.peers.intern_named(receiver_id, doc.name.as_deref());
         let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
         let poller_id = self.intern(poller_id);
-        self.learn_name(receiver_id.as_ref(), doc.name.as_deref());
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
         let poller = PeerKey::new(poller_id.as_ref(), None);
         let receiver = PeerKey::new(receiver_id.as_ref(), doc.name.as_deref());
@@ -1471,10 +1527,14 @@ impl Matcher {
                 let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
                 c.legs.push(leg_of(&mut self.peers, seen, ends));
             }
-            let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-            out.extend(self.answered(&pair, Some(slot), p, c, Some(stop)));
+            let (corr, start, hash) = (
+                p.correlator.as_deref().map(Correlator::new),
+                p.start,
+                p.finished_hash,
+            );
+            self.answered(&pair, Some(slot), &mut p, &mut c, Some(stop), out);
             if let Some(c) = corr {
-                self.remember(pair, c, Finished::Answered, start);
+                self.remember(pair, c, Finished::Answered, start, hash);
             }
             return;
         }
@@ -1490,7 +1550,7 @@ impl Matcher {
                 .as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         });
-        let candidate = Candidate {
+        let mut candidate = Candidate {
             stop,
             receiver_name,
             receiver_id: pong.receiver_id.clone(),
@@ -1509,29 +1569,36 @@ impl Matcher {
             }
             return;
         }
-        let Some(p) = state.outstanding.remove(i) else {
+        let Some(mut p) = state.outstanding.remove(i) else {
             return;
         };
         settle(state, &mut self.spare_queues);
         self.live -= 1;
-        let (corr, start) = (p.correlator.as_deref().map(Correlator::new), p.start);
-        out.extend(self.answered(&pair, Some(slot), p, candidate, None));
+        let (corr, start, hash) = (
+            p.correlator.as_deref().map(Correlator::new),
+            p.start,
+            p.finished_hash,
+        );
+        self.answered(&pair, Some(slot), &mut p, &mut candidate, None, out);
         if let Some(c) = corr {
-            self.remember(pair, c, Finished::Answered, start);
+            self.remember(pair, c, Finished::Answered, start, hash);
         }
     }
 
-    /// Builds the ok record (stop: `stop` if given, else the candidate's) and feeds
-    /// presence; none when the PONG is stamped before the PING (a clock step: its
-    /// RTT and time are meaningless, so it is counted instead).
+    /// Adds the ok record (stop: `stop` if given, else the candidate's) to `out` and
+    /// feeds presence; none when the PONG is stamped before the PING (a clock step: its
+    /// RTT and time are meaningless, so it is counted instead). What the record keeps
+    /// is taken out of `p` and `c`: the two, and the record in an `Option`, passed by
+    /// value were copied (~50 instructions each a transaction).
     fn answered(
         &mut self,
         pair: &PairKey,
         slot: Option<usize>,
-        mut p: Pending,
-        mut c: Candidate,
+        p: &mut Pending,
+        c: &mut Candidate,
         stop: Option<UnixNanos>,
-    ) -> Option<Transaction> {
+        out: &mut Vec<Transaction>,
+    ) {
         let stop = stop.unwrap_or(c.stop);
         if stop < p.start {
             self.anomalies.clock_steps += 1;
@@ -1540,10 +1607,10 @@ impl Matcher {
                 stop,
                 "PONG stamped before its PING: clock step, not a transaction"
             );
-            return None;
+            return;
         }
         let poller_id = p.poller_id.clone();
-        let receiver_id = c.receiver_id.clone().or_else(|| p.receiver_id.clone());
+        let receiver_id = c.receiver_id.take().or_else(|| p.receiver_id.clone());
         let slot = slot.or_else(|| self.pairs.find(pair));
         let explained = slot.and_then(|i| self.pairs.slot_mut(i)).map(|st| {
             let key_receiver = match &pair.1 {
@@ -1560,7 +1627,7 @@ impl Matcher {
         });
         self.spare_legs(std::mem::take(&mut p.legs));
         self.spare_legs(std::mem::take(&mut c.legs));
-        let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name);
+        let mut t = self.record(p, Some(stop), TxStatus::Ok, c.receiver_name.take());
         t.cause = explained.unwrap_or_default();
         t.receiver_id = receiver_id;
         t.receiver_status = c.receiver_status;
@@ -1579,15 +1646,15 @@ impl Matcher {
                 t.poller_name.as_deref(),
             );
         }
-        Some(t)
+        out.push(t);
     }
 
     /// A record without PONG (timeout/open), names filled from what is known; the
     /// receiver's from `receiver_name` when given (the PONG's), so that a name is not
-    /// copied only to be replaced.
+    /// copied only to be replaced. What it keeps is taken out of `p`.
     fn record(
         &self,
-        p: Pending,
+        p: &mut Pending,
         stop: Option<UnixNanos>,
         status: TxStatus,
         receiver_name: Option<String>,
@@ -1596,18 +1663,18 @@ impl Matcher {
             id.as_ref()
                 .and_then(|id| self.peers.name(id).map(str::to_owned))
         };
-        let poller_name = p.poller_name.or_else(|| known(&p.poller_id));
+        let poller_name = p.poller_name.take().or_else(|| known(&p.poller_id));
         let receiver_name = receiver_name.or_else(|| known(&p.receiver_id));
         Transaction {
             start: p.start,
             stop,
             poller_name,
-            poller_id: p.poller_id,
+            poller_id: p.poller_id.take(),
             receiver_name,
-            receiver_id: p.receiver_id,
+            receiver_id: p.receiver_id.take(),
             receiver_status: None,
             status,
-            correlator: p.correlator,
+            correlator: p.correlator.take(),
             match_method: None,
             ping_bytes: p.ping_bytes,
             pong_bytes: None,
@@ -1620,6 +1687,49 @@ impl Matcher {
 #[cfg(test)]
 mod pair_table_tests {
     use super::*;
+
+    /// A PING keeps the hash its finished entry is stored under: the entry is found
+    /// by its pair and correlator alone (hashed afresh) once the PONG answered it.
+    #[test]
+    fn a_pings_finished_hash_is_its_entrys() {
+        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let doc = |kind, name: &str| Document {
+            kind,
+            name: Some(name.into()),
+            correlator: Some("c1".into()),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let seen = |t, src, dst| Sighting {
+            start: t,
+            stop: t + 10,
+            src_peer: id(src),
+            dst_peer: id(dst),
+            hop_src: id(src),
+            hop_dst: id(dst),
+            framed_bytes: 1000,
+            message_bytes: 900,
+            transport: Transport::Tcp,
+            wire: Default::default(),
+        };
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        m.observe(&doc(Kind::Ping, "alice"), &seen(0, 0xA1, 0xB0), &mut out);
+        let (pair, hash) = m
+            .pairs
+            .iter()
+            .find_map(|(pair, st)| {
+                Some((pair.clone(), st.outstanding.iter().next()?.finished_hash))
+            })
+            .expect("the PING is outstanding");
+        assert_eq!(hash, Remembered::hash(&m.finished.hasher, &pair, b"c1"));
+        m.observe(&doc(Kind::Pong, "bob"), &seen(1_000, 0xB0, 0xA1), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            m.finished.get(&pair, "c1").map(|(f, _)| f),
+            Some(Finished::Answered)
+        );
+    }
 
     fn key(n: u32) -> PairKey {
         (
@@ -1669,6 +1779,7 @@ mod pair_table_tests {
             ping_bytes: 0,
             ping_correlator_bytes: 0,
             relay_seen: false,
+            finished_hash: 0,
             candidate: None,
             legs: Vec::new(),
         };

@@ -793,6 +793,63 @@ fn multicast_pings_and_pongs_pair_whichever_way_each_travels() {
     assert_eq!(m.anomalies().unsolicited_pong, 1);
 }
 
+/// A peer's name is learnt from its first document that names it, and follows the
+/// last: PINGs name their poller, PONGs their receiver.
+#[test]
+fn peer_names_are_learnt_from_the_first_document_on() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("1")), &direct(0, ALICE, BOB), &mut out);
+    assert_eq!(m.name_of(&id(ALICE)), Some("alice"));
+    assert_eq!(m.name_of(&id(BOB)), None);
+    m.observe(
+        &pong("bob", Status::Online, Some("1")),
+        &direct(MS, BOB, ALICE),
+        &mut out,
+    );
+    assert_eq!(m.name_of(&id(BOB)), Some("bob"));
+    m.observe(
+        &ping("alicia", Some("2")),
+        &direct(SEC, ALICE, BOB),
+        &mut out,
+    );
+    assert_eq!(m.name_of(&id(ALICE)), Some("alicia"));
+    assert_eq!(m.sizes().names, 2);
+}
+
+/// Pollers that share a correlator (as a poller reuses one for all its receivers) are
+/// each found by a multicast PONG: every PING with it has its entry in the index.
+#[test]
+fn multicast_pongs_find_every_pair_with_a_shared_correlator() {
+    let mut m = m();
+    let mut out = Vec::new();
+    m.observe(&ping("alice", Some("c1")), &direct(0, ALICE, BOB), &mut out);
+    m.observe(
+        &ping("carol", Some("c1")),
+        &direct(MS, CAROL, BOB),
+        &mut out,
+    );
+    for t in [5 * MS, 6 * MS] {
+        m.observe(
+            &pong("bob", Status::Online, Some("c1")),
+            &multicast(t, BOB),
+            &mut out,
+        );
+    }
+    let got: Vec<_> = out
+        .iter()
+        .map(|t| (t.poller_id.clone(), t.receiver_id.clone(), t.status))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(id(ALICE)), Some(id(BOB)), TxStatus::Ok),
+            (Some(id(CAROL)), Some(id(BOB)), TxStatus::Ok),
+        ]
+    );
+    assert_eq!(m.anomalies().total(), 0, "{:?}", m.anomalies());
+}
+
 /// Many pairs, each answered once (a gateway's pollers): an idle pair holds no buffer,
 /// each peer ID is kept once however many messages carried it, a PONG to an idle pair
 /// is still told from one to a pair never seen, and the end of input frees the pair
