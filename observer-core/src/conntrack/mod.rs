@@ -13,7 +13,7 @@ pub mod reassembly;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-pub use reassembly::{Delivery, Reassembler, ReassemblyStats};
+pub use reassembly::{Delivery, Reassembler, ReassemblyStats, SpareBuffers};
 
 use crate::packet::Checksum;
 use crate::UnixNanos;
@@ -369,6 +369,8 @@ pub struct FlowTable<S> {
     /// this is nearly empty, where the pass over all of them, a cache miss or three per
     /// flow, was 3-4 % of `peers10k-1g`'s time.
     holding: hashbrown::HashSet<FlowKey, foldhash::fast::RandomState>,
+    /// The directions' emptied compare buffers, for the next data segment.
+    spare: SpareBuffers,
     pub stats: FlowStats,
 }
 
@@ -382,6 +384,7 @@ impl<S> FlowTable<S> {
             buffered: 0,
             last_sweep: 0,
             holding: hashbrown::HashSet::default(),
+            spare: SpareBuffers::default(),
             stats: FlowStats::default(),
         }
     }
@@ -481,7 +484,7 @@ impl<S> FlowTable<S> {
         let mut ignore_other = false;
         if let Some(ack) = seg.ack {
             // Acknowledgements speak about the *other* direction's bytes.
-            delta += other.acked(ack, &mut stats.reassembly, &mut |d| {
+            delta += other.acked(ack, &mut stats.reassembly, &mut self.spare, &mut |d| {
                 if handler.deliver(state, info, dir.other(), d) == Interest::Ignore {
                     ignore_other = true;
                 }
@@ -496,6 +499,7 @@ impl<S> FlowTable<S> {
             flow_cap,
             total_room,
             &mut stats.reassembly,
+            &mut self.spare,
             &mut |d| {
                 if handler.deliver(state, info, dir, d) == Interest::Ignore {
                     ignore_this = true;
@@ -690,9 +694,13 @@ impl<S> FlowTable<S> {
         for dir in [Dir::Forward, Dir::Reverse] {
             let info = &flow.info;
             let state = &mut flow.state;
-            let freed = flow.dirs[dir.index()].close(&mut self.stats.reassembly, &mut |d| {
-                handler.deliver(state, info, dir, d);
-            });
+            let freed = flow.dirs[dir.index()].close(
+                &mut self.stats.reassembly,
+                &mut self.spare,
+                &mut |d| {
+                    handler.deliver(state, info, dir, d);
+                },
+            );
             self.buffered = (self.buffered as isize + freed).max(0) as usize;
         }
         handler.close(flow.state, &flow.info, reason);

@@ -108,9 +108,23 @@ pub struct PeerPart<'a>(&'a str);
 /// `f` of the part's URN (`urn:jxta:<format>-<unique>`), built on the stack: a lookup
 /// of an ID already held allocates nothing, and one that is not copies it once into
 /// its `Arc` (`format!` then `Arc::from` allocated twice).
+///
+/// The common IDs (JXSE's 80-byte `uuid-` URNs, `cbid-` ones) take a small buffer:
+/// zeroing the largest one was ~50 instructions of every call.
 fn with_urn<R>(part: PeerPart<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut buf = [0u8; URN_PREFIX.len() + MAX_UNIQUE];
-    // At most the buffer: `unique_part` refuses more than `MAX_UNIQUE` bytes.
+    const SMALL: usize = 128;
+    if URN_PREFIX.len() + part.0.len() <= SMALL {
+        urn_in::<SMALL, R>(part, f)
+    } else {
+        urn_in::<{ URN_PREFIX.len() + MAX_UNIQUE }, R>(part, f)
+    }
+}
+
+/// [`with_urn`] in a buffer of `N` bytes, which the URN must fit: `with_urn` chooses
+/// `N`, and `unique_part` refuses parts longer than `MAX_UNIQUE`.
+#[inline(always)]
+fn urn_in<const N: usize, R>(part: PeerPart<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; N];
     let len = URN_PREFIX.len() + part.0.len();
     buf[..URN_PREFIX.len()].copy_from_slice(URN_PREFIX.as_bytes());
     buf[URN_PREFIX.len()..len].copy_from_slice(part.0.as_bytes());
@@ -314,6 +328,22 @@ mod tests {
         let p = PeerId::parse(&format!("jxta://{longest}")).unwrap();
         assert_eq!(p.as_str(), format!("urn:jxta:{longest}"));
         assert!(PeerId::parse(&format!("{longest}B")).is_none());
+    }
+
+    /// Around the small buffer's size (a URN of 128 bytes) and up to the largest, an ID
+    /// built or found shared is its whole URN.
+    #[test]
+    fn urns_on_both_sides_of_the_small_buffer_are_whole() {
+        let mut known = SharedPeers::default();
+        for n in (100..=140).chain([MAX_UNIQUE - 5]) {
+            let part = format!("uuid-{}", "7".repeat(n));
+            let urn = format!("urn:jxta:{part}");
+            let built = PeerId::parse(&format!("jxta://{part}")).unwrap();
+            assert_eq!(built.as_str(), urn, "{n}");
+            let shared = share(&mut known, &part);
+            assert_eq!(shared.as_str(), urn, "{n}");
+            assert_eq!(*shared, built, "{n}");
+        }
     }
 
     #[test]
