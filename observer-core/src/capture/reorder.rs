@@ -644,13 +644,7 @@ mod tests {
                 out.extend(self.late.drain(..).map(|(ts, _, b)| (ts, b)));
             }
         }
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::capture::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         let map: Vec<u8> = (0..=255).collect();
         let mut forced = 0;
         for round in 0..300 {
