@@ -68,8 +68,8 @@ fn a_live_run_keeps_nothing_per_transaction() {
         "heap peak {short_peak} B over {short_n} transactions, {long_peak} B over {long_n}: {per_transaction:.1} B per extra transaction"
     );
     // Keeping every transaction measured ~220 B each; what remains is the summary's
-    // exact RTT for the percentiles: 4 B, 8 while its Vec doubles (measured 5.4-5.8 B,
-    // the same to ±0.2 B with stress-ng on every core).
+    // exact RTT for the percentiles: 4 B, 8 while its Vec doubles (measured 2.8-2.9 B,
+    // the same with stress-ng on every core).
     assert!(
         per_transaction < 16.0,
         "{per_transaction:.1} B per transaction kept ({growth} B over {extra})"
