@@ -439,6 +439,32 @@ fn plain_path_takes_real_documents_and_agrees() {
     }
 }
 
+/// Each plain declaration and every prefix of it: the length `starts_with` on the
+/// list gives (JXSE's, compared as one array, too).
+#[test]
+fn plain_declarations_are_found_whole() {
+    let mut taken = 0;
+    for decl in PLAIN_DECLS {
+        for cut in 0..=decl.len() {
+            let mut bytes = decl[..cut].to_vec();
+            bytes.extend_from_slice(b"<PING/>");
+            let want = PLAIN_DECLS
+                .iter()
+                .find(|d| bytes.starts_with(d))
+                .map(|d| d.len());
+            assert_eq!(
+                plain_decl(&bytes),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            taken += usize::from(want.is_some());
+        }
+    }
+    assert_eq!(taken, PLAIN_DECLS.len());
+    assert_eq!(plain_decl(JXSE_DECL), Some(38));
+}
+
 /// Everything outside the plain subset goes to the XML decoder, which decides.
 #[test]
 fn plain_path_refuses_what_it_does_not_model() {
