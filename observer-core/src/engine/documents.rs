@@ -302,7 +302,7 @@ impl Documents {
                 continue;
             }
             // Used where it was returned: moved out of the `Result`, it was copied.
-            let mut parsed = jim::parse_limited(element.content, self.max_document);
+            let mut parsed = jim::parse_for_matcher(element.content, self.max_document);
             let doc = match &mut parsed {
                 Ok(Some(doc)) => doc,
                 Ok(None) => {

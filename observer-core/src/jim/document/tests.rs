@@ -439,6 +439,32 @@ fn plain_path_takes_real_documents_and_agrees() {
     }
 }
 
+/// Each plain declaration and every prefix of it: the length `starts_with` on the
+/// list gives (JXSE's, compared as one array, too).
+#[test]
+fn plain_declarations_are_found_whole() {
+    let mut taken = 0;
+    for decl in PLAIN_DECLS {
+        for cut in 0..=decl.len() {
+            let mut bytes = decl[..cut].to_vec();
+            bytes.extend_from_slice(b"<PING/>");
+            let want = PLAIN_DECLS
+                .iter()
+                .find(|d| bytes.starts_with(d))
+                .map(|d| d.len());
+            assert_eq!(
+                plain_decl(&bytes),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            taken += usize::from(want.is_some());
+        }
+    }
+    assert_eq!(taken, PLAIN_DECLS.len());
+    assert_eq!(plain_decl(JXSE_DECL), Some(38));
+}
+
 /// Everything outside the plain subset goes to the XML decoder, which decides.
 #[test]
 fn plain_path_refuses_what_it_does_not_model() {
@@ -621,5 +647,61 @@ proptest::proptest! {
         if let Some(plain) = decode_plain(d.as_bytes()) {
             proptest::prop_assert_eq!(Some(plain), parse_full(d.as_bytes()).ok().flatten(), "{}", d);
         }
+        proptest::prop_assert_eq!(
+            parse_for_matcher(d.as_bytes(), DEFAULT_MAX_DOCUMENT_BYTES),
+            parse(d.as_bytes()).map(|d| d.map(matched)),
+            "{}",
+            d
+        );
     }
+}
+
+/// What [`parse_for_matcher`] should give for `parse`'s document.
+fn matched(mut d: Document) -> Document {
+    (d.from, d.to, d.body) = (None, None, None);
+    d
+}
+
+/// The matcher's documents are `parse`'s without `from`, `to` and `body`, on the plain
+/// path and off it (an entity sends the document to the XML decoder), with the name
+/// still taken from `from`; errors and "not JIM" alike.
+#[test]
+fn documents_for_the_matcher_leave_out_what_it_does_not_read() {
+    let message = Document {
+        kind: Kind::Message,
+        from: Some("alice".into()),
+        to: Some("bob".into()),
+        body: Some("hi".into()),
+        correlator: Some("c1".into()),
+        ..Default::default()
+    }
+    .to_xml();
+    let real =
+        r#"<PING><correlator>corr-0001</correlator><from>PingClient</from><to>x</to></PING>"#;
+    let off_plain = real.replace("PingClient", "Ping&amp;Client");
+    let mut checked = 0;
+    for d in [
+        SPEC_PING,
+        SPEC_PONG,
+        &message,
+        real,
+        &off_plain,
+        "<PING><from>a</PING>",
+        "not xml",
+    ] {
+        let want = parse(d.as_bytes()).map(|d| d.map(matched));
+        let got = parse_for_matcher(d.as_bytes(), DEFAULT_MAX_DOCUMENT_BYTES);
+        assert_eq!(got, want, "{d}");
+        if let Ok(Some(doc)) = &got {
+            assert!(doc.from.is_none() && doc.to.is_none() && doc.body.is_none());
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5);
+    let named = parse_for_matcher(off_plain.as_bytes(), DEFAULT_MAX_DOCUMENT_BYTES);
+    assert_eq!(
+        named.ok().flatten().and_then(|d| d.name),
+        Some("Ping&Client".to_string())
+    );
+    assert!(decode_plain(off_plain.as_bytes()).is_none());
 }
