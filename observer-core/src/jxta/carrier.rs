@@ -103,11 +103,34 @@ impl DirParser {
             return;
         }
         if let Inner::Sniffing { start, held } = &mut self.inner {
-            let mut prefix: Vec<u8> = held_pushes(held)
-                .flat_map(|h| h.0.iter().copied())
-                .collect();
-            prefix.extend_from_slice(data.get(..SNIFF_MAX).unwrap_or(data));
-            let inner = match sniff(&prefix) {
+            let head = data.get(..SNIFF_MAX).unwrap_or(data);
+            let verdict = if held.is_none() {
+                // The first push, nearly always long enough: no prefix to build.
+                sniff(head)
+            } else {
+                let mut prefix: Vec<u8> = held_pushes(held)
+                    .flat_map(|h| h.0.iter().copied())
+                    .collect();
+                prefix.extend_from_slice(head);
+                sniff(&prefix)
+            };
+            if held.is_none()
+                && *start == StreamStart::Beginning
+                && matches!(verdict, Sniff::NotHttp)
+            {
+                // A connection's first bytes, seen from its start: as a parser at rest
+                // would (below), the parser is kept on the stack and boxed only if it
+                // holds something after them, which the welcome line alone does not.
+                self.push_from(
+                    StreamParser::new(StreamStart::Beginning, cfg),
+                    data,
+                    first_seen,
+                    stats,
+                    out,
+                );
+                return;
+            }
+            let inner = match verdict {
                 Sniff::NeedMore => {
                     held.get_or_insert_with(Box::default)
                         .push((data.to_vec(), first_seen));
@@ -141,11 +164,7 @@ impl DirParser {
             Inner::Resting => {
                 // Most pushes carry whole messages: the parser made for them comes to
                 // rest again without leaving the stack.
-                let mut p = StreamParser::resume(cfg);
-                p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
-                if !p.resting() {
-                    self.inner = Inner::Tcp(Box::new(p));
-                }
+                self.push_from(StreamParser::resume(cfg), data, first_seen, stats, out);
             }
             Inner::Tcp(p) => {
                 p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
@@ -166,6 +185,24 @@ impl DirParser {
                 }
             }
         }
+    }
+
+    /// Pushes into `p`, a parser on the stack, kept (boxed) only if it does not come
+    /// to rest.
+    fn push_from(
+        &mut self,
+        mut p: StreamParser,
+        data: &[u8],
+        first_seen: UnixNanos,
+        stats: &mut JxtaStats,
+        out: &mut impl FnMut(StreamEvent<'_>, Carrier),
+    ) {
+        p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
+        self.inner = if p.resting() {
+            Inner::Resting
+        } else {
+            Inner::Tcp(Box::new(p))
+        };
     }
 
     pub fn gap(&mut self, len: u64, cfg: &StreamConfig, stats: &mut JxtaStats) {
