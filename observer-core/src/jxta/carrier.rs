@@ -4,6 +4,7 @@
 
 use super::http::{find_join, sniff, HttpParser, Sniff};
 use super::stream::{StreamConfig, StreamEvent, StreamParser, StreamStart};
+use super::welcome::WELCOME_SIGNATURE;
 use super::JxtaStats;
 use crate::UnixNanos;
 
@@ -105,8 +106,14 @@ impl DirParser {
         if let Inner::Sniffing { start, held } = &mut self.inner {
             let head = data.get(..SNIFF_MAX).unwrap_or(data);
             let verdict = if held.is_none() {
-                // The first push, nearly always long enough: no prefix to build.
-                sniff(head)
+                // The first push, nearly always long enough: no prefix to build. A
+                // welcome line is no HTTP (`a_welcome_is_not_http`): not compared with
+                // every method, twice a connection.
+                if data.starts_with(WELCOME_SIGNATURE) {
+                    Sniff::NotHttp
+                } else {
+                    sniff(head)
+                }
             } else {
                 let mut prefix: Vec<u8> = held_pushes(held)
                     .flat_map(|h| h.0.iter().copied())
@@ -285,6 +292,25 @@ mod tests {
 
     /// A direction between messages keeps its configuration only; what it frames,
     /// when and how it is timed, is what a parser kept all along frames.
+    /// What lets the first push of a welcome line skip `sniff`: whatever follows the
+    /// signature, its first bytes are no HTTP.
+    #[test]
+    fn a_welcome_is_not_http() {
+        for n in 1..=WELCOME_SIGNATURE.len() {
+            assert_eq!(sniff(&WELCOME_SIGNATURE[..n]), Sniff::NotHttp, "{n}");
+        }
+        let line = crate::jxta::encode_welcome(
+            "tcp://10.0.0.2:9701",
+            "tcp://10.0.0.1:9701",
+            "urn:jxta:uuid-0011223303",
+            false,
+            crate::jxta::WelcomeVersion::V1_1,
+        );
+        let (got, p, stats) = run(StreamStart::Beginning, &[&line]);
+        assert!(got.is_empty());
+        assert_eq!((p.is_jxta(), stats.welcomes), (Some(true), 1));
+    }
+
     #[test]
     fn a_direction_at_rest_holds_no_parser_and_frames_the_same() {
         assert!(std::mem::size_of::<DirParser>() <= 16);
