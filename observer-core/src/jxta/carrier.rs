@@ -205,11 +205,12 @@ impl DirParser {
         out: &mut impl FnMut(StreamEvent<'_>, Carrier),
     ) {
         p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
-        self.inner = if p.resting() {
-            Inner::Resting
-        } else {
-            Inner::Tcp(Box::new(p))
-        };
+        if !p.resting() {
+            self.inner = Inner::Tcp(Box::new(p));
+        } else if !matches!(self.inner, Inner::Resting) {
+            // Written only when it changes: dropping what it replaced was a call a push.
+            self.inner = Inner::Resting;
+        }
     }
 
     pub fn gap(&mut self, len: u64, cfg: &StreamConfig, stats: &mut JxtaStats) {
