@@ -83,6 +83,17 @@ impl DirParser {
         }
     }
 
+    /// Whether it holds bytes: `oldest_buffered().is_some()`, without the minimum
+    /// (asked of both directions of a connection for every segment).
+    pub fn holds(&self) -> bool {
+        match &self.inner {
+            Inner::Sniffing { held, .. } => held_pushes(held).next().is_some(),
+            Inner::Resting => false,
+            Inner::Tcp(p) => p.holds(),
+            Inner::Http(p) => p.oldest_buffered().is_some(),
+        }
+    }
+
     pub fn buffered(&self) -> usize {
         match &self.inner {
             Inner::Sniffing { held, .. } => held_pushes(held).map(|h| h.0.len()).sum(),
@@ -287,12 +298,11 @@ mod tests {
                     }
                 },
             );
+            assert_eq!(p.holds(), p.oldest_buffered().is_some(), "push {i}");
         }
         (got, p, stats)
     }
 
-    /// A direction between messages keeps its configuration only; what it frames,
-    /// when and how it is timed, is what a parser kept all along frames.
     /// What lets the first push of a welcome line skip `sniff`: whatever follows the
     /// signature, its first bytes are no HTTP.
     #[test]
@@ -312,6 +322,8 @@ mod tests {
         assert_eq!((p.is_jxta(), stats.welcomes), (Some(true), 1));
     }
 
+    /// A direction between messages keeps its configuration only; what it frames,
+    /// when and how it is timed, is what a parser kept all along frames.
     #[test]
     fn a_direction_at_rest_holds_no_parser_and_frames_the_same() {
         assert!(std::mem::size_of::<DirParser>() <= 16);

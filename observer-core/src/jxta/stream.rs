@@ -222,6 +222,11 @@ impl StreamParser {
         self.core.marks.oldest()
     }
 
+    /// `oldest_buffered().is_some()`: bytes held carry their marks.
+    pub fn holds(&self) -> bool {
+        !self.buf.is_empty() && !self.core.marks.is_empty()
+    }
+
     /// Bytes currently buffered (for memory accounting and tests).
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -992,6 +997,7 @@ mod tests {
                     }
                 });
                 proptest::prop_assert!(p.buffered() <= 4096 + MAX_HEADER_BLOCK + 300);
+                proptest::prop_assert_eq!(p.holds(), p.oldest_buffered().is_some());
             }
             p.finish(&mut stats);
         }
@@ -1028,6 +1034,7 @@ mod tests {
             for (c, t) in cuts.into_iter().zip(times.iter().copied()) {
                 byte_time[prev..c].fill(t);
                 p.push(&data[prev..c], t, &mut stats, &mut collect(&mut evs));
+                proptest::prop_assert_eq!(p.holds(), p.oldest_buffered().is_some());
                 prev = c;
             }
             let expect: Vec<Ev> = spans
