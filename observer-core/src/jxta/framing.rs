@@ -59,7 +59,7 @@ const JXSE_HEADER_LEN: usize = JXSE_TYPE_FIELD.len() + JXSE_LENGTH_HEAD.len() + 
 /// `None` for anything else, left to [`parse_any_header`], which gives the same answer
 /// on these blocks (`jxse_header_is_parse_any_header` checks it).
 #[inline]
-fn jxse_header(buf: &[u8], max_body: u64) -> Option<PackageHeader<'static>> {
+pub(super) fn jxse_header(buf: &[u8], max_body: u64) -> Option<PackageHeader<'static>> {
     let block = buf.first_chunk::<JXSE_HEADER_LEN>()?;
     let (first, rest) = block.split_first_chunk::<17>()?;
     let length = if first == JXSE_LENGTH_HEAD {

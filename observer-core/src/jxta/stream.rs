@@ -10,7 +10,9 @@
 
 use memchr::memmem;
 
-use super::framing::{parse_package_header, HeaderParse, PackageHeader, MAX_HEADER_BLOCK};
+use super::framing::{
+    jxse_header, parse_package_header, HeaderParse, PackageHeader, MAX_HEADER_BLOCK,
+};
 use super::marks::Marks;
 use super::message::MESSAGE_SIGNATURE;
 use super::welcome::{parse_welcome, Welcome, MAX_WELCOME_LEN, WELCOME_SIGNATURE};
@@ -548,6 +550,21 @@ impl Core {
         }
         Step { advance: n, wait }
     }
+}
+
+/// A whole package at the front of `data`, of one of JXSE's header blocks and a body
+/// of at most `max_message`: what a parser in sync between packages frames from it
+/// (`Core::step_package`), with all it needs to say so. `None`: ask the parser.
+pub(super) fn whole_jxse_package(
+    data: &[u8],
+    max_message: u64,
+) -> Option<(PackageHeader<'static>, &[u8], usize)> {
+    let h = jxse_header(data, max_message)?;
+    let total = usize::try_from(h.content_length)
+        .ok()?
+        .checked_add(h.header_len)?;
+    let body = data.get(h.header_len..total)?;
+    Some((h, body, total))
 }
 
 /// Where the first `\r\n` of `b` starts. `memchr` for the `\r`: `memmem::find` set up
