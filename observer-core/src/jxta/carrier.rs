@@ -3,7 +3,10 @@
 //! ([`HttpParser`]). The first bytes decide, by content, on any port.
 
 use super::http::{find_join, sniff, HttpParser, Sniff};
-use super::stream::{StreamConfig, StreamEvent, StreamParser, StreamStart};
+use super::stream::{
+    whole_jxse_package, FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart,
+};
+use super::welcome::WELCOME_SIGNATURE;
 use super::JxtaStats;
 use crate::UnixNanos;
 
@@ -82,6 +85,17 @@ impl DirParser {
         }
     }
 
+    /// Whether it holds bytes: `oldest_buffered().is_some()`, without the minimum
+    /// (asked of both directions of a connection for every segment).
+    pub fn holds(&self) -> bool {
+        match &self.inner {
+            Inner::Sniffing { held, .. } => held_pushes(held).next().is_some(),
+            Inner::Resting => false,
+            Inner::Tcp(p) => p.holds(),
+            Inner::Http(p) => p.oldest_buffered().is_some(),
+        }
+    }
+
     pub fn buffered(&self) -> usize {
         match &self.inner {
             Inner::Sniffing { held, .. } => held_pushes(held).map(|h| h.0.len()).sum(),
@@ -103,11 +117,40 @@ impl DirParser {
             return;
         }
         if let Inner::Sniffing { start, held } = &mut self.inner {
-            let mut prefix: Vec<u8> = held_pushes(held)
-                .flat_map(|h| h.0.iter().copied())
-                .collect();
-            prefix.extend_from_slice(data.get(..SNIFF_MAX).unwrap_or(data));
-            let inner = match sniff(&prefix) {
+            let head = data.get(..SNIFF_MAX).unwrap_or(data);
+            let verdict = if held.is_none() {
+                // The first push, nearly always long enough: no prefix to build. A
+                // welcome line is no HTTP (`a_welcome_is_not_http`): not compared with
+                // every method, twice a connection.
+                if data.starts_with(WELCOME_SIGNATURE) {
+                    Sniff::NotHttp
+                } else {
+                    sniff(head)
+                }
+            } else {
+                let mut prefix: Vec<u8> = held_pushes(held)
+                    .flat_map(|h| h.0.iter().copied())
+                    .collect();
+                prefix.extend_from_slice(head);
+                sniff(&prefix)
+            };
+            if held.is_none()
+                && *start == StreamStart::Beginning
+                && matches!(verdict, Sniff::NotHttp)
+            {
+                // A connection's first bytes, seen from its start: as a parser at rest
+                // would (below), the parser is kept on the stack and boxed only if it
+                // holds something after them, which the welcome line alone does not.
+                self.push_from(
+                    StreamParser::new(StreamStart::Beginning, cfg),
+                    data,
+                    first_seen,
+                    stats,
+                    out,
+                );
+                return;
+            }
+            let inner = match verdict {
                 Sniff::NeedMore => {
                     held.get_or_insert_with(Box::default)
                         .push((data.to_vec(), first_seen));
@@ -139,12 +182,26 @@ impl DirParser {
         match &mut self.inner {
             Inner::Sniffing { .. } => {}
             Inner::Resting => {
-                // Most pushes carry whole messages: the parser made for them comes to
-                // rest again without leaving the stack.
-                let mut p = StreamParser::resume(cfg);
-                p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
-                if !p.resting() {
-                    self.inner = Inner::Tcp(Box::new(p));
+                // Most pushes carry whole messages of JXSE's: framed here as the
+                // parser at rest would frame them (`resting_pushes_frame_as_a_kept_parser`),
+                // the whole push first seen at one time. Made, run and dropped for
+                // them, a parser cost ~150 instructions a push.
+                let mut rest = data;
+                while let Some((header, body, total)) = whole_jxse_package(rest, cfg.max_message) {
+                    let framed = FramedMessage {
+                        start: first_seen,
+                        stop: first_seen,
+                        framed_len: total as u64,
+                        header,
+                        body,
+                    };
+                    out(StreamEvent::Message(framed), Carrier::Tcp);
+                    rest = rest.get(total..).unwrap_or_default();
+                }
+                // Anything else (a cut package, other headers, too large) goes to the
+                // parser, which comes to rest again without leaving the stack if it can.
+                if !rest.is_empty() {
+                    self.push_from(StreamParser::resume(cfg), rest, first_seen, stats, out);
                 }
             }
             Inner::Tcp(p) => {
@@ -165,6 +222,25 @@ impl DirParser {
                         Inner::Tcp(Box::new(StreamParser::new(StreamStart::MidStream, cfg)));
                 }
             }
+        }
+    }
+
+    /// Pushes into `p`, a parser on the stack, kept (boxed) only if it does not come
+    /// to rest.
+    fn push_from(
+        &mut self,
+        mut p: StreamParser,
+        data: &[u8],
+        first_seen: UnixNanos,
+        stats: &mut JxtaStats,
+        out: &mut impl FnMut(StreamEvent<'_>, Carrier),
+    ) {
+        p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
+        if !p.resting() {
+            self.inner = Inner::Tcp(Box::new(p));
+        } else if !matches!(self.inner, Inner::Resting) {
+            // Written only when it changes: dropping what it replaced was a call a push.
+            self.inner = Inner::Resting;
         }
     }
 
@@ -215,6 +291,7 @@ mod tests {
     use super::*;
     use crate::jxta::framing::{encode_package, HeaderOrder};
     use crate::jxta::message::{encode_message_v0, OwnedElement};
+    use crate::jxta::stream::DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX;
 
     fn package(tag: &str) -> (Vec<u8>, Vec<u8>) {
         let body = encode_message_v0(&[OwnedElement::new("", "payload", None, tag)]);
@@ -242,8 +319,28 @@ mod tests {
                     }
                 },
             );
+            assert_eq!(p.holds(), p.oldest_buffered().is_some(), "push {i}");
         }
         (got, p, stats)
+    }
+
+    /// What lets the first push of a welcome line skip `sniff`: whatever follows the
+    /// signature, its first bytes are no HTTP.
+    #[test]
+    fn a_welcome_is_not_http() {
+        for n in 1..=WELCOME_SIGNATURE.len() {
+            assert_eq!(sniff(&WELCOME_SIGNATURE[..n]), Sniff::NotHttp, "{n}");
+        }
+        let line = crate::jxta::encode_welcome(
+            "tcp://10.0.0.2:9701",
+            "tcp://10.0.0.1:9701",
+            "urn:jxta:uuid-0011223303",
+            false,
+            crate::jxta::WelcomeVersion::V1_1,
+        );
+        let (got, p, stats) = run(StreamStart::Beginning, &[&line]);
+        assert!(got.is_empty());
+        assert_eq!((p.is_jxta(), stats.welcomes), (Some(true), 1));
     }
 
     /// A direction between messages keeps its configuration only; what it frames,
@@ -298,6 +395,75 @@ mod tests {
             serde_json::to_string(&stats).ok(),
             serde_json::to_string(&kept_stats).ok()
         );
+    }
+
+    proptest::proptest! {
+        /// A direction at rest frames JXSE's packages itself: what it frames, how it
+        /// is timed and counted, is what a parser kept all along does, for packages of
+        /// both header orders, others (`srcEA`), too large ones and any cuts.
+        #[test]
+        fn resting_pushes_frame_as_a_kept_parser(
+            packages in proptest::collection::vec((0usize..300, 0u8..3), 1..6),
+            cuts in proptest::collection::vec(0usize..2000, 0..10),
+            small_limit in proptest::bool::ANY,
+        ) {
+            let mut wire = crate::jxta::encode_welcome(
+                "tcp://10.0.0.2:9701",
+                "tcp://10.0.0.1:9701",
+                "urn:jxta:uuid-0011223303",
+                false,
+                crate::jxta::WelcomeVersion::V1_1,
+            );
+            for (i, (pad, kind)) in packages.iter().enumerate() {
+                let body = encode_message_v0(&[OwnedElement::new(
+                    "",
+                    "payload",
+                    None,
+                    format!("{i}{}", "x".repeat(*pad)),
+                )]);
+                let (order, ea) = match kind {
+                    0 => (HeaderOrder::TypeFirst, None),
+                    1 => (HeaderOrder::LengthFirst, None),
+                    _ => (HeaderOrder::TypeFirst, Some("tcp://10.0.0.1:9701")),
+                };
+                encode_package(&body, order, ea, &mut wire);
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % wire.len()).collect();
+            cuts.push(wire.len());
+            cuts.sort_unstable();
+            let cfg = StreamConfig {
+                max_message: if small_limit { 150 } else { DEFAULT_MAX },
+                ..StreamConfig::default()
+            };
+            let mut p = DirParser::new(StreamStart::Beginning);
+            let mut kept = StreamParser::new(StreamStart::Beginning, &cfg);
+            let (mut stats, mut kept_stats) = (JxtaStats::default(), JxtaStats::default());
+            let mut prev = 0;
+            for (i, c) in cuts.into_iter().enumerate() {
+                let d = &wire[prev..c];
+                prev = c;
+                let ts = 10 * i as u64;
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                p.push(d, ts, &cfg, &mut stats, &mut |e, _| {
+                    if let StreamEvent::Message(m) = e {
+                        got.push(format!("{m:?}"));
+                    }
+                });
+                kept.push(d, ts, &mut kept_stats, &mut |e| {
+                    if let StreamEvent::Message(m) = e {
+                        want.push(format!("{m:?}"));
+                    }
+                });
+                proptest::prop_assert_eq!(got, want);
+                proptest::prop_assert_eq!(p.is_jxta(), kept.is_jxta());
+            }
+            p.finish(&cfg, &mut stats);
+            kept.finish(&mut kept_stats);
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&stats).ok(),
+                serde_json::to_string(&kept_stats).ok()
+            );
+        }
     }
 
     #[test]

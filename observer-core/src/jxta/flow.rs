@@ -237,7 +237,8 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
     }
 
     fn holds(&self, conn: &Conn) -> bool {
-        conn.oldest_buffered().is_some()
+        // Asked for every segment: whether, not since when.
+        conn.parsers.iter().any(DirParser::holds)
     }
 
     fn segment_seen(
