@@ -1064,6 +1064,10 @@ mod tests {
         ] {
             let a = addr(a);
             assert_eq!(FlowAddr::from(a).socket(), a);
+            if a.is_ipv4() {
+                // Equality and the hash read all 16 bytes: past the address, zeros.
+                assert_eq!(FlowAddr::from(a).ip[4..], [0; 12], "{a}");
+            }
         }
         // An IPv4 address and the same one mapped into IPv6 are two peers.
         assert_ne!(
