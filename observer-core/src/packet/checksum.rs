@@ -174,28 +174,69 @@ fn words_sum_portable(bytes: &[u8]) -> u64 {
 
 /// 32-byte blocks summed into the vector lanes before they are added up: a lane takes
 /// at most 2^16 in magnitude a block and sees every other block, so a group's lanes
-/// stay within 2^14 · 2^16 = 2^30, inside an `i32`.
+/// stay within 2^14 · 2^16 = 2^30 (and one block for the tail), inside an `i32`.
 #[cfg(target_arch = "x86_64")]
 const AVX2_GROUP_BLOCKS: usize = 1 << 15;
 
-/// The exact sum of the little-endian 16-bit words of the whole 32-byte blocks of
-/// `bytes`, plus [`words_sum_portable`] of the rest. Each block's sixteen words are
-/// biased by 0x8000 into `i16` and added pairwise into eight `i32` lanes by `madd`
-/// (×1): three instructions a block where widening 32-bit words to 64 bits took six.
+/// 32 zero bytes then 32 of 0xff: the 32 from `n` keep the last `n` bytes of a block.
+#[cfg(target_arch = "x86_64")]
+static TAIL_MASK: [u8; 64] = {
+    let mut mask = [0u8; 64];
+    let mut i = 32;
+    while i < 64 {
+        mask[i] = 0xff;
+        i += 1;
+    }
+    mask
+};
+
+/// The exact sum of the little-endian 16-bit words of `bytes` (a multiple of 4 long;
+/// below 32 bytes, [`words_sum_portable`]'s, which [`words_sum`] allows). Each 32-byte block's sixteen words are biased by 0x8000 into `i16` and added
+/// pairwise into eight `i32` lanes by `madd` (×1): three instructions a block where
+/// widening 32-bit words to 64 bits took six. The bytes after the last whole block are
+/// the last 32 bytes with those before them masked to zero (a zero word adds only its
+/// bias, which is counted): the scalar loop over them was ~40 instructions of a segment.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn words_sum_avx2(bytes: &[u8]) -> u64 {
     use std::arch::x86_64::{
-        __m256i, _mm256_add_epi32, _mm256_add_epi64, _mm256_castsi256_si128, _mm256_cvtepi32_epi64,
-        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_set1_epi16,
-        _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
+        __m256i, _mm256_add_epi32, _mm256_add_epi64, _mm256_and_si256, _mm256_castsi256_si128,
+        _mm256_cvtepi32_epi64, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_set1_epi16, _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
     };
     let bias = _mm256_set1_epi16(i16::MIN);
     let ones = _mm256_set1_epi16(1);
     let whole = bytes.len() & !31;
+    let tail = bytes.len() - whole;
+    let mut words = (whole / 2) as i64;
     let mut biased: i64 = 0;
+    let mut unbiased = 0;
+    let mut last = _mm256_setzero_si256();
+    if tail > 0 {
+        match bytes.len().checked_sub(32) {
+            Some(from) => {
+                // SAFETY: `from + 32` is `bytes.len()`, so the first load reads inside
+                // `bytes`; `tail` is below 32, so the 32 bytes of `TAIL_MASK` from it
+                // lie inside its 64.
+                let (block, mask) = unsafe {
+                    (
+                        _mm256_loadu_si256(bytes.as_ptr().add(from).cast::<__m256i>()),
+                        _mm256_loadu_si256(TAIL_MASK.as_ptr().add(tail).cast::<__m256i>()),
+                    )
+                };
+                let kept = _mm256_and_si256(block, mask);
+                last = _mm256_madd_epi16(_mm256_xor_si256(kept, bias), ones);
+                words += 16;
+            }
+            // Shorter than a block: no whole block either.
+            None => unbiased = words_sum_portable(bytes),
+        }
+    }
     for group in bytes[..whole].chunks(32 * AVX2_GROUP_BLOCKS) {
-        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        // The tail's lanes go with the first group (there is one: a tail was masked
+        // only from 32 bytes on), within its bound by one block.
+        let (mut even, mut odd) = (last, _mm256_setzero_si256());
+        last = _mm256_setzero_si256();
         let mut pairs = group.chunks_exact(64);
         for pair in &mut pairs {
             // SAFETY: `pair` is 64 bytes long, so both unaligned 32-byte loads read
@@ -232,8 +273,7 @@ fn words_sum_avx2(bytes: &[u8]) -> u64 {
         biased += lanes[0] + lanes[1] + lanes[2] + lanes[3];
     }
     // Every word was counted 0x8000 low.
-    let words = (whole / 2) as i64;
-    (biased + 0x8000 * words) as u64 + words_sum_portable(&bytes[whole..])
+    (biased + 0x8000 * words) as u64 + unbiased
 }
 
 /// An IPv4 header's checksum is right when the header sums to all ones.
