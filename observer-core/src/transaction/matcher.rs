@@ -220,9 +220,33 @@ struct Pending {
     /// finishes, hashed then no more (~120 instructions a transaction). 0 without a
     /// correlator (nothing is remembered then).
     finished_hash: u32,
+    /// No finished entry had its pair and correlator when it came: none can appear
+    /// before it finishes (a second PING with both is a duplicate while it is
+    /// outstanding), so its own is added without a look for one (~50 instructions).
+    fresh: bool,
     candidate: Option<Candidate>,
     /// The PING's legs seen so far (its first, on the poller's side).
     legs: Vec<Leg>,
+}
+
+/// What a finished PING with a correlator leaves in [`Remembered`], taken before its
+/// record takes the strings.
+struct Finishing {
+    correlator: Correlator,
+    start: UnixNanos,
+    hash: u32,
+    fresh: bool,
+}
+
+impl Pending {
+    fn finishing(&self) -> Option<Finishing> {
+        Some(Finishing {
+            correlator: Correlator::new(self.correlator.as_deref()?),
+            start: self.start,
+            hash: self.finished_hash,
+            fresh: self.fresh,
+        })
+    }
 }
 
 /// What the matcher keeps per (poller, receiver) pair. A pair with nothing outstanding
@@ -651,13 +675,24 @@ impl Remembered {
     }
 
     /// [`Self::insert`] with the hash of the entry's pair and correlator given.
-    fn insert_hashed(&mut self, cap: usize, hash: u32, mut f: Finish) -> u64 {
+    fn insert_hashed(&mut self, cap: usize, hash: u32, f: Finish) -> u64 {
         if let Some(i) = self.position_hashed(hash, &f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
             }
             return 0;
         }
+        self.insert_new(cap, hash, f)
+    }
+
+    /// [`Self::insert_hashed`] of an entry known not to be there (see
+    /// [`Pending::fresh`]).
+    fn insert_new(&mut self, cap: usize, hash: u32, mut f: Finish) -> u64 {
+        debug_assert!(
+            self.position_hashed(hash, &f.pair, f.correlator.as_bytes())
+                .is_none(),
+            "a fresh PING's correlator is already remembered"
+        );
         let mut forgot = 0;
         // Positions are u32: more entries than that would not fit in memory anyway.
         while self.ring.len() >= cap.clamp(1, u32::MAX as usize) {
@@ -790,6 +825,10 @@ pub struct Matcher {
     expiry: Expiry,
     presence: Presence,
     overhead: OverheadTally,
+    /// Finished correlators added at once (fresh PINGs), and looked for first: for the
+    /// tests to see both taken.
+    #[cfg(test)]
+    remembered: [u64; 2],
 }
 
 impl Matcher {
@@ -822,6 +861,8 @@ impl Matcher {
             expiry: Expiry::default(),
             presence: Presence::default(),
             overhead: OverheadTally::default(),
+            #[cfg(test)]
+            remembered: [0; 2],
         }
     }
 
@@ -1030,28 +1071,20 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(mut c) = p.candidate.take() {
-            let (corr, start, hash) = (
-                p.correlator.as_deref().map(Correlator::new),
-                p.start,
-                p.finished_hash,
-            );
+            let finishing = p.finishing();
             self.answered(&pair, None, &mut p, &mut c, None, out);
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
-                if corr.is_none() {
+                if finishing.is_none() {
                     state.transit_finalised = (state.transit_finalised + 1).min(max);
                 }
             }
-            if let Some(c) = corr {
-                self.remember(pair, c, Finished::AnsweredInTransit, start, hash);
+            if let Some(f) = finishing {
+                self.remember(pair, f, Finished::AnsweredInTransit);
             }
             return;
         }
-        let (corr, start, hash) = (
-            p.correlator.as_deref().map(Correlator::new),
-            p.start,
-            p.finished_hash,
-        );
+        let finishing = p.finishing();
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
         let mut t = self.record(&mut p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
@@ -1060,23 +1093,22 @@ impl Matcher {
         if let Some(state) = self.pairs.get_mut(&pair) {
             state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);
         }
-        if let Some(c) = corr {
-            self.remember(pair, c, Finished::TimedOut, start, hash);
+        if let Some(f) = finishing {
+            self.remember(pair, f, Finished::TimedOut);
         }
     }
 
-    /// Remembers a finished PING's correlator; `hash` is its [`Pending::finished_hash`].
-    fn remember(
-        &mut self,
-        pair: PairKey,
-        correlator: Correlator,
-        outcome: Finished,
-        start: UnixNanos,
-        hash: u32,
-    ) {
+    /// Remembers a finished PING's correlator (`pair`: the PING's own key).
+    fn remember(&mut self, pair: PairKey, f: Finishing, outcome: Finished) {
         if self.cfg.remember_finished == 0 {
             return;
         }
+        let Finishing {
+            correlator,
+            start,
+            hash,
+            fresh,
+        } = f;
         let f = Finish {
             pair,
             correlator,
@@ -1085,7 +1117,14 @@ impl Matcher {
             hash,
         };
         let cap = self.cfg.remember_finished;
-        self.expiry.correlators_evicted += self.finished.insert_hashed(cap, hash, f);
+        #[cfg(test)]
+        {
+            self.remembered[usize::from(!fresh)] += 1;
+        }
+        self.expiry.correlators_evicted += match fresh {
+            true => self.finished.insert_new(cap, hash, f),
+            false => self.finished.insert_hashed(cap, hash, f),
+        };
     }
 
     /// Forgets the finished correlators whose PING's deadline is further behind `now`
@@ -1193,26 +1232,27 @@ impl Matcher {
         if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
-        let mut finished_hash = 0;
+        let (mut finished_hash, mut fresh) = (0, false);
         if let Some(c) = &doc.correlator {
             let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
             });
+            if outstanding {
+                self.anomalies.duplicate_ping_correlator += 1;
+                return;
+            }
             finished_hash = Remembered::hash(&self.finished.hasher, &pair, c.as_bytes());
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
-            let recent = || {
-                self.finished
-                    .get_hashed(finished_hash, &pair, c)
-                    .is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS)
-            };
-            if outstanding || recent() {
+            let known = self.finished.get_hashed(finished_hash, &pair, c);
+            if known.is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS) {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
+            fresh = known.is_none();
         }
 
         if found.is_none() && self.pairs.len() >= self.cfg.max_pairs {
@@ -1269,6 +1309,7 @@ impl Matcher {
                 ping_correlator_bytes,
                 relay_seen: false,
                 finished_hash,
+                fresh,
                 candidate: None,
                 legs,
             },
@@ -1527,14 +1568,10 @@ impl Matcher {
                 let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
                 c.legs.push(leg_of(&mut self.peers, seen, ends));
             }
-            let (corr, start, hash) = (
-                p.correlator.as_deref().map(Correlator::new),
-                p.start,
-                p.finished_hash,
-            );
+            let finishing = p.finishing();
             self.answered(&pair, Some(slot), &mut p, &mut c, Some(stop), out);
-            if let Some(c) = corr {
-                self.remember(pair, c, Finished::Answered, start, hash);
+            if let Some(f) = finishing {
+                self.remember(pair, f, Finished::Answered);
             }
             return;
         }
@@ -1574,14 +1611,10 @@ impl Matcher {
         };
         settle(state, &mut self.spare_queues);
         self.live -= 1;
-        let (corr, start, hash) = (
-            p.correlator.as_deref().map(Correlator::new),
-            p.start,
-            p.finished_hash,
-        );
+        let finishing = p.finishing();
         self.answered(&pair, Some(slot), &mut p, &mut candidate, None, out);
-        if let Some(c) = corr {
-            self.remember(pair, c, Finished::Answered, start, hash);
+        if let Some(f) = finishing {
+            self.remember(pair, f, Finished::Answered);
         }
     }
 
@@ -1731,6 +1764,71 @@ mod pair_table_tests {
         );
     }
 
+    /// A PING whose correlator was not among the finished has its entry added without
+    /// a look for it (`insert_new`, whose debug assertion looks all the same): over
+    /// random traffic of three peers and four correlators, with relays, transits,
+    /// duplicates, timeouts, late and reused correlators and a small cap, the entry is
+    /// never there already, and both ways of adding one are taken.
+    #[test]
+    fn fresh_pings_are_not_remembered_yet() {
+        let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (mut ways, mut repeats) = ([0u64; 2], 0);
+        for cap in [2, 5, 65_536] {
+            let mut m = Matcher::new(MatcherConfig {
+                remember_finished: cap,
+                forget_finished_after_ns: (cap == 5).then_some(3_000_000_000),
+                ..MatcherConfig::default()
+            });
+            let (mut out, mut t) = (Vec::new(), 0u64);
+            for _ in 0..20_000 {
+                t += [1_000_000, 50_000_000, 700_000_000, 4_000_000_000][next(4) as usize];
+                let (a, b) = (next(3), next(3));
+                let kind = [Kind::Ping, Kind::Pong][next(2) as usize];
+                let doc = Document {
+                    kind,
+                    name: Some(format!("peer{a}")),
+                    correlator: (next(5) > 0).then(|| format!("c{}", next(40))),
+                    status: (kind == Kind::Pong).then_some(Status::Online),
+                    ..Default::default()
+                };
+                // Now and then a relay's leg: hops other than the ends.
+                let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
+                let s = Sighting {
+                    start: t,
+                    stop: t + 10,
+                    src_peer: id(a),
+                    dst_peer: id(b),
+                    hop_src: hop(a),
+                    hop_dst: hop(b),
+                    framed_bytes: 1000,
+                    message_bytes: 900,
+                    transport: Transport::Tcp,
+                    wire: Default::default(),
+                };
+                m.observe(&doc, &s, &mut out);
+            }
+            m.finish(t, &mut out);
+            assert!(out.len() > 1_000, "{} transactions", out.len());
+            for (all, n) in ways.iter_mut().zip(m.remembered) {
+                *all += n;
+            }
+            repeats += m.anomalies.duplicate_ping_correlator;
+        }
+        let [new, looked] = ways;
+        assert!(
+            new > 1_000 && looked > 1_000,
+            "{new} added at once, {looked} looked for"
+        );
+        assert!(repeats > 100, "{repeats} repeats");
+    }
+
     fn key(n: u32) -> PairKey {
         (
             PeerKey::Other(Some(std::sync::Arc::from(format!("p{n}").as_str()))),
@@ -1780,6 +1878,7 @@ mod pair_table_tests {
             ping_correlator_bytes: 0,
             relay_seen: false,
             finished_hash: 0,
+            fresh: false,
             candidate: None,
             legs: Vec::new(),
         };
