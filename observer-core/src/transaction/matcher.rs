@@ -78,10 +78,16 @@ fn intern_hop(
     ends: [Option<&PeerId>; 2],
 ) -> Option<PeerId> {
     let hop = hop?;
-    match ends.into_iter().flatten().find(|end| *end == hop) {
-        Some(end) => Some(end.clone()),
-        None => peers.intern(Some(hop.clone())),
+    let slot = peers.recent_slot(hop);
+    if let Some(kept) = peers.recently(slot, hop) {
+        return Some(kept);
     }
+    let kept = match ends.into_iter().flatten().find(|end| *end == hop) {
+        Some(end) => end.clone(),
+        None => peers.intern_new(hop),
+    };
+    peers.keep_recent(slot, hop, &kept);
+    Some(kept)
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
@@ -142,7 +148,18 @@ struct Peers {
     ids: crate::FastMap<PeerId, Option<Box<str>>>,
     named: usize,
     cap: usize,
+    /// IDs interned lately as they came, each with the matcher's copy, in the slot its
+    /// hash picks ([`RECENT_IDS`] of them, made at the first use). A flow direction's
+    /// end peers and a connection's hops come in the same `Arc` message after message:
+    /// `PeerId`'s equality sees the pointer before the text, so they are found here
+    /// without the table's probe and an 80-byte compare (~80 instructions an ID, LTO
+    /// off). The copy is the table's, or the ID itself past the cap: what a look-up in
+    /// the table gives, as the table never drops an ID while this is kept.
+    recent: Box<[Option<(PeerId, PeerId)>]>,
 }
+
+/// Slots of [`Peers::recent`]: 12 KB, and at most 512 IDs kept alive by it.
+const RECENT_IDS: usize = 256;
 
 /// A known peer's name becomes `name`; `named` counts the peers with one.
 fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
@@ -167,13 +184,46 @@ fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
 impl Peers {
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         let id = id?;
-        if let Some((known, _)) = self.ids.get_key_value(&id) {
-            return Some(known.clone());
+        let slot = self.recent_slot(&id);
+        if let Some(kept) = self.recently(slot, &id) {
+            return Some(kept);
+        }
+        let kept = self.intern_new(&id);
+        self.keep_recent(slot, &id, &kept);
+        Some(kept)
+    }
+
+    /// The table's copy of `id`, added when new and there is room.
+    fn intern_new(&mut self, id: &PeerId) -> PeerId {
+        if let Some((known, _)) = self.ids.get_key_value(id) {
+            return known.clone();
         }
         if self.ids.len() < self.cap {
             self.ids.insert(id.clone(), None);
         }
-        Some(id)
+        id.clone()
+    }
+
+    fn recent_slot(&self, id: &PeerId) -> usize {
+        use std::hash::BuildHasher;
+        self.ids.hasher().hash_one(id) as usize % RECENT_IDS
+    }
+
+    /// The copy kept in `slot` if it is `id`'s.
+    fn recently(&self, slot: usize, id: &PeerId) -> Option<PeerId> {
+        match self.recent.get(slot) {
+            Some(Some((seen, kept))) if seen == id => Some(kept.clone()),
+            _ => None,
+        }
+    }
+
+    fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId) {
+        if self.recent.is_empty() {
+            self.recent = vec![None; RECENT_IDS].into_boxed_slice();
+        }
+        if let Some(at) = self.recent.get_mut(slot) {
+            *at = Some((id.clone(), kept.clone()));
+        }
     }
 
     /// [`Self::intern`], and `name` learnt as the peer's: one look-up (two were ~100
@@ -1838,6 +1888,68 @@ mod pair_table_tests {
 
     /// Removal moves the last pair into the hole: every pair left must still be found
     /// with its own state, and the removed ones not at all.
+    /// Interned through the recent slots, an ID (each parsed afresh, or a copy of one
+    /// parsed before, as flows hand them over) comes back as the table's copy, the one
+    /// a look-up in the table gives, or as itself past the cap; hops likewise, whether
+    /// they are an end of the document or not. 1,000 IDs in 256 slots, so most look-ups
+    /// find another ID in their slot.
+    #[test]
+    fn recent_ids_give_the_tables_copy() {
+        let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
+        let mut x: u64 = 0x0123_4567_89AB_CDEF;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for cap in [300, 2_000] {
+            let mut peers = Peers {
+                cap,
+                ..Peers::default()
+            };
+            let parsed: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+            let (mut hits, mut past_cap) = (0, 0);
+            for _ in 0..20_000 {
+                let n = next(1_000);
+                let id = match next(2) {
+                    0 => parsed.get(n as usize).cloned(),
+                    _ => PeerId::parse(&text(n)),
+                };
+                let Some(id) = id else {
+                    panic!("{} does not parse", text(n));
+                };
+                let slot = peers.recent_slot(&id);
+                hits += usize::from(peers.recently(slot, &id).is_some());
+                // The document's ends, interned before its hops (the hop one of them, or
+                // neither).
+                let other = peers.intern(PeerId::parse(&text(next(1_000))));
+                let kept = match next(3) {
+                    0 => peers.intern(Some(id.clone())),
+                    1 => intern_hop(&mut peers, Some(&id), [other.as_ref(), None]),
+                    _ => {
+                        let own = peers.intern(PeerId::parse(id.as_str()));
+                        intern_hop(&mut peers, Some(&id), [other.as_ref(), own.as_ref()])
+                    }
+                };
+                let Some(kept) = kept else {
+                    panic!("{} interned as nothing", id.as_str());
+                };
+                assert_eq!(kept, id);
+                match peers.ids.get_key_value(&id) {
+                    Some((known, _)) => assert!(std::ptr::eq(known.as_str(), kept.as_str())),
+                    None => past_cap += 1,
+                }
+            }
+            assert!(hits > 1_000, "{hits} found in their slot");
+            assert_eq!(
+                past_cap > 0,
+                cap < 1_000,
+                "{past_cap} past the cap of {cap}"
+            );
+        }
+    }
+
     #[test]
     fn removal_keeps_every_other_pair_findable() {
         let mut t = PairTable::default();
