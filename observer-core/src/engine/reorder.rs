@@ -19,7 +19,9 @@ pub struct Reorder {
     held: Vec<ByStart>,
     /// Emptied boxes of released transactions, for the next ones (at most
     /// [`SPARE_BOXES`]): an allocation and a free per transaction (~200 instructions,
-    /// LTO off) become a move in and a move out.
+    /// LTO off) become a move in and a move out. Boxes, not values: they go back into
+    /// `held` as they are.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<Option<Transaction>>>,
     /// Finish order, the last key: equal keys leave in the order they finished, as a
     /// stable sort of the whole run would have them.
