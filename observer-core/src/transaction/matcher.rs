@@ -24,8 +24,8 @@ use std::hash::BuildHasher;
 
 use super::cause::{self, History, Leg};
 use super::{
-    Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting,
-    Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
+    id_hash, mix_pair, Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey,
+    Presence, Sighting, Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -316,47 +316,15 @@ struct PairState {
     history: History,
 }
 
-/// What an ID writes as its hash: its one precomputed `u64` (seeded, made when it was
-/// parsed). Other writes are folded in, so a change there would cost spread, not
-/// correctness: equal IDs still write alike.
-#[derive(Default)]
-struct Written(u64);
-
-impl std::hash::Hasher for Written {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = self.0.rotate_left(32) ^ n;
-    }
-}
-
-fn id_hash(id: &PeerId) -> u64 {
-    use std::hash::Hash as _;
-    let mut h = Written::default();
-    id.hash(&mut h);
-    h.0
-}
-
-/// A pair's hash in the matcher's tables: its two keys' own (an ID's precomputed one, a
-/// name's from `hasher`) folded by one multiply, not written through the hasher again
-/// (two writes and a finish, ~100 instructions a pair, LTO off). Equal keys hash alike,
-/// as `PeerKey`'s equality and hash agree; the rotation keeps (a, b) from (b, a).
+/// A pair's hash in the matcher's tables (see [`super::mix_pair`]): an ID's own hash,
+/// a name's from `hasher`. Equal keys hash alike, as `PeerKey`'s equality and hash
+/// agree.
 fn pair_hash(hasher: &foldhash::fast::RandomState, k: &PairKey) -> u64 {
     let part = |key: &PeerKey| match key {
         PeerKey::Id(id) => id_hash(id),
         other => hasher.hash_one(other),
     };
-    let x = part(&k.0).rotate_left(23) ^ part(&k.1);
-    let full = u128::from(x) * u128::from(0x9E37_79B9_7F4A_7C15u64);
-    (full as u64) ^ ((full >> 64) as u64)
+    mix_pair(part(&k.0), part(&k.1))
 }
 
 /// The pairs: their keys and states in a dense vector, found through a hash table of
