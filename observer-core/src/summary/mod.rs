@@ -398,8 +398,14 @@ impl Ident {
 
 /// The summary's hash of a pair: of its borrowed form, so that a look-up and the
 /// table's rehashing agree.
+/// As the matcher's: the ends' own hashes (an ID's precomputed one) mixed, not written
+/// through `hasher` again (see [`crate::transaction::mix_pair`]).
 fn pair_hash(hasher: &foldhash::fast::RandomState, key: (IdentRef<'_>, IdentRef<'_>)) -> u64 {
-    hasher.hash_one(key)
+    let part = |end: IdentRef<'_>| match end {
+        IdentRef::Id(id) => crate::transaction::id_hash(id),
+        name => hasher.hash_one(name),
+    };
+    crate::transaction::mix_pair(part(key.0), part(key.1))
 }
 
 fn key_hash(hasher: &foldhash::fast::RandomState, key: &(Ident, Ident)) -> u64 {

@@ -885,6 +885,31 @@ struct FarRing {
 }
 
 impl History {
+    /// Whether `far_ns` is more than [`FAR_FACTOR`] times the median (at least 1 ns) of
+    /// the remembered far-side times, once there are [`FAR_MIN_HISTORY`] of them: what
+    /// [`Self::median_far`] decides, without sorting a copy (~100 instructions a
+    /// transaction). The bound `FAR_FACTOR * max(us * 1000, 1)` never falls as `us`
+    /// rises, so it is below `far_ns` at the median exactly when it is below it for
+    /// more than half of the times (the median's and all smaller ones').
+    fn far_beyond_median(&self, far_ns: u64) -> bool {
+        let Far::Ring(ring) = &self.far else {
+            return false;
+        };
+        let n = usize::from(ring.len);
+        if n < FAR_MIN_HISTORY {
+            return false;
+        }
+        let below = ring
+            .us
+            .iter()
+            .take(n)
+            .filter(|&&us| FAR_FACTOR * (u64::from(us) * 1_000).max(1) < far_ns)
+            .count();
+        below > n / 2
+    }
+
+    /// The median far-side time (what [`Self::far_beyond_median`] compares with).
+    #[cfg(test)]
     fn median_far(&self) -> Option<u64> {
         let Far::Ring(ring) = &self.far else {
             return None;
@@ -936,14 +961,6 @@ fn leg_repair_ns(leg: &Leg, notes: &[&WireNotes]) -> (u64, UnixNanos) {
         return (0, 0);
     }
     leg_spans_ns(leg, notes, |n| &n.repairs)
-}
-
-/// Zero-window stall time inside a leg's bytes, as [`leg_repair_ns`] finds repairs.
-fn leg_stall_ns(leg: &Leg, notes: &[&WireNotes]) -> u64 {
-    if notes.iter().all(|n| n.stalls.is_empty()) {
-        return 0;
-    }
-    leg_spans_ns(leg, notes, |n| &n.stalls).0
 }
 
 fn leg_spans_ns(
@@ -1019,16 +1036,14 @@ fn explain_with(
         ping_legs: ping.len().min(u8::MAX as usize) as u8,
         ..Cause::default()
     };
-    let ping_tcp: u64 = ping
-        .iter()
-        .map(|l| leg_repair_ns(l, notes).0)
-        .max()
-        .unwrap_or(0);
-    let pong_tcp: u64 = pong
-        .iter()
-        .map(|l| leg_repair_ns(l, notes).0)
-        .max()
-        .unwrap_or(0);
+    // Nearly every transaction has no repair in any note: asked once, not per leg.
+    let repaired = notes.iter().any(|n| !n.repairs.is_empty());
+    let repair = |l: &Leg| match repaired {
+        true => leg_spans_ns(l, notes, |n| &n.repairs),
+        false => (0, 0),
+    };
+    let ping_tcp: u64 = ping.iter().map(|l| repair(l).0).max().unwrap_or(0);
+    let pong_tcp: u64 = pong.iter().map(|l| repair(l).0).max().unwrap_or(0);
     c.tcp_ns = ping_tcp + pong_tcp;
     if c.tcp_ns >= RETRANS_FLAG_NS {
         c.flags.insert(Flag::Retrans);
@@ -1086,10 +1101,10 @@ fn explain_with(
         // The PING reached the receiver with its last byte, or with the copy that
         // repaired it when that came later (a retransmission seen after the original;
         // a hole's fill is already the leg's last byte).
-        let delivered = p.stop.max(leg_repair_ns(p, notes).1);
+        let delivered = p.stop.max(repair(p).1);
         let far = q.start.saturating_sub(delivered).saturating_sub(pong_queue);
         c.far_ns = Some(far);
-        if h.median_far().is_some_and(|m| far > FAR_FACTOR * m.max(1)) {
+        if h.far_beyond_median(far) {
             c.flags.insert(Flag::Far);
         }
         h.remember_far(far);
@@ -1161,9 +1176,13 @@ fn ping_start(ping: &[Leg]) -> UnixNanos {
 /// `window`: zero windows held the PING's or PONG's bytes back; their time is TCP's
 /// share, with the repairs' (`tcp_ns`).
 fn window(c: &mut Cause, ping: &[Leg], pong: &[Leg], notes: &[&WireNotes]) {
+    // Asked once for all the legs, as `explain` asks for repairs.
+    if notes.iter().all(|n| n.stalls.is_empty()) {
+        return;
+    }
     let most = |legs: &[Leg]| {
         legs.iter()
-            .map(|l| leg_stall_ns(l, notes))
+            .map(|l| leg_spans_ns(l, notes, |n| &n.stalls).0)
             .max()
             .unwrap_or(0)
     };
@@ -1513,6 +1532,51 @@ mod tests {
         }
         // The oldest three went; the median of 3..=17 ms is 10 ms.
         assert_eq!(h.median_far(), Some(10 * MS));
+    }
+
+    /// The count that decides `far` against the median it stands for: histories of 0
+    /// to 40 times (small, zero, equal and huge ones), asked at, just around and far
+    /// from each time's bound.
+    #[test]
+    fn far_beyond_median_is_the_median_test() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut asked = 0;
+        let mut beyond = 0;
+        for _ in 0..2_000 {
+            let mut h = History::default();
+            let scale = [1, 10, 1_000, 1_000_000, u64::MAX][(next() % 5) as usize];
+            for _ in 0..next() % 41 {
+                h.remember_far(
+                    (next() % scale)
+                        .saturating_mul(1_000)
+                        .saturating_add(next() % 1_000),
+                );
+            }
+            let mut at: Vec<u64> = vec![0, 1, 2, u64::MAX, next(), next() % 10_000_000];
+            if let Far::Ring(ring) = &h.far {
+                for &us in ring.us.iter().take(usize::from(ring.len)) {
+                    let bound = FAR_FACTOR * (u64::from(us) * 1_000).max(1);
+                    at.extend([bound - 1, bound, bound + 1]);
+                }
+            }
+            for far in at {
+                let want = h.median_far().is_some_and(|m| far > FAR_FACTOR * m.max(1));
+                assert_eq!(h.far_beyond_median(far), want, "{far} against {:?}", h.far);
+                asked += 1;
+                beyond += usize::from(want);
+            }
+        }
+        // Both answers were asked for, many times.
+        assert!(
+            beyond > 1_000 && asked - beyond > 1_000,
+            "{beyond} of {asked}"
+        );
     }
 
     #[test]

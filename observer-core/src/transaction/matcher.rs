@@ -24,8 +24,8 @@ use std::hash::BuildHasher;
 
 use super::cause::{self, History, Leg};
 use super::{
-    Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey, Presence, Sighting,
-    Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
+    id_hash, mix_pair, Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey,
+    Presence, Sighting, Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -78,10 +78,16 @@ fn intern_hop(
     ends: [Option<&PeerId>; 2],
 ) -> Option<PeerId> {
     let hop = hop?;
-    match ends.into_iter().flatten().find(|end| *end == hop) {
-        Some(end) => Some(end.clone()),
-        None => peers.intern(Some(hop.clone())),
+    let slot = peers.recent_slot(hop);
+    if let Some(kept) = peers.recently(slot, hop) {
+        return Some(kept);
     }
+    let kept = match ends.into_iter().flatten().find(|end| *end == hop) {
+        Some(end) => end.clone(),
+        None => peers.intern_new(hop),
+    };
+    peers.keep_recent(slot, hop, &kept);
+    Some(kept)
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
@@ -142,7 +148,18 @@ struct Peers {
     ids: crate::FastMap<PeerId, Option<Box<str>>>,
     named: usize,
     cap: usize,
+    /// IDs interned lately as they came, each with the matcher's copy, in the slot its
+    /// hash picks ([`RECENT_IDS`] of them, made at the first use). A flow direction's
+    /// end peers and a connection's hops come in the same `Arc` message after message:
+    /// `PeerId`'s equality sees the pointer before the text, so they are found here
+    /// without the table's probe and an 80-byte compare (~80 instructions an ID, LTO
+    /// off). The copy is the table's, or the ID itself past the cap: what a look-up in
+    /// the table gives, as the table never drops an ID while this is kept.
+    recent: Box<[Option<(PeerId, PeerId)>]>,
 }
+
+/// Slots of [`Peers::recent`]: 12 KB, and at most 512 IDs kept alive by it.
+const RECENT_IDS: usize = 256;
 
 /// A known peer's name becomes `name`; `named` counts the peers with one.
 fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
@@ -167,13 +184,45 @@ fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
 impl Peers {
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         let id = id?;
-        if let Some((known, _)) = self.ids.get_key_value(&id) {
-            return Some(known.clone());
+        let slot = self.recent_slot(&id);
+        if let Some(kept) = self.recently(slot, &id) {
+            return Some(kept);
+        }
+        let kept = self.intern_new(&id);
+        self.keep_recent(slot, &id, &kept);
+        Some(kept)
+    }
+
+    /// The table's copy of `id`, added when new and there is room.
+    fn intern_new(&mut self, id: &PeerId) -> PeerId {
+        if let Some((known, _)) = self.ids.get_key_value(id) {
+            return known.clone();
         }
         if self.ids.len() < self.cap {
             self.ids.insert(id.clone(), None);
         }
-        Some(id)
+        id.clone()
+    }
+
+    fn recent_slot(&self, id: &PeerId) -> usize {
+        id_hash(id) as usize % RECENT_IDS
+    }
+
+    /// The copy kept in `slot` if it is `id`'s.
+    fn recently(&self, slot: usize, id: &PeerId) -> Option<PeerId> {
+        match self.recent.get(slot) {
+            Some(Some((seen, kept))) if seen == id => Some(kept.clone()),
+            _ => None,
+        }
+    }
+
+    fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId) {
+        if self.recent.is_empty() {
+            self.recent = vec![None; RECENT_IDS].into_boxed_slice();
+        }
+        if let Some(at) = self.recent.get_mut(slot) {
+            *at = Some((id.clone(), kept.clone()));
+        }
     }
 
     /// [`Self::intern`], and `name` learnt as the peer's: one look-up (two were ~100
@@ -220,9 +269,33 @@ struct Pending {
     /// finishes, hashed then no more (~120 instructions a transaction). 0 without a
     /// correlator (nothing is remembered then).
     finished_hash: u32,
+    /// No finished entry had its pair and correlator when it came: none can appear
+    /// before it finishes (a second PING with both is a duplicate while it is
+    /// outstanding), so its own is added without a look for one (~50 instructions).
+    fresh: bool,
     candidate: Option<Candidate>,
     /// The PING's legs seen so far (its first, on the poller's side).
     legs: Vec<Leg>,
+}
+
+/// What a finished PING with a correlator leaves in [`Remembered`], taken before its
+/// record takes the strings.
+struct Finishing {
+    correlator: Correlator,
+    start: UnixNanos,
+    hash: u32,
+    fresh: bool,
+}
+
+impl Pending {
+    fn finishing(&self) -> Option<Finishing> {
+        Some(Finishing {
+            correlator: Correlator::new(self.correlator.as_deref()?),
+            start: self.start,
+            hash: self.finished_hash,
+            fresh: self.fresh,
+        })
+    }
 }
 
 /// What the matcher keeps per (poller, receiver) pair. A pair with nothing outstanding
@@ -241,6 +314,17 @@ struct PairState {
     last_active: UnixNanos,
     /// Route and far-side baseline, for the next transaction's explanation.
     history: History,
+}
+
+/// A pair's hash in the matcher's tables (see [`super::mix_pair`]): an ID's own hash,
+/// a name's from `hasher`. Equal keys hash alike, as `PeerKey`'s equality and hash
+/// agree.
+fn pair_hash(hasher: &foldhash::fast::RandomState, k: &PairKey) -> u64 {
+    let part = |key: &PeerKey| match key {
+        PeerKey::Id(id) => id_hash(id),
+        other => hasher.hash_one(other),
+    };
+    mix_pair(part(&k.0), part(&k.1))
 }
 
 /// The pairs: their keys and states in a dense vector, found through a hash table of
@@ -274,8 +358,7 @@ impl PairTable {
     /// The key's hash in this table: computed once per document and handed to the
     /// `_hashed` lookups, which a PING or PONG makes several of.
     fn hash(&self, k: &PairKey) -> u64 {
-        use std::hash::BuildHasher as _;
-        self.hasher.hash_one(k)
+        pair_hash(&self.hasher, k)
     }
 
     /// The pair's slot, folded or not.
@@ -328,10 +411,9 @@ impl PairTable {
             let hasher = &self.hasher;
             let slots = &self.slots;
             self.index.shrink_to_fit(|&j| {
-                slots.get(j as usize).map_or(0, |(key, _)| {
-                    use std::hash::BuildHasher as _;
-                    hasher.hash_one(key)
-                })
+                slots
+                    .get(j as usize)
+                    .map_or(0, |(key, _)| pair_hash(hasher, key))
             });
         }
         gone.len()
@@ -383,10 +465,9 @@ impl PairTable {
                     ..
                 } = self;
                 index.insert_unique(hash, u32::try_from(i).unwrap_or(u32::MAX), |&j| {
-                    use std::hash::BuildHasher as _;
                     slots
                         .get(j as usize)
-                        .map_or(0, |(key, _)| hasher.hash_one(key))
+                        .map_or(0, |(key, _)| pair_hash(hasher, key))
                 });
                 slots.push((k.clone(), PairState::default()));
                 i
@@ -396,9 +477,8 @@ impl PairTable {
 
     /// Removes the pair; the last one takes its place in the vector.
     fn remove(&mut self, k: &PairKey) -> Option<PairState> {
-        use std::hash::BuildHasher as _;
         let i = self.find_slot(k)?;
-        let hash = self.hasher.hash_one(k);
+        let hash = pair_hash(&self.hasher, k);
         if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
             entry.remove();
         }
@@ -407,7 +487,7 @@ impl PairTable {
             let from = self.slots.len();
             if let Some(j) = self
                 .index
-                .find_mut(self.hasher.hash_one(moved), |&j| j as usize == from)
+                .find_mut(pair_hash(&self.hasher, moved), |&j| j as usize == from)
             {
                 *j = u32::try_from(i).unwrap_or(u32::MAX);
             }
@@ -585,7 +665,7 @@ impl Remembered {
     /// 32 bits of the hash are kept per entry (see [`Finish::hash`]), ample for 65,536
     /// entries.
     fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u32 {
-        hasher.hash_one((pair, correlator)) as u32
+        (pair_hash(hasher, pair) ^ hasher.hash_one(correlator)) as u32
     }
 
     /// The table's hash of a kept 32-bit one. hashbrown takes a bucket from the low
@@ -651,13 +731,24 @@ impl Remembered {
     }
 
     /// [`Self::insert`] with the hash of the entry's pair and correlator given.
-    fn insert_hashed(&mut self, cap: usize, hash: u32, mut f: Finish) -> u64 {
+    fn insert_hashed(&mut self, cap: usize, hash: u32, f: Finish) -> u64 {
         if let Some(i) = self.position_hashed(hash, &f.pair, f.correlator.as_bytes()) {
             if let Some(known) = self.ring.get_mut(i) {
                 (known.outcome, known.start) = (f.outcome, f.start);
             }
             return 0;
         }
+        self.insert_new(cap, hash, f)
+    }
+
+    /// [`Self::insert_hashed`] of an entry known not to be there (see
+    /// [`Pending::fresh`]).
+    fn insert_new(&mut self, cap: usize, hash: u32, mut f: Finish) -> u64 {
+        debug_assert!(
+            self.position_hashed(hash, &f.pair, f.correlator.as_bytes())
+                .is_none(),
+            "a fresh PING's correlator is already remembered"
+        );
         let mut forgot = 0;
         // Positions are u32: more entries than that would not fit in memory anyway.
         while self.ring.len() >= cap.clamp(1, u32::MAX as usize) {
@@ -790,6 +881,10 @@ pub struct Matcher {
     expiry: Expiry,
     presence: Presence,
     overhead: OverheadTally,
+    /// Finished correlators added at once (fresh PINGs), and looked for first: for the
+    /// tests to see both taken.
+    #[cfg(test)]
+    remembered: [u64; 2],
 }
 
 impl Matcher {
@@ -822,6 +917,8 @@ impl Matcher {
             expiry: Expiry::default(),
             presence: Presence::default(),
             overhead: OverheadTally::default(),
+            #[cfg(test)]
+            remembered: [0; 2],
         }
     }
 
@@ -1030,28 +1127,20 @@ impl Matcher {
         out: &mut Vec<Transaction>,
     ) {
         if let Some(mut c) = p.candidate.take() {
-            let (corr, start, hash) = (
-                p.correlator.as_deref().map(Correlator::new),
-                p.start,
-                p.finished_hash,
-            );
+            let finishing = p.finishing();
             self.answered(&pair, None, &mut p, &mut c, None, out);
             let max = self.max_per_pair_u32();
             if let Some(state) = self.pairs.get_mut(&pair) {
-                if corr.is_none() {
+                if finishing.is_none() {
                     state.transit_finalised = (state.transit_finalised + 1).min(max);
                 }
             }
-            if let Some(c) = corr {
-                self.remember(pair, c, Finished::AnsweredInTransit, start, hash);
+            if let Some(f) = finishing {
+                self.remember(pair, f, Finished::AnsweredInTransit);
             }
             return;
         }
-        let (corr, start, hash) = (
-            p.correlator.as_deref().map(Correlator::new),
-            p.start,
-            p.finished_hash,
-        );
+        let finishing = p.finishing();
         let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
         let mut t = self.record(&mut p, Some(deadline), TxStatus::Timeout, None);
         t.cause = explained;
@@ -1060,23 +1149,22 @@ impl Matcher {
         if let Some(state) = self.pairs.get_mut(&pair) {
             state.timed_out_unanswered = (state.timed_out_unanswered + 1).min(max);
         }
-        if let Some(c) = corr {
-            self.remember(pair, c, Finished::TimedOut, start, hash);
+        if let Some(f) = finishing {
+            self.remember(pair, f, Finished::TimedOut);
         }
     }
 
-    /// Remembers a finished PING's correlator; `hash` is its [`Pending::finished_hash`].
-    fn remember(
-        &mut self,
-        pair: PairKey,
-        correlator: Correlator,
-        outcome: Finished,
-        start: UnixNanos,
-        hash: u32,
-    ) {
+    /// Remembers a finished PING's correlator (`pair`: the PING's own key).
+    fn remember(&mut self, pair: PairKey, f: Finishing, outcome: Finished) {
         if self.cfg.remember_finished == 0 {
             return;
         }
+        let Finishing {
+            correlator,
+            start,
+            hash,
+            fresh,
+        } = f;
         let f = Finish {
             pair,
             correlator,
@@ -1085,7 +1173,14 @@ impl Matcher {
             hash,
         };
         let cap = self.cfg.remember_finished;
-        self.expiry.correlators_evicted += self.finished.insert_hashed(cap, hash, f);
+        #[cfg(test)]
+        {
+            self.remembered[usize::from(!fresh)] += 1;
+        }
+        self.expiry.correlators_evicted += match fresh {
+            true => self.finished.insert_new(cap, hash, f),
+            false => self.finished.insert_hashed(cap, hash, f),
+        };
     }
 
     /// Forgets the finished correlators whose PING's deadline is further behind `now`
@@ -1193,26 +1288,27 @@ impl Matcher {
         if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
-        let mut finished_hash = 0;
+        let (mut finished_hash, mut fresh) = (0, false);
         if let Some(c) = &doc.correlator {
             let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_ref() == Some(c))
             });
+            if outstanding {
+                self.anomalies.duplicate_ping_correlator += 1;
+                return;
+            }
             finished_hash = Remembered::hash(&self.finished.hasher, &pair, c.as_bytes());
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
-            let recent = || {
-                self.finished
-                    .get_hashed(finished_hash, &pair, c)
-                    .is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS)
-            };
-            if outstanding || recent() {
+            let known = self.finished.get_hashed(finished_hash, &pair, c);
+            if known.is_some_and(|(_, first)| s.start.saturating_sub(first) < REPEAT_WINDOW_NS) {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
+            fresh = known.is_none();
         }
 
         if found.is_none() && self.pairs.len() >= self.cfg.max_pairs {
@@ -1269,6 +1365,7 @@ impl Matcher {
                 ping_correlator_bytes,
                 relay_seen: false,
                 finished_hash,
+                fresh,
                 candidate: None,
                 legs,
             },
@@ -1527,14 +1624,10 @@ impl Matcher {
                 let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
                 c.legs.push(leg_of(&mut self.peers, seen, ends));
             }
-            let (corr, start, hash) = (
-                p.correlator.as_deref().map(Correlator::new),
-                p.start,
-                p.finished_hash,
-            );
+            let finishing = p.finishing();
             self.answered(&pair, Some(slot), &mut p, &mut c, Some(stop), out);
-            if let Some(c) = corr {
-                self.remember(pair, c, Finished::Answered, start, hash);
+            if let Some(f) = finishing {
+                self.remember(pair, f, Finished::Answered);
             }
             return;
         }
@@ -1574,14 +1667,10 @@ impl Matcher {
         };
         settle(state, &mut self.spare_queues);
         self.live -= 1;
-        let (corr, start, hash) = (
-            p.correlator.as_deref().map(Correlator::new),
-            p.start,
-            p.finished_hash,
-        );
+        let finishing = p.finishing();
         self.answered(&pair, Some(slot), &mut p, &mut candidate, None, out);
-        if let Some(c) = corr {
-            self.remember(pair, c, Finished::Answered, start, hash);
+        if let Some(f) = finishing {
+            self.remember(pair, f, Finished::Answered);
         }
     }
 
@@ -1731,6 +1820,71 @@ mod pair_table_tests {
         );
     }
 
+    /// A PING whose correlator was not among the finished has its entry added without
+    /// a look for it (`insert_new`, whose debug assertion looks all the same): over
+    /// random traffic of three peers and four correlators, with relays, transits,
+    /// duplicates, timeouts, late and reused correlators and a small cap, the entry is
+    /// never there already, and both ways of adding one are taken.
+    #[test]
+    fn fresh_pings_are_not_remembered_yet() {
+        let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (mut ways, mut repeats) = ([0u64; 2], 0);
+        for cap in [2, 5, 65_536] {
+            let mut m = Matcher::new(MatcherConfig {
+                remember_finished: cap,
+                forget_finished_after_ns: (cap == 5).then_some(3_000_000_000),
+                ..MatcherConfig::default()
+            });
+            let (mut out, mut t) = (Vec::new(), 0u64);
+            for _ in 0..20_000 {
+                t += [1_000_000, 50_000_000, 700_000_000, 4_000_000_000][next(4) as usize];
+                let (a, b) = (next(3), next(3));
+                let kind = [Kind::Ping, Kind::Pong][next(2) as usize];
+                let doc = Document {
+                    kind,
+                    name: Some(format!("peer{a}")),
+                    correlator: (next(5) > 0).then(|| format!("c{}", next(40))),
+                    status: (kind == Kind::Pong).then_some(Status::Online),
+                    ..Default::default()
+                };
+                // Now and then a relay's leg: hops other than the ends.
+                let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
+                let s = Sighting {
+                    start: t,
+                    stop: t + 10,
+                    src_peer: id(a),
+                    dst_peer: id(b),
+                    hop_src: hop(a),
+                    hop_dst: hop(b),
+                    framed_bytes: 1000,
+                    message_bytes: 900,
+                    transport: Transport::Tcp,
+                    wire: Default::default(),
+                };
+                m.observe(&doc, &s, &mut out);
+            }
+            m.finish(t, &mut out);
+            assert!(out.len() > 1_000, "{} transactions", out.len());
+            for (all, n) in ways.iter_mut().zip(m.remembered) {
+                *all += n;
+            }
+            repeats += m.anomalies.duplicate_ping_correlator;
+        }
+        let [new, looked] = ways;
+        assert!(
+            new > 1_000 && looked > 1_000,
+            "{new} added at once, {looked} looked for"
+        );
+        assert!(repeats > 100, "{repeats} repeats");
+    }
+
     fn key(n: u32) -> PairKey {
         (
             PeerKey::Other(Some(std::sync::Arc::from(format!("p{n}").as_str()))),
@@ -1740,6 +1894,104 @@ mod pair_table_tests {
 
     /// Removal moves the last pair into the hole: every pair left must still be found
     /// with its own state, and the removed ones not at all.
+    /// Interned through the recent slots, an ID (each parsed afresh, or a copy of one
+    /// parsed before, as flows hand them over) comes back as the table's copy, the one
+    /// a look-up in the table gives, or as itself past the cap; hops likewise, whether
+    /// they are an end of the document or not. 1,000 IDs in 256 slots, so most look-ups
+    /// find another ID in their slot.
+    #[test]
+    fn recent_ids_give_the_tables_copy() {
+        let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
+        let mut x: u64 = 0x0123_4567_89AB_CDEF;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for cap in [300, 2_000] {
+            let mut peers = Peers {
+                cap,
+                ..Peers::default()
+            };
+            let parsed: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+            let (mut hits, mut past_cap) = (0, 0);
+            for _ in 0..20_000 {
+                let n = next(1_000);
+                let id = match next(2) {
+                    0 => parsed.get(n as usize).cloned(),
+                    _ => PeerId::parse(&text(n)),
+                };
+                let Some(id) = id else {
+                    panic!("{} does not parse", text(n));
+                };
+                let slot = peers.recent_slot(&id);
+                hits += usize::from(peers.recently(slot, &id).is_some());
+                // The document's ends, interned before its hops (the hop one of them, or
+                // neither).
+                let other = peers.intern(PeerId::parse(&text(next(1_000))));
+                let kept = match next(3) {
+                    0 => peers.intern(Some(id.clone())),
+                    1 => intern_hop(&mut peers, Some(&id), [other.as_ref(), None]),
+                    _ => {
+                        let own = peers.intern(PeerId::parse(id.as_str()));
+                        intern_hop(&mut peers, Some(&id), [other.as_ref(), own.as_ref()])
+                    }
+                };
+                let Some(kept) = kept else {
+                    panic!("{} interned as nothing", id.as_str());
+                };
+                assert_eq!(kept, id);
+                match peers.ids.get_key_value(&id) {
+                    Some((known, _)) => assert!(std::ptr::eq(known.as_str(), kept.as_str())),
+                    None => past_cap += 1,
+                }
+            }
+            assert!(hits > 1_000, "{hits} found in their slot");
+            assert_eq!(
+                past_cap > 0,
+                cap < 1_000,
+                "{past_cap} past the cap of {cap}"
+            );
+        }
+    }
+
+    /// Pairs of equal keys (IDs parsed apart, the same names) hash alike; of 2,704
+    /// distinct pairs (50 IDs, a name and the unknown peer, both ways round) no two
+    /// hash alike, nor in the finished table's 32 bits with one correlator.
+    #[test]
+    fn pair_hashes_follow_equality() {
+        let hasher = foldhash::fast::RandomState::default();
+        let keys = || {
+            let mut k: Vec<PeerKey> = (0..50u32)
+                .filter_map(|n| PeerId::parse(&format!("urn:jxta:uuid-{n:04X}03")))
+                .map(PeerKey::Id)
+                .collect();
+            assert_eq!(k.len(), 50);
+            k.push(PeerKey::Other(Some(std::sync::Arc::from("alice"))));
+            k.push(PeerKey::UNKNOWN);
+            k
+        };
+        let (a, b) = (keys(), keys());
+        let mut pair_hashes = std::collections::HashSet::new();
+        let mut finished = std::collections::HashSet::new();
+        for (x, x2) in a.iter().zip(&b) {
+            for (y, y2) in a.iter().zip(&b) {
+                let (p, q) = ((x.clone(), y.clone()), (x2.clone(), y2.clone()));
+                assert_eq!(p, q);
+                assert_eq!(pair_hash(&hasher, &p), pair_hash(&hasher, &q));
+                assert_eq!(
+                    Remembered::hash(&hasher, &p, b"c1"),
+                    Remembered::hash(&hasher, &q, b"c1")
+                );
+                pair_hashes.insert(pair_hash(&hasher, &p));
+                finished.insert(Remembered::hash(&hasher, &p, b"c1"));
+            }
+        }
+        assert_eq!(pair_hashes.len(), 52 * 52);
+        assert_eq!(finished.len(), 52 * 52);
+    }
+
     #[test]
     fn removal_keeps_every_other_pair_findable() {
         let mut t = PairTable::default();
@@ -1780,6 +2032,7 @@ mod pair_table_tests {
             ping_correlator_bytes: 0,
             relay_seen: false,
             finished_hash: 0,
+            fresh: false,
             candidate: None,
             legs: Vec::new(),
         };
