@@ -2,6 +2,7 @@
 //! and where those go ([`DocumentSink`]: a matcher here, or a queue for the thread
 //! that owns the matcher).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use super::record::{record, MessageRecord};
@@ -161,8 +162,12 @@ pub(crate) struct Origin<'a> {
     pub flow: Option<u64>,
     pub src: &'a dyn std::fmt::Display,
     pub dst: &'a dyn std::fmt::Display,
-    pub hop_src: Option<PeerId>,
-    pub hop_dst: Option<PeerId>,
+    /// Borrowed from the connection (TCP), learned here (HTTP): cloned only for a
+    /// document's sighting.
+    pub hop_src: Option<Cow<'a, PeerId>>,
+    pub hop_dst: Option<Cow<'a, PeerId>>,
+    /// A datagram's (default) notes; a connection's are lent to [`Documents::decode_at`]
+    /// apart, not moved in here.
     pub wire: WireNotes,
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
@@ -242,12 +247,19 @@ impl Documents {
     /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
     #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
-        self.decode_at(framed, &mut origin)
+        let mut wire = std::mem::take(&mut origin.wire);
+        self.decode_at(framed, &mut origin, &mut wire)
     }
 
     /// [`Self::decode`] with the origin where its caller built it: passed by value to a
-    /// function that is not inlined, it was copied (~30 instructions a message).
-    fn decode_at(&mut self, framed: &FramedMessage<'_>, origin: &mut Origin<'_>) -> Handled {
+    /// function that is not inlined, it was copied (~30 instructions a message). `wire`
+    /// is the message's notes (`origin.wire` is not read), taken by its last document.
+    fn decode_at(
+        &mut self,
+        framed: &FramedMessage<'_>,
+        origin: &mut Origin<'_>,
+        wire: &mut WireNotes,
+    ) -> Handled {
         // `Element<'static>` is an `Element<'_>`: the spare buffer needs no recycling.
         let decoded =
             jxta::decode_message_in(framed.body, std::mem::take(&mut self.spare_elements));
@@ -266,7 +278,7 @@ impl Documents {
                 return Handled::default();
             }
         };
-        let handled = self.decoded(framed, origin, &msg);
+        let handled = self.decoded(framed, origin, wire, &msg);
         self.spare_elements = msg.into_spare();
         handled
     }
@@ -276,6 +288,7 @@ impl Documents {
         &mut self,
         framed: &FramedMessage<'_>,
         origin: &mut Origin<'_>,
+        notes: &mut WireNotes,
         msg: &jxta::Message<'_>,
     ) -> Handled {
         let udp = origin.transport == Transport::Udp;
@@ -290,7 +303,8 @@ impl Documents {
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
             let last = jxta::addressing(msg).last_hop;
-            (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
+            let (hop_src, hop_dst) = self.http_hops.hops(src, dst, last);
+            (origin.hop_src, origin.hop_dst) = (hop_src.map(Cow::Owned), hop_dst.map(Cow::Owned));
         }
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
@@ -355,14 +369,20 @@ impl Documents {
             let ((src_peer, dst_peer), mut wire, (hop_src, hop_dst)) = if last {
                 (
                     std::mem::take(ends),
-                    std::mem::take(&mut origin.wire),
-                    (origin.hop_src.take(), origin.hop_dst.take()),
+                    std::mem::take(notes),
+                    (
+                        origin.hop_src.take().map(Cow::into_owned),
+                        origin.hop_dst.take().map(Cow::into_owned),
+                    ),
                 )
             } else {
                 (
                     ends.clone(),
-                    origin.wire.clone(),
-                    (origin.hop_src.clone(), origin.hop_dst.clone()),
+                    notes.clone(),
+                    (
+                        origin.hop_src.as_deref().cloned(),
+                        origin.hop_dst.as_deref().cloned(),
+                    ),
                 )
             };
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
@@ -404,7 +424,7 @@ fn is_service_message(msg: &jxta::Message<'_>) -> bool {
 
 impl MessageHandler for Documents {
     fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
-        let origin = Origin {
+        let mut origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
                 Carrier::Http => Transport::Http,
@@ -412,13 +432,13 @@ impl MessageHandler for Documents {
             flow: Some(at.flow),
             src: &at.src,
             dst: &at.dst,
-            hop_src: at.hop_src,
-            hop_dst: at.hop_dst,
-            wire: at.wire,
+            hop_src: at.hop_src.map(Cow::Borrowed),
+            hop_dst: at.hop_dst.map(Cow::Borrowed),
+            wire: WireNotes::default(),
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
             router: Some(at.router),
         };
-        self.decode(framed, origin)
+        self.decode_at(framed, &mut origin, at.wire)
     }
 }
 
