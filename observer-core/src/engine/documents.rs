@@ -2,6 +2,7 @@
 //! and where those go ([`DocumentSink`]: a matcher here, or a queue for the thread
 //! that owns the matcher).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use super::record::{record, MessageRecord};
@@ -161,8 +162,12 @@ pub(crate) struct Origin<'a> {
     pub flow: Option<u64>,
     pub src: &'a dyn std::fmt::Display,
     pub dst: &'a dyn std::fmt::Display,
-    pub hop_src: Option<PeerId>,
-    pub hop_dst: Option<PeerId>,
+    /// Borrowed from the connection (TCP), learned here (HTTP): cloned only for a
+    /// document's sighting.
+    pub hop_src: Option<Cow<'a, PeerId>>,
+    pub hop_dst: Option<Cow<'a, PeerId>>,
+    /// A datagram's (default) notes; a connection's are lent to [`Documents::decode_at`]
+    /// apart, not moved in here.
     pub wire: WireNotes,
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
@@ -242,12 +247,19 @@ impl Documents {
     /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
     #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
-        self.decode_at(framed, &mut origin)
+        let mut wire = std::mem::take(&mut origin.wire);
+        self.decode_at(framed, &mut origin, &mut wire)
     }
 
     /// [`Self::decode`] with the origin where its caller built it: passed by value to a
-    /// function that is not inlined, it was copied (~30 instructions a message).
-    fn decode_at(&mut self, framed: &FramedMessage<'_>, origin: &mut Origin<'_>) -> Handled {
+    /// function that is not inlined, it was copied (~30 instructions a message). `wire`
+    /// is the message's notes (`origin.wire` is not read), taken by its last document.
+    fn decode_at(
+        &mut self,
+        framed: &FramedMessage<'_>,
+        origin: &mut Origin<'_>,
+        wire: &mut WireNotes,
+    ) -> Handled {
         // `Element<'static>` is an `Element<'_>`: the spare buffer needs no recycling.
         let decoded =
             jxta::decode_message_in(framed.body, std::mem::take(&mut self.spare_elements));
@@ -266,7 +278,7 @@ impl Documents {
                 return Handled::default();
             }
         };
-        let handled = self.decoded(framed, origin, &msg);
+        let handled = self.decoded(framed, origin, wire, &msg);
         self.spare_elements = msg.into_spare();
         handled
     }
@@ -276,6 +288,7 @@ impl Documents {
         &mut self,
         framed: &FramedMessage<'_>,
         origin: &mut Origin<'_>,
+        notes: &mut WireNotes,
         msg: &jxta::Message<'_>,
     ) -> Handled {
         let udp = origin.transport == Transport::Udp;
@@ -290,7 +303,8 @@ impl Documents {
         if let Some((src, dst)) = origin.http {
             // The router element names the hop that sent this leg.
             let last = jxta::addressing(msg).last_hop;
-            (origin.hop_src, origin.hop_dst) = self.http_hops.hops(src, dst, last);
+            let (hop_src, hop_dst) = self.http_hops.hops(src, dst, last);
+            (origin.hop_src, origin.hop_dst) = (hop_src.map(Cow::Owned), hop_dst.map(Cow::Owned));
         }
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
@@ -355,14 +369,20 @@ impl Documents {
             let ((src_peer, dst_peer), mut wire, (hop_src, hop_dst)) = if last {
                 (
                     std::mem::take(ends),
-                    std::mem::take(&mut origin.wire),
-                    (origin.hop_src.take(), origin.hop_dst.take()),
+                    std::mem::take(notes),
+                    (
+                        origin.hop_src.take().map(Cow::into_owned),
+                        origin.hop_dst.take().map(Cow::into_owned),
+                    ),
                 )
             } else {
                 (
                     ends.clone(),
-                    origin.wire.clone(),
-                    (origin.hop_src.clone(), origin.hop_dst.clone()),
+                    notes.clone(),
+                    (
+                        origin.hop_src.as_deref().cloned(),
+                        origin.hop_dst.as_deref().cloned(),
+                    ),
                 )
             };
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
@@ -403,8 +423,15 @@ fn is_service_message(msg: &jxta::Message<'_>) -> bool {
 }
 
 impl MessageHandler for Documents {
+    /// Inlined into the stream parser's loop: out of line, with the origin's drop, it
+    /// cost ~120 instructions a message.
+    #[inline]
     fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
-        let origin = Origin {
+        // Not dropped as a whole: its notes are the empty default (a connection's are
+        // lent apart in `at.wire`, and `decode_at` never writes `origin.wire`), its
+        // addresses and router borrowed; only hops learned on HTTP are owned, and are
+        // dropped below. Forgetting the rest frees nothing (`origin_of_a_flow_owns_only_hops`).
+        let mut origin = std::mem::ManuallyDrop::new(Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
                 Carrier::Http => Transport::Http,
@@ -412,13 +439,16 @@ impl MessageHandler for Documents {
             flow: Some(at.flow),
             src: &at.src,
             dst: &at.dst,
-            hop_src: at.hop_src,
-            hop_dst: at.hop_dst,
-            wire: at.wire,
+            hop_src: at.hop_src.map(Cow::Borrowed),
+            hop_dst: at.hop_dst.map(Cow::Borrowed),
+            wire: WireNotes::default(),
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
             router: Some(at.router),
-        };
-        self.decode(framed, origin)
+        });
+        let handled = self.decode_at(framed, &mut origin, at.wire);
+        drop(origin.hop_src.take());
+        drop(origin.hop_dst.take());
+        handled
     }
 }
 
@@ -428,4 +458,92 @@ fn looks_like_xml(content: &[u8]) -> bool {
         .unwrap_or(content)
         .trim_ascii_start();
     trimmed.first() == Some(&b'<')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jxta::message::{encode_message_v0, OwnedElement};
+    use crate::transaction::MatcherConfig;
+
+    /// Two PINGs in one message of a flow: each sighting has the lent notes (the last
+    /// one takes them), the PING's delivery cell and the lent hops, while the origin's
+    /// own notes stay the empty default, which `Documents::message` forgets rather than
+    /// drops; were they read or written instead of the lent ones, this fails.
+    #[test]
+    fn origin_of_a_flow_owns_only_hops() {
+        let ping = Document {
+            kind: Kind::Ping,
+            name: Some("alice".into()),
+            correlator: Some("7".into()),
+            ..Document::default()
+        }
+        .to_xml();
+        let body = encode_message_v0(&[
+            OwnedElement::new("", "first", Some("text/xml"), ping.as_str()),
+            OwnedElement::new("", "second", Some("text/xml"), ping.as_str()),
+        ]);
+        let framed = FramedMessage {
+            start: 1,
+            stop: 2,
+            framed_len: body.len() as u64,
+            header: jxta::framing::PackageHeader {
+                content_type: None,
+                content_length: body.len() as u64,
+                src_ea: None,
+                header_len: 0,
+            },
+            body: &body,
+        };
+        let sink = DocumentSink::Queue {
+            queue: Vec::new(),
+            idle: Matcher::new(MatcherConfig::default()),
+        };
+        let mut docs = Documents::new(sink, false, 1 << 16);
+        let hop = PeerId::parse("urn:jxta:uuid-0011223303").expect("a peer ID");
+        let lent = WireNotes {
+            conn: Some((9, 1)),
+            queued_bytes: 5,
+            ..WireNotes::default()
+        };
+        let mut notes = lent.clone();
+        let mut router = jxta::LastRouter::default();
+        let (src, dst): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:1".parse().expect("an address"),
+            "10.0.0.2:2".parse().expect("an address"),
+        );
+        let mut origin = Origin {
+            transport: Transport::Tcp,
+            flow: Some(9),
+            src: &src,
+            dst: &dst,
+            hop_src: Some(Cow::Borrowed(&hop)),
+            hop_dst: None,
+            wire: WireNotes::default(),
+            http: None,
+            router: Some(&mut router),
+        };
+        let handled = docs.decode_at(&framed, &mut origin, &mut notes);
+        assert_eq!(origin.wire, WireNotes::default());
+        assert!(matches!(origin.hop_src, None | Some(Cow::Borrowed(_))));
+        assert_eq!(notes, WireNotes::default(), "the last document takes them");
+        let cell = handled.delivery.expect("a PING's delivery cell");
+        let queued = docs.sink.take_queued();
+        assert_eq!(queued.len(), 2);
+        for m in queued {
+            let MatchEvent::Document(d) = m.event else {
+                panic!("a document");
+            };
+            let s = &d.1;
+            assert_eq!(s.wire.conn, lent.conn);
+            assert_eq!(s.wire.queued_bytes, lent.queued_bytes);
+            assert!(s
+                .wire
+                .delivery
+                .as_ref()
+                .is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell)));
+            assert_eq!(s.hop_src.as_ref(), Some(&hop));
+            assert_eq!(s.hop_dst, None);
+        }
+    }
 }

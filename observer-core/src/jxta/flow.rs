@@ -26,11 +26,13 @@ pub struct FlowMessage<'a> {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     /// The peer IDs the two directions announced in their welcome lines (the hop
-    /// identities that tell relayed legs apart); none on the HTTP carrier.
-    pub hop_src: Option<PeerId>,
-    pub hop_dst: Option<PeerId>,
-    /// What the connection did around the message (`transaction::cause`).
-    pub wire: WireNotes,
+    /// identities that tell relayed legs apart); none on the HTTP carrier. Lent: a
+    /// message without a document needs no copy (two clones and drops a message).
+    pub hop_src: Option<&'a PeerId>,
+    pub hop_dst: Option<&'a PeerId>,
+    /// What the connection did around the message (`transaction::cause`). Lent, to be
+    /// taken by the message's last document: moved in by value, it was copied whole.
+    pub wire: &'a mut WireNotes,
     /// The router document this direction sent last (see [`LastRouter`]).
     pub router: &'a mut LastRouter,
 }
@@ -189,16 +191,16 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                             peers[dir.index()] = Some(shared_peer(welcome_peers, w.peer_part));
                         }
                         StreamEvent::Message(m) => {
-                            let wire =
+                            let mut wire =
                                 notes.message(flow, dir.index(), m.start, m.stop, m.framed_len);
                             let at = FlowMessage {
                                 carrier,
                                 flow: info.id,
                                 src,
                                 dst,
-                                hop_src: peers[dir.index()].as_deref().cloned(),
-                                hop_dst: peers[dir.other().index()].as_deref().cloned(),
-                                wire,
+                                hop_src: peers[dir.index()].as_deref(),
+                                hop_dst: peers[dir.other().index()].as_deref(),
+                                wire: &mut wire,
                                 router: &mut routers[dir.index()],
                             };
                             let handled = handler.message(&m, at);
@@ -283,7 +285,8 @@ mod tests {
 
     impl MessageHandler for Seen {
         fn message(&mut self, _: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
-            self.0.push((at.wire.conn, at.wire.opened_at, at.hop_src));
+            self.0
+                .push((at.wire.conn, at.wire.opened_at, at.hop_src.cloned()));
             Handled::default()
         }
     }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::{wire_str, JxtaError, Reader};
+use super::{ascii_pair, wire_str, JxtaError, Reader};
 
 pub const MESSAGE_SIGNATURE: &[u8] = b"jxmg";
 pub const ELEMENT_SIGNATURE: &[u8] = b"jxel";
@@ -277,19 +277,31 @@ fn fast_element_v0<'a>(
     let Some(&namespace) = namespaces.get(usize::from(ns_id)) else {
         return false;
     };
-    let Some((name, rest)) = split_text(rest, name_len) else {
-        return false;
-    };
-    let (mime, rest) = if flags & V0_HAS_TYPE != 0 {
-        let Some((mime, rest)) = rest
-            .split_first_chunk::<2>()
-            .and_then(|(len, rest)| split_text(rest, *len))
+    let (name, mime, rest) = if flags & V0_HAS_TYPE != 0 {
+        // Name, the type's length, type: checked as text in one pass when all ASCII.
+        let n = usize::from(u16::from_be_bytes(name_len));
+        let Some((name, mime, rest)) = rest
+            .get(n..)
+            .and_then(<[u8]>::first_chunk::<2>)
+            .and_then(|len| rest.split_at_checked(n + 2 + usize::from(u16::from_be_bytes(*len))))
+            .and_then(|(text, rest)| {
+                let (name, mime) = ascii_pair(text, n, n + 2).or_else(|| {
+                    Some((
+                        wire_str(text.get(..n)?).ok()?,
+                        wire_str(text.get(n + 2..)?).ok()?,
+                    ))
+                })?;
+                Some((name, mime, rest))
+            })
         else {
             return false;
         };
-        (Some(Cow::Borrowed(mime)), rest)
+        (name, Some(Cow::Borrowed(mime)), rest)
     } else {
-        (None, rest)
+        let Some((name, rest)) = split_text(rest, name_len) else {
+            return false;
+        };
+        (name, None, rest)
     };
     let Some((content, rest)) = rest.split_first_chunk::<4>().and_then(|(len, rest)| {
         rest.split_at_checked(usize::try_from(u32::from_be_bytes(*len)).ok()?)
@@ -790,6 +802,8 @@ mod tests {
             ),
             OwnedElement::new("", "payload", None, "<x/>"),
             OwnedElement::new("jim", "Gr\u{fc}\u{df}e", Some("text/xml"), ""),
+            // A type of 130 bytes: its length's low byte is not ASCII.
+            OwnedElement::new("", "long", Some(&"t".repeat(130)), "z"),
         ];
         let body = encode_message_v0(&els);
         // The elements start after the header and the namespace table (`jim`).
@@ -834,6 +848,13 @@ mod tests {
             check(&body[..at]);
         }
         check(&body);
+        // The whole body: every element by the fast path, the non-ASCII name and the
+        // long type's length past the one-pass check included.
+        let (mut r, mut out) = (Reader::new(&body), Vec::new());
+        r.pos = start;
+        assert!((0..els.len()).all(|_| fast_element_v0(&mut r, &namespaces, &mut out)));
+        let owned: Vec<_> = out.iter().map(Element::to_owned_element).collect();
+        assert_eq!(owned, els);
         // Most changes (in content, or to other ASCII) keep the elements decodable.
         assert!(fast_taken > 3 * body.len(), "{fast_taken}");
     }

@@ -264,6 +264,28 @@ pub(crate) fn wire_str(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
     }
 }
 
+/// `bytes[..first]` and `bytes[second..]` as text when the whole of `bytes` is ASCII:
+/// an element's name and type, with the type's two length bytes between them, in one
+/// check instead of two. `None` otherwise (or when `first` or `second` is past the
+/// end): the caller then takes each with [`wire_str`].
+#[inline]
+pub(crate) fn ascii_pair(bytes: &[u8], first: usize, second: usize) -> Option<(&str, &str)> {
+    let (a, b) = (bytes.get(..first)?, bytes.get(second..)?);
+    if !all_ascii(bytes) {
+        return None;
+    }
+    // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `a` and `b` are parts of
+    // `bytes`, every byte of which is below 0x80 (just checked), and each such byte is a
+    // complete one-byte UTF-8 code point, so both are valid UTF-8.
+    // `ascii_pair_is_wire_str` compares this with `from_utf8` on any bytes and cuts.
+    Some(unsafe {
+        (
+            std::str::from_utf8_unchecked(a),
+            std::str::from_utf8_unchecked(b),
+        )
+    })
+}
+
 /// `<[u8]>::is_ascii` for the short strings of the wire (names, types, a few dozen
 /// bytes): a word at a time, the last word overlapping the one before it. The standard
 /// one's alignment handling cost ~25 instructions a name.
@@ -338,6 +360,32 @@ mod tests {
         #[test]
         fn wire_str_is_from_utf8(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             proptest::prop_assert_eq!(wire_str(&bytes), std::str::from_utf8(&bytes));
+        }
+
+        /// Where it answers, each part is what `from_utf8` makes of it; it answers
+        /// for every ASCII input with both cuts in range. ASCII with at most one byte
+        /// changed to a high one, anywhere (random bytes are rarely ASCII but for one).
+        #[test]
+        fn ascii_pair_is_wire_str(
+            bytes in proptest::collection::vec(0u8..0x80, 0..64),
+            high in proptest::option::of((0usize..64, 0x80u8..=0xff)),
+            first in 0usize..70,
+            second in 0usize..70,
+        ) {
+            let mut bytes = bytes;
+            if let Some((at, b)) = high {
+                if let Some(x) = bytes.get_mut(at) {
+                    *x = b;
+                }
+            }
+            let in_range = first <= bytes.len() && second <= bytes.len();
+            match ascii_pair(&bytes, first, second) {
+                Some((a, b)) => {
+                    proptest::prop_assert_eq!(Ok(a), std::str::from_utf8(&bytes[..first]));
+                    proptest::prop_assert_eq!(Ok(b), std::str::from_utf8(&bytes[second..]));
+                }
+                None => proptest::prop_assert!(!(in_range && bytes.is_ascii())),
+            }
         }
 
         #[test]
