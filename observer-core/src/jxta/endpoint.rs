@@ -424,9 +424,11 @@ fn local_name(name: &[u8]) -> &[u8] {
 
 /// [`root_child_texts`] without an XML parser, for the router documents peers send
 /// (a quick-xml parse was ~60 % of the cost of a router document, and with many
-/// peers the memo cannot hold them all): ASCII without `&` or CR, an optional plain
-/// declaration and `<!DOCTYPE name>`, one root, no comments, CDATA or processing
-/// instructions, wanted elements holding text only, end tags matching. Attributes
+/// peers the memo cannot hold them all): no `&` or CR outside tags, ASCII wanted
+/// texts, an optional plain declaration and `<!DOCTYPE name>`, one root, no
+/// comments, CDATA or processing instructions, wanted elements holding text only,
+/// end tags matching (quick-xml takes other UTF-8 and `&` in attribute values as
+/// they are, and reads no attribute here). Attributes
 /// are skipped the way quick-xml finds the end of a tag (quotes hide a `>`). For
 /// such a document the texts are quick-xml's, trimmed and borrowed; anything else
 /// is `None` and quick-xml decides (the tests compare both on every input this
@@ -441,9 +443,6 @@ fn plain_root_child_texts<'x, const N: usize>(
     names: [&str; N],
 ) -> Option<[Option<&'x str>; N]> {
     let b = xml.as_bytes();
-    if !b.is_ascii() || memchr::memchr2(b'&', b'\r', b).is_some() {
-        return None;
-    }
     let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n');
     let skip_ws = |mut at: usize| {
         while b.get(at).is_some_and(|&c| ws(c)) {
@@ -473,7 +472,15 @@ fn plain_root_child_texts<'x, const N: usize>(
         let local = local_name(name);
         names.iter().position(|n| n.as_bytes() == local)
     };
-    while let Some(lt) = memchr::memchr(b'<', &b[pos..]).map(|i| pos + i) {
+    loop {
+        // Every byte outside a tag is searched here once, `&` and CR with the `<`: a
+        // pass of their own (and one for ASCII) went over the whole document, the
+        // part after the last wanted element too.
+        let lt = match memchr::memchr3(b'<', b'&', b'\r', &b[pos..]) {
+            Some(i) if b[pos + i] == b'<' => pos + i,
+            Some(_) => return None,
+            None => break,
+        };
         // Outside the root only whitespace.
         if depth == 0 && !b[pos..lt].iter().all(|&c| ws(c)) {
             return None;
@@ -488,7 +495,7 @@ fn plain_root_child_texts<'x, const N: usize>(
                 }
                 if depth == 1 {
                     if let Some((i, start)) = current.take() {
-                        found[i] = Some(xml.get(start..lt)?.trim());
+                        found[i] = Some(plain_text(xml.get(start..lt)?)?);
                         if found.iter().all(Option::is_some) {
                             return Some(found);
                         }
@@ -540,6 +547,21 @@ fn plain_root_child_texts<'x, const N: usize>(
         }
     }
     (done && b[pos..].iter().all(|&c| ws(c))).then_some(found)
+}
+
+/// A wanted element's text as quick-xml gives it, trimmed, if it is ASCII (`None`:
+/// quick-xml decides). `&` and CR were refused by the scan that found it.
+fn plain_text(text: &str) -> Option<&str> {
+    // `str::trim`'s whitespace among ASCII bytes (VT and FF too, which
+    // `trim_ascii` keeps), without its UTF-8 decoding.
+    let space = |c: &u8| matches!(c, b'\t'..=b'\r' | b' ');
+    let b = text.as_bytes();
+    if !b.is_ascii() {
+        return None;
+    }
+    let start = b.iter().position(|c| !space(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !space(c)).map_or(start, |i| i + 1);
+    text.get(start..end)
 }
 
 /// Where a start tag ends (its `>`), as quick-xml finds it: a `>` inside a quoted
@@ -929,6 +951,13 @@ mod tests {
                         check(d);
                     }
                 }
+                // Non-ASCII (in texts, names, attribute values, outside the root),
+                // inserted and in place of a byte.
+                let (head, tail) = doc.split_at(i);
+                check([head, "\u{e9}".as_bytes(), tail].concat());
+                if let Some(tail) = tail.get(1..) {
+                    check([head, "\u{a0}".as_bytes(), tail].concat());
+                }
             }
         }
         // Both sides exercised: most mutations keep a plain document, many do not.
@@ -1099,6 +1128,14 @@ mod tests {
             proptest::prop_assert_eq!(local_name(&name), local);
         }
 
+        /// ASCII texts, whitespace `trim` takes and `trim_ascii` does not included:
+        /// `str::trim`'s cut; other texts are quick-xml's.
+        #[test]
+        fn plain_texts_are_trimmed_as_str_trim(s in "[ a\t\n\u{b}\u{c}\r\u{e9}\u{a0}]{0,10}") {
+            let want = s.is_ascii().then(|| s.trim());
+            proptest::prop_assert_eq!(plain_text(&s), want);
+        }
+
         #[test]
         fn split_scheme_is_split_once(s in "[a:/\u{e9}]{0,12}") {
             proptest::prop_assert_eq!(split_scheme(&s), s.split_once("://"));
@@ -1162,6 +1199,7 @@ mod tests {
                     "</a:Last>", "<Last/>", "<LastHop x='>'>", "</LastHop>", "<x>", "</x>",
                     "<x/>", "jxta://uuid-AB03", " ", "\n", "<?xml version=\"1.0\"?>",
                     "<!DOCTYPE r>", "<!-- c -->", "&amp;", "text", ">", "\"", "'",
+                    "\r", "\u{e9}", "\u{a0}", "\u{b}", "<x a='&amp;\u{e9}'>", "<Src b=\"&\r\">",
                 ]),
                 0..24,
             )
