@@ -502,10 +502,16 @@ fn plain_scan<'x, const N: usize>(
         // Every byte outside a tag is searched here once, `&` and CR with the `<`: a
         // pass of their own (and one for ASCII) went over the whole document, the
         // part after the last wanted element too.
-        let lt = match memchr::memchr3(b'<', b'&', b'\r', &b[pos..]) {
-            Some(i) if b[pos + i] == b'<' => pos + i,
-            Some(_) => return None,
-            None => break,
+        let lt = if b.get(pos) == Some(&b'<') {
+            // Tags side by side (JXSE's `</Src><Dest>`): the `<` is here, a search
+            // would set up to find it (~50 instructions).
+            pos
+        } else {
+            match memchr::memchr3(b'<', b'&', b'\r', &b[pos..]) {
+                Some(i) if b[pos + i] == b'<' => pos + i,
+                Some(_) => return None,
+                None => break,
+            }
         };
         // Outside the root only whitespace.
         if depth == 0 && !b[pos..lt].iter().all(|&c| ws(c)) {
@@ -513,9 +519,18 @@ fn plain_scan<'x, const N: usize>(
         }
         match b.get(lt + 1)? {
             b'/' => {
-                let end = lt + 2 + memchr::memchr(b'>', &b[lt + 2..])?;
-                let name = &b[lt + 2..end];
                 depth = depth.checked_sub(1)?;
+                // The open element's name and `>`: that `>` is the first one, as
+                // names hold none, so the search would end there too.
+                let expected = lt + 2 + open[depth].len();
+                let end = if b.get(expected) == Some(&b'>')
+                    && b.get(lt + 2..expected) == Some(open[depth])
+                {
+                    expected
+                } else {
+                    lt + 2 + memchr::memchr(b'>', &b[lt + 2..])?
+                };
+                let name = &b[lt + 2..end];
                 if open[depth] != name {
                     return None;
                 }
