@@ -2,7 +2,7 @@
 //! or pipe. The peers' identities live in XML and text elements the JXTA stack appends
 //! after the application's elements.
 //!
-//! Over 600 lines: 290 of them are tests (the router scanner is checked against
+//! Over 1,200 lines: 600 of them are tests (the router scanner is checked against
 //! quick-xml on every one-byte mutation).
 
 use std::borrow::Cow;
@@ -424,9 +424,11 @@ fn local_name(name: &[u8]) -> &[u8] {
 
 /// [`root_child_texts`] without an XML parser, for the router documents peers send
 /// (a quick-xml parse was ~60 % of the cost of a router document, and with many
-/// peers the memo cannot hold them all): ASCII without `&` or CR, an optional plain
-/// declaration and `<!DOCTYPE name>`, one root, no comments, CDATA or processing
-/// instructions, wanted elements holding text only, end tags matching. Attributes
+/// peers the memo cannot hold them all): no `&` or CR outside tags, an optional
+/// plain declaration and `<!DOCTYPE name>`, one root, no comments, CDATA or
+/// processing instructions, wanted elements holding text only, end tags matching.
+/// Other UTF-8 is taken as it is (quick-xml's XML 1.0 texts change only CR), and so
+/// are `&` and CR inside tags (no attribute is read here). Attributes
 /// are skipped the way quick-xml finds the end of a tag (quotes hide a `>`). For
 /// such a document the texts are quick-xml's, trimmed and borrowed; anything else
 /// is `None` and quick-xml decides (the tests compare both on every input this
@@ -440,10 +442,24 @@ fn plain_root_child_texts<'x, const N: usize>(
     xml: &'x str,
     names: [&str; N],
 ) -> Option<[Option<&'x str>; N]> {
+    plain_scan(xml, names, true)
+}
+
+/// How JXSE 2.5's router documents start (`erm_xml`'s, the real capture's, byte for
+/// byte). After these bytes the scan stands in `<Src>`'s text, where the general
+/// scan gets through a declaration, a DOCTYPE and two start tags (nine searches,
+/// five of them for the root tag's quotes and `>`).
+const JXSE_ERM_START: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE jxta:ERM>\n\
+<jxta:ERM xml:space=\"preserve\" xmlns:jxta=\"http://jxta.org\">\n<Src>";
+
+/// [`plain_root_child_texts`]; `jxse_start`: a document starting with
+/// [`JXSE_ERM_START`] starts the scan after it (the tests compare both ways).
+fn plain_scan<'x, const N: usize>(
+    xml: &'x str,
+    names: [&str; N],
+    jxse_start: bool,
+) -> Option<[Option<&'x str>; N]> {
     let b = xml.as_bytes();
-    if !b.is_ascii() || memchr::memchr2(b'&', b'\r', b).is_some() {
-        return None;
-    }
     let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n');
     let skip_ws = |mut at: usize| {
         while b.get(at).is_some_and(|&c| ws(c)) {
@@ -451,18 +467,6 @@ fn plain_root_child_texts<'x, const N: usize>(
         }
         at
     };
-    let mut pos = 0;
-    if b.starts_with(b"<?") {
-        pos = PLAIN_DECLS.iter().find(|d| b.starts_with(d))?.len();
-    }
-    pos = skip_ws(pos);
-    if let Some(rest) = b[pos..].strip_prefix(b"<!DOCTYPE ") {
-        let end = memchr::memchr(b'>', rest)?;
-        if !plain_name(&rest[..end]) {
-            return None;
-        }
-        pos = skip_ws(pos + b"<!DOCTYPE ".len() + end + 1);
-    }
     let mut found: [Option<&'x str>; N] = [None; N];
     let mut open: [&[u8]; PLAIN_MAX_DEPTH] = [&[]; PLAIN_MAX_DEPTH];
     let mut depth = 0usize;
@@ -473,16 +477,60 @@ fn plain_root_child_texts<'x, const N: usize>(
         let local = local_name(name);
         names.iter().position(|n| n.as_bytes() == local)
     };
-    while let Some(lt) = memchr::memchr(b'<', &b[pos..]).map(|i| pos + i) {
+    let mut pos = 0;
+    if jxse_start && b.starts_with(JXSE_ERM_START) {
+        // What the general scan below has found at this point.
+        open[0] = b"jxta:ERM";
+        open[1] = b"Src";
+        depth = 2;
+        pos = JXSE_ERM_START.len();
+        current = wanted(b"Src").map(|i| (i, pos));
+    } else {
+        if b.starts_with(b"<?") {
+            pos = PLAIN_DECLS.iter().find(|d| b.starts_with(d))?.len();
+        }
+        pos = skip_ws(pos);
+        if let Some(rest) = b[pos..].strip_prefix(b"<!DOCTYPE ") {
+            let end = memchr::memchr(b'>', rest)?;
+            if !plain_name(&rest[..end]) {
+                return None;
+            }
+            pos = skip_ws(pos + b"<!DOCTYPE ".len() + end + 1);
+        }
+    }
+    loop {
+        // Every byte outside a tag is searched here once, `&` and CR with the `<`: a
+        // pass of their own (and one for ASCII) went over the whole document, the
+        // part after the last wanted element too.
+        let lt = if b.get(pos) == Some(&b'<') {
+            // Tags side by side (JXSE's `</Src><Dest>`): the `<` is here, a search
+            // would set up to find it (~50 instructions).
+            pos
+        } else {
+            match memchr::memchr3(b'<', b'&', b'\r', &b[pos..]) {
+                Some(i) if b[pos + i] == b'<' => pos + i,
+                Some(_) => return None,
+                None => break,
+            }
+        };
         // Outside the root only whitespace.
         if depth == 0 && !b[pos..lt].iter().all(|&c| ws(c)) {
             return None;
         }
         match b.get(lt + 1)? {
             b'/' => {
-                let end = lt + 2 + memchr::memchr(b'>', &b[lt + 2..])?;
-                let name = &b[lt + 2..end];
                 depth = depth.checked_sub(1)?;
+                // The open element's name and `>`: that `>` is the first one, as
+                // names hold none, so the search would end there too.
+                let expected = lt + 2 + open[depth].len();
+                let end = if b.get(expected) == Some(&b'>')
+                    && b.get(lt + 2..expected) == Some(open[depth])
+                {
+                    expected
+                } else {
+                    lt + 2 + memchr::memchr(b'>', &b[lt + 2..])?
+                };
+                let name = &b[lt + 2..end];
                 if open[depth] != name {
                     return None;
                 }
@@ -597,24 +645,33 @@ pub struct EndpointAddress<'a> {
 }
 
 pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
-    let (protocol, rest) = split_scheme(s)?;
-    if protocol.is_empty()
-        || !protocol
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
-    {
-        return None;
-    }
+    let (protocol, rest) = match s.strip_prefix("jxta://") {
+        // `split_scheme`'s cut for JXTA's own addresses (their first `:` is the
+        // scheme's), without its search; the protocol is a good one.
+        Some(rest) => ("jxta", rest),
+        None => {
+            let (protocol, rest) = split_scheme(s)?;
+            if protocol.is_empty()
+                || !protocol
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+            {
+                return None;
+            }
+            (protocol, rest)
+        }
+    };
     let (address, path) = match split_at_slash(rest) {
         Some((a, p)) => (a, Some(p)),
         None => (rest, None),
     };
     // One pass without an early exit (a vector at a time): the address is a peer ID
     // of some 80 bytes in every router document a connection's direction sends first.
+    // ASCII whitespace and controls are the bytes up to the space, and DEL.
     if address.is_empty()
-        || address.bytes().fold(false, |bad, b| {
-            bad | b.is_ascii_whitespace() | b.is_ascii_control()
-        })
+        || address
+            .bytes()
+            .fold(false, |bad, b| bad | (b <= b' ') | (b == 0x7f))
     {
         return None;
     }
@@ -886,6 +943,36 @@ mod tests {
         assert!(plain_owned_of("<r><Src>a</Src><x></y><Dest>b</Dest></r>", END_NAMES).is_none());
     }
 
+    /// The scan started after [`JXSE_ERM_START`] says what the general scan says, for
+    /// every set of names the router code asks.
+    fn assert_jxse_start_is_the_general_scan(xml: &str) {
+        assert_eq!(
+            plain_scan(xml, ROUTER_CHILDREN, true),
+            plain_scan(xml, ROUTER_CHILDREN, false),
+            "{xml:?}"
+        );
+        assert_eq!(
+            plain_scan(xml, END_NAMES, true),
+            plain_scan(xml, END_NAMES, false),
+            "{xml:?}"
+        );
+        assert_eq!(
+            plain_scan(xml, ["Dest"], true),
+            plain_scan(xml, ["Dest"], false),
+            "{xml:?}"
+        );
+    }
+
+    /// JXSE 2.5's documents take the shortcut (and say what quick-xml says, with the
+    /// other tests).
+    #[test]
+    fn jxse_documents_start_after_their_known_bytes() {
+        let xml = &router_documents()[0];
+        assert!(xml.as_bytes().starts_with(JXSE_ERM_START));
+        assert!(plain_scan(xml, END_NAMES, true).is_some());
+        assert_jxse_start_is_the_general_scan(xml);
+    }
+
     /// Every one-byte deletion, replacement or insertion (with the bytes that change
     /// XML structure) of the real documents: whenever the plain path answers, quick-xml
     /// says the same.
@@ -910,6 +997,7 @@ mod tests {
                 taken_end += 1;
                 assert_eq!(plain, root_child_texts(&xml, END_NAMES), "{xml:?}");
             }
+            assert_jxse_start_is_the_general_scan(&xml);
         };
         for xml in router_documents() {
             let doc = xml.as_bytes();
@@ -928,6 +1016,13 @@ mod tests {
                         d[i] = c;
                         check(d);
                     }
+                }
+                // Non-ASCII (in texts, names, attribute values, outside the root),
+                // inserted and in place of a byte.
+                let (head, tail) = doc.split_at(i);
+                check([head, "\u{e9}".as_bytes(), tail].concat());
+                if let Some(tail) = tail.get(1..) {
+                    check([head, "\u{a0}".as_bytes(), tail].concat());
                 }
             }
         }
@@ -1085,6 +1180,43 @@ mod tests {
             && name.last() != Some(&b':')
     }
 
+    /// XML-ish pieces the generated documents are made of.
+    const XML_PIECES: &[&str] = &[
+        "<r>",
+        "</r>",
+        "<Src>",
+        "</Src>",
+        "<Dest>",
+        "</Dest>",
+        "<a:Last>",
+        "</a:Last>",
+        "<Last/>",
+        "<LastHop x='>'>",
+        "</LastHop>",
+        "<x>",
+        "</x>",
+        "<x/>",
+        "jxta://uuid-AB03",
+        " ",
+        "\n",
+        "<?xml version=\"1.0\"?>",
+        "<!DOCTYPE r>",
+        "<!-- c -->",
+        "&amp;",
+        "text",
+        ">",
+        "\"",
+        "'",
+        "\r",
+        "\u{e9}",
+        "\u{a0}",
+        "\u{b}",
+        "<x a='&amp;\u{e9}'>",
+        "<Src b=\"&\r\">",
+        "</jxta:ERM>",
+        "<Dest/>",
+    ];
+
     proptest::proptest! {
         /// Names of name bytes, colons anywhere and bytes that are no name bytes.
         #[test]
@@ -1118,6 +1250,7 @@ mod tests {
                 proptest::sample::select(vec![
                     "jxta", "tcp", "://", ":", "/", "//", "uuid-AB03", "PipeService",
                     "urn:jxta:uuid-CD03", " ", "\t", "\u{1}", "\u{e9}", "+", ".", "",
+                    "\u{b}", "\u{c}", "\u{1f}", "!", "\u{7f}", "\u{80}",
                 ]),
                 0..10,
             )
@@ -1156,17 +1289,26 @@ mod tests {
         /// Documents made of XML-ish pieces: the plain path never disagrees.
         #[test]
         fn plain_router_path_agrees_on_generated_documents(
-            pieces in proptest::collection::vec(
-                proptest::sample::select(vec![
-                    "<r>", "</r>", "<Src>", "</Src>", "<Dest>", "</Dest>", "<a:Last>",
-                    "</a:Last>", "<Last/>", "<LastHop x='>'>", "</LastHop>", "<x>", "</x>",
-                    "<x/>", "jxta://uuid-AB03", " ", "\n", "<?xml version=\"1.0\"?>",
-                    "<!DOCTYPE r>", "<!-- c -->", "&amp;", "text", ">", "\"", "'",
-                ]),
-                0..24,
-            )
+            pieces in proptest::collection::vec(proptest::sample::select(XML_PIECES), 0..24)
         ) {
             let xml = pieces.concat();
+            assert_jxse_start_is_the_general_scan(&xml);
+            if let Some(plain) = plain_owned(&xml) {
+                proptest::prop_assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN));
+            }
+            if let Some(plain) = plain_owned_of(&xml, END_NAMES) {
+                proptest::prop_assert_eq!(plain, root_child_texts(&xml, END_NAMES));
+            }
+        }
+
+        /// JXSE 2.5's start and whatever follows: the shortcut is the general scan,
+        /// and says what quick-xml says.
+        #[test]
+        fn jxse_start_agrees_on_generated_documents(
+            pieces in proptest::collection::vec(proptest::sample::select(XML_PIECES), 0..16)
+        ) {
+            let xml = format!("{}{}", String::from_utf8_lossy(JXSE_ERM_START), pieces.concat());
+            assert_jxse_start_is_the_general_scan(&xml);
             if let Some(plain) = plain_owned(&xml) {
                 proptest::prop_assert_eq!(plain, root_child_texts(&xml, ROUTER_CHILDREN));
             }
