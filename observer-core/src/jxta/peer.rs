@@ -18,11 +18,13 @@ pub struct PeerId {
 }
 
 /// Seeded once per process, like the maps' own hasher: the IDs come from the wire.
-/// Over the URN's bytes, so that a lookup by bytes built on the stack hashes alike.
-fn id_hash(urn: &[u8]) -> u64 {
+/// Over the `<format>-<unique>` part's bytes (every ID's URN is `urn:jxta:` and that
+/// part), so that a lookup by the part as found on the wire hashes alike without
+/// building the URN first.
+fn id_hash(unique: &[u8]) -> u64 {
     use std::hash::BuildHasher;
     static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
-    SEED.get_or_init(Default::default).hash_one(urn)
+    SEED.get_or_init(Default::default).hash_one(unique)
 }
 
 impl PartialEq for PeerId {
@@ -72,10 +74,13 @@ impl PeerId {
     }
 
     pub fn from_checked(part: PeerPart<'_>) -> PeerId {
-        with_urn(part, |urn| PeerId::from_urn(urn, id_hash(urn)))
+        with_urn(part, |urn| {
+            PeerId::from_urn(urn, id_hash(part.0.as_bytes()))
+        })
     }
 
-    /// `urn`: `urn:jxta:` and a checked unique part (ASCII), `hash` its [`id_hash`].
+    /// `urn`: `urn:jxta:` and a checked unique part (ASCII), `hash` the part's
+    /// [`id_hash`].
     fn from_urn(urn: &[u8], hash: u64) -> PeerId {
         // ASCII by the checks of `unique_part`; the fallback is never taken.
         let text: Arc<str> = match super::wire_str(urn) {
@@ -221,22 +226,25 @@ pub(crate) const SHARED_PEERS: usize = 16_384;
 /// Peer IDs held once each, by their own hash (see [`shared_peer`]).
 pub(crate) type SharedPeers = hashbrown::HashMap<PeerId, Arc<PeerId>, foldhash::fast::RandomState>;
 
-/// A peer ID looked up by its URN's bytes, before any `PeerId` is built.
-struct UrnKey<'a> {
-    urn: &'a [u8],
+/// A peer ID looked up by its unique part's bytes, before any `PeerId` (or its URN) is
+/// built.
+struct PartKey<'a> {
+    unique: &'a [u8],
     hash: u64,
 }
 
 /// As `PeerId`'s own `Hash`: the table finds the key's bucket only if they agree.
-impl std::hash::Hash for UrnKey<'_> {
+impl std::hash::Hash for PartKey<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
     }
 }
 
-impl hashbrown::Equivalent<PeerId> for UrnKey<'_> {
+/// Every `PeerId`'s text is `urn:jxta:` and its unique part (`from_urn` is the only
+/// maker, fed by `with_urn`): comparing the parts is comparing the URNs.
+impl hashbrown::Equivalent<PeerId> for PartKey<'_> {
     fn equivalent(&self, id: &PeerId) -> bool {
-        self.hash == id.hash && self.urn == id.text.as_bytes()
+        self.hash == id.hash && id.text.as_bytes().get(URN_PREFIX.len()..) == Some(self.unique)
     }
 }
 
@@ -245,22 +253,21 @@ impl hashbrown::Equivalent<PeerId> for UrnKey<'_> {
 /// connections, its router documents in each direction), and every holder kept its
 /// own ~100-byte copy of the text; a holder of many (a connection's welcome peers, a
 /// flow direction's router note) keeps 8 bytes, not a `PeerId`'s 24. Looked up by the
-/// URN's bytes: an ID already held (most, on a capture of many connections between
-/// fewer peers) is not built to be dropped.
+/// unique part's bytes: an ID already held (most, on a capture of many connections
+/// between fewer peers) is not built to be dropped, nor its URN copied to the stack.
 pub(crate) fn shared_peer(known: &mut SharedPeers, part: PeerPart<'_>) -> Arc<PeerId> {
-    with_urn(part, |urn| {
-        let hash = id_hash(urn);
-        if let Some(held) = known.get(&UrnKey { urn, hash }) {
-            return Arc::clone(held);
-        }
-        if known.len() >= SHARED_PEERS {
-            known.clear();
-        }
-        let id = PeerId::from_urn(urn, hash);
-        let held = Arc::new(id.clone());
-        known.insert(id, Arc::clone(&held));
-        held
-    })
+    let unique = part.0.as_bytes();
+    let hash = id_hash(unique);
+    if let Some(held) = known.get(&PartKey { unique, hash }) {
+        return Arc::clone(held);
+    }
+    if known.len() >= SHARED_PEERS {
+        known.clear();
+    }
+    let id = with_urn(part, |urn| PeerId::from_urn(urn, hash));
+    let held = Arc::new(id.clone());
+    known.insert(id, Arc::clone(&held));
+    held
 }
 
 #[cfg(test)]
@@ -294,14 +301,36 @@ mod tests {
         }
         let id = b"59616261646162614E50472050325033A96FCDC35A0A4F3F8038B4F1F4D0B37E03";
         assert!(all_word_bytes(id) && all_word_bytes(&[]));
-        for at in 0..id.len() {
-            for b in [
-                b' ', b'/', b':', b'@', b'[', b'`', b'{', 0x7f, 0x80, 0xc1, 0xff,
-            ] {
-                let mut t = id.to_vec();
-                t[at] = b;
-                assert!(!all_word_bytes(&t), "{at} {b:#x}");
+        // Every length up to the whole ID (shorter than a block, whole blocks, blocks
+        // and a tail): one bad byte at any place, the tail's last included, is seen.
+        for len in 0..=id.len() {
+            assert!(all_word_bytes(&id[..len]), "{len}");
+            for at in 0..len {
+                for b in [
+                    b' ', b'/', b':', b'@', b'[', b'`', b'{', 0x7f, 0x80, 0xc1, 0xff,
+                ] {
+                    let mut t = id[..len].to_vec();
+                    t[at] = b;
+                    assert!(!all_word_bytes(&t), "{len} {at} {b:#x}");
+                }
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, any length across several blocks: the table's answer.
+        #[test]
+        fn all_word_bytes_is_the_table_on_any_bytes(
+            mut s in proptest::collection::vec(proptest::sample::select(b"aZ09-_.".to_vec()), 0..80),
+            bad in proptest::option::of((0usize..80, proptest::num::u8::ANY)),
+        ) {
+            if let Some((at, b)) = bad {
+                if let Some(c) = s.get_mut(at) {
+                    *c = b;
+                }
+            }
+            let table = s.iter().all(|&b| crate::WORD_BYTES[usize::from(b)]);
+            proptest::prop_assert_eq!(all_word_bytes(&s), table);
         }
     }
 

@@ -56,7 +56,7 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     let mut n = 0;
     let mut from = 0;
     loop {
-        let end = memchr::memchr(b' ', &line[from..]).map_or(line.len(), |i| from + i);
+        let end = find_space(&line[from..]).map_or(line.len(), |i| from + i);
         let t = text.get(from..end).unwrap_or_default();
         // A stray empty token (double space) or more than 7 tokens means this is
         // not a line JXSE or JXTA-C would send.
@@ -100,7 +100,9 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     // The version is `major.minor`; anything else is not a welcome line.
     // Split at the first `.` by byte (ASCII: a character boundary); `split_once` set
     // up a character searcher for it.
-    let version_ok = memchr::memchr(b'.', version.as_bytes())
+    let version_ok = version
+        .bytes()
+        .position(|b| b == b'.')
         .is_some_and(|dot| is_digits(&version[..dot]) && is_digits(&version[dot + 1..]));
     if !version_ok {
         return Err(JxtaError::BadWelcome("bad welcome version"));
@@ -122,6 +124,19 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
         msg_version,
         version,
     })
+}
+
+/// Rests at most this long are searched a byte at a time.
+const SHORT_REST: usize = 8;
+
+/// The first space of `rest`. A line's last tokens (`0 1.1`, `0 1 3.0`) are a few
+/// bytes: there a `memchr` call cost ~56 instructions, more than a byte loop.
+fn find_space(rest: &[u8]) -> Option<usize> {
+    if rest.len() <= SHORT_REST {
+        rest.iter().position(|&b| b == b' ')
+    } else {
+        memchr::memchr(b' ', rest)
+    }
 }
 
 fn is_digits(s: &str) -> bool {
@@ -291,6 +306,23 @@ mod tests {
                 .chain(tokens.iter().flat_map(|t| [" ", *t]))
                 .collect();
             same_as_reference(&line)?;
+        }
+    }
+
+    /// Both ways of searching, on rests either side of `SHORT_REST`, spaces anywhere.
+    #[test]
+    fn find_space_is_memchr() {
+        for len in 0..=2 * SHORT_REST {
+            for at in (0..len).map(Some).chain([None]) {
+                let rest: Vec<u8> = (0..len)
+                    .map(|i| if Some(i) == at { b' ' } else { b'a' })
+                    .collect();
+                assert_eq!(
+                    find_space(&rest),
+                    memchr::memchr(b' ', &rest),
+                    "{len} {at:?}"
+                );
+            }
         }
     }
 
