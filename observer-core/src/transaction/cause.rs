@@ -221,6 +221,12 @@ struct Sent {
 /// was 16 MB of 100,000 such connections.
 const SENT_INLINE: usize = 4;
 
+/// The spilled log's first capacity: a `jxta-0.1g` direction sends ~16 segments, and
+/// doubling from 8 reallocated 6,000 times (~830 instructions each, VecDeque::grow
+/// and jemalloc's realloc); growing straight to [`SENT_KEPT`] cost more (1,350 each,
+/// 1 KiB blocks). Small: a many-peers direction that spills sends a few more only.
+const SENT_SPILL: usize = 4 * SENT_INLINE;
+
 /// A direction's remembered first transmissions, oldest first, at most
 /// [`SENT_KEPT`]: inline up to [`SENT_INLINE`], then moved to the heap for good.
 #[derive(Debug)]
@@ -249,7 +255,7 @@ impl SentLog {
                     *len += 1;
                     return;
                 }
-                let mut q = VecDeque::with_capacity(2 * SENT_INLINE);
+                let mut q = VecDeque::with_capacity(SENT_SPILL);
                 q.extend(buf.iter().copied());
                 q.push_back(e);
                 *self = SentLog::Spilled(q);
@@ -601,7 +607,10 @@ impl ConnNotes {
         let Some(end) = d.high_end() else {
             return;
         };
-        let watched = d.watched.get_or_insert_with(Box::default);
+        // Sized once: emptied when its PINGs are acknowledged, it is made again per PING.
+        let watched = d
+            .watched
+            .get_or_insert_with(|| Box::new(Vec::with_capacity(WATCHED)));
         if watched.len() >= WATCHED {
             watched.remove(0);
         }
@@ -1273,6 +1282,12 @@ mod tests {
                 matches!(log, SentLog::Inline { .. }),
                 queue.len() <= SENT_INLINE
             );
+            // Spilled with room for the spill's capacity: no reallocation until then.
+            if let SentLog::Spilled(q) = &log {
+                if q.len() <= SENT_SPILL {
+                    assert_eq!(q.capacity(), SENT_SPILL, "after {} pushes", i + 1);
+                }
+            }
         }
         // Inline, a direction's few first transmissions cost no allocation of their own.
         assert!(std::mem::size_of::<SentLog>() <= 72);
