@@ -331,13 +331,7 @@ mod tests {
         for n in 1..=WELCOME_SIGNATURE.len() {
             assert_eq!(sniff(&WELCOME_SIGNATURE[..n]), Sniff::NotHttp, "{n}");
         }
-        let line = crate::jxta::encode_welcome(
-            "tcp://10.0.0.2:9701",
-            "tcp://10.0.0.1:9701",
-            "urn:jxta:uuid-0011223303",
-            false,
-            crate::jxta::WelcomeVersion::V1_1,
-        );
+        let line = crate::jxta::welcome::test_welcome();
         let (got, p, stats) = run(StreamStart::Beginning, &[&line]);
         assert!(got.is_empty());
         assert_eq!((p.is_jxta(), stats.welcomes), (Some(true), 1));
@@ -348,13 +342,7 @@ mod tests {
     #[test]
     fn a_direction_at_rest_holds_no_parser_and_frames_the_same() {
         assert!(std::mem::size_of::<DirParser>() <= 16);
-        let mut wire = crate::jxta::encode_welcome(
-            "tcp://10.0.0.2:9701",
-            "tcp://10.0.0.1:9701",
-            "urn:jxta:uuid-0011223303",
-            false,
-            crate::jxta::WelcomeVersion::V1_1,
-        );
+        let mut wire = crate::jxta::welcome::test_welcome();
         let mut cuts = vec![wire.len()];
         for tag in ["one", "two", "three"] {
             wire.extend_from_slice(&package(tag).0);
@@ -407,13 +395,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..2000, 0..10),
             small_limit in proptest::bool::ANY,
         ) {
-            let mut wire = crate::jxta::encode_welcome(
-                "tcp://10.0.0.2:9701",
-                "tcp://10.0.0.1:9701",
-                "urn:jxta:uuid-0011223303",
-                false,
-                crate::jxta::WelcomeVersion::V1_1,
-            );
+            let mut wire = crate::jxta::welcome::test_welcome();
             for (i, (pad, kind)) in packages.iter().enumerate() {
                 let body = encode_message_v0(&[OwnedElement::new(
                     "",
@@ -469,13 +451,7 @@ mod tests {
     #[test]
     fn http_and_tcp_transports_are_told_apart_byte_by_byte() {
         let (framed, body) = package("tcp");
-        let mut tcp = crate::jxta::encode_welcome(
-            "tcp://10.0.0.2:9701",
-            "tcp://10.0.0.1:9701",
-            "urn:jxta:uuid-0011223303",
-            false,
-            crate::jxta::WelcomeVersion::V1_1,
-        );
+        let mut tcp = crate::jxta::welcome::test_welcome();
         tcp.extend_from_slice(&framed);
         let pushes: Vec<&[u8]> = tcp.chunks(1).collect();
         let (got, p, _) = run(StreamStart::Beginning, &pushes);

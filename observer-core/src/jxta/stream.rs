@@ -751,13 +751,7 @@ mod tests {
 
     #[test]
     fn welcome_then_several_messages_in_one_push() {
-        let mut data = crate::jxta::encode_welcome(
-            "tcp://10.0.0.2:9701",
-            "tcp://10.0.0.1:9701",
-            "urn:jxta:uuid-0011223303",
-            false,
-            crate::jxta::WelcomeVersion::V1_1,
-        );
+        let mut data = crate::jxta::welcome::test_welcome();
         let mut expect = Vec::new();
         for i in 0..3 {
             let (f, b) = package(&format!("m{i}"), i * 10);
@@ -1027,13 +1021,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..1200, 0..12),
             times in proptest::collection::vec(0u64..1000, 13),
         ) {
-            let mut data = crate::jxta::encode_welcome(
-                "tcp://10.0.0.2:9701",
-                "tcp://10.0.0.1:9701",
-                "urn:jxta:uuid-0011223303",
-                false,
-                crate::jxta::WelcomeVersion::V1_1,
-            );
+            let mut data = crate::jxta::welcome::test_welcome();
             let mut spans = Vec::new();
             for (i, pad) in [30, 400, 0, 200].into_iter().enumerate() {
                 let (f, b) = package(&format!("m{i}"), pad);

@@ -163,6 +163,19 @@ pub fn encode_welcome(
     line.into_bytes()
 }
 
+/// The welcome line the stream and carrier tests open a direction with (a JXTA 1.1
+/// peer at 10.0.0.1 greeting 10.0.0.2).
+#[cfg(test)]
+pub(crate) fn test_welcome() -> Vec<u8> {
+    encode_welcome(
+        "tcp://10.0.0.2:9701",
+        "tcp://10.0.0.1:9701",
+        "urn:jxta:uuid-0011223303",
+        false,
+        WelcomeVersion::V1_1,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
