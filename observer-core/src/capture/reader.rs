@@ -504,15 +504,30 @@ impl CaptureReader {
                 got: 16 + got as u64,
             });
         }
+        Ok(Some(self.pcap_record_read(
+            sec, frac, caplen, orig_len, nanos, link_type,
+        )))
+    }
+
+    /// A whole pcap record read: counted, and located at the start of what holds it.
+    fn pcap_record_read(
+        &mut self,
+        sec: u32,
+        frac: u32,
+        caplen: u32,
+        orig_len: u32,
+        nanos: bool,
+        link_type: LinkType,
+    ) -> Located {
         self.stats.offset += 16 + u64::from(caplen);
-        Ok(Some(Located {
+        Located {
             start: 0,
             len: caplen as usize,
             ts: pcap_ts(sec, frac, nanos),
             link_type,
             orig_len,
             interface: 0,
-        }))
+        }
     }
 
     /// The next pcap record of a mapped input when all of it is there, taken where it
@@ -544,15 +559,7 @@ impl CaptureReader {
         }
         *start = body;
         *end = stop;
-        self.stats.offset += 16 + u64::from(caplen);
-        Some(Located {
-            start: 0,
-            len: caplen as usize,
-            ts: pcap_ts(sec, frac, nanos),
-            link_type,
-            orig_len,
-            interface: 0,
-        })
+        Some(self.pcap_record_read(sec, frac, caplen, orig_len, nanos, link_type))
     }
 
     /// Reads one pcapng block. Returns `Ok(None)` for blocks that carry no

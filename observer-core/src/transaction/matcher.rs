@@ -78,16 +78,13 @@ fn intern_hop(
     ends: [Option<&PeerId>; 2],
 ) -> Option<PeerId> {
     let hop = hop?;
-    let slot = peers.recent_slot(hop);
-    if let Some(kept) = peers.recently(slot, hop) {
-        return Some(kept);
-    }
-    let kept = match ends.into_iter().flatten().find(|end| *end == hop) {
-        Some(end) => end.clone(),
-        None => peers.intern_new(hop),
-    };
-    peers.keep_recent(slot, hop, &kept);
-    Some(kept)
+    Some(peers.through_recent(
+        hop,
+        |peers| match ends.into_iter().flatten().find(|end| *end == hop) {
+            Some(end) => end.clone(),
+            None => peers.intern_new(hop),
+        },
+    ))
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
@@ -184,13 +181,18 @@ fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
 impl Peers {
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         let id = id?;
-        let slot = self.recent_slot(&id);
-        if let Some(kept) = self.recently(slot, &id) {
-            return Some(kept);
+        Some(self.through_recent(&id, |peers| peers.intern_new(&id)))
+    }
+
+    /// The copy of `id` kept in its recent slot, or else `copy`'s, kept there.
+    fn through_recent(&mut self, id: &PeerId, copy: impl FnOnce(&mut Self) -> PeerId) -> PeerId {
+        let slot = self.recent_slot(id);
+        if let Some(kept) = self.recently(slot, id) {
+            return kept;
         }
-        let kept = self.intern_new(&id);
-        self.keep_recent(slot, &id, &kept);
-        Some(kept)
+        let kept = copy(self);
+        self.keep_recent(slot, id, &kept);
+        kept
     }
 
     /// The table's copy of `id`, added when new and there is room.
