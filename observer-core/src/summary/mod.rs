@@ -18,7 +18,7 @@ use self::stats::RttStats;
 use crate::jxta::PeerId;
 use crate::transaction::cause::Flags;
 use crate::transaction::csv::record_len;
-use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
+use crate::transaction::{Anomalies, Matcher, PresenceChange, SharedNames, Transaction, TxStatus};
 use crate::UnixNanos;
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -371,7 +371,7 @@ impl std::hash::Hash for IdentRef<'_> {
 }
 
 impl<'a> IdentRef<'a> {
-    fn of(name: &'a Option<String>, id: &'a Option<PeerId>) -> Self {
+    fn of(name: &'a Option<Arc<str>>, id: &'a Option<PeerId>) -> Self {
         match (id, name) {
             (Some(id), _) => IdentRef::Id(id),
             (None, Some(n)) => IdentRef::Name(n),
@@ -430,33 +430,17 @@ struct PairAcc {
     last_ns: UnixNanos,
 }
 
-/// Names a summary shares at most; past it the table starts again (what pairs keep
-/// stays valid, only sharing is lost).
-const SHARED_NAMES: usize = 16_384;
-
 /// Keeps the latest name seen (the label is the latest name), as the copy `names`
-/// already holds: a peer polls and is polled under its one name by each of its pairs.
-fn update_name(
-    kept: &mut Option<Arc<str>>,
-    seen: &Option<String>,
-    names: &mut crate::FastMap<Arc<str>, ()>,
-) {
+/// holds: a peer polls and is polled under its one name by each of its pairs. The
+/// matcher's names are shared already, so the same name is most often the same copy.
+fn update_name(kept: &mut Option<Arc<str>>, seen: &Option<Arc<str>>, names: &mut SharedNames) {
     let Some(n) = seen else {
         return;
     };
-    if kept.as_deref() == Some(n.as_str()) {
+    if kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, n) || k == n) {
         return;
     }
-    if let Some((held, ())) = names.get_key_value(n.as_str()) {
-        *kept = Some(Arc::clone(held));
-        return;
-    }
-    if names.len() >= SHARED_NAMES {
-        names.clear();
-    }
-    let name: Arc<str> = Arc::from(n.as_str());
-    names.insert(Arc::clone(&name), ());
-    *kept = Some(name);
+    *kept = Some(names.share(n));
 }
 
 /// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
@@ -721,7 +705,7 @@ pub struct SummaryBuilder {
     expired: u64,
     /// The pairs' names, one copy each (see [`update_name`]): 100,000 pairs held 200,000
     /// copies of 10,000 peers' names.
-    names: crate::FastMap<Arc<str>, ()>,
+    names: SharedNames,
 }
 
 impl Default for SummaryBuilder {
@@ -746,7 +730,7 @@ impl SummaryBuilder {
             flagged: Flagged::default(),
             expired_rtts: Exact::default(),
             expired: 0,
-            names: crate::FastMap::default(),
+            names: SharedNames::default(),
         }
     }
 

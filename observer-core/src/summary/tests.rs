@@ -63,7 +63,7 @@ fn matrix_is_bounded_to_the_most_active_peers() {
     for p in 0..100u32 {
         for k in 0..=p {
             let mut t = template.clone();
-            t.poller_name = Some(format!("p{p:03}"));
+            t.poller_name = Some(format!("p{p:03}").into());
             t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
             t.correlator = Some(k.to_string());
             ts.push(t);
@@ -92,7 +92,7 @@ mod exact_limit_tests {
         Transaction {
             start: 1_000_000_000 + i * 1_000_000,
             stop: Some(1_000_000_000 + i * 1_000_000 + rtt_ns),
-            poller_name: Some(format!("p{}", i % 3)),
+            poller_name: Some(format!("p{}", i % 3).into()),
             poller_id: None,
             receiver_name: Some("r".into()),
             receiver_id: None,
@@ -258,25 +258,26 @@ fn idle_pairs_expire_from_the_per_pair_view_only() {
 
 #[test]
 fn pairs_share_one_copy_of_each_name_and_label_with_the_latest() {
-    let mut names = crate::FastMap::default();
+    let mut names = SharedNames::default();
     let (mut a, mut b) = (None, None);
-    update_name(&mut a, &Some("alpha".to_string()), &mut names);
-    update_name(&mut b, &Some("alpha".to_string()), &mut names);
+    // Two copies of one name, as two matchers (shards) or a CSV would give them.
+    update_name(&mut a, &Some(Arc::from("alpha")), &mut names);
+    update_name(&mut b, &Some(Arc::from("alpha")), &mut names);
     let ptr = |k: &Option<Arc<str>>| k.as_ref().map(|n| n.as_ptr());
     assert_eq!(ptr(&a), ptr(&b));
     assert!(ptr(&a).is_some());
     // No name keeps the last; a new one replaces it.
     update_name(&mut a, &None, &mut names);
     assert_eq!(a.as_deref(), Some("alpha"));
-    update_name(&mut a, &Some("beta".to_string()), &mut names);
+    update_name(&mut a, &Some(Arc::from("beta")), &mut names);
     assert_eq!(a.as_deref(), Some("beta"));
     assert_eq!(b.as_deref(), Some("alpha"));
     // Bounded: past the cap the table starts again, names stay right.
-    for n in 0..2 * SHARED_NAMES + 1 {
+    for n in 0..2 * crate::transaction::SHARED_NAMES + 1 {
         let mut k = None;
-        update_name(&mut k, &Some(format!("p{n}")), &mut names);
+        update_name(&mut k, &Some(Arc::from(format!("p{n}"))), &mut names);
         assert_eq!(k.as_deref(), Some(format!("p{n}").as_str()));
-        assert!(names.len() <= SHARED_NAMES);
+        assert!(names.len() <= crate::transaction::SHARED_NAMES);
     }
 }
 
@@ -294,7 +295,7 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
         start,
         stop: Some(start + 1),
         poller_id: None,
-        poller_name: poller.map(str::to_owned),
+        poller_name: poller.map(Arc::from),
         receiver_id: None,
         receiver_name: None,
         ..first.clone()
