@@ -73,14 +73,21 @@ impl Matrix {
         let (pollers, omitted_pollers) = most_active(pairs, |p| &p.poller, MATRIX_MAX_PEERS);
         let (receivers, omitted_receivers) = most_active(pairs, |p| &p.receiver, MATRIX_MAX_PEERS);
         let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
+        // The last poller's row, for the run of its pairs.
+        let mut row: Option<(&String, Result<usize, usize>)> = None;
         for p in pairs {
             if p.rtt_ms.count == 0 {
                 continue;
             }
-            if let (Ok(r), Ok(c)) = (
-                pollers.binary_search(&p.poller),
-                receivers.binary_search(&p.receiver),
-            ) {
+            let r = match row {
+                Some((at, r)) if *at == p.poller => r,
+                _ => {
+                    let r = pollers.binary_search(&p.poller);
+                    row = Some((&p.poller, r));
+                    r
+                }
+            };
+            if let (Ok(r), Ok(c)) = (r, receivers.binary_search(&p.receiver)) {
                 mean_ms[r][c] = Some(p.rtt_ms.mean);
             }
         }
@@ -176,9 +183,22 @@ fn most_active<'a>(
     label: impl Fn(&'a PairSummary) -> &'a String,
     max: usize,
 ) -> (Vec<String>, usize) {
-    let mut count: std::collections::HashMap<&String, u64> = std::collections::HashMap::new();
+    let mut count: crate::FastMap<&String, u64> = crate::FastMap::default();
+    // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
+    let mut run: Option<(&String, u64)> = None;
     for p in pairs {
-        *count.entry(label(p)).or_default() += p.counts.total;
+        let l = label(p);
+        match &mut run {
+            Some((at, n)) if *at == l => *n += p.counts.total,
+            _ => {
+                if let Some((at, n)) = run.replace((l, p.counts.total)) {
+                    *count.entry(at).or_default() += n;
+                }
+            }
+        }
+    }
+    if let Some((at, n)) = run {
+        *count.entry(at).or_default() += n;
     }
     let total = count.len();
     let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
@@ -656,8 +676,15 @@ impl Rtts {
     }
 
     /// The exact RTTs: those under 4.29 s first, each part in arrival order.
+    #[cfg(test)]
     fn into_ms(self) -> Vec<f64> {
         let mut ms = Vec::with_capacity(self.len());
+        self.append_ms(&mut ms);
+        ms
+    }
+
+    /// The RTTs in milliseconds appended to `ms`, in the order they were added.
+    fn append_ms(self, ms: &mut Vec<f64>) {
         match self {
             Rtts::Empty | Rtts::Sketch(_) => {}
             Rtts::One(ns) => ms.push(ns as f64 / 1e6),
@@ -673,7 +700,6 @@ impl Rtts {
                 ms.extend(e.long.into_iter().map(|ns| ns as f64 / 1e6));
             }
         }
-        ms
     }
 }
 
@@ -928,11 +954,12 @@ impl SummaryBuilder {
                 let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
                 let rtt_ms = match a.rtts {
                     Rtts::Sketch(s) => s.stats(),
+                    // Summarised where they land in the overall list (sorted there): a
+                    // list of its own was made and freed for each pair.
                     exact => {
-                        let mut ms = exact.into_ms();
-                        let stats = RttStats::from_ms(&mut ms);
-                        all.extend_from_slice(&ms);
-                        stats
+                        let from = all.len();
+                        exact.append_ms(&mut all);
+                        RttStats::from_ms(all.get_mut(from..).unwrap_or_default())
                     }
                 };
                 PairSummary {
@@ -945,7 +972,7 @@ impl SummaryBuilder {
                 }
             })
             .collect();
-        all.extend(Rtts::Exact(Box::new(expired_rtts)).into_ms());
+        Rtts::Exact(Box::new(expired_rtts)).append_ms(&mut all);
         let rtt_ms = match &overall {
             Some(o) => o.stats(),
             None => RttStats::from_ms(&mut all),

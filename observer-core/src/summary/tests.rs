@@ -323,3 +323,111 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
     assert_eq!(b.pairs_held(), 3);
     assert_eq!(b.counts().total, 13);
 }
+
+/// The matrix as it was built before pollers were counted by runs: every pair looked
+/// up in a map, every row found by a binary search.
+fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
+    fn active(labels: &[(&String, u64)]) -> (Vec<String>, usize) {
+        let mut count: std::collections::HashMap<&String, u64> = Default::default();
+        for (l, n) in labels {
+            *count.entry(*l).or_default() += n;
+        }
+        let total = count.len();
+        let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        ranked.truncate(MATRIX_MAX_PEERS);
+        let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+        kept.sort();
+        let omitted = total - kept.len();
+        (kept, omitted)
+    }
+    let of = |f: fn(&PairSummary) -> &String| -> Vec<(&String, u64)> {
+        pairs.iter().map(|p| (f(p), p.counts.total)).collect()
+    };
+    let (pollers, omitted_pollers) = active(&of(|p| &p.poller));
+    let (receivers, omitted_receivers) = active(&of(|p| &p.receiver));
+    let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
+    for p in pairs.iter().filter(|p| p.rtt_ms.count > 0) {
+        if let (Ok(r), Ok(c)) = (
+            pollers.binary_search(&p.poller),
+            receivers.binary_search(&p.receiver),
+        ) {
+            mean_ms[r][c] = Some(p.rtt_ms.mean);
+        }
+    }
+    Matrix {
+        pollers,
+        receivers,
+        mean_ms,
+        omitted_pollers,
+        omitted_receivers,
+    }
+}
+
+proptest::proptest! {
+    /// Counting a poller's pairs by runs and finding its row once a run gives the
+    /// matrix of a look-up for every pair, whether the pairs come sorted (as the
+    /// summary's do), in runs broken up, or in any order; with more pollers and
+    /// receivers than the matrix keeps, and pairs without an answer.
+    #[test]
+    fn matrix_by_runs_is_the_matrix_by_pairs(
+        raw in proptest::collection::vec((0u8..90, 0u8..90, 0u64..20, 0u64..3, 0u32..1000), 0..400),
+        sort in proptest::bool::ANY,
+    ) {
+        let mut pairs: Vec<PairSummary> = raw
+            .iter()
+            .map(|&(p, r, total, answered, mean)| PairSummary {
+                poller: format!("p{p}"),
+                poller_id: None,
+                receiver: format!("r{r}"),
+                receiver_id: None,
+                counts: StatusCounts { total, ok: answered.min(total), ..StatusCounts::default() },
+                rtt_ms: RttStats {
+                    count: answered,
+                    mean: f64::from(mean) / 7.0,
+                    ..RttStats::default()
+                },
+            })
+            .collect();
+        if sort {
+            pairs.sort_by(|a, b| (&a.poller, &a.receiver).cmp(&(&b.poller, &b.receiver)));
+        }
+        proptest::prop_assert_eq!(Matrix::from_pairs(&pairs), matrix_reference(&pairs));
+    }
+}
+
+/// Each pair's RTTs are summarised where they land in the overall list: the pair's
+/// statistics and the overall percentiles are those of lists made apart.
+#[test]
+fn pair_statistics_are_those_of_their_own_rtts() {
+    let (base, m) = example_run();
+    let mut ts = Vec::new();
+    for p in 0..5u64 {
+        for k in 0..=(3 * p) {
+            let mut t = base[0].clone();
+            t.poller_name = Some(format!("p{p}").into());
+            t.poller_id = None;
+            t.status = TxStatus::Ok;
+            t.stop = Some(t.start + 1_000_000 * ((k * 7919 + p * 31) % 97 + 1));
+            ts.push(t);
+        }
+    }
+    let s = Summary::build(&ts, &m, 3_600_000_000_000);
+    let rtts = |name: &str| -> Vec<u64> {
+        ts.iter()
+            .filter(|t| t.poller_name.as_deref() == Some(name))
+            .filter_map(Transaction::rtt_ns)
+            .collect()
+    };
+    assert_eq!(s.pairs.len(), 5);
+    for pair in &s.pairs {
+        assert_eq!(
+            pair.rtt_ms,
+            RttStats::from_ns(rtts(&pair.poller)),
+            "{}",
+            pair.poller
+        );
+    }
+    let every: Vec<u64> = ts.iter().filter_map(Transaction::rtt_ns).collect();
+    assert_eq!(s.rtt_ms, RttStats::from_ns(every));
+}
