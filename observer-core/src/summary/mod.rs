@@ -338,10 +338,10 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
 }
 
 /// [`label`] of a pair's kept name and ID.
-fn label_of(name: Option<Arc<str>>, id: &Option<PeerId>) -> String {
+fn label_of(name: Option<Arc<str>>, id: Option<&str>) -> String {
     match (name, id) {
         (Some(n), _) => n.as_ref().to_owned(),
-        (None, Some(id)) => id.as_str().to_owned(),
+        (None, Some(id)) => id.to_owned(),
         (None, None) => "?".to_owned(),
     }
 }
@@ -943,8 +943,10 @@ impl SummaryBuilder {
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
         let mut all: Vec<f64> = Vec::with_capacity(accs.iter().map(|a| a.rtts.len()).sum());
+        // An ID's text as it is: `to_string` went through the formatter for the same
+        // bytes, and the ID itself need not be copied.
         let id_of = |i: &Ident| match i {
-            Ident::Id(id) => Some(id.clone()),
+            Ident::Id(id) => Some(id.as_str().to_owned()),
             Ident::Name(_) => None,
         };
         let mut pairs: Vec<PairSummary> = accs
@@ -964,10 +966,10 @@ impl SummaryBuilder {
                 };
                 PairSummary {
                     rtt_ms,
-                    poller: label_of(a.poller_name, &poller_id),
-                    poller_id: poller_id.as_ref().map(|i| i.to_string()),
-                    receiver: label_of(a.receiver_name, &receiver_id),
-                    receiver_id: receiver_id.as_ref().map(|i| i.to_string()),
+                    poller: label_of(a.poller_name, poller_id.as_deref()),
+                    poller_id,
+                    receiver: label_of(a.receiver_name, receiver_id.as_deref()),
+                    receiver_id,
                     counts: a.counts,
                 }
             })
