@@ -431,3 +431,45 @@ fn pair_statistics_are_those_of_their_own_rtts() {
     let every: Vec<u64> = ts.iter().filter_map(Transaction::rtt_ns).collect();
     assert_eq!(s.rtt_ms, RttStats::from_ns(every));
 }
+
+/// A pair's IDs are their text as `Display` writes it, and a pair without a name is
+/// labelled by its ID's text.
+#[test]
+fn pair_ids_and_unnamed_labels_are_the_ids_text() {
+    let (mut txs, m) = example_run();
+    let Some(mut unnamed) = txs.first().cloned() else {
+        panic!("the example run has transactions");
+    };
+    unnamed.poller_name = None;
+    unnamed.receiver_name = None;
+    unnamed.start += 1;
+    txs.push(unnamed.clone());
+    let s = Summary::build(&txs, &m, 3_600_000_000_000);
+    let mut with_id = 0;
+    for p in &s.pairs {
+        let t = txs
+            .iter()
+            .find(|t| {
+                t.poller_id.as_ref().map(|i| i.to_string()) == p.poller_id
+                    && t.receiver_id.as_ref().map(|i| i.to_string()) == p.receiver_id
+            })
+            .expect("each pair's IDs are a transaction's");
+        with_id += usize::from(p.poller_id.is_some());
+        assert!(t.poller_id.is_some() || p.poller_id.is_none());
+    }
+    assert!(with_id > 0);
+    let id_text = |i: &Option<crate::jxta::PeerId>| i.as_ref().map(|i| i.to_string());
+    let Some(poller) = id_text(&unnamed.poller_id) else {
+        panic!("the example's poller has an ID");
+    };
+    // The pair keeps the latest name seen: the unnamed one came last but names stay.
+    assert!(s.pairs.iter().all(|p| p.poller != "?"));
+    let by_id = Summary::build(std::slice::from_ref(&unnamed), &m, 3_600_000_000_000);
+    assert_eq!(by_id.pairs.len(), 1);
+    assert_eq!(by_id.pairs[0].poller, poller);
+    assert_eq!(by_id.pairs[0].poller_id.as_deref(), Some(poller.as_str()));
+    assert_eq!(
+        Some(by_id.pairs[0].receiver.clone()),
+        id_text(&unnamed.receiver_id)
+    );
+}
