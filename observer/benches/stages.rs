@@ -380,12 +380,12 @@ fn csv_crate_records(txs: &[observer::transaction::Transaction]) -> usize {
             t.start.to_string(),
             num(t.stop),
             t.rtt_ns().map(format_rtt_us).unwrap_or_default(),
-            t.poller_name.clone().unwrap_or_default(),
+            t.poller_name.as_deref().unwrap_or_default().to_owned(),
             t.poller_id
                 .as_ref()
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
-            t.receiver_name.clone().unwrap_or_default(),
+            t.receiver_name.as_deref().unwrap_or_default().to_owned(),
             t.receiver_id
                 .as_ref()
                 .map(|p| p.as_str().to_owned())

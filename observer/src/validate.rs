@@ -56,7 +56,7 @@ impl Names {
         ] {
             if let (Some(id), Some(n)) = (id, name) {
                 self.0
-                    .entry(n.clone())
+                    .entry(n.to_string())
                     .or_insert_with(|| id.as_str().to_string());
             }
         }
@@ -64,7 +64,7 @@ impl Names {
 
     /// How a peer is keyed: peer ID when known (from the record or from its name),
     /// else name.
-    fn key(&self, id: &Option<crate::jxta::PeerId>, name: &Option<String>) -> String {
+    fn key(&self, id: &Option<crate::jxta::PeerId>, name: Option<&str>) -> String {
         match (id, name) {
             (Some(id), _) => id.as_str().to_string(),
             (None, Some(n)) => self
@@ -78,8 +78,8 @@ impl Names {
 
     fn pair(&self, t: &Transaction) -> PairKey {
         (
-            self.key(&t.poller_id, &t.poller_name),
-            self.key(&t.receiver_id, &t.receiver_name),
+            self.key(&t.poller_id, t.poller_name.as_deref()),
+            self.key(&t.receiver_id, t.receiver_name.as_deref()),
         )
     }
 }
@@ -295,9 +295,9 @@ pub fn validate(active: &[CsvRecord], passive: &[Transaction], window_ns: u64) -
         let name = |ts: &[&Transaction], poller: bool| {
             ts.iter().find_map(|t| {
                 if poller {
-                    t.poller_name.clone()
+                    t.poller_name.as_deref().map(str::to_owned)
                 } else {
-                    t.receiver_name.clone()
+                    t.receiver_name.as_deref().map(str::to_owned)
                 }
             })
         };
@@ -605,9 +605,9 @@ mod tests {
         Transaction {
             start,
             stop: Some(start + rtt_us.unwrap_or(10_000_000) * 1000),
-            poller_name: Some(format!("p{poller}")),
+            poller_name: Some(format!("p{poller}").into()),
             poller_id: Some(pid(poller)),
-            receiver_name: Some(format!("p{receiver}")),
+            receiver_name: Some(format!("p{receiver}").into()),
             receiver_id: Some(pid(receiver)),
             receiver_status: rtt_us.map(|_| Status::Online),
             status: if rtt_us.is_some() {

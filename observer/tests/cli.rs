@@ -436,7 +436,7 @@ fn explain_lists_the_timeouts_too() {
         "the sample has timeouts: {}",
         timeouts.len()
     );
-    let name = |n: &Option<String>| n.clone().unwrap_or_default();
+    let name = |n: &Option<std::sync::Arc<str>>| n.as_deref().unwrap_or_default().to_owned();
     for (args, answered, listed) in [
         (&["--top", "2", "--unanswered", "4"][..], 2, 4),
         (&["--top", "3"][..], 3, 3),

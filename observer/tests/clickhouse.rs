@@ -116,9 +116,9 @@ fn tx(i: u64) -> Transaction {
     Transaction {
         start,
         stop: Some(start + 500_000 + i),
-        poller_name: Some(format!("p{}", i % 3)),
+        poller_name: Some(format!("p{}", i % 3).into()),
         poller_id: None,
-        receiver_name: Some(format!("r{}", i % 5)),
+        receiver_name: Some(format!("r{}", i % 5).into()),
         receiver_id: None,
         receiver_status: None,
         status: TxStatus::Ok,

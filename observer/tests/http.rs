@@ -114,7 +114,8 @@ fn also_with_a_port_filter_and_several_threads() {
     );
     // (Carol's conversations with alice then show only their 9700 legs.)
     let alice_bob = |rows: &[Transaction]| -> Vec<Transaction> {
-        let ab = |n: &Option<String>| matches!(n.as_deref(), Some("alice") | Some("bob"));
+        let ab =
+            |n: &Option<std::sync::Arc<str>>| matches!(n.as_deref(), Some("alice") | Some("bob"));
         rows.iter()
             .filter(|t| ab(&t.poller_name) && ab(&t.receiver_name))
             .cloned()

@@ -72,7 +72,7 @@ fn presence_truth(truth: &[Transaction]) -> Vec<PresenceChange> {
         };
         let learned = Learned {
             poller_id: t.poller_id.clone(),
-            poller_name: t.poller_name.clone(),
+            poller_name: t.poller_name.as_deref().map(str::to_owned),
             time,
         };
         match last_change.get(&key).map(|&i| &mut changes[i]) {
@@ -89,7 +89,7 @@ fn presence_truth(truth: &[Transaction]) -> Vec<PresenceChange> {
                 changes.push(PresenceChange {
                     time,
                     peer_id: t.receiver_id.clone(),
-                    name: t.receiver_name.clone(),
+                    name: t.receiver_name.as_deref().map(str::to_owned),
                     from,
                     to: status,
                     learned_by: vec![learned],

@@ -45,9 +45,9 @@ fn pairs(peers: u32, buddies: u32) -> Result<Vec<Transaction>> {
             out.push(Transaction {
                 start: 0,
                 stop: None,
-                poller_name: Some(format!("peer{p}")),
+                poller_name: Some(format!("peer{p}").into()),
                 poller_id: Some(peer_id(p)?),
-                receiver_name: Some(format!("peer{r}")),
+                receiver_name: Some(format!("peer{r}").into()),
                 receiver_id: Some(peer_id(r)?),
                 receiver_status: Some(Status::Online),
                 status: TxStatus::Ok,

@@ -18,7 +18,7 @@ use self::stats::RttStats;
 use crate::jxta::PeerId;
 use crate::transaction::cause::Flags;
 use crate::transaction::csv::record_len;
-use crate::transaction::{Anomalies, Matcher, PresenceChange, Transaction, TxStatus};
+use crate::transaction::{Anomalies, Matcher, PresenceChange, SharedNames, Transaction, TxStatus};
 use crate::UnixNanos;
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -73,14 +73,25 @@ impl Matrix {
         let (pollers, omitted_pollers) = most_active(pairs, |p| &p.poller, MATRIX_MAX_PEERS);
         let (receivers, omitted_receivers) = most_active(pairs, |p| &p.receiver, MATRIX_MAX_PEERS);
         let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
+        // The last poller's row, for the run of its pairs.
+        let mut row: Option<(&String, Result<usize, usize>)> = None;
         for p in pairs {
             if p.rtt_ms.count == 0 {
                 continue;
             }
-            if let (Ok(r), Ok(c)) = (
-                pollers.binary_search(&p.poller),
-                receivers.binary_search(&p.receiver),
-            ) {
+            let r = match row {
+                Some((at, r)) if *at == p.poller => r,
+                _ => {
+                    let r = pollers.binary_search(&p.poller);
+                    row = Some((&p.poller, r));
+                    r
+                }
+            };
+            // Most pairs' pollers are left out when there are many: no column to find.
+            let Ok(r) = r else {
+                continue;
+            };
+            if let Ok(c) = receivers.binary_search(&p.receiver) {
                 mean_ms[r][c] = Some(p.rtt_ms.mean);
             }
         }
@@ -176,9 +187,22 @@ fn most_active<'a>(
     label: impl Fn(&'a PairSummary) -> &'a String,
     max: usize,
 ) -> (Vec<String>, usize) {
-    let mut count: std::collections::HashMap<&String, u64> = std::collections::HashMap::new();
+    let mut count: crate::FastMap<&String, u64> = crate::FastMap::default();
+    // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
+    let mut run: Option<(&String, u64)> = None;
     for p in pairs {
-        *count.entry(label(p)).or_default() += p.counts.total;
+        let l = label(p);
+        match &mut run {
+            Some((at, n)) if *at == l => *n += p.counts.total,
+            _ => {
+                if let Some((at, n)) = run.replace((l, p.counts.total)) {
+                    *count.entry(at).or_default() += n;
+                }
+            }
+        }
+    }
+    if let Some((at, n)) = run {
+        *count.entry(at).or_default() += n;
     }
     let total = count.len();
     let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
@@ -318,10 +342,10 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
 }
 
 /// [`label`] of a pair's kept name and ID.
-fn label_of(name: Option<Arc<str>>, id: &Option<PeerId>) -> String {
+fn label_of(name: Option<Arc<str>>, id: Option<&str>) -> String {
     match (name, id) {
         (Some(n), _) => n.as_ref().to_owned(),
-        (None, Some(id)) => id.as_str().to_owned(),
+        (None, Some(id)) => id.to_owned(),
         (None, None) => "?".to_owned(),
     }
 }
@@ -371,7 +395,7 @@ impl std::hash::Hash for IdentRef<'_> {
 }
 
 impl<'a> IdentRef<'a> {
-    fn of(name: &'a Option<String>, id: &'a Option<PeerId>) -> Self {
+    fn of(name: &'a Option<Arc<str>>, id: &'a Option<PeerId>) -> Self {
         match (id, name) {
             (Some(id), _) => IdentRef::Id(id),
             (None, Some(n)) => IdentRef::Name(n),
@@ -430,33 +454,17 @@ struct PairAcc {
     last_ns: UnixNanos,
 }
 
-/// Names a summary shares at most; past it the table starts again (what pairs keep
-/// stays valid, only sharing is lost).
-const SHARED_NAMES: usize = 16_384;
-
 /// Keeps the latest name seen (the label is the latest name), as the copy `names`
-/// already holds: a peer polls and is polled under its one name by each of its pairs.
-fn update_name(
-    kept: &mut Option<Arc<str>>,
-    seen: &Option<String>,
-    names: &mut crate::FastMap<Arc<str>, ()>,
-) {
+/// holds: a peer polls and is polled under its one name by each of its pairs. The
+/// matcher's names are shared already, so the same name is most often the same copy.
+fn update_name(kept: &mut Option<Arc<str>>, seen: &Option<Arc<str>>, names: &mut SharedNames) {
     let Some(n) = seen else {
         return;
     };
-    if kept.as_deref() == Some(n.as_str()) {
+    if kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, n) || k == n) {
         return;
     }
-    if let Some((held, ())) = names.get_key_value(n.as_str()) {
-        *kept = Some(Arc::clone(held));
-        return;
-    }
-    if names.len() >= SHARED_NAMES {
-        names.clear();
-    }
-    let name: Arc<str> = Arc::from(n.as_str());
-    names.insert(Arc::clone(&name), ());
-    *kept = Some(name);
+    *kept = Some(names.share(n));
 }
 
 /// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
@@ -672,8 +680,15 @@ impl Rtts {
     }
 
     /// The exact RTTs: those under 4.29 s first, each part in arrival order.
+    #[cfg(test)]
     fn into_ms(self) -> Vec<f64> {
         let mut ms = Vec::with_capacity(self.len());
+        self.append_ms(&mut ms);
+        ms
+    }
+
+    /// The RTTs in milliseconds appended to `ms`, in the order they were added.
+    fn append_ms(self, ms: &mut Vec<f64>) {
         match self {
             Rtts::Empty | Rtts::Sketch(_) => {}
             Rtts::One(ns) => ms.push(ns as f64 / 1e6),
@@ -689,7 +704,6 @@ impl Rtts {
                 ms.extend(e.long.into_iter().map(|ns| ns as f64 / 1e6));
             }
         }
-        ms
     }
 }
 
@@ -721,7 +735,7 @@ pub struct SummaryBuilder {
     expired: u64,
     /// The pairs' names, one copy each (see [`update_name`]): 100,000 pairs held 200,000
     /// copies of 10,000 peers' names.
-    names: crate::FastMap<Arc<str>, ()>,
+    names: SharedNames,
 }
 
 impl Default for SummaryBuilder {
@@ -746,7 +760,7 @@ impl SummaryBuilder {
             flagged: Flagged::default(),
             expired_rtts: Exact::default(),
             expired: 0,
-            names: crate::FastMap::default(),
+            names: SharedNames::default(),
         }
     }
 
@@ -933,8 +947,10 @@ impl SummaryBuilder {
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
         let mut all: Vec<f64> = Vec::with_capacity(accs.iter().map(|a| a.rtts.len()).sum());
+        // An ID's text as it is: `to_string` went through the formatter for the same
+        // bytes, and the ID itself need not be copied.
         let id_of = |i: &Ident| match i {
-            Ident::Id(id) => Some(id.clone()),
+            Ident::Id(id) => Some(id.as_str().to_owned()),
             Ident::Name(_) => None,
         };
         let mut pairs: Vec<PairSummary> = accs
@@ -944,24 +960,25 @@ impl SummaryBuilder {
                 let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
                 let rtt_ms = match a.rtts {
                     Rtts::Sketch(s) => s.stats(),
+                    // Summarised where they land in the overall list (sorted there): a
+                    // list of its own was made and freed for each pair.
                     exact => {
-                        let mut ms = exact.into_ms();
-                        let stats = RttStats::from_ms(&mut ms);
-                        all.extend_from_slice(&ms);
-                        stats
+                        let from = all.len();
+                        exact.append_ms(&mut all);
+                        RttStats::from_ms(all.get_mut(from..).unwrap_or_default())
                     }
                 };
                 PairSummary {
                     rtt_ms,
-                    poller: label_of(a.poller_name, &poller_id),
-                    poller_id: poller_id.as_ref().map(|i| i.to_string()),
-                    receiver: label_of(a.receiver_name, &receiver_id),
-                    receiver_id: receiver_id.as_ref().map(|i| i.to_string()),
+                    poller: label_of(a.poller_name, poller_id.as_deref()),
+                    poller_id,
+                    receiver: label_of(a.receiver_name, receiver_id.as_deref()),
+                    receiver_id,
                     counts: a.counts,
                 }
             })
             .collect();
-        all.extend(Rtts::Exact(Box::new(expired_rtts)).into_ms());
+        Rtts::Exact(Box::new(expired_rtts)).append_ms(&mut all);
         let rtt_ms = match &overall {
             Some(o) => o.stats(),
             None => RttStats::from_ms(&mut all),

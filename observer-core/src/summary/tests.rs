@@ -63,7 +63,7 @@ fn matrix_is_bounded_to_the_most_active_peers() {
     for p in 0..100u32 {
         for k in 0..=p {
             let mut t = template.clone();
-            t.poller_name = Some(format!("p{p:03}"));
+            t.poller_name = Some(format!("p{p:03}").into());
             t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
             t.correlator = Some(k.to_string());
             ts.push(t);
@@ -92,7 +92,7 @@ mod exact_limit_tests {
         Transaction {
             start: 1_000_000_000 + i * 1_000_000,
             stop: Some(1_000_000_000 + i * 1_000_000 + rtt_ns),
-            poller_name: Some(format!("p{}", i % 3)),
+            poller_name: Some(format!("p{}", i % 3).into()),
             poller_id: None,
             receiver_name: Some("r".into()),
             receiver_id: None,
@@ -258,25 +258,26 @@ fn idle_pairs_expire_from_the_per_pair_view_only() {
 
 #[test]
 fn pairs_share_one_copy_of_each_name_and_label_with_the_latest() {
-    let mut names = crate::FastMap::default();
+    let mut names = SharedNames::default();
     let (mut a, mut b) = (None, None);
-    update_name(&mut a, &Some("alpha".to_string()), &mut names);
-    update_name(&mut b, &Some("alpha".to_string()), &mut names);
+    // Two copies of one name, as two matchers (shards) or a CSV would give them.
+    update_name(&mut a, &Some(Arc::from("alpha")), &mut names);
+    update_name(&mut b, &Some(Arc::from("alpha")), &mut names);
     let ptr = |k: &Option<Arc<str>>| k.as_ref().map(|n| n.as_ptr());
     assert_eq!(ptr(&a), ptr(&b));
     assert!(ptr(&a).is_some());
     // No name keeps the last; a new one replaces it.
     update_name(&mut a, &None, &mut names);
     assert_eq!(a.as_deref(), Some("alpha"));
-    update_name(&mut a, &Some("beta".to_string()), &mut names);
+    update_name(&mut a, &Some(Arc::from("beta")), &mut names);
     assert_eq!(a.as_deref(), Some("beta"));
     assert_eq!(b.as_deref(), Some("alpha"));
     // Bounded: past the cap the table starts again, names stay right.
-    for n in 0..2 * SHARED_NAMES + 1 {
+    for n in 0..2 * crate::transaction::SHARED_NAMES + 1 {
         let mut k = None;
-        update_name(&mut k, &Some(format!("p{n}")), &mut names);
+        update_name(&mut k, &Some(Arc::from(format!("p{n}"))), &mut names);
         assert_eq!(k.as_deref(), Some(format!("p{n}").as_str()));
-        assert!(names.len() <= SHARED_NAMES);
+        assert!(names.len() <= crate::transaction::SHARED_NAMES);
     }
 }
 
@@ -294,7 +295,7 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
         start,
         stop: Some(start + 1),
         poller_id: None,
-        poller_name: poller.map(str::to_owned),
+        poller_name: poller.map(Arc::from),
         receiver_id: None,
         receiver_name: None,
         ..first.clone()
@@ -321,4 +322,154 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
     seen(&mut b, 30);
     assert_eq!(b.pairs_held(), 3);
     assert_eq!(b.counts().total, 13);
+}
+
+/// The matrix as it was built before pollers were counted by runs: every pair looked
+/// up in a map, every row found by a binary search.
+fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
+    fn active(labels: &[(&String, u64)]) -> (Vec<String>, usize) {
+        let mut count: std::collections::HashMap<&String, u64> = Default::default();
+        for (l, n) in labels {
+            *count.entry(*l).or_default() += n;
+        }
+        let total = count.len();
+        let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        ranked.truncate(MATRIX_MAX_PEERS);
+        let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+        kept.sort();
+        let omitted = total - kept.len();
+        (kept, omitted)
+    }
+    let of = |f: fn(&PairSummary) -> &String| -> Vec<(&String, u64)> {
+        pairs.iter().map(|p| (f(p), p.counts.total)).collect()
+    };
+    let (pollers, omitted_pollers) = active(&of(|p| &p.poller));
+    let (receivers, omitted_receivers) = active(&of(|p| &p.receiver));
+    let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
+    for p in pairs.iter().filter(|p| p.rtt_ms.count > 0) {
+        if let (Ok(r), Ok(c)) = (
+            pollers.binary_search(&p.poller),
+            receivers.binary_search(&p.receiver),
+        ) {
+            mean_ms[r][c] = Some(p.rtt_ms.mean);
+        }
+    }
+    Matrix {
+        pollers,
+        receivers,
+        mean_ms,
+        omitted_pollers,
+        omitted_receivers,
+    }
+}
+
+proptest::proptest! {
+    /// Counting a poller's pairs by runs and finding its row once a run gives the
+    /// matrix of a look-up for every pair, whether the pairs come sorted (as the
+    /// summary's do), in runs broken up, or in any order; with more pollers and
+    /// receivers than the matrix keeps, and pairs without an answer.
+    #[test]
+    fn matrix_by_runs_is_the_matrix_by_pairs(
+        raw in proptest::collection::vec((0u8..90, 0u8..90, 0u64..20, 0u64..3, 0u32..1000), 0..400),
+        sort in proptest::bool::ANY,
+    ) {
+        let mut pairs: Vec<PairSummary> = raw
+            .iter()
+            .map(|&(p, r, total, answered, mean)| PairSummary {
+                poller: format!("p{p}"),
+                poller_id: None,
+                receiver: format!("r{r}"),
+                receiver_id: None,
+                counts: StatusCounts { total, ok: answered.min(total), ..StatusCounts::default() },
+                rtt_ms: RttStats {
+                    count: answered,
+                    mean: f64::from(mean) / 7.0,
+                    ..RttStats::default()
+                },
+            })
+            .collect();
+        if sort {
+            pairs.sort_by(|a, b| (&a.poller, &a.receiver).cmp(&(&b.poller, &b.receiver)));
+        }
+        proptest::prop_assert_eq!(Matrix::from_pairs(&pairs), matrix_reference(&pairs));
+    }
+}
+
+/// Each pair's RTTs are summarised where they land in the overall list: the pair's
+/// statistics and the overall percentiles are those of lists made apart.
+#[test]
+fn pair_statistics_are_those_of_their_own_rtts() {
+    let (base, m) = example_run();
+    let mut ts = Vec::new();
+    for p in 0..5u64 {
+        for k in 0..=(3 * p) {
+            let mut t = base[0].clone();
+            t.poller_name = Some(format!("p{p}").into());
+            t.poller_id = None;
+            t.status = TxStatus::Ok;
+            t.stop = Some(t.start + 1_000_000 * ((k * 7919 + p * 31) % 97 + 1));
+            ts.push(t);
+        }
+    }
+    let s = Summary::build(&ts, &m, 3_600_000_000_000);
+    let rtts = |name: &str| -> Vec<u64> {
+        ts.iter()
+            .filter(|t| t.poller_name.as_deref() == Some(name))
+            .filter_map(Transaction::rtt_ns)
+            .collect()
+    };
+    assert_eq!(s.pairs.len(), 5);
+    for pair in &s.pairs {
+        assert_eq!(
+            pair.rtt_ms,
+            RttStats::from_ns(rtts(&pair.poller)),
+            "{}",
+            pair.poller
+        );
+    }
+    let every: Vec<u64> = ts.iter().filter_map(Transaction::rtt_ns).collect();
+    assert_eq!(s.rtt_ms, RttStats::from_ns(every));
+}
+
+/// A pair's IDs are their text as `Display` writes it, and a pair without a name is
+/// labelled by its ID's text.
+#[test]
+fn pair_ids_and_unnamed_labels_are_the_ids_text() {
+    let (mut txs, m) = example_run();
+    let Some(mut unnamed) = txs.first().cloned() else {
+        panic!("the example run has transactions");
+    };
+    unnamed.poller_name = None;
+    unnamed.receiver_name = None;
+    unnamed.start += 1;
+    txs.push(unnamed.clone());
+    let s = Summary::build(&txs, &m, 3_600_000_000_000);
+    let mut with_id = 0;
+    for p in &s.pairs {
+        let t = txs
+            .iter()
+            .find(|t| {
+                t.poller_id.as_ref().map(|i| i.to_string()) == p.poller_id
+                    && t.receiver_id.as_ref().map(|i| i.to_string()) == p.receiver_id
+            })
+            .expect("each pair's IDs are a transaction's");
+        with_id += usize::from(p.poller_id.is_some());
+        assert!(t.poller_id.is_some() || p.poller_id.is_none());
+    }
+    assert!(with_id > 0);
+    let id_text = |i: &Option<crate::jxta::PeerId>| i.as_ref().map(|i| i.to_string());
+    let Some(poller) = id_text(&unnamed.poller_id) else {
+        panic!("the example's poller has an ID");
+    };
+    // The pair keeps the latest name seen: the unnamed one came last but names stay.
+    assert!(s.pairs.iter().all(|p| p.poller != "?"));
+    let by_id = Summary::build(std::slice::from_ref(&unnamed), &m, 3_600_000_000_000);
+    assert_eq!(by_id.pairs.len(), 1);
+    assert_eq!(by_id.pairs[0].poller, poller);
+    assert_eq!(by_id.pairs[0].poller_id.as_deref(), Some(poller.as_str()));
+    assert_eq!(
+        Some(by_id.pairs[0].receiver.clone()),
+        id_text(&unnamed.receiver_id)
+    );
 }

@@ -615,9 +615,9 @@ fn truth(sim: &Sim, pairs: &[(usize, Option<usize>)]) -> Vec<Transaction> {
             let mut t = Transaction {
                 start,
                 stop: None,
-                poller_name: Some(p.name.to_string()),
+                poller_name: Some(p.name.to_string().into()),
                 poller_id: Some(p.id.clone()),
-                receiver_name: Some(r.name.to_string()),
+                receiver_name: Some(r.name.to_string().into()),
                 receiver_id: Some(r.id.clone()),
                 receiver_status: None,
                 status: TxStatus::Open,

@@ -1039,9 +1039,9 @@ impl<'a> Sim<'a> {
             let mut t = Transaction {
                 start,
                 stop: None,
-                poller_name: Some(poller.spec.name.clone()),
+                poller_name: Some(poller.spec.name.as_str().into()),
                 poller_id: Some(poller.id.clone()),
-                receiver_name: Some(receiver.spec.name.clone()),
+                receiver_name: Some(receiver.spec.name.as_str().into()),
                 receiver_id: Some(receiver.id.clone()),
                 receiver_status: None,
                 status: TxStatus::Open,

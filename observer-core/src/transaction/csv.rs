@@ -3,6 +3,7 @@
 //! Over 600 lines with its tests (writer and reader checked both ways).
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use super::columns::{ColumnMap, Field, MapError};
 use crate::jim::Status;
@@ -577,9 +578,9 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
             tx: Transaction {
                 start,
                 stop,
-                poller_name,
+                poller_name: poller_name.map(Arc::from),
                 poller_id,
-                receiver_name,
+                receiver_name: receiver_name.map(Arc::from),
                 receiver_id,
                 receiver_status,
                 status,
@@ -866,7 +867,7 @@ mod tests {
             let mut t = txs[i % 3].clone();
             t.stop = Some(t.start + stop);
             t.correlator = Some(format!("+{i},\"\r"));
-            t.poller_name = Some(["", "@x", "\tx", "a\nb", "\u{e9}t\u{e9}"][i % 5].to_string());
+            t.poller_name = Some(["", "@x", "\tx", "a\nb", "\u{e9}t\u{e9}"][i % 5].into());
             txs.push(t);
         }
         let mut w = TransactionCsvWriter::without_header(Vec::new());
@@ -898,8 +899,8 @@ mod tests {
             let mut t = sample()[1].clone();
             t.start = start / 2;
             t.stop = rtt.map(|r| t.start + r);
-            t.poller_name = Some(name.clone());
-            t.receiver_name = Some(name);
+            t.poller_name = Some(name.as_str().into());
+            t.receiver_name = Some(name.into());
             t.correlator = Some(correlator);
             t.ping_bytes = bytes;
             t.pong_bytes = rtt;

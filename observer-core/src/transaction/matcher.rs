@@ -21,11 +21,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use super::cause::{self, History, Leg};
 use super::{
     id_hash, mix_pair, Anomalies, Expiry, MatchMethod, MatcherConfig, OverheadTally, PeerKey,
-    Presence, Sighting, Transaction, Transport, TxStatus, IDLE_PAIR_NS, REPEAT_WINDOW_NS,
+    Presence, SharedNames, Sighting, Transaction, Transport, TxStatus, IDLE_PAIR_NS,
+    REPEAT_WINDOW_NS,
 };
 use crate::jim::{Document, Kind, Status};
 use crate::jxta::PeerId;
@@ -37,7 +39,7 @@ type PairKey = (PeerKey, PeerKey);
 #[derive(Clone, Debug)]
 struct Candidate {
     stop: UnixNanos,
-    receiver_name: Option<String>,
+    receiver_name: Option<Arc<str>>,
     receiver_id: Option<PeerId>,
     receiver_status: Option<Status>,
     pong_bytes: u64,
@@ -88,7 +90,7 @@ fn intern_hop(
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
-/// what the matcher keeps of them (the name, a PING's correlator, the wire notes) is
+/// what the matcher keeps of them (a PING's correlator, the wire notes) is
 /// moved out, each at its last use; borrowed (documents a queue hands over), copied.
 enum Seen<'a> {
     Borrowed(&'a Document, &'a Sighting),
@@ -107,14 +109,6 @@ impl Seen<'_> {
         match self {
             Seen::Borrowed(_, s) => s,
             Seen::Owned(_, s) => s,
-        }
-    }
-
-    /// The document's name; read no more after.
-    fn take_name(&mut self) -> Option<String> {
-        match self {
-            Seen::Borrowed(d, _) => d.name.clone(),
-            Seen::Owned(d, _) => d.name.take(),
         }
     }
 
@@ -142,7 +136,9 @@ impl Seen<'_> {
 /// (`cap`): past it IDs are kept as they came and names are not learnt.
 #[derive(Debug, Default)]
 struct Peers {
-    ids: crate::FastMap<PeerId, Option<Box<str>>>,
+    ids: crate::FastMap<PeerId, Option<Arc<str>>>,
+    /// The documents' names, one copy each, for the peers and the transactions.
+    names: SharedNames,
     named: usize,
     cap: usize,
     /// IDs interned lately as they came, each with the matcher's copy, in the slot its
@@ -158,24 +154,15 @@ struct Peers {
 /// Slots of [`Peers::recent`]: 12 KB, and at most 512 IDs kept alive by it.
 const RECENT_IDS: usize = 256;
 
-/// A known peer's name becomes `name`; `named` counts the peers with one.
-fn rename(known: &mut Option<Box<str>>, name: &str, named: &mut usize) {
-    if known.as_deref() == Some(name) {
+/// A known peer's name becomes `name`; `named` counts the peers with one. A peer that
+/// names its buddies in turn (JXSE's PING names the buddy) changes name at every
+/// message: the shared copy is taken, nothing is copied.
+fn rename(known: &mut Option<Arc<str>>, name: &Arc<str>, named: &mut usize) {
+    if known.as_ref().is_some_and(|k| Arc::ptr_eq(k, name)) {
         return;
     }
     *named += usize::from(known.is_none());
-    match known {
-        // A peer that names its buddies in turn (JXSE's PING names the buddy) changes
-        // name at every message: same-length names reuse the allocation (a box of
-        // exactly its length round-trips through `String` without reallocating).
-        Some(old) if old.len() == name.len() => {
-            let mut text = String::from(std::mem::take(old));
-            text.clear();
-            text.push_str(name);
-            *old = text.into_boxed_str();
-        }
-        _ => *known = Some(name.into()),
-    }
+    *known = Some(Arc::clone(name));
 }
 
 impl Peers {
@@ -229,7 +216,7 @@ impl Peers {
 
     /// [`Self::intern`], and `name` learnt as the peer's: one look-up (two were ~100
     /// instructions a document more).
-    fn intern_named(&mut self, id: Option<PeerId>, name: Option<&str>) -> Option<PeerId> {
+    fn intern_named(&mut self, id: Option<PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
         let Some(name) = name else {
             return self.intern(id);
         };
@@ -242,7 +229,7 @@ impl Peers {
             }
             std::collections::hash_map::Entry::Vacant(e) if room => {
                 let id = e.key().clone();
-                e.insert(Some(name.into()));
+                e.insert(Some(Arc::clone(name)));
                 self.named += 1;
                 Some(id)
             }
@@ -250,8 +237,13 @@ impl Peers {
         }
     }
 
-    fn name(&self, id: &PeerId) -> Option<&str> {
-        self.ids.get(id)?.as_deref()
+    fn name(&self, id: &PeerId) -> Option<&Arc<str>> {
+        self.ids.get(id)?.as_ref()
+    }
+
+    /// The shared copy of a document's name.
+    fn share_name(&mut self, name: Option<&str>) -> Option<Arc<str>> {
+        Some(self.names.get(name?))
     }
 }
 
@@ -260,7 +252,7 @@ struct Pending {
     seq: u64,
     start: UnixNanos,
     correlator: Option<String>,
-    poller_name: Option<String>,
+    poller_name: Option<Arc<str>>,
     poller_id: Option<PeerId>,
     receiver_id: Option<PeerId>,
     ping_bytes: u64,
@@ -845,6 +837,8 @@ struct PairAt {
 /// What a PONG carries, resolved once.
 struct Pong {
     receiver_id: Option<PeerId>,
+    /// The PONG's name, shared.
+    name: Option<Arc<str>>,
     in_transit: bool,
 }
 
@@ -984,7 +978,7 @@ impl Matcher {
 
     /// The name a peer last gave in a document, if any.
     pub fn name_of(&self, id: &PeerId) -> Option<&str> {
-        self.peers.name(id)
+        self.peers.name(id).map(|n| &**n)
     }
 
     /// Feeds one document. Expires overdue PINGs first (up to the sighting's last
@@ -1246,10 +1240,11 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
-        let poller_id = self.peers.intern_named(poller_id, doc.name.as_deref());
+        let name = self.peers.share_name(doc.name.as_deref());
+        let poller_id = self.peers.intern_named(poller_id, name.as_ref());
         let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
         let receiver_id = self.intern(receiver_id);
-        let poller = PeerKey::new(poller_id.as_ref(), doc.name.as_deref());
+        let poller = PeerKey::named(poller_id.as_ref(), name.as_ref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
         let pair = (poller, receiver);
         let hash = self.pairs.hash(&pair);
@@ -1351,7 +1346,7 @@ impl Matcher {
         let mut legs = self.legs_buffer();
         let ends = [poller_id.as_ref(), receiver_id.as_ref()];
         legs.push(leg_of(&mut self.peers, seen, ends));
-        let (correlator, poller_name) = (seen.take_correlator(), seen.take_name());
+        let (correlator, poller_name) = (seen.take_correlator(), name);
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
@@ -1474,12 +1469,13 @@ impl Matcher {
             .clone()
             .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
             .or_else(|| s.hop_src.clone());
-        let receiver_id = self.peers.intern_named(receiver_id, doc.name.as_deref());
+        let name = self.peers.share_name(doc.name.as_deref());
+        let receiver_id = self.peers.intern_named(receiver_id, name.as_ref());
         let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
         let poller_id = self.intern(poller_id);
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
         let poller = PeerKey::new(poller_id.as_ref(), None);
-        let receiver = PeerKey::new(receiver_id.as_ref(), doc.name.as_deref());
+        let receiver = PeerKey::named(receiver_id.as_ref(), name.as_ref());
         let mut pair = (poller, receiver);
         // A multicast PONG names no poller by design; anywhere else that is missing
         // identity.
@@ -1509,6 +1505,7 @@ impl Matcher {
         }
         let pong = Pong {
             receiver_id,
+            name,
             in_transit,
         };
         let Some((slot, state)) = found.and_then(|i| Some((i, self.pairs.slot_mut(i)?))) else {
@@ -1640,10 +1637,10 @@ impl Matcher {
         let mut legs = self.legs_buffer();
         let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
         legs.push(leg_of(&mut self.peers, seen, ends));
-        let receiver_name = seen.take_name().or_else(|| {
+        let receiver_name = pong.name.clone().or_else(|| {
             pong.receiver_id
                 .as_ref()
-                .and_then(|id| self.peers.name(id).map(str::to_owned))
+                .and_then(|id| self.peers.name(id).cloned())
         });
         let mut candidate = Candidate {
             stop,
@@ -1748,12 +1745,9 @@ impl Matcher {
         p: &mut Pending,
         stop: Option<UnixNanos>,
         status: TxStatus,
-        receiver_name: Option<String>,
+        receiver_name: Option<Arc<str>>,
     ) -> Transaction {
-        let known = |id: &Option<PeerId>| {
-            id.as_ref()
-                .and_then(|id| self.peers.name(id).map(str::to_owned))
-        };
+        let known = |id: &Option<PeerId>| id.as_ref().and_then(|id| self.peers.name(id).cloned());
         let poller_name = p.poller_name.take().or_else(|| known(&p.poller_id));
         let receiver_name = receiver_name.or_else(|| known(&p.receiver_id));
         Transaction {

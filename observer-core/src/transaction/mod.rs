@@ -171,9 +171,11 @@ pub struct Transaction {
     /// Last byte of the PONG as delivered to the poller; `start + timeout` for a
     /// timeout; `None` while open.
     pub stop: Option<UnixNanos>,
-    pub poller_name: Option<String>,
+    /// Shared copies (see [`SharedNames`]): a name repeats in every transaction of its
+    /// peer, and a copy of each was freed one by one after the sink.
+    pub poller_name: Option<Arc<str>>,
     pub poller_id: Option<PeerId>,
-    pub receiver_name: Option<String>,
+    pub receiver_name: Option<Arc<str>>,
     pub receiver_id: Option<PeerId>,
     pub receiver_status: Option<Status>,
     pub status: TxStatus,
@@ -333,6 +335,14 @@ impl PeerKey {
         }
     }
 
+    /// [`Self::new`] with a shared name, kept as it is (not copied).
+    pub(crate) fn named(id: Option<&PeerId>, name: Option<&Arc<str>>) -> PeerKey {
+        match (id, name) {
+            (Some(id), _) => PeerKey::Id(id.clone()),
+            (None, name) => PeerKey::Other(name.cloned()),
+        }
+    }
+
     pub fn is_unknown(&self) -> bool {
         matches!(self, PeerKey::Other(None))
     }
@@ -382,6 +392,46 @@ impl std::hash::Hasher for Written {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = self.0.rotate_left(32) ^ n;
+    }
+}
+
+/// Names a table of shared names holds at most; past it the table starts again (what
+/// others hold stays valid, only sharing is lost), so invented names cost bounded memory.
+pub(crate) const SHARED_NAMES: usize = 16_384;
+
+/// One copy of each peer name, handed out by reference count: the matcher's
+/// transactions and peers, the summary's pairs.
+#[derive(Debug, Default)]
+pub(crate) struct SharedNames(crate::FastMap<Arc<str>, ()>);
+
+impl SharedNames {
+    /// The shared copy of `name`, made when new.
+    pub(crate) fn get(&mut self, name: &str) -> Arc<str> {
+        match self.0.get_key_value(name) {
+            Some((held, ())) => Arc::clone(held),
+            None => self.keep(Arc::from(name)),
+        }
+    }
+
+    /// The shared copy of `name`'s text: `name` itself when new.
+    pub(crate) fn share(&mut self, name: &Arc<str>) -> Arc<str> {
+        match self.0.get_key_value(&**name) {
+            Some((held, ())) => Arc::clone(held),
+            None => self.keep(Arc::clone(name)),
+        }
+    }
+
+    fn keep(&mut self, name: Arc<str>) -> Arc<str> {
+        if self.0.len() >= SHARED_NAMES {
+            self.0.clear();
+        }
+        self.0.insert(Arc::clone(&name), ());
+        name
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

@@ -817,6 +817,49 @@ fn peer_names_are_learnt_from_the_first_document_on() {
     assert_eq!(m.sizes().names, 2);
 }
 
+/// A name comes to the transactions as one shared copy: every transaction of a poller
+/// and of a receiver holds the same one, taken from the documents as owned or
+/// borrowed, and the names stay right when the table of shared names starts again.
+#[test]
+fn transactions_share_one_copy_of_each_name() {
+    let mut m = m();
+    let mut out = Vec::new();
+    for k in 0..4u64 {
+        let (mut p, mut ps) = (
+            ping("alice", Some(&format!("c{k}"))),
+            direct(k * SEC, ALICE, BOB),
+        );
+        let pong = pong("bob", Status::Online, Some(&format!("c{k}")));
+        let pong_at = direct(k * SEC + MS, BOB, ALICE);
+        if k % 2 == 0 {
+            m.observe(&p, &ps, &mut out);
+            m.observe(&pong, &pong_at, &mut out);
+        } else {
+            m.observe_taking(&mut p, &mut ps, &mut out);
+            m.observe(&pong, &pong_at, &mut out);
+        }
+    }
+    assert_eq!(out.len(), 4);
+    for t in &out {
+        assert_eq!(t.poller_name.as_deref(), Some("alice"));
+        assert_eq!(t.receiver_name.as_deref(), Some("bob"));
+        for (a, b) in [
+            (&t.poller_name, &out[0].poller_name),
+            (&t.receiver_name, &out[0].receiver_name),
+        ] {
+            assert!(matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b)));
+        }
+    }
+    let mut names = SharedNames::default();
+    let first = names.get("alice");
+    for n in 0..2 * SHARED_NAMES + 1 {
+        let name = format!("peer{n}");
+        assert_eq!(&*names.get(&name), name.as_str());
+        assert!(names.len() <= SHARED_NAMES);
+    }
+    assert_eq!(&*first, "alice");
+}
+
 /// Pollers that share a correlator (as a poller reuses one for all its receivers) are
 /// each found by a multicast PONG: every PING with it has its entry in the index.
 #[test]

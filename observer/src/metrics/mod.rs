@@ -411,9 +411,9 @@ pub struct LiveMetrics {
     pub expiry: PairExpiry,
 }
 
-fn label(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
+fn label(name: Option<&str>, id: &Option<crate::jxta::PeerId>) -> String {
     match (name, id) {
-        (Some(n), _) => n.clone(),
+        (Some(n), _) => n.to_owned(),
         (None, Some(id)) => id.to_string(),
         (None, None) => "unknown".into(),
     }
@@ -427,7 +427,9 @@ fn presence_series(
 ) -> BTreeMap<String, &observer_core::transaction::PeerPresence> {
     let mut series: BTreeMap<String, &observer_core::transaction::PeerPresence> = BTreeMap::new();
     for p in current {
-        let slot = series.entry(label(&p.name, &p.peer_id)).or_insert(p);
+        let slot = series
+            .entry(label(p.name.as_deref(), &p.peer_id))
+            .or_insert(p);
         if p.last_seen > slot.last_seen {
             *slot = p;
         }
@@ -438,8 +440,8 @@ fn presence_series(
 impl LiveMetrics {
     pub fn record(&mut self, t: &Transaction) {
         let key = (
-            label(&t.poller_name, &t.poller_id),
-            label(&t.receiver_name, &t.receiver_id),
+            label(t.poller_name.as_deref(), &t.poller_id),
+            label(t.receiver_name.as_deref(), &t.receiver_id),
         );
         let m = self.pairs.entry(key).or_default();
         let idx = match t.status {

@@ -80,7 +80,7 @@ impl Record {
         let t = &self.tx;
         serde_json::json!({
             "name": self.name(),
-            "receiver": t.receiver_name,
+            "receiver": t.receiver_name.as_deref(),
             "receiver_peer_id": t.receiver_id.as_ref().map(PeerId::as_str),
             "receiver_status": t.receiver_status.map(Status::as_str),
             "transaction_status": t.status.as_str(),
@@ -363,9 +363,9 @@ impl Arm {
         Transaction {
             start: o.start,
             stop,
-            poller_name: Some(self.poller_name.clone()),
+            poller_name: Some(self.poller_name.as_str().into()),
             poller_id: Some(self.poller_id.clone()),
-            receiver_name: Some(r.name.clone()),
+            receiver_name: Some(r.name.as_str().into()),
             receiver_id: Some(r.peer_id.clone()),
             receiver_status,
             status,
@@ -387,7 +387,7 @@ impl Arm {
         let idx = self
             .receivers
             .iter()
-            .position(|r| Some(&r.name) == rec.tx.receiver_name.as_ref())
+            .position(|r| Some(r.name.as_str()) == rec.tx.receiver_name.as_deref())
             .unwrap_or(0);
         if let Some(s) = g.stats.get_mut(idx) {
             *s.by_status.entry(rec.tx.status.as_str()).or_insert(0) += 1;

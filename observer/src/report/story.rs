@@ -10,7 +10,7 @@ fn ms(ns: u64) -> String {
     format!("{:.1} ms", ns as f64 / 1e6)
 }
 
-fn peer(name: &Option<String>, id: &Option<crate::jxta::PeerId>) -> String {
+fn peer(name: Option<&str>, id: &Option<crate::jxta::PeerId>) -> String {
     match (name, id) {
         (Some(n), _) => sanitize(n),
         (None, Some(id)) => short_label(id.as_str()),
@@ -103,8 +103,8 @@ pub fn story(t: &Transaction) -> String {
     format!(
         "{}  {} -> {}  {time}  [{}]  {}",
         utc_ms(t.start),
-        peer(&t.poller_name, &t.poller_id),
-        peer(&t.receiver_name, &t.receiver_id),
+        peer(t.poller_name.as_deref(), &t.poller_id),
+        peer(t.receiver_name.as_deref(), &t.receiver_id),
         if c.flags.is_empty() {
             "-".to_owned()
         } else {

@@ -416,7 +416,7 @@ mod tests {
         for p in 0..100u32 {
             for k in 0..=p {
                 let mut t = base[0].clone();
-                t.poller_name = Some(format!("p{p:03}"));
+                t.poller_name = Some(format!("p{p:03}").into());
                 t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
                 t.correlator = Some(k.to_string());
                 // RTTs 1 ms to 100 ms by pair.

@@ -186,9 +186,9 @@ pub struct ReportData {
     pub meta: Meta,
 }
 
-fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
+fn label(name: Option<&str>, id: &Option<PeerId>) -> String {
     match (name, id) {
-        (Some(n), _) => n.clone(),
+        (Some(n), _) => n.to_owned(),
         (None, Some(id)) => id.as_str().to_owned(),
         (None, None) => "?".to_owned(),
     }
@@ -376,11 +376,11 @@ impl ReportData {
                 let pk = t
                     .poller_id
                     .as_ref()
-                    .map_or_else(|| label(&t.poller_name, &None), |i| i.to_string());
-                let rk = t
-                    .receiver_id
-                    .as_ref()
-                    .map_or_else(|| label(&t.receiver_name, &None), |i| i.to_string());
+                    .map_or_else(|| label(t.poller_name.as_deref(), &None), |i| i.to_string());
+                let rk = t.receiver_id.as_ref().map_or_else(
+                    || label(t.receiver_name.as_deref(), &None),
+                    |i| i.to_string(),
+                );
                 index.get(&(pk, rk)).copied()
             })
             .collect()
