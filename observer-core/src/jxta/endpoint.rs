@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use quick_xml::events::Event;
 
-use super::peer::{shared_peer, SharedPeers};
+use super::peer::{shared_checked, SharedPeers};
 use super::{Message, PeerId, PeerPart};
 
 pub const NS_JXTA: &str = "jxta";
@@ -266,7 +266,7 @@ impl PeerMemo {
         self.misses += 1;
         let xml = super::wire_str(content).ok()?;
         let shared = &mut self.shared;
-        let peers = router_peers_with(xml, |part| shared_peer(shared, part));
+        let peers = router_peers_with(xml, |address| shared_checked(shared, address));
         if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -281,14 +281,15 @@ impl PeerMemo {
 /// it also builds (three strings and a peer ID more for every document the memo misses).
 #[cfg(test)]
 fn router_peers(xml: &str) -> EndPeers {
-    router_peers_with(xml, PeerId::from_checked)
+    router_peers_with(xml, PeerId::parse)
 }
 
-/// [`router_peers`] with each peer made by `peer` from its checked part: the memo
-/// finds them in its shared table without building them.
+/// [`router_peers`] with each peer made by `peer` from its address's peer text, which
+/// `peer` checks as [`PeerId::parse`] does: the memo finds most of them in its shared
+/// table by their bytes, before any check.
 fn router_peers_with<T>(
     xml: &str,
-    mut peer: impl FnMut(PeerPart<'_>) -> T,
+    mut peer: impl FnMut(&str) -> Option<T>,
 ) -> (Option<T>, Option<T>) {
     const NAMES: [&str; 2] = ["Src", "Dest"];
     let [src, dest] = match plain_root_child_texts(xml, NAMES) {
@@ -298,18 +299,20 @@ fn router_peers_with<T>(
     let dst = dest
         .as_deref()
         .and_then(parse_endpoint_address)
-        .and_then(|ep| PeerId::check(ep.address))
-        .map(&mut peer);
-    (src.as_deref().and_then(peer_of_address).map(peer), dst)
+        .and_then(|ep| peer(ep.address));
+    (src.as_deref().and_then(|s| peer(peer_text(s))), dst)
 }
 
 /// The peer in a `jxta://uuid-…[/service…]` address.
 fn peer_of_address(s: &str) -> Option<PeerPart<'_>> {
+    PeerId::check(peer_text(s))
+}
+
+/// What [`peer_of_address`] checks: the address part of an endpoint address, else the
+/// whole text (trimmed).
+fn peer_text(s: &str) -> &str {
     let s = s.trim();
-    match parse_endpoint_address(s) {
-        Some(ep) => PeerId::check(ep.address),
-        None => PeerId::check(s),
-    }
+    parse_endpoint_address(s).map_or(s, |ep| ep.address)
 }
 
 /// Text of the first element named `names[i]` (local name, any prefix) that is a
