@@ -733,6 +733,8 @@ fn split_scheme(s: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jxta::framing::{encode_package, parse_package_header, HeaderOrder, HeaderParse};
+    use crate::jxta::message::{decode_message, encode_message_v0, OwnedElement};
 
     proptest::proptest! {
         /// ASCII and Unicode white space (NEL, no-break, line separator, ideographic),
@@ -752,8 +754,6 @@ mod tests {
             proptest::prop_assert_eq!(trim(&s), s.trim());
         }
     }
-    use crate::jxta::framing::{encode_package, parse_package_header, HeaderOrder, HeaderParse};
-    use crate::jxta::message::{decode_message, encode_message_v0, OwnedElement};
 
     const CB_EDGE: &str =
         "urn:jxta:cbid-59616261646162614E50472050325033AA00BB11CC22DD33EE44FF5503";
