@@ -539,6 +539,9 @@ impl ConnNotes {
 
     /// Reassembly delivers `len` bytes of `dir` first seen at `first_seen`, at `now`:
     /// bytes seen earlier than they are delivered waited behind a hole now filled.
+    /// Inline: every delivery of data asks, and nearly all were delivered as they came
+    /// (a call was ~24 instructions, most of it the call).
+    #[inline]
     pub fn data(&mut self, dir: usize, first_seen: UnixNanos, now: UnixNanos, len: u64) {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
