@@ -256,8 +256,36 @@ impl hashbrown::Equivalent<PeerId> for PartKey<'_> {
 /// unique part's bytes: an ID already held (most, on a capture of many connections
 /// between fewer peers) is not built to be dropped, nor its URN copied to the stack.
 pub(crate) fn shared_peer(known: &mut SharedPeers, part: PeerPart<'_>) -> Arc<PeerId> {
+    shared_hashed(known, part, id_hash(part.0.as_bytes()))
+}
+
+/// [`shared_peer`] of `PeerId::check(text)`, the table asked first: a text equal to a
+/// held ID's unique part is that part checked (a part is word bytes around a `-`: no
+/// whitespace for the trim, no `:` or `/` for a prefix, so `check` takes it whole), and
+/// nearly every router address names a peer already held. Only a text the table does
+/// not hold is checked (~216 instructions of each of a first router document's two
+/// IDs). `shared_checked_is_check_then_shared_peer` compares both ways.
+pub(crate) fn shared_checked(known: &mut SharedPeers, text: &str) -> Option<Arc<PeerId>> {
+    let unique = text.as_bytes();
+    // Longer than any part: held by no entry, and not hashed to learn it.
+    let hash = (unique.len() <= MAX_UNIQUE).then(|| id_hash(unique));
+    if let Some(hash) = hash {
+        if let Some(held) = known.get(&PartKey { unique, hash }) {
+            return Some(Arc::clone(held));
+        }
+    }
+    let part = PeerId::check(text)?;
+    let hash = match hash {
+        // The part is the text itself: its hash is the one just made.
+        Some(h) if part.0.len() == text.len() => h,
+        _ => id_hash(part.0.as_bytes()),
+    };
+    Some(shared_hashed(known, part, hash))
+}
+
+/// [`shared_peer`] with the part's [`id_hash`] at hand.
+fn shared_hashed(known: &mut SharedPeers, part: PeerPart<'_>, hash: u64) -> Arc<PeerId> {
     let unique = part.0.as_bytes();
-    let hash = id_hash(unique);
     if let Some(held) = known.get(&PartKey { unique, hash }) {
         return Arc::clone(held);
     }
@@ -450,6 +478,82 @@ mod tests {
             assert_eq!(*share(&mut known, &peer(n).to_string()), peer(n));
             assert!(known.len() <= SHARED_PEERS);
         }
+    }
+
+    proptest::proptest! {
+        // Each case fills two tables to their bound.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Texts the table holds, wire forms of them, near misses and garbage, into a
+        /// table at its bound: `shared_checked` gives what checking then sharing gives
+        /// (the same `Arc` when held), and leaves the table as that does.
+        #[test]
+        fn shared_checked_is_check_then_shared_peer(
+            texts in proptest::collection::vec(
+                (
+                    0usize..6,
+                    proptest::sample::select(vec![
+                        "", "urn:jxta:", "URN:JXTA:", "jxta://", " ", "\t", "x", "/", ":",
+                    ]),
+                    proptest::sample::select(vec!["", " ", "\n", "/", "-", "03", "\u{e9}"]),
+                    0usize..3,
+                ),
+                1..40,
+            ),
+            fill in 0usize..3,
+        ) {
+            let mut by_check = SharedPeers::default();
+            let mut by_lookup = SharedPeers::default();
+            // Full, nearly full or empty: the bound's clear happens in both or neither.
+            let before = [0, SHARED_PEERS - 2, SHARED_PEERS - 1][fill];
+            for n in 0..before {
+                let t = format!("uuid-{n:032X}99");
+                share(&mut by_check, &t);
+                share(&mut by_lookup, &t);
+            }
+            for (n, prefix, suffix, shape) in texts {
+                let part = match shape {
+                    0 => format!("uuid-{n:032X}03"),
+                    1 => format!("cbid-{n:040X}"),
+                    // Either side of `MAX_UNIQUE`.
+                    _ => "A".repeat(MAX_UNIQUE - 5 + n).replacen('A', "uuid-", 1),
+                };
+                let text = format!("{prefix}{part}{suffix}");
+                let want = PeerId::check(&text).map(|p| shared_peer(&mut by_check, p));
+                let got = shared_checked(&mut by_lookup, &text);
+                proptest::prop_assert_eq!(got.as_deref(), want.as_deref(), "{:?}", text);
+                if let (Some(g), Some(w)) = (&got, &want) {
+                    // Held on both sides from the same calls: the same entry's `Arc`
+                    // (compared through the text, the tables being two).
+                    proptest::prop_assert_eq!(
+                        Arc::strong_count(g), Arc::strong_count(w), "{:?}", text
+                    );
+                }
+                proptest::prop_assert_eq!(by_lookup.len(), by_check.len());
+            }
+            let mut a: Vec<_> = by_lookup.keys().map(|k| k.to_string()).collect();
+            let mut b: Vec<_> = by_check.keys().map(|k| k.to_string()).collect();
+            a.sort();
+            b.sort();
+            proptest::prop_assert_eq!(a, b);
+        }
+    }
+
+    /// A held ID's unique part alone finds it without a check; a held part with a byte
+    /// more, or with a `:`, is checked (and refused or built anew).
+    #[test]
+    fn shared_checked_finds_held_parts_and_checks_the_rest() {
+        let mut known = SharedPeers::default();
+        let held = share(&mut known, &format!("urn:jxta:{U}"));
+        let got = shared_checked(&mut known, U).expect("held");
+        assert!(Arc::ptr_eq(&got, &held));
+        assert!(
+            shared_checked(&mut known, &format!("{U} ")).is_some_and(|g| Arc::ptr_eq(&g, &held))
+        );
+        assert!(shared_checked(&mut known, &format!("{U}:")).is_none());
+        assert!(shared_checked(&mut known, &"A".repeat(MAX_UNIQUE + 1)).is_none());
+        let other = shared_checked(&mut known, &format!("{U}4")).expect("valid");
+        assert!(!Arc::ptr_eq(&other, &held));
+        assert_eq!(known.len(), 2);
     }
 
     /// Every wire form of an ID, in any case of its prefix, finds the one held (the

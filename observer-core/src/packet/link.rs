@@ -44,8 +44,8 @@ pub enum LinkVariant {
 }
 
 /// Strips the link layer and returns the IP packet it carries. Inline: once a frame,
-/// a few compares for Ethernet.
-#[inline]
+/// a few compares for Ethernet (`#[inline]` left it a call of ~26 instructions).
+#[inline(always)]
 pub(super) fn ip_bytes(link: LinkType, data: &[u8]) -> LinkOutcome<'_> {
     match link {
         LinkType::ETHERNET => match (be16(data, 12), data.get(14..)) {
