@@ -590,6 +590,30 @@ proptest::proptest! {
             proptest::prop_assert!(!same_name(&a, &c));
         }
     }
+
+    /// Arrays are compared word by word (the last word overlapping): as `==`, and one
+    /// byte changed anywhere, the first and last included, makes them differ.
+    #[test]
+    fn arrays_compare_as_arrays(
+        a in proptest::array::uniform32(b'a'..=b'b'),
+        b in proptest::array::uniform32(b'a'..=b'b'),
+        at in 0usize..38,
+    ) {
+        let mut a38 = *JXSE_DECL;
+        let mut b38 = *JXSE_DECL;
+        a38[..32].copy_from_slice(&a);
+        b38[6..].copy_from_slice(&b);
+        proptest::prop_assert_eq!(same_array(&a38, &b38), a38 == b38);
+        proptest::prop_assert!(same_array(&a38, &a38.clone()));
+        let mut c = a38;
+        c[at] ^= 0x20;
+        proptest::prop_assert!(!same_array(&a38, &c));
+        let (a9, b9) = (word::<9>(&a, 0), word::<9>(&b, 1));
+        proptest::prop_assert_eq!(same_array(&a9, &b9), a9 == b9);
+        let mut c9 = a9;
+        c9[at % 9] ^= 0x20;
+        proptest::prop_assert!(!same_array(&a9, &c9));
+    }
 }
 
 proptest::proptest! {
