@@ -689,7 +689,7 @@ proptest::proptest! {
             (
                 proptest::sample::select(vec![
                     "correlator", "from", "to", "body", "Buddy", "BuddyStatus", "seq", "ts",
-                    "name", "x",
+                    "name", "x", "seqs", "t", "Budd", "BuddyStatusX",
                 ]),
                 "[ \ta-z0-9\n]{0,6}",
                 proptest::collection::vec(
