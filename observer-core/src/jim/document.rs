@@ -201,8 +201,10 @@ fn parse_texts(
     }
     let size = u32::try_from(content.len()).unwrap_or(u32::MAX);
     if body.len() <= max_document {
-        if let Some(doc) = plain(body, size, texts) {
-            return Ok(Some(doc));
+        if let Some(found) = plain(body, texts) {
+            // Built in the return value: a `Document` made first and then wrapped was
+            // copied (a `memcpy` call a document).
+            return Ok(Some(found.into_document(size)));
         }
     }
     Ok(parse_full_limited(content, max_document)?.map(|mut d| {
@@ -341,6 +343,46 @@ fn field_tag(tag: &[u8], depth: usize, in_buddy: bool) -> Option<(usize, Field)>
         _ => None,
     };
     debug_assert!(found.is_none_or(|(len, f)| field_for(depth, in_buddy, &tag[..len]) == Some(f)));
+    found
+}
+
+/// A start tag [`known_tag`] recognises: a root, or a child of the root that is not a
+/// field (`buddy`: `Buddy` or `BuddyStatus`, whose children are fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    Root(Kind),
+    Child { buddy: bool },
+}
+
+/// The start tags other than fields that documents carry, at `depth` (1: the root),
+/// from the name's first byte: the name's length and what it is when the tag is
+/// exactly the name then `>`. The roots, `Buddy` and `BuddyStatus` (the spec's and our
+/// peers' documents), `seq` and `ts` (JXSE's). That is what scanning the name finds
+/// (each is all name bytes, from a letter, and `>` ends the scan), for ~5
+/// instructions a byte less. `None`: scan it.
+#[inline(always)]
+fn known_tag(tag: &[u8], depth: usize) -> Option<(usize, Known)> {
+    let child = |buddy| Known::Child { buddy };
+    let found = match (depth, tag.first()?) {
+        (1, b'P') if starts_with_word(tag, b"PING>") => Some((4, Known::Root(Kind::Ping))),
+        (1, b'P') if starts_with_word(tag, b"PONG>") => Some((4, Known::Root(Kind::Pong))),
+        (1, b'M') => starts_with_word(tag, b"MESSAGE>").then_some((7, Known::Root(Kind::Message))),
+        (2, b's') => starts_with_word(tag, b"seq>").then_some((3, child(false))),
+        (2, b't') => starts_with_word(tag, b"ts>").then_some((2, child(false))),
+        (2, b'B') if starts_with_word(tag, b"Buddy>") => Some((5, child(true))),
+        (2, b'B') => starts_with_word(tag, b"BuddyStatus>").then_some((11, child(true))),
+        _ => None,
+    };
+    debug_assert!(found.is_none_or(|(len, k)| {
+        let name = &tag[..len];
+        tag[len] == b'>'
+            && name.iter().all(|&b| crate::WORD_BYTES[usize::from(b)])
+            && field_for(depth, true, name).is_none()
+            && match k {
+                Known::Root(kind) => Kind::from_root(name) == Some(kind),
+                Known::Child { buddy } => buddy == (name == b"Buddy" || name == b"BuddyStatus"),
+            }
+    }));
     found
 }
 
@@ -550,7 +592,10 @@ const JXSE_DECL: &[u8; 38] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
 /// document).
 #[inline(always)]
 fn plain_decl(bytes: &[u8]) -> Option<usize> {
-    if bytes.first_chunk::<38>() == Some(JXSE_DECL) {
+    if bytes
+        .first_chunk::<38>()
+        .is_some_and(|d| same_array(d, JXSE_DECL))
+    {
         return Some(JXSE_DECL.len());
     }
     PLAIN_DECLS
@@ -582,7 +627,7 @@ const TEXT_STOPS: [bool; 256] = {
 /// event on these 150-byte documents; this is a third of the whole analysis less.
 #[doc(hidden)]
 pub fn decode_plain(body: &[u8]) -> Option<Document> {
-    plain(body, 0, Texts::All)
+    plain(body, Texts::All).map(|found| found.into_document(0))
 }
 
 /// Where a field's text lies in the document, as byte offsets.
@@ -606,6 +651,7 @@ struct Spans {
 
 impl Spans {
     /// [`store`] on spans: the same first-occurrence and emptiness rules.
+    #[inline(always)]
     fn store(&mut self, bytes: &[u8], field: Field, text: Span, element_bytes: usize) {
         let trimmed = trim_span(bytes, text);
         let non_empty = trimmed.0 < trimmed.1;
@@ -660,6 +706,21 @@ fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
     w
 }
 
+/// `a == b` on arrays of at least 8 bytes, a word at a time (the last word overlapping
+/// the one before it): comparing the arrays calls `bcmp`.
+#[inline(always)]
+fn same_array<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
+    const { assert!(N >= 8) };
+    let w = |s: &[u8; N], at: usize| u64::from_ne_bytes(word::<8>(s, at));
+    let mut diff = w(a, N - 8) ^ w(b, N - 8);
+    let mut at = 0;
+    while at + 8 < N {
+        diff |= w(a, at) ^ w(b, at);
+        at += 8;
+    }
+    diff == 0
+}
+
 /// `a == b` for an end tag's name against its start tag's. Names are a few bytes,
 /// where a call to `memcmp` costs more than the comparison: two overlapping words
 /// cover every length from 4 to 16.
@@ -670,17 +731,19 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     match n {
-        0..4 => a == b,
+        // Not `a == b`, which calls `bcmp`: the first, middle and last bytes are all
+        // the bytes of a name this short.
+        0 => true,
+        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
         4..8 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
         8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
         _ => a == b,
     }
 }
 
-/// [`decode_plain`], with the document's size to record (`parse_limited` sets it;
-/// built into the result here, the document is not moved again to be given it).
+/// [`decode_plain`] up to the strings: the document's kind and its fields' texts.
 #[inline(always)]
-fn plain(bytes: &[u8], document_bytes: u32, texts: Texts) -> Option<Document> {
+fn plain(bytes: &[u8], texts: Texts) -> Option<Found<'_>> {
     // Bounded here too: the plain path is also a public entry (fuzzing, tests).
     if bytes.len() > DEFAULT_MAX_DOCUMENT_BYTES {
         return None;
@@ -743,7 +806,7 @@ fn plain(bytes: &[u8], document_bytes: u32, texts: Texts) -> Option<Document> {
                 return bytes[after..]
                     .iter()
                     .all(|&b| ws(b))
-                    .then(|| spans.document(all, kind, document_bytes, texts))
+                    .then(|| spans.found(all, kind, texts))
                     .flatten();
             }
             if depth == 1 {
@@ -756,29 +819,41 @@ fn plain(bytes: &[u8], document_bytes: u32, texts: Texts) -> Option<Document> {
             if depth > 0 && open[depth - 1].3.is_some() {
                 return None;
             }
-            let (name_len, field) = match field_tag(&bytes[name_start..], depth + 1, in_buddy) {
+            let tag = &bytes[name_start..];
+            let (name_len, field) = match field_tag(tag, depth + 1, in_buddy) {
                 Some((len, f)) => (len, Some(f)),
-                None => {
-                    let mut name_end = name_start;
-                    while name_end < n && crate::WORD_BYTES[usize::from(bytes[name_end])] {
-                        name_end += 1;
+                // What the scan below sets for these names; none carries a field.
+                None => match known_tag(tag, depth + 1) {
+                    Some((len, Known::Root(k))) => {
+                        kind = k;
+                        (len, None)
                     }
-                    let name = &bytes[name_start..name_end];
-                    match name.first() {
-                        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => {}
-                        _ => return None,
+                    Some((len, Known::Child { buddy })) => {
+                        in_buddy = buddy;
+                        (len, None)
                     }
-                    if bytes.get(name_end) != Some(&b'>') {
-                        return None;
+                    None => {
+                        let mut name_end = name_start;
+                        while name_end < n && crate::WORD_BYTES[usize::from(bytes[name_end])] {
+                            name_end += 1;
+                        }
+                        let name = &bytes[name_start..name_end];
+                        match name.first() {
+                            Some(b) if b.is_ascii_alphabetic() || *b == b'_' => {}
+                            _ => return None,
+                        }
+                        if bytes.get(name_end) != Some(&b'>') {
+                            return None;
+                        }
+                        match depth {
+                            0 => kind = Kind::from_root(name)?,
+                            1 => in_buddy = name == b"Buddy" || name == b"BuddyStatus",
+                            2 => {}
+                            _ => return None,
+                        }
+                        (name.len(), field_for(depth + 1, in_buddy, name))
                     }
-                    match depth {
-                        0 => kind = Kind::from_root(name)?,
-                        1 => in_buddy = name == b"Buddy" || name == b"BuddyStatus",
-                        2 => {}
-                        _ => return None,
-                    }
-                    (name.len(), field_for(depth + 1, in_buddy, name))
-                }
+                },
             };
             if depth == 1 && field.is_some() {
                 // A field at depth 2 is not `Buddy`: what the scan's match sets.
@@ -799,48 +874,79 @@ fn plain(bytes: &[u8], document_bytes: u32, texts: Texts) -> Option<Document> {
 }
 
 impl Spans {
-    /// The document, its strings made from the spans (character boundaries of `all`:
-    /// see `plain`; a span that was not would only send the document to the full
-    /// decoder).
-    fn document(
-        self,
-        all: &str,
-        kind: Kind,
-        document_bytes: u32,
-        texts: Texts,
-    ) -> Option<Document> {
-        let string = |span: Option<Span>| -> Result<Option<String>, ()> {
-            span.map(|(a, b)| all.get(a..b).map(str::to_owned).ok_or(()))
-                .transpose()
-        };
-        let listed = |span: Option<Span>| match texts {
-            Texts::All => string(span),
-            Texts::Matched => Ok(None),
-        };
-        let (status, status_text) = match self.status {
-            None => (None, None),
-            Some((a, b)) => {
-                let text = all.get(a..b)?;
-                match Status::parse(text) {
-                    Some(s) => (Some(s), None),
-                    None => (None, Some(text.to_owned())),
-                }
+    /// The fields' texts from the spans (character boundaries of `all`: see `plain`; a
+    /// span that was not would only send the document to the full decoder). Every
+    /// text is found before any string is made, so that a refusal frees nothing.
+    #[inline(always)]
+    fn found(self, all: &str, kind: Kind, texts: Texts) -> Option<Found<'_>> {
+        let text = |span: Option<Span>| -> Option<Option<&str>> {
+            match span {
+                None => Some(None),
+                Some((a, b)) => all.get(a..b).map(Some),
             }
         };
-        Some(Document {
+        let listed = |span: Option<Span>| match texts {
+            Texts::All => text(span),
+            Texts::Matched => Some(None),
+        };
+        let correlator = match self.correlator {
+            None => None,
+            Some(((a, b), bytes)) => Some((all.get(a..b)?, bytes)),
+        };
+        Some(Found {
             kind,
             // A document without `Buddy/name` is named by its `from` (as `finish_doc`).
-            name: string(self.name.or(self.from)).ok()?,
-            peer_id: string(self.peer_id).ok()?,
+            name: text(self.name.or(self.from))?,
+            peer_id: text(self.peer_id)?,
+            status: text(self.status)?,
+            correlator,
+            from: listed(self.from)?,
+            to: listed(self.to)?,
+            body: listed(self.body)?,
+        })
+    }
+}
+
+/// A document the plain path took: its kind and its fields' texts, parts of the
+/// document (trimmed as [`store`] trims them), no string made yet.
+struct Found<'a> {
+    kind: Kind,
+    name: Option<&'a str>,
+    peer_id: Option<&'a str>,
+    /// The status text, trimmed; parsed in [`Found::into_document`].
+    status: Option<&'a str>,
+    /// The token and its element's size on the wire.
+    correlator: Option<(&'a str, u32)>,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    body: Option<&'a str>,
+}
+
+impl Found<'_> {
+    /// The `Document`, with `document_bytes` (set by `parse_limited`, 0 from
+    /// `decode_plain`). Nothing here can fail: the strings are made last.
+    #[inline(always)]
+    fn into_document(self, document_bytes: u32) -> Document {
+        let (status, status_text) = match self.status {
+            None => (None, None),
+            Some(text) => match Status::parse(text) {
+                Some(s) => (Some(s), None),
+                None => (None, Some(text.to_owned())),
+            },
+        };
+        Document {
+            kind: self.kind,
+            name: self.name.map(str::to_owned),
+            peer_id: self.peer_id.map(str::to_owned),
             status,
             status_text,
-            correlator: string(self.correlator.map(|(s, _)| s)).ok()?,
+            correlator: self.correlator.map(|(c, _)| c.to_owned()),
             correlator_bytes: self.correlator.map_or(0, |(_, b)| b),
             document_bytes,
-            from: listed(self.from).ok()?,
-            to: listed(self.to).ok()?,
-            body: listed(self.body).ok()?,
-        })
+            from: self.from.map(str::to_owned),
+            to: self.to.map(str::to_owned),
+            body: self.body.map(str::to_owned),
+        }
     }
 }
 

@@ -590,6 +590,30 @@ proptest::proptest! {
             proptest::prop_assert!(!same_name(&a, &c));
         }
     }
+
+    /// Arrays are compared word by word (the last word overlapping): as `==`, and one
+    /// byte changed anywhere, the first and last included, makes them differ.
+    #[test]
+    fn arrays_compare_as_arrays(
+        a in proptest::array::uniform32(b'a'..=b'b'),
+        b in proptest::array::uniform32(b'a'..=b'b'),
+        at in 0usize..38,
+    ) {
+        let mut a38 = *JXSE_DECL;
+        let mut b38 = *JXSE_DECL;
+        a38[..32].copy_from_slice(&a);
+        b38[6..].copy_from_slice(&b);
+        proptest::prop_assert_eq!(same_array(&a38, &b38), a38 == b38);
+        proptest::prop_assert!(same_array(&a38, &a38.clone()));
+        let mut c = a38;
+        c[at] ^= 0x20;
+        proptest::prop_assert!(!same_array(&a38, &c));
+        let (a9, b9) = (word::<9>(&a, 0), word::<9>(&b, 1));
+        proptest::prop_assert_eq!(same_array(&a9, &b9), a9 == b9);
+        let mut c9 = a9;
+        c9[at % 9] ^= 0x20;
+        proptest::prop_assert!(!same_array(&a9, &c9));
+    }
 }
 
 proptest::proptest! {
@@ -644,16 +668,89 @@ proptest::proptest! {
             d.push_str(p);
         }
         d.push_str(&format!("</{root}>"));
-        if let Some(plain) = decode_plain(d.as_bytes()) {
-            proptest::prop_assert_eq!(Some(plain), parse_full(d.as_bytes()).ok().flatten(), "{}", d);
-        }
-        proptest::prop_assert_eq!(
-            parse_for_matcher(d.as_bytes(), DEFAULT_MAX_DOCUMENT_BYTES),
-            parse(d.as_bytes()).map(|d| d.map(matched)),
-            "{}",
-            d
-        );
+        agree(d.as_bytes())?;
     }
+
+    /// Well-formed documents of JIM's shape (a root, children, their children, text
+    /// and whitespace between and in them, field names among others), then mutated:
+    /// a byte replaced by one that matters to XML, inserted or removed, or the
+    /// document cut. The plain path, the XML decoder and the matcher's documents must
+    /// agree on every one.
+    #[test]
+    fn plain_path_agrees_on_mutated_documents(
+        root in proptest::sample::select(vec!["PING", "PONG", "MESSAGE", "PINGX"]),
+        decl in proptest::sample::select(vec![
+            "",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+            "<?xml version=\"1.0\"?>\n",
+            "<?xml version='1.0' encoding='UTF-8'?> ",
+        ]),
+        children in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "correlator", "from", "to", "body", "Buddy", "BuddyStatus", "seq", "ts",
+                    "name", "x", "seqs", "t", "Budd", "BuddyStatusX",
+                ]),
+                "[ \ta-z0-9\n]{0,6}",
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(vec![
+                            "name", "peerID", "status", "correlator", "nam", "y",
+                        ]),
+                        "[ \ta-zA-Z0-9\n]{0,8}",
+                    ),
+                    0..4,
+                ),
+            ),
+            0..6,
+        ),
+        mutation in proptest::option::of((
+            0usize..400,
+            proptest::sample::select(vec![
+                b'<', b'>', b'/', b'&', b'\r', b' ', b'=', b'"', b'!', b'?', b':', b'a', 0xC3, 0xFF,
+            ]),
+            0u8..4,
+        )),
+    ) {
+        let mut d = format!("{decl}<{root}>");
+        for (name, text, leaves) in &children {
+            d.push_str(&format!("<{name}>{text}"));
+            for (leaf, leaf_text) in leaves {
+                d.push_str(&format!("<{leaf}>{leaf_text}</{leaf}>{text}"));
+            }
+            d.push_str(&format!("</{name}>\n "));
+        }
+        d.push_str(&format!("</{root}>"));
+        let mut bytes = d.into_bytes();
+        if let Some((at, b, how)) = mutation {
+            let at = at % (bytes.len() + 1);
+            match how {
+                0 if at < bytes.len() => bytes[at] = b,
+                1 => bytes.insert(at, b),
+                2 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => bytes.truncate(at),
+            }
+        }
+        agree(&bytes)?;
+    }
+}
+
+/// The plain path against the XML decoder where it takes the document, and the
+/// matcher's documents against `parse`'s, on one document.
+fn agree(d: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+    let text = String::from_utf8_lossy(d);
+    if let Some(plain) = decode_plain(d) {
+        proptest::prop_assert_eq!(Some(plain), parse_full(d).ok().flatten(), "{}", text);
+    }
+    proptest::prop_assert_eq!(
+        parse_for_matcher(d, DEFAULT_MAX_DOCUMENT_BYTES),
+        parse(d).map(|d| d.map(matched)),
+        "{}",
+        text
+    );
+    Ok(())
 }
 
 /// What [`parse_for_matcher`] should give for `parse`'s document.
