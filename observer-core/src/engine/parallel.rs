@@ -596,19 +596,25 @@ mod tests {
         )
     }
 
-    /// Raw IP and the same packet behind an Ethernet header.
-    fn both_links(ip: &[u8], shards: usize) -> [usize; 2] {
-        let mut eth = vec![0u8; 12];
+    /// Raw IP, and the same packet behind an Ethernet header (`packet::shard`'s own
+    /// path) and behind one with a VLAN tag (the general link decoding's).
+    fn both_links(ip: &[u8], shards: usize) -> [usize; 3] {
         let ethertype: u16 = if ip.first().is_some_and(|v| v >> 4 == 6) {
             0x86dd
         } else {
             0x0800
         };
+        let mut eth = vec![0u8; 12];
         eth.extend_from_slice(&ethertype.to_be_bytes());
         eth.extend_from_slice(ip);
+        let mut vlan = vec![0u8; 12];
+        vlan.extend_from_slice(&[0x81, 0x00, 0, 42]);
+        vlan.extend_from_slice(&ethertype.to_be_bytes());
+        vlan.extend_from_slice(ip);
         [
             shard_of(LinkType::RAW, ip, shards),
             shard_of(LinkType::ETHERNET, &eth, shards),
+            shard_of(LinkType::ETHERNET, &vlan, shards),
         ]
     }
 
@@ -630,8 +636,8 @@ mod tests {
             let back = ip_header(b, a);
             let expected = shard_by_slices(&there, shards);
             prop_assert!(expected < shards);
-            prop_assert_eq!(both_links(&there, shards), [expected; 2]);
-            prop_assert_eq!(both_links(&back, shards), [expected; 2]);
+            prop_assert_eq!(both_links(&there, shards), [expected; 3]);
+            prop_assert_eq!(both_links(&back, shards), [expected; 3]);
         }
 
         /// Headers cut short go to shard 0, as the slice-wise hash sent them.
@@ -645,7 +651,7 @@ mod tests {
             let n = if v6 { 16 } else { 4 };
             let mut ip = ip_header(&a[..n], &a[..n]);
             ip.truncate(cut.min(ip.len()));
-            prop_assert_eq!(both_links(&ip, shards)[0], shard_by_slices(&ip, shards));
+            prop_assert_eq!(both_links(&ip, shards), [shard_by_slices(&ip, shards); 3]);
         }
 
         /// The merge against the general path it replaces: every list's items put
