@@ -5,7 +5,8 @@
 //!
 //! One reader thread reads the inputs (mapped), puts the frames back in time order
 //! (the one [`crate::capture::FrameMerger`]) and hands each shard, in batches, a copy of
-//! its own frames and the time of every other shard's frame. The frames are copied
+//! its own frames and one list, shared by all shards, of every frame's time, length
+//! and shard. The frames are copied
 //! rather than referenced because a frame lives in the mapping of the input being read
 //! (unmapped when the next input opens) or in the merger's reorder pages (reused once
 //! released); a shard would touch those bytes anyway. Every shard replays the same
@@ -21,7 +22,7 @@
 //! kept), and flow statistics that are maxima become sums of the shards' maxima.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
@@ -47,24 +48,32 @@ const READ_BATCH_BYTES: usize = 1 << 20;
 /// Batches the reader may run ahead of each shard.
 const READ_BATCHES_AHEAD: usize = 2;
 
-/// One frame of the input, as one shard sees it.
-enum Slot {
-    /// The shard's own frame; its bytes follow the previous own frame's in the batch.
-    Own {
-        ts: UnixNanos,
-        link_type: LinkType,
-        orig_len: u32,
-        interface: u32,
-        len: usize,
-    },
-    /// Another shard's frame: only its capture time.
-    Skip(UnixNanos),
+/// One frame of the input, in the list every shard of a hand-over shares: a slot
+/// pushed into each shard's own list for every frame was ~20 % of the reader's
+/// instructions with two shards (docs/performance.md, stop 29).
+struct Slot {
+    ts: UnixNanos,
+    /// Bytes of the frame; they follow the shard's previous frame's in its batch.
+    len: usize,
+    link_type: LinkType,
+    orig_len: u32,
+    interface: u32,
+    /// The shard the frame belongs to ([`crate::packet::shard`]); the others only
+    /// take its capture time.
+    shard: u32,
 }
 
-#[derive(Default)]
+/// A hand-over to one shard: the shared slots and the shard's own frames' bytes.
 struct FrameBatch {
-    slots: Vec<Slot>,
+    slots: Arc<Vec<Slot>>,
     data: Vec<u8>,
+}
+
+/// What a shard hands back once it has read a batch: its byte buffer, and the slot
+/// list if it was the last shard holding it.
+struct Recycled {
+    data: Vec<u8>,
+    slots: Option<Vec<Slot>>,
 }
 
 enum ReaderMsg {
@@ -132,7 +141,7 @@ pub fn analyze_parallel(
             std::thread::Builder::new()
                 .name(format!("shard-{index}"))
                 .spawn_scoped(scope, move || {
-                    run_shard(cfg, feed_rx, recycle, tx, spent_rx)
+                    run_shard(cfg, index, feed_rx, recycle, tx, spent_rx)
                 })
                 .expect("spawning a shard thread");
         }
@@ -152,20 +161,48 @@ fn run_reader(
     reorder: crate::capture::ReorderConfig,
     progress: Option<&dyn Progress>,
     feeds: Vec<mpsc::SyncSender<ReaderMsg>>,
-    recycled: mpsc::Receiver<FrameBatch>,
+    recycled: mpsc::Receiver<Recycled>,
 ) {
     let shards = feeds.len();
     let mut merger = crate::capture::FrameMerger::new(reorder);
-    let mut pending: Vec<FrameBatch> = (0..shards).map(|_| FrameBatch::default()).collect();
+    let mut slots: Vec<Slot> = Vec::with_capacity(BATCH_FRAMES as usize);
+    // Room a byte buffer gets before a batch: a quarter more than the most one shard's
+    // batch took so far, at first an even share. Grown by doubling from empty instead,
+    // or whenever a batch took more than any before, the buffers copied their bytes
+    // again (9 MB, a tenth of the reader's instructions on jxta-0.1g). Room never
+    // written to is never resident.
+    let mut room = READ_BATCH_BYTES / shards.max(1);
+    let mut data: Vec<Vec<u8>> = (0..shards).map(|_| Vec::with_capacity(room)).collect();
+    // Buffers the shards handed back, taken before a new one is made; as many exist as
+    // were in flight at once.
+    let mut spare_data: Vec<Vec<u8>> = Vec::new();
+    let mut spare_slots: Vec<Vec<Slot>> = Vec::new();
     let mut frames = 0u64;
     let mut copied = 0usize;
     // Every shard gets a batch at the same frames: a shard waiting for frames the
     // reader still holds while the reader waits on another shard would deadlock.
-    let hand_over = |pending: &mut Vec<FrameBatch>| {
-        for (feed, batch) in feeds.iter().zip(pending.iter_mut()) {
+    let mut hand_over = |slots: &mut Vec<Slot>, data: &mut Vec<Vec<u8>>| {
+        while let Ok(back) = recycled.try_recv() {
+            spare_data.push(back.data);
+            spare_slots.extend(back.slots);
+        }
+        let next = spare_slots
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH_FRAMES as usize));
+        let shared = Arc::new(std::mem::replace(slots, next));
+        for (feed, bytes) in feeds.iter().zip(data.iter_mut()) {
+            room = room.max(bytes.len() + bytes.len() / 4);
+            // A buffer too small is let go: grown, its old bytes would be copied.
+            let next = match spare_data.pop() {
+                Some(spare) if spare.capacity() >= room => spare,
+                _ => Vec::with_capacity(room),
+            };
+            let batch = FrameBatch {
+                slots: Arc::clone(&shared),
+                data: std::mem::replace(bytes, next),
+            };
             // A shard that stopped (a bug) is reported by the merge.
-            let next = recycled.try_recv().unwrap_or_default();
-            let _ = feed.send(ReaderMsg::Frames(std::mem::replace(batch, next)));
+            let _ = feed.send(ReaderMsg::Frames(batch));
         }
     };
     let mut summaries = Vec::with_capacity(inputs.len());
@@ -178,30 +215,28 @@ fn run_reader(
             last,
             &mut |frame| {
                 let own = crate::packet::shard(frame, shards);
-                for (index, batch) in pending.iter_mut().enumerate() {
-                    if index == own {
-                        batch.data.extend_from_slice(frame.data);
-                        batch.slots.push(Slot::Own {
-                            ts: frame.ts,
-                            link_type: frame.link_type,
-                            orig_len: frame.orig_len,
-                            interface: frame.interface,
-                            len: frame.data.len(),
-                        });
-                    } else {
-                        batch.slots.push(Slot::Skip(frame.ts));
-                    }
+                if let Some(bytes) = data.get_mut(own) {
+                    bytes.extend_from_slice(frame.data);
                 }
+                slots.push(Slot {
+                    ts: frame.ts,
+                    len: frame.data.len(),
+                    link_type: frame.link_type,
+                    orig_len: frame.orig_len,
+                    interface: frame.interface,
+                    // Below `shards`, itself a thread count.
+                    shard: own as u32,
+                });
                 frames += 1;
                 copied += frame.data.len();
                 if frames.is_multiple_of(BATCH_FRAMES) || copied >= READ_BATCH_BYTES {
                     copied = 0;
-                    hand_over(&mut pending);
+                    hand_over(&mut slots, &mut data);
                 }
             },
         ));
     }
-    hand_over(&mut pending);
+    hand_over(&mut slots, &mut data);
     let reorder = merger.stats().clone();
     let mut summaries = Some(summaries);
     for feed in &feeds {
@@ -214,8 +249,9 @@ fn run_reader(
 
 fn run_shard(
     cfg: PipelineConfig,
+    index: usize,
     feed: mpsc::Receiver<ReaderMsg>,
-    recycle: mpsc::Sender<FrameBatch>,
+    recycle: mpsc::Sender<Recycled>,
     tx: mpsc::SyncSender<ShardMsg>,
     spent: mpsc::Receiver<Spent>,
 ) {
@@ -228,7 +264,7 @@ fn run_shard(
     let mut matcher_gone = false;
     // The reader gone without `End` (a bug) ends the shard with what it read.
     while let Ok(msg) = feed.recv() {
-        let mut batch = match msg {
+        let FrameBatch { slots, mut data } = match msg {
             ReaderMsg::Frames(batch) => batch,
             ReaderMsg::End { reorder, inputs } => {
                 pipeline.set_reorder_stats(&reorder);
@@ -245,37 +281,29 @@ fn run_shard(
             }
             to_free.append(&mut documents);
         }
-        let mut rest = batch.data.as_slice();
-        for slot in &batch.slots {
+        let own = index as u32;
+        let mut rest = data.as_slice();
+        for slot in slots.iter() {
             frames += 1;
-            match *slot {
-                Slot::Own {
-                    ts,
-                    link_type,
-                    orig_len,
-                    interface,
-                    len,
-                } => {
-                    // The reader appended exactly `len` bytes for this slot.
-                    let Some((data, tail)) = rest.split_at_checked(len) else {
-                        debug_assert!(false, "frame batch shorter than its slots");
-                        pipeline.skip_frame(ts);
-                        continue;
-                    };
-                    rest = tail;
-                    pipeline.frame(&Frame {
-                        ts,
-                        link_type,
-                        data,
-                        orig_len,
-                        interface,
-                    });
-                    // One at a time, between frames: the allocator's per-thread cache
-                    // takes them and hands them out again, where a round freed at once
-                    // overflowed it into the arena.
-                    to_free.pop();
-                }
-                Slot::Skip(ts) => pipeline.skip_frame(ts),
+            if slot.shard != own {
+                pipeline.skip_frame(slot.ts);
+            } else if let Some((bytes, tail)) = rest.split_at_checked(slot.len) {
+                // The reader appended exactly `len` bytes for this slot.
+                rest = tail;
+                pipeline.frame(&Frame {
+                    ts: slot.ts,
+                    link_type: slot.link_type,
+                    data: bytes,
+                    orig_len: slot.orig_len,
+                    interface: slot.interface,
+                });
+                // One at a time, between frames: the allocator's per-thread cache
+                // takes them and hands them out again, where a round freed at once
+                // overflowed it into the arena.
+                to_free.pop();
+            } else {
+                debug_assert!(false, "frame batch shorter than its slots");
+                pipeline.skip_frame(slot.ts);
             }
             if !frames.is_multiple_of(BATCH_FRAMES) || matcher_gone {
                 continue;
@@ -294,10 +322,14 @@ fn run_shard(
             };
             matcher_gone = tx.send(msg).is_err();
         }
-        batch.slots.clear();
-        batch.data.clear();
+        data.clear();
+        // The last shard to finish with the slots takes them back to the reader.
+        let slots = Arc::into_inner(slots).map(|mut slots| {
+            slots.clear();
+            slots
+        });
         // The reader gone means no more batches are needed.
-        let _ = recycle.send(batch);
+        let _ = recycle.send(Recycled { data, slots });
     }
     let (matched, result) = pipeline.finish_shard();
     let _ = tx.send(ShardMsg::Done {
@@ -320,8 +352,8 @@ fn merge(
     let mut floors: Vec<UnixNanos> = vec![0; receivers.len()];
     let mut done: Vec<Option<(Box<super::PipelineResult>, Vec<InputSummary>)>> =
         (0..receivers.len()).map(|_| None).collect();
-    // Each document with the shard it came from.
-    let mut batch: Vec<(usize, Matched)> = Vec::new();
+    // Each shard's documents of the round.
+    let mut parts: Vec<Vec<Matched>> = (0..receivers.len()).map(|_| Vec::new()).collect();
     let mut spent: Vec<Spent> = (0..receivers.len()).map(|_| Vec::new()).collect();
     loop {
         // Every shard reads the same frames, so they hand over the same batches and
@@ -337,7 +369,7 @@ fn merge(
                     now: n,
                     held_floor,
                 }) => {
-                    batch.extend(matched.into_iter().map(|m| (i, m)));
+                    parts[i] = matched;
                     batch_now = batch_now.max(n);
                     floors[i] = held_floor;
                 }
@@ -346,7 +378,7 @@ fn merge(
                     result,
                     inputs,
                 }) => {
-                    batch.extend(matched.into_iter().map(|m| (i, m)));
+                    parts[i] = matched;
                     batch_now = batch_now.max(result.last_ts);
                     done[i] = Some((result, inputs));
                 }
@@ -360,22 +392,28 @@ fn merge(
             }
         }
         // Shards cover disjoint frames; at the end (frame u64::MAX) flows are in order
-        // of appearance. The sort is stable: a frame's documents keep their order.
-        batch.sort_by_key(|(_, m)| (m.frame, m.flow));
-        for (shard, m) in batch.drain(..) {
-            if m.now > now {
-                now = m.now;
-                matcher.advance(now, &mut finished);
-            }
-            match m.event {
-                MatchEvent::Document(mut d) => {
-                    let (doc, s) = &mut *d;
-                    matcher.observe_taking(doc, s, &mut finished);
-                    spent[shard].push(d);
+        // of appearance. Stable: a frame's documents keep their order.
+        merge_round(
+            &mut parts,
+            // One compare where a pair took two.
+            |m| u128::from(m.frame) << 64 | u128::from(m.flow),
+            |shard, m| {
+                if m.now > now {
+                    now = m.now;
+                    matcher.advance(now, &mut finished);
                 }
-                MatchEvent::Malformed => matcher.count_malformed(),
-            }
-        }
+                match m.event {
+                    MatchEvent::Document(mut d) => {
+                        let (doc, s) = &mut *d;
+                        matcher.observe_taking(doc, s, &mut finished);
+                        if let Some(spent) = spent.get_mut(shard) {
+                            spent.push(d);
+                        }
+                    }
+                    MatchEvent::Malformed => matcher.count_malformed(),
+                }
+            },
+        );
         for (documents, back) in spent.iter_mut().zip(&returns) {
             if !documents.is_empty() {
                 // A shard that has ended leaves them to be freed here.
@@ -426,4 +464,252 @@ fn merge(
     result.matcher = matcher;
     result.transactions = Vec::new();
     Analysis { result, inputs }
+}
+
+/// Hands on the items of `parts` (one list per shard) in the order a stable sort of
+/// the lists, one after the other, by `key` gives, each with its list's index: equal
+/// keys in list order, then in their order within the list. A shard queues its
+/// documents in that order already (a list that is not, is sorted first), so this
+/// is a merge: the sort of the lists put together was ~100 instructions a document
+/// on the matcher's thread, and moved each once more (docs/performance.md, stop 29).
+fn merge_round<T, K: Ord>(
+    parts: &mut [Vec<T>],
+    key: impl Fn(&T) -> K,
+    mut out: impl FnMut(usize, T),
+) {
+    for part in parts.iter_mut() {
+        if !part.is_sorted_by_key(&key) {
+            part.sort_by_key(&key);
+        }
+    }
+    if let [a, b] = parts {
+        // Two shards, the usual case: their documents mostly alternate, so a pairwise
+        // choice per item beats looking for runs.
+        let (mut a, mut b) = (std::mem::take(a).into_iter(), std::mem::take(b).into_iter());
+        loop {
+            let from_a = match (a.as_slice().first(), b.as_slice().first()) {
+                (Some(x), Some(y)) => key(x) <= key(y),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (list, i) = if from_a { (&mut a, 0) } else { (&mut b, 1) };
+            if let Some(item) = list.next() {
+                out(i, item);
+            }
+        }
+        return;
+    }
+    let mut lists: Vec<std::vec::IntoIter<T>> = parts
+        .iter_mut()
+        .map(|p| std::mem::take(p).into_iter())
+        .collect();
+    loop {
+        // The list whose head goes first, and the head that goes first of the others:
+        // the former's items go on until one would not precede that one. Equal keys
+        // go in list order, so a later list's equal key neither wins nor stops a run.
+        let mut first: Option<(usize, K)> = None;
+        let mut then: Option<(usize, K)> = None;
+        for (i, list) in lists.iter().enumerate() {
+            let Some(k) = list.as_slice().first().map(&key) else {
+                continue;
+            };
+            match &first {
+                Some((_, f)) if k >= *f => {
+                    if then.as_ref().is_none_or(|(_, t)| k < *t) {
+                        then = Some((i, k));
+                    }
+                }
+                _ => then = first.replace((i, k)),
+            }
+        }
+        let Some((i, _)) = first else {
+            break;
+        };
+        let Some(list) = lists.get_mut(i) else {
+            break;
+        };
+        while let Some(item) = list.next() {
+            out(i, item);
+            let (Some(head), Some((j, t))) = (list.as_slice().first(), &then) else {
+                continue;
+            };
+            let k = key(head);
+            if k > *t || (k == *t && i > *j) {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `packet::shard` as it was before stop 29, on the IP bytes: FNV-1a over the
+    /// lower address then the higher, compared as byte slices.
+    fn shard_by_slices(ip: &[u8], shards: usize) -> usize {
+        if shards <= 1 {
+            return 0;
+        }
+        let (a, b) = match ip.first().map(|v| v >> 4) {
+            Some(4) => (ip.get(12..16), ip.get(16..20)),
+            Some(6) => (ip.get(8..24), ip.get(24..40)),
+            _ => (None, None),
+        };
+        let (Some(a), Some(b)) = (a, b) else {
+            return 0;
+        };
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let h = lo.iter().chain(hi).fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+            (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (h % shards as u64) as usize
+    }
+
+    /// An IP header (no payload) from `src` to `dst`, 4 or 16 bytes each.
+    fn ip_header(src: &[u8], dst: &[u8]) -> Vec<u8> {
+        let mut ip = if src.len() == 4 {
+            let mut ip = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0];
+            ip.extend_from_slice(src);
+            ip
+        } else {
+            let mut ip = vec![0x60, 0, 0, 0, 0, 0, 6, 64];
+            ip.extend_from_slice(src);
+            ip
+        };
+        ip.extend_from_slice(dst);
+        ip
+    }
+
+    fn shard_of(link_type: LinkType, data: &[u8], shards: usize) -> usize {
+        crate::packet::shard(
+            &Frame {
+                ts: 0,
+                link_type,
+                data,
+                orig_len: data.len() as u32,
+                interface: 0,
+            },
+            shards,
+        )
+    }
+
+    /// Raw IP, and the same packet behind an Ethernet header (`packet::shard`'s own
+    /// path) and behind one with a VLAN tag (the general link decoding's).
+    fn both_links(ip: &[u8], shards: usize) -> [usize; 3] {
+        let ethertype: u16 = if ip.first().is_some_and(|v| v >> 4 == 6) {
+            0x86dd
+        } else {
+            0x0800
+        };
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&ethertype.to_be_bytes());
+        eth.extend_from_slice(ip);
+        let mut vlan = vec![0u8; 12];
+        vlan.extend_from_slice(&[0x81, 0x00, 0, 42]);
+        vlan.extend_from_slice(&ethertype.to_be_bytes());
+        vlan.extend_from_slice(ip);
+        [
+            shard_of(LinkType::RAW, ip, shards),
+            shard_of(LinkType::ETHERNET, &eth, shards),
+            shard_of(LinkType::ETHERNET, &vlan, shards),
+        ]
+    }
+
+    proptest! {
+        /// The shard of a frame is the one the slice-wise hash gave (so a run's
+        /// `--threads` figures that depend on the split stay as they were), the same
+        /// in both directions, for every shard count.
+        #[test]
+        fn a_frame_goes_to_the_shard_of_its_address_pair_either_way(
+            v6 in any::<bool>(),
+            a in any::<[u8; 16]>(),
+            b in any::<[u8; 16]>(),
+            same in any::<bool>(),
+            shards in 1usize..9,
+        ) {
+            let n = if v6 { 16 } else { 4 };
+            let (a, b) = (&a[..n], if same { &a[..n] } else { &b[..n] });
+            let there = ip_header(a, b);
+            let back = ip_header(b, a);
+            let expected = shard_by_slices(&there, shards);
+            prop_assert!(expected < shards);
+            prop_assert_eq!(both_links(&there, shards), [expected; 3]);
+            prop_assert_eq!(both_links(&back, shards), [expected; 3]);
+        }
+
+        /// Headers cut short go to shard 0, as the slice-wise hash sent them.
+        #[test]
+        fn a_cut_header_goes_where_it_did(
+            v6 in any::<bool>(),
+            a in any::<[u8; 16]>(),
+            cut in 0usize..40,
+            shards in 1usize..5,
+        ) {
+            let n = if v6 { 16 } else { 4 };
+            let mut ip = ip_header(&a[..n], &a[..n]);
+            ip.truncate(cut.min(ip.len()));
+            prop_assert_eq!(both_links(&ip, shards), [shard_by_slices(&ip, shards); 3]);
+        }
+
+        /// The merge against the general path it replaces: every list's items put
+        /// together, tagged with their list, sorted stably by key.
+        #[test]
+        fn a_round_merged_is_the_stable_sort_of_its_lists(
+            lists in prop_oneof![
+                // Two lists (two shards) have a path of their own.
+                prop::collection::vec(prop::collection::vec((0u8..6, 0u8..3), 0..40), 2),
+                prop::collection::vec(prop::collection::vec((0u8..6, 0u8..3), 0..40), 1..6),
+            ],
+            sort_some in any::<bool>(),
+        ) {
+            // Lists mostly in order, as shards queue them, and some not.
+            let mut parts: Vec<Vec<(u8, u8, usize)>> = lists
+                .iter()
+                .enumerate()
+                .map(|(p, list)| {
+                    let mut items: Vec<_> =
+                        list.iter().enumerate().map(|(n, &(a, b))| (a, b, p * 1000 + n)).collect();
+                    if sort_some && p % 2 == 0 {
+                        items.sort_by_key(|&(a, b, _)| (a, b));
+                    }
+                    items
+                })
+                .collect();
+            let mut expected: Vec<(usize, (u8, u8, usize))> = parts
+                .iter()
+                .enumerate()
+                .flat_map(|(p, items)| items.iter().map(move |&item| (p, item)))
+                .collect();
+            expected.sort_by_key(|&(_, (a, b, _))| (a, b));
+            let mut got = Vec::new();
+            merge_round(&mut parts, |&(a, b, _)| (a, b), |p, item| got.push((p, item)));
+            prop_assert_eq!(got, expected);
+            prop_assert!(parts.iter().all(Vec::is_empty));
+        }
+    }
+
+    /// Connections between many hosts split evenly: on 4,096 client hosts talking to
+    /// one of four servers, no shard takes more than 10 % above its share.
+    #[test]
+    fn many_host_pairs_split_evenly() {
+        for shards in [2usize, 3, 4] {
+            let mut counts = vec![0usize; shards];
+            let pairs = 4096usize;
+            for i in 0..pairs {
+                let client = [10, 1, (i >> 8) as u8, i as u8];
+                let server = [192, 168, 0, 1 + (i % 4) as u8];
+                counts[both_links(&ip_header(&client, &server), shards)[0]] += 1;
+            }
+            let share = pairs / shards;
+            for (shard, &n) in counts.iter().enumerate() {
+                assert!(
+                    n * 10 <= share * 11 && n * 10 >= share * 9,
+                    "{shards} shards: shard {shard} took {n} of {pairs} ({counts:?})"
+                );
+            }
+        }
+    }
 }
