@@ -366,41 +366,40 @@ impl Documents {
                 .all(|e| e.namespace == "jxta");
             let ends =
                 peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_deref_mut()));
-            let ((src_peer, dst_peer), mut wire, (hop_src, hop_dst)) = if last {
-                (
-                    std::mem::take(ends),
-                    std::mem::take(notes),
-                    (
-                        origin.hop_src.take().map(Cow::into_owned),
-                        origin.hop_dst.take().map(Cow::into_owned),
-                    ),
-                )
+            // Each sighting built whole where it is made: its parts gathered in a tuple
+            // first cost two copies of the notes (`memcpy`, ~30 instructions each).
+            let mut sighting = if last {
+                let (src_peer, dst_peer) = std::mem::take(ends);
+                Sighting {
+                    start: framed.start,
+                    stop: framed.stop,
+                    src_peer,
+                    dst_peer,
+                    hop_src: origin.hop_src.take().map(Cow::into_owned),
+                    hop_dst: origin.hop_dst.take().map(Cow::into_owned),
+                    framed_bytes: framed.framed_len,
+                    message_bytes: framed.body.len() as u64,
+                    transport: origin.transport,
+                    wire: std::mem::take(notes),
+                }
             } else {
-                (
-                    ends.clone(),
-                    notes.clone(),
-                    (
-                        origin.hop_src.as_deref().cloned(),
-                        origin.hop_dst.as_deref().cloned(),
-                    ),
-                )
+                Sighting {
+                    start: framed.start,
+                    stop: framed.stop,
+                    src_peer: ends.0.clone(),
+                    dst_peer: ends.1.clone(),
+                    hop_src: origin.hop_src.as_deref().cloned(),
+                    hop_dst: origin.hop_dst.as_deref().cloned(),
+                    framed_bytes: framed.framed_len,
+                    message_bytes: framed.body.len() as u64,
+                    transport: origin.transport,
+                    wire: notes.clone(),
+                }
             };
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
                 let cell = handled.delivery.get_or_insert_with(Default::default);
-                wire.delivery = Some(cell.clone());
+                sighting.wire.delivery = Some(cell.clone());
             }
-            let sighting = Sighting {
-                start: framed.start,
-                stop: framed.stop,
-                src_peer,
-                dst_peer,
-                hop_src,
-                hop_dst,
-                framed_bytes: framed.framed_len,
-                message_bytes: framed.body.len() as u64,
-                transport: origin.transport,
-                wire,
-            };
             self.sink.document(self.at, origin.flow, doc, sighting);
         }
         handled
