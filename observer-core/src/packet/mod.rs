@@ -323,7 +323,9 @@ impl PacketDecoder {
     }
 
     /// Every link type, IP version and shape: what [`decode`](Self::decode) does with
-    /// a frame [`plain_tcp`] leaves to it.
+    /// a frame [`plain_tcp`] leaves to it. Out of line, so that the shortcut does not
+    /// pay for this path's registers and stack frame.
+    #[inline(never)]
     fn decode_general<'a>(&mut self, frame: &Frame<'a>) -> Option<Segment<'a>> {
         let ip = match link::ip_bytes(frame.link_type, frame.data) {
             LinkOutcome::Ip(ip) => ip,
