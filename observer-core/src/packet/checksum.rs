@@ -285,29 +285,39 @@ pub(super) fn ipv4_header_ok(header: &[u8]) -> bool {
 /// Classifies the checksum of the TCP segment `l4` (header and payload, complete)
 /// between `src` and `dst`.
 pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
+    if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
+        return tcp_v4(s.octets(), d.octets(), l4);
+    }
     let Some(field) = l4.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
         return Checksum::Unchecked;
     };
-    let len = l4.len() as u32;
-    // The pseudo-header is 12 or 40 bytes: `l4` starts at an even offset.
-    let pseudo_sum = match (src, dst) {
-        // Its three words summed as `part_sum` sums them, without writing them out
-        // first (every IPv4 frame).
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let [hi, lo] = (len as u16).to_be_bytes();
-            u64::from(u32::from_le_bytes(s.octets()))
-                + u64::from(u32::from_le_bytes(d.octets()))
-                + u64::from(u32::from_le_bytes([0, 6, hi, lo]))
-        }
-        (s, d) => {
-            let mut pseudo = [0u8; 40];
-            pseudo[0..16].copy_from_slice(&to_v6(s));
-            pseudo[16..32].copy_from_slice(&to_v6(d));
-            pseudo[32..36].copy_from_slice(&len.to_be_bytes());
-            pseudo[39] = 6;
-            part_sum(&pseudo)
-        }
+    // The pseudo-header is 40 bytes: `l4` starts at an even offset.
+    let mut pseudo = [0u8; 40];
+    pseudo[0..16].copy_from_slice(&to_v6(src));
+    pseudo[16..32].copy_from_slice(&to_v6(dst));
+    pseudo[32..36].copy_from_slice(&(l4.len() as u32).to_be_bytes());
+    pseudo[39] = 6;
+    verdict(field, part_sum(&pseudo), l4)
+}
+
+/// [`tcp`] between two IPv4 addresses, given as their bytes (the decoder's
+/// shortcut has them so; an `IpAddr` made for the call went through the stack).
+pub(super) fn tcp_v4(src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
+    let Some(field) = l4.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return Checksum::Unchecked;
     };
+    // The pseudo-header's three words summed as `part_sum` sums them, without writing
+    // them out first.
+    let [hi, lo] = (l4.len() as u16).to_be_bytes();
+    let pseudo_sum = u64::from(u32::from_le_bytes(src))
+        + u64::from(u32::from_le_bytes(dst))
+        + u64::from(u32::from_le_bytes([0, 6, hi, lo]));
+    verdict(field, pseudo_sum, l4)
+}
+
+/// The verdict on `l4`'s checksum `field` given its pseudo-header's wide sum.
+#[inline(always)]
+fn verdict(field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
     if fold(pseudo_sum + part_sum(l4)) == 0xffff {
         Checksum::Valid
     } else if field == 0 || field == fold(pseudo_sum) {

@@ -668,3 +668,143 @@ fn a_plain_ipv4_segment_decodes_as_before() {
         (1, 1, 0)
     );
 }
+
+/// `decode` on a fresh decoder with `mode`, and the general path alone on another:
+/// the segment and every counter must agree.
+fn shortcut_and_general(
+    mode: ChecksumMode,
+    link: LinkType,
+    data: &[u8],
+    orig_len: usize,
+) -> Result<bool, TestCaseError> {
+    let cfg = PacketConfig {
+        checksums: mode,
+        ..PacketConfig::default()
+    };
+    let f = Frame {
+        ts: 5,
+        link_type: link,
+        data,
+        orig_len: orig_len as u32,
+        interface: 3,
+    };
+    let took = plain_tcp(&f, mode).is_some();
+    let (mut fast, mut general) = (PacketDecoder::new(cfg.clone()), PacketDecoder::new(cfg));
+    let a = fast.decode(&f);
+    general.stats.frames += 1;
+    general.interface = f.interface;
+    let b = general.decode_general(&f);
+    prop_assert_eq!(a, b);
+    prop_assert_eq!(&fast.stats, &general.stats);
+    Ok(took)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// The Ethernet/IPv4/TCP shortcut gives what the general path gives (segment,
+    /// checksum verdict, counters) on frames of every link variant and family, IPv4
+    /// header shapes it must leave alone, TCP data offsets, broken and offloaded
+    /// checksums, snaplen cuts and random bytes; and every plain frame takes it. Each
+    /// change is made only when `changes` names it, so that a third of the frames stay
+    /// plain and each change is often met alone.
+    #[test]
+    fn the_plain_tcp_shortcut_is_the_general_path(
+        changes in prop::collection::vec(0u8..10, 0..3),
+        packet in (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<bool>(), 0usize..80),
+        shape in (
+            prop::sample::select(vec![0u8, 0x46, 0x44, 0x65, 0x4f]),
+            prop::sample::select(vec![[0u8, 0], [0x40, 0], [0x20, 0], [0, 1], [0x80, 0], [0x5f, 0xff]]),
+            prop::sample::select(vec![0u8, 6, 17, 1, 51, 44]),
+            prop::sample::select(vec![0usize, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            0usize..4,
+        ),
+        link in prop::sample::select(VARIANTS.to_vec()),
+        offset in prop::sample::select(vec![0x00u8, 0x40, 0x50, 0x60, 0xf0, 0x5f]),
+        damage in 0u8..6,
+        mutations in prop::collection::vec((any::<u16>(), any::<u8>()), 1..3),
+        cut in any::<u16>(),
+        mode in prop::sample::select(vec![ChecksumMode::Auto, ChecksumMode::Verify, ChecksumMode::Ignore]),
+    ) {
+        let has = |c: u8| changes.contains(&c);
+        let udp = has(1) && packet.2;
+        let v6fam = has(2);
+        let mut ip = if v6fam {
+            let (a, b) = v6();
+            tcp_packet(a, b, 1, 2, TcpFlags::PSH_ACK, 3, &vec![0x33; packet.3])
+        } else if has(3) {
+            ipv4_variant((packet.0, packet.1, udp, packet.3), shape)
+        } else {
+            ipv4_variant((packet.0, packet.1, udp, packet.3), (0, [0, 0], 0, 0, 0))
+        };
+        // Where the TCP header of an unchanged packet starts.
+        let l4 = if v6fam { 40 } else { 20 };
+        if has(4) && ip.len() > l4 + 12 {
+            ip[l4 + 12] = offset;
+        }
+        if has(5) {
+            match damage {
+                // The IPv4 header checksum wrong; zero (offloaded); one of its bytes zero.
+                0 if !v6fam => ip[10] ^= 0x40,
+                1 if !v6fam => ip[10..12].copy_from_slice(&[0, 0]),
+                2 if !v6fam => ip[10] = 0,
+                3 if !v6fam => ip[11] = 0,
+                // The TCP checksum wrong, then zero.
+                4 if ip.len() > l4 + 17 => ip[l4 + 16] ^= 0x01,
+                5 if ip.len() > l4 + 17 => ip[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]),
+                _ => {}
+            }
+        }
+        let link = if has(6) { link } else { LinkVariant::Ethernet };
+        let (lt, mut data) = build::frame(link, &ip);
+        if has(7) {
+            for (at, v) in &mutations {
+                let at = usize::from(*at) % data.len();
+                data[at] = *v;
+            }
+        }
+        let orig_len = data.len();
+        if has(8) {
+            data.truncate(usize::from(cut) % (orig_len + 1));
+        }
+        let took = shortcut_and_general(mode, lt, &data, orig_len)?;
+        let plain = changes.iter().all(|&c| c == 9);
+        prop_assert!(!plain || took, "a plain frame missed the shortcut");
+    }
+}
+
+#[test]
+fn plain_frames_take_the_shortcut_and_others_do_not() {
+    let (src, dst) = v4();
+    let ip = tcp_packet(src, dst, 9, 8, TcpFlags::SYN_ACK, 7, b"abc");
+    let (lt, data) = build::frame(LinkVariant::Ethernet, &ip);
+    fn frame(link_type: LinkType, data: &[u8]) -> Frame<'_> {
+        Frame {
+            ts: 1,
+            link_type,
+            data,
+            orig_len: data.len() as u32,
+            interface: 0,
+        }
+    }
+    let mut wrong = data.clone();
+    wrong[14 + 10] ^= 0xff;
+    for mode in [
+        ChecksumMode::Auto,
+        ChecksumMode::Verify,
+        ChecksumMode::Ignore,
+    ] {
+        let p = plain_tcp(&frame(lt, &data), mode).expect("a plain frame");
+        assert_eq!(
+            (p.src, p.dst, p.payload),
+            ([10, 0, 0, 1], [10, 0, 0, 2], &b"abc"[..])
+        );
+        // A wrong IPv4 header checksum is left to the general path, which drops it.
+        assert_eq!(
+            plain_tcp(&frame(lt, &wrong), mode).is_some(),
+            mode == ChecksumMode::Ignore
+        );
+    }
+    let (vlt, vlan) = build::frame(LinkVariant::Vlan(5), &ip);
+    assert!(plain_tcp(&frame(vlt, &vlan), ChecksumMode::Auto).is_none());
+    assert!(plain_tcp(&frame(lt, &data[..data.len() - 1]), ChecksumMode::Auto).is_none());
+}
