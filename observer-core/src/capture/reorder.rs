@@ -192,19 +192,22 @@ impl FrameMerger {
     /// Takes a frame to hold; `false` when it is to be handed on now instead (no
     /// window). `in_place`: where its bytes start in the mapped input (see
     /// [`super::CaptureReader::next_frame_placed`]).
+    #[inline]
     pub fn offer(&mut self, frame: &Frame<'_>, in_place: Option<usize>) -> bool {
         if self.cfg.window_ns == 0 {
             return false;
         }
-        let len = u32::try_from(frame.data.len()).ok();
-        let bytes = match (in_place, len) {
-            (Some(at), Some(_)) => Bytes::InPlace(at),
-            _ => {
+        match (in_place, u32::try_from(frame.data.len())) {
+            (Some(at), Ok(len)) => self.hold(frame, len, Bytes::InPlace(at)),
+            (_, len) => {
                 self.owned_bytes += frame.data.len();
-                Bytes::Owned(frame.data.into())
+                self.hold(
+                    frame,
+                    len.unwrap_or(u32::MAX),
+                    Bytes::Owned(frame.data.into()),
+                );
             }
-        };
-        self.hold(frame, len, bytes);
+        }
         true
     }
 
@@ -214,7 +217,7 @@ impl FrameMerger {
         if self.cfg.window_ns == 0 {
             return Err(frame);
         }
-        let len = u32::try_from(frame.data.len()).ok();
+        let len = u32::try_from(frame.data.len()).unwrap_or(u32::MAX);
         self.owned_bytes += frame.data.len();
         let empty = Frame {
             data: &[],
@@ -226,8 +229,10 @@ impl FrameMerger {
         Ok(())
     }
 
-    /// Queues a frame whose bytes are `bytes` (`frame.data` is not read).
-    fn hold(&mut self, frame: &Frame<'_>, len: Option<u32>, bytes: Bytes) {
+    /// Queues a frame whose bytes are `bytes` (`frame.data` is not read); `len`: theirs,
+    /// `u32::MAX` when it does not fit.
+    #[inline]
+    fn hold(&mut self, frame: &Frame<'_>, len: u32, bytes: Bytes) {
         let late = frame.ts < self.released;
         self.seq += 1;
         let held = Held {
@@ -236,7 +241,7 @@ impl FrameMerger {
             link_type: frame.link_type,
             interface: frame.interface,
             orig_len: frame.orig_len,
-            len: len.unwrap_or(u32::MAX),
+            len,
             bytes,
         };
         if late {
@@ -284,38 +289,47 @@ impl FrameMerger {
 
     /// Like [`Self::release`], with where each frame held in place lies in `map` (the
     /// reader hands its pages back as frames are handed on: see
-    /// `engine::offline::read_input`).
+    /// `engine::offline::read_input`). The common case is inlined into the caller, where
+    /// `out` is a known closure and not called through its pointer.
+    #[inline]
     pub fn release_placed(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
+        if !self.late.is_empty() || !self.out_of_order.is_empty() {
+            self.release_general(map, out);
+            return;
+        }
+        // Nothing late or out of order held (nearly always): the ring alone, oldest
+        // first, what `release_general` does without asking the heap at every frame.
+        // The ring is in time order, so once its oldest frame is not due none is, and
+        // only the bounds (the ring is all that is held) release more.
+        let (window, newest) = (self.cfg.window_ns, self.newest);
+        loop {
+            match self.in_order.front() {
+                Some(h) if h.ts.saturating_add(window) <= newest => {}
+                Some(_)
+                    if self.in_order.len() > self.cfg.max_frames
+                        || self.owned_bytes > self.cfg.max_bytes =>
+                {
+                    self.stats.forced_releases += 1;
+                }
+                _ => return,
+            }
+            let Some(h) = self.in_order.pop_front() else {
+                return;
+            };
+            self.released = self.released.max(h.ts);
+            self.emit(&h, map, out);
+        }
+    }
+
+    /// [`Self::release_placed`] with late or out-of-order frames held.
+    #[inline(never)]
+    fn release_general(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         if !self.late.is_empty() {
             // Time order cannot hold across a late frame: what was read before it goes
             // first, and the window starts again from its time (after a clock step
             // back, frames are merged again in the new time).
             self.flush_placed(map, out);
             return;
-        }
-        // Nothing out of order held (nearly always): the ring alone, oldest first, what
-        // the loop below does without asking the heap at every frame. The ring is in
-        // time order, so once its oldest frame is not due none is, and only the bounds
-        // (the ring is all that is held) release more.
-        if self.out_of_order.is_empty() {
-            let (window, newest) = (self.cfg.window_ns, self.newest);
-            loop {
-                match self.in_order.front() {
-                    Some(h) if h.ts.saturating_add(window) <= newest => {}
-                    Some(_)
-                        if self.in_order.len() > self.cfg.max_frames
-                            || self.owned_bytes > self.cfg.max_bytes =>
-                    {
-                        self.stats.forced_releases += 1;
-                    }
-                    _ => return,
-                }
-                let Some(h) = self.in_order.pop_front() else {
-                    return;
-                };
-                self.released = self.released.max(h.ts);
-                self.emit(&h, map, out);
-            }
         }
         loop {
             let Some(ts) = self.oldest() else {
@@ -403,6 +417,7 @@ impl FrameMerger {
         self.emit(&h, map, out);
     }
 
+    #[inline]
     fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
         let data: &[u8] = match &h.bytes {
             Bytes::InPlace(at) => map
