@@ -357,9 +357,34 @@ impl CaptureReader {
     /// Like [`Self::next_frame`], with where the frame's bytes start in
     /// [`Self::mapped`] when the input is read in place: a frame can then be held as an
     /// offset and read again later (see [`super::FrameMerger`]).
+    #[inline]
     pub fn next_frame_placed(
         &mut self,
     ) -> Result<Option<(Frame<'_>, Option<usize>)>, CaptureError> {
+        // The shortcut hands back where the record lies, not a borrow: a borrow returned
+        // on one branch would hold `self` on the other (the general path) too.
+        let Some(l) = self.mapped_pcap_record() else {
+            return self.next_frame_general();
+        };
+        let data = match &self.input {
+            Input::Mapped { map, .. } => map.get(l.start..l.start + l.len).unwrap_or_default(),
+            Input::Stream { .. } => &[],
+        };
+        Ok(Some((
+            Frame {
+                ts: l.ts,
+                link_type: l.link_type,
+                data,
+                orig_len: l.orig_len,
+                interface: 0,
+            },
+            Some(l.start),
+        )))
+    }
+
+    /// Every record and block [`Self::mapped_pcap_record`] does not take.
+    #[inline(never)]
+    fn next_frame_general(&mut self) -> Result<Option<(Frame<'_>, Option<usize>)>, CaptureError> {
         let located = match self.next_located() {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(None),
@@ -478,9 +503,6 @@ impl CaptureReader {
         link_type: LinkType,
     ) -> Result<Option<Located>, CaptureError> {
         self.input.clear();
-        if let Some(located) = self.mapped_pcap_record(be, nanos, link_type) {
-            return Ok(Some(located));
-        }
         let got = self.read_into_buf(16)?;
         if got == 0 {
             self.state = State::Done;
@@ -531,25 +553,43 @@ impl CaptureReader {
     }
 
     /// The next pcap record of a mapped input when all of it is there, taken where it
-    /// lies: what the general path of [`Self::next_pcap_record`] finds, without its two
-    /// reads (each a call that moves the block) and their error paths. `None` (a
-    /// stream, the end, a record too large or cut short): nothing was moved, and the
-    /// general path reads and reports it. The pages behind the record are handed back
-    /// by the next record's `clear`, as they would be by this record's second one.
-    fn mapped_pcap_record(
-        &mut self,
-        be: bool,
-        nanos: bool,
-        link_type: LinkType,
-    ) -> Option<Located> {
+    /// lies and counted: what the general path ([`Self::next_pcap_record`]) finds,
+    /// without its two reads (each a call that moves the block), its error paths and its
+    /// `Result`. The header is read as one 16-byte array, its words at fixed places.
+    /// `None` (pcapng, a stream, the end, a record too large or cut short): nothing was
+    /// moved or counted, and the general path reads and reports it. `start` of the
+    /// answer is the frame's place in the map.
+    #[inline]
+    fn mapped_pcap_record(&mut self) -> Option<Located> {
+        let State::Pcap {
+            big_endian: be,
+            nanos,
+            link_type,
+        } = self.state
+        else {
+            return None;
+        };
         let Input::Mapped {
-            map, start, end, ..
+            map,
+            start,
+            end,
+            released,
         } = &mut self.input
         else {
             return None;
         };
-        let body = end.checked_add(16)?;
-        let (sec, frac, caplen, orig_len) = pcap_record_header(map.get(*end..body)?, be);
+        let at = *end;
+        let body = at.checked_add(16)?;
+        let header: &[u8; 16] = map.get(at..body)?.try_into().ok()?;
+        let word = |i: usize| {
+            let w = [header[i], header[i + 1], header[i + 2], header[i + 3]];
+            if be {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            }
+        };
+        let (sec, frac, caplen, orig_len) = (word(0), word(4), word(8), word(12));
         if caplen > MAX_BLOCK_LEN {
             return None;
         }
@@ -557,9 +597,27 @@ impl CaptureReader {
         if stop > map.len() {
             return None;
         }
+        // What the general path's `clear` does before it reads the record.
+        if at >= *released + RELEASE_STEP {
+            let upto = at & !(RELEASE_STEP - 1);
+            drop_pages(map, *released, upto);
+            *released = upto;
+        }
         *start = body;
         *end = stop;
-        Some(self.pcap_record_read(sec, frac, caplen, orig_len, nanos, link_type))
+        let stats = &mut self.stats;
+        stats.offset += 16 + u64::from(caplen);
+        stats.frames += 1;
+        stats.bytes += u64::from(caplen);
+        stats.snaplen_cut += u64::from(caplen < orig_len);
+        Some(Located {
+            start: body,
+            len: caplen as usize,
+            ts: pcap_ts(sec, frac, nanos),
+            link_type,
+            orig_len,
+            interface: 0,
+        })
     }
 
     /// Reads one pcapng block. Returns `Ok(None)` for blocks that carry no

@@ -192,19 +192,22 @@ impl FrameMerger {
     /// Takes a frame to hold; `false` when it is to be handed on now instead (no
     /// window). `in_place`: where its bytes start in the mapped input (see
     /// [`super::CaptureReader::next_frame_placed`]).
+    #[inline]
     pub fn offer(&mut self, frame: &Frame<'_>, in_place: Option<usize>) -> bool {
         if self.cfg.window_ns == 0 {
             return false;
         }
-        let len = u32::try_from(frame.data.len()).ok();
-        let bytes = match (in_place, len) {
-            (Some(at), Some(_)) => Bytes::InPlace(at),
-            _ => {
+        match (in_place, u32::try_from(frame.data.len())) {
+            (Some(at), Ok(len)) => self.hold(frame, len, Bytes::InPlace(at)),
+            (_, len) => {
                 self.owned_bytes += frame.data.len();
-                Bytes::Owned(frame.data.into())
+                self.hold(
+                    frame,
+                    len.unwrap_or(u32::MAX),
+                    Bytes::Owned(frame.data.into()),
+                );
             }
-        };
-        self.hold(frame, len, bytes);
+        }
         true
     }
 
@@ -214,7 +217,7 @@ impl FrameMerger {
         if self.cfg.window_ns == 0 {
             return Err(frame);
         }
-        let len = u32::try_from(frame.data.len()).ok();
+        let len = u32::try_from(frame.data.len()).unwrap_or(u32::MAX);
         self.owned_bytes += frame.data.len();
         let empty = Frame {
             data: &[],
@@ -226,8 +229,36 @@ impl FrameMerger {
         Ok(())
     }
 
-    /// Queues a frame whose bytes are `bytes` (`frame.data` is not read).
-    fn hold(&mut self, frame: &Frame<'_>, len: Option<u32>, bytes: Bytes) {
+    /// Queues a frame whose bytes are `bytes` (`frame.data` is not read); `len`: theirs,
+    /// `u32::MAX` when it does not fit. Inlined for the common case (in order, room in
+    /// the ring): what [`Self::hold_general`] does then, without its other branches.
+    #[inline(always)]
+    fn hold(&mut self, frame: &Frame<'_>, len: u32, bytes: Bytes) {
+        let ts = frame.ts;
+        let ring = ts >= self.released
+            && self.in_order.len() < self.in_order.capacity()
+            && self.in_order.back().is_none_or(|last| last.ts <= ts);
+        if !ring {
+            self.hold_general(frame, len, bytes);
+            return;
+        }
+        self.seq += 1;
+        self.newest = self.newest.max(ts);
+        self.in_order.push_back(Held {
+            ts,
+            seq: self.seq,
+            link_type: frame.link_type,
+            interface: frame.interface,
+            orig_len: frame.orig_len,
+            len,
+            bytes,
+        });
+        self.stats.max_held = self.stats.max_held.max(self.held() as u64);
+    }
+
+    /// [`Self::hold`] for a late or out-of-order frame, or a full ring.
+    #[inline(never)]
+    fn hold_general(&mut self, frame: &Frame<'_>, len: u32, bytes: Bytes) {
         let late = frame.ts < self.released;
         self.seq += 1;
         let held = Held {
@@ -236,7 +267,7 @@ impl FrameMerger {
             link_type: frame.link_type,
             interface: frame.interface,
             orig_len: frame.orig_len,
-            len: len.unwrap_or(u32::MAX),
+            len,
             bytes,
         };
         if late {
@@ -284,38 +315,47 @@ impl FrameMerger {
 
     /// Like [`Self::release`], with where each frame held in place lies in `map` (the
     /// reader hands its pages back as frames are handed on: see
-    /// `engine::offline::read_input`).
+    /// `engine::offline::read_input`). The common case is inlined into the caller, where
+    /// `out` is a known closure and not called through its pointer.
+    #[inline(always)]
     pub fn release_placed(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
+        if !self.late.is_empty() || !self.out_of_order.is_empty() {
+            self.release_general(map, out);
+            return;
+        }
+        // Nothing late or out of order held (nearly always): the ring alone, oldest
+        // first, what `release_general` does without asking the heap at every frame.
+        // The ring is in time order, so once its oldest frame is not due none is, and
+        // only the bounds (the ring is all that is held) release more.
+        let (window, newest) = (self.cfg.window_ns, self.newest);
+        loop {
+            match self.in_order.front() {
+                Some(h) if h.ts.saturating_add(window) <= newest => {}
+                Some(_)
+                    if self.in_order.len() > self.cfg.max_frames
+                        || self.owned_bytes > self.cfg.max_bytes =>
+                {
+                    self.stats.forced_releases += 1;
+                }
+                _ => return,
+            }
+            let Some(h) = self.in_order.pop_front() else {
+                return;
+            };
+            self.released = self.released.max(h.ts);
+            self.emit(&h, map, out);
+        }
+    }
+
+    /// [`Self::release_placed`] with late or out-of-order frames held.
+    #[inline(never)]
+    fn release_general(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         if !self.late.is_empty() {
             // Time order cannot hold across a late frame: what was read before it goes
             // first, and the window starts again from its time (after a clock step
             // back, frames are merged again in the new time).
             self.flush_placed(map, out);
             return;
-        }
-        // Nothing out of order held (nearly always): the ring alone, oldest first, what
-        // the loop below does without asking the heap at every frame. The ring is in
-        // time order, so once its oldest frame is not due none is, and only the bounds
-        // (the ring is all that is held) release more.
-        if self.out_of_order.is_empty() {
-            let (window, newest) = (self.cfg.window_ns, self.newest);
-            loop {
-                match self.in_order.front() {
-                    Some(h) if h.ts.saturating_add(window) <= newest => {}
-                    Some(_)
-                        if self.in_order.len() > self.cfg.max_frames
-                            || self.owned_bytes > self.cfg.max_bytes =>
-                    {
-                        self.stats.forced_releases += 1;
-                    }
-                    _ => return,
-                }
-                let Some(h) = self.in_order.pop_front() else {
-                    return;
-                };
-                self.released = self.released.max(h.ts);
-                self.emit(&h, map, out);
-            }
         }
         loop {
             let Some(ts) = self.oldest() else {
@@ -403,6 +443,7 @@ impl FrameMerger {
         self.emit(&h, map, out);
     }
 
+    #[inline]
     fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
         let data: &[u8] = match &h.bytes {
             Bytes::InPlace(at) => map
@@ -459,32 +500,52 @@ mod tests {
     /// Offers (timestamp, byte) frames from `map` the way `how` says, and returns what
     /// came out, in order.
     fn run(m: &mut FrameMerger, map: &[u8], stamps: &[u64], how: Offer) -> Vec<(u64, u8)> {
+        run_split(m, map, stamps, how, stamps.len())
+    }
+
+    /// Like [`run`], with the frames from `split` on read from a second input (its own
+    /// bytes, offsets from its start), the first `detach`ed between them as
+    /// `read_input` does from one file to the next.
+    fn run_split(
+        m: &mut FrameMerger,
+        map: &[u8],
+        stamps: &[u64],
+        how: Offer,
+        split: usize,
+    ) -> Vec<(u64, u8)> {
+        let inputs = [map[..split].to_vec(), map[split..stamps.len()].to_vec()];
         let mut got = Vec::new();
         let mut out = |f: &Frame<'_>| got.push((f.ts, f.data[0]));
-        for (i, ts) in stamps.iter().enumerate() {
-            let f = frame(*ts, &map[i..=i]);
-            match how {
-                Offer::Owned => {
-                    let buf = FrameBuf {
-                        ts: f.ts,
-                        link_type: f.link_type,
-                        interface: f.interface,
-                        orig_len: f.orig_len,
-                        data: f.data.to_vec(),
-                    };
-                    if let Err(buf) = m.offer_owned(buf) {
-                        out(&buf.frame());
+        for (n, input) in inputs.iter().enumerate() {
+            let base = if n == 0 { 0 } else { split };
+            for i in 0..input.len() {
+                let f = frame(stamps[base + i], &input[i..=i]);
+                match how {
+                    Offer::Owned => {
+                        let buf = FrameBuf {
+                            ts: f.ts,
+                            link_type: f.link_type,
+                            interface: f.interface,
+                            orig_len: f.orig_len,
+                            data: f.data.to_vec(),
+                        };
+                        if let Err(buf) = m.offer_owned(buf) {
+                            out(&buf.frame());
+                        }
+                    }
+                    _ => {
+                        if !m.offer(&f, (how == Offer::InPlace).then_some(i)) {
+                            out(&f);
+                        }
                     }
                 }
-                _ => {
-                    if !m.offer(&f, (how == Offer::InPlace).then_some(i)) {
-                        out(&f);
-                    }
-                }
+                m.release(Some(input), &mut out);
             }
-            m.release(Some(map), &mut out);
+            if n == 0 {
+                m.detach(Some(input));
+            }
         }
-        m.flush(Some(map), &mut out);
+        m.flush(Some(&inputs[1]), &mut out);
         got
     }
 
@@ -617,8 +678,10 @@ mod tests {
 
     /// The merger against a plain model of what the module's documentation says (hold
     /// for the window, oldest first, the bound releases the oldest early, a late frame
-    /// flushes what is held and follows it), on jittered, stepped-back and late
-    /// stamps and small bounds: the ring's shortcut and the general path alike.
+    /// flushes what is held and follows it), on jittered, stepped-back, late and equal
+    /// stamps and small bounds, frames held in place, copied or given up, in one input
+    /// or two: the ring's shortcuts (`hold`, `release_placed`) and the general paths
+    /// alike.
     #[test]
     fn frames_leave_as_the_plain_model_says() {
         #[derive(Default)]
@@ -699,10 +762,12 @@ mod tests {
             }
             model.flush(&mut want);
             let bytes: Vec<u8> = (0..stamps.len()).map(|i| map[i % 256]).collect();
-            let got = run(&mut m, &bytes, &stamps, Offer::InPlace);
+            let how = OFFERS[round % OFFERS.len()];
+            let split = (next() as usize) % (stamps.len() + 1);
+            let got = run_split(&mut m, &bytes, &stamps, how, split);
             assert_eq!(
                 got, want,
-                "round {round}: window {window}, bound {max_frames}"
+                "round {round}: window {window}, bound {max_frames}, {how:?}, split {split}"
             );
             assert_eq!(m.stats().forced_releases, model.forced, "round {round}");
             forced += model.forced;
