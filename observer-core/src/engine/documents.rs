@@ -200,9 +200,6 @@ pub(crate) struct Origin<'a> {
     /// document's sighting.
     pub hop_src: Option<Cow<'a, PeerId>>,
     pub hop_dst: Option<Cow<'a, PeerId>>,
-    /// A datagram's (default) notes; a connection's are lent to [`Documents::decode_at`]
-    /// apart, not moved in here.
-    pub wire: WireNotes,
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
     pub http: Option<(SocketAddr, SocketAddr)>,
@@ -281,13 +278,15 @@ impl Documents {
     /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
     #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
-        let mut wire = std::mem::take(&mut origin.wire);
+        // A datagram has no connection whose notes would be lent.
+        let mut wire = WireNotes::default();
         self.decode_at(framed, &mut origin, &mut wire)
     }
 
     /// [`Self::decode`] with the origin where its caller built it: passed by value to a
     /// function that is not inlined, it was copied (~30 instructions a message). `wire`
-    /// is the message's notes (`origin.wire` is not read), taken by its last document.
+    /// is the message's notes (a connection's, lent; a datagram's, empty), taken by its
+    /// last document.
     fn decode_at(
         &mut self,
         framed: &FramedMessage<'_>,
@@ -460,9 +459,11 @@ impl MessageHandler for Documents {
     /// message.
     #[inline]
     fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
-        // Its notes are the empty default (a connection's are lent apart in `at.wire`),
-        // its addresses, hops and router borrowed. Dropped normally: forgetting it saved
-        // ~9 instructions a message, not worth a leak the day a field comes to own.
+        // Its addresses, hops and router borrowed; the connection's notes are lent apart
+        // (`at.wire`): an empty set of notes in the origin, built and dropped for every
+        // message, was ~80 instructions (docs/performance.md, stop 29, threads18e).
+        // Dropped normally: forgetting it saved ~9 instructions a message, not worth a
+        // leak the day a field comes to own.
         let mut origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
@@ -473,7 +474,6 @@ impl MessageHandler for Documents {
             dst: &at.dst,
             hop_src: at.hop_src.map(Cow::Borrowed),
             hop_dst: at.hop_dst.map(Cow::Borrowed),
-            wire: WireNotes::default(),
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
             router: Some(at.router),
         };
@@ -496,9 +496,8 @@ mod tests {
     use crate::transaction::MatcherConfig;
 
     /// Two PINGs in one message of a flow: each sighting has the lent notes (the last
-    /// one takes them), the PING's delivery cell and the lent hops, while the origin's
-    /// own notes stay the empty default; were they read or written instead of the lent
-    /// ones, this fails.
+    /// one takes them), the PING's delivery cell and the lent hops; were other notes
+    /// read instead of the lent ones, this fails.
     #[test]
     fn origin_of_a_flow_owns_only_hops() {
         let ping = Document {
@@ -549,12 +548,10 @@ mod tests {
             dst: &dst,
             hop_src: Some(Cow::Borrowed(&hop)),
             hop_dst: None,
-            wire: WireNotes::default(),
             http: None,
             router: Some(&mut router),
         };
         let handled = docs.decode_at(&framed, &mut origin, &mut notes);
-        assert_eq!(origin.wire, WireNotes::default());
         assert!(matches!(origin.hop_src, None | Some(Cow::Borrowed(_))));
         assert_eq!(notes, WireNotes::default(), "the last document takes them");
         let cell = handled.delivery.expect("a PING's delivery cell");

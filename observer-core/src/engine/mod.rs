@@ -28,7 +28,6 @@ use crate::jim::{Document, JimConfig, JimStats};
 use crate::jxta::flow::{Conn, JxtaFlows};
 use crate::jxta::{self, FramedMessage, JxtaStats, StreamConfig};
 use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
-use crate::transaction::cause::WireNotes;
 use crate::transaction::{Matcher, MatcherConfig, Sighting, Transaction, Transport};
 use crate::UnixNanos;
 
@@ -320,7 +319,6 @@ impl Pipeline {
                             dst: &seg.dst,
                             hop_src: None,
                             hop_dst: None,
-                            wire: WireNotes::default(),
                             http: None,
                             router: None,
                         };
