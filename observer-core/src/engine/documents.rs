@@ -158,6 +158,10 @@ impl DocumentSink {
 
     /// Boxes of documents the matcher is done with, to be refilled; past `keep` boxes
     /// held, the rest are freed.
+    #[allow(
+        clippy::vec_box,
+        reason = "the boxes are what is reused: each carries one document to the matcher"
+    )]
     pub(crate) fn recycle(&mut self, mut boxes: Vec<Box<(Document, Sighting)>>, keep: usize) {
         let DocumentSink::Queue { spare, .. } = self else {
             return;
