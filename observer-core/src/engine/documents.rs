@@ -41,7 +41,13 @@ pub enum DocumentSink {
     /// A shard of a parallel analysis: queued for the thread that owns the matcher
     /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
     /// matcher in its counters and result, which the merging thread's replaces.
-    Queue { queue: Vec<Matched>, idle: Matcher },
+    /// `spare`: boxes the matcher is done with, handed back, each refilled with a
+    /// later document (what the box still holds is dropped then, on this thread).
+    Queue {
+        queue: Vec<Matched>,
+        idle: Matcher,
+        spare: Vec<Box<(Document, Sighting)>>,
+    },
     /// A listing (`observer messages`): documents are neither decoded nor matched, so
     /// nothing is kept per transaction; `idle` stands for the matcher as in `Queue`.
     Discard { idle: Matcher },
@@ -78,6 +84,10 @@ impl DocumentSink {
     /// matches here would otherwise allocate and free one box per document). The
     /// matcher takes what it keeps through references: the two passed by value to
     /// `observe_owned`, not inlined, were copied (~40 instructions each a document).
+    /// For a queue, `doc` is left empty or holding an earlier document, to be dropped.
+    /// Inlined into its one caller: called, the sighting was copied to pass it
+    /// (`memcpy`, ~64 instructions a document).
+    #[inline]
     fn document(
         &mut self,
         at: (u64, UnixNanos),
@@ -89,11 +99,24 @@ impl DocumentSink {
             DocumentSink::Match { matcher, finished } => {
                 matcher.observe_taking(doc, &mut s, finished)
             }
-            DocumentSink::Queue { .. } => self.event(
-                at,
-                flow,
-                MatchEvent::Document(Box::new((std::mem::take(doc), s))),
-            ),
+            DocumentSink::Queue { spare, .. } => {
+                // A box taken back and refilled: a box allocated here and freed after
+                // the matcher was done with it cost ~200 instructions a document
+                // (docs/performance.md, stop 29, threads18e).
+                let boxed = match spare.pop() {
+                    // The document swapped in, and what the box held left to the
+                    // caller to drop: the pair built apart and moved in whole were
+                    // ~3 `memcpy` calls a document.
+                    Some(mut b) => {
+                        let (d, sighting) = &mut *b;
+                        std::mem::swap(d, doc);
+                        std::mem::swap(sighting, &mut s);
+                        b
+                    }
+                    None => Box::new((std::mem::take(doc), s)),
+                };
+                self.event(at, flow, MatchEvent::Document(boxed))
+            }
             DocumentSink::Discard { .. } => {}
         }
     }
@@ -131,9 +154,33 @@ impl DocumentSink {
 
     pub(crate) fn take_queued(&mut self) -> Vec<Matched> {
         match self {
-            DocumentSink::Queue { queue, .. } => std::mem::take(queue),
+            DocumentSink::Queue { queue, .. } => {
+                // The next batch's queue made at this one's size: grown by push from
+                // empty, it was reallocated ~7 times a batch (~1.3 M instructions a
+                // shard on jxta-0.1g).
+                let room = queue.len();
+                std::mem::replace(queue, Vec::with_capacity(room))
+            }
             DocumentSink::Match { .. } | DocumentSink::Discard { .. } => Vec::new(),
         }
+    }
+
+    /// Boxes of documents the matcher is done with, to be refilled; past `keep` boxes
+    /// held, the rest are freed.
+    #[allow(
+        clippy::vec_box,
+        reason = "the boxes are what is reused: each carries one document to the matcher"
+    )]
+    pub(crate) fn recycle(&mut self, mut boxes: Vec<Box<(Document, Sighting)>>, keep: usize) {
+        let DocumentSink::Queue { spare, .. } = self else {
+            return;
+        };
+        if spare.is_empty() {
+            *spare = boxes;
+        } else {
+            spare.append(&mut boxes);
+        }
+        spare.truncate(keep);
     }
 
     pub(crate) fn is_queue(&self) -> bool {
@@ -166,9 +213,6 @@ pub(crate) struct Origin<'a> {
     /// document's sighting.
     pub hop_src: Option<Cow<'a, PeerId>>,
     pub hop_dst: Option<Cow<'a, PeerId>>,
-    /// A datagram's (default) notes; a connection's are lent to [`Documents::decode_at`]
-    /// apart, not moved in here.
-    pub wire: WireNotes,
     /// HTTP transport: the two socket addresses, to learn and look up the hop
     /// identities (no welcome line there).
     pub http: Option<(SocketAddr, SocketAddr)>,
@@ -247,13 +291,15 @@ impl Documents {
     /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
     #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
-        let mut wire = std::mem::take(&mut origin.wire);
+        // A datagram has no connection whose notes would be lent.
+        let mut wire = WireNotes::default();
         self.decode_at(framed, &mut origin, &mut wire)
     }
 
     /// [`Self::decode`] with the origin where its caller built it: passed by value to a
     /// function that is not inlined, it was copied (~30 instructions a message). `wire`
-    /// is the message's notes (`origin.wire` is not read), taken by its last document.
+    /// is the message's notes (a connection's, lent; a datagram's, empty), taken by its
+    /// last document.
     fn decode_at(
         &mut self,
         framed: &FramedMessage<'_>,
@@ -426,9 +472,11 @@ impl MessageHandler for Documents {
     /// message.
     #[inline]
     fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
-        // Its notes are the empty default (a connection's are lent apart in `at.wire`),
-        // its addresses, hops and router borrowed. Dropped normally: forgetting it saved
-        // ~9 instructions a message, not worth a leak the day a field comes to own.
+        // Its addresses, hops and router borrowed; the connection's notes are lent apart
+        // (`at.wire`): an empty set of notes in the origin, built and dropped for every
+        // message, was ~80 instructions (docs/performance.md, stop 29, threads18e).
+        // Dropped normally: forgetting it saved ~9 instructions a message, not worth a
+        // leak the day a field comes to own.
         let mut origin = Origin {
             transport: match at.carrier {
                 Carrier::Tcp => Transport::Tcp,
@@ -439,7 +487,6 @@ impl MessageHandler for Documents {
             dst: &at.dst,
             hop_src: at.hop_src.map(Cow::Borrowed),
             hop_dst: at.hop_dst.map(Cow::Borrowed),
-            wire: WireNotes::default(),
             http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
             router: Some(at.router),
         };
@@ -462,9 +509,8 @@ mod tests {
     use crate::transaction::MatcherConfig;
 
     /// Two PINGs in one message of a flow: each sighting has the lent notes (the last
-    /// one takes them), the PING's delivery cell and the lent hops, while the origin's
-    /// own notes stay the empty default; were they read or written instead of the lent
-    /// ones, this fails.
+    /// one takes them), the PING's delivery cell and the lent hops; were other notes
+    /// read instead of the lent ones, this fails.
     #[test]
     fn origin_of_a_flow_owns_only_hops() {
         let ping = Document {
@@ -493,6 +539,7 @@ mod tests {
         let sink = DocumentSink::Queue {
             queue: Vec::new(),
             idle: Matcher::new(MatcherConfig::default()),
+            spare: Vec::new(),
         };
         let mut docs = Documents::new(sink, false, 1 << 16);
         let hop = PeerId::parse("urn:jxta:uuid-0011223303").expect("a peer ID");
@@ -514,12 +561,10 @@ mod tests {
             dst: &dst,
             hop_src: Some(Cow::Borrowed(&hop)),
             hop_dst: None,
-            wire: WireNotes::default(),
             http: None,
             router: Some(&mut router),
         };
         let handled = docs.decode_at(&framed, &mut origin, &mut notes);
-        assert_eq!(origin.wire, WireNotes::default());
         assert!(matches!(origin.hop_src, None | Some(Cow::Borrowed(_))));
         assert_eq!(notes, WireNotes::default(), "the last document takes them");
         let cell = handled.delivery.expect("a PING's delivery cell");
@@ -540,5 +585,82 @@ mod tests {
             assert_eq!(s.hop_src.as_ref(), Some(&hop));
             assert_eq!(s.hop_dst, None);
         }
+    }
+
+    fn sighting(start: UnixNanos, conn: u64) -> Sighting {
+        Sighting {
+            start,
+            stop: start + 1,
+            src_peer: None,
+            dst_peer: None,
+            hop_src: None,
+            hop_dst: None,
+            framed_bytes: 10,
+            message_bytes: 8,
+            transport: Transport::Tcp,
+            wire: WireNotes {
+                conn: Some((conn, 1)),
+                ..WireNotes::default()
+            },
+        }
+    }
+
+    /// A box handed back is refilled with the next document, whole (nothing of the old
+    /// one left), and a queue without spare boxes makes its own; past `keep` boxes
+    /// held, the rest go. Were the old contents kept or the spare ignored, this fails.
+    #[test]
+    fn a_recycled_box_carries_the_next_document() {
+        let mut docs = Documents::new(
+            DocumentSink::Queue {
+                queue: Vec::new(),
+                idle: Matcher::new(MatcherConfig::default()),
+                spare: Vec::new(),
+            },
+            false,
+            1 << 16,
+        );
+        let old = Document {
+            kind: Kind::Pong,
+            name: Some("old".into()),
+            peer_id: Some("urn:jxta:old".into()),
+            status_text: Some("gone".into()),
+            ..Document::default()
+        };
+        let spare = vec![
+            Box::new((old.clone(), sighting(1, 1))),
+            Box::new((old.clone(), sighting(2, 2))),
+            Box::new((old, sighting(3, 3))),
+        ];
+        let kept: Vec<*const (Document, Sighting)> =
+            spare.iter().take(2).map(|b| &**b as *const _).collect();
+        docs.sink.recycle(spare, 2);
+        let new = |n: u64| Document {
+            kind: Kind::Ping,
+            name: Some(format!("alice{n}")),
+            correlator: Some(n.to_string()),
+            ..Document::default()
+        };
+        for n in 0..3u64 {
+            let mut doc = new(n);
+            docs.sink
+                .document((n, 0), Some(n), &mut doc, sighting(100 + n, 10 + n));
+            // Taken: what a refilled box held is left here, to be dropped.
+            assert_ne!(doc, new(n));
+        }
+        let queued = docs.sink.take_queued();
+        assert_eq!(queued.len(), 3);
+        let mut reused = Vec::new();
+        for (n, m) in (0..3u64).zip(queued) {
+            let MatchEvent::Document(d) = m.event else {
+                panic!("a document");
+            };
+            assert_eq!(d.0, new(n));
+            assert_eq!(d.1, sighting(100 + n, 10 + n));
+            reused.push(&*d as *const (Document, Sighting));
+        }
+        // Taken from the end of the spare list, then a fresh one.
+        assert_eq!(reused[0], kept[1]);
+        assert_eq!(reused[1], kept[0]);
+        assert!(!kept.contains(&reused[2]));
     }
 }

@@ -24,12 +24,11 @@ use std::net::SocketAddr;
 
 use crate::capture::Frame;
 use crate::conntrack::{FlowConfig, FlowStats, FlowTable, TcpSegment};
-use crate::jim::{JimConfig, JimStats};
+use crate::jim::{Document, JimConfig, JimStats};
 use crate::jxta::flow::{Conn, JxtaFlows};
 use crate::jxta::{self, FramedMessage, JxtaStats, StreamConfig};
 use crate::packet::{PacketConfig, PacketDecoder, PacketStats, L4};
-use crate::transaction::cause::WireNotes;
-use crate::transaction::{Matcher, MatcherConfig, Transaction, Transport};
+use crate::transaction::{Matcher, MatcherConfig, Sighting, Transaction, Transport};
 use crate::UnixNanos;
 
 pub use documents::{DocumentSink, MatchEvent, Matched};
@@ -112,6 +111,7 @@ impl Pipeline {
         Pipeline::with_sink(cfg, |matcher| DocumentSink::Queue {
             queue: Vec::new(),
             idle: Matcher::new(matcher),
+            spare: Vec::new(),
         })
     }
 
@@ -123,6 +123,12 @@ impl Pipeline {
             self.now = ts;
         }
         self.flows.tick(ts, &mut self.decoder);
+    }
+
+    /// A shard takes back the boxes of documents the matcher is done with, to carry
+    /// later documents; at most `keep` are held, the rest freed.
+    pub fn recycle_documents(&mut self, boxes: Vec<Box<(Document, Sighting)>>, keep: usize) {
+        self.decoder.handler.sink.recycle(boxes, keep);
     }
 
     /// What a shard has queued for the matcher since the last call.
@@ -313,7 +319,6 @@ impl Pipeline {
                             dst: &seg.dst,
                             hop_src: None,
                             hop_dst: None,
-                            wire: WireNotes::default(),
                             http: None,
                             router: None,
                         };

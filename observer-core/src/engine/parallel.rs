@@ -88,9 +88,9 @@ enum ReaderMsg {
 
 /// Documents the matcher is done with, going back to the shard that decoded them.
 type Spent = Vec<Box<(Document, Sighting)>>;
-/// Returned documents a shard may hold before it frees them at once: it frees one per
-/// frame of its own, and a JXTA-heavy capture has ~0.4 documents per frame.
-const FREE_BACKLOG: usize = 4096;
+/// Returned document boxes a shard keeps to refill; more are freed. A shard queues
+/// ~0.4 documents a frame on a JXTA-heavy capture, under 1,000 a batch.
+const SPARE_BOXES: usize = 4096;
 
 enum ShardMsg {
     Batch {
@@ -256,7 +256,6 @@ fn run_shard(
     spent: mpsc::Receiver<Spent>,
 ) {
     let mut pipeline = Pipeline::new_shard(cfg);
-    let mut to_free: Spent = Vec::new();
     let mut frames = 0u64;
     let mut held_floor = 0;
     let mut held_checked: Option<UnixNanos> = None;
@@ -272,14 +271,12 @@ fn run_shard(
                 break;
             }
         };
-        // Documents are freed on the thread that allocated them and whose cache still
+        // Documents come back to the thread that allocated them and whose cache still
         // holds them: freed by the matcher, on the other core, two threads took ~4 %
-        // more CPU (docs/performance.md, "`--threads 2`, stop 26").
-        while let Ok(mut documents) = spent.try_recv() {
-            if to_free.len() > FREE_BACKLOG {
-                to_free.clear();
-            }
-            to_free.append(&mut documents);
+        // more CPU (docs/performance.md, "`--threads 2`, stop 26"). Their boxes carry
+        // later documents; what they hold is freed as each is refilled.
+        while let Ok(documents) = spent.try_recv() {
+            pipeline.recycle_documents(documents, SPARE_BOXES);
         }
         let own = index as u32;
         let mut rest = data.as_slice();
@@ -297,10 +294,6 @@ fn run_shard(
                     orig_len: slot.orig_len,
                     interface: slot.interface,
                 });
-                // One at a time, between frames: the allocator's per-thread cache
-                // takes them and hands them out again, where a round freed at once
-                // overflowed it into the arena.
-                to_free.pop();
             } else {
                 debug_assert!(false, "frame batch shorter than its slots");
                 pipeline.skip_frame(slot.ts);
@@ -390,6 +383,11 @@ fn merge(
                     ));
                 }
             }
+        }
+        // Made at the round's size: grown by push from empty, every round, the lists
+        // were ~1.5 M instructions of the matcher's thread on jxta-0.1g.
+        for (list, part) in spent.iter_mut().zip(&parts) {
+            list.reserve(part.len());
         }
         // Shards cover disjoint frames; at the end (frame u64::MAX) flows are in order
         // of appearance. Stable: a frame's documents keep their order.
