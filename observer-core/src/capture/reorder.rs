@@ -93,6 +93,19 @@ struct Held {
 }
 
 impl Held {
+    #[inline(always)]
+    fn new(frame: &Frame<'_>, seq: u64, len: u32, bytes: Bytes) -> Self {
+        Held {
+            ts: frame.ts,
+            seq,
+            link_type: frame.link_type,
+            interface: frame.interface,
+            orig_len: frame.orig_len,
+            len,
+            bytes,
+        }
+    }
+
     fn key(&self) -> (UnixNanos, u64) {
         (self.ts, self.seq)
     }
@@ -244,15 +257,8 @@ impl FrameMerger {
         }
         self.seq += 1;
         self.newest = self.newest.max(ts);
-        self.in_order.push_back(Held {
-            ts,
-            seq: self.seq,
-            link_type: frame.link_type,
-            interface: frame.interface,
-            orig_len: frame.orig_len,
-            len,
-            bytes,
-        });
+        self.in_order
+            .push_back(Held::new(frame, self.seq, len, bytes));
         self.stats.max_held = self.stats.max_held.max(self.held() as u64);
     }
 
@@ -261,15 +267,7 @@ impl FrameMerger {
     fn hold_general(&mut self, frame: &Frame<'_>, len: u32, bytes: Bytes) {
         let late = frame.ts < self.released;
         self.seq += 1;
-        let held = Held {
-            ts: frame.ts,
-            seq: self.seq,
-            link_type: frame.link_type,
-            interface: frame.interface,
-            orig_len: frame.orig_len,
-            len,
-            bytes,
-        };
+        let held = Held::new(frame, self.seq, len, bytes);
         if late {
             self.stats.late_frames += 1;
             self.late.push(held);
