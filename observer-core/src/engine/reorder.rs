@@ -126,14 +126,7 @@ impl Reorder {
         all.extend(held.into_iter().filter_map(|b| *b.t));
         all.append(later);
         *later = all;
-        later.sort_by(|a, b| {
-            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
-                b.start,
-                &b.poller_id,
-                &b.receiver_id,
-                &b.correlator,
-            ))
-        });
+        later.sort_by(Transaction::report_order);
     }
 }
 
@@ -224,14 +217,7 @@ mod tests {
             })
             .collect();
         let mut expected = pushed.clone();
-        expected.sort_by(|a, b| {
-            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
-                b.start,
-                &b.poller_id,
-                &b.receiver_id,
-                &b.correlator,
-            ))
-        });
+        expected.sort_by(Transaction::report_order);
 
         let mut reorder = Reorder::default();
         let mut out = Vec::new();
@@ -297,14 +283,7 @@ mod tests {
                 .collect();
             expected.sort_by_key(|t| t.ping_bytes);
             expected.extend(later.iter().cloned());
-            expected.sort_by(|a, b| {
-                (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
-                    b.start,
-                    &b.poller_id,
-                    &b.receiver_id,
-                    &b.correlator,
-                ))
-            });
+            expected.sort_by(Transaction::report_order);
             let mut out = later;
             reorder.finish(&mut out);
             proptest::prop_assert_eq!(ids(&out), ids(&expected));

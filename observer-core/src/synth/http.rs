@@ -648,13 +648,6 @@ fn truth(sim: &Sim, pairs: &[(usize, Option<usize>)]) -> Vec<Transaction> {
             t
         })
         .collect();
-    out.sort_by(|a, b| {
-        (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
-            b.start,
-            &b.poller_id,
-            &b.receiver_id,
-            &b.correlator,
-        ))
-    });
+    out.sort_by(Transaction::report_order);
     out
 }

@@ -1125,14 +1125,7 @@ impl<'a> Sim<'a> {
             };
             truth.push((t, (flags, injected)));
         }
-        truth.sort_by(|(a, _), (b, _)| {
-            (a.start, &a.poller_id, &a.receiver_id, &a.correlator).cmp(&(
-                b.start,
-                &b.poller_id,
-                &b.receiver_id,
-                &b.correlator,
-            ))
-        });
+        truth.sort_by(|(a, _), (b, _)| a.report_order(b));
         let (truth, notes): (Vec<Transaction>, Vec<(Flags, Injected)>) = truth.into_iter().unzip();
         let (expected, injected) = notes.into_iter().unzip();
         Rendered {

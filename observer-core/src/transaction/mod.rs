@@ -192,6 +192,23 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The order reports list transactions in: by start, then poller, receiver and
+    /// correlator (the ordered release, the synthetic truths and their tests sort by it).
+    pub fn report_order(&self, other: &Self) -> std::cmp::Ordering {
+        (
+            self.start,
+            &self.poller_id,
+            &self.receiver_id,
+            &self.correlator,
+        )
+            .cmp(&(
+                other.start,
+                &other.poller_id,
+                &other.receiver_id,
+                &other.correlator,
+            ))
+    }
+
     /// Response time, for answered transactions only.
     pub fn rtt_ns(&self) -> Option<u64> {
         match (self.status, self.stop) {
