@@ -28,6 +28,18 @@ pub mod summary;
 pub mod synth;
 pub mod transaction;
 
+/// A small deterministic generator for the randomised tests (xorshift64: the same runs
+/// every time, no dependency).
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// Wall-clock time as nanoseconds since the Unix epoch. Every timestamp in the
 /// pipeline is one of these: capture timestamps are converted once, at the source.
 pub type UnixNanos = u64;

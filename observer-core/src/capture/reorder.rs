@@ -705,7 +705,7 @@ mod tests {
                 out.extend(self.late.drain(..).map(|(ts, _, b)| (ts, b)));
             }
         }
-        let mut next = crate::capture::tests::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
         let map: Vec<u8> = (0..=255).collect();
         let mut forced = 0;
         for round in 0..300 {

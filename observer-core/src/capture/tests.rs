@@ -478,7 +478,7 @@ fn open_reads_a_real_file() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut w = CaptureWriter::new(Vec::new(), WriteFormat::Pcapng, LinkType::ETHERNET).unwrap();
     w.add_interface(LinkType::RAW, 6).unwrap();
     for i in 0..20u64 {
@@ -566,7 +566,7 @@ fn mapped_and_streamed_pcap_read_alike() {
             inputs.push(lying);
         }
     }
-    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+    let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
     let good = inputs[0].clone();
     for _ in 0..500 {
         let mut f = good.clone();
@@ -593,15 +593,4 @@ fn mapped_and_streamed_pcap_read_alike() {
         "{frames} frames in {} inputs",
         inputs.len()
     );
-}
-
-/// A small deterministic generator for the randomised tests of this module and of the
-/// reorder queue (xorshift64: the same runs every time, no dependency).
-pub(super) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-    move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    }
 }

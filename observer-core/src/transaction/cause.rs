@@ -1699,13 +1699,7 @@ mod tests {
     /// from each time's bound.
     #[test]
     fn far_beyond_median_is_the_median_test() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         let mut asked = 0;
         let mut beyond = 0;
         for _ in 0..2_000 {

@@ -1847,13 +1847,8 @@ mod pair_table_tests {
     #[test]
     fn fresh_pings_are_not_remembered_yet() {
         let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: u64| rng() % n;
         let (mut ways, mut repeats) = ([0u64; 2], 0);
         for cap in [2, 5, 65_536] {
             let mut m = Matcher::new(MatcherConfig {
@@ -1921,13 +1916,8 @@ mod pair_table_tests {
     #[test]
     fn recent_ids_give_the_tables_copy() {
         let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
-        let mut x: u64 = 0x0123_4567_89AB_CDEF;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rng = crate::xorshift(0x0123_4567_89AB_CDEF);
+        let mut next = move |n: u64| rng() % n;
         for cap in [300, 2_000] {
             let mut peers = Peers {
                 cap,
