@@ -80,6 +80,18 @@ pub struct TcpFlags {
 }
 
 impl TcpFlags {
+    /// The flags of a TCP header's flags byte (its 14th).
+    #[inline(always)]
+    pub fn from_byte(bits: u8) -> TcpFlags {
+        TcpFlags {
+            fin: bits & 0x01 != 0,
+            syn: bits & 0x02 != 0,
+            rst: bits & 0x04 != 0,
+            psh: bits & 0x08 != 0,
+            ack: bits & 0x10 != 0,
+        }
+    }
+
     pub const SYN: TcpFlags = TcpFlags {
         syn: true,
         ack: false,
@@ -288,16 +300,11 @@ impl PacketDecoder {
         self.stats.tcp += 1;
         let checksum = match self.checksums {
             ChecksumMode::Ignore => Checksum::Unchecked,
-            ChecksumMode::Verify => match checksum::tcp_v4(p.src, p.dst, p.l4) {
-                Checksum::Offloaded => Checksum::Bad,
-                c => c,
-            },
-            ChecksumMode::Auto => checksum::tcp_v4(p.src, p.dst, p.l4),
+            mode => judged(mode, checksum::tcp_v4(p.src, p.dst, p.l4)),
         };
         let h = p.header;
         let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
         let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-        let bits = h[13];
         Segment {
             ts: frame.ts,
             first_ts: frame.ts,
@@ -306,13 +313,7 @@ impl PacketDecoder {
             l4: L4::Tcp {
                 seq: be32(4),
                 ack: be32(8),
-                flags: TcpFlags {
-                    fin: bits & 0x01 != 0,
-                    syn: bits & 0x02 != 0,
-                    rst: bits & 0x04 != 0,
-                    psh: bits & 0x08 != 0,
-                    ack: bits & 0x10 != 0,
-                },
+                flags: TcpFlags::from_byte(h[13]),
                 window: be16(14),
                 payload: Cow::Borrowed(p.payload),
             },
@@ -466,11 +467,7 @@ impl PacketDecoder {
         if t.tcp.is_none() || cut || t.short || self.checksums == ChecksumMode::Ignore {
             return Checksum::Unchecked;
         }
-        match (checksum::tcp(src, dst, l4), self.checksums) {
-            // Forced verification: an offloaded-looking checksum is just wrong.
-            (Checksum::Offloaded, ChecksumMode::Verify) => Checksum::Bad,
-            (c, _) => c,
-        }
+        judged(self.checksums, checksum::tcp(src, dst, l4))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -588,18 +585,11 @@ impl PacketDecoder {
                 let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
                 let (sport, dport, seq, ack) = (be16(0), be16(2), be32(4), be32(8));
                 let data_off = usize::from(h[12] >> 4) * 4;
-                let bits = h[13];
                 let window = be16(14);
                 if data_off < 20 || data_off > b.len() {
                     return None;
                 }
-                let flags = TcpFlags {
-                    fin: bits & 0x01 != 0,
-                    syn: bits & 0x02 != 0,
-                    rst: bits & 0x04 != 0,
-                    psh: bits & 0x08 != 0,
-                    ack: bits & 0x10 != 0,
-                };
+                let flags = TcpFlags::from_byte(h[13]);
                 Some(Transport {
                     sport,
                     dport,
@@ -734,6 +724,16 @@ fn plain_tcp<'a>(frame: &Frame<'a>, mode: ChecksumMode) -> Option<PlainTcp<'a>> 
         header,
         payload,
     })
+}
+
+/// A computed TCP checksum as the mode judges it: under forced verification an
+/// offloaded-looking checksum is just wrong.
+#[inline(always)]
+fn judged(mode: ChecksumMode, c: Checksum) -> Checksum {
+    match (c, mode) {
+        (Checksum::Offloaded, ChecksumMode::Verify) => Checksum::Bad,
+        (c, _) => c,
+    }
 }
 
 struct V6Fragment<'a> {
