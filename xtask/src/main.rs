@@ -6,6 +6,7 @@ mod bench_live;
 mod bench_live_parallel;
 mod bench_store;
 mod causes;
+mod compare;
 mod fuzz_seeds;
 mod gateways;
 mod scenario;
@@ -254,6 +255,10 @@ enum Command {
     /// benchmark captures; medians, ratios and peak RSS as Markdown on stdout and in
     /// docs/performance.md.
     Bench(bench::Args),
+    /// Run two observer binaries on the sample captures (and the benchmark captures of
+    /// --data) with 1-4 threads and compare their CSV, JSON, tables, message listings
+    /// and exit codes byte for byte: a performance change changes no output.
+    Compare(compare::Args),
     /// Write a long four-peers capture for benchmarks (and its ground truth beside it).
     BenchCapture {
         /// Simulated seconds of traffic.
@@ -560,6 +565,7 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Command::Compare(args) => compare::run_compare(args)?,
         Command::Bench(args) => {
             bench::run(&workspace_root(), args)?;
         }
