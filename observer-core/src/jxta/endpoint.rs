@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use quick_xml::events::Event;
 
-use super::peer::{shared_checked, SharedPeers};
+use super::peer::{held_peer, shared_checked, SharedPeers};
 use super::{Message, PeerId, PeerPart};
 
 pub const NS_JXTA: &str = "jxta";
@@ -266,7 +266,10 @@ impl PeerMemo {
         self.misses += 1;
         let xml = super::wire_str(content).ok()?;
         let shared = &mut self.shared;
-        let peers = router_peers_with(xml, |address| shared_checked(shared, address));
+        let peers = router_peers_with(xml, |address, find| match find {
+            Find::Held => held_peer(shared, address),
+            Find::Any => shared_checked(shared, address),
+        });
         if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -281,26 +284,70 @@ impl PeerMemo {
 /// it also builds (three strings and a peer ID more for every document the memo misses).
 #[cfg(test)]
 fn router_peers(xml: &str) -> EndPeers {
-    router_peers_with(xml, PeerId::parse)
+    router_peers_with(xml, |text, find| match find {
+        Find::Held => None,
+        Find::Any => PeerId::parse(text),
+    })
 }
 
-/// [`router_peers`] with each peer made by `peer` from its address's peer text, which
-/// `peer` checks as [`PeerId::parse`] does: the memo finds most of them in its shared
-/// table by their bytes, before any check.
+/// What a `peer` function of [`router_peers_with`] is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Find {
+    /// The peer whose unique part the text is, only if already held (a held one is
+    /// word bytes around a `-`, which every check below passes); nothing made.
+    Held,
+    /// The peer the text names, checked as [`PeerId::parse`] does.
+    Any,
+}
+
+/// [`router_peers`] with each peer made by `peer` from its address's peer text: the
+/// memo finds most of them in its shared table by their bytes, and a text it holds
+/// needs neither the address check nor, for `<Src>`, the search for a path. Each
+/// answer is what [`parse_endpoint_address`] and a check of its address (else, for
+/// `<Src>`, of the whole text) give (`src_and_dest_peers_are_the_address_parse` compares).
 fn router_peers_with<T>(
     xml: &str,
-    mut peer: impl FnMut(&str) -> Option<T>,
+    mut peer: impl FnMut(&str, Find) -> Option<T>,
 ) -> (Option<T>, Option<T>) {
     const NAMES: [&str; 2] = ["Src", "Dest"];
     let [src, dest] = match plain_root_child_texts(xml, NAMES) {
         Some(texts) => texts.map(|t| t.map(Cow::Borrowed)),
         None => root_child_texts(xml, NAMES).map(|t| t.map(Cow::Owned)),
     };
-    let dst = dest
-        .as_deref()
-        .and_then(parse_endpoint_address)
-        .and_then(|ep| peer(ep.address));
-    (src.as_deref().and_then(|s| peer(peer_text(s))), dst)
+    let dst = dest.as_deref().and_then(|d| dest_peer(d, &mut peer));
+    (src.as_deref().and_then(|s| src_peer(s, &mut peer)), dst)
+}
+
+/// The peer of a `<Dest>` text: its address's, if it is an endpoint address.
+fn dest_peer<T>(d: &str, peer: &mut impl FnMut(&str, Find) -> Option<T>) -> Option<T> {
+    let address = address_of(endpoint_scheme(d)?.1);
+    peer(address, Find::Held).or_else(|| {
+        if address_ok(address) {
+            peer(address, Find::Any)
+        } else {
+            None
+        }
+    })
+}
+
+/// The peer of a `<Src>` text: its address's if it is an endpoint address, else the
+/// whole (trimmed) text's ([`peer_text`]).
+fn src_peer<T>(s: &str, peer: &mut impl FnMut(&str, Find) -> Option<T>) -> Option<T> {
+    let s = trim(s);
+    let Some((_, rest)) = endpoint_scheme(s) else {
+        return peer(s, Find::Any);
+    };
+    // A source is `jxta://<peer>` without a path: held, the rest is its address (a
+    // held part has no `/`), found without searching for one.
+    if let Some(p) = peer(rest, Find::Held) {
+        return Some(p);
+    }
+    let address = address_of(rest);
+    if address_ok(address) {
+        peer(address, Find::Any)
+    } else {
+        peer(s, Find::Any)
+    }
 }
 
 /// The peer in a `jxta://uuid-…[/service…]` address.
@@ -661,34 +708,12 @@ pub struct EndpointAddress<'a> {
 }
 
 pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
-    let (protocol, rest) = match s.strip_prefix("jxta://") {
-        // `split_scheme`'s cut for JXTA's own addresses (their first `:` is the
-        // scheme's), without its search; the protocol is a good one.
-        Some(rest) => ("jxta", rest),
-        None => {
-            let (protocol, rest) = split_scheme(s)?;
-            if protocol.is_empty()
-                || !protocol
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
-            {
-                return None;
-            }
-            (protocol, rest)
-        }
-    };
+    let (protocol, rest) = endpoint_scheme(s)?;
     let (address, path) = match split_at_slash(rest) {
         Some((a, p)) => (a, Some(p)),
         None => (rest, None),
     };
-    // One pass without an early exit (a vector at a time): the address is a peer ID
-    // of some 80 bytes in every router document a connection's direction sends first.
-    // ASCII whitespace and controls are the bytes up to the space, and DEL.
-    if address.is_empty()
-        || address
-            .bytes()
-            .fold(false, |bad, b| bad | (b <= b' ') | (b == 0x7f))
-    {
+    if !address_ok(address) {
         return None;
     }
     let (service, param) = match path {
@@ -704,6 +729,41 @@ pub fn parse_endpoint_address(s: &str) -> Option<EndpointAddress<'_>> {
         service: service.filter(|s| !s.is_empty()),
         param: param.filter(|s| !s.is_empty()),
     })
+}
+
+/// The protocol of endpoint address `s` if it is a good one, and what follows its
+/// `://`.
+fn endpoint_scheme(s: &str) -> Option<(&str, &str)> {
+    match s.strip_prefix("jxta://") {
+        // `split_scheme`'s cut for JXTA's own addresses (their first `:` is the
+        // scheme's), without its search; the protocol is a good one.
+        Some(rest) => Some(("jxta", rest)),
+        None => {
+            let (protocol, rest) = split_scheme(s)?;
+            let good = !protocol.is_empty()
+                && protocol
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
+            good.then_some((protocol, rest))
+        }
+    }
+}
+
+/// The address part of what follows an endpoint address's `://` (up to its first
+/// `/`), not yet checked.
+fn address_of(rest: &str) -> &str {
+    split_at_slash(rest).map_or(rest, |(address, _)| address)
+}
+
+/// Whether an endpoint address's address part is a good one: not empty, no ASCII
+/// white space or control (the bytes up to the space, and DEL). One pass without an
+/// early exit (a vector at a time): the address is a peer ID of some 80 bytes in
+/// every router document a connection's direction sends first.
+fn address_ok(address: &str) -> bool {
+    !address.is_empty()
+        && !address
+            .bytes()
+            .fold(false, |bad, b| bad | (b <= b' ') | (b == 0x7f))
 }
 
 /// `s.split_once('/')` by `memchr`: the character searcher `split_once` sets up cost
@@ -1182,6 +1242,94 @@ mod tests {
         assert_eq!((memo.routers.len(), memo.misses), (2, 3));
         assert_eq!(memo.peers(&msg, None), router_peers(&udp));
         assert_eq!(memo.hits, 2);
+    }
+
+    /// Source and destination texts of address-ish pieces, held IDs among them, into a
+    /// shared table as the memo uses it: the peers [`parse_endpoint_address`] and a
+    /// check of its address (else, for a source, of the whole text) give, the same
+    /// entry when held, and the table left as that leaves it.
+    #[test]
+    fn src_and_dest_peers_are_the_address_parse() {
+        use crate::jxta::peer::shared_checked;
+        let held = ["uuid-AB03", "cbid-CD03", "uuid-EF03"];
+        let pieces = [
+            "jxta://",
+            "tcp://",
+            "jx ta://",
+            "://",
+            "uuid-AB03",
+            "cbid-CD03",
+            "uuid-9903",
+            "urn:jxta:uuid-EF03",
+            "/",
+            "/PipeService/urn:jxta:uuid-AB04",
+            " ",
+            "\t",
+            "-",
+            "\u{7f}",
+            "\u{e9}",
+            ":",
+            "",
+        ];
+        let mut texts = Vec::new();
+        for a in pieces {
+            for b in pieces {
+                for c in ["", "/", "/EndpointService/x", " ", "\u{1}"] {
+                    texts.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        let fill = |known: &mut SharedPeers| {
+            for h in held {
+                shared_checked(known, h).expect("a valid peer ID");
+            }
+        };
+        let (mut by_lookup, mut by_parse) = (SharedPeers::default(), SharedPeers::default());
+        fill(&mut by_lookup);
+        fill(&mut by_parse);
+        for t in &texts {
+            let mut memo = |text: &str, find: Find| match find {
+                Find::Held => held_peer(&by_lookup, text),
+                Find::Any => shared_checked(&mut by_lookup, text),
+            };
+            let got = (dest_peer(t, &mut memo), src_peer(t, &mut memo));
+            let want = (
+                parse_endpoint_address(t).and_then(|ep| shared_checked(&mut by_parse, ep.address)),
+                shared_checked(&mut by_parse, peer_text(t)),
+            );
+            assert_eq!(got, want, "{t:?}");
+            for (g, w) in [
+                got.0.iter().zip(&want.0).next(),
+                got.1.iter().zip(&want.1).next(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                assert_eq!(Arc::strong_count(g), Arc::strong_count(w), "{t:?}");
+            }
+            // Without a table, what `PeerId::parse` gives.
+            let mut parse = |text: &str, find: Find| match find {
+                Find::Held => None,
+                Find::Any => PeerId::parse(text),
+            };
+            assert_eq!(
+                dest_peer(t, &mut parse),
+                parse_endpoint_address(t).and_then(|ep| PeerId::parse(ep.address)),
+                "{t:?}"
+            );
+            assert_eq!(
+                src_peer(t, &mut parse),
+                PeerId::parse(peer_text(t)),
+                "{t:?}"
+            );
+        }
+        let keys = |k: &SharedPeers| {
+            let mut v: Vec<String> = k.keys().map(ToString::to_string).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(keys(&by_lookup), keys(&by_parse));
+        assert!(by_lookup.len() > held.len());
     }
 
     #[test]

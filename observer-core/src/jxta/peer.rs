@@ -266,13 +266,9 @@ pub(crate) fn shared_peer(known: &mut SharedPeers, part: PeerPart<'_>) -> Arc<Pe
 /// not hold is checked (~216 instructions of each of a first router document's two
 /// IDs). `shared_checked_is_check_then_shared_peer` compares both ways.
 pub(crate) fn shared_checked(known: &mut SharedPeers, text: &str) -> Option<Arc<PeerId>> {
-    let unique = text.as_bytes();
-    // Longer than any part: held by no entry, and not hashed to learn it.
-    let hash = (unique.len() <= MAX_UNIQUE).then(|| id_hash(unique));
-    if let Some(hash) = hash {
-        if let Some(held) = known.get(&PartKey { unique, hash }) {
-            return Some(Arc::clone(held));
-        }
+    let (hash, held) = held_hashed(known, text);
+    if held.is_some() {
+        return held;
     }
     let part = PeerId::check(text)?;
     let hash = match hash {
@@ -281,6 +277,22 @@ pub(crate) fn shared_checked(known: &mut SharedPeers, text: &str) -> Option<Arc<
         _ => id_hash(part.0.as_bytes()),
     };
     Some(shared_hashed(known, part, hash))
+}
+
+/// The held peer whose unique part `text` is, if any, found without a check and
+/// without adding it: an answer means `text` is a unique part [`PeerId::check`] takes
+/// whole (word bytes around a `-`: no white space, control, `:` or `/`).
+pub(crate) fn held_peer(known: &SharedPeers, text: &str) -> Option<Arc<PeerId>> {
+    held_hashed(known, text).1
+}
+
+/// [`held_peer`], with the [`id_hash`] of `text` it looked up by (`None` when `text`
+/// is longer than any part: held by no entry, and not hashed to learn it).
+fn held_hashed(known: &SharedPeers, text: &str) -> (Option<u64>, Option<Arc<PeerId>>) {
+    let unique = text.as_bytes();
+    let hash = (unique.len() <= MAX_UNIQUE).then(|| id_hash(unique));
+    let held = hash.and_then(|hash| known.get(&PartKey { unique, hash }).map(Arc::clone));
+    (hash, held)
 }
 
 /// [`shared_peer`] with the part's [`id_hash`] at hand.
