@@ -591,6 +591,30 @@ proptest::proptest! {
         }
     }
 
+    /// The text scan by blocks stops where the byte loop stops, from any start: on a
+    /// run of text (none, within one block, across two or three) then bytes with
+    /// every stop among them and the bytes either side of each.
+    #[test]
+    fn texts_end_where_the_byte_loop_ends(
+        text in "[a-z0-9 \t\n=?%'/]{0,40}",
+        rest in proptest::collection::vec(
+            proptest::sample::select(vec![
+                b'a', b' ', b'<', b'>', b'&', b'\r', b';', b'=', b'?', b'%', b'\'', 0x0C,
+                0x0E, 0x00, 0x7F, 0x80, 0xC3, 0xFF,
+            ]),
+            0..24,
+        ),
+        start in 0usize..70,
+    ) {
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(&rest);
+        let mut want = start;
+        while want < bytes.len() && !TEXT_STOPS[usize::from(bytes[want])] {
+            want += 1;
+        }
+        proptest::prop_assert_eq!(text_end(&bytes, start), want);
+    }
+
     /// Arrays are compared word by word (the last word overlapping): as `==`, and one
     /// byte changed anywhere, the first and last included, makes them differ.
     #[test]
