@@ -42,7 +42,8 @@ pub enum DocumentSink {
     /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
     /// matcher in its counters and result, which the merging thread's replaces.
     /// `spare`: boxes the matcher is done with, handed back, each refilled with a
-    /// later document (what the box still holds is dropped then, on this thread).
+    /// later document (what the box still holds is swapped out, to be refilled by the
+    /// next document decoded on this thread).
     Queue {
         queue: Vec<Matched>,
         idle: Matcher,
@@ -84,7 +85,8 @@ impl DocumentSink {
     /// matches here would otherwise allocate and free one box per document). The
     /// matcher takes what it keeps through references: the two passed by value to
     /// `observe_owned`, not inlined, were copied (~40 instructions each a document).
-    /// For a queue, `doc` is left empty or holding an earlier document, to be dropped.
+    /// For a queue, `doc` is left empty or holding an earlier document, whose strings
+    /// the next document decoded reuses.
     /// Inlined into its one caller: called, the sighting was copied to pass it
     /// (`memcpy`, ~64 instructions a document).
     #[inline]
@@ -270,6 +272,10 @@ pub(crate) struct Documents {
     max_document: usize,
     /// The last message's element buffer, emptied, for the next message.
     spare_elements: Vec<jxta::Element<'static>>,
+    /// Every document is decoded here, then handed on: what the matcher leaves of it
+    /// (its name, a PONG's correlator) is refilled by the next document, not freed
+    /// and allocated again.
+    doc: Document,
 }
 
 impl Documents {
@@ -284,6 +290,7 @@ impl Documents {
             at: (0, 0),
             max_document,
             spare_elements: Vec::new(),
+            doc: Document::default(),
         }
     }
 
@@ -361,11 +368,9 @@ impl Documents {
             if element.namespace == "jxta" {
                 continue;
             }
-            // Used where it was returned: moved out of the `Result`, it was copied.
-            let mut parsed = jim::parse_for_matcher(element.content, self.max_document);
-            let doc = match &mut parsed {
-                Ok(Some(doc)) => doc,
-                Ok(None) => {
+            match jim::parse_for_matcher_into(element.content, self.max_document, &mut self.doc) {
+                Ok(true) => {}
+                Ok(false) => {
                     if looks_like_xml(element.content) {
                         self.jim.other_xml += 1;
                     }
@@ -379,14 +384,14 @@ impl Documents {
                     };
                     tracing::debug!(
                         element = %name,
-                        bytes = *len,
+                        bytes = len,
                         max = self.max_document,
                         "JIM {} document larger than --max-document: not decoded",
                         kind.root_name()
                     );
                     self.jim.oversized_documents += 1;
                     let key = format!("{name} {}", kind.root_name());
-                    self.jim.note_oversized(&key, 1, *len as u64);
+                    self.jim.note_oversized(&key, 1, len as u64);
                     continue;
                 }
                 Err(e) => {
@@ -395,7 +400,8 @@ impl Documents {
                     self.sink.event(self.at, origin.flow, MatchEvent::Malformed);
                     continue;
                 }
-            };
+            }
+            let doc = &mut self.doc;
             self.jim.documents += 1;
             match doc.kind {
                 Kind::Ping => self.jim.pings += 1,

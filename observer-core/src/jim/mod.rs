@@ -13,7 +13,7 @@ mod stats;
 #[doc(hidden)]
 pub use document::{decode_plain, parse_full};
 pub use document::{
-    parse, parse_for_matcher, parse_limited, Document, JimError, Kind, Status,
-    DEFAULT_MAX_DOCUMENT_BYTES, MAX_DEPTH,
+    parse, parse_for_matcher, parse_for_matcher_into, parse_limited, Document, JimError, Kind,
+    Status, DEFAULT_MAX_DOCUMENT_BYTES, MAX_DEPTH,
 };
 pub use stats::{JimConfig, JimStats, Oversized};

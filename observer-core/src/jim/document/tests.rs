@@ -591,6 +591,30 @@ proptest::proptest! {
         }
     }
 
+    /// The text scan by blocks stops where the byte loop stops, from any start: on a
+    /// run of text (none, within one block, across two or three) then bytes with
+    /// every stop among them and the bytes either side of each.
+    #[test]
+    fn texts_end_where_the_byte_loop_ends(
+        text in "[a-z0-9 \t\n=?%'/]{0,40}",
+        rest in proptest::collection::vec(
+            proptest::sample::select(vec![
+                b'a', b' ', b'<', b'>', b'&', b'\r', b';', b'=', b'?', b'%', b'\'', 0x0C,
+                0x0E, 0x00, 0x7F, 0x80, 0xC3, 0xFF,
+            ]),
+            0..24,
+        ),
+        start in 0usize..70,
+    ) {
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(&rest);
+        let mut want = start;
+        while want < bytes.len() && !TEXT_STOPS[usize::from(bytes[want])] {
+            want += 1;
+        }
+        proptest::prop_assert_eq!(text_end(&bytes, start), want);
+    }
+
     /// Arrays are compared word by word (the last word overlapping): as `==`, and one
     /// byte changed anywhere, the first and last included, makes them differ.
     #[test]
@@ -744,13 +768,73 @@ fn agree(d: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
     if let Some(plain) = decode_plain(d) {
         proptest::prop_assert_eq!(Some(plain), parse_full(d).ok().flatten(), "{}", text);
     }
-    proptest::prop_assert_eq!(
-        parse_for_matcher(d, DEFAULT_MAX_DOCUMENT_BYTES),
-        parse(d).map(|d| d.map(matched)),
-        "{}",
-        text
-    );
+    let for_matcher = parse_for_matcher(d, DEFAULT_MAX_DOCUMENT_BYTES);
+    proptest::prop_assert_eq!(&for_matcher, &parse(d).map(|d| d.map(matched)), "{}", text);
+    // Into a document that holds every field (strings longer and shorter than the new
+    // ones): the same document, or that one untouched when there is none.
+    for stale in [stale(1), stale(40)] {
+        let mut reused = stale.clone();
+        let got = parse_for_matcher_into(d, DEFAULT_MAX_DOCUMENT_BYTES, &mut reused);
+        if got != Ok(true) {
+            proptest::prop_assert_eq!(&reused, &stale, "{}", text);
+        }
+        let got = got.map(|jim| jim.then(|| reused.clone()));
+        proptest::prop_assert_eq!(&got, &for_matcher, "{}", text);
+    }
     Ok(())
+}
+
+/// A document with every field set, each text `len` bytes: what the message stage's
+/// document may hold when the next one is decoded into it.
+fn stale(len: usize) -> Document {
+    let text = |c: &str| Some(c.repeat(len));
+    Document {
+        kind: Kind::Message,
+        name: text("n"),
+        peer_id: text("p"),
+        status: Some(Status::Away),
+        status_text: text("s"),
+        correlator: text("c"),
+        correlator_bytes: 7,
+        document_bytes: 9,
+        from: text("f"),
+        to: text("t"),
+        body: text("b"),
+    }
+}
+
+/// Documents decoded one after another into one `Document` are each what
+/// [`parse_for_matcher`] gives, whatever the one before left (a status text, no
+/// correlator, a longer name); not JIM and errors leave it as it was.
+#[test]
+fn documents_decoded_into_one_are_each_decoded_whole() {
+    let off_plain = SPEC_PONG.replace("bob", "b&amp;b");
+    let docs = [
+        SPEC_PING,
+        "<PONG><BuddyStatus><status>dnd</status><name>a-much-longer-name</name></BuddyStatus></PONG>",
+        SPEC_PONG,
+        "<PING><from>x</from></PING>",
+        "not xml",
+        "<PING><from>a</PING>",
+        &off_plain,
+        SPEC_PING,
+        "<PING/>",
+    ];
+    let mut doc = Document::default();
+    let mut last = doc.clone();
+    for d in docs {
+        let want = parse_for_matcher(d.as_bytes(), DEFAULT_MAX_DOCUMENT_BYTES);
+        let got = parse_for_matcher_into(d.as_bytes(), DEFAULT_MAX_DOCUMENT_BYTES, &mut doc);
+        match want {
+            Ok(Some(w)) => {
+                assert_eq!(got, Ok(true), "{d}");
+                assert_eq!(doc, w, "{d}");
+            }
+            Ok(None) => assert_eq!((got, &doc), (Ok(false), &last), "{d}"),
+            Err(e) => assert_eq!((got, &doc), (Err(e), &last), "{d}"),
+        }
+        last = doc.clone();
+    }
 }
 
 /// What [`parse_for_matcher`] should give for `parse`'s document.
