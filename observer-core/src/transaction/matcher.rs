@@ -801,6 +801,74 @@ impl Remembered {
     }
 }
 
+/// The PINGs that may still be outstanding, a bit each by sequence number from the
+/// oldest that may be: the deadline entry of a PING answered long since is known stale
+/// from its bit, without its pair's look-up (~200 instructions an entry at each rebuild
+/// of the heap, ~170 a PING). Every PING leaving its pair's queue clears its bit, and
+/// the words before the first set bit are dropped: the bits span about one timeout's
+/// PINGs, at most one more word. A set bit says only "maybe": the queue decides.
+#[derive(Debug, Default)]
+struct LiveSeqs {
+    /// The sequence number of the lowest bit of `words[0]`.
+    base: u64,
+    words: VecDeque<u64>,
+    /// One past the highest sequence number added: words wholly below it are done with.
+    next: u64,
+}
+
+impl LiveSeqs {
+    /// `seq` is outstanding (numbers come in increasing order).
+    #[inline]
+    fn add(&mut self, seq: u64) {
+        if self.words.is_empty() {
+            self.base = seq;
+        }
+        let Some(at) = seq.checked_sub(self.base) else {
+            return;
+        };
+        let word = (at / 64) as usize;
+        while self.words.len() <= word {
+            self.words.push_back(0);
+        }
+        if let Some(w) = self.words.get_mut(word) {
+            *w |= 1 << (at % 64);
+        }
+        self.next = self.next.max(seq + 1);
+    }
+
+    /// `seq` is outstanding no more.
+    #[inline]
+    fn remove(&mut self, seq: u64) {
+        let Some(at) = seq.checked_sub(self.base) else {
+            return;
+        };
+        if let Some(w) = self.words.get_mut((at / 64) as usize) {
+            *w &= !(1 << (at % 64));
+        }
+        while self.words.front() == Some(&0) && self.base.saturating_add(64) <= self.next {
+            self.words.pop_front();
+            self.base += 64;
+        }
+    }
+
+    /// Whether `seq` may be outstanding: false only if it is not.
+    #[inline]
+    fn maybe(&self, seq: u64) -> bool {
+        let Some(at) = seq.checked_sub(self.base) else {
+            return false;
+        };
+        self.words
+            .get((at / 64) as usize)
+            .is_none_or(|w| w & (1 << (at % 64)) != 0)
+    }
+
+    /// Words held (for the tests: bounded by what is outstanding).
+    #[cfg(test)]
+    fn words(&self) -> usize {
+        self.words.len()
+    }
+}
+
 /// Keeps the pairs of `at` that are `open`, each once, in their order.
 fn keep_open(at: &mut Vec<PairKey>, open: impl Fn(&PairKey) -> bool) {
     let mut kept = 0;
@@ -860,6 +928,8 @@ pub struct Matcher {
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
     deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
+    /// The outstanding PINGs' sequence numbers, to skip stale deadline entries.
+    live_seqs: LiveSeqs,
     live: usize,
     next_seq: u64,
     /// Folded pairs were last freed here (see [`PairTable::sweep`]).
@@ -898,6 +968,7 @@ impl Matcher {
             pairs: PairTable::new(fold_after),
             finished: Remembered::default(),
             deadlines: BinaryHeap::new(),
+            live_seqs: LiveSeqs::default(),
             live: 0,
             next_seq: 0,
             next_sweep: 0,
@@ -1040,10 +1111,7 @@ impl Matcher {
     /// be skipped at their deadline), so the bound is exact, not ten seconds early.
     pub fn oldest_outstanding(&mut self) -> Option<UnixNanos> {
         while let Some(Reverse((deadline, seq, pair))) = self.deadlines.peek() {
-            let live = self
-                .pairs
-                .get(pair)
-                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == *seq));
+            let live = self.outstanding(*seq, pair);
             if live {
                 return Some(deadline.saturating_sub(self.cfg.timeout_ns));
             }
@@ -1052,8 +1120,22 @@ impl Matcher {
         None
     }
 
-    /// Expires PINGs whose `start + timeout <= now`.
+    /// Expires PINGs whose `start + timeout <= now`. Called for every frame, and
+    /// nearly always with nothing due: the test is inlined into the caller, the loop
+    /// is not (a call and its frame were ~20 instructions a frame, LTO off).
+    #[inline]
     pub fn advance(&mut self, now: UnixNanos, out: &mut Vec<Transaction>) {
+        if self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((deadline, _, _))| *deadline <= now)
+        {
+            self.expire_due(now, out);
+        }
+    }
+
+    /// [`Self::advance`] with a deadline due.
+    fn expire_due(&mut self, now: UnixNanos, out: &mut Vec<Transaction>) {
         while let Some(Reverse((deadline, seq, _))) = self.deadlines.peek() {
             if *deadline > now {
                 break;
@@ -1062,6 +1144,9 @@ impl Matcher {
             let Some(Reverse((_, _, pair))) = self.deadlines.pop() else {
                 break;
             };
+            if !self.live_seqs.maybe(seq) {
+                continue;
+            }
             let Some(state) = self.pairs.get_mut(&pair) else {
                 continue;
             };
@@ -1073,6 +1158,7 @@ impl Matcher {
             };
             settle(state, &mut self.spare_queues);
             self.live -= 1;
+            self.live_seqs.remove(seq);
             self.expire(pair, p, deadline, out);
         }
     }
@@ -1089,6 +1175,7 @@ impl Matcher {
             settle(state, &mut self.spare_queues);
         }
         self.live = 0;
+        self.live_seqs = LiveSeqs::default();
         self.deadlines.clear();
         rest.sort_by_key(|(_, p)| (p.start, p.seq));
         for (pair, mut p) in rest {
@@ -1323,7 +1410,9 @@ impl Matcher {
         };
         state.last_active = state.last_active.max(s.stop);
         if state.outstanding.len() >= self.cfg.max_outstanding_per_pair {
-            state.outstanding.pop_front();
+            if let Some(p) = state.outstanding.pop_front() {
+                self.live_seqs.remove(p.seq);
+            }
             self.live -= 1;
             self.anomalies.evicted_outstanding += 1;
         }
@@ -1369,6 +1458,7 @@ impl Matcher {
             &mut self.spare_queues,
         );
         self.live += 1;
+        self.live_seqs.add(seq);
         self.deadlines.push(Reverse((
             start.saturating_add(self.cfg.timeout_ns),
             seq,
@@ -1443,6 +1533,9 @@ impl Matcher {
         by_age.truncate(n);
         for (_, k) in by_age {
             if let Some(st) = self.pairs.remove(&k) {
+                for p in st.outstanding.iter() {
+                    self.live_seqs.remove(p.seq);
+                }
                 self.live -= st.outstanding.len();
                 self.anomalies.evicted_outstanding += st.outstanding.len() as u64;
                 self.anomalies.evicted_pairs += 1;
@@ -1454,12 +1547,19 @@ impl Matcher {
     /// the pairs: with 100,000 mostly idle pairs a scan of the pairs every thousand
     /// PINGs was 9 % of the run (perf, 10,000 peers × 10 buddies).
     fn rebuild_deadlines(&mut self) {
-        let pairs = &self.pairs;
-        self.deadlines.retain(|Reverse((_, seq, pair))| {
-            pairs
+        let mut deadlines = std::mem::take(&mut self.deadlines);
+        deadlines.retain(|Reverse((_, seq, pair))| self.outstanding(*seq, pair));
+        self.deadlines = deadlines;
+    }
+
+    /// Whether PING `seq` of `pair` is outstanding: its bit first, which rules out
+    /// most of the answered without the pair's look-up.
+    fn outstanding(&self, seq: u64, pair: &PairKey) -> bool {
+        self.live_seqs.maybe(seq)
+            && self
+                .pairs
                 .get(pair)
-                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == *seq))
-        });
+                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == seq))
     }
 
     fn on_pong(&mut self, seen: &mut Seen<'_>, out: &mut Vec<Transaction>) {
@@ -1615,6 +1715,7 @@ impl Matcher {
             };
             settle(state, &mut self.spare_queues);
             self.live -= 1;
+            self.live_seqs.remove(p.seq);
             let Some(mut c) = p.candidate.take() else {
                 return;
             };
@@ -1673,6 +1774,7 @@ impl Matcher {
         };
         settle(state, &mut self.spare_queues);
         self.live -= 1;
+        self.live_seqs.remove(p.seq);
         let finishing = p.finishing();
         self.answered(&pair, Some(slot), &mut p, &mut candidate, None, out);
         if let Some(f) = finishing {
@@ -1963,6 +2065,123 @@ mod pair_table_tests {
                 "{past_cap} past the cap of {cap}"
             );
         }
+    }
+
+    /// The live sequence numbers: a bit cleared is never set again, every number
+    /// not removed stays "maybe", and the words held span the numbers from the oldest
+    /// not removed, whatever order they are removed in.
+    #[test]
+    fn live_seqs_keep_every_outstanding_and_drop_the_past() {
+        let mut rng = crate::xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: u64| rng() % n;
+        let mut live = LiveSeqs::default();
+        let mut outstanding: Vec<u64> = Vec::new();
+        // Number 7 stays outstanding until 30,000; the others mostly go oldest first,
+        // now and then one at random.
+        let mut pinned = true;
+        for seq in 0..50_000u64 {
+            live.add(seq);
+            if seq != 7 {
+                outstanding.push(seq);
+            }
+            while outstanding.len() > next(8) as usize {
+                let at = match next(10) {
+                    0 => next(outstanding.len() as u64) as usize,
+                    _ => 0,
+                };
+                let gone = outstanding.remove(at);
+                live.remove(gone);
+                live.remove(gone);
+                assert!(!live.maybe(gone), "{gone} removed");
+            }
+            if seq == 30_000 {
+                live.remove(7);
+                pinned = false;
+            }
+            let pinned = pinned && seq >= 7;
+            assert_eq!(live.maybe(7), pinned, "at {seq}");
+            for &o in &outstanding {
+                assert!(live.maybe(o), "{o} outstanding at {seq}");
+            }
+            let oldest = outstanding
+                .iter()
+                .copied()
+                .chain(pinned.then_some(7))
+                .min()
+                .unwrap_or(seq + 1);
+            let span = (seq + 1 - oldest) as usize;
+            assert!(
+                live.words() <= span / 64 + 2,
+                "{} words at {seq}",
+                live.words()
+            );
+        }
+        for o in outstanding {
+            live.remove(o);
+        }
+        assert!(live.words() <= 1, "{} words", live.words());
+        // Numbers below the first kept were removed.
+        assert!(!live.maybe(3));
+    }
+
+    /// Over random traffic with small caps (pairs evicted, the oldest PING of a full
+    /// pair dropped), relays, transits and timeouts, every outstanding PING's number
+    /// is kept as live and the bits span no more than the PINGs since the oldest.
+    #[test]
+    fn live_seqs_follow_the_outstanding_pings() {
+        let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: u64| rng() % n;
+        let mut m = Matcher::new(MatcherConfig {
+            max_pairs: 4,
+            max_outstanding_per_pair: 3,
+            ..MatcherConfig::default()
+        });
+        let (mut out, mut t) = (Vec::new(), 0u64);
+        for step in 0..20_000 {
+            t += [1_000_000, 50_000_000, 700_000_000, 4_000_000_000][next(4) as usize];
+            let (a, b) = (next(5), next(5));
+            let kind = [Kind::Ping, Kind::Ping, Kind::Pong][next(3) as usize];
+            let doc = Document {
+                kind,
+                name: Some(format!("peer{a}")),
+                correlator: (next(3) > 0).then(|| format!("c{}", next(40))),
+                status: (kind == Kind::Pong).then_some(Status::Online),
+                ..Default::default()
+            };
+            let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
+            let s = Sighting {
+                start: t,
+                stop: t + 10,
+                src_peer: id(a),
+                dst_peer: id(b),
+                hop_src: hop(a),
+                hop_dst: hop(b),
+                framed_bytes: 1000,
+                message_bytes: 900,
+                transport: Transport::Tcp,
+                wire: Default::default(),
+            };
+            m.observe(&doc, &s, &mut out);
+            let seqs: Vec<u64> = m
+                .pairs
+                .iter()
+                .flat_map(|(_, st)| st.outstanding.iter().map(|p| p.seq))
+                .collect();
+            for &seq in &seqs {
+                assert!(m.live_seqs.maybe(seq), "{seq} outstanding at step {step}");
+            }
+            let oldest = seqs.iter().min().copied().unwrap_or(m.next_seq);
+            let span = (m.next_seq - oldest) as usize;
+            assert!(
+                m.live_seqs.words() <= span / 64 + 2,
+                "{} words for {span} at step {step}",
+                m.live_seqs.words()
+            );
+        }
+        assert!(m.anomalies.evicted_pairs > 0 && m.anomalies.evicted_outstanding > 0);
+        assert!(out.iter().any(|t| t.status == TxStatus::Timeout));
+        assert!(out.iter().any(|t| t.status == TxStatus::Ok));
     }
 
     /// Pairs of equal keys (IDs parsed apart, the same names) hash alike; of 2,704
