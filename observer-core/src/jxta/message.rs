@@ -200,7 +200,6 @@ fn v0_namespace<'a>(r: &mut Reader<'a>) -> Result<&'a str, JxtaError> {
     wire_str(bytes).map_err(|_| JxtaError::BadText("namespace"))
 }
 
-#[inline]
 fn decode_v0<'a>(
     mut r: Reader<'a>,
     mut elements: Vec<Element<'a>>,
