@@ -167,6 +167,9 @@ pub struct FrameMerger {
     newest: UnixNanos,
     /// Timestamp of the last frame handed on.
     released: UnixNanos,
+    /// Timestamp of the last frame queued in the ring: its back's while it holds any
+    /// (what [`Self::hold`] compares with, without the ring's index arithmetic).
+    ring_last: UnixNanos,
     seq: u64,
     owned_bytes: usize,
     stats: ReorderStats,
@@ -184,6 +187,7 @@ impl FrameMerger {
             late: Vec::new(),
             newest: 0,
             released: 0,
+            ring_last: 0,
             seq: 0,
             owned_bytes: 0,
             stats: ReorderStats::default(),
@@ -205,7 +209,7 @@ impl FrameMerger {
     /// Takes a frame to hold; `false` when it is to be handed on now instead (no
     /// window). `in_place`: where its bytes start in the mapped input (see
     /// [`super::CaptureReader::next_frame_placed`]).
-    #[inline]
+    #[inline(always)]
     pub fn offer(&mut self, frame: &Frame<'_>, in_place: Option<usize>) -> bool {
         if self.cfg.window_ns == 0 {
             return false;
@@ -248,15 +252,18 @@ impl FrameMerger {
     #[inline(always)]
     fn hold(&mut self, frame: &Frame<'_>, len: u32, bytes: Bytes) {
         let ts = frame.ts;
+        // `ring_last` is the back's time when the ring holds frames; an emptied ring
+        // may leave it later than `ts`, and the general path then queues the frame.
         let ring = ts >= self.released
-            && self.in_order.len() < self.in_order.capacity()
-            && self.in_order.back().is_none_or(|last| last.ts <= ts);
+            && ts >= self.ring_last
+            && self.in_order.len() < self.in_order.capacity();
         if !ring {
             self.hold_general(frame, len, bytes);
             return;
         }
         self.seq += 1;
         self.newest = self.newest.max(ts);
+        self.ring_last = ts;
         self.in_order
             .push_back(Held::new(frame, self.seq, len, bytes));
         self.stats.max_held = self.stats.max_held.max(self.held() as u64);
@@ -276,6 +283,7 @@ impl FrameMerger {
         self.newest = self.newest.max(frame.ts);
         if self.in_order.back().is_none_or(|last| last.ts <= frame.ts) {
             self.reserve_in_order();
+            self.ring_last = frame.ts;
             self.in_order.push_back(held);
         } else {
             self.stats.reordered_frames += 1;
@@ -545,6 +553,25 @@ mod tests {
         }
         m.flush(Some(&inputs[1]), &mut out);
         got
+    }
+
+    /// After a late frame the ring is emptied and `released` steps back, below the
+    /// time of the ring's last frame: the next frames, stamped between the two, are
+    /// queued in the ring (the general path; not counted reordered) and leave in order.
+    #[test]
+    fn frames_after_a_late_one_queue_in_the_emptied_ring() {
+        let mut m = FrameMerger::new(ReorderConfig {
+            window_ns: 10 * MS,
+            ..ReorderConfig::default()
+        });
+        let mut got = Vec::new();
+        for (ts, byte) in [(100, 1u8), (200, 2), (50, 3), (60, 4), (70, 5)] {
+            assert!(m.offer(&frame(ts * MS, &[byte]), None));
+            m.release(None, &mut |f| got.push((f.ts / MS, f.data[0])));
+        }
+        m.flush(None, &mut |f| got.push((f.ts / MS, f.data[0])));
+        assert_eq!(got, [(100, 1), (200, 2), (50, 3), (60, 4), (70, 5)]);
+        assert_eq!((m.stats().late_frames, m.stats().reordered_frames), (1, 0));
     }
 
     /// What every shard pays per frame of the window.

@@ -276,10 +276,28 @@ fn words_sum_avx2(bytes: &[u8]) -> u64 {
     (biased + 0x8000 * words) as u64 + unbiased
 }
 
+/// `0xffff * INVERSE` is 1 modulo 2^64 (0xffff is odd): multiplying by it maps the
+/// multiples of 0xffff, `k * 0xffff`, onto their quotients `k`, `0..=QUOTIENTS`, and
+/// every other `u64` above them (the map is one to one).
+const INVERSE: u64 = 0xfffe_fffe_fffe_ffff;
+const QUOTIENTS: u64 = u64::MAX / 0xffff;
+const _: () = assert!(0xffff_u64.wrapping_mul(INVERSE) == 1);
+
+/// Whether the wide sum folds to all ones: `fold(sum) == 0xffff` without the folding.
+/// The fold keeps the sum modulo 0xffff, makes no nonzero sum zero and ends at most
+/// 0xffff, so it ends at all ones exactly when the sum is a nonzero multiple of 0xffff:
+/// a quotient (see [`INVERSE`]) from 1 to `QUOTIENTS`. Four instructions where the four
+/// folds and the compare took ~15 (and `is_multiple_of(0xffff)`, a division by
+/// multiplication, ~12), twice a frame: the IPv4 header and the TCP segment.
+#[inline(always)]
+fn sums_to_ones(sum: u64) -> bool {
+    sum.wrapping_mul(INVERSE).wrapping_sub(1) < QUOTIENTS
+}
+
 /// An IPv4 header's checksum is right when the header sums to all ones.
 #[inline]
 pub(super) fn ipv4_header_ok(header: &[u8]) -> bool {
-    fold(part_sum(header)) == 0xffff
+    sums_to_ones(part_sum(header))
 }
 
 /// Classifies the checksum of the TCP segment `l4` (header and payload, complete)
@@ -318,7 +336,7 @@ pub(super) fn tcp_v4(src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
 /// The verdict on `l4`'s checksum `field` given its pseudo-header's wide sum.
 #[inline(always)]
 fn verdict(field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
-    if fold(pseudo_sum + part_sum(l4)) == 0xffff {
+    if sums_to_ones(pseudo_sum + part_sum(l4)) {
         Checksum::Valid
     } else if field == 0 || field == fold(pseudo_sum) {
         Checksum::Offloaded
@@ -480,10 +498,41 @@ mod tests {
         );
     }
 
+    /// The plain statement of what [`sums_to_ones`] computes.
+    fn nonzero_multiple(sum: u64) -> bool {
+        sum != 0 && sum.is_multiple_of(0xffff)
+    }
+
+    #[test]
+    fn all_ones_is_the_fold_at_the_edges() {
+        for k in [0u64, 1, 2, 0xffff, 0x1_0000, 0xffff_ffff, u64::MAX / 0xffff] {
+            for sum in [
+                k * 0xffff,
+                (k * 0xffff).wrapping_add(1),
+                (k * 0xffff).wrapping_sub(1),
+                u64::MAX - k,
+            ] {
+                assert_eq!(sums_to_ones(sum), fold(sum) == 0xffff, "{sum:#x}");
+                assert_eq!(sums_to_ones(sum), nonzero_multiple(sum), "{sum:#x}");
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn four_folds_are_the_loop(sum in proptest::prelude::any::<u64>()) {
             proptest::prop_assert_eq!(fold(sum), fold_looped(sum));
+        }
+
+        /// The divisibility test answers as the fold does, on any sum and on the
+        /// multiples of 0xffff (where it says yes) and their neighbours.
+        #[test]
+        fn all_ones_is_the_fold(sum in proptest::prelude::any::<u64>(), k in 0u64..=u64::MAX / 0xffff) {
+            proptest::prop_assert_eq!(sums_to_ones(sum), fold_looped(sum) == 0xffff);
+            proptest::prop_assert_eq!(sums_to_ones(sum), nonzero_multiple(sum));
+            for sum in [k * 0xffff, (k * 0xffff).wrapping_add(1), (k * 0xffff).wrapping_sub(1)] {
+                proptest::prop_assert_eq!(sums_to_ones(sum), fold_looped(sum) == 0xffff);
+            }
         }
 
         /// Parts summed alone and added, the first of even length (a header), give
