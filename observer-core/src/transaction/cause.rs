@@ -215,6 +215,18 @@ struct Sent {
     ts: UnixNanos,
 }
 
+impl Sent {
+    /// A payload or an interface index past 16 bits is remembered as `u16::MAX`.
+    fn new(seq: u32, len: u32, interface: u32, ts: UnixNanos) -> Sent {
+        Sent {
+            seq,
+            len: u16::try_from(len).unwrap_or(u16::MAX),
+            interface: u16::try_from(interface).unwrap_or(u16::MAX),
+            ts,
+        }
+    }
+}
+
 /// First transmissions held in the direction itself before the first spill: a
 /// connection that sends a message now and then keeps a handful, and a `VecDeque`'s
 /// smallest allocation (four entries, 80 bytes with malloc's header) per direction
@@ -269,10 +281,7 @@ impl SentLog {
                     *len += 1;
                     return;
                 }
-                let mut q = Vec::with_capacity(SENT_SPILL);
-                q.extend(buf.iter().copied());
-                q.push(e);
-                *self = SentLog::Spilled(SentRing { buf: q, head: 0 });
+                *self = SentLog::spill(buf, e);
             }
             SentLog::Spilled(SentRing { buf, head }) => {
                 if buf.len() < SENT_KEPT {
@@ -283,6 +292,15 @@ impl SentLog {
                 }
             }
         }
+    }
+
+    /// The heap log the inline one becomes, `e` added: out of line, as a direction
+    /// spills once, and inline it grew [`Self::push`] where every data segment runs it.
+    fn spill(buf: &[Sent; SENT_INLINE], e: Sent) -> SentLog {
+        let mut q = Vec::with_capacity(SENT_SPILL);
+        q.extend(buf.iter().copied());
+        q.push(e);
+        SentLog::Spilled(SentRing { buf: q, head: 0 })
     }
 
     /// Oldest first.
@@ -485,7 +503,35 @@ impl ConnNotes {
         }
     }
 
+    /// A first transmission (all but a few data segments) notes its end and itself
+    /// before anything a retransmission needs is looked at.
     fn data_segment(
+        &mut self,
+        dir: usize,
+        seq: u32,
+        len: u32,
+        retransmitted: u64,
+        ts: UnixNanos,
+        interface: u32,
+    ) {
+        if retransmitted > 0 {
+            self.resent(dir, seq, len, retransmitted, ts, interface);
+            return;
+        }
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        let end = seq.wrapping_add(len);
+        if d.high_end().is_none_or(|h| seq_before(h, end)) {
+            d.high_end = end;
+            d.mark(HIGH_END, true);
+        }
+        d.sent.push(Sent::new(seq, len, interface, ts));
+    }
+
+    /// A data segment of `dir` (`len` > 0) with `retransmitted` > 0 of its bytes
+    /// already delivered: a repair, dated by its original when that was captured.
+    fn resent(
         &mut self,
         dir: usize,
         seq: u32,
@@ -500,30 +546,14 @@ impl ConnNotes {
             .dirs
             .get(1 - dir.min(1))
             .is_some_and(|o| o.has(ZERO_SINCE));
-        if len == 0 || (retransmitted > 0 && len <= 1 && window_shut) {
+        if len <= 1 && window_shut {
             return;
         }
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
-        let interface = u16::try_from(interface).unwrap_or(u16::MAX);
-        let remember = |d: &mut DirNotes| {
-            d.sent.push(Sent {
-                seq,
-                len: u16::try_from(len).unwrap_or(u16::MAX),
-                interface,
-                ts,
-            });
-        };
-        if retransmitted == 0 {
-            let end = seq.wrapping_add(len);
-            if d.high_end().is_none_or(|h| seq_before(h, end)) {
-                d.high_end = end;
-                d.mark(HIGH_END, true);
-            }
-            remember(d);
-            return;
-        }
+        let sent = Sent::new(seq, len, interface, ts);
+        let interface = sent.interface;
         let overlaps =
             |e: &&Sent| seq.wrapping_sub(e.seq) < u32::from(e.len) || e.seq.wrapping_sub(seq) < len;
         // The original: the earliest remembered segment overlapping this one on the
@@ -539,7 +569,7 @@ impl ConnNotes {
             .find(overlaps)
             .map(|e| e.ts);
         if original.is_none() && d.sent.iter().any(|e| overlaps(&e)) {
-            remember(d);
+            d.sent.push(sent);
             return;
         }
         for (until, cell) in d.watched.iter().flat_map(|w| w.iter()) {
@@ -1294,6 +1324,38 @@ fn jxta(c: &mut Cause, notes: &[&WireNotes], from: UnixNanos, until: UnixNanos) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A first transmission is remembered in 16-bit fields: a jumbogram's length and a
+    /// wide interface index as `u16::MAX`, and the jumbogram still dates a repair.
+    #[test]
+    fn a_first_transmission_is_remembered_in_sixteen_bits() {
+        for (len, interface) in [(1, 0), (0xffff, 0xffff), (0x1_0000, 0x1_0000), (70_000, 9)] {
+            let e = Sent::new(7, len, interface, 11);
+            let want = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+            assert_eq!(
+                (e.seq, e.len, e.interface, e.ts),
+                (7, want(len), want(interface), 11)
+            );
+        }
+        // Through the notes: a retransmission overlapping the jumbogram's first 64 KiB
+        // finds it as its original.
+        let mut n = ConnNotes::default();
+        n.segment(0, 1000, 70_000, 0, 10, 0);
+        n.segment(0, 1000, 300, 300, 20, 0);
+        let r = n
+            .recent
+            .as_ref()
+            .map(|r| r.repairs.iter().copied().collect::<Vec<_>>());
+        assert_eq!(
+            r.unwrap_or_default(),
+            vec![Repair {
+                dir: 0,
+                first: 10,
+                at: 20,
+                bytes: 300
+            }]
+        );
+    }
 
     proptest::proptest! {
         /// Pushes (past the bound) and retains by an acknowledgement, against the boxed
