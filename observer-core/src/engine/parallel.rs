@@ -649,6 +649,24 @@ mod tests {
             prop_assert_eq!(both_links(&back, shards), [expected; 3]);
         }
 
+        /// Two shards take the hash's low bit from the addresses' XOR alone
+        /// (`packet::fnv1a_parity`): the same split as the whole hash, in both
+        /// directions, whole headers and cut ones.
+        #[test]
+        fn two_shards_split_as_the_whole_hash(
+            v6 in any::<bool>(),
+            a in any::<[u8; 16]>(),
+            b in any::<[u8; 16]>(),
+            cut in 0usize..48,
+        ) {
+            let n = if v6 { 16 } else { 4 };
+            for mut ip in [ip_header(&a[..n], &b[..n]), ip_header(&b[..n], &a[..n])] {
+                prop_assert_eq!(both_links(&ip, 2), [shard_by_slices(&ip, 2); 3]);
+                ip.truncate(cut.min(ip.len()));
+                prop_assert_eq!(both_links(&ip, 2), [shard_by_slices(&ip, 2); 3]);
+            }
+        }
+
         /// Headers cut short go to shard 0, as the slice-wise hash sent them.
         #[test]
         fn a_cut_header_goes_where_it_did(
