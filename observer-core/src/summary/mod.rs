@@ -17,7 +17,7 @@ use std::sync::Arc;
 use self::stats::RttStats;
 use crate::jxta::PeerId;
 use crate::transaction::cause::Flags;
-use crate::transaction::csv::record_len;
+use crate::transaction::csv::{record_len_named, text_len};
 use crate::transaction::{Anomalies, Matcher, PresenceChange, SharedNames, Transaction, TxStatus};
 use crate::UnixNanos;
 
@@ -447,24 +447,71 @@ struct PairAcc {
     /// Shared through [`SummaryBuilder::names`].
     poller_name: Option<Arc<str>>,
     receiver_name: Option<Arc<str>>,
-    counts: StatusCounts,
+    /// The CSV field lengths of the two names (see [`update_name`]).
+    name_lens: [u32; 2],
+    counts: PairCounts,
     rtts: Rtts,
     /// When the pair's latest transaction ended (its start while open): what
     /// [`SummaryBuilder::expire_idle`] measures idleness by.
     last_ns: UnixNanos,
 }
 
+/// A pair's counts by status; the total is their sum. [`StatusCounts`] keeps the total
+/// too: here its 8 bytes hold the pair's name lengths instead, and `PairAcc` stays
+/// within its size (`a_pair_with_one_rtt_holds_it_inline`).
+#[derive(Default)]
+struct PairCounts {
+    ok: u64,
+    timeout: u64,
+    open: u64,
+}
+
+impl PairCounts {
+    fn add(&mut self, s: TxStatus) {
+        match s {
+            TxStatus::Ok => self.ok += 1,
+            TxStatus::Timeout => self.timeout += 1,
+            TxStatus::Open => self.open += 1,
+        }
+    }
+
+    fn status_counts(&self) -> StatusCounts {
+        StatusCounts {
+            total: self.ok + self.timeout + self.open,
+            ok: self.ok,
+            timeout: self.timeout,
+            open: self.open,
+        }
+    }
+}
+
+/// A name's CSV field length as kept beside it; one past `u32` (never met: documents
+/// are bounded far below) is kept as `u32::MAX` and measured each time.
+const LEN_UNKEPT: u32 = u32::MAX;
+
 /// Keeps the latest name seen (the label is the latest name), as the copy `names`
 /// holds: a peer polls and is polled under its one name by each of its pairs. The
 /// matcher's names are shared already, so the same name is most often the same copy.
-fn update_name(kept: &mut Option<Arc<str>>, seen: &Option<Arc<str>>, names: &mut SharedNames) {
+/// Returns the length of the transaction's name field in the CSV: `len` keeps the kept
+/// name's, measured only when the name changes (a name is the same text from one
+/// transaction of a pair to the next; measuring it was ~40 instructions a field).
+fn update_name(
+    kept: &mut Option<Arc<str>>,
+    len: &mut u32,
+    seen: &Option<Arc<str>>,
+    names: &mut SharedNames,
+) -> usize {
     let Some(n) = seen else {
-        return;
+        return 0;
     };
-    if kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, n) || k == n) {
-        return;
+    if !kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, n) || k == n) {
+        *kept = Some(names.share(n));
+        *len = u32::try_from(text_len(n)).unwrap_or(LEN_UNKEPT);
     }
-    *kept = Some(names.share(n));
+    match *len {
+        LEN_UNKEPT => text_len(n),
+        l => l as usize,
+    }
 }
 
 /// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
@@ -874,7 +921,8 @@ impl SummaryBuilder {
                 key: (key.0.to_owned(), key.1.to_owned()),
                 poller_name: None,
                 receiver_name: None,
-                counts: StatusCounts::default(),
+                name_lens: [0; 2],
+                counts: PairCounts::default(),
                 last_ns: 0,
                 rtts: if sketched {
                     Rtts::Sketch(Box::new(Sketched::new()))
@@ -887,8 +935,19 @@ impl SummaryBuilder {
         let Some(acc) = self.accs.get_mut(index) else {
             return;
         };
-        update_name(&mut acc.poller_name, &t.poller_name, &mut self.names);
-        update_name(&mut acc.receiver_name, &t.receiver_name, &mut self.names);
+        let [poller_len, receiver_len] = &mut acc.name_lens;
+        let poller_len = update_name(
+            &mut acc.poller_name,
+            poller_len,
+            &t.poller_name,
+            &mut self.names,
+        );
+        let receiver_len = update_name(
+            &mut acc.receiver_name,
+            receiver_len,
+            &t.receiver_name,
+            &mut self.names,
+        );
         acc.counts.add(t.status);
         acc.last_ns = acc.last_ns.max(t.stop.unwrap_or(t.start));
         if let Some(ns) = t.rtt_ns() {
@@ -907,7 +966,7 @@ impl SummaryBuilder {
             }
         }
         // What the CSV costs: the record's size as the real writer writes it.
-        self.csv_bytes += record_len(t);
+        self.csv_bytes += record_len_named(t, poller_len, receiver_len);
     }
 
     /// Past the limit: every pair's exact RTTs go into its sketch, and all of them into
@@ -974,7 +1033,7 @@ impl SummaryBuilder {
                     poller_id,
                     receiver: label_of(a.receiver_name, receiver_id.as_deref()),
                     receiver_id,
-                    counts: a.counts,
+                    counts: a.counts.status_counts(),
                 }
             })
             .collect();

@@ -2,6 +2,7 @@
 
 use super::example::example_run;
 use super::*;
+use crate::transaction::csv::record_len;
 
 #[test]
 fn summary_of_a_small_run() {
@@ -261,24 +262,73 @@ fn pairs_share_one_copy_of_each_name_and_label_with_the_latest() {
     let mut names = SharedNames::default();
     let (mut a, mut b) = (None, None);
     // Two copies of one name, as two matchers (shards) or a CSV would give them.
-    update_name(&mut a, &Some(Arc::from("alpha")), &mut names);
-    update_name(&mut b, &Some(Arc::from("alpha")), &mut names);
+    update_name(&mut a, &mut 0, &Some(Arc::from("alpha")), &mut names);
+    update_name(&mut b, &mut 0, &Some(Arc::from("alpha")), &mut names);
     let ptr = |k: &Option<Arc<str>>| k.as_ref().map(|n| n.as_ptr());
     assert_eq!(ptr(&a), ptr(&b));
     assert!(ptr(&a).is_some());
     // No name keeps the last; a new one replaces it.
-    update_name(&mut a, &None, &mut names);
+    update_name(&mut a, &mut 0, &None, &mut names);
     assert_eq!(a.as_deref(), Some("alpha"));
-    update_name(&mut a, &Some(Arc::from("beta")), &mut names);
+    update_name(&mut a, &mut 0, &Some(Arc::from("beta")), &mut names);
     assert_eq!(a.as_deref(), Some("beta"));
     assert_eq!(b.as_deref(), Some("alpha"));
     // Bounded: past the cap the table starts again, names stay right.
     for n in 0..2 * crate::transaction::SHARED_NAMES + 1 {
         let mut k = None;
-        update_name(&mut k, &Some(Arc::from(format!("p{n}"))), &mut names);
+        update_name(
+            &mut k,
+            &mut 0,
+            &Some(Arc::from(format!("p{n}"))),
+            &mut names,
+        );
         assert_eq!(k.as_deref(), Some(format!("p{n}").as_str()));
         assert!(names.len() <= crate::transaction::SHARED_NAMES);
     }
+}
+
+/// The CSV bytes of the overhead report, with name lengths kept per pair, are each
+/// record's as measured alone: through name changes (to a name that is quoted, one that
+/// is defused, an empty one, an equal copy), transactions without a name, namesakes
+/// whose lengths differ in the pairs, and a length too long to keep.
+#[test]
+fn csv_bytes_are_the_records_lengths_with_kept_name_lengths() {
+    let (txs, m) = example_run();
+    let names = [
+        None,
+        Some("alice"),
+        Some("a,\"b\""),
+        Some("=x"),
+        Some(""),
+        Some("alice"),
+        None,
+        Some("\u{e9}t\u{e9} \r\n"),
+    ];
+    let mut all = Vec::new();
+    for (i, t) in txs.iter().cycle().take(60).enumerate() {
+        let mut t = t.clone();
+        t.poller_name = names[i % names.len()].map(Arc::from);
+        t.receiver_name = names[(i / 3) % names.len()].map(Arc::from);
+        all.push(t);
+    }
+    let mut b = SummaryBuilder::default();
+    let mut expected = 0;
+    for t in &all {
+        b.add(t);
+        expected += record_len(t);
+        assert_eq!(b.csv_bytes, expected, "{t:?}");
+    }
+    let per = b.finish(&m, 1).overhead.csv_bytes_per_record;
+    assert_eq!(per, Some(expected as f64 / all.len() as f64));
+    // A kept length that did not fit is measured again each time.
+    let mut names = SharedNames::default();
+    let (mut kept, mut len) = (None, 0);
+    let seen = Some(Arc::from("-a,b"));
+    assert_eq!(update_name(&mut kept, &mut len, &seen, &mut names), 7);
+    assert_eq!(len, 7);
+    len = LEN_UNKEPT;
+    assert_eq!(update_name(&mut kept, &mut len, &seen, &mut names), 7);
+    assert_eq!(update_name(&mut kept, &mut len, &None, &mut names), 0);
 }
 
 /// Pairs are looked up by the transaction's borrowed identity and kept under an owned

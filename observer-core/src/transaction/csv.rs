@@ -93,20 +93,27 @@ pub fn format_rtt_us(ns: u64) -> String {
 /// summary reports what the CSV costs for every transaction, written or not, and
 /// formatting each record only to measure it was a twentieth of a whole run.
 pub fn record_len(t: &Transaction) -> u64 {
-    let text = |v: Option<&str>| {
-        v.map_or(0, |s| {
-            usize::from(starts_formula(s)) + field_len(s.as_bytes())
-        })
-    };
+    let name = |v: Option<&str>| v.map_or(0, text_len);
+    record_len_named(
+        t,
+        name(t.poller_name.as_deref()),
+        name(t.receiver_name.as_deref()),
+    )
+}
+
+/// [`record_len`] with the lengths of the two name fields given: the summary keeps
+/// them beside a pair's names, which stay the same from one transaction to the next.
+pub(crate) fn record_len_named(t: &Transaction, poller_name: usize, receiver_name: usize) -> u64 {
+    let text = |v: Option<&str>| v.map_or(0, text_len);
     // The words are this crate's own and never quoted (`words_are_never_quoted`).
     let word = |v: Option<&str>| v.map_or(0, str::len);
     let fields = [
         number_len(Some(t.start)),
         number_len(t.stop),
         t.rtt_ns().map_or(0, rtt_us_len),
-        text(t.poller_name.as_deref()),
+        poller_name,
         t.poller_id.as_ref().map_or(0, peer_len),
-        text(t.receiver_name.as_deref()),
+        receiver_name,
         t.receiver_id.as_ref().map_or(0, peer_len),
         word(t.receiver_status.map(Status::as_str)),
         word(Some(t.status.as_str())),
@@ -118,6 +125,12 @@ pub fn record_len(t: &Transaction) -> u64 {
     ];
     // A comma between fields, and the line terminator.
     (fields.iter().sum::<usize>() + fields.len()) as u64
+}
+
+/// Length of a text field (a name, a correlator) as `write` writes it: defused, then
+/// quoted if need be.
+pub(crate) fn text_len(s: &str) -> usize {
+    usize::from(starts_formula(s)) + field_len(s.as_bytes())
 }
 
 /// Length of a field as [`push_field`] writes it.
