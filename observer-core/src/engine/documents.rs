@@ -295,7 +295,7 @@ impl Documents {
     }
 
     /// Decodes one message and hands its documents on; what its connection's notes
-    /// keep of it (a JXTA service message, see [`is_service_message`]; a PING).
+    /// keep of it (a JXTA service message, see [`jxta::Shape::service`]; a PING).
     #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
         // A datagram has no connection whose notes would be lent.
@@ -345,12 +345,12 @@ impl Documents {
         msg: &jxta::Message<'_>,
     ) -> Handled {
         let udp = origin.transport == Transport::Udp;
-        self.message_stats.count_message(msg, udp);
+        let shape = self.message_stats.count_message(msg, udp);
         if matches!(self.sink, DocumentSink::Discard { .. }) {
             return Handled::default();
         }
         let mut handled = Handled {
-            service: is_service_message(msg),
+            service: shape.service,
             delivery: None,
         };
         if let Some((src, dst)) = origin.http {
@@ -362,12 +362,9 @@ impl Documents {
         // Only the end-to-end peers matter here; documents are rare among messages,
         // but when there are some the router element is looked up once per message.
         let mut peers: Option<(Option<PeerId>, Option<PeerId>)> = None;
-        for (i, element) in msg.elements.iter().enumerate() {
-            // The stack's own elements (router, endpoint addresses, wire headers) are in
-            // the `jxta` namespace; application payloads never are.
-            if element.namespace == "jxta" {
-                continue;
-            }
+        // The stack's own elements are passed over as the message's layout says.
+        let mut payloads = shape.payloads(&msg.elements);
+        while let Some(element) = payloads.next() {
             match jim::parse_for_matcher_into(element.content, self.max_document, &mut self.doc) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -410,12 +407,7 @@ impl Documents {
             }
             // The message's last element that may hold a document takes what its
             // sighting needs from the origin; earlier ones copy it.
-            let last = msg
-                .elements
-                .get(i + 1..)
-                .unwrap_or_default()
-                .iter()
-                .all(|e| e.namespace == "jxta");
+            let last = payloads.clone().next().is_none();
             let ends =
                 peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_deref_mut()));
             // Each sighting built whole where it is made: its parts gathered in a tuple
@@ -456,21 +448,6 @@ impl Documents {
         }
         handled
     }
-}
-
-/// Element names (in the empty namespace, after the group's name) of the services
-/// whose traffic shares a connection with the application's: SRDI index pushes,
-/// resolver queries and responses (which carry route and pipe resolution), discovery.
-const SERVICE_ELEMENTS: [&str; 5] = ["Srdi", "ORes", "IRes", "DiscQuery", "DiscResponse"];
-
-/// A discovery, SRDI or resolver message (`transaction::cause`'s `jxta`): told by its
-/// element names, as routed messages name only the router in their destination address.
-fn is_service_message(msg: &jxta::Message<'_>) -> bool {
-    msg.elements.iter().any(|e| {
-        e.namespace.is_empty()
-            && e.name.starts_with("jxta-")
-            && SERVICE_ELEMENTS.iter().any(|s| e.name.ends_with(s))
-    })
 }
 
 impl MessageHandler for Documents {

@@ -36,7 +36,7 @@ pub use message::{
     decode_message, decode_message_in, encode_message_v0, encode_message_v1, recycle_elements,
     Element, Message, OwnedElement,
 };
-pub use names::ElementNames;
+pub use names::{ElementNames, Payloads, Shape};
 pub use peer::{PeerId, PeerPart};
 pub use stream::{
     FramedMessage, StreamConfig, StreamEvent, StreamParser, StreamStart, DEFAULT_MAX_MESSAGE_BYTES,
@@ -192,17 +192,15 @@ crate::counters! {
 
 impl JxtaStats {
     /// Counts one decoded message and its elements (signature elements excluded: they
-    /// belong to their element).
-    pub fn count_message(&mut self, msg: &Message<'_>, udp: bool) {
+    /// belong to their element); what the documents stage needs of its names.
+    pub fn count_message(&mut self, msg: &Message<'_>, udp: bool) -> Shape {
         if udp {
             self.messages_udp += 1;
         } else {
             self.messages_tcp += 1;
         }
         self.elements += msg.elements.len() as u64;
-        for el in &msg.elements {
-            self.element_names.count(&el.namespace, &el.name);
-        }
+        self.element_names.count_message(&msg.elements)
     }
 
     pub fn count_malformed(&mut self, kind: Malformed) {

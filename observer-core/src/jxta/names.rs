@@ -7,8 +7,118 @@
 //! `(namespace, name)` pairs in front of the map answers nearly every element. Its
 //! entries hold the bytes inline and are compared a word at a time: boxed strings
 //! compared through `memcmp` cost ~137 instructions an element.
+//!
+//! In front of that table, a second one keeps whole messages' name sequences
+//! (layouts): JXSE sends a handful of them (a PING, a PONG and an SRDI push each
+//! carry the same names in the same order every time), so a message is counted by
+//! comparing its names with a layout's, without a look-up per element, and the
+//! layout also keeps the message's [`Shape`] for the documents stage. The per-element
+//! table cost ~83 instructions an element (docs/performance.md, stop 30, names19).
 
 use std::borrow::Cow;
+
+use super::Element;
+
+/// The namespace of the stack's own elements (router, endpoint addresses, wire
+/// headers); application payloads, and so JIM documents, are never in it.
+const STACK_NAMESPACE: &str = "jxta";
+
+/// Element names (in the empty namespace, after the group's name) of the services
+/// whose traffic shares a connection with the application's: SRDI index pushes,
+/// resolver queries and responses (which carry route and pipe resolution), discovery.
+const SERVICE_ELEMENTS: [&str; 5] = ["Srdi", "ORes", "IRes", "DiscQuery", "DiscResponse"];
+
+/// Elements whose place a [`Shape`] keeps as a bit; those after them are looked at when
+/// asked for.
+const SHAPE_BITS: usize = u64::BITS as usize;
+
+/// What the documents stage needs of a message's element names: which elements may
+/// carry a document (those not in the stack's namespace) and whether it is a service
+/// message. A function of the names alone, so a message layout the element-name table
+/// knows comes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Bit `i`: element `i` (of the first [`SHAPE_BITS`]) may carry a document.
+    payloads: u64,
+    /// A discovery, SRDI or resolver message (`transaction::cause`'s `jxta`): told by
+    /// its element names, as routed messages name only the router in their
+    /// destination address.
+    pub service: bool,
+}
+
+impl Shape {
+    /// The shape of a message without elements.
+    pub const NONE: Shape = Shape {
+        payloads: 0,
+        service: false,
+    };
+
+    /// The shape of a message with these elements.
+    pub fn of(elements: &[Element<'_>]) -> Shape {
+        let payloads = elements
+            .iter()
+            .take(SHAPE_BITS)
+            .enumerate()
+            .filter(|(_, e)| may_carry_document(e))
+            .fold(0, |bits, (i, _)| bits | 1 << i);
+        Shape {
+            payloads,
+            service: elements.iter().any(is_service_element),
+        }
+    }
+
+    /// The elements that may carry a document, in order: the shape's, of `elements`
+    /// (the message's it was made of).
+    pub fn payloads<'m, 'a>(self, elements: &'m [Element<'a>]) -> Payloads<'m, 'a> {
+        Payloads {
+            bits: self.payloads,
+            tail: SHAPE_BITS,
+            elements,
+        }
+    }
+}
+
+/// Whether an element may carry a document: the stack's own never do.
+fn may_carry_document(e: &Element<'_>) -> bool {
+    e.namespace != STACK_NAMESPACE
+}
+
+fn is_service_element(e: &Element<'_>) -> bool {
+    e.namespace.is_empty()
+        && e.name.starts_with("jxta-")
+        && SERVICE_ELEMENTS.iter().any(|s| e.name.ends_with(s))
+}
+
+/// The elements of a message that may carry a document ([`Shape::payloads`]). Cloned,
+/// it tells whether any is left after the current one.
+#[derive(Clone)]
+pub struct Payloads<'m, 'a> {
+    /// Those of the first [`SHAPE_BITS`] not yet given.
+    bits: u64,
+    /// The next element past them to look at.
+    tail: usize,
+    elements: &'m [Element<'a>],
+}
+
+impl<'m, 'a> Iterator for Payloads<'m, 'a> {
+    type Item = &'m Element<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'m Element<'a>> {
+        if self.bits != 0 {
+            let i = self.bits.trailing_zeros() as usize;
+            self.bits &= self.bits - 1;
+            return self.elements.get(i);
+        }
+        while let Some(e) = self.elements.get(self.tail) {
+            self.tail += 1;
+            if may_carry_document(e) {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
 
 /// Distinct names kept; further new names are counted under one key so a peer sending
 /// random names cannot grow the map without bound.
@@ -26,6 +136,16 @@ const RECENT_NAME: usize = 48;
 const KEY_ON_STACK: usize = 160;
 /// `slot` of an entry that holds nothing.
 const EMPTY: u32 = u32::MAX;
+
+/// Entries of the layout table: `1 << LAYOUT_BITS`, in pairs. With 16, three of
+/// `jxta-0.1g`'s seven layouts shared a pair and one in sixteen messages missed.
+const LAYOUT_BITS: u32 = 6;
+const LAYOUTS: usize = 1 << LAYOUT_BITS;
+/// Most elements of a layout the table keeps (JXSE's messages carry up to six), and
+/// most bytes of their namespaces and names together (its longest layout has 133).
+/// Longer messages are counted element by element.
+const LAYOUT_ELEMENTS: usize = 8;
+const LAYOUT_BYTES: usize = 224;
 
 #[derive(Debug, Clone, Copy)]
 struct Recent {
@@ -70,6 +190,82 @@ impl Recent {
                 .namespace
                 .get(..namespace.len())
                 .is_some_and(|n| same(n, namespace))
+    }
+}
+
+/// The names of a message's elements, in order, with the slot each is counted in and
+/// the message's [`Shape`] (a function of the names alone).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Elements; 0 for an entry that holds nothing (a message without elements has
+    /// nothing to count and is never kept).
+    len: u8,
+    /// Each element's namespace and name lengths.
+    lens: [[u8; 2]; LAYOUT_ELEMENTS],
+    slots: [u32; LAYOUT_ELEMENTS],
+    /// Each element's namespace then name, back to back.
+    bytes: [u8; LAYOUT_BYTES],
+    shape: Shape,
+}
+
+impl Layout {
+    const EMPTY: Layout = Layout {
+        len: 0,
+        lens: [[0; 2]; LAYOUT_ELEMENTS],
+        slots: [0; LAYOUT_ELEMENTS],
+        bytes: [0; LAYOUT_BYTES],
+        shape: Shape::NONE,
+    };
+
+    /// Appends the next element's names and slot, the bytes from `at` (moved past
+    /// them); `false` if they do not fit.
+    fn push(&mut self, at: &mut usize, namespace: &[u8], name: &[u8], slot: u32) -> bool {
+        let k = usize::from(self.len);
+        let (Ok(ns_len), Ok(name_len)) = (u8::try_from(namespace.len()), u8::try_from(name.len()))
+        else {
+            return false;
+        };
+        let end = *at + namespace.len() + name.len();
+        let (Some(lens), Some(s), Some((ns_dst, name_dst))) = (
+            self.lens.get_mut(k),
+            self.slots.get_mut(k),
+            self.bytes
+                .get_mut(*at..end)
+                .and_then(|b| b.split_at_mut_checked(namespace.len())),
+        ) else {
+            return false;
+        };
+        *lens = [ns_len, name_len];
+        *s = slot;
+        ns_dst.copy_from_slice(namespace);
+        name_dst.copy_from_slice(name);
+        self.len += 1;
+        *at = end;
+        true
+    }
+
+    /// Whether `elements` carry exactly this layout's names, in its order.
+    #[inline]
+    fn holds(&self, elements: &[Element<'_>]) -> bool {
+        if usize::from(self.len) != elements.len() {
+            return false;
+        }
+        let mut at = 0;
+        for (e, &[ns_len, name_len]) in elements.iter().zip(&self.lens) {
+            let (ns, nm) = (e.namespace.as_bytes(), e.name.as_bytes());
+            if ns.len() != usize::from(ns_len) || nm.len() != usize::from(name_len) {
+                return false;
+            }
+            let mid = at + ns.len();
+            let end = mid + nm.len();
+            let same_names = self.bytes.get(at..mid).is_some_and(|k| same(k, ns))
+                && self.bytes.get(mid..end).is_some_and(|k| same(k, nm));
+            if !same_names {
+                return false;
+            }
+            at = end;
+        }
+        true
     }
 }
 
@@ -133,8 +329,39 @@ fn fold(s: &[u8]) -> u64 {
 /// `jxta-NetGroupORes`) differ in their last eight bytes.
 #[inline]
 fn recent_index(namespace: &[u8], name: &[u8]) -> usize {
-    let packed = fold(name) ^ ((name.len() as u64) << 8 | namespace.len() as u64).rotate_right(16);
-    (packed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT_BITS)) as usize
+    table_index(namespace, name, 0, RECENT_BITS)
+}
+
+/// The pair of layout entries a message may sit in: its element count and its first
+/// element's names, mixed as [`recent_index`] does (JXSE's layouts of as many elements
+/// differ in their first element: the service's or the application's).
+#[inline]
+fn layout_index(first: &Element<'_>, count: usize) -> usize {
+    table_index(
+        first.namespace.as_bytes(),
+        first.name.as_bytes(),
+        count,
+        LAYOUT_BITS,
+    )
+}
+
+/// `bits` bits of a mix of `count`, the lengths and the name's first and last bytes.
+#[inline]
+fn table_index(namespace: &[u8], name: &[u8], count: usize, bits: u32) -> usize {
+    let lens = (count as u64) << 32 | (name.len() as u64) << 8 | namespace.len() as u64;
+    let packed = fold(name) ^ lens.rotate_right(16);
+    (packed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+}
+
+/// The entry of the pair `at`, `at ^ 1` a new entry goes in: an empty one, else the
+/// first (the second keeps what it held).
+#[inline]
+fn pick_entry(at: usize, taken: impl Fn(usize) -> bool) -> usize {
+    if taken(at) && !taken(at ^ 1) {
+        at ^ 1
+    } else {
+        at
+    }
 }
 
 /// Element counts by name. Reads like the map it replaces (`get`, `keys`, `len`,
@@ -146,6 +373,8 @@ pub struct ElementNames {
     counts: Vec<u64>,
     /// `RECENT` entries once the first element is counted.
     recent: Vec<Recent>,
+    /// `LAYOUTS` entries once the first message is counted.
+    layouts: Vec<Layout>,
 }
 
 fn joined(namespace: &str, name: &str) -> String {
@@ -157,10 +386,66 @@ fn joined(namespace: &str, name: &str) -> String {
 }
 
 impl ElementNames {
-    /// Counts one element named `name` in `namespace`. Inlined into the loop over a
-    /// message's elements: the call cost ~20 instructions of the ~100 of a hit.
+    /// Counts every element of a message (as [`Self::count`] each, in order); the
+    /// message's [`Shape`]. A layout the table holds is counted as a whole.
+    #[inline]
+    pub fn count_message(&mut self, elements: &[Element<'_>]) -> Shape {
+        let Some(first) = elements.first() else {
+            return Shape::NONE;
+        };
+        let at = layout_index(first, elements.len());
+        for i in [at, at ^ 1] {
+            if let Some(l) = self.layouts.get(i) {
+                if l.holds(elements) {
+                    for &slot in l.slots.get(..elements.len()).unwrap_or_default() {
+                        if let Some(c) = self.counts.get_mut(slot as usize) {
+                            *c += 1;
+                        }
+                    }
+                    return l.shape;
+                }
+            }
+        }
+        self.count_layout_missed(elements, at)
+    }
+
+    /// A message whose layout the table did not hold: counted element by element, and
+    /// its layout kept if it fits, in entry `at` or `at ^ 1`.
+    #[cold]
+    #[inline(never)]
+    fn count_layout_missed(&mut self, elements: &[Element<'_>], at: usize) -> Shape {
+        let shape = Shape::of(elements);
+        let mut entry = Layout {
+            shape,
+            ..Layout::EMPTY
+        };
+        let (mut fits, mut end) = (true, 0);
+        for e in elements {
+            let slot = self.count_slot(&e.namespace, &e.name);
+            fits = fits && entry.push(&mut end, e.namespace.as_bytes(), e.name.as_bytes(), slot);
+        }
+        if fits {
+            if self.layouts.is_empty() {
+                self.layouts = vec![Layout::EMPTY; LAYOUTS];
+            }
+            let i = pick_entry(at, |i| self.layouts.get(i).is_some_and(|l| l.len != 0));
+            if let Some(l) = self.layouts.get_mut(i) {
+                *l = entry;
+            }
+        }
+        shape
+    }
+
+    /// Counts one element named `name` in `namespace`.
     #[inline]
     pub fn count(&mut self, namespace: &str, name: &str) {
+        self.count_slot(namespace, name);
+    }
+
+    /// [`Self::count`], and the slot counted in. Inlined into the loop over a
+    /// message's elements: the call cost ~20 instructions of the ~100 of a hit.
+    #[inline]
+    fn count_slot(&mut self, namespace: &str, name: &str) -> u32 {
         let (ns, nm) = (namespace.as_bytes(), name.as_bytes());
         let at = recent_index(ns, nm);
         for i in [at, at ^ 1] {
@@ -168,36 +453,31 @@ impl ElementNames {
                 if r.holds(ns, nm) {
                     if let Some(c) = self.counts.get_mut(r.slot as usize) {
                         *c += 1;
-                        return;
+                        return r.slot;
                     }
                 }
             }
         }
-        self.count_missed(namespace, name, at);
+        self.count_missed(namespace, name, at)
     }
 
     /// A name the table did not hold: counted in the map, and kept in the table if it
-    /// fits, in entry `at` or `at ^ 1`.
+    /// fits, in entry `at` or `at ^ 1`; the slot counted in.
     #[cold]
     #[inline(never)]
-    fn count_missed(&mut self, namespace: &str, name: &str, at: usize) {
+    fn count_missed(&mut self, namespace: &str, name: &str, at: usize) -> u32 {
         let slot = self.count_in_map(namespace, name);
         let Some(entry) = Recent::new(namespace.as_bytes(), name.as_bytes(), slot) else {
-            return;
+            return slot;
         };
         if self.recent.is_empty() {
             self.recent = vec![Recent::EMPTY; RECENT];
         }
-        // An empty entry of the pair, else the first (the second keeps the other name).
-        let taken = |r: Option<&Recent>| r.is_some_and(|r| r.slot != EMPTY);
-        let i = if taken(self.recent.get(at)) && !taken(self.recent.get(at ^ 1)) {
-            at ^ 1
-        } else {
-            at
-        };
+        let i = pick_entry(at, |i| self.recent.get(i).is_some_and(|r| r.slot != EMPTY));
         if let Some(e) = self.recent.get_mut(i) {
             *e = entry;
         }
+        slot
     }
 
     /// The slow path: the key built (on the stack when it fits) and counted in the map;
@@ -285,8 +565,9 @@ impl crate::counters::Absorb for ElementNames {
                 *c += v;
             }
         }
-        // A name the table sent to `(other)` may have a key of its own now.
+        // A name the tables sent to `(other)` may have a key of its own now.
         self.recent.clear();
+        self.layouts.clear();
     }
 }
 
@@ -434,6 +715,214 @@ mod tests {
         a.count("", "late");
         assert_eq!(a.get("late"), Some(2));
         assert_eq!(a.get(OTHER_NAMES_KEY), Some(1));
+    }
+
+    /// The layout table too: a message counted before the merge (its layout then
+    /// holding `(other)`'s slot) and again after it.
+    #[test]
+    fn absorb_forgets_the_layouts() {
+        let mut a = ElementNames::default();
+        for i in 0..MAX_ELEMENT_NAMES {
+            a.count("", &format!("a{i}"));
+        }
+        let late = [element("", "late"), element("jxta", "EndpointRouterMsg")];
+        a.count_message(&late);
+        a.count_message(&late);
+        assert_eq!(a.get(OTHER_NAMES_KEY), Some(4));
+        let mut b = ElementNames::default();
+        b.count_message(&late);
+        a.absorb(&b);
+        a.count_message(&late);
+        assert_eq!(a.get("late"), Some(2));
+        assert_eq!(a.get("jxta:EndpointRouterMsg"), Some(2));
+        assert_eq!(a.get(OTHER_NAMES_KEY), Some(4));
+    }
+
+    fn element<'a>(namespace: &'a str, name: &'a str) -> Element<'a> {
+        Element {
+            namespace: Cow::Borrowed(namespace),
+            name: Cow::Borrowed(name),
+            mime: None,
+            content: b"",
+            signature: None,
+        }
+    }
+
+    /// What the documents stage did with a message before [`Shape`]: whether it is a
+    /// service message, and each element not in the `jxta` namespace with whether it is
+    /// the last such (by index).
+    fn reference_shape(elements: &[Element<'_>]) -> (bool, Vec<(usize, bool)>) {
+        let service = elements.iter().any(|e| {
+            e.namespace.is_empty()
+                && e.name.starts_with("jxta-")
+                && ["Srdi", "ORes", "IRes", "DiscQuery", "DiscResponse"]
+                    .iter()
+                    .any(|s| e.name.ends_with(s))
+        });
+        let mut payloads = Vec::new();
+        for (i, e) in elements.iter().enumerate() {
+            if e.namespace == "jxta" {
+                continue;
+            }
+            let last = elements[i + 1..].iter().all(|e| e.namespace == "jxta");
+            payloads.push((i, last));
+        }
+        (service, payloads)
+    }
+
+    /// A shape as the documents stage reads it, in the terms of [`reference_shape`].
+    fn read_shape(shape: Shape, elements: &[Element<'_>]) -> (bool, Vec<(usize, bool)>) {
+        let mut payloads = shape.payloads(elements);
+        let mut read = Vec::new();
+        while let Some(e) = payloads.next() {
+            let i = elements
+                .iter()
+                .position(|x| std::ptr::eq(x, e))
+                .expect("an element of the message");
+            read.push((i, payloads.clone().next().is_none()));
+        }
+        (shape.service, read)
+    }
+
+    /// Counts `messages` in turn through the layout table, checking each one's shape
+    /// against the old per-message code, and all counts against the reference.
+    fn check_messages(messages: &[Vec<(&str, &str)>]) -> ElementNames {
+        let mut n = ElementNames::default();
+        for m in messages {
+            let elements: Vec<Element<'_>> = m.iter().map(|(ns, nm)| element(ns, nm)).collect();
+            let shape = n.count_message(&elements);
+            assert_eq!(
+                read_shape(shape, &elements),
+                reference_shape(&elements),
+                "{m:?}"
+            );
+        }
+        let all: Vec<(&str, &str)> = messages.iter().flatten().copied().collect();
+        assert_eq!(counted(&n), reference(&all));
+        n
+    }
+
+    /// JXSE's layouts, and messages that share a layout's entry, its lengths or all
+    /// but a byte of its names; layouts too long for the table (elements, bytes, one
+    /// name of 300 bytes); an empty message and empty names; payloads after the 64
+    /// elements a shape keeps as bits.
+    #[test]
+    fn messages_count_like_their_elements() {
+        const ESA: (&str, &str) = ("jxta", "EndpointSourceAddress");
+        const EDA: (&str, &str) = ("jxta", "EndpointDestinationAddress");
+        const ERM: (&str, &str) = ("jxta", "EndpointRouterMsg");
+        const RVP: (&str, &str) = ("jxta", "RendezVousPropagatejxta-NetGroup");
+        let long = "n".repeat(300);
+        let wide = "w".repeat(60);
+        let many: Vec<(&str, &str)> = (0..70)
+            .map(|i| match i % 9 {
+                0 => ("", "jxta-NetGroupSrdi"),
+                3 => ("pingpong", "payload"),
+                _ => ERM,
+            })
+            .chain([("", "late"), ERM, ERM])
+            .collect();
+        let mut after_64 = vec![ERM; 66];
+        after_64.push(("jim", "JimMessage"));
+        after_64.push(ERM);
+        let layouts: Vec<Vec<(&str, &str)>> = vec![
+            vec![("pingpong", "payload"), ERM, ESA, EDA],
+            vec![("jxta", "jxta-NetGroupSrdi"), RVP, ERM, ESA, EDA],
+            vec![("jxta", "jxta-NetGroupIRes"), ERM, ESA, EDA],
+            vec![("jxta", "jxta-NetGroupORes"), ERM, ESA, EDA],
+            vec![("jxta", "jxta-NetGroupORes"), RVP, ERM, ESA, EDA],
+            vec![("", "jxta-NetGroupORes"), ERM, ESA, EDA],
+            vec![("", "jxta-NetGroupDiscQuery"), ("", "x"), ESA],
+            vec![("jxta", "Connect"), ESA, EDA],
+            // The first element of the first layout, the rest differing in a byte, a
+            // length, a namespace, or their number.
+            vec![
+                ("pingpong", "payload"),
+                ERM,
+                ESA,
+                ("jxta", "EndpointDestinationAddresS"),
+            ],
+            vec![
+                ("pingpong", "payload"),
+                ERM,
+                ESA,
+                ("jxta", "EndpointDestinationAddres"),
+            ],
+            vec![
+                ("pingpong", "payload"),
+                ERM,
+                ESA,
+                ("jxtb", "EndpointDestinationAddress"),
+            ],
+            vec![("pingpong", "payload"), ERM, ("jxta", ""), EDA],
+            vec![("pingpong", "payload"), ERM, ESA],
+            vec![("pingpong", "payload"), ERM, ESA, EDA, EDA],
+            vec![("pingpong", "payload"); 8],
+            vec![("pingpong", "payload"); 9],
+            vec![("", ""), ("", "")],
+            vec![],
+            vec![("jxta", long.as_str()), ESA],
+            vec![("", wide.as_str()); 4],
+            vec![(wide.as_str(), wide.as_str()); 2],
+            many,
+            after_64,
+        ];
+        // Each in turn, three rounds, then each twice in a row.
+        let mut messages: Vec<Vec<(&str, &str)>> = layouts
+            .iter()
+            .cycle()
+            .take(layouts.len() * 3)
+            .cloned()
+            .collect();
+        messages.extend(layouts.iter().flat_map(|l| [l.clone(), l.clone()]));
+        check_messages(&messages);
+    }
+
+    /// Layouts of names past the cap: their slot is `(other)`'s, kept as such.
+    #[test]
+    fn layouts_past_the_cap_count_like_the_map() {
+        let names: Vec<String> = (0..MAX_ELEMENT_NAMES + 30)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let messages: Vec<Vec<(&str, &str)>> = names
+            .chunks(3)
+            .flat_map(|c| {
+                let m: Vec<(&str, &str)> = c.iter().map(|n| ("", n.as_str())).collect();
+                [m.clone(), m]
+            })
+            .collect();
+        let n = check_messages(&messages);
+        assert_eq!(n.get(OTHER_NAMES_KEY), Some(60));
+    }
+
+    proptest::proptest! {
+        /// Messages of names from a small vocabulary (so that layouts repeat, share
+        /// entries and are evicted), counted through the layout table: the counts of
+        /// every element counted apart, and each message's shape as the old code's.
+        #[test]
+        fn any_messages_count_like_their_elements(
+            messages in proptest::collection::vec(
+                proptest::collection::vec((0usize..4, 0usize..12), 0..12),
+                0..60,
+            ),
+            repeat in 1usize..4,
+        ) {
+            const NAMESPACES: [&str; 4] = ["", "jxta", "jxtb", "pingpong"];
+            const NAMES: [&str; 12] = [
+                "payload", "paxload", "", "EndpointRouterMsg", "EndpointRouterMsh",
+                "jxta-NetGroupSrdi", "jxta-NetGroupIRes", "jxta-NetGroupORes",
+                "jxta-DiscResponse", "x", "RendezVousPropagatejxta-NetGroup",
+                "EndpointSourceAddress",
+            ];
+            let messages: Vec<Vec<(&str, &str)>> = messages
+                .iter()
+                .flat_map(|m| {
+                    let m: Vec<(&str, &str)> = m.iter().map(|&(a, b)| (NAMESPACES[a], NAMES[b])).collect();
+                    std::iter::repeat_n(m, repeat)
+                })
+                .collect();
+            check_messages(&messages);
+        }
     }
 
     #[test]
