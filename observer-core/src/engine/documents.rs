@@ -219,7 +219,7 @@ pub(crate) struct Origin<'a> {
     /// identities (no welcome line there).
     pub http: Option<(SocketAddr, SocketAddr)>,
     /// The router document the flow direction sent last (none for UDP).
-    pub router: Option<&'a mut jxta::LastRouter>,
+    pub router: Option<jxta::endpoint::DirRouter<'a>>,
 }
 
 /// Who speaks at a socket address of the HTTP transport, as one other host knows it:
@@ -408,8 +408,7 @@ impl Documents {
             // The message's last element that may hold a document takes what its
             // sighting needs from the origin; earlier ones copy it.
             let last = payloads.clone().next().is_none();
-            let ends =
-                peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_deref_mut()));
+            let ends = peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_mut()));
             // Each sighting built whole where it is made: its parts gathered in a tuple
             // first cost two copies of the notes (`memcpy`, ~30 instructions each).
             let mut sighting = if last {
@@ -545,7 +544,7 @@ mod tests {
             hop_src: Some(Cow::Borrowed(&hop)),
             hop_dst: None,
             http: None,
-            router: Some(&mut router),
+            router: Some(jxta::endpoint::DirRouter::new(&mut router)),
         };
         let handled = docs.decode_at(&framed, &mut origin, &mut notes);
         assert!(matches!(origin.hop_src, None | Some(Cow::Borrowed(_))));

@@ -156,6 +156,36 @@ fn unshared((src, dst): &SharedEnds) -> EndPeers {
 #[derive(Debug, Default)]
 pub struct LastRouter(Option<Box<HeldRouter>>);
 
+/// A flow direction's [`LastRouter`], with the peers its connection's welcome lines
+/// named (this direction's sender first): a direction's first router document names
+/// them nearly always (`<Src>` the sender, `<Dest>` the other side), and a text equal
+/// to one's unique part is that peer, found by one comparison where the shared table
+/// hashed the text and compared it again (~190 instructions a look-up).
+#[derive(Debug)]
+pub struct DirRouter<'a> {
+    pub last: &'a mut LastRouter,
+    pub hops: [Option<&'a Arc<PeerId>>; 2],
+}
+
+impl<'a> DirRouter<'a> {
+    /// A direction whose welcome peers are not known.
+    pub fn new(last: &'a mut LastRouter) -> Self {
+        DirRouter {
+            last,
+            hops: [None, None],
+        }
+    }
+}
+
+/// The hop whose unique part `text` is: the peer a check of `text` names, since every
+/// `PeerId` is built from a checked part (see [`held_peer`]).
+fn hop_named(hops: [Option<&Arc<PeerId>>; 2], text: &str) -> Option<Arc<PeerId>> {
+    hops.into_iter()
+        .flatten()
+        .find(|hop| hop.unique() == text)
+        .cloned()
+}
+
 #[derive(Debug)]
 struct HeldRouter {
     len: usize,
@@ -201,7 +231,7 @@ impl PeerMemo {
     /// Documents larger than this are parsed every time rather than kept.
     const MAX_KEY: usize = 4096;
     /// `last`: the router document of the message's flow direction (none for UDP).
-    pub fn peers(&mut self, msg: &Message<'_>, mut last: Option<&mut LastRouter>) -> EndPeers {
+    pub fn peers(&mut self, msg: &Message<'_>, mut last: Option<&mut DirRouter<'_>>) -> EndPeers {
         let mut erm: Option<EndPeers> = None;
         let mut header_src: Option<PeerId> = None;
         for el in &msg.elements {
@@ -225,9 +255,12 @@ impl PeerMemo {
     }
 
     /// `None` when the document is not UTF-8 (skipped, as [`addressing`] does).
-    fn router(&mut self, content: &[u8], last: Option<&mut LastRouter>) -> Option<EndPeers> {
-        let Some(last) = last else {
-            return self.memo_router(content, true).as_ref().map(unshared);
+    fn router(&mut self, content: &[u8], dir: Option<&mut DirRouter<'_>>) -> Option<EndPeers> {
+        let Some(DirRouter { last, hops }) = dir else {
+            return self
+                .memo_router(content, true, [None, None])
+                .as_ref()
+                .map(unshared);
         };
         let hash = router_hash(content);
         if let Some(h) = last.0.as_deref() {
@@ -244,7 +277,7 @@ impl PeerMemo {
         } else {
             !self.first_seen.insert((content.len(), hash))
         };
-        let ends = self.memo_router(content, recurs);
+        let ends = self.memo_router(content, recurs, *hops);
         let peers = ends.as_ref().map(unshared);
         last.0 = ends.map(|(src, dst)| {
             Box::new(HeldRouter {
@@ -257,8 +290,14 @@ impl PeerMemo {
         peers
     }
 
-    /// `keep`: a document the memo misses is kept for the next time.
-    fn memo_router(&mut self, content: &[u8], keep: bool) -> Option<SharedEnds> {
+    /// `keep`: a document the memo misses is kept for the next time; `hops`: the
+    /// connection's welcome peers ([`DirRouter`]).
+    fn memo_router(
+        &mut self,
+        content: &[u8],
+        keep: bool,
+        hops: [Option<&Arc<PeerId>>; 2],
+    ) -> Option<SharedEnds> {
         if let Some(hit) = self.routers.get(content) {
             self.hits += 1;
             return Some(hit.clone());
@@ -267,7 +306,7 @@ impl PeerMemo {
         let xml = super::wire_str(content).ok()?;
         let shared = &mut self.shared;
         let peers = router_peers_with(xml, |address, find| match find {
-            Find::Held => held_peer(shared, address),
+            Find::Held => hop_named(hops, address).or_else(|| held_peer(shared, address)),
             Find::Any => shared_checked(shared, address),
         });
         if keep && content.len() <= Self::MAX_KEY {
@@ -1156,7 +1195,7 @@ mod tests {
         {
             let body = erm_body(xml);
             let msg = decode_message(&body).unwrap();
-            let got = memo.peers(&msg, Some(&mut last));
+            let got = memo.peers(&msg, Some(&mut DirRouter::new(&mut last)));
             assert_eq!(got, router_peers(xml), "message {i}");
             assert_eq!(got, memo.peers(&msg, None), "message {i}: the memo agrees");
         }
@@ -1177,7 +1216,7 @@ mod tests {
             let xml = erm_xml(&a, &b, service, &a);
             let body = erm_body(&xml);
             let msg = decode_message(&body).unwrap();
-            let peers = memo.peers(&msg, Some(&mut LastRouter::default()));
+            let peers = memo.peers(&msg, Some(&mut DirRouter::new(&mut LastRouter::default())));
             assert_eq!(peers, router_peers(&xml));
             got.push(peers);
         }
@@ -1203,7 +1242,8 @@ mod tests {
                 let xml = erm_xml(&a, &b, &format!("PipeService/urn:jxta:uuid-{i:05X}"), &a);
                 let body = erm_body(&xml);
                 let msg = decode_message(&body).unwrap();
-                assert_eq!(memo.peers(&msg, Some(d)), router_peers(&xml), "{round} {i}");
+                let got = memo.peers(&msg, Some(&mut DirRouter::new(d)));
+                assert_eq!(got, router_peers(&xml), "{round} {i}");
             }
         }
         assert!(n > PeerMemo::CAPACITY);
@@ -1230,7 +1270,10 @@ mod tests {
         let mut dirs: Vec<LastRouter> = (0..3).map(|_| LastRouter::default()).collect();
         let mut kept = Vec::new();
         for d in &mut dirs {
-            assert_eq!(memo.peers(&msg, Some(d)), router_peers(&xml));
+            assert_eq!(
+                memo.peers(&msg, Some(&mut DirRouter::new(d))),
+                router_peers(&xml)
+            );
             kept.push((memo.routers.len(), memo.hits, memo.misses));
         }
         assert_eq!(kept, [(0, 0, 1), (1, 0, 2), (1, 1, 2)]);
@@ -1242,6 +1285,60 @@ mod tests {
         assert_eq!((memo.routers.len(), memo.misses), (2, 3));
         assert_eq!(memo.peers(&msg, None), router_peers(&udp));
         assert_eq!(memo.hits, 2);
+    }
+
+    /// Documents whose `<Src>` and `<Dest>` are address-ish pieces, the hops' IDs among
+    /// them: with the connection's hops given, the memo's peers are those parsing
+    /// gives, and a text that is a hop's unique part is that hop itself.
+    #[test]
+    fn hops_name_the_peers_parsing_names() {
+        let hop = |t: &str| Arc::new(PeerId::parse(t).expect("a valid peer ID"));
+        let (a, b) = (hop("uuid-AB03"), hop("urn:jxta:cbid-CD03"));
+        let pieces = [
+            "jxta://",
+            "jx ta://",
+            "uuid-AB03",
+            "UUID-AB03",
+            "uuid-AB0",
+            "cbid-CD03",
+            "urn:jxta:uuid-AB03",
+            "uuid-9903",
+            "/PipeService/urn:jxta:uuid-AB04",
+            " ",
+            "\t",
+            "\u{7f}",
+            "\u{e9}",
+            "",
+        ];
+        let mut texts = Vec::new();
+        for x in pieces {
+            for y in pieces {
+                texts.push(format!("{x}{y}"));
+            }
+        }
+        let mut from_hop = 0;
+        for hops in [[Some(&a), Some(&b)], [Some(&b), None], [None, Some(&a)]] {
+            for (i, s) in texts.iter().enumerate() {
+                let d = &texts[(i * 7) % texts.len()];
+                for (s, d) in [(s, d), (d, s)] {
+                    let xml = format!("<jxta:ERM xmlns:jxta=\"http://jxta.org\"><Src>{s}</Src><Dest>{d}</Dest></jxta:ERM>");
+                    let mut memo = PeerMemo::default();
+                    let got = memo.memo_router(xml.as_bytes(), false, hops);
+                    assert_eq!(
+                        got.as_ref().map(unshared),
+                        Some(router_peers(&xml)),
+                        "{xml}"
+                    );
+                    let (gs, gd) = got.unwrap_or_default();
+                    for p in [gs, gd].iter().flatten() {
+                        if hops.iter().flatten().any(|h| Arc::ptr_eq(h, p)) {
+                            from_hop += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(from_hop > 0);
     }
 
     /// Source and destination texts of address-ish pieces, held IDs among them, into a

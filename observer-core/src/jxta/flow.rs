@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::endpoint::DirRouter;
 use super::peer::{shared_peer, SharedPeers};
 use super::StreamStart;
 use super::{
@@ -33,8 +34,9 @@ pub struct FlowMessage<'a> {
     /// What the connection did around the message (`transaction::cause`). Lent, to be
     /// taken by the message's last document: moved in by value, it was copied whole.
     pub wire: &'a mut WireNotes,
-    /// The router document this direction sent last (see [`LastRouter`]).
-    pub router: &'a mut LastRouter,
+    /// The router document this direction sent last, with the connection's welcome
+    /// peers (see [`DirRouter`]).
+    pub router: DirRouter<'a>,
 }
 
 /// What happens to each message framed on a flow.
@@ -201,7 +203,13 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                 hop_src: peers[dir.index()].as_deref(),
                                 hop_dst: peers[dir.other().index()].as_deref(),
                                 wire: &mut wire,
-                                router: &mut routers[dir.index()],
+                                router: DirRouter {
+                                    last: &mut routers[dir.index()],
+                                    hops: [
+                                        peers[dir.index()].as_ref(),
+                                        peers[dir.other().index()].as_ref(),
+                                    ],
+                                },
                             };
                             let handled = handler.message(&m, at);
                             if handled.service {
