@@ -1941,6 +1941,43 @@ mod pair_table_tests {
         );
     }
 
+    /// One random leg at `t` for the randomised tests: a document of one of `kinds`
+    /// between two of `peers` peers, with a correlator but one time in `correlated`
+    /// (one of 40, so they are reused), and now and then a relay's hop other than the
+    /// ends.
+    fn random_leg(
+        next: &mut impl FnMut(u64) -> u64,
+        t: u64,
+        peers: u64,
+        kinds: &[Kind],
+        correlated: u64,
+    ) -> (Document, Sighting) {
+        let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let (a, b) = (next(peers), next(peers));
+        let kind = kinds[next(kinds.len() as u64) as usize];
+        let doc = Document {
+            kind,
+            name: Some(format!("peer{a}")),
+            correlator: (next(correlated) > 0).then(|| format!("c{}", next(40))),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
+        let sighting = Sighting {
+            start: t,
+            stop: t + 10,
+            src_peer: id(a),
+            dst_peer: id(b),
+            hop_src: hop(a),
+            hop_dst: hop(b),
+            framed_bytes: 1000,
+            message_bytes: 900,
+            transport: Transport::Tcp,
+            wire: Default::default(),
+        };
+        (doc, sighting)
+    }
+
     /// A PING whose correlator was not among the finished has its entry added without
     /// a look for it (`insert_new`, whose debug assertion looks all the same): over
     /// random traffic of three peers and four correlators, with relays, transits,
@@ -1948,7 +1985,6 @@ mod pair_table_tests {
     /// never there already, and both ways of adding one are taken.
     #[test]
     fn fresh_pings_are_not_remembered_yet() {
-        let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
         let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
         let mut next = move |n: u64| rng() % n;
         let (mut ways, mut repeats) = ([0u64; 2], 0);
@@ -1961,29 +1997,7 @@ mod pair_table_tests {
             let (mut out, mut t) = (Vec::new(), 0u64);
             for _ in 0..20_000 {
                 t += [1_000_000, 50_000_000, 700_000_000, 4_000_000_000][next(4) as usize];
-                let (a, b) = (next(3), next(3));
-                let kind = [Kind::Ping, Kind::Pong][next(2) as usize];
-                let doc = Document {
-                    kind,
-                    name: Some(format!("peer{a}")),
-                    correlator: (next(5) > 0).then(|| format!("c{}", next(40))),
-                    status: (kind == Kind::Pong).then_some(Status::Online),
-                    ..Default::default()
-                };
-                // Now and then a relay's leg: hops other than the ends.
-                let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
-                let s = Sighting {
-                    start: t,
-                    stop: t + 10,
-                    src_peer: id(a),
-                    dst_peer: id(b),
-                    hop_src: hop(a),
-                    hop_dst: hop(b),
-                    framed_bytes: 1000,
-                    message_bytes: 900,
-                    transport: Transport::Tcp,
-                    wire: Default::default(),
-                };
+                let (doc, s) = random_leg(&mut next, t, 3, &[Kind::Ping, Kind::Pong], 5);
                 m.observe(&doc, &s, &mut out);
             }
             m.finish(t, &mut out);
@@ -2129,7 +2143,6 @@ mod pair_table_tests {
     /// is kept as live and the bits span no more than the PINGs since the oldest.
     #[test]
     fn live_seqs_follow_the_outstanding_pings() {
-        let id = |n: u64| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
         let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
         let mut next = move |n: u64| rng() % n;
         let mut m = Matcher::new(MatcherConfig {
@@ -2140,28 +2153,8 @@ mod pair_table_tests {
         let (mut out, mut t) = (Vec::new(), 0u64);
         for step in 0..20_000 {
             t += [1_000_000, 50_000_000, 700_000_000, 4_000_000_000][next(4) as usize];
-            let (a, b) = (next(5), next(5));
-            let kind = [Kind::Ping, Kind::Ping, Kind::Pong][next(3) as usize];
-            let doc = Document {
-                kind,
-                name: Some(format!("peer{a}")),
-                correlator: (next(3) > 0).then(|| format!("c{}", next(40))),
-                status: (kind == Kind::Pong).then_some(Status::Online),
-                ..Default::default()
-            };
-            let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
-            let s = Sighting {
-                start: t,
-                stop: t + 10,
-                src_peer: id(a),
-                dst_peer: id(b),
-                hop_src: hop(a),
-                hop_dst: hop(b),
-                framed_bytes: 1000,
-                message_bytes: 900,
-                transport: Transport::Tcp,
-                wire: Default::default(),
-            };
+            let kinds = [Kind::Ping, Kind::Ping, Kind::Pong];
+            let (doc, s) = random_leg(&mut next, t, 5, &kinds, 3);
             m.observe(&doc, &s, &mut out);
             let seqs: Vec<u64> = m
                 .pairs
