@@ -1147,10 +1147,14 @@ impl Matcher {
             if !self.live_seqs.maybe(seq) {
                 continue;
             }
+            // A set bit whose PING its pair no longer holds is one a path failed to
+            // clear: cleared here, so that the bits cannot grow over a long run.
             let Some(state) = self.pairs.get_mut(&pair) else {
+                self.live_seqs.remove(seq);
                 continue;
             };
             let Some(i) = state.outstanding.iter().position(|p| p.seq == seq) else {
+                self.live_seqs.remove(seq);
                 continue;
             };
             let Some(p) = state.outstanding.remove(i) else {
@@ -1548,7 +1552,21 @@ impl Matcher {
     /// PINGs was 9 % of the run (perf, 10,000 peers × 10 buddies).
     fn rebuild_deadlines(&mut self) {
         let mut deadlines = std::mem::take(&mut self.deadlines);
-        deadlines.retain(|Reverse((_, seq, pair))| self.outstanding(*seq, pair));
+        let (live_seqs, pairs) = (&mut self.live_seqs, &self.pairs);
+        deadlines.retain(|Reverse((_, seq, pair))| {
+            if !live_seqs.maybe(*seq) {
+                return false;
+            }
+            let held = pairs
+                .get(pair)
+                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == *seq));
+            // As at expiry: a bit left set for a PING gone from its pair is cleared
+            // with its entry, whose going would otherwise leave it set for good.
+            if !held {
+                live_seqs.remove(*seq);
+            }
+            held
+        });
         self.deadlines = deadlines;
     }
 
@@ -2136,6 +2154,29 @@ mod pair_table_tests {
         assert!(live.words() <= 1, "{} words", live.words());
         // Numbers below the first kept were removed.
         assert!(!live.maybe(3));
+    }
+
+    /// A bit left set for a PING its pair no longer holds (a clear some path missed) is
+    /// cleared when the PING's deadline comes, so the bits stay bounded by what is
+    /// outstanding however long the run.
+    #[test]
+    fn a_missed_clear_is_cleared_at_the_deadline() {
+        let mut next = |_: u64| 0;
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        let (ping, s) = random_leg(&mut next, 0, 1, &[Kind::Ping], 2);
+        m.observe(&ping, &s, &mut out);
+        let seq = m.next_seq - 1;
+        assert!(m.live_seqs.maybe(seq));
+        // The PING leaves its pair without its bit cleared.
+        for (_, st) in m.pairs.iter_mut() {
+            st.outstanding.take_all();
+        }
+        m.live -= 1;
+        m.advance(m.cfg.timeout_ns + 1, &mut out);
+        assert!(!m.live_seqs.maybe(seq), "stale bit kept");
+        assert!(m.live_seqs.words() <= 1, "{} words", m.live_seqs.words());
+        assert!(out.is_empty(), "{out:?}");
     }
 
     /// Over random traffic with small caps (pairs evicted, the oldest PING of a full
