@@ -63,9 +63,47 @@ impl Drop for Children {
     }
 }
 
+/// Where [`free_port`] starts looking, below the kernel's ephemeral range.
+const FIXED_PORTS_FROM: u16 = 10_000;
+
 /// A loopback port nothing listens on now, for a server a test starts: fixed ports
 /// collide between concurrent runs.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), and never the
+/// same twice in one process: a port from `bind(0)` is free again the moment it is
+/// returned, so the kernel may hand it to the next `bind(0)` or `connect` (another
+/// test's server on port 0, a client's source port) before the server meant for it
+/// binds it, and a test then talks to a stranger. Concurrent processes start at
+/// different places (the pid) and a port is checked by binding it.
 pub fn free_port() -> crate::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let low = ephemeral_low().unwrap_or(32_768);
+    if low <= FIXED_PORTS_FROM + 1_000 {
+        return ephemeral_port();
+    }
+    let span = u32::from(low - FIXED_PORTS_FROM);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let Ok(port) = u16::try_from(u32::from(FIXED_PORTS_FROM) + i) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    ephemeral_port()
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+fn ephemeral_port() -> crate::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(crate::io_error("binding an ephemeral port"))?;
     Ok(l.local_addr()
@@ -108,6 +146,21 @@ mod tests {
         drop(Children(vec![("sleep".into(), child)]));
         // Reaped: /proc has no entry any more.
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    /// Ports handed out are distinct, outside the range the kernel picks from for
+    /// `bind(0)` and `connect`, and free (bindable) when returned.
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let low = ephemeral_low().expect("ip_local_port_range");
+        let ports: Vec<u16> = (0..200).map(|_| free_port().expect("a port")).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        for p in &ports {
+            assert!(*p >= FIXED_PORTS_FROM && *p < low, "{p} not below {low}");
+        }
+        let last = ports.last().copied().unwrap_or_default();
+        assert!(std::net::TcpListener::bind(("127.0.0.1", last)).is_ok());
     }
 
     #[test]

@@ -1089,4 +1089,27 @@ mod tests {
             proptest::prop_assert_eq!(bodies(&evs), expect);
         }
     }
+
+    /// The peer closes a connection that starts with something else than JXTA as soon
+    /// as a read shows skipped bytes: an HTTP request shows them whatever the read
+    /// boundaries (the bytes of a split first read are held, not decided on).
+    #[test]
+    fn a_non_jxta_start_is_skipped_whatever_the_split() {
+        let input = b"GET / HTTP/1.0\r\n\r\n garbage garbage garbage garbage";
+        let cfg = StreamConfig {
+            max_message: 1 << 20,
+            max_resync_scan: 4096 + 2,
+        };
+        for split in 0..=input.len() {
+            let mut p = StreamParser::new(StreamStart::Beginning, &cfg);
+            let mut stats = JxtaStats::default();
+            let mut evs = Vec::new();
+            for part in [&input[..split], &input[split..]] {
+                p.push(part, 1, &mut stats, &mut collect(&mut evs));
+            }
+            assert!(evs.is_empty(), "split {split}: {evs:?}");
+            assert!(stats.skipped_bytes > 0, "split {split}: nothing skipped");
+            assert_eq!(p.is_jxta(), None, "split {split}");
+        }
+    }
 }
