@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use crate::conntrack::reassembly::regrow;
 use crate::jxta::PeerId;
 use crate::UnixNanos;
 
@@ -303,10 +304,11 @@ impl Default for SentLog {
 }
 
 impl SentLog {
-    /// Appends `e`, dropping the oldest when [`SENT_KEPT`] are held. Inline: its one
+    /// Appends `e`, dropping the oldest when [`SENT_KEPT`] are held. Inline: its
     /// caller runs it at every data segment, and the call's own save and restore were
-    /// ~14 instructions of each (`jxta-0.1g`).
-    #[inline]
+    /// ~14 instructions of each (`jxta-0.1g`); always, as the growth's test and call
+    /// took it past the inliner's threshold (1.76 M self out of line).
+    #[inline(always)]
     fn push(&mut self, e: Sent) {
         match self {
             SentLog::Inline { len, buf } => {
@@ -320,6 +322,10 @@ impl SentLog {
             }
             SentLog::Spilled(SentRing { buf, head }) => {
                 if buf.len() < SENT_KEPT {
+                    if buf.len() == buf.capacity() {
+                        // Doubled, as `push` would, without the allocator's realloc.
+                        regrow(buf, 2 * buf.len());
+                    }
                     buf.push(e);
                 } else if let Some(slot) = buf.get_mut(*head) {
                     *slot = e;
@@ -1625,6 +1631,13 @@ mod tests {
                 if q.buf.len() <= SENT_SPILL {
                     assert_eq!(q.buf.capacity(), SENT_SPILL, "after {} pushes", i + 1);
                 }
+                // Then doubled as `Vec::push` doubled it: the same blocks.
+                assert_eq!(
+                    q.buf.capacity(),
+                    q.buf.len().next_power_of_two().max(SENT_SPILL),
+                    "after {} pushes",
+                    i + 1
+                );
                 // Never grown past what is kept.
                 assert!(q.buf.capacity() <= SENT_KEPT, "after {} pushes", i + 1);
             }
