@@ -12,8 +12,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use crate::conntrack::reassembly::regrow;
 use crate::jxta::PeerId;
 use crate::UnixNanos;
 
@@ -92,25 +93,29 @@ pub struct ConnEnd {
 /// time bound, so a parallel run's decoder being ahead of the matcher changes nothing.
 pub type EndCell = Arc<EndSlot>;
 
-/// A [`ConnEnd`] written once, in 16 bytes: an `OnceLock<ConnEnd>` is 24, and its
-/// `Arc` then took jemalloc's 48-byte class for each of 100,000 connections, where this
-/// one takes 32.
+/// A time written once, with the writer's tag (which kind of time it is): what
+/// [`EndSlot`] and a PING's [`Delivery`] are made of. An `OnceLock<UnixNanos>`'s `set`
+/// went through `Once`'s general path, ~85 instructions a PING's acknowledgement
+/// (`peers1k-0.1g`: 30,000 of them); this is a compare-exchange and two stores.
 #[derive(Default)]
-pub struct EndSlot {
+pub struct TimeSlot {
     at: AtomicU64,
-    /// `UNSET`, `WRITING` while the one writer stores `at`, then `FIN` or `RST`.
+    /// `UNSET`, `WRITING` while the one writer stores `at`, then the writer's tag.
     state: AtomicU8,
 }
 
 const UNSET: u8 = 0;
 const WRITING: u8 = 1;
+/// The tag of a plain time ([`TimeSlot::set`]).
+const SET: u8 = 2;
 const FIN: u8 = 2;
 const RST: u8 = 3;
 
-impl EndSlot {
-    /// Keeps the first end given; later ones are refused (`false`), as a FIN answered
-    /// by an RST stays a FIN's time.
-    pub fn set(&self, end: ConnEnd) -> bool {
+impl TimeSlot {
+    /// Keeps the first time given (`tag` ≥ [`SET`]); later ones are refused (`false`).
+    #[inline]
+    fn set_tagged(&self, at: UnixNanos, tag: u8) -> bool {
+        debug_assert!(tag >= SET);
         // One writer wins the slot; readers see nothing until it has stored `at`.
         if self
             .state
@@ -119,22 +124,61 @@ impl EndSlot {
         {
             return false;
         }
-        self.at.store(end.at, Ordering::Relaxed);
-        let done = if end.reset { RST } else { FIN };
-        // Release: a reader that sees `done` sees the `at` stored before it.
-        self.state.store(done, Ordering::Release);
+        self.at.store(at, Ordering::Relaxed);
+        // Release: a reader that sees the tag sees the `at` stored before it.
+        self.state.store(tag, Ordering::Release);
         true
     }
 
+    #[inline]
+    fn get_tagged(&self) -> Option<(UnixNanos, u8)> {
+        let tag = self.state.load(Ordering::Acquire);
+        (tag >= SET).then(|| (self.at.load(Ordering::Relaxed), tag))
+    }
+
+    /// Keeps the first time given; later ones are refused (`false`), as `OnceLock::set`.
+    #[inline]
+    pub fn set(&self, at: UnixNanos) -> bool {
+        self.set_tagged(at, SET)
+    }
+
+    #[inline]
+    pub fn get(&self) -> Option<UnixNanos> {
+        self.get_tagged().map(|(at, _)| at)
+    }
+}
+
+impl std::fmt::Debug for TimeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TimeSlot").field(&self.get_tagged()).finish()
+    }
+}
+
+impl PartialEq for TimeSlot {
+    fn eq(&self, other: &Self) -> bool {
+        self.get_tagged() == other.get_tagged()
+    }
+}
+
+impl Eq for TimeSlot {}
+
+/// A [`ConnEnd`] written once, in 16 bytes: an `OnceLock<ConnEnd>` is 24, and its
+/// `Arc` then took jemalloc's 48-byte class for each of 100,000 connections, where this
+/// one takes 32.
+#[derive(Default, PartialEq, Eq)]
+pub struct EndSlot(TimeSlot);
+
+impl EndSlot {
+    /// Keeps the first end given; later ones are refused (`false`), as a FIN answered
+    /// by an RST stays a FIN's time.
+    pub fn set(&self, end: ConnEnd) -> bool {
+        self.0.set_tagged(end.at, if end.reset { RST } else { FIN })
+    }
+
     pub fn get(&self) -> Option<ConnEnd> {
-        let reset = match self.state.load(Ordering::Acquire) {
-            FIN => false,
-            RST => true,
-            _ => return None,
-        };
-        Some(ConnEnd {
-            at: self.at.load(Ordering::Relaxed),
-            reset,
+        self.0.get_tagged().map(|(at, tag)| ConnEnd {
+            at,
+            reset: tag == RST,
         })
     }
 }
@@ -145,22 +189,14 @@ impl std::fmt::Debug for EndSlot {
     }
 }
 
-impl PartialEq for EndSlot {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-impl Eq for EndSlot {}
-
 /// What became of a PING's bytes after it was decoded: when the receiver's TCP first
 /// acknowledged them, when the sender first sent some of them again. Shared like
 /// [`EndCell`], and made for PINGs only (the decoder learns which messages are PINGs
 /// after their notes are taken); read with the same time bound.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
-    pub acked: OnceLock<UnixNanos>,
-    pub resent: OnceLock<UnixNanos>,
+    pub acked: TimeSlot,
+    pub resent: TimeSlot,
 }
 
 pub type DeliveryCell = Arc<Delivery>;
@@ -268,10 +304,11 @@ impl Default for SentLog {
 }
 
 impl SentLog {
-    /// Appends `e`, dropping the oldest when [`SENT_KEPT`] are held. Inline: its one
+    /// Appends `e`, dropping the oldest when [`SENT_KEPT`] are held. Inline: its
     /// caller runs it at every data segment, and the call's own save and restore were
-    /// ~14 instructions of each (`jxta-0.1g`).
-    #[inline]
+    /// ~14 instructions of each (`jxta-0.1g`); always, as the growth's test and call
+    /// took it past the inliner's threshold (1.76 M self out of line).
+    #[inline(always)]
     fn push(&mut self, e: Sent) {
         match self {
             SentLog::Inline { len, buf } => {
@@ -285,6 +322,10 @@ impl SentLog {
             }
             SentLog::Spilled(SentRing { buf, head }) => {
                 if buf.len() < SENT_KEPT {
+                    if buf.len() == buf.capacity() {
+                        // Doubled, as `push` would, without the allocator's realloc.
+                        regrow(buf, 2 * buf.len());
+                    }
                     buf.push(e);
                 } else if let Some(slot) = buf.get_mut(*head) {
                     *slot = e;
@@ -1302,7 +1343,7 @@ pub fn explain_unanswered(ping: &[Leg], receiver: Option<&PeerId>, deadline: Uni
 /// acknowledged by the receiver's TCP on a connection that stayed up, so the time
 /// went beyond the capture point (`far`: the receiver's side never answered).
 fn delivery(c: &mut Cause, ping: &[Leg], deadline: UnixNanos) {
-    let by = |t: Option<&UnixNanos>| t.is_some_and(|&t| t <= deadline);
+    let by = |t: Option<UnixNanos>| t.is_some_and(|t| t <= deadline);
     let cells = ping.iter().filter_map(|l| l.wire.delivery.as_ref());
     for d in cells {
         if by(d.resent.get()) {
@@ -1590,6 +1631,13 @@ mod tests {
                 if q.buf.len() <= SENT_SPILL {
                     assert_eq!(q.buf.capacity(), SENT_SPILL, "after {} pushes", i + 1);
                 }
+                // Then doubled as `Vec::push` doubled it: the same blocks.
+                assert_eq!(
+                    q.buf.capacity(),
+                    q.buf.len().next_power_of_two().max(SENT_SPILL),
+                    "after {} pushes",
+                    i + 1
+                );
                 // Never grown past what is kept.
                 assert!(q.buf.capacity() <= SENT_KEPT, "after {} pushes", i + 1);
             }
@@ -1740,7 +1788,7 @@ mod tests {
         n.control(1, 311 * MS, (Some(1300), 65535), false, false);
         assert_eq!(
             (cell.resent.get(), cell.acked.get()),
-            (Some(&(310 * MS)), Some(&(311 * MS)))
+            (Some(310 * MS), Some(311 * MS))
         );
         // Nothing left to watch: nothing held for it.
         assert!(n.dirs[0].watched.is_none());
@@ -1785,6 +1833,34 @@ mod tests {
         });
         assert!(writer.join().unwrap_or(false));
         assert_eq!(shared.get(), Some(ConnEnd { at: 7, reset: true }));
+    }
+
+    /// A PING's delivery times keep what an `OnceLock` kept: the first time given,
+    /// later ones refused, nothing read before; any time, 0 and `u64::MAX` included.
+    #[test]
+    fn a_time_slot_is_the_once_lock_it_replaced() {
+        for sets in [
+            &[][..],
+            &[0][..],
+            &[u64::MAX, 1][..],
+            &[5, 0, 5, u64::MAX][..],
+        ] {
+            let (slot, lock) = (TimeSlot::default(), std::sync::OnceLock::new());
+            assert_eq!(slot.get(), lock.get().copied());
+            for &at in sets {
+                assert_eq!(slot.set(at), lock.set(at).is_ok(), "{sets:?}");
+                assert_eq!(slot.get(), lock.get().copied(), "{sets:?}");
+            }
+        }
+        assert_eq!(std::mem::size_of::<Delivery>(), 32);
+        // Written on one thread, read on another, as the decoder and the matcher do.
+        let cell = DeliveryCell::default();
+        let writer = std::thread::spawn({
+            let cell = Arc::clone(&cell);
+            move || cell.acked.set(9)
+        });
+        assert!(writer.join().unwrap_or(false));
+        assert_eq!((cell.acked.get(), cell.resent.get()), (Some(9), None));
     }
 
     #[test]
