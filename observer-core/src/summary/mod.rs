@@ -495,7 +495,28 @@ const LEN_UNKEPT: u32 = u32::MAX;
 /// Returns the length of the transaction's name field in the CSV: `len` keeps the kept
 /// name's, measured only when the name changes (a name is the same text from one
 /// transaction of a pair to the next; measuring it was ~40 instructions a field).
+///
+/// The same copy with its length kept, or no name, is settled here, inlined: as one
+/// function its call and frame were most of its ~45 instructions, and `#[inline]`
+/// alone left both calls in place (stop 30). The rest is [`renew_name`].
+#[inline(always)]
 fn update_name(
+    kept: &mut Option<Arc<str>>,
+    len: &mut u32,
+    seen: &Option<Arc<str>>,
+    names: &mut SharedNames,
+) -> usize {
+    match (&*kept, seen) {
+        (_, None) => 0,
+        (Some(k), Some(n)) if Arc::ptr_eq(k, n) && *len != LEN_UNKEPT => *len as usize,
+        _ => renew_name(kept, len, seen, names),
+    }
+}
+
+/// [`update_name`] past its inlined cases: a name equal in text only, a new or
+/// changed name, or a length not kept.
+#[inline(never)]
+fn renew_name(
     kept: &mut Option<Arc<str>>,
     len: &mut u32,
     seen: &Option<Arc<str>>,
