@@ -206,8 +206,13 @@ fn most_active<'a>(
     }
     let total = count.len();
     let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    ranked.truncate(max);
+    if ranked.len() > max {
+        // Only which labels are kept matters (they are sorted by name below), and the
+        // order is total (labels are distinct): the `max` first are found without
+        // sorting all of them (10,000 pairs' thousand receivers were ~1 M instructions).
+        ranked.select_nth_unstable_by(max, |a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        ranked.truncate(max);
+    }
     let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
     kept.sort();
     let omitted = total - kept.len();

@@ -415,7 +415,8 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
 }
 
 /// The matrix as it was built before pollers were counted by runs: every pair looked
-/// up in a map, every row found by a binary search.
+/// up in a map, every row found by a binary search, and all labels ranked by a sort
+/// (not only the kept ones found).
 fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
     fn active(labels: &[(&String, u64)]) -> (Vec<String>, usize) {
         let mut count: std::collections::HashMap<&String, u64> = Default::default();
