@@ -331,6 +331,46 @@ fn csv_bytes_are_the_records_lengths_with_kept_name_lengths() {
     assert_eq!(update_name(&mut kept, &mut len, &None, &mut names), 0);
 }
 
+/// `update_name`'s inlined cases give what `renew_name` alone gives (the name kept,
+/// its length, the field's length): the same copy again, an equal copy, no name, a new
+/// name, a quoted and a defused one, and a length not kept, in turn.
+#[test]
+fn update_name_is_renew_name() {
+    let alice: Arc<str> = Arc::from("alice");
+    let quoted: Arc<str> = Arc::from("a,\"b\"");
+    let seen = [
+        Some(Arc::clone(&alice)),
+        Some(Arc::clone(&alice)),
+        None,
+        Some(Arc::from("alice")),
+        Some(Arc::clone(&alice)),
+        Some(Arc::clone(&quoted)),
+        Some(Arc::clone(&quoted)),
+        Some(Arc::from("=x")),
+        None,
+        Some(Arc::from("")),
+        Some(Arc::clone(&alice)),
+    ];
+    for unkept_at in [None, Some(1), Some(4), Some(6)] {
+        let (mut names_a, mut names_b) = (SharedNames::default(), SharedNames::default());
+        let (mut kept_a, mut kept_b) = (None, None);
+        let (mut len_a, mut len_b) = (0, 0);
+        for (i, n) in seen.iter().enumerate() {
+            if unkept_at == Some(i) {
+                (len_a, len_b) = (LEN_UNKEPT, LEN_UNKEPT);
+            }
+            let a = update_name(&mut kept_a, &mut len_a, n, &mut names_a);
+            let b = renew_name(&mut kept_b, &mut len_b, n, &mut names_b);
+            assert_eq!(a, b, "{i} {n:?}");
+            assert_eq!(kept_a, kept_b, "{i}");
+            assert_eq!(len_a, len_b, "{i}");
+            if let Some(n) = n {
+                assert_eq!(a, crate::transaction::csv::text_len(n), "{i}");
+            }
+        }
+    }
+}
+
 /// Pairs are looked up by the transaction's borrowed identity and kept under an owned
 /// one: both must hash and compare alike, also after `expire_idle` rebuilds the table
 /// from the owned keys. A pair by ID, one by name only, and the unidentified one (no
@@ -375,7 +415,8 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
 }
 
 /// The matrix as it was built before pollers were counted by runs: every pair looked
-/// up in a map, every row found by a binary search.
+/// up in a map, every row found by a binary search, and all labels ranked by a sort
+/// (not only the kept ones found).
 fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
     fn active(labels: &[(&String, u64)]) -> (Vec<String>, usize) {
         let mut count: std::collections::HashMap<&String, u64> = Default::default();

@@ -103,6 +103,9 @@ pub fn record_len(t: &Transaction) -> u64 {
 
 /// [`record_len`] with the lengths of the two name fields given: the summary keeps
 /// them beside a pair's names, which stay the same from one transaction to the next.
+/// Inlined into the summary's `add` (another codegen unit), which reads the same
+/// fields.
+#[inline]
 pub(crate) fn record_len_named(t: &Transaction, poller_name: usize, receiver_name: usize) -> u64 {
     let text = |v: Option<&str>| v.map_or(0, text_len);
     // The words are this crate's own and never quoted (`words_are_never_quoted`).
