@@ -87,20 +87,19 @@ impl DocumentSink {
     /// `observe_owned`, not inlined, were copied (~40 instructions each a document).
     /// For a queue, `doc` is left empty or holding an earlier document, whose strings
     /// the next document decoded reuses.
-    /// Inlined into its one caller: called, the sighting was copied to pass it
-    /// (`memcpy`, ~64 instructions a document).
+    /// The sighting is lent as the document is: passed by value, even inlined into its
+    /// one caller, it was copied (`memcpy`, ~63 instructions a document). For a queue,
+    /// `s` is left with what the refilled box held, or emptied ([`emptied`]).
     #[inline]
     fn document(
         &mut self,
         at: (u64, UnixNanos),
         flow: Option<u64>,
         doc: &mut Document,
-        mut s: Sighting,
+        s: &mut Sighting,
     ) {
         match self {
-            DocumentSink::Match { matcher, finished } => {
-                matcher.observe_taking(doc, &mut s, finished)
-            }
+            DocumentSink::Match { matcher, finished } => matcher.observe_taking(doc, s, finished),
             DocumentSink::Queue { spare, .. } => {
                 // A box taken back and refilled: a box allocated here and freed after
                 // the matcher was done with it cost ~200 instructions a document
@@ -112,10 +111,10 @@ impl DocumentSink {
                     Some(mut b) => {
                         let (d, sighting) = &mut *b;
                         std::mem::swap(d, doc);
-                        std::mem::swap(sighting, &mut s);
+                        std::mem::swap(sighting, s);
                         b
                     }
-                    None => Box::new((std::mem::take(doc), s)),
+                    None => Box::new((std::mem::take(doc), emptied(s))),
                 };
                 self.event(at, flow, MatchEvent::Document(boxed))
             }
@@ -203,6 +202,26 @@ impl DocumentSink {
             DocumentSink::Queue { idle, .. } | DocumentSink::Discard { idle } => (idle, Vec::new()),
         }
     }
+}
+
+/// What `s` held, `s` left a sighting of nothing (`Sighting` has no `Default`): the
+/// one a queue takes when it has no box to refill.
+fn emptied(s: &mut Sighting) -> Sighting {
+    std::mem::replace(
+        s,
+        Sighting {
+            start: 0,
+            stop: 0,
+            src_peer: None,
+            dst_peer: None,
+            hop_src: None,
+            hop_dst: None,
+            framed_bytes: 0,
+            message_bytes: 0,
+            transport: Transport::Tcp,
+            wire: WireNotes::default(),
+        },
+    )
 }
 
 /// Where a message was seen, for the sighting and for `observer messages`.
@@ -443,7 +462,7 @@ impl Documents {
                 let cell = handled.delivery.get_or_insert_with(Default::default);
                 sighting.wire.delivery = Some(cell.clone());
             }
-            self.sink.document(self.at, origin.flow, doc, sighting);
+            self.sink.document(self.at, origin.flow, doc, &mut sighting);
         }
         handled
     }
@@ -624,10 +643,18 @@ mod tests {
         };
         for n in 0..3u64 {
             let mut doc = new(n);
-            docs.sink
-                .document((n, 0), Some(n), &mut doc, sighting(100 + n, 10 + n));
-            // Taken: what a refilled box held is left here, to be dropped.
+            let mut s = sighting(100 + n, 10 + n);
+            docs.sink.document((n, 0), Some(n), &mut doc, &mut s);
+            // Taken: what a refilled box held is left here, to be dropped; with no box
+            // to refill, an empty document and sighting.
             assert_ne!(doc, new(n));
+            assert_ne!(s, sighting(100 + n, 10 + n));
+            if n == 2 {
+                assert_eq!(doc, Document::default());
+                assert_eq!((s.start, s.wire.conn), (0, None));
+            } else {
+                assert_eq!(s, sighting(2 - n, 2 - n));
+            }
         }
         let queued = docs.sink.take_queued();
         assert_eq!(queued.len(), 3);

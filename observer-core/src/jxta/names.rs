@@ -206,6 +206,10 @@ struct Layout {
     /// Each element's namespace then name, back to back.
     bytes: [u8; LAYOUT_BYTES],
     shape: Shape,
+    /// Messages counted through this entry and not yet added to its slots' counts:
+    /// one increment a message instead of one an element. Added when the entry is
+    /// replaced or the tables are forgotten; a read adds them to what it reports.
+    pending: u64,
 }
 
 impl Layout {
@@ -215,7 +219,13 @@ impl Layout {
         slots: [0; LAYOUT_ELEMENTS],
         bytes: [0; LAYOUT_BYTES],
         shape: Shape::NONE,
+        pending: 0,
     };
+
+    /// The slots this layout counts in, one per element.
+    fn slots(&self) -> &[u32] {
+        self.slots.get(..usize::from(self.len)).unwrap_or_default()
+    }
 
     /// Appends the next element's names and slot, the bytes from `at` (moved past
     /// them); `false` if they do not fit.
@@ -293,7 +303,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if n >= 8 {
+    // Up to 32 bytes the differing bits of a few words, or'ed: no loop, one branch.
+    let x = |at: usize| word(a, at) ^ word(b, at);
+    if (8..=16).contains(&n) {
+        x(0) | x(n - 8) == 0
+    } else if (17..=32).contains(&n) {
+        x(0) | x(8) | x(n - 16) | x(n - 8) == 0
+    } else if n > 32 {
         let mut at = 0;
         while at + 8 < n {
             if word(a, at) != word(b, at) {
@@ -395,13 +411,9 @@ impl ElementNames {
         };
         let at = layout_index(first, elements.len());
         for i in [at, at ^ 1] {
-            if let Some(l) = self.layouts.get(i) {
+            if let Some(l) = self.layouts.get_mut(i) {
                 if l.holds(elements) {
-                    for &slot in l.slots.get(..elements.len()).unwrap_or_default() {
-                        if let Some(c) = self.counts.get_mut(slot as usize) {
-                            *c += 1;
-                        }
-                    }
+                    l.pending += 1;
                     return l.shape;
                 }
             }
@@ -430,7 +442,8 @@ impl ElementNames {
             }
             let i = pick_entry(at, |i| self.layouts.get(i).is_some_and(|l| l.len != 0));
             if let Some(l) = self.layouts.get_mut(i) {
-                *l = entry;
+                let old = std::mem::replace(l, entry);
+                add_pending(&mut self.counts, &old);
             }
         }
         shape
@@ -524,9 +537,22 @@ impl ElementNames {
     }
 
     pub fn get(&self, key: &str) -> Option<u64> {
-        self.slots
-            .get(key)
-            .and_then(|&s| self.counts.get(s as usize).copied())
+        let slot = *self.slots.get(key)?;
+        let pending: u64 = self
+            .layouts
+            .iter()
+            .map(|l| l.pending * l.slots().iter().filter(|&&s| s == slot).count() as u64)
+            .sum();
+        Some(self.counts.get(slot as usize)? + pending)
+    }
+
+    /// Every slot's count, with what the layouts hold pending.
+    fn totals(&self) -> Vec<u64> {
+        let mut counts = self.counts.clone();
+        for l in &self.layouts {
+            add_pending(&mut counts, l);
+        }
+        counts
     }
 
     pub fn len(&self) -> usize {
@@ -543,12 +569,19 @@ impl ElementNames {
 
     /// Each key with its count, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
-        self.slots.iter().map(|(k, &s)| {
-            (
-                k.as_str(),
-                self.counts.get(s as usize).copied().unwrap_or(0),
-            )
-        })
+        let counts = self.totals();
+        self.slots
+            .iter()
+            .map(move |(k, &s)| (k.as_str(), counts.get(s as usize).copied().unwrap_or(0)))
+    }
+}
+
+/// Adds the messages `layout` counted and holds pending to its slots' `counts`.
+fn add_pending(counts: &mut [u64], layout: &Layout) {
+    for &slot in layout.slots() {
+        if let Some(c) = counts.get_mut(slot as usize) {
+            *c += layout.pending;
+        }
     }
 }
 
@@ -566,6 +599,9 @@ impl crate::counters::Absorb for ElementNames {
             }
         }
         // A name the tables sent to `(other)` may have a key of its own now.
+        for l in &self.layouts {
+            add_pending(&mut self.counts, l);
+        }
         self.recent.clear();
         self.layouts.clear();
     }
@@ -799,7 +835,32 @@ mod tests {
         }
         let all: Vec<(&str, &str)> = messages.iter().flatten().copied().collect();
         assert_eq!(counted(&n), reference(&all));
+        // `get` adds what the layouts hold pending as `iter` does.
+        for (k, v) in n.iter() {
+            assert_eq!(n.get(k), Some(v), "{k}");
+        }
         n
+    }
+
+    /// Far more layouts than the table holds, each counted a few times in a row, in
+    /// rounds: entries are replaced while they hold messages not yet in the counts,
+    /// which must then be added, not lost (nor added twice).
+    #[test]
+    fn replaced_layouts_keep_their_counts() {
+        let names: Vec<String> = (0..400).map(|i| format!("e{i}")).collect();
+        let layouts: Vec<Vec<(&str, &str)>> = names
+            .iter()
+            .map(|n| vec![("", n.as_str()), ("jxta", "EndpointRouterMsg")])
+            .collect();
+        let messages: Vec<Vec<(&str, &str)>> = layouts
+            .iter()
+            .flat_map(|l| std::iter::repeat_n(l.clone(), 3))
+            .cycle()
+            .take(layouts.len() * 3 * 2)
+            .collect();
+        let n = check_messages(&messages);
+        assert_eq!(n.get("jxta:EndpointRouterMsg"), Some(2400));
+        assert_eq!(n.get("e7"), Some(6));
     }
 
     /// JXSE's layouts, and messages that share a layout's entry, its lengths or all
