@@ -779,6 +779,18 @@ impl Remembered {
         self.ring.capacity()
     }
 
+    /// Room for `n` entries, made at once (see [`REMEMBERED_AHEAD`]).
+    fn reserve(&mut self, n: usize) {
+        let Self {
+            ring,
+            index,
+            popped,
+            ..
+        } = self;
+        ring.reserve_exact(n.saturating_sub(ring.len()));
+        index.reserve(n.saturating_sub(index.len()), Self::hash_at(ring, *popped));
+    }
+
     fn shrink_to_fit(&mut self) {
         self.ring.shrink_to_fit();
         let rehash = Self::hash_at(&self.ring, self.popped);
@@ -800,6 +812,10 @@ impl Remembered {
         self.popped = self.popped.wrapping_add(1);
     }
 }
+
+/// Finished correlators [`Remembered`] makes room for at its first entry when they are
+/// kept up to the cap (at most the default cap: a larger one grows as needed).
+const REMEMBERED_AHEAD: usize = 65_536;
 
 /// The PINGs that may still be outstanding, a bit each by sequence number from the
 /// oldest that may be: the deadline entry of a PING answered long since is known stale
@@ -1260,6 +1276,15 @@ impl Matcher {
             hash,
         };
         let cap = self.cfg.remember_finished;
+        // Kept until the cap pushes them out (`analyze`): the table fills up to it or to
+        // what the capture holds, and each doubling of the ring and the index on the way
+        // copied and rehashed every entry (4 M instructions for jxta-0.1g's 20,000, the
+        // copies counted byte by byte). Pages of the ring not yet reached are not
+        // touched: peak RSS did not rise. A table whose entries are forgotten by age
+        // (`live`) stays at what the traffic needs.
+        if self.finished.capacity() == 0 && self.cfg.forget_finished_after_ns.is_none() {
+            self.finished.reserve(cap.min(REMEMBERED_AHEAD));
+        }
         #[cfg(test)]
         {
             self.remembered[usize::from(!fresh)] += 1;
@@ -2425,6 +2450,87 @@ mod pair_table_tests {
             "the positions did not wrap: {}",
             ring.popped
         );
+    }
+
+    /// Kept up to the cap, the finished correlators get their room at the first entry
+    /// (the default cap's, or a smaller cap's) and do not grow after; forgotten by age,
+    /// they grow as the traffic needs. Room made with entries in (positions wrapped)
+    /// keeps every entry found.
+    #[test]
+    fn remembered_correlators_make_room_once_when_kept_to_the_cap() {
+        let id = |n: u32| PeerId::parse(&format!("urn:jxta:uuid-{n:04X}03"));
+        let doc = |kind, c: u32| Document {
+            kind,
+            correlator: Some(format!("c{c}")),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let seen = |t, src, dst| Sighting {
+            start: t,
+            stop: t + 10,
+            src_peer: id(src),
+            dst_peer: id(dst),
+            hop_src: id(src),
+            hop_dst: id(dst),
+            framed_bytes: 1000,
+            message_bytes: 900,
+            transport: Transport::Tcp,
+            wire: Default::default(),
+        };
+        let cases = [
+            (65_536, None, 65_536..usize::MAX),
+            (1 << 20, None, 65_536..1 << 20),
+            (5, None, 5..64),
+            (65_536, Some(3_000_000_000), 0..1_024),
+        ];
+        for (cap, forget, room) in cases {
+            let mut m = Matcher::new(MatcherConfig {
+                remember_finished: cap,
+                forget_finished_after_ns: forget,
+                ..MatcherConfig::default()
+            });
+            let mut out = Vec::new();
+            assert_eq!(m.finished.capacity(), 0, "no room before the first entry");
+            let mut first = None;
+            for n in 0..300u32 {
+                let t = u64::from(n) * 1_000_000;
+                m.observe(&doc(Kind::Ping, n), &seen(t, 2 * n, 2 * n + 1), &mut out);
+                m.observe(
+                    &doc(Kind::Pong, n),
+                    &seen(t + 1_000, 2 * n + 1, 2 * n),
+                    &mut out,
+                );
+                let made = *first.get_or_insert(m.finished.capacity());
+                assert!(room.contains(&made), "cap {cap}: room for {made}");
+                if forget.is_none() && cap >= 300 {
+                    assert_eq!(m.finished.capacity(), made, "cap {cap}: grew");
+                    assert!(m.finished.index.capacity() >= cap.min(REMEMBERED_AHEAD));
+                }
+            }
+            assert_eq!(out.len(), 300);
+            assert_eq!(m.finished.len(), cap.min(300));
+        }
+
+        let mut ring = Remembered {
+            popped: u32::MAX - 5,
+            ..Remembered::default()
+        };
+        let finish = |c: u64| Finish {
+            pair: key(0),
+            correlator: Correlator::new(&format!("c{c}")),
+            outcome: Finished::Answered,
+            start: c,
+            hash: 0,
+        };
+        for c in 0..20 {
+            ring.insert(12, finish(c));
+        }
+        ring.reserve(4_096);
+        assert!(ring.capacity() >= 4_096 && ring.index.capacity() >= 4_096);
+        for c in 0..20 {
+            let want = (c >= 8).then_some((Finished::Answered, c));
+            assert_eq!(ring.get(&key(0), &format!("c{c}")), want, "c{c}");
+        }
     }
 
     /// The kept hash costs no memory: it fills the entry's padding.
