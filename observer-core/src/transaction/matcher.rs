@@ -18,7 +18,7 @@
 //!
 //! Over 600 lines: one state machine (PINGs, PONG candidates, deadlines).
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -638,11 +638,19 @@ impl Correlator {
     fn new(s: &str) -> Correlator {
         let b = s.as_bytes();
         let mut bytes = [0u8; 22];
-        match (bytes.get_mut(..b.len()), u8::try_from(b.len())) {
-            (Some(head), Ok(len)) => {
-                head.copy_from_slice(b);
-                Correlator::Inline { len, bytes }
-            }
+        // A copy of `len` bytes was a `memcpy` call (12 instructions more a finished
+        // PING, of the 64 here); from 4 bytes on, two fixed-size copies do it.
+        let copied = match b.len() {
+            16.. => copy_ends::<16>(&mut bytes, b),
+            8.. => copy_ends::<8>(&mut bytes, b),
+            4.. => copy_ends::<4>(&mut bytes, b),
+            _ => bytes
+                .get_mut(..b.len())
+                .map(|head| head.copy_from_slice(b))
+                .is_some(),
+        };
+        match (copied, u8::try_from(b.len())) {
+            (true, Ok(len)) => Correlator::Inline { len, bytes },
             _ => Correlator::Boxed(b.into()),
         }
     }
@@ -653,6 +661,25 @@ impl Correlator {
             Correlator::Boxed(b) => b,
         }
     }
+}
+
+/// Copies `from` (`N` to `2N` bytes) to the start of `to` as its first `N` bytes and its
+/// last `N`, which overlap; false, and nothing copied, when it is longer or `to` shorter.
+fn copy_ends<const N: usize>(to: &mut [u8], from: &[u8]) -> bool {
+    let n = from.len();
+    let (Some(head), Some(tail)) = (from.first_chunk::<N>(), from.last_chunk::<N>()) else {
+        return false;
+    };
+    if n > 2 * N || n > to.len() {
+        return false;
+    }
+    if let Some(at) = to.first_chunk_mut::<N>() {
+        *at = *head;
+    }
+    if let Some(at) = to.get_mut(..n).and_then(|to| to.last_chunk_mut::<N>()) {
+        *at = *tail;
+    }
+    true
 }
 
 impl Remembered {
@@ -779,6 +806,18 @@ impl Remembered {
         self.ring.capacity()
     }
 
+    /// Room for `n` entries, made at once (see [`REMEMBERED_AHEAD`]).
+    fn reserve(&mut self, n: usize) {
+        let Self {
+            ring,
+            index,
+            popped,
+            ..
+        } = self;
+        ring.reserve_exact(n.saturating_sub(ring.len()));
+        index.reserve(n.saturating_sub(index.len()), Self::hash_at(ring, *popped));
+    }
+
     fn shrink_to_fit(&mut self) {
         self.ring.shrink_to_fit();
         let rehash = Self::hash_at(&self.ring, self.popped);
@@ -800,6 +839,10 @@ impl Remembered {
         self.popped = self.popped.wrapping_add(1);
     }
 }
+
+/// Finished correlators [`Remembered`] makes room for at its first entry when they are
+/// kept up to the cap (at most the default cap: a larger one grows as needed).
+const REMEMBERED_AHEAD: usize = 65_536;
 
 /// The PINGs that may still be outstanding, a bit each by sequence number from the
 /// oldest that may be: the deadline entry of a PING answered long since is known stale
@@ -869,6 +912,39 @@ impl LiveSeqs {
     }
 }
 
+/// An outstanding PING's deadline in the matcher's heap: the earliest on top, ties by
+/// sequence number. The sequence numbers are unique, so the pair never decided the
+/// order of the `(deadline, seq, pair)` tuple this was; left out of the comparison, it
+/// no longer costs every push the set-up of its compare (~30 instructions, LTO off).
+#[derive(Debug)]
+struct Deadline {
+    at: UnixNanos,
+    seq: u64,
+    pair: PairKey,
+}
+
+impl Ord for Deadline {
+    /// Reversed: `BinaryHeap` keeps the greatest on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As the order: the time and the sequence number.
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Deadline {}
+
 /// Keeps the pairs of `at` that are `open`, each once, in their order.
 fn keep_open(at: &mut Vec<PairKey>, open: impl Fn(&PairKey) -> bool) {
     let mut kept = 0;
@@ -927,7 +1003,7 @@ pub struct Matcher {
     finished: Remembered,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
-    deadlines: BinaryHeap<Reverse<(UnixNanos, u64, PairKey)>>,
+    deadlines: BinaryHeap<Deadline>,
     /// The outstanding PINGs' sequence numbers, to skip stale deadline entries.
     live_seqs: LiveSeqs,
     live: usize,
@@ -1110,10 +1186,10 @@ impl Matcher {
     /// PINGs at the top of the deadline heap are dropped on the way (they would only
     /// be skipped at their deadline), so the bound is exact, not ten seconds early.
     pub fn oldest_outstanding(&mut self) -> Option<UnixNanos> {
-        while let Some(Reverse((deadline, seq, pair))) = self.deadlines.peek() {
-            let live = self.outstanding(*seq, pair);
+        while let Some(d) = self.deadlines.peek() {
+            let live = self.outstanding(d.seq, &d.pair);
             if live {
-                return Some(deadline.saturating_sub(self.cfg.timeout_ns));
+                return Some(d.at.saturating_sub(self.cfg.timeout_ns));
             }
             self.deadlines.pop();
         }
@@ -1125,23 +1201,23 @@ impl Matcher {
     /// is not (a call and its frame were ~20 instructions a frame, LTO off).
     #[inline]
     pub fn advance(&mut self, now: UnixNanos, out: &mut Vec<Transaction>) {
-        if self
-            .deadlines
-            .peek()
-            .is_some_and(|Reverse((deadline, _, _))| *deadline <= now)
-        {
+        if self.deadlines.peek().is_some_and(|d| d.at <= now) {
             self.expire_due(now, out);
         }
     }
 
     /// [`Self::advance`] with a deadline due.
     fn expire_due(&mut self, now: UnixNanos, out: &mut Vec<Transaction>) {
-        while let Some(Reverse((deadline, seq, _))) = self.deadlines.peek() {
-            if *deadline > now {
+        while let Some(d) = self.deadlines.peek() {
+            if d.at > now {
                 break;
             }
-            let (seq, deadline) = (*seq, *deadline);
-            let Some(Reverse((_, _, pair))) = self.deadlines.pop() else {
+            let Some(Deadline {
+                at: deadline,
+                seq,
+                pair,
+            }) = self.deadlines.pop()
+            else {
                 break;
             };
             if !self.live_seqs.maybe(seq) {
@@ -1260,6 +1336,15 @@ impl Matcher {
             hash,
         };
         let cap = self.cfg.remember_finished;
+        // Kept until the cap pushes them out (`analyze`): the table fills up to it or to
+        // what the capture holds, and each doubling of the ring and the index on the way
+        // copied and rehashed every entry (4 M instructions for jxta-0.1g's 20,000, the
+        // copies counted byte by byte). Pages of the ring not yet reached are not
+        // touched: peak RSS did not rise. A table whose entries are forgotten by age
+        // (`live`) stays at what the traffic needs.
+        if self.finished.capacity() == 0 && self.cfg.forget_finished_after_ns.is_none() {
+            self.finished.reserve(cap.min(REMEMBERED_AHEAD));
+        }
         #[cfg(test)]
         {
             self.remembered[usize::from(!fresh)] += 1;
@@ -1463,11 +1548,11 @@ impl Matcher {
         );
         self.live += 1;
         self.live_seqs.add(seq);
-        self.deadlines.push(Reverse((
-            start.saturating_add(self.cfg.timeout_ns),
+        self.deadlines.push(Deadline {
+            at: start.saturating_add(self.cfg.timeout_ns),
             seq,
             pair,
-        )));
+        });
         // Answered PINGs leave their heap entries behind; rebuild when they dominate
         // so the heap stays proportional to what is outstanding.
         if self.deadlines.len() > 2 * self.live + 1024 {
@@ -1553,17 +1638,17 @@ impl Matcher {
     fn rebuild_deadlines(&mut self) {
         let mut deadlines = std::mem::take(&mut self.deadlines);
         let (live_seqs, pairs) = (&mut self.live_seqs, &self.pairs);
-        deadlines.retain(|Reverse((_, seq, pair))| {
-            if !live_seqs.maybe(*seq) {
+        deadlines.retain(|&Deadline { seq, ref pair, .. }| {
+            if !live_seqs.maybe(seq) {
                 return false;
             }
             let held = pairs
                 .get(pair)
-                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == *seq));
+                .is_some_and(|st| st.outstanding.iter().any(|p| p.seq == seq));
             // As at expiry: a bit left set for a PING gone from its pair is cleared
             // with its entry, whose going would otherwise leave it set for good.
             if !held {
-                live_seqs.remove(*seq);
+                live_seqs.remove(seq);
             }
             held
         });
@@ -2425,6 +2510,145 @@ mod pair_table_tests {
             "the positions did not wrap: {}",
             ring.popped
         );
+    }
+
+    /// Kept up to the cap, the finished correlators get their room at the first entry
+    /// (the default cap's, or a smaller cap's) and do not grow after; forgotten by age,
+    /// they grow as the traffic needs. Room made with entries in (positions wrapped)
+    /// keeps every entry found.
+    #[test]
+    fn remembered_correlators_make_room_once_when_kept_to_the_cap() {
+        let id = |n: u32| PeerId::parse(&format!("urn:jxta:uuid-{n:04X}03"));
+        let doc = |kind, c: u32| Document {
+            kind,
+            correlator: Some(format!("c{c}")),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let seen = |t, src, dst| Sighting {
+            start: t,
+            stop: t + 10,
+            src_peer: id(src),
+            dst_peer: id(dst),
+            hop_src: id(src),
+            hop_dst: id(dst),
+            framed_bytes: 1000,
+            message_bytes: 900,
+            transport: Transport::Tcp,
+            wire: Default::default(),
+        };
+        let cases = [
+            (65_536, None, 65_536..usize::MAX),
+            (1 << 20, None, 65_536..1 << 20),
+            (5, None, 5..64),
+            (65_536, Some(3_000_000_000), 0..1_024),
+        ];
+        for (cap, forget, room) in cases {
+            let mut m = Matcher::new(MatcherConfig {
+                remember_finished: cap,
+                forget_finished_after_ns: forget,
+                ..MatcherConfig::default()
+            });
+            let mut out = Vec::new();
+            assert_eq!(m.finished.capacity(), 0, "no room before the first entry");
+            let mut first = None;
+            for n in 0..300u32 {
+                let t = u64::from(n) * 1_000_000;
+                m.observe(&doc(Kind::Ping, n), &seen(t, 2 * n, 2 * n + 1), &mut out);
+                m.observe(
+                    &doc(Kind::Pong, n),
+                    &seen(t + 1_000, 2 * n + 1, 2 * n),
+                    &mut out,
+                );
+                let made = *first.get_or_insert(m.finished.capacity());
+                assert!(room.contains(&made), "cap {cap}: room for {made}");
+                if forget.is_none() && cap >= 300 {
+                    assert_eq!(m.finished.capacity(), made, "cap {cap}: grew");
+                    assert!(m.finished.index.capacity() >= cap.min(REMEMBERED_AHEAD));
+                }
+            }
+            assert_eq!(out.len(), 300);
+            assert_eq!(m.finished.len(), cap.min(300));
+        }
+
+        let mut ring = Remembered {
+            popped: u32::MAX - 5,
+            ..Remembered::default()
+        };
+        let finish = |c: u64| Finish {
+            pair: key(0),
+            correlator: Correlator::new(&format!("c{c}")),
+            outcome: Finished::Answered,
+            start: c,
+            hash: 0,
+        };
+        for c in 0..20 {
+            ring.insert(12, finish(c));
+        }
+        ring.reserve(4_096);
+        assert!(ring.capacity() >= 4_096 && ring.index.capacity() >= 4_096);
+        for c in 0..20 {
+            let want = (c >= 8).then_some((Finished::Answered, c));
+            assert_eq!(ring.get(&key(0), &format!("c{c}")), want, "c{c}");
+        }
+    }
+
+    /// The heap pops deadlines in the order of the `(deadline, seq, pair)` tuples under
+    /// `Reverse` it held before: times with many ties, unique sequence numbers pushed in
+    /// any order, pairs in any order, pushes and pops interleaved.
+    #[test]
+    fn deadlines_pop_in_the_order_of_their_tuples() {
+        let mut rng = crate::xorshift(0x9E37_79B9_7F4A_7C15);
+        let (mut heap, mut tuples) = (BinaryHeap::new(), BinaryHeap::new());
+        let check = |d: Option<Deadline>, t: Option<std::cmp::Reverse<_>>| {
+            let d = d.map(|d| (d.at, d.seq, d.pair));
+            assert_eq!(d, t.map(|std::cmp::Reverse(t)| t));
+        };
+        for i in 0..5_000u64 {
+            // Odd multiplier modulo 2^32: each i its own number, not in order.
+            let seq = i.wrapping_mul(2_654_435_761) % (1 << 32);
+            let (at, pair) = (rng() % 50, key((rng() % 7) as u32));
+            heap.push(Deadline {
+                at,
+                seq,
+                pair: pair.clone(),
+            });
+            tuples.push(std::cmp::Reverse((at, seq, pair)));
+            if rng().is_multiple_of(3) {
+                check(heap.pop(), tuples.pop());
+            }
+        }
+        while !tuples.is_empty() {
+            check(heap.pop(), tuples.pop());
+        }
+        assert!(heap.is_empty());
+    }
+
+    /// A correlator of any length keeps its bytes, inline up to 22 of them, whichever
+    /// copy takes it; `copy_ends` refuses what it cannot copy whole.
+    #[test]
+    fn correlators_of_every_length_keep_their_bytes() {
+        for len in 0..=40 {
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+                .collect();
+            let c = Correlator::new(&text);
+            assert_eq!(c.as_bytes(), text.as_bytes(), "{len} bytes");
+            assert_eq!(
+                matches!(c, Correlator::Inline { .. }),
+                len <= 22,
+                "{len} bytes"
+            );
+        }
+        let two_byte = "é".repeat(11);
+        assert_eq!(Correlator::new(&two_byte).as_bytes(), two_byte.as_bytes());
+        let mut to = [0u8; 10];
+        assert!(!copy_ends::<4>(&mut to, b"123456789"), "longer than 2N");
+        assert!(!copy_ends::<4>(&mut to[..5], b"123456"), "room too short");
+        assert!(!copy_ends::<4>(&mut to, b"123"), "shorter than N");
+        assert_eq!(to, [0; 10], "nothing copied when refused");
+        assert!(copy_ends::<4>(&mut to, b"1234567"));
+        assert_eq!(&to, b"1234567\0\0\0");
     }
 
     /// The kept hash costs no memory: it fills the entry's padding.
