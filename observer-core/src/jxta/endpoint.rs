@@ -304,11 +304,10 @@ impl PeerMemo {
         }
         self.misses += 1;
         let xml = super::wire_str(content).ok()?;
-        let shared = &mut self.shared;
-        let peers = router_peers_with(xml, |address, find| match find {
-            Find::Held => hop_named(hops, address).or_else(|| held_peer(shared, address)),
-            Find::Any => shared_checked(shared, address),
-        });
+        let peers = match jxse_hop_peers(xml, hops) {
+            Some(peers) => peers,
+            None => parsed_peers(xml, hops, &mut self.shared),
+        };
         if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -317,6 +316,61 @@ impl PeerMemo {
         }
         Some(peers)
     }
+}
+
+/// The memo's peers of `xml` as the scan and the address parse find them, each looked
+/// for among the connection's `hops` first, then in the `shared` table.
+fn parsed_peers(
+    xml: &str,
+    hops: [Option<&Arc<PeerId>>; 2],
+    shared: &mut SharedPeers,
+) -> SharedEnds {
+    router_peers_with(xml, |address, find| match find {
+        Find::Held => hop_named(hops, address).or_else(|| held_peer(shared, address)),
+        Find::Any => shared_checked(shared, address),
+    })
+}
+
+/// What JXSE writes between the two peers' unique parts (`erm_xml`'s `<Src>` end and
+/// `<Dest>` start).
+const JXSE_SRC_TO_DEST: &[u8] = b"</Src><Dest>jxta://";
+
+/// [`parsed_peers`] of a document as JXSE writes it from this direction's sender to
+/// the other side: [`JXSE_ERM_START`], `jxta://<sender>`, [`JXSE_SRC_TO_DEST`], the
+/// other's unique part, then `/` or the end tag. Nearly every direction's first
+/// document is one, and comparing the hops' parts where the scan would find them
+/// replaces the scan (three `memchr3` calls, the `<Dest>` tag's checks) and the two
+/// address parses: ~1,500 instructions a document. `None`: not such a document, or
+/// not known to be (the general path decides).
+///
+/// For such a document the scan finds, as `plain_scan` with its JXSE start does,
+/// `<Src>`'s text `jxta://<sender>` (word bytes hold no `<`, `&` or CR; nothing to
+/// trim), then the `<Dest>` tag, then `<Dest>`'s text up to its first `<`, `&` or CR,
+/// which must be `</Dest>`'s `<` (checked here). The source address is then the
+/// sender's part, which `hop_named` finds as the first hop; the destination's text
+/// starts `jxta://<other>` followed by `/` or nothing, so its address is the other's
+/// part (a unique part has no `/`), found as `hop_named` finds it.
+/// `jxse_hop_peers_are_the_parse` compares both on every one-byte change of such
+/// documents.
+fn jxse_hop_peers(xml: &str, hops: [Option<&Arc<PeerId>>; 2]) -> Option<SharedEnds> {
+    let [Some(sender), Some(other)] = hops else {
+        return None;
+    };
+    let dest = xml
+        .as_bytes()
+        .strip_prefix(JXSE_ERM_START)?
+        .strip_prefix(b"jxta://")?
+        .strip_prefix(sender.unique().as_bytes())?
+        .strip_prefix(JXSE_SRC_TO_DEST)?
+        .strip_prefix(other.unique().as_bytes())?;
+    if !matches!(dest.first(), Some(b'/' | b'<')) {
+        return None;
+    }
+    let lt = memchr::memchr3(b'<', b'&', b'\r', dest)?;
+    if !dest[lt..].starts_with(b"</Dest>") {
+        return None;
+    }
+    Some((Some(Arc::clone(sender)), hop_named(hops, other.unique())))
 }
 
 /// The `(src_peer, dst_peer)` of [`router_fields`], without the hop, service and pipe
@@ -1339,6 +1393,79 @@ mod tests {
             }
         }
         assert!(from_hop > 0);
+    }
+
+    /// JXSE's documents between two hops, and every one-byte change of them (in place,
+    /// inserted, removed; the bytes the scan stops at among them): where the shortcut
+    /// answers, it gives the general path's peers, the very hops it finds; it answers
+    /// for the documents as JXSE writes them, with either hop's part a prefix of the
+    /// other's, and for the same peer at both ends.
+    #[test]
+    fn jxse_hop_peers_are_the_parse() {
+        let hop = |t: &str| Arc::new(PeerId::parse(t).expect("a valid peer ID"));
+        let (a, b) = (hop(CB_EDGE), hop(CB_RDV));
+        let (short, long) = (hop("uuid-AB0"), hop("uuid-AB03"));
+        let same = |x: &Option<Arc<PeerId>>, y: &Option<Arc<PeerId>>| match (x, y) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            (None, None) => true,
+            _ => false,
+        };
+        let bytes: &[u8] = b"<>&\r\n\t /x-:\"'\x7f";
+        let (mut answered, mut declined) = (0, 0);
+        for (src, dst) in [
+            (&a, &b),
+            (&b, &a),
+            (&a, &a),
+            (&short, &long),
+            (&long, &short),
+        ] {
+            for service in ["EndpointService:jxta-NetGroup/EndpointRouter", ""] {
+                let doc = erm_xml(src, dst, service, src);
+                let mut docs = vec![doc.clone(), doc.replace("/</Dest>", "</Dest>")];
+                for i in 0..doc.len() {
+                    let (head, tail) = doc.as_bytes().split_at(i);
+                    docs.push(String::from_utf8_lossy(&[head, &tail[1..]].concat()).into());
+                    docs.push([&doc[..i], "\u{e9}", &doc[i..]].concat());
+                    for &c in bytes {
+                        docs.push(String::from_utf8_lossy(&[head, &[c], tail].concat()).into());
+                        let mut d = doc.clone().into_bytes();
+                        d[i] = c;
+                        docs.push(String::from_utf8_lossy(&d).into());
+                    }
+                }
+                let hop_sets = [
+                    [Some(src), Some(dst)],
+                    [Some(dst), Some(src)],
+                    [Some(src), None],
+                    [None, Some(dst)],
+                    [Some(&short), Some(dst)],
+                    [Some(src), Some(&long)],
+                ];
+                for (n, xml) in docs.iter().enumerate() {
+                    for hops in hop_sets {
+                        let Some(fast) = jxse_hop_peers(xml, hops) else {
+                            declined += 1;
+                            continue;
+                        };
+                        answered += 1;
+                        let parsed = parsed_peers(xml, hops, &mut SharedPeers::default());
+                        assert!(
+                            same(&fast.0, &parsed.0) && same(&fast.1, &parsed.1),
+                            "{xml}"
+                        );
+                        assert!(fast.0.is_some() && fast.1.is_some(), "{xml}");
+                    }
+                    assert!(
+                        n >= 2 || jxse_hop_peers(xml, [Some(src), Some(dst)]).is_some(),
+                        "{xml}"
+                    );
+                }
+            }
+        }
+        assert!(
+            answered > 1000 && declined > 10_000,
+            "{answered} {declined}"
+        );
     }
 
     /// Source and destination texts of address-ish pieces, held IDs among them, into a
