@@ -269,15 +269,23 @@ impl PeerMemo {
                 return Some((h.src.as_deref().cloned(), h.dst.as_deref().cloned()));
             }
         }
-        // Seen before from another direction's start: worth keeping for the next.
-        let recurs = if self.first_seen.len() >= Self::CAPACITY {
-            self.first_seen.clear();
-            self.first_seen.insert((content.len(), hash));
-            false
-        } else {
-            !self.first_seen.insert((content.len(), hash))
+        let ends = match jxse_hop_peers(content, *hops) {
+            // Neither the memo nor its record of first documents is asked: a look-up
+            // (a hash of the document, a probe, a comparison) would cost what these
+            // few comparisons do, and such documents would only fill them.
+            Some(ends) => Some(ends),
+            None => {
+                // Seen before from another direction's start: worth keeping for the next.
+                let recurs = if self.first_seen.len() >= Self::CAPACITY {
+                    self.first_seen.clear();
+                    self.first_seen.insert((content.len(), hash));
+                    false
+                } else {
+                    !self.first_seen.insert((content.len(), hash))
+                };
+                self.memo_router(content, recurs, *hops)
+            }
         };
-        let ends = self.memo_router(content, recurs, *hops);
         let peers = ends.as_ref().map(unshared);
         last.0 = ends.map(|(src, dst)| {
             Box::new(HeldRouter {
@@ -304,10 +312,7 @@ impl PeerMemo {
         }
         self.misses += 1;
         let xml = super::wire_str(content).ok()?;
-        let peers = match jxse_hop_peers(xml, hops) {
-            Some(peers) => peers,
-            None => parsed_peers(xml, hops, &mut self.shared),
-        };
+        let peers = parsed_peers(xml, hops, &mut self.shared);
         if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -335,13 +340,13 @@ fn parsed_peers(
 /// `<Dest>` start).
 const JXSE_SRC_TO_DEST: &[u8] = b"</Src><Dest>jxta://";
 
-/// [`parsed_peers`] of a document as JXSE writes it from this direction's sender to
-/// the other side: [`JXSE_ERM_START`], `jxta://<sender>`, [`JXSE_SRC_TO_DEST`], the
-/// other's unique part, then `/` or the end tag. Nearly every direction's first
-/// document is one, and comparing the hops' parts where the scan would find them
-/// replaces the scan (three `memchr3` calls, the `<Dest>` tag's checks) and the two
-/// address parses: ~1,500 instructions a document. `None`: not such a document, or
-/// not known to be (the general path decides).
+/// [`PeerMemo::memo_router`]'s peers of a document as JXSE writes it from this
+/// direction's sender to the other side: [`JXSE_ERM_START`], `jxta://<sender>`,
+/// [`JXSE_SRC_TO_DEST`], the other's unique part, then `/` or the end tag. Nearly every
+/// direction's first document is one, and comparing the hops' parts where the scan
+/// would find them replaces the scan (three `memchr3` calls, the `<Dest>` tag's checks)
+/// and the two address parses (~1,500 instructions a document). `None`: not such a
+/// document, or not known to be (the general path decides).
 ///
 /// For such a document the scan finds, as `plain_scan` with its JXSE start does,
 /// `<Src>`'s text `jxta://<sender>` (word bytes hold no `<`, `&` or CR; nothing to
@@ -349,15 +354,15 @@ const JXSE_SRC_TO_DEST: &[u8] = b"</Src><Dest>jxta://";
 /// which must be `</Dest>`'s `<` (checked here). The source address is then the
 /// sender's part, which `hop_named` finds as the first hop; the destination's text
 /// starts `jxta://<other>` followed by `/` or nothing, so its address is the other's
-/// part (a unique part has no `/`), found as `hop_named` finds it.
-/// `jxse_hop_peers_are_the_parse` compares both on every one-byte change of such
-/// documents.
-fn jxse_hop_peers(xml: &str, hops: [Option<&Arc<PeerId>>; 2]) -> Option<SharedEnds> {
+/// part (a unique part has no `/`), which `hop_named` finds as the sender if the two
+/// are the same peer, else as the other. The bytes compared are ASCII: the document is
+/// UTF-8 if the rest is. `jxse_hop_peers_are_the_parse` compares both ways on every
+/// one-byte change of such documents.
+fn jxse_hop_peers(content: &[u8], hops: [Option<&Arc<PeerId>>; 2]) -> Option<SharedEnds> {
     let [Some(sender), Some(other)] = hops else {
         return None;
     };
-    let dest = xml
-        .as_bytes()
+    let dest = content
         .strip_prefix(JXSE_ERM_START)?
         .strip_prefix(b"jxta://")?
         .strip_prefix(sender.unique().as_bytes())?
@@ -367,10 +372,12 @@ fn jxse_hop_peers(xml: &str, hops: [Option<&Arc<PeerId>>; 2]) -> Option<SharedEn
         return None;
     }
     let lt = memchr::memchr3(b'<', b'&', b'\r', dest)?;
-    if !dest[lt..].starts_with(b"</Dest>") {
+    if !dest[lt..].starts_with(b"</Dest>") || super::wire_str(dest).is_err() {
         return None;
     }
-    Some((Some(Arc::clone(sender)), hop_named(hops, other.unique())))
+    // Equal IDs are equal parts; unequal ones nearly always differ in their hash.
+    let dst = if **sender == **other { sender } else { other };
+    Some((Some(Arc::clone(sender)), Some(Arc::clone(dst))))
 }
 
 /// The `(src_peer, dst_peer)` of [`router_fields`], without the hop, service and pipe
@@ -1396,10 +1403,10 @@ mod tests {
     }
 
     /// JXSE's documents between two hops, and every one-byte change of them (in place,
-    /// inserted, removed; the bytes the scan stops at among them): where the shortcut
-    /// answers, it gives the general path's peers, the very hops it finds; it answers
-    /// for the documents as JXSE writes them, with either hop's part a prefix of the
-    /// other's, and for the same peer at both ends.
+    /// inserted, removed; the bytes the scan stops at and broken UTF-8 among them):
+    /// where the shortcut answers, it gives the general path's peers, the very hops it
+    /// finds; it answers for the documents as JXSE writes them, with either hop's part a
+    /// prefix of the other's, and for the same peer at both ends (one held copy or two).
     #[test]
     fn jxse_hop_peers_are_the_parse() {
         let hop = |t: &str| Arc::new(PeerId::parse(t).expect("a valid peer ID"));
@@ -1410,7 +1417,7 @@ mod tests {
             (None, None) => true,
             _ => false,
         };
-        let bytes: &[u8] = b"<>&\r\n\t /x-:\"'\x7f";
+        let bytes: &[u8] = b"<>&\r\n\t /x-:\"'\x7f\xff\xc3";
         let (mut answered, mut declined) = (0, 0);
         for (src, dst) in [
             (&a, &b),
@@ -1419,35 +1426,41 @@ mod tests {
             (&short, &long),
             (&long, &short),
         ] {
+            let copy = Arc::new(PeerId::clone(dst));
             for service in ["EndpointService:jxta-NetGroup/EndpointRouter", ""] {
                 let doc = erm_xml(src, dst, service, src);
-                let mut docs = vec![doc.clone(), doc.replace("/</Dest>", "</Dest>")];
+                let mut docs = vec![
+                    doc.clone().into_bytes(),
+                    doc.replace("/</Dest>", "</Dest>").into_bytes(),
+                ];
                 for i in 0..doc.len() {
                     let (head, tail) = doc.as_bytes().split_at(i);
-                    docs.push(String::from_utf8_lossy(&[head, &tail[1..]].concat()).into());
-                    docs.push([&doc[..i], "\u{e9}", &doc[i..]].concat());
+                    docs.push([head, &tail[1..]].concat());
+                    docs.push([head, "\u{e9}".as_bytes(), tail].concat());
                     for &c in bytes {
-                        docs.push(String::from_utf8_lossy(&[head, &[c], tail].concat()).into());
-                        let mut d = doc.clone().into_bytes();
-                        d[i] = c;
-                        docs.push(String::from_utf8_lossy(&d).into());
+                        docs.push([head, &[c], tail].concat());
+                        docs.push([head, &[c], &tail[1..]].concat());
                     }
                 }
                 let hop_sets = [
                     [Some(src), Some(dst)],
+                    [Some(src), Some(&copy)],
                     [Some(dst), Some(src)],
                     [Some(src), None],
                     [None, Some(dst)],
                     [Some(&short), Some(dst)],
                     [Some(src), Some(&long)],
                 ];
-                for (n, xml) in docs.iter().enumerate() {
+                for (n, content) in docs.iter().enumerate() {
                     for hops in hop_sets {
-                        let Some(fast) = jxse_hop_peers(xml, hops) else {
+                        let Some(fast) = jxse_hop_peers(content, hops) else {
                             declined += 1;
                             continue;
                         };
                         answered += 1;
+                        let xml = crate::jxta::wire_str(content);
+                        assert!(xml.is_ok(), "{content:?}");
+                        let xml = xml.unwrap_or_default();
                         let parsed = parsed_peers(xml, hops, &mut SharedPeers::default());
                         assert!(
                             same(&fast.0, &parsed.0) && same(&fast.1, &parsed.1),
@@ -1456,8 +1469,8 @@ mod tests {
                         assert!(fast.0.is_some() && fast.1.is_some(), "{xml}");
                     }
                     assert!(
-                        n >= 2 || jxse_hop_peers(xml, [Some(src), Some(dst)]).is_some(),
-                        "{xml}"
+                        n >= 2 || jxse_hop_peers(content, [Some(src), Some(dst)]).is_some(),
+                        "{content:?}"
                     );
                 }
             }
