@@ -243,6 +243,13 @@ impl PeerMemo {
                     if erm.as_ref().is_none_or(|(s, d)| s.is_none() && d.is_none()) =>
                 {
                     if let Some(peers) = self.router(el.content, last.as_deref_mut()) {
+                        // A source named here is the answer's: later elements could
+                        // only give the source a header names, or another router
+                        // element, and neither is asked for once there is one (the
+                        // stack's last two elements were looked at in every message).
+                        if peers.0.is_some() {
+                            return peers;
+                        }
                         erm = Some(peers);
                     }
                 }
@@ -1231,6 +1238,54 @@ mod tests {
             taken_end > taken + 1000,
             "taken {taken}, with the end peers' names {taken_end}"
         );
+    }
+
+    /// Messages of router elements (both peers, a destination only, none, broken),
+    /// header source peers and other elements, in every order of up to three: the
+    /// memo's end peers, with and without a direction, are [`addressing`]'s (its source
+    /// else the header's), however early it stops.
+    #[test]
+    fn peers_are_the_addressing_in_any_element_order() {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        let both = erm_xml(&a, &b, "EndpointService/x", &a);
+        let dest_only = format!("<jxta:ERM><Dest>jxta://{}</Dest></jxta:ERM>", b.unique());
+        let src_only = format!("<jxta:ERM><Src>jxta://{}</Src></jxta:ERM>", b.unique());
+        let els = [
+            OwnedElement::new("jxta", ERM_NAME, None, both.as_str()),
+            OwnedElement::new("jxta", ERM_NAME_1X, None, erm_xml(&b, &a, "", &b)),
+            OwnedElement::new("jxta", ERM_NAME, None, dest_only),
+            OwnedElement::new("jxta", ERM_NAME, None, src_only),
+            OwnedElement::new("jxta", ERM_NAME, None, "<jxta:ERM/>"),
+            OwnedElement::new("jxta", ERM_NAME, None, vec![0xff, 0xfe]),
+            OwnedElement::new("jxta", HEADER_SRC_PEER, None, CB_RDV),
+            OwnedElement::new("jxta", HEADER_SRC_PEER, None, CB_EDGE),
+            OwnedElement::new("jxta", SRC_ADDRESS, None, "tcp://127.0.0.1:9702"),
+            OwnedElement::new("", ERM_NAME, None, both.as_str()),
+        ];
+        let mut memo = PeerMemo::default();
+        let mut orders: Vec<Vec<usize>> = (0..els.len()).map(|i| vec![i]).collect();
+        for _ in 0..2 {
+            let longer: Vec<Vec<usize>> = orders
+                .iter()
+                .filter(|o| o.len() == orders.last().map_or(0, Vec::len))
+                .flat_map(|o| (0..els.len()).map(move |i| [o.as_slice(), &[i]].concat()))
+                .collect();
+            orders.extend(longer);
+        }
+        for order in orders {
+            let picked: Vec<OwnedElement> = order.iter().map(|&i| els[i].clone()).collect();
+            let body = encode_message_v0(&picked);
+            let msg = decode_message(&body).unwrap();
+            let a = addressing(&msg);
+            let want = (a.src_peer.or(a.header_src_peer), a.dst_peer);
+            let mut last = LastRouter::default();
+            assert_eq!(memo.peers(&msg, None), want, "{order:?}");
+            for _ in 0..2 {
+                let got = memo.peers(&msg, Some(&mut DirRouter::new(&mut last)));
+                assert_eq!(got, want, "{order:?}");
+            }
+        }
     }
 
     /// A message carrying one `EndpointRouterMsg` element of `xml`.
