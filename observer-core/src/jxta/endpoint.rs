@@ -243,6 +243,13 @@ impl PeerMemo {
                     if erm.as_ref().is_none_or(|(s, d)| s.is_none() && d.is_none()) =>
                 {
                     if let Some(peers) = self.router(el.content, last.as_deref_mut()) {
+                        // A source named here is the answer's: later elements could
+                        // only give the source a header names, or another router
+                        // element, and neither is asked for once there is one (the
+                        // stack's last two elements were looked at in every message).
+                        if peers.0.is_some() {
+                            return peers;
+                        }
                         erm = Some(peers);
                     }
                 }
@@ -269,15 +276,23 @@ impl PeerMemo {
                 return Some((h.src.as_deref().cloned(), h.dst.as_deref().cloned()));
             }
         }
-        // Seen before from another direction's start: worth keeping for the next.
-        let recurs = if self.first_seen.len() >= Self::CAPACITY {
-            self.first_seen.clear();
-            self.first_seen.insert((content.len(), hash));
-            false
-        } else {
-            !self.first_seen.insert((content.len(), hash))
+        let ends = match jxse_hop_peers(content, *hops) {
+            // Neither the memo nor its record of first documents is asked: a look-up
+            // (a hash of the document, a probe, a comparison) would cost what these
+            // few comparisons do, and such documents would only fill them.
+            Some(ends) => Some(ends),
+            None => {
+                // Seen before from another direction's start: worth keeping for the next.
+                let recurs = if self.first_seen.len() >= Self::CAPACITY {
+                    self.first_seen.clear();
+                    self.first_seen.insert((content.len(), hash));
+                    false
+                } else {
+                    !self.first_seen.insert((content.len(), hash))
+                };
+                self.memo_router(content, recurs, *hops)
+            }
         };
-        let ends = self.memo_router(content, recurs, *hops);
         let peers = ends.as_ref().map(unshared);
         last.0 = ends.map(|(src, dst)| {
             Box::new(HeldRouter {
@@ -304,11 +319,7 @@ impl PeerMemo {
         }
         self.misses += 1;
         let xml = super::wire_str(content).ok()?;
-        let shared = &mut self.shared;
-        let peers = router_peers_with(xml, |address, find| match find {
-            Find::Held => hop_named(hops, address).or_else(|| held_peer(shared, address)),
-            Find::Any => shared_checked(shared, address),
-        });
+        let peers = parsed_peers(xml, hops, &mut self.shared);
         if keep && content.len() <= Self::MAX_KEY {
             if self.routers.len() >= Self::CAPACITY {
                 self.routers.clear();
@@ -317,6 +328,63 @@ impl PeerMemo {
         }
         Some(peers)
     }
+}
+
+/// The memo's peers of `xml` as the scan and the address parse find them, each looked
+/// for among the connection's `hops` first, then in the `shared` table.
+fn parsed_peers(
+    xml: &str,
+    hops: [Option<&Arc<PeerId>>; 2],
+    shared: &mut SharedPeers,
+) -> SharedEnds {
+    router_peers_with(xml, |address, find| match find {
+        Find::Held => hop_named(hops, address).or_else(|| held_peer(shared, address)),
+        Find::Any => shared_checked(shared, address),
+    })
+}
+
+/// What JXSE writes between the two peers' unique parts (`erm_xml`'s `<Src>` end and
+/// `<Dest>` start).
+const JXSE_SRC_TO_DEST: &[u8] = b"</Src><Dest>jxta://";
+
+/// [`PeerMemo::memo_router`]'s peers of a document as JXSE writes it from this
+/// direction's sender to the other side: [`JXSE_ERM_START`], `jxta://<sender>`,
+/// [`JXSE_SRC_TO_DEST`], the other's unique part, then `/` or the end tag. Nearly every
+/// direction's first document is one, and comparing the hops' parts where the scan
+/// would find them replaces the scan (three `memchr3` calls, the `<Dest>` tag's checks)
+/// and the two address parses (~1,500 instructions a document). `None`: not such a
+/// document, or not known to be (the general path decides).
+///
+/// For such a document the scan finds, as `plain_scan` with its JXSE start does,
+/// `<Src>`'s text `jxta://<sender>` (word bytes hold no `<`, `&` or CR; nothing to
+/// trim), then the `<Dest>` tag, then `<Dest>`'s text up to its first `<`, `&` or CR,
+/// which must be `</Dest>`'s `<` (checked here). The source address is then the
+/// sender's part, which `hop_named` finds as the first hop; the destination's text
+/// starts `jxta://<other>` followed by `/` or nothing, so its address is the other's
+/// part (a unique part has no `/`), which `hop_named` finds as the sender if the two
+/// are the same peer, else as the other. The bytes compared are ASCII: the document is
+/// UTF-8 if the rest is. `jxse_hop_peers_are_the_parse` compares both ways on every
+/// one-byte change of such documents.
+fn jxse_hop_peers(content: &[u8], hops: [Option<&Arc<PeerId>>; 2]) -> Option<SharedEnds> {
+    let [Some(sender), Some(other)] = hops else {
+        return None;
+    };
+    let dest = content
+        .strip_prefix(JXSE_ERM_START)?
+        .strip_prefix(b"jxta://")?
+        .strip_prefix(sender.unique().as_bytes())?
+        .strip_prefix(JXSE_SRC_TO_DEST)?
+        .strip_prefix(other.unique().as_bytes())?;
+    if !matches!(dest.first(), Some(b'/' | b'<')) {
+        return None;
+    }
+    let lt = memchr::memchr3(b'<', b'&', b'\r', dest)?;
+    if !dest[lt..].starts_with(b"</Dest>") || super::wire_str(dest).is_err() {
+        return None;
+    }
+    // Equal IDs are equal parts; unequal ones nearly always differ in their hash.
+    let dst = if **sender == **other { sender } else { other };
+    Some((Some(Arc::clone(sender)), Some(Arc::clone(dst))))
 }
 
 /// The `(src_peer, dst_peer)` of [`router_fields`], without the hop, service and pipe
@@ -1172,6 +1240,54 @@ mod tests {
         );
     }
 
+    /// Messages of router elements (both peers, a destination only, none, broken),
+    /// header source peers and other elements, in every order of up to three: the
+    /// memo's end peers, with and without a direction, are [`addressing`]'s (its source
+    /// else the header's), however early it stops.
+    #[test]
+    fn peers_are_the_addressing_in_any_element_order() {
+        let a = PeerId::parse(CB_EDGE).unwrap();
+        let b = PeerId::parse(CB_RDV).unwrap();
+        let both = erm_xml(&a, &b, "EndpointService/x", &a);
+        let dest_only = format!("<jxta:ERM><Dest>jxta://{}</Dest></jxta:ERM>", b.unique());
+        let src_only = format!("<jxta:ERM><Src>jxta://{}</Src></jxta:ERM>", b.unique());
+        let els = [
+            OwnedElement::new("jxta", ERM_NAME, None, both.as_str()),
+            OwnedElement::new("jxta", ERM_NAME_1X, None, erm_xml(&b, &a, "", &b)),
+            OwnedElement::new("jxta", ERM_NAME, None, dest_only),
+            OwnedElement::new("jxta", ERM_NAME, None, src_only),
+            OwnedElement::new("jxta", ERM_NAME, None, "<jxta:ERM/>"),
+            OwnedElement::new("jxta", ERM_NAME, None, vec![0xff, 0xfe]),
+            OwnedElement::new("jxta", HEADER_SRC_PEER, None, CB_RDV),
+            OwnedElement::new("jxta", HEADER_SRC_PEER, None, CB_EDGE),
+            OwnedElement::new("jxta", SRC_ADDRESS, None, "tcp://127.0.0.1:9702"),
+            OwnedElement::new("", ERM_NAME, None, both.as_str()),
+        ];
+        let mut memo = PeerMemo::default();
+        let mut orders: Vec<Vec<usize>> = (0..els.len()).map(|i| vec![i]).collect();
+        for _ in 0..2 {
+            let longer: Vec<Vec<usize>> = orders
+                .iter()
+                .filter(|o| o.len() == orders.last().map_or(0, Vec::len))
+                .flat_map(|o| (0..els.len()).map(move |i| [o.as_slice(), &[i]].concat()))
+                .collect();
+            orders.extend(longer);
+        }
+        for order in orders {
+            let picked: Vec<OwnedElement> = order.iter().map(|&i| els[i].clone()).collect();
+            let body = encode_message_v0(&picked);
+            let msg = decode_message(&body).unwrap();
+            let a = addressing(&msg);
+            let want = (a.src_peer.or(a.header_src_peer), a.dst_peer);
+            let mut last = LastRouter::default();
+            assert_eq!(memo.peers(&msg, None), want, "{order:?}");
+            for _ in 0..2 {
+                let got = memo.peers(&msg, Some(&mut DirRouter::new(&mut last)));
+                assert_eq!(got, want, "{order:?}");
+            }
+        }
+    }
+
     /// A message carrying one `EndpointRouterMsg` element of `xml`.
     fn erm_body(xml: &str) -> Vec<u8> {
         encode_message_v0(&[OwnedElement::new("jxta", ERM_NAME, Some("text/xml"), xml)])
@@ -1339,6 +1455,85 @@ mod tests {
             }
         }
         assert!(from_hop > 0);
+    }
+
+    /// JXSE's documents between two hops, and every one-byte change of them (in place,
+    /// inserted, removed; the bytes the scan stops at and broken UTF-8 among them):
+    /// where the shortcut answers, it gives the general path's peers, the very hops it
+    /// finds; it answers for the documents as JXSE writes them, with either hop's part a
+    /// prefix of the other's, and for the same peer at both ends (one held copy or two).
+    #[test]
+    fn jxse_hop_peers_are_the_parse() {
+        let hop = |t: &str| Arc::new(PeerId::parse(t).expect("a valid peer ID"));
+        let (a, b) = (hop(CB_EDGE), hop(CB_RDV));
+        let (short, long) = (hop("uuid-AB0"), hop("uuid-AB03"));
+        let same = |x: &Option<Arc<PeerId>>, y: &Option<Arc<PeerId>>| match (x, y) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            (None, None) => true,
+            _ => false,
+        };
+        let bytes: &[u8] = b"<>&\r\n\t /x-:\"'\x7f\xff\xc3";
+        let (mut answered, mut declined) = (0, 0);
+        for (src, dst) in [
+            (&a, &b),
+            (&b, &a),
+            (&a, &a),
+            (&short, &long),
+            (&long, &short),
+        ] {
+            let copy = Arc::new(PeerId::clone(dst));
+            for service in ["EndpointService:jxta-NetGroup/EndpointRouter", ""] {
+                let doc = erm_xml(src, dst, service, src);
+                let mut docs = vec![
+                    doc.clone().into_bytes(),
+                    doc.replace("/</Dest>", "</Dest>").into_bytes(),
+                ];
+                for i in 0..doc.len() {
+                    let (head, tail) = doc.as_bytes().split_at(i);
+                    docs.push([head, &tail[1..]].concat());
+                    docs.push([head, "\u{e9}".as_bytes(), tail].concat());
+                    for &c in bytes {
+                        docs.push([head, &[c], tail].concat());
+                        docs.push([head, &[c], &tail[1..]].concat());
+                    }
+                }
+                let hop_sets = [
+                    [Some(src), Some(dst)],
+                    [Some(src), Some(&copy)],
+                    [Some(dst), Some(src)],
+                    [Some(src), None],
+                    [None, Some(dst)],
+                    [Some(&short), Some(dst)],
+                    [Some(src), Some(&long)],
+                ];
+                for (n, content) in docs.iter().enumerate() {
+                    for hops in hop_sets {
+                        let Some(fast) = jxse_hop_peers(content, hops) else {
+                            declined += 1;
+                            continue;
+                        };
+                        answered += 1;
+                        let xml = crate::jxta::wire_str(content);
+                        assert!(xml.is_ok(), "{content:?}");
+                        let xml = xml.unwrap_or_default();
+                        let parsed = parsed_peers(xml, hops, &mut SharedPeers::default());
+                        assert!(
+                            same(&fast.0, &parsed.0) && same(&fast.1, &parsed.1),
+                            "{xml}"
+                        );
+                        assert!(fast.0.is_some() && fast.1.is_some(), "{xml}");
+                    }
+                    assert!(
+                        n >= 2 || jxse_hop_peers(content, [Some(src), Some(dst)]).is_some(),
+                        "{content:?}"
+                    );
+                }
+            }
+        }
+        assert!(
+            answered > 1000 && declined > 10_000,
+            "{answered} {declined}"
+        );
     }
 
     /// Source and destination texts of address-ish pieces, held IDs among them, into a
