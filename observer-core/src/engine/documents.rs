@@ -41,9 +41,9 @@ pub enum DocumentSink {
     /// A shard of a parallel analysis: queued for the thread that owns the matcher
     /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
     /// matcher in its counters and result, which the merging thread's replaces.
-    /// `spare`: boxes the matcher is done with, handed back, each refilled with a
-    /// later document (what the box still holds is swapped out, to be refilled by the
-    /// next document decoded on this thread).
+    /// `spare`: boxes the matcher is done with, handed back, each decoded into by a
+    /// later document (what the box still holds is refilled or dropped on this
+    /// thread).
     Queue {
         queue: Vec<Matched>,
         idle: Matcher,
@@ -62,6 +62,9 @@ impl DocumentSink {
         }
     }
 
+    /// Inlined: a queue's push behind a call was ~40 instructions a document on a
+    /// shard (docs/performance.md, stop 31, thr20); `#[inline]` alone left the call.
+    #[inline(always)]
     fn event(&mut self, at: (u64, UnixNanos), flow: Option<u64>, event: MatchEvent) {
         match self {
             DocumentSink::Match { matcher, finished } => match event {
