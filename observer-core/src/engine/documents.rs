@@ -41,9 +41,9 @@ pub enum DocumentSink {
     /// A shard of a parallel analysis: queued for the thread that owns the matcher
     /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
     /// matcher in its counters and result, which the merging thread's replaces.
-    /// `spare`: boxes the matcher is done with, handed back, each decoded into by a
-    /// later document (what the box still holds is refilled or dropped on this
-    /// thread).
+    /// `spare`: boxes the matcher is done with, handed back, each refilled with a
+    /// later document (what the box still holds is swapped out, to be refilled by the
+    /// next document decoded on this thread).
     Queue {
         queue: Vec<Matched>,
         idle: Matcher,
@@ -62,7 +62,7 @@ impl DocumentSink {
         }
     }
 
-    /// Inlined: a queue's push behind a call was ~40 instructions a document on a
+    /// Inlined: a queue's push behind a call was ~30 instructions a document on a
     /// shard (docs/performance.md, stop 31, thr20); `#[inline]` alone left the call.
     #[inline(always)]
     fn event(&mut self, at: (u64, UnixNanos), flow: Option<u64>, event: MatchEvent) {
@@ -84,28 +84,12 @@ impl DocumentSink {
         }
     }
 
-    /// Where the next document is decoded: `own`, or for a queue the spare box it
-    /// will be handed over in, so that it is not moved there after (swapped into the
-    /// box, the ~180-byte document was ~70 instructions a document on a shard,
-    /// docs/performance.md, stop 31, thr20). A decode that fails leaves the box
-    /// spare, to be decoded into again.
-    #[inline]
-    pub(crate) fn decode_into<'a>(&'a mut self, own: &'a mut Document) -> &'a mut Document {
-        match self {
-            DocumentSink::Queue { spare, .. } => match spare.last_mut() {
-                Some(b) => &mut b.0,
-                None => own,
-            },
-            DocumentSink::Match { .. } | DocumentSink::Discard { .. } => own,
-        }
-    }
-
     /// A decoded document: matched in place, boxed only for a queue (a pipeline that
     /// matches here would otherwise allocate and free one box per document). The
     /// matcher takes what it keeps through references: the two passed by value to
     /// `observe_owned`, not inlined, were copied (~40 instructions each a document).
-    /// The document is where [`Self::decode_into`] put it, given `own` (a queue
-    /// without a spare box takes it, leaving it empty).
+    /// For a queue, `doc` is left empty or holding an earlier document, whose strings
+    /// the next document decoded reuses.
     /// Inlined into its one caller: called, the sighting was copied to pass it
     /// (`memcpy`, ~64 instructions a document).
     #[inline]
@@ -113,26 +97,28 @@ impl DocumentSink {
         &mut self,
         at: (u64, UnixNanos),
         flow: Option<u64>,
-        own: &mut Document,
+        doc: &mut Document,
         mut s: Sighting,
     ) {
         match self {
             DocumentSink::Match { matcher, finished } => {
-                matcher.observe_taking(own, &mut s, finished)
+                matcher.observe_taking(doc, &mut s, finished)
             }
             DocumentSink::Queue { spare, .. } => {
                 // A box taken back and refilled: a box allocated here and freed after
                 // the matcher was done with it cost ~200 instructions a document
                 // (docs/performance.md, stop 29, threads18e).
                 let boxed = match spare.pop() {
-                    // The document decoded in it already; the sighting swapped in,
-                    // and what the box held left to the caller to drop (assigned, it
-                    // cost more: docs/performance.md, stop 29, threads18e).
+                    // The document swapped in, and what the box held left to the
+                    // caller to drop: the pair built apart and moved in whole were
+                    // ~3 `memcpy` calls a document.
                     Some(mut b) => {
-                        std::mem::swap(&mut b.1, &mut s);
+                        let (d, sighting) = &mut *b;
+                        std::mem::swap(d, doc);
+                        std::mem::swap(sighting, &mut s);
                         b
                     }
-                    None => Box::new((std::mem::take(own), s)),
+                    None => Box::new((std::mem::take(doc), s)),
                 };
                 self.event(at, flow, MatchEvent::Document(boxed))
             }
@@ -382,8 +368,7 @@ impl Documents {
         // The stack's own elements are passed over as the message's layout says.
         let mut payloads = shape.payloads(&msg.elements);
         while let Some(element) = payloads.next() {
-            let target = self.sink.decode_into(&mut self.doc);
-            match jim::parse_for_matcher_into(element.content, self.max_document, target) {
+            match jim::parse_for_matcher_into(element.content, self.max_document, &mut self.doc) {
                 Ok(true) => {}
                 Ok(false) => {
                     if looks_like_xml(element.content) {
@@ -416,7 +401,7 @@ impl Documents {
                     continue;
                 }
             }
-            let doc = target;
+            let doc = &mut self.doc;
             self.jim.documents += 1;
             match doc.kind {
                 Kind::Ping => self.jim.pings += 1,
@@ -461,8 +446,7 @@ impl Documents {
                 let cell = handled.delivery.get_or_insert_with(Default::default);
                 sighting.wire.delivery = Some(cell.clone());
             }
-            self.sink
-                .document(self.at, origin.flow, &mut self.doc, sighting);
+            self.sink.document(self.at, origin.flow, doc, sighting);
         }
         handled
     }
@@ -606,11 +590,9 @@ mod tests {
         }
     }
 
-    /// A box handed back is decoded into and carries the next document, whole (nothing
-    /// of the old one left, the same as a decode into an empty document), also after a
-    /// decode into it failed; a queue without spare boxes makes its own from the
-    /// caller's document; past `keep` boxes held, the rest go. Were the old contents
-    /// kept, the spare ignored or a failed decode to take the box, this fails.
+    /// A box handed back is refilled with the next document, whole (nothing of the old
+    /// one left), and a queue without spare boxes makes its own; past `keep` boxes
+    /// held, the rest go. Were the old contents kept or the spare ignored, this fails.
     #[test]
     fn a_recycled_box_carries_the_next_document() {
         let mut docs = Documents::new(
@@ -627,8 +609,6 @@ mod tests {
             name: Some("old".into()),
             peer_id: Some("urn:jxta:old".into()),
             status_text: Some("gone".into()),
-            correlator: Some("99".into()),
-            correlator_bytes: 77,
             ..Document::default()
         };
         let spare = vec![
@@ -639,43 +619,19 @@ mod tests {
         let kept: Vec<*const (Document, Sighting)> =
             spare.iter().take(2).map(|b| &**b as *const _).collect();
         docs.sink.recycle(spare, 2);
-        let xml = |n: u64| {
-            Document {
-                kind: Kind::Ping,
-                name: Some(format!("alice{n}")),
-                correlator: Some(n.to_string()),
-                ..Document::default()
-            }
-            .to_xml()
+        let new = |n: u64| Document {
+            kind: Kind::Ping,
+            name: Some(format!("alice{n}")),
+            correlator: Some(n.to_string()),
+            ..Document::default()
         };
-        // What the decode into an empty document gives, as before the boxes.
-        let fresh = |n: u64| {
-            let mut doc = Document::default();
-            assert_eq!(
-                jim::parse_for_matcher_into(xml(n).as_bytes(), 1 << 16, &mut doc),
-                Ok(true)
-            );
-            doc
-        };
-        let mut own = Document::default();
         for n in 0..3u64 {
-            // A document cut short first: it fails and leaves the box to the next.
-            let cut = xml(n);
-            let target = docs.sink.decode_into(&mut own);
-            assert!(
-                jim::parse_for_matcher_into(&cut.as_bytes()[..cut.len() / 2], 1 << 16, target)
-                    .is_err()
-            );
-            let target = docs.sink.decode_into(&mut own);
-            assert_eq!(
-                jim::parse_for_matcher_into(xml(n).as_bytes(), 1 << 16, target),
-                Ok(true)
-            );
+            let mut doc = new(n);
             docs.sink
-                .document((n, 0), Some(n), &mut own, sighting(100 + n, 10 + n));
+                .document((n, 0), Some(n), &mut doc, sighting(100 + n, 10 + n));
+            // Taken: what a refilled box held is left here, to be dropped.
+            assert_ne!(doc, new(n));
         }
-        // The third went into `own` (no spare box left) and was taken from it.
-        assert_eq!(own, Document::default());
         let queued = docs.sink.take_queued();
         assert_eq!(queued.len(), 3);
         let mut reused = Vec::new();
@@ -683,7 +639,7 @@ mod tests {
             let MatchEvent::Document(d) = m.event else {
                 panic!("a document");
             };
-            assert_eq!(d.0, fresh(n));
+            assert_eq!(d.0, new(n));
             assert_eq!(d.1, sighting(100 + n, 10 + n));
             reused.push(&*d as *const (Document, Sighting));
         }
