@@ -62,6 +62,9 @@ impl DocumentSink {
         }
     }
 
+    /// Inlined: a queue's push behind a call was ~30 instructions a document on a
+    /// shard (docs/performance.md, stop 31, thr20); `#[inline]` alone left the call.
+    #[inline(always)]
     fn event(&mut self, at: (u64, UnixNanos), flow: Option<u64>, event: MatchEvent) {
         match self {
             DocumentSink::Match { matcher, finished } => match event {

@@ -177,7 +177,6 @@ fn run_reader(
     // were in flight at once.
     let mut spare_data: Vec<Vec<u8>> = Vec::new();
     let mut spare_slots: Vec<Vec<Slot>> = Vec::new();
-    let mut frames = 0u64;
     let mut copied = 0usize;
     // Every shard gets a batch at the same frames: a shard waiting for frames the
     // reader still holds while the reader waits on another shard would deadlock.
@@ -227,9 +226,10 @@ fn run_reader(
                     // Below `shards`, itself a thread count.
                     shard: own as u32,
                 });
-                frames += 1;
                 copied += frame.data.len();
-                if frames.is_multiple_of(BATCH_FRAMES) || copied >= READ_BATCH_BYTES {
+                // The slot list's length, not a count of its own: the list is made
+                // with room for `BATCH_FRAMES` and replaced at every hand-over.
+                if slots.len() >= BATCH_FRAMES as usize || copied >= READ_BATCH_BYTES {
                     copied = 0;
                     hand_over(&mut slots, &mut data);
                 }
@@ -406,6 +406,9 @@ fn merge(
             &mut parts,
             // One compare where a pair took two.
             |m| u128::from(m.frame) << 64 | u128::from(m.flow),
+            // Inlined into the merge's loop: called, it was ~20 instructions a document
+            // of the matcher's thread (docs/performance.md, stop 31, thr20).
+            #[inline(always)]
             |shard, m| {
                 if m.now > now {
                     now = m.now;
