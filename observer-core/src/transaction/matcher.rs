@@ -2001,6 +2001,25 @@ impl Matcher {
 mod pair_table_tests {
     use super::*;
 
+    /// A sighting of a message over TCP at `t` (10 ns long) between `ends`, through
+    /// `hops`, of a 1,000-byte frame holding a 900-byte message.
+    fn sighting_at(t: u64, ends: [Option<PeerId>; 2], hops: [Option<PeerId>; 2]) -> Sighting {
+        let [src_peer, dst_peer] = ends;
+        let [hop_src, hop_dst] = hops;
+        Sighting {
+            start: t,
+            stop: t + 10,
+            src_peer,
+            dst_peer,
+            hop_src,
+            hop_dst,
+            framed_bytes: 1000,
+            message_bytes: 900,
+            transport: Transport::Tcp,
+            wire: Default::default(),
+        }
+    }
+
     /// A PING keeps the hash its finished entry is stored under: the entry is found
     /// by its pair and correlator alone (hashed afresh) once the PONG answered it.
     #[test]
@@ -2013,18 +2032,7 @@ mod pair_table_tests {
             status: (kind == Kind::Pong).then_some(Status::Online),
             ..Default::default()
         };
-        let seen = |t, src, dst| Sighting {
-            start: t,
-            stop: t + 10,
-            src_peer: id(src),
-            dst_peer: id(dst),
-            hop_src: id(src),
-            hop_dst: id(dst),
-            framed_bytes: 1000,
-            message_bytes: 900,
-            transport: Transport::Tcp,
-            wire: Default::default(),
-        };
+        let seen = |t, src, dst| sighting_at(t, [id(src), id(dst)], [id(src), id(dst)]);
         let mut m = Matcher::new(MatcherConfig::default());
         let mut out = Vec::new();
         m.observe(&doc(Kind::Ping, "alice"), &seen(0, 0xA1, 0xB0), &mut out);
@@ -2066,19 +2074,8 @@ mod pair_table_tests {
             ..Default::default()
         };
         let mut hop = |end: u64| if next(6) == 0 { id(9) } else { id(end) };
-        let sighting = Sighting {
-            start: t,
-            stop: t + 10,
-            src_peer: id(a),
-            dst_peer: id(b),
-            hop_src: hop(a),
-            hop_dst: hop(b),
-            framed_bytes: 1000,
-            message_bytes: 900,
-            transport: Transport::Tcp,
-            wire: Default::default(),
-        };
-        (doc, sighting)
+        let hops = [hop(a), hop(b)];
+        (doc, sighting_at(t, [id(a), id(b)], hops))
     }
 
     /// A PING whose correlator was not among the finished has its entry added without
@@ -2525,18 +2522,7 @@ mod pair_table_tests {
             status: (kind == Kind::Pong).then_some(Status::Online),
             ..Default::default()
         };
-        let seen = |t, src, dst| Sighting {
-            start: t,
-            stop: t + 10,
-            src_peer: id(src),
-            dst_peer: id(dst),
-            hop_src: id(src),
-            hop_dst: id(dst),
-            framed_bytes: 1000,
-            message_bytes: 900,
-            transport: Transport::Tcp,
-            wire: Default::default(),
-        };
+        let seen = |t, src, dst| sighting_at(t, [id(src), id(dst)], [id(src), id(dst)]);
         let cases = [
             (65_536, None, 65_536..usize::MAX),
             (1 << 20, None, 65_536..1 << 20),
