@@ -58,6 +58,12 @@ const URN_PREFIX: &str = "urn:jxta:";
 const MAX_UNIQUE: usize = 512;
 
 impl PeerId {
+    /// The same copy of the text (a pointer compare): equal, without a look at it.
+    #[inline]
+    pub fn same_copy(&self, other: &PeerId) -> bool {
+        Arc::ptr_eq(&self.text, &other.text)
+    }
+
     /// Parses any of the wire forms: `urn:jxta:uuid-…`, `jxta://uuid-…`, `uuid-…`
     /// (and the same with `cbid-` or any other `<format>-`). A trailing service path
     /// (`jxta://uuid-…/PipeService/…`) is not part of the ID and must be cut by the

@@ -148,11 +148,22 @@ struct Peers {
     /// without the table's probe and an 80-byte compare (~80 instructions an ID, LTO
     /// off). The copy is the table's, or the ID itself past the cap: what a look-up in
     /// the table gives, as the table never drops an ID while this is kept.
-    recent: Box<[Option<(PeerId, PeerId)>]>,
+    recent: Box<[Option<RecentId>]>,
 }
 
-/// Slots of [`Peers::recent`]: 12 KB, and at most 512 IDs kept alive by it.
+/// Slots of [`Peers::recent`]: 18 KB, and at most 768 IDs kept alive by it.
 const RECENT_IDS: usize = 256;
+
+/// A [`Peers::recent`] slot: the last two copies an ID came in, and the matcher's copy.
+/// Two, because with `--threads` each shard makes its own copy of a peer's ID and
+/// their documents alternate: with one, the other shard's copy was compared in full
+/// (80 bytes) every time (~2.8 M instructions more on the matcher's thread than one
+/// thread spends, jxta-0.1g, docs/performance.md stop 31).
+#[derive(Clone, Debug)]
+struct RecentId {
+    seen: [PeerId; 2],
+    kept: PeerId,
+}
 
 /// A known peer's name becomes `name`; `named` counts the peers with one. A peer that
 /// names its buddies in turn (JXSE's PING names the buddy) changes name at every
@@ -197,12 +208,19 @@ impl Peers {
         id_hash(id) as usize % RECENT_IDS
     }
 
-    /// The copy kept in `slot` if it is `id`'s.
-    fn recently(&self, slot: usize, id: &PeerId) -> Option<PeerId> {
-        match self.recent.get(slot) {
-            Some(Some((seen, kept))) if seen == id => Some(kept.clone()),
-            _ => None,
+    /// The copy kept in `slot` if it is `id`'s. An equal ID in a third copy takes the
+    /// place of the copy held longest.
+    #[inline(always)]
+    fn recently(&mut self, slot: usize, id: &PeerId) -> Option<PeerId> {
+        let r = self.recent.get_mut(slot)?.as_mut()?;
+        if r.seen[0].same_copy(id) || r.seen[1].same_copy(id) {
+            return Some(r.kept.clone());
         }
+        if r.seen[0] != *id {
+            return None;
+        }
+        r.seen[1] = std::mem::replace(&mut r.seen[0], id.clone());
+        Some(r.kept.clone())
     }
 
     fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId) {
@@ -210,7 +228,10 @@ impl Peers {
             self.recent = vec![None; RECENT_IDS].into_boxed_slice();
         }
         if let Some(at) = self.recent.get_mut(slot) {
-            *at = Some((id.clone(), kept.clone()));
+            *at = Some(RecentId {
+                seen: [id.clone(), id.clone()],
+                kept: kept.clone(),
+            });
         }
     }
 
@@ -2124,6 +2145,36 @@ mod pair_table_tests {
 
     /// Removal moves the last pair into the hole: every pair left must still be found
     /// with its own state, and the removed ones not at all.
+    /// Two copies of one ID interned in turn (two shards' copies) are both held by its
+    /// slot and found there by their pointers; a third copy takes the place of the one
+    /// held longest.
+    /// Each comes back as the table's copy.
+    #[test]
+    fn a_slot_holds_the_last_two_copies_of_its_id() {
+        let text =
+            "urn:jxta:uuid-59616261646162614E50472050325033000000000000000000000000000000AA03";
+        let copy = || PeerId::parse(text).expect("a peer ID");
+        let (a, b, c) = (copy(), copy(), copy());
+        let mut peers = Peers::default();
+        let table = peers.intern(Some(a.clone()));
+        let slot = peers.recent_slot(&a);
+        let held = |peers: &Peers, x: &PeerId| {
+            peers.recent[slot]
+                .as_ref()
+                .is_some_and(|r| r.seen.iter().any(|s| s.same_copy(x)))
+        };
+        for x in [&b, &a, &b, &a] {
+            let got = peers.intern(Some(x.clone()));
+            assert!(got
+                .as_ref()
+                .zip(table.as_ref())
+                .is_some_and(|(g, t)| g.same_copy(t)));
+        }
+        assert!(held(&peers, &a) && held(&peers, &b));
+        assert!(peers.intern(Some(c.clone())).is_some());
+        assert!(held(&peers, &c) && held(&peers, &b) && !held(&peers, &a));
+    }
+
     /// Interned through the recent slots, an ID (each parsed afresh, or a copy of one
     /// parsed before, as flows hand them over) comes back as the table's copy, the one
     /// a look-up in the table gives, or as itself past the cap; hops likewise, whether
