@@ -665,28 +665,15 @@ fn sum_of(text: &str, family: &str) -> f64 {
         .sum()
 }
 
-/// The exposition once the tap has caught up: its source events and drops unchanged
-/// over half a second.
-fn tap_settled(metrics: &str) -> String {
-    let read = || common::http_get(metrics, "/metrics").unwrap_or_default();
-    let progress = |t: &str| {
-        (
-            sum_of(t, "observer_source_events_total"),
-            sum_of(t, "observer_drops_total"),
-        )
-    };
-    let mut last = read();
-    common::wait_until(
-        "the tap to drain its ring",
-        Duration::from_secs(120),
-        || {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = read();
-            let idle = progress(&now) == progress(&last) && !now.is_empty();
-            last = now;
-            idle
-        },
-    );
+/// The exposition once the tap has delivered or dropped `packets` in all.
+fn tap_accounted_for(metrics: &str, packets: u64) -> String {
+    let mut last = String::new();
+    common::wait_until("the tap to read its ring", Duration::from_secs(120), || {
+        last = common::http_get(metrics, "/metrics").unwrap_or_default();
+        let seen =
+            sum_of(&last, "observer_source_events_total") + sum_of(&last, "observer_drops_total");
+        seen >= packets as f64
+    });
     last
 }
 
@@ -713,8 +700,9 @@ fn flow_map_flood_does_not_blind_the_tap() {
     eprintln!("flood of {FLOOD} welcome lines: {:?}", t0.elapsed());
     // The tap still reads the flood out of its ring for a while (longer with both
     // cores busy); a session started meanwhile finds the ring full and its packets
-    // dropped (counted, but not the point here). Start it once the tap is idle.
-    let before = tap_settled(&metrics);
+    // dropped (counted, but not the point here). It starts once every flood packet is
+    // accounted for: read or dropped, twice each (loopback's egress and ingress).
+    let before = tap_accounted_for(&metrics, 2 * FLOOD as u64);
 
     // A real session after the flood, on ports the tap was not told about.
     let (pa, pb) = (free_port(), free_port());

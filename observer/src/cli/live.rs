@@ -126,8 +126,9 @@ pub fn live_config(args: &LiveArgs) -> LiveConfig {
 
 pub fn run(args: LiveArgs) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
-    // The first SIGINT, SIGTERM or SIGHUP ends the run cleanly (records flushed,
-    // filters removed within 100 ms); a second one, once that has begun, exits at
+    // The first SIGINT, SIGTERM or SIGHUP ends the run cleanly (what the capture
+    // already holds read, for at most 2 s, records flushed, filters removed); a second
+    // one, once that has begun, exits at
     // once: by then the capture is torn down and only the summary and report remain.
     for sig in [
         signal_hook::consts::SIGINT,

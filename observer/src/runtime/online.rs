@@ -553,7 +553,12 @@ impl Sinks<'_> {
     }
 }
 
-/// Runs until `stop` is set, the duration is over, or the source ends.
+/// At most this long, once a stop is asked, reading what the source already holds
+/// (on a wire that never goes quiet the drain ends here).
+const STOP_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs until `stop` is set, the duration is over, or the source ends; what the source
+/// holds when it stops is read first (at most [`STOP_DRAIN`]).
 pub fn run(
     source: LiveSource,
     cfg: LiveConfig,
@@ -655,11 +660,25 @@ pub fn run_each(
         .map(|p| p.display().to_string())
         .unwrap_or_default();
 
+    // Set when the run is asked to stop: what the source already holds (the tap's
+    // ring, libpcap's buffer, a replay's queue) was captured before and is read first,
+    // until the source has nothing ready or for at most `STOP_DRAIN`. Stopping at once
+    // left a backlog unread: a loaded machine's live run lost the last transactions
+    // the peers recorded (tests/security.rs, flow-map flood, 15 of 26).
+    let mut stopping: Option<Instant> = None;
     loop {
-        if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d) {
-            break;
+        if stopping.is_none()
+            && (stop.load(Ordering::Relaxed)
+                || cfg.duration.is_some_and(|d| started.elapsed() >= d))
+        {
+            stopping = Some(Instant::now());
         }
-        let polled = source.poll(Duration::from_millis(100), &mut |f| {
+        let wait = if stopping.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        let polled = source.poll(wait, &mut |f| {
             if let Some(w) = &mut saver {
                 if let Err(e) = w.write_frame(f.interface, f.ts, &f.data, f.orig_len) {
                     write_error.get_or_insert(LiveError::Write {
@@ -696,6 +715,8 @@ pub fn run_each(
             saver = None;
             sinks.error.get_or_insert(e);
         }
+        let drained = stopping
+            .is_some_and(|since| matches!(polled, Ok(Some(0))) || since.elapsed() >= STOP_DRAIN);
         let ended = match polled {
             Ok(None) => true,
             Ok(Some(0)) if clock == Clock::Wall => {
@@ -775,7 +796,7 @@ pub fn run_each(
         }
         // A failed output or source ends the run here, with everything seen so far
         // still going to the summary below.
-        if ended || sinks.error.is_some() {
+        if ended || drained || sinks.error.is_some() {
             break;
         }
     }
@@ -981,6 +1002,55 @@ mod tests {
         assert_eq!(hour.ok, offline.transactions.ok);
         assert_eq!(hour.timeout, offline.transactions.timeout);
         assert_eq!(hour.quantiles_ms.len(), window::QUANTILES.len());
+    }
+
+    /// Frames the source holds when the stop comes were captured before it: a run asked
+    /// to stop before its first poll still reads its whole backlog (a queue that stays
+    /// open, as a tap's ring does), and finds what `analyze` finds.
+    #[test]
+    fn a_stop_reads_what_the_source_already_holds() {
+        let bytes = four_peers_pcap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("four.pcap");
+        std::fs::write(&path, &bytes).expect("write capture");
+        let mut offline = Vec::new();
+        let analysis = crate::runtime::analyze_each(
+            std::slice::from_ref(&path),
+            PipelineConfig::default(),
+            false,
+            &mut |t| offline.push(t),
+        );
+        assert!(!analysis.damaged(), "{:?}", analysis.inputs);
+        assert!(!offline.is_empty());
+
+        let mut reader = crate::capture::CaptureReader::from_bytes("four", bytes).expect("capture");
+        let mut frames = Vec::new();
+        while let Some(f) = reader.next_frame().expect("frame") {
+            frames.push(OwnedFrame {
+                ts: f.ts,
+                interface: f.interface,
+                data: f.data.to_vec(),
+                orig_len: f.orig_len,
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(frames.len());
+        for f in frames {
+            tx.send(f).expect("queued");
+        }
+        let source = LiveSource::Channel {
+            rx,
+            link_types: vec![LinkType::ETHERNET],
+            events: 0,
+            bytes: 0,
+        };
+        let stop = AtomicBool::new(true);
+        let mut live = Vec::new();
+        run_each(source, LiveConfig::default(), &stop, &mut |t| {
+            live.push(t.clone())
+        })
+        .expect("live run");
+        drop(tx);
+        assert_eq!(live, offline);
     }
 
     /// A replay whose thread stalls for longer than a poll (a loaded machine) is not a
