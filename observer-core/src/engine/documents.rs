@@ -42,8 +42,8 @@ pub enum DocumentSink {
     /// (see `engine::parallel`). `idle` sees no document: it stands for the shard's
     /// matcher in its counters and result, which the merging thread's replaces.
     /// `spare`: boxes the matcher is done with, handed back, each refilled with a
-    /// later document (what the box still holds is swapped out, to be refilled by the
-    /// next document decoded on this thread).
+    /// later document (the document the box still holds is swapped out, to be refilled
+    /// by the next document decoded on this thread; its sighting is dropped).
     Queue {
         queue: Vec<Matched>,
         idle: Matcher,
@@ -108,9 +108,10 @@ impl DocumentSink {
                 // the matcher was done with it cost ~200 instructions a document
                 // (docs/performance.md, stop 29, threads18e).
                 let boxed = match spare.pop() {
-                    // The document swapped in, and what the box held left to the
-                    // caller to drop: the pair built apart and moved in whole were
-                    // ~3 `memcpy` calls a document.
+                    // The document swapped in (the box's old one left to the caller
+                    // to refill) and the sighting likewise (left to be dropped): the
+                    // pair built apart and moved in whole were ~3 `memcpy` calls a
+                    // document.
                     Some(mut b) => {
                         let (d, sighting) = &mut *b;
                         std::mem::swap(d, doc);

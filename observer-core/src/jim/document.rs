@@ -992,8 +992,7 @@ struct Found<'a> {
 }
 
 impl Found<'_> {
-    /// The `Document`, with `document_bytes` (set by `parse_limited`, 0 from
-    /// `decode_plain`).
+    /// The `Document`, with `document_bytes`.
     fn into_document(self, document_bytes: u32) -> Document {
         let mut doc = Document::default();
         self.fill(&mut doc, document_bytes);
@@ -1011,17 +1010,32 @@ impl Found<'_> {
                 None => (None, Some(text)),
             },
         };
-        doc.kind = self.kind;
-        refill(&mut doc.name, self.name);
-        refill(&mut doc.peer_id, self.peer_id);
-        doc.status = status;
-        refill(&mut doc.status_text, status_text);
-        refill(&mut doc.correlator, self.correlator.map(|(c, _)| c));
-        doc.correlator_bytes = self.correlator.map_or(0, |(_, b)| b);
-        doc.document_bytes = document_bytes;
-        refill(&mut doc.from, self.from);
-        refill(&mut doc.to, self.to);
-        refill(&mut doc.body, self.body);
+        // Every field named: a field added to `Document` is a compile error here, not
+        // the previous document's value carried over in a reused one.
+        let Document {
+            kind,
+            name,
+            peer_id,
+            status: doc_status,
+            status_text: doc_status_text,
+            correlator,
+            correlator_bytes,
+            document_bytes: doc_bytes,
+            from,
+            to,
+            body,
+        } = doc;
+        *kind = self.kind;
+        refill(name, self.name);
+        refill(peer_id, self.peer_id);
+        *doc_status = status;
+        refill(doc_status_text, status_text);
+        refill(correlator, self.correlator.map(|(c, _)| c));
+        *correlator_bytes = self.correlator.map_or(0, |(_, b)| b);
+        *doc_bytes = document_bytes;
+        refill(from, self.from);
+        refill(to, self.to);
+        refill(body, self.body);
     }
 }
 

@@ -1263,6 +1263,9 @@ mod tests {
             OwnedElement::new("jxta", SRC_ADDRESS, None, "tcp://127.0.0.1:9702"),
             OwnedElement::new("", ERM_NAME, None, both.as_str()),
         ];
+        // The welcome peers of a connection from `a` to `b`: `both` is then the document
+        // JXSE writes between them, answered by `jxse_hop_peers` as a first document.
+        let (hop_a, hop_b) = (Arc::new(a.clone()), Arc::new(b.clone()));
         let mut memo = PeerMemo::default();
         let mut orders: Vec<Vec<usize>> = (0..els.len()).map(|i| vec![i]).collect();
         for _ in 0..2 {
@@ -1284,6 +1287,18 @@ mod tests {
             for _ in 0..2 {
                 let got = memo.peers(&msg, Some(&mut DirRouter::new(&mut last)));
                 assert_eq!(got, want, "{order:?}");
+            }
+            let mut last = LastRouter::default();
+            for _ in 0..2 {
+                let mut dir = DirRouter {
+                    last: &mut last,
+                    hops: [Some(&hop_a), Some(&hop_b)],
+                };
+                assert_eq!(
+                    memo.peers(&msg, Some(&mut dir)),
+                    want,
+                    "{order:?} with hops"
+                );
             }
         }
     }

@@ -381,7 +381,8 @@ fn pick_entry(at: usize, taken: impl Fn(usize) -> bool) -> usize {
 }
 
 /// Element counts by name. Reads like the map it replaces (`get`, `keys`, `len`,
-/// serialised as a map); `count` is the hot path.
+/// serialised as a map); `JxtaStats::count_message` (a message's layout) is the hot
+/// path.
 #[derive(Debug, Default, Clone)]
 pub struct ElementNames {
     /// Each distinct key's place in `counts`.
@@ -456,7 +457,8 @@ impl ElementNames {
     }
 
     /// [`Self::count`], and the slot counted in. Inlined into the loop over a
-    /// message's elements: the call cost ~20 instructions of the ~100 of a hit.
+    /// message's elements when its layout is not known yet: the call cost ~20
+    /// instructions of the ~100 of a hit.
     #[inline]
     fn count_slot(&mut self, namespace: &str, name: &str) -> u32 {
         let (ns, nm) = (namespace.as_bytes(), name.as_bytes());

@@ -166,11 +166,6 @@ mod tests {
                     (h.floor() as usize).min(last),
                     "{last} {q}"
                 );
-                let lo = floor_rank(h).min(last);
-                assert_eq!(
-                    (h - lo as f64).to_bits(),
-                    (h - (h.floor() as usize).min(last) as f64).to_bits()
-                );
             }
         }
     }

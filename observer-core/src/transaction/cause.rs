@@ -108,7 +108,8 @@ const UNSET: u8 = 0;
 const WRITING: u8 = 1;
 /// The tag of a plain time ([`TimeSlot::set`]).
 const SET: u8 = 2;
-const FIN: u8 = 2;
+/// A FIN's end is a plain time with its own name.
+const FIN: u8 = SET;
 const RST: u8 = 3;
 
 impl TimeSlot {

@@ -2143,12 +2143,9 @@ mod pair_table_tests {
         )
     }
 
-    /// Removal moves the last pair into the hole: every pair left must still be found
-    /// with its own state, and the removed ones not at all.
     /// Two copies of one ID interned in turn (two shards' copies) are both held by its
-    /// slot and found there by their pointers; a third copy takes the place of the one
-    /// held longest.
-    /// Each comes back as the table's copy.
+    /// slot and found there by their pointers, each coming back as the table's copy; a
+    /// third copy takes the place of the one held longest.
     #[test]
     fn a_slot_holds_the_last_two_copies_of_its_id() {
         let text =
@@ -2387,6 +2384,8 @@ mod pair_table_tests {
         assert_eq!(finished.len(), 52 * 52);
     }
 
+    /// Removal moves the last pair into the hole: every pair left must still be found
+    /// with its own state, and the removed ones not at all.
     #[test]
     fn removal_keeps_every_other_pair_findable() {
         let mut t = PairTable::default();
