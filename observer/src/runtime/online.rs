@@ -1004,11 +1004,9 @@ mod tests {
         assert_eq!(hour.quantiles_ms.len(), window::QUANTILES.len());
     }
 
-    /// Frames the source holds when the stop comes were captured before it: a run asked
-    /// to stop before its first poll still reads its whole backlog (a queue that stays
-    /// open, as a tap's ring does), and finds what `analyze` finds.
-    #[test]
-    fn a_stop_reads_what_the_source_already_holds() {
+    /// The four-peer capture's transactions as `analyze` finds them, and its frames as
+    /// a live source hands them over.
+    fn four_peers_offline_and_frames() -> (Vec<Transaction>, Vec<OwnedFrame>) {
         let bytes = four_peers_pcap();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("four.pcap");
@@ -1021,7 +1019,6 @@ mod tests {
             &mut |t| offline.push(t),
         );
         assert!(!analysis.damaged(), "{:?}", analysis.inputs);
-        assert!(!offline.is_empty());
 
         let mut reader = crate::capture::CaptureReader::from_bytes("four", bytes).expect("capture");
         let mut frames = Vec::new();
@@ -1033,6 +1030,16 @@ mod tests {
                 orig_len: f.orig_len,
             });
         }
+        (offline, frames)
+    }
+
+    /// Frames the source holds when the stop comes were captured before it: a run asked
+    /// to stop before its first poll still reads its whole backlog (a queue that stays
+    /// open, as a tap's ring does), and finds what `analyze` finds.
+    #[test]
+    fn a_stop_reads_what_the_source_already_holds() {
+        let (offline, frames) = four_peers_offline_and_frames();
+        assert!(!offline.is_empty());
         let (tx, rx) = std::sync::mpsc::sync_channel(frames.len());
         for f in frames {
             tx.send(f).expect("queued");
@@ -1060,29 +1067,7 @@ mod tests {
     /// every PING outstanding at that moment timed out.
     #[test]
     fn a_stalled_replay_times_nothing_out() {
-        let bytes = four_peers_pcap();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("four.pcap");
-        std::fs::write(&path, &bytes).expect("write capture");
-        let mut offline = Vec::new();
-        let analysis = crate::runtime::analyze_each(
-            std::slice::from_ref(&path),
-            PipelineConfig::default(),
-            false,
-            &mut |t| offline.push(t),
-        );
-        assert!(!analysis.damaged(), "{:?}", analysis.inputs);
-
-        let mut reader = crate::capture::CaptureReader::from_bytes("four", bytes).expect("capture");
-        let mut frames = Vec::new();
-        while let Some(f) = reader.next_frame().expect("frame") {
-            frames.push(OwnedFrame {
-                ts: f.ts,
-                interface: f.interface,
-                data: f.data.to_vec(),
-                orig_len: f.orig_len,
-            });
-        }
+        let (offline, frames) = four_peers_offline_and_frames();
         let (tx, rx) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_FRAMES);
         let stall_at = frames.len() / 2;
         let feeder = std::thread::spawn(move || {
