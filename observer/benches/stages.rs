@@ -163,7 +163,7 @@ impl FlowHandler for Extract {
         Interest::Keep
     }
 
-    fn close(&mut self, mut conn: Conn, _: &FlowInfo, _: CloseReason) {
+    fn close(&mut self, conn: &mut Conn, _: &FlowInfo, _: CloseReason) {
         for p in &mut conn.parsers {
             p.finish(&mut self.stats);
         }
@@ -453,7 +453,7 @@ impl FlowHandler for Count {
         };
         Interest::Keep
     }
-    fn close(&mut self, _: (), _: &FlowInfo, _: CloseReason) {}
+    fn close(&mut self, _: &mut (), _: &FlowInfo, _: CloseReason) {}
 }
 
 fn all_inputs() -> Vec<Inputs> {

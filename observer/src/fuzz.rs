@@ -90,7 +90,7 @@ impl FlowHandler for Streams {
         *self.delivered.entry((info.id, dir.index())).or_default() += n;
         Interest::Keep
     }
-    fn close(&mut self, _: (), _: &FlowInfo, _: CloseReason) {}
+    fn close(&mut self, _: &mut (), _: &FlowInfo, _: CloseReason) {}
 }
 
 /// TCP reassembly: the bytes are a script of segments on a few 4-tuples

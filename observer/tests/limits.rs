@@ -29,7 +29,7 @@ impl FlowHandler for Count {
     fn deliver(&mut self, _: &mut (), _: &FlowInfo, _: Dir, _: Delivery<'_>) -> Interest {
         Interest::Keep
     }
-    fn close(&mut self, _: (), info: &FlowInfo, reason: CloseReason) {
+    fn close(&mut self, _: &mut (), info: &FlowInfo, reason: CloseReason) {
         self.closed += 1;
         match reason {
             CloseReason::Evicted => self.newest_evicted = self.newest_evicted.max(info.first_seen),

@@ -172,7 +172,10 @@ pub trait FlowHandler {
         dir: Dir,
         delivery: Delivery<'_>,
     ) -> Interest;
-    fn close(&mut self, state: Self::State, info: &FlowInfo, reason: CloseReason);
+    /// The flow ends; its state is dropped with the flow right after. Borrowed, not
+    /// moved: a JXTA connection's state, most of the flow's box, was copied out of it
+    /// to be handed over, a `memcpy` at every connection's end.
+    fn close(&mut self, state: &mut Self::State, info: &FlowInfo, reason: CloseReason);
     /// Whether the state may hold bytes whose first-seen time
     /// [`FlowTable::oldest_held`]'s `held` would give: it must be `true` whenever `held`
     /// gives a time. Asked after each segment of the flow, so that the table's pass
@@ -704,7 +707,7 @@ impl<S> FlowTable<S> {
             );
             self.buffered = (self.buffered as isize + freed).max(0) as usize;
         }
-        handler.close(flow.state, &flow.info, reason);
+        handler.close(&mut flow.state, &flow.info, reason);
     }
 
     /// Closes flows idle for longer than the timeout. Runs at most a few times per
@@ -782,8 +785,8 @@ mod tests {
                 _ => Interest::Keep,
             }
         }
-        fn close(&mut self, id: u64, _: &FlowInfo, reason: CloseReason) {
-            self.closed.push((id, reason));
+        fn close(&mut self, id: &mut u64, _: &FlowInfo, reason: CloseReason) {
+            self.closed.push((*id, reason));
         }
     }
 
@@ -996,7 +999,7 @@ mod tests {
             }
             Interest::Keep
         }
-        fn close(&mut self, _: Self::State, _: &FlowInfo, _: CloseReason) {}
+        fn close(&mut self, _: &mut Self::State, _: &FlowInfo, _: CloseReason) {}
         fn holds(&self, held: &Self::State) -> bool {
             held.is_some()
         }

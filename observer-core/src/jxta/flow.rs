@@ -271,7 +271,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
             .control(dir.index(), seg.ts, (seg.ack, seg.window), seg.fin, seg.rst);
     }
 
-    fn close(&mut self, mut conn: Conn, _info: &FlowInfo, _reason: CloseReason) {
+    fn close(&mut self, conn: &mut Conn, _info: &FlowInfo, _reason: CloseReason) {
         for p in &mut conn.parsers {
             p.finish(&self.stream_cfg, &mut self.stream_stats);
         }
@@ -360,7 +360,7 @@ mod tests {
                     Interest::Keep
                 ));
             }
-            flows.close(conn, &info, CloseReason::Fin);
+            flows.close(&mut conn, &info, CloseReason::Fin);
         }
         let server = addr("10.0.0.2:9701");
         assert_eq!(
