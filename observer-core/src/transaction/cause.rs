@@ -410,6 +410,44 @@ pub struct ConnOf {
 /// between PINGs, and an empty `Vec` inline was 16 bytes more per direction.
 type Watched = Option<Box<WatchList>>;
 
+/// Emptied watch lists kept per thread for the next PING's: a list is made at nearly
+/// every PING and freed at its ACK (an allocation and a free each, ~70 instructions a
+/// PING). Kept here rather than in the emptying direction, whose connection may idle
+/// or close (explain19 kept them there: short connections held theirs until they
+/// closed). Bounded: a thread has at most this many spare.
+const SPARE_WATCH_LISTS: usize = 64;
+
+std::thread_local! {
+    // The boxes are the lists the directions hold: taken and given back whole.
+    #[allow(clippy::vec_box)]
+    static SPARE_WATCH: std::cell::RefCell<Vec<Box<WatchList>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty watch list, a spare one when the thread has one.
+fn watch_list() -> Box<WatchList> {
+    SPARE_WATCH
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps an emptied watch list for [`watch_list`]; freed when the thread has enough.
+fn spare_watch_list(list: Box<WatchList>) {
+    // A list still watching would hand its PINGs to another connection's.
+    if !list.is_empty() {
+        return;
+    }
+    let _ = SPARE_WATCH.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            if spare.len() < SPARE_WATCH_LISTS {
+                spare.push(list);
+            }
+        }
+    });
+}
+
 /// Up to [`WATCHED`] PINGs (the sequence number their bytes end at, and their cell),
 /// oldest first, the entries in use before the empty ones: one allocation of 64 bytes
 /// where a boxed `Vec` took two (a 24-byte box and a 64-byte buffer), made again at
@@ -699,8 +737,10 @@ impl ConnNotes {
                     !covered
                 });
                 if watched.is_empty() {
-                    // Freed, not kept empty: a connection idles between PINGs.
-                    other.watched = None;
+                    // Not kept empty: a connection idles between PINGs.
+                    if let Some(list) = other.watched.take() {
+                        spare_watch_list(list);
+                    }
                 }
             }
         }
@@ -745,8 +785,8 @@ impl ConnNotes {
         let Some(end) = d.high_end() else {
             return;
         };
-        // Emptied when its PINGs are acknowledged, it is made again per PING.
-        d.watched.get_or_insert_with(Box::default).push((end, cell));
+        // Emptied when its PINGs are acknowledged, it is taken again per PING.
+        d.watched.get_or_insert_with(watch_list).push((end, cell));
     }
 
     /// The message of `dir` from `start` to `stop` just decoded was a JXTA service
@@ -1572,6 +1612,47 @@ mod tests {
                 scan_by_loops(&legs, from, until)
             );
         }
+    }
+
+    /// The list an ACK empties is the next PING's, on this connection or another of the
+    /// thread, and holds that PING's alone; a list still watching is not kept, and no
+    /// more than the bound are.
+    #[test]
+    fn an_emptied_watch_list_is_taken_by_the_next_ping() {
+        let list_at = |n: &ConnNotes| n.dirs[0].watched.as_deref().map(|l| l as *const WatchList);
+        let conn = ConnOf {
+            flow: 1,
+            syn_at: None,
+        };
+        let spare = || SPARE_WATCH.with(|s| s.borrow().len());
+        let mut a = ConnNotes::default();
+        a.segment(0, 1000, 300, 0, MS, 0);
+        let _ = a.message(conn, 0, MS, MS, 300);
+        a.watch(0, DeliveryCell::default());
+        let first = list_at(&a).expect("a PING is watched");
+        let before = spare();
+        a.control(1, 2 * MS, (Some(1300), 65535), false, false);
+        assert!(a.dirs[0].watched.is_none());
+        assert_eq!(spare(), before + 1, "the emptied list is kept");
+        let mut b = ConnNotes::default();
+        b.segment(0, 5000, 100, 0, 3 * MS, 0);
+        let cell = DeliveryCell::default();
+        b.watch(0, cell.clone());
+        assert_eq!(spare(), before, "and taken again");
+        assert_eq!(list_at(&b), Some(first));
+        let kept: Vec<_> = b.dirs[0].watched.iter().flat_map(|l| l.iter()).collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].0, 5100);
+        assert!(Arc::ptr_eq(&kept[0].1, &cell));
+        let mut busy = WatchList::default();
+        busy.push((1, DeliveryCell::default()));
+        let before = spare();
+        spare_watch_list(Box::new(busy));
+        assert_eq!(spare(), before, "a list still watching is not kept");
+        for _ in 0..2 * SPARE_WATCH_LISTS {
+            spare_watch_list(Box::default());
+        }
+        assert_eq!(spare(), SPARE_WATCH_LISTS);
     }
 
     #[test]

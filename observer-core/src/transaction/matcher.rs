@@ -1951,7 +1951,9 @@ impl Matcher {
         // The record is written once with the PONG's fields: a record without them,
         // overwritten field by field (its default cause and receiver ID dropped, the
         // poller ID cloned for presence), cost ~50 instructions a transaction more.
-        let t = Transaction {
+        // Pushed first and read back for presence: built aside, it was copied into
+        // `out` by a `memcpy` call.
+        out.push(Transaction {
             start: p.start,
             stop: Some(stop),
             poller_name,
@@ -1966,8 +1968,8 @@ impl Matcher {
             pong_bytes: Some(c.pong_bytes),
             correlator_overhead_bytes: p.ping_correlator_bytes + c.pong_correlator_bytes,
             cause: explained.unwrap_or_default(),
-        };
-        if let Some(status) = c.receiver_status {
+        });
+        if let (Some(status), Some(t)) = (c.receiver_status, out.last()) {
             let key = PeerKey::new(t.receiver_id.as_ref(), t.receiver_name.as_deref());
             self.presence.observe(
                 stop,
@@ -1979,7 +1981,6 @@ impl Matcher {
                 t.poller_name.as_deref(),
             );
         }
-        out.push(t);
     }
 
     /// The record's poller and receiver names: the PING's and `receiver_name` (the
