@@ -23,7 +23,7 @@ pub struct Reorder {
     /// at the end; a chunk is allocated once for [`SLAB_CHUNK`] of them, and never
     /// moved (a vector of slots would copy every held transaction as it grew). The
     /// chunks stay until the end: as many as were held at once.
-    slab: Vec<Box<[Option<Transaction>]>>,
+    slab: Vec<Chunk>,
     /// Slots emptied by releases, for the next transactions (the last emptied first).
     free: Vec<usize>,
     /// Finish order, the last key: equal keys leave in the order they finished, as a
@@ -49,6 +49,10 @@ const REORDER_BATCH: usize = 4096;
 /// Slots of a chunk of [`Reorder::slab`] (a transaction is a few hundred bytes: some
 /// 19 KB a chunk, so a run that holds few transactions holds little room).
 const SLAB_CHUNK: usize = 64;
+
+/// A chunk of [`Reorder::slab`], of a fixed length: a slot's index in it needs no
+/// bounds check.
+type Chunk = Box<[Option<Transaction>; SLAB_CHUNK]>;
 
 impl Reorder {
     pub fn push(&mut self, t: Transaction) {
@@ -76,8 +80,11 @@ impl Reorder {
     #[cold]
     fn add_chunk(&mut self) -> usize {
         let first = self.slab.len() * SLAB_CHUNK;
+        // Made in place: an array built on the stack was copied to the heap whole.
+        let chunk: Box<[Option<Transaction>]> =
+            std::iter::repeat_with(|| None).take(SLAB_CHUNK).collect();
         self.slab
-            .push(std::iter::repeat_with(|| None).take(SLAB_CHUNK).collect());
+            .push(chunk.try_into().expect("a chunk of SLAB_CHUNK slots"));
         // Popped lowest first.
         self.free.extend((first + 1..first + SLAB_CHUNK).rev());
         first
@@ -153,7 +160,7 @@ impl Reorder {
 
 /// The slot `slot` of `slab` (one that [`Reorder::add_chunk`] made).
 #[inline]
-fn slot_mut(slab: &mut [Box<[Option<Transaction>]>], slot: usize) -> &mut Option<Transaction> {
+fn slot_mut(slab: &mut [Chunk], slot: usize) -> &mut Option<Transaction> {
     &mut slab[slot / SLAB_CHUNK][slot % SLAB_CHUNK]
 }
 
@@ -174,7 +181,7 @@ impl ByStart {
     #[allow(clippy::type_complexity)]
     fn rest<'a>(
         &self,
-        slab: &'a [Box<[Option<Transaction>]>],
+        slab: &'a [Chunk],
     ) -> (Option<&'a PeerId>, Option<&'a PeerId>, Option<&'a str>, u64) {
         let t = slab[self.slot / SLAB_CHUNK][self.slot % SLAB_CHUNK].as_ref();
         (
@@ -186,7 +193,7 @@ impl ByStart {
     }
 
     /// The report's order of the two transactions in `slab`.
-    fn cmp_in(&self, other: &Self, slab: &[Box<[Option<Transaction>]>]) -> std::cmp::Ordering {
+    fn cmp_in(&self, other: &Self, slab: &[Chunk]) -> std::cmp::Ordering {
         self.start
             .cmp(&other.start)
             .then_with(|| self.rest(slab).cmp(&other.rest(slab)))
