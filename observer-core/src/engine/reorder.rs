@@ -46,8 +46,8 @@ const REORDER_SKEW_NS: u64 = 1_000_000_000;
 const RECHECK_NS: u64 = 1_000_000_000;
 /// Below this many held transactions the watermark is not even computed.
 const REORDER_BATCH: usize = 4096;
-/// Slots of a chunk of [`Reorder::slab`] (a transaction is a few hundred bytes: some
-/// 19 KB a chunk, so a run that holds few transactions holds little room).
+/// Slots of a chunk of [`Reorder::slab`] (an `Option<Transaction>` is 248 bytes: some
+/// 16 KB a chunk, so a run that holds few transactions holds little room).
 const SLAB_CHUNK: usize = 64;
 
 /// A chunk of [`Reorder::slab`], of a fixed length: a slot's index in it needs no
