@@ -388,6 +388,15 @@ impl FrameMerger {
     /// Like [`Self::flush`], with where each frame held in place lies (see
     /// [`Self::release_placed`]).
     pub fn flush_placed(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
+        // Nothing out of order held (nearly always): the ring alone, oldest first, as
+        // `pop` would hand it on without comparing its front with the heap's at every
+        // frame (the end of `jxta-0.1g` hands on 15,693).
+        if self.out_of_order.is_empty() {
+            while let Some(h) = self.in_order.pop_front() {
+                self.released = self.released.max(h.ts);
+                self.emit(&h, map, out);
+            }
+        }
         while self.oldest().is_some() {
             self.pop(map, out);
         }

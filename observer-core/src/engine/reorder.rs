@@ -17,12 +17,15 @@ use crate::UnixNanos;
 #[derive(Default)]
 pub struct Reorder {
     held: Vec<ByStart>,
-    /// Emptied boxes of released transactions, for the next ones (at most
-    /// [`SPARE_BOXES`]): an allocation and a free per transaction (~200 instructions,
-    /// LTO off) become a move in and a move out. Boxes, not values: they go back into
-    /// `held` as they are.
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<Option<Transaction>>>,
+    /// Where the held transactions are: slots in chunks of [`SLAB_CHUNK`], a slot
+    /// reused once its transaction is released. A box a transaction cost an allocation
+    /// (~315 instructions, LTO off) for every one a release had not emptied and a free
+    /// at the end; a chunk is allocated once for [`SLAB_CHUNK`] of them, and never
+    /// moved (a vector of slots would copy every held transaction as it grew). The
+    /// chunks stay until the end: as many as were held at once.
+    slab: Vec<Chunk>,
+    /// Slots emptied by releases, for the next transactions (the last emptied first).
+    free: Vec<usize>,
     /// Finish order, the last key: equal keys leave in the order they finished, as a
     /// stable sort of the whole run would have them.
     seq: u64,
@@ -43,9 +46,13 @@ const REORDER_SKEW_NS: u64 = 1_000_000_000;
 const RECHECK_NS: u64 = 1_000_000_000;
 /// Below this many held transactions the watermark is not even computed.
 const REORDER_BATCH: usize = 4096;
-/// Spare boxes kept: a release hands over about a batch, and the next batch refills
-/// them. What they hold (~1.3 MB at most) was held by transactions a moment before.
-const SPARE_BOXES: usize = REORDER_BATCH;
+/// Slots of a chunk of [`Reorder::slab`] (an `Option<Transaction>` is 248 bytes: some
+/// 16 KB a chunk, so a run that holds few transactions holds little room).
+const SLAB_CHUNK: usize = 64;
+
+/// A chunk of [`Reorder::slab`], of a fixed length: a slot's index in it needs no
+/// bounds check.
+type Chunk = Box<[Option<Transaction>; SLAB_CHUNK]>;
 
 impl Reorder {
     pub fn push(&mut self, t: Transaction) {
@@ -54,18 +61,33 @@ impl Reorder {
         }
         self.seq += 1;
         let start = t.start;
-        let t = match self.spare.pop() {
-            Some(mut b) => {
-                *b = Some(t);
-                b
-            }
-            None => Box::new(Some(t)),
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => self.add_chunk(),
         };
+        // Into a free slot, always empty: `get_or_insert` writes it with no drop of what
+        // was there, which let the transaction be copied once, not twice (~29
+        // instructions a copy).
+        slot_mut(&mut self.slab, slot).get_or_insert(t);
         self.held.push(ByStart {
             start,
-            t,
+            slot,
             seq: self.seq,
         });
+    }
+
+    /// A new chunk of slots: its first is returned, the others are free.
+    #[cold]
+    fn add_chunk(&mut self) -> usize {
+        let first = self.slab.len() * SLAB_CHUNK;
+        // Made in place: an array built on the stack was copied to the heap whole.
+        let chunk: Box<[Option<Transaction>]> =
+            std::iter::repeat_with(|| None).take(SLAB_CHUNK).collect();
+        self.slab
+            .push(chunk.try_into().expect("a chunk of SLAB_CHUNK slots"));
+        // Popped lowest first.
+        self.free.extend((first + 1..first + SLAB_CHUNK).rev());
+        first
     }
 
     /// Worth computing a watermark: enough held, and capture time moved on.
@@ -92,17 +114,18 @@ impl Reorder {
     /// Hands over, in order, what starts before `watermark`.
     pub fn release(&mut self, watermark: UnixNanos, out: &mut impl FnMut(Transaction)) {
         self.released_below = self.released_below.max(watermark);
+        let Self {
+            held, slab, free, ..
+        } = self;
         // Keys are unique (the finish order is the last): any sort gives one order.
-        self.held.sort();
-        let due = self.held.partition_point(|b| b.start < watermark);
-        let Self { held, spare, .. } = self;
+        held.sort_by(|a, b| a.cmp_in(b, slab));
+        let due = held.partition_point(|b| b.start < watermark);
         for b in held.drain(..due) {
-            let mut b = b.t;
-            if let Some(t) = b.take() {
-                if spare.len() < SPARE_BOXES {
-                    spare.push(b);
-                }
+            if let Some(t) = slot_mut(slab, b.slot).take() {
+                // Handed on first: the slot's push between the take and the call made
+                // the transaction be copied once more.
                 out(t);
+                free.push(b.slot);
             }
         }
     }
@@ -117,27 +140,38 @@ impl Reorder {
                 REORDER_SKEW_NS / 1_000_000_000
             );
         }
-        let mut held = self.held;
-        held.sort();
-        // Room made once: `splice` of the boxes' contents (no exact size known) collected
+        let Self {
+            mut held, mut slab, ..
+        } = self;
+        held.sort_by(|a, b| a.cmp_in(b, &slab));
+        // Room made once: `splice` of the slots' contents (no exact size known) collected
         // them apart first and grew the vector as it went (~380 instructions a
         // transaction on `jxta-0.1g`'s last 3,898).
         let mut all = Vec::with_capacity(held.len() + later.len());
-        all.extend(held.into_iter().filter_map(|b| *b.t));
+        all.extend(
+            held.iter()
+                .filter_map(|b| slot_mut(&mut slab, b.slot).take()),
+        );
         all.append(later);
         *later = all;
         later.sort_by(Transaction::report_order);
     }
 }
 
-/// A transaction ordered as the report lists them (boxed: the sort moves it, and a
-/// transaction is a few hundred bytes; always `Some` while held, the box reused once
-/// emptied). Its start is kept beside the box: nearly every comparison is decided by
-/// it, and reading it through the box was a cache miss per comparison with tens of
+/// The slot `slot` of `slab` (one that [`Reorder::add_chunk`] made).
+#[inline]
+fn slot_mut(slab: &mut [Chunk], slot: usize) -> &mut Option<Transaction> {
+    &mut slab[slot / SLAB_CHUNK][slot % SLAB_CHUNK]
+}
+
+/// A held transaction, ordered as the report lists them, by its place in the slab
+/// (the sort moves these, not the transactions, a few hundred bytes each; always
+/// `Some` there while held). Its start is kept here: nearly every comparison is decided
+/// by it, and reading it through the slot was a cache miss per comparison with tens of
 /// thousands held (`peers10k-1g`).
 struct ByStart {
     start: UnixNanos,
-    t: Box<Option<Transaction>>,
+    slot: usize,
     seq: u64,
 }
 
@@ -145,8 +179,11 @@ impl ByStart {
     /// Ordered as the transaction's own fields would be (`Option<&T>` orders as
     /// `&Option<T>`, and `str` as `String`).
     #[allow(clippy::type_complexity)]
-    fn rest(&self) -> (Option<&PeerId>, Option<&PeerId>, Option<&str>, u64) {
-        let t = self.t.as_ref().as_ref();
+    fn rest<'a>(
+        &self,
+        slab: &'a [Chunk],
+    ) -> (Option<&'a PeerId>, Option<&'a PeerId>, Option<&'a str>, u64) {
+        let t = slab[self.slot / SLAB_CHUNK][self.slot % SLAB_CHUNK].as_ref();
         (
             t.and_then(|t| t.poller_id.as_ref()),
             t.and_then(|t| t.receiver_id.as_ref()),
@@ -154,24 +191,12 @@ impl ByStart {
             self.seq,
         )
     }
-}
 
-impl PartialEq for ByStart {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-impl Eq for ByStart {}
-impl PartialOrd for ByStart {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for ByStart {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+    /// The report's order of the two transactions in `slab`.
+    fn cmp_in(&self, other: &Self, slab: &[Chunk]) -> std::cmp::Ordering {
         self.start
             .cmp(&other.start)
-            .then_with(|| self.rest().cmp(&other.rest()))
+            .then_with(|| self.rest(slab).cmp(&other.rest(slab)))
     }
 }
 
@@ -279,7 +304,7 @@ mod tests {
             let mut expected: Vec<Transaction> = reorder
                 .held
                 .iter()
-                .filter_map(|b| b.t.as_ref().as_ref().cloned())
+                .filter_map(|b| reorder.slab[b.slot / SLAB_CHUNK][b.slot % SLAB_CHUNK].clone())
                 .collect();
             expected.sort_by_key(|t| t.ping_bytes);
             expected.extend(later.iter().cloned());
@@ -292,23 +317,33 @@ mod tests {
         }
     }
 
-    /// Released boxes are kept up to the bound and refilled by the next pushes: what
-    /// leaves is what came in, never a box's earlier transaction.
+    /// Released slots are refilled by the next pushes, the slab growing only by what is
+    /// held at once: what leaves is what came in, never a slot's earlier transaction,
+    /// across chunks and with releases between pushes.
     #[test]
-    fn emptied_boxes_are_reused_and_bounded() {
+    fn emptied_slots_are_reused() {
         let mut reorder = Reorder::default();
         let mut out = Vec::new();
-        let n = SPARE_BOXES as u64 + 100;
+        let n = 4 * SLAB_CHUNK as u64;
         for i in 0..n {
             reorder.push(tx(10 + i, "uuid-A1", "c", i));
         }
-        reorder.release(u64::MAX, &mut |t| out.push(t.ping_bytes));
-        assert_eq!(reorder.spare.len(), SPARE_BOXES);
-        for i in 0..10 {
+        assert_eq!(reorder.slab.len(), 4);
+        // The first half leaves; the second stays in its slots.
+        reorder.release(10 + n / 2, &mut |t| out.push(t.ping_bytes));
+        assert_eq!(out, (0..n / 2).collect::<Vec<_>>());
+        for i in 0..n / 2 {
             reorder.push(tx(n + 10 + i, "uuid-B2", "d", n + i));
         }
-        assert_eq!(reorder.spare.len(), SPARE_BOXES - 10);
-        reorder.release(u64::MAX, &mut |t| out.push(t.ping_bytes));
-        assert_eq!(out, (0..n + 10).collect::<Vec<_>>());
+        assert_eq!(reorder.slab.len(), 4, "the emptied slots took them");
+        assert!(reorder.free.is_empty());
+        reorder.push(tx(2 * n + 10, "uuid-B2", "d", 2 * n));
+        assert_eq!(reorder.slab.len(), 5);
+        reorder.release(n + 10 + n / 4, &mut |t| out.push(t.ping_bytes));
+        let mut rest = Vec::new();
+        reorder.finish(&mut rest);
+        out.extend(rest.iter().map(|t| t.ping_bytes));
+        let expected: Vec<u64> = (0..n + n / 2).chain([2 * n]).collect();
+        assert_eq!(out, expected);
     }
 }
