@@ -824,7 +824,122 @@ fn plain(bytes: &[u8], texts: Texts) -> Option<Found<'_>> {
     // with ASCII), so every span taken is a character boundary of `all`. One pass for
     // the whole document costs less than `from_utf8` on each field (~115 instructions
     // for ten bytes).
+    if let Some(found) = jxse(bytes, texts) {
+        return Some(found);
+    }
     let all = crate::jxta::wire_str(bytes).ok()?;
+    tags(bytes, all, texts)
+}
+
+/// How JXSE (and the benchmark's peers) start a PING and a PONG: the declaration, the
+/// root and the correlator's start tag, nothing between them.
+const JXSE_PING: &[u8; 56] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><PING><correlator>";
+const JXSE_PONG: &[u8; 56] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><PONG><correlator>";
+
+/// `I` in [`JXSE_PING`], `O` in [`JXSE_PONG`]: their only difference.
+const JXSE_ROOT_LETTER: usize = 40;
+
+/// Where the correlator's start tag begins in [`JXSE_PING`] and [`JXSE_PONG`].
+const JXSE_CORRELATOR: usize = 44;
+
+/// The documents JXSE writes, in its exact layout: `<PING>` then `correlator`, `from`,
+/// `seq` and `ts`, or `<PONG>` then `correlator`, `from` and `ts`, no whitespace
+/// between tags, only whitespace after the root. Their tags compared as a few words
+/// each: [`tags`] looks at every tag (its name, the open-element stack, the end tag
+/// against the start tag, the field dispatch), and the decode of a document cost
+/// 1,262 instructions through it, 509 through this (jxta-0.1g, docs/performance.md,
+/// stop 32). What [`tags`] finds for these bytes, or `None` for any other, which
+/// [`tags`] then decides (`jxse_layout_is_what_tags_find` compares them).
+#[inline(always)]
+fn jxse(bytes: &[u8], texts: Texts) -> Option<Found<'_>> {
+    let head = bytes.first_chunk::<56>()?;
+    // The one byte where the two differ picks the one compared (a PONG compared with
+    // the PING first cost ~25 instructions more).
+    let ping = head[JXSE_ROOT_LETTER] == JXSE_PING[JXSE_ROOT_LETTER];
+    if !same_array(head, if ping { JXSE_PING } else { JXSE_PONG }) {
+        return None;
+    }
+    let (correlator, at) = text_then(bytes, JXSE_PING.len(), b"</correlator><from>")?;
+    let (from, at) = if ping {
+        let (from, at) = text_then(bytes, at, b"</from><seq>")?;
+        (from, text_then(bytes, at, b"</seq><ts>")?.1)
+    } else {
+        text_then(bytes, at, b"</from><ts>")?
+    };
+    let root_end = if ping {
+        b"</ts></PING>"
+    } else {
+        b"</ts></PONG>"
+    };
+    let (_, at) = text_then(bytes, at, root_end)?;
+    // Only whitespace may follow the root (as in `tags`).
+    if !bytes[at..]
+        .iter()
+        .all(|&b| matches!(b, b' ' | b'\t' | b'\n'))
+    {
+        return None;
+    }
+    // The element from its start tag's `<` to its end tag's `>`.
+    let correlator_bytes = correlator.1 + b"</correlator>".len() - JXSE_CORRELATOR;
+    let correlator = jxse_text(bytes, correlator)
+        .map(|c| (c, u32::try_from(correlator_bytes).unwrap_or(u32::MAX)));
+    let from = jxse_text(bytes, from);
+    Some(Found {
+        kind: if ping { Kind::Ping } else { Kind::Pong },
+        // No `Buddy`: named by `from`.
+        name: from,
+        peer_id: None,
+        status: None,
+        correlator,
+        from: from.filter(|_| texts == Texts::All),
+        to: None,
+        body: None,
+    })
+}
+
+/// A field's text in [`jxse`], trimmed, and `None` when empty, as `Spans::store`
+/// keeps these fields. Most texts have nothing to trim: their two ends looked at here,
+/// `trim_span` (a call) only for the others. `wire_str` on each text (a call to
+/// `all_ascii`, ~18 instructions), and before it on the whole document with `str::get`
+/// at each end and a closure called twice (~60 instructions a document more), checked
+/// what the text scan already ensures.
+#[inline(always)]
+fn jxse_text(bytes: &[u8], span: Span) -> Option<&str> {
+    let text = &bytes[span.0..span.1];
+    let text = match (text.first(), text.last()) {
+        (None, _) | (_, None) => return None,
+        (Some(&first), Some(&last)) if !trim_byte(first) && !trim_byte(last) => text,
+        _ => {
+            let (a, b) = trim_span(bytes, span);
+            if a == b {
+                return None;
+            }
+            &bytes[a..b]
+        }
+    };
+    debug_assert!(text.is_ascii());
+    // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `text` lies within a span
+    // `text_then` found with `text_end`, which stops at every byte of `TEXT_STOPS`,
+    // every byte from 0x80 on among them: each byte of `text` is ASCII, a complete
+    // one-byte UTF-8 code point. `jxse_layout_is_what_tags_find` puts bytes from 0x80
+    // on into every text (where `tags` refuses the document, so a text taken with
+    // one fails it), and the `debug_assert` above checks each text in the tests.
+    Some(unsafe { std::str::from_utf8_unchecked(text) })
+}
+
+/// The text from `at` to the next [`TEXT_STOPS`] byte, which must start `tag`: its
+/// span and where `tag` ends. A `<` is the only stop a tag starts with, so any other
+/// stop (a reference, `>`, CR, not ASCII) is refused here as [`tags`] refuses it.
+#[inline(always)]
+fn text_then<const N: usize>(bytes: &[u8], at: usize, tag: &[u8; N]) -> Option<(Span, usize)> {
+    let end = text_end(bytes, at);
+    let next = bytes.get(end..)?.first_chunk::<N>()?;
+    same_array(next, tag).then_some(((at, end), end + N))
+}
+
+/// The plain path over any layout it models: every tag read and checked.
+#[inline(always)]
+fn tags<'a>(bytes: &[u8], all: &'a str, texts: Texts) -> Option<Found<'a>> {
     let n = bytes.len();
     let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n');
     let skip_ws = |mut at: usize| {
@@ -978,6 +1093,7 @@ impl Spans {
 
 /// A document the plain path took: its kind and its fields' texts, parts of the
 /// document (trimmed as [`store`] trims them), no string made yet.
+#[derive(Debug, PartialEq, Eq)]
 struct Found<'a> {
     kind: Kind,
     name: Option<&'a str>,

@@ -564,6 +564,78 @@ fn plain_path_fields_by_exact_name_and_place() {
     assert_eq!(away.status, Some(Status::Away));
 }
 
+/// The JXSE layout's documents, then each with a byte changed to one that matters to
+/// the tags (`<`, `>`, `/`, `&`, CR, space, a letter, not ASCII), a byte removed or
+/// doubled, or cut: wherever [`jxse`] answers, [`tags`] finds the same (for both
+/// sets of texts); and it answers for the layout, with texts empty, padded or absent.
+/// Fails when the correlator's element size, the name's fallback to `from` or a
+/// refused tag is wrong.
+#[test]
+fn jxse_layout_is_what_tags_find() {
+    let ping = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><PING><correlator>s00000000</correlator><from>peer000000</from><seq>1</seq><ts>1795528304808</ts></PING>";
+    let pong = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><PONG><correlator>s00000000</correlator><from>peer000001</from><ts>1795528304833</ts></PONG>";
+    let taken = [
+        ping.to_string(),
+        pong.to_string(),
+        format!("{ping}\n \t"),
+        ping.replace(">s00000000<", "> s0 \n<")
+            .replace(">peer000000<", ">\tp<"),
+        ping.replace(">s00000000<", "><").replace(">1<", "><"),
+        pong.replace(">peer000001<", "> <")
+            .replace(">1795528304833<", "><"),
+        pong.replace("s00000000", &"c".repeat(40)),
+    ];
+    let agree = |bytes: &[u8]| -> bool {
+        let Ok(all) = crate::jxta::wire_str(bytes) else {
+            return false;
+        };
+        let mut answered = false;
+        for texts in [Texts::All, Texts::Matched] {
+            if let Some(fast) = jxse(bytes, texts) {
+                assert_eq!(
+                    Some(&fast),
+                    tags(bytes, all, texts).as_ref(),
+                    "{:?}",
+                    String::from_utf8_lossy(bytes)
+                );
+                answered = true;
+            }
+        }
+        answered
+    };
+    let mut agreed = 0;
+    for d in &taken {
+        assert!(agree(d.as_bytes()), "not taken: {d}");
+        let found = jxse(d.as_bytes(), Texts::All).expect("taken");
+        let full = parse_full(d.as_bytes()).expect("well formed").expect("JIM");
+        assert_eq!(
+            found.into_document(0),
+            Document {
+                document_bytes: 0,
+                ..full
+            },
+            "{d}"
+        );
+        let bytes = d.as_bytes();
+        for at in 0..bytes.len() {
+            for b in [b'<', b'>', b'/', b'&', b'\r', b' ', b'x', 0xe9] {
+                let mut m = bytes.to_vec();
+                m[at] = b;
+                agreed += usize::from(agree(&m));
+            }
+            let mut m = bytes.to_vec();
+            m.remove(at);
+            agreed += usize::from(agree(&m));
+            let mut m = bytes.to_vec();
+            m.insert(at, bytes[at]);
+            agreed += usize::from(agree(&m));
+            agreed += usize::from(agree(&bytes[..at]));
+        }
+    }
+    // Changed texts are still the layout: the check above ran on them.
+    assert!(agreed > 1000, "{agreed}");
+}
+
 proptest::proptest! {
     /// The plain path trims a field's bytes as `str::trim` trims its text (the path
     /// only takes ASCII text).
