@@ -299,11 +299,30 @@ pub(super) fn ipv4_header_ok(header: &[u8]) -> bool {
     sums_to_ones(part_sum(header))
 }
 
+/// What the CPU offers the checksums, asked once (by the decoder's constructor) rather
+/// than at every segment: the check and its first-call path made the segment's
+/// verdict save and restore six registers (~20 instructions of a data segment). A
+/// value saying AVX2 is made only where `is_x86_feature_detected!` said so.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cpu {
+    avx2: bool,
+}
+
+impl Cpu {
+    pub(super) fn detect() -> Cpu {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        Cpu { avx2 }
+    }
+}
+
 /// Classifies the checksum of the TCP segment `l4` (header and payload, complete)
 /// between `src` and `dst`.
-pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
+pub(super) fn tcp(cpu: Cpu, src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
     if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
-        return tcp_v4(s.octets(), d.octets(), l4);
+        return tcp_v4(cpu, s.octets(), d.octets(), l4);
     }
     let Some(field) = l4.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
         return Checksum::Unchecked;
@@ -319,7 +338,7 @@ pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
 
 /// [`tcp`] between two IPv4 addresses, given as their bytes (the decoder's
 /// shortcut has them so; an `IpAddr` made for the call went through the stack).
-pub(super) fn tcp_v4(src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
+pub(super) fn tcp_v4(cpu: Cpu, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
     let Some(field) = l4.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
         return Checksum::Unchecked;
     };
@@ -334,24 +353,26 @@ pub(super) fn tcp_v4(src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
     // (~15 instructions of every ACK).
     match <&[u8; 20]>::try_from(l4) {
         Ok(h) => verdict(field, pseudo_sum, twenty_sum(h)),
-        Err(_) => long_verdict(field, pseudo_sum, l4),
+        Err(_) => long_verdict(cpu, field, pseudo_sum, l4),
     }
 }
 
 /// [`verdict`] on a segment that is not 20 bytes long. With AVX2 the whole verdict
 /// is taken in the vector build, where the word sum is inlined: called from here, it
 /// made this function save and restore six registers around the call (~20
-/// instructions of every data segment).
+/// instructions of every data segment). Nothing else here calls out.
 #[inline(never)]
-fn long_verdict(field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
+fn long_verdict(cpu: Cpu, field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
     #[cfg(target_arch = "x86_64")]
-    if l4.len() >= AVX2_FROM && std::is_x86_feature_detected!("avx2") {
+    if cpu.avx2 && l4.len() >= AVX2_FROM {
         // SAFETY: `verdict_avx2` is a `target_feature(enable = "avx2")` function;
-        // calling it is sound when the CPU has AVX2, which `is_x86_feature_detected!`
-        // has just said.
+        // calling it is sound when the CPU has AVX2, which `cpu.avx2` says: only
+        // `Cpu::detect` sets it, from `is_x86_feature_detected!`.
         return unsafe { verdict_avx2(field, pseudo_sum, l4) };
     }
-    verdict(field, pseudo_sum, part_sum(l4))
+    let even = l4.len() & !1;
+    let odd = l4.get(even).map_or(0, |&hi| u64::from(hi));
+    verdict(field, pseudo_sum, words_sum_portable(&l4[..even]) + odd)
 }
 
 /// [`long_verdict`] with the AVX2 word sum ([`part_sum`]'s, with its odd byte).
@@ -580,7 +601,7 @@ mod tests {
     /// `tcp`'s verdict on `l4` between `a` and `b` with its checksum field set as
     /// `field` says (0 right, 1 zero, 2 the pseudo-header's sum, 3 wrong), and the
     /// verdict of the pseudo-header written out and summed with `l4` by `ones_sum`.
-    fn verdicts(a: [u8; 4], b: [u8; 4], l4: Vec<u8>, field: u8) -> (Checksum, Checksum) {
+    fn verdicts(cpu: Cpu, a: [u8; 4], b: [u8; 4], l4: Vec<u8>, field: u8) -> (Checksum, Checksum) {
         let mut pseudo = Vec::new();
         pseudo.extend(a);
         pseudo.extend(b);
@@ -604,20 +625,23 @@ mod tests {
         } else {
             Checksum::Bad
         };
-        (tcp(IpAddr::from(a), IpAddr::from(b), &l4), want)
+        (tcp(cpu, IpAddr::from(a), IpAddr::from(b), &l4), want)
     }
 
     /// The verdicts at every length around the 20-byte shortcut and the vector sum's
-    /// threshold, odd lengths included, on random and saturated segments.
+    /// threshold, odd lengths included, on random and saturated segments, with the
+    /// CPU's features and without AVX2 (the portable path a CPU without it takes).
     #[test]
     fn tcp_verdicts_at_every_short_length() {
         let data = random_bytes(200);
         for n in 18..=200 {
             for l4 in [data[..n].to_vec(), vec![0xff; n]] {
-                for field in 0..4 {
-                    let (got, want) =
-                        verdicts([10, 0, 0, 1], [192, 168, 255, 254], l4.clone(), field);
-                    assert_eq!(got, want, "{n} bytes, field {field}");
+                for (field, cpu) in
+                    (0..4).flat_map(|f| [(f, Cpu::detect()), (f, Cpu { avx2: false })])
+                {
+                    let (a, b) = ([10, 0, 0, 1], [192, 168, 255, 254]);
+                    let (got, want) = verdicts(cpu, a, b, l4.clone(), field);
+                    assert_eq!(got, want, "{n} bytes, field {field}, {cpu:?}");
                 }
             }
         }
@@ -677,7 +701,7 @@ mod tests {
             l4 in proptest::collection::vec(proptest::prelude::any::<u8>(), 18..300),
             field in 0u8..4,
         ) {
-            let (got, want) = verdicts(a, b, l4, field);
+            let (got, want) = verdicts(Cpu::detect(), a, b, l4, field);
             proptest::prop_assert_eq!(got, want);
         }
 

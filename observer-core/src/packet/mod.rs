@@ -301,6 +301,7 @@ pub struct PacketDecoder {
     pub stats: PacketStats,
     frags: Reassembler,
     checksums: ChecksumMode,
+    cpu: checksum::Cpu,
     /// The interface of the frame being decoded, for `finish` to write into the
     /// segment it makes: set afterwards, the whole segment was copied once more.
     interface: u32,
@@ -322,6 +323,7 @@ impl PacketDecoder {
         PacketDecoder {
             stats: PacketStats::default(),
             checksums: cfg.checksums,
+            cpu: checksum::Cpu::detect(),
             frags: Reassembler::new(cfg),
             interface: 0,
         }
@@ -346,7 +348,7 @@ impl PacketDecoder {
         self.stats.tcp += 1;
         let checksum = match self.checksums {
             ChecksumMode::Ignore => Checksum::Unchecked,
-            mode => judged(mode, checksum::tcp_v4(p.src, p.dst, p.l4)),
+            mode => judged(mode, checksum::tcp_v4(self.cpu, p.src, p.dst, p.l4)),
         };
         let h = p.header;
         let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
@@ -513,7 +515,7 @@ impl PacketDecoder {
         if t.tcp.is_none() || cut || t.short || self.checksums == ChecksumMode::Ignore {
             return Checksum::Unchecked;
         }
-        judged(self.checksums, checksum::tcp(src, dst, l4))
+        judged(self.checksums, checksum::tcp(self.cpu, src, dst, l4))
     }
 
     #[allow(clippy::too_many_arguments)]
