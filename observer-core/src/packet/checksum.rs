@@ -126,27 +126,27 @@ fn part_sum(b: &[u8]) -> u64 {
     // ACK) are 20 bytes: five words added without the loops (~50 instructions of
     // every IPv4 frame, and again of every bare segment).
     if let Ok(h) = <&[u8; 20]>::try_from(b) {
-        let word = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-        return word(0) + word(4) + word(8) + word(12) + word(16);
+        return twenty_sum(h);
     }
-    let whole = b.len() & !3;
-    let mut sum = words_sum(&b[..whole]);
-    let mut pairs = b[whole..].chunks_exact(2);
-    for w in &mut pairs {
-        sum += u64::from(u16::from_le_bytes([w[0], w[1]]));
-    }
-    if let Some(&hi) = pairs.remainder().first() {
-        sum += u64::from(hi);
-    }
-    sum
+    let even = b.len() & !1;
+    let odd = b.get(even).map_or(0, |&hi| u64::from(hi));
+    words_sum(&b[..even]) + odd
 }
 
-/// A wide sum of `bytes` (a multiple of 4 long) congruent modulo 0xffff to the sum of
-/// its little-endian 32-bit words, and zero only when every byte is: all [`fold`] needs
-/// (2^16 is 1 modulo 0xffff, so any grouping of the bytes into little-endian words
-/// sums alike). Every TCP byte passes here: with AVX2 the loop takes four times fewer
-/// instructions than the x86-64 baseline's SSE2 (jxta-0.1g: 66.6 M instructions in
-/// `tcp` before), and its 16-bit form half as many again.
+/// [`part_sum`] of 20 bytes: five words added without the loops.
+#[inline(always)]
+fn twenty_sum(h: &[u8; 20]) -> u64 {
+    let word = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    word(0) + word(4) + word(8) + word(12) + word(16)
+}
+
+/// A wide sum of `bytes` (an even number long) congruent modulo 0xffff to the sum of
+/// its little-endian 32-bit words (a last lone 16-bit word counted as one), and zero
+/// only when every byte is: all [`fold`] needs (2^16 is 1 modulo 0xffff, so any
+/// grouping of the bytes into little-endian words sums alike). Every TCP byte passes
+/// here: with AVX2 the loop takes four times fewer instructions than the x86-64
+/// baseline's SSE2 (jxta-0.1g: 66.6 M instructions in `tcp` before), and its 16-bit
+/// form half as many again.
 fn words_sum(bytes: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
     if bytes.len() >= AVX2_FROM && std::is_x86_feature_detected!("avx2") {
@@ -164,19 +164,27 @@ fn words_sum(bytes: &[u8]) -> u64 {
 #[cfg(target_arch = "x86_64")]
 const AVX2_FROM: usize = 64;
 
+/// [`words_sum`] without vectors: 32-bit words, then the lone 16-bit word of a length
+/// that is 2 modulo 4.
 #[inline(always)]
 fn words_sum_portable(bytes: &[u8]) -> u64 {
-    bytes
-        .chunks_exact(4)
+    let mut quads = bytes.chunks_exact(4);
+    let sum = (&mut quads)
         .map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
-        .sum::<u64>()
+        .sum::<u64>();
+    match quads.remainder() {
+        [lo, hi, ..] => sum + u64::from(u16::from_le_bytes([*lo, *hi])),
+        _ => sum,
+    }
 }
 
-/// 32-byte blocks summed into the vector lanes before they are added up: a lane takes
-/// at most 2^16 in magnitude a block and sees every other block, so a group's lanes
-/// stay within 2^14 · 2^16 = 2^30 (and one block for the tail), inside an `i32`.
+/// 32-byte blocks summed into `i32` lanes before the lanes are added up. A block adds
+/// at most 2^16 in magnitude to each of its eight lanes, 2^19 to their total; a group
+/// and the tail's block, (2^11 + 1) · 2^19 < 2^31, so the lanes, their sum and every
+/// partial sum of it stay inside an `i32`. An IP packet (at most 65,535 bytes) is one
+/// group.
 #[cfg(target_arch = "x86_64")]
-const AVX2_GROUP_BLOCKS: usize = 1 << 15;
+const AVX2_GROUP_BLOCKS: usize = 1 << 11;
 
 /// 32 zero bytes then 32 of 0xff: the 32 from `n` keep the last `n` bytes of a block.
 #[cfg(target_arch = "x86_64")]
@@ -190,90 +198,81 @@ static TAIL_MASK: [u8; 64] = {
     mask
 };
 
-/// The exact sum of the little-endian 16-bit words of `bytes` (a multiple of 4 long;
-/// below 32 bytes, [`words_sum_portable`]'s, which [`words_sum`] allows). Each 32-byte block's sixteen words are biased by 0x8000 into `i16` and added
-/// pairwise into eight `i32` lanes by `madd` (×1): three instructions a block where
-/// widening 32-bit words to 64 bits took six. The bytes after the last whole block are
-/// the last 32 bytes with those before them masked to zero (a zero word adds only its
-/// bias, which is counted): the scalar loop over them was ~40 instructions of a segment.
+/// The exact sum of the little-endian 16-bit words of `bytes` (an even number long;
+/// below 32 bytes, [`words_sum_portable`]'s, which [`words_sum`] allows). Each 32-byte
+/// block's sixteen words are biased by 0x8000 into `i16` and added pairwise into eight
+/// `i32` lanes by `madd` (×1): three instructions a block. The bytes after the last
+/// whole block are the last 32 bytes with those before them masked to zero (a zero
+/// word adds only its bias, which is counted; with no such bytes the whole block is
+/// masked, one block's work where a branch and its set-up cost as much). Blocks go
+/// eight to an iteration into two accumulators, the rest by two and one; the lanes
+/// are added up as `i32` (see [`AVX2_GROUP_BLOCKS`]) and widened once a group.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn words_sum_avx2(bytes: &[u8]) -> u64 {
     use std::arch::x86_64::{
-        __m256i, _mm256_add_epi32, _mm256_add_epi64, _mm256_and_si256, _mm256_castsi256_si128,
-        _mm256_cvtepi32_epi64, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16,
-        _mm256_set1_epi16, _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
+        __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128,
+        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_set1_epi16,
+        _mm256_setzero_si256, _mm256_xor_si256, _mm_add_epi32, _mm_cvtsi128_si32,
+        _mm_shuffle_epi32,
+    };
+    let Some(from) = bytes.len().checked_sub(32) else {
+        return words_sum_portable(bytes);
     };
     let bias = _mm256_set1_epi16(i16::MIN);
     let ones = _mm256_set1_epi16(1);
-    let whole = bytes.len() & !31;
-    let tail = bytes.len() - whole;
-    let mut words = (whole / 2) as i64;
-    let mut biased: i64 = 0;
-    let mut unbiased = 0;
-    let mut last = _mm256_setzero_si256();
-    if tail > 0 {
-        match bytes.len().checked_sub(32) {
-            Some(from) => {
-                // SAFETY: `from + 32` is `bytes.len()`, so the first load reads inside
-                // `bytes`; `tail` is below 32, so the 32 bytes of `TAIL_MASK` from it
-                // lie inside its 64.
-                let (block, mask) = unsafe {
-                    (
-                        _mm256_loadu_si256(bytes.as_ptr().add(from).cast::<__m256i>()),
-                        _mm256_loadu_si256(TAIL_MASK.as_ptr().add(tail).cast::<__m256i>()),
-                    )
-                };
-                let kept = _mm256_and_si256(block, mask);
-                last = _mm256_madd_epi16(_mm256_xor_si256(kept, bias), ones);
-                words += 16;
-            }
-            // Shorter than a block: no whole block either.
-            None => unbiased = words_sum_portable(bytes),
-        }
-    }
-    for group in bytes[..whole].chunks(32 * AVX2_GROUP_BLOCKS) {
-        // The tail's lanes go with the first group (there is one: a tail was masked
-        // only from 32 bytes on), within its bound by one block.
+    // SAFETY: a `[u8; 32]` is 32 readable bytes, what the unaligned load reads.
+    let load = |b: &[u8; 32]| unsafe { _mm256_loadu_si256(b.as_ptr().cast::<__m256i>()) };
+    let lanes = |block: __m256i| _mm256_madd_epi16(_mm256_xor_si256(block, bias), ones);
+    let tail = bytes.len() & 31;
+    // SAFETY: `from + 32` is `bytes.len()`, so the first load reads inside `bytes`;
+    // `tail` is below 32, so the 32 bytes of `TAIL_MASK` from it lie inside its 64.
+    let (block, mask) = unsafe {
+        (
+            _mm256_loadu_si256(bytes.as_ptr().add(from).cast::<__m256i>()),
+            _mm256_loadu_si256(TAIL_MASK.as_ptr().add(tail).cast::<__m256i>()),
+        )
+    };
+    let mut last = lanes(_mm256_and_si256(block, mask));
+    let (blocks, _) = bytes.as_chunks::<32>();
+    let mut total: i64 = 0;
+    for group in blocks.chunks(AVX2_GROUP_BLOCKS) {
+        // The tail's lanes go with the first group (there is one: `bytes` is at least
+        // a block long).
         let (mut even, mut odd) = (last, _mm256_setzero_si256());
         last = _mm256_setzero_si256();
-        let mut pairs = group.chunks_exact(64);
-        for pair in &mut pairs {
-            // SAFETY: `pair` is 64 bytes long, so both unaligned 32-byte loads read
-            // inside it.
-            let (a, b) = unsafe {
-                (
-                    _mm256_loadu_si256(pair.as_ptr().cast::<__m256i>()),
-                    _mm256_loadu_si256(pair.as_ptr().add(32).cast::<__m256i>()),
-                )
-            };
-            even = _mm256_add_epi32(even, _mm256_madd_epi16(_mm256_xor_si256(a, bias), ones));
-            odd = _mm256_add_epi32(odd, _mm256_madd_epi16(_mm256_xor_si256(b, bias), ones));
+        let (eights, rest) = group.as_chunks::<8>();
+        for eight in eights {
+            for [a, b] in eight.as_chunks::<2>().0 {
+                even = _mm256_add_epi32(even, lanes(load(a)));
+                odd = _mm256_add_epi32(odd, lanes(load(b)));
+            }
         }
-        if let Some(block) = pairs.remainder().get(..32) {
-            // SAFETY: `block` is 32 bytes long: the load reads inside it.
-            let a = unsafe { _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()) };
-            even = _mm256_add_epi32(even, _mm256_madd_epi16(_mm256_xor_si256(a, bias), ones));
+        // Below eight blocks left: four, two and one, each at most once.
+        let mut rest = rest;
+        if let Some(([a, b, c, d], r)) = rest.split_first_chunk::<4>() {
+            even = _mm256_add_epi32(even, lanes(load(a)));
+            odd = _mm256_add_epi32(odd, lanes(load(b)));
+            even = _mm256_add_epi32(even, lanes(load(c)));
+            odd = _mm256_add_epi32(odd, lanes(load(d)));
+            rest = r;
         }
-        // The sixteen `i32` lanes widened to `i64` and added in four.
-        let wide = |v: __m256i| {
-            _mm256_add_epi64(
-                _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)),
-                _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(v)),
-            )
-        };
-        let mut lanes = [0i64; 4];
-        // SAFETY: `lanes` is 32 bytes long: the store writes inside it.
-        unsafe {
-            _mm256_storeu_si256(
-                lanes.as_mut_ptr().cast::<__m256i>(),
-                _mm256_add_epi64(wide(even), wide(odd)),
-            )
-        };
-        biased += lanes[0] + lanes[1] + lanes[2] + lanes[3];
+        if let Some(([a, b], r)) = rest.split_first_chunk::<2>() {
+            even = _mm256_add_epi32(even, lanes(load(a)));
+            odd = _mm256_add_epi32(odd, lanes(load(b)));
+            rest = r;
+        }
+        if let Some(a) = rest.first() {
+            even = _mm256_add_epi32(even, lanes(load(a)));
+        }
+        let v = _mm256_add_epi32(even, odd);
+        let v = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b01_00_11_10>(v));
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b10_11_00_01>(v));
+        total += i64::from(_mm_cvtsi128_si32(v));
     }
-    // Every word was counted 0x8000 low.
-    (biased + 0x8000 * words) as u64 + unbiased
+    // Every word was counted 0x8000 low: the whole blocks' and the tail block's sixteen.
+    (total + 0x8000 * (blocks.len() as i64 * 16 + 16)) as u64
 }
 
 /// `0xffff * INVERSE` is 1 modulo 2^64 (0xffff is odd): multiplying by it maps the
@@ -300,11 +299,30 @@ pub(super) fn ipv4_header_ok(header: &[u8]) -> bool {
     sums_to_ones(part_sum(header))
 }
 
+/// What the CPU offers the checksums, asked once (by the decoder's constructor) rather
+/// than at every segment: the check and its first-call path made the segment's
+/// verdict save and restore six registers (~20 instructions of a data segment). A
+/// value saying AVX2 is made only where `is_x86_feature_detected!` said so.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cpu {
+    avx2: bool,
+}
+
+impl Cpu {
+    pub(super) fn detect() -> Cpu {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        Cpu { avx2 }
+    }
+}
+
 /// Classifies the checksum of the TCP segment `l4` (header and payload, complete)
 /// between `src` and `dst`.
-pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
+pub(super) fn tcp(cpu: Cpu, src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
     if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
-        return tcp_v4(s.octets(), d.octets(), l4);
+        return tcp_v4(cpu, s.octets(), d.octets(), l4);
     }
     let Some(field) = l4.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
         return Checksum::Unchecked;
@@ -315,12 +333,12 @@ pub(super) fn tcp(src: IpAddr, dst: IpAddr, l4: &[u8]) -> Checksum {
     pseudo[16..32].copy_from_slice(&to_v6(dst));
     pseudo[32..36].copy_from_slice(&(l4.len() as u32).to_be_bytes());
     pseudo[39] = 6;
-    verdict(field, part_sum(&pseudo), l4)
+    verdict(field, part_sum(&pseudo), part_sum(l4))
 }
 
 /// [`tcp`] between two IPv4 addresses, given as their bytes (the decoder's
 /// shortcut has them so; an `IpAddr` made for the call went through the stack).
-pub(super) fn tcp_v4(src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
+pub(super) fn tcp_v4(cpu: Cpu, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
     let Some(field) = l4.get(16..18).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
         return Checksum::Unchecked;
     };
@@ -330,13 +348,47 @@ pub(super) fn tcp_v4(src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Checksum {
     let pseudo_sum = u64::from(u32::from_le_bytes(src))
         + u64::from(u32::from_le_bytes(dst))
         + u64::from(u32::from_le_bytes([0, 6, hi, lo]));
-    verdict(field, pseudo_sum, l4)
+    // A bare segment (a pure ACK) is summed here, where nothing is called: the longer
+    // ones' call to the vector sum made every segment save and restore six registers
+    // (~15 instructions of every ACK).
+    match <&[u8; 20]>::try_from(l4) {
+        Ok(h) => verdict(field, pseudo_sum, twenty_sum(h)),
+        Err(_) => long_verdict(cpu, field, pseudo_sum, l4),
+    }
 }
 
-/// The verdict on `l4`'s checksum `field` given its pseudo-header's wide sum.
+/// [`verdict`] on a segment that is not 20 bytes long. With AVX2 the whole verdict
+/// is taken in the vector build, where the word sum is inlined: called from here, it
+/// made this function save and restore six registers around the call (~20
+/// instructions of every data segment). Nothing else here calls out.
+#[inline(never)]
+fn long_verdict(cpu: Cpu, field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
+    #[cfg(target_arch = "x86_64")]
+    if cpu.avx2 && l4.len() >= AVX2_FROM {
+        // SAFETY: `verdict_avx2` is a `target_feature(enable = "avx2")` function;
+        // calling it is sound when the CPU has AVX2, which `cpu.avx2` says: only
+        // `Cpu::detect` sets it, from `is_x86_feature_detected!`.
+        return unsafe { verdict_avx2(field, pseudo_sum, l4) };
+    }
+    let even = l4.len() & !1;
+    let odd = l4.get(even).map_or(0, |&hi| u64::from(hi));
+    verdict(field, pseudo_sum, words_sum_portable(&l4[..even]) + odd)
+}
+
+/// [`long_verdict`] with the AVX2 word sum ([`part_sum`]'s, with its odd byte).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn verdict_avx2(field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
+    let even = l4.len() & !1;
+    let odd = l4.get(even).map_or(0, |&hi| u64::from(hi));
+    verdict(field, pseudo_sum, words_sum_avx2(&l4[..even]) + odd)
+}
+
+/// The verdict on a checksum `field` given the wide sums of its pseudo-header and of
+/// its segment.
 #[inline(always)]
-fn verdict(field: u16, pseudo_sum: u64, l4: &[u8]) -> Checksum {
-    if sums_to_ones(pseudo_sum + part_sum(l4)) {
+fn verdict(field: u16, pseudo_sum: u64, l4_sum: u64) -> Checksum {
+    if sums_to_ones(pseudo_sum + l4_sum) {
         Checksum::Valid
     } else if field == 0 || field == fold(pseudo_sum) {
         Checksum::Offloaded
@@ -432,36 +484,64 @@ mod tests {
         }
     }
 
-    /// The AVX2 build of the word sum against the portable one, on every length
-    /// around its vector widths and unrolling, and on saturated words (carries).
+    /// The AVX2 build of the word sum against the portable one, on every even length
+    /// around its vector widths, unrolling and grouping, at every start offset within
+    /// a vector (the loads are unaligned), on random and saturated words (carries).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_sum_equals_the_portable_one() {
+        let data = random_bytes(2_100 + 32);
+        let have_avx2 = std::is_x86_feature_detected!("avx2");
+        if !have_avx2 {
+            // Without AVX2 the dispatch must never take the AVX2 build: the portable
+            // sum is what `words_sum` gives below.
+            eprintln!("no AVX2 on this CPU: only the portable sum is checked");
+        }
+        let full = [0xffu8; 2_100 + 32];
+        for at in 0..32 {
+            for n in (0..=2_100).step_by(2) {
+                for bytes in [&data[at..at + n], &full[at..at + n]] {
+                    let want = words_sum_portable(bytes);
+                    assert!(same_sum(words_sum(bytes), want), "{n} bytes from {at}");
+                    if have_avx2 {
+                        // SAFETY: the CPU has AVX2 (checked above).
+                        let got = unsafe { words_sum_avx2(bytes) };
+                        assert!(same_sum(got, want), "{n} bytes from {at}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes from a fixed linear congruential generator (the same every run).
+    fn random_bytes(n: usize) -> Vec<u8> {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut data = Vec::new();
-        for n in (0..2_100).step_by(4) {
-            data.clear();
-            for _ in 0..n {
+        (0..n)
+            .map(|_| {
                 state = state
                     .wrapping_mul(6_364_136_223_846_793_005)
                     .wrapping_add(1);
-                data.push((state >> 56) as u8);
-            }
-            let want = words_sum_portable(&data);
-            assert!(same_sum(words_sum(&data), want), "{n} bytes");
-            for fill in [0x00u8, 0x80, 0xff] {
-                let same = vec![fill; n];
-                let (got, want) = (words_sum(&same), words_sum_portable(&same));
-                assert!(same_sum(got, want), "{n} x {fill:#x}");
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked on the line above).
-                let got = unsafe { words_sum_avx2(&data) };
-                assert!(same_sum(got, want), "{n} bytes");
-            } else {
-                // Without AVX2 the dispatch must never take the AVX2 build: the
-                // portable sum is what `words_sum` gave above.
-                eprintln!("no AVX2 on this CPU: only the portable sum was checked");
+                (state >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// A part's sum, whatever the path it takes (the 20-byte shortcut, the portable
+    /// or the AVX2 sum, an odd last byte), against RFC 1071's byte pairs: every length
+    /// to 2,000 bytes, every start offset within a vector, random bytes and all ones
+    /// (the carries' worst case), folded alike and all ones alike.
+    #[test]
+    fn part_sums_are_the_naive_sum_at_every_length_and_offset() {
+        let data = random_bytes(2_000 + 32);
+        let full = [0xffu8; 2_000 + 32];
+        for at in 0..32 {
+            for n in 0..=2_000 {
+                for bytes in [&data[at..at + n], &full[at..at + n]] {
+                    let (sum, want) = (part_sum(bytes), naive(bytes));
+                    assert_eq!(fold(sum), want, "{n} bytes from {at}");
+                    assert_eq!(sums_to_ones(sum), want == 0xffff, "{n} bytes from {at}");
+                    assert_eq!(sum == 0, bytes.iter().all(|&b| b == 0), "{n} from {at}");
+                }
             }
         }
     }
@@ -514,6 +594,55 @@ mod tests {
             ] {
                 assert_eq!(sums_to_ones(sum), fold(sum) == 0xffff, "{sum:#x}");
                 assert_eq!(sums_to_ones(sum), nonzero_multiple(sum), "{sum:#x}");
+            }
+        }
+    }
+
+    /// `tcp`'s verdict on `l4` between `a` and `b` with its checksum field set as
+    /// `field` says (0 right, 1 zero, 2 the pseudo-header's sum, 3 wrong), and the
+    /// verdict of the pseudo-header written out and summed with `l4` by `ones_sum`.
+    fn verdicts(cpu: Cpu, a: [u8; 4], b: [u8; 4], l4: Vec<u8>, field: u8) -> (Checksum, Checksum) {
+        let mut pseudo = Vec::new();
+        pseudo.extend(a);
+        pseudo.extend(b);
+        pseudo.extend([0, 6]);
+        pseudo.extend((l4.len() as u16).to_be_bytes());
+        let mut l4 = l4;
+        l4[16..18].copy_from_slice(&[0, 0]);
+        let right = !ones_sum(&[&pseudo, &l4]);
+        let value = match field {
+            0 => right,
+            1 => 0,
+            2 => ones_sum(&[&pseudo]),
+            _ => right ^ 0x0100,
+        };
+        l4[16..18].copy_from_slice(&value.to_be_bytes());
+        let whole = ones_sum(&[&pseudo, &l4]);
+        let want = if whole == 0xffff {
+            Checksum::Valid
+        } else if value == 0 || value == ones_sum(&[&pseudo]) {
+            Checksum::Offloaded
+        } else {
+            Checksum::Bad
+        };
+        (tcp(cpu, IpAddr::from(a), IpAddr::from(b), &l4), want)
+    }
+
+    /// The verdicts at every length around the 20-byte shortcut and the vector sum's
+    /// threshold, odd lengths included, on random and saturated segments, with the
+    /// CPU's features and without AVX2 (the portable path a CPU without it takes).
+    #[test]
+    fn tcp_verdicts_at_every_short_length() {
+        let data = random_bytes(200);
+        for n in 18..=200 {
+            for l4 in [data[..n].to_vec(), vec![0xff; n]] {
+                for (field, cpu) in
+                    (0..4).flat_map(|f| [(f, Cpu::detect()), (f, Cpu { avx2: false })])
+                {
+                    let (a, b) = ([10, 0, 0, 1], [192, 168, 255, 254]);
+                    let (got, want) = verdicts(cpu, a, b, l4.clone(), field);
+                    assert_eq!(got, want, "{n} bytes, field {field}, {cpu:?}");
+                }
             }
         }
     }
@@ -572,30 +701,8 @@ mod tests {
             l4 in proptest::collection::vec(proptest::prelude::any::<u8>(), 18..300),
             field in 0u8..4,
         ) {
-            let mut pseudo = Vec::new();
-            pseudo.extend(a);
-            pseudo.extend(b);
-            pseudo.extend([0, 6]);
-            pseudo.extend((l4.len() as u16).to_be_bytes());
-            let mut l4 = l4;
-            l4[16..18].copy_from_slice(&[0, 0]);
-            let right = !ones_sum(&[&pseudo, &l4]);
-            let value = match field {
-                0 => right,
-                1 => 0,
-                2 => ones_sum(&[&pseudo]),
-                _ => right ^ 0x0100,
-            };
-            l4[16..18].copy_from_slice(&value.to_be_bytes());
-            let whole = ones_sum(&[&pseudo, &l4]);
-            let want = if whole == 0xffff {
-                Checksum::Valid
-            } else if value == 0 || value == ones_sum(&[&pseudo]) {
-                Checksum::Offloaded
-            } else {
-                Checksum::Bad
-            };
-            proptest::prop_assert_eq!(tcp(IpAddr::from(a), IpAddr::from(b), &l4), want);
+            let (got, want) = verdicts(Cpu::detect(), a, b, l4, field);
+            proptest::prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -808,3 +808,18 @@ fn plain_frames_take_the_shortcut_and_others_do_not() {
     assert!(plain_tcp(&frame(vlt, &vlan), ChecksumMode::Auto).is_none());
     assert!(plain_tcp(&frame(lt, &data[..data.len() - 1]), ChecksumMode::Auto).is_none());
 }
+
+/// The looked-up flags are each bit of the flags byte, for every byte (the three high
+/// bits, CWR, ECE and URG, read as nothing).
+#[test]
+fn flags_of_every_byte_are_its_bits() {
+    for bits in 0..=u8::MAX {
+        let f = TcpFlags::from_byte(bits);
+        let set = |mask: u8| bits & mask != 0;
+        assert_eq!(
+            (f.fin, f.syn, f.rst, f.psh, f.ack),
+            (set(0x01), set(0x02), set(0x04), set(0x08), set(0x10)),
+            "{bits:#04x}"
+        );
+    }
+}
