@@ -134,12 +134,17 @@ impl LiveSource {
                 }
             }
         });
-        Ok(LiveSource::Channel {
+        Ok(LiveSource::channel(rx, link_types))
+    }
+
+    /// The frames `rx` delivers, on interfaces of these link types.
+    fn channel(rx: std::sync::mpsc::Receiver<OwnedFrame>, link_types: Vec<LinkType>) -> Self {
+        LiveSource::Channel {
             rx,
             link_types,
             events: 0,
             bytes: 0,
-        })
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -1044,12 +1049,7 @@ mod tests {
         for f in frames {
             tx.send(f).expect("queued");
         }
-        let source = LiveSource::Channel {
-            rx,
-            link_types: vec![LinkType::ETHERNET],
-            events: 0,
-            bytes: 0,
-        };
+        let source = LiveSource::channel(rx, vec![LinkType::ETHERNET]);
         let stop = AtomicBool::new(true);
         let mut live = Vec::new();
         run_each(source, LiveConfig::default(), &stop, &mut |t| {
@@ -1081,12 +1081,7 @@ mod tests {
                 }
             }
         });
-        let source = LiveSource::Channel {
-            rx,
-            link_types: vec![LinkType::ETHERNET],
-            events: 0,
-            bytes: 0,
-        };
+        let source = LiveSource::channel(rx, vec![LinkType::ETHERNET]);
         let stop = AtomicBool::new(false);
         let mut live = Vec::new();
         let outcome = run_each(source, LiveConfig::default(), &stop, &mut |t| {
