@@ -29,6 +29,11 @@ enum Inner {
     /// is made again for the next bytes. Every direction of 100,000 connections held a
     /// 104-byte parser inline before.
     Resting,
+    /// A direction finished at rest: what a resumed parser finished would be (dead, in
+    /// sync, holding nothing), without its box. Finishing made and boxed that parser
+    /// for each direction at every connection's close, to be freed with the flow a
+    /// moment later.
+    Finished,
     /// Boxed, and freed when it comes to rest (see `Resting`).
     Tcp(Box<StreamParser>),
     /// Boxed: the HTTP transport is the rare one, and every direction of every
@@ -63,7 +68,7 @@ impl DirParser {
     pub fn is_jxta(&self) -> Option<bool> {
         match &self.inner {
             Inner::Sniffing { .. } => None,
-            Inner::Resting => Some(true),
+            Inner::Resting | Inner::Finished => Some(true),
             Inner::Tcp(p) => p.is_jxta(),
             Inner::Http(p) => p.is_jxta(),
         }
@@ -79,7 +84,7 @@ impl DirParser {
     pub fn oldest_buffered(&self) -> Option<UnixNanos> {
         match &self.inner {
             Inner::Sniffing { held, .. } => held_pushes(held).map(|h| h.1).min(),
-            Inner::Resting => None,
+            Inner::Resting | Inner::Finished => None,
             Inner::Tcp(p) => p.oldest_buffered(),
             Inner::Http(p) => p.oldest_buffered(),
         }
@@ -90,7 +95,7 @@ impl DirParser {
     pub fn holds(&self) -> bool {
         match &self.inner {
             Inner::Sniffing { held, .. } => held_pushes(held).next().is_some(),
-            Inner::Resting => false,
+            Inner::Resting | Inner::Finished => false,
             Inner::Tcp(p) => p.holds(),
             Inner::Http(p) => p.oldest_buffered().is_some(),
         }
@@ -99,7 +104,7 @@ impl DirParser {
     pub fn buffered(&self) -> usize {
         match &self.inner {
             Inner::Sniffing { held, .. } => held_pushes(held).map(|h| h.0.len()).sum(),
-            Inner::Resting => 0,
+            Inner::Resting | Inner::Finished => 0,
             Inner::Tcp(p) => p.buffered(),
             Inner::Http(p) => p.buffered(),
         }
@@ -180,7 +185,8 @@ impl DirParser {
             }
         }
         match &mut self.inner {
-            Inner::Sniffing { .. } => {}
+            // A finished parser takes no more bytes (`Mode::Dead`).
+            Inner::Sniffing { .. } | Inner::Finished => {}
             Inner::Resting => {
                 // Most pushes carry whole messages of JXSE's: framed here as the
                 // parser at rest would frame them (`resting_pushes_frame_as_a_kept_parser`),
@@ -259,6 +265,7 @@ impl DirParser {
                 p.gap(len, stats);
                 self.inner = Inner::Tcp(Box::new(p));
             }
+            Inner::Finished => finished_parser(cfg).gap(len, stats),
             Inner::Tcp(p) => p.gap(len, stats),
             Inner::Http(p) => p.gap(len, stats),
         }
@@ -275,15 +282,23 @@ impl DirParser {
                 p.finish(stats);
                 self.inner = Inner::Tcp(Box::new(p));
             }
-            Inner::Resting => {
-                let mut p = StreamParser::resume(cfg);
-                p.finish(stats);
-                self.inner = Inner::Tcp(Box::new(p));
-            }
+            // A parser at rest holds nothing and is in sync: its finish counts nothing
+            // (`a_direction_finished_at_rest_is_the_boxed_parser`), and a second finish
+            // neither.
+            Inner::Resting => self.inner = Inner::Finished,
+            Inner::Finished => {}
             Inner::Tcp(p) => p.finish(stats),
             Inner::Http(p) => p.finish(stats),
         }
     }
+}
+
+/// The parser an [`Inner::Finished`] direction stands for, made for the rare call
+/// after a finish.
+fn finished_parser(cfg: &StreamConfig) -> StreamParser {
+    let mut p = StreamParser::resume(cfg);
+    p.finish(&mut JxtaStats::default());
+    p
 }
 
 #[cfg(test)]
@@ -500,6 +515,65 @@ mod tests {
         // Only for a stream joined mid-way: from its beginning it is TCP's.
         let (got, _, _) = run(StreamStart::Beginning, &[&data[..10], &data[10..]]);
         assert!(got.is_empty());
+    }
+
+    /// A direction finished at rest answers, counts and takes bytes and gaps as the
+    /// boxed parser finishing made of it before: the same stats after every call.
+    #[test]
+    fn a_direction_finished_at_rest_is_the_boxed_parser() {
+        let cfg = StreamConfig::default();
+        let (framed, _) = package("rest");
+        let mut wire = crate::jxta::welcome::test_welcome();
+        wire.extend_from_slice(&framed);
+        let (_, mut p, mut stats) = run(StreamStart::Beginning, &[&wire]);
+        assert!(matches!(p.inner, Inner::Resting));
+        let mut boxed_stats = stats.clone();
+        let mut resumed = StreamParser::resume(&cfg);
+        resumed.finish(&mut boxed_stats);
+        let mut boxed = DirParser {
+            inner: Inner::Tcp(Box::new(resumed)),
+        };
+        p.finish(&cfg, &mut stats);
+        assert!(matches!(p.inner, Inner::Finished));
+        let same = |p: &DirParser, b: &DirParser, s: &JxtaStats, bs: &JxtaStats| {
+            assert_eq!(p.is_jxta(), b.is_jxta());
+            assert_eq!(p.holds(), b.holds());
+            assert_eq!(p.buffered(), b.buffered());
+            assert_eq!(p.oldest_buffered(), b.oldest_buffered());
+            assert_eq!(
+                serde_json::to_string(s).ok(),
+                serde_json::to_string(bs).ok()
+            );
+        };
+        same(&p, &boxed, &stats, &boxed_stats);
+        for step in 0..5 {
+            let (mut got, mut want) = (0, 0);
+            match step {
+                0 => {
+                    p.push(&framed, 9, &cfg, &mut stats, &mut |_, _| got += 1);
+                    boxed.push(&framed, 9, &cfg, &mut boxed_stats, &mut |_, _| want += 1);
+                }
+                1 => {
+                    p.gap(7, &cfg, &mut stats);
+                    boxed.gap(7, &cfg, &mut boxed_stats);
+                }
+                2 => {
+                    p.gap(0, &cfg, &mut stats);
+                    boxed.gap(0, &cfg, &mut boxed_stats);
+                }
+                3 => {
+                    p.peer_is_jxta();
+                    boxed.peer_is_jxta();
+                }
+                _ => {
+                    p.finish(&cfg, &mut stats);
+                    boxed.finish(&cfg, &mut boxed_stats);
+                }
+            }
+            assert_eq!(got, want, "{step}");
+            same(&p, &boxed, &stats, &boxed_stats);
+        }
+        assert_eq!(stats.gaps, 1);
     }
 
     #[test]
