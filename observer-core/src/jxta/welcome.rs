@@ -48,22 +48,30 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     if line.len() > MAX_WELCOME_LEN {
         return Err(JxtaError::BadWelcome("longer than 4096 bytes"));
     }
-    let text = super::wire_str(line).map_err(|_| JxtaError::BadWelcome("not UTF-8"))?;
-    // Tokens cut at each space found by `memchr` (a space is ASCII: every cut is a
-    // character boundary): `str::split(' ')` set up a character searcher per token,
-    // a fifth of a welcome line's cost, paid twice per connection.
+    // One pass finds the spaces, a byte that is not ASCII and a control character: the
+    // ASCII check, the searches for each space (`memchr` calls and byte loops) and the
+    // control check each read the line again, ~730 instructions of a JXSE line.
+    let scan = scan_line(line);
+    let text = if scan.non_ascii {
+        std::str::from_utf8(line).map_err(|_| JxtaError::BadWelcome("not UTF-8"))?
+    } else {
+        // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `non_ascii` is false:
+        // every byte of `line` is below 0x80 (`scan_line_is_the_bytes` compares the
+        // scan with the bytes), and each such byte is a whole one-byte code point.
+        unsafe { std::str::from_utf8_unchecked(line) }
+    };
+    // Tokens cut at the spaces found (a space is ASCII: every cut is a character
+    // boundary). The first `MAX_CUTS` spaces are enough: the token that ends at the
+    // last of them is an eighth, refused as empty or as one too many.
     let mut toks = [""; 7];
     let mut n = 0;
     let mut from = 0;
-    // Every line JXSE or JXTA-C sends starts so: its first token and cut are known
-    // without a search (~60 instructions of a line).
-    if line.starts_with(WELCOME_SIGNATURE) {
-        toks[0] = "JXTAHELLO";
-        n = 1;
-        from = WELCOME_SIGNATURE.len();
-    }
-    loop {
-        let end = find_space(&line[from..]).map_or(line.len(), |i| from + i);
+    let cuts = scan
+        .spaces
+        .iter()
+        .take(scan.n_spaces)
+        .map(|&i| usize::from(i));
+    for end in cuts.chain(std::iter::once(line.len())) {
         let t = text.get(from..end).unwrap_or_default();
         // A stray empty token (double space) or more than 7 tokens means this is
         // not a line JXSE or JXTA-C would send.
@@ -75,17 +83,14 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
             .ok_or(JxtaError::BadWelcome("too many tokens"))?;
         *slot = t;
         n += 1;
-        if end == line.len() {
-            break;
-        }
         from = end + 1;
     }
     if toks[0] != "JXTAHELLO" {
         return Err(JxtaError::BadWelcome("no JXTAHELLO signature"));
     }
     // The tokens and the single spaces between them are the whole line, and a space
-    // is no control character: the line is checked in one pass.
-    if has_control(line) {
+    // is no control character: the line's answer is the tokens'.
+    if scan.control {
         return Err(JxtaError::BadWelcome("control character"));
     }
     let (msg_version, version) = match n {
@@ -129,62 +134,109 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     })
 }
 
-/// Rests at most this long are searched a byte at a time.
-const SHORT_REST: usize = 8;
+/// Spaces of a line [`scan_line`] reports: the cuts of a line's seven tokens and the
+/// one that ends an eighth.
+const MAX_CUTS: usize = 8;
 
-/// The first space of `rest`. A line's last tokens (`0 1.1`, `0 1 3.0`) are a few
-/// bytes: there a `memchr` call cost ~56 instructions, more than a byte loop.
-fn find_space(rest: &[u8]) -> Option<usize> {
-    if rest.len() <= SHORT_REST {
-        rest.iter().position(|&b| b == b' ')
-    } else {
-        memchr::memchr(b' ', rest)
+/// What one pass over a welcome line finds.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LineScan {
+    /// Where the first `n_spaces` spaces are, in order (a line is at most
+    /// `MAX_WELCOME_LEN` bytes: every place fits).
+    spaces: [u16; MAX_CUTS],
+    /// How many of `spaces` are found: all of the line's, or `MAX_CUTS`.
+    n_spaces: usize,
+    /// A byte of 0x80 or more.
+    non_ascii: bool,
+    /// An ASCII control character (`u8::is_ascii_control`: below 0x20, or DEL).
+    control: bool,
+}
+
+impl LineScan {
+    /// Records the spaces `mask` marks (bit `i`: the byte at `at + i`) while there is
+    /// room.
+    #[inline(always)]
+    fn add_spaces(&mut self, mut mask: u32, at: usize) {
+        while mask != 0 && self.n_spaces < MAX_CUTS {
+            // A line is at most `MAX_WELCOME_LEN` (4096) bytes: a place fits `u16`.
+            self.spaces[self.n_spaces] = (at + mask.trailing_zeros() as usize) as u16;
+            self.n_spaces += 1;
+            mask &= mask - 1;
+        }
     }
 }
 
-/// Whether `line` holds an ASCII control character (`u8::is_ascii_control`: below
-/// 0x20, or DEL). The compiler's vectors for a fold over the whole line left a byte
-/// at a time over what followed the last whole vector (~200 instructions of a
-/// 140-byte welcome line), and a fold per 16-byte block was not made a vector at all;
-/// with SSE2 (every x86-64 has it) a block is five instructions, the bytes after the
-/// last whole block checked as the line's last 16 (a byte's answer does not depend on
-/// where it is, so checking some twice changes nothing).
-fn has_control(line: &[u8]) -> bool {
+/// [`LineScan`] of `line` (at most `MAX_WELCOME_LEN` bytes). With SSE2 (every x86-64
+/// has it) 16 bytes at a time, the bytes after the last whole block read as the
+/// line's last 16 with the spaces already seen masked off (whether a byte is a control
+/// or not ASCII does not depend on where it is: reading some twice changes nothing).
+fn scan_line(line: &[u8]) -> LineScan {
+    debug_assert!(line.len() <= MAX_WELCOME_LEN);
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     if let Some(last) = line.last_chunk::<16>() {
-        // SAFETY: `has_control_sse2` is a `target_feature(enable = "sse2")` function;
+        // SAFETY: `scan_line_sse2` is a `target_feature(enable = "sse2")` function;
         // the `cfg` above says this build's target has SSE2 (x86-64's baseline).
-        return unsafe { has_control_sse2(line, last) };
+        return unsafe { scan_line_sse2(line, last) };
     }
-    line.iter().any(u8::is_ascii_control)
+    scan_bytes(line)
 }
 
-/// [`has_control`] of `line`, whose last 16 bytes are `last`.
+/// [`scan_line`] a byte at a time: lines shorter than a block, other targets, and the
+/// reference of `scan_line_is_the_bytes`.
+fn scan_bytes(line: &[u8]) -> LineScan {
+    let mut scan = LineScan::default();
+    for (i, &b) in line.iter().enumerate() {
+        if b == b' ' {
+            scan.add_spaces(1, i);
+        }
+        scan.non_ascii |= !b.is_ascii();
+        scan.control |= b.is_ascii_control();
+    }
+    scan
+}
+
+/// [`scan_line`] of `line`, whose last 16 bytes are `last`.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
-fn has_control_sse2(line: &[u8], last: &[u8; 16]) -> bool {
+fn scan_line_sse2(line: &[u8], last: &[u8; 16]) -> LineScan {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
+        _mm_set1_epi8, _mm_setzero_si128,
     };
-    let (below, del) = (_mm_set1_epi8(0x1f), _mm_set1_epi8(0x7f));
-    let control = |block: &[u8; 16]| {
+    let (below, del, space) = (
+        _mm_set1_epi8(0x1f),
+        _mm_set1_epi8(0x7f),
+        _mm_set1_epi8(b' ' as i8),
+    );
+    let mut scan = LineScan::default();
+    let (mut control, mut all) = (_mm_setzero_si128(), _mm_setzero_si128());
+    // Folds `block` into the line's answers, gives its spaces' mask.
+    let mut block_of = |block: &[u8; 16]| {
         // SAFETY: `block` is 16 bytes long: the unaligned load reads inside it.
         let v = unsafe { _mm_loadu_si128(block.as_ptr().cast::<__m128i>()) };
         // An unsigned `v <= 0x1f` is `min(v, 0x1f) == v`.
-        _mm_or_si128(
+        let c = _mm_or_si128(
             _mm_cmpeq_epi8(_mm_min_epu8(v, below), v),
             _mm_cmpeq_epi8(v, del),
-        )
+        );
+        control = _mm_or_si128(control, c);
+        // The high bits of every byte OR-ed: one is set where a byte is not ASCII.
+        all = _mm_or_si128(all, v);
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, space)) as u32
     };
-    let any = line
-        .as_chunks::<16>()
-        .0
-        .iter()
-        .fold(control(last), |any, block| {
-            _mm_or_si128(any, control(block))
-        });
-    _mm_movemask_epi8(any) != 0
+    let (blocks, rest) = line.as_chunks::<16>();
+    for (i, block) in blocks.iter().enumerate() {
+        let spaces = block_of(block);
+        scan.add_spaces(spaces, 16 * i);
+    }
+    if !rest.is_empty() {
+        // The last block's first `16 - rest.len()` bytes were read above.
+        let spaces = block_of(last) >> (16 - rest.len());
+        scan.add_spaces(spaces, line.len() - rest.len());
+    }
+    scan.control = _mm_movemask_epi8(control) != 0;
+    scan.non_ascii = _mm_movemask_epi8(all) != 0;
+    scan
 }
 
 fn is_digits(s: &str) -> bool {
@@ -230,27 +282,45 @@ mod tests {
 
     const REAL: &str = "JXTAHELLO tcp://127.0.0.1:41219 tcp://127.0.0.1:9701 urn:jxta:uuid-59616261646162614E50472050325033889B6C22963E4D96A9E3E3386F5B281603 0 1.1";
 
-    /// [`has_control`] is the fold over every byte it replaced, for every length up to
-    /// five blocks, at two alignments, with a control character, DEL, a byte next to
-    /// them or a non-ASCII one (which a signed comparison would take for a control) at
-    /// every place.
+    /// The scan by blocks is the scan a byte at a time, for every length up to five
+    /// blocks, at two alignments, with a space, a control character, DEL, a byte next
+    /// to them or a non-ASCII one (which a signed comparison would take for a control)
+    /// at every place, on lines of no space or of a space every 3 or 17 bytes (more than
+    /// `MAX_CUTS` of them, in the tail too).
     #[test]
-    fn has_control_is_the_fold() {
-        let fold = |l: &[u8]| l.iter().fold(false, |c, b| c | b.is_ascii_control());
+    fn scan_line_is_the_bytes() {
         let mut buf = [b'a'; 81];
-        for len in 0..=80 {
-            for shift in [0, 1] {
-                let line = &mut buf[shift..shift + len];
-                assert!(!has_control(line), "{len}");
-                for at in 0..len {
-                    for bad in [0u8, b'\n', 0x1f, b' ', 0x7e, 0x7f, 0x80, 0x9f, 0xff] {
-                        line[at] = bad;
-                        assert_eq!(has_control(line), fold(line), "{len} {at} {bad}");
-                        line[at] = b'a';
+        for every in [0, 3, 17] {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = if every > 0 && i % every == every - 1 {
+                    b' '
+                } else {
+                    b'a'
+                };
+            }
+            for len in 0..=80 {
+                for shift in [0, 1] {
+                    let line = &mut buf[shift..shift + len];
+                    assert_eq!(scan_line(line), scan_bytes(line), "{every} {len}");
+                    for at in 0..len {
+                        let was = line[at];
+                        for bad in [0u8, b'\n', 0x1f, b' ', 0x7e, 0x7f, 0x80, 0x9f, 0xff] {
+                            line[at] = bad;
+                            let (got, want) = (scan_line(line), scan_bytes(line));
+                            assert_eq!(got, want, "{every} {len} {at} {bad}");
+                            assert_eq!(want.non_ascii, !line.is_ascii());
+                            assert_eq!(want.control, line.iter().any(u8::is_ascii_control));
+                        }
+                        line[at] = was;
                     }
                 }
             }
         }
+        // The spaces are the line's, the first `MAX_CUTS` of them.
+        let line = b"a b  c d e f g h i j";
+        let scan = scan_line(line);
+        assert_eq!(scan.n_spaces, MAX_CUTS);
+        assert_eq!(scan.spaces, [1, 3, 4, 6, 8, 10, 12, 14]);
     }
 
     #[test]
@@ -393,19 +463,49 @@ mod tests {
         }
     }
 
-    /// Both ways of searching, on rests either side of `SHORT_REST`, spaces anywhere.
+    /// JXSE's and JXTA-C's lines, and every prefix of them, with one byte changed at
+    /// any place (a space, a control, DEL, a dot, a digit, bytes of broken or whole
+    /// UTF-8), with two changes, and with more tokens than seven (empty or not):
+    /// the reference's welcome or error.
     #[test]
-    fn find_space_is_memchr() {
-        for len in 0..=2 * SHORT_REST {
-            for at in (0..len).map(Some).chain([None]) {
-                let rest: Vec<u8> = (0..len)
-                    .map(|i| if Some(i) == at { b' ' } else { b'a' })
-                    .collect();
+    fn changed_lines_parse_as_the_reference() {
+        let v3 = format!("{} 1 3.0", &REAL[..REAL.len() - 4]);
+        let many: String = std::iter::once("JXTAHELLO")
+            .chain(std::iter::repeat_n(" x", 12))
+            .collect();
+        let bytes = [
+            b' ', 0, b'\t', 0x7f, b'.', b'0', b'1', 0x80, 0xc3, 0xa9, 0xff,
+        ];
+        for line in [REAL, v3.as_str(), many.as_str()] {
+            let line = line.as_bytes();
+            for len in 0..=line.len() {
+                let l = &line[..len];
                 assert_eq!(
-                    find_space(&rest),
-                    memchr::memchr(b' ', &rest),
-                    "{len} {at:?}"
+                    format!("{:?}", parse_welcome(l)),
+                    format!("{:?}", reference(l))
                 );
+            }
+            let mut l = line.to_vec();
+            for at in 0..l.len() {
+                let was = l[at];
+                for b in bytes {
+                    l[at] = b;
+                    let one = format!("{:?}", reference(&l));
+                    assert_eq!(format!("{:?}", parse_welcome(&l)), one, "{at} {b}");
+                    for at2 in (at + 1..l.len()).step_by(7) {
+                        let was2 = l[at2];
+                        for b2 in [b' ', 0xa9] {
+                            l[at2] = b2;
+                            assert_eq!(
+                                format!("{:?}", parse_welcome(&l)),
+                                format!("{:?}", reference(&l)),
+                                "{at} {b} {at2} {b2}"
+                            );
+                        }
+                        l[at2] = was2;
+                    }
+                }
+                l[at] = was;
             }
         }
     }
