@@ -90,8 +90,9 @@ fn intern_hop(
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
-/// what the matcher keeps of them (a PING's correlator, the wire notes) is
-/// moved out, each at its last use; borrowed (documents a queue hands over), copied.
+/// what the matcher keeps of them (the wire notes) is moved out at its last use;
+/// borrowed (documents a queue hands over), copied. A PING's correlator is shared
+/// (see [`SharedCorrelators`]), and the document keeps its string to be refilled.
 enum Seen<'a> {
     Borrowed(&'a Document, &'a Sighting),
     Owned(&'a mut Document, &'a mut Sighting),
@@ -109,14 +110,6 @@ impl Seen<'_> {
         match self {
             Seen::Borrowed(_, s) => s,
             Seen::Owned(_, s) => s,
-        }
-    }
-
-    /// The document's correlator; read no more after.
-    fn take_correlator(&mut self) -> Option<String> {
-        match self {
-            Seen::Borrowed(d, _) => d.correlator.clone(),
-            Seen::Owned(d, _) => d.correlator.take(),
         }
     }
 
@@ -272,7 +265,7 @@ impl Peers {
 struct Pending {
     seq: u64,
     start: UnixNanos,
-    correlator: Option<String>,
+    correlator: Option<Arc<str>>,
     poller_name: Option<Arc<str>>,
     poller_id: Option<PeerId>,
     receiver_id: Option<PeerId>,
@@ -684,6 +677,37 @@ impl Correlator {
     }
 }
 
+/// Slots of [`SharedCorrelators`]: 4 KB, and at most as many correlators kept alive.
+const SHARED_CORRELATORS: usize = 256;
+
+/// One copy of each PING correlator for its pending PING and its transaction, handed
+/// out by reference count. Pollers reuse a correlator across their receivers and polls
+/// (10 in all on jxta-0.1g, 3 on peers1k-0.1g): a copy made for each PING and freed
+/// after the sink was ~235 instructions a transaction, this look-up is ~45 (LTO off;
+/// its hash is the one the finished table takes anyway). One copy a slot, picked by the
+/// correlator's hash, the last one kept, not a table: a capture whose pollers count
+/// their correlators up (each PING a new one) costs a compare more a PING than the
+/// copy alone, and the memory stays bounded without a table to clear.
+#[derive(Debug, Default)]
+struct SharedCorrelators(Box<[Option<Arc<str>>]>);
+
+impl SharedCorrelators {
+    /// The shared copy of `c`; `hash` is any hash of its text (equal texts, equal
+    /// hashes).
+    fn get(&mut self, hash: u64, c: &str) -> Arc<str> {
+        if self.0.is_empty() {
+            self.0 = vec![None; SHARED_CORRELATORS].into_boxed_slice();
+        }
+        let Some(slot) = self.0.get_mut(hash as usize % SHARED_CORRELATORS) else {
+            return Arc::from(c);
+        };
+        match slot {
+            Some(held) if **held == *c => Arc::clone(held),
+            _ => Arc::clone(slot.insert(Arc::from(c))),
+        }
+    }
+}
+
 /// Copies `from` (`N` to `2N` bytes) to the start of `to` as its first `N` bytes and its
 /// last `N`, which overlap; false, and nothing copied, when it is longer or `to` shorter.
 fn copy_ends<const N: usize>(to: &mut [u8], from: &[u8]) -> bool {
@@ -707,7 +731,17 @@ impl Remembered {
     /// 32 bits of the hash are kept per entry (see [`Finish::hash`]), ample for 65,536
     /// entries.
     fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u32 {
-        (pair_hash(hasher, pair) ^ hasher.hash_one(correlator)) as u32
+        Self::hash_with(hasher, pair, Self::correlator_hash(hasher, correlator))
+    }
+
+    /// The correlator's part of [`Self::hash`], which [`SharedCorrelators`] takes too.
+    fn correlator_hash(hasher: &foldhash::fast::RandomState, correlator: &[u8]) -> u64 {
+        hasher.hash_one(correlator)
+    }
+
+    /// [`Self::hash`] with the correlator's part given.
+    fn hash_with(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: u64) -> u32 {
+        (pair_hash(hasher, pair) ^ correlator) as u32
     }
 
     /// The table's hash of a kept 32-bit one. hashbrown takes a bucket from the low
@@ -1032,6 +1066,7 @@ pub struct Matcher {
     /// Folded pairs were last freed here (see [`PairTable::sweep`]).
     next_sweep: UnixNanos,
     peers: Peers,
+    correlators: SharedCorrelators,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
     /// so every hit is checked against `pairs`.
@@ -1073,6 +1108,7 @@ impl Matcher {
                 cap: peers_cap,
                 ..Peers::default()
             },
+            correlators: SharedCorrelators::default(),
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             spare_queues: Vec::new(),
@@ -1300,6 +1336,7 @@ impl Matcher {
             cap: self.peers.cap,
             ..Peers::default()
         };
+        self.correlators = SharedCorrelators::default();
     }
 
     /// A PING reached its deadline: ok from a transit candidate, else timeout.
@@ -1451,11 +1488,11 @@ impl Matcher {
         let relay_leg = matches!((&s.hop_src, &poller_id), (Some(h), Some(p)) if h != p);
         if relay_leg {
             if let Some(state) = found.and_then(|i| self.pairs.slot_mut(i)) {
-                let found = match &doc.correlator {
+                let found = match doc.correlator.as_deref() {
                     Some(c) => state
                         .outstanding
                         .iter_mut()
-                        .find(|p| p.correlator.as_ref() == Some(c)),
+                        .find(|p| p.correlator.as_deref() == Some(c)),
                     None => state
                         .outstanding
                         .iter_mut()
@@ -1482,18 +1519,20 @@ impl Matcher {
         if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
-        let (mut finished_hash, mut fresh) = (0, false);
-        if let Some(c) = &doc.correlator {
+        let (mut finished_hash, mut fresh, mut correlator_hash) = (0, false, 0);
+        if let Some(c) = doc.correlator.as_deref() {
             let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
-                    .any(|p| p.correlator.as_ref() == Some(c))
+                    .any(|p| p.correlator.as_deref() == Some(c))
             });
             if outstanding {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
-            finished_hash = Remembered::hash(&self.finished.hasher, &pair, c.as_bytes());
+            let hasher = &self.finished.hasher;
+            correlator_hash = Remembered::correlator_hash(hasher, c.as_bytes());
+            finished_hash = Remembered::hash_with(hasher, &pair, correlator_hash);
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
@@ -1545,7 +1584,9 @@ impl Matcher {
         let mut legs = self.legs_buffer();
         let ends = [poller_id.as_ref(), receiver_id.as_ref()];
         legs.push(leg_of(&mut self.peers, seen, ends));
-        let (correlator, poller_name) = (seen.take_correlator(), name);
+        let correlator = seen.document().correlator.as_deref();
+        let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
+        let poller_name = name;
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
@@ -1744,7 +1785,7 @@ impl Matcher {
                 if let Some(i) = state
                     .outstanding
                     .iter()
-                    .position(|p| p.correlator.as_ref() == Some(c))
+                    .position(|p| p.correlator.as_deref() == Some(c.as_str()))
                 {
                     self.matched(at, i, pong, seen, MatchMethod::Correlator, out);
                     return;
@@ -2072,6 +2113,78 @@ mod pair_table_tests {
             m.finished.get(&pair, "c1").map(|(f, _)| f),
             Some(Finished::Answered)
         );
+    }
+
+    /// Equal correlators come back as one copy; a slot taken by another text (the
+    /// same hash: a collision) gives that text's own copy, and the copies handed out
+    /// before keep their text. Fails if a copy is made for every PING, or a slot's
+    /// copy is handed out for a text that is not its own.
+    #[test]
+    fn shared_correlators_give_one_copy_of_each_text() {
+        let mut shared = SharedCorrelators::default();
+        let first = shared.get(7, "c1");
+        assert!(Arc::ptr_eq(&first, &shared.get(7, "c1")));
+        let other = shared.get(7, "c2");
+        assert_eq!((&*first, &*other), ("c1", "c2"));
+        let again = shared.get(7, "c1");
+        assert_eq!(&*again, "c1");
+        assert!(!Arc::ptr_eq(&again, &other));
+        // Texts of one length, a prefix, the empty text and not ASCII, over more hashes
+        // than slots: each text its own, and one copy while its slot keeps it.
+        let texts = ["", "4611686018427387905", "4611686018427387906", "46", "é1"];
+        for n in 0..4 * SHARED_CORRELATORS as u64 {
+            let hash = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let text = texts[n as usize % texts.len()];
+            let a = shared.get(hash, text);
+            assert_eq!(&*a, text);
+            assert!(Arc::ptr_eq(&a, &shared.get(hash, text)));
+        }
+        assert_eq!(shared.0.len(), SHARED_CORRELATORS);
+    }
+
+    /// The transactions of PINGs that repeat a correlator (a poller's, poll after
+    /// poll) share one copy of it, from owned and borrowed documents alike, and a
+    /// document handed over keeps its correlator's string for the parser to refill.
+    #[test]
+    fn transactions_share_one_copy_of_each_correlator() {
+        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let doc = |kind, name: &str| Document {
+            kind,
+            name: Some(name.into()),
+            correlator: Some("c1".into()),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let seen = |t, src, dst| sighting_at(t, [id(src), id(dst)], [id(src), id(dst)]);
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        for k in 0..4u64 {
+            // Polls 2 s apart: past the repeat window, each a new transaction.
+            let t = k * 2_000_000_000;
+            let mut ping = doc(Kind::Ping, "alice");
+            let mut ping_at = seen(t, 0xA1, 0xB0);
+            if k % 2 == 0 {
+                m.observe(&ping, &ping_at, &mut out);
+            } else {
+                m.observe_taking(&mut ping, &mut ping_at, &mut out);
+                assert_eq!(ping.correlator.as_deref(), Some("c1"));
+            }
+            m.observe(
+                &doc(Kind::Pong, "bob"),
+                &seen(t + 1_000, 0xB0, 0xA1),
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 4);
+        let first = out[0].correlator.clone().expect("a correlator");
+        for t in &out {
+            assert_eq!(t.status, TxStatus::Ok);
+            assert!(t
+                .correlator
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &first)));
+        }
+        assert_eq!(&*first, "c1");
     }
 
     /// One random leg at `t` for the randomised tests: a document of one of `kinds`
