@@ -80,13 +80,13 @@ fn intern_hop(
     ends: [Option<&PeerId>; 2],
 ) -> Option<PeerId> {
     let hop = hop?;
-    Some(peers.through_recent(
-        hop,
-        |peers| match ends.into_iter().flatten().find(|end| *end == hop) {
-            Some(end) => end.clone(),
+    let (kept, _) = peers.through_recent(hop, |peers| {
+        match ends.into_iter().flatten().find(|end| *end == hop) {
+            Some(end) => (end.clone(), UNPLACED),
             None => peers.intern_new(hop),
-        },
-    ))
+        }
+    });
+    Some(kept)
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
@@ -125,11 +125,18 @@ impl Seen<'_> {
 /// One copy of each peer ID for every table (pair keys, pending PINGs, route histories,
 /// presence, the transactions and the summary built from them), with the name the
 /// peer last gave: an ID is ~100 bytes and each message parses its own. One table for
-/// both: two were 24 + 48 bytes in each of their buckets, this is 40. Bounded
-/// (`cap`): past it IDs are kept as they came and names are not learnt.
+/// both: two were 24 + 48 bytes in each of their buckets, this is 32 and the name's 16
+/// in `known`. Bounded (`cap`): past it IDs are kept as they came and names are not
+/// learnt.
 #[derive(Debug, Default)]
 struct Peers {
-    ids: crate::FastMap<PeerId, Option<Arc<str>>>,
+    /// Each interned ID's place in `known`.
+    ids: crate::FastMap<PeerId, u32>,
+    /// The name each interned peer last gave, by its place: every document renames its
+    /// peer, and its ID's recent slot holds the place, so the rename needs no look-up
+    /// in `ids` (its probe and an 80-byte compare of the document's copy with the
+    /// table's, ~90 instructions a document, LTO off).
+    known: Vec<Option<Arc<str>>>,
     /// The documents' names, one copy each, for the peers and the transactions.
     names: SharedNames,
     named: usize,
@@ -152,11 +159,17 @@ const RECENT_IDS: usize = 256;
 /// their documents alternate: with one, the other shard's copy was compared in full
 /// (80 bytes) every time (~2.8 M instructions more on the matcher's thread than one
 /// thread spends, jxta-0.1g, docs/performance.md stop 31).
+/// `at`: the ID's place in [`Peers::known`], or [`UNPLACED`].
 #[derive(Clone, Debug)]
 struct RecentId {
     seen: [PeerId; 2],
     kept: PeerId,
+    at: u32,
 }
+
+/// The place of an ID not in the table (past the cap), or not known where it was kept
+/// (a hop given the document's end copy): a rename looks it up.
+const UNPLACED: u32 = u32::MAX;
 
 /// A known peer's name becomes `name`; `named` counts the peers with one. A peer that
 /// names its buddies in turn (JXSE's PING names the buddy) changes name at every
@@ -172,29 +185,40 @@ fn rename(known: &mut Option<Arc<str>>, name: &Arc<str>, named: &mut usize) {
 impl Peers {
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         let id = id?;
-        Some(self.through_recent(&id, |peers| peers.intern_new(&id)))
+        Some(self.through_recent(&id, |peers| peers.intern_new(&id)).0)
     }
 
-    /// The copy of `id` kept in its recent slot, or else `copy`'s, kept there.
-    fn through_recent(&mut self, id: &PeerId, copy: impl FnOnce(&mut Self) -> PeerId) -> PeerId {
+    /// The copy of `id` kept in its recent slot and its place, or else `copy`'s, kept
+    /// there.
+    fn through_recent(
+        &mut self,
+        id: &PeerId,
+        copy: impl FnOnce(&mut Self) -> (PeerId, u32),
+    ) -> (PeerId, u32) {
         let slot = self.recent_slot(id);
         if let Some(kept) = self.recently(slot, id) {
             return kept;
         }
-        let kept = copy(self);
-        self.keep_recent(slot, id, &kept);
-        kept
+        let (kept, at) = copy(self);
+        self.keep_recent(slot, id, &kept, at);
+        (kept, at)
     }
 
-    /// The table's copy of `id`, added when new and there is room.
-    fn intern_new(&mut self, id: &PeerId) -> PeerId {
-        if let Some((known, _)) = self.ids.get_key_value(id) {
-            return known.clone();
+    /// The table's copy of `id` and its place, added when new and there is room.
+    fn intern_new(&mut self, id: &PeerId) -> (PeerId, u32) {
+        if let Some((known, &at)) = self.ids.get_key_value(id) {
+            return (known.clone(), at);
         }
-        if self.ids.len() < self.cap {
-            self.ids.insert(id.clone(), None);
+        // `cap` is at most twice `max_pairs`, itself clamped to `u32::MAX`: a place
+        // that does not fit is left unplaced, and the ID out of the table.
+        match u32::try_from(self.known.len()) {
+            Ok(at) if self.ids.len() < self.cap && at != UNPLACED => {
+                self.ids.insert(id.clone(), at);
+                self.known.push(None);
+                (id.clone(), at)
+            }
+            _ => (id.clone(), UNPLACED),
         }
-        id.clone()
     }
 
     fn recent_slot(&self, id: &PeerId) -> usize {
@@ -204,55 +228,64 @@ impl Peers {
     /// The copy kept in `slot` if it is `id`'s. An equal ID in a third copy takes the
     /// place of the copy held longest.
     #[inline(always)]
-    fn recently(&mut self, slot: usize, id: &PeerId) -> Option<PeerId> {
+    fn recently(&mut self, slot: usize, id: &PeerId) -> Option<(PeerId, u32)> {
         let r = self.recent.get_mut(slot)?.as_mut()?;
         if r.seen[0].same_copy(id) || r.seen[1].same_copy(id) {
-            return Some(r.kept.clone());
+            return Some((r.kept.clone(), r.at));
         }
         if r.seen[0] != *id {
             return None;
         }
         r.seen[1] = std::mem::replace(&mut r.seen[0], id.clone());
-        Some(r.kept.clone())
+        Some((r.kept.clone(), r.at))
     }
 
-    fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId) {
+    fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId, at: u32) {
         if self.recent.is_empty() {
             self.recent = vec![None; RECENT_IDS].into_boxed_slice();
         }
-        if let Some(at) = self.recent.get_mut(slot) {
-            *at = Some(RecentId {
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(RecentId {
                 seen: [id.clone(), id.clone()],
                 kept: kept.clone(),
+                at,
             });
         }
     }
 
-    /// [`Self::intern`], and `name` learnt as the peer's: one look-up (two were ~100
-    /// instructions a document more).
+    /// [`Self::intern`], and `name` learnt as the peer's, at the place its recent slot
+    /// holds: one look-up in the table at most (a look-up for each was ~100
+    /// instructions a document more, and the table's ~90 more than the slot).
     fn intern_named(&mut self, id: Option<PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
         let Some(name) = name else {
             return self.intern(id);
         };
-        let room = self.ids.len() < self.cap;
-        match self.ids.entry(id?) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let known = e.key().clone();
-                rename(e.get_mut(), name, &mut self.named);
-                Some(known)
+        let id = id?;
+        let slot = self.recent_slot(&id);
+        let (kept, at) = match self.recently(slot, &id) {
+            Some((kept, UNPLACED)) => {
+                let at = self.ids.get(&kept).copied().unwrap_or(UNPLACED);
+                if let Some(r) = self.recent.get_mut(slot).and_then(Option::as_mut) {
+                    r.at = at;
+                }
+                (kept, at)
             }
-            std::collections::hash_map::Entry::Vacant(e) if room => {
-                let id = e.key().clone();
-                e.insert(Some(Arc::clone(name)));
-                self.named += 1;
-                Some(id)
+            Some(found) => found,
+            None => {
+                let (kept, at) = self.intern_new(&id);
+                self.keep_recent(slot, &id, &kept, at);
+                (kept, at)
             }
-            std::collections::hash_map::Entry::Vacant(e) => Some(e.into_key()),
+        };
+        if let Some(known) = self.known.get_mut(at as usize) {
+            rename(known, name, &mut self.named);
         }
+        Some(kept)
     }
 
     fn name(&self, id: &PeerId) -> Option<&Arc<str>> {
-        self.ids.get(id)?.as_ref()
+        let &at = self.ids.get(id)?;
+        self.known.get(at as usize)?.as_ref()
     }
 
     /// The shared copy of a document's name.
@@ -2375,6 +2408,114 @@ mod pair_table_tests {
                 "{past_cap} past the cap of {cap}"
             );
         }
+    }
+
+    /// Names learnt through the recent slots' places are a map's from ID to its last
+    /// name: interning named and not, and hops (an end's copy or not), 1,000 IDs in
+    /// 256 slots, each as its first copy or a fresh parse, under a cap and not. Fails
+    /// if a slot's place is another ID's, or a name is learnt past the cap.
+    #[test]
+    fn names_learnt_through_recent_slots_are_a_maps() {
+        let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
+        let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: u64| rng() % n;
+        for cap in [300, 2_000] {
+            let mut peers = Peers {
+                cap,
+                ..Peers::default()
+            };
+            let parsed: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+            let mut model: std::collections::HashMap<String, Option<String>> =
+                std::collections::HashMap::new();
+            let add = |model: &mut std::collections::HashMap<String, Option<String>>,
+                       id: &PeerId| {
+                if !model.contains_key(id.as_str()) && model.len() < cap {
+                    model.insert(id.as_str().to_owned(), None);
+                }
+            };
+            for _ in 0..30_000 {
+                let pick = |n: u64, fresh: bool| match fresh {
+                    false => parsed.get(n as usize).cloned(),
+                    true => PeerId::parse(&text(n)),
+                };
+                let id = pick(next(1_000), next(2) == 0).expect("an ID");
+                let kept = match next(4) {
+                    0 | 1 => {
+                        let name = peers.share_name(Some(&format!("n{}", next(5))));
+                        let kept = peers.intern_named(Some(id.clone()), name.as_ref());
+                        add(&mut model, &id);
+                        if let Some(known) = model.get_mut(id.as_str()) {
+                            *known = name.as_deref().map(str::to_owned);
+                        }
+                        kept
+                    }
+                    2 => {
+                        add(&mut model, &id);
+                        peers.intern(Some(id.clone()))
+                    }
+                    _ => {
+                        let end = peers.intern(pick(next(1_000), next(2) == 0));
+                        if let Some(end) = &end {
+                            add(&mut model, end);
+                        }
+                        if end.as_ref() != Some(&id) {
+                            add(&mut model, &id);
+                        }
+                        intern_hop(&mut peers, Some(&id), [end.as_ref(), None])
+                    }
+                };
+                assert_eq!(kept.as_ref(), Some(&id));
+                let known = model.get(id.as_str()).cloned().flatten();
+                assert_eq!(
+                    peers.name(&id).map(|n| &**n),
+                    known.as_deref(),
+                    "{}",
+                    id.as_str()
+                );
+            }
+            for id in &parsed {
+                let known = model.get(id.as_str()).cloned().flatten();
+                assert_eq!(
+                    peers.name(id).map(|n| &**n),
+                    known.as_deref(),
+                    "{}",
+                    id.as_str()
+                );
+            }
+            assert_eq!(peers.ids.len(), model.len().min(cap));
+            assert_eq!(peers.named, model.values().filter(|n| n.is_some()).count());
+        }
+        // A hop given an end's copy, in a slot the other end took: kept unplaced, and
+        // the next name is learnt at the place looked up.
+        let mut peers = Peers {
+            cap: 2_000,
+            ..Peers::default()
+        };
+        let ids: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+        let (a, b) = ids
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                let b = ids
+                    .iter()
+                    .skip(i + 1)
+                    .find(|b| peers.recent_slot(b) == peers.recent_slot(a))?;
+                Some((a.clone(), b.clone()))
+            })
+            .expect("two IDs of one slot");
+        let name = |peers: &mut Peers, n: &str| peers.share_name(Some(n));
+        let first = name(&mut peers, "first");
+        peers.intern_named(Some(a.clone()), first.as_ref());
+        peers.intern(Some(b.clone()));
+        let hop = PeerId::parse(a.as_str());
+        intern_hop(&mut peers, hop.as_ref(), [Some(&a), Some(&b)]);
+        let slot = peers.recent_slot(&a);
+        assert_eq!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
+        let second = name(&mut peers, "second");
+        peers.intern_named(Some(a.clone()), second.as_ref());
+        assert_eq!(peers.name(&a).map(|n| &**n), Some("second"));
+        assert_ne!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
+        assert_eq!(peers.named, 1);
     }
 
     /// The live sequence numbers: a bit cleared is never set again, every number
