@@ -394,7 +394,7 @@ fn csv_crate_records(txs: &[observer::transaction::Transaction]) -> usize {
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
             t.status.as_str().to_owned(),
-            t.correlator.clone().unwrap_or_default(),
+            t.correlator.as_deref().unwrap_or_default().to_owned(),
             t.match_method
                 .map(|m| m.as_str().to_owned())
                 .unwrap_or_default(),

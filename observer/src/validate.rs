@@ -615,7 +615,7 @@ mod tests {
             } else {
                 TxStatus::Timeout
             },
-            correlator: corr.map(str::to_string),
+            correlator: corr.map(Into::into),
             match_method: Some(if corr.is_some() {
                 MatchMethod::Correlator
             } else {

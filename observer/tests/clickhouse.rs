@@ -122,7 +122,7 @@ fn tx(i: u64) -> Transaction {
         receiver_id: None,
         receiver_status: None,
         status: TxStatus::Ok,
-        correlator: Some(format!("c{i}")),
+        correlator: Some(format!("c{i}").into()),
         match_method: None,
         ping_bytes: 100 + i,
         pong_bytes: Some(200),

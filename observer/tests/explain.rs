@@ -32,7 +32,7 @@ fn key(t: &Transaction) -> (u64, Option<String>, Option<String>) {
     (
         t.start,
         t.poller_id.as_ref().map(|p| p.as_str().to_owned()),
-        t.correlator.clone(),
+        t.correlator.as_deref().map(str::to_owned),
     )
 }
 

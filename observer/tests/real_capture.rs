@@ -79,7 +79,7 @@ fn jxse25_rtts_agree_with_tshark_frame_times() {
     let analysis = runtime::analyze(&[path], PipelineConfig::default(), false);
     assert_eq!(analysis.result.transactions.len(), ping_at.len());
     for t in &analysis.result.transactions {
-        let c = t.correlator.clone().expect("correlator");
+        let c = t.correlator.as_deref().expect("correlator").to_owned();
         assert_eq!(t.start, ping_at[&c], "{c} start");
         assert_eq!(t.stop, Some(pong_at[&c]), "{c} stop");
         assert_eq!(t.rtt_ns(), Some(pong_at[&c] - ping_at[&c]));

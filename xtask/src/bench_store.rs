@@ -117,7 +117,7 @@ fn one_run(
         t.start = EPOCH_NS + i * (POLL_NS / n_pairs);
         // 20 ms to 1 s, the round trips of the samples.
         t.stop = Some(t.start + 20_000_000 + (i * 7_919_993) % 980_000_000);
-        t.correlator = Some(format!("{}", 4_611_686_018_427_387_905u64 + i));
+        t.correlator = Some(format!("{}", 4_611_686_018_427_387_905u64 + i).into());
         sink.push(t)?;
     }
     let stats = sink.finish()?;

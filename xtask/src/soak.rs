@@ -278,12 +278,16 @@ fn prepare(opts: &Options, out: &Path, g: u64) -> Result<Generation> {
         // never answered has none.
         let (poller, receiver) = (id(&t.poller_id), id(&t.receiver_id));
         *correlators
-            .entry((poller.clone(), receiver.clone(), t.correlator.clone()))
+            .entry((
+                poller.clone(),
+                receiver.clone(),
+                t.correlator.as_deref().map(str::to_string),
+            ))
             .or_default() += 1;
         let key = (
             poller,
             receiver,
-            t.correlator.clone().unwrap_or_default(),
+            t.correlator.as_deref().unwrap_or_default().to_owned(),
             status.to_string(),
         );
         *keys.entry(key).or_default() += 1;
@@ -335,7 +339,11 @@ fn repeat_gap_ns(rendered: &observer::synth::Rendered) -> u64 {
     let mut span: HashMap<(String, String, Option<String>), (u64, u64)> = HashMap::new();
     for t in &rendered.truth {
         let e = span
-            .entry((id(&t.poller_id), id(&t.receiver_id), t.correlator.clone()))
+            .entry((
+                id(&t.poller_id),
+                id(&t.receiver_id),
+                t.correlator.as_deref().map(str::to_string),
+            ))
             .or_insert((t.start, t.start));
         e.0 = e.0.min(t.start);
         e.1 = e.1.max(t.start);

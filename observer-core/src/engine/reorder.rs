@@ -283,7 +283,7 @@ mod tests {
             receiver_id: None,
             receiver_status: None,
             status: TxStatus::Ok,
-            correlator: Some(correlator.to_string()),
+            correlator: Some(correlator.into()),
             match_method: None,
             // Tells apart transactions whose keys are equal: they leave as they came.
             ping_bytes: bytes,

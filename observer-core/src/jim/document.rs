@@ -184,9 +184,9 @@ pub fn parse_for_matcher(
 /// [`parse_for_matcher`] into `doc`, reusing the strings it holds: `Ok(true)` when
 /// `doc` now is the decoded document; `Ok(false)` (not JIM) and `Err` leave it as it
 /// was. The message stage decodes every document into one `Document`, whose name
-/// and (but for a PING's, which the matcher keeps) correlator strings are then
-/// refilled instead of allocated and freed for each document (~190 instructions a
-/// document on jxta-0.1g).
+/// and correlator strings are then refilled instead of allocated and freed for each
+/// document (~190 instructions a document on jxta-0.1g; the matcher shares a PING's
+/// correlator from its own copies, and no longer takes the string).
 pub fn parse_for_matcher_into(
     content: &[u8],
     max_document: usize,

@@ -66,7 +66,7 @@ fn matrix_is_bounded_to_the_most_active_peers() {
             let mut t = template.clone();
             t.poller_name = Some(format!("p{p:03}").into());
             t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
-            t.correlator = Some(k.to_string());
+            t.correlator = Some(k.to_string().into());
             ts.push(t);
         }
     }

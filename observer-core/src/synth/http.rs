@@ -621,7 +621,7 @@ fn truth(sim: &Sim, pairs: &[(usize, Option<usize>)]) -> Vec<Transaction> {
                 receiver_id: Some(r.id.clone()),
                 receiver_status: None,
                 status: TxStatus::Open,
-                correlator: doc.correlator.clone(),
+                correlator: doc.correlator.as_deref().map(Into::into),
                 match_method: None,
                 ping_bytes,
                 pong_bytes: None,

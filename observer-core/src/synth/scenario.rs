@@ -1045,7 +1045,7 @@ impl<'a> Sim<'a> {
                 receiver_id: Some(receiver.id.clone()),
                 receiver_status: None,
                 status: TxStatus::Open,
-                correlator: pm.doc.correlator.clone(),
+                correlator: pm.doc.correlator.as_deref().map(Into::into),
                 match_method: None,
                 ping_bytes,
                 pong_bytes: None,

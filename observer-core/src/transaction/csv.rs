@@ -600,7 +600,7 @@ pub fn read_records_csv<R: Read>(r: R, map: &ColumnMap) -> Result<Vec<CsvRecord>
                 receiver_id,
                 receiver_status,
                 status,
-                correlator: text(Field::Correlator),
+                correlator: text(Field::Correlator).map(Arc::from),
                 match_method,
                 ping_bytes: count(Field::PingBytes)?.unwrap_or(0),
                 pong_bytes: count(Field::PongBytes)?,
@@ -882,7 +882,7 @@ mod tests {
         {
             let mut t = txs[i % 3].clone();
             t.stop = Some(t.start + stop);
-            t.correlator = Some(format!("+{i},\"\r"));
+            t.correlator = Some(format!("+{i},\"\r").into());
             t.poller_name = Some(["", "@x", "\tx", "a\nb", "\u{e9}t\u{e9}"][i % 5].into());
             txs.push(t);
         }
@@ -917,7 +917,7 @@ mod tests {
             t.stop = rtt.map(|r| t.start + r);
             t.poller_name = Some(name.as_str().into());
             t.receiver_name = Some(name.into());
-            t.correlator = Some(correlator);
+            t.correlator = Some(correlator.into());
             t.ping_bytes = bytes;
             t.pong_bytes = rtt;
             let mut w = TransactionCsvWriter::without_header(Vec::new());

@@ -80,18 +80,19 @@ fn intern_hop(
     ends: [Option<&PeerId>; 2],
 ) -> Option<PeerId> {
     let hop = hop?;
-    Some(peers.through_recent(
-        hop,
-        |peers| match ends.into_iter().flatten().find(|end| *end == hop) {
-            Some(end) => end.clone(),
+    let (kept, _) = peers.through_recent(hop, |peers| {
+        match ends.into_iter().flatten().find(|end| *end == hop) {
+            Some(end) => (end.clone(), UNPLACED),
             None => peers.intern_new(hop),
-        },
-    ))
+        }
+    });
+    Some(kept)
 }
 
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
-/// what the matcher keeps of them (a PING's correlator, the wire notes) is
-/// moved out, each at its last use; borrowed (documents a queue hands over), copied.
+/// what the matcher keeps of them (the wire notes) is moved out at its last use;
+/// borrowed (documents a queue hands over), copied. A PING's correlator is shared
+/// (see [`SharedCorrelators`]), and the document keeps its string to be refilled.
 enum Seen<'a> {
     Borrowed(&'a Document, &'a Sighting),
     Owned(&'a mut Document, &'a mut Sighting),
@@ -112,14 +113,6 @@ impl Seen<'_> {
         }
     }
 
-    /// The document's correlator; read no more after.
-    fn take_correlator(&mut self) -> Option<String> {
-        match self {
-            Seen::Borrowed(d, _) => d.correlator.clone(),
-            Seen::Owned(d, _) => d.correlator.take(),
-        }
-    }
-
     /// The sighting's wire notes; read no more after.
     fn take_wire(&mut self) -> cause::WireNotes {
         match self {
@@ -132,11 +125,18 @@ impl Seen<'_> {
 /// One copy of each peer ID for every table (pair keys, pending PINGs, route histories,
 /// presence, the transactions and the summary built from them), with the name the
 /// peer last gave: an ID is ~100 bytes and each message parses its own. One table for
-/// both: two were 24 + 48 bytes in each of their buckets, this is 40. Bounded
-/// (`cap`): past it IDs are kept as they came and names are not learnt.
+/// both: two were 24 + 48 bytes in each of their buckets, this is 32 and the name's 16
+/// in `known`. Bounded (`cap`): past it IDs are kept as they came and names are not
+/// learnt.
 #[derive(Debug, Default)]
 struct Peers {
-    ids: crate::FastMap<PeerId, Option<Arc<str>>>,
+    /// Each interned ID's place in `known`.
+    ids: crate::FastMap<PeerId, u32>,
+    /// The name each interned peer last gave, by its place: every document renames its
+    /// peer, and its ID's recent slot holds the place, so the rename needs no look-up
+    /// in `ids` (its probe and an 80-byte compare of the document's copy with the
+    /// table's, ~90 instructions a document, LTO off).
+    known: Vec<Option<Arc<str>>>,
     /// The documents' names, one copy each, for the peers and the transactions.
     names: SharedNames,
     named: usize,
@@ -159,11 +159,17 @@ const RECENT_IDS: usize = 256;
 /// their documents alternate: with one, the other shard's copy was compared in full
 /// (80 bytes) every time (~2.8 M instructions more on the matcher's thread than one
 /// thread spends, jxta-0.1g, docs/performance.md stop 31).
+/// `at`: the ID's place in [`Peers::known`], or [`UNPLACED`].
 #[derive(Clone, Debug)]
 struct RecentId {
     seen: [PeerId; 2],
     kept: PeerId,
+    at: u32,
 }
+
+/// The place of an ID not in the table (past the cap), or not known where it was kept
+/// (a hop given the document's end copy): a rename looks it up.
+const UNPLACED: u32 = u32::MAX;
 
 /// A known peer's name becomes `name`; `named` counts the peers with one. A peer that
 /// names its buddies in turn (JXSE's PING names the buddy) changes name at every
@@ -179,29 +185,40 @@ fn rename(known: &mut Option<Arc<str>>, name: &Arc<str>, named: &mut usize) {
 impl Peers {
     fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
         let id = id?;
-        Some(self.through_recent(&id, |peers| peers.intern_new(&id)))
+        Some(self.through_recent(&id, |peers| peers.intern_new(&id)).0)
     }
 
-    /// The copy of `id` kept in its recent slot, or else `copy`'s, kept there.
-    fn through_recent(&mut self, id: &PeerId, copy: impl FnOnce(&mut Self) -> PeerId) -> PeerId {
+    /// The copy of `id` kept in its recent slot and its place, or else `copy`'s, kept
+    /// there.
+    fn through_recent(
+        &mut self,
+        id: &PeerId,
+        copy: impl FnOnce(&mut Self) -> (PeerId, u32),
+    ) -> (PeerId, u32) {
         let slot = self.recent_slot(id);
         if let Some(kept) = self.recently(slot, id) {
             return kept;
         }
-        let kept = copy(self);
-        self.keep_recent(slot, id, &kept);
-        kept
+        let (kept, at) = copy(self);
+        self.keep_recent(slot, id, &kept, at);
+        (kept, at)
     }
 
-    /// The table's copy of `id`, added when new and there is room.
-    fn intern_new(&mut self, id: &PeerId) -> PeerId {
-        if let Some((known, _)) = self.ids.get_key_value(id) {
-            return known.clone();
+    /// The table's copy of `id` and its place, added when new and there is room.
+    fn intern_new(&mut self, id: &PeerId) -> (PeerId, u32) {
+        if let Some((known, &at)) = self.ids.get_key_value(id) {
+            return (known.clone(), at);
         }
-        if self.ids.len() < self.cap {
-            self.ids.insert(id.clone(), None);
+        // `cap` is at most twice `max_pairs`, itself clamped to `u32::MAX`: a place
+        // that does not fit is left unplaced, and the ID out of the table.
+        match u32::try_from(self.known.len()) {
+            Ok(at) if self.ids.len() < self.cap && at != UNPLACED => {
+                self.ids.insert(id.clone(), at);
+                self.known.push(None);
+                (id.clone(), at)
+            }
+            _ => (id.clone(), UNPLACED),
         }
-        id.clone()
     }
 
     fn recent_slot(&self, id: &PeerId) -> usize {
@@ -211,55 +228,64 @@ impl Peers {
     /// The copy kept in `slot` if it is `id`'s. An equal ID in a third copy takes the
     /// place of the copy held longest.
     #[inline(always)]
-    fn recently(&mut self, slot: usize, id: &PeerId) -> Option<PeerId> {
+    fn recently(&mut self, slot: usize, id: &PeerId) -> Option<(PeerId, u32)> {
         let r = self.recent.get_mut(slot)?.as_mut()?;
         if r.seen[0].same_copy(id) || r.seen[1].same_copy(id) {
-            return Some(r.kept.clone());
+            return Some((r.kept.clone(), r.at));
         }
         if r.seen[0] != *id {
             return None;
         }
         r.seen[1] = std::mem::replace(&mut r.seen[0], id.clone());
-        Some(r.kept.clone())
+        Some((r.kept.clone(), r.at))
     }
 
-    fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId) {
+    fn keep_recent(&mut self, slot: usize, id: &PeerId, kept: &PeerId, at: u32) {
         if self.recent.is_empty() {
             self.recent = vec![None; RECENT_IDS].into_boxed_slice();
         }
-        if let Some(at) = self.recent.get_mut(slot) {
-            *at = Some(RecentId {
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(RecentId {
                 seen: [id.clone(), id.clone()],
                 kept: kept.clone(),
+                at,
             });
         }
     }
 
-    /// [`Self::intern`], and `name` learnt as the peer's: one look-up (two were ~100
-    /// instructions a document more).
+    /// [`Self::intern`], and `name` learnt as the peer's, at the place its recent slot
+    /// holds: one look-up in the table at most (a look-up for each was ~100
+    /// instructions a document more, and the table's ~90 more than the slot).
     fn intern_named(&mut self, id: Option<PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
         let Some(name) = name else {
             return self.intern(id);
         };
-        let room = self.ids.len() < self.cap;
-        match self.ids.entry(id?) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let known = e.key().clone();
-                rename(e.get_mut(), name, &mut self.named);
-                Some(known)
+        let id = id?;
+        let slot = self.recent_slot(&id);
+        let (kept, at) = match self.recently(slot, &id) {
+            Some((kept, UNPLACED)) => {
+                let at = self.ids.get(&kept).copied().unwrap_or(UNPLACED);
+                if let Some(r) = self.recent.get_mut(slot).and_then(Option::as_mut) {
+                    r.at = at;
+                }
+                (kept, at)
             }
-            std::collections::hash_map::Entry::Vacant(e) if room => {
-                let id = e.key().clone();
-                e.insert(Some(Arc::clone(name)));
-                self.named += 1;
-                Some(id)
+            Some(found) => found,
+            None => {
+                let (kept, at) = self.intern_new(&id);
+                self.keep_recent(slot, &id, &kept, at);
+                (kept, at)
             }
-            std::collections::hash_map::Entry::Vacant(e) => Some(e.into_key()),
+        };
+        if let Some(known) = self.known.get_mut(at as usize) {
+            rename(known, name, &mut self.named);
         }
+        Some(kept)
     }
 
     fn name(&self, id: &PeerId) -> Option<&Arc<str>> {
-        self.ids.get(id)?.as_ref()
+        let &at = self.ids.get(id)?;
+        self.known.get(at as usize)?.as_ref()
     }
 
     /// The shared copy of a document's name.
@@ -272,7 +298,7 @@ impl Peers {
 struct Pending {
     seq: u64,
     start: UnixNanos,
-    correlator: Option<String>,
+    correlator: Option<Arc<str>>,
     poller_name: Option<Arc<str>>,
     poller_id: Option<PeerId>,
     receiver_id: Option<PeerId>,
@@ -392,6 +418,18 @@ impl PairTable {
 
     fn find(&self, k: &PairKey) -> Option<usize> {
         self.find_hashed(self.hash(k), k)
+    }
+
+    /// [`Self::find`] given the slot the pair was in when last found. A pair stays in
+    /// its slot until a pair is removed (a sweep, an eviction): its key there, compared
+    /// (IDs by pointer first), answers without the hash and the probe (~90
+    /// instructions of ~125, LTO off); a pair moved since is looked up.
+    fn find_at(&self, slot: u32, k: &PairKey) -> Option<usize> {
+        let i = slot as usize;
+        match self.slots.get(i) {
+            Some((key, st)) if key == k => (!self.folded(st, self.now)).then_some(i),
+            _ => self.find(k),
+        }
     }
 
     /// The slot of a pair not folded; it stays valid until a pair is removed (a
@@ -684,6 +722,37 @@ impl Correlator {
     }
 }
 
+/// Slots of [`SharedCorrelators`]: 4 KB, and at most as many correlators kept alive.
+const SHARED_CORRELATORS: usize = 256;
+
+/// One copy of each PING correlator for its pending PING and its transaction, handed
+/// out by reference count. Pollers reuse a correlator across their receivers and polls
+/// (10 in all on jxta-0.1g, 3 on peers1k-0.1g): a copy made for each PING and freed
+/// after the sink was ~235 instructions a transaction, this look-up is ~45 (LTO off;
+/// its hash is the one the finished table takes anyway). One copy a slot, picked by the
+/// correlator's hash, the last one kept, not a table: a capture whose pollers count
+/// their correlators up (each PING a new one) costs a compare more a PING than the
+/// copy alone, and the memory stays bounded without a table to clear.
+#[derive(Debug, Default)]
+struct SharedCorrelators(Box<[Option<Arc<str>>]>);
+
+impl SharedCorrelators {
+    /// The shared copy of `c`; `hash` is any hash of its text (equal texts, equal
+    /// hashes).
+    fn get(&mut self, hash: u64, c: &str) -> Arc<str> {
+        if self.0.is_empty() {
+            self.0 = vec![None; SHARED_CORRELATORS].into_boxed_slice();
+        }
+        let Some(slot) = self.0.get_mut(hash as usize % SHARED_CORRELATORS) else {
+            return Arc::from(c);
+        };
+        match slot {
+            Some(held) if **held == *c => Arc::clone(held),
+            _ => Arc::clone(slot.insert(Arc::from(c))),
+        }
+    }
+}
+
 /// Copies `from` (`N` to `2N` bytes) to the start of `to` as its first `N` bytes and its
 /// last `N`, which overlap; false, and nothing copied, when it is longer or `to` shorter.
 fn copy_ends<const N: usize>(to: &mut [u8], from: &[u8]) -> bool {
@@ -707,7 +776,17 @@ impl Remembered {
     /// 32 bits of the hash are kept per entry (see [`Finish::hash`]), ample for 65,536
     /// entries.
     fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u32 {
-        (pair_hash(hasher, pair) ^ hasher.hash_one(correlator)) as u32
+        Self::hash_with(hasher, pair, Self::correlator_hash(hasher, correlator))
+    }
+
+    /// The correlator's part of [`Self::hash`], which [`SharedCorrelators`] takes too.
+    fn correlator_hash(hasher: &foldhash::fast::RandomState, correlator: &[u8]) -> u64 {
+        hasher.hash_one(correlator)
+    }
+
+    /// [`Self::hash`] with the correlator's part given.
+    fn hash_with(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: u64) -> u32 {
+        (pair_hash(hasher, pair) ^ correlator) as u32
     }
 
     /// The table's hash of a kept 32-bit one. hashbrown takes a bucket from the low
@@ -966,17 +1045,31 @@ impl PartialEq for Deadline {
 
 impl Eq for Deadline {}
 
-/// Keeps the pairs of `at` that are `open`, each once, in their order.
-fn keep_open(at: &mut Vec<PairKey>, open: impl Fn(&PairKey) -> bool) {
+/// A pair with a PING outstanding under a correlator (see
+/// [`Matcher::open_correlators`]), with the pair's slot when last found.
+#[derive(Clone, Debug)]
+struct OpenPair {
+    pair: PairKey,
+    slot: u32,
+}
+
+/// Keeps the pairs of `at` that are open, each once, in their order: `open` gives the
+/// slot of a pair that is, which the kept entry takes.
+fn keep_open(at: &mut Vec<OpenPair>, open: impl Fn(&OpenPair) -> Option<u32>) {
     let mut kept = 0;
     for i in 0..at.len() {
-        let keep = at.get(i).is_some_and(|pair| {
-            open(pair) && at.get(..kept).is_some_and(|before| !before.contains(pair))
+        let keep = at.get(i).and_then(|e| {
+            let slot = open(e)?;
+            let before = at.get(..kept)?;
+            before.iter().all(|b| b.pair != e.pair).then_some(slot)
         });
-        if keep {
-            // Most entries are kept where they are: no 48-byte swap with themselves.
+        if let Some(slot) = keep {
+            // Most entries are kept where they are: no 56-byte swap with themselves.
             if kept != i {
                 at.swap(kept, i);
+            }
+            if let Some(e) = at.get_mut(kept) {
+                e.slot = slot;
             }
             kept += 1;
         }
@@ -1032,10 +1125,11 @@ pub struct Matcher {
     /// Folded pairs were last freed here (see [`PairTable::sweep`]).
     next_sweep: UnixNanos,
     peers: Peers,
+    correlators: SharedCorrelators,
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
-    /// so every hit is checked against `pairs`.
-    open_correlators: crate::FastMap<String, Vec<PairKey>>,
+    /// so every hit is checked against `pairs`, from the slot the entry keeps.
+    open_correlators: crate::FastMap<String, Vec<OpenPair>>,
     open_correlator_entries: usize,
     /// See [`SPARE_QUEUES`]; the same for the legs of PINGs and PONGs.
     spare_queues: Vec<Queue>,
@@ -1073,6 +1167,7 @@ impl Matcher {
                 cap: peers_cap,
                 ..Peers::default()
             },
+            correlators: SharedCorrelators::default(),
             open_correlators: crate::FastMap::default(),
             open_correlator_entries: 0,
             spare_queues: Vec::new(),
@@ -1300,6 +1395,7 @@ impl Matcher {
             cap: self.peers.cap,
             ..Peers::default()
         };
+        self.correlators = SharedCorrelators::default();
     }
 
     /// A PING reached its deadline: ok from a transit candidate, else timeout.
@@ -1451,11 +1547,11 @@ impl Matcher {
         let relay_leg = matches!((&s.hop_src, &poller_id), (Some(h), Some(p)) if h != p);
         if relay_leg {
             if let Some(state) = found.and_then(|i| self.pairs.slot_mut(i)) {
-                let found = match &doc.correlator {
+                let found = match doc.correlator.as_deref() {
                     Some(c) => state
                         .outstanding
                         .iter_mut()
-                        .find(|p| p.correlator.as_ref() == Some(c)),
+                        .find(|p| p.correlator.as_deref() == Some(c)),
                     None => state
                         .outstanding
                         .iter_mut()
@@ -1482,18 +1578,20 @@ impl Matcher {
         if pair.0.is_unknown() || (pair.1.is_unknown() && !multicast) {
             self.anomalies.unidentified += 1;
         }
-        let (mut finished_hash, mut fresh) = (0, false);
-        if let Some(c) = &doc.correlator {
+        let (mut finished_hash, mut fresh, mut correlator_hash) = (0, false, 0);
+        if let Some(c) = doc.correlator.as_deref() {
             let outstanding = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
-                    .any(|p| p.correlator.as_ref() == Some(c))
+                    .any(|p| p.correlator.as_deref() == Some(c))
             });
             if outstanding {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
-            finished_hash = Remembered::hash(&self.finished.hasher, &pair, c.as_bytes());
+            let hasher = &self.finished.hasher;
+            correlator_hash = Remembered::correlator_hash(hasher, c.as_bytes());
+            finished_hash = Remembered::hash_with(hasher, &pair, correlator_hash);
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
@@ -1530,13 +1628,17 @@ impl Matcher {
             // Pollers reuse a correlator across their receivers and polls (10 in all
             // on jxta-0.1g): found by reference, the key is copied only when new, not
             // copied and freed again for nearly every PING.
+            let open = OpenPair {
+                pair: pair.clone(),
+                slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            };
             match self.open_correlators.get_mut(c.as_str()) {
-                Some(at) => at.push(pair.clone()),
+                Some(at) => at.push(open),
                 None => self
                     .open_correlators
                     .entry(c.clone())
                     .or_default()
-                    .push(pair.clone()),
+                    .push(open),
             }
             self.open_correlator_entries += 1;
         }
@@ -1545,7 +1647,9 @@ impl Matcher {
         let mut legs = self.legs_buffer();
         let ends = [poller_id.as_ref(), receiver_id.as_ref()];
         legs.push(leg_of(&mut self.peers, seen, ends));
-        let (correlator, poller_name) = (seen.take_correlator(), name);
+        let correlator = seen.document().correlator.as_deref();
+        let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
+        let poller_name = name;
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
@@ -1593,12 +1697,14 @@ impl Matcher {
         let pairs = &self.pairs;
         let mut entries = 0;
         self.open_correlators.retain(|c, at| {
-            keep_open(at, |pair| {
-                pairs.get(pair).is_some_and(|st| {
-                    st.outstanding
-                        .iter()
-                        .any(|p| p.correlator.as_deref() == Some(c.as_str()))
-                })
+            keep_open(at, |e| {
+                let i = pairs.find_at(e.slot, &e.pair)?;
+                let st = pairs.slot(i)?;
+                let open = st
+                    .outstanding
+                    .iter()
+                    .any(|p| p.correlator.as_deref() == Some(c.as_str()));
+                open.then(|| u32::try_from(i).unwrap_or(u32::MAX))
             });
             entries += at.len();
             !at.is_empty()
@@ -1609,9 +1715,11 @@ impl Matcher {
     /// The pair of the outstanding PING with correlator `c` that `receiver` may have
     /// answered (it named `receiver`, or no receiver at all).
     fn open_pair_of(&self, c: &str, receiver: &PeerKey) -> Option<PairKey> {
-        self.open_correlators.get(c)?.iter().find_map(|pair| {
+        self.open_correlators.get(c)?.iter().find_map(|e| {
+            let pair = &e.pair;
             let fits = pair.1 == *receiver || pair.1.is_unknown();
-            let open = self.pairs.get(pair).is_some_and(|st| {
+            let found = self.pairs.find_at(e.slot, pair);
+            let open = found.and_then(|i| self.pairs.slot(i)).is_some_and(|st| {
                 st.outstanding
                     .iter()
                     .any(|p| p.correlator.as_deref() == Some(c))
@@ -1744,7 +1852,7 @@ impl Matcher {
                 if let Some(i) = state
                     .outstanding
                     .iter()
-                    .position(|p| p.correlator.as_ref() == Some(c))
+                    .position(|p| p.correlator.as_deref() == Some(c.as_str()))
                 {
                     self.matched(at, i, pong, seen, MatchMethod::Correlator, out);
                     return;
@@ -2074,6 +2182,78 @@ mod pair_table_tests {
         );
     }
 
+    /// Equal correlators come back as one copy; a slot taken by another text (the
+    /// same hash: a collision) gives that text's own copy, and the copies handed out
+    /// before keep their text. Fails if a copy is made for every PING, or a slot's
+    /// copy is handed out for a text that is not its own.
+    #[test]
+    fn shared_correlators_give_one_copy_of_each_text() {
+        let mut shared = SharedCorrelators::default();
+        let first = shared.get(7, "c1");
+        assert!(Arc::ptr_eq(&first, &shared.get(7, "c1")));
+        let other = shared.get(7, "c2");
+        assert_eq!((&*first, &*other), ("c1", "c2"));
+        let again = shared.get(7, "c1");
+        assert_eq!(&*again, "c1");
+        assert!(!Arc::ptr_eq(&again, &other));
+        // Texts of one length, a prefix, the empty text and not ASCII, over more hashes
+        // than slots: each text its own, and one copy while its slot keeps it.
+        let texts = ["", "4611686018427387905", "4611686018427387906", "46", "é1"];
+        for n in 0..4 * SHARED_CORRELATORS as u64 {
+            let hash = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let text = texts[n as usize % texts.len()];
+            let a = shared.get(hash, text);
+            assert_eq!(&*a, text);
+            assert!(Arc::ptr_eq(&a, &shared.get(hash, text)));
+        }
+        assert_eq!(shared.0.len(), SHARED_CORRELATORS);
+    }
+
+    /// The transactions of PINGs that repeat a correlator (a poller's, poll after
+    /// poll) share one copy of it, from owned and borrowed documents alike, and a
+    /// document handed over keeps its correlator's string for the parser to refill.
+    #[test]
+    fn transactions_share_one_copy_of_each_correlator() {
+        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
+        let doc = |kind, name: &str| Document {
+            kind,
+            name: Some(name.into()),
+            correlator: Some("c1".into()),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        };
+        let seen = |t, src, dst| sighting_at(t, [id(src), id(dst)], [id(src), id(dst)]);
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        for k in 0..4u64 {
+            // Polls 2 s apart: past the repeat window, each a new transaction.
+            let t = k * 2_000_000_000;
+            let mut ping = doc(Kind::Ping, "alice");
+            let mut ping_at = seen(t, 0xA1, 0xB0);
+            if k % 2 == 0 {
+                m.observe(&ping, &ping_at, &mut out);
+            } else {
+                m.observe_taking(&mut ping, &mut ping_at, &mut out);
+                assert_eq!(ping.correlator.as_deref(), Some("c1"));
+            }
+            m.observe(
+                &doc(Kind::Pong, "bob"),
+                &seen(t + 1_000, 0xB0, 0xA1),
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 4);
+        let first = out[0].correlator.clone().expect("a correlator");
+        for t in &out {
+            assert_eq!(t.status, TxStatus::Ok);
+            assert!(t
+                .correlator
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &first)));
+        }
+        assert_eq!(&*first, "c1");
+    }
+
     /// One random leg at `t` for the randomised tests: a document of one of `kinds`
     /// between two of `peers` peers, with a correlator but one time in `correlated`
     /// (one of 40, so they are reused), and now and then a relay's hop other than the
@@ -2228,6 +2408,114 @@ mod pair_table_tests {
                 "{past_cap} past the cap of {cap}"
             );
         }
+    }
+
+    /// Names learnt through the recent slots' places are a map's from ID to its last
+    /// name: interning named and not, and hops (an end's copy or not), 1,000 IDs in
+    /// 256 slots, each as its first copy or a fresh parse, under a cap and not. Fails
+    /// if a slot's place is another ID's, or a name is learnt past the cap.
+    #[test]
+    fn names_learnt_through_recent_slots_are_a_maps() {
+        let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
+        let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: u64| rng() % n;
+        for cap in [300, 2_000] {
+            let mut peers = Peers {
+                cap,
+                ..Peers::default()
+            };
+            let parsed: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+            let mut model: std::collections::HashMap<String, Option<String>> =
+                std::collections::HashMap::new();
+            let add = |model: &mut std::collections::HashMap<String, Option<String>>,
+                       id: &PeerId| {
+                if !model.contains_key(id.as_str()) && model.len() < cap {
+                    model.insert(id.as_str().to_owned(), None);
+                }
+            };
+            for _ in 0..30_000 {
+                let pick = |n: u64, fresh: bool| match fresh {
+                    false => parsed.get(n as usize).cloned(),
+                    true => PeerId::parse(&text(n)),
+                };
+                let id = pick(next(1_000), next(2) == 0).expect("an ID");
+                let kept = match next(4) {
+                    0 | 1 => {
+                        let name = peers.share_name(Some(&format!("n{}", next(5))));
+                        let kept = peers.intern_named(Some(id.clone()), name.as_ref());
+                        add(&mut model, &id);
+                        if let Some(known) = model.get_mut(id.as_str()) {
+                            *known = name.as_deref().map(str::to_owned);
+                        }
+                        kept
+                    }
+                    2 => {
+                        add(&mut model, &id);
+                        peers.intern(Some(id.clone()))
+                    }
+                    _ => {
+                        let end = peers.intern(pick(next(1_000), next(2) == 0));
+                        if let Some(end) = &end {
+                            add(&mut model, end);
+                        }
+                        if end.as_ref() != Some(&id) {
+                            add(&mut model, &id);
+                        }
+                        intern_hop(&mut peers, Some(&id), [end.as_ref(), None])
+                    }
+                };
+                assert_eq!(kept.as_ref(), Some(&id));
+                let known = model.get(id.as_str()).cloned().flatten();
+                assert_eq!(
+                    peers.name(&id).map(|n| &**n),
+                    known.as_deref(),
+                    "{}",
+                    id.as_str()
+                );
+            }
+            for id in &parsed {
+                let known = model.get(id.as_str()).cloned().flatten();
+                assert_eq!(
+                    peers.name(id).map(|n| &**n),
+                    known.as_deref(),
+                    "{}",
+                    id.as_str()
+                );
+            }
+            assert_eq!(peers.ids.len(), model.len().min(cap));
+            assert_eq!(peers.named, model.values().filter(|n| n.is_some()).count());
+        }
+        // A hop given an end's copy, in a slot the other end took: kept unplaced, and
+        // the next name is learnt at the place looked up.
+        let mut peers = Peers {
+            cap: 2_000,
+            ..Peers::default()
+        };
+        let ids: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+        let (a, b) = ids
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                let b = ids
+                    .iter()
+                    .skip(i + 1)
+                    .find(|b| peers.recent_slot(b) == peers.recent_slot(a))?;
+                Some((a.clone(), b.clone()))
+            })
+            .expect("two IDs of one slot");
+        let name = |peers: &mut Peers, n: &str| peers.share_name(Some(n));
+        let first = name(&mut peers, "first");
+        peers.intern_named(Some(a.clone()), first.as_ref());
+        peers.intern(Some(b.clone()));
+        let hop = PeerId::parse(a.as_str());
+        intern_hop(&mut peers, hop.as_ref(), [Some(&a), Some(&b)]);
+        let slot = peers.recent_slot(&a);
+        assert_eq!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
+        let second = name(&mut peers, "second");
+        peers.intern_named(Some(a.clone()), second.as_ref());
+        assert_eq!(peers.name(&a).map(|n| &**n), Some("second"));
+        assert_ne!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
+        assert_eq!(peers.named, 1);
     }
 
     /// The live sequence numbers: a bit cleared is never set again, every number
@@ -2410,6 +2698,49 @@ mod pair_table_tests {
         // A pair inserted again starts afresh.
         assert_eq!(t.get_or_default(&key(3)).last_active, 0);
         assert_eq!(t.len(), 1001 - removed.len());
+    }
+
+    /// A pair found from a slot is the pair `find` finds, whatever the slot given: its
+    /// own, another pair's after removals moved the pairs, one past the end, or the
+    /// pair's while it is folded, removed or inserted again. Fails if the slot's pair
+    /// is taken without its key compared, or a folded one is found there.
+    #[test]
+    fn a_pair_found_from_a_slot_is_the_one_find_finds() {
+        let mut t = PairTable::new(100);
+        let mut rng = crate::xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: u64| rng() % n;
+        let mut slots: Vec<u32> = (0..300u32)
+            .map(|n| {
+                let i = t.get_or_default_hashed(t.hash(&key(n)), &key(n));
+                t.slots[i].1.last_active = next(1_000);
+                i as u32
+            })
+            .collect();
+        for round in 0..2_000u64 {
+            t.now = round;
+            let n = next(320) as u32;
+            match next(4) {
+                0 => {
+                    t.remove(&key(n));
+                }
+                1 => {
+                    let i = t.get_or_default_hashed(t.hash(&key(n)), &key(n));
+                    t.slots[i].1.last_active = round;
+                }
+                _ => {}
+            }
+            for (n, &slot) in slots.iter().enumerate() {
+                let k = key(n as u32);
+                for at in [slot, next(400) as u32, u32::MAX] {
+                    assert_eq!(t.find_at(at, &k), t.find(&k), "pair {n} from slot {at}");
+                }
+            }
+            if let Some(i) = t.find(&key(n)) {
+                if let Some(at) = slots.get_mut(n as usize) {
+                    *at = i as u32;
+                }
+            }
+        }
     }
 
     /// Emptied buffers are kept for the next pair up to their bound, in number and in

@@ -179,7 +179,10 @@ pub struct Transaction {
     pub receiver_id: Option<PeerId>,
     pub receiver_status: Option<Status>,
     pub status: TxStatus,
-    pub correlator: Option<String>,
+    /// Shared as the names are (the matcher's `SharedCorrelators`): pollers reuse a
+    /// correlator poll after poll, and a copy was made for every PING and freed after
+    /// the sink.
+    pub correlator: Option<Arc<str>>,
     pub match_method: Option<MatchMethod>,
     /// Bytes of the PING and PONG on the wire: the framed message (package headers and
     /// `jxmg` body; the datagram payload over UDP), as the TCP payload carries it.

@@ -369,7 +369,7 @@ impl Arm {
             receiver_id: Some(r.peer_id.clone()),
             receiver_status,
             status,
-            correlator: self.on_wire.then(|| corr.to_string()),
+            correlator: self.on_wire.then(|| corr.to_string().into()),
             match_method: Some(if self.on_wire {
                 MatchMethod::Correlator
             } else {

@@ -418,7 +418,7 @@ mod tests {
                 let mut t = base[0].clone();
                 t.poller_name = Some(format!("p{p:03}").into());
                 t.poller_id = PeerId::parse(&format!("urn:jxta:uuid-{p:04X}03"));
-                t.correlator = Some(k.to_string());
+                t.correlator = Some(k.to_string().into());
                 // RTTs 1 ms to 100 ms by pair.
                 t.stop = Some(t.start + u64::from(p + 1) * 1_000_000);
                 ts.push(t);
