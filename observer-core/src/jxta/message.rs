@@ -48,8 +48,9 @@ pub struct Message<'a> {
     /// The whole message, for the [`Skeleton`] of its layout.
     body: &'a [u8],
     /// The entry of the element-name table whose [`Skeleton`] the message's bytes
-    /// were ([`decode_message_known`]): its names need no counting apart.
-    layout: Option<u8>,
+    /// were ([`decode_message_known`]), with the table's [`ElementNames::stamp`]
+    /// then: its names need no counting apart.
+    layout: Option<(u8, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +92,10 @@ impl<'a> Message<'a> {
     }
 
     /// The layout entry whose skeleton the message's bytes were, when decoded by
-    /// [`decode_message_known`] (valid until that table counts another message).
+    /// [`decode_message_known`], and the table's stamp then.
     #[inline]
-    pub(crate) fn layout(&self) -> Option<usize> {
-        self.layout.map(usize::from)
+    pub(crate) fn layout(&self) -> Option<(usize, u64)> {
+        self.layout.map(|(i, stamp)| (usize::from(i), stamp))
     }
 
     /// First element with this namespace and name.
@@ -531,7 +532,8 @@ fn decode_v0<'a>(
     let mut rest = r.buf.get(r.pos..).unwrap_or_default();
     if let Some(names) = known {
         let table = r.buf.get(V0_TABLE_AT..r.pos).unwrap_or_default();
-        let layout = decode_known(&mut elements, el_count, rest, table, namespaces, names);
+        let layout = decode_known(&mut elements, el_count, rest, table, namespaces, names)
+            .map(|i| (i, names.stamp()));
         if layout.is_some() {
             return Ok(Message {
                 version: 0,

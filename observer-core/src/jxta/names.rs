@@ -403,6 +403,17 @@ pub struct ElementNames {
     recent: Vec<Recent>,
     /// `LAYOUTS` entries once the first message is counted.
     layouts: Vec<Layout>,
+    /// The layouts' contents, as a decoder saw them ([`Self::stamp`]); 0 before any.
+    stamp: u64,
+}
+
+/// The last stamp given: every change of any table's layouts takes the next, so a
+/// message decoded by one table's layouts is counted by its entry only in that table,
+/// unchanged since (or a copy of it).
+static LAYOUT_STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn new_stamp() -> u64 {
+    LAYOUT_STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 fn joined(namespace: &str, name: &str) -> String {
@@ -426,11 +437,9 @@ impl ElementNames {
     /// names not compared again; the layout of any other kept with its skeleton.
     #[inline]
     pub fn count_decoded(&mut self, msg: &Message<'_>) -> Shape {
-        if let Some(l) = msg.layout().and_then(|i| self.layouts.get_mut(i)) {
-            // The entry the decoder found, unchanged since (no message is counted in
-            // between); its length checked all the same, a message from elsewhere
-            // counted by its names.
-            if usize::from(l.len) == msg.elements.len() {
+        if let Some((i, stamp)) = msg.layout() {
+            // The entry the decoder found, if the layouts are still those it saw.
+            if let Some(l) = self.layouts.get_mut(i).filter(|_| stamp == self.stamp) {
                 l.pending += 1;
                 return l.shape;
             }
@@ -443,6 +452,13 @@ impl ElementNames {
     #[inline]
     pub(crate) fn layout_at(&self, namespace: &[u8], name: &[u8], count: usize) -> usize {
         table_index(namespace, name, count, LAYOUT_BITS)
+    }
+
+    /// Which contents the layouts have: [`Self::count_decoded`] counts by its entry a
+    /// message decoded when they had these.
+    #[inline]
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// The skeleton of layout entry `i`, if it holds one.
@@ -498,6 +514,7 @@ impl ElementNames {
             let i = pick_entry(at, |i| self.layouts.get(i).is_some_and(|l| l.len != 0));
             if let Some(l) = self.layouts.get_mut(i) {
                 let old = std::mem::replace(l, entry);
+                self.stamp = new_stamp();
                 add_pending(&mut self.counts, &old);
             }
         }
@@ -660,6 +677,7 @@ impl crate::counters::Absorb for ElementNames {
         }
         self.recent.clear();
         self.layouts.clear();
+        self.stamp = new_stamp();
     }
 }
 
@@ -943,6 +961,34 @@ mod tests {
         assert_eq!(by_skeleton, 27);
         let all: Vec<(&str, &str)> = messages.iter().flatten().copied().collect();
         assert_eq!(counted(&n), reference(&all));
+        // Decoded by `n`'s skeletons, counted in another table (with other layouts in
+        // the same entries, or its layouts forgotten since): counted by their names.
+        let other_layouts: Vec<Vec<(&str, &str)>> = (0..30)
+            .map(|i| vec![("", ["a", "b", "c"][i % 3]); 3])
+            .collect();
+        let (mut other, _) = on_the_wire(&other_layouts);
+        let mut absorbed = n.clone();
+        absorbed.absorb(&ElementNames::default());
+        for m in &messages {
+            let owned: Vec<crate::jxta::OwnedElement> = m
+                .iter()
+                .enumerate()
+                .map(|(i, (ns, nm))| {
+                    let mime = (i % 2 == 0).then_some("text/plain");
+                    crate::jxta::OwnedElement::new(ns, nm, mime, "c")
+                })
+                .collect();
+            let body = crate::jxta::message::encode_message_v0(&owned);
+            let msg = crate::jxta::message::decode_message_known(&body, Vec::new(), &n).unwrap();
+            assert!(msg.layout().is_some());
+            other.count_decoded(&msg);
+            absorbed.count_decoded(&msg);
+        }
+        let mut want: Vec<(&str, &str)> = other_layouts.iter().flatten().copied().collect();
+        want.extend(&all);
+        assert_eq!(counted(&other), reference(&want));
+        let twice: Vec<(&str, &str)> = all.iter().chain(&all).copied().collect();
+        assert_eq!(counted(&absorbed), reference(&twice));
     }
 
     /// Far more layouts than the table holds, each counted a few times in a row, in
