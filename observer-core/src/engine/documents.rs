@@ -337,8 +337,9 @@ impl Documents {
         wire: &mut WireNotes,
     ) -> Handled {
         // `Element<'static>` is an `Element<'_>`: the spare buffer needs no recycling.
-        let decoded =
-            jxta::decode_message_in(framed.body, std::mem::take(&mut self.spare_elements));
+        let decoded = self
+            .message_stats
+            .decode_message(framed.body, std::mem::take(&mut self.spare_elements));
         if let Some(records) = &mut self.records {
             records.push(record(
                 framed,

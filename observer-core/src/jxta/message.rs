@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use super::names::{same, ElementNames};
 use super::{ascii_pair, wire_str, JxtaError, Reader};
 
 pub const MESSAGE_SIGNATURE: &[u8] = b"jxmg";
@@ -37,13 +38,19 @@ const V1_HAS_TYPE: u8 = 0x04;
 const V1_HAS_SIGNATURE: u8 = 0x08;
 const V1_HAS_ENCODING: u8 = 0x10;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Message<'a> {
     pub version: u8,
     pub elements: Vec<Element<'a>>,
     /// Whether an element may own memory ([`Element::owns_memory`]), as the decoder
     /// knows it: a signature element, or version 1 text not in UTF-8.
     owns: bool,
+    /// The whole message, for the [`Skeleton`] of its layout.
+    body: &'a [u8],
+    /// The entry of the element-name table whose [`Skeleton`] the message's bytes
+    /// were ([`decode_message_known`]), with the table's [`ElementNames::stamp`]
+    /// then: its names need no counting apart.
+    layout: Option<(u8, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +64,16 @@ pub struct Element<'a> {
     pub signature: Option<Box<Element<'a>>>,
 }
 
+/// Messages are equal by what they carry: where their bytes lie, how they were
+/// decoded and what comes after the last element do not count.
+impl PartialEq for Message<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.version, &self.elements, self.owns) == (other.version, &other.elements, other.owns)
+    }
+}
+
+impl Eq for Message<'_> {}
+
 impl<'a> Message<'a> {
     /// The elements emptied, for the next message (as [`recycle_elements`]), dropped
     /// one by one only if one may own memory: those of a message that owns none are
@@ -67,6 +84,18 @@ impl<'a> Message<'a> {
             self.elements.clear();
         }
         forget_elements(self.elements)
+    }
+
+    /// The message's bytes, as decoded.
+    pub(crate) fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// The layout entry whose skeleton the message's bytes were, when decoded by
+    /// [`decode_message_known`], and the table's stamp then.
+    #[inline]
+    pub(crate) fn layout(&self) -> Option<(usize, u64)> {
+        self.layout.map(|(i, stamp)| (usize::from(i), stamp))
     }
 
     /// First element with this namespace and name.
@@ -149,10 +178,278 @@ pub fn decode_message_in<'a>(
         return Err(JxtaError::BadSignature("jxmg"));
     }
     match r.u8("message version")? {
-        0 => decode_v0(r, elements),
+        0 => decode_v0(r, elements, None),
         1 => decode_v1(r, elements),
         v => Err(JxtaError::UnsupportedVersion(v)),
     }
+}
+
+/// [`decode_message_in`], a version 0 message whose bytes before each content are one
+/// of `names`' layouts' [`Skeleton`] decoded by comparing them with it: the message's
+/// [`Message::layout`] then says which, for `names` to count it without comparing its
+/// names again. Any other message, or one that differs from the skeleton anywhere,
+/// is decoded as [`decode_message_in`] decodes it (the same message or the same error).
+pub fn decode_message_known<'a>(
+    body: &'a [u8],
+    elements: Vec<Element<'a>>,
+    names: &ElementNames,
+) -> Result<Message<'a>, JxtaError> {
+    let mut r = Reader::new(body);
+    if r.bytes(4, "message signature")? != MESSAGE_SIGNATURE {
+        return Err(JxtaError::BadSignature("jxmg"));
+    }
+    match r.u8("message version")? {
+        0 => decode_v0(r, elements, Some(names)),
+        1 => decode_v1(r, elements),
+        v => Err(JxtaError::UnsupportedVersion(v)),
+    }
+}
+
+/// `a == b`, for an element's head (20 to 70 bytes in JXSE's): up to 64 bytes its
+/// first and last 16 or 32 as words, their differing bits or'ed, no loop and one
+/// branch (shorter ones by `names::same`), longer ones a word at a time. Through
+/// `same`'s loop of words it cost ~59 instructions a head.
+#[inline(always)]
+fn same_head(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match a.len() {
+        0..17 => same(a, b),
+        17..=32 => ends_differ::<16>(a, b) == Some(0),
+        33..=64 => ends_differ::<32>(a, b) == Some(0),
+        _ => {
+            let word = |w: &[u8; 8]| u64::from_ne_bytes(*w);
+            let (wa, _) = a.as_chunks::<8>();
+            let (wb, _) = b.as_chunks::<8>();
+            let last = ends_differ::<8>(a, b);
+            wa.iter()
+                .zip(wb)
+                .fold(last, |d, (x, y)| Some(d? | (word(x) ^ word(y))))
+                == Some(0)
+        }
+    }
+}
+
+/// The differing bits of `a`'s and `b`'s first and last `N` bytes, or'ed a word at a
+/// time (`N` a multiple of 8); `None` if either is shorter.
+#[inline(always)]
+fn ends_differ<const N: usize>(a: &[u8], b: &[u8]) -> Option<u64> {
+    let differ = |x: &[u8; N], y: &[u8; N]| {
+        let (wx, _) = x.as_chunks::<8>();
+        let (wy, _) = y.as_chunks::<8>();
+        wx.iter().zip(wy).fold(0, |d, (p, q)| {
+            d | (u64::from_ne_bytes(*p) ^ u64::from_ne_bytes(*q))
+        })
+    };
+    Some(
+        differ(a.first_chunk::<N>()?, b.first_chunk::<N>()?)
+            | differ(a.last_chunk::<N>()?, b.last_chunk::<N>()?),
+    )
+}
+
+/// Elements a [`Skeleton`] holds (as many as a layout of the element-name table).
+const SKELETON_ELEMENTS: usize = 8;
+/// Bytes of the namespace table, element count and element heads a [`Skeleton`]
+/// holds (JXSE's longest layout has ~300).
+const SKELETON_BYTES: usize = 400;
+/// Bytes of a version 0 message before its namespace table: `jxmg` and the version.
+const V0_TABLE_AT: usize = 5;
+
+/// The bytes of a version 0 message that its namespaces, element names and types
+/// make: the namespace table and the element count, then each element's head (from
+/// `jxel` to its content's length). A JXSE layout has the same bytes there in every
+/// message: compared with a skeleton's as words, an element is decoded without
+/// reading its fields or checking its text, and counted with the layout it comes with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Skeleton {
+    /// Bytes of the namespace table and the element count (0: a skeleton of nothing).
+    table: u16,
+    heads: [Head; SKELETON_ELEMENTS],
+    /// The table, then the heads, back to back.
+    bytes: [u8; SKELETON_BYTES],
+}
+
+/// An element's head in a [`Skeleton`].
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// How long (the heads follow each other in the skeleton's bytes).
+    len: u16,
+    ns_id: u8,
+    /// Where the name ends in the head (it starts at 8: `jxel`, the namespace id, the
+    /// flags and the name's length).
+    name_end: u16,
+    typed: bool,
+}
+
+impl Head {
+    const NONE: Head = Head {
+        len: 0,
+        ns_id: 0,
+        name_end: 0,
+        typed: false,
+    };
+}
+
+impl Skeleton {
+    pub(crate) const NONE: Skeleton = Skeleton {
+        table: 0,
+        heads: [Head::NONE; SKELETON_ELEMENTS],
+        bytes: [0; SKELETON_BYTES],
+    };
+
+    /// The skeleton of a version 0 message whose elements all take the fast path
+    /// ([`fast_element_v0`]); `None` for any other, or one too big to keep. Every
+    /// name, namespace and type in it is text (checked here: [`Self::element`] relies
+    /// on it).
+    pub(crate) fn of(body: &[u8]) -> Option<Skeleton> {
+        let (&[j, x, m, g, version], from_table) = body.split_first_chunk::<V0_TABLE_AT>()?;
+        if [j, x, m, g] != *MESSAGE_SIGNATURE || version != 0 {
+            return None;
+        }
+        let (ns_count, mut b) = from_table.split_first_chunk::<2>()?;
+        let ns_count = u16::from_be_bytes(*ns_count);
+        for _ in 0..ns_count {
+            let (len, after) = b.split_first_chunk::<2>()?;
+            let (ns, after) = after.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+            wire_str(ns).ok()?;
+            b = after;
+        }
+        let (count, mut b) = b.split_first_chunk::<2>()?;
+        let count = u16::from_be_bytes(*count);
+        let table = from_table.len() - b.len();
+        let mut s = Skeleton {
+            table: u16::try_from(table).ok()?,
+            ..Skeleton::NONE
+        };
+        s.bytes
+            .get_mut(..table)?
+            .copy_from_slice(from_table.get(..table)?);
+        let mut at = table;
+        for head in s.heads.get_mut(..usize::from(count))? {
+            let (h, after) = b.split_first_chunk::<8>()?;
+            let [j, x, e, l, ns_id, flags, n @ ..] = *h;
+            if [j, x, e, l] != *ELEMENT_SIGNATURE
+                || flags & (V0_HAS_ENCODING | V0_HAS_SIGNATURE) != 0
+                || usize::from(ns_id) >= 2 + usize::from(ns_count)
+            {
+                return None;
+            }
+            let (name, mut after) = after.split_at_checked(usize::from(u16::from_be_bytes(n)))?;
+            wire_str(name).ok()?;
+            let typed = flags & V0_HAS_TYPE != 0;
+            if typed {
+                let (len, rest) = after.split_first_chunk::<2>()?;
+                let (mime, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+                wire_str(mime).ok()?;
+                after = rest;
+            }
+            let len = b.len() - after.len();
+            s.bytes
+                .get_mut(at..at + len)?
+                .copy_from_slice(b.get(..len)?);
+            *head = Head {
+                len: u16::try_from(len).ok()?,
+                ns_id,
+                name_end: u16::try_from(8 + name.len()).ok()?,
+                typed,
+            };
+            at += len;
+            let (content_len, rest) = after.split_first_chunk::<4>()?;
+            b = rest.get(usize::try_from(u32::from_be_bytes(*content_len)).ok()?..)?;
+        }
+        Some(s)
+    }
+
+    /// The element at the front of `b`, if its head is `known` (the skeleton's bytes
+    /// of `h`), and the bytes after it; `None` if it is not, or its content runs past
+    /// the end.
+    #[inline(always)]
+    fn element<'a>(
+        h: &Head,
+        known: &[u8],
+        b: &'a [u8],
+        namespaces: &[&'a str],
+    ) -> Option<(Element<'a>, &'a [u8])> {
+        let (head, rest) = b.split_at_checked(known.len())?;
+        if !same_head(head, known) {
+            return None;
+        }
+        let (content_len, rest) = rest.split_first_chunk::<4>()?;
+        let (content, rest) =
+            rest.split_at_checked(usize::try_from(u32::from_be_bytes(*content_len)).ok()?)?;
+        let (name, type_on) = head.split_at_checked(usize::from(h.name_end))?;
+        let name = name.get(8..)?;
+        let mime = if h.typed {
+            Some(type_on.get(2..)?)
+        } else {
+            None
+        };
+        // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `head` equals `known`, the
+        // skeleton's bytes of `h` (just compared), where `Skeleton::of` put the head of
+        // an element whose name (from 8 to `name_end`) and type (from `name_end + 2` to
+        // the end, when typed) it checked with `wire_str`: the same bytes here, so the
+        // same valid UTF-8. `known_skeletons_decode_as_the_decoder` decodes messages
+        // changed at every byte both ways.
+        let (name, mime) = unsafe {
+            (
+                std::str::from_utf8_unchecked(name),
+                mime.map(|m| Cow::Borrowed(std::str::from_utf8_unchecked(m))),
+            )
+        };
+        let element = Element {
+            namespace: Cow::Borrowed(*namespaces.get(usize::from(h.ns_id))?),
+            name: Cow::Borrowed(name),
+            mime,
+            content,
+            signature: None,
+        };
+        Some((element, rest))
+    }
+}
+
+/// Decodes the `count` elements at `rest` by one of `names`' skeletons, the one whose
+/// namespace table and element count are `table` and whose heads the elements' are;
+/// which one (its entry). Nothing written when none is.
+#[inline(always)]
+fn decode_known<'a>(
+    elements: &mut Vec<Element<'a>>,
+    count: usize,
+    rest: &'a [u8],
+    table: &[u8],
+    namespaces: &[&'a str],
+    names: &ElementNames,
+) -> Option<u8> {
+    // The entries the first element's names pick, as the table picks a layout's.
+    let (&[.., ns_id, _, n0, n1], after) = rest.split_first_chunk::<8>()?;
+    let namespace = namespaces.get(usize::from(ns_id))?;
+    let name = after.get(..usize::from(u16::from_be_bytes([n0, n1])))?;
+    let at = names.layout_at(namespace.as_bytes(), name, count);
+    for i in [at, at ^ 1] {
+        let Some(s) = names.skeleton(i) else {
+            continue;
+        };
+        let Some((known_table, mut known)) = s.bytes.split_at_checked(usize::from(s.table)) else {
+            continue;
+        };
+        if !same(known_table, table) {
+            continue;
+        }
+        // The heads in turn, their bytes cut from the front of the skeleton's.
+        let mut heads = s.heads.iter();
+        let mut b = rest;
+        let written = fill_elements(elements, count, &mut b, |b, _| {
+            let h = heads.next()?;
+            let (head, after) = known.split_at_checked(usize::from(h.len))?;
+            known = after;
+            Skeleton::element(h, head, b, namespaces)
+        });
+        if written == count {
+            return u8::try_from(i).ok();
+        }
+        elements.clear();
+    }
+    None
 }
 
 /// `elements` emptied, as a `Vec` free of the lifetime of the message they borrowed,
@@ -203,6 +500,7 @@ fn v0_namespace<'a>(r: &mut Reader<'a>) -> Result<&'a str, JxtaError> {
 fn decode_v0<'a>(
     mut r: Reader<'a>,
     mut elements: Vec<Element<'a>>,
+    known: Option<&ElementNames>,
 ) -> Result<Message<'a>, JxtaError> {
     let ns_count = r.u16("namespace count")?;
     let table_len = 2 + usize::from(ns_count);
@@ -232,6 +530,20 @@ fn decode_v0<'a>(
     elements.reserve(bounded_capacity(el_count, r.remaining(), 12));
     let el_count = usize::from(el_count);
     let mut rest = r.buf.get(r.pos..).unwrap_or_default();
+    if let Some(names) = known {
+        let table = r.buf.get(V0_TABLE_AT..r.pos).unwrap_or_default();
+        let layout = decode_known(&mut elements, el_count, rest, table, namespaces, names)
+            .map(|i| (i, names.stamp()));
+        if layout.is_some() {
+            return Ok(Message {
+                version: 0,
+                elements,
+                owns: false,
+                body: r.buf,
+                layout,
+            });
+        }
+    }
     let fast = fast_elements_v0(&mut elements, el_count, &mut rest, namespaces);
     r.pos = r.buf.len() - rest.len();
     let mut owns = false;
@@ -247,6 +559,8 @@ fn decode_v0<'a>(
         version: 0,
         elements,
         owns,
+        body: r.buf,
+        layout: None,
     })
 }
 
@@ -320,13 +634,25 @@ fn fast_elements_v0<'a>(
     rest: &mut &'a [u8],
     namespaces: &[&'a str],
 ) -> usize {
+    fill_elements(elements, count, rest, |b, _| fast_element_v0(b, namespaces))
+}
+
+/// [`fast_elements_v0`] with the elements taken by `next` (given the bytes and the
+/// element's index) rather than the fast path.
+#[inline(always)]
+fn fill_elements<'a>(
+    elements: &mut Vec<Element<'a>>,
+    count: usize,
+    rest: &mut &'a [u8],
+    mut next: impl FnMut(&'a [u8], usize) -> Option<(Element<'a>, &'a [u8])>,
+) -> usize {
     let len = elements.len();
     let mut b = *rest;
     let mut written = 0;
     let spare = elements.spare_capacity_mut();
     let room = count.min(spare.len());
     for slot in spare.get_mut(..room).unwrap_or_default() {
-        let Some((element, after)) = fast_element_v0(b, namespaces) else {
+        let Some((element, after)) = next(b, written) else {
             break;
         };
         slot.write(element);
@@ -466,6 +792,8 @@ fn decode_v1<'a>(
         version: 1,
         elements,
         owns,
+        body: r.buf,
+        layout: None,
     })
 }
 
@@ -894,6 +1222,89 @@ mod tests {
         assert_eq!((out, rest), (els.to_vec(), &b""[..]));
         // Most changes (in content, or to other ASCII) keep the elements decodable.
         assert!(fast_taken > 3 * body.len(), "{fast_taken}");
+    }
+
+    /// A table that has counted JXSE-like messages (so holds their skeletons) decodes
+    /// those messages, changed at every byte or cut anywhere, as the decoder alone:
+    /// the same elements or the same error. Unchanged, each is decoded by its skeleton.
+    #[test]
+    fn known_skeletons_decode_as_the_decoder() {
+        let messages = [
+            vec![
+                OwnedElement::new("jim", "Presence", Some("text/xml;charset=UTF-8"), "<P/>"),
+                OwnedElement::new("jxta", "EndpointRouterMsg", Some("text/xml"), "r"),
+                OwnedElement::new("jxta", "EndpointSourceAddress", Some("text/plain"), "s"),
+                OwnedElement::new("", "untyped", None, ""),
+            ],
+            vec![
+                OwnedElement::new("", "Gr\u{fc}\u{df}e", Some("t\u{e9}xt"), "x"),
+                OwnedElement::new("", "long", Some(&"t".repeat(130)), "z"),
+            ],
+        ];
+        let bodies: Vec<Vec<u8>> = messages.iter().map(|m| encode_message_v0(m)).collect();
+        let mut names = ElementNames::default();
+        for body in &bodies {
+            names.count_decoded(&decode_message(body).unwrap());
+        }
+        fn plain(b: &[u8]) -> Result<(u8, Vec<Element<'_>>), JxtaError> {
+            decode_message(b).map(|m| (m.version, m.elements))
+        }
+        let mut by_skeleton = 0;
+        let mut check = |b: &[u8]| {
+            let known = decode_message_known(b, Vec::new(), &names);
+            by_skeleton += usize::from(known.as_ref().is_ok_and(|m| m.layout().is_some()));
+            assert_eq!(known.map(|m| (m.version, m.elements)), plain(b), "{b:?}");
+        };
+        for body in &bodies {
+            check(body);
+            for at in 0..body.len() {
+                for flip in [0x01u8, 0x20, 0x80, 0xff] {
+                    let mut b = body.clone();
+                    b[at] ^= flip;
+                    check(&b);
+                }
+                check(&body[..at]);
+            }
+        }
+        // The two unchanged, and those changed in a content only.
+        assert!(by_skeleton > 2 * 4, "{by_skeleton}");
+        for body in &bodies {
+            let m = decode_message_known(body, Vec::new(), &names).unwrap();
+            assert!(m.layout().is_some());
+        }
+    }
+
+    /// A skeleton is made only of a version 0 message whose every element the fast
+    /// path takes, of at most as many elements and bytes as it holds.
+    #[test]
+    fn skeletons_of_what_the_fast_path_takes() {
+        let plain = OwnedElement::new("jxta", "EndpointRouterMsg", Some("text/xml"), "r");
+        let mut signed = plain.clone();
+        signed.signature = Some(Box::new(plain.clone()));
+        assert!(Skeleton::of(&encode_message_v0(std::slice::from_ref(&plain))).is_some());
+        assert!(Skeleton::of(&encode_message_v0(&vec![plain.clone(); 8])).is_some());
+        assert!(Skeleton::of(&encode_message_v0(&vec![plain.clone(); 9])).is_none());
+        assert!(Skeleton::of(&encode_message_v1(std::slice::from_ref(&plain))).is_none());
+        assert!(Skeleton::of(&encode_message_v0(&[plain.clone(), signed])).is_none());
+        let wide = OwnedElement::new("", &"n".repeat(SKELETON_BYTES), None, "");
+        assert!(Skeleton::of(&encode_message_v0(&[wide])).is_none());
+    }
+
+    /// `same_head` is `==` at every length, whichever byte differs.
+    #[test]
+    fn same_head_is_slice_equality() {
+        for len in 0..=90 {
+            let a: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_head(&a, &a.clone()), "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_head(&a, &b), "{len} {at}");
+            }
+            if len > 0 {
+                assert!(!same_head(&a, &a[..len - 1]), "{len} shorter");
+            }
+        }
     }
 
     /// Written into the room while the fast path takes them, the elements are those

@@ -200,7 +200,19 @@ impl JxtaStats {
             self.messages_tcp += 1;
         }
         self.elements += msg.elements.len() as u64;
-        self.element_names.count_message(&msg.elements)
+        self.element_names.count_decoded(msg)
+    }
+
+    /// Decodes a message ([`message::decode_message_in`]), one of a layout the element
+    /// names hold by its skeleton, to be counted next by [`Self::count_message`]
+    /// (the layout found is valid until then).
+    #[inline]
+    pub fn decode_message<'a>(
+        &self,
+        body: &'a [u8],
+        elements: Vec<Element<'a>>,
+    ) -> Result<Message<'a>, JxtaError> {
+        message::decode_message_known(body, elements, &self.element_names)
     }
 
     pub fn count_malformed(&mut self, kind: Malformed) {

@@ -17,7 +17,8 @@
 
 use std::borrow::Cow;
 
-use super::Element;
+use super::message::Skeleton;
+use super::{Element, Message};
 
 /// The namespace of the stack's own elements (router, endpoint addresses, wire
 /// headers); application payloads, and so JIM documents, are never in it.
@@ -210,6 +211,10 @@ struct Layout {
     /// one increment a message instead of one an element. Added when the entry is
     /// replaced or the tables are forgotten; a read adds them to what it reports.
     pending: u64,
+    /// The bytes of the version 0 message the entry was made of, around its contents,
+    /// for the decoder ([`super::message::decode_message_known`]): a message with the
+    /// same bytes there has these names.
+    skeleton: Skeleton,
 }
 
 impl Layout {
@@ -220,6 +225,7 @@ impl Layout {
         bytes: [0; LAYOUT_BYTES],
         shape: Shape::NONE,
         pending: 0,
+        skeleton: Skeleton::NONE,
     };
 
     /// The slots this layout counts in, one per element.
@@ -303,7 +309,7 @@ fn half_word(s: &[u8], at: usize) -> u32 {
 /// `a == b` for slices of the same length, a word at a time; the last word overlaps
 /// the one before it rather than being read byte by byte.
 #[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -397,6 +403,17 @@ pub struct ElementNames {
     recent: Vec<Recent>,
     /// `LAYOUTS` entries once the first message is counted.
     layouts: Vec<Layout>,
+    /// The layouts' contents, as a decoder saw them ([`Self::stamp`]); 0 before any.
+    stamp: u64,
+}
+
+/// The last stamp given: every change of any table's layouts takes the next, so a
+/// message decoded by one table's layouts is counted by its entry only in that table,
+/// unchanged since (or a copy of it).
+static LAYOUT_STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn new_stamp() -> u64 {
+    LAYOUT_STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 fn joined(namespace: &str, name: &str) -> String {
@@ -412,6 +429,48 @@ impl ElementNames {
     /// message's [`Shape`]. A layout the table holds is counted as a whole.
     #[inline]
     pub fn count_message(&mut self, elements: &[Element<'_>]) -> Shape {
+        self.count_elements(elements, None)
+    }
+
+    /// [`Self::count_message`] for a decoded message: one decoded by its layout's
+    /// skeleton with this table ([`Message::layout`]) is counted by that entry, its
+    /// names not compared again; the layout of any other kept with its skeleton.
+    #[inline]
+    pub fn count_decoded(&mut self, msg: &Message<'_>) -> Shape {
+        if let Some((i, stamp)) = msg.layout() {
+            // The entry the decoder found, if the layouts are still those it saw.
+            if let Some(l) = self.layouts.get_mut(i).filter(|_| stamp == self.stamp) {
+                l.pending += 1;
+                return l.shape;
+            }
+        }
+        self.count_elements(&msg.elements, Some(msg.body()))
+    }
+
+    /// The layout entries a message of `count` elements whose first is `name` in
+    /// `namespace` may sit in: this one and the other of its pair (`^ 1`).
+    #[inline]
+    pub(crate) fn layout_at(&self, namespace: &[u8], name: &[u8], count: usize) -> usize {
+        table_index(namespace, name, count, LAYOUT_BITS)
+    }
+
+    /// Which contents the layouts have: [`Self::count_decoded`] counts by its entry a
+    /// message decoded when they had these.
+    #[inline]
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// The skeleton of layout entry `i`, if it holds one.
+    #[inline]
+    pub(crate) fn skeleton(&self, i: usize) -> Option<&Skeleton> {
+        self.layouts.get(i).map(|l| &l.skeleton)
+    }
+
+    /// [`Self::count_message`]; `body`, the message's bytes, for the skeleton of a
+    /// layout kept.
+    #[inline]
+    fn count_elements(&mut self, elements: &[Element<'_>], body: Option<&[u8]>) -> Shape {
         let Some(first) = elements.first() else {
             return Shape::NONE;
         };
@@ -424,17 +483,23 @@ impl ElementNames {
                 }
             }
         }
-        self.count_layout_missed(elements, at)
+        self.count_layout_missed(elements, body, at)
     }
 
     /// A message whose layout the table did not hold: counted element by element, and
     /// its layout kept if it fits, in entry `at` or `at ^ 1`.
     #[cold]
     #[inline(never)]
-    fn count_layout_missed(&mut self, elements: &[Element<'_>], at: usize) -> Shape {
+    fn count_layout_missed(
+        &mut self,
+        elements: &[Element<'_>],
+        body: Option<&[u8]>,
+        at: usize,
+    ) -> Shape {
         let shape = Shape::of(elements);
         let mut entry = Layout {
             shape,
+            skeleton: body.and_then(Skeleton::of).unwrap_or(Skeleton::NONE),
             ..Layout::EMPTY
         };
         let (mut fits, mut end) = (true, 0);
@@ -449,6 +514,7 @@ impl ElementNames {
             let i = pick_entry(at, |i| self.layouts.get(i).is_some_and(|l| l.len != 0));
             if let Some(l) = self.layouts.get_mut(i) {
                 let old = std::mem::replace(l, entry);
+                self.stamp = new_stamp();
                 add_pending(&mut self.counts, &old);
             }
         }
@@ -611,6 +677,7 @@ impl crate::counters::Absorb for ElementNames {
         }
         self.recent.clear();
         self.layouts.clear();
+        self.stamp = new_stamp();
     }
 }
 
@@ -846,7 +913,82 @@ mod tests {
         for (k, v) in n.iter() {
             assert_eq!(n.get(k), Some(v), "{k}");
         }
+        assert_eq!(counted(&on_the_wire(messages).0), counted(&n));
         n
+    }
+
+    /// The messages encoded (version 0, every other element typed), decoded with the
+    /// table's skeletons and counted by the entry the decoder found: each decoded and
+    /// shaped as without the table; the table, and how many the skeletons decoded.
+    fn on_the_wire(messages: &[Vec<(&str, &str)>]) -> (ElementNames, usize) {
+        use crate::jxta::message::{decode_message, decode_message_known, encode_message_v0};
+        let mut n = ElementNames::default();
+        let mut by_skeleton = 0;
+        for m in messages {
+            let owned: Vec<crate::jxta::OwnedElement> = m
+                .iter()
+                .enumerate()
+                .map(|(i, (ns, nm))| {
+                    let mime = (i % 2 == 0).then_some("text/plain");
+                    crate::jxta::OwnedElement::new(ns, nm, mime, "c")
+                })
+                .collect();
+            let body = encode_message_v0(&owned);
+            let msg = decode_message_known(&body, Vec::new(), &n).unwrap();
+            assert_eq!(msg.elements, decode_message(&body).unwrap().elements);
+            by_skeleton += usize::from(msg.layout().is_some());
+            let shape = n.count_decoded(&msg);
+            assert_eq!(
+                read_shape(shape, &msg.elements),
+                reference_shape(&msg.elements),
+                "{m:?}"
+            );
+        }
+        (n, by_skeleton)
+    }
+
+    /// JXSE's layouts repeated: all but each layout's first message decoded by its
+    /// skeleton, and counted as their elements.
+    #[test]
+    fn skeletons_decode_repeated_layouts() {
+        let layouts: [&[(&str, &str)]; 3] = [
+            &[("pingpong", "payload"), ("jxta", "EndpointRouterMsg")],
+            &[("", "jxta-NetGroupSrdi"), ("jxta", "EndpointSourceAddress")],
+            &[("jim", "Gr\u{fc}\u{df}e"), ("", ""), ("jxta", "x")],
+        ];
+        let messages: Vec<Vec<(&str, &str)>> = (0..30).map(|i| layouts[i % 3].to_vec()).collect();
+        let (n, by_skeleton) = on_the_wire(&messages);
+        assert_eq!(by_skeleton, 27);
+        let all: Vec<(&str, &str)> = messages.iter().flatten().copied().collect();
+        assert_eq!(counted(&n), reference(&all));
+        // Decoded by `n`'s skeletons, counted in another table (with other layouts in
+        // the same entries, or its layouts forgotten since): counted by their names.
+        let other_layouts: Vec<Vec<(&str, &str)>> = (0..30)
+            .map(|i| vec![("", ["a", "b", "c"][i % 3]); 3])
+            .collect();
+        let (mut other, _) = on_the_wire(&other_layouts);
+        let mut absorbed = n.clone();
+        absorbed.absorb(&ElementNames::default());
+        for m in &messages {
+            let owned: Vec<crate::jxta::OwnedElement> = m
+                .iter()
+                .enumerate()
+                .map(|(i, (ns, nm))| {
+                    let mime = (i % 2 == 0).then_some("text/plain");
+                    crate::jxta::OwnedElement::new(ns, nm, mime, "c")
+                })
+                .collect();
+            let body = crate::jxta::message::encode_message_v0(&owned);
+            let msg = crate::jxta::message::decode_message_known(&body, Vec::new(), &n).unwrap();
+            assert!(msg.layout().is_some());
+            other.count_decoded(&msg);
+            absorbed.count_decoded(&msg);
+        }
+        let mut want: Vec<(&str, &str)> = other_layouts.iter().flatten().copied().collect();
+        want.extend(&all);
+        assert_eq!(counted(&other), reference(&want));
+        let twice: Vec<(&str, &str)> = all.iter().chain(&all).copied().collect();
+        assert_eq!(counted(&absorbed), reference(&twice));
     }
 
     /// Far more layouts than the table holds, each counted a few times in a row, in
