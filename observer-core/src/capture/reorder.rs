@@ -333,10 +333,12 @@ impl FrameMerger {
         // first, what `release_general` does without asking the heap at every frame.
         // The ring is in time order, so once its oldest frame is not due none is, and
         // only the bounds (the ring is all that is held) release more.
-        let (window, newest) = (self.cfg.window_ns, self.newest);
+        // Due by one comparison with a bound made once for the release, not a
+        // saturating sum at every look.
+        let limit = due_until(self.newest, self.cfg.window_ns);
         loop {
             match self.in_order.front() {
-                Some(h) if h.ts.saturating_add(window) <= newest => {}
+                Some(h) if limit.is_some_and(|limit| h.ts <= limit) => {}
                 Some(_)
                     if self.in_order.len() > self.cfg.max_frames
                         || self.owned_bytes > self.cfg.max_bytes =>
@@ -483,6 +485,18 @@ impl FrameMerger {
             },
             at,
         );
+    }
+}
+
+/// The latest stamp of a frame due when the newest is `newest`: a frame is due when
+/// `ts.saturating_add(window) <= newest`, which is `ts <= newest - window`; `None` (none
+/// due) when `newest` is below the window, and every frame is due at the end of time.
+#[inline(always)]
+fn due_until(newest: UnixNanos, window: u64) -> Option<UnixNanos> {
+    if newest == UnixNanos::MAX {
+        Some(newest)
+    } else {
+        newest.checked_sub(window)
     }
 }
 
@@ -839,5 +853,47 @@ mod tests {
         assert!(m.offer(&frame(20, &second[0..1]), Some(0)));
         m.flush(Some(&second), &mut out);
         assert_eq!(got, vec![(10, 7), (20, 9), (30, 8)]);
+    }
+
+    /// `due_until` is the saturating test it replaces, at the edges of time and of the
+    /// window (a pcapng stamp saturates to `u64::MAX`) and at random.
+    #[test]
+    fn due_until_is_the_saturating_test() {
+        let edges = [
+            0,
+            1,
+            MS,
+            DEFAULT_REORDER_WINDOW_NS - 1,
+            DEFAULT_REORDER_WINDOW_NS,
+            DEFAULT_REORDER_WINDOW_NS + 1,
+            u64::MAX / 2,
+            u64::MAX - DEFAULT_REORDER_WINDOW_NS - 1,
+            u64::MAX - DEFAULT_REORDER_WINDOW_NS,
+            u64::MAX - DEFAULT_REORDER_WINDOW_NS + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let check = |newest: u64, window: u64, ts: u64| {
+            let due = ts.saturating_add(window) <= newest;
+            let by_limit = due_until(newest, window).is_some_and(|limit| ts <= limit);
+            assert_eq!(by_limit, due, "newest {newest} window {window} ts {ts}");
+        };
+        for &newest in &edges {
+            for &window in &edges {
+                for &ts in &edges {
+                    check(newest, window, ts);
+                }
+            }
+        }
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..100_000 {
+            let (newest, window) = (next(), next() >> (next() % 64));
+            let ts = newest
+                .wrapping_sub(window)
+                .wrapping_add(next() % 5)
+                .wrapping_sub(2);
+            check(newest, window, ts);
+            check(newest, window, next());
+        }
     }
 }
