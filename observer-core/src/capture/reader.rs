@@ -393,6 +393,30 @@ impl CaptureReader {
         )))
     }
 
+    /// The next record when it is a mapped pcap's, whole ([`Self::mapped_pcap_record`]'s
+    /// shortcut): its frame without its bytes (`data` empty), where they start in
+    /// [`Self::mapped`], and their length. What a reader that holds frames by their place
+    /// needs, without the slice of the bytes (their bounds were checked here already) or
+    /// [`Self::next_frame_placed`]'s `Result` around it. `None`: nothing was read or
+    /// counted; read the next frame with [`Self::next_frame_placed`].
+    #[inline(always)]
+    pub fn next_in_place(&mut self) -> Option<(Frame<'static>, usize, u32)> {
+        let l = self.mapped_pcap_record()?;
+        // A pcap record's length is a `u32` (no test is left once inlined).
+        let len = u32::try_from(l.len).unwrap_or(u32::MAX);
+        Some((
+            Frame {
+                ts: l.ts,
+                link_type: l.link_type,
+                data: &[],
+                orig_len: l.orig_len,
+                interface: l.interface,
+            },
+            l.start,
+            len,
+        ))
+    }
+
     /// Every record and block [`Self::mapped_pcap_record`] does not take.
     #[inline(never)]
     fn next_frame_general(&mut self) -> Result<Option<(Frame<'_>, Option<usize>)>, CaptureError> {

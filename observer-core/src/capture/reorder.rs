@@ -228,6 +228,18 @@ impl FrameMerger {
         true
     }
 
+    /// Like [`Self::offer`] for a frame of the mapped input whose `len` bytes start at
+    /// `at` (`frame.data` is not read): what the reader's
+    /// [`super::CaptureReader::next_in_place`] gives.
+    #[inline(always)]
+    pub fn offer_in_place(&mut self, frame: &Frame<'_>, at: usize, len: u32) -> bool {
+        if self.cfg.window_ns == 0 {
+            return false;
+        }
+        self.hold(frame, len, Bytes::InPlace(at));
+        true
+    }
+
     /// Like [`Self::offer`] for bytes the caller gives up (a live source's frame): held
     /// without a copy. Gives them back when there is no window (hand the frame on now).
     pub fn offer_owned(&mut self, frame: FrameBuf) -> Result<(), FrameBuf> {
@@ -419,9 +431,7 @@ impl FrameMerger {
         let owned_bytes = &mut self.owned_bytes;
         let mut copy = |h: &mut Held| {
             if let Bytes::InPlace(at) = h.bytes {
-                let data = map
-                    .and_then(|m| m.get(at..at.saturating_add(h.len as usize)))
-                    .unwrap_or_default();
+                let data = Self::in_map(map, at, h.len);
                 *owned_bytes += data.len();
                 h.bytes = Bytes::Owned(data.into());
             }
@@ -460,12 +470,18 @@ impl FrameMerger {
         self.emit(&h, map, out);
     }
 
+    /// The bytes of a frame held in place: `len` from `at` in the mapped input (none
+    /// when they are not all there).
+    #[inline(always)]
+    pub fn in_map(map: Option<&[u8]>, at: usize, len: u32) -> &[u8] {
+        map.and_then(|m| m.get(at..at.saturating_add(len as usize)))
+            .unwrap_or_default()
+    }
+
     #[inline]
     fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
         let data: &[u8] = match &h.bytes {
-            Bytes::InPlace(at) => map
-                .and_then(|m| m.get(*at..at.saturating_add(h.len as usize)))
-                .unwrap_or_default(),
+            Bytes::InPlace(at) => Self::in_map(map, *at, h.len),
             Bytes::Owned(b) => {
                 self.owned_bytes -= b.len();
                 b
@@ -520,11 +536,13 @@ mod tests {
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Offer {
         InPlace,
+        /// In place by its place alone (`offer_in_place`), as `read_input` does.
+        Placed,
         Copied,
         /// Given up (`offer_owned`), as a live source does.
         Owned,
     }
-    const OFFERS: [Offer; 3] = [Offer::InPlace, Offer::Copied, Offer::Owned];
+    const OFFERS: [Offer; 4] = [Offer::InPlace, Offer::Placed, Offer::Copied, Offer::Owned];
 
     /// Offers (timestamp, byte) frames from `map` the way `how` says, and returns what
     /// came out, in order.
@@ -560,6 +578,12 @@ mod tests {
                         };
                         if let Err(buf) = m.offer_owned(buf) {
                             out(&buf.frame());
+                        }
+                    }
+                    Offer::Placed => {
+                        let bare = Frame { data: &[], ..f };
+                        if !m.offer_in_place(&bare, i, 1) {
+                            out(&f);
                         }
                     }
                     _ => {
