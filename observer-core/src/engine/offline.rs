@@ -186,8 +186,8 @@ pub(crate) fn read_input(
             }
         } else {
             match reader.next_frame_placed() {
-                // Borrowed where the reader's answer lies: moved out, the frame was copied once
-                // more.
+                // Borrowed where the reader's answer lies: moved out, the frame was
+                // copied once more.
                 Ok(Some((ref frame, at))) => {
                     if !merger.offer(frame, at) {
                         on_frame(frame);
