@@ -114,26 +114,37 @@ fn drop_pages(map: &Backing, from: usize, upto: usize) {
 /// map all of its tens of MB again until the reader next moved a MiB.
 #[derive(Debug, Default)]
 pub struct HeldPages {
-    /// Furthest frame handed on from the map.
-    furthest: usize,
-    /// Below this, pages have been handed back a second time.
+    /// Below this, pages have been handed back a second time (a multiple of
+    /// [`RELEASE_STEP`]).
     released: usize,
 }
 
 impl HeldPages {
     /// A frame whose bytes start at `at` in `reader`'s map was handed on. Frames are
     /// handed on in time order, which is offset order but for reordering: pages a step
-    /// behind the furthest stay, so a frame reordered across a page boundary does not
-    /// fault its page in twice.
+    /// behind the furthest frame handed on stay, so a frame reordered across a page
+    /// boundary does not fault its page in twice.
+    ///
+    /// Called for every frame, and nearly always with nothing to hand back: the test is
+    /// one comparison. `released` is a multiple of the step, so the step boundary a step
+    /// behind the furthest frame passes `released` by a step exactly when the furthest
+    /// is two steps past `released`; and after a release the furthest is less than two
+    /// steps past the new `released`, so only a frame two steps past it moves the
+    /// furthest far enough, and is then the furthest.
+    #[inline]
     pub fn handed_on(&mut self, reader: &CaptureReader, at: usize) {
-        self.furthest = self.furthest.max(at);
-        let upto = self.furthest.saturating_sub(RELEASE_STEP) & !(RELEASE_STEP - 1);
-        if upto >= self.released + RELEASE_STEP {
-            if let Input::Mapped { map, .. } = &reader.input {
-                drop_pages(map, self.released, upto);
-            }
-            self.released = upto;
+        if at >= self.released.saturating_add(2 * RELEASE_STEP) {
+            self.hand_back(reader, at);
         }
+    }
+
+    #[cold]
+    fn hand_back(&mut self, reader: &CaptureReader, furthest: usize) {
+        let upto = furthest.saturating_sub(RELEASE_STEP) & !(RELEASE_STEP - 1);
+        if let Input::Mapped { map, .. } = &reader.input {
+            drop_pages(map, self.released, upto);
+        }
+        self.released = upto;
     }
 }
 
@@ -380,6 +391,30 @@ impl CaptureReader {
             },
             Some(l.start),
         )))
+    }
+
+    /// The next record when it is a mapped pcap's, whole ([`Self::mapped_pcap_record`]'s
+    /// shortcut): its frame without its bytes (`data` empty), where they start in
+    /// [`Self::mapped`], and their length. What a reader that holds frames by their place
+    /// needs, without the slice of the bytes (their bounds were checked here already) or
+    /// [`Self::next_frame_placed`]'s `Result` around it. `None`: nothing was read or
+    /// counted; read the next frame with [`Self::next_frame_placed`].
+    #[inline(always)]
+    pub fn next_in_place(&mut self) -> Option<(Frame<'static>, usize, u32)> {
+        let l = self.mapped_pcap_record()?;
+        // A pcap record's length is a `u32` (no test is left once inlined).
+        let len = u32::try_from(l.len).unwrap_or(u32::MAX);
+        Some((
+            Frame {
+                ts: l.ts,
+                link_type: l.link_type,
+                data: &[],
+                orig_len: l.orig_len,
+                interface: l.interface,
+            },
+            l.start,
+            len,
+        ))
     }
 
     /// Every record and block [`Self::mapped_pcap_record`] does not take.
@@ -1010,5 +1045,84 @@ fn u64_at(b: &[u8], at: usize, be: bool) -> u64 {
         u64::from_be_bytes(a)
     } else {
         u64::from_le_bytes(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// [`HeldPages::handed_on`] as it was: the furthest frame kept, the boundary a step
+    /// behind it compared at every frame. Returns where pages were handed back to.
+    fn furthest_model(furthest: &mut usize, released: &mut usize, at: usize) {
+        *furthest = (*furthest).max(at);
+        let upto = furthest.saturating_sub(RELEASE_STEP) & !(RELEASE_STEP - 1);
+        if upto >= *released + RELEASE_STEP {
+            *released = upto;
+        }
+    }
+
+    fn hands_back_as_the_model(offsets: &[usize]) {
+        let mut pcap = Vec::new();
+        for word in [PCAP_MAGIC_US, 0x0004_0002, 0, 0, 65_535, 1] {
+            pcap.extend_from_slice(&word.to_le_bytes());
+        }
+        let reader = CaptureReader::from_bytes("held", pcap).expect("a pcap header");
+        let mut pages = HeldPages::default();
+        let (mut furthest, mut released) = (0, 0);
+        for (i, &at) in offsets.iter().enumerate() {
+            pages.handed_on(&reader, at);
+            furthest_model(&mut furthest, &mut released, at);
+            assert_eq!(pages.released, released, "frame {i} at {at}");
+        }
+    }
+
+    #[test]
+    fn held_pages_at_the_step_edges() {
+        let s = RELEASE_STEP;
+        hands_back_as_the_model(&[
+            0,
+            s - 1,
+            s,
+            2 * s - 1,
+            2 * s,
+            2 * s + 1,
+            s,
+            3 * s - 1,
+            4 * s - 1,
+            4 * s,
+            3 * s,
+            10 * s + 7,
+            10 * s,
+            12 * s - 1,
+            12 * s,
+            usize::MAX - 1,
+            usize::MAX,
+            0,
+        ]);
+    }
+
+    proptest! {
+        /// Frames in offset order with some handed on before frames read earlier
+        /// (reordered), across many steps.
+        #[test]
+        fn held_pages_hand_back_as_the_furthest_model(
+            steps in proptest::collection::vec((0usize..3 * RELEASE_STEP, any::<bool>()), 1..200),
+        ) {
+            let mut at = 0usize;
+            let offsets: Vec<usize> = steps
+                .iter()
+                .map(|&(d, back)| {
+                    if back {
+                        at.saturating_sub(d)
+                    } else {
+                        at += d;
+                        at
+                    }
+                })
+                .collect();
+            hands_back_as_the_model(&offsets);
+        }
     }
 }

@@ -228,6 +228,18 @@ impl FrameMerger {
         true
     }
 
+    /// Like [`Self::offer`] for a frame of the mapped input whose `len` bytes start at
+    /// `at` (`frame.data` is not read): what the reader's
+    /// [`super::CaptureReader::next_in_place`] gives.
+    #[inline(always)]
+    pub fn offer_in_place(&mut self, frame: &Frame<'_>, at: usize, len: u32) -> bool {
+        if self.cfg.window_ns == 0 {
+            return false;
+        }
+        self.hold(frame, len, Bytes::InPlace(at));
+        true
+    }
+
     /// Like [`Self::offer`] for bytes the caller gives up (a live source's frame): held
     /// without a copy. Gives them back when there is no window (hand the frame on now).
     pub fn offer_owned(&mut self, frame: FrameBuf) -> Result<(), FrameBuf> {
@@ -333,10 +345,12 @@ impl FrameMerger {
         // first, what `release_general` does without asking the heap at every frame.
         // The ring is in time order, so once its oldest frame is not due none is, and
         // only the bounds (the ring is all that is held) release more.
-        let (window, newest) = (self.cfg.window_ns, self.newest);
+        // Due by one comparison with a bound made once for the release, not a
+        // saturating sum at every look.
+        let limit = due_until(self.newest, self.cfg.window_ns);
         loop {
             match self.in_order.front() {
-                Some(h) if h.ts.saturating_add(window) <= newest => {}
+                Some(h) if limit.is_some_and(|limit| h.ts <= limit) => {}
                 Some(_)
                     if self.in_order.len() > self.cfg.max_frames
                         || self.owned_bytes > self.cfg.max_bytes =>
@@ -417,9 +431,7 @@ impl FrameMerger {
         let owned_bytes = &mut self.owned_bytes;
         let mut copy = |h: &mut Held| {
             if let Bytes::InPlace(at) = h.bytes {
-                let data = map
-                    .and_then(|m| m.get(at..at.saturating_add(h.len as usize)))
-                    .unwrap_or_default();
+                let data = Self::in_map(map, at, h.len);
                 *owned_bytes += data.len();
                 h.bytes = Bytes::Owned(data.into());
             }
@@ -458,12 +470,18 @@ impl FrameMerger {
         self.emit(&h, map, out);
     }
 
+    /// The bytes of a frame held in place: `len` from `at` in the mapped input (none
+    /// when they are not all there).
+    #[inline(always)]
+    pub fn in_map(map: Option<&[u8]>, at: usize, len: u32) -> &[u8] {
+        map.and_then(|m| m.get(at..at.saturating_add(len as usize)))
+            .unwrap_or_default()
+    }
+
     #[inline]
     fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
         let data: &[u8] = match &h.bytes {
-            Bytes::InPlace(at) => map
-                .and_then(|m| m.get(*at..at.saturating_add(h.len as usize)))
-                .unwrap_or_default(),
+            Bytes::InPlace(at) => Self::in_map(map, *at, h.len),
             Bytes::Owned(b) => {
                 self.owned_bytes -= b.len();
                 b
@@ -483,6 +501,18 @@ impl FrameMerger {
             },
             at,
         );
+    }
+}
+
+/// The latest stamp of a frame due when the newest is `newest`: a frame is due when
+/// `ts.saturating_add(window) <= newest`, which is `ts <= newest - window`; `None` (none
+/// due) when `newest` is below the window, and every frame is due at the end of time.
+#[inline(always)]
+fn due_until(newest: UnixNanos, window: u64) -> Option<UnixNanos> {
+    if newest == UnixNanos::MAX {
+        Some(newest)
+    } else {
+        newest.checked_sub(window)
     }
 }
 
@@ -506,11 +536,13 @@ mod tests {
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Offer {
         InPlace,
+        /// In place by its place alone (`offer_in_place`), as `read_input` does.
+        Placed,
         Copied,
         /// Given up (`offer_owned`), as a live source does.
         Owned,
     }
-    const OFFERS: [Offer; 3] = [Offer::InPlace, Offer::Copied, Offer::Owned];
+    const OFFERS: [Offer; 4] = [Offer::InPlace, Offer::Placed, Offer::Copied, Offer::Owned];
 
     /// Offers (timestamp, byte) frames from `map` the way `how` says, and returns what
     /// came out, in order.
@@ -546,6 +578,12 @@ mod tests {
                         };
                         if let Err(buf) = m.offer_owned(buf) {
                             out(&buf.frame());
+                        }
+                    }
+                    Offer::Placed => {
+                        let bare = Frame { data: &[], ..f };
+                        if !m.offer_in_place(&bare, i, 1) {
+                            out(&f);
                         }
                     }
                     _ => {
@@ -839,5 +877,47 @@ mod tests {
         assert!(m.offer(&frame(20, &second[0..1]), Some(0)));
         m.flush(Some(&second), &mut out);
         assert_eq!(got, vec![(10, 7), (20, 9), (30, 8)]);
+    }
+
+    /// `due_until` is the saturating test it replaces, at the edges of time and of the
+    /// window (a pcapng stamp saturates to `u64::MAX`) and at random.
+    #[test]
+    fn due_until_is_the_saturating_test() {
+        let edges = [
+            0,
+            1,
+            MS,
+            DEFAULT_REORDER_WINDOW_NS - 1,
+            DEFAULT_REORDER_WINDOW_NS,
+            DEFAULT_REORDER_WINDOW_NS + 1,
+            u64::MAX / 2,
+            u64::MAX - DEFAULT_REORDER_WINDOW_NS - 1,
+            u64::MAX - DEFAULT_REORDER_WINDOW_NS,
+            u64::MAX - DEFAULT_REORDER_WINDOW_NS + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let check = |newest: u64, window: u64, ts: u64| {
+            let due = ts.saturating_add(window) <= newest;
+            let by_limit = due_until(newest, window).is_some_and(|limit| ts <= limit);
+            assert_eq!(by_limit, due, "newest {newest} window {window} ts {ts}");
+        };
+        for &newest in &edges {
+            for &window in &edges {
+                for &ts in &edges {
+                    check(newest, window, ts);
+                }
+            }
+        }
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..100_000 {
+            let (newest, window) = (next(), next() >> (next() % 64));
+            let ts = newest
+                .wrapping_sub(window)
+                .wrapping_add(next() % 5)
+                .wrapping_sub(2);
+            check(newest, window, ts);
+            check(newest, window, next());
+        }
     }
 }

@@ -508,13 +508,25 @@ fn random_bytes_never_panic() {
 
 /// Every outcome of reading `bytes` to its end (at most 100 calls): frames, errors with
 /// their offsets, the stats; a frame read in place is also checked against its place.
-fn outcomes(r: Result<CaptureReader, CaptureError>, bytes: &[u8]) -> Vec<String> {
+/// `in_place`: each frame asked of [`CaptureReader::next_in_place`] first, as
+/// `read_input` does.
+fn outcomes(r: Result<CaptureReader, CaptureError>, bytes: &[u8], in_place: bool) -> Vec<String> {
     let mut r = match r {
         Ok(r) => r,
         Err(e) => return vec![format!("open: {e}")],
     };
     let mut out = Vec::new();
     for _ in 0..100 {
+        if let Some((f, at, len)) = in_place.then(|| r.next_in_place()).flatten() {
+            assert!(f.data.is_empty());
+            let data = FrameMerger::in_map(r.mapped(), at, len);
+            assert_eq!(bytes.get(at..at + len as usize), Some(data), "place {at}");
+            out.push(format!(
+                "{} {:?} {:?} {} {}",
+                f.ts, f.link_type, data, f.orig_len, f.interface
+            ));
+            continue;
+        }
         match r.next_frame_placed() {
             Ok(Some((f, at))) => {
                 if let Some(at) = at {
@@ -537,7 +549,7 @@ fn outcomes(r: Result<CaptureReader, CaptureError>, bytes: &[u8]) -> Vec<String>
 }
 
 /// A mapped input's pcap records are taken where they lie, past the general reads a
-/// stream goes through: both read alike, whole, cut anywhere, with lying lengths and
+/// stream goes through (and by their place alone, `next_in_place`): all read alike, whole, cut anywhere, with lying lengths and
 /// with random bytes changed.
 #[test]
 fn mapped_and_streamed_pcap_read_alike() {
@@ -579,9 +591,19 @@ fn mapped_and_streamed_pcap_read_alike() {
     }
     let mut frames = 0;
     for bytes in &inputs {
-        let streamed = outcomes(reader(bytes.clone()), bytes);
-        let mapped = outcomes(CaptureReader::from_bytes("test", bytes.clone()), bytes);
+        let streamed = outcomes(reader(bytes.clone()), bytes, false);
+        let mapped = outcomes(
+            CaptureReader::from_bytes("test", bytes.clone()),
+            bytes,
+            false,
+        );
         assert_eq!(mapped, streamed, "{bytes:?}");
+        let placed = outcomes(
+            CaptureReader::from_bytes("test", bytes.clone()),
+            bytes,
+            true,
+        );
+        assert_eq!(placed, streamed, "{bytes:?}");
         frames += streamed
             .iter()
             .filter(|o| !o.starts_with(['e', 'o', 'C']))

@@ -175,16 +175,29 @@ pub(crate) fn read_input(
     let mut error: Option<CaptureError> = None;
     let mut pages = HeldPages::default();
     loop {
-        match reader.next_frame_placed() {
-            Ok(Some((frame, at))) => {
-                if !merger.offer(&frame, at) {
-                    on_frame(&frame);
-                }
+        // A mapped pcap's record (nearly always) goes to the merger as its place, the
+        // frame's metadata as the reader found it.
+        if let Some((frame, at, len)) = reader.next_in_place() {
+            if !merger.offer_in_place(&frame, at, len) {
+                on_frame(&Frame {
+                    data: FrameMerger::in_map(reader.mapped(), at, len),
+                    ..frame
+                });
             }
-            Ok(None) => break,
-            Err(e) => {
-                error = Some(e);
-                break;
+        } else {
+            match reader.next_frame_placed() {
+                // Borrowed where the reader's answer lies: moved out, the frame was
+                // copied once more.
+                Ok(Some((ref frame, at))) => {
+                    if !merger.offer(frame, at) {
+                        on_frame(frame);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
         }
         merger.release_placed(reader.mapped(), &mut |frame, at| {
