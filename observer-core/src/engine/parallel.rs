@@ -69,9 +69,9 @@ struct Slot {
 
 /// A hand-over, shared by all shards: every frame's slot and every frame's bytes, in
 /// input order; each shard reads its own frames' bytes and skips the others'. A buffer
-/// a shard was 8 of two shards' (4 in flight each, each made for the largest share of
-/// a batch so far): 7.8 MB of a 2-thread run's heap on peers10k-1g against 4 shared
-/// buffers' ~5 MB, for the same copies (docs/performance.md, stop 33).
+/// a shard, each made for the largest share of a batch so far, was 7.8 MB of a 2-thread
+/// run's heap at peers10k-1g's peak; shared, the same copies took ~3 MB less peak RSS
+/// (docs/performance.md, stop 33).
 struct FrameBatch {
     slots: Vec<Slot>,
     data: Vec<u8>,
