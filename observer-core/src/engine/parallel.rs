@@ -200,9 +200,8 @@ fn run_reader(
     let mut hand_over = |batch: &mut FrameBatch| {
         spare.extend(recycled.try_iter());
         // Raised only past a batch that did not fit: raised at every new largest batch,
-        // the spares made before were let go one by one as they came back, and the
-        // reader's arena, which hardly allocates, kept their pages (docs/performance.md,
-        // stop 33).
+        // it had the spares made before let go one by one as they came back, and made
+        // again (one buffer is now about twice a shard's share of a batch).
         if batch.data.len() > room {
             room = batch.data.len() + batch.data.len() / 4;
         }
