@@ -72,7 +72,39 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static JEMALLOC_OPTIONS: &[u8; 36] = b"dirty_decay_ms:100,muzzy_decay_ms:0\0";
 
+/// `--threads N`: the reader thread allocates in the calling thread's jemalloc arena, the
+/// matcher's. jemalloc purges an arena's freed pages (after `dirty_decay_ms`) only as
+/// that arena is used; the reader's seldom is, and kept the old storage of its grown
+/// reorder ring resident (8.8 MB of peers10k-1g's two-thread peak: docs/performance.md,
+/// stop 33). The matcher's arena is used all the time, and the reader's few large
+/// allocations hardly contend with it.
+#[cfg(feature = "jemalloc")]
+fn reader_in_this_threads_arena() {
+    if let Some(arena) = thread_arena() {
+        observer_core::engine::parallel::set_reader_start(move || {
+            // Failing, the reader keeps an arena of its own, as before.
+            let _ = bind_thread_arena(arena);
+        });
+    }
+}
+
+/// The jemalloc arena the calling thread allocates in.
+#[cfg(feature = "jemalloc")]
+fn thread_arena() -> Option<u32> {
+    // SAFETY: `thread.arena` is an `unsigned` in jemalloc (its manual), the type read.
+    unsafe { tikv_jemalloc_ctl::raw::read::<u32>(b"thread.arena\0") }.ok()
+}
+
+/// Has the calling thread allocate in jemalloc's arena `arena`, which must exist.
+#[cfg(feature = "jemalloc")]
+fn bind_thread_arena(arena: u32) -> tikv_jemalloc_ctl::Result<()> {
+    // SAFETY: `thread.arena` is an `unsigned` in jemalloc (its manual), the type written.
+    unsafe { tikv_jemalloc_ctl::raw::write::<u32>(b"thread.arena\0", arena) }
+}
+
 fn main() -> ExitCode {
+    #[cfg(feature = "jemalloc")]
+    reader_in_this_threads_arena();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -199,6 +231,27 @@ mod tests {
         };
         assert_eq!(read(b"opt.dirty_decay_ms\0"), 100);
         assert_eq!(read(b"opt.muzzy_decay_ms\0"), 0);
+    }
+
+    /// A thread bound to another thread's arena allocates there (a wrong name or type
+    /// for `thread.arena` would leave the reader in its own, silently).
+    #[cfg(feature = "jemalloc")]
+    #[test]
+    fn a_thread_binds_to_another_threads_arena() {
+        let here = thread_arena().expect("thread.arena");
+        // SAFETY: `arenas.create` gives the new arena's index, an `unsigned` (its manual).
+        let other = unsafe { tikv_jemalloc_ctl::raw::read::<u32>(b"arenas.create\0") }
+            .expect("arenas.create");
+        assert_ne!(other, here);
+        let seen = std::thread::spawn(move || {
+            bind_thread_arena(other).expect("binding");
+            let first = thread_arena();
+            bind_thread_arena(here).expect("binding");
+            [first, thread_arena()]
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(seen, [Some(other), Some(here)]);
     }
 
     /// The decoding configuration a command would run with (no input is opened).

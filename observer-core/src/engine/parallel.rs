@@ -4,9 +4,9 @@
 //! order a single pipeline would have produced them.
 //!
 //! One reader thread reads the inputs (mapped), puts the frames back in time order
-//! (the one [`crate::capture::FrameMerger`]) and hands each shard, in batches, a copy of
-//! its own frames and one list, shared by all shards, of every frame's time, length
-//! and shard. The frames are copied
+//! (the one [`crate::capture::FrameMerger`]) and hands the shards, in batches, one
+//! copy of the frames and one list of every frame's time, length and shard, both
+//! shared by all shards. The frames are copied
 //! rather than referenced because a frame lives in the mapping of the input being read
 //! (unmapped when the next input opens) or in the merger's reorder pages (reused once
 //! released); a shard would touch those bytes anyway. Every shard replays the same
@@ -22,7 +22,7 @@
 //! kept), and flow statistics that are maxima become sums of the shards' maxima.
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
@@ -40,11 +40,15 @@ const BATCH_FRAMES: u64 = 2048;
 const BATCHES_AHEAD: usize = 1;
 /// A shard recomputes what its flows hold at most once per this much capture time.
 const HELD_RECHECK_NS: u64 = 1_000_000_000;
-/// Copied frame bytes after which the reader hands its batches over early: a batch of
+/// Copied frame bytes after which the reader hands its batch over early: a batch of
 /// `BATCH_FRAMES` snaplen-sized frames would otherwise hold hundreds of megabytes. At
 /// 256 KiB a JXTA-heavy capture was handed over every ~300 frames, and the waits on
 /// those hand-overs cost 5-10 % of the wall time of two threads (docs/performance.md).
 const READ_BATCH_BYTES: usize = 1 << 20;
+/// Room a new batch's byte buffer is made with before any batch has been measured: a
+/// batch ends with the frame that takes it past `READ_BATCH_BYTES`, which should not
+/// have to grow it (growing copies the bytes already in it).
+const FIRST_BATCH_ROOM: usize = READ_BATCH_BYTES + READ_BATCH_BYTES / 4;
 /// Batches the reader may run ahead of each shard.
 const READ_BATCHES_AHEAD: usize = 2;
 
@@ -53,7 +57,7 @@ const READ_BATCHES_AHEAD: usize = 2;
 /// instructions with two shards (docs/performance.md, stop 29).
 struct Slot {
     ts: UnixNanos,
-    /// Bytes of the frame; they follow the shard's previous frame's in its batch.
+    /// Bytes of the frame; they follow the previous frame's in the batch.
     len: usize,
     link_type: LinkType,
     orig_len: u32,
@@ -63,21 +67,18 @@ struct Slot {
     shard: u32,
 }
 
-/// A hand-over to one shard: the shared slots and the shard's own frames' bytes.
+/// A hand-over, shared by all shards: every frame's slot and every frame's bytes, in
+/// input order; each shard reads its own frames' bytes and skips the others'. A buffer
+/// a shard, each made for the largest share of a batch so far, was 7.8 MB of a 2-thread
+/// run's heap at peers10k-1g's peak; shared, the same copies took ~3 MB less peak RSS
+/// (docs/performance.md, stop 33).
 struct FrameBatch {
-    slots: Arc<Vec<Slot>>,
+    slots: Vec<Slot>,
     data: Vec<u8>,
-}
-
-/// What a shard hands back once it has read a batch: its byte buffer, and the slot
-/// list if it was the last shard holding it.
-struct Recycled {
-    data: Vec<u8>,
-    slots: Option<Vec<Slot>>,
 }
 
 enum ReaderMsg {
-    Frames(FrameBatch),
+    Frames(Arc<FrameBatch>),
     /// The inputs are read. Every shard gets the reorder counters (they merge by
     /// maximum); only shard 0 the input summaries (the merge reports shard 0's).
     End {
@@ -105,6 +106,20 @@ enum ShardMsg {
         result: Box<super::PipelineResult>,
         inputs: Vec<InputSummary>,
     },
+}
+
+/// Run first on the reader thread of every [`analyze_parallel`]: see [`set_reader_start`].
+type ReaderStart = Box<dyn Fn() + Send + Sync>;
+static READER_START: OnceLock<ReaderStart> = OnceLock::new();
+
+/// Has `hook` run first on the reader thread of every later [`analyze_parallel`]; false
+/// (and `hook` dropped) if one was set before. For the binary, which chose the
+/// allocator: the reader allocates seldom and frees large blocks (its reorder ring's
+/// old storage as the ring grows), and jemalloc purges an arena's freed pages only as
+/// that arena is used, so in an arena of the reader's own they stayed resident (8.8 MB
+/// of peers10k-1g's two-thread peak; docs/performance.md, stop 33).
+pub fn set_reader_start(hook: impl Fn() + Send + Sync + 'static) -> bool {
+    READER_START.set(Box::new(hook)).is_ok()
 }
 
 /// Runs the analysis on `threads` shards. The inputs must be files; see
@@ -161,47 +176,51 @@ fn run_reader(
     reorder: crate::capture::ReorderConfig,
     progress: Option<&dyn Progress>,
     feeds: Vec<mpsc::SyncSender<ReaderMsg>>,
-    recycled: mpsc::Receiver<Recycled>,
+    recycled: mpsc::Receiver<FrameBatch>,
 ) {
+    if let Some(hook) = READER_START.get() {
+        hook();
+    }
     let shards = feeds.len();
     let mut merger = crate::capture::FrameMerger::new(reorder);
-    let mut slots: Vec<Slot> = Vec::with_capacity(BATCH_FRAMES as usize);
-    // Room a byte buffer gets before a batch: a quarter more than the most one shard's
-    // batch took so far, at first an even share. Grown by doubling from empty instead,
-    // or whenever a batch took more than any before, the buffers copied their bytes
-    // again (9 MB, a tenth of the reader's instructions on jxta-0.1g). Room never
-    // written to is never resident.
-    let mut room = READ_BATCH_BYTES / shards.max(1);
-    let mut data: Vec<Vec<u8>> = (0..shards).map(|_| Vec::with_capacity(room)).collect();
-    // Buffers the shards handed back, taken before a new one is made; as many exist as
-    // were in flight at once.
-    let mut spare_data: Vec<Vec<u8>> = Vec::new();
-    let mut spare_slots: Vec<Vec<Slot>> = Vec::new();
-    let mut copied = 0usize;
+    // Room the byte buffer gets before a batch, raised to a quarter more than a batch
+    // that took more. Grown by doubling from empty instead, or whenever a batch took
+    // more than any before, the buffers copied their bytes again (9 MB, a tenth of the
+    // reader's instructions on jxta-0.1g). Room never written to is never resident.
+    let mut room = FIRST_BATCH_ROOM;
+    let mut batch = FrameBatch {
+        slots: Vec::with_capacity(BATCH_FRAMES as usize),
+        data: Vec::with_capacity(room),
+    };
+    // Batches the shards handed back, taken before a new one is made; as many exist
+    // as were in flight at once.
+    let mut spare: Vec<FrameBatch> = Vec::new();
     // Every shard gets a batch at the same frames: a shard waiting for frames the
     // reader still holds while the reader waits on another shard would deadlock.
-    let mut hand_over = |slots: &mut Vec<Slot>, data: &mut Vec<Vec<u8>>| {
-        while let Ok(back) = recycled.try_recv() {
-            spare_data.push(back.data);
-            spare_slots.extend(back.slots);
+    let mut hand_over = |batch: &mut FrameBatch| {
+        spare.extend(recycled.try_iter());
+        // Raised only past a batch that did not fit: raised at every new largest batch,
+        // it had the spares made before let go one by one as they came back, and made
+        // again (one buffer is now about twice a shard's share of a batch).
+        if batch.data.len() > room {
+            room = batch.data.len() + batch.data.len() / 4;
         }
-        let next = spare_slots
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BATCH_FRAMES as usize));
-        let shared = Arc::new(std::mem::replace(slots, next));
-        for (feed, bytes) in feeds.iter().zip(data.iter_mut()) {
-            room = room.max(bytes.len() + bytes.len() / 4);
+        let next = match spare.pop() {
+            Some(spare) if spare.data.capacity() >= room => spare,
             // A buffer too small is let go: grown, its old bytes would be copied.
-            let next = match spare_data.pop() {
-                Some(spare) if spare.capacity() >= room => spare,
-                _ => Vec::with_capacity(room),
-            };
-            let batch = FrameBatch {
-                slots: Arc::clone(&shared),
-                data: std::mem::replace(bytes, next),
-            };
+            Some(spare) => FrameBatch {
+                slots: spare.slots,
+                data: Vec::with_capacity(room),
+            },
+            None => FrameBatch {
+                slots: Vec::with_capacity(BATCH_FRAMES as usize),
+                data: Vec::with_capacity(room),
+            },
+        };
+        let shared = Arc::new(std::mem::replace(batch, next));
+        for feed in &feeds {
             // A shard that stopped (a bug) is reported by the merge.
-            let _ = feed.send(ReaderMsg::Frames(batch));
+            let _ = feed.send(ReaderMsg::Frames(Arc::clone(&shared)));
         }
     };
     let mut summaries = Vec::with_capacity(inputs.len());
@@ -214,10 +233,8 @@ fn run_reader(
             last,
             &mut |frame| {
                 let own = crate::packet::shard(frame, shards);
-                if let Some(bytes) = data.get_mut(own) {
-                    bytes.extend_from_slice(frame.data);
-                }
-                slots.push(Slot {
+                batch.data.extend_from_slice(frame.data);
+                batch.slots.push(Slot {
                     ts: frame.ts,
                     len: frame.data.len(),
                     link_type: frame.link_type,
@@ -226,17 +243,17 @@ fn run_reader(
                     // Below `shards`, itself a thread count.
                     shard: own as u32,
                 });
-                copied += frame.data.len();
-                // The slot list's length, not a count of its own: the list is made
-                // with room for `BATCH_FRAMES` and replaced at every hand-over.
-                if slots.len() >= BATCH_FRAMES as usize || copied >= READ_BATCH_BYTES {
-                    copied = 0;
-                    hand_over(&mut slots, &mut data);
+                // The lists' lengths, not counts of their own: the lists are made
+                // with room for a batch and replaced at every hand-over.
+                if batch.slots.len() >= BATCH_FRAMES as usize
+                    || batch.data.len() >= READ_BATCH_BYTES
+                {
+                    hand_over(&mut batch);
                 }
             },
         ));
     }
-    hand_over(&mut slots, &mut data);
+    hand_over(&mut batch);
     let reorder = merger.stats().clone();
     let mut summaries = Some(summaries);
     for feed in &feeds {
@@ -251,7 +268,7 @@ fn run_shard(
     cfg: PipelineConfig,
     index: usize,
     feed: mpsc::Receiver<ReaderMsg>,
-    recycle: mpsc::Sender<Recycled>,
+    recycle: mpsc::Sender<FrameBatch>,
     tx: mpsc::SyncSender<ShardMsg>,
     spent: mpsc::Receiver<Spent>,
 ) {
@@ -263,7 +280,7 @@ fn run_shard(
     let mut matcher_gone = false;
     // The reader gone without `End` (a bug) ends the shard with what it read.
     while let Ok(msg) = feed.recv() {
-        let FrameBatch { slots, mut data } = match msg {
+        let batch = match msg {
             ReaderMsg::Frames(batch) => batch,
             ReaderMsg::End { reorder, inputs } => {
                 pipeline.set_reorder_stats(&reorder);
@@ -279,8 +296,11 @@ fn run_shard(
             pipeline.recycle_documents(documents, SPARE_BOXES);
         }
         let own = index as u32;
-        let mut rest = data.as_slice();
-        let mut left: &[Slot] = &slots;
+        let data = batch.data.as_slice();
+        // Where the next slot's bytes start in `data`: every frame's follow the
+        // previous frame's, the shard's own or not.
+        let mut at = 0usize;
+        let mut left: &[Slot] = &batch.slots;
         while !left.is_empty() {
             // Up to the next hand-over to the matcher (every `BATCH_FRAMES` frames
             // read), so that its check is made once a stretch rather than a slot.
@@ -292,11 +312,13 @@ fn run_shard(
             // capture, and finding runs of foreign ones to skip in one call cost the
             // shard more than it saved (docs/performance.md, stop 29, threads18f).
             for slot in stretch {
+                let start = at;
+                // Below `data.len()` while the slots match the bytes: no overflow.
+                at += slot.len;
                 if slot.shard != own {
                     pipeline.skip_frame(slot.ts);
-                } else if let Some((bytes, tail)) = rest.split_at_checked(slot.len) {
+                } else if let Some(bytes) = data.get(start..at) {
                     // The reader appended exactly `len` bytes for this slot.
-                    rest = tail;
                     pipeline.frame(&Frame {
                         ts: slot.ts,
                         link_type: slot.link_type,
@@ -326,14 +348,13 @@ fn run_shard(
             };
             matcher_gone = tx.send(msg).is_err();
         }
-        data.clear();
-        // The last shard to finish with the slots takes them back to the reader.
-        let slots = Arc::into_inner(slots).map(|mut slots| {
-            slots.clear();
-            slots
-        });
-        // The reader gone means no more batches are needed.
-        let _ = recycle.send(Recycled { data, slots });
+        // The last shard to finish with the batch takes it back to the reader.
+        if let Some(mut batch) = Arc::into_inner(batch) {
+            batch.slots.clear();
+            batch.data.clear();
+            // The reader gone means no more batches are needed.
+            let _ = recycle.send(batch);
+        }
     }
     let (matched, result) = pipeline.finish_shard();
     let _ = tx.send(ShardMsg::Done {
@@ -719,6 +740,46 @@ mod tests {
             prop_assert_eq!(got, expected);
             prop_assert!(parts.iter().all(Vec::is_empty));
         }
+    }
+
+    /// The hook set by `set_reader_start` runs on the reader thread, once a run, before
+    /// the reader allocates (the binary binds that thread to an allocator arena).
+    #[test]
+    fn the_reader_start_hook_runs_on_the_reader_thread() {
+        static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let set = set_reader_start(|| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+        });
+        assert!(set, "no other test sets the hook");
+        assert!(!set_reader_start(|| {}), "the first hook stays");
+        // A pcap of two Ethernet frames, which no shard needs to understand.
+        let mut pcap = Vec::new();
+        pcap.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        pcap.extend_from_slice(&[2, 0, 4, 0]);
+        pcap.extend_from_slice(&[0; 8]);
+        pcap.extend_from_slice(&65_535u32.to_le_bytes());
+        pcap.extend_from_slice(&1u32.to_le_bytes());
+        for second in [1u32, 2] {
+            for field in [second, 0, 60, 60] {
+                pcap.extend_from_slice(&field.to_le_bytes());
+            }
+            pcap.extend_from_slice(&[0; 60]);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("two.pcap");
+        std::fs::write(&path, &pcap).expect("write");
+        for _ in 0..2 {
+            analyze_parallel(
+                std::slice::from_ref(&path),
+                PipelineConfig::default(),
+                2,
+                None,
+                &mut |_| {},
+            );
+        }
+        let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(seen, ["reader", "reader"]);
     }
 
     /// Connections between many hosts split evenly: on 4,096 client hosts talking to
