@@ -754,18 +754,18 @@ mod tests {
         assert!(set, "no other test sets the hook");
         assert!(!set_reader_start(|| {}), "the first hook stays");
         // A pcap of two Ethernet frames, which no shard needs to understand.
-        let mut pcap = Vec::new();
-        pcap.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        pcap.extend_from_slice(&[2, 0, 4, 0]);
-        pcap.extend_from_slice(&[0; 8]);
-        pcap.extend_from_slice(&65_535u32.to_le_bytes());
-        pcap.extend_from_slice(&1u32.to_le_bytes());
-        for second in [1u32, 2] {
-            for field in [second, 0, 60, 60] {
-                pcap.extend_from_slice(&field.to_le_bytes());
-            }
-            pcap.extend_from_slice(&[0; 60]);
+        let format = crate::capture::WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        };
+        let mut writer = crate::capture::CaptureWriter::new(Vec::new(), format, LinkType::ETHERNET)
+            .expect("header");
+        for second in [1u64, 2] {
+            writer
+                .write_frame(0, second * 1_000_000_000, &[0; 60], 60)
+                .expect("frame");
         }
+        let pcap = writer.finish().expect("pcap");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("two.pcap");
         std::fs::write(&path, &pcap).expect("write");

@@ -2131,6 +2131,27 @@ impl Matcher {
 mod pair_table_tests {
     use super::*;
 
+    /// Peer `n`'s ID (`uuid-` form).
+    fn id(n: u8) -> Option<PeerId> {
+        PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"))
+    }
+
+    /// A PING or a PONG (online) from `name` with correlator `c1`.
+    fn c1_doc(kind: Kind, name: &str) -> Document {
+        Document {
+            kind,
+            name: Some(name.into()),
+            correlator: Some("c1".into()),
+            status: (kind == Kind::Pong).then_some(Status::Online),
+            ..Default::default()
+        }
+    }
+
+    /// A message at `t` from peer `src` to peer `dst`, sent to each other directly.
+    fn seen(t: u64, src: u8, dst: u8) -> Sighting {
+        sighting_at(t, [id(src), id(dst)], [id(src), id(dst)])
+    }
+
     /// A sighting of a message over TCP at `t` (10 ns long) between `ends`, through
     /// `hops`, of a 1,000-byte frame holding a 900-byte message.
     fn sighting_at(t: u64, ends: [Option<PeerId>; 2], hops: [Option<PeerId>; 2]) -> Sighting {
@@ -2154,18 +2175,9 @@ mod pair_table_tests {
     /// by its pair and correlator alone (hashed afresh) once the PONG answered it.
     #[test]
     fn a_pings_finished_hash_is_its_entrys() {
-        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
-        let doc = |kind, name: &str| Document {
-            kind,
-            name: Some(name.into()),
-            correlator: Some("c1".into()),
-            status: (kind == Kind::Pong).then_some(Status::Online),
-            ..Default::default()
-        };
-        let seen = |t, src, dst| sighting_at(t, [id(src), id(dst)], [id(src), id(dst)]);
         let mut m = Matcher::new(MatcherConfig::default());
         let mut out = Vec::new();
-        m.observe(&doc(Kind::Ping, "alice"), &seen(0, 0xA1, 0xB0), &mut out);
+        m.observe(&c1_doc(Kind::Ping, "alice"), &seen(0, 0xA1, 0xB0), &mut out);
         let (pair, hash) = m
             .pairs
             .iter()
@@ -2174,7 +2186,11 @@ mod pair_table_tests {
             })
             .expect("the PING is outstanding");
         assert_eq!(hash, Remembered::hash(&m.finished.hasher, &pair, b"c1"));
-        m.observe(&doc(Kind::Pong, "bob"), &seen(1_000, 0xB0, 0xA1), &mut out);
+        m.observe(
+            &c1_doc(Kind::Pong, "bob"),
+            &seen(1_000, 0xB0, 0xA1),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(
             m.finished.get(&pair, "c1").map(|(f, _)| f),
@@ -2214,21 +2230,12 @@ mod pair_table_tests {
     /// document handed over keeps its correlator's string for the parser to refill.
     #[test]
     fn transactions_share_one_copy_of_each_correlator() {
-        let id = |n: u8| PeerId::parse(&format!("urn:jxta:uuid-{n:02X}03"));
-        let doc = |kind, name: &str| Document {
-            kind,
-            name: Some(name.into()),
-            correlator: Some("c1".into()),
-            status: (kind == Kind::Pong).then_some(Status::Online),
-            ..Default::default()
-        };
-        let seen = |t, src, dst| sighting_at(t, [id(src), id(dst)], [id(src), id(dst)]);
         let mut m = Matcher::new(MatcherConfig::default());
         let mut out = Vec::new();
         for k in 0..4u64 {
             // Polls 2 s apart: past the repeat window, each a new transaction.
             let t = k * 2_000_000_000;
-            let mut ping = doc(Kind::Ping, "alice");
+            let mut ping = c1_doc(Kind::Ping, "alice");
             let mut ping_at = seen(t, 0xA1, 0xB0);
             if k % 2 == 0 {
                 m.observe(&ping, &ping_at, &mut out);
@@ -2237,7 +2244,7 @@ mod pair_table_tests {
                 assert_eq!(ping.correlator.as_deref(), Some("c1"));
             }
             m.observe(
-                &doc(Kind::Pong, "bob"),
+                &c1_doc(Kind::Pong, "bob"),
                 &seen(t + 1_000, 0xB0, 0xA1),
                 &mut out,
             );
