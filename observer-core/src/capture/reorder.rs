@@ -16,7 +16,7 @@
 //! read, and the window starts again from its time.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use super::{Frame, LinkType};
 use crate::UnixNanos;
@@ -93,6 +93,17 @@ struct Held {
 }
 
 impl Held {
+    /// What a slot of the ring not holding a frame has: nothing to drop.
+    const EMPTY: Held = Held {
+        ts: 0,
+        seq: 0,
+        link_type: LinkType(0),
+        interface: 0,
+        orig_len: 0,
+        len: 0,
+        bytes: Bytes::InPlace(0),
+    };
+
     #[inline(always)]
     fn new(frame: &Frame<'_>, seq: u64, len: u32, bytes: Bytes) -> Self {
         Held {
@@ -128,6 +139,129 @@ impl Ord for Held {
     }
 }
 
+/// Frames in a block of the ring (a power of two: a slot's place is a shift and a mask).
+const RING_BLOCK: usize = 1 << RING_BLOCK_SHIFT;
+const RING_BLOCK_SHIFT: u32 = 10;
+/// Emptied blocks kept beyond the one the ring's back is in; the others are freed.
+const RING_SPARE_BLOCKS: usize = 2;
+
+type RingBlock = Box<[Held; RING_BLOCK]>;
+
+/// The frames queued in time order, oldest first, in blocks of `RING_BLOCK` slots
+/// (48 KiB). A `VecDeque` grown by half copied everything it held at each growth
+/// (19 times to 3.4 MB on `jxta-0.1g`, 3.0 M instructions), and the copies it left
+/// behind stayed resident in a reader thread's arena (8.8 MB on `peers10k-1g` with two
+/// threads, docs/performance.md); its index wrapped at every push, look and pop. Here
+/// growth is one more block and nothing moves, a block emptied at the front becomes a
+/// spare for the back, and spares past `RING_SPARE_BLOCKS` are freed, so what a burst
+/// took goes back as it drains. Slots outside the frames held own no bytes (`InPlace`).
+#[derive(Debug, Default)]
+struct Ring {
+    /// The front's block first; the back's, then up to `RING_SPARE_BLOCKS` empty ones.
+    blocks: Vec<RingBlock>,
+    /// The front's slot in the first block (below `RING_BLOCK`).
+    head: usize,
+    /// The slot the next frame goes in, counted from the first block's first slot.
+    tail: usize,
+}
+
+impl Ring {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.tail - self.head
+    }
+
+    /// A frame can be queued without a new block.
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        self.tail < self.blocks.len() << RING_BLOCK_SHIFT
+    }
+
+    #[inline(always)]
+    fn push_back(&mut self, held: Held) {
+        if !self.has_room() {
+            self.add_block();
+        }
+        let tail = self.tail;
+        if let Some(block) = self.blocks.get_mut(tail >> RING_BLOCK_SHIFT) {
+            // The slot owns nothing: not dropped, which would test its bytes at every frame.
+            std::mem::forget(std::mem::replace(&mut block[tail & (RING_BLOCK - 1)], held));
+            self.tail = tail + 1;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn add_block(&mut self) {
+        // Made in place: an array built on the stack would be copied to the heap whole.
+        let block: Box<[Held]> = std::iter::repeat_with(|| Held::EMPTY)
+            .take(RING_BLOCK)
+            .collect();
+        self.blocks
+            .push(block.try_into().expect("a block of RING_BLOCK slots"));
+    }
+
+    #[inline(always)]
+    fn front_mut(&mut self) -> Option<&mut Held> {
+        if self.head == self.tail {
+            return None;
+        }
+        let head = self.head & (RING_BLOCK - 1);
+        self.blocks.first_mut().map(|block| &mut block[head])
+    }
+
+    #[inline(always)]
+    fn front(&self) -> Option<&Held> {
+        if self.head == self.tail {
+            return None;
+        }
+        let head = self.head & (RING_BLOCK - 1);
+        self.blocks.first().map(|block| &block[head])
+    }
+
+    fn back(&self) -> Option<&Held> {
+        let last = self.tail.checked_sub(1).filter(|_| self.tail > self.head)?;
+        Some(&self.blocks.get(last >> RING_BLOCK_SHIFT)?[last & (RING_BLOCK - 1)])
+    }
+
+    /// Drops the front from the frames held; its slot must have been emptied (its bytes
+    /// `InPlace`), or whatever it owns stays there until the slot is reused or freed.
+    #[inline(always)]
+    fn advance(&mut self) {
+        self.head += 1;
+        if self.head == RING_BLOCK {
+            self.next_block();
+        }
+    }
+
+    /// The front's block is emptied: a spare for the back, or freed.
+    #[cold]
+    #[inline(never)]
+    fn next_block(&mut self) {
+        self.head = 0;
+        self.tail -= RING_BLOCK;
+        let emptied = self.blocks.remove(0);
+        let in_use = self.tail.div_ceil(RING_BLOCK);
+        if self.blocks.len() - in_use < RING_SPARE_BLOCKS {
+            self.blocks.push(emptied);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Held> {
+        let held = std::mem::replace(self.front_mut()?, Held::EMPTY);
+        self.advance();
+        Some(held)
+    }
+
+    fn for_each_mut(&mut self, mut f: impl FnMut(&mut Held)) {
+        for i in self.head..self.tail {
+            if let Some(block) = self.blocks.get_mut(i >> RING_BLOCK_SHIFT) {
+                f(&mut block[i & (RING_BLOCK - 1)]);
+            }
+        }
+    }
+}
+
 /// A frame that owns its bytes (a live source's), given up to the reorder queue.
 #[derive(Debug)]
 pub struct FrameBuf {
@@ -159,7 +293,7 @@ pub type Placed<'a> = dyn FnMut(&Frame<'_>, Option<usize>) + 'a;
 #[derive(Debug)]
 pub struct FrameMerger {
     cfg: ReorderConfig,
-    in_order: VecDeque<Held>,
+    in_order: Ring,
     out_of_order: BinaryHeap<Reverse<Held>>,
     /// Late frames, handed on at the next `release` after everything else held.
     late: Vec<Held>,
@@ -182,7 +316,7 @@ impl FrameMerger {
                 max_frames: cfg.max_frames.max(1),
                 ..cfg
             },
-            in_order: VecDeque::new(),
+            in_order: Ring::default(),
             out_of_order: BinaryHeap::new(),
             late: Vec::new(),
             newest: 0,
@@ -266,9 +400,7 @@ impl FrameMerger {
         let ts = frame.ts;
         // `ring_last` is the back's time when the ring holds frames; an emptied ring
         // may leave it later than `ts`, and the general path then queues the frame.
-        let ring = ts >= self.released
-            && ts >= self.ring_last
-            && self.in_order.len() < self.in_order.capacity();
+        let ring = ts >= self.released && ts >= self.ring_last && self.in_order.has_room();
         if !ring {
             self.hold_general(frame, len, bytes);
             return;
@@ -294,7 +426,6 @@ impl FrameMerger {
         }
         self.newest = self.newest.max(frame.ts);
         if self.in_order.back().is_none_or(|last| last.ts <= frame.ts) {
-            self.reserve_in_order();
             self.ring_last = frame.ts;
             self.in_order.push_back(held);
         } else {
@@ -302,21 +433,6 @@ impl FrameMerger {
             self.out_of_order.push(Reverse(held));
         }
         self.stats.max_held = self.stats.max_held.max(self.held() as u64);
-    }
-
-    /// Room for one more frame in the ring. Frames are released after each one taken,
-    /// so the ring never holds more than the bound and the one frame over it: grown by
-    /// doubling past that, nearly half of it (7 MB at the default bound) stayed unused.
-    /// Below it the ring grows by half, not doubled: a busy 2 s window is some 35,000
-    /// frames, which doubling rounds up to 65,536 entries (1.6 MB of them unused), in
-    /// every shard of `--threads` (each holds every frame).
-    fn reserve_in_order(&mut self) {
-        let len = self.in_order.len();
-        let most = self.cfg.max_frames.saturating_add(1);
-        if len == self.in_order.capacity() && len < most {
-            let next = (len + len / 2 + 16).min(most).max(len + 1);
-            self.in_order.reserve_exact(next - len);
-        }
     }
 
     /// Time has passed without frames (a quiet live source): frames held that long
@@ -349,21 +465,19 @@ impl FrameMerger {
         // saturating sum at every look.
         let limit = due_until(self.newest, self.cfg.window_ns);
         loop {
-            match self.in_order.front() {
-                Some(h) if limit.is_some_and(|limit| h.ts <= limit) => {}
-                Some(_)
-                    if self.in_order.len() > self.cfg.max_frames
-                        || self.owned_bytes > self.cfg.max_bytes =>
-                {
-                    self.stats.forced_releases += 1;
-                }
-                _ => return,
-            }
-            let Some(h) = self.in_order.pop_front() else {
+            let held = self.in_order.len();
+            let Some(h) = self.in_order.front_mut() else {
                 return;
             };
+            if limit.is_none_or(|limit| h.ts > limit) {
+                if held <= self.cfg.max_frames && self.owned_bytes <= self.cfg.max_bytes {
+                    return;
+                }
+                self.stats.forced_releases += 1;
+            }
             self.released = self.released.max(h.ts);
-            self.emit(&h, map, out);
+            emit(&mut self.owned_bytes, h, map, out);
+            self.in_order.advance();
         }
     }
 
@@ -406,9 +520,10 @@ impl FrameMerger {
         // `pop` would hand it on without comparing its front with the heap's at every
         // frame (the end of `jxta-0.1g` hands on 15,693).
         if self.out_of_order.is_empty() {
-            while let Some(h) = self.in_order.pop_front() {
+            while let Some(h) = self.in_order.front_mut() {
                 self.released = self.released.max(h.ts);
-                self.emit(&h, map, out);
+                emit(&mut self.owned_bytes, h, map, out);
+                self.in_order.advance();
             }
         }
         while self.oldest().is_some() {
@@ -419,8 +534,8 @@ impl FrameMerger {
             self.released = last.ts;
             self.newest = last.ts;
         }
-        for h in &late {
-            self.emit(h, map, out);
+        for mut h in late {
+            emit(&mut self.owned_bytes, &mut h, map, out);
         }
     }
 
@@ -436,7 +551,7 @@ impl FrameMerger {
                 h.bytes = Bytes::Owned(data.into());
             }
         };
-        self.in_order.iter_mut().for_each(&mut copy);
+        self.in_order.for_each_mut(&mut copy);
         self.late.iter_mut().for_each(&mut copy);
         let mut heap = std::mem::take(&mut self.out_of_order).into_vec();
         heap.iter_mut().for_each(|Reverse(h)| copy(h));
@@ -463,11 +578,11 @@ impl FrameMerger {
         } else {
             self.in_order.pop_front()
         };
-        let Some(h) = held else {
+        let Some(mut h) = held else {
             return;
         };
         self.released = self.released.max(h.ts);
-        self.emit(&h, map, out);
+        emit(&mut self.owned_bytes, &mut h, map, out);
     }
 
     /// The bytes of a frame held in place: `len` from `at` in the mapped input (none
@@ -477,30 +592,30 @@ impl FrameMerger {
         map.and_then(|m| m.get(at..at.saturating_add(len as usize)))
             .unwrap_or_default()
     }
+}
 
-    #[inline]
-    fn emit(&mut self, h: &Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
-        let data: &[u8] = match &h.bytes {
-            Bytes::InPlace(at) => Self::in_map(map, *at, h.len),
-            Bytes::Owned(b) => {
-                self.owned_bytes -= b.len();
-                b
-            }
-        };
-        let at = match h.bytes {
-            Bytes::InPlace(at) => Some(at),
-            Bytes::Owned(_) => None,
-        };
-        out(
-            &Frame {
-                ts: h.ts,
-                link_type: h.link_type,
-                data,
-                orig_len: h.orig_len,
-                interface: h.interface,
-            },
-            at,
-        );
+/// Hands `h` on; owned bytes are freed after, leaving the slot empty (see [`Ring`]).
+#[inline]
+fn emit(owned_bytes: &mut usize, h: &mut Held, map: Option<&[u8]>, out: &mut Placed<'_>) {
+    let (data, at): (&[u8], _) = match &h.bytes {
+        Bytes::InPlace(at) => (FrameMerger::in_map(map, *at, h.len), Some(*at)),
+        Bytes::Owned(b) => {
+            *owned_bytes -= b.len();
+            (b, None)
+        }
+    };
+    out(
+        &Frame {
+            ts: h.ts,
+            link_type: h.link_type,
+            data,
+            orig_len: h.orig_len,
+            interface: h.interface,
+        },
+        at,
+    );
+    if at.is_none() {
+        h.bytes = Bytes::InPlace(0);
     }
 }
 
@@ -627,24 +742,116 @@ mod tests {
         assert_eq!(std::mem::size_of::<Held>(), 48);
     }
 
-    /// A window of 40,000 frames is held in a ring grown by half, not doubled to
-    /// 65,536 entries; the frames still leave in order.
+    /// A window of 40,000 frames is held in 40 blocks, handed on in order, and the
+    /// blocks go back as the ring drains but for the spares.
     #[test]
-    fn the_ring_grows_by_half() {
+    fn the_ring_holds_a_window_in_blocks_and_frees_them() {
         let map = [7u8];
         let mut m = FrameMerger::new(ReorderConfig::default());
         for i in 0..40_000u64 {
             assert!(m.offer(&frame(i * 1000, &map), Some(0)));
             m.release(Some(&map), &mut |_| panic!("released inside the window"));
         }
-        let capacity = m.in_order.capacity();
-        assert!(
-            capacity < 40_000 * 3 / 2 + 64,
-            "{capacity} entries for 40,000"
-        );
+        assert_eq!(m.in_order.blocks.len(), 40_000usize.div_ceil(RING_BLOCK));
         let mut out = Vec::new();
         m.flush(Some(&map), &mut |f| out.push(f.ts));
         assert_eq!(out, (0..40_000u64).map(|i| i * 1000).collect::<Vec<_>>());
+        assert_eq!(m.in_order.len(), 0);
+        assert!(m.in_order.blocks.len() <= 1 + RING_SPARE_BLOCKS);
+    }
+
+    /// The ring against a `VecDeque` at random pushes and pops across its blocks' edges:
+    /// the same frames in the same order, owned bytes freed as they leave (the count of
+    /// live boxes), and never more blocks than what is held needs and the spares.
+    #[test]
+    fn the_ring_is_a_queue() {
+        use std::collections::VecDeque;
+        use std::rc::Rc;
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut ring = Ring::default();
+        let mut model = VecDeque::new();
+        let mut seq = 0u64;
+        // Owned frames' bytes point at nothing shared: their count is that of live
+        // boxes, kept by a `Rc` whose strong count each held frame's twin raises.
+        let live = Rc::new(());
+        let mut twins: VecDeque<Option<Rc<()>>> = VecDeque::new();
+        for step in 0..200_000u32 {
+            // Runs of pushes and of pops, long enough to cross several blocks.
+            let phase = (step / 3_000) % 3;
+            let push = match phase {
+                0 => !next().is_multiple_of(4),
+                1 => next().is_multiple_of(4),
+                _ => next().is_multiple_of(2),
+            };
+            if push {
+                seq += 1;
+                let owned = next().is_multiple_of(3);
+                let bytes = if owned {
+                    Bytes::Owned(vec![seq as u8; 1 + (seq % 5) as usize].into())
+                } else {
+                    Bytes::InPlace(seq as usize)
+                };
+                let f = frame(seq, &[]);
+                ring.push_back(Held::new(&f, seq, 0, bytes));
+                model.push_back(seq);
+                twins.push_back(owned.then(|| Rc::clone(&live)));
+            } else if next().is_multiple_of(2) {
+                let got = ring.pop_front().map(|h| h.seq);
+                assert_eq!(got, model.pop_front(), "step {step}");
+                twins.pop_front();
+            } else {
+                let mut owned_bytes = usize::MAX / 2;
+                let before = owned_bytes;
+                let got = ring.front_mut().map(|h| {
+                    let seq = h.seq;
+                    let len = match &h.bytes {
+                        Bytes::Owned(b) => b.len(),
+                        Bytes::InPlace(_) => 0,
+                    };
+                    emit(&mut owned_bytes, h, None, &mut |_, _| {});
+                    assert!(matches!(h.bytes, Bytes::InPlace(_)));
+                    (seq, len)
+                });
+                if got.is_some() {
+                    ring.advance();
+                }
+                assert_eq!(got.map(|g| g.0), model.pop_front(), "step {step}");
+                assert_eq!(before - owned_bytes, got.map_or(0, |g| g.1));
+                twins.pop_front();
+            }
+            assert_eq!(ring.len(), model.len());
+            assert_eq!(ring.front().map(|h| h.seq), model.front().copied());
+            assert_eq!(ring.back().map(|h| h.seq), model.back().copied());
+            assert!(
+                ring.blocks.len() <= ring.len().div_ceil(RING_BLOCK) + 1 + RING_SPARE_BLOCKS,
+                "step {step}: {} blocks for {}",
+                ring.blocks.len(),
+                ring.len()
+            );
+            let owned_held = {
+                let mut n = 0;
+                let mut seqs = Vec::new();
+                ring.for_each_mut(|h| {
+                    seqs.push(h.seq);
+                    n += usize::from(matches!(h.bytes, Bytes::Owned(_)));
+                });
+                if step % 1000 == 0 {
+                    assert!(seqs.iter().eq(model.iter()), "step {step}");
+                }
+                n
+            };
+            assert_eq!(owned_held, Rc::strong_count(&live) - 1, "step {step}");
+        }
+        // Every slot outside the frames held owns nothing.
+        let (head, tail) = (ring.head, ring.tail);
+        for (b, block) in ring.blocks.iter().enumerate() {
+            for (i, h) in block.iter().enumerate() {
+                let at = b * RING_BLOCK + i;
+                if !(head..tail).contains(&at) {
+                    assert!(matches!(h.bytes, Bytes::InPlace(_)), "slot {at}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -735,7 +942,7 @@ mod tests {
             Offer::InPlace,
         );
         assert_eq!(m.stats().max_held, 101);
-        assert_eq!(m.in_order.capacity(), 101);
+        assert_eq!(m.in_order.blocks.len(), 1);
         // Copied bytes are bounded too, and so are bytes given up.
         for how in [Offer::Copied, Offer::Owned] {
             let mut m = FrameMerger::new(ReorderConfig {
