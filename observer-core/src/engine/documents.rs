@@ -9,7 +9,7 @@ use super::record::{record, MessageRecord};
 use crate::jim::{self, Document, JimStats, Kind};
 use crate::jxta::flow::{FlowMessage, Handled, MessageHandler};
 use crate::jxta::{self, Carrier, FramedMessage, JxtaStats, PeerId};
-use crate::transaction::cause::WireNotes;
+use crate::transaction::cause::{self, WireNotes};
 use crate::transaction::{Matcher, Sighting, Transaction, Transport};
 use crate::UnixNanos;
 
@@ -464,7 +464,7 @@ impl Documents {
                 }
             };
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
-                let cell = handled.delivery.get_or_insert_with(Default::default);
+                let cell = handled.delivery.get_or_insert_with(cause::delivery_cell);
                 sighting.wire.delivery = Some(cell.clone());
             }
             self.sink.document(self.at, origin.flow, doc, &mut sighting);

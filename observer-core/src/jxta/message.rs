@@ -276,6 +276,10 @@ struct Head {
     /// How long (the heads follow each other in the skeleton's bytes).
     len: u16,
     ns_id: u8,
+    /// Where a declared namespace (`ns_id` 2 on) lies in the table's bytes: the
+    /// message's table, equal to the skeleton's, gives it without a check.
+    ns_at: u16,
+    ns_len: u16,
     /// Where the name ends in the head (it starts at 8: `jxel`, the namespace id, the
     /// flags and the name's length).
     name_end: u16,
@@ -286,6 +290,8 @@ impl Head {
     const NONE: Head = Head {
         len: 0,
         ns_id: 0,
+        ns_at: 0,
+        ns_len: 0,
         name_end: 0,
         typed: false,
     };
@@ -309,10 +315,14 @@ impl Skeleton {
         }
         let (ns_count, mut b) = from_table.split_first_chunk::<2>()?;
         let ns_count = u16::from_be_bytes(*ns_count);
+        // Each declared namespace's place in the table (from its count on).
+        let mut declared = Vec::new();
         for _ in 0..ns_count {
             let (len, after) = b.split_first_chunk::<2>()?;
             let (ns, after) = after.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
             wire_str(ns).ok()?;
+            let at = from_table.len() - after.len() - ns.len();
+            declared.push((u16::try_from(at).ok()?, u16::try_from(ns.len()).ok()?));
             b = after;
         }
         let (count, mut b) = b.split_first_chunk::<2>()?;
@@ -348,9 +358,15 @@ impl Skeleton {
             s.bytes
                 .get_mut(at..at + len)?
                 .copy_from_slice(b.get(..len)?);
+            let (ns_at, ns_len) = match usize::from(ns_id).checked_sub(PREDEFINED.len()) {
+                Some(d) => *declared.get(d)?,
+                None => (0, 0),
+            };
             *head = Head {
                 len: u16::try_from(len).ok()?,
                 ns_id,
+                ns_at,
+                ns_len,
                 name_end: u16::try_from(8 + name.len()).ok()?,
                 typed,
             };
@@ -369,7 +385,7 @@ impl Skeleton {
         h: &Head,
         known: &[u8],
         b: &'a [u8],
-        namespaces: &[&'a str],
+        table: &'a [u8],
     ) -> Option<(Element<'a>, &'a [u8])> {
         let (head, rest) = b.split_at_checked(known.len())?;
         if !same_head(head, known) {
@@ -397,8 +413,23 @@ impl Skeleton {
                 mime.map(|m| Cow::Borrowed(std::str::from_utf8_unchecked(m))),
             )
         };
+        let namespace = match PREDEFINED.get(usize::from(h.ns_id)) {
+            Some(p) => p,
+            None => {
+                let at = usize::from(h.ns_at);
+                let ns = table.get(at..at + usize::from(h.ns_len))?;
+                // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `table` is the
+                // message's namespace table, which its caller (`decode_known`) found
+                // equal to the skeleton's, where `Skeleton::of` put at `ns_at` the
+                // `ns_len` bytes of the namespace this head names, checked with
+                // `wire_str`: the same bytes, so the same valid UTF-8.
+                // `known_skeletons_decode_as_the_decoder` and `namespaces_cut_unchecked`
+                // decode messages changed at every byte (their tables' included) both ways.
+                unsafe { std::str::from_utf8_unchecked(ns) }
+            }
+        };
         let element = Element {
-            namespace: Cow::Borrowed(*namespaces.get(usize::from(h.ns_id))?),
+            namespace: Cow::Borrowed(namespace),
             name: Cow::Borrowed(name),
             mime,
             content,
@@ -408,23 +439,41 @@ impl Skeleton {
     }
 }
 
-/// Decodes the `count` elements at `rest` by one of `names`' skeletons, the one whose
-/// namespace table and element count are `table` and whose heads the elements' are;
-/// which one (its entry). Nothing written when none is.
+/// Decodes the version 0 message whose bytes from its namespace table on are
+/// `from_table` by one of `names`' skeletons, the one whose namespace table and element
+/// count are the message's and whose heads the elements' are; which one (its entry).
+/// Nothing written when none is, or the table is cut short: the caller then decodes
+/// the message from its table on, and says what is wrong.
+/// The table is only walked: its namespaces are neither checked as text nor gathered
+/// (a skeleton's table was made of checked text, and a head finds its namespace in the
+/// message's table, equal to the skeleton's, where the skeleton's had it). Checked and
+/// filled in for every message, they were ~25 instructions a message.
 #[inline(always)]
 fn decode_known<'a>(
     elements: &mut Vec<Element<'a>>,
-    count: usize,
-    rest: &'a [u8],
-    table: &[u8],
-    namespaces: &[&'a str],
+    from_table: &'a [u8],
     names: &ElementNames,
 ) -> Option<u8> {
+    let (ns_count, mut b) = from_table.split_first_chunk::<2>()?;
+    let ns_count = u16::from_be_bytes(*ns_count);
+    for _ in 0..ns_count {
+        let (len, after) = b.split_first_chunk::<2>()?;
+        b = after.get(usize::from(u16::from_be_bytes(*len))..)?;
+    }
+    let (count, rest) = b.split_first_chunk::<2>()?;
+    let table = from_table.get(..from_table.len() - rest.len())?;
+    let count = u16::from_be_bytes(*count);
+    elements.clear();
+    elements.reserve(bounded_capacity(count, rest.len(), 12));
+    let count = usize::from(count);
     // The entries the first element's names pick, as the table picks a layout's.
     let (&[.., ns_id, _, n0, n1], after) = rest.split_first_chunk::<8>()?;
-    let namespace = namespaces.get(usize::from(ns_id))?;
+    let namespace = match usize::from(ns_id).checked_sub(PREDEFINED.len()) {
+        None => PREDEFINED.get(usize::from(ns_id))?.as_bytes(),
+        Some(d) => declared_namespace(table, ns_count, d)?,
+    };
     let name = after.get(..usize::from(u16::from_be_bytes([n0, n1])))?;
-    let at = names.layout_at(namespace.as_bytes(), name, count);
+    let at = names.layout_at(namespace, name, count);
     for i in [at, at ^ 1] {
         let Some(s) = names.skeleton(i) else {
             continue;
@@ -442,7 +491,7 @@ fn decode_known<'a>(
             let h = heads.next()?;
             let (head, after) = known.split_at_checked(usize::from(h.len))?;
             known = after;
-            Skeleton::element(h, head, b, namespaces)
+            Skeleton::element(h, head, b, table)
         });
         if written == count {
             return u8::try_from(i).ok();
@@ -450,6 +499,21 @@ fn decode_known<'a>(
         elements.clear();
     }
     None
+}
+
+/// The bytes of the `d`th of the `ns_count` namespaces `table` declares (`None` past
+/// them, or if the table is cut short).
+fn declared_namespace(table: &[u8], ns_count: u16, d: usize) -> Option<&[u8]> {
+    if d >= usize::from(ns_count) {
+        return None;
+    }
+    let mut b = table.get(2..)?;
+    for _ in 0..d {
+        let (len, after) = b.split_first_chunk::<2>()?;
+        b = after.get(usize::from(u16::from_be_bytes(*len))..)?;
+    }
+    let (len, after) = b.split_first_chunk::<2>()?;
+    after.get(..usize::from(u16::from_be_bytes(*len)))
 }
 
 /// `elements` emptied, as a `Vec` free of the lifetime of the message they borrowed,
@@ -502,6 +566,18 @@ fn decode_v0<'a>(
     mut elements: Vec<Element<'a>>,
     known: Option<&ElementNames>,
 ) -> Result<Message<'a>, JxtaError> {
+    if let Some(names) = known {
+        let from_table = r.buf.get(r.pos..).unwrap_or_default();
+        if let Some(i) = decode_known(&mut elements, from_table, names) {
+            return Ok(Message {
+                version: 0,
+                elements,
+                owns: false,
+                body: r.buf,
+                layout: Some((i, names.stamp())),
+            });
+        }
+    }
     let ns_count = r.u16("namespace count")?;
     let table_len = 2 + usize::from(ns_count);
     let mut inline = [""; INLINE_NAMESPACES];
@@ -530,20 +606,6 @@ fn decode_v0<'a>(
     elements.reserve(bounded_capacity(el_count, r.remaining(), 12));
     let el_count = usize::from(el_count);
     let mut rest = r.buf.get(r.pos..).unwrap_or_default();
-    if let Some(names) = known {
-        let table = r.buf.get(V0_TABLE_AT..r.pos).unwrap_or_default();
-        let layout = decode_known(&mut elements, el_count, rest, table, namespaces, names)
-            .map(|i| (i, names.stamp()));
-        if layout.is_some() {
-            return Ok(Message {
-                version: 0,
-                elements,
-                owns: false,
-                body: r.buf,
-                layout,
-            });
-        }
-    }
     let fast = fast_elements_v0(&mut elements, el_count, &mut rest, namespaces);
     r.pos = r.buf.len() - rest.len();
     let mut owns = false;
@@ -1271,6 +1333,80 @@ mod tests {
         for body in &bodies {
             let m = decode_message_known(body, Vec::new(), &names).unwrap();
             assert!(m.layout().is_some());
+        }
+    }
+
+    /// Namespaces the skeletons' decoder takes from the table unchecked: declared
+    /// non-ASCII ones, two or three, decode by the skeleton as the decoder decodes
+    /// them; their bytes broken (a byte that is no UTF-8, a multi-byte character cut)
+    /// or changed give the decoder's error or elements. Fails if a head's namespace
+    /// were taken from the wrong place of the table.
+    #[test]
+    fn namespaces_cut_unchecked() {
+        let two = vec![
+            OwnedElement::new("n\u{e4}me", "a", Some("text/xml"), "<P/>"),
+            OwnedElement::new("\u{3b1}\u{3b2}", "b", None, "x"),
+            OwnedElement::new("jxta", "c", None, "y"),
+        ];
+        let three = vec![
+            OwnedElement::new("one", "a", None, "1"),
+            OwnedElement::new("", "b", None, "2"),
+            OwnedElement::new("three", "c", None, "3"),
+            OwnedElement::new("two", "d", None, "4"),
+        ];
+        let (two, three) = (encode_message_v0(&two), encode_message_v0(&three));
+        let mut names = ElementNames::default();
+        for body in [&two, &three] {
+            names.count_decoded(&decode_message(body).unwrap());
+        }
+        let both = |b: &[u8]| {
+            let known = decode_message_known(b, Vec::new(), &names);
+            let layout = known.as_ref().ok().and_then(Message::layout);
+            let plain = decode_message(b).map(|m| (m.version, m.elements));
+            assert_eq!(known.map(|m| (m.version, m.elements)), plain, "{b:?}");
+            layout
+        };
+        assert!(both(&two).is_some());
+        assert!(both(&three).is_some());
+        // The table: every byte of it broken alone, or replaced by another letter.
+        for body in [&two, &three] {
+            for i in V0_TABLE_AT..V0_TABLE_AT + 24 {
+                for b in [0xffu8, 0xc3, 0x80, b'z', 0x00, 0x05] {
+                    let mut changed = body.clone();
+                    changed[i] = b;
+                    both(&changed);
+                }
+            }
+        }
+    }
+
+    /// `declared_namespace` is the decoder's table less the predefined two, for tables
+    /// of 0 to 3 namespaces; `None` past the count, and for a table cut anywhere.
+    #[test]
+    fn declared_namespaces_are_the_decoders() {
+        let all = ["a", "", "n\u{e4}me", "three"];
+        for n in 0..=3 {
+            let elements: Vec<OwnedElement> = all[..n]
+                .iter()
+                .map(|ns| OwnedElement::new(ns, "e", None, ""))
+                .collect();
+            let body = encode_message_v0(&elements);
+            let mut r = Reader::new(&body[V0_TABLE_AT..]);
+            let count = r.u16("namespace count").unwrap();
+            let declared: Vec<&str> = (0..count).map(|_| v0_namespace(&mut r).unwrap()).collect();
+            let table = &body[V0_TABLE_AT..V0_TABLE_AT + r.pos];
+            for d in 0..declared.len() + 2 {
+                assert_eq!(
+                    declared_namespace(table, count, d),
+                    declared.get(d).map(|ns| ns.as_bytes()),
+                    "{n} {d}"
+                );
+                for cut in 0..table.len() {
+                    if let Some(ns) = declared_namespace(&table[..cut], count, d) {
+                        assert_eq!(Some(ns), declared.get(d).map(|ns| ns.as_bytes()));
+                    }
+                }
+            }
         }
     }
 

@@ -448,6 +448,42 @@ fn spare_watch_list(list: Box<WatchList>) {
     });
 }
 
+/// Unset delivery cells kept per thread for the next PING's: a cell was made for every
+/// PING (`Documents::decode_at`) and nearly always freed at its ACK, when the watch list
+/// lets go of it after its transaction was done (an allocation and a free, ~86
+/// instructions a PING, docs/performance.md, stop 33, match22). Bounded as the lists.
+const SPARE_DELIVERIES: usize = 64;
+
+std::thread_local! {
+    static SPARE_DELIVERY: std::cell::RefCell<Vec<DeliveryCell>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A PING's delivery cell, unset: a spare one when the thread has one.
+pub fn delivery_cell() -> DeliveryCell {
+    SPARE_DELIVERY
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Lets go of `cell`; kept for [`delivery_cell`], unset, when nothing else holds it (a
+/// cell still held, by a leg or another list, is someone's PING's and stays as it is).
+fn spare_delivery(mut cell: DeliveryCell) {
+    let Some(unshared) = Arc::get_mut(&mut cell) else {
+        return;
+    };
+    *unshared = Delivery::default();
+    let _ = SPARE_DELIVERY.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            if spare.len() < SPARE_DELIVERIES {
+                spare.push(cell);
+            }
+        }
+    });
+}
+
 /// Up to [`WATCHED`] PINGs (the sequence number their bytes end at, and their cell),
 /// oldest first, the entries in use before the empty ones: one allocation of 64 bytes
 /// where a boxed `Vec` took two (a 24-byte box and a 64-byte buffer), made again at
@@ -476,7 +512,8 @@ impl WatchList {
         }
     }
 
-    /// `Vec::retain`: the kept ones in their order, at the front.
+    /// `Vec::retain`: the kept ones in their order, at the front; the cells of the
+    /// others go to [`spare_delivery`].
     fn retain(&mut self, mut keep: impl FnMut(&(u32, DeliveryCell)) -> bool) {
         let mut kept = 0;
         for at in 0..WATCHED {
@@ -486,6 +523,8 @@ impl WatchList {
             if keep(&entry) {
                 self.0[kept] = Some(entry);
                 kept += 1;
+            } else {
+                spare_delivery(entry.1);
             }
         }
     }
@@ -1943,6 +1982,42 @@ mod tests {
         });
         assert!(writer.join().unwrap_or(false));
         assert_eq!((cell.acked.get(), cell.resent.get()), (Some(9), None));
+    }
+
+    /// A cell the watch lists let go of comes back unset when nothing else held it,
+    /// and not while a leg still holds it (that one keeps its times); the thread keeps
+    /// at most `SPARE_DELIVERIES`. Fails if a spare cell were not reset, or a shared
+    /// one handed out again.
+    #[test]
+    fn delivery_cells_come_back_unset_and_unshared() {
+        SPARE_DELIVERY.with(|spare| spare.borrow_mut().clear());
+        let mut list = WatchList::default();
+        let done = delivery_cell();
+        assert!(done.acked.set(5) && done.resent.set(6));
+        let done_at = Arc::as_ptr(&done);
+        list.push((10, done));
+        let awaited = delivery_cell();
+        assert_ne!(Arc::as_ptr(&awaited), done_at);
+        assert!(awaited.acked.set(7));
+        let leg = Arc::clone(&awaited);
+        list.push((20, awaited));
+        list.retain(|_| false);
+        assert!(list.is_empty());
+        let again = delivery_cell();
+        assert_eq!(Arc::as_ptr(&again), done_at);
+        assert_eq!(*again, Delivery::default());
+        assert_eq!(Arc::strong_count(&again), 1);
+        let fresh = delivery_cell();
+        assert!(!Arc::ptr_eq(&fresh, &leg));
+        assert_eq!(*fresh, Delivery::default());
+        assert_eq!((leg.acked.get(), Arc::strong_count(&leg)), (Some(7), 1));
+        for _ in 0..SPARE_DELIVERIES + 5 {
+            spare_delivery(DeliveryCell::default());
+        }
+        assert_eq!(
+            SPARE_DELIVERY.with(|spare| spare.borrow().len()),
+            SPARE_DELIVERIES
+        );
     }
 
     #[test]
