@@ -428,14 +428,7 @@ impl Skeleton {
                 unsafe { std::str::from_utf8_unchecked(ns) }
             }
         };
-        let element = Element {
-            namespace: Cow::Borrowed(namespace),
-            name: Cow::Borrowed(name),
-            mime,
-            content,
-            signature: None,
-        };
-        Some((element, rest))
+        Some((borrowed_element(namespace, name, mime, content), rest))
     }
 }
 
@@ -670,14 +663,24 @@ fn fast_element_v0<'a>(b: &'a [u8], namespaces: &[&'a str]) -> Option<(Element<'
     };
     let (len, rest) = rest.split_first_chunk::<4>()?;
     let (content, rest) = rest.split_at_checked(usize::try_from(u32::from_be_bytes(*len)).ok()?)?;
-    let element = Element {
+    Some((borrowed_element(namespace, name, mime, content), rest))
+}
+
+/// An unsigned element whose texts and content lie in the message.
+#[inline(always)]
+fn borrowed_element<'a>(
+    namespace: &'a str,
+    name: &'a str,
+    mime: Option<Cow<'a, str>>,
+    content: &'a [u8],
+) -> Element<'a> {
+    Element {
         namespace: Cow::Borrowed(namespace),
         name: Cow::Borrowed(name),
         mime,
         content,
         signature: None,
-    };
-    Some((element, rest))
+    }
 }
 
 /// Up to `count` elements from the front of `rest` by [`fast_element_v0`], written

@@ -917,23 +917,28 @@ mod tests {
         n
     }
 
+    /// A version 0 message of `m`'s (namespace, name) elements, every other one typed.
+    fn encoded(m: &[(&str, &str)]) -> Vec<u8> {
+        let owned: Vec<crate::jxta::OwnedElement> = m
+            .iter()
+            .enumerate()
+            .map(|(i, (ns, nm))| {
+                let mime = (i % 2 == 0).then_some("text/plain");
+                crate::jxta::OwnedElement::new(ns, nm, mime, "c")
+            })
+            .collect();
+        crate::jxta::message::encode_message_v0(&owned)
+    }
+
     /// The messages encoded (version 0, every other element typed), decoded with the
     /// table's skeletons and counted by the entry the decoder found: each decoded and
     /// shaped as without the table; the table, and how many the skeletons decoded.
     fn on_the_wire(messages: &[Vec<(&str, &str)>]) -> (ElementNames, usize) {
-        use crate::jxta::message::{decode_message, decode_message_known, encode_message_v0};
+        use crate::jxta::message::{decode_message, decode_message_known};
         let mut n = ElementNames::default();
         let mut by_skeleton = 0;
         for m in messages {
-            let owned: Vec<crate::jxta::OwnedElement> = m
-                .iter()
-                .enumerate()
-                .map(|(i, (ns, nm))| {
-                    let mime = (i % 2 == 0).then_some("text/plain");
-                    crate::jxta::OwnedElement::new(ns, nm, mime, "c")
-                })
-                .collect();
-            let body = encode_message_v0(&owned);
+            let body = encoded(m);
             let msg = decode_message_known(&body, Vec::new(), &n).unwrap();
             assert_eq!(msg.elements, decode_message(&body).unwrap().elements);
             by_skeleton += usize::from(msg.layout().is_some());
@@ -970,15 +975,7 @@ mod tests {
         let mut absorbed = n.clone();
         absorbed.absorb(&ElementNames::default());
         for m in &messages {
-            let owned: Vec<crate::jxta::OwnedElement> = m
-                .iter()
-                .enumerate()
-                .map(|(i, (ns, nm))| {
-                    let mime = (i % 2 == 0).then_some("text/plain");
-                    crate::jxta::OwnedElement::new(ns, nm, mime, "c")
-                })
-                .collect();
-            let body = crate::jxta::message::encode_message_v0(&owned);
+            let body = encoded(m);
             let msg = crate::jxta::message::decode_message_known(&body, Vec::new(), &n).unwrap();
             assert!(msg.layout().is_some());
             other.count_decoded(&msg);

@@ -2360,6 +2360,26 @@ mod pair_table_tests {
         assert!(held(&peers, &c) && held(&peers, &b) && !held(&peers, &a));
     }
 
+    /// The text of the `n`th of the recent-slot tests' IDs.
+    fn id_text(n: u64) -> String {
+        format!("urn:jxta:uuid-{n:04X}03")
+    }
+
+    /// The recent-slot tests' first 1,000 IDs, parsed.
+    fn thousand_ids() -> Vec<PeerId> {
+        (0..1_000)
+            .filter_map(|n| PeerId::parse(&id_text(n)))
+            .collect()
+    }
+
+    /// An empty peer table holding at most `cap` IDs.
+    fn capped_peers(cap: usize) -> Peers {
+        Peers {
+            cap,
+            ..Peers::default()
+        }
+    }
+
     /// Interned through the recent slots, an ID (each parsed afresh, or a copy of one
     /// parsed before, as flows hand them over) comes back as the table's copy, the one
     /// a look-up in the table gives, or as itself past the cap; hops likewise, whether
@@ -2367,30 +2387,26 @@ mod pair_table_tests {
     /// find another ID in their slot.
     #[test]
     fn recent_ids_give_the_tables_copy() {
-        let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
         let mut rng = crate::xorshift(0x0123_4567_89AB_CDEF);
         let mut next = move |n: u64| rng() % n;
         for cap in [300, 2_000] {
-            let mut peers = Peers {
-                cap,
-                ..Peers::default()
-            };
-            let parsed: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+            let mut peers = capped_peers(cap);
+            let parsed = thousand_ids();
             let (mut hits, mut past_cap) = (0, 0);
             for _ in 0..20_000 {
                 let n = next(1_000);
                 let id = match next(2) {
                     0 => parsed.get(n as usize).cloned(),
-                    _ => PeerId::parse(&text(n)),
+                    _ => PeerId::parse(&id_text(n)),
                 };
                 let Some(id) = id else {
-                    panic!("{} does not parse", text(n));
+                    panic!("{} does not parse", id_text(n));
                 };
                 let slot = peers.recent_slot(&id);
                 hits += usize::from(peers.recently(slot, &id).is_some());
                 // The document's ends, interned before its hops (the hop one of them, or
                 // neither).
-                let other = peers.intern(PeerId::parse(&text(next(1_000))));
+                let other = peers.intern(PeerId::parse(&id_text(next(1_000))));
                 let kept = match next(3) {
                     0 => peers.intern(Some(id.clone())),
                     1 => intern_hop(&mut peers, Some(&id), [other.as_ref(), None]),
@@ -2423,15 +2439,11 @@ mod pair_table_tests {
     /// if a slot's place is another ID's, or a name is learnt past the cap.
     #[test]
     fn names_learnt_through_recent_slots_are_a_maps() {
-        let text = |n: u64| format!("urn:jxta:uuid-{n:04X}03");
         let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
         let mut next = move |n: u64| rng() % n;
         for cap in [300, 2_000] {
-            let mut peers = Peers {
-                cap,
-                ..Peers::default()
-            };
-            let parsed: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+            let mut peers = capped_peers(cap);
+            let parsed = thousand_ids();
             let mut model: std::collections::HashMap<String, Option<String>> =
                 std::collections::HashMap::new();
             let add = |model: &mut std::collections::HashMap<String, Option<String>>,
@@ -2443,7 +2455,7 @@ mod pair_table_tests {
             for _ in 0..30_000 {
                 let pick = |n: u64, fresh: bool| match fresh {
                     false => parsed.get(n as usize).cloned(),
-                    true => PeerId::parse(&text(n)),
+                    true => PeerId::parse(&id_text(n)),
                 };
                 let id = pick(next(1_000), next(2) == 0).expect("an ID");
                 let kept = match next(4) {
@@ -2494,11 +2506,8 @@ mod pair_table_tests {
         }
         // A hop given an end's copy, in a slot the other end took: kept unplaced, and
         // the next name is learnt at the place looked up.
-        let mut peers = Peers {
-            cap: 2_000,
-            ..Peers::default()
-        };
-        let ids: Vec<PeerId> = (0..1_000).filter_map(|n| PeerId::parse(&text(n))).collect();
+        let mut peers = capped_peers(2_000);
+        let ids = thousand_ids();
         let (a, b) = ids
             .iter()
             .enumerate()
