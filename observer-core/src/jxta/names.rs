@@ -306,6 +306,25 @@ fn half_word(s: &[u8], at: usize) -> u32 {
         .map_or(0, |w| u32::from_le_bytes(*w))
 }
 
+/// Checks that `eq` is `==` on byte slices at every length up to `max_len`: equal
+/// slices, one byte changed at every place, one byte shorter (a word comparison with
+/// a wrong tail overlap or loop bound misses one of them).
+#[cfg(test)]
+pub(crate) fn check_slice_equality(eq: impl Fn(&[u8], &[u8]) -> bool, max_len: usize) {
+    for len in 0..=max_len {
+        let a: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        assert!(eq(&a, &a.clone()), "{len}");
+        for at in 0..len {
+            let mut b = a.clone();
+            b[at] ^= 0x20;
+            assert!(!eq(&a, &b), "{len} {at}");
+        }
+        if len > 0 {
+            assert!(!eq(&a, &a[..len - 1]), "{len} shorter");
+        }
+    }
+}
+
 /// `a == b` for slices of the same length, a word at a time; the last word overlaps
 /// the one before it rather than being read byte by byte.
 #[inline]
@@ -761,18 +780,7 @@ mod tests {
     /// it, whichever byte differs (a wrong tail overlap or loop bound misses one).
     #[test]
     fn same_is_slice_equality() {
-        for len in 0..=RECENT_NAME + 9 {
-            let a: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            assert!(same(&a, &a.clone()), "{len}");
-            for at in 0..len {
-                let mut b = a.clone();
-                b[at] ^= 0x20;
-                assert!(!same(&a, &b), "{len} {at}");
-            }
-            if len > 0 {
-                assert!(!same(&a, &a[..len - 1]), "{len} shorter");
-            }
-        }
+        check_slice_equality(same, RECENT_NAME + 9);
     }
 
     #[test]
