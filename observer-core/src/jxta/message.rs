@@ -480,7 +480,7 @@ fn decode_known<'a>(
         // The heads in turn, their bytes cut from the front of the skeleton's.
         let mut heads = s.heads.iter();
         let mut b = rest;
-        let written = fill_elements(elements, count, &mut b, |b, _| {
+        let written = fill_elements(elements, count, &mut b, |b| {
             let h = heads.next()?;
             let (head, after) = known.split_at_checked(usize::from(h.len))?;
             known = after;
@@ -699,17 +699,17 @@ fn fast_elements_v0<'a>(
     rest: &mut &'a [u8],
     namespaces: &[&'a str],
 ) -> usize {
-    fill_elements(elements, count, rest, |b, _| fast_element_v0(b, namespaces))
+    fill_elements(elements, count, rest, |b| fast_element_v0(b, namespaces))
 }
 
-/// [`fast_elements_v0`] with the elements taken by `next` (given the bytes and the
-/// element's index) rather than the fast path.
+/// [`fast_elements_v0`] with the elements taken by `next` (given the bytes left)
+/// rather than the fast path.
 #[inline(always)]
 fn fill_elements<'a>(
     elements: &mut Vec<Element<'a>>,
     count: usize,
     rest: &mut &'a [u8],
-    mut next: impl FnMut(&'a [u8], usize) -> Option<(Element<'a>, &'a [u8])>,
+    mut next: impl FnMut(&'a [u8]) -> Option<(Element<'a>, &'a [u8])>,
 ) -> usize {
     let len = elements.len();
     let mut b = *rest;
@@ -717,7 +717,7 @@ fn fill_elements<'a>(
     let spare = elements.spare_capacity_mut();
     let room = count.min(spare.len());
     for slot in spare.get_mut(..room).unwrap_or_default() {
-        let Some((element, after)) = next(b, written) else {
+        let Some((element, after)) = next(b) else {
             break;
         };
         slot.write(element);

@@ -724,6 +724,8 @@ impl Correlator {
 
 /// Slots of [`SharedCorrelators`]: 4 KB, and at most as many correlators kept alive.
 const SHARED_CORRELATORS: usize = 256;
+/// Longest correlator [`SharedCorrelators`] keeps (JXSE's are a number's digits).
+const SHARED_CORRELATOR_LEN: usize = 64;
 
 /// One copy of each PING correlator for its pending PING and its transaction, handed
 /// out by reference count. Pollers reuse a correlator across their receivers and polls
@@ -740,6 +742,11 @@ impl SharedCorrelators {
     /// The shared copy of `c`; `hash` is any hash of its text (equal texts, equal
     /// hashes).
     fn get(&mut self, hash: u64, c: &str) -> Arc<str> {
+        // A long correlator is not kept: the slots would hold up to 256 documents'
+        // worth of text after their transactions ended.
+        if c.len() > SHARED_CORRELATOR_LEN {
+            return Arc::from(c);
+        }
         if self.0.is_empty() {
             self.0 = vec![None; SHARED_CORRELATORS].into_boxed_slice();
         }
@@ -1053,15 +1060,26 @@ struct OpenPair {
     slot: u32,
 }
 
+/// Kept entries [`keep_open`] compares a new one with in turn; past them, through a set.
+const KEEP_OPEN_SCAN: usize = 16;
+
 /// Keeps the pairs of `at` that are open, each once, in their order: `open` gives the
-/// slot of a pair that is, which the kept entry takes.
+/// slot of a pair that is, which the kept entry takes. A pair's slot is its own, so a
+/// repeated pair is a repeated slot: a few are compared in turn, more through a set (a
+/// correlator open on many pairs, as a capture may have, costs linear time, not the
+/// square of their number).
 fn keep_open(at: &mut Vec<OpenPair>, open: impl Fn(&OpenPair) -> Option<u32>) {
     let mut kept = 0;
+    let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
     for i in 0..at.len() {
         let keep = at.get(i).and_then(|e| {
             let slot = open(e)?;
-            let before = at.get(..kept)?;
-            before.iter().all(|b| b.pair != e.pair).then_some(slot)
+            let repeated = if kept <= KEEP_OPEN_SCAN {
+                at.get(..kept)?.iter().any(|b| b.slot == slot)
+            } else {
+                seen.contains(&slot)
+            };
+            (!repeated).then_some(slot)
         });
         if let Some(slot) = keep {
             // Most entries are kept where they are: no 56-byte swap with themselves.
@@ -1072,6 +1090,13 @@ fn keep_open(at: &mut Vec<OpenPair>, open: impl Fn(&OpenPair) -> Option<u32>) {
                 e.slot = slot;
             }
             kept += 1;
+            if kept > KEEP_OPEN_SCAN {
+                if seen.is_empty() {
+                    seen.extend(at.get(..kept).unwrap_or_default().iter().map(|b| b.slot));
+                } else {
+                    seen.insert(slot);
+                }
+            }
         }
     }
     at.truncate(kept);
@@ -2223,6 +2248,22 @@ mod pair_table_tests {
             assert!(Arc::ptr_eq(&a, &shared.get(hash, text)));
         }
         assert_eq!(shared.0.len(), SHARED_CORRELATORS);
+        // A correlator longer than the shared ones: its own copy each time, none kept.
+        let long = "7".repeat(SHARED_CORRELATOR_LEN + 1);
+        let kept_before: Vec<Option<Arc<str>>> = shared.0.to_vec();
+        let a = shared.get(3, &long);
+        assert_eq!(&*a, long);
+        assert!(!Arc::ptr_eq(&a, &shared.get(3, &long)));
+        assert!(shared
+            .0
+            .iter()
+            .zip(&kept_before)
+            .all(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                (x, y) => x.is_none() && y.is_none(),
+            }));
+        let short = "7".repeat(SHARED_CORRELATOR_LEN);
+        assert!(Arc::ptr_eq(&shared.get(3, &short), &shared.get(3, &short)));
     }
 
     /// The transactions of PINGs that repeat a correlator (a poller's, poll after
@@ -2322,6 +2363,50 @@ mod pair_table_tests {
             "{new} added at once, {looked} looked for"
         );
         assert!(repeats > 100, "{repeats} repeats");
+    }
+
+    /// `keep_open` keeps what comparing every entry with those kept before it keeps,
+    /// in the same order, with each kept entry's slot the one `open` gave: few and many
+    /// pairs (past the scan), repeats and pairs no longer open.
+    #[test]
+    fn keep_open_keeps_each_open_pair_once_in_order() {
+        let mut rng = crate::xorshift(0x5851_F42D_4C95_7F2D);
+        let mut next = move |n: u64| rng() % n;
+        for pairs in [3u64, KEEP_OPEN_SCAN as u64, 40, 400] {
+            let entries: Vec<OpenPair> = (0..3 * pairs)
+                .map(|_| {
+                    let n = next(pairs) as u32;
+                    OpenPair {
+                        pair: key(n),
+                        slot: u32::MAX,
+                    }
+                })
+                .collect();
+            // Pair `n` is open in slot `1000 + n` unless `n` is a multiple of 7.
+            let slot_of = |e: &OpenPair| {
+                let n: u32 = match &e.pair.0 {
+                    PeerKey::Other(Some(p)) => p.get(1..)?.parse().ok()?,
+                    _ => return None,
+                };
+                (!n.is_multiple_of(7)).then_some(1000 + n)
+            };
+            let mut expected: Vec<(PairKey, u32)> = Vec::new();
+            for e in &entries {
+                if let Some(slot) = slot_of(e) {
+                    if expected.iter().all(|(p, _)| *p != e.pair) {
+                        expected.push((e.pair.clone(), slot));
+                    }
+                }
+            }
+            let mut at = entries.clone();
+            keep_open(&mut at, slot_of);
+            let got: Vec<(PairKey, u32)> = at.iter().map(|e| (e.pair.clone(), e.slot)).collect();
+            assert_eq!(got, expected, "{pairs} pairs");
+            assert!(
+                pairs < 40 || expected.len() > KEEP_OPEN_SCAN,
+                "past the scan"
+            );
+        }
     }
 
     fn key(n: u32) -> PairKey {
