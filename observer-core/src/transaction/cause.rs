@@ -424,28 +424,41 @@ std::thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// An empty watch list, a spare one when the thread has one.
-fn watch_list() -> Box<WatchList> {
-    SPARE_WATCH
-        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+/// One of a thread's spares in `pool`, or a new value when it has none (or the thread
+/// is ending).
+fn take_spare<T: Default>(pool: &'static SparePool<T>) -> T {
+    pool.try_with(|spare| spare.try_borrow_mut().ok()?.pop())
         .ok()
         .flatten()
         .unwrap_or_default()
 }
 
-/// Keeps an emptied watch list for [`watch_list`]; freed when the thread has enough.
-fn spare_watch_list(list: Box<WatchList>) {
-    // A list still watching would hand its PINGs to another connection's.
-    if !list.is_empty() {
-        return;
-    }
-    let _ = SPARE_WATCH.try_with(|spare| {
+/// Keeps `value` in the thread's `pool` while it holds fewer than `most`; else it is
+/// dropped.
+fn keep_spare<T>(pool: &'static SparePool<T>, value: T, most: usize) {
+    let _ = pool.try_with(|spare| {
         if let Ok(mut spare) = spare.try_borrow_mut() {
-            if spare.len() < SPARE_WATCH_LISTS {
-                spare.push(list);
+            if spare.len() < most {
+                spare.push(value);
             }
         }
     });
+}
+
+/// A thread's spare values of one kind.
+type SparePool<T> = std::thread::LocalKey<std::cell::RefCell<Vec<T>>>;
+
+/// An empty watch list, a spare one when the thread has one.
+fn watch_list() -> Box<WatchList> {
+    take_spare(&SPARE_WATCH)
+}
+
+/// Keeps an emptied watch list for [`watch_list`]; freed when the thread has enough.
+fn spare_watch_list(list: Box<WatchList>) {
+    // A list still watching would hand its PINGs to another connection's.
+    if list.is_empty() {
+        keep_spare(&SPARE_WATCH, list, SPARE_WATCH_LISTS);
+    }
 }
 
 /// Unset delivery cells kept per thread for the next PING's: a cell was made for every
@@ -461,11 +474,7 @@ std::thread_local! {
 
 /// A PING's delivery cell, unset: a spare one when the thread has one.
 pub fn delivery_cell() -> DeliveryCell {
-    SPARE_DELIVERY
-        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    take_spare(&SPARE_DELIVERY)
 }
 
 /// Lets go of `cell`; kept for [`delivery_cell`], unset, when nothing else holds it (a
@@ -475,13 +484,7 @@ fn spare_delivery(mut cell: DeliveryCell) {
         return;
     };
     *unshared = Delivery::default();
-    let _ = SPARE_DELIVERY.try_with(|spare| {
-        if let Ok(mut spare) = spare.try_borrow_mut() {
-            if spare.len() < SPARE_DELIVERIES {
-                spare.push(cell);
-            }
-        }
-    });
+    keep_spare(&SPARE_DELIVERY, cell, SPARE_DELIVERIES);
 }
 
 /// Up to [`WATCHED`] PINGs (the sequence number their bytes end at, and their cell),
