@@ -52,6 +52,13 @@ fn docs() -> Vec<Document> {
 }
 
 fn package(doc: &Document, v1: bool, order: HeaderOrder) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_package(&message_body(doc, v1), order, None, &mut out);
+    out
+}
+
+/// The `jxmg` message a JXSE peer sends `doc` in (version 1 or 0).
+fn message_body(doc: &Document, v1: bool) -> Vec<u8> {
     let (a, b) = (
         PeerId::parse(ALICE).expect("id"),
         PeerId::parse(BOB).expect("id"),
@@ -79,14 +86,11 @@ fn package(doc: &Document, v1: bool, order: HeaderOrder) -> Vec<u8> {
             signature: None,
         },
     ];
-    let body = if v1 {
+    if v1 {
         encode_message_v1(&elements)
     } else {
         encode_message_v0(&elements)
-    };
-    let mut out = Vec::new();
-    encode_package(&body, order, None, &mut out);
-    out
+    }
 }
 
 pub fn write(root: &Path) -> Result<()> {
@@ -203,6 +207,12 @@ pub fn write(root: &Path) -> Result<()> {
             &corpus.join("jxta"),
             &format!("package-v1-{i}"),
             &package(d, true, HeaderOrder::TypeFirst),
+        )?;
+        // A bare message: the harness counts it, then decodes it by its layout's skeleton.
+        put(
+            &corpus.join("jxta"),
+            &format!("message-v0-{i}"),
+            &message_body(d, false),
         )?;
     }
     let mut dgram = Vec::new();
