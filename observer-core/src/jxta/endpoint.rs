@@ -200,19 +200,38 @@ struct HeldRouter {
 /// for 16 bytes. Only equality of hashes of documents of one length is ever asked
 /// (the note, `first_seen`), and the length picks the function, so which one a CPU runs
 /// changes no answer.
-fn router_hash(content: &[u8]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if content.len() >= AES_FROM
-        && std::is_x86_feature_detected!("aes")
-        && std::is_x86_feature_detected!("avx")
-    {
-        // SAFETY: `router_hash_aes` is a `target_feature(enable = "aes,avx")` function;
-        // calling it is sound when the CPU has both, which `is_x86_feature_detected!`
-        // has just said.
-        return unsafe { router_hash_aes(content) };
+///
+/// Whether the CPU has AES and AVX is asked once, when the memo is made: asked for
+/// each router document hashed, the two checks were ~9 instructions each.
+#[derive(Debug, Clone, Copy)]
+struct RouterHash {
+    /// The CPU has AES and AVX: only [`RouterHash::default`] sets it, from
+    /// `is_x86_feature_detected!`.
+    aes: bool,
+}
+
+impl Default for RouterHash {
+    fn default() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let aes = std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("avx");
+        #[cfg(not(target_arch = "x86_64"))]
+        let aes = false;
+        RouterHash { aes }
     }
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::default().hash_one(content)
+}
+
+impl RouterHash {
+    fn of(self, content: &[u8]) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if self.aes && content.len() >= AES_FROM {
+            // SAFETY: `router_hash_aes` is a `target_feature(enable = "aes,avx")`
+            // function; calling it is sound when the CPU has both, which `aes` says:
+            // only `RouterHash::default` sets it, from `is_x86_feature_detected!`.
+            return unsafe { router_hash_aes(content) };
+        }
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::default().hash_one(content)
+    }
 }
 
 /// Below this many bytes foldhash's short paths cost little, and the AES path may load
@@ -311,6 +330,7 @@ pub struct PeerMemo {
     /// The end peers of the documents parsed, shared: 100,000 connections' directions
     /// and the memo each held their own copies of the same 10,000 peers' IDs (5.2 MB).
     shared: SharedPeers,
+    hash: RouterHash,
 }
 
 impl PeerMemo {
@@ -356,7 +376,7 @@ impl PeerMemo {
                 .as_ref()
                 .map(unshared);
         };
-        let hash = router_hash(content);
+        let hash = self.hash.of(content);
         if let Some(h) = last.0.as_deref() {
             if h.len == content.len() && h.hash == hash {
                 self.direction_hits += 1;
@@ -1535,7 +1555,7 @@ mod tests {
         for len in AES_FROM..=300 {
             let doc = &base[..len];
             let h = hash(doc);
-            assert_eq!(h, router_hash(doc), "{len}");
+            assert_eq!(h, RouterHash::default().of(doc), "{len}");
             for shift in 1..16 {
                 buf[shift..shift + len].copy_from_slice(doc);
                 assert_eq!(hash(&buf[shift..shift + len]), h, "{len} {shift}");
