@@ -489,11 +489,16 @@ impl MessageHandler for Documents {
                 Carrier::Http => Transport::Http,
             },
             flow: Some(at.flow),
-            src: &at.src,
-            dst: &at.dst,
+            src: at.src,
+            dst: at.dst,
             hop_src: at.hop_src.map(Cow::Borrowed),
             hop_dst: at.hop_dst.map(Cow::Borrowed),
-            http: (at.carrier == Carrier::Http).then_some((at.src, at.dst)),
+            // Not `then_some`: its two addresses were copied for every message.
+            http: if at.carrier == Carrier::Http {
+                Some((*at.src, *at.dst))
+            } else {
+                None
+            },
             router: Some(at.router),
         };
         self.decode_at(framed, &mut origin, at.wire)

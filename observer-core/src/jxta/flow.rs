@@ -24,8 +24,9 @@ pub struct FlowMessage<'a> {
     pub carrier: Carrier,
     /// The flow's number (see [`FlowInfo::id`]).
     pub flow: u64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
+    /// Lent: copied into each message's, they were ~10 instructions a message.
+    pub src: &'a SocketAddr,
+    pub dst: &'a SocketAddr,
     /// The peer IDs the two directions announced in their welcome lines (the hop
     /// identities that tell relayed legs apart); none on the HTTP carrier. Lent: a
     /// message without a document needs no copy (two clones and drops a message).
@@ -198,8 +199,8 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                             let at = FlowMessage {
                                 carrier,
                                 flow: info.id,
-                                src,
-                                dst,
+                                src: &src,
+                                dst: &dst,
                                 hop_src: peers[dir.index()].as_deref(),
                                 hop_dst: peers[dir.other().index()].as_deref(),
                                 wire: &mut wire,
