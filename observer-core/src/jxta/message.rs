@@ -295,7 +295,8 @@ pub(crate) struct Skeleton {
 /// An element's head in a [`Skeleton`].
 #[derive(Debug, Clone, Copy)]
 struct Head {
-    /// How long (the heads follow each other in the skeleton's bytes).
+    /// Where its bytes lie in the skeleton's, and how many.
+    at: u16,
     len: u16,
     ns_id: u8,
     /// Where a declared namespace (`ns_id` 2 on) lies in the table's bytes: the
@@ -310,6 +311,7 @@ struct Head {
 
 impl Head {
     const NONE: Head = Head {
+        at: 0,
         len: 0,
         ns_id: 0,
         ns_at: 0,
@@ -385,6 +387,7 @@ impl Skeleton {
                 None => (0, 0),
             };
             *head = Head {
+                at: u16::try_from(at).ok()?,
                 len: u16::try_from(len).ok()?,
                 ns_id,
                 ns_at,
@@ -504,19 +507,19 @@ fn decode_known<'a>(
         let Some(s) = names.skeleton(i) else {
             continue;
         };
-        let Some((known_table, mut known)) = s.bytes.split_at_checked(usize::from(s.table)) else {
+        let Some(known_table) = s.bytes.get(..usize::from(s.table)) else {
             continue;
         };
         if !same(known_table, table) {
             continue;
         }
-        // The heads in turn, their bytes cut from the front of the skeleton's.
+        // The heads in turn, their bytes found in the skeleton's by their place.
         let mut heads = s.heads.iter();
         let mut b = rest;
         let written = fill_elements(elements, count, &mut b, |b| {
             let h = heads.next()?;
-            let (head, after) = known.split_at_checked(usize::from(h.len))?;
-            known = after;
+            let at = usize::from(h.at);
+            let head = s.bytes.get(at..at + usize::from(h.len))?;
             Skeleton::element(h, head, b, table)
         });
         if written == count {
