@@ -16,6 +16,7 @@ mod fragment;
 mod link;
 
 use crate::capture::Frame;
+use crate::conntrack::TcpSegment;
 use crate::UnixNanos;
 use etherparse::{IpNumber, LaxIpSlice};
 use fragment::{FragKey, Reassembler};
@@ -46,6 +47,15 @@ pub struct Segment<'a> {
     /// The capture interface of the frame that completed it ([`Frame::interface`]):
     /// a tap on several interfaces may see one packet once on each.
     pub interface: u32,
+}
+
+/// A frame as [`PacketDecoder::decode_for_flows`] gives it.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// A plain frame's TCP segment, as the flow table takes it.
+    Tcp(TcpSegment<'a>),
+    /// Any other frame: what [`PacketDecoder::decode`] gives.
+    Other(Option<Segment<'a>>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -358,29 +368,64 @@ impl PacketDecoder {
         }
     }
 
-    /// The segment of a frame [`plain_tcp`] read, counted as the general path counts
-    /// it (an IPv4 packet, a TCP segment, nothing cut) and with its checksum verdict.
+    /// [`decode`](Self::decode) for the pipeline, whose TCP segments go to the flow
+    /// table: a plain frame's is built as [`TcpSegment::from_packet`] reads it from
+    /// the [`Segment`] `decode` would give, without that `Segment` (~136 bytes written,
+    /// then read and copied into the `TcpSegment`, of every frame). Counted alike.
+    pub fn decode_for_flows<'a>(&mut self, frame: &Frame<'a>) -> Decoded<'a> {
+        self.stats.frames += 1;
+        self.interface = frame.interface;
+        match plain_tcp(frame, self.checksums) {
+            Some(p) => {
+                let checksum = self.plain_counted(&p);
+                let h = p.header;
+                let flags = TcpFlags::from_byte(h[13]);
+                Decoded::Tcp(TcpSegment {
+                    ts: frame.ts,
+                    src: SocketAddr::new(IpAddr::from(p.src), be16_at(h, 0)),
+                    dst: SocketAddr::new(IpAddr::from(p.dst), be16_at(h, 2)),
+                    seq: be32_at(h, 4),
+                    ack: flags.ack.then_some(be32_at(h, 8)),
+                    syn: flags.syn,
+                    fin: flags.fin,
+                    rst: flags.rst,
+                    window: be16_at(h, 14),
+                    payload: p.payload,
+                    checksum,
+                    interface: frame.interface,
+                })
+            }
+            None => Decoded::Other(self.decode_general(frame)),
+        }
+    }
+
+    /// A frame [`plain_tcp`] read counted as the general path counts it (an IPv4
+    /// packet, a TCP segment, nothing cut), and its checksum's verdict.
     #[inline(always)]
-    fn plain_segment<'a>(&mut self, frame: &Frame<'a>, p: PlainTcp<'a>) -> Segment<'a> {
+    fn plain_counted(&mut self, p: &PlainTcp<'_>) -> Checksum {
         self.stats.ipv4 += 1;
         self.stats.tcp += 1;
-        let checksum = match self.checksums {
+        match self.checksums {
             ChecksumMode::Ignore => Checksum::Unchecked,
             mode => judged(mode, checksum::tcp_v4(self.cpu, p.src, p.dst, p.l4)),
-        };
+        }
+    }
+
+    /// The segment of a frame [`plain_tcp`] read.
+    #[inline(always)]
+    fn plain_segment<'a>(&mut self, frame: &Frame<'a>, p: PlainTcp<'a>) -> Segment<'a> {
+        let checksum = self.plain_counted(&p);
         let h = p.header;
-        let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
-        let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         Segment {
             ts: frame.ts,
             first_ts: frame.ts,
-            src: SocketAddr::new(IpAddr::from(p.src), be16(0)),
-            dst: SocketAddr::new(IpAddr::from(p.dst), be16(2)),
+            src: SocketAddr::new(IpAddr::from(p.src), be16_at(h, 0)),
+            dst: SocketAddr::new(IpAddr::from(p.dst), be16_at(h, 2)),
             l4: L4::Tcp {
-                seq: be32(4),
-                ack: be32(8),
+                seq: be32_at(h, 4),
+                ack: be32_at(h, 8),
                 flags: TcpFlags::from_byte(h[13]),
-                window: be16(14),
+                window: be16_at(h, 14),
                 payload: Cow::Borrowed(p.payload),
             },
             cut: false,
@@ -647,11 +692,10 @@ impl PacketDecoder {
                 // The fixed header read at once (its fields without a bounds check
                 // each): fewer than 20 bytes could never pass the offset check below.
                 let h: &[u8; 20] = b.get(..20)?.try_into().ok()?;
-                let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
-                let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-                let (sport, dport, seq, ack) = (be16(0), be16(2), be32(4), be32(8));
+                let (sport, dport) = (be16_at(h, 0), be16_at(h, 2));
+                let (seq, ack) = (be32_at(h, 4), be32_at(h, 8));
                 let data_off = usize::from(h[12] >> 4) * 4;
-                let window = be16(14);
+                let window = be16_at(h, 14);
                 if data_off < 20 || data_off > b.len() {
                     return None;
                 }
@@ -732,6 +776,18 @@ fn plain_ipv4(ip: &[u8]) -> Option<(IpAddr, IpAddr, IpNumber, &[u8], bool)> {
         ip.get(20..total)?,
         false,
     ))
+}
+
+/// The big-endian 16-bit field at `at` of a TCP header's fixed part.
+#[inline(always)]
+fn be16_at(h: &[u8; 20], at: usize) -> u16 {
+    u16::from_be_bytes([h[at], h[at + 1]])
+}
+
+/// The big-endian 32-bit field at `at` of a TCP header's fixed part.
+#[inline(always)]
+fn be32_at(h: &[u8; 20], at: usize) -> u32 {
+    u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }
 
 /// A frame of the shape nearly every capture is made of, read in one pass.

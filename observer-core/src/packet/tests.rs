@@ -689,13 +689,34 @@ fn shortcut_and_general(
         interface: 3,
     };
     let took = plain_tcp(&f, mode).is_some();
-    let (mut fast, mut general) = (PacketDecoder::new(cfg.clone()), PacketDecoder::new(cfg));
+    let (mut fast, mut general) = (
+        PacketDecoder::new(cfg.clone()),
+        PacketDecoder::new(cfg.clone()),
+    );
+    let mut flows = PacketDecoder::new(cfg);
     let a = fast.decode(&f);
     general.stats.frames += 1;
     general.interface = f.interface;
     let b = general.decode_general(&f);
-    prop_assert_eq!(a, b);
+    prop_assert_eq!(&a, &b);
     prop_assert_eq!(&fast.stats, &general.stats);
+    // The pipeline's decode: a plain frame's TCP segment as conntrack reads it from
+    // `decode`'s segment, anything else `decode`'s answer; counted alike.
+    match flows.decode_for_flows(&f) {
+        Decoded::Tcp(tcp) => {
+            prop_assert!(
+                took,
+                "a frame off the shortcut decoded for the flows as plain"
+            );
+            let read = a.as_ref().and_then(TcpSegment::from_packet);
+            prop_assert_eq!(Some(format!("{tcp:?}")), read.map(|t| format!("{t:?}")));
+        }
+        Decoded::Other(seg) => {
+            prop_assert!(!took, "a plain frame missed the shortcut for the flows");
+            prop_assert_eq!(seg, a);
+        }
+    }
+    prop_assert_eq!(&flows.stats, &fast.stats);
     Ok(took)
 }
 
