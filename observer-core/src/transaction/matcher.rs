@@ -89,6 +89,21 @@ fn intern_hop(
     Some(kept)
 }
 
+/// A document's sending peer: the message's source peer, else the ID the document
+/// gives (parsed into `parsed`, which holds it for the reference), else the hop's.
+fn end_id<'a>(
+    src: Option<&'a PeerId>,
+    doc: &Document,
+    parsed: &'a mut Option<PeerId>,
+    hop: Option<&'a PeerId>,
+) -> Option<&'a PeerId> {
+    if src.is_some() {
+        return src;
+    }
+    *parsed = doc.peer_id.as_deref().and_then(PeerId::parse);
+    parsed.as_ref().or(hop)
+}
+
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
 /// what the matcher keeps of them (the wire notes) is moved out at its last use;
 /// borrowed (documents a queue hands over), copied. A PING's correlator is shared
@@ -183,9 +198,12 @@ fn rename(known: &mut Option<Arc<str>>, name: &Arc<str>, named: &mut usize) {
 }
 
 impl Peers {
-    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+    /// The matcher's copy of `id`. By reference: the sighting's own copy, cloned to be
+    /// handed over and dropped after, cost two reference counts an ID (~20 instructions,
+    /// LTO off), for the copy kept is the table's.
+    fn intern(&mut self, id: Option<&PeerId>) -> Option<PeerId> {
         let id = id?;
-        Some(self.through_recent(&id, |peers| peers.intern_new(&id)).0)
+        Some(self.through_recent(id, |peers| peers.intern_new(id)).0)
     }
 
     /// The copy of `id` kept in its recent slot and its place, or else `copy`'s, kept
@@ -256,13 +274,13 @@ impl Peers {
     /// [`Self::intern`], and `name` learnt as the peer's, at the place its recent slot
     /// holds: one look-up in the table at most (a look-up for each was ~100
     /// instructions a document more, and the table's ~90 more than the slot).
-    fn intern_named(&mut self, id: Option<PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
+    fn intern_named(&mut self, id: Option<&PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
         let Some(name) = name else {
             return self.intern(id);
         };
         let id = id?;
-        let slot = self.recent_slot(&id);
-        let (kept, at) = match self.recently(slot, &id) {
+        let slot = self.recent_slot(id);
+        let (kept, at) = match self.recently(slot, id) {
             Some((kept, UNPLACED)) => {
                 let at = self.ids.get(&kept).copied().unwrap_or(UNPLACED);
                 if let Some(r) = self.recent.get_mut(slot).and_then(Option::as_mut) {
@@ -272,8 +290,8 @@ impl Peers {
             }
             Some(found) => found,
             None => {
-                let (kept, at) = self.intern_new(&id);
-                self.keep_recent(slot, &id, &kept, at);
+                let (kept, at) = self.intern_new(id);
+                self.keep_recent(slot, id, &kept, at);
                 (kept, at)
             }
         };
@@ -1626,7 +1644,7 @@ impl Matcher {
     }
 
     /// The matcher's copy of `id` (see [`Peers`]).
-    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+    fn intern(&mut self, id: Option<&PeerId>) -> Option<PeerId> {
         self.peers.intern(id)
     }
 
@@ -1637,15 +1655,11 @@ impl Matcher {
 
     fn on_ping(&mut self, seen: &mut Seen<'_>) {
         let (doc, s) = (seen.document(), seen.sighting());
-        let poller_id = s
-            .src_peer
-            .clone()
-            .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
-            .or_else(|| s.hop_src.clone());
+        let mut parsed = None;
+        let poller_id = end_id(s.src_peer.as_ref(), doc, &mut parsed, s.hop_src.as_ref());
         let name = self.peers.share_name(doc.name.as_deref());
         let poller_id = self.peers.intern_named(poller_id, name.as_ref());
-        let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
-        let receiver_id = self.intern(receiver_id);
+        let receiver_id = self.intern(s.dst_peer.as_ref().or(s.hop_dst.as_ref()));
         let poller = PeerKey::named(poller_id.as_ref(), name.as_ref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
         let pair = (poller, receiver);
@@ -1905,15 +1919,11 @@ impl Matcher {
 
     fn on_pong(&mut self, seen: &mut Seen<'_>, out: &mut Vec<Transaction>) {
         let (doc, s) = (seen.document(), seen.sighting());
-        let receiver_id = s
-            .src_peer
-            .clone()
-            .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
-            .or_else(|| s.hop_src.clone());
+        let mut parsed = None;
+        let receiver_id = end_id(s.src_peer.as_ref(), doc, &mut parsed, s.hop_src.as_ref());
         let name = self.peers.share_name(doc.name.as_deref());
         let receiver_id = self.peers.intern_named(receiver_id, name.as_ref());
-        let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
-        let poller_id = self.intern(poller_id);
+        let poller_id = self.intern(s.dst_peer.as_ref().or(s.hop_dst.as_ref()));
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
         let poller = PeerKey::new(poller_id.as_ref(), None);
         let receiver = PeerKey::named(receiver_id.as_ref(), name.as_ref());
@@ -2510,7 +2520,7 @@ mod pair_table_tests {
         let copy = || PeerId::parse(text).expect("a peer ID");
         let (a, b, c) = (copy(), copy(), copy());
         let mut peers = Peers::default();
-        let table = peers.intern(Some(a.clone()));
+        let table = peers.intern(Some(&a));
         let slot = peers.recent_slot(&a);
         let held = |peers: &Peers, x: &PeerId| {
             peers.recent[slot]
@@ -2518,14 +2528,14 @@ mod pair_table_tests {
                 .is_some_and(|r| r.seen.iter().any(|s| s.same_copy(x)))
         };
         for x in [&b, &a, &b, &a] {
-            let got = peers.intern(Some(x.clone()));
+            let got = peers.intern(Some(x));
             assert!(got
                 .as_ref()
                 .zip(table.as_ref())
                 .is_some_and(|(g, t)| g.same_copy(t)));
         }
         assert!(held(&peers, &a) && held(&peers, &b));
-        assert!(peers.intern(Some(c.clone())).is_some());
+        assert!(peers.intern(Some(&c)).is_some());
         assert!(held(&peers, &c) && held(&peers, &b) && !held(&peers, &a));
     }
 
@@ -2575,12 +2585,12 @@ mod pair_table_tests {
                 hits += usize::from(peers.recently(slot, &id).is_some());
                 // The document's ends, interned before its hops (the hop one of them, or
                 // neither).
-                let other = peers.intern(PeerId::parse(&id_text(next(1_000))));
+                let other = peers.intern(PeerId::parse(&id_text(next(1_000))).as_ref());
                 let kept = match next(3) {
-                    0 => peers.intern(Some(id.clone())),
+                    0 => peers.intern(Some(&id)),
                     1 => intern_hop(&mut peers, Some(&id), [other.as_ref(), None]),
                     _ => {
-                        let own = peers.intern(PeerId::parse(id.as_str()));
+                        let own = peers.intern(PeerId::parse(id.as_str()).as_ref());
                         intern_hop(&mut peers, Some(&id), [other.as_ref(), own.as_ref()])
                     }
                 };
@@ -2630,7 +2640,7 @@ mod pair_table_tests {
                 let kept = match next(4) {
                     0 | 1 => {
                         let name = peers.share_name(Some(&format!("n{}", next(5))));
-                        let kept = peers.intern_named(Some(id.clone()), name.as_ref());
+                        let kept = peers.intern_named(Some(&id), name.as_ref());
                         add(&mut model, &id);
                         if let Some(known) = model.get_mut(id.as_str()) {
                             *known = name.as_deref().map(str::to_owned);
@@ -2639,10 +2649,10 @@ mod pair_table_tests {
                     }
                     2 => {
                         add(&mut model, &id);
-                        peers.intern(Some(id.clone()))
+                        peers.intern(Some(&id))
                     }
                     _ => {
-                        let end = peers.intern(pick(next(1_000), next(2) == 0));
+                        let end = peers.intern(pick(next(1_000), next(2) == 0).as_ref());
                         if let Some(end) = &end {
                             add(&mut model, end);
                         }
@@ -2690,14 +2700,14 @@ mod pair_table_tests {
             .expect("two IDs of one slot");
         let name = |peers: &mut Peers, n: &str| peers.share_name(Some(n));
         let first = name(&mut peers, "first");
-        peers.intern_named(Some(a.clone()), first.as_ref());
-        peers.intern(Some(b.clone()));
+        peers.intern_named(Some(&a), first.as_ref());
+        peers.intern(Some(&b));
         let hop = PeerId::parse(a.as_str());
         intern_hop(&mut peers, hop.as_ref(), [Some(&a), Some(&b)]);
         let slot = peers.recent_slot(&a);
         assert_eq!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
         let second = name(&mut peers, "second");
-        peers.intern_named(Some(a.clone()), second.as_ref());
+        peers.intern_named(Some(&a), second.as_ref());
         assert_eq!(peers.name(&a).map(|n| &**n), Some("second"));
         assert_ne!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
         assert_eq!(peers.named, 1);
@@ -3175,6 +3185,33 @@ mod pair_table_tests {
             check(heap.pop(), tuples.pop());
         }
         assert!(heap.is_empty());
+    }
+
+    /// `end_id` picks what the clones it replaced picked: the source peer, else the
+    /// document's ID when it parses, else the hop; a reference to the sighting's own
+    /// copy, or to the parsed one.
+    #[test]
+    fn a_documents_end_is_the_old_chains() {
+        let (src, hop) = (id(1), id(2));
+        let doc_id = format!("urn:jxta:uuid-{:02X}03", 3);
+        for (src, hop) in [(&src, &hop), (&None, &hop), (&src, &None), (&None, &None)] {
+            for peer_id in [None, Some(doc_id.clone()), Some("not an ID".to_string())] {
+                let doc = Document {
+                    peer_id,
+                    ..Default::default()
+                };
+                let old = src
+                    .clone()
+                    .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
+                    .or_else(|| hop.clone());
+                let mut parsed = None;
+                let new = end_id(src.as_ref(), &doc, &mut parsed, hop.as_ref());
+                assert_eq!(new, old.as_ref());
+                if let (Some(new), Some(src)) = (new, src) {
+                    assert!(new.same_copy(src));
+                }
+            }
+        }
     }
 
     /// The queue and heap pop what one heap pops, `next` is the earliest held: times
