@@ -89,6 +89,21 @@ fn intern_hop(
     Some(kept)
 }
 
+/// A document's sending peer: the message's source peer, else the ID the document
+/// gives (parsed into `parsed`, which holds it for the reference), else the hop's.
+fn end_id<'a>(
+    src: Option<&'a PeerId>,
+    doc: &Document,
+    parsed: &'a mut Option<PeerId>,
+    hop: Option<&'a PeerId>,
+) -> Option<&'a PeerId> {
+    if src.is_some() {
+        return src;
+    }
+    *parsed = doc.peer_id.as_deref().and_then(PeerId::parse);
+    parsed.as_ref().or(hop)
+}
+
 /// The document and sighting being matched. Owned (a pipeline's own, dropped after),
 /// what the matcher keeps of them (the wire notes) is moved out at its last use;
 /// borrowed (documents a queue hands over), copied. A PING's correlator is shared
@@ -183,9 +198,12 @@ fn rename(known: &mut Option<Arc<str>>, name: &Arc<str>, named: &mut usize) {
 }
 
 impl Peers {
-    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+    /// The matcher's copy of `id`. By reference: the sighting's own copy, cloned to be
+    /// handed over and dropped after, cost two reference counts an ID (~20 instructions,
+    /// LTO off), for the copy kept is the table's.
+    fn intern(&mut self, id: Option<&PeerId>) -> Option<PeerId> {
         let id = id?;
-        Some(self.through_recent(&id, |peers| peers.intern_new(&id)).0)
+        Some(self.through_recent(id, |peers| peers.intern_new(id)).0)
     }
 
     /// The copy of `id` kept in its recent slot and its place, or else `copy`'s, kept
@@ -256,13 +274,13 @@ impl Peers {
     /// [`Self::intern`], and `name` learnt as the peer's, at the place its recent slot
     /// holds: one look-up in the table at most (a look-up for each was ~100
     /// instructions a document more, and the table's ~90 more than the slot).
-    fn intern_named(&mut self, id: Option<PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
+    fn intern_named(&mut self, id: Option<&PeerId>, name: Option<&Arc<str>>) -> Option<PeerId> {
         let Some(name) = name else {
             return self.intern(id);
         };
         let id = id?;
-        let slot = self.recent_slot(&id);
-        let (kept, at) = match self.recently(slot, &id) {
+        let slot = self.recent_slot(id);
+        let (kept, at) = match self.recently(slot, id) {
             Some((kept, UNPLACED)) => {
                 let at = self.ids.get(&kept).copied().unwrap_or(UNPLACED);
                 if let Some(r) = self.recent.get_mut(slot).and_then(Option::as_mut) {
@@ -272,8 +290,8 @@ impl Peers {
             }
             Some(found) => found,
             None => {
-                let (kept, at) = self.intern_new(&id);
-                self.keep_recent(slot, &id, &kept, at);
+                let (kept, at) = self.intern_new(id);
+                self.keep_recent(slot, id, &kept, at);
                 (kept, at)
             }
         };
@@ -668,6 +686,7 @@ struct Remembered {
     /// found in `index` as `popped + i`.
     popped: u32,
     index: hashbrown::HashTable<u32>,
+    /// The matcher's pair table's (see [`Remembered::beside`]).
     hasher: foldhash::fast::RandomState,
 }
 
@@ -780,6 +799,22 @@ fn copy_ends<const N: usize>(to: &mut [u8], from: &[u8]) -> bool {
 }
 
 impl Remembered {
+    /// An empty table hashing pairs as `pairs` does: a PING's entry is then hashed from
+    /// the pair's hash its look-up in `pairs` took ([`Self::hash_of_pair`]), not from
+    /// the pair again (~25 instructions a PING, LTO off).
+    fn beside(pairs: &PairTable) -> Self {
+        Remembered {
+            hasher: pairs.hasher.clone(),
+            ..Remembered::default()
+        }
+    }
+
+    /// [`Self::hash_with`] given the pair's [`PairTable::hash`], for a table made
+    /// [`Self::beside`] that pair table.
+    fn hash_of_pair(pair_hash: u64, correlator: u64) -> u32 {
+        (pair_hash ^ correlator) as u32
+    }
+
     /// 32 bits of the hash are kept per entry (see [`Finish::hash`]), ample for 65,536
     /// entries.
     fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u32 {
@@ -793,7 +828,7 @@ impl Remembered {
 
     /// [`Self::hash`] with the correlator's part given.
     fn hash_with(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: u64) -> u32 {
-        (pair_hash(hasher, pair) ^ correlator) as u32
+        Self::hash_of_pair(pair_hash(hasher, pair), correlator)
     }
 
     /// The table's hash of a kept 32-bit one. hashbrown takes a bucket from the low
@@ -1052,6 +1087,90 @@ impl PartialEq for Deadline {
 
 impl Eq for Deadline {}
 
+/// The outstanding PINGs' deadlines, popped earliest first (the order of
+/// [`Deadline`]). A PING's deadline is its start plus the timeout: in capture order it is
+/// nearly always no earlier than the one pushed before it, and those go to the back of
+/// a queue already in order (~15 instructions, against ~70 for the heap's push, LTO
+/// off); the others (a message out of time order) go to the heap. `next` is the earliest
+/// `at` of both: `advance` (every frame) reads one field, not two fronts.
+#[derive(Debug)]
+struct Deadlines {
+    queue: VecDeque<Deadline>,
+    heap: BinaryHeap<Deadline>,
+    /// The earliest deadline held, `UnixNanos::MAX` when none.
+    next: UnixNanos,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            queue: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            next: UnixNanos::MAX,
+        }
+    }
+}
+
+impl Deadlines {
+    fn len(&self) -> usize {
+        self.queue.len() + self.heap.len()
+    }
+
+    fn push(&mut self, d: Deadline) {
+        self.next = self.next.min(d.at);
+        // `Deadline` orders in reverse (for the heap): `>=` is "no earlier".
+        match self.queue.back() {
+            Some(last) if d > *last => self.heap.push(d),
+            _ => self.queue.push_back(d),
+        }
+    }
+
+    /// Whether the earliest is the queue's front rather than the heap's top.
+    fn queue_first(&self) -> bool {
+        match (self.queue.front(), self.heap.peek()) {
+            (Some(q), Some(h)) => q >= h,
+            (q, _) => q.is_some(),
+        }
+    }
+
+    fn peek(&self) -> Option<&Deadline> {
+        match self.queue_first() {
+            true => self.queue.front(),
+            false => self.heap.peek(),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Deadline> {
+        let d = match self.queue_first() {
+            true => self.queue.pop_front(),
+            false => self.heap.pop(),
+        };
+        self.settle_next();
+        d
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Deadline) -> bool) {
+        // Through a `Vec`: `VecDeque::retain` indexes the ring entry by entry (1.01 M
+        // against 0.87 M on jxta-0.1g's 15 rebuilds, LTO off); the conversions move the
+        // entries at most once and allocate nothing.
+        let mut queue = Vec::from(std::mem::take(&mut self.queue));
+        queue.retain(&mut keep);
+        self.queue = VecDeque::from(queue);
+        self.heap.retain(keep);
+        self.settle_next();
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.heap.clear();
+        self.next = UnixNanos::MAX;
+    }
+
+    fn settle_next(&mut self) {
+        self.next = self.peek().map_or(UnixNanos::MAX, |d| d.at);
+    }
+}
+
 /// A pair with a PING outstanding under a correlator (see
 /// [`Matcher::open_correlators`]), with the pair's slot when last found.
 #[derive(Clone, Debug)]
@@ -1142,7 +1261,7 @@ pub struct Matcher {
     finished: Remembered,
     /// Deadlines of outstanding PINGs; entries of answered PINGs are skipped when
     /// popped, and the heap is rebuilt when stale entries dominate.
-    deadlines: BinaryHeap<Deadline>,
+    deadlines: Deadlines,
     /// The outstanding PINGs' sequence numbers, to skip stale deadline entries.
     live_seqs: LiveSeqs,
     live: usize,
@@ -1179,11 +1298,12 @@ impl Matcher {
         };
         let peers_cap = cfg.max_pairs.saturating_mul(2);
         let fold_after = cfg.timeout_ns.saturating_add(IDLE_PAIR_NS);
+        let pairs = PairTable::new(fold_after);
         Matcher {
             cfg,
-            pairs: PairTable::new(fold_after),
-            finished: Remembered::default(),
-            deadlines: BinaryHeap::new(),
+            finished: Remembered::beside(&pairs),
+            pairs,
+            deadlines: Deadlines::default(),
             live_seqs: LiveSeqs::default(),
             live: 0,
             next_seq: 0,
@@ -1342,7 +1462,7 @@ impl Matcher {
     /// is not (a call and its frame were ~20 instructions a frame, LTO off).
     #[inline]
     pub fn advance(&mut self, now: UnixNanos, out: &mut Vec<Transaction>) {
-        if self.deadlines.peek().is_some_and(|d| d.at <= now) {
+        if self.deadlines.next <= now {
             self.expire_due(now, out);
         }
     }
@@ -1411,7 +1531,7 @@ impl Matcher {
         // many pairs, are freed before the summary is built from what remains
         // (presence, overhead, anomalies).
         self.pairs = PairTable::new(self.pairs.fold_after);
-        self.finished = Remembered::default();
+        self.finished = Remembered::beside(&self.pairs);
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
         self.spare_queues = Vec::new();
@@ -1542,7 +1662,7 @@ impl Matcher {
     }
 
     /// The matcher's copy of `id` (see [`Peers`]).
-    fn intern(&mut self, id: Option<PeerId>) -> Option<PeerId> {
+    fn intern(&mut self, id: Option<&PeerId>) -> Option<PeerId> {
         self.peers.intern(id)
     }
 
@@ -1553,15 +1673,11 @@ impl Matcher {
 
     fn on_ping(&mut self, seen: &mut Seen<'_>) {
         let (doc, s) = (seen.document(), seen.sighting());
-        let poller_id = s
-            .src_peer
-            .clone()
-            .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
-            .or_else(|| s.hop_src.clone());
+        let mut parsed = None;
+        let poller_id = end_id(s.src_peer.as_ref(), doc, &mut parsed, s.hop_src.as_ref());
         let name = self.peers.share_name(doc.name.as_deref());
         let poller_id = self.peers.intern_named(poller_id, name.as_ref());
-        let receiver_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
-        let receiver_id = self.intern(receiver_id);
+        let receiver_id = self.intern(s.dst_peer.as_ref().or(s.hop_dst.as_ref()));
         let poller = PeerKey::named(poller_id.as_ref(), name.as_ref());
         let receiver = PeerKey::new(receiver_id.as_ref(), None);
         let pair = (poller, receiver);
@@ -1616,7 +1732,11 @@ impl Matcher {
             }
             let hasher = &self.finished.hasher;
             correlator_hash = Remembered::correlator_hash(hasher, c.as_bytes());
-            finished_hash = Remembered::hash_with(hasher, &pair, correlator_hash);
+            finished_hash = Remembered::hash_of_pair(hash, correlator_hash);
+            debug_assert_eq!(
+                finished_hash,
+                Remembered::hash_with(hasher, &pair, correlator_hash)
+            );
             // A repeat soon after the first is a duplicate sighting (retransmission,
             // unseen relay hop), not a new poll: starting a second transaction would
             // turn it into a phantom timeout. Later, the correlator is being reused.
@@ -1821,15 +1941,11 @@ impl Matcher {
 
     fn on_pong(&mut self, seen: &mut Seen<'_>, out: &mut Vec<Transaction>) {
         let (doc, s) = (seen.document(), seen.sighting());
-        let receiver_id = s
-            .src_peer
-            .clone()
-            .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
-            .or_else(|| s.hop_src.clone());
+        let mut parsed = None;
+        let receiver_id = end_id(s.src_peer.as_ref(), doc, &mut parsed, s.hop_src.as_ref());
         let name = self.peers.share_name(doc.name.as_deref());
         let receiver_id = self.peers.intern_named(receiver_id, name.as_ref());
-        let poller_id = s.dst_peer.clone().or_else(|| s.hop_dst.clone());
-        let poller_id = self.intern(poller_id);
+        let poller_id = self.intern(s.dst_peer.as_ref().or(s.hop_dst.as_ref()));
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
         let poller = PeerKey::new(poller_id.as_ref(), None);
         let receiver = PeerKey::named(receiver_id.as_ref(), name.as_ref());
@@ -2426,7 +2542,7 @@ mod pair_table_tests {
         let copy = || PeerId::parse(text).expect("a peer ID");
         let (a, b, c) = (copy(), copy(), copy());
         let mut peers = Peers::default();
-        let table = peers.intern(Some(a.clone()));
+        let table = peers.intern(Some(&a));
         let slot = peers.recent_slot(&a);
         let held = |peers: &Peers, x: &PeerId| {
             peers.recent[slot]
@@ -2434,14 +2550,14 @@ mod pair_table_tests {
                 .is_some_and(|r| r.seen.iter().any(|s| s.same_copy(x)))
         };
         for x in [&b, &a, &b, &a] {
-            let got = peers.intern(Some(x.clone()));
+            let got = peers.intern(Some(x));
             assert!(got
                 .as_ref()
                 .zip(table.as_ref())
                 .is_some_and(|(g, t)| g.same_copy(t)));
         }
         assert!(held(&peers, &a) && held(&peers, &b));
-        assert!(peers.intern(Some(c.clone())).is_some());
+        assert!(peers.intern(Some(&c)).is_some());
         assert!(held(&peers, &c) && held(&peers, &b) && !held(&peers, &a));
     }
 
@@ -2491,12 +2607,12 @@ mod pair_table_tests {
                 hits += usize::from(peers.recently(slot, &id).is_some());
                 // The document's ends, interned before its hops (the hop one of them, or
                 // neither).
-                let other = peers.intern(PeerId::parse(&id_text(next(1_000))));
+                let other = peers.intern(PeerId::parse(&id_text(next(1_000))).as_ref());
                 let kept = match next(3) {
-                    0 => peers.intern(Some(id.clone())),
+                    0 => peers.intern(Some(&id)),
                     1 => intern_hop(&mut peers, Some(&id), [other.as_ref(), None]),
                     _ => {
-                        let own = peers.intern(PeerId::parse(id.as_str()));
+                        let own = peers.intern(PeerId::parse(id.as_str()).as_ref());
                         intern_hop(&mut peers, Some(&id), [other.as_ref(), own.as_ref()])
                     }
                 };
@@ -2546,7 +2662,7 @@ mod pair_table_tests {
                 let kept = match next(4) {
                     0 | 1 => {
                         let name = peers.share_name(Some(&format!("n{}", next(5))));
-                        let kept = peers.intern_named(Some(id.clone()), name.as_ref());
+                        let kept = peers.intern_named(Some(&id), name.as_ref());
                         add(&mut model, &id);
                         if let Some(known) = model.get_mut(id.as_str()) {
                             *known = name.as_deref().map(str::to_owned);
@@ -2555,10 +2671,10 @@ mod pair_table_tests {
                     }
                     2 => {
                         add(&mut model, &id);
-                        peers.intern(Some(id.clone()))
+                        peers.intern(Some(&id))
                     }
                     _ => {
-                        let end = peers.intern(pick(next(1_000), next(2) == 0));
+                        let end = peers.intern(pick(next(1_000), next(2) == 0).as_ref());
                         if let Some(end) = &end {
                             add(&mut model, end);
                         }
@@ -2606,14 +2722,14 @@ mod pair_table_tests {
             .expect("two IDs of one slot");
         let name = |peers: &mut Peers, n: &str| peers.share_name(Some(n));
         let first = name(&mut peers, "first");
-        peers.intern_named(Some(a.clone()), first.as_ref());
-        peers.intern(Some(b.clone()));
+        peers.intern_named(Some(&a), first.as_ref());
+        peers.intern(Some(&b));
         let hop = PeerId::parse(a.as_str());
         intern_hop(&mut peers, hop.as_ref(), [Some(&a), Some(&b)]);
         let slot = peers.recent_slot(&a);
         assert_eq!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
         let second = name(&mut peers, "second");
-        peers.intern_named(Some(a.clone()), second.as_ref());
+        peers.intern_named(Some(&a), second.as_ref());
         assert_eq!(peers.name(&a).map(|n| &**n), Some("second"));
         assert_ne!(peers.recently(slot, &a).map(|(_, at)| at), Some(UNPLACED));
         assert_eq!(peers.named, 1);
@@ -3091,6 +3207,120 @@ mod pair_table_tests {
             check(heap.pop(), tuples.pop());
         }
         assert!(heap.is_empty());
+    }
+
+    /// `end_id` picks what the clones it replaced picked: the source peer, else the
+    /// document's ID when it parses, else the hop; a reference to the sighting's own
+    /// copy, or to the parsed one.
+    #[test]
+    fn a_documents_end_is_the_old_chains() {
+        let (src, hop) = (id(1), id(2));
+        let doc_id = format!("urn:jxta:uuid-{:02X}03", 3);
+        for (src, hop) in [(&src, &hop), (&None, &hop), (&src, &None), (&None, &None)] {
+            for peer_id in [None, Some(doc_id.clone()), Some("not an ID".to_string())] {
+                let doc = Document {
+                    peer_id,
+                    ..Default::default()
+                };
+                let old = src
+                    .clone()
+                    .or_else(|| doc.peer_id.as_deref().and_then(PeerId::parse))
+                    .or_else(|| hop.clone());
+                let mut parsed = None;
+                let new = end_id(src.as_ref(), &doc, &mut parsed, hop.as_ref());
+                assert_eq!(new, old.as_ref());
+                if let (Some(new), Some(src)) = (new, src) {
+                    assert!(new.same_copy(src));
+                }
+            }
+        }
+    }
+
+    /// A matcher's finished correlators hash a pair as its pair table does, made anew
+    /// or after `finish`: the PING's entry is hashed from the table's hash of its pair
+    /// (keys named, whose part is the hasher's, and keys by ID).
+    #[test]
+    fn finished_correlators_hash_pairs_as_the_pair_table() {
+        let mut m = Matcher::new(MatcherConfig::default());
+        for round in 0..2 {
+            for n in 0..50 {
+                let ids = (
+                    PeerKey::new(id(n as u8).as_ref(), None),
+                    PeerKey::new(id(n as u8 + 1).as_ref(), None),
+                );
+                for pair in [key(n), ids] {
+                    let c = Remembered::correlator_hash(&m.finished.hasher, b"c1");
+                    assert_eq!(
+                        Remembered::hash_of_pair(m.pairs.hash(&pair), c),
+                        Remembered::hash(&m.finished.hasher, &pair, b"c1"),
+                        "round {round}"
+                    );
+                }
+            }
+            m.finish(0, &mut Vec::new());
+        }
+    }
+
+    /// The queue and heap pop what one heap pops, `next` is the earliest held: times
+    /// mostly rising with steps back (out of order) and ties, pushes, pops and retains
+    /// interleaved, each side emptied at times.
+    #[test]
+    fn deadlines_in_a_queue_and_a_heap_pop_as_one_heap() {
+        let mut rng = crate::xorshift(0x2545_F491_4F6C_DD1D);
+        let (mut split, mut heap) = (Deadlines::default(), BinaryHeap::new());
+        let mut pushed_to_heap = 0;
+        let mut t = 1_000u64;
+        for seq in 0..20_000u64 {
+            t = match rng() % 10 {
+                0 => t.saturating_sub(rng() % 300),
+                1 => t,
+                _ => t + rng() % 20,
+            };
+            let pair = key((rng() % 7) as u32);
+            let before = split.heap.len();
+            split.push(Deadline {
+                at: t,
+                seq,
+                pair: pair.clone(),
+            });
+            pushed_to_heap += split.heap.len() - before;
+            heap.push(Deadline { at: t, seq, pair });
+            match rng() % 16 {
+                0..=5 => assert_eq!(
+                    split.pop().map(|d| (d.at, d.seq)),
+                    heap.pop().map(|d| (d.at, d.seq))
+                ),
+                6 => {
+                    let m = rng() % 5;
+                    split.retain(|d| d.seq % 5 != m);
+                    heap.retain(|d| d.seq % 5 != m);
+                }
+                7 if seq % 1_000 == 7 => {
+                    while let Some(d) = heap.pop() {
+                        assert_eq!(split.pop().map(|d| (d.at, d.seq)), Some((d.at, d.seq)));
+                    }
+                }
+                _ => {}
+            }
+            assert_eq!(split.len(), heap.len());
+            assert_eq!(split.next, heap.peek().map_or(UnixNanos::MAX, |d| d.at));
+            assert_eq!(split.peek().map(|d| d.seq), heap.peek().map(|d| d.seq));
+        }
+        assert!(
+            (1_000..19_000).contains(&pushed_to_heap),
+            "{pushed_to_heap}"
+        );
+        while let Some(d) = heap.pop() {
+            assert_eq!(split.pop().map(|d| (d.at, d.seq)), Some((d.at, d.seq)));
+        }
+        assert_eq!((split.pop().is_none(), split.next), (true, UnixNanos::MAX));
+        split.push(Deadline {
+            at: 5,
+            seq: 0,
+            pair: key(0),
+        });
+        split.clear();
+        assert_eq!((split.len(), split.next), (0, UnixNanos::MAX));
     }
 
     /// A correlator of any length keeps its bytes, inline up to 22 of them, whichever
