@@ -98,7 +98,7 @@ fn grid<S: AsRef<str>>(out: &mut String, rows: &[Vec<S>]) {
     let mut cell_widths = Vec::with_capacity(rows.iter().map(Vec::len).sum());
     for r in rows {
         for (cell, max) in r.iter().zip(widths.iter_mut()) {
-            let w = cell.as_ref().width();
+            let w = cell_width(cell.as_ref());
             *max = (*max).max(w);
             cell_widths.push(w);
         }
@@ -122,6 +122,17 @@ fn grid<S: AsRef<str>>(out: &mut String, rows: &[Vec<S>]) {
         let kept = out[start..].trim_end().len();
         out.truncate(start + kept);
         out.push('\n');
+    }
+}
+
+/// A cell's width in terminal columns: its length when it is all printable ASCII
+/// (every number, most names), each a column; else `unicode-width`'s, whose tables cost
+/// ~60 instructions a cell of the matrix.
+fn cell_width(s: &str) -> usize {
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        s.len()
+    } else {
+        s.width()
     }
 }
 
@@ -485,6 +496,32 @@ mod tests {
             let mut cow = "before\n".to_owned();
             grid(&mut cow, &borrowed);
             assert_eq!(cow, old);
+        }
+    }
+
+    /// Every ASCII byte alone and in a printable text, and texts with a control, DEL,
+    /// an accent, CJK or a zero-width mark: the width `unicode-width` gives.
+    #[test]
+    fn cell_width_is_the_unicode_width() {
+        let mut texts: Vec<String> = (0u8..=0x7f)
+            .flat_map(|b| [char::from(b).to_string(), format!("5.{}2", char::from(b))])
+            .collect();
+        texts.extend(
+            [
+                "",
+                "-",
+                "peer000001",
+                "é",
+                "李雷",
+                "a\u{200b}b",
+                "x\u{7f}",
+                "\u{3000}",
+                "~ }",
+            ]
+            .map(str::to_owned),
+        );
+        for t in &texts {
+            assert_eq!(cell_width(t), t.width(), "{t:?}");
         }
     }
 
