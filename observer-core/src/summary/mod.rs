@@ -540,6 +540,28 @@ fn renew_name(
     }
 }
 
+/// The CSV field length of the correlator `seen`. The last one measured is kept with
+/// its length: correlators are shared copies (the matcher's `SharedCorrelators`) and a
+/// poller's round of PINGs carries one to each receiver, so transactions leaving one
+/// after the other mostly carry the same copy (measuring it was a call of ~41
+/// instructions a record). The copy is held, so the same pointer is the same text.
+#[inline(always)]
+fn correlator_len(last: &mut Option<(Arc<str>, usize)>, seen: &Option<Arc<str>>) -> usize {
+    match (seen, &*last) {
+        (None, _) => 0,
+        (Some(c), Some((kept, len))) if Arc::ptr_eq(c, kept) => *len,
+        (Some(c), _) => measure_correlator(last, c),
+    }
+}
+
+/// [`correlator_len`] of a correlator other than the last: measured and kept.
+#[inline(never)]
+fn measure_correlator(last: &mut Option<(Arc<str>, usize)>, seen: &Arc<str>) -> usize {
+    let len = text_len(seen);
+    *last = Some((Arc::clone(seen), len));
+    len
+}
+
 /// Answered transactions whose RTTs a summary keeps for exact percentiles (64 MiB of
 /// them at most); beyond, a long run (a live one over weeks) goes on in bounded memory
 /// with sketched percentiles. The same for `analyze` and `live`, so that a live run's
@@ -812,6 +834,8 @@ pub struct SummaryBuilder {
     /// The pairs' names, one copy each (see [`update_name`]): 100,000 pairs held 200,000
     /// copies of 10,000 peers' names.
     names: SharedNames,
+    /// The last correlator measured and its CSV field length (see [`correlator_len`]).
+    last_correlator: Option<(Arc<str>, usize)>,
 }
 
 impl Default for SummaryBuilder {
@@ -837,6 +861,7 @@ impl SummaryBuilder {
             expired_rtts: Exact::default(),
             expired: 0,
             names: SharedNames::default(),
+            last_correlator: None,
         }
     }
 
@@ -994,8 +1019,9 @@ impl SummaryBuilder {
                 }
             }
         }
+        let correlator_len = correlator_len(&mut self.last_correlator, &t.correlator);
         // What the CSV costs: the record's size as the real writer writes it.
-        self.csv_bytes += record_len_named(t, poller_len, receiver_len);
+        self.csv_bytes += record_len_named(t, poller_len, receiver_len, correlator_len);
     }
 
     /// Past the limit: every pair's exact RTTs go into its sketch, and all of them into

@@ -331,6 +331,53 @@ fn csv_bytes_are_the_records_lengths_with_kept_name_lengths() {
     assert_eq!(update_name(&mut kept, &mut len, &None, &mut names), 0);
 }
 
+/// The summary's CSV bytes are the records' lengths whatever the correlators: the same
+/// copy again, an equal copy, none between two of the same copy, quoted and defused
+/// ones, an empty one, a copy dropped by the transaction and made again with other
+/// text; and `correlator_len` is always `text_len` of the correlator.
+#[test]
+fn csv_bytes_are_the_records_lengths_with_the_last_correlator_kept() {
+    let (txs, m) = example_run();
+    let s1: Arc<str> = Arc::from("s00000001");
+    let quoted: Arc<str> = Arc::from("a,\"b\"");
+    let correlators = [
+        Some(Arc::clone(&s1)),
+        Some(Arc::clone(&s1)),
+        Some(Arc::from("s00000001")),
+        None,
+        Some(Arc::clone(&s1)),
+        Some(Arc::clone(&quoted)),
+        Some(Arc::clone(&quoted)),
+        Some(Arc::from("=cmd")),
+        Some(Arc::from("")),
+        Some(Arc::from("x\ny")),
+        Some(Arc::clone(&s1)),
+    ];
+    let mut all = Vec::new();
+    for (i, t) in txs.iter().cycle().take(55).enumerate() {
+        let mut t = t.clone();
+        t.correlator = correlators[i % correlators.len()].clone();
+        all.push(t);
+    }
+    let mut b = SummaryBuilder::default();
+    let mut expected = 0;
+    for t in &all {
+        b.add(t);
+        expected += record_len(t);
+        assert_eq!(b.csv_bytes, expected, "{t:?}");
+    }
+    // A transaction's own copy, freed after it, and its place reused by other text: the
+    // kept copy is the builder's, so no stale length is given.
+    let mut last = None;
+    for text in ["abc", "a,b", "abc", "=1", "", "abc"] {
+        let seen = Some(Arc::<str>::from(text));
+        assert_eq!(correlator_len(&mut last, &seen), text_len(text), "{text:?}");
+        assert_eq!(correlator_len(&mut last, &seen), text_len(text), "{text:?}");
+        assert_eq!(correlator_len(&mut last, &None), 0);
+    }
+    assert!(b.finish(&m, 1).overhead.csv_bytes_per_record.is_some());
+}
+
 /// `update_name`'s inlined cases give what `renew_name` alone gives (the name kept,
 /// its length, the field's length): the same copy again, an equal copy, no name, a new
 /// name, a quoted and a defused one, and a length not kept, in turn.

@@ -98,16 +98,21 @@ pub fn record_len(t: &Transaction) -> u64 {
         t,
         name(t.poller_name.as_deref()),
         name(t.receiver_name.as_deref()),
+        name(t.correlator.as_deref()),
     )
 }
 
-/// [`record_len`] with the lengths of the two name fields given: the summary keeps
-/// them beside a pair's names, which stay the same from one transaction to the next.
-/// Inlined into the summary's `add` (another codegen unit), which reads the same
-/// fields.
+/// [`record_len`] with the lengths of the two name fields and the correlator's given:
+/// the summary keeps them beside a pair's names, which stay the same from one
+/// transaction to the next, and beside the last correlator. Inlined into the summary's
+/// `add` (another codegen unit), which reads the same fields.
 #[inline]
-pub(crate) fn record_len_named(t: &Transaction, poller_name: usize, receiver_name: usize) -> u64 {
-    let text = |v: Option<&str>| v.map_or(0, text_len);
+pub(crate) fn record_len_named(
+    t: &Transaction,
+    poller_name: usize,
+    receiver_name: usize,
+    correlator: usize,
+) -> u64 {
     // The words are this crate's own and never quoted (`words_are_never_quoted`).
     let word = |v: Option<&str>| v.map_or(0, str::len);
     let fields = [
@@ -120,7 +125,7 @@ pub(crate) fn record_len_named(t: &Transaction, poller_name: usize, receiver_nam
         t.receiver_id.as_ref().map_or(0, peer_len),
         word(t.receiver_status.map(Status::as_str)),
         word(Some(t.status.as_str())),
-        text(t.correlator.as_deref()),
+        correlator,
         word(t.match_method.map(MatchMethod::as_str)),
         number_len(Some(t.ping_bytes)),
         number_len(t.pong_bytes),

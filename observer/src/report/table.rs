@@ -3,6 +3,7 @@
 //! Everything that came from the wire (names, IDs) is sanitised: a hostile peer name
 //! must not be able to move the cursor or recolour the operator's terminal.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use unicode_width::UnicodeWidthStr as _;
@@ -87,31 +88,61 @@ fn stats_cells(s: &RttStats) -> [String; 7] {
 /// Renders rows as columns aligned to the widest cell (first column left-aligned,
 /// the others right-aligned, as numbers are). Widths are terminal columns
 /// (`unicode-width`), not characters: a peer named in CJK takes two per character.
-fn grid(out: &mut String, rows: &[Vec<String>]) {
+///
+/// Written straight into `out`, each cell measured once: the matrix's 4,000 cells cost
+/// a padding `String` each, a line grown as it went and a second measure (~540
+/// instructions a cell).
+fn grid<S: AsRef<str>>(out: &mut String, rows: &[Vec<S>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let width = |c: usize| {
-        rows.iter()
-            .filter_map(|r| r.get(c))
-            .map(|s| s.width())
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..cols).map(width).collect();
+    let mut widths = vec![0; cols];
+    let mut cell_widths = Vec::with_capacity(rows.iter().map(Vec::len).sum());
     for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            let pad = " ".repeat(widths[c].saturating_sub(cell.width()));
+        for (cell, max) in r.iter().zip(widths.iter_mut()) {
+            let w = cell_width(cell.as_ref());
+            *max = (*max).max(w);
+            cell_widths.push(w);
+        }
+    }
+    let line = widths.iter().sum::<usize>() + 2 * cols.saturating_sub(1) + 1;
+    out.reserve(line * rows.len());
+    let mut cell_widths = cell_widths.into_iter();
+    for r in rows {
+        let start = out.len();
+        for (c, (cell, max)) in r.iter().zip(&widths).enumerate() {
+            let pad = max.saturating_sub(cell_widths.next().unwrap_or(0));
             if c == 0 {
-                line.push_str(cell);
-                line.push_str(&pad);
+                out.push_str(cell.as_ref());
+                push_spaces(out, pad);
             } else {
-                line.push_str("  ");
-                line.push_str(&pad);
-                line.push_str(cell);
+                out.push_str("  ");
+                push_spaces(out, pad);
+                out.push_str(cell.as_ref());
             }
         }
-        out.push_str(line.trim_end());
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
         out.push('\n');
+    }
+}
+
+/// A cell's width in terminal columns: its length when it is all printable ASCII
+/// (every number, most names), each a column; else `unicode-width`'s, whose tables cost
+/// ~60 instructions a cell of the matrix.
+fn cell_width(s: &str) -> usize {
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        s.len()
+    } else {
+        s.width()
+    }
+}
+
+/// `n` spaces onto `out`, a slice of them at a time.
+fn push_spaces(out: &mut String, mut n: usize) {
+    const SPACES: &str = "                                ";
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        out.push_str(SPACES.get(..k).unwrap_or_default());
+        n -= k;
     }
 }
 
@@ -187,13 +218,22 @@ pub fn render(s: &Summary) -> String {
 
     if !s.matrix.pollers.is_empty() {
         out.push_str("\nMean RTT matrix (ms, poller \\ receiver)\n");
-        let mut rows = vec![std::iter::once(String::new())
-            .chain(s.matrix.receivers.iter().map(|r| short_label(r)))
-            .collect::<Vec<_>>()];
+        // An empty cell borrowed: a `String` for each was half the matrix's allocations.
+        let mut rows: Vec<Vec<Cow<'static, str>>> = vec![std::iter::once(Cow::Borrowed(""))
+            .chain(
+                s.matrix
+                    .receivers
+                    .iter()
+                    .map(|r| Cow::Owned(short_label(r))),
+            )
+            .collect()];
         for (p, row) in s.matrix.pollers.iter().zip(&s.matrix.mean_ms) {
             rows.push(
-                std::iter::once(short_label(p))
-                    .chain(row.iter().map(|v| opt(*v, 1)))
+                std::iter::once(Cow::Owned(short_label(p)))
+                    .chain(row.iter().map(|v| match v {
+                        Some(v) => Cow::Owned(ms(*v)),
+                        None => Cow::Borrowed("-"),
+                    }))
                     .collect(),
             );
         }
@@ -368,6 +408,121 @@ mod tests {
         let widths: Vec<usize> = out.lines().map(|l| l.width()).collect();
         assert_eq!(widths, [8, 8], "{out}");
         assert!(out.starts_with("李雷   1\nbob   22\n"), "{out:?}");
+    }
+
+    /// The grid as it was written before it wrote into the output directly: a line
+    /// built apart, a padding string per cell, each cell measured twice.
+    fn grid_by_lines(out: &mut String, rows: &[Vec<String>]) {
+        let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width = |c: usize| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.width())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..cols).map(width).collect();
+        for r in rows {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                let pad = " ".repeat(widths[c].saturating_sub(cell.width()));
+                if c == 0 {
+                    line.push_str(cell);
+                    line.push_str(&pad);
+                } else {
+                    line.push_str("  ");
+                    line.push_str(&pad);
+                    line.push_str(cell);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+
+    /// The grid writes what it wrote line by line: ragged rows, empty rows and cells,
+    /// cells ending in spaces (ASCII and wide), wide characters, pads past one slice of
+    /// spaces, after text already in the output; and random tables.
+    #[test]
+    fn grid_is_the_grid_by_lines() {
+        let cells = [
+            "",
+            "-",
+            "5.2",
+            "alice",
+            "李雷",
+            "bob  ",
+            "x\u{3000}",
+            " ",
+            "  lead",
+            "é",
+            "a-much-longer-cell-than-thirty-two-columns-of-spaces-wide",
+        ];
+        let mut tables: Vec<Vec<Vec<String>>> = vec![
+            vec![],
+            vec![vec![]],
+            vec![vec![], vec!["a".into()], vec![]],
+            vec![vec!["".into(), "".into()], vec!["".into()]],
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..300 {
+            let rows = next(6);
+            tables.push(
+                (0..rows)
+                    .map(|_| {
+                        let n = next(5);
+                        (0..n)
+                            .map(|_| cells[next(cells.len())].to_owned())
+                            .collect()
+                    })
+                    .collect(),
+            );
+        }
+        for rows in &tables {
+            let (mut new, mut old) = ("before\n".to_owned(), "before\n".to_owned());
+            grid(&mut new, rows);
+            grid_by_lines(&mut old, rows);
+            assert_eq!(new, old, "{rows:?}");
+            let borrowed: Vec<Vec<Cow<'_, str>>> = rows
+                .iter()
+                .map(|r| r.iter().map(|c| Cow::Borrowed(c.as_str())).collect())
+                .collect();
+            let mut cow = "before\n".to_owned();
+            grid(&mut cow, &borrowed);
+            assert_eq!(cow, old);
+        }
+    }
+
+    /// Every ASCII byte alone and in a printable text, and texts with a control, DEL,
+    /// an accent, CJK or a zero-width mark: the width `unicode-width` gives.
+    #[test]
+    fn cell_width_is_the_unicode_width() {
+        let mut texts: Vec<String> = (0u8..=0x7f)
+            .flat_map(|b| [char::from(b).to_string(), format!("5.{}2", char::from(b))])
+            .collect();
+        texts.extend(
+            [
+                "",
+                "-",
+                "peer000001",
+                "é",
+                "李雷",
+                "a\u{200b}b",
+                "x\u{7f}",
+                "\u{3000}",
+                "~ }",
+            ]
+            .map(str::to_owned),
+        );
+        for t in &texts {
+            assert_eq!(cell_width(t), t.width(), "{t:?}");
+        }
     }
 
     #[test]
