@@ -22,7 +22,7 @@ use observer::jim::{self, Document};
 use observer::jxta::{
     self, HeaderParse, JxtaStats, PeerId, StreamConfig, StreamEvent, StreamParser, StreamStart,
 };
-use observer::packet::{PacketConfig, PacketDecoder, L4};
+use observer::packet::{Decoded, PacketConfig, PacketDecoder, L4};
 use observer::runtime::{Pipeline, PipelineConfig};
 use observer::synth;
 use observer::transaction::{Matcher, MatcherConfig, Sighting, Transport};
@@ -497,9 +497,12 @@ fn stages(c: &mut Criterion) {
             b.iter(|| {
                 let mut d = PacketDecoder::new(PacketConfig::default());
                 let mut n = 0usize;
+                // The pipeline's way: a plain frame straight to the flow table's segment.
                 for f in &i.frames {
-                    if let Some(s) = d.decode(&f.frame()) {
-                        n += s.l4.payload().len();
+                    match d.decode_for_flows(&f.frame()) {
+                        Decoded::Tcp(t) => n += t.payload.len(),
+                        Decoded::Other(Some(s)) => n += s.l4.payload().len(),
+                        Decoded::Other(None) => {}
                     }
                 }
                 black_box(n)

@@ -207,6 +207,7 @@ struct HeldRouter {
 struct RouterHash {
     /// The CPU has AES and AVX: only [`RouterHash::default`] sets it, from
     /// `is_x86_feature_detected!`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     aes: bool,
 }
 
