@@ -387,21 +387,52 @@ impl TcpSegment<'_> {
         else {
             return None;
         };
-        Some(TcpSegment {
-            // Its bytes were first seen with its earliest fragment, if it had several.
-            ts: seg.first_ts,
-            src: seg.src,
-            dst: seg.dst,
+        let header = crate::packet::TcpHeader {
             seq: *seq,
-            ack: flags.ack.then_some(*ack),
-            syn: flags.syn,
-            fin: flags.fin,
-            rst: flags.rst,
+            ack: *ack,
+            flags: *flags,
             window: *window,
+        };
+        // Its bytes were first seen with its earliest fragment, if it had several.
+        Some(TcpSegment::of_header(
+            seg.first_ts,
+            seg.src,
+            seg.dst,
+            header,
             payload,
-            checksum: seg.checksum,
-            interface: seg.interface,
-        })
+            seg.checksum,
+            seg.interface,
+        ))
+    }
+}
+
+impl<'a> TcpSegment<'a> {
+    /// The segment of a TCP header's fields: the one mapping of them, for a decoded
+    /// packet's segment and for the decoder's plain-frame shortcut alike.
+    #[inline(always)]
+    pub fn of_header(
+        ts: UnixNanos,
+        src: SocketAddr,
+        dst: SocketAddr,
+        h: crate::packet::TcpHeader,
+        payload: &'a [u8],
+        checksum: Checksum,
+        interface: u32,
+    ) -> Self {
+        TcpSegment {
+            ts,
+            src,
+            dst,
+            seq: h.seq,
+            ack: h.flags.ack.then_some(h.ack),
+            syn: h.flags.syn,
+            fin: h.flags.fin,
+            rst: h.flags.rst,
+            window: h.window,
+            payload,
+            checksum,
+            interface,
+        }
     }
 }
 

@@ -80,6 +80,15 @@ impl L4<'_> {
     }
 }
 
+/// A TCP header's fields the flow table reads (the ack number whatever the ACK flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    pub window: u16,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpFlags {
     pub syn: bool,
@@ -378,22 +387,16 @@ impl PacketDecoder {
         match plain_tcp(frame, self.checksums) {
             Some(p) => {
                 let checksum = self.plain_counted(&p);
-                let h = p.header;
-                let flags = TcpFlags::from_byte(h[13]);
-                Decoded::Tcp(TcpSegment {
-                    ts: frame.ts,
-                    src: SocketAddr::new(IpAddr::from(p.src), be16_at(h, 0)),
-                    dst: SocketAddr::new(IpAddr::from(p.dst), be16_at(h, 2)),
-                    seq: be32_at(h, 4),
-                    ack: flags.ack.then_some(be32_at(h, 8)),
-                    syn: flags.syn,
-                    fin: flags.fin,
-                    rst: flags.rst,
-                    window: be16_at(h, 14),
-                    payload: p.payload,
+                let (src, dst, h) = p.fields();
+                Decoded::Tcp(TcpSegment::of_header(
+                    frame.ts,
+                    src,
+                    dst,
+                    h,
+                    p.payload,
                     checksum,
-                    interface: frame.interface,
-                })
+                    frame.interface,
+                ))
             }
             None => Decoded::Other(self.decode_general(frame)),
         }
@@ -415,17 +418,17 @@ impl PacketDecoder {
     #[inline(always)]
     fn plain_segment<'a>(&mut self, frame: &Frame<'a>, p: PlainTcp<'a>) -> Segment<'a> {
         let checksum = self.plain_counted(&p);
-        let h = p.header;
+        let (src, dst, h) = p.fields();
         Segment {
             ts: frame.ts,
             first_ts: frame.ts,
-            src: SocketAddr::new(IpAddr::from(p.src), be16_at(h, 0)),
-            dst: SocketAddr::new(IpAddr::from(p.dst), be16_at(h, 2)),
+            src,
+            dst,
             l4: L4::Tcp {
-                seq: be32_at(h, 4),
-                ack: be32_at(h, 8),
-                flags: TcpFlags::from_byte(h[13]),
-                window: be16_at(h, 14),
+                seq: h.seq,
+                ack: h.ack,
+                flags: h.flags,
+                window: h.window,
                 payload: Cow::Borrowed(p.payload),
             },
             cut: false,
@@ -800,6 +803,25 @@ struct PlainTcp<'a> {
     header: &'a [u8; 20],
     /// After the TCP header and its options.
     payload: &'a [u8],
+}
+
+impl PlainTcp<'_> {
+    /// Its two ends and its TCP header's fields, read at their fixed offsets: the one
+    /// reading of them, whichever segment ([`Segment`], [`TcpSegment`]) is built.
+    #[inline(always)]
+    fn fields(&self) -> (SocketAddr, SocketAddr, TcpHeader) {
+        let h = self.header;
+        (
+            SocketAddr::new(IpAddr::from(self.src), be16_at(h, 0)),
+            SocketAddr::new(IpAddr::from(self.dst), be16_at(h, 2)),
+            TcpHeader {
+                seq: be32_at(h, 4),
+                ack: be32_at(h, 8),
+                flags: TcpFlags::from_byte(h[13]),
+                window: be16_at(h, 14),
+            },
+        )
+    }
 }
 
 /// Untagged Ethernet, IPv4 with a 20-byte header, not fragmented, its total length
