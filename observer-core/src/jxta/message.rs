@@ -178,7 +178,7 @@ pub fn decode_message_in<'a>(
         return Err(JxtaError::BadSignature("jxmg"));
     }
     match r.u8("message version")? {
-        0 => decode_v0(r, elements, None),
+        0 => decode_v0(r, elements),
         1 => decode_v1(r, elements),
         v => Err(JxtaError::UnsupportedVersion(v)),
     }
@@ -191,18 +191,25 @@ pub fn decode_message_in<'a>(
 /// is decoded as [`decode_message_in`] decodes it (the same message or the same error).
 pub fn decode_message_known<'a>(
     body: &'a [u8],
-    elements: Vec<Element<'a>>,
+    mut elements: Vec<Element<'a>>,
     names: &ElementNames,
 ) -> Result<Message<'a>, JxtaError> {
-    let mut r = Reader::new(body);
-    if r.bytes(4, "message signature")? != MESSAGE_SIGNATURE {
-        return Err(JxtaError::BadSignature("jxmg"));
+    // A version 0 message's skeleton tried here: through `decode_v0` and its `Reader`
+    // the message was returned twice.
+    if let Some((&[j, x, m, g, 0], from_table)) = body.split_first_chunk::<V0_TABLE_AT>() {
+        if [j, x, m, g] == *MESSAGE_SIGNATURE {
+            if let Some(i) = decode_known(&mut elements, from_table, names) {
+                return Ok(Message {
+                    version: 0,
+                    elements,
+                    owns: false,
+                    body,
+                    layout: Some((i, names.stamp())),
+                });
+            }
+        }
     }
-    match r.u8("message version")? {
-        0 => decode_v0(r, elements, Some(names)),
-        1 => decode_v1(r, elements),
-        v => Err(JxtaError::UnsupportedVersion(v)),
-    }
+    decode_message_in(body, elements)
 }
 
 /// `a == b`, for an element's head (20 to 70 bytes in JXSE's): from 17 to 64 bytes
@@ -665,20 +672,7 @@ fn v0_namespace<'a>(r: &mut Reader<'a>) -> Result<&'a str, JxtaError> {
 fn decode_v0<'a>(
     mut r: Reader<'a>,
     mut elements: Vec<Element<'a>>,
-    known: Option<&ElementNames>,
 ) -> Result<Message<'a>, JxtaError> {
-    if let Some(names) = known {
-        let from_table = r.buf.get(r.pos..).unwrap_or_default();
-        if let Some(i) = decode_known(&mut elements, from_table, names) {
-            return Ok(Message {
-                version: 0,
-                elements,
-                owns: false,
-                body: r.buf,
-                layout: Some((i, names.stamp())),
-            });
-        }
-    }
     let ns_count = r.u16("namespace count")?;
     let table_len = 2 + usize::from(ns_count);
     let mut inline = [""; INLINE_NAMESPACES];
