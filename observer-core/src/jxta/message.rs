@@ -178,7 +178,7 @@ pub fn decode_message_in<'a>(
         return Err(JxtaError::BadSignature("jxmg"));
     }
     match r.u8("message version")? {
-        0 => decode_v0(r, elements, None),
+        0 => decode_v0(r, elements),
         1 => decode_v1(r, elements),
         v => Err(JxtaError::UnsupportedVersion(v)),
     }
@@ -191,18 +191,25 @@ pub fn decode_message_in<'a>(
 /// is decoded as [`decode_message_in`] decodes it (the same message or the same error).
 pub fn decode_message_known<'a>(
     body: &'a [u8],
-    elements: Vec<Element<'a>>,
+    mut elements: Vec<Element<'a>>,
     names: &ElementNames,
 ) -> Result<Message<'a>, JxtaError> {
-    let mut r = Reader::new(body);
-    if r.bytes(4, "message signature")? != MESSAGE_SIGNATURE {
-        return Err(JxtaError::BadSignature("jxmg"));
+    // A version 0 message's skeleton tried here: through `decode_v0` and its `Reader`
+    // the message was returned twice.
+    if let Some((&[j, x, m, g, 0], from_table)) = body.split_first_chunk::<V0_TABLE_AT>() {
+        if [j, x, m, g] == *MESSAGE_SIGNATURE {
+            if let Some(i) = decode_known(&mut elements, from_table, names) {
+                return Ok(Message {
+                    version: 0,
+                    elements,
+                    owns: false,
+                    body,
+                    layout: Some((i, names.stamp())),
+                });
+            }
+        }
     }
-    match r.u8("message version")? {
-        0 => decode_v0(r, elements, Some(names)),
-        1 => decode_v1(r, elements),
-        v => Err(JxtaError::UnsupportedVersion(v)),
-    }
+    decode_message_in(body, elements)
 }
 
 /// `a == b`, for an element's head (20 to 70 bytes in JXSE's): from 17 to 64 bytes
@@ -277,6 +284,10 @@ const SKELETON_ELEMENTS: usize = 8;
 const SKELETON_BYTES: usize = 400;
 /// Bytes of a version 0 message before its namespace table: `jxmg` and the version.
 const V0_TABLE_AT: usize = 5;
+/// Bytes of a version 0 message from its namespace table on by which
+/// [`ElementNames`] finds the skeleton it may have: JXSE's layouts differ in their
+/// first 29 (the element count, the first element's name).
+const FIRST_BYTES: usize = 32;
 
 /// The bytes of a version 0 message that its namespaces, element names and types
 /// make: the namespace table and the element count, then each element's head (from
@@ -402,6 +413,69 @@ impl Skeleton {
         Some(s)
     }
 
+    /// Which of [`ElementNames`]' places for a message's first bytes (`from_table`, the
+    /// message from its namespace table on) the message goes in; `None` if it is
+    /// shorter than them. Four words mixed: a few instructions, where the table's walk
+    /// and the layout hash that find a skeleton's entry cost ~65.
+    #[inline(always)]
+    pub(crate) fn first_bytes_key(from_table: &[u8]) -> Option<u8> {
+        let (words, _) = from_table.first_chunk::<FIRST_BYTES>()?.as_chunks::<8>();
+        let h = words
+            .iter()
+            .fold(0u64, |h, w| h.rotate_left(23) ^ u64::from_ne_bytes(*w));
+        Some((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+    }
+
+    /// [`Self::first_bytes_key`] of the messages of this skeleton, when its table and
+    /// first head fill the first bytes (JXSE's do: 43 bytes and more); `None` for
+    /// others, whose first bytes take some of their first content.
+    pub(crate) fn key(&self) -> Option<u8> {
+        let first = usize::from(self.table) + usize::from(self.heads.first()?.len);
+        if self.table == 0 || first < FIRST_BYTES {
+            return None;
+        }
+        Self::first_bytes_key(&self.bytes)
+    }
+
+    /// Decodes the message whose bytes from its namespace table on are `from_table`
+    /// into `elements` (emptied first) if its table is this skeleton's and its heads
+    /// are, as [`decode_known`] says; whether it did (if not, `elements` may hold some).
+    /// The table's bytes compared fix its length and the element count: equal bytes
+    /// walk the same way, to the same end.
+    #[inline(always)]
+    fn decode<'a>(&self, elements: &mut Vec<Element<'a>>, from_table: &'a [u8]) -> bool {
+        let t = usize::from(self.table);
+        let (Some(known_table), Some((table, rest))) =
+            (self.bytes.get(..t), from_table.split_at_checked(t))
+        else {
+            return false;
+        };
+        if !same(known_table, table) {
+            return false;
+        }
+        // A skeleton of nothing (`table` 0) has no count, and decodes nothing.
+        let Some(count) = table.last_chunk::<2>() else {
+            return false;
+        };
+        let count = u16::from_be_bytes(*count);
+        elements.clear();
+        // The bound computed only when the room falls short (a division a message).
+        if elements.capacity() < usize::from(count) {
+            elements.reserve(bounded_capacity(count, rest.len(), 12));
+        }
+        let count = usize::from(count);
+        // The heads in turn, their bytes found in the skeleton's by their place.
+        let mut heads = self.heads.iter();
+        let mut b = rest;
+        let written = fill_elements(elements, count, &mut b, |b| {
+            let h = heads.next()?;
+            let at = usize::from(h.at);
+            let head = self.bytes.get(at..at + usize::from(h.len))?;
+            Skeleton::element(h, head, b, table)
+        });
+        written == count
+    }
+
     /// The element at the front of `b`, if its head is `known` (the skeleton's bytes
     /// of `h`), and the bytes after it; `None` if it is not, or its content runs past
     /// the end.
@@ -444,7 +518,7 @@ impl Skeleton {
                 let at = usize::from(h.ns_at);
                 let ns = table.get(at..at + usize::from(h.ns_len))?;
                 // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `table` is the
-                // message's namespace table, which its caller (`decode_known`) found
+                // message's namespace table, which its caller (`Skeleton::decode`) found
                 // equal to the skeleton's, where `Skeleton::of` put at `ns_at` the
                 // `ns_len` bytes of the namespace this head names, checked with
                 // `wire_str`: the same bytes, so the same valid UTF-8.
@@ -462,16 +536,51 @@ impl Skeleton {
 /// count are the message's and whose heads the elements' are; which one (its entry).
 /// Nothing written when none is, or the table is cut short: the caller then decodes
 /// the message from its table on, and says what is wrong.
-/// The table is only walked: its namespaces are neither checked as text nor gathered
-/// (a skeleton's table was made of checked text, and a head finds its namespace in the
-/// message's table, equal to the skeleton's, where the skeleton's had it). Checked and
-/// filled in for every message, they were ~25 instructions a message.
+/// The skeleton is first looked for by the message's first bytes
+/// ([`ElementNames::by_first_bytes`]); a message it does not decode goes on to the
+/// layout's pair of entries (the same skeleton, when one decodes it: two entries never
+/// hold the same names, and a skeleton's entry is in the pair of its names).
+/// One loop, so that [`Skeleton::decode`] has one place: in two, its closure was
+/// called rather than inlined (~110 instructions an element, not ~96).
 #[inline(always)]
 fn decode_known<'a>(
     elements: &mut Vec<Element<'a>>,
     from_table: &'a [u8],
     names: &ElementNames,
 ) -> Option<u8> {
+    let guess = names.by_first_bytes(from_table);
+    let mut next = guess;
+    let mut pair: Option<[Option<usize>; 2]> = None;
+    let mut k = 0;
+    loop {
+        if let Some((i, s)) = next.and_then(|i| Some((i, names.skeleton(i)?))) {
+            if s.decode(elements, from_table) {
+                return u8::try_from(i).ok();
+            }
+        }
+        let p = match pair {
+            Some(p) => p,
+            None => *pair.insert(layout_pair(from_table, names, guess)?),
+        };
+        next = *p.get(k)?;
+        k += 1;
+    }
+}
+
+/// The entries of the pair the layout hash gives a message (`from_table` its bytes
+/// from its namespace table on) that may hold its skeleton, but `tried`; `None` if its
+/// table or first element is cut short.
+/// The table is only walked: its namespaces are neither checked as text nor gathered
+/// (a skeleton's table was made of checked text, and a head finds its namespace in the
+/// message's table, equal to the skeleton's, where the skeleton's had it). Checked and
+/// filled in for every message, they were ~25 instructions a message.
+#[cold]
+#[inline(never)]
+fn layout_pair(
+    from_table: &[u8],
+    names: &ElementNames,
+    tried: Option<usize>,
+) -> Option<[Option<usize>; 2]> {
     let (ns_count, mut b) = from_table.split_first_chunk::<2>()?;
     let ns_count = u16::from_be_bytes(*ns_count);
     // The first declared namespace, kept on the way (JXSE declares one): found again
@@ -487,13 +596,7 @@ fn decode_known<'a>(
     }
     let (count, rest) = b.split_first_chunk::<2>()?;
     let table = from_table.get(..from_table.len() - rest.len())?;
-    let count = u16::from_be_bytes(*count);
-    elements.clear();
-    // The bound computed only when the room falls short (a division a message).
-    if elements.capacity() < usize::from(count) {
-        elements.reserve(bounded_capacity(count, rest.len(), 12));
-    }
-    let count = usize::from(count);
+    let count = usize::from(u16::from_be_bytes(*count));
     // The entries the first element's names pick, as the table picks a layout's.
     let (&[.., ns_id, _, n0, n1], after) = rest.split_first_chunk::<8>()?;
     let namespace = match usize::from(ns_id).checked_sub(PREDEFINED.len()) {
@@ -503,31 +606,7 @@ fn decode_known<'a>(
     };
     let name = after.get(..usize::from(u16::from_be_bytes([n0, n1])))?;
     let at = names.layout_at(namespace, name, count);
-    for i in [at, at ^ 1] {
-        let Some(s) = names.skeleton(i) else {
-            continue;
-        };
-        let Some(known_table) = s.bytes.get(..usize::from(s.table)) else {
-            continue;
-        };
-        if !same(known_table, table) {
-            continue;
-        }
-        // The heads in turn, their bytes found in the skeleton's by their place.
-        let mut heads = s.heads.iter();
-        let mut b = rest;
-        let written = fill_elements(elements, count, &mut b, |b| {
-            let h = heads.next()?;
-            let at = usize::from(h.at);
-            let head = s.bytes.get(at..at + usize::from(h.len))?;
-            Skeleton::element(h, head, b, table)
-        });
-        if written == count {
-            return u8::try_from(i).ok();
-        }
-        elements.clear();
-    }
-    None
+    Some([at, at ^ 1].map(|i| Some(i).filter(|&i| tried != Some(i))))
 }
 
 /// The bytes of the `d`th of the `ns_count` namespaces `table` declares (`None` past
@@ -593,20 +672,7 @@ fn v0_namespace<'a>(r: &mut Reader<'a>) -> Result<&'a str, JxtaError> {
 fn decode_v0<'a>(
     mut r: Reader<'a>,
     mut elements: Vec<Element<'a>>,
-    known: Option<&ElementNames>,
 ) -> Result<Message<'a>, JxtaError> {
-    if let Some(names) = known {
-        let from_table = r.buf.get(r.pos..).unwrap_or_default();
-        if let Some(i) = decode_known(&mut elements, from_table, names) {
-            return Ok(Message {
-                version: 0,
-                elements,
-                owns: false,
-                body: r.buf,
-                layout: Some((i, names.stamp())),
-            });
-        }
-    }
     let ns_count = r.u16("namespace count")?;
     let table_len = 2 + usize::from(ns_count);
     let mut inline = [""; INLINE_NAMESPACES];
@@ -1380,6 +1446,78 @@ mod tests {
     /// them; their bytes broken (a byte that is no UTF-8, a multi-byte character cut)
     /// or changed give the decoder's error or elements. Fails if a head's namespace
     /// were taken from the wrong place of the table.
+    /// The entry found by a message's first bytes is the one the layout's pair gives
+    /// (the decoder before the index), and the message decodes as without skeletons:
+    /// layouts that share their first bytes (the guess then wrong for one), more
+    /// layouts than entries (entries replaced, their places left behind), one too short
+    /// to have a place, and every message changed at every byte.
+    #[test]
+    fn first_bytes_find_the_pairs_entry() {
+        let el = |name: &str, content: &str| {
+            OwnedElement::new("jxta", name, Some("text/xml;charset=UTF-8"), content)
+        };
+        let mut bodies = vec![
+            // Same first bytes, the second element's name differs.
+            encode_message_v0(&[el("jxta-NetGroupIRes", "a"), el("second", "b")]),
+            encode_message_v0(&[el("jxta-NetGroupIRes", "c"), el("Second", "d")]),
+            // Shorter than the first bytes before its first content.
+            encode_message_v0(&[OwnedElement::new("", "s", None, "0123456789abcdef0123")]),
+        ];
+        for k in 0..80 {
+            bodies.push(encode_message_v0(&[
+                el(&format!("layout-{k:03}"), "<P/>"),
+                el("EndpointSourceAddress", "x"),
+            ]));
+        }
+        let mut names = ElementNames::default();
+        for body in &bodies {
+            names.count_decoded(&decode_message(body).unwrap());
+        }
+        // The entry by the layout's pair alone.
+        let by_pair = |b: &[u8]| {
+            let from_table = b.strip_prefix(b"jxmg\0")?;
+            let pair = layout_pair(from_table, &names, None)?;
+            pair.into_iter().flatten().find(|&i| {
+                names
+                    .skeleton(i)
+                    .is_some_and(|s| s.decode(&mut Vec::new(), from_table))
+            })
+        };
+        // Whether the message was decoded by a skeleton, and that found by its first
+        // bytes.
+        let check = |b: &[u8]| {
+            let decoded = decode_message_known(b, Vec::new(), &names);
+            let layout = decoded.as_ref().ok().and_then(Message::layout);
+            assert_eq!(layout.map(|(i, _)| i), by_pair(b), "{b:?}");
+            let plain = decode_message(b).map(|m| (m.version, m.elements));
+            assert_eq!(decoded.map(|m| (m.version, m.elements)), plain, "{b:?}");
+            let guess = b.get(V0_TABLE_AT..).and_then(|t| names.by_first_bytes(t));
+            (
+                layout.is_some(),
+                layout.is_some() && guess == layout.map(|(i, _)| i),
+            )
+        };
+        let (mut known, mut guessed) = (0, 0);
+        for body in &bodies {
+            let (k, g) = check(body);
+            known += usize::from(k);
+            guessed += usize::from(g);
+        }
+        // Most layouts are held (some pairs overflow), and most of those found by
+        // their first bytes.
+        assert!(known >= 50 && guessed >= 40, "{known} {guessed}");
+        for body in bodies.iter().take(4).chain(bodies.last()) {
+            for at in 0..body.len() {
+                for flip in [0x01u8, 0x20, 0x80, 0xff] {
+                    let mut b = body.clone();
+                    b[at] ^= flip;
+                    check(&b);
+                }
+                check(&body[..at]);
+            }
+        }
+    }
+
     #[test]
     fn namespaces_cut_unchecked() {
         let two = vec![

@@ -424,6 +424,39 @@ pub struct ElementNames {
     layouts: Vec<Layout>,
     /// The layouts' contents, as a decoder saw them ([`Self::stamp`]); 0 before any.
     stamp: u64,
+    /// The layout entry whose skeleton begins with a message's first bytes, by them
+    /// ([`Skeleton::first_bytes_key`]): found so, a message skips the namespace table's
+    /// walk and the layout hash. Only a hint: the entry's skeleton is compared in full.
+    by_first_bytes: FirstBytes,
+}
+
+/// Places of [`ElementNames::by_first_bytes`]: with 256 for JXSE's seven layouts of
+/// `jxta-0.1g`, none shares its place with another.
+const FIRST_BYTES: usize = 256;
+/// A place of [`FirstBytes`] that names no entry.
+const NO_ENTRY: u8 = u8::MAX;
+
+/// Layout entries by their skeletons' first bytes (entries fit in a `u8`: `LAYOUTS`
+/// is 64).
+#[derive(Debug, Clone)]
+struct FirstBytes([u8; FIRST_BYTES]);
+
+impl Default for FirstBytes {
+    fn default() -> Self {
+        FirstBytes([NO_ENTRY; FIRST_BYTES])
+    }
+}
+
+impl FirstBytes {
+    /// The entry at `key`'s place (`NO_ENTRY` if none).
+    #[inline(always)]
+    fn get(&self, key: u8) -> u8 {
+        self.0[usize::from(key)]
+    }
+
+    fn set(&mut self, key: u8, entry: u8) {
+        self.0[usize::from(key)] = entry;
+    }
 }
 
 /// The last stamp given: every change of any table's layouts takes the next, so a
@@ -486,6 +519,17 @@ impl ElementNames {
         self.layouts.get(i).map(|l| &l.skeleton)
     }
 
+    /// The layout entry whose skeleton was last kept with the first bytes of
+    /// `from_table` (a version 0 message from its namespace table on): a guess, which
+    /// the caller checks by comparing the entry's skeleton in full.
+    #[inline(always)]
+    pub(crate) fn by_first_bytes(&self, from_table: &[u8]) -> Option<usize> {
+        let i = self
+            .by_first_bytes
+            .get(Skeleton::first_bytes_key(from_table)?);
+        (i != NO_ENTRY).then_some(usize::from(i))
+    }
+
     /// [`Self::count_message`]; `body`, the message's bytes, for the skeleton of a
     /// layout kept.
     #[inline]
@@ -532,9 +576,20 @@ impl ElementNames {
             }
             let i = pick_entry(at, |i| self.layouts.get(i).is_some_and(|l| l.len != 0));
             if let Some(l) = self.layouts.get_mut(i) {
+                let key = entry.skeleton.key();
                 let old = std::mem::replace(l, entry);
                 self.stamp = new_stamp();
                 add_pending(&mut self.counts, &old);
+                let entry = u8::try_from(i).unwrap_or(NO_ENTRY);
+                // The old skeleton's place no longer leads here (it would only miss).
+                if let Some(k) = old.skeleton.key() {
+                    if self.by_first_bytes.get(k) == entry {
+                        self.by_first_bytes.set(k, NO_ENTRY);
+                    }
+                }
+                if let Some(k) = key {
+                    self.by_first_bytes.set(k, entry);
+                }
             }
         }
         shape
@@ -696,6 +751,7 @@ impl crate::counters::Absorb for ElementNames {
         }
         self.recent.clear();
         self.layouts.clear();
+        self.by_first_bytes = FirstBytes::default();
         self.stamp = new_stamp();
     }
 }
