@@ -212,35 +212,18 @@ pub fn decode_message_known<'a>(
     decode_message_in(body, elements)
 }
 
-/// `a == b`, for an element's head (20 to 70 bytes in JXSE's): from 17 to 64 bytes
-/// its first and last 16 or 32 as arrays ([`same_ends`]), no loop (shorter ones by
-/// `names::same`), longer ones a word at a time. Through `same`'s loop of words it
-/// cost ~59 instructions a head.
+/// `a == b`, for an element's head (20 to 70 bytes in JXSE's): from 33 to 64 bytes
+/// its first and last 32 as arrays ([`same_ends`]), no loop; other lengths by
+/// `names::same`. Through `same`'s loop of words a 33- to 64-byte head cost ~59
+/// instructions.
 #[inline(always)]
 fn same_head(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
     // JXSE's heads are mostly of 33 to 64 bytes: that class tested first, alone (one
-    // compare), rather than after the shorter ones' bounds (three).
-    if (33..=64).contains(&a.len()) {
+    // compare), as two 32-byte arrays; any other length as the names table compares.
+    if a.len() == b.len() && (33..=64).contains(&a.len()) {
         return same_ends::<32>(a, b);
     }
-    match a.len() {
-        0..17 => same(a, b),
-        17..=32 => same_ends::<16>(a, b),
-        33..=64 => same_ends::<32>(a, b),
-        _ => {
-            let word = |w: &[u8; 8]| u64::from_ne_bytes(*w);
-            let (wa, _) = a.as_chunks::<8>();
-            let (wb, _) = b.as_chunks::<8>();
-            let last = ends_differ::<8>(a, b);
-            wa.iter()
-                .zip(wb)
-                .fold(last, |d, (x, y)| Some(d? | (word(x) ^ word(y))))
-                == Some(0)
-        }
-    }
+    same(a, b)
 }
 
 /// Whether `a`'s and `b`'s first `N` bytes are equal and their last `N` bytes too
@@ -258,23 +241,6 @@ fn same_ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
         (Some(p), Some(q), Some(x), Some(y)) => p == q && x == y,
         _ => false,
     }
-}
-
-/// The differing bits of `a`'s and `b`'s first and last `N` bytes, or'ed a word at a
-/// time (`N` a multiple of 8); `None` if either is shorter.
-#[inline(always)]
-fn ends_differ<const N: usize>(a: &[u8], b: &[u8]) -> Option<u64> {
-    let differ = |x: &[u8; N], y: &[u8; N]| {
-        let (wx, _) = x.as_chunks::<8>();
-        let (wy, _) = y.as_chunks::<8>();
-        wx.iter().zip(wy).fold(0, |d, (p, q)| {
-            d | (u64::from_ne_bytes(*p) ^ u64::from_ne_bytes(*q))
-        })
-    };
-    Some(
-        differ(a.first_chunk::<N>()?, b.first_chunk::<N>()?)
-            | differ(a.last_chunk::<N>()?, b.last_chunk::<N>()?),
-    )
 }
 
 /// Elements a [`Skeleton`] holds (as many as a layout of the element-name table).
