@@ -9,7 +9,7 @@ use super::record::{record, MessageRecord};
 use crate::jim::{self, Document, JimStats, Kind};
 use crate::jxta::flow::{FlowMessage, Handled, MessageHandler};
 use crate::jxta::{self, Carrier, FramedMessage, JxtaStats, PeerId};
-use crate::transaction::cause::{self, WireNotes};
+use crate::transaction::cause::{self, LentNotes, WireNotes};
 use crate::transaction::{Matcher, Sighting, Transaction, Transport};
 use crate::UnixNanos;
 
@@ -331,19 +331,18 @@ impl Documents {
     #[inline]
     pub(crate) fn decode(&mut self, framed: &FramedMessage<'_>, mut origin: Origin<'_>) -> Handled {
         // A datagram has no connection whose notes would be lent.
-        let mut wire = WireNotes::default();
-        self.decode_at(framed, &mut origin, &mut wire)
+        self.decode_at(framed, &mut origin, &mut LentNotes::default())
     }
 
     /// [`Self::decode`] with the origin where its caller built it: passed by value to a
     /// function that is not inlined, it was copied (~30 instructions a message). `wire`
-    /// is the message's notes (a connection's, lent; a datagram's, empty), taken by its
-    /// last document.
+    /// is the message's notes (a connection's, lent; a datagram's, none), written into
+    /// each document's sighting.
     fn decode_at(
         &mut self,
         framed: &FramedMessage<'_>,
         origin: &mut Origin<'_>,
-        wire: &mut WireNotes,
+        wire: &mut LentNotes<'_>,
     ) -> Handled {
         // `Element<'static>` is an `Element<'_>`: the spare buffer needs no recycling.
         let decoded = self
@@ -374,7 +373,7 @@ impl Documents {
         &mut self,
         framed: &FramedMessage<'_>,
         origin: &mut Origin<'_>,
-        notes: &mut WireNotes,
+        notes: &mut LentNotes<'_>,
         msg: &jxta::Message<'_>,
     ) -> Handled {
         let udp = origin.transport == Transport::Udp;
@@ -451,17 +450,13 @@ impl Documents {
                 (s.src_peer, s.dst_peer) = std::mem::take(ends);
                 s.hop_src = origin.hop_src.take().map(Cow::into_owned);
                 s.hop_dst = origin.hop_dst.take().map(Cow::into_owned);
-                // The notes the matcher left (nearly always emptied) go back to be
-                // dropped with the message's: written over, they were a second drop
-                // call a document.
-                std::mem::swap(&mut s.wire, notes);
             } else {
                 s.src_peer = ends.0.clone();
                 s.dst_peer = ends.1.clone();
                 s.hop_src = origin.hop_src.as_deref().cloned();
                 s.hop_dst = origin.hop_dst.as_deref().cloned();
-                s.wire = notes.clone();
             }
+            notes.write(&mut s.wire);
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
                 let cell = handled.delivery.get_or_insert_with(cause::delivery_cell);
                 s.wire.delivery = Some(cell.clone());
@@ -476,7 +471,7 @@ impl MessageHandler for Documents {
     /// Inlined into the stream parser's loop: out of line it cost ~120 instructions a
     /// message.
     #[inline]
-    fn message(&mut self, framed: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
+    fn message(&mut self, framed: &FramedMessage<'_>, mut at: FlowMessage<'_>) -> Handled {
         // Its addresses, hops and router borrowed; the connection's notes are lent apart
         // (`at.wire`): an empty set of notes in the origin, built and dropped for every
         // message, was ~80 instructions (docs/performance.md, stop 29, threads18e).
@@ -500,7 +495,7 @@ impl MessageHandler for Documents {
             },
             router: Some(at.router),
         };
-        self.decode_at(framed, &mut origin, at.wire)
+        self.decode_at(framed, &mut origin, &mut at.wire)
     }
 }
 
@@ -516,11 +511,12 @@ fn looks_like_xml(content: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::jxta::message::{encode_message_v0, OwnedElement};
+    use crate::transaction::cause::{ConnNotes, ConnOf};
     use crate::transaction::MatcherConfig;
 
-    /// Two PINGs in one message of a flow: each sighting has the lent notes (the last
-    /// one takes them), the PING's delivery cell and the lent hops; were other notes
-    /// read instead of the lent ones, this fails.
+    /// Two PINGs in one message of a flow: each sighting has the lent notes (the
+    /// connection's end cell, one for both), the PING's delivery cell and the lent hops;
+    /// were other notes read instead of the lent ones, this fails.
     #[test]
     fn origin_of_a_flow_owns_only_hops() {
         let body = pings(2);
@@ -532,12 +528,14 @@ mod tests {
         };
         let mut docs = Documents::new(sink, false, 1 << 16);
         let hop = PeerId::parse("urn:jxta:uuid-0011223303").expect("a peer ID");
-        let lent = WireNotes {
-            conn: Some((9, 1)),
-            queued_bytes: 5,
-            ..WireNotes::default()
+        // The second of two messages back to back on direction 1 of flow 9.
+        let mut conn = ConnNotes::default();
+        let flow = ConnOf {
+            flow: 9,
+            syn_at: None,
         };
-        let mut notes = lent.clone();
+        let _ = conn.message(flow, 1, 0, 0, 5);
+        let mut notes = conn.message(flow, 1, 0, 0, 7);
         let mut router = jxta::LastRouter::default();
         let (src, dst): (SocketAddr, SocketAddr) = (
             "10.0.0.1:1".parse().expect("an address"),
@@ -555,17 +553,18 @@ mod tests {
         };
         let handled = docs.decode_at(&framed, &mut origin, &mut notes);
         assert!(matches!(origin.hop_src, None | Some(Cow::Borrowed(_))));
-        assert_eq!(notes, WireNotes::default(), "the last document takes them");
         let cell = handled.delivery.expect("a PING's delivery cell");
         let queued = docs.sink.take_queued();
         assert_eq!(queued.len(), 2);
+        let mut ends = Vec::new();
         for m in queued {
             let MatchEvent::Document(d) = m.event else {
                 panic!("a document");
             };
             let s = &d.1;
-            assert_eq!(s.wire.conn, lent.conn);
-            assert_eq!(s.wire.queued_bytes, lent.queued_bytes);
+            assert_eq!(s.wire.conn, Some((9, 1)));
+            assert_eq!(s.wire.queued_bytes, 5);
+            ends.extend(s.wire.end.clone());
             assert!(s
                 .wire
                 .delivery
@@ -574,6 +573,7 @@ mod tests {
             assert_eq!(s.hop_src.as_ref(), Some(&hop));
             assert_eq!(s.hop_dst, None);
         }
+        assert!(ends.len() == 2 && std::sync::Arc::ptr_eq(&ends[0], &ends[1]));
     }
 
     /// A message of `n` PINGs, each in its own element.
@@ -625,6 +625,12 @@ mod tests {
         (old.hop_src, old.hop_dst) = (Some(hop.clone()), Some(hop.clone()));
         old.wire.delivery = Some(cause::delivery_cell());
         old.wire.queued_bytes = 99;
+        old.wire.opened_at = Some(3);
+        old.wire.repairs.push(cause::Repair::default());
+        old.wire.activity.push(cause::Activity::default());
+        let end = cause::EndCell::default();
+        let _ = end.set(cause::ConnEnd { at: 4, reset: true });
+        old.wire.end = Some(end);
         let mut docs = Documents::new(
             DocumentSink::Queue {
                 queue: Vec::new(),
@@ -644,11 +650,23 @@ mod tests {
             for (i, transport) in [Transport::Tcp, Transport::Udp].into_iter().enumerate() {
                 let body = pings(n);
                 let start = 10 * (i as u64 + 1);
-                let lent = WireNotes {
-                    conn: Some((5 + i as u64, 0)),
-                    ..WireNotes::default()
+                // A flow's first message, or a datagram's (no notes).
+                let mut conn = ConnNotes::default();
+                let flow = ConnOf {
+                    flow: 5 + i as u64,
+                    syn_at: None,
                 };
-                let mut notes = lent.clone();
+                let (mut notes, lent) = match transport {
+                    Transport::Udp => (LentNotes::default(), WireNotes::default()),
+                    _ => (
+                        conn.message(flow, 0, start, start + 1, body.len() as u64),
+                        WireNotes {
+                            conn: Some((5 + i as u64, 0)),
+                            end: Some(cause::EndCell::default()),
+                            ..WireNotes::default()
+                        },
+                    ),
+                };
                 let mut origin = Origin {
                     transport,
                     flow: Some(5),

@@ -13,7 +13,7 @@ use super::{
     Carrier, DirParser, FramedMessage, JxtaStats, LastRouter, PeerId, StreamConfig, StreamEvent,
 };
 use crate::conntrack::{CloseReason, Delivery, Dir, FlowHandler, FlowInfo, Interest, TcpSegment};
-use crate::transaction::cause::{ConnNotes, ConnOf, DeliveryCell, WireNotes};
+use crate::transaction::cause::{ConnNotes, ConnOf, DeliveryCell, LentNotes};
 use crate::UnixNanos;
 
 /// Flows recognised as JXTA kept for [`JxtaFlows::take_jxta_flows`] between two calls.
@@ -32,9 +32,9 @@ pub struct FlowMessage<'a> {
     /// message without a document needs no copy (two clones and drops a message).
     pub hop_src: Option<&'a PeerId>,
     pub hop_dst: Option<&'a PeerId>,
-    /// What the connection did around the message (`transaction::cause`). Lent, to be
-    /// taken by the message's last document: moved in by value, it was copied whole.
-    pub wire: &'a mut WireNotes,
+    /// What the connection did around the message (`transaction::cause`): lent, written
+    /// into each document's sighting, and only there.
+    pub wire: LentNotes<'a>,
     /// The router document this direction sent last, with the connection's welcome
     /// peers (see [`DirRouter`]).
     pub router: DirRouter<'a>,
@@ -194,7 +194,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                             peers[dir.index()] = Some(shared_peer(welcome_peers, w.peer_part));
                         }
                         StreamEvent::Message(m) => {
-                            let mut wire =
+                            let wire =
                                 notes.message(flow, dir.index(), m.start, m.stop, m.framed_len);
                             let at = FlowMessage {
                                 carrier,
@@ -203,7 +203,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                 dst: &dst,
                                 hop_src: peers[dir.index()].as_deref(),
                                 hop_dst: peers[dir.other().index()].as_deref(),
-                                wire: &mut wire,
+                                wire,
                                 router: DirRouter {
                                     last: &mut routers[dir.index()],
                                     hops: [
@@ -284,6 +284,7 @@ mod tests {
     use super::*;
     use crate::jxta::framing::{encode_package, HeaderOrder};
     use crate::jxta::message::{encode_message_v0, OwnedElement};
+    use crate::transaction::cause::WireNotes;
 
     /// A message's connection and direction, its opening time and its hop peer.
     type Note = (Option<(u64, u8)>, Option<UnixNanos>, Option<PeerId>);
@@ -293,9 +294,11 @@ mod tests {
     struct Seen(Vec<Note>);
 
     impl MessageHandler for Seen {
-        fn message(&mut self, _: &FramedMessage<'_>, at: FlowMessage<'_>) -> Handled {
+        fn message(&mut self, _: &FramedMessage<'_>, mut at: FlowMessage<'_>) -> Handled {
+            let mut wire = WireNotes::default();
+            at.wire.write(&mut wire);
             self.0
-                .push((at.wire.conn, at.wire.opened_at, at.hop_src.cloned()));
+                .push((wire.conn, wire.opened_at, at.hop_src.cloned()));
             Handled::default()
         }
     }
