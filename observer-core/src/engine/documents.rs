@@ -43,7 +43,8 @@ pub enum DocumentSink {
     /// matcher in its counters and result, which the merging thread's replaces.
     /// `spare`: boxes the matcher is done with, handed back, each refilled with a
     /// later document (the document the box still holds is swapped out, to be refilled
-    /// by the next document decoded on this thread; its sighting is dropped).
+    /// by the next document decoded on this thread; its sighting likewise, written
+    /// over by the next document's).
     Queue {
         queue: Vec<Matched>,
         idle: Matcher,
@@ -109,13 +110,16 @@ impl DocumentSink {
                 // (docs/performance.md, stop 29, threads18e).
                 let boxed = match spare.pop() {
                     // The document swapped in (the box's old one left to the caller
-                    // to refill) and the sighting likewise (left to be dropped): the
+                    // to refill) and the sighting likewise (to be written over): the
                     // pair built apart and moved in whole were ~3 `memcpy` calls a
                     // document.
                     Some(mut b) => {
                         let (d, sighting) = &mut *b;
                         std::mem::swap(d, doc);
                         std::mem::swap(sighting, s);
+                        // The old PING's delivery cell let go now, not at the next
+                        // document: held, its watch list could not take it back.
+                        s.wire.delivery = None;
                         b
                     }
                     None => Box::new((std::mem::take(doc), emptied(s))),
@@ -441,27 +445,41 @@ impl Documents {
             // sighting needs from the origin; earlier ones copy it.
             let last = payloads.clone().next().is_none();
             let ends = peers.get_or_insert_with(|| self.peers.peers(msg, origin.router.as_mut()));
-            let s = &mut self.sighting;
-            (s.start, s.stop) = (framed.start, framed.stop);
-            s.framed_bytes = framed.framed_len;
-            s.message_bytes = framed.body.len() as u64;
-            s.transport = origin.transport;
+            // Every field named: one added to `Sighting` and not written here would
+            // carry the previous document's value into this one.
+            let Sighting {
+                start,
+                stop,
+                src_peer,
+                dst_peer,
+                hop_src,
+                hop_dst,
+                framed_bytes,
+                message_bytes,
+                transport,
+                wire,
+            } = &mut self.sighting;
+            (*start, *stop) = (framed.start, framed.stop);
+            *framed_bytes = framed.framed_len;
+            *message_bytes = framed.body.len() as u64;
+            *transport = origin.transport;
             if last {
-                (s.src_peer, s.dst_peer) = std::mem::take(ends);
-                s.hop_src = origin.hop_src.take().map(Cow::into_owned);
-                s.hop_dst = origin.hop_dst.take().map(Cow::into_owned);
+                (*src_peer, *dst_peer) = std::mem::take(ends);
+                *hop_src = origin.hop_src.take().map(Cow::into_owned);
+                *hop_dst = origin.hop_dst.take().map(Cow::into_owned);
             } else {
-                s.src_peer = ends.0.clone();
-                s.dst_peer = ends.1.clone();
-                s.hop_src = origin.hop_src.as_deref().cloned();
-                s.hop_dst = origin.hop_dst.as_deref().cloned();
+                *src_peer = ends.0.clone();
+                *dst_peer = ends.1.clone();
+                *hop_src = origin.hop_src.as_deref().cloned();
+                *hop_dst = origin.hop_dst.as_deref().cloned();
             }
-            notes.write(&mut s.wire);
+            notes.write(wire);
             if doc.kind == Kind::Ping && origin.transport != Transport::Udp {
                 let cell = handled.delivery.get_or_insert_with(cause::delivery_cell);
-                s.wire.delivery = Some(cell.clone());
+                wire.delivery = Some(cell.clone());
             }
-            self.sink.document(self.at, origin.flow, doc, s);
+            self.sink
+                .document(self.at, origin.flow, doc, &mut self.sighting);
         }
         handled
     }

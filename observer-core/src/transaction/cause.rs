@@ -926,18 +926,31 @@ impl LentNotes<'_> {
             *to = WireNotes::default();
             return;
         };
-        to.conn = Some(at.conn);
-        to.opened_at = at.opened_at;
-        (to.queued_bytes, to.queued_ns) = (at.queued_bytes, at.queued_ns);
+        // Every field named: one added to `WireNotes` and not written here would carry
+        // an earlier document's value into this one.
+        let WireNotes {
+            conn,
+            repairs,
+            opened_at,
+            queued_bytes,
+            queued_ns,
+            stalls,
+            activity,
+            end,
+            delivery,
+        } = to;
+        *conn = Some(at.conn);
+        *opened_at = at.opened_at;
+        (*queued_bytes, *queued_ns) = (at.queued_bytes, at.queued_ns);
         let recent = notes.recent.as_deref();
-        refill(&mut to.repairs, recent.map(|r| &r.repairs));
-        refill(&mut to.stalls, recent.map(|r| &r.stalls));
-        refill(&mut to.activity, recent.map(|r| &r.activity));
-        let end = notes.end.get_or_insert_with(EndCell::default);
-        if !to.end.as_ref().is_some_and(|e| Arc::ptr_eq(e, end)) {
-            to.end = Some(Arc::clone(end));
+        refill(repairs, recent.map(|r| &r.repairs));
+        refill(stalls, recent.map(|r| &r.stalls));
+        refill(activity, recent.map(|r| &r.activity));
+        let cell = notes.end.get_or_insert_with(EndCell::default);
+        if !end.as_ref().is_some_and(|e| Arc::ptr_eq(e, cell)) {
+            *end = Some(Arc::clone(cell));
         }
-        to.delivery = None;
+        *delivery = None;
     }
 }
 
