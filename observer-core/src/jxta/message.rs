@@ -196,20 +196,30 @@ pub fn decode_message_known<'a>(
 ) -> Result<Message<'a>, JxtaError> {
     // A version 0 message's skeleton tried here: through `decode_v0` and its `Reader`
     // the message was returned twice.
-    if let Some((&[j, x, m, g, 0], from_table)) = body.split_first_chunk::<V0_TABLE_AT>() {
-        if [j, x, m, g] == *MESSAGE_SIGNATURE {
-            if let Some(i) = decode_known(&mut elements, from_table, names) {
-                return Ok(Message {
-                    version: 0,
-                    elements,
-                    owns: false,
-                    body,
-                    layout: Some((i, names.stamp())),
-                });
-            }
+    if let Some(from_table) = v0_from_table(body) {
+        if let Some(i) = decode_known(&mut elements, from_table, names) {
+            return Ok(Message {
+                version: 0,
+                elements,
+                owns: false,
+                body,
+                layout: Some((i, names.stamp())),
+            });
         }
+        // A skeleton that failed part way may have written some.
+        elements.clear();
     }
     decode_message_in(body, elements)
+}
+
+/// A version 0 message's bytes from its namespace table on; `None` for a body that is
+/// no `jxmg` message of version 0.
+#[inline(always)]
+fn v0_from_table(body: &[u8]) -> Option<&[u8]> {
+    match body.split_first_chunk::<V0_TABLE_AT>()? {
+        (&[j, x, m, g, 0], from_table) if [j, x, m, g] == *MESSAGE_SIGNATURE => Some(from_table),
+        _ => None,
+    }
 }
 
 /// `a == b`, for an element's head (20 to 70 bytes in JXSE's): from 33 to 64 bytes
@@ -310,10 +320,7 @@ impl Skeleton {
     /// name, namespace and type in it is text (checked here: [`Self::element`] relies
     /// on it).
     pub(crate) fn of(body: &[u8]) -> Option<Skeleton> {
-        let (&[j, x, m, g, version], from_table) = body.split_first_chunk::<V0_TABLE_AT>()?;
-        if [j, x, m, g] != *MESSAGE_SIGNATURE || version != 0 {
-            return None;
-        }
+        let from_table = v0_from_table(body)?;
         let (ns_count, mut b) = from_table.split_first_chunk::<2>()?;
         let ns_count = u16::from_be_bytes(*ns_count);
         // Each declared namespace's place in the table (from its count on).
@@ -396,8 +403,8 @@ impl Skeleton {
     /// first head fill the first bytes (JXSE's do: 43 bytes and more); `None` for
     /// others, whose first bytes take some of their first content.
     pub(crate) fn key(&self) -> Option<u8> {
-        let first = usize::from(self.table) + usize::from(self.heads.first()?.len);
-        if self.table == 0 || first < FIRST_BYTES {
+        let [first, ..] = &self.heads;
+        if usize::from(self.table) + usize::from(first.len) < FIRST_BYTES {
             return None;
         }
         Self::first_bytes_key(&self.bytes)
@@ -500,8 +507,9 @@ impl Skeleton {
 /// Decodes the version 0 message whose bytes from its namespace table on are
 /// `from_table` by one of `names`' skeletons, the one whose namespace table and element
 /// count are the message's and whose heads the elements' are; which one (its entry).
-/// Nothing written when none is, or the table is cut short: the caller then decodes
-/// the message from its table on, and says what is wrong.
+/// `None` when none is, or the table is cut short (`elements` may then hold some a
+/// skeleton wrote before it failed): the caller then decodes the message from its
+/// table on, and says what is wrong.
 /// The skeleton is first looked for by the message's first bytes
 /// ([`ElementNames::by_first_bytes`]); a message it does not decode goes on to the
 /// layout's pair of entries (the same skeleton, when one decodes it: two entries never
@@ -1407,11 +1415,6 @@ mod tests {
         }
     }
 
-    /// Namespaces the skeletons' decoder takes from the table unchecked: declared
-    /// non-ASCII ones, two or three, decode by the skeleton as the decoder decodes
-    /// them; their bytes broken (a byte that is no UTF-8, a multi-byte character cut)
-    /// or changed give the decoder's error or elements. Fails if a head's namespace
-    /// were taken from the wrong place of the table.
     /// The entry found by a message's first bytes is the one the layout's pair gives
     /// (the decoder before the index), and the message decodes as without skeletons:
     /// layouts that share their first bytes (the guess then wrong for one), more
@@ -1441,7 +1444,7 @@ mod tests {
         }
         // The entry by the layout's pair alone.
         let by_pair = |b: &[u8]| {
-            let from_table = b.strip_prefix(b"jxmg\0")?;
+            let from_table = v0_from_table(b)?;
             let pair = layout_pair(from_table, &names, None)?;
             pair.into_iter().flatten().find(|&i| {
                 names
@@ -1484,6 +1487,11 @@ mod tests {
         }
     }
 
+    /// Namespaces the skeletons' decoder takes from the table unchecked: declared
+    /// non-ASCII ones, two or three, decode by the skeleton as the decoder decodes
+    /// them; their bytes broken (a byte that is no UTF-8, a multi-byte character cut)
+    /// or changed give the decoder's error or elements. Fails if a head's namespace
+    /// were taken from the wrong place of the table.
     #[test]
     fn namespaces_cut_unchecked() {
         let two = vec![

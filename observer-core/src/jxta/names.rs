@@ -430,20 +430,21 @@ pub struct ElementNames {
     by_first_bytes: FirstBytes,
 }
 
-/// Places of [`ElementNames::by_first_bytes`]: with 256 for JXSE's seven layouts of
+/// Places of [`ElementNames::by_first_bytes`], one for each key a `u8` can be (so a key
+/// made of wire bytes always has its place): with 256 for JXSE's seven layouts of
 /// `jxta-0.1g`, none shares its place with another.
-const FIRST_BYTES: usize = 256;
+const FIRST_BYTES_PLACES: usize = 1 << u8::BITS;
 /// A place of [`FirstBytes`] that names no entry.
 const NO_ENTRY: u8 = u8::MAX;
 
 /// Layout entries by their skeletons' first bytes (entries fit in a `u8`: `LAYOUTS`
 /// is 64).
 #[derive(Debug, Clone)]
-struct FirstBytes([u8; FIRST_BYTES]);
+struct FirstBytes([u8; FIRST_BYTES_PLACES]);
 
 impl Default for FirstBytes {
     fn default() -> Self {
-        FirstBytes([NO_ENTRY; FIRST_BYTES])
+        FirstBytes([NO_ENTRY; FIRST_BYTES_PLACES])
     }
 }
 

@@ -922,10 +922,6 @@ impl LentNotes<'_> {
     /// the last one): its lists refilled in place, none allocated when the connection
     /// has nothing recent; the end cell made with the first notes that carry it.
     pub fn write(&mut self, to: &mut WireNotes) {
-        let Some((notes, at)) = &mut self.of else {
-            *to = WireNotes::default();
-            return;
-        };
         // Every field named: one added to `WireNotes` and not written here would carry
         // an earlier document's value into this one.
         let WireNotes {
@@ -939,6 +935,16 @@ impl LentNotes<'_> {
             end,
             delivery,
         } = to;
+        let Some((notes, at)) = &mut self.of else {
+            // A datagram's: the default notes, the lists emptied in their room (the
+            // next document of a connection refills them).
+            (*conn, *opened_at, *end, *delivery) = (None, None, None, None);
+            (*queued_bytes, *queued_ns) = (0, 0);
+            repairs.clear();
+            stalls.clear();
+            activity.clear();
+            return;
+        };
         *conn = Some(at.conn);
         *opened_at = at.opened_at;
         (*queued_bytes, *queued_ns) = (at.queued_bytes, at.queued_ns);
