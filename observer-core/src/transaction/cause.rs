@@ -1268,6 +1268,7 @@ fn leg_spans_ns(
 /// Updates the pair's history. `key_receiver`: the receiver ID of the pair's key, the
 /// same for every transaction of the pair (`receiver`, the one that answered, need not
 /// be).
+#[cfg(test)]
 pub fn explain(
     ping: &[Leg],
     pong: &[Leg],
@@ -1275,16 +1276,31 @@ pub fn explain(
     key_receiver: Option<&PeerId>,
     h: &mut History,
 ) -> Cause {
+    let mut c = Cause::default();
+    explain_into(ping, pong, receiver, key_receiver, h, &mut c);
+    c
+}
+
+/// [`explain`] written into `c`, a default [`Cause`] (the record's own, already in
+/// its list): returned, it was copied through an `Option` into the record.
+pub fn explain_into(
+    ping: &[Leg],
+    pong: &[Leg],
+    receiver: Option<&PeerId>,
+    key_receiver: Option<&PeerId>,
+    h: &mut History,
+    c: &mut Cause,
+) {
     let until = pong.last().map_or(0, |l| l.stop);
     let scan = Scan::of(ping.iter().chain(pong), ping_start(ping), until);
     // The notes are gathered only for a repair's or a stall's cost per leg: nearly
     // every transaction has neither.
     if scan.repairs || scan.stalls {
         with_notes(ping, pong, |notes| {
-            explain_with(ping, pong, receiver, key_receiver, h, &scan, notes)
+            explain_with(ping, pong, receiver, key_receiver, h, &scan, notes, c)
         })
     } else {
-        explain_with(ping, pong, receiver, key_receiver, h, &scan, &[])
+        explain_with(ping, pong, receiver, key_receiver, h, &scan, &[], c)
     }
 }
 
@@ -1369,6 +1385,7 @@ fn with_notes<R>(ping: &[Leg], pong: &[Leg], f: impl FnOnce(&[&WireNotes]) -> R)
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn explain_with(
     ping: &[Leg],
     pong: &[Leg],
@@ -1377,11 +1394,9 @@ fn explain_with(
     h: &mut History,
     scan: &Scan,
     notes: &[&WireNotes],
-) -> Cause {
-    let mut c = Cause {
-        ping_legs: ping.len().min(u8::MAX as usize) as u8,
-        ..Cause::default()
-    };
+    c: &mut Cause,
+) {
+    c.ping_legs = ping.len().min(u8::MAX as usize) as u8;
     let repair = |l: &Leg| match scan.repairs {
         true => leg_spans_ns(l, notes, |n| &n.repairs),
         false => (0, 0),
@@ -1392,7 +1407,7 @@ fn explain_with(
     if c.tcp_ns >= RETRANS_FLAG_NS {
         c.flags.insert(Flag::Retrans);
     }
-    scan.apply(&mut c);
+    scan.apply(c);
     // Waiting behind other messages happens where a message is written: the first
     // leg of each (a relay's forwarding is its own business, seen as `far` or relay).
     let pong_queue = pong.first().map_or(0, |l| l.wire.queued_ns);
@@ -1433,7 +1448,7 @@ fn explain_with(
         }
     }
     if scan.stalls {
-        window(&mut c, ping, pong, notes);
+        window(c, ping, pong, notes);
     }
     if let (Some(p), Some(q)) = (ping.last(), pong.first()) {
         // The PING reached the receiver with its last byte, or with the copy that
@@ -1447,7 +1462,6 @@ fn explain_with(
         }
         h.remember_far(far);
     }
-    c
 }
 
 /// Explains a PING that got no answer by `deadline`: what its legs show, without the
