@@ -686,8 +686,6 @@ struct Remembered {
     /// found in `index` as `popped + i`.
     popped: u32,
     index: hashbrown::HashTable<u32>,
-    /// The matcher's pair table's (see [`Remembered::beside`]).
-    hasher: foldhash::fast::RandomState,
 }
 
 #[derive(Debug)]
@@ -798,19 +796,12 @@ fn copy_ends<const N: usize>(to: &mut [u8], from: &[u8]) -> bool {
     true
 }
 
+/// Entries are hashed with the matcher's pair table's hasher, passed to each method that
+/// hashes (one hasher, none kept here to drift from it): a PING's entry is then hashed
+/// from the pair's hash its look-up in the pair table took ([`Self::hash_of_pair`]), not
+/// from the pair again (~25 instructions a PING, LTO off).
 impl Remembered {
-    /// An empty table hashing pairs as `pairs` does: a PING's entry is then hashed from
-    /// the pair's hash its look-up in `pairs` took ([`Self::hash_of_pair`]), not from
-    /// the pair again (~25 instructions a PING, LTO off).
-    fn beside(pairs: &PairTable) -> Self {
-        Remembered {
-            hasher: pairs.hasher.clone(),
-            ..Remembered::default()
-        }
-    }
-
-    /// [`Self::hash_with`] given the pair's [`PairTable::hash`], for a table made
-    /// [`Self::beside`] that pair table.
+    /// [`Self::hash_with`] given the pair's [`PairTable::hash`].
     fn hash_of_pair(pair_hash: u64, correlator: u64) -> u32 {
         (pair_hash ^ correlator) as u32
     }
@@ -842,8 +833,13 @@ impl Remembered {
         self.ring.len()
     }
 
-    fn position(&self, pair: &PairKey, correlator: &[u8]) -> Option<usize> {
-        let hash = Self::hash(&self.hasher, pair, correlator);
+    fn position(
+        &self,
+        hasher: &foldhash::fast::RandomState,
+        pair: &PairKey,
+        correlator: &[u8],
+    ) -> Option<usize> {
+        let hash = Self::hash(hasher, pair, correlator);
         self.position_hashed(hash, pair, correlator)
     }
 
@@ -857,8 +853,13 @@ impl Remembered {
             .map(|&at| at.wrapping_sub(popped) as usize)
     }
 
-    fn get(&self, pair: &PairKey, correlator: &str) -> Option<(Finished, UnixNanos)> {
-        let hash = Self::hash(&self.hasher, pair, correlator.as_bytes());
+    fn get(
+        &self,
+        hasher: &foldhash::fast::RandomState,
+        pair: &PairKey,
+        correlator: &str,
+    ) -> Option<(Finished, UnixNanos)> {
+        let hash = Self::hash(hasher, pair, correlator.as_bytes());
         self.get_hashed(hash, pair, correlator)
     }
 
@@ -875,8 +876,14 @@ impl Remembered {
         Some((f.outcome, f.start))
     }
 
-    fn set_outcome(&mut self, pair: &PairKey, correlator: &str, outcome: Finished) {
-        if let Some(i) = self.position(pair, correlator.as_bytes()) {
+    fn set_outcome(
+        &mut self,
+        hasher: &foldhash::fast::RandomState,
+        pair: &PairKey,
+        correlator: &str,
+        outcome: Finished,
+    ) {
+        if let Some(i) = self.position(hasher, pair, correlator.as_bytes()) {
             if let Some(f) = self.ring.get_mut(i) {
                 f.outcome = outcome;
             }
@@ -887,9 +894,9 @@ impl Remembered {
     /// and start), forgetting the oldest so as to hold at most `cap` (at least 1).
     /// Returns how many it forgot.
     #[cfg(test)]
-    fn insert(&mut self, cap: usize, f: Finish) -> u64 {
+    fn insert(&mut self, hasher: &foldhash::fast::RandomState, cap: usize, f: Finish) -> u64 {
         // Hashed once for the look-up and the insertion (~140 instructions each).
-        let hash = Self::hash(&self.hasher, &f.pair, f.correlator.as_bytes());
+        let hash = Self::hash(hasher, &f.pair, f.correlator.as_bytes());
         self.insert_hashed(cap, hash, f)
     }
 
@@ -1301,7 +1308,7 @@ impl Matcher {
         let pairs = PairTable::new(fold_after);
         Matcher {
             cfg,
-            finished: Remembered::beside(&pairs),
+            finished: Remembered::default(),
             pairs,
             deadlines: Deadlines::default(),
             live_seqs: LiveSeqs::default(),
@@ -1531,7 +1538,7 @@ impl Matcher {
         // many pairs, are freed before the summary is built from what remains
         // (presence, overhead, anomalies).
         self.pairs = PairTable::new(self.pairs.fold_after);
-        self.finished = Remembered::beside(&self.pairs);
+        self.finished = Remembered::default();
         self.open_correlators = Default::default();
         self.open_correlator_entries = 0;
         self.spare_queues = Vec::new();
@@ -1734,7 +1741,7 @@ impl Matcher {
                 self.anomalies.duplicate_ping_correlator += 1;
                 return;
             }
-            let hasher = &self.finished.hasher;
+            let hasher = &self.pairs.hasher;
             correlator_hash = Remembered::correlator_hash(hasher, c.as_bytes());
             finished_hash = Remembered::hash_of_pair(hash, correlator_hash);
             debug_assert_eq!(
@@ -2002,11 +2009,15 @@ impl Matcher {
                     self.matched(at, i, pong, seen, MatchMethod::Correlator, out);
                     return;
                 }
-                let outcome = self.finished.get(&at.pair, c).map(|(f, _)| f);
+                let outcome = self
+                    .finished
+                    .get(&self.pairs.hasher, &at.pair, c)
+                    .map(|(f, _)| f);
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    self.finished.set_outcome(&at.pair, c, Finished::Answered);
+                    self.finished
+                        .set_outcome(&self.pairs.hasher, &at.pair, c, Finished::Answered);
                     return;
                 }
                 self.count_pong(doc, s);
@@ -2336,7 +2347,7 @@ mod pair_table_tests {
                 Some((pair.clone(), st.outstanding.iter().next()?.finished_hash))
             })
             .expect("the PING is outstanding");
-        assert_eq!(hash, Remembered::hash(&m.finished.hasher, &pair, b"c1"));
+        assert_eq!(hash, Remembered::hash(&m.pairs.hasher, &pair, b"c1"));
         m.observe(
             &c1_doc(Kind::Pong, "bob"),
             &seen(1_000, 0xB0, 0xA1),
@@ -2344,7 +2355,7 @@ mod pair_table_tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(
-            m.finished.get(&pair, "c1").map(|(f, _)| f),
+            m.finished.get(&m.pairs.hasher, &pair, "c1").map(|(f, _)| f),
             Some(Finished::Answered)
         );
     }
@@ -3049,6 +3060,7 @@ mod pair_table_tests {
     #[test]
     fn remembered_correlators_inline_and_boxed_are_found() {
         let mut r = Remembered::default();
+        let h = foldhash::fast::RandomState::default();
         let names = [
             String::new(),
             "s00000000".to_string(),
@@ -3064,17 +3076,17 @@ mod pair_table_tests {
                 start: i as u64,
                 hash: 0,
             };
-            r.insert(100, f);
+            r.insert(&h, 100, f);
         }
         assert_eq!(r.len(), names.len());
         for (i, c) in names.iter().enumerate() {
             assert_eq!(
-                r.get(&key(1), c),
+                r.get(&h, &key(1), c),
                 Some((Finished::TimedOut, i as u64)),
                 "{c}"
             );
-            assert_eq!(r.get(&key(2), c), None, "{c}");
-            assert_eq!(r.get(&key(1), &format!("{c}z")), None, "{c}");
+            assert_eq!(r.get(&h, &key(2), c), None, "{c}");
+            assert_eq!(r.get(&h, &key(1), &format!("{c}z")), None, "{c}");
         }
         assert!(matches!(
             Correlator::new(&names[2]),
@@ -3094,6 +3106,7 @@ mod pair_table_tests {
             popped: u32::MAX - 20,
             ..Remembered::default()
         };
+        let h = foldhash::fast::RandomState::default();
         let mut map: HashMap<(PairKey, String), (Finished, UnixNanos)> = HashMap::new();
         let mut order: VecDeque<(PairKey, String)> = VecDeque::new();
         let outcomes = [
@@ -3110,7 +3123,7 @@ mod pair_table_tests {
             let corr = format!("c{}", (x >> 40) % 11);
             let outcome = outcomes[(x >> 50) as usize % 3];
             if step % 5 == 0 {
-                ring.set_outcome(&pair, &corr, Finished::Answered);
+                ring.set_outcome(&h, &pair, &corr, Finished::Answered);
                 if let Some(v) = map.get_mut(&(pair.clone(), corr.clone())) {
                     v.0 = Finished::Answered;
                 }
@@ -3122,7 +3135,7 @@ mod pair_table_tests {
                     start: step,
                     hash: 0,
                 };
-                ring.insert(CAP, f);
+                ring.insert(&h, CAP, f);
                 let k = (pair.clone(), corr.clone());
                 if map.insert(k.clone(), (outcome, step)).is_none() {
                     order.push_back(k);
@@ -3139,7 +3152,7 @@ mod pair_table_tests {
                 for c in 0..11 {
                     let (pair, corr) = (key(p), format!("c{c}"));
                     let want = map.get(&(pair.clone(), corr.clone())).copied();
-                    assert_eq!(ring.get(&pair, &corr), want, "step {step}: {p} {corr}");
+                    assert_eq!(ring.get(&h, &pair, &corr), want, "step {step}: {p} {corr}");
                 }
             }
         }
@@ -3202,6 +3215,7 @@ mod pair_table_tests {
             popped: u32::MAX - 5,
             ..Remembered::default()
         };
+        let h = foldhash::fast::RandomState::default();
         let finish = |c: u64| Finish {
             pair: key(0),
             correlator: Correlator::new(&format!("c{c}")),
@@ -3210,13 +3224,13 @@ mod pair_table_tests {
             hash: 0,
         };
         for c in 0..20 {
-            ring.insert(12, finish(c));
+            ring.insert(&h, 12, finish(c));
         }
         ring.reserve(4_096);
         assert!(ring.capacity() >= 4_096 && ring.index.capacity() >= 4_096);
         for c in 0..20 {
             let want = (c >= 8).then_some((Finished::Answered, c));
-            assert_eq!(ring.get(&key(0), &format!("c{c}")), want, "c{c}");
+            assert_eq!(ring.get(&h, &key(0), &format!("c{c}")), want, "c{c}");
         }
     }
 
@@ -3291,10 +3305,10 @@ mod pair_table_tests {
                     PeerKey::new(id(n as u8 + 1).as_ref(), None),
                 );
                 for pair in [key(n), ids] {
-                    let c = Remembered::correlator_hash(&m.finished.hasher, b"c1");
+                    let c = Remembered::correlator_hash(&m.pairs.hasher, b"c1");
                     assert_eq!(
                         Remembered::hash_of_pair(m.pairs.hash(&pair), c),
-                        Remembered::hash(&m.finished.hasher, &pair, b"c1"),
+                        Remembered::hash(&m.pairs.hasher, &pair, b"c1"),
                         "round {round}"
                     );
                 }
@@ -3404,6 +3418,7 @@ mod pair_table_tests {
     #[test]
     fn remembered_correlators_count_evictions_expire_from_the_front_and_shrink() {
         let mut ring = Remembered::default();
+        let h = foldhash::fast::RandomState::default();
         let finish = |c: u64, start| Finish {
             pair: key(0),
             correlator: Correlator::new(&format!("c{c}")),
@@ -3411,7 +3426,9 @@ mod pair_table_tests {
             start,
             hash: 0,
         };
-        let evicted: u64 = (0..10_000).map(|c| ring.insert(8_000, finish(c, c))).sum();
+        let evicted: u64 = (0..10_000)
+            .map(|c| ring.insert(&h, 8_000, finish(c, c)))
+            .sum();
         assert_eq!((evicted, ring.len()), (2_000, 8_000));
         assert_eq!(
             ring.index.len(),
@@ -3419,7 +3436,7 @@ mod pair_table_tests {
             "forgotten entries left in the table"
         );
         // A known correlator keeps its place and takes the new start.
-        assert_eq!(ring.insert(8_000, finish(2_000, 20_000)), 0);
+        assert_eq!(ring.insert(&h, 8_000, finish(2_000, 20_000)), 0);
         assert_eq!(ring.oldest_start(), Some(20_000));
         ring.pop_oldest();
         while ring.oldest_start().is_some_and(|s| s < 9_990) {
@@ -3436,12 +3453,12 @@ mod pair_table_tests {
         );
         for c in 9_990..10_000 {
             assert_eq!(
-                ring.get(&key(0), &format!("c{c}")),
+                ring.get(&h, &key(0), &format!("c{c}")),
                 Some((Finished::Answered, c))
             );
         }
-        assert_eq!(ring.get(&key(0), "c9989"), None);
-        assert_eq!(ring.insert(8_000, finish(1, 1)), 0);
-        assert_eq!(ring.get(&key(0), "c1"), Some((Finished::Answered, 1)));
+        assert_eq!(ring.get(&h, &key(0), "c9989"), None);
+        assert_eq!(ring.insert(&h, 8_000, finish(1, 1)), 0);
+        assert_eq!(ring.get(&h, &key(0), "c1"), Some((Finished::Answered, 1)));
     }
 }
