@@ -649,15 +649,7 @@ mod tests {
         let end = cause::EndCell::default();
         let _ = end.set(cause::ConnEnd { at: 4, reset: true });
         old.wire.end = Some(end);
-        let mut docs = Documents::new(
-            DocumentSink::Queue {
-                queue: Vec::new(),
-                idle: Matcher::new(MatcherConfig::default()),
-                spare: Vec::new(),
-            },
-            false,
-            1 << 16,
-        );
+        let mut docs = queue_documents();
         for n in [1, 2] {
             // Two boxes holding the old sighting: the first document's swaps it in.
             let spare = vec![
@@ -748,12 +740,9 @@ mod tests {
         }
     }
 
-    /// A box handed back is refilled with the next document, whole (nothing of the old
-    /// one left), and a queue without spare boxes makes its own; past `keep` boxes
-    /// held, the rest go. Were the old contents kept or the spare ignored, this fails.
-    #[test]
-    fn a_recycled_box_carries_the_next_document() {
-        let mut docs = Documents::new(
+    /// Documents queued for a matcher thread, as a shard of `--threads` has them.
+    fn queue_documents() -> Documents {
+        Documents::new(
             DocumentSink::Queue {
                 queue: Vec::new(),
                 idle: Matcher::new(MatcherConfig::default()),
@@ -761,7 +750,15 @@ mod tests {
             },
             false,
             1 << 16,
-        );
+        )
+    }
+
+    /// A box handed back is refilled with the next document, whole (nothing of the old
+    /// one left), and a queue without spare boxes makes its own; past `keep` boxes
+    /// held, the rest go. Were the old contents kept or the spare ignored, this fails.
+    #[test]
+    fn a_recycled_box_carries_the_next_document() {
+        let mut docs = queue_documents();
         let old = Document {
             kind: Kind::Pong,
             name: Some("old".into()),

@@ -1398,14 +1398,7 @@ mod tests {
         };
         for body in &bodies {
             check(body);
-            for at in 0..body.len() {
-                for flip in [0x01u8, 0x20, 0x80, 0xff] {
-                    let mut b = body.clone();
-                    b[at] ^= flip;
-                    check(&b);
-                }
-                check(&body[..at]);
-            }
+            changed_and_cut(body, &mut check);
         }
         // The two unchanged, and those changed in a content only.
         assert!(by_skeleton > 2 * 4, "{by_skeleton}");
@@ -1476,14 +1469,9 @@ mod tests {
         // their first bytes.
         assert!(known >= 50 && guessed >= 40, "{known} {guessed}");
         for body in bodies.iter().take(4).chain(bodies.last()) {
-            for at in 0..body.len() {
-                for flip in [0x01u8, 0x20, 0x80, 0xff] {
-                    let mut b = body.clone();
-                    b[at] ^= flip;
-                    check(&b);
-                }
-                check(&body[..at]);
-            }
+            changed_and_cut(body, &mut |b| {
+                check(b);
+            });
         }
     }
 
@@ -1578,6 +1566,19 @@ mod tests {
     }
 
     /// `same_head` is `==` at every length, whichever byte differs.
+    /// `check` run on `body` changed at every byte by four masks, and cut at every
+    /// length.
+    fn changed_and_cut(body: &[u8], check: &mut impl FnMut(&[u8])) {
+        for at in 0..body.len() {
+            for flip in [0x01u8, 0x20, 0x80, 0xff] {
+                let mut b = body.to_vec();
+                b[at] ^= flip;
+                check(&b);
+            }
+            check(&body[..at]);
+        }
+    }
+
     #[test]
     fn same_head_is_slice_equality() {
         crate::jxta::names::check_slice_equality(same_head, 90);

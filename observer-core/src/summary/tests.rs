@@ -311,13 +311,7 @@ fn csv_bytes_are_the_records_lengths_with_kept_name_lengths() {
         t.receiver_name = names[(i / 3) % names.len()].map(Arc::from);
         all.push(t);
     }
-    let mut b = SummaryBuilder::default();
-    let mut expected = 0;
-    for t in &all {
-        b.add(t);
-        expected += record_len(t);
-        assert_eq!(b.csv_bytes, expected, "{t:?}");
-    }
+    let (b, expected) = assert_csv_bytes_add_up(&all);
     let per = b.finish(&m, 1).overhead.csv_bytes_per_record;
     assert_eq!(per, Some(expected as f64 / all.len() as f64));
     // A kept length that did not fit is measured again each time.
@@ -359,13 +353,7 @@ fn csv_bytes_are_the_records_lengths_with_the_last_correlator_kept() {
         t.correlator = correlators[i % correlators.len()].clone();
         all.push(t);
     }
-    let mut b = SummaryBuilder::default();
-    let mut expected = 0;
-    for t in &all {
-        b.add(t);
-        expected += record_len(t);
-        assert_eq!(b.csv_bytes, expected, "{t:?}");
-    }
+    let (b, _) = assert_csv_bytes_add_up(&all);
     // A transaction's own copy, freed after it, and its place reused by other text: the
     // kept copy is the builder's, so no stale length is given.
     let mut last = None;
@@ -610,4 +598,17 @@ fn pair_ids_and_unnamed_labels_are_the_ids_text() {
         Some(by_id.pairs[0].receiver.clone()),
         id_text(&unnamed.receiver_id)
     );
+}
+
+/// The builder's CSV bytes are, after each transaction added, the sum of the records'
+/// lengths as the CSV writer measures them; the builder and that sum.
+fn assert_csv_bytes_add_up(all: &[Transaction]) -> (SummaryBuilder, u64) {
+    let mut b = SummaryBuilder::default();
+    let mut expected = 0;
+    for t in all {
+        b.add(t);
+        expected += record_len(t);
+        assert_eq!(b.csv_bytes, expected, "{t:?}");
+    }
+    (b, expected)
 }
