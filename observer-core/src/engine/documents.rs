@@ -704,16 +704,11 @@ mod tests {
                     assert_eq!(
                         d.1,
                         Sighting {
-                            start,
-                            stop: start + 1,
-                            src_peer: None,
-                            dst_peer: None,
-                            hop_src: None,
-                            hop_dst: None,
                             framed_bytes: body.len() as u64,
                             message_bytes: body.len() as u64,
                             transport,
                             wire: want,
+                            ..sighting(start, 0)
                         },
                         "{n} PINGs, message {i}"
                     );
