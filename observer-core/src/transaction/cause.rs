@@ -569,6 +569,37 @@ impl DirNotes {
         }
     }
 
+    /// A message framed from `start` to `stop` on this direction, noted for the next
+    /// one's queue: the connection's SYN time if it is the direction's first, and the
+    /// bytes and time it queued behind (back to back with the messages before it).
+    fn framed(
+        &mut self,
+        syn_at: Option<UnixNanos>,
+        start: UnixNanos,
+        stop: UnixNanos,
+        framed_bytes: u64,
+    ) -> (Option<UnixNanos>, u64, u64) {
+        let opened_at = if self.last_stop().is_none() {
+            syn_at
+        } else {
+            None
+        };
+        let back_to_back = self.last_stop().is_some_and(|last| {
+            start >= self.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS
+        });
+        let (queued_bytes, queued_ns) = if back_to_back {
+            (self.run_bytes, start - self.run_start)
+        } else {
+            self.run_start = start;
+            self.run_bytes = 0;
+            (0, 0)
+        };
+        self.run_bytes += framed_bytes;
+        self.last_stop = self.last_stop().map_or(stop, |l| l.max(stop));
+        self.mark(LAST_STOP, true);
+        (opened_at, queued_bytes, queued_ns)
+    }
+
     fn last_stop(&self) -> Option<UnixNanos> {
         self.has(LAST_STOP).then_some(self.last_stop)
     }
@@ -869,24 +900,7 @@ impl ConnNotes {
         let Some(d) = self.dirs.get_mut(dir) else {
             return LentNotes::default();
         };
-        let opened_at = if d.last_stop().is_none() {
-            conn.syn_at
-        } else {
-            None
-        };
-        let back_to_back = d
-            .last_stop()
-            .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
-        let (queued_bytes, queued_ns) = if back_to_back {
-            (d.run_bytes, start - d.run_start)
-        } else {
-            d.run_start = start;
-            d.run_bytes = 0;
-            (0, 0)
-        };
-        d.run_bytes += framed_bytes;
-        d.last_stop = d.last_stop().map_or(stop, |l| l.max(stop));
-        d.mark(LAST_STOP, true);
+        let (opened_at, queued_bytes, queued_ns) = d.framed(conn.syn_at, start, stop, framed_bytes);
         LentNotes {
             of: Some((
                 self,
@@ -2169,24 +2183,7 @@ mod tests {
         let Some(d) = n.dirs.get_mut(dir) else {
             return WireNotes::default();
         };
-        let opened_at = if d.last_stop().is_none() {
-            conn.syn_at
-        } else {
-            None
-        };
-        let back_to_back = d
-            .last_stop()
-            .is_some_and(|last| start >= d.run_start && start.saturating_sub(last) <= QUEUE_GAP_NS);
-        let (queued_bytes, queued_ns) = if back_to_back {
-            (d.run_bytes, start - d.run_start)
-        } else {
-            d.run_start = start;
-            d.run_bytes = 0;
-            (0, 0)
-        };
-        d.run_bytes += framed_bytes;
-        d.last_stop = d.last_stop().map_or(stop, |l| l.max(stop));
-        d.mark(LAST_STOP, true);
+        let (opened_at, queued_bytes, queued_ns) = d.framed(conn.syn_at, start, stop, framed_bytes);
         WireNotes {
             conn: Some((conn.flow, dir as u8)),
             repairs,
