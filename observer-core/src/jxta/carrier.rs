@@ -194,8 +194,8 @@ impl DirParser {
                 // them, a parser cost ~150 instructions a push.
                 let mut rest = data;
                 while let Some((header, body, total)) = whole_jxse_package(rest, cfg.max_message) {
-                    // Built where the callback reads it: moved into it by value, the
-                    // message was copied on the way (~31 instructions a message).
+                    // Lent to the callback, built where it reads it: moved into it by
+                    // value, it was copied again there to be lent on to the handler.
                     let framed = StreamEvent::Message(FramedMessage {
                         start: first_seen,
                         stop: first_seen,
