@@ -116,7 +116,7 @@ impl DirParser {
         first_seen: UnixNanos,
         cfg: &StreamConfig,
         stats: &mut JxtaStats,
-        out: &mut impl FnMut(StreamEvent<'_>, Carrier),
+        out: &mut impl FnMut(&StreamEvent<'_>, Carrier),
     ) {
         if data.is_empty() {
             return;
@@ -194,14 +194,16 @@ impl DirParser {
                 // them, a parser cost ~150 instructions a push.
                 let mut rest = data;
                 while let Some((header, body, total)) = whole_jxse_package(rest, cfg.max_message) {
-                    let framed = FramedMessage {
+                    // Lent to the callback, built where it reads it: moved into it by
+                    // value, it was copied again there to be lent on to the handler.
+                    let framed = StreamEvent::Message(FramedMessage {
                         start: first_seen,
                         stop: first_seen,
                         framed_len: total as u64,
                         header,
                         body,
-                    };
-                    out(StreamEvent::Message(framed), Carrier::Tcp);
+                    });
+                    out(&framed, Carrier::Tcp);
                     rest = rest.get(total..).unwrap_or_default();
                 }
                 // Anything else (a cut package, other headers, too large) goes to the
@@ -211,14 +213,14 @@ impl DirParser {
                 }
             }
             Inner::Tcp(p) => {
-                p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
+                p.push(data, first_seen, stats, &mut |e| out(&e, Carrier::Tcp));
                 if p.resting() {
                     self.inner = Inner::Resting;
                 }
             }
             Inner::Http(p) => {
                 p.push(data, first_seen, stats, &mut |m| {
-                    out(StreamEvent::Message(m), Carrier::Http)
+                    out(&StreamEvent::Message(m), Carrier::Http)
                 });
                 if p.refused() {
                     // Not HTTP after all (bytes of a stream joined mid-way that only
@@ -239,9 +241,9 @@ impl DirParser {
         data: &[u8],
         first_seen: UnixNanos,
         stats: &mut JxtaStats,
-        out: &mut impl FnMut(StreamEvent<'_>, Carrier),
+        out: &mut impl FnMut(&StreamEvent<'_>, Carrier),
     ) {
-        p.push(data, first_seen, stats, &mut |e| out(e, Carrier::Tcp));
+        p.push(data, first_seen, stats, &mut |e| out(&e, Carrier::Tcp));
         if !p.resting() {
             self.inner = Inner::Tcp(Box::new(p));
         } else if !matches!(self.inner, Inner::Resting) {

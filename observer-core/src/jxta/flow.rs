@@ -212,7 +212,7 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                     ],
                                 },
                             };
-                            let handled = handler.message(&m, at);
+                            let handled = handler.message(m, at);
                             if handled.service {
                                 notes.activity(dir.index(), m.start, m.stop);
                             }
