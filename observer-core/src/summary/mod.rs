@@ -70,8 +70,10 @@ impl Matrix {
     /// The matrix of the per-pair table (sorted as the summary sorts it); also what
     /// a report from the store builds from ClickHouse's per-pair aggregates.
     pub fn from_pairs(pairs: &[PairSummary]) -> Matrix {
-        let (pollers, omitted_pollers) = most_active(pairs, |p| &p.poller, MATRIX_MAX_PEERS);
-        let (receivers, omitted_receivers) = most_active(pairs, |p| &p.receiver, MATRIX_MAX_PEERS);
+        let (pollers, omitted_pollers) =
+            most_active(pairs, |p| &p.poller, Runs::Yes, MATRIX_MAX_PEERS);
+        let (receivers, omitted_receivers) =
+            most_active(pairs, |p| &p.receiver, Runs::No, MATRIX_MAX_PEERS);
         let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
         // The last poller's row, for the run of its pairs.
         let mut row: Option<(&String, Result<usize, usize>)> = None;
@@ -181,10 +183,21 @@ pub fn other_pairs(pairs: &[PairSummary], shown: &[usize]) -> Option<OtherPairs>
     Some(o)
 }
 
+/// Whether a label's pairs come one after the other.
+#[derive(Clone, Copy, PartialEq)]
+enum Runs {
+    Yes,
+    /// Each pair's label is counted as it comes: comparing it with the last one would
+    /// cost a string compare a pair and rarely save a look-up (the receivers of pairs
+    /// sorted by poller).
+    No,
+}
+
 /// The `max` labels with the most transactions, in name order; and how many were left.
 fn most_active<'a>(
     pairs: &'a [PairSummary],
     label: impl Fn(&'a PairSummary) -> &'a String,
+    runs: Runs,
     max: usize,
 ) -> (Vec<String>, usize) {
     let mut count: crate::FastMap<&String, u64> = crate::FastMap::default();
@@ -192,6 +205,10 @@ fn most_active<'a>(
     let mut run: Option<(&String, u64)> = None;
     for p in pairs {
         let l = label(p);
+        if runs == Runs::No {
+            *count.entry(l).or_default() += p.counts.total;
+            continue;
+        }
         match &mut run {
             Some((at, n)) if *at == l => *n += p.counts.total,
             _ => {

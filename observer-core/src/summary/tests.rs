@@ -85,6 +85,51 @@ fn matrix_is_bounded_to_the_most_active_peers() {
         .all(|row| row.len() == 1 && row[0].is_some()));
 }
 
+/// Counting each label as it comes gives what counting runs gives, whatever the order
+/// of the pairs: sorted, shuffled, every label once, ties among the most active,
+/// empty labels and fewer labels than the bound.
+#[test]
+fn most_active_without_runs_is_with_runs() {
+    let pair = |label: &str, total: u64| PairSummary {
+        poller: label.to_owned(),
+        poller_id: None,
+        receiver: String::new(),
+        receiver_id: None,
+        counts: StatusCounts {
+            total,
+            ..StatusCounts::default()
+        },
+        rtt_ms: RttStats::default(),
+    };
+    let mut cases: Vec<Vec<PairSummary>> = vec![
+        Vec::new(),
+        vec![pair("", 0)],
+        vec![pair("a", 1), pair("b", 1), pair("a", 1), pair("c", 2)],
+    ];
+    // 300 pairs over 37 labels in a scrambled order, with ties.
+    let mut x = 7u64;
+    let mut many = Vec::new();
+    for _ in 0..300 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        many.push(pair(&format!("r{}", (x >> 33) % 37), (x >> 50) % 4));
+    }
+    let mut sorted = many.clone();
+    sorted.sort_by(|a, b| a.poller.cmp(&b.poller));
+    cases.push(many);
+    cases.push(sorted);
+    for pairs in &cases {
+        for max in [0, 1, 2, 5, 36, 37, 64] {
+            assert_eq!(
+                most_active(pairs, |p| &p.poller, Runs::No, max),
+                most_active(pairs, |p| &p.poller, Runs::Yes, max),
+                "{max}"
+            );
+        }
+    }
+}
+
 mod exact_limit_tests {
     use super::*;
     use crate::transaction::MatcherConfig;
