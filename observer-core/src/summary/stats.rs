@@ -114,6 +114,17 @@ mod tests {
         close(s.max, 1500.0);
     }
 
+    /// `sort_ms` of `ms` is, bit for bit, the stable `total_cmp` sort of it.
+    fn sorts_as_total_cmp(ms: Vec<f64>) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut stable = ms.clone();
+        stable.sort_by(f64::total_cmp);
+        let mut ours = ms;
+        sort_ms(&mut ours);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        proptest::prop_assert_eq!(bits(&ours), bits(&stable));
+        Ok(())
+    }
+
     proptest::proptest! {
         /// Duplicates, both zeros, NaNs of either sign and the infinities, compared
         /// bit for bit with the stable sort.
@@ -126,12 +137,7 @@ mod tests {
                 f64::INFINITY, f64::NEG_INFINITY, 1e-300, 7.25, 1234.5,
             ];
             let ms: Vec<f64> = picks.iter().filter_map(|&i| VALUES.get(i).copied()).collect();
-            let mut stable = ms.clone();
-            stable.sort_by(f64::total_cmp);
-            let mut ours = ms;
-            sort_ms(&mut ours);
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            proptest::prop_assert_eq!(bits(&ours), bits(&stable));
+            sorts_as_total_cmp(ms)?;
         }
 
         /// The integer sort of the bits: zeros, equal values, neighbours one bit apart,
@@ -150,12 +156,7 @@ mod tests {
             let mut ms: Vec<f64> = picks.iter().filter_map(|&i| VALUES.get(i).copied()).collect();
             ms.extend(ns.iter().map(|&n| (n >> (n % 64)) as f64 / 1e6));
             proptest::prop_assert!(ms.iter().all(|x| x.is_sign_positive()));
-            let mut stable = ms.clone();
-            stable.sort_by(f64::total_cmp);
-            let mut ours = ms;
-            sort_ms(&mut ours);
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            proptest::prop_assert_eq!(bits(&ours), bits(&stable));
+            sorts_as_total_cmp(ms)?;
         }
     }
 

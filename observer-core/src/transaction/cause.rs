@@ -2165,10 +2165,8 @@ mod tests {
     /// `lent_notes_are_the_notes_built_before`.
     fn built_notes(
         n: &mut ConnNotes,
-        conn: ConnOf,
-        dir: usize,
-        start: UnixNanos,
-        stop: UnixNanos,
+        (conn, dir): (ConnOf, usize),
+        (start, stop): (UnixNanos, UnixNanos),
         framed_bytes: u64,
     ) -> WireNotes {
         let (repairs, stalls, activity) = match n.recent.as_deref() {
@@ -2261,7 +2259,7 @@ mod tests {
                         let dir = if next().is_multiple_of(16) { 2 } else { dir };
                         let start = ts.saturating_sub(next() % 2 * (next() % (2 * MS)));
                         let bytes = next() % 10_000;
-                        let built = built_notes(&mut old, conn, dir, start, ts, bytes);
+                        let built = built_notes(&mut old, (conn, dir), (start, ts), bytes);
                         let mut lent = new.message(conn, dir, start, ts, bytes);
                         if !next().is_multiple_of(3) {
                             lent.write(&mut w);
