@@ -109,8 +109,8 @@ impl From<SocketAddr> for FlowAddr {
 
 impl FlowAddr {
     /// The derived order's key (address bytes, then port, then family) in two words:
-    /// the derived `Ord` compared the 16 bytes one by one, twice a segment (the
-    /// canonical key), ~50 instructions of every frame.
+    /// the derived `Ord` compared the 16 bytes one by one (~50 instructions). Asked
+    /// only when two ends' ports are equal ([`FlowKey`]'s order compares ports first).
     fn rank(&self) -> (u128, u32) {
         (
             u128::from_be_bytes(self.ip),

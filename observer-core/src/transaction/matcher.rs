@@ -2239,7 +2239,7 @@ impl Matcher {
             );
         }
         self.spare_legs([&mut p.legs, &mut c.legs]);
-        if let (Some(status), Some(t)) = (c.receiver_status, out.last()) {
+        if let Some(status) = c.receiver_status {
             let key = PeerKey::new(t.receiver_id.as_ref(), t.receiver_name.as_deref());
             self.presence.observe(
                 stop,

@@ -67,7 +67,13 @@ fn ms(v: f64) -> String {
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    opt_cell(v, digits).into_owned()
+}
+
+/// [`opt`] as a cell: a missing value borrowed, not a `String` of its own (the matrix's
+/// empty cells).
+fn opt_cell(v: Option<f64>, digits: usize) -> Cow<'static, str> {
+    v.map_or(Cow::Borrowed("-"), |v| Cow::Owned(format!("{v:.digits$}")))
 }
 
 fn stats_cells(s: &RttStats) -> [String; 7] {
@@ -230,10 +236,7 @@ pub fn render(s: &Summary) -> String {
         for (p, row) in s.matrix.pollers.iter().zip(&s.matrix.mean_ms) {
             rows.push(
                 std::iter::once(Cow::Owned(short_label(p)))
-                    .chain(row.iter().map(|v| match v {
-                        Some(v) => Cow::Owned(ms(*v)),
-                        None => Cow::Borrowed("-"),
-                    }))
+                    .chain(row.iter().map(|v| opt_cell(*v, 1)))
                     .collect(),
             );
         }
