@@ -110,6 +110,60 @@ pub struct PairResult {
     pub passive_rtt_sum_ns: u128,
     /// Joined ok/ok transactions whose active record has no socket RTT.
     pub socket_missing: u64,
+    /// The joined transaction of largest |socket − passive|: the evidence a broken
+    /// socket bound names (which end of the RTT differs, on which side).
+    pub worst_socket: Option<WorstJoin>,
+}
+
+/// One joined transaction's four ends, nanoseconds since the epoch: enough to tell
+/// whether a difference is at the PING's end or the PONG's, and whose clock moved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorstJoin {
+    pub poller: String,
+    pub receiver: String,
+    pub correlator: Option<String>,
+    pub socket_start: u64,
+    pub socket_stop: u64,
+    pub passive_start: u64,
+    pub passive_stop: u64,
+}
+
+impl WorstJoin {
+    /// socket − passive RTT, nanoseconds.
+    pub fn delta_ns(&self) -> i64 {
+        let socket = self.socket_stop as i128 - self.socket_start as i128;
+        let passive = self.passive_stop as i128 - self.passive_start as i128;
+        (socket - passive).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    fn describe(&self) -> String {
+        let us = |ns: i128| ns as f64 / 1000.0;
+        format!(
+            "{} -> {} PING at {} ns (correlator {}): socket {} .. {} ns, passive {} .. {} ns; start differs by {:.1} us, stop by {:.1} us (socket - passive)",
+            self.poller,
+            self.receiver,
+            self.socket_start,
+            self.correlator.as_deref().unwrap_or("none"),
+            self.socket_start,
+            self.socket_stop,
+            self.passive_start,
+            self.passive_stop,
+            us(self.socket_start as i128 - self.passive_start as i128),
+            us(self.socket_stop as i128 - self.passive_stop as i128),
+        )
+    }
+
+    /// Keeps the one of larger |difference| (the first of equals).
+    fn keep_worse(slot: &mut Option<WorstJoin>, w: Option<&WorstJoin>) {
+        if let Some(w) = w {
+            if slot
+                .as_ref()
+                .is_none_or(|s| w.delta_ns().unsigned_abs() > s.delta_ns().unsigned_abs())
+            {
+                *slot = Some(w.clone());
+            }
+        }
+    }
 }
 
 /// The distribution of RTT differences, in microseconds.
@@ -177,6 +231,7 @@ impl PairResult {
         self.host_ns.extend_from_slice(&o.host_ns);
         self.passive_rtt_sum_ns += o.passive_rtt_sum_ns;
         self.socket_missing += o.socket_missing;
+        WorstJoin::keep_worse(&mut self.worst_socket, o.worst_socket.as_ref());
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -194,6 +249,16 @@ impl PairResult {
             "rtt_delta_us": self.deltas(),
             "socket_rtt_delta_us": self.socket_deltas(),
             "socket_missing": self.socket_missing,
+            "worst_socket": self.worst_socket.as_ref().map(|w| serde_json::json!({
+                "poller": w.poller,
+                "receiver": w.receiver,
+                "correlator": w.correlator,
+                "socket_start_unix_ns": w.socket_start,
+                "socket_stop_unix_ns": w.socket_stop,
+                "passive_start_unix_ns": w.passive_start,
+                "passive_stop_unix_ns": w.passive_stop,
+                "delta_us": w.delta_ns() as f64 / 1000.0,
+            })),
             "split_us": {
                 "wire_mean": self.wire_mean_us(),
                 "host": DeltaStats::from_ns(&self.host_ns),
@@ -308,6 +373,10 @@ pub fn validate(active: &[CsvRecord], passive: &[Transaction], window_ns: u64) -
         r.receiver = name(a, false)
             .or_else(|| name(p, false))
             .unwrap_or_else(|| k.1.clone());
+        if let Some(w) = &mut r.worst_socket {
+            w.poller = r.poller.clone();
+            w.receiver = r.receiver.clone();
+        }
         v.passive_open += p.iter().filter(|t| t.status == TxStatus::Open).count() as u64;
         v.total.add(&r);
         v.pairs.push(r);
@@ -386,12 +455,23 @@ fn join_pair(a_recs: &[&CsvRecord], p: &[&Transaction], window_ns: u64) -> PairR
             (Some(ra), Some(rp)) => {
                 r.deltas_ns.push(ra as i64 - rp as i64);
                 r.passive_rtt_sum_ns += u128::from(rp);
-                match a_recs[i].socket_rtt_ns() {
-                    Some(rs) => {
+                let socket = a_recs[i].socket;
+                match (a_recs[i].socket_rtt_ns(), socket.start, socket.stop, y.stop) {
+                    (Some(rs), Some(start), Some(socket_stop), Some(stop)) => {
                         r.socket_deltas_ns.push(rs as i64 - rp as i64);
                         r.host_ns.push(ra as i64 - rs as i64);
+                        let w = WorstJoin {
+                            poller: String::new(),
+                            receiver: String::new(),
+                            correlator: x.correlator.as_deref().map(str::to_owned),
+                            socket_start: start,
+                            socket_stop,
+                            passive_start: y.start,
+                            passive_stop: stop,
+                        };
+                        WorstJoin::keep_worse(&mut r.worst_socket, Some(&w));
                     }
-                    None => r.socket_missing += 1,
+                    _ => r.socket_missing += 1,
                 }
             }
             _ if y.status != TxStatus::Open && x.status != y.status => r.status_mismatch += 1,
@@ -425,6 +505,11 @@ impl Validation {
             _ => {}
         }
         let worst = |d: &[i64]| d.iter().map(|d| d.unsigned_abs()).max().unwrap_or(0);
+        let evidence = t
+            .worst_socket
+            .as_ref()
+            .map(|j| format!("; the worst: {}", j.describe()))
+            .unwrap_or_default();
         if let Some(max) = b.max_delta_ns {
             let w = worst(&t.deltas_ns);
             if w > max {
@@ -448,7 +533,7 @@ impl Validation {
             let w = worst(&t.socket_deltas_ns);
             if w > max {
                 broken.push(format!(
-                    "|socket - passive| RTT difference up to {:.1} us (at most {:.1} us allowed)",
+                    "|socket - passive| RTT difference up to {:.1} us (at most {:.1} us allowed){evidence}",
                     w as f64 / 1000.0,
                     max as f64 / 1000.0
                 ));
@@ -468,7 +553,7 @@ impl Validation {
             };
             if p99 > max as f64 {
                 broken.push(format!(
-                    "|socket - passive| RTT difference p99 {:.1} us (at most {:.1} us allowed)",
+                    "|socket - passive| RTT difference p99 {:.1} us (at most {:.1} us allowed){evidence}",
                     p99 / 1000.0,
                     max as f64 / 1000.0
                 ));
@@ -767,11 +852,30 @@ mod tests {
             ..Bounds::default()
         };
         assert!(v.check(&bound(6_000, 6_000)).is_empty());
-        assert_eq!(v.check(&bound(5_000, 6_000)).len(), 1);
+        // A broken bound names its worst transaction, and which end of it differs:
+        // here the PONG's (the socket saw it 5.97 ms after the wire).
+        let broken = v.check(&bound(5_000, 6_000));
+        assert_eq!(broken.len(), 1);
+        assert!(
+            broken[0].ends_with(
+                "the worst: p1 -> p2 PING at 2000030000 ns (correlator 2): socket \
+                 2000030000 .. 2065970000 ns, passive 2000000000 .. 2060000000 ns; start \
+                 differs by 30.0 us, stop by 5970.0 us (socket - passive)"
+            ),
+            "{broken:?}"
+        );
+        let worst = t.worst_socket.as_ref().expect("a worst join");
+        assert_eq!(worst.delta_ns(), 5_940_000);
+        assert_eq!(v.pairs[0].worst_socket.as_ref(), Some(worst));
         assert_eq!(v.check(&bound(6_000, 500)).len(), 1);
         let j = v.to_json();
         assert_eq!(j["total"]["socket_rtt_delta_us"]["count"], 3);
         assert_eq!(j["total"]["split_us"]["host"]["max_us"], 60.0);
+        assert_eq!(j["total"]["worst_socket"]["delta_us"], 5_940.0);
+        assert_eq!(
+            j["total"]["worst_socket"]["passive_stop_unix_ns"],
+            2_060_000_000u64
+        );
         let text = v.render();
         assert!(
             text.contains("sock_p99") && text.contains("host_mean"),

@@ -299,8 +299,12 @@ pub fn run(opts: &Options) -> Result<()> {
                 cmd.args(["-i", net.capture_interface()]);
             }
         }
+        // The frames as the live source saw them (`-w`): a validation failure can be
+        // compared packet by packet with the gateway's capture.
         cmd.args(["--timeout", &secs(plan.timeout), "--port", "9701", "--csv"])
-            .arg(&live_csv);
+            .arg(&live_csv)
+            .arg("-w")
+            .arg(out.join("live.pcap"));
         let child = cmd
             .stdout(std::fs::File::create(out.join("live.txt"))?)
             .stderr(std::fs::File::create(out.join("live.log"))?)
