@@ -270,6 +270,13 @@ fn write_text(out: &mut impl Write, outcome: &LiveOutcome) -> io::Result<()> {
             e.series, e.summary
         )?;
     }
+    if outcome.source.clock_steps > 0 {
+        writeln!(
+            out,
+            "The wall clock was set {} times during the run: stamps follow it, and an RTT that spans a step includes it",
+            outcome.source.clock_steps
+        )?;
+    }
     if outcome.source.flow_marks_failed > 0 {
         writeln!(
             out,

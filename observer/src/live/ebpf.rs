@@ -127,8 +127,8 @@ pub struct EbpfTap {
     ownership: Option<super::tc_owner::Ownership>,
     created_qdisc: Vec<String>,
     ifindex: HashMap<u32, u32>,
-    /// Wall clock minus CLOCK_MONOTONIC, measured at attach.
-    clock_offset_ns: i128,
+    /// The kernel's stamps (CLOCK_MONOTONIC) turned into wall-clock time.
+    clock: WallClock,
     partial: HashMap<u32, Partial>,
     stats: TapUserStats,
     detached: bool,
@@ -144,6 +144,62 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     // SAFETY: `ts` is a valid out-pointer for the duration of the call.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Wall clock minus CLOCK_MONOTONIC now: the wall clock read between two monotonic
+/// reads, the tightest of a few tries (a preemption between two reads would otherwise
+/// shift every stamp by its length).
+fn wall_minus_monotonic() -> i128 {
+    let mut best = (i128::MAX, 0);
+    for _ in 0..3 {
+        let before = clock_ns(libc::CLOCK_MONOTONIC);
+        let wall = clock_ns(libc::CLOCK_REALTIME);
+        let after = clock_ns(libc::CLOCK_MONOTONIC);
+        if after - before < best.0 {
+            best = (after - before, wall - (before + after) / 2);
+        }
+    }
+    best.1
+}
+
+/// A change of the offset beyond this is the wall clock being set (NTP's step at boot,
+/// a resumed VM, an operator), not the jitter of measuring it: counted and logged.
+const CLOCK_STEP_NS: i128 = 1_000_000;
+
+/// Turns the kernel's CLOCK_MONOTONIC stamps into wall-clock time. The offset is
+/// measured again at every poll, so that records follow the wall clock when it is set,
+/// as a capture's stamps do (an offset kept from the attach would leave a run of weeks
+/// off by every step since, and by every suspension: CLOCK_MONOTONIC stops then).
+#[derive(Clone, Copy, Debug)]
+struct WallClock {
+    offset_ns: i128,
+    steps: u64,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        WallClock {
+            offset_ns: wall_minus_monotonic(),
+            steps: 0,
+        }
+    }
+
+    /// Takes a new measurement of the offset; a step is counted and logged.
+    fn update(&mut self, offset_ns: i128) {
+        let moved = offset_ns - self.offset_ns;
+        if moved.abs() > CLOCK_STEP_NS {
+            self.steps += 1;
+            tracing::warn!(
+                step_us = (moved / 1000) as i64,
+                "the wall clock was set: packets stamped from now on follow it (an RTT that spans the step includes it, as in a capture)"
+            );
+        }
+        self.offset_ns = offset_ns;
+    }
+
+    fn wall(&self, monotonic_ns: u64) -> UnixNanos {
+        (i128::from(monotonic_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as UnixNanos
+    }
 }
 
 fn has_clsact(interface: &str) -> bool {
@@ -217,7 +273,7 @@ impl EbpfTap {
             ownership: None,
             created_qdisc: Vec::new(),
             ifindex,
-            clock_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            clock: WallClock::new(),
             partial: HashMap::new(),
             stats: TapUserStats::default(),
             detached: false,
@@ -376,12 +432,13 @@ impl EbpfTap {
             }
             return Err(TapError::Poll(e));
         }
+        self.clock.update(wall_minus_monotonic());
         let mut frames = 0;
         let mut asm = Assembler {
             partial: &mut self.partial,
             stats: &mut self.stats,
             ifindex: &self.ifindex,
-            clock_offset_ns: self.clock_offset_ns,
+            clock: self.clock,
         };
         // Bounded, so the caller regains control under a flood.
         for _ in 0..65_536 {
@@ -439,6 +496,7 @@ impl EbpfTap {
             userspace_drops: self.stats.incomplete + self.stats.bad_records,
             flows_marked: k[shared::TAP_C_MARKED as usize] + self.stats.flows_marked,
             flow_marks_failed: k[shared::TAP_C_MARK_FAILED as usize] + self.stats.flow_map_full,
+            clock_steps: self.clock.steps,
         }
     }
 
@@ -493,7 +551,7 @@ struct Assembler<'a> {
     partial: &'a mut HashMap<u32, Partial>,
     stats: &'a mut TapUserStats,
     ifindex: &'a HashMap<u32, u32>,
-    clock_offset_ns: i128,
+    clock: WallClock,
 }
 
 impl Assembler<'_> {
@@ -540,7 +598,7 @@ impl Assembler<'_> {
             self.stats.bad_records += 1;
             return None;
         };
-        let ts = (i128::from(p.ts_ns) + self.clock_offset_ns).max(0) as UnixNanos;
+        let ts = self.clock.wall(p.ts_ns);
         if p.cut {
             tracing::debug!(len = p.pkt_len, "packet longer than the tap carries");
         }
@@ -564,6 +622,41 @@ impl Drop for EbpfTap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_follow_the_wall_clock_when_it_is_set() {
+        let mut c = WallClock {
+            offset_ns: 1_000_000_000_000,
+            steps: 0,
+        };
+        assert_eq!(c.wall(5), 1_000_000_000_005);
+        // Measurement jitter moves the offset without counting a step.
+        c.update(1_000_000_000_000 + CLOCK_STEP_NS);
+        assert_eq!((c.steps, c.wall(5)), (0, 1_000_001_000_005));
+        // NTP sets the clock 8 ms ahead, then back: two steps, the stamps follow.
+        c.update(1_000_009_000_000);
+        assert_eq!((c.steps, c.wall(5)), (1, 1_000_009_000_005));
+        c.update(1_000_000_000_000);
+        assert_eq!((c.steps, c.wall(5)), (2, 1_000_000_000_005));
+        // A wall clock before the epoch, or beyond u64, is clamped, not wrapped.
+        c.update(-10);
+        assert_eq!(c.wall(5), 0);
+        c.update(i128::from(u64::MAX));
+        assert_eq!(c.wall(5), u64::MAX);
+    }
+
+    #[test]
+    fn the_measured_offset_is_the_clocks_difference() {
+        let measured = wall_minus_monotonic();
+        let naive = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+        // The naive reading can only be off by the time between its two reads, which
+        // a loaded machine stretches; a step of the wall clock between the two would
+        // count too: a second bounds both for this check.
+        assert!(
+            (measured - naive).abs() < 1_000_000_000,
+            "{measured} vs {naive}"
+        );
+    }
 
     #[test]
     fn ring_sizes_are_powers_of_two_from_a_page() {

@@ -354,6 +354,12 @@ const DROPS: CounterFamily = CounterFamily {
     label: Some("where"),
     order: 180,
 };
+const SOURCE_CLOCK_STEPS: CounterFamily = CounterFamily {
+    name: "observer_source_clock_steps_total",
+    help: "Times the wall clock was set while the source ran (its stamps follow it; an RTT spanning a step includes it).",
+    label: Some("source"),
+    order: 195,
+};
 const TAP_FLOW_MARKS: CounterFamily = CounterFamily {
     name: "observer_tap_flow_marks_total",
     help: "Flows let through the kernel tap by content, by outcome (failed: not seen beyond the configured ports).",
@@ -378,6 +384,9 @@ observer_core::counters! {
         /// configured ports may not be seen. Non-zero means the tap may be blinded; the
         /// summary warns on its own line.
         flow_marks_failed: "flow marks failed", metric: by(&TAP_FLOW_MARKS, "failed"), anomaly: false, merge: Sum;
+        /// eBPF: times the wall clock was set during the run. The tap's stamps follow it
+        /// (as a capture's do): an RTT that spans a step includes it.
+        clock_steps: "wall clock steps", metric: of_group(&SOURCE_CLOCK_STEPS), anomaly: false, merge: Sum;
     }
     labels {
         /// Which source: its name in the metrics' `source` label and the JSON's `kind`.
