@@ -108,8 +108,13 @@ pub struct PairResult {
     /// Sum of the passive RTTs of joined ok/ok transactions (what the wire shows:
     /// network and far peer), nanoseconds.
     pub passive_rtt_sum_ns: u128,
-    /// Joined ok/ok transactions whose active record has no socket RTT.
+    /// Joined ok/ok transactions whose active record has no socket RTT (and is not
+    /// `socket_withheld`).
     pub socket_missing: u64,
+    /// Joined ok/ok transactions whose active record has a socket start but no stop:
+    /// the peer withheld a PONG RX timestamp that may have been a later segment's
+    /// (docs/peer.md).
+    pub socket_withheld: u64,
     /// The joined transaction of largest |socket − passive|: the evidence a broken
     /// socket bound names (which end of the RTT differs, on which side).
     pub worst_socket: Option<WorstJoin>,
@@ -231,6 +236,7 @@ impl PairResult {
         self.host_ns.extend_from_slice(&o.host_ns);
         self.passive_rtt_sum_ns += o.passive_rtt_sum_ns;
         self.socket_missing += o.socket_missing;
+        self.socket_withheld += o.socket_withheld;
         WorstJoin::keep_worse(&mut self.worst_socket, o.worst_socket.as_ref());
     }
 
@@ -249,6 +255,7 @@ impl PairResult {
             "rtt_delta_us": self.deltas(),
             "socket_rtt_delta_us": self.socket_deltas(),
             "socket_missing": self.socket_missing,
+            "socket_withheld": self.socket_withheld,
             "worst_socket": self.worst_socket.as_ref().map(|w| serde_json::json!({
                 "poller": w.poller,
                 "receiver": w.receiver,
@@ -293,7 +300,24 @@ pub enum MissBound {
     Percent(f64),
 }
 
+impl std::fmt::Display for MissBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MissBound::Count(n) => write!(f, "{n}"),
+            MissBound::Percent(p) => write!(f, "{p} %"),
+        }
+    }
+}
+
 impl MissBound {
+    /// Whether `n` of `of` is more than the bound allows.
+    pub fn exceeded(self, n: u64, of: u64) -> bool {
+        match self {
+            MissBound::Count(max) => n > max,
+            MissBound::Percent(p) => 100.0 - found_percent(of.saturating_sub(n), of) > p + 1e-9,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<MissBound, ValidateError> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
@@ -322,6 +346,9 @@ pub struct Bounds {
     /// requires every joined ok/ok transaction to have a socket RTT.
     pub max_socket_delta_ns: Option<u64>,
     pub max_socket_p99_ns: Option<u64>,
+    /// With a socket bound: how many joined ok/ok transactions (N, or N % of them) may
+    /// have their socket stop withheld by the peer; none when not given.
+    pub max_socket_withheld: Option<MissBound>,
 }
 
 /// Joins `active` (the peers' records) with `passive` (the observer's). `window_ns`
@@ -471,6 +498,7 @@ fn join_pair(a_recs: &[&CsvRecord], p: &[&Transaction], window_ns: u64) -> PairR
                         };
                         WorstJoin::keep_worse(&mut r.worst_socket, Some(&w));
                     }
+                    (None, Some(_), None, _) => r.socket_withheld += 1,
                     _ => r.socket_missing += 1,
                 }
             }
@@ -492,13 +520,15 @@ impl Validation {
         let mut broken = Vec::new();
         let t = &self.total;
         match b.max_miss {
-            Some(MissBound::Count(n)) if t.missed > n => broken.push(format!(
-                "{} active transactions missed (at most {n} allowed)",
-                t.missed
-            )),
-            Some(MissBound::Percent(p)) if 100.0 - found_percent(t.found, t.active) > p + 1e-9 => {
+            Some(m @ MissBound::Count(_)) if m.exceeded(t.missed, t.active) => {
                 broken.push(format!(
-                    "{:.3} % of active transactions missed (at most {p} % allowed)",
+                    "{} active transactions missed (at most {m} allowed)",
+                    t.missed
+                ))
+            }
+            Some(m @ MissBound::Percent(_)) if m.exceeded(t.missed, t.active) => {
+                broken.push(format!(
+                    "{:.3} % of active transactions missed (at most {m} allowed)",
                     100.0 - found_percent(t.found, t.active)
                 ))
             }
@@ -526,6 +556,16 @@ impl Validation {
                 broken.push(format!(
                     "{} joined transactions without a socket RTT (a socket bound needs one for every transaction)",
                     t.socket_missing
+                ));
+            }
+            // Withheld stops are the peer's own refusal to guess; a bound keeps them
+            // from growing into a check that judges nothing.
+            let allowed = b.max_socket_withheld.unwrap_or(MissBound::Count(0));
+            let joined = t.deltas_ns.len() as u64;
+            if allowed.exceeded(t.socket_withheld, joined) {
+                broken.push(format!(
+                    "{} of {joined} joined transactions with the socket stop withheld by the peer (at most {allowed} allowed: --max-socket-withheld)",
+                    t.socket_withheld,
                 ));
             }
         }
@@ -646,11 +686,12 @@ impl Validation {
         }
         let _ = writeln!(
             o,
-            "joined by correlator {}, by start time {}; status mismatches {}; without socket RTT {}; passive open {}; passive records of other pollers {}",
+            "joined by correlator {}, by start time {}; status mismatches {}; without socket RTT {}; socket stop withheld {}; passive open {}; passive records of other pollers {}",
             self.total.by_correlator,
             self.total.by_time,
             self.total.status_mismatch,
             self.total.socket_missing,
+            self.total.socket_withheld,
             self.passive_open,
             self.passive_other_pollers
         );
@@ -894,6 +935,28 @@ mod tests {
             broken.iter().any(|b| b.contains("without a socket RTT")),
             "{broken:?}"
         );
+
+        // A stop the peer withheld (start kept, stop empty) is counted apart: none
+        // allowed unless told, then a count or a share of the joined transactions.
+        let mut withheld = active.clone();
+        withheld[1].socket.stop = None;
+        let v = validate(&withheld, &passive, 500_000_000);
+        assert_eq!((v.total.socket_withheld, v.total.socket_missing), (1, 0));
+        assert_eq!(v.total.socket_deltas_ns, vec![340_000, 280_000]);
+        let broken = v.check(&bound(6_000, 6_000));
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert!(
+            broken[0].starts_with("1 of 3 joined transactions with the socket stop withheld"),
+            "{broken:?}"
+        );
+        for (allowed, ok) in [("1", true), ("0", false), ("34%", true), ("33%", false)] {
+            let b = Bounds {
+                max_socket_withheld: Some(MissBound::parse(allowed).unwrap()),
+                ..bound(6_000, 6_000)
+            };
+            assert_eq!(v.check(&b).is_empty(), ok, "{allowed}");
+        }
+        assert!(v.render().contains("socket stop withheld 1"));
     }
 
     /// A foreign log with names only joins the observer's records keyed by peer ID.

@@ -57,6 +57,12 @@ enum Command {
         /// Largest 99th percentile of |socket − passive| accepted.
         #[arg(long, default_value = "500us")]
         max_socket_p99: String,
+        /// Joined transactions whose socket stop a peer may withhold (its PONG read with
+        /// bytes behind it, whose timestamp the kernel may have given it: docs/peer.md),
+        /// N or N% of them. A reader late by more than the gap to the next message
+        /// does that: 1 of ~420 per `study` run under `--stress-cpus 2`.
+        #[arg(long, default_value = "2%")]
+        max_socket_withheld: String,
         /// Keep this many CPUs busy with `stress-ng --cpu N` while the peers run (the
         /// socket bounds must hold under load).
         #[arg(long, default_value_t = 0)]
@@ -339,6 +345,7 @@ fn main() -> Result<()> {
             observer,
             max_socket_delta,
             max_socket_p99,
+            max_socket_withheld,
             stress_cpus,
             loopback,
             live,
@@ -367,6 +374,7 @@ fn main() -> Result<()> {
                 observer,
                 max_socket_delta,
                 max_socket_p99,
+                max_socket_withheld,
                 stress_cpus,
                 loopback,
                 live,

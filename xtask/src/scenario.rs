@@ -220,6 +220,7 @@ pub struct Options {
     pub observer: PathBuf,
     pub max_socket_delta: String,
     pub max_socket_p99: String,
+    pub max_socket_withheld: String,
     /// CPUs kept busy by `stress-ng` while the peers run (0: none).
     pub stress_cpus: u32,
     /// Run on loopback even where namespaces work.
@@ -498,6 +499,8 @@ pub(crate) fn validate(
         &opts.max_socket_delta,
         "--max-socket-p99",
         &opts.max_socket_p99,
+        "--max-socket-withheld",
+        &opts.max_socket_withheld,
     ]);
     let report = cmd.output()?;
     let file = out.join(format!("validate-{label}.txt"));

@@ -41,6 +41,11 @@ pub struct ValidateArgs {
     /// Largest 99th percentile of |socket - passive| allowed.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_socket_p99: Option<Duration>,
+    /// With a socket bound: how many joined transactions (N, or N% of them) may have
+    /// their socket stop withheld by the peer (its PONG was read with bytes behind it,
+    /// whose timestamp the kernel may have given it). Default: none.
+    #[arg(long, value_name = "N|N%")]
+    pub max_socket_withheld: Option<String>,
     /// Without a correlator, transactions are joined by pair and the nearest start time
     /// within this window.
     #[arg(long, value_name = "DURATION", value_parser = parse_dur,
@@ -76,6 +81,12 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         max_delta_ns: args.max_delta.map(duration_ns),
         max_socket_delta_ns: args.max_socket_delta.map(duration_ns),
         max_socket_p99_ns: args.max_socket_p99.map(duration_ns),
+        max_socket_withheld: args
+            .max_socket_withheld
+            .as_deref()
+            .map(v::MissBound::parse)
+            .transpose()
+            .context("--max-socket-withheld")?,
     };
     let broken = result.check(&bounds);
     let mut out = io::stdout().lock();

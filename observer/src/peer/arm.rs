@@ -122,6 +122,23 @@ pub struct ArmCounters {
     pub csv_errors: u64,
     /// `ok` records without a socket RTT (a kernel timestamp missing).
     pub socket_rtt_missing: u64,
+    /// `ok` records whose PONG RX timestamp was withheld ([`PongStamp::Withheld`]);
+    /// counted in `socket_rtt_missing` too.
+    pub socket_stop_withheld: u64,
+}
+
+/// The kernel's RX timestamp of a PONG, as far as the read that completed it can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PongStamp {
+    /// The connection has no kernel timestamps.
+    None,
+    /// The timestamp of the segment that carried the PONG's last byte.
+    At(UnixNanos),
+    /// Not recorded: bytes behind the PONG were read with it or queued behind it, and
+    /// the kernel stamps a read with its last buffer's time and merges segments queued
+    /// one behind another under the latest's; the timestamp may be theirs (a reader
+    /// 8 ms late took the next PING's arrival for the PONG's under load).
+    Withheld,
 }
 
 /// What the ARM knows about one receiver.
@@ -259,7 +276,7 @@ impl Arm {
     /// Stops the transaction a PONG from `receiver` answers: the one with `corr` when
     /// the PONG carries a correlator, else the receiver's oldest open one. `stop` is
     /// when the PONG's last byte was read, `socket_stop` the kernel's RX timestamp of
-    /// that read. Returns `false` for an unmatched PONG.
+    /// its last segment. Returns `false` for an unmatched PONG.
     #[allow(clippy::too_many_arguments)]
     pub fn stop(
         &self,
@@ -269,7 +286,7 @@ impl Arm {
         pong_bytes: u64,
         pong_corr_bytes: u64,
         stop: UnixNanos,
-        socket_stop: Option<UnixNanos>,
+        socket_stop: PongStamp,
     ) -> bool {
         let mut g = self.lock();
         g.counters.correlator_bytes_received += pong_corr_bytes;
@@ -302,10 +319,16 @@ impl Arm {
         );
         let socket = SocketTimes {
             start: o.socket_start,
-            stop: socket_stop,
+            stop: match socket_stop {
+                PongStamp::At(ns) => Some(ns),
+                PongStamp::None | PongStamp::Withheld => None,
+            },
         };
         if socket.rtt_ns().is_none() {
             g.counters.socket_rtt_missing += 1;
+        }
+        if socket_stop == PongStamp::Withheld {
+            g.counters.socket_stop_withheld += 1;
         }
         self.finish(
             &mut g,
@@ -502,9 +525,10 @@ mod tests {
         assert!(a.start(0, c1, 900, correlator_element_bytes(c1)));
         assert!(a.start(0, c2, 900, correlator_element_bytes(c2)));
         // Answered out of order, by correlator.
-        assert!(a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns(), None));
-        assert!(!a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns(), None));
-        assert!(!a.stop(1, Some(c1), Some(Status::Busy), 950, 44, now_ns(), None));
+        let none = PongStamp::None;
+        assert!(a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns(), none));
+        assert!(!a.stop(0, Some(c2), Some(Status::Busy), 950, 44, now_ns(), none));
+        assert!(!a.stop(1, Some(c1), Some(Status::Busy), 950, 44, now_ns(), none));
         let r = a.recent(10);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].tx.correlator.as_deref(), Some(c2.to_string().as_str()));
@@ -520,7 +544,15 @@ mod tests {
         let (c1, c2) = (b.next_correlator(), b.next_correlator());
         b.start(1, c1, 800, 0);
         b.start(1, c2, 800, 0);
-        assert!(b.stop(1, None, Some(Status::Online), 850, 0, now_ns(), None));
+        assert!(b.stop(
+            1,
+            None,
+            Some(Status::Online),
+            850,
+            0,
+            now_ns(),
+            PongStamp::None
+        ));
         let r = b.recent(1);
         assert_eq!(r[0].correlator, c1);
         assert_eq!(r[0].tx.correlator, None);
@@ -562,7 +594,7 @@ mod tests {
             1100,
             37,
             now_ns() + 5_000_000,
-            Some(sock_start + 4_000_000),
+            PongStamp::At(sock_start + 4_000_000),
         );
         // A second one whose TX timestamp never came: counted, socket columns empty.
         let c2 = a.next_correlator();
@@ -574,14 +606,31 @@ mod tests {
             1100,
             37,
             now_ns(),
-            Some(now_ns()),
+            PongStamp::At(now_ns()),
+        );
+        // A third whose PONG's RX timestamp was withheld: its socket start is
+        // written, its stop is not.
+        let c3 = a.next_correlator();
+        a.start(0, c3, 1000, 37);
+        a.socket_start(c3, now_ns());
+        a.stop(
+            0,
+            Some(c3),
+            Some(Status::Online),
+            1100,
+            37,
+            now_ns(),
+            PongStamp::Withheld,
         );
         let recs = crate::report::read_records_file(&path, &Default::default()).unwrap();
         assert_eq!(recs[0].socket_rtt_ns(), Some(4_000_000));
         assert_eq!(recs[1].socket_rtt_ns(), None);
-        assert_eq!(a.snapshot().1.socket_rtt_missing, 1);
+        assert!(recs[2].socket.start.is_some() && recs[2].socket.stop.is_none());
+        let counters = a.snapshot().1;
+        assert_eq!(counters.socket_rtt_missing, 2);
+        assert_eq!(counters.socket_stop_withheld, 1);
         let txs: Vec<_> = recs.into_iter().map(|r| r.tx).collect();
-        assert_eq!(txs.len(), 2);
+        assert_eq!(txs.len(), 3);
         assert_eq!(txs[0].receiver_name.as_deref(), Some("bob"));
         assert_eq!(txs[0].receiver_status, Some(Status::Away));
         assert_eq!(txs[0].correlator_overhead_bytes, 74);

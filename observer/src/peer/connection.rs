@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::arm::PongStamp;
 use super::arm::{correlator_element_bytes, now_ns};
 use super::timestamping::{self, SocketStamps, StampedRead, StampedWrite};
 use super::{CommandError, ConnEntry, Shared};
@@ -102,8 +103,8 @@ enum Received {
     },
     Message {
         stop: UnixNanos,
-        /// The kernel's RX timestamp of the read that completed it, when recorded.
-        socket_stop: Option<UnixNanos>,
+        /// The kernel's RX timestamp of its last segment, as far as the read can tell.
+        socket_stop: PongStamp,
         framed_len: u64,
         body: Vec<u8>,
     },
@@ -124,7 +125,10 @@ async fn read_some<R: AsyncRead + Unpin>(
     };
     // The stop time of a message: right after the read that completed it returned.
     let now = now_ns();
-    let socket_stop = stamps.and_then(SocketStamps::take_rx);
+    let rx = stamps.and_then(SocketStamps::take_rx);
+    // Messages before the read's last one ended before its last byte: the read's
+    // timestamp is not theirs.
+    let earlier = timestamping::pong_stamp(rx, false);
     let mut stats = JxtaStats::default();
     let mut got = Vec::new();
     parser.push(&buf[..n], now, &mut stats, &mut |ev| match ev {
@@ -134,11 +138,14 @@ async fn read_some<R: AsyncRead + Unpin>(
         }),
         StreamEvent::Message(m) => got.push(Received::Message {
             stop: m.stop,
-            socket_stop,
+            socket_stop: earlier,
             framed_len: m.framed_len,
             body: m.body.to_vec(),
         }),
     });
+    if let Some(Received::Message { socket_stop, .. }) = got.last_mut() {
+        *socket_stop = timestamping::pong_stamp(rx, parser.buffered() == 0);
+    }
     if let Some(kind) = stats.malformed.keys().next() {
         return Err(match kind {
             Malformed::TooLarge => "oversized_frame",
@@ -694,6 +701,60 @@ pub fn queue_message(shared: &Shared, to: &str, body: &str) -> Result<(), Comman
 mod tests {
     use super::*;
     use crate::peer::config::derived_peer_id;
+
+    /// The read's RX timestamp goes to the message whose last byte ends the read, and
+    /// only when nothing was left queued behind the read; every other message of the
+    /// read is withheld (the timestamp is a later segment's), never stamped wrong.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reads_timestamp_is_the_last_messages_only() {
+        let (a, b) = (derived_peer_id("alice"), derived_peer_id("bob"));
+        let doc = Document {
+            kind: Kind::Pong,
+            ..Document::default()
+        };
+        let pkg = build_package(&doc, &b, "127.0.0.1:9702", &a, "127.0.0.1:9701");
+        let two = [pkg.as_slice(), pkg.as_slice()].concat();
+        let half = pkg.len() / 2;
+        let mut parser = StreamParser::new(StreamStart::Beginning, &StreamConfig::default());
+        let mut buf = vec![0u8; 64 * 1024];
+        let stamps = SocketStamps::default();
+        let stamped = |got: Vec<Received>| -> Vec<PongStamp> {
+            got.into_iter()
+                .filter_map(|r| match r {
+                    Received::Message { socket_stop, .. } => Some(socket_stop),
+                    Received::Welcome { .. } => None,
+                })
+                .collect()
+        };
+        // (bytes of one read, nothing queued behind it, the messages' stamps)
+        let reads: [(&[u8], bool, &[PongStamp]); 5] = [
+            (&two, true, &[PongStamp::Withheld, PongStamp::At(42)]),
+            (&two, false, &[PongStamp::Withheld, PongStamp::Withheld]),
+            // A message and half the next: the read ends inside the second.
+            (&two[..pkg.len() + half], true, &[PongStamp::Withheld]),
+            (&pkg[half..], true, &[PongStamp::At(42)]),
+            (&pkg, true, &[PongStamp::At(42)]),
+        ];
+        for (bytes, drained, want) in reads {
+            stamps.record_rx(42, drained);
+            let mut rd = bytes;
+            let got = read_some(&mut rd, &mut parser, &mut buf, Some(&stamps))
+                .await
+                .expect("messages");
+            assert_eq!(
+                stamped(got),
+                want,
+                "{} bytes, drained {drained}",
+                bytes.len()
+            );
+        }
+        // Without kernel timestamps, no message has one.
+        let mut rd = two.as_slice();
+        let got = read_some(&mut rd, &mut parser, &mut buf, None)
+            .await
+            .unwrap();
+        assert_eq!(stamped(got), [PongStamp::None, PongStamp::None]);
+    }
 
     #[test]
     /// Our encoder against our decoder: it catches a change to one that the other does

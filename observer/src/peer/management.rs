@@ -280,6 +280,18 @@ pub fn exposition(shared: &Shared) -> Exposition {
         "PONGs whose correlator is no open transaction (late after a timeout, or unknown).",
     )
     .counter(&one, arm.unmatched_pongs);
+    e.family(
+        "jim_peer_socket_rtt_missing_total",
+        Counter,
+        "ok records without a socket RTT (a kernel timestamp missing or withheld).",
+    )
+    .counter(&one, arm.socket_rtt_missing);
+    e.family(
+        "jim_peer_socket_stop_withheld_total",
+        Counter,
+        "ok records whose PONG RX timestamp was not recorded: bytes behind the PONG were read or queued with it, and the timestamp may be theirs.",
+    )
+    .counter(&one, arm.socket_stop_withheld);
     e.family("jim_peer_pool_open", Gauge, "Open transactions.")
         .gauge(&one, gauge(shared.arm.open_count()));
     e.family(

@@ -1,9 +1,17 @@
 //! Kernel timestamps of the reference peer's TCP connections (Linux `SO_TIMESTAMPING`),
 //! so that its records hold a socket RTT besides the application's: from the software
 //! TX timestamp of the PING's last byte (taken by the driver as the segment leaves) to
-//! the software RX timestamp of the last segment the `recvmsg` that completed the PONG
-//! copied from (taken as it entered the stack). Neither includes the time the peer's
-//! own task waits for a CPU, which the application's clock does.
+//! the software RX timestamp of the segment that carried the PONG's last byte (taken
+//! as it entered the stack). Neither includes the time the peer's own task waits for a
+//! CPU, which the application's clock does.
+//!
+//! The kernel gives a TCP read one RX timestamp: that of the last buffer it copied
+//! from, and segments queued behind one another may be merged into one buffer under
+//! the latest's timestamp. So the timestamp is the PONG's only when the PONG ends the
+//! read and nothing was left queued behind it; otherwise it may be a later segment's
+//! (a reader 8 ms late under load read the PONG with the next PING and took the PING's
+//! arrival for the PONG's) and the PONG's stop is withheld (`PongStamp::Withheld`),
+//! counted, never guessed.
 //!
 //! TX timestamps arrive on the socket's error queue, keyed (`SOF_TIMESTAMPING_OPT_ID`)
 //! by the offset of the last byte of the `write` they belong to, counted from when
@@ -17,14 +25,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::arm::Arm;
+use super::arm::{Arm, PongStamp};
 use super::Shared;
 
 /// TX timestamps and PINGs kept while waiting for their other half: the TX timestamps
@@ -36,6 +44,9 @@ const TX_MATCH_CAPACITY: usize = 256;
 pub struct SocketStamps {
     /// RX timestamp of the latest read (0: none).
     last_rx_ns: AtomicU64,
+    /// Whether nothing was left queued behind the latest read: its timestamp is then
+    /// that of the segment with its last byte.
+    last_rx_drained: AtomicBool,
     /// Bytes written since timestamping was enabled.
     written: AtomicU64,
     tx: Mutex<TxMatch>,
@@ -66,11 +77,18 @@ impl SocketStamps {
         self.tx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The RX timestamp of the latest read, once.
-    pub fn take_rx(&self) -> Option<u64> {
+    /// Keeps a read's RX timestamp and whether the read left nothing queued behind it.
+    pub(super) fn record_rx(&self, ns: u64, drained: bool) {
+        self.last_rx_drained.store(drained, Ordering::Relaxed);
+        self.last_rx_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The RX timestamp of the latest read, once, and whether the read left nothing
+    /// queued behind it.
+    pub fn take_rx(&self) -> Option<(u64, bool)> {
         match self.last_rx_ns.swap(0, Ordering::Relaxed) {
             0 => None,
-            ns => Some(ns),
+            ns => Some((ns, self.last_rx_drained.load(Ordering::Relaxed))),
         }
     }
 
@@ -102,6 +120,16 @@ impl SocketStamps {
             }
             None => push_bounded(&mut g.stamps, (key, ns)),
         }
+    }
+}
+
+/// The kernel timestamp of a message completed by a read whose [`SocketStamps::take_rx`]
+/// was `rx`: `ends_read` says whether the message's last byte is the read's last byte.
+pub fn pong_stamp(rx: Option<(u64, bool)>, ends_read: bool) -> PongStamp {
+    match rx {
+        None => PongStamp::None,
+        Some((ns, true)) if ends_read => PongStamp::At(ns),
+        Some(_) => PongStamp::Withheld,
     }
 }
 
@@ -160,7 +188,10 @@ impl AsyncRead for StampedRead {
             {
                 Ok((n, rx)) => {
                     if let Some(ns) = rx {
-                        this.stamps.last_rx_ns.store(ns, Ordering::Relaxed);
+                        // Asked after the read: a segment arriving in between only
+                        // withholds a timestamp that was right, never keeps a wrong one.
+                        let drained = sys::queued(&this.stream).is_ok_and(|q| q == 0);
+                        this.stamps.record_rx(ns, drained);
                     }
                     // A socket error shows on the next read.
                     let _ = drain_now(&this.stream, &this.stamps, &this.shared.arm);
@@ -344,6 +375,18 @@ mod sys {
         Ok(r.key.zip(r.ts))
     }
 
+    /// Bytes received and not read yet (`SIOCINQ`).
+    pub fn queued(s: &TcpStream) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: the fd belongs to `s`, borrowed for the call; FIONREAD (SIOCINQ on a
+        // TCP socket) writes one c_int into the live `n`.
+        if unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) } == 0 {
+            Ok(usize::try_from(n).unwrap_or(0))
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     pub fn shutdown_write(s: &TcpStream) -> io::Result<()> {
         // SAFETY: the fd belongs to `s`, borrowed for the call.
         if unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) } == 0 {
@@ -376,6 +419,10 @@ mod sys {
     }
 
     pub fn recv_tx_stamp(_: &TcpStream) -> io::Result<Option<(u32, u64)>> {
+        unsupported()
+    }
+
+    pub fn queued(_: &TcpStream) -> io::Result<usize> {
         unsupported()
     }
 
@@ -427,8 +474,8 @@ mod tests {
         st.tx_stamp(199, 3_000, &a);
         st.ping_expected(c2, 50, &a);
         let now = now_ns();
-        assert!(a.stop(0, Some(c1), None, 60, 0, now, Some(2_500)));
-        assert!(a.stop(0, Some(c2), None, 60, 0, now, Some(3_700)));
+        assert!(a.stop(0, Some(c1), None, 60, 0, now, PongStamp::At(2_500)));
+        assert!(a.stop(0, Some(c2), None, 60, 0, now, PongStamp::At(3_700)));
         let r = a.recent(2);
         assert_eq!(r[1].socket.rtt_ns(), Some(500));
         assert_eq!(r[0].socket.rtt_ns(), Some(700));
@@ -444,8 +491,19 @@ mod tests {
     fn rx_stamp_is_taken_once() {
         let st = SocketStamps::default();
         assert_eq!(st.take_rx(), None);
-        st.last_rx_ns.store(42, Ordering::Relaxed);
-        assert_eq!(st.take_rx(), Some(42));
+        st.record_rx(42, true);
+        assert_eq!(st.take_rx(), Some((42, true)));
         assert_eq!(st.take_rx(), None);
+    }
+
+    /// A PONG's stamp is kept only when the PONG ends the read and the read left
+    /// nothing queued; otherwise the stamp may be a later segment's and is withheld.
+    #[test]
+    fn a_pong_stamp_is_kept_only_when_nothing_followed_it() {
+        assert_eq!(pong_stamp(None, true), PongStamp::None);
+        assert_eq!(pong_stamp(Some((42, true)), true), PongStamp::At(42));
+        assert_eq!(pong_stamp(Some((42, true)), false), PongStamp::Withheld);
+        assert_eq!(pong_stamp(Some((42, false)), true), PongStamp::Withheld);
+        assert_eq!(pong_stamp(Some((42, false)), false), PongStamp::Withheld);
     }
 }
