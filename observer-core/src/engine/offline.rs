@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{MessageRecord, Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger, HeldPages};
+use crate::capture::{
+    CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger, HeldPages, SharedMap,
+};
 use crate::transaction::Transaction;
 
 /// What was read from one input.
@@ -119,7 +121,7 @@ fn run(
             progress,
             &mut merger,
             last,
-            &mut |frame| {
+            &mut |frame, _| {
                 pipeline.frame(frame);
                 if let Some(on_message) = on_message.as_mut() {
                     pipeline.take_records(*on_message);
@@ -144,15 +146,21 @@ fn run(
     }
 }
 
+/// Takes each frame [`read_input`] hands on, with its input's bytes and its place there
+/// when it lies in them.
+pub(crate) type OnFrame<'a> = dyn FnMut(&Frame<'_>, Option<(&SharedMap, usize)>) + 'a;
+
 /// Reads one input to its end or first error, handing each frame to `on_frame` in
 /// time order within the merger's window. Frames still held at the end stay in the
-/// merger (copied) for the next input, unless this is the `last`.
+/// merger (copied) for the next input, unless this is the `last`. A frame read where
+/// it lies in the input's shared bytes comes with them and its place there: its bytes
+/// are `map[at..at + data.len()]`.
 pub(crate) fn read_input(
     path: &Path,
     progress: Option<&dyn Progress>,
     merger: &mut FrameMerger,
     last: bool,
-    on_frame: &mut dyn FnMut(&Frame<'_>),
+    on_frame: &mut OnFrame<'_>,
 ) -> InputSummary {
     let name = path.display().to_string();
     let mut reader = match CaptureReader::open(path) {
@@ -160,7 +168,7 @@ pub(crate) fn read_input(
         Err(e) => {
             tracing::debug!("{e}");
             if last {
-                merger.flush(None, on_frame);
+                merger.flush(None, &mut |frame| on_frame(frame, None));
             }
             return InputSummary {
                 name,
@@ -174,15 +182,20 @@ pub(crate) fn read_input(
     let mut bar = progress.and_then(|p| p.input(path));
     let mut error: Option<CaptureError> = None;
     let mut pages = HeldPages::default();
+    let shared = reader.shared_map();
+    let shared = shared.as_ref();
     loop {
         // A mapped pcap's record (nearly always) goes to the merger as its place, the
         // frame's metadata as the reader found it.
         if let Some((frame, at, len)) = reader.next_in_place() {
             if !merger.offer_in_place(&frame, at, len) {
-                on_frame(&Frame {
-                    data: FrameMerger::in_map(reader.mapped(), at, len),
-                    ..frame
-                });
+                on_frame(
+                    &Frame {
+                        data: FrameMerger::in_map(reader.mapped(), at, len),
+                        ..frame
+                    },
+                    shared.map(|m| (m, at)),
+                );
             }
         } else {
             match reader.next_frame_placed() {
@@ -190,7 +203,7 @@ pub(crate) fn read_input(
                 // copied once more.
                 Ok(Some((ref frame, at))) => {
                     if !merger.offer(frame, at) {
-                        on_frame(frame);
+                        on_frame(frame, shared.zip(at));
                     }
                 }
                 Ok(None) => break,
@@ -201,7 +214,7 @@ pub(crate) fn read_input(
             }
         }
         merger.release_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame);
+            on_frame(frame, shared.zip(at));
             if let Some(at) = at {
                 pages.handed_on(&reader, at);
             }
@@ -214,7 +227,7 @@ pub(crate) fn read_input(
     }
     if last {
         merger.flush_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame);
+            on_frame(frame, shared.zip(at));
             if let Some(at) = at {
                 pages.handed_on(&reader, at);
             }
@@ -304,7 +317,7 @@ mod tests {
         let name = path.display().to_string();
         let mut merger = FrameMerger::new(crate::capture::ReorderConfig::default());
         let (mut seen, mut most_kib, mut measured) = (0u32, 0, 0);
-        let summary = read_input(&path, None, &mut merger, true, &mut |frame| {
+        let summary = read_input(&path, None, &mut merger, true, &mut |frame, _| {
             // Bytes read again after their pages were handed back are the file's.
             assert!(
                 frame.data.iter().all(|&b| b == (seen % 251) as u8),

@@ -5,11 +5,11 @@
 //!
 //! One reader thread reads the inputs (mapped), puts the frames back in time order
 //! (the one [`crate::capture::FrameMerger`]) and hands the shards, in batches, one
-//! copy of the frames and one list of every frame's time, length and shard, both
-//! shared by all shards. The frames are copied
-//! rather than referenced because a frame lives in the mapping of the input being read
-//! (unmapped when the next input opens) or in the merger's reorder pages (reused once
-//! released); a shard would touch those bytes anyway. Every shard replays the same
+//! list of every frame's time, length, shard and place in the input's map, shared by
+//! all shards; the map is shared too ([`crate::capture::SharedMap`]: it outlives the
+//! reader of its input), and the last shard done with a batch hands its pages back.
+//! Frames with no place in it (a stream, a frame the merger copied, one of the next
+//! input) are copied into the batch. Every shard replays the same
 //! calls as a pipeline that read every frame itself: [`Pipeline::frame`] for its own,
 //! [`Pipeline::skip_frame`] with the capture time of each foreign one, in file order,
 //! so its timeouts and idle expiry fire exactly where they would in one pipeline.
@@ -26,7 +26,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
-use crate::capture::{Frame, LinkType, ReorderStats};
+use crate::capture::{Frame, LinkType, ReorderStats, SharedMap};
 use crate::jim::Document;
 use crate::transaction::{Matcher, Sighting, Transaction};
 use crate::UnixNanos;
@@ -57,8 +57,10 @@ const READ_BATCHES_AHEAD: usize = 2;
 /// instructions with two shards (docs/performance.md, stop 29).
 struct Slot {
     ts: UnixNanos,
-    /// Bytes of the frame; they follow the previous frame's in the batch.
+    /// Bytes of the frame: at `place` in the batch's map, or, with `place`
+    /// [`IN_DATA`], following the previous such frame's in the batch's `data`.
     len: usize,
+    place: usize,
     link_type: LinkType,
     orig_len: u32,
     interface: u32,
@@ -67,14 +69,88 @@ struct Slot {
     shard: u32,
 }
 
+/// The most a page fault of a file mapping maps around it (Linux's
+/// `fault_around_bytes`, 64 KiB by default; a large folio of the page cache, up to a
+/// 2 MiB PMD), a power of two.
+const FAULT_AROUND: usize = 2 << 20;
+
+/// [`Slot::place`] of a frame whose bytes were copied into the batch's `data`.
+const IN_DATA: usize = usize::MAX;
+
 /// A hand-over, shared by all shards: every frame's slot and every frame's bytes, in
 /// input order; each shard reads its own frames' bytes and skips the others'. A buffer
 /// a shard, each made for the largest share of a batch so far, was 7.8 MB of a 2-thread
 /// run's heap at peers10k-1g's peak; shared, the same copies took ~3 MB less peak RSS
-/// (docs/performance.md, stop 33).
+/// (docs/performance.md, stop 33). A frame that lies in a mapped input is not copied
+/// but read from the map by its place: the copy of every frame was a quarter of the
+/// reader's instructions. Frames without a place in the batch's map (a stream, a frame
+/// the merger copied, one of another input than the batch's first) are copied.
 struct FrameBatch {
     slots: Vec<Slot>,
     data: Vec<u8>,
+    map: Option<SharedMap>,
+    /// The span of `map` the batch's frames lie in, `lo..hi` (empty: none).
+    lo: usize,
+    hi: usize,
+    /// Bytes of the batch's frames, copied or not: a batch is handed over past
+    /// `READ_BATCH_BYTES`, which bounds the pages of the map in flight.
+    bytes: usize,
+}
+
+impl FrameBatch {
+    fn new(slots: Vec<Slot>, data: Vec<u8>) -> Self {
+        FrameBatch {
+            slots,
+            data,
+            map: None,
+            lo: usize::MAX,
+            hi: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Where `frame` is to be read from by the shards: its place in `placed`'s map when
+    /// that is the batch's map (the first one offered), else [`IN_DATA`] (copied).
+    #[inline]
+    fn push_bytes(&mut self, frame: &Frame<'_>, placed: Option<(&SharedMap, usize)>) -> usize {
+        self.bytes += frame.data.len();
+        if let Some((map, at)) = placed {
+            let ours = match &self.map {
+                Some(m) => m.same(map),
+                None => {
+                    self.map = Some(map.clone());
+                    true
+                }
+            };
+            if ours {
+                self.lo = self.lo.min(at);
+                self.hi = self.hi.max(at.saturating_add(frame.data.len()));
+                return at;
+            }
+        }
+        self.data.extend_from_slice(frame.data);
+        IN_DATA
+    }
+
+    /// Emptied for the next hand-over; the pages of the map its frames lay in are
+    /// handed back: the reader hands back pages behind it, and those the shards read
+    /// after that faulted in again. Widened behind to a whole `FAULT_AROUND` block: a
+    /// fault maps the page cache's pages of a whole aligned block (or large folio)
+    /// around it, and those before the batch's first frame (the previous batch's,
+    /// handed back already) stayed resident: 120 MB of jxta-4g's two-thread peak with
+    /// no widening, 40 MB with 64 KiB blocks.
+    fn clear(&mut self) {
+        if let Some(map) = self.map.take() {
+            if self.lo < self.hi {
+                let from = self.lo & !(FAULT_AROUND - 1);
+                let upto = self.hi.saturating_add(FAULT_AROUND - 1) & !(FAULT_AROUND - 1);
+                map.release(from, upto.min(map.len()));
+            }
+        }
+        self.slots.clear();
+        self.data.clear();
+        (self.lo, self.hi, self.bytes) = (usize::MAX, 0, 0);
+    }
 }
 
 enum ReaderMsg {
@@ -188,10 +264,10 @@ fn run_reader(
     // more than any before, the buffers copied their bytes again (9 MB, a tenth of the
     // reader's instructions on jxta-0.1g). Room never written to is never resident.
     let mut room = FIRST_BATCH_ROOM;
-    let mut batch = FrameBatch {
-        slots: Vec::with_capacity(BATCH_FRAMES as usize),
-        data: Vec::with_capacity(room),
-    };
+    let mut batch = FrameBatch::new(
+        Vec::with_capacity(BATCH_FRAMES as usize),
+        Vec::with_capacity(room),
+    );
     // Batches the shards handed back, taken before a new one is made; as many exist
     // as were in flight at once.
     let mut spare: Vec<FrameBatch> = Vec::new();
@@ -208,14 +284,11 @@ fn run_reader(
         let next = match spare.pop() {
             Some(spare) if spare.data.capacity() >= room => spare,
             // A buffer too small is let go: grown, its old bytes would be copied.
-            Some(spare) => FrameBatch {
-                slots: spare.slots,
-                data: Vec::with_capacity(room),
-            },
-            None => FrameBatch {
-                slots: Vec::with_capacity(BATCH_FRAMES as usize),
-                data: Vec::with_capacity(room),
-            },
+            Some(spare) => FrameBatch::new(spare.slots, Vec::with_capacity(room)),
+            None => FrameBatch::new(
+                Vec::with_capacity(BATCH_FRAMES as usize),
+                Vec::with_capacity(room),
+            ),
         };
         let shared = Arc::new(std::mem::replace(batch, next));
         for feed in &feeds {
@@ -231,12 +304,13 @@ fn run_reader(
             progress,
             &mut merger,
             last,
-            &mut |frame| {
+            &mut |frame, placed| {
                 let own = crate::packet::shard(frame, shards);
-                batch.data.extend_from_slice(frame.data);
+                let place = batch.push_bytes(frame, placed);
                 batch.slots.push(Slot {
                     ts: frame.ts,
                     len: frame.data.len(),
+                    place,
                     link_type: frame.link_type,
                     orig_len: frame.orig_len,
                     interface: frame.interface,
@@ -245,9 +319,7 @@ fn run_reader(
                 });
                 // The lists' lengths, not counts of their own: the lists are made
                 // with room for a batch and replaced at every hand-over.
-                if batch.slots.len() >= BATCH_FRAMES as usize
-                    || batch.data.len() >= READ_BATCH_BYTES
-                {
+                if batch.slots.len() >= BATCH_FRAMES as usize || batch.bytes >= READ_BATCH_BYTES {
                     hand_over(&mut batch);
                 }
             },
@@ -297,8 +369,9 @@ fn run_shard(
         }
         let own = index as u32;
         let data = batch.data.as_slice();
-        // Where the next slot's bytes start in `data`: every frame's follow the
-        // previous frame's, the shard's own or not.
+        let map: &[u8] = batch.map.as_deref().unwrap_or_default();
+        // Where the next copied slot's bytes start in `data`: every such frame's
+        // follow the previous one's, the shard's own or not.
         let mut at = 0usize;
         let mut left: &[Slot] = &batch.slots;
         while !left.is_empty() {
@@ -312,13 +385,16 @@ fn run_shard(
             // capture, and finding runs of foreign ones to skip in one call cost the
             // shard more than it saved (docs/performance.md, stop 29, threads18f).
             for slot in stretch {
-                let start = at;
+                let copied = slot.place == IN_DATA;
+                let start = if copied { at } else { slot.place };
                 // Below `data.len()` while the slots match the bytes: no overflow.
-                at += slot.len;
+                at += if copied { slot.len } else { 0 };
+                let bytes = if copied { data } else { map };
                 if slot.shard != own {
                     pipeline.skip_frame(slot.ts);
-                } else if let Some(bytes) = data.get(start..at) {
-                    // The reader appended exactly `len` bytes for this slot.
+                } else if let Some(bytes) = bytes.get(start..start.saturating_add(slot.len)) {
+                    // The reader appended exactly `len` bytes for this slot, or found
+                    // them at its place in the map.
                     pipeline.frame(&Frame {
                         ts: slot.ts,
                         link_type: slot.link_type,
@@ -350,8 +426,7 @@ fn run_shard(
         }
         // The last shard to finish with the batch takes it back to the reader.
         if let Some(mut batch) = Arc::into_inner(batch) {
-            batch.slots.clear();
-            batch.data.clear();
+            batch.clear();
             // The reader gone means no more batches are needed.
             let _ = recycle.send(batch);
         }
@@ -780,6 +855,98 @@ mod tests {
         }
         let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(seen, ["reader", "reader"]);
+    }
+
+    /// A pcap of `n` Ethernet frames of 60 bytes, frame `i` filled with `fill + i`.
+    fn small_pcap(n: u8, fill: u8) -> Vec<u8> {
+        let format = crate::capture::WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        };
+        let mut writer = crate::capture::CaptureWriter::new(Vec::new(), format, LinkType::ETHERNET)
+            .expect("header");
+        for i in 0..n {
+            let ts = u64::from(i + 1) * 1_000_000_000;
+            writer
+                .write_frame(0, ts, &[fill.wrapping_add(i); 60], 60)
+                .expect("frame");
+        }
+        writer.finish().expect("pcap")
+    }
+
+    /// A batch reads a frame from its map when it has a place in the batch's map (the
+    /// first offered), and copies it otherwise (no place, another input's map); the
+    /// bytes the shards find are the frame's either way, and a cleared batch takes a
+    /// new map.
+    #[test]
+    fn a_batch_reads_frames_by_place_in_its_own_map_and_copies_the_rest() {
+        let reader = |fill| {
+            crate::capture::CaptureReader::from_bytes("mem", small_pcap(3, fill)).expect("pcap")
+        };
+        let (mut a, mut b) = (reader(10), reader(50));
+        let (map_a, map_b) = (
+            a.shared_map().expect("in place"),
+            b.shared_map().expect("in place"),
+        );
+        let mut batch = FrameBatch::new(Vec::new(), Vec::new());
+        let mut pushed = Vec::new();
+        for (which, placed) in [(0, true), (1, true), (0, false), (0, true), (1, true)] {
+            let (r, map) = if which == 0 {
+                (&mut a, &map_a)
+            } else {
+                (&mut b, &map_b)
+            };
+            let Ok(Some((frame, at))) = r.next_frame_placed() else {
+                panic!("a frame");
+            };
+            let at = at.expect("a place");
+            let place = batch.push_bytes(&frame, placed.then_some((map, at)));
+            let expected = if which == 0 && placed { at } else { IN_DATA };
+            assert_eq!(place, expected);
+            pushed.push((place, frame.data.to_vec()));
+        }
+        assert_eq!(batch.bytes, 5 * 60);
+        assert_eq!(batch.data.len(), 3 * 60);
+        let mut copied = 0;
+        for (place, bytes) in &pushed {
+            let found = if *place == IN_DATA {
+                copied += bytes.len();
+                &batch.data[copied - bytes.len()..copied]
+            } else {
+                &map_a[*place..*place + bytes.len()]
+            };
+            assert_eq!(found, bytes.as_slice());
+        }
+        assert!(batch.lo < batch.hi && batch.hi <= map_a.len());
+        batch.clear();
+        assert!(batch.map.is_none() && batch.data.is_empty() && batch.bytes == 0);
+        let Ok(Some((frame, at))) = b.next_frame_placed() else {
+            panic!("a frame");
+        };
+        let at = at.expect("a place");
+        assert_eq!(batch.push_bytes(&frame, Some((&map_b, at))), at);
+    }
+
+    /// Two inputs read by two shards (the second's frames by place in another map, the
+    /// first's end handed on by place before it) count what one pipeline counts.
+    #[test]
+    fn two_inputs_on_two_shards_count_what_one_pipeline_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths: Vec<PathBuf> = [(1u8, 0u8), (2, 100)]
+            .iter()
+            .map(|&(i, fill)| {
+                let path = dir.path().join(format!("{i}.pcap"));
+                std::fs::write(&path, small_pcap(40, fill)).expect("write");
+                path
+            })
+            .collect();
+        let one = super::super::offline::analyze(&paths, PipelineConfig::default(), None);
+        let two = analyze_parallel(&paths, PipelineConfig::default(), 2, None, &mut |_| {});
+        assert_eq!(
+            format!("{:?}", one.result.packets),
+            format!("{:?}", two.result.packets)
+        );
+        assert_eq!(one.result.last_ts, two.result.last_ts);
     }
 
     /// Connections between many hosts split evenly: on 4,096 client hosts talking to
