@@ -74,6 +74,9 @@ struct Slot {
 /// 2 MiB PMD), a power of two.
 const FAULT_AROUND: usize = 2 << 20;
 
+/// How far behind its first frame a batch hands pages back again.
+const RELEASE_TRAIL: usize = 8 << 20;
+
 /// [`Slot::place`] of a frame whose bytes were copied into the batch's `data`.
 const IN_DATA: usize = usize::MAX;
 
@@ -134,15 +137,16 @@ impl FrameBatch {
 
     /// Emptied for the next hand-over; the pages of the map its frames lay in are
     /// handed back: the reader hands back pages behind it, and those the shards read
-    /// after that faulted in again. Widened behind to a whole `FAULT_AROUND` block: a
-    /// fault maps the page cache's pages of a whole aligned block (or large folio)
-    /// around it, and those before the batch's first frame (the previous batch's,
-    /// handed back already) stayed resident: 120 MB of jxta-4g's two-thread peak with
-    /// no widening, 40 MB with 64 KiB blocks.
+    /// after that faulted in again. Widened to whole `FAULT_AROUND` blocks and
+    /// `RELEASE_TRAIL` behind: a fault maps the page cache's pages of a whole block (or
+    /// large folio) around it, and those outside the batch's span (handed back
+    /// already) stayed resident: jxta-4g's two-thread peak RSS grew by 120 MB with no
+    /// widening, by 40 MB with 64 KiB blocks, by 15 MB with 2 MiB ones; with the trail
+    /// it is a few MB below that of the copies (docs/performance.md, stop 34).
     fn clear(&mut self) {
         if let Some(map) = self.map.take() {
             if self.lo < self.hi {
-                let from = self.lo & !(FAULT_AROUND - 1);
+                let from = self.lo.saturating_sub(RELEASE_TRAIL) & !(FAULT_AROUND - 1);
                 let upto = self.hi.saturating_add(FAULT_AROUND - 1) & !(FAULT_AROUND - 1);
                 map.release(from, upto.min(map.len()));
             }
