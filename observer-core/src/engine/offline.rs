@@ -146,10 +146,6 @@ fn run(
     }
 }
 
-/// Takes each frame [`read_input`] hands on, with its input's bytes and its place there
-/// when it lies in them.
-pub(crate) type OnFrame<'a> = dyn FnMut(&Frame<'_>, Option<(&SharedMap, usize)>) + 'a;
-
 /// Reads one input to its end or first error, handing each frame to `on_frame` in
 /// time order within the merger's window. Frames still held at the end stay in the
 /// merger (copied) for the next input, unless this is the `last`. A frame read where
@@ -160,7 +156,7 @@ pub(crate) fn read_input(
     progress: Option<&dyn Progress>,
     merger: &mut FrameMerger,
     last: bool,
-    on_frame: &mut OnFrame<'_>,
+    on_frame: &mut impl FnMut(&Frame<'_>, Option<(&SharedMap, usize)>),
 ) -> InputSummary {
     let name = path.display().to_string();
     let mut reader = match CaptureReader::open(path) {
