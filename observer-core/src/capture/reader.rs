@@ -124,8 +124,9 @@ const RELEASE_STEP: usize = 512 << 10;
 /// Hands back the pages of `map[from..upto)` (a file's; bytes in memory stay).
 fn drop_pages(map: &Backing, from: usize, upto: usize) {
     if let Backing::File(map) = map {
-        // SAFETY: borrows of these bytes may be live (a held frame being handed on),
-        // and that is sound because the map is a read-only mapping of a file: a
+        // SAFETY: borrows of these bytes may be live (a held frame being handed on, a
+        // shard of `--threads` reading a frame by its place on another thread), and
+        // that is sound because the map is a read-only mapping of a file: a
         // dropped page read again faults back in from the page cache with the same
         // bytes, so nothing is lost, only residency. (A file truncated under the map is
         // the SIGBUS limitation docs/robustness.md states, with or without this.)
