@@ -152,6 +152,15 @@ pub struct HeldPages {
 }
 
 impl HeldPages {
+    /// Hands nothing back: the frames handed on are read again by place on other
+    /// threads (`--threads`), which hand the pages back once they are done with them.
+    pub fn kept() -> Self {
+        // `handed_on`'s test saturates at `usize::MAX`, past any frame's place.
+        HeldPages {
+            released: usize::MAX,
+        }
+    }
+
     /// A frame whose bytes start at `at` in `reader`'s map was handed on. Frames are
     /// handed on in time order, which is offset order but for reordering: pages a step
     /// behind the furthest frame handed on stay, so a frame reordered across a page

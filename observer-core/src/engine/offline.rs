@@ -121,6 +121,7 @@ fn run(
             progress,
             &mut merger,
             last,
+            false,
             &mut |frame, _| {
                 pipeline.frame(frame);
                 if let Some(on_message) = on_message.as_mut() {
@@ -150,12 +151,15 @@ fn run(
 /// time order within the merger's window. Frames still held at the end stay in the
 /// merger (copied) for the next input, unless this is the `last`. A frame read where
 /// it lies in the input's shared bytes comes with them and its place there: its bytes
-/// are `map[at..at + data.len()]`.
+/// are `map[at..at + data.len()]`. With `keep_pages`, the pages of the frames handed on
+/// are not handed back: the caller reads the frames again by place, and hands the pages
+/// back itself once it is done with them.
 pub(crate) fn read_input(
     path: &Path,
     progress: Option<&dyn Progress>,
     merger: &mut FrameMerger,
     last: bool,
+    keep_pages: bool,
     on_frame: &mut impl FnMut(&Frame<'_>, Option<(&SharedMap, usize)>),
 ) -> InputSummary {
     let name = path.display().to_string();
@@ -177,7 +181,11 @@ pub(crate) fn read_input(
     };
     let mut bar = progress.and_then(|p| p.input(path));
     let mut error: Option<CaptureError> = None;
-    let mut pages = HeldPages::default();
+    let mut pages = if keep_pages {
+        HeldPages::kept()
+    } else {
+        HeldPages::default()
+    };
     let shared = reader.shared_map();
     let shared = shared.as_ref();
     loop {
@@ -313,7 +321,7 @@ mod tests {
         let name = path.display().to_string();
         let mut merger = FrameMerger::new(crate::capture::ReorderConfig::default());
         let (mut seen, mut most_kib, mut measured) = (0u32, 0, 0);
-        let summary = read_input(&path, None, &mut merger, true, &mut |frame, _| {
+        let summary = read_input(&path, None, &mut merger, true, false, &mut |frame, _| {
             // Bytes read again after their pages were handed back are the file's.
             assert!(
                 frame.data.iter().all(|&b| b == (seen % 251) as u8),

@@ -7,7 +7,7 @@
 //! (the one [`crate::capture::FrameMerger`]) and hands the shards, in batches, one
 //! list of every frame's time, length, shard and place in the input's map, shared by
 //! all shards; the map is shared too ([`crate::capture::SharedMap`]: it outlives the
-//! reader of its input), and the last shard done with a batch hands its pages back.
+//! reader of its input), and the reader hands its pages back behind the slowest shard.
 //! Frames with no place in it (a stream, a frame the merger copied, one of the next
 //! input) are copied into the batch. Every shard replays the same
 //! calls as a pipeline that read every frame itself: [`Pipeline::frame`] for its own,
@@ -69,13 +69,9 @@ struct Slot {
     shard: u32,
 }
 
-/// The most a page fault of a file mapping maps around it (Linux's
-/// `fault_around_bytes`, 64 KiB by default; a large folio of the page cache, up to a
-/// 2 MiB PMD), a power of two.
-const FAULT_AROUND: usize = 2 << 20;
-
-/// How far behind its first frame a batch hands pages back again.
-const RELEASE_TRAIL: usize = 8 << 20;
+/// Pages of a shared map are handed back in blocks of this much: one `madvise` a few
+/// batches rather than one a batch.
+const RELEASE_BLOCK: usize = 2 << 20;
 
 /// [`Slot::place`] of a frame whose bytes were copied into the batch's `data`.
 const IN_DATA: usize = usize::MAX;
@@ -98,6 +94,9 @@ struct FrameBatch {
     /// Bytes of the batch's frames, copied or not: a batch is handed over past
     /// `READ_BATCH_BYTES`, which bounds the pages of the map in flight.
     bytes: usize,
+    /// Hand-over number: tells the reader, when the batch comes back, which span of
+    /// the map every shard is done with ([`ReleasePoint`]).
+    seq: u64,
 }
 
 impl FrameBatch {
@@ -109,6 +108,7 @@ impl FrameBatch {
             lo: usize::MAX,
             hi: 0,
             bytes: 0,
+            seq: 0,
         }
     }
 
@@ -135,25 +135,78 @@ impl FrameBatch {
         IN_DATA
     }
 
-    /// Emptied for the next hand-over; the pages of the map its frames lay in are
-    /// handed back: the reader hands back pages behind it, and those the shards read
-    /// after that faulted in again. Widened to whole `FAULT_AROUND` blocks and
-    /// `RELEASE_TRAIL` behind: a fault maps the page cache's pages of a whole block (or
-    /// large folio) around it, and those outside the batch's span (handed back
-    /// already) stayed resident: jxta-4g's two-thread peak RSS grew by 120 MB with no
-    /// widening, by 40 MB with 64 KiB blocks, by 15 MB with 2 MiB ones; with the trail
-    /// it is a few MB below that of the copies (docs/performance.md, stop 34).
+    /// Emptied for the next hand-over. Its map's pages stay: the reader hands them
+    /// back behind every shard ([`ReleasePoint`]). Handed back by the last shard done
+    /// with the batch, with the reader handing back what it handed on as well, pages
+    /// were faulted in again by the shards, and around each batch's span by the next
+    /// batch: 245,000 faults on jxta-4g where the copies took 160,000
+    /// (docs/performance.md, stop 35).
     fn clear(&mut self) {
-        if let Some(map) = self.map.take() {
-            if self.lo < self.hi {
-                let from = self.lo.saturating_sub(RELEASE_TRAIL) & !(FAULT_AROUND - 1);
-                let upto = self.hi.saturating_add(FAULT_AROUND - 1) & !(FAULT_AROUND - 1);
-                map.release(from, upto.min(map.len()));
-            }
-        }
+        self.map = None;
         self.slots.clear();
         self.data.clear();
         (self.lo, self.hi, self.bytes) = (usize::MAX, 0, 0);
+    }
+}
+
+/// Where the pages of a shared map are handed back: below the span of every batch a
+/// shard still reads, and below the end of those all shards are done with, in file
+/// order and whole blocks. The reader hands back nothing it handed on
+/// ([`crate::capture::HeldPages::kept`]), so a page the hand-on faulted in is read by
+/// every shard before it goes. The pages the reader passed are still handed back a
+/// step behind its read position, and faulted in again by the hand-on a reorder window
+/// later: kept, every page would be faulted in once, but the window's span stays
+/// resident (jxta-4g's two-thread peak RSS 44 -> 102 MB; docs/performance.md, stop 35).
+#[derive(Default)]
+struct ReleasePoint {
+    /// The map of the latest batches: the pages of an earlier input's go when its last
+    /// batch does (its mapping with it).
+    map: Option<SharedMap>,
+    /// Below this, the pages of `map` were handed back (a multiple of `RELEASE_BLOCK`).
+    released: usize,
+    /// The furthest byte of `map` read by the batches every shard is done with.
+    done_hi: usize,
+    /// Batches handed over and not yet back, in hand-over order: their number, the span
+    /// of `map` they read (empty: none) and whether every shard is done with them.
+    flight: std::collections::VecDeque<(u64, usize, usize, bool)>,
+}
+
+impl ReleasePoint {
+    /// Batch `seq` reads `lo..hi` of `map`, handed over after every earlier one.
+    fn handed(&mut self, seq: u64, map: Option<&SharedMap>, lo: usize, hi: usize) {
+        if let Some(map) = map {
+            if !self.map.as_ref().is_some_and(|m| m.same(map)) {
+                // Batches of the earlier input read none of this one's pages.
+                for (_, l, h, _) in &mut self.flight {
+                    (*l, *h) = (usize::MAX, 0);
+                }
+                (self.map, self.released, self.done_hi) = (Some(map.clone()), 0, 0);
+            }
+        }
+        self.flight.push_back((seq, lo, hi, false));
+    }
+
+    /// Every shard is done with batch `seq`; `filling` is where the frames of the batch
+    /// being filled start (`usize::MAX`: none yet). The span of `map` to hand back now,
+    /// if a block is free: shards finish batches in order, but the last to finish one
+    /// may send it back after the next.
+    fn finished(&mut self, seq: u64, filling: usize) -> Option<(usize, usize)> {
+        if let Some(f) = self.flight.iter_mut().find(|f| f.0 == seq) {
+            f.3 = true;
+        }
+        while let Some(&(_, _, hi, true)) = self.flight.front() {
+            self.done_hi = self.done_hi.max(hi);
+            self.flight.pop_front();
+        }
+        // A frame reordered behind those before it makes a batch's span start below
+        // the previous one's: each batch in flight bounds the release.
+        let floor = self.flight.iter().map(|f| f.1).fold(filling, usize::min);
+        let upto = self.done_hi.min(floor) & !(RELEASE_BLOCK - 1);
+        if upto <= self.released {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.released, upto);
+        Some((from, upto))
     }
 }
 
@@ -275,10 +328,23 @@ fn run_reader(
     // Batches the shards handed back, taken before a new one is made; as many exist
     // as were in flight at once.
     let mut spare: Vec<FrameBatch> = Vec::new();
+    let mut pages = ReleasePoint::default();
+    let mut seq = 0u64;
     // Every shard gets a batch at the same frames: a shard waiting for frames the
     // reader still holds while the reader waits on another shard would deadlock.
     let mut hand_over = |batch: &mut FrameBatch| {
-        spare.extend(recycled.try_iter());
+        batch.seq = seq;
+        seq += 1;
+        pages.handed(batch.seq, batch.map.as_ref(), batch.lo, batch.hi);
+        for back in recycled.try_iter() {
+            // The batch being filled is empty: the one handed over is in `flight`.
+            if let (Some((from, upto)), Some(map)) =
+                (pages.finished(back.seq, usize::MAX), pages.map.as_ref())
+            {
+                map.release(from, upto);
+            }
+            spare.push(back);
+        }
         // Raised only past a batch that did not fit: raised at every new largest batch,
         // it had the spares made before let go one by one as they came back, and made
         // again (one buffer is now about twice a shard's share of a batch).
@@ -295,9 +361,16 @@ fn run_reader(
             ),
         };
         let shared = Arc::new(std::mem::replace(batch, next));
-        for feed in &feeds {
-            // A shard that stopped (a bug) is reported by the merge.
-            let _ = feed.send(ReaderMsg::Frames(Arc::clone(&shared)));
+        // The last shard takes the reader's own reference: kept here until after the
+        // sends, it was the last one left when the shards were done with the batch
+        // first (one batch in a thousand on a loaded machine), and the batch was freed
+        // here without coming back, which held the release of pages from then on.
+        // A shard that stopped (a bug) is reported by the merge.
+        if let Some((last, others)) = feeds.split_last() {
+            for feed in others {
+                let _ = feed.send(ReaderMsg::Frames(Arc::clone(&shared)));
+            }
+            let _ = last.send(ReaderMsg::Frames(shared));
         }
     };
     let mut summaries = Vec::with_capacity(inputs.len());
@@ -308,6 +381,7 @@ fn run_reader(
             progress,
             &mut merger,
             last,
+            true,
             &mut |frame, placed| {
                 let own = crate::packet::shard(frame, shards);
                 let place = batch.push_bytes(frame, placed);
@@ -929,6 +1003,83 @@ mod tests {
         };
         let at = at.expect("a place");
         assert_eq!(batch.push_bytes(&frame, Some((&map_b, at))), at);
+    }
+
+    /// Batches handed over in file order, some frames reordered below the previous
+    /// batch's span, finished by the shards in any order: a span handed back never
+    /// meets a batch in flight, none is handed back twice, and by the end every byte
+    /// below the last whole block the batches read is handed back. A second map starts
+    /// again from its start.
+    #[test]
+    fn pages_are_handed_back_once_behind_every_batch_in_flight() {
+        let map = |fill| {
+            crate::capture::CaptureReader::from_bytes("mem", small_pcap(1, fill))
+                .expect("pcap")
+                .shared_map()
+                .expect("in place")
+        };
+        let (a, b) = (map(1), map(2));
+        let mb = 1usize << 20;
+        // (lo, hi) of each batch: 0.75 MiB apiece, every third starting 0.5 MiB below
+        // the previous one's end (a frame reordered), one with nothing in the map.
+        let mut spans: Vec<(usize, usize)> = (0..40usize)
+            .map(|i| {
+                let lo = i * 3 * mb / 4;
+                let lo = if i % 3 == 2 { lo - mb / 2 } else { lo };
+                (lo, (i + 1) * 3 * mb / 4)
+            })
+            .collect();
+        spans[7] = (usize::MAX, 0);
+        for order in [0u64, 1, 2] {
+            let mut pages = ReleasePoint::default();
+            let mut released: Vec<(usize, usize)> = Vec::new();
+            let mut flight: Vec<u64> = Vec::new();
+            let mut finish = |pages: &mut ReleasePoint, flight: &mut Vec<u64>, seq: u64| {
+                flight.retain(|&s| s != seq);
+                if let Some((from, upto)) = pages.finished(seq, usize::MAX) {
+                    assert!(from < upto && from % RELEASE_BLOCK == 0 && upto % RELEASE_BLOCK == 0);
+                    for &s in flight.iter() {
+                        let (lo, hi) = spans[s as usize];
+                        assert!(
+                            lo >= hi || hi <= from || lo >= upto,
+                            "{seq}: {from}..{upto} cuts {s}"
+                        );
+                    }
+                    released.push((from, upto));
+                }
+            };
+            for (seq, &(lo, hi)) in spans.iter().enumerate() {
+                let seq = seq as u64;
+                pages.handed(seq, (lo < hi).then_some(&a), lo, hi);
+                flight.push(seq);
+                // Three batches in flight, finished oldest first, newest first, or
+                // the middle one first.
+                if flight.len() == 3 {
+                    let mut due = flight.clone();
+                    match order {
+                        1 => due.reverse(),
+                        2 => due.swap(0, 1),
+                        _ => {}
+                    }
+                    for seq in due {
+                        finish(&mut pages, &mut flight, seq);
+                    }
+                }
+            }
+            for seq in flight.clone() {
+                finish(&mut pages, &mut flight, seq);
+            }
+            let end = spans.iter().map(|s| s.1).max().unwrap_or(0) & !(RELEASE_BLOCK - 1);
+            let mut at = 0;
+            for &(from, upto) in &released {
+                assert_eq!(from, at, "released in file order, each byte once");
+                at = upto;
+            }
+            assert_eq!(at, end, "released up to the last whole block");
+            // The next input's map: released from its own start.
+            pages.handed(99, Some(&b), 0, 3 * RELEASE_BLOCK);
+            assert_eq!(pages.finished(99, usize::MAX), Some((0, 3 * RELEASE_BLOCK)));
+        }
     }
 
     /// Two inputs read by two shards (the second's frames by place in another map, the
