@@ -12,7 +12,7 @@ mod reader;
 mod reorder;
 mod writer;
 
-pub use reader::{CaptureReader, HeldPages, MAX_BLOCK_LEN};
+pub use reader::{CaptureReader, HeldPages, SharedMap, MAX_BLOCK_LEN};
 pub use reorder::{
     FrameBuf, FrameMerger, Placed, ReorderConfig, ReorderStats, DEFAULT_LIVE_REORDER_WINDOW_NS,
     DEFAULT_REORDER_WINDOW_NS,

@@ -5,6 +5,7 @@ use crate::UnixNanos;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Largest record or pcapng block we are willing to buffer. Real link layers
 /// stay under 256 KiB (libpcap's maximum snaplen); 16 MiB leaves room for
@@ -59,7 +60,9 @@ enum Input {
     /// Bytes addressable in place (a mapped file, or bytes in memory); the block is
     /// `map[start..end]`, and `end` is also the read position.
     Mapped {
-        map: Backing,
+        /// Shared with the shards of `--threads`, which read frames from it by place
+        /// ([`SharedMap`]) after this reader has moved on or been dropped.
+        map: Arc<Backing>,
         start: usize,
         end: usize,
         /// Below this, pages the reader has passed have been handed back (see
@@ -85,6 +88,34 @@ impl std::ops::Deref for Backing {
     }
 }
 
+/// The bytes of a reader's input read in place, shared: a frame's place (see
+/// [`CaptureReader::next_frame_placed`]) stays readable from it while a clone lives,
+/// after the reader has moved on or been dropped (`--threads` hands its shards frames
+/// by place rather than copied).
+#[derive(Clone)]
+pub struct SharedMap(Arc<Backing>);
+
+impl SharedMap {
+    /// Whether both are the same input's bytes.
+    pub fn same(&self, other: &SharedMap) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Hands back the pages of `[from, upto)` (widened to whole pages) of a mapped
+    /// file: once read, they would stay in the resident set. They may be read again
+    /// (a page faults back in from the page cache with the same bytes).
+    pub fn release(&self, from: usize, upto: usize) {
+        drop_pages(&self.0, from, upto);
+    }
+}
+
+impl std::ops::Deref for SharedMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Mapped pages behind the read position are handed back in steps of this much (the
 /// resident capture is up to a step behind the reader and two behind the hand-on of
 /// held frames, per reader: every shard of `--threads` has one).
@@ -93,8 +124,9 @@ const RELEASE_STEP: usize = 512 << 10;
 /// Hands back the pages of `map[from..upto)` (a file's; bytes in memory stay).
 fn drop_pages(map: &Backing, from: usize, upto: usize) {
     if let Backing::File(map) = map {
-        // SAFETY: borrows of these bytes may be live (a held frame being handed on),
-        // and that is sound because the map is a read-only mapping of a file: a
+        // SAFETY: borrows of these bytes may be live (a held frame being handed on, a
+        // shard of `--threads` reading a frame by its place on another thread), and
+        // that is sound because the map is a read-only mapping of a file: a
         // dropped page read again faults back in from the page cache with the same
         // bytes, so nothing is lost, only residency. (A file truncated under the map is
         // the SIGBUS limitation docs/robustness.md states, with or without this.)
@@ -120,6 +152,15 @@ pub struct HeldPages {
 }
 
 impl HeldPages {
+    /// Hands nothing back: the frames handed on are read again by place on other
+    /// threads (`--threads`), which hand the pages back once they are done with them.
+    pub fn kept() -> Self {
+        // `handed_on`'s test saturates at `usize::MAX`, past any frame's place.
+        HeldPages {
+            released: usize::MAX,
+        }
+    }
+
     /// A frame whose bytes start at `at` in `reader`'s map was handed on. Frames are
     /// handed on in time order, which is offset order but for reordering: pages a step
     /// behind the furthest frame handed on stay, so a frame reordered across a page
@@ -281,7 +322,7 @@ impl CaptureReader {
                 let mut reader = Self::with_input(
                     name,
                     Input::Mapped {
-                        map: Backing::File(map),
+                        map: Arc::new(Backing::File(map)),
                         start: 0,
                         end: 0,
                         released: 0,
@@ -309,7 +350,7 @@ impl CaptureReader {
         let mut reader = Self::with_input(
             name.into(),
             Input::Mapped {
-                map: Backing::Memory(bytes),
+                map: Arc::new(Backing::Memory(bytes)),
                 start: 0,
                 end: 0,
                 released: 0,
@@ -361,6 +402,15 @@ impl CaptureReader {
     pub fn mapped(&self) -> Option<&[u8]> {
         match &self.input {
             Input::Mapped { map, .. } => Some(map),
+            Input::Stream { .. } => None,
+        }
+    }
+
+    /// The input's bytes, shared, when it is read in place: places of its frames stay
+    /// readable from it.
+    pub fn shared_map(&self) -> Option<SharedMap> {
+        match &self.input {
+            Input::Mapped { map, .. } => Some(SharedMap(Arc::clone(map))),
             Input::Stream { .. } => None,
         }
     }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{MessageRecord, Pipeline, PipelineConfig, PipelineResult};
-use crate::capture::{CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger, HeldPages};
+use crate::capture::{
+    CaptureError, CaptureFormat, CaptureReader, Frame, FrameMerger, HeldPages, SharedMap,
+};
 use crate::transaction::Transaction;
 
 /// What was read from one input.
@@ -119,7 +121,8 @@ fn run(
             progress,
             &mut merger,
             last,
-            &mut |frame| {
+            false,
+            &mut |frame, _| {
                 pipeline.frame(frame);
                 if let Some(on_message) = on_message.as_mut() {
                     pipeline.take_records(*on_message);
@@ -146,13 +149,18 @@ fn run(
 
 /// Reads one input to its end or first error, handing each frame to `on_frame` in
 /// time order within the merger's window. Frames still held at the end stay in the
-/// merger (copied) for the next input, unless this is the `last`.
+/// merger (copied) for the next input, unless this is the `last`. A frame read where
+/// it lies in the input's shared bytes comes with them and its place there: its bytes
+/// are `map[at..at + data.len()]`. With `keep_pages`, the pages of the frames handed on
+/// are not handed back: the caller reads the frames again by place, and hands the pages
+/// back itself once it is done with them.
 pub(crate) fn read_input(
     path: &Path,
     progress: Option<&dyn Progress>,
     merger: &mut FrameMerger,
     last: bool,
-    on_frame: &mut dyn FnMut(&Frame<'_>),
+    keep_pages: bool,
+    on_frame: &mut impl FnMut(&Frame<'_>, Option<(&SharedMap, usize)>),
 ) -> InputSummary {
     let name = path.display().to_string();
     let mut reader = match CaptureReader::open(path) {
@@ -160,7 +168,7 @@ pub(crate) fn read_input(
         Err(e) => {
             tracing::debug!("{e}");
             if last {
-                merger.flush(None, on_frame);
+                merger.flush(None, &mut |frame| on_frame(frame, None));
             }
             return InputSummary {
                 name,
@@ -173,16 +181,25 @@ pub(crate) fn read_input(
     };
     let mut bar = progress.and_then(|p| p.input(path));
     let mut error: Option<CaptureError> = None;
-    let mut pages = HeldPages::default();
+    let mut pages = if keep_pages {
+        HeldPages::kept()
+    } else {
+        HeldPages::default()
+    };
+    let shared = reader.shared_map();
+    let shared = shared.as_ref();
     loop {
         // A mapped pcap's record (nearly always) goes to the merger as its place, the
         // frame's metadata as the reader found it.
         if let Some((frame, at, len)) = reader.next_in_place() {
             if !merger.offer_in_place(&frame, at, len) {
-                on_frame(&Frame {
-                    data: FrameMerger::in_map(reader.mapped(), at, len),
-                    ..frame
-                });
+                on_frame(
+                    &Frame {
+                        data: FrameMerger::in_map(reader.mapped(), at, len),
+                        ..frame
+                    },
+                    shared.map(|m| (m, at)),
+                );
             }
         } else {
             match reader.next_frame_placed() {
@@ -190,7 +207,7 @@ pub(crate) fn read_input(
                 // copied once more.
                 Ok(Some((ref frame, at))) => {
                     if !merger.offer(frame, at) {
-                        on_frame(frame);
+                        on_frame(frame, shared.zip(at));
                     }
                 }
                 Ok(None) => break,
@@ -201,7 +218,7 @@ pub(crate) fn read_input(
             }
         }
         merger.release_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame);
+            on_frame(frame, shared.zip(at));
             if let Some(at) = at {
                 pages.handed_on(&reader, at);
             }
@@ -214,7 +231,7 @@ pub(crate) fn read_input(
     }
     if last {
         merger.flush_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame);
+            on_frame(frame, shared.zip(at));
             if let Some(at) = at {
                 pages.handed_on(&reader, at);
             }
@@ -304,7 +321,7 @@ mod tests {
         let name = path.display().to_string();
         let mut merger = FrameMerger::new(crate::capture::ReorderConfig::default());
         let (mut seen, mut most_kib, mut measured) = (0u32, 0, 0);
-        let summary = read_input(&path, None, &mut merger, true, &mut |frame| {
+        let summary = read_input(&path, None, &mut merger, true, false, &mut |frame, _| {
             // Bytes read again after their pages were handed back are the file's.
             assert!(
                 frame.data.iter().all(|&b| b == (seen % 251) as u8),

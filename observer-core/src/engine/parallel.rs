@@ -5,11 +5,11 @@
 //!
 //! One reader thread reads the inputs (mapped), puts the frames back in time order
 //! (the one [`crate::capture::FrameMerger`]) and hands the shards, in batches, one
-//! copy of the frames and one list of every frame's time, length and shard, both
-//! shared by all shards. The frames are copied
-//! rather than referenced because a frame lives in the mapping of the input being read
-//! (unmapped when the next input opens) or in the merger's reorder pages (reused once
-//! released); a shard would touch those bytes anyway. Every shard replays the same
+//! list of every frame's time, length, shard and place in the input's map, shared by
+//! all shards; the map is shared too ([`crate::capture::SharedMap`]: it outlives the
+//! reader of its input), and the reader hands its pages back behind the slowest shard.
+//! Frames with no place in it (a stream, a frame the merger copied, one of the next
+//! input) are copied into the batch. Every shard replays the same
 //! calls as a pipeline that read every frame itself: [`Pipeline::frame`] for its own,
 //! [`Pipeline::skip_frame`] with the capture time of each foreign one, in file order,
 //! so its timeouts and idle expiry fire exactly where they would in one pipeline.
@@ -26,7 +26,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
-use crate::capture::{Frame, LinkType, ReorderStats};
+use crate::capture::{Frame, LinkType, ReorderStats, SharedMap};
 use crate::jim::Document;
 use crate::transaction::{Matcher, Sighting, Transaction};
 use crate::UnixNanos;
@@ -57,8 +57,10 @@ const READ_BATCHES_AHEAD: usize = 2;
 /// instructions with two shards (docs/performance.md, stop 29).
 struct Slot {
     ts: UnixNanos,
-    /// Bytes of the frame; they follow the previous frame's in the batch.
+    /// Bytes of the frame: at `place` in the batch's map, or, with `place`
+    /// [`IN_DATA`], following the previous such frame's in the batch's `data`.
     len: usize,
+    place: usize,
     link_type: LinkType,
     orig_len: u32,
     interface: u32,
@@ -67,14 +69,145 @@ struct Slot {
     shard: u32,
 }
 
+/// Pages of a shared map are handed back in blocks of this much: one `madvise` a few
+/// batches rather than one a batch.
+const RELEASE_BLOCK: usize = 2 << 20;
+
+/// [`Slot::place`] of a frame whose bytes were copied into the batch's `data`.
+const IN_DATA: usize = usize::MAX;
+
 /// A hand-over, shared by all shards: every frame's slot and every frame's bytes, in
 /// input order; each shard reads its own frames' bytes and skips the others'. A buffer
 /// a shard, each made for the largest share of a batch so far, was 7.8 MB of a 2-thread
 /// run's heap at peers10k-1g's peak; shared, the same copies took ~3 MB less peak RSS
-/// (docs/performance.md, stop 33).
+/// (docs/performance.md, stop 33). A frame that lies in a mapped input is not copied
+/// but read from the map by its place: the copy of every frame was a quarter of the
+/// reader's instructions. Frames without a place in the batch's map (a stream, a frame
+/// the merger copied, one of another input than the batch's first) are copied.
 struct FrameBatch {
     slots: Vec<Slot>,
     data: Vec<u8>,
+    map: Option<SharedMap>,
+    /// The span of `map` the batch's frames lie in, `lo..hi` (empty: none).
+    lo: usize,
+    hi: usize,
+    /// Bytes of the batch's frames, copied or not: a batch is handed over past
+    /// `READ_BATCH_BYTES`, which bounds the pages of the map in flight.
+    bytes: usize,
+    /// Hand-over number: tells the reader, when the batch comes back, which span of
+    /// the map every shard is done with ([`ReleasePoint`]).
+    seq: u64,
+}
+
+impl FrameBatch {
+    fn new(slots: Vec<Slot>, data: Vec<u8>) -> Self {
+        FrameBatch {
+            slots,
+            data,
+            map: None,
+            lo: usize::MAX,
+            hi: 0,
+            bytes: 0,
+            seq: 0,
+        }
+    }
+
+    /// Where `frame` is to be read from by the shards: its place in `placed`'s map when
+    /// that is the batch's map (the first one offered), else [`IN_DATA`] (copied).
+    #[inline]
+    fn push_bytes(&mut self, frame: &Frame<'_>, placed: Option<(&SharedMap, usize)>) -> usize {
+        self.bytes += frame.data.len();
+        if let Some((map, at)) = placed {
+            let ours = match &self.map {
+                Some(m) => m.same(map),
+                None => {
+                    self.map = Some(map.clone());
+                    true
+                }
+            };
+            if ours {
+                self.lo = self.lo.min(at);
+                self.hi = self.hi.max(at.saturating_add(frame.data.len()));
+                return at;
+            }
+        }
+        self.data.extend_from_slice(frame.data);
+        IN_DATA
+    }
+
+    /// Emptied for the next hand-over. Its map's pages stay: the reader hands them
+    /// back behind every shard ([`ReleasePoint`]). Handed back by the last shard done
+    /// with the batch, with the reader handing back what it handed on as well, pages
+    /// were faulted in again by the shards, and around each batch's span by the next
+    /// batch: 245,000 faults on jxta-4g where the copies took 160,000
+    /// (docs/performance.md, stop 35).
+    fn clear(&mut self) {
+        self.map = None;
+        self.slots.clear();
+        self.data.clear();
+        (self.lo, self.hi, self.bytes) = (usize::MAX, 0, 0);
+    }
+}
+
+/// Where the pages of a shared map are handed back: below the span of every batch a
+/// shard still reads, and below the end of those all shards are done with, in file
+/// order and whole blocks. The reader hands back nothing it handed on
+/// ([`crate::capture::HeldPages::kept`]), so a page the hand-on faulted in is read by
+/// every shard before it goes. The pages the reader passed are still handed back a
+/// step behind its read position, and faulted in again by the hand-on a reorder window
+/// later: kept, every page would be faulted in once, but the window's span stays
+/// resident (jxta-4g's two-thread peak RSS 44 -> 102 MB; docs/performance.md, stop 35).
+#[derive(Default)]
+struct ReleasePoint {
+    /// The map of the latest batches: the pages of an earlier input's go when its last
+    /// batch does (its mapping with it).
+    map: Option<SharedMap>,
+    /// Below this, the pages of `map` were handed back (a multiple of `RELEASE_BLOCK`).
+    released: usize,
+    /// The furthest byte of `map` read by the batches every shard is done with.
+    done_hi: usize,
+    /// Batches handed over and not yet back, in hand-over order: their number, the span
+    /// of `map` they read (empty: none) and whether every shard is done with them.
+    flight: std::collections::VecDeque<(u64, usize, usize, bool)>,
+}
+
+impl ReleasePoint {
+    /// Batch `seq` reads `lo..hi` of `map`, handed over after every earlier one.
+    fn handed(&mut self, seq: u64, map: Option<&SharedMap>, lo: usize, hi: usize) {
+        if let Some(map) = map {
+            if !self.map.as_ref().is_some_and(|m| m.same(map)) {
+                // Batches of the earlier input read none of this one's pages.
+                for (_, l, h, _) in &mut self.flight {
+                    (*l, *h) = (usize::MAX, 0);
+                }
+                (self.map, self.released, self.done_hi) = (Some(map.clone()), 0, 0);
+            }
+        }
+        self.flight.push_back((seq, lo, hi, false));
+    }
+
+    /// Every shard is done with batch `seq`; `filling` is where the frames of the batch
+    /// being filled start (`usize::MAX`: none yet). The span of `map` to hand back now,
+    /// if a block is free: shards finish batches in order, but the last to finish one
+    /// may send it back after the next.
+    fn finished(&mut self, seq: u64, filling: usize) -> Option<(usize, usize)> {
+        if let Some(f) = self.flight.iter_mut().find(|f| f.0 == seq) {
+            f.3 = true;
+        }
+        while let Some(&(_, _, hi, true)) = self.flight.front() {
+            self.done_hi = self.done_hi.max(hi);
+            self.flight.pop_front();
+        }
+        // A frame reordered behind those before it makes a batch's span start below
+        // the previous one's: each batch in flight bounds the release.
+        let floor = self.flight.iter().map(|f| f.1).fold(filling, usize::min);
+        let upto = self.done_hi.min(floor) & !(RELEASE_BLOCK - 1);
+        if upto <= self.released {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.released, upto);
+        Some((from, upto))
+    }
 }
 
 enum ReaderMsg {
@@ -188,17 +321,30 @@ fn run_reader(
     // more than any before, the buffers copied their bytes again (9 MB, a tenth of the
     // reader's instructions on jxta-0.1g). Room never written to is never resident.
     let mut room = FIRST_BATCH_ROOM;
-    let mut batch = FrameBatch {
-        slots: Vec::with_capacity(BATCH_FRAMES as usize),
-        data: Vec::with_capacity(room),
-    };
+    let mut batch = FrameBatch::new(
+        Vec::with_capacity(BATCH_FRAMES as usize),
+        Vec::with_capacity(room),
+    );
     // Batches the shards handed back, taken before a new one is made; as many exist
     // as were in flight at once.
     let mut spare: Vec<FrameBatch> = Vec::new();
+    let mut pages = ReleasePoint::default();
+    let mut seq = 0u64;
     // Every shard gets a batch at the same frames: a shard waiting for frames the
     // reader still holds while the reader waits on another shard would deadlock.
     let mut hand_over = |batch: &mut FrameBatch| {
-        spare.extend(recycled.try_iter());
+        batch.seq = seq;
+        seq += 1;
+        pages.handed(batch.seq, batch.map.as_ref(), batch.lo, batch.hi);
+        for back in recycled.try_iter() {
+            // The batch being filled is empty: the one handed over is in `flight`.
+            if let (Some((from, upto)), Some(map)) =
+                (pages.finished(back.seq, usize::MAX), pages.map.as_ref())
+            {
+                map.release(from, upto);
+            }
+            spare.push(back);
+        }
         // Raised only past a batch that did not fit: raised at every new largest batch,
         // it had the spares made before let go one by one as they came back, and made
         // again (one buffer is now about twice a shard's share of a batch).
@@ -208,19 +354,23 @@ fn run_reader(
         let next = match spare.pop() {
             Some(spare) if spare.data.capacity() >= room => spare,
             // A buffer too small is let go: grown, its old bytes would be copied.
-            Some(spare) => FrameBatch {
-                slots: spare.slots,
-                data: Vec::with_capacity(room),
-            },
-            None => FrameBatch {
-                slots: Vec::with_capacity(BATCH_FRAMES as usize),
-                data: Vec::with_capacity(room),
-            },
+            Some(spare) => FrameBatch::new(spare.slots, Vec::with_capacity(room)),
+            None => FrameBatch::new(
+                Vec::with_capacity(BATCH_FRAMES as usize),
+                Vec::with_capacity(room),
+            ),
         };
         let shared = Arc::new(std::mem::replace(batch, next));
-        for feed in &feeds {
-            // A shard that stopped (a bug) is reported by the merge.
-            let _ = feed.send(ReaderMsg::Frames(Arc::clone(&shared)));
+        // The last shard takes the reader's own reference: kept here until after the
+        // sends, it was the last one left when the shards were done with the batch
+        // first (one batch in a thousand on a loaded machine), and the batch was freed
+        // here without coming back, which held the release of pages from then on.
+        // A shard that stopped (a bug) is reported by the merge.
+        if let Some((last, others)) = feeds.split_last() {
+            for feed in others {
+                let _ = feed.send(ReaderMsg::Frames(Arc::clone(&shared)));
+            }
+            let _ = last.send(ReaderMsg::Frames(shared));
         }
     };
     let mut summaries = Vec::with_capacity(inputs.len());
@@ -231,12 +381,14 @@ fn run_reader(
             progress,
             &mut merger,
             last,
-            &mut |frame| {
+            true,
+            &mut |frame, placed| {
                 let own = crate::packet::shard(frame, shards);
-                batch.data.extend_from_slice(frame.data);
+                let place = batch.push_bytes(frame, placed);
                 batch.slots.push(Slot {
                     ts: frame.ts,
                     len: frame.data.len(),
+                    place,
                     link_type: frame.link_type,
                     orig_len: frame.orig_len,
                     interface: frame.interface,
@@ -245,9 +397,7 @@ fn run_reader(
                 });
                 // The lists' lengths, not counts of their own: the lists are made
                 // with room for a batch and replaced at every hand-over.
-                if batch.slots.len() >= BATCH_FRAMES as usize
-                    || batch.data.len() >= READ_BATCH_BYTES
-                {
+                if batch.slots.len() >= BATCH_FRAMES as usize || batch.bytes >= READ_BATCH_BYTES {
                     hand_over(&mut batch);
                 }
             },
@@ -297,8 +447,9 @@ fn run_shard(
         }
         let own = index as u32;
         let data = batch.data.as_slice();
-        // Where the next slot's bytes start in `data`: every frame's follow the
-        // previous frame's, the shard's own or not.
+        let map: &[u8] = batch.map.as_deref().unwrap_or_default();
+        // Where the next copied slot's bytes start in `data`: every such frame's
+        // follow the previous one's, the shard's own or not.
         let mut at = 0usize;
         let mut left: &[Slot] = &batch.slots;
         while !left.is_empty() {
@@ -312,13 +463,16 @@ fn run_shard(
             // capture, and finding runs of foreign ones to skip in one call cost the
             // shard more than it saved (docs/performance.md, stop 29, threads18f).
             for slot in stretch {
-                let start = at;
+                let copied = slot.place == IN_DATA;
+                let start = if copied { at } else { slot.place };
                 // Below `data.len()` while the slots match the bytes: no overflow.
-                at += slot.len;
+                at += if copied { slot.len } else { 0 };
+                let bytes = if copied { data } else { map };
                 if slot.shard != own {
                     pipeline.skip_frame(slot.ts);
-                } else if let Some(bytes) = data.get(start..at) {
-                    // The reader appended exactly `len` bytes for this slot.
+                } else if let Some(bytes) = bytes.get(start..start.saturating_add(slot.len)) {
+                    // The reader appended exactly `len` bytes for this slot, or found
+                    // them at its place in the map.
                     pipeline.frame(&Frame {
                         ts: slot.ts,
                         link_type: slot.link_type,
@@ -350,8 +504,7 @@ fn run_shard(
         }
         // The last shard to finish with the batch takes it back to the reader.
         if let Some(mut batch) = Arc::into_inner(batch) {
-            batch.slots.clear();
-            batch.data.clear();
+            batch.clear();
             // The reader gone means no more batches are needed.
             let _ = recycle.send(batch);
         }
@@ -780,6 +933,175 @@ mod tests {
         }
         let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(seen, ["reader", "reader"]);
+    }
+
+    /// A pcap of `n` Ethernet frames of 60 bytes, frame `i` filled with `fill + i`.
+    fn small_pcap(n: u8, fill: u8) -> Vec<u8> {
+        let format = crate::capture::WriteFormat::Pcap {
+            nanos: false,
+            big_endian: false,
+        };
+        let mut writer = crate::capture::CaptureWriter::new(Vec::new(), format, LinkType::ETHERNET)
+            .expect("header");
+        for i in 0..n {
+            let ts = u64::from(i + 1) * 1_000_000_000;
+            writer
+                .write_frame(0, ts, &[fill.wrapping_add(i); 60], 60)
+                .expect("frame");
+        }
+        writer.finish().expect("pcap")
+    }
+
+    /// A batch reads a frame from its map when it has a place in the batch's map (the
+    /// first offered), and copies it otherwise (no place, another input's map); the
+    /// bytes the shards find are the frame's either way, and a cleared batch takes a
+    /// new map.
+    #[test]
+    fn a_batch_reads_frames_by_place_in_its_own_map_and_copies_the_rest() {
+        let reader = |fill| {
+            crate::capture::CaptureReader::from_bytes("mem", small_pcap(3, fill)).expect("pcap")
+        };
+        let (mut a, mut b) = (reader(10), reader(50));
+        let (map_a, map_b) = (
+            a.shared_map().expect("in place"),
+            b.shared_map().expect("in place"),
+        );
+        let mut batch = FrameBatch::new(Vec::new(), Vec::new());
+        let mut pushed = Vec::new();
+        for (which, placed) in [(0, true), (1, true), (0, false), (0, true), (1, true)] {
+            let (r, map) = if which == 0 {
+                (&mut a, &map_a)
+            } else {
+                (&mut b, &map_b)
+            };
+            let Ok(Some((frame, at))) = r.next_frame_placed() else {
+                panic!("a frame");
+            };
+            let at = at.expect("a place");
+            let place = batch.push_bytes(&frame, placed.then_some((map, at)));
+            let expected = if which == 0 && placed { at } else { IN_DATA };
+            assert_eq!(place, expected);
+            pushed.push((place, frame.data.to_vec()));
+        }
+        assert_eq!(batch.bytes, 5 * 60);
+        assert_eq!(batch.data.len(), 3 * 60);
+        let mut copied = 0;
+        for (place, bytes) in &pushed {
+            let found = if *place == IN_DATA {
+                copied += bytes.len();
+                &batch.data[copied - bytes.len()..copied]
+            } else {
+                &map_a[*place..*place + bytes.len()]
+            };
+            assert_eq!(found, bytes.as_slice());
+        }
+        assert!(batch.lo < batch.hi && batch.hi <= map_a.len());
+        batch.clear();
+        assert!(batch.map.is_none() && batch.data.is_empty() && batch.bytes == 0);
+        let Ok(Some((frame, at))) = b.next_frame_placed() else {
+            panic!("a frame");
+        };
+        let at = at.expect("a place");
+        assert_eq!(batch.push_bytes(&frame, Some((&map_b, at))), at);
+    }
+
+    /// Batches handed over in file order, some frames reordered below the previous
+    /// batch's span, finished by the shards in any order: a span handed back never
+    /// meets a batch in flight, none is handed back twice, and by the end every byte
+    /// below the last whole block the batches read is handed back. A second map starts
+    /// again from its start.
+    #[test]
+    fn pages_are_handed_back_once_behind_every_batch_in_flight() {
+        let map = |fill| {
+            crate::capture::CaptureReader::from_bytes("mem", small_pcap(1, fill))
+                .expect("pcap")
+                .shared_map()
+                .expect("in place")
+        };
+        let (a, b) = (map(1), map(2));
+        let mb = 1usize << 20;
+        // (lo, hi) of each batch: 0.75 MiB apiece, every third starting 0.5 MiB below
+        // the previous one's end (a frame reordered), one with nothing in the map.
+        let mut spans: Vec<(usize, usize)> = (0..40usize)
+            .map(|i| {
+                let lo = i * 3 * mb / 4;
+                let lo = if i % 3 == 2 { lo - mb / 2 } else { lo };
+                (lo, (i + 1) * 3 * mb / 4)
+            })
+            .collect();
+        spans[7] = (usize::MAX, 0);
+        for order in [0u64, 1, 2] {
+            let mut pages = ReleasePoint::default();
+            let mut released: Vec<(usize, usize)> = Vec::new();
+            let mut flight: Vec<u64> = Vec::new();
+            let mut finish = |pages: &mut ReleasePoint, flight: &mut Vec<u64>, seq: u64| {
+                flight.retain(|&s| s != seq);
+                if let Some((from, upto)) = pages.finished(seq, usize::MAX) {
+                    assert!(from < upto && from % RELEASE_BLOCK == 0 && upto % RELEASE_BLOCK == 0);
+                    for &s in flight.iter() {
+                        let (lo, hi) = spans[s as usize];
+                        assert!(
+                            lo >= hi || hi <= from || lo >= upto,
+                            "{seq}: {from}..{upto} cuts {s}"
+                        );
+                    }
+                    released.push((from, upto));
+                }
+            };
+            for (seq, &(lo, hi)) in spans.iter().enumerate() {
+                let seq = seq as u64;
+                pages.handed(seq, (lo < hi).then_some(&a), lo, hi);
+                flight.push(seq);
+                // Three batches in flight, finished oldest first, newest first, or
+                // the middle one first.
+                if flight.len() == 3 {
+                    let mut due = flight.clone();
+                    match order {
+                        1 => due.reverse(),
+                        2 => due.swap(0, 1),
+                        _ => {}
+                    }
+                    for seq in due {
+                        finish(&mut pages, &mut flight, seq);
+                    }
+                }
+            }
+            for seq in flight.clone() {
+                finish(&mut pages, &mut flight, seq);
+            }
+            let end = spans.iter().map(|s| s.1).max().unwrap_or(0) & !(RELEASE_BLOCK - 1);
+            let mut at = 0;
+            for &(from, upto) in &released {
+                assert_eq!(from, at, "released in file order, each byte once");
+                at = upto;
+            }
+            assert_eq!(at, end, "released up to the last whole block");
+            // The next input's map: released from its own start.
+            pages.handed(99, Some(&b), 0, 3 * RELEASE_BLOCK);
+            assert_eq!(pages.finished(99, usize::MAX), Some((0, 3 * RELEASE_BLOCK)));
+        }
+    }
+
+    /// Two inputs read by two shards (the second's frames by place in another map, the
+    /// first's end handed on by place before it) count what one pipeline counts.
+    #[test]
+    fn two_inputs_on_two_shards_count_what_one_pipeline_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths: Vec<PathBuf> = [(1u8, 0u8), (2, 100)]
+            .iter()
+            .map(|&(i, fill)| {
+                let path = dir.path().join(format!("{i}.pcap"));
+                std::fs::write(&path, small_pcap(40, fill)).expect("write");
+                path
+            })
+            .collect();
+        let one = super::super::offline::analyze(&paths, PipelineConfig::default(), None);
+        let two = analyze_parallel(&paths, PipelineConfig::default(), 2, None, &mut |_| {});
+        assert_eq!(
+            format!("{:?}", one.result.packets),
+            format!("{:?}", two.result.packets)
+        );
+        assert_eq!(one.result.last_ts, two.result.last_ts);
     }
 
     /// Connections between many hosts split evenly: on 4,096 client hosts talking to
