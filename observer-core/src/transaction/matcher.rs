@@ -651,11 +651,18 @@ impl Outstanding {
         self.0.as_mut()?.pop_front()
     }
 
-    /// Appends `p`, the buffer taken from `spare` if it needs one.
-    fn push_back(&mut self, p: Pending, spare: &mut Vec<Queue>) {
+    /// The queue, its buffer taken from `spare` if it has none. A PING is pushed into it
+    /// once it is in hand: passed to a push that looked for the buffer first, the
+    /// 240-byte `Pending` was copied once more (a `memcpy` call a PING).
+    fn queue(&mut self, spare: &mut Vec<Queue>) -> &mut VecDeque<Pending> {
         self.0
             .get_or_insert_with(|| spare.pop().unwrap_or_default())
-            .push_back(p);
+    }
+
+    /// Appends `p`, the buffer taken from `spare` if it needs one.
+    #[cfg(test)]
+    fn push_back(&mut self, p: Pending, spare: &mut Vec<Queue>) {
+        self.queue(spare).push_back(p);
     }
 
     /// Every outstanding PING, oldest first; the buffer is freed.
@@ -1816,24 +1823,22 @@ impl Matcher {
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
-        state.outstanding.push_back(
-            Pending {
-                seq,
-                start,
-                correlator,
-                poller_name,
-                poller_id,
-                receiver_id,
-                ping_bytes,
-                ping_correlator_bytes,
-                relay_seen: false,
-                finished_hash,
-                fresh,
-                candidate: None,
-                legs,
-            },
-            &mut self.spare_queues,
-        );
+        let queue = state.outstanding.queue(&mut self.spare_queues);
+        queue.push_back(Pending {
+            seq,
+            start,
+            correlator,
+            poller_name,
+            poller_id,
+            receiver_id,
+            ping_bytes,
+            ping_correlator_bytes,
+            relay_seen: false,
+            finished_hash,
+            fresh,
+            candidate: None,
+            legs,
+        });
         self.live += 1;
         self.live_seqs.add(seq);
         self.deadlines.push(Deadline {
