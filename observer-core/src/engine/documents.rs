@@ -503,8 +503,8 @@ impl MessageHandler for Documents {
             flow: Some(at.flow),
             src: at.src,
             dst: at.dst,
-            hop_src: at.hop_src.map(Cow::Borrowed),
-            hop_dst: at.hop_dst.map(Cow::Borrowed),
+            hop_src: at.router.hops[0].map(|h| Cow::Borrowed(&**h)),
+            hop_dst: at.router.hops[1].map(|h| Cow::Borrowed(&**h)),
             // Not `then_some`: its two addresses were copied for every message.
             http: if at.carrier == Carrier::Http {
                 Some((*at.src, *at.dst))

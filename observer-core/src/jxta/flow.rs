@@ -27,16 +27,15 @@ pub struct FlowMessage<'a> {
     /// Lent: copied into each message's, they were ~10 instructions a message.
     pub src: &'a SocketAddr,
     pub dst: &'a SocketAddr,
-    /// The peer IDs the two directions announced in their welcome lines (the hop
-    /// identities that tell relayed legs apart); none on the HTTP carrier. Lent: a
-    /// message without a document needs no copy (two clones and drops a message).
-    pub hop_src: Option<&'a PeerId>,
-    pub hop_dst: Option<&'a PeerId>,
     /// What the connection did around the message (`transaction::cause`): lent, written
     /// into each document's sighting, and only there.
     pub wire: LentNotes<'a>,
     /// The router document this direction sent last, with the connection's welcome
-    /// peers (see [`DirRouter`]).
+    /// peers (see [`DirRouter`]): the peer IDs the two directions announced in their
+    /// welcome lines, the hop identities that tell relayed legs apart (the message's
+    /// source first; none on the HTTP carrier). Lent: a message without a document
+    /// needs no copy. Made once a message, here only: the hops as two fields more were
+    /// ~8 instructions a message.
     pub router: DirRouter<'a>,
 }
 
@@ -201,8 +200,6 @@ impl<H: MessageHandler> FlowHandler for JxtaFlows<H> {
                                 flow: info.id,
                                 src: &src,
                                 dst: &dst,
-                                hop_src: peers[dir.index()].as_deref(),
-                                hop_dst: peers[dir.other().index()].as_deref(),
                                 wire,
                                 router: DirRouter {
                                     last: &mut routers[dir.index()],
@@ -297,8 +294,11 @@ mod tests {
         fn message(&mut self, _: &FramedMessage<'_>, mut at: FlowMessage<'_>) -> Handled {
             let mut wire = WireNotes::default();
             at.wire.write(&mut wire);
-            self.0
-                .push((wire.conn, wire.opened_at, at.hop_src.cloned()));
+            self.0.push((
+                wire.conn,
+                wire.opened_at,
+                at.router.hops[0].map(|h| (**h).clone()),
+            ));
             Handled::default()
         }
     }

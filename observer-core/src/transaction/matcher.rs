@@ -651,11 +651,18 @@ impl Outstanding {
         self.0.as_mut()?.pop_front()
     }
 
-    /// Appends `p`, the buffer taken from `spare` if it needs one.
-    fn push_back(&mut self, p: Pending, spare: &mut Vec<Queue>) {
+    /// The queue, its buffer taken from `spare` if it has none. A PING is pushed into it
+    /// once it is in hand: passed to a push that looked for the buffer first, the
+    /// 240-byte `Pending` was copied once more (a `memcpy` call a PING).
+    fn queue(&mut self, spare: &mut Vec<Queue>) -> &mut VecDeque<Pending> {
         self.0
             .get_or_insert_with(|| spare.pop().unwrap_or_default())
-            .push_back(p);
+    }
+
+    /// Appends `p`, the buffer taken from `spare` if it needs one.
+    #[cfg(test)]
+    fn push_back(&mut self, p: Pending, spare: &mut Vec<Queue>) {
+        self.queue(spare).push_back(p);
     }
 
     /// Every outstanding PING, oldest first; the buffer is freed.
@@ -808,16 +815,17 @@ impl Remembered {
 
     /// 32 bits of the hash are kept per entry (see [`Finish::hash`]), ample for 65,536
     /// entries.
+    #[cfg(test)]
     fn hash(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: &[u8]) -> u32 {
         Self::hash_with(hasher, pair, Self::correlator_hash(hasher, correlator))
     }
 
-    /// The correlator's part of [`Self::hash`], which [`SharedCorrelators`] takes too.
+    /// The correlator's part of an entry's hash, which [`SharedCorrelators`] takes too.
     fn correlator_hash(hasher: &foldhash::fast::RandomState, correlator: &[u8]) -> u64 {
         hasher.hash_one(correlator)
     }
 
-    /// [`Self::hash`] with the correlator's part given.
+    /// An entry's hash with the correlator's part given.
     fn hash_with(hasher: &foldhash::fast::RandomState, pair: &PairKey, correlator: u64) -> u32 {
         Self::hash_of_pair(pair_hash(hasher, pair), correlator)
     }
@@ -833,16 +841,6 @@ impl Remembered {
         self.ring.len()
     }
 
-    fn position(
-        &self,
-        hasher: &foldhash::fast::RandomState,
-        pair: &PairKey,
-        correlator: &[u8],
-    ) -> Option<usize> {
-        let hash = Self::hash(hasher, pair, correlator);
-        self.position_hashed(hash, pair, correlator)
-    }
-
     fn position_hashed(&self, hash: u32, pair: &PairKey, correlator: &[u8]) -> Option<usize> {
         let (ring, popped) = (&self.ring, self.popped);
         self.index
@@ -853,6 +851,7 @@ impl Remembered {
             .map(|&at| at.wrapping_sub(popped) as usize)
     }
 
+    #[cfg(test)]
     fn get(
         &self,
         hasher: &foldhash::fast::RandomState,
@@ -876,6 +875,20 @@ impl Remembered {
         Some((f.outcome, f.start))
     }
 
+    /// The outcome remembered for `pair` and `correlator`, to read and change with one
+    /// look-up; `hash` is theirs (a late or relayed PONG's from its pair's look-up, see
+    /// [`Self::hash_of_pair`]).
+    fn outcome_mut(
+        &mut self,
+        hash: u32,
+        pair: &PairKey,
+        correlator: &str,
+    ) -> Option<&mut Finished> {
+        let i = self.position_hashed(hash, pair, correlator.as_bytes())?;
+        self.ring.get_mut(i).map(|f| &mut f.outcome)
+    }
+
+    #[cfg(test)]
     fn set_outcome(
         &mut self,
         hasher: &foldhash::fast::RandomState,
@@ -883,10 +896,9 @@ impl Remembered {
         correlator: &str,
         outcome: Finished,
     ) {
-        if let Some(i) = self.position(hasher, pair, correlator.as_bytes()) {
-            if let Some(f) = self.ring.get_mut(i) {
-                f.outcome = outcome;
-            }
+        let hash = Self::hash(hasher, pair, correlator.as_bytes());
+        if let Some(f) = self.outcome_mut(hash, pair, correlator) {
+            *f = outcome;
         }
     }
 
@@ -1241,6 +1253,8 @@ fn key_id(k: &PeerKey) -> Option<&PeerId> {
 struct PairAt {
     pair: PairKey,
     slot: usize,
+    /// `pair`'s [`PairTable::hash`], for its finished correlators' look-up.
+    hash: u64,
 }
 
 /// What a PONG carries, resolved once.
@@ -1809,24 +1823,22 @@ impl Matcher {
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
-        state.outstanding.push_back(
-            Pending {
-                seq,
-                start,
-                correlator,
-                poller_name,
-                poller_id,
-                receiver_id,
-                ping_bytes,
-                ping_correlator_bytes,
-                relay_seen: false,
-                finished_hash,
-                fresh,
-                candidate: None,
-                legs,
-            },
-            &mut self.spare_queues,
-        );
+        let queue = state.outstanding.queue(&mut self.spare_queues);
+        queue.push_back(Pending {
+            seq,
+            start,
+            correlator,
+            poller_name,
+            poller_id,
+            receiver_id,
+            ping_bytes,
+            ping_correlator_bytes,
+            relay_seen: false,
+            finished_hash,
+            fresh,
+            candidate: None,
+            legs,
+        });
         self.live += 1;
         self.live_seqs.add(seq);
         self.deadlines.push(Deadline {
@@ -1977,14 +1989,14 @@ impl Matcher {
                 pair = found;
             }
         }
-        let hash = self.pairs.hash(&pair);
+        let mut hash = self.pairs.hash(&pair);
         let mut found = self.pairs.find_hashed(hash, &pair);
         // A PING that named no receiver is keyed (poller, Unknown): let the PONG find it.
         if found.is_none() {
             let fallback = (pair.0.clone(), PeerKey::UNKNOWN);
             let fallback_hash = self.pairs.hash(&fallback);
             if let Some(i) = self.pairs.find_hashed(fallback_hash, &fallback) {
-                (pair, found) = (fallback, Some(i));
+                (pair, found, hash) = (fallback, Some(i), fallback_hash);
             }
         }
         let pong = Pong {
@@ -1997,7 +2009,7 @@ impl Matcher {
             self.anomalies.unsolicited_pong += 1;
             return;
         };
-        let at = PairAt { pair, slot };
+        let at = PairAt { pair, slot, hash };
         state.last_active = state.last_active.max(s.stop);
         match &doc.correlator {
             Some(c) => {
@@ -2009,15 +2021,23 @@ impl Matcher {
                     self.matched(at, i, pong, seen, MatchMethod::Correlator, out);
                     return;
                 }
-                let outcome = self
-                    .finished
-                    .get(&self.pairs.hasher, &at.pair, c)
-                    .map(|(f, _)| f);
+                // Hashed from the pair's hash the look-up took, and looked up once to
+                // read and change: the pair and the correlator were hashed twice more.
+                let hasher = &self.pairs.hasher;
+                let correlator_hash = Remembered::correlator_hash(hasher, c.as_bytes());
+                let entry = Remembered::hash_of_pair(at.hash, correlator_hash);
+                debug_assert_eq!(
+                    entry,
+                    Remembered::hash_with(hasher, &at.pair, correlator_hash)
+                );
+                let known = self.finished.outcome_mut(entry, &at.pair, c);
+                let outcome = known.as_deref().copied();
                 if outcome == Some(Finished::AnsweredInTransit) && !in_transit {
                     // The delivery leg of a PONG already finalised from its transit leg.
                     self.anomalies.relayed_sightings += 1;
-                    self.finished
-                        .set_outcome(&self.pairs.hasher, &at.pair, c, Finished::Answered);
+                    if let Some(f) = known {
+                        *f = Finished::Answered;
+                    }
                     return;
                 }
                 self.count_pong(doc, s);
@@ -2083,7 +2103,7 @@ impl Matcher {
         method: MatchMethod,
         out: &mut Vec<Transaction>,
     ) {
-        let PairAt { pair, slot } = at;
+        let PairAt { pair, slot, .. } = at;
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
         };
@@ -3153,6 +3173,9 @@ mod pair_table_tests {
                     let (pair, corr) = (key(p), format!("c{c}"));
                     let want = map.get(&(pair.clone(), corr.clone())).copied();
                     assert_eq!(ring.get(&h, &pair, &corr), want, "step {step}: {p} {corr}");
+                    let hash = Remembered::hash(&h, &pair, corr.as_bytes());
+                    let outcome = ring.outcome_mut(hash, &pair, &corr).map(|f| *f);
+                    assert_eq!(outcome, want.map(|w| w.0), "step {step}: {p} {corr}");
                 }
             }
         }

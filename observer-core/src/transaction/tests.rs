@@ -1323,3 +1323,59 @@ fn open_correlators_are_pruned_and_keep_the_outstanding() {
         .collect();
     assert_eq!(got, vec![(Some(id(ALICE)), Some(id(BOB)), TxStatus::Ok)]);
 }
+
+/// A late or relayed PONG finds its finished correlator with its pair's hash, the
+/// fallback pair's when its PING named no receiver, and changes the outcome it found:
+/// a relay's delivery leg once, then a duplicate; a late PONG once a timeout, also
+/// after its poller reused the correlator.
+#[test]
+fn late_and_relayed_pongs_find_their_finished_correlators() {
+    let mut m = m();
+    let mut out = Vec::new();
+    let online = |name, c| pong(name, Status::Online, Some(c));
+    m.observe(
+        &ping("alice", Some("1")),
+        &leg(0, ALICE, BOB, ALICE, RDV),
+        &mut out,
+    );
+    m.observe(
+        &online("bob", "1"),
+        &leg(SEC, BOB, ALICE, BOB, RDV),
+        &mut out,
+    );
+    m.advance(10 * SEC, &mut out);
+    for t in [11 * SEC, 11 * SEC + MS] {
+        m.observe(
+            &online("bob", "1"),
+            &leg(t, BOB, ALICE, RDV, ALICE),
+            &mut out,
+        );
+    }
+    assert_eq!(m.anomalies().relayed_sightings, 1);
+    assert_eq!(m.anomalies().duplicate_pong, 1);
+    // Keyed (carol, unknown): the PONG from bob finds it through the fallback pair.
+    let unnamed = |t| Sighting {
+        dst_peer: None,
+        hop_dst: None,
+        ..direct(t, CAROL, BOB)
+    };
+    m.observe(&ping("carol", Some("7")), &unnamed(20 * SEC), &mut out);
+    m.advance(31 * SEC, &mut out);
+    m.observe(&online("bob", "7"), &direct(32 * SEC, BOB, CAROL), &mut out);
+    assert_eq!(m.anomalies().late_pong, 1);
+    // Carol restarts and polls with "7" again: answered, then a repeat is a duplicate,
+    // and once that one times out too, a late PONG again.
+    m.observe(&ping("carol", Some("7")), &unnamed(40 * SEC), &mut out);
+    for t in [41 * SEC, 42 * SEC] {
+        m.observe(&online("bob", "7"), &direct(t, BOB, CAROL), &mut out);
+    }
+    m.observe(&ping("carol", Some("7")), &unnamed(60 * SEC), &mut out);
+    m.advance(71 * SEC, &mut out);
+    m.observe(&online("bob", "7"), &direct(72 * SEC, BOB, CAROL), &mut out);
+    let a = m.anomalies();
+    assert_eq!((a.duplicate_pong, a.late_pong), (2, 2), "{a:?}");
+    assert_eq!((a.relayed_sightings, a.unknown_correlator), (1, 0), "{a:?}");
+    let status: Vec<_> = out.iter().map(|t| t.status).collect();
+    use TxStatus::{Ok, Timeout};
+    assert_eq!(status, [Ok, Timeout, Ok, Timeout]);
+}
