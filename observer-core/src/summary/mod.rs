@@ -40,16 +40,35 @@ impl StatusCounts {
     }
 }
 
+/// The strings are the builder's own copies, shared: the names and IDs the matcher
+/// kept, a label the name or the ID itself (a copy each was ~1,000 instructions a
+/// pair of 10,000).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PairSummary {
     /// Name if known, else the peer ID.
-    pub poller: String,
-    pub poller_id: Option<String>,
-    pub receiver: String,
-    pub receiver_id: Option<String>,
+    #[serde(serialize_with = "shared_str")]
+    pub poller: Arc<str>,
+    #[serde(serialize_with = "shared_opt_str")]
+    pub poller_id: Option<Arc<str>>,
+    #[serde(serialize_with = "shared_str")]
+    pub receiver: Arc<str>,
+    #[serde(serialize_with = "shared_opt_str")]
+    pub receiver_id: Option<Arc<str>>,
     #[serde(flatten)]
     pub counts: StatusCounts,
     pub rtt_ms: RttStats,
+}
+
+/// As a `String` serialises (serde's `Arc` needs its `rc` feature, for two fields).
+fn shared_str<S: serde::Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
+}
+
+fn shared_opt_str<S: serde::Serializer>(s: &Option<Arc<str>>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_some(&**s),
+        None => ser.serialize_none(),
+    }
 }
 
 /// Mean RTT (ms) for each poller (row) × receiver (column); `None` where the pair has
@@ -76,7 +95,7 @@ impl Matrix {
             most_active(pairs, |p| &p.receiver, Runs::No, MATRIX_MAX_PEERS);
         let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
         // The last poller's row, for the run of its pairs.
-        let mut row: Option<(&String, Result<usize, usize>)> = None;
+        let mut row: Option<(&Arc<str>, Result<usize, usize>)> = None;
         for p in pairs {
             if p.rtt_ms.count == 0 {
                 continue;
@@ -84,7 +103,7 @@ impl Matrix {
             let r = match row {
                 Some((at, r)) if *at == p.poller => r,
                 _ => {
-                    let r = pollers.binary_search(&p.poller);
+                    let r = pollers.binary_search_by(|l| l.as_str().cmp(&p.poller));
                     row = Some((&p.poller, r));
                     r
                 }
@@ -93,7 +112,7 @@ impl Matrix {
             let Ok(r) = r else {
                 continue;
             };
-            if let Ok(c) = receivers.binary_search(&p.receiver) {
+            if let Ok(c) = receivers.binary_search_by(|l| l.as_str().cmp(&p.receiver)) {
                 mean_ms[r][c] = Some(p.rtt_ms.mean);
             }
         }
@@ -196,13 +215,14 @@ enum Runs {
 /// The `max` labels with the most transactions, in name order; and how many were left.
 fn most_active<'a>(
     pairs: &'a [PairSummary],
-    label: impl Fn(&'a PairSummary) -> &'a String,
+    label: impl Fn(&'a PairSummary) -> &'a str,
     runs: Runs,
     max: usize,
 ) -> (Vec<String>, usize) {
-    let mut count: crate::FastMap<&String, u64> = crate::FastMap::default();
+    // Keyed by the text: `Arc`'s `Hash` was a call a look-up.
+    let mut count: crate::FastMap<&str, u64> = crate::FastMap::default();
     // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
-    let mut run: Option<(&String, u64)> = None;
+    let mut run: Option<(&str, u64)> = None;
     for p in pairs {
         let l = label(p);
         if runs == Runs::No {
@@ -222,7 +242,7 @@ fn most_active<'a>(
         *count.entry(at).or_default() += n;
     }
     let total = count.len();
-    let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+    let mut ranked: Vec<(&str, u64)> = count.into_iter().collect();
     if ranked.len() > max {
         // Only which labels are kept matters (they are sorted by name below), and the
         // order is total (labels are distinct): the `max` first are found without
@@ -230,7 +250,7 @@ fn most_active<'a>(
         ranked.select_nth_unstable_by(max, |a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         ranked.truncate(max);
     }
-    let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+    let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.to_owned()).collect();
     kept.sort();
     let omitted = total - kept.len();
     (kept, omitted)
@@ -363,12 +383,12 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
     }
 }
 
-/// [`label`] of a pair's kept name and ID.
-fn label_of(name: Option<Arc<str>>, id: Option<&str>) -> String {
+/// [`label`] of a pair's kept name and ID, shared with them; `unknown` is `?`.
+fn label_of(name: Option<Arc<str>>, id: Option<&Arc<str>>, unknown: &Arc<str>) -> Arc<str> {
     match (name, id) {
-        (Some(n), _) => n.as_ref().to_owned(),
-        (None, Some(id)) => id.to_owned(),
-        (None, None) => "?".to_owned(),
+        (Some(n), _) => n,
+        (None, Some(id)) => Arc::clone(id),
+        (None, None) => Arc::clone(unknown),
     }
 }
 
@@ -1078,17 +1098,17 @@ impl SummaryBuilder {
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
         let mut all: Vec<f64> = Vec::with_capacity(accs.iter().map(|a| a.rtts.len()).sum());
-        // An ID's text as it is: `to_string` went through the formatter for the same
-        // bytes, and the ID itself need not be copied.
-        let id_of = |i: &Ident| match i {
-            Ident::Id(id) => Some(id.as_str().to_owned()),
+        // An ID's text as it is, the copy the key (and the matcher) held.
+        let id_of = |i: Ident| match i {
+            Ident::Id(id) => Some(id.into_text()),
             Ident::Name(_) => None,
         };
+        let unknown: Arc<str> = Arc::from("?");
         let mut pairs: Vec<PairSummary> = accs
             .into_iter()
             .map(|a| {
                 let (poller, receiver) = a.key;
-                let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
+                let (poller_id, receiver_id) = (id_of(poller), id_of(receiver));
                 let rtt_ms = match a.rtts {
                     Rtts::Sketch(s) => s.stats(),
                     // Summarised where they land in the overall list (sorted there): a
@@ -1101,9 +1121,9 @@ impl SummaryBuilder {
                 };
                 PairSummary {
                     rtt_ms,
-                    poller: label_of(a.poller_name, poller_id.as_deref()),
+                    poller: label_of(a.poller_name, poller_id.as_ref(), &unknown),
                     poller_id,
-                    receiver: label_of(a.receiver_name, receiver_id.as_deref()),
+                    receiver: label_of(a.receiver_name, receiver_id.as_ref(), &unknown),
                     receiver_id,
                     counts: a.counts.status_counts(),
                 }

@@ -20,8 +20,8 @@ fn summary_of_a_small_run() {
     assert_eq!(s.rtt_ms.count, 2);
     assert!((s.rtt_ms.mean - 900.0).abs() < 1e-9);
     assert_eq!(s.pairs.len(), 2);
-    assert_eq!(s.pairs[0].poller, "alice");
-    assert_eq!(s.pairs[0].receiver, "bob");
+    assert_eq!(&*s.pairs[0].poller, "alice");
+    assert_eq!(&*s.pairs[0].receiver, "bob");
     assert_eq!(s.matrix.pollers, vec!["alice"]);
     assert_eq!(
         s.matrix.mean_ms[0].iter().filter(|v| v.is_some()).count(),
@@ -91,9 +91,9 @@ fn matrix_is_bounded_to_the_most_active_peers() {
 #[test]
 fn most_active_without_runs_is_with_runs() {
     let pair = |label: &str, total: u64| PairSummary {
-        poller: label.to_owned(),
+        poller: label.into(),
         poller_id: None,
-        receiver: String::new(),
+        receiver: "".into(),
         receiver_id: None,
         counts: StatusCounts {
             total,
@@ -494,25 +494,107 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
     assert_eq!(b.counts().total, 13);
 }
 
+/// A pair's labels are its latest names, else its IDs' text (the IDs' own copies, not
+/// copied again), else `?`; its IDs are the IDs' text; and the JSON shows them as the
+/// strings they were (`null` for no ID).
+#[test]
+fn a_pairs_labels_are_its_names_else_its_ids_else_unknown() {
+    let (txs, m) = example_run();
+    let Some(first) = txs.first() else {
+        panic!("the example run has transactions");
+    };
+    let ids = [
+        PeerId::parse(
+            "urn:jxta:uuid-59616261646162614A78746150325033AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA03",
+        ),
+        PeerId::parse(
+            "urn:jxta:uuid-59616261646162614A78746150325033BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB03",
+        ),
+    ];
+    let [Some(p), Some(r)] = ids.clone() else {
+        panic!("valid IDs");
+    };
+    let tx = |start: u64,
+              poller_id: Option<&PeerId>,
+              poller_name: Option<&str>,
+              receiver_id: Option<&PeerId>,
+              receiver_name: Option<&str>| Transaction {
+        start,
+        stop: Some(start + 1),
+        poller_id: poller_id.cloned(),
+        poller_name: poller_name.map(Arc::from),
+        receiver_id: receiver_id.cloned(),
+        receiver_name: receiver_name.map(Arc::from),
+        ..first.clone()
+    };
+    let txs = [
+        // Named, then renamed: the latest name is the label.
+        tx(1, Some(&p), Some("old"), Some(&r), None),
+        tx(2, Some(&p), Some("zed"), Some(&r), None),
+        // By ID only, both ways round.
+        tx(3, Some(&r), None, Some(&p), None),
+        // Neither name nor ID: `?`, twice in one pair.
+        tx(4, None, None, None, None),
+        // A name only.
+        tx(5, None, Some("ann"), None, Some("bo")),
+    ];
+    let s = Summary::build(&txs, &m, 1);
+    let got: Vec<(&str, Option<&str>, &str, Option<&str>)> = s
+        .pairs
+        .iter()
+        .map(|q| {
+            (
+                &*q.poller,
+                q.poller_id.as_deref(),
+                &*q.receiver,
+                q.receiver_id.as_deref(),
+            )
+        })
+        .collect();
+    let (ps, rs) = (Some(p.as_str()), Some(r.as_str()));
+    assert_eq!(
+        got,
+        vec![
+            ("?", None, "?", None),
+            ("ann", None, "bo", None),
+            (r.as_str(), rs, p.as_str(), ps),
+            ("zed", ps, r.as_str(), rs),
+        ]
+    );
+    // The ID and its label are the ID's own copy.
+    let by_id = &s.pairs[2];
+    let Some(pid) = &by_id.poller_id else {
+        panic!("an ID");
+    };
+    assert!(Arc::ptr_eq(pid, &by_id.poller));
+    assert_eq!(r.clone().into_text().as_ptr(), pid.as_ptr());
+    let j = s.to_json();
+    assert_eq!(j["pairs"][0]["poller"], "?");
+    assert!(j["pairs"][0]["poller_id"].is_null());
+    assert_eq!(j["pairs"][3]["poller"], "zed");
+    assert_eq!(j["pairs"][3]["poller_id"], p.as_str());
+    assert_eq!(j["pairs"][3]["receiver"], r.as_str());
+}
+
 /// The matrix as it was built before pollers were counted by runs: every pair looked
 /// up in a map, every row found by a binary search, and all labels ranked by a sort
 /// (not only the kept ones found).
 fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
-    fn active(labels: &[(&String, u64)]) -> (Vec<String>, usize) {
-        let mut count: std::collections::HashMap<&String, u64> = Default::default();
+    fn active(labels: &[(&str, u64)]) -> (Vec<String>, usize) {
+        let mut count: std::collections::HashMap<&str, u64> = Default::default();
         for (l, n) in labels {
             *count.entry(*l).or_default() += n;
         }
         let total = count.len();
-        let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+        let mut ranked: Vec<(&str, u64)> = count.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         ranked.truncate(MATRIX_MAX_PEERS);
-        let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+        let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.to_owned()).collect();
         kept.sort();
         let omitted = total - kept.len();
         (kept, omitted)
     }
-    let of = |f: fn(&PairSummary) -> &String| -> Vec<(&String, u64)> {
+    let of = |f: fn(&PairSummary) -> &str| -> Vec<(&str, u64)> {
         pairs.iter().map(|p| (f(p), p.counts.total)).collect()
     };
     let (pollers, omitted_pollers) = active(&of(|p| &p.poller));
@@ -520,8 +602,8 @@ fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
     let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
     for p in pairs.iter().filter(|p| p.rtt_ms.count > 0) {
         if let (Ok(r), Ok(c)) = (
-            pollers.binary_search(&p.poller),
-            receivers.binary_search(&p.receiver),
+            pollers.binary_search_by(|l| l.as_str().cmp(&p.poller)),
+            receivers.binary_search_by(|l| l.as_str().cmp(&p.receiver)),
         ) {
             mean_ms[r][c] = Some(p.rtt_ms.mean);
         }
@@ -548,9 +630,9 @@ proptest::proptest! {
         let mut pairs: Vec<PairSummary> = raw
             .iter()
             .map(|&(p, r, total, answered, mean)| PairSummary {
-                poller: format!("p{p}"),
+                poller: format!("p{p}").into(),
                 poller_id: None,
-                receiver: format!("r{r}"),
+                receiver: format!("r{r}").into(),
                 receiver_id: None,
                 counts: StatusCounts { total, ok: answered.min(total), ..StatusCounts::default() },
                 rtt_ms: RttStats {
@@ -621,8 +703,9 @@ fn pair_ids_and_unnamed_labels_are_the_ids_text() {
         let t = txs
             .iter()
             .find(|t| {
-                t.poller_id.as_ref().map(|i| i.to_string()) == p.poller_id
-                    && t.receiver_id.as_ref().map(|i| i.to_string()) == p.receiver_id
+                t.poller_id.as_ref().map(|i| i.to_string()).as_deref() == p.poller_id.as_deref()
+                    && t.receiver_id.as_ref().map(|i| i.to_string()).as_deref()
+                        == p.receiver_id.as_deref()
             })
             .expect("each pair's IDs are a transaction's");
         with_id += usize::from(p.poller_id.is_some());
@@ -634,13 +717,13 @@ fn pair_ids_and_unnamed_labels_are_the_ids_text() {
         panic!("the example's poller has an ID");
     };
     // The pair keeps the latest name seen: the unnamed one came last but names stay.
-    assert!(s.pairs.iter().all(|p| p.poller != "?"));
+    assert!(s.pairs.iter().all(|p| &*p.poller != "?"));
     let by_id = Summary::build(std::slice::from_ref(&unnamed), &m, 3_600_000_000_000);
     assert_eq!(by_id.pairs.len(), 1);
-    assert_eq!(by_id.pairs[0].poller, poller);
+    assert_eq!(&*by_id.pairs[0].poller, poller);
     assert_eq!(by_id.pairs[0].poller_id.as_deref(), Some(poller.as_str()));
     assert_eq!(
-        Some(by_id.pairs[0].receiver.clone()),
+        Some(by_id.pairs[0].receiver.to_string()),
         id_text(&unnamed.receiver_id)
     );
 }
