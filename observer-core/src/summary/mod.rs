@@ -206,9 +206,9 @@ pub fn other_pairs(pairs: &[PairSummary], shown: &[usize]) -> Option<OtherPairs>
 #[derive(Clone, Copy, PartialEq)]
 enum Runs {
     Yes,
-    /// Each pair's label is counted as it comes: comparing it with the last one would
-    /// cost a string compare a pair and rarely save a look-up (the receivers of pairs
-    /// sorted by poller).
+    /// Each pair's label is counted as it comes ([`by_copy`]): comparing it with the
+    /// last one would cost a string compare a pair and rarely save a look-up (the
+    /// receivers of pairs sorted by poller).
     No,
 }
 
@@ -221,25 +221,30 @@ fn most_active<'a>(
 ) -> (Vec<String>, usize) {
     // Keyed by the text: `Arc`'s `Hash` was a call a look-up.
     let mut count: crate::FastMap<&str, u64> = crate::FastMap::default();
-    // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
-    let mut run: Option<(&str, u64)> = None;
-    for p in pairs {
-        let l = label(p);
-        if runs == Runs::No {
-            *count.entry(l).or_default() += p.counts.total;
-            continue;
-        }
-        match &mut run {
-            Some((at, n)) if *at == l => *n += p.counts.total,
-            _ => {
-                if let Some((at, n)) = run.replace((l, p.counts.total)) {
-                    *count.entry(at).or_default() += n;
-                }
+    match runs {
+        Runs::No => {
+            for (l, n) in by_copy(pairs.iter().map(|p| (label(p), p.counts.total))) {
+                *count.entry(l).or_default() += n;
             }
         }
-    }
-    if let Some((at, n)) = run {
-        *count.entry(at).or_default() += n;
+        Runs::Yes => {
+            // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
+            let mut run: Option<(&str, u64)> = None;
+            for p in pairs {
+                let l = label(p);
+                match &mut run {
+                    Some((at, n)) if *at == l => *n += p.counts.total,
+                    _ => {
+                        if let Some((at, n)) = run.replace((l, p.counts.total)) {
+                            *count.entry(at).or_default() += n;
+                        }
+                    }
+                }
+            }
+            if let Some((at, n)) = run {
+                *count.entry(at).or_default() += n;
+            }
+        }
     }
     let total = count.len();
     let mut ranked: Vec<(&str, u64)> = count.into_iter().collect();
@@ -254,6 +259,26 @@ fn most_active<'a>(
     kept.sort();
     let omitted = total - kept.len();
     (kept, omitted)
+}
+
+/// The labels' counts summed by copy: the same bytes in memory (address and length) are
+/// the same text, found by hashing two words, where the text's hash read it and a
+/// match compared it (~130 instructions a look-up). A pair's labels are the builder's
+/// shared copies, so a receiver's pairs mostly hold one copy: the text is hashed once a
+/// copy. Copies of one text come out apart; in the order first met.
+fn by_copy<'a>(labels: impl Iterator<Item = (&'a str, u64)>) -> Vec<(&'a str, u64)> {
+    let mut at: crate::FastMap<(*const u8, usize), usize> = crate::FastMap::default();
+    let mut sums: Vec<(&str, u64)> = Vec::new();
+    for (l, n) in labels {
+        let i = *at.entry((l.as_ptr(), l.len())).or_insert_with(|| {
+            sums.push((l, 0));
+            sums.len() - 1
+        });
+        if let Some(s) = sums.get_mut(i) {
+            s.1 += n;
+        }
+    }
+    sums
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

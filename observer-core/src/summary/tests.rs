@@ -119,6 +119,25 @@ fn most_active_without_runs_is_with_runs() {
     sorted.sort_by(|a, b| a.poller.cmp(&b.poller));
     cases.push(many);
     cases.push(sorted);
+    // Shared copies, as the summary's labels are, with namesakes in other copies of
+    // their text (and of the empty one): counted by copy, then merged by text.
+    let pool: Vec<Arc<str>> = ["a", "b", "a", "", "c", "", "b", "d"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let mut shared = Vec::new();
+    for _ in 0..200 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let mut p = pair("", (x >> 50) % 5);
+        p.poller = Arc::clone(&pool[((x >> 33) % 8) as usize]);
+        shared.push(p);
+    }
+    let mut sorted = shared.clone();
+    sorted.sort_by(|a, b| a.poller.cmp(&b.poller));
+    cases.push(shared);
+    cases.push(sorted);
     for pairs in &cases {
         for max in [0, 1, 2, 5, 36, 37, 64] {
             assert_eq!(
@@ -128,6 +147,49 @@ fn most_active_without_runs_is_with_runs() {
             );
         }
     }
+}
+
+/// `by_copy`'s sums, merged by text, are the sums by text; every copy comes out once,
+/// in the order first met.
+#[test]
+fn by_copy_sums_are_the_sums_by_text() {
+    let pool: Vec<Arc<str>> = ["x", "y", "x", "", "", "xy"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    // A label that is part of another copy's bytes: same address, other length.
+    let whole: &str = &pool[5];
+    let mut labels: Vec<(&str, u64)> = Vec::new();
+    let mut x = 3u64;
+    for _ in 0..100 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let l = match (x >> 33) % 8 {
+            6 => &whole[..1],
+            7 => "x",
+            i => &*pool[i as usize],
+        };
+        labels.push((l, (x >> 50) % 7));
+    }
+    let sums = by_copy(labels.iter().copied());
+    let mut firsts: Vec<(*const u8, usize)> = Vec::new();
+    for (l, _) in &labels {
+        if !firsts.contains(&(l.as_ptr(), l.len())) {
+            firsts.push((l.as_ptr(), l.len()));
+        }
+    }
+    let got: Vec<(*const u8, usize)> = sums.iter().map(|(l, _)| (l.as_ptr(), l.len())).collect();
+    assert_eq!(got, firsts);
+    let by_text = |v: &[(&str, u64)]| {
+        let mut m = std::collections::BTreeMap::<String, u64>::new();
+        for (l, n) in v {
+            *m.entry((*l).to_owned()).or_default() += n;
+        }
+        m
+    };
+    assert_eq!(by_text(&sums), by_text(&labels));
+    assert!(by_copy(std::iter::empty()).is_empty());
 }
 
 mod exact_limit_tests {
