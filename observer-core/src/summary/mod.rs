@@ -233,7 +233,7 @@ fn most_active<'a>(
             for p in pairs {
                 let l = label(p);
                 match &mut run {
-                    Some((at, n)) if *at == l => *n += p.counts.total,
+                    Some((at, n)) if cmp_shared(at, l).is_eq() => *n += p.counts.total,
                     _ => {
                         if let Some((at, n)) = run.replace((l, p.counts.total)) {
                             *count.entry(at).or_default() += n;
@@ -259,6 +259,31 @@ fn most_active<'a>(
     kept.sort();
     let omitted = total - kept.len();
     (kept, omitted)
+}
+
+/// The summary's order of its pairs: by poller, receiver, poller ID, receiver ID (no ID
+/// first), each in text order.
+fn pair_order(a: &PairSummary, b: &PairSummary) -> std::cmp::Ordering {
+    let ids = |a: &Option<Arc<str>>, b: &Option<Arc<str>>| match (a, b) {
+        (Some(a), Some(b)) => cmp_shared(a, b),
+        _ => a.is_some().cmp(&b.is_some()),
+    };
+    cmp_shared(&a.poller, &b.poller)
+        .then_with(|| cmp_shared(&a.receiver, &b.receiver))
+        .then_with(|| ids(&a.poller_id, &b.poller_id))
+        .then_with(|| ids(&a.receiver_id, &b.receiver_id))
+}
+
+/// `a` and `b` in text order, the same copy (address and length) equal without a look
+/// at its bytes: a pair's labels and IDs are the builder's shared copies, and a poller's
+/// pairs, next to each other, hold one copy of its label (its bytes were compared).
+#[inline]
+fn cmp_shared(a: &str, b: &str) -> std::cmp::Ordering {
+    if std::ptr::eq(a, b) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
 }
 
 /// The labels' counts summed by copy: the same bytes in memory (address and length) are
@@ -1178,14 +1203,7 @@ impl SummaryBuilder {
         });
         drop(all);
         // People read tables by name; IDs only break ties between namesakes.
-        pairs.sort_by(|a, b| {
-            (&a.poller, &a.receiver, &a.poller_id, &a.receiver_id).cmp(&(
-                &b.poller,
-                &b.receiver,
-                &b.poller_id,
-                &b.receiver_id,
-            ))
-        });
+        pairs.sort_by(pair_order);
 
         let matrix = Matrix::from_pairs(&pairs);
 

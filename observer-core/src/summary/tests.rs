@@ -149,6 +149,50 @@ fn most_active_without_runs_is_with_runs() {
     }
 }
 
+/// `pair_order` is the order of the four fields as text (`None` first), pairs holding
+/// one copy or other copies of the same text (namesakes), IDs or none.
+#[test]
+fn pair_order_is_the_texts_order() {
+    let pool: Vec<Arc<str>> = ["b", "a", "b", "", "ab", "a"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let mut x = 5u64;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    };
+    let mut pairs = Vec::new();
+    for _ in 0..400 {
+        let mut pick = || Arc::clone(&pool[next(6) as usize]);
+        let (poller, receiver) = (pick(), pick());
+        let (pid, rid) = (pick(), pick());
+        pairs.push(PairSummary {
+            poller,
+            poller_id: (next(3) > 0).then_some(pid),
+            receiver,
+            receiver_id: (next(3) > 0).then_some(rid),
+            counts: StatusCounts::default(),
+            rtt_ms: RttStats::default(),
+        });
+    }
+    let text = |p: &PairSummary| {
+        (
+            p.poller.to_string(),
+            p.receiver.to_string(),
+            p.poller_id.as_deref().map(str::to_owned),
+            p.receiver_id.as_deref().map(str::to_owned),
+        )
+    };
+    for a in &pairs {
+        for b in pairs.iter().take(60) {
+            assert_eq!(pair_order(a, b), text(a).cmp(&text(b)));
+        }
+    }
+}
+
 /// `by_copy`'s sums, merged by text, are the sums by text; every copy comes out once,
 /// in the order first met.
 #[test]
