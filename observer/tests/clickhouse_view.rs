@@ -516,7 +516,7 @@ fn two_gateways_count_each_transaction_once_and_recover_their_offset() {
         let p = s
             .pairs
             .iter()
-            .find(|p| p.poller == poller && p.receiver == receiver)
+            .find(|p| *p.poller == *poller && *p.receiver == *receiver)
             .expect("pair");
         let mine: Vec<&Truth> = truth
             .iter()

@@ -255,8 +255,8 @@ fn matrix_cells_hold_the_summary_means() {
                     .pairs
                     .iter()
                     .find(|p| {
-                        p.poller == d.summary.matrix.pollers[r]
-                            && p.receiver == d.summary.matrix.receivers[c]
+                        *p.poller == *d.summary.matrix.pollers[r]
+                            && *p.receiver == *d.summary.matrix.receivers[c]
                     })
                     .unwrap();
                 assert_eq!(p.rtt_ms.mean, *v);

@@ -105,6 +105,11 @@ impl PeerId {
         &self.text
     }
 
+    /// The text, the copy every clone of this ID shares.
+    pub fn into_text(self) -> Arc<str> {
+        self.text
+    }
+
     /// The `<format>-<unique>` part, as used in `jxta://` endpoint addresses.
     pub fn unique(&self) -> &str {
         &self.text[URN_PREFIX.len()..]

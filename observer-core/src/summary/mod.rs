@@ -40,16 +40,35 @@ impl StatusCounts {
     }
 }
 
+/// The strings are the builder's own copies, shared: the names and IDs the matcher
+/// kept, a label the name or the ID itself (a copy each was ~1,000 instructions a
+/// pair of 10,000).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PairSummary {
     /// Name if known, else the peer ID.
-    pub poller: String,
-    pub poller_id: Option<String>,
-    pub receiver: String,
-    pub receiver_id: Option<String>,
+    #[serde(serialize_with = "shared_str")]
+    pub poller: Arc<str>,
+    #[serde(serialize_with = "shared_opt_str")]
+    pub poller_id: Option<Arc<str>>,
+    #[serde(serialize_with = "shared_str")]
+    pub receiver: Arc<str>,
+    #[serde(serialize_with = "shared_opt_str")]
+    pub receiver_id: Option<Arc<str>>,
     #[serde(flatten)]
     pub counts: StatusCounts,
     pub rtt_ms: RttStats,
+}
+
+/// As a `String` serialises (serde's `Arc` needs its `rc` feature, for two fields).
+fn shared_str<S: serde::Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
+}
+
+fn shared_opt_str<S: serde::Serializer>(s: &Option<Arc<str>>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_some(&**s),
+        None => ser.serialize_none(),
+    }
 }
 
 /// Mean RTT (ms) for each poller (row) × receiver (column); `None` where the pair has
@@ -76,7 +95,7 @@ impl Matrix {
             most_active(pairs, |p| &p.receiver, Runs::No, MATRIX_MAX_PEERS);
         let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
         // The last poller's row, for the run of its pairs.
-        let mut row: Option<(&String, Result<usize, usize>)> = None;
+        let mut row: Option<(&Arc<str>, Result<usize, usize>)> = None;
         for p in pairs {
             if p.rtt_ms.count == 0 {
                 continue;
@@ -84,7 +103,7 @@ impl Matrix {
             let r = match row {
                 Some((at, r)) if *at == p.poller => r,
                 _ => {
-                    let r = pollers.binary_search(&p.poller);
+                    let r = pollers.binary_search_by(|l| l.as_str().cmp(&p.poller));
                     row = Some((&p.poller, r));
                     r
                 }
@@ -93,7 +112,7 @@ impl Matrix {
             let Ok(r) = r else {
                 continue;
             };
-            if let Ok(c) = receivers.binary_search(&p.receiver) {
+            if let Ok(c) = receivers.binary_search_by(|l| l.as_str().cmp(&p.receiver)) {
                 mean_ms[r][c] = Some(p.rtt_ms.mean);
             }
         }
@@ -187,42 +206,48 @@ pub fn other_pairs(pairs: &[PairSummary], shown: &[usize]) -> Option<OtherPairs>
 #[derive(Clone, Copy, PartialEq)]
 enum Runs {
     Yes,
-    /// Each pair's label is counted as it comes: comparing it with the last one would
-    /// cost a string compare a pair and rarely save a look-up (the receivers of pairs
-    /// sorted by poller).
+    /// Each pair's label is counted as it comes ([`by_copy`]): comparing it with the
+    /// last one would cost a string compare a pair and rarely save a look-up (the
+    /// receivers of pairs sorted by poller).
     No,
 }
 
 /// The `max` labels with the most transactions, in name order; and how many were left.
 fn most_active<'a>(
     pairs: &'a [PairSummary],
-    label: impl Fn(&'a PairSummary) -> &'a String,
+    label: impl Fn(&'a PairSummary) -> &'a str,
     runs: Runs,
     max: usize,
 ) -> (Vec<String>, usize) {
-    let mut count: crate::FastMap<&String, u64> = crate::FastMap::default();
-    // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
-    let mut run: Option<(&String, u64)> = None;
-    for p in pairs {
-        let l = label(p);
-        if runs == Runs::No {
-            *count.entry(l).or_default() += p.counts.total;
-            continue;
+    // Keyed by the text: `Arc`'s `Hash` was a call a look-up.
+    let mut count: crate::FastMap<&str, u64> = crate::FastMap::default();
+    match runs {
+        Runs::No => {
+            for (l, n) in by_copy(pairs.iter().map(|p| (label(p), p.counts.total))) {
+                *count.entry(l).or_default() += n;
+            }
         }
-        match &mut run {
-            Some((at, n)) if *at == l => *n += p.counts.total,
-            _ => {
-                if let Some((at, n)) = run.replace((l, p.counts.total)) {
-                    *count.entry(at).or_default() += n;
+        Runs::Yes => {
+            // Pairs sorted by poller give a poller's pairs in a run: one look-up a run.
+            let mut run: Option<(&str, u64)> = None;
+            for p in pairs {
+                let l = label(p);
+                match &mut run {
+                    Some((at, n)) if cmp_shared(at, l).is_eq() => *n += p.counts.total,
+                    _ => {
+                        if let Some((at, n)) = run.replace((l, p.counts.total)) {
+                            *count.entry(at).or_default() += n;
+                        }
+                    }
                 }
+            }
+            if let Some((at, n)) = run {
+                *count.entry(at).or_default() += n;
             }
         }
     }
-    if let Some((at, n)) = run {
-        *count.entry(at).or_default() += n;
-    }
     let total = count.len();
-    let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+    let mut ranked: Vec<(&str, u64)> = count.into_iter().collect();
     if ranked.len() > max {
         // Only which labels are kept matters (they are sorted by name below), and the
         // order is total (labels are distinct): the `max` first are found without
@@ -230,10 +255,55 @@ fn most_active<'a>(
         ranked.select_nth_unstable_by(max, |a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         ranked.truncate(max);
     }
-    let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+    let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.to_owned()).collect();
     kept.sort();
     let omitted = total - kept.len();
     (kept, omitted)
+}
+
+/// The summary's order of its pairs: by poller, receiver, poller ID, receiver ID (no ID
+/// first), each in text order.
+fn pair_order(a: &PairSummary, b: &PairSummary) -> std::cmp::Ordering {
+    let ids = |a: &Option<Arc<str>>, b: &Option<Arc<str>>| match (a, b) {
+        (Some(a), Some(b)) => cmp_shared(a, b),
+        _ => a.is_some().cmp(&b.is_some()),
+    };
+    cmp_shared(&a.poller, &b.poller)
+        .then_with(|| cmp_shared(&a.receiver, &b.receiver))
+        .then_with(|| ids(&a.poller_id, &b.poller_id))
+        .then_with(|| ids(&a.receiver_id, &b.receiver_id))
+}
+
+/// `a` and `b` in text order, the same copy (address and length) equal without a look
+/// at its bytes: a pair's labels and IDs are the builder's shared copies, and a poller's
+/// pairs, next to each other, hold one copy of its label (its bytes were compared).
+#[inline]
+fn cmp_shared(a: &str, b: &str) -> std::cmp::Ordering {
+    if std::ptr::eq(a, b) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
+}
+
+/// The labels' counts summed by copy: the same bytes in memory (address and length) are
+/// the same text, found by hashing two words, where the text's hash read it and a
+/// match compared it (~130 instructions a look-up). A pair's labels are the builder's
+/// shared copies, so a receiver's pairs mostly hold one copy: the text is hashed once a
+/// copy. Copies of one text come out apart; in the order first met.
+fn by_copy<'a>(labels: impl Iterator<Item = (&'a str, u64)>) -> Vec<(&'a str, u64)> {
+    let mut at: crate::FastMap<(*const u8, usize), usize> = crate::FastMap::default();
+    let mut sums: Vec<(&str, u64)> = Vec::new();
+    for (l, n) in labels {
+        let i = *at.entry((l.as_ptr(), l.len())).or_insert_with(|| {
+            sums.push((l, 0));
+            sums.len() - 1
+        });
+        if let Some(s) = sums.get_mut(i) {
+            s.1 += n;
+        }
+    }
+    sums
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -363,12 +433,12 @@ fn label(name: &Option<String>, id: &Option<PeerId>) -> String {
     }
 }
 
-/// [`label`] of a pair's kept name and ID.
-fn label_of(name: Option<Arc<str>>, id: Option<&str>) -> String {
+/// [`label`] of a pair's kept name and ID, shared with them; `unknown` is `?`.
+fn label_of(name: Option<Arc<str>>, id: Option<&Arc<str>>, unknown: &Arc<str>) -> Arc<str> {
     match (name, id) {
-        (Some(n), _) => n.as_ref().to_owned(),
-        (None, Some(id)) => id.to_owned(),
-        (None, None) => "?".to_owned(),
+        (Some(n), _) => n,
+        (None, Some(id)) => Arc::clone(id),
+        (None, None) => Arc::clone(unknown),
     }
 }
 
@@ -1078,17 +1148,17 @@ impl SummaryBuilder {
         // Exact percentiles need every RTT, once: each pair's are summarised and moved
         // into the overall list, so the peak is one copy of them (8 bytes each).
         let mut all: Vec<f64> = Vec::with_capacity(accs.iter().map(|a| a.rtts.len()).sum());
-        // An ID's text as it is: `to_string` went through the formatter for the same
-        // bytes, and the ID itself need not be copied.
-        let id_of = |i: &Ident| match i {
-            Ident::Id(id) => Some(id.as_str().to_owned()),
+        // An ID's text as it is, the copy the key (and the matcher) held.
+        let id_of = |i: Ident| match i {
+            Ident::Id(id) => Some(id.into_text()),
             Ident::Name(_) => None,
         };
+        let unknown: Arc<str> = Arc::from("?");
         let mut pairs: Vec<PairSummary> = accs
             .into_iter()
             .map(|a| {
                 let (poller, receiver) = a.key;
-                let (poller_id, receiver_id) = (id_of(&poller), id_of(&receiver));
+                let (poller_id, receiver_id) = (id_of(poller), id_of(receiver));
                 let rtt_ms = match a.rtts {
                     Rtts::Sketch(s) => s.stats(),
                     // Summarised where they land in the overall list (sorted there): a
@@ -1101,9 +1171,9 @@ impl SummaryBuilder {
                 };
                 PairSummary {
                     rtt_ms,
-                    poller: label_of(a.poller_name, poller_id.as_deref()),
+                    poller: label_of(a.poller_name, poller_id.as_ref(), &unknown),
                     poller_id,
-                    receiver: label_of(a.receiver_name, receiver_id.as_deref()),
+                    receiver: label_of(a.receiver_name, receiver_id.as_ref(), &unknown),
                     receiver_id,
                     counts: a.counts.status_counts(),
                 }
@@ -1133,14 +1203,7 @@ impl SummaryBuilder {
         });
         drop(all);
         // People read tables by name; IDs only break ties between namesakes.
-        pairs.sort_by(|a, b| {
-            (&a.poller, &a.receiver, &a.poller_id, &a.receiver_id).cmp(&(
-                &b.poller,
-                &b.receiver,
-                &b.poller_id,
-                &b.receiver_id,
-            ))
-        });
+        pairs.sort_by(pair_order);
 
         let matrix = Matrix::from_pairs(&pairs);
 

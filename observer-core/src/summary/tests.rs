@@ -20,8 +20,8 @@ fn summary_of_a_small_run() {
     assert_eq!(s.rtt_ms.count, 2);
     assert!((s.rtt_ms.mean - 900.0).abs() < 1e-9);
     assert_eq!(s.pairs.len(), 2);
-    assert_eq!(s.pairs[0].poller, "alice");
-    assert_eq!(s.pairs[0].receiver, "bob");
+    assert_eq!(&*s.pairs[0].poller, "alice");
+    assert_eq!(&*s.pairs[0].receiver, "bob");
     assert_eq!(s.matrix.pollers, vec!["alice"]);
     assert_eq!(
         s.matrix.mean_ms[0].iter().filter(|v| v.is_some()).count(),
@@ -91,9 +91,9 @@ fn matrix_is_bounded_to_the_most_active_peers() {
 #[test]
 fn most_active_without_runs_is_with_runs() {
     let pair = |label: &str, total: u64| PairSummary {
-        poller: label.to_owned(),
+        poller: label.into(),
         poller_id: None,
-        receiver: String::new(),
+        receiver: "".into(),
         receiver_id: None,
         counts: StatusCounts {
             total,
@@ -119,6 +119,25 @@ fn most_active_without_runs_is_with_runs() {
     sorted.sort_by(|a, b| a.poller.cmp(&b.poller));
     cases.push(many);
     cases.push(sorted);
+    // Shared copies, as the summary's labels are, with namesakes in other copies of
+    // their text (and of the empty one): counted by copy, then merged by text.
+    let pool: Vec<Arc<str>> = ["a", "b", "a", "", "c", "", "b", "d"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let mut shared = Vec::new();
+    for _ in 0..200 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let mut p = pair("", (x >> 50) % 5);
+        p.poller = Arc::clone(&pool[((x >> 33) % 8) as usize]);
+        shared.push(p);
+    }
+    let mut sorted = shared.clone();
+    sorted.sort_by(|a, b| a.poller.cmp(&b.poller));
+    cases.push(shared);
+    cases.push(sorted);
     for pairs in &cases {
         for max in [0, 1, 2, 5, 36, 37, 64] {
             assert_eq!(
@@ -128,6 +147,93 @@ fn most_active_without_runs_is_with_runs() {
             );
         }
     }
+}
+
+/// `pair_order` is the order of the four fields as text (`None` first), pairs holding
+/// one copy or other copies of the same text (namesakes), IDs or none.
+#[test]
+fn pair_order_is_the_texts_order() {
+    let pool: Vec<Arc<str>> = ["b", "a", "b", "", "ab", "a"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let mut x = 5u64;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    };
+    let mut pairs = Vec::new();
+    for _ in 0..400 {
+        let mut pick = || Arc::clone(&pool[next(6) as usize]);
+        let (poller, receiver) = (pick(), pick());
+        let (pid, rid) = (pick(), pick());
+        pairs.push(PairSummary {
+            poller,
+            poller_id: (next(3) > 0).then_some(pid),
+            receiver,
+            receiver_id: (next(3) > 0).then_some(rid),
+            counts: StatusCounts::default(),
+            rtt_ms: RttStats::default(),
+        });
+    }
+    let text = |p: &PairSummary| {
+        (
+            p.poller.to_string(),
+            p.receiver.to_string(),
+            p.poller_id.as_deref().map(str::to_owned),
+            p.receiver_id.as_deref().map(str::to_owned),
+        )
+    };
+    for a in &pairs {
+        for b in pairs.iter().take(60) {
+            assert_eq!(pair_order(a, b), text(a).cmp(&text(b)));
+        }
+    }
+}
+
+/// `by_copy`'s sums, merged by text, are the sums by text; every copy comes out once,
+/// in the order first met.
+#[test]
+fn by_copy_sums_are_the_sums_by_text() {
+    let pool: Vec<Arc<str>> = ["x", "y", "x", "", "", "xy"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    // A label that is part of another copy's bytes: same address, other length.
+    let whole: &str = &pool[5];
+    let mut labels: Vec<(&str, u64)> = Vec::new();
+    let mut x = 3u64;
+    for _ in 0..100 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let l = match (x >> 33) % 8 {
+            6 => &whole[..1],
+            7 => "x",
+            i => &*pool[i as usize],
+        };
+        labels.push((l, (x >> 50) % 7));
+    }
+    let sums = by_copy(labels.iter().copied());
+    let mut firsts: Vec<(*const u8, usize)> = Vec::new();
+    for (l, _) in &labels {
+        if !firsts.contains(&(l.as_ptr(), l.len())) {
+            firsts.push((l.as_ptr(), l.len()));
+        }
+    }
+    let got: Vec<(*const u8, usize)> = sums.iter().map(|(l, _)| (l.as_ptr(), l.len())).collect();
+    assert_eq!(got, firsts);
+    let by_text = |v: &[(&str, u64)]| {
+        let mut m = std::collections::BTreeMap::<String, u64>::new();
+        for (l, n) in v {
+            *m.entry((*l).to_owned()).or_default() += n;
+        }
+        m
+    };
+    assert_eq!(by_text(&sums), by_text(&labels));
+    assert!(by_copy(std::iter::empty()).is_empty());
 }
 
 mod exact_limit_tests {
@@ -494,25 +600,107 @@ fn pairs_are_found_by_their_borrowed_key_before_and_after_a_rebuild() {
     assert_eq!(b.counts().total, 13);
 }
 
+/// A pair's labels are its latest names, else its IDs' text (the IDs' own copies, not
+/// copied again), else `?`; its IDs are the IDs' text; and the JSON shows them as the
+/// strings they were (`null` for no ID).
+#[test]
+fn a_pairs_labels_are_its_names_else_its_ids_else_unknown() {
+    let (txs, m) = example_run();
+    let Some(first) = txs.first() else {
+        panic!("the example run has transactions");
+    };
+    let ids = [
+        PeerId::parse(
+            "urn:jxta:uuid-59616261646162614A78746150325033AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA03",
+        ),
+        PeerId::parse(
+            "urn:jxta:uuid-59616261646162614A78746150325033BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB03",
+        ),
+    ];
+    let [Some(p), Some(r)] = ids.clone() else {
+        panic!("valid IDs");
+    };
+    let tx = |start: u64,
+              poller_id: Option<&PeerId>,
+              poller_name: Option<&str>,
+              receiver_id: Option<&PeerId>,
+              receiver_name: Option<&str>| Transaction {
+        start,
+        stop: Some(start + 1),
+        poller_id: poller_id.cloned(),
+        poller_name: poller_name.map(Arc::from),
+        receiver_id: receiver_id.cloned(),
+        receiver_name: receiver_name.map(Arc::from),
+        ..first.clone()
+    };
+    let txs = [
+        // Named, then renamed: the latest name is the label.
+        tx(1, Some(&p), Some("old"), Some(&r), None),
+        tx(2, Some(&p), Some("zed"), Some(&r), None),
+        // By ID only, both ways round.
+        tx(3, Some(&r), None, Some(&p), None),
+        // Neither name nor ID: `?`, twice in one pair.
+        tx(4, None, None, None, None),
+        // A name only.
+        tx(5, None, Some("ann"), None, Some("bo")),
+    ];
+    let s = Summary::build(&txs, &m, 1);
+    let got: Vec<(&str, Option<&str>, &str, Option<&str>)> = s
+        .pairs
+        .iter()
+        .map(|q| {
+            (
+                &*q.poller,
+                q.poller_id.as_deref(),
+                &*q.receiver,
+                q.receiver_id.as_deref(),
+            )
+        })
+        .collect();
+    let (ps, rs) = (Some(p.as_str()), Some(r.as_str()));
+    assert_eq!(
+        got,
+        vec![
+            ("?", None, "?", None),
+            ("ann", None, "bo", None),
+            (r.as_str(), rs, p.as_str(), ps),
+            ("zed", ps, r.as_str(), rs),
+        ]
+    );
+    // The ID and its label are the ID's own copy.
+    let by_id = &s.pairs[2];
+    let Some(pid) = &by_id.poller_id else {
+        panic!("an ID");
+    };
+    assert!(Arc::ptr_eq(pid, &by_id.poller));
+    assert_eq!(r.clone().into_text().as_ptr(), pid.as_ptr());
+    let j = s.to_json();
+    assert_eq!(j["pairs"][0]["poller"], "?");
+    assert!(j["pairs"][0]["poller_id"].is_null());
+    assert_eq!(j["pairs"][3]["poller"], "zed");
+    assert_eq!(j["pairs"][3]["poller_id"], p.as_str());
+    assert_eq!(j["pairs"][3]["receiver"], r.as_str());
+}
+
 /// The matrix as it was built before pollers were counted by runs: every pair looked
 /// up in a map, every row found by a binary search, and all labels ranked by a sort
 /// (not only the kept ones found).
 fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
-    fn active(labels: &[(&String, u64)]) -> (Vec<String>, usize) {
-        let mut count: std::collections::HashMap<&String, u64> = Default::default();
+    fn active(labels: &[(&str, u64)]) -> (Vec<String>, usize) {
+        let mut count: std::collections::HashMap<&str, u64> = Default::default();
         for (l, n) in labels {
             *count.entry(*l).or_default() += n;
         }
         let total = count.len();
-        let mut ranked: Vec<(&String, u64)> = count.into_iter().collect();
+        let mut ranked: Vec<(&str, u64)> = count.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         ranked.truncate(MATRIX_MAX_PEERS);
-        let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.clone()).collect();
+        let mut kept: Vec<String> = ranked.into_iter().map(|(l, _)| l.to_owned()).collect();
         kept.sort();
         let omitted = total - kept.len();
         (kept, omitted)
     }
-    let of = |f: fn(&PairSummary) -> &String| -> Vec<(&String, u64)> {
+    let of = |f: fn(&PairSummary) -> &str| -> Vec<(&str, u64)> {
         pairs.iter().map(|p| (f(p), p.counts.total)).collect()
     };
     let (pollers, omitted_pollers) = active(&of(|p| &p.poller));
@@ -520,8 +708,8 @@ fn matrix_reference(pairs: &[PairSummary]) -> Matrix {
     let mut mean_ms = vec![vec![None; receivers.len()]; pollers.len()];
     for p in pairs.iter().filter(|p| p.rtt_ms.count > 0) {
         if let (Ok(r), Ok(c)) = (
-            pollers.binary_search(&p.poller),
-            receivers.binary_search(&p.receiver),
+            pollers.binary_search_by(|l| l.as_str().cmp(&p.poller)),
+            receivers.binary_search_by(|l| l.as_str().cmp(&p.receiver)),
         ) {
             mean_ms[r][c] = Some(p.rtt_ms.mean);
         }
@@ -548,9 +736,9 @@ proptest::proptest! {
         let mut pairs: Vec<PairSummary> = raw
             .iter()
             .map(|&(p, r, total, answered, mean)| PairSummary {
-                poller: format!("p{p}"),
+                poller: format!("p{p}").into(),
                 poller_id: None,
-                receiver: format!("r{r}"),
+                receiver: format!("r{r}").into(),
                 receiver_id: None,
                 counts: StatusCounts { total, ok: answered.min(total), ..StatusCounts::default() },
                 rtt_ms: RttStats {
@@ -621,8 +809,9 @@ fn pair_ids_and_unnamed_labels_are_the_ids_text() {
         let t = txs
             .iter()
             .find(|t| {
-                t.poller_id.as_ref().map(|i| i.to_string()) == p.poller_id
-                    && t.receiver_id.as_ref().map(|i| i.to_string()) == p.receiver_id
+                t.poller_id.as_ref().map(|i| i.to_string()).as_deref() == p.poller_id.as_deref()
+                    && t.receiver_id.as_ref().map(|i| i.to_string()).as_deref()
+                        == p.receiver_id.as_deref()
             })
             .expect("each pair's IDs are a transaction's");
         with_id += usize::from(p.poller_id.is_some());
@@ -634,13 +823,13 @@ fn pair_ids_and_unnamed_labels_are_the_ids_text() {
         panic!("the example's poller has an ID");
     };
     // The pair keeps the latest name seen: the unnamed one came last but names stay.
-    assert!(s.pairs.iter().all(|p| p.poller != "?"));
+    assert!(s.pairs.iter().all(|p| &*p.poller != "?"));
     let by_id = Summary::build(std::slice::from_ref(&unnamed), &m, 3_600_000_000_000);
     assert_eq!(by_id.pairs.len(), 1);
-    assert_eq!(by_id.pairs[0].poller, poller);
+    assert_eq!(&*by_id.pairs[0].poller, poller);
     assert_eq!(by_id.pairs[0].poller_id.as_deref(), Some(poller.as_str()));
     assert_eq!(
-        Some(by_id.pairs[0].receiver.clone()),
+        Some(by_id.pairs[0].receiver.to_string()),
         id_text(&unnamed.receiver_id)
     );
 }

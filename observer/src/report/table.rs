@@ -589,7 +589,7 @@ mod tests {
         assert_eq!(shown.len(), TOP_PAIRS);
         // The busiest are the last pollers, in pair (name) order.
         let first_kept = 100 - TOP_PAIRS;
-        assert_eq!(s.pairs[shown[0]].poller, format!("p{first_kept:03}"));
+        assert_eq!(&*s.pairs[shown[0]].poller, format!("p{first_kept:03}"));
         let o = other_pairs(&s.pairs, &shown).expect("others");
         assert_eq!(o.pairs, first_kept);
         let n: u64 = (1..=first_kept as u64).sum();

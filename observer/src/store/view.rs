@@ -571,10 +571,10 @@ fn read_merged(client: &Client, f: &ViewFilter, s: Option<&str>) -> Result<Store
         let (pn, rn) = (unescape(p[4]), unescape(p[5]));
         // The summary's labels: the latest name, else the peer ID (the key).
         pairs.push(PairSummary {
-            poller: if pn.is_empty() { pk } else { pn },
-            poller_id: (!pid.is_empty()).then_some(pid),
-            receiver: if rn.is_empty() { rk } else { rn },
-            receiver_id: (!rid.is_empty()).then_some(rid),
+            poller: if pn.is_empty() { pk } else { pn }.into(),
+            poller_id: (!pid.is_empty()).then(|| pid.into()),
+            receiver: if rn.is_empty() { rk } else { rn }.into(),
+            receiver_id: (!rid.is_empty()).then(|| rid.into()),
             counts: StatusCounts {
                 total: num(client, "pairs", p[6])?,
                 ok: num(client, "pairs", p[7])?,

@@ -143,7 +143,7 @@ impl<'a> Graph<'a> {
     pub fn peers(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .shown_pairs()
-            .flat_map(|(_, p)| [p.poller.clone(), p.receiver.clone()])
+            .flat_map(|(_, p)| [String::from(&*p.poller), String::from(&*p.receiver)])
             .collect();
         v.sort();
         v.dedup();

@@ -51,7 +51,7 @@ impl<'a> MatrixFigure<'a> {
             .summary
             .pairs
             .iter()
-            .find(|p| p.poller == poller && p.receiver == receiver)
+            .find(|p| *p.poller == *poller && *p.receiver == *receiver)
     }
 
     fn range(&self) -> (f64, f64) {

@@ -20,7 +20,7 @@ pub mod timeseries;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -354,7 +354,7 @@ impl ReportData {
 
     /// For each transaction, the index of its pair in `summary.pairs`.
     pub fn pair_of(&self) -> Vec<Option<usize>> {
-        let key = |id: &Option<String>, label: &str| id.clone().unwrap_or_else(|| label.to_owned());
+        let key = |id: &Option<Arc<str>>, label: &str| id.as_deref().unwrap_or(label).to_owned();
         let index: HashMap<(String, String), usize> = self
             .summary
             .pairs
