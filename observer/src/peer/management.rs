@@ -250,48 +250,46 @@ pub fn exposition(shared: &Shared) -> Exposition {
         arm.correlator_bytes_received,
     );
     let one = [("peer", peer)];
-    e.family(
-        "jim_peer_instrumentation_csv_bytes_total",
-        Counter,
-        "Bytes of CSV records written.",
-    )
-    .counter(&one, arm.csv_bytes);
-    e.family(
-        "jim_peer_instrumentation_csv_records_total",
-        Counter,
-        "CSV records written.",
-    )
-    .counter(&one, arm.csv_records);
-    e.family(
-        "jim_peer_instrumentation_csv_errors_total",
-        Counter,
-        "CSV record writes that failed.",
-    )
-    .counter(&one, arm.csv_errors);
-    e.family(
-        "jim_peer_pool_full_total",
-        Counter,
-        "PINGs not sent because the pool of open transactions was full.",
-    )
-    .counter(&one, arm.pool_full);
-    e.family(
-        "jim_peer_unmatched_pongs_total",
-        Counter,
-        "PONGs whose correlator is no open transaction (late after a timeout, or unknown).",
-    )
-    .counter(&one, arm.unmatched_pongs);
-    e.family(
-        "jim_peer_socket_rtt_missing_total",
-        Counter,
-        "ok records without a socket RTT (a kernel timestamp missing or withheld).",
-    )
-    .counter(&one, arm.socket_rtt_missing);
-    e.family(
-        "jim_peer_socket_stop_withheld_total",
-        Counter,
-        "ok records whose PONG RX timestamp was not recorded: bytes behind the PONG were read or queued with it, and the timestamp may be theirs.",
-    )
-    .counter(&one, arm.socket_stop_withheld);
+    // The instrumentation's own counters, one sample each.
+    for (name, help, value) in [
+        (
+            "jim_peer_instrumentation_csv_bytes_total",
+            "Bytes of CSV records written.",
+            arm.csv_bytes,
+        ),
+        (
+            "jim_peer_instrumentation_csv_records_total",
+            "CSV records written.",
+            arm.csv_records,
+        ),
+        (
+            "jim_peer_instrumentation_csv_errors_total",
+            "CSV record writes that failed.",
+            arm.csv_errors,
+        ),
+        (
+            "jim_peer_pool_full_total",
+            "PINGs not sent because the pool of open transactions was full.",
+            arm.pool_full,
+        ),
+        (
+            "jim_peer_unmatched_pongs_total",
+            "PONGs whose correlator is no open transaction (late after a timeout, or unknown).",
+            arm.unmatched_pongs,
+        ),
+        (
+            "jim_peer_socket_rtt_missing_total",
+            "ok records without a socket RTT (a kernel timestamp missing or withheld).",
+            arm.socket_rtt_missing,
+        ),
+        (
+            "jim_peer_socket_stop_withheld_total",
+            "ok records whose PONG RX timestamp was not recorded: bytes behind the PONG were read or queued with it, and the timestamp may be theirs.",
+            arm.socket_stop_withheld,
+        ),
+    ] {
+        e.family(name, Counter, help).counter(&one, value);
+    }
     e.family("jim_peer_pool_open", Gauge, "Open transactions.")
         .gauge(&one, gauge(shared.arm.open_count()));
     e.family(
