@@ -57,17 +57,45 @@ const MAX_LEGS: usize = 4;
 /// the connection that parsed them (150,000 one-poll pairs kept 300,000 ~48-byte copies).
 /// `ends`: the document's end IDs, interned already (see [`intern_hop`]).
 fn leg_of(peers: &mut Peers, seen: &mut Seen<'_>, ends: [Option<&PeerId>; 2]) -> Leg {
-    let s = seen.sighting();
-    let (start, stop) = (s.start, s.stop);
-    let hop_src = intern_hop(peers, s.hop_src.as_ref(), ends);
-    let hop_dst = intern_hop(peers, s.hop_dst.as_ref(), ends);
-    Leg {
+    let mut leg = Leg::default();
+    write_leg(&mut leg, peers, seen, ends);
+    leg
+}
+
+/// A PING's or PONG's first leg, in `legs` (a buffer from [`Matcher::legs_buffer`]):
+/// a spared buffer's old leg is written over where it is. A leg (208 bytes) built
+/// and pushed was a `memcpy` call, ~35 instructions a document; LLVM would not
+/// build it in the buffer (docs/performance.md, stops 34 and 35).
+fn first_leg(
+    legs: &mut Vec<Leg>,
+    peers: &mut Peers,
+    seen: &mut Seen<'_>,
+    ends: [Option<&PeerId>; 2],
+) {
+    legs.truncate(1);
+    match legs.first_mut() {
+        Some(old) => write_leg(old, peers, seen, ends),
+        None => legs.push(leg_of(peers, seen, ends)),
+    }
+}
+
+/// `seen`'s leg written over `leg`: every field, the wire notes swapped or copied in
+/// (see [`Seen::wire_into`]).
+fn write_leg(leg: &mut Leg, peers: &mut Peers, seen: &mut Seen<'_>, ends: [Option<&PeerId>; 2]) {
+    // Every field named: one added to `Leg` and not written here would carry an
+    // earlier leg's value into this one.
+    let Leg {
         start,
         stop,
         hop_src,
         hop_dst,
-        wire: seen.take_wire(),
-    }
+        wire,
+    } = leg;
+    let s = seen.sighting();
+    (*start, *stop) = (s.start, s.stop);
+    *hop_src = intern_hop(peers, s.hop_src.as_ref(), ends);
+    *hop_dst = intern_hop(peers, s.hop_dst.as_ref(), ends);
+    seen.wire_into(wire);
 }
 
 /// The matcher's copy of a hop ID. On a direct connection the hop is an end peer of the
@@ -128,11 +156,14 @@ impl Seen<'_> {
         }
     }
 
-    /// The sighting's wire notes; read no more after.
-    fn take_wire(&mut self) -> cause::WireNotes {
+    /// The sighting's wire notes written over `to`; read no more after. Owned, they
+    /// are swapped: the sighting keeps `to`'s old notes (a spared leg's, their cells
+    /// let go, see [`Matcher::spare_legs`]), lists and all, for the next document's
+    /// to be written over.
+    fn wire_into(&mut self, to: &mut cause::WireNotes) {
         match self {
-            Seen::Borrowed(_, s) => s.wire.clone(),
-            Seen::Owned(_, s) => std::mem::take(&mut s.wire),
+            Seen::Borrowed(_, s) => to.clone_from(&s.wire),
+            Seen::Owned(_, s) => std::mem::swap(to, &mut s.wire),
         }
     }
 }
@@ -1680,7 +1711,12 @@ impl Matcher {
         for legs in sides {
             let mut legs = std::mem::take(legs);
             if self.spare_legs.len() < SPARE_QUEUES && legs.capacity() == 1 {
-                legs.clear();
+                // The leg stays, to be written over by the next (see [`first_leg`]);
+                // its cells are let go as its drop did: a PING's delivery cell is
+                // taken back by its watch list only once no one else holds it.
+                if let Some(leg) = legs.first_mut() {
+                    (leg.wire.end, leg.wire.delivery) = (None, None);
+                }
                 self.spare_legs.push(legs);
             }
         }
@@ -1816,7 +1852,7 @@ impl Matcher {
         let ping_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
         let ends = [poller_id.as_ref(), receiver_id.as_ref()];
-        legs.push(leg_of(&mut self.peers, seen, ends));
+        first_leg(&mut legs, &mut self.peers, seen, ends);
         let correlator = seen.document().correlator.as_deref();
         let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
         let poller_name = name;
@@ -2145,7 +2181,7 @@ impl Matcher {
         let pong_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
         let ends = [key_id(&pair.0), pong.receiver_id.as_ref()];
-        legs.push(leg_of(&mut self.peers, seen, ends));
+        first_leg(&mut legs, &mut self.peers, seen, ends);
         // The PONG's ID and name are moved into its candidate: cloned, and the PONG's
         // own dropped after, they cost two reference counts' increments and decrements.
         let Pong {
@@ -2350,6 +2386,101 @@ mod pair_table_tests {
             message_bytes: 900,
             transport: Transport::Tcp,
             wire: Default::default(),
+        }
+    }
+
+    /// A first leg written over a spared buffer's old one (the sighting's notes swapped
+    /// in, or copied from a borrowed sighting) is the leg built afresh, with notes and
+    /// without, over old legs with notes and without, and the explanation made of it
+    /// is the same; the sighting keeps the old leg's lists, its cells let go.
+    #[test]
+    fn a_leg_written_over_a_spared_one_is_a_fresh_one() {
+        let r = cause::Repair {
+            dir: 1,
+            first: 3,
+            at: 9,
+            bytes: 40,
+        };
+        let full = cause::WireNotes {
+            conn: Some((7, 1)),
+            repairs: vec![r, r],
+            opened_at: Some(1),
+            queued_bytes: 30,
+            queued_ns: 4,
+            stalls: vec![r],
+            activity: vec![cause::Activity {
+                dir: 0,
+                start: 2,
+                stop: 8,
+            }],
+            end: Some(cause::EndCell::default()),
+            delivery: Some(cause::delivery_cell()),
+        };
+        let none = cause::WireNotes::default();
+        let mut m = Matcher::new(MatcherConfig::default());
+        let (poller, receiver) = (id(1), id(2));
+        let ends = [poller.as_ref(), receiver.as_ref()];
+        for (old_wire, wire) in [
+            (&full, &none),
+            (&none, &full),
+            (&full, &full),
+            (&none, &none),
+        ] {
+            for hop_src in [id(1), id(3), None] {
+                let mut s = sighting_at(5, [id(1), id(2)], [hop_src, id(2)]);
+                s.wire = wire.clone();
+                let mut doc = c1_doc(Kind::Ping, "alice");
+                let fresh = leg_of(&mut m.peers, &mut Seen::Borrowed(&doc, &s), ends);
+                assert_eq!(fresh.wire, *wire);
+                let old = || Leg {
+                    start: 1,
+                    stop: 2,
+                    hop_src: id(9),
+                    hop_dst: None,
+                    wire: old_wire.clone(),
+                };
+                // A buffer spared as `answered` leaves it, and a grown one.
+                m.spare_legs.clear();
+                m.spare_legs([&mut vec![old()], &mut Vec::new()]);
+                let mut spared = m.legs_buffer();
+                assert_eq!(spared.len(), 1);
+                let mut grown = vec![old(), old()];
+                let mut owned = s.clone();
+                first_leg(
+                    &mut spared,
+                    &mut m.peers,
+                    &mut Seen::Owned(&mut doc, &mut owned),
+                    ends,
+                );
+                first_leg(
+                    &mut grown,
+                    &mut m.peers,
+                    &mut Seen::Borrowed(&doc, &s),
+                    ends,
+                );
+                let mut empty = Vec::new();
+                first_leg(
+                    &mut empty,
+                    &mut m.peers,
+                    &mut Seen::Borrowed(&doc, &s),
+                    ends,
+                );
+                for legs in [&spared, &grown, &empty] {
+                    assert_eq!(legs.as_slice(), std::slice::from_ref(&fresh));
+                    let explained = |legs: &[Leg]| {
+                        let mut h = History::default();
+                        let first = cause::explain(legs, legs, None, None, &mut h);
+                        (first, cause::explain(legs, legs, None, None, &mut h))
+                    };
+                    assert_eq!(explained(legs), explained(std::slice::from_ref(&fresh)));
+                }
+                // The swapped-out notes: the old leg's lists, for the next document's
+                // notes to be written over, and no cell held.
+                let left = &owned.wire;
+                assert_eq!(left.repairs, old_wire.repairs);
+                assert_eq!(left.activity, old_wire.activity);
+                assert!(left.end.is_none() && left.delivery.is_none());
+            }
         }
     }
 
@@ -3013,10 +3144,11 @@ mod pair_table_tests {
         m.spare_legs([&mut ping, &mut pong]);
         assert!(ping.is_empty() && ping.capacity() == 0 && pong.capacity() == 0);
         assert_eq!(m.spare_legs.len(), 2);
+        // Each with its old leg, to be written over (see `first_leg`).
         assert!(m
             .spare_legs
             .iter()
-            .all(|v| v.is_empty() && v.capacity() == 1));
+            .all(|v| v.len() == 1 && v.capacity() == 1));
         let (mut grown, mut pong) = (one(), one());
         grown.push(Leg::default());
         m.spare_legs([&mut grown, &mut pong]);
