@@ -44,7 +44,7 @@ pub enum WelcomeVersion {
 /// Parses one welcome line, without its CR LF. Tokens are separated by exactly one
 /// space; 6 tokens is version 1.1 style, 7 tokens carries the preferred message
 /// version (3.0).
-pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
+pub fn parse_welcome<'a>(line: &'a [u8]) -> Result<Welcome<'a>, JxtaError> {
     if line.len() > MAX_WELCOME_LEN {
         return Err(JxtaError::BadWelcome("longer than 4096 bytes"));
     }
@@ -52,40 +52,42 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     // ASCII check, the searches for each space (`memchr` calls and byte loops) and the
     // control check each read the line again, ~730 instructions of a JXSE line.
     let scan = scan_line(line);
-    let text = if scan.non_ascii {
-        std::str::from_utf8(line).map_err(|_| JxtaError::BadWelcome("not UTF-8"))?
-    } else {
-        // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `non_ascii` is false:
-        // every byte of `line` is below 0x80 (`scan_line_is_the_bytes` compares the
-        // scan with the bytes), and each such byte is a whole one-byte code point.
-        unsafe { std::str::from_utf8_unchecked(line) }
-    };
-    // Tokens cut at the spaces found (a space is ASCII: every cut is a character
-    // boundary). The first `MAX_CUTS` spaces are enough: the token that ends at the
-    // last of them is an eighth, refused as empty or as one too many.
-    let mut toks = [""; 7];
-    let mut n = 0;
+    // Only a line with a byte that is not ASCII can be other than UTF-8.
+    if scan.non_ascii && std::str::from_utf8(line).is_err() {
+        return Err(JxtaError::BadWelcome("not UTF-8"));
+    }
+    // Tokens cut at the spaces found, as bytes of `line`: a `str` cut checks both ends
+    // for a character boundary (~25 instructions a token), and a space is ASCII, so
+    // every cut is one. The first `MAX_CUTS` spaces are enough: the token that ends at
+    // the last of them is an eighth, refused as empty or as one too many.
+    // The line's end is the last token's: one slice of cuts, no case for the last.
+    let mut cuts = [0u16; MAX_CUTS + 1];
+    cuts[..MAX_CUTS].copy_from_slice(&scan.spaces);
+    // At most `MAX_WELCOME_LEN` (4096) bytes: the length fits `u16`.
+    cuts[scan.n_spaces] = line.len() as u16;
+    let mut toks: [&[u8]; 7] = [b""; 7];
     let mut from = 0;
-    let cuts = scan
-        .spaces
-        .iter()
-        .take(scan.n_spaces)
-        .map(|&i| usize::from(i));
-    for end in cuts.chain(std::iter::once(line.len())) {
-        let t = text.get(from..end).unwrap_or_default();
+    for (slot, &end) in cuts[..=scan.n_spaces].iter().enumerate() {
+        let end = usize::from(end);
+        let t = line.get(from..end).unwrap_or_default();
         // A stray empty token (double space) or more than 7 tokens means this is
         // not a line JXSE or JXTA-C would send.
         if t.is_empty() {
             return Err(JxtaError::BadWelcome("empty token"));
         }
-        let slot = toks
-            .get_mut(n)
-            .ok_or(JxtaError::BadWelcome("too many tokens"))?;
-        *slot = t;
-        n += 1;
+        *toks
+            .get_mut(slot)
+            .ok_or(JxtaError::BadWelcome("too many tokens"))? = t;
         from = end + 1;
     }
-    if toks[0] != "JXTAHELLO" {
+    let n = scan.n_spaces + 1;
+    // SAFETY: `from_utf8_unchecked` requires valid UTF-8. `line` is UTF-8 (checked
+    // above, or all ASCII), and each token is cut from it at the line's ends or next to
+    // a space byte, an ASCII character: a character boundary, so the cut is UTF-8 too
+    // (`changed_lines_parse_as_the_reference` puts broken and whole multi-byte
+    // characters next to every space).
+    let tok = |t: &'a [u8]| unsafe { std::str::from_utf8_unchecked(t) };
+    if toks[0] != b"JXTAHELLO" {
         return Err(JxtaError::BadWelcome("no JXTAHELLO signature"));
     }
     // The tokens and the single spaces between them are the whole line, and a space
@@ -97,8 +99,8 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
         6 => (None, toks[5]),
         7 => {
             let mv = match toks[5] {
-                "0" => 0,
-                "1" => 1,
+                b"0" => 0,
+                b"1" => 1,
                 _ => return Err(JxtaError::BadWelcome("bad preferred message version")),
             };
             (Some(mv), toks[6])
@@ -109,28 +111,29 @@ pub fn parse_welcome(line: &[u8]) -> Result<Welcome<'_>, JxtaError> {
     // Split at the first `.` by byte (ASCII: a character boundary); `split_once` set
     // up a character searcher for it.
     let version_ok = version
-        .bytes()
-        .position(|b| b == b'.')
+        .iter()
+        .position(|&b| b == b'.')
         .is_some_and(|dot| is_digits(&version[..dot]) && is_digits(&version[dot + 1..]));
     if !version_ok {
         return Err(JxtaError::BadWelcome("bad welcome version"));
     }
     let noprop = match toks[4] {
-        "0" => false,
-        "1" => true,
+        b"0" => false,
+        b"1" => true,
         _ => return Err(JxtaError::BadWelcome("bad noprop flag")),
     };
     // Checked, not built: the caller builds it (`Welcome::peer`) or finds it shared
     // when it keeps it, without checking it again.
-    let peer_part = PeerId::check(toks[3]).ok_or(JxtaError::BadWelcome("bad peer ID"))?;
+    let peer_id = tok(toks[3]);
+    let peer_part = PeerId::check(peer_id).ok_or(JxtaError::BadWelcome("bad peer ID"))?;
     Ok(Welcome {
-        dest_addr: toks[1],
-        public_addr: toks[2],
-        peer_id: toks[3],
+        dest_addr: tok(toks[1]),
+        public_addr: tok(toks[2]),
+        peer_id,
         peer_part,
         noprop,
         msg_version,
-        version,
+        version: tok(version),
     })
 }
 
@@ -239,8 +242,8 @@ fn scan_line_sse2(line: &[u8], last: &[u8; 16]) -> LineScan {
     scan
 }
 
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+fn is_digits(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(u8::is_ascii_digit)
 }
 
 /// Builds a welcome line, CR LF included.
@@ -399,7 +402,7 @@ mod tests {
         };
         let version_ok = version
             .split_once('.')
-            .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+            .is_some_and(|(a, b)| is_digits(a.as_bytes()) && is_digits(b.as_bytes()));
         if !version_ok {
             return Err(JxtaError::BadWelcome("bad welcome version"));
         }
@@ -506,6 +509,36 @@ mod tests {
                     }
                 }
                 l[at] = was;
+            }
+        }
+    }
+
+    /// Tokens cut as bytes and read as `str` without a second check: multi-byte
+    /// characters at both ends of every token, next to every space, give the
+    /// reference's welcome, each field the same text.
+    #[test]
+    fn tokens_next_to_multibyte_characters_are_the_references() {
+        for c in ["\u{e9}", "\u{20ac}", "\u{1f600}"] {
+            for which in 1..=3 {
+                let mut toks = [
+                    "JXTAHELLO".to_string(),
+                    "tcp://10.0.0.2:9701".into(),
+                    "tcp://10.0.0.1:9701".into(),
+                    "urn:jxta:uuid-0011223303".into(),
+                    "0".into(),
+                    "1.1".into(),
+                ];
+                toks[which] = format!("{c}{}{c}", toks[which]);
+                let line = toks.join(" ");
+                let got = parse_welcome(line.as_bytes());
+                assert_eq!(
+                    format!("{got:?}"),
+                    format!("{:?}", reference(line.as_bytes()))
+                );
+                if which < 3 {
+                    let w = got.unwrap();
+                    assert_eq!([w.dest_addr, w.public_addr][which - 1], toks[which]);
+                }
             }
         }
     }
