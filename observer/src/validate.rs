@@ -144,10 +144,9 @@ impl WorstJoin {
     fn describe(&self) -> String {
         let us = |ns: i128| ns as f64 / 1000.0;
         format!(
-            "{} -> {} PING at {} ns (correlator {}): socket {} .. {} ns, passive {} .. {} ns; start differs by {:.1} us, stop by {:.1} us (socket - passive)",
+            "{} -> {} (correlator {}): socket {} .. {} ns, passive {} .. {} ns; start differs by {:.1} us, stop by {:.1} us (socket - passive)",
             self.poller,
             self.receiver,
-            self.socket_start,
             self.correlator.as_deref().unwrap_or("none"),
             self.socket_start,
             self.socket_stop,
@@ -899,8 +898,8 @@ mod tests {
         assert_eq!(broken.len(), 1);
         assert!(
             broken[0].ends_with(
-                "the worst: p1 -> p2 PING at 2000030000 ns (correlator 2): socket \
-                 2000030000 .. 2065970000 ns, passive 2000000000 .. 2060000000 ns; start \
+                "the worst: p1 -> p2 (correlator 2): socket 2000030000 .. \
+                 2065970000 ns, passive 2000000000 .. 2060000000 ns; start \
                  differs by 30.0 us, stop by 5970.0 us (socket - passive)"
             ),
             "{broken:?}"
