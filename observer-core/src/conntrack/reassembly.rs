@@ -99,14 +99,41 @@ pub(crate) fn regrow<T: Copy>(v: &mut Vec<T>, to: usize) {
     *v = grown;
 }
 
-/// Emptied [`Reassembler`] compare buffers, kept for the next direction that delivers
-/// data. A direction's delivered tail is dropped when the receiver acknowledges it (an
-/// idle connection keeps none), and the next segment of data allocated it again: the
-/// allocation, its growth and its free were ~230 instructions of every data segment
-/// (`jxta-0.1g`), a pop and a push here ~20. Bounded by count: at most [`Self::MAX`]
-/// buffers of at most [`Self::MAX_CAPACITY`] bytes.
+/// [`Reassembler::remember`] when the buffer must drop its oldest bytes or grow first.
+fn remember_making_room(recent: &mut Vec<u8>, data: &[u8], take: usize) {
+    // Past twice the window only the last window is kept, dropped before the copy:
+    // the buffer never holds more than `MAX_CAPACITY`, so when it must grow it
+    // grows to that (by doubling it was reallocated ~3,900 times on `jxta-0.1g`,
+    // ~1,000 instructions each) and always goes back to the spares. A new one is
+    // the size of its first data: a many-peers direction sends a message, is
+    // acknowledged and hands it back (4 KiB ones held 1.4 MB more on peers10k-1g).
+    if recent.len() + take > 2 * COMPARE_WINDOW {
+        let keep = COMPARE_WINDOW - take;
+        let drop = recent.len() - keep;
+        recent.drain(..drop);
+    }
+    if recent.capacity() - recent.len() < take {
+        let to = if recent.capacity() == 0 {
+            take
+        } else {
+            SpareBuffers::MAX_CAPACITY
+        };
+        regrow(recent, to);
+    }
+    recent.extend_from_slice(&data[data.len() - take..]);
+}
+
+/// Emptied [`Reassembler`] compare buffers, in their [`Held`] boxes, kept for the next
+/// direction that delivers data. A direction's delivered tail is dropped when the
+/// receiver acknowledges it (an idle connection keeps none), and the next segment of
+/// data allocated it again: the allocation, its growth and its free were ~230
+/// instructions of every data segment (`jxta-0.1g`), a pop and a push here ~20.
+/// Bounded by count: at most [`Self::MAX`] boxes whose buffer holds at most
+/// [`Self::MAX_CAPACITY`] bytes.
+// The boxes are those the directions hold: taken and given back whole.
+#[allow(clippy::vec_box)]
 #[derive(Debug, Default)]
-pub struct SpareBuffers(Vec<Vec<u8>>);
+pub struct SpareBuffers(Vec<Box<Held>>);
 
 impl SpareBuffers {
     /// More than the directions with unacknowledged data at once in a replayed capture,
@@ -118,14 +145,20 @@ impl SpareBuffers {
     /// ACK held 1.5 MB more heap on `jxta-1g` (with these, 0.8-1.0 MB).
     pub const MAX_CAPACITY: usize = 2 * COMPARE_WINDOW;
 
-    fn take(&mut self) -> Vec<u8> {
+    /// An empty box, its buffer with room when a spare one had some.
+    fn take(&mut self) -> Box<Held> {
         self.0.pop().unwrap_or_default()
     }
 
-    fn put(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > 0 && buf.capacity() <= Self::MAX_CAPACITY && self.0.len() < Self::MAX {
-            buf.clear();
-            self.0.push(buf);
+    /// Keeps `held` emptied, or frees it.
+    fn put(&mut self, mut held: Box<Held>) {
+        if held.runs.is_empty()
+            && held.recent.capacity() <= Self::MAX_CAPACITY
+            && self.0.len() < Self::MAX
+        {
+            held.recent.clear();
+            held.bytes = 0;
+            self.0.push(held);
         }
     }
 
@@ -139,11 +172,28 @@ impl SpareBuffers {
     }
 }
 
-/// Runs keyed by stream offset; runs never overlap each other. Never empty while held.
+/// What a direction holds of its bytes, behind one pointer: made with the first data
+/// delivered or held out of order, and let go once it holds neither (to the spares).
+/// Nearly every direction of 100,000 connections holds nothing between messages, and
+/// the buffer inline was 16 bytes more of each (with the map's pointer, a flow took
+/// jemalloc's 512-byte class rather than its 448).
 #[derive(Debug, Default)]
-struct OutOfOrder {
+struct Held {
+    /// Out-of-order runs keyed by stream offset; runs never overlap each other.
     runs: BTreeMap<u64, Pending>,
+    /// Their bytes.
     bytes: usize,
+    /// The last delivered bytes not yet acknowledged (up to twice [`COMPARE_WINDOW`],
+    /// trimmed in batches), ending at the direction's `delivered`; no room while
+    /// none are kept.
+    recent: Vec<u8>,
+}
+
+impl Held {
+    /// Holds neither runs nor a compare buffer: to be let go.
+    fn is_spent(&self) -> bool {
+        self.runs.is_empty() && self.recent.capacity() == 0
+    }
 }
 
 #[derive(Debug)]
@@ -161,10 +211,10 @@ pub struct Reassembler {
     started: bool,
     /// Stream offset of the next byte to deliver (bytes delivered or skipped so far).
     delivered: u64,
-    /// Out-of-order runs, made with the first one and freed when the last is
-    /// delivered: nearly every direction is in order nearly all the time, and the
-    /// map and its count inline were a quarter of the reassembler's size.
-    pending: Option<Box<OutOfOrder>>,
+    /// Out-of-order runs and the compare buffer, made with the first of either:
+    /// nearly every direction is in order nearly all the time, and the map and its
+    /// count inline were a quarter of the reassembler's size.
+    held: Option<Box<Held>>,
     /// Stream offset of the FIN, meant once `fin_seen` (FIN occupies one sequence
     /// number).
     fin_at: u64,
@@ -173,9 +223,6 @@ pub struct Reassembler {
     pub saw_syn: bool,
     /// Stop buffering: the consumer has no use for this direction (not JXTA).
     ignore: bool,
-    /// The last delivered bytes not yet acknowledged (up to twice [`COMPARE_WINDOW`],
-    /// trimmed in batches), ending at `delivered`.
-    recent: Vec<u8>,
 }
 
 impl Reassembler {
@@ -190,12 +237,12 @@ impl Reassembler {
 
     /// Bytes held out of order, waiting for a hole to be filled.
     pub fn pending_bytes(&self) -> usize {
-        self.pending.as_ref().map_or(0, |p| p.bytes)
+        self.held.as_ref().map_or(0, |p| p.bytes)
     }
 
     /// Stream offset of the first out-of-order run.
     fn first_pending(&self) -> Option<u64> {
-        self.pending
+        self.held
             .as_ref()
             .and_then(|p| p.runs.keys().next().copied())
     }
@@ -203,7 +250,7 @@ impl Reassembler {
     /// Earliest first-seen time of the bytes held out of order: a message delivered
     /// later can start no earlier.
     pub fn oldest_pending(&self) -> Option<UnixNanos> {
-        self.pending
+        self.held
             .as_ref()
             .and_then(|p| p.runs.values().map(|r| r.first_seen).min())
     }
@@ -211,7 +258,12 @@ impl Reassembler {
     /// Whether bytes are held out of order ([`Reassembler::oldest_pending`] can give a
     /// time only then); without looking at them.
     pub fn holds(&self) -> bool {
-        self.pending.is_some()
+        self.held.as_ref().is_some_and(|p| !p.runs.is_empty())
+    }
+
+    /// The compare buffer: delivered bytes not yet acknowledged.
+    fn recent(&self) -> &[u8] {
+        self.held.as_ref().map_or(&[], |h| &h.recent)
     }
 
     pub fn started(&self) -> bool {
@@ -239,8 +291,7 @@ impl Reassembler {
     /// flow's bookkeeping (FIN, port reuse) still works. Returns the bytes released.
     pub fn ignore(&mut self) -> usize {
         self.ignore = true;
-        self.recent = Vec::new();
-        self.pending.take().map_or(0, |p| p.bytes)
+        self.held.take().map_or(0, |p| p.bytes)
     }
 
     /// Stream offset of a sequence number, relative to the delivered point.
@@ -281,7 +332,7 @@ impl Reassembler {
             // The SYN occupies one sequence number; a SYN restarts a direction that has
             // delivered nothing (a retransmitted SYN), never one already in use (the
             // flow table turns that into a new connection first).
-            if self.delivered == 0 && self.pending.is_none() {
+            if self.delivered == 0 && !self.holds() {
                 self.set_base_seq(seq.wrapping_add(1));
                 self.saw_syn = true;
             }
@@ -324,7 +375,7 @@ impl Reassembler {
             (off as u64, payload)
         };
 
-        if off == self.delivered && self.pending.is_none() {
+        if off == self.delivered && !self.holds() {
             // The common case: in order, nothing waiting. Hand the borrowed bytes on.
             self.remember(payload, spare);
             self.delivered += payload.len() as u64;
@@ -396,8 +447,11 @@ impl Reassembler {
     ) -> isize {
         let before = self.pending_bytes() as isize;
         self.skip_holes(GapCause::Close, 0, stats, spare, out);
-        spare.put(std::mem::take(&mut self.recent));
-        self.pending_bytes() as isize - before
+        let after = self.pending_bytes() as isize;
+        if let Some(held) = self.held.take_if(|h| h.runs.is_empty()) {
+            spare.put(held);
+        }
+        after - before
     }
 
     /// Skips holes, oldest first, until at most `keep` bytes wait out of order.
@@ -436,8 +490,11 @@ impl Reassembler {
             GapCause::Close => stats.gaps_close += 1,
         }
         self.delivered += len;
-        // The bytes before a gap no longer end at `delivered`.
-        self.recent = Vec::new();
+        // The bytes before a gap no longer end at `delivered`. The box, if it holds
+        // nothing else now, goes with the next `drain`.
+        if let Some(held) = self.held.as_mut() {
+            held.recent = Vec::new();
+        }
         out(Delivery::Gap { len });
     }
 
@@ -445,18 +502,34 @@ impl Reassembler {
     /// Inline for the test every ACK makes: a direction between messages holds nothing.
     #[inline]
     fn forget_acked(&mut self, ack_off: i64, spare: &mut SpareBuffers) {
-        if self.recent.capacity() != 0 {
+        if self.held.is_some() {
             self.forget_held(ack_off, spare);
         }
     }
 
+    /// Inline as it was when the buffer was the direction's own: out of line, its call
+    /// was ~1.5 M instructions more on `jxta-0.1g` (60,000 ACKs of held data).
+    #[inline]
     fn forget_held(&mut self, ack_off: i64, spare: &mut SpareBuffers) {
-        let kept_from = self.delivered as i64 - self.recent.len() as i64;
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        if held.recent.capacity() == 0 {
+            return;
+        }
+        let kept_from = self.delivered as i64 - held.recent.len() as i64;
         if ack_off >= self.delivered as i64 {
-            // Given up, not cleared: most connections sit idle between messages.
-            spare.put(std::mem::take(&mut self.recent));
+            // Given up, not cleared: most connections sit idle between messages. With
+            // runs still held out of order (rare), the buffer alone is freed.
+            if held.runs.is_empty() {
+                if let Some(held) = self.held.take() {
+                    spare.put(held);
+                }
+            } else {
+                held.recent = Vec::new();
+            }
         } else if ack_off > kept_from {
-            self.recent.drain(..(ack_off - kept_from) as usize);
+            held.recent.drain(..(ack_off - kept_from) as usize);
         }
     }
 
@@ -465,50 +538,22 @@ impl Reassembler {
     /// the bytes: the call was ~20 instructions of every data segment besides the copy.
     #[inline]
     fn remember(&mut self, data: &[u8], spare: &mut SpareBuffers) {
-        if self.recent.capacity() == 0 {
-            self.recent = spare.take();
-        }
+        let recent = &mut self.held.get_or_insert_with(|| spare.take()).recent;
         let take = data.len().min(COMPARE_WINDOW);
-        let (len, room) = (
-            self.recent.len(),
-            self.recent.capacity() - self.recent.len(),
-        );
+        let (len, room) = (recent.len(), recent.capacity() - recent.len());
         if len + take <= 2 * COMPARE_WINDOW && room >= take {
-            self.recent.extend_from_slice(&data[data.len() - take..]);
+            recent.extend_from_slice(&data[data.len() - take..]);
             return;
         }
-        self.remember_making_room(data, take);
-    }
-
-    /// [`Self::remember`] when the buffer must drop its oldest bytes or grow first.
-    fn remember_making_room(&mut self, data: &[u8], take: usize) {
-        // Past twice the window only the last window is kept, dropped before the copy:
-        // the buffer never holds more than `MAX_CAPACITY`, so when it must grow it
-        // grows to that (by doubling it was reallocated ~3,900 times on `jxta-0.1g`,
-        // ~1,000 instructions each) and always goes back to the spares. A new one is
-        // the size of its first data: a many-peers direction sends a message, is
-        // acknowledged and hands it back (4 KiB ones held 1.4 MB more on peers10k-1g).
-        if self.recent.len() + take > 2 * COMPARE_WINDOW {
-            let keep = COMPARE_WINDOW - take;
-            let drop = self.recent.len() - keep;
-            self.recent.drain(..drop);
-        }
-        if self.recent.capacity() - self.recent.len() < take {
-            let to = if self.recent.capacity() == 0 {
-                take
-            } else {
-                SpareBuffers::MAX_CAPACITY
-            };
-            regrow(&mut self.recent, to);
-        }
-        self.recent.extend_from_slice(&data[data.len() - take..]);
+        remember_making_room(recent, data, take);
     }
 
     /// Whether `payload` at stream offset `off` (before `delivered`) differs from the
     /// delivered bytes still remembered.
     fn conflicts_with_delivered(&self, off: i64, payload: &[u8]) -> bool {
         let delivered = self.delivered as i64;
-        let kept_from = delivered - self.recent.len() as i64;
+        let recent = self.recent();
+        let kept_from = delivered - recent.len() as i64;
         let (from, to) = (
             off.max(kept_from),
             (off + payload.len() as i64).min(delivered),
@@ -517,7 +562,7 @@ impl Reassembler {
             return false;
         }
         let theirs = &payload[(from - off) as usize..(to - off) as usize];
-        let ours = &self.recent[(from - kept_from) as usize..(to - kept_from) as usize];
+        let ours = &recent[(from - kept_from) as usize..(to - kept_from) as usize];
         theirs != ours
     }
 
@@ -533,7 +578,7 @@ impl Reassembler {
         let end = off + payload.len() as u64;
         let mut cursor = off;
         // Every caller stores at least one new byte, so what is made here is not empty.
-        let pending = self.pending.get_or_insert_with(Box::default);
+        let pending = self.held.get_or_insert_with(Box::default);
         // Runs that start before `off` may still cover its beginning.
         let first_key = pending
             .runs
@@ -587,9 +632,8 @@ impl Reassembler {
 
     /// Delivers every stored run that is now contiguous with the delivered point.
     fn drain(&mut self, spare: &mut SpareBuffers, out: &mut impl FnMut(Delivery<'_>)) {
-        while let Some(pending) = self.pending.as_mut() {
+        while let Some(pending) = self.held.as_mut() {
             let Some(entry) = pending.runs.first_entry() else {
-                self.pending = None;
                 break;
             };
             let start = *entry.key();
@@ -598,9 +642,6 @@ impl Reassembler {
             }
             let run = entry.remove();
             pending.bytes -= run.data.len();
-            if pending.runs.is_empty() {
-                self.pending = None;
-            }
             let skip = (self.delivered - start) as usize;
             if skip < run.data.len() {
                 let data = &run.data[skip..];
@@ -611,6 +652,10 @@ impl Reassembler {
                     first_seen: run.first_seen,
                 });
             }
+        }
+        // Freed with the last run, unless the compare buffer keeps it.
+        if let Some(held) = self.held.take_if(|h| h.is_spent()) {
+            spare.put(held);
         }
     }
 }
@@ -702,10 +747,11 @@ mod tests {
         feed(&mut r, &mut s, &mut st, 100, b"ab", 1);
         feed(&mut r, &mut s, &mut st, 104, b"ef", 2); // early
         assert_eq!(s.text(), "ab");
-        assert!(r.pending.is_some());
+        assert!(r.holds());
         feed(&mut r, &mut s, &mut st, 102, b"cd", 3); // fills the hole
-                                                      // Nothing waits: the out-of-order map is freed, not kept empty.
-        assert!(r.pending.is_none());
+                                                      // Nothing waits: the box stays for the compare buffer alone.
+        assert!(!r.holds());
+        assert_eq!(r.recent(), b"abcdef");
         assert_eq!(s.text(), "abcdef");
         let times: Vec<u64> = s.bytes.iter().map(|b| b.1).collect();
         assert_eq!(times, vec![1, 1, 3, 3, 2, 2]);
@@ -769,7 +815,7 @@ mod tests {
         );
         let mut spare = SpareBuffers::default();
         r.acked(last, &mut st, &mut spare, &mut |d| s.push(d));
-        assert_eq!(r.recent.capacity(), 0);
+        assert!(r.held.is_none());
         assert_eq!(spare.len(), 1, "the emptied buffer is kept for the next");
         feed(&mut r, &mut s, &mut st, last - 2, b"YY", 12);
         assert_eq!(st.conflicting_overlap, 4);
@@ -806,23 +852,23 @@ mod tests {
         };
         data(&mut a, &mut st, &mut spare, 0, b"abcdef");
         a.acked(6, &mut st, &mut spare, &mut |_| {});
-        assert_eq!((a.recent.capacity(), spare.len()), (0, 1));
-        let given_up = spare.0[0].as_ptr();
+        assert_eq!((a.held.is_none(), spare.len()), (true, 1));
+        let given_up = spare.0[0].recent.as_ptr();
         data(&mut b, &mut st, &mut spare, 100, b"uvw");
         assert!(spare.is_empty(), "the spare buffer is taken");
         assert_eq!(
-            b.recent.as_ptr(),
+            b.recent().as_ptr(),
             given_up,
             "the taken buffer is the one given up"
         );
-        assert_eq!(b.recent, b"uvw");
+        assert_eq!(b.recent(), b"uvw");
         data(&mut b, &mut st, &mut spare, 100, b"uvw");
         assert_eq!(st.conflicting_overlap, 0);
         data(&mut b, &mut st, &mut spare, 101, b"vW");
         assert_eq!(st.conflicting_overlap, 1);
         // The end gives the buffer up as well.
         b.close(&mut st, &mut spare, &mut |_| {});
-        assert_eq!((b.recent.capacity(), spare.len()), (0, 1));
+        assert_eq!((b.held.is_none(), spare.len()), (true, 1));
     }
 
     /// `regrow` is `reserve_exact` up to the capacity asked: the same elements, the
@@ -851,18 +897,109 @@ mod tests {
         assert_eq!(v, [1, 2, 3]);
     }
 
+    /// The box goes (to the spares) whenever a direction holds neither runs nor a
+    /// compare buffer: after its data is acknowledged, after a gap with nothing
+    /// behind it, at the end; and stays while either is held.
+    #[test]
+    fn a_direction_holding_nothing_keeps_no_box() {
+        let (mut r, mut s, mut st, mut spare) = (
+            Reassembler::new(),
+            Sink::default(),
+            ReassemblyStats::default(),
+            SpareBuffers::default(),
+        );
+        let mut data = |r: &mut Reassembler,
+                        st: &mut ReassemblyStats,
+                        spare: &mut SpareBuffers,
+                        seq: u32,
+                        bytes: &[u8]| {
+            r.segment(
+                seq,
+                false,
+                false,
+                bytes,
+                seq.into(),
+                1 << 20,
+                usize::MAX,
+                st,
+                spare,
+                &mut |d| s.push(d),
+            );
+        };
+        let no_box = |r: &Reassembler| r.held.is_none() && r.pending_bytes() == 0 && !r.holds();
+        data(&mut r, &mut st, &mut spare, 0, b"ab");
+        assert_eq!(r.recent(), b"ab");
+        r.acked(2, &mut st, &mut spare, &mut |_| {});
+        assert!(no_box(&r));
+        // A run behind a hole, its compare buffer given up meanwhile: the box stays
+        // for the run alone, then for the bytes it delivered.
+        data(&mut r, &mut st, &mut spare, 2, b"cd");
+        data(&mut r, &mut st, &mut spare, 6, b"gh");
+        r.acked(4, &mut st, &mut spare, &mut |_| {});
+        assert!(r.holds() && r.recent().is_empty());
+        data(&mut r, &mut st, &mut spare, 4, b"ef");
+        assert!(!r.holds());
+        assert_eq!(r.recent(), b"efgh");
+        r.acked(8, &mut st, &mut spare, &mut |_| {});
+        assert!(no_box(&r));
+        // Acknowledged past a hole with nothing behind it: a gap, and no box.
+        r.acked(10, &mut st, &mut spare, &mut |_| {});
+        assert!(no_box(&r));
+        // A gap with a run behind it delivers the run, which the box keeps.
+        data(&mut r, &mut st, &mut spare, 10, b"kl");
+        data(&mut r, &mut st, &mut spare, 14, b"op");
+        r.acked(14, &mut st, &mut spare, &mut |_| {});
+        assert!(!r.holds());
+        assert_eq!(r.recent(), b"op");
+        // The end lets go of runs and buffer.
+        data(&mut r, &mut st, &mut spare, 20, b"uv");
+        assert!(r.holds());
+        r.close(&mut st, &mut spare, &mut |_| {});
+        assert!(no_box(&r));
+        // Ignored, a direction drops what it held.
+        let mut q = Reassembler::new();
+        data(&mut q, &mut st, &mut spare, 0, b"ab");
+        data(&mut q, &mut st, &mut spare, 4, b"ef");
+        assert_eq!(q.ignore(), 2);
+        assert!(no_box(&q));
+        assert!(spare.len() <= SpareBuffers::MAX);
+        // What the segments delivered (the ACKs' and the end's deliveries go
+        // elsewhere), the second direction's "ab" last; and the three gaps.
+        assert_eq!(s.text(), "abcdefghklab");
+        assert_eq!((st.gaps, st.gap_bytes), (3, 8));
+    }
+
     #[test]
     fn spare_buffers_are_bounded() {
+        let held = |recent: Vec<u8>| {
+            Box::new(Held {
+                recent,
+                ..Held::default()
+            })
+        };
         let mut spare = SpareBuffers::default();
-        spare.put(Vec::new());
-        spare.put(Vec::with_capacity(SpareBuffers::MAX_CAPACITY + 1));
-        assert!(spare.is_empty(), "nothing to reuse, or too large to keep");
+        spare.put(held(Vec::with_capacity(SpareBuffers::MAX_CAPACITY + 1)));
+        let mut running = held(vec![1]);
+        running.runs.insert(
+            5,
+            Pending {
+                data: vec![2],
+                first_seen: 0,
+            },
+        );
+        running.bytes = 1;
+        spare.put(running);
+        assert!(spare.is_empty(), "too large to keep, or still holding runs");
+        // A box without a buffer is still an allocation saved.
+        spare.put(held(Vec::new()));
+        assert_eq!(spare.len(), 1);
         for _ in 0..SpareBuffers::MAX + 3 {
-            spare.put(vec![1; SpareBuffers::MAX_CAPACITY]);
+            spare.put(held(vec![1; SpareBuffers::MAX_CAPACITY]));
         }
         assert_eq!(spare.len(), SpareBuffers::MAX);
         let buf = spare.take();
-        assert!(buf.is_empty() && buf.capacity() >= SpareBuffers::MAX_CAPACITY);
+        assert!(buf.recent.is_empty() && buf.recent.capacity() >= SpareBuffers::MAX_CAPACITY);
+        assert!(buf.runs.is_empty() && buf.bytes == 0);
     }
 
     #[test]
@@ -1014,8 +1151,9 @@ mod tests {
                         let drop = model.len() - COMPARE_WINDOW;
                         model.drain(..drop);
                     }
-                    prop_assert_eq!(&r.recent, &model);
-                    prop_assert!(r.recent.capacity() <= SpareBuffers::MAX_CAPACITY);
+                    prop_assert_eq!(r.recent(), &model[..]);
+                    let room = r.held.as_ref().map_or(0, |h| h.recent.capacity());
+                    prop_assert!(room <= SpareBuffers::MAX_CAPACITY);
                 }
             }
         }
