@@ -357,9 +357,14 @@ impl PeerKey {
 
     /// [`Self::new`] with a shared name, kept as it is (not copied).
     pub(crate) fn named(id: Option<&PeerId>, name: Option<&Arc<str>>) -> PeerKey {
-        match (id, name) {
-            (Some(id), _) => PeerKey::Id(id.clone()),
-            (None, name) => PeerKey::Other(name.cloned()),
+        PeerKey::named_owned(id.cloned(), name)
+    }
+
+    /// [`Self::named`] of an ID handed over: moved into the key, not cloned.
+    pub(crate) fn named_owned(id: Option<PeerId>, name: Option<&Arc<str>>) -> PeerKey {
+        match id {
+            Some(id) => PeerKey::Id(id),
+            None => PeerKey::Other(name.cloned()),
         }
     }
 
