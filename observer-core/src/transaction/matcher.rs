@@ -343,14 +343,17 @@ impl Peers {
     }
 }
 
+/// A PING waiting for its PONG. At most 128 bytes, which LLVM copies inline: it is
+/// moved into its pair's queue and out of it, and at 240 bytes each move was a `memcpy`
+/// call. So its poller's and receiver's IDs are not kept here but read from the pair's
+/// key, which holds the same (`PeerKey::Id` of each ID, `Other` without one), and a
+/// transit candidate, on relayed captures alone, is boxed.
 #[derive(Clone, Debug)]
 struct Pending {
     seq: u64,
     start: UnixNanos,
     correlator: Option<Arc<str>>,
     poller_name: Option<Arc<str>>,
-    poller_id: Option<PeerId>,
-    receiver_id: Option<PeerId>,
     ping_bytes: u64,
     ping_correlator_bytes: u64,
     relay_seen: bool,
@@ -363,10 +366,13 @@ struct Pending {
     /// before it finishes (a second PING with both is a duplicate while it is
     /// outstanding), so its own is added without a look for one (~50 instructions).
     fresh: bool,
-    candidate: Option<Candidate>,
+    candidate: Option<Box<Candidate>>,
     /// The PING's legs seen so far (its first, on the poller's side).
     legs: Vec<Leg>,
 }
+
+// See [`Pending`]: a field more would bring the `memcpy` calls back.
+const _: () = assert!(std::mem::size_of::<Pending>() <= 128);
 
 /// What a finished PING with a correlator leaves in [`Remembered`], taken before its
 /// record takes the strings.
@@ -1576,7 +1582,7 @@ impl Matcher {
                 let deadline = p.start.saturating_add(self.cfg.timeout_ns);
                 self.expire(pair, p, deadline, out);
             } else {
-                out.push(self.record(&mut p, None, TxStatus::Open));
+                out.push(self.record(&pair, &mut p, None, TxStatus::Open));
             }
         }
         // No PONG can come any more: the per-pair tables, the largest of a run with
@@ -1618,8 +1624,8 @@ impl Matcher {
             return;
         }
         let finishing = p.finishing();
-        let explained = cause::explain_unanswered(&p.legs, p.receiver_id.as_ref(), deadline);
-        let mut t = self.record(&mut p, Some(deadline), TxStatus::Timeout);
+        let explained = cause::explain_unanswered(&p.legs, key_id(&pair.1), deadline);
+        let mut t = self.record(&pair, &mut p, Some(deadline), TxStatus::Timeout);
         t.cause = explained;
         out.push(t);
         let max = self.max_per_pair_u32();
@@ -1739,14 +1745,18 @@ impl Matcher {
         let name = self.peers.share_name(doc.name.as_deref());
         let poller_id = self.peers.intern_named(poller_id, name.as_ref());
         let receiver_id = self.intern(s.dst_peer.as_ref().or(s.hop_dst.as_ref()));
-        let poller = PeerKey::named(poller_id.as_ref(), name.as_ref());
-        let receiver = PeerKey::new(receiver_id.as_ref(), None);
-        let pair = (poller, receiver);
+        // The IDs are moved into the pair's key, where the PING's record reads them
+        // (see [`Pending`]).
+        let pair = (
+            PeerKey::named_owned(poller_id, name.as_ref()),
+            receiver_id.map_or(PeerKey::UNKNOWN, PeerKey::Id),
+        );
+        let (poller_id, receiver_id) = (key_id(&pair.0), key_id(&pair.1));
         let hash = self.pairs.hash(&pair);
         let found = self.pairs.find_hashed(hash, &pair);
 
         // Relay leg of a PING already seen on its originating leg?
-        let relay_leg = matches!((&s.hop_src, &poller_id), (Some(h), Some(p)) if h != p);
+        let relay_leg = matches!((&s.hop_src, poller_id), (Some(h), Some(p)) if h != p);
         if relay_leg {
             if let Some(state) = found.and_then(|i| self.pairs.slot_mut(i)) {
                 let found = match doc.correlator.as_deref() {
@@ -1763,7 +1773,7 @@ impl Matcher {
                 if let Some(p) = found {
                     p.relay_seen = true;
                     if p.legs.len() < MAX_LEGS {
-                        let ends = [poller_id.as_ref(), receiver_id.as_ref()];
+                        let ends = [poller_id, receiver_id];
                         p.legs.push(leg_of(&mut self.peers, seen, ends));
                     }
                     self.anomalies.relayed_sightings += 1;
@@ -1851,8 +1861,7 @@ impl Matcher {
         let (start, ping_bytes) = (s.start, s.framed_bytes);
         let ping_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
-        let ends = [poller_id.as_ref(), receiver_id.as_ref()];
-        first_leg(&mut legs, &mut self.peers, seen, ends);
+        first_leg(&mut legs, &mut self.peers, seen, [poller_id, receiver_id]);
         let correlator = seen.document().correlator.as_deref();
         let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
         let poller_name = name;
@@ -1865,8 +1874,6 @@ impl Matcher {
             start,
             correlator,
             poller_name,
-            poller_id,
-            receiver_id,
             ping_bytes,
             ping_correlator_bytes,
             relay_seen: false,
@@ -2006,7 +2013,7 @@ impl Matcher {
         let receiver_id = self.peers.intern_named(receiver_id, name.as_ref());
         let poller_id = self.intern(s.dst_peer.as_ref().or(s.hop_dst.as_ref()));
         let in_transit = matches!((&s.hop_dst, &poller_id), (Some(h), Some(p)) if h != p);
-        let poller = PeerKey::new(poller_id.as_ref(), None);
+        let poller = poller_id.map_or(PeerKey::UNKNOWN, PeerKey::Id);
         let receiver = PeerKey::named(receiver_id.as_ref(), name.as_ref());
         let mut pair = (poller, receiver);
         // A multicast PONG names no poller by design; anywhere else that is missing
@@ -2209,7 +2216,7 @@ impl Matcher {
         };
         if in_transit {
             if let Some(p) = state.outstanding.get_mut(i) {
-                p.candidate = Some(candidate);
+                p.candidate = Some(Box::new(candidate));
             }
             return;
         }
@@ -2253,8 +2260,8 @@ impl Matcher {
             );
             return;
         }
-        let (poller_name, receiver_name) = self.names(p, c.receiver_name.take());
-        let receiver_id = c.receiver_id.take().or_else(|| p.receiver_id.take());
+        let (poller_name, receiver_name) = self.names(pair, p, c.receiver_name.take());
+        let receiver_id = c.receiver_id.take().or_else(|| key_id(&pair.1).cloned());
         let slot = slot.or_else(|| self.pairs.find(pair));
         // The record is written once with the PONG's fields: a record without them,
         // overwritten field by field (its default cause and receiver ID dropped, the
@@ -2265,7 +2272,7 @@ impl Matcher {
             start: p.start,
             stop: Some(stop),
             poller_name,
-            poller_id: p.poller_id.take(),
+            poller_id: key_id(&pair.0).cloned(),
             receiver_name,
             receiver_id,
             receiver_status: c.receiver_status,
@@ -2310,29 +2317,37 @@ impl Matcher {
     }
 
     /// The record's poller and receiver names: the PING's and `receiver_name` (the
-    /// PONG's) when given, else what is known of the PING's poller and receiver IDs, so
-    /// that a name is not copied only to be replaced. The poller's is taken out of `p`.
+    /// PONG's) when given, else what is known of the PING's poller and receiver IDs
+    /// (its `pair`'s), so that a name is not copied only to be replaced. The poller's
+    /// is taken out of `p`.
     fn names(
         &self,
+        pair: &PairKey,
         p: &mut Pending,
         receiver_name: Option<Arc<str>>,
     ) -> (Option<Arc<str>>, Option<Arc<str>>) {
-        let known = |id: &Option<PeerId>| id.as_ref().and_then(|id| self.peers.name(id).cloned());
-        let poller_name = p.poller_name.take().or_else(|| known(&p.poller_id));
-        (poller_name, receiver_name.or_else(|| known(&p.receiver_id)))
+        let known = |k: &PeerKey| key_id(k).and_then(|id| self.peers.name(id).cloned());
+        let poller_name = p.poller_name.take().or_else(|| known(&pair.0));
+        (poller_name, receiver_name.or_else(|| known(&pair.1)))
     }
 
-    /// A record without PONG (timeout/open), names filled from what is known. What it
-    /// keeps is taken out of `p`.
-    fn record(&self, p: &mut Pending, stop: Option<UnixNanos>, status: TxStatus) -> Transaction {
-        let (poller_name, receiver_name) = self.names(p, None);
+    /// A record without PONG (timeout/open) of a PING of `pair`, names filled from what
+    /// is known. What it keeps is taken out of `p`.
+    fn record(
+        &self,
+        pair: &PairKey,
+        p: &mut Pending,
+        stop: Option<UnixNanos>,
+        status: TxStatus,
+    ) -> Transaction {
+        let (poller_name, receiver_name) = self.names(pair, p, None);
         Transaction {
             start: p.start,
             stop,
             poller_name,
-            poller_id: p.poller_id.take(),
+            poller_id: key_id(&pair.0).cloned(),
             receiver_name,
-            receiver_id: p.receiver_id.take(),
+            receiver_id: key_id(&pair.1).cloned(),
             receiver_status: None,
             status,
             correlator: p.correlator.take(),
@@ -2387,6 +2402,138 @@ mod pair_table_tests {
             transport: Transport::Tcp,
             wire: Default::default(),
         }
+    }
+
+    /// A record's IDs, read from its pair's key since [`Pending`] no longer keeps them,
+    /// are those the PING's documents gave: answered directly, through the fallback
+    /// pair of a PING that named no receiver (the PONG's ID), timed out, open at the
+    /// end, keyed by name alone, relayed (delivery leg and transit candidate finalised
+    /// at its deadline, boxed), late, and a poller reusing its correlator after a
+    /// restart; the names known of the IDs fill the rest.
+    #[test]
+    fn a_records_ids_are_its_pings() {
+        let doc = |kind, name: &str, c: Option<&str>| Document {
+            correlator: c.map(Into::into),
+            ..c1_doc(kind, name)
+        };
+        let no_receiver = |t, src| sighting_at(t, [id(src), None], [id(src), None]);
+        let by_name = |t| sighting_at(t, [None, None], [None, None]);
+        let via = |t, src, dst, hops: [u8; 2]| {
+            sighting_at(t, [id(src), id(dst)], [id(hops[0]), id(hops[1])])
+        };
+        let mut m = Matcher::new(MatcherConfig::default());
+        let mut out = Vec::new();
+        // Bob named by a PONG of his first, for the timeout's receiver name below.
+        m.observe(
+            &doc(Kind::Ping, "alice", Some("a")),
+            &seen(0, 1, 2),
+            &mut out,
+        );
+        m.observe(&doc(Kind::Pong, "bob", Some("a")), &seen(5, 2, 1), &mut out);
+        // Order mode, no receiver named: the PONG finds the (alice, unknown) pair.
+        m.observe(
+            &doc(Kind::Ping, "alice", None),
+            &no_receiver(100, 1),
+            &mut out,
+        );
+        m.observe(&doc(Kind::Pong, "carol", None), &seen(105, 3, 1), &mut out);
+        // Timed out, then its PONG late; the poller restarts and reuses "t".
+        m.observe(
+            &doc(Kind::Ping, "alice", Some("t")),
+            &seen(200, 1, 2),
+            &mut out,
+        );
+        m.advance(200 + 20_000_000_000, &mut out);
+        m.observe(
+            &doc(Kind::Pong, "bob", Some("t")),
+            &seen(20_000_001_000, 2, 1),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Ping, "alice2", Some("t")),
+            &seen(40_000_000_000, 1, 2),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Pong, "bob", Some("t")),
+            &seen(40_000_000_005, 2, 1),
+            &mut out,
+        );
+        // Relayed: transit then delivery leg, and a transit candidate never delivered.
+        let t = 50_000_000_000;
+        m.observe(
+            &doc(Kind::Ping, "alice", Some("r")),
+            &via(t, 1, 2, [1, 9]),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Ping, "alice", Some("r")),
+            &via(t + 1, 1, 2, [9, 2]),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Pong, "bob", Some("r")),
+            &via(t + 2, 2, 1, [2, 9]),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Pong, "bob", Some("r")),
+            &via(t + 3, 2, 1, [9, 1]),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Ping, "alice", Some("s")),
+            &via(t + 4, 1, 2, [1, 9]),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Pong, "bob", Some("s")),
+            &via(t + 5, 2, 1, [2, 9]),
+            &mut out,
+        );
+        m.advance(t + 30_000_000_000, &mut out);
+        // Keyed by name alone, and one with IDs, open at the end.
+        m.observe(
+            &doc(Kind::Ping, "x", None),
+            &by_name(t + 31_000_000_000),
+            &mut out,
+        );
+        m.observe(
+            &doc(Kind::Ping, "alice", Some("o")),
+            &seen(t + 32_000_000_000, 1, 3),
+            &mut out,
+        );
+        m.finish(t + 33_000_000_000, &mut out);
+
+        let got: Vec<_> = out
+            .iter()
+            .map(|t| {
+                let name = |n: &Option<Arc<str>>| n.as_deref().map(str::to_owned);
+                (
+                    t.status,
+                    t.poller_id.clone(),
+                    name(&t.poller_name),
+                    t.receiver_id.clone(),
+                    name(&t.receiver_name),
+                )
+            })
+            .collect();
+        let (alice, alice2, bob, carol) =
+            (Some("alice"), Some("alice2"), Some("bob"), Some("carol"));
+        let want = [
+            (TxStatus::Ok, id(1), alice, id(2), bob),
+            (TxStatus::Ok, id(1), alice, id(3), carol),
+            (TxStatus::Timeout, id(1), alice, id(2), bob),
+            (TxStatus::Ok, id(1), alice2, id(2), bob),
+            (TxStatus::Ok, id(1), alice, id(2), bob),
+            (TxStatus::Ok, id(1), alice, id(2), bob),
+            (TxStatus::Open, None, Some("x"), None, None),
+            (TxStatus::Open, id(1), alice, id(3), carol),
+        ]
+        .map(|(st, p, pn, r, rn)| (st, p, pn.map(str::to_owned), r, rn.map(str::to_owned)));
+        assert_eq!(got, want);
+        assert_eq!(m.anomalies().late_pong, 1);
+        assert_eq!(m.anomalies().relayed_sightings, 2);
     }
 
     /// A first leg written over a spared buffer's old one (the sighting's notes swapped
@@ -3174,8 +3321,6 @@ mod pair_table_tests {
             start: 0,
             correlator: None,
             poller_name: None,
-            poller_id: None,
-            receiver_id: None,
             ping_bytes: 0,
             ping_correlator_bytes: 0,
             relay_seen: false,

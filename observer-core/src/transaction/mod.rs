@@ -357,9 +357,14 @@ impl PeerKey {
 
     /// [`Self::new`] with a shared name, kept as it is (not copied).
     pub(crate) fn named(id: Option<&PeerId>, name: Option<&Arc<str>>) -> PeerKey {
-        match (id, name) {
-            (Some(id), _) => PeerKey::Id(id.clone()),
-            (None, name) => PeerKey::Other(name.cloned()),
+        PeerKey::named_owned(id.cloned(), name)
+    }
+
+    /// [`Self::named`] of an ID handed over: moved into the key, not cloned.
+    pub(crate) fn named_owned(id: Option<PeerId>, name: Option<&Arc<str>>) -> PeerKey {
+        match id {
+            Some(id) => PeerKey::Id(id),
+            None => PeerKey::Other(name.cloned()),
         }
     }
 
@@ -422,36 +427,88 @@ pub(crate) const SHARED_NAMES: usize = 16_384;
 /// One copy of each peer name, handed out by reference count: the matcher's
 /// transactions and peers, the summary's pairs.
 #[derive(Debug, Default)]
-pub(crate) struct SharedNames(crate::FastMap<Arc<str>, ()>);
+pub(crate) struct SharedNames {
+    held: crate::FastMap<Arc<str>, ()>,
+    /// The copy last handed out of a name of 8 to 16 bytes (what peers are called), in
+    /// the slot its first and last eight bytes pick (see [`name_words`]): found there by
+    /// two compares of eight bytes, where the table hashed the name, probed and compared
+    /// its bytes (~105 instructions a document, LTO off). Every copy here is `held`'s
+    /// (both are emptied together), so a name gets the same copy either way. Made at the
+    /// first such name.
+    recent: Box<[Option<Arc<str>>]>,
+}
+
+/// Slots of [`SharedNames::recent`] (64 kB): a capture's pollers and their buddies,
+/// thousands of names, fit with few collisions.
+const RECENT_NAMES: usize = 4096;
+
+/// A name's first and last eight bytes, when it has 8 to 16: two such names of one
+/// length are equal exactly when these are (the two words cover every byte).
+fn name_words(name: &str) -> Option<(u64, u64)> {
+    let b = name.as_bytes();
+    let first = b.first_chunk::<8>()?;
+    let last = b.last_chunk::<8>()?;
+    (b.len() <= 16).then(|| (u64::from_le_bytes(*first), u64::from_le_bytes(*last)))
+}
+
+/// The recent slot of a name of `len` bytes and `words` (its [`name_words`]).
+fn name_slot((first, last): (u64, u64), len: usize) -> usize {
+    let mixed = (first ^ last.rotate_left(29) ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 52) as usize % RECENT_NAMES
+}
 
 impl SharedNames {
     /// The shared copy of `name`, made when new.
     pub(crate) fn get(&mut self, name: &str) -> Arc<str> {
-        match self.0.get_key_value(name) {
+        let Some(words) = name_words(name) else {
+            return self.get_held(name);
+        };
+        let slot = name_slot(words, name.len());
+        if let Some(r) = self.recent.get(slot).and_then(Option::as_ref) {
+            if r.len() == name.len() && name_words(r) == Some(words) {
+                return Arc::clone(r);
+            }
+        }
+        let shared = self.get_held(name);
+        if self.recent.is_empty() {
+            self.recent = vec![None; RECENT_NAMES].into_boxed_slice();
+        }
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(Arc::clone(&shared));
+        }
+        shared
+    }
+
+    /// [`Self::get`] through the table alone.
+    fn get_held(&mut self, name: &str) -> Arc<str> {
+        match self.held.get_key_value(name) {
             Some((held, ())) => Arc::clone(held),
             None => self.keep(Arc::from(name)),
         }
     }
 
-    /// The shared copy of `name`'s text: `name` itself when new.
+    /// The shared copy of `name`'s text: `name` itself when new. Through the table
+    /// alone: the summary's calls through the recent slots as well saved little on
+    /// peers1k-0.1g and lost on jxta-0.1g (docs/performance.md, stop 36).
     pub(crate) fn share(&mut self, name: &Arc<str>) -> Arc<str> {
-        match self.0.get_key_value(&**name) {
+        match self.held.get_key_value(&**name) {
             Some((held, ())) => Arc::clone(held),
             None => self.keep(Arc::clone(name)),
         }
     }
 
     fn keep(&mut self, name: Arc<str>) -> Arc<str> {
-        if self.0.len() >= SHARED_NAMES {
-            self.0.clear();
+        if self.held.len() >= SHARED_NAMES {
+            self.held.clear();
+            self.recent.iter_mut().for_each(|r| *r = None);
         }
-        self.0.insert(Arc::clone(&name), ());
+        self.held.insert(Arc::clone(&name), ());
         name
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.held.len()
     }
 }
 

@@ -860,6 +860,79 @@ fn transactions_share_one_copy_of_each_name() {
     assert_eq!(&*first, "alice");
 }
 
+/// Names found through their recent slots (8 to 16 bytes) get the copy the table alone
+/// would give: the first handed out of the text since the table last started again,
+/// whether asked by text or by a copy. Random names of 0 to 24 bytes over two letters
+/// (words and slots collide; a name of 9 `a`s and one of 10 share their two words),
+/// past the table's bound twice; and two names of one pair of words put in one slot.
+#[test]
+fn shared_names_through_their_recent_slots_are_the_tables() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut names = SharedNames::default();
+    let mut model: std::collections::HashMap<String, Arc<str>> = Default::default();
+    for n in 0..3 * SHARED_NAMES {
+        let r = next();
+        let len = match r % 4 {
+            0 => (r >> 8) as usize % 25,
+            _ => 8 + (r >> 8) as usize % 9,
+        };
+        // Few names at first (hits), then more than the table holds (its restarts).
+        let bits = if n < SHARED_NAMES { 10 } else { 17 };
+        let pattern = (r >> 16) % (1 << bits);
+        let name: String = (0..len)
+            .map(|i| {
+                if pattern >> (i % bits) & 1 == 1 {
+                    'b'
+                } else {
+                    'a'
+                }
+            })
+            .collect();
+        let new = !model.contains_key(&name);
+        if new && model.len() >= SHARED_NAMES {
+            model.clear();
+        }
+        let by_copy = r >> 40 & 1 == 1;
+        let copy: Arc<str> = Arc::from(name.as_str());
+        let got = match by_copy {
+            true => names.share(&copy),
+            false => names.get(&name),
+        };
+        assert_eq!(&*got, name.as_str());
+        let held = model.entry(name).or_insert_with(|| got.clone());
+        assert!(Arc::ptr_eq(held, &got));
+        assert!(!(by_copy && new) || Arc::ptr_eq(held, &copy));
+        assert_eq!(names.len(), model.len());
+    }
+    for (name, words) in [
+        ("aaaaaaa", None),
+        (
+            "aaaaaaaa",
+            Some((0x6161_6161_6161_6161, 0x6161_6161_6161_6161)),
+        ),
+        (
+            "abcdefghijklmnop",
+            Some((0x6867_6665_6463_6261, 0x706F_6E6D_6C6B_6A69)),
+        ),
+        ("abcdefghijklmnopq", None),
+    ] {
+        assert_eq!(name_words(name), words);
+    }
+    // Two names of one pair of words in one slot: the length tells them apart.
+    let (nine, ten) = ("a".repeat(9), "a".repeat(10));
+    let mut names = SharedNames::default();
+    let held = names.get(&nine);
+    let words = name_words(&nine).unwrap();
+    names.recent[name_slot(words, 10)] = Some(held);
+    assert_eq!(&*names.get(&ten), ten.as_str());
+}
+
 /// Pollers that share a correlator (as a poller reuses one for all its receivers) are
 /// each found by a multicast PONG: every PING with it has its entry in the index.
 #[test]
