@@ -238,12 +238,18 @@ pub(crate) fn read_input(
         }
     }
     if last {
-        merger.flush_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame, shared.zip(at));
-            if let Some(at) = at {
-                pages.handed_on(&reader, at);
-            }
-        });
+        merger.flush_placed(
+            reader.mapped(),
+            &mut inlined(
+                #[inline(always)]
+                |frame: &Frame<'_>, at: Option<usize>| {
+                    on_frame(frame, shared.zip(at));
+                    if let Some(at) = at {
+                        pages.handed_on(&reader, at);
+                    }
+                },
+            ),
+        );
     } else {
         merger.detach(reader.mapped());
     }
