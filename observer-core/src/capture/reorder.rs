@@ -514,18 +514,32 @@ impl FrameMerger {
     }
 
     /// Like [`Self::flush`], with where each frame held in place lies (see
-    /// [`Self::release_placed`]).
+    /// [`Self::release_placed`]). The ring's part inlined into the caller, as
+    /// `release_placed`'s is: called through `out`'s pointer, the 15,693 frames held at
+    /// the end of `jxta-0.1g` cost the reader of `--threads` ~40 instructions a frame
+    /// more than its read loop (docs/performance.md, stop 36, read29).
+    #[inline(always)]
     pub fn flush_placed(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         // Nothing out of order held (nearly always): the ring alone, oldest first, as
         // `pop` would hand it on without comparing its front with the heap's at every
-        // frame (the end of `jxta-0.1g` hands on 15,693).
+        // frame.
         if self.out_of_order.is_empty() {
             while let Some(h) = self.in_order.front_mut() {
                 self.released = self.released.max(h.ts);
                 emit(&mut self.owned_bytes, h, map, out);
                 self.in_order.advance();
             }
+            if self.late.is_empty() {
+                return;
+            }
         }
+        self.flush_rest(map, out);
+    }
+
+    /// [`Self::flush_placed`] past the ring's own part: the ring and the heap merged,
+    /// then the late frames.
+    #[inline(never)]
+    fn flush_rest(&mut self, map: Option<&[u8]>, out: &mut Placed<'_>) {
         while self.oldest().is_some() {
             self.pop(map, out);
         }

@@ -115,8 +115,8 @@ impl DocumentSink {
                     // document.
                     Some(mut b) => {
                         let (d, sighting) = &mut *b;
-                        std::mem::swap(d, doc);
-                        std::mem::swap(sighting, s);
+                        swap_by_copies(d, doc);
+                        swap_by_copies(sighting, s);
                         // The old PING's delivery cell let go now, not at the next
                         // document: held, its watch list could not take it back.
                         s.wire.delivery = None;
@@ -210,6 +210,56 @@ impl DocumentSink {
             DocumentSink::Queue { idle, .. } | DocumentSink::Discard { idle } => (idle, Vec::new()),
         }
     }
+}
+
+/// `std::mem::swap` 16 bytes a step in vector registers, unrolled: the swap of a
+/// document and its sighting into a spare box (184 and 280 bytes) was ~240
+/// instructions a document on a shard, `mem::swap` going 8 bytes a step in a loop; by
+/// three `memcpy` calls through a temporary, or in chunks of bytes (kept in memory
+/// between their moves), it was more or barely less (docs/performance.md, stop 36,
+/// read29).
+#[inline(always)]
+fn swap_by_copies<T>(a: &mut T, b: &mut T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // A vector type: moved in one register (`MaybeUninit` has its layout), where an
+        // array of bytes went through the stack.
+        type Chunk = std::mem::MaybeUninit<std::arch::x86_64::__m128i>;
+        type Tail = std::mem::MaybeUninit<u8>;
+        const { assert!(std::mem::size_of::<Chunk>() == 16) };
+        let chunks = std::mem::size_of::<T>() / 16;
+        let (pa, pb) = (
+            std::ptr::from_mut(a).cast::<u8>(),
+            std::ptr::from_mut(b).cast::<u8>(),
+        );
+        // SAFETY: `a` and `b` are two live `&mut T`, hence distinct and not overlapping,
+        // each `size_of::<T>()` bytes: every read and write below is inside one of them
+        // (the chunks below `chunks * 16`, the tail's bytes from there to the size),
+        // unaligned where a chunk may be (`read_unaligned`, `write_unaligned`), of
+        // `MaybeUninit`s, which copy any bytes, padding and pointers' provenance
+        // included, as `mem::swap` does. Every byte is exchanged once, so each value
+        // ends whole in the other's place, and nothing between the moves can panic
+        // and leave a value half swapped (then dropped).
+        unsafe {
+            for i in 0..chunks {
+                let (x, y) = (
+                    pa.add(i * 16).cast::<Chunk>(),
+                    pb.add(i * 16).cast::<Chunk>(),
+                );
+                let (t, u) = (x.read_unaligned(), y.read_unaligned());
+                x.write_unaligned(u);
+                y.write_unaligned(t);
+            }
+            for i in chunks * 16..std::mem::size_of::<T>() {
+                let (x, y) = (pa.add(i).cast::<Tail>(), pb.add(i).cast::<Tail>());
+                let (t, u) = (x.read(), y.read());
+                x.write(u);
+                y.write(t);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    std::mem::swap(a, b);
 }
 
 /// What `s` held, `s` left a sighting of nothing: the one a queue takes when it has
@@ -805,5 +855,53 @@ mod tests {
         assert_eq!(reused[0], kept[1]);
         assert_eq!(reused[1], kept[0]);
         assert!(!kept.contains(&reused[2]));
+    }
+
+    /// The swap by vector chunks against `mem::swap`: whole chunks, a tail of bytes and
+    /// a tail alone, owned values (each dropped once: the counts of the shared ones
+    /// come back), a document and a sighting. A byte missed, moved twice or read out
+    /// of place leaves the values unequal or the counts wrong (or crashes at the drop).
+    #[test]
+    fn swap_by_copies_is_mem_swap() {
+        use std::sync::Arc;
+        let shared = Arc::new(7u8);
+        let mut a = (String::from("first"), Arc::clone(&shared), 1u8);
+        let mut b = (String::from("the second, longer"), Arc::new(9u8), 2u8);
+        assert_eq!(std::mem::size_of_val(&a) % 16, 8);
+        let (a0, b0) = (a.clone(), b.clone());
+        swap_by_copies(&mut a, &mut b);
+        assert_eq!((&a, &b), (&b0, &a0));
+        // `b` holds `shared`'s first clone now, `a0` its second.
+        assert_eq!(Arc::strong_count(&shared), 3);
+        drop((a, a0));
+        assert_eq!(Arc::strong_count(&shared), 2);
+        drop((b, b0));
+        assert_eq!(Arc::strong_count(&shared), 1);
+
+        let (mut x, mut y) = (*b"seven!!", *b"bytes..");
+        swap_by_copies(&mut x, &mut y);
+        assert_eq!((&x, &y), (b"bytes..", b"seven!!"));
+
+        let mut doc = Document {
+            kind: Kind::Pong,
+            name: Some("alice".into()),
+            correlator: Some("7".into()),
+            correlator_bytes: 3,
+            ..Document::default()
+        };
+        let mut other = Document::default();
+        let (doc0, other0) = (doc.clone(), other.clone());
+        let (mut s, mut t) = (no_sighting(), no_sighting());
+        s.start = 5;
+        s.hop_src = PeerId::parse("urn:jxta:uuid-0011223303");
+        (t.stop, t.framed_bytes) = (11, 13);
+        swap_by_copies(&mut doc, &mut other);
+        swap_by_copies(&mut s, &mut t);
+        assert_eq!((doc, other), (other0, doc0));
+        assert_eq!(
+            (s.start, s.hop_src, s.stop, s.framed_bytes),
+            (0, None, 11, 13)
+        );
+        assert_eq!((t.start, t.hop_src.is_some(), t.stop), (5, true, 0));
     }
 }

@@ -122,7 +122,7 @@ fn run(
             &mut merger,
             last,
             false,
-            &mut |frame, _| {
+            |frame, _| {
                 pipeline.frame(frame);
                 if let Some(on_message) = on_message.as_mut() {
                     pipeline.take_records(*on_message);
@@ -160,7 +160,7 @@ pub(crate) fn read_input(
     merger: &mut FrameMerger,
     last: bool,
     keep_pages: bool,
-    on_frame: &mut impl FnMut(&Frame<'_>, Option<(&SharedMap, usize)>),
+    mut on_frame: impl FnMut(&Frame<'_>, Option<(&SharedMap, usize)>),
 ) -> InputSummary {
     let name = path.display().to_string();
     let mut reader = match CaptureReader::open(path) {
@@ -217,12 +217,20 @@ pub(crate) fn read_input(
                 }
             }
         }
-        merger.release_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame, shared.zip(at));
-            if let Some(at) = at {
-                pages.handed_on(&reader, at);
-            }
-        });
+        // Inlined into the loop whatever `on_frame` is: the reader of `--threads` inlines
+        // its own hand-on into this, which LLVM then left as a call.
+        merger.release_placed(
+            reader.mapped(),
+            &mut inlined(
+                #[inline(always)]
+                |frame: &Frame<'_>, at: Option<usize>| {
+                    on_frame(frame, shared.zip(at));
+                    if let Some(at) = at {
+                        pages.handed_on(&reader, at);
+                    }
+                },
+            ),
+        );
         if let Some(bar) = &mut bar {
             if reader.stats().frames % 4096 == 0 {
                 bar.position(reader.offset());
@@ -230,12 +238,18 @@ pub(crate) fn read_input(
         }
     }
     if last {
-        merger.flush_placed(reader.mapped(), &mut |frame, at| {
-            on_frame(frame, shared.zip(at));
-            if let Some(at) = at {
-                pages.handed_on(&reader, at);
-            }
-        });
+        merger.flush_placed(
+            reader.mapped(),
+            &mut inlined(
+                #[inline(always)]
+                |frame: &Frame<'_>, at: Option<usize>| {
+                    on_frame(frame, shared.zip(at));
+                    if let Some(at) = at {
+                        pages.handed_on(&reader, at);
+                    }
+                },
+            ),
+        );
     } else {
         merger.detach(reader.mapped());
     }
@@ -262,6 +276,13 @@ pub(crate) fn read_input(
         bytes: reader.offset(),
         error: error.map(|e| e.to_string()),
     }
+}
+
+/// `f` itself: an attribute on a closure (`#[inline(always)]`) is stable only where the
+/// closure is a call's argument.
+#[inline(always)]
+fn inlined<F: FnMut(&Frame<'_>, Option<usize>)>(f: F) -> F {
+    f
 }
 
 #[cfg(test)]
@@ -321,7 +342,7 @@ mod tests {
         let name = path.display().to_string();
         let mut merger = FrameMerger::new(crate::capture::ReorderConfig::default());
         let (mut seen, mut most_kib, mut measured) = (0u32, 0, 0);
-        let summary = read_input(&path, None, &mut merger, true, false, &mut |frame, _| {
+        let summary = read_input(&path, None, &mut merger, true, false, |frame, _| {
             // Bytes read again after their pages were handed back are the file's.
             assert!(
                 frame.data.iter().all(|&b| b == (seen % 251) as u8),
