@@ -118,8 +118,12 @@ impl DocumentSink {
                         swap_by_copies(d, doc);
                         swap_by_copies(sighting, s);
                         // The old PING's delivery cell let go now, not at the next
-                        // document: held, its watch list could not take it back.
-                        s.wire.delivery = None;
+                        // document: held, its watch list could not take it back. A
+                        // cell the matcher handed back in the box (see `merge`) is
+                        // kept for this thread's next PING.
+                        if let Some(cell) = s.wire.delivery.take() {
+                            cause::spare_delivery(cell);
+                        }
                         b
                     }
                     None => Box::new((std::mem::take(doc), emptied(s))),
@@ -855,6 +859,40 @@ mod tests {
         assert_eq!(reused[0], kept[1]);
         assert_eq!(reused[1], kept[0]);
         assert!(!kept.contains(&reused[2]));
+    }
+
+    /// A delivery cell the matcher put in a box it handed back (see `merge`) is kept
+    /// for this thread's next PING when the box is refilled, reset; one still held
+    /// elsewhere (a PING's own, in a box the matcher did not take it from) is not.
+    /// Were the cell dropped, or a shared one reused, this fails.
+    #[test]
+    fn a_cell_handed_back_in_a_box_goes_to_the_next_ping() {
+        let mut docs = queue_documents();
+        let (free, held) = (cause::DeliveryCell::default(), cause::delivery_cell());
+        assert!(free.acked.set(4) && held.acked.set(5));
+        let (free_at, held_at) = (std::sync::Arc::as_ptr(&free), std::sync::Arc::clone(&held));
+        let with = |cell| {
+            let mut s = sighting(1, 1);
+            s.wire.delivery = Some(cell);
+            Box::new((Document::default(), s))
+        };
+        let spare = vec![with(held), with(free)];
+        docs.sink.recycle(spare, 2);
+        for n in 0..2u64 {
+            let mut doc = Document::default();
+            let mut s = sighting(10 + n, 2);
+            docs.sink.document((n, 0), Some(n), &mut doc, &mut s);
+            assert!(s.wire.delivery.is_none());
+        }
+        let next = cause::delivery_cell();
+        assert_eq!(std::sync::Arc::as_ptr(&next), free_at);
+        assert_eq!(*next, cause::Delivery::default());
+        let after = cause::delivery_cell();
+        assert!(!std::sync::Arc::ptr_eq(&after, &held_at));
+        assert_eq!(
+            (held_at.acked.get(), std::sync::Arc::strong_count(&held_at)),
+            (Some(5), 1)
+        );
     }
 
     /// The swap by vector chunks against `mem::swap`: whole chunks, a tail of bytes and

@@ -27,8 +27,8 @@ use std::sync::{mpsc, Arc, OnceLock};
 use super::offline::{read_input, Analysis, InputSummary, Progress};
 use super::{merge_stats, MatchEvent, Matched, Pipeline, PipelineConfig, Reorder};
 use crate::capture::{Frame, LinkType, ReorderStats, SharedMap};
-use crate::jim::Document;
-use crate::transaction::{Matcher, Sighting, Transaction};
+use crate::jim::{Document, Kind};
+use crate::transaction::{cause, Matcher, Sighting, Transaction};
 use crate::UnixNanos;
 
 /// Frames between two hand-overs from a shard to the matcher. What is in flight is
@@ -596,6 +596,15 @@ fn merge(
                     MatchEvent::Document(mut d) => {
                         let (doc, s) = &mut *d;
                         matcher.observe_taking(doc, s, &mut finished);
+                        // A PONG's answer lets go of its PING's delivery cell here,
+                        // after the shard's watch list did: freed on this thread, each
+                        // was a free of another thread's memory and a new cell made
+                        // on the shard (~150 instructions a PING between the two,
+                        // docs/performance.md, stop 36, thr30). It goes back in the
+                        // box, which the shard refills, and is kept there.
+                        if doc.kind == Kind::Pong && s.wire.delivery.is_none() {
+                            s.wire.delivery = cause::spared_delivery();
+                        }
                         if let Some(spent) = spent.get_mut(shard) {
                             spent.push(d);
                         }

@@ -482,9 +482,18 @@ pub fn delivery_cell() -> DeliveryCell {
     take_spare(&SPARE_DELIVERY)
 }
 
+/// A spare delivery cell of the thread's, if it has one: for a thread that makes none
+/// (the matcher's of `--threads`) to hand those it let go back to one that does.
+pub(crate) fn spared_delivery() -> Option<DeliveryCell> {
+    SPARE_DELIVERY
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+}
+
 /// Lets go of `cell`; kept for [`delivery_cell`], unset, when nothing else holds it (a
 /// cell still held, by a leg or another list, is someone's PING's and stays as it is).
-fn spare_delivery(mut cell: DeliveryCell) {
+pub(crate) fn spare_delivery(mut cell: DeliveryCell) {
     let Some(unshared) = Arc::get_mut(&mut cell) else {
         return;
     };
@@ -2149,6 +2158,25 @@ mod tests {
             SPARE_DELIVERY.with(|spare| spare.borrow().len()),
             SPARE_DELIVERIES
         );
+    }
+
+    /// A thread's spare cell is taken without one made when it has none: a cell let go
+    /// unshared comes back reset, one still shared does not come back. Were a cell made
+    /// for an empty pool, or a shared one kept, this fails.
+    #[test]
+    fn a_spared_cell_is_taken_only_if_there_is_one() {
+        SPARE_DELIVERY.with(|spare| spare.borrow_mut().clear());
+        assert!(spared_delivery().is_none());
+        let cell = DeliveryCell::default();
+        assert!(cell.acked.set(3));
+        let at = Arc::as_ptr(&cell);
+        let held = Arc::clone(&cell);
+        spare_delivery(cell);
+        assert!(spared_delivery().is_none());
+        spare_delivery(held);
+        let back = spared_delivery().expect("the cell let go last");
+        assert_eq!((Arc::as_ptr(&back), &*back), (at, &Delivery::default()));
+        assert!(spared_delivery().is_none());
     }
 
     #[test]

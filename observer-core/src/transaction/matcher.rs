@@ -1719,9 +1719,15 @@ impl Matcher {
             if self.spare_legs.len() < SPARE_QUEUES && legs.capacity() == 1 {
                 // The leg stays, to be written over by the next (see [`first_leg`]);
                 // its cells are let go as its drop did: a PING's delivery cell is
-                // taken back by its watch list only once no one else holds it.
+                // taken back by its watch list once no one else holds it, or kept
+                // here if the list let go first (the matcher's thread of `--threads`
+                // runs behind the shards' lists: it freed 20,000 cells on jxta-0.1g,
+                // made on the shards; docs/performance.md, stop 36, thr30).
                 if let Some(leg) = legs.first_mut() {
-                    (leg.wire.end, leg.wire.delivery) = (None, None);
+                    leg.wire.end = None;
+                    if let Some(cell) = leg.wire.delivery.take() {
+                        cause::spare_delivery(cell);
+                    }
                 }
                 self.spare_legs.push(legs);
             }
