@@ -1238,18 +1238,26 @@ struct OpenPair {
 /// A correlator's [`OpenPair`]s, found by the correlator's hash that `on_ping` takes
 /// for the finished ones anyway ([`Remembered::correlator_hash`]): a `FastMap` keyed by
 /// the text hashed it again (~99 instructions a PING with its probe and compare).
+/// The text is the [`SharedCorrelators`] copy its first PING took, as its outstanding
+/// PINGs' are: compared by address first.
 #[derive(Debug)]
 struct OpenCorrelator {
     hash: u64,
-    correlator: Box<str>,
+    correlator: Arc<str>,
     at: Vec<OpenPair>,
 }
 
 impl OpenCorrelator {
     /// Whether this is the entry of `c`, hashed `hash`.
     fn is(&self, hash: u64, c: &str) -> bool {
-        self.hash == hash && *self.correlator == *c
+        self.hash == hash && same_text(&self.correlator, c)
     }
+}
+
+/// Equal texts: one copy (a shared correlator, most of the time) is equal without its
+/// bytes' compare (a call).
+fn same_text(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 /// Kept entries [`keep_open`] compares a new one with in turn; past them, through a set.
@@ -1857,7 +1865,9 @@ impl Matcher {
             self.live -= 1;
             self.anomalies.evicted_outstanding += 1;
         }
-        if let Some(c) = &doc.correlator {
+        let correlator = doc.correlator.as_deref();
+        let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
+        if let Some(c) = &correlator {
             // Pollers reuse a correlator across their receivers and polls (10 in all
             // on jxta-0.1g): found by reference, the key is copied only when new, not
             // copied and freed again for nearly every PING.
@@ -1871,7 +1881,7 @@ impl Matcher {
                 None => {
                     let e = OpenCorrelator {
                         hash: correlator_hash,
-                        correlator: c.as_str().into(),
+                        correlator: Arc::clone(c),
                         at: vec![open],
                     };
                     self.open_correlators
@@ -1884,8 +1894,6 @@ impl Matcher {
         let ping_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
         first_leg(&mut legs, &mut self.peers, seen, [poller_id, receiver_id]);
-        let correlator = seen.document().correlator.as_deref();
-        let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
         let poller_name = name;
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
@@ -1939,7 +1947,7 @@ impl Matcher {
                     let open = st
                         .outstanding
                         .iter()
-                        .any(|p| p.correlator.as_deref() == Some(&**c));
+                        .any(|p| p.correlator.as_deref().is_some_and(|p| same_text(p, c)));
                     open.then(|| u32::try_from(i).unwrap_or(u32::MAX))
                 });
                 entries += at.len();
@@ -2830,7 +2838,8 @@ mod pair_table_tests {
 
     /// Correlators in the open table are told apart by their text, not their hash
     /// alone: texts that share a hash (forced here), prefixes of each other and the
-    /// empty one each find their own entry, and a text under another hash none.
+    /// empty one each find their own entry, and a text under another hash none; and a
+    /// text by address is only itself.
     #[test]
     fn open_correlators_found_by_hash_are_their_texts() {
         let texts = ["", "a", "ab", "abc", "b", "uuid:5"];
@@ -2855,6 +2864,11 @@ mod pair_table_tests {
             assert!(open.find(8, |e| e.is(8, t)).is_none(), "{t:?}");
         }
         assert!(open.find(7, |e| e.is(7, "abcd")).is_none());
+        // One copy, two equal copies, a prefix sharing the copy's address, another text.
+        let one: Arc<str> = Arc::from("uuid:5");
+        let other: Arc<str> = Arc::from("uuid:5");
+        assert!(same_text(&one, &one) && same_text(&one, &other));
+        assert!(!same_text(&one, &one[..4]) && !same_text(&one, "uuid:6"));
     }
 
     /// `keep_open` keeps what comparing every entry with those kept before it keeps,
