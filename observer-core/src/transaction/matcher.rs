@@ -1235,6 +1235,31 @@ struct OpenPair {
     slot: u32,
 }
 
+/// A correlator's [`OpenPair`]s, found by the correlator's hash that `on_ping` takes
+/// for the finished ones anyway ([`Remembered::correlator_hash`]): a `FastMap` keyed by
+/// the text hashed it again (~99 instructions a PING with its probe and compare).
+/// The text is the [`SharedCorrelators`] copy its first PING took, as its outstanding
+/// PINGs' are: compared by address first.
+#[derive(Debug)]
+struct OpenCorrelator {
+    hash: u64,
+    correlator: Arc<str>,
+    at: Vec<OpenPair>,
+}
+
+impl OpenCorrelator {
+    /// Whether this is the entry of `c`, hashed `hash`.
+    fn is(&self, hash: u64, c: &str) -> bool {
+        self.hash == hash && same_text(&self.correlator, c)
+    }
+}
+
+/// Equal texts: one copy (a shared correlator, most of the time) is equal without its
+/// bytes' compare (a call).
+fn same_text(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 /// Kept entries [`keep_open`] compares a new one with in turn; past them, through a set.
 const KEEP_OPEN_SCAN: usize = 16;
 
@@ -1331,7 +1356,7 @@ pub struct Matcher {
     /// Pairs with a PING outstanding under each correlator, for PONGs that name no
     /// poller. Entries of answered PINGs stay until a rebuild (when they dominate),
     /// so every hit is checked against `pairs`, from the slot the entry keeps.
-    open_correlators: crate::FastMap<String, Vec<OpenPair>>,
+    open_correlators: hashbrown::HashTable<OpenCorrelator>,
     open_correlator_entries: usize,
     /// See [`SPARE_QUEUES`]; the same for the legs of PINGs and PONGs.
     spare_queues: Vec<Queue>,
@@ -1371,7 +1396,7 @@ impl Matcher {
                 ..Peers::default()
             },
             correlators: SharedCorrelators::default(),
-            open_correlators: crate::FastMap::default(),
+            open_correlators: hashbrown::HashTable::new(),
             open_correlator_entries: 0,
             spare_queues: Vec::new(),
             spare_legs: Vec::new(),
@@ -1590,7 +1615,7 @@ impl Matcher {
         // (presence, overhead, anomalies).
         self.pairs = PairTable::new(self.pairs.fold_after);
         self.finished = Remembered::default();
-        self.open_correlators = Default::default();
+        self.open_correlators = hashbrown::HashTable::new();
         self.open_correlator_entries = 0;
         self.spare_queues = Vec::new();
         self.spare_legs = Vec::new();
@@ -1846,7 +1871,9 @@ impl Matcher {
             self.live -= 1;
             self.anomalies.evicted_outstanding += 1;
         }
-        if let Some(c) = &doc.correlator {
+        let correlator = doc.correlator.as_deref();
+        let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
+        if let Some(c) = &correlator {
             // Pollers reuse a correlator across their receivers and polls (10 in all
             // on jxta-0.1g): found by reference, the key is copied only when new, not
             // copied and freed again for nearly every PING.
@@ -1854,13 +1881,18 @@ impl Matcher {
                 pair: pair.clone(),
                 slot: u32::try_from(slot).unwrap_or(u32::MAX),
             };
-            match self.open_correlators.get_mut(c.as_str()) {
-                Some(at) => at.push(open),
-                None => self
-                    .open_correlators
-                    .entry(c.clone())
-                    .or_default()
-                    .push(open),
+            let open_c = |e: &OpenCorrelator| e.is(correlator_hash, c);
+            match self.open_correlators.find_mut(correlator_hash, open_c) {
+                Some(e) => e.at.push(open),
+                None => {
+                    let e = OpenCorrelator {
+                        hash: correlator_hash,
+                        correlator: Arc::clone(c),
+                        at: vec![open],
+                    };
+                    self.open_correlators
+                        .insert_unique(correlator_hash, e, |e| e.hash);
+                }
             }
             self.open_correlator_entries += 1;
         }
@@ -1868,8 +1900,6 @@ impl Matcher {
         let ping_correlator_bytes = u64::from(doc.correlator_bytes);
         let mut legs = self.legs_buffer();
         first_leg(&mut legs, &mut self.peers, seen, [poller_id, receiver_id]);
-        let correlator = seen.document().correlator.as_deref();
-        let correlator = correlator.map(|c| self.correlators.get(correlator_hash, c));
         let poller_name = name;
         let Some(state) = self.pairs.slot_mut(slot) else {
             return;
@@ -1913,26 +1943,32 @@ impl Matcher {
     fn rebuild_open_correlators(&mut self) {
         let pairs = &self.pairs;
         let mut entries = 0;
-        self.open_correlators.retain(|c, at| {
-            keep_open(at, |e| {
-                let i = pairs.find_at(e.slot, &e.pair)?;
-                let st = pairs.slot(i)?;
-                let open = st
-                    .outstanding
-                    .iter()
-                    .any(|p| p.correlator.as_deref() == Some(c.as_str()));
-                open.then(|| u32::try_from(i).unwrap_or(u32::MAX))
-            });
-            entries += at.len();
-            !at.is_empty()
-        });
+        self.open_correlators.retain(
+            |OpenCorrelator {
+                 correlator: c, at, ..
+             }| {
+                keep_open(at, |e| {
+                    let i = pairs.find_at(e.slot, &e.pair)?;
+                    let st = pairs.slot(i)?;
+                    let open = st
+                        .outstanding
+                        .iter()
+                        .any(|p| p.correlator.as_deref().is_some_and(|p| same_text(p, c)));
+                    open.then(|| u32::try_from(i).unwrap_or(u32::MAX))
+                });
+                entries += at.len();
+                !at.is_empty()
+            },
+        );
         self.open_correlator_entries = entries;
     }
 
     /// The pair of the outstanding PING with correlator `c` that `receiver` may have
     /// answered (it named `receiver`, or no receiver at all).
     fn open_pair_of(&self, c: &str, receiver: &PeerKey) -> Option<PairKey> {
-        self.open_correlators.get(c)?.iter().find_map(|e| {
+        let hash = Remembered::correlator_hash(&self.pairs.hasher, c.as_bytes());
+        let open = self.open_correlators.find(hash, |e| e.is(hash, c))?;
+        open.at.iter().find_map(|e| {
             let pair = &e.pair;
             let fits = pair.1 == *receiver || pair.1.is_unknown();
             let found = self.pairs.find_at(e.slot, pair);
@@ -2804,6 +2840,41 @@ mod pair_table_tests {
             "{new} added at once, {looked} looked for"
         );
         assert!(repeats > 100, "{repeats} repeats");
+    }
+
+    /// Correlators in the open table are told apart by their text, not their hash
+    /// alone: texts that share a hash (forced here), prefixes of each other and the
+    /// empty one each find their own entry, and a text under another hash none; and a
+    /// text by address is only itself.
+    #[test]
+    fn open_correlators_found_by_hash_are_their_texts() {
+        let texts = ["", "a", "ab", "abc", "b", "uuid:5"];
+        let mut open = hashbrown::HashTable::new();
+        for (n, t) in texts.iter().enumerate() {
+            let e = OpenCorrelator {
+                hash: 7,
+                correlator: (*t).into(),
+                at: vec![
+                    OpenPair {
+                        pair: key(0),
+                        slot: 0,
+                    };
+                    n
+                ],
+            };
+            open.insert_unique(7, e, |e: &OpenCorrelator| e.hash);
+        }
+        for (n, t) in texts.iter().enumerate() {
+            let found = open.find(7, |e| e.is(7, t)).map(|e| e.at.len());
+            assert_eq!(found, Some(n), "{t:?}");
+            assert!(open.find(8, |e| e.is(8, t)).is_none(), "{t:?}");
+        }
+        assert!(open.find(7, |e| e.is(7, "abcd")).is_none());
+        // One copy, two equal copies, a prefix sharing the copy's address, another text.
+        let one: Arc<str> = Arc::from("uuid:5");
+        let other: Arc<str> = Arc::from("uuid:5");
+        assert!(same_text(&one, &one) && same_text(&one, &other));
+        assert!(!same_text(&one, &one[..4]) && !same_text(&one, "uuid:6"));
     }
 
     /// `keep_open` keeps what comparing every entry with those kept before it keeps,
