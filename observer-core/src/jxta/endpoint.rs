@@ -202,22 +202,30 @@ struct HeldRouter {
 /// changes no answer.
 ///
 /// Whether the CPU has AES and AVX is asked once, when the memo is made: asked for
-/// each router document hashed, the two checks were ~9 instructions each.
+/// each router document hashed, the two checks were ~9 instructions each. So is AVX2,
+/// for the scan of a JXSE first document ([`stop_and_ascii`]).
 #[derive(Debug, Clone, Copy)]
 struct RouterHash {
     /// The CPU has AES and AVX: only [`RouterHash::default`] sets it, from
     /// `is_x86_feature_detected!`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     aes: bool,
+    /// The CPU has AVX2: only [`RouterHash::default`] sets it, from
+    /// `is_x86_feature_detected!`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    avx2: bool,
 }
 
 impl Default for RouterHash {
     fn default() -> Self {
         #[cfg(target_arch = "x86_64")]
-        let aes = std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("avx");
+        let (aes, avx2) = (
+            std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("avx"),
+            std::is_x86_feature_detected!("avx2"),
+        );
         #[cfg(not(target_arch = "x86_64"))]
-        let aes = false;
-        RouterHash { aes }
+        let (aes, avx2) = (false, false);
+        RouterHash { aes, avx2 }
     }
 }
 
@@ -384,7 +392,7 @@ impl PeerMemo {
                 return Some((h.src.as_deref().cloned(), h.dst.as_deref().cloned()));
             }
         }
-        let ends = match jxse_hop_peers(content, *hops) {
+        let ends = match jxse_hop_peers(content, *hops, self.hash) {
             // Neither the memo nor its record of first documents is asked: a look-up
             // (a hash of the document, a probe, a comparison) would cost what these
             // few comparisons do, and such documents would only fill them.
@@ -473,7 +481,11 @@ const JXSE_SRC_TO_DEST: &[u8] = b"</Src><Dest>jxta://";
 /// are the same peer, else as the other. The bytes compared are ASCII: the document is
 /// UTF-8 if the rest is. `jxse_hop_peers_are_the_parse` compares both ways on every
 /// one-byte change of such documents.
-fn jxse_hop_peers(content: &[u8], hops: [Option<&Arc<PeerId>>; 2]) -> Option<SharedEnds> {
+fn jxse_hop_peers(
+    content: &[u8],
+    hops: [Option<&Arc<PeerId>>; 2],
+    cpu: RouterHash,
+) -> Option<SharedEnds> {
     let [Some(sender), Some(other)] = hops else {
         return None;
     };
@@ -486,7 +498,7 @@ fn jxse_hop_peers(content: &[u8], hops: [Option<&Arc<PeerId>>; 2]) -> Option<Sha
     if !matches!(dest.first(), Some(b'/' | b'<')) {
         return None;
     }
-    let (lt, ascii) = stop_and_ascii(dest);
+    let (lt, ascii) = stop_and_ascii(dest, cpu);
     let lt = lt?;
     // `wire_str(dest).is_ok()`, its ASCII check taken from the same pass.
     if !dest[lt..].starts_with(b"</Dest>") || !(ascii || std::str::from_utf8(dest).is_ok()) {
@@ -500,38 +512,31 @@ fn jxse_hop_peers(content: &[u8], hops: [Option<&Arc<PeerId>>; 2]) -> Option<Sha
 /// `(memchr3(b'<', b'&', b'\r', s), s.is_ascii())`: the rest of a JXSE first document
 /// after its destination's part (~210 bytes, its first `<` ~90 in) was read twice,
 /// `memchr3` (~110 instructions a call, most of them its set-up) then `all_ascii`
-/// (~80). One pass of 32-byte blocks (AVX2, where the CPU has it; else 16-byte SSE2
-/// ones, two a turn) looks for the stop bytes up to the first and ORs every byte for
-/// the high bit; the bytes after the
-/// last whole block are read as `s`'s last 16, the stops already seen shifted off.
+/// (~80). Where the CPU has AVX2 (`cpu`), one pass of 32-byte blocks looks for the stop
+/// bytes up to the first and ORs every byte for the high bit; the bytes after the last
+/// whole block are read as `s`'s last 32, the stops already seen shifted off. Else, or
+/// shorter than a block, the two calls (a 16-byte SSE2 pass was no cheaper than they
+/// are: docs/performance.md, stop 36, conn30).
 /// `stop_and_ascii_is_memchr3_and_is_ascii` compares it with [`stop_and_ascii_bytes`].
-fn stop_and_ascii(s: &[u8]) -> (Option<usize>, bool) {
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn stop_and_ascii(s: &[u8], cpu: RouterHash) -> (Option<usize>, bool) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(last) = s.last_chunk::<32>() {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: `stop_and_ascii_avx2` is a `target_feature(enable = "avx2")`
-            // function, called only when the CPU has AVX2 (just checked).
-            return unsafe { stop_and_ascii_avx2(s, last) };
-        }
-    }
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    if let Some(last) = s.last_chunk::<16>() {
-        // SAFETY: `stop_and_ascii_sse2` is a `target_feature(enable = "sse2")`
-        // function; the `cfg` above says this build's target has SSE2 (x86-64's
-        // baseline).
-        return unsafe { stop_and_ascii_sse2(s, last) };
+    if let (true, Some(last)) = (cpu.avx2, s.last_chunk::<32>()) {
+        // SAFETY: `stop_and_ascii_avx2` is a `target_feature(enable = "avx2")`
+        // function; calling it is sound when the CPU has AVX2, which `cpu.avx2` says:
+        // only `RouterHash::default` sets it, from `is_x86_feature_detected!`.
+        return unsafe { stop_and_ascii_avx2(s, last) };
     }
     stop_and_ascii_bytes(s)
 }
 
-/// [`stop_and_ascii`] by `memchr3` and `is_ascii`: texts shorter than a block, other
-/// targets, and the reference of its test.
+/// [`stop_and_ascii`] by `memchr3` and `is_ascii`: texts shorter than a block, CPUs
+/// without AVX2, and the reference of its test.
 fn stop_and_ascii_bytes(s: &[u8]) -> (Option<usize>, bool) {
     (memchr::memchr3(b'<', b'&', b'\r', s), s.is_ascii())
 }
 
-/// [`stop_and_ascii`] of `s`, whose last 32 bytes are `last`: the SSE2 pass's 16-byte
-/// blocks two a turn still cost about what `memchr3`'s 32-byte vectors do.
+/// [`stop_and_ascii`] of `s`, whose last 32 bytes are `last`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn stop_and_ascii_avx2(s: &[u8], last: &[u8; 32]) -> (Option<usize>, bool) {
@@ -581,70 +586,6 @@ fn stop_and_ascii_avx2(s: &[u8], last: &[u8; 32]) -> (Option<usize>, bool) {
         .iter()
         .fold(all, |all, block| _mm256_or_si256(all, load(block)));
     (stop, _mm256_movemask_epi8(all) == 0)
-}
-
-/// [`stop_and_ascii`] of `s`, whose last 16 bytes are `last`.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[target_feature(enable = "sse2")]
-fn stop_and_ascii_sse2(s: &[u8], last: &[u8; 16]) -> (Option<usize>, bool) {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    // SAFETY: `block` is 16 bytes long: the unaligned load reads inside it.
-    let load = |block: &[u8; 16]| unsafe { _mm_loadu_si128(block.as_ptr().cast::<__m128i>()) };
-    let (lt, amp, cr) = (
-        _mm_set1_epi8(b'<' as i8),
-        _mm_set1_epi8(b'&' as i8),
-        _mm_set1_epi8(b'\r' as i8),
-    );
-    let stops = |v: __m128i| {
-        let hit = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(v, lt), _mm_cmpeq_epi8(v, amp)),
-            _mm_cmpeq_epi8(v, cr),
-        );
-        _mm_movemask_epi8(hit) as u32
-    };
-    let (blocks, rest) = s.as_chunks::<16>();
-    // The last 16 bytes' high bits, read once for the tail's stops as well.
-    let tail = load(last);
-    let mut all = tail;
-    let mut stop = None;
-    let mut next = blocks.len();
-    // Two blocks a turn: one test and one branch for 32 bytes (17 instructions a block
-    // one at a time, `memchr3`'s 32-byte vectors were as fast as the pass).
-    let (pairs, odd) = blocks.as_chunks::<2>();
-    for (i, [a, b]) in pairs.iter().enumerate() {
-        let (a, b) = (load(a), load(b));
-        all = _mm_or_si128(all, _mm_or_si128(a, b));
-        let m = stops(a) | stops(b) << 16;
-        if m != 0 {
-            stop = Some(32 * i + m.trailing_zeros() as usize);
-            next = 2 * i + 2;
-            break;
-        }
-    }
-    if let (None, Some(block)) = (stop, odd.first()) {
-        let v = load(block);
-        all = _mm_or_si128(all, v);
-        let m = stops(v);
-        if m != 0 {
-            stop = Some(16 * (blocks.len() - 1) + m.trailing_zeros() as usize);
-        }
-    }
-    if stop.is_none() && !rest.is_empty() {
-        // The last block's first `16 - rest.len()` bytes were looked at above.
-        let m = stops(tail) >> (16 - rest.len());
-        if m != 0 {
-            stop = Some(s.len() - rest.len() + m.trailing_zeros() as usize);
-        }
-    }
-    // Past the first stop only the high bits are asked.
-    let all = blocks
-        .get(next..)
-        .unwrap_or_default()
-        .iter()
-        .fold(all, |all, block| _mm_or_si128(all, load(block)));
-    (stop, _mm_movemask_epi8(all) == 0)
 }
 
 /// The `(src_peer, dst_peer)` of [`router_fields`], without the hop, service and pipe
@@ -1788,12 +1729,16 @@ mod tests {
         assert!(from_hop > 0);
     }
 
-    /// Lengths 0 to 100 at two alignments (the SSE2 pass too where it is not the one
-    /// taken), no stop or a stop byte (`<`, `&`, CR) at
+    /// Lengths 0 to 100 at two alignments, with the AVX2 pass (where the CPU has it)
+    /// and without, no stop or a stop byte (`<`, `&`, CR) at
     /// every place, a second one 5 or 17 bytes after it, a byte of 0x80 or more (or
     /// 0x7f, 0x3c's neighbours) at every place: `memchr3`'s and `is_ascii`'s answers.
     #[test]
     fn stop_and_ascii_is_memchr3_and_is_ascii() {
+        let no_avx2 = RouterHash {
+            avx2: false,
+            ..RouterHash::default()
+        };
         let mut checked = 0;
         for len in 0..=100usize {
             for align in 0..2 {
@@ -1816,11 +1761,8 @@ mod tests {
                 for t in &cases {
                     let s = &t[align..];
                     let want = stop_and_ascii_bytes(s);
-                    assert_eq!(stop_and_ascii(s), want, "{s:?}");
-                    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-                    if let Some(last) = s.last_chunk::<16>() {
-                        // SAFETY: SSE2 is this target's baseline (the `cfg`).
-                        assert_eq!(unsafe { stop_and_ascii_sse2(s, last) }, want, "{s:?}");
+                    for cpu in [RouterHash::default(), no_avx2] {
+                        assert_eq!(stop_and_ascii(s, cpu), want, "{s:?}");
                     }
                     checked += 1;
                 }
@@ -1880,7 +1822,8 @@ mod tests {
                 ];
                 for (n, content) in docs.iter().enumerate() {
                     for hops in hop_sets {
-                        let Some(fast) = jxse_hop_peers(content, hops) else {
+                        let Some(fast) = jxse_hop_peers(content, hops, RouterHash::default())
+                        else {
                             declined += 1;
                             continue;
                         };
@@ -1896,7 +1839,13 @@ mod tests {
                         assert!(fast.0.is_some() && fast.1.is_some(), "{xml}");
                     }
                     assert!(
-                        n >= 2 || jxse_hop_peers(content, [Some(src), Some(dst)]).is_some(),
+                        n >= 2
+                            || jxse_hop_peers(
+                                content,
+                                [Some(src), Some(dst)],
+                                RouterHash::default()
+                            )
+                            .is_some(),
                         "{content:?}"
                     );
                 }

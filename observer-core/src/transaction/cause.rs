@@ -432,10 +432,14 @@ std::thread_local! {
 /// One of a thread's spares in `pool`, or a new value when it has none (or the thread
 /// is ending).
 fn take_spare<T: Default>(pool: &'static SparePool<T>) -> T {
+    spared(pool).unwrap_or_default()
+}
+
+/// One of a thread's spares in `pool`, if it has one (and is not ending).
+fn spared<T>(pool: &'static SparePool<T>) -> Option<T> {
     pool.try_with(|spare| spare.try_borrow_mut().ok()?.pop())
         .ok()
         .flatten()
-        .unwrap_or_default()
 }
 
 /// Keeps `value` in the thread's `pool` while it holds fewer than `most`; else it is
@@ -485,10 +489,7 @@ pub fn delivery_cell() -> DeliveryCell {
 /// A spare delivery cell of the thread's, if it has one: for a thread that makes none
 /// (the matcher's of `--threads`) to hand those it let go back to one that does.
 pub(crate) fn spared_delivery() -> Option<DeliveryCell> {
-    SPARE_DELIVERY
-        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten()
+    spared(&SPARE_DELIVERY)
 }
 
 /// Lets go of `cell`; kept for [`delivery_cell`], unset, when nothing else holds it (a
