@@ -696,6 +696,19 @@ mod tests {
         data: &[u8],
         ts: u64,
     ) {
+        feed_with(r, sink, stats, &mut SpareBuffers::default(), seq, data, ts);
+    }
+
+    /// [`feed`] with the spares a test keeps.
+    fn feed_with(
+        r: &mut Reassembler,
+        sink: &mut Sink,
+        stats: &mut ReassemblyStats,
+        spare: &mut SpareBuffers,
+        seq: u32,
+        data: &[u8],
+        ts: u64,
+    ) {
         r.segment(
             seq,
             false,
@@ -705,7 +718,7 @@ mod tests {
             1 << 20,
             usize::MAX,
             stats,
-            &mut SpareBuffers::default(),
+            spare,
             &mut |d| sink.push(d),
         );
     }
@@ -832,29 +845,11 @@ mod tests {
             ReassemblyStats::default(),
         );
         let mut spare = SpareBuffers::default();
-        let mut data = |r: &mut Reassembler,
-                        st: &mut ReassemblyStats,
-                        spare: &mut SpareBuffers,
-                        seq: u32,
-                        bytes: &[u8]| {
-            r.segment(
-                seq,
-                false,
-                false,
-                bytes,
-                1,
-                1 << 20,
-                usize::MAX,
-                st,
-                spare,
-                &mut |d| s.push(d),
-            );
-        };
-        data(&mut a, &mut st, &mut spare, 0, b"abcdef");
+        feed_with(&mut a, &mut s, &mut st, &mut spare, 0, b"abcdef", 1);
         a.acked(6, &mut st, &mut spare, &mut |_| {});
         assert_eq!((a.held.is_none(), spare.len()), (true, 1));
         let given_up = spare.0[0].recent.as_ptr();
-        data(&mut b, &mut st, &mut spare, 100, b"uvw");
+        feed_with(&mut b, &mut s, &mut st, &mut spare, 100, b"uvw", 1);
         assert!(spare.is_empty(), "the spare buffer is taken");
         assert_eq!(
             b.recent().as_ptr(),
@@ -862,9 +857,9 @@ mod tests {
             "the taken buffer is the one given up"
         );
         assert_eq!(b.recent(), b"uvw");
-        data(&mut b, &mut st, &mut spare, 100, b"uvw");
+        feed_with(&mut b, &mut s, &mut st, &mut spare, 100, b"uvw", 1);
         assert_eq!(st.conflicting_overlap, 0);
-        data(&mut b, &mut st, &mut spare, 101, b"vW");
+        feed_with(&mut b, &mut s, &mut st, &mut spare, 101, b"vW", 1);
         assert_eq!(st.conflicting_overlap, 1);
         // The end gives the buffer up as well.
         b.close(&mut st, &mut spare, &mut |_| {});
@@ -908,36 +903,18 @@ mod tests {
             ReassemblyStats::default(),
             SpareBuffers::default(),
         );
-        let mut data = |r: &mut Reassembler,
-                        st: &mut ReassemblyStats,
-                        spare: &mut SpareBuffers,
-                        seq: u32,
-                        bytes: &[u8]| {
-            r.segment(
-                seq,
-                false,
-                false,
-                bytes,
-                seq.into(),
-                1 << 20,
-                usize::MAX,
-                st,
-                spare,
-                &mut |d| s.push(d),
-            );
-        };
         let no_box = |r: &Reassembler| r.held.is_none() && r.pending_bytes() == 0 && !r.holds();
-        data(&mut r, &mut st, &mut spare, 0, b"ab");
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 0, b"ab", 0);
         assert_eq!(r.recent(), b"ab");
         r.acked(2, &mut st, &mut spare, &mut |_| {});
         assert!(no_box(&r));
         // A run behind a hole, its compare buffer given up meanwhile: the box stays
         // for the run alone, then for the bytes it delivered.
-        data(&mut r, &mut st, &mut spare, 2, b"cd");
-        data(&mut r, &mut st, &mut spare, 6, b"gh");
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 2, b"cd", 2);
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 6, b"gh", 6);
         r.acked(4, &mut st, &mut spare, &mut |_| {});
         assert!(r.holds() && r.recent().is_empty());
-        data(&mut r, &mut st, &mut spare, 4, b"ef");
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 4, b"ef", 4);
         assert!(!r.holds());
         assert_eq!(r.recent(), b"efgh");
         r.acked(8, &mut st, &mut spare, &mut |_| {});
@@ -946,20 +923,20 @@ mod tests {
         r.acked(10, &mut st, &mut spare, &mut |_| {});
         assert!(no_box(&r));
         // A gap with a run behind it delivers the run, which the box keeps.
-        data(&mut r, &mut st, &mut spare, 10, b"kl");
-        data(&mut r, &mut st, &mut spare, 14, b"op");
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 10, b"kl", 10);
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 14, b"op", 14);
         r.acked(14, &mut st, &mut spare, &mut |_| {});
         assert!(!r.holds());
         assert_eq!(r.recent(), b"op");
         // The end lets go of runs and buffer.
-        data(&mut r, &mut st, &mut spare, 20, b"uv");
+        feed_with(&mut r, &mut s, &mut st, &mut spare, 20, b"uv", 20);
         assert!(r.holds());
         r.close(&mut st, &mut spare, &mut |_| {});
         assert!(no_box(&r));
         // Ignored, a direction drops what it held.
         let mut q = Reassembler::new();
-        data(&mut q, &mut st, &mut spare, 0, b"ab");
-        data(&mut q, &mut st, &mut spare, 4, b"ef");
+        feed_with(&mut q, &mut s, &mut st, &mut spare, 0, b"ab", 0);
+        feed_with(&mut q, &mut s, &mut st, &mut spare, 4, b"ef", 4);
         assert_eq!(q.ignore(), 2);
         assert!(no_box(&q));
         // What the segments delivered (the ACKs' and the end's deliveries go

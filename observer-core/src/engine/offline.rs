@@ -217,19 +217,9 @@ pub(crate) fn read_input(
                 }
             }
         }
-        // Inlined into the loop whatever `on_frame` is: the reader of `--threads` inlines
-        // its own hand-on into this, which LLVM then left as a call.
         merger.release_placed(
             reader.mapped(),
-            &mut inlined(
-                #[inline(always)]
-                |frame: &Frame<'_>, at: Option<usize>| {
-                    on_frame(frame, shared.zip(at));
-                    if let Some(at) = at {
-                        pages.handed_on(&reader, at);
-                    }
-                },
-            ),
+            &mut hand_on(&mut on_frame, shared, &mut pages, &reader),
         );
         if let Some(bar) = &mut bar {
             if reader.stats().frames % 4096 == 0 {
@@ -240,15 +230,7 @@ pub(crate) fn read_input(
     if last {
         merger.flush_placed(
             reader.mapped(),
-            &mut inlined(
-                #[inline(always)]
-                |frame: &Frame<'_>, at: Option<usize>| {
-                    on_frame(frame, shared.zip(at));
-                    if let Some(at) = at {
-                        pages.handed_on(&reader, at);
-                    }
-                },
-            ),
+            &mut hand_on(&mut on_frame, shared, &mut pages, &reader),
         );
     } else {
         merger.detach(reader.mapped());
@@ -276,6 +258,28 @@ pub(crate) fn read_input(
         bytes: reader.offset(),
         error: error.map(|e| e.to_string()),
     }
+}
+
+/// The merger's hand-on of a frame released where it lies (`at`, in `shared`): to
+/// `on_frame`, then its pages marked handed on. Inlined into the loop whatever
+/// `on_frame` is: the reader of `--threads` inlines its own hand-on into this, which
+/// LLVM then left as a call (docs/performance.md, stop 36, read29).
+#[inline(always)]
+fn hand_on<'a, F: FnMut(&Frame<'_>, Option<(&SharedMap, usize)>)>(
+    on_frame: &'a mut F,
+    shared: Option<&'a SharedMap>,
+    pages: &'a mut HeldPages,
+    reader: &'a CaptureReader,
+) -> impl FnMut(&Frame<'_>, Option<usize>) + 'a {
+    inlined(
+        #[inline(always)]
+        move |frame: &Frame<'_>, at: Option<usize>| {
+            on_frame(frame, shared.zip(at));
+            if let Some(at) = at {
+                pages.handed_on(reader, at);
+            }
+        },
+    )
 }
 
 /// `f` itself: an attribute on a closure (`#[inline(always)]`) is stable only where the
