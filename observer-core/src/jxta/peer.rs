@@ -212,31 +212,37 @@ fn all_word_bytes(s: &[u8]) -> bool {
     all_word_bytes_fold(s)
 }
 
-/// [`all_word_bytes`] of `s`, whose last 16 bytes are `last`: the fold's tests, one
-/// vector comparison each (an unsigned `x < n` is `min(x, n - 1) == x`).
+/// [`all_word_bytes`] of `s`, whose last 16 bytes are `last`: the fold's tests, a
+/// range each by one add and one signed compare (an unsigned `x - lo < n` is a signed
+/// `x - lo + 0x80 < n - 0x80`; `min` and `cmpeq` took three). `-`, `.` and the digits
+/// are one range, `0x2d..=0x39`, less `/`: with `_` the marks and digits are three
+/// tests where five were (~3 instructions a block fewer).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
 fn all_word_bytes_sse2(s: &[u8], last: &[u8; 16]) -> bool {
     use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8, _mm_sub_epi8,
+        __m128i, _mm_add_epi8, _mm_and_si128, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmplt_epi8,
+        _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    let below = |x: __m128i, n: u8| _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(n as i8 - 1)), x);
+    // Bytes `lo..lo + n` (`n` at most 128): `x + (0x80 - lo)` wraps them to the signed
+    // bytes below `n - 0x80`, and every other byte to `n - 0x80` or above.
+    let within = |x: __m128i, lo: u8, n: u8| {
+        _mm_cmplt_epi8(
+            _mm_add_epi8(x, _mm_set1_epi8(0x80u8.wrapping_sub(lo) as i8)),
+            _mm_set1_epi8(n.wrapping_sub(0x80) as i8),
+        )
+    };
     let word = |block: &[u8; 16]| {
         // SAFETY: `block` is 16 bytes long: the unaligned load reads inside it.
         let c = unsafe { _mm_loadu_si128(block.as_ptr().cast::<__m128i>()) };
-        let digit = below(_mm_sub_epi8(c, _mm_set1_epi8(b'0' as i8)), 10);
-        // Setting 0x20 lowers an ASCII capital and leaves the rest out of `a..=z`.
-        let lowered = _mm_or_si128(c, _mm_set1_epi8(0x20));
-        let letter = below(_mm_sub_epi8(lowered, _mm_set1_epi8(b'a' as i8)), 26);
-        let marks = _mm_or_si128(
-            _mm_cmpeq_epi8(c, _mm_set1_epi8(b'-' as i8)),
-            _mm_or_si128(
-                _mm_cmpeq_epi8(c, _mm_set1_epi8(b'_' as i8)),
-                _mm_cmpeq_epi8(c, _mm_set1_epi8(b'.' as i8)),
-            ),
+        let marks_digits = _mm_andnot_si128(
+            _mm_cmpeq_epi8(c, _mm_set1_epi8(b'/' as i8)),
+            within(c, b'-', b'9' - b'-' + 1),
         );
-        _mm_or_si128(_mm_or_si128(digit, letter), marks)
+        // Setting 0x20 lowers an ASCII capital and leaves the rest out of `a..=z`.
+        let letter = within(_mm_or_si128(c, _mm_set1_epi8(0x20)), b'a', 26);
+        let underscore = _mm_cmpeq_epi8(c, _mm_set1_epi8(b'_' as i8));
+        _mm_or_si128(_mm_or_si128(marks_digits, letter), underscore)
     };
     let all = s
         .as_chunks::<16>()
