@@ -527,7 +527,7 @@ impl<S> FlowTable<S> {
                 let fwd = &flow.dirs[Dir::Forward.index()];
                 if flow.info.initiator != src || fwd.delivered() > 0 || flow.rst || fwd.fin_seen() {
                     self.stats.port_reuse += 1;
-                    self.close_hashed(hash, key, CloseReason::Reused, handler);
+                    self.close(key, CloseReason::Reused, handler);
                 }
             }
         }
@@ -635,7 +635,7 @@ impl<S> FlowTable<S> {
             None
         };
         if let Some(reason) = done {
-            self.close_hashed(hash, FlowKey::new(src, dst), reason, handler);
+            self.close(FlowKey::new(src, dst), reason, handler);
         }
     }
 
@@ -767,27 +767,13 @@ impl<S> FlowTable<S> {
         }
     }
 
-    /// [`Self::close_hashed`] of a key its caller has not hashed.
     fn close<H: FlowHandler<State = S>>(
         &mut self,
         key: FlowKey,
         reason: CloseReason,
         handler: &mut H,
     ) {
-        self.close_hashed(self.hash(&key), key, reason, handler);
-    }
-
-    /// Closes the flow of `key`, hashed `hash` (its [`Self::hash`]): a segment's close
-    /// passes the hash it found the flow by, where hashing the 40-byte key again was
-    /// ~20 instructions of every connection's end.
-    fn close_hashed<H: FlowHandler<State = S>>(
-        &mut self,
-        hash: u64,
-        key: FlowKey,
-        reason: CloseReason,
-        handler: &mut H,
-    ) {
-        debug_assert_eq!(hash, self.hash(&key), "a close with another key's hash");
+        let hash = self.hash(&key);
         let Ok(entry) = self.flows.find_entry(hash, |f| f.is(&key)) else {
             return;
         };
