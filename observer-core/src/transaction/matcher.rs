@@ -35,6 +35,12 @@ use crate::UnixNanos;
 
 type PairKey = (PeerKey, PeerKey);
 
+/// `a == b` by [`PeerKey::same`], the pair tables' compare.
+#[inline(always)]
+fn same_pair(a: &PairKey, b: &PairKey) -> bool {
+    a.0.same(&b.0) && a.1.same(&b.1)
+}
+
 /// A PONG matched on a transit leg, waiting for its delivery leg.
 #[derive(Clone, Debug)]
 struct Candidate {
@@ -466,7 +472,9 @@ impl PairTable {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                slots.get(i as usize).is_some_and(|(key, _)| key == k)
+                slots
+                    .get(i as usize)
+                    .is_some_and(|(key, _)| same_pair(key, k))
             })
             .map(|&i| i as usize)
     }
@@ -482,7 +490,7 @@ impl PairTable {
     fn find_at(&self, slot: u32, k: &PairKey) -> Option<usize> {
         let i = slot as usize;
         match self.slots.get(i) {
-            Some((key, st)) if key == k => (!self.folded(st, self.now)).then_some(i),
+            Some((key, st)) if same_pair(key, k) => (!self.folded(st, self.now)).then_some(i),
             _ => self.find(k),
         }
     }
@@ -3284,6 +3292,62 @@ mod pair_table_tests {
         }
         assert_eq!(pair_hashes.len(), 52 * 52);
         assert_eq!(finished.len(), 52 * 52);
+    }
+
+    /// `same_pair` is `==` on every mix of keys: the same copy, equal copies made
+    /// apart (the out-of-line compare), names that are prefixes of each other or the
+    /// text of an ID, the unknown peer; and a pair table finds a pair by any copy.
+    #[test]
+    fn same_pairs_are_equal_pairs() {
+        use std::sync::Arc;
+        let keys = || {
+            let mut k: Vec<PeerKey> = [
+                "urn:jxta:uuid-0A03",
+                "urn:jxta:uuid-0A0303",
+                "urn:jxta:uuid-0B03",
+            ]
+            .iter()
+            .filter_map(|t| PeerId::parse(t))
+            .map(PeerKey::Id)
+            .collect();
+            assert_eq!(k.len(), 3);
+            for name in ["", "alice", "alice2", "urn:jxta:uuid-0A03"] {
+                k.push(PeerKey::Other(Some(Arc::from(name))));
+            }
+            k.push(PeerKey::UNKNOWN);
+            k
+        };
+        let (a, b) = (keys(), keys());
+        let copies: Vec<&PeerKey> = a.iter().chain(&b).collect();
+        let mut checked = 0;
+        for &x in &copies {
+            for &y in &copies {
+                assert_eq!(x.same(y), x == y, "{x:?} against {y:?}");
+                for &z in &copies {
+                    let (p, q) = ((x.clone(), y.clone()), (x.clone(), z.clone()));
+                    assert_eq!(same_pair(&p, &q), p == q, "{p:?} against {q:?}");
+                    assert_eq!(same_pair(&q, &p), p == q);
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 16 * 16 * 16);
+
+        let mut t = PairTable::new(u64::MAX);
+        for x in &a {
+            for y in &a {
+                t.get_or_default(&(x.clone(), y.clone()))
+                    .timed_out_unanswered = 1;
+            }
+        }
+        for (i, x) in b.iter().enumerate() {
+            for (j, y) in b.iter().enumerate() {
+                let k = (x.clone(), y.clone());
+                let slot = t.find(&k).expect("found by another copy");
+                assert_eq!(t.slots[slot].0, (a[i].clone(), a[j].clone()));
+                assert_eq!(t.find_at(slot as u32, &k), Some(slot));
+            }
+        }
     }
 
     /// Removal moves the last pair into the hole: every pair left must still be found

@@ -371,6 +371,27 @@ impl PeerKey {
     pub fn is_unknown(&self) -> bool {
         matches!(self, PeerKey::Other(None))
     }
+
+    /// `self == other`, answered inline when both hold the same copy (the interned IDs
+    /// and names nearly always do), else by the full compare out of line. The matcher's
+    /// pair look-up compares two keys a document: kept small, hashbrown's probe closure
+    /// is inlined and the probe keeps its group in registers across the compare.
+    #[inline(always)]
+    pub(crate) fn same(&self, other: &PeerKey) -> bool {
+        let same_copy = match (self, other) {
+            (PeerKey::Id(a), PeerKey::Id(b)) => a.same_copy(b),
+            (PeerKey::Other(Some(a)), PeerKey::Other(Some(b))) => Arc::ptr_eq(a, b),
+            (PeerKey::Other(None), PeerKey::Other(None)) => true,
+            _ => false,
+        };
+        same_copy || self.equal_copies(other)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn equal_copies(&self, other: &PeerKey) -> bool {
+        self == other
+    }
 }
 
 /// IDs first, then names, then the unknown peer (the order of the three variants this
