@@ -2511,36 +2511,16 @@ mod pair_table_tests {
         );
         // Relayed: transit then delivery leg, and a transit candidate never delivered.
         let t = 50_000_000_000;
-        m.observe(
-            &doc(Kind::Ping, "alice", Some("r")),
-            &via(t, 1, 2, [1, 9]),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Ping, "alice", Some("r")),
-            &via(t + 1, 1, 2, [9, 2]),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Pong, "bob", Some("r")),
-            &via(t + 2, 2, 1, [2, 9]),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Pong, "bob", Some("r")),
-            &via(t + 3, 2, 1, [9, 1]),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Ping, "alice", Some("s")),
-            &via(t + 4, 1, 2, [1, 9]),
-            &mut out,
-        );
-        m.observe(
-            &doc(Kind::Pong, "bob", Some("s")),
-            &via(t + 5, 2, 1, [2, 9]),
-            &mut out,
-        );
+        for (kind, name, c, s) in [
+            (Kind::Ping, "alice", "r", via(t, 1, 2, [1, 9])),
+            (Kind::Ping, "alice", "r", via(t + 1, 1, 2, [9, 2])),
+            (Kind::Pong, "bob", "r", via(t + 2, 2, 1, [2, 9])),
+            (Kind::Pong, "bob", "r", via(t + 3, 2, 1, [9, 1])),
+            (Kind::Ping, "alice", "s", via(t + 4, 1, 2, [1, 9])),
+            (Kind::Pong, "bob", "s", via(t + 5, 2, 1, [2, 9])),
+        ] {
+            m.observe(&doc(kind, name, Some(c)), &s, &mut out);
+        }
         m.advance(t + 30_000_000_000, &mut out);
         // Keyed by name alone, and one with IDs, open at the end.
         m.observe(
